@@ -1,0 +1,26 @@
+/* cpu.h - the CPU kernels behind c5k_cpu_ops (private to kernels/cpu). */
+#ifndef C5_KERNELS_CPU_H
+#define C5_KERNELS_CPU_H
+#include "kernels.h"
+
+long c5k_chunk_row(const c5k_rows *R, long c);
+void c5k_chunk_range(const c5k_rows *R, long r, long c, long *j0, long *j1);
+
+c5_status c5k_cd_sumexp_cpu(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *,
+                            const double *, double, double *, double *);
+c5_status c5k_cd_maxsumexp_cpu(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *,
+                               const double *, double, double *);
+c5_status c5k_cd_output_cpu(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *,
+                            const double *, double, c5_real *);
+c5_status c5k_cd_gdot_cpu(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *,
+                          const double *, double, const c5_real *, const c5_real *, double *);
+c5_status c5k_cd_backward_cpu(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *, int,
+                              const double *, const double *, const double *, const double *,
+                              const c5_real *, const c5_real *, c5_real *);
+c5_status c5k_topk_hist_cpu(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *,
+                            const uint64_t *, int, long *);
+c5_status c5k_topk_count_eq_cpu(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *,
+                                const uint64_t *, long *);
+c5_status c5k_topk_select_cpu(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *,
+                              const uint64_t *, const long *, long, long *, long *);
+#endif

@@ -1,0 +1,99 @@
+/* vexp.c - x[i] = exp(x[i]) over a block, vectorized by SLEEF with runtime
+   dispatch (AVX-512, AVX2+FMA, SSE2), so default builds stay portable (no
+   -march=native) yet use the host's widest vectors. The only file in
+   kernels/cpu with intrinsics. Results depend on the block, never on the
+   thread that runs it. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include "kernels.h"
+
+#if defined(__x86_64__)
+/* sleef.h declares each ISA's functions only when that ISA is enabled */
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx2,fma")
+#include <immintrin.h>
+#include <sleef.h>
+
+#if C5_USE_DOUBLE
+#define W512 8
+#define W256 4
+#define W128 2
+#define LD512 _mm512_loadu_pd
+#define ST512 _mm512_storeu_pd
+#define EXP512 Sleef_expd8_u10avx512f
+#define LD256 _mm256_loadu_pd
+#define ST256 _mm256_storeu_pd
+#define EXP256 Sleef_expd4_u10avx2
+#define LD128 _mm_loadu_pd
+#define ST128 _mm_storeu_pd
+#define EXP128 Sleef_expd2_u10sse2
+#else
+#define W512 16
+#define W256 8
+#define W128 4
+#define LD512 _mm512_loadu_ps
+#define ST512 _mm512_storeu_ps
+#define EXP512 Sleef_expf16_u10avx512f
+#define LD256 _mm256_loadu_ps
+#define ST256 _mm256_storeu_ps
+#define EXP256 Sleef_expf8_u10avx2
+#define LD128 _mm_loadu_ps
+#define ST128 _mm_storeu_ps
+#define EXP128 Sleef_expf4_u10sse2
+#endif
+
+/* The tail goes through the same vector function (padded), so an element's
+   result does not depend on where a block ends. */
+#define DEFINE_VEXP(name, attr, W, LD, ST, EXP)                              \
+  __attribute__((target(attr))) static void name(c5_real *x, long n)         \
+  {                                                                          \
+    long i = 0;                                                              \
+    for (; i + W <= n; i += W) ST(x + i, EXP(LD(x + i)));                    \
+    if (i < n) {                                                             \
+      c5_real t[W];                                                          \
+      memset(t, 0, sizeof t);                                                \
+      memcpy(t, x + i, (size_t)(n - i) * sizeof *x);                         \
+      ST(t, EXP(LD(t)));                                                     \
+      memcpy(x + i, t, (size_t)(n - i) * sizeof *x);                         \
+    }                                                                        \
+  }
+DEFINE_VEXP(vexp_avx512, "avx512f", W512, LD512, ST512, EXP512)
+DEFINE_VEXP(vexp_avx2, "avx2,fma", W256, LD256, ST256, EXP256)
+DEFINE_VEXP(vexp_sse2, "sse2", W128, LD128, ST128, EXP128)
+#pragma GCC pop_options
+
+typedef void (*vexp_fn)(c5_real *, long);
+
+static vexp_fn pick(void)
+{
+  __builtin_cpu_init();
+  if (getenv("C5_VEXP_NO_AVX512") == NULL && __builtin_cpu_supports("avx512f")) return vexp_avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return vexp_avx2;
+  return vexp_sse2;
+}
+
+static vexp_fn chosen;
+
+void c5k_vexp(c5_real *x, long n)
+{
+  vexp_fn f = __atomic_load_n(&chosen, __ATOMIC_RELAXED);
+  if (!f) {
+    f = pick();
+    __atomic_store_n(&chosen, f, __ATOMIC_RELAXED);
+  }
+  f(x, n);
+}
+
+const char *c5k_vexp_isa(void)
+{
+  vexp_fn f = pick();
+  return f == vexp_avx512 ? "avx512f" : f == vexp_avx2 ? "avx2" : "sse2";
+}
+#else
+void c5k_vexp(c5_real *x, long n)
+{
+  for (long i = 0; i < n; i++) x[i] = exp(x[i]);
+}
+const char *c5k_vexp_isa(void) { return "scalar"; }
+#endif

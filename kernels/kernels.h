@@ -1,0 +1,89 @@
+/* kernels.h - the one compute interface: each device fills a c5k_ops table
+   (kernels/cpu/ops.c; kernels/cuda later). Kernels take pointers, sizes and
+   a context, allocate nothing and never communicate: lib/ does the
+   collectives between kernel calls. */
+#ifndef C5_KERNELS_H
+#define C5_KERNELS_H
+
+#include "colt5.h"
+
+/* Rows of a sharded, possibly ragged matrix: row r is elements
+   [off[r], off[r] + len[r]) of every array passed with it (s, mask, y, ...).
+   Rows are cut into fixed chunks of C5K_CHUNK elements; cstart[r] is the
+   index of row r's first chunk (cstart[rows] = total), so that every sum
+   has the same partition whatever the thread count. */
+#define C5K_CHUNK 4096
+typedef struct {
+  long rows;
+  const long *off;
+  const long *len;
+  const long *cstart;   /* [rows + 1] */
+} c5k_rows;
+
+/* Fill cstart [rows + 1] for rows of the given lengths. */
+void c5k_rows_plan(long rows, const long *len, long *cstart);
+
+typedef struct {
+  double *work;      /* scratch owned by the caller */
+  long work_len;     /* in doubles */
+} c5k_ctx;
+
+/* x[i] = exp(x[i]), vectorized (kernels/cpu/vexp.c). */
+void c5k_vexp(c5_real *x, long n);
+const char *c5k_vexp_isa(void);
+
+/* Scratch (in doubles) any kernel of this table needs for R: 256 per chunk. */
+long c5k_work_len(const c5k_rows *R);
+
+typedef struct c5k_ops {
+  const char *name;
+  /* Coordinate descent, DESIGN.md §2. For row r with a = a[r]:
+     e_j = exp(min(s_j + a, 0) * inv_eps), 0 where masked.
+     sum[r] = sum_j e_j; nabove[r] = #{unmasked j : s_j + a > 0}.
+     a = +inf gives the count of unmasked entries in both. */
+  c5_status (*cd_sumexp)(c5k_ctx *, const c5k_rows *R, const c5_real *s, const uint8_t *mask,
+                         const double *a, double inv_eps, double *sum, double *nabove);
+  /* Underflow fallback: pair[r] = {M, sum_j exp(t_j - M)}, t_j = min(s_j + a, 0) * inv_eps,
+     M = max_j t_j over unmasked j ({-inf, 0} when none). */
+  c5_status (*cd_maxsumexp)(c5k_ctx *, const c5k_rows *R, const c5_real *s, const uint8_t *mask,
+                            const double *a, double inv_eps, double *pair);
+  /* y_j = e_j as above (the scores). */
+  c5_status (*cd_output)(c5k_ctx *, const c5k_rows *R, const c5_real *s, const uint8_t *mask,
+                         const double *a, double inv_eps, c5_real *y);
+  /* dot[r] = sum_j gy_j y_j inv_eps [s_j + a <= 0] (dL/da_T). */
+  c5_status (*cd_gdot)(c5k_ctx *, const c5k_rows *R, const c5_real *s, const uint8_t *mask,
+                       const double *a, double inv_eps, const c5_real *y, const c5_real *gy,
+                       double *dot);
+  /* ds_j = gy_j y_j inv_eps[T] [s_j + a_T <= 0]
+            - sum_{t=2..T} ga_t exp((s_j + a_{t-1}) inv_eps[t-1] - lse_t) [s_j + a_{t-1} <= 0]
+     (masked: 0). a, lse, ga: [rows][T] (index t-1); inv_eps: [T + 1]. */
+  c5_status (*cd_backward)(c5k_ctx *, const c5k_rows *R, const c5_real *s, const uint8_t *mask,
+                           int T, const double *a, const double *lse, const double *inv_eps,
+                           const double *ga, const c5_real *y, const c5_real *gy, c5_real *ds);
+  /* Radix-select histogram: for each row, hist[r][b] (+)= number of entries
+     whose order key k satisfies (k >> (shift + 8)) == prefix[r] >> (shift + 8)
+     and ((k >> shift) & 255) == b. Key: unmasked -> order-preserving image of
+     (double)v, masked -> 0. hist is overwritten. */
+  c5_status (*topk_hist)(c5k_ctx *, const c5k_rows *R, const c5_real *v, const uint8_t *mask,
+                         const uint64_t *prefix, int shift, long *hist);
+  /* Count entries equal to key[r] (ties at the threshold). */
+  c5_status (*topk_count_eq)(c5k_ctx *, const c5k_rows *R, const c5_real *v, const uint8_t *mask,
+                             const uint64_t *key, long *count);
+  /* Select: entries with key > thr[r], and the first take[r] entries with key == thr[r]
+     in index order; writes local positions (relative to off[r]) to pos + r*cap,
+     ascending, and their number to count[r]. */
+  c5_status (*topk_select)(c5k_ctx *, const c5k_rows *R, const c5_real *v, const uint8_t *mask,
+                           const uint64_t *thr, const long *take, long cap, long *count, long *pos);
+} c5k_ops;
+
+extern const c5k_ops c5k_cpu_ops;
+
+/* Order-preserving map of a double to uint64 (-0 == +0); masked -> 0. */
+static inline uint64_t c5k_order_key(c5_real v, int keep)
+{
+  union { double d; uint64_t u; } c = { .d = (double)v + 0.0 };
+  uint64_t k = (c.u >> 63) ? ~c.u : (c.u | 0x8000000000000000ull);
+  return keep ? (k ? k : 1) : 0;
+}
+
+#endif

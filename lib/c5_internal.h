@@ -1,0 +1,64 @@
+/* c5_internal.h - private to libcolt5: error macros, allocation, the dist
+   internals other lib/ files may use. Not installed. */
+#ifndef C5_INTERNAL_H
+#define C5_INTERNAL_H
+
+#include <stdlib.h>
+#include "colt5.h"
+
+/* Start a new error: records the message and the first trace frame. */
+c5_status c5_err_raise(c5_status st, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Add one "at file:line" frame to the current error and pass its code on. */
+c5_status c5_err_trace(c5_status st, const char *file, int line);
+/* MPI error code -> C5_ERR_MPI with MPI's own text and the failing call. */
+c5_status c5_err_mpi(int code, const char *call, const char *file, int line);
+
+#define C5_ERR(st, ...) c5_err_raise((st), __FILE__, __LINE__, __VA_ARGS__)
+
+/* Check a condition; on failure raise st with the message and return it. */
+#define C5_CHECK(cond, st, ...) do { if (!(cond)) return C5_ERR((st), __VA_ARGS__); } while (0)
+
+/* Call a c5 function; on failure add this frame and return its code. */
+#define C5_CALL(call) do { c5_status s_ = (call); \
+    if (s_ != C5_OK) return c5_err_trace(s_, __FILE__, __LINE__); } while (0)
+
+/* Call a c5 function; on failure store the code in st and jump to label. */
+#define C5_CALL_GOTO(call, st, label) do { c5_status s_ = (call); \
+    if (s_ != C5_OK) { (st) = c5_err_trace(s_, __FILE__, __LINE__); goto label; } } while (0)
+#define C5_CHECK_GOTO(cond, st, label, code, ...) do { if (!(cond)) { \
+    (st) = C5_ERR((code), __VA_ARGS__); goto label; } } while (0)
+
+/* Cleanup that keeps the first error. */
+#define C5_KEEP_FIRST(st, call) do { c5_status s_ = (call); if ((st) == C5_OK) (st) = s_; } while (0)
+
+#define C5_MPI(call) do { int e_ = (call); \
+    if (e_ != MPI_SUCCESS) return c5_err_mpi(e_, #call, __FILE__, __LINE__); } while (0)
+
+/* Zeroed allocation of n elements of *p's type; names what failed. */
+#define C5_CALLOC(p, n) do { size_t n_ = (size_t)(n); (p) = calloc(n_ ? n_ : 1, sizeof *(p)); \
+    C5_CHECK((p) != NULL, C5_ERR_MEM, "out of memory allocating %zu x %zu bytes for %s", \
+             n_, sizeof *(p), #p); } while (0)
+#define C5_FREE(p) do { free(p); (p) = NULL; } while (0)
+
+/* dist internals: the MPI communicator (for parallel HDF5 in the io layer)
+   and collectives used inside the library. Every MPI call lives in dist*.c. */
+MPI_Comm c5_dist_comm(const c5_dist *d);
+c5_status c5_dist_allreduce_sum_double(const c5_dist *d, double *buf, long count);
+c5_status c5_dist_allreduce_sum_long(const c5_dist *d, long *buf, long count);
+/* Per row {max, sum of exp(x - max)} merged across ranks (user MPI_Op):
+   the underflow fallback of the shifted LSE. pairs: [count][2]. */
+c5_status c5_dist_allreduce_maxsumexp(const c5_dist *d, double *pairs, long count);
+c5_status c5_dist_exscan_sum_long(const c5_dist *d, long *buf, long count);
+/* Does every rank agree that cond holds? (so that an error is raised on all) */
+c5_status c5_dist_all(const c5_dist *d, int *cond);
+
+/* CBLAS in the configured precision. */
+#include <cblas.h>
+#if C5_USE_DOUBLE
+#define C5_GEMM cblas_dgemm
+#else
+#define C5_GEMM cblas_sgemm
+#endif
+
+#endif

@@ -1,0 +1,216 @@
+/* cd.c - coordinate descent (the soft top-k behind the router), forward and
+   backward, for rows sharded over dist. DESIGN.md §2:
+     a_t = eps_t (log k - LSE_j min(s_j, -a_{t-1}) / eps_t),  y_j = exp(min(s_j + a_T, 0) / eps_f).
+   The LSE is shifted by m_t = -a_{t-1}/eps_t, a bound every rank knows, so
+   each iteration is ONE sum-allreduce of {sum, count above} for all rows.
+   The backward needs one allreduce in all: since p_j = exp(-lse_t) for every
+   "above" j, the recurrence ga_{t-1} = ga_t * nabove_t * exp(-lse_t) runs on
+   saved scalars, then a single streaming pass forms ds (better than the
+   T-allreduce backward sketched in DESIGN.md). */
+#include <math.h>
+#include <string.h>
+#include "c5_internal.h"
+#include "cd_internal.h"
+
+c5_status c5_cd_cache_alloc(long rows, int n_iters, c5_cd_cache *c)
+{
+  C5_CHECK(c != NULL, C5_ERR_ARG, "c5_cd_cache_alloc: cache is NULL");
+  C5_CHECK(rows >= 0, C5_ERR_ARG, "c5_cd_cache_alloc: rows = %ld must be >= 0", rows);
+  C5_CHECK(n_iters > 0, C5_ERR_ARG, "coordinate descent: n_iters = %d must be > 0", n_iters);
+  memset(c, 0, sizeof *c);
+  c->rows_cap = rows;
+  c->n_iters = n_iters;
+  C5_CALLOC(c->a, rows * n_iters);
+  C5_CALLOC(c->lse, rows * n_iters);
+  C5_CALLOC(c->nabove, rows * n_iters);
+  C5_CALLOC(c->ga, rows * n_iters);
+  C5_CALLOC(c->inv_eps, n_iters + 1);
+  C5_CALLOC(c->plan, 3 * rows + 1);
+  C5_CALLOC(c->rowbuf, 5 * rows);
+  return C5_OK;
+}
+
+void c5_cd_cache_free(c5_cd_cache *c)
+{
+  if (!c) return;
+  C5_FREE(c->a);
+  C5_FREE(c->lse);
+  C5_FREE(c->nabove);
+  C5_FREE(c->ga);
+  C5_FREE(c->inv_eps);
+  C5_FREE(c->work);
+  C5_FREE(c->plan);
+  C5_FREE(c->rowbuf);
+  c->work_cap = c->rows_cap = 0;
+}
+
+c5_status c5_cd_config_check(const c5_cd_config *cfg)
+{
+  C5_CHECK(cfg != NULL, C5_ERR_ARG, "coordinate descent: config is NULL");
+  C5_CHECK(cfg->n_iters > 0, C5_ERR_ARG, "coordinate descent: n_iters = %d must be > 0", cfg->n_iters);
+  C5_CHECK(cfg->eps > 0 && isfinite(cfg->eps), C5_ERR_ARG, "coordinate descent: eps = %g must be > 0 and finite", cfg->eps);
+  C5_CHECK(isfinite(cfg->eps_init), C5_ERR_ARG, "coordinate descent: eps_init = %g must be finite (0 = none)", cfg->eps_init);
+  C5_CHECK(cfg->eps_decay > 0 && cfg->eps_decay <= 1, C5_ERR_ARG,
+           "coordinate descent: eps_decay = %g must be in (0, 1]", cfg->eps_decay);
+  return C5_OK;
+}
+
+/* Every rank checks its part; all raise the error if any rank's part is bad. */
+static c5_status check_inputs(const c5_dist *d, const c5k_rows *R, const c5_real *s,
+                              const double *k, long k_stride)
+{
+  long bad_r = -1, bad_j = -1;
+  for (long r = 0; r < R->rows && bad_r < 0; r++) {
+    double kr = k[r * k_stride];
+    if (!(kr > 0) || !isfinite(kr)) {
+      int ok = 0;
+      C5_CALL(c5_dist_all(d, &ok));
+      return C5_ERR(C5_ERR_ARG, "coordinate descent: row %ld has k = %g; k must be > 0 and finite", r, kr);
+    }
+    const c5_real *sr = s + R->off[r];
+    int fin = 1;
+#pragma omp parallel for reduction(&& : fin) schedule(static)
+    for (long j = 0; j < R->len[r]; j++) fin = fin && isfinite(sr[j]);
+    if (!fin) {
+      for (long j = 0; j < R->len[r]; j++) if (!isfinite(sr[j])) { bad_j = j; break; }
+      bad_r = r;
+    }
+  }
+  int ok = bad_r < 0;
+  C5_CALL(c5_dist_all(d, &ok));
+  if (bad_r >= 0)
+    return C5_ERR(C5_ERR_ARG, "coordinate descent: logits row %ld, local column %ld on rank %d is %g "
+                  "(NaN or Inf)", bad_r, bad_j, c5_dist_rank(d), (double)s[R->off[bad_r] + bad_j]);
+  C5_CHECK(ok, C5_ERR_ARG, "coordinate descent: another rank has NaN or Inf logits (its error names them)");
+  return C5_OK;
+}
+
+static c5_status ensure_work(c5_cd_cache *c, const c5k_rows *R)
+{
+  long need = c5k_work_len(R);
+  if (need > c->work_cap) {
+    C5_FREE(c->work);
+    C5_CALLOC(c->work, need);
+    c->work_cap = need;
+  }
+  return C5_OK;
+}
+
+c5_status c5_cd_forward_rows(const c5_dist *d, const c5_cd_config *cfg, const c5k_rows *R,
+                             const c5_real *s, const uint8_t *mask, const double *k, long k_stride,
+                             c5_real *y, c5_cd_cache *c)
+{
+  const c5k_ops *ops = &c5k_cpu_ops;
+  const long rows = R->rows;
+  const int T = cfg->n_iters;
+  C5_CALL(c5_cd_config_check(cfg));
+  C5_CHECK(c->rows_cap >= rows && c->n_iters == T, C5_ERR_SHAPE,
+           "coordinate descent: cache holds %ld rows x %d iterations, call needs %ld x %d",
+           c->rows_cap, c->n_iters, rows, T);
+  C5_CALL(check_inputs(d, R, s, k, k_stride));
+  C5_CALL(ensure_work(c, R));
+  c->rows = rows;
+  c5k_ctx ctx = { .work = c->work, .work_len = c->work_cap };
+
+  /* a_{t-1} [rows]; {sum, nabove} [2][rows], reduced together; {max, sumexp} [rows][2] */
+  double *aprev = c->rowbuf, *buf = aprev + rows, *pair = buf + 2 * rows;
+  for (long r = 0; r < rows; r++) aprev[r] = INFINITY;   /* iteration 1: s + b = 0, sum = count */
+
+  double eps_t = fmax(cfg->eps_init, cfg->eps);
+  for (int t = 1; t <= T; t++) {
+    double ie = 1.0 / eps_t;
+    c->inv_eps[t - 1] = ie;
+    C5_CALL(ops->cd_sumexp(&ctx, R, s, mask, aprev, ie, buf, buf + rows));
+    C5_CALL(c5_dist_allreduce_sum_double(d, buf, 2 * rows));
+    /* A row with unmasked entries whose shifted sum underflowed takes the
+       {max, sumexp} path; buf is global, so every rank decides alike. */
+    int underflow = 0;
+    for (long r = 0; r < rows; r++)
+      underflow |= t > 1 && c->nabove[r * T] > 0 && !(buf[r] > 0 && isfinite(buf[r]));
+    if (underflow) {
+      C5_CALL(ops->cd_maxsumexp(&ctx, R, s, mask, aprev, ie, pair));
+      C5_CALL(c5_dist_allreduce_maxsumexp(d, pair, rows));
+    }
+    for (long r = 0; r < rows; r++) {
+      double *a = c->a + r * T, *lse = c->lse + r * T, *nab = c->nabove + r * T;
+      double sum = buf[r];
+      if ((t == 1 ? sum : nab[0]) == 0.0) {   /* fully masked row: scores 0, no gradient */
+        a[t - 1] = lse[t - 1] = nab[t - 1] = 0.0;
+        aprev[r] = 0.0;
+        continue;
+      }
+      double l = (sum > 0 && isfinite(sum)) ? log(sum) : pair[2 * r] + log(pair[2 * r + 1]);
+      double logk = log(k[r * k_stride]);
+      double at = t == 1 ? eps_t * (logk - l) : eps_t * logk + aprev[r] - eps_t * l;
+      a[t - 1] = at;
+      lse[t - 1] = l;
+      nab[t - 1] = buf[rows + r];
+      aprev[r] = at;
+    }
+    eps_t = fmax(eps_t * cfg->eps_decay, cfg->eps);
+  }
+  c->inv_eps[T] = 1.0 / eps_t;   /* the reference scores with eps after the last decay */
+  C5_CALL(ops->cd_output(&ctx, R, s, mask, aprev, c->inv_eps[T], y));
+  return C5_OK;
+}
+
+c5_status c5_cd_backward_rows(const c5_dist *d, c5_cd_cache *c, const c5k_rows *R, const c5_real *s,
+                              const uint8_t *mask, const c5_real *y, const c5_real *gy, c5_real *ds)
+{
+  const c5k_ops *ops = &c5k_cpu_ops;
+  const long rows = R->rows;
+  const int T = c->n_iters;
+  C5_CHECK(c->rows == rows, C5_ERR_SHAPE, "coordinate descent backward: the forward had %ld rows, "
+           "this call %ld", c->rows, rows);
+  C5_CALL(ensure_work(c, R));
+  c5k_ctx ctx = { .work = c->work, .work_len = c->work_cap };
+  double *aT = c->rowbuf, *dot = aT + rows;
+  for (long r = 0; r < rows; r++) aT[r] = c->a[r * T + T - 1];
+  C5_CALL(ops->cd_gdot(&ctx, R, s, mask, aT, c->inv_eps[T], y, gy, dot));
+  C5_CALL(c5_dist_allreduce_sum_double(d, dot, rows));
+  for (long r = 0; r < rows; r++) {
+    double *ga = c->ga + r * T;
+    ga[T - 1] = c->nabove[r * T] > 0 ? dot[r] : 0.0;
+    for (int t = T; t >= 2; t--)   /* dL/da_{t-1} = dL/da_t * sum_{j above} p_j, p_j = exp(-lse_t) */
+      ga[t - 2] = ga[t - 1] * c->nabove[r * T + t - 1] * exp(-c->lse[r * T + t - 1]);
+  }
+  C5_CALL(ops->cd_backward(&ctx, R, s, mask, T, c->a, c->lse, c->inv_eps, c->ga, y, gy, ds));
+  return C5_OK;
+}
+
+/* Dense rows: row r is s[r * n .. r * n + n). */
+static void dense_plan(c5_cd_cache *c, long rows, long n, c5k_rows *R)
+{
+  long *off = c->plan, *len = off + rows, *cst = len + rows;
+  for (long r = 0; r < rows; r++) { off[r] = r * n; len[r] = n; }
+  c5k_rows_plan(rows, len, cst);
+  *R = (c5k_rows){ .rows = rows, .off = off, .len = len, .cstart = cst };
+}
+
+c5_status c5_cd_forward(const c5_dist *d, const c5_cd_config *cfg, long rows, long n,
+                        const c5_real *s, const uint8_t *mask, const double *k, long k_stride,
+                        c5_real *y, c5_cd_cache *cache)
+{
+  C5_CHECK(d && cfg && s && k && y && cache, C5_ERR_ARG, "c5_cd_forward: NULL argument");
+  C5_CHECK(rows >= 0 && n >= 0, C5_ERR_ARG, "c5_cd_forward: rows = %ld, n = %ld must be >= 0", rows, n);
+  C5_CHECK(k_stride >= 0, C5_ERR_ARG, "c5_cd_forward: k_stride = %ld must be >= 0", k_stride);
+  C5_CHECK(cache->rows_cap >= rows, C5_ERR_SHAPE, "c5_cd_forward: cache holds %ld rows, call has %ld",
+           cache->rows_cap, rows);
+  c5k_rows R;
+  dense_plan(cache, rows, n, &R);
+  C5_CALL(c5_cd_forward_rows(d, cfg, &R, s, mask, k, k_stride, y, cache));
+  return C5_OK;
+}
+
+c5_status c5_cd_backward(const c5_dist *d, c5_cd_cache *cache, long rows, long n,
+                         const c5_real *s, const uint8_t *mask, const c5_real *y,
+                         const c5_real *gy, c5_real *ds)
+{
+  C5_CHECK(d && cache && s && y && gy && ds, C5_ERR_ARG, "c5_cd_backward: NULL argument");
+  C5_CHECK(cache->rows == rows, C5_ERR_SHAPE, "c5_cd_backward: the forward had %ld rows, this call %ld",
+           cache->rows, rows);
+  c5k_rows R;
+  dense_plan(cache, rows, n, &R);
+  C5_CALL(c5_cd_backward_rows(d, cache, &R, s, mask, y, gy, ds));
+  return C5_OK;
+}

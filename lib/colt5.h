@@ -1,0 +1,228 @@
+/* colt5.h - public API of libcolt5: CoLT5 conditional-computation transformers
+   (Ainslie et al. 2023) on long sequences sharded over MPI ranks.
+
+   Conventions (see DESIGN.md):
+   - every call returns c5_status; on failure c5_last_error() holds the message
+     and a file:line trace, newest frame last;
+   - argument order: handle, inputs, outputs; a forward's cache is its last
+     output and the matching backward's first input;
+   - activation gradients are written (=), parameter gradients accumulate (+=),
+     and a function that adds into an activation gradient says so;
+   - tensors are row-major, shapes given as [dims] beside each pointer;
+   - "Collective on dist" means every rank of the communicator calls it with
+     the same global arguments. */
+#ifndef COLT5_H
+#define COLT5_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <mpi.h>
+#include "colt5_config.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---- precision: chosen at configure time (--with-precision) ---------------- */
+#if C5_USE_DOUBLE
+typedef double c5_real;
+#define C5_MPI_REAL MPI_DOUBLE
+#define C5_REAL_NAME "double"
+#else
+typedef float c5_real;
+#define C5_MPI_REAL MPI_FLOAT
+#define C5_REAL_NAME "single"
+#endif
+
+/* ---- status and errors ---------------------------------------------------------- */
+typedef enum {
+  C5_OK = 0,
+  C5_ERR_ARG,      /* an argument or option is invalid */
+  C5_ERR_SHAPE,    /* sizes do not agree */
+  C5_ERR_MEM,      /* allocation failed */
+  C5_ERR_IO,       /* file, dataset or attribute problem */
+  C5_ERR_MPI,
+  C5_ERR_CUDA,
+  C5_ERR_NCCL,
+  C5_ERR_NOTIMPL,  /* a feature this build does not provide */
+  C5_ERR_INTERNAL,
+  C5_NUM_STATUS
+} c5_status;
+
+const char *c5_status_string(c5_status st);
+/* The message of the last error raised on this thread, with its trace
+   ("" when none). Valid until the next failing call on this thread. */
+const char *c5_last_error(void);
+void c5_error_clear(void);
+
+/* ---- distribution -------------------------------------------------------------- */
+/* A communicator over the ranks that share one sequence. The library calls
+   every collective through it (lib/dist.c); the app owns MPI_Init/Finalize.
+   P = 1 is a communicator of one: nothing else changes. */
+typedef struct c5_dist c5_dist;
+
+/* Collective on comm. Duplicates comm (the caller keeps its own). */
+c5_status c5_dist_create(MPI_Comm comm, c5_dist **out);
+/* Collective. NULL-safe; sets *d = NULL. */
+c5_status c5_dist_destroy(c5_dist **d);
+int c5_dist_rank(const c5_dist *d);
+int c5_dist_size(const c5_dist *d);
+
+/* Traffic counters (per rank): calls and bytes each collective moved since
+   the last reset. Printed by colt5-bench. */
+typedef enum { C5_COLL_ALLREDUCE, C5_COLL_EXSCAN, C5_COLL_ALLGATHER, C5_COLL_SENDRECV,
+               C5_COLL_REDUCE_SCATTER, C5_NUM_COLL } c5_coll;
+typedef struct { long calls[C5_NUM_COLL]; long bytes[C5_NUM_COLL]; } c5_dist_stats;
+void c5_dist_stats_get(const c5_dist *d, c5_dist_stats *out);
+void c5_dist_stats_reset(c5_dist *d);
+const char *c5_coll_name(c5_coll c);
+
+/* ---- sequence layout ------------------------------------------------------------- */
+/* The shard of a sequence of n tokens held by this rank (DESIGN.md §3): cut
+   into W = ceil(n / unit) units, rank r holds floor(W/P) units and the first
+   W mod P ranks one more; only the last rank may end in a partial unit. */
+typedef struct {
+  long n;        /* global sequence length */
+  long unit;     /* tokens per unit */
+  long offset;   /* global index of this rank's first token */
+  long n_local;  /* tokens on this rank */
+} c5_layout;
+
+/* Not collective (every rank computes the same rule). P > W is C5_ERR_ARG on
+   every rank. */
+c5_status c5_layout_compute(const c5_dist *d, long n, long unit, c5_layout *out);
+/* The layout of rank `rank` (for gathering or checking). */
+c5_status c5_layout_of_rank(long n, long unit, int rank, int size, c5_layout *out);
+
+/* ---- coordinate descent (soft top-k), DESIGN.md §2 -------------------------------- */
+typedef struct {
+  int n_iters;       /* > 0, required */
+  double eps;        /* > 0: final epsilon */
+  double eps_init;   /* starting epsilon; the start is max(eps_init, eps), so 0 = "None" */
+  double eps_decay;  /* in (0, 1] */
+} c5_cd_config;
+/* Matches the reference's coor_descent() defaults (n_iters has none: set it). */
+#define C5_CD_CONFIG_DEFAULT { .n_iters = 0, .eps = 0.1, .eps_init = 0.0, .eps_decay = 1.0 }
+
+/* What the backward needs: O(rows * n_iters) scalars, never O(n). */
+typedef struct {
+  long rows_cap;     /* capacity in rows */
+  int n_iters;       /* T of the last forward */
+  long rows;         /* rows of the last forward */
+  double *a;         /* [rows][T] dual variable a_t */
+  double *lse;       /* [rows][T] log sum_j exp(z_j - m_t): the LSE shifted by m_t = -a_{t-1}/eps_t */
+  double *nabove;    /* [rows][T] global count of unmasked j with s_j + a_{t-1} > 0 */
+  double *inv_eps;   /* [T + 1] 1/eps_t, t = 1..T, then 1/eps_f of the output */
+  double *ga;        /* [rows][T] backward workspace: dL/da_t */
+  double *work;      /* kernel workspace (chunk partial sums) */
+  long work_cap;
+  long *plan;        /* [3 * rows_cap + 1]: row offsets, lengths, chunk starts */
+  double *rowbuf;    /* [5 * rows_cap]: per-row scratch of one call */
+} c5_cd_cache;
+
+c5_status c5_cd_cache_alloc(long rows, int n_iters, c5_cd_cache *cache);
+void c5_cd_cache_free(c5_cd_cache *cache);
+
+/* c5_cd_forward - y = coor_descent(s, mask, k) row by row, for rows sharded
+   over dist (each rank passes its n local columns of every row).
+   Collective on dist.
+   In:  s [rows, n]; mask [rows, n] (1 = keep) or NULL; k: k[r * k_stride]
+        for row r (k_stride 0: one k for all rows), each k > 0.
+   Out: y [rows, n] (masked entries 0; a fully masked row is all 0); cache.
+   Errors: k <= 0, n_iters <= 0, eps <= 0, eps_decay outside (0,1], NaN or
+   Inf in s. */
+c5_status c5_cd_forward(const c5_dist *d, const c5_cd_config *cfg, long rows, long n,
+                        const c5_real *s, const uint8_t *mask, const double *k, long k_stride,
+                        c5_real *y, c5_cd_cache *cache);
+
+/* c5_cd_backward - ds = dL/ds given gy = dL/dy. Collective on dist (one
+   sum-allreduce in all). In: cache, s, mask, y (the forward's), gy [rows, n].
+   Out: ds [rows, n]. */
+c5_status c5_cd_backward(const c5_dist *d, c5_cd_cache *cache, long rows, long n,
+                         const c5_real *s, const uint8_t *mask, const c5_real *y,
+                         const c5_real *gy, c5_real *ds);
+
+/* ---- the coordinate-descent router ------------------------------------------------ */
+typedef struct {
+  int num_routing_tokens;    /* r: routes, one routing token each */
+  int straight_through;      /* selected scores read 1 (masked: 0) but carry the gradient */
+  double fetch_k_ratio;      /* >= 1: effective_k = min(num_tokens * ratio, n) */
+  int n_iters;
+  double eps, eps_init, eps_decay;
+  int cosine_sim_routing;    /* logits = scale * cos(x, routing_token) */
+  double cosine_sim_scale;
+  long route_block_size;     /* 0 = off; else whole blocks, k per block ceil(num_tokens / blocks) */
+  int use_triton;            /* accepted and ignored */
+  long triton_checkpoint_segments; /* accepted and ignored */
+} c5_router_config;
+/* The reference CoordinateDescentRouter's defaults. */
+#define C5_ROUTER_CONFIG_DEFAULT { .num_routing_tokens = 1, .straight_through = 1, \
+    .fetch_k_ratio = 9.0 / 8.0, .n_iters = 20, .eps = 0.03, .eps_init = 4.0, .eps_decay = 0.7, \
+    .cosine_sim_routing = 0, .cosine_sim_scale = 8.0, .route_block_size = 0, .use_triton = 0, \
+    .triton_checkpoint_segments = 0 }
+
+typedef struct c5_router c5_router;
+
+/* Checks the options (dim > 0, r > 0, ratio >= 1, ...). Not collective. */
+c5_status c5_router_create(const c5_router_config *cfg, int dim, c5_router **out);
+c5_status c5_router_destroy(c5_router **r);   /* NULL-safe; sets *r = NULL */
+const c5_router_config *c5_router_get_config(const c5_router *r);
+
+/* What one forward routed. A "row" is one (batch, route) pair; rows are
+   b-major: row = b * r + route. For every row exactly k tokens are selected
+   globally (k = num_tokens, or blocks * ceil(num_tokens / blocks) with
+   route_block_size); this rank holds count[row] of them. */
+typedef struct {
+  int routed;        /* 0: n <= num_tokens, nothing routed, every score is 1 */
+  long rows;         /* batch * num_routing_tokens */
+  long k;            /* tokens selected per row, globally */
+  long *count;       /* [rows] selected on this rank */
+  long *start;       /* [rows] offset of the row's entries in idx/score */
+  long *idx;         /* global token indices, ascending within a row */
+  c5_real *score;    /* aligned with idx: the router's score (straight-through: 1, masked 0) */
+} c5_routing;
+
+typedef struct c5_router_cache c5_router_cache;
+c5_status c5_router_cache_create(const c5_router *r, long batch, long n_local, c5_router_cache **out);
+c5_status c5_router_cache_destroy(c5_router_cache **c);
+/* The routing the last forward produced (owned by the cache). */
+const c5_routing *c5_router_cache_routing(const c5_router_cache *c);
+
+/* c5_router_forward - score tokens against the routing tokens, run
+   coordinate descent over each global row, pick the top num_tokens.
+   Collective on dist.
+   In:  routing_token [r, dim]; x [batch, lay->n_local, dim]; mask
+        [batch, n_local] or NULL; num_tokens > 0; random_route (negative
+        control: scores replaced by N(0,1) draws from seed, not differentiable).
+   Out: cache (holds the routing: c5_router_cache_routing). */
+c5_status c5_router_forward(const c5_router *r, const c5_dist *d, const c5_layout *lay,
+                            const c5_real *routing_token, long batch, const c5_real *x,
+                            const uint8_t *mask, long num_tokens, int random_route, uint64_t seed,
+                            c5_router_cache *cache);
+
+/* c5_router_backward - gradients from dscore (aligned with the routing's
+   idx/score entries on this rank). Collective on dist.
+   Out: dx [batch, n_local, dim] += (adds: x feeds other branches too);
+        drouting_token [r, dim] += (this rank's part; the caller sums ranks). */
+c5_status c5_router_backward(const c5_router *r, const c5_dist *d, c5_router_cache *cache,
+                             const c5_real *routing_token, const c5_real *x,
+                             const c5_real *dscore, c5_real *dx, c5_real *drouting_token);
+
+/* ---- distributed top-k ----------------------------------------------------------- */
+/* c5_topk_select - for each row pick the k largest values among unmasked
+   entries, ties to the lower global index, masked entries last by index:
+   the rule of golden/README.md. Rows are sharded like the layout; each rank
+   passes its local columns and gets its own selected entries.
+   Collective on dist (radix select over allreduced histograms, MPI_Exscan
+   for ties at the threshold).
+   In:  v [rows, n] (any finite values), mask or NULL, offset = global index
+        of column 0, k (<= global n).
+   Out: count[rows], idx [rows, k] (row r's entries at r*k, global,
+        ascending). */
+c5_status c5_topk_select(const c5_dist *d, long rows, long n, long offset, const c5_real *v,
+                         const uint8_t *mask, long k, long *count, long *idx);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* COLT5_H */

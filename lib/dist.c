@@ -1,0 +1,134 @@
+/* dist.c - the communicator object and every collective the library uses
+   (DESIGN.md §3-4). Nothing else in lib/ calls MPI directly, except that the
+   io layer may hand c5_dist_comm() to parallel HDF5. */
+#include <math.h>
+#include <string.h>
+#include "c5_internal.h"
+
+struct c5_dist {
+  MPI_Comm comm;
+  int rank, size;
+  MPI_Op op_maxsumexp;
+  c5_dist_stats stats;   /* mutable through const handles: counters only */
+};
+
+/* {max, sumexp} pairs: merging (m1, s1), (m2, s2) gives
+   (M, s1 exp(m1 - M) + s2 exp(m2 - M)), M = max(m1, m2); an empty side has
+   m = -inf and s = 0. The fallback when the shifted sum underflows. */
+static void maxsumexp_op(void *in, void *inout, int *len, MPI_Datatype *dt)
+{
+  (void)dt;
+  const double *a = in;
+  double *b = inout;
+  for (int i = 0; i < *len; i++) {
+    double m1 = a[2 * i], s1 = a[2 * i + 1], m2 = b[2 * i], s2 = b[2 * i + 1];
+    double m = m1 > m2 ? m1 : m2;
+    if (m == -INFINITY) continue;
+    b[2 * i] = m;
+    b[2 * i + 1] = (s1 > 0 ? s1 * exp(m1 - m) : 0.0) + (s2 > 0 ? s2 * exp(m2 - m) : 0.0);
+  }
+}
+
+static MPI_Datatype pair_type(void)
+{
+  static MPI_Datatype t = MPI_DATATYPE_NULL;
+  if (t == MPI_DATATYPE_NULL) {
+    MPI_Type_contiguous(2, MPI_DOUBLE, &t);
+    MPI_Type_commit(&t);
+  }
+  return t;
+}
+
+c5_status c5_dist_create(MPI_Comm comm, c5_dist **out)
+{
+  int init = 0;
+  C5_CHECK(out != NULL, C5_ERR_ARG, "c5_dist_create: out is NULL");
+  *out = NULL;
+  C5_MPI(MPI_Initialized(&init));
+  C5_CHECK(init, C5_ERR_MPI, "c5_dist_create: MPI is not initialized (the application calls MPI_Init)");
+  c5_dist *d;
+  C5_CALLOC(d, 1);
+  int e = MPI_Comm_dup(comm, &d->comm);
+  if (e != MPI_SUCCESS) { free(d); return c5_err_mpi(e, "MPI_Comm_dup", __FILE__, __LINE__); }
+  MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN);
+  MPI_Comm_rank(d->comm, &d->rank);
+  MPI_Comm_size(d->comm, &d->size);
+  MPI_Op_create(maxsumexp_op, 1, &d->op_maxsumexp);
+  *out = d;
+  return C5_OK;
+}
+
+c5_status c5_dist_destroy(c5_dist **d)
+{
+  if (!d || !*d) return C5_OK;
+  int fin = 0;
+  MPI_Finalized(&fin);
+  if (!fin) {
+    MPI_Op_free(&(*d)->op_maxsumexp);
+    MPI_Comm_free(&(*d)->comm);
+  }
+  C5_FREE(*d);
+  return C5_OK;
+}
+
+int c5_dist_rank(const c5_dist *d) { return d->rank; }
+int c5_dist_size(const c5_dist *d) { return d->size; }
+MPI_Comm c5_dist_comm(const c5_dist *d) { return d->comm; }
+
+const char *c5_coll_name(c5_coll c)
+{
+  static const char *n[C5_NUM_COLL] = { "allreduce", "exscan", "allgather", "sendrecv", "reduce_scatter" };
+  return (c >= 0 && c < C5_NUM_COLL) ? n[c] : "?";
+}
+
+void c5_dist_stats_get(const c5_dist *d, c5_dist_stats *out) { *out = d->stats; }
+void c5_dist_stats_reset(c5_dist *d) { memset(&d->stats, 0, sizeof d->stats); }
+
+static void count(const c5_dist *d, c5_coll c, long bytes)
+{
+  c5_dist_stats *s = (c5_dist_stats *)&d->stats;
+  s->calls[c]++;
+  s->bytes[c] += bytes;
+}
+
+c5_status c5_dist_allreduce_sum_double(const c5_dist *d, double *buf, long n)
+{
+  if (d->size == 1 || n == 0) return C5_OK;
+  count(d, C5_COLL_ALLREDUCE, n * (long)sizeof(double));
+  C5_MPI(MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, d->comm));
+  return C5_OK;
+}
+
+c5_status c5_dist_allreduce_sum_long(const c5_dist *d, long *buf, long n)
+{
+  if (d->size == 1 || n == 0) return C5_OK;
+  count(d, C5_COLL_ALLREDUCE, n * (long)sizeof(long));
+  C5_MPI(MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_LONG, MPI_SUM, d->comm));
+  return C5_OK;
+}
+
+c5_status c5_dist_allreduce_maxsumexp(const c5_dist *d, double *pairs, long n)
+{
+  if (d->size == 1 || n == 0) return C5_OK;
+  count(d, C5_COLL_ALLREDUCE, 2 * n * (long)sizeof(double));
+  C5_MPI(MPI_Allreduce(MPI_IN_PLACE, pairs, (int)n, pair_type(), d->op_maxsumexp, d->comm));
+  return C5_OK;
+}
+
+c5_status c5_dist_exscan_sum_long(const c5_dist *d, long *buf, long n)
+{
+  if (n == 0) return C5_OK;
+  if (d->size == 1) { memset(buf, 0, (size_t)n * sizeof *buf); return C5_OK; }
+  count(d, C5_COLL_EXSCAN, n * (long)sizeof(long));
+  C5_MPI(MPI_Exscan(MPI_IN_PLACE, buf, (int)n, MPI_LONG, MPI_SUM, d->comm));
+  if (d->rank == 0) memset(buf, 0, (size_t)n * sizeof *buf);   /* undefined on rank 0 */
+  return C5_OK;
+}
+
+c5_status c5_dist_all(const c5_dist *d, int *cond)
+{
+  if (d->size == 1) return C5_OK;
+  count(d, C5_COLL_ALLREDUCE, (long)sizeof(int));
+  C5_MPI(MPI_Allreduce(MPI_IN_PLACE, cond, 1, MPI_INT, MPI_LAND, d->comm));
+  return C5_OK;
+}

@@ -1,0 +1,206 @@
+/* h5.c - the HDF5 layer (colt5_io.h). HDF5's own error stack is silenced
+   while probing and copied into our message when a call fails. */
+#include <stdio.h>
+#include <string.h>
+#include "c5_internal.h"
+#include "colt5_io.h"
+
+/* Append HDF5's innermost error description to a message. */
+static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data)
+{
+  char *buf = data;
+  if (n == 0 && e->desc) snprintf(buf, 256, "%s", e->desc);
+  return 0;
+}
+static const char *h5_reason(char buf[256])
+{
+  buf[0] = '\0';
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk_cb, buf);
+  H5Eclear2(H5E_DEFAULT);
+  return buf[0] ? buf : "unknown HDF5 error";
+}
+
+long c5_numel(int ndim, const long *dims)
+{
+  long n = 1;
+  for (int i = 0; i < ndim; i++) n *= dims[i];
+  return n;
+}
+
+c5_status c5_h5_open_read(const char *path, c5_h5 *f)
+{
+  C5_CHECK(path && f, C5_ERR_ARG, "c5_h5_open_read: NULL argument");
+  f->file = H5I_INVALID_HID;
+  snprintf(f->path, sizeof f->path, "%s", path);
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);   /* errors come back as messages, not stderr dumps */
+  FILE *fp = fopen(path, "rb");
+  C5_CHECK(fp != NULL, C5_ERR_IO, "%s: cannot open (no such file or no permission)", path);
+  fclose(fp);
+  f->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  char why[256];
+  C5_CHECK(f->file >= 0, C5_ERR_IO, "%s: not a readable HDF5 file (%s)", path, h5_reason(why));
+  return C5_OK;
+}
+
+c5_status c5_h5_close(c5_h5 *f)
+{
+  if (f && f->file >= 0) {
+    herr_t e = H5Fclose(f->file);
+    f->file = H5I_INVALID_HID;
+    char why[256];
+    C5_CHECK(e >= 0, C5_ERR_IO, "%s: close failed (%s)", f->path, h5_reason(why));
+  }
+  return C5_OK;
+}
+
+int c5_h5_exists(const c5_h5 *f, const char *name)
+{
+  /* check each path component: H5Lexists fails on a missing intermediate group */
+  char buf[1024];
+  snprintf(buf, sizeof buf, "%s", name);
+  for (char *p = buf + (buf[0] == '/'); ; p++) {
+    if (*p == '/' || *p == '\0') {
+      char c = *p;
+      *p = '\0';
+      if (H5Lexists(f->file, buf, H5P_DEFAULT) <= 0) { H5Eclear2(H5E_DEFAULT); return 0; }
+      if (!c) return 1;
+      *p = c;
+    }
+  }
+}
+
+c5_status c5_h5_shape(const c5_h5 *f, const char *name, int *ndim, long dims[C5_H5_MAXDIM])
+{
+  C5_CHECK(c5_h5_exists(f, name), C5_ERR_IO, "%s: dataset %s is missing", f->path, name);
+  hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
+  char why[256];
+  C5_CHECK(d >= 0, C5_ERR_IO, "%s: %s is not a dataset (%s)", f->path, name, h5_reason(why));
+  hid_t sp = H5Dget_space(d);
+  int nd = H5Sget_simple_extent_ndims(sp);
+  hsize_t hd[C5_H5_MAXDIM];
+  c5_status st = C5_OK;
+  if (nd < 0 || nd > C5_H5_MAXDIM) st = C5_ERR(C5_ERR_IO, "%s: dataset %s has rank %d (at most %d)", f->path, name, nd, C5_H5_MAXDIM);
+  else {
+    H5Sget_simple_extent_dims(sp, hd, NULL);
+    *ndim = nd;
+    for (int i = 0; i < nd; i++) dims[i] = (long)hd[i];
+  }
+  H5Sclose(sp);
+  H5Dclose(d);
+  return st;
+}
+
+static void shape_str(char *buf, size_t len, int nd, const long *dims)
+{
+  size_t o = (size_t)snprintf(buf, len, "[");
+  for (int i = 0; i < nd && o < len; i++) o += (size_t)snprintf(buf + o, len - o, i ? ",%ld" : "%ld", dims[i]);
+  if (o < len) snprintf(buf + o, len - o, "]");
+}
+
+/* Read name into buf as mem type; want_class: H5T_FLOAT or H5T_INTEGER. */
+static c5_status read_any(const c5_h5 *f, const char *name, int ndim, const long *dims, hid_t mem,
+                          H5T_class_t want_class, void *buf)
+{
+  int nd;
+  long got[C5_H5_MAXDIM];
+  C5_CALL(c5_h5_shape(f, name, &nd, got));
+  if (ndim >= 0) {
+    int same = nd == ndim;
+    for (int i = 0; same && i < nd; i++) same = got[i] == dims[i];
+    if (!same) {
+      char a[128], b[128];
+      shape_str(a, sizeof a, nd, got);
+      shape_str(b, sizeof b, ndim, dims);
+      return C5_ERR(C5_ERR_SHAPE, "%s: dataset %s has shape %s, expected %s", f->path, name, a, b);
+    }
+  }
+  hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
+  hid_t ft = H5Dget_type(d);
+  H5T_class_t cls = H5Tget_class(ft);
+  H5Tclose(ft);
+  if (cls != want_class) {
+    H5Dclose(d);
+    return C5_ERR(C5_ERR_IO, "%s: dataset %s has %s elements, expected %s", f->path, name,
+                  cls == H5T_FLOAT ? "floating-point" : cls == H5T_INTEGER ? "integer" : "non-numeric",
+                  want_class == H5T_FLOAT ? "floating-point" : "integer");
+  }
+  herr_t e = H5Dread(d, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+  H5Dclose(d);
+  char why[256];
+  C5_CHECK(e >= 0, C5_ERR_IO, "%s: reading dataset %s failed (%s)", f->path, name, h5_reason(why));
+  return C5_OK;
+}
+
+c5_status c5_h5_read_real(const c5_h5 *f, const char *name, int ndim, const long *dims, c5_real *buf)
+{
+  C5_CALL(read_any(f, name, ndim, dims, C5_USE_DOUBLE ? H5T_NATIVE_DOUBLE : H5T_NATIVE_FLOAT, H5T_FLOAT, buf));
+  return C5_OK;
+}
+c5_status c5_h5_read_double(const c5_h5 *f, const char *name, int ndim, const long *dims, double *buf)
+{
+  C5_CALL(read_any(f, name, ndim, dims, H5T_NATIVE_DOUBLE, H5T_FLOAT, buf));
+  return C5_OK;
+}
+c5_status c5_h5_read_u8(const c5_h5 *f, const char *name, int ndim, const long *dims, uint8_t *buf)
+{
+  C5_CALL(read_any(f, name, ndim, dims, H5T_NATIVE_UINT8, H5T_INTEGER, buf));
+  return C5_OK;
+}
+c5_status c5_h5_read_long(const c5_h5 *f, const char *name, int ndim, const long *dims, long *buf)
+{
+  C5_CALL(read_any(f, name, ndim, dims, H5T_NATIVE_LONG, H5T_INTEGER, buf));
+  return C5_OK;
+}
+
+static c5_status open_attr(const c5_h5 *f, const char *obj, const char *attr, hid_t *a)
+{
+  htri_t ex = H5Aexists_by_name(f->file, obj, attr, H5P_DEFAULT);
+  H5Eclear2(H5E_DEFAULT);
+  C5_CHECK(ex > 0, C5_ERR_IO, "%s: attribute %s of %s is missing", f->path, attr, obj);
+  *a = H5Aopen_by_name(f->file, obj, attr, H5P_DEFAULT, H5P_DEFAULT);
+  char why[256];
+  C5_CHECK(*a >= 0, C5_ERR_IO, "%s: cannot open attribute %s of %s (%s)", f->path, attr, obj, h5_reason(why));
+  return C5_OK;
+}
+
+c5_status c5_h5_attr_string(const c5_h5 *f, const char *obj, const char *attr, char **out)
+{
+  hid_t a;
+  C5_CALL(open_attr(f, obj, attr, &a));
+  hid_t t = H5Aget_type(a);
+  c5_status st = C5_OK;
+  if (H5Tget_class(t) != H5T_STRING) {
+    st = C5_ERR(C5_ERR_IO, "%s: attribute %s of %s is not a string", f->path, attr, obj);
+  } else if (H5Tis_variable_str(t) > 0) {
+    char *s = NULL;
+    hid_t mt = H5Tcopy(H5T_C_S1);
+    H5Tset_size(mt, H5T_VARIABLE);
+    H5Tset_cset(mt, H5Tget_cset(t));   /* h5py writes UTF-8 */
+    if (H5Aread(a, mt, &s) < 0 || !s) st = C5_ERR(C5_ERR_IO, "%s: reading attribute %s failed", f->path, attr);
+    else {
+      *out = strdup(s);
+      H5free_memory(s);
+      if (!*out) st = C5_ERR(C5_ERR_MEM, "out of memory copying attribute %s", attr);
+    }
+    H5Tclose(mt);
+  } else {
+    size_t n = H5Tget_size(t);
+    char *s = calloc(n + 1, 1);
+    if (!s) st = C5_ERR(C5_ERR_MEM, "out of memory reading attribute %s", attr);
+    else if (H5Aread(a, t, s) < 0) { free(s); st = C5_ERR(C5_ERR_IO, "%s: reading attribute %s failed", f->path, attr); }
+    else *out = s;
+  }
+  H5Tclose(t);
+  H5Aclose(a);
+  return st;
+}
+
+c5_status c5_h5_attr_long(const c5_h5 *f, const char *obj, const char *attr, long *out)
+{
+  hid_t a;
+  C5_CALL(open_attr(f, obj, attr, &a));
+  herr_t e = H5Aread(a, H5T_NATIVE_LONG, out);
+  H5Aclose(a);
+  C5_CHECK(e >= 0, C5_ERR_IO, "%s: attribute %s of %s is not an integer", f->path, attr, obj);
+  return C5_OK;
+}

@@ -1,0 +1,369 @@
+/* router.c - CoordinateDescentRouter (reference: colt5_attention/
+   transformer_block.py): logits against routing tokens, coordinate descent
+   over each global row, top-k by the golden tie-break rule, and the backward
+   into x and the routing tokens. Rows are (batch, route) pairs, or
+   (batch, route, block) segments with route_block_size. */
+#include <math.h>
+#include <string.h>
+#include "c5_internal.h"
+#include "cd_internal.h"
+#include "topk_internal.h"
+
+#define L2_EPS 1e-12   /* F.normalize */
+
+struct c5_router {
+  c5_router_config cfg;
+  int dim;
+};
+
+struct c5_router_cache {
+  long batch, n_local, rows, cap_rows;   /* rows = batch * r; cap_rows: cd rows (with blocks) */
+  long nblk;                /* blocks per row (1 without route_block_size) */
+  int random_route, cosine;
+  c5_real *s;               /* [rows][n_local] logits */
+  c5_real *y;               /* [rows][n_local] coordinate-descent scores (or random draws) */
+  c5_real *g;               /* [rows][n_local] backward scratch: dL/dy, then dL/ds */
+  uint8_t *mask;            /* [rows][n_local] mask per row, or NULL */
+  double *xnorm;            /* [batch][n_local] max(||x_j||, eps) (cosine) */
+  double *rtnorm;           /* [r] */
+  long *plan;               /* [3 * cap_rows + 1] cd row segments */
+  double *k;                /* [cap_rows] effective k of each cd row */
+  long *ksel;               /* [cap_rows] tokens selected per cd row */
+  long *selcount, *selpos;  /* top-k output per cd row */
+  long selcap;
+  long *rowbuf;             /* top-k scratch */
+  c5_cd_cache cd;
+  c5_routing out;
+  long *lpos;               /* [rows * k] local position of each selected entry */
+  c5_real *yval;            /* [rows * k] score value y at the selection (before straight-through) */
+  long out_cap;
+};
+
+c5_status c5_router_create(const c5_router_config *cfg, int dim, c5_router **out)
+{
+  C5_CHECK(cfg && out, C5_ERR_ARG, "c5_router_create: NULL argument");
+  C5_CHECK(dim > 0, C5_ERR_ARG, "router: dim = %d must be > 0", dim);
+  C5_CHECK(cfg->num_routing_tokens > 0, C5_ERR_ARG, "router: num_routing_tokens = %d must be > 0",
+           cfg->num_routing_tokens);
+  C5_CHECK(cfg->fetch_k_ratio >= 1.0 && isfinite(cfg->fetch_k_ratio), C5_ERR_ARG,
+           "router: fetch_k_ratio = %g must be >= 1", cfg->fetch_k_ratio);
+  C5_CHECK(cfg->route_block_size >= 0, C5_ERR_ARG, "router: route_block_size = %ld must be >= 0 (0 = off)",
+           cfg->route_block_size);
+  C5_CHECK(isfinite(cfg->cosine_sim_scale), C5_ERR_ARG, "router: cosine_sim_scale = %g must be finite",
+           cfg->cosine_sim_scale);
+  c5_cd_config cd = { .n_iters = cfg->n_iters, .eps = cfg->eps, .eps_init = cfg->eps_init,
+                      .eps_decay = cfg->eps_decay };
+  C5_CALL(c5_cd_config_check(&cd));
+  c5_router *r;
+  C5_CALLOC(r, 1);
+  r->cfg = *cfg;
+  r->dim = dim;
+  *out = r;
+  return C5_OK;
+}
+
+c5_status c5_router_destroy(c5_router **r)
+{
+  if (r) C5_FREE(*r);
+  return C5_OK;
+}
+
+const c5_router_config *c5_router_get_config(const c5_router *r) { return &r->cfg; }
+
+c5_status c5_router_cache_create(const c5_router *rt, long batch, long n_local, c5_router_cache **out)
+{
+  C5_CHECK(rt && out, C5_ERR_ARG, "c5_router_cache_create: NULL argument");
+  C5_CHECK(batch > 0 && n_local >= 0, C5_ERR_ARG, "router cache: batch = %ld, n_local = %ld", batch, n_local);
+  c5_router_cache *c;
+  C5_CALLOC(c, 1);
+  c->batch = batch;
+  c->n_local = n_local;
+  c->rows = batch * rt->cfg.num_routing_tokens;
+  long rn = c->rows * (n_local ? n_local : 1);
+  c5_status st = C5_OK;
+  c->s = calloc((size_t)rn, sizeof *c->s);
+  c->y = calloc((size_t)rn, sizeof *c->y);
+  c->g = calloc((size_t)rn, sizeof *c->g);
+  c->xnorm = calloc((size_t)(batch * (n_local ? n_local : 1)), sizeof *c->xnorm);
+  c->rtnorm = calloc((size_t)rt->cfg.num_routing_tokens, sizeof *c->rtnorm);
+  c->out.count = calloc((size_t)c->rows, sizeof *c->out.count);
+  c->out.start = calloc((size_t)c->rows, sizeof *c->out.start);
+  C5_CHECK_GOTO(c->s && c->y && c->g && c->xnorm && c->rtnorm && c->out.count && c->out.start, st, fail,
+                C5_ERR_MEM, "router cache: out of memory for %ld rows x %ld tokens", c->rows, n_local);
+  *out = c;
+  return C5_OK;
+fail:
+  c5_router_cache_destroy(&c);
+  return st;
+}
+
+static void free_rows(c5_router_cache *c)
+{
+  C5_FREE(c->plan); C5_FREE(c->k); C5_FREE(c->ksel); C5_FREE(c->selcount); C5_FREE(c->selpos);
+  C5_FREE(c->rowbuf);
+  c5_cd_cache_free(&c->cd);
+  c->cap_rows = 0;
+}
+
+c5_status c5_router_cache_destroy(c5_router_cache **cp)
+{
+  if (!cp || !*cp) return C5_OK;
+  c5_router_cache *c = *cp;
+  free_rows(c);
+  free(c->s); free(c->y); free(c->g); free(c->mask); free(c->xnorm); free(c->rtnorm);
+  free(c->out.count); free(c->out.start); free(c->out.idx); free(c->out.score);
+  free(c->lpos); free(c->yval);
+  C5_FREE(*cp);
+  return C5_OK;
+}
+
+const c5_routing *c5_router_cache_routing(const c5_router_cache *c) { return &c->out; }
+
+/* (Re)size the per-cd-row buffers: cdrows segments, top-k of at most selcap each. */
+static c5_status size_rows(c5_router_cache *c, int n_iters, long cdrows, long selcap, long outk)
+{
+  if (cdrows != c->cap_rows || c->cd.n_iters != n_iters || selcap > c->selcap) {
+    free_rows(c);
+    C5_CALLOC(c->plan, 3 * cdrows + 1);
+    C5_CALLOC(c->k, cdrows);
+    C5_CALLOC(c->ksel, cdrows);
+    C5_CALLOC(c->selcount, cdrows);
+    C5_CALLOC(c->selpos, cdrows * selcap);
+    C5_CALLOC(c->rowbuf, c5_topk_rowbuf_len(cdrows) + 1);
+    C5_CALL(c5_cd_cache_alloc(cdrows, n_iters, &c->cd));
+    c->cap_rows = cdrows;
+    c->selcap = selcap;
+  }
+  if (c->rows * outk > c->out_cap) {
+    C5_FREE(c->out.idx); C5_FREE(c->out.score); C5_FREE(c->lpos); C5_FREE(c->yval);
+    C5_CALLOC(c->out.idx, c->rows * outk);
+    C5_CALLOC(c->out.score, c->rows * outk);
+    C5_CALLOC(c->lpos, c->rows * outk);
+    C5_CALLOC(c->yval, c->rows * outk);
+    c->out_cap = c->rows * outk;
+  }
+  return C5_OK;
+}
+
+/* N(0,1) draw for (seed, row, global token), independent of the sharding. */
+static double normal_draw(uint64_t seed, long row, long j)
+{
+  uint64_t z = seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(row + 1)) ^ (0xbf58476d1ce4e5b9ull * (uint64_t)(j + 1));
+  uint64_t u[2];
+  for (int i = 0; i < 2; i++) {
+    z += 0x9e3779b97f4a7c15ull;
+    uint64_t x = z;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    u[i] = x ^ (x >> 31);
+  }
+  double u1 = ((u[0] >> 11) + 1.0) / 9007199254740993.0, u2 = (u[1] >> 11) / 9007199254740992.0;
+  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+}
+
+c5_status c5_router_forward(const c5_router *rt, const c5_dist *d, const c5_layout *lay,
+                            const c5_real *routing_token, long batch, const c5_real *x,
+                            const uint8_t *mask, long num_tokens, int random_route, uint64_t seed,
+                            c5_router_cache *c)
+{
+  C5_CHECK(rt && d && lay && routing_token && x && c, C5_ERR_ARG, "c5_router_forward: NULL argument");
+  const c5_router_config *cfg = &rt->cfg;
+  const int R = cfg->num_routing_tokens, dim = rt->dim;
+  const long n = lay->n, nl = lay->n_local;
+  C5_CHECK(batch == c->batch && nl == c->n_local, C5_ERR_SHAPE,
+           "router: input is [%ld, %ld, %d] but the cache was made for [%ld, %ld, %d]",
+           batch, nl, dim, c->batch, c->n_local, dim);
+  C5_CHECK(num_tokens > 0, C5_ERR_ARG, "router: num_tokens = %ld must be > 0", num_tokens);
+  const long rows = c->rows;
+  c->random_route = random_route;
+  c->cosine = cfg->cosine_sim_routing;
+
+  /* routed? n <= num_tokens: every score is 1 (the reference returns ones) */
+  c->out.rows = rows;
+  if (n <= num_tokens) {
+    c->out.routed = 0;
+    c->out.k = 0;
+    return C5_OK;
+  }
+  c->out.routed = 1;
+
+  long nblk = 1, seg = n, ktok = num_tokens;
+  if (cfg->route_block_size > 0) {
+    long bs = cfg->route_block_size;
+    C5_CHECK(n >= bs, C5_ERR_ARG, "router: route_block_size = %ld is larger than the sequence (%ld tokens)", bs, n);
+    nblk = n / bs;
+    seg = bs;
+    ktok = (num_tokens + nblk - 1) / nblk;
+    C5_CHECK(ktok <= bs, C5_ERR_ARG, "router: %ld tokens per block of %ld (num_tokens %ld over %ld blocks)",
+             ktok, bs, num_tokens, nblk);
+  }
+  c->nblk = nblk;
+  const long cdrows = rows * nblk, outk = ktok * nblk;
+  C5_CALL(size_rows(c, cfg->n_iters, cdrows, ktok, outk));
+  c->out.k = outk;
+
+  /* logits: s[b, route, j] = x[b, j] . w[route] (cosine: scaled cosine) */
+  for (long b = 0; b < batch; b++)
+    C5_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, R, (int)nl, dim, 1.0, routing_token, dim,
+            x + b * nl * dim, dim, 0.0, c->s + b * R * nl, (int)nl);
+  if (cfg->cosine_sim_routing) {
+    for (int q = 0; q < R; q++) {
+      double ss = 0;
+      for (int i = 0; i < dim; i++) ss += (double)routing_token[q * dim + i] * routing_token[q * dim + i];
+      c->rtnorm[q] = fmax(sqrt(ss), L2_EPS);
+    }
+#pragma omp parallel for schedule(static)
+    for (long t = 0; t < batch * nl; t++) {
+      double ss = 0;
+      for (int i = 0; i < dim; i++) ss += (double)x[t * dim + i] * x[t * dim + i];
+      c->xnorm[t] = fmax(sqrt(ss), L2_EPS);
+    }
+#pragma omp parallel for schedule(static)
+    for (long row = 0; row < rows; row++) {
+      long b = row / R;
+      int q = (int)(row % R);
+      for (long j = 0; j < nl; j++)
+        c->s[row * nl + j] = (c5_real)(cfg->cosine_sim_scale * c->s[row * nl + j] / (c->xnorm[b * nl + j] * c->rtnorm[q]));
+    }
+  }
+  if (mask) {
+    if (!c->mask) C5_CALLOC(c->mask, rows * (nl ? nl : 1));
+    for (long row = 0; row < rows; row++) memcpy(c->mask + row * nl, mask + (row / R) * nl, (size_t)nl);
+  }
+  const uint8_t *m = mask ? c->mask : NULL;
+
+  /* cd row segments: block q of row covers global [q*seg, (q+1)*seg) */
+  long *off = c->plan, *len = off + cdrows, *cst = len + cdrows;
+  for (long row = 0; row < rows; row++)
+    for (long q = 0; q < nblk; q++) {
+      long i = row * nblk + q;
+      long g0 = q * seg, g1 = g0 + seg;
+      long l0 = g0 > lay->offset ? g0 - lay->offset : 0;
+      long l1 = g1 - lay->offset < nl ? g1 - lay->offset : nl;
+      if (l1 < l0) l1 = l0;
+      if (l0 > nl) l0 = l1 = nl;
+      off[i] = row * nl + l0;
+      len[i] = l1 - l0;
+      c->k[i] = fmin((double)ktok * cfg->fetch_k_ratio, (double)seg);
+      c->ksel[i] = ktok;
+    }
+  c5k_rows_plan(cdrows, len, cst);
+  c5k_rows Rw = { .rows = cdrows, .off = off, .len = len, .cstart = cst };
+
+  c5_cd_config cd = { .n_iters = cfg->n_iters, .eps = cfg->eps, .eps_init = cfg->eps_init,
+                      .eps_decay = cfg->eps_decay };
+  C5_CALL(c5_cd_forward_rows(d, &cd, &Rw, c->s, m, c->k, 1, c->y, &c->cd));
+
+  /* negative control: random scores, masked ones lowest (they sort last) */
+  const c5_real *key = c->s;
+  if (random_route) {
+    for (long row = 0; row < rows; row++)
+      for (long j = 0; j < nl; j++)
+        c->y[row * nl + j] = (c5_real)normal_draw(seed, row, lay->offset + j);
+    key = c->y;
+  }
+  C5_CALL(c5_topk_select_rows(d, &Rw, key, m, c->ksel, c->selcap, c->cd.work, c->cd.work_cap, c->rowbuf,
+                              c->selcount, c->selpos));
+
+  /* gather this rank's selections per row: blocks in order, so indices ascend */
+  long at = 0;
+  for (long row = 0; row < rows; row++) {
+    c->out.start[row] = at;
+    for (long q = 0; q < nblk; q++) {
+      long i = row * nblk + q;
+      for (long e = 0; e < c->selcount[i]; e++) {
+        long lp = off[i] - row * nl + c->selpos[i * c->selcap + e];
+        int keep = !m || m[row * nl + lp];
+        c5_real yv = c->y[row * nl + lp];
+        c->lpos[at] = lp;
+        c->yval[at] = yv;
+        c->out.idx[at] = lay->offset + lp;
+        c->out.score[at] = !keep ? 0 : cfg->straight_through ? 1 : yv;
+        at++;
+      }
+    }
+    c->out.count[row] = at - c->out.start[row];
+  }
+  return C5_OK;
+}
+
+c5_status c5_router_backward(const c5_router *rt, const c5_dist *d, c5_router_cache *c,
+                             const c5_real *routing_token, const c5_real *x,
+                             const c5_real *dscore, c5_real *dx, c5_real *drouting_token)
+{
+  C5_CHECK(rt && d && c && routing_token && x && dx && drouting_token, C5_ERR_ARG,
+           "c5_router_backward: NULL argument");
+  /* unrouted scores are constants; random scores are not differentiable */
+  if (!c->out.routed || c->random_route) return C5_OK;
+  C5_CHECK(dscore != NULL, C5_ERR_ARG, "c5_router_backward: dscore is NULL");
+  const c5_router_config *cfg = &rt->cfg;
+  const int R = cfg->num_routing_tokens, dim = rt->dim;
+  const long nl = c->n_local, rows = c->rows, batch = c->batch;
+  const uint8_t *m = c->mask && c->out.routed ? c->mask : NULL;
+
+  /* dL/dy at the selections (straight-through passes it on unchanged; a
+     masked selection was filled with 0 and gets none) */
+  memset(c->g, 0, (size_t)(rows * nl) * sizeof *c->g);
+  for (long row = 0; row < rows; row++)
+    for (long e = c->out.start[row]; e < c->out.start[row] + c->out.count[row]; e++)
+      if (!m || m[row * nl + c->lpos[e]]) c->g[row * nl + c->lpos[e]] += dscore[e];
+
+  long cdrows = rows * c->nblk;
+  long *off = c->plan, *len = off + cdrows, *cst = len + cdrows;
+  c5k_rows Rw = { .rows = cdrows, .off = off, .len = len, .cstart = cst };
+  /* ds written in place over g; tokens outside every block keep g = 0 */
+  C5_CALL(c5_cd_backward_rows(d, &c->cd, &Rw, c->s, m, c->y, c->g, c->g));
+
+  if (cfg->cosine_sim_routing) {
+    /* s = c * (x . w) / (|x| |w|): push ds through the scale and the normalizations */
+    const double sc = cfg->cosine_sim_scale;
+    for (long row = 0; row < rows; row++) {
+      long b = row / R;
+      int q = (int)(row % R);
+      for (long j = 0; j < nl; j++)
+        c->g[row * nl + j] = (c5_real)(sc * c->g[row * nl + j] / (c->xnorm[b * nl + j] * c->rtnorm[q]));
+    }
+  }
+  /* g now holds dL/d(x . w) for raw x and w (cosine: divided by the norms) */
+  double *dwq = NULL;
+  c5_real *dw = NULL;
+  c5_status st = C5_OK;
+  dw = calloc((size_t)R * dim, sizeof *dw);
+  C5_CHECK_GOTO(dw, st, out, C5_ERR_MEM, "router backward: out of memory");
+  for (long b = 0; b < batch; b++) {
+    const c5_real *gb = c->g + b * R * nl, *xb = x + b * nl * dim;
+    c5_real *dxb = dx + b * nl * dim;
+    if (!cfg->cosine_sim_routing) {
+      C5_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nl, dim, R, 1.0, gb, (int)nl,
+              routing_token, dim, 1.0, dxb, dim);
+    } else {
+      /* dx_j += P_j (sum_q g_qj w_q), P_j = I - x_j x_j^T / |x_j|^2 (0 below the eps clamp: then no projection) */
+#pragma omp parallel for schedule(static)
+      for (long j = 0; j < nl; j++) {
+        double v[dim], xv = 0, nx = c->xnorm[b * nl + j];
+        for (int i = 0; i < dim; i++) {
+          double a = 0;
+          for (int q = 0; q < R; q++) a += (double)gb[q * nl + j] * routing_token[q * dim + i];
+          v[i] = a;
+          xv += a * xb[j * dim + i];
+        }
+        double proj = nx > L2_EPS ? xv / (nx * nx) : 0.0;
+        for (int i = 0; i < dim; i++) dxb[j * dim + i] += (c5_real)(v[i] - proj * xb[j * dim + i]);
+      }
+    }
+    C5_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, dim, (int)nl, 1.0, gb, (int)nl, xb, dim, 1.0, dw, dim);
+  }
+  if (cfg->cosine_sim_routing) {
+    for (int q = 0; q < R; q++) {
+      double wv = 0, nw = c->rtnorm[q];
+      for (int i = 0; i < dim; i++) wv += (double)dw[q * dim + i] * routing_token[q * dim + i];
+      double proj = nw > L2_EPS ? wv / (nw * nw) : 0.0;
+      for (int i = 0; i < dim; i++) dw[q * dim + i] -= (c5_real)(proj * routing_token[q * dim + i]);
+    }
+  }
+  for (long i = 0; i < (long)R * dim; i++) drouting_token[i] += dw[i];
+out:
+  free(dw);
+  free(dwq);
+  return st;
+}

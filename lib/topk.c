@@ -1,0 +1,89 @@
+/* topk.c - distributed top-k by the golden tie-break rule (largest values
+   among unmasked entries, ties to the lower global index, masked entries
+   last by index): a radix select over order-preserving 64-bit keys, 8 bits
+   a round, each round one allreduce of 256 counts per row, then one
+   MPI_Exscan of the tie counts at the threshold (DESIGN.md §2). Rows are
+   sharded by contiguous columns; every rank gets its own selected entries. */
+#include <limits.h>
+#include <string.h>
+#include "c5_internal.h"
+#include "topk_internal.h"
+
+c5_status c5_topk_select_rows(const c5_dist *d, const c5k_rows *R, const c5_real *v, const uint8_t *mask,
+                              const long *k, long cap, double *work, long work_len, long *rowbuf,
+                              long *count, long *pos)
+{
+  const c5k_ops *ops = &c5k_cpu_ops;
+  const long rows = R->rows;
+  c5k_ctx ctx = { .work = work, .work_len = work_len };
+  C5_CHECK(work_len >= c5k_work_len(R), C5_ERR_INTERNAL, "topk: workspace %ld < %ld", work_len, c5k_work_len(R));
+  /* rowbuf: [rows][256] hist, then prefix, thr (uint64), need, take, done, ties */
+  long *hist = rowbuf, *need = hist + 256 * rows, *take = need + rows, *done = take + rows, *ties = done + rows;
+  uint64_t *prefix = (uint64_t *)(ties + rows), *thr = prefix + rows;
+  for (long r = 0; r < rows; r++) {
+    need[r] = k[r]; prefix[r] = 0; done[r] = 0; thr[r] = 0; take[r] = 0;
+  }
+  int any_ties = 0;
+  for (int shift = 56; shift >= 0; shift -= 8) {
+    C5_CALL(ops->topk_hist(&ctx, R, v, mask, prefix, shift, hist));
+    C5_CALL(c5_dist_allreduce_sum_long(d, hist, 256 * rows));
+    int left = 0;
+    for (long r = 0; r < rows; r++) {
+      if (done[r]) continue;
+      const long *h = hist + 256 * r;
+      int b = 255;
+      while (b > 0 && h[b] < need[r]) need[r] -= h[b--];
+      uint64_t lo = prefix[r] | ((uint64_t)b << shift);
+      if (h[b] == need[r]) {            /* every key >= lo is selected */
+        if (lo == 0) { thr[r] = 0; take[r] = LONG_MAX; }
+        else { thr[r] = lo - 1; take[r] = 0; }
+        done[r] = 1;
+      } else if (shift == 0) {          /* more keys equal lo than places: lowest indices win */
+        thr[r] = lo; done[r] = 2; any_ties = 1;
+      } else {
+        prefix[r] = lo; left = 1;
+      }
+    }
+    if (!left) break;
+  }
+  if (any_ties) {
+    C5_CALL(ops->topk_count_eq(&ctx, R, v, mask, thr, ties));
+    C5_CALL(c5_dist_exscan_sum_long(d, ties, rows));   /* ties on lower ranks come first */
+    for (long r = 0; r < rows; r++)
+      if (done[r] == 2) take[r] = need[r] - ties[r] > 0 ? need[r] - ties[r] : 0;
+  }
+  C5_CALL(ops->topk_select(&ctx, R, v, mask, thr, take, cap, count, pos));
+  return C5_OK;
+}
+
+long c5_topk_rowbuf_len(long rows) { return 256 * rows + 7 * rows; }
+
+c5_status c5_topk_select(const c5_dist *d, long rows, long n, long offset, const c5_real *v,
+                         const uint8_t *mask, long k, long *count, long *idx)
+{
+  C5_CHECK(d && v && count && idx, C5_ERR_ARG, "c5_topk_select: NULL argument");
+  C5_CHECK(rows >= 0 && n >= 0, C5_ERR_ARG, "c5_topk_select: rows = %ld, n = %ld must be >= 0", rows, n);
+  long nglob = n;
+  C5_CALL(c5_dist_allreduce_sum_long(d, &nglob, 1));
+  C5_CHECK(k > 0 && k <= nglob, C5_ERR_ARG, "top-k: k = %ld must be in [1, %ld] (the row length)", k, nglob);
+  c5_status st = C5_OK;
+  long *plan = NULL, *rowbuf = NULL, *kk = NULL;
+  double *work = NULL;
+  plan = calloc((size_t)(3 * rows + 1), sizeof *plan);
+  rowbuf = calloc((size_t)c5_topk_rowbuf_len(rows) + 1, sizeof *rowbuf);
+  kk = calloc((size_t)rows + 1, sizeof *kk);
+  C5_CHECK_GOTO(plan && rowbuf && kk, st, out, C5_ERR_MEM, "top-k: out of memory for %ld rows", rows);
+  long *off = plan, *len = off + rows, *cst = len + rows;
+  for (long r = 0; r < rows; r++) { off[r] = r * n; len[r] = n; kk[r] = k; }
+  c5k_rows_plan(rows, len, cst);
+  c5k_rows R = { .rows = rows, .off = off, .len = len, .cstart = cst };
+  long wl = c5k_work_len(&R);
+  work = calloc((size_t)wl, sizeof *work);
+  C5_CHECK_GOTO(work, st, out, C5_ERR_MEM, "top-k: out of memory for %ld doubles of workspace", wl);
+  C5_CALL_GOTO(c5_topk_select_rows(d, &R, v, mask, kk, k, work, wl, rowbuf, count, idx), st, out);
+  for (long r = 0; r < rows; r++)
+    for (long i = 0; i < count[r]; i++) idx[r * k + i] += offset;
+out:
+  free(plan); free(rowbuf); free(kk); free(work);
+  return st;
+}
