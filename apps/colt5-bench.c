@@ -1,1 +1,210 @@
-int main(void){return 0;}
+/* colt5-bench - benchmarks of libcolt5, side by side with the PyTorch
+   reference timed in the same run (never a test: tests do not time).
+
+     colt5-bench cd [--n 8192,131072,1048576] [--threads 1,2] [--reps 7] [--warmup 2]
+                    [--reference DIR] [--python /usr/bin/python3] [--script PATH]
+
+   cd: coordinate descent on one row (20 iterations, eps 0.03, eps_init 4,
+   decay 0.7, k = n/16 * 9/8), forward and forward+backward; median of reps
+   after warmup; throughput in tokens/s. With --reference DIR the reference's
+   plain-PyTorch coor_descent runs in float32 with the same thread count
+   (bench/reference_bench.py) and each line gets the ratio to its median. */
+#include <getopt.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "colt5.h"
+#include "kernels.h"
+
+#ifndef C5_BENCH_SCRIPT
+#define C5_BENCH_SCRIPT "bench/reference_bench.py"
+#endif
+
+#define MAXL 16
+
+typedef struct {
+  long n[MAXL]; int nn;
+  int threads[MAXL]; int nt;
+  int reps, warmup;
+  const char *reference, *python, *script;
+} opts_t;
+
+static double now(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+static double median(double *v, int n)
+{
+  qsort(v, (size_t)n, sizeof *v, cmp_d);
+  return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+static int parse_list(const char *s, long *out, int max)
+{
+  int n = 0;
+  char *end;
+  while (*s && n < max) {
+    out[n++] = strtol(s, &end, 10);
+    if (end == s || out[n - 1] <= 0) return -1;
+    s = *end == ',' ? end + 1 : end;
+    if (*end && *end != ',') return -1;
+  }
+  return n;
+}
+
+/* The reference's median (ms) for (pass, n, threads), or -1 when absent. */
+typedef struct { char pass[8]; long n; int threads; double ms; } ref_t;
+
+static int run_reference(const opts_t *o, int threads, ref_t *ref, int maxref)
+{
+  char cmd[4096];
+  int len = snprintf(cmd, sizeof cmd, "%s %s --ref '%s' --threads %d --reps %d --warmup %d --dtype float32 cd --n",
+                     o->python, o->script, o->reference, threads, o->reps, o->warmup);
+  for (int i = 0; i < o->nn; i++) len += snprintf(cmd + len, sizeof cmd - (size_t)len, " %ld", o->n[i]);
+  FILE *p = popen(cmd, "r");
+  if (!p) { fprintf(stderr, "colt5-bench: cannot run %s\n", cmd); return -1; }
+  char line[512];
+  int nr = 0;
+  while (fgets(line, sizeof line, p) && nr < maxref) {
+    ref_t r = { 0 };
+    char *q = strstr(line, "pass="), *nn = strstr(line, " n="), *ms = strstr(line, "median_ms=");
+    if (!q || !nn || !ms) continue;
+    sscanf(q, "pass=%7s", r.pass);
+    r.n = atol(nn + 3);
+    r.ms = atof(ms + 10);
+    r.threads = threads;
+    ref[nr++] = r;
+  }
+  int rc = pclose(p);
+  if (rc != 0) { fprintf(stderr, "colt5-bench: the reference run failed (exit %d): %s\n", rc, cmd); return -1; }
+  return nr;
+}
+
+static double ref_ms(const ref_t *ref, int nr, const char *pass, long n, int threads)
+{
+  for (int i = 0; i < nr; i++)
+    if (!strcmp(ref[i].pass, pass) && ref[i].n == n && ref[i].threads == threads) return ref[i].ms;
+  return -1;
+}
+
+#define CHECK(call) do { c5_status s_ = (call); if (s_ != C5_OK) { \
+    fprintf(stderr, "colt5-bench: %s\n", c5_last_error()); return 1; } } while (0)
+
+static int bench_cd(const opts_t *o, c5_dist *d)
+{
+  printf("# colt5-bench cd: precision %s, exp ISA %s, 1 row, 20 iterations, eps 0.03, eps_init 4, decay 0.7, "
+         "k = n/16*9/8; median of %d after %d warm-up\n", C5_REAL_NAME, c5k_vexp_isa(), o->reps, o->warmup);
+  for (int ti = 0; ti < o->nt; ti++) {
+    int T = o->threads[ti];
+    ref_t ref[64];
+    int nr = o->reference ? run_reference(o, T, ref, 64) : 0;
+    if (nr < 0) return 1;
+    omp_set_num_threads(T);
+    for (int ni = 0; ni < o->nn; ni++) {
+      long n = o->n[ni];
+      c5_real *s = malloc((size_t)n * sizeof *s), *y = malloc((size_t)n * sizeof *y);
+      c5_real *g = malloc((size_t)n * sizeof *g), *ds = malloc((size_t)n * sizeof *ds);
+      unsigned long long st = 12345;
+      for (long j = 0; j < n; j++) {   /* s ~ 2 N(0,1), g ~ N(0,1), as in the reference script */
+        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+        double u1 = ((st >> 11) + 0.5) / 9007199254740992.0;
+        st = st * 6364136223846793005ULL + 1442695040888963407ULL;
+        double u2 = ((st >> 11) + 0.5) / 9007199254740992.0;
+        s[j] = (c5_real)(2 * sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
+        g[j] = (c5_real)(sqrt(-2 * log(u1)) * sin(6.283185307179586 * u2));
+      }
+      c5_cd_config cfg = { .n_iters = 20, .eps = 0.03, .eps_init = 4.0, .eps_decay = 0.7 };
+      double k = n / 16.0 * 9.0 / 8.0;
+      c5_cd_cache cache = { 0 };
+      CHECK(c5_cd_cache_alloc(1, cfg.n_iters, &cache));
+      const char *passes[2] = { "fwd", "fwdbwd" };
+      for (int pi = 0; pi < 2; pi++) {
+        double t[256];
+        int reps = o->reps < 256 ? o->reps : 256;
+        for (int r = -o->warmup; r < reps; r++) {
+          double t0 = now();
+          CHECK(c5_cd_forward(d, &cfg, 1, n, s, NULL, &k, 0, y, &cache));
+          if (pi == 1) CHECK(c5_cd_backward(d, &cache, 1, n, s, NULL, y, g, ds));
+          if (r >= 0) t[r] = now() - t0;
+        }
+        double ms = 1e3 * median(t, reps);
+        double rm = ref_ms(ref, nr, passes[pi], n, T);
+        printf("colt5 op=cd pass=%-6s n=%-8ld threads=%d precision=%s median_ms=%9.3f Mtokens_per_s=%8.2f",
+               passes[pi], n, T, C5_REAL_NAME, ms, n / ms / 1e3);
+        if (rm > 0) printf(" ref_ms=%9.3f speedup=%6.2f", rm, rm / ms);
+        printf("\n");
+        fflush(stdout);
+      }
+      c5_cd_cache_free(&cache);
+      free(s); free(y); free(g); free(ds);
+    }
+  }
+  return 0;
+}
+
+static void usage(FILE *f)
+{
+  fprintf(f, "usage: colt5-bench cd [--n LIST] [--threads LIST] [--reps R] [--warmup W]\n"
+             "                      [--reference DIR] [--python PY] [--script PATH]\n"
+             "  --n LIST          sequence lengths (default 8192,131072,1048576)\n"
+             "  --threads LIST    OpenMP thread counts (default 1,2)\n"
+             "  --reps R          timed repetitions, median reported (default 7, at least 5)\n"
+             "  --reference DIR   also time the PyTorch reference found in DIR (its package folders)\n");
+}
+
+int main(int argc, char **argv)
+{
+  MPI_Init(&argc, &argv);
+  opts_t o = { .n = { 8192, 131072, 1048576 }, .nn = 3, .threads = { 1, 2 }, .nt = 2, .reps = 7, .warmup = 2,
+               .python = "/usr/bin/python3", .script = C5_BENCH_SCRIPT };
+  o.reference = getenv("C5_REFERENCE");
+  if (o.reference && !*o.reference) o.reference = NULL;
+  static const struct option lo[] = {
+    { "n", required_argument, 0, 'n' }, { "threads", required_argument, 0, 't' },
+    { "reps", required_argument, 0, 'r' }, { "warmup", required_argument, 0, 'w' },
+    { "reference", required_argument, 0, 'R' }, { "python", required_argument, 0, 'p' },
+    { "script", required_argument, 0, 's' }, { "help", no_argument, 0, 'h' }, { 0 } };
+  int c, bad = 0;
+  long tl[MAXL];
+  while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+    switch (c) {
+    case 'n': o.nn = parse_list(optarg, o.n, MAXL); bad |= o.nn <= 0; break;
+    case 't':
+      o.nt = parse_list(optarg, tl, MAXL);
+      bad |= o.nt <= 0;
+      for (int i = 0; i < o.nt; i++) o.threads[i] = (int)tl[i];
+      break;
+    case 'r': o.reps = atoi(optarg); bad |= o.reps < 5; break;
+    case 'w': o.warmup = atoi(optarg); bad |= o.warmup < 0; break;
+    case 'R': o.reference = optarg; break;
+    case 'p': o.python = optarg; break;
+    case 's': o.script = optarg; break;
+    case 'h': usage(stdout); MPI_Finalize(); return 0;
+    default: bad = 1;
+    }
+  }
+  if (bad || optind != argc - 1 || strcmp(argv[optind], "cd")) {
+    if (bad) fprintf(stderr, "colt5-bench: bad option value (lists are positive integers, --reps >= 5)\n");
+    usage(stderr);
+    MPI_Finalize();
+    return 2;
+  }
+  c5_dist *d = NULL;
+  if (c5_dist_create(MPI_COMM_WORLD, &d) != C5_OK) { fprintf(stderr, "%s\n", c5_last_error()); return 1; }
+  int rc = bench_cd(&o, d);
+  c5_dist_destroy(&d);
+  MPI_Finalize();
+  return rc;
+}
