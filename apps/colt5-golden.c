@@ -2,7 +2,7 @@
    PyTorch reference (tests/golden/README.md gives the layout and the
    agreement rule).
 
-     colt5-golden [--tol REL] [--quiet] FILE.h5...
+     colt5-golden [--tol REL] [--floor ABS] [--quiet] FILE.h5...
      mpirun -np P colt5-golden FILE.h5...   (the sequence is sharded over P ranks; rank 0 prints)
 
    One line per tensor: file, dataset, absolute and relative error, bound,
@@ -201,8 +201,9 @@ out:
 
 static void usage(FILE *o)
 {
-  fprintf(o, "usage: colt5-golden [--tol REL] [--quiet] FILE.h5...\n"
+  fprintf(o, "usage: colt5-golden [--tol REL] [--floor ABS] [--quiet] FILE.h5...\n"
              "  --tol REL   relative bound (default: 1e-9 in double, 1e-4 in single)\n"
+             "  --floor ABS absolute floor per sqrt(numel) (default: 1e-12 in double, 1e-6 in single)\n"
              "  --quiet     print only failures\n"
              "exit: 0 pass, 1 fail, 2 usage or I/O error, 77 module not implemented\n");
 }
@@ -214,14 +215,18 @@ int main(int argc, char **argv)
   MPI_Comm_rank(MPI_COMM_WORLD, &cx.rank);
   MPI_Comm_size(MPI_COMM_WORLD, &cx.size);
   static const struct option opts[] = {
-    { "tol", required_argument, 0, 't' }, { "quiet", no_argument, 0, 'q' }, { "help", no_argument, 0, 'h' }, { 0 } };
+    { "tol", required_argument, 0, 't' }, { "floor", required_argument, 0, 'f' }, { "quiet", no_argument, 0, 'q' }, { "help", no_argument, 0, 'h' }, { 0 } };
   int c, rc = EXIT_PASS, skipped = 0;
-  while ((c = getopt_long(argc, argv, "t:qh", opts, NULL)) != -1) {
+  while ((c = getopt_long(argc, argv, "t:f:qh", opts, NULL)) != -1) {
     char *end;
     switch (c) {
     case 't':
       cx.rel = strtod(optarg, &end);
       if (*end || !(cx.rel > 0)) { fprintf(stderr, "colt5-golden: --tol %s: expected a positive number\n", optarg); rc = EXIT_USAGE; }
+      break;
+    case 'f':
+      cx.floor = strtod(optarg, &end);
+      if (*end || !(cx.floor >= 0)) { fprintf(stderr, "colt5-golden: --floor %s: expected a number >= 0\n", optarg); rc = EXIT_USAGE; }
       break;
     case 'q': cx.quiet = 1; break;
     case 'h': if (cx.rank == 0) usage(stdout); MPI_Finalize(); return 0;

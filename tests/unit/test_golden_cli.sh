@@ -22,7 +22,7 @@ expect 2 "usage" -- "$g"
 expect 2 "expected a positive number" -- "$g" --tol abc "$s/tests/golden/cd_const_eps.h5"
 expect 0 "PASS" -- "$g" "$s/tests/golden/cd_const_eps.h5"
 # a bound no float can meet: the comparison must be able to fail
-expect 1 "FAIL" -- "$g" --tol 1e-30 "$s/tests/golden/cd_const_eps.h5"
+expect 1 "FAIL" -- "$g" --tol 1e-30 --floor 0 "$s/tests/golden/cd_const_eps.h5"
 # edited copies (tests/data/README.md): an unknown args key, a missing dataset
 expect 2 "unknown args key 'bogus'" -- "$g" "$s/tests/data/cd_bad_key.h5"
 expect 2 "dataset /inputs/grad_y is missing" -- "$g" "$s/tests/data/cd_missing_dataset.h5"
