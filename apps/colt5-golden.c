@@ -176,9 +176,262 @@ out:
   return rc;
 }
 
+/* ---- module cases ------------------------------------------------------------------ */
+
+/* router_kwargs (and router_straight_through) into a router config. */
+static int parse_router(const char *file, json_t *kw, int straight_through, c5_router_config *rc)
+{
+  static const char *const keys[] = { "n_iters", "fetch_k_ratio", "eps", "eps_init", "eps_decay", "num_routing_tokens",
+                                      "use_triton", "cosine_sim_routing", "cosine_sim_scale", "route_block_size",
+                                      "triton_checkpoint_segments", "learned_routing_tokens", NULL };
+  c5_router_config d = C5_ROUTER_CONFIG_DEFAULT;
+  *rc = d;
+  rc->straight_through = straight_through;
+  if (!kw) return 1;
+  if (!json_is_object(kw) || !check_keys(file, "router_kwargs", kw, keys)) return 0;
+  json_t *v;
+  if (json_is_true(json_object_get(kw, "learned_routing_tokens"))) {
+    fprintf(stderr, "colt5-golden: %s: router_kwargs learned_routing_tokens=true is not supported\n", file);
+    return 0;
+  }
+  rc->n_iters = (int)json_num(kw, "n_iters", rc->n_iters);
+  rc->fetch_k_ratio = json_num(kw, "fetch_k_ratio", rc->fetch_k_ratio);
+  rc->eps = json_num(kw, "eps", rc->eps);
+  rc->eps_init = json_num(kw, "eps_init", rc->eps_init);
+  rc->eps_decay = json_num(kw, "eps_decay", rc->eps_decay);
+  rc->num_routing_tokens = (int)json_num(kw, "num_routing_tokens", rc->num_routing_tokens);
+  rc->cosine_sim_scale = json_num(kw, "cosine_sim_scale", rc->cosine_sim_scale);
+  rc->route_block_size = (long)json_num(kw, "route_block_size", 0);
+  if ((v = json_object_get(kw, "cosine_sim_routing"))) rc->cosine_sim_routing = json_is_true(v);
+  return 1;
+}
+
+/* Gather this rank's [b, nl, w] slice of a sequence-sharded tensor into full [b, n, w] on rank 0. */
+static void gather_seq(ctx_t *cx, const c5_real *loc, long b, long nl, long w, long n, long unit, c5_real *full)
+{
+  int P = cx->size;
+  int *cnt = calloc((size_t)P, sizeof *cnt), *dsp = calloc((size_t)P, sizeof *dsp);
+  c5_real *tmp = malloc((size_t)(b * n * w + 1) * sizeof *tmp);
+  for (int p = 0; p < P; p++) {
+    c5_layout l;
+    c5_layout_of_rank(n, unit, p, P, &l);
+    cnt[p] = (int)(b * l.n_local * w);
+    dsp[p] = (int)(b * l.offset * w);
+  }
+  MPI_Gatherv(loc, (int)(b * nl * w), C5_MPI_REAL, tmp, cnt, dsp, C5_MPI_REAL, 0, MPI_COMM_WORLD);
+  if (cx->rank == 0)
+    for (int p = 0; p < P; p++) {
+      c5_layout l;
+      c5_layout_of_rank(n, unit, p, P, &l);
+      for (long i = 0; i < b; i++)
+        memcpy(full + (i * n + l.offset) * w, tmp + dsp[p] + i * l.n_local * w, (size_t)(l.n_local * w) * sizeof *full);
+    }
+  free(cnt); free(dsp); free(tmp);
+}
+
+/* A tensor of the file as double, or NULL (with a message) when absent. */
+static double *read_ref(const char *file, c5_h5 *f, const char *name, long numel)
+{
+  int nd;
+  long dims[C5_H5_MAXDIM];
+  if (c5_h5_shape(f, name, &nd, dims) != C5_OK || c5_numel(nd, dims) != numel) {
+    fprintf(stderr, "colt5-golden: %s: dataset %s missing or of the wrong size (%s)\n", file, name, c5_last_error());
+    return NULL;
+  }
+  double *r = malloc((size_t)numel * sizeof *r);
+  if (c5_h5_read_double(f, name, -1, NULL, r) != C5_OK) { free(r); return NULL; }
+  return r;
+}
+
+/* Compare every parameter gradient (summed over ranks); router ones are
+   reported only in single precision (golden README). */
+static int compare_param_grads(ctx_t *cx, c5_h5 *f, const char *file, c5_params *p)
+{
+  MPI_Allreduce(MPI_IN_PLACE, c5_params_grad(p, 0), (int)c5_params_total(p), C5_MPI_REAL, MPI_SUM, MPI_COMM_WORLD);
+  for (long i = 0; i < c5_params_count(p); i++) {
+    char name[512];
+    snprintf(name, sizeof name, "/grads/%s", c5_params_name(p, i));
+    double *ref = read_ref(file, f, name, c5_params_numel(p, i));
+    if (!ref) return EXIT_USAGE;
+    int judged = C5_USE_DOUBLE || !strstr(c5_params_name(p, i), "routing_token");
+    compare(cx, file, name + 1, c5_params_grad(p, i), ref, c5_params_numel(p, i), judged);
+    free(ref);
+  }
+  return EXIT_PASS;
+}
+
+/* Router indices (identical) and scores: gather each rank's selections. */
+static int compare_routing(ctx_t *cx, c5_h5 *f, const char *file, const char *rname, const c5_routing *rt, long rows)
+{
+  char name[512];
+  snprintf(name, sizeof name, "/routers/%s", rname);
+  long routed = 1;
+  if (c5_h5_exists(f, name)) c5_h5_attr_long(f, name, "routed", &routed);
+  if (!routed || !rt->routed) {
+    if (cx->rank == 0 && (!cx->quiet || routed != rt->routed))
+      printf("%s %-40s routed: file %ld, ours %d %s\n", file, name + 1, routed, rt->routed, routed == rt->routed ? "PASS" : "FAIL");
+    if (routed != rt->routed) cx->failed = 1;
+    return EXIT_PASS;
+  }
+  long k = rt->k, total = rows * k;
+  long *idx = malloc((size_t)total * sizeof *idx);
+  c5_real *sc = malloc((size_t)total * sizeof *sc);
+  for (long r = 0; r < rows; r++) {   /* each row's entries come from the ranks in order */
+    int cnt = (int)rt->count[r], *cnts = calloc((size_t)cx->size, sizeof *cnts), *dsp = calloc((size_t)cx->size, sizeof *dsp);
+    MPI_Allgather(&cnt, 1, MPI_INT, cnts, 1, MPI_INT, MPI_COMM_WORLD);
+    for (int q = 1; q < cx->size; q++) dsp[q] = dsp[q - 1] + cnts[q - 1];
+    MPI_Allgatherv(rt->idx + rt->start[r], cnt, MPI_LONG, idx + r * k, cnts, dsp, MPI_LONG, MPI_COMM_WORLD);
+    MPI_Allgatherv(rt->score + rt->start[r], cnt, C5_MPI_REAL, sc + r * k, cnts, dsp, C5_MPI_REAL, MPI_COMM_WORLD);
+    free(cnts); free(dsp);
+  }
+  snprintf(name, sizeof name, "/routers/%s/indices", rname);
+  int nd;
+  long dims[C5_H5_MAXDIM];
+  int rc = EXIT_PASS;
+  if (c5_h5_shape(f, name, &nd, dims) != C5_OK || c5_numel(nd, dims) != total) {
+    fprintf(stderr, "colt5-golden: %s: %s missing or not %ld x %ld\n", file, name, rows, k);
+    rc = EXIT_USAGE;
+  } else {
+    long *ref = malloc((size_t)total * sizeof *ref);
+    c5_h5_read_long(f, name, -1, NULL, ref);
+    long diff = 0;
+    for (long i = 0; i < total; i++) diff += ref[i] != idx[i];
+    if (diff) cx->failed = 1;
+    if (cx->rank == 0 && (!cx->quiet || diff))
+      printf("%s %-40s %ld of %ld differ %s\n", file, name + 1, diff, total, diff ? "FAIL" : "PASS");
+    free(ref);
+    snprintf(name, sizeof name, "/routers/%s/scores", rname);
+    double *rs = read_ref(file, f, name, total);
+    if (rs) compare(cx, file, name + 1, sc, rs, total, 1);
+    else rc = EXIT_USAGE;
+    free(rs);
+  }
+  free(idx); free(sc);
+  return rc;
+}
+
+/* Inputs of a module case, this rank's slice. */
+typedef struct {
+  long b, n, dim, nl, unit;
+  c5_layout lay;
+  c5_real *x, *gout;    /* [b, nl, dim] */
+  uint8_t *mask;        /* [b, nl] or NULL */
+} mod_inputs;
+
+static void inputs_free(mod_inputs *in) { free(in->x); free(in->gout); free(in->mask); }
+
+static int read_inputs(ctx_t *cx, c5_h5 *f, const char *file, long unit, mod_inputs *in)
+{
+  int nd, rc = EXIT_PASS;
+  long dims[C5_H5_MAXDIM];
+  c5_real *x = NULL, *g = NULL;
+  uint8_t *m = NULL;
+  memset(in, 0, sizeof *in);
+  TRY(c5_h5_shape(f, "/inputs/x", &nd, dims));
+  if (nd != 3) { fprintf(stderr, "colt5-golden: %s: /inputs/x must be [b, n, dim]\n", file); return EXIT_USAGE; }
+  in->b = dims[0]; in->n = dims[1]; in->dim = dims[2]; in->unit = unit;
+  long N = in->b * in->n * in->dim;
+  x = malloc((size_t)N * sizeof *x);
+  g = malloc((size_t)N * sizeof *g);
+  TRY(c5_h5_read_real(f, "/inputs/x", 3, dims, x));
+  TRY(c5_h5_read_real(f, "/inputs/grad_out", 3, dims, g));
+  if (c5_h5_exists(f, "/inputs/mask")) {
+    m = malloc((size_t)(in->b * in->n));
+    TRY(c5_h5_read_u8(f, "/inputs/mask", 2, dims, m));
+  }
+  TRY(c5_layout_compute(cx->dist, in->n, unit, &in->lay));
+  long nl = in->nl = in->lay.n_local, o = in->lay.offset, D = in->dim;
+  in->x = malloc((size_t)(in->b * nl * D + 1) * sizeof *in->x);
+  in->gout = malloc((size_t)(in->b * nl * D + 1) * sizeof *in->gout);
+  if (m) in->mask = malloc((size_t)(in->b * nl + 1));
+  for (long i = 0; i < in->b; i++) {
+    memcpy(in->x + i * nl * D, x + (i * in->n + o) * D, (size_t)(nl * D) * sizeof *x);
+    memcpy(in->gout + i * nl * D, g + (i * in->n + o) * D, (size_t)(nl * D) * sizeof *g);
+    if (m) memcpy(in->mask + i * nl, m + i * in->n + o, (size_t)nl);
+  }
+out:
+  free(x); free(g); free(m);
+  return rc;
+}
+
+/* Output and input gradient: gather and compare. */
+static int compare_seq(ctx_t *cx, c5_h5 *f, const char *file, const char *name, const c5_real *loc, const mod_inputs *in)
+{
+  long N = in->b * in->n * in->dim;
+  c5_real *full = malloc((size_t)N * sizeof *full);
+  gather_seq(cx, loc, in->b, in->nl, in->dim, in->n, in->unit, full);
+  double *ref = read_ref(file, f, name, N);
+  if (!ref) { free(full); return EXIT_USAGE; }
+  compare(cx, file, name + 1, full, ref, N, 1);
+  free(ref); free(full);
+  return EXIT_PASS;
+}
+
+static int run_routed_ff(ctx_t *cx, c5_h5 *f, const char *file)
+{
+  static const char *const keys[] = { "dim", "num_heavy_tokens", "light_ff_mult", "heavy_ff_mult",
+                                      "router_straight_through", "router_kwargs", "use_triton", NULL };
+  static const char *const fkeys[] = { "num_heavy_tokens", NULL };
+  int rc = EXIT_PASS;
+  char *ctor = NULL, *fwd = NULL;
+  json_t *cj = NULL, *fj = NULL;
+  c5_params *p = NULL;
+  c5_routed_ff *m = NULL;
+  c5_routed_ff_cache *cache = NULL;
+  mod_inputs in = { 0 };
+  c5_real *out = NULL, *dx = NULL;
+  json_error_t je;
+  TRY(c5_h5_attr_string(f, "/", "ctor", &ctor));
+  TRY(c5_h5_attr_string(f, "/", "forward", &fwd));
+  cj = json_loads(ctor, 0, &je);
+  fj = json_loads(fwd, 0, &je);
+  if (!cj || !fj || !json_is_object(cj) || !json_is_object(fj)) {
+    fprintf(stderr, "colt5-golden: %s: ctor or forward attribute is not a JSON object\n", file);
+    rc = EXIT_USAGE; goto out;
+  }
+  if (!check_keys(file, "ctor", cj, keys) || !check_keys(file, "forward", fj, fkeys)) { rc = EXIT_USAGE; goto out; }
+  c5_routed_ff_config cfg = C5_ROUTED_FF_CONFIG_DEFAULT;
+  cfg.dim = (int)json_num(cj, "dim", 0);
+  cfg.num_heavy_tokens = (long)json_num(cj, "num_heavy_tokens", 0);
+  cfg.num_heavy_tokens = (long)json_num(fj, "num_heavy_tokens", (double)cfg.num_heavy_tokens);
+  cfg.light_ff_mult = json_num(cj, "light_ff_mult", cfg.light_ff_mult);
+  cfg.heavy_ff_mult = json_num(cj, "heavy_ff_mult", cfg.heavy_ff_mult);
+  json_t *st = json_object_get(cj, "router_straight_through");
+  if (!parse_router(file, json_object_get(cj, "router_kwargs"), st ? json_is_true(st) : 1, &cfg.router)) {
+    rc = EXIT_USAGE; goto out;
+  }
+  TRY(c5_params_create(&p));
+  TRY(c5_routed_ff_create(&cfg, p, "", &m));
+  TRY(c5_params_alloc(p));
+  TRY(c5_h5_read_params(f, "/params", p));
+  if ((rc = read_inputs(cx, f, file, 1, &in)) != EXIT_PASS) goto out;
+  if (in.dim != cfg.dim) {
+    fprintf(stderr, "colt5-golden: %s: /inputs/x has dim %ld, ctor dim %d\n", file, in.dim, cfg.dim);
+    rc = EXIT_USAGE; goto out;
+  }
+  out = calloc((size_t)(in.b * in.nl * in.dim + 1), sizeof *out);
+  dx = calloc((size_t)(in.b * in.nl * in.dim + 1), sizeof *dx);
+  TRY(c5_routed_ff_cache_create(m, in.b, in.nl, &cache));
+  TRY(c5_routed_ff_forward(m, cx->dist, &in.lay, in.b, in.x, in.mask, cache, out));
+  TRY(c5_routed_ff_backward(m, cx->dist, cache, in.x, in.gout, dx));
+  if ((rc = compare_seq(cx, f, file, "/outputs/out", out, &in)) != EXIT_PASS) goto out;
+  if ((rc = compare_seq(cx, f, file, "/grads/x", dx, &in)) != EXIT_PASS) goto out;
+  if ((rc = compare_param_grads(cx, f, file, p)) != EXIT_PASS) goto out;
+  rc = compare_routing(cx, f, file, "router", c5_routed_ff_routing(cache), in.b);
+out:
+  c5_routed_ff_cache_destroy(&cache);
+  c5_routed_ff_destroy(&m);
+  c5_params_destroy(&p);
+  inputs_free(&in);
+  free(out); free(dx); free(ctor); free(fwd);
+  json_decref(cj); json_decref(fj);
+  return rc;
+}
+
 typedef int (*runner)(ctx_t *, c5_h5 *, const char *);
 static const struct { const char *module; runner run; } modules[] = {
   { "coor_descent", run_cd },
+  { "ConditionalRoutedFeedForward", run_routed_ff },
 };
 
 static int run_file(ctx_t *cx, const char *file)

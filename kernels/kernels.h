@@ -35,6 +35,15 @@ const char *c5k_vexp_isa(void);
 /* Scratch (in doubles) any kernel of this table needs for R: 256 per chunk. */
 long c5k_work_len(const c5k_rows *R);
 
+/* Parameter-gradient reductions over rows use a fixed partition of
+   C5K_ROWPART rows, each summed in double, then the parts in order. */
+#define C5K_ROWPART 64
+/* Doubles of work a rowpart reduction of `cols` columns needs (x2 for LayerNorm). */
+static inline long c5k_rowpart_work(long rows, long cols)
+{
+  return 2 * cols * ((rows + C5K_ROWPART - 1) / C5K_ROWPART) + 1;
+}
+
 typedef struct c5k_ops {
   const char *name;
   /* Coordinate descent, DESIGN.md §2. For row r with a = a[r]:
@@ -74,6 +83,21 @@ typedef struct c5k_ops {
      ascending, and their number to count[r]. */
   c5_status (*topk_select)(c5k_ctx *, const c5k_rows *R, const c5_real *v, const uint8_t *mask,
                            const uint64_t *thr, const long *take, long cap, long *count, long *pos);
+  /* ---- building blocks (shapes [rows, dim], row-major) ---- */
+  c5_status (*gemm)(c5k_ctx *, int transa, int transb, long m, long n, long k, double alpha,
+                    const c5_real *A, long lda, const c5_real *B, long ldb, double beta, c5_real *C, long ldc);
+  c5_status (*rmsnorm_forward)(c5k_ctx *, const c5_real *x, const c5_real *gamma, long rows, int dim,
+                               c5_real *y, double *rnorm);
+  c5_status (*rmsnorm_backward)(c5k_ctx *, const c5_real *x, const c5_real *gamma, const double *rnorm,
+                                const c5_real *dy, long rows, int dim, c5_real *dx, c5_real *dgamma);
+  c5_status (*layernorm_forward)(c5k_ctx *, const c5_real *x, const c5_real *w, const c5_real *b, long rows,
+                                 int dim, double eps, c5_real *y, double *mean, double *rstd);
+  c5_status (*layernorm_backward)(c5k_ctx *, const c5_real *x, const c5_real *w, const double *mean,
+                                  const double *rstd, const c5_real *dy, long rows, int dim, c5_real *dx,
+                                  c5_real *dw, c5_real *db);
+  c5_status (*gelu_forward)(c5k_ctx *, const c5_real *x, long n, c5_real *y);
+  c5_status (*gelu_backward)(c5k_ctx *, const c5_real *x, const c5_real *dy, long n, c5_real *dx);
+  c5_status (*colsum)(c5k_ctx *, const c5_real *dy, long rows, int cols, c5_real *db);
 } c5k_ops;
 
 extern const c5k_ops c5k_cpu_ops;

@@ -4,6 +4,7 @@
 #define C5_INTERNAL_H
 
 #include <stdlib.h>
+#include <string.h>
 #include "colt5.h"
 
 /* Start a new error: records the message and the first trace frame. */

@@ -222,6 +222,54 @@ c5_status c5_router_backward(const c5_router *r, const c5_dist *d, c5_router_cac
 c5_status c5_topk_select(const c5_dist *d, long rows, long n, long offset, const c5_real *v,
                          const uint8_t *mask, long k, long *count, long *idx);
 
+/* ---- parameters ----------------------------------------------------------------- */
+/* One table of named parameters (PyTorch state_dict names and shapes) over
+   two slabs, values and gradients, allocated once. Modules add their entries
+   at create time; c5_params_alloc then carves the slabs. */
+typedef struct c5_params c5_params;
+#define C5_PARAM_MAXDIM 4
+c5_status c5_params_create(c5_params **out);
+c5_status c5_params_destroy(c5_params **p);   /* NULL-safe */
+/* Register name (prefix + "." + name when prefix is not empty); *index gets its slot. */
+c5_status c5_params_add(c5_params *p, const char *prefix, const char *name, int ndim, const long *dims, long *index);
+c5_status c5_params_alloc(c5_params *p);     /* zeroed values and gradients */
+long c5_params_count(const c5_params *p);
+long c5_params_total(const c5_params *p);    /* elements over all entries */
+const char *c5_params_name(const c5_params *p, long i);
+int c5_params_shape(const c5_params *p, long i, long dims[C5_PARAM_MAXDIM]);   /* returns ndim */
+long c5_params_numel(const c5_params *p, long i);
+c5_real *c5_params_value(const c5_params *p, long i);
+c5_real *c5_params_grad(const c5_params *p, long i);
+c5_status c5_params_find(const c5_params *p, const char *name, long *index);
+void c5_params_zero_grad(c5_params *p);
+
+/* ---- ConditionalRoutedFeedForward ----------------------------------------------------- */
+typedef struct {
+  int dim;
+  long num_heavy_tokens;
+  double light_ff_mult, heavy_ff_mult;   /* hidden = int(dim * mult), as Python's int() */
+  c5_router_config router;               /* router_kwargs; router.straight_through = router_straight_through */
+} c5_routed_ff_config;
+#define C5_ROUTED_FF_CONFIG_DEFAULT { .dim = 0, .num_heavy_tokens = 0, .light_ff_mult = 0.5, \
+    .heavy_ff_mult = 4.0, .router = C5_ROUTER_CONFIG_DEFAULT }
+
+typedef struct c5_routed_ff c5_routed_ff;
+typedef struct c5_routed_ff_cache c5_routed_ff_cache;
+/* Adds light_ff.*, heavy_ff.*, router.routing_token under prefix to params. */
+c5_status c5_routed_ff_create(const c5_routed_ff_config *cfg, c5_params *params, const char *prefix,
+                              c5_routed_ff **out);
+c5_status c5_routed_ff_destroy(c5_routed_ff **m);
+c5_status c5_routed_ff_cache_create(const c5_routed_ff *m, long batch, long n_local, c5_routed_ff_cache **out);
+c5_status c5_routed_ff_cache_destroy(c5_routed_ff_cache **c);
+const c5_routing *c5_routed_ff_routing(const c5_routed_ff_cache *c);
+/* out = light_ff(x) + scatter(heavy_ff(routed x) * score). Collective on d.
+   x, out: [batch, lay->n_local, dim]; mask [batch, n_local] or NULL. */
+c5_status c5_routed_ff_forward(c5_routed_ff *m, const c5_dist *d, const c5_layout *lay, long batch,
+                               const c5_real *x, const uint8_t *mask, c5_routed_ff_cache *cache, c5_real *out);
+/* dx = dL/dx (written); parameter gradients accumulate. Collective on d. */
+c5_status c5_routed_ff_backward(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_cache *cache, const c5_real *x,
+                                const c5_real *dout, c5_real *dx);
+
 #ifdef __cplusplus
 }
 #endif

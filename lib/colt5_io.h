@@ -38,6 +38,12 @@ c5_status c5_h5_read_double(const c5_h5 *f, const char *name, int ndim, const lo
 c5_status c5_h5_read_u8(const c5_h5 *f, const char *name, int ndim, const long *dims, uint8_t *buf);
 c5_status c5_h5_read_long(const c5_h5 *f, const char *name, int ndim, const long *dims, long *buf);
 
+/* Read every parameter of the table from group (e.g. "/params"): each
+   dataset must exist with the registered shape; the message names the
+   dataset and both shapes. Datasets the table does not know are an error
+   too (a file for another configuration). */
+c5_status c5_h5_read_params(const c5_h5 *f, const char *group, c5_params *p);
+
 /* Number of elements of dims[0..ndim). */
 long c5_numel(int ndim, const long *dims);
 

@@ -204,3 +204,37 @@ c5_status c5_h5_attr_long(const c5_h5 *f, const char *obj, const char *attr, lon
   C5_CHECK(e >= 0, C5_ERR_IO, "%s: attribute %s of %s is not an integer", f->path, attr, obj);
   return C5_OK;
 }
+
+typedef struct { const c5_params *p; char unknown[256]; } iter_t;
+static herr_t unknown_cb(hid_t g, const char *name, const H5L_info_t *info, void *data)
+{
+  (void)g; (void)info;
+  iter_t *it = data;
+  long idx;
+  if (c5_params_find(it->p, name, &idx) != C5_OK) {
+    c5_error_clear();
+    snprintf(it->unknown, sizeof it->unknown, "%s", name);
+    return 1;   /* stop */
+  }
+  return 0;
+}
+
+c5_status c5_h5_read_params(const c5_h5 *f, const char *group, c5_params *p)
+{
+  char name[512];
+  for (long i = 0; i < c5_params_count(p); i++) {
+    long dims[C5_PARAM_MAXDIM];
+    int nd = c5_params_shape(p, i, dims);
+    snprintf(name, sizeof name, "%s/%s", group, c5_params_name(p, i));
+    C5_CALL(c5_h5_read_real(f, name, nd, dims, c5_params_value(p, i)));
+  }
+  iter_t it = { .p = p };
+  hid_t g = H5Gopen2(f->file, group, H5P_DEFAULT);
+  char why[256];
+  C5_CHECK(g >= 0, C5_ERR_IO, "%s: group %s is missing (%s)", f->path, group, h5_reason(why));
+  H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, unknown_cb, &it);
+  H5Gclose(g);
+  C5_CHECK(!it.unknown[0], C5_ERR_IO, "%s: dataset %s/%s is not a parameter of this model (options differ?)",
+           f->path, group, it.unknown);
+  return C5_OK;
+}

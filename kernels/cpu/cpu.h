@@ -23,4 +23,16 @@ c5_status c5k_topk_count_eq_cpu(c5k_ctx *, const c5k_rows *, const c5_real *, co
                                 const uint64_t *, long *);
 c5_status c5k_topk_select_cpu(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *,
                               const uint64_t *, const long *, long, long *, long *);
+c5_status c5k_gemm_cpu(c5k_ctx *, int, int, long, long, long, double, const c5_real *, long, const c5_real *,
+                       long, double, c5_real *, long);
+c5_status c5k_rmsnorm_forward_cpu(c5k_ctx *, const c5_real *, const c5_real *, long, int, c5_real *, double *);
+c5_status c5k_rmsnorm_backward_cpu(c5k_ctx *, const c5_real *, const c5_real *, const double *, const c5_real *,
+                                   long, int, c5_real *, c5_real *);
+c5_status c5k_layernorm_forward_cpu(c5k_ctx *, const c5_real *, const c5_real *, const c5_real *, long, int, double,
+                                    c5_real *, double *, double *);
+c5_status c5k_layernorm_backward_cpu(c5k_ctx *, const c5_real *, const c5_real *, const double *, const double *,
+                                     const c5_real *, long, int, c5_real *, c5_real *, c5_real *);
+c5_status c5k_gelu_forward_cpu(c5k_ctx *, const c5_real *, long, c5_real *);
+c5_status c5k_gelu_backward_cpu(c5k_ctx *, const c5_real *, const c5_real *, long, c5_real *);
+c5_status c5k_colsum_cpu(c5k_ctx *, const c5_real *, long, int, c5_real *);
 #endif

@@ -11,4 +11,12 @@ const c5k_ops c5k_cpu_ops = {
   .topk_hist = c5k_topk_hist_cpu,
   .topk_count_eq = c5k_topk_count_eq_cpu,
   .topk_select = c5k_topk_select_cpu,
+  .gemm = c5k_gemm_cpu,
+  .rmsnorm_forward = c5k_rmsnorm_forward_cpu,
+  .rmsnorm_backward = c5k_rmsnorm_backward_cpu,
+  .layernorm_forward = c5k_layernorm_forward_cpu,
+  .layernorm_backward = c5k_layernorm_backward_cpu,
+  .gelu_forward = c5k_gelu_forward_cpu,
+  .gelu_backward = c5k_gelu_backward_cpu,
+  .colsum = c5k_colsum_cpu,
 };

@@ -27,5 +27,5 @@ expect 1 "FAIL" -- "$g" --tol 1e-30 --floor 0 "$s/tests/golden/cd_const_eps.h5"
 expect 2 "unknown args key 'bogus'" -- "$g" "$s/tests/data/cd_bad_key.h5"
 expect 2 "dataset /inputs/grad_y is missing" -- "$g" "$s/tests/data/cd_missing_dataset.h5"
 # a module not implemented yet: skip
-expect 77 "not implemented yet" -- "$g" "$s/tests/golden/ff_basic.h5"
+expect 77 "not implemented yet" -- "$g" "$s/tests/golden/attn_basic.h5"
 exit $fail

@@ -1,0 +1,78 @@
+/* ffnet.c - the reference's FeedForward (ffnet.h), forward and backward. */
+#include "c5_internal.h"
+#include "ffnet.h"
+
+c5_status c5_ffnet_init(c5_ffnet *f, c5_params *p, const char *prefix, int dim, double mult)
+{
+  C5_CHECK(dim > 0, C5_ERR_ARG, "%s: dim = %d must be > 0", prefix, dim);
+  int hidden = (int)(dim * mult);   /* Python's int(): truncation */
+  C5_CHECK(mult > 0 && hidden > 0, C5_ERR_ARG, "%s: ff mult %g gives hidden size %d (must be > 0)", prefix, mult, hidden);
+  f->dim = dim;
+  f->hidden = hidden;
+  long d1[1] = { dim }, dh[1] = { hidden }, w1[2] = { hidden, dim }, w2[2] = { dim, hidden };
+  C5_CALL(c5_params_add(p, prefix, "0.gamma", 1, d1, &f->gamma));
+  C5_CALL(c5_params_add(p, prefix, "1.weight", 2, w1, &f->w1));
+  C5_CALL(c5_params_add(p, prefix, "1.bias", 1, dh, &f->b1));
+  C5_CALL(c5_params_add(p, prefix, "3.weight", 2, w2, &f->w2));
+  C5_CALL(c5_params_add(p, prefix, "3.bias", 1, d1, &f->b2));
+  return C5_OK;
+}
+
+c5_status c5_ffnet_cache_alloc(const c5_ffnet *f, long rows, c5_ffnet_cache *c)
+{
+  memset(c, 0, sizeof *c);
+  c->rows_cap = rows;
+  C5_CALLOC(c->xn, rows * f->dim);
+  C5_CALLOC(c->rnorm, rows);
+  C5_CALLOC(c->h, rows * f->hidden);
+  C5_CALLOC(c->a, rows * f->hidden);
+  C5_CALLOC(c->dxn, rows * f->dim);
+  c->work_len = c5k_rowpart_work(rows, f->hidden > f->dim ? f->hidden : f->dim);
+  C5_CALLOC(c->work, c->work_len);
+  return C5_OK;
+}
+
+void c5_ffnet_cache_free(c5_ffnet_cache *c)
+{
+  free(c->xn); free(c->rnorm); free(c->h); free(c->a); free(c->dxn); free(c->work);
+  memset(c, 0, sizeof *c);
+}
+
+c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,
+                           c5_ffnet_cache *c, c5_real *y)
+{
+  const c5k_ops *ops = &c5k_cpu_ops;
+  C5_CHECK(rows <= c->rows_cap, C5_ERR_SHAPE, "feedforward: %ld rows, cache holds %ld", rows, c->rows_cap);
+  if (rows == 0) return C5_OK;
+  c5k_ctx ctx = { .work = c->work, .work_len = c->work_len };
+  const int d = f->dim, h = f->hidden;
+  C5_CALL(ops->rmsnorm_forward(&ctx, x, c5_params_value(p, f->gamma), rows, d, c->xn, c->rnorm));
+  /* h = xn W1^T + b1 (bias broadcast first, then GEMM with beta = 1) */
+  const c5_real *b1 = c5_params_value(p, f->b1), *b2 = c5_params_value(p, f->b2);
+  for (long r = 0; r < rows; r++) memcpy(c->h + r * h, b1, (size_t)h * sizeof *b1);
+  C5_CALL(ops->gemm(&ctx, 0, 1, rows, h, d, 1.0, c->xn, d, c5_params_value(p, f->w1), d, 1.0, c->h, h));
+  C5_CALL(ops->gelu_forward(&ctx, c->h, rows * h, c->a));
+  for (long r = 0; r < rows; r++) memcpy(y + r * d, b2, (size_t)d * sizeof *b2);
+  C5_CALL(ops->gemm(&ctx, 0, 1, rows, d, h, 1.0, c->a, h, c5_params_value(p, f->w2), h, 1.0, y, d));
+  return C5_OK;
+}
+
+c5_status c5_ffnet_backward(const c5_ffnet *f, const c5_params *p, c5_ffnet_cache *c, const c5_real *x,
+                            const c5_real *dy, long rows, c5_real *dx)
+{
+  const c5k_ops *ops = &c5k_cpu_ops;
+  if (rows == 0) return C5_OK;
+  c5k_ctx ctx = { .work = c->work, .work_len = c->work_len };
+  const int d = f->dim, h = f->hidden;
+  /* second Linear: dW2 += dy^T a; db2 += sum dy; da = dy W2 (into a: a is no longer needed after dW2) */
+  C5_CALL(ops->gemm(&ctx, 1, 0, d, h, rows, 1.0, dy, d, c->a, h, 1.0, c5_params_grad(p, f->w2), h));
+  C5_CALL(ops->colsum(&ctx, dy, rows, d, c5_params_grad(p, f->b2)));
+  C5_CALL(ops->gemm(&ctx, 0, 0, rows, h, d, 1.0, dy, d, c5_params_value(p, f->w2), h, 0.0, c->a, h));
+  C5_CALL(ops->gelu_backward(&ctx, c->h, c->a, rows * h, c->a));   /* dh, in place */
+  C5_CALL(ops->gemm(&ctx, 1, 0, h, d, rows, 1.0, c->a, h, c->xn, d, 1.0, c5_params_grad(p, f->w1), d));
+  C5_CALL(ops->colsum(&ctx, c->a, rows, h, c5_params_grad(p, f->b1)));
+  C5_CALL(ops->gemm(&ctx, 0, 0, rows, d, h, 1.0, c->a, h, c5_params_value(p, f->w1), d, 0.0, c->dxn, d));
+  C5_CALL(ops->rmsnorm_backward(&ctx, x, c5_params_value(p, f->gamma), c->rnorm, c->dxn, rows, d, dx,
+                                c5_params_grad(p, f->gamma)));
+  return C5_OK;
+}

@@ -1,0 +1,33 @@
+/* ffnet.h - the reference's FeedForward: RMSNorm -> Linear(+bias) -> exact
+   GELU -> Linear(+bias); state_dict names 0.gamma, 1.weight, 1.bias,
+   3.weight, 3.bias. Private to lib/. */
+#ifndef C5_FFNET_H
+#define C5_FFNET_H
+#include "kernels.h"
+
+typedef struct {
+  int dim, hidden;
+  long gamma, w1, b1, w2, b2;   /* parameter indices */
+} c5_ffnet;
+
+typedef struct {
+  long rows_cap;
+  c5_real *xn;      /* [rows, dim] normed input */
+  double *rnorm;    /* [rows] */
+  c5_real *h;       /* [rows, hidden] before GELU */
+  c5_real *a;       /* [rows, hidden] after GELU; backward scratch */
+  c5_real *dxn;     /* [rows, dim] backward scratch */
+  double *work;     /* rowpart reductions */
+  long work_len;
+} c5_ffnet_cache;
+
+c5_status c5_ffnet_init(c5_ffnet *f, c5_params *p, const char *prefix, int dim, double mult);
+c5_status c5_ffnet_cache_alloc(const c5_ffnet *f, long rows, c5_ffnet_cache *c);
+void c5_ffnet_cache_free(c5_ffnet_cache *c);
+/* y [rows, dim] = ffnet(x [rows, dim]) */
+c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,
+                           c5_ffnet_cache *c, c5_real *y);
+/* dx = dL/dx (written; may not alias dy); parameter gradients accumulate. */
+c5_status c5_ffnet_backward(const c5_ffnet *f, const c5_params *p, c5_ffnet_cache *c, const c5_real *x,
+                            const c5_real *dy, long rows, c5_real *dx);
+#endif

@@ -1,0 +1,98 @@
+/* params.c - the parameter table: state_dict names and shapes over one
+   value slab and one gradient slab (llm.c's malloc_and_point_parameters). */
+#include <stdio.h>
+#include <string.h>
+#include "c5_internal.h"
+
+typedef struct {
+  char name[160];
+  int ndim;
+  long dims[C5_PARAM_MAXDIM];
+  long offset, numel;
+} entry;
+
+struct c5_params {
+  entry *e;
+  long n, cap, total;
+  c5_real *value, *grad;
+};
+
+c5_status c5_params_create(c5_params **out)
+{
+  C5_CHECK(out, C5_ERR_ARG, "c5_params_create: out is NULL");
+  C5_CALLOC(*out, 1);
+  return C5_OK;
+}
+
+c5_status c5_params_destroy(c5_params **p)
+{
+  if (!p || !*p) return C5_OK;
+  free((*p)->e); free((*p)->value); free((*p)->grad);
+  C5_FREE(*p);
+  return C5_OK;
+}
+
+c5_status c5_params_add(c5_params *p, const char *prefix, const char *name, int ndim, const long *dims, long *index)
+{
+  C5_CHECK(p && name && dims && index, C5_ERR_ARG, "c5_params_add: NULL argument");
+  C5_CHECK(!p->value, C5_ERR_ARG, "parameter %s: the table is already allocated", name);
+  C5_CHECK(ndim >= 1 && ndim <= C5_PARAM_MAXDIM, C5_ERR_ARG, "parameter %s: rank %d", name, ndim);
+  if (p->n == p->cap) {
+    long cap = p->cap ? 2 * p->cap : 32;
+    entry *e = realloc(p->e, (size_t)cap * sizeof *e);
+    C5_CHECK(e, C5_ERR_MEM, "out of memory growing the parameter table");
+    p->e = e;
+    p->cap = cap;
+  }
+  entry *e = &p->e[p->n];
+  memset(e, 0, sizeof *e);
+  int w = snprintf(e->name, sizeof e->name, "%s%s%s", prefix && *prefix ? prefix : "", prefix && *prefix ? "." : "", name);
+  C5_CHECK(w > 0 && (size_t)w < sizeof e->name, C5_ERR_ARG, "parameter name %s.%s too long", prefix, name);
+  long dummy;
+  C5_CHECK(c5_params_find(p, e->name, &dummy) != C5_OK, C5_ERR_ARG, "parameter %s registered twice", e->name);
+  c5_error_clear();
+  e->ndim = ndim;
+  e->numel = 1;
+  for (int i = 0; i < ndim; i++) {
+    C5_CHECK(dims[i] > 0, C5_ERR_ARG, "parameter %s: dimension %d is %ld", e->name, i, dims[i]);
+    e->dims[i] = dims[i];
+    e->numel *= dims[i];
+  }
+  e->offset = p->total;
+  p->total += e->numel;
+  *index = p->n++;
+  return C5_OK;
+}
+
+c5_status c5_params_alloc(c5_params *p)
+{
+  C5_CHECK(p && !p->value, C5_ERR_ARG, "c5_params_alloc: table missing or already allocated");
+  C5_CALLOC(p->value, p->total);
+  C5_CALLOC(p->grad, p->total);
+  return C5_OK;
+}
+
+long c5_params_count(const c5_params *p) { return p->n; }
+long c5_params_total(const c5_params *p) { return p->total; }
+const char *c5_params_name(const c5_params *p, long i) { return p->e[i].name; }
+long c5_params_numel(const c5_params *p, long i) { return p->e[i].numel; }
+c5_real *c5_params_value(const c5_params *p, long i) { return p->value + p->e[i].offset; }
+c5_real *c5_params_grad(const c5_params *p, long i) { return p->grad + p->e[i].offset; }
+
+int c5_params_shape(const c5_params *p, long i, long dims[C5_PARAM_MAXDIM])
+{
+  for (int k = 0; k < p->e[i].ndim; k++) dims[k] = p->e[i].dims[k];
+  return p->e[i].ndim;
+}
+
+c5_status c5_params_find(const c5_params *p, const char *name, long *index)
+{
+  for (long i = 0; i < p->n; i++)
+    if (!strcmp(p->e[i].name, name)) { *index = i; return C5_OK; }
+  return C5_ERR(C5_ERR_ARG, "no parameter named %s", name);
+}
+
+void c5_params_zero_grad(c5_params *p)
+{
+  if (p->grad) memset(p->grad, 0, (size_t)p->total * sizeof *p->grad);
+}

@@ -1,0 +1,163 @@
+/* routed_ff.c - ConditionalRoutedFeedForward: a narrow FeedForward on every
+   token plus a wide one on the tokens the router picks, scaled by their
+   scores and scattered back. Sharded: each rank runs the heavy FF on the
+   routed tokens it holds (the router's indices are global). */
+#include "c5_internal.h"
+#include "ffnet.h"
+
+struct c5_routed_ff {
+  c5_routed_ff_config cfg;
+  c5_params *p;
+  c5_ffnet light, heavy;
+  long routing_token;
+  c5_router *router;
+};
+
+struct c5_routed_ff_cache {
+  long batch, n_local, offset;
+  c5_router_cache *rc;
+  c5_ffnet_cache light, heavy;
+  long ntok;            /* rows through the heavy FF */
+  long *pos;            /* [batch * n_local] (b, local token) of each heavy row */
+  c5_real *xr;          /* [batch * n_local, dim] gathered routed tokens */
+  c5_real *hr;          /* heavy outputs, before the score */
+  c5_real *dh;          /* backward scratch */
+  c5_real *dscore;
+  c5_real *dtmp;        /* [batch * n_local, dim] */
+  const uint8_t *mask;
+};
+
+c5_status c5_routed_ff_create(const c5_routed_ff_config *cfg, c5_params *p, const char *prefix, c5_routed_ff **out)
+{
+  C5_CHECK(cfg && p && out, C5_ERR_ARG, "c5_routed_ff_create: NULL argument");
+  C5_CHECK(cfg->dim > 0, C5_ERR_ARG, "ConditionalRoutedFeedForward: dim = %d must be > 0", cfg->dim);
+  C5_CHECK(cfg->num_heavy_tokens > 0, C5_ERR_ARG, "ConditionalRoutedFeedForward: num_heavy_tokens = %ld must be > 0",
+           cfg->num_heavy_tokens);
+  C5_CHECK(cfg->router.num_routing_tokens == 1, C5_ERR_ARG,
+           "ConditionalRoutedFeedForward: the router has one routing token (got %d)", cfg->router.num_routing_tokens);
+  c5_routed_ff *m;
+  C5_CALLOC(m, 1);
+  m->cfg = *cfg;
+  m->p = p;
+  char pre[256];
+  c5_status st = C5_OK;
+  snprintf(pre, sizeof pre, "%s%slight_ff", prefix && *prefix ? prefix : "", prefix && *prefix ? "." : "");
+  C5_CALL_GOTO(c5_ffnet_init(&m->light, p, pre, cfg->dim, cfg->light_ff_mult), st, fail);
+  snprintf(pre, sizeof pre, "%s%sheavy_ff", prefix && *prefix ? prefix : "", prefix && *prefix ? "." : "");
+  C5_CALL_GOTO(c5_ffnet_init(&m->heavy, p, pre, cfg->dim, cfg->heavy_ff_mult), st, fail);
+  snprintf(pre, sizeof pre, "%s%srouter", prefix && *prefix ? prefix : "", prefix && *prefix ? "." : "");
+  long rd[2] = { 1, cfg->dim };
+  C5_CALL_GOTO(c5_params_add(p, pre, "routing_token", 2, rd, &m->routing_token), st, fail);
+  C5_CALL_GOTO(c5_router_create(&cfg->router, cfg->dim, &m->router), st, fail);
+  *out = m;
+  return C5_OK;
+fail:
+  free(m);
+  return st;
+}
+
+c5_status c5_routed_ff_destroy(c5_routed_ff **m)
+{
+  if (!m || !*m) return C5_OK;
+  c5_router_destroy(&(*m)->router);
+  C5_FREE(*m);
+  return C5_OK;
+}
+
+c5_status c5_routed_ff_cache_create(const c5_routed_ff *m, long batch, long n_local, c5_routed_ff_cache **out)
+{
+  c5_routed_ff_cache *c;
+  C5_CALLOC(c, 1);
+  long rows = batch * n_local, d = m->cfg.dim;
+  c->batch = batch;
+  c->n_local = n_local;
+  c5_status st = C5_OK;
+  C5_CALL_GOTO(c5_router_cache_create(m->router, batch, n_local, &c->rc), st, fail);
+  C5_CALL_GOTO(c5_ffnet_cache_alloc(&m->light, rows, &c->light), st, fail);
+  C5_CALL_GOTO(c5_ffnet_cache_alloc(&m->heavy, rows, &c->heavy), st, fail);
+  c->pos = calloc((size_t)rows + 1, sizeof *c->pos);
+  c->xr = calloc((size_t)(rows * d) + 1, sizeof *c->xr);
+  c->hr = calloc((size_t)(rows * d) + 1, sizeof *c->hr);
+  c->dh = calloc((size_t)(rows * d) + 1, sizeof *c->dh);
+  c->dtmp = calloc((size_t)(rows * d) + 1, sizeof *c->dtmp);
+  c->dscore = calloc((size_t)rows + 1, sizeof *c->dscore);
+  C5_CHECK_GOTO(c->pos && c->xr && c->hr && c->dh && c->dtmp && c->dscore, st, fail, C5_ERR_MEM,
+                "ConditionalRoutedFeedForward cache: out of memory for %ld tokens", rows);
+  *out = c;
+  return C5_OK;
+fail:
+  c5_routed_ff_cache_destroy(&c);
+  return st;
+}
+
+c5_status c5_routed_ff_cache_destroy(c5_routed_ff_cache **cp)
+{
+  if (!cp || !*cp) return C5_OK;
+  c5_routed_ff_cache *c = *cp;
+  c5_router_cache_destroy(&c->rc);
+  c5_ffnet_cache_free(&c->light);
+  c5_ffnet_cache_free(&c->heavy);
+  free(c->pos); free(c->xr); free(c->hr); free(c->dh); free(c->dtmp); free(c->dscore);
+  C5_FREE(*cp);
+  return C5_OK;
+}
+
+const c5_routing *c5_routed_ff_routing(const c5_routed_ff_cache *c) { return c5_router_cache_routing(c->rc); }
+
+c5_status c5_routed_ff_forward(c5_routed_ff *m, const c5_dist *d, const c5_layout *lay, long batch,
+                               const c5_real *x, const uint8_t *mask, c5_routed_ff_cache *c, c5_real *out)
+{
+  C5_CHECK(m && d && lay && x && out && c, C5_ERR_ARG, "c5_routed_ff_forward: NULL argument");
+  C5_CHECK(batch == c->batch && lay->n_local == c->n_local, C5_ERR_SHAPE,
+           "ConditionalRoutedFeedForward: input [%ld, %ld, %d], cache made for [%ld, %ld, %d]", batch,
+           lay->n_local, m->cfg.dim, c->batch, c->n_local, m->cfg.dim);
+  const long nl = lay->n_local, dim = m->cfg.dim;
+  c->offset = lay->offset;
+  c->mask = mask;
+  C5_CALL(c5_ffnet_forward(&m->light, m->p, x, batch * nl, &c->light, out));
+  C5_CALL(c5_router_forward(m->router, d, lay, c5_params_value(m->p, m->routing_token), batch, x, mask,
+                            m->cfg.num_heavy_tokens, 0, 0, c->rc));
+  const c5_routing *rt = c5_router_cache_routing(c->rc);
+  /* heavy rows: the routed tokens this rank holds, or every token when unrouted (score 1) */
+  long e = 0;
+  if (rt->routed) {
+    for (long b = 0; b < batch; b++)
+      for (long i = rt->start[b]; i < rt->start[b] + rt->count[b]; i++) c->pos[e++] = b * nl + (rt->idx[i] - lay->offset);
+  } else {
+    for (long t = 0; t < batch * nl; t++) c->pos[e++] = t;
+  }
+  c->ntok = e;
+  for (long i = 0; i < e; i++) memcpy(c->xr + i * dim, x + c->pos[i] * dim, (size_t)dim * sizeof *x);
+  C5_CALL(c5_ffnet_forward(&m->heavy, m->p, c->xr, e, &c->heavy, c->hr));
+  for (long i = 0; i < e; i++) {
+    c5_real s = rt->routed ? rt->score[i] : 1;
+    for (long k = 0; k < dim; k++) out[c->pos[i] * dim + k] += c->hr[i * dim + k] * s;
+  }
+  return C5_OK;
+}
+
+c5_status c5_routed_ff_backward(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_cache *c, const c5_real *x,
+                                const c5_real *dout, c5_real *dx)
+{
+  C5_CHECK(m && d && c && x && dout && dx, C5_ERR_ARG, "c5_routed_ff_backward: NULL argument");
+  const long nl = c->n_local, dim = m->cfg.dim, e = c->ntok;
+  const c5_routing *rt = c5_router_cache_routing(c->rc);
+  C5_CALL(c5_ffnet_backward(&m->light, m->p, &c->light, x, dout, c->batch * nl, dx));
+  /* heavy: d(heavy out) = dout * score; dscore = dout . heavy out */
+  for (long i = 0; i < e; i++) {
+    c5_real s = rt->routed ? rt->score[i] : 1;
+    double ds = 0;
+    for (long k = 0; k < dim; k++) {
+      c5_real g = dout[c->pos[i] * dim + k];
+      c->dh[i * dim + k] = g * s;
+      ds += (double)g * c->hr[i * dim + k];
+    }
+    c->dscore[i] = (c5_real)ds;
+  }
+  C5_CALL(c5_ffnet_backward(&m->heavy, m->p, &c->heavy, c->xr, c->dh, e, c->dtmp));
+  for (long i = 0; i < e; i++)
+    for (long k = 0; k < dim; k++) dx[c->pos[i] * dim + k] += c->dtmp[i * dim + k];
+  C5_CALL(c5_router_backward(m->router, d, c->rc, c5_params_value(m->p, m->routing_token), x, c->dscore, dx,
+                             c5_params_grad(m->p, m->routing_token)));
+  return C5_OK;
+}
