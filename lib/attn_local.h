@@ -1,0 +1,36 @@
+/* attn_local.h - lucidrains local-attention's LocalMHA (af58e53) as CoLT5
+   configures it: prenorm LayerNorm (eps 1e-5, with bias), to_qkv (no bias),
+   windowed softmax attention (LocalAttention, autopad, pad value -1 for
+   out-of-range look-around slots), to_out (no bias). state_dict names under
+   the prefix: norm.weight, norm.bias, to_qkv.weight, to_out.weight.
+   Routed attention: window = light_window_size / 2, look 1 each way,
+   exact window, not causal. Autoregressive: window = light_window_size,
+   causal, look_backward 1, look_forward 0, exact_windowsize false.
+   Private to lib/. */
+#ifndef C5_ATTN_LOCAL_H
+#define C5_ATTN_LOCAL_H
+#include "kernels.h"
+
+typedef struct {
+  int dim, heads, dim_head;
+  long window;                 /* LocalAttention window_size */
+  int look_backward, look_forward;
+  int causal, exact_windowsize;
+  long norm_w, norm_b, to_qkv, to_out;   /* parameter indices */
+} c5_attn_local;
+
+typedef struct c5_attn_local_cache c5_attn_local_cache;
+
+/* Registers the four parameters under prefix (e.g. "light_attn"). */
+c5_status c5_attn_local_init(c5_attn_local *a, c5_params *p, const char *prefix, int dim, int heads, int dim_head,
+                             long window, int look_backward, int look_forward, int causal, int exact_windowsize);
+c5_status c5_attn_local_cache_create(const c5_attn_local *a, long batch, long n, c5_attn_local_cache **out);
+c5_status c5_attn_local_cache_destroy(c5_attn_local_cache **c);
+
+/* out [b, n, dim] = LocalMHA(x [b, n, dim], mask [b, n] (1 = keep) or NULL). out is written. */
+c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long batch, long n, const c5_real *x,
+                                const uint8_t *mask, c5_attn_local_cache *c, c5_real *out);
+/* dx [b, n, dim] is written (=); parameter gradients accumulate (+=). */
+c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_attn_local_cache *c, const c5_real *x,
+                                 const c5_real *dout, c5_real *dx);
+#endif
