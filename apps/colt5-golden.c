@@ -367,17 +367,170 @@ static int compare_seq(ctx_t *cx, c5_h5 *f, const char *file, const char *name, 
   return EXIT_PASS;
 }
 
-static int run_routed_ff(ctx_t *cx, c5_h5 *f, const char *file)
+/* A module behind one interface, so that one runner serves every layout. */
+typedef struct {
+  const char *module;
+  const char *const *ctor_keys, *const *fwd_keys;
+  /* build the module from ctor/forward JSON; 0 on a bad option (message printed) */
+  int (*build)(ctx_t *cx, const char *file, json_t *cj, json_t *fj, c5_params *p, void **m);
+  c5_status (*cache)(void *m, long b, long n, void **c);
+  c5_status (*forward)(void *m, const c5_dist *d, const c5_layout *lay, long b, const c5_real *x, const uint8_t *mask,
+                       void *c, c5_real *out);
+  c5_status (*backward)(void *m, const c5_dist *d, void *c, const c5_real *x, const c5_real *dout, c5_real *dx);
+  /* router i of the module: its name in the file, its routing and rows; 0 past the last */
+  int (*router)(void *c, int i, const char **name, const c5_routing **rt);
+  void (*destroy)(void **m, void **c);
+} module_t;
+
+static int getb(json_t *o, const char *k, int dflt)
 {
-  static const char *const keys[] = { "dim", "num_heavy_tokens", "light_ff_mult", "heavy_ff_mult",
-                                      "router_straight_through", "router_kwargs", "use_triton", NULL };
-  static const char *const fkeys[] = { "num_heavy_tokens", NULL };
+  json_t *v = json_object_get(o, k);
+  return v ? json_is_true(v) : dflt;
+}
+
+static int ff_config(const char *file, json_t *cj, const char *ntok_key, json_t *fj, const char *fkey,
+                     c5_routed_ff_config *cfg)
+{
+  c5_routed_ff_config d = C5_ROUTED_FF_CONFIG_DEFAULT;
+  *cfg = d;
+  cfg->dim = (int)json_num(cj, "dim", 0);
+  cfg->num_heavy_tokens = (long)json_num(fj, fkey, json_num(cj, ntok_key, 0));
+  cfg->light_ff_mult = json_num(cj, "light_ff_mult", cfg->light_ff_mult);
+  cfg->heavy_ff_mult = json_num(cj, "heavy_ff_mult", cfg->heavy_ff_mult);
+  return parse_router(file, json_object_get(cj, "router_kwargs"), getb(cj, "router_straight_through", 1), &cfg->router);
+}
+
+static int attn_config(const char *file, json_t *cj, const char *qk, const char *kvk, json_t *fj, const char *fq,
+                       const char *fkv, c5_routed_attn_config *cfg)
+{
+  c5_routed_attn_config d = C5_ROUTED_ATTN_CONFIG_DEFAULT;
+  *cfg = d;
+  cfg->dim = (int)json_num(cj, "dim", 0);
+  cfg->num_heavy_tokens_q = (long)json_num(fj, fq, json_num(cj, qk, 0));
+  cfg->num_heavy_tokens_kv = (long)json_num(fj, fkv, json_num(cj, kvk, 0));
+  cfg->num_routed_kv = (int)json_num(cj, "num_routed_kv", cfg->num_routed_kv);
+  cfg->has_light_attn = getb(cj, "has_light_attn", 1);
+  cfg->light_dim_head = (int)json_num(cj, "light_dim_head", cfg->light_dim_head);
+  cfg->light_heads = (int)json_num(cj, "light_heads", cfg->light_heads);
+  cfg->light_window_size = (long)json_num(cj, "light_window_size", (double)cfg->light_window_size);
+  cfg->heavy_dim_head = (int)json_num(cj, "heavy_dim_head", cfg->heavy_dim_head);
+  cfg->heavy_heads = (int)json_num(cj, "heavy_heads", cfg->heavy_heads);
+  cfg->multiply_keys_by_score = getb(cj, "multiply_keys_by_score", 0);
+  cfg->multiply_queries_by_score = getb(cj, "multiply_queries_by_score", 0);
+  cfg->use_null_q_tokens = getb(cj, "use_null_q_tokens", 1);
+  cfg->rotary_emb = getb(cj, "rotary_emb", 0);
+  cfg->kv_gather_batch_bug = getb(cj, "kv_gather_batch_bug", 1);   /* vectors of the unpatched reference */
+  return parse_router(file, json_object_get(cj, "router_kwargs"), getb(cj, "router_straight_through", 1), &cfg->router);
+}
+
+/* ConditionalRoutedFeedForward */
+static int ff_build(ctx_t *cx, const char *file, json_t *cj, json_t *fj, c5_params *p, void **m)
+{
+  c5_routed_ff_config cfg;
+  if (!ff_config(file, cj, "num_heavy_tokens", fj, "num_heavy_tokens", &cfg)) return 0;
+  c5_status st = c5_routed_ff_create(&cfg, p, "", (c5_routed_ff **)m);
+  if (st != C5_OK) fprintf(stderr, "colt5-golden: %s: %s\n", file, c5_last_error());
+  return st == C5_OK;
+}
+static c5_status ff_cache(void *m, long b, long n, void **c) { return c5_routed_ff_cache_create(m, b, n, (c5_routed_ff_cache **)c); }
+static c5_status ff_fwd(void *m, const c5_dist *d, const c5_layout *l, long b, const c5_real *x, const uint8_t *mk, void *c, c5_real *o)
+{ return c5_routed_ff_forward(m, d, l, b, x, mk, c, o); }
+static c5_status ff_bwd(void *m, const c5_dist *d, void *c, const c5_real *x, const c5_real *g, c5_real *dx)
+{ return c5_routed_ff_backward(m, d, c, x, g, dx); }
+static int ff_router(void *c, int i, const char **name, const c5_routing **rt)
+{
+  if (i > 0) return 0;
+  *name = "router"; *rt = c5_routed_ff_routing(c);
+  return 1;
+}
+static void ff_destroy(void **m, void **c) { c5_routed_ff_cache_destroy((c5_routed_ff_cache **)c); c5_routed_ff_destroy((c5_routed_ff **)m); }
+
+/* ConditionalRoutedAttention */
+static int attn_build(ctx_t *cx, const char *file, json_t *cj, json_t *fj, c5_params *p, void **m)
+{
+  c5_routed_attn_config cfg;
+  if (!attn_config(file, cj, "num_heavy_tokens_q", "num_heavy_tokens_kv", fj, "num_heavy_tokens_q",
+                   "num_heavy_tokens_kv", &cfg)) return 0;
+  c5_status st = c5_routed_attn_create(&cfg, p, "", (c5_routed_attn **)m);
+  if (st != C5_OK) fprintf(stderr, "colt5-golden: %s: %s\n", file, c5_last_error());
+  return st == C5_OK;
+}
+static c5_status attn_cache(void *m, long b, long n, void **c) { return c5_routed_attn_cache_create(m, b, n, (c5_routed_attn_cache **)c); }
+static c5_status attn_fwd(void *m, const c5_dist *d, const c5_layout *l, long b, const c5_real *x, const uint8_t *mk, void *c, c5_real *o)
+{ return c5_routed_attn_forward(m, d, l, b, x, mk, c, o); }
+static c5_status attn_bwd(void *m, const c5_dist *d, void *c, const c5_real *x, const c5_real *g, c5_real *dx)
+{ return c5_routed_attn_backward(m, d, c, x, g, dx); }
+static int attn_router(void *c, int i, const char **name, const c5_routing **rt)
+{
+  if (i == 0) { *name = "q_router"; *rt = c5_routed_attn_routing_q(c); return 1; }
+  if (i == 1) { *name = "kv_router"; *rt = c5_routed_attn_routing_kv(c); return 1; }
+  return 0;
+}
+static void attn_destroy(void **m, void **c) { c5_routed_attn_cache_destroy((c5_routed_attn_cache **)c); c5_routed_attn_destroy((c5_routed_attn **)m); }
+
+/* ConditionalRoutedTransformerBlock */
+static int block_build(ctx_t *cx, const char *file, json_t *cj, json_t *fj, c5_params *p, void **m)
+{
+  c5_block_config cfg;
+  if (!attn_config(file, cj, "num_heavy_attn_tokens_q", "num_heavy_attn_tokens_kv", fj, "num_heavy_attn_tokens_q",
+                   "num_heavy_attn_tokens_kv", &cfg.attn) ||
+      !ff_config(file, cj, "num_heavy_ff_tokens", fj, "num_heavy_ff_tokens", &cfg.ff)) return 0;
+  c5_status st = c5_block_create(&cfg, p, "", (c5_block **)m);
+  if (st != C5_OK) fprintf(stderr, "colt5-golden: %s: %s\n", file, c5_last_error());
+  return st == C5_OK;
+}
+static c5_status block_cache(void *m, long b, long n, void **c) { return c5_block_cache_create(m, b, n, (c5_block_cache **)c); }
+static c5_status block_fwd(void *m, const c5_dist *d, const c5_layout *l, long b, const c5_real *x, const uint8_t *mk, void *c, c5_real *o)
+{ return c5_block_forward(m, d, l, b, x, mk, c, o); }
+static c5_status block_bwd(void *m, const c5_dist *d, void *c, const c5_real *x, const c5_real *g, c5_real *dx)
+{ return c5_block_backward(m, d, c, x, g, dx); }
+static int block_router(void *c, int i, const char **name, const c5_routing **rt)
+{
+  const c5_block_cache *bc = c;
+  if (i == 0) { *name = "conditional_attn.q_router"; *rt = c5_routed_attn_routing_q(c5_block_attn_cache(bc)); return 1; }
+  if (i == 1) { *name = "conditional_attn.kv_router"; *rt = c5_routed_attn_routing_kv(c5_block_attn_cache(bc)); return 1; }
+  if (i == 2) { *name = "conditional_ff.router"; *rt = c5_routed_ff_routing(c5_block_ff_cache(bc)); return 1; }
+  return 0;
+}
+static void block_destroy(void **m, void **c) { c5_block_cache_destroy((c5_block_cache **)c); c5_block_destroy((c5_block **)m); }
+
+static const char *const ff_keys[] = { "dim", "num_heavy_tokens", "light_ff_mult", "heavy_ff_mult",
+                                       "router_straight_through", "router_kwargs", "use_triton", NULL };
+static const char *const ff_fkeys[] = { "num_heavy_tokens", NULL };
+static const char *const attn_keys[] = { "dim", "num_heavy_tokens_q", "num_heavy_tokens_kv", "num_routed_kv",
+  "has_light_attn", "light_dim_head", "light_heads", "light_window_size", "heavy_dim_head", "heavy_heads",
+  "router_straight_through", "router_kwargs", "multiply_keys_by_score", "multiply_queries_by_score", "use_triton",
+  "use_null_q_tokens", "use_flash_attn", "rotary_emb", "kv_gather_batch_bug", NULL };
+static const char *const attn_fkeys[] = { "num_heavy_tokens_q", "num_heavy_tokens_kv", NULL };
+static const char *const block_keys[] = { "dim", "num_heavy_attn_tokens_q", "num_heavy_attn_tokens_kv",
+  "num_routed_kv", "num_heavy_ff_tokens", "light_dim_head", "light_heads", "light_window_size", "heavy_dim_head",
+  "heavy_heads", "light_ff_mult", "heavy_ff_mult", "router_straight_through", "router_kwargs",
+  "multiply_keys_by_score", "multiply_queries_by_score", "use_triton", "use_null_q_tokens", "use_flash_attn",
+  "kv_gather_batch_bug", NULL };
+static const char *const block_fkeys[] = { "num_heavy_attn_tokens_q", "num_heavy_attn_tokens_kv", "num_heavy_ff_tokens", NULL };
+
+static const module_t modules_tab[] = {
+  { "ConditionalRoutedFeedForward", ff_keys, ff_fkeys, ff_build, ff_cache, ff_fwd, ff_bwd, ff_router, ff_destroy },
+  { "ConditionalRoutedAttention", attn_keys, attn_fkeys, attn_build, attn_cache, attn_fwd, attn_bwd, attn_router, attn_destroy },
+  { "ConditionalRoutedTransformerBlock", block_keys, block_fkeys, block_build, block_cache, block_fwd, block_bwd,
+    block_router, block_destroy },
+};
+
+/* Layout unit of a module case: routed attention shards on light_window_size / 2. */
+static long module_unit(const char *module, json_t *cj)
+{
+  if (!strcmp(module, "ConditionalRoutedFeedForward")) return 1;
+  long w = (long)json_num(cj, "light_window_size", 128);
+  return w >= 2 ? w / 2 : 1;
+}
+
+static int run_module(ctx_t *cx, c5_h5 *f, const char *file, const module_t *mt)
+{
   int rc = EXIT_PASS;
   char *ctor = NULL, *fwd = NULL;
   json_t *cj = NULL, *fj = NULL;
   c5_params *p = NULL;
-  c5_routed_ff *m = NULL;
-  c5_routed_ff_cache *cache = NULL;
+  void *m = NULL, *cache = NULL;
   mod_inputs in = { 0 };
   c5_real *out = NULL, *dx = NULL;
   json_error_t je;
@@ -389,38 +542,37 @@ static int run_routed_ff(ctx_t *cx, c5_h5 *f, const char *file)
     fprintf(stderr, "colt5-golden: %s: ctor or forward attribute is not a JSON object\n", file);
     rc = EXIT_USAGE; goto out;
   }
-  if (!check_keys(file, "ctor", cj, keys) || !check_keys(file, "forward", fj, fkeys)) { rc = EXIT_USAGE; goto out; }
-  c5_routed_ff_config cfg = C5_ROUTED_FF_CONFIG_DEFAULT;
-  cfg.dim = (int)json_num(cj, "dim", 0);
-  cfg.num_heavy_tokens = (long)json_num(cj, "num_heavy_tokens", 0);
-  cfg.num_heavy_tokens = (long)json_num(fj, "num_heavy_tokens", (double)cfg.num_heavy_tokens);
-  cfg.light_ff_mult = json_num(cj, "light_ff_mult", cfg.light_ff_mult);
-  cfg.heavy_ff_mult = json_num(cj, "heavy_ff_mult", cfg.heavy_ff_mult);
-  json_t *st = json_object_get(cj, "router_straight_through");
-  if (!parse_router(file, json_object_get(cj, "router_kwargs"), st ? json_is_true(st) : 1, &cfg.router)) {
-    rc = EXIT_USAGE; goto out;
-  }
+  if (!check_keys(file, "ctor", cj, mt->ctor_keys) || !check_keys(file, "forward", fj, mt->fwd_keys)) { rc = EXIT_USAGE; goto out; }
   TRY(c5_params_create(&p));
-  TRY(c5_routed_ff_create(&cfg, p, "", &m));
+  if (!mt->build(cx, file, cj, fj, p, &m)) { rc = EXIT_USAGE; goto out; }
   TRY(c5_params_alloc(p));
   TRY(c5_h5_read_params(f, "/params", p));
-  if ((rc = read_inputs(cx, f, file, 1, &in)) != EXIT_PASS) goto out;
-  if (in.dim != cfg.dim) {
-    fprintf(stderr, "colt5-golden: %s: /inputs/x has dim %ld, ctor dim %d\n", file, in.dim, cfg.dim);
+  if ((rc = read_inputs(cx, f, file, module_unit(mt->module, cj), &in)) != EXIT_PASS) goto out;
+  if (in.dim != (long)json_num(cj, "dim", 0)) {
+    fprintf(stderr, "colt5-golden: %s: /inputs/x has dim %ld, ctor dim %g\n", file, in.dim, json_num(cj, "dim", 0));
     rc = EXIT_USAGE; goto out;
   }
   out = calloc((size_t)(in.b * in.nl * in.dim + 1), sizeof *out);
   dx = calloc((size_t)(in.b * in.nl * in.dim + 1), sizeof *dx);
-  TRY(c5_routed_ff_cache_create(m, in.b, in.nl, &cache));
-  TRY(c5_routed_ff_forward(m, cx->dist, &in.lay, in.b, in.x, in.mask, cache, out));
-  TRY(c5_routed_ff_backward(m, cx->dist, cache, in.x, in.gout, dx));
+  TRY(mt->cache(m, in.b, in.nl, &cache));
+  {
+    c5_status st = mt->forward(m, cx->dist, &in.lay, in.b, in.x, in.mask, cache, out);
+    if (st == C5_ERR_NOTIMPL) {
+      if (cx->rank == 0) printf("%s: %s (SKIP)\n", file, c5_last_error());
+      rc = EXIT_SKIP; goto out;
+    }
+    TRY(st);
+  }
+  TRY(mt->backward(m, cx->dist, cache, in.x, in.gout, dx));
   if ((rc = compare_seq(cx, f, file, "/outputs/out", out, &in)) != EXIT_PASS) goto out;
   if ((rc = compare_seq(cx, f, file, "/grads/x", dx, &in)) != EXIT_PASS) goto out;
   if ((rc = compare_param_grads(cx, f, file, p)) != EXIT_PASS) goto out;
-  rc = compare_routing(cx, f, file, "router", c5_routed_ff_routing(cache), in.b);
+  const char *rname;
+  const c5_routing *rt;
+  for (int i = 0; rc == EXIT_PASS && mt->router(cache, i, &rname, &rt); i++)
+    rc = compare_routing(cx, f, file, rname, rt, rt->rows);
 out:
-  c5_routed_ff_cache_destroy(&cache);
-  c5_routed_ff_destroy(&m);
+  if (m) mt->destroy(&m, &cache);
   c5_params_destroy(&p);
   inputs_free(&in);
   free(out); free(dx); free(ctor); free(fwd);
@@ -431,7 +583,6 @@ out:
 typedef int (*runner)(ctx_t *, c5_h5 *, const char *);
 static const struct { const char *module; runner run; } modules[] = {
   { "coor_descent", run_cd },
-  { "ConditionalRoutedFeedForward", run_routed_ff },
 };
 
 static int run_file(ctx_t *cx, const char *file)
@@ -444,6 +595,8 @@ static int run_file(ctx_t *cx, const char *file)
   rc = EXIT_SKIP;
   for (size_t i = 0; i < sizeof modules / sizeof *modules; i++)
     if (!strcmp(modules[i].module, module)) rc = modules[i].run(cx, &f, file);
+  for (size_t i = 0; i < sizeof modules_tab / sizeof *modules_tab; i++)
+    if (!strcmp(modules_tab[i].module, module)) rc = run_module(cx, &f, file, &modules_tab[i]);
   if (rc == EXIT_SKIP && cx->rank == 0)
     printf("%s module %s: not implemented yet (SKIP)\n", file, module);
 out:

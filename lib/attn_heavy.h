@@ -36,7 +36,8 @@ c5_status c5_attn_heavy_cache_destroy(c5_attn_heavy_cache **c);
      qscore [b, nq]          multiply q by it (multiply_queries_by_score), or NULL
      qpos [b, nq], kpos [b, R, nk]: token positions for rotary embeddings (RotaryEmbedding(dim_head),
                              theta 10000, rotate_half convention, computed in double), or NULL = no rotary
-   Output: out [b, nq, dim] (written). */
+   Output: out [b, nq, dim] (written). The cache keeps copies of the inputs the backward needs, so the
+   caller may reuse its buffers between forward and backward; backward may run more than once per forward. */
 c5_status c5_attn_heavy_forward(const c5_attn_heavy *a, const c5_params *p, long batch, long nq, long nk,
                                 const c5_real *xq, const c5_real *ctx, const uint8_t *kmask, const c5_real *kscore,
                                 const c5_real *qscore, const long *qpos, const long *kpos,

@@ -16,6 +16,8 @@ typedef struct {
   long window;                 /* LocalAttention window_size */
   int look_backward, look_forward;
   int causal, exact_windowsize;
+  long chunk;                  /* backward: query windows per task, >= look_backward + look_forward (set by
+                                  init to max(8, lb + lf)); fixed, so sums never depend on the thread count */
   long norm_w, norm_b, to_qkv, to_out;   /* parameter indices */
 } c5_attn_local;
 

@@ -270,6 +270,71 @@ c5_status c5_routed_ff_forward(c5_routed_ff *m, const c5_dist *d, const c5_layou
 c5_status c5_routed_ff_backward(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_cache *cache, const c5_real *x,
                                 const c5_real *dout, c5_real *dx);
 
+/* ---- ConditionalRoutedAttention ------------------------------------------------------- */
+typedef struct {
+  int dim;
+  long num_heavy_tokens_q, num_heavy_tokens_kv;
+  int num_routed_kv;               /* routes of the kv router; heavy_heads % routes == 0 */
+  int has_light_attn;
+  int light_dim_head, light_heads;
+  long light_window_size;          /* LocalMHA window = light_window_size / 2 */
+  int heavy_dim_head, heavy_heads;
+  c5_router_config router;         /* router_kwargs + router_straight_through (both routers) */
+  int multiply_keys_by_score, multiply_queries_by_score;
+  int use_null_q_tokens;
+  int rotary_emb;                  /* rotary positions in the heavy branch (computed in double) */
+  /* The reference (f2a8da0) gathers the routed keys of batch row b from row b // num_routed_kv
+     when num_routed_kv > 1 (batched_gather over x repeated '(b r)' indexes it with the batch
+     range only). 1 reproduces that, to match its vectors; 0 (default) reads row b. */
+  int kv_gather_batch_bug;
+} c5_routed_attn_config;
+#define C5_ROUTED_ATTN_CONFIG_DEFAULT { .dim = 0, .num_heavy_tokens_q = 0, .num_heavy_tokens_kv = 0, \
+    .num_routed_kv = 1, .has_light_attn = 1, .light_dim_head = 64, .light_heads = 8, .light_window_size = 128, \
+    .heavy_dim_head = 64, .heavy_heads = 8, .router = C5_ROUTER_CONFIG_DEFAULT, .multiply_keys_by_score = 0, \
+    .multiply_queries_by_score = 0, .use_null_q_tokens = 1, .rotary_emb = 0, .kv_gather_batch_bug = 0 }
+
+typedef struct c5_routed_attn c5_routed_attn;
+typedef struct c5_routed_attn_cache c5_routed_attn_cache;
+/* Adds light_attn.*, null_q_token, q_router.*, kv_router.*, heavy_attn.* under prefix. */
+c5_status c5_routed_attn_create(const c5_routed_attn_config *cfg, c5_params *params, const char *prefix,
+                                c5_routed_attn **out);
+c5_status c5_routed_attn_destroy(c5_routed_attn **m);
+c5_status c5_routed_attn_cache_create(const c5_routed_attn *m, long batch, long n_local, c5_routed_attn_cache **out);
+c5_status c5_routed_attn_cache_destroy(c5_routed_attn_cache **c);
+const c5_routing *c5_routed_attn_routing_q(const c5_routed_attn_cache *c);
+const c5_routing *c5_routed_attn_routing_kv(const c5_routed_attn_cache *c);
+/* out = LocalMHA(x) + scatter(heavy attention of the routed queries over the routed keys). Collective on d.
+   x, out [batch, n_local, dim]; mask [batch, n_local] or NULL. */
+c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
+                                 const c5_real *x, const uint8_t *mask, c5_routed_attn_cache *c, c5_real *out);
+c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed_attn_cache *c, const c5_real *x,
+                                  const c5_real *dout, c5_real *dx);
+
+/* ---- ConditionalRoutedTransformerBlock ------------------------------------------------ */
+/* x1 = conditional_attn(x) + x; out = conditional_ff(x1) + x1. The block's
+   options are those of its two modules (num_heavy_ff_tokens is ff.num_heavy_tokens;
+   dim, router and the mask are shared). */
+typedef struct {
+  c5_routed_attn_config attn;
+  c5_routed_ff_config ff;
+} c5_block_config;
+
+typedef struct c5_block c5_block;
+typedef struct c5_block_cache c5_block_cache;
+/* Adds conditional_attn.* and conditional_ff.* under prefix. */
+c5_status c5_block_create(const c5_block_config *cfg, c5_params *params, const char *prefix, c5_block **out);
+c5_status c5_block_destroy(c5_block **b);
+c5_status c5_block_cache_create(const c5_block *b, long batch, long n_local, c5_block_cache **out);
+c5_status c5_block_cache_destroy(c5_block_cache **c);
+const c5_routed_attn_cache *c5_block_attn_cache(const c5_block_cache *c);
+const c5_routed_ff_cache *c5_block_ff_cache(const c5_block_cache *c);
+/* Collective on d. x, out [batch, n_local, dim]; mask [batch, n_local] or NULL. */
+c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, long batch, const c5_real *x,
+                           const uint8_t *mask, c5_block_cache *c, c5_real *out);
+/* dx written; parameter gradients accumulate. */
+c5_status c5_block_backward(c5_block *b, const c5_dist *d, c5_block_cache *c, const c5_real *x, const c5_real *dout,
+                            c5_real *dx);
+
 #ifdef __cplusplus
 }
 #endif

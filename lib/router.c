@@ -20,6 +20,7 @@ struct c5_router_cache {
   long batch, n_local, rows, cap_rows;   /* rows = batch * r; cap_rows: cd rows (with blocks) */
   long nblk;                /* blocks per row (1 without route_block_size) */
   int random_route, cosine;
+  int masked;               /* the last forward had a mask (c->mask holds it) */
   c5_real *s;               /* [rows][n_local] logits */
   c5_real *y;               /* [rows][n_local] coordinate-descent scores (or random draws) */
   c5_real *g;               /* [rows][n_local] backward scratch: dL/dy, then dL/ds */
@@ -180,9 +181,12 @@ c5_status c5_router_forward(const c5_router *rt, const c5_dist *d, const c5_layo
 
   /* routed? n <= num_tokens: every score is 1 (the reference returns ones) */
   c->out.rows = rows;
+  c->masked = mask != NULL;
   if (n <= num_tokens) {
     c->out.routed = 0;
     c->out.k = 0;
+    memset(c->out.count, 0, (size_t)rows * sizeof *c->out.count);
+    memset(c->out.start, 0, (size_t)rows * sizeof *c->out.start);
     return C5_OK;
   }
   c->out.routed = 1;
@@ -299,7 +303,7 @@ c5_status c5_router_backward(const c5_router *rt, const c5_dist *d, c5_router_ca
   const c5_router_config *cfg = &rt->cfg;
   const int R = cfg->num_routing_tokens, dim = rt->dim;
   const long nl = c->n_local, rows = c->rows, batch = c->batch;
-  const uint8_t *m = c->mask && c->out.routed ? c->mask : NULL;
+  const uint8_t *m = c->masked ? c->mask : NULL;
 
   /* dL/dy at the selections (straight-through passes it on unchanged; a
      masked selection was filled with 0 and gets none) */
@@ -325,7 +329,6 @@ c5_status c5_router_backward(const c5_router *rt, const c5_dist *d, c5_router_ca
     }
   }
   /* g now holds dL/d(x . w) for raw x and w (cosine: divided by the norms) */
-  double *dwq = NULL;
   c5_real *dw = NULL;
   c5_status st = C5_OK;
   dw = calloc((size_t)R * dim, sizeof *dw);
@@ -364,6 +367,5 @@ c5_status c5_router_backward(const c5_router *rt, const c5_dist *d, c5_router_ca
   for (long i = 0; i < (long)R * dim; i++) drouting_token[i] += dw[i];
 out:
   free(dw);
-  free(dwq);
   return st;
 }

@@ -14,7 +14,9 @@
      d. unrouted (n <= num_tokens): routed == 0, backward a no-op;
      e. random_route: reproducible per seed, masked tokens never picked;
      f. bad input: C5_ERR_ARG with a message naming the problem;
-     g. sharding over MPI_COMM_WORLD equals the P = 1 result on MPI_COMM_SELF.
+     g. sharding over MPI_COMM_WORLD equals the P = 1 result on MPI_COMM_SELF;
+   and one cache reused across calls (mask on/off, num_tokens) behaves like
+   a fresh one.
    Why no finite differences through the float library: a float forward is
    only good to ~1e-7, so a central difference needs h ~ 1e-2 to get 1e-3
    accuracy, and at that h the kinks of coordinate descent ([s + a < 0]) and
@@ -378,9 +380,10 @@ static double rel_err(const c5_real *a, const double *b, long n)
   return e;
 }
 
+/* Also false when either result failed its local checks (then idx may be NULL). */
 static int same_selection(const result *a, const result *b)
 {
-  if (a->routed != b->routed || a->rows != b->rows || a->k != b->k) return 0;
+  if (!a->local_ok || !b->local_ok || a->routed != b->routed || a->rows != b->rows || a->k != b->k) return 0;
   return !memcmp(a->idx, b->idx, (size_t)(a->rows * a->k) * sizeof *a->idx);
 }
 
@@ -413,15 +416,15 @@ static double *fd_model(const c5_router_config *c, const problem *p, const resul
 #if C5_USE_DOUBLE
 /* Which parameters the library's finite differences visit: every routing-token
    entry, the x entries with the largest model gradient (the tokens near the
-   threshold) and every 7th other one. Each visit is two collective forwards,
+   threshold) and every 13th one. Each visit is two collective forwards,
    so all ~500 would cost seconds on a loaded machine; the model's finite
    differences cover every entry. */
 static char *fd_subset(const double *gm, long nx, long ng)
 {
   char *pick = calloc((size_t)ng, 1);
   for (long i = nx; i < ng; i++) pick[i] = 1;
-  for (long i = 0; i < nx; i += 7) pick[i] = 1;
-  for (int t = 0; t < 40; t++) {   /* the 40 largest |gm| among x */
+  for (long i = 0; i < nx; i += 13) pick[i] = 1;
+  for (int t = 0; t < 24; t++) {   /* the 24 largest |gm| among x */
     long best = -1;
     for (long i = 0; i < nx; i++)
       if (pick[i] != 2 && (best < 0 || fabs(gm[i]) > fabs(gm[best]))) best = i;

@@ -1,0 +1,105 @@
+/* block.c - ConditionalRoutedTransformerBlock: routed attention then routed
+   feedforward, each with its residual. */
+#include "c5_internal.h"
+
+struct c5_block {
+  c5_block_config cfg;
+  c5_routed_attn *attn;
+  c5_routed_ff *ff;
+};
+
+struct c5_block_cache {
+  long batch, n;
+  c5_routed_attn_cache *ac;
+  c5_routed_ff_cache *fc;
+  c5_real *x1;     /* [b, n, dim] attention output + x */
+  c5_real *dx1;    /* backward scratch */
+};
+
+c5_status c5_block_create(const c5_block_config *cfg, c5_params *p, const char *prefix, c5_block **out)
+{
+  C5_CHECK(cfg && p && out, C5_ERR_ARG, "c5_block_create: NULL argument");
+  C5_CHECK(cfg->attn.dim == cfg->ff.dim, C5_ERR_ARG, "ConditionalRoutedTransformerBlock: attention dim %d, ff dim %d",
+           cfg->attn.dim, cfg->ff.dim);
+  c5_block *b;
+  C5_CALLOC(b, 1);
+  b->cfg = *cfg;
+  char pre[256];
+  c5_status st = C5_OK;
+  snprintf(pre, sizeof pre, "%s%sconditional_attn", prefix && *prefix ? prefix : "", prefix && *prefix ? "." : "");
+  C5_CALL_GOTO(c5_routed_attn_create(&cfg->attn, p, pre, &b->attn), st, fail);
+  snprintf(pre, sizeof pre, "%s%sconditional_ff", prefix && *prefix ? prefix : "", prefix && *prefix ? "." : "");
+  C5_CALL_GOTO(c5_routed_ff_create(&cfg->ff, p, pre, &b->ff), st, fail);
+  *out = b;
+  return C5_OK;
+fail:
+  c5_block_destroy(&b);
+  return st;
+}
+
+c5_status c5_block_destroy(c5_block **b)
+{
+  if (!b || !*b) return C5_OK;
+  c5_routed_attn_destroy(&(*b)->attn);
+  c5_routed_ff_destroy(&(*b)->ff);
+  C5_FREE(*b);
+  return C5_OK;
+}
+
+c5_status c5_block_cache_create(const c5_block *b, long batch, long n, c5_block_cache **out)
+{
+  c5_block_cache *c;
+  C5_CALLOC(c, 1);
+  c->batch = batch;
+  c->n = n;
+  c5_status st = C5_OK;
+  long N = batch * n * b->cfg.attn.dim + 1;
+  C5_CALL_GOTO(c5_routed_attn_cache_create(b->attn, batch, n, &c->ac), st, fail);
+  C5_CALL_GOTO(c5_routed_ff_cache_create(b->ff, batch, n, &c->fc), st, fail);
+  c->x1 = calloc((size_t)N, sizeof *c->x1);
+  c->dx1 = calloc((size_t)N, sizeof *c->dx1);
+  C5_CHECK_GOTO(c->x1 && c->dx1, st, fail, C5_ERR_MEM, "block cache: out of memory for %ld x %ld tokens", batch, n);
+  *out = c;
+  return C5_OK;
+fail:
+  c5_block_cache_destroy(&c);
+  return st;
+}
+
+c5_status c5_block_cache_destroy(c5_block_cache **cp)
+{
+  if (!cp || !*cp) return C5_OK;
+  c5_routed_attn_cache_destroy(&(*cp)->ac);
+  c5_routed_ff_cache_destroy(&(*cp)->fc);
+  free((*cp)->x1);
+  free((*cp)->dx1);
+  C5_FREE(*cp);
+  return C5_OK;
+}
+
+const c5_routed_attn_cache *c5_block_attn_cache(const c5_block_cache *c) { return c->ac; }
+const c5_routed_ff_cache *c5_block_ff_cache(const c5_block_cache *c) { return c->fc; }
+
+c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, long batch, const c5_real *x,
+                           const uint8_t *mask, c5_block_cache *c, c5_real *out)
+{
+  C5_CHECK(b && d && lay && x && c && out, C5_ERR_ARG, "c5_block_forward: NULL argument");
+  const long N = batch * lay->n_local * b->cfg.attn.dim;
+  C5_CALL(c5_routed_attn_forward(b->attn, d, lay, batch, x, mask, c->ac, c->x1));
+  for (long i = 0; i < N; i++) c->x1[i] += x[i];
+  C5_CALL(c5_routed_ff_forward(b->ff, d, lay, batch, c->x1, mask, c->fc, out));
+  for (long i = 0; i < N; i++) out[i] += c->x1[i];
+  return C5_OK;
+}
+
+c5_status c5_block_backward(c5_block *b, const c5_dist *d, c5_block_cache *c, const c5_real *x, const c5_real *dout,
+                            c5_real *dx)
+{
+  C5_CHECK(b && d && c && x && dout && dx, C5_ERR_ARG, "c5_block_backward: NULL argument");
+  const long N = c->batch * c->n * b->cfg.attn.dim;
+  C5_CALL(c5_routed_ff_backward(b->ff, d, c->fc, c->x1, dout, c->dx1));
+  for (long i = 0; i < N; i++) c->dx1[i] += dout[i];
+  C5_CALL(c5_routed_attn_backward(b->attn, d, c->ac, x, c->dx1, dx));
+  for (long i = 0; i < N; i++) dx[i] += c->dx1[i];
+  return C5_OK;
+}
