@@ -4,7 +4,7 @@
 # python3-packaging and python3-h5py: `jobs/deps.sh --reference`.)
 set -eu
 pkgs="build-essential autoconf automake libtool autoconf-archive pkg-config make
-      libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools libopenblas-dev
+      libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools libopenblas-dev libopenblas-openmp-dev
       libjansson-dev libsleef-dev"
 [ "${1:-}" = "--reference" ] && pkgs="$pkgs python3-torch python3-packaging python3-h5py python3-numpy"
 SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
