@@ -8,7 +8,15 @@
    decay 0.7, k = n/16 * 9/8), forward and forward+backward; median of reps
    after warmup; throughput in tokens/s. With --reference DIR the reference's
    plain-PyTorch coor_descent runs in float32 with the same thread count
-   (bench/reference_bench.py) and each line gets the ratio to its median. */
+   (bench/reference_bench.py) and each line gets the ratio to its median.
+
+     colt5-bench block [--n 4096,16384] [--threads 1,2] [--reps 5] [--reference DIR] ...
+
+   block: ConditionalRoutedTransformerBlock at dim 256, 4 x 64 light and heavy
+   heads, light window 128, FF mult 0.5 / 4, n/16 heavy tokens for q, kv and
+   FF, batch 1; forward and forward+backward tokens/s, the share of time in
+   matrix products and their GFLOP/s, against a plain GEMM of the BLAS
+   ([n, 256] x [256, 1024]) timed in the same run. */
 #include <getopt.h>
 #include <math.h>
 #include <omp.h>
@@ -67,11 +75,11 @@ static int parse_list(const char *s, long *out, int max)
 /* The reference's median (ms) for (pass, n, threads), or -1 when absent. */
 typedef struct { char pass[8]; long n; int threads; double ms; } ref_t;
 
-static int run_reference(const opts_t *o, int threads, ref_t *ref, int maxref)
+static int run_reference(const opts_t *o, const char *op, int threads, ref_t *ref, int maxref)
 {
   char cmd[4096];
-  int len = snprintf(cmd, sizeof cmd, "%s %s --ref '%s' --threads %d --reps %d --warmup %d --dtype float32 cd --n",
-                     o->python, o->script, o->reference, threads, o->reps, o->warmup);
+  int len = snprintf(cmd, sizeof cmd, "%s %s --ref '%s' --threads %d --reps %d --warmup %d --dtype float32 %s --n",
+                     o->python, o->script, o->reference, threads, o->reps, o->warmup, op);
   for (int i = 0; i < o->nn; i++) len += snprintf(cmd + len, sizeof cmd - (size_t)len, " %ld", o->n[i]);
   FILE *p = popen(cmd, "r");
   if (!p) { fprintf(stderr, "colt5-bench: cannot run %s\n", cmd); return -1; }
@@ -109,7 +117,7 @@ static int bench_cd(const opts_t *o, c5_dist *d)
   for (int ti = 0; ti < o->nt; ti++) {
     int T = o->threads[ti];
     ref_t ref[64];
-    int nr = o->reference ? run_reference(o, T, ref, 64) : 0;
+    int nr = o->reference ? run_reference(o, "cd", T, ref, 64) : 0;
     if (nr < 0) return 1;
     omp_set_num_threads(T);
     for (int ni = 0; ni < o->nn; ni++) {
@@ -154,11 +162,115 @@ static int bench_cd(const opts_t *o, c5_dist *d)
   return 0;
 }
 
+/* N(0, s^2) fill, deterministic. */
+static void fill(c5_real *v, long n, double s, unsigned long long *st)
+{
+  for (long j = 0; j < n; j++) {
+    *st = *st * 6364136223846793005ULL + 1442695040888963407ULL;
+    double u1 = ((*st >> 11) + 0.5) / 9007199254740992.0;
+    *st = *st * 6364136223846793005ULL + 1442695040888963407ULL;
+    double u2 = ((*st >> 11) + 0.5) / 9007199254740992.0;
+    v[j] = (c5_real)(s * sqrt(-2 * log(u1)) * cos(6.283185307179586 * u2));
+  }
+}
+
+/* GFLOP/s of one plain BLAS GEMM [m, 256] x [256, 1024], median of reps. */
+static double blas_rate(long m, int reps)
+{
+  const long k = 256, n = 1024;
+  c5_real *A = malloc((size_t)(m * k) * sizeof *A), *B = malloc((size_t)(k * n) * sizeof *B);
+  c5_real *C = malloc((size_t)(m * n) * sizeof *C);
+  unsigned long long st = 7;
+  fill(A, m * k, 1, &st);
+  fill(B, k * n, 1, &st);
+  double t[64];
+  c5k_ctx ctx = { 0 };
+  for (int r = -1; r < reps; r++) {
+    double t0 = now();
+    c5k_cpu_ops.gemm(&ctx, 0, 0, m, n, k, 1.0, A, k, B, n, 0.0, C, n);
+    if (r >= 0) t[r] = now() - t0;
+  }
+  free(A); free(B); free(C);
+  return 2.0 * m * n * k / median(t, reps) / 1e9;
+}
+
+static int bench_block(const opts_t *o, c5_dist *d)
+{
+  printf("# colt5-bench block: precision %s, dim 256, 4x64 light and heavy heads, window 128, ff mult 0.5/4, "
+         "n/16 heavy tokens (q, kv, ff), batch 1; median of %d after %d warm-up\n", C5_REAL_NAME, o->reps, o->warmup);
+  for (int ti = 0; ti < o->nt; ti++) {
+    int T = o->threads[ti];
+    ref_t ref[64];
+    int nr = o->reference ? run_reference(o, "block", T, ref, 64) : 0;
+    if (nr < 0) return 1;
+    omp_set_num_threads(T);
+    for (int ni = 0; ni < o->nn; ni++) {
+      long n = o->n[ni], D = 256;
+      c5_block_config cfg;
+      c5_routed_attn_config a = C5_ROUTED_ATTN_CONFIG_DEFAULT;
+      c5_routed_ff_config f = C5_ROUTED_FF_CONFIG_DEFAULT;
+      a.dim = (int)D; a.light_dim_head = 64; a.light_heads = 4; a.light_window_size = 128;
+      a.heavy_dim_head = 64; a.heavy_heads = 4; a.num_heavy_tokens_q = n / 16; a.num_heavy_tokens_kv = n / 16;
+      f.dim = (int)D; f.num_heavy_tokens = n / 16; f.light_ff_mult = 0.5; f.heavy_ff_mult = 4;
+      cfg.attn = a;
+      cfg.ff = f;
+      c5_params *p = NULL;
+      c5_block *blk = NULL;
+      c5_block_cache *cache = NULL;
+      c5_layout lay;
+      CHECK(c5_params_create(&p));
+      CHECK(c5_block_create(&cfg, p, "", &blk));
+      CHECK(c5_params_alloc(p));
+      unsigned long long st = 99;
+      for (long i = 0; i < c5_params_count(p); i++) {
+        long dims[C5_PARAM_MAXDIM];
+        int nd = c5_params_shape(p, i, dims);
+        fill(c5_params_value(p, i), c5_params_numel(p, i), nd >= 2 ? 1.0 / sqrt((double)dims[nd - 1]) : 1.0, &st);
+      }
+      CHECK(c5_layout_compute(d, n, 64, &lay));
+      CHECK(c5_block_cache_create(blk, 1, lay.n_local, &cache));
+      c5_real *x = malloc((size_t)(n * D) * sizeof *x), *y = malloc((size_t)(n * D) * sizeof *y);
+      c5_real *g = malloc((size_t)(n * D) * sizeof *g), *dx = malloc((size_t)(n * D) * sizeof *dx);
+      fill(x, n * D, 1, &st);
+      fill(g, n * D, 1, &st);
+      const char *passes[2] = { "fwd", "fwdbwd" };
+      double rate = blas_rate(n, 5);
+      for (int pi = 0; pi < 2; pi++) {
+        double t[256], gs = 0, gf = 0;
+        int reps = o->reps < 256 ? o->reps : 256;
+        for (int r = -o->warmup; r < reps; r++) {
+          c5k_cpu_gemm_stats = (c5k_gemm_stats){ .enabled = r >= 0 };
+          double t0 = now();
+          CHECK(c5_block_forward(blk, d, &lay, 1, x, NULL, cache, y));
+          if (pi == 1) CHECK(c5_block_backward(blk, d, cache, x, g, dx));
+          if (r >= 0) { t[r] = now() - t0; gs += c5k_cpu_gemm_stats.seconds; gf += c5k_cpu_gemm_stats.flops; }
+        }
+        c5k_cpu_gemm_stats.enabled = 0;
+        double tsum = 0;
+        for (int r = 0; r < reps; r++) tsum += t[r];
+        double ms = 1e3 * median(t, reps);
+        double rm = ref_ms(ref, nr, passes[pi], n, T);
+        printf("colt5 op=block pass=%-6s n=%-6ld threads=%d precision=%s median_ms=%9.2f tokens_per_s=%9.0f "
+               "gemm_share=%4.1f%% gemm_gflops=%6.1f blas_gflops=%6.1f", passes[pi], n, T, C5_REAL_NAME, ms,
+               n / ms * 1e3, 100 * gs / tsum, gf / gs / 1e9, rate);
+        if (rm > 0) printf(" ref_ms=%9.2f ref_tokens_per_s=%8.0f speedup=%5.2f", rm, n / rm * 1e3, rm / ms);
+        printf("\n");
+        fflush(stdout);
+      }
+      c5_block_cache_destroy(&cache);
+      c5_block_destroy(&blk);
+      c5_params_destroy(&p);
+      free(x); free(y); free(g); free(dx);
+    }
+  }
+  return 0;
+}
+
 static void usage(FILE *f)
 {
-  fprintf(f, "usage: colt5-bench cd [--n LIST] [--threads LIST] [--reps R] [--warmup W]\n"
+  fprintf(f, "usage: colt5-bench cd|block [--n LIST] [--threads LIST] [--reps R] [--warmup W]\n"
              "                      [--reference DIR] [--python PY] [--script PATH]\n"
-             "  --n LIST          sequence lengths (default 8192,131072,1048576)\n"
+             "  --n LIST          sequence lengths (default cd: 8192,131072,1048576; block: 4096,16384)\n"
              "  --threads LIST    OpenMP thread counts (default 1,2)\n"
              "  --reps R          timed repetitions, median reported (default 7, at least 5)\n"
              "  --reference DIR   also time the PyTorch reference found in DIR (its package folders)\n");
@@ -176,11 +288,11 @@ int main(int argc, char **argv)
     { "reps", required_argument, 0, 'r' }, { "warmup", required_argument, 0, 'w' },
     { "reference", required_argument, 0, 'R' }, { "python", required_argument, 0, 'p' },
     { "script", required_argument, 0, 's' }, { "help", no_argument, 0, 'h' }, { 0 } };
-  int c, bad = 0;
+  int c, bad = 0, nset = 0;
   long tl[MAXL];
   while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
     switch (c) {
-    case 'n': o.nn = parse_list(optarg, o.n, MAXL); bad |= o.nn <= 0; break;
+    case 'n': o.nn = parse_list(optarg, o.n, MAXL); bad |= o.nn <= 0; nset = 1; break;
     case 't':
       o.nt = parse_list(optarg, tl, MAXL);
       bad |= o.nt <= 0;
@@ -195,7 +307,8 @@ int main(int argc, char **argv)
     default: bad = 1;
     }
   }
-  if (bad || optind != argc - 1 || strcmp(argv[optind], "cd")) {
+  int is_block = optind == argc - 1 && !strcmp(argv[optind], "block");
+  if (bad || optind != argc - 1 || (strcmp(argv[optind], "cd") && !is_block)) {
     if (bad) fprintf(stderr, "colt5-bench: bad option value (lists are positive integers, --reps >= 5)\n");
     usage(stderr);
     MPI_Finalize();
@@ -203,7 +316,9 @@ int main(int argc, char **argv)
   }
   c5_dist *d = NULL;
   if (c5_dist_create(MPI_COMM_WORLD, &d) != C5_OK) { fprintf(stderr, "%s\n", c5_last_error()); return 1; }
-  int rc = bench_cd(&o, d);
+  if (is_block && !nset) { o.n[0] = 4096; o.n[1] = 16384; o.nn = 2; }
+  if (is_block && o.reps == 7) o.reps = 5;
+  int rc = is_block ? bench_block(&o, d) : bench_cd(&o, d);
   c5_dist_destroy(&d);
   MPI_Finalize();
   return rc;

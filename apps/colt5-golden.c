@@ -109,7 +109,7 @@ static int run_cd(ctx_t *cx, c5_h5 *f, const char *file)
   json_t *js = NULL;
   c5_real *s = NULL, *gy = NULL, *y = NULL, *ds = NULL, *ls = NULL, *lgy = NULL, *full = NULL;
   uint8_t *mask = NULL, *lm = NULL;
-  double *ref = NULL;
+  double *ref = NULL, *kv = NULL;
   c5_cd_cache cache = { 0 };
 
   TRY(c5_h5_attr_string(f, "/", "args", &args));
@@ -121,8 +121,8 @@ static int run_cd(ctx_t *cx, c5_h5 *f, const char *file)
   }
   if (!check_keys(file, "args", js, keys)) { rc = EXIT_USAGE; goto out; }
   json_t *kj = json_object_get(js, "k"), *ij = json_object_get(js, "n_iters");
-  if (!kj || !json_is_number(kj) || !ij || !json_is_integer(ij)) {
-    fprintf(stderr, "colt5-golden: %s: args needs numeric k and integer n_iters\n", file);
+  if (!kj || !(json_is_number(kj) || json_is_array(kj)) || !ij || !json_is_integer(ij)) {
+    fprintf(stderr, "colt5-golden: %s: args needs k (a number, or a list with one per row) and integer n_iters\n", file);
     rc = EXIT_USAGE; goto out;
   }
   c5_cd_config cfg = C5_CD_CONFIG_DEFAULT;
@@ -130,11 +130,20 @@ static int run_cd(ctx_t *cx, c5_h5 *f, const char *file)
   cfg.eps = json_num(js, "eps", cfg.eps);
   cfg.eps_init = json_num(js, "eps_init", 0.0);   /* null: start at eps */
   cfg.eps_decay = json_num(js, "eps_decay", cfg.eps_decay);
-  double k = json_number_value(kj);
 
   TRY(c5_h5_shape(f, "/inputs/s", &nd, dims));
   if (nd != 2) { fprintf(stderr, "colt5-golden: %s: /inputs/s must be [rows, n]\n", file); rc = EXIT_USAGE; goto out; }
-  long rows = dims[0], n = dims[1];
+  long rows = dims[0], n = dims[1], kstride = json_is_array(kj) ? 1 : 0;
+  if (kstride && (long)json_array_size(kj) != rows) {
+    fprintf(stderr, "colt5-golden: %s: args k has %zu entries for %ld rows\n", file, json_array_size(kj), rows);
+    rc = EXIT_USAGE; goto out;
+  }
+  kv = malloc((size_t)(rows + 1) * sizeof *kv);
+  for (long r = 0; r < (kstride ? rows : 1); r++) {
+    json_t *e = kstride ? json_array_get(kj, (size_t)r) : kj;
+    if (!json_is_number(e)) { fprintf(stderr, "colt5-golden: %s: args k[%ld] is not a number\n", file, r); rc = EXIT_USAGE; goto out; }
+    kv[r] = json_number_value(e);
+  }
   s = malloc((size_t)(rows * n) * sizeof *s);
   gy = malloc((size_t)(rows * n) * sizeof *gy);
   ref = malloc((size_t)(rows * n) * sizeof *ref);
@@ -160,7 +169,7 @@ static int run_cd(ctx_t *cx, c5_h5 *f, const char *file)
     if (mask) memcpy(lm + r * nl, mask + r * n + lay.offset, (size_t)nl);
   }
   TRY(c5_cd_cache_alloc(rows, cfg.n_iters, &cache));
-  TRY(c5_cd_forward(cx->dist, &cfg, rows, nl, ls, lm, &k, 0, y, &cache));
+  TRY(c5_cd_forward(cx->dist, &cfg, rows, nl, ls, lm, kv, kstride, y, &cache));
   TRY(c5_cd_backward(cx->dist, &cache, rows, nl, ls, lm, y, lgy, ds));
 
   gather_cols(cx, y, rows, nl, n, full);
@@ -172,7 +181,7 @@ static int run_cd(ctx_t *cx, c5_h5 *f, const char *file)
 out:
   c5_cd_cache_free(&cache);
   free(args); json_decref(js);
-  free(s); free(gy); free(y); free(ds); free(ls); free(lgy); free(full); free(mask); free(lm); free(ref);
+  free(s); free(gy); free(y); free(ds); free(ls); free(lgy); free(full); free(mask); free(lm); free(ref); free(kv);
   return rc;
 }
 
@@ -468,6 +477,50 @@ static int attn_router(void *c, int i, const char **name, const c5_routing **rt)
 }
 static void attn_destroy(void **m, void **c) { c5_routed_attn_cache_destroy((c5_routed_attn_cache **)c); c5_routed_attn_destroy((c5_routed_attn **)m); }
 
+/* ConditionalRoutedAutoregressiveAttention (takes no mask) */
+static int ar_build(ctx_t *cx, const char *file, json_t *cj, json_t *fj, c5_params *p, void **m)
+{
+  c5_routed_ar_attn_config cfg = C5_ROUTED_AR_ATTN_CONFIG_DEFAULT;
+  cfg.dim = (int)json_num(cj, "dim", 0);
+  cfg.num_heavy_tokens_q = (long)json_num(fj, "num_heavy_tokens_q", json_num(cj, "num_heavy_tokens_q", 0));
+  cfg.num_heavy_tokens_kv = (long)json_num(fj, "num_heavy_tokens_kv", json_num(cj, "num_heavy_tokens_kv", 0));
+  cfg.num_routed_kv = (int)json_num(cj, "num_routed_kv", cfg.num_routed_kv);
+  cfg.light_dim_head = (int)json_num(cj, "light_dim_head", cfg.light_dim_head);
+  cfg.light_heads = (int)json_num(cj, "light_heads", cfg.light_heads);
+  cfg.light_window_size = (long)json_num(cj, "light_window_size", (double)cfg.light_window_size);
+  cfg.heavy_window_size = (long)json_num(cj, "heavy_window_size", 0);   /* null: light_window_size */
+  cfg.heavy_dim_head = (int)json_num(cj, "heavy_dim_head", cfg.heavy_dim_head);
+  cfg.heavy_heads = (int)json_num(cj, "heavy_heads", cfg.heavy_heads);
+  cfg.multiply_keys_by_score = getb(cj, "multiply_keys_by_score", 0);
+  cfg.multiply_queries_by_score = getb(cj, "multiply_queries_by_score", 0);
+  cfg.use_null_q_tokens = getb(cj, "use_null_q_tokens", 1);
+  cfg.rotary_emb = getb(cj, "rotary_emb", 0);
+  cfg.kv_gather_batch_bug = getb(cj, "kv_gather_batch_bug", 1);   /* vectors of the unpatched reference */
+  if (!parse_router(file, json_object_get(cj, "router_kwargs"), getb(cj, "router_straight_through", 1), &cfg.router))
+    return 0;
+  c5_status st = c5_routed_ar_attn_create(&cfg, p, "", (c5_routed_ar_attn **)m);
+  if (st != C5_OK) fprintf(stderr, "colt5-golden: %s: %s\n", file, c5_last_error());
+  return st == C5_OK;
+}
+static c5_status ar_cache(void *m, long b, long n, void **c) { return c5_routed_ar_attn_cache_create(m, b, n, (c5_routed_ar_attn_cache **)c); }
+static c5_status ar_fwd(void *m, const c5_dist *d, const c5_layout *l, long b, const c5_real *x, const uint8_t *mk, void *c, c5_real *o)
+{
+  if (mk) {
+    fprintf(stderr, "colt5-golden: ConditionalRoutedAutoregressiveAttention takes no mask, but the file has /inputs/mask\n");
+    return C5_ERR_ARG;
+  }
+  return c5_routed_ar_attn_forward(m, d, l, b, x, c, o);
+}
+static c5_status ar_bwd(void *m, const c5_dist *d, void *c, const c5_real *x, const c5_real *g, c5_real *dx)
+{ return c5_routed_ar_attn_backward(m, d, c, x, g, dx); }
+static int ar_router(void *c, int i, const char **name, const c5_routing **rt)
+{
+  if (i == 0) { *name = "q_router"; *rt = c5_routed_ar_attn_routing_q(c); return 1; }
+  if (i == 1) { *name = "kv_router"; *rt = c5_routed_ar_attn_routing_kv(c); return 1; }
+  return 0;
+}
+static void ar_destroy(void **m, void **c) { c5_routed_ar_attn_cache_destroy((c5_routed_ar_attn_cache **)c); c5_routed_ar_attn_destroy((c5_routed_ar_attn **)m); }
+
 /* ConditionalRoutedTransformerBlock */
 static int block_build(ctx_t *cx, const char *file, json_t *cj, json_t *fj, c5_params *p, void **m)
 {
@@ -502,6 +555,10 @@ static const char *const attn_keys[] = { "dim", "num_heavy_tokens_q", "num_heavy
   "router_straight_through", "router_kwargs", "multiply_keys_by_score", "multiply_queries_by_score", "use_triton",
   "use_null_q_tokens", "use_flash_attn", "rotary_emb", "kv_gather_batch_bug", NULL };
 static const char *const attn_fkeys[] = { "num_heavy_tokens_q", "num_heavy_tokens_kv", NULL };
+static const char *const ar_keys[] = { "dim", "num_heavy_tokens_q", "num_heavy_tokens_kv", "num_routed_kv",
+  "light_dim_head", "light_heads", "light_window_size", "heavy_window_size", "heavy_dim_head", "heavy_heads",
+  "router_straight_through", "router_kwargs", "multiply_keys_by_score", "multiply_queries_by_score", "use_triton",
+  "use_null_q_tokens", "use_flash_attn", "rotary_emb", "kv_gather_batch_bug", NULL };
 static const char *const block_keys[] = { "dim", "num_heavy_attn_tokens_q", "num_heavy_attn_tokens_kv",
   "num_routed_kv", "num_heavy_ff_tokens", "light_dim_head", "light_heads", "light_window_size", "heavy_dim_head",
   "heavy_heads", "light_ff_mult", "heavy_ff_mult", "router_straight_through", "router_kwargs",
@@ -512,6 +569,8 @@ static const char *const block_fkeys[] = { "num_heavy_attn_tokens_q", "num_heavy
 static const module_t modules_tab[] = {
   { "ConditionalRoutedFeedForward", ff_keys, ff_fkeys, ff_build, ff_cache, ff_fwd, ff_bwd, ff_router, ff_destroy },
   { "ConditionalRoutedAttention", attn_keys, attn_fkeys, attn_build, attn_cache, attn_fwd, attn_bwd, attn_router, attn_destroy },
+  { "ConditionalRoutedAutoregressiveAttention", ar_keys, attn_fkeys, ar_build, ar_cache, ar_fwd, ar_bwd, ar_router,
+    ar_destroy },
   { "ConditionalRoutedTransformerBlock", block_keys, block_fkeys, block_build, block_cache, block_fwd, block_bwd,
     block_router, block_destroy },
 };
@@ -520,6 +579,14 @@ static const module_t modules_tab[] = {
 static long module_unit(const char *module, json_t *cj)
 {
   if (!strcmp(module, "ConditionalRoutedFeedForward")) return 1;
+  if (!strcmp(module, "ConditionalRoutedAutoregressiveAttention")) {   /* lcm of the light and heavy windows */
+    long a = (long)json_num(cj, "light_window_size", 128), h = (long)json_num(cj, "heavy_window_size", 0);
+    if (a < 1) return 1;
+    if (h < 1) h = a;
+    long g = a, r = h;
+    while (r) { long t = g % r; g = r; r = t; }
+    return a / g * h;
+  }
   long w = (long)json_num(cj, "light_window_size", 128);
   return w >= 2 ? w / 2 : 1;
 }

@@ -38,6 +38,9 @@ long c5k_work_len(const c5k_rows *R);
 /* Parameter-gradient reductions over rows use a fixed partition of
    C5K_ROWPART rows, each summed in double, then the parts in order. */
 #define C5K_ROWPART 64
+/* GEMM inner-dimension slice (kernels/cpu/act.c): OpenBLAS's results are
+   thread-count independent up to its own k block (>= 128 on x86). */
+#define C5K_GEMM_KC 128
 /* Doubles of work a rowpart reduction of `cols` columns needs (x2 for LayerNorm). */
 static inline long c5k_rowpart_work(long rows, long cols)
 {
@@ -101,6 +104,11 @@ typedef struct c5k_ops {
 } c5k_ops;
 
 extern const c5k_ops c5k_cpu_ops;
+
+/* Time and flops spent in the CPU gemm kernel since the last reset, counted
+   only while enabled (benchmarks: the share of time in matrix products). */
+typedef struct { int enabled; double seconds, flops; long calls; } c5k_gemm_stats;
+extern c5k_gemm_stats c5k_cpu_gemm_stats;
 
 /* Order-preserving map of a double to uint64 (-0 == +0); masked -> 0. */
 static inline uint64_t c5k_order_key(c5_real v, int keep)

@@ -180,8 +180,8 @@ static void row_range(const c5_attn_local *a, const win_geom *g, long t, long *l
 }
 
 /* Softmax of one row of scores in place over the GEMM columns (positions kb + c).
-   Writes P (uniform rows: 1 / (L w) everywhere) and returns the row stats.
-   The backward calls it again on the same scores and gets the same bits. */
+   Writes P (uniform rows: 1 / (L w) everywhere) and returns the row stats;
+   row_probs below redoes the same operations from the stats, same bits. */
 static void row_softmax(const c5_attn_local *a, const win_geom *g, long n, long t, const uint8_t *mk,
                         c5_real *row, double *rmax, double *rinv, uint8_t *uni)
 {
@@ -405,9 +405,6 @@ c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long
   C5_CHECK(batch > 0 && n > 0 && batch <= c->batch_cap && n <= c->n_cap, C5_ERR_SHAPE,
            "LocalMHA: input [%ld, %ld, %d], cache made for at most [%ld, %ld, %d]", batch, n, a->dim,
            c->batch_cap, c->n_cap, a->dim);
-  C5_CHECK(a->chunk >= a->look_backward + a->look_forward && a->chunk > 0, C5_ERR_ARG,
-           "LocalMHA: chunk %ld must be >= look_backward + look_forward = %d", a->chunk,
-           a->look_backward + a->look_forward);
   const c5k_ops *ops = &c5k_cpu_ops;
   const long rows = batch * n, d = a->dim, hd = (long)a->heads * a->dim_head;
   c5k_ctx ctx = { .work = c->work, .work_len = c->work_len };
@@ -418,7 +415,7 @@ c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long
   C5_CALL(ops->layernorm_forward(&ctx, x, c5_params_value(p, a->norm_w), c5_params_value(p, a->norm_b), rows,
                                  (int)d, LN_EPS, c->xn, c->mean, c->rstd));
   C5_CALL(ops->gemm(&ctx, 0, 1, rows, 3 * hd, d, 1.0, c->xn, d, c5_params_value(p, a->to_qkv), d, 0.0,
-                    c->qkv, 3 * hd));
+                     c->qkv, 3 * hd));
   int bt = blas_serial_begin();
   c5_status st = attend_forward(a, c);
   blas_serial_end(bt);
@@ -432,6 +429,9 @@ c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_
 {
   C5_CHECK(a && p && c && x && dout && dx, C5_ERR_ARG, "c5_attn_local_backward: NULL argument");
   C5_CHECK(c->n > 0, C5_ERR_ARG, "LocalMHA backward: no forward has filled the cache");
+  C5_CHECK(a->chunk >= a->look_backward + a->look_forward && a->chunk > 0, C5_ERR_ARG,
+           "LocalMHA backward: chunk %ld must be >= look_backward + look_forward = %d", a->chunk,
+           a->look_backward + a->look_forward);
   const c5k_ops *ops = &c5k_cpu_ops;
   const long rows = c->batch * c->n, d = a->dim, hd = (long)a->heads * a->dim_head;
   c5k_ctx ctx = { .work = c->work, .work_len = c->work_len };
@@ -444,9 +444,9 @@ c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_
   C5_CALL(st);
   /* to_qkv: dW += dqkv^T xn; dxn = dqkv W */
   C5_CALL(ops->gemm(&ctx, 1, 0, 3 * hd, d, rows, 1.0, c->dqkv, 3 * hd, c->xn, d, 1.0,
-                    c5_params_grad(p, a->to_qkv), d));
+                     c5_params_grad(p, a->to_qkv), d));
   C5_CALL(ops->gemm(&ctx, 0, 0, rows, d, 3 * hd, 1.0, c->dqkv, 3 * hd, c5_params_value(p, a->to_qkv), d, 0.0,
-                    c->dxn, d));
+                     c->dxn, d));
   C5_CALL(ops->layernorm_backward(&ctx, x, c5_params_value(p, a->norm_w), c->mean, c->rstd, c->dxn, rows, (int)d,
                                   dx, c5_params_grad(p, a->norm_w), c5_params_grad(p, a->norm_b)));
   return C5_OK;

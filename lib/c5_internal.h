@@ -3,6 +3,7 @@
 #ifndef C5_INTERNAL_H
 #define C5_INTERNAL_H
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include "colt5.h"
@@ -53,13 +54,5 @@ c5_status c5_dist_allreduce_maxsumexp(const c5_dist *d, double *pairs, long coun
 c5_status c5_dist_exscan_sum_long(const c5_dist *d, long *buf, long count);
 /* Does every rank agree that cond holds? (so that an error is raised on all) */
 c5_status c5_dist_all(const c5_dist *d, int *cond);
-
-/* CBLAS in the configured precision. */
-#include <cblas.h>
-#if C5_USE_DOUBLE
-#define C5_GEMM cblas_dgemm
-#else
-#define C5_GEMM cblas_sgemm
-#endif
 
 #endif

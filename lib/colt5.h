@@ -310,6 +310,64 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
 c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed_attn_cache *c, const c5_real *x,
                                   const c5_real *dout, c5_real *dx);
 
+/* ---- ConditionalRoutedAutoregressiveAttention ------------------------------------------- */
+/* Causal LocalMHA over every token (window light_window_size, look back one
+   window, not exact) plus a blockwise heavy branch: the sequence is zero-padded
+   to nw = ceil(n / W) windows of W = heavy_window_size tokens; for every window
+   m = 1 .. nw-1 the q router picks num_heavy_tokens_q queries within the window
+   (padding masked), the kv router picks num_heavy_tokens_kv keys per route from
+   the whole padded sequence with only the windows before m unmasked (tril(-1));
+   the heavy output times the q score replaces null_q_token (or 0) at the picked
+   positions of window m. Window 0 gets no heavy output. Takes no mask. */
+typedef struct {
+  int dim;
+  long num_heavy_tokens_q, num_heavy_tokens_kv;
+  int num_routed_kv;               /* routes of the kv router; heavy_heads % routes == 0 */
+  int light_dim_head, light_heads;
+  long light_window_size;          /* LocalMHA window (causal, look_backward 1, look_forward 0) */
+  long heavy_window_size;          /* W of the heavy blocks; 0 = light_window_size (the reference's None) */
+  int heavy_dim_head, heavy_heads;
+  c5_router_config router;         /* router_kwargs + router_straight_through (both routers) */
+  int multiply_keys_by_score, multiply_queries_by_score;
+  int use_null_q_tokens;
+  int rotary_emb;                  /* rotary positions = positions in the padded sequence */
+  int random_route;                /* negative control (forward's random_route): routers draw N(0,1) scores */
+  uint64_t random_seed;            /* seed of those draws */
+  /* As c5_routed_attn_config.kv_gather_batch_bug: with num_routed_kv > 1 the reference reads the routed
+     keys (and their mask) of (batch, window) row i from row i // num_routed_kv. 1 reproduces that. */
+  int kv_gather_batch_bug;
+} c5_routed_ar_attn_config;
+#define C5_ROUTED_AR_ATTN_CONFIG_DEFAULT { .dim = 0, .num_heavy_tokens_q = 0, .num_heavy_tokens_kv = 0, \
+    .num_routed_kv = 1, .light_dim_head = 64, .light_heads = 8, .light_window_size = 128, \
+    .heavy_window_size = 0, .heavy_dim_head = 64, .heavy_heads = 8, .router = C5_ROUTER_CONFIG_DEFAULT, \
+    .multiply_keys_by_score = 0, .multiply_queries_by_score = 0, .use_null_q_tokens = 1, .rotary_emb = 0, \
+    .random_route = 0, .random_seed = 0, .kv_gather_batch_bug = 0 }
+
+typedef struct c5_routed_ar_attn c5_routed_ar_attn;
+typedef struct c5_routed_ar_attn_cache c5_routed_ar_attn_cache;
+/* Adds light_attn.*, null_q_token, q_router.*, kv_router.*, heavy_attn.* under prefix. Not collective. */
+c5_status c5_routed_ar_attn_create(const c5_routed_ar_attn_config *cfg, c5_params *params, const char *prefix,
+                                   c5_routed_ar_attn **out);
+c5_status c5_routed_ar_attn_destroy(c5_routed_ar_attn **m);   /* NULL-safe; sets *m = NULL */
+/* Sized for [batch, n_local] inputs. Memory: the kv router keeps O(batch * routes * n^2 / W) scores
+   (one row of the padded sequence per window, as the reference's routing defines). */
+c5_status c5_routed_ar_attn_cache_create(const c5_routed_ar_attn *m, long batch, long n_local,
+                                         c5_routed_ar_attn_cache **out);
+c5_status c5_routed_ar_attn_cache_destroy(c5_routed_ar_attn_cache **c);   /* NULL-safe */
+/* The routings of the last forward (owned by the cache). Rows are (batch, window) pairs, b-major,
+   windows 1 .. nw-1: q rows = batch * (nw-1), idx = positions within the window; kv rows =
+   batch * (nw-1) * routes (route fastest), idx = positions in the padded sequence. routed = 0
+   when W <= num_heavy_tokens_q (q) or nw W <= num_heavy_tokens_kv (kv). */
+const c5_routing *c5_routed_ar_attn_routing_q(const c5_routed_ar_attn_cache *c);
+const c5_routing *c5_routed_ar_attn_routing_kv(const c5_routed_ar_attn_cache *c);
+/* out [batch, n_local, dim] = causal LocalMHA(x) + the blockwise heavy branch. Collective on d;
+   one rank only for now (C5_ERR_NOTIMPL when c5_dist_size(d) > 1). */
+c5_status c5_routed_ar_attn_forward(c5_routed_ar_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
+                                    const c5_real *x, c5_routed_ar_attn_cache *c, c5_real *out);
+/* dx [batch, n_local, dim] written; parameter gradients accumulate. Collective on d. */
+c5_status c5_routed_ar_attn_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_routed_ar_attn_cache *c,
+                                     const c5_real *x, const c5_real *dout, c5_real *dx);
+
 /* ---- ConditionalRoutedTransformerBlock ------------------------------------------------ */
 /* x1 = conditional_attn(x) + x; out = conditional_ff(x1) + x1. The block's
    options are those of its two modules (num_heavy_ff_tokens is ff.num_heavy_tokens;
@@ -334,6 +392,68 @@ c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, 
 /* dx written; parameter gradients accumulate. */
 c5_status c5_block_backward(c5_block *b, const c5_dist *d, c5_block_cache *c, const c5_real *x, const c5_real *dout,
                             c5_real *dx);
+
+/* ---- ConditionalRoutedCrossAttention -------------------------------------------------- */
+/* Queries routed from x, keys/values routed from a separate context, one
+   heavy Attention between them, scattered back over null_q_token
+   (transformer_block.py ConditionalRoutedCrossAttention). The reference's
+   forward raises NameError at f2a8da0 (should_route_queries is never
+   defined); this follows its evident intent: queries are routed when the
+   query length n > num_tokens_q (else every token is a query and the heavy
+   output is returned as is), keys/values when the context length
+   m > num_tokens_kv (else the whole context with context_mask, no kv score).
+   There is no light branch, no rotary and no multiply_queries_by_score. */
+typedef struct {
+  int dim;
+  int dim_context;                 /* width of the context: 0 = dim. The reference projects the context with
+                                      heavy_attn (norm, to_kv over dim), so any other value is an error */
+  long num_tokens_q, num_tokens_kv;
+  int num_sets_kv;                 /* accepted and ignored: the reference stores nothing for it */
+  int dim_head, heads;
+  c5_router_config router;         /* router_kwargs + router_straight_through (both routers). Its
+                                      route_block_size must be 0: the reference passes route_block_size to
+                                      the kv router by keyword, so router_kwargs cannot hold it */
+  int kv_routing_tokens;           /* routes of the kv router (num_routed_kv of routed attention); heads % it == 0 */
+  int multiply_keys_by_score;
+  int use_null_q_tokens;
+  long route_block_size;           /* the kv router's route_block_size; 0 = None */
+  /* As c5_routed_attn_config.kv_gather_batch_bug: 1 gathers the routed context of batch row b from row
+     b // kv_routing_tokens when kv_routing_tokens > 1 (the reference's batched_gather); 0 (default) row b. */
+  int kv_gather_batch_bug;
+} c5_routed_cross_attn_config;
+#define C5_ROUTED_CROSS_ATTN_CONFIG_DEFAULT { .dim = 0, .dim_context = 0, .num_tokens_q = 0, .num_tokens_kv = 0, \
+    .num_sets_kv = 1, .dim_head = 64, .heads = 8, .router = C5_ROUTER_CONFIG_DEFAULT, .kv_routing_tokens = 1, \
+    .multiply_keys_by_score = 0, .use_null_q_tokens = 1, .route_block_size = 0, .kv_gather_batch_bug = 0 }
+
+typedef struct c5_routed_cross_attn c5_routed_cross_attn;
+typedef struct c5_routed_cross_attn_cache c5_routed_cross_attn_cache;
+/* Adds null_q_token, q_router.routing_token [1, dim], kv_router.routing_token [kv_routing_tokens, dim] and
+   heavy_attn.* under prefix. Not collective. */
+c5_status c5_routed_cross_attn_create(const c5_routed_cross_attn_config *cfg, c5_params *params, const char *prefix,
+                                      c5_routed_cross_attn **out);
+c5_status c5_routed_cross_attn_destroy(c5_routed_cross_attn **m);   /* NULL-safe; sets *m = NULL */
+/* n_local: query tokens on this rank; m_local: context tokens on this rank. */
+c5_status c5_routed_cross_attn_cache_create(const c5_routed_cross_attn *m, long batch, long n_local, long m_local,
+                                            c5_routed_cross_attn_cache **out);
+c5_status c5_routed_cross_attn_cache_destroy(c5_routed_cross_attn_cache **c);   /* NULL-safe */
+/* What the last forward routed (routed = 0 where that side was not routed). */
+const c5_routing *c5_routed_cross_attn_routing_q(const c5_routed_cross_attn_cache *c);
+const c5_routing *c5_routed_cross_attn_routing_kv(const c5_routed_cross_attn_cache *c);
+/* c5_routed_cross_attn_forward - out = scatter(heavy attention of the routed queries of x over the routed
+   tokens of context). Collective on d (one rank for now: C5_ERR_NOTIMPL when c5_dist_size(d) > 1).
+   In:  lay: x's layout; ctx_lay: the context's own layout; x [batch, lay->n_local, dim]; mask
+        [batch, n_local] (1 = keep) or NULL; context [batch, ctx_lay->n_local, dim]; context_mask
+        [batch, ctx_lay->n_local] or NULL.
+   Out: out [batch, n_local, dim] (written); the cache. x and context must stay unchanged until the backward. */
+c5_status c5_routed_cross_attn_forward(c5_routed_cross_attn *m, const c5_dist *d, const c5_layout *lay,
+                                       const c5_layout *ctx_lay, long batch, const c5_real *x, const uint8_t *mask,
+                                       const c5_real *context, const uint8_t *context_mask,
+                                       c5_routed_cross_attn_cache *c, c5_real *out);
+/* dx [batch, n_local, dim] and dcontext [batch, ctx n_local, dim] are written (=); parameter gradients
+   accumulate (+=). Collective on d. */
+c5_status c5_routed_cross_attn_backward(c5_routed_cross_attn *m, const c5_dist *d, c5_routed_cross_attn_cache *c,
+                                        const c5_real *x, const c5_real *context, const c5_real *dout, c5_real *dx,
+                                        c5_real *dcontext);
 
 #ifdef __cplusplus
 }

@@ -207,9 +207,10 @@ c5_status c5_router_forward(const c5_router *rt, const c5_dist *d, const c5_layo
   c->out.k = outk;
 
   /* logits: s[b, route, j] = x[b, j] . w[route] (cosine: scaled cosine) */
+  const c5k_ops *ops = &c5k_cpu_ops;
+  c5k_ctx kc = { 0 };
   for (long b = 0; b < batch; b++)
-    C5_GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, R, (int)nl, dim, 1.0, routing_token, dim,
-            x + b * nl * dim, dim, 0.0, c->s + b * R * nl, (int)nl);
+    C5_CALL(ops->gemm(&kc, 0, 1, R, nl, dim, 1.0, routing_token, dim, x + b * nl * dim, dim, 0.0, c->s + b * R * nl, nl));
   if (cfg->cosine_sim_routing) {
     for (int q = 0; q < R; q++) {
       double ss = 0;
@@ -329,6 +330,8 @@ c5_status c5_router_backward(const c5_router *rt, const c5_dist *d, c5_router_ca
     }
   }
   /* g now holds dL/d(x . w) for raw x and w (cosine: divided by the norms) */
+  const c5k_ops *ops = &c5k_cpu_ops;
+  c5k_ctx kc = { 0 };
   c5_real *dw = NULL;
   c5_status st = C5_OK;
   dw = calloc((size_t)R * dim, sizeof *dw);
@@ -337,8 +340,7 @@ c5_status c5_router_backward(const c5_router *rt, const c5_dist *d, c5_router_ca
     const c5_real *gb = c->g + b * R * nl, *xb = x + b * nl * dim;
     c5_real *dxb = dx + b * nl * dim;
     if (!cfg->cosine_sim_routing) {
-      C5_GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (int)nl, dim, R, 1.0, gb, (int)nl,
-              routing_token, dim, 1.0, dxb, dim);
+      C5_CALL_GOTO(ops->gemm(&kc, 1, 0, nl, dim, R, 1.0, gb, nl, routing_token, dim, 1.0, dxb, dim), st, out);
     } else {
       /* dx_j += P_j (sum_q g_qj w_q), P_j = I - x_j x_j^T / |x_j|^2 (0 below the eps clamp: then no projection) */
 #pragma omp parallel for schedule(static)
@@ -354,7 +356,7 @@ c5_status c5_router_backward(const c5_router *rt, const c5_dist *d, c5_router_ca
         for (int i = 0; i < dim; i++) dxb[j * dim + i] += (c5_real)(v[i] - proj * xb[j * dim + i]);
       }
     }
-    C5_GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, dim, (int)nl, 1.0, gb, (int)nl, xb, dim, 1.0, dw, dim);
+    C5_CALL_GOTO(ops->gemm(&kc, 0, 0, R, dim, nl, 1.0, gb, nl, xb, dim, 1.0, dw, dim), st, out);
   }
   if (cfg->cosine_sim_routing) {
     for (int q = 0; q < R; q++) {

@@ -2,6 +2,7 @@
    column sum, on the CPU. */
 #include <math.h>
 #include <cblas.h>
+#include <omp.h>
 #include "cpu.h"
 
 c5_status c5k_gelu_forward_cpu(c5k_ctx *ctx, const c5_real *x, long n, c5_real *y)
@@ -41,17 +42,36 @@ c5_status c5k_colsum_cpu(c5k_ctx *ctx, const c5_real *dy, long rows, int cols, c
   return C5_OK;
 }
 
+c5k_gemm_stats c5k_cpu_gemm_stats;
+
 /* C[m,n] = alpha op(A) op(B) + beta C, row-major (CBLAS). */
 c5_status c5k_gemm_cpu(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
                        const c5_real *A, long lda, const c5_real *B, long ldb, double beta, c5_real *C, long ldc)
 {
   if (m == 0 || n == 0) return C5_OK;
+  double t0 = 0;
+  int timed = c5k_cpu_gemm_stats.enabled && !omp_in_parallel();
+  if (timed) t0 = omp_get_wtime();
+  /* OpenBLAS sums a long inner dimension in a thread-count dependent order:
+     feed it fixed slices of C5K_GEMM_KC, accumulated in order, so results
+     do not depend on OMP_NUM_THREADS. */
+  for (long k0 = 0; k0 < k || k0 == 0; k0 += C5K_GEMM_KC) {
+    long kk = k - k0 < C5K_GEMM_KC ? k - k0 : C5K_GEMM_KC;
+    const c5_real *a = transa ? A + k0 * lda : A + k0, *b = transb ? B + k0 : B + k0 * ldb;
+    double be = k0 == 0 ? beta : 1.0;
 #if C5_USE_DOUBLE
-  cblas_dgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans, transb ? CblasTrans : CblasNoTrans,
-              (int)m, (int)n, (int)k, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+    cblas_dgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans, transb ? CblasTrans : CblasNoTrans,
+                (int)m, (int)n, (int)kk, alpha, a, (int)lda, b, (int)ldb, be, C, (int)ldc);
 #else
-  cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans, transb ? CblasTrans : CblasNoTrans,
-              (int)m, (int)n, (int)k, (float)alpha, A, (int)lda, B, (int)ldb, (float)beta, C, (int)ldc);
+    cblas_sgemm(CblasRowMajor, transa ? CblasTrans : CblasNoTrans, transb ? CblasTrans : CblasNoTrans,
+                (int)m, (int)n, (int)kk, (float)alpha, a, (int)lda, b, (int)ldb, (float)be, C, (int)ldc);
 #endif
+    if (k == 0) break;
+  }
+  if (timed) {
+    c5k_cpu_gemm_stats.seconds += omp_get_wtime() - t0;
+    c5k_cpu_gemm_stats.flops += 2.0 * m * n * k;
+    c5k_cpu_gemm_stats.calls++;
+  }
   return C5_OK;
 }

@@ -148,11 +148,63 @@ static c5_router_config soft_router(void)
   return r;
 }
 
+/* --dump FILE: a larger block (n = 900, dim 64, mask) forward+backward, its
+   output, dx and all parameter gradients written raw (test_threads.sh). */
+static int dump(c5_dist *d, const char *path)
+{
+  c5_block_config bl;
+  c5_routed_attn_config a = C5_ROUTED_ATTN_CONFIG_DEFAULT;
+  c5_routed_ff_config f = C5_ROUTED_FF_CONFIG_DEFAULT;
+  a.dim = 64; a.num_heavy_tokens_q = 100; a.num_heavy_tokens_kv = 120; a.light_dim_head = 16; a.light_heads = 2;
+  a.light_window_size = 32; a.heavy_dim_head = 16; a.heavy_heads = 4; a.num_routed_kv = 2;
+  f.dim = 64; f.num_heavy_tokens = 150;
+  bl.attn = a;
+  bl.ff = f;
+  const long b = 2, n = 900, N = b * n * 64;
+  c5_params *p = NULL;
+  void *m = NULL, *c = NULL;
+  c5_real *x = malloc((size_t)N * sizeof *x), *g = malloc((size_t)N * sizeof *g), *out = malloc((size_t)N * sizeof *out);
+  c5_real *dx = malloc((size_t)N * sizeof *dx);
+  uint8_t *mask = malloc((size_t)(b * n));
+  unsigned long long seed = 11;
+  c5_layout lay;
+  FILE *fp = NULL;
+  int ok = 0;
+  T_OK(c5_params_create(&p));
+  T_OK(BL.create(&bl, p, &m));
+  T_OK(c5_params_alloc(p));
+  for (long i = 0; i < c5_params_total(p); i++) c5_params_value(p, 0)[i] = (c5_real)(0.2 * t_normal(&seed));
+  for (long i = 0; i < N; i++) { x[i] = (c5_real)t_normal(&seed); g[i] = (c5_real)t_normal(&seed); }
+  for (long i = 0; i < b * n; i++) mask[i] = t_uniform(&seed) > 0.1;
+  T_OK(c5_layout_compute(d, n, 1, &lay));
+  T_OK(BL.cache(m, b, n, &c));
+  T_OK(BL.fwd(m, d, &lay, b, x, mask, c, out));
+  T_OK(BL.bwd(m, d, c, x, g, dx));
+  fp = fopen(path, "wb");
+  T_CHECK(fp != NULL, "cannot write %s", path);
+  fwrite(out, sizeof *out, (size_t)N, fp);
+  fwrite(dx, sizeof *dx, (size_t)N, fp);
+  fwrite(c5_params_grad(p, 0), sizeof *out, (size_t)c5_params_total(p), fp);
+  ok = fclose(fp) == 0;
+fail:
+  if (m) BL.destroy(&m, &c);
+  c5_params_destroy(&p);
+  free(x); free(g); free(out); free(dx); free(mask);
+  return ok;
+}
+
 int main(int argc, char **argv)
 {
   MPI_Init(&argc, &argv);
   int ok = 1;
   c5_dist *d = NULL;
+  if (argc == 3 && !strcmp(argv[1], "--dump")) {
+    if (c5_dist_create(MPI_COMM_SELF, &d) != C5_OK) return 1;
+    ok = dump(d, argv[2]);
+    c5_dist_destroy(&d);
+    MPI_Finalize();
+    return ok ? 0 : 1;
+  }
   if (!C5_USE_DOUBLE) { printf("finite differences need double precision: skipped\n"); MPI_Finalize(); return 77; }
   if (c5_dist_create(MPI_COMM_SELF, &d) != C5_OK) { fprintf(stderr, "%s\n", c5_last_error()); return 1; }
 
