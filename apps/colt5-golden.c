@@ -660,11 +660,12 @@ static int run_file(ctx_t *cx, const char *file)
   TRY(c5_h5_open_read(file, &f));
   TRY(c5_h5_attr_string(&f, "/", "module", &module));
   rc = EXIT_SKIP;
+  int found = 0;
   for (size_t i = 0; i < sizeof modules / sizeof *modules; i++)
-    if (!strcmp(modules[i].module, module)) rc = modules[i].run(cx, &f, file);
+    if (!strcmp(modules[i].module, module)) { found = 1; rc = modules[i].run(cx, &f, file); }
   for (size_t i = 0; i < sizeof modules_tab / sizeof *modules_tab; i++)
-    if (!strcmp(modules_tab[i].module, module)) rc = run_module(cx, &f, file, &modules_tab[i]);
-  if (rc == EXIT_SKIP && cx->rank == 0)
+    if (!strcmp(modules_tab[i].module, module)) { found = 1; rc = run_module(cx, &f, file, &modules_tab[i]); }
+  if (!found && cx->rank == 0)
     printf("%s module %s: not implemented yet (SKIP)\n", file, module);
 out:
   free(module);

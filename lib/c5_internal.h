@@ -52,6 +52,14 @@ c5_status c5_dist_allreduce_sum_long(const c5_dist *d, long *buf, long count);
    the underflow fallback of the shifted LSE. pairs: [count][2]. */
 c5_status c5_dist_allreduce_maxsumexp(const c5_dist *d, double *pairs, long count);
 c5_status c5_dist_exscan_sum_long(const c5_dist *d, long *buf, long count);
+/* Point-to-point with a neighbour (halo exchange): dest/src may be MPI_PROC_NULL. */
+c5_status c5_dist_sendrecv(const c5_dist *d, const void *send, long scount, int dest, void *recv, long rcount,
+                           int src, MPI_Datatype type);
+/* Variable-count all-gather (counts, displs per rank, in elements of type). */
+c5_status c5_dist_allgatherv(const c5_dist *d, const void *send, long scount, void *recv, const int *counts,
+                             const int *displs, MPI_Datatype type);
+/* Sum send [sum of counts] over ranks; rank p receives its counts[p] block. */
+c5_status c5_dist_reduce_scatter_real(const c5_dist *d, const c5_real *send, c5_real *recv, const int *counts);
 /* Does every rank agree that cond holds? (so that an error is raised on all) */
 c5_status c5_dist_all(const c5_dist *d, int *cond);
 

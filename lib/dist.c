@@ -132,3 +132,45 @@ c5_status c5_dist_all(const c5_dist *d, int *cond)
   C5_MPI(MPI_Allreduce(MPI_IN_PLACE, cond, 1, MPI_INT, MPI_LAND, d->comm));
   return C5_OK;
 }
+
+c5_status c5_dist_sendrecv(const c5_dist *d, const void *send, long scount, int dest, void *recv, long rcount,
+                           int src, MPI_Datatype type)
+{
+  if (d->size == 1) return C5_OK;
+  int tsz;
+  MPI_Type_size(type, &tsz);
+  count(d, C5_COLL_SENDRECV, (dest != MPI_PROC_NULL ? scount : 0) * tsz);
+  C5_MPI(MPI_Sendrecv(send, (int)scount, type, dest, 71, recv, (int)rcount, type, src, 71, d->comm, MPI_STATUS_IGNORE));
+  return C5_OK;
+}
+
+c5_status c5_dist_allgatherv(const c5_dist *d, const void *send, long scount, void *recv, const int *counts,
+                             const int *displs, MPI_Datatype type)
+{
+  if (d->size == 1) {
+    int tsz;
+    MPI_Type_size(type, &tsz);
+    if (recv != send) memmove((char *)recv + (long)displs[0] * tsz, send, (size_t)(scount * tsz));
+    return C5_OK;
+  }
+  int tsz;
+  MPI_Type_size(type, &tsz);
+  long total = 0;
+  for (int p = 0; p < d->size; p++) total += counts[p];
+  count(d, C5_COLL_ALLGATHER, total * tsz);
+  C5_MPI(MPI_Allgatherv(send, (int)scount, type, recv, counts, displs, type, d->comm));
+  return C5_OK;
+}
+
+c5_status c5_dist_reduce_scatter_real(const c5_dist *d, const c5_real *send, c5_real *recv, const int *counts)
+{
+  if (d->size == 1) {
+    if (recv != send) memmove(recv, send, (size_t)counts[0] * sizeof *recv);
+    return C5_OK;
+  }
+  long total = 0;
+  for (int p = 0; p < d->size; p++) total += counts[p];
+  count(d, C5_COLL_REDUCE_SCATTER, total * (long)sizeof *send);
+  C5_MPI(MPI_Reduce_scatter(send, recv, counts, C5_MPI_REAL, MPI_SUM, d->comm));
+  return C5_OK;
+}

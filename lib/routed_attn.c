@@ -2,8 +2,13 @@
    a heavy Attention from the tokens the q router picks to the tokens the kv
    router picks (num_routed_kv routes splitting the heads), scaled by the
    query scores and scattered back over null_q_token (reference:
-   colt5_attention/transformer_block.py). One rank for now: the sharded
-   version (halo exchange, all-gathered K/V) comes with the sharding work. */
+   colt5_attention/transformer_block.py).
+   Sharded (DESIGN.md §3): the light branch runs on [left halo | shard | right
+   halo] with one window from each neighbour (the shard starts on a window
+   boundary: the layout unit is the window), and sends the halo gradients
+   back; the heavy branch all-gathers the routed key/value tokens (each rank
+   attends for the routed queries it holds) and reduce-scatters their
+   gradients back to the owners. */
 #include "c5_internal.h"
 #include "attn_local.h"
 #include "attn_heavy.h"
@@ -19,18 +24,42 @@ struct c5_routed_attn {
 
 struct c5_routed_attn_cache {
   long batch, n;                       /* n: local tokens */
+  long offset;                         /* global index of the first local token */
+  int rank, size;
+  /* light branch on [left halo | shard | right halo] */
   c5_attn_local_cache *lc;
-  c5_attn_heavy_cache *hc;
+  long hl, hr, ncap_ext;               /* halo lengths; extended capacity */
+  c5_real *xe, *oe, *dxe;              /* [b, hl + n + hr, dim] */
+  uint8_t *me;
+  c5_real *sendl, *sendr, *recvl, *recvr;
+  uint8_t *msendl, *msendr, *mrecvl, *mrecvr;
+  int masked;
+  /* routers */
   c5_router_cache *rq, *rkv;
-  long nq, nk;                         /* heavy queries per batch row, keys per route */
-  long *qtok;                          /* [b, nq] local token of each heavy query */
-  long *ktok;                          /* [b, R, nk] local token of each key */
-  long *kbat;                          /* [b, R, nk] batch row the key was read from */
-  c5_real *xq, *ctx, *qscore, *kscore; /* gathered inputs of the heavy branch */
+  /* heavy branch */
+  c5_attn_heavy_cache *hc;
+  long nq, nk, cap_q, cap_k;           /* queries per batch row (padded), keys per route; capacities */
+  long nql;                            /* [b] real queries per row are in qcnt */
+  long *qcnt;                          /* [b] local queries of each row */
+  long *qtok;                          /* [b, nq] local token of each heavy query (-1: padding) */
+  c5_real *xq, *qscore;
+  long *qpos;
+  long nown;                           /* kv entries this rank owns, all rows */
+  long *own_tok, *own_bat;             /* [nown] local token and batch row read for each */
+  int *rcnt, *rdsp;                    /* [size] entries per rank and their displacements */
+  long *cnt_all;                       /* [size][b * R] entries per rank and kv row */
+  long *perm;                          /* [b * R * nk]: gathered (rank-major) entry -> ctx slot */
+  c5_real *sendx, *recvx;              /* packed tokens (rank-major) */
+  c5_real *sends, *recvs;              /* packed scores */
+  long *sendp, *recvp;                 /* packed positions */
+  uint8_t *sendm, *recvm;              /* packed mask */
+  c5_real *ctx, *kscore;
   uint8_t *kmask;
-  long *qpos, *kpos;                   /* rotary positions (global) */
-  c5_real *hout;                       /* [b, nq, dim] heavy output before the query score */
-  c5_real *dh, *dxq, *dctx, *dks, *dqs, *dsq;
+  long *kpos;
+  c5_real *hout, *dh, *dxq, *dctx, *dks, *dqs, *dsq;
+  c5_real *dsendx, *dsends;            /* backward: rank-major dctx, dkscore */
+  c5_real *downx, *downs;              /* the reduce-scattered gradients of this rank's entries */
+  int *rcntx;                          /* [size] counts in reals for the token reduce-scatter */
 };
 
 static void sub(char *buf, size_t len, const char *prefix, const char *name)
@@ -98,39 +127,16 @@ c5_status c5_routed_attn_destroy(c5_routed_attn **m)
 c5_status c5_routed_attn_cache_create(const c5_routed_attn *m, long batch, long n, c5_routed_attn_cache **out)
 {
   const c5_routed_attn_config *cfg = &m->cfg;
-  const long R = cfg->num_routed_kv, D = cfg->dim;
-  /* the heavy branch sees at most n queries and n keys per route (unrouted case) */
-  long nq = n, nk = n;
   c5_routed_attn_cache *c;
   C5_CALLOC(c, 1);
   c->batch = batch;
   c->n = n;
   c5_status st = C5_OK;
-  if (cfg->has_light_attn) C5_CALL_GOTO(c5_attn_local_cache_create(&m->light, batch, n, &c->lc), st, fail);
-  C5_CALL_GOTO(c5_attn_heavy_cache_create(&m->heavy, batch, nq, nk, &c->hc), st, fail);
   C5_CALL_GOTO(c5_router_cache_create(m->q_router, batch, n, &c->rq), st, fail);
   C5_CALL_GOTO(c5_router_cache_create(m->kv_router, batch, n, &c->rkv), st, fail);
-  long q = batch * nq + 1, k = batch * R * nk + 1;
-  c->qtok = calloc((size_t)q, sizeof *c->qtok);
-  c->ktok = calloc((size_t)k, sizeof *c->ktok);
-  c->kbat = calloc((size_t)k, sizeof *c->kbat);
-  c->qpos = calloc((size_t)q, sizeof *c->qpos);
-  c->kpos = calloc((size_t)k, sizeof *c->kpos);
-  c->xq = calloc((size_t)(q * D), sizeof *c->xq);
-  c->ctx = calloc((size_t)(k * D), sizeof *c->ctx);
-  c->qscore = calloc((size_t)q, sizeof *c->qscore);
-  c->kscore = calloc((size_t)k, sizeof *c->kscore);
-  c->kmask = calloc((size_t)k, 1);
-  c->hout = calloc((size_t)(q * D), sizeof *c->hout);
-  c->dh = calloc((size_t)(q * D), sizeof *c->dh);
-  c->dxq = calloc((size_t)(q * D), sizeof *c->dxq);
-  c->dctx = calloc((size_t)(k * D), sizeof *c->dctx);
-  c->dks = calloc((size_t)k, sizeof *c->dks);
-  c->dqs = calloc((size_t)q, sizeof *c->dqs);
-  c->dsq = calloc((size_t)q, sizeof *c->dsq);
-  C5_CHECK_GOTO(c->qtok && c->ktok && c->kbat && c->qpos && c->kpos && c->xq && c->ctx && c->qscore && c->kscore && c->kmask &&
-                c->hout && c->dh && c->dxq && c->dctx && c->dks && c->dqs && c->dsq, st, fail, C5_ERR_MEM,
-                "ConditionalRoutedAttention cache: out of memory for %ld x %ld tokens", batch, n);
+  c->qcnt = calloc((size_t)batch, sizeof *c->qcnt);
+  C5_CHECK_GOTO(c->qcnt, st, fail, C5_ERR_MEM, "ConditionalRoutedAttention cache: out of memory");
+  (void)cfg;
   *out = c;
   return C5_OK;
 fail:
@@ -138,23 +144,167 @@ fail:
   return st;
 }
 
+static void free_heavy(c5_routed_attn_cache *c)
+{
+  c5_attn_heavy_cache_destroy(&c->hc);
+  void *v[] = { c->qtok, c->xq, c->qscore, c->qpos, c->own_tok, c->own_bat, c->rcnt, c->rdsp, c->cnt_all, c->perm,
+                c->sendx, c->recvx, c->sends, c->recvs, c->sendp, c->recvp, c->sendm, c->recvm, c->ctx, c->kscore,
+                c->kmask, c->kpos, c->hout, c->dh, c->dxq, c->dctx, c->dks, c->dqs, c->dsq, c->dsendx, c->dsends,
+                c->downx, c->downs, c->rcntx };
+  for (size_t i = 0; i < sizeof v / sizeof *v; i++) free(v[i]);
+  c->qtok = NULL; c->xq = NULL; c->qscore = NULL; c->qpos = NULL; c->own_tok = NULL; c->own_bat = NULL;
+  c->rcnt = NULL; c->rdsp = NULL; c->cnt_all = NULL; c->perm = NULL; c->sendx = NULL; c->recvx = NULL;
+  c->sends = NULL; c->recvs = NULL; c->sendp = NULL; c->recvp = NULL; c->sendm = NULL; c->recvm = NULL;
+  c->ctx = NULL; c->kscore = NULL; c->kmask = NULL; c->kpos = NULL; c->hout = NULL; c->dh = NULL; c->dxq = NULL;
+  c->dctx = NULL; c->dks = NULL; c->dqs = NULL; c->dsq = NULL; c->dsendx = NULL; c->dsends = NULL;
+  c->downx = NULL; c->downs = NULL; c->rcntx = NULL;
+  c->cap_q = c->cap_k = 0;
+}
+
+static void free_light(c5_routed_attn_cache *c)
+{
+  c5_attn_local_cache_destroy(&c->lc);
+  free(c->xe); free(c->oe); free(c->dxe); free(c->me); free(c->sendl); free(c->sendr); free(c->recvl); free(c->recvr);
+  free(c->msendl); free(c->msendr); free(c->mrecvl); free(c->mrecvr);
+  c->xe = c->oe = c->dxe = c->sendl = c->sendr = c->recvl = c->recvr = NULL;
+  c->me = c->msendl = c->msendr = c->mrecvl = c->mrecvr = NULL;
+  c->ncap_ext = 0;
+}
+
 c5_status c5_routed_attn_cache_destroy(c5_routed_attn_cache **cp)
 {
   if (!cp || !*cp) return C5_OK;
   c5_routed_attn_cache *c = *cp;
-  c5_attn_local_cache_destroy(&c->lc);
-  c5_attn_heavy_cache_destroy(&c->hc);
+  free_heavy(c);
+  free_light(c);
   c5_router_cache_destroy(&c->rq);
   c5_router_cache_destroy(&c->rkv);
-  free(c->qtok); free(c->ktok); free(c->kbat); free(c->qpos); free(c->kpos); free(c->xq); free(c->ctx); free(c->qscore);
-  free(c->kscore); free(c->kmask); free(c->hout); free(c->dh); free(c->dxq); free(c->dctx); free(c->dks);
-  free(c->dqs); free(c->dsq);
+  free(c->qcnt);
   C5_FREE(*cp);
   return C5_OK;
 }
 
 const c5_routing *c5_routed_attn_routing_q(const c5_routed_attn_cache *c) { return c5_router_cache_routing(c->rq); }
 const c5_routing *c5_routed_attn_routing_kv(const c5_routed_attn_cache *c) { return c5_router_cache_routing(c->rkv); }
+
+#define NEW(p, cnt) do { (p) = calloc((size_t)(cnt) + 1, sizeof *(p)); ok = ok && (p); } while (0)
+
+/* Buffers of the heavy branch for nq queries per row, nk keys per kv row and
+   nown owned kv entries; (re)made when a forward needs more (the first call). */
+static c5_status size_heavy(const c5_routed_attn *m, c5_routed_attn_cache *c, long nq, long nk, long nown)
+{
+  const long b = c->batch, R = m->cfg.num_routed_kv, D = m->cfg.dim, P = c->size;
+  if (c->hc && nq <= c->cap_q && nk <= c->cap_k && nown <= c->nown) return C5_OK;
+  free_heavy(c);
+  long q = b * nq, k = b * R * nk, o = nown;
+  int ok = 1;
+  NEW(c->qtok, q); NEW(c->xq, q * D); NEW(c->qscore, q); NEW(c->qpos, q);
+  NEW(c->own_tok, o); NEW(c->own_bat, o);
+  NEW(c->rcnt, P); NEW(c->rdsp, P); NEW(c->rcntx, P); NEW(c->cnt_all, P * b * R); NEW(c->perm, k);
+  NEW(c->sendx, o * D); NEW(c->recvx, k * D); NEW(c->sends, o); NEW(c->recvs, k);
+  NEW(c->sendp, o); NEW(c->recvp, k); NEW(c->sendm, o); NEW(c->recvm, k);
+  NEW(c->ctx, k * D); NEW(c->kscore, k); NEW(c->kmask, k); NEW(c->kpos, k);
+  NEW(c->hout, q * D); NEW(c->dh, q * D); NEW(c->dxq, q * D); NEW(c->dqs, q); NEW(c->dsq, q);
+  NEW(c->dctx, k * D); NEW(c->dks, k); NEW(c->dsendx, k * D); NEW(c->dsends, k);
+  NEW(c->downx, o * D); NEW(c->downs, o);
+  C5_CHECK(ok, C5_ERR_MEM, "ConditionalRoutedAttention: out of memory for %ld queries and %ld keys", q, k);
+  C5_CALL(c5_attn_heavy_cache_create(&m->heavy, b, nq, nk, &c->hc));
+  c->cap_q = nq;
+  c->cap_k = nk;
+  c->nown = nown;
+  return C5_OK;
+}
+
+/* Light branch, forward: exchange one window with each neighbour, run LocalMHA
+   on the extended rows, keep the shard's outputs. */
+static c5_status light_forward(c5_routed_attn *m, const c5_dist *d, const c5_layout *lay, const c5_real *x,
+                               const uint8_t *mask, c5_routed_attn_cache *c, c5_real *out)
+{
+  const long b = c->batch, n = c->n, D = m->cfg.dim, w = m->light.window;
+  const int r = c->rank, P = c->size;
+  c5_layout left = { 0 }, right = { 0 };
+  if (r > 0) C5_CALL(c5_layout_of_rank(lay->n, lay->unit, r - 1, P, &left));
+  if (r < P - 1) C5_CALL(c5_layout_of_rank(lay->n, lay->unit, r + 1, P, &right));
+  long hl = r > 0 ? (left.n_local < w ? left.n_local : w) : 0;
+  long hr = r < P - 1 ? (right.n_local < w ? right.n_local : w) : 0;
+  long sl = r > 0 ? (n < w ? n : w) : 0;           /* what I send left: my first tokens */
+  long sr = r < P - 1 ? (n < w ? n : w) : 0;       /* what I send right: my last tokens */
+  long ne = hl + n + hr;
+  if (ne > c->ncap_ext || !c->lc) {
+    free_light(c);
+    int ok = 1;
+    long cap = n + 2 * w;
+    NEW(c->xe, b * cap * D); NEW(c->oe, b * cap * D); NEW(c->dxe, b * cap * D); NEW(c->me, b * cap);
+    NEW(c->sendl, b * w * D); NEW(c->sendr, b * w * D); NEW(c->recvl, b * w * D); NEW(c->recvr, b * w * D);
+    NEW(c->msendl, b * w); NEW(c->msendr, b * w); NEW(c->mrecvl, b * w); NEW(c->mrecvr, b * w);
+    C5_CHECK(ok, C5_ERR_MEM, "ConditionalRoutedAttention: out of memory for the light branch halo");
+    C5_CALL(c5_attn_local_cache_create(&m->light, b, cap, &c->lc));
+    c->ncap_ext = cap;
+  }
+  c->hl = hl;
+  c->hr = hr;
+  c->masked = mask != NULL;
+  for (long i = 0; i < b; i++) {
+    memcpy(c->sendl + i * sl * D, x + i * n * D, (size_t)(sl * D) * sizeof *x);
+    memcpy(c->sendr + i * sr * D, x + (i * n + n - sr) * D, (size_t)(sr * D) * sizeof *x);
+    if (mask) {
+      memcpy(c->msendl + i * sl, mask + i * n, (size_t)sl);
+      memcpy(c->msendr + i * sr, mask + i * n + n - sr, (size_t)sr);
+    }
+  }
+  int lt = r > 0 ? r - 1 : MPI_PROC_NULL, rt = r < P - 1 ? r + 1 : MPI_PROC_NULL;
+  /* my last tokens go right and the left neighbour's come in; then the other way */
+  C5_CALL(c5_dist_sendrecv(d, c->sendr, b * sr * D, rt, c->recvl, b * hl * D, lt, C5_MPI_REAL));
+  C5_CALL(c5_dist_sendrecv(d, c->sendl, b * sl * D, lt, c->recvr, b * hr * D, rt, C5_MPI_REAL));
+  if (mask) {
+    C5_CALL(c5_dist_sendrecv(d, c->msendr, b * sr, rt, c->mrecvl, b * hl, lt, MPI_UINT8_T));
+    C5_CALL(c5_dist_sendrecv(d, c->msendl, b * sl, lt, c->mrecvr, b * hr, rt, MPI_UINT8_T));
+  }
+  for (long i = 0; i < b; i++) {
+    c5_real *xi = c->xe + i * ne * D;
+    memcpy(xi, c->recvl + i * hl * D, (size_t)(hl * D) * sizeof *xi);
+    memcpy(xi + hl * D, x + i * n * D, (size_t)(n * D) * sizeof *xi);
+    memcpy(xi + (hl + n) * D, c->recvr + i * hr * D, (size_t)(hr * D) * sizeof *xi);
+    if (mask) {
+      uint8_t *mi = c->me + i * ne;
+      memcpy(mi, c->mrecvl + i * hl, (size_t)hl);
+      memcpy(mi + hl, mask + i * n, (size_t)n);
+      memcpy(mi + hl + n, c->mrecvr + i * hr, (size_t)hr);
+    }
+  }
+  C5_CALL(c5_attn_local_forward(&m->light, m->p, b, ne, c->xe, mask ? c->me : NULL, c->lc, c->oe));
+  for (long i = 0; i < b; i++)
+    memcpy(out + i * n * D, c->oe + (i * ne + hl) * D, (size_t)(n * D) * sizeof *out);
+  return C5_OK;
+}
+
+/* Light branch, backward: zero gradient on the halo rows' outputs, then the
+   halo rows' input gradients go back to their owners, who add them. */
+static c5_status light_backward(c5_routed_attn *m, const c5_dist *d, c5_routed_attn_cache *c, const c5_real *dout,
+                                c5_real *dx)
+{
+  const long b = c->batch, n = c->n, D = m->cfg.dim, w = m->light.window, hl = c->hl, hr = c->hr;
+  const long ne = hl + n + hr;
+  const int r = c->rank, P = c->size;
+  long sl = r > 0 ? (n < w ? n : w) : 0, sr = r < P - 1 ? (n < w ? n : w) : 0;
+  memset(c->oe, 0, (size_t)(b * ne * D) * sizeof *c->oe);
+  for (long i = 0; i < b; i++) memcpy(c->oe + (i * ne + hl) * D, dout + i * n * D, (size_t)(n * D) * sizeof *dout);
+  C5_CALL(c5_attn_local_backward(&m->light, m->p, c->lc, c->xe, c->oe, c->dxe));
+  for (long i = 0; i < b; i++) {
+    memcpy(dx + i * n * D, c->dxe + (i * ne + hl) * D, (size_t)(n * D) * sizeof *dx);
+    memcpy(c->recvl + i * hl * D, c->dxe + i * ne * D, (size_t)(hl * D) * sizeof *dx);
+    memcpy(c->recvr + i * hr * D, c->dxe + (i * ne + hl + n) * D, (size_t)(hr * D) * sizeof *dx);
+  }
+  int lt = r > 0 ? r - 1 : MPI_PROC_NULL, rt = r < P - 1 ? r + 1 : MPI_PROC_NULL;
+  /* gradients of my left halo belong to the left neighbour's last tokens, and so on */
+  C5_CALL(c5_dist_sendrecv(d, c->recvl, b * hl * D, lt, c->sendr, b * sr * D, rt, C5_MPI_REAL));
+  C5_CALL(c5_dist_sendrecv(d, c->recvr, b * hr * D, rt, c->sendl, b * sl * D, lt, C5_MPI_REAL));
+  for (long i = 0; i < b; i++) {
+    for (long k = 0; k < sl * D; k++) dx[i * n * D + k] += c->sendl[i * sl * D + k];
+    for (long k = 0; k < sr * D; k++) dx[(i * n + n - sr) * D + k] += c->sendr[i * sr * D + k];
+  }
+  return C5_OK;
+}
 
 c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
                                  const c5_real *x, const uint8_t *mask, c5_routed_attn_cache *c, c5_real *out)
@@ -165,13 +315,20 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
   C5_CHECK(batch == c->batch && n == c->n, C5_ERR_SHAPE,
            "ConditionalRoutedAttention: input [%ld, %ld, %ld], cache made for [%ld, %ld, %ld]", batch, n, D, c->batch,
            c->n, D);
-  C5_CHECK(c5_dist_size(d) == 1, C5_ERR_NOTIMPL,
-           "ConditionalRoutedAttention: a sequence sharded over %d ranks is not supported yet (one rank only)",
-           c5_dist_size(d));
+  c->rank = c5_dist_rank(d);
+  c->size = c5_dist_size(d);
+  c->offset = lay->offset;
+  const int P = c->size;
+  C5_CHECK(P == 1 || !cfg->has_light_attn || (lay->unit % (cfg->light_window_size / 2) == 0), C5_ERR_ARG,
+           "ConditionalRoutedAttention: the layout unit %ld must be a multiple of the local window %ld "
+           "(light_window_size / 2) when the sequence is sharded", lay->unit, cfg->light_window_size / 2);
   const c5_params *p = m->p;
 
-  if (cfg->has_light_attn) C5_CALL(c5_attn_local_forward(&m->light, p, batch, n, x, mask, c->lc, out));
-  else memset(out, 0, (size_t)(batch * n * D) * sizeof *out);
+  if (cfg->has_light_attn) {
+    C5_CALL(light_forward(m, d, lay, x, mask, c, out));
+  } else {
+    memset(out, 0, (size_t)(batch * n * D) * sizeof *out);
+  }
 
   C5_CALL(c5_router_forward(m->q_router, d, lay, c5_params_value(p, m->rt_q), batch, x, mask,
                             cfg->num_heavy_tokens_q, 0, 0, c->rq));
@@ -179,45 +336,112 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
                             cfg->num_heavy_tokens_kv, 0, 0, c->rkv));
   const c5_routing *rq = c5_router_cache_routing(c->rq), *rk = c5_router_cache_routing(c->rkv);
 
-  /* heavy queries: the routed tokens, or all tokens (score 1) */
-  c->nq = rq->routed ? rq->k : n;
-  for (long b = 0; b < batch; b++)
+  /* kv entries this rank owns, per kv row (b, route): its routed tokens, or all its tokens */
+  const long rows = batch * R;
+  long nown = 0, nk = rk->routed ? rk->k : lay->n;
+  for (long row = 0; row < rows; row++) nown += rk->routed ? rk->count[row] : n;
+  long nq = 0;
+  for (long bb = 0; bb < batch; bb++) {
+    c->qcnt[bb] = rq->routed ? rq->count[bb] : n;
+    if (c->qcnt[bb] > nq) nq = c->qcnt[bb];
+  }
+  C5_CALL(size_heavy(m, c, nq > 0 ? nq : 1, nk, nown));
+  c->nq = nq > 0 ? nq : 1;
+  c->nk = nk;
+
+  /* queries: this rank's routed tokens, padded per row with zero rows (output dropped) */
+  memset(c->xq, 0, (size_t)(batch * c->nq * D) * sizeof *c->xq);
+  for (long bb = 0; bb < batch; bb++)
     for (long i = 0; i < c->nq; i++) {
-      long e = b * c->nq + i;
-      long t = rq->routed ? rq->idx[rq->start[b] + i] - lay->offset : i;
+      long e = bb * c->nq + i;
+      long t = i < c->qcnt[bb] ? (rq->routed ? rq->idx[rq->start[bb] + i] - lay->offset : i) : -1;
       c->qtok[e] = t;
-      c->qpos[e] = lay->offset + t;
-      c->qscore[e] = rq->routed ? rq->score[rq->start[b] + i] : 1;
-      memcpy(c->xq + e * D, x + (b * n + t) * D, (size_t)D * sizeof *x);
+      c->qpos[e] = t >= 0 ? lay->offset + t : 0;
+      c->qscore[e] = t < 0 ? 0 : rq->routed ? rq->score[rq->start[bb] + i] : 1;
+      if (t >= 0) memcpy(c->xq + e * D, x + (bb * n + t) * D, (size_t)D * sizeof *x);
     }
-  /* heavy keys per route: the routed tokens with their scores and mask, or all tokens */
-  c->nk = rk->routed ? rk->k : n;
-  for (long b = 0; b < batch; b++)
-    for (long r = 0; r < R; r++)
-      for (long j = 0; j < c->nk; j++) {
-        long row = b * R + r, e = row * c->nk + j;
-        long t = rk->routed ? rk->idx[rk->start[row] + j] - lay->offset : j;
-        c->ktok[e] = t;
-        c->kpos[e] = lay->offset + t;
-        c->kscore[e] = rk->routed ? rk->score[rk->start[row] + j] : 1;
-        long bs = cfg->kv_gather_batch_bug && rk->routed ? b / R : b;   /* see the config's comment */
-        c->kbat[e] = bs;
-        c->kmask[e] = mask ? mask[bs * n + t] : 1;
-        memcpy(c->ctx + e * D, x + (bs * n + t) * D, (size_t)D * sizeof *x);
-      }
+
+  /* pack this rank's kv entries, rows in order; the reference reads row b // R with routes (kv_gather_batch_bug) */
+  long o = 0;
+  for (long row = 0; row < rows; row++) {
+    long bb = row / R, cnt = rk->routed ? rk->count[row] : n;
+    long bs = cfg->kv_gather_batch_bug && rk->routed ? bb / R : bb;
+    for (long j = 0; j < cnt; j++, o++) {
+      long t = rk->routed ? rk->idx[rk->start[row] + j] - lay->offset : j;
+      c->own_tok[o] = t;
+      c->own_bat[o] = bs;
+      memcpy(c->sendx + o * D, x + (bs * n + t) * D, (size_t)D * sizeof *x);
+      c->sends[o] = rk->routed ? rk->score[rk->start[row] + j] : 1;
+      c->sendm[o] = mask ? mask[bs * n + t] : 1;
+      c->sendp[o] = lay->offset + t;
+    }
+    c->cnt_all[c->rank * rows + row] = cnt;
+  }
+  /* everyone's per-row counts, then the entries, rank-major */
+  for (int q = 0; q < P; q++) { c->rcnt[q] = (int)rows; c->rdsp[q] = (int)(q * rows); }
+  {
+    long *mine = malloc((size_t)rows * sizeof *mine);
+    C5_CHECK(mine, C5_ERR_MEM, "out of memory");
+    memcpy(mine, c->cnt_all + c->rank * rows, (size_t)rows * sizeof *mine);
+    c5_status st = c5_dist_allgatherv(d, mine, rows, c->cnt_all, c->rcnt, c->rdsp, MPI_LONG);
+    free(mine);
+    C5_CALL(st);
+  }
+  long tot = 0;
+  for (int q = 0; q < P; q++) {
+    long s = 0;
+    for (long row = 0; row < rows; row++) s += c->cnt_all[q * rows + row];
+    c->rcnt[q] = (int)s;
+    c->rdsp[q] = (int)tot;
+    tot += s;
+  }
+  C5_CHECK(tot == rows * nk, C5_ERR_INTERNAL, "ConditionalRoutedAttention: gathered %ld kv entries, expected %ld",
+           tot, rows * nk);
+  C5_CALL(c5_dist_allgatherv(d, c->sends, nown, c->recvs, c->rcnt, c->rdsp, C5_MPI_REAL));
+  C5_CALL(c5_dist_allgatherv(d, c->sendp, nown, c->recvp, c->rcnt, c->rdsp, MPI_LONG));
+  C5_CALL(c5_dist_allgatherv(d, c->sendm, nown, c->recvm, c->rcnt, c->rdsp, MPI_UINT8_T));
+  for (int q = 0; q < P; q++) { c->rcntx[q] = (int)(c->rcnt[q] * D); }
+  {
+    int *dx_ = c->rdsp;   /* displacements in reals for the token gather */
+    int *tmp = malloc((size_t)P * sizeof *tmp);
+    C5_CHECK(tmp, C5_ERR_MEM, "out of memory");
+    for (int q = 0; q < P; q++) tmp[q] = (int)(dx_[q] * D);
+    c5_status st = c5_dist_allgatherv(d, c->sendx, nown * D, c->recvx, c->rcntx, tmp, C5_MPI_REAL);
+    free(tmp);
+    C5_CALL(st);
+  }
+  /* rank-major entry -> slot of its kv row (rows in order within each rank; ranks in index order) */
+  {
+    long e = 0;
+    long *fill = calloc((size_t)rows, sizeof *fill);
+    C5_CHECK(fill, C5_ERR_MEM, "out of memory");
+    for (int q = 0; q < P; q++)
+      for (long row = 0; row < rows; row++)
+        for (long j = 0; j < c->cnt_all[q * rows + row]; j++, e++) c->perm[e] = row * nk + fill[row]++;
+    free(fill);
+    for (e = 0; e < tot; e++) {
+      long sl = c->perm[e];
+      memcpy(c->ctx + sl * D, c->recvx + e * D, (size_t)D * sizeof *c->ctx);
+      c->kscore[sl] = c->recvs[e];
+      c->kmask[sl] = c->recvm[e];
+      c->kpos[sl] = c->recvp[e];
+    }
+  }
   C5_CALL(c5_attn_heavy_forward(&m->heavy, p, batch, c->nq, c->nk, c->xq, c->ctx, mask ? c->kmask : NULL, c->kscore,
                                 cfg->multiply_queries_by_score ? c->qscore : NULL, cfg->rotary_emb ? c->qpos : NULL,
                                 cfg->rotary_emb ? c->kpos : NULL, c->hc, c->hout));
   /* scatter: the routed queries replace null_q_token (or 0); unrouted, every token is a query */
-  const c5_real *nq = m->null_q >= 0 ? c5_params_value(p, m->null_q) : NULL;
-  if (rq->routed && nq)
+  const c5_real *nqv = m->null_q >= 0 ? c5_params_value(p, m->null_q) : NULL;
+  const int addnull = rq->routed && nqv;
+  if (addnull)
+#pragma omp parallel for schedule(static)
     for (long t = 0; t < batch * n; t++)
-      for (long k = 0; k < D; k++) out[t * D + k] += nq[k];
-  for (long b = 0; b < batch; b++)
-    for (long i = 0; i < c->nq; i++) {
-      long e = b * c->nq + i, t = b * n + c->qtok[e];
+      for (long k = 0; k < D; k++) out[t * D + k] += nqv[k];
+  for (long bb = 0; bb < batch; bb++)
+    for (long i = 0; i < c->qcnt[bb]; i++) {
+      long e = bb * c->nq + i, t = bb * n + c->qtok[e];
       for (long k = 0; k < D; k++)
-        out[t * D + k] += c->hout[e * D + k] * c->qscore[e] - (rq->routed && nq ? nq[k] : 0);
+        out[t * D + k] += c->hout[e * D + k] * c->qscore[e] - (addnull ? nqv[k] : 0);
     }
   return C5_OK;
 }
@@ -226,55 +450,75 @@ c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed
                                   const c5_real *dout, c5_real *dx)
 {
   C5_CHECK(m && d && c && x && dout && dx, C5_ERR_ARG, "c5_routed_attn_backward: NULL argument");
+  C5_CHECK(c->hc, C5_ERR_ARG, "c5_routed_attn_backward: no forward in this cache");
   const c5_routed_attn_config *cfg = &m->cfg;
-  const long n = c->n, D = cfg->dim, R = cfg->num_routed_kv, batch = c->batch;
+  const long n = c->n, D = cfg->dim, R = cfg->num_routed_kv, batch = c->batch, rows = batch * R;
   const c5_params *p = m->p;
-  const c5_routing *rq = c5_router_cache_routing(c->rq), *rk = c5_router_cache_routing(c->rkv);
+  const c5_routing *rq = c5_router_cache_routing(c->rq);
 
-  if (cfg->has_light_attn) C5_CALL(c5_attn_local_backward(&m->light, p, c->lc, x, dout, dx));
-  else memset(dx, 0, (size_t)(batch * n * D) * sizeof *dx);
+  if (cfg->has_light_attn) {
+    C5_CALL(light_backward(m, d, c, dout, dx));
+  } else {
+    memset(dx, 0, (size_t)(batch * n * D) * sizeof *dx);
+  }
 
-  /* null_q_token: every token not replaced by a routed query */
+  /* null_q_token: every token not replaced by a routed query (this rank's share) */
   if (rq->routed && m->null_q >= 0) {
     c5_real *g = c5_params_grad(p, m->null_q);
     double *acc = calloc((size_t)D, sizeof *acc);
     C5_CHECK(acc, C5_ERR_MEM, "out of memory");
     for (long t = 0; t < batch * n; t++)
       for (long k = 0; k < D; k++) acc[k] += dout[t * D + k];
-    for (long e = 0; e < batch * c->nq; e++) {
-      long t = (e / c->nq) * n + c->qtok[e];
-      for (long k = 0; k < D; k++) acc[k] -= dout[t * D + k];
-    }
+    for (long bb = 0; bb < batch; bb++)
+      for (long i = 0; i < c->qcnt[bb]; i++) {
+        long t = bb * n + c->qtok[bb * c->nq + i];
+        for (long k = 0; k < D; k++) acc[k] -= dout[t * D + k];
+      }
     for (long k = 0; k < D; k++) g[k] += (c5_real)acc[k];
     free(acc);
   }
-  /* through the query score: out = hout * s */
-  for (long e = 0; e < batch * c->nq; e++) {
-    long t = (e / c->nq) * n + c->qtok[e];
-    double ds = 0;
-    for (long k = 0; k < D; k++) {
-      c->dh[e * D + k] = dout[t * D + k] * c->qscore[e];
-      ds += (double)dout[t * D + k] * c->hout[e * D + k];
+  /* through the query score: out = hout * s (padding rows get no gradient) */
+  memset(c->dh, 0, (size_t)(batch * c->nq * D) * sizeof *c->dh);
+  for (long bb = 0; bb < batch; bb++)
+    for (long i = 0; i < c->qcnt[bb]; i++) {
+      long e = bb * c->nq + i, t = bb * n + c->qtok[e];
+      double ds = 0;
+      for (long k = 0; k < D; k++) {
+        c->dh[e * D + k] = dout[t * D + k] * c->qscore[e];
+        ds += (double)dout[t * D + k] * c->hout[e * D + k];
+      }
+      c->dsq[e] = (c5_real)ds;
     }
-    c->dsq[e] = (c5_real)ds;
-  }
   C5_CALL(c5_attn_heavy_backward(&m->heavy, p, c->hc, c->dh, c->dxq, c->dctx, c->dks,
                                  cfg->multiply_queries_by_score ? c->dqs : NULL));
-  if (cfg->multiply_queries_by_score)
-    for (long e = 0; e < batch * c->nq; e++) c->dsq[e] += c->dqs[e];
-  for (long e = 0; e < batch * c->nq; e++) {
-    long t = (e / c->nq) * n + c->qtok[e];
-    for (long k = 0; k < D; k++) dx[t * D + k] += c->dxq[e * D + k];
+  for (long bb = 0; bb < batch; bb++)
+    for (long i = 0; i < c->qcnt[bb]; i++) {
+      long e = bb * c->nq + i, t = bb * n + c->qtok[e];
+      if (cfg->multiply_queries_by_score) c->dsq[e] += c->dqs[e];
+      for (long k = 0; k < D; k++) dx[t * D + k] += c->dxq[e * D + k];
+    }
+  /* key/value gradients: back to rank-major order, summed over ranks, each owner gets its entries */
+  long tot = rows * c->nk;
+  for (long e = 0; e < tot; e++) {
+    long sl = c->perm[e];
+    memcpy(c->dsendx + e * D, c->dctx + sl * D, (size_t)D * sizeof *c->dctx);
+    c->dsends[e] = c->dks[sl];
   }
-  for (long e = 0; e < batch * R * c->nk; e++) {
-    long t = c->kbat[e] * n + c->ktok[e];
-    for (long k = 0; k < D; k++) dx[t * D + k] += c->dctx[e * D + k];
+  C5_CALL(c5_dist_reduce_scatter_real(d, c->dsendx, c->downx, c->rcntx));
+  C5_CALL(c5_dist_reduce_scatter_real(d, c->dsends, c->downs, c->rcnt));
+  long nown = 0;
+  for (long row = 0; row < rows; row++) nown += c->cnt_all[c->rank * rows + row];
+  for (long o = 0; o < nown; o++) {
+    long t = c->own_bat[o] * n + c->own_tok[o];
+    for (long k = 0; k < D; k++) dx[t * D + k] += c->downx[o * D + k];
   }
-  /* routers (unrouted scores are constants: no gradient) */
-  C5_CALL(c5_router_backward(m->q_router, d, c->rq, c5_params_value(p, m->rt_q), x, c->dsq, dx,
+  /* routers (unrouted scores are constants: no gradient); the kv dscore entries are in routing order */
+  if (rq->routed)   /* dscore in routing-entry order */
+    for (long bb = 0; bb < batch; bb++)
+      for (long i = 0; i < c->qcnt[bb]; i++) c->dqs[rq->start[bb] + i] = c->dsq[bb * c->nq + i];
+  C5_CALL(c5_router_backward(m->q_router, d, c->rq, c5_params_value(p, m->rt_q), x, c->dqs, dx,
                              c5_params_grad(p, m->rt_q)));
-  C5_CALL(c5_router_backward(m->kv_router, d, c->rkv, c5_params_value(p, m->rt_kv), x, c->dks, dx,
+  C5_CALL(c5_router_backward(m->kv_router, d, c->rkv, c5_params_value(p, m->rt_kv), x, c->downs, dx,
                              c5_params_grad(p, m->rt_kv)));
-  (void)rk;
   return C5_OK;
 }
