@@ -76,6 +76,10 @@ c5_status c5_routed_attn_create(const c5_routed_attn_config *cfg, c5_params *p, 
   C5_CHECK(cfg->num_heavy_tokens_q > 0 && cfg->num_heavy_tokens_kv > 0, C5_ERR_ARG,
            "%s: num_heavy_tokens_q = %ld and num_heavy_tokens_kv = %ld must be > 0", who, cfg->num_heavy_tokens_q,
            cfg->num_heavy_tokens_kv);
+  C5_CHECK(cfg->heavy_heads > 0 && cfg->heavy_dim_head > 0, C5_ERR_ARG, "%s: heavy_heads = %d and heavy_dim_head = %d "
+           "must be > 0", who, cfg->heavy_heads, cfg->heavy_dim_head);
+  C5_CHECK(!cfg->has_light_attn || (cfg->light_heads > 0 && cfg->light_dim_head > 0), C5_ERR_ARG,
+           "%s: light_heads = %d and light_dim_head = %d must be > 0", who, cfg->light_heads, cfg->light_dim_head);
   C5_CHECK(cfg->num_routed_kv > 0 && cfg->heavy_heads % cfg->num_routed_kv == 0, C5_ERR_ARG,
            "%s: heavy_heads = %d must be divisible by num_routed_kv = %d", who, cfg->heavy_heads, cfg->num_routed_kv);
   C5_CHECK(!cfg->has_light_attn || cfg->light_window_size >= 2, C5_ERR_ARG,

@@ -26,6 +26,13 @@ expect 1 "FAIL" -- "$g" --tol 1e-30 --floor 0 "$s/tests/golden/cd_const_eps.h5"
 # edited copies (tests/data/README.md): an unknown args key, a missing dataset
 expect 2 "unknown args key 'bogus'" -- "$g" "$s/tests/data/cd_bad_key.h5"
 expect 2 "dataset /inputs/grad_y is missing" -- "$g" "$s/tests/data/cd_missing_dataset.h5"
+# bad parameter files and options: the message names the dataset or the option
+expect 2 "dataset /params/heavy_ff.1.weight is missing" -- "$g" "$s/tests/data/ff_missing_param.h5"
+expect 2 "dataset /params/light_ff.1.weight has shape \[24,47\], expected \[24,48\]" -- "$g" "$s/tests/data/ff_wrong_shape.h5"
+expect 2 "dataset /params/light_ff.0.gamma has integer elements" -- "$g" "$s/tests/data/ff_wrong_dtype.h5"
+expect 2 "heavy_heads = 4 must be divisible by num_routed_kv = 3" -- "$g" "$s/tests/data/attn_heads_routes.h5"
+expect 2 "heavy_dim_head = -16 must be > 0" -- "$g" "$s/tests/data/attn_negative_dim.h5"
+expect 2 "unknown ctor key 'light_window'" -- "$g" "$s/tests/data/block_unknown_option.h5"
 # a module not implemented yet: skip
-expect 77 "not implemented yet" -- "$g" "$s/tests/golden/attn_basic.h5"
+expect 77 "not implemented yet" -- "$g" "$s/tests/data/image_attn_module.h5"
 exit $fail

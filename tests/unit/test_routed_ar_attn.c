@@ -326,6 +326,8 @@ int main(int argc, char **argv)
   ok &= props("rotary, 2 kv routes, kv_gather_batch_bug", &rb, 2, 23, 6, d);
   ok &= props("unrouted q and kv", &u, 2, 22, 7, d);
   ok &= props("straight-through routers", &st, 2, 40, 8, d);
+  st.random_route = 1; st.random_seed = 12345;
+  ok &= props("random_route (negative control)", &st, 2, 40, 10, d);
   ok &= window0(d);
   ok &= bad_args();
 
