@@ -44,6 +44,14 @@ c5_status c5_h5_read_long(const c5_h5 *f, const char *name, int ndim, const long
    too (a file for another configuration). */
 c5_status c5_h5_read_params(const c5_h5 *f, const char *group, c5_params *p);
 
+/* Write every parameter (or, with grads = 1, every gradient) of the table as
+   group/<state_dict name> datasets of the configured precision into a new
+   file path: written to "path.tmp.<pid>" and renamed over path only when
+   complete, so an existing file is never left half-written. attrs_json (or
+   NULL) is stored as the root attribute "meta". */
+c5_status c5_h5_write_params(const char *path, const char *group, const c5_params *p, int grads,
+                             const char *attrs_json);
+
 /* Number of elements of dims[0..ndim). */
 long c5_numel(int ndim, const long *dims);
 

@@ -2,6 +2,7 @@
    while probing and copied into our message when a call fails. */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 #include "c5_internal.h"
 #include "colt5_io.h"
 
@@ -237,4 +238,50 @@ c5_status c5_h5_read_params(const c5_h5 *f, const char *group, c5_params *p)
   C5_CHECK(!it.unknown[0], C5_ERR_IO, "%s: dataset %s/%s is not a parameter of this model (options differ?)",
            f->path, group, it.unknown);
   return C5_OK;
+}
+
+c5_status c5_h5_write_params(const char *path, const char *group, const c5_params *p, int grads,
+                             const char *attrs_json)
+{
+  C5_CHECK(path && group && p, C5_ERR_ARG, "c5_h5_write_params: NULL argument");
+  char tmp[1100], why[256];
+  snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  C5_CHECK(f >= 0, C5_ERR_IO, "%s: cannot create (%s)", tmp, h5_reason(why));
+  c5_status st = C5_OK;
+  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+  H5Pset_create_intermediate_group(lcpl, 1);
+  const hid_t mem = C5_USE_DOUBLE ? H5T_NATIVE_DOUBLE : H5T_NATIVE_FLOAT;
+  for (long i = 0; i < c5_params_count(p) && st == C5_OK; i++) {
+    long dims[C5_PARAM_MAXDIM];
+    hsize_t hd[C5_PARAM_MAXDIM];
+    int nd = c5_params_shape(p, i, dims);
+    for (int k = 0; k < nd; k++) hd[k] = (hsize_t)dims[k];
+    char name[512];
+    snprintf(name, sizeof name, "%s/%s", group, c5_params_name(p, i));
+    hid_t sp = H5Screate_simple(nd, hd, NULL);
+    hid_t ds = H5Dcreate2(f, name, mem, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    if (ds < 0 || H5Dwrite(ds, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT,
+                           grads ? c5_params_grad(p, i) : c5_params_value(p, i)) < 0)
+      st = C5_ERR(C5_ERR_IO, "%s: writing dataset %s failed (%s)", tmp, name, h5_reason(why));
+    if (ds >= 0) H5Dclose(ds);
+    H5Sclose(sp);
+  }
+  if (st == C5_OK && attrs_json) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(attrs_json) + 1);
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(f, "meta", t, sp, H5P_DEFAULT, H5P_DEFAULT);
+    if (a < 0 || H5Awrite(a, t, attrs_json) < 0) st = C5_ERR(C5_ERR_IO, "%s: writing attribute meta failed", tmp);
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    H5Tclose(t);
+  }
+  H5Pclose(lcpl);
+  if (H5Fclose(f) < 0 && st == C5_OK) st = C5_ERR(C5_ERR_IO, "%s: close failed (%s)", tmp, h5_reason(why));
+  if (st == C5_OK && rename(tmp, path) != 0)
+    st = C5_ERR(C5_ERR_IO, "%s: cannot rename to %s", tmp, path);
+  if (st != C5_OK) remove(tmp);
+  return st;
 }
