@@ -25,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 #include "colt5.h"
+#include <cblas.h>
 #include "kernels.h"
 
 #ifndef C5_BENCH_SCRIPT
@@ -174,8 +175,10 @@ static void fill(c5_real *v, long n, double s, unsigned long long *st)
   }
 }
 
-/* GFLOP/s of one plain BLAS GEMM [m, 256] x [256, 1024], median of reps. */
-static double blas_rate(long m, int reps)
+/* GFLOP/s of one plain BLAS GEMM [m, 256] x [256, 1024] on T threads of the
+   BLAS's own driver (the library runs the BLAS serially inside its own
+   blocks: kernels/cpu/act.c), median of reps. */
+static double blas_rate(long m, int reps, int T)
 {
   const long k = 256, n = 1024;
   c5_real *A = malloc((size_t)(m * k) * sizeof *A), *B = malloc((size_t)(k * n) * sizeof *B);
@@ -185,11 +188,19 @@ static double blas_rate(long m, int reps)
   fill(B, k * n, 1, &st);
   double t[64];
   c5k_ctx ctx = { 0 };
+  c5k_cpu_ops.gemm(&ctx, 0, 0, 1, 1, 1, 1.0, A, k, B, n, 0.0, C, n);   /* the library's first call sets 1 thread */
+  openblas_set_num_threads(T);
   for (int r = -1; r < reps; r++) {
     double t0 = now();
-    c5k_cpu_ops.gemm(&ctx, 0, 0, m, n, k, 1.0, A, k, B, n, 0.0, C, n);
+#if C5_USE_DOUBLE
+    cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)k, 1.0, A, (int)k, B, (int)n, 0.0, C, (int)n);
+#else
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)n, (int)k, 1.0f, A, (int)k, B, (int)n, 0.0f, C, (int)n);
+#endif
     if (r >= 0) t[r] = now() - t0;
   }
+  openblas_set_num_threads(1);   /* back to the library's serial BLAS (OpenMP OpenBLAS also sets OpenMP's count) */
+  omp_set_num_threads(T);
   free(A); free(B); free(C);
   return 2.0 * m * n * k / median(t, reps) / 1e9;
 }
@@ -234,7 +245,7 @@ static int bench_block(const opts_t *o, c5_dist *d)
       fill(x, n * D, 1, &st);
       fill(g, n * D, 1, &st);
       const char *passes[2] = { "fwd", "fwdbwd" };
-      double rate = blas_rate(n, 5);
+      double rate = blas_rate(n, 5, T);
       for (int pi = 0; pi < 2; pi++) {
         double t[256], gs = 0, gf = 0;
         int reps = o->reps < 256 ? o->reps : 256;

@@ -38,9 +38,8 @@ long c5k_work_len(const c5k_rows *R);
 /* Parameter-gradient reductions over rows use a fixed partition of
    C5K_ROWPART rows, each summed in double, then the parts in order. */
 #define C5K_ROWPART 64
-/* GEMM inner-dimension slice (kernels/cpu/act.c): OpenBLAS's results are
-   thread-count independent up to its own k block (>= 128 on x86). */
-#define C5K_GEMM_KC 128
+/* GEMM output block (kernels/cpu/act.c): rows (or columns) of C per task. */
+#define C5K_GEMM_BLOCK 64
 /* Doubles of work a rowpart reduction of `cols` columns needs (x2 for LayerNorm). */
 static inline long c5k_rowpart_work(long rows, long cols)
 {

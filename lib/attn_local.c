@@ -261,32 +261,6 @@ static int thread_id(void)
 #endif
 }
 
-/* The per-window GEMMs run inside an OpenMP loop. OpenBLAS built on pthreads
-   (Debian's default) would start its own threads inside each of them (2 x 2
-   busy threads on 2 cores: the core ran about twice slower), so it is held at
-   one thread for the loop and restored after; the big projections keep it.
-   The OpenMP build of OpenBLAS runs nested calls on one thread by itself. */
-static int blas_serial_begin(void)
-{
-#ifdef OPENBLAS_VERSION
-  if (openblas_get_parallel() == 1) {
-    int t = openblas_get_num_threads();
-    if (t > 1) {
-      openblas_set_num_threads(1);
-      return t;
-    }
-  }
-#endif
-  return 0;
-}
-
-static void blas_serial_end(int t)
-{
-#ifdef OPENBLAS_VERSION
-  if (t > 1) openblas_set_num_threads(t);
-#endif
-}
-
 /* Attention core, forward: att from qkv. */
 static c5_status attend_forward(const c5_attn_local *a, c5_attn_local_cache *c)
 {
@@ -416,9 +390,7 @@ c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long
                                  (int)d, LN_EPS, c->xn, c->mean, c->rstd));
   C5_CALL(ops->gemm(&ctx, 0, 1, rows, 3 * hd, d, 1.0, c->xn, d, c5_params_value(p, a->to_qkv), d, 0.0,
                      c->qkv, 3 * hd));
-  int bt = blas_serial_begin();
   c5_status st = attend_forward(a, c);
-  blas_serial_end(bt);
   C5_CALL(st);
   C5_CALL(ops->gemm(&ctx, 0, 1, rows, d, hd, 1.0, c->att, hd, c5_params_value(p, a->to_out), hd, 0.0, out, d));
   return C5_OK;
@@ -438,9 +410,7 @@ c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_
   /* to_out: dW += dout^T att; datt = dout W */
   C5_CALL(ops->gemm(&ctx, 1, 0, d, hd, rows, 1.0, dout, d, c->att, hd, 1.0, c5_params_grad(p, a->to_out), hd));
   C5_CALL(ops->gemm(&ctx, 0, 0, rows, hd, d, 1.0, dout, d, c5_params_value(p, a->to_out), hd, 0.0, c->datt, hd));
-  int bt = blas_serial_begin();
   c5_status st = attend_backward(a, c);
-  blas_serial_end(bt);
   C5_CALL(st);
   /* to_qkv: dW += dqkv^T xn; dxn = dqkv W */
   C5_CALL(ops->gemm(&ctx, 1, 0, 3 * hd, d, rows, 1.0, c->dqkv, 3 * hd, c->xn, d, 1.0,
