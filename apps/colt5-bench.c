@@ -113,6 +113,10 @@ static double ref_ms(const ref_t *ref, int nr, const char *pass, long n, int thr
 
 static int bench_cd(const opts_t *o, c5_dist *d)
 {
+  if (c5_dist_size(d) > 1) {
+    fprintf(stderr, "colt5-bench cd: one process (the cd benchmark times one row on one rank)\n");
+    return 2;
+  }
   printf("# colt5-bench cd: precision %s, exp ISA %s, 1 row, 20 iterations, eps 0.03, eps_init 4, decay 0.7, "
          "k = n/16*9/8; median of %d after %d warm-up\n", C5_REAL_NAME, c5k_vexp_isa(), o->reps, o->warmup);
   for (int ti = 0; ti < o->nt; ti++) {
@@ -205,14 +209,51 @@ static double blas_rate(long m, int reps, int T)
   return 2.0 * m * n * k / median(t, reps) / 1e9;
 }
 
+/* Per-step communication (max over ranks) and routed-token balance of the last run. */
+static void comm_report(c5_dist *d, int reps, double step_s, long n)
+{
+  c5_dist_stats st, mx;
+  c5_dist_stats_get(d, &st);
+  MPI_Allreduce(st.bytes, mx.bytes, C5_NUM_PHASE * C5_NUM_COLL, MPI_LONG, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Allreduce(st.seconds, mx.seconds, C5_NUM_PHASE * C5_NUM_COLL, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Allreduce(st.calls, mx.calls, C5_NUM_PHASE * C5_NUM_COLL, MPI_LONG, MPI_MAX, MPI_COMM_WORLD);
+  if (c5_dist_rank(d) != 0) return;
+  double tot = 0;
+  for (int ph = 0; ph < C5_NUM_PHASE; ph++)
+    for (int c = 0; c < C5_NUM_COLL; c++) {
+      if (!mx.calls[ph][c]) continue;
+      tot += mx.seconds[ph][c] / reps;
+      printf("comm n=%-6ld P=%d phase=%-8s coll=%-14s calls_per_step=%6.1f bytes_per_step=%11.0f ms_per_step=%8.3f\n",
+             n, c5_dist_size(d), c5_phase_name((c5_phase)ph), c5_coll_name((c5_coll)c), (double)mx.calls[ph][c] / reps,
+             (double)mx.bytes[ph][c] / reps, 1e3 * mx.seconds[ph][c] / reps);
+    }
+  printf("comm n=%-6ld P=%d total_ms_per_step=%.3f share=%.1f%% (sum over collectives of the slowest rank)\n", n,
+         c5_dist_size(d), 1e3 * tot, 100 * tot / step_s);
+}
+
+/* Routed tokens on this rank for one routing (batch row 0): max / mean over ranks. */
+static void balance(c5_dist *d, const char *what, const c5_routing *rt, long n)
+{
+  long mine = 0, sum = 0, mx = 0;
+  for (long r = 0; rt->routed && r < rt->rows; r++) mine += rt->count[r];
+  MPI_Allreduce(&mine, &sum, 1, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
+  MPI_Allreduce(&mine, &mx, 1, MPI_LONG, MPI_MAX, MPI_COMM_WORLD);
+  if (c5_dist_rank(d) == 0 && rt->routed)
+    printf("balance n=%-6ld P=%d %-8s routed tokens per rank: max %ld mean %.1f (imbalance %.2f)\n", n, c5_dist_size(d),
+           what, mx, (double)sum / c5_dist_size(d), mx * c5_dist_size(d) / (double)(sum ? sum : 1));
+}
+
 static int bench_block(const opts_t *o, c5_dist *d)
 {
-  printf("# colt5-bench block: precision %s, dim 256, 4x64 light and heavy heads, window 128, ff mult 0.5/4, "
-         "n/16 heavy tokens (q, kv, ff), batch 1; median of %d after %d warm-up\n", C5_REAL_NAME, o->reps, o->warmup);
+  const int P = c5_dist_size(d), rank = c5_dist_rank(d);
+  if (rank == 0)
+    printf("# colt5-bench block: precision %s, P = %d ranks, dim 256, 4x64 light and heavy heads, window 128, ff mult 0.5/4, "
+           "n/16 heavy tokens (q, kv, ff), batch 1; forward+backward includes the gradient allreduce; median of %d "
+           "after %d warm-up\n", C5_REAL_NAME, P, o->reps, o->warmup);
   for (int ti = 0; ti < o->nt; ti++) {
     int T = o->threads[ti];
     ref_t ref[64];
-    int nr = o->reference ? run_reference(o, "block", T, ref, 64) : 0;
+    int nr = o->reference && P == 1 ? run_reference(o, "block", T, ref, 64) : 0;
     if (nr < 0) return 1;
     omp_set_num_threads(T);
     for (int ni = 0; ni < o->nn; ni++) {
@@ -239,35 +280,50 @@ static int bench_block(const opts_t *o, c5_dist *d)
         fill(c5_params_value(p, i), c5_params_numel(p, i), nd >= 2 ? 1.0 / sqrt((double)dims[nd - 1]) : 1.0, &st);
       }
       CHECK(c5_layout_compute(d, n, 64, &lay));
-      CHECK(c5_block_cache_create(blk, 1, lay.n_local, &cache));
-      c5_real *x = malloc((size_t)(n * D) * sizeof *x), *y = malloc((size_t)(n * D) * sizeof *y);
-      c5_real *g = malloc((size_t)(n * D) * sizeof *g), *dx = malloc((size_t)(n * D) * sizeof *dx);
-      fill(x, n * D, 1, &st);
+      long nl = lay.n_local;
+      CHECK(c5_block_cache_create(blk, 1, nl, &cache));
+      c5_real *x = malloc((size_t)(n * D) * sizeof *x), *y = malloc((size_t)(nl * D + 1) * sizeof *y);
+      c5_real *g = malloc((size_t)(n * D) * sizeof *g), *dx = malloc((size_t)(nl * D + 1) * sizeof *dx);
+      fill(x, n * D, 1, &st);   /* the same global input on every rank; each takes its shard */
       fill(g, n * D, 1, &st);
+      const c5_real *xl = x + lay.offset * D, *gl = g + lay.offset * D;
       const char *passes[2] = { "fwd", "fwdbwd" };
-      double rate = blas_rate(n, 5, T);
+      double rate = blas_rate(nl, 5, T);
       for (int pi = 0; pi < 2; pi++) {
         double t[256], gs = 0, gf = 0;
         int reps = o->reps < 256 ? o->reps : 256;
         for (int r = -o->warmup; r < reps; r++) {
+          if (r == 0) c5_dist_stats_reset(d);
           c5k_cpu_gemm_stats = (c5k_gemm_stats){ .enabled = r >= 0 };
+          MPI_Barrier(MPI_COMM_WORLD);
           double t0 = now();
-          CHECK(c5_block_forward(blk, d, &lay, 1, x, NULL, cache, y));
-          if (pi == 1) CHECK(c5_block_backward(blk, d, cache, x, g, dx));
-          if (r >= 0) { t[r] = now() - t0; gs += c5k_cpu_gemm_stats.seconds; gf += c5k_cpu_gemm_stats.flops; }
+          CHECK(c5_block_forward(blk, d, &lay, 1, xl, NULL, cache, y));
+          if (pi == 1) {
+            CHECK(c5_block_backward(blk, d, cache, xl, gl, dx));
+            CHECK(c5_params_allreduce_grad(p, d));
+          }
+          double dt = now() - t0;
+          MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+          if (r >= 0) { t[r] = dt; gs += c5k_cpu_gemm_stats.seconds; gf += c5k_cpu_gemm_stats.flops; }
         }
         c5k_cpu_gemm_stats.enabled = 0;
         double tsum = 0;
         for (int r = 0; r < reps; r++) tsum += t[r];
         double ms = 1e3 * median(t, reps);
         double rm = ref_ms(ref, nr, passes[pi], n, T);
-        printf("colt5 op=block pass=%-6s n=%-6ld threads=%d precision=%s median_ms=%9.2f tokens_per_s=%9.0f "
-               "gemm_share=%4.1f%% gemm_gflops=%6.1f blas_gflops=%6.1f", passes[pi], n, T, C5_REAL_NAME, ms,
-               n / ms * 1e3, 100 * gs / tsum, gf / gs / 1e9, rate);
-        if (rm > 0) printf(" ref_ms=%9.2f ref_tokens_per_s=%8.0f speedup=%5.2f", rm, n / rm * 1e3, rm / ms);
-        printf("\n");
-        fflush(stdout);
+        if (rank == 0) {
+          printf("colt5 op=block pass=%-6s n=%-6ld P=%d threads=%d precision=%s median_ms=%9.2f tokens_per_s=%9.0f "
+                 "gemm_share=%4.1f%% gemm_gflops=%6.1f blas_gflops=%6.1f", passes[pi], n, P, T, C5_REAL_NAME, ms,
+                 n / ms * 1e3, 100 * gs / tsum, gf / gs / 1e9, rate);
+          if (rm > 0) printf(" ref_ms=%9.2f ref_tokens_per_s=%8.0f speedup=%5.2f", rm, n / rm * 1e3, rm / ms);
+          printf("\n");
+          fflush(stdout);
+        }
+        if (pi == 1) comm_report(d, reps, tsum / reps, n);
       }
+      balance(d, "attn.q", c5_routed_attn_routing_q(c5_block_attn_cache(cache)), n);
+      balance(d, "attn.kv", c5_routed_attn_routing_kv(c5_block_attn_cache(cache)), n);
+      balance(d, "ff", c5_routed_ff_routing(c5_block_ff_cache(cache)), n);
       c5_block_cache_destroy(&cache);
       c5_block_destroy(&blk);
       c5_params_destroy(&p);

@@ -68,14 +68,24 @@ c5_status c5_dist_destroy(c5_dist **d);
 int c5_dist_rank(const c5_dist *d);
 int c5_dist_size(const c5_dist *d);
 
-/* Traffic counters (per rank): calls and bytes each collective moved since
-   the last reset. Printed by colt5-bench. */
+/* Traffic counters (per rank): calls, bytes and seconds of each collective
+   since the last reset, by the phase that issued it (modules set it).
+   Printed by colt5-bench. */
 typedef enum { C5_COLL_ALLREDUCE, C5_COLL_EXSCAN, C5_COLL_ALLGATHER, C5_COLL_SENDRECV,
                C5_COLL_REDUCE_SCATTER, C5_NUM_COLL } c5_coll;
-typedef struct { long calls[C5_NUM_COLL]; long bytes[C5_NUM_COLL]; } c5_dist_stats;
+typedef enum { C5_PHASE_OTHER, C5_PHASE_ROUTER, C5_PHASE_HALO, C5_PHASE_HEAVY, C5_PHASE_GRAD,
+               C5_NUM_PHASE } c5_phase;
+typedef struct {
+  long calls[C5_NUM_PHASE][C5_NUM_COLL];
+  long bytes[C5_NUM_PHASE][C5_NUM_COLL];
+  double seconds[C5_NUM_PHASE][C5_NUM_COLL];
+} c5_dist_stats;
 void c5_dist_stats_get(const c5_dist *d, c5_dist_stats *out);
 void c5_dist_stats_reset(c5_dist *d);
 const char *c5_coll_name(c5_coll c);
+const char *c5_phase_name(c5_phase p);
+/* Set the phase later collectives are counted under; returns the previous one. */
+c5_phase c5_dist_phase(const c5_dist *d, c5_phase p);
 
 /* ---- sequence layout ------------------------------------------------------------- */
 /* The shard of a sequence of n tokens held by this rank (DESIGN.md §3): cut
@@ -242,6 +252,9 @@ c5_real *c5_params_value(const c5_params *p, long i);
 c5_real *c5_params_grad(const c5_params *p, long i);
 c5_status c5_params_find(const c5_params *p, const char *name, long *index);
 void c5_params_zero_grad(c5_params *p);
+/* Sum every gradient over the ranks of d (parameters are replicated; each
+   rank holds its shard's share). Collective on d. */
+c5_status c5_params_allreduce_grad(c5_params *p, const c5_dist *d);
 
 /* ---- ConditionalRoutedFeedForward ----------------------------------------------------- */
 typedef struct {

@@ -10,6 +10,7 @@ struct c5_dist {
   int rank, size;
   MPI_Op op_maxsumexp;
   c5_dist_stats stats;   /* mutable through const handles: counters only */
+  c5_phase phase;
 };
 
 /* {max, sumexp} pairs: merging (m1, s1), (m2, s2) gives
@@ -75,6 +76,19 @@ int c5_dist_rank(const c5_dist *d) { return d->rank; }
 int c5_dist_size(const c5_dist *d) { return d->size; }
 MPI_Comm c5_dist_comm(const c5_dist *d) { return d->comm; }
 
+const char *c5_phase_name(c5_phase p)
+{
+  static const char *n[C5_NUM_PHASE] = { "other", "router", "halo", "heavy_kv", "grad" };
+  return (p >= 0 && p < C5_NUM_PHASE) ? n[p] : "?";
+}
+
+c5_phase c5_dist_phase(const c5_dist *d, c5_phase p)
+{
+  c5_phase old = d->phase;
+  ((c5_dist *)d)->phase = p;
+  return old;
+}
+
 const char *c5_coll_name(c5_coll c)
 {
   static const char *n[C5_NUM_COLL] = { "allreduce", "exscan", "allgather", "sendrecv", "reduce_scatter" };
@@ -87,15 +101,19 @@ void c5_dist_stats_reset(c5_dist *d) { memset(&d->stats, 0, sizeof d->stats); }
 static void count(const c5_dist *d, c5_coll c, long bytes)
 {
   c5_dist_stats *s = (c5_dist_stats *)&d->stats;
-  s->calls[c]++;
-  s->bytes[c] += bytes;
+  s->calls[d->phase][c]++;
+  s->bytes[d->phase][c] += bytes;
 }
+
+/* Wall time of one collective, added to the phase's counter. */
+#define TIMED(d, c, call) do { double t0_ = MPI_Wtime(); C5_MPI(call); \
+    ((c5_dist *)(d))->stats.seconds[(d)->phase][c] += MPI_Wtime() - t0_; } while (0)
 
 c5_status c5_dist_allreduce_sum_double(const c5_dist *d, double *buf, long n)
 {
   if (d->size == 1 || n == 0) return C5_OK;
   count(d, C5_COLL_ALLREDUCE, n * (long)sizeof(double));
-  C5_MPI(MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, d->comm));
+  TIMED(d, C5_COLL_ALLREDUCE, MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_DOUBLE, MPI_SUM, d->comm));
   return C5_OK;
 }
 
@@ -103,7 +121,7 @@ c5_status c5_dist_allreduce_sum_long(const c5_dist *d, long *buf, long n)
 {
   if (d->size == 1 || n == 0) return C5_OK;
   count(d, C5_COLL_ALLREDUCE, n * (long)sizeof(long));
-  C5_MPI(MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_LONG, MPI_SUM, d->comm));
+  TIMED(d, C5_COLL_ALLREDUCE, MPI_Allreduce(MPI_IN_PLACE, buf, (int)n, MPI_LONG, MPI_SUM, d->comm));
   return C5_OK;
 }
 
@@ -111,7 +129,7 @@ c5_status c5_dist_allreduce_maxsumexp(const c5_dist *d, double *pairs, long n)
 {
   if (d->size == 1 || n == 0) return C5_OK;
   count(d, C5_COLL_ALLREDUCE, 2 * n * (long)sizeof(double));
-  C5_MPI(MPI_Allreduce(MPI_IN_PLACE, pairs, (int)n, pair_type(), d->op_maxsumexp, d->comm));
+  TIMED(d, C5_COLL_ALLREDUCE, MPI_Allreduce(MPI_IN_PLACE, pairs, (int)n, pair_type(), d->op_maxsumexp, d->comm));
   return C5_OK;
 }
 
@@ -120,7 +138,7 @@ c5_status c5_dist_exscan_sum_long(const c5_dist *d, long *buf, long n)
   if (n == 0) return C5_OK;
   if (d->size == 1) { memset(buf, 0, (size_t)n * sizeof *buf); return C5_OK; }
   count(d, C5_COLL_EXSCAN, n * (long)sizeof(long));
-  C5_MPI(MPI_Exscan(MPI_IN_PLACE, buf, (int)n, MPI_LONG, MPI_SUM, d->comm));
+  TIMED(d, C5_COLL_EXSCAN, MPI_Exscan(MPI_IN_PLACE, buf, (int)n, MPI_LONG, MPI_SUM, d->comm));
   if (d->rank == 0) memset(buf, 0, (size_t)n * sizeof *buf);   /* undefined on rank 0 */
   return C5_OK;
 }
@@ -129,7 +147,7 @@ c5_status c5_dist_all(const c5_dist *d, int *cond)
 {
   if (d->size == 1) return C5_OK;
   count(d, C5_COLL_ALLREDUCE, (long)sizeof(int));
-  C5_MPI(MPI_Allreduce(MPI_IN_PLACE, cond, 1, MPI_INT, MPI_LAND, d->comm));
+  TIMED(d, C5_COLL_ALLREDUCE, MPI_Allreduce(MPI_IN_PLACE, cond, 1, MPI_INT, MPI_LAND, d->comm));
   return C5_OK;
 }
 
@@ -140,7 +158,7 @@ c5_status c5_dist_sendrecv(const c5_dist *d, const void *send, long scount, int 
   int tsz;
   MPI_Type_size(type, &tsz);
   count(d, C5_COLL_SENDRECV, (dest != MPI_PROC_NULL ? scount : 0) * tsz);
-  C5_MPI(MPI_Sendrecv(send, (int)scount, type, dest, 71, recv, (int)rcount, type, src, 71, d->comm, MPI_STATUS_IGNORE));
+  TIMED(d, C5_COLL_SENDRECV, MPI_Sendrecv(send, (int)scount, type, dest, 71, recv, (int)rcount, type, src, 71, d->comm, MPI_STATUS_IGNORE));
   return C5_OK;
 }
 
@@ -158,7 +176,7 @@ c5_status c5_dist_allgatherv(const c5_dist *d, const void *send, long scount, vo
   long total = 0;
   for (int p = 0; p < d->size; p++) total += counts[p];
   count(d, C5_COLL_ALLGATHER, total * tsz);
-  C5_MPI(MPI_Allgatherv(send, (int)scount, type, recv, counts, displs, type, d->comm));
+  TIMED(d, C5_COLL_ALLGATHER, MPI_Allgatherv(send, (int)scount, type, recv, counts, displs, type, d->comm));
   return C5_OK;
 }
 
@@ -171,6 +189,20 @@ c5_status c5_dist_reduce_scatter_real(const c5_dist *d, const c5_real *send, c5_
   long total = 0;
   for (int p = 0; p < d->size; p++) total += counts[p];
   count(d, C5_COLL_REDUCE_SCATTER, total * (long)sizeof *send);
-  C5_MPI(MPI_Reduce_scatter(send, recv, counts, C5_MPI_REAL, MPI_SUM, d->comm));
+  TIMED(d, C5_COLL_REDUCE_SCATTER, MPI_Reduce_scatter(send, recv, counts, C5_MPI_REAL, MPI_SUM, d->comm));
+  return C5_OK;
+}
+
+c5_status c5_params_allreduce_grad(c5_params *p, const c5_dist *d)
+{
+  C5_CHECK(p && d, C5_ERR_ARG, "c5_params_allreduce_grad: NULL argument");
+  if (d->size == 1 || c5_params_total(p) == 0) return C5_OK;
+  c5_phase old = c5_dist_phase(d, C5_PHASE_GRAD);
+  count(d, C5_COLL_ALLREDUCE, c5_params_total(p) * (long)sizeof(c5_real));
+  double t0 = MPI_Wtime();
+  int e = MPI_Allreduce(MPI_IN_PLACE, c5_params_grad(p, 0), (int)c5_params_total(p), C5_MPI_REAL, MPI_SUM, d->comm);
+  ((c5_dist *)d)->stats.seconds[C5_PHASE_GRAD][C5_COLL_ALLREDUCE] += MPI_Wtime() - t0;
+  c5_dist_phase(d, old);
+  if (e != MPI_SUCCESS) return c5_err_mpi(e, "MPI_Allreduce(gradients)", __FILE__, __LINE__);
   return C5_OK;
 }

@@ -329,7 +329,10 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
   const c5_params *p = m->p;
 
   if (cfg->has_light_attn) {
-    C5_CALL(light_forward(m, d, lay, x, mask, c, out));
+    c5_phase old = c5_dist_phase(d, C5_PHASE_HALO);
+    c5_status st = light_forward(m, d, lay, x, mask, c, out);
+    c5_dist_phase(d, old);
+    C5_CALL(st);
   } else {
     memset(out, 0, (size_t)(batch * n * D) * sizeof *out);
   }
@@ -382,6 +385,7 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
     c->cnt_all[c->rank * rows + row] = cnt;
   }
   /* everyone's per-row counts, then the entries, rank-major */
+  c5_phase old_phase = c5_dist_phase(d, C5_PHASE_HEAVY);
   for (int q = 0; q < P; q++) { c->rcnt[q] = (int)rows; c->rdsp[q] = (int)(q * rows); }
   {
     long *mine = malloc((size_t)rows * sizeof *mine);
@@ -414,6 +418,7 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
     free(tmp);
     C5_CALL(st);
   }
+  c5_dist_phase(d, old_phase);
   /* rank-major entry -> slot of its kv row (rows in order within each rank; ranks in index order) */
   {
     long e = 0;
@@ -461,7 +466,10 @@ c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed
   const c5_routing *rq = c5_router_cache_routing(c->rq);
 
   if (cfg->has_light_attn) {
-    C5_CALL(light_backward(m, d, c, dout, dx));
+    c5_phase old = c5_dist_phase(d, C5_PHASE_HALO);
+    c5_status st = light_backward(m, d, c, dout, dx);
+    c5_dist_phase(d, old);
+    C5_CALL(st);
   } else {
     memset(dx, 0, (size_t)(batch * n * D) * sizeof *dx);
   }
@@ -508,8 +516,11 @@ c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed
     memcpy(c->dsendx + e * D, c->dctx + sl * D, (size_t)D * sizeof *c->dctx);
     c->dsends[e] = c->dks[sl];
   }
-  C5_CALL(c5_dist_reduce_scatter_real(d, c->dsendx, c->downx, c->rcntx));
-  C5_CALL(c5_dist_reduce_scatter_real(d, c->dsends, c->downs, c->rcnt));
+  c5_phase old_phase = c5_dist_phase(d, C5_PHASE_HEAVY);
+  c5_status rs = c5_dist_reduce_scatter_real(d, c->dsendx, c->downx, c->rcntx);
+  if (rs == C5_OK) rs = c5_dist_reduce_scatter_real(d, c->dsends, c->downs, c->rcnt);
+  c5_dist_phase(d, old_phase);
+  C5_CALL(rs);
   long nown = 0;
   for (long row = 0; row < rows; row++) nown += c->cnt_all[c->rank * rows + row];
   for (long o = 0; o < nown; o++) {

@@ -162,10 +162,10 @@ static double normal_draw(uint64_t seed, long row, long j)
   return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
-c5_status c5_router_forward(const c5_router *rt, const c5_dist *d, const c5_layout *lay,
-                            const c5_real *routing_token, long batch, const c5_real *x,
-                            const uint8_t *mask, long num_tokens, int random_route, uint64_t seed,
-                            c5_router_cache *c)
+static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_layout *lay,
+                                const c5_real *routing_token, long batch, const c5_real *x,
+                                const uint8_t *mask, long num_tokens, int random_route, uint64_t seed,
+                                c5_router_cache *c)
 {
   C5_CHECK(rt && d && lay && routing_token && x && c, C5_ERR_ARG, "c5_router_forward: NULL argument");
   const c5_router_config *cfg = &rt->cfg;
@@ -292,9 +292,9 @@ c5_status c5_router_forward(const c5_router *rt, const c5_dist *d, const c5_layo
   return C5_OK;
 }
 
-c5_status c5_router_backward(const c5_router *rt, const c5_dist *d, c5_router_cache *c,
-                             const c5_real *routing_token, const c5_real *x,
-                             const c5_real *dscore, c5_real *dx, c5_real *drouting_token)
+static c5_status router_backward(const c5_router *rt, const c5_dist *d, c5_router_cache *c,
+                                 const c5_real *routing_token, const c5_real *x,
+                                 const c5_real *dscore, c5_real *dx, c5_real *drouting_token)
 {
   C5_CHECK(rt && d && c && routing_token && x && dx && drouting_token, C5_ERR_ARG,
            "c5_router_backward: NULL argument");
@@ -370,4 +370,28 @@ c5_status c5_router_backward(const c5_router *rt, const c5_dist *d, c5_router_ca
 out:
   free(dw);
   return st;
+}
+
+/* The public entries count their collectives under the router phase. */
+c5_status c5_router_forward(const c5_router *rt, const c5_dist *d, const c5_layout *lay,
+                            const c5_real *routing_token, long batch, const c5_real *x,
+                            const uint8_t *mask, long num_tokens, int random_route, uint64_t seed,
+                            c5_router_cache *c)
+{
+  C5_CHECK(d, C5_ERR_ARG, "c5_router_forward: dist is NULL");
+  c5_phase old = c5_dist_phase(d, C5_PHASE_ROUTER);
+  c5_status st = router_forward(rt, d, lay, routing_token, batch, x, mask, num_tokens, random_route, seed, c);
+  c5_dist_phase(d, old);
+  return st == C5_OK ? st : c5_err_trace(st, __FILE__, __LINE__);
+}
+
+c5_status c5_router_backward(const c5_router *rt, const c5_dist *d, c5_router_cache *c,
+                             const c5_real *routing_token, const c5_real *x,
+                             const c5_real *dscore, c5_real *dx, c5_real *drouting_token)
+{
+  C5_CHECK(d, C5_ERR_ARG, "c5_router_backward: dist is NULL");
+  c5_phase old = c5_dist_phase(d, C5_PHASE_ROUTER);
+  c5_status st = router_backward(rt, d, c, routing_token, x, dscore, dx, drouting_token);
+  c5_dist_phase(d, old);
+  return st == C5_OK ? st : c5_err_trace(st, __FILE__, __LINE__);
 }
