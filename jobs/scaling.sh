@@ -1,0 +1,22 @@
+#!/bin/sh
+# scaling.sh BUILD_DIR [OUT_DIR] - weak and strong scaling of the sharded
+# block (colt5-bench block, forward+backward with the gradient allreduce) over
+# 1, 2, 4, 8 MPI ranks of one thread each, on one host. Needs as many cores
+# as ranks (a 2-core machine runs only P = 1, 2). Writes the raw output to
+# OUT_DIR/scaling.txt and prints it.
+#   strong: n = 65536 for every P;  weak: n = 8192 * P
+set -u
+b=${1:?usage: scaling.sh BUILD_DIR [OUT_DIR]}
+out=${2:-.}
+ranks=${C5_RANKS:-"1 2 4 8"}
+export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+mkdir -p "$out"
+{
+  echo "# host: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+  for p in $ranks; do
+    echo "## strong P=$p"
+    mpirun --bind-to core --oversubscribe -np "$p" "$b/apps/colt5-bench" block --threads 1 --n 65536 --reps 5 --warmup 1
+    echo "## weak P=$p"
+    mpirun --bind-to core --oversubscribe -np "$p" "$b/apps/colt5-bench" block --threads 1 --n $((8192 * p)) --reps 5 --warmup 1
+  done
+} 2>&1 | tee "$out/scaling.txt"
