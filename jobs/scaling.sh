@@ -12,7 +12,7 @@ ranks=${C5_RANKS:-"1 2 4 8"}
 export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 mkdir -p "$out"
 {
-  echo "# host: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+  echo "# host: $(nproc --all) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
   for p in $ranks; do
     echo "## strong P=$p"
     mpirun --bind-to core --oversubscribe -np "$p" "$b/apps/colt5-bench" block --threads 1 --n 65536 --reps 5 --warmup 1

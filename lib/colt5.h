@@ -65,6 +65,12 @@ typedef struct c5_dist c5_dist;
 c5_status c5_dist_create(MPI_Comm comm, c5_dist **out);
 /* Collective. NULL-safe; sets *d = NULL. */
 c5_status c5_dist_destroy(c5_dist **d);
+/* Collective on comm. The 2-D layout: comm's ranks in consecutive groups of
+   seq_size share one sequence (*seq: the sequence communicator); ranks at the
+   same position of every group form the data-parallel communicator (*dp),
+   over which parameter gradients are summed after the sequence sum. The
+   size of comm must be a multiple of seq_size. */
+c5_status c5_dist_create_2d(MPI_Comm comm, int seq_size, c5_dist **seq, c5_dist **dp);
 int c5_dist_rank(const c5_dist *d);
 int c5_dist_size(const c5_dist *d);
 

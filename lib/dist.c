@@ -59,6 +59,26 @@ c5_status c5_dist_create(MPI_Comm comm, c5_dist **out)
   return C5_OK;
 }
 
+c5_status c5_dist_create_2d(MPI_Comm comm, int seq_size, c5_dist **seq, c5_dist **dp)
+{
+  C5_CHECK(seq && dp, C5_ERR_ARG, "c5_dist_create_2d: NULL argument");
+  *seq = *dp = NULL;
+  int size, rank;
+  C5_MPI(MPI_Comm_size(comm, &size));
+  C5_MPI(MPI_Comm_rank(comm, &rank));
+  C5_CHECK(seq_size > 0 && size % seq_size == 0, C5_ERR_ARG,
+           "2-D layout: %d ranks cannot be cut into sequence groups of %d", size, seq_size);
+  MPI_Comm cs, cd;
+  C5_MPI(MPI_Comm_split(comm, rank / seq_size, rank % seq_size, &cs));
+  C5_MPI(MPI_Comm_split(comm, rank % seq_size, rank / seq_size, &cd));
+  c5_status st = c5_dist_create(cs, seq);
+  if (st == C5_OK) st = c5_dist_create(cd, dp);
+  MPI_Comm_free(&cs);
+  MPI_Comm_free(&cd);
+  if (st != C5_OK) { c5_dist_destroy(seq); c5_dist_destroy(dp); }
+  return st;
+}
+
 c5_status c5_dist_destroy(c5_dist **d)
 {
   if (!d || !*d) return C5_OK;
