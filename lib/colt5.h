@@ -380,7 +380,8 @@ c5_status c5_routed_ar_attn_cache_destroy(c5_routed_ar_attn_cache **c);   /* NUL
 const c5_routing *c5_routed_ar_attn_routing_q(const c5_routed_ar_attn_cache *c);
 const c5_routing *c5_routed_ar_attn_routing_kv(const c5_routed_ar_attn_cache *c);
 /* out [batch, n_local, dim] = causal LocalMHA(x) + the blockwise heavy branch. Collective on d;
-   one rank only for now (C5_ERR_NOTIMPL when c5_dist_size(d) > 1). */
+   sharded, the layout unit is a multiple of lcm(light_window_size, heavy window) (each rank holds
+   whole windows; c5_layout_compute with that unit does it). */
 c5_status c5_routed_ar_attn_forward(c5_routed_ar_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
                                     const c5_real *x, c5_routed_ar_attn_cache *c, c5_real *out);
 /* dx [batch, n_local, dim] written; parameter gradients accumulate. Collective on d. */
@@ -459,7 +460,7 @@ c5_status c5_routed_cross_attn_cache_destroy(c5_routed_cross_attn_cache **c);   
 const c5_routing *c5_routed_cross_attn_routing_q(const c5_routed_cross_attn_cache *c);
 const c5_routing *c5_routed_cross_attn_routing_kv(const c5_routed_cross_attn_cache *c);
 /* c5_routed_cross_attn_forward - out = scatter(heavy attention of the routed queries of x over the routed
-   tokens of context). Collective on d (one rank for now: C5_ERR_NOTIMPL when c5_dist_size(d) > 1).
+   tokens of context). Collective on d; x and the context each have their own layout.
    In:  lay: x's layout; ctx_lay: the context's own layout; x [batch, lay->n_local, dim]; mask
         [batch, n_local] (1 = keep) or NULL; context [batch, ctx_lay->n_local, dim]; context_mask
         [batch, ctx_lay->n_local] or NULL.

@@ -1,6 +1,6 @@
 /* routed_ar_attn.c - ConditionalRoutedAutoregressiveAttention (reference:
    colt5_attention/transformer_block.py, f2a8da0): causal LocalMHA over every
-   token plus a heavy branch computed window by window. One rank for now.
+   token plus a heavy branch computed window by window.
 
    The reference, in the terms used here (W = heavy window, nw = ceil(n/W)
    windows of the zero-padded sequence x' [b, nw W, dim], nb = nw - 1 query
@@ -25,7 +25,27 @@
    window's mask, so nothing is repeated but the router's own per-row scores
    (O(b R n^2 / W) scalars, inherent in the routing: every window has its own
    coordinate-descent row over the padded sequence). The query windows are
-   copied ([b nb, W, dim], O(n dim)) so the q router sees them as one batch. */
+   copied ([b nb, W, dim], O(n dim)) so the q router sees them as one batch.
+
+   Sharded (DESIGN.md §3): the layout unit is a multiple of lcm(light window,
+   W), so every rank holds whole light and heavy windows (the last rank may
+   end in a partial one, and holds the padding of x').
+     light: causal with look_backward 1: [left halo of one light window |
+            shard], the halo from the left neighbour (c5_dist_sendrecv); its
+            input gradient goes back to that neighbour, who adds it;
+     q router: a window's row lies on one rank, so each rank routes the
+            windows it holds on a communicator of one (no traffic; with
+            random_route every rank routes all windows, the others' masked,
+            so that the draws are those of one rank);
+     kv router: window by window over the whole padded sequence, distributed
+            like any router (local columns; each rank gets its own picks);
+     heavy: each rank all-gathers every routed kv entry (rank-major, then
+            permuted into (row, slot) order; unrouted: the padded sequence
+            once per batch row) and attends for the query windows it holds;
+            the key/value gradients are reduce-scattered back to the owners.
+            This moves b nb R k_kv entries to every rank: traffic that grows
+            with n / W (DESIGN.md §3), where a many-to-many exchange to the
+            window owners would move each entry once. */
 #include "c5_internal.h"
 #include "attn_local.h"
 #include "attn_heavy.h"
@@ -41,29 +61,55 @@ struct c5_routed_ar_attn {
 };
 
 struct c5_routed_ar_attn_cache {
-  long batch, n;                 /* tokens */
-  long nw, npad, nb, rows;       /* windows, padded length, query windows per batch row, batch * nb */
-  long nq_cap, nk_cap;           /* heavy queries per row, keys per route: at most */
+  long batch, n;                 /* local tokens */
+  int rank, size;                /* of the last forward */
+  /* light branch on [left halo | shard] */
   c5_attn_local_cache *lc;
+  long lc_cap, hl;               /* tokens the local cache holds; left halo of the last forward */
+  c5_real *xe, *oe, *dxe;        /* [b, hl + n, dim] (sharded ranks > 0) */
+  c5_real *hsend, *hrecv;        /* [b, window, dim] */
+  long he_cap;
+  /* geometry of the heavy branch (setup): global n, first local token, windows, padded length, query windows */
+  int geo_valid, geo_P;
+  long ng, offset, nw, npad, nb;
+  long nlp;                      /* this rank's tokens of the padded sequence x' */
+  long m0, nbl, rows;            /* query windows held here: first, count; heavy rows batch * nbl */
+  long wq0, nbq, rows_q;         /* windows the q router sees: first, count; rows batch * nbq */
+  int qrouted, kvrouted;
+  long S, kslot;                 /* kv source rows (routed: batch nb R, (b, window, route); else batch) and slots */
+  long nq_cap, nk_cap, own_cap, tot;
+  int heavy;                     /* the last forward had query windows */
+  c5_dist *self;                 /* a communicator of one: the q router when sharded */
   c5_attn_heavy_cache *hc;       /* NULL when rows == 0 */
-  c5_router_cache *rq;           /* one call: batch rows x nb windows of W tokens */
-  c5_router_cache **rkv;         /* [nb]: query window m = i + 1, batch rows of the padded sequence */
-  c5_routing kv;                 /* every window's kv routing in the public row order */
-  c5_routing q0, kv0;            /* empty routings (rows == 0) */
-  c5_real *xpad, *dxpad;         /* [b, npad, dim] padded x and its gradient */
-  c5_real *xblk, *dxblk;         /* [rows, W, dim] the query windows and their gradient */
-  uint8_t *qmask;                /* [rows, W] not padding */
-  uint8_t *kvmask;               /* [b, npad] one window's kv mask */
+  c5_router_cache *rq;           /* batch rows x nbq windows of W tokens; NULL when rows_q == 0 */
+  c5_router_cache **rkv;         /* [nb]: query window m = i + 1, batch rows of x' */
+  c5_routing kv;                 /* every window's kv routing in the public row order (this rank's picks) */
+  c5_routing qpub;               /* sharded: the q routing in the public row order (this rank's windows) */
+  c5_routing q0, kv0;            /* empty routings (no query window) */
+  c5_real *xpad, *dxpad;         /* [b, nlp, dim] this rank's part of x' and its gradient */
+  c5_real *xblk, *dxblk;         /* [rows_q, W, dim] the q router's windows and their gradient */
+  uint8_t *qmask;                /* [rows_q, W] held and not padding */
+  uint8_t *kvmask;               /* [b, nlp] one window's kv mask */
   long nq, nk;                   /* of the last forward */
   long *qtok;                    /* [rows, nq] position within the window */
-  long *ktok;                    /* [rows, R, nk] position in the padded sequence */
-  long *kbat;                    /* [rows, R, nk] batch row of x' the key was read from */
-  long *qpos, *kpos;             /* rotary positions */
+  long *qpos, *kpos;             /* rotary positions (kpos: the key's position in x') */
   c5_real *xq, *ctx, *qscore, *kscore;
   uint8_t *kmask;
   c5_real *hout;                 /* [rows, nq, dim] heavy output before the q score */
   c5_real *dh, *dxq, *dctx, *dks, *dqs, *dsq;
+  c5_real *dqr;                  /* [rows_q nq] q dscore in the q router's entry order */
   c5_real *dsc;                  /* [b R nk] one window's kv dscore in routing order */
+  /* kv exchange: this rank's entries in source-row order, all ranks' entries rank-major */
+  long nown;
+  long *own_tok, *own_bat;       /* [nown] position in the local x' and batch row read for each */
+  long *own_at;                  /* [S] first own entry of each source row */
+  long *cnt_all;                 /* [P, S] entries per rank and source row */
+  int *rcnt, *rdsp, *rcntx, *rdspx;   /* [P] per rank: entries, displacements; the same in reals */
+  long *inv;                     /* [tot] (source row, slot) -> gathered (rank-major) entry */
+  c5_real *sendx, *sends, *downx, *downs;   /* [nown (, dim)] */
+  long *sendp;
+  c5_real *recvx, *recvs, *dsendx, *dsends; /* [tot (, dim)] */
+  long *recvp;
 };
 
 /* "prefix.name", or "name" for an empty prefix */
@@ -136,63 +182,15 @@ c5_status c5_routed_ar_attn_cache_create(const c5_routed_ar_attn *m, long batch,
   C5_CHECK(m && out, C5_ERR_ARG, "c5_routed_ar_attn_cache_create: NULL argument");
   C5_CHECK(batch > 0 && n > 0, C5_ERR_ARG, "ConditionalRoutedAutoregressiveAttention cache: batch %ld, n %ld must be > 0",
            batch, n);
-  const c5_routed_ar_attn_config *cfg = &m->cfg;
-  const long R = cfg->num_routed_kv, D = cfg->dim, W = m->W;
   c5_routed_ar_attn_cache *c;
   C5_CALLOC(c, 1);
   c5_status st = C5_OK;
   c->batch = batch;
   c->n = n;
-  c->nw = (n + W - 1) / W;
-  c->npad = c->nw * W;
-  c->nb = c->nw - 1;
-  c->rows = batch * c->nb;
-  c->nq_cap = W < cfg->num_heavy_tokens_q ? W : cfg->num_heavy_tokens_q;
-  c->nk_cap = c->npad < cfg->num_heavy_tokens_kv ? c->npad : cfg->num_heavy_tokens_kv;
+  /* the light branch of one rank; a sharded forward grows it by the halo. The heavy branch is sized by
+     the first forward, which knows the global length (setup) */
   C5_CALL_GOTO(c5_attn_local_cache_create(&m->light, batch, n, &c->lc), st, fail);
-  if (c->rows > 0) {
-    const long rows = c->rows, nq = c->nq_cap, nk = c->nk_cap, q = rows * nq, k = rows * R * nk;
-    C5_CALL_GOTO(c5_attn_heavy_cache_create(&m->heavy, rows, nq, nk, &c->hc), st, fail);
-    C5_CALL_GOTO(c5_router_cache_create(m->q_router, rows, W, &c->rq), st, fail);
-    c->rkv = calloc((size_t)c->nb, sizeof *c->rkv);
-    C5_CHECK_GOTO(c->rkv, st, fail, C5_ERR_MEM, "ConditionalRoutedAutoregressiveAttention cache: out of memory");
-    for (long i = 0; i < c->nb; i++)
-      C5_CALL_GOTO(c5_router_cache_create(m->kv_router, batch, c->npad, &c->rkv[i]), st, fail);
-    c->kv.count = calloc((size_t)(rows * R), sizeof *c->kv.count);
-    c->kv.start = calloc((size_t)(rows * R), sizeof *c->kv.start);
-    c->kv.idx = calloc((size_t)k, sizeof *c->kv.idx);
-    c->kv.score = calloc((size_t)k, sizeof *c->kv.score);
-    c->xpad = calloc((size_t)(batch * c->npad * D), sizeof *c->xpad);
-    c->dxpad = calloc((size_t)(batch * c->npad * D), sizeof *c->dxpad);
-    c->xblk = calloc((size_t)(rows * W * D), sizeof *c->xblk);
-    c->dxblk = calloc((size_t)(rows * W * D), sizeof *c->dxblk);
-    c->qmask = calloc((size_t)(rows * W), 1);
-    c->kvmask = calloc((size_t)(batch * c->npad), 1);
-    c->qtok = calloc((size_t)q, sizeof *c->qtok);
-    c->qpos = calloc((size_t)q, sizeof *c->qpos);
-    c->ktok = calloc((size_t)k, sizeof *c->ktok);
-    c->kbat = calloc((size_t)k, sizeof *c->kbat);
-    c->kpos = calloc((size_t)k, sizeof *c->kpos);
-    c->xq = calloc((size_t)(q * D), sizeof *c->xq);
-    c->ctx = calloc((size_t)(k * D), sizeof *c->ctx);
-    c->qscore = calloc((size_t)q, sizeof *c->qscore);
-    c->kscore = calloc((size_t)k, sizeof *c->kscore);
-    c->kmask = calloc((size_t)k, 1);
-    c->hout = calloc((size_t)(q * D), sizeof *c->hout);
-    c->dh = calloc((size_t)(q * D), sizeof *c->dh);
-    c->dxq = calloc((size_t)(q * D), sizeof *c->dxq);
-    c->dctx = calloc((size_t)(k * D), sizeof *c->dctx);
-    c->dks = calloc((size_t)k, sizeof *c->dks);
-    c->dqs = calloc((size_t)q, sizeof *c->dqs);
-    c->dsq = calloc((size_t)q, sizeof *c->dsq);
-    c->dsc = calloc((size_t)(batch * R * nk), sizeof *c->dsc);
-    C5_CHECK_GOTO(c->kv.count && c->kv.start && c->kv.idx && c->kv.score && c->xpad && c->dxpad && c->xblk &&
-                  c->dxblk && c->qmask && c->kvmask && c->qtok && c->qpos && c->ktok && c->kbat && c->kpos && c->xq &&
-                  c->ctx && c->qscore && c->kscore && c->kmask && c->hout && c->dh && c->dxq && c->dctx && c->dks &&
-                  c->dqs && c->dsq && c->dsc, st, fail, C5_ERR_MEM,
-                  "ConditionalRoutedAutoregressiveAttention cache: out of memory for %ld x %ld tokens (%ld windows "
-                  "of %ld)", batch, n, c->nw, W);
-  }
+  c->lc_cap = n;
   *out = c;
   return C5_OK;
 fail:
@@ -200,30 +198,277 @@ fail:
   return st;
 }
 
-c5_status c5_routed_ar_attn_cache_destroy(c5_routed_ar_attn_cache **cp)
+static void free_heavy(c5_routed_ar_attn_cache *c)
 {
-  if (!cp || !*cp) return C5_OK;
-  c5_routed_ar_attn_cache *c = *cp;
-  c5_attn_local_cache_destroy(&c->lc);
   c5_attn_heavy_cache_destroy(&c->hc);
   c5_router_cache_destroy(&c->rq);
   if (c->rkv)
     for (long i = 0; i < c->nb; i++) c5_router_cache_destroy(&c->rkv[i]);
-  free(c->rkv);
-  free(c->kv.count); free(c->kv.start); free(c->kv.idx); free(c->kv.score);
-  free(c->xpad); free(c->dxpad); free(c->xblk); free(c->dxblk); free(c->qmask); free(c->kvmask);
-  free(c->qtok); free(c->qpos); free(c->ktok); free(c->kbat); free(c->kpos); free(c->xq); free(c->ctx);
-  free(c->qscore); free(c->kscore); free(c->kmask); free(c->hout); free(c->dh); free(c->dxq); free(c->dctx);
-  free(c->dks); free(c->dqs); free(c->dsq); free(c->dsc);
+  void *v[] = { c->rkv, c->kv.count, c->kv.start, c->kv.idx, c->kv.score, c->qpub.count, c->qpub.start,
+                c->qpub.idx, c->qpub.score, c->xpad, c->dxpad, c->xblk, c->dxblk, c->qmask, c->kvmask, c->qtok,
+                c->qpos, c->kpos, c->xq, c->ctx, c->qscore, c->kscore, c->kmask, c->hout, c->dh, c->dxq, c->dctx,
+                c->dks, c->dqs, c->dsq, c->dqr, c->dsc, c->own_tok, c->own_bat, c->own_at, c->cnt_all, c->rcnt,
+                c->rdsp, c->rcntx, c->rdspx, c->inv, c->sendx, c->sends, c->downx, c->downs, c->sendp, c->recvx,
+                c->recvs, c->dsendx, c->dsends, c->recvp };
+  for (size_t i = 0; i < sizeof v / sizeof *v; i++) free(v[i]);
+  c->rkv = NULL;
+  memset(&c->kv, 0, sizeof c->kv);
+  memset(&c->qpub, 0, sizeof c->qpub);
+  c->xpad = c->dxpad = c->xblk = c->dxblk = c->xq = c->ctx = c->qscore = c->kscore = c->hout = c->dh = NULL;
+  c->dxq = c->dctx = c->dks = c->dqs = c->dsq = c->dqr = c->dsc = NULL;
+  c->qmask = c->kvmask = c->kmask = NULL;
+  c->qtok = c->qpos = c->kpos = c->own_tok = c->own_bat = c->own_at = c->cnt_all = c->inv = c->sendp = NULL;
+  c->recvp = NULL;
+  c->rcnt = c->rdsp = c->rcntx = c->rdspx = NULL;
+  c->sendx = c->sends = c->downx = c->downs = c->recvx = c->recvs = c->dsendx = c->dsends = NULL;
+  c->geo_valid = 0;
+}
+
+c5_status c5_routed_ar_attn_cache_destroy(c5_routed_ar_attn_cache **cp)
+{
+  if (!cp || !*cp) return C5_OK;
+  c5_routed_ar_attn_cache *c = *cp;
+  free_heavy(c);
+  c5_attn_local_cache_destroy(&c->lc);
+  free(c->xe); free(c->oe); free(c->dxe); free(c->hsend); free(c->hrecv);
+  c5_dist_destroy(&c->self);
   C5_FREE(*cp);
   return C5_OK;
 }
 
 const c5_routing *c5_routed_ar_attn_routing_q(const c5_routed_ar_attn_cache *c)
 {
-  return c->rq ? c5_router_cache_routing(c->rq) : &c->q0;
+  if (!c->heavy) return &c->q0;
+  return c->size > 1 ? &c->qpub : c5_router_cache_routing(c->rq);
 }
-const c5_routing *c5_routed_ar_attn_routing_kv(const c5_routed_ar_attn_cache *c) { return c->rq ? &c->kv : &c->kv0; }
+const c5_routing *c5_routed_ar_attn_routing_kv(const c5_routed_ar_attn_cache *c) { return c->heavy ? &c->kv : &c->kv0; }
+
+#define NEW(p, cnt) do { (p) = calloc((size_t)(cnt) + 1, sizeof *(p)); ok = ok && (p); } while (0)
+
+/* Geometry of the heavy branch for this layout, and its buffers (made again when the layout changes). */
+static c5_status setup(const c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, const c5_layout *lay, int P)
+{
+  const c5_routed_ar_attn_config *cfg = &m->cfg;
+  const long W = m->W, R = cfg->num_routed_kv, D = cfg->dim, batch = c->batch, n = c->n;
+  const long kq = cfg->num_heavy_tokens_q, kkv = cfg->num_heavy_tokens_kv;
+  if (c->geo_valid && c->geo_P == P && c->ng == lay->n && c->offset == lay->offset) return C5_OK;
+  free_heavy(c);
+  c->geo_P = P;
+  c->ng = lay->n;
+  c->offset = lay->offset;
+  c->nw = (c->ng + W - 1) / W;
+  c->npad = c->nw * W;
+  c->nb = c->nw - 1;
+  /* the last rank holds the padding */
+  c->nlp = c->offset + n == c->ng ? c->npad - c->offset : n;
+  long ma = c->offset / W, mb = (c->offset + c->nlp) / W;
+  c->m0 = ma > 1 ? ma : 1;
+  c->nbl = mb > c->m0 ? mb - c->m0 : 0;
+  c->rows = batch * c->nbl;
+  /* random routes: every rank draws every window's row (the draws depend on the row index) */
+  int all = P > 1 && cfg->random_route;
+  c->wq0 = all ? 1 : c->m0;
+  c->nbq = all ? c->nb : c->nbl;
+  c->rows_q = batch * c->nbq;
+  c->qrouted = W > kq;
+  c->kvrouted = c->npad > kkv;
+  c->nq_cap = c->qrouted ? kq : W;
+  c->nk_cap = c->kvrouted ? kkv : c->npad;
+  c->S = c->kvrouted ? batch * c->nb * R : batch;
+  c->kslot = c->nk_cap;
+  c->tot = c->S * c->kslot;
+  c->own_cap = c->kvrouted ? c->S * (kkv < c->nlp ? kkv : c->nlp) : batch * c->nlp;
+  if (c->nb == 0) { c->geo_valid = 1; return C5_OK; }
+
+  const long nb = c->nb, rows = c->rows, rq = c->rows_q, nq = c->nq_cap, nk = c->nk_cap, nlp = c->nlp;
+  const long q = rows * nq, k = rows * R * nk, o = c->own_cap, t = c->tot, pub = batch * nb;
+  int ok = 1;
+  NEW(c->rkv, nb);
+  NEW(c->kv.count, pub * R); NEW(c->kv.start, pub * R); NEW(c->kv.idx, pub * R * nk); NEW(c->kv.score, pub * R * nk);
+  NEW(c->qpub.count, pub); NEW(c->qpub.start, pub); NEW(c->qpub.idx, pub * nq); NEW(c->qpub.score, pub * nq);
+  NEW(c->xpad, batch * nlp * D); NEW(c->dxpad, batch * nlp * D); NEW(c->kvmask, batch * nlp);
+  NEW(c->xblk, rq * W * D); NEW(c->dxblk, rq * W * D); NEW(c->qmask, rq * W); NEW(c->dqr, rq * nq);
+  NEW(c->qtok, q); NEW(c->qpos, q); NEW(c->xq, q * D); NEW(c->qscore, q); NEW(c->hout, q * D); NEW(c->dh, q * D);
+  NEW(c->dxq, q * D); NEW(c->dqs, q); NEW(c->dsq, q);
+  NEW(c->kpos, k); NEW(c->ctx, k * D); NEW(c->kscore, k); NEW(c->kmask, k); NEW(c->dctx, k * D); NEW(c->dks, k);
+  NEW(c->dsc, batch * R * nk);
+  NEW(c->own_tok, o); NEW(c->own_bat, o); NEW(c->own_at, c->S); NEW(c->cnt_all, (long)P * c->S);
+  NEW(c->rcnt, P); NEW(c->rdsp, P); NEW(c->rcntx, P); NEW(c->rdspx, P);
+  NEW(c->sendx, o * D); NEW(c->sends, o); NEW(c->sendp, o); NEW(c->downx, o * D); NEW(c->downs, o);
+  NEW(c->inv, t); NEW(c->recvx, t * D); NEW(c->recvs, t); NEW(c->recvp, t); NEW(c->dsendx, t * D); NEW(c->dsends, t);
+  C5_CHECK(ok, C5_ERR_MEM, "ConditionalRoutedAutoregressiveAttention cache: out of memory for %ld x %ld tokens "
+           "(%ld windows of %ld, %ld held here)", batch, n, c->nw, W, c->nbl);
+  C5_CHECK(t * D < 2147483647L, C5_ERR_ARG, "ConditionalRoutedAutoregressiveAttention: %ld gathered kv entries of "
+           "%ld reals exceed MPI's int counts", t, D);
+  if (rows > 0) C5_CALL(c5_attn_heavy_cache_create(&m->heavy, rows, nq, nk, &c->hc));
+  if (rq > 0) C5_CALL(c5_router_cache_create(m->q_router, rq, W, &c->rq));
+  for (long i = 0; i < nb; i++) C5_CALL(c5_router_cache_create(m->kv_router, batch, nlp, &c->rkv[i]));
+  c->geo_valid = 1;
+  return C5_OK;
+}
+
+/* Light branch, forward: causal LocalMHA over [left halo | shard]; the halo is the left neighbour's last
+   light window (the shard starts on a window boundary, so the windows line up with one rank's). */
+static c5_status light_forward(c5_routed_ar_attn *m, const c5_dist *d, const c5_real *x, c5_routed_ar_attn_cache *c,
+                               c5_real *out)
+{
+  const long b = c->batch, n = c->n, D = m->cfg.dim, w = m->light.window;
+  const int r = c->rank, P = c->size;
+  const c5_params *p = m->p;
+  if (P == 1) {
+    c->hl = 0;
+    C5_CALL(c5_attn_local_forward(&m->light, p, b, n, x, NULL, c->lc, out));
+    return C5_OK;
+  }
+  const long hl = r > 0 ? w : 0, sr = r < P - 1 ? w : 0, ne = hl + n;
+  C5_CHECK(sr == 0 || n >= w, C5_ERR_ARG, "ConditionalRoutedAutoregressiveAttention: rank %d holds %ld tokens, "
+           "fewer than the light window %ld it sends right", r, n, w);
+  if (ne > c->lc_cap) {
+    c5_attn_local_cache_destroy(&c->lc);
+    C5_CALL(c5_attn_local_cache_create(&m->light, b, ne, &c->lc));
+    c->lc_cap = ne;
+  }
+  if (ne > c->he_cap || !c->hsend) {
+    free(c->xe); free(c->oe); free(c->dxe); free(c->hsend); free(c->hrecv);
+    int ok = 1;
+    NEW(c->xe, b * ne * D); NEW(c->oe, b * ne * D); NEW(c->dxe, b * ne * D);
+    NEW(c->hsend, b * w * D); NEW(c->hrecv, b * w * D);
+    C5_CHECK(ok, C5_ERR_MEM, "ConditionalRoutedAutoregressiveAttention: out of memory for the light branch halo");
+    c->he_cap = ne;
+  }
+  c->hl = hl;
+  for (long i = 0; i < b; i++)
+    memcpy(c->hsend + i * sr * D, x + (i * n + n - sr) * D, (size_t)(sr * D) * sizeof *x);
+  int lt = r > 0 ? r - 1 : MPI_PROC_NULL, rt = r < P - 1 ? r + 1 : MPI_PROC_NULL;
+  C5_CALL(c5_dist_sendrecv(d, c->hsend, b * sr * D, rt, c->hrecv, b * hl * D, lt, C5_MPI_REAL));
+  if (hl == 0) {
+    C5_CALL(c5_attn_local_forward(&m->light, p, b, n, x, NULL, c->lc, out));
+    return C5_OK;
+  }
+  for (long i = 0; i < b; i++) {
+    memcpy(c->xe + i * ne * D, c->hrecv + i * hl * D, (size_t)(hl * D) * sizeof *x);
+    memcpy(c->xe + (i * ne + hl) * D, x + i * n * D, (size_t)(n * D) * sizeof *x);
+  }
+  C5_CALL(c5_attn_local_forward(&m->light, p, b, ne, c->xe, NULL, c->lc, c->oe));
+  for (long i = 0; i < b; i++)
+    memcpy(out + i * n * D, c->oe + (i * ne + hl) * D, (size_t)(n * D) * sizeof *out);
+  return C5_OK;
+}
+
+/* Light branch, backward: the halo rows' outputs get no gradient; their input gradient goes back to the
+   left neighbour, who adds it to its last window. */
+static c5_status light_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_routed_ar_attn_cache *c, const c5_real *x,
+                                const c5_real *dout, c5_real *dx)
+{
+  const long b = c->batch, n = c->n, D = m->cfg.dim, w = m->light.window, hl = c->hl, ne = hl + n;
+  const int r = c->rank, P = c->size;
+  const c5_params *p = m->p;
+  if (P == 1) {
+    C5_CALL(c5_attn_local_backward(&m->light, p, c->lc, x, dout, dx));
+    return C5_OK;
+  }
+  const long sr = r < P - 1 ? w : 0;
+  if (hl == 0) {
+    C5_CALL(c5_attn_local_backward(&m->light, p, c->lc, x, dout, dx));
+  } else {
+    for (long i = 0; i < b; i++) {
+      memset(c->oe + i * ne * D, 0, (size_t)(hl * D) * sizeof *c->oe);
+      memcpy(c->oe + (i * ne + hl) * D, dout + i * n * D, (size_t)(n * D) * sizeof *dout);
+    }
+    C5_CALL(c5_attn_local_backward(&m->light, p, c->lc, c->xe, c->oe, c->dxe));
+    for (long i = 0; i < b; i++) {
+      memcpy(dx + i * n * D, c->dxe + (i * ne + hl) * D, (size_t)(n * D) * sizeof *dx);
+      memcpy(c->hrecv + i * hl * D, c->dxe + i * ne * D, (size_t)(hl * D) * sizeof *dx);
+    }
+  }
+  int lt = r > 0 ? r - 1 : MPI_PROC_NULL, rt = r < P - 1 ? r + 1 : MPI_PROC_NULL;
+  C5_CALL(c5_dist_sendrecv(d, c->hrecv, b * hl * D, lt, c->hsend, b * sr * D, rt, C5_MPI_REAL));
+  for (long i = 0; i < b; i++)
+    for (long k = 0; k < sr * D; k++) dx[(i * n + n - sr) * D + k] += c->hsend[i * sr * D + k];
+  return C5_OK;
+}
+
+/* The kv exchange, forward: this rank's entries of every source row (routed: its picks of (b, window,
+   route), read from the batch row the reference reads them from; unrouted: its part of x' for each batch
+   row), every rank's counts, then every rank's entries (rank-major) and the map (row, slot) -> entry. */
+static c5_status kv_gather(c5_routed_ar_attn *m, const c5_dist *d, c5_routed_ar_attn_cache *c)
+{
+  const c5_routed_ar_attn_config *cfg = &m->cfg;
+  const long R = cfg->num_routed_kv, D = cfg->dim, nb = c->nb, nlp = c->nlp, S = c->S, kslot = c->kslot;
+  const int P = c->size, rank = c->rank;
+  long o = 0;
+  for (long s = 0; s < S; s++) {
+    c->own_at[s] = o;
+    if (c->kvrouted) {
+      long b = s / (nb * R), i = (s / R) % nb, q = s % R, r = b * nb + i;
+      long bs = (cfg->kv_gather_batch_bug ? r / R : r) / nb;   /* see the config's comment */
+      const c5_routing *ri = c5_router_cache_routing(c->rkv[i]);
+      long src = b * R + q;
+      for (long j = 0; j < ri->count[src]; j++, o++) {
+        long t = ri->idx[ri->start[src] + j];
+        c->own_tok[o] = t - c->offset;
+        c->own_bat[o] = bs;
+        c->sendp[o] = t;
+        c->sends[o] = ri->score[ri->start[src] + j];
+      }
+    } else {
+      for (long t = 0; t < nlp; t++, o++) {
+        c->own_tok[o] = t;
+        c->own_bat[o] = s;
+        c->sendp[o] = c->offset + t;
+        c->sends[o] = 1;
+      }
+    }
+    c->cnt_all[rank * S + s] = o - c->own_at[s];
+  }
+  c->nown = o;
+  C5_CHECK(o <= c->own_cap, C5_ERR_INTERNAL, "ConditionalRoutedAutoregressiveAttention: %ld own kv entries, room "
+           "for %ld", o, c->own_cap);
+#pragma omp parallel for schedule(static)
+  for (long e = 0; e < o; e++)
+    memcpy(c->sendx + e * D, c->xpad + (c->own_bat[e] * nlp + c->own_tok[e]) * D, (size_t)D * sizeof *c->sendx);
+
+  c5_phase old = c5_dist_phase(d, C5_PHASE_HEAVY);
+  c5_status st = C5_OK;
+  long *mine = malloc((size_t)(S + 1) * sizeof *mine);
+  C5_CHECK_GOTO(mine, st, out, C5_ERR_MEM, "out of memory");
+  for (int q = 0; q < P; q++) { c->rcnt[q] = (int)S; c->rdsp[q] = (int)(q * S); }
+  memcpy(mine, c->cnt_all + rank * S, (size_t)S * sizeof *mine);
+  C5_CALL_GOTO(c5_dist_allgatherv(d, mine, S, c->cnt_all, c->rcnt, c->rdsp, MPI_LONG), st, out);
+  long tot = 0;
+  for (int q = 0; q < P; q++) {
+    long sum = 0;
+    for (long s = 0; s < S; s++) sum += c->cnt_all[q * S + s];
+    c->rcnt[q] = (int)sum;
+    c->rdsp[q] = (int)tot;
+    c->rcntx[q] = (int)(sum * D);
+    c->rdspx[q] = (int)(tot * D);
+    tot += sum;
+  }
+  for (long s = 0; s < S; s++) {
+    long sum = 0;
+    for (int q = 0; q < P; q++) sum += c->cnt_all[q * S + s];
+    C5_CHECK_GOTO(sum == kslot, st, out, C5_ERR_INTERNAL, "ConditionalRoutedAutoregressiveAttention: kv source row "
+                  "%ld has %ld entries over the ranks, expected %ld", s, sum, kslot);
+  }
+  C5_CALL_GOTO(c5_dist_allgatherv(d, c->sends, o, c->recvs, c->rcnt, c->rdsp, C5_MPI_REAL), st, out);
+  C5_CALL_GOTO(c5_dist_allgatherv(d, c->sendp, o, c->recvp, c->rcnt, c->rdsp, MPI_LONG), st, out);
+  C5_CALL_GOTO(c5_dist_allgatherv(d, c->sendx, o * D, c->recvx, c->rcntx, c->rdspx, C5_MPI_REAL), st, out);
+  /* ranks in order, each rank's entries of a row ascending: the row's slots ascend */
+  {
+    long *fill = calloc((size_t)(S + 1), sizeof *fill);
+    C5_CHECK_GOTO(fill, st, out, C5_ERR_MEM, "out of memory");
+    long e = 0;
+    for (int q = 0; q < P; q++)
+      for (long s = 0; s < S; s++)
+        for (long j = 0; j < c->cnt_all[q * S + s]; j++, e++) c->inv[s * kslot + fill[s]++] = e;
+    free(fill);
+  }
+out:
+  free(mine);
+  c5_dist_phase(d, old);
+  return st;
+}
 
 c5_status c5_routed_ar_attn_forward(c5_routed_ar_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
                                     const c5_real *x, c5_routed_ar_attn_cache *c, c5_real *out)
@@ -231,44 +476,81 @@ c5_status c5_routed_ar_attn_forward(c5_routed_ar_attn *m, const c5_dist *d, cons
   C5_CHECK(m && d && lay && x && c && out, C5_ERR_ARG, "c5_routed_ar_attn_forward: NULL argument");
   const char *who = "ConditionalRoutedAutoregressiveAttention";
   const c5_routed_ar_attn_config *cfg = &m->cfg;
-  const long n = lay->n_local, D = cfg->dim, R = cfg->num_routed_kv, W = m->W;
-  C5_CHECK(c5_dist_size(d) == 1, C5_ERR_NOTIMPL,
-           "%s: a sequence sharded over %d ranks is not supported yet (one rank only)", who, c5_dist_size(d));
-  C5_CHECK(batch == c->batch && n == c->n && lay->n == n && lay->offset == 0, C5_ERR_SHAPE,
+  const long n = lay->n_local, D = cfg->dim, R = cfg->num_routed_kv, W = m->W, wl = m->light.window;
+  const int P = c5_dist_size(d);
+  C5_CHECK(batch == c->batch && n == c->n && (P > 1 || (lay->n == n && lay->offset == 0)), C5_ERR_SHAPE,
            "%s: input [%ld, %ld, %ld] (global n %ld), cache made for [%ld, %ld, %ld]", who, batch, n, D, lay->n,
            c->batch, c->n, D);
+  if (P > 1) {
+    long u = lay->unit, end = lay->offset + n;
+    C5_CHECK(u > 0 && u % wl == 0 && u % W == 0, C5_ERR_ARG, "%s: the layout unit %ld must be a multiple of the light "
+             "window %ld and the heavy window %ld when the sequence is sharded (c5_layout_compute with their lcm)",
+             who, u, wl, W);
+    C5_CHECK(lay->offset % u == 0 && (end == lay->n || end % u == 0) && end <= lay->n, C5_ERR_ARG,
+             "%s: this rank's tokens [%ld, %ld) of %ld are not whole units of %ld", who, lay->offset, end, lay->n, u);
+  }
+  c->rank = c5_dist_rank(d);
+  c->size = P;
   const c5_params *p = m->p;
 
-  C5_CALL(c5_attn_local_forward(&m->light, p, batch, n, x, NULL, c->lc, out));
+  {
+    c5_phase old = c5_dist_phase(d, C5_PHASE_HALO);
+    c5_status st = light_forward(m, d, x, c, out);
+    c5_dist_phase(d, old);
+    C5_CALL(st);
+  }
+  C5_CALL(setup(m, c, lay, P));
   /* n <= W: no query window (the reference fails for n < W; at n = W it adds nothing) */
   c->q0.rows = c->kv0.rows = 0;
-  if (c->rows == 0) return C5_OK;
+  c->heavy = c->nb > 0;
+  if (!c->heavy) return C5_OK;
 
-  const long nb = c->nb, npad = c->npad, rows = c->rows;
+  const long nb = c->nb, npad = c->npad, nlp = c->nlp, rows = c->rows, rows_q = c->rows_q, nbl = c->nbl;
+  const long nbq = c->nbq, m0 = c->m0, wq0 = c->wq0, off = c->offset, ng = c->ng;
   const long kq = cfg->num_heavy_tokens_q, kkv = cfg->num_heavy_tokens_kv;
-  /* padded x (the pad stays zero from the allocation) and the query windows 1 .. nw-1 */
-  for (long b = 0; b < batch; b++) {
-    memcpy(c->xpad + b * npad * D, x + b * n * D, (size_t)(n * D) * sizeof *x);
-    memcpy(c->xblk + b * nb * W * D, c->xpad + (b * npad + W) * D, (size_t)(nb * W * D) * sizeof *x);
+  /* this rank's part of x' (the pad stays zero from the allocation) and the q router's windows */
+  for (long b = 0; b < batch; b++)
+    memcpy(c->xpad + b * nlp * D, x + b * n * D, (size_t)(n * D) * sizeof *x);
+  if (rows_q > 0) {
+    if (nbq != nbl) memset(c->xblk, 0, (size_t)(rows_q * W * D) * sizeof *c->xblk);
+    for (long b = 0; b < batch; b++)
+      for (long mm = m0; mm < m0 + nbl; mm++)
+        memcpy(c->xblk + (b * nbq + mm - wq0) * W * D, c->xpad + (b * nlp + mm * W - off) * D,
+               (size_t)(W * D) * sizeof *x);
+    for (long r = 0; r < rows_q; r++) {
+      long mm = wq0 + r % nbq;
+      int held = mm >= m0 && mm < m0 + nbl;
+      for (long j = 0; j < W; j++) c->qmask[r * W + j] = held && mm * W + j < ng;
+    }
   }
-  for (long r = 0; r < rows; r++)
-    for (long j = 0; j < W; j++) c->qmask[r * W + j] = ((r % nb) + 1) * W + j < n;
 
-  /* q router: each window's queries within the window */
+  /* q router: each window's queries within the window; a window lies on one rank, so the rank routes it
+     alone (on a communicator of one when sharded) */
+  const c5_dist *dq = d;
+  if (P > 1) {
+    if (!c->self) C5_CALL(c5_dist_create(MPI_COMM_SELF, &c->self));
+    dq = c->self;
+  }
   c5_layout lq = { .n = W, .unit = W, .offset = 0, .n_local = W };
-  C5_CALL(c5_router_forward(m->q_router, d, &lq, c5_params_value(p, m->rt_q), rows, c->xblk, c->qmask, kq,
-                            cfg->random_route, cfg->random_seed, c->rq));
-  const c5_routing *rq = c5_router_cache_routing(c->rq);
+  const c5_routing *rq = NULL;
+  if (rows_q > 0) {
+    C5_CALL(c5_router_forward(m->q_router, dq, &lq, c5_params_value(p, m->rt_q), rows_q, c->xblk, c->qmask, kq,
+                              cfg->random_route, cfg->random_seed, c->rq));
+    rq = c5_router_cache_routing(c->rq);
+    C5_CHECK(rq->routed == c->qrouted, C5_ERR_INTERNAL, "%s: q router routed %d, expected %d", who, rq->routed,
+             c->qrouted);
+  }
 
-  /* kv router: for window m = i + 1, the padded sequence with windows < m unmasked */
-  c5_layout lk = { .n = npad, .unit = W, .offset = 0, .n_local = npad };
+  /* kv router: for window m = i + 1, the padded sequence with windows < m unmasked (distributed: this
+     rank's columns of x') */
+  c5_layout lk = { .n = npad, .unit = W, .offset = off, .n_local = nlp };
   c5_routing *kv = &c->kv;
-  kv->rows = rows * R;
-  kv->routed = npad > kkv;
+  kv->rows = batch * nb * R;
+  kv->routed = c->kvrouted;
   kv->k = kv->routed ? kkv : 0;
   for (long i = 0; i < nb; i++) {
     for (long b = 0; b < batch; b++)
-      for (long t = 0; t < npad; t++) c->kvmask[b * npad + t] = t < (i + 1) * W;
+      for (long t = 0; t < nlp; t++) c->kvmask[b * nlp + t] = off + t < (i + 1) * W;
     uint64_t seed = cfg->random_seed ^ (0x632be59bd9b4e019ull * (uint64_t)(i + 1));
     C5_CALL(c5_router_forward(m->kv_router, d, &lk, c5_params_value(p, m->rt_kv), batch, c->xpad, c->kvmask, kkv,
                               cfg->random_route, seed, c->rkv[i]));
@@ -282,60 +564,89 @@ c5_status c5_routed_ar_attn_forward(c5_routed_ar_attn *m, const c5_dist *d, cons
         kv->start[row] = row * kv->k;
         kv->count[row] = kv->routed ? ri->count[src] : 0;
         if (!kv->routed) continue;
-        C5_CHECK(ri->count[src] == kkv, C5_ERR_INTERNAL, "%s: kv router row %ld selected %ld of %ld", who, src,
-                 ri->count[src], kkv);
-        memcpy(kv->idx + row * kkv, ri->idx + ri->start[src], (size_t)kkv * sizeof *kv->idx);
-        memcpy(kv->score + row * kkv, ri->score + ri->start[src], (size_t)kkv * sizeof *kv->score);
+        C5_CHECK(ri->count[src] <= kkv && (P > 1 || ri->count[src] == kkv), C5_ERR_INTERNAL,
+                 "%s: kv router row %ld selected %ld of %ld", who, src, ri->count[src], kkv);
+        memcpy(kv->idx + row * kkv, ri->idx + ri->start[src], (size_t)ri->count[src] * sizeof *kv->idx);
+        memcpy(kv->score + row * kkv, ri->score + ri->start[src], (size_t)ri->count[src] * sizeof *kv->score);
       }
   }
+  /* every routed kv entry to every rank */
+  C5_CALL(kv_gather(m, d, c));
 
-  /* heavy queries: the routed positions of each window, or all W (score 1) */
-  const long nq = c->nq = rq->routed ? kq : W;
+  /* the public q routing (sharded): every (batch, window) row, this rank's windows filled */
+  if (P > 1) {
+    c5_routing *qp = &c->qpub;
+    qp->rows = batch * nb;
+    qp->routed = c->qrouted;
+    qp->k = qp->routed ? kq : 0;
+    long at = 0;
+    for (long b = 0; b < batch; b++)
+      for (long mm = 1; mm <= nb; mm++) {
+        long row = b * nb + mm - 1, cnt = 0;
+        qp->start[row] = at;
+        if (qp->routed && mm >= m0 && mm < m0 + nbl) {
+          long qr = b * nbq + mm - wq0;
+          cnt = rq->count[qr];
+          memcpy(qp->idx + at, rq->idx + rq->start[qr], (size_t)cnt * sizeof *qp->idx);
+          memcpy(qp->score + at, rq->score + rq->start[qr], (size_t)cnt * sizeof *qp->score);
+        }
+        qp->count[row] = cnt;
+        at += cnt;
+      }
+  }
+  if (rows == 0) return C5_OK;   /* no query window here */
+
+  /* heavy queries: the routed positions of each window held here, or all W (score 1) */
+  const long nq = c->nq = c->qrouted ? kq : W;
 #pragma omp parallel for schedule(static)
-  for (long r = 0; r < rows; r++)
+  for (long r = 0; r < rows; r++) {
+    long b = r / nbl, mm = m0 + r % nbl, qr = b * nbq + mm - wq0;
     for (long j = 0; j < nq; j++) {
       long e = r * nq + j;
-      long t = rq->routed ? rq->idx[rq->start[r] + j] : j;
+      long t = c->qrouted ? rq->idx[rq->start[qr] + j] : j;
       c->qtok[e] = t;
-      c->qpos[e] = ((r % nb) + 1) * W + t;
-      c->qscore[e] = rq->routed ? rq->score[rq->start[r] + j] : 1;
-      memcpy(c->xq + e * D, c->xblk + (r * W + t) * D, (size_t)D * sizeof *x);
+      c->qpos[e] = mm * W + t;
+      c->qscore[e] = c->qrouted ? rq->score[rq->start[qr] + j] : 1;
+      memcpy(c->xq + e * D, c->xblk + (qr * W + t) * D, (size_t)D * sizeof *x);
     }
-  /* heavy keys per route: the routed tokens of the padded sequence, or all of it (score 1) */
-  const long nk = c->nk = kv->routed ? kkv : npad;
+  }
+  /* heavy keys per route: the gathered entries of the row's source row (routed: the row itself; unrouted:
+     the batch row's whole padded sequence), masked beyond the window the reference reads the mask of */
+  const long nk = c->nk = c->kslot;
 #pragma omp parallel for schedule(static)
-  for (long r = 0; r < rows; r++)
-    for (long q = 0; q < R; q++)
+  for (long r = 0; r < rows; r++) {
+    long b = r / nbl, mm = m0 + r % nbl, rg = b * nb + mm - 1;
+    long src = cfg->kv_gather_batch_bug && c->kvrouted ? rg / R : rg;   /* see the config's comment */
+    long ms = src % nb + 1;
+    for (long q = 0; q < R; q++) {
+      long s = c->kvrouted ? rg * R + q : b;
       for (long j = 0; j < nk; j++) {
-        long row = r * R + q, e = row * nk + j;
-        long t = kv->routed ? kv->idx[kv->start[row] + j] : j;
-        long src = cfg->kv_gather_batch_bug && kv->routed ? r / R : r;   /* see the config's comment */
-        long bs = src / nb, ms = src % nb + 1;
-        c->ktok[e] = t;
-        c->kbat[e] = bs;
+        long e = (r * R + q) * nk + j, g = c->inv[s * c->kslot + j], t = c->recvp[g];
         c->kpos[e] = t;
-        c->kscore[e] = kv->routed ? kv->score[kv->start[row] + j] : 1;
+        c->kscore[e] = c->recvs[g];
         c->kmask[e] = t < ms * W;
-        memcpy(c->ctx + e * D, c->xpad + (bs * npad + t) * D, (size_t)D * sizeof *x);
+        memcpy(c->ctx + e * D, c->recvx + g * D, (size_t)D * sizeof *x);
       }
+    }
+  }
   C5_CALL(c5_attn_heavy_forward(&m->heavy, p, rows, nq, nk, c->xq, c->ctx, c->kmask, c->kscore,
                                 cfg->multiply_queries_by_score ? c->qscore : NULL, cfg->rotary_emb ? c->qpos : NULL,
                                 cfg->rotary_emb ? c->kpos : NULL, c->hc, c->hout));
 
   /* scatter: window m of row r lands on tokens m W .. m W + W - 1 (those < n). Routed: null_q_token (or 0)
      everywhere, the routed queries' output times their score at their positions. */
-  const c5_real *nul = rq->routed && m->null_q >= 0 ? c5_params_value(p, m->null_q) : NULL;
+  const c5_real *nul = c->qrouted && m->null_q >= 0 ? c5_params_value(p, m->null_q) : NULL;
 #pragma omp parallel for schedule(static)
   for (long r = 0; r < rows; r++) {
-    long b = r / nb, t0 = ((r % nb) + 1) * W;
+    long b = r / nbl, t0 = (m0 + r % nbl) * W;
     if (nul)
-      for (long t = t0; t < t0 + W && t < n; t++)
-        for (long k = 0; k < D; k++) out[(b * n + t) * D + k] += nul[k];
+      for (long t = t0; t < t0 + W && t < ng; t++)
+        for (long k = 0; k < D; k++) out[(b * n + t - off) * D + k] += nul[k];
     for (long j = 0; j < nq; j++) {
       long e = r * nq + j, t = t0 + c->qtok[e];
-      if (t >= n) continue;   /* padding: sliced off */
+      if (t >= ng) continue;   /* padding: sliced off */
       for (long k = 0; k < D; k++)
-        out[(b * n + t) * D + k] += c->hout[e * D + k] * c->qscore[e] - (nul ? nul[k] : 0);
+        out[(b * n + t - off) * D + k] += c->hout[e * D + k] * c->qscore[e] - (nul ? nul[k] : 0);
     }
   }
   return C5_OK;
@@ -345,82 +656,127 @@ c5_status c5_routed_ar_attn_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_
                                      const c5_real *x, const c5_real *dout, c5_real *dx)
 {
   C5_CHECK(m && d && c && x && dout && dx, C5_ERR_ARG, "c5_routed_ar_attn_backward: NULL argument");
+  C5_CHECK(c->size > 0 && c5_dist_size(d) == c->size, C5_ERR_ARG, "c5_routed_ar_attn_backward: no forward in this "
+           "cache on this communicator");
   const c5_routed_ar_attn_config *cfg = &m->cfg;
   const long n = c->n, D = cfg->dim, R = cfg->num_routed_kv, W = m->W, batch = c->batch;
   const c5_params *p = m->p;
 
-  C5_CALL(c5_attn_local_backward(&m->light, p, c->lc, x, dout, dx));
-  if (c->rows == 0) return C5_OK;
+  {
+    c5_phase old = c5_dist_phase(d, C5_PHASE_HALO);
+    c5_status st = light_backward(m, d, c, x, dout, dx);
+    c5_dist_phase(d, old);
+    C5_CALL(st);
+  }
+  if (!c->heavy) return C5_OK;
 
-  const long nb = c->nb, npad = c->npad, rows = c->rows, nq = c->nq, nk = c->nk;
-  const c5_routing *rq = c5_router_cache_routing(c->rq);
+  const long nb = c->nb, nlp = c->nlp, rows = c->rows, nbl = c->nbl, nbq = c->nbq, m0 = c->m0, wq0 = c->wq0;
+  const long off = c->offset, ng = c->ng, nq = c->nq, nk = c->nk, kslot = c->kslot;
+  const c5_dist *dq = c->size > 1 ? c->self : d;
+  const c5_routing *rq = c->rq ? c5_router_cache_routing(c->rq) : NULL;
   const c5_routing *kv = &c->kv;
 
-  /* null_q_token: every token of windows 1.. (below n) not replaced by a routed query */
-  if (rq->routed && m->null_q >= 0) {
-    c5_real *g = c5_params_grad(p, m->null_q);
-    double *acc = calloc((size_t)D, sizeof *acc);
-    C5_CHECK(acc, C5_ERR_MEM, "out of memory");
-    for (long b = 0; b < batch; b++)
-      for (long t = W; t < n; t++)
-        for (long k = 0; k < D; k++) acc[k] += dout[(b * n + t) * D + k];
+  if (rows > 0) {
+    /* null_q_token: every token of windows 1.. (below n) not replaced by a routed query */
+    if (c->qrouted && m->null_q >= 0) {
+      c5_real *g = c5_params_grad(p, m->null_q);
+      double *acc = calloc((size_t)D, sizeof *acc);
+      C5_CHECK(acc, C5_ERR_MEM, "out of memory");
+      long t1 = W - off > 0 ? W - off : 0;
+      for (long b = 0; b < batch; b++)
+        for (long t = t1; t < n; t++)
+          for (long k = 0; k < D; k++) acc[k] += dout[(b * n + t) * D + k];
+      for (long e = 0; e < rows * nq; e++) {
+        long r = e / nq, b = r / nbl, t = (m0 + r % nbl) * W + c->qtok[e];
+        if (t < ng)
+          for (long k = 0; k < D; k++) acc[k] -= dout[(b * n + t - off) * D + k];
+      }
+      for (long k = 0; k < D; k++) g[k] += (c5_real)acc[k];
+      free(acc);
+    }
+    /* through the query score: out = hout * s (padding queries: sliced off, no gradient) */
+#pragma omp parallel for schedule(static)
     for (long e = 0; e < rows * nq; e++) {
-      long r = e / nq, b = r / nb, t = ((r % nb) + 1) * W + c->qtok[e];
-      if (t < n)
-        for (long k = 0; k < D; k++) acc[k] -= dout[(b * n + t) * D + k];
+      long r = e / nq, b = r / nbl, t = (m0 + r % nbl) * W + c->qtok[e];
+      double ds = 0;
+      for (long k = 0; k < D; k++) {
+        c5_real g = t < ng ? dout[(b * n + t - off) * D + k] : 0;
+        c->dh[e * D + k] = g * c->qscore[e];
+        ds += (double)g * c->hout[e * D + k];
+      }
+      c->dsq[e] = (c5_real)ds;
     }
-    for (long k = 0; k < D; k++) g[k] += (c5_real)acc[k];
-    free(acc);
+    C5_CALL(c5_attn_heavy_backward(&m->heavy, p, c->hc, c->dh, c->dxq, c->dctx, c->dks,
+                                   cfg->multiply_queries_by_score ? c->dqs : NULL));
+    if (cfg->multiply_queries_by_score)
+      for (long e = 0; e < rows * nq; e++) c->dsq[e] += c->dqs[e];
   }
-  /* through the query score: out = hout * s (padding queries: sliced off, no gradient) */
-#pragma omp parallel for schedule(static)
-  for (long e = 0; e < rows * nq; e++) {
-    long r = e / nq, b = r / nb, t = ((r % nb) + 1) * W + c->qtok[e];
-    double ds = 0;
-    for (long k = 0; k < D; k++) {
-      c5_real g = t < n ? dout[(b * n + t) * D + k] : 0;
-      c->dh[e * D + k] = g * c->qscore[e];
-      ds += (double)g * c->hout[e * D + k];
-    }
-    c->dsq[e] = (c5_real)ds;
-  }
-  C5_CALL(c5_attn_heavy_backward(&m->heavy, p, c->hc, c->dh, c->dxq, c->dctx, c->dks,
-                                 cfg->multiply_queries_by_score ? c->dqs : NULL));
-  if (cfg->multiply_queries_by_score)
-    for (long e = 0; e < rows * nq; e++) c->dsq[e] += c->dqs[e];
 
-  /* queries back into their windows (distinct positions per row) */
-  memset(c->dxblk, 0, (size_t)(rows * W * D) * sizeof *c->dxblk);
+  /* queries back into their windows (distinct positions per row), then the q router */
+  if (c->rows_q > 0) {
+    memset(c->dxblk, 0, (size_t)(c->rows_q * W * D) * sizeof *c->dxblk);
+    if (c->qrouted) memset(c->dqr, 0, (size_t)(c->rows_q * nq) * sizeof *c->dqr);
 #pragma omp parallel for schedule(static)
-  for (long r = 0; r < rows; r++)
-    for (long j = 0; j < nq; j++) {
-      long e = r * nq + j;
-      c5_real *dst = c->dxblk + (r * W + c->qtok[e]) * D;
-      for (long k = 0; k < D; k++) dst[k] += c->dxq[e * D + k];
+    for (long r = 0; r < rows; r++) {
+      long qr = (r / nbl) * nbq + m0 + r % nbl - wq0;
+      for (long j = 0; j < nq; j++) {
+        long e = r * nq + j;
+        c5_real *dst = c->dxblk + (qr * W + c->qtok[e]) * D;
+        for (long k = 0; k < D; k++) dst[k] += c->dxq[e * D + k];
+        if (c->qrouted) c->dqr[rq->start[qr] + j] = c->dsq[e];   /* dscore in the router's entry order */
+      }
     }
-  C5_CALL(c5_router_backward(m->q_router, d, c->rq, c5_params_value(p, m->rt_q), c->xblk, c->dsq, c->dxblk,
-                             c5_params_grad(p, m->rt_q)));
-  /* keys (a token feeds many rows: one fixed order) */
-  memset(c->dxpad, 0, (size_t)(batch * npad * D) * sizeof *c->dxpad);
-  for (long e = 0; e < rows * R * nk; e++) {
-    c5_real *dst = c->dxpad + (c->kbat[e] * npad + c->ktok[e]) * D;
-    for (long k = 0; k < D; k++) dst[k] += c->dctx[e * D + k];
+    C5_CALL(c5_router_backward(m->q_router, dq, c->rq, c5_params_value(p, m->rt_q), c->xblk, c->dqr, c->dxblk,
+                               c5_params_grad(p, m->rt_q)));
+  }
+
+  /* keys: this rank's rows' gradients in gathered (rank-major) order, summed over the ranks; each owner
+     gets its entries (a token feeds many rows: one fixed order) */
+  memset(c->dsendx, 0, (size_t)(c->tot * D) * sizeof *c->dsendx);
+  if (c->kvrouted) memset(c->dsends, 0, (size_t)c->tot * sizeof *c->dsends);
+  for (long r = 0; r < rows; r++) {
+    long b = r / nbl, rg = b * nb + m0 + r % nbl - 1;
+    for (long q = 0; q < R; q++) {
+      long s = c->kvrouted ? rg * R + q : b;
+      for (long j = 0; j < nk; j++) {
+        long e = (r * R + q) * nk + j, g = c->inv[s * kslot + j];
+        c5_real *dst = c->dsendx + g * D;
+        for (long k = 0; k < D; k++) dst[k] += c->dctx[e * D + k];
+        if (c->kvrouted) c->dsends[g] += c->dks[e];
+      }
+    }
+  }
+  {
+    c5_phase old = c5_dist_phase(d, C5_PHASE_HEAVY);
+    c5_status st = c5_dist_reduce_scatter_real(d, c->dsendx, c->downx, c->rcntx);
+    if (st == C5_OK && c->kvrouted) st = c5_dist_reduce_scatter_real(d, c->dsends, c->downs, c->rcnt);
+    c5_dist_phase(d, old);
+    C5_CALL(st);
+  }
+  memset(c->dxpad, 0, (size_t)(batch * nlp * D) * sizeof *c->dxpad);
+  for (long o = 0; o < c->nown; o++) {
+    c5_real *dst = c->dxpad + (c->own_bat[o] * nlp + c->own_tok[o]) * D;
+    for (long k = 0; k < D; k++) dst[k] += c->downx[o * D + k];
   }
   for (long b = 0; b < batch; b++)
-    for (long i = 0; i < nb * W * D; i++) c->dxpad[(b * npad + W) * D + i] += c->dxblk[b * nb * W * D + i];
+    for (long mm = m0; mm < m0 + nbl; mm++) {
+      c5_real *dst = c->dxpad + (b * nlp + mm * W - off) * D;
+      const c5_real *src = c->dxblk + (b * nbq + mm - wq0) * W * D;
+      for (long i = 0; i < W * D; i++) dst[i] += src[i];
+    }
   /* kv routers, window by window, dscore in each router's own entry order */
   if (kv->routed)
     for (long i = 0; i < nb; i++) {
       const c5_routing *ri = c5_router_cache_routing(c->rkv[i]);
       for (long b = 0; b < batch; b++)
         for (long q = 0; q < R; q++) {
-          long row = (b * nb + i) * R + q, src = b * R + q;
-          for (long j = 0; j < nk; j++) c->dsc[ri->start[src] + j] = c->dks[row * nk + j];
+          long s = (b * nb + i) * R + q, src = b * R + q;
+          for (long j = 0; j < ri->count[src]; j++) c->dsc[ri->start[src] + j] = c->downs[c->own_at[s] + j];
         }
       C5_CALL(c5_router_backward(m->kv_router, d, c->rkv[i], c5_params_value(p, m->rt_kv), c->xpad, c->dsc,
                                  c->dxpad, c5_params_grad(p, m->rt_kv)));
     }
   for (long b = 0; b < batch; b++)
-    for (long i = 0; i < n * D; i++) dx[b * n * D + i] += c->dxpad[b * npad * D + i];
+    for (long i = 0; i < n * D; i++) dx[b * n * D + i] += c->dxpad[b * nlp * D + i];
   return C5_OK;
 }

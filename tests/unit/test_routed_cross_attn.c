@@ -8,7 +8,14 @@
         has_light_attn = 0: outputs, dx(routed) = dx + dcontext(cross), and
         every parameter gradient by name (1e-12 double, 1e-4 single);
      3. bad options and inputs give a C5_ERR_* status whose message names the
-        option; state_dict names and shapes.
+        option; state_dict names and shapes;
+     4. sharded: x and the context each sharded over MPI_COMM_WORLD with their
+        own layouts (different units, lengths not divisible by P) equal one
+        rank (every rank also runs the whole sequence on MPI_COMM_SELF):
+        outputs, dx, dcontext, every parameter gradient (summed over ranks)
+        to 1e-12 in double (1e-4 single), the same routed indices and scores,
+        over two forward/backward passes on one cache. Under
+        `mpirun -np P` (P = 2, 3, 4) only this part runs, rank 0 prints.
 
    Where the two reference classes define the same computation (checked in 2).
    The cross attention's arguments map onto the routed attention's as
@@ -467,12 +474,205 @@ fail:
   return ok;
 }
 
+/* ---- 4. sharded over MPI_COMM_WORLD == one rank ---------------------------------------------- */
+
+/* This rank's [b, l->n_local, w] slice of full [b, n, w], and back (every rank gets the whole). */
+static void slice_seq(const c5_real *full, long b, long n, long w, const c5_layout *l, c5_real *loc)
+{
+  for (long i = 0; i < b; i++)
+    memcpy(loc + i * l->n_local * w, full + (i * n + l->offset) * w, (size_t)(l->n_local * w) * sizeof *loc);
+}
+
+static void slice_mask(const uint8_t *full, long b, long n, const c5_layout *l, uint8_t *loc)
+{
+  for (long i = 0; i < b; i++) memcpy(loc + i * l->n_local, full + i * n + l->offset, (size_t)l->n_local);
+}
+
+static int gather_seq(const c5_real *loc, long b, long w, long n, long unit, c5_real *full)
+{
+  int P, r, ok = 0;
+  MPI_Comm_size(MPI_COMM_WORLD, &P);
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  int *cnt = calloc((size_t)P, sizeof *cnt), *dsp = calloc((size_t)P, sizeof *dsp);
+  c5_real *tmp = malloc((size_t)(b * n * w + 1) * sizeof *tmp);
+  c5_layout me, l;
+  if (!cnt || !dsp || !tmp || c5_layout_of_rank(n, unit, r, P, &me) != C5_OK) goto out;
+  for (int q = 0; q < P; q++) {
+    if (c5_layout_of_rank(n, unit, q, P, &l) != C5_OK) goto out;
+    cnt[q] = (int)(b * l.n_local * w);
+    dsp[q] = (int)(b * l.offset * w);
+  }
+  MPI_Allgatherv(loc, (int)(b * me.n_local * w), C5_MPI_REAL, tmp, cnt, dsp, C5_MPI_REAL, MPI_COMM_WORLD);
+  for (int q = 0; q < P; q++) {
+    c5_layout_of_rank(n, unit, q, P, &l);
+    for (long i = 0; i < b; i++)
+      memcpy(full + (i * n + l.offset) * w, tmp + dsp[q] + i * l.n_local * w, (size_t)(l.n_local * w) * sizeof *full);
+  }
+  ok = 1;
+out:
+  free(cnt); free(dsp); free(tmp);
+  return ok;
+}
+
+/* Each row's entries of every rank (rank order) against the one-rank routing: indices identical, scores close. */
+static long routing_diffs(const c5_routing *one, const c5_routing *sh)
+{
+  int P;
+  MPI_Comm_size(MPI_COMM_WORLD, &P);
+  if (one->routed != sh->routed || one->rows != sh->rows || (one->routed && one->k != sh->k)) return 1;
+  if (!one->routed) return 0;
+  long diff = 0;
+  int *cnt = calloc((size_t)P, sizeof *cnt), *dsp = calloc((size_t)P, sizeof *dsp);
+  long *idx = calloc((size_t)one->k + 1, sizeof *idx);
+  c5_real *sc = calloc((size_t)one->k + 1, sizeof *sc);
+  if (!cnt || !dsp || !idx || !sc) diff = 1;
+  for (long row = 0; !diff && row < sh->rows; row++) {
+    int c = (int)sh->count[row];
+    MPI_Allgather(&c, 1, MPI_INT, cnt, 1, MPI_INT, MPI_COMM_WORLD);
+    long tot = cnt[0];
+    for (int q = 1; q < P; q++) { dsp[q] = dsp[q - 1] + cnt[q - 1]; tot += cnt[q]; }
+    if (tot != one->count[row]) { diff++; break; }   /* the same on every rank: all leave the loop together */
+    MPI_Allgatherv(sh->idx + sh->start[row], c, MPI_LONG, idx, cnt, dsp, MPI_LONG, MPI_COMM_WORLD);
+    MPI_Allgatherv(sh->score + sh->start[row], c, C5_MPI_REAL, sc, cnt, dsp, C5_MPI_REAL, MPI_COMM_WORLD);
+    for (long j = 0; j < tot; j++)
+      diff += idx[j] != one->idx[one->start[row] + j] ||
+              fabs((double)sc[j] - one->score[one->start[row] + j]) > EQ_TOL;
+  }
+  free(cnt); free(dsp); free(idx); free(sc);
+  return diff;
+}
+
+static int check_sharded(const char *what, const c5_routed_cross_attn_config *cfg, long b, long n, long mc, long ux,
+                         long uc, int masked, long full_row, unsigned long long seed, c5_dist *self, c5_dist *world)
+{
+  const long D = cfg->dim, N = b * n * D, NC = b * mc * D;
+  int rank, P, ok = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &P);
+  c5_params *p = NULL;
+  c5_routed_cross_attn *m = NULL;
+  c5_routed_cross_attn_cache *c1 = NULL, *cs = NULL;
+  c5_layout l1x, l1c, lx, lc;
+  double err = 0, sc;
+  long rdiff = 0, tot = 0;
+  c5_real *x = randn(N, &seed), *ctx = randn(NC, &seed), *g = randn(N, &seed);
+  uint8_t *mask = masked ? randmask(b, n, full_row, &seed) : NULL, *cmask = masked ? randmask(b, mc, -1, &seed) : NULL;
+  c5_real *o1 = calloc((size_t)N, sizeof *o1), *dx1 = calloc((size_t)N, sizeof *dx1), *dc1 = calloc((size_t)NC, sizeof *dc1);
+  c5_real *of = calloc((size_t)N, sizeof *of), *dxf = calloc((size_t)N, sizeof *dxf), *dcf = calloc((size_t)NC, sizeof *dcf);
+  c5_real *pg1 = NULL, *xl = NULL, *cl = NULL, *gl = NULL, *ol = NULL, *dxl = NULL, *dcl = NULL;
+  uint8_t *ml = NULL, *cml = NULL;
+  T_OK(c5_params_create(&p));
+  T_OK(c5_routed_cross_attn_create(cfg, p, "", &m));
+  T_OK(c5_params_alloc(p));
+  init_params(p, seed + 77);
+  tot = c5_params_total(p);
+  pg1 = malloc((size_t)tot * sizeof *pg1);
+  /* one rank: the whole sequences */
+  T_OK(c5_layout_compute(self, n, ux, &l1x));
+  T_OK(c5_layout_compute(self, mc, uc, &l1c));
+  T_OK(c5_routed_cross_attn_cache_create(m, b, n, mc, &c1));
+  c5_params_zero_grad(p);
+  T_OK(c5_routed_cross_attn_forward(m, self, &l1x, &l1c, b, x, mask, ctx, cmask, c1, o1));
+  T_OK(c5_routed_cross_attn_backward(m, self, c1, x, ctx, g, dx1, dc1));
+  memcpy(pg1, c5_params_grad(p, 0), (size_t)tot * sizeof *pg1);
+  /* sharded: each sequence on its own layout */
+  T_OK(c5_layout_compute(world, n, ux, &lx));
+  T_OK(c5_layout_compute(world, mc, uc, &lc));
+  xl = malloc((size_t)(b * lx.n_local * D + 1) * sizeof *xl);
+  gl = malloc((size_t)(b * lx.n_local * D + 1) * sizeof *gl);
+  ol = calloc((size_t)(b * lx.n_local * D + 1), sizeof *ol);
+  dxl = calloc((size_t)(b * lx.n_local * D + 1), sizeof *dxl);
+  cl = malloc((size_t)(b * lc.n_local * D + 1) * sizeof *cl);
+  dcl = calloc((size_t)(b * lc.n_local * D + 1), sizeof *dcl);
+  ml = malloc((size_t)(b * lx.n_local + 1));
+  cml = malloc((size_t)(b * lc.n_local + 1));
+  T_CHECK(xl && gl && ol && dxl && cl && dcl && ml && cml, "out of memory");
+  slice_seq(x, b, n, D, &lx, xl);
+  slice_seq(g, b, n, D, &lx, gl);
+  slice_seq(ctx, b, mc, D, &lc, cl);
+  if (masked) { slice_mask(mask, b, n, &lx, ml); slice_mask(cmask, b, mc, &lc, cml); }
+  T_OK(c5_routed_cross_attn_cache_create(m, b, lx.n_local, lc.n_local, &cs));
+  for (int rep = 0; rep < 2; rep++) {   /* the second pass reuses the cache's buffers */
+    c5_params_zero_grad(p);
+    T_OK(c5_routed_cross_attn_forward(m, world, &lx, &lc, b, xl, masked ? ml : NULL, cl, masked ? cml : NULL, cs, ol));
+    T_OK(c5_routed_cross_attn_backward(m, world, cs, xl, cl, gl, dxl, dcl));
+  }
+  MPI_Allreduce(MPI_IN_PLACE, c5_params_grad(p, 0), (int)tot, C5_MPI_REAL, MPI_SUM, MPI_COMM_WORLD);
+  T_CHECK(gather_seq(ol, b, D, n, ux, of) && gather_seq(dxl, b, D, n, ux, dxf) && gather_seq(dcl, b, D, mc, uc, dcf),
+          "gather failed");
+  err = fmax(err, max_abs_diff(of, o1, N, &sc) / fmax(sc, 1e-300));
+  err = fmax(err, max_abs_diff(dxf, dx1, N, &sc) / fmax(sc, 1e-300));
+  err = fmax(err, max_abs_diff(dcf, dc1, NC, &sc) / fmax(sc, 1e-300));
+  for (long i = 0; i < c5_params_count(p); i++) {
+    long off = c5_params_grad(p, i) - c5_params_grad(p, 0);
+    double e = max_abs_diff(c5_params_grad(p, i), pg1 + off, c5_params_numel(p, i), &sc);
+    err = fmax(err, sc > 0 ? e / sc : e);
+  }
+  rdiff = routing_diffs(c5_routed_cross_attn_routing_q(c1), c5_routed_cross_attn_routing_q(cs)) +
+          routing_diffs(c5_routed_cross_attn_routing_kv(c1), c5_routed_cross_attn_routing_kv(cs));
+  ok = err <= EQ_TOL && rdiff == 0;
+fail:
+  {
+    int all = ok;
+    MPI_Allreduce(MPI_IN_PLACE, &all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);
+    if (rank == 0)
+      printf("sharded (P = %d) == one rank: %-58s %s (max rel %.1e, %ld routing diffs)\n", P, what,
+             all ? "ok" : "FAILED", err, rdiff);
+    ok = all;
+  }
+  c5_routed_cross_attn_cache_destroy(&c1);
+  c5_routed_cross_attn_cache_destroy(&cs);
+  c5_routed_cross_attn_destroy(&m);
+  c5_params_destroy(&p);
+  free(x); free(ctx); free(g); free(mask); free(cmask); free(o1); free(dx1); free(dc1); free(of); free(dxf); free(dcf);
+  free(pg1); free(xl); free(cl); free(gl); free(ol); free(dxl); free(dcl); free(ml); free(cml);
+  return ok;
+}
+
+static int check_sharded_all(c5_dist *self)
+{
+  c5_dist *world = NULL;
+  int ok = 1;
+  if (c5_dist_create(MPI_COMM_WORLD, &world) != C5_OK) { fprintf(stderr, "%s\n", c5_last_error()); return 0; }
+  /* x: 13 tokens, context 17 (units 1..3: nothing divisible by P = 2, 3, 4) */
+  c5_routed_cross_attn_config f = C5_ROUTED_CROSS_ATTN_CONFIG_DEFAULT, h;
+  f.dim = 8; f.dim_head = 4; f.heads = 4; f.num_tokens_q = 5; f.num_tokens_kv = 6; f.kv_routing_tokens = 2;
+  h = f;
+  ok &= check_sharded("2 kv routes, masks, null q tokens, x unit 1, context unit 3", &h, 2, 13, 17, 1, 3, 1, -1, 41,
+                      self, world);
+  h = f; h.kv_routing_tokens = 1; h.heads = 2;
+  ok &= check_sharded("1 kv route, no masks, x unit 2, context unit 1", &h, 2, 13, 17, 2, 1, 0, -1, 42, self, world);
+  h = f; h.kv_gather_batch_bug = 1; h.multiply_keys_by_score = 1;
+  ok &= check_sharded("kv_gather_batch_bug, keys by score, row 1 fully masked, b 3", &h, 3, 13, 17, 1, 2, 1, 1, 43,
+                      self, world);
+  h = f; h.num_tokens_q = 13;
+  ok &= check_sharded("queries not routed, masks", &h, 2, 13, 17, 1, 3, 1, -1, 44, self, world);
+  h = f; h.num_tokens_kv = 17;
+  ok &= check_sharded("context not routed, 2 kv routes, masks", &h, 2, 13, 17, 2, 3, 1, -1, 45, self, world);
+  h = f; h.num_tokens_q = 20; h.num_tokens_kv = 20; h.use_null_q_tokens = 0;
+  ok &= check_sharded("neither routed, no null q tokens", &h, 2, 13, 17, 1, 1, 1, -1, 46, self, world);
+  h = f; h.router = soft_router(); h.route_block_size = 5;
+  ok &= check_sharded("straight_through off, eps 0.3, kv blocks of 5", &h, 2, 13, 17, 1, 3, 1, -1, 47, self, world);
+  h = f; h.router.cosine_sim_routing = 1; h.router.cosine_sim_scale = 4; h.num_tokens_kv = 9;
+  ok &= check_sharded("cosine routing, 9 of 17 context tokens", &h, 2, 13, 17, 1, 2, 1, -1, 48, self, world);
+  c5_dist_destroy(&world);
+  return ok;
+}
+
 int main(int argc, char **argv)
 {
   MPI_Init(&argc, &argv);
   int ok = 1;
   c5_dist *d = NULL;
   if (c5_dist_create(MPI_COMM_SELF, &d) != C5_OK) { fprintf(stderr, "%s\n", c5_last_error()); return 1; }
+  int nranks;
+  MPI_Comm_size(MPI_COMM_WORLD, &nranks);
+  if (nranks > 1) {   /* under mpirun: the sharded checks only (1-3 are one-rank tests) */
+    ok = check_sharded_all(d);
+    c5_dist_destroy(&d);
+    MPI_Finalize();
+    return ok ? 0 : 1;
+  }
 
   /* 1. finite differences: dim 8, dim_head 4, n 12, m 15, both routers route, masks, 2 kv routes */
 #if C5_USE_DOUBLE
@@ -542,6 +742,9 @@ int main(int argc, char **argv)
 
   /* 3. */
   ok &= check_bad(d);
+
+  /* 4. (one rank here; mpirun -np P runs it sharded) */
+  ok &= check_sharded_all(d);
 
   c5_dist_destroy(&d);
   MPI_Finalize();
