@@ -42,22 +42,22 @@
      heavy: each rank all-gathers every routed kv entry (rank-major, then
             permuted into (row, slot) order; unrouted: the padded sequence
             once per batch row) and attends for the query windows it holds;
-            the key/value gradients are reduce-scattered back to the owners.
+            the key/value gradients are reduce-scattered back to the owners
+            (kv_exchange.h).
             This moves b nb R k_kv entries to every rank: traffic that grows
             with n / W (DESIGN.md §3), where a many-to-many exchange to the
             window owners would move each entry once. */
 #include "c5_internal.h"
 #include "attn_local.h"
-#include "attn_heavy.h"
+#include "heavy_branch.h"
+#include "kv_exchange.h"
 
 struct c5_routed_ar_attn {
   c5_routed_ar_attn_config cfg;
   long W;                        /* heavy window size */
   c5_params *p;
   c5_attn_local light;
-  c5_attn_heavy heavy;
-  long null_q, rt_q, rt_kv;      /* parameter indices (null_q = -1 when unused) */
-  c5_router *q_router, *kv_router;
+  c5_heavy_branch hb;            /* null_q_token, routing tokens, heavy_attn, routers */
 };
 
 struct c5_routed_ar_attn_cache {
@@ -77,7 +77,7 @@ struct c5_routed_ar_attn_cache {
   long wq0, nbq, rows_q;         /* windows the q router sees: first, count; rows batch * nbq */
   int qrouted, kvrouted;
   long S, kslot;                 /* kv source rows (routed: batch nb R, (b, window, route); else batch) and slots */
-  long nq_cap, nk_cap, own_cap, tot;
+  long nq_cap, nk_cap, own_cap;
   int heavy;                     /* the last forward had query windows */
   c5_dist *self;                 /* a communicator of one: the q router when sharded */
   c5_attn_heavy_cache *hc;       /* NULL when rows == 0 */
@@ -99,17 +99,9 @@ struct c5_routed_ar_attn_cache {
   c5_real *dh, *dxq, *dctx, *dks, *dqs, *dsq;
   c5_real *dqr;                  /* [rows_q nq] q dscore in the q router's entry order */
   c5_real *dsc;                  /* [b R nk] one window's kv dscore in routing order */
-  /* kv exchange: this rank's entries in source-row order, all ranks' entries rank-major */
-  long nown;
-  long *own_tok, *own_bat;       /* [nown] position in the local x' and batch row read for each */
-  long *own_at;                  /* [S] first own entry of each source row */
-  long *cnt_all;                 /* [P, S] entries per rank and source row */
-  int *rcnt, *rdsp, *rcntx, *rdspx;   /* [P] per rank: entries, displacements; the same in reals */
-  long *inv;                     /* [tot] (source row, slot) -> gathered (rank-major) entry */
-  c5_real *sendx, *sends, *downx, *downs;   /* [nown (, dim)] */
-  long *sendp;
-  c5_real *recvx, *recvs, *dsendx, *dsends; /* [tot (, dim)] */
-  long *recvp;
+  /* kv exchange: this rank's entries of x' in source-row order to every rank */
+  c5_kv_exchange *kvx;
+  long *ksrc;                    /* [rows R] source row of each heavy kv row (r, route) */
 };
 
 /* "prefix.name", or "name" for an empty prefix */
@@ -141,26 +133,15 @@ c5_status c5_routed_ar_attn_create(const c5_routed_ar_attn_config *cfg, c5_param
   m->cfg = *cfg;
   m->W = cfg->heavy_window_size > 0 ? cfg->heavy_window_size : cfg->light_window_size;
   m->p = p;
-  m->null_q = -1;
+  m->hb.null_q = -1;
   char pre[256];
   c5_status st = C5_OK;
   join(pre, sizeof pre, prefix, "light_attn");
   C5_CALL_GOTO(c5_attn_local_init(&m->light, p, pre, cfg->dim, cfg->light_heads, cfg->light_dim_head,
                                   cfg->light_window_size, 1, 0, 1, 0), st, fail);
-  long dd[1] = { cfg->dim }, rq[2] = { 1, cfg->dim }, rkv[2] = { cfg->num_routed_kv, cfg->dim };
-  if (cfg->use_null_q_tokens) C5_CALL_GOTO(c5_params_add(p, prefix, "null_q_token", 1, dd, &m->null_q), st, fail);
-  join(pre, sizeof pre, prefix, "q_router");
-  C5_CALL_GOTO(c5_params_add(p, pre, "routing_token", 2, rq, &m->rt_q), st, fail);
-  join(pre, sizeof pre, prefix, "kv_router");
-  C5_CALL_GOTO(c5_params_add(p, pre, "routing_token", 2, rkv, &m->rt_kv), st, fail);
-  join(pre, sizeof pre, prefix, "heavy_attn");
-  C5_CALL_GOTO(c5_attn_heavy_init(&m->heavy, p, pre, cfg->dim, cfg->heavy_heads, cfg->heavy_dim_head,
-                                  cfg->num_routed_kv, cfg->multiply_keys_by_score), st, fail);
-  c5_router_config rc = cfg->router;
-  rc.num_routing_tokens = 1;
-  C5_CALL_GOTO(c5_router_create(&rc, cfg->dim, &m->q_router), st, fail);
-  rc.num_routing_tokens = cfg->num_routed_kv;
-  C5_CALL_GOTO(c5_router_create(&rc, cfg->dim, &m->kv_router), st, fail);
+  C5_CALL_GOTO(c5_heavy_branch_init(&m->hb, p, prefix, cfg->dim, cfg->heavy_heads, cfg->heavy_dim_head,
+                                    cfg->num_routed_kv, cfg->multiply_keys_by_score, cfg->use_null_q_tokens,
+                                    &cfg->router, cfg->router.route_block_size), st, fail);
   *out = m;
   return C5_OK;
 fail:
@@ -171,8 +152,7 @@ fail:
 c5_status c5_routed_ar_attn_destroy(c5_routed_ar_attn **m)
 {
   if (!m || !*m) return C5_OK;
-  c5_router_destroy(&(*m)->q_router);
-  c5_router_destroy(&(*m)->kv_router);
+  c5_heavy_branch_fini(&(*m)->hb);
   C5_FREE(*m);
   return C5_OK;
 }
@@ -191,6 +171,7 @@ c5_status c5_routed_ar_attn_cache_create(const c5_routed_ar_attn *m, long batch,
      the first forward, which knows the global length (setup) */
   C5_CALL_GOTO(c5_attn_local_cache_create(&m->light, batch, n, &c->lc), st, fail);
   c->lc_cap = n;
+  C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedAutoregressiveAttention", m->cfg.dim, &c->kvx), st, fail);
   *out = c;
   return C5_OK;
 fail:
@@ -207,9 +188,7 @@ static void free_heavy(c5_routed_ar_attn_cache *c)
   void *v[] = { c->rkv, c->kv.count, c->kv.start, c->kv.idx, c->kv.score, c->qpub.count, c->qpub.start,
                 c->qpub.idx, c->qpub.score, c->xpad, c->dxpad, c->xblk, c->dxblk, c->qmask, c->kvmask, c->qtok,
                 c->qpos, c->kpos, c->xq, c->ctx, c->qscore, c->kscore, c->kmask, c->hout, c->dh, c->dxq, c->dctx,
-                c->dks, c->dqs, c->dsq, c->dqr, c->dsc, c->own_tok, c->own_bat, c->own_at, c->cnt_all, c->rcnt,
-                c->rdsp, c->rcntx, c->rdspx, c->inv, c->sendx, c->sends, c->downx, c->downs, c->sendp, c->recvx,
-                c->recvs, c->dsendx, c->dsends, c->recvp };
+                c->dks, c->dqs, c->dsq, c->dqr, c->dsc, c->ksrc };
   for (size_t i = 0; i < sizeof v / sizeof *v; i++) free(v[i]);
   c->rkv = NULL;
   memset(&c->kv, 0, sizeof c->kv);
@@ -217,10 +196,7 @@ static void free_heavy(c5_routed_ar_attn_cache *c)
   c->xpad = c->dxpad = c->xblk = c->dxblk = c->xq = c->ctx = c->qscore = c->kscore = c->hout = c->dh = NULL;
   c->dxq = c->dctx = c->dks = c->dqs = c->dsq = c->dqr = c->dsc = NULL;
   c->qmask = c->kvmask = c->kmask = NULL;
-  c->qtok = c->qpos = c->kpos = c->own_tok = c->own_bat = c->own_at = c->cnt_all = c->inv = c->sendp = NULL;
-  c->recvp = NULL;
-  c->rcnt = c->rdsp = c->rcntx = c->rdspx = NULL;
-  c->sendx = c->sends = c->downx = c->downs = c->recvx = c->recvs = c->dsendx = c->dsends = NULL;
+  c->qtok = c->qpos = c->kpos = c->ksrc = NULL;
   c->geo_valid = 0;
 }
 
@@ -229,6 +205,7 @@ c5_status c5_routed_ar_attn_cache_destroy(c5_routed_ar_attn_cache **cp)
   if (!cp || !*cp) return C5_OK;
   c5_routed_ar_attn_cache *c = *cp;
   free_heavy(c);
+  c5_kv_exchange_destroy(&c->kvx);
   c5_attn_local_cache_destroy(&c->lc);
   free(c->xe); free(c->oe); free(c->dxe); free(c->hsend); free(c->hrecv);
   c5_dist_destroy(&c->self);
@@ -276,12 +253,11 @@ static c5_status setup(const c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, c
   c->nk_cap = c->kvrouted ? kkv : c->npad;
   c->S = c->kvrouted ? batch * c->nb * R : batch;
   c->kslot = c->nk_cap;
-  c->tot = c->S * c->kslot;
   c->own_cap = c->kvrouted ? c->S * (kkv < c->nlp ? kkv : c->nlp) : batch * c->nlp;
   if (c->nb == 0) { c->geo_valid = 1; return C5_OK; }
 
   const long nb = c->nb, rows = c->rows, rq = c->rows_q, nq = c->nq_cap, nk = c->nk_cap, nlp = c->nlp;
-  const long q = rows * nq, k = rows * R * nk, o = c->own_cap, t = c->tot, pub = batch * nb;
+  const long q = rows * nq, k = rows * R * nk, pub = batch * nb;
   int ok = 1;
   NEW(c->rkv, nb);
   NEW(c->kv.count, pub * R); NEW(c->kv.start, pub * R); NEW(c->kv.idx, pub * R * nk); NEW(c->kv.score, pub * R * nk);
@@ -291,18 +267,17 @@ static c5_status setup(const c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, c
   NEW(c->qtok, q); NEW(c->qpos, q); NEW(c->xq, q * D); NEW(c->qscore, q); NEW(c->hout, q * D); NEW(c->dh, q * D);
   NEW(c->dxq, q * D); NEW(c->dqs, q); NEW(c->dsq, q);
   NEW(c->kpos, k); NEW(c->ctx, k * D); NEW(c->kscore, k); NEW(c->kmask, k); NEW(c->dctx, k * D); NEW(c->dks, k);
-  NEW(c->dsc, batch * R * nk);
-  NEW(c->own_tok, o); NEW(c->own_bat, o); NEW(c->own_at, c->S); NEW(c->cnt_all, (long)P * c->S);
-  NEW(c->rcnt, P); NEW(c->rdsp, P); NEW(c->rcntx, P); NEW(c->rdspx, P);
-  NEW(c->sendx, o * D); NEW(c->sends, o); NEW(c->sendp, o); NEW(c->downx, o * D); NEW(c->downs, o);
-  NEW(c->inv, t); NEW(c->recvx, t * D); NEW(c->recvs, t); NEW(c->recvp, t); NEW(c->dsendx, t * D); NEW(c->dsends, t);
+  NEW(c->dsc, batch * R * nk); NEW(c->ksrc, rows * R);
   C5_CHECK(ok, C5_ERR_MEM, "ConditionalRoutedAutoregressiveAttention cache: out of memory for %ld x %ld tokens "
            "(%ld windows of %ld, %ld held here)", batch, n, c->nw, W, c->nbl);
-  C5_CHECK(t * D < 2147483647L, C5_ERR_ARG, "ConditionalRoutedAutoregressiveAttention: %ld gathered kv entries of "
-           "%ld reals exceed MPI's int counts", t, D);
-  if (rows > 0) C5_CALL(c5_attn_heavy_cache_create(&m->heavy, rows, nq, nk, &c->hc));
-  if (rq > 0) C5_CALL(c5_router_cache_create(m->q_router, rq, W, &c->rq));
-  for (long i = 0; i < nb; i++) C5_CALL(c5_router_cache_create(m->kv_router, batch, nlp, &c->rkv[i]));
+  /* heavy kv row (r, route) reads source row (b, window, route) when routed, else the batch row b */
+  for (long r = 0; r < rows; r++) {
+    long b = r / c->nbl, rg = b * nb + c->m0 + r % c->nbl - 1;
+    for (long q = 0; q < R; q++) c->ksrc[r * R + q] = c->kvrouted ? rg * R + q : b;
+  }
+  if (rows > 0) C5_CALL(c5_attn_heavy_cache_create(&m->hb.attn, rows, nq, nk, &c->hc));
+  if (rq > 0) C5_CALL(c5_router_cache_create(m->hb.q_router, rq, W, &c->rq));
+  for (long i = 0; i < nb; i++) C5_CALL(c5_router_cache_create(m->hb.kv_router, batch, nlp, &c->rkv[i]));
   c->geo_valid = 1;
   return C5_OK;
 }
@@ -390,84 +365,29 @@ static c5_status light_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_route
 
 /* The kv exchange, forward: this rank's entries of every source row (routed: its picks of (b, window,
    route), read from the batch row the reference reads them from; unrouted: its part of x' for each batch
-   row), every rank's counts, then every rank's entries (rank-major) and the map (row, slot) -> entry. */
+   row), then every rank's entries of the heavy kv rows held here, in (row, slot) order. */
 static c5_status kv_gather(c5_routed_ar_attn *m, const c5_dist *d, c5_routed_ar_attn_cache *c)
 {
   const c5_routed_ar_attn_config *cfg = &m->cfg;
-  const long R = cfg->num_routed_kv, D = cfg->dim, nb = c->nb, nlp = c->nlp, S = c->S, kslot = c->kslot;
-  const int P = c->size, rank = c->rank;
-  long o = 0;
+  const long R = cfg->num_routed_kv, nb = c->nb, nlp = c->nlp, S = c->S;
+  C5_CALL(c5_kv_exchange_size(c->kvx, d, S, c->kslot, c->own_cap));
+  c5_kv_exchange_begin(c->kvx);
   for (long s = 0; s < S; s++) {
-    c->own_at[s] = o;
     if (c->kvrouted) {
       long b = s / (nb * R), i = (s / R) % nb, q = s % R, r = b * nb + i;
       long bs = (cfg->kv_gather_batch_bug ? r / R : r) / nb;   /* see the config's comment */
       const c5_routing *ri = c5_router_cache_routing(c->rkv[i]);
       long src = b * R + q;
-      for (long j = 0; j < ri->count[src]; j++, o++) {
-        long t = ri->idx[ri->start[src] + j];
-        c->own_tok[o] = t - c->offset;
-        c->own_bat[o] = bs;
-        c->sendp[o] = t;
-        c->sends[o] = ri->score[ri->start[src] + j];
-      }
+      for (long j = 0; j < ri->count[src]; j++)
+        c5_kv_exchange_add(c->kvx, ri->idx[ri->start[src] + j] - c->offset, bs, ri->score[ri->start[src] + j]);
     } else {
-      for (long t = 0; t < nlp; t++, o++) {
-        c->own_tok[o] = t;
-        c->own_bat[o] = s;
-        c->sendp[o] = c->offset + t;
-        c->sends[o] = 1;
-      }
+      for (long t = 0; t < nlp; t++) c5_kv_exchange_add(c->kvx, t, s, 1);
     }
-    c->cnt_all[rank * S + s] = o - c->own_at[s];
+    c5_kv_exchange_end_row(c->kvx);
   }
-  c->nown = o;
-  C5_CHECK(o <= c->own_cap, C5_ERR_INTERNAL, "ConditionalRoutedAutoregressiveAttention: %ld own kv entries, room "
-           "for %ld", o, c->own_cap);
-#pragma omp parallel for schedule(static)
-  for (long e = 0; e < o; e++)
-    memcpy(c->sendx + e * D, c->xpad + (c->own_bat[e] * nlp + c->own_tok[e]) * D, (size_t)D * sizeof *c->sendx);
-
-  c5_phase old = c5_dist_phase(d, C5_PHASE_HEAVY);
-  c5_status st = C5_OK;
-  long *mine = malloc((size_t)(S + 1) * sizeof *mine);
-  C5_CHECK_GOTO(mine, st, out, C5_ERR_MEM, "out of memory");
-  for (int q = 0; q < P; q++) { c->rcnt[q] = (int)S; c->rdsp[q] = (int)(q * S); }
-  memcpy(mine, c->cnt_all + rank * S, (size_t)S * sizeof *mine);
-  C5_CALL_GOTO(c5_dist_allgatherv(d, mine, S, c->cnt_all, c->rcnt, c->rdsp, MPI_LONG), st, out);
-  long tot = 0;
-  for (int q = 0; q < P; q++) {
-    long sum = 0;
-    for (long s = 0; s < S; s++) sum += c->cnt_all[q * S + s];
-    c->rcnt[q] = (int)sum;
-    c->rdsp[q] = (int)tot;
-    c->rcntx[q] = (int)(sum * D);
-    c->rdspx[q] = (int)(tot * D);
-    tot += sum;
-  }
-  for (long s = 0; s < S; s++) {
-    long sum = 0;
-    for (int q = 0; q < P; q++) sum += c->cnt_all[q * S + s];
-    C5_CHECK_GOTO(sum == kslot, st, out, C5_ERR_INTERNAL, "ConditionalRoutedAutoregressiveAttention: kv source row "
-                  "%ld has %ld entries over the ranks, expected %ld", s, sum, kslot);
-  }
-  C5_CALL_GOTO(c5_dist_allgatherv(d, c->sends, o, c->recvs, c->rcnt, c->rdsp, C5_MPI_REAL), st, out);
-  C5_CALL_GOTO(c5_dist_allgatherv(d, c->sendp, o, c->recvp, c->rcnt, c->rdsp, MPI_LONG), st, out);
-  C5_CALL_GOTO(c5_dist_allgatherv(d, c->sendx, o * D, c->recvx, c->rcntx, c->rdspx, C5_MPI_REAL), st, out);
-  /* ranks in order, each rank's entries of a row ascending: the row's slots ascend */
-  {
-    long *fill = calloc((size_t)(S + 1), sizeof *fill);
-    C5_CHECK_GOTO(fill, st, out, C5_ERR_MEM, "out of memory");
-    long e = 0;
-    for (int q = 0; q < P; q++)
-      for (long s = 0; s < S; s++)
-        for (long j = 0; j < c->cnt_all[q * S + s]; j++, e++) c->inv[s * kslot + fill[s]++] = e;
-    free(fill);
-  }
-out:
-  free(mine);
-  c5_dist_phase(d, old);
-  return st;
+  C5_CALL(c5_kv_exchange_gather(c->kvx, d, c->xpad, nlp, NULL, c->offset, C5_KVX_SCORE | C5_KVX_POS, c->rows * R,
+                                c->ksrc, c->ctx, c->kscore, NULL, c->kpos));
+  return C5_OK;
 }
 
 c5_status c5_routed_ar_attn_forward(c5_routed_ar_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
@@ -534,7 +454,7 @@ c5_status c5_routed_ar_attn_forward(c5_routed_ar_attn *m, const c5_dist *d, cons
   c5_layout lq = { .n = W, .unit = W, .offset = 0, .n_local = W };
   const c5_routing *rq = NULL;
   if (rows_q > 0) {
-    C5_CALL(c5_router_forward(m->q_router, dq, &lq, c5_params_value(p, m->rt_q), rows_q, c->xblk, c->qmask, kq,
+    C5_CALL(c5_router_forward(m->hb.q_router, dq, &lq, c5_params_value(p, m->hb.rt_q), rows_q, c->xblk, c->qmask, kq,
                               cfg->random_route, cfg->random_seed, c->rq));
     rq = c5_router_cache_routing(c->rq);
     C5_CHECK(rq->routed == c->qrouted, C5_ERR_INTERNAL, "%s: q router routed %d, expected %d", who, rq->routed,
@@ -552,7 +472,7 @@ c5_status c5_routed_ar_attn_forward(c5_routed_ar_attn *m, const c5_dist *d, cons
     for (long b = 0; b < batch; b++)
       for (long t = 0; t < nlp; t++) c->kvmask[b * nlp + t] = off + t < (i + 1) * W;
     uint64_t seed = cfg->random_seed ^ (0x632be59bd9b4e019ull * (uint64_t)(i + 1));
-    C5_CALL(c5_router_forward(m->kv_router, d, &lk, c5_params_value(p, m->rt_kv), batch, c->xpad, c->kvmask, kkv,
+    C5_CALL(c5_router_forward(m->hb.kv_router, d, &lk, c5_params_value(p, m->hb.rt_kv), batch, c->xpad, c->kvmask, kkv,
                               cfg->random_route, seed, c->rkv[i]));
     const c5_routing *ri = c5_router_cache_routing(c->rkv[i]);
     C5_CHECK(ri->routed == kv->routed && (!ri->routed || ri->k == kkv), C5_ERR_INTERNAL,
@@ -610,32 +530,24 @@ c5_status c5_routed_ar_attn_forward(c5_routed_ar_attn *m, const c5_dist *d, cons
       memcpy(c->xq + e * D, c->xblk + (qr * W + t) * D, (size_t)D * sizeof *x);
     }
   }
-  /* heavy keys per route: the gathered entries of the row's source row (routed: the row itself; unrouted:
-     the batch row's whole padded sequence), masked beyond the window the reference reads the mask of */
+  /* heavy keys per route (gathered above: the entries of the row's source row; routed: the row itself,
+     unrouted: the batch row's whole padded sequence), masked beyond the window the reference reads the
+     mask of */
   const long nk = c->nk = c->kslot;
 #pragma omp parallel for schedule(static)
   for (long r = 0; r < rows; r++) {
     long b = r / nbl, mm = m0 + r % nbl, rg = b * nb + mm - 1;
     long src = cfg->kv_gather_batch_bug && c->kvrouted ? rg / R : rg;   /* see the config's comment */
     long ms = src % nb + 1;
-    for (long q = 0; q < R; q++) {
-      long s = c->kvrouted ? rg * R + q : b;
-      for (long j = 0; j < nk; j++) {
-        long e = (r * R + q) * nk + j, g = c->inv[s * c->kslot + j], t = c->recvp[g];
-        c->kpos[e] = t;
-        c->kscore[e] = c->recvs[g];
-        c->kmask[e] = t < ms * W;
-        memcpy(c->ctx + e * D, c->recvx + g * D, (size_t)D * sizeof *x);
-      }
-    }
+    for (long e = r * R * nk; e < (r + 1) * R * nk; e++) c->kmask[e] = c->kpos[e] < ms * W;
   }
-  C5_CALL(c5_attn_heavy_forward(&m->heavy, p, rows, nq, nk, c->xq, c->ctx, c->kmask, c->kscore,
+  C5_CALL(c5_attn_heavy_forward(&m->hb.attn, p, rows, nq, nk, c->xq, c->ctx, c->kmask, c->kscore,
                                 cfg->multiply_queries_by_score ? c->qscore : NULL, cfg->rotary_emb ? c->qpos : NULL,
                                 cfg->rotary_emb ? c->kpos : NULL, c->hc, c->hout));
 
   /* scatter: window m of row r lands on tokens m W .. m W + W - 1 (those < n). Routed: null_q_token (or 0)
      everywhere, the routed queries' output times their score at their positions. */
-  const c5_real *nul = c->qrouted && m->null_q >= 0 ? c5_params_value(p, m->null_q) : NULL;
+  const c5_real *nul = c->qrouted && m->hb.null_q >= 0 ? c5_params_value(p, m->hb.null_q) : NULL;
 #pragma omp parallel for schedule(static)
   for (long r = 0; r < rows; r++) {
     long b = r / nbl, t0 = (m0 + r % nbl) * W;
@@ -671,15 +583,15 @@ c5_status c5_routed_ar_attn_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_
   if (!c->heavy) return C5_OK;
 
   const long nb = c->nb, nlp = c->nlp, rows = c->rows, nbl = c->nbl, nbq = c->nbq, m0 = c->m0, wq0 = c->wq0;
-  const long off = c->offset, ng = c->ng, nq = c->nq, nk = c->nk, kslot = c->kslot;
+  const long off = c->offset, ng = c->ng, nq = c->nq;
   const c5_dist *dq = c->size > 1 ? c->self : d;
   const c5_routing *rq = c->rq ? c5_router_cache_routing(c->rq) : NULL;
   const c5_routing *kv = &c->kv;
 
   if (rows > 0) {
     /* null_q_token: every token of windows 1.. (below n) not replaced by a routed query */
-    if (c->qrouted && m->null_q >= 0) {
-      c5_real *g = c5_params_grad(p, m->null_q);
+    if (c->qrouted && m->hb.null_q >= 0) {
+      c5_real *g = c5_params_grad(p, m->hb.null_q);
       double *acc = calloc((size_t)D, sizeof *acc);
       C5_CHECK(acc, C5_ERR_MEM, "out of memory");
       long t1 = W - off > 0 ? W - off : 0;
@@ -706,7 +618,7 @@ c5_status c5_routed_ar_attn_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_
       }
       c->dsq[e] = (c5_real)ds;
     }
-    C5_CALL(c5_attn_heavy_backward(&m->heavy, p, c->hc, c->dh, c->dxq, c->dctx, c->dks,
+    C5_CALL(c5_attn_heavy_backward(&m->hb.attn, p, c->hc, c->dh, c->dxq, c->dctx, c->dks,
                                    cfg->multiply_queries_by_score ? c->dqs : NULL));
     if (cfg->multiply_queries_by_score)
       for (long e = 0; e < rows * nq; e++) c->dsq[e] += c->dqs[e];
@@ -726,38 +638,14 @@ c5_status c5_routed_ar_attn_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_
         if (c->qrouted) c->dqr[rq->start[qr] + j] = c->dsq[e];   /* dscore in the router's entry order */
       }
     }
-    C5_CALL(c5_router_backward(m->q_router, dq, c->rq, c5_params_value(p, m->rt_q), c->xblk, c->dqr, c->dxblk,
-                               c5_params_grad(p, m->rt_q)));
+    C5_CALL(c5_router_backward(m->hb.q_router, dq, c->rq, c5_params_value(p, m->hb.rt_q), c->xblk, c->dqr, c->dxblk,
+                               c5_params_grad(p, m->hb.rt_q)));
   }
 
   /* keys: this rank's rows' gradients in gathered (rank-major) order, summed over the ranks; each owner
      gets its entries (a token feeds many rows: one fixed order) */
-  memset(c->dsendx, 0, (size_t)(c->tot * D) * sizeof *c->dsendx);
-  if (c->kvrouted) memset(c->dsends, 0, (size_t)c->tot * sizeof *c->dsends);
-  for (long r = 0; r < rows; r++) {
-    long b = r / nbl, rg = b * nb + m0 + r % nbl - 1;
-    for (long q = 0; q < R; q++) {
-      long s = c->kvrouted ? rg * R + q : b;
-      for (long j = 0; j < nk; j++) {
-        long e = (r * R + q) * nk + j, g = c->inv[s * kslot + j];
-        c5_real *dst = c->dsendx + g * D;
-        for (long k = 0; k < D; k++) dst[k] += c->dctx[e * D + k];
-        if (c->kvrouted) c->dsends[g] += c->dks[e];
-      }
-    }
-  }
-  {
-    c5_phase old = c5_dist_phase(d, C5_PHASE_HEAVY);
-    c5_status st = c5_dist_reduce_scatter_real(d, c->dsendx, c->downx, c->rcntx);
-    if (st == C5_OK && c->kvrouted) st = c5_dist_reduce_scatter_real(d, c->dsends, c->downs, c->rcnt);
-    c5_dist_phase(d, old);
-    C5_CALL(st);
-  }
   memset(c->dxpad, 0, (size_t)(batch * nlp * D) * sizeof *c->dxpad);
-  for (long o = 0; o < c->nown; o++) {
-    c5_real *dst = c->dxpad + (c->own_bat[o] * nlp + c->own_tok[o]) * D;
-    for (long k = 0; k < D; k++) dst[k] += c->downx[o * D + k];
-  }
+  C5_CALL(c5_kv_exchange_return(c->kvx, d, rows * R, c->ksrc, c->dctx, c->kvrouted ? c->dks : NULL, nlp, c->dxpad));
   for (long b = 0; b < batch; b++)
     for (long mm = m0; mm < m0 + nbl; mm++) {
       c5_real *dst = c->dxpad + (b * nlp + mm * W - off) * D;
@@ -765,16 +653,17 @@ c5_status c5_routed_ar_attn_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_
       for (long i = 0; i < W * D; i++) dst[i] += src[i];
     }
   /* kv routers, window by window, dscore in each router's own entry order */
+  const c5_kv_exchange *kvx = c->kvx;
   if (kv->routed)
     for (long i = 0; i < nb; i++) {
       const c5_routing *ri = c5_router_cache_routing(c->rkv[i]);
       for (long b = 0; b < batch; b++)
         for (long q = 0; q < R; q++) {
           long s = (b * nb + i) * R + q, src = b * R + q;
-          for (long j = 0; j < ri->count[src]; j++) c->dsc[ri->start[src] + j] = c->downs[c->own_at[s] + j];
+          for (long j = 0; j < ri->count[src]; j++) c->dsc[ri->start[src] + j] = kvx->downs[kvx->own_at[s] + j];
         }
-      C5_CALL(c5_router_backward(m->kv_router, d, c->rkv[i], c5_params_value(p, m->rt_kv), c->xpad, c->dsc,
-                                 c->dxpad, c5_params_grad(p, m->rt_kv)));
+      C5_CALL(c5_router_backward(m->hb.kv_router, d, c->rkv[i], c5_params_value(p, m->hb.rt_kv), c->xpad, c->dsc,
+                                 c->dxpad, c5_params_grad(p, m->hb.rt_kv)));
     }
   for (long b = 0; b < batch; b++)
     for (long i = 0; i < n * D; i++) dx[b * n * D + i] += c->dxpad[b * nlp * D + i];

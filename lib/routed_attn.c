@@ -8,18 +8,17 @@
    boundary: the layout unit is the window), and sends the halo gradients
    back; the heavy branch all-gathers the routed key/value tokens (each rank
    attends for the routed queries it holds) and reduce-scatters their
-   gradients back to the owners. */
+   gradients back to the owners (kv_exchange.h). */
 #include "c5_internal.h"
 #include "attn_local.h"
-#include "attn_heavy.h"
+#include "heavy_branch.h"
+#include "kv_exchange.h"
 
 struct c5_routed_attn {
   c5_routed_attn_config cfg;
   c5_params *p;
   c5_attn_local light;
-  c5_attn_heavy heavy;
-  long null_q, rt_q, rt_kv;   /* parameter indices (null_q = -1 when unused) */
-  c5_router *q_router, *kv_router;
+  c5_heavy_branch hb;         /* null_q_token, routing tokens, heavy_attn, routers */
 };
 
 struct c5_routed_attn_cache {
@@ -44,22 +43,11 @@ struct c5_routed_attn_cache {
   long *qtok;                          /* [b, nq] local token of each heavy query (-1: padding) */
   c5_real *xq, *qscore;
   long *qpos;
-  long nown;                           /* kv entries this rank owns, all rows */
-  long *own_tok, *own_bat;             /* [nown] local token and batch row read for each */
-  int *rcnt, *rdsp;                    /* [size] entries per rank and their displacements */
-  long *cnt_all;                       /* [size][b * R] entries per rank and kv row */
-  long *perm;                          /* [b * R * nk]: gathered (rank-major) entry -> ctx slot */
-  c5_real *sendx, *recvx;              /* packed tokens (rank-major) */
-  c5_real *sends, *recvs;              /* packed scores */
-  long *sendp, *recvp;                 /* packed positions */
-  uint8_t *sendm, *recvm;              /* packed mask */
+  c5_kv_exchange *kvx;                 /* the kv rows (b, route) of every rank, and their gradients back */
   c5_real *ctx, *kscore;
   uint8_t *kmask;
   long *kpos;
   c5_real *hout, *dh, *dxq, *dctx, *dks, *dqs, *dsq;
-  c5_real *dsendx, *dsends;            /* backward: rank-major dctx, dkscore */
-  c5_real *downx, *downs;              /* the reduce-scattered gradients of this rank's entries */
-  int *rcntx;                          /* [size] counts in reals for the token reduce-scatter */
 };
 
 static void sub(char *buf, size_t len, const char *prefix, const char *name)
@@ -90,7 +78,7 @@ c5_status c5_routed_attn_create(const c5_routed_attn_config *cfg, c5_params *p, 
   C5_CALLOC(m, 1);
   m->cfg = *cfg;
   m->p = p;
-  m->null_q = -1;
+  m->hb.null_q = -1;
   char pre[256];
   c5_status st = C5_OK;
   if (cfg->has_light_attn) {
@@ -98,20 +86,9 @@ c5_status c5_routed_attn_create(const c5_routed_attn_config *cfg, c5_params *p, 
     C5_CALL_GOTO(c5_attn_local_init(&m->light, p, pre, cfg->dim, cfg->light_heads, cfg->light_dim_head,
                                     cfg->light_window_size / 2, 1, 1, 0, 1), st, fail);
   }
-  long dd[1] = { cfg->dim }, rq[2] = { 1, cfg->dim }, rkv[2] = { cfg->num_routed_kv, cfg->dim };
-  if (cfg->use_null_q_tokens) C5_CALL_GOTO(c5_params_add(p, prefix, "null_q_token", 1, dd, &m->null_q), st, fail);
-  sub(pre, sizeof pre, prefix, "q_router");
-  C5_CALL_GOTO(c5_params_add(p, pre, "routing_token", 2, rq, &m->rt_q), st, fail);
-  sub(pre, sizeof pre, prefix, "kv_router");
-  C5_CALL_GOTO(c5_params_add(p, pre, "routing_token", 2, rkv, &m->rt_kv), st, fail);
-  sub(pre, sizeof pre, prefix, "heavy_attn");
-  C5_CALL_GOTO(c5_attn_heavy_init(&m->heavy, p, pre, cfg->dim, cfg->heavy_heads, cfg->heavy_dim_head,
-                                  cfg->num_routed_kv, cfg->multiply_keys_by_score), st, fail);
-  c5_router_config rc = cfg->router;
-  rc.num_routing_tokens = 1;
-  C5_CALL_GOTO(c5_router_create(&rc, cfg->dim, &m->q_router), st, fail);
-  rc.num_routing_tokens = cfg->num_routed_kv;
-  C5_CALL_GOTO(c5_router_create(&rc, cfg->dim, &m->kv_router), st, fail);
+  C5_CALL_GOTO(c5_heavy_branch_init(&m->hb, p, prefix, cfg->dim, cfg->heavy_heads, cfg->heavy_dim_head,
+                                    cfg->num_routed_kv, cfg->multiply_keys_by_score, cfg->use_null_q_tokens,
+                                    &cfg->router, cfg->router.route_block_size), st, fail);
   *out = m;
   return C5_OK;
 fail:
@@ -122,8 +99,7 @@ fail:
 c5_status c5_routed_attn_destroy(c5_routed_attn **m)
 {
   if (!m || !*m) return C5_OK;
-  c5_router_destroy(&(*m)->q_router);
-  c5_router_destroy(&(*m)->kv_router);
+  c5_heavy_branch_fini(&(*m)->hb);
   C5_FREE(*m);
   return C5_OK;
 }
@@ -136,11 +112,11 @@ c5_status c5_routed_attn_cache_create(const c5_routed_attn *m, long batch, long 
   c->batch = batch;
   c->n = n;
   c5_status st = C5_OK;
-  C5_CALL_GOTO(c5_router_cache_create(m->q_router, batch, n, &c->rq), st, fail);
-  C5_CALL_GOTO(c5_router_cache_create(m->kv_router, batch, n, &c->rkv), st, fail);
+  C5_CALL_GOTO(c5_router_cache_create(m->hb.q_router, batch, n, &c->rq), st, fail);
+  C5_CALL_GOTO(c5_router_cache_create(m->hb.kv_router, batch, n, &c->rkv), st, fail);
+  C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedAttention", cfg->dim, &c->kvx), st, fail);
   c->qcnt = calloc((size_t)batch, sizeof *c->qcnt);
   C5_CHECK_GOTO(c->qcnt, st, fail, C5_ERR_MEM, "ConditionalRoutedAttention cache: out of memory");
-  (void)cfg;
   *out = c;
   return C5_OK;
 fail:
@@ -151,17 +127,12 @@ fail:
 static void free_heavy(c5_routed_attn_cache *c)
 {
   c5_attn_heavy_cache_destroy(&c->hc);
-  void *v[] = { c->qtok, c->xq, c->qscore, c->qpos, c->own_tok, c->own_bat, c->rcnt, c->rdsp, c->cnt_all, c->perm,
-                c->sendx, c->recvx, c->sends, c->recvs, c->sendp, c->recvp, c->sendm, c->recvm, c->ctx, c->kscore,
-                c->kmask, c->kpos, c->hout, c->dh, c->dxq, c->dctx, c->dks, c->dqs, c->dsq, c->dsendx, c->dsends,
-                c->downx, c->downs, c->rcntx };
+  void *v[] = { c->qtok, c->xq, c->qscore, c->qpos, c->ctx, c->kscore, c->kmask, c->kpos, c->hout, c->dh, c->dxq,
+                c->dctx, c->dks, c->dqs, c->dsq };
   for (size_t i = 0; i < sizeof v / sizeof *v; i++) free(v[i]);
-  c->qtok = NULL; c->xq = NULL; c->qscore = NULL; c->qpos = NULL; c->own_tok = NULL; c->own_bat = NULL;
-  c->rcnt = NULL; c->rdsp = NULL; c->cnt_all = NULL; c->perm = NULL; c->sendx = NULL; c->recvx = NULL;
-  c->sends = NULL; c->recvs = NULL; c->sendp = NULL; c->recvp = NULL; c->sendm = NULL; c->recvm = NULL;
-  c->ctx = NULL; c->kscore = NULL; c->kmask = NULL; c->kpos = NULL; c->hout = NULL; c->dh = NULL; c->dxq = NULL;
-  c->dctx = NULL; c->dks = NULL; c->dqs = NULL; c->dsq = NULL; c->dsendx = NULL; c->dsends = NULL;
-  c->downx = NULL; c->downs = NULL; c->rcntx = NULL;
+  c->qtok = c->qpos = c->kpos = NULL;
+  c->xq = c->qscore = c->ctx = c->kscore = c->hout = c->dh = c->dxq = c->dctx = c->dks = c->dqs = c->dsq = NULL;
+  c->kmask = NULL;
   c->cap_q = c->cap_k = 0;
 }
 
@@ -181,6 +152,7 @@ c5_status c5_routed_attn_cache_destroy(c5_routed_attn_cache **cp)
   c5_routed_attn_cache *c = *cp;
   free_heavy(c);
   free_light(c);
+  c5_kv_exchange_destroy(&c->kvx);
   c5_router_cache_destroy(&c->rq);
   c5_router_cache_destroy(&c->rkv);
   free(c->qcnt);
@@ -193,29 +165,23 @@ const c5_routing *c5_routed_attn_routing_kv(const c5_routed_attn_cache *c) { ret
 
 #define NEW(p, cnt) do { (p) = calloc((size_t)(cnt) + 1, sizeof *(p)); ok = ok && (p); } while (0)
 
-/* Buffers of the heavy branch for nq queries per row, nk keys per kv row and
-   nown owned kv entries; (re)made when a forward needs more (the first call). */
-static c5_status size_heavy(const c5_routed_attn *m, c5_routed_attn_cache *c, long nq, long nk, long nown)
+/* Buffers of the heavy branch for nq queries per row and nk keys per kv row; (re)made when a forward
+   needs more (the first call). */
+static c5_status size_heavy(const c5_routed_attn *m, c5_routed_attn_cache *c, long nq, long nk)
 {
-  const long b = c->batch, R = m->cfg.num_routed_kv, D = m->cfg.dim, P = c->size;
-  if (c->hc && nq <= c->cap_q && nk <= c->cap_k && nown <= c->nown) return C5_OK;
+  const long b = c->batch, R = m->cfg.num_routed_kv, D = m->cfg.dim;
+  if (c->hc && nq <= c->cap_q && nk <= c->cap_k) return C5_OK;
   free_heavy(c);
-  long q = b * nq, k = b * R * nk, o = nown;
+  long q = b * nq, k = b * R * nk;
   int ok = 1;
   NEW(c->qtok, q); NEW(c->xq, q * D); NEW(c->qscore, q); NEW(c->qpos, q);
-  NEW(c->own_tok, o); NEW(c->own_bat, o);
-  NEW(c->rcnt, P); NEW(c->rdsp, P); NEW(c->rcntx, P); NEW(c->cnt_all, P * b * R); NEW(c->perm, k);
-  NEW(c->sendx, o * D); NEW(c->recvx, k * D); NEW(c->sends, o); NEW(c->recvs, k);
-  NEW(c->sendp, o); NEW(c->recvp, k); NEW(c->sendm, o); NEW(c->recvm, k);
   NEW(c->ctx, k * D); NEW(c->kscore, k); NEW(c->kmask, k); NEW(c->kpos, k);
   NEW(c->hout, q * D); NEW(c->dh, q * D); NEW(c->dxq, q * D); NEW(c->dqs, q); NEW(c->dsq, q);
-  NEW(c->dctx, k * D); NEW(c->dks, k); NEW(c->dsendx, k * D); NEW(c->dsends, k);
-  NEW(c->downx, o * D); NEW(c->downs, o);
+  NEW(c->dctx, k * D); NEW(c->dks, k);
   C5_CHECK(ok, C5_ERR_MEM, "ConditionalRoutedAttention: out of memory for %ld queries and %ld keys", q, k);
-  C5_CALL(c5_attn_heavy_cache_create(&m->heavy, b, nq, nk, &c->hc));
+  C5_CALL(c5_attn_heavy_cache_create(&m->hb.attn, b, nq, nk, &c->hc));
   c->cap_q = nq;
   c->cap_k = nk;
-  c->nown = nown;
   return C5_OK;
 }
 
@@ -337,9 +303,9 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
     memset(out, 0, (size_t)(batch * n * D) * sizeof *out);
   }
 
-  C5_CALL(c5_router_forward(m->q_router, d, lay, c5_params_value(p, m->rt_q), batch, x, mask,
+  C5_CALL(c5_router_forward(m->hb.q_router, d, lay, c5_params_value(p, m->hb.rt_q), batch, x, mask,
                             cfg->num_heavy_tokens_q, 0, 0, c->rq));
-  C5_CALL(c5_router_forward(m->kv_router, d, lay, c5_params_value(p, m->rt_kv), batch, x, mask,
+  C5_CALL(c5_router_forward(m->hb.kv_router, d, lay, c5_params_value(p, m->hb.rt_kv), batch, x, mask,
                             cfg->num_heavy_tokens_kv, 0, 0, c->rkv));
   const c5_routing *rq = c5_router_cache_routing(c->rq), *rk = c5_router_cache_routing(c->rkv);
 
@@ -352,7 +318,8 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
     c->qcnt[bb] = rq->routed ? rq->count[bb] : n;
     if (c->qcnt[bb] > nq) nq = c->qcnt[bb];
   }
-  C5_CALL(size_heavy(m, c, nq > 0 ? nq : 1, nk, nown));
+  C5_CALL(size_heavy(m, c, nq > 0 ? nq : 1, nk));
+  C5_CALL(c5_kv_exchange_size(c->kvx, d, rows, nk, nown));
   c->nq = nq > 0 ? nq : 1;
   c->nk = nk;
 
@@ -368,79 +335,24 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
       if (t >= 0) memcpy(c->xq + e * D, x + (bb * n + t) * D, (size_t)D * sizeof *x);
     }
 
-  /* pack this rank's kv entries, rows in order; the reference reads row b // R with routes (kv_gather_batch_bug) */
-  long o = 0;
+  /* pack this rank's kv entries, rows in order; the reference reads row b // R with routes (kv_gather_batch_bug);
+     every rank's entries of each kv row, in (kv row, slot) order */
+  c5_kv_exchange_begin(c->kvx);
   for (long row = 0; row < rows; row++) {
     long bb = row / R, cnt = rk->routed ? rk->count[row] : n;
     long bs = cfg->kv_gather_batch_bug && rk->routed ? bb / R : bb;
-    for (long j = 0; j < cnt; j++, o++) {
-      long t = rk->routed ? rk->idx[rk->start[row] + j] - lay->offset : j;
-      c->own_tok[o] = t;
-      c->own_bat[o] = bs;
-      memcpy(c->sendx + o * D, x + (bs * n + t) * D, (size_t)D * sizeof *x);
-      c->sends[o] = rk->routed ? rk->score[rk->start[row] + j] : 1;
-      c->sendm[o] = mask ? mask[bs * n + t] : 1;
-      c->sendp[o] = lay->offset + t;
-    }
-    c->cnt_all[c->rank * rows + row] = cnt;
+    for (long j = 0; j < cnt; j++)
+      c5_kv_exchange_add(c->kvx, rk->routed ? rk->idx[rk->start[row] + j] - lay->offset : j, bs,
+                         rk->routed ? rk->score[rk->start[row] + j] : 1);
+    c5_kv_exchange_end_row(c->kvx);
   }
-  /* everyone's per-row counts, then the entries, rank-major */
-  c5_phase old_phase = c5_dist_phase(d, C5_PHASE_HEAVY);
-  for (int q = 0; q < P; q++) { c->rcnt[q] = (int)rows; c->rdsp[q] = (int)(q * rows); }
-  {
-    long *mine = malloc((size_t)rows * sizeof *mine);
-    C5_CHECK(mine, C5_ERR_MEM, "out of memory");
-    memcpy(mine, c->cnt_all + c->rank * rows, (size_t)rows * sizeof *mine);
-    c5_status st = c5_dist_allgatherv(d, mine, rows, c->cnt_all, c->rcnt, c->rdsp, MPI_LONG);
-    free(mine);
-    C5_CALL(st);
-  }
-  long tot = 0;
-  for (int q = 0; q < P; q++) {
-    long s = 0;
-    for (long row = 0; row < rows; row++) s += c->cnt_all[q * rows + row];
-    c->rcnt[q] = (int)s;
-    c->rdsp[q] = (int)tot;
-    tot += s;
-  }
-  C5_CHECK(tot == rows * nk, C5_ERR_INTERNAL, "ConditionalRoutedAttention: gathered %ld kv entries, expected %ld",
-           tot, rows * nk);
-  C5_CALL(c5_dist_allgatherv(d, c->sends, nown, c->recvs, c->rcnt, c->rdsp, C5_MPI_REAL));
-  C5_CALL(c5_dist_allgatherv(d, c->sendp, nown, c->recvp, c->rcnt, c->rdsp, MPI_LONG));
-  C5_CALL(c5_dist_allgatherv(d, c->sendm, nown, c->recvm, c->rcnt, c->rdsp, MPI_UINT8_T));
-  for (int q = 0; q < P; q++) { c->rcntx[q] = (int)(c->rcnt[q] * D); }
-  {
-    int *dx_ = c->rdsp;   /* displacements in reals for the token gather */
-    int *tmp = malloc((size_t)P * sizeof *tmp);
-    C5_CHECK(tmp, C5_ERR_MEM, "out of memory");
-    for (int q = 0; q < P; q++) tmp[q] = (int)(dx_[q] * D);
-    c5_status st = c5_dist_allgatherv(d, c->sendx, nown * D, c->recvx, c->rcntx, tmp, C5_MPI_REAL);
-    free(tmp);
-    C5_CALL(st);
-  }
-  c5_dist_phase(d, old_phase);
-  /* rank-major entry -> slot of its kv row (rows in order within each rank; ranks in index order) */
-  {
-    long e = 0;
-    long *fill = calloc((size_t)rows, sizeof *fill);
-    C5_CHECK(fill, C5_ERR_MEM, "out of memory");
-    for (int q = 0; q < P; q++)
-      for (long row = 0; row < rows; row++)
-        for (long j = 0; j < c->cnt_all[q * rows + row]; j++, e++) c->perm[e] = row * nk + fill[row]++;
-    free(fill);
-    for (e = 0; e < tot; e++) {
-      long sl = c->perm[e];
-      memcpy(c->ctx + sl * D, c->recvx + e * D, (size_t)D * sizeof *c->ctx);
-      c->kscore[sl] = c->recvs[e];
-      c->kmask[sl] = c->recvm[e];
-      c->kpos[sl] = c->recvp[e];
-    }
-  }
-  C5_CALL(c5_attn_heavy_forward(&m->heavy, p, batch, c->nq, c->nk, c->xq, c->ctx, mask ? c->kmask : NULL, c->kscore,
+  C5_CALL(c5_kv_exchange_gather(c->kvx, d, x, n, mask, lay->offset, C5_KVX_SCORE | C5_KVX_POS | C5_KVX_MASK, rows,
+                                NULL, c->ctx, c->kscore, c->kmask, c->kpos));
+  C5_CALL(c5_attn_heavy_forward(&m->hb.attn, p, batch, c->nq, c->nk, c->xq, c->ctx, mask ? c->kmask : NULL, c->kscore,
                                 cfg->multiply_queries_by_score ? c->qscore : NULL, cfg->rotary_emb ? c->qpos : NULL,
                                 cfg->rotary_emb ? c->kpos : NULL, c->hc, c->hout));
   /* scatter: the routed queries replace null_q_token (or 0); unrouted, every token is a query */
-  const c5_real *nqv = m->null_q >= 0 ? c5_params_value(p, m->null_q) : NULL;
+  const c5_real *nqv = m->hb.null_q >= 0 ? c5_params_value(p, m->hb.null_q) : NULL;
   const int addnull = rq->routed && nqv;
   if (addnull)
 #pragma omp parallel for schedule(static)
@@ -475,8 +387,8 @@ c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed
   }
 
   /* null_q_token: every token not replaced by a routed query (this rank's share) */
-  if (rq->routed && m->null_q >= 0) {
-    c5_real *g = c5_params_grad(p, m->null_q);
+  if (rq->routed && m->hb.null_q >= 0) {
+    c5_real *g = c5_params_grad(p, m->hb.null_q);
     double *acc = calloc((size_t)D, sizeof *acc);
     C5_CHECK(acc, C5_ERR_MEM, "out of memory");
     for (long t = 0; t < batch * n; t++)
@@ -501,7 +413,7 @@ c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed
       }
       c->dsq[e] = (c5_real)ds;
     }
-  C5_CALL(c5_attn_heavy_backward(&m->heavy, p, c->hc, c->dh, c->dxq, c->dctx, c->dks,
+  C5_CALL(c5_attn_heavy_backward(&m->hb.attn, p, c->hc, c->dh, c->dxq, c->dctx, c->dks,
                                  cfg->multiply_queries_by_score ? c->dqs : NULL));
   for (long bb = 0; bb < batch; bb++)
     for (long i = 0; i < c->qcnt[bb]; i++) {
@@ -510,30 +422,14 @@ c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed
       for (long k = 0; k < D; k++) dx[t * D + k] += c->dxq[e * D + k];
     }
   /* key/value gradients: back to rank-major order, summed over ranks, each owner gets its entries */
-  long tot = rows * c->nk;
-  for (long e = 0; e < tot; e++) {
-    long sl = c->perm[e];
-    memcpy(c->dsendx + e * D, c->dctx + sl * D, (size_t)D * sizeof *c->dctx);
-    c->dsends[e] = c->dks[sl];
-  }
-  c5_phase old_phase = c5_dist_phase(d, C5_PHASE_HEAVY);
-  c5_status rs = c5_dist_reduce_scatter_real(d, c->dsendx, c->downx, c->rcntx);
-  if (rs == C5_OK) rs = c5_dist_reduce_scatter_real(d, c->dsends, c->downs, c->rcnt);
-  c5_dist_phase(d, old_phase);
-  C5_CALL(rs);
-  long nown = 0;
-  for (long row = 0; row < rows; row++) nown += c->cnt_all[c->rank * rows + row];
-  for (long o = 0; o < nown; o++) {
-    long t = c->own_bat[o] * n + c->own_tok[o];
-    for (long k = 0; k < D; k++) dx[t * D + k] += c->downx[o * D + k];
-  }
+  C5_CALL(c5_kv_exchange_return(c->kvx, d, rows, NULL, c->dctx, c->dks, n, dx));
   /* routers (unrouted scores are constants: no gradient); the kv dscore entries are in routing order */
   if (rq->routed)   /* dscore in routing-entry order */
     for (long bb = 0; bb < batch; bb++)
       for (long i = 0; i < c->qcnt[bb]; i++) c->dqs[rq->start[bb] + i] = c->dsq[bb * c->nq + i];
-  C5_CALL(c5_router_backward(m->q_router, d, c->rq, c5_params_value(p, m->rt_q), x, c->dqs, dx,
-                             c5_params_grad(p, m->rt_q)));
-  C5_CALL(c5_router_backward(m->kv_router, d, c->rkv, c5_params_value(p, m->rt_kv), x, c->downs, dx,
-                             c5_params_grad(p, m->rt_kv)));
+  C5_CALL(c5_router_backward(m->hb.q_router, d, c->rq, c5_params_value(p, m->hb.rt_q), x, c->dqs, dx,
+                             c5_params_grad(p, m->hb.rt_q)));
+  C5_CALL(c5_router_backward(m->hb.kv_router, d, c->rkv, c5_params_value(p, m->hb.rt_kv), x, c->kvx->downs, dx,
+                             c5_params_grad(p, m->hb.rt_kv)));
   return C5_OK;
 }

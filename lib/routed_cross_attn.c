@@ -9,7 +9,7 @@
    exactly when the q router routes. Unrouted queries: the heavy output of
    every token is returned as is. Unrouted context: the whole context with
    context_mask and no kv score (normalized_scores_kv = None).
-   Built like routed_attn.c from attn_heavy.h and the router.
+   Built like routed_attn.c from heavy_branch.h and kv_exchange.h.
    Sharded (DESIGN.md §3): x and the context each have their own layout over
    the same ranks. Both routers run distributed over their own layout. Each
    rank attends for the queries it holds (its routed ones, padded per batch
@@ -19,14 +19,13 @@
    and shared by the routes), and their gradients are reduce-scattered back
    to the owners. */
 #include "c5_internal.h"
-#include "attn_heavy.h"
+#include "heavy_branch.h"
+#include "kv_exchange.h"
 
 struct c5_routed_cross_attn {
   c5_routed_cross_attn_config cfg;
   c5_params *p;
-  c5_attn_heavy heavy;
-  long null_q, rt_q, rt_kv;   /* parameter indices (null_q = -1 when unused) */
-  c5_router *q_router, *kv_router;
+  c5_heavy_branch hb;         /* null_q_token, routing tokens, heavy_attn, routers */
 };
 
 struct c5_routed_cross_attn_cache {
@@ -46,24 +45,11 @@ struct c5_routed_cross_attn_cache {
   c5_real *hout;                       /* [b, nq, dim] heavy output before the query score */
   c5_real *dh, *dxq, *dsq, *dqr;       /* dqr: q dscore in the router's entry order */
   c5_real *dctx, *dks;
-  long cap_q, cap_k, cap_o, cap_t, cap_s;   /* buffer capacities: b nq, b R nk, own entries, gathered, S */
-  /* kv exchange: source rows (routed: the kv rows (b, route); else the batch rows), S of them, kslot
-     entries each over all ranks; this rank's entries in source-row order, every rank's rank-major */
-  long S, kslot, nown, tot;
-  long *own_tok, *own_bat;             /* [nown] local context token and batch row read for each */
-  long *cnt_all;                       /* [P, S] */
-  int *rcnt, *rdsp, *rcntx, *rdspx;    /* [P] entries and displacements, in entries and in reals */
-  long *inv;                           /* [tot] (source row, slot) -> gathered entry */
-  c5_real *sendx, *sends, *downx, *downs;   /* [nown (, dim)] */
-  uint8_t *sendm;
-  c5_real *recvx, *recvs, *dsendx, *dsends; /* [tot (, dim)] */
-  uint8_t *recvm;
+  long cap_q, cap_k;                   /* buffer capacities: b nq, b R nk */
+  /* kv exchange: source rows (routed: the kv rows (b, route); else the batch rows, shared by the routes) */
+  c5_kv_exchange *kvx;
+  long *ksrc;                          /* [b R] source row of each kv row */
 };
-
-static void sub(char *buf, size_t len, const char *prefix, const char *name)
-{
-  snprintf(buf, len, "%s%s%s", prefix && *prefix ? prefix : "", prefix && *prefix ? "." : "", name);
-}
 
 c5_status c5_routed_cross_attn_create(const c5_routed_cross_attn_config *cfg, c5_params *p, const char *prefix,
                                       c5_routed_cross_attn **out)
@@ -91,25 +77,12 @@ c5_status c5_routed_cross_attn_create(const c5_routed_cross_attn_config *cfg, c5
   C5_CALLOC(m, 1);
   m->cfg = *cfg;
   m->p = p;
-  m->null_q = -1;
-  char pre[256];
+  m->hb.null_q = -1;
   c5_status st = C5_OK;
-  long dd[1] = { cfg->dim }, rq[2] = { 1, cfg->dim }, rkv[2] = { cfg->kv_routing_tokens, cfg->dim };
-  if (cfg->use_null_q_tokens) C5_CALL_GOTO(c5_params_add(p, prefix, "null_q_token", 1, dd, &m->null_q), st, fail);
-  sub(pre, sizeof pre, prefix, "q_router");
-  C5_CALL_GOTO(c5_params_add(p, pre, "routing_token", 2, rq, &m->rt_q), st, fail);
-  sub(pre, sizeof pre, prefix, "kv_router");
-  C5_CALL_GOTO(c5_params_add(p, pre, "routing_token", 2, rkv, &m->rt_kv), st, fail);
-  sub(pre, sizeof pre, prefix, "heavy_attn");
-  C5_CALL_GOTO(c5_attn_heavy_init(&m->heavy, p, pre, cfg->dim, cfg->heads, cfg->dim_head, cfg->kv_routing_tokens,
-                                  cfg->multiply_keys_by_score), st, fail);
-  c5_router_config rc = cfg->router;
-  rc.num_routing_tokens = 1;
-  rc.route_block_size = 0;
-  C5_CALL_GOTO(c5_router_create(&rc, cfg->dim, &m->q_router), st, fail);
-  rc.num_routing_tokens = cfg->kv_routing_tokens;
-  rc.route_block_size = cfg->route_block_size;
-  C5_CALL_GOTO(c5_router_create(&rc, cfg->dim, &m->kv_router), st, fail);
+  /* the q router without route blocks (router.route_block_size is 0, checked above), the kv router with */
+  C5_CALL_GOTO(c5_heavy_branch_init(&m->hb, p, prefix, cfg->dim, cfg->heads, cfg->dim_head, cfg->kv_routing_tokens,
+                                    cfg->multiply_keys_by_score, cfg->use_null_q_tokens, &cfg->router,
+                                    cfg->route_block_size), st, fail);
   *out = m;
   return C5_OK;
 fail:
@@ -120,8 +93,7 @@ fail:
 c5_status c5_routed_cross_attn_destroy(c5_routed_cross_attn **m)
 {
   if (!m || !*m) return C5_OK;
-  c5_router_destroy(&(*m)->q_router);
-  c5_router_destroy(&(*m)->kv_router);
+  c5_heavy_branch_fini(&(*m)->hb);
   C5_FREE(*m);
   return C5_OK;
 }
@@ -140,13 +112,15 @@ c5_status c5_routed_cross_attn_cache_create(const c5_routed_cross_attn *m, long 
   c->n = n;
   c->m = mctx;
   c5_status st = C5_OK;
-  C5_CALL_GOTO(c5_attn_heavy_cache_create(&m->heavy, batch, n, mctx, &c->hc), st, fail);
+  C5_CALL_GOTO(c5_attn_heavy_cache_create(&m->hb.attn, batch, n, mctx, &c->hc), st, fail);
   c->hc_q = n;
   c->hc_k = mctx;
-  C5_CALL_GOTO(c5_router_cache_create(m->q_router, batch, n, &c->rq), st, fail);
-  C5_CALL_GOTO(c5_router_cache_create(m->kv_router, batch, mctx, &c->rkv), st, fail);
+  C5_CALL_GOTO(c5_router_cache_create(m->hb.q_router, batch, n, &c->rq), st, fail);
+  C5_CALL_GOTO(c5_router_cache_create(m->hb.kv_router, batch, mctx, &c->rkv), st, fail);
   c->qcnt = calloc((size_t)batch, sizeof *c->qcnt);
-  C5_CHECK_GOTO(c->qcnt, st, fail, C5_ERR_MEM, "ConditionalRoutedCrossAttention cache: out of memory");
+  c->ksrc = calloc((size_t)(batch * m->cfg.kv_routing_tokens), sizeof *c->ksrc);
+  C5_CHECK_GOTO(c->qcnt && c->ksrc, st, fail, C5_ERR_MEM, "ConditionalRoutedCrossAttention cache: out of memory");
+  C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedCrossAttention", m->cfg.dim, &c->kvx), st, fail);
   *out = c;
   return C5_OK;
 fail:
@@ -170,18 +144,6 @@ static void free_k(c5_routed_cross_attn_cache *c)
   c->cap_k = 0;
 }
 
-static void free_x(c5_routed_cross_attn_cache *c)
-{
-  void *v[] = { c->own_tok, c->own_bat, c->cnt_all, c->rcnt, c->rdsp, c->rcntx, c->rdspx, c->inv, c->sendx, c->sends,
-                c->downx, c->downs, c->sendm, c->recvx, c->recvs, c->dsendx, c->dsends, c->recvm };
-  for (size_t i = 0; i < sizeof v / sizeof *v; i++) free(v[i]);
-  c->own_tok = c->own_bat = c->cnt_all = c->inv = NULL;
-  c->rcnt = c->rdsp = c->rcntx = c->rdspx = NULL;
-  c->sendx = c->sends = c->downx = c->downs = c->recvx = c->recvs = c->dsendx = c->dsends = NULL;
-  c->sendm = c->recvm = NULL;
-  c->cap_o = c->cap_t = c->cap_s = 0;
-}
-
 c5_status c5_routed_cross_attn_cache_destroy(c5_routed_cross_attn_cache **cp)
 {
   if (!cp || !*cp) return C5_OK;
@@ -191,7 +153,8 @@ c5_status c5_routed_cross_attn_cache_destroy(c5_routed_cross_attn_cache **cp)
   c5_router_cache_destroy(&c->rkv);
   free_q(c);
   free_k(c);
-  free_x(c);
+  c5_kv_exchange_destroy(&c->kvx);
+  free(c->ksrc);
   free(c->qcnt);
   C5_FREE(*cp);
   return C5_OK;
@@ -208,17 +171,15 @@ const c5_routing *c5_routed_cross_attn_routing_kv(const c5_routed_cross_attn_cac
 
 #define NEW(p, cnt) do { (p) = calloc((size_t)(cnt) + 1, sizeof *(p)); ok = ok && (p); } while (0)
 
-/* Buffers for nq queries per row, nk keys per route, S source rows, nown own and tot gathered entries;
-   (re)made when a forward needs more than they hold. */
-static c5_status size_buffers(const c5_routed_cross_attn *m, c5_routed_cross_attn_cache *c, long nq, long nk, long S,
-                              long nown, long tot)
+/* Buffers for nq queries per row and nk keys per route; (re)made when a forward needs more than they hold. */
+static c5_status size_buffers(const c5_routed_cross_attn *m, c5_routed_cross_attn_cache *c, long nq, long nk)
 {
-  const long b = c->batch, R = m->cfg.kv_routing_tokens, D = m->cfg.dim, P = c->size;
+  const long b = c->batch, R = m->cfg.kv_routing_tokens, D = m->cfg.dim;
   int ok = 1;
   if (nq > c->hc_q || nk > c->hc_k) {
     long cq = nq > c->hc_q ? nq : c->hc_q, ck = nk > c->hc_k ? nk : c->hc_k;
     c5_attn_heavy_cache_destroy(&c->hc);
-    C5_CALL(c5_attn_heavy_cache_create(&m->heavy, b, cq, ck, &c->hc));
+    C5_CALL(c5_attn_heavy_cache_create(&m->hb.attn, b, cq, ck, &c->hc));
     c->hc_q = cq;
     c->hc_k = ck;
   }
@@ -237,99 +198,27 @@ static c5_status size_buffers(const c5_routed_cross_attn *m, c5_routed_cross_att
     C5_CHECK(ok, C5_ERR_MEM, "ConditionalRoutedCrossAttention: out of memory for %ld keys", k);
     c->cap_k = k;
   }
-  if (nown > c->cap_o || tot > c->cap_t || S > c->cap_s || !c->rcnt) {
-    free_x(c);
-    long o = nown, t = tot;
-    NEW(c->own_tok, o); NEW(c->own_bat, o); NEW(c->sendx, o * D); NEW(c->sends, o); NEW(c->sendm, o);
-    NEW(c->downx, o * D); NEW(c->downs, o);
-    NEW(c->cnt_all, P * S); NEW(c->rcnt, P); NEW(c->rdsp, P); NEW(c->rcntx, P); NEW(c->rdspx, P);
-    NEW(c->inv, t); NEW(c->recvx, t * D); NEW(c->recvs, t); NEW(c->recvm, t); NEW(c->dsendx, t * D);
-    NEW(c->dsends, t);
-    C5_CHECK(ok, C5_ERR_MEM, "ConditionalRoutedCrossAttention: out of memory for %ld gathered context tokens", t);
-    c->cap_o = o;
-    c->cap_t = t;
-    c->cap_s = S;
-  }
-  C5_CHECK(tot * D < 2147483647L, C5_ERR_ARG, "ConditionalRoutedCrossAttention: %ld gathered context tokens of %ld "
-           "reals exceed MPI's int counts", tot, D);
   return C5_OK;
 }
 
-/* This rank's context entries of every source row, everyone's counts, everyone's entries (rank-major) and
-   the map (source row, slot) -> gathered entry. */
-static c5_status kv_gather(const c5_routed_cross_attn *m, const c5_dist *d, c5_routed_cross_attn_cache *c,
-                           const c5_layout *ctx_lay, const c5_real *context, const uint8_t *context_mask)
+/* This rank's context entries of every source row (routed: the kv rows (b, route), read from the batch row
+   the reference reads them from; unrouted: the batch rows, the whole local context of each). */
+static void kv_pack(const c5_routed_cross_attn *m, c5_routed_cross_attn_cache *c, const c5_layout *ctx_lay)
 {
   const c5_routed_cross_attn_config *cfg = &m->cfg;
-  const long R = cfg->kv_routing_tokens, D = cfg->dim, mc = c->m, S = c->S, kslot = c->kslot;
-  const int P = c->size, rank = c->rank;
+  const long R = cfg->kv_routing_tokens, mc = c->m, S = c->kvx->S;
   const c5_routing *rk = c5_router_cache_routing(c->rkv);
-  long o = 0;
+  c5_kv_exchange_begin(c->kvx);
   for (long s = 0; s < S; s++) {
-    long o0 = o;
     if (rk->routed) {   /* s = kv row (b, route); the reference reads row b // R with routes (kv_gather_batch_bug) */
       long b = s / R, bs = cfg->kv_gather_batch_bug ? b / R : b;
-      for (long j = 0; j < rk->count[s]; j++, o++) {
-        c->own_tok[o] = rk->idx[rk->start[s] + j] - ctx_lay->offset;
-        c->own_bat[o] = bs;
-        c->sends[o] = rk->score[rk->start[s] + j];
-      }
+      for (long j = 0; j < rk->count[s]; j++)
+        c5_kv_exchange_add(c->kvx, rk->idx[rk->start[s] + j] - ctx_lay->offset, bs, rk->score[rk->start[s] + j]);
     } else {            /* s = batch row: its whole context */
-      for (long t = 0; t < mc; t++, o++) {
-        c->own_tok[o] = t;
-        c->own_bat[o] = s;
-        c->sends[o] = 1;
-      }
+      for (long t = 0; t < mc; t++) c5_kv_exchange_add(c->kvx, t, s, 1);
     }
-    c->cnt_all[rank * S + s] = o - o0;
+    c5_kv_exchange_end_row(c->kvx);
   }
-  C5_CHECK(o == c->nown, C5_ERR_INTERNAL, "ConditionalRoutedCrossAttention: %ld own context entries, expected %ld", o,
-           c->nown);
-#pragma omp parallel for schedule(static)
-  for (long e = 0; e < o; e++) {
-    long t = c->own_bat[e] * mc + c->own_tok[e];
-    memcpy(c->sendx + e * D, context + t * D, (size_t)D * sizeof *context);
-    c->sendm[e] = context_mask ? context_mask[t] : 1;
-  }
-
-  c5_phase old = c5_dist_phase(d, C5_PHASE_HEAVY);
-  c5_status st = C5_OK;
-  long *mine = malloc((size_t)(S + 1) * sizeof *mine), *fill = calloc((size_t)(S + 1), sizeof *fill);
-  C5_CHECK_GOTO(mine && fill, st, out, C5_ERR_MEM, "out of memory");
-  for (int q = 0; q < P; q++) { c->rcnt[q] = (int)S; c->rdsp[q] = (int)(q * S); }
-  memcpy(mine, c->cnt_all + rank * S, (size_t)S * sizeof *mine);
-  C5_CALL_GOTO(c5_dist_allgatherv(d, mine, S, c->cnt_all, c->rcnt, c->rdsp, MPI_LONG), st, out);
-  long tot = 0;
-  for (int q = 0; q < P; q++) {
-    long sum = 0;
-    for (long s = 0; s < S; s++) sum += c->cnt_all[q * S + s];
-    c->rcnt[q] = (int)sum;
-    c->rdsp[q] = (int)tot;
-    c->rcntx[q] = (int)(sum * D);
-    c->rdspx[q] = (int)(tot * D);
-    tot += sum;
-  }
-  for (long s = 0; s < S; s++) {
-    long sum = 0;
-    for (int q = 0; q < P; q++) sum += c->cnt_all[q * S + s];
-    C5_CHECK_GOTO(sum == kslot, st, out, C5_ERR_INTERNAL, "ConditionalRoutedCrossAttention: context source row %ld "
-                  "has %ld entries over the ranks, expected %ld", s, sum, kslot);
-  }
-  if (rk->routed) C5_CALL_GOTO(c5_dist_allgatherv(d, c->sends, o, c->recvs, c->rcnt, c->rdsp, C5_MPI_REAL), st, out);
-  if (context_mask) C5_CALL_GOTO(c5_dist_allgatherv(d, c->sendm, o, c->recvm, c->rcnt, c->rdsp, MPI_UINT8_T), st, out);
-  C5_CALL_GOTO(c5_dist_allgatherv(d, c->sendx, o * D, c->recvx, c->rcntx, c->rdspx, C5_MPI_REAL), st, out);
-  /* ranks in order, each rank's entries of a row ascending: the row's slots ascend */
-  {
-    long e = 0;
-    for (int q = 0; q < P; q++)
-      for (long s = 0; s < S; s++)
-        for (long j = 0; j < c->cnt_all[q * S + s]; j++, e++) c->inv[s * kslot + fill[s]++] = e;
-  }
-out:
-  free(mine);
-  free(fill);
-  c5_dist_phase(d, old);
-  return st;
 }
 
 c5_status c5_routed_cross_attn_forward(c5_routed_cross_attn *m, const c5_dist *d, const c5_layout *lay,
@@ -351,10 +240,10 @@ c5_status c5_routed_cross_attn_forward(c5_routed_cross_attn *m, const c5_dist *d
 
   /* route the queries of x (with mask) and the keys/values of the context (with context_mask), each
      distributed over its own layout */
-  C5_CALL(c5_router_forward(m->q_router, d, lay, c5_params_value(p, m->rt_q), batch, x, mask, cfg->num_tokens_q, 0,
-                            0, c->rq));
-  C5_CALL(c5_router_forward(m->kv_router, d, ctx_lay, c5_params_value(p, m->rt_kv), batch, context, context_mask,
-                            cfg->num_tokens_kv, 0, 0, c->rkv));
+  C5_CALL(c5_router_forward(m->hb.q_router, d, lay, c5_params_value(p, m->hb.rt_q), batch, x, mask,
+                            cfg->num_tokens_q, 0, 0, c->rq));
+  C5_CALL(c5_router_forward(m->hb.kv_router, d, ctx_lay, c5_params_value(p, m->hb.rt_kv), batch, context,
+                            context_mask, cfg->num_tokens_kv, 0, 0, c->rkv));
   const c5_routing *rq = c5_router_cache_routing(c->rq), *rk = c5_router_cache_routing(c->rkv);
 
   /* sizes: queries per row (this rank's, padded to the longest row here); keys per route (every rank's) */
@@ -365,13 +254,12 @@ c5_status c5_routed_cross_attn_forward(c5_routed_cross_attn *m, const c5_dist *d
   }
   c->nq = nq = nq > 0 ? nq : 1;
   c->kv_scored = rk->routed;
-  c->S = rk->routed ? batch * R : batch;
-  c->nk = c->kslot = rk->routed ? rk->k : ctx_lay->n;
-  c->tot = c->S * c->kslot;
-  c->nown = 0;
-  for (long s = 0; s < c->S; s++) c->nown += rk->routed ? rk->count[s] : mc;
-  C5_CALL(size_buffers(m, c, nq, c->nk, c->S, c->nown, c->tot));
-  const long nk = c->nk;
+  const long S = rk->routed ? batch * R : batch, nk = c->nk = rk->routed ? rk->k : ctx_lay->n;
+  long nown = 0;
+  for (long s = 0; s < S; s++) nown += rk->routed ? rk->count[s] : mc;
+  C5_CALL(size_buffers(m, c, nq, nk));
+  C5_CALL(c5_kv_exchange_size(c->kvx, d, S, nk, nown));
+  for (long row = 0; row < batch * R; row++) c->ksrc[row] = rk->routed ? row : row / R;
 
   /* heavy queries: this rank's routed tokens, or all its tokens (score 1); padding rows are zero and
      their output is dropped */
@@ -386,22 +274,15 @@ c5_status c5_routed_cross_attn_forward(c5_routed_cross_attn *m, const c5_dist *d
     }
   /* keys/values per route: the routed context tokens of every rank with their scores and mask, or the
      whole context (every route sees it: the same as the reference's single route over all heads) */
-  C5_CALL(kv_gather(m, d, c, ctx_lay, context, context_mask));
-#pragma omp parallel for schedule(static)
-  for (long row = 0; row < batch * R; row++) {
-    long s = rk->routed ? row : row / R;
-    for (long j = 0; j < nk; j++) {
-      long e = row * nk + j, g = c->inv[s * c->kslot + j];
-      c->kscore[e] = rk->routed ? c->recvs[g] : 1;
-      c->kmask[e] = context_mask ? c->recvm[g] : 1;
-      memcpy(c->ctx + e * D, c->recvx + g * D, (size_t)D * sizeof *c->ctx);
-    }
-  }
-  C5_CALL(c5_attn_heavy_forward(&m->heavy, p, batch, nq, nk, c->xq, c->ctx, context_mask ? c->kmask : NULL,
+  kv_pack(m, c, ctx_lay);
+  C5_CALL(c5_kv_exchange_gather(c->kvx, d, context, mc, context_mask, ctx_lay->offset,
+                                (rk->routed ? C5_KVX_SCORE : 0) | (context_mask ? C5_KVX_MASK : 0), batch * R,
+                                c->ksrc, c->ctx, c->kscore, c->kmask, NULL));
+  C5_CALL(c5_attn_heavy_forward(&m->hb.attn, p, batch, nq, nk, c->xq, c->ctx, context_mask ? c->kmask : NULL,
                                 c->kv_scored ? c->kscore : NULL, NULL, NULL, NULL, c->hc, c->hout));
 
   /* scatter: routed queries replace null_q_token (or 0); unrouted, the heavy output is the output */
-  const c5_real *nul = m->null_q >= 0 ? c5_params_value(p, m->null_q) : NULL;
+  const c5_real *nul = m->hb.null_q >= 0 ? c5_params_value(p, m->hb.null_q) : NULL;
   if (rq->routed) {
     for (long t = 0; t < batch * n; t++)
       for (long k = 0; k < D; k++) out[t * D + k] = nul ? nul[k] : 0;
@@ -427,7 +308,7 @@ c5_status c5_routed_cross_attn_backward(c5_routed_cross_attn *m, const c5_dist *
   C5_CHECK(c5_dist_size(d) == c->size, C5_ERR_ARG, "ConditionalRoutedCrossAttention backward: the forward ran on "
            "%d ranks, this communicator has %d", c->size, c5_dist_size(d));
   const c5_routed_cross_attn_config *cfg = &m->cfg;
-  const long n = c->n, mc = c->m, D = cfg->dim, R = cfg->kv_routing_tokens, batch = c->batch, nq = c->nq, nk = c->nk;
+  const long n = c->n, mc = c->m, D = cfg->dim, R = cfg->kv_routing_tokens, batch = c->batch, nq = c->nq;
   const c5_params *p = m->p;
   const c5_routing *rq = c5_router_cache_routing(c->rq);
 
@@ -435,8 +316,8 @@ c5_status c5_routed_cross_attn_backward(c5_routed_cross_attn *m, const c5_dist *
   memset(dcontext, 0, (size_t)(batch * mc * D) * sizeof *dcontext);
 
   /* null_q_token: every token (this rank's) not overwritten by a routed query */
-  if (rq->routed && m->null_q >= 0) {
-    c5_real *g = c5_params_grad(p, m->null_q);
+  if (rq->routed && m->hb.null_q >= 0) {
+    c5_real *g = c5_params_grad(p, m->hb.null_q);
     double *acc = calloc((size_t)D, sizeof *acc);
     C5_CHECK(acc, C5_ERR_MEM, "out of memory");
     for (long t = 0; t < batch * n; t++)
@@ -460,7 +341,7 @@ c5_status c5_routed_cross_attn_backward(c5_routed_cross_attn *m, const c5_dist *
     }
     c->dsq[e] = (c5_real)ds;
   }
-  C5_CALL(c5_attn_heavy_backward(&m->heavy, p, c->hc, c->dh, c->dxq, c->dctx, c->kv_scored ? c->dks : NULL, NULL));
+  C5_CALL(c5_attn_heavy_backward(&m->hb.attn, p, c->hc, c->dh, c->dxq, c->dctx, c->kv_scored ? c->dks : NULL, NULL));
   for (long b = 0; b < batch; b++)
     for (long i = 0; i < c->qcnt[b]; i++) {
       long e = b * nq + i, t = b * n + c->qtok[e];
@@ -468,36 +349,16 @@ c5_status c5_routed_cross_attn_backward(c5_routed_cross_attn *m, const c5_dist *
     }
   /* context gradients: back to gathered (rank-major) order, summed over the routes that share an entry
      and over the ranks; each owner gets its entries (in its source-row order) */
-  memset(c->dsendx, 0, (size_t)(c->tot * D) * sizeof *c->dsendx);
-  if (c->kv_scored) memset(c->dsends, 0, (size_t)c->tot * sizeof *c->dsends);
-  for (long row = 0; row < batch * R; row++) {
-    long s = c->kv_scored ? row : row / R;
-    for (long j = 0; j < nk; j++) {
-      long e = row * nk + j, g = c->inv[s * c->kslot + j];
-      c5_real *dst = c->dsendx + g * D;
-      for (long k = 0; k < D; k++) dst[k] += c->dctx[e * D + k];
-      if (c->kv_scored) c->dsends[g] += c->dks[e];
-    }
-  }
-  {
-    c5_phase old = c5_dist_phase(d, C5_PHASE_HEAVY);
-    c5_status st = c5_dist_reduce_scatter_real(d, c->dsendx, c->downx, c->rcntx);
-    if (st == C5_OK && c->kv_scored) st = c5_dist_reduce_scatter_real(d, c->dsends, c->downs, c->rcnt);
-    c5_dist_phase(d, old);
-    C5_CALL(st);
-  }
-  for (long o = 0; o < c->nown; o++) {
-    c5_real *dst = dcontext + (c->own_bat[o] * mc + c->own_tok[o]) * D;
-    for (long k = 0; k < D; k++) dst[k] += c->downx[o * D + k];
-  }
+  C5_CALL(c5_kv_exchange_return(c->kvx, d, batch * R, c->ksrc, c->dctx, c->kv_scored ? c->dks : NULL, mc,
+                                 dcontext));
   /* routers (unrouted scores are constants: no gradient); dscore in each router's entry order (the kv
      router's: this rank's entries, rows in order = downs) */
   if (rq->routed)
     for (long b = 0; b < batch; b++)
       for (long i = 0; i < c->qcnt[b]; i++) c->dqr[rq->start[b] + i] = c->dsq[b * nq + i];
-  C5_CALL(c5_router_backward(m->q_router, d, c->rq, c5_params_value(p, m->rt_q), x, c->dqr, dx,
-                             c5_params_grad(p, m->rt_q)));
-  C5_CALL(c5_router_backward(m->kv_router, d, c->rkv, c5_params_value(p, m->rt_kv), context, c->downs, dcontext,
-                             c5_params_grad(p, m->rt_kv)));
+  C5_CALL(c5_router_backward(m->hb.q_router, d, c->rq, c5_params_value(p, m->hb.rt_q), x, c->dqr, dx,
+                             c5_params_grad(p, m->hb.rt_q)));
+  C5_CALL(c5_router_backward(m->hb.kv_router, d, c->rkv, c5_params_value(p, m->hb.rt_kv), context, c->kvx->downs,
+                             dcontext, c5_params_grad(p, m->hb.rt_kv)));
   return C5_OK;
 }

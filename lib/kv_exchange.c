@@ -1,0 +1,203 @@
+/* kv_exchange.c - the sharded key/value exchange of the routed attentions
+   (see kv_exchange.h): this rank's kv entries to every rank, rank-major, and
+   their gradients back to the owners. */
+#include "kv_exchange.h"
+
+c5_status c5_kv_exchange_create(const char *who, long dim, c5_kv_exchange **out)
+{
+  C5_CHECK(out && dim > 0, C5_ERR_ARG, "c5_kv_exchange_create: NULL argument or dim = %ld", dim);
+  c5_kv_exchange *x;
+  C5_CALLOC(x, 1);
+  x->who = who ? who : "kv exchange";
+  x->dim = dim;
+  *out = x;
+  return C5_OK;
+}
+
+static void free_buffers(c5_kv_exchange *x)
+{
+  void *v[] = { x->own_tok, x->own_bat, x->own_at, x->own_cnt, x->sendx, x->sends, x->sendm, x->sendp, x->downx,
+                x->downs, x->cnt_all, x->rcnt, x->rdsp, x->rcntx, x->rdspx, x->inv, x->recvx, x->recvs, x->dsendx,
+                x->dsends, x->recvm, x->recvp, x->fill };
+  for (size_t i = 0; i < sizeof v / sizeof *v; i++) free(v[i]);
+  x->own_tok = x->own_bat = x->own_at = x->own_cnt = x->sendp = x->cnt_all = x->inv = x->recvp = x->fill = NULL;
+  x->sendx = x->sends = x->downx = x->downs = x->recvx = x->recvs = x->dsendx = x->dsends = NULL;
+  x->sendm = x->recvm = NULL;
+  x->rcnt = x->rdsp = x->rcntx = x->rdspx = NULL;
+  x->cap_o = x->cap_t = x->cap_s = 0;
+  x->cap_p = 0;
+}
+
+c5_status c5_kv_exchange_destroy(c5_kv_exchange **x)
+{
+  if (!x || !*x) return C5_OK;
+  free_buffers(*x);
+  C5_FREE(*x);
+  return C5_OK;
+}
+
+#define NEW(p, cnt) do { (p) = calloc((size_t)(cnt) + 1, sizeof *(p)); ok = ok && (p); } while (0)
+
+c5_status c5_kv_exchange_size(c5_kv_exchange *x, const c5_dist *d, long S, long kslot, long own_cap)
+{
+  C5_CHECK(x && d && S >= 0 && kslot >= 0 && own_cap >= 0, C5_ERR_ARG, "c5_kv_exchange_size: NULL argument or "
+           "S = %ld, kslot = %ld, own_cap = %ld", S, kslot, own_cap);
+  const long D = x->dim, tot = S * kslot;
+  const int P = c5_dist_size(d);
+  C5_CHECK(tot * D < 2147483647L, C5_ERR_ARG, "%s: %ld gathered kv entries of %ld reals exceed MPI's int counts",
+           x->who, tot, D);
+  x->S = S;
+  x->kslot = kslot;
+  x->tot = tot;
+  x->P = P;
+  x->rank = c5_dist_rank(d);
+  x->nown = 0;
+  x->row = 0;
+  if (own_cap <= x->cap_o && tot <= x->cap_t && S <= x->cap_s && P <= x->cap_p && x->rcnt) return C5_OK;
+  free_buffers(x);
+  const long o = own_cap, t = tot;
+  int ok = 1;
+  NEW(x->own_tok, o); NEW(x->own_bat, o); NEW(x->own_at, S); NEW(x->own_cnt, S); NEW(x->fill, S);
+  NEW(x->sendx, o * D); NEW(x->sends, o); NEW(x->sendm, o); NEW(x->sendp, o); NEW(x->downx, o * D); NEW(x->downs, o);
+  NEW(x->cnt_all, (long)P * S); NEW(x->rcnt, P); NEW(x->rdsp, P); NEW(x->rcntx, P); NEW(x->rdspx, P);
+  NEW(x->inv, t); NEW(x->recvx, t * D); NEW(x->recvs, t); NEW(x->recvm, t); NEW(x->recvp, t);
+  NEW(x->dsendx, t * D); NEW(x->dsends, t);
+  C5_CHECK(ok, C5_ERR_MEM, "%s: out of memory for %ld own and %ld gathered kv entries of %ld reals", x->who, o, t, D);
+  x->cap_o = o;
+  x->cap_t = t;
+  x->cap_s = S;
+  x->cap_p = P;
+  return C5_OK;
+}
+
+void c5_kv_exchange_begin(c5_kv_exchange *x)
+{
+  x->nown = 0;
+  x->row = 0;
+  if (x->S > 0) x->own_at[0] = 0;
+}
+
+void c5_kv_exchange_end_row(c5_kv_exchange *x)
+{
+  if (x->row >= x->S) { x->row++; return; }   /* counted: gather reports it */
+  x->own_cnt[x->row] = x->nown - x->own_at[x->row];
+  if (++x->row < x->S) x->own_at[x->row] = x->nown;
+}
+
+/* Every rank's counts and entries (rank-major), and the map (source row, slot) -> gathered entry. */
+static c5_status exchange(c5_kv_exchange *x, const c5_dist *d)
+{
+  const long D = x->dim, S = x->S, kslot = x->kslot, o = x->nown;
+  const int P = x->P, flags = x->flags;
+  for (int q = 0; q < P; q++) { x->rcnt[q] = (int)S; x->rdsp[q] = (int)(q * S); }
+  C5_CALL(c5_dist_allgatherv(d, x->own_cnt, S, x->cnt_all, x->rcnt, x->rdsp, MPI_LONG));
+  long tot = 0;
+  for (int q = 0; q < P; q++) {
+    long sum = 0;
+    for (long s = 0; s < S; s++) sum += x->cnt_all[q * S + s];
+    x->rcnt[q] = (int)sum;
+    x->rdsp[q] = (int)tot;
+    x->rcntx[q] = (int)(sum * D);
+    x->rdspx[q] = (int)(tot * D);
+    tot += sum;
+  }
+  for (long s = 0; s < S; s++) {
+    long sum = 0;
+    for (int q = 0; q < P; q++) sum += x->cnt_all[q * S + s];
+    C5_CHECK(sum == kslot, C5_ERR_INTERNAL, "%s: kv source row %ld has %ld entries over the ranks, expected %ld",
+             x->who, s, sum, kslot);
+  }
+  if (flags & C5_KVX_SCORE) C5_CALL(c5_dist_allgatherv(d, x->sends, o, x->recvs, x->rcnt, x->rdsp, C5_MPI_REAL));
+  if (flags & C5_KVX_POS) C5_CALL(c5_dist_allgatherv(d, x->sendp, o, x->recvp, x->rcnt, x->rdsp, MPI_LONG));
+  if (flags & C5_KVX_MASK) C5_CALL(c5_dist_allgatherv(d, x->sendm, o, x->recvm, x->rcnt, x->rdsp, MPI_UINT8_T));
+  C5_CALL(c5_dist_allgatherv(d, x->sendx, o * D, x->recvx, x->rcntx, x->rdspx, C5_MPI_REAL));
+  /* ranks in order, each rank's entries of a row ascending: the row's slots ascend */
+  memset(x->fill, 0, (size_t)S * sizeof *x->fill);
+  long e = 0;
+  for (int q = 0; q < P; q++)
+    for (long s = 0; s < S; s++)
+      for (long j = 0; j < x->cnt_all[q * S + s]; j++, e++) x->inv[s * kslot + x->fill[s]++] = e;
+  return C5_OK;
+}
+
+c5_status c5_kv_exchange_gather(c5_kv_exchange *x, const c5_dist *d, const c5_real *src, long ld,
+                                const uint8_t *mask, long offset, int flags, long nrows, const long *ksrc,
+                                c5_real *ctx, c5_real *kscore, uint8_t *kmask, long *kpos)
+{
+  C5_CHECK(x && d && (src || x->nown == 0) && ctx, C5_ERR_ARG, "c5_kv_exchange_gather: NULL argument");
+  const long D = x->dim, S = x->S, kslot = x->kslot, o = x->nown;
+  C5_CHECK(c5_dist_size(d) == x->P, C5_ERR_ARG, "%s: kv exchange sized for %d ranks, called on %d", x->who, x->P,
+           c5_dist_size(d));
+  C5_CHECK(x->row == S && o <= x->cap_o, C5_ERR_INTERNAL, "%s: packed %ld kv source rows of %ld and %ld own entries "
+           "(room for %ld)", x->who, x->row, S, o, x->cap_o);
+  C5_CHECK(ksrc || nrows == S, C5_ERR_ARG, "%s: %ld kv rows without a source map, %ld source rows", x->who, nrows, S);
+  C5_CHECK(!kpos || (flags & C5_KVX_POS), C5_ERR_ARG, "%s: kv positions asked for but not gathered", x->who);
+  x->flags = flags;
+#pragma omp parallel for schedule(static)
+  for (long e = 0; e < o; e++) {
+    long t = x->own_bat[e] * ld + x->own_tok[e];
+    memcpy(x->sendx + e * D, src + t * D, (size_t)D * sizeof *src);
+    x->sendm[e] = mask ? mask[t] : 1;
+    x->sendp[e] = offset + x->own_tok[e];
+  }
+
+  c5_phase old = c5_dist_phase(d, C5_PHASE_HEAVY);
+  c5_status st = exchange(x, d);
+  c5_dist_phase(d, old);
+  C5_CALL(st);
+
+#pragma omp parallel for schedule(static)
+  for (long r = 0; r < nrows; r++) {
+    long s = ksrc ? ksrc[r] : r;
+    for (long j = 0; j < kslot; j++) {
+      long e = r * kslot + j, g = x->inv[s * kslot + j];
+      memcpy(ctx + e * D, x->recvx + g * D, (size_t)D * sizeof *ctx);
+      if (kscore) kscore[e] = flags & C5_KVX_SCORE ? x->recvs[g] : 1;
+      if (kmask) kmask[e] = flags & C5_KVX_MASK ? x->recvm[g] : 1;
+      if (kpos) kpos[e] = x->recvp[g];
+    }
+  }
+  return C5_OK;
+}
+
+c5_status c5_kv_exchange_return(c5_kv_exchange *x, const c5_dist *d, long nrows, const long *ksrc,
+                                const c5_real *dctx, const c5_real *dkscore, long ld, c5_real *dx)
+{
+  C5_CHECK(x && d && dctx && dx, C5_ERR_ARG, "c5_kv_exchange_return: NULL argument");
+  C5_CHECK(c5_dist_size(d) == x->P, C5_ERR_ARG, "%s: kv exchange made on %d ranks, backward on %d", x->who, x->P,
+           c5_dist_size(d));
+  C5_CHECK(ksrc || nrows == x->S, C5_ERR_ARG, "%s: %ld kv rows without a source map, %ld source rows", x->who, nrows,
+           x->S);
+  const long D = x->dim, kslot = x->kslot, tot = x->tot;
+  if (!ksrc) {   /* one kv row per source row: every gathered entry has exactly one slot */
+#pragma omp parallel for schedule(static)
+    for (long e = 0; e < tot; e++) {
+      long g = x->inv[e];
+      memcpy(x->dsendx + g * D, dctx + e * D, (size_t)D * sizeof *dctx);
+      if (dkscore) x->dsends[g] = dkscore[e];
+    }
+  } else {       /* kv rows may share a source row: sum them, in kv-row order */
+    memset(x->dsendx, 0, (size_t)(tot * D) * sizeof *x->dsendx);
+    if (dkscore) memset(x->dsends, 0, (size_t)tot * sizeof *x->dsends);
+    for (long r = 0; r < nrows; r++) {
+      long s = ksrc[r];
+      for (long j = 0; j < kslot; j++) {
+        long e = r * kslot + j, g = x->inv[s * kslot + j];
+        c5_real *dst = x->dsendx + g * D;
+        for (long k = 0; k < D; k++) dst[k] += dctx[e * D + k];
+        if (dkscore) x->dsends[g] += dkscore[e];
+      }
+    }
+  }
+  c5_phase old = c5_dist_phase(d, C5_PHASE_HEAVY);
+  c5_status st = c5_dist_reduce_scatter_real(d, x->dsendx, x->downx, x->rcntx);
+  if (st == C5_OK && dkscore) st = c5_dist_reduce_scatter_real(d, x->dsends, x->downs, x->rcnt);
+  c5_dist_phase(d, old);
+  C5_CALL(st);
+  /* an owner's token may stand in several source rows: one fixed order */
+  for (long o = 0; o < x->nown; o++) {
+    c5_real *dst = dx + (x->own_bat[o] * ld + x->own_tok[o]) * D;
+    for (long k = 0; k < D; k++) dst[k] += x->downx[o * D + k];
+  }
+  return C5_OK;
+}
