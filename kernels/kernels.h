@@ -28,8 +28,9 @@ typedef struct {
   long work_len;     /* in doubles */
 } c5k_ctx;
 
-/* x[i] = exp(x[i]), vectorized (kernels/cpu/vexp.c). */
+/* x[i] = exp(x[i]), x[i] = erf(x[i]), vectorized (kernels/cpu/vmath.c). */
 void c5k_vexp(c5_real *x, long n);
+void c5k_verf(c5_real *x, long n);
 const char *c5k_vexp_isa(void);
 
 /* Scratch (in doubles) any kernel of this table needs for R: 256 per chunk. */
