@@ -69,7 +69,7 @@ static c5_status check_inputs(const c5_dist *d, const c5k_rows *R, const c5_real
     }
     const c5_real *sr = s + R->off[r];
     int fin = 1;
-#pragma omp parallel for reduction(&& : fin) schedule(static)
+#pragma omp parallel for reduction(&& : fin) schedule(static) if (R->len[r] > 65536)
     for (long j = 0; j < R->len[r]; j++) fin = fin && isfinite(sr[j]);
     if (!fin) {
       for (long j = 0; j < R->len[r]; j++) if (!isfinite(sr[j])) { bad_j = j; break; }

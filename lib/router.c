@@ -27,6 +27,7 @@ struct c5_router_cache {
   uint8_t *mask;            /* [rows][n_local] mask per row, or NULL */
   double *xnorm;            /* [batch][n_local] max(||x_j||, eps) (cosine) */
   double *rtnorm;           /* [r] */
+  c5_real *dw;              /* [r, dim] backward scratch: this call's routing-token gradient */
   long *plan;               /* [3 * cap_rows + 1] cd row segments */
   double *k;                /* [cap_rows] effective k of each cd row */
   long *ksel;               /* [cap_rows] tokens selected per cd row */
@@ -87,9 +88,10 @@ c5_status c5_router_cache_create(const c5_router *rt, long batch, long n_local, 
   c->g = calloc((size_t)rn, sizeof *c->g);
   c->xnorm = calloc((size_t)(batch * (n_local ? n_local : 1)), sizeof *c->xnorm);
   c->rtnorm = calloc((size_t)rt->cfg.num_routing_tokens, sizeof *c->rtnorm);
+  c->dw = calloc((size_t)rt->cfg.num_routing_tokens * (size_t)rt->dim, sizeof *c->dw);
   c->out.count = calloc((size_t)c->rows, sizeof *c->out.count);
   c->out.start = calloc((size_t)c->rows, sizeof *c->out.start);
-  C5_CHECK_GOTO(c->s && c->y && c->g && c->xnorm && c->rtnorm && c->out.count && c->out.start, st, fail,
+  C5_CHECK_GOTO(c->s && c->y && c->g && c->xnorm && c->rtnorm && c->dw && c->out.count && c->out.start, st, fail,
                 C5_ERR_MEM, "router cache: out of memory for %ld rows x %ld tokens", c->rows, n_local);
   *out = c;
   return C5_OK;
@@ -111,7 +113,7 @@ c5_status c5_router_cache_destroy(c5_router_cache **cp)
   if (!cp || !*cp) return C5_OK;
   c5_router_cache *c = *cp;
   free_rows(c);
-  free(c->s); free(c->y); free(c->g); free(c->mask); free(c->xnorm); free(c->rtnorm);
+  free(c->s); free(c->y); free(c->g); free(c->mask); free(c->xnorm); free(c->rtnorm); free(c->dw);
   free(c->out.count); free(c->out.start); free(c->out.idx); free(c->out.score);
   free(c->lpos); free(c->yval);
   C5_FREE(*cp);
@@ -332,10 +334,9 @@ static c5_status router_backward(const c5_router *rt, const c5_dist *d, c5_route
   /* g now holds dL/d(x . w) for raw x and w (cosine: divided by the norms) */
   const c5k_ops *ops = &c5k_cpu_ops;
   c5k_ctx kc = { 0 };
-  c5_real *dw = NULL;
+  c5_real *dw = c->dw;
   c5_status st = C5_OK;
-  dw = calloc((size_t)R * dim, sizeof *dw);
-  C5_CHECK_GOTO(dw, st, out, C5_ERR_MEM, "router backward: out of memory");
+  memset(dw, 0, (size_t)R * dim * sizeof *dw);
   for (long b = 0; b < batch; b++) {
     const c5_real *gb = c->g + b * R * nl, *xb = x + b * nl * dim;
     c5_real *dxb = dx + b * nl * dim;
@@ -368,7 +369,6 @@ static c5_status router_backward(const c5_router *rt, const c5_dist *d, c5_route
   }
   for (long i = 0; i < (long)R * dim; i++) drouting_token[i] += dw[i];
 out:
-  free(dw);
   return st;
 }
 
