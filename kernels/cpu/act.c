@@ -56,8 +56,7 @@ c5_status c5k_colsum_cpu(c5k_ctx *ctx, const c5_real *dy, long rows, int cols, c
     for (long r = p * part; r < rows && r < (p + 1) * part; r++)
       for (int j = 0; j < cols; j++) a[j] += dy[r * cols + j];
   }
-  for (long p = 0; p < np; p++)
-    for (int j = 0; j < cols; j++) db[j] += (c5_real)acc[p * cols + j];
+  c5k_rowpart_add(acc, np, cols, cols, db);
   return C5_OK;
 }
 

@@ -3,6 +3,17 @@
 #define C5_KERNELS_CPU_H
 #include "kernels.h"
 
+/* out[i] += sum over the np row parts of acc[p * stride + i], in part order,
+   in double: the end of every fixed-partition parameter-gradient reduction. */
+static inline void c5k_rowpart_add(const double *acc, long np, long stride, int cols, c5_real *out)
+{
+  for (int i = 0; i < cols; i++) {
+    double s = 0;
+    for (long p = 0; p < np; p++) s += acc[p * stride + i];
+    out[i] += (c5_real)s;
+  }
+}
+
 long c5k_chunk_row(const c5k_rows *R, long c);
 void c5k_chunk_range(const c5k_rows *R, long r, long c, long *j0, long *j1);
 

@@ -52,8 +52,7 @@ c5_status c5k_rmsnorm_backward_cpu(c5k_ctx *ctx, const c5_real *x, const c5_real
       }
     }
   }
-  for (long p = 0; p < np; p++)
-    for (int i = 0; i < dim; i++) dgamma[i] += (c5_real)acc[p * dim + i];
+  c5k_rowpart_add(acc, np, dim, dim, dgamma);
   return C5_OK;
 }
 
@@ -107,10 +106,7 @@ c5_status c5k_layernorm_backward_cpu(c5k_ctx *ctx, const c5_real *x, const c5_re
       }
     }
   }
-  for (long p = 0; p < np; p++)
-    for (int i = 0; i < dim; i++) {
-      dw[i] += (c5_real)acc[p * 2 * dim + i];
-      db[i] += (c5_real)acc[p * 2 * dim + dim + i];
-    }
+  c5k_rowpart_add(acc, np, 2 * dim, dim, dw);
+  c5k_rowpart_add(acc + dim, np, 2 * dim, dim, db);
   return C5_OK;
 }
