@@ -13,7 +13,7 @@
    ar_attn_*.h5. */
 #include <string.h>
 #include <omp.h>
-#include "harness.h"
+#include "fd.h"
 
 typedef struct {
   c5_params *p;
@@ -43,15 +43,7 @@ static c5_status case_make(arcase *t, const c5_routed_ar_attn_config *cfg, long 
   if ((st = c5_params_create(&t->p)) != C5_OK) return st;
   if ((st = c5_routed_ar_attn_create(cfg, t->p, "", &t->m)) != C5_OK) return st;
   if ((st = c5_params_alloc(t->p)) != C5_OK) return st;
-  for (long i = 0; i < c5_params_count(t->p); i++) {
-    c5_real *v = c5_params_value(t->p, i);
-    long dims[C5_PARAM_MAXDIM];
-    int nd = c5_params_shape(t->p, i, dims);
-    double sc = nd >= 2 ? 1.0 / sqrt((double)dims[nd - 1]) : 0.3;
-    const char *nm = c5_params_name(t->p, i);
-    int is_norm = strstr(nm, "gamma") || strstr(nm, "norm.weight");
-    for (long j = 0; j < c5_params_numel(t->p, i); j++) v[j] = (c5_real)((is_norm ? 1.0 : 0.0) + sc * t_normal(&seed));
-  }
+  mod_fill_params(t->p, &seed);
   t->x = malloc((size_t)t->N * sizeof *t->x);
   t->g = malloc((size_t)t->N * sizeof *t->g);
   t->out = calloc((size_t)t->N, sizeof *t->out);
@@ -70,25 +62,6 @@ static double loss(arcase *t, c5_dist *d, c5_status *st)
   return L;
 }
 
-/* Every selected index of both routers, concatenated. */
-static long selection(const arcase *t, long *buf, long cap)
-{
-  long k = 0;
-  const c5_routing *rts[2] = { c5_routed_ar_attn_routing_q(t->c), c5_routed_ar_attn_routing_kv(t->c) };
-  for (int i = 0; i < 2; i++)
-    for (long r = 0; rts[i]->routed && r < rts[i]->rows; r++)
-      for (long e = rts[i]->start[r]; e < rts[i]->start[r] + rts[i]->count[r] && k < cap; e++) buf[k++] = rts[i]->idx[e];
-  return k;
-}
-
-static c5_router_config soft_router(void)
-{
-  c5_router_config r = C5_ROUTER_CONFIG_DEFAULT;
-  r.straight_through = 0;
-  r.eps = 0.3;
-  return r;
-}
-
 /* A small autoregressive module: dim 8, 2 + 2 heads of 4. */
 static c5_routed_ar_attn_config small(long light_w, long heavy_w, long kq, long kkv)
 {
@@ -96,59 +69,16 @@ static c5_routed_ar_attn_config small(long light_w, long heavy_w, long kq, long 
   c.dim = 8; c.light_dim_head = 4; c.light_heads = 2; c.heavy_dim_head = 4; c.heavy_heads = 2;
   c.light_window_size = light_w; c.heavy_window_size = heavy_w;
   c.num_heavy_tokens_q = kq; c.num_heavy_tokens_kv = kkv;
-  c.router = soft_router();
+  c.router = mod_soft_router();
   return c;
 }
 
 #if C5_USE_DOUBLE
-static int fd_check(const char *what, const c5_routed_ar_attn_config *cfg, long b, long n, unsigned long long seed,
-                    c5_dist *d)
+/* fd.h's check on the module (no mask), parameters, x and g drawn as case_make draws them. */
+static int fd_case(const char *what, const c5_routed_ar_attn_config *cfg, long b, long n, unsigned long long seed,
+                   c5_dist *d)
 {
-  const double h = 1e-6, tol = 1e-6;
-  enum { CAP = 1 << 14 };
-  static long sel0[CAP], sel1[CAP];
-  arcase t;
-  double num = 0, den = 0;
-  int ok = 0, kinks = 0;
-  long total = 0;
-  c5_status st;
-  T_OK(case_make(&t, cfg, b, n, d, seed));
-  (void)loss(&t, d, &st);
-  T_OK(st);
-  long ns0 = selection(&t, sel0, CAP);
-  c5_params_zero_grad(t.p);
-  T_OK(c5_routed_ar_attn_backward(t.m, d, t.c, t.x, t.g, t.dx));
-  total = t.N + c5_params_total(t.p);
-  c5_real *pv = c5_params_value(t.p, 0), *pg = c5_params_grad(t.p, 0);
-  for (long i = 0; i < total; i++) {
-    c5_real *v = i < t.N ? &t.x[i] : &pv[i - t.N];
-    double an = i < t.N ? t.dx[i] : pg[i - t.N];
-    c5_real v0 = *v;
-    *v = v0 + h;
-    double lp = loss(&t, d, &st);
-    T_OK(st);
-    long ns1 = selection(&t, sel1, CAP);
-    int same = ns1 == ns0 && !memcmp(sel0, sel1, (size_t)ns0 * sizeof *sel0);
-    *v = v0 - h;
-    double lm = loss(&t, d, &st);
-    T_OK(st);
-    ns1 = selection(&t, sel1, CAP);
-    same = same && ns1 == ns0 && !memcmp(sel0, sel1, (size_t)ns0 * sizeof *sel0);
-    *v = v0;
-    if (!same) { kinks++; continue; }
-    double fd = (lp - lm) / (2 * h);
-    num += (fd - an) * (fd - an);
-    den += fd * fd;
-  }
-  T_CHECK(kinks < total / 50 + 1, "%s: %d of %ld perturbations changed a selection", what, kinks, total);
-  T_CHECK(den > 0, "%s: zero gradient: the check would be vacuous", what);
-  T_CHECK(sqrt(num / den) <= tol, "%s: ||analytic - fd|| / ||fd|| = %.3e > %.1e", what, sqrt(num / den), tol);
-  ok = 1;
-fail:
-  printf("fd %-66s %s (rel %.2e, %ld values, %d at a kink)\n", what, ok ? "ok" : "FAILED",
-         den > 0 ? sqrt(num / den) : 0.0, total, kinks);
-  case_free(&t);
-  return ok;
+  return fd_check("fd ", 66, what, &MOD_AR, cfg, b, n, cfg->dim, 0, seed, d);
 }
 #endif
 
@@ -314,10 +244,10 @@ int main(int argc, char **argv)
   c5_routed_ar_attn_config st = small(4, 6, 3, 8);   /* straight-through scores (the default router) */
   st.router = (c5_router_config)C5_ROUTER_CONFIG_DEFAULT;
 #if C5_USE_DOUBLE
-  ok &= fd_check("n 23, light 4, heavy 6, k 3 / 8", &a, 2, 23, 1, d);
-  ok &= fd_check("rotary, 2 kv routes, scores on q and k", &r, 2, 23, 2, d);
-  ok &= fd_check("rotary, 2 kv routes, kv_gather_batch_bug", &rb, 2, 23, 3, d);
-  ok &= fd_check("unrouted q and kv, rotary, no null q", &u, 2, 22, 4, d);
+  ok &= fd_case("n 23, light 4, heavy 6, k 3 / 8", &a, 2, 23, 1, d);
+  ok &= fd_case("rotary, 2 kv routes, scores on q and k", &r, 2, 23, 2, d);
+  ok &= fd_case("rotary, 2 kv routes, kv_gather_batch_bug", &rb, 2, 23, 3, d);
+  ok &= fd_case("unrouted q and kv, rotary, no null q", &u, 2, 22, 4, d);
 #else
   printf("finite differences need double precision: skipped in this build\n");
 #endif

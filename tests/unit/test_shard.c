@@ -37,7 +37,7 @@
    Routers run with straight_through off and eps 0.3 (random inputs keep
    |s + a_T| away from the kinks, DESIGN.md §2). One line per case. */
 #include <string.h>
-#include "harness.h"
+#include "modules.h"
 
 #if C5_USE_DOUBLE
 #define TOL 1e-12
@@ -406,56 +406,7 @@ static int layout_rule_ok(const group *g, long n, long unit, int want_partial, c
   return all(g, ok);
 }
 
-/* ---- modules through one interface (as test_modules_fd.c) ------------------------------ */
-
-typedef struct {
-  const char *name;
-  c5_status (*create)(const void *cfg, c5_params *p, void **m);
-  c5_status (*cache)(void *m, long b, long n, void **c);
-  c5_status (*fwd)(void *m, const c5_dist *d, const c5_layout *l, long b, const c5_real *x, const uint8_t *mk, void *c, c5_real *o);
-  c5_status (*bwd)(void *m, const c5_dist *d, void *c, const c5_real *x, const c5_real *g, c5_real *dx);
-  const c5_routing *(*routing)(void *c, int i);   /* NULL past the last */
-  const char *(*router_name)(int i);
-  void (*destroy_cache)(void **c);
-  void (*destroy)(void **m);
-} mod_t;
-
-static c5_status ff_create(const void *cfg, c5_params *p, void **m) { return c5_routed_ff_create(cfg, p, "", (c5_routed_ff **)m); }
-static c5_status ff_cache(void *m, long b, long n, void **c) { return c5_routed_ff_cache_create(m, b, n, (c5_routed_ff_cache **)c); }
-static c5_status ff_fwd(void *m, const c5_dist *d, const c5_layout *l, long b, const c5_real *x, const uint8_t *mk, void *c, c5_real *o) { return c5_routed_ff_forward(m, d, l, b, x, mk, c, o); }
-static c5_status ff_bwd(void *m, const c5_dist *d, void *c, const c5_real *x, const c5_real *g, c5_real *dx) { return c5_routed_ff_backward(m, d, c, x, g, dx); }
-static const c5_routing *ff_routing(void *c, int i) { return i == 0 ? c5_routed_ff_routing(c) : NULL; }
-static const char *ff_rname(int i) { (void)i; return "router"; }
-static void ff_dcache(void **c) { c5_routed_ff_cache_destroy((c5_routed_ff_cache **)c); }
-static void ff_destroy(void **m) { c5_routed_ff_destroy((c5_routed_ff **)m); }
-
-static c5_status at_create(const void *cfg, c5_params *p, void **m) { return c5_routed_attn_create(cfg, p, "", (c5_routed_attn **)m); }
-static c5_status at_cache(void *m, long b, long n, void **c) { return c5_routed_attn_cache_create(m, b, n, (c5_routed_attn_cache **)c); }
-static c5_status at_fwd(void *m, const c5_dist *d, const c5_layout *l, long b, const c5_real *x, const uint8_t *mk, void *c, c5_real *o) { return c5_routed_attn_forward(m, d, l, b, x, mk, c, o); }
-static c5_status at_bwd(void *m, const c5_dist *d, void *c, const c5_real *x, const c5_real *g, c5_real *dx) { return c5_routed_attn_backward(m, d, c, x, g, dx); }
-static const c5_routing *at_routing(void *c, int i) { return i == 0 ? c5_routed_attn_routing_q(c) : i == 1 ? c5_routed_attn_routing_kv(c) : NULL; }
-static const char *at_rname(int i) { return i == 0 ? "q_router" : "kv_router"; }
-static void at_dcache(void **c) { c5_routed_attn_cache_destroy((c5_routed_attn_cache **)c); }
-static void at_destroy(void **m) { c5_routed_attn_destroy((c5_routed_attn **)m); }
-
-static c5_status bl_create(const void *cfg, c5_params *p, void **m) { return c5_block_create(cfg, p, "", (c5_block **)m); }
-static c5_status bl_cache(void *m, long b, long n, void **c) { return c5_block_cache_create(m, b, n, (c5_block_cache **)c); }
-static c5_status bl_fwd(void *m, const c5_dist *d, const c5_layout *l, long b, const c5_real *x, const uint8_t *mk, void *c, c5_real *o) { return c5_block_forward(m, d, l, b, x, mk, c, o); }
-static c5_status bl_bwd(void *m, const c5_dist *d, void *c, const c5_real *x, const c5_real *g, c5_real *dx) { return c5_block_backward(m, d, c, x, g, dx); }
-static const c5_routing *bl_routing(void *c, int i)
-{
-  if (i == 0) return c5_routed_attn_routing_q(c5_block_attn_cache(c));
-  if (i == 1) return c5_routed_attn_routing_kv(c5_block_attn_cache(c));
-  if (i == 2) return c5_routed_ff_routing(c5_block_ff_cache(c));
-  return NULL;
-}
-static const char *bl_rname(int i) { return i == 0 ? "attn q_router" : i == 1 ? "attn kv_router" : "ff router"; }
-static void bl_dcache(void **c) { c5_block_cache_destroy((c5_block_cache **)c); }
-static void bl_destroy(void **m) { c5_block_destroy((c5_block **)m); }
-
-static const mod_t FF = { "ff", ff_create, ff_cache, ff_fwd, ff_bwd, ff_routing, ff_rname, ff_dcache, ff_destroy };
-static const mod_t AT = { "attn", at_create, at_cache, at_fwd, at_bwd, at_routing, at_rname, at_dcache, at_destroy };
-static const mod_t BL = { "block", bl_create, bl_cache, bl_fwd, bl_bwd, bl_routing, bl_rname, bl_dcache, bl_destroy };
+/* ---- modules through one interface (modules.h) ------------------------------------------ */
 
 #define ADV_OFF (-1)
 #define ADV_LAST (-2)
@@ -491,14 +442,7 @@ static int run_module(const group *W, const group *S, const mod_case *tc, unsign
   T_OK(c5_params_create(&p));
   T_OK(mt->create(tc->cfg, p, &m));
   T_OK(c5_params_alloc(p));
-  for (long i = 0; i < c5_params_count(p); i++) {   /* N(0, 1/fan-in)-ish values, norm gains near 1 */
-    c5_real *v = c5_params_value(p, i);
-    long dims[C5_PARAM_MAXDIM];
-    int nd = c5_params_shape(p, i, dims);
-    double sc = nd >= 2 ? 1.0 / sqrt((double)dims[nd - 1]) : 0.3;
-    int is_norm = strstr(c5_params_name(p, i), "gamma") || strstr(c5_params_name(p, i), "norm.weight");
-    for (long j = 0; j < c5_params_numel(p, i); j++) v[j] = (c5_real)((is_norm ? 1.0 : 0.0) + sc * t_normal(&seed));
-  }
+  mod_fill_params(p, &seed);   /* N(0, 1/fan-in)-ish values, norm gains near 1 */
   for (long i = 0; i < N; i++) { x[i] = (c5_real)t_normal(&seed); g[i] = (c5_real)t_normal(&seed); }
   if (mask) for (long i = 0; i < b * n; i++) mask[i] = t_uniform(&seed) > 0.2;
   if (owner >= 0) {
@@ -589,9 +533,8 @@ fail:
   if (g_rank == 0)
     printf("  %-6s %-52s P=%d: %s worst rel %.2e (%s)%s\n", mt->name, tc->name, g_size, ok ? "ok    " : "FAILED",
            t.worst, t.what[0] ? t.what : "-", extra);
-  if (c1) mt->destroy_cache(&c1);
   if (cw) mt->destroy_cache(&cw);
-  if (m) mt->destroy(&m);
+  mod_free(mt, &m, &c1);
   c5_params_destroy(&p);
   free(x); free(g); free(out1); free(dx1); free(outw); free(dxw); free(xl); free(gl); free(outl); free(dxl);
   free(grad1); free(mask); free(ml);
@@ -639,14 +582,6 @@ static int run_too_many(const group *W)
 
 /* ---- main --------------------------------------------------------------------------------- */
 
-static c5_router_config soft_router(void)
-{
-  c5_router_config r = C5_ROUTER_CONFIG_DEFAULT;
-  r.straight_through = 0;
-  r.eps = 0.3;
-  return r;
-}
-
 int main(int argc, char **argv)
 {
   MPI_Init(&argc, &argv);
@@ -689,7 +624,7 @@ int main(int argc, char **argv)
 
   /* modules */
   c5_routed_ff_config ff = C5_ROUTED_FF_CONFIG_DEFAULT;
-  ff.dim = 8; ff.num_heavy_tokens = 20; ff.heavy_ff_mult = 2; ff.router = soft_router();
+  ff.dim = 8; ff.num_heavy_tokens = 20; ff.heavy_ff_mult = 2; ff.router = mod_soft_router();
   c5_routed_ff_config ffc = ff;
   ffc.router.cosine_sim_routing = 1; ffc.router.cosine_sim_scale = 4; ffc.router.route_block_size = 9;
   c5_routed_ff_config ffa = ff;
@@ -700,7 +635,7 @@ int main(int argc, char **argv)
   c5_routed_attn_config at = C5_ROUTED_ATTN_CONFIG_DEFAULT;
   at.dim = 8; at.num_heavy_tokens_q = 12; at.num_heavy_tokens_kv = 14; at.num_routed_kv = 2;
   at.light_dim_head = 4; at.light_heads = 2; at.light_window_size = 10; at.heavy_dim_head = 4; at.heavy_heads = 2;
-  at.multiply_keys_by_score = 1; at.multiply_queries_by_score = 1; at.rotary_emb = 1; at.router = soft_router();
+  at.multiply_keys_by_score = 1; at.multiply_queries_by_score = 1; at.rotary_emb = 1; at.router = mod_soft_router();
   c5_routed_attn_config ats = at;   /* one unit per rank, a 1-token last shard */
   ats.light_window_size = 8; ats.num_heavy_tokens_q = 3; ats.num_heavy_tokens_kv = 4;
 
@@ -723,19 +658,19 @@ int main(int argc, char **argv)
 
   const mod_case mcs[] = {
     /* name, module, cfg, batch, n, unit, dim, masked, adversarial, partial */
-    { "mask, n 101", &FF, &ff, 2, 101, 1, 8, 1, ADV_OFF, 0 },
-    { "cosine, route_block_size 9, mask", &FF, &ffc, 2, 101, 1, 8, 1, ADV_OFF, 0 },
-    { "2 kv routes, rotary, q/k by score, mask, n 93", &AT, &at, 2, 93, 5, 8, 1, ADV_OFF, 1 },
-    { "same, no mask", &AT, &at, 1, 93, 5, 8, 0, ADV_OFF, 1 },
-    { "one unit per rank, last shard 1 token, mask", &AT, &ats, 2, g_size > 1 ? 4L * (g_size - 1) + 1 : 5, 4, 8, 1, ADV_OFF, 1 },
-    { "no light branch, no null q, unit 1, mask", &AT, &atn, 2, 93, 1, 8, 1, ADV_OFF, 0 },
-    { "mask, n 75 (window 4)", &BL, &bl, 2, 75, 4, 8, 1, ADV_OFF, 1 },
-    { "dim 16, 4 heads, n 197 (window 6), no null q, mask", &BL, &bl16, 2, 197, 6, 16, 1, ADV_OFF, 1 },
-    { "straight-through on, mask, n 75", &BL, &blst, 2, 75, 4, 8, 1, ADV_OFF, 1 },
-    { "adversarial: all routed on the last rank", &FF, &ffa, 2, 101, 1, 8, 1, ADV_LAST, 0 },
-    { "adversarial: all routed on rank 0", &BL, &bl, 2, 75, 4, 8, 1, 0, 1 },
-    { "adversarial: all routed on the middle rank", &AT, &at, 2, 93, 5, 8, 1, (g_size - 1) / 2, 1 },
-    { "layout: n 1000 (no divisibility), mask", &FF, &ff1k, 1, 1000, 1, 8, 1, ADV_OFF, 0 },
+    { "mask, n 101", &MOD_FF, &ff, 2, 101, 1, 8, 1, ADV_OFF, 0 },
+    { "cosine, route_block_size 9, mask", &MOD_FF, &ffc, 2, 101, 1, 8, 1, ADV_OFF, 0 },
+    { "2 kv routes, rotary, q/k by score, mask, n 93", &MOD_AT, &at, 2, 93, 5, 8, 1, ADV_OFF, 1 },
+    { "same, no mask", &MOD_AT, &at, 1, 93, 5, 8, 0, ADV_OFF, 1 },
+    { "one unit per rank, last shard 1 token, mask", &MOD_AT, &ats, 2, g_size > 1 ? 4L * (g_size - 1) + 1 : 5, 4, 8, 1, ADV_OFF, 1 },
+    { "no light branch, no null q, unit 1, mask", &MOD_AT, &atn, 2, 93, 1, 8, 1, ADV_OFF, 0 },
+    { "mask, n 75 (window 4)", &MOD_BL, &bl, 2, 75, 4, 8, 1, ADV_OFF, 1 },
+    { "dim 16, 4 heads, n 197 (window 6), no null q, mask", &MOD_BL, &bl16, 2, 197, 6, 16, 1, ADV_OFF, 1 },
+    { "straight-through on, mask, n 75", &MOD_BL, &blst, 2, 75, 4, 8, 1, ADV_OFF, 1 },
+    { "adversarial: all routed on the last rank", &MOD_FF, &ffa, 2, 101, 1, 8, 1, ADV_LAST, 0 },
+    { "adversarial: all routed on rank 0", &MOD_BL, &bl, 2, 75, 4, 8, 1, 0, 1 },
+    { "adversarial: all routed on the middle rank", &MOD_AT, &at, 2, 93, 5, 8, 1, (g_size - 1) / 2, 1 },
+    { "layout: n 1000 (no divisibility), mask", &MOD_FF, &ff1k, 1, 1000, 1, 8, 1, ADV_OFF, 0 },
   };
   for (size_t i = 0; i < sizeof mcs / sizeof *mcs; i++) ok &= run_module(&W, &S, &mcs[i], 300 + i);
 
