@@ -28,6 +28,8 @@
              ConditionalRoutedTransformerBlock, each with a mask; attention
              and blocks with layout unit = light_window_size / 2 and n not a
              multiple of it (the last shard ends in a partial window);
+             ConditionalRoutedAutoregressiveAttention (no mask) with unit =
+             lcm of its light and heavy windows, n not a multiple of it;
      layout  n = 1000 (1000 = 334 + 333 + 333 at P = 3) through a routed FF;
              the rule checked on every rank; one unit per rank with a 1-token
              last shard; P > number of units is C5_ERR_ARG on every rank,
@@ -645,6 +647,13 @@ int main(int argc, char **argv)
   bl.ff = ff;
   bl.ff.num_heavy_tokens = 12;
 
+  c5_routed_ar_attn_config ar = C5_ROUTED_AR_ATTN_CONFIG_DEFAULT;   /* autoregressive: windows 4 and 6, unit 12 */
+  ar.dim = 8; ar.num_heavy_tokens_q = 3; ar.num_heavy_tokens_kv = 8; ar.num_routed_kv = 2; ar.light_dim_head = 4;
+  ar.light_heads = 2; ar.light_window_size = 4; ar.heavy_window_size = 6; ar.heavy_dim_head = 4; ar.heavy_heads = 2;
+  ar.rotary_emb = 1; ar.multiply_queries_by_score = 1; ar.router = mod_soft_router();
+  c5_routed_ar_attn_config ar8 = ar;   /* one window size, one route */
+  ar8.light_window_size = 8; ar8.heavy_window_size = 0; ar8.num_routed_kv = 1; ar8.num_heavy_tokens_q = 4;
+  ar8.num_heavy_tokens_kv = 10; ar8.rotary_emb = 0;
   c5_routed_attn_config atn = at;   /* no light branch: no window, unit 1 */
   atn.has_light_attn = 0; atn.use_null_q_tokens = 0;
   c5_block_config bl16;             /* dim 16, 4 heads, window 6 */
@@ -671,6 +680,8 @@ int main(int argc, char **argv)
     { "adversarial: all routed on rank 0", &MOD_BL, &bl, 2, 75, 4, 8, 1, 0, 1 },
     { "adversarial: all routed on the middle rank", &MOD_AT, &at, 2, 93, 5, 8, 1, (g_size - 1) / 2, 1 },
     { "layout: n 1000 (no divisibility), mask", &MOD_FF, &ff1k, 1, 1000, 1, 8, 1, ADV_OFF, 0 },
+    { "autoregressive: windows 4/6, 2 kv routes, rotary, n 70", &MOD_AR, &ar, 2, 70, 12, 8, 0, ADV_OFF, 1 },
+    { "autoregressive: window 8, n 50", &MOD_AR, &ar8, 1, 50, 8, 8, 0, ADV_OFF, 1 },
   };
   for (size_t i = 0; i < sizeof mcs / sizeof *mcs; i++) ok &= run_module(&W, &S, &mcs[i], 300 + i);
 
