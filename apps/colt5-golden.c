@@ -74,29 +74,27 @@ static double json_num(json_t *o, const char *key, double dflt)
   return (v && json_is_number(v)) ? json_number_value(v) : dflt;
 }
 
-/* Gather this rank's columns [rows, nl] of a row-sharded matrix into
-   full [rows, n] on rank 0. */
-static void gather_cols(ctx_t *cx, const c5_real *loc, long rows, long nl, long n, c5_real *full)
+/* Gather this rank's [b, nl, w] slice of a sequence-sharded tensor into full [b, n, w] on rank 0. */
+static void gather_seq(ctx_t *cx, const c5_real *loc, long b, long nl, long w, long n, long unit, c5_real *full)
 {
-  int *cnt = calloc((size_t)cx->size, sizeof *cnt), *dsp = calloc((size_t)cx->size, sizeof *dsp);
-  c5_real *tmp = malloc((size_t)(rows * n) * sizeof *tmp);
-  c5_real *send = malloc((size_t)(rows * (nl ? nl : 1)) * sizeof *send);
-  for (int p = 0; p < cx->size; p++) {
+  int P = cx->size;
+  int *cnt = calloc((size_t)P, sizeof *cnt), *dsp = calloc((size_t)P, sizeof *dsp);
+  c5_real *tmp = malloc((size_t)(b * n * w + 1) * sizeof *tmp);
+  for (int p = 0; p < P; p++) {
     c5_layout l;
-    c5_layout_of_rank(n, 1, p, cx->size, &l);
-    cnt[p] = (int)(rows * l.n_local);
-    dsp[p] = (int)(rows * l.offset);
+    c5_layout_of_rank(n, unit, p, P, &l);
+    cnt[p] = (int)(b * l.n_local * w);
+    dsp[p] = (int)(b * l.offset * w);
   }
-  memcpy(send, loc, (size_t)(rows * nl) * sizeof *send);
-  MPI_Gatherv(send, (int)(rows * nl), C5_MPI_REAL, tmp, cnt, dsp, C5_MPI_REAL, 0, MPI_COMM_WORLD);
+  MPI_Gatherv(loc, (int)(b * nl * w), C5_MPI_REAL, tmp, cnt, dsp, C5_MPI_REAL, 0, MPI_COMM_WORLD);
   if (cx->rank == 0)
-    for (int p = 0; p < cx->size; p++) {
+    for (int p = 0; p < P; p++) {
       c5_layout l;
-      c5_layout_of_rank(n, 1, p, cx->size, &l);
-      for (long r = 0; r < rows; r++)
-        memcpy(full + r * n + l.offset, tmp + dsp[p] + r * l.n_local, (size_t)l.n_local * sizeof *full);
+      c5_layout_of_rank(n, unit, p, P, &l);
+      for (long i = 0; i < b; i++)
+        memcpy(full + (i * n + l.offset) * w, tmp + dsp[p] + i * l.n_local * w, (size_t)(l.n_local * w) * sizeof *full);
     }
-  free(cnt); free(dsp); free(tmp); free(send);
+  free(cnt); free(dsp); free(tmp);
 }
 
 /* coor_descent cases: /inputs/s, mask, grad_y; /outputs/y; /grads/s. */
@@ -172,10 +170,10 @@ static int run_cd(ctx_t *cx, c5_h5 *f, const char *file)
   TRY(c5_cd_forward(cx->dist, &cfg, rows, nl, ls, lm, kv, kstride, y, &cache));
   TRY(c5_cd_backward(cx->dist, &cache, rows, nl, ls, lm, y, lgy, ds));
 
-  gather_cols(cx, y, rows, nl, n, full);
+  gather_seq(cx, y, rows, nl, 1, n, 1, full);   /* rows sharded by columns, unit 1 */
   TRY(c5_h5_read_double(f, "/outputs/y", 2, dims, ref));
   compare(cx, file, "outputs/y", full, ref, rows * n, 1);
-  gather_cols(cx, ds, rows, nl, n, full);
+  gather_seq(cx, ds, rows, nl, 1, n, 1, full);
   TRY(c5_h5_read_double(f, "/grads/s", 2, dims, ref));
   compare(cx, file, "grads/s", full, ref, rows * n, 1);
 out:
@@ -213,29 +211,6 @@ static int parse_router(const char *file, json_t *kw, int straight_through, c5_r
   rc->route_block_size = (long)json_num(kw, "route_block_size", 0);
   if ((v = json_object_get(kw, "cosine_sim_routing"))) rc->cosine_sim_routing = json_is_true(v);
   return 1;
-}
-
-/* Gather this rank's [b, nl, w] slice of a sequence-sharded tensor into full [b, n, w] on rank 0. */
-static void gather_seq(ctx_t *cx, const c5_real *loc, long b, long nl, long w, long n, long unit, c5_real *full)
-{
-  int P = cx->size;
-  int *cnt = calloc((size_t)P, sizeof *cnt), *dsp = calloc((size_t)P, sizeof *dsp);
-  c5_real *tmp = malloc((size_t)(b * n * w + 1) * sizeof *tmp);
-  for (int p = 0; p < P; p++) {
-    c5_layout l;
-    c5_layout_of_rank(n, unit, p, P, &l);
-    cnt[p] = (int)(b * l.n_local * w);
-    dsp[p] = (int)(b * l.offset * w);
-  }
-  MPI_Gatherv(loc, (int)(b * nl * w), C5_MPI_REAL, tmp, cnt, dsp, C5_MPI_REAL, 0, MPI_COMM_WORLD);
-  if (cx->rank == 0)
-    for (int p = 0; p < P; p++) {
-      c5_layout l;
-      c5_layout_of_rank(n, unit, p, P, &l);
-      for (long i = 0; i < b; i++)
-        memcpy(full + (i * n + l.offset) * w, tmp + dsp[p] + i * l.n_local * w, (size_t)(l.n_local * w) * sizeof *full);
-    }
-  free(cnt); free(dsp); free(tmp);
 }
 
 /* A tensor of the file as double, or NULL (with a message) when absent. */

@@ -22,6 +22,8 @@ typedef struct {
 
 /* Fill cstart [rows + 1] for rows of the given lengths. */
 void c5k_rows_plan(long rows, const long *len, long *cstart);
+/* Dense rows (row r is elements [r n, r n + n)) planned in plan [3 rows + 1]. */
+void c5k_rows_dense(long rows, long n, long *plan, c5k_rows *R);
 
 typedef struct {
   double *work;      /* scratch owned by the caller */

@@ -26,9 +26,9 @@ c5_status c5_block_create(const c5_block_config *cfg, c5_params *p, const char *
   b->cfg = *cfg;
   char pre[256];
   c5_status st = C5_OK;
-  snprintf(pre, sizeof pre, "%s%sconditional_attn", prefix && *prefix ? prefix : "", prefix && *prefix ? "." : "");
+  c5_name_join(pre, sizeof pre, prefix, "conditional_attn");
   C5_CALL_GOTO(c5_routed_attn_create(&cfg->attn, p, pre, &b->attn), st, fail);
-  snprintf(pre, sizeof pre, "%s%sconditional_ff", prefix && *prefix ? prefix : "", prefix && *prefix ? "." : "");
+  c5_name_join(pre, sizeof pre, prefix, "conditional_ff");
   C5_CALL_GOTO(c5_routed_ff_create(&cfg->ff, p, pre, &b->ff), st, fail);
   *out = b;
   return C5_OK;

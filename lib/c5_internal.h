@@ -41,7 +41,14 @@ c5_status c5_err_mpi(int code, const char *call, const char *file, int line);
 #define C5_CALLOC(p, n) do { size_t n_ = (size_t)(n); (p) = calloc(n_ ? n_ : 1, sizeof *(p)); \
     C5_CHECK((p) != NULL, C5_ERR_MEM, "out of memory allocating %zu x %zu bytes for %s", \
              n_, sizeof *(p), #p); } while (0)
+/* Zeroed allocation of n (+1) elements that clears flag ok on failure: for a
+   run of allocations checked once (one message for the whole set). */
+#define C5_NEW(p, n, ok) do { (p) = calloc((size_t)(n) + 1, sizeof *(p)); (ok) = (ok) && (p); } while (0)
 #define C5_FREE(p) do { free(p); (p) = NULL; } while (0)
+
+/* "prefix.name", or "name" for an empty prefix: every state_dict name (params.c).
+   Returns the full length (>= len: truncated), as snprintf. */
+int c5_name_join(char *buf, size_t len, const char *prefix, const char *name);
 
 /* dist internals: the MPI communicator (for parallel HDF5 in the io layer)
    and collectives used inside the library. Every MPI call lives in dist*.c. */

@@ -178,15 +178,6 @@ c5_status c5_cd_backward_rows(const c5_dist *d, c5_cd_cache *c, const c5k_rows *
   return C5_OK;
 }
 
-/* Dense rows: row r is s[r * n .. r * n + n). */
-static void dense_plan(c5_cd_cache *c, long rows, long n, c5k_rows *R)
-{
-  long *off = c->plan, *len = off + rows, *cst = len + rows;
-  for (long r = 0; r < rows; r++) { off[r] = r * n; len[r] = n; }
-  c5k_rows_plan(rows, len, cst);
-  *R = (c5k_rows){ .rows = rows, .off = off, .len = len, .cstart = cst };
-}
-
 c5_status c5_cd_forward(const c5_dist *d, const c5_cd_config *cfg, long rows, long n,
                         const c5_real *s, const uint8_t *mask, const double *k, long k_stride,
                         c5_real *y, c5_cd_cache *cache)
@@ -197,7 +188,7 @@ c5_status c5_cd_forward(const c5_dist *d, const c5_cd_config *cfg, long rows, lo
   C5_CHECK(cache->rows_cap >= rows, C5_ERR_SHAPE, "c5_cd_forward: cache holds %ld rows, call has %ld",
            cache->rows_cap, rows);
   c5k_rows R;
-  dense_plan(cache, rows, n, &R);
+  c5k_rows_dense(rows, n, cache->plan, &R);
   C5_CALL(c5_cd_forward_rows(d, cfg, &R, s, mask, k, k_stride, y, cache));
   return C5_OK;
 }
@@ -210,7 +201,7 @@ c5_status c5_cd_backward(const c5_dist *d, c5_cd_cache *cache, long rows, long n
   C5_CHECK(cache->rows == rows, C5_ERR_SHAPE, "c5_cd_backward: the forward had %ld rows, this call %ld",
            cache->rows, rows);
   c5k_rows R;
-  dense_plan(cache, rows, n, &R);
+  c5k_rows_dense(rows, n, cache->plan, &R);
   C5_CALL(c5_cd_backward_rows(d, cache, &R, s, mask, y, gy, ds));
   return C5_OK;
 }

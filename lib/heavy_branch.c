@@ -7,16 +7,15 @@ c5_status c5_heavy_branch_init(c5_heavy_branch *h, c5_params *p, const char *pre
                                const c5_router_config *router, long kv_block)
 {
   C5_CHECK(h && p && router, C5_ERR_ARG, "c5_heavy_branch_init: NULL argument");
-  const char *pf = prefix && *prefix ? prefix : "", *dot = prefix && *prefix ? "." : "";
   char pre[256];
   long dd[1] = { dim }, rq[2] = { 1, dim }, rkv[2] = { routes, dim };
   h->null_q = -1;
   if (use_null_q_tokens) C5_CALL(c5_params_add(p, prefix, "null_q_token", 1, dd, &h->null_q));
-  snprintf(pre, sizeof pre, "%s%sq_router", pf, dot);
+  c5_name_join(pre, sizeof pre, prefix, "q_router");
   C5_CALL(c5_params_add(p, pre, "routing_token", 2, rq, &h->rt_q));
-  snprintf(pre, sizeof pre, "%s%skv_router", pf, dot);
+  c5_name_join(pre, sizeof pre, prefix, "kv_router");
   C5_CALL(c5_params_add(p, pre, "routing_token", 2, rkv, &h->rt_kv));
-  snprintf(pre, sizeof pre, "%s%sheavy_attn", pf, dot);
+  c5_name_join(pre, sizeof pre, prefix, "heavy_attn");
   C5_CALL(c5_attn_heavy_init(&h->attn, p, pre, dim, heads, dim_head, routes, multiply_keys_by_score));
   c5_router_config rc = *router;
   rc.num_routing_tokens = 1;

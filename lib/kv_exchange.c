@@ -36,7 +36,6 @@ c5_status c5_kv_exchange_destroy(c5_kv_exchange **x)
   return C5_OK;
 }
 
-#define NEW(p, cnt) do { (p) = calloc((size_t)(cnt) + 1, sizeof *(p)); ok = ok && (p); } while (0)
 
 c5_status c5_kv_exchange_size(c5_kv_exchange *x, const c5_dist *d, long S, long kslot, long own_cap)
 {
@@ -57,11 +56,11 @@ c5_status c5_kv_exchange_size(c5_kv_exchange *x, const c5_dist *d, long S, long 
   free_buffers(x);
   const long o = own_cap, t = tot;
   int ok = 1;
-  NEW(x->own_tok, o); NEW(x->own_bat, o); NEW(x->own_at, S); NEW(x->own_cnt, S); NEW(x->fill, S);
-  NEW(x->sendx, o * D); NEW(x->sends, o); NEW(x->sendm, o); NEW(x->sendp, o); NEW(x->downx, o * D); NEW(x->downs, o);
-  NEW(x->cnt_all, (long)P * S); NEW(x->rcnt, P); NEW(x->rdsp, P); NEW(x->rcntx, P); NEW(x->rdspx, P);
-  NEW(x->inv, t); NEW(x->recvx, t * D); NEW(x->recvs, t); NEW(x->recvm, t); NEW(x->recvp, t);
-  NEW(x->dsendx, t * D); NEW(x->dsends, t);
+  C5_NEW(x->own_tok, o, ok); C5_NEW(x->own_bat, o, ok); C5_NEW(x->own_at, S, ok); C5_NEW(x->own_cnt, S, ok); C5_NEW(x->fill, S, ok);
+  C5_NEW(x->sendx, o * D, ok); C5_NEW(x->sends, o, ok); C5_NEW(x->sendm, o, ok); C5_NEW(x->sendp, o, ok); C5_NEW(x->downx, o * D, ok); C5_NEW(x->downs, o, ok);
+  C5_NEW(x->cnt_all, (long)P * S, ok); C5_NEW(x->rcnt, P, ok); C5_NEW(x->rdsp, P, ok); C5_NEW(x->rcntx, P, ok); C5_NEW(x->rdspx, P, ok);
+  C5_NEW(x->inv, t, ok); C5_NEW(x->recvx, t * D, ok); C5_NEW(x->recvs, t, ok); C5_NEW(x->recvm, t, ok); C5_NEW(x->recvp, t, ok);
+  C5_NEW(x->dsendx, t * D, ok); C5_NEW(x->dsends, t, ok);
   C5_CHECK(ok, C5_ERR_MEM, "%s: out of memory for %ld own and %ld gathered kv entries of %ld reals", x->who, o, t, D);
   x->cap_o = o;
   x->cap_t = t;

@@ -17,6 +17,11 @@ struct c5_params {
   c5_real *value, *grad;
 };
 
+int c5_name_join(char *buf, size_t len, const char *prefix, const char *name)
+{
+  return prefix && *prefix ? snprintf(buf, len, "%s.%s", prefix, name) : snprintf(buf, len, "%s", name);
+}
+
 c5_status c5_params_create(c5_params **out)
 {
   C5_CHECK(out, C5_ERR_ARG, "c5_params_create: out is NULL");
@@ -46,8 +51,8 @@ c5_status c5_params_add(c5_params *p, const char *prefix, const char *name, int 
   }
   entry *e = &p->e[p->n];
   memset(e, 0, sizeof *e);
-  int w = snprintf(e->name, sizeof e->name, "%s%s%s", prefix && *prefix ? prefix : "", prefix && *prefix ? "." : "", name);
-  C5_CHECK(w > 0 && (size_t)w < sizeof e->name, C5_ERR_ARG, "parameter name %s.%s too long", prefix, name);
+  int w = c5_name_join(e->name, sizeof e->name, prefix, name);
+  C5_CHECK(w > 0 && (size_t)w < sizeof e->name, C5_ERR_ARG, "parameter name %s.%s too long", prefix ? prefix : "", name);
   long dummy;
   C5_CHECK(c5_params_find(p, e->name, &dummy) != C5_OK, C5_ERR_ARG, "parameter %s registered twice", e->name);
   c5_error_clear();

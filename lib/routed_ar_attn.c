@@ -104,12 +104,6 @@ struct c5_routed_ar_attn_cache {
   long *ksrc;                    /* [rows R] source row of each heavy kv row (r, route) */
 };
 
-/* "prefix.name", or "name" for an empty prefix */
-static void join(char *buf, size_t len, const char *prefix, const char *name)
-{
-  if (prefix && *prefix) snprintf(buf, len, "%s.%s", prefix, name);
-  else snprintf(buf, len, "%s", name);
-}
 
 c5_status c5_routed_ar_attn_create(const c5_routed_ar_attn_config *cfg, c5_params *p, const char *prefix,
                                    c5_routed_ar_attn **out)
@@ -136,7 +130,7 @@ c5_status c5_routed_ar_attn_create(const c5_routed_ar_attn_config *cfg, c5_param
   m->hb.null_q = -1;
   char pre[256];
   c5_status st = C5_OK;
-  join(pre, sizeof pre, prefix, "light_attn");
+  c5_name_join(pre, sizeof pre, prefix, "light_attn");
   C5_CALL_GOTO(c5_attn_local_init(&m->light, p, pre, cfg->dim, cfg->light_heads, cfg->light_dim_head,
                                   cfg->light_window_size, 1, 0, 1, 0), st, fail);
   C5_CALL_GOTO(c5_heavy_branch_init(&m->hb, p, prefix, cfg->dim, cfg->heavy_heads, cfg->heavy_dim_head,
@@ -220,7 +214,6 @@ const c5_routing *c5_routed_ar_attn_routing_q(const c5_routed_ar_attn_cache *c)
 }
 const c5_routing *c5_routed_ar_attn_routing_kv(const c5_routed_ar_attn_cache *c) { return c->heavy ? &c->kv : &c->kv0; }
 
-#define NEW(p, cnt) do { (p) = calloc((size_t)(cnt) + 1, sizeof *(p)); ok = ok && (p); } while (0)
 
 /* Geometry of the heavy branch for this layout, and its buffers (made again when the layout changes). */
 static c5_status setup(const c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, const c5_layout *lay, int P)
@@ -259,15 +252,15 @@ static c5_status setup(const c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, c
   const long nb = c->nb, rows = c->rows, rq = c->rows_q, nq = c->nq_cap, nk = c->nk_cap, nlp = c->nlp;
   const long q = rows * nq, k = rows * R * nk, pub = batch * nb;
   int ok = 1;
-  NEW(c->rkv, nb);
-  NEW(c->kv.count, pub * R); NEW(c->kv.start, pub * R); NEW(c->kv.idx, pub * R * nk); NEW(c->kv.score, pub * R * nk);
-  NEW(c->qpub.count, pub); NEW(c->qpub.start, pub); NEW(c->qpub.idx, pub * nq); NEW(c->qpub.score, pub * nq);
-  NEW(c->xpad, batch * nlp * D); NEW(c->dxpad, batch * nlp * D); NEW(c->kvmask, batch * nlp);
-  NEW(c->xblk, rq * W * D); NEW(c->dxblk, rq * W * D); NEW(c->qmask, rq * W); NEW(c->dqr, rq * nq);
-  NEW(c->qtok, q); NEW(c->qpos, q); NEW(c->xq, q * D); NEW(c->qscore, q); NEW(c->hout, q * D); NEW(c->dh, q * D);
-  NEW(c->dxq, q * D); NEW(c->dqs, q); NEW(c->dsq, q);
-  NEW(c->kpos, k); NEW(c->ctx, k * D); NEW(c->kscore, k); NEW(c->kmask, k); NEW(c->dctx, k * D); NEW(c->dks, k);
-  NEW(c->dsc, batch * R * nk); NEW(c->ksrc, rows * R);
+  C5_NEW(c->rkv, nb, ok);
+  C5_NEW(c->kv.count, pub * R, ok); C5_NEW(c->kv.start, pub * R, ok); C5_NEW(c->kv.idx, pub * R * nk, ok); C5_NEW(c->kv.score, pub * R * nk, ok);
+  C5_NEW(c->qpub.count, pub, ok); C5_NEW(c->qpub.start, pub, ok); C5_NEW(c->qpub.idx, pub * nq, ok); C5_NEW(c->qpub.score, pub * nq, ok);
+  C5_NEW(c->xpad, batch * nlp * D, ok); C5_NEW(c->dxpad, batch * nlp * D, ok); C5_NEW(c->kvmask, batch * nlp, ok);
+  C5_NEW(c->xblk, rq * W * D, ok); C5_NEW(c->dxblk, rq * W * D, ok); C5_NEW(c->qmask, rq * W, ok); C5_NEW(c->dqr, rq * nq, ok);
+  C5_NEW(c->qtok, q, ok); C5_NEW(c->qpos, q, ok); C5_NEW(c->xq, q * D, ok); C5_NEW(c->qscore, q, ok); C5_NEW(c->hout, q * D, ok); C5_NEW(c->dh, q * D, ok);
+  C5_NEW(c->dxq, q * D, ok); C5_NEW(c->dqs, q, ok); C5_NEW(c->dsq, q, ok);
+  C5_NEW(c->kpos, k, ok); C5_NEW(c->ctx, k * D, ok); C5_NEW(c->kscore, k, ok); C5_NEW(c->kmask, k, ok); C5_NEW(c->dctx, k * D, ok); C5_NEW(c->dks, k, ok);
+  C5_NEW(c->dsc, batch * R * nk, ok); C5_NEW(c->ksrc, rows * R, ok);
   C5_CHECK(ok, C5_ERR_MEM, "ConditionalRoutedAutoregressiveAttention cache: out of memory for %ld x %ld tokens "
            "(%ld windows of %ld, %ld held here)", batch, n, c->nw, W, c->nbl);
   /* heavy kv row (r, route) reads source row (b, window, route) when routed, else the batch row b */
@@ -306,8 +299,8 @@ static c5_status light_forward(c5_routed_ar_attn *m, const c5_dist *d, const c5_
   if (ne > c->he_cap || !c->hsend) {
     free(c->xe); free(c->oe); free(c->dxe); free(c->hsend); free(c->hrecv);
     int ok = 1;
-    NEW(c->xe, b * ne * D); NEW(c->oe, b * ne * D); NEW(c->dxe, b * ne * D);
-    NEW(c->hsend, b * w * D); NEW(c->hrecv, b * w * D);
+    C5_NEW(c->xe, b * ne * D, ok); C5_NEW(c->oe, b * ne * D, ok); C5_NEW(c->dxe, b * ne * D, ok);
+    C5_NEW(c->hsend, b * w * D, ok); C5_NEW(c->hrecv, b * w * D, ok);
     C5_CHECK(ok, C5_ERR_MEM, "ConditionalRoutedAutoregressiveAttention: out of memory for the light branch halo");
     c->he_cap = ne;
   }

@@ -50,11 +50,6 @@ struct c5_routed_attn_cache {
   c5_real *hout, *dh, *dxq, *dctx, *dks, *dqs, *dsq;
 };
 
-static void sub(char *buf, size_t len, const char *prefix, const char *name)
-{
-  snprintf(buf, len, "%s%s%s", prefix && *prefix ? prefix : "", prefix && *prefix ? "." : "", name);
-}
-
 c5_status c5_routed_attn_create(const c5_routed_attn_config *cfg, c5_params *p, const char *prefix,
                                 c5_routed_attn **out)
 {
@@ -82,7 +77,7 @@ c5_status c5_routed_attn_create(const c5_routed_attn_config *cfg, c5_params *p, 
   char pre[256];
   c5_status st = C5_OK;
   if (cfg->has_light_attn) {
-    sub(pre, sizeof pre, prefix, "light_attn");
+    c5_name_join(pre, sizeof pre, prefix, "light_attn");
     C5_CALL_GOTO(c5_attn_local_init(&m->light, p, pre, cfg->dim, cfg->light_heads, cfg->light_dim_head,
                                     cfg->light_window_size / 2, 1, 1, 0, 1), st, fail);
   }
@@ -163,7 +158,6 @@ c5_status c5_routed_attn_cache_destroy(c5_routed_attn_cache **cp)
 const c5_routing *c5_routed_attn_routing_q(const c5_routed_attn_cache *c) { return c5_router_cache_routing(c->rq); }
 const c5_routing *c5_routed_attn_routing_kv(const c5_routed_attn_cache *c) { return c5_router_cache_routing(c->rkv); }
 
-#define NEW(p, cnt) do { (p) = calloc((size_t)(cnt) + 1, sizeof *(p)); ok = ok && (p); } while (0)
 
 /* Buffers of the heavy branch for nq queries per row and nk keys per kv row; (re)made when a forward
    needs more (the first call). */
@@ -174,10 +168,10 @@ static c5_status size_heavy(const c5_routed_attn *m, c5_routed_attn_cache *c, lo
   free_heavy(c);
   long q = b * nq, k = b * R * nk;
   int ok = 1;
-  NEW(c->qtok, q); NEW(c->xq, q * D); NEW(c->qscore, q); NEW(c->qpos, q);
-  NEW(c->ctx, k * D); NEW(c->kscore, k); NEW(c->kmask, k); NEW(c->kpos, k);
-  NEW(c->hout, q * D); NEW(c->dh, q * D); NEW(c->dxq, q * D); NEW(c->dqs, q); NEW(c->dsq, q);
-  NEW(c->dctx, k * D); NEW(c->dks, k);
+  C5_NEW(c->qtok, q, ok); C5_NEW(c->xq, q * D, ok); C5_NEW(c->qscore, q, ok); C5_NEW(c->qpos, q, ok);
+  C5_NEW(c->ctx, k * D, ok); C5_NEW(c->kscore, k, ok); C5_NEW(c->kmask, k, ok); C5_NEW(c->kpos, k, ok);
+  C5_NEW(c->hout, q * D, ok); C5_NEW(c->dh, q * D, ok); C5_NEW(c->dxq, q * D, ok); C5_NEW(c->dqs, q, ok); C5_NEW(c->dsq, q, ok);
+  C5_NEW(c->dctx, k * D, ok); C5_NEW(c->dks, k, ok);
   C5_CHECK(ok, C5_ERR_MEM, "ConditionalRoutedAttention: out of memory for %ld queries and %ld keys", q, k);
   C5_CALL(c5_attn_heavy_cache_create(&m->hb.attn, b, nq, nk, &c->hc));
   c->cap_q = nq;
@@ -204,9 +198,9 @@ static c5_status light_forward(c5_routed_attn *m, const c5_dist *d, const c5_lay
     free_light(c);
     int ok = 1;
     long cap = n + 2 * w;
-    NEW(c->xe, b * cap * D); NEW(c->oe, b * cap * D); NEW(c->dxe, b * cap * D); NEW(c->me, b * cap);
-    NEW(c->sendl, b * w * D); NEW(c->sendr, b * w * D); NEW(c->recvl, b * w * D); NEW(c->recvr, b * w * D);
-    NEW(c->msendl, b * w); NEW(c->msendr, b * w); NEW(c->mrecvl, b * w); NEW(c->mrecvr, b * w);
+    C5_NEW(c->xe, b * cap * D, ok); C5_NEW(c->oe, b * cap * D, ok); C5_NEW(c->dxe, b * cap * D, ok); C5_NEW(c->me, b * cap, ok);
+    C5_NEW(c->sendl, b * w * D, ok); C5_NEW(c->sendr, b * w * D, ok); C5_NEW(c->recvl, b * w * D, ok); C5_NEW(c->recvr, b * w * D, ok);
+    C5_NEW(c->msendl, b * w, ok); C5_NEW(c->msendr, b * w, ok); C5_NEW(c->mrecvl, b * w, ok); C5_NEW(c->mrecvr, b * w, ok);
     C5_CHECK(ok, C5_ERR_MEM, "ConditionalRoutedAttention: out of memory for the light branch halo");
     C5_CALL(c5_attn_local_cache_create(&m->light, b, cap, &c->lc));
     c->ncap_ext = cap;

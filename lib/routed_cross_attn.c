@@ -169,7 +169,6 @@ const c5_routing *c5_routed_cross_attn_routing_kv(const c5_routed_cross_attn_cac
   return c5_router_cache_routing(c->rkv);
 }
 
-#define NEW(p, cnt) do { (p) = calloc((size_t)(cnt) + 1, sizeof *(p)); ok = ok && (p); } while (0)
 
 /* Buffers for nq queries per row and nk keys per route; (re)made when a forward needs more than they hold. */
 static c5_status size_buffers(const c5_routed_cross_attn *m, c5_routed_cross_attn_cache *c, long nq, long nk)
@@ -186,15 +185,15 @@ static c5_status size_buffers(const c5_routed_cross_attn *m, c5_routed_cross_att
   if (b * nq > c->cap_q) {
     free_q(c);
     long q = b * nq;
-    NEW(c->qtok, q); NEW(c->xq, q * D); NEW(c->qscore, q); NEW(c->hout, q * D); NEW(c->dh, q * D);
-    NEW(c->dxq, q * D); NEW(c->dsq, q); NEW(c->dqr, q);
+    C5_NEW(c->qtok, q, ok); C5_NEW(c->xq, q * D, ok); C5_NEW(c->qscore, q, ok); C5_NEW(c->hout, q * D, ok); C5_NEW(c->dh, q * D, ok);
+    C5_NEW(c->dxq, q * D, ok); C5_NEW(c->dsq, q, ok); C5_NEW(c->dqr, q, ok);
     C5_CHECK(ok, C5_ERR_MEM, "ConditionalRoutedCrossAttention: out of memory for %ld queries", q);
     c->cap_q = q;
   }
   if (b * R * nk > c->cap_k) {
     free_k(c);
     long k = b * R * nk;
-    NEW(c->ctx, k * D); NEW(c->kscore, k); NEW(c->kmask, k); NEW(c->dctx, k * D); NEW(c->dks, k);
+    C5_NEW(c->ctx, k * D, ok); C5_NEW(c->kscore, k, ok); C5_NEW(c->kmask, k, ok); C5_NEW(c->dctx, k * D, ok); C5_NEW(c->dks, k, ok);
     C5_CHECK(ok, C5_ERR_MEM, "ConditionalRoutedCrossAttention: out of memory for %ld keys", k);
     c->cap_k = k;
   }

@@ -41,11 +41,11 @@ c5_status c5_routed_ff_create(const c5_routed_ff_config *cfg, c5_params *p, cons
   m->p = p;
   char pre[256];
   c5_status st = C5_OK;
-  snprintf(pre, sizeof pre, "%s%slight_ff", prefix && *prefix ? prefix : "", prefix && *prefix ? "." : "");
+  c5_name_join(pre, sizeof pre, prefix, "light_ff");
   C5_CALL_GOTO(c5_ffnet_init(&m->light, p, pre, cfg->dim, cfg->light_ff_mult), st, fail);
-  snprintf(pre, sizeof pre, "%s%sheavy_ff", prefix && *prefix ? prefix : "", prefix && *prefix ? "." : "");
+  c5_name_join(pre, sizeof pre, prefix, "heavy_ff");
   C5_CALL_GOTO(c5_ffnet_init(&m->heavy, p, pre, cfg->dim, cfg->heavy_ff_mult), st, fail);
-  snprintf(pre, sizeof pre, "%s%srouter", prefix && *prefix ? prefix : "", prefix && *prefix ? "." : "");
+  c5_name_join(pre, sizeof pre, prefix, "router");
   long rd[2] = { 1, cfg->dim };
   C5_CALL_GOTO(c5_params_add(p, pre, "routing_token", 2, rd, &m->routing_token), st, fail);
   C5_CALL_GOTO(c5_router_create(&cfg->router, cfg->dim, &m->router), st, fail);

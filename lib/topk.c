@@ -73,10 +73,9 @@ c5_status c5_topk_select(const c5_dist *d, long rows, long n, long offset, const
   rowbuf = calloc((size_t)c5_topk_rowbuf_len(rows) + 1, sizeof *rowbuf);
   kk = calloc((size_t)rows + 1, sizeof *kk);
   C5_CHECK_GOTO(plan && rowbuf && kk, st, out, C5_ERR_MEM, "top-k: out of memory for %ld rows", rows);
-  long *off = plan, *len = off + rows, *cst = len + rows;
-  for (long r = 0; r < rows; r++) { off[r] = r * n; len[r] = n; kk[r] = k; }
-  c5k_rows_plan(rows, len, cst);
-  c5k_rows R = { .rows = rows, .off = off, .len = len, .cstart = cst };
+  c5k_rows R;
+  c5k_rows_dense(rows, n, plan, &R);
+  for (long r = 0; r < rows; r++) kk[r] = k;
   long wl = c5k_work_len(&R);
   work = calloc((size_t)wl, sizeof *work);
   C5_CHECK_GOTO(work, st, out, C5_ERR_MEM, "top-k: out of memory for %ld doubles of workspace", wl);

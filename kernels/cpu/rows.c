@@ -8,9 +8,18 @@ void c5k_rows_plan(long rows, const long *len, long *cstart)
   for (long r = 0; r < rows; r++) cstart[r + 1] = cstart[r] + (len[r] + C5K_CHUNK - 1) / C5K_CHUNK;
 }
 
+void c5k_rows_dense(long rows, long n, long *plan, c5k_rows *R)
+{
+  long *off = plan, *len = off + rows, *cst = len + rows;
+  for (long r = 0; r < rows; r++) { off[r] = r * n; len[r] = n; }
+  c5k_rows_plan(rows, len, cst);
+  *R = (c5k_rows){ .rows = rows, .off = off, .len = len, .cstart = cst };
+}
+
 long c5k_work_len(const c5k_rows *R) { return 256 * R->cstart[R->rows] + 2; }
 
-/* Row of chunk c: the r with cstart[r] <= c < cstart[r + 1] (binary search). */
+/* Row of chunk c: the largest r with cstart[r] <= c (binary search), which is
+   the row holding chunk c even when empty rows (equal cstart) precede it. */
 long c5k_chunk_row(const c5k_rows *R, long c)
 {
   long lo = 0, hi = R->rows - 1;
@@ -18,7 +27,6 @@ long c5k_chunk_row(const c5k_rows *R, long c)
     long mid = (lo + hi + 1) / 2;
     if (R->cstart[mid] <= c) lo = mid; else hi = mid - 1;
   }
-  while (lo < R->rows - 1 && R->cstart[lo + 1] <= c) lo++;   /* skip empty rows */
   return lo;
 }
 
