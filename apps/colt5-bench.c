@@ -117,8 +117,9 @@ static int bench_cd(const opts_t *o, c5_dist *d)
     fprintf(stderr, "colt5-bench cd: one process (the cd benchmark times one row on one rank)\n");
     return 2;
   }
-  printf("# colt5-bench cd: precision %s, exp ISA %s, 1 row, 20 iterations, eps 0.03, eps_init 4, decay 0.7, "
-         "k = n/16*9/8; median of %d after %d warm-up\n", C5_REAL_NAME, c5k_vexp_isa(), o->reps, o->warmup);
+  printf("# colt5-bench cd: precision %s, exp ISA %s, BLAS core %s, 1 row, 20 iterations, eps 0.03, eps_init 4, "
+         "decay 0.7, k = n/16*9/8; median of %d after %d warm-up\n", C5_REAL_NAME, c5k_vexp_isa(), c5_blas_core(),
+         o->reps, o->warmup);
   for (int ti = 0; ti < o->nt; ti++) {
     int T = o->threads[ti];
     ref_t ref[64];
@@ -247,9 +248,9 @@ static int bench_block(const opts_t *o, c5_dist *d)
 {
   const int P = c5_dist_size(d), rank = c5_dist_rank(d);
   if (rank == 0)
-    printf("# colt5-bench block: precision %s, P = %d ranks, dim 256, 4x64 light and heavy heads, window 128, ff mult 0.5/4, "
-           "n/16 heavy tokens (q, kv, ff), batch 1; forward+backward includes the gradient allreduce; median of %d "
-           "after %d warm-up\n", C5_REAL_NAME, P, o->reps, o->warmup);
+    printf("# colt5-bench block: precision %s, BLAS core %s, P = %d ranks, dim 256, 4x64 light and heavy heads, window 128, "
+           "ff mult 0.5/4, n/16 heavy tokens (q, kv, ff), batch 1; forward+backward includes the gradient allreduce; "
+           "median of %d after %d warm-up\n", C5_REAL_NAME, c5_blas_core(), P, o->reps, o->warmup);
   for (int ti = 0; ti < o->nt; ti++) {
     int T = o->threads[ti];
     ref_t ref[64];
@@ -383,6 +384,7 @@ int main(int argc, char **argv)
   }
   c5_dist *d = NULL;
   if (c5_dist_create(MPI_COMM_WORLD, &d) != C5_OK) { fprintf(stderr, "%s\n", c5_last_error()); return 1; }
+  if (c5_dist_rank(d) == 0 && c5_blas_warning()) fprintf(stderr, "colt5-bench: %s\n", c5_blas_warning());
   if (is_block && !nset) { o.n[0] = 4096; o.n[1] = 16384; o.nn = 2; }
   if (is_block && o.reps == 7) o.reps = 5;
   int rc = is_block ? bench_block(&o, d) : bench_cd(&o, d);

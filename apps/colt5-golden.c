@@ -689,6 +689,7 @@ int main(int argc, char **argv)
     MPI_Finalize();
     return EXIT_USAGE;
   }
+  if (cx.rank == 0 && c5_blas_warning()) fprintf(stderr, "colt5-golden: %s\n", c5_blas_warning());
   int nfiles = 0;
   for (int i = optind; i < argc; i++, nfiles++) {
     int r = run_file(&cx, argv[i]);

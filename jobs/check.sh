@@ -1,23 +1,68 @@
 #!/bin/sh
-# check.sh - build and run the whole test suite in both precisions
-# (make check in build-double/ and build-single/), then print one line
-# "N passed, N failed" (skips are counted apart). Exit 0 only if none failed.
+# check.sh - build and run the whole test suite in both precisions (make
+# check in build-double/ and build-single/): once with the BLAS kernels
+# OpenBLAS picks for this CPU, then again under other kernel cores
+# (OPENBLAS_CORETYPE), because results must not depend on which BLAS kernel
+# runs. Prints one line "N passed, N failed" over every pass (skips are
+# counted apart). Exit 0 only if none failed.
+#
+# The first pass runs under the caller's OPENBLAS_CORETYPE if set. The extra
+# cores: C5_BLAS_CORES="Haswell SkylakeX" (empty: none); by default two of
+# Prescott (what OpenBLAS runs on a CPU it does not know), Haswell (AVX2) and
+# SkylakeX (AVX-512) that this CPU can execute, other than the first pass's.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 pass=0; fail=0; skip=0; rc=0
+
+# The core the first pass runs: OpenBLAS's own choice, or the caller's
+# OPENBLAS_CORETYPE (OpenBLAS names it under OPENBLAS_VERBOSE=2).
+first_core() {
+  OPENBLAS_VERBOSE=2 "$1" --help 2>&1 | sed -n 's/^Core: *//p' | head -n 1
+}
+
+default_cores() {
+  [ "$(uname -m)" = x86_64 ] || return 0
+  flags=$(grep -m 1 '^flags' /proc/cpuinfo 2>/dev/null)
+  has() { for f in "$@"; do case " $flags " in *" $f "*) ;; *) return 1 ;; esac; done; }
+  cand="Prescott"
+  has avx2 fma && cand="$cand Haswell"
+  has avx512f avx512cd avx512bw avx512dq avx512vl && cand="$cand SkylakeX"
+  n=0
+  for c in $cand; do
+    [ "$c" = "$1" ] && continue
+    [ $n -lt 2 ] && printf '%s ' "$c" && n=$((n + 1))
+  done
+}
+
+# run_pass PREC LABEL [CORE]: make check in build-PREC under
+# OPENBLAS_CORETYPE=CORE (none given: the caller's environment); adds to the totals.
+run_pass() {
+  dir="$top/build-$1"
+  if [ $# -gt 2 ]; then
+    (cd "$dir" && OPENBLAS_CORETYPE="$3" make -j"$(nproc)" check > "check-$2.out" 2>&1) || rc=1
+  else
+    (cd "$dir" && make -j"$(nproc)" check > "check-$2.out" 2>&1) || rc=1
+  fi
+  log="$dir/test-suite.log"
+  if [ ! -f "$log" ]; then echo "make check ($1, $2) did not run: see build-$1/check-$2.out"; fail=$((fail + 1)); rc=1; return; fi
+  cp "$log" "$dir/test-suite-$2.log"
+  grep -E '^(PASS|FAIL|SKIP|ERROR|XFAIL|XPASS):' "$dir/check-$2.out" | sed "s/^/[$1, $2] /"
+  n() { sed -n "s/^# $1: *//p" "$log" | head -n 1; }
+  p=$(n PASS); f=$(n FAIL); e=$(n ERROR); x=$(n XPASS); s=$(n SKIP)
+  pass=$((pass + ${p:-0})); fail=$((fail + ${f:-0} + ${e:-0} + ${x:-0})); skip=$((skip + ${s:-0}))
+  [ "${f:-0}${e:-0}${x:-0}" = "000" ] || { rc=1; echo "failures ($1, $2): see build-$1/test-suite-$2.log"; }
+}
+
 for prec in double single; do
   if ! "$top/jobs/build.sh" "$prec"; then
     echo "build ($prec) failed: see build-$prec/configure.out, build-$prec/make.out"; fail=$((fail + 1)); rc=1; continue
   fi
-  (cd "$top/build-$prec" && make -j"$(nproc)" check > check.out 2>&1) || rc=1
-  log="$top/build-$prec/test-suite.log"
-  if [ ! -f "$log" ]; then echo "make check ($prec) did not run: see build-$prec/check.out"; fail=$((fail + 1)); rc=1; continue; fi
-  grep -E '^(PASS|FAIL|SKIP|ERROR|XFAIL|XPASS):' "$top/build-$prec/check.out" | sed "s/^/[$prec] /"
-  n() { sed -n "s/^# $1: *//p" "$log" | head -n 1; }
-  p=$(n PASS); f=$(n FAIL); e=$(n ERROR); x=$(n XPASS); s=$(n SKIP)
-  pass=$((pass + ${p:-0})); fail=$((fail + ${f:-0} + ${e:-0} + ${x:-0})); skip=$((skip + ${s:-0}))
-  [ "${f:-0}${e:-0}${x:-0}" = "000" ] || { rc=1; echo "failures ($prec): see build-$prec/test-suite.log"; }
+  first=$(first_core "$top/build-$prec/apps/colt5-golden")
+  cores=${C5_BLAS_CORES-$(default_cores "$first")}
+  echo "[$prec] OpenBLAS core: ${first:-unknown}${OPENBLAS_CORETYPE:+ (OPENBLAS_CORETYPE)}; again under: ${cores:-none}"
+  run_pass "$prec" "${first:-default}"
+  for c in $cores; do [ "$c" = "$first" ] || run_pass "$prec" "$c" "$c"; done
 done
 echo "($skip skipped)"
 echo "$pass passed, $fail failed"

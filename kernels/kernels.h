@@ -35,11 +35,19 @@ void c5k_vexp(c5_real *x, long n);
 void c5k_verf(c5_real *x, long n);
 const char *c5k_vexp_isa(void);
 
+/* c5_blas_warning's rule, for a given core name, CPU (has AVX2, AVX-512) and
+   OPENBLAS_CORETYPE value: the warning in buf, or NULL (kernels/cpu/blas_core.c). */
+const char *c5k_blas_warning_for(const char *core, int avx2, int avx512, const char *forced, char *buf, size_t len);
+
 /* Scratch (in doubles) any kernel of this table needs for R: 256 per chunk. */
 long c5k_work_len(const c5k_rows *R);
 
-/* Parameter-gradient reductions over rows use a fixed partition of
-   C5K_ROWPART rows, each summed in double, then the parts in order. */
+/* Parameter gradients: every kernel that produces one adds it to a double
+   accumulator (a parameter's parts meet only in double, whatever BLAS kernel
+   formed them); the module adds the accumulator to the working-precision
+   gradient once per backward (grad_flush). Reductions over rows use a fixed
+   partition of C5K_ROWPART rows, each summed in double, then the parts in
+   order. */
 #define C5K_ROWPART 64
 /* GEMM output block (kernels/cpu/act.c): rows (or columns) of C per task. */
 #define C5K_GEMM_BLOCK 64
@@ -93,16 +101,28 @@ typedef struct c5k_ops {
                     const c5_real *A, long lda, const c5_real *B, long ldb, double beta, c5_real *C, long ldc);
   c5_status (*rmsnorm_forward)(c5k_ctx *, const c5_real *x, const c5_real *gamma, long rows, int dim,
                                c5_real *y, double *rnorm);
+  /* dgamma: double accumulator (+=) */
   c5_status (*rmsnorm_backward)(c5k_ctx *, const c5_real *x, const c5_real *gamma, const double *rnorm,
-                                const c5_real *dy, long rows, int dim, c5_real *dx, c5_real *dgamma);
+                                const c5_real *dy, long rows, int dim, c5_real *dx, double *dgamma);
   c5_status (*layernorm_forward)(c5k_ctx *, const c5_real *x, const c5_real *w, const c5_real *b, long rows,
                                  int dim, double eps, c5_real *y, double *mean, double *rstd);
+  /* dw, db: double accumulators (+=) */
   c5_status (*layernorm_backward)(c5k_ctx *, const c5_real *x, const c5_real *w, const double *mean,
                                   const double *rstd, const c5_real *dy, long rows, int dim, c5_real *dx,
-                                  c5_real *dw, c5_real *db);
+                                  double *dw, double *db);
   c5_status (*gelu_forward)(c5k_ctx *, const c5_real *x, long n, c5_real *y);
   c5_status (*gelu_backward)(c5k_ctx *, const c5_real *x, const c5_real *dy, long n, c5_real *dx);
-  c5_status (*colsum)(c5k_ctx *, const c5_real *dy, long rows, int cols, c5_real *db);
+  /* db[j] += sum_r dy[r, j] (db: double accumulator) */
+  c5_status (*colsum)(c5k_ctx *, const c5_real *dy, long rows, int cols, double *db);
+  /* acc[m, n] (dense, double) += alpha op(A) op(B): a parameter gradient's
+     part. The product is formed in the working precision with beta = 0
+     (in prod [m, n], scratch; unused in double builds) and added to acc in
+     double, so parts summed over several calls never round in between. */
+  c5_status (*gemm_acc)(c5k_ctx *, int transa, int transb, long m, long n, long k, double alpha,
+                        const c5_real *A, long lda, const c5_real *B, long ldb, c5_real *prod, double *acc);
+  /* g[i] += (c5_real)acc[i]; acc[i] = 0: the one rounding of a backward's
+     parameter gradient into the working-precision slab. */
+  c5_status (*grad_flush)(c5k_ctx *, double *acc, long n, c5_real *g);
 } c5k_ops;
 
 extern const c5k_ops c5k_cpu_ops;

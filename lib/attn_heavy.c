@@ -349,12 +349,14 @@ c5_status c5_attn_heavy_backward(const c5_attn_heavy *a, const c5_params *p, c5_
   const c5_real *gamma = c5_params_value(p, a->norm_gamma);
   const c5_real *wq = c5_params_value(p, a->to_q), *wkv = c5_params_value(p, a->to_kv);
   const c5_real *wout = c5_params_value(p, a->to_out);
-  c5_real *ggamma = c5_params_grad(p, a->norm_gamma), *gnull = c5_params_grad(p, a->null_kv);
-  c5_real *gwq = c5_params_grad(p, a->to_q), *gwkv = c5_params_grad(p, a->to_kv);
-  c5_real *gwout = c5_params_grad(p, a->to_out);
+  /* parameter gradients: every part into its double accumulator, flushed once at the end */
+  double *ggamma = c5_params_acc(p, a->norm_gamma), *gnull = c5_params_acc(p, a->null_kv);
+  double *gwq = c5_params_acc(p, a->to_q), *gwkv = c5_params_acc(p, a->to_kv);
+  double *gwout = c5_params_acc(p, a->to_out);
+  c5_real *prod = c5_params_scratch(p);
 
   /* to_out: dWout += dout^T o; do = dout Wout */
-  C5_CALL(ops->gemm(&kc, 1, 0, dim, D, nqr, 1.0, dout, dim, c->o, D, 1.0, gwout, D));
+  C5_CALL(ops->gemm_acc(&kc, 1, 0, dim, D, nqr, 1.0, dout, dim, c->o, D, prod, gwout));
   C5_CALL(ops->gemm(&kc, 0, 0, nqr, D, dim, 1.0, dout, dim, wout, D, 0.0, c->dpo, D));
 
   /* per head: dP = do_h v_h^T; dv_h = P^T do_h; dS = P (dP - rowsum(P dP)); dq_h = dS k_h s; dk_h = dS^T q_h s */
@@ -435,14 +437,16 @@ c5_status c5_attn_heavy_backward(const c5_attn_heavy *a, const c5_params *p, c5_
     for (int r = 0; r < R; r++) {
       long br = b * R + r;
       const c5_real *dkv = c->dkvf + (br * n1 + 1) * L;
-      C5_CALL(ops->gemm(&kc, 1, 0, L, dim, nk, 1.0, dkv, L, c->cn + br * nk * dim, dim, 1.0, gwkv + r * L * dim, dim));
+      C5_CALL(ops->gemm_acc(&kc, 1, 0, L, dim, nk, 1.0, dkv, L, c->cn + br * nk * dim, dim, prod, gwkv + r * L * dim));
       C5_CALL(ops->gemm(&kc, 0, 0, nk, dim, L, 1.0, dkv, L, wkv + r * L * dim, dim, 0.0, c->dcn + br * nk * dim, dim));
     }
   /* to_q: dWq += dq^T xn; dxn = dq Wq */
-  C5_CALL(ops->gemm(&kc, 1, 0, D, dim, nqr, 1.0, c->dq, D, c->xn, dim, 1.0, gwq, dim));
+  C5_CALL(ops->gemm_acc(&kc, 1, 0, D, dim, nqr, 1.0, c->dq, D, c->xn, dim, prod, gwq));
   C5_CALL(ops->gemm(&kc, 0, 0, nqr, dim, D, 1.0, c->dq, D, wq, dim, 0.0, c->dxn, dim));
   /* through the norms; gamma's gradient gets the context's part, then the queries' */
   if (nkr) C5_CALL(ops->rmsnorm_backward(&kc, c->ctx, gamma, c->rnc, c->dcn, nkr, dim, dctx, ggamma));
   C5_CALL(ops->rmsnorm_backward(&kc, c->xq, gamma, c->rnq, c->dxn, nqr, dim, dxq, ggamma));
+  const long idx[] = { a->norm_gamma, a->null_kv, a->to_q, a->to_kv, a->to_out };
+  C5_CALL(c5_params_flush(p, idx, 5));
   return C5_OK;
 }

@@ -408,16 +408,19 @@ c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_
   const long rows = c->batch * c->n, d = a->dim, hd = (long)a->heads * a->dim_head;
   c5k_ctx ctx = { .work = c->work, .work_len = c->work_len };
   /* to_out: dW += dout^T att; datt = dout W */
-  C5_CALL(ops->gemm(&ctx, 1, 0, d, hd, rows, 1.0, dout, d, c->att, hd, 1.0, c5_params_grad(p, a->to_out), hd));
+  c5_real *prod = c5_params_scratch(p);
+  C5_CALL(ops->gemm_acc(&ctx, 1, 0, d, hd, rows, 1.0, dout, d, c->att, hd, prod, c5_params_acc(p, a->to_out)));
   C5_CALL(ops->gemm(&ctx, 0, 0, rows, hd, d, 1.0, dout, d, c5_params_value(p, a->to_out), hd, 0.0, c->datt, hd));
   c5_status st = attend_backward(a, c);
   C5_CALL(st);
   /* to_qkv: dW += dqkv^T xn; dxn = dqkv W */
-  C5_CALL(ops->gemm(&ctx, 1, 0, 3 * hd, d, rows, 1.0, c->dqkv, 3 * hd, c->xn, d, 1.0,
-                     c5_params_grad(p, a->to_qkv), d));
+  C5_CALL(ops->gemm_acc(&ctx, 1, 0, 3 * hd, d, rows, 1.0, c->dqkv, 3 * hd, c->xn, d, prod,
+                        c5_params_acc(p, a->to_qkv)));
   C5_CALL(ops->gemm(&ctx, 0, 0, rows, d, 3 * hd, 1.0, c->dqkv, 3 * hd, c5_params_value(p, a->to_qkv), d, 0.0,
                      c->dxn, d));
   C5_CALL(ops->layernorm_backward(&ctx, x, c5_params_value(p, a->norm_w), c->mean, c->rstd, c->dxn, rows, (int)d,
-                                  dx, c5_params_grad(p, a->norm_w), c5_params_grad(p, a->norm_b)));
+                                  dx, c5_params_acc(p, a->norm_w), c5_params_acc(p, a->norm_b)));
+  const long idx[] = { a->norm_w, a->norm_b, a->to_qkv, a->to_out };
+  C5_CALL(c5_params_flush(p, idx, 4));
   return C5_OK;
 }

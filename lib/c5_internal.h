@@ -50,6 +50,25 @@ c5_status c5_err_mpi(int code, const char *call, const char *file, int line);
    Returns the full length (>= len: truncated), as snprintf. */
 int c5_name_join(char *buf, size_t len, const char *prefix, const char *name);
 
+/* Parameter gradients (params.c). A module's backward adds every part of a
+   parameter's gradient to its double accumulator (zero between backwards),
+   then flushes: gradient += (c5_real)accumulator, once, and the accumulator
+   is zeroed. So a gradient accumulated over k backwards is the sum of k
+   values each rounded once, whichever BLAS kernel formed the parts.
+   scratch: working-precision room for the largest parameter (gemm_acc's product). */
+double *c5_params_acc(const c5_params *p, long i);
+c5_real *c5_params_scratch(const c5_params *p);
+/* Flush the accumulators of parameters idx[0..n) (negative entries: absent). */
+c5_status c5_params_flush(const c5_params *p, const long *idx, int n);
+
+/* c5_router_backward that adds this call's routing-token gradient to a double
+   accumulator (a module's c5_params_acc, flushed by the module), so that
+   several router calls on one parameter (the autoregressive attention's
+   per-window kv routers) sum in double. */
+c5_status c5_router_backward_acc(const c5_router *r, const c5_dist *d, c5_router_cache *cache,
+                                 const c5_real *routing_token, const c5_real *x,
+                                 const c5_real *dscore, c5_real *dx, double *dacc);
+
 /* dist internals: the MPI communicator (for parallel HDF5 in the io layer)
    and collectives used inside the library. Every MPI call lives in dist*.c. */
 MPI_Comm c5_dist_comm(const c5_dist *d);

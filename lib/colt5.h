@@ -238,6 +238,16 @@ c5_status c5_router_backward(const c5_router *r, const c5_dist *d, c5_router_cac
 c5_status c5_topk_select(const c5_dist *d, long rows, long n, long offset, const c5_real *v,
                          const uint8_t *mask, long k, long *count, long *idx);
 
+/* ---- the CPU BLAS ----------------------------------------------------------------- */
+/* The kernel core OpenBLAS picked for this CPU ("Haswell", "SkylakeX", "Prescott", ...;
+   OPENBLAS_CORETYPE overrides it). Results do not depend on it: every parameter
+   gradient's parts are summed in double. */
+const char *c5_blas_core(void);
+/* A one-line warning naming OPENBLAS_CORETYPE when OpenBLAS runs a generic
+   (pre-AVX2) core on a CPU with AVX2 or AVX-512 (an OpenBLAS too old to know
+   the CPU: matrix products several times slower); NULL otherwise. */
+const char *c5_blas_warning(void);
+
 /* ---- parameters ----------------------------------------------------------------- */
 /* One table of named parameters (PyTorch state_dict names and shapes) over
    two slabs, values and gradients, allocated once. Modules add their entries

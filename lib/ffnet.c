@@ -26,6 +26,7 @@ c5_status c5_ffnet_cache_alloc(const c5_ffnet *f, long rows, c5_ffnet_cache *c)
   C5_CALLOC(c->rnorm, rows);
   C5_CALLOC(c->h, rows * f->hidden);
   C5_CALLOC(c->a, rows * f->hidden);
+  C5_CALLOC(c->dh, rows * f->hidden);
   C5_CALLOC(c->dxn, rows * f->dim);
   c->work_len = c5k_rowpart_work(rows, f->hidden > f->dim ? f->hidden : f->dim);
   C5_CALLOC(c->work, c->work_len);
@@ -34,7 +35,7 @@ c5_status c5_ffnet_cache_alloc(const c5_ffnet *f, long rows, c5_ffnet_cache *c)
 
 void c5_ffnet_cache_free(c5_ffnet_cache *c)
 {
-  free(c->xn); free(c->rnorm); free(c->h); free(c->a); free(c->dxn); free(c->work);
+  free(c->xn); free(c->rnorm); free(c->h); free(c->a); free(c->dh); free(c->dxn); free(c->work);
   memset(c, 0, sizeof *c);
 }
 
@@ -64,15 +65,19 @@ c5_status c5_ffnet_backward(const c5_ffnet *f, const c5_params *p, c5_ffnet_cach
   if (rows == 0) return C5_OK;
   c5k_ctx ctx = { .work = c->work, .work_len = c->work_len };
   const int d = f->dim, h = f->hidden;
-  /* second Linear: dW2 += dy^T a; db2 += sum dy; da = dy W2 (into a: a is no longer needed after dW2) */
-  C5_CALL(ops->gemm(&ctx, 1, 0, d, h, rows, 1.0, dy, d, c->a, h, 1.0, c5_params_grad(p, f->w2), h));
-  C5_CALL(ops->colsum(&ctx, dy, rows, d, c5_params_grad(p, f->b2)));
-  C5_CALL(ops->gemm(&ctx, 0, 0, rows, h, d, 1.0, dy, d, c5_params_value(p, f->w2), h, 0.0, c->a, h));
-  C5_CALL(ops->gelu_backward(&ctx, c->h, c->a, rows * h, c->a));   /* dh, in place */
-  C5_CALL(ops->gemm(&ctx, 1, 0, h, d, rows, 1.0, c->a, h, c->xn, d, 1.0, c5_params_grad(p, f->w1), d));
-  C5_CALL(ops->colsum(&ctx, c->a, rows, h, c5_params_grad(p, f->b1)));
-  C5_CALL(ops->gemm(&ctx, 0, 0, rows, d, h, 1.0, c->a, h, c5_params_value(p, f->w1), d, 0.0, c->dxn, d));
+  /* second Linear: dW2 += dy^T a; db2 += sum dy; da = dy W2 (into dh: the cache stays intact, so a
+     second backward over it gives the same gradients) */
+  c5_real *prod = c5_params_scratch(p);
+  C5_CALL(ops->gemm_acc(&ctx, 1, 0, d, h, rows, 1.0, dy, d, c->a, h, prod, c5_params_acc(p, f->w2)));
+  C5_CALL(ops->colsum(&ctx, dy, rows, d, c5_params_acc(p, f->b2)));
+  C5_CALL(ops->gemm(&ctx, 0, 0, rows, h, d, 1.0, dy, d, c5_params_value(p, f->w2), h, 0.0, c->dh, h));
+  C5_CALL(ops->gelu_backward(&ctx, c->h, c->dh, rows * h, c->dh));   /* dh, in place */
+  C5_CALL(ops->gemm_acc(&ctx, 1, 0, h, d, rows, 1.0, c->dh, h, c->xn, d, prod, c5_params_acc(p, f->w1)));
+  C5_CALL(ops->colsum(&ctx, c->dh, rows, h, c5_params_acc(p, f->b1)));
+  C5_CALL(ops->gemm(&ctx, 0, 0, rows, d, h, 1.0, c->dh, h, c5_params_value(p, f->w1), d, 0.0, c->dxn, d));
   C5_CALL(ops->rmsnorm_backward(&ctx, x, c5_params_value(p, f->gamma), c->rnorm, c->dxn, rows, d, dx,
-                                c5_params_grad(p, f->gamma)));
+                                c5_params_acc(p, f->gamma)));
+  const long idx[] = { f->gamma, f->w1, f->b1, f->w2, f->b2 };
+  C5_CALL(c5_params_flush(p, idx, 5));
   return C5_OK;
 }

@@ -15,7 +15,8 @@ typedef struct {
   c5_real *xn;      /* [rows, dim] normed input */
   double *rnorm;    /* [rows] */
   c5_real *h;       /* [rows, hidden] before GELU */
-  c5_real *a;       /* [rows, hidden] after GELU; backward scratch */
+  c5_real *a;       /* [rows, hidden] after GELU */
+  c5_real *dh;      /* [rows, hidden] backward scratch */
   c5_real *dxn;     /* [rows, dim] backward scratch */
   double *work;     /* rowpart reductions */
   long work_len;

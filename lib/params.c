@@ -1,8 +1,10 @@
 /* params.c - the parameter table: state_dict names and shapes over one
-   value slab and one gradient slab (llm.c's malloc_and_point_parameters). */
+   value slab and one gradient slab (llm.c's malloc_and_point_parameters),
+   with the gradients' double accumulators beside them. */
 #include <stdio.h>
 #include <string.h>
 #include "c5_internal.h"
+#include "kernels.h"
 
 typedef struct {
   char name[160];
@@ -13,8 +15,10 @@ typedef struct {
 
 struct c5_params {
   entry *e;
-  long n, cap, total;
+  long n, cap, total, max_numel;
   c5_real *value, *grad;
+  double *acc;          /* [total] a backward's gradient parts, summed in double; zero between backwards */
+  c5_real *scratch;     /* [max_numel] one gradient GEMM's product before it is added to acc */
 };
 
 int c5_name_join(char *buf, size_t len, const char *prefix, const char *name)
@@ -32,7 +36,7 @@ c5_status c5_params_create(c5_params **out)
 c5_status c5_params_destroy(c5_params **p)
 {
   if (!p || !*p) return C5_OK;
-  free((*p)->e); free((*p)->value); free((*p)->grad);
+  free((*p)->e); free((*p)->value); free((*p)->grad); free((*p)->acc); free((*p)->scratch);
   C5_FREE(*p);
   return C5_OK;
 }
@@ -65,6 +69,7 @@ c5_status c5_params_add(c5_params *p, const char *prefix, const char *name, int 
   }
   e->offset = p->total;
   p->total += e->numel;
+  if (e->numel > p->max_numel) p->max_numel = e->numel;
   *index = p->n++;
   return C5_OK;
 }
@@ -74,6 +79,8 @@ c5_status c5_params_alloc(c5_params *p)
   C5_CHECK(p && !p->value, C5_ERR_ARG, "c5_params_alloc: table missing or already allocated");
   C5_CALLOC(p->value, p->total);
   C5_CALLOC(p->grad, p->total);
+  C5_CALLOC(p->acc, p->total);
+  C5_CALLOC(p->scratch, p->max_numel);
   return C5_OK;
 }
 
@@ -83,6 +90,17 @@ const char *c5_params_name(const c5_params *p, long i) { return p->e[i].name; }
 long c5_params_numel(const c5_params *p, long i) { return p->e[i].numel; }
 c5_real *c5_params_value(const c5_params *p, long i) { return p->value + p->e[i].offset; }
 c5_real *c5_params_grad(const c5_params *p, long i) { return p->grad + p->e[i].offset; }
+double *c5_params_acc(const c5_params *p, long i) { return p->acc + p->e[i].offset; }
+c5_real *c5_params_scratch(const c5_params *p) { return p->scratch; }
+
+c5_status c5_params_flush(const c5_params *p, const long *idx, int n)
+{
+  const c5k_ops *ops = &c5k_cpu_ops;
+  c5k_ctx kc = { 0 };
+  for (int k = 0; k < n; k++)
+    if (idx[k] >= 0) C5_CALL(ops->grad_flush(&kc, c5_params_acc(p, idx[k]), p->e[idx[k]].numel, c5_params_grad(p, idx[k])));
+  return C5_OK;
+}
 
 int c5_params_shape(const c5_params *p, long i, long dims[C5_PARAM_MAXDIM])
 {
@@ -100,4 +118,5 @@ c5_status c5_params_find(const c5_params *p, const char *name, long *index)
 void c5_params_zero_grad(c5_params *p)
 {
   if (p->grad) memset(p->grad, 0, (size_t)p->total * sizeof *p->grad);
+  if (p->acc) memset(p->acc, 0, (size_t)p->total * sizeof *p->acc);   /* a failed backward's parts */
 }

@@ -584,9 +584,7 @@ c5_status c5_routed_ar_attn_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_
   if (rows > 0) {
     /* null_q_token: every token of windows 1.. (below n) not replaced by a routed query */
     if (c->qrouted && m->hb.null_q >= 0) {
-      c5_real *g = c5_params_grad(p, m->hb.null_q);
-      double *acc = calloc((size_t)D, sizeof *acc);
-      C5_CHECK(acc, C5_ERR_MEM, "out of memory");
+      double *acc = c5_params_acc(p, m->hb.null_q);
       long t1 = W - off > 0 ? W - off : 0;
       for (long b = 0; b < batch; b++)
         for (long t = t1; t < n; t++)
@@ -596,8 +594,7 @@ c5_status c5_routed_ar_attn_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_
         if (t < ng)
           for (long k = 0; k < D; k++) acc[k] -= dout[(b * n + t - off) * D + k];
       }
-      for (long k = 0; k < D; k++) g[k] += (c5_real)acc[k];
-      free(acc);
+      C5_CALL(c5_params_flush(p, &m->hb.null_q, 1));
     }
     /* through the query score: out = hout * s (padding queries: sliced off, no gradient) */
 #pragma omp parallel for schedule(static)
@@ -655,9 +652,10 @@ c5_status c5_routed_ar_attn_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_
           long s = (b * nb + i) * R + q, src = b * R + q;
           for (long j = 0; j < ri->count[src]; j++) c->dsc[ri->start[src] + j] = kvx->downs[kvx->own_at[s] + j];
         }
-      C5_CALL(c5_router_backward(m->hb.kv_router, d, c->rkv[i], c5_params_value(p, m->hb.rt_kv), c->xpad, c->dsc,
-                                 c->dxpad, c5_params_grad(p, m->hb.rt_kv)));
+      C5_CALL(c5_router_backward_acc(m->hb.kv_router, d, c->rkv[i], c5_params_value(p, m->hb.rt_kv), c->xpad,
+                                     c->dsc, c->dxpad, c5_params_acc(p, m->hb.rt_kv)));
     }
+  C5_CALL(c5_params_flush(p, &m->hb.rt_kv, 1));   /* the windows' parts, summed in double, added once */
   for (long b = 0; b < batch; b++)
     for (long i = 0; i < n * D; i++) dx[b * n * D + i] += c->dxpad[b * nlp * D + i];
   return C5_OK;

@@ -382,9 +382,7 @@ c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed
 
   /* null_q_token: every token not replaced by a routed query (this rank's share) */
   if (rq->routed && m->hb.null_q >= 0) {
-    c5_real *g = c5_params_grad(p, m->hb.null_q);
-    double *acc = calloc((size_t)D, sizeof *acc);
-    C5_CHECK(acc, C5_ERR_MEM, "out of memory");
+    double *acc = c5_params_acc(p, m->hb.null_q);
     for (long t = 0; t < batch * n; t++)
       for (long k = 0; k < D; k++) acc[k] += dout[t * D + k];
     for (long bb = 0; bb < batch; bb++)
@@ -392,8 +390,7 @@ c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed
         long t = bb * n + c->qtok[bb * c->nq + i];
         for (long k = 0; k < D; k++) acc[k] -= dout[t * D + k];
       }
-    for (long k = 0; k < D; k++) g[k] += (c5_real)acc[k];
-    free(acc);
+    C5_CALL(c5_params_flush(p, &m->hb.null_q, 1));
   }
   /* through the query score: out = hout * s (padding rows get no gradient) */
   memset(c->dh, 0, (size_t)(batch * c->nq * D) * sizeof *c->dh);

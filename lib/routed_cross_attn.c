@@ -316,9 +316,7 @@ c5_status c5_routed_cross_attn_backward(c5_routed_cross_attn *m, const c5_dist *
 
   /* null_q_token: every token (this rank's) not overwritten by a routed query */
   if (rq->routed && m->hb.null_q >= 0) {
-    c5_real *g = c5_params_grad(p, m->hb.null_q);
-    double *acc = calloc((size_t)D, sizeof *acc);
-    C5_CHECK(acc, C5_ERR_MEM, "out of memory");
+    double *acc = c5_params_acc(p, m->hb.null_q);
     for (long t = 0; t < batch * n; t++)
       for (long k = 0; k < D; k++) acc[k] += dout[t * D + k];
     for (long b = 0; b < batch; b++)
@@ -326,8 +324,7 @@ c5_status c5_routed_cross_attn_backward(c5_routed_cross_attn *m, const c5_dist *
         long t = b * n + c->qtok[b * nq + i];
         for (long k = 0; k < D; k++) acc[k] -= dout[t * D + k];
       }
-    for (long k = 0; k < D; k++) g[k] += (c5_real)acc[k];
-    free(acc);
+    C5_CALL(c5_params_flush(p, &m->hb.null_q, 1));
   }
   /* through the query score: out = hout * s (unrouted: s is the constant 1; padding rows: no gradient) */
   for (long e = 0; e < batch * nq; e++) {

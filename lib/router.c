@@ -27,7 +27,8 @@ struct c5_router_cache {
   uint8_t *mask;            /* [rows][n_local] mask per row, or NULL */
   double *xnorm;            /* [batch][n_local] max(||x_j||, eps) (cosine) */
   double *rtnorm;           /* [r] */
-  c5_real *dw;              /* [r, dim] backward scratch: this call's routing-token gradient */
+  c5_real *dw;              /* [r, dim] backward scratch: one batch row's gradient product */
+  double *dwacc;            /* [r, dim] this call's routing-token gradient, summed over batch rows in double */
   long *plan;               /* [3 * cap_rows + 1] cd row segments */
   double *k;                /* [cap_rows] effective k of each cd row */
   long *ksel;               /* [cap_rows] tokens selected per cd row */
@@ -89,9 +90,10 @@ c5_status c5_router_cache_create(const c5_router *rt, long batch, long n_local, 
   c->xnorm = calloc((size_t)(batch * (n_local ? n_local : 1)), sizeof *c->xnorm);
   c->rtnorm = calloc((size_t)rt->cfg.num_routing_tokens, sizeof *c->rtnorm);
   c->dw = calloc((size_t)rt->cfg.num_routing_tokens * (size_t)rt->dim, sizeof *c->dw);
+  c->dwacc = calloc((size_t)rt->cfg.num_routing_tokens * (size_t)rt->dim, sizeof *c->dwacc);
   c->out.count = calloc((size_t)c->rows, sizeof *c->out.count);
   c->out.start = calloc((size_t)c->rows, sizeof *c->out.start);
-  C5_CHECK_GOTO(c->s && c->y && c->g && c->xnorm && c->rtnorm && c->dw && c->out.count && c->out.start, st, fail,
+  C5_CHECK_GOTO(c->s && c->y && c->g && c->xnorm && c->rtnorm && c->dw && c->dwacc && c->out.count && c->out.start, st, fail,
                 C5_ERR_MEM, "router cache: out of memory for %ld rows x %ld tokens", c->rows, n_local);
   *out = c;
   return C5_OK;
@@ -113,7 +115,7 @@ c5_status c5_router_cache_destroy(c5_router_cache **cp)
   if (!cp || !*cp) return C5_OK;
   c5_router_cache *c = *cp;
   free_rows(c);
-  free(c->s); free(c->y); free(c->g); free(c->mask); free(c->xnorm); free(c->rtnorm); free(c->dw);
+  free(c->s); free(c->y); free(c->g); free(c->mask); free(c->xnorm); free(c->rtnorm); free(c->dw); free(c->dwacc);
   free(c->out.count); free(c->out.start); free(c->out.idx); free(c->out.score);
   free(c->lpos); free(c->yval);
   C5_FREE(*cp);
@@ -294,12 +296,13 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
   return C5_OK;
 }
 
+/* This call's routing-token gradient into c->dwacc (double; zero when there is none). */
 static c5_status router_backward(const c5_router *rt, const c5_dist *d, c5_router_cache *c,
                                  const c5_real *routing_token, const c5_real *x,
-                                 const c5_real *dscore, c5_real *dx, c5_real *drouting_token)
+                                 const c5_real *dscore, c5_real *dx)
 {
-  C5_CHECK(rt && d && c && routing_token && x && dx && drouting_token, C5_ERR_ARG,
-           "c5_router_backward: NULL argument");
+  C5_CHECK(rt && d && c && routing_token && x && dx, C5_ERR_ARG, "c5_router_backward: NULL argument");
+  memset(c->dwacc, 0, (size_t)rt->cfg.num_routing_tokens * rt->dim * sizeof *c->dwacc);
   /* unrouted scores are constants; random scores are not differentiable */
   if (!c->out.routed || c->random_route) return C5_OK;
   C5_CHECK(dscore != NULL, C5_ERR_ARG, "c5_router_backward: dscore is NULL");
@@ -334,9 +337,8 @@ static c5_status router_backward(const c5_router *rt, const c5_dist *d, c5_route
   /* g now holds dL/d(x . w) for raw x and w (cosine: divided by the norms) */
   const c5k_ops *ops = &c5k_cpu_ops;
   c5k_ctx kc = { 0 };
-  c5_real *dw = c->dw;
+  double *dw = c->dwacc;
   c5_status st = C5_OK;
-  memset(dw, 0, (size_t)R * dim * sizeof *dw);
   for (long b = 0; b < batch; b++) {
     const c5_real *gb = c->g + b * R * nl, *xb = x + b * nl * dim;
     c5_real *dxb = dx + b * nl * dim;
@@ -357,17 +359,16 @@ static c5_status router_backward(const c5_router *rt, const c5_dist *d, c5_route
         for (int i = 0; i < dim; i++) dxb[j * dim + i] += (c5_real)(v[i] - proj * xb[j * dim + i]);
       }
     }
-    C5_CALL_GOTO(ops->gemm(&kc, 0, 0, R, dim, nl, 1.0, gb, nl, xb, dim, 1.0, dw, dim), st, out);
+    C5_CALL_GOTO(ops->gemm_acc(&kc, 0, 0, R, dim, nl, 1.0, gb, nl, xb, dim, c->dw, dw), st, out);
   }
   if (cfg->cosine_sim_routing) {
     for (int q = 0; q < R; q++) {
       double wv = 0, nw = c->rtnorm[q];
-      for (int i = 0; i < dim; i++) wv += (double)dw[q * dim + i] * routing_token[q * dim + i];
+      for (int i = 0; i < dim; i++) wv += dw[q * dim + i] * routing_token[q * dim + i];
       double proj = nw > L2_EPS ? wv / (nw * nw) : 0.0;
-      for (int i = 0; i < dim; i++) dw[q * dim + i] -= (c5_real)(proj * routing_token[q * dim + i]);
+      for (int i = 0; i < dim; i++) dw[q * dim + i] -= proj * routing_token[q * dim + i];
     }
   }
-  for (long i = 0; i < (long)R * dim; i++) drouting_token[i] += dw[i];
 out:
   return st;
 }
@@ -389,9 +390,25 @@ c5_status c5_router_backward(const c5_router *rt, const c5_dist *d, c5_router_ca
                              const c5_real *routing_token, const c5_real *x,
                              const c5_real *dscore, c5_real *dx, c5_real *drouting_token)
 {
-  C5_CHECK(d, C5_ERR_ARG, "c5_router_backward: dist is NULL");
+  C5_CHECK(d && drouting_token, C5_ERR_ARG, "c5_router_backward: dist or drouting_token is NULL");
   c5_phase old = c5_dist_phase(d, C5_PHASE_ROUTER);
-  c5_status st = router_backward(rt, d, c, routing_token, x, dscore, dx, drouting_token);
+  c5_status st = router_backward(rt, d, c, routing_token, x, dscore, dx);
   c5_dist_phase(d, old);
-  return st == C5_OK ? st : c5_err_trace(st, __FILE__, __LINE__);
+  C5_CALL(st);
+  c5k_ctx kc = { 0 };   /* added once, rounded once */
+  C5_CALL(c5k_cpu_ops.grad_flush(&kc, c->dwacc, (long)rt->cfg.num_routing_tokens * rt->dim, drouting_token));
+  return C5_OK;
+}
+
+c5_status c5_router_backward_acc(const c5_router *rt, const c5_dist *d, c5_router_cache *c,
+                                 const c5_real *routing_token, const c5_real *x,
+                                 const c5_real *dscore, c5_real *dx, double *dacc)
+{
+  C5_CHECK(d && dacc, C5_ERR_ARG, "c5_router_backward: dist or the gradient accumulator is NULL");
+  c5_phase old = c5_dist_phase(d, C5_PHASE_ROUTER);
+  c5_status st = router_backward(rt, d, c, routing_token, x, dscore, dx);
+  c5_dist_phase(d, old);
+  C5_CALL(st);
+  for (long i = 0; i < (long)rt->cfg.num_routing_tokens * rt->dim; i++) dacc[i] += c->dwacc[i];
+  return C5_OK;
 }

@@ -4,13 +4,14 @@
 #include "kernels.h"
 
 /* out[i] += sum over the np row parts of acc[p * stride + i], in part order,
-   in double: the end of every fixed-partition parameter-gradient reduction. */
-static inline void c5k_rowpart_add(const double *acc, long np, long stride, int cols, c5_real *out)
+   in double (out: a double gradient accumulator): the end of every
+   fixed-partition parameter-gradient reduction. */
+static inline void c5k_rowpart_add(const double *acc, long np, long stride, int cols, double *out)
 {
   for (int i = 0; i < cols; i++) {
     double s = 0;
     for (long p = 0; p < np; p++) s += acc[p * stride + i];
-    out[i] += (c5_real)s;
+    out[i] += s;
   }
 }
 
@@ -38,12 +39,15 @@ c5_status c5k_gemm_cpu(c5k_ctx *, int, int, long, long, long, double, const c5_r
                        long, double, c5_real *, long);
 c5_status c5k_rmsnorm_forward_cpu(c5k_ctx *, const c5_real *, const c5_real *, long, int, c5_real *, double *);
 c5_status c5k_rmsnorm_backward_cpu(c5k_ctx *, const c5_real *, const c5_real *, const double *, const c5_real *,
-                                   long, int, c5_real *, c5_real *);
+                                   long, int, c5_real *, double *);
 c5_status c5k_layernorm_forward_cpu(c5k_ctx *, const c5_real *, const c5_real *, const c5_real *, long, int, double,
                                     c5_real *, double *, double *);
 c5_status c5k_layernorm_backward_cpu(c5k_ctx *, const c5_real *, const c5_real *, const double *, const double *,
-                                     const c5_real *, long, int, c5_real *, c5_real *, c5_real *);
+                                     const c5_real *, long, int, c5_real *, double *, double *);
 c5_status c5k_gelu_forward_cpu(c5k_ctx *, const c5_real *, long, c5_real *);
 c5_status c5k_gelu_backward_cpu(c5k_ctx *, const c5_real *, const c5_real *, long, c5_real *);
-c5_status c5k_colsum_cpu(c5k_ctx *, const c5_real *, long, int, c5_real *);
+c5_status c5k_colsum_cpu(c5k_ctx *, const c5_real *, long, int, double *);
+c5_status c5k_gemm_acc_cpu(c5k_ctx *, int, int, long, long, long, double, const c5_real *, long, const c5_real *,
+                           long, c5_real *, double *);
+c5_status c5k_grad_flush_cpu(c5k_ctx *, double *, long, c5_real *);
 #endif

@@ -27,7 +27,7 @@ c5_status c5k_rmsnorm_forward_cpu(c5k_ctx *ctx, const c5_real *x, const c5_real 
    (below the clamp: dx = du / 1e-12); dgamma += sum_r dy u sqrt(dim).
    Work: c5k_rowpart_work(rows, dim) doubles. */
 c5_status c5k_rmsnorm_backward_cpu(c5k_ctx *ctx, const c5_real *x, const c5_real *gamma, const double *rnorm,
-                                   const c5_real *dy, long rows, int dim, c5_real *dx, c5_real *dgamma)
+                                   const c5_real *dy, long rows, int dim, c5_real *dx, double *dgamma)
 {
   const double sc = sqrt((double)dim);
   /* dgamma: a fixed row partition, summed in order (independent of threads) */
@@ -79,7 +79,7 @@ c5_status c5k_layernorm_forward_cpu(c5k_ctx *ctx, const c5_real *x, const c5_rea
 /* dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy w; dw += dy xhat; db += dy. */
 c5_status c5k_layernorm_backward_cpu(c5k_ctx *ctx, const c5_real *x, const c5_real *w, const double *mean,
                                      const double *rstd, const c5_real *dy, long rows, int dim, c5_real *dx,
-                                     c5_real *dw, c5_real *db)
+                                     double *dw, double *db)
 {
   const long part = C5K_ROWPART;
   long np = (rows + part - 1) / part;

@@ -19,4 +19,6 @@ const c5k_ops c5k_cpu_ops = {
   .gelu_forward = c5k_gelu_forward_cpu,
   .gelu_backward = c5k_gelu_backward_cpu,
   .colsum = c5k_colsum_cpu,
+  .gemm_acc = c5k_gemm_acc_cpu,
+  .grad_flush = c5k_grad_flush_cpu,
 };

@@ -16,7 +16,9 @@ static int check(const char *what, const mod_t *mt, const void *cfg, long b, lon
 }
 
 /* --dump FILE: a larger block (n = 900, dim 64, mask) forward+backward, its
-   output, dx and all parameter gradients written raw (test_threads.sh). */
+   output, dx and all parameter gradients written raw (test_threads.sh,
+   jobs/compare.sh), and FILE.names: "out N", "dx N", then "name numel" for
+   each parameter in slab order. */
 static int dump(c5_dist *d, const char *path)
 {
   c5_block_config bl;
@@ -53,7 +55,17 @@ static int dump(c5_dist *d, const char *path)
   fwrite(dx, sizeof *dx, (size_t)N, fp);
   fwrite(c5_params_grad(p, 0), sizeof *out, (size_t)c5_params_total(p), fp);
   ok = fclose(fp) == 0;
+  fp = NULL;
+  char nm[4096];
+  snprintf(nm, sizeof nm, "%s.names", path);
+  fp = fopen(nm, "w");
+  T_CHECK(fp != NULL, "cannot write %s", nm);
+  fprintf(fp, "out %ld\ndx %ld\n", N, N);
+  for (long i = 0; i < c5_params_count(p); i++) fprintf(fp, "%s %ld\n", c5_params_name(p, i), c5_params_numel(p, i));
+  ok &= fclose(fp) == 0;
+  fp = NULL;
 fail:
+  if (fp) fclose(fp);
   mod_free(&MOD_BL, &m, &c);
   c5_params_destroy(&p);
   free(x); free(g); free(out); free(dx); free(mask);

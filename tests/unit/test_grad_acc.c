@@ -1,0 +1,184 @@
+/* test_grad_acc.c - parameter gradients do not depend on which BLAS kernel
+   forms them, and accumulate exactly.
+
+   Every module's backward sums a parameter's parts (GEMM per batch row and
+   route, two norms sharing gamma, the null key/value slot, the router per
+   batch row) in double and adds the result to the gradient once. So a second
+   backward over the same cache adds the same rounded value: the gradient is
+   exactly twice the first (g + g is exact in binary floating point). A part
+   added straight into the working-precision gradient (a beta = 1 GEMM) would
+   round the running sum at a value that depends on the BLAS kernel, and the
+   second backward would not double it bit for bit. jobs/check.sh runs this
+   under several OPENBLAS_CORETYPE values.
+
+   Also: gemm_acc against a double reference, and the BLAS core report and
+   its warning rule. */
+#include <string.h>
+#include "modules.h"
+#include "kernels.h"
+
+/* Forward, then two backwards from zeroed gradients: the second must double every gradient bit for bit. */
+static int doubling(const char *what, const mod_t *mt, const void *cfg, long b, long n, int dim, int masked,
+                    unsigned long long seed, const c5_dist *d)
+{
+  c5_params *p = NULL;
+  void *m = NULL, *c = NULL;
+  const long N = b * n * dim;
+  c5_real *x = malloc((size_t)N * sizeof *x), *g = malloc((size_t)N * sizeof *g), *out = malloc((size_t)N * sizeof *out);
+  c5_real *dx = malloc((size_t)N * sizeof *dx), *g1 = NULL;
+  uint8_t *mask = malloc((size_t)(b * n));
+  c5_layout lay;
+  long P = 0, bad = 0, first = -1;
+  int ok = 0;
+  T_CHECK(x && g && out && dx && mask, "out of memory");
+  T_OK(c5_params_create(&p));
+  T_OK(mt->create(cfg, p, &m));
+  T_OK(c5_params_alloc(p));
+  mod_fill_params(p, &seed);
+  for (long i = 0; i < N; i++) { x[i] = (c5_real)t_normal(&seed); g[i] = (c5_real)t_normal(&seed); }
+  for (long i = 0; i < b * n; i++) mask[i] = t_uniform(&seed) > 0.15;
+  P = c5_params_total(p);
+  g1 = malloc((size_t)P * sizeof *g1);
+  T_CHECK(g1 != NULL, "out of memory");
+  T_OK(c5_layout_compute(d, n, 1, &lay));
+  T_OK(mt->cache(m, b, n, &c));
+  T_OK(mt->fwd(m, d, &lay, b, x, masked ? mask : NULL, c, out));
+  c5_params_zero_grad(p);
+  T_OK(mt->bwd(m, d, c, x, g, dx));
+  memcpy(g1, c5_params_grad(p, 0), (size_t)P * sizeof *g1);
+  T_OK(mt->bwd(m, d, c, x, g, dx));
+  const c5_real *g2 = c5_params_grad(p, 0);
+  for (long i = 0; i < P; i++)
+    if (g2[i] != 2 * g1[i]) { bad++; if (first < 0) first = i; }
+  if (bad) {
+    long k = 0;
+    while (k + 1 < c5_params_count(p) && c5_params_grad(p, k + 1) - c5_params_grad(p, 0) <= first) k++;
+    fprintf(stderr, "  %s: %ld of %ld gradients not doubled; first %s[%ld]: %.9g after two, %.9g after one\n", what,
+            bad, P, c5_params_name(p, k), (long)(first - (c5_params_grad(p, k) - c5_params_grad(p, 0))),
+            (double)g2[first], (double)g1[first]);
+  }
+  ok = bad == 0;
+fail:
+  printf("%-60s %s\n", what, ok ? "ok" : "FAILED");
+  mod_free(mt, &m, &c);
+  c5_params_destroy(&p);
+  free(x); free(g); free(out); free(dx); free(mask); free(g1);
+  return ok;
+}
+
+/* gemm_acc: parts whose running sum is ~1000x the result (the shape of the
+   heavy to_kv gradient that once depended on the BLAS kernel) sum as the
+   double sum of each part rounded once. */
+static int gemm_acc(void)
+{
+  const c5k_ops *ops = &c5k_cpu_ops;
+  const long m = 7, n = 5, k = 300, parts = 6;
+  c5_real *A = malloc((size_t)(parts * k * m) * sizeof *A), *B = malloc((size_t)(parts * k * n) * sizeof *B);
+  c5_real *prod = malloc((size_t)(m * n) * sizeof *prod);
+  double *acc = calloc((size_t)(m * n), sizeof *acc), *want = calloc((size_t)(m * n), sizeof *want);
+  unsigned long long seed = 5;
+  int ok = 0;
+  c5k_ctx kc = { 0 };
+  T_CHECK(A && B && prod && acc && want, "out of memory");
+  /* part q: A_q^T B_q with A_q [k, m] scaled so the parts alternate in sign and grow, then cancel */
+  for (long q = 0; q < parts; q++) {
+    double s = (q % 2 ? -1.0 : 1.0) * (q < parts - 1 ? 1000.0 : 1.0);
+    for (long i = 0; i < k * m; i++) A[q * k * m + i] = (c5_real)(s * t_normal(&seed));
+    for (long i = 0; i < k * n; i++) B[q * k * n + i] = (c5_real)t_normal(&seed);
+  }
+  for (long q = 0; q < parts; q++) {
+    T_OK(ops->gemm_acc(&kc, 1, 0, m, n, k, 0.5, A + q * k * m, m, B + q * k * n, n, prod, acc));
+    /* reference: this part in double, rounded once to the working precision */
+    for (long i = 0; i < m; i++)
+      for (long j = 0; j < n; j++) {
+        double s = 0;
+        for (long t = 0; t < k; t++) s += (double)A[q * k * m + t * m + i] * B[q * k * n + t * n + j];
+        want[i * n + j] += (double)(c5_real)(0.5 * s);
+      }
+  }
+  /* each part's product differs from the double reference by the working precision's GEMM rounding only */
+  const double tol = C5_USE_DOUBLE ? 1e-11 : 2e-3;
+  double wmax = 0;
+  for (long i = 0; i < m * n; i++) wmax = fmax(wmax, fabs(want[i]));
+  for (long i = 0; i < m * n; i++)
+    T_CHECK(fabs(acc[i] - want[i]) <= tol * wmax, "gemm_acc[%ld] = %.17g, want %.17g", i, acc[i], want[i]);
+  /* flush: the gradient gets the accumulator rounded once, the accumulator is zeroed */
+  c5_real gr[35];
+  for (int i = 0; i < 35; i++) gr[i] = (c5_real)i;
+  double keep[35];
+  memcpy(keep, acc, sizeof keep);
+  T_OK(ops->grad_flush(&kc, acc, m * n, gr));
+  for (int i = 0; i < 35; i++) {
+    T_CHECK(gr[i] == (c5_real)((c5_real)i + (c5_real)keep[i]), "flush[%d] = %.9g", i, (double)gr[i]);
+    T_CHECK(acc[i] == 0, "accumulator %d not zeroed", i);
+  }
+  ok = 1;
+fail:
+  printf("%-60s %s\n", "gemm_acc: cancelling parts summed in double", ok ? "ok" : "FAILED");
+  free(A); free(B); free(prod); free(acc); free(want);
+  return ok;
+}
+
+static int blas_core(void)
+{
+  char buf[256];
+  int ok = 0;
+  const char *core = c5_blas_core(), *forced = getenv("OPENBLAS_CORETYPE");
+  T_CHECK(core && *core, "no BLAS core name");
+  /* a core forced by OPENBLAS_CORETYPE is the one that runs (so check.sh's passes test what they say) */
+  if (forced && *forced) T_CHECK(!strcasecmp(core, forced), "OPENBLAS_CORETYPE=%s, but OpenBLAS runs %s", forced, core);
+  const char *w = c5k_blas_warning_for("Prescott", 1, 1, NULL, buf, sizeof buf);
+  T_CHECK(w && strstr(w, "OPENBLAS_CORETYPE=SkylakeX") && strstr(w, "Prescott") && strstr(w, "AVX-512"),
+          "generic core on an AVX-512 CPU: %s", w ? w : "(no warning)");
+  w = c5k_blas_warning_for("Nehalem", 1, 0, NULL, buf, sizeof buf);
+  T_CHECK(w && strstr(w, "OPENBLAS_CORETYPE=Haswell") && strstr(w, "AVX2"), "generic core on an AVX2 CPU: %s",
+          w ? w : "(no warning)");
+  T_CHECK(!c5k_blas_warning_for("Prescott", 0, 0, NULL, buf, sizeof buf), "warning on a CPU without AVX2");
+  T_CHECK(!c5k_blas_warning_for("Haswell", 1, 1, NULL, buf, sizeof buf), "warning for Haswell");
+  T_CHECK(!c5k_blas_warning_for("SkylakeX", 1, 1, NULL, buf, sizeof buf), "warning for SkylakeX");
+  T_CHECK(!c5k_blas_warning_for("Prescott", 1, 1, "Prescott", buf, sizeof buf), "warning for a core chosen by hand");
+  ok = 1;
+fail:
+  printf("%-60s %s\n", "BLAS core report and its warning rule", ok ? "ok" : "FAILED");
+  return ok;
+}
+
+int main(int argc, char **argv)
+{
+  MPI_Init(&argc, &argv);
+  c5_dist *d = NULL;
+  if (c5_dist_create(MPI_COMM_SELF, &d) != C5_OK) { fprintf(stderr, "%s\n", c5_last_error()); return 1; }
+  printf("BLAS core %s, precision %s\n", c5_blas_core(), C5_REAL_NAME);
+  int ok = blas_core();
+  ok &= gemm_acc();
+
+  /* sizes past a BLAS k block (n * batch rows > 256), batch 2 and several routes: many parts per gradient */
+  c5_routed_ff_config ff = C5_ROUTED_FF_CONFIG_DEFAULT;
+  ff.dim = 24; ff.num_heavy_tokens = 90; ff.router = mod_soft_router();
+  ok &= doubling("routed ff, mask, soft router", &MOD_FF, &ff, 2, 300, 24, 1, 1, d);
+  ff.router.cosine_sim_routing = 1;
+  ok &= doubling("routed ff, cosine routing", &MOD_FF, &ff, 2, 300, 24, 0, 2, d);
+
+  c5_routed_attn_config at = C5_ROUTED_ATTN_CONFIG_DEFAULT;
+  at.dim = 24; at.num_heavy_tokens_q = 80; at.num_heavy_tokens_kv = 100; at.light_dim_head = 8; at.light_heads = 2;
+  at.light_window_size = 32; at.heavy_dim_head = 8; at.heavy_heads = 4; at.num_routed_kv = 2;
+  at.multiply_keys_by_score = 1; at.rotary_emb = 1; at.router = mod_soft_router();
+  ok &= doubling("routed attn, 2 kv routes, rotary, key scores, mask", &MOD_AT, &at, 2, 300, 24, 1, 3, d);
+
+  c5_block_config bl;
+  bl.attn = at;
+  bl.attn.num_routed_kv = 1; bl.attn.multiply_keys_by_score = 0; bl.attn.rotary_emb = 0;
+  bl.ff = ff;
+  bl.ff.router.cosine_sim_routing = 0;
+  ok &= doubling("block, mask", &MOD_BL, &bl, 2, 300, 24, 1, 4, d);
+
+  c5_routed_ar_attn_config ar = C5_ROUTED_AR_ATTN_CONFIG_DEFAULT;
+  ar.dim = 24; ar.num_heavy_tokens_q = 16; ar.num_heavy_tokens_kv = 24; ar.light_dim_head = 8; ar.light_heads = 2;
+  ar.light_window_size = 16; ar.heavy_window_size = 64; ar.heavy_dim_head = 8; ar.heavy_heads = 4; ar.num_routed_kv = 2;
+  ar.rotary_emb = 1; ar.router = mod_soft_router();
+  ok &= doubling("autoregressive attn, 2 kv routes, rotary", &MOD_AR, &ar, 2, 300, 24, 0, 5, d);
+
+  c5_dist_destroy(&d);
+  MPI_Finalize();
+  return ok ? 0 : 1;
+}
