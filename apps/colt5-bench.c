@@ -24,7 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include "colt5.h"
+#include "colt5_mpi.h"
 #include <cblas.h>
 #include "kernels.h"
 

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <jansson.h>
-#include "colt5.h"
+#include "colt5_mpi.h"
 #include "colt5_io.h"
 
 enum { EXIT_PASS = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_SKIP = 77 };

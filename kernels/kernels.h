@@ -5,7 +5,14 @@
 #ifndef C5_KERNELS_H
 #define C5_KERNELS_H
 
-#include "colt5.h"
+#include <stdint.h>
+#include "colt5_types.h"
+
+/* Compiled as C (kernels/cpu) and as CUDA C++ (kernels/cuda): C linkage, and
+   nothing from MPI or the rest of the public API. */
+#ifdef __cplusplus
+extern "C" {
+#endif
 
 /* Rows of a sharded, possibly ragged matrix: row r is elements
    [off[r], off[r] + len[r]) of every array passed with it (s, mask, y, ...).
@@ -140,4 +147,7 @@ static inline uint64_t c5k_order_key(c5_real v, int keep)
   return keep ? (k ? k : 1) : 0;
 }
 
+#ifdef __cplusplus
+}
+#endif
 #endif

@@ -6,7 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "colt5.h"
+#include "colt5_mpi.h"
 
 /* Start a new error: records the message and the first trace frame. */
 c5_status c5_err_raise(c5_status st, const char *file, int line, const char *fmt, ...)

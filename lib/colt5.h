@@ -16,38 +16,11 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <mpi.h>
-#include "colt5_config.h"
+#include "colt5_types.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
-
-/* ---- precision: chosen at configure time (--with-precision) ---------------- */
-#if C5_USE_DOUBLE
-typedef double c5_real;
-#define C5_MPI_REAL MPI_DOUBLE
-#define C5_REAL_NAME "double"
-#else
-typedef float c5_real;
-#define C5_MPI_REAL MPI_FLOAT
-#define C5_REAL_NAME "single"
-#endif
-
-/* ---- status and errors ---------------------------------------------------------- */
-typedef enum {
-  C5_OK = 0,
-  C5_ERR_ARG,      /* an argument or option is invalid */
-  C5_ERR_SHAPE,    /* sizes do not agree */
-  C5_ERR_MEM,      /* allocation failed */
-  C5_ERR_IO,       /* file, dataset or attribute problem */
-  C5_ERR_MPI,
-  C5_ERR_CUDA,
-  C5_ERR_NCCL,
-  C5_ERR_NOTIMPL,  /* a feature this build does not provide */
-  C5_ERR_INTERNAL,
-  C5_NUM_STATUS
-} c5_status;
 
 const char *c5_status_string(c5_status st);
 /* The message of the last error raised on this thread, with its trace
@@ -61,16 +34,9 @@ void c5_error_clear(void);
    P = 1 is a communicator of one: nothing else changes. */
 typedef struct c5_dist c5_dist;
 
-/* Collective on comm. Duplicates comm (the caller keeps its own). */
-c5_status c5_dist_create(MPI_Comm comm, c5_dist **out);
+/* c5_dist_create and c5_dist_create_2d take an MPI communicator: colt5_mpi.h. */
 /* Collective. NULL-safe; sets *d = NULL. */
 c5_status c5_dist_destroy(c5_dist **d);
-/* Collective on comm. The 2-D layout: comm's ranks in consecutive groups of
-   seq_size share one sequence (*seq: the sequence communicator); ranks at the
-   same position of every group form the data-parallel communicator (*dp),
-   over which parameter gradients are summed after the sequence sum. The
-   size of comm must be a multiple of seq_size. */
-c5_status c5_dist_create_2d(MPI_Comm comm, int seq_size, c5_dist **seq, c5_dist **dp);
 int c5_dist_rank(const c5_dist *d);
 int c5_dist_size(const c5_dist *d);
 

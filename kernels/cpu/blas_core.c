@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "colt5.h"
 #include "cpu.h"
 
 const char *c5_blas_core(void)

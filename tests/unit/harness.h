@@ -7,7 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <mpi.h>
-#include "colt5.h"
+#include "colt5_mpi.h"
 
 /* A library call that must succeed. */
 #define T_OK(call) do { c5_status s_ = (call); if (s_ != C5_OK) { \
