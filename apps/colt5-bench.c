@@ -149,8 +149,8 @@ static int bench_cd(const opts_t *o, c5_dist *d)
         int reps = o->reps < 256 ? o->reps : 256;
         for (int r = -o->warmup; r < reps; r++) {
           double t0 = now();
-          CHECK(c5_cd_forward(d, &cfg, 1, n, s, NULL, &k, 0, y, &cache));
-          if (pi == 1) CHECK(c5_cd_backward(d, &cache, 1, n, s, NULL, y, g, ds));
+          CHECK(c5_cd_forward(c5_backend_cpu(), d, &cfg, 1, n, s, NULL, &k, 0, y, &cache));
+          if (pi == 1) CHECK(c5_cd_backward(c5_backend_cpu(), d, &cache, 1, n, s, NULL, y, g, ds));
           if (r >= 0) t[r] = now() - t0;
         }
         double ms = 1e3 * median(t, reps);
@@ -271,7 +271,7 @@ static int bench_block(const opts_t *o, c5_dist *d)
       c5_block *blk = NULL;
       c5_block_cache *cache = NULL;
       c5_layout lay;
-      CHECK(c5_params_create(&p));
+      CHECK(c5_params_create(c5_backend_cpu(), &p));
       CHECK(c5_block_create(&cfg, p, "", &blk));
       CHECK(c5_params_alloc(p));
       unsigned long long st = 99;

@@ -167,8 +167,8 @@ static int run_cd(ctx_t *cx, c5_h5 *f, const char *file)
     if (mask) memcpy(lm + r * nl, mask + r * n + lay.offset, (size_t)nl);
   }
   TRY(c5_cd_cache_alloc(rows, cfg.n_iters, &cache));
-  TRY(c5_cd_forward(cx->dist, &cfg, rows, nl, ls, lm, kv, kstride, y, &cache));
-  TRY(c5_cd_backward(cx->dist, &cache, rows, nl, ls, lm, y, lgy, ds));
+  TRY(c5_cd_forward(c5_backend_cpu(), cx->dist, &cfg, rows, nl, ls, lm, kv, kstride, y, &cache));
+  TRY(c5_cd_backward(c5_backend_cpu(), cx->dist, &cache, rows, nl, ls, lm, y, lgy, ds));
 
   gather_seq(cx, y, rows, nl, 1, n, 1, full);   /* rows sharded by columns, unit 1 */
   TRY(c5_h5_read_double(f, "/outputs/y", 2, dims, ref));
@@ -585,7 +585,7 @@ static int run_module(ctx_t *cx, c5_h5 *f, const char *file, const module_t *mt)
     rc = EXIT_USAGE; goto out;
   }
   if (!check_keys(file, "ctor", cj, mt->ctor_keys) || !check_keys(file, "forward", fj, mt->fwd_keys)) { rc = EXIT_USAGE; goto out; }
-  TRY(c5_params_create(&p));
+  TRY(c5_params_create(c5_backend_cpu(), &p));
   if (!mt->build(cx, file, cj, fj, p, &m)) { rc = EXIT_USAGE; goto out; }
   TRY(c5_params_alloc(p));
   TRY(c5_h5_read_params(f, "/params", p));

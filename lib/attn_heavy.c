@@ -18,6 +18,7 @@
    order, so results do not depend on the thread count. */
 #include <math.h>
 #include "c5_internal.h"
+#include "backend.h"
 #include "attn_heavy.h"
 
 struct c5_attn_heavy_cache {
@@ -188,7 +189,7 @@ c5_status c5_attn_heavy_forward(const c5_attn_heavy *a, const c5_params *p, long
                                 const c5_real *qscore, const long *qpos, const long *kpos,
                                 c5_attn_heavy_cache *c, c5_real *out)
 {
-  const c5k_ops *ops = &c5k_cpu_ops;
+  const c5k_ops *ops = c5_params_backend(p)->ops;
   C5_CHECK(a && p && c, C5_ERR_ARG, "heavy attention forward: NULL attention, parameters or cache");
   C5_CHECK(batch >= 0 && nq >= 0 && nk >= 0, C5_ERR_ARG,
            "heavy attention forward: batch %ld, nq %ld, nk %ld must be >= 0", batch, nq, nk);
@@ -328,7 +329,7 @@ c5_status c5_attn_heavy_forward(const c5_attn_heavy *a, const c5_params *p, long
 c5_status c5_attn_heavy_backward(const c5_attn_heavy *a, const c5_params *p, c5_attn_heavy_cache *c,
                                  const c5_real *dout, c5_real *dxq, c5_real *dctx, c5_real *dkscore, c5_real *dqscore)
 {
-  const c5k_ops *ops = &c5k_cpu_ops;
+  const c5k_ops *ops = c5_params_backend(p)->ops;
   C5_CHECK(a && p && c, C5_ERR_ARG, "heavy attention backward: NULL attention, parameters or cache");
   C5_CHECK(c->valid, C5_ERR_ARG, "heavy attention backward: the cache holds no forward");
   const long batch = c->batch, nq = c->nq, nk = c->nk;

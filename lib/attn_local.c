@@ -33,6 +33,7 @@
 #include <omp.h>
 #endif
 #include "c5_internal.h"
+#include "backend.h"
 #include "attn_local.h"
 
 #define LN_EPS 1e-5
@@ -262,9 +263,8 @@ static int thread_id(void)
 }
 
 /* Attention core, forward: att from qkv. */
-static c5_status attend_forward(const c5_attn_local *a, c5_attn_local_cache *c)
+static c5_status attend_forward(const c5k_ops *ops, const c5_attn_local *a, c5_attn_local_cache *c)
 {
-  const c5k_ops *ops = &c5k_cpu_ops;
   const long n = c->n, w = a->window, W = (n + w - 1) / w, H = a->heads, dh = a->dim_head;
   const long hd = H * dh, ld3 = 3 * hd, lw = (long)(a->look_backward + 1 + a->look_forward) * w;
   const double scale = 1.0 / sqrt((double)dh);
@@ -310,9 +310,8 @@ static c5_status attend_forward(const c5_attn_local *a, c5_attn_local_cache *c)
 
 /* Attention core, backward: dqkv from datt (dq written, dk and dv accumulated
    into a zeroed dqkv). */
-static c5_status attend_backward(const c5_attn_local *a, c5_attn_local_cache *c)
+static c5_status attend_backward(const c5k_ops *ops, const c5_attn_local *a, c5_attn_local_cache *c)
 {
-  const c5k_ops *ops = &c5k_cpu_ops;
   const long n = c->n, w = a->window, W = (n + w - 1) / w, H = a->heads, dh = a->dim_head;
   const long hd = H * dh, ld3 = 3 * hd, lw = (long)(a->look_backward + 1 + a->look_forward) * w;
   const double scale = 1.0 / sqrt((double)dh);
@@ -379,7 +378,7 @@ c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long
   C5_CHECK(batch > 0 && n > 0 && batch <= c->batch_cap && n <= c->n_cap, C5_ERR_SHAPE,
            "LocalMHA: input [%ld, %ld, %d], cache made for at most [%ld, %ld, %d]", batch, n, a->dim,
            c->batch_cap, c->n_cap, a->dim);
-  const c5k_ops *ops = &c5k_cpu_ops;
+  const c5k_ops *ops = c5_params_backend(p)->ops;
   const long rows = batch * n, d = a->dim, hd = (long)a->heads * a->dim_head;
   c5k_ctx ctx = { .work = c->work, .work_len = c->work_len };
   c->batch = batch;
@@ -390,7 +389,7 @@ c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long
                                  (int)d, LN_EPS, c->xn, c->mean, c->rstd));
   C5_CALL(ops->gemm(&ctx, 0, 1, rows, 3 * hd, d, 1.0, c->xn, d, c5_params_value(p, a->to_qkv), d, 0.0,
                      c->qkv, 3 * hd));
-  c5_status st = attend_forward(a, c);
+  c5_status st = attend_forward(ops, a, c);
   C5_CALL(st);
   C5_CALL(ops->gemm(&ctx, 0, 1, rows, d, hd, 1.0, c->att, hd, c5_params_value(p, a->to_out), hd, 0.0, out, d));
   return C5_OK;
@@ -404,14 +403,14 @@ c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_
   C5_CHECK(a->chunk >= a->look_backward + a->look_forward && a->chunk > 0, C5_ERR_ARG,
            "LocalMHA backward: chunk %ld must be >= look_backward + look_forward = %d", a->chunk,
            a->look_backward + a->look_forward);
-  const c5k_ops *ops = &c5k_cpu_ops;
+  const c5k_ops *ops = c5_params_backend(p)->ops;
   const long rows = c->batch * c->n, d = a->dim, hd = (long)a->heads * a->dim_head;
   c5k_ctx ctx = { .work = c->work, .work_len = c->work_len };
   /* to_out: dW += dout^T att; datt = dout W */
   c5_real *prod = c5_params_scratch(p);
   C5_CALL(ops->gemm_acc(&ctx, 1, 0, d, hd, rows, 1.0, dout, d, c->att, hd, prod, c5_params_acc(p, a->to_out)));
   C5_CALL(ops->gemm(&ctx, 0, 0, rows, hd, d, 1.0, dout, d, c5_params_value(p, a->to_out), hd, 0.0, c->datt, hd));
-  c5_status st = attend_backward(a, c);
+  c5_status st = attend_backward(ops, a, c);
   C5_CALL(st);
   /* to_qkv: dW += dqkv^T xn; dxn = dqkv W */
   C5_CALL(ops->gemm_acc(&ctx, 1, 0, 3 * hd, d, rows, 1.0, c->dqkv, 3 * hd, c->xn, d, prod,

@@ -10,6 +10,7 @@
 #include <math.h>
 #include <string.h>
 #include "c5_internal.h"
+#include "backend.h"
 #include "cd_internal.h"
 
 c5_status c5_cd_cache_alloc(long rows, int n_iters, c5_cd_cache *c)
@@ -96,11 +97,11 @@ static c5_status ensure_work(c5_cd_cache *c, const c5k_rows *R)
   return C5_OK;
 }
 
-c5_status c5_cd_forward_rows(const c5_dist *d, const c5_cd_config *cfg, const c5k_rows *R,
+c5_status c5_cd_forward_rows(const c5_backend *be, const c5_dist *d, const c5_cd_config *cfg, const c5k_rows *R,
                              const c5_real *s, const uint8_t *mask, const double *k, long k_stride,
                              c5_real *y, c5_cd_cache *c)
 {
-  const c5k_ops *ops = &c5k_cpu_ops;
+  const c5k_ops *ops = be->ops;
   const long rows = R->rows;
   const int T = cfg->n_iters;
   C5_CALL(c5_cd_config_check(cfg));
@@ -154,10 +155,10 @@ c5_status c5_cd_forward_rows(const c5_dist *d, const c5_cd_config *cfg, const c5
   return C5_OK;
 }
 
-c5_status c5_cd_backward_rows(const c5_dist *d, c5_cd_cache *c, const c5k_rows *R, const c5_real *s,
+c5_status c5_cd_backward_rows(const c5_backend *be, const c5_dist *d, c5_cd_cache *c, const c5k_rows *R, const c5_real *s,
                               const uint8_t *mask, const c5_real *y, const c5_real *gy, c5_real *ds)
 {
-  const c5k_ops *ops = &c5k_cpu_ops;
+  const c5k_ops *ops = be->ops;
   const long rows = R->rows;
   const int T = c->n_iters;
   C5_CHECK(c->rows == rows, C5_ERR_SHAPE, "coordinate descent backward: the forward had %ld rows, "
@@ -178,30 +179,30 @@ c5_status c5_cd_backward_rows(const c5_dist *d, c5_cd_cache *c, const c5k_rows *
   return C5_OK;
 }
 
-c5_status c5_cd_forward(const c5_dist *d, const c5_cd_config *cfg, long rows, long n,
+c5_status c5_cd_forward(const c5_backend *be, const c5_dist *d, const c5_cd_config *cfg, long rows, long n,
                         const c5_real *s, const uint8_t *mask, const double *k, long k_stride,
                         c5_real *y, c5_cd_cache *cache)
 {
-  C5_CHECK(d && cfg && s && k && y && cache, C5_ERR_ARG, "c5_cd_forward: NULL argument");
+  C5_CHECK(be && d && cfg && s && k && y && cache, C5_ERR_ARG, "c5_cd_forward: NULL argument");
   C5_CHECK(rows >= 0 && n >= 0, C5_ERR_ARG, "c5_cd_forward: rows = %ld, n = %ld must be >= 0", rows, n);
   C5_CHECK(k_stride >= 0, C5_ERR_ARG, "c5_cd_forward: k_stride = %ld must be >= 0", k_stride);
   C5_CHECK(cache->rows_cap >= rows, C5_ERR_SHAPE, "c5_cd_forward: cache holds %ld rows, call has %ld",
            cache->rows_cap, rows);
   c5k_rows R;
   c5k_rows_dense(rows, n, cache->plan, &R);
-  C5_CALL(c5_cd_forward_rows(d, cfg, &R, s, mask, k, k_stride, y, cache));
+  C5_CALL(c5_cd_forward_rows(be, d, cfg, &R, s, mask, k, k_stride, y, cache));
   return C5_OK;
 }
 
-c5_status c5_cd_backward(const c5_dist *d, c5_cd_cache *cache, long rows, long n,
+c5_status c5_cd_backward(const c5_backend *be, const c5_dist *d, c5_cd_cache *cache, long rows, long n,
                          const c5_real *s, const uint8_t *mask, const c5_real *y,
                          const c5_real *gy, c5_real *ds)
 {
-  C5_CHECK(d && cache && s && y && gy && ds, C5_ERR_ARG, "c5_cd_backward: NULL argument");
+  C5_CHECK(be && d && cache && s && y && gy && ds, C5_ERR_ARG, "c5_cd_backward: NULL argument");
   C5_CHECK(cache->rows == rows, C5_ERR_SHAPE, "c5_cd_backward: the forward had %ld rows, this call %ld",
            cache->rows, rows);
   c5k_rows R;
   c5k_rows_dense(rows, n, cache->plan, &R);
-  C5_CALL(c5_cd_backward_rows(d, cache, &R, s, mask, y, gy, ds));
+  C5_CALL(c5_cd_backward_rows(be, d, cache, &R, s, mask, y, gy, ds));
   return C5_OK;
 }

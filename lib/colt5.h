@@ -28,6 +28,23 @@ const char *c5_status_string(c5_status st);
 const char *c5_last_error(void);
 void c5_error_clear(void);
 
+/* ---- backends ------------------------------------------------------------------- */
+/* Where the arithmetic runs: a backend holds a device's kernel table (and,
+   on a GPU, its stream and handles). Parameters are created on a backend
+   (c5_params_create), and every module, router and function that computes
+   takes its backend from them or as an argument; one program may hold
+   several backends. */
+typedef enum { C5_BACKEND_CPU, C5_BACKEND_CUDA, C5_NUM_BACKEND } c5_backend_kind;
+typedef struct c5_backend c5_backend;
+/* The process-wide CPU backend (OpenMP, CBLAS): always there, never destroyed. */
+const c5_backend *c5_backend_cpu(void);
+/* A backend of the given kind on device (0 for the CPU). C5_ERR_NOTIMPL for
+   a kind this build has no kernels for. */
+c5_status c5_backend_create(c5_backend_kind kind, int device, c5_backend **out);
+c5_status c5_backend_destroy(c5_backend **be);   /* NULL-safe; sets *be = NULL */
+c5_backend_kind c5_backend_get_kind(const c5_backend *be);
+const char *c5_backend_name(const c5_backend *be);
+
 /* ---- distribution -------------------------------------------------------------- */
 /* A communicator over the ranks that share one sequence. The library calls
    every collective through it (lib/dist.c); the app owns MPI_Init/Finalize.
@@ -113,14 +130,14 @@ void c5_cd_cache_free(c5_cd_cache *cache);
    Out: y [rows, n] (masked entries 0; a fully masked row is all 0); cache.
    Errors: k <= 0, n_iters <= 0, eps <= 0, eps_decay outside (0,1], NaN or
    Inf in s. */
-c5_status c5_cd_forward(const c5_dist *d, const c5_cd_config *cfg, long rows, long n,
+c5_status c5_cd_forward(const c5_backend *be, const c5_dist *d, const c5_cd_config *cfg, long rows, long n,
                         const c5_real *s, const uint8_t *mask, const double *k, long k_stride,
                         c5_real *y, c5_cd_cache *cache);
 
 /* c5_cd_backward - ds = dL/ds given gy = dL/dy. Collective on dist (one
    sum-allreduce in all). In: cache, s, mask, y (the forward's), gy [rows, n].
    Out: ds [rows, n]. */
-c5_status c5_cd_backward(const c5_dist *d, c5_cd_cache *cache, long rows, long n,
+c5_status c5_cd_backward(const c5_backend *be, const c5_dist *d, c5_cd_cache *cache, long rows, long n,
                          const c5_real *s, const uint8_t *mask, const c5_real *y,
                          const c5_real *gy, c5_real *ds);
 
@@ -146,7 +163,7 @@ typedef struct {
 typedef struct c5_router c5_router;
 
 /* Checks the options (dim > 0, r > 0, ratio >= 1, ...). Not collective. */
-c5_status c5_router_create(const c5_router_config *cfg, int dim, c5_router **out);
+c5_status c5_router_create(const c5_backend *be, const c5_router_config *cfg, int dim, c5_router **out);
 c5_status c5_router_destroy(c5_router **r);   /* NULL-safe; sets *r = NULL */
 const c5_router_config *c5_router_get_config(const c5_router *r);
 
@@ -201,7 +218,7 @@ c5_status c5_router_backward(const c5_router *r, const c5_dist *d, c5_router_cac
         of column 0, k (<= global n).
    Out: count[rows], idx [rows, k] (row r's entries at r*k, global,
         ascending). */
-c5_status c5_topk_select(const c5_dist *d, long rows, long n, long offset, const c5_real *v,
+c5_status c5_topk_select(const c5_backend *be, const c5_dist *d, long rows, long n, long offset, const c5_real *v,
                          const uint8_t *mask, long k, long *count, long *idx);
 
 /* ---- the CPU BLAS ----------------------------------------------------------------- */
@@ -220,7 +237,8 @@ const char *c5_blas_warning(void);
    at create time; c5_params_alloc then carves the slabs. */
 typedef struct c5_params c5_params;
 #define C5_PARAM_MAXDIM 4
-c5_status c5_params_create(c5_params **out);
+c5_status c5_params_create(const c5_backend *be, c5_params **out);   /* values and gradients live on be */
+const c5_backend *c5_params_backend(const c5_params *p);
 c5_status c5_params_destroy(c5_params **p);   /* NULL-safe */
 /* Register name (prefix + "." + name when prefix is not empty); *index gets its slot. */
 c5_status c5_params_add(c5_params *p, const char *prefix, const char *name, int ndim, const long *dims, long *index);

@@ -1,5 +1,6 @@
 /* ffnet.c - the reference's FeedForward (ffnet.h), forward and backward. */
 #include "c5_internal.h"
+#include "backend.h"
 #include "ffnet.h"
 
 c5_status c5_ffnet_init(c5_ffnet *f, c5_params *p, const char *prefix, int dim, double mult)
@@ -42,7 +43,7 @@ void c5_ffnet_cache_free(c5_ffnet_cache *c)
 c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,
                            c5_ffnet_cache *c, c5_real *y)
 {
-  const c5k_ops *ops = &c5k_cpu_ops;
+  const c5k_ops *ops = c5_params_backend(p)->ops;
   C5_CHECK(rows <= c->rows_cap, C5_ERR_SHAPE, "feedforward: %ld rows, cache holds %ld", rows, c->rows_cap);
   if (rows == 0) return C5_OK;
   c5k_ctx ctx = { .work = c->work, .work_len = c->work_len };
@@ -61,7 +62,7 @@ c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real 
 c5_status c5_ffnet_backward(const c5_ffnet *f, const c5_params *p, c5_ffnet_cache *c, const c5_real *x,
                             const c5_real *dy, long rows, c5_real *dx)
 {
-  const c5k_ops *ops = &c5k_cpu_ops;
+  const c5k_ops *ops = c5_params_backend(p)->ops;
   if (rows == 0) return C5_OK;
   c5k_ctx ctx = { .work = c->work, .work_len = c->work_len };
   const int d = f->dim, h = f->hidden;

@@ -4,7 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "c5_internal.h"
-#include "kernels.h"
+#include "backend.h"
 
 typedef struct {
   char name[160];
@@ -15,6 +15,7 @@ typedef struct {
 
 struct c5_params {
   entry *e;
+  const c5_backend *be;   /* where values and gradients live and are computed on */
   long n, cap, total, max_numel;
   c5_real *value, *grad;
   double *acc;          /* [total] a backward's gradient parts, summed in double; zero between backwards */
@@ -26,12 +27,17 @@ int c5_name_join(char *buf, size_t len, const char *prefix, const char *name)
   return prefix && *prefix ? snprintf(buf, len, "%s.%s", prefix, name) : snprintf(buf, len, "%s", name);
 }
 
-c5_status c5_params_create(c5_params **out)
+c5_status c5_params_create(const c5_backend *be, c5_params **out)
 {
-  C5_CHECK(out, C5_ERR_ARG, "c5_params_create: out is NULL");
+  C5_CHECK(be && out, C5_ERR_ARG, "c5_params_create: backend or out is NULL");
+  C5_CHECK(c5_backend_get_kind(be) == C5_BACKEND_CPU, C5_ERR_NOTIMPL,
+           "parameters on the %s backend: only host memory so far", c5_backend_name(be));
   C5_CALLOC(*out, 1);
+  (*out)->be = be;
   return C5_OK;
 }
+
+const c5_backend *c5_params_backend(const c5_params *p) { return p->be; }
 
 c5_status c5_params_destroy(c5_params **p)
 {
@@ -95,7 +101,7 @@ c5_real *c5_params_scratch(const c5_params *p) { return p->scratch; }
 
 c5_status c5_params_flush(const c5_params *p, const long *idx, int n)
 {
-  const c5k_ops *ops = &c5k_cpu_ops;
+  const c5k_ops *ops = p->be->ops;
   c5k_ctx kc = { 0 };
   for (int k = 0; k < n; k++)
     if (idx[k] >= 0) C5_CALL(ops->grad_flush(&kc, c5_params_acc(p, idx[k]), p->e[idx[k]].numel, c5_params_grad(p, idx[k])));

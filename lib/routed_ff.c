@@ -48,7 +48,7 @@ c5_status c5_routed_ff_create(const c5_routed_ff_config *cfg, c5_params *p, cons
   c5_name_join(pre, sizeof pre, prefix, "router");
   long rd[2] = { 1, cfg->dim };
   C5_CALL_GOTO(c5_params_add(p, pre, "routing_token", 2, rd, &m->routing_token), st, fail);
-  C5_CALL_GOTO(c5_router_create(&cfg->router, cfg->dim, &m->router), st, fail);
+  C5_CALL_GOTO(c5_router_create(c5_params_backend(p), &cfg->router, cfg->dim, &m->router), st, fail);
   *out = m;
   return C5_OK;
 fail:

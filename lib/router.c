@@ -6,12 +6,14 @@
 #include <math.h>
 #include <string.h>
 #include "c5_internal.h"
+#include "backend.h"
 #include "cd_internal.h"
 #include "topk_internal.h"
 
 #define L2_EPS 1e-12   /* F.normalize */
 
 struct c5_router {
+  const c5_backend *be;
   c5_router_config cfg;
   int dim;
 };
@@ -42,9 +44,9 @@ struct c5_router_cache {
   long out_cap;
 };
 
-c5_status c5_router_create(const c5_router_config *cfg, int dim, c5_router **out)
+c5_status c5_router_create(const c5_backend *be, const c5_router_config *cfg, int dim, c5_router **out)
 {
-  C5_CHECK(cfg && out, C5_ERR_ARG, "c5_router_create: NULL argument");
+  C5_CHECK(be && cfg && out, C5_ERR_ARG, "c5_router_create: NULL argument");
   C5_CHECK(dim > 0, C5_ERR_ARG, "router: dim = %d must be > 0", dim);
   C5_CHECK(cfg->num_routing_tokens > 0, C5_ERR_ARG, "router: num_routing_tokens = %d must be > 0",
            cfg->num_routing_tokens);
@@ -59,6 +61,7 @@ c5_status c5_router_create(const c5_router_config *cfg, int dim, c5_router **out
   C5_CALL(c5_cd_config_check(&cd));
   c5_router *r;
   C5_CALLOC(r, 1);
+  r->be = be;
   r->cfg = *cfg;
   r->dim = dim;
   *out = r;
@@ -211,7 +214,7 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
   c->out.k = outk;
 
   /* logits: s[b, route, j] = x[b, j] . w[route] (cosine: scaled cosine) */
-  const c5k_ops *ops = &c5k_cpu_ops;
+  const c5k_ops *ops = rt->be->ops;
   c5k_ctx kc = { 0 };
   for (long b = 0; b < batch; b++)
     C5_CALL(ops->gemm(&kc, 0, 1, R, nl, dim, 1.0, routing_token, dim, x + b * nl * dim, dim, 0.0, c->s + b * R * nl, nl));
@@ -261,7 +264,7 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
 
   c5_cd_config cd = { .n_iters = cfg->n_iters, .eps = cfg->eps, .eps_init = cfg->eps_init,
                       .eps_decay = cfg->eps_decay };
-  C5_CALL(c5_cd_forward_rows(d, &cd, &Rw, c->s, m, c->k, 1, c->y, &c->cd));
+  C5_CALL(c5_cd_forward_rows(rt->be, d, &cd, &Rw, c->s, m, c->k, 1, c->y, &c->cd));
 
   /* negative control: random scores, masked ones lowest (they sort last) */
   const c5_real *key = c->s;
@@ -271,7 +274,7 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
         c->y[row * nl + j] = (c5_real)normal_draw(seed, row, lay->offset + j);
     key = c->y;
   }
-  C5_CALL(c5_topk_select_rows(d, &Rw, key, m, c->ksel, c->selcap, c->cd.work, c->cd.work_cap, c->rowbuf,
+  C5_CALL(c5_topk_select_rows(rt->be, d, &Rw, key, m, c->ksel, c->selcap, c->cd.work, c->cd.work_cap, c->rowbuf,
                               c->selcount, c->selpos));
 
   /* gather this rank's selections per row: blocks in order, so indices ascend */
@@ -322,7 +325,7 @@ static c5_status router_backward(const c5_router *rt, const c5_dist *d, c5_route
   long *off = c->plan, *len = off + cdrows, *cst = len + cdrows;
   c5k_rows Rw = { .rows = cdrows, .off = off, .len = len, .cstart = cst };
   /* ds written in place over g; tokens outside every block keep g = 0 */
-  C5_CALL(c5_cd_backward_rows(d, &c->cd, &Rw, c->s, m, c->y, c->g, c->g));
+  C5_CALL(c5_cd_backward_rows(rt->be, d, &c->cd, &Rw, c->s, m, c->y, c->g, c->g));
 
   if (cfg->cosine_sim_routing) {
     /* s = c * (x . w) / (|x| |w|): push ds through the scale and the normalizations */
@@ -335,7 +338,7 @@ static c5_status router_backward(const c5_router *rt, const c5_dist *d, c5_route
     }
   }
   /* g now holds dL/d(x . w) for raw x and w (cosine: divided by the norms) */
-  const c5k_ops *ops = &c5k_cpu_ops;
+  const c5k_ops *ops = rt->be->ops;
   c5k_ctx kc = { 0 };
   double *dw = c->dwacc;
   c5_status st = C5_OK;
@@ -396,7 +399,7 @@ c5_status c5_router_backward(const c5_router *rt, const c5_dist *d, c5_router_ca
   c5_dist_phase(d, old);
   C5_CALL(st);
   c5k_ctx kc = { 0 };   /* added once, rounded once */
-  C5_CALL(c5k_cpu_ops.grad_flush(&kc, c->dwacc, (long)rt->cfg.num_routing_tokens * rt->dim, drouting_token));
+  C5_CALL(rt->be->ops->grad_flush(&kc, c->dwacc, (long)rt->cfg.num_routing_tokens * rt->dim, drouting_token));
   return C5_OK;
 }
 

@@ -7,13 +7,14 @@
 #include <limits.h>
 #include <string.h>
 #include "c5_internal.h"
+#include "backend.h"
 #include "topk_internal.h"
 
-c5_status c5_topk_select_rows(const c5_dist *d, const c5k_rows *R, const c5_real *v, const uint8_t *mask,
+c5_status c5_topk_select_rows(const c5_backend *be, const c5_dist *d, const c5k_rows *R, const c5_real *v, const uint8_t *mask,
                               const long *k, long cap, double *work, long work_len, long *rowbuf,
                               long *count, long *pos)
 {
-  const c5k_ops *ops = &c5k_cpu_ops;
+  const c5k_ops *ops = be->ops;
   const long rows = R->rows;
   c5k_ctx ctx = { .work = work, .work_len = work_len };
   C5_CHECK(work_len >= c5k_work_len(R), C5_ERR_INTERNAL, "topk: workspace %ld < %ld", work_len, c5k_work_len(R));
@@ -58,10 +59,10 @@ c5_status c5_topk_select_rows(const c5_dist *d, const c5k_rows *R, const c5_real
 
 long c5_topk_rowbuf_len(long rows) { return 256 * rows + 7 * rows; }
 
-c5_status c5_topk_select(const c5_dist *d, long rows, long n, long offset, const c5_real *v,
+c5_status c5_topk_select(const c5_backend *be, const c5_dist *d, long rows, long n, long offset, const c5_real *v,
                          const uint8_t *mask, long k, long *count, long *idx)
 {
-  C5_CHECK(d && v && count && idx, C5_ERR_ARG, "c5_topk_select: NULL argument");
+  C5_CHECK(be && d && v && count && idx, C5_ERR_ARG, "c5_topk_select: NULL argument");
   C5_CHECK(rows >= 0 && n >= 0, C5_ERR_ARG, "c5_topk_select: rows = %ld, n = %ld must be >= 0", rows, n);
   long nglob = n;
   C5_CALL(c5_dist_allreduce_sum_long(d, &nglob, 1));
@@ -79,7 +80,7 @@ c5_status c5_topk_select(const c5_dist *d, long rows, long n, long offset, const
   long wl = c5k_work_len(&R);
   work = calloc((size_t)wl, sizeof *work);
   C5_CHECK_GOTO(work, st, out, C5_ERR_MEM, "top-k: out of memory for %ld doubles of workspace", wl);
-  C5_CALL_GOTO(c5_topk_select_rows(d, &R, v, mask, kk, k, work, wl, rowbuf, count, idx), st, out);
+  C5_CALL_GOTO(c5_topk_select_rows(be, d, &R, v, mask, kk, k, work, wl, rowbuf, count, idx), st, out);
   for (long r = 0; r < rows; r++)
     for (long i = 0; i < count[r]; i++) idx[r * k + i] += offset;
 out:

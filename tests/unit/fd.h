@@ -50,7 +50,7 @@ static inline int fd_check(const char *prefix, int width, const char *what, cons
   c5_layout lay;
   c5_status st;
   T_CHECK(x && g && out && dx && (mask || !masked), "%s: out of memory", what);
-  T_OK(c5_params_create(&p));
+  T_OK(c5_params_create(c5_backend_cpu(), &p));
   T_OK(mt->create(cfg, p, &m));
   T_OK(c5_params_alloc(p));
   mod_fill_params(p, &seed);

@@ -71,7 +71,7 @@ static c5_status case_make(hcase *t, const hcfg *c, unsigned long long seed)
   t->c = *c;
   const long B = c->b, R = c->routes, D = (long)c->heads * c->dh, nqr = B * c->nq, nkr = B * R * c->nk;
   c5_status st;
-  if ((st = c5_params_create(&t->p)) != C5_OK) return st;
+  if ((st = c5_params_create(c5_backend_cpu(), &t->p)) != C5_OK) return st;
   if ((st = c5_attn_heavy_init(&t->a, t->p, "heavy_attn", c->dim, c->heads, c->dh, c->routes, c->mk)) != C5_OK)
     return st;
   if ((st = c5_params_alloc(t->p)) != C5_OK) return st;
@@ -440,7 +440,7 @@ static int check_invalid(void)
   hcase t;
   int ok = 0;
   memset(&t, 0, sizeof t);
-  T_OK(c5_params_create(&p));
+  T_OK(c5_params_create(c5_backend_cpu(), &p));
   T_FAILS(c5_attn_heavy_init(&a, p, "heavy_attn", 8, 6, 4, 4, 0), C5_ERR_ARG, "divisible");
   hcfg c = { "odd", 8, 2, 3, 1, 0, 1, 3, 4, 0, 0, 0, 1 };
   T_OK(case_make(&t, &c, 3));

@@ -159,7 +159,7 @@ static c5_status setup_make(setup *s, const acase *k, unsigned long long seed)
   s->k = *k;
   const long dim = k->dim, HD = (long)k->heads * k->dh, N = k->batch * k->n * dim;
   c5_status st;
-  if ((st = c5_params_create(&s->p)) != C5_OK) return st;
+  if ((st = c5_params_create(c5_backend_cpu(), &s->p)) != C5_OK) return st;
   if ((st = c5_attn_local_init(&s->a, s->p, "light_attn", k->dim, k->heads, k->dh, k->w, k->lb, k->lf, k->causal,
                                k->exact)) != C5_OK) return st;
   if ((st = c5_params_alloc(s->p)) != C5_OK) return st;
@@ -318,7 +318,7 @@ static int invalid_args(void)
   c5_attn_local_cache *c = NULL;
   c5_real x[64] = { 0 }, out[64];
   int ok = 0;
-  T_OK(c5_params_create(&p));
+  T_OK(c5_params_create(c5_backend_cpu(), &p));
   T_FAILS(c5_attn_local_init(&a, p, "ar_attn", 8, 2, 4, 4, 1, 1, 1, 0), C5_ERR_ARG, "look_forward 1 must be 0");
   T_FAILS(c5_attn_local_init(&a, p, "light_attn", 8, 2, 4, 0, 1, 1, 0, 1), C5_ERR_ARG, "window_size 0");
   T_OK(c5_attn_local_init(&a, p, "light_attn", 8, 2, 4, 4, 1, 1, 0, 1));

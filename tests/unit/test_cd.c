@@ -82,8 +82,8 @@ static int run_case(const char *name, c5_dist *d, cd_case *t, const c5_cd_config
   c5_cd_cache cache = { 0 };
   int ok = 0;
   T_OK(c5_cd_cache_alloc(t->rows, c->n_iters, &cache));
-  T_OK(c5_cd_forward(d, c, t->rows, t->n, t->s, t->mask, t->k, t->kst, t->y, &cache));
-  T_OK(c5_cd_backward(d, &cache, t->rows, t->n, t->s, t->mask, t->y, t->gy, t->ds));
+  T_OK(c5_cd_forward(c5_backend_cpu(), d, c, t->rows, t->n, t->s, t->mask, t->k, t->kst, t->y, &cache));
+  T_OK(c5_cd_backward(c5_backend_cpu(), d, &cache, t->rows, t->n, t->s, t->mask, t->y, t->gy, t->ds));
   naive_cd(t->rows, t->n, t->s, t->mask, t->k, t->kst, c, t->ref);
   for (long i = 0; i < t->rows * t->n; i++)
     T_CHECK(isfinite(t->y[i]) && isfinite(t->ds[i]), "%s: non-finite at %ld: y %g ds %g", name, i,
@@ -105,16 +105,16 @@ static int fd_check(const char *name, c5_dist *d, cd_case *t, const c5_cd_config
   double num = 0, den = 0;
   int ok = 0;
   T_OK(c5_cd_cache_alloc(t->rows, c->n_iters, &cache));
-  T_OK(c5_cd_forward(d, c, t->rows, t->n, t->s, t->mask, t->k, t->kst, t->y, &cache));
-  T_OK(c5_cd_backward(d, &cache, t->rows, t->n, t->s, t->mask, t->y, t->gy, t->ds));
+  T_OK(c5_cd_forward(c5_backend_cpu(), d, c, t->rows, t->n, t->s, t->mask, t->k, t->kst, t->y, &cache));
+  T_OK(c5_cd_backward(c5_backend_cpu(), d, &cache, t->rows, t->n, t->s, t->mask, t->y, t->gy, t->ds));
   for (long i = 0; i < N; i++) {
     c5_real s0 = t->s[i];
     double lp = 0, lm = 0;
     t->s[i] = s0 + (c5_real)FD_H;
-    T_OK(c5_cd_forward(d, c, t->rows, t->n, t->s, t->mask, t->k, t->kst, yp, &cache));
+    T_OK(c5_cd_forward(c5_backend_cpu(), d, c, t->rows, t->n, t->s, t->mask, t->k, t->kst, yp, &cache));
     for (long j = 0; j < N; j++) lp += (double)t->gy[j] * yp[j];
     t->s[i] = s0 - (c5_real)FD_H;
-    T_OK(c5_cd_forward(d, c, t->rows, t->n, t->s, t->mask, t->k, t->kst, yp, &cache));
+    T_OK(c5_cd_forward(c5_backend_cpu(), d, c, t->rows, t->n, t->s, t->mask, t->k, t->kst, yp, &cache));
     for (long j = 0; j < N; j++) lm += (double)t->gy[j] * yp[j];
     t->s[i] = s0;
     double fd = (lp - lm) / (2 * FD_H);
@@ -140,26 +140,26 @@ static int invalid_args(c5_dist *d)
   int ok = 0;
   T_OK(c5_cd_cache_alloc(2, 5, &cache));
   double kbad = 0.0;
-  T_FAILS(c5_cd_forward(d, &c, 2, 16, t.s, NULL, &kbad, 0, t.y, &cache), C5_ERR_ARG, "k = 0");
+  T_FAILS(c5_cd_forward(c5_backend_cpu(), d, &c, 2, 16, t.s, NULL, &kbad, 0, t.y, &cache), C5_ERR_ARG, "k = 0");
   kbad = -3;
-  T_FAILS(c5_cd_forward(d, &c, 2, 16, t.s, NULL, &kbad, 0, t.y, &cache), C5_ERR_ARG, "k must be > 0");
+  T_FAILS(c5_cd_forward(c5_backend_cpu(), d, &c, 2, 16, t.s, NULL, &kbad, 0, t.y, &cache), C5_ERR_ARG, "k must be > 0");
   c.n_iters = 0;
-  T_FAILS(c5_cd_forward(d, &c, 2, 16, t.s, NULL, t.k, 0, t.y, &cache), C5_ERR_ARG, "n_iters = 0");
+  T_FAILS(c5_cd_forward(c5_backend_cpu(), d, &c, 2, 16, t.s, NULL, t.k, 0, t.y, &cache), C5_ERR_ARG, "n_iters = 0");
   c.n_iters = 5; c.eps = 0;
-  T_FAILS(c5_cd_forward(d, &c, 2, 16, t.s, NULL, t.k, 0, t.y, &cache), C5_ERR_ARG, "eps = 0");
+  T_FAILS(c5_cd_forward(c5_backend_cpu(), d, &c, 2, 16, t.s, NULL, t.k, 0, t.y, &cache), C5_ERR_ARG, "eps = 0");
   c.eps = 0.1; c.eps_decay = 0;
-  T_FAILS(c5_cd_forward(d, &c, 2, 16, t.s, NULL, t.k, 0, t.y, &cache), C5_ERR_ARG, "eps_decay = 0");
+  T_FAILS(c5_cd_forward(c5_backend_cpu(), d, &c, 2, 16, t.s, NULL, t.k, 0, t.y, &cache), C5_ERR_ARG, "eps_decay = 0");
   c.eps_decay = 1.5;
-  T_FAILS(c5_cd_forward(d, &c, 2, 16, t.s, NULL, t.k, 0, t.y, &cache), C5_ERR_ARG, "eps_decay = 1.5");
+  T_FAILS(c5_cd_forward(c5_backend_cpu(), d, &c, 2, 16, t.s, NULL, t.k, 0, t.y, &cache), C5_ERR_ARG, "eps_decay = 1.5");
   c.eps_decay = 0.9;
   t.s[19] = (c5_real)NAN;
-  T_FAILS(c5_cd_forward(d, &c, 2, 16, t.s, NULL, t.k, 0, t.y, &cache), C5_ERR_ARG, "row 1, local column 3");
+  T_FAILS(c5_cd_forward(c5_backend_cpu(), d, &c, 2, 16, t.s, NULL, t.k, 0, t.y, &cache), C5_ERR_ARG, "row 1, local column 3");
   t.s[19] = (c5_real)INFINITY;
-  T_FAILS(c5_cd_forward(d, &c, 2, 16, t.s, NULL, t.k, 0, t.y, &cache), C5_ERR_ARG, "NaN or Inf");
+  T_FAILS(c5_cd_forward(c5_backend_cpu(), d, &c, 2, 16, t.s, NULL, t.k, 0, t.y, &cache), C5_ERR_ARG, "NaN or Inf");
   t.s[19] = 0;
   c5_cd_config c6 = c;
   c6.n_iters = 6;   /* cache made for 5 iterations */
-  T_FAILS(c5_cd_forward(d, &c6, 2, 16, t.s, NULL, t.k, 0, t.y, &cache), C5_ERR_SHAPE, "cache holds");
+  T_FAILS(c5_cd_forward(c5_backend_cpu(), d, &c6, 2, 16, t.s, NULL, t.k, 0, t.y, &cache), C5_ERR_SHAPE, "cache holds");
   ok = 1;
 fail:
   c5_cd_cache_free(&cache);
@@ -177,8 +177,8 @@ static int dump(c5_dist *d, const char *path)
   FILE *fp = NULL;
   int ok = 0;
   T_OK(c5_cd_cache_alloc(t.rows, c.n_iters, &cache));
-  T_OK(c5_cd_forward(d, &c, t.rows, t.n, t.s, t.mask, t.k, 0, t.y, &cache));
-  T_OK(c5_cd_backward(d, &cache, t.rows, t.n, t.s, t.mask, t.y, t.gy, t.ds));
+  T_OK(c5_cd_forward(c5_backend_cpu(), d, &c, t.rows, t.n, t.s, t.mask, t.k, 0, t.y, &cache));
+  T_OK(c5_cd_backward(c5_backend_cpu(), d, &cache, t.rows, t.n, t.s, t.mask, t.y, t.gy, t.ds));
   fp = fopen(path, "wb");
   T_CHECK(fp != NULL, "cannot write %s", path);
   fwrite(t.y, sizeof *t.y, (size_t)(t.rows * t.n), fp);

@@ -36,8 +36,8 @@ int main(int argc, char **argv)
   c5_cd_config c = { .n_iters = 20, .eps = 0.03, .eps_init = 4.0, .eps_decay = 0.7 };
   double k = n / 16.0 * 9 / 8;
   T_OK(c5_cd_cache_alloc(1, c.n_iters, &cache));
-  T_OK(c5_cd_forward(d, &c, 1, n, s, mask, &k, 0, y, &cache));
-  T_OK(c5_cd_backward(d, &cache, 1, n, s, mask, y, gy, ds));
+  T_OK(c5_cd_forward(c5_backend_cpu(), d, &c, 1, n, s, mask, &k, 0, y, &cache));
+  T_OK(c5_cd_backward(c5_backend_cpu(), d, &cache, 1, n, s, mask, y, gy, ds));
   for (long j = 0; j < n; j++)
     T_CHECK(isfinite(y[j]) && isfinite(ds[j]) && y[j] >= 0 && y[j] <= 1, "y[%ld] = %g, ds = %g", j, (double)y[j], (double)ds[j]);
   long growth = (peak_kib() - before) * 1024;

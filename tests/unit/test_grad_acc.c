@@ -31,7 +31,7 @@ static int doubling(const char *what, const mod_t *mt, const void *cfg, long b, 
   long P = 0, bad = 0, first = -1;
   int ok = 0;
   T_CHECK(x && g && out && dx && mask, "out of memory");
-  T_OK(c5_params_create(&p));
+  T_OK(c5_params_create(c5_backend_cpu(), &p));
   T_OK(mt->create(cfg, p, &m));
   T_OK(c5_params_alloc(p));
   mod_fill_params(p, &seed);

@@ -39,7 +39,7 @@ static int dump(c5_dist *d, const char *path)
   c5_layout lay;
   FILE *fp = NULL;
   int ok = 0;
-  T_OK(c5_params_create(&p));
+  T_OK(c5_params_create(c5_backend_cpu(), &p));
   T_OK(MOD_BL.create(&bl, p, &m));
   T_OK(c5_params_alloc(p));
   for (long i = 0; i < c5_params_total(p); i++) c5_params_value(p, 0)[i] = (c5_real)(0.2 * t_normal(&seed));

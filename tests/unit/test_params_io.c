@@ -17,7 +17,7 @@ static c5_status make_block(c5_params **p, c5_block **b, int dim)
   f.dim = dim; f.num_heavy_tokens = 4;
   cfg.attn = a;
   cfg.ff = f;
-  c5_status st = c5_params_create(p);
+  c5_status st = c5_params_create(c5_backend_cpu(), p);
   if (st == C5_OK) st = c5_block_create(&cfg, *p, "blocks.0", b);
   if (st == C5_OK) st = c5_params_alloc(*p);
   return st;

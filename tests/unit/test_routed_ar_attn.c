@@ -40,7 +40,7 @@ static c5_status case_make(arcase *t, const c5_routed_ar_attn_config *cfg, long 
   memset(t, 0, sizeof *t);
   c5_status st;
   t->b = b; t->n = n; t->N = b * n * cfg->dim;
-  if ((st = c5_params_create(&t->p)) != C5_OK) return st;
+  if ((st = c5_params_create(c5_backend_cpu(), &t->p)) != C5_OK) return st;
   if ((st = c5_routed_ar_attn_create(cfg, t->p, "", &t->m)) != C5_OK) return st;
   if ((st = c5_params_alloc(t->p)) != C5_OK) return st;
   mod_fill_params(t->p, &seed);
@@ -207,7 +207,7 @@ static int bad_args(void)
   c5_params *p = NULL;
   c5_routed_ar_attn *m = NULL;
   c5_routed_ar_attn_config c = small(4, 0, 2, 3);
-  T_OK(c5_params_create(&p));
+  T_OK(c5_params_create(c5_backend_cpu(), &p));
   c.num_heavy_tokens_kv = 0;
   T_FAILS(c5_routed_ar_attn_create(&c, p, "", &m), C5_ERR_ARG, "num_heavy_tokens_kv = 0");
   c = small(4, 0, 2, 3);

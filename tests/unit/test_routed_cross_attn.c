@@ -172,7 +172,7 @@ static int check_fd(const char *what, const c5_routed_cross_attn_config *cfg, lo
   r.d = d;
   r.b = b;
   r.N = b * n * D;
-  T_OK(c5_params_create(&p));
+  T_OK(c5_params_create(c5_backend_cpu(), &p));
   T_OK(c5_routed_cross_attn_create(cfg, p, "", &r.m));
   T_OK(c5_params_alloc(p));
   init_params(p, seed);
@@ -312,8 +312,8 @@ static int run_equiv(const c5_routed_attn_config *acfg, long b, long n, int mask
   double sc;
   memset(e, 0, sizeof *e);
   e->qrt_grad = -1;
-  T_OK(c5_params_create(&pa));
-  T_OK(c5_params_create(&pc));
+  T_OK(c5_params_create(c5_backend_cpu(), &pa));
+  T_OK(c5_params_create(c5_backend_cpu(), &pc));
   T_OK(c5_routed_attn_create(acfg, pa, "", &ma));
   T_OK(c5_routed_cross_attn_create(&ccfg, pc, "", &mc));
   T_OK(c5_params_alloc(pa));
@@ -395,7 +395,7 @@ static int check_bad(c5_dist *d)
   int ok = 0;
   c5_routed_cross_attn_config cfg = C5_ROUTED_CROSS_ATTN_CONFIG_DEFAULT;
   cfg.dim = 8; cfg.num_tokens_q = 4; cfg.num_tokens_kv = 5; cfg.heads = 4; cfg.dim_head = 4; cfg.kv_routing_tokens = 2;
-  T_OK(c5_params_create(&p));
+  T_OK(c5_params_create(c5_backend_cpu(), &p));
   c5_routed_cross_attn_config bad = cfg;
   bad.dim_context = 12;
   T_FAILS(c5_routed_cross_attn_create(&bad, p, "", &m), C5_ERR_SHAPE, "dim_context = 12");
@@ -417,7 +417,7 @@ static int check_bad(c5_dist *d)
   c5_params_destroy(&p);
 
   /* state_dict names and shapes of the reference module */
-  T_OK(c5_params_create(&p));
+  T_OK(c5_params_create(c5_backend_cpu(), &p));
   cfg.dim_context = 8;
   T_OK(c5_routed_cross_attn_create(&cfg, p, "cross", &m));
   {
@@ -457,7 +457,7 @@ static int check_bad(c5_dist *d)
   c5_routed_cross_attn_cache_destroy(&c);
   c5_routed_cross_attn_destroy(&m);
   c5_params_destroy(&p);
-  T_OK(c5_params_create(&p));
+  T_OK(c5_params_create(c5_backend_cpu(), &p));
   cfg.route_block_size = 8;
   T_OK(c5_routed_cross_attn_create(&cfg, p, "", &m));
   T_OK(c5_params_alloc(p));
@@ -561,7 +561,7 @@ static int check_sharded(const char *what, const c5_routed_cross_attn_config *cf
   c5_real *of = calloc((size_t)N, sizeof *of), *dxf = calloc((size_t)N, sizeof *dxf), *dcf = calloc((size_t)NC, sizeof *dcf);
   c5_real *pg1 = NULL, *xl = NULL, *cl = NULL, *gl = NULL, *ol = NULL, *dxl = NULL, *dcl = NULL;
   uint8_t *ml = NULL, *cml = NULL;
-  T_OK(c5_params_create(&p));
+  T_OK(c5_params_create(c5_backend_cpu(), &p));
   T_OK(c5_routed_cross_attn_create(cfg, p, "", &m));
   T_OK(c5_params_alloc(p));
   init_params(p, seed + 77);

@@ -566,7 +566,7 @@ static int run_rcase(const group *world, const group *self, const rcase *tc)
   long nx = p.batch * p.n * p.dim, ng = nx + (long)p.R * p.dim;
   double e_score, e_model, e_lib = 0, e_shard[3];
 
-  T_OK(c5_router_create(&c, p.dim, &rtr));
+  T_OK(c5_router_create(c5_backend_cpu(), &c, p.dim, &rtr));
   T_OK(route(self, rtr, &p, 1, &r1));
   T_CHECK(r1.routed && r1.local_ok, "routed %d, local checks %d", r1.routed, r1.local_ok);
   T_CHECK(check_forward(&c, &p, &r1, &e_score), "selection differs from the oracle");
@@ -591,7 +591,7 @@ static int run_rcase(const group *world, const group *self, const rcase *tc)
 
   /* b. straight-through: scores 1 (masked 0), same gradients bit for bit */
   c.straight_through = 1;
-  T_OK(c5_router_create(&c, p.dim, &rst));
+  T_OK(c5_router_create(c5_backend_cpu(), &c, p.dim, &rst));
   T_OK(route(self, rst, &p, 1, &rs));
   T_CHECK(same_selection(&rs, &r1), "straight-through changed the selection");
   T_CHECK(check_forward(&c, &p, &rs, &e_score) && e_score == 0, "straight-through scores off by %g", e_score);
@@ -659,7 +659,7 @@ static int run_ties(const group *world, const group *self, long n, long block, u
   long rows = p.batch * p.R;
   double *s = malloc((size_t)(rows * n) * sizeof *s), *x = to_double(p.x, p.batch * n * p.dim);
   double *rt = to_double(p.rt, 2L * p.dim), es;
-  T_OK(c5_router_create(&c, p.dim, &rtr));
+  T_OK(c5_router_create(c5_backend_cpu(), &c, p.dim, &rtr));
   model_logits(&c, &p, x, rt, s);
   T_OK(route(self, rtr, &p, 0, &r1));
   long *sel = malloc((size_t)(rows * r1.k + 1) * sizeof *sel);
@@ -695,7 +695,7 @@ static int run_unrouted(const group *world)
   c5_layout lay;
   c5_real dx[2 * 8 * 4], drt[4], ds[2 * 8];
   T_OK(c5_layout_compute(world->d, p.n, 1, &lay));
-  T_OK(c5_router_create(&c, p.dim, &rtr));
+  T_OK(c5_router_create(c5_backend_cpu(), &c, p.dim, &rtr));
   T_OK(c5_router_cache_create(rtr, p.batch, lay.n_local, &cache));
   for (long nt = 8; nt <= 20; nt += 12) {   /* n == num_tokens and n < num_tokens */
     c5_real *xl = p.x + lay.offset * p.dim;  /* batch 0's slice; batch 1 follows at n * dim */
@@ -732,7 +732,7 @@ static int run_random(const group *world, const group *self)
   problem_mask(&p, 0.5, -1, 42);
   p.random_route = 1;
   result a = { 0 }, b = { 0 }, e = { 0 }, w = { 0 };
-  T_OK(c5_router_create(&c, p.dim, &rtr));
+  T_OK(c5_router_create(c5_backend_cpu(), &c, p.dim, &rtr));
   p.seed = 1234;
   T_OK(route(self, rtr, &p, 1, &a));
   T_OK(route(self, rtr, &p, 0, &b));
@@ -778,7 +778,7 @@ static int run_reuse(const group *world)
   const struct { int masked; long nt; } seq[] = { { 1, 8 }, { 0, 8 }, { 1, 4 }, { 0, 12 }, { 1, 12 }, { 0, 3 } };
   c5_layout lay;
   T_OK(c5_layout_compute(world->d, p.n, 1, &lay));
-  T_OK(c5_router_create(&c, p.dim, &rtr));
+  T_OK(c5_router_create(c5_backend_cpu(), &c, p.dim, &rtr));
   T_OK(c5_router_cache_create(rtr, p.batch, lay.n_local, &cache));
   for (size_t i = 0; i < sizeof seq / sizeof *seq; i++) {
     p.mask = seq[i].masked ? mask : NULL;
@@ -812,7 +812,7 @@ static int bad_create(void (*edit)(c5_router_config *), int dim, const char *nee
   c5_router_config c = cfg_fd();
   c5_router *r = NULL;
   edit(&c);
-  T_FAILS(c5_router_create(&c, dim, &r), C5_ERR_ARG, needle);
+  T_FAILS(c5_router_create(c5_backend_cpu(), &c, dim, &r), C5_ERR_ARG, needle);
   T_CHECK(r == NULL, "a router was returned with the error (%s)", needle);
   return 1;
 fail:
@@ -835,7 +835,7 @@ static int bad_forward(const group *world, const problem *p, long block, const c
   c.route_block_size = block;
   c5_router *r = NULL;
   result res = { 0 };
-  T_OK(c5_router_create(&c, p->dim, &r));
+  T_OK(c5_router_create(c5_backend_cpu(), &c, p->dim, &r));
   T_FAILS(route(world, r, p, 0, &res), C5_ERR_ARG, needle);
   result_free(&res);
   c5_router_destroy(&r);

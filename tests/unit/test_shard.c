@@ -236,8 +236,8 @@ static int run_cd(const group *W, const group *S, const cd_case *tc, unsigned lo
 
   /* one rank */
   T_OK(c5_cd_cache_alloc(rows, tc->cfg.n_iters, &c1));
-  T_OK(c5_cd_forward(S->d, &tc->cfg, rows, n, s, mask, k, 1, y1, &c1));
-  T_OK(c5_cd_backward(S->d, &c1, rows, n, s, mask, y1, gy, ds1));
+  T_OK(c5_cd_forward(c5_backend_cpu(), S->d, &tc->cfg, rows, n, s, mask, k, 1, y1, &c1));
+  T_OK(c5_cd_backward(c5_backend_cpu(), S->d, &c1, rows, n, s, mask, y1, gy, ds1));
   /* sharded by columns, unit 1 */
   T_OK(c5_layout_compute(W->d, n, 1, &lay));
   sl = slice(s, sizeof *s, rows, n, 1, &lay);
@@ -246,8 +246,8 @@ static int run_cd(const group *W, const group *S, const cd_case *tc, unsigned lo
   yl = malloc((size_t)(rows * lay.n_local + 1) * sizeof *yl);
   dsl = malloc((size_t)(rows * lay.n_local + 1) * sizeof *dsl);
   T_OK(c5_cd_cache_alloc(rows, tc->cfg.n_iters, &cw));
-  T_OK(c5_cd_forward(W->d, &tc->cfg, rows, lay.n_local, sl, ml, k, 1, yl, &cw));
-  T_OK(c5_cd_backward(W->d, &cw, rows, lay.n_local, sl, ml, yl, gl, dsl));
+  T_OK(c5_cd_forward(c5_backend_cpu(), W->d, &tc->cfg, rows, lay.n_local, sl, ml, k, 1, yl, &cw));
+  T_OK(c5_cd_backward(c5_backend_cpu(), W->d, &cw, rows, lay.n_local, sl, ml, yl, gl, dsl));
   gather_seq(W, rows, n, 1, 1, yl, yw);
   gather_seq(W, rows, n, 1, 1, dsl, dsw);
   note(&t, "y", relnorm(yw, y1, N));
@@ -350,7 +350,7 @@ static int run_router(const group *W, const group *S, const router_case *tc, uns
       c5_layout_of_rank(tc->n, 1, q, g_size, &l);
       straddle += l.offset % tc->block != 0 && l.offset < (tc->n / tc->block) * tc->block;
     }
-  T_OK(c5_router_create(&c, dim, &rtr));
+  T_OK(c5_router_create(c5_backend_cpu(), &c, dim, &rtr));
   T_OK(route(S, rtr, tc, dim, x, rt, mask, w, &c1, dx1, drt1));
   T_OK(route(W, rtr, tc, dim, x, rt, mask, w, &cw, dxw, drtw));
   T_CHECK(c5_router_cache_routing(c1)->routed, "%s: not routed", tc->name);
@@ -441,7 +441,7 @@ static int run_module(const group *W, const group *S, const mod_case *tc, unsign
   long on_owner = 0, owner_rows = 0;
   char extra[200] = "";
 
-  T_OK(c5_params_create(&p));
+  T_OK(c5_params_create(c5_backend_cpu(), &p));
   T_OK(mt->create(tc->cfg, p, &m));
   T_OK(c5_params_alloc(p));
   mod_fill_params(p, &seed);   /* N(0, 1/fan-in)-ish values, norm gains near 1 */

@@ -76,7 +76,7 @@ static int run_case(const c5_dist *d, const char *name, long rows, long n, const
     memcpy(vl + r * nl, v + r * n + off, (size_t)nl * sizeof *vl);
     if (mask) memcpy(ml + r * nl, mask + r * n + off, (size_t)nl);
   }
-  c5_status st = c5_topk_select(d, rows, nl, off, vl, mask ? ml : NULL, k, count, idx);
+  c5_status st = c5_topk_select(c5_backend_cpu(), d, rows, nl, off, vl, mask ? ml : NULL, k, count, idx);
   if (st != C5_OK) {
     fprintf(stderr, "%s: rank %d: c5_topk_select: %s: %s\n", name, rank, c5_status_string(st), c5_last_error());
     ok = 0;
@@ -213,10 +213,10 @@ int main(int argc, char **argv)
   {
     c5_layout lay;
     T_OK(c5_layout_compute(d, 4, 1, &lay));
-    T_FAILS(c5_topk_select(d, 1, lay.n_local, lay.offset, v, NULL, 0, cnt, idx), C5_ERR_ARG, "k = 0");
-    T_FAILS(c5_topk_select(d, 1, lay.n_local, lay.offset, v, NULL, 5, cnt, idx), C5_ERR_ARG,
+    T_FAILS(c5_topk_select(c5_backend_cpu(), d, 1, lay.n_local, lay.offset, v, NULL, 0, cnt, idx), C5_ERR_ARG, "k = 0");
+    T_FAILS(c5_topk_select(c5_backend_cpu(), d, 1, lay.n_local, lay.offset, v, NULL, 5, cnt, idx), C5_ERR_ARG,
             "k = 5 must be in [1, 4]");
-    T_FAILS(c5_topk_select(d, 1, lay.n_local, lay.offset, v, NULL, -3, cnt, idx), C5_ERR_ARG, "k = -3");
+    T_FAILS(c5_topk_select(c5_backend_cpu(), d, 1, lay.n_local, lay.offset, v, NULL, -3, cnt, idx), C5_ERR_ARG, "k = -3");
   }
   if (rank == 0) printf("  topk invalid k (0, n + 1, -3): ok\n");
   ret = 0;
