@@ -14,6 +14,11 @@
 extern "C" {
 #endif
 
+/* Kernels report errors through the library's error record (lib/error.c):
+   the message names the op and what it was given. */
+c5_status c5_err_raise(c5_status st, const char *file, int line, const char *fmt, ...);
+#define C5K_ERR(st, ...) c5_err_raise((st), __FILE__, __LINE__, __VA_ARGS__)
+
 /* Rows of a sharded, possibly ragged matrix: row r is elements
    [off[r], off[r] + len[r]) of every array passed with it (s, mask, y, ...).
    Rows are cut into fixed chunks of C5K_CHUNK elements; cstart[r] is the
@@ -104,8 +109,18 @@ typedef struct c5k_ops {
   c5_status (*topk_select)(c5k_ctx *, const c5k_rows *R, const c5_real *v, const uint8_t *mask,
                            const uint64_t *thr, const long *take, long cap, long *count, long *pos);
   /* ---- building blocks (shapes [rows, dim], row-major) ---- */
+  /* C[m,n] = alpha op(A) op(B) + beta C, row-major, in c5_real (gemm_ex with every type C5_DTYPE_REAL, batch 1). */
   c5_status (*gemm)(c5k_ctx *, int transa, int transb, long m, long n, long k, double alpha,
                     const c5_real *A, long lda, const c5_real *B, long ldb, double beta, c5_real *C, long ldc);
+  /* Typed, strided-batched GEMM (cublasGemmStridedBatchedEx's shape, row-major):
+     for b < batch, C_b = alpha op(A_b) op(B_b) + beta C_b with X_b = X + b stride_x
+     elements; each operand has its element type, products accumulate in
+     compute. The CPU runs F64 or F32 throughout (else C5_ERR_NOTIMPL); a GPU
+     backend adds bf16 inputs with F32 compute (and TF32). */
+  c5_status (*gemm_ex)(c5k_ctx *, int transa, int transb, long m, long n, long k, double alpha,
+                       const void *A, c5_dtype atype, long lda, long stride_a,
+                       const void *B, c5_dtype btype, long ldb, long stride_b, double beta,
+                       void *C, c5_dtype ctype, long ldc, long stride_c, long batch, c5_dtype compute);
   c5_status (*rmsnorm_forward)(c5k_ctx *, const c5_real *x, const c5_real *gamma, long rows, int dim,
                                c5_real *y, double *rnorm);
   /* dgamma: double accumulator (+=) */

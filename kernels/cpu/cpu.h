@@ -37,6 +37,8 @@ c5_status c5k_topk_select_cpu(c5k_ctx *, const c5k_rows *, const c5_real *, cons
                               const uint64_t *, const long *, long, long *, long *);
 c5_status c5k_gemm_cpu(c5k_ctx *, int, int, long, long, long, double, const c5_real *, long, const c5_real *,
                        long, double, c5_real *, long);
+c5_status c5k_gemm_ex_cpu(c5k_ctx *, int, int, long, long, long, double, const void *, c5_dtype, long, long,
+                          const void *, c5_dtype, long, long, double, void *, c5_dtype, long, long, long, c5_dtype);
 c5_status c5k_rmsnorm_forward_cpu(c5k_ctx *, const c5_real *, const c5_real *, long, int, c5_real *, double *);
 c5_status c5k_rmsnorm_backward_cpu(c5k_ctx *, const c5_real *, const c5_real *, const double *, const c5_real *,
                                    long, int, c5_real *, double *);

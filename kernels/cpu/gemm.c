@@ -6,30 +6,64 @@
 
 c5k_gemm_stats c5k_cpu_gemm_stats;
 
-static void blas(int ta, int tb, long m, long n, long k, double alpha, const c5_real *A, long lda, const c5_real *B,
-                 long ldb, double beta, c5_real *C, long ldc)
+/* One serial BLAS call on row-major operands of type t (F64 or F32). */
+static void blas(c5_dtype t, int ta, int tb, long m, long n, long k, double alpha, const void *A, long lda,
+                 const void *B, long ldb, double beta, void *C, long ldc)
 {
-#if C5_USE_DOUBLE
-  cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-              (int)m, (int)n, (int)k, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
-#else
-  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-              (int)m, (int)n, (int)k, (float)alpha, A, (int)lda, B, (int)ldb, (float)beta, C, (int)ldc);
-#endif
+  if (t == C5_DTYPE_F64)
+    cblas_dgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (int)m, (int)n, (int)k, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+  else
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                (int)m, (int)n, (int)k, (float)alpha, A, (int)lda, B, (int)ldb, (float)beta, C, (int)ldc);
 }
 
-/* C[m,n] = alpha op(A) op(B) + beta C, row-major. The BLAS runs on one thread
-   (set once): this kernel cuts C into fixed blocks of C5K_GEMM_BLOCK rows (or
-   columns, when m is the smaller side) and runs them over the OpenMP threads.
-   Every block's sums then have the same order whatever OMP_NUM_THREADS is
-   (OpenBLAS's own threaded driver orders a long k differently from its serial
-   one), and there is one thread pool, OpenMP's. Called inside a parallel
-   region, it is one serial BLAS call. */
-c5_status c5k_gemm_cpu(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
-                       const c5_real *A, long lda, const c5_real *B, long ldb, double beta, c5_real *C, long ldc)
+/* C[m,n] = alpha op(A) op(B) + beta C for one batch item, row-major, type t.
+   The BLAS runs on one thread (set once): C is cut into fixed blocks of
+   C5K_GEMM_BLOCK rows (or columns, when m is the smaller side) run over the
+   OpenMP threads. Every block's sums then have the same order whatever
+   OMP_NUM_THREADS is (OpenBLAS's own threaded driver orders a long k
+   differently from its serial one), and there is one thread pool, OpenMP's.
+   Called inside a parallel region, it is one serial BLAS call. */
+static void gemm_blocked(c5_dtype t, int transa, int transb, long m, long n, long k, double alpha, const char *A,
+                         long lda, const char *B, long ldb, double beta, char *C, long ldc)
+{
+  const size_t es = c5_dtype_size(t);
+  if (omp_in_parallel()) {
+    blas(t, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    return;
+  }
+  const long bs = C5K_GEMM_BLOCK;
+  if (m >= n) {
+    long nb = (m + bs - 1) / bs;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (long i = 0; i < nb; i++) {
+      long i0 = i * bs, mm = m - i0 < bs ? m - i0 : bs;
+      blas(t, transa, transb, mm, n, k, alpha, A + (transa ? i0 : i0 * lda) * es, lda, B, ldb, beta,
+           C + i0 * ldc * es, ldc);
+    }
+  } else {
+    long nb = (n + bs - 1) / bs;
+#pragma omp parallel for schedule(dynamic, 1)
+    for (long j = 0; j < nb; j++) {
+      long j0 = j * bs, nn = n - j0 < bs ? n - j0 : bs;
+      blas(t, transa, transb, m, nn, k, alpha, A, lda, B + (transb ? j0 * ldb : j0) * es, ldb, beta,
+           C + j0 * es, ldc);
+    }
+  }
+}
+
+c5_status c5k_gemm_ex_cpu(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
+                          const void *A, c5_dtype atype, long lda, long stride_a, const void *B, c5_dtype btype,
+                          long ldb, long stride_b, double beta, void *C, c5_dtype ctype, long ldc, long stride_c,
+                          long batch, c5_dtype compute)
 {
   static int serial_blas;
-  if (m == 0 || n == 0) return C5_OK;
+  /* the CPU computes in the operands' own type: F64 or F32 throughout */
+  if (!(atype == btype && btype == ctype && ctype == compute && (compute == C5_DTYPE_F64 || compute == C5_DTYPE_F32)))
+    return C5K_ERR(C5_ERR_NOTIMPL, "cpu gemm_ex: A %s, B %s, C %s, compute %s (the CPU runs f64 or f32 throughout)",
+                   c5_dtype_name(atype), c5_dtype_name(btype), c5_dtype_name(ctype), c5_dtype_name(compute));
+  if (m == 0 || n == 0 || batch == 0) return C5_OK;
   if (!__atomic_load_n(&serial_blas, __ATOMIC_RELAXED)) {
     /* OpenMP OpenBLAS's set_num_threads also sets OpenMP's thread count: restore it */
     int t = omp_get_max_threads();
@@ -37,33 +71,25 @@ c5_status c5k_gemm_cpu(c5k_ctx *ctx, int transa, int transb, long m, long n, lon
     omp_set_num_threads(t);
     __atomic_store_n(&serial_blas, 1, __ATOMIC_RELAXED);
   }
-  if (omp_in_parallel()) {
-    blas(transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
-    return C5_OK;
-  }
-  double t0 = c5k_cpu_gemm_stats.enabled ? omp_get_wtime() : 0;
-  const long bs = C5K_GEMM_BLOCK;
-  if (m >= n) {
-    long nb = (m + bs - 1) / bs;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (long i = 0; i < nb; i++) {
-      long i0 = i * bs, mm = m - i0 < bs ? m - i0 : bs;
-      blas(transa, transb, mm, n, k, alpha, transa ? A + i0 : A + i0 * lda, lda, B, ldb, beta, C + i0 * ldc, ldc);
-    }
-  } else {
-    long nb = (n + bs - 1) / bs;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (long j = 0; j < nb; j++) {
-      long j0 = j * bs, nn = n - j0 < bs ? n - j0 : bs;
-      blas(transa, transb, m, nn, k, alpha, A, lda, transb ? B + j0 * ldb : B + j0, ldb, beta, C + j0, ldc);
-    }
-  }
-  if (c5k_cpu_gemm_stats.enabled) {
+  int timed = c5k_cpu_gemm_stats.enabled && !omp_in_parallel();
+  double t0 = timed ? omp_get_wtime() : 0;
+  const size_t es = c5_dtype_size(compute);
+  for (long b = 0; b < batch; b++)
+    gemm_blocked(compute, transa, transb, m, n, k, alpha, (const char *)A + b * stride_a * es, lda,
+                 (const char *)B + b * stride_b * es, ldb, beta, (char *)C + b * stride_c * es, ldc);
+  if (timed) {
     c5k_cpu_gemm_stats.seconds += omp_get_wtime() - t0;
-    c5k_cpu_gemm_stats.flops += 2.0 * m * n * k;
+    c5k_cpu_gemm_stats.flops += 2.0 * m * n * k * batch;
     c5k_cpu_gemm_stats.calls++;
   }
   return C5_OK;
+}
+
+c5_status c5k_gemm_cpu(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
+                       const c5_real *A, long lda, const c5_real *B, long ldb, double beta, c5_real *C, long ldc)
+{
+  return c5k_gemm_ex_cpu(ctx, transa, transb, m, n, k, alpha, A, C5_DTYPE_REAL, lda, 0, B, C5_DTYPE_REAL, ldb, 0,
+                         beta, C, C5_DTYPE_REAL, ldc, 0, 1, C5_DTYPE_REAL);
 }
 
 c5_status c5k_gemm_acc_cpu(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,

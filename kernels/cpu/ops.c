@@ -12,6 +12,7 @@ const c5k_ops c5k_cpu_ops = {
   .topk_count_eq = c5k_topk_count_eq_cpu,
   .topk_select = c5k_topk_select_cpu,
   .gemm = c5k_gemm_cpu,
+  .gemm_ex = c5k_gemm_ex_cpu,
   .rmsnorm_forward = c5k_rmsnorm_forward_cpu,
   .rmsnorm_backward = c5k_rmsnorm_backward_cpu,
   .layernorm_forward = c5k_layernorm_forward_cpu,
