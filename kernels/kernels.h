@@ -71,7 +71,7 @@ static inline long c5k_rowpart_work(long rows, long cols)
 
 typedef struct c5k_ops {
   const char *name;
-  /* Coordinate descent, DESIGN.md §2. For row r with a = a[r]:
+  /* Coordinate descent, docs/design.md §2. For row r with a = a[r]:
      e_j = exp(min(s_j + a, 0) * inv_eps), 0 where masked.
      sum[r] = sum_j e_j; nabove[r] = #{unmasked j : s_j + a > 0}.
      a = +inf gives the count of unmasked entries in both. */

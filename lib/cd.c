@@ -1,12 +1,12 @@
 /* cd.c - coordinate descent (the soft top-k behind the router), forward and
-   backward, for rows sharded over dist. DESIGN.md §2:
+   backward, for rows sharded over dist. docs/design.md §2:
      a_t = eps_t (log k - LSE_j min(s_j, -a_{t-1}) / eps_t),  y_j = exp(min(s_j + a_T, 0) / eps_f).
    The LSE is shifted by m_t = -a_{t-1}/eps_t, a bound every rank knows, so
    each iteration is ONE sum-allreduce of {sum, count above} for all rows.
    The backward needs one allreduce in all: since p_j = exp(-lse_t) for every
    "above" j, the recurrence ga_{t-1} = ga_t * nabove_t * exp(-lse_t) runs on
    saved scalars, then a single streaming pass forms ds (better than the
-   T-allreduce backward sketched in DESIGN.md). */
+   T-allreduce backward sketched in docs/design.md). */
 #include <math.h>
 #include <string.h>
 #include "c5_internal.h"

@@ -1,7 +1,7 @@
 /* colt5.h - public API of libcolt5: CoLT5 conditional-computation transformers
    (Ainslie et al. 2023) on long sequences sharded over MPI ranks.
 
-   Conventions (see DESIGN.md):
+   Conventions (see docs/design.md):
    - every call returns c5_status; on failure c5_last_error() holds the message
      and a file:line trace, newest frame last;
    - argument order: handle, inputs, outputs; a forward's cache is its last
@@ -77,7 +77,7 @@ const char *c5_phase_name(c5_phase p);
 c5_phase c5_dist_phase(const c5_dist *d, c5_phase p);
 
 /* ---- sequence layout ------------------------------------------------------------- */
-/* The shard of a sequence of n tokens held by this rank (DESIGN.md §3): cut
+/* The shard of a sequence of n tokens held by this rank (docs/design.md §3): cut
    into W = ceil(n / unit) units, rank r holds floor(W/P) units and the first
    W mod P ranks one more; only the last rank may end in a partial unit. */
 typedef struct {
@@ -93,7 +93,7 @@ c5_status c5_layout_compute(const c5_dist *d, long n, long unit, c5_layout *out)
 /* The layout of rank `rank` (for gathering or checking). */
 c5_status c5_layout_of_rank(long n, long unit, int rank, int size, c5_layout *out);
 
-/* ---- coordinate descent (soft top-k), DESIGN.md §2 -------------------------------- */
+/* ---- coordinate descent (soft top-k), docs/design.md §2 -------------------------------- */
 typedef struct {
   int n_iters;       /* > 0, required */
   double eps;        /* > 0: final epsilon */

@@ -1,5 +1,5 @@
 /* dist.c - the communicator object and every collective the library uses
-   (DESIGN.md §3-4). Nothing else in lib/ calls MPI directly, except that the
+   (docs/design.md §3-4). Nothing else in lib/ calls MPI directly, except that the
    io layer may hand c5_dist_comm() to parallel HDF5. */
 #include <math.h>
 #include <string.h>

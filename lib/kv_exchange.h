@@ -1,5 +1,5 @@
 /* kv_exchange.h - the sharded key/value exchange of the routed attentions
-   (routed_attn.c, routed_cross_attn.c, routed_ar_attn.c; DESIGN.md §3).
+   (routed_attn.c, routed_cross_attn.c, routed_ar_attn.c; docs/design.md §3).
    Each rank holds some entries of every kv source row (its routed tokens,
    or its whole part of the sequence); the heavy branch of every rank needs
    all of them.

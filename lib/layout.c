@@ -1,4 +1,4 @@
-/* layout.c - which tokens of a sequence each rank holds (DESIGN.md §3):
+/* layout.c - which tokens of a sequence each rank holds (docs/design.md §3):
    contiguous shards cut on the module's unit, no divisibility rule. */
 #include "c5_internal.h"
 

@@ -27,7 +27,7 @@
    coordinate-descent row over the padded sequence). The query windows are
    copied ([b nb, W, dim], O(n dim)) so the q router sees them as one batch.
 
-   Sharded (DESIGN.md §3): the layout unit is a multiple of lcm(light window,
+   Sharded (docs/design.md §3): the layout unit is a multiple of lcm(light window,
    W), so every rank holds whole light and heavy windows (the last rank may
    end in a partial one, and holds the padding of x').
      light: causal with look_backward 1: [left halo of one light window |
@@ -45,7 +45,7 @@
             the key/value gradients are reduce-scattered back to the owners
             (kv_exchange.h).
             This moves b nb R k_kv entries to every rank: traffic that grows
-            with n / W (DESIGN.md §3), where a many-to-many exchange to the
+            with n / W (docs/design.md §3), where a many-to-many exchange to the
             window owners would move each entry once. */
 #include "c5_internal.h"
 #include "attn_local.h"

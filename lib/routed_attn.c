@@ -3,7 +3,7 @@
    router picks (num_routed_kv routes splitting the heads), scaled by the
    query scores and scattered back over null_q_token (reference:
    colt5_attention/transformer_block.py).
-   Sharded (DESIGN.md §3): the light branch runs on [left halo | shard | right
+   Sharded (docs/design.md §3): the light branch runs on [left halo | shard | right
    halo] with one window from each neighbour (the shard starts on a window
    boundary: the layout unit is the window), and sends the halo gradients
    back; the heavy branch all-gathers the routed key/value tokens (each rank

@@ -10,7 +10,7 @@
    every token is returned as is. Unrouted context: the whole context with
    context_mask and no kv score (normalized_scores_kv = None).
    Built like routed_attn.c from heavy_branch.h and kv_exchange.h.
-   Sharded (DESIGN.md §3): x and the context each have their own layout over
+   Sharded (docs/design.md §3): x and the context each have their own layout over
    the same ranks. Both routers run distributed over their own layout. Each
    rank attends for the queries it holds (its routed ones, padded per batch
    row to the longest row here; unrouted: all its tokens). Keys/values: every

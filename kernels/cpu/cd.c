@@ -1,4 +1,4 @@
-/* cd.c - coordinate-descent kernels on the CPU (DESIGN.md §2), OpenMP over
+/* cd.c - coordinate-descent kernels on the CPU (docs/design.md §2), OpenMP over
    fixed chunks of every row so sums do not depend on the thread count.
    Each element costs one vectorized exp per pass; z_j - m_t = min(s_j + a, 0) / eps
    is the shifted exponent, so no max pass is needed. */

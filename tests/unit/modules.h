@@ -101,7 +101,7 @@ static inline void mod_fill_params(c5_params *p, unsigned long long *seed)
   }
 }
 
-/* Routers with straight_through off and eps 0.3 (DESIGN.md §2): the forward then depends on the router
+/* Routers with straight_through off and eps 0.3 (docs/design.md §2): the forward then depends on the router
    parameters, and random inputs keep |s + a_T| away from the kinks. */
 static inline c5_router_config mod_soft_router(void)
 {

@@ -2,7 +2,7 @@
    (ConditionalRoutedFeedForward, ConditionalRoutedAttention,
    ConditionalRoutedTransformerBlock): dx and every parameter gradient
    against central differences of loss = sum(out * g). Routers run with
-   straight_through off and eps 0.3 (DESIGN.md §2): with it on, the forward
+   straight_through off and eps 0.3 (docs/design.md §2): with it on, the forward
    does not depend on the router parameters. Each perturbation must keep
    every router's selection, else the point is at a kink and the check says so.
    Double precision only (exit 77 in single). */

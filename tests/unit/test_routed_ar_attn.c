@@ -2,7 +2,7 @@
    (lib/routed_ar_attn.c), one rank:
    - double: dx and every parameter gradient against central differences of
      loss = sum(out * g). The routers run with straight_through off and eps 0.3
-     (DESIGN.md §2: with it on, the forward does not depend on the router
+     (docs/design.md §2: with it on, the forward does not depend on the router
      parameters). A perturbation that changes any router's selection sits on a
      kink and is left out (the check says how many);
    - both precisions: forward + backward are finite, results are bit-identical

@@ -1,6 +1,6 @@
 /* test_routed_cross_attn.c - ConditionalRoutedCrossAttention (lib/routed_cross_attn.c):
      1. finite differences (double builds) of dx, dcontext and every parameter
-        gradient, routers with straight_through off and eps 0.3 (DESIGN.md §2),
+        gradient, routers with straight_through off and eps 0.3 (docs/design.md §2),
         masks on both sides, two kv routes; each perturbation must keep both
         routers' selections, else the point sits at a kink and is counted;
      2. with context = x, context_mask = mask and the same parameters (copied
