@@ -69,6 +69,38 @@ static inline long c5k_rowpart_work(long rows, long cols)
   return 2 * cols * ((rows + C5K_ROWPART - 1) / C5K_ROWPART) + 1;
 }
 
+/* Sliding-window attention (local_attn_* below): lucidrains local-attention's
+   LocalAttention with autopad, per head, for `batch` sequences of n tokens.
+   Windows of w = window tokens, W = ceil(n / w); the sequence is padded to
+   W w tokens (pad tokens: q = k = v = 0). Query t, in window i = t / w, sees
+   the L w key slots of windows i - lb .. i + lf (L = lb + 1 + lf, lb =
+   look_backward, lf = look_forward); a slot in a window outside 0 .. W-1 is
+   out of range (k = v = -1). The slot at position p is masked when
+     it is out of range, or mask != NULL and (p >= n or mask[b, p] == 0),
+     causal:                       p > t, or exact_windowsize and t - p > w lb,
+     not causal, exact_windowsize: p - t > w lf or t - p > w lb.
+   Scores s_p = scale q_t . k_p; P = softmax over the L w slots in which the
+   masked ones get exactly 0 (the reference's -finfo.max scores); unmasked
+   pad keys p >= n have s_p = 0 and v_p = 0, so they only add to the sum.
+   A row whose every slot is masked is UNIFORM instead: P = 1 / (L w) on all
+   L w slots, masked keys and out-of-range slots (v = -1) included.
+   o_t = sum_p P_p v_p. Exponentials in the working precision, a row's sums
+   in double. */
+typedef struct {
+  long batch, n;            /* sequences, tokens each */
+  int heads, dim_head;      /* H, dh */
+  long window;              /* w */
+  int look_backward, look_forward;
+  int causal, exact_windowsize;
+  double scale;             /* of the scores (1 / sqrt(dh)) */
+  long chunk;               /* backward: query windows per task, >= lb + lf (see local_attn_backward) */
+} c5k_local_attn;
+
+/* Doubles of ctx work local_attn_forward and local_attn_backward need for L
+   (on the CPU: three [w, L w] blocks per OpenMP thread available at this
+   call; the kernels then use at most as many threads as the work holds). */
+long c5k_local_attn_work(const c5k_local_attn *L);
+
 typedef struct c5k_ops {
   const char *name;
   /* Coordinate descent, docs/design.md §2. For row r with a = a[r]:
@@ -145,6 +177,35 @@ typedef struct c5k_ops {
   /* g[i] += (c5_real)acc[i]; acc[i] = 0: the one rounding of a backward's
      parameter gradient into the working-precision slab. */
   c5_status (*grad_flush)(c5k_ctx *, double *acc, long n, c5_real *g);
+  /* ---- fused blocks ---- */
+  /* Sliding-window attention forward (c5k_local_attn above). Row r = b n + t
+     of q, k, v (stride ldqkv) and o (stride ldo) holds the heads side by
+     side, head h at columns h dh .. h dh + dh - 1. mask: [batch, n] (1 =
+     keep) or NULL. Writes o (=) and, per (b, h, t) at index (b H + h) n + t,
+     the softmax stats the backward recomputes P from: P_p = exp(s_p - rmax)
+     rinv on the unmasked slots, rmax = max of s_p over them (pad keys: 0),
+     rinv = 1 / sum_p exp(s_p - rmax); uni = 1 marks a uniform row (rmax =
+     rinv = 0). No score block larger than
+     [w, L w] per (b, h, query window) is ever needed. ctx work:
+     c5k_local_attn_work(L) doubles. */
+  c5_status (*local_attn_forward)(c5k_ctx *, const c5k_local_attn *L, const c5_real *q, const c5_real *k,
+                                  const c5_real *v, long ldqkv, const uint8_t *mask, c5_real *o, long ldo,
+                                  double *rmax, double *rinv, uint8_t *uni);
+  /* Its backward, from the forward's q, k, v, mask and stats and dout
+     (layout of o): with P recomputed from the stats, dP = dout V^T, and per
+     row D = sum_p P_p dP_p (double), dS = P (dP - D) (0 in uniform rows),
+     dq = scale dS K, dk = scale dS^T Q, dv = P^T dout over the real keys
+     p < n (uniform rows included: 1 / (L w) each). dq, dk, dv (layout of
+     q, k, v, stride ldqkv) are written (=). dk and dv of a key window sum
+     over the query windows that see it: the query windows are cut into
+     fixed chunks of L->chunk >= lb + lf windows, the even chunks run in
+     parallel, then the odd ones, each chunk in window order, so every sum's
+     order (and its bits) depends on chunk, never on the thread count.
+     ctx work: c5k_local_attn_work(L) doubles. */
+  c5_status (*local_attn_backward)(c5k_ctx *, const c5k_local_attn *L, const c5_real *q, const c5_real *k,
+                                   const c5_real *v, long ldqkv, const uint8_t *mask, const double *rmax,
+                                   const double *rinv, const uint8_t *uni, const c5_real *dout, long ldo,
+                                   c5_real *dq, c5_real *dk, c5_real *dv);
 } c5k_ops;
 
 extern const c5k_ops c5k_cpu_ops;

@@ -26,8 +26,9 @@ typedef struct c5_attn_local_cache c5_attn_local_cache;
 /* Registers the four parameters under prefix (e.g. "light_attn"). */
 c5_status c5_attn_local_init(c5_attn_local *a, c5_params *p, const char *prefix, int dim, int heads, int dim_head,
                              long window, int look_backward, int look_forward, int causal, int exact_windowsize);
-/* Capacity: forwards of at most batch x n tokens. Per-thread scratch is sized for
-   omp_get_max_threads() at this call (later calls use at most that many threads).
+/* Capacity: forwards of at most batch x n tokens. The kernels' scratch is sized at
+   this call (c5k_local_attn_work: on the CPU, for the threads available now;
+   later calls use at most that many).
    The cache keeps a copy of the forward's mask, the LayerNorm output, q/k/v, the
    head outputs and per-row softmax stats (max, 1/sum): O(n dim), never O(n window). */
 c5_status c5_attn_local_cache_create(const c5_attn_local *a, long batch, long n, c5_attn_local_cache **out);

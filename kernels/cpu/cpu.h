@@ -52,4 +52,10 @@ c5_status c5k_colsum_cpu(c5k_ctx *, const c5_real *, long, int, double *);
 c5_status c5k_gemm_acc_cpu(c5k_ctx *, int, int, long, long, long, double, const c5_real *, long, const c5_real *,
                            long, c5_real *, double *);
 c5_status c5k_grad_flush_cpu(c5k_ctx *, double *, long, c5_real *);
+c5_status c5k_local_attn_forward_cpu(c5k_ctx *, const c5k_local_attn *, const c5_real *, const c5_real *,
+                                     const c5_real *, long, const uint8_t *, c5_real *, long, double *, double *,
+                                     uint8_t *);
+c5_status c5k_local_attn_backward_cpu(c5k_ctx *, const c5k_local_attn *, const c5_real *, const c5_real *,
+                                      const c5_real *, long, const uint8_t *, const double *, const double *,
+                                      const uint8_t *, const c5_real *, long, c5_real *, c5_real *, c5_real *);
 #endif

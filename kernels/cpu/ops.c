@@ -22,4 +22,6 @@ const c5k_ops c5k_cpu_ops = {
   .colsum = c5k_colsum_cpu,
   .gemm_acc = c5k_gemm_acc_cpu,
   .grad_flush = c5k_grad_flush_cpu,
+  .local_attn_forward = c5k_local_attn_forward_cpu,
+  .local_attn_backward = c5k_local_attn_backward_cpu,
 };
