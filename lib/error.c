@@ -35,11 +35,13 @@ const char *c5_last_error(void) { return errbuf; }
 
 void c5_error_clear(void) { errlen = 0; errbuf[0] = '\0'; agreed = 0; }
 
+/* Formatted aside first: the arguments may quote the record itself (c5_last_error()). */
 static void vraise(const char *fmt, va_list ap)
 {
+  char tmp[C5_ERR_TEXT_LEN];
+  vsnprintf(tmp, sizeof tmp, fmt, ap);
   c5_error_clear();
-  int w = vsnprintf(errbuf, sizeof errbuf, fmt, ap);
-  errlen = w < 0 ? 0 : ((size_t)w < sizeof errbuf ? (size_t)w : sizeof errbuf - 1);
+  c5_err_note("%s", tmp);
 }
 
 c5_status c5_err_raise(c5_status st, const char *file, int line, const char *fmt, ...)
