@@ -437,8 +437,8 @@ static c5_status forward_check(c5_routed_ar_attn *m, const c5_dist *d, const c5_
     long i = 0;
     while (isfinite(x[i])) i++;
     long b = i / (n * D), t = (i / D) % n, k = i % D;
-    return C5_ERR(C5_ERR_ARG, "%s: input x[%ld, %ld, %ld] (batch row %ld, token %ld of %ld, feature %ld) is %g",
-                  who, b, lay->offset + t, k, b, lay->offset + t, lay->n, k, (double)x[i]);
+    return C5_ERR(C5_ERR_ARG, "%s: input x[%ld, %ld, %ld] is %g (batch row, token of %ld, feature)", who, b,
+                  lay->offset + t, k, (double)x[i], lay->n);
   }
   c->rank = c5_dist_rank(d);
   c->size = P;
