@@ -485,8 +485,12 @@ static c5_status forward_middle(c5_routed_ar_attn *m, const c5_dist *d, const c5
     dq = c->self;
   }
   c5_layout lq = { .n = W, .unit = W, .offset = 0, .n_local = W };
-  C5_CALL(c5_router_forward(m->hb.q_router, dq, &lq, c5_params_value(p, m->hb.rt_q), rows_q, c->xblk, c->qmask,
-                            cfg->num_heavy_tokens_q, cfg->random_route, cfg->random_seed, c->rq));
+  c5_status st = c5_router_forward(m->hb.q_router, dq, &lq, c5_params_value(p, m->hb.rt_q), rows_q, c->xblk, c->qmask,
+                                   cfg->num_heavy_tokens_q, cfg->random_route, cfg->random_seed, c->rq);
+  /* its rows are this rank's windows (one batch row after another), not tokens: say which */
+  if (st != C5_OK)
+    return C5_ERR(st, "%s: q router over windows %ld..%ld (tokens %ld..%ld) of each batch row: %s", who, wq0,
+                  wq0 + nbq - 1, wq0 * W, (wq0 + nbq) * W - 1, c5_last_error());
   const c5_routing *rq = c5_router_cache_routing(c->rq);
   C5_CHECK(rq->routed == c->qrouted, C5_ERR_INTERNAL, "%s: q router routed %d, expected %d", who, rq->routed,
            c->qrouted);

@@ -16,6 +16,11 @@
        ConditionalRoutedAutoregressiveAttention sharded over the 2 ranks, a
        NaN in x on rank 1 (batch row 1, token 27 of 32, feature 3): every rank
        must fail with rank 1's message; rank 0 prints it, every rank exits 2.
+     test_mpi_errors overflow
+       The same with x finite but near the largest real on one token of rank 1,
+       so that the q router's logits overflow: the q router runs on rank 1
+       alone (a window's row lies on one rank), yet every rank must fail with
+       rank 1's message, naming its windows.
 
    Exit 1: a rank got another status or message, or nothing failed; 77: not
    2 ranks. A hang is the test script's timeout. */
@@ -235,6 +240,29 @@ static int run_nan(const c5_dist *d, int rank)
   return 2;
 }
 
+/* x finite but so large on one token of rank 1 (its features signed as the q routing token's) that the
+   q router's logits overflow: the router's own check, on this rank alone, must fail every rank. */
+static int run_overflow(const c5_dist *d, int rank)
+{
+  tcase t;
+  c5_status st = case_make("ar", d, &t);
+  if (st != C5_OK) { fprintf(stderr, "FAIL: ar: setup: %s\n", c5_last_error()); case_free(&t); return 1; }
+  long iq;
+  if (c5_params_find(t.p, "q_router.routing_token", &iq) != C5_OK) { fprintf(stderr, "FAIL: %s\n", c5_last_error()); return 1; }
+  const c5_real *w = c5_params_value(t.p, iq), big = (c5_real)(0.9 * (C5_USE_DOUBLE ? 1.7976931348623157e308 : 3.4028234e38));
+  double sum = 0;
+  for (long k = 0; k < t.dim; k++) sum += fabs((double)w[k]);
+  const long tok = 21, b = 0;   /* window 5, held by rank 1 */
+  if (tok >= t.lay.offset && tok < t.lay.offset + t.lay.n_local)
+    for (long k = 0; k < t.dim; k++) t.x[(b * t.lay.n_local + tok - t.lay.offset) * t.dim + k] = w[k] >= 0 ? big : -big;
+  st = run_once(d, &t);
+  case_free(&t);
+  if (sum <= 1.2) { if (rank == 0) fprintf(stderr, "FAIL: |w|_1 = %g: no overflow to provoke\n", sum); return 1; }
+  if (!all_agree(rank, st, C5_ERR_ARG, "q router over windows", "ar, logits overflowing on rank 1")) return 1;
+  if (rank == 0) fprintf(stderr, "test_mpi_errors: %s\n", c5_last_error());
+  return 2;
+}
+
 int main(int argc, char **argv)
 {
   MPI_Init(&argc, &argv);
@@ -254,7 +282,8 @@ int main(int argc, char **argv)
   }
   if (argc >= 3 && !strcmp(argv[1], "oom")) rc = run_oom(d, rank, argv[2], argc >= 4 ? argv[3] : "");
   else if (argc == 2 && !strcmp(argv[1], "nan")) rc = run_nan(d, rank);
-  else if (rank == 0) fprintf(stderr, "usage: test_mpi_errors oom attn|block|cross|ar [TEXT] | nan\n");
+  else if (argc == 2 && !strcmp(argv[1], "overflow")) rc = run_overflow(d, rank);
+  else if (rank == 0) fprintf(stderr, "usage: test_mpi_errors oom attn|block|cross|ar [TEXT] | nan | overflow\n");
   c5_dist_destroy(&d);
   MPI_Finalize();
   return rc;

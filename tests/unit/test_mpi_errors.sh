@@ -12,7 +12,8 @@
 #   fail in turn (test_mpi_errors oom), the message of the kv exchange's (and
 #   other lazy buffers') checked;
 #   a NaN in rank 1's part of the autoregressive attention's input
-#   (test_mpi_errors nan).
+#   (test_mpi_errors nan), and logits overflowing in its q router, which runs
+#   on rank 1 alone (test_mpi_errors overflow).
 set -u
 b=${top_builddir:-.}; s=${top_srcdir:-.}
 g="$b/apps/colt5-golden"; bench="$b/apps/colt5-bench"; t="$b/tests/unit/test_mpi_errors"
@@ -71,4 +72,7 @@ expect "rank 1: c5_dist_create: out of memory" -- -np 2 "$t" oom ar "c5_dist_cre
 
 # a NaN in rank 1's part of the autoregressive attention's input
 expect "rank 1: ConditionalRoutedAutoregressiveAttention: input x\[1, 27, 3\] is nan" -- -np 2 "$t" nan
+# its q router runs on rank 1 alone: logits overflowing there (x finite) fail every rank too
+expect "rank 1: ConditionalRoutedAutoregressiveAttention: q router over windows 4..7 \(tokens 16..31\) of each batch row: coordinate descent: logits row 1, local column 1 is inf" -- \
+  -np 2 "$t" overflow
 exit $fail
