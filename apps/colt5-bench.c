@@ -16,7 +16,12 @@
    heads, light window 128, FF mult 0.5 / 4, n/16 heavy tokens for q, kv and
    FF, batch 1; forward and forward+backward tokens/s, the share of time in
    matrix products and their GFLOP/s, against a plain GEMM of the BLAS
-   ([n, 256] x [256, 1024]) timed in the same run. */
+   ([n, 256] x [256, 1024]) timed in the same run.
+
+   Under mpirun (block), every rank's options and buffers are agreed before
+   the first collective (docs/errors.md): options that differ between ranks
+   (--n, --threads, --reps, --warmup, the benchmark) and an error on any rank
+   end the run on every rank, rank 0 printing the error once. */
 #include <getopt.h>
 #include <math.h>
 #include <omp.h>
@@ -108,13 +113,16 @@ static double ref_ms(const ref_t *ref, int nr, const char *pass, long n, int thr
   return -1;
 }
 
-#define CHECK(call) do { c5_status s_ = (call); if (s_ != C5_OK) { \
-    fprintf(stderr, "colt5-bench: %s\n", c5_last_error()); return 1; } } while (0)
+/* A call whose status is the same on every rank (a collective of the library, or an agreement): rank 0
+   prints its error; every rank returns 1. */
+#define CHECK(d, call) do { c5_status s_ = (call); if (s_ != C5_OK) { \
+    if (c5_dist_rank(d) == 0) fprintf(stderr, "colt5-bench: %s\n", c5_last_error()); \
+    return 1; } } while (0)
 
 static int bench_cd(const opts_t *o, c5_dist *d)
 {
-  if (c5_dist_size(d) > 1) {
-    fprintf(stderr, "colt5-bench cd: one process (the cd benchmark times one row on one rank)\n");
+  if (c5_dist_size(d) > 1) {   /* every rank sees it */
+    if (c5_dist_rank(d) == 0) fprintf(stderr, "colt5-bench cd: one process (the cd benchmark times one row on one rank)\n");
     return 2;
   }
   printf("# colt5-bench cd: precision %s, exp ISA %s, BLAS core %s, 1 row, 20 iterations, eps 0.03, eps_init 4, "
@@ -130,6 +138,7 @@ static int bench_cd(const opts_t *o, c5_dist *d)
       long n = o->n[ni];
       c5_real *s = malloc((size_t)n * sizeof *s), *y = malloc((size_t)n * sizeof *y);
       c5_real *g = malloc((size_t)n * sizeof *g), *ds = malloc((size_t)n * sizeof *ds);
+      if (!s || !y || !g || !ds) { fprintf(stderr, "colt5-bench: out of memory for n = %ld\n", n); return 1; }
       unsigned long long st = 12345;
       for (long j = 0; j < n; j++) {   /* s ~ 2 N(0,1), g ~ N(0,1), as in the reference script */
         st = st * 6364136223846793005ULL + 1442695040888963407ULL;
@@ -142,15 +151,15 @@ static int bench_cd(const opts_t *o, c5_dist *d)
       c5_cd_config cfg = { .n_iters = 20, .eps = 0.03, .eps_init = 4.0, .eps_decay = 0.7 };
       double k = n / 16.0 * 9.0 / 8.0;
       c5_cd_cache cache = { 0 };
-      CHECK(c5_cd_cache_alloc(1, cfg.n_iters, &cache));
+      CHECK(d, c5_cd_cache_alloc(1, cfg.n_iters, &cache));
       const char *passes[2] = { "fwd", "fwdbwd" };
       for (int pi = 0; pi < 2; pi++) {
         double t[256];
         int reps = o->reps < 256 ? o->reps : 256;
         for (int r = -o->warmup; r < reps; r++) {
           double t0 = now();
-          CHECK(c5_cd_forward(c5_backend_cpu(), d, &cfg, 1, n, s, NULL, &k, 0, y, &cache));
-          if (pi == 1) CHECK(c5_cd_backward(c5_backend_cpu(), d, &cache, 1, n, s, NULL, y, g, ds));
+          CHECK(d, c5_cd_forward(c5_backend_cpu(), d, &cfg, 1, n, s, NULL, &k, 0, y, &cache));
+          if (pi == 1) CHECK(d, c5_cd_backward(c5_backend_cpu(), d, &cache, 1, n, s, NULL, y, g, ds));
           if (r >= 0) t[r] = now() - t0;
         }
         double ms = 1e3 * median(t, reps);
@@ -271,22 +280,30 @@ static int bench_block(const opts_t *o, c5_dist *d)
       c5_block *blk = NULL;
       c5_block_cache *cache = NULL;
       c5_layout lay;
-      CHECK(c5_params_create(c5_backend_cpu(), &p));
-      CHECK(c5_block_create(&cfg, p, "", &blk));
-      CHECK(c5_params_alloc(p));
-      unsigned long long st = 99;
+      c5_real *x = NULL, *y = NULL, *g = NULL, *dx = NULL;
+      /* this rank alone until the agreement below */
+      c5_status st = c5_params_create(c5_backend_cpu(), &p);
+      if (st == C5_OK) st = c5_block_create(&cfg, p, "", &blk);
+      if (st == C5_OK) st = c5_params_alloc(p);
+      if (st == C5_OK) st = c5_layout_compute(d, n, 64, &lay);
+      if (st == C5_OK) st = c5_block_cache_create(blk, 1, lay.n_local, &cache);
+      if (st == C5_OK) {
+        x = malloc((size_t)(n * D) * sizeof *x);
+        y = malloc((size_t)(lay.n_local * D + 1) * sizeof *y);
+        g = malloc((size_t)(n * D) * sizeof *g);
+        dx = malloc((size_t)(lay.n_local * D + 1) * sizeof *dx);
+        if (!x || !y || !g || !dx) st = c5_error_raise(C5_ERR_MEM, "colt5-bench: out of memory for n = %ld", n);
+      }
+      CHECK(d, c5_dist_agree(d, st));
+      long nl = lay.n_local;
+      unsigned long long st_rng = 99;
       for (long i = 0; i < c5_params_count(p); i++) {
         long dims[C5_PARAM_MAXDIM];
         int nd = c5_params_shape(p, i, dims);
-        fill(c5_params_value(p, i), c5_params_numel(p, i), nd >= 2 ? 1.0 / sqrt((double)dims[nd - 1]) : 1.0, &st);
+        fill(c5_params_value(p, i), c5_params_numel(p, i), nd >= 2 ? 1.0 / sqrt((double)dims[nd - 1]) : 1.0, &st_rng);
       }
-      CHECK(c5_layout_compute(d, n, 64, &lay));
-      long nl = lay.n_local;
-      CHECK(c5_block_cache_create(blk, 1, nl, &cache));
-      c5_real *x = malloc((size_t)(n * D) * sizeof *x), *y = malloc((size_t)(nl * D + 1) * sizeof *y);
-      c5_real *g = malloc((size_t)(n * D) * sizeof *g), *dx = malloc((size_t)(nl * D + 1) * sizeof *dx);
-      fill(x, n * D, 1, &st);   /* the same global input on every rank; each takes its shard */
-      fill(g, n * D, 1, &st);
+      fill(x, n * D, 1, &st_rng);   /* the same global input on every rank; each takes its shard */
+      fill(g, n * D, 1, &st_rng);
       const c5_real *xl = x + lay.offset * D, *gl = g + lay.offset * D;
       const char *passes[2] = { "fwd", "fwdbwd" };
       double rate = blas_rate(nl, 5, T);
@@ -298,10 +315,10 @@ static int bench_block(const opts_t *o, c5_dist *d)
           c5k_cpu_gemm_stats = (c5k_gemm_stats){ .enabled = r >= 0 };
           MPI_Barrier(MPI_COMM_WORLD);
           double t0 = now();
-          CHECK(c5_block_forward(blk, d, &lay, 1, xl, NULL, cache, y));
+          CHECK(d, c5_block_forward(blk, d, &lay, 1, xl, NULL, cache, y));
           if (pi == 1) {
-            CHECK(c5_block_backward(blk, d, cache, xl, gl, dx));
-            CHECK(c5_params_allreduce_grad(p, d));
+            CHECK(d, c5_block_backward(blk, d, cache, xl, gl, dx));
+            CHECK(d, c5_params_allreduce_grad(p, d));
           }
           double dt = now() - t0;
           MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
@@ -344,6 +361,20 @@ static void usage(FILE *f)
              "  --reference DIR   also time the PyTorch reference found in DIR (its package folders)\n");
 }
 
+/* The options that decide what every rank does, the same on every rank (each rank parses its own command
+   line: mpirun may give them different ones). */
+static c5_status agree_options(c5_dist *d, const opts_t *o, int is_block)
+{
+  c5_status st = c5_dist_agree_long(d, "colt5-bench: the benchmark (0 cd, 1 block)", is_block);
+  if (st == C5_OK) st = c5_dist_agree_long(d, "--n: the number of lengths", o->nn);
+  for (int i = 0; st == C5_OK && i < o->nn; i++) st = c5_dist_agree_long(d, "--n", o->n[i]);
+  if (st == C5_OK) st = c5_dist_agree_long(d, "--threads: the number of counts", o->nt);
+  for (int i = 0; st == C5_OK && i < o->nt; i++) st = c5_dist_agree_long(d, "--threads", o->threads[i]);
+  if (st == C5_OK) st = c5_dist_agree_long(d, "--reps", o->reps);
+  if (st == C5_OK) st = c5_dist_agree_long(d, "--warmup", o->warmup);
+  return st;
+}
+
 int main(int argc, char **argv)
 {
   MPI_Init(&argc, &argv);
@@ -356,7 +387,7 @@ int main(int argc, char **argv)
     { "reps", required_argument, 0, 'r' }, { "warmup", required_argument, 0, 'w' },
     { "reference", required_argument, 0, 'R' }, { "python", required_argument, 0, 'p' },
     { "script", required_argument, 0, 's' }, { "help", no_argument, 0, 'h' }, { 0 } };
-  int c, bad = 0, nset = 0;
+  int c, bad = 0, nset = 0, help = 0;
   long tl[MAXL];
   while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
     switch (c) {
@@ -371,22 +402,39 @@ int main(int argc, char **argv)
     case 'R': o.reference = optarg; break;
     case 'p': o.python = optarg; break;
     case 's': o.script = optarg; break;
-    case 'h': usage(stdout); MPI_Finalize(); return 0;
+    case 'h': help = 1; break;
     default: bad = 1;
     }
   }
   int is_block = optind == argc - 1 && !strcmp(argv[optind], "block");
-  if (bad || optind != argc - 1 || (strcmp(argv[optind], "cd") && !is_block)) {
-    if (bad) fprintf(stderr, "colt5-bench: bad option value (lists are positive integers, --reps >= 5)\n");
-    usage(stderr);
-    MPI_Finalize();
-    return 2;
-  }
+  c5_status st = C5_OK;
+  if (bad) st = c5_error_raise(C5_ERR_ARG, "bad option value (lists are positive integers, --reps >= 5)");
+  else if (!help && (optind != argc - 1 || (strcmp(argv[optind], "cd") && !is_block)))
+    st = c5_error_raise(C5_ERR_ARG, "expected one benchmark, cd or block");
   c5_dist *d = NULL;
-  if (c5_dist_create(MPI_COMM_WORLD, &d) != C5_OK) { fprintf(stderr, "%s\n", c5_last_error()); return 1; }
-  if (c5_dist_rank(d) == 0 && c5_blas_warning()) fprintf(stderr, "colt5-bench: %s\n", c5_blas_warning());
+  if (c5_dist_create(MPI_COMM_WORLD, &d) != C5_OK) {   /* agreed inside */
+    int rank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    if (rank == 0) fprintf(stderr, "colt5-bench: %s\n", c5_last_error());
+    MPI_Finalize();
+    return 1;
+  }
   if (is_block && !nset) { o.n[0] = 4096; o.n[1] = 16384; o.nn = 2; }
   if (is_block && o.reps == 7) o.reps = 5;
+  st = c5_dist_agree(d, st);
+  int syntax = st != C5_OK;   /* a bad command line somewhere: the usage helps */
+  if (st == C5_OK) st = c5_dist_agree_long(d, "colt5-bench: --help", help);
+  if (st == C5_OK && !help) st = agree_options(d, &o, is_block);
+  if (st != C5_OK || help) {
+    if (c5_dist_rank(d) == 0) {
+      if (st != C5_OK) fprintf(stderr, "colt5-bench: %s\n", c5_last_error());
+      if (syntax || help) usage(st == C5_OK ? stdout : stderr);
+    }
+    c5_dist_destroy(&d);
+    MPI_Finalize();
+    return st == C5_OK ? 0 : 2;
+  }
+  if (c5_dist_rank(d) == 0 && c5_blas_warning()) fprintf(stderr, "colt5-bench: %s\n", c5_blas_warning());
   int rc = is_block ? bench_block(&o, d) : bench_cd(&o, d);
   c5_dist_destroy(&d);
   MPI_Finalize();

@@ -8,7 +8,15 @@
    One line per tensor: file, dataset, absolute and relative error, bound,
    PASS/FAIL (or REPORT for tensors the rule reports but does not judge).
    Exit: 0 all pass, 1 any fails, 2 usage or I/O error, 77 when a file's
-   module is not implemented yet. */
+   module is not implemented yet; the same on every rank.
+
+   Errors (docs/errors.md): every step a rank takes alone (options, reading
+   the file, allocating) is agreed over the ranks (c5_dist_agree) before the
+   next collective, the library's or this program's own (gathers, the
+   gradient sum); so an error on one rank fails every rank at the same
+   point, rank 0 prints it once ("rank R: <R's message>") and every rank
+   exits 2. Every rank must be given the same vector: the files' contents
+   are compared (a hash) before any module runs. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -25,13 +33,14 @@ typedef struct {
   int rank, size;
   int quiet;
   int failed;
+  long hash;            /* of the file being checked */
   c5_dist *dist;
 } ctx_t;
 
-/* An error from the library: print it (rank 0) and return the usage code. */
-#define TRY(call) do { c5_status s_ = (call); if (s_ != C5_OK) { \
-    fprintf(stderr, "colt5-golden: %s: %s\n", c5_status_string(s_), c5_last_error()); \
-    rc = EXIT_USAGE; goto out; } } while (0)
+/* In a function with c5_status st and label out: a call whose error ends the step. */
+#define TRY(call) do { st = (call); if (st != C5_OK) goto out; } while (0)
+/* This program's own error (recorded like the library's, so that the agreement carries it). */
+#define FAIL(code, ...) do { st = c5_error_raise((code), __VA_ARGS__); goto out; } while (0)
 
 /* Compare and print one tensor. judged = 0: reported only. */
 static void compare(ctx_t *cx, const char *file, const char *name, const c5_real *got, const double *ref,
@@ -53,19 +62,16 @@ static void compare(ctx_t *cx, const char *file, const char *name, const c5_real
 }
 
 /* Keys of a JSON object must all be in allowed (NULL-terminated). */
-static int check_keys(const char *file, const char *what, json_t *obj, const char *const *allowed)
+static c5_status check_keys(const char *file, const char *what, json_t *obj, const char *const *allowed)
 {
   const char *key;
   json_t *v;
   json_object_foreach(obj, key, v) {
     int found = 0;
     for (const char *const *a = allowed; *a; a++) found |= !strcmp(*a, key);
-    if (!found) {
-      fprintf(stderr, "colt5-golden: %s: unknown %s key '%s'\n", file, what, key);
-      return 0;
-    }
+    if (!found) return c5_error_raise(C5_ERR_ARG, "%s: unknown %s key '%s'", file, what, key);
   }
-  return 1;
+  return C5_OK;
 }
 
 static double json_num(json_t *o, const char *key, double dflt)
@@ -74,18 +80,34 @@ static double json_num(json_t *o, const char *key, double dflt)
   return (v && json_is_number(v)) ? json_number_value(v) : dflt;
 }
 
-/* Gather this rank's [b, nl, w] slice of a sequence-sharded tensor into full [b, n, w] on rank 0. */
-static void gather_seq(ctx_t *cx, const c5_real *loc, long b, long nl, long w, long n, long unit, c5_real *full)
+/* The end of a case's loading (every rank reads the file alone): its status agreed, then the files' hashes
+   compared, so that a rank's own error (a missing dataset, a wrong shape) is the one reported. Every path of
+   run_file comes here first. */
+static c5_status agree_loaded(ctx_t *cx, c5_status st)
+{
+  st = c5_dist_agree(cx->dist, st);
+  if (st == C5_OK) st = c5_dist_agree_long(cx->dist, "the input file's contents (its FNV-1a hash)", cx->hash);
+  return st;
+}
+
+/* Gather this rank's [b, nl, w] slice of a sequence-sharded tensor into full [b, n, w] on rank 0.
+   Collective: its buffers are agreed before the gather. */
+static c5_status gather_seq(ctx_t *cx, const c5_real *loc, long b, long nl, long w, long n, long unit, c5_real *full)
 {
   int P = cx->size;
+  c5_status st = C5_OK;
   int *cnt = calloc((size_t)P, sizeof *cnt), *dsp = calloc((size_t)P, sizeof *dsp);
   c5_real *tmp = malloc((size_t)(b * n * w + 1) * sizeof *tmp);
-  for (int p = 0; p < P; p++) {
+  if (!cnt || !dsp || !tmp) st = c5_error_raise(C5_ERR_MEM, "colt5-golden: out of memory gathering [%ld, %ld, %ld]", b, n, w);
+  for (int p = 0; st == C5_OK && p < P; p++) {
     c5_layout l;
-    c5_layout_of_rank(n, unit, p, P, &l);
-    cnt[p] = (int)(b * l.n_local * w);
-    dsp[p] = (int)(b * l.offset * w);
+    st = c5_layout_of_rank(n, unit, p, P, &l);
+    if (st == C5_OK) {
+      cnt[p] = (int)(b * l.n_local * w);
+      dsp[p] = (int)(b * l.offset * w);
+    }
   }
+  TRY(c5_dist_agree(cx->dist, st));
   MPI_Gatherv(loc, (int)(b * nl * w), C5_MPI_REAL, tmp, cnt, dsp, C5_MPI_REAL, 0, MPI_COMM_WORLD);
   if (cx->rank == 0)
     for (int p = 0; p < P; p++) {
@@ -94,99 +116,151 @@ static void gather_seq(ctx_t *cx, const c5_real *loc, long b, long nl, long w, l
       for (long i = 0; i < b; i++)
         memcpy(full + (i * n + l.offset) * w, tmp + dsp[p] + i * l.n_local * w, (size_t)(l.n_local * w) * sizeof *full);
     }
+out:
   free(cnt); free(dsp); free(tmp);
+  return st;
+}
+
+/* A tensor of the file as double into *out (NULL on error). Rank-local. */
+static c5_status read_ref(const char *file, c5_h5 *f, const char *name, long numel, double **out)
+{
+  int nd;
+  long dims[C5_H5_MAXDIM];
+  *out = NULL;
+  if (c5_h5_shape(f, name, &nd, dims) != C5_OK || c5_numel(nd, dims) != numel)
+    return c5_error_raise(C5_ERR_IO, "%s: dataset %s missing or of the wrong size (%s)", file, name, c5_last_error());
+  double *r = malloc((size_t)numel * sizeof *r);
+  if (!r) return c5_error_raise(C5_ERR_MEM, "%s: out of memory reading %s", file, name);
+  c5_status st = c5_h5_read_double(f, name, -1, NULL, r);
+  if (st != C5_OK) { free(r); return st; }
+  *out = r;
+  return C5_OK;
+}
+
+/* Gather a sequence-sharded tensor and compare it with the file's name (read on every rank and agreed:
+   the file is the same everywhere, a failing read may not be). */
+static c5_status compare_gathered(ctx_t *cx, c5_h5 *f, const char *file, const char *name, const c5_real *loc,
+                                  long b, long nl, long w, long n, long unit)
+{
+  double *ref = NULL;
+  c5_real *full = NULL;
+  c5_status st = read_ref(file, f, name, b * n * w, &ref);
+  if (st == C5_OK && !(full = malloc((size_t)(b * n * w + 1) * sizeof *full)))
+    st = c5_error_raise(C5_ERR_MEM, "%s: out of memory comparing %s", file, name);
+  TRY(c5_dist_agree(cx->dist, st));
+  TRY(gather_seq(cx, loc, b, nl, w, n, unit, full));
+  compare(cx, file, name + 1, full, ref, b * n * w, 1);
+out:
+  free(ref); free(full);
+  return st;
 }
 
 /* coor_descent cases: /inputs/s, mask, grad_y; /outputs/y; /grads/s. */
-static int run_cd(ctx_t *cx, c5_h5 *f, const char *file)
+typedef struct {
+  c5_cd_config cfg;
+  long rows, n, nl, kstride;
+  c5_layout lay;
+  double *kv;
+  c5_real *ls, *lgy, *y, *ds;   /* this rank's columns */
+  uint8_t *lm;
+  c5_cd_cache cache;
+} cd_case;
+
+static void cd_case_free(cd_case *k)
+{
+  c5_cd_cache_free(&k->cache);
+  free(k->kv); free(k->ls); free(k->lgy); free(k->y); free(k->ds); free(k->lm);
+}
+
+/* Everything a coordinate-descent case does before its first collective. Rank-local. */
+static c5_status cd_load(ctx_t *cx, c5_h5 *f, const char *file, cd_case *k)
 {
   static const char *const keys[] = { "k", "n_iters", "eps", "eps_init", "eps_decay", NULL };
-  int rc = EXIT_PASS, nd;
+  c5_status st = C5_OK;
+  int nd;
   long dims[C5_H5_MAXDIM];
   char *args = NULL;
   json_t *js = NULL;
-  c5_real *s = NULL, *gy = NULL, *y = NULL, *ds = NULL, *ls = NULL, *lgy = NULL, *full = NULL;
-  uint8_t *mask = NULL, *lm = NULL;
-  double *ref = NULL, *kv = NULL;
-  c5_cd_cache cache = { 0 };
+  c5_real *s = NULL, *gy = NULL;
+  uint8_t *mask = NULL;
 
   TRY(c5_h5_attr_string(f, "/", "args", &args));
   json_error_t je;
   js = json_loads(args, 0, &je);
-  if (!js || !json_is_object(js)) {
-    fprintf(stderr, "colt5-golden: %s: attribute args is not a JSON object (%s)\n", file, je.text);
-    rc = EXIT_USAGE; goto out;
-  }
-  if (!check_keys(file, "args", js, keys)) { rc = EXIT_USAGE; goto out; }
+  if (!js || !json_is_object(js)) FAIL(C5_ERR_IO, "%s: attribute args is not a JSON object (%s)", file, je.text);
+  TRY(check_keys(file, "args", js, keys));
   json_t *kj = json_object_get(js, "k"), *ij = json_object_get(js, "n_iters");
-  if (!kj || !(json_is_number(kj) || json_is_array(kj)) || !ij || !json_is_integer(ij)) {
-    fprintf(stderr, "colt5-golden: %s: args needs k (a number, or a list with one per row) and integer n_iters\n", file);
-    rc = EXIT_USAGE; goto out;
-  }
+  if (!kj || !(json_is_number(kj) || json_is_array(kj)) || !ij || !json_is_integer(ij))
+    FAIL(C5_ERR_IO, "%s: args needs k (a number, or a list with one per row) and integer n_iters", file);
   c5_cd_config cfg = C5_CD_CONFIG_DEFAULT;
   cfg.n_iters = (int)json_integer_value(ij);
   cfg.eps = json_num(js, "eps", cfg.eps);
   cfg.eps_init = json_num(js, "eps_init", 0.0);   /* null: start at eps */
   cfg.eps_decay = json_num(js, "eps_decay", cfg.eps_decay);
+  k->cfg = cfg;
 
   TRY(c5_h5_shape(f, "/inputs/s", &nd, dims));
-  if (nd != 2) { fprintf(stderr, "colt5-golden: %s: /inputs/s must be [rows, n]\n", file); rc = EXIT_USAGE; goto out; }
-  long rows = dims[0], n = dims[1], kstride = json_is_array(kj) ? 1 : 0;
-  if (kstride && (long)json_array_size(kj) != rows) {
-    fprintf(stderr, "colt5-golden: %s: args k has %zu entries for %ld rows\n", file, json_array_size(kj), rows);
-    rc = EXIT_USAGE; goto out;
+  if (nd != 2) FAIL(C5_ERR_SHAPE, "%s: /inputs/s must be [rows, n]", file);
+  long rows = k->rows = dims[0], n = k->n = dims[1];
+  k->kstride = json_is_array(kj) ? 1 : 0;
+  if (k->kstride && (long)json_array_size(kj) != rows)
+    FAIL(C5_ERR_IO, "%s: args k has %zu entries for %ld rows", file, json_array_size(kj), rows);
+  if (!(k->kv = malloc((size_t)(rows + 1) * sizeof *k->kv))) FAIL(C5_ERR_MEM, "%s: out of memory", file);
+  for (long r = 0; r < (k->kstride ? rows : 1); r++) {
+    json_t *e = k->kstride ? json_array_get(kj, (size_t)r) : kj;
+    if (!json_is_number(e)) FAIL(C5_ERR_IO, "%s: args k[%ld] is not a number", file, r);
+    k->kv[r] = json_number_value(e);
   }
-  kv = malloc((size_t)(rows + 1) * sizeof *kv);
-  for (long r = 0; r < (kstride ? rows : 1); r++) {
-    json_t *e = kstride ? json_array_get(kj, (size_t)r) : kj;
-    if (!json_is_number(e)) { fprintf(stderr, "colt5-golden: %s: args k[%ld] is not a number\n", file, r); rc = EXIT_USAGE; goto out; }
-    kv[r] = json_number_value(e);
-  }
-  s = malloc((size_t)(rows * n) * sizeof *s);
-  gy = malloc((size_t)(rows * n) * sizeof *gy);
-  ref = malloc((size_t)(rows * n) * sizeof *ref);
-  full = malloc((size_t)(rows * n) * sizeof *full);
+  s = malloc((size_t)(rows * n + 1) * sizeof *s);
+  gy = malloc((size_t)(rows * n + 1) * sizeof *gy);
+  if (!s || !gy) FAIL(C5_ERR_MEM, "%s: out of memory for [%ld, %ld] inputs", file, rows, n);
   TRY(c5_h5_read_real(f, "/inputs/s", 2, dims, s));
   TRY(c5_h5_read_real(f, "/inputs/grad_y", 2, dims, gy));
   if (c5_h5_exists(f, "/inputs/mask")) {
-    mask = malloc((size_t)(rows * n));
+    if (!(mask = malloc((size_t)(rows * n + 1)))) FAIL(C5_ERR_MEM, "%s: out of memory for the mask", file);
     TRY(c5_h5_read_u8(f, "/inputs/mask", 2, dims, mask));
   }
   /* this rank's columns */
-  c5_layout lay;
-  TRY(c5_layout_compute(cx->dist, n, 1, &lay));
-  long nl = lay.n_local;
-  ls = malloc((size_t)(rows * nl + 1) * sizeof *ls);
-  lgy = malloc((size_t)(rows * nl + 1) * sizeof *lgy);
-  y = malloc((size_t)(rows * nl + 1) * sizeof *y);
-  ds = malloc((size_t)(rows * nl + 1) * sizeof *ds);
-  if (mask) lm = malloc((size_t)(rows * nl + 1));
+  TRY(c5_layout_compute(cx->dist, n, 1, &k->lay));
+  long nl = k->nl = k->lay.n_local;
+  k->ls = malloc((size_t)(rows * nl + 1) * sizeof *k->ls);
+  k->lgy = malloc((size_t)(rows * nl + 1) * sizeof *k->lgy);
+  k->y = malloc((size_t)(rows * nl + 1) * sizeof *k->y);
+  k->ds = malloc((size_t)(rows * nl + 1) * sizeof *k->ds);
+  if (mask) k->lm = malloc((size_t)(rows * nl + 1));
+  if (!k->ls || !k->lgy || !k->y || !k->ds || (mask && !k->lm))
+    FAIL(C5_ERR_MEM, "%s: out of memory for [%ld, %ld] local columns", file, rows, nl);
   for (long r = 0; r < rows; r++) {
-    memcpy(ls + r * nl, s + r * n + lay.offset, (size_t)nl * sizeof *s);
-    memcpy(lgy + r * nl, gy + r * n + lay.offset, (size_t)nl * sizeof *s);
-    if (mask) memcpy(lm + r * nl, mask + r * n + lay.offset, (size_t)nl);
+    memcpy(k->ls + r * nl, s + r * n + k->lay.offset, (size_t)nl * sizeof *s);
+    memcpy(k->lgy + r * nl, gy + r * n + k->lay.offset, (size_t)nl * sizeof *s);
+    if (mask) memcpy(k->lm + r * nl, mask + r * n + k->lay.offset, (size_t)nl);
   }
-  TRY(c5_cd_cache_alloc(rows, cfg.n_iters, &cache));
-  TRY(c5_cd_forward(c5_backend_cpu(), cx->dist, &cfg, rows, nl, ls, lm, kv, kstride, y, &cache));
-  TRY(c5_cd_backward(c5_backend_cpu(), cx->dist, &cache, rows, nl, ls, lm, y, lgy, ds));
-
-  gather_seq(cx, y, rows, nl, 1, n, 1, full);   /* rows sharded by columns, unit 1 */
-  TRY(c5_h5_read_double(f, "/outputs/y", 2, dims, ref));
-  compare(cx, file, "outputs/y", full, ref, rows * n, 1);
-  gather_seq(cx, ds, rows, nl, 1, n, 1, full);
-  TRY(c5_h5_read_double(f, "/grads/s", 2, dims, ref));
-  compare(cx, file, "grads/s", full, ref, rows * n, 1);
+  TRY(c5_cd_cache_alloc(rows, cfg.n_iters, &k->cache));
 out:
-  c5_cd_cache_free(&cache);
   free(args); json_decref(js);
-  free(s); free(gy); free(y); free(ds); free(ls); free(lgy); free(full); free(mask); free(lm); free(ref); free(kv);
-  return rc;
+  free(s); free(gy); free(mask);
+  return st;
+}
+
+static c5_status run_cd(ctx_t *cx, c5_h5 *f, const char *file)
+{
+  cd_case k = { 0 };
+  c5_status st;
+  TRY(agree_loaded(cx, cd_load(cx, f, file, &k)));
+  TRY(c5_cd_forward(c5_backend_cpu(), cx->dist, &k.cfg, k.rows, k.nl, k.ls, k.lm, k.kv, k.kstride, k.y, &k.cache));
+  TRY(c5_cd_backward(c5_backend_cpu(), cx->dist, &k.cache, k.rows, k.nl, k.ls, k.lm, k.y, k.lgy, k.ds));
+  /* rows sharded by columns, unit 1 */
+  TRY(compare_gathered(cx, f, file, "/outputs/y", k.y, k.rows, k.nl, 1, k.n, 1));
+  TRY(compare_gathered(cx, f, file, "/grads/s", k.ds, k.rows, k.nl, 1, k.n, 1));
+out:
+  cd_case_free(&k);
+  return st;
 }
 
 /* ---- module cases ------------------------------------------------------------------ */
 
 /* router_kwargs (and router_straight_through) into a router config. */
-static int parse_router(const char *file, json_t *kw, int straight_through, c5_router_config *rc)
+static c5_status parse_router(const char *file, json_t *kw, int straight_through, c5_router_config *rc)
 {
   static const char *const keys[] = { "n_iters", "fetch_k_ratio", "eps", "eps_init", "eps_decay", "num_routing_tokens",
                                       "use_triton", "cosine_sim_routing", "cosine_sim_scale", "route_block_size",
@@ -194,13 +268,13 @@ static int parse_router(const char *file, json_t *kw, int straight_through, c5_r
   c5_router_config d = C5_ROUTER_CONFIG_DEFAULT;
   *rc = d;
   rc->straight_through = straight_through;
-  if (!kw) return 1;
-  if (!json_is_object(kw) || !check_keys(file, "router_kwargs", kw, keys)) return 0;
+  if (!kw) return C5_OK;
+  if (!json_is_object(kw)) return c5_error_raise(C5_ERR_ARG, "%s: router_kwargs is not a JSON object", file);
+  c5_status st = check_keys(file, "router_kwargs", kw, keys);
+  if (st != C5_OK) return st;
   json_t *v;
-  if (json_is_true(json_object_get(kw, "learned_routing_tokens"))) {
-    fprintf(stderr, "colt5-golden: %s: router_kwargs learned_routing_tokens=true is not supported\n", file);
-    return 0;
-  }
+  if (json_is_true(json_object_get(kw, "learned_routing_tokens")))
+    return c5_error_raise(C5_ERR_ARG, "%s: router_kwargs learned_routing_tokens=true is not supported", file);
   rc->n_iters = (int)json_num(kw, "n_iters", rc->n_iters);
   rc->fetch_k_ratio = json_num(kw, "fetch_k_ratio", rc->fetch_k_ratio);
   rc->eps = json_num(kw, "eps", rc->eps);
@@ -210,88 +284,84 @@ static int parse_router(const char *file, json_t *kw, int straight_through, c5_r
   rc->cosine_sim_scale = json_num(kw, "cosine_sim_scale", rc->cosine_sim_scale);
   rc->route_block_size = (long)json_num(kw, "route_block_size", 0);
   if ((v = json_object_get(kw, "cosine_sim_routing"))) rc->cosine_sim_routing = json_is_true(v);
-  return 1;
-}
-
-/* A tensor of the file as double, or NULL (with a message) when absent. */
-static double *read_ref(const char *file, c5_h5 *f, const char *name, long numel)
-{
-  int nd;
-  long dims[C5_H5_MAXDIM];
-  if (c5_h5_shape(f, name, &nd, dims) != C5_OK || c5_numel(nd, dims) != numel) {
-    fprintf(stderr, "colt5-golden: %s: dataset %s missing or of the wrong size (%s)\n", file, name, c5_last_error());
-    return NULL;
-  }
-  double *r = malloc((size_t)numel * sizeof *r);
-  if (c5_h5_read_double(f, name, -1, NULL, r) != C5_OK) { free(r); return NULL; }
-  return r;
+  return C5_OK;
 }
 
 /* Compare every parameter gradient (summed over ranks); router ones are
    reported only in single precision (golden README). */
-static int compare_param_grads(ctx_t *cx, c5_h5 *f, const char *file, c5_params *p)
+static c5_status compare_param_grads(ctx_t *cx, c5_h5 *f, const char *file, c5_params *p)
 {
+  c5_status st = C5_OK;
+  double *ref = NULL;
   MPI_Allreduce(MPI_IN_PLACE, c5_params_grad(p, 0), (int)c5_params_total(p), C5_MPI_REAL, MPI_SUM, MPI_COMM_WORLD);
   for (long i = 0; i < c5_params_count(p); i++) {
     char name[512];
     snprintf(name, sizeof name, "/grads/%s", c5_params_name(p, i));
-    double *ref = read_ref(file, f, name, c5_params_numel(p, i));
-    if (!ref) return EXIT_USAGE;
+    TRY(c5_dist_agree(cx->dist, read_ref(file, f, name, c5_params_numel(p, i), &ref)));
     int judged = C5_USE_DOUBLE || !strstr(c5_params_name(p, i), "routing_token");
     compare(cx, file, name + 1, c5_params_grad(p, i), ref, c5_params_numel(p, i), judged);
     free(ref);
+    ref = NULL;
   }
-  return EXIT_PASS;
+out:
+  free(ref);
+  return st;
 }
 
 /* Router indices (identical) and scores: gather each rank's selections. */
-static int compare_routing(ctx_t *cx, c5_h5 *f, const char *file, const char *rname, const c5_routing *rt, long rows)
+static c5_status compare_routing(ctx_t *cx, c5_h5 *f, const char *file, const char *rname, const c5_routing *rt,
+                                 long rows)
 {
   char name[512];
+  c5_status st = C5_OK;
+  long routed = 1, k = rt->k, total = rows * k;
+  long *idx = NULL, *ref = NULL;
+  c5_real *sc = NULL;
+  int *cnts = NULL, *dsp = NULL;
+  double *rs = NULL;
   snprintf(name, sizeof name, "/routers/%s", rname);
-  long routed = 1;
-  if (c5_h5_exists(f, name)) c5_h5_attr_long(f, name, "routed", &routed);
+  if (c5_h5_exists(f, name) && c5_h5_attr_long(f, name, "routed", &routed) != C5_OK) c5_error_clear();   /* absent: 1 */
   if (!routed || !rt->routed) {
     if (cx->rank == 0 && (!cx->quiet || routed != rt->routed))
       printf("%s %-40s routed: file %ld, ours %d %s\n", file, name + 1, routed, rt->routed, routed == rt->routed ? "PASS" : "FAIL");
     if (routed != rt->routed) cx->failed = 1;
-    return EXIT_PASS;
+    goto out;
   }
-  long k = rt->k, total = rows * k;
-  long *idx = malloc((size_t)total * sizeof *idx);
-  c5_real *sc = malloc((size_t)total * sizeof *sc);
+  idx = malloc((size_t)(total + 1) * sizeof *idx);
+  sc = malloc((size_t)(total + 1) * sizeof *sc);
+  cnts = calloc((size_t)cx->size, sizeof *cnts);
+  dsp = calloc((size_t)cx->size, sizeof *dsp);
+  if (!idx || !sc || !cnts || !dsp) st = c5_error_raise(C5_ERR_MEM, "%s: out of memory for the routing of %s", file, rname);
+  TRY(c5_dist_agree(cx->dist, st));
   for (long r = 0; r < rows; r++) {   /* each row's entries come from the ranks in order */
-    int cnt = (int)rt->count[r], *cnts = calloc((size_t)cx->size, sizeof *cnts), *dsp = calloc((size_t)cx->size, sizeof *dsp);
+    int cnt = (int)rt->count[r];
     MPI_Allgather(&cnt, 1, MPI_INT, cnts, 1, MPI_INT, MPI_COMM_WORLD);
     for (int q = 1; q < cx->size; q++) dsp[q] = dsp[q - 1] + cnts[q - 1];
     MPI_Allgatherv(rt->idx + rt->start[r], cnt, MPI_LONG, idx + r * k, cnts, dsp, MPI_LONG, MPI_COMM_WORLD);
     MPI_Allgatherv(rt->score + rt->start[r], cnt, C5_MPI_REAL, sc + r * k, cnts, dsp, C5_MPI_REAL, MPI_COMM_WORLD);
-    free(cnts); free(dsp);
   }
-  snprintf(name, sizeof name, "/routers/%s/indices", rname);
+  char iname[512], sname[512];
+  snprintf(iname, sizeof iname, "/routers/%s/indices", rname);
+  snprintf(sname, sizeof sname, "/routers/%s/scores", rname);
   int nd;
   long dims[C5_H5_MAXDIM];
-  int rc = EXIT_PASS;
-  if (c5_h5_shape(f, name, &nd, dims) != C5_OK || c5_numel(nd, dims) != total) {
-    fprintf(stderr, "colt5-golden: %s: %s missing or not %ld x %ld\n", file, name, rows, k);
-    rc = EXIT_USAGE;
-  } else {
-    long *ref = malloc((size_t)total * sizeof *ref);
-    c5_h5_read_long(f, name, -1, NULL, ref);
-    long diff = 0;
-    for (long i = 0; i < total; i++) diff += ref[i] != idx[i];
-    if (diff) cx->failed = 1;
-    if (cx->rank == 0 && (!cx->quiet || diff))
-      printf("%s %-40s %ld of %ld differ %s\n", file, name + 1, diff, total, diff ? "FAIL" : "PASS");
-    free(ref);
-    snprintf(name, sizeof name, "/routers/%s/scores", rname);
-    double *rs = read_ref(file, f, name, total);
-    if (rs) compare(cx, file, name + 1, sc, rs, total, 1);
-    else rc = EXIT_USAGE;
-    free(rs);
-  }
-  free(idx); free(sc);
-  return rc;
+  if (c5_h5_shape(f, iname, &nd, dims) != C5_OK || c5_numel(nd, dims) != total)
+    st = c5_error_raise(C5_ERR_IO, "%s: %s missing or not %ld x %ld", file, iname, rows, k);
+  else if (!(ref = malloc((size_t)(total + 1) * sizeof *ref)))
+    st = c5_error_raise(C5_ERR_MEM, "%s: out of memory reading %s", file, iname);
+  else
+    st = c5_h5_read_long(f, iname, -1, NULL, ref);
+  if (st == C5_OK) st = read_ref(file, f, sname, total, &rs);
+  TRY(c5_dist_agree(cx->dist, st));
+  long diff = 0;
+  for (long i = 0; i < total; i++) diff += ref[i] != idx[i];
+  if (diff) cx->failed = 1;
+  if (cx->rank == 0 && (!cx->quiet || diff))
+    printf("%s %-40s %ld of %ld differ %s\n", file, iname + 1, diff, total, diff ? "FAIL" : "PASS");
+  compare(cx, file, sname + 1, sc, rs, total, 1);
+out:
+  free(idx); free(sc); free(cnts); free(dsp); free(ref); free(rs);
+  return st;
 }
 
 /* Inputs of a module case, this rank's slice. */
@@ -304,23 +374,26 @@ typedef struct {
 
 static void inputs_free(mod_inputs *in) { free(in->x); free(in->gout); free(in->mask); }
 
-static int read_inputs(ctx_t *cx, c5_h5 *f, const char *file, long unit, mod_inputs *in)
+/* This rank's slice of /inputs/x, grad_out and mask. Rank-local. */
+static c5_status read_inputs(ctx_t *cx, c5_h5 *f, const char *file, long unit, mod_inputs *in)
 {
-  int nd, rc = EXIT_PASS;
+  int nd;
+  c5_status st = C5_OK;
   long dims[C5_H5_MAXDIM];
   c5_real *x = NULL, *g = NULL;
   uint8_t *m = NULL;
   memset(in, 0, sizeof *in);
   TRY(c5_h5_shape(f, "/inputs/x", &nd, dims));
-  if (nd != 3) { fprintf(stderr, "colt5-golden: %s: /inputs/x must be [b, n, dim]\n", file); return EXIT_USAGE; }
+  if (nd != 3) FAIL(C5_ERR_SHAPE, "%s: /inputs/x must be [b, n, dim]", file);
   in->b = dims[0]; in->n = dims[1]; in->dim = dims[2]; in->unit = unit;
   long N = in->b * in->n * in->dim;
-  x = malloc((size_t)N * sizeof *x);
-  g = malloc((size_t)N * sizeof *g);
+  x = malloc((size_t)(N + 1) * sizeof *x);
+  g = malloc((size_t)(N + 1) * sizeof *g);
+  if (!x || !g) FAIL(C5_ERR_MEM, "%s: out of memory for [%ld, %ld, %ld] inputs", file, in->b, in->n, in->dim);
   TRY(c5_h5_read_real(f, "/inputs/x", 3, dims, x));
   TRY(c5_h5_read_real(f, "/inputs/grad_out", 3, dims, g));
   if (c5_h5_exists(f, "/inputs/mask")) {
-    m = malloc((size_t)(in->b * in->n));
+    if (!(m = malloc((size_t)(in->b * in->n + 1)))) FAIL(C5_ERR_MEM, "%s: out of memory for the mask", file);
     TRY(c5_h5_read_u8(f, "/inputs/mask", 2, dims, m));
   }
   TRY(c5_layout_compute(cx->dist, in->n, unit, &in->lay));
@@ -328,6 +401,7 @@ static int read_inputs(ctx_t *cx, c5_h5 *f, const char *file, long unit, mod_inp
   in->x = malloc((size_t)(in->b * nl * D + 1) * sizeof *in->x);
   in->gout = malloc((size_t)(in->b * nl * D + 1) * sizeof *in->gout);
   if (m) in->mask = malloc((size_t)(in->b * nl + 1));
+  if (!in->x || !in->gout || (m && !in->mask)) FAIL(C5_ERR_MEM, "%s: out of memory for this rank's inputs", file);
   for (long i = 0; i < in->b; i++) {
     memcpy(in->x + i * nl * D, x + (i * in->n + o) * D, (size_t)(nl * D) * sizeof *x);
     memcpy(in->gout + i * nl * D, g + (i * in->n + o) * D, (size_t)(nl * D) * sizeof *g);
@@ -335,28 +409,15 @@ static int read_inputs(ctx_t *cx, c5_h5 *f, const char *file, long unit, mod_inp
   }
 out:
   free(x); free(g); free(m);
-  return rc;
-}
-
-/* Output and input gradient: gather and compare. */
-static int compare_seq(ctx_t *cx, c5_h5 *f, const char *file, const char *name, const c5_real *loc, const mod_inputs *in)
-{
-  long N = in->b * in->n * in->dim;
-  c5_real *full = malloc((size_t)N * sizeof *full);
-  gather_seq(cx, loc, in->b, in->nl, in->dim, in->n, in->unit, full);
-  double *ref = read_ref(file, f, name, N);
-  if (!ref) { free(full); return EXIT_USAGE; }
-  compare(cx, file, name + 1, full, ref, N, 1);
-  free(ref); free(full);
-  return EXIT_PASS;
+  return st;
 }
 
 /* A module behind one interface, so that one runner serves every layout. */
 typedef struct {
   const char *module;
   const char *const *ctor_keys, *const *fwd_keys;
-  /* build the module from ctor/forward JSON; 0 on a bad option (message printed) */
-  int (*build)(ctx_t *cx, const char *file, json_t *cj, json_t *fj, c5_params *p, void **m);
+  /* build the module from ctor/forward JSON (rank-local) */
+  c5_status (*build)(const char *file, json_t *cj, json_t *fj, c5_params *p, void **m);
   c5_status (*cache)(void *m, long b, long n, void **c);
   c5_status (*forward)(void *m, const c5_dist *d, const c5_layout *lay, long b, const c5_real *x, const uint8_t *mask,
                        void *c, c5_real *out);
@@ -372,7 +433,7 @@ static int getb(json_t *o, const char *k, int dflt)
   return v ? json_is_true(v) : dflt;
 }
 
-static int ff_config(const char *file, json_t *cj, const char *ntok_key, json_t *fj, const char *fkey,
+static c5_status ff_config(const char *file, json_t *cj, const char *ntok_key, json_t *fj, const char *fkey,
                      c5_routed_ff_config *cfg)
 {
   c5_routed_ff_config d = C5_ROUTED_FF_CONFIG_DEFAULT;
@@ -384,7 +445,7 @@ static int ff_config(const char *file, json_t *cj, const char *ntok_key, json_t 
   return parse_router(file, json_object_get(cj, "router_kwargs"), getb(cj, "router_straight_through", 1), &cfg->router);
 }
 
-static int attn_config(const char *file, json_t *cj, const char *qk, const char *kvk, json_t *fj, const char *fq,
+static c5_status attn_config(const char *file, json_t *cj, const char *qk, const char *kvk, json_t *fj, const char *fq,
                        const char *fkv, c5_routed_attn_config *cfg)
 {
   c5_routed_attn_config d = C5_ROUTED_ATTN_CONFIG_DEFAULT;
@@ -408,13 +469,18 @@ static int attn_config(const char *file, json_t *cj, const char *qk, const char 
 }
 
 /* ConditionalRoutedFeedForward */
-static int ff_build(ctx_t *cx, const char *file, json_t *cj, json_t *fj, c5_params *p, void **m)
+/* A constructor's error, named by the file. */
+static c5_status built(const char *file, c5_status st)
+{
+  return st == C5_OK ? st : c5_error_raise(st, "%s: %s", file, c5_last_error());
+}
+
+static c5_status ff_build(const char *file, json_t *cj, json_t *fj, c5_params *p, void **m)
 {
   c5_routed_ff_config cfg;
-  if (!ff_config(file, cj, "num_heavy_tokens", fj, "num_heavy_tokens", &cfg)) return 0;
-  c5_status st = c5_routed_ff_create(&cfg, p, "", (c5_routed_ff **)m);
-  if (st != C5_OK) fprintf(stderr, "colt5-golden: %s: %s\n", file, c5_last_error());
-  return st == C5_OK;
+  c5_status st = ff_config(file, cj, "num_heavy_tokens", fj, "num_heavy_tokens", &cfg);
+  if (st != C5_OK) return st;
+  return built(file, c5_routed_ff_create(&cfg, p, "", (c5_routed_ff **)m));
 }
 static c5_status ff_cache(void *m, long b, long n, void **c) { return c5_routed_ff_cache_create(m, b, n, (c5_routed_ff_cache **)c); }
 static c5_status ff_fwd(void *m, const c5_dist *d, const c5_layout *l, long b, const c5_real *x, const uint8_t *mk, void *c, c5_real *o)
@@ -430,14 +496,13 @@ static int ff_router(void *c, int i, const char **name, const c5_routing **rt)
 static void ff_destroy(void **m, void **c) { c5_routed_ff_cache_destroy((c5_routed_ff_cache **)c); c5_routed_ff_destroy((c5_routed_ff **)m); }
 
 /* ConditionalRoutedAttention */
-static int attn_build(ctx_t *cx, const char *file, json_t *cj, json_t *fj, c5_params *p, void **m)
+static c5_status attn_build(const char *file, json_t *cj, json_t *fj, c5_params *p, void **m)
 {
   c5_routed_attn_config cfg;
-  if (!attn_config(file, cj, "num_heavy_tokens_q", "num_heavy_tokens_kv", fj, "num_heavy_tokens_q",
-                   "num_heavy_tokens_kv", &cfg)) return 0;
-  c5_status st = c5_routed_attn_create(&cfg, p, "", (c5_routed_attn **)m);
-  if (st != C5_OK) fprintf(stderr, "colt5-golden: %s: %s\n", file, c5_last_error());
-  return st == C5_OK;
+  c5_status st = attn_config(file, cj, "num_heavy_tokens_q", "num_heavy_tokens_kv", fj, "num_heavy_tokens_q",
+                             "num_heavy_tokens_kv", &cfg);
+  if (st != C5_OK) return st;
+  return built(file, c5_routed_attn_create(&cfg, p, "", (c5_routed_attn **)m));
 }
 static c5_status attn_cache(void *m, long b, long n, void **c) { return c5_routed_attn_cache_create(m, b, n, (c5_routed_attn_cache **)c); }
 static c5_status attn_fwd(void *m, const c5_dist *d, const c5_layout *l, long b, const c5_real *x, const uint8_t *mk, void *c, c5_real *o)
@@ -453,7 +518,7 @@ static int attn_router(void *c, int i, const char **name, const c5_routing **rt)
 static void attn_destroy(void **m, void **c) { c5_routed_attn_cache_destroy((c5_routed_attn_cache **)c); c5_routed_attn_destroy((c5_routed_attn **)m); }
 
 /* ConditionalRoutedAutoregressiveAttention (takes no mask) */
-static int ar_build(ctx_t *cx, const char *file, json_t *cj, json_t *fj, c5_params *p, void **m)
+static c5_status ar_build(const char *file, json_t *cj, json_t *fj, c5_params *p, void **m)
 {
   c5_routed_ar_attn_config cfg = C5_ROUTED_AR_ATTN_CONFIG_DEFAULT;
   cfg.dim = (int)json_num(cj, "dim", 0);
@@ -471,20 +536,18 @@ static int ar_build(ctx_t *cx, const char *file, json_t *cj, json_t *fj, c5_para
   cfg.use_null_q_tokens = getb(cj, "use_null_q_tokens", 1);
   cfg.rotary_emb = getb(cj, "rotary_emb", 0);
   cfg.kv_gather_batch_bug = getb(cj, "kv_gather_batch_bug", 1);   /* vectors of the unpatched reference */
-  if (!parse_router(file, json_object_get(cj, "router_kwargs"), getb(cj, "router_straight_through", 1), &cfg.router))
-    return 0;
-  c5_status st = c5_routed_ar_attn_create(&cfg, p, "", (c5_routed_ar_attn **)m);
-  if (st != C5_OK) fprintf(stderr, "colt5-golden: %s: %s\n", file, c5_last_error());
-  return st == C5_OK;
+  c5_status st = parse_router(file, json_object_get(cj, "router_kwargs"), getb(cj, "router_straight_through", 1),
+                              &cfg.router);
+  if (st != C5_OK) return st;
+  return built(file, c5_routed_ar_attn_create(&cfg, p, "", (c5_routed_ar_attn **)m));
 }
 static c5_status ar_cache(void *m, long b, long n, void **c) { return c5_routed_ar_attn_cache_create(m, b, n, (c5_routed_ar_attn_cache **)c); }
 static c5_status ar_fwd(void *m, const c5_dist *d, const c5_layout *l, long b, const c5_real *x, const uint8_t *mk, void *c, c5_real *o)
 {
-  if (mk) {
-    fprintf(stderr, "colt5-golden: ConditionalRoutedAutoregressiveAttention takes no mask, but the file has /inputs/mask\n");
-    return C5_ERR_ARG;
-  }
-  return c5_routed_ar_attn_forward(m, d, l, b, x, c, o);
+  c5_status st = mk ? c5_error_raise(C5_ERR_ARG, "ConditionalRoutedAutoregressiveAttention takes no mask, but the file "
+                                     "has /inputs/mask") : C5_OK;
+  st = c5_dist_agree(d, st);
+  return st != C5_OK ? st : c5_routed_ar_attn_forward(m, d, l, b, x, c, o);
 }
 static c5_status ar_bwd(void *m, const c5_dist *d, void *c, const c5_real *x, const c5_real *g, c5_real *dx)
 { return c5_routed_ar_attn_backward(m, d, c, x, g, dx); }
@@ -497,15 +560,14 @@ static int ar_router(void *c, int i, const char **name, const c5_routing **rt)
 static void ar_destroy(void **m, void **c) { c5_routed_ar_attn_cache_destroy((c5_routed_ar_attn_cache **)c); c5_routed_ar_attn_destroy((c5_routed_ar_attn **)m); }
 
 /* ConditionalRoutedTransformerBlock */
-static int block_build(ctx_t *cx, const char *file, json_t *cj, json_t *fj, c5_params *p, void **m)
+static c5_status block_build(const char *file, json_t *cj, json_t *fj, c5_params *p, void **m)
 {
   c5_block_config cfg;
-  if (!attn_config(file, cj, "num_heavy_attn_tokens_q", "num_heavy_attn_tokens_kv", fj, "num_heavy_attn_tokens_q",
-                   "num_heavy_attn_tokens_kv", &cfg.attn) ||
-      !ff_config(file, cj, "num_heavy_ff_tokens", fj, "num_heavy_ff_tokens", &cfg.ff)) return 0;
-  c5_status st = c5_block_create(&cfg, p, "", (c5_block **)m);
-  if (st != C5_OK) fprintf(stderr, "colt5-golden: %s: %s\n", file, c5_last_error());
-  return st == C5_OK;
+  c5_status st = attn_config(file, cj, "num_heavy_attn_tokens_q", "num_heavy_attn_tokens_kv", fj,
+                             "num_heavy_attn_tokens_q", "num_heavy_attn_tokens_kv", &cfg.attn);
+  if (st == C5_OK) st = ff_config(file, cj, "num_heavy_ff_tokens", fj, "num_heavy_ff_tokens", &cfg.ff);
+  if (st != C5_OK) return st;
+  return built(file, c5_block_create(&cfg, p, "", (c5_block **)m));
 }
 static c5_status block_cache(void *m, long b, long n, void **c) { return c5_block_cache_create(m, b, n, (c5_block_cache **)c); }
 static c5_status block_fwd(void *m, const c5_dist *d, const c5_layout *l, long b, const c5_real *x, const uint8_t *mk, void *c, c5_real *o)
@@ -566,83 +628,121 @@ static long module_unit(const char *module, json_t *cj)
   return w >= 2 ? w / 2 : 1;
 }
 
-static int run_module(ctx_t *cx, c5_h5 *f, const char *file, const module_t *mt)
+/* Everything a module case does before its first collective: the options, the module, its parameters,
+   this rank's inputs and buffers. Rank-local. */
+typedef struct {
+  char *ctor, *fwd;
+  json_t *cj, *fj;
+  c5_params *p;
+  void *m, *cache;
+  mod_inputs in;
+  c5_real *out, *dx;
+} mod_case;
+
+static c5_status module_load(ctx_t *cx, c5_h5 *f, const char *file, const module_t *mt, mod_case *k)
 {
-  int rc = EXIT_PASS;
-  char *ctor = NULL, *fwd = NULL;
-  json_t *cj = NULL, *fj = NULL;
-  c5_params *p = NULL;
-  void *m = NULL, *cache = NULL;
-  mod_inputs in = { 0 };
-  c5_real *out = NULL, *dx = NULL;
+  c5_status st = C5_OK;
   json_error_t je;
-  TRY(c5_h5_attr_string(f, "/", "ctor", &ctor));
-  TRY(c5_h5_attr_string(f, "/", "forward", &fwd));
-  cj = json_loads(ctor, 0, &je);
-  fj = json_loads(fwd, 0, &je);
-  if (!cj || !fj || !json_is_object(cj) || !json_is_object(fj)) {
-    fprintf(stderr, "colt5-golden: %s: ctor or forward attribute is not a JSON object\n", file);
-    rc = EXIT_USAGE; goto out;
-  }
-  if (!check_keys(file, "ctor", cj, mt->ctor_keys) || !check_keys(file, "forward", fj, mt->fwd_keys)) { rc = EXIT_USAGE; goto out; }
-  TRY(c5_params_create(c5_backend_cpu(), &p));
-  if (!mt->build(cx, file, cj, fj, p, &m)) { rc = EXIT_USAGE; goto out; }
-  TRY(c5_params_alloc(p));
-  TRY(c5_h5_read_params(f, "/params", p));
-  if ((rc = read_inputs(cx, f, file, module_unit(mt->module, cj), &in)) != EXIT_PASS) goto out;
-  if (in.dim != (long)json_num(cj, "dim", 0)) {
-    fprintf(stderr, "colt5-golden: %s: /inputs/x has dim %ld, ctor dim %g\n", file, in.dim, json_num(cj, "dim", 0));
-    rc = EXIT_USAGE; goto out;
-  }
-  out = calloc((size_t)(in.b * in.nl * in.dim + 1), sizeof *out);
-  dx = calloc((size_t)(in.b * in.nl * in.dim + 1), sizeof *dx);
-  TRY(mt->cache(m, in.b, in.nl, &cache));
-  {
-    c5_status st = mt->forward(m, cx->dist, &in.lay, in.b, in.x, in.mask, cache, out);
-    if (st == C5_ERR_NOTIMPL) {
-      if (cx->rank == 0) printf("%s: %s (SKIP)\n", file, c5_last_error());
-      rc = EXIT_SKIP; goto out;
-    }
-    TRY(st);
-  }
-  TRY(mt->backward(m, cx->dist, cache, in.x, in.gout, dx));
-  if ((rc = compare_seq(cx, f, file, "/outputs/out", out, &in)) != EXIT_PASS) goto out;
-  if ((rc = compare_seq(cx, f, file, "/grads/x", dx, &in)) != EXIT_PASS) goto out;
-  if ((rc = compare_param_grads(cx, f, file, p)) != EXIT_PASS) goto out;
-  const char *rname;
-  const c5_routing *rt;
-  for (int i = 0; rc == EXIT_PASS && mt->router(cache, i, &rname, &rt); i++)
-    rc = compare_routing(cx, f, file, rname, rt, rt->rows);
+  TRY(c5_h5_attr_string(f, "/", "ctor", &k->ctor));
+  TRY(c5_h5_attr_string(f, "/", "forward", &k->fwd));
+  k->cj = json_loads(k->ctor, 0, &je);
+  k->fj = json_loads(k->fwd, 0, &je);
+  if (!k->cj || !k->fj || !json_is_object(k->cj) || !json_is_object(k->fj))
+    FAIL(C5_ERR_IO, "%s: ctor or forward attribute is not a JSON object", file);
+  TRY(check_keys(file, "ctor", k->cj, mt->ctor_keys));
+  TRY(check_keys(file, "forward", k->fj, mt->fwd_keys));
+  TRY(c5_params_create(c5_backend_cpu(), &k->p));
+  TRY(mt->build(file, k->cj, k->fj, k->p, &k->m));
+  TRY(c5_params_alloc(k->p));
+  TRY(c5_h5_read_params(f, "/params", k->p));
+  TRY(read_inputs(cx, f, file, module_unit(mt->module, k->cj), &k->in));
+  if (k->in.dim != (long)json_num(k->cj, "dim", 0))
+    FAIL(C5_ERR_SHAPE, "%s: /inputs/x has dim %ld, ctor dim %g", file, k->in.dim, json_num(k->cj, "dim", 0));
+  k->out = calloc((size_t)(k->in.b * k->in.nl * k->in.dim + 1), sizeof *k->out);
+  k->dx = calloc((size_t)(k->in.b * k->in.nl * k->in.dim + 1), sizeof *k->dx);
+  if (!k->out || !k->dx) FAIL(C5_ERR_MEM, "%s: out of memory for the outputs", file);
+  TRY(mt->cache(k->m, k->in.b, k->in.nl, &k->cache));
 out:
-  if (m) mt->destroy(&m, &cache);
-  c5_params_destroy(&p);
-  inputs_free(&in);
-  free(out); free(dx); free(ctor); free(fwd);
-  json_decref(cj); json_decref(fj);
-  return rc;
+  return st;
 }
 
-typedef int (*runner)(ctx_t *, c5_h5 *, const char *);
+static c5_status run_module(ctx_t *cx, c5_h5 *f, const char *file, const module_t *mt)
+{
+  mod_case k = { 0 };
+  mod_inputs *in = &k.in;
+  c5_status st;
+  TRY(agree_loaded(cx, module_load(cx, f, file, mt, &k)));
+  TRY(mt->forward(k.m, cx->dist, &in->lay, in->b, in->x, in->mask, k.cache, k.out));
+  TRY(mt->backward(k.m, cx->dist, k.cache, in->x, in->gout, k.dx));
+  TRY(compare_gathered(cx, f, file, "/outputs/out", k.out, in->b, in->nl, in->dim, in->n, in->unit));
+  TRY(compare_gathered(cx, f, file, "/grads/x", k.dx, in->b, in->nl, in->dim, in->n, in->unit));
+  TRY(compare_param_grads(cx, f, file, k.p));
+  const char *rname;
+  const c5_routing *rt;
+  for (int i = 0; mt->router(k.cache, i, &rname, &rt); i++) TRY(compare_routing(cx, f, file, rname, rt, rt->rows));
+out:
+  if (k.m) mt->destroy(&k.m, &k.cache);
+  c5_params_destroy(&k.p);
+  inputs_free(in);
+  free(k.out); free(k.dx); free(k.ctor); free(k.fwd);
+  json_decref(k.cj); json_decref(k.fj);
+  return st;
+}
+
+/* FNV-1a of a file's bytes (63 bits): every rank must read the same vector. Rank-local. */
+static c5_status file_hash(const char *file, long *out)
+{
+  FILE *fp = fopen(file, "rb");
+  if (!fp) return c5_error_raise(C5_ERR_IO, "%s: cannot open (no such file or no permission)", file);
+  unsigned long long h = 1469598103934665603ULL;
+  unsigned char buf[65536];
+  size_t got;
+  while ((got = fread(buf, 1, sizeof buf, fp)) > 0)
+    for (size_t i = 0; i < got; i++) h = (h ^ buf[i]) * 1099511628211ULL;
+  int bad = ferror(fp);
+  fclose(fp);
+  if (bad) return c5_error_raise(C5_ERR_IO, "%s: read error", file);
+  *out = (long)(h >> 1);
+  return C5_OK;
+}
+
+typedef c5_status (*runner)(ctx_t *, c5_h5 *, const char *);
 static const struct { const char *module; runner run; } modules[] = {
   { "coor_descent", run_cd },
 };
 
+/* One vector: every rank opens it and reads its module; the runner loads the case and agrees it
+   (agree_loaded), and is agreed throughout, so the result is the same on every rank. Rank 0 reports an
+   error. */
 static int run_file(ctx_t *cx, const char *file)
 {
   c5_h5 f = { .file = H5I_INVALID_HID };
   char *module = NULL;
   int rc = EXIT_PASS;
-  TRY(c5_h5_open_read(file, &f));
-  TRY(c5_h5_attr_string(&f, "/", "module", &module));
-  rc = EXIT_SKIP;
+  cx->hash = 0;
+  c5_status st = c5_h5_open_read(file, &f);
+  if (st == C5_OK) st = c5_h5_attr_string(&f, "/", "module", &module);
+  if (st == C5_OK) st = file_hash(file, &cx->hash);
+  /* the runners agree it with their own loading; an error here ends the file now */
+  if (st != C5_OK) TRY(agree_loaded(cx, st));
   int found = 0;
   for (size_t i = 0; i < sizeof modules / sizeof *modules; i++)
-    if (!strcmp(modules[i].module, module)) { found = 1; rc = modules[i].run(cx, &f, file); }
+    if (!strcmp(modules[i].module, module)) { found = 1; st = modules[i].run(cx, &f, file); }
   for (size_t i = 0; i < sizeof modules_tab / sizeof *modules_tab; i++)
-    if (!strcmp(modules_tab[i].module, module)) { found = 1; rc = run_module(cx, &f, file, &modules_tab[i]); }
-  if (!found && cx->rank == 0)
-    printf("%s module %s: not implemented yet (SKIP)\n", file, module);
+    if (!strcmp(modules_tab[i].module, module)) { found = 1; st = run_module(cx, &f, file, &modules_tab[i]); }
+  if (!found) {
+    TRY(agree_loaded(cx, C5_OK));
+    if (cx->rank == 0) printf("%s module %s: not implemented yet (SKIP)\n", file, module);
+    rc = EXIT_SKIP;
+  }
 out:
+  if (st == C5_ERR_NOTIMPL) {
+    if (cx->rank == 0) printf("%s: %s (SKIP)\n", file, c5_last_error());
+    rc = EXIT_SKIP;
+  } else if (st != C5_OK) {
+    if (cx->rank == 0) fprintf(stderr, "colt5-golden: %s: %s\n", c5_status_string(st), c5_last_error());
+    rc = EXIT_USAGE;
+  }
   free(module);
   c5_h5_close(&f);
   return rc;
@@ -665,29 +765,42 @@ int main(int argc, char **argv)
   MPI_Comm_size(MPI_COMM_WORLD, &cx.size);
   static const struct option opts[] = {
     { "tol", required_argument, 0, 't' }, { "floor", required_argument, 0, 'f' }, { "quiet", no_argument, 0, 'q' }, { "help", no_argument, 0, 'h' }, { 0 } };
-  int c, rc = EXIT_PASS, skipped = 0;
+  int c, rc = EXIT_PASS, skipped = 0, help = 0;
+  c5_status st = C5_OK;
+  /* each rank parses its own command line (mpirun may give them different ones): agreed below */
   while ((c = getopt_long(argc, argv, "t:f:qh", opts, NULL)) != -1) {
     char *end;
     switch (c) {
     case 't':
       cx.rel = strtod(optarg, &end);
-      if (*end || !(cx.rel > 0)) { fprintf(stderr, "colt5-golden: --tol %s: expected a positive number\n", optarg); rc = EXIT_USAGE; }
+      if (*end || !(cx.rel > 0)) st = c5_error_raise(C5_ERR_ARG, "--tol %s: expected a positive number", optarg);
       break;
     case 'f':
       cx.floor = strtod(optarg, &end);
-      if (*end || !(cx.floor >= 0)) { fprintf(stderr, "colt5-golden: --floor %s: expected a number >= 0\n", optarg); rc = EXIT_USAGE; }
+      if (*end || !(cx.floor >= 0)) st = c5_error_raise(C5_ERR_ARG, "--floor %s: expected a number >= 0", optarg);
       break;
     case 'q': cx.quiet = 1; break;
-    case 'h': if (cx.rank == 0) usage(stdout); MPI_Finalize(); return 0;
-    default: rc = EXIT_USAGE;
+    case 'h': help = 1; break;
+    default: st = c5_error_raise(C5_ERR_ARG, "unknown option or missing value");
     }
   }
-  if (rc == EXIT_PASS && optind >= argc) { rc = EXIT_USAGE; fprintf(stderr, "colt5-golden: no input file\n"); }
-  if (rc != EXIT_PASS) { if (cx.rank == 0) usage(stderr); MPI_Finalize(); return rc; }
-  if (c5_dist_create(MPI_COMM_WORLD, &cx.dist) != C5_OK) {
-    fprintf(stderr, "colt5-golden: %s\n", c5_last_error());
+  if (st == C5_OK && !help && optind >= argc) st = c5_error_raise(C5_ERR_ARG, "no input file");
+  if (c5_dist_create(MPI_COMM_WORLD, &cx.dist) != C5_OK) {   /* agreed inside */
+    if (cx.rank == 0) fprintf(stderr, "colt5-golden: %s\n", c5_last_error());
     MPI_Finalize();
     return EXIT_USAGE;
+  }
+  st = c5_dist_agree(cx.dist, st);
+  if (st == C5_OK) st = c5_dist_agree_long(cx.dist, "colt5-golden: --help", help);
+  if (st == C5_OK && !help) st = c5_dist_agree_long(cx.dist, "colt5-golden: the number of input files", argc - optind);
+  if (st != C5_OK || help) {
+    if (cx.rank == 0) {
+      if (st != C5_OK) fprintf(stderr, "colt5-golden: %s\n", c5_last_error());
+      usage(help && st == C5_OK ? stdout : stderr);
+    }
+    c5_dist_destroy(&cx.dist);
+    MPI_Finalize();
+    return st != C5_OK ? EXIT_USAGE : EXIT_PASS;
   }
   if (cx.rank == 0 && c5_blas_warning()) fprintf(stderr, "colt5-golden: %s\n", c5_blas_warning());
   int nfiles = 0;
@@ -696,7 +809,7 @@ int main(int argc, char **argv)
     if (r == EXIT_USAGE) rc = EXIT_USAGE;
     else if (r == EXIT_SKIP) skipped++;
   }
-  MPI_Bcast(&cx.failed, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  MPI_Bcast(&cx.failed, 1, MPI_INT, 0, MPI_COMM_WORLD);   /* only rank 0 compares */
   c5_dist_destroy(&cx.dist);
   MPI_Finalize();
   if (rc == EXIT_USAGE) return rc;

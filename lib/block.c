@@ -83,7 +83,8 @@ const c5_routed_ff_cache *c5_block_ff_cache(const c5_block_cache *c) { return c-
 c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, long batch, const c5_real *x,
                            const uint8_t *mask, c5_block_cache *c, c5_real *out)
 {
-  C5_CHECK(b && d && lay && x && c && out, C5_ERR_ARG, "c5_block_forward: NULL argument");
+  C5_CHECK(d, C5_ERR_ARG, "c5_block_forward: dist is NULL");
+  C5_AGREE(d, b && lay && x && c && out ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_forward: NULL argument"));
   const long N = batch * lay->n_local * b->cfg.attn.dim;
   C5_CALL(c5_routed_attn_forward(b->attn, d, lay, batch, x, mask, c->ac, c->x1));
   for (long i = 0; i < N; i++) c->x1[i] += x[i];
@@ -95,7 +96,8 @@ c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, 
 c5_status c5_block_backward(c5_block *b, const c5_dist *d, c5_block_cache *c, const c5_real *x, const c5_real *dout,
                             c5_real *dx)
 {
-  C5_CHECK(b && d && c && x && dout && dx, C5_ERR_ARG, "c5_block_backward: NULL argument");
+  C5_CHECK(d, C5_ERR_ARG, "c5_block_backward: dist is NULL");
+  C5_AGREE(d, b && c && x && dout && dx ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_backward: NULL argument"));
   const long N = c->batch * c->n * b->cfg.attn.dim;
   C5_CALL(c5_routed_ff_backward(b->ff, d, c->fc, c->x1, dout, c->dx1));
   for (long i = 0; i < N; i++) c->dx1[i] += dout[i];

@@ -15,6 +15,14 @@ c5_status c5_err_raise(c5_status st, const char *file, int line, const char *fmt
 c5_status c5_err_trace(c5_status st, const char *file, int line);
 /* MPI error code -> C5_ERR_MPI with MPI's own text and the failing call. */
 c5_status c5_err_mpi(int code, const char *call, const char *file, int line);
+/* The error record's capacity (message and trace); c5_dist_agree sends it whole. */
+#define C5_ERR_TEXT_LEN 4096
+/* Replace the record by text that every rank of a communicator now holds
+   (c5_dist_agree), and whether the current record is such a one. */
+c5_status c5_err_set_agreed(c5_status st, const char *text);
+int c5_err_agreed(void);
+/* Append text to the current record (a line of the trace that is not a frame). */
+void c5_err_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #define C5_ERR(st, ...) c5_err_raise((st), __FILE__, __LINE__, __VA_ARGS__)
 
@@ -33,6 +41,10 @@ c5_status c5_err_mpi(int code, const char *call, const char *file, int line);
 
 /* Cleanup that keeps the first error. */
 #define C5_KEEP_FIRST(st, call) do { c5_status s_ = (call); if ((st) == C5_OK) (st) = s_; } while (0)
+
+/* Close a stretch of rank-local work before the next collective (docs/errors.md):
+   every rank of d goes on, or every rank returns the first failing rank's error. */
+#define C5_AGREE(d, st) C5_CALL(c5_dist_agree((d), (st)))
 
 #define C5_MPI(call) do { int e_ = (call); \
     if (e_ != MPI_SUCCESS) return c5_err_mpi(e_, #call, __FILE__, __LINE__); } while (0)
@@ -86,7 +98,11 @@ c5_status c5_dist_allgatherv(const c5_dist *d, const void *send, long scount, vo
                              const int *displs, MPI_Datatype type);
 /* Sum send [sum of counts] over ranks; rank p receives its counts[p] block. */
 c5_status c5_dist_reduce_scatter_real(const c5_dist *d, const c5_real *send, c5_real *recv, const int *counts);
-/* Does every rank agree that cond holds? (so that an error is raised on all) */
-c5_status c5_dist_all(const c5_dist *d, int *cond);
+/* c5_dist_agree and, in the same allreduce, global arguments that must be
+   the same on every rank: when st is C5_OK everywhere but some value
+   differs, every rank returns C5_ERR_ARG naming it, the smallest and the
+   largest value and a rank holding each. */
+typedef struct { const char *name; long value; } c5_dist_arg;
+c5_status c5_dist_agree_args(const c5_dist *d, c5_status st, int nargs, const c5_dist_arg *args);
 
 #endif

@@ -56,33 +56,25 @@ c5_status c5_cd_config_check(const c5_cd_config *cfg)
   return C5_OK;
 }
 
-/* Every rank checks its part; all raise the error if any rank's part is bad. */
-static c5_status check_inputs(const c5_dist *d, const c5k_rows *R, const c5_real *s,
-                              const double *k, long k_stride)
+/* This rank's part of the inputs: k of every row, and finite logits. Local:
+   the caller agrees the result (docs/errors.md), so that a NaN on one rank
+   fails every rank with its message. */
+static c5_status check_inputs(const c5k_rows *R, const c5_real *s, const double *k, long k_stride)
 {
-  long bad_r = -1, bad_j = -1;
-  for (long r = 0; r < R->rows && bad_r < 0; r++) {
+  for (long r = 0; r < R->rows; r++) {
     double kr = k[r * k_stride];
-    if (!(kr > 0) || !isfinite(kr)) {
-      int ok = 0;
-      C5_CALL(c5_dist_all(d, &ok));
-      return C5_ERR(C5_ERR_ARG, "coordinate descent: row %ld has k = %g; k must be > 0 and finite", r, kr);
-    }
+    C5_CHECK(kr > 0 && isfinite(kr), C5_ERR_ARG, "coordinate descent: row %ld has k = %g; k must be > 0 and finite",
+             r, kr);
     const c5_real *sr = s + R->off[r];
     int fin = 1;
 #pragma omp parallel for reduction(&& : fin) schedule(static) if (R->len[r] > 65536)
     for (long j = 0; j < R->len[r]; j++) fin = fin && isfinite(sr[j]);
-    if (!fin) {
-      for (long j = 0; j < R->len[r]; j++) if (!isfinite(sr[j])) { bad_j = j; break; }
-      bad_r = r;
-    }
+    if (fin) continue;
+    long j = 0;
+    while (isfinite(sr[j])) j++;
+    return C5_ERR(C5_ERR_ARG, "coordinate descent: logits row %ld, local column %ld is %g (NaN or Inf)", r, j,
+                  (double)sr[j]);
   }
-  int ok = bad_r < 0;
-  C5_CALL(c5_dist_all(d, &ok));
-  if (bad_r >= 0)
-    return C5_ERR(C5_ERR_ARG, "coordinate descent: logits row %ld, local column %ld on rank %d is %g "
-                  "(NaN or Inf)", bad_r, bad_j, c5_dist_rank(d), (double)s[R->off[bad_r] + bad_j]);
-  C5_CHECK(ok, C5_ERR_ARG, "coordinate descent: another rank has NaN or Inf logits (its error names them)");
   return C5_OK;
 }
 
@@ -97,6 +89,18 @@ static c5_status ensure_work(c5_cd_cache *c, const c5k_rows *R)
   return C5_OK;
 }
 
+c5_status c5_cd_forward_prepare(const c5_cd_config *cfg, const c5k_rows *R, const c5_real *s, const double *k,
+                                long k_stride, c5_cd_cache *c)
+{
+  C5_CALL(c5_cd_config_check(cfg));
+  C5_CHECK(c->rows_cap >= R->rows && c->n_iters == cfg->n_iters, C5_ERR_SHAPE,
+           "coordinate descent: cache holds %ld rows x %d iterations, call needs %ld x %d",
+           c->rows_cap, c->n_iters, R->rows, cfg->n_iters);
+  C5_CALL(check_inputs(R, s, k, k_stride));
+  C5_CALL(ensure_work(c, R));
+  return C5_OK;
+}
+
 c5_status c5_cd_forward_rows(const c5_backend *be, const c5_dist *d, const c5_cd_config *cfg, const c5k_rows *R,
                              const c5_real *s, const uint8_t *mask, const double *k, long k_stride,
                              c5_real *y, c5_cd_cache *c)
@@ -104,12 +108,6 @@ c5_status c5_cd_forward_rows(const c5_backend *be, const c5_dist *d, const c5_cd
   const c5k_ops *ops = be->ops;
   const long rows = R->rows;
   const int T = cfg->n_iters;
-  C5_CALL(c5_cd_config_check(cfg));
-  C5_CHECK(c->rows_cap >= rows && c->n_iters == T, C5_ERR_SHAPE,
-           "coordinate descent: cache holds %ld rows x %d iterations, call needs %ld x %d",
-           c->rows_cap, c->n_iters, rows, T);
-  C5_CALL(check_inputs(d, R, s, k, k_stride));
-  C5_CALL(ensure_work(c, R));
   c->rows = rows;
   c5k_ctx ctx = { .work = c->work, .work_len = c->work_cap };
 
@@ -155,15 +153,20 @@ c5_status c5_cd_forward_rows(const c5_backend *be, const c5_dist *d, const c5_cd
   return C5_OK;
 }
 
+c5_status c5_cd_backward_prepare(c5_cd_cache *c, const c5k_rows *R)
+{
+  C5_CHECK(c->rows == R->rows, C5_ERR_SHAPE, "coordinate descent backward: the forward had %ld rows, "
+           "this call %ld", c->rows, R->rows);
+  C5_CALL(ensure_work(c, R));
+  return C5_OK;
+}
+
 c5_status c5_cd_backward_rows(const c5_backend *be, const c5_dist *d, c5_cd_cache *c, const c5k_rows *R, const c5_real *s,
                               const uint8_t *mask, const c5_real *y, const c5_real *gy, c5_real *ds)
 {
   const c5k_ops *ops = be->ops;
   const long rows = R->rows;
   const int T = c->n_iters;
-  C5_CHECK(c->rows == rows, C5_ERR_SHAPE, "coordinate descent backward: the forward had %ld rows, "
-           "this call %ld", c->rows, rows);
-  C5_CALL(ensure_work(c, R));
   c5k_ctx ctx = { .work = c->work, .work_len = c->work_cap };
   double *aT = c->rowbuf, *dot = aT + rows;
   for (long r = 0; r < rows; r++) aT[r] = c->a[r * T + T - 1];
@@ -179,18 +182,41 @@ c5_status c5_cd_backward_rows(const c5_backend *be, const c5_dist *d, c5_cd_cach
   return C5_OK;
 }
 
+/* The public entries validate this rank's part, agree, then run. */
+static c5_status forward_local(const c5_cd_config *cfg, long rows, long n, const c5_real *s, const double *k,
+                               long k_stride, c5_real *y, c5_cd_cache *cache, c5k_rows *R)
+{
+  C5_CHECK(cfg && s && k && y && cache, C5_ERR_ARG, "c5_cd_forward: NULL argument");
+  C5_CHECK(rows >= 0 && n >= 0, C5_ERR_ARG, "c5_cd_forward: rows = %ld, n = %ld must be >= 0", rows, n);
+  C5_CHECK(k_stride >= 0, C5_ERR_ARG, "c5_cd_forward: k_stride = %ld must be >= 0", k_stride);
+  C5_CHECK(cache->rows_cap >= rows && cache->plan, C5_ERR_SHAPE, "c5_cd_forward: cache holds %ld rows, call has %ld",
+           cache->rows_cap, rows);
+  c5k_rows_dense(rows, n, cache->plan, R);
+  C5_CALL(c5_cd_forward_prepare(cfg, R, s, k, k_stride, cache));
+  return C5_OK;
+}
+
 c5_status c5_cd_forward(const c5_backend *be, const c5_dist *d, const c5_cd_config *cfg, long rows, long n,
                         const c5_real *s, const uint8_t *mask, const double *k, long k_stride,
                         c5_real *y, c5_cd_cache *cache)
 {
-  C5_CHECK(be && d && cfg && s && k && y && cache, C5_ERR_ARG, "c5_cd_forward: NULL argument");
-  C5_CHECK(rows >= 0 && n >= 0, C5_ERR_ARG, "c5_cd_forward: rows = %ld, n = %ld must be >= 0", rows, n);
-  C5_CHECK(k_stride >= 0, C5_ERR_ARG, "c5_cd_forward: k_stride = %ld must be >= 0", k_stride);
-  C5_CHECK(cache->rows_cap >= rows, C5_ERR_SHAPE, "c5_cd_forward: cache holds %ld rows, call has %ld",
-           cache->rows_cap, rows);
+  C5_CHECK(d, C5_ERR_ARG, "c5_cd_forward: dist is NULL");
   c5k_rows R;
-  c5k_rows_dense(rows, n, cache->plan, &R);
+  c5_status st = forward_local(cfg, rows, n, s, k, k_stride, y, cache, &R);
+  C5_CALL(c5_dist_agree_args(d, st, 2, (c5_dist_arg[]){ { "coordinate descent: rows", rows },
+                                                         { "coordinate descent: n_iters", cfg ? cfg->n_iters : 0 } }));
   C5_CALL(c5_cd_forward_rows(be, d, cfg, &R, s, mask, k, k_stride, y, cache));
+  return C5_OK;
+}
+
+static c5_status backward_local(c5_cd_cache *cache, long rows, long n, const c5_real *s, const c5_real *y,
+                                const c5_real *gy, c5_real *ds, c5k_rows *R)
+{
+  C5_CHECK(cache && s && y && gy && ds, C5_ERR_ARG, "c5_cd_backward: NULL argument");
+  C5_CHECK(cache->rows == rows && cache->plan, C5_ERR_SHAPE, "c5_cd_backward: the forward had %ld rows, this call %ld",
+           cache->rows, rows);
+  c5k_rows_dense(rows, n, cache->plan, R);
+  C5_CALL(c5_cd_backward_prepare(cache, R));
   return C5_OK;
 }
 
@@ -198,11 +224,9 @@ c5_status c5_cd_backward(const c5_backend *be, const c5_dist *d, c5_cd_cache *ca
                          const c5_real *s, const uint8_t *mask, const c5_real *y,
                          const c5_real *gy, c5_real *ds)
 {
-  C5_CHECK(be && d && cache && s && y && gy && ds, C5_ERR_ARG, "c5_cd_backward: NULL argument");
-  C5_CHECK(cache->rows == rows, C5_ERR_SHAPE, "c5_cd_backward: the forward had %ld rows, this call %ld",
-           cache->rows, rows);
+  C5_CHECK(d, C5_ERR_ARG, "c5_cd_backward: dist is NULL");
   c5k_rows R;
-  c5k_rows_dense(rows, n, cache->plan, &R);
+  C5_AGREE(d, backward_local(cache, rows, n, s, y, gy, ds, &R));
   C5_CALL(c5_cd_backward_rows(be, d, cache, &R, s, mask, y, gy, ds));
   return C5_OK;
 }

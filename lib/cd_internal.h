@@ -5,9 +5,15 @@
 #include "kernels.h"
 
 c5_status c5_cd_config_check(const c5_cd_config *cfg);
+/* A forward and a backward run in two steps: the rank-local checks and
+   workspace (prepare), which the caller agrees over the ranks together with
+   its own local work (docs/errors.md), then the collective run (_rows). */
+c5_status c5_cd_forward_prepare(const c5_cd_config *cfg, const c5k_rows *R, const c5_real *s, const double *k,
+                                long k_stride, c5_cd_cache *cache);
 c5_status c5_cd_forward_rows(const c5_backend *be, const c5_dist *d, const c5_cd_config *cfg, const c5k_rows *R,
                              const c5_real *s, const uint8_t *mask, const double *k, long k_stride,
                              c5_real *y, c5_cd_cache *cache);
+c5_status c5_cd_backward_prepare(c5_cd_cache *cache, const c5k_rows *R);
 c5_status c5_cd_backward_rows(const c5_backend *be, const c5_dist *d, c5_cd_cache *cache, const c5k_rows *R, const c5_real *s,
                               const uint8_t *mask, const c5_real *y, const c5_real *gy, c5_real *ds);
 #endif

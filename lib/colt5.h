@@ -10,7 +10,8 @@
      and a function that adds into an activation gradient says so;
    - tensors are row-major, shapes given as [dims] beside each pointer;
    - "Collective on dist" means every rank of the communicator calls it with
-     the same global arguments. */
+     the same global arguments, and it returns the same status on every rank
+     (c5_dist_agree; docs/errors.md). */
 #ifndef COLT5_H
 #define COLT5_H
 
@@ -27,6 +28,10 @@ const char *c5_status_string(c5_status st);
    ("" when none). Valid until the next failing call on this thread. */
 const char *c5_last_error(void);
 void c5_error_clear(void);
+/* Record an error of the application's own (a bad option, an unreadable
+   input) as the library records its own, so that c5_dist_agree carries its
+   message to every rank. Returns st. */
+c5_status c5_error_raise(c5_status st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* ---- backends ------------------------------------------------------------------- */
 /* Where the arithmetic runs: a backend holds a device's kernel table (and,
@@ -57,11 +62,29 @@ c5_status c5_dist_destroy(c5_dist **d);
 int c5_dist_rank(const c5_dist *d);
 int c5_dist_size(const c5_dist *d);
 
+/* c5_dist_agree - make a status that may differ between ranks the same on
+   all of them, before the next collective (docs/errors.md). Collective on d.
+   In:  st, this rank's status of its own work since the last collective.
+   Returns C5_OK on every rank when st is C5_OK on every rank; otherwise the
+   error of the lowest failing rank R, on every rank, and c5_last_error()
+   reads "rank R: <R's message and trace>" on every rank (R numbered in
+   MPI_COMM_WORLD, as mpirun numbers it). An error that was agreed already
+   (every collective of the library returns an agreed status) travels on
+   unchanged and wins over a new one. Costs one small allreduce, and a
+   broadcast of the message when some rank failed; both counted in the
+   traffic counters under the current phase. On one rank: returns st. */
+c5_status c5_dist_agree(const c5_dist *d, c5_status st);
+/* c5_dist_agree_long - a global argument (a sequence length, a batch size,
+   an option of the run) must be the same on every rank of d. Collective.
+   Returns C5_OK, or C5_ERR_ARG on every rank with a message naming what,
+   the smallest and the largest value and a rank holding each. */
+c5_status c5_dist_agree_long(const c5_dist *d, const char *what, long value);
+
 /* Traffic counters (per rank): calls, bytes and seconds of each collective
    since the last reset, by the phase that issued it (modules set it).
    Printed by colt5-bench. */
 typedef enum { C5_COLL_ALLREDUCE, C5_COLL_EXSCAN, C5_COLL_ALLGATHER, C5_COLL_SENDRECV,
-               C5_COLL_REDUCE_SCATTER, C5_NUM_COLL } c5_coll;
+               C5_COLL_REDUCE_SCATTER, C5_COLL_BCAST, C5_NUM_COLL } c5_coll;
 typedef enum { C5_PHASE_OTHER, C5_PHASE_ROUTER, C5_PHASE_HALO, C5_PHASE_HEAVY, C5_PHASE_GRAD,
                C5_NUM_PHASE } c5_phase;
 typedef struct {

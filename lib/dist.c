@@ -1,6 +1,7 @@
 /* dist.c - the communicator object and every collective the library uses
    (docs/design.md §3-4). Nothing else in lib/ calls MPI directly, except that the
    io layer may hand c5_dist_comm() to parallel HDF5. */
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 #include "c5_internal.h"
@@ -8,6 +9,7 @@
 struct c5_dist {
   MPI_Comm comm;
   int rank, size;
+  int wrank;             /* rank in MPI_COMM_WORLD: the one error messages name */
   MPI_Op op_maxsumexp;
   c5_dist_stats stats;   /* mutable through const handles: counters only */
   c5_phase phase;
@@ -40,6 +42,86 @@ static MPI_Datatype pair_type(void)
   return t;
 }
 
+static void count(const c5_dist *d, c5_coll c, long bytes);
+
+/* The agreement (docs/errors.md) on comm; d, when not NULL, counts it.
+   One allreduce (MIN) of: the lowest rank holding an agreed error, the
+   lowest rank with a new error, then each argument's value and its
+   negation (so min and max in one). A failing rank's message follows in one
+   broadcast of the whole record. */
+static c5_status agree(MPI_Comm comm, const c5_dist *d, c5_status st, int nargs, const c5_dist_arg *args)
+{
+  int rank, size, wrank;
+  C5_MPI(MPI_Comm_size(comm, &size));
+  if (size == 1) return st;
+  C5_MPI(MPI_Comm_rank(comm, &rank));
+  C5_MPI(MPI_Comm_rank(MPI_COMM_WORLD, &wrank));
+  long buf[2 + 2 * (nargs > 0 ? nargs : 1)];
+  const int len = 2 + 2 * nargs;
+  buf[0] = st != C5_OK && c5_err_agreed() ? rank : size;
+  buf[1] = st != C5_OK && !c5_err_agreed() ? rank : size;
+  for (int i = 0; i < nargs; i++) { buf[2 + 2 * i] = args[i].value; buf[3 + 2 * i] = -args[i].value; }
+  double t0 = MPI_Wtime();
+  C5_MPI(MPI_Allreduce(MPI_IN_PLACE, buf, len, MPI_LONG, MPI_MIN, comm));
+  if (d) {
+    count(d, C5_COLL_ALLREDUCE, len * (long)sizeof(long));
+    ((c5_dist *)d)->stats.seconds[d->phase][C5_COLL_ALLREDUCE] += MPI_Wtime() - t0;
+  }
+  long root = buf[0] < size ? buf[0] : buf[1];
+  if (root < size) {
+    static _Thread_local struct { int code; char text[C5_ERR_TEXT_LEN]; } msg;
+    if (rank == root) {
+      msg.code = (int)st;
+      if (c5_err_agreed()) snprintf(msg.text, sizeof msg.text, "%s", c5_last_error());
+      else snprintf(msg.text, sizeof msg.text, "rank %d: %s", wrank, c5_last_error());
+    }
+    t0 = MPI_Wtime();
+    C5_MPI(MPI_Bcast(&msg, (int)sizeof msg, MPI_BYTE, (int)root, comm));
+    if (d) {
+      count(d, C5_COLL_BCAST, (long)sizeof msg);
+      ((c5_dist *)d)->stats.seconds[d->phase][C5_COLL_BCAST] += MPI_Wtime() - t0;
+    }
+    msg.text[sizeof msg.text - 1] = '\0';
+    c5_err_set_agreed((c5_status)msg.code, msg.text);
+    /* the frames that follow are this rank's own way back */
+    if (rank != root) c5_err_note("\n  rank %d learned it", wrank);
+    return (c5_status)msg.code;
+  }
+  for (int i = 0; i < nargs; i++) {
+    long lo = buf[2 + 2 * i], hi = -buf[3 + 2 * i];
+    if (lo == hi) continue;
+    /* every rank sees the same difference: one more allreduce finds a rank holding each end */
+    int who[2] = { args[i].value == lo ? wrank : INT_MAX, args[i].value == hi ? wrank : INT_MAX };
+    C5_MPI(MPI_Allreduce(MPI_IN_PLACE, who, 2, MPI_INT, MPI_MIN, comm));
+    if (d) count(d, C5_COLL_ALLREDUCE, (long)sizeof who);
+    char text[C5_ERR_TEXT_LEN];
+    snprintf(text, sizeof text, "%s differs between ranks: %ld on rank %d, %ld on rank %d (it must be the same "
+             "on every rank)", args[i].name, lo, who[0], hi, who[1]);
+    c5_err_set_agreed(C5_ERR_ARG, text);
+    return c5_err_trace(C5_ERR_ARG, __FILE__, __LINE__);
+  }
+  return C5_OK;
+}
+
+c5_status c5_dist_agree(const c5_dist *d, c5_status st)
+{
+  C5_CHECK(d != NULL, C5_ERR_ARG, "c5_dist_agree: dist is NULL");
+  return agree(d->comm, d, st, 0, NULL);
+}
+
+c5_status c5_dist_agree_args(const c5_dist *d, c5_status st, int nargs, const c5_dist_arg *args)
+{
+  C5_CHECK(d != NULL, C5_ERR_ARG, "c5_dist_agree: dist is NULL");
+  return agree(d->comm, d, st, nargs, args);
+}
+
+c5_status c5_dist_agree_long(const c5_dist *d, const char *what, long value)
+{
+  C5_CHECK(d != NULL, C5_ERR_ARG, "c5_dist_agree_long: dist is NULL");
+  c5_dist_arg a = { what ? what : "a global argument", value };
+  return agree(d->comm, d, C5_OK, 1, &a);
+}
+
 c5_status c5_dist_create(MPI_Comm comm, c5_dist **out)
 {
   int init = 0;
@@ -47,13 +129,17 @@ c5_status c5_dist_create(MPI_Comm comm, c5_dist **out)
   *out = NULL;
   C5_MPI(MPI_Initialized(&init));
   C5_CHECK(init, C5_ERR_MPI, "c5_dist_create: MPI is not initialized (the application calls MPI_Init)");
-  c5_dist *d;
-  C5_CALLOC(d, 1);
+  c5_dist *d = calloc(1, sizeof *d);
+  c5_status st = d ? C5_OK : C5_ERR(C5_ERR_MEM, "c5_dist_create: out of memory");
+  /* MPI_Comm_dup is collective: a rank that failed above must not leave the others in it */
+  st = agree(comm, NULL, st, 0, NULL);
+  if (st != C5_OK) { free(d); return c5_err_trace(st, __FILE__, __LINE__); }
   int e = MPI_Comm_dup(comm, &d->comm);
   if (e != MPI_SUCCESS) { free(d); return c5_err_mpi(e, "MPI_Comm_dup", __FILE__, __LINE__); }
   MPI_Comm_set_errhandler(d->comm, MPI_ERRORS_RETURN);
   MPI_Comm_rank(d->comm, &d->rank);
   MPI_Comm_size(d->comm, &d->size);
+  MPI_Comm_rank(MPI_COMM_WORLD, &d->wrank);
   MPI_Op_create(maxsumexp_op, 1, &d->op_maxsumexp);
   *out = d;
   return C5_OK;
@@ -66,13 +152,17 @@ c5_status c5_dist_create_2d(MPI_Comm comm, int seq_size, c5_dist **seq, c5_dist 
   int size, rank;
   C5_MPI(MPI_Comm_size(comm, &size));
   C5_MPI(MPI_Comm_rank(comm, &rank));
-  C5_CHECK(seq_size > 0 && size % seq_size == 0, C5_ERR_ARG,
-           "2-D layout: %d ranks cannot be cut into sequence groups of %d", size, seq_size);
+  c5_status st = seq_size > 0 && size % seq_size == 0 ? C5_OK : C5_ERR(C5_ERR_ARG,
+                 "2-D layout: %d ranks cannot be cut into sequence groups of %d", size, seq_size);
+  c5_dist_arg a = { "2-D layout: seq_size", seq_size };
+  C5_CALL(agree(comm, NULL, st, 1, &a));
   MPI_Comm cs, cd;
   C5_MPI(MPI_Comm_split(comm, rank / seq_size, rank % seq_size, &cs));
   C5_MPI(MPI_Comm_split(comm, rank % seq_size, rank / seq_size, &cd));
-  c5_status st = c5_dist_create(cs, seq);
-  if (st == C5_OK) st = c5_dist_create(cd, dp);
+  st = c5_dist_create(cs, seq);
+  /* agreed within one sequence group only: the data-parallel groups cross them */
+  st = agree(comm, NULL, st, 0, NULL);
+  if (st == C5_OK) st = agree(comm, NULL, c5_dist_create(cd, dp), 0, NULL);
   MPI_Comm_free(&cs);
   MPI_Comm_free(&cd);
   if (st != C5_OK) { c5_dist_destroy(seq); c5_dist_destroy(dp); }
@@ -111,7 +201,7 @@ c5_phase c5_dist_phase(const c5_dist *d, c5_phase p)
 
 const char *c5_coll_name(c5_coll c)
 {
-  static const char *n[C5_NUM_COLL] = { "allreduce", "exscan", "allgather", "sendrecv", "reduce_scatter" };
+  static const char *n[C5_NUM_COLL] = { "allreduce", "exscan", "allgather", "sendrecv", "reduce_scatter", "bcast" };
   return (c >= 0 && c < C5_NUM_COLL) ? n[c] : "?";
 }
 
@@ -163,14 +253,6 @@ c5_status c5_dist_exscan_sum_long(const c5_dist *d, long *buf, long n)
   return C5_OK;
 }
 
-c5_status c5_dist_all(const c5_dist *d, int *cond)
-{
-  if (d->size == 1) return C5_OK;
-  count(d, C5_COLL_ALLREDUCE, (long)sizeof(int));
-  TIMED(d, C5_COLL_ALLREDUCE, MPI_Allreduce(MPI_IN_PLACE, cond, 1, MPI_INT, MPI_LAND, d->comm));
-  return C5_OK;
-}
-
 c5_status c5_dist_sendrecv(const c5_dist *d, const void *send, long scount, int dest, void *recv, long rcount,
                            int src, MPI_Datatype type)
 {
@@ -215,7 +297,10 @@ c5_status c5_dist_reduce_scatter_real(const c5_dist *d, const c5_real *send, c5_
 
 c5_status c5_params_allreduce_grad(c5_params *p, const c5_dist *d)
 {
-  C5_CHECK(p && d, C5_ERR_ARG, "c5_params_allreduce_grad: NULL argument");
+  C5_CHECK(d, C5_ERR_ARG, "c5_params_allreduce_grad: dist is NULL");
+  c5_status st = p ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_params_allreduce_grad: the parameter table is NULL");
+  c5_dist_arg total = { "parameter gradients: elements", st == C5_OK ? c5_params_total(p) : 0 };
+  C5_CALL(agree(d->comm, d, st, 1, &total));
   if (d->size == 1 || c5_params_total(p) == 0) return C5_OK;
   c5_phase old = c5_dist_phase(d, C5_PHASE_GRAD);
   count(d, C5_COLL_ALLREDUCE, c5_params_total(p) * (long)sizeof(c5_real));

@@ -5,12 +5,13 @@
 #include <string.h>
 #include "c5_internal.h"
 
-#define C5_ERRMSG_LEN 4096
-static _Thread_local char errbuf[C5_ERRMSG_LEN];
+static _Thread_local char errbuf[C5_ERR_TEXT_LEN];
 static _Thread_local size_t errlen;
+/* The record came from c5_dist_agree: every rank of that communicator holds it
+   (it travels on as it is, without another "rank R: " prefix). */
+static _Thread_local int agreed;
 
-static void append(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void append(const char *fmt, ...)
+void c5_err_note(const char *fmt, ...)
 {
   if (errlen >= sizeof errbuf - 1) return;
   va_list ap;
@@ -32,23 +33,49 @@ const char *c5_status_string(c5_status st)
 
 const char *c5_last_error(void) { return errbuf; }
 
-void c5_error_clear(void) { errlen = 0; errbuf[0] = '\0'; }
+void c5_error_clear(void) { errlen = 0; errbuf[0] = '\0'; agreed = 0; }
+
+/* Formatted aside first: the arguments may quote the record itself (c5_last_error()). */
+static void vraise(const char *fmt, va_list ap)
+{
+  char tmp[C5_ERR_TEXT_LEN];
+  vsnprintf(tmp, sizeof tmp, fmt, ap);
+  c5_error_clear();
+  c5_err_note("%s", tmp);
+}
 
 c5_status c5_err_raise(c5_status st, const char *file, int line, const char *fmt, ...)
 {
-  c5_error_clear();
   va_list ap;
   va_start(ap, fmt);
-  int w = vsnprintf(errbuf, sizeof errbuf, fmt, ap);
+  vraise(fmt, ap);
   va_end(ap);
-  errlen = w < 0 ? 0 : ((size_t)w < sizeof errbuf ? (size_t)w : sizeof errbuf - 1);
-  append("\n  at %s:%d", file, line);
+  c5_err_note("\n  at %s:%d", file, line);
   return st;
 }
 
+c5_status c5_error_raise(c5_status st, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vraise(fmt, ap);
+  va_end(ap);
+  return st;
+}
+
+c5_status c5_err_set_agreed(c5_status st, const char *text)
+{
+  c5_error_clear();
+  c5_err_note("%s", text);
+  agreed = 1;
+  return st;
+}
+
+int c5_err_agreed(void) { return agreed; }
+
 c5_status c5_err_trace(c5_status st, const char *file, int line)
 {
-  append("\n  at %s:%d", file, line);
+  c5_err_note("\n  at %s:%d", file, line);
   return st;
 }
 

@@ -119,12 +119,13 @@ static c5_status exchange(c5_kv_exchange *x, const c5_dist *d)
   return C5_OK;
 }
 
-c5_status c5_kv_exchange_gather(c5_kv_exchange *x, const c5_dist *d, const c5_real *src, long ld,
-                                const uint8_t *mask, long offset, int flags, long nrows, const long *ksrc,
-                                c5_real *ctx, c5_real *kscore, uint8_t *kmask, long *kpos)
+/* The gather's own checks and its send buffers: rank-local. */
+static c5_status gather_local(c5_kv_exchange *x, const c5_dist *d, const c5_real *src, long ld, const uint8_t *mask,
+                              long offset, int flags, long nrows, const long *ksrc, const c5_real *ctx,
+                              const long *kpos)
 {
-  C5_CHECK(x && d && (src || x->nown == 0) && ctx, C5_ERR_ARG, "c5_kv_exchange_gather: NULL argument");
-  const long D = x->dim, S = x->S, kslot = x->kslot, o = x->nown;
+  C5_CHECK(x && (src || x->nown == 0) && ctx, C5_ERR_ARG, "c5_kv_exchange_gather: NULL argument");
+  const long D = x->dim, S = x->S, o = x->nown;
   C5_CHECK(c5_dist_size(d) == x->P, C5_ERR_ARG, "%s: kv exchange sized for %d ranks, called on %d", x->who, x->P,
            c5_dist_size(d));
   C5_CHECK(x->row == S && o <= x->cap_o, C5_ERR_INTERNAL, "%s: packed %ld kv source rows of %ld and %ld own entries "
@@ -139,6 +140,17 @@ c5_status c5_kv_exchange_gather(c5_kv_exchange *x, const c5_dist *d, const c5_re
     x->sendm[e] = mask ? mask[t] : 1;
     x->sendp[e] = offset + x->own_tok[e];
   }
+  return C5_OK;
+}
+
+c5_status c5_kv_exchange_gather(c5_kv_exchange *x, const c5_dist *d, c5_status pending, const c5_real *src, long ld,
+                                const uint8_t *mask, long offset, int flags, long nrows, const long *ksrc,
+                                c5_real *ctx, c5_real *kscore, uint8_t *kmask, long *kpos)
+{
+  C5_CHECK(d, C5_ERR_ARG, "c5_kv_exchange_gather: dist is NULL");
+  if (pending == C5_OK) pending = gather_local(x, d, src, ld, mask, offset, flags, nrows, ksrc, ctx, kpos);
+  C5_AGREE(d, pending);
+  const long D = x->dim, kslot = x->kslot;
 
   c5_phase old = c5_dist_phase(d, C5_PHASE_HEAVY);
   c5_status st = exchange(x, d);
@@ -159,10 +171,11 @@ c5_status c5_kv_exchange_gather(c5_kv_exchange *x, const c5_dist *d, const c5_re
   return C5_OK;
 }
 
-c5_status c5_kv_exchange_return(c5_kv_exchange *x, const c5_dist *d, long nrows, const long *ksrc,
-                                const c5_real *dctx, const c5_real *dkscore, long ld, c5_real *dx)
+/* The return's checks and its send buffers (gradients back in gathered order): rank-local. */
+static c5_status return_local(c5_kv_exchange *x, const c5_dist *d, long nrows, const long *ksrc, const c5_real *dctx,
+                              const c5_real *dkscore, c5_real *dx)
 {
-  C5_CHECK(x && d && dctx && dx, C5_ERR_ARG, "c5_kv_exchange_return: NULL argument");
+  C5_CHECK(x && dctx && dx, C5_ERR_ARG, "c5_kv_exchange_return: NULL argument");
   C5_CHECK(c5_dist_size(d) == x->P, C5_ERR_ARG, "%s: kv exchange made on %d ranks, backward on %d", x->who, x->P,
            c5_dist_size(d));
   C5_CHECK(ksrc || nrows == x->S, C5_ERR_ARG, "%s: %ld kv rows without a source map, %ld source rows", x->who, nrows,
@@ -188,6 +201,16 @@ c5_status c5_kv_exchange_return(c5_kv_exchange *x, const c5_dist *d, long nrows,
       }
     }
   }
+  return C5_OK;
+}
+
+c5_status c5_kv_exchange_return(c5_kv_exchange *x, const c5_dist *d, c5_status pending, long nrows, const long *ksrc,
+                                const c5_real *dctx, const c5_real *dkscore, long ld, c5_real *dx)
+{
+  C5_CHECK(d, C5_ERR_ARG, "c5_kv_exchange_return: dist is NULL");
+  if (pending == C5_OK) pending = return_local(x, d, nrows, ksrc, dctx, dkscore, dx);
+  C5_AGREE(d, pending);
+  const long D = x->dim;
   c5_phase old = c5_dist_phase(d, C5_PHASE_HEAVY);
   c5_status st = c5_dist_reduce_scatter_real(d, x->dsendx, x->downx, x->rcntx);
   if (st == C5_OK && dkscore) st = c5_dist_reduce_scatter_real(d, x->dsends, x->downs, x->rcnt);

@@ -67,18 +67,20 @@ static inline void c5_kv_exchange_add(c5_kv_exchange *x, long tok, long bat, c5_
 }
 void c5_kv_exchange_end_row(c5_kv_exchange *x);
 
-/* Forward, collective on d. src: the source [batch, ld, dim] the entries are read from, mask [batch, ld]
+/* Forward, collective on d. pending: the caller's status of its own rank-local work since its last
+   collective (sizing, packing), agreed here with this call's checks (docs/errors.md); when it is an
+   error the call only takes part in the agreement and returns it. src: the source [batch, ld, dim] the entries are read from, mask [batch, ld]
    (NULL: 1), offset: the global position of local token 0 (C5_KVX_POS: position = offset + tok).
    flags: which of score, mask and position to gather. nrows kv rows; ksrc [nrows]: the source row of
    each (NULL: kv row r = source row r, nrows = S). Out, in (kv row, slot) order, each [nrows, kslot (, dim)]:
    ctx; kscore (the gathered score, or 1 without C5_KVX_SCORE), kmask (the gathered mask, or 1), kpos
    (C5_KVX_POS) - each may be NULL but ctx. */
-c5_status c5_kv_exchange_gather(c5_kv_exchange *x, const c5_dist *d, const c5_real *src, long ld,
+c5_status c5_kv_exchange_gather(c5_kv_exchange *x, const c5_dist *d, c5_status pending, const c5_real *src, long ld,
                                 const uint8_t *mask, long offset, int flags, long nrows, const long *ksrc,
                                 c5_real *ctx, c5_real *kscore, uint8_t *kmask, long *kpos);
-/* Backward, collective on d, with the gather's nrows and ksrc. dctx [nrows, kslot, dim], dkscore
+/* Backward, collective on d (pending as for the gather), with the gather's nrows and ksrc. dctx [nrows, kslot, dim], dkscore
    [nrows, kslot] (NULL: no score gradient, downs untouched). dx [batch, ld, dim] += this rank's entries'
    token gradients; x->downs [nown] then holds their score gradients, in packing order. */
-c5_status c5_kv_exchange_return(c5_kv_exchange *x, const c5_dist *d, long nrows, const long *ksrc,
+c5_status c5_kv_exchange_return(c5_kv_exchange *x, const c5_dist *d, c5_status pending, long nrows, const long *ksrc,
                                 const c5_real *dctx, const c5_real *dkscore, long ld, c5_real *dx);
 #endif

@@ -47,6 +47,7 @@
             This moves b nb R k_kv entries to every rank: traffic that grows
             with n / W (docs/design.md §3), where a many-to-many exchange to the
             window owners would move each entry once. */
+#include <math.h>
 #include "c5_internal.h"
 #include "attn_local.h"
 #include "heavy_branch.h"
@@ -275,22 +276,16 @@ static c5_status setup(const c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, c
   return C5_OK;
 }
 
-/* Light branch, forward: causal LocalMHA over [left halo | shard]; the halo is the left neighbour's last
-   light window (the shard starts on a window boundary, so the windows line up with one rank's). */
-static c5_status light_forward(c5_routed_ar_attn *m, const c5_dist *d, const c5_real *x, c5_routed_ar_attn_cache *c,
-                               c5_real *out)
+/* Light branch, forward, before the halo exchange (sharded): buffers and the window sent right. Rank-local. */
+static c5_status light_prepare(c5_routed_ar_attn *m, const c5_real *x, c5_routed_ar_attn_cache *c)
 {
   const long b = c->batch, n = c->n, D = m->cfg.dim, w = m->light.window;
   const int r = c->rank, P = c->size;
-  const c5_params *p = m->p;
-  if (P == 1) {
-    c->hl = 0;
-    C5_CALL(c5_attn_local_forward(&m->light, p, b, n, x, NULL, c->lc, out));
-    return C5_OK;
-  }
+  if (P == 1) { c->hl = 0; return C5_OK; }
   const long hl = r > 0 ? w : 0, sr = r < P - 1 ? w : 0, ne = hl + n;
   C5_CHECK(sr == 0 || n >= w, C5_ERR_ARG, "ConditionalRoutedAutoregressiveAttention: rank %d holds %ld tokens, "
            "fewer than the light window %ld it sends right", r, n, w);
+  /* lazy: the first sharded forward grows them (agreed before the exchange) */
   if (ne > c->lc_cap) {
     c5_attn_local_cache_destroy(&c->lc);
     C5_CALL(c5_attn_local_cache_create(&m->light, b, ne, &c->lc));
@@ -301,14 +296,37 @@ static c5_status light_forward(c5_routed_ar_attn *m, const c5_dist *d, const c5_
     int ok = 1;
     C5_NEW(c->xe, b * ne * D, ok); C5_NEW(c->oe, b * ne * D, ok); C5_NEW(c->dxe, b * ne * D, ok);
     C5_NEW(c->hsend, b * w * D, ok); C5_NEW(c->hrecv, b * w * D, ok);
+    c->he_cap = 0;
     C5_CHECK(ok, C5_ERR_MEM, "ConditionalRoutedAutoregressiveAttention: out of memory for the light branch halo");
     c->he_cap = ne;
   }
   c->hl = hl;
   for (long i = 0; i < b; i++)
     memcpy(c->hsend + i * sr * D, x + (i * n + n - sr) * D, (size_t)(sr * D) * sizeof *x);
+  return C5_OK;
+}
+
+/* Light branch, forward (sharded): the left neighbour's last light window comes in. Collective on d. */
+static c5_status light_exchange(c5_routed_ar_attn *m, const c5_dist *d, c5_routed_ar_attn_cache *c)
+{
+  const long b = c->batch, D = m->cfg.dim, w = m->light.window, hl = c->hl;
+  const int r = c->rank, P = c->size;
+  if (P == 1) return C5_OK;
+  const long sr = r < P - 1 ? w : 0;
   int lt = r > 0 ? r - 1 : MPI_PROC_NULL, rt = r < P - 1 ? r + 1 : MPI_PROC_NULL;
-  C5_CALL(c5_dist_sendrecv(d, c->hsend, b * sr * D, rt, c->hrecv, b * hl * D, lt, C5_MPI_REAL));
+  c5_phase old = c5_dist_phase(d, C5_PHASE_HALO);
+  c5_status st = c5_dist_sendrecv(d, c->hsend, b * sr * D, rt, c->hrecv, b * hl * D, lt, C5_MPI_REAL);
+  c5_dist_phase(d, old);
+  C5_CALL(st);
+  return C5_OK;
+}
+
+/* Light branch, forward: causal LocalMHA over [left halo | shard]; the halo is the left neighbour's last
+   light window (the shard starts on a window boundary, so the windows line up with one rank's). Rank-local. */
+static c5_status light_local(c5_routed_ar_attn *m, const c5_real *x, c5_routed_ar_attn_cache *c, c5_real *out)
+{
+  const long b = c->batch, n = c->n, D = m->cfg.dim, hl = c->hl, ne = hl + n;
+  const c5_params *p = m->p;
   if (hl == 0) {
     C5_CALL(c5_attn_local_forward(&m->light, p, b, n, x, NULL, c->lc, out));
     return C5_OK;
@@ -323,43 +341,52 @@ static c5_status light_forward(c5_routed_ar_attn *m, const c5_dist *d, const c5_
   return C5_OK;
 }
 
-/* Light branch, backward: the halo rows' outputs get no gradient; their input gradient goes back to the
-   left neighbour, who adds it to its last window. */
-static c5_status light_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_routed_ar_attn_cache *c, const c5_real *x,
-                                const c5_real *dout, c5_real *dx)
+/* Light branch, backward: the halo rows' outputs get no gradient; their input gradient is staged for the
+   left neighbour. Rank-local. */
+static c5_status light_backward_local(c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, const c5_real *x,
+                                      const c5_real *dout, c5_real *dx)
 {
-  const long b = c->batch, n = c->n, D = m->cfg.dim, w = m->light.window, hl = c->hl, ne = hl + n;
-  const int r = c->rank, P = c->size;
+  const long b = c->batch, n = c->n, D = m->cfg.dim, hl = c->hl, ne = hl + n;
   const c5_params *p = m->p;
-  if (P == 1) {
+  if (hl == 0) {
     C5_CALL(c5_attn_local_backward(&m->light, p, c->lc, x, dout, dx));
     return C5_OK;
   }
-  const long sr = r < P - 1 ? w : 0;
-  if (hl == 0) {
-    C5_CALL(c5_attn_local_backward(&m->light, p, c->lc, x, dout, dx));
-  } else {
-    for (long i = 0; i < b; i++) {
-      memset(c->oe + i * ne * D, 0, (size_t)(hl * D) * sizeof *c->oe);
-      memcpy(c->oe + (i * ne + hl) * D, dout + i * n * D, (size_t)(n * D) * sizeof *dout);
-    }
-    C5_CALL(c5_attn_local_backward(&m->light, p, c->lc, c->xe, c->oe, c->dxe));
-    for (long i = 0; i < b; i++) {
-      memcpy(dx + i * n * D, c->dxe + (i * ne + hl) * D, (size_t)(n * D) * sizeof *dx);
-      memcpy(c->hrecv + i * hl * D, c->dxe + i * ne * D, (size_t)(hl * D) * sizeof *dx);
-    }
+  for (long i = 0; i < b; i++) {
+    memset(c->oe + i * ne * D, 0, (size_t)(hl * D) * sizeof *c->oe);
+    memcpy(c->oe + (i * ne + hl) * D, dout + i * n * D, (size_t)(n * D) * sizeof *dout);
   }
+  C5_CALL(c5_attn_local_backward(&m->light, p, c->lc, c->xe, c->oe, c->dxe));
+  for (long i = 0; i < b; i++) {
+    memcpy(dx + i * n * D, c->dxe + (i * ne + hl) * D, (size_t)(n * D) * sizeof *dx);
+    memcpy(c->hrecv + i * hl * D, c->dxe + i * ne * D, (size_t)(hl * D) * sizeof *dx);
+  }
+  return C5_OK;
+}
+
+/* Light branch, backward (sharded): the halo gradient goes back to the left neighbour, who adds it to its
+   last window. Collective on d. */
+static c5_status light_backward_exchange(c5_routed_ar_attn *m, const c5_dist *d, c5_routed_ar_attn_cache *c,
+                                         c5_real *dx)
+{
+  const long b = c->batch, n = c->n, D = m->cfg.dim, w = m->light.window, hl = c->hl;
+  const int r = c->rank, P = c->size;
+  if (P == 1) return C5_OK;
+  const long sr = r < P - 1 ? w : 0;
   int lt = r > 0 ? r - 1 : MPI_PROC_NULL, rt = r < P - 1 ? r + 1 : MPI_PROC_NULL;
-  C5_CALL(c5_dist_sendrecv(d, c->hrecv, b * hl * D, lt, c->hsend, b * sr * D, rt, C5_MPI_REAL));
+  c5_phase old = c5_dist_phase(d, C5_PHASE_HALO);
+  c5_status st = c5_dist_sendrecv(d, c->hrecv, b * hl * D, lt, c->hsend, b * sr * D, rt, C5_MPI_REAL);
+  c5_dist_phase(d, old);
+  C5_CALL(st);
   for (long i = 0; i < b; i++)
     for (long k = 0; k < sr * D; k++) dx[(i * n + n - sr) * D + k] += c->hsend[i * sr * D + k];
   return C5_OK;
 }
 
-/* The kv exchange, forward: this rank's entries of every source row (routed: its picks of (b, window,
+/* The kv exchange, before it: this rank's entries of every source row (routed: its picks of (b, window,
    route), read from the batch row the reference reads them from; unrouted: its part of x' for each batch
-   row), then every rank's entries of the heavy kv rows held here, in (row, slot) order. */
-static c5_status kv_gather(c5_routed_ar_attn *m, const c5_dist *d, c5_routed_ar_attn_cache *c)
+   row). Rank-local. */
+static c5_status kv_pack(c5_routed_ar_attn *m, const c5_dist *d, c5_routed_ar_attn_cache *c)
 {
   const c5_routed_ar_attn_config *cfg = &m->cfg;
   const long R = cfg->num_routed_kv, nb = c->nb, nlp = c->nlp, S = c->S;
@@ -378,18 +405,18 @@ static c5_status kv_gather(c5_routed_ar_attn *m, const c5_dist *d, c5_routed_ar_
     }
     c5_kv_exchange_end_row(c->kvx);
   }
-  C5_CALL(c5_kv_exchange_gather(c->kvx, d, c->xpad, nlp, NULL, c->offset, C5_KVX_SCORE | C5_KVX_POS, c->rows * R,
-                                c->ksrc, c->ctx, c->kscore, NULL, c->kpos));
   return C5_OK;
 }
 
-c5_status c5_routed_ar_attn_forward(c5_routed_ar_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
-                                    const c5_real *x, c5_routed_ar_attn_cache *c, c5_real *out)
+/* A forward's checks, before anything else: the shapes, the layout and the input itself. The q router of a
+   sharded forward runs on this rank alone, so its own NaN check would agree with nobody: x is checked here,
+   naming the token, and agreed with the rest. Rank-local. */
+static c5_status forward_check(c5_routed_ar_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
+                               const c5_real *x, c5_routed_ar_attn_cache *c, const c5_real *out)
 {
-  C5_CHECK(m && d && lay && x && c && out, C5_ERR_ARG, "c5_routed_ar_attn_forward: NULL argument");
+  C5_CHECK(m && lay && x && c && out, C5_ERR_ARG, "c5_routed_ar_attn_forward: NULL argument");
   const char *who = "ConditionalRoutedAutoregressiveAttention";
-  const c5_routed_ar_attn_config *cfg = &m->cfg;
-  const long n = lay->n_local, D = cfg->dim, R = cfg->num_routed_kv, W = m->W, wl = m->light.window;
+  const long n = lay->n_local, D = m->cfg.dim, W = m->W, wl = m->light.window;
   const int P = c5_dist_size(d);
   C5_CHECK(batch == c->batch && n == c->n && (P > 1 || (lay->n == n && lay->offset == 0)), C5_ERR_SHAPE,
            "%s: input [%ld, %ld, %ld] (global n %ld), cache made for [%ld, %ld, %ld]", who, batch, n, D, lay->n,
@@ -402,92 +429,111 @@ c5_status c5_routed_ar_attn_forward(c5_routed_ar_attn *m, const c5_dist *d, cons
     C5_CHECK(lay->offset % u == 0 && (end == lay->n || end % u == 0) && end <= lay->n, C5_ERR_ARG,
              "%s: this rank's tokens [%ld, %ld) of %ld are not whole units of %ld", who, lay->offset, end, lay->n, u);
   }
+  const long N = batch * n * D;
+  int fin = 1;
+#pragma omp parallel for reduction(&& : fin) schedule(static) if (N > 65536)
+  for (long i = 0; i < N; i++) fin = fin && isfinite(x[i]);
+  if (!fin) {
+    long i = 0;
+    while (isfinite(x[i])) i++;
+    long b = i / (n * D), t = (i / D) % n, k = i % D;
+    return C5_ERR(C5_ERR_ARG, "%s: input x[%ld, %ld, %ld] is %g (batch row, token of %ld, feature)", who, b,
+                  lay->offset + t, k, (double)x[i], lay->n);
+  }
   c->rank = c5_dist_rank(d);
   c->size = P;
-  const c5_params *p = m->p;
+  return C5_OK;
+}
 
-  {
-    c5_phase old = c5_dist_phase(d, C5_PHASE_HALO);
-    c5_status st = light_forward(m, d, x, c, out);
-    c5_dist_phase(d, old);
-    C5_CALL(st);
-  }
+/* After the halo exchange, before the kv routers: the light branch, the heavy branch's geometry and
+   buffers, and the q router. Sharded, the q router runs on this rank alone (c->self): a window's row lies on
+   one rank. Rank-local when sharded (on one rank everything is). */
+static c5_status forward_middle(c5_routed_ar_attn *m, const c5_dist *d, const c5_layout *lay, const c5_real *x,
+                                c5_routed_ar_attn_cache *c, c5_real *out)
+{
+  const c5_routed_ar_attn_config *cfg = &m->cfg;
+  const char *who = "ConditionalRoutedAutoregressiveAttention";
+  const int P = c->size;
+  const c5_params *p = m->p;
+  C5_CALL(light_local(m, x, c, out));
   C5_CALL(setup(m, c, lay, P));
   /* n <= W: no query window (the reference fails for n < W; at n = W it adds nothing) */
   c->q0.rows = c->kv0.rows = 0;
   c->heavy = c->nb > 0;
   if (!c->heavy) return C5_OK;
 
-  const long nb = c->nb, npad = c->npad, nlp = c->nlp, rows = c->rows, rows_q = c->rows_q, nbl = c->nbl;
-  const long nbq = c->nbq, m0 = c->m0, wq0 = c->wq0, off = c->offset, ng = c->ng;
-  const long kq = cfg->num_heavy_tokens_q, kkv = cfg->num_heavy_tokens_kv;
+  const long batch = c->batch, n = c->n, D = cfg->dim, W = m->W;
+  const long nlp = c->nlp, rows_q = c->rows_q, nbl = c->nbl, nbq = c->nbq, m0 = c->m0, wq0 = c->wq0;
+  const long off = c->offset, ng = c->ng;
   /* this rank's part of x' (the pad stays zero from the allocation) and the q router's windows */
   for (long b = 0; b < batch; b++)
     memcpy(c->xpad + b * nlp * D, x + b * n * D, (size_t)(n * D) * sizeof *x);
-  if (rows_q > 0) {
-    if (nbq != nbl) memset(c->xblk, 0, (size_t)(rows_q * W * D) * sizeof *c->xblk);
-    for (long b = 0; b < batch; b++)
-      for (long mm = m0; mm < m0 + nbl; mm++)
-        memcpy(c->xblk + (b * nbq + mm - wq0) * W * D, c->xpad + (b * nlp + mm * W - off) * D,
-               (size_t)(W * D) * sizeof *x);
-    for (long r = 0; r < rows_q; r++) {
-      long mm = wq0 + r % nbq;
-      int held = mm >= m0 && mm < m0 + nbl;
-      for (long j = 0; j < W; j++) c->qmask[r * W + j] = held && mm * W + j < ng;
-    }
+  if (rows_q == 0) return C5_OK;
+  if (nbq != nbl) memset(c->xblk, 0, (size_t)(rows_q * W * D) * sizeof *c->xblk);
+  for (long b = 0; b < batch; b++)
+    for (long mm = m0; mm < m0 + nbl; mm++)
+      memcpy(c->xblk + (b * nbq + mm - wq0) * W * D, c->xpad + (b * nlp + mm * W - off) * D,
+             (size_t)(W * D) * sizeof *x);
+  for (long r = 0; r < rows_q; r++) {
+    long mm = wq0 + r % nbq;
+    int held = mm >= m0 && mm < m0 + nbl;
+    for (long j = 0; j < W; j++) c->qmask[r * W + j] = held && mm * W + j < ng;
   }
-
-  /* q router: each window's queries within the window; a window lies on one rank, so the rank routes it
-     alone (on a communicator of one when sharded) */
   const c5_dist *dq = d;
   if (P > 1) {
     if (!c->self) C5_CALL(c5_dist_create(MPI_COMM_SELF, &c->self));
     dq = c->self;
   }
   c5_layout lq = { .n = W, .unit = W, .offset = 0, .n_local = W };
-  const c5_routing *rq = NULL;
-  if (rows_q > 0) {
-    C5_CALL(c5_router_forward(m->hb.q_router, dq, &lq, c5_params_value(p, m->hb.rt_q), rows_q, c->xblk, c->qmask, kq,
-                              cfg->random_route, cfg->random_seed, c->rq));
-    rq = c5_router_cache_routing(c->rq);
-    C5_CHECK(rq->routed == c->qrouted, C5_ERR_INTERNAL, "%s: q router routed %d, expected %d", who, rq->routed,
-             c->qrouted);
-  }
+  c5_status st = c5_router_forward(m->hb.q_router, dq, &lq, c5_params_value(p, m->hb.rt_q), rows_q, c->xblk, c->qmask,
+                                   cfg->num_heavy_tokens_q, cfg->random_route, cfg->random_seed, c->rq);
+  /* its rows are this rank's windows (one batch row after another), not tokens: say which */
+  if (st != C5_OK)
+    return C5_ERR(st, "%s: q router over windows %ld..%ld (tokens %ld..%ld) of each batch row: %s", who, wq0,
+                  wq0 + nbq - 1, wq0 * W, (wq0 + nbq) * W - 1, c5_last_error());
+  const c5_routing *rq = c5_router_cache_routing(c->rq);
+  C5_CHECK(rq->routed == c->qrouted, C5_ERR_INTERNAL, "%s: q router routed %d, expected %d", who, rq->routed,
+           c->qrouted);
+  return C5_OK;
+}
 
-  /* kv router: for window m = i + 1, the padded sequence with windows < m unmasked (distributed: this
-     rank's columns of x') */
-  c5_layout lk = { .n = npad, .unit = W, .offset = off, .n_local = nlp };
+/* One window's kv routing into the public kv routing. Rank-local. */
+static c5_status kv_collect(c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, long i)
+{
+  const char *who = "ConditionalRoutedAutoregressiveAttention";
+  const long R = m->cfg.num_routed_kv, kkv = m->cfg.num_heavy_tokens_kv, nb = c->nb;
   c5_routing *kv = &c->kv;
-  kv->rows = batch * nb * R;
-  kv->routed = c->kvrouted;
-  kv->k = kv->routed ? kkv : 0;
-  for (long i = 0; i < nb; i++) {
-    for (long b = 0; b < batch; b++)
-      for (long t = 0; t < nlp; t++) c->kvmask[b * nlp + t] = off + t < (i + 1) * W;
-    uint64_t seed = cfg->random_seed ^ (0x632be59bd9b4e019ull * (uint64_t)(i + 1));
-    C5_CALL(c5_router_forward(m->hb.kv_router, d, &lk, c5_params_value(p, m->hb.rt_kv), batch, c->xpad, c->kvmask, kkv,
-                              cfg->random_route, seed, c->rkv[i]));
-    const c5_routing *ri = c5_router_cache_routing(c->rkv[i]);
-    C5_CHECK(ri->routed == kv->routed && (!ri->routed || ri->k == kkv), C5_ERR_INTERNAL,
-             "%s: kv router of window %ld: routed %d, k %ld (expected %d, %ld)", who, i + 1, ri->routed, ri->k,
-             kv->routed, kkv);
-    for (long b = 0; b < batch; b++)
-      for (long q = 0; q < R; q++) {
-        long row = ((b * nb + i) * R + q), src = b * R + q;
-        kv->start[row] = row * kv->k;
-        kv->count[row] = kv->routed ? ri->count[src] : 0;
-        if (!kv->routed) continue;
-        C5_CHECK(ri->count[src] <= kkv && (P > 1 || ri->count[src] == kkv), C5_ERR_INTERNAL,
-                 "%s: kv router row %ld selected %ld of %ld", who, src, ri->count[src], kkv);
-        memcpy(kv->idx + row * kkv, ri->idx + ri->start[src], (size_t)ri->count[src] * sizeof *kv->idx);
-        memcpy(kv->score + row * kkv, ri->score + ri->start[src], (size_t)ri->count[src] * sizeof *kv->score);
-      }
-  }
-  /* every routed kv entry to every rank */
-  C5_CALL(kv_gather(m, d, c));
+  const c5_routing *ri = c5_router_cache_routing(c->rkv[i]);
+  C5_CHECK(ri->routed == kv->routed && (!ri->routed || ri->k == kkv), C5_ERR_INTERNAL,
+           "%s: kv router of window %ld: routed %d, k %ld (expected %d, %ld)", who, i + 1, ri->routed, ri->k,
+           kv->routed, kkv);
+  for (long b = 0; b < c->batch; b++)
+    for (long q = 0; q < R; q++) {
+      long row = ((b * nb + i) * R + q), src = b * R + q;
+      kv->start[row] = row * kv->k;
+      kv->count[row] = kv->routed ? ri->count[src] : 0;
+      if (!kv->routed) continue;
+      C5_CHECK(ri->count[src] <= kkv && (c->size > 1 || ri->count[src] == kkv), C5_ERR_INTERNAL,
+               "%s: kv router row %ld selected %ld of %ld", who, src, ri->count[src], kkv);
+      memcpy(kv->idx + row * kkv, ri->idx + ri->start[src], (size_t)ri->count[src] * sizeof *kv->idx);
+      memcpy(kv->score + row * kkv, ri->score + ri->start[src], (size_t)ri->count[src] * sizeof *kv->score);
+    }
+  return C5_OK;
+}
+
+/* After the kv exchange: the public q routing, the heavy queries and keys, the heavy attention and the
+   scatter into out. Rank-local. */
+static c5_status forward_tail(c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, c5_real *out)
+{
+  const c5_routed_ar_attn_config *cfg = &m->cfg;
+  const long batch = c->batch, n = c->n, D = cfg->dim, R = cfg->num_routed_kv, W = m->W;
+  const long nb = c->nb, rows = c->rows, nbl = c->nbl, nbq = c->nbq, m0 = c->m0, wq0 = c->wq0;
+  const long off = c->offset, ng = c->ng, kq = cfg->num_heavy_tokens_q;
+  const c5_params *p = m->p;
+  const c5_routing *rq = c->rows_q > 0 ? c5_router_cache_routing(c->rq) : NULL;
 
   /* the public q routing (sharded): every (batch, window) row, this rank's windows filled */
-  if (P > 1) {
+  if (c->size > 1) {
     c5_routing *qp = &c->qpub;
     qp->rows = batch * nb;
     qp->routed = c->qrouted;
@@ -520,10 +566,10 @@ c5_status c5_routed_ar_attn_forward(c5_routed_ar_attn *m, const c5_dist *d, cons
       c->qtok[e] = t;
       c->qpos[e] = mm * W + t;
       c->qscore[e] = c->qrouted ? rq->score[rq->start[qr] + j] : 1;
-      memcpy(c->xq + e * D, c->xblk + (qr * W + t) * D, (size_t)D * sizeof *x);
+      memcpy(c->xq + e * D, c->xblk + (qr * W + t) * D, (size_t)D * sizeof *c->xq);
     }
   }
-  /* heavy keys per route (gathered above: the entries of the row's source row; routed: the row itself,
+  /* heavy keys per route (gathered: the entries of the row's source row; routed: the row itself,
      unrouted: the batch row's whole padded sequence), masked beyond the window the reference reads the
      mask of */
   const long nk = c->nk = c->kslot;
@@ -557,29 +603,74 @@ c5_status c5_routed_ar_attn_forward(c5_routed_ar_attn *m, const c5_dist *d, cons
   return C5_OK;
 }
 
-c5_status c5_routed_ar_attn_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_routed_ar_attn_cache *c,
-                                     const c5_real *x, const c5_real *dout, c5_real *dx)
+/* Rank-local stretches alternate with collectives; each stretch is agreed before the next collective
+   (docs/errors.md), so every rank returns the same status, and a bad input on one rank (x not finite)
+   fails all of them with that rank's message. */
+c5_status c5_routed_ar_attn_forward(c5_routed_ar_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
+                                    const c5_real *x, c5_routed_ar_attn_cache *c, c5_real *out)
 {
-  C5_CHECK(m && d && c && x && dout && dx, C5_ERR_ARG, "c5_routed_ar_attn_backward: NULL argument");
-  C5_CHECK(c->size > 0 && c5_dist_size(d) == c->size, C5_ERR_ARG, "c5_routed_ar_attn_backward: no forward in this "
-           "cache on this communicator");
-  const c5_routed_ar_attn_config *cfg = &m->cfg;
-  const long n = c->n, D = cfg->dim, R = cfg->num_routed_kv, W = m->W, batch = c->batch;
-  const c5_params *p = m->p;
-
-  {
-    c5_phase old = c5_dist_phase(d, C5_PHASE_HALO);
-    c5_status st = light_backward(m, d, c, x, dout, dx);
-    c5_dist_phase(d, old);
-    C5_CALL(st);
-  }
+  C5_CHECK(d, C5_ERR_ARG, "c5_routed_ar_attn_forward: dist is NULL");
+  c5_status st = forward_check(m, d, lay, batch, x, c, out);
+  if (st == C5_OK) st = light_prepare(m, x, c);
+  C5_CALL(c5_dist_agree_args(d, st, 3, (c5_dist_arg[]){
+      { "ConditionalRoutedAutoregressiveAttention: sequence length n", lay ? lay->n : 0 },
+      { "ConditionalRoutedAutoregressiveAttention: batch", batch },
+      { "ConditionalRoutedAutoregressiveAttention: layout unit", lay ? lay->unit : 0 } }));
+  C5_CALL(light_exchange(m, d, c));
+  C5_AGREE(d, forward_middle(m, d, lay, x, c, out));
   if (!c->heavy) return C5_OK;
 
-  const long nb = c->nb, nlp = c->nlp, rows = c->rows, nbl = c->nbl, nbq = c->nbq, m0 = c->m0, wq0 = c->wq0;
+  /* kv router: for window m = i + 1, the padded sequence with windows < m unmasked (distributed: this
+     rank's columns of x'). Collecting a window's routing is rank-local: its status waits for the kv
+     exchange's agreement (the routers run on, every rank alike). */
+  const c5_routed_ar_attn_config *cfg = &m->cfg;
+  const long nb = c->nb, nlp = c->nlp, off = c->offset, W = m->W, kkv = cfg->num_heavy_tokens_kv;
+  c5_layout lk = { .n = c->npad, .unit = W, .offset = off, .n_local = nlp };
+  c5_routing *kv = &c->kv;
+  kv->rows = batch * nb * cfg->num_routed_kv;
+  kv->routed = c->kvrouted;
+  kv->k = kv->routed ? kkv : 0;
+  st = C5_OK;
+  for (long i = 0; i < nb; i++) {
+    for (long b = 0; b < batch; b++)
+      for (long t = 0; t < nlp; t++) c->kvmask[b * nlp + t] = off + t < (i + 1) * W;
+    uint64_t seed = cfg->random_seed ^ (0x632be59bd9b4e019ull * (uint64_t)(i + 1));
+    C5_CALL(c5_router_forward(m->hb.kv_router, d, &lk, c5_params_value(m->p, m->hb.rt_kv), batch, c->xpad, c->kvmask,
+                              kkv, cfg->random_route, seed, c->rkv[i]));
+    if (st == C5_OK) st = kv_collect(m, c, i);
+  }
+  /* every routed kv entry to every rank */
+  if (st == C5_OK) st = kv_pack(m, d, c);
+  C5_CALL(c5_kv_exchange_gather(c->kvx, d, st, c->xpad, nlp, NULL, off, C5_KVX_SCORE | C5_KVX_POS, c->rows * cfg->num_routed_kv,
+                                c->ksrc, c->ctx, c->kscore, NULL, c->kpos));
+  C5_AGREE(d, forward_tail(m, c, out));
+  return C5_OK;
+}
+
+/* A backward's checks and the light branch's own part. Rank-local. */
+static c5_status backward_head(c5_routed_ar_attn *m, const c5_dist *d, c5_routed_ar_attn_cache *c, const c5_real *x,
+                               const c5_real *dout, c5_real *dx)
+{
+  C5_CHECK(m && c && x && dout && dx, C5_ERR_ARG, "c5_routed_ar_attn_backward: NULL argument");
+  C5_CHECK(c->size > 0 && c5_dist_size(d) == c->size, C5_ERR_ARG, "c5_routed_ar_attn_backward: no forward in this "
+           "cache on this communicator");
+  C5_CALL(light_backward_local(m, c, x, dout, dx));
+  return C5_OK;
+}
+
+/* The heavy branch's backward before the kv gradients go back: null_q_token, the heavy attention, the
+   queries back into their windows and the q router (on this rank alone when sharded). Rank-local when
+   sharded (on one rank everything is). */
+static c5_status backward_heavy(c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, const c5_dist *d,
+                                const c5_real *dout)
+{
+  const c5_routed_ar_attn_config *cfg = &m->cfg;
+  const long n = c->n, D = cfg->dim, W = m->W, batch = c->batch;
+  const c5_params *p = m->p;
+  const long nlp = c->nlp, rows = c->rows, nbl = c->nbl, nbq = c->nbq, m0 = c->m0, wq0 = c->wq0;
   const long off = c->offset, ng = c->ng, nq = c->nq;
   const c5_dist *dq = c->size > 1 ? c->self : d;
   const c5_routing *rq = c->rq ? c5_router_cache_routing(c->rq) : NULL;
-  const c5_routing *kv = &c->kv;
 
   if (rows > 0) {
     /* null_q_token: every token of windows 1.. (below n) not replaced by a routed query */
@@ -631,11 +722,30 @@ c5_status c5_routed_ar_attn_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_
     C5_CALL(c5_router_backward(m->hb.q_router, dq, c->rq, c5_params_value(p, m->hb.rt_q), c->xblk, c->dqr, c->dxblk,
                                c5_params_grad(p, m->hb.rt_q)));
   }
+  memset(c->dxpad, 0, (size_t)(batch * nlp * D) * sizeof *c->dxpad);
+  return C5_OK;
+}
+
+c5_status c5_routed_ar_attn_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_routed_ar_attn_cache *c,
+                                     const c5_real *x, const c5_real *dout, c5_real *dx)
+{
+  C5_CHECK(d, C5_ERR_ARG, "c5_routed_ar_attn_backward: dist is NULL");
+  C5_AGREE(d, backward_head(m, d, c, x, dout, dx));
+  C5_CALL(light_backward_exchange(m, d, c, dx));
+  if (!c->heavy) return C5_OK;
+
+  const c5_routed_ar_attn_config *cfg = &m->cfg;
+  const long n = c->n, D = cfg->dim, R = cfg->num_routed_kv, W = m->W, batch = c->batch;
+  const c5_params *p = m->p;
+  const long nb = c->nb, nlp = c->nlp, rows = c->rows, nbl = c->nbl, nbq = c->nbq, m0 = c->m0, wq0 = c->wq0;
+  const long off = c->offset;
+  const c5_routing *kv = &c->kv;
 
   /* keys: this rank's rows' gradients in gathered (rank-major) order, summed over the ranks; each owner
      gets its entries (a token feeds many rows: one fixed order) */
-  memset(c->dxpad, 0, (size_t)(batch * nlp * D) * sizeof *c->dxpad);
-  C5_CALL(c5_kv_exchange_return(c->kvx, d, rows * R, c->ksrc, c->dctx, c->kvrouted ? c->dks : NULL, nlp, c->dxpad));
+  c5_status st = backward_heavy(m, c, d, dout);
+  C5_CALL(c5_kv_exchange_return(c->kvx, d, st, rows * R, c->ksrc, c->dctx, c->kvrouted ? c->dks : NULL, nlp,
+                                c->dxpad));
   for (long b = 0; b < batch; b++)
     for (long mm = m0; mm < m0 + nbl; mm++) {
       c5_real *dst = c->dxpad + (b * nlp + mm * W - off) * D;

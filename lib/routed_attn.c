@@ -179,10 +179,9 @@ static c5_status size_heavy(const c5_routed_attn *m, c5_routed_attn_cache *c, lo
   return C5_OK;
 }
 
-/* Light branch, forward: exchange one window with each neighbour, run LocalMHA
-   on the extended rows, keep the shard's outputs. */
-static c5_status light_forward(c5_routed_attn *m, const c5_dist *d, const c5_layout *lay, const c5_real *x,
-                               const uint8_t *mask, c5_routed_attn_cache *c, c5_real *out)
+/* Light branch, forward, before the halo exchange: the halo lengths and buffers. Rank-local. */
+static c5_status light_prepare(c5_routed_attn *m, const c5_layout *lay, const c5_real *x, const uint8_t *mask,
+                               c5_routed_attn_cache *c)
 {
   const long b = c->batch, n = c->n, D = m->cfg.dim, w = m->light.window;
   const int r = c->rank, P = c->size;
@@ -194,6 +193,7 @@ static c5_status light_forward(c5_routed_attn *m, const c5_dist *d, const c5_lay
   long sl = r > 0 ? (n < w ? n : w) : 0;           /* what I send left: my first tokens */
   long sr = r < P - 1 ? (n < w ? n : w) : 0;       /* what I send right: my last tokens */
   long ne = hl + n + hr;
+  /* lazy: the first forward makes them (docs/errors.md: agreed before the exchange) */
   if (ne > c->ncap_ext || !c->lc) {
     free_light(c);
     int ok = 1;
@@ -216,14 +216,36 @@ static c5_status light_forward(c5_routed_attn *m, const c5_dist *d, const c5_lay
       memcpy(c->msendr + i * sr, mask + i * n + n - sr, (size_t)sr);
     }
   }
+  return C5_OK;
+}
+
+/* Light branch, forward: one window from each neighbour (collective on d; light_prepare ran and was agreed). */
+static c5_status light_exchange(c5_routed_attn *m, const c5_dist *d, const uint8_t *mask, c5_routed_attn_cache *c)
+{
+  const long b = c->batch, n = c->n, D = m->cfg.dim, w = m->light.window, hl = c->hl, hr = c->hr;
+  const int r = c->rank, P = c->size;
+  long sl = r > 0 ? (n < w ? n : w) : 0, sr = r < P - 1 ? (n < w ? n : w) : 0;
   int lt = r > 0 ? r - 1 : MPI_PROC_NULL, rt = r < P - 1 ? r + 1 : MPI_PROC_NULL;
+  c5_phase old = c5_dist_phase(d, C5_PHASE_HALO);
+  c5_status st = C5_OK;
   /* my last tokens go right and the left neighbour's come in; then the other way */
-  C5_CALL(c5_dist_sendrecv(d, c->sendr, b * sr * D, rt, c->recvl, b * hl * D, lt, C5_MPI_REAL));
-  C5_CALL(c5_dist_sendrecv(d, c->sendl, b * sl * D, lt, c->recvr, b * hr * D, rt, C5_MPI_REAL));
+  C5_CALL_GOTO(c5_dist_sendrecv(d, c->sendr, b * sr * D, rt, c->recvl, b * hl * D, lt, C5_MPI_REAL), st, out);
+  C5_CALL_GOTO(c5_dist_sendrecv(d, c->sendl, b * sl * D, lt, c->recvr, b * hr * D, rt, C5_MPI_REAL), st, out);
   if (mask) {
-    C5_CALL(c5_dist_sendrecv(d, c->msendr, b * sr, rt, c->mrecvl, b * hl, lt, MPI_UINT8_T));
-    C5_CALL(c5_dist_sendrecv(d, c->msendl, b * sl, lt, c->mrecvr, b * hr, rt, MPI_UINT8_T));
+    C5_CALL_GOTO(c5_dist_sendrecv(d, c->msendr, b * sr, rt, c->mrecvl, b * hl, lt, MPI_UINT8_T), st, out);
+    C5_CALL_GOTO(c5_dist_sendrecv(d, c->msendl, b * sl, lt, c->mrecvr, b * hr, rt, MPI_UINT8_T), st, out);
   }
+out:
+  c5_dist_phase(d, old);
+  return st;
+}
+
+/* Light branch, forward, after the exchange: LocalMHA on the extended rows, the shard's outputs kept.
+   Rank-local. */
+static c5_status light_local(c5_routed_attn *m, const c5_real *x, const uint8_t *mask, c5_routed_attn_cache *c,
+                             c5_real *out)
+{
+  const long b = c->batch, n = c->n, D = m->cfg.dim, hl = c->hl, hr = c->hr, ne = hl + n + hr;
   for (long i = 0; i < b; i++) {
     c5_real *xi = c->xe + i * ne * D;
     memcpy(xi, c->recvl + i * hl * D, (size_t)(hl * D) * sizeof *xi);
@@ -242,15 +264,12 @@ static c5_status light_forward(c5_routed_attn *m, const c5_dist *d, const c5_lay
   return C5_OK;
 }
 
-/* Light branch, backward: zero gradient on the halo rows' outputs, then the
-   halo rows' input gradients go back to their owners, who add them. */
-static c5_status light_backward(c5_routed_attn *m, const c5_dist *d, c5_routed_attn_cache *c, const c5_real *dout,
-                                c5_real *dx)
+/* Light branch, backward, before the exchange: zero gradient on the halo rows' outputs; the halo rows'
+   input gradients are staged for their owners. Rank-local. */
+static c5_status light_backward_local(c5_routed_attn *m, c5_routed_attn_cache *c, const c5_real *dout, c5_real *dx)
 {
-  const long b = c->batch, n = c->n, D = m->cfg.dim, w = m->light.window, hl = c->hl, hr = c->hr;
+  const long b = c->batch, n = c->n, D = m->cfg.dim, hl = c->hl, hr = c->hr;
   const long ne = hl + n + hr;
-  const int r = c->rank, P = c->size;
-  long sl = r > 0 ? (n < w ? n : w) : 0, sr = r < P - 1 ? (n < w ? n : w) : 0;
   memset(c->oe, 0, (size_t)(b * ne * D) * sizeof *c->oe);
   for (long i = 0; i < b; i++) memcpy(c->oe + (i * ne + hl) * D, dout + i * n * D, (size_t)(n * D) * sizeof *dout);
   C5_CALL(c5_attn_local_backward(&m->light, m->p, c->lc, c->xe, c->oe, c->dxe));
@@ -259,48 +278,58 @@ static c5_status light_backward(c5_routed_attn *m, const c5_dist *d, c5_routed_a
     memcpy(c->recvl + i * hl * D, c->dxe + i * ne * D, (size_t)(hl * D) * sizeof *dx);
     memcpy(c->recvr + i * hr * D, c->dxe + (i * ne + hl + n) * D, (size_t)(hr * D) * sizeof *dx);
   }
+  return C5_OK;
+}
+
+/* Light branch, backward: the halo gradients go back to their owners, who add them (collective on d). */
+static c5_status light_backward_exchange(c5_routed_attn *m, const c5_dist *d, c5_routed_attn_cache *c, c5_real *dx)
+{
+  const long b = c->batch, n = c->n, D = m->cfg.dim, w = m->light.window, hl = c->hl, hr = c->hr;
+  const int r = c->rank, P = c->size;
+  long sl = r > 0 ? (n < w ? n : w) : 0, sr = r < P - 1 ? (n < w ? n : w) : 0;
   int lt = r > 0 ? r - 1 : MPI_PROC_NULL, rt = r < P - 1 ? r + 1 : MPI_PROC_NULL;
+  c5_phase old = c5_dist_phase(d, C5_PHASE_HALO);
+  c5_status st = C5_OK;
   /* gradients of my left halo belong to the left neighbour's last tokens, and so on */
-  C5_CALL(c5_dist_sendrecv(d, c->recvl, b * hl * D, lt, c->sendr, b * sr * D, rt, C5_MPI_REAL));
-  C5_CALL(c5_dist_sendrecv(d, c->recvr, b * hr * D, rt, c->sendl, b * sl * D, lt, C5_MPI_REAL));
+  C5_CALL_GOTO(c5_dist_sendrecv(d, c->recvl, b * hl * D, lt, c->sendr, b * sr * D, rt, C5_MPI_REAL), st, out);
+  C5_CALL_GOTO(c5_dist_sendrecv(d, c->recvr, b * hr * D, rt, c->sendl, b * sl * D, lt, C5_MPI_REAL), st, out);
   for (long i = 0; i < b; i++) {
     for (long k = 0; k < sl * D; k++) dx[i * n * D + k] += c->sendl[i * sl * D + k];
     for (long k = 0; k < sr * D; k++) dx[(i * n + n - sr) * D + k] += c->sendr[i * sr * D + k];
   }
-  return C5_OK;
+out:
+  c5_dist_phase(d, old);
+  return st;
 }
 
-c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
-                                 const c5_real *x, const uint8_t *mask, c5_routed_attn_cache *c, c5_real *out)
+/* A forward's checks and the light branch's buffers: this rank's work before the halo exchange. */
+static c5_status forward_head(c5_routed_attn *m, const c5_layout *lay, long batch, const c5_real *x,
+                              const uint8_t *mask, c5_routed_attn_cache *c, c5_real *out, const c5_dist *d)
 {
-  C5_CHECK(m && d && lay && x && c && out, C5_ERR_ARG, "c5_routed_attn_forward: NULL argument");
+  C5_CHECK(m && lay && x && c && out, C5_ERR_ARG, "c5_routed_attn_forward: NULL argument");
   const c5_routed_attn_config *cfg = &m->cfg;
-  const long n = lay->n_local, D = cfg->dim, R = cfg->num_routed_kv;
+  const long n = lay->n_local, D = cfg->dim;
   C5_CHECK(batch == c->batch && n == c->n, C5_ERR_SHAPE,
            "ConditionalRoutedAttention: input [%ld, %ld, %ld], cache made for [%ld, %ld, %ld]", batch, n, D, c->batch,
            c->n, D);
   c->rank = c5_dist_rank(d);
   c->size = c5_dist_size(d);
   c->offset = lay->offset;
-  const int P = c->size;
-  C5_CHECK(P == 1 || !cfg->has_light_attn || (lay->unit % (cfg->light_window_size / 2) == 0), C5_ERR_ARG,
+  C5_CHECK(c->size == 1 || !cfg->has_light_attn || (lay->unit % (cfg->light_window_size / 2) == 0), C5_ERR_ARG,
            "ConditionalRoutedAttention: the layout unit %ld must be a multiple of the local window %ld "
            "(light_window_size / 2) when the sequence is sharded", lay->unit, cfg->light_window_size / 2);
-  const c5_params *p = m->p;
+  if (cfg->has_light_attn) C5_CALL(light_prepare(m, lay, x, mask, c));
+  else memset(out, 0, (size_t)(batch * n * D) * sizeof *out);
+  return C5_OK;
+}
 
-  if (cfg->has_light_attn) {
-    c5_phase old = c5_dist_phase(d, C5_PHASE_HALO);
-    c5_status st = light_forward(m, d, lay, x, mask, c, out);
-    c5_dist_phase(d, old);
-    C5_CALL(st);
-  } else {
-    memset(out, 0, (size_t)(batch * n * D) * sizeof *out);
-  }
-
-  C5_CALL(c5_router_forward(m->hb.q_router, d, lay, c5_params_value(p, m->hb.rt_q), batch, x, mask,
-                            cfg->num_heavy_tokens_q, 0, 0, c->rq));
-  C5_CALL(c5_router_forward(m->hb.kv_router, d, lay, c5_params_value(p, m->hb.rt_kv), batch, x, mask,
-                            cfg->num_heavy_tokens_kv, 0, 0, c->rkv));
+/* After the routers, before the kv exchange: the heavy branch's buffers, its queries and this rank's kv
+   entries. Rank-local. */
+static c5_status heavy_prepare(c5_routed_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
+                               const c5_real *x, c5_routed_attn_cache *c)
+{
+  const c5_routed_attn_config *cfg = &m->cfg;
+  const long n = lay->n_local, D = cfg->dim, R = cfg->num_routed_kv;
   const c5_routing *rq = c5_router_cache_routing(c->rq), *rk = c5_router_cache_routing(c->rkv);
 
   /* kv entries this rank owns, per kv row (b, route): its routed tokens, or all its tokens */
@@ -312,6 +341,7 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
     c->qcnt[bb] = rq->routed ? rq->count[bb] : n;
     if (c->qcnt[bb] > nq) nq = c->qcnt[bb];
   }
+  /* lazy: sized by the routing (docs/errors.md: agreed before the kv exchange) */
   C5_CALL(size_heavy(m, c, nq > 0 ? nq : 1, nk));
   C5_CALL(c5_kv_exchange_size(c->kvx, d, rows, nk, nown));
   c->nq = nq > 0 ? nq : 1;
@@ -329,8 +359,7 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
       if (t >= 0) memcpy(c->xq + e * D, x + (bb * n + t) * D, (size_t)D * sizeof *x);
     }
 
-  /* pack this rank's kv entries, rows in order; the reference reads row b // R with routes (kv_gather_batch_bug);
-     every rank's entries of each kv row, in (kv row, slot) order */
+  /* pack this rank's kv entries, rows in order; the reference reads row b // R with routes (kv_gather_batch_bug) */
   c5_kv_exchange_begin(c->kvx);
   for (long row = 0; row < rows; row++) {
     long bb = row / R, cnt = rk->routed ? rk->count[row] : n;
@@ -340,8 +369,17 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
                          rk->routed ? rk->score[rk->start[row] + j] : 1);
     c5_kv_exchange_end_row(c->kvx);
   }
-  C5_CALL(c5_kv_exchange_gather(c->kvx, d, x, n, mask, lay->offset, C5_KVX_SCORE | C5_KVX_POS | C5_KVX_MASK, rows,
-                                NULL, c->ctx, c->kscore, c->kmask, c->kpos));
+  return C5_OK;
+}
+
+/* After the kv exchange: heavy attention for this rank's queries, scattered into out. Rank-local. */
+static c5_status heavy_local(c5_routed_attn *m, long batch, long n, const uint8_t *mask, c5_routed_attn_cache *c,
+                             c5_real *out)
+{
+  const c5_routed_attn_config *cfg = &m->cfg;
+  const long D = cfg->dim;
+  const c5_params *p = m->p;
+  const c5_routing *rq = c5_router_cache_routing(c->rq);
   C5_CALL(c5_attn_heavy_forward(&m->hb.attn, p, batch, c->nq, c->nk, c->xq, c->ctx, mask ? c->kmask : NULL, c->kscore,
                                 cfg->multiply_queries_by_score ? c->qscore : NULL, cfg->rotary_emb ? c->qpos : NULL,
                                 cfg->rotary_emb ? c->kpos : NULL, c->hc, c->hout));
@@ -361,24 +399,49 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
   return C5_OK;
 }
 
-c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed_attn_cache *c, const c5_real *x,
-                                  const c5_real *dout, c5_real *dx)
+/* Rank-local stretches alternate with collectives; each stretch is agreed before the next collective
+   (docs/errors.md), so every rank returns the same status. */
+c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
+                                 const c5_real *x, const uint8_t *mask, c5_routed_attn_cache *c, c5_real *out)
 {
-  C5_CHECK(m && d && c && x && dout && dx, C5_ERR_ARG, "c5_routed_attn_backward: NULL argument");
+  C5_CHECK(d, C5_ERR_ARG, "c5_routed_attn_forward: dist is NULL");
+  c5_status st = forward_head(m, lay, batch, x, mask, c, out, d);
+  C5_CALL(c5_dist_agree_args(d, st, 3, (c5_dist_arg[]){ { "ConditionalRoutedAttention: sequence length n",
+                                                          lay ? lay->n : 0 }, { "ConditionalRoutedAttention: batch", batch },
+                                                        { "ConditionalRoutedAttention: layout unit", lay ? lay->unit : 0 } }));
+  const c5_routed_attn_config *cfg = &m->cfg;
+  const c5_params *p = m->p;
+  if (cfg->has_light_attn) {
+    C5_CALL(light_exchange(m, d, mask, c));
+    C5_AGREE(d, light_local(m, x, mask, c, out));
+  }
+  C5_CALL(c5_router_forward(m->hb.q_router, d, lay, c5_params_value(p, m->hb.rt_q), batch, x, mask,
+                            cfg->num_heavy_tokens_q, 0, 0, c->rq));
+  C5_CALL(c5_router_forward(m->hb.kv_router, d, lay, c5_params_value(p, m->hb.rt_kv), batch, x, mask,
+                            cfg->num_heavy_tokens_kv, 0, 0, c->rkv));
+  st = heavy_prepare(m, d, lay, batch, x, c);
+  /* every rank's entries of each kv row, in (kv row, slot) order */
+  C5_CALL(c5_kv_exchange_gather(c->kvx, d, st, x, lay->n_local, mask, lay->offset,
+                                C5_KVX_SCORE | C5_KVX_POS | C5_KVX_MASK, batch * cfg->num_routed_kv, NULL, c->ctx,
+                                c->kscore, c->kmask, c->kpos));
+  C5_AGREE(d, heavy_local(m, batch, lay->n_local, mask, c, out));
+  return C5_OK;
+}
+
+/* A backward's work before the kv gradients go back: the light branch's own part, null_q_token and the
+   heavy attention. Rank-local. */
+static c5_status backward_local(c5_routed_attn *m, c5_routed_attn_cache *c, const c5_real *x, const c5_real *dout,
+                                c5_real *dx)
+{
+  C5_CHECK(m && c && x && dout && dx, C5_ERR_ARG, "c5_routed_attn_backward: NULL argument");
   C5_CHECK(c->hc, C5_ERR_ARG, "c5_routed_attn_backward: no forward in this cache");
   const c5_routed_attn_config *cfg = &m->cfg;
-  const long n = c->n, D = cfg->dim, R = cfg->num_routed_kv, batch = c->batch, rows = batch * R;
+  const long n = c->n, D = cfg->dim, batch = c->batch;
   const c5_params *p = m->p;
   const c5_routing *rq = c5_router_cache_routing(c->rq);
 
-  if (cfg->has_light_attn) {
-    c5_phase old = c5_dist_phase(d, C5_PHASE_HALO);
-    c5_status st = light_backward(m, d, c, dout, dx);
-    c5_dist_phase(d, old);
-    C5_CALL(st);
-  } else {
-    memset(dx, 0, (size_t)(batch * n * D) * sizeof *dx);
-  }
+  if (cfg->has_light_attn) C5_CALL(light_backward_local(m, c, dout, dx));
+  else memset(dx, 0, (size_t)(batch * n * D) * sizeof *dx);
 
   /* null_q_token: every token not replaced by a routed query (this rank's share) */
   if (rq->routed && m->hb.null_q >= 0) {
@@ -406,6 +469,19 @@ c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed
     }
   C5_CALL(c5_attn_heavy_backward(&m->hb.attn, p, c->hc, c->dh, c->dxq, c->dctx, c->dks,
                                  cfg->multiply_queries_by_score ? c->dqs : NULL));
+  return C5_OK;
+}
+
+c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed_attn_cache *c, const c5_real *x,
+                                  const c5_real *dout, c5_real *dx)
+{
+  C5_CHECK(d, C5_ERR_ARG, "c5_routed_attn_backward: dist is NULL");
+  C5_AGREE(d, backward_local(m, c, x, dout, dx));
+  const c5_routed_attn_config *cfg = &m->cfg;
+  const long n = c->n, D = cfg->dim, R = cfg->num_routed_kv, batch = c->batch, rows = batch * R;
+  const c5_params *p = m->p;
+  const c5_routing *rq = c5_router_cache_routing(c->rq);
+  if (cfg->has_light_attn) C5_CALL(light_backward_exchange(m, d, c, dx));
   for (long bb = 0; bb < batch; bb++)
     for (long i = 0; i < c->qcnt[bb]; i++) {
       long e = bb * c->nq + i, t = bb * n + c->qtok[e];
@@ -413,7 +489,7 @@ c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed
       for (long k = 0; k < D; k++) dx[t * D + k] += c->dxq[e * D + k];
     }
   /* key/value gradients: back to rank-major order, summed over ranks, each owner gets its entries */
-  C5_CALL(c5_kv_exchange_return(c->kvx, d, rows, NULL, c->dctx, c->dks, n, dx));
+  C5_CALL(c5_kv_exchange_return(c->kvx, d, C5_OK, rows, NULL, c->dctx, c->dks, n, dx));
   /* routers (unrouted scores are constants: no gradient); the kv dscore entries are in routing order */
   if (rq->routed)   /* dscore in routing-entry order */
     for (long bb = 0; bb < batch; bb++)

@@ -220,29 +220,29 @@ static void kv_pack(const c5_routed_cross_attn *m, c5_routed_cross_attn_cache *c
   }
 }
 
-c5_status c5_routed_cross_attn_forward(c5_routed_cross_attn *m, const c5_dist *d, const c5_layout *lay,
-                                       const c5_layout *ctx_lay, long batch, const c5_real *x, const uint8_t *mask,
-                                       const c5_real *context, const uint8_t *context_mask,
-                                       c5_routed_cross_attn_cache *c, c5_real *out)
+/* A forward's checks: this rank's work before the routers. */
+static c5_status forward_head(c5_routed_cross_attn *m, const c5_dist *d, const c5_layout *lay,
+                              const c5_layout *ctx_lay, long batch, const c5_real *x, const c5_real *context,
+                              c5_routed_cross_attn_cache *c, c5_real *out)
 {
-  C5_CHECK(m && d && lay && ctx_lay && x && context && c && out, C5_ERR_ARG,
-           "c5_routed_cross_attn_forward: NULL argument");
-  const c5_routed_cross_attn_config *cfg = &m->cfg;
-  const long n = lay->n_local, mc = ctx_lay->n_local, D = cfg->dim, R = cfg->kv_routing_tokens;
+  C5_CHECK(m && lay && ctx_lay && x && context && c && out, C5_ERR_ARG, "c5_routed_cross_attn_forward: NULL argument");
+  const long n = lay->n_local, mc = ctx_lay->n_local, D = m->cfg.dim;
   C5_CHECK(batch == c->batch && n == c->n && mc == c->m, C5_ERR_SHAPE,
            "ConditionalRoutedCrossAttention: x [%ld, %ld, %ld] and context [%ld, %ld, %ld], cache made for "
            "[%ld, %ld, %ld] and [%ld, %ld, %ld]", batch, n, D, batch, mc, D, c->batch, c->n, D, c->batch, c->m, D);
-  const c5_params *p = m->p;
   c->valid = 0;
   c->rank = c5_dist_rank(d);
   c->size = c5_dist_size(d);
+  return C5_OK;
+}
 
-  /* route the queries of x (with mask) and the keys/values of the context (with context_mask), each
-     distributed over its own layout */
-  C5_CALL(c5_router_forward(m->hb.q_router, d, lay, c5_params_value(p, m->hb.rt_q), batch, x, mask,
-                            cfg->num_tokens_q, 0, 0, c->rq));
-  C5_CALL(c5_router_forward(m->hb.kv_router, d, ctx_lay, c5_params_value(p, m->hb.rt_kv), batch, context,
-                            context_mask, cfg->num_tokens_kv, 0, 0, c->rkv));
+/* After the routers, before the kv exchange: buffers (lazy: docs/errors.md), the heavy queries and this
+   rank's context entries. Rank-local. */
+static c5_status heavy_prepare(c5_routed_cross_attn *m, const c5_dist *d, const c5_layout *lay,
+                               const c5_layout *ctx_lay, long batch, const c5_real *x, c5_routed_cross_attn_cache *c)
+{
+  const c5_routed_cross_attn_config *cfg = &m->cfg;
+  const long n = lay->n_local, mc = ctx_lay->n_local, D = cfg->dim, R = cfg->kv_routing_tokens;
   const c5_routing *rq = c5_router_cache_routing(c->rq), *rk = c5_router_cache_routing(c->rkv);
 
   /* sizes: queries per row (this rank's, padded to the longest row here); keys per route (every rank's) */
@@ -271,15 +271,19 @@ c5_status c5_routed_cross_attn_forward(c5_routed_cross_attn *m, const c5_dist *d
       if (t >= 0) memcpy(c->xq + e * D, x + (b * n + t) * D, (size_t)D * sizeof *x);
       else memset(c->xq + e * D, 0, (size_t)D * sizeof *x);
     }
-  /* keys/values per route: the routed context tokens of every rank with their scores and mask, or the
-     whole context (every route sees it: the same as the reference's single route over all heads) */
   kv_pack(m, c, ctx_lay);
-  C5_CALL(c5_kv_exchange_gather(c->kvx, d, context, mc, context_mask, ctx_lay->offset,
-                                (rk->routed ? C5_KVX_SCORE : 0) | (context_mask ? C5_KVX_MASK : 0), batch * R,
-                                c->ksrc, c->ctx, c->kscore, c->kmask, NULL));
-  C5_CALL(c5_attn_heavy_forward(&m->hb.attn, p, batch, nq, nk, c->xq, c->ctx, context_mask ? c->kmask : NULL,
-                                c->kv_scored ? c->kscore : NULL, NULL, NULL, NULL, c->hc, c->hout));
+  return C5_OK;
+}
 
+/* After the kv exchange: the heavy attention and the scatter. Rank-local. */
+static c5_status heavy_local(c5_routed_cross_attn *m, long batch, long n, const uint8_t *context_mask,
+                             c5_routed_cross_attn_cache *c, c5_real *out)
+{
+  const long D = m->cfg.dim, nq = c->nq;
+  const c5_params *p = m->p;
+  const c5_routing *rq = c5_router_cache_routing(c->rq);
+  C5_CALL(c5_attn_heavy_forward(&m->hb.attn, p, batch, nq, c->nk, c->xq, c->ctx, context_mask ? c->kmask : NULL,
+                                c->kv_scored ? c->kscore : NULL, NULL, NULL, NULL, c->hc, c->hout));
   /* scatter: routed queries replace null_q_token (or 0); unrouted, the heavy output is the output */
   const c5_real *nul = m->hb.null_q >= 0 ? c5_params_value(p, m->hb.null_q) : NULL;
   if (rq->routed) {
@@ -297,17 +301,50 @@ c5_status c5_routed_cross_attn_forward(c5_routed_cross_attn *m, const c5_dist *d
   return C5_OK;
 }
 
-c5_status c5_routed_cross_attn_backward(c5_routed_cross_attn *m, const c5_dist *d, c5_routed_cross_attn_cache *c,
-                                        const c5_real *x, const c5_real *context, const c5_real *dout, c5_real *dx,
-                                        c5_real *dcontext)
+/* Rank-local stretches alternate with collectives; each stretch is agreed before the next collective
+   (docs/errors.md), so every rank returns the same status. */
+c5_status c5_routed_cross_attn_forward(c5_routed_cross_attn *m, const c5_dist *d, const c5_layout *lay,
+                                       const c5_layout *ctx_lay, long batch, const c5_real *x, const uint8_t *mask,
+                                       const c5_real *context, const uint8_t *context_mask,
+                                       c5_routed_cross_attn_cache *c, c5_real *out)
 {
-  C5_CHECK(m && d && c && x && context && dout && dx && dcontext, C5_ERR_ARG,
+  C5_CHECK(d, C5_ERR_ARG, "c5_routed_cross_attn_forward: dist is NULL");
+  c5_status st = forward_head(m, d, lay, ctx_lay, batch, x, context, c, out);
+  C5_CALL(c5_dist_agree_args(d, st, 3, (c5_dist_arg[]){
+      { "ConditionalRoutedCrossAttention: sequence length n", lay ? lay->n : 0 },
+      { "ConditionalRoutedCrossAttention: context length", ctx_lay ? ctx_lay->n : 0 },
+      { "ConditionalRoutedCrossAttention: batch", batch } }));
+  const c5_routed_cross_attn_config *cfg = &m->cfg;
+  const c5_params *p = m->p;
+  /* route the queries of x (with mask) and the keys/values of the context (with context_mask), each
+     distributed over its own layout */
+  C5_CALL(c5_router_forward(m->hb.q_router, d, lay, c5_params_value(p, m->hb.rt_q), batch, x, mask,
+                            cfg->num_tokens_q, 0, 0, c->rq));
+  C5_CALL(c5_router_forward(m->hb.kv_router, d, ctx_lay, c5_params_value(p, m->hb.rt_kv), batch, context,
+                            context_mask, cfg->num_tokens_kv, 0, 0, c->rkv));
+  st = heavy_prepare(m, d, lay, ctx_lay, batch, x, c);
+  /* keys/values per route: the routed context tokens of every rank with their scores and mask, or the
+     whole context (every route sees it: the same as the reference's single route over all heads) */
+  const int routed_kv = c5_router_cache_routing(c->rkv)->routed;
+  C5_CALL(c5_kv_exchange_gather(c->kvx, d, st, context, ctx_lay->n_local, context_mask, ctx_lay->offset,
+                                (routed_kv ? C5_KVX_SCORE : 0) | (context_mask ? C5_KVX_MASK : 0),
+                                batch * cfg->kv_routing_tokens, c->ksrc, c->ctx, c->kscore, c->kmask, NULL));
+  C5_AGREE(d, heavy_local(m, batch, lay->n_local, context_mask, c, out));
+  return C5_OK;
+}
+
+/* A backward's work before the context gradients go back: null_q_token and the heavy attention.
+   Rank-local. */
+static c5_status backward_local(c5_routed_cross_attn *m, const c5_dist *d, c5_routed_cross_attn_cache *c,
+                                const c5_real *x, const c5_real *context, const c5_real *dout, c5_real *dx,
+                                c5_real *dcontext)
+{
+  C5_CHECK(m && c && x && context && dout && dx && dcontext, C5_ERR_ARG,
            "c5_routed_cross_attn_backward: NULL argument");
   C5_CHECK(c->valid, C5_ERR_ARG, "ConditionalRoutedCrossAttention backward: the cache holds no forward");
   C5_CHECK(c5_dist_size(d) == c->size, C5_ERR_ARG, "ConditionalRoutedCrossAttention backward: the forward ran on "
            "%d ranks, this communicator has %d", c->size, c5_dist_size(d));
-  const c5_routed_cross_attn_config *cfg = &m->cfg;
-  const long n = c->n, mc = c->m, D = cfg->dim, R = cfg->kv_routing_tokens, batch = c->batch, nq = c->nq;
+  const long n = c->n, mc = c->m, D = m->cfg.dim, batch = c->batch, nq = c->nq;
   const c5_params *p = m->p;
   const c5_routing *rq = c5_router_cache_routing(c->rq);
 
@@ -343,10 +380,23 @@ c5_status c5_routed_cross_attn_backward(c5_routed_cross_attn *m, const c5_dist *
       long e = b * nq + i, t = b * n + c->qtok[e];
       for (long k = 0; k < D; k++) dx[t * D + k] += c->dxq[e * D + k];
     }
+  return C5_OK;
+}
+
+c5_status c5_routed_cross_attn_backward(c5_routed_cross_attn *m, const c5_dist *d, c5_routed_cross_attn_cache *c,
+                                        const c5_real *x, const c5_real *context, const c5_real *dout, c5_real *dx,
+                                        c5_real *dcontext)
+{
+  C5_CHECK(d, C5_ERR_ARG, "c5_routed_cross_attn_backward: dist is NULL");
+  c5_status st = backward_local(m, d, c, x, context, dout, dx, dcontext);
   /* context gradients: back to gathered (rank-major) order, summed over the routes that share an entry
      and over the ranks; each owner gets its entries (in its source-row order) */
-  C5_CALL(c5_kv_exchange_return(c->kvx, d, batch * R, c->ksrc, c->dctx, c->kv_scored ? c->dks : NULL, mc,
-                                 dcontext));
+  const long R = m && c ? m->cfg.kv_routing_tokens : 0, batch = c ? c->batch : 0;
+  C5_CALL(c5_kv_exchange_return(c ? c->kvx : NULL, d, st, batch * R, c ? c->ksrc : NULL, c ? c->dctx : NULL,
+                                c && c->kv_scored ? c->dks : NULL, c ? c->m : 0, dcontext));
+  const c5_params *p = m->p;
+  const long nq = c->nq;
+  const c5_routing *rq = c5_router_cache_routing(c->rq);
   /* routers (unrouted scores are constants: no gradient); dscore in each router's entry order (the kv
      router's: this rank's entries, rows in order = downs) */
   if (rq->routed)

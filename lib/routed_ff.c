@@ -104,25 +104,30 @@ c5_status c5_routed_ff_cache_destroy(c5_routed_ff_cache **cp)
 
 const c5_routing *c5_routed_ff_routing(const c5_routed_ff_cache *c) { return c5_router_cache_routing(c->rc); }
 
-c5_status c5_routed_ff_forward(c5_routed_ff *m, const c5_dist *d, const c5_layout *lay, long batch,
-                               const c5_real *x, const uint8_t *mask, c5_routed_ff_cache *c, c5_real *out)
+/* The light FF on every token, and the checks: this rank's work before the router. */
+static c5_status forward_head(c5_routed_ff *m, const c5_layout *lay, long batch, const c5_real *x,
+                              const uint8_t *mask, c5_routed_ff_cache *c, c5_real *out)
 {
-  C5_CHECK(m && d && lay && x && out && c, C5_ERR_ARG, "c5_routed_ff_forward: NULL argument");
+  C5_CHECK(m && lay && x && out && c, C5_ERR_ARG, "c5_routed_ff_forward: NULL argument");
   C5_CHECK(batch == c->batch && lay->n_local == c->n_local, C5_ERR_SHAPE,
            "ConditionalRoutedFeedForward: input [%ld, %ld, %d], cache made for [%ld, %ld, %d]", batch,
            lay->n_local, m->cfg.dim, c->batch, c->n_local, m->cfg.dim);
-  const long nl = lay->n_local, dim = m->cfg.dim;
   c->offset = lay->offset;
   c->mask = mask;
-  C5_CALL(c5_ffnet_forward(&m->light, m->p, x, batch * nl, &c->light, out));
-  C5_CALL(c5_router_forward(m->router, d, lay, c5_params_value(m->p, m->routing_token), batch, x, mask,
-                            m->cfg.num_heavy_tokens, 0, 0, c->rc));
+  C5_CALL(c5_ffnet_forward(&m->light, m->p, x, batch * lay->n_local, &c->light, out));
+  return C5_OK;
+}
+
+/* The heavy FF on the routed tokens this rank holds, or every token when unrouted (score 1). */
+static c5_status forward_heavy(c5_routed_ff *m, long batch, long nl, long offset, const c5_real *x,
+                               c5_routed_ff_cache *c, c5_real *out)
+{
+  const long dim = m->cfg.dim;
   const c5_routing *rt = c5_router_cache_routing(c->rc);
-  /* heavy rows: the routed tokens this rank holds, or every token when unrouted (score 1) */
   long e = 0;
   if (rt->routed) {
     for (long b = 0; b < batch; b++)
-      for (long i = rt->start[b]; i < rt->start[b] + rt->count[b]; i++) c->pos[e++] = b * nl + (rt->idx[i] - lay->offset);
+      for (long i = rt->start[b]; i < rt->start[b] + rt->count[b]; i++) c->pos[e++] = b * nl + (rt->idx[i] - offset);
   } else {
     for (long t = 0; t < batch * nl; t++) c->pos[e++] = t;
   }
@@ -136,10 +141,22 @@ c5_status c5_routed_ff_forward(c5_routed_ff *m, const c5_dist *d, const c5_layou
   return C5_OK;
 }
 
-c5_status c5_routed_ff_backward(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_cache *c, const c5_real *x,
-                                const c5_real *dout, c5_real *dx)
+c5_status c5_routed_ff_forward(c5_routed_ff *m, const c5_dist *d, const c5_layout *lay, long batch,
+                               const c5_real *x, const uint8_t *mask, c5_routed_ff_cache *c, c5_real *out)
 {
-  C5_CHECK(m && d && c && x && dout && dx, C5_ERR_ARG, "c5_routed_ff_backward: NULL argument");
+  C5_CHECK(d, C5_ERR_ARG, "c5_routed_ff_forward: dist is NULL");
+  C5_AGREE(d, forward_head(m, lay, batch, x, mask, c, out));
+  C5_CALL(c5_router_forward(m->router, d, lay, c5_params_value(m->p, m->routing_token), batch, x, mask,
+                            m->cfg.num_heavy_tokens, 0, 0, c->rc));
+  C5_AGREE(d, forward_heavy(m, batch, lay->n_local, lay->offset, x, c, out));
+  return C5_OK;
+}
+
+/* Everything before the router's backward, on this rank: the light and the heavy FF. */
+static c5_status backward_local(c5_routed_ff *m, c5_routed_ff_cache *c, const c5_real *x, const c5_real *dout,
+                                c5_real *dx)
+{
+  C5_CHECK(m && c && x && dout && dx, C5_ERR_ARG, "c5_routed_ff_backward: NULL argument");
   const long nl = c->n_local, dim = m->cfg.dim, e = c->ntok;
   const c5_routing *rt = c5_router_cache_routing(c->rc);
   C5_CALL(c5_ffnet_backward(&m->light, m->p, &c->light, x, dout, c->batch * nl, dx));
@@ -157,6 +174,14 @@ c5_status c5_routed_ff_backward(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_
   C5_CALL(c5_ffnet_backward(&m->heavy, m->p, &c->heavy, c->xr, c->dh, e, c->dtmp));
   for (long i = 0; i < e; i++)
     for (long k = 0; k < dim; k++) dx[c->pos[i] * dim + k] += c->dtmp[i * dim + k];
+  return C5_OK;
+}
+
+c5_status c5_routed_ff_backward(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_cache *c, const c5_real *x,
+                                const c5_real *dout, c5_real *dx)
+{
+  C5_CHECK(d, C5_ERR_ARG, "c5_routed_ff_backward: dist is NULL");
+  C5_AGREE(d, backward_local(m, c, x, dout, dx));
   C5_CALL(c5_router_backward(m->router, d, c->rc, c5_params_value(m->p, m->routing_token), x, c->dscore, dx,
                              c5_params_grad(m->p, m->routing_token)));
   return C5_OK;

@@ -169,12 +169,26 @@ static double normal_draw(uint64_t seed, long row, long j)
   return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
-static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_layout *lay,
-                                const c5_real *routing_token, long batch, const c5_real *x,
-                                const uint8_t *mask, long num_tokens, int random_route, uint64_t seed,
-                                c5_router_cache *c)
+/* The cd rows of the last forward (c->plan). */
+static c5k_rows cd_rows(const c5_router_cache *c)
 {
-  C5_CHECK(rt && d && lay && routing_token && x && c, C5_ERR_ARG, "c5_router_forward: NULL argument");
+  long cdrows = c->rows * c->nblk, *off = c->plan;
+  return (c5k_rows){ .rows = cdrows, .off = off, .len = off + cdrows, .cstart = off + 2 * cdrows };
+}
+
+static c5_cd_config cd_config(const c5_router_config *cfg)
+{
+  return (c5_cd_config){ .n_iters = cfg->n_iters, .eps = cfg->eps, .eps_init = cfg->eps_init,
+                         .eps_decay = cfg->eps_decay };
+}
+
+/* A forward's work before its first collective, on this rank alone: checks, the row geometry, buffers,
+   the logits and coordinate descent's own checks. *routed = 0: n <= num_tokens, nothing to route. */
+static c5_status forward_local(const c5_router *rt, const c5_layout *lay, const c5_real *routing_token, long batch,
+                               const c5_real *x, const uint8_t *mask, long num_tokens, int random_route,
+                               c5_router_cache *c, int *routed)
+{
+  C5_CHECK(rt && lay && routing_token && x && c, C5_ERR_ARG, "c5_router_forward: NULL argument");
   const c5_router_config *cfg = &rt->cfg;
   const int R = cfg->num_routing_tokens, dim = rt->dim;
   const long n = lay->n, nl = lay->n_local;
@@ -189,7 +203,8 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
   /* routed? n <= num_tokens: every score is 1 (the reference returns ones) */
   c->out.rows = rows;
   c->masked = mask != NULL;
-  if (n <= num_tokens) {
+  *routed = n > num_tokens;
+  if (!*routed) {
     c->out.routed = 0;
     c->out.k = 0;
     memset(c->out.count, 0, (size_t)rows * sizeof *c->out.count);
@@ -242,7 +257,6 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
     if (!c->mask) C5_CALLOC(c->mask, rows * (nl ? nl : 1));
     for (long row = 0; row < rows; row++) memcpy(c->mask + row * nl, mask + (row / R) * nl, (size_t)nl);
   }
-  const uint8_t *m = mask ? c->mask : NULL;
 
   /* cd row segments: block q of row covers global [q*seg, (q+1)*seg) */
   long *off = c->plan, *len = off + cdrows, *cst = len + cdrows;
@@ -260,10 +274,33 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
       c->ksel[i] = ktok;
     }
   c5k_rows_plan(cdrows, len, cst);
-  c5k_rows Rw = { .rows = cdrows, .off = off, .len = len, .cstart = cst };
+  c5k_rows Rw = cd_rows(c);
+  c5_cd_config cd = cd_config(cfg);
+  C5_CALL(c5_cd_forward_prepare(&cd, &Rw, c->s, c->k, 1, &c->cd));
+  return C5_OK;
+}
 
-  c5_cd_config cd = { .n_iters = cfg->n_iters, .eps = cfg->eps, .eps_init = cfg->eps_init,
-                      .eps_decay = cfg->eps_decay };
+static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_layout *lay,
+                                const c5_real *routing_token, long batch, const c5_real *x,
+                                const uint8_t *mask, long num_tokens, int random_route, uint64_t seed,
+                                c5_router_cache *c)
+{
+  int routed = 0;
+  c5_status st = forward_local(rt, lay, routing_token, batch, x, mask, num_tokens, random_route, c, &routed);
+  /* what decides the sequence of collectives must be the same on every rank */
+  const c5_router_config *cfg = rt ? &rt->cfg : NULL;
+  c5_dist_arg args[] = { { "router: sequence length n", lay ? lay->n : 0 }, { "router: batch", batch },
+                         { "router: num_tokens", num_tokens },
+                         { "router: num_routing_tokens", cfg ? cfg->num_routing_tokens : 0 },
+                         { "router: route_block_size", cfg ? cfg->route_block_size : 0 },
+                         { "router: n_iters", cfg ? cfg->n_iters : 0 }, { "router: random_route", random_route } };
+  C5_CALL(c5_dist_agree_args(d, st, (int)(sizeof args / sizeof *args), args));
+  if (!routed) return C5_OK;
+
+  const long rows = c->rows, nl = c->n_local, nblk = c->nblk;
+  const uint8_t *m = mask ? c->mask : NULL;
+  c5k_rows Rw = cd_rows(c);
+  c5_cd_config cd = cd_config(cfg);
   C5_CALL(c5_cd_forward_rows(rt->be, d, &cd, &Rw, c->s, m, c->k, 1, c->y, &c->cd));
 
   /* negative control: random scores, masked ones lowest (they sort last) */
@@ -284,7 +321,7 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
     for (long q = 0; q < nblk; q++) {
       long i = row * nblk + q;
       for (long e = 0; e < c->selcount[i]; e++) {
-        long lp = off[i] - row * nl + c->selpos[i * c->selcap + e];
+        long lp = Rw.off[i] - row * nl + c->selpos[i * c->selcap + e];
         int keep = !m || m[row * nl + lp];
         c5_real yv = c->y[row * nl + lp];
         c->lpos[at] = lp;
@@ -299,19 +336,17 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
   return C5_OK;
 }
 
-/* This call's routing-token gradient into c->dwacc (double; zero when there is none). */
-static c5_status router_backward(const c5_router *rt, const c5_dist *d, c5_router_cache *c,
-                                 const c5_real *routing_token, const c5_real *x,
-                                 const c5_real *dscore, c5_real *dx)
+/* A backward's work before its collective, on this rank alone. *run = 0: no gradient to form. */
+static c5_status backward_local(const c5_router *rt, c5_router_cache *c, const c5_real *routing_token,
+                                const c5_real *x, const c5_real *dscore, c5_real *dx, const void *dst, int *run)
 {
-  C5_CHECK(rt && d && c && routing_token && x && dx, C5_ERR_ARG, "c5_router_backward: NULL argument");
+  *run = 0;
+  C5_CHECK(rt && c && routing_token && x && dx && dst, C5_ERR_ARG, "c5_router_backward: NULL argument");
   memset(c->dwacc, 0, (size_t)rt->cfg.num_routing_tokens * rt->dim * sizeof *c->dwacc);
   /* unrouted scores are constants; random scores are not differentiable */
   if (!c->out.routed || c->random_route) return C5_OK;
   C5_CHECK(dscore != NULL, C5_ERR_ARG, "c5_router_backward: dscore is NULL");
-  const c5_router_config *cfg = &rt->cfg;
-  const int R = cfg->num_routing_tokens, dim = rt->dim;
-  const long nl = c->n_local, rows = c->rows, batch = c->batch;
+  const long nl = c->n_local, rows = c->rows;
   const uint8_t *m = c->masked ? c->mask : NULL;
 
   /* dL/dy at the selections (straight-through passes it on unchanged; a
@@ -320,10 +355,27 @@ static c5_status router_backward(const c5_router *rt, const c5_dist *d, c5_route
   for (long row = 0; row < rows; row++)
     for (long e = c->out.start[row]; e < c->out.start[row] + c->out.count[row]; e++)
       if (!m || m[row * nl + c->lpos[e]]) c->g[row * nl + c->lpos[e]] += dscore[e];
+  c5k_rows Rw = cd_rows(c);
+  C5_CALL(c5_cd_backward_prepare(&c->cd, &Rw));
+  *run = 1;
+  return C5_OK;
+}
 
-  long cdrows = rows * c->nblk;
-  long *off = c->plan, *len = off + cdrows, *cst = len + cdrows;
-  c5k_rows Rw = { .rows = cdrows, .off = off, .len = len, .cstart = cst };
+/* This call's routing-token gradient into c->dwacc (double; zero when there is none). dst: where the
+   caller puts it (checked here, with the rest, before the collective). */
+static c5_status router_backward(const c5_router *rt, const c5_dist *d, c5_router_cache *c,
+                                 const c5_real *routing_token, const c5_real *x,
+                                 const c5_real *dscore, c5_real *dx, const void *dst)
+{
+  int run = 0;
+  C5_AGREE(d, backward_local(rt, c, routing_token, x, dscore, dx, dst, &run));
+  if (!run) return C5_OK;
+  const c5_router_config *cfg = &rt->cfg;
+  const int R = cfg->num_routing_tokens, dim = rt->dim;
+  const long nl = c->n_local, rows = c->rows, batch = c->batch;
+  const uint8_t *m = c->masked ? c->mask : NULL;
+
+  c5k_rows Rw = cd_rows(c);
   /* ds written in place over g; tokens outside every block keep g = 0 */
   C5_CALL(c5_cd_backward_rows(rt->be, d, &c->cd, &Rw, c->s, m, c->y, c->g, c->g));
 
@@ -393,9 +445,9 @@ c5_status c5_router_backward(const c5_router *rt, const c5_dist *d, c5_router_ca
                              const c5_real *routing_token, const c5_real *x,
                              const c5_real *dscore, c5_real *dx, c5_real *drouting_token)
 {
-  C5_CHECK(d && drouting_token, C5_ERR_ARG, "c5_router_backward: dist or drouting_token is NULL");
+  C5_CHECK(d, C5_ERR_ARG, "c5_router_backward: dist is NULL");
   c5_phase old = c5_dist_phase(d, C5_PHASE_ROUTER);
-  c5_status st = router_backward(rt, d, c, routing_token, x, dscore, dx);
+  c5_status st = router_backward(rt, d, c, routing_token, x, dscore, dx, drouting_token);
   c5_dist_phase(d, old);
   C5_CALL(st);
   c5k_ctx kc = { 0 };   /* added once, rounded once */
@@ -407,9 +459,9 @@ c5_status c5_router_backward_acc(const c5_router *rt, const c5_dist *d, c5_route
                                  const c5_real *routing_token, const c5_real *x,
                                  const c5_real *dscore, c5_real *dx, double *dacc)
 {
-  C5_CHECK(d && dacc, C5_ERR_ARG, "c5_router_backward: dist or the gradient accumulator is NULL");
+  C5_CHECK(d, C5_ERR_ARG, "c5_router_backward: dist is NULL");
   c5_phase old = c5_dist_phase(d, C5_PHASE_ROUTER);
-  c5_status st = router_backward(rt, d, c, routing_token, x, dscore, dx);
+  c5_status st = router_backward(rt, d, c, routing_token, x, dscore, dx, dacc);
   c5_dist_phase(d, old);
   C5_CALL(st);
   for (long i = 0; i < (long)rt->cfg.num_routing_tokens * rt->dim; i++) dacc[i] += c->dwacc[i];

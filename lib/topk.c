@@ -17,7 +17,6 @@ c5_status c5_topk_select_rows(const c5_backend *be, const c5_dist *d, const c5k_
   const c5k_ops *ops = be->ops;
   const long rows = R->rows;
   c5k_ctx ctx = { .work = work, .work_len = work_len };
-  C5_CHECK(work_len >= c5k_work_len(R), C5_ERR_INTERNAL, "topk: workspace %ld < %ld", work_len, c5k_work_len(R));
   /* rowbuf: [rows][256] hist, then prefix, thr (uint64), need, take, done, ties */
   long *hist = rowbuf, *need = hist + 256 * rows, *take = need + rows, *done = take + rows, *ties = done + rows;
   uint64_t *prefix = (uint64_t *)(ties + rows), *thr = prefix + rows;
@@ -59,31 +58,42 @@ c5_status c5_topk_select_rows(const c5_backend *be, const c5_dist *d, const c5k_
 
 long c5_topk_rowbuf_len(long rows) { return 256 * rows + 7 * rows; }
 
+/* The public entry's buffers, made before its first collective. */
+typedef struct { long *plan, *rowbuf, *kk; double *work; long wl; c5k_rows R; } select_bufs;
+
+static c5_status select_local(long rows, long n, const c5_real *v, long k, long *count, long *idx, select_bufs *b)
+{
+  C5_CHECK(v && count && idx, C5_ERR_ARG, "c5_topk_select: NULL argument");
+  C5_CHECK(rows >= 0 && n >= 0, C5_ERR_ARG, "c5_topk_select: rows = %ld, n = %ld must be >= 0", rows, n);
+  b->plan = calloc((size_t)(3 * rows + 1), sizeof *b->plan);
+  b->rowbuf = calloc((size_t)c5_topk_rowbuf_len(rows) + 1, sizeof *b->rowbuf);
+  b->kk = calloc((size_t)rows + 1, sizeof *b->kk);
+  C5_CHECK(b->plan && b->rowbuf && b->kk, C5_ERR_MEM, "top-k: out of memory for %ld rows", rows);
+  c5k_rows_dense(rows, n, b->plan, &b->R);
+  for (long r = 0; r < rows; r++) b->kk[r] = k;
+  b->wl = c5k_work_len(&b->R);
+  b->work = calloc((size_t)b->wl, sizeof *b->work);
+  C5_CHECK(b->work, C5_ERR_MEM, "top-k: out of memory for %ld doubles of workspace", b->wl);
+  return C5_OK;
+}
+
 c5_status c5_topk_select(const c5_backend *be, const c5_dist *d, long rows, long n, long offset, const c5_real *v,
                          const uint8_t *mask, long k, long *count, long *idx)
 {
-  C5_CHECK(be && d && v && count && idx, C5_ERR_ARG, "c5_topk_select: NULL argument");
-  C5_CHECK(rows >= 0 && n >= 0, C5_ERR_ARG, "c5_topk_select: rows = %ld, n = %ld must be >= 0", rows, n);
+  C5_CHECK(d, C5_ERR_ARG, "c5_topk_select: dist is NULL");
+  select_bufs b = { 0 };
+  c5_status st = select_local(rows, n, v, k, count, idx, &b);
+  st = c5_dist_agree_args(d, st, 2, (c5_dist_arg[]){ { "top-k: rows", rows }, { "top-k: k", k } });
   long nglob = n;
-  C5_CALL(c5_dist_allreduce_sum_long(d, &nglob, 1));
-  C5_CHECK(k > 0 && k <= nglob, C5_ERR_ARG, "top-k: k = %ld must be in [1, %ld] (the row length)", k, nglob);
-  c5_status st = C5_OK;
-  long *plan = NULL, *rowbuf = NULL, *kk = NULL;
-  double *work = NULL;
-  plan = calloc((size_t)(3 * rows + 1), sizeof *plan);
-  rowbuf = calloc((size_t)c5_topk_rowbuf_len(rows) + 1, sizeof *rowbuf);
-  kk = calloc((size_t)rows + 1, sizeof *kk);
-  C5_CHECK_GOTO(plan && rowbuf && kk, st, out, C5_ERR_MEM, "top-k: out of memory for %ld rows", rows);
-  c5k_rows R;
-  c5k_rows_dense(rows, n, plan, &R);
-  for (long r = 0; r < rows; r++) kk[r] = k;
-  long wl = c5k_work_len(&R);
-  work = calloc((size_t)wl, sizeof *work);
-  C5_CHECK_GOTO(work, st, out, C5_ERR_MEM, "top-k: out of memory for %ld doubles of workspace", wl);
-  C5_CALL_GOTO(c5_topk_select_rows(be, d, &R, v, mask, kk, k, work, wl, rowbuf, count, idx), st, out);
+  if (st == C5_OK) st = c5_dist_allreduce_sum_long(d, &nglob, 1);
+  /* nglob is global: every rank decides alike */
+  if (st == C5_OK && !(k > 0 && k <= nglob))
+    st = C5_ERR(C5_ERR_ARG, "top-k: k = %ld must be in [1, %ld] (the row length)", k, nglob);
+  C5_CALL_GOTO(st, st, out);
+  C5_CALL_GOTO(c5_topk_select_rows(be, d, &b.R, v, mask, b.kk, k, b.work, b.wl, b.rowbuf, count, idx), st, out);
   for (long r = 0; r < rows; r++)
     for (long i = 0; i < count[r]; i++) idx[r * k + i] += offset;
 out:
-  free(plan); free(rowbuf); free(kk); free(work);
+  free(b.plan); free(b.rowbuf); free(b.kk); free(b.work);
   return st;
 }
