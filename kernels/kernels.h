@@ -206,6 +206,37 @@ typedef struct c5k_ops {
                                    const c5_real *v, long ldqkv, const uint8_t *mask, const double *rmax,
                                    const double *rinv, const uint8_t *uni, const c5_real *dout, long ldo,
                                    c5_real *dq, c5_real *dk, c5_real *dv);
+  /* ---- routed attention: gathers, scatters, halo (kernels/cpu/copy2d.c, kernels/cpu/gather.c) ----
+     Rows are dim-wide c5_real rows, dense unless a leading dimension says otherwise. An index of -1
+     names no row (padding): a gather writes a zero row for it, a scatter skips it. */
+  /* cudaMemcpy2D's shape: height rows of width bytes, row i from src + i spitch to dst + i dpitch
+     (bytes; the regions do not overlap). Any element type (rows of reals, masks). */
+  c5_status (*copy2d)(c5k_ctx *, void *dst, long dpitch, const void *src, long spitch, long width, long height);
+  /* dst[i, :] = 0 for height rows of width bytes at pitch dpitch (cudaMemset2D with 0). */
+  c5_status (*zero2d)(c5k_ctx *, void *dst, long dpitch, long width, long height);
+  /* dst[i, k] += src[i, k] for i < rows, k < cols (leading dimensions ldd, lds, in elements): the halo
+     gradients added by their owner. */
+  c5_status (*add2d)(c5k_ctx *, long rows, long cols, const c5_real *src, long lds, c5_real *dst, long ldd);
+  /* Every row of dst [rows, dim] (leading dimension ldd) set to vec (accumulate = 0; vec NULL: 0) or
+     increased by vec (accumulate = 1): null_q_token under every token. */
+  c5_status (*fill_rows)(c5k_ctx *, long rows, long dim, const c5_real *vec, int accumulate, c5_real *dst, long ldd);
+  /* dst[e, :] = src[idx[e], :] for e < n (idx -1: a zero row). Rows of src have leading dimension lds;
+     dst is dense [n, dim]. */
+  c5_status (*gather_rows)(c5k_ctx *, long n, long dim, const long *idx, const c5_real *src, long lds, c5_real *dst);
+  /* For e < n with idx[e] >= 0: v = src[e, k] scale[e] - sub[k] (scale NULL: 1, sub NULL: 0, each
+     term formed exactly so), then dst[idx[e], k] = v (accumulate 0) or dst[idx[e], k] += v. Entries
+     with equal indices are applied in e order (distinct = 0) or the indices are distinct (distinct = 1:
+     any order, in parallel). */
+  c5_status (*scatter_rows)(c5k_ctx *, long n, long dim, const long *idx, const c5_real *src, const c5_real *scale,
+                            const c5_real *sub, int accumulate, int distinct, c5_real *dst);
+  /* Through a per-row scale, backward: g = src[idx[e], :] (idx -1: 0); dsrc[e, k] = g[k] scale[e];
+     dscale[e] = sum_k g[k] y[e, k], summed in double in k order then rounded once. */
+  c5_status (*gather_scale_dot)(c5k_ctx *, long n, long dim, const long *idx, const c5_real *src,
+                                const c5_real *scale, const c5_real *y, c5_real *dsrc, c5_real *dscale);
+  /* acc[k] (double) += src[idx[e], k] (subtract = 0) or -= (subtract = 1), for e = 0 .. n-1 in that order
+     (idx NULL: rows 0 .. n-1; idx -1: skipped), each k a sequential sum: a vector parameter's gradient
+     part (null_q_token) whose bits do not depend on any partition. */
+  c5_status (*acc_rows)(c5k_ctx *, long n, long dim, const long *idx, const c5_real *src, int subtract, double *acc);
 } c5k_ops;
 
 extern const c5k_ops c5k_cpu_ops;

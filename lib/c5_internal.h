@@ -90,12 +90,32 @@ c5_status c5_dist_allreduce_sum_long(const c5_dist *d, long *buf, long count);
    the underflow fallback of the shifted LSE. pairs: [count][2]. */
 c5_status c5_dist_allreduce_maxsumexp(const c5_dist *d, double *pairs, long count);
 c5_status c5_dist_exscan_sum_long(const c5_dist *d, long *buf, long count);
-/* Point-to-point with a neighbour (halo exchange): dest/src may be MPI_PROC_NULL. */
-c5_status c5_dist_sendrecv(const c5_dist *d, const void *send, long scount, int dest, void *recv, long rcount,
-                           int src, MPI_Datatype type);
+/* A communicator of this rank alone (a stretch of work that needs no other rank, e.g. the
+   autoregressive attention's q router over the windows a rank holds). Not collective. */
+c5_status c5_dist_create_self(c5_dist **out);
+/* Element types of the dist jobs: the working types (c5_dtype) and the index and mask types the
+   routing moves. lib/ names these, never an MPI type (dist.c maps them). */
+typedef enum { C5_ELEM_F64 = C5_DTYPE_F64, C5_ELEM_F32 = C5_DTYPE_F32, C5_ELEM_BF16 = C5_DTYPE_BF16,
+               C5_ELEM_U8 = C5_NUM_DTYPE, C5_ELEM_LONG } c5_elem;
+#define C5_ELEM_REAL ((c5_elem)C5_DTYPE_REAL)
+/* The halo of a sequence cut into consecutive shards (docs/design.md §3): each rank sends its first
+   tokens to the left neighbour (rank - 1) and its last to the right one (rank + 1) and receives theirs;
+   the first and last ranks have no neighbour on their outer side. Counts are elements of type; a
+   direction whose buffers are both NULL on every rank (the autoregressive attention sends nothing left)
+   is not exchanged. Collective on d; counted under C5_PHASE_HALO. Forward: to_right -> the right
+   neighbour's from_left, to_left -> the left neighbour's from_right. */
+typedef struct {
+  const void *to_left, *to_right;
+  void *from_left, *from_right;
+  long n_to_left, n_to_right, n_from_left, n_from_right;
+} c5_halo_msg;
+c5_status c5_dist_halo_exchange(const c5_dist *d, c5_elem type, const c5_halo_msg *m);
+/* Its backward: the gradients of the received halos (from_left, from_right: read) go back to their
+   owners, into the buffers the forward sent from (to_left, to_right: written). */
+c5_status c5_dist_halo_return(const c5_dist *d, c5_elem type, const c5_halo_msg *m);
 /* Variable-count all-gather (counts, displs per rank, in elements of type). */
 c5_status c5_dist_allgatherv(const c5_dist *d, const void *send, long scount, void *recv, const int *counts,
-                             const int *displs, MPI_Datatype type);
+                             const int *displs, c5_elem type);
 /* Sum send [sum of counts] over ranks; rank p receives its counts[p] block. */
 c5_status c5_dist_reduce_scatter_real(const c5_dist *d, const c5_real *send, c5_real *recv, const int *counts);
 /* c5_dist_agree and, in the same allreduce, global arguments that must be

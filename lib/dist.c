@@ -145,6 +145,8 @@ c5_status c5_dist_create(MPI_Comm comm, c5_dist **out)
   return C5_OK;
 }
 
+c5_status c5_dist_create_self(c5_dist **out) { return c5_dist_create(MPI_COMM_SELF, out); }
+
 c5_status c5_dist_create_2d(MPI_Comm comm, int seq_size, c5_dist **seq, c5_dist **dp)
 {
   C5_CHECK(seq && dp, C5_ERR_ARG, "c5_dist_create_2d: NULL argument");
@@ -253,32 +255,70 @@ c5_status c5_dist_exscan_sum_long(const c5_dist *d, long *buf, long n)
   return C5_OK;
 }
 
-c5_status c5_dist_sendrecv(const c5_dist *d, const void *send, long scount, int dest, void *recv, long rcount,
-                           int src, MPI_Datatype type)
+static MPI_Datatype mpi_type(c5_elem t)
 {
-  if (d->size == 1) return C5_OK;
+  switch (t) {
+  case C5_ELEM_F64: return MPI_DOUBLE;
+  case C5_ELEM_F32: return MPI_FLOAT;
+  case C5_ELEM_BF16: return MPI_UINT16_T;   /* moved, never reduced */
+  case C5_ELEM_U8: return MPI_UINT8_T;
+  case C5_ELEM_LONG: return MPI_LONG;
+  }
+  return MPI_DATATYPE_NULL;
+}
+
+static c5_status sendrecv(const c5_dist *d, const void *send, long scount, int dest, void *recv, long rcount, int src,
+                          c5_elem type)
+{
   int tsz;
-  MPI_Type_size(type, &tsz);
+  MPI_Type_size(mpi_type(type), &tsz);
   count(d, C5_COLL_SENDRECV, (dest != MPI_PROC_NULL ? scount : 0) * tsz);
-  TIMED(d, C5_COLL_SENDRECV, MPI_Sendrecv(send, (int)scount, type, dest, 71, recv, (int)rcount, type, src, 71, d->comm, MPI_STATUS_IGNORE));
+  TIMED(d, C5_COLL_SENDRECV, MPI_Sendrecv(send, (int)scount, mpi_type(type), dest, 71, recv, (int)rcount,
+                                          mpi_type(type), src, 71, d->comm, MPI_STATUS_IGNORE));
   return C5_OK;
 }
 
-c5_status c5_dist_allgatherv(const c5_dist *d, const void *send, long scount, void *recv, const int *counts,
-                             const int *displs, MPI_Datatype type)
+/* One pass each way: the left-to-right pass (to_right -> from_left), then right-to-left. back: the
+   return, where the buffers swap roles. */
+static c5_status halo(const c5_dist *d, c5_elem type, const c5_halo_msg *m, int back)
 {
+  if (d->size == 1) return C5_OK;
+  int lt = d->rank > 0 ? d->rank - 1 : MPI_PROC_NULL, rt = d->rank < d->size - 1 ? d->rank + 1 : MPI_PROC_NULL;
+  c5_phase old = c5_dist_phase(d, C5_PHASE_HALO);
+  c5_status st = C5_OK;
+  if (!back) {
+    if (m->to_right || m->from_left)
+      st = sendrecv(d, m->to_right, m->n_to_right, rt, m->from_left, m->n_from_left, lt, type);
+    if (st == C5_OK && (m->to_left || m->from_right))
+      st = sendrecv(d, m->to_left, m->n_to_left, lt, m->from_right, m->n_from_right, rt, type);
+  } else {
+    /* the gradients of my left halo belong to the left neighbour's last tokens, and so on */
+    if (m->to_right || m->from_left)
+      st = sendrecv(d, m->from_left, m->n_from_left, lt, (void *)m->to_right, m->n_to_right, rt, type);
+    if (st == C5_OK && (m->to_left || m->from_right))
+      st = sendrecv(d, m->from_right, m->n_from_right, rt, (void *)m->to_left, m->n_to_left, lt, type);
+  }
+  c5_dist_phase(d, old);
+  return st;
+}
+
+c5_status c5_dist_halo_exchange(const c5_dist *d, c5_elem type, const c5_halo_msg *m) { return halo(d, type, m, 0); }
+c5_status c5_dist_halo_return(const c5_dist *d, c5_elem type, const c5_halo_msg *m) { return halo(d, type, m, 1); }
+
+c5_status c5_dist_allgatherv(const c5_dist *d, const void *send, long scount, void *recv, const int *counts,
+                             const int *displs, c5_elem type)
+{
+  int tsz;
+  MPI_Type_size(mpi_type(type), &tsz);
   if (d->size == 1) {
-    int tsz;
-    MPI_Type_size(type, &tsz);
     if (recv != send) memmove((char *)recv + (long)displs[0] * tsz, send, (size_t)(scount * tsz));
     return C5_OK;
   }
-  int tsz;
-  MPI_Type_size(type, &tsz);
   long total = 0;
   for (int p = 0; p < d->size; p++) total += counts[p];
   count(d, C5_COLL_ALLGATHER, total * tsz);
-  TIMED(d, C5_COLL_ALLGATHER, MPI_Allgatherv(send, (int)scount, type, recv, counts, displs, type, d->comm));
+  TIMED(d, C5_COLL_ALLGATHER, MPI_Allgatherv(send, (int)scount, mpi_type(type), recv, counts, displs, mpi_type(type),
+                                             d->comm));
   return C5_OK;
 }
 

@@ -89,7 +89,7 @@ static c5_status exchange(c5_kv_exchange *x, const c5_dist *d)
   const long D = x->dim, S = x->S, kslot = x->kslot, o = x->nown;
   const int P = x->P, flags = x->flags;
   for (int q = 0; q < P; q++) { x->rcnt[q] = (int)S; x->rdsp[q] = (int)(q * S); }
-  C5_CALL(c5_dist_allgatherv(d, x->own_cnt, S, x->cnt_all, x->rcnt, x->rdsp, MPI_LONG));
+  C5_CALL(c5_dist_allgatherv(d, x->own_cnt, S, x->cnt_all, x->rcnt, x->rdsp, C5_ELEM_LONG));
   long tot = 0;
   for (int q = 0; q < P; q++) {
     long sum = 0;
@@ -106,10 +106,10 @@ static c5_status exchange(c5_kv_exchange *x, const c5_dist *d)
     C5_CHECK(sum == kslot, C5_ERR_INTERNAL, "%s: kv source row %ld has %ld entries over the ranks, expected %ld",
              x->who, s, sum, kslot);
   }
-  if (flags & C5_KVX_SCORE) C5_CALL(c5_dist_allgatherv(d, x->sends, o, x->recvs, x->rcnt, x->rdsp, C5_MPI_REAL));
-  if (flags & C5_KVX_POS) C5_CALL(c5_dist_allgatherv(d, x->sendp, o, x->recvp, x->rcnt, x->rdsp, MPI_LONG));
-  if (flags & C5_KVX_MASK) C5_CALL(c5_dist_allgatherv(d, x->sendm, o, x->recvm, x->rcnt, x->rdsp, MPI_UINT8_T));
-  C5_CALL(c5_dist_allgatherv(d, x->sendx, o * D, x->recvx, x->rcntx, x->rdspx, C5_MPI_REAL));
+  if (flags & C5_KVX_SCORE) C5_CALL(c5_dist_allgatherv(d, x->sends, o, x->recvs, x->rcnt, x->rdsp, C5_ELEM_REAL));
+  if (flags & C5_KVX_POS) C5_CALL(c5_dist_allgatherv(d, x->sendp, o, x->recvp, x->rcnt, x->rdsp, C5_ELEM_LONG));
+  if (flags & C5_KVX_MASK) C5_CALL(c5_dist_allgatherv(d, x->sendm, o, x->recvm, x->rcnt, x->rdsp, C5_ELEM_U8));
+  C5_CALL(c5_dist_allgatherv(d, x->sendx, o * D, x->recvx, x->rcntx, x->rdspx, C5_ELEM_REAL));
   /* ranks in order, each rank's entries of a row ascending: the row's slots ascend */
   memset(x->fill, 0, (size_t)S * sizeof *x->fill);
   long e = 0;

@@ -31,7 +31,7 @@
    W), so every rank holds whole light and heavy windows (the last rank may
    end in a partial one, and holds the padding of x').
      light: causal with look_backward 1: [left halo of one light window |
-            shard], the halo from the left neighbour (c5_dist_sendrecv); its
+            shard], the halo from the left neighbour (halo.h); its
             input gradient goes back to that neighbour, who adds it;
      q router: a window's row lies on one rank, so each rank routes the
             windows it holds on a communicator of one (no traffic; with
@@ -50,7 +50,10 @@
 #include <math.h>
 #include "c5_internal.h"
 #include "attn_local.h"
+#include "backend.h"
+#include "halo.h"
 #include "heavy_branch.h"
+#include "heavy_scatter.h"
 #include "kv_exchange.h"
 
 struct c5_routed_ar_attn {
@@ -65,11 +68,9 @@ struct c5_routed_ar_attn_cache {
   long batch, n;                 /* local tokens */
   int rank, size;                /* of the last forward */
   /* light branch on [left halo | shard] */
-  c5_attn_local_cache *lc;
-  long lc_cap, hl;               /* tokens the local cache holds; left halo of the last forward */
-  c5_real *xe, *oe, *dxe;        /* [b, hl + n, dim] (sharded ranks > 0) */
-  c5_real *hsend, *hrecv;        /* [b, window, dim] */
-  long he_cap;
+  c5_attn_local_cache *lc;       /* for n + window tokens */
+  c5_halo halo;                  /* left only: causal */
+  void *block;                   /* the arena the halo is carved from */
   /* geometry of the heavy branch (setup): global n, first local token, windows, padded length, query windows */
   int geo_valid, geo_P;
   long ng, offset, nw, npad, nb;
@@ -93,6 +94,8 @@ struct c5_routed_ar_attn_cache {
   uint8_t *kvmask;               /* [b, nlp] one window's kv mask */
   long nq, nk;                   /* of the last forward */
   long *qtok;                    /* [rows, nq] position within the window */
+  long *qdst;                    /* [rows, nq] output row (b n + local token; -1: padding) */
+  c5_heavy_scatter sc;           /* the heavy output over null_q_token */
   long *qpos, *kpos;             /* rotary positions (kpos: the key's position in x') */
   c5_real *xq, *ctx, *qscore, *kscore;
   uint8_t *kmask;
@@ -152,6 +155,8 @@ c5_status c5_routed_ar_attn_destroy(c5_routed_ar_attn **m)
   return C5_OK;
 }
 
+static void carve(void *obj, c5_arena *a) { c5_halo_carve(obj, a); }
+
 c5_status c5_routed_ar_attn_cache_create(const c5_routed_ar_attn *m, long batch, long n, c5_routed_ar_attn_cache **out)
 {
   C5_CHECK(m && out, C5_ERR_ARG, "c5_routed_ar_attn_cache_create: NULL argument");
@@ -162,10 +167,14 @@ c5_status c5_routed_ar_attn_cache_create(const c5_routed_ar_attn *m, long batch,
   c5_status st = C5_OK;
   c->batch = batch;
   c->n = n;
-  /* the light branch of one rank; a sharded forward grows it by the halo. The heavy branch is sized by
-     the first forward, which knows the global length (setup) */
-  C5_CALL_GOTO(c5_attn_local_cache_create(&m->light, batch, n, &c->lc), st, fail);
-  c->lc_cap = n;
+  /* the light branch on [left halo | shard]: one light window from the left neighbour at most. The heavy
+     branch is sized by the first forward, which knows the global length (setup) */
+  const long w = m->light.window;
+  c5_halo_init(&c->halo, batch, n, m->cfg.dim, w, 0, 0);
+  C5_CALL_GOTO(c5_attn_local_cache_create(&m->light, batch, n + w, &c->lc), st, fail);
+  C5_CALL_GOTO(c5_arena_build("ConditionalRoutedAutoregressiveAttention cache", &c->halo, carve, &c->block), st, fail);
+  /* the q router of a sharded forward runs on this rank alone (a window's row lies on one rank) */
+  C5_CALL_GOTO(c5_dist_create_self(&c->self), st, fail);
   C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedAutoregressiveAttention", m->cfg.dim, &c->kvx), st, fail);
   *out = c;
   return C5_OK;
@@ -181,7 +190,7 @@ static void free_heavy(c5_routed_ar_attn_cache *c)
   if (c->rkv)
     for (long i = 0; i < c->nb; i++) c5_router_cache_destroy(&c->rkv[i]);
   void *v[] = { c->rkv, c->kv.count, c->kv.start, c->kv.idx, c->kv.score, c->qpub.count, c->qpub.start,
-                c->qpub.idx, c->qpub.score, c->xpad, c->dxpad, c->xblk, c->dxblk, c->qmask, c->kvmask, c->qtok,
+                c->qpub.idx, c->qpub.score, c->xpad, c->dxpad, c->xblk, c->dxblk, c->qmask, c->kvmask, c->qtok, c->qdst,
                 c->qpos, c->kpos, c->xq, c->ctx, c->qscore, c->kscore, c->kmask, c->hout, c->dh, c->dxq, c->dctx,
                 c->dks, c->dqs, c->dsq, c->dqr, c->dsc, c->ksrc };
   for (size_t i = 0; i < sizeof v / sizeof *v; i++) free(v[i]);
@@ -191,7 +200,7 @@ static void free_heavy(c5_routed_ar_attn_cache *c)
   c->xpad = c->dxpad = c->xblk = c->dxblk = c->xq = c->ctx = c->qscore = c->kscore = c->hout = c->dh = NULL;
   c->dxq = c->dctx = c->dks = c->dqs = c->dsq = c->dqr = c->dsc = NULL;
   c->qmask = c->kvmask = c->kmask = NULL;
-  c->qtok = c->qpos = c->kpos = c->ksrc = NULL;
+  c->qtok = c->qdst = c->qpos = c->kpos = c->ksrc = NULL;
   c->geo_valid = 0;
 }
 
@@ -202,7 +211,7 @@ c5_status c5_routed_ar_attn_cache_destroy(c5_routed_ar_attn_cache **cp)
   free_heavy(c);
   c5_kv_exchange_destroy(&c->kvx);
   c5_attn_local_cache_destroy(&c->lc);
-  free(c->xe); free(c->oe); free(c->dxe); free(c->hsend); free(c->hrecv);
+  free(c->block);
   c5_dist_destroy(&c->self);
   C5_FREE(*cp);
   return C5_OK;
@@ -258,7 +267,7 @@ static c5_status setup(const c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, c
   C5_NEW(c->qpub.count, pub, ok); C5_NEW(c->qpub.start, pub, ok); C5_NEW(c->qpub.idx, pub * nq, ok); C5_NEW(c->qpub.score, pub * nq, ok);
   C5_NEW(c->xpad, batch * nlp * D, ok); C5_NEW(c->dxpad, batch * nlp * D, ok); C5_NEW(c->kvmask, batch * nlp, ok);
   C5_NEW(c->xblk, rq * W * D, ok); C5_NEW(c->dxblk, rq * W * D, ok); C5_NEW(c->qmask, rq * W, ok); C5_NEW(c->dqr, rq * nq, ok);
-  C5_NEW(c->qtok, q, ok); C5_NEW(c->qpos, q, ok); C5_NEW(c->xq, q * D, ok); C5_NEW(c->qscore, q, ok); C5_NEW(c->hout, q * D, ok); C5_NEW(c->dh, q * D, ok);
+  C5_NEW(c->qtok, q, ok); C5_NEW(c->qdst, q, ok); C5_NEW(c->qpos, q, ok); C5_NEW(c->xq, q * D, ok); C5_NEW(c->qscore, q, ok); C5_NEW(c->hout, q * D, ok); C5_NEW(c->dh, q * D, ok);
   C5_NEW(c->dxq, q * D, ok); C5_NEW(c->dqs, q, ok); C5_NEW(c->dsq, q, ok);
   C5_NEW(c->kpos, k, ok); C5_NEW(c->ctx, k * D, ok); C5_NEW(c->kscore, k, ok); C5_NEW(c->kmask, k, ok); C5_NEW(c->dctx, k * D, ok); C5_NEW(c->dks, k, ok);
   C5_NEW(c->dsc, batch * R * nk, ok); C5_NEW(c->ksrc, rows * R, ok);
@@ -276,48 +285,16 @@ static c5_status setup(const c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, c
   return C5_OK;
 }
 
-/* Light branch, forward, before the halo exchange (sharded): buffers and the window sent right. Rank-local. */
-static c5_status light_prepare(c5_routed_ar_attn *m, const c5_real *x, c5_routed_ar_attn_cache *c)
+/* Light branch, forward, before the halo exchange: this rank's last light window, sent right (sharded).
+   Rank-local. */
+static c5_status light_prepare(c5_routed_ar_attn *m, const c5_layout *lay, const c5_real *x,
+                               c5_routed_ar_attn_cache *c)
 {
-  const long b = c->batch, n = c->n, D = m->cfg.dim, w = m->light.window;
+  const long n = c->n, w = m->light.window;
   const int r = c->rank, P = c->size;
-  if (P == 1) { c->hl = 0; return C5_OK; }
-  const long hl = r > 0 ? w : 0, sr = r < P - 1 ? w : 0, ne = hl + n;
-  C5_CHECK(sr == 0 || n >= w, C5_ERR_ARG, "ConditionalRoutedAutoregressiveAttention: rank %d holds %ld tokens, "
+  C5_CHECK(r == P - 1 || n >= w, C5_ERR_ARG, "ConditionalRoutedAutoregressiveAttention: rank %d holds %ld tokens, "
            "fewer than the light window %ld it sends right", r, n, w);
-  /* lazy: the first sharded forward grows them (agreed before the exchange) */
-  if (ne > c->lc_cap) {
-    c5_attn_local_cache_destroy(&c->lc);
-    C5_CALL(c5_attn_local_cache_create(&m->light, b, ne, &c->lc));
-    c->lc_cap = ne;
-  }
-  if (ne > c->he_cap || !c->hsend) {
-    free(c->xe); free(c->oe); free(c->dxe); free(c->hsend); free(c->hrecv);
-    int ok = 1;
-    C5_NEW(c->xe, b * ne * D, ok); C5_NEW(c->oe, b * ne * D, ok); C5_NEW(c->dxe, b * ne * D, ok);
-    C5_NEW(c->hsend, b * w * D, ok); C5_NEW(c->hrecv, b * w * D, ok);
-    c->he_cap = 0;
-    C5_CHECK(ok, C5_ERR_MEM, "ConditionalRoutedAutoregressiveAttention: out of memory for the light branch halo");
-    c->he_cap = ne;
-  }
-  c->hl = hl;
-  for (long i = 0; i < b; i++)
-    memcpy(c->hsend + i * sr * D, x + (i * n + n - sr) * D, (size_t)(sr * D) * sizeof *x);
-  return C5_OK;
-}
-
-/* Light branch, forward (sharded): the left neighbour's last light window comes in. Collective on d. */
-static c5_status light_exchange(c5_routed_ar_attn *m, const c5_dist *d, c5_routed_ar_attn_cache *c)
-{
-  const long b = c->batch, D = m->cfg.dim, w = m->light.window, hl = c->hl;
-  const int r = c->rank, P = c->size;
-  if (P == 1) return C5_OK;
-  const long sr = r < P - 1 ? w : 0;
-  int lt = r > 0 ? r - 1 : MPI_PROC_NULL, rt = r < P - 1 ? r + 1 : MPI_PROC_NULL;
-  c5_phase old = c5_dist_phase(d, C5_PHASE_HALO);
-  c5_status st = c5_dist_sendrecv(d, c->hsend, b * sr * D, rt, c->hrecv, b * hl * D, lt, C5_MPI_REAL);
-  c5_dist_phase(d, old);
-  C5_CALL(st);
+  C5_CALL(c5_halo_prepare(&c->halo, c5_params_backend(m->p)->ops, lay, r, P, x, NULL));
   return C5_OK;
 }
 
@@ -325,19 +302,16 @@ static c5_status light_exchange(c5_routed_ar_attn *m, const c5_dist *d, c5_route
    light window (the shard starts on a window boundary, so the windows line up with one rank's). Rank-local. */
 static c5_status light_local(c5_routed_ar_attn *m, const c5_real *x, c5_routed_ar_attn_cache *c, c5_real *out)
 {
-  const long b = c->batch, n = c->n, D = m->cfg.dim, hl = c->hl, ne = hl + n;
   const c5_params *p = m->p;
-  if (hl == 0) {
-    C5_CALL(c5_attn_local_forward(&m->light, p, b, n, x, NULL, c->lc, out));
+  const c5k_ops *ops = c5_params_backend(p)->ops;
+  c5_halo *h = &c->halo;
+  if (h->hl == 0) {
+    C5_CALL(c5_attn_local_forward(&m->light, p, c->batch, c->n, x, NULL, c->lc, out));
     return C5_OK;
   }
-  for (long i = 0; i < b; i++) {
-    memcpy(c->xe + i * ne * D, c->hrecv + i * hl * D, (size_t)(hl * D) * sizeof *x);
-    memcpy(c->xe + (i * ne + hl) * D, x + i * n * D, (size_t)(n * D) * sizeof *x);
-  }
-  C5_CALL(c5_attn_local_forward(&m->light, p, b, ne, c->xe, NULL, c->lc, c->oe));
-  for (long i = 0; i < b; i++)
-    memcpy(out + i * n * D, c->oe + (i * ne + hl) * D, (size_t)(n * D) * sizeof *out);
+  C5_CALL(c5_halo_extend(h, ops, x, NULL));
+  C5_CALL(c5_attn_local_forward(&m->light, p, c->batch, c5_halo_ne(h), h->xe, NULL, c->lc, h->ye));
+  C5_CALL(c5_halo_crop(h, ops, out));
   return C5_OK;
 }
 
@@ -346,40 +320,16 @@ static c5_status light_local(c5_routed_ar_attn *m, const c5_real *x, c5_routed_a
 static c5_status light_backward_local(c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, const c5_real *x,
                                       const c5_real *dout, c5_real *dx)
 {
-  const long b = c->batch, n = c->n, D = m->cfg.dim, hl = c->hl, ne = hl + n;
   const c5_params *p = m->p;
-  if (hl == 0) {
+  const c5k_ops *ops = c5_params_backend(p)->ops;
+  c5_halo *h = &c->halo;
+  if (h->hl == 0) {
     C5_CALL(c5_attn_local_backward(&m->light, p, c->lc, x, dout, dx));
     return C5_OK;
   }
-  for (long i = 0; i < b; i++) {
-    memset(c->oe + i * ne * D, 0, (size_t)(hl * D) * sizeof *c->oe);
-    memcpy(c->oe + (i * ne + hl) * D, dout + i * n * D, (size_t)(n * D) * sizeof *dout);
-  }
-  C5_CALL(c5_attn_local_backward(&m->light, p, c->lc, c->xe, c->oe, c->dxe));
-  for (long i = 0; i < b; i++) {
-    memcpy(dx + i * n * D, c->dxe + (i * ne + hl) * D, (size_t)(n * D) * sizeof *dx);
-    memcpy(c->hrecv + i * hl * D, c->dxe + i * ne * D, (size_t)(hl * D) * sizeof *dx);
-  }
-  return C5_OK;
-}
-
-/* Light branch, backward (sharded): the halo gradient goes back to the left neighbour, who adds it to its
-   last window. Collective on d. */
-static c5_status light_backward_exchange(c5_routed_ar_attn *m, const c5_dist *d, c5_routed_ar_attn_cache *c,
-                                         c5_real *dx)
-{
-  const long b = c->batch, n = c->n, D = m->cfg.dim, w = m->light.window, hl = c->hl;
-  const int r = c->rank, P = c->size;
-  if (P == 1) return C5_OK;
-  const long sr = r < P - 1 ? w : 0;
-  int lt = r > 0 ? r - 1 : MPI_PROC_NULL, rt = r < P - 1 ? r + 1 : MPI_PROC_NULL;
-  c5_phase old = c5_dist_phase(d, C5_PHASE_HALO);
-  c5_status st = c5_dist_sendrecv(d, c->hrecv, b * hl * D, lt, c->hsend, b * sr * D, rt, C5_MPI_REAL);
-  c5_dist_phase(d, old);
-  C5_CALL(st);
-  for (long i = 0; i < b; i++)
-    for (long k = 0; k < sr * D; k++) dx[(i * n + n - sr) * D + k] += c->hsend[i * sr * D + k];
+  C5_CALL(c5_halo_pad(h, ops, dout));
+  C5_CALL(c5_attn_local_backward(&m->light, p, c->lc, h->xe, h->ye, h->dxe));
+  C5_CALL(c5_halo_split(h, ops, dx));
   return C5_OK;
 }
 
@@ -480,10 +430,7 @@ static c5_status forward_middle(c5_routed_ar_attn *m, const c5_dist *d, const c5
     for (long j = 0; j < W; j++) c->qmask[r * W + j] = held && mm * W + j < ng;
   }
   const c5_dist *dq = d;
-  if (P > 1) {
-    if (!c->self) C5_CALL(c5_dist_create(MPI_COMM_SELF, &c->self));
-    dq = c->self;
-  }
+  if (P > 1) dq = c->self;
   c5_layout lq = { .n = W, .unit = W, .offset = 0, .n_local = W };
   c5_status st = c5_router_forward(m->hb.q_router, dq, &lq, c5_params_value(p, m->hb.rt_q), rows_q, c->xblk, c->qmask,
                                    cfg->num_heavy_tokens_q, cfg->random_route, cfg->random_seed, c->rq);
@@ -584,22 +531,17 @@ static c5_status forward_tail(c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, 
                                 cfg->multiply_queries_by_score ? c->qscore : NULL, cfg->rotary_emb ? c->qpos : NULL,
                                 cfg->rotary_emb ? c->kpos : NULL, c->hc, c->hout));
 
-  /* scatter: window m of row r lands on tokens m W .. m W + W - 1 (those < n). Routed: null_q_token (or 0)
-     everywhere, the routed queries' output times their score at their positions. */
-  const c5_real *nul = c->qrouted && m->hb.null_q >= 0 ? c5_params_value(p, m->hb.null_q) : NULL;
-#pragma omp parallel for schedule(static)
-  for (long r = 0; r < rows; r++) {
-    long b = r / nbl, t0 = (m0 + r % nbl) * W;
-    if (nul)
-      for (long t = t0; t < t0 + W && t < ng; t++)
-        for (long k = 0; k < D; k++) out[(b * n + t - off) * D + k] += nul[k];
-    for (long j = 0; j < nq; j++) {
-      long e = r * nq + j, t = t0 + c->qtok[e];
-      if (t >= ng) continue;   /* padding: sliced off */
-      for (long k = 0; k < D; k++)
-        out[(b * n + t - off) * D + k] += c->hout[e * D + k] * c->qscore[e] - (nul ? nul[k] : 0);
-    }
+  /* scatter: window m of row r lands on tokens m W .. m W + W - 1 (those < n): every token of windows 1..
+     held here, local tokens t1 .. n-1. Routed: null_q_token (or 0) everywhere, the routed queries' output
+     times their score at their positions. */
+  for (long e = 0; e < rows * nq; e++) {
+    long r = e / nq, b = r / nbl, t = (m0 + r % nbl) * W + c->qtok[e];
+    c->qdst[e] = t < ng ? b * n + t - off : -1;   /* padding: sliced off */
   }
+  c->sc = (c5_heavy_scatter){ .batch = batch, .n = n, .dim = D, .t1 = W - off > 0 ? W - off : 0,
+                              .null_q = m->hb.null_q, .fill = c->qrouted && m->hb.null_q >= 0, .accumulate = 1,
+                              .nq = rows * nq, .dst = c->qdst };
+  C5_CALL(c5_heavy_scatter_forward(&c->sc, p, c->hout, c->qscore, out));
   return C5_OK;
 }
 
@@ -611,12 +553,12 @@ c5_status c5_routed_ar_attn_forward(c5_routed_ar_attn *m, const c5_dist *d, cons
 {
   C5_CHECK(d, C5_ERR_ARG, "c5_routed_ar_attn_forward: dist is NULL");
   c5_status st = forward_check(m, d, lay, batch, x, c, out);
-  if (st == C5_OK) st = light_prepare(m, x, c);
+  if (st == C5_OK) st = light_prepare(m, lay, x, c);
   C5_CALL(c5_dist_agree_args(d, st, 3, (c5_dist_arg[]){
       { "ConditionalRoutedAutoregressiveAttention: sequence length n", lay ? lay->n : 0 },
       { "ConditionalRoutedAutoregressiveAttention: batch", batch },
       { "ConditionalRoutedAutoregressiveAttention: layout unit", lay ? lay->unit : 0 } }));
-  C5_CALL(light_exchange(m, d, c));
+  C5_CALL(c5_halo_exchange(&c->halo, d, 0));
   C5_AGREE(d, forward_middle(m, d, lay, x, c, out));
   if (!c->heavy) return C5_OK;
 
@@ -665,40 +607,17 @@ static c5_status backward_heavy(c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c
                                 const c5_real *dout)
 {
   const c5_routed_ar_attn_config *cfg = &m->cfg;
-  const long n = c->n, D = cfg->dim, W = m->W, batch = c->batch;
+  const long D = cfg->dim, W = m->W, batch = c->batch;
   const c5_params *p = m->p;
   const long nlp = c->nlp, rows = c->rows, nbl = c->nbl, nbq = c->nbq, m0 = c->m0, wq0 = c->wq0;
-  const long off = c->offset, ng = c->ng, nq = c->nq;
+  const long nq = c->nq;
   const c5_dist *dq = c->size > 1 ? c->self : d;
   const c5_routing *rq = c->rq ? c5_router_cache_routing(c->rq) : NULL;
 
   if (rows > 0) {
-    /* null_q_token: every token of windows 1.. (below n) not replaced by a routed query */
-    if (c->qrouted && m->hb.null_q >= 0) {
-      double *acc = c5_params_acc(p, m->hb.null_q);
-      long t1 = W - off > 0 ? W - off : 0;
-      for (long b = 0; b < batch; b++)
-        for (long t = t1; t < n; t++)
-          for (long k = 0; k < D; k++) acc[k] += dout[(b * n + t) * D + k];
-      for (long e = 0; e < rows * nq; e++) {
-        long r = e / nq, b = r / nbl, t = (m0 + r % nbl) * W + c->qtok[e];
-        if (t < ng)
-          for (long k = 0; k < D; k++) acc[k] -= dout[(b * n + t - off) * D + k];
-      }
-      C5_CALL(c5_params_flush(p, &m->hb.null_q, 1));
-    }
-    /* through the query score: out = hout * s (padding queries: sliced off, no gradient) */
-#pragma omp parallel for schedule(static)
-    for (long e = 0; e < rows * nq; e++) {
-      long r = e / nq, b = r / nbl, t = (m0 + r % nbl) * W + c->qtok[e];
-      double ds = 0;
-      for (long k = 0; k < D; k++) {
-        c5_real g = t < ng ? dout[(b * n + t - off) * D + k] : 0;
-        c->dh[e * D + k] = g * c->qscore[e];
-        ds += (double)g * c->hout[e * D + k];
-      }
-      c->dsq[e] = (c5_real)ds;
-    }
+    /* null_q_token: every token of windows 1.. (below n) not replaced by a routed query; through the query
+       score: out = hout * s (padding queries: sliced off, no gradient) */
+    C5_CALL(c5_heavy_scatter_backward(&c->sc, p, dout, c->hout, c->qscore, c->dh, c->dsq));
     C5_CALL(c5_attn_heavy_backward(&m->hb.attn, p, c->hc, c->dh, c->dxq, c->dctx, c->dks,
                                    cfg->multiply_queries_by_score ? c->dqs : NULL));
     if (cfg->multiply_queries_by_score)
@@ -731,7 +650,7 @@ c5_status c5_routed_ar_attn_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_
 {
   C5_CHECK(d, C5_ERR_ARG, "c5_routed_ar_attn_backward: dist is NULL");
   C5_AGREE(d, backward_head(m, d, c, x, dout, dx));
-  C5_CALL(light_backward_exchange(m, d, c, dx));
+  C5_CALL(c5_halo_return(&c->halo, d, c5_params_backend(m->p)->ops, dx));
   if (!c->heavy) return C5_OK;
 
   const c5_routed_ar_attn_config *cfg = &m->cfg;

@@ -11,7 +11,10 @@
    gradients back to the owners (kv_exchange.h). */
 #include "c5_internal.h"
 #include "attn_local.h"
+#include "backend.h"
+#include "halo.h"
 #include "heavy_branch.h"
+#include "heavy_scatter.h"
 #include "kv_exchange.h"
 
 struct c5_routed_attn {
@@ -26,13 +29,9 @@ struct c5_routed_attn_cache {
   long offset;                         /* global index of the first local token */
   int rank, size;
   /* light branch on [left halo | shard | right halo] */
-  c5_attn_local_cache *lc;
-  long hl, hr, ncap_ext;               /* halo lengths; extended capacity */
-  c5_real *xe, *oe, *dxe;              /* [b, hl + n + hr, dim] */
-  uint8_t *me;
-  c5_real *sendl, *sendr, *recvl, *recvr;
-  uint8_t *msendl, *msendr, *mrecvl, *mrecvr;
-  int masked;
+  c5_attn_local_cache *lc;             /* for n + 2 window tokens */
+  c5_halo halo;
+  void *block;                         /* the arena all of this cache's own buffers are carved from */
   /* routers */
   c5_router_cache *rq, *rkv;
   /* heavy branch */
@@ -40,9 +39,10 @@ struct c5_routed_attn_cache {
   long nq, nk, cap_q, cap_k;           /* queries per batch row (padded), keys per route; capacities */
   long nql;                            /* [b] real queries per row are in qcnt */
   long *qcnt;                          /* [b] local queries of each row */
-  long *qtok;                          /* [b, nq] local token of each heavy query (-1: padding) */
+  long *qtok;                          /* [b, nq] output row (b n + local token) of each heavy query (-1: padding) */
   c5_real *xq, *qscore;
   long *qpos;
+  c5_heavy_scatter sc;                 /* the heavy output over null_q_token */
   c5_kv_exchange *kvx;                 /* the kv rows (b, route) of every rank, and their gradients back */
   c5_real *ctx, *kscore;
   uint8_t *kmask;
@@ -99,9 +99,16 @@ c5_status c5_routed_attn_destroy(c5_routed_attn **m)
   return C5_OK;
 }
 
+static void carve(void *obj, c5_arena *a)
+{
+  c5_routed_attn_cache *c = obj;
+  c5_halo_carve(&c->halo, a);
+}
+
 c5_status c5_routed_attn_cache_create(const c5_routed_attn *m, long batch, long n, c5_routed_attn_cache **out)
 {
   const c5_routed_attn_config *cfg = &m->cfg;
+  const char *who = "ConditionalRoutedAttention cache";
   c5_routed_attn_cache *c;
   C5_CALLOC(c, 1);
   c->batch = batch;
@@ -112,6 +119,12 @@ c5_status c5_routed_attn_cache_create(const c5_routed_attn *m, long batch, long 
   C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedAttention", cfg->dim, &c->kvx), st, fail);
   c->qcnt = calloc((size_t)batch, sizeof *c->qcnt);
   C5_CHECK_GOTO(c->qcnt, st, fail, C5_ERR_MEM, "ConditionalRoutedAttention cache: out of memory");
+  if (cfg->has_light_attn) {   /* the light branch on [left halo | shard | right halo], a window each side */
+    const long w = m->light.window;
+    c5_halo_init(&c->halo, batch, n, cfg->dim, w, 1, 1);
+    C5_CALL_GOTO(c5_attn_local_cache_create(&m->light, batch, n + 2 * w, &c->lc), st, fail);
+  }
+  C5_CALL_GOTO(c5_arena_build(who, c, carve, &c->block), st, fail);
   *out = c;
   return C5_OK;
 fail:
@@ -131,22 +144,13 @@ static void free_heavy(c5_routed_attn_cache *c)
   c->cap_q = c->cap_k = 0;
 }
 
-static void free_light(c5_routed_attn_cache *c)
-{
-  c5_attn_local_cache_destroy(&c->lc);
-  free(c->xe); free(c->oe); free(c->dxe); free(c->me); free(c->sendl); free(c->sendr); free(c->recvl); free(c->recvr);
-  free(c->msendl); free(c->msendr); free(c->mrecvl); free(c->mrecvr);
-  c->xe = c->oe = c->dxe = c->sendl = c->sendr = c->recvl = c->recvr = NULL;
-  c->me = c->msendl = c->msendr = c->mrecvl = c->mrecvr = NULL;
-  c->ncap_ext = 0;
-}
-
 c5_status c5_routed_attn_cache_destroy(c5_routed_attn_cache **cp)
 {
   if (!cp || !*cp) return C5_OK;
   c5_routed_attn_cache *c = *cp;
   free_heavy(c);
-  free_light(c);
+  c5_attn_local_cache_destroy(&c->lc);
+  free(c->block);
   c5_kv_exchange_destroy(&c->kvx);
   c5_router_cache_destroy(&c->rq);
   c5_router_cache_destroy(&c->rkv);
@@ -179,127 +183,29 @@ static c5_status size_heavy(const c5_routed_attn *m, c5_routed_attn_cache *c, lo
   return C5_OK;
 }
 
-/* Light branch, forward, before the halo exchange: the halo lengths and buffers. Rank-local. */
-static c5_status light_prepare(c5_routed_attn *m, const c5_layout *lay, const c5_real *x, const uint8_t *mask,
-                               c5_routed_attn_cache *c)
-{
-  const long b = c->batch, n = c->n, D = m->cfg.dim, w = m->light.window;
-  const int r = c->rank, P = c->size;
-  c5_layout left = { 0 }, right = { 0 };
-  if (r > 0) C5_CALL(c5_layout_of_rank(lay->n, lay->unit, r - 1, P, &left));
-  if (r < P - 1) C5_CALL(c5_layout_of_rank(lay->n, lay->unit, r + 1, P, &right));
-  long hl = r > 0 ? (left.n_local < w ? left.n_local : w) : 0;
-  long hr = r < P - 1 ? (right.n_local < w ? right.n_local : w) : 0;
-  long sl = r > 0 ? (n < w ? n : w) : 0;           /* what I send left: my first tokens */
-  long sr = r < P - 1 ? (n < w ? n : w) : 0;       /* what I send right: my last tokens */
-  long ne = hl + n + hr;
-  /* lazy: the first forward makes them (docs/errors.md: agreed before the exchange) */
-  if (ne > c->ncap_ext || !c->lc) {
-    free_light(c);
-    int ok = 1;
-    long cap = n + 2 * w;
-    C5_NEW(c->xe, b * cap * D, ok); C5_NEW(c->oe, b * cap * D, ok); C5_NEW(c->dxe, b * cap * D, ok); C5_NEW(c->me, b * cap, ok);
-    C5_NEW(c->sendl, b * w * D, ok); C5_NEW(c->sendr, b * w * D, ok); C5_NEW(c->recvl, b * w * D, ok); C5_NEW(c->recvr, b * w * D, ok);
-    C5_NEW(c->msendl, b * w, ok); C5_NEW(c->msendr, b * w, ok); C5_NEW(c->mrecvl, b * w, ok); C5_NEW(c->mrecvr, b * w, ok);
-    C5_CHECK(ok, C5_ERR_MEM, "ConditionalRoutedAttention: out of memory for the light branch halo");
-    C5_CALL(c5_attn_local_cache_create(&m->light, b, cap, &c->lc));
-    c->ncap_ext = cap;
-  }
-  c->hl = hl;
-  c->hr = hr;
-  c->masked = mask != NULL;
-  for (long i = 0; i < b; i++) {
-    memcpy(c->sendl + i * sl * D, x + i * n * D, (size_t)(sl * D) * sizeof *x);
-    memcpy(c->sendr + i * sr * D, x + (i * n + n - sr) * D, (size_t)(sr * D) * sizeof *x);
-    if (mask) {
-      memcpy(c->msendl + i * sl, mask + i * n, (size_t)sl);
-      memcpy(c->msendr + i * sr, mask + i * n + n - sr, (size_t)sr);
-    }
-  }
-  return C5_OK;
-}
-
-/* Light branch, forward: one window from each neighbour (collective on d; light_prepare ran and was agreed). */
-static c5_status light_exchange(c5_routed_attn *m, const c5_dist *d, const uint8_t *mask, c5_routed_attn_cache *c)
-{
-  const long b = c->batch, n = c->n, D = m->cfg.dim, w = m->light.window, hl = c->hl, hr = c->hr;
-  const int r = c->rank, P = c->size;
-  long sl = r > 0 ? (n < w ? n : w) : 0, sr = r < P - 1 ? (n < w ? n : w) : 0;
-  int lt = r > 0 ? r - 1 : MPI_PROC_NULL, rt = r < P - 1 ? r + 1 : MPI_PROC_NULL;
-  c5_phase old = c5_dist_phase(d, C5_PHASE_HALO);
-  c5_status st = C5_OK;
-  /* my last tokens go right and the left neighbour's come in; then the other way */
-  C5_CALL_GOTO(c5_dist_sendrecv(d, c->sendr, b * sr * D, rt, c->recvl, b * hl * D, lt, C5_MPI_REAL), st, out);
-  C5_CALL_GOTO(c5_dist_sendrecv(d, c->sendl, b * sl * D, lt, c->recvr, b * hr * D, rt, C5_MPI_REAL), st, out);
-  if (mask) {
-    C5_CALL_GOTO(c5_dist_sendrecv(d, c->msendr, b * sr, rt, c->mrecvl, b * hl, lt, MPI_UINT8_T), st, out);
-    C5_CALL_GOTO(c5_dist_sendrecv(d, c->msendl, b * sl, lt, c->mrecvr, b * hr, rt, MPI_UINT8_T), st, out);
-  }
-out:
-  c5_dist_phase(d, old);
-  return st;
-}
-
-/* Light branch, forward, after the exchange: LocalMHA on the extended rows, the shard's outputs kept.
-   Rank-local. */
+/* Light branch, forward, after the halo exchange: LocalMHA on [left halo | shard | right halo], the shard's
+   outputs kept. Rank-local. */
 static c5_status light_local(c5_routed_attn *m, const c5_real *x, const uint8_t *mask, c5_routed_attn_cache *c,
                              c5_real *out)
 {
-  const long b = c->batch, n = c->n, D = m->cfg.dim, hl = c->hl, hr = c->hr, ne = hl + n + hr;
-  for (long i = 0; i < b; i++) {
-    c5_real *xi = c->xe + i * ne * D;
-    memcpy(xi, c->recvl + i * hl * D, (size_t)(hl * D) * sizeof *xi);
-    memcpy(xi + hl * D, x + i * n * D, (size_t)(n * D) * sizeof *xi);
-    memcpy(xi + (hl + n) * D, c->recvr + i * hr * D, (size_t)(hr * D) * sizeof *xi);
-    if (mask) {
-      uint8_t *mi = c->me + i * ne;
-      memcpy(mi, c->mrecvl + i * hl, (size_t)hl);
-      memcpy(mi + hl, mask + i * n, (size_t)n);
-      memcpy(mi + hl + n, c->mrecvr + i * hr, (size_t)hr);
-    }
-  }
-  C5_CALL(c5_attn_local_forward(&m->light, m->p, b, ne, c->xe, mask ? c->me : NULL, c->lc, c->oe));
-  for (long i = 0; i < b; i++)
-    memcpy(out + i * n * D, c->oe + (i * ne + hl) * D, (size_t)(n * D) * sizeof *out);
+  const c5k_ops *ops = c5_params_backend(m->p)->ops;
+  c5_halo *h = &c->halo;
+  C5_CALL(c5_halo_extend(h, ops, x, mask));
+  C5_CALL(c5_attn_local_forward(&m->light, m->p, c->batch, c5_halo_ne(h), h->xe, mask ? h->me : NULL, c->lc, h->ye));
+  C5_CALL(c5_halo_crop(h, ops, out));
   return C5_OK;
 }
 
-/* Light branch, backward, before the exchange: zero gradient on the halo rows' outputs; the halo rows'
+/* Light branch, backward, before the halo gradients go back: the halo rows' outputs get no gradient; their
    input gradients are staged for their owners. Rank-local. */
 static c5_status light_backward_local(c5_routed_attn *m, c5_routed_attn_cache *c, const c5_real *dout, c5_real *dx)
 {
-  const long b = c->batch, n = c->n, D = m->cfg.dim, hl = c->hl, hr = c->hr;
-  const long ne = hl + n + hr;
-  memset(c->oe, 0, (size_t)(b * ne * D) * sizeof *c->oe);
-  for (long i = 0; i < b; i++) memcpy(c->oe + (i * ne + hl) * D, dout + i * n * D, (size_t)(n * D) * sizeof *dout);
-  C5_CALL(c5_attn_local_backward(&m->light, m->p, c->lc, c->xe, c->oe, c->dxe));
-  for (long i = 0; i < b; i++) {
-    memcpy(dx + i * n * D, c->dxe + (i * ne + hl) * D, (size_t)(n * D) * sizeof *dx);
-    memcpy(c->recvl + i * hl * D, c->dxe + i * ne * D, (size_t)(hl * D) * sizeof *dx);
-    memcpy(c->recvr + i * hr * D, c->dxe + (i * ne + hl + n) * D, (size_t)(hr * D) * sizeof *dx);
-  }
+  const c5k_ops *ops = c5_params_backend(m->p)->ops;
+  c5_halo *h = &c->halo;
+  C5_CALL(c5_halo_pad(h, ops, dout));
+  C5_CALL(c5_attn_local_backward(&m->light, m->p, c->lc, h->xe, h->ye, h->dxe));
+  C5_CALL(c5_halo_split(h, ops, dx));
   return C5_OK;
-}
-
-/* Light branch, backward: the halo gradients go back to their owners, who add them (collective on d). */
-static c5_status light_backward_exchange(c5_routed_attn *m, const c5_dist *d, c5_routed_attn_cache *c, c5_real *dx)
-{
-  const long b = c->batch, n = c->n, D = m->cfg.dim, w = m->light.window, hl = c->hl, hr = c->hr;
-  const int r = c->rank, P = c->size;
-  long sl = r > 0 ? (n < w ? n : w) : 0, sr = r < P - 1 ? (n < w ? n : w) : 0;
-  int lt = r > 0 ? r - 1 : MPI_PROC_NULL, rt = r < P - 1 ? r + 1 : MPI_PROC_NULL;
-  c5_phase old = c5_dist_phase(d, C5_PHASE_HALO);
-  c5_status st = C5_OK;
-  /* gradients of my left halo belong to the left neighbour's last tokens, and so on */
-  C5_CALL_GOTO(c5_dist_sendrecv(d, c->recvl, b * hl * D, lt, c->sendr, b * sr * D, rt, C5_MPI_REAL), st, out);
-  C5_CALL_GOTO(c5_dist_sendrecv(d, c->recvr, b * hr * D, rt, c->sendl, b * sl * D, lt, C5_MPI_REAL), st, out);
-  for (long i = 0; i < b; i++) {
-    for (long k = 0; k < sl * D; k++) dx[i * n * D + k] += c->sendl[i * sl * D + k];
-    for (long k = 0; k < sr * D; k++) dx[(i * n + n - sr) * D + k] += c->sendr[i * sr * D + k];
-  }
-out:
-  c5_dist_phase(d, old);
-  return st;
 }
 
 /* A forward's checks and the light branch's buffers: this rank's work before the halo exchange. */
@@ -318,7 +224,8 @@ static c5_status forward_head(c5_routed_attn *m, const c5_layout *lay, long batc
   C5_CHECK(c->size == 1 || !cfg->has_light_attn || (lay->unit % (cfg->light_window_size / 2) == 0), C5_ERR_ARG,
            "ConditionalRoutedAttention: the layout unit %ld must be a multiple of the local window %ld "
            "(light_window_size / 2) when the sequence is sharded", lay->unit, cfg->light_window_size / 2);
-  if (cfg->has_light_attn) C5_CALL(light_prepare(m, lay, x, mask, c));
+  if (cfg->has_light_attn)
+    C5_CALL(c5_halo_prepare(&c->halo, c5_params_backend(m->p)->ops, lay, c->rank, c->size, x, mask));
   else memset(out, 0, (size_t)(batch * n * D) * sizeof *out);
   return C5_OK;
 }
@@ -348,16 +255,20 @@ static c5_status heavy_prepare(c5_routed_attn *m, const c5_dist *d, const c5_lay
   c->nk = nk;
 
   /* queries: this rank's routed tokens, padded per row with zero rows (output dropped) */
-  memset(c->xq, 0, (size_t)(batch * c->nq * D) * sizeof *c->xq);
   for (long bb = 0; bb < batch; bb++)
     for (long i = 0; i < c->nq; i++) {
       long e = bb * c->nq + i;
       long t = i < c->qcnt[bb] ? (rq->routed ? rq->idx[rq->start[bb] + i] - lay->offset : i) : -1;
-      c->qtok[e] = t;
+      c->qtok[e] = t >= 0 ? bb * n + t : -1;
       c->qpos[e] = t >= 0 ? lay->offset + t : 0;
       c->qscore[e] = t < 0 ? 0 : rq->routed ? rq->score[rq->start[bb] + i] : 1;
-      if (t >= 0) memcpy(c->xq + e * D, x + (bb * n + t) * D, (size_t)D * sizeof *x);
     }
+  c5k_ctx kc = { 0 };
+  C5_CALL(c5_params_backend(m->p)->ops->gather_rows(&kc, batch * c->nq, D, c->qtok, x, D, c->xq));
+  /* the routed queries replace null_q_token (or 0); unrouted, every token is a query */
+  c->sc = (c5_heavy_scatter){ .batch = batch, .n = n, .dim = D, .t1 = 0, .null_q = m->hb.null_q,
+                              .fill = rq->routed && m->hb.null_q >= 0, .accumulate = 1, .nq = batch * c->nq,
+                              .dst = c->qtok };
 
   /* pack this rank's kv entries, rows in order; the reference reads row b // R with routes (kv_gather_batch_bug) */
   c5_kv_exchange_begin(c->kvx);
@@ -377,25 +288,11 @@ static c5_status heavy_local(c5_routed_attn *m, long batch, long n, const uint8_
                              c5_real *out)
 {
   const c5_routed_attn_config *cfg = &m->cfg;
-  const long D = cfg->dim;
   const c5_params *p = m->p;
-  const c5_routing *rq = c5_router_cache_routing(c->rq);
   C5_CALL(c5_attn_heavy_forward(&m->hb.attn, p, batch, c->nq, c->nk, c->xq, c->ctx, mask ? c->kmask : NULL, c->kscore,
                                 cfg->multiply_queries_by_score ? c->qscore : NULL, cfg->rotary_emb ? c->qpos : NULL,
                                 cfg->rotary_emb ? c->kpos : NULL, c->hc, c->hout));
-  /* scatter: the routed queries replace null_q_token (or 0); unrouted, every token is a query */
-  const c5_real *nqv = m->hb.null_q >= 0 ? c5_params_value(p, m->hb.null_q) : NULL;
-  const int addnull = rq->routed && nqv;
-  if (addnull)
-#pragma omp parallel for schedule(static)
-    for (long t = 0; t < batch * n; t++)
-      for (long k = 0; k < D; k++) out[t * D + k] += nqv[k];
-  for (long bb = 0; bb < batch; bb++)
-    for (long i = 0; i < c->qcnt[bb]; i++) {
-      long e = bb * c->nq + i, t = bb * n + c->qtok[e];
-      for (long k = 0; k < D; k++)
-        out[t * D + k] += c->hout[e * D + k] * c->qscore[e] - (addnull ? nqv[k] : 0);
-    }
+  C5_CALL(c5_heavy_scatter_forward(&c->sc, p, c->hout, c->qscore, out));
   return C5_OK;
 }
 
@@ -412,7 +309,7 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
   const c5_routed_attn_config *cfg = &m->cfg;
   const c5_params *p = m->p;
   if (cfg->has_light_attn) {
-    C5_CALL(light_exchange(m, d, mask, c));
+    C5_CALL(c5_halo_exchange(&c->halo, d, mask != NULL));
     C5_AGREE(d, light_local(m, x, mask, c, out));
   }
   C5_CALL(c5_router_forward(m->hb.q_router, d, lay, c5_params_value(p, m->hb.rt_q), batch, x, mask,
@@ -438,35 +335,12 @@ static c5_status backward_local(c5_routed_attn *m, c5_routed_attn_cache *c, cons
   const c5_routed_attn_config *cfg = &m->cfg;
   const long n = c->n, D = cfg->dim, batch = c->batch;
   const c5_params *p = m->p;
-  const c5_routing *rq = c5_router_cache_routing(c->rq);
 
   if (cfg->has_light_attn) C5_CALL(light_backward_local(m, c, dout, dx));
   else memset(dx, 0, (size_t)(batch * n * D) * sizeof *dx);
 
-  /* null_q_token: every token not replaced by a routed query (this rank's share) */
-  if (rq->routed && m->hb.null_q >= 0) {
-    double *acc = c5_params_acc(p, m->hb.null_q);
-    for (long t = 0; t < batch * n; t++)
-      for (long k = 0; k < D; k++) acc[k] += dout[t * D + k];
-    for (long bb = 0; bb < batch; bb++)
-      for (long i = 0; i < c->qcnt[bb]; i++) {
-        long t = bb * n + c->qtok[bb * c->nq + i];
-        for (long k = 0; k < D; k++) acc[k] -= dout[t * D + k];
-      }
-    C5_CALL(c5_params_flush(p, &m->hb.null_q, 1));
-  }
-  /* through the query score: out = hout * s (padding rows get no gradient) */
-  memset(c->dh, 0, (size_t)(batch * c->nq * D) * sizeof *c->dh);
-  for (long bb = 0; bb < batch; bb++)
-    for (long i = 0; i < c->qcnt[bb]; i++) {
-      long e = bb * c->nq + i, t = bb * n + c->qtok[e];
-      double ds = 0;
-      for (long k = 0; k < D; k++) {
-        c->dh[e * D + k] = dout[t * D + k] * c->qscore[e];
-        ds += (double)dout[t * D + k] * c->hout[e * D + k];
-      }
-      c->dsq[e] = (c5_real)ds;
-    }
+  /* null_q_token (this rank's share) and through the query score: out = hout * s */
+  C5_CALL(c5_heavy_scatter_backward(&c->sc, p, dout, c->hout, c->qscore, c->dh, c->dsq));
   C5_CALL(c5_attn_heavy_backward(&m->hb.attn, p, c->hc, c->dh, c->dxq, c->dctx, c->dks,
                                  cfg->multiply_queries_by_score ? c->dqs : NULL));
   return C5_OK;
@@ -481,13 +355,11 @@ c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed
   const long n = c->n, D = cfg->dim, R = cfg->num_routed_kv, batch = c->batch, rows = batch * R;
   const c5_params *p = m->p;
   const c5_routing *rq = c5_router_cache_routing(c->rq);
-  if (cfg->has_light_attn) C5_CALL(light_backward_exchange(m, d, c, dx));
-  for (long bb = 0; bb < batch; bb++)
-    for (long i = 0; i < c->qcnt[bb]; i++) {
-      long e = bb * c->nq + i, t = bb * n + c->qtok[e];
-      if (cfg->multiply_queries_by_score) c->dsq[e] += c->dqs[e];
-      for (long k = 0; k < D; k++) dx[t * D + k] += c->dxq[e * D + k];
-    }
+  if (cfg->has_light_attn) C5_CALL(c5_halo_return(&c->halo, d, c5_params_backend(p)->ops, dx));
+  const c5k_ops *ops = c5_params_backend(p)->ops;
+  c5k_ctx kc = { 0 };
+  if (cfg->multiply_queries_by_score) C5_CALL(ops->add2d(&kc, 1, batch * c->nq, c->dqs, 0, c->dsq, 0));
+  C5_CALL(ops->scatter_rows(&kc, batch * c->nq, D, c->qtok, c->dxq, NULL, NULL, 1, 1, dx));
   /* key/value gradients: back to rank-major order, summed over ranks, each owner gets its entries */
   C5_CALL(c5_kv_exchange_return(c->kvx, d, C5_OK, rows, NULL, c->dctx, c->dks, n, dx));
   /* routers (unrouted scores are constants: no gradient); the kv dscore entries are in routing order */

@@ -19,7 +19,9 @@
    and shared by the routes), and their gradients are reduce-scattered back
    to the owners. */
 #include "c5_internal.h"
+#include "backend.h"
 #include "heavy_branch.h"
+#include "heavy_scatter.h"
 #include "kv_exchange.h"
 
 struct c5_routed_cross_attn {
@@ -38,7 +40,8 @@ struct c5_routed_cross_attn_cache {
   long nq, nk;                         /* heavy queries per batch row (padded), keys per route */
   int kv_scored;                       /* the context was routed: kscore feeds the heavy branch */
   long *qcnt;                          /* [b] real queries of each row */
-  long *qtok;                          /* [b, nq] local token of each heavy query (-1: padding) */
+  long *qtok;                          /* [b, nq] output row (b n + local token) of each heavy query (-1: padding) */
+  c5_heavy_scatter sc;                 /* the heavy output over null_q_token */
   c5_real *xq, *qscore;                /* [b, nq (, dim)] */
   c5_real *ctx, *kscore;               /* [b, R, nk (, dim)] */
   uint8_t *kmask;
@@ -266,11 +269,15 @@ static c5_status heavy_prepare(c5_routed_cross_attn *m, const c5_dist *d, const 
     for (long i = 0; i < nq; i++) {
       long e = b * nq + i;
       long t = i < c->qcnt[b] ? (rq->routed ? rq->idx[rq->start[b] + i] - lay->offset : i) : -1;
-      c->qtok[e] = t;
+      c->qtok[e] = t >= 0 ? b * n + t : -1;
       c->qscore[e] = t < 0 ? 0 : rq->routed ? rq->score[rq->start[b] + i] : 1;
-      if (t >= 0) memcpy(c->xq + e * D, x + (b * n + t) * D, (size_t)D * sizeof *x);
-      else memset(c->xq + e * D, 0, (size_t)D * sizeof *x);
     }
+  c5k_ctx kc = { 0 };
+  C5_CALL(c5_params_backend(m->p)->ops->gather_rows(&kc, batch * nq, D, c->qtok, x, D, c->xq));
+  /* routed queries replace null_q_token (or 0); unrouted, every token is a query (nq = n, score 1): the
+     heavy output is the output */
+  c->sc = (c5_heavy_scatter){ .batch = batch, .n = n, .dim = D, .t1 = 0, .null_q = m->hb.null_q,
+                              .fill = rq->routed, .accumulate = 0, .nq = batch * nq, .dst = c->qtok };
   kv_pack(m, c, ctx_lay);
   return C5_OK;
 }
@@ -279,24 +286,11 @@ static c5_status heavy_prepare(c5_routed_cross_attn *m, const c5_dist *d, const 
 static c5_status heavy_local(c5_routed_cross_attn *m, long batch, long n, const uint8_t *context_mask,
                              c5_routed_cross_attn_cache *c, c5_real *out)
 {
-  const long D = m->cfg.dim, nq = c->nq;
+  const long nq = c->nq;
   const c5_params *p = m->p;
-  const c5_routing *rq = c5_router_cache_routing(c->rq);
   C5_CALL(c5_attn_heavy_forward(&m->hb.attn, p, batch, nq, c->nk, c->xq, c->ctx, context_mask ? c->kmask : NULL,
                                 c->kv_scored ? c->kscore : NULL, NULL, NULL, NULL, c->hc, c->hout));
-  /* scatter: routed queries replace null_q_token (or 0); unrouted, the heavy output is the output */
-  const c5_real *nul = m->hb.null_q >= 0 ? c5_params_value(p, m->hb.null_q) : NULL;
-  if (rq->routed) {
-    for (long t = 0; t < batch * n; t++)
-      for (long k = 0; k < D; k++) out[t * D + k] = nul ? nul[k] : 0;
-    for (long b = 0; b < batch; b++)
-      for (long i = 0; i < c->qcnt[b]; i++) {
-        long e = b * nq + i, t = b * n + c->qtok[e];
-        for (long k = 0; k < D; k++) out[t * D + k] = c->hout[e * D + k] * c->qscore[e];
-      }
-  } else {
-    memcpy(out, c->hout, (size_t)(batch * n * D) * sizeof *out);   /* nq = n: no padding */
-  }
+  C5_CALL(c5_heavy_scatter_forward(&c->sc, p, c->hout, c->qscore, out));
   c->valid = 1;
   return C5_OK;
 }
@@ -346,40 +340,16 @@ static c5_status backward_local(c5_routed_cross_attn *m, const c5_dist *d, c5_ro
            "%d ranks, this communicator has %d", c->size, c5_dist_size(d));
   const long n = c->n, mc = c->m, D = m->cfg.dim, batch = c->batch, nq = c->nq;
   const c5_params *p = m->p;
-  const c5_routing *rq = c5_router_cache_routing(c->rq);
 
   memset(dx, 0, (size_t)(batch * n * D) * sizeof *dx);
   memset(dcontext, 0, (size_t)(batch * mc * D) * sizeof *dcontext);
 
-  /* null_q_token: every token (this rank's) not overwritten by a routed query */
-  if (rq->routed && m->hb.null_q >= 0) {
-    double *acc = c5_params_acc(p, m->hb.null_q);
-    for (long t = 0; t < batch * n; t++)
-      for (long k = 0; k < D; k++) acc[k] += dout[t * D + k];
-    for (long b = 0; b < batch; b++)
-      for (long i = 0; i < c->qcnt[b]; i++) {
-        long t = b * n + c->qtok[b * nq + i];
-        for (long k = 0; k < D; k++) acc[k] -= dout[t * D + k];
-      }
-    C5_CALL(c5_params_flush(p, &m->hb.null_q, 1));
-  }
-  /* through the query score: out = hout * s (unrouted: s is the constant 1; padding rows: no gradient) */
-  for (long e = 0; e < batch * nq; e++) {
-    long t = c->qtok[e] < 0 ? -1 : (e / nq) * n + c->qtok[e];
-    double ds = 0;
-    for (long k = 0; k < D; k++) {
-      c5_real g = t < 0 ? 0 : dout[t * D + k];
-      c->dh[e * D + k] = g * c->qscore[e];
-      ds += (double)g * c->hout[e * D + k];
-    }
-    c->dsq[e] = (c5_real)ds;
-  }
+  /* null_q_token: every token (this rank's) not overwritten by a routed query; through the query score:
+     out = hout * s (unrouted: s is the constant 1; padding rows: no gradient) */
+  C5_CALL(c5_heavy_scatter_backward(&c->sc, p, dout, c->hout, c->qscore, c->dh, c->dsq));
   C5_CALL(c5_attn_heavy_backward(&m->hb.attn, p, c->hc, c->dh, c->dxq, c->dctx, c->kv_scored ? c->dks : NULL, NULL));
-  for (long b = 0; b < batch; b++)
-    for (long i = 0; i < c->qcnt[b]; i++) {
-      long e = b * nq + i, t = b * n + c->qtok[e];
-      for (long k = 0; k < D; k++) dx[t * D + k] += c->dxq[e * D + k];
-    }
+  c5k_ctx kc = { 0 };
+  C5_CALL(c5_params_backend(p)->ops->scatter_rows(&kc, batch * nq, D, c->qtok, c->dxq, NULL, NULL, 1, 1, dx));
   return C5_OK;
 }
 

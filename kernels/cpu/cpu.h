@@ -58,4 +58,15 @@ c5_status c5k_local_attn_forward_cpu(c5k_ctx *, const c5k_local_attn *, const c5
 c5_status c5k_local_attn_backward_cpu(c5k_ctx *, const c5k_local_attn *, const c5_real *, const c5_real *,
                                       const c5_real *, long, const uint8_t *, const double *, const double *,
                                       const uint8_t *, const c5_real *, long, c5_real *, c5_real *, c5_real *);
+/* routed attention: gathers, scatters, halo (copy2d.c, gather.c) */
+c5_status c5k_copy2d_cpu(c5k_ctx *, void *, long, const void *, long, long, long);
+c5_status c5k_zero2d_cpu(c5k_ctx *, void *, long, long, long);
+c5_status c5k_add2d_cpu(c5k_ctx *, long, long, const c5_real *, long, c5_real *, long);
+c5_status c5k_fill_rows_cpu(c5k_ctx *, long, long, const c5_real *, int, c5_real *, long);
+c5_status c5k_gather_rows_cpu(c5k_ctx *, long, long, const long *, const c5_real *, long, c5_real *);
+c5_status c5k_scatter_rows_cpu(c5k_ctx *, long, long, const long *, const c5_real *, const c5_real *,
+                               const c5_real *, int, int, c5_real *);
+c5_status c5k_gather_scale_dot_cpu(c5k_ctx *, long, long, const long *, const c5_real *, const c5_real *,
+                                   const c5_real *, c5_real *, c5_real *);
+c5_status c5k_acc_rows_cpu(c5k_ctx *, long, long, const long *, const c5_real *, int, double *);
 #endif

@@ -24,4 +24,13 @@ const c5k_ops c5k_cpu_ops = {
   .grad_flush = c5k_grad_flush_cpu,
   .local_attn_forward = c5k_local_attn_forward_cpu,
   .local_attn_backward = c5k_local_attn_backward_cpu,
+  /* routed attention: gathers, scatters, halo */
+  .copy2d = c5k_copy2d_cpu,
+  .zero2d = c5k_zero2d_cpu,
+  .add2d = c5k_add2d_cpu,
+  .fill_rows = c5k_fill_rows_cpu,
+  .gather_rows = c5k_gather_rows_cpu,
+  .scatter_rows = c5k_scatter_rows_cpu,
+  .gather_scale_dot = c5k_gather_scale_dot_cpu,
+  .acc_rows = c5k_acc_rows_cpu,
 };

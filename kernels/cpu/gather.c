@@ -1,0 +1,79 @@
+/* gather.c - rows gathered by index and scattered back on the CPU: the
+   routed tokens into the heavy branch, its output over null_q_token, the
+   backward through the query score and the null_q_token gradient. Sums
+   over a row run in k order; sums over rows run in e order (acc_rows) or
+   touch distinct rows, so results do not depend on the thread count. */
+#include <string.h>
+#include "cpu.h"
+
+#define C5K_GATHER_PAR (1L << 14)
+
+c5_status c5k_gather_rows_cpu(c5k_ctx *ctx, long n, long dim, const long *idx, const c5_real *src, long lds,
+                              c5_real *dst)
+{
+  (void)ctx;
+#pragma omp parallel for schedule(static) if (n * dim > C5K_GATHER_PAR)
+  for (long e = 0; e < n; e++) {
+    if (idx[e] >= 0) memcpy(dst + e * dim, src + idx[e] * lds, (size_t)dim * sizeof *dst);
+    else memset(dst + e * dim, 0, (size_t)dim * sizeof *dst);
+  }
+  return C5_OK;
+}
+
+static inline void scatter_one(long e, long dim, const long *idx, const c5_real *src, const c5_real *scale,
+                               const c5_real *sub, int accumulate, c5_real *dst)
+{
+  if (idx[e] < 0) return;
+  c5_real *d = dst + idx[e] * dim;
+  const c5_real *s = src + e * dim;
+  const c5_real sc = scale ? scale[e] : 1;
+  for (long k = 0; k < dim; k++) {
+    c5_real v = s[k] * sc - (sub ? sub[k] : 0);
+    if (accumulate) d[k] += v; else d[k] = v;
+  }
+}
+
+c5_status c5k_scatter_rows_cpu(c5k_ctx *ctx, long n, long dim, const long *idx, const c5_real *src,
+                               const c5_real *scale, const c5_real *sub, int accumulate, int distinct, c5_real *dst)
+{
+  (void)ctx;
+  if (!distinct) {   /* equal indices: added in e order */
+    for (long e = 0; e < n; e++) scatter_one(e, dim, idx, src, scale, sub, accumulate, dst);
+    return C5_OK;
+  }
+#pragma omp parallel for schedule(static) if (n * dim > C5K_GATHER_PAR)
+  for (long e = 0; e < n; e++) scatter_one(e, dim, idx, src, scale, sub, accumulate, dst);
+  return C5_OK;
+}
+
+c5_status c5k_gather_scale_dot_cpu(c5k_ctx *ctx, long n, long dim, const long *idx, const c5_real *src,
+                                   const c5_real *scale, const c5_real *y, c5_real *dsrc, c5_real *dscale)
+{
+  (void)ctx;
+#pragma omp parallel for schedule(static) if (n * dim > C5K_GATHER_PAR)
+  for (long e = 0; e < n; e++) {
+    const c5_real *g = idx[e] >= 0 ? src + idx[e] * dim : NULL;
+    double ds = 0;
+    for (long k = 0; k < dim; k++) {
+      c5_real gk = g ? g[k] : 0;
+      dsrc[e * dim + k] = gk * scale[e];
+      ds += (double)gk * y[e * dim + k];
+    }
+    dscale[e] = (c5_real)ds;
+  }
+  return C5_OK;
+}
+
+c5_status c5k_acc_rows_cpu(c5k_ctx *ctx, long n, long dim, const long *idx, const c5_real *src, int subtract,
+                           double *acc)
+{
+  (void)ctx;
+  for (long e = 0; e < n; e++) {
+    long r = idx ? idx[e] : e;
+    if (r < 0) continue;
+    const c5_real *s = src + r * dim;
+    if (subtract) for (long k = 0; k < dim; k++) acc[k] -= s[k];
+    else for (long k = 0; k < dim; k++) acc[k] += s[k];
+  }
+  return C5_OK;
+}
