@@ -93,6 +93,9 @@ c5_status c5_dist_exscan_sum_long(const c5_dist *d, long *buf, long count);
 /* A communicator of this rank alone (a stretch of work that needs no other rank, e.g. the
    autoregressive attention's q router over the windows a rank holds). Not collective. */
 c5_status c5_dist_create_self(c5_dist **out);
+/* Ranks of MPI_COMM_WORLD: the most any communicator of this process holds, so a bound for buffers
+   sized per rank before the communicator is known (cache create). */
+int c5_dist_world_size(void);
 /* Element types of the dist jobs: the working types (c5_dtype) and the index and mask types the
    routing moves. lib/ names these, never an MPI type (dist.c maps them). */
 typedef enum { C5_ELEM_F64 = C5_DTYPE_F64, C5_ELEM_F32 = C5_DTYPE_F32, C5_ELEM_BF16 = C5_DTYPE_BF16,

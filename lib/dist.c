@@ -145,6 +145,13 @@ c5_status c5_dist_create(MPI_Comm comm, c5_dist **out)
   return C5_OK;
 }
 
+int c5_dist_world_size(void)
+{
+  int size = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  return size;
+}
+
 c5_status c5_dist_create_self(c5_dist **out) { return c5_dist_create(MPI_COMM_SELF, out); }
 
 c5_status c5_dist_create_2d(MPI_Comm comm, int seq_size, c5_dist **seq, c5_dist **dp)

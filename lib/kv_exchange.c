@@ -53,6 +53,13 @@ c5_status c5_kv_exchange_size(c5_kv_exchange *x, const c5_dist *d, long S, long 
   x->nown = 0;
   x->row = 0;
   if (own_cap <= x->cap_o && tot <= x->cap_t && S <= x->cap_s && P <= x->cap_p && x->rcnt) return C5_OK;
+  /* beyond the reserve (a module that could not bound it at create): grow */
+  return c5_kv_exchange_reserve(x, S, kslot, own_cap, P);
+}
+
+c5_status c5_kv_exchange_reserve(c5_kv_exchange *x, long S, long kslot, long own_cap, int P)
+{
+  const long D = x->dim, tot = S * kslot;
   free_buffers(x);
   const long o = own_cap, t = tot;
   int ok = 1;

@@ -50,6 +50,9 @@ typedef struct {
 c5_status c5_kv_exchange_create(const char *who, long dim, c5_kv_exchange **out);
 /* NULL-safe; sets *x = NULL. */
 c5_status c5_kv_exchange_destroy(c5_kv_exchange **x);
+/* Capacity at cache create, for the worst case of every later exchange: S source rows of kslot entries,
+   own_cap of them on this rank, P ranks at most. Not collective. */
+c5_status c5_kv_exchange_reserve(c5_kv_exchange *x, long S, long kslot, long own_cap, int P);
 /* For the next exchange on d: S source rows of kslot entries each over all ranks, at most own_cap of them
    on this rank. Grows the buffers when they hold less (not collective). */
 c5_status c5_kv_exchange_size(c5_kv_exchange *x, const c5_dist *d, long S, long kslot, long own_cap);

@@ -99,6 +99,8 @@ c5_status c5_routed_attn_destroy(c5_routed_attn **m)
   return C5_OK;
 }
 
+static c5_status size_heavy(const c5_routed_attn *m, c5_routed_attn_cache *c, long nq, long nk);
+
 static void carve(void *obj, c5_arena *a)
 {
   c5_routed_attn_cache *c = obj;
@@ -125,6 +127,23 @@ c5_status c5_routed_attn_cache_create(const c5_routed_attn *m, long batch, long 
     C5_CALL_GOTO(c5_attn_local_cache_create(&m->light, batch, n + 2 * w, &c->lc), st, fail);
   }
   C5_CALL_GOTO(c5_arena_build(who, c, carve, &c->block), st, fail);
+  /* The heavy branch, for the worst case of every forward (docs/design.md §4, "Memory"):
+     queries per batch row: a router row selects k tokens globally, of which this rank holds at most
+       min(k, n_local); unrouted (n <= num_tokens), every local token: n_local <= n <= num_tokens. Without
+       route blocks k = num_tokens_q; with them k depends on the global n, but a rank never holds more than
+       n_local: min(num_tokens_q, n_local), or n_local.
+     keys per route (the all-gathered kv rows): the row's global top-k count k = num_tokens_kv, or unrouted
+       the whole sequence n <= num_tokens_kv. With route blocks k = blocks ceil(num_tokens_kv / blocks)
+       < num_tokens_kv + blocks: sized for blocks <= num_tokens_kv (k <= 2 num_tokens_kv - 1); more blocks
+       than tokens (a longer sequence than create can know) grows the buffers in the forward.
+     this rank's kv entries: per kv row (b, route) at most min(keys, n_local).
+     ranks: at most those of MPI_COMM_WORLD (the per-rank counts of the exchange). */
+  const int blocks = cfg->router.route_block_size > 0;
+  const long kq = cfg->num_heavy_tokens_q, kkv = cfg->num_heavy_tokens_kv;
+  const long nq = blocks || kq > n ? n : kq, nk = blocks ? 2 * kkv - 1 : kkv;
+  const long rows = batch * cfg->num_routed_kv;
+  C5_CALL_GOTO(size_heavy(m, c, nq > 0 ? nq : 1, nk), st, fail);
+  C5_CALL_GOTO(c5_kv_exchange_reserve(c->kvx, rows, nk, rows * (nk < n ? nk : n), c5_dist_world_size()), st, fail);
   *out = c;
   return C5_OK;
 fail:
@@ -163,8 +182,8 @@ const c5_routing *c5_routed_attn_routing_q(const c5_routed_attn_cache *c) { retu
 const c5_routing *c5_routed_attn_routing_kv(const c5_routed_attn_cache *c) { return c5_router_cache_routing(c->rkv); }
 
 
-/* Buffers of the heavy branch for nq queries per row and nk keys per kv row; (re)made when a forward
-   needs more (the first call). */
+/* Buffers of the heavy branch for nq queries per row and nk keys per kv row: made at cache create for
+   the worst case; remade only where that could not be bounded (route blocks, see cache create). */
 static c5_status size_heavy(const c5_routed_attn *m, c5_routed_attn_cache *c, long nq, long nk)
 {
   const long b = c->batch, R = m->cfg.num_routed_kv, D = m->cfg.dim;
@@ -248,7 +267,8 @@ static c5_status heavy_prepare(c5_routed_attn *m, const c5_dist *d, const c5_lay
     c->qcnt[bb] = rq->routed ? rq->count[bb] : n;
     if (c->qcnt[bb] > nq) nq = c->qcnt[bb];
   }
-  /* lazy: sized by the routing (docs/errors.md: agreed before the kv exchange) */
+  /* within the create-time bounds: no allocation (beyond them, route blocks only: agreed before the kv
+     exchange, docs/errors.md) */
   C5_CALL(size_heavy(m, c, nq > 0 ? nq : 1, nk));
   C5_CALL(c5_kv_exchange_size(c->kvx, d, rows, nk, nown));
   c->nq = nq > 0 ? nq : 1;

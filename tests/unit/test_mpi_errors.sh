@@ -61,7 +61,6 @@ expect "--reps differs between ranks: 5 on rank 0, 6 on rank 1" -- \
 
 # out of memory on rank 1: the first allocation, then the lazy buffers of a forward
 expect "rank 1: .*out of memory" -- -np 2 "$t" oom attn
-expect "rank 1: ConditionalRoutedAttention: out of memory for .* gathered kv entries" -- -np 2 "$t" oom attn "gathered kv"
 # (the light branch halo is carved at cache create, not collective: the application agrees it, docs/errors.md)
 expect "rank 1: out of memory allocating .* for c->plan" -- -np 2 "$t" oom block "c->plan"
 expect "rank 1: ConditionalRoutedCrossAttention: out of memory for .* gathered kv entries" -- -np 2 "$t" oom cross "gathered kv"
