@@ -101,14 +101,14 @@ c5_status c5_routed_cross_attn_destroy(c5_routed_cross_attn **m)
   return C5_OK;
 }
 
+static c5_status size_buffers(const c5_routed_cross_attn *m, c5_routed_cross_attn_cache *c, long nq, long nk);
+
 c5_status c5_routed_cross_attn_cache_create(const c5_routed_cross_attn *m, long batch, long n, long mctx,
                                             c5_routed_cross_attn_cache **out)
 {
   C5_CHECK(m && out, C5_ERR_ARG, "c5_routed_cross_attn_cache_create: NULL argument");
   C5_CHECK(batch > 0 && n >= 0 && mctx >= 0, C5_ERR_ARG,
            "ConditionalRoutedCrossAttention cache: batch = %ld, n_local = %ld, m_local = %ld", batch, n, mctx);
-  /* the heavy branch of one rank sees at most n queries and m keys per route (unrouted); a sharded
-     forward may need more keys (the routed or whole context of every rank): it grows the buffers */
   c5_routed_cross_attn_cache *c;
   C5_CALLOC(c, 1);
   c->batch = batch;
@@ -124,6 +124,18 @@ c5_status c5_routed_cross_attn_cache_create(const c5_routed_cross_attn *m, long 
   c->ksrc = calloc((size_t)(batch * m->cfg.kv_routing_tokens), sizeof *c->ksrc);
   C5_CHECK_GOTO(c->qcnt && c->ksrc, st, fail, C5_ERR_MEM, "ConditionalRoutedCrossAttention cache: out of memory");
   C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedCrossAttention", m->cfg.dim, &c->kvx), st, fail);
+  /* For the worst case of every forward (docs/design.md §4, "Memory"):
+     queries per batch row: this rank holds at most min(k, n_local) of a row's k = num_tokens_q (the q
+       router has no route blocks); unrouted, n_local <= n <= num_tokens_q: min(num_tokens_q, n_local).
+     keys per route (all-gathered): the row's k = num_tokens_kv, or unrouted the whole context
+       m <= num_tokens_kv; with route blocks k < num_tokens_kv + blocks: sized for blocks <= num_tokens_kv
+       (2 num_tokens_kv - 1), a longer context grows the buffers in the forward.
+     this rank's context entries: per source row at most min(keys, m_local); b R rows routed, b unrouted.
+     ranks: at most those of MPI_COMM_WORLD. */
+  const long kq = m->cfg.num_tokens_q, kkv = m->cfg.num_tokens_kv, S = batch * m->cfg.kv_routing_tokens;
+  const long nq = kq < n ? kq : n, nk = m->cfg.route_block_size > 0 ? 2 * kkv - 1 : kkv;
+  C5_CALL_GOTO(size_buffers(m, c, nq > 0 ? nq : 1, nk), st, fail);
+  C5_CALL_GOTO(c5_kv_exchange_reserve(c->kvx, S, nk, S * (nk < mctx ? nk : mctx), c5_dist_world_size()), st, fail);
   *out = c;
   return C5_OK;
 fail:
@@ -173,7 +185,8 @@ const c5_routing *c5_routed_cross_attn_routing_kv(const c5_routed_cross_attn_cac
 }
 
 
-/* Buffers for nq queries per row and nk keys per route; (re)made when a forward needs more than they hold. */
+/* Buffers for nq queries per row and nk keys per route: made at cache create for the worst case; remade
+   only where that could not be bounded (route blocks, see cache create). */
 static c5_status size_buffers(const c5_routed_cross_attn *m, c5_routed_cross_attn_cache *c, long nq, long nk)
 {
   const long b = c->batch, R = m->cfg.kv_routing_tokens, D = m->cfg.dim;
