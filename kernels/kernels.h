@@ -53,6 +53,9 @@ const char *c5k_blas_warning_for(const char *core, int avx2, int avx512, const c
 
 /* Scratch (in doubles) any kernel of this table needs for R: 256 per chunk. */
 long c5k_work_len(const c5k_rows *R);
+/* The same for any rows of at most `chunks` chunks in all: for sizing a
+   cache before its rows are planned. */
+long c5k_work_len_chunks(long chunks);
 
 /* Parameter gradients: every kernel that produces one adds it to a double
    accumulator (a parameter's parts meet only in double, whatever BLAS kernel

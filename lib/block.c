@@ -1,6 +1,7 @@
 /* block.c - ConditionalRoutedTransformerBlock: routed attention then routed
    feedforward, each with its residual. */
 #include "c5_internal.h"
+#include "arena.h"
 
 struct c5_block {
   c5_block_config cfg;
@@ -14,6 +15,7 @@ struct c5_block_cache {
   c5_routed_ff_cache *fc;
   c5_real *x1;     /* [b, n, dim] attention output + x */
   c5_real *dx1;    /* backward scratch */
+  void *mem;       /* x1 and dx1 (the modules' caches have their own) */
 };
 
 c5_status c5_block_create(const c5_block_config *cfg, c5_params *p, const char *prefix, c5_block **out)
@@ -53,12 +55,16 @@ c5_status c5_block_cache_create(const c5_block *b, long batch, long n, c5_block_
   c->batch = batch;
   c->n = n;
   c5_status st = C5_OK;
-  long N = batch * n * b->cfg.attn.dim + 1;
+  const long N = batch * n * b->cfg.attn.dim;
   C5_CALL_GOTO(c5_routed_attn_cache_create(b->attn, batch, n, &c->ac), st, fail);
   C5_CALL_GOTO(c5_routed_ff_cache_create(b->ff, batch, n, &c->fc), st, fail);
-  c->x1 = calloc((size_t)N, sizeof *c->x1);
-  c->dx1 = calloc((size_t)N, sizeof *c->dx1);
-  C5_CHECK_GOTO(c->x1 && c->dx1, st, fail, C5_ERR_MEM, "block cache: out of memory for %ld x %ld tokens", batch, n);
+  c5_arena a = { 0 };
+  for (int pass = 0; pass < 2; pass++) {   /* measure, then carve (arena.h) */
+    C5_TAKE(&a, c->x1, N);
+    C5_TAKE(&a, c->dx1, N);
+    if (pass == 0) C5_CALL_GOTO(c5_arena_alloc(&a, "block cache"), st, fail);
+  }
+  c->mem = a.base;
   *out = c;
   return C5_OK;
 fail:
@@ -71,8 +77,7 @@ c5_status c5_block_cache_destroy(c5_block_cache **cp)
   if (!cp || !*cp) return C5_OK;
   c5_routed_attn_cache_destroy(&(*cp)->ac);
   c5_routed_ff_cache_destroy(&(*cp)->fc);
-  free((*cp)->x1);
-  free((*cp)->dx1);
+  free((*cp)->mem);
   C5_FREE(*cp);
   return C5_OK;
 }

@@ -19,25 +19,17 @@ c5_status c5_ffnet_init(c5_ffnet *f, c5_params *p, const char *prefix, int dim, 
   return C5_OK;
 }
 
-c5_status c5_ffnet_cache_alloc(const c5_ffnet *f, long rows, c5_ffnet_cache *c)
+void c5_ffnet_cache_layout(const c5_ffnet *f, long rows, c5_arena *m, c5_ffnet_cache *c)
 {
-  memset(c, 0, sizeof *c);
   c->rows_cap = rows;
-  C5_CALLOC(c->xn, rows * f->dim);
-  C5_CALLOC(c->rnorm, rows);
-  C5_CALLOC(c->h, rows * f->hidden);
-  C5_CALLOC(c->a, rows * f->hidden);
-  C5_CALLOC(c->dh, rows * f->hidden);
-  C5_CALLOC(c->dxn, rows * f->dim);
+  C5_TAKE(m, c->xn, rows * f->dim);
+  C5_TAKE(m, c->rnorm, rows);
+  C5_TAKE(m, c->h, rows * f->hidden);
+  C5_TAKE(m, c->a, rows * f->hidden);
+  C5_TAKE(m, c->dh, rows * f->hidden);
+  C5_TAKE(m, c->dxn, rows * f->dim);
   c->work_len = c5k_rowpart_work(rows, f->hidden > f->dim ? f->hidden : f->dim);
-  C5_CALLOC(c->work, c->work_len);
-  return C5_OK;
-}
-
-void c5_ffnet_cache_free(c5_ffnet_cache *c)
-{
-  free(c->xn); free(c->rnorm); free(c->h); free(c->a); free(c->dh); free(c->dxn); free(c->work);
-  memset(c, 0, sizeof *c);
+  C5_TAKE(m, c->work, c->work_len);
 }
 
 c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,

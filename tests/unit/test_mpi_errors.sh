@@ -63,7 +63,7 @@ expect "--reps differs between ranks: 5 on rank 0, 6 on rank 1" -- \
 expect "rank 1: .*out of memory" -- -np 2 "$t" oom attn
 expect "rank 1: ConditionalRoutedAttention: out of memory for .* gathered kv entries" -- -np 2 "$t" oom attn "gathered kv"
 expect "rank 1: ConditionalRoutedAttention: out of memory for the light branch halo" -- -np 2 "$t" oom block "halo"
-expect "rank 1: out of memory allocating .* for c->plan" -- -np 2 "$t" oom block "c->plan"
+expect "rank 1: router cache: out of memory allocating" -- -np 2 "$t" oom block "router cache"
 expect "rank 1: ConditionalRoutedCrossAttention: out of memory for .* gathered kv entries" -- -np 2 "$t" oom cross "gathered kv"
 expect "rank 1: ConditionalRoutedAutoregressiveAttention: out of memory for .* gathered kv entries" -- \
   -np 2 "$t" oom ar "gathered kv"
