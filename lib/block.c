@@ -2,8 +2,10 @@
    feedforward, each with its residual. */
 #include "c5_internal.h"
 #include "arena.h"
+#include "backend.h"
 
 struct c5_block {
+  const c5_backend *be;
   c5_block_config cfg;
   c5_routed_attn *attn;
   c5_routed_ff *ff;
@@ -26,6 +28,7 @@ c5_status c5_block_create(const c5_block_config *cfg, c5_params *p, const char *
   c5_block *b;
   C5_CALLOC(b, 1);
   b->cfg = *cfg;
+  b->be = c5_params_backend(p);
   char pre[256];
   c5_status st = C5_OK;
   c5_name_join(pre, sizeof pre, prefix, "conditional_attn");
@@ -91,10 +94,12 @@ c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, 
   C5_CHECK(d, C5_ERR_ARG, "c5_block_forward: dist is NULL");
   C5_AGREE(d, b && lay && x && c && out ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_forward: NULL argument"));
   const long N = batch * lay->n_local * b->cfg.attn.dim;
+  const c5k_ops *ops = b->be->ops;
+  c5k_ctx kc = { 0 };
   C5_CALL(c5_routed_attn_forward(b->attn, d, lay, batch, x, mask, c->ac, c->x1));
-  for (long i = 0; i < N; i++) c->x1[i] += x[i];
+  C5_CALL(ops->axpy(&kc, N, 1.0, x, c->x1));
   C5_CALL(c5_routed_ff_forward(b->ff, d, lay, batch, c->x1, mask, c->fc, out));
-  for (long i = 0; i < N; i++) out[i] += c->x1[i];
+  C5_CALL(ops->axpy(&kc, N, 1.0, c->x1, out));
   return C5_OK;
 }
 
@@ -104,9 +109,11 @@ c5_status c5_block_backward(c5_block *b, const c5_dist *d, c5_block_cache *c, co
   C5_CHECK(d, C5_ERR_ARG, "c5_block_backward: dist is NULL");
   C5_AGREE(d, b && c && x && dout && dx ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_backward: NULL argument"));
   const long N = c->batch * c->n * b->cfg.attn.dim;
+  const c5k_ops *ops = b->be->ops;
+  c5k_ctx kc = { 0 };
   C5_CALL(c5_routed_ff_backward(b->ff, d, c->fc, c->x1, dout, c->dx1));
-  for (long i = 0; i < N; i++) c->dx1[i] += dout[i];
+  C5_CALL(ops->axpy(&kc, N, 1.0, dout, c->dx1));
   C5_CALL(c5_routed_attn_backward(b->attn, d, c->ac, x, c->dx1, dx));
-  for (long i = 0; i < N; i++) dx[i] += c->dx1[i];
+  C5_CALL(ops->axpy(&kc, N, 1.0, c->dx1, dx));
   return C5_OK;
 }

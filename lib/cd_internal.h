@@ -15,8 +15,8 @@ void c5_cd_cache_layout(c5_arena *m, long rows, int n_iters, long work_len, c5_c
    (prepare; among them that the cache's workspace holds the rows: these
    entries never allocate), which the caller agrees over the ranks together
    with its own local work (docs/errors.md), then the collective run (_rows). */
-c5_status c5_cd_forward_prepare(const c5_cd_config *cfg, const c5k_rows *R, const c5_real *s, const double *k,
-                                long k_stride, c5_cd_cache *cache);
+c5_status c5_cd_forward_prepare(const c5_backend *be, const c5_cd_config *cfg, const c5k_rows *R, const c5_real *s,
+                                const double *k, long k_stride, c5_cd_cache *cache);
 c5_status c5_cd_forward_rows(const c5_backend *be, const c5_dist *d, const c5_cd_config *cfg, const c5k_rows *R,
                              const c5_real *s, const uint8_t *mask, const double *k, long k_stride,
                              c5_real *y, c5_cd_cache *cache);

@@ -43,10 +43,10 @@ c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real 
   C5_CALL(ops->rmsnorm_forward(&ctx, x, c5_params_value(p, f->gamma), rows, d, c->xn, c->rnorm));
   /* h = xn W1^T + b1 (bias broadcast first, then GEMM with beta = 1) */
   const c5_real *b1 = c5_params_value(p, f->b1), *b2 = c5_params_value(p, f->b2);
-  for (long r = 0; r < rows; r++) memcpy(c->h + r * h, b1, (size_t)h * sizeof *b1);
+  C5_CALL(ops->broadcast_row(&ctx, rows, h, b1, c->h));
   C5_CALL(ops->gemm(&ctx, 0, 1, rows, h, d, 1.0, c->xn, d, c5_params_value(p, f->w1), d, 1.0, c->h, h));
   C5_CALL(ops->gelu_forward(&ctx, c->h, rows * h, c->a));
-  for (long r = 0; r < rows; r++) memcpy(y + r * d, b2, (size_t)d * sizeof *b2);
+  C5_CALL(ops->broadcast_row(&ctx, rows, d, b2, y));
   C5_CALL(ops->gemm(&ctx, 0, 1, rows, d, h, 1.0, c->a, h, c5_params_value(p, f->w2), h, 1.0, y, d));
   return C5_OK;
 }

@@ -3,6 +3,7 @@
    scores and scattered back. Sharded: each rank runs the heavy FF on the
    routed tokens it holds (the router's indices are global). */
 #include "c5_internal.h"
+#include "backend.h"
 #include "ffnet.h"
 #include "arena.h"
 
@@ -143,12 +144,12 @@ static c5_status forward_heavy(c5_routed_ff *m, long batch, long nl, long offset
     for (long t = 0; t < batch * nl; t++) c->pos[e++] = t;
   }
   c->ntok = e;
-  for (long i = 0; i < e; i++) memcpy(c->xr + i * dim, x + c->pos[i] * dim, (size_t)dim * sizeof *x);
+  const c5k_ops *ops = c5_params_backend(m->p)->ops;
+  c5k_ctx kc = { 0 };
+  const c5_real *score = rt->routed ? rt->score : NULL;   /* unrouted: score 1 */
+  C5_CALL(ops->gather_rows(&kc, e, dim, c->pos, NULL, x, c->xr));
   C5_CALL(c5_ffnet_forward(&m->heavy, m->p, c->xr, e, &c->heavy, c->hr));
-  for (long i = 0; i < e; i++) {
-    c5_real s = rt->routed ? rt->score[i] : 1;
-    for (long k = 0; k < dim; k++) out[c->pos[i] * dim + k] += c->hr[i * dim + k] * s;
-  }
+  C5_CALL(ops->scatter_add_rows(&kc, e, dim, c->pos, score, c->hr, out));
   return C5_OK;
 }
 
@@ -170,21 +171,14 @@ static c5_status backward_local(c5_routed_ff *m, c5_routed_ff_cache *c, const c5
   C5_CHECK(m && c && x && dout && dx, C5_ERR_ARG, "c5_routed_ff_backward: NULL argument");
   const long nl = c->n_local, dim = m->cfg.dim, e = c->ntok;
   const c5_routing *rt = c5_router_cache_routing(c->rc);
+  const c5k_ops *ops = c5_params_backend(m->p)->ops;
+  c5k_ctx kc = { 0 };
   C5_CALL(c5_ffnet_backward(&m->light, m->p, &c->light, x, dout, c->batch * nl, dx));
   /* heavy: d(heavy out) = dout * score; dscore = dout . heavy out */
-  for (long i = 0; i < e; i++) {
-    c5_real s = rt->routed ? rt->score[i] : 1;
-    double ds = 0;
-    for (long k = 0; k < dim; k++) {
-      c5_real g = dout[c->pos[i] * dim + k];
-      c->dh[i * dim + k] = g * s;
-      ds += (double)g * c->hr[i * dim + k];
-    }
-    c->dscore[i] = (c5_real)ds;
-  }
+  C5_CALL(ops->gather_rows(&kc, e, dim, c->pos, rt->routed ? rt->score : NULL, dout, c->dh));
+  C5_CALL(ops->row_dot(&kc, e, dim, c->pos, dout, c->hr, c->dscore));
   C5_CALL(c5_ffnet_backward(&m->heavy, m->p, &c->heavy, c->xr, c->dh, e, c->dtmp));
-  for (long i = 0; i < e; i++)
-    for (long k = 0; k < dim; k++) dx[c->pos[i] * dim + k] += c->dtmp[i * dim + k];
+  C5_CALL(ops->scatter_add_rows(&kc, e, dim, c->pos, NULL, c->dtmp, dx));
   return C5_OK;
 }
 

@@ -11,8 +11,6 @@
 #include "topk_internal.h"
 #include "arena.h"
 
-#define L2_EPS 1e-12   /* F.normalize */
-
 struct c5_router {
   const c5_backend *be;
   c5_router_config cfg;
@@ -203,22 +201,6 @@ static c5_status size_rows(c5_router_cache *c, const c5_router_config *cfg, long
   return C5_OK;
 }
 
-/* N(0,1) draw for (seed, row, global token), independent of the sharding. */
-static double normal_draw(uint64_t seed, long row, long j)
-{
-  uint64_t z = seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(row + 1)) ^ (0xbf58476d1ce4e5b9ull * (uint64_t)(j + 1));
-  uint64_t u[2];
-  for (int i = 0; i < 2; i++) {
-    z += 0x9e3779b97f4a7c15ull;
-    uint64_t x = z;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    u[i] = x ^ (x >> 31);
-  }
-  double u1 = ((u[0] >> 11) + 1.0) / 9007199254740993.0, u2 = (u[1] >> 11) / 9007199254740992.0;
-  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
-}
-
 /* The cd rows of the last forward (c->plan). */
 static c5k_rows cd_rows(const c5_router_cache *c)
 {
@@ -284,29 +266,10 @@ static c5_status forward_local(const c5_router *rt, const c5_layout *lay, const 
   c5k_ctx kc = { 0 };
   for (long b = 0; b < batch; b++)
     C5_CALL(ops->gemm(&kc, 0, 1, R, nl, dim, 1.0, routing_token, dim, x + b * nl * dim, dim, 0.0, c->s + b * R * nl, nl));
-  if (cfg->cosine_sim_routing) {
-    for (int q = 0; q < R; q++) {
-      double ss = 0;
-      for (int i = 0; i < dim; i++) ss += (double)routing_token[q * dim + i] * routing_token[q * dim + i];
-      c->rtnorm[q] = fmax(sqrt(ss), L2_EPS);
-    }
-#pragma omp parallel for schedule(static)
-    for (long t = 0; t < batch * nl; t++) {
-      double ss = 0;
-      for (int i = 0; i < dim; i++) ss += (double)x[t * dim + i] * x[t * dim + i];
-      c->xnorm[t] = fmax(sqrt(ss), L2_EPS);
-    }
-#pragma omp parallel for schedule(static)
-    for (long row = 0; row < rows; row++) {
-      long b = row / R;
-      int q = (int)(row % R);
-      for (long j = 0; j < nl; j++)
-        c->s[row * nl + j] = (c5_real)(cfg->cosine_sim_scale * c->s[row * nl + j] / (c->xnorm[b * nl + j] * c->rtnorm[q]));
-    }
-  }
-  if (mask) {
-    for (long row = 0; row < rows; row++) memcpy(c->mask + row * nl, mask + (row / R) * nl, (size_t)nl);
-  }
+  if (cfg->cosine_sim_routing)
+    C5_CALL(ops->cosine_route_forward(&kc, batch, R, nl, dim, x, routing_token, cfg->cosine_sim_scale, c->s, c->xnorm,
+                                      c->rtnorm));
+  if (mask) C5_CALL(ops->broadcast_mask(&kc, batch, R, nl, mask, c->mask));
 
   /* cd row segments: block q of row covers global [q*seg, (q+1)*seg) */
   long *off = c->plan, *len = off + cdrows, *cst = len + cdrows;
@@ -326,7 +289,7 @@ static c5_status forward_local(const c5_router *rt, const c5_layout *lay, const 
   c5k_rows_plan(cdrows, len, cst);
   c5k_rows Rw = cd_rows(c);
   c5_cd_config cd = cd_config(cfg);
-  C5_CALL(c5_cd_forward_prepare(&cd, &Rw, c->s, c->k, 1, &c->cd));
+  C5_CALL(c5_cd_forward_prepare(rt->be, &cd, &Rw, c->s, c->k, 1, &c->cd));
   return C5_OK;
 }
 
@@ -354,17 +317,17 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
   C5_CALL(c5_cd_forward_rows(rt->be, d, &cd, &Rw, c->s, m, c->k, 1, c->y, &c->cd));
 
   /* negative control: random scores, masked ones lowest (they sort last) */
+  const c5k_ops *ops = rt->be->ops;
+  c5k_ctx kc = { 0 };
   const c5_real *key = c->s;
   if (random_route) {
-    for (long row = 0; row < rows; row++)
-      for (long j = 0; j < nl; j++)
-        c->y[row * nl + j] = (c5_real)normal_draw(seed, row, lay->offset + j);
+    C5_CALL(ops->normal_fill(&kc, rows, nl, lay->offset, seed, c->y));
     key = c->y;
   }
   C5_CALL(c5_topk_select_rows(rt->be, d, &Rw, key, m, c->ksel, c->selcap, c->cd.work, c->cd.work_cap, c->rowbuf,
                               c->selcount, c->selpos));
 
-  /* gather this rank's selections per row: blocks in order, so indices ascend */
+  /* this rank's selections per row: blocks in order, so indices ascend */
   long at = 0;
   for (long row = 0; row < rows; row++) {
     c->out.start[row] = at;
@@ -372,17 +335,15 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
       long i = row * nblk + q;
       for (long e = 0; e < c->selcount[i]; e++) {
         long lp = Rw.off[i] - row * nl + c->selpos[i * c->selcap + e];
-        int keep = !m || m[row * nl + lp];
-        c5_real yv = c->y[row * nl + lp];
         c->lpos[at] = lp;
-        c->yval[at] = yv;
         c->out.idx[at] = lay->offset + lp;
-        c->out.score[at] = !keep ? 0 : cfg->straight_through ? 1 : yv;
         at++;
       }
     }
     c->out.count[row] = at - c->out.start[row];
   }
+  C5_CALL(ops->route_gather_scores(&kc, rows, nl, c->out.start, c->out.count, c->lpos, c->y, m, cfg->straight_through,
+                                   c->yval, c->out.score));
   return C5_OK;
 }
 
@@ -392,19 +353,17 @@ static c5_status backward_local(const c5_router *rt, c5_router_cache *c, const c
 {
   *run = 0;
   C5_CHECK(rt && c && routing_token && x && dx && dst, C5_ERR_ARG, "c5_router_backward: NULL argument");
-  memset(c->dwacc, 0, (size_t)rt->cfg.num_routing_tokens * rt->dim * sizeof *c->dwacc);
+  const c5k_ops *ops = rt->be->ops;
+  c5k_ctx kc = { 0 };
+  C5_CALL(ops->fill_zero(&kc, c->dwacc, (long)rt->cfg.num_routing_tokens * rt->dim * (long)sizeof *c->dwacc));
   /* unrouted scores are constants; random scores are not differentiable */
   if (!c->out.routed || c->random_route) return C5_OK;
   C5_CHECK(dscore != NULL, C5_ERR_ARG, "c5_router_backward: dscore is NULL");
-  const long nl = c->n_local, rows = c->rows;
   const uint8_t *m = c->masked ? c->mask : NULL;
 
   /* dL/dy at the selections (straight-through passes it on unchanged; a
      masked selection was filled with 0 and gets none) */
-  memset(c->g, 0, (size_t)(rows * nl) * sizeof *c->g);
-  for (long row = 0; row < rows; row++)
-    for (long e = c->out.start[row]; e < c->out.start[row] + c->out.count[row]; e++)
-      if (!m || m[row * nl + c->lpos[e]]) c->g[row * nl + c->lpos[e]] += dscore[e];
+  C5_CALL(ops->route_scatter_dscores(&kc, c->rows, c->n_local, c->out.start, c->out.count, c->lpos, m, dscore, c->g));
   c5k_rows Rw = cd_rows(c);
   C5_CALL(c5_cd_backward_prepare(&c->cd, &Rw));
   *run = 1;
@@ -422,60 +381,29 @@ static c5_status router_backward(const c5_router *rt, const c5_dist *d, c5_route
   if (!run) return C5_OK;
   const c5_router_config *cfg = &rt->cfg;
   const int R = cfg->num_routing_tokens, dim = rt->dim;
-  const long nl = c->n_local, rows = c->rows, batch = c->batch;
+  const long nl = c->n_local, batch = c->batch;
   const uint8_t *m = c->masked ? c->mask : NULL;
 
   c5k_rows Rw = cd_rows(c);
   /* ds written in place over g; tokens outside every block keep g = 0 */
   C5_CALL(c5_cd_backward_rows(rt->be, d, &c->cd, &Rw, c->s, m, c->y, c->g, c->g));
 
-  if (cfg->cosine_sim_routing) {
-    /* s = c * (x . w) / (|x| |w|): push ds through the scale and the normalizations */
-    const double sc = cfg->cosine_sim_scale;
-    for (long row = 0; row < rows; row++) {
-      long b = row / R;
-      int q = (int)(row % R);
-      for (long j = 0; j < nl; j++)
-        c->g[row * nl + j] = (c5_real)(sc * c->g[row * nl + j] / (c->xnorm[b * nl + j] * c->rtnorm[q]));
-    }
-  }
-  /* g now holds dL/d(x . w) for raw x and w (cosine: divided by the norms) */
+  /* g becomes dL/d(x . w) for raw x and w (cosine: through the scale and
+     both normalizations, whose projection of dx is added here) */
   const c5k_ops *ops = rt->be->ops;
   c5k_ctx kc = { 0 };
+  if (cfg->cosine_sim_routing)
+    C5_CALL(ops->cosine_route_backward(&kc, batch, R, nl, dim, x, routing_token, c->xnorm, c->rtnorm,
+                                       cfg->cosine_sim_scale, c->g, dx));
   double *dw = c->dwacc;
-  c5_status st = C5_OK;
   for (long b = 0; b < batch; b++) {
     const c5_real *gb = c->g + b * R * nl, *xb = x + b * nl * dim;
-    c5_real *dxb = dx + b * nl * dim;
-    if (!cfg->cosine_sim_routing) {
-      C5_CALL_GOTO(ops->gemm(&kc, 1, 0, nl, dim, R, 1.0, gb, nl, routing_token, dim, 1.0, dxb, dim), st, out);
-    } else {
-      /* dx_j += P_j (sum_q g_qj w_q), P_j = I - x_j x_j^T / |x_j|^2 (0 below the eps clamp: then no projection) */
-#pragma omp parallel for schedule(static)
-      for (long j = 0; j < nl; j++) {
-        double v[dim], xv = 0, nx = c->xnorm[b * nl + j];
-        for (int i = 0; i < dim; i++) {
-          double a = 0;
-          for (int q = 0; q < R; q++) a += (double)gb[q * nl + j] * routing_token[q * dim + i];
-          v[i] = a;
-          xv += a * xb[j * dim + i];
-        }
-        double proj = nx > L2_EPS ? xv / (nx * nx) : 0.0;
-        for (int i = 0; i < dim; i++) dxb[j * dim + i] += (c5_real)(v[i] - proj * xb[j * dim + i]);
-      }
-    }
-    C5_CALL_GOTO(ops->gemm_acc(&kc, 0, 0, R, dim, nl, 1.0, gb, nl, xb, dim, c->dw, dw), st, out);
+    if (!cfg->cosine_sim_routing)
+      C5_CALL(ops->gemm(&kc, 1, 0, nl, dim, R, 1.0, gb, nl, routing_token, dim, 1.0, dx + b * nl * dim, dim));
+    C5_CALL(ops->gemm_acc(&kc, 0, 0, R, dim, nl, 1.0, gb, nl, xb, dim, c->dw, dw));
   }
-  if (cfg->cosine_sim_routing) {
-    for (int q = 0; q < R; q++) {
-      double wv = 0, nw = c->rtnorm[q];
-      for (int i = 0; i < dim; i++) wv += dw[q * dim + i] * routing_token[q * dim + i];
-      double proj = nw > L2_EPS ? wv / (nw * nw) : 0.0;
-      for (int i = 0; i < dim; i++) dw[q * dim + i] -= proj * routing_token[q * dim + i];
-    }
-  }
-out:
-  return st;
+  if (cfg->cosine_sim_routing) C5_CALL(ops->cosine_route_backward_w(&kc, R, dim, routing_token, c->rtnorm, dw));
+  return C5_OK;
 }
 
 /* The public entries count their collectives under the router phase. */
@@ -514,6 +442,7 @@ c5_status c5_router_backward_acc(const c5_router *rt, const c5_dist *d, c5_route
   c5_status st = router_backward(rt, d, c, routing_token, x, dscore, dx, dacc);
   c5_dist_phase(d, old);
   C5_CALL(st);
-  for (long i = 0; i < (long)rt->cfg.num_routing_tokens * rt->dim; i++) dacc[i] += c->dwacc[i];
+  c5k_ctx kc = { 0 };
+  C5_CALL(rt->be->ops->acc_add(&kc, (long)rt->cfg.num_routing_tokens * rt->dim, c->dwacc, dacc));
   return C5_OK;
 }
