@@ -2,8 +2,9 @@
    among unmasked entries, ties to the lower global index, masked entries
    last by index): a radix select over order-preserving 64-bit keys, 8 bits
    a round, each round one allreduce of 256 counts per row, then one
-   MPI_Exscan of the tie counts at the threshold (docs/design.md §2). Rows are
-   sharded by contiguous columns; every rank gets its own selected entries. */
+   exclusive scan over the ranks of the tie counts at the threshold
+   (docs/design.md §2). Rows are sharded by contiguous columns; every rank
+   gets its own selected entries. */
 #include <limits.h>
 #include <string.h>
 #include "c5_internal.h"
