@@ -53,6 +53,9 @@ const char *c5k_blas_warning_for(const char *core, int avx2, int avx512, const c
 
 /* Scratch (in doubles) any kernel of this table needs for R: 256 per chunk. */
 long c5k_work_len(const c5k_rows *R);
+/* The same for any rows of at most `chunks` chunks in all: for sizing a
+   cache before its rows are planned. */
+long c5k_work_len_chunks(long chunks);
 
 /* Parameter gradients: every kernel that produces one adds it to a double
    accumulator (a parameter's parts meet only in double, whatever BLAS kernel
@@ -220,9 +223,10 @@ typedef struct c5k_ops {
   /* Every row of dst [rows, dim] (leading dimension ldd) set to vec (accumulate = 0; vec NULL: 0) or
      increased by vec (accumulate = 1): null_q_token under every token. */
   c5_status (*fill_rows)(c5k_ctx *, long rows, long dim, const c5_real *vec, int accumulate, c5_real *dst, long ldd);
-  /* dst[e, :] = src[idx[e], :] for e < n (idx -1: a zero row). Rows of src have leading dimension lds;
-     dst is dense [n, dim]. */
-  c5_status (*gather_rows)(c5k_ctx *, long n, long dim, const long *idx, const c5_real *src, long lds, c5_real *dst);
+  /* dst[e, :] = src[idx[e], :] for e < n, times scale[e] when scale != NULL (the product in c5_real);
+     idx -1: a zero row. Rows of src have leading dimension lds; dst is dense [n, dim]. */
+  c5_status (*gather_rows)(c5k_ctx *, long n, long dim, const long *idx, const c5_real *scale, const c5_real *src,
+                           long lds, c5_real *dst);
   /* For e < n with idx[e] >= 0: v = src[e, k] scale[e] - sub[k] (scale NULL: 1, sub NULL: 0, each
      term formed exactly so), then dst[idx[e], k] = v (accumulate 0) or dst[idx[e], k] += v. Entries
      with equal indices are applied in e order (distinct = 0) or the indices are distinct (distinct = 1:
@@ -237,6 +241,69 @@ typedef struct c5k_ops {
      (idx NULL: rows 0 .. n-1; idx -1: skipped), each k a sequential sum: a vector parameter's gradient
      part (null_q_token) whose bits do not depend on any partition. */
   c5_status (*acc_rows)(c5k_ctx *, long n, long dim, const long *idx, const c5_real *src, int subtract, double *acc);
+  /* ---- router, cd, feed-forward ---- */
+  /* The first non-finite entry of R's rows (coordinate descent's check of
+     its logits): *row = the first row holding one, *col = the first such
+     entry's column relative to off[row], *value = the entry; *row = *col =
+     -1 when all are finite. ctx work: c5k_work_len(R) doubles. */
+  c5_status (*find_nonfinite)(c5k_ctx *, const c5k_rows *R, const c5_real *s, long *row, long *col, double *value);
+  /* Cosine routing's logits. x [batch, n, dim] tokens, w [routes, dim]
+     routing tokens; s [batch, routes, n] holds x_bj . w_q on entry. Writes
+     xnorm[b n + j] = max(||x_bj||, 1e-12), wnorm[q] = max(||w_q||, 1e-12)
+     (each sum of squares in double, in index order), and
+     s = (c5_real)((scale * s) / (xnorm[b n + j] * wnorm[q])) in double. */
+  c5_status (*cosine_route_forward)(c5k_ctx *, long batch, int routes, long n, int dim, const c5_real *x,
+                                    const c5_real *w, double scale, c5_real *s, double *xnorm, double *wnorm);
+  /* Its backward into x. g [batch, routes, n] holds dL/ds on entry and
+     leaves holding dL/d(x . w) for the raw x and w:
+     g = (c5_real)((scale * g) / (xnorm wnorm)), in double. Then for each
+     token, in double: v_i = sum_q g_qj w_qi (q in order), p = (v . x_bj) /
+     xnorm^2 (i in order; p = 0 when xnorm is the clamp 1e-12), and
+     dx_bj,i += (c5_real)(v_i - p x_bj,i). */
+  c5_status (*cosine_route_backward)(c5k_ctx *, long batch, int routes, long n, int dim, const c5_real *x,
+                                     const c5_real *w, const double *xnorm, const double *wnorm, double scale,
+                                     c5_real *g, c5_real *dx);
+  /* ... and into the routing tokens: dwacc [routes, dim] (double) holds
+     dL/dw for the raw w (the gemm_acc of g and x); per q, in double,
+     p = (dwacc_q . w_q) / wnorm_q^2 (i in order; 0 at the clamp) and
+     dwacc_q,i -= p w_q,i. */
+  c5_status (*cosine_route_backward_w)(c5k_ctx *, int routes, int dim, const c5_real *w, const double *wnorm,
+                                       double *dwacc);
+  /* out [batch, routes, n] = mask [batch, n] repeated over the routes (bytes). */
+  c5_status (*broadcast_mask)(c5k_ctx *, long batch, int routes, long n, const uint8_t *mask, uint8_t *out);
+  /* random_route's scores: y[r n + j] = (c5_real)N(seed, r, col0 + j) for r < rows, j < n, where N(seed, r, c),
+     in uint64 arithmetic (wrapping) and double: z = seed ^ (G (r + 1)) ^ (H (c + 1)); twice: z += G, x = z,
+     x = (x ^ (x >> 30)) H, x = (x ^ (x >> 27)) 0x94d049bb133111eb, u_i = x ^ (x >> 31); u1 = ((u_0 >> 11) + 1) /
+     9007199254740993, u2 = (u_1 >> 11) / 9007199254740992; N = sqrt(-2 log u1) cos(6.283185307179586 u2), with
+     G = 0x9e3779b97f4a7c15, H = 0xbf58476d1ce4e5b9. It depends on the global coordinates only, not on the sharding. */
+  c5_status (*normal_fill)(c5k_ctx *, long rows, long n, long col0, uint64_t seed, c5_real *y);
+  /* A forward's selections: row r < rows of a [rows, n] array selected the
+     entries e in [start[r], start[r] + count[r]), each at local token lpos[e]
+     (element t = r n + lpos[e] of y, mask, g). route_gather_scores writes
+     yval[e] = y[t] and score[e] = 0 if mask && !mask[t], else 1 if
+     straight_through, else y[t]. route_scatter_dscores writes g = 0, then
+     g[t] += dscore[e] for every unmasked selection. */
+  c5_status (*route_gather_scores)(c5k_ctx *, long rows, long n, const long *start, const long *count,
+                                   const long *lpos, const c5_real *y, const uint8_t *mask, int straight_through,
+                                   c5_real *yval, c5_real *score);
+  c5_status (*route_scatter_dscores)(c5k_ctx *, long rows, long n, const long *start, const long *count,
+                                     const long *lpos, const uint8_t *mask, const c5_real *dscore, c5_real *g);
+  /* Rows picked by an index list, rows of dim elements, i < n (gather_rows: above):
+     scatter_add_rows: dst[idx[i], :] += src[i, :] (times scale[i] when scale != NULL); idx distinct;
+     row_dot:          out[i] = (c5_real) sum_k (double)a[idx[i], k] * b[i, k], in double, k in order
+                       (idx NULL: row i of a). Products with scale in c5_real. */
+  c5_status (*scatter_add_rows)(c5k_ctx *, long n, long dim, const long *idx, const c5_real *scale,
+                                const c5_real *src, c5_real *dst);
+  c5_status (*row_dot)(c5k_ctx *, long n, long dim, const long *idx, const c5_real *a, const c5_real *b,
+                       c5_real *out);
+  /* y[i] += alpha x[i], alpha rounded to c5_real (alpha = 1: y + x exactly; residual adds). */
+  c5_status (*axpy)(c5k_ctx *, long n, double alpha, const c5_real *x, c5_real *y);
+  /* acc[i] += src[i], double accumulators. */
+  c5_status (*acc_add)(c5k_ctx *, long n, const double *src, double *acc);
+  /* bytes of p set to 0 (any element type). */
+  c5_status (*fill_zero)(c5k_ctx *, void *p, long bytes);
+  /* y[r, :] = v for r < rows (a bias broadcast before a GEMM with beta = 1). */
+  c5_status (*broadcast_row)(c5k_ctx *, long rows, long cols, const c5_real *v, c5_real *y);
 } c5k_ops;
 
 extern const c5k_ops c5k_cpu_ops;

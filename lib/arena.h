@@ -1,24 +1,62 @@
-/* arena.h - one allocation per module cache (docs/design.md §4, "Memory"):
-   a cache lists its buffers twice through the same function, once to count
-   their bytes (an arena with no base) and once to carve them out of one
-   zeroed block, so the list of sizes is written once and a cache made at
-   create time never allocates again. Private to lib/. */
+/* arena.h - a cache's buffers carved from one allocation, sized once when
+   the cache is created (docs/design.md §4: nothing is allocated inside a
+   forward or a backward). Private to lib/.
+
+   A cache writes its layout once, as a function that takes every buffer
+   from an arena, and runs it twice: on an empty arena (base NULL) to
+   measure, then on the allocation. So the sizes are stated in one place
+   and cannot drift from the carving:
+
+     c5_arena a = { 0 };
+     layout(c, &a);                        measure: pointers are NULL
+     C5_CALL(c5_arena_alloc(&a, "what"));  one zeroed allocation
+     layout(c, &a);                        carve
+     c->mem = a.base;                      freed with free() */
 #ifndef C5_ARENA_H
 #define C5_ARENA_H
+#include <stdint.h>
 #include "c5_internal.h"
 
 typedef struct {
-  char *base;      /* NULL: counting pass */
-  size_t used;     /* bytes taken so far (counting: the total needed) */
-  size_t size;     /* of base */
+  char *base;     /* NULL while measuring */
+  size_t used;    /* bytes taken so far (after c5_arena_alloc: reset to 0) */
 } c5_arena;
 
-/* The next n elements of esize bytes at a multiple of 64 bytes from the block's start (whole cache
-   lines: no false sharing between buffers written by different threads); NULL on the counting pass. */
-void *c5_arena_take(c5_arena *a, long n, size_t esize);
-#define C5_TAKE(a, p, n) ((p) = c5_arena_take((a), (long)(n), sizeof *(p)))
+/* Buffers start 64 bytes apart from the base (calloc's own alignment, at
+   least 16, holds for every element type), so that threads writing the ends
+   of neighbouring buffers seldom share a cache line. */
+#define C5_ARENA_ALIGN 64
 
-/* Runs carve(obj, arena) to count, allocates the zeroed block into *block and runs carve again to
-   place every buffer. who names the cache in the out-of-memory message. */
-c5_status c5_arena_build(const char *who, void *obj, void (*carve)(void *obj, c5_arena *a), void **block);
+/* count elements of size bytes (at least one element, so that an empty
+   buffer is still a distinct valid pointer); NULL while measuring. */
+static inline void *c5_arena_take(c5_arena *a, size_t count, size_t size)
+{
+  size_t at = (a->used + C5_ARENA_ALIGN - 1) & ~(size_t)(C5_ARENA_ALIGN - 1);
+  a->used = at + (count ? count : 1) * size;
+  return a->base ? a->base + at : NULL;
+}
+/* p = n elements of *p's type from the arena. */
+#define C5_TAKE(a, p, n) ((p) = c5_arena_take((a), (size_t)(n), sizeof *(p)))
+
+/* The measured size as one zeroed allocation; rewinds for the carving pass. */
+static inline c5_status c5_arena_alloc(c5_arena *a, const char *what)
+{
+  size_t bytes = a->used;
+  a->base = calloc(bytes ? bytes : 1, 1);
+  C5_CHECK(a->base != NULL, C5_ERR_MEM, "%s: out of memory allocating %zu bytes", what, bytes);
+  a->used = 0;
+  return C5_OK;
+}
+/* Both passes at once for a cache whose layout is a function carve(obj, a):
+   measure, one zeroed allocation (*block, freed with free()), carve. who
+   names the cache in the out-of-memory message. */
+static inline c5_status c5_arena_build(const char *who, void *obj, void (*carve)(void *obj, c5_arena *a), void **block)
+{
+  c5_arena a = { 0 };
+  carve(obj, &a);
+  C5_CALL(c5_arena_alloc(&a, who));
+  carve(obj, &a);
+  *block = a.base;
+  return C5_OK;
+}
 #endif

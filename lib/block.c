@@ -1,8 +1,11 @@
 /* block.c - ConditionalRoutedTransformerBlock: routed attention then routed
    feedforward, each with its residual. */
 #include "c5_internal.h"
+#include "arena.h"
+#include "backend.h"
 
 struct c5_block {
+  const c5_backend *be;
   c5_block_config cfg;
   c5_routed_attn *attn;
   c5_routed_ff *ff;
@@ -14,6 +17,7 @@ struct c5_block_cache {
   c5_routed_ff_cache *fc;
   c5_real *x1;     /* [b, n, dim] attention output + x */
   c5_real *dx1;    /* backward scratch */
+  void *mem;       /* x1 and dx1 (the modules' caches have their own) */
 };
 
 c5_status c5_block_create(const c5_block_config *cfg, c5_params *p, const char *prefix, c5_block **out)
@@ -24,6 +28,7 @@ c5_status c5_block_create(const c5_block_config *cfg, c5_params *p, const char *
   c5_block *b;
   C5_CALLOC(b, 1);
   b->cfg = *cfg;
+  b->be = c5_params_backend(p);
   char pre[256];
   c5_status st = C5_OK;
   c5_name_join(pre, sizeof pre, prefix, "conditional_attn");
@@ -53,12 +58,16 @@ c5_status c5_block_cache_create(const c5_block *b, long batch, long n, c5_block_
   c->batch = batch;
   c->n = n;
   c5_status st = C5_OK;
-  long N = batch * n * b->cfg.attn.dim + 1;
+  const long N = batch * n * b->cfg.attn.dim;
   C5_CALL_GOTO(c5_routed_attn_cache_create(b->attn, batch, n, &c->ac), st, fail);
   C5_CALL_GOTO(c5_routed_ff_cache_create(b->ff, batch, n, &c->fc), st, fail);
-  c->x1 = calloc((size_t)N, sizeof *c->x1);
-  c->dx1 = calloc((size_t)N, sizeof *c->dx1);
-  C5_CHECK_GOTO(c->x1 && c->dx1, st, fail, C5_ERR_MEM, "block cache: out of memory for %ld x %ld tokens", batch, n);
+  c5_arena a = { 0 };
+  for (int pass = 0; pass < 2; pass++) {   /* measure, then carve (arena.h) */
+    C5_TAKE(&a, c->x1, N);
+    C5_TAKE(&a, c->dx1, N);
+    if (pass == 0) C5_CALL_GOTO(c5_arena_alloc(&a, "block cache"), st, fail);
+  }
+  c->mem = a.base;
   *out = c;
   return C5_OK;
 fail:
@@ -71,8 +80,7 @@ c5_status c5_block_cache_destroy(c5_block_cache **cp)
   if (!cp || !*cp) return C5_OK;
   c5_routed_attn_cache_destroy(&(*cp)->ac);
   c5_routed_ff_cache_destroy(&(*cp)->fc);
-  free((*cp)->x1);
-  free((*cp)->dx1);
+  free((*cp)->mem);
   C5_FREE(*cp);
   return C5_OK;
 }
@@ -86,10 +94,12 @@ c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, 
   C5_CHECK(d, C5_ERR_ARG, "c5_block_forward: dist is NULL");
   C5_AGREE(d, b && lay && x && c && out ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_forward: NULL argument"));
   const long N = batch * lay->n_local * b->cfg.attn.dim;
+  const c5k_ops *ops = b->be->ops;
+  c5k_ctx kc = { 0 };
   C5_CALL(c5_routed_attn_forward(b->attn, d, lay, batch, x, mask, c->ac, c->x1));
-  for (long i = 0; i < N; i++) c->x1[i] += x[i];
+  C5_CALL(ops->axpy(&kc, N, 1.0, x, c->x1));
   C5_CALL(c5_routed_ff_forward(b->ff, d, lay, batch, c->x1, mask, c->fc, out));
-  for (long i = 0; i < N; i++) out[i] += c->x1[i];
+  C5_CALL(ops->axpy(&kc, N, 1.0, c->x1, out));
   return C5_OK;
 }
 
@@ -99,9 +109,11 @@ c5_status c5_block_backward(c5_block *b, const c5_dist *d, c5_block_cache *c, co
   C5_CHECK(d, C5_ERR_ARG, "c5_block_backward: dist is NULL");
   C5_AGREE(d, b && c && x && dout && dx ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_backward: NULL argument"));
   const long N = c->batch * c->n * b->cfg.attn.dim;
+  const c5k_ops *ops = b->be->ops;
+  c5k_ctx kc = { 0 };
   C5_CALL(c5_routed_ff_backward(b->ff, d, c->fc, c->x1, dout, c->dx1));
-  for (long i = 0; i < N; i++) c->dx1[i] += dout[i];
+  C5_CALL(ops->axpy(&kc, N, 1.0, dout, c->dx1));
   C5_CALL(c5_routed_attn_backward(b->attn, d, c->ac, x, c->dx1, dx));
-  for (long i = 0; i < N; i++) dx[i] += c->dx1[i];
+  C5_CALL(ops->axpy(&kc, N, 1.0, c->dx1, dx));
   return C5_OK;
 }

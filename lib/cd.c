@@ -12,6 +12,26 @@
 #include "c5_internal.h"
 #include "backend.h"
 #include "cd_internal.h"
+#include "arena.h"
+
+void c5_cd_cache_layout(c5_arena *m, long rows, int n_iters, long work_len, c5_cd_cache *c)
+{
+  c->rows_cap = rows;
+  c->n_iters = n_iters;
+  C5_TAKE(m, c->a, rows * n_iters);
+  C5_TAKE(m, c->lse, rows * n_iters);
+  C5_TAKE(m, c->nabove, rows * n_iters);
+  C5_TAKE(m, c->ga, rows * n_iters);
+  C5_TAKE(m, c->inv_eps, n_iters + 1);
+  C5_TAKE(m, c->plan, 3 * rows + 1);
+  C5_TAKE(m, c->rowbuf, 5 * rows);
+  c->work = NULL;
+  c->work_cap = 0;
+  if (work_len > 0) {
+    C5_TAKE(m, c->work, work_len);
+    c->work_cap = work_len;
+  }
+}
 
 c5_status c5_cd_cache_alloc(long rows, int n_iters, c5_cd_cache *c)
 {
@@ -19,30 +39,24 @@ c5_status c5_cd_cache_alloc(long rows, int n_iters, c5_cd_cache *c)
   C5_CHECK(rows >= 0, C5_ERR_ARG, "c5_cd_cache_alloc: rows = %ld must be >= 0", rows);
   C5_CHECK(n_iters > 0, C5_ERR_ARG, "coordinate descent: n_iters = %d must be > 0", n_iters);
   memset(c, 0, sizeof *c);
-  c->rows_cap = rows;
-  c->n_iters = n_iters;
-  C5_CALLOC(c->a, rows * n_iters);
-  C5_CALLOC(c->lse, rows * n_iters);
-  C5_CALLOC(c->nabove, rows * n_iters);
-  C5_CALLOC(c->ga, rows * n_iters);
-  C5_CALLOC(c->inv_eps, n_iters + 1);
-  C5_CALLOC(c->plan, 3 * rows + 1);
-  C5_CALLOC(c->rowbuf, 5 * rows);
+  /* The row length is not known here, so the kernels' workspace (which
+     grows with it) is made by the first c5_cd_forward (ensure_work): this
+     functional API is not on the training path, whose router sizes the
+     workspace with its own cache. */
+  c5_arena m = { 0 };
+  c5_cd_cache_layout(&m, rows, n_iters, 0, c);
+  C5_CALL(c5_arena_alloc(&m, "coordinate descent cache"));
+  c5_cd_cache_layout(&m, rows, n_iters, 0, c);
+  c->mem = m.base;
   return C5_OK;
 }
 
 void c5_cd_cache_free(c5_cd_cache *c)
 {
   if (!c) return;
-  C5_FREE(c->a);
-  C5_FREE(c->lse);
-  C5_FREE(c->nabove);
-  C5_FREE(c->ga);
-  C5_FREE(c->inv_eps);
-  C5_FREE(c->work);
-  C5_FREE(c->plan);
-  C5_FREE(c->rowbuf);
-  c->work_cap = c->rows_cap = 0;
+  free(c->mem);
+  free(c->work);   /* a cache of c5_cd_cache_alloc: made apart by ensure_work */
+  memset(c, 0, sizeof *c);
 }
 
 c5_status c5_cd_config_check(const c5_cd_config *cfg)
@@ -58,26 +72,27 @@ c5_status c5_cd_config_check(const c5_cd_config *cfg)
 
 /* This rank's part of the inputs: k of every row, and finite logits. Local:
    the caller agrees the result (docs/errors.md), so that a NaN on one rank
-   fails every rank with its message. */
-static c5_status check_inputs(const c5k_rows *R, const c5_real *s, const double *k, long k_stride)
+   fails every rank with its message. Rows in order, each its k then its
+   logits: the first fault is the one reported. */
+static c5_status check_inputs(const c5_backend *be, c5_cd_cache *c, const c5k_rows *R, const c5_real *s,
+                              const double *k, long k_stride)
 {
-  for (long r = 0; r < R->rows; r++) {
+  long bad_row, bad_col;
+  double bad;
+  c5k_ctx ctx = { .work = c->work, .work_len = c->work_cap };
+  C5_CALL(be->ops->find_nonfinite(&ctx, R, s, &bad_row, &bad_col, &bad));
+  for (long r = 0; r < (bad_row >= 0 ? bad_row + 1 : R->rows); r++) {
     double kr = k[r * k_stride];
     C5_CHECK(kr > 0 && isfinite(kr), C5_ERR_ARG, "coordinate descent: row %ld has k = %g; k must be > 0 and finite",
              r, kr);
-    const c5_real *sr = s + R->off[r];
-    int fin = 1;
-#pragma omp parallel for reduction(&& : fin) schedule(static) if (R->len[r] > 65536)
-    for (long j = 0; j < R->len[r]; j++) fin = fin && isfinite(sr[j]);
-    if (fin) continue;
-    long j = 0;
-    while (isfinite(sr[j])) j++;
-    return C5_ERR(C5_ERR_ARG, "coordinate descent: logits row %ld, local column %ld is %g (NaN or Inf)", r, j,
-                  (double)sr[j]);
   }
+  C5_CHECK(bad_row < 0, C5_ERR_ARG, "coordinate descent: logits row %ld, local column %ld is %g (NaN or Inf)",
+           bad_row, bad_col, bad);
   return C5_OK;
 }
 
+/* The public entries' workspace, grown to the call's rows (their cache
+   cannot know the row length when it is made). */
 static c5_status ensure_work(c5_cd_cache *c, const c5k_rows *R)
 {
   long need = c5k_work_len(R);
@@ -89,15 +104,24 @@ static c5_status ensure_work(c5_cd_cache *c, const c5k_rows *R)
   return C5_OK;
 }
 
-c5_status c5_cd_forward_prepare(const c5_cd_config *cfg, const c5k_rows *R, const c5_real *s, const double *k,
-                                long k_stride, c5_cd_cache *c)
+/* The internal entries never allocate: their caller sized the workspace. */
+static c5_status check_work(const c5_cd_cache *c, const c5k_rows *R)
+{
+  long need = c5k_work_len(R);
+  C5_CHECK(need <= c->work_cap, C5_ERR_SHAPE, "coordinate descent: workspace holds %ld doubles, call needs %ld",
+           c->work_cap, need);
+  return C5_OK;
+}
+
+c5_status c5_cd_forward_prepare(const c5_backend *be, const c5_cd_config *cfg, const c5k_rows *R, const c5_real *s,
+                                const double *k, long k_stride, c5_cd_cache *c)
 {
   C5_CALL(c5_cd_config_check(cfg));
   C5_CHECK(c->rows_cap >= R->rows && c->n_iters == cfg->n_iters, C5_ERR_SHAPE,
            "coordinate descent: cache holds %ld rows x %d iterations, call needs %ld x %d",
            c->rows_cap, c->n_iters, R->rows, cfg->n_iters);
-  C5_CALL(check_inputs(R, s, k, k_stride));
-  C5_CALL(ensure_work(c, R));
+  C5_CALL(check_work(c, R));
+  C5_CALL(check_inputs(be, c, R, s, k, k_stride));
   return C5_OK;
 }
 
@@ -157,7 +181,7 @@ c5_status c5_cd_backward_prepare(c5_cd_cache *c, const c5k_rows *R)
 {
   C5_CHECK(c->rows == R->rows, C5_ERR_SHAPE, "coordinate descent backward: the forward had %ld rows, "
            "this call %ld", c->rows, R->rows);
-  C5_CALL(ensure_work(c, R));
+  C5_CALL(check_work(c, R));
   return C5_OK;
 }
 
@@ -183,16 +207,17 @@ c5_status c5_cd_backward_rows(const c5_backend *be, const c5_dist *d, c5_cd_cach
 }
 
 /* The public entries validate this rank's part, agree, then run. */
-static c5_status forward_local(const c5_cd_config *cfg, long rows, long n, const c5_real *s, const double *k,
-                               long k_stride, c5_real *y, c5_cd_cache *cache, c5k_rows *R)
+static c5_status forward_local(const c5_backend *be, const c5_cd_config *cfg, long rows, long n, const c5_real *s,
+                               const double *k, long k_stride, c5_real *y, c5_cd_cache *cache, c5k_rows *R)
 {
-  C5_CHECK(cfg && s && k && y && cache, C5_ERR_ARG, "c5_cd_forward: NULL argument");
+  C5_CHECK(be && cfg && s && k && y && cache, C5_ERR_ARG, "c5_cd_forward: NULL argument");
   C5_CHECK(rows >= 0 && n >= 0, C5_ERR_ARG, "c5_cd_forward: rows = %ld, n = %ld must be >= 0", rows, n);
   C5_CHECK(k_stride >= 0, C5_ERR_ARG, "c5_cd_forward: k_stride = %ld must be >= 0", k_stride);
   C5_CHECK(cache->rows_cap >= rows && cache->plan, C5_ERR_SHAPE, "c5_cd_forward: cache holds %ld rows, call has %ld",
            cache->rows_cap, rows);
   c5k_rows_dense(rows, n, cache->plan, R);
-  C5_CALL(c5_cd_forward_prepare(cfg, R, s, k, k_stride, cache));
+  C5_CALL(ensure_work(cache, R));
+  C5_CALL(c5_cd_forward_prepare(be, cfg, R, s, k, k_stride, cache));
   return C5_OK;
 }
 
@@ -202,7 +227,7 @@ c5_status c5_cd_forward(const c5_backend *be, const c5_dist *d, const c5_cd_conf
 {
   C5_CHECK(d, C5_ERR_ARG, "c5_cd_forward: dist is NULL");
   c5k_rows R;
-  c5_status st = forward_local(cfg, rows, n, s, k, k_stride, y, cache, &R);
+  c5_status st = forward_local(be, cfg, rows, n, s, k, k_stride, y, cache, &R);
   C5_CALL(c5_dist_agree_args(d, st, 2, (c5_dist_arg[]){ { "coordinate descent: rows", rows },
                                                          { "coordinate descent: n_iters", cfg ? cfg->n_iters : 0 } }));
   C5_CALL(c5_cd_forward_rows(be, d, cfg, &R, s, mask, k, k_stride, y, cache));
@@ -216,6 +241,7 @@ static c5_status backward_local(c5_cd_cache *cache, long rows, long n, const c5_
   C5_CHECK(cache->rows == rows && cache->plan, C5_ERR_SHAPE, "c5_cd_backward: the forward had %ld rows, this call %ld",
            cache->rows, rows);
   c5k_rows_dense(rows, n, cache->plan, R);
+  C5_CALL(ensure_work(cache, R));
   C5_CALL(c5_cd_backward_prepare(cache, R));
   return C5_OK;
 }

@@ -140,6 +140,7 @@ typedef struct {
   long work_cap;
   long *plan;        /* [3 * rows_cap + 1]: row offsets, lengths, chunk starts */
   double *rowbuf;    /* [5 * rows_cap]: per-row scratch of one call */
+  void *mem;         /* the one allocation the arrays above live in (work apart: sized by the first call) */
 } c5_cd_cache;
 
 c5_status c5_cd_cache_alloc(long rows, int n_iters, c5_cd_cache *cache);

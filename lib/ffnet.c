@@ -19,25 +19,17 @@ c5_status c5_ffnet_init(c5_ffnet *f, c5_params *p, const char *prefix, int dim, 
   return C5_OK;
 }
 
-c5_status c5_ffnet_cache_alloc(const c5_ffnet *f, long rows, c5_ffnet_cache *c)
+void c5_ffnet_cache_layout(const c5_ffnet *f, long rows, c5_arena *m, c5_ffnet_cache *c)
 {
-  memset(c, 0, sizeof *c);
   c->rows_cap = rows;
-  C5_CALLOC(c->xn, rows * f->dim);
-  C5_CALLOC(c->rnorm, rows);
-  C5_CALLOC(c->h, rows * f->hidden);
-  C5_CALLOC(c->a, rows * f->hidden);
-  C5_CALLOC(c->dh, rows * f->hidden);
-  C5_CALLOC(c->dxn, rows * f->dim);
+  C5_TAKE(m, c->xn, rows * f->dim);
+  C5_TAKE(m, c->rnorm, rows);
+  C5_TAKE(m, c->h, rows * f->hidden);
+  C5_TAKE(m, c->a, rows * f->hidden);
+  C5_TAKE(m, c->dh, rows * f->hidden);
+  C5_TAKE(m, c->dxn, rows * f->dim);
   c->work_len = c5k_rowpart_work(rows, f->hidden > f->dim ? f->hidden : f->dim);
-  C5_CALLOC(c->work, c->work_len);
-  return C5_OK;
-}
-
-void c5_ffnet_cache_free(c5_ffnet_cache *c)
-{
-  free(c->xn); free(c->rnorm); free(c->h); free(c->a); free(c->dh); free(c->dxn); free(c->work);
-  memset(c, 0, sizeof *c);
+  C5_TAKE(m, c->work, c->work_len);
 }
 
 c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,
@@ -51,10 +43,10 @@ c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real 
   C5_CALL(ops->rmsnorm_forward(&ctx, x, c5_params_value(p, f->gamma), rows, d, c->xn, c->rnorm));
   /* h = xn W1^T + b1 (bias broadcast first, then GEMM with beta = 1) */
   const c5_real *b1 = c5_params_value(p, f->b1), *b2 = c5_params_value(p, f->b2);
-  for (long r = 0; r < rows; r++) memcpy(c->h + r * h, b1, (size_t)h * sizeof *b1);
+  C5_CALL(ops->broadcast_row(&ctx, rows, h, b1, c->h));
   C5_CALL(ops->gemm(&ctx, 0, 1, rows, h, d, 1.0, c->xn, d, c5_params_value(p, f->w1), d, 1.0, c->h, h));
   C5_CALL(ops->gelu_forward(&ctx, c->h, rows * h, c->a));
-  for (long r = 0; r < rows; r++) memcpy(y + r * d, b2, (size_t)d * sizeof *b2);
+  C5_CALL(ops->broadcast_row(&ctx, rows, d, b2, y));
   C5_CALL(ops->gemm(&ctx, 0, 1, rows, d, h, 1.0, c->a, h, c5_params_value(p, f->w2), h, 1.0, y, d));
   return C5_OK;
 }

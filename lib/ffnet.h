@@ -4,6 +4,7 @@
 #ifndef C5_FFNET_H
 #define C5_FFNET_H
 #include "kernels.h"
+#include "arena.h"
 
 typedef struct {
   int dim, hidden;
@@ -23,8 +24,8 @@ typedef struct {
 } c5_ffnet_cache;
 
 c5_status c5_ffnet_init(c5_ffnet *f, c5_params *p, const char *prefix, int dim, double mult);
-c5_status c5_ffnet_cache_alloc(const c5_ffnet *f, long rows, c5_ffnet_cache *c);
-void c5_ffnet_cache_free(c5_ffnet_cache *c);
+/* Lay out a cache of rows in its owner's arena (arena.h): it goes with it. */
+void c5_ffnet_cache_layout(const c5_ffnet *f, long rows, c5_arena *m, c5_ffnet_cache *c);
 /* y [rows, dim] = ffnet(x [rows, dim]) */
 c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,
                            c5_ffnet_cache *c, c5_real *y);

@@ -284,7 +284,7 @@ static c5_status heavy_prepare(c5_routed_attn *m, const c5_dist *d, const c5_lay
       c->qscore[e] = t < 0 ? 0 : rq->routed ? rq->score[rq->start[bb] + i] : 1;
     }
   c5k_ctx kc = { 0 };
-  C5_CALL(c5_params_backend(m->p)->ops->gather_rows(&kc, batch * c->nq, D, c->qtok, x, D, c->xq));
+  C5_CALL(c5_params_backend(m->p)->ops->gather_rows(&kc, batch * c->nq, D, c->qtok, NULL, x, D, c->xq));
   /* the routed queries replace null_q_token (or 0); unrouted, every token is a query */
   c->sc = (c5_heavy_scatter){ .batch = batch, .n = n, .dim = D, .t1 = 0, .null_q = m->hb.null_q,
                               .fill = rq->routed && m->hb.null_q >= 0, .accumulate = 1, .nq = batch * c->nq,

@@ -286,7 +286,7 @@ static c5_status heavy_prepare(c5_routed_cross_attn *m, const c5_dist *d, const 
       c->qscore[e] = t < 0 ? 0 : rq->routed ? rq->score[rq->start[b] + i] : 1;
     }
   c5k_ctx kc = { 0 };
-  C5_CALL(c5_params_backend(m->p)->ops->gather_rows(&kc, batch * nq, D, c->qtok, x, D, c->xq));
+  C5_CALL(c5_params_backend(m->p)->ops->gather_rows(&kc, batch * nq, D, c->qtok, NULL, x, D, c->xq));
   /* routed queries replace null_q_token (or 0); unrouted, every token is a query (nq = n, score 1): the
      heavy output is the output */
   c->sc = (c5_heavy_scatter){ .batch = batch, .n = n, .dim = D, .t1 = 0, .null_q = m->hb.null_q,

@@ -3,7 +3,9 @@
    scores and scattered back. Sharded: each rank runs the heavy FF on the
    routed tokens it holds (the router's indices are global). */
 #include "c5_internal.h"
+#include "backend.h"
 #include "ffnet.h"
+#include "arena.h"
 
 struct c5_routed_ff {
   c5_routed_ff_config cfg;
@@ -13,6 +15,10 @@ struct c5_routed_ff {
   c5_router *router;
 };
 
+/* Its memory plan: the router's cache (its own arena), then one arena for
+   the rest. The heavy FF runs on the routed tokens this rank holds, at most
+   every local token (batch n_local: unrouted, every token is one), so every
+   heavy buffer is [batch * n_local] rows. */
 struct c5_routed_ff_cache {
   long batch, n_local, offset;
   c5_router_cache *rc;
@@ -25,6 +31,7 @@ struct c5_routed_ff_cache {
   c5_real *dscore;
   c5_real *dtmp;        /* [batch * n_local, dim] */
   const uint8_t *mask;
+  void *mem;            /* the arena */
 };
 
 c5_status c5_routed_ff_create(const c5_routed_ff_config *cfg, c5_params *p, const char *prefix, c5_routed_ff **out)
@@ -64,25 +71,33 @@ c5_status c5_routed_ff_destroy(c5_routed_ff **m)
   return C5_OK;
 }
 
+static void cache_layout(const c5_routed_ff *m, c5_routed_ff_cache *c, c5_arena *a)
+{
+  const long rows = c->batch * c->n_local, d = m->cfg.dim;
+  c5_ffnet_cache_layout(&m->light, rows, a, &c->light);
+  c5_ffnet_cache_layout(&m->heavy, rows, a, &c->heavy);
+  C5_TAKE(a, c->pos, rows);
+  C5_TAKE(a, c->xr, rows * d);
+  C5_TAKE(a, c->hr, rows * d);
+  C5_TAKE(a, c->dh, rows * d);
+  C5_TAKE(a, c->dtmp, rows * d);
+  C5_TAKE(a, c->dscore, rows);
+}
+
 c5_status c5_routed_ff_cache_create(const c5_routed_ff *m, long batch, long n_local, c5_routed_ff_cache **out)
 {
+  C5_CHECK(m && out, C5_ERR_ARG, "c5_routed_ff_cache_create: NULL argument");
   c5_routed_ff_cache *c;
   C5_CALLOC(c, 1);
-  long rows = batch * n_local, d = m->cfg.dim;
   c->batch = batch;
   c->n_local = n_local;
   c5_status st = C5_OK;
   C5_CALL_GOTO(c5_router_cache_create(m->router, batch, n_local, &c->rc), st, fail);
-  C5_CALL_GOTO(c5_ffnet_cache_alloc(&m->light, rows, &c->light), st, fail);
-  C5_CALL_GOTO(c5_ffnet_cache_alloc(&m->heavy, rows, &c->heavy), st, fail);
-  c->pos = calloc((size_t)rows + 1, sizeof *c->pos);
-  c->xr = calloc((size_t)(rows * d) + 1, sizeof *c->xr);
-  c->hr = calloc((size_t)(rows * d) + 1, sizeof *c->hr);
-  c->dh = calloc((size_t)(rows * d) + 1, sizeof *c->dh);
-  c->dtmp = calloc((size_t)(rows * d) + 1, sizeof *c->dtmp);
-  c->dscore = calloc((size_t)rows + 1, sizeof *c->dscore);
-  C5_CHECK_GOTO(c->pos && c->xr && c->hr && c->dh && c->dtmp && c->dscore, st, fail, C5_ERR_MEM,
-                "ConditionalRoutedFeedForward cache: out of memory for %ld tokens", rows);
+  c5_arena a = { 0 };
+  cache_layout(m, c, &a);
+  C5_CALL_GOTO(c5_arena_alloc(&a, "ConditionalRoutedFeedForward cache"), st, fail);
+  cache_layout(m, c, &a);
+  c->mem = a.base;
   *out = c;
   return C5_OK;
 fail:
@@ -93,11 +108,8 @@ fail:
 c5_status c5_routed_ff_cache_destroy(c5_routed_ff_cache **cp)
 {
   if (!cp || !*cp) return C5_OK;
-  c5_routed_ff_cache *c = *cp;
-  c5_router_cache_destroy(&c->rc);
-  c5_ffnet_cache_free(&c->light);
-  c5_ffnet_cache_free(&c->heavy);
-  free(c->pos); free(c->xr); free(c->hr); free(c->dh); free(c->dtmp); free(c->dscore);
+  c5_router_cache_destroy(&(*cp)->rc);
+  free((*cp)->mem);
   C5_FREE(*cp);
   return C5_OK;
 }
@@ -132,12 +144,12 @@ static c5_status forward_heavy(c5_routed_ff *m, long batch, long nl, long offset
     for (long t = 0; t < batch * nl; t++) c->pos[e++] = t;
   }
   c->ntok = e;
-  for (long i = 0; i < e; i++) memcpy(c->xr + i * dim, x + c->pos[i] * dim, (size_t)dim * sizeof *x);
+  const c5k_ops *ops = c5_params_backend(m->p)->ops;
+  c5k_ctx kc = { 0 };
+  const c5_real *score = rt->routed ? rt->score : NULL;   /* unrouted: score 1 */
+  C5_CALL(ops->gather_rows(&kc, e, dim, c->pos, NULL, x, dim, c->xr));
   C5_CALL(c5_ffnet_forward(&m->heavy, m->p, c->xr, e, &c->heavy, c->hr));
-  for (long i = 0; i < e; i++) {
-    c5_real s = rt->routed ? rt->score[i] : 1;
-    for (long k = 0; k < dim; k++) out[c->pos[i] * dim + k] += c->hr[i * dim + k] * s;
-  }
+  C5_CALL(ops->scatter_add_rows(&kc, e, dim, c->pos, score, c->hr, out));
   return C5_OK;
 }
 
@@ -159,21 +171,14 @@ static c5_status backward_local(c5_routed_ff *m, c5_routed_ff_cache *c, const c5
   C5_CHECK(m && c && x && dout && dx, C5_ERR_ARG, "c5_routed_ff_backward: NULL argument");
   const long nl = c->n_local, dim = m->cfg.dim, e = c->ntok;
   const c5_routing *rt = c5_router_cache_routing(c->rc);
+  const c5k_ops *ops = c5_params_backend(m->p)->ops;
+  c5k_ctx kc = { 0 };
   C5_CALL(c5_ffnet_backward(&m->light, m->p, &c->light, x, dout, c->batch * nl, dx));
   /* heavy: d(heavy out) = dout * score; dscore = dout . heavy out */
-  for (long i = 0; i < e; i++) {
-    c5_real s = rt->routed ? rt->score[i] : 1;
-    double ds = 0;
-    for (long k = 0; k < dim; k++) {
-      c5_real g = dout[c->pos[i] * dim + k];
-      c->dh[i * dim + k] = g * s;
-      ds += (double)g * c->hr[i * dim + k];
-    }
-    c->dscore[i] = (c5_real)ds;
-  }
+  C5_CALL(ops->gather_rows(&kc, e, dim, c->pos, rt->routed ? rt->score : NULL, dout, dim, c->dh));
+  C5_CALL(ops->row_dot(&kc, e, dim, c->pos, dout, c->hr, c->dscore));
   C5_CALL(c5_ffnet_backward(&m->heavy, m->p, &c->heavy, c->xr, c->dh, e, c->dtmp));
-  for (long i = 0; i < e; i++)
-    for (long k = 0; k < dim; k++) dx[c->pos[i] * dim + k] += c->dtmp[i * dim + k];
+  C5_CALL(ops->scatter_add_rows(&kc, e, dim, c->pos, NULL, c->dtmp, dx));
   return C5_OK;
 }
 

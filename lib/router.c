@@ -9,8 +9,7 @@
 #include "backend.h"
 #include "cd_internal.h"
 #include "topk_internal.h"
-
-#define L2_EPS 1e-12   /* F.normalize */
+#include "arena.h"
 
 struct c5_router {
   const c5_backend *be;
@@ -19,14 +18,16 @@ struct c5_router {
 };
 
 struct c5_router_cache {
-  long batch, n_local, rows, cap_rows;   /* rows = batch * r; cap_rows: cd rows (with blocks) */
+  long batch, n_local, rows;   /* rows = batch * r */
+  long cap_rows;            /* cd rows the per-cd-row buffers hold */
+  long selcap;              /* stride of selpos: at least the selections of any cd row on this rank */
   long nblk;                /* blocks per row (1 without route_block_size) */
   int random_route, cosine;
   int masked;               /* the last forward had a mask (c->mask holds it) */
   c5_real *s;               /* [rows][n_local] logits */
   c5_real *y;               /* [rows][n_local] coordinate-descent scores (or random draws) */
   c5_real *g;               /* [rows][n_local] backward scratch: dL/dy, then dL/ds */
-  uint8_t *mask;            /* [rows][n_local] mask per row, or NULL */
+  uint8_t *mask;            /* [rows][n_local] mask per row (when masked) */
   double *xnorm;            /* [batch][n_local] max(||x_j||, eps) (cosine) */
   double *rtnorm;           /* [r] */
   c5_real *dw;              /* [r, dim] backward scratch: one batch row's gradient product */
@@ -34,16 +35,15 @@ struct c5_router_cache {
   long *plan;               /* [3 * cap_rows + 1] cd row segments */
   double *k;                /* [cap_rows] effective k of each cd row */
   long *ksel;               /* [cap_rows] tokens selected per cd row */
-  long *selcount, *selpos;  /* top-k output per cd row */
-  long selcap;
+  long *selcount, *selpos;  /* top-k output per cd row: [cap_rows], [cap_rows][selcap] */
   long *rowbuf;             /* top-k scratch */
-  c5_cd_cache cd;
+  c5_cd_cache cd;           /* laid out in this cache's arena, with the kernels' workspace */
   c5_routing out;
-  long *lpos;               /* [rows * k] local position of each selected entry */
-  c5_real *yval;            /* [rows * k] score value y at the selection (before straight-through) */
-  long out_cap;
+  long *lpos;               /* [rows][n_local] local position of each selected entry */
+  c5_real *yval;            /* [rows][n_local] score value y at the selection (before straight-through) */
+  void *mem;                /* every buffer above; without route_block_size, the cd-row ones too */
+  void *mem_rows;           /* route_block_size: the cd-row buffers (size_rows) */
 };
-
 c5_status c5_router_create(const c5_backend *be, const c5_router_config *cfg, int dim, c5_router **out)
 {
   C5_CHECK(be && cfg && out, C5_ERR_ARG, "c5_router_create: NULL argument");
@@ -76,6 +76,79 @@ c5_status c5_router_destroy(c5_router **r)
 
 const c5_router_config *c5_router_get_config(const c5_router *r) { return &r->cfg; }
 
+/* The memory plan (docs/design.md §4). Sizes follow from what the cache is
+   made for: batch, n_local (nl) and the router (r routes, dim, route_block_size
+   bs, n_iters T), never from the data, so no forward or backward allocates.
+   rows = batch r. */
+
+/* Per (row, local token): logits, scores, gradients, mask, norms, and the
+   routing output. A row selects each of its tokens at most once (blocks are
+   disjoint), so this rank holds at most nl selections of a row, whatever
+   num_tokens is: the routing output is [rows][nl] at most. */
+static void layout_tokens(c5_router_cache *c, c5_arena *m, int R, int dim)
+{
+  const long rn = c->rows * c->n_local;
+  C5_TAKE(m, c->s, rn);
+  C5_TAKE(m, c->y, rn);
+  C5_TAKE(m, c->g, rn);
+  C5_TAKE(m, c->mask, rn);
+  C5_TAKE(m, c->xnorm, c->batch * c->n_local);
+  C5_TAKE(m, c->rtnorm, R);
+  C5_TAKE(m, c->dw, (long)R * dim);
+  C5_TAKE(m, c->dwacc, (long)R * dim);
+  C5_TAKE(m, c->out.count, c->rows);
+  C5_TAKE(m, c->out.start, c->rows);
+  C5_TAKE(m, c->out.idx, rn);
+  C5_TAKE(m, c->out.score, rn);
+  C5_TAKE(m, c->lpos, rn);
+  C5_TAKE(m, c->yval, rn);
+}
+
+/* The kernels' workspace for this rank's cd rows: c5k_work_len of their
+   chunks (C = C5K_CHUNK tokens). Without blocks a row is one cd row of nl
+   tokens: ceil(nl / C) chunks. With blocks of bs the rank's tokens
+   [o, o + nl) meet blocks floor(o / bs) .. floor((o + nl - 1) / bs), at most
+   m = floor((nl - 1) / bs) + 2 = ceil(nl / bs) + 1 of them (the other cd rows
+   hold no local token, so no chunk); pieces of lengths l_i summing to at most
+   nl make sum ceil(l_i / C) <= nl / C + m chunks, so at most
+   ceil(nl / C) + ceil(nl / bs) + 1 per row. */
+static long work_bound(const c5_router_cache *c, long bs)
+{
+  const long nl = c->n_local;
+  long chunks = (nl + C5K_CHUNK - 1) / C5K_CHUNK;
+  if (bs > 0) chunks += (nl + bs - 1) / bs + 1;
+  return c5k_work_len_chunks(c->rows * chunks);
+}
+
+/* Per cd row: cdrows of them, each selecting at most selcap tokens on this
+   rank; coordinate descent's state and the workspace go with them. */
+static void layout_cdrows(c5_router_cache *c, c5_arena *m, long cdrows, int T, long selcap, long work_len)
+{
+  c->cap_rows = cdrows;
+  c->selcap = selcap;
+  C5_TAKE(m, c->plan, 3 * cdrows + 1);
+  C5_TAKE(m, c->k, cdrows);
+  C5_TAKE(m, c->ksel, cdrows);
+  C5_TAKE(m, c->selcount, cdrows);
+  C5_TAKE(m, c->selpos, cdrows * selcap);
+  C5_TAKE(m, c->rowbuf, c5_topk_rowbuf_len(cdrows));
+  c5_cd_cache_layout(m, cdrows, T, work_len, &c->cd);
+}
+
+/* One arena. Without route_block_size the cd rows are the rows, and a row's
+   selections on this rank number at most nl: everything is sized here. With
+   it, the cd rows are every (row, block) of the GLOBAL sequence (each of
+   coordinate descent's and top-k's allreduces covers all of them; the blocks
+   this rank does not touch are empty here), and their number, rows
+   floor(n / bs), needs the global n, which this call does not know: those
+   buffers are made by the first forward (size_rows). */
+static void layout(c5_router_cache *c, c5_arena *m, const c5_router *rt)
+{
+  const c5_router_config *cfg = &rt->cfg;
+  layout_tokens(c, m, cfg->num_routing_tokens, rt->dim);
+  if (cfg->route_block_size == 0) layout_cdrows(c, m, c->rows, cfg->n_iters, c->n_local, work_bound(c, 0));
+}
+
 c5_status c5_router_cache_create(const c5_router *rt, long batch, long n_local, c5_router_cache **out)
 {
   C5_CHECK(rt && out, C5_ERR_ARG, "c5_router_cache_create: NULL argument");
@@ -85,88 +158,47 @@ c5_status c5_router_cache_create(const c5_router *rt, long batch, long n_local, 
   c->batch = batch;
   c->n_local = n_local;
   c->rows = batch * rt->cfg.num_routing_tokens;
-  long rn = c->rows * (n_local ? n_local : 1);
-  c5_status st = C5_OK;
-  c->s = calloc((size_t)rn, sizeof *c->s);
-  c->y = calloc((size_t)rn, sizeof *c->y);
-  c->g = calloc((size_t)rn, sizeof *c->g);
-  c->xnorm = calloc((size_t)(batch * (n_local ? n_local : 1)), sizeof *c->xnorm);
-  c->rtnorm = calloc((size_t)rt->cfg.num_routing_tokens, sizeof *c->rtnorm);
-  c->dw = calloc((size_t)rt->cfg.num_routing_tokens * (size_t)rt->dim, sizeof *c->dw);
-  c->dwacc = calloc((size_t)rt->cfg.num_routing_tokens * (size_t)rt->dim, sizeof *c->dwacc);
-  c->out.count = calloc((size_t)c->rows, sizeof *c->out.count);
-  c->out.start = calloc((size_t)c->rows, sizeof *c->out.start);
-  C5_CHECK_GOTO(c->s && c->y && c->g && c->xnorm && c->rtnorm && c->dw && c->dwacc && c->out.count && c->out.start, st, fail,
-                C5_ERR_MEM, "router cache: out of memory for %ld rows x %ld tokens", c->rows, n_local);
+  c5_arena m = { 0 };
+  layout(c, &m, rt);
+  c5_status st = c5_arena_alloc(&m, "router cache");
+  if (st != C5_OK) {
+    free(c);
+    return c5_err_trace(st, __FILE__, __LINE__);
+  }
+  layout(c, &m, rt);
+  c->mem = m.base;
   *out = c;
   return C5_OK;
-fail:
-  c5_router_cache_destroy(&c);
-  return st;
-}
-
-static void free_rows(c5_router_cache *c)
-{
-  C5_FREE(c->plan); C5_FREE(c->k); C5_FREE(c->ksel); C5_FREE(c->selcount); C5_FREE(c->selpos);
-  C5_FREE(c->rowbuf);
-  c5_cd_cache_free(&c->cd);
-  c->cap_rows = 0;
 }
 
 c5_status c5_router_cache_destroy(c5_router_cache **cp)
 {
   if (!cp || !*cp) return C5_OK;
-  c5_router_cache *c = *cp;
-  free_rows(c);
-  free(c->s); free(c->y); free(c->g); free(c->mask); free(c->xnorm); free(c->rtnorm); free(c->dw); free(c->dwacc);
-  free(c->out.count); free(c->out.start); free(c->out.idx); free(c->out.score);
-  free(c->lpos); free(c->yval);
+  free((*cp)->mem);
+  free((*cp)->mem_rows);
   C5_FREE(*cp);
   return C5_OK;
 }
 
 const c5_routing *c5_router_cache_routing(const c5_router_cache *c) { return &c->out; }
 
-/* (Re)size the per-cd-row buffers: cdrows segments, top-k of at most selcap each. */
-static c5_status size_rows(c5_router_cache *c, int n_iters, long cdrows, long selcap, long outk)
+/* The cd rows of a forward with route_block_size (cdrows = rows x global
+   blocks, each selecting at most selcap tokens here): made by the first
+   forward, remade only when a forward needs more (a longer sequence or more
+   tokens per block); every later step of a training run finds them. */
+static c5_status size_rows(c5_router_cache *c, const c5_router_config *cfg, long cdrows, long selcap)
 {
-  if (cdrows != c->cap_rows || c->cd.n_iters != n_iters || selcap > c->selcap) {
-    free_rows(c);
-    C5_CALLOC(c->plan, 3 * cdrows + 1);
-    C5_CALLOC(c->k, cdrows);
-    C5_CALLOC(c->ksel, cdrows);
-    C5_CALLOC(c->selcount, cdrows);
-    C5_CALLOC(c->selpos, cdrows * selcap);
-    C5_CALLOC(c->rowbuf, c5_topk_rowbuf_len(cdrows) + 1);
-    C5_CALL(c5_cd_cache_alloc(cdrows, n_iters, &c->cd));
-    c->cap_rows = cdrows;
-    c->selcap = selcap;
-  }
-  if (c->rows * outk > c->out_cap) {
-    C5_FREE(c->out.idx); C5_FREE(c->out.score); C5_FREE(c->lpos); C5_FREE(c->yval);
-    C5_CALLOC(c->out.idx, c->rows * outk);
-    C5_CALLOC(c->out.score, c->rows * outk);
-    C5_CALLOC(c->lpos, c->rows * outk);
-    C5_CALLOC(c->yval, c->rows * outk);
-    c->out_cap = c->rows * outk;
-  }
+  if (cdrows <= c->cap_rows && selcap <= c->selcap) return C5_OK;
+  C5_CHECK(cfg->route_block_size > 0, C5_ERR_SHAPE, "router: %ld cd rows of %ld selections, cache holds %ld of %ld",
+           cdrows, selcap, c->cap_rows, c->selcap);   /* sized at create: cannot happen */
+  C5_FREE(c->mem_rows);
+  c->cap_rows = c->selcap = 0;
+  c5_arena m = { 0 };
+  layout_cdrows(c, &m, cdrows, cfg->n_iters, selcap, work_bound(c, cfg->route_block_size));
+  C5_CALL(c5_arena_alloc(&m, "router cache (blocks)"));
+  layout_cdrows(c, &m, cdrows, cfg->n_iters, selcap, work_bound(c, cfg->route_block_size));
+  c->mem_rows = m.base;
   return C5_OK;
-}
-
-/* N(0,1) draw for (seed, row, global token), independent of the sharding. */
-static double normal_draw(uint64_t seed, long row, long j)
-{
-  uint64_t z = seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(row + 1)) ^ (0xbf58476d1ce4e5b9ull * (uint64_t)(j + 1));
-  uint64_t u[2];
-  for (int i = 0; i < 2; i++) {
-    z += 0x9e3779b97f4a7c15ull;
-    uint64_t x = z;
-    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
-    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
-    u[i] = x ^ (x >> 31);
-  }
-  double u1 = ((u[0] >> 11) + 1.0) / 9007199254740993.0, u2 = (u[1] >> 11) / 9007199254740992.0;
-  return sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
 }
 
 /* The cd rows of the last forward (c->plan). */
@@ -224,39 +256,20 @@ static c5_status forward_local(const c5_router *rt, const c5_layout *lay, const 
              ktok, bs, num_tokens, nblk);
   }
   c->nblk = nblk;
-  const long cdrows = rows * nblk, outk = ktok * nblk;
-  C5_CALL(size_rows(c, cfg->n_iters, cdrows, ktok, outk));
-  c->out.k = outk;
+  /* a cd row selects ktok tokens globally, so at most min(ktok, nl) here */
+  const long cdrows = rows * nblk;
+  C5_CALL(size_rows(c, cfg, cdrows, ktok < nl ? ktok : nl));
+  c->out.k = ktok * nblk;
 
   /* logits: s[b, route, j] = x[b, j] . w[route] (cosine: scaled cosine) */
   const c5k_ops *ops = rt->be->ops;
   c5k_ctx kc = { 0 };
   for (long b = 0; b < batch; b++)
     C5_CALL(ops->gemm(&kc, 0, 1, R, nl, dim, 1.0, routing_token, dim, x + b * nl * dim, dim, 0.0, c->s + b * R * nl, nl));
-  if (cfg->cosine_sim_routing) {
-    for (int q = 0; q < R; q++) {
-      double ss = 0;
-      for (int i = 0; i < dim; i++) ss += (double)routing_token[q * dim + i] * routing_token[q * dim + i];
-      c->rtnorm[q] = fmax(sqrt(ss), L2_EPS);
-    }
-#pragma omp parallel for schedule(static)
-    for (long t = 0; t < batch * nl; t++) {
-      double ss = 0;
-      for (int i = 0; i < dim; i++) ss += (double)x[t * dim + i] * x[t * dim + i];
-      c->xnorm[t] = fmax(sqrt(ss), L2_EPS);
-    }
-#pragma omp parallel for schedule(static)
-    for (long row = 0; row < rows; row++) {
-      long b = row / R;
-      int q = (int)(row % R);
-      for (long j = 0; j < nl; j++)
-        c->s[row * nl + j] = (c5_real)(cfg->cosine_sim_scale * c->s[row * nl + j] / (c->xnorm[b * nl + j] * c->rtnorm[q]));
-    }
-  }
-  if (mask) {
-    if (!c->mask) C5_CALLOC(c->mask, rows * (nl ? nl : 1));
-    for (long row = 0; row < rows; row++) memcpy(c->mask + row * nl, mask + (row / R) * nl, (size_t)nl);
-  }
+  if (cfg->cosine_sim_routing)
+    C5_CALL(ops->cosine_route_forward(&kc, batch, R, nl, dim, x, routing_token, cfg->cosine_sim_scale, c->s, c->xnorm,
+                                      c->rtnorm));
+  if (mask) C5_CALL(ops->broadcast_mask(&kc, batch, R, nl, mask, c->mask));
 
   /* cd row segments: block q of row covers global [q*seg, (q+1)*seg) */
   long *off = c->plan, *len = off + cdrows, *cst = len + cdrows;
@@ -276,7 +289,7 @@ static c5_status forward_local(const c5_router *rt, const c5_layout *lay, const 
   c5k_rows_plan(cdrows, len, cst);
   c5k_rows Rw = cd_rows(c);
   c5_cd_config cd = cd_config(cfg);
-  C5_CALL(c5_cd_forward_prepare(&cd, &Rw, c->s, c->k, 1, &c->cd));
+  C5_CALL(c5_cd_forward_prepare(rt->be, &cd, &Rw, c->s, c->k, 1, &c->cd));
   return C5_OK;
 }
 
@@ -304,17 +317,17 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
   C5_CALL(c5_cd_forward_rows(rt->be, d, &cd, &Rw, c->s, m, c->k, 1, c->y, &c->cd));
 
   /* negative control: random scores, masked ones lowest (they sort last) */
+  const c5k_ops *ops = rt->be->ops;
+  c5k_ctx kc = { 0 };
   const c5_real *key = c->s;
   if (random_route) {
-    for (long row = 0; row < rows; row++)
-      for (long j = 0; j < nl; j++)
-        c->y[row * nl + j] = (c5_real)normal_draw(seed, row, lay->offset + j);
+    C5_CALL(ops->normal_fill(&kc, rows, nl, lay->offset, seed, c->y));
     key = c->y;
   }
   C5_CALL(c5_topk_select_rows(rt->be, d, &Rw, key, m, c->ksel, c->selcap, c->cd.work, c->cd.work_cap, c->rowbuf,
                               c->selcount, c->selpos));
 
-  /* gather this rank's selections per row: blocks in order, so indices ascend */
+  /* this rank's selections per row: blocks in order, so indices ascend */
   long at = 0;
   for (long row = 0; row < rows; row++) {
     c->out.start[row] = at;
@@ -322,17 +335,15 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
       long i = row * nblk + q;
       for (long e = 0; e < c->selcount[i]; e++) {
         long lp = Rw.off[i] - row * nl + c->selpos[i * c->selcap + e];
-        int keep = !m || m[row * nl + lp];
-        c5_real yv = c->y[row * nl + lp];
         c->lpos[at] = lp;
-        c->yval[at] = yv;
         c->out.idx[at] = lay->offset + lp;
-        c->out.score[at] = !keep ? 0 : cfg->straight_through ? 1 : yv;
         at++;
       }
     }
     c->out.count[row] = at - c->out.start[row];
   }
+  C5_CALL(ops->route_gather_scores(&kc, rows, nl, c->out.start, c->out.count, c->lpos, c->y, m, cfg->straight_through,
+                                   c->yval, c->out.score));
   return C5_OK;
 }
 
@@ -342,19 +353,17 @@ static c5_status backward_local(const c5_router *rt, c5_router_cache *c, const c
 {
   *run = 0;
   C5_CHECK(rt && c && routing_token && x && dx && dst, C5_ERR_ARG, "c5_router_backward: NULL argument");
-  memset(c->dwacc, 0, (size_t)rt->cfg.num_routing_tokens * rt->dim * sizeof *c->dwacc);
+  const c5k_ops *ops = rt->be->ops;
+  c5k_ctx kc = { 0 };
+  C5_CALL(ops->fill_zero(&kc, c->dwacc, (long)rt->cfg.num_routing_tokens * rt->dim * (long)sizeof *c->dwacc));
   /* unrouted scores are constants; random scores are not differentiable */
   if (!c->out.routed || c->random_route) return C5_OK;
   C5_CHECK(dscore != NULL, C5_ERR_ARG, "c5_router_backward: dscore is NULL");
-  const long nl = c->n_local, rows = c->rows;
   const uint8_t *m = c->masked ? c->mask : NULL;
 
   /* dL/dy at the selections (straight-through passes it on unchanged; a
      masked selection was filled with 0 and gets none) */
-  memset(c->g, 0, (size_t)(rows * nl) * sizeof *c->g);
-  for (long row = 0; row < rows; row++)
-    for (long e = c->out.start[row]; e < c->out.start[row] + c->out.count[row]; e++)
-      if (!m || m[row * nl + c->lpos[e]]) c->g[row * nl + c->lpos[e]] += dscore[e];
+  C5_CALL(ops->route_scatter_dscores(&kc, c->rows, c->n_local, c->out.start, c->out.count, c->lpos, m, dscore, c->g));
   c5k_rows Rw = cd_rows(c);
   C5_CALL(c5_cd_backward_prepare(&c->cd, &Rw));
   *run = 1;
@@ -372,60 +381,29 @@ static c5_status router_backward(const c5_router *rt, const c5_dist *d, c5_route
   if (!run) return C5_OK;
   const c5_router_config *cfg = &rt->cfg;
   const int R = cfg->num_routing_tokens, dim = rt->dim;
-  const long nl = c->n_local, rows = c->rows, batch = c->batch;
+  const long nl = c->n_local, batch = c->batch;
   const uint8_t *m = c->masked ? c->mask : NULL;
 
   c5k_rows Rw = cd_rows(c);
   /* ds written in place over g; tokens outside every block keep g = 0 */
   C5_CALL(c5_cd_backward_rows(rt->be, d, &c->cd, &Rw, c->s, m, c->y, c->g, c->g));
 
-  if (cfg->cosine_sim_routing) {
-    /* s = c * (x . w) / (|x| |w|): push ds through the scale and the normalizations */
-    const double sc = cfg->cosine_sim_scale;
-    for (long row = 0; row < rows; row++) {
-      long b = row / R;
-      int q = (int)(row % R);
-      for (long j = 0; j < nl; j++)
-        c->g[row * nl + j] = (c5_real)(sc * c->g[row * nl + j] / (c->xnorm[b * nl + j] * c->rtnorm[q]));
-    }
-  }
-  /* g now holds dL/d(x . w) for raw x and w (cosine: divided by the norms) */
+  /* g becomes dL/d(x . w) for raw x and w (cosine: through the scale and
+     both normalizations, whose projection of dx is added here) */
   const c5k_ops *ops = rt->be->ops;
   c5k_ctx kc = { 0 };
+  if (cfg->cosine_sim_routing)
+    C5_CALL(ops->cosine_route_backward(&kc, batch, R, nl, dim, x, routing_token, c->xnorm, c->rtnorm,
+                                       cfg->cosine_sim_scale, c->g, dx));
   double *dw = c->dwacc;
-  c5_status st = C5_OK;
   for (long b = 0; b < batch; b++) {
     const c5_real *gb = c->g + b * R * nl, *xb = x + b * nl * dim;
-    c5_real *dxb = dx + b * nl * dim;
-    if (!cfg->cosine_sim_routing) {
-      C5_CALL_GOTO(ops->gemm(&kc, 1, 0, nl, dim, R, 1.0, gb, nl, routing_token, dim, 1.0, dxb, dim), st, out);
-    } else {
-      /* dx_j += P_j (sum_q g_qj w_q), P_j = I - x_j x_j^T / |x_j|^2 (0 below the eps clamp: then no projection) */
-#pragma omp parallel for schedule(static)
-      for (long j = 0; j < nl; j++) {
-        double v[dim], xv = 0, nx = c->xnorm[b * nl + j];
-        for (int i = 0; i < dim; i++) {
-          double a = 0;
-          for (int q = 0; q < R; q++) a += (double)gb[q * nl + j] * routing_token[q * dim + i];
-          v[i] = a;
-          xv += a * xb[j * dim + i];
-        }
-        double proj = nx > L2_EPS ? xv / (nx * nx) : 0.0;
-        for (int i = 0; i < dim; i++) dxb[j * dim + i] += (c5_real)(v[i] - proj * xb[j * dim + i]);
-      }
-    }
-    C5_CALL_GOTO(ops->gemm_acc(&kc, 0, 0, R, dim, nl, 1.0, gb, nl, xb, dim, c->dw, dw), st, out);
+    if (!cfg->cosine_sim_routing)
+      C5_CALL(ops->gemm(&kc, 1, 0, nl, dim, R, 1.0, gb, nl, routing_token, dim, 1.0, dx + b * nl * dim, dim));
+    C5_CALL(ops->gemm_acc(&kc, 0, 0, R, dim, nl, 1.0, gb, nl, xb, dim, c->dw, dw));
   }
-  if (cfg->cosine_sim_routing) {
-    for (int q = 0; q < R; q++) {
-      double wv = 0, nw = c->rtnorm[q];
-      for (int i = 0; i < dim; i++) wv += dw[q * dim + i] * routing_token[q * dim + i];
-      double proj = nw > L2_EPS ? wv / (nw * nw) : 0.0;
-      for (int i = 0; i < dim; i++) dw[q * dim + i] -= proj * routing_token[q * dim + i];
-    }
-  }
-out:
-  return st;
+  if (cfg->cosine_sim_routing) C5_CALL(ops->cosine_route_backward_w(&kc, R, dim, routing_token, c->rtnorm, dw));
+  return C5_OK;
 }
 
 /* The public entries count their collectives under the router phase. */
@@ -464,6 +442,7 @@ c5_status c5_router_backward_acc(const c5_router *rt, const c5_dist *d, c5_route
   c5_status st = router_backward(rt, d, c, routing_token, x, dscore, dx, dacc);
   c5_dist_phase(d, old);
   C5_CALL(st);
-  for (long i = 0; i < (long)rt->cfg.num_routing_tokens * rt->dim; i++) dacc[i] += c->dwacc[i];
+  c5k_ctx kc = { 0 };
+  C5_CALL(rt->be->ops->acc_add(&kc, (long)rt->cfg.num_routing_tokens * rt->dim, c->dwacc, dacc));
   return C5_OK;
 }

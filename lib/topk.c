@@ -2,13 +2,15 @@
    among unmasked entries, ties to the lower global index, masked entries
    last by index): a radix select over order-preserving 64-bit keys, 8 bits
    a round, each round one allreduce of 256 counts per row, then one
-   MPI_Exscan of the tie counts at the threshold (docs/design.md §2). Rows are
-   sharded by contiguous columns; every rank gets its own selected entries. */
+   exclusive scan over the ranks of the tie counts at the threshold
+   (docs/design.md §2). Rows are sharded by contiguous columns; every rank
+   gets its own selected entries. */
 #include <limits.h>
 #include <string.h>
 #include "c5_internal.h"
 #include "backend.h"
 #include "topk_internal.h"
+#include "arena.h"
 
 c5_status c5_topk_select_rows(const c5_backend *be, const c5_dist *d, const c5k_rows *R, const c5_real *v, const uint8_t *mask,
                               const long *k, long cap, double *work, long work_len, long *rowbuf,
@@ -58,22 +60,32 @@ c5_status c5_topk_select_rows(const c5_backend *be, const c5_dist *d, const c5k_
 
 long c5_topk_rowbuf_len(long rows) { return 256 * rows + 7 * rows; }
 
-/* The public entry's buffers, made before its first collective. */
-typedef struct { long *plan, *rowbuf, *kk; double *work; long wl; c5k_rows R; } select_bufs;
+/* The public entry's buffers. This functional API is not on the training
+   path (the router selects with c5_topk_select_rows in its own cache), and
+   its callers hold no cache: it makes its buffers, in one allocation, at
+   every call, before its first collective. */
+typedef struct { long *plan, *rowbuf, *kk; double *work; long wl; c5k_rows R; void *mem; } select_bufs;
+
+static void select_layout(c5_arena *m, long rows, long n, select_bufs *b)
+{
+  C5_TAKE(m, b->plan, 3 * rows + 1);
+  C5_TAKE(m, b->rowbuf, c5_topk_rowbuf_len(rows));
+  C5_TAKE(m, b->kk, rows);
+  b->wl = c5k_work_len_chunks(rows * ((n + C5K_CHUNK - 1) / C5K_CHUNK));   /* dense rows of n */
+  C5_TAKE(m, b->work, b->wl);
+}
 
 static c5_status select_local(long rows, long n, const c5_real *v, long k, long *count, long *idx, select_bufs *b)
 {
   C5_CHECK(v && count && idx, C5_ERR_ARG, "c5_topk_select: NULL argument");
   C5_CHECK(rows >= 0 && n >= 0, C5_ERR_ARG, "c5_topk_select: rows = %ld, n = %ld must be >= 0", rows, n);
-  b->plan = calloc((size_t)(3 * rows + 1), sizeof *b->plan);
-  b->rowbuf = calloc((size_t)c5_topk_rowbuf_len(rows) + 1, sizeof *b->rowbuf);
-  b->kk = calloc((size_t)rows + 1, sizeof *b->kk);
-  C5_CHECK(b->plan && b->rowbuf && b->kk, C5_ERR_MEM, "top-k: out of memory for %ld rows", rows);
+  c5_arena m = { 0 };
+  select_layout(&m, rows, n, b);
+  C5_CALL(c5_arena_alloc(&m, "top-k"));
+  select_layout(&m, rows, n, b);
+  b->mem = m.base;
   c5k_rows_dense(rows, n, b->plan, &b->R);
   for (long r = 0; r < rows; r++) b->kk[r] = k;
-  b->wl = c5k_work_len(&b->R);
-  b->work = calloc((size_t)b->wl, sizeof *b->work);
-  C5_CHECK(b->work, C5_ERR_MEM, "top-k: out of memory for %ld doubles of workspace", b->wl);
   return C5_OK;
 }
 
@@ -94,6 +106,6 @@ c5_status c5_topk_select(const c5_backend *be, const c5_dist *d, long rows, long
   for (long r = 0; r < rows; r++)
     for (long i = 0; i < count[r]; i++) idx[r * k + i] += offset;
 out:
-  free(b.plan); free(b.rowbuf); free(b.kk); free(b.work);
+  free(b.mem);
   return st;
 }

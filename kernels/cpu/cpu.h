@@ -63,10 +63,29 @@ c5_status c5k_copy2d_cpu(c5k_ctx *, void *, long, const void *, long, long, long
 c5_status c5k_zero2d_cpu(c5k_ctx *, void *, long, long, long);
 c5_status c5k_add2d_cpu(c5k_ctx *, long, long, const c5_real *, long, c5_real *, long);
 c5_status c5k_fill_rows_cpu(c5k_ctx *, long, long, const c5_real *, int, c5_real *, long);
-c5_status c5k_gather_rows_cpu(c5k_ctx *, long, long, const long *, const c5_real *, long, c5_real *);
+c5_status c5k_gather_rows_cpu(c5k_ctx *, long, long, const long *, const c5_real *, const c5_real *, long, c5_real *);
 c5_status c5k_scatter_rows_cpu(c5k_ctx *, long, long, const long *, const c5_real *, const c5_real *,
                                const c5_real *, int, int, c5_real *);
 c5_status c5k_gather_scale_dot_cpu(c5k_ctx *, long, long, const long *, const c5_real *, const c5_real *,
                                    const c5_real *, c5_real *, c5_real *);
 c5_status c5k_acc_rows_cpu(c5k_ctx *, long, long, const long *, const c5_real *, int, double *);
+/* router, cd, feed-forward */
+c5_status c5k_find_nonfinite_cpu(c5k_ctx *, const c5k_rows *, const c5_real *, long *, long *, double *);
+c5_status c5k_cosine_route_forward_cpu(c5k_ctx *, long, int, long, int, const c5_real *, const c5_real *, double,
+                                       c5_real *, double *, double *);
+c5_status c5k_cosine_route_backward_cpu(c5k_ctx *, long, int, long, int, const c5_real *, const c5_real *,
+                                        const double *, const double *, double, c5_real *, c5_real *);
+c5_status c5k_cosine_route_backward_w_cpu(c5k_ctx *, int, int, const c5_real *, const double *, double *);
+c5_status c5k_broadcast_mask_cpu(c5k_ctx *, long, int, long, const uint8_t *, uint8_t *);
+c5_status c5k_normal_fill_cpu(c5k_ctx *, long, long, long, uint64_t, c5_real *);
+c5_status c5k_route_gather_scores_cpu(c5k_ctx *, long, long, const long *, const long *, const long *,
+                                      const c5_real *, const uint8_t *, int, c5_real *, c5_real *);
+c5_status c5k_route_scatter_dscores_cpu(c5k_ctx *, long, long, const long *, const long *, const long *,
+                                        const uint8_t *, const c5_real *, c5_real *);
+c5_status c5k_scatter_add_rows_cpu(c5k_ctx *, long, long, const long *, const c5_real *, const c5_real *, c5_real *);
+c5_status c5k_row_dot_cpu(c5k_ctx *, long, long, const long *, const c5_real *, const c5_real *, c5_real *);
+c5_status c5k_axpy_cpu(c5k_ctx *, long, double, const c5_real *, c5_real *);
+c5_status c5k_acc_add_cpu(c5k_ctx *, long, const double *, double *);
+c5_status c5k_fill_zero_cpu(c5k_ctx *, void *, long);
+c5_status c5k_broadcast_row_cpu(c5k_ctx *, long, long, const c5_real *, c5_real *);
 #endif

@@ -8,14 +8,18 @@
 
 #define C5K_GATHER_PAR (1L << 14)
 
-c5_status c5k_gather_rows_cpu(c5k_ctx *ctx, long n, long dim, const long *idx, const c5_real *src, long lds,
-                              c5_real *dst)
+c5_status c5k_gather_rows_cpu(c5k_ctx *ctx, long n, long dim, const long *idx, const c5_real *scale,
+                              const c5_real *src, long lds, c5_real *dst)
 {
   (void)ctx;
 #pragma omp parallel for schedule(static) if (n * dim > C5K_GATHER_PAR)
   for (long e = 0; e < n; e++) {
-    if (idx[e] >= 0) memcpy(dst + e * dim, src + idx[e] * lds, (size_t)dim * sizeof *dst);
-    else memset(dst + e * dim, 0, (size_t)dim * sizeof *dst);
+    c5_real *d = dst + e * dim;
+    if (idx[e] < 0) { memset(d, 0, (size_t)dim * sizeof *d); continue; }
+    const c5_real *s = src + idx[e] * lds;
+    if (!scale) { memcpy(d, s, (size_t)dim * sizeof *d); continue; }
+    c5_real a = scale[e];
+    for (long k = 0; k < dim; k++) d[k] = s[k] * a;
   }
   return C5_OK;
 }

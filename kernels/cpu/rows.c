@@ -16,7 +16,8 @@ void c5k_rows_dense(long rows, long n, long *plan, c5k_rows *R)
   *R = (c5k_rows){ .rows = rows, .off = off, .len = len, .cstart = cst };
 }
 
-long c5k_work_len(const c5k_rows *R) { return 256 * R->cstart[R->rows] + 2; }
+long c5k_work_len_chunks(long chunks) { return 256 * chunks + 2; }
+long c5k_work_len(const c5k_rows *R) { return c5k_work_len_chunks(R->cstart[R->rows]); }
 
 /* Row of chunk c: the largest r with cstart[r] <= c (binary search), which is
    the row holding chunk c even when empty rows (equal cstart) precede it. */

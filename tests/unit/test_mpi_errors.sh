@@ -61,10 +61,9 @@ expect "--reps differs between ranks: 5 on rank 0, 6 on rank 1" -- \
 
 # out of memory on rank 1: the first allocation, then the lazy buffers of a forward
 expect "rank 1: .*out of memory" -- -np 2 "$t" oom attn
-# (the light branch halo is carved at cache create, not collective: the application agrees it, docs/errors.md)
-expect "rank 1: out of memory allocating .* for c->plan" -- -np 2 "$t" oom block "c->plan"
-# (the routed and cross attentions' heavy buffers and kv exchange are made at cache create: not collective,
-# the application agrees it, docs/errors.md)
+# (the light branch halo and the routed and cross attentions' heavy buffers and kv exchange are carved at
+# cache create, not collective: the application agrees it, docs/errors.md)
+expect "rank 1: router cache: out of memory allocating" -- -np 2 "$t" oom block "router cache"
 expect "rank 1: ConditionalRoutedAutoregressiveAttention: out of memory for .* gathered kv entries" -- \
   -np 2 "$t" oom ar "gathered kv"
 expect "rank 1: ConditionalRoutedAutoregressiveAttention cache: out of memory" -- -np 2 "$t" oom ar "cache: out of memory"
