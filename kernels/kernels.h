@@ -104,6 +104,33 @@ typedef struct {
    call; the kernels then use at most as many threads as the work holds). */
 long c5k_local_attn_work(const c5k_local_attn *L);
 
+/* Heavy attention (heavy_* ops below): the reference's Attention over routed
+   queries and, per key/value route, routed keys/values with a learned null
+   slot. Shapes: b batch, R routes, hpr heads per route, H = R hpr heads, dh
+   head dim, D = H dh, L = 2 hpr dh, n1 = 1 + nk. Layouts, row-major:
+     q [b, nq, D]: head h is columns h dh .. h dh + dh - 1.
+     kv [b, R, n1, L]: per (batch, route), slot 0 the null key/value, then the
+       nk routed tokens. Head hh of route r (head h = r hpr + hh) is columns
+       2 hh dh .. + dh (its key), then the next dh (its value): the to_kv
+       output's order, so to_kv's GEMMs read and write it in place.
+     kvraw [b, R, nk, L]: the to_kv output (kv's slots 1..nk before scores).
+     kscore [b, R, nk]: the kv router's scores; null_kv [2, H, dh]: the null
+       key (0, h) and value (1, h) of each head.
+     kmask [b, R, nk]: 1 = keep, for slots 1..nk; the null slot always takes part.
+     p [b, H, nq, n1]: attention probabilities (forward writes, backward reads). */
+typedef struct {
+  long batch, nq, nk;            /* b; queries; routed keys/values per route */
+  int heads, routes, dim_head;   /* H, R (H % R == 0), dh */
+  int multiply_keys_by_score;    /* mk: the kv score multiplies keys as well as values */
+} c5k_heavy_attn;
+
+/* Doubles of ctx work heavy_attn_backward needs for A, on every backend:
+   one head's [nq, 1 + nk] scores in the working precision. */
+static inline long c5k_heavy_attn_work(const c5k_heavy_attn *A)
+{
+  return (A->nq * (A->nk + 1) * (long)sizeof(c5_real) + (long)sizeof(double) - 1) / (long)sizeof(double);
+}
+
 typedef struct c5k_ops {
   const char *name;
   /* Coordinate descent, docs/design.md §2. For row r with a = a[r]:
@@ -224,7 +251,7 @@ typedef struct c5k_ops {
      increased by vec (accumulate = 1): null_q_token under every token. */
   c5_status (*fill_rows)(c5k_ctx *, long rows, long dim, const c5_real *vec, int accumulate, c5_real *dst, long ldd);
   /* dst[e, :] = src[idx[e], :] for e < n, times scale[e] when scale != NULL (the product in c5_real);
-     idx -1: a zero row. Rows of src have leading dimension lds; dst is dense [n, dim]. */
+     idx -1: a zero row; idx NULL: row e. Rows of src have leading dimension lds; dst is dense [n, dim]. */
   c5_status (*gather_rows)(c5k_ctx *, long n, long dim, const long *idx, const c5_real *scale, const c5_real *src,
                            long lds, c5_real *dst);
   /* For e < n with idx[e] >= 0: v = src[e, k] scale[e] - sub[k] (scale NULL: 1, sub NULL: 0, each
@@ -233,8 +260,9 @@ typedef struct c5k_ops {
      any order, in parallel). */
   c5_status (*scatter_rows)(c5k_ctx *, long n, long dim, const long *idx, const c5_real *src, const c5_real *scale,
                             const c5_real *sub, int accumulate, int distinct, c5_real *dst);
-  /* Through a per-row scale, backward: g = src[idx[e], :] (idx -1: 0); dsrc[e, k] = g[k] scale[e];
-     dscale[e] = sum_k g[k] y[e, k], summed in double in k order then rounded once. */
+  /* Through a per-row scale, backward: g = src[idx[e], :] (idx -1: 0; idx NULL: row e, and dsrc may
+     then be src, updated in place); dsrc[e, k] = g[k] scale[e]; dscale[e] = sum_k g[k] y[e, k], summed
+     in double in k order then rounded once (dscale NULL: not formed). */
   c5_status (*gather_scale_dot)(c5k_ctx *, long n, long dim, const long *idx, const c5_real *src,
                                 const c5_real *scale, const c5_real *y, c5_real *dsrc, c5_real *dscale);
   /* acc[k] (double) += src[idx[e], k] (subtract = 0) or -= (subtract = 1), for e = 0 .. n-1 in that order
@@ -304,6 +332,59 @@ typedef struct c5k_ops {
   c5_status (*fill_zero)(c5k_ctx *, void *p, long bytes);
   /* y[r, :] = v for r < rows (a bias broadcast before a GEMM with beta = 1). */
   c5_status (*broadcast_row)(c5k_ctx *, long rows, long cols, const c5_real *v, c5_real *y);
+  /* ---- heavy attention (c5k_heavy_attn above; lib/attn_heavy.c) ---- */
+  /* Rotary tables (RotaryEmbedding(dh), theta 10000), in double, [rows, dh/2]
+     each: cs[i, j] = cos(pos[i] f_j), sn[i, j] = sin(pos[i] f_j),
+     f_j = 1 / 10000^(2j / dh), j < dh/2; dh even. */
+  c5_status (*rotary_table)(c5k_ctx *, long rows, const long *pos, int dh, double *cs, double *sn);
+  /* In place, for each row i < rows and head h < heads: the dh elements
+     t = x + i ld + h hstride, halves t1 = t[0, dh/2), t2 = t[dh/2, dh), are
+     rotated by row i's angles: t1 <- t1 cs_i - t2 sn_i, t2 <- t2 cs_i + t1 sn_i
+     (cs_i = cs + i dh/2, sn_i alike; t cos + rotate_half(t) sin), formed in
+     double and rounded once. */
+  c5_status (*rotary)(c5k_ctx *, long rows, int heads, int dh, c5_real *x, long ld, long hstride,
+                      const double *cs, const double *sn);
+  /* The transpose (rotation by minus the angle), the gradient through rotary:
+     t1 <- t1 cs_i + t2 sn_i, t2 <- t2 cs_i - t1 sn_i. Same arguments. */
+  c5_status (*rotary_transpose)(c5k_ctx *, long rows, int heads, int dh, c5_real *x, long ld, long hstride,
+                                const double *cs, const double *sn);
+  /* kv (every slot written) from kvraw: slot 0 of (b, r) holds, in head hh's
+     columns, head h = r hpr + hh's null key and value (null_kv); slot 1 + j
+     holds token t = (b R + r) nk + j's kvraw row with each value times
+     kscore[t] and, when mk, each key too (products in the working precision);
+     kscore NULL: the row as is. Rotary comes afterwards (rotary on the keys). */
+  c5_status (*heavy_kv_assemble)(c5k_ctx *, const c5k_heavy_attn *A, const c5_real *kvraw, const c5_real *kscore,
+                                 const c5_real *null_kv, c5_real *kv);
+  /* The kv score's gradient, in place in dkv's slots 1..nk (dL/dkv there,
+     rotary already undone; kscore not NULL): for token t, its slot row d and
+     kvraw row x, dkscore[t] = sum over heads hh ascending of (sum_e d_v x_v,
+     then, when mk, sum_e d_k x_k), one double sum rounded once (dkscore NULL:
+     not formed); then d_v *= kscore[t] and, when mk, d_k *= kscore[t]. Slot 0
+     is untouched. */
+  c5_status (*heavy_kv_score_backward)(c5k_ctx *, const c5k_heavy_attn *A, const c5_real *kvraw,
+                                       const c5_real *kscore, c5_real *dkv, c5_real *dkscore);
+  /* null_kv's gradient: gnull [2, H, dh] (double accumulator) += dkv's slot
+     0, one add per batch b ascending for each element:
+     gnull[0, h, e] += dkv[b, r, 0, 2 hh dh + e],
+     gnull[1, h, e] += dkv[b, r, 0, 2 hh dh + dh + e]. */
+  c5_status (*heavy_null_kv_grad)(c5k_ctx *, const c5k_heavy_attn *A, const c5_real *dkv, double *gnull);
+  /* Per batch b and head h (route r = h / hpr; k_h, v_h its key and value
+     columns of kv[b, r], all n1 slots): S = q_h k_h^T / sqrt(dh) [nq, n1];
+     each row's softmax over the slots that take part (slot 0 and the unmasked
+     ones): m their max, e_j = exp(S_j - m) in the working precision (exactly 0
+     for masked slots), sum = the e_j summed in double over j ascending,
+     P_j = e_j (1 / sum) rounded once; p[b, h] = P; o_h = P v_h into o's head h
+     columns. p and o written. */
+  c5_status (*heavy_attn_forward)(c5k_ctx *, const c5k_heavy_attn *A, const c5_real *q, const c5_real *kv,
+                                  const uint8_t *kmask, c5_real *p, c5_real *o);
+  /* Its gradient, from dout = dL/do [b, nq, D]: per (b, h), dP = dout_h v_h^T,
+     dv_h = P^T dout_h, dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik) (the sum in
+     double, the product formed in double and rounded once),
+     dq_h = dS k_h / sqrt(dh), dk_h = dS^T q_h / sqrt(dh). dq [b, nq, D] and
+     dkv [b, R, n1, L] written (every slot, the null slot's included).
+     ctx work: c5k_heavy_attn_work(A) doubles. */
+  c5_status (*heavy_attn_backward)(c5k_ctx *, const c5k_heavy_attn *A, const c5_real *q, const c5_real *kv,
+                                   const c5_real *p, const c5_real *dout, c5_real *dq, c5_real *dkv);
 } c5k_ops;
 
 extern const c5k_ops c5k_cpu_ops;

@@ -14,9 +14,8 @@
    kvf keeps every route's heads interleaved exactly as to_kv lays them out,
    so each head's K and V are strided views (ld = L) that the per-head GEMMs
    read directly, and the backward's dK/dV land where the to_kv GEMM wants
-   them. Softmax rows run under OpenMP; each row is summed in one fixed
-   order, so results do not depend on the thread count. */
-#include <math.h>
+   them. This file orchestrates; the arithmetic is its backend's (the heavy
+   attention ops of kernels.h, which document these layouts). */
 #include "c5_internal.h"
 #include "backend.h"
 #include "attn_heavy.h"
@@ -49,10 +48,9 @@ struct c5_attn_heavy_cache {
   c5_real *dq;       /* [b, nq, D] */
   c5_real *dkvf;     /* [b, R, 1 + nk, L] */
   c5_real *dpo;      /* [b, nq, D] dL/do */
-  c5_real *ds;       /* [nq, 1 + nk] one head's dP, then dS */
   c5_real *dxn;      /* [b, nq, dim] */
   c5_real *dcn;      /* [b, R, nk, dim] */
-  double *work;      /* rowpart reductions of the RMSNorm backward */
+  double *work;      /* the RMSNorm backward's rowpart reductions; heavy_attn_backward's head scores */
   long work_len;
 };
 
@@ -81,13 +79,20 @@ c5_status c5_attn_heavy_init(c5_attn_heavy *a, c5_params *p, const char *prefix,
   return C5_OK;
 }
 
+/* the kernels' view of one call */
+static c5k_heavy_attn shape(const c5_attn_heavy *a, long batch, long nq, long nk)
+{
+  return (c5k_heavy_attn){ .batch = batch, .nq = nq, .nk = nk, .heads = a->heads, .routes = a->routes,
+                           .dim_head = a->dim_head, .multiply_keys_by_score = a->multiply_keys_by_score };
+}
+
 static void cache_free(c5_attn_heavy_cache *c)
 {
   free(c->xq); free(c->ctx); free(c->kmask); free(c->kscore); free(c->qscore);
   free(c->xn); free(c->rnq); free(c->cn); free(c->rnc); free(c->qraw); free(c->q);
   free(c->kvraw); free(c->kvf); free(c->p); free(c->o);
   free(c->qcos); free(c->qsin); free(c->kcos); free(c->ksin);
-  free(c->dq); free(c->dkvf); free(c->dpo); free(c->ds); free(c->dxn); free(c->dcn); free(c->work);
+  free(c->dq); free(c->dkvf); free(c->dpo); free(c->dxn); free(c->dcn); free(c->work);
   free(c);
 }
 
@@ -118,11 +123,12 @@ static c5_status cache_alloc(const c5_attn_heavy *a, long B, long nq, long nk, c
   C5_CALLOC(c->dq, nqr * D);
   C5_CALLOC(c->dkvf, B * R * n1 * L);
   C5_CALLOC(c->dpo, nqr * D);
-  C5_CALLOC(c->ds, nq * n1);
+  const c5k_heavy_attn A = shape(a, B, nq, nk);
+  const long wn = c5k_rowpart_work(nqr > nkr ? nqr : nkr, dim), wa = c5k_heavy_attn_work(&A);
+  c->work_len = wn > wa ? wn : wa;
+  C5_CALLOC(c->work, c->work_len);
   C5_CALLOC(c->dxn, nqr * dim);
   C5_CALLOC(c->dcn, nkr * dim);
-  c->work_len = c5k_rowpart_work(nqr > nkr ? nqr : nkr, dim);
-  C5_CALLOC(c->work, c->work_len);
   return C5_OK;
 }
 
@@ -147,43 +153,6 @@ c5_status c5_attn_heavy_cache_destroy(c5_attn_heavy_cache **c)
   return C5_OK;
 }
 
-/* RotaryEmbedding(dim_head): freqs = pos * inv_freq[i], inv_freq[i] = 10000^(-2i/dh), i < dh/2, the
-   table concatenated twice, so elements i and i + dh/2 share an angle. The reference computes the
-   angles in float32; we compute them in double (vectors generated in double upcast them). */
-static void rotary_table(long rows, const long *pos, int dh, double *cs, double *sn)
-{
-  const int half = dh / 2;
-  double inv_freq[half];
-  for (int i = 0; i < half; i++) inv_freq[i] = 1.0 / pow(10000.0, (double)(2 * i) / dh);
-#pragma omp parallel for schedule(static)
-  for (long r = 0; r < rows; r++)
-    for (int i = 0; i < half; i++) {
-      double f = (double)pos[r] * inv_freq[i];
-      cs[r * half + i] = cos(f);
-      sn[r * half + i] = sin(f);
-    }
-}
-
-/* t <- t cos + rotate_half(t) sin, rotate_half(t) = cat(-t2, t1) */
-static inline void rot_apply(c5_real *t, int half, const double *cs, const double *sn)
-{
-  for (int i = 0; i < half; i++) {
-    double t1 = t[i], t2 = t[i + half];
-    t[i] = (c5_real)(t1 * cs[i] - t2 * sn[i]);
-    t[i + half] = (c5_real)(t2 * cs[i] + t1 * sn[i]);
-  }
-}
-
-/* the transpose (rotation by the negative angle): the gradient through rot_apply */
-static inline void rot_transpose(c5_real *d, int half, const double *cs, const double *sn)
-{
-  for (int i = 0; i < half; i++) {
-    double d1 = d[i], d2 = d[i + half];
-    d[i] = (c5_real)(d1 * cs[i] + d2 * sn[i]);
-    d[i + half] = (c5_real)(d2 * cs[i] - d1 * sn[i]);
-  }
-}
-
 c5_status c5_attn_heavy_forward(const c5_attn_heavy *a, const c5_params *p, long batch, long nq, long nk,
                                 const c5_real *xq, const c5_real *ctx, const uint8_t *kmask, const c5_real *kscore,
                                 const c5_real *qscore, const long *qpos, const long *kpos,
@@ -206,7 +175,7 @@ c5_status c5_attn_heavy_forward(const c5_attn_heavy *a, const c5_params *p, long
   const int dim = a->dim, H = a->heads, dh = a->dim_head, R = a->routes, hpr = H / R, half = dh / 2;
   const long D = (long)H * dh, L = 2L * hpr * dh, n1 = nk + 1;
   const long nqr = batch * nq, nkr = batch * R * nk;
-  const int mk = a->multiply_keys_by_score;
+  const c5k_heavy_attn A = shape(a, batch, nq, nk);
   c5k_ctx kc = { .work = c->work, .work_len = c->work_len };
 
   c->valid = 0;
@@ -240,87 +209,20 @@ c5_status c5_attn_heavy_forward(const c5_attn_heavy *a, const c5_params *p, long
       }
   }
   if (c->has_rot) {
-    rotary_table(nqr, qpos, dh, c->qcos, c->qsin);
-    rotary_table(nkr, kpos, dh, c->kcos, c->ksin);
+    C5_CALL(ops->rotary_table(&kc, nqr, qpos, dh, c->qcos, c->qsin));
+    C5_CALL(ops->rotary_table(&kc, nkr, kpos, dh, c->kcos, c->ksin));
   }
-
   /* q = rot(qraw * qscore) */
-#pragma omp parallel for schedule(static)
-  for (long i = 0; i < nqr; i++) {
-    const c5_real *qr = c->qraw + i * D;
-    c5_real *qo = c->q + i * D;
-    c5_real qs = qscore ? qscore[i] : (c5_real)1;
-    for (long e = 0; e < D; e++) qo[e] = qscore ? qr[e] * qs : qr[e];
-    if (qpos)
-      for (int h = 0; h < H; h++) rot_apply(qo + (long)h * dh, half, c->qcos + i * half, c->qsin + i * half);
-  }
-
+  C5_CALL(ops->gather_rows(&kc, nqr, D, NULL, qscore, c->qraw, D, c->q));
+  if (c->has_rot) C5_CALL(ops->rotary(&kc, nqr, H, dh, c->q, D, dh, c->qcos, c->qsin));
   /* kvf: slot 0 the null key/value of each head, then v * kscore and rot(k * kscore^mk) */
-#pragma omp parallel for schedule(static)
-  for (long row = 0; row < batch * R * n1; row++) {
-    long br = row / n1, j = row % n1;
-    int r = (int)(br % R);
-    c5_real *dst = c->kvf + row * L;
-    if (j == 0) {
-      for (int hh = 0; hh < hpr; hh++) {
-        long h = (long)r * hpr + hh;
-        memcpy(dst + (long)hh * 2 * dh, nullkv + h * dh, (size_t)dh * sizeof *dst);
-        memcpy(dst + (long)hh * 2 * dh + dh, nullkv + D + h * dh, (size_t)dh * sizeof *dst);
-      }
-      continue;
-    }
-    long t = br * nk + (j - 1);   /* token index into [b, R, nk] */
-    const c5_real *src = c->kvraw + t * L;
-    c5_real ks = kscore ? kscore[t] : (c5_real)1;
-    for (int hh = 0; hh < hpr; hh++) {
-      const c5_real *kr = src + (long)hh * 2 * dh, *vr = kr + dh;
-      c5_real *kd = dst + (long)hh * 2 * dh, *vd = kd + dh;
-      for (int e = 0; e < dh; e++) {
-        vd[e] = kscore ? vr[e] * ks : vr[e];
-        kd[e] = kscore && mk ? kr[e] * ks : kr[e];
-      }
-      if (kpos) rot_apply(kd, half, c->kcos + t * half, c->ksin + t * half);
-    }
-  }
-
-  /* scores: P_h = q_h k_h^T dh^-1/2 */
-  const double scale = 1.0 / sqrt((double)dh);
-  for (long b = 0; b < batch; b++)
-    for (int h = 0; h < H; h++) {
-      const c5_real *qh = c->q + b * nq * D + (long)h * dh;
-      const c5_real *kh = c->kvf + (b * R + h / hpr) * n1 * L + (long)(h % hpr) * 2 * dh;
-      C5_CALL(ops->gemm(&kc, 0, 1, nq, n1, dh, scale, qh, D, kh, L, 0.0, c->p + (b * H + h) * nq * n1, n1));
-    }
-
-  /* softmax over each row (the row max first); masked keys get 0 (the reference's -finfo.max
-     underflows to exactly 0 because the null slot always takes part) */
-#pragma omp parallel for schedule(static)
-  for (long row = 0; row < batch * H * nq; row++) {
-    long bh = row / nq, b = bh / H;
-    int r = (int)(bh % H) / hpr;
-    const uint8_t *m = kmask ? kmask + (b * R + r) * nk : NULL;   /* key j >= 1 is m[j - 1] */
-    c5_real *s = c->p + row * n1;
-    c5_real mx = s[0];
-    for (long j = 1; j < n1; j++)
-      if ((!m || m[j - 1]) && s[j] > mx) mx = s[j];
-    for (long j = 0; j < n1; j++) s[j] = (j == 0 || !m || m[j - 1]) ? s[j] - mx : 0;
-    c5k_vexp(s, n1);
-    if (m)
-      for (long j = 1; j < n1; j++)
-        if (!m[j - 1]) s[j] = 0;
-    double sum = 0;
-    for (long j = 0; j < n1; j++) sum += s[j];
-    double inv = 1.0 / sum;
-    for (long j = 0; j < n1; j++) s[j] = (c5_real)(s[j] * inv);
-  }
-
-  /* o_h = P_h v_h, heads merged; out = o Wout^T */
-  for (long b = 0; b < batch; b++)
-    for (int h = 0; h < H; h++) {
-      const c5_real *vh = c->kvf + (b * R + h / hpr) * n1 * L + (long)(h % hpr) * 2 * dh + dh;
-      C5_CALL(ops->gemm(&kc, 0, 0, nq, dh, n1, 1.0, c->p + (b * H + h) * nq * n1, n1, vh, L, 0.0,
-                        c->o + b * nq * D + (long)h * dh, D));
-    }
+  C5_CALL(ops->heavy_kv_assemble(&kc, &A, c->kvraw, kscore, nullkv, c->kvf));
+  if (c->has_rot)
+    for (long br = 0; br < batch * R; br++)
+      C5_CALL(ops->rotary(&kc, nk, hpr, dh, c->kvf + (br * n1 + 1) * L, L, 2L * dh, c->kcos + br * nk * half,
+                          c->ksin + br * nk * half));
+  /* o = softmax(q k^T dh^-1/2) v per head, heads merged; out = o Wout^T */
+  C5_CALL(ops->heavy_attn_forward(&kc, &A, c->q, c->kvf, kmask, c->p, c->o));
   C5_CALL(ops->gemm(&kc, 0, 1, nqr, dim, D, 1.0, c->o, D, wout, D, 0.0, out, dim));
   c->valid = 1;
   return C5_OK;
@@ -336,7 +238,7 @@ c5_status c5_attn_heavy_backward(const c5_attn_heavy *a, const c5_params *p, c5_
   const int dim = a->dim, H = a->heads, dh = a->dim_head, R = a->routes, hpr = H / R, half = dh / 2;
   const long D = (long)H * dh, L = 2L * hpr * dh, n1 = nk + 1;
   const long nqr = batch * nq, nkr = batch * R * nk;
-  const int mk = a->multiply_keys_by_score;
+  const c5k_heavy_attn A = shape(a, batch, nq, nk);
   C5_CHECK((nqr == 0 || (dout && dxq)) && (nkr == 0 || dctx), C5_ERR_ARG,
            "heavy attention backward: dout, dxq or dctx is NULL");
   c5k_ctx kc = { .work = c->work, .work_len = c->work_len };
@@ -360,79 +262,20 @@ c5_status c5_attn_heavy_backward(const c5_attn_heavy *a, const c5_params *p, c5_
   C5_CALL(ops->gemm_acc(&kc, 1, 0, dim, D, nqr, 1.0, dout, dim, c->o, D, prod, gwout));
   C5_CALL(ops->gemm(&kc, 0, 0, nqr, D, dim, 1.0, dout, dim, wout, D, 0.0, c->dpo, D));
 
-  /* per head: dP = do_h v_h^T; dv_h = P^T do_h; dS = P (dP - rowsum(P dP)); dq_h = dS k_h s; dk_h = dS^T q_h s */
-  const double scale = 1.0 / sqrt((double)dh);
-  for (long b = 0; b < batch; b++)
-    for (int h = 0; h < H; h++) {
-      long off = (b * R + h / hpr) * n1 * L + (long)(h % hpr) * 2 * dh;
-      const c5_real *ph = c->p + (b * H + h) * nq * n1;
-      const c5_real *doh = c->dpo + b * nq * D + (long)h * dh, *qh = c->q + b * nq * D + (long)h * dh;
-      C5_CALL(ops->gemm(&kc, 0, 1, nq, n1, dh, 1.0, doh, D, c->kvf + off + dh, L, 0.0, c->ds, n1));
-      C5_CALL(ops->gemm(&kc, 1, 0, n1, dh, nq, 1.0, ph, n1, doh, D, 0.0, c->dkvf + off + dh, L));
-#pragma omp parallel for schedule(static)
-      for (long i = 0; i < nq; i++) {
-        const c5_real *pr = ph + i * n1;
-        c5_real *d = c->ds + i * n1;
-        double dot = 0;
-        for (long j = 0; j < n1; j++) dot += (double)pr[j] * d[j];
-        for (long j = 0; j < n1; j++) d[j] = (c5_real)(pr[j] * (d[j] - dot));
-      }
-      C5_CALL(ops->gemm(&kc, 0, 0, nq, dh, n1, scale, c->ds, n1, c->kvf + off, L, 0.0, c->dq + b * nq * D + (long)h * dh, D));
-      C5_CALL(ops->gemm(&kc, 1, 0, n1, dh, nq, scale, c->ds, n1, qh, D, 0.0, c->dkvf + off, L));
-    }
-
+  /* per head: dv_h, dq_h, dk_h (the null slot's included) */
+  C5_CALL(ops->heavy_attn_backward(&kc, &A, c->q, c->kvf, c->p, c->dpo, c->dq, c->dkvf));
   /* null slot: null_kv grad += sum over the batch */
-  for (long b = 0; b < batch; b++)
-    for (int r = 0; r < R; r++) {
-      const c5_real *g0 = c->dkvf + (b * R + r) * n1 * L;
-      for (int hh = 0; hh < hpr; hh++) {
-        long h = (long)r * hpr + hh;
-        for (int e = 0; e < dh; e++) {
-          gnull[h * dh + e] += g0[(long)hh * 2 * dh + e];
-          gnull[D + h * dh + e] += g0[(long)hh * 2 * dh + dh + e];
-        }
-      }
-    }
-
-  /* keys/values: undo rotary and the kv score (in place in dkvf rows 1..nk); dkscore */
-  if (nkr) {
-#pragma omp parallel for schedule(static)
-    for (long t = 0; t < nkr; t++) {
-      long br = t / nk, j = t % nk;
-      c5_real *dst = c->dkvf + (br * n1 + 1 + j) * L;
-      const c5_real *src = c->kvraw + t * L;
-      c5_real ks = c->has_kscore ? c->kscore[t] : (c5_real)1;
-      double dks = 0;
-      for (int hh = 0; hh < hpr; hh++) {
-        c5_real *kd = dst + (long)hh * 2 * dh, *vd = kd + dh;
-        const c5_real *kr = src + (long)hh * 2 * dh, *vr = kr + dh;
-        if (c->has_rot) rot_transpose(kd, half, c->kcos + t * half, c->ksin + t * half);
-        if (c->has_kscore) {
-          for (int e = 0; e < dh; e++) { dks += (double)vd[e] * vr[e]; vd[e] *= ks; }
-          if (mk)
-            for (int e = 0; e < dh; e++) { dks += (double)kd[e] * kr[e]; kd[e] *= ks; }
-        }
-      }
-      if (c->has_kscore && dkscore) dkscore[t] = (c5_real)dks;
-    }
-  }
-
-  /* queries: undo rotary and the q score (in place in dq); dqscore */
-#pragma omp parallel for schedule(static)
-  for (long i = 0; i < nqr; i++) {
-    c5_real *d = c->dq + i * D;
-    const c5_real *qr = c->qraw + i * D;
-    if (c->has_rot)
-      for (int h = 0; h < H; h++) rot_transpose(d + (long)h * dh, half, c->qcos + i * half, c->qsin + i * half);
-    if (c->has_qscore) {
-      c5_real qs = c->qscore[i];
-      double dqs = 0;
-      for (long e = 0; e < D; e++) { dqs += (double)d[e] * qr[e]; d[e] *= qs; }
-      if (dqscore) dqscore[i] = (c5_real)dqs;
-    }
-  }
-  /* the projections' GEMMs, then both norms: the element-wise OpenMP loops above and below are kept
-     together, away from the BLAS calls (OpenBLAS's pthreads and OpenMP's threads share the cores) */
+  C5_CALL(ops->heavy_null_kv_grad(&kc, &A, c->dkvf, gnull));
+  /* keys/values: undo rotary, then the kv score (in place in dkvf slots 1..nk); dkscore */
+  if (c->has_rot)
+    for (long br = 0; br < batch * R; br++)
+      C5_CALL(ops->rotary_transpose(&kc, nk, hpr, dh, c->dkvf + (br * n1 + 1) * L, L, 2L * dh,
+                                    c->kcos + br * nk * half, c->ksin + br * nk * half));
+  if (c->has_kscore)
+    C5_CALL(ops->heavy_kv_score_backward(&kc, &A, c->kvraw, c->kscore, c->dkvf, dkscore));
+  /* queries: undo rotary, then the q score (in place in dq); dqscore */
+  if (c->has_rot) C5_CALL(ops->rotary_transpose(&kc, nqr, H, dh, c->dq, D, dh, c->qcos, c->qsin));
+  if (c->has_qscore) C5_CALL(ops->gather_scale_dot(&kc, nqr, D, NULL, c->dq, c->qscore, c->qraw, c->dq, dqscore));
   /* to_kv: dWkv_r += dkv[b,r]^T cn[b,r]; dcn[b,r] = dkv[b,r] Wkv_r */
   for (long b = 0; b < batch && nk > 0; b++)
     for (int r = 0; r < R; r++) {

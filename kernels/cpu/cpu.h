@@ -88,4 +88,17 @@ c5_status c5k_axpy_cpu(c5k_ctx *, long, double, const c5_real *, c5_real *);
 c5_status c5k_acc_add_cpu(c5k_ctx *, long, const double *, double *);
 c5_status c5k_fill_zero_cpu(c5k_ctx *, void *, long);
 c5_status c5k_broadcast_row_cpu(c5k_ctx *, long, long, const c5_real *, c5_real *);
+/* heavy attention */
+c5_status c5k_rotary_table_cpu(c5k_ctx *, long, const long *, int, double *, double *);
+c5_status c5k_rotary_cpu(c5k_ctx *, long, int, int, c5_real *, long, long, const double *, const double *);
+c5_status c5k_rotary_transpose_cpu(c5k_ctx *, long, int, int, c5_real *, long, long, const double *, const double *);
+c5_status c5k_heavy_kv_assemble_cpu(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
+                                    const c5_real *, c5_real *);
+c5_status c5k_heavy_kv_score_backward_cpu(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
+                                          c5_real *, c5_real *);
+c5_status c5k_heavy_null_kv_grad_cpu(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, double *);
+c5_status c5k_heavy_attn_forward_cpu(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
+                                     const uint8_t *, c5_real *, c5_real *);
+c5_status c5k_heavy_attn_backward_cpu(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
+                                      const c5_real *, const c5_real *, c5_real *, c5_real *);
 #endif

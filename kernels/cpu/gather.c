@@ -1,6 +1,7 @@
 /* gather.c - rows gathered by index and scattered back on the CPU: the
    routed tokens into the heavy branch, its output over null_q_token, the
-   backward through the query score and the null_q_token gradient. Sums
+   backward through the query score and the null_q_token gradient; without
+   an index, the heavy attention's queries times their score. Sums
    over a row run in k order; sums over rows run in e order (acc_rows) or
    touch distinct rows, so results do not depend on the thread count. */
 #include <string.h>
@@ -15,8 +16,9 @@ c5_status c5k_gather_rows_cpu(c5k_ctx *ctx, long n, long dim, const long *idx, c
 #pragma omp parallel for schedule(static) if (n * dim > C5K_GATHER_PAR)
   for (long e = 0; e < n; e++) {
     c5_real *d = dst + e * dim;
-    if (idx[e] < 0) { memset(d, 0, (size_t)dim * sizeof *d); continue; }
-    const c5_real *s = src + idx[e] * lds;
+    const long r = idx ? idx[e] : e;
+    if (r < 0) { memset(d, 0, (size_t)dim * sizeof *d); continue; }
+    const c5_real *s = src + r * lds;
     if (!scale) { memcpy(d, s, (size_t)dim * sizeof *d); continue; }
     c5_real a = scale[e];
     for (long k = 0; k < dim; k++) d[k] = s[k] * a;
@@ -56,14 +58,15 @@ c5_status c5k_gather_scale_dot_cpu(c5k_ctx *ctx, long n, long dim, const long *i
   (void)ctx;
 #pragma omp parallel for schedule(static) if (n * dim > C5K_GATHER_PAR)
   for (long e = 0; e < n; e++) {
-    const c5_real *g = idx[e] >= 0 ? src + idx[e] * dim : NULL;
+    const long r = idx ? idx[e] : e;
+    const c5_real *g = r >= 0 ? src + r * dim : NULL;
     double ds = 0;
-    for (long k = 0; k < dim; k++) {
+    for (long k = 0; k < dim; k++) {   /* g[k] is read before dsrc[e, k] is written: in place is safe */
       c5_real gk = g ? g[k] : 0;
       dsrc[e * dim + k] = gk * scale[e];
       ds += (double)gk * y[e * dim + k];
     }
-    dscale[e] = (c5_real)ds;
+    if (dscale) dscale[e] = (c5_real)ds;
   }
   return C5_OK;
 }

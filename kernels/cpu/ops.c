@@ -48,4 +48,13 @@ const c5k_ops c5k_cpu_ops = {
   .acc_add = c5k_acc_add_cpu,
   .fill_zero = c5k_fill_zero_cpu,
   .broadcast_row = c5k_broadcast_row_cpu,
+  /* heavy attention */
+  .rotary_table = c5k_rotary_table_cpu,
+  .rotary = c5k_rotary_cpu,
+  .rotary_transpose = c5k_rotary_transpose_cpu,
+  .heavy_kv_assemble = c5k_heavy_kv_assemble_cpu,
+  .heavy_kv_score_backward = c5k_heavy_kv_score_backward_cpu,
+  .heavy_null_kv_grad = c5k_heavy_null_kv_grad_cpu,
+  .heavy_attn_forward = c5k_heavy_attn_forward_cpu,
+  .heavy_attn_backward = c5k_heavy_attn_backward_cpu,
 };
