@@ -242,8 +242,9 @@ typedef struct c5k_ops {
   /* cudaMemcpy2D's shape: height rows of width bytes, row i from src + i spitch to dst + i dpitch
      (bytes; the regions do not overlap). Any element type (rows of reals, masks). */
   c5_status (*copy2d)(c5k_ctx *, void *dst, long dpitch, const void *src, long spitch, long width, long height);
-  /* dst[i, :] = 0 for height rows of width bytes at pitch dpitch (cudaMemset2D with 0). */
-  c5_status (*zero2d)(c5k_ctx *, void *dst, long dpitch, long width, long height);
+  /* Every byte of height rows of width bytes at pitch dpitch set to value (cudaMemset2D): zeroed halo
+     rows, masks of ones. */
+  c5_status (*memset2d)(c5k_ctx *, void *dst, long dpitch, int value, long width, long height);
   /* dst[i, k] += src[i, k] for i < rows, k < cols (leading dimensions ldd, lds, in elements): the halo
      gradients added by their owner. */
   c5_status (*add2d)(c5k_ctx *, long rows, long cols, const c5_real *src, long lds, c5_real *dst, long ldd);
@@ -385,6 +386,15 @@ typedef struct c5k_ops {
      ctx work: c5k_heavy_attn_work(A) doubles. */
   c5_status (*heavy_attn_backward)(c5k_ctx *, const c5k_heavy_attn *A, const c5_real *q, const c5_real *kv,
                                    const c5_real *p, const c5_real *dout, c5_real *dq, c5_real *dkv);
+  /* ---- kv exchange, autoregressive attention (kernels/cpu/gather.c, kernels/cpu/mask.c) ---- */
+  /* copy2d's shape with the source rows listed: for e < n, the width bytes at dst + e dpitch = those at
+     src + idx[e] spitch (idx -1: zero bytes). Any element type: the masks and positions of gathered
+     keys, which gather_rows (c5_real rows) does not move. */
+  c5_status (*gather2d)(c5k_ctx *, long n, const long *idx, const void *src, long spitch, long width, void *dst,
+                        long dpitch);
+  /* mask[r n + j] = pos[r n + j] < lim[r] for r < rows, j < n: which gathered keys lie before a row's
+     limit (the autoregressive attention's keys in the windows before a query window). */
+  c5_status (*mask_before)(c5k_ctx *, long rows, long n, const long *pos, const long *lim, uint8_t *mask);
 } c5k_ops;
 
 extern const c5k_ops c5k_cpu_ops;

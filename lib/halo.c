@@ -108,9 +108,9 @@ c5_status c5_halo_pad(c5_halo *h, const c5k_ops *ops, const c5_real *dout)
   const long es = (long)sizeof *dout * h->dim, ne = c5_halo_ne(h), b = h->batch, hl = h->hl, n = h->n;
   char *y = (char *)h->ye;
   c5k_ctx kc = { 0 };
-  C5_CALL(ops->zero2d(&kc, y, ne * es, hl * es, b));
+  C5_CALL(ops->memset2d(&kc, y, ne * es, 0, hl * es, b));
   C5_CALL(ops->copy2d(&kc, y + hl * es, ne * es, dout, n * es, n * es, b));
-  C5_CALL(ops->zero2d(&kc, y + (hl + n) * es, ne * es, h->hr * es, b));
+  C5_CALL(ops->memset2d(&kc, y + (hl + n) * es, ne * es, 0, h->hr * es, b));
   return C5_OK;
 }
 

@@ -175,7 +175,8 @@ c5_status c5_routed_ar_attn_cache_create(const c5_routed_ar_attn *m, long batch,
   C5_CALL_GOTO(c5_arena_build("ConditionalRoutedAutoregressiveAttention cache", &c->halo, carve, &c->block), st, fail);
   /* the q router of a sharded forward runs on this rank alone (a window's row lies on one rank) */
   C5_CALL_GOTO(c5_dist_create_self(&c->self), st, fail);
-  C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedAutoregressiveAttention", m->cfg.dim, &c->kvx), st, fail);
+  C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedAutoregressiveAttention", m->cfg.dim,
+                                       c5_params_backend(m->p)->ops, &c->kvx), st, fail);
   *out = c;
   return C5_OK;
 fail:
@@ -340,8 +341,8 @@ static c5_status kv_pack(c5_routed_ar_attn *m, const c5_dist *d, c5_routed_ar_at
 {
   const c5_routed_ar_attn_config *cfg = &m->cfg;
   const long R = cfg->num_routed_kv, nb = c->nb, nlp = c->nlp, S = c->S;
-  C5_CALL(c5_kv_exchange_size(c->kvx, d, S, c->kslot, c->own_cap));
-  c5_kv_exchange_begin(c->kvx);
+  C5_CALL(c5_kv_exchange_size(c->kvx, d, S, c->kslot, c->own_cap, c->rows * R));
+  c5_kv_exchange_begin(c->kvx, nlp, c->offset);
   for (long s = 0; s < S; s++) {
     if (c->kvrouted) {
       long b = s / (nb * R), i = (s / R) % nb, q = s % R, r = b * nb + i;
@@ -583,7 +584,7 @@ c5_status c5_routed_ar_attn_forward(c5_routed_ar_attn *m, const c5_dist *d, cons
   }
   /* every routed kv entry to every rank */
   if (st == C5_OK) st = kv_pack(m, d, c);
-  C5_CALL(c5_kv_exchange_gather(c->kvx, d, st, c->xpad, nlp, NULL, off, C5_KVX_SCORE | C5_KVX_POS, c->rows * cfg->num_routed_kv,
+  C5_CALL(c5_kv_exchange_gather(c->kvx, d, st, c->xpad, NULL, C5_KVX_SCORE | C5_KVX_POS, c->rows * cfg->num_routed_kv,
                                 c->ksrc, c->ctx, c->kscore, NULL, c->kpos));
   C5_AGREE(d, forward_tail(m, c, out));
   return C5_OK;
@@ -663,7 +664,7 @@ c5_status c5_routed_ar_attn_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_
   /* keys: this rank's rows' gradients in gathered (rank-major) order, summed over the ranks; each owner
      gets its entries (a token feeds many rows: one fixed order) */
   c5_status st = backward_heavy(m, c, d, dout);
-  C5_CALL(c5_kv_exchange_return(c->kvx, d, st, rows * R, c->ksrc, c->dctx, c->kvrouted ? c->dks : NULL, nlp,
+  C5_CALL(c5_kv_exchange_return(c->kvx, d, st, rows * R, c->ksrc, c->dctx, c->kvrouted ? c->dks : NULL,
                                 c->dxpad));
   for (long b = 0; b < batch; b++)
     for (long mm = m0; mm < m0 + nbl; mm++) {

@@ -118,7 +118,8 @@ c5_status c5_routed_attn_cache_create(const c5_routed_attn *m, long batch, long 
   c5_status st = C5_OK;
   C5_CALL_GOTO(c5_router_cache_create(m->hb.q_router, batch, n, &c->rq), st, fail);
   C5_CALL_GOTO(c5_router_cache_create(m->hb.kv_router, batch, n, &c->rkv), st, fail);
-  C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedAttention", cfg->dim, &c->kvx), st, fail);
+  C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedAttention", cfg->dim, c5_params_backend(m->p)->ops,
+                                     &c->kvx), st, fail);
   c->qcnt = calloc((size_t)batch, sizeof *c->qcnt);
   C5_CHECK_GOTO(c->qcnt, st, fail, C5_ERR_MEM, "ConditionalRoutedAttention cache: out of memory");
   if (cfg->has_light_attn) {   /* the light branch on [left halo | shard | right halo], a window each side */
@@ -143,7 +144,8 @@ c5_status c5_routed_attn_cache_create(const c5_routed_attn *m, long batch, long 
   const long nq = blocks || kq > n ? n : kq, nk = blocks ? 2 * kkv - 1 : kkv;
   const long rows = batch * cfg->num_routed_kv;
   C5_CALL_GOTO(size_heavy(m, c, nq > 0 ? nq : 1, nk), st, fail);
-  C5_CALL_GOTO(c5_kv_exchange_reserve(c->kvx, rows, nk, rows * (nk < n ? nk : n), c5_dist_world_size()), st, fail);
+  C5_CALL_GOTO(c5_kv_exchange_reserve(c->kvx, rows, nk, rows * (nk < n ? nk : n), rows, c5_dist_world_size()), st,
+               fail);
   *out = c;
   return C5_OK;
 fail:
@@ -270,7 +272,7 @@ static c5_status heavy_prepare(c5_routed_attn *m, const c5_dist *d, const c5_lay
   /* within the create-time bounds: no allocation (beyond them, route blocks only: agreed before the kv
      exchange, docs/errors.md) */
   C5_CALL(size_heavy(m, c, nq > 0 ? nq : 1, nk));
-  C5_CALL(c5_kv_exchange_size(c->kvx, d, rows, nk, nown));
+  C5_CALL(c5_kv_exchange_size(c->kvx, d, rows, nk, nown, rows));
   c->nq = nq > 0 ? nq : 1;
   c->nk = nk;
 
@@ -291,7 +293,7 @@ static c5_status heavy_prepare(c5_routed_attn *m, const c5_dist *d, const c5_lay
                               .dst = c->qtok };
 
   /* pack this rank's kv entries, rows in order; the reference reads row b // R with routes (kv_gather_batch_bug) */
-  c5_kv_exchange_begin(c->kvx);
+  c5_kv_exchange_begin(c->kvx, n, lay->offset);
   for (long row = 0; row < rows; row++) {
     long bb = row / R, cnt = rk->routed ? rk->count[row] : n;
     long bs = cfg->kv_gather_batch_bug && rk->routed ? bb / R : bb;
@@ -338,9 +340,8 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
                             cfg->num_heavy_tokens_kv, 0, 0, c->rkv));
   st = heavy_prepare(m, d, lay, batch, x, c);
   /* every rank's entries of each kv row, in (kv row, slot) order */
-  C5_CALL(c5_kv_exchange_gather(c->kvx, d, st, x, lay->n_local, mask, lay->offset,
-                                C5_KVX_SCORE | C5_KVX_POS | C5_KVX_MASK, batch * cfg->num_routed_kv, NULL, c->ctx,
-                                c->kscore, c->kmask, c->kpos));
+  C5_CALL(c5_kv_exchange_gather(c->kvx, d, st, x, mask, C5_KVX_SCORE | C5_KVX_POS | C5_KVX_MASK,
+                                batch * cfg->num_routed_kv, NULL, c->ctx, c->kscore, c->kmask, c->kpos));
   C5_AGREE(d, heavy_local(m, batch, lay->n_local, mask, c, out));
   return C5_OK;
 }
@@ -372,7 +373,7 @@ c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed
   C5_CHECK(d, C5_ERR_ARG, "c5_routed_attn_backward: dist is NULL");
   C5_AGREE(d, backward_local(m, c, x, dout, dx));
   const c5_routed_attn_config *cfg = &m->cfg;
-  const long n = c->n, D = cfg->dim, R = cfg->num_routed_kv, batch = c->batch, rows = batch * R;
+  const long D = cfg->dim, R = cfg->num_routed_kv, batch = c->batch, rows = batch * R;
   const c5_params *p = m->p;
   const c5_routing *rq = c5_router_cache_routing(c->rq);
   if (cfg->has_light_attn) C5_CALL(c5_halo_return(&c->halo, d, c5_params_backend(p)->ops, dx));
@@ -381,7 +382,7 @@ c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed
   if (cfg->multiply_queries_by_score) C5_CALL(ops->add2d(&kc, 1, batch * c->nq, c->dqs, 0, c->dsq, 0));
   C5_CALL(ops->scatter_rows(&kc, batch * c->nq, D, c->qtok, c->dxq, NULL, NULL, 1, 1, dx));
   /* key/value gradients: back to rank-major order, summed over ranks, each owner gets its entries */
-  C5_CALL(c5_kv_exchange_return(c->kvx, d, C5_OK, rows, NULL, c->dctx, c->dks, n, dx));
+  C5_CALL(c5_kv_exchange_return(c->kvx, d, C5_OK, rows, NULL, c->dctx, c->dks, dx));
   /* routers (unrouted scores are constants: no gradient); the kv dscore entries are in routing order */
   if (rq->routed)   /* dscore in routing-entry order */
     for (long bb = 0; bb < batch; bb++)

@@ -123,7 +123,8 @@ c5_status c5_routed_cross_attn_cache_create(const c5_routed_cross_attn *m, long 
   c->qcnt = calloc((size_t)batch, sizeof *c->qcnt);
   c->ksrc = calloc((size_t)(batch * m->cfg.kv_routing_tokens), sizeof *c->ksrc);
   C5_CHECK_GOTO(c->qcnt && c->ksrc, st, fail, C5_ERR_MEM, "ConditionalRoutedCrossAttention cache: out of memory");
-  C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedCrossAttention", m->cfg.dim, &c->kvx), st, fail);
+  C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedCrossAttention", m->cfg.dim, c5_params_backend(m->p)->ops,
+                                       &c->kvx), st, fail);
   /* For the worst case of every forward (docs/design.md §4, "Memory"):
      queries per batch row: this rank holds at most min(k, n_local) of a row's k = num_tokens_q (the q
        router has no route blocks); unrouted, n_local <= n <= num_tokens_q: min(num_tokens_q, n_local).
@@ -135,7 +136,8 @@ c5_status c5_routed_cross_attn_cache_create(const c5_routed_cross_attn *m, long 
   const long kq = m->cfg.num_tokens_q, kkv = m->cfg.num_tokens_kv, S = batch * m->cfg.kv_routing_tokens;
   const long nq = kq < n ? kq : n, nk = m->cfg.route_block_size > 0 ? 2 * kkv - 1 : kkv;
   C5_CALL_GOTO(size_buffers(m, c, nq > 0 ? nq : 1, nk), st, fail);
-  C5_CALL_GOTO(c5_kv_exchange_reserve(c->kvx, S, nk, S * (nk < mctx ? nk : mctx), c5_dist_world_size()), st, fail);
+  C5_CALL_GOTO(c5_kv_exchange_reserve(c->kvx, S, nk, S * (nk < mctx ? nk : mctx), S, c5_dist_world_size()), st,
+               fail);
   *out = c;
   return C5_OK;
 fail:
@@ -223,7 +225,7 @@ static void kv_pack(const c5_routed_cross_attn *m, c5_routed_cross_attn_cache *c
   const c5_routed_cross_attn_config *cfg = &m->cfg;
   const long R = cfg->kv_routing_tokens, mc = c->m, S = c->kvx->S;
   const c5_routing *rk = c5_router_cache_routing(c->rkv);
-  c5_kv_exchange_begin(c->kvx);
+  c5_kv_exchange_begin(c->kvx, mc, ctx_lay->offset);
   for (long s = 0; s < S; s++) {
     if (rk->routed) {   /* s = kv row (b, route); the reference reads row b // R with routes (kv_gather_batch_bug) */
       long b = s / R, bs = cfg->kv_gather_batch_bug ? b / R : b;
@@ -273,7 +275,7 @@ static c5_status heavy_prepare(c5_routed_cross_attn *m, const c5_dist *d, const 
   long nown = 0;
   for (long s = 0; s < S; s++) nown += rk->routed ? rk->count[s] : mc;
   C5_CALL(size_buffers(m, c, nq, nk));
-  C5_CALL(c5_kv_exchange_size(c->kvx, d, S, nk, nown));
+  C5_CALL(c5_kv_exchange_size(c->kvx, d, S, nk, nown, batch * R));
   for (long row = 0; row < batch * R; row++) c->ksrc[row] = rk->routed ? row : row / R;
 
   /* heavy queries: this rank's routed tokens, or all its tokens (score 1); padding rows are zero and
@@ -333,7 +335,7 @@ c5_status c5_routed_cross_attn_forward(c5_routed_cross_attn *m, const c5_dist *d
   /* keys/values per route: the routed context tokens of every rank with their scores and mask, or the
      whole context (every route sees it: the same as the reference's single route over all heads) */
   const int routed_kv = c5_router_cache_routing(c->rkv)->routed;
-  C5_CALL(c5_kv_exchange_gather(c->kvx, d, st, context, ctx_lay->n_local, context_mask, ctx_lay->offset,
+  C5_CALL(c5_kv_exchange_gather(c->kvx, d, st, context, context_mask,
                                 (routed_kv ? C5_KVX_SCORE : 0) | (context_mask ? C5_KVX_MASK : 0),
                                 batch * cfg->kv_routing_tokens, c->ksrc, c->ctx, c->kscore, c->kmask, NULL));
   C5_AGREE(d, heavy_local(m, batch, lay->n_local, context_mask, c, out));
@@ -376,7 +378,7 @@ c5_status c5_routed_cross_attn_backward(c5_routed_cross_attn *m, const c5_dist *
      and over the ranks; each owner gets its entries (in its source-row order) */
   const long R = m && c ? m->cfg.kv_routing_tokens : 0, batch = c ? c->batch : 0;
   C5_CALL(c5_kv_exchange_return(c ? c->kvx : NULL, d, st, batch * R, c ? c->ksrc : NULL, c ? c->dctx : NULL,
-                                c && c->kv_scored ? c->dks : NULL, c ? c->m : 0, dcontext));
+                                c && c->kv_scored ? c->dks : NULL, dcontext));
   const c5_params *p = m->p;
   const long nq = c->nq;
   const c5_routing *rq = c5_router_cache_routing(c->rq);

@@ -17,12 +17,12 @@ c5_status c5k_copy2d_cpu(c5k_ctx *ctx, void *dst, long dpitch, const void *src, 
   return C5_OK;
 }
 
-c5_status c5k_zero2d_cpu(c5k_ctx *ctx, void *dst, long dpitch, long width, long height)
+c5_status c5k_memset2d_cpu(c5k_ctx *ctx, void *dst, long dpitch, int value, long width, long height)
 {
   (void)ctx;
   if (width <= 0) return C5_OK;
 #pragma omp parallel for schedule(static) if (width * height > C5K_MOVE_PAR)
-  for (long i = 0; i < height; i++) memset((char *)dst + i * dpitch, 0, (size_t)width);
+  for (long i = 0; i < height; i++) memset((char *)dst + i * dpitch, value, (size_t)width);
   return C5_OK;
 }
 

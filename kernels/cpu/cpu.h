@@ -60,7 +60,7 @@ c5_status c5k_local_attn_backward_cpu(c5k_ctx *, const c5k_local_attn *, const c
                                       const uint8_t *, const c5_real *, long, c5_real *, c5_real *, c5_real *);
 /* routed attention: gathers, scatters, halo (copy2d.c, gather.c) */
 c5_status c5k_copy2d_cpu(c5k_ctx *, void *, long, const void *, long, long, long);
-c5_status c5k_zero2d_cpu(c5k_ctx *, void *, long, long, long);
+c5_status c5k_memset2d_cpu(c5k_ctx *, void *, long, int, long, long);
 c5_status c5k_add2d_cpu(c5k_ctx *, long, long, const c5_real *, long, c5_real *, long);
 c5_status c5k_fill_rows_cpu(c5k_ctx *, long, long, const c5_real *, int, c5_real *, long);
 c5_status c5k_gather_rows_cpu(c5k_ctx *, long, long, const long *, const c5_real *, const c5_real *, long, c5_real *);
@@ -101,4 +101,7 @@ c5_status c5k_heavy_attn_forward_cpu(c5k_ctx *, const c5k_heavy_attn *, const c5
                                      const uint8_t *, c5_real *, c5_real *);
 c5_status c5k_heavy_attn_backward_cpu(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
                                       const c5_real *, const c5_real *, c5_real *, c5_real *);
+/* kv exchange, autoregressive attention */
+c5_status c5k_gather2d_cpu(c5k_ctx *, long, const long *, const void *, long, long, void *, long);
+c5_status c5k_mask_before_cpu(c5k_ctx *, long, long, const long *, const long *, uint8_t *);
 #endif

@@ -1,7 +1,8 @@
 /* gather.c - rows gathered by index and scattered back on the CPU: the
    routed tokens into the heavy branch, its output over null_q_token, the
    backward through the query score and the null_q_token gradient; without
-   an index, the heavy attention's queries times their score. Sums
+   an index, the heavy attention's queries times their score; and the kv
+   exchange's masks and positions (gather2d, any element type). Sums
    over a row run in k order; sums over rows run in e order (acc_rows) or
    touch distinct rows, so results do not depend on the thread count. */
 #include <string.h>
@@ -81,6 +82,20 @@ c5_status c5k_acc_rows_cpu(c5k_ctx *ctx, long n, long dim, const long *idx, cons
     const c5_real *s = src + r * dim;
     if (subtract) for (long k = 0; k < dim; k++) acc[k] -= s[k];
     else for (long k = 0; k < dim; k++) acc[k] += s[k];
+  }
+  return C5_OK;
+}
+
+c5_status c5k_gather2d_cpu(c5k_ctx *ctx, long n, const long *idx, const void *src, long spitch, long width, void *dst,
+                           long dpitch)
+{
+  (void)ctx;
+  if (width <= 0) return C5_OK;
+#pragma omp parallel for schedule(static) if (n * width > C5K_GATHER_PAR)
+  for (long e = 0; e < n; e++) {
+    char *d = (char *)dst + e * dpitch;
+    if (idx[e] < 0) memset(d, 0, (size_t)width);
+    else memcpy(d, (const char *)src + idx[e] * spitch, (size_t)width);
   }
   return C5_OK;
 }

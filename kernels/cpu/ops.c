@@ -26,7 +26,7 @@ const c5k_ops c5k_cpu_ops = {
   .local_attn_backward = c5k_local_attn_backward_cpu,
   /* routed attention: gathers, scatters, halo */
   .copy2d = c5k_copy2d_cpu,
-  .zero2d = c5k_zero2d_cpu,
+  .memset2d = c5k_memset2d_cpu,
   .add2d = c5k_add2d_cpu,
   .fill_rows = c5k_fill_rows_cpu,
   .gather_rows = c5k_gather_rows_cpu,
@@ -57,4 +57,7 @@ const c5k_ops c5k_cpu_ops = {
   .heavy_null_kv_grad = c5k_heavy_null_kv_grad_cpu,
   .heavy_attn_forward = c5k_heavy_attn_forward_cpu,
   .heavy_attn_backward = c5k_heavy_attn_backward_cpu,
+  /* kv exchange, autoregressive attention */
+  .gather2d = c5k_gather2d_cpu,
+  .mask_before = c5k_mask_before_cpu,
 };
