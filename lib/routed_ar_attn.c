@@ -47,7 +47,6 @@
             This moves b nb R k_kv entries to every rank: traffic that grows
             with n / W (docs/design.md §3), where a many-to-many exchange to the
             window owners would move each entry once. */
-#include <math.h>
 #include "c5_internal.h"
 #include "attn_local.h"
 #include "backend.h"
@@ -70,7 +69,9 @@ struct c5_routed_ar_attn_cache {
   /* light branch on [left halo | shard] */
   c5_attn_local_cache *lc;       /* for n + window tokens */
   c5_halo halo;                  /* left only: causal */
-  void *block;                   /* the arena the halo is carved from */
+  long *xplan;                   /* [3 batch + 1] x as batch rows of n dim elements (find_nonfinite) */
+  double *xwork;                 /* find_nonfinite's scratch for those rows */
+  void *block;                   /* the arena the halo and the input check are carved from */
   /* geometry of the heavy branch (setup): global n, first local token, windows, padded length, query windows */
   int geo_valid, geo_P;
   long ng, offset, nw, npad, nb;
@@ -94,6 +95,9 @@ struct c5_routed_ar_attn_cache {
   uint8_t *kvmask;               /* [b, nlp] one window's kv mask */
   long nq, nk;                   /* of the last forward */
   long *qtok;                    /* [rows, nq] position within the window */
+  long *qsrc;                    /* [rows, nq] its row of xblk (window row qr: qr W + position) */
+  long *qsel;                    /* [rows, nq] its entry of the q routing (routed) */
+  long *klim;                    /* [rows] the first key position a row's query window may not see */
   long *qdst;                    /* [rows, nq] output row (b n + local token; -1: padding) */
   c5_heavy_scatter sc;           /* the heavy output over null_q_token */
   long *qpos, *kpos;             /* rotary positions (kpos: the key's position in x') */
@@ -155,7 +159,19 @@ c5_status c5_routed_ar_attn_destroy(c5_routed_ar_attn **m)
   return C5_OK;
 }
 
-static void carve(void *obj, c5_arena *a) { c5_halo_carve(obj, a); }
+/* Rows of x the input check scans: one per batch row (n dim elements). */
+static long xcheck_chunks(const c5_routed_ar_attn_cache *c)
+{
+  return c->batch * ((c->n * c->halo.dim + C5K_CHUNK - 1) / C5K_CHUNK);
+}
+
+static void carve(void *obj, c5_arena *a)
+{
+  c5_routed_ar_attn_cache *c = obj;
+  c5_halo_carve(&c->halo, a);
+  C5_TAKE(a, c->xplan, 3 * c->batch + 1);
+  C5_TAKE(a, c->xwork, c5k_work_len_chunks(xcheck_chunks(c)));
+}
 
 c5_status c5_routed_ar_attn_cache_create(const c5_routed_ar_attn *m, long batch, long n, c5_routed_ar_attn_cache **out)
 {
@@ -172,7 +188,7 @@ c5_status c5_routed_ar_attn_cache_create(const c5_routed_ar_attn *m, long batch,
   const long w = m->light.window;
   c5_halo_init(&c->halo, batch, n, m->cfg.dim, w, 0, 0);
   C5_CALL_GOTO(c5_attn_local_cache_create(&m->light, batch, n + w, &c->lc), st, fail);
-  C5_CALL_GOTO(c5_arena_build("ConditionalRoutedAutoregressiveAttention cache", &c->halo, carve, &c->block), st, fail);
+  C5_CALL_GOTO(c5_arena_build("ConditionalRoutedAutoregressiveAttention cache", c, carve, &c->block), st, fail);
   /* the q router of a sharded forward runs on this rank alone (a window's row lies on one rank) */
   C5_CALL_GOTO(c5_dist_create_self(&c->self), st, fail);
   C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedAutoregressiveAttention", m->cfg.dim,
@@ -192,7 +208,7 @@ static void free_heavy(c5_routed_ar_attn_cache *c)
     for (long i = 0; i < c->nb; i++) c5_router_cache_destroy(&c->rkv[i]);
   void *v[] = { c->rkv, c->kv.count, c->kv.start, c->kv.idx, c->kv.score, c->qpub.count, c->qpub.start,
                 c->qpub.idx, c->qpub.score, c->xpad, c->dxpad, c->xblk, c->dxblk, c->qmask, c->kvmask, c->qtok, c->qdst,
-                c->qpos, c->kpos, c->xq, c->ctx, c->qscore, c->kscore, c->kmask, c->hout, c->dh, c->dxq, c->dctx,
+                c->qsrc, c->qsel, c->klim, c->qpos, c->kpos, c->xq, c->ctx, c->qscore, c->kscore, c->kmask, c->hout, c->dh, c->dxq, c->dctx,
                 c->dks, c->dqs, c->dsq, c->dqr, c->dsc, c->ksrc };
   for (size_t i = 0; i < sizeof v / sizeof *v; i++) free(v[i]);
   c->rkv = NULL;
@@ -201,7 +217,7 @@ static void free_heavy(c5_routed_ar_attn_cache *c)
   c->xpad = c->dxpad = c->xblk = c->dxblk = c->xq = c->ctx = c->qscore = c->kscore = c->hout = c->dh = NULL;
   c->dxq = c->dctx = c->dks = c->dqs = c->dsq = c->dqr = c->dsc = NULL;
   c->qmask = c->kvmask = c->kmask = NULL;
-  c->qtok = c->qdst = c->qpos = c->kpos = c->ksrc = NULL;
+  c->qtok = c->qdst = c->qsrc = c->qsel = c->klim = c->qpos = c->kpos = c->ksrc = NULL;
   c->geo_valid = 0;
 }
 
@@ -268,7 +284,7 @@ static c5_status setup(const c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, c
   C5_NEW(c->qpub.count, pub, ok); C5_NEW(c->qpub.start, pub, ok); C5_NEW(c->qpub.idx, pub * nq, ok); C5_NEW(c->qpub.score, pub * nq, ok);
   C5_NEW(c->xpad, batch * nlp * D, ok); C5_NEW(c->dxpad, batch * nlp * D, ok); C5_NEW(c->kvmask, batch * nlp, ok);
   C5_NEW(c->xblk, rq * W * D, ok); C5_NEW(c->dxblk, rq * W * D, ok); C5_NEW(c->qmask, rq * W, ok); C5_NEW(c->dqr, rq * nq, ok);
-  C5_NEW(c->qtok, q, ok); C5_NEW(c->qdst, q, ok); C5_NEW(c->qpos, q, ok); C5_NEW(c->xq, q * D, ok); C5_NEW(c->qscore, q, ok); C5_NEW(c->hout, q * D, ok); C5_NEW(c->dh, q * D, ok);
+  C5_NEW(c->qtok, q, ok); C5_NEW(c->qsrc, q, ok); C5_NEW(c->qsel, q, ok); C5_NEW(c->klim, rows, ok); C5_NEW(c->qdst, q, ok); C5_NEW(c->qpos, q, ok); C5_NEW(c->xq, q * D, ok); C5_NEW(c->qscore, q, ok); C5_NEW(c->hout, q * D, ok); C5_NEW(c->dh, q * D, ok);
   C5_NEW(c->dxq, q * D, ok); C5_NEW(c->dqs, q, ok); C5_NEW(c->dsq, q, ok);
   C5_NEW(c->kpos, k, ok); C5_NEW(c->ctx, k * D, ok); C5_NEW(c->kscore, k, ok); C5_NEW(c->kmask, k, ok); C5_NEW(c->dctx, k * D, ok); C5_NEW(c->dks, k, ok);
   C5_NEW(c->dsc, batch * R * nk, ok); C5_NEW(c->ksrc, rows * R, ok);
@@ -380,17 +396,15 @@ static c5_status forward_check(c5_routed_ar_attn *m, const c5_dist *d, const c5_
     C5_CHECK(lay->offset % u == 0 && (end == lay->n || end % u == 0) && end <= lay->n, C5_ERR_ARG,
              "%s: this rank's tokens [%ld, %ld) of %ld are not whole units of %ld", who, lay->offset, end, lay->n, u);
   }
-  const long N = batch * n * D;
-  int fin = 1;
-#pragma omp parallel for reduction(&& : fin) schedule(static) if (N > 65536)
-  for (long i = 0; i < N; i++) fin = fin && isfinite(x[i]);
-  if (!fin) {
-    long i = 0;
-    while (isfinite(x[i])) i++;
-    long b = i / (n * D), t = (i / D) % n, k = i % D;
+  c5k_rows rx;
+  c5k_rows_dense(batch, n * D, c->xplan, &rx);
+  c5k_ctx kc = { .work = c->xwork, .work_len = c5k_work_len(&rx) };
+  long b, col;
+  double bad;
+  C5_CALL(c5_params_backend(m->p)->ops->find_nonfinite(&kc, &rx, x, &b, &col, &bad));
+  if (b >= 0)
     return C5_ERR(C5_ERR_ARG, "%s: input x[%ld, %ld, %ld] is %g (batch row, token of %ld, feature)", who, b,
-                  lay->offset + t, k, (double)x[i], lay->n);
-  }
+                  lay->offset + col / D, col % D, bad, lay->n);
   c->rank = c5_dist_rank(d);
   c->size = P;
   return C5_OK;
@@ -416,20 +430,22 @@ static c5_status forward_middle(c5_routed_ar_attn *m, const c5_dist *d, const c5
   const long batch = c->batch, n = c->n, D = cfg->dim, W = m->W;
   const long nlp = c->nlp, rows_q = c->rows_q, nbl = c->nbl, nbq = c->nbq, m0 = c->m0, wq0 = c->wq0;
   const long off = c->offset, ng = c->ng;
-  /* this rank's part of x' (the pad stays zero from the allocation) and the q router's windows */
-  for (long b = 0; b < batch; b++)
-    memcpy(c->xpad + b * nlp * D, x + b * n * D, (size_t)(n * D) * sizeof *x);
+  /* this rank's part of x' (the pad stays zero from the allocation) and the q router's windows: per batch
+     row, the windows held here are consecutive rows of both */
+  const c5k_ops *ops = c5_params_backend(p)->ops;
+  c5k_ctx kc = { 0 };
+  const long es = (long)sizeof *x;
+  C5_CALL(ops->copy2d(&kc, c->xpad, nlp * D * es, x, n * D * es, n * D * es, batch));
   if (rows_q == 0) return C5_OK;
-  if (nbq != nbl) memset(c->xblk, 0, (size_t)(rows_q * W * D) * sizeof *c->xblk);
-  for (long b = 0; b < batch; b++)
-    for (long mm = m0; mm < m0 + nbl; mm++)
-      memcpy(c->xblk + (b * nbq + mm - wq0) * W * D, c->xpad + (b * nlp + mm * W - off) * D,
-             (size_t)(W * D) * sizeof *x);
-  for (long r = 0; r < rows_q; r++) {
-    long mm = wq0 + r % nbq;
-    int held = mm >= m0 && mm < m0 + nbl;
-    for (long j = 0; j < W; j++) c->qmask[r * W + j] = held && mm * W + j < ng;
-  }
+  if (nbq != nbl) C5_CALL(ops->fill_zero(&kc, c->xblk, rows_q * W * D * es));
+  uint8_t *held = c->qmask + (m0 - wq0) * W;   /* [batch] blocks of nbl windows, nbq W apart */
+  C5_CALL(ops->copy2d(&kc, c->xblk + (m0 - wq0) * W * D, nbq * W * D * es, c->xpad + (m0 * W - off) * D, nlp * D * es,
+                      nbl * W * D * es, batch));
+  /* the q router's mask: the windows held here, but not the padding (the last window's tokens >= ng) */
+  if (nbq != nbl) C5_CALL(ops->memset2d(&kc, c->qmask, rows_q * W, 0, rows_q * W, 1));
+  C5_CALL(ops->memset2d(&kc, held, nbq * W, 1, nbl * W, batch));
+  const long end = (m0 + nbl) * W;
+  if (nbl > 0 && end > ng) C5_CALL(ops->memset2d(&kc, held + ng - m0 * W, nbq * W, 0, end - ng, batch));
   const c5_dist *dq = d;
   if (P > 1) dq = c->self;
   c5_layout lq = { .n = W, .unit = W, .offset = 0, .n_local = W };
@@ -452,6 +468,8 @@ static c5_status kv_collect(c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, lo
   const long R = m->cfg.num_routed_kv, kkv = m->cfg.num_heavy_tokens_kv, nb = c->nb;
   c5_routing *kv = &c->kv;
   const c5_routing *ri = c5_router_cache_routing(c->rkv[i]);
+  const c5k_ops *ops = c5_params_backend(m->p)->ops;
+  c5k_ctx kc = { 0 };
   C5_CHECK(ri->routed == kv->routed && (!ri->routed || ri->k == kkv), C5_ERR_INTERNAL,
            "%s: kv router of window %ld: routed %d, k %ld (expected %d, %ld)", who, i + 1, ri->routed, ri->k,
            kv->routed, kkv);
@@ -463,8 +481,10 @@ static c5_status kv_collect(c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, lo
       if (!kv->routed) continue;
       C5_CHECK(ri->count[src] <= kkv && (c->size > 1 || ri->count[src] == kkv), C5_ERR_INTERNAL,
                "%s: kv router row %ld selected %ld of %ld", who, src, ri->count[src], kkv);
+      /* the indices are bookkeeping lib/ reads (kv_pack); the scores move by the backend's op */
       memcpy(kv->idx + row * kkv, ri->idx + ri->start[src], (size_t)ri->count[src] * sizeof *kv->idx);
-      memcpy(kv->score + row * kkv, ri->score + ri->start[src], (size_t)ri->count[src] * sizeof *kv->score);
+      C5_CALL(ops->copy2d(&kc, kv->score + row * kkv, 0, ri->score + ri->start[src], 0,
+                          ri->count[src] * (long)sizeof *kv->score, 1));
     }
   return C5_OK;
 }
@@ -479,6 +499,8 @@ static c5_status forward_tail(c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, 
   const long off = c->offset, ng = c->ng, kq = cfg->num_heavy_tokens_q;
   const c5_params *p = m->p;
   const c5_routing *rq = c->rows_q > 0 ? c5_router_cache_routing(c->rq) : NULL;
+  const c5k_ops *ops = c5_params_backend(p)->ops;
+  c5k_ctx kc = { 0 };
 
   /* the public q routing (sharded): every (batch, window) row, this rank's windows filled */
   if (c->size > 1) {
@@ -495,7 +517,7 @@ static c5_status forward_tail(c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, 
           long qr = b * nbq + mm - wq0;
           cnt = rq->count[qr];
           memcpy(qp->idx + at, rq->idx + rq->start[qr], (size_t)cnt * sizeof *qp->idx);
-          memcpy(qp->score + at, rq->score + rq->start[qr], (size_t)cnt * sizeof *qp->score);
+          C5_CALL(ops->copy2d(&kc, qp->score + at, 0, rq->score + rq->start[qr], 0, cnt * (long)sizeof *qp->score, 1));
         }
         qp->count[row] = cnt;
         at += cnt;
@@ -505,7 +527,7 @@ static c5_status forward_tail(c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, 
 
   /* heavy queries: the routed positions of each window held here, or all W (score 1) */
   const long nq = c->nq = c->qrouted ? kq : W;
-#pragma omp parallel for schedule(static)
+  static const c5_real one = 1;
   for (long r = 0; r < rows; r++) {
     long b = r / nbl, mm = m0 + r % nbl, qr = b * nbq + mm - wq0;
     for (long j = 0; j < nq; j++) {
@@ -513,21 +535,23 @@ static c5_status forward_tail(c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, 
       long t = c->qrouted ? rq->idx[rq->start[qr] + j] : j;
       c->qtok[e] = t;
       c->qpos[e] = mm * W + t;
-      c->qscore[e] = c->qrouted ? rq->score[rq->start[qr] + j] : 1;
-      memcpy(c->xq + e * D, c->xblk + (qr * W + t) * D, (size_t)D * sizeof *c->xq);
+      c->qsrc[e] = qr * W + t;
+      c->qsel[e] = c->qrouted ? rq->start[qr] + j : -1;
     }
   }
+  C5_CALL(ops->gather_rows(&kc, rows * nq, D, c->qsrc, NULL, c->xblk, D, c->xq));
+  if (c->qrouted) C5_CALL(ops->gather_rows(&kc, rows * nq, 1, c->qsel, NULL, rq->score, 1, c->qscore));
+  else C5_CALL(ops->fill_rows(&kc, rows * nq, 1, &one, 0, c->qscore, 1));
   /* heavy keys per route (gathered: the entries of the row's source row; routed: the row itself,
      unrouted: the batch row's whole padded sequence), masked beyond the window the reference reads the
      mask of */
   const long nk = c->nk = c->kslot;
-#pragma omp parallel for schedule(static)
   for (long r = 0; r < rows; r++) {
     long b = r / nbl, mm = m0 + r % nbl, rg = b * nb + mm - 1;
     long src = cfg->kv_gather_batch_bug && c->kvrouted ? rg / R : rg;   /* see the config's comment */
-    long ms = src % nb + 1;
-    for (long e = r * R * nk; e < (r + 1) * R * nk; e++) c->kmask[e] = c->kpos[e] < ms * W;
+    c->klim[r] = (src % nb + 1) * W;
   }
+  C5_CALL(ops->mask_before(&kc, rows, R * nk, c->kpos, c->klim, c->kmask));
   C5_CALL(c5_attn_heavy_forward(&m->hb.attn, p, rows, nq, nk, c->xq, c->ctx, c->kmask, c->kscore,
                                 cfg->multiply_queries_by_score ? c->qscore : NULL, cfg->rotary_emb ? c->qpos : NULL,
                                 cfg->rotary_emb ? c->kpos : NULL, c->hc, c->hout));
@@ -574,9 +598,14 @@ c5_status c5_routed_ar_attn_forward(c5_routed_ar_attn *m, const c5_dist *d, cons
   kv->routed = c->kvrouted;
   kv->k = kv->routed ? kkv : 0;
   st = C5_OK;
+  const c5k_ops *ops = c5_params_backend(m->p)->ops;
+  c5k_ctx kc = { 0 };
   for (long i = 0; i < nb; i++) {
-    for (long b = 0; b < batch; b++)
-      for (long t = 0; t < nlp; t++) c->kvmask[b * nlp + t] = off + t < (i + 1) * W;
+    /* this rank's tokens before window i + 1: the first lim of each batch row */
+    long lim = (i + 1) * W - off;
+    lim = lim < 0 ? 0 : lim > nlp ? nlp : lim;
+    C5_CALL(ops->memset2d(&kc, c->kvmask, nlp, 1, lim, batch));
+    C5_CALL(ops->memset2d(&kc, c->kvmask + lim, nlp, 0, nlp - lim, batch));
     uint64_t seed = cfg->random_seed ^ (0x632be59bd9b4e019ull * (uint64_t)(i + 1));
     C5_CALL(c5_router_forward(m->hb.kv_router, d, &lk, c5_params_value(m->p, m->hb.rt_kv), batch, c->xpad, c->kvmask,
                               kkv, cfg->random_route, seed, c->rkv[i]));
@@ -610,10 +639,10 @@ static c5_status backward_heavy(c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c
   const c5_routed_ar_attn_config *cfg = &m->cfg;
   const long D = cfg->dim, W = m->W, batch = c->batch;
   const c5_params *p = m->p;
-  const long nlp = c->nlp, rows = c->rows, nbl = c->nbl, nbq = c->nbq, m0 = c->m0, wq0 = c->wq0;
-  const long nq = c->nq;
+  const long nlp = c->nlp, rows = c->rows, nq = c->nq, es = (long)sizeof(c5_real);
   const c5_dist *dq = c->size > 1 ? c->self : d;
-  const c5_routing *rq = c->rq ? c5_router_cache_routing(c->rq) : NULL;
+  const c5k_ops *ops = c5_params_backend(p)->ops;
+  c5k_ctx kc = { 0 };
 
   if (rows > 0) {
     /* null_q_token: every token of windows 1.. (below n) not replaced by a routed query; through the query
@@ -621,28 +650,22 @@ static c5_status backward_heavy(c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c
     C5_CALL(c5_heavy_scatter_backward(&c->sc, p, dout, c->hout, c->qscore, c->dh, c->dsq));
     C5_CALL(c5_attn_heavy_backward(&m->hb.attn, p, c->hc, c->dh, c->dxq, c->dctx, c->dks,
                                    cfg->multiply_queries_by_score ? c->dqs : NULL));
-    if (cfg->multiply_queries_by_score)
-      for (long e = 0; e < rows * nq; e++) c->dsq[e] += c->dqs[e];
+    if (cfg->multiply_queries_by_score) C5_CALL(ops->add2d(&kc, 1, rows * nq, c->dqs, 0, c->dsq, 0));
   }
 
-  /* queries back into their windows (distinct positions per row), then the q router */
+  /* queries back into their windows (distinct rows of xblk), their dscore into the router's entry order,
+     then the q router */
   if (c->rows_q > 0) {
-    memset(c->dxblk, 0, (size_t)(c->rows_q * W * D) * sizeof *c->dxblk);
-    if (c->qrouted) memset(c->dqr, 0, (size_t)(c->rows_q * nq) * sizeof *c->dqr);
-#pragma omp parallel for schedule(static)
-    for (long r = 0; r < rows; r++) {
-      long qr = (r / nbl) * nbq + m0 + r % nbl - wq0;
-      for (long j = 0; j < nq; j++) {
-        long e = r * nq + j;
-        c5_real *dst = c->dxblk + (qr * W + c->qtok[e]) * D;
-        for (long k = 0; k < D; k++) dst[k] += c->dxq[e * D + k];
-        if (c->qrouted) c->dqr[rq->start[qr] + j] = c->dsq[e];   /* dscore in the router's entry order */
-      }
+    C5_CALL(ops->fill_zero(&kc, c->dxblk, c->rows_q * W * D * es));
+    C5_CALL(ops->scatter_rows(&kc, rows * nq, D, c->qsrc, c->dxq, NULL, NULL, 1, 1, c->dxblk));
+    if (c->qrouted) {
+      C5_CALL(ops->fill_zero(&kc, c->dqr, c->rows_q * nq * es));
+      C5_CALL(ops->scatter_rows(&kc, rows * nq, 1, c->qsel, c->dsq, NULL, NULL, 0, 1, c->dqr));
     }
     C5_CALL(c5_router_backward(m->hb.q_router, dq, c->rq, c5_params_value(p, m->hb.rt_q), c->xblk, c->dqr, c->dxblk,
                                c5_params_grad(p, m->hb.rt_q)));
   }
-  memset(c->dxpad, 0, (size_t)(batch * nlp * D) * sizeof *c->dxpad);
+  C5_CALL(ops->fill_zero(&kc, c->dxpad, batch * nlp * D * es));
   return C5_OK;
 }
 
@@ -666,12 +689,12 @@ c5_status c5_routed_ar_attn_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_
   c5_status st = backward_heavy(m, c, d, dout);
   C5_CALL(c5_kv_exchange_return(c->kvx, d, st, rows * R, c->ksrc, c->dctx, c->kvrouted ? c->dks : NULL,
                                 c->dxpad));
-  for (long b = 0; b < batch; b++)
-    for (long mm = m0; mm < m0 + nbl; mm++) {
-      c5_real *dst = c->dxpad + (b * nlp + mm * W - off) * D;
-      const c5_real *src = c->dxblk + (b * nbq + mm - wq0) * W * D;
-      for (long i = 0; i < W * D; i++) dst[i] += src[i];
-    }
+  /* the query windows' gradients into x': per batch row, the windows held here are consecutive in both */
+  const c5k_ops *ops = c5_params_backend(p)->ops;
+  c5k_ctx kc = { 0 };
+  if (nbl > 0)
+    C5_CALL(ops->add2d(&kc, batch, nbl * W * D, c->dxblk + (m0 - wq0) * W * D, nbq * W * D,
+                       c->dxpad + (m0 * W - off) * D, nlp * D));
   /* kv routers, window by window, dscore in each router's own entry order */
   const c5_kv_exchange *kvx = c->kvx;
   if (kv->routed)
@@ -680,13 +703,13 @@ c5_status c5_routed_ar_attn_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_
       for (long b = 0; b < batch; b++)
         for (long q = 0; q < R; q++) {
           long s = (b * nb + i) * R + q, src = b * R + q;
-          for (long j = 0; j < ri->count[src]; j++) c->dsc[ri->start[src] + j] = kvx->downs[kvx->own_at[s] + j];
+          C5_CALL(ops->copy2d(&kc, c->dsc + ri->start[src], 0, kvx->downs + kvx->own_at[s], 0,
+                              ri->count[src] * (long)sizeof *c->dsc, 1));
         }
       C5_CALL(c5_router_backward_acc(m->hb.kv_router, d, c->rkv[i], c5_params_value(p, m->hb.rt_kv), c->xpad,
                                      c->dsc, c->dxpad, c5_params_acc(p, m->hb.rt_kv)));
     }
   C5_CALL(c5_params_flush(p, &m->hb.rt_kv, 1));   /* the windows' parts, summed in double, added once */
-  for (long b = 0; b < batch; b++)
-    for (long i = 0; i < n * D; i++) dx[b * n * D + i] += c->dxpad[b * nlp * D + i];
+  C5_CALL(ops->add2d(&kc, batch, n * D, c->dxpad, nlp * D, dx, n * D));
   return C5_OK;
 }
