@@ -131,7 +131,7 @@ c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long
   c->batch = batch;
   c->n = n;
   c->has_mask = mask != NULL;
-  if (mask) memcpy(c->mask, mask, (size_t)rows);
+  if (mask) C5_CALL(ops->copy2d(&ctx, c->mask, rows, mask, rows, rows, 1));
   C5_CALL(ops->layernorm_forward(&ctx, x, c5_params_value(p, a->norm_w), c5_params_value(p, a->norm_b), rows,
                                  (int)d, LN_EPS, c->xn, c->mean, c->rstd));
   C5_CALL(ops->gemm(&ctx, 0, 1, rows, 3 * hd, d, 1.0, c->xn, d, c5_params_value(p, a->to_qkv), d, 0.0,

@@ -1,6 +1,8 @@
 /* heavy_branch.c - registration of the routed attentions' heavy-branch
-   parameters and creation of their two routers (see heavy_branch.h). */
+   parameters and creation of their two routers, and their queries' scores
+   (see heavy_branch.h). */
 #include "heavy_branch.h"
+#include "backend.h"
 
 c5_status c5_heavy_branch_init(c5_heavy_branch *h, c5_params *p, const char *prefix, int dim, int heads, int dim_head,
                                int routes, int multiply_keys_by_score, int use_null_q_tokens,
@@ -31,5 +33,29 @@ c5_status c5_heavy_branch_fini(c5_heavy_branch *h)
   if (!h) return C5_OK;
   c5_router_destroy(&h->q_router);
   c5_router_destroy(&h->kv_router);
+  return C5_OK;
+}
+
+c5_status c5_heavy_query_scores(const c5k_ops *ops, long batch, long nq, const long *qcnt, const c5_routing *rq,
+                                c5_real *qscore)
+{
+  static const c5_real one = 1;
+  const long es = (long)sizeof *qscore;
+  c5k_ctx kc = { 0 };
+  C5_CALL(ops->fill_zero(&kc, qscore, batch * nq * es));
+  for (long b = 0; b < batch; b++) {
+    if (rq->routed) C5_CALL(ops->copy2d(&kc, qscore + b * nq, 0, rq->score + rq->start[b], 0, qcnt[b] * es, 1));
+    else C5_CALL(ops->fill_rows(&kc, qcnt[b], 1, &one, 0, qscore + b * nq, 1));
+  }
+  return C5_OK;
+}
+
+c5_status c5_heavy_query_dscores(const c5k_ops *ops, long batch, long nq, const long *qcnt, const c5_routing *rq,
+                                 const c5_real *dsq, c5_real *dscore)
+{
+  c5k_ctx kc = { 0 };
+  if (!rq->routed) return C5_OK;
+  for (long b = 0; b < batch; b++)
+    C5_CALL(ops->copy2d(&kc, dscore + rq->start[b], 0, dsq + b * nq, 0, qcnt[b] * (long)sizeof *dsq, 1));
   return C5_OK;
 }

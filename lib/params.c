@@ -123,6 +123,8 @@ c5_status c5_params_find(const c5_params *p, const char *name, long *index)
 
 void c5_params_zero_grad(c5_params *p)
 {
-  if (p->grad) memset(p->grad, 0, (size_t)p->total * sizeof *p->grad);
-  if (p->acc) memset(p->acc, 0, (size_t)p->total * sizeof *p->acc);   /* a failed backward's parts */
+  /* the fill cannot fail on the CPU, the one backend parameters live on so far */
+  c5k_ctx kc = { 0 };
+  if (p->grad) (void)p->be->ops->fill_zero(&kc, p->grad, p->total * (long)sizeof *p->grad);
+  if (p->acc) (void)p->be->ops->fill_zero(&kc, p->acc, p->total * (long)sizeof *p->acc);   /* a failed backward's parts */
 }

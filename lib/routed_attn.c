@@ -247,7 +247,10 @@ static c5_status forward_head(c5_routed_attn *m, const c5_layout *lay, long batc
            "(light_window_size / 2) when the sequence is sharded", lay->unit, cfg->light_window_size / 2);
   if (cfg->has_light_attn)
     C5_CALL(c5_halo_prepare(&c->halo, c5_params_backend(m->p)->ops, lay, c->rank, c->size, x, mask));
-  else memset(out, 0, (size_t)(batch * n * D) * sizeof *out);
+  else {
+    c5k_ctx kc = { 0 };
+    C5_CALL(c5_params_backend(m->p)->ops->fill_zero(&kc, out, batch * n * D * (long)sizeof *out));
+  }
   return C5_OK;
 }
 
@@ -283,10 +286,11 @@ static c5_status heavy_prepare(c5_routed_attn *m, const c5_dist *d, const c5_lay
       long t = i < c->qcnt[bb] ? (rq->routed ? rq->idx[rq->start[bb] + i] - lay->offset : i) : -1;
       c->qtok[e] = t >= 0 ? bb * n + t : -1;
       c->qpos[e] = t >= 0 ? lay->offset + t : 0;
-      c->qscore[e] = t < 0 ? 0 : rq->routed ? rq->score[rq->start[bb] + i] : 1;
     }
+  const c5k_ops *ops = c5_params_backend(m->p)->ops;
   c5k_ctx kc = { 0 };
-  C5_CALL(c5_params_backend(m->p)->ops->gather_rows(&kc, batch * c->nq, D, c->qtok, NULL, x, D, c->xq));
+  C5_CALL(c5_heavy_query_scores(ops, batch, c->nq, c->qcnt, rq, c->qscore));
+  C5_CALL(ops->gather_rows(&kc, batch * c->nq, D, c->qtok, NULL, x, D, c->xq));
   /* the routed queries replace null_q_token (or 0); unrouted, every token is a query */
   c->sc = (c5_heavy_scatter){ .batch = batch, .n = n, .dim = D, .t1 = 0, .null_q = m->hb.null_q,
                               .fill = rq->routed && m->hb.null_q >= 0, .accumulate = 1, .nq = batch * c->nq,
@@ -357,8 +361,9 @@ static c5_status backward_local(c5_routed_attn *m, c5_routed_attn_cache *c, cons
   const long n = c->n, D = cfg->dim, batch = c->batch;
   const c5_params *p = m->p;
 
+  c5k_ctx kc = { 0 };
   if (cfg->has_light_attn) C5_CALL(light_backward_local(m, c, dout, dx));
-  else memset(dx, 0, (size_t)(batch * n * D) * sizeof *dx);
+  else C5_CALL(c5_params_backend(p)->ops->fill_zero(&kc, dx, batch * n * D * (long)sizeof *dx));
 
   /* null_q_token (this rank's share) and through the query score: out = hout * s */
   C5_CALL(c5_heavy_scatter_backward(&c->sc, p, dout, c->hout, c->qscore, c->dh, c->dsq));
@@ -384,9 +389,7 @@ c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed
   /* key/value gradients: back to rank-major order, summed over ranks, each owner gets its entries */
   C5_CALL(c5_kv_exchange_return(c->kvx, d, C5_OK, rows, NULL, c->dctx, c->dks, dx));
   /* routers (unrouted scores are constants: no gradient); the kv dscore entries are in routing order */
-  if (rq->routed)   /* dscore in routing-entry order */
-    for (long bb = 0; bb < batch; bb++)
-      for (long i = 0; i < c->qcnt[bb]; i++) c->dqs[rq->start[bb] + i] = c->dsq[bb * c->nq + i];
+  C5_CALL(c5_heavy_query_dscores(ops, batch, c->nq, c->qcnt, rq, c->dsq, c->dqs));   /* routing-entry order */
   C5_CALL(c5_router_backward(m->hb.q_router, d, c->rq, c5_params_value(p, m->hb.rt_q), x, c->dqs, dx,
                              c5_params_grad(p, m->hb.rt_q)));
   C5_CALL(c5_router_backward(m->hb.kv_router, d, c->rkv, c5_params_value(p, m->hb.rt_kv), x, c->kvx->downs, dx,

@@ -285,10 +285,11 @@ static c5_status heavy_prepare(c5_routed_cross_attn *m, const c5_dist *d, const 
       long e = b * nq + i;
       long t = i < c->qcnt[b] ? (rq->routed ? rq->idx[rq->start[b] + i] - lay->offset : i) : -1;
       c->qtok[e] = t >= 0 ? b * n + t : -1;
-      c->qscore[e] = t < 0 ? 0 : rq->routed ? rq->score[rq->start[b] + i] : 1;
     }
+  const c5k_ops *ops = c5_params_backend(m->p)->ops;
   c5k_ctx kc = { 0 };
-  C5_CALL(c5_params_backend(m->p)->ops->gather_rows(&kc, batch * nq, D, c->qtok, NULL, x, D, c->xq));
+  C5_CALL(c5_heavy_query_scores(ops, batch, nq, c->qcnt, rq, c->qscore));
+  C5_CALL(ops->gather_rows(&kc, batch * nq, D, c->qtok, NULL, x, D, c->xq));
   /* routed queries replace null_q_token (or 0); unrouted, every token is a query (nq = n, score 1): the
      heavy output is the output */
   c->sc = (c5_heavy_scatter){ .batch = batch, .n = n, .dim = D, .t1 = 0, .null_q = m->hb.null_q,
@@ -356,15 +357,16 @@ static c5_status backward_local(c5_routed_cross_attn *m, const c5_dist *d, c5_ro
   const long n = c->n, mc = c->m, D = m->cfg.dim, batch = c->batch, nq = c->nq;
   const c5_params *p = m->p;
 
-  memset(dx, 0, (size_t)(batch * n * D) * sizeof *dx);
-  memset(dcontext, 0, (size_t)(batch * mc * D) * sizeof *dcontext);
+  const c5k_ops *ops = c5_params_backend(p)->ops;
+  c5k_ctx kc = { 0 };
+  C5_CALL(ops->fill_zero(&kc, dx, batch * n * D * (long)sizeof *dx));
+  C5_CALL(ops->fill_zero(&kc, dcontext, batch * mc * D * (long)sizeof *dcontext));
 
   /* null_q_token: every token (this rank's) not overwritten by a routed query; through the query score:
      out = hout * s (unrouted: s is the constant 1; padding rows: no gradient) */
   C5_CALL(c5_heavy_scatter_backward(&c->sc, p, dout, c->hout, c->qscore, c->dh, c->dsq));
   C5_CALL(c5_attn_heavy_backward(&m->hb.attn, p, c->hc, c->dh, c->dxq, c->dctx, c->kv_scored ? c->dks : NULL, NULL));
-  c5k_ctx kc = { 0 };
-  C5_CALL(c5_params_backend(p)->ops->scatter_rows(&kc, batch * nq, D, c->qtok, c->dxq, NULL, NULL, 1, 1, dx));
+  C5_CALL(ops->scatter_rows(&kc, batch * nq, D, c->qtok, c->dxq, NULL, NULL, 1, 1, dx));
   return C5_OK;
 }
 
@@ -384,9 +386,7 @@ c5_status c5_routed_cross_attn_backward(c5_routed_cross_attn *m, const c5_dist *
   const c5_routing *rq = c5_router_cache_routing(c->rq);
   /* routers (unrouted scores are constants: no gradient); dscore in each router's entry order (the kv
      router's: this rank's entries, rows in order = downs) */
-  if (rq->routed)
-    for (long b = 0; b < batch; b++)
-      for (long i = 0; i < c->qcnt[b]; i++) c->dqr[rq->start[b] + i] = c->dsq[b * nq + i];
+  C5_CALL(c5_heavy_query_dscores(c5_params_backend(p)->ops, batch, nq, c->qcnt, rq, c->dsq, c->dqr));
   C5_CALL(c5_router_backward(m->hb.q_router, d, c->rq, c5_params_value(p, m->hb.rt_q), x, c->dqr, dx,
                              c5_params_grad(p, m->hb.rt_q)));
   C5_CALL(c5_router_backward(m->hb.kv_router, d, c->rkv, c5_params_value(p, m->hb.rt_kv), context, c->kvx->downs,
