@@ -1,20 +1,19 @@
 /* c5_internal.h - private to libcolt5: error macros, allocation, the dist
-   internals other lib/ files may use. Not installed. */
+   internals other lib/ files may use. Not installed. Free of MPI: the
+   MPI-typed internals are dist_mpi.h's, for the files that speak MPI. */
 #ifndef C5_INTERNAL_H
 #define C5_INTERNAL_H
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "colt5_mpi.h"
+#include "colt5.h"
 
 /* Start a new error: records the message and the first trace frame. */
 c5_status c5_err_raise(c5_status st, const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 /* Add one "at file:line" frame to the current error and pass its code on. */
 c5_status c5_err_trace(c5_status st, const char *file, int line);
-/* MPI error code -> C5_ERR_MPI with MPI's own text and the failing call. */
-c5_status c5_err_mpi(int code, const char *call, const char *file, int line);
 /* The error record's capacity (message and trace); c5_dist_agree sends it whole. */
 #define C5_ERR_TEXT_LEN 4096
 /* Replace the record by text that every rank of a communicator now holds
@@ -46,8 +45,6 @@ void c5_err_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
    every rank of d goes on, or every rank returns the first failing rank's error. */
 #define C5_AGREE(d, st) C5_CALL(c5_dist_agree((d), (st)))
 
-#define C5_MPI(call) do { int e_ = (call); \
-    if (e_ != MPI_SUCCESS) return c5_err_mpi(e_, #call, __FILE__, __LINE__); } while (0)
 
 /* Zeroed allocation of n elements of *p's type; names what failed. */
 #define C5_CALLOC(p, n) do { size_t n_ = (size_t)(n); (p) = calloc(n_ ? n_ : 1, sizeof *(p)); \
@@ -81,9 +78,8 @@ c5_status c5_router_backward_acc(const c5_router *r, const c5_dist *d, c5_router
                                  const c5_real *routing_token, const c5_real *x,
                                  const c5_real *dscore, c5_real *dx, double *dacc);
 
-/* dist internals: the MPI communicator (for parallel HDF5 in the io layer)
-   and collectives used inside the library. Every MPI call lives in dist*.c. */
-MPI_Comm c5_dist_comm(const c5_dist *d);
+/* dist internals: collectives used inside the library, in the library's own types (the communicator
+   itself: dist_mpi.h). Every MPI call lives in dist.c. */
 c5_status c5_dist_allreduce_sum_double(const c5_dist *d, double *buf, long count);
 c5_status c5_dist_allreduce_sum_long(const c5_dist *d, long *buf, long count);
 /* Per row {max, sum of exp(x - max)} merged across ranks (user MPI_Op):

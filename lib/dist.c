@@ -4,7 +4,7 @@
 #include <limits.h>
 #include <math.h>
 #include <string.h>
-#include "c5_internal.h"
+#include "dist_mpi.h"
 
 struct c5_dist {
   MPI_Comm comm;

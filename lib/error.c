@@ -3,7 +3,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include "c5_internal.h"
+#include "dist_mpi.h"
 
 static _Thread_local char errbuf[C5_ERR_TEXT_LEN];
 static _Thread_local size_t errlen;

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
-#include "c5_internal.h"
+#include "dist_mpi.h"
 #include "colt5_io.h"
 
 /* Append HDF5's innermost error description to a message. */
