@@ -115,8 +115,9 @@ c5_status c5_dist_halo_return(const c5_dist *d, c5_elem type, const c5_halo_msg 
 /* Variable-count all-gather (counts, displs per rank, in elements of type). */
 c5_status c5_dist_allgatherv(const c5_dist *d, const void *send, long scount, void *recv, const int *counts,
                              const int *displs, c5_elem type);
-/* Sum send [sum of counts] over ranks; rank p receives its counts[p] block. */
-c5_status c5_dist_reduce_scatter_real(const c5_dist *d, const c5_real *send, c5_real *recv, const int *counts);
+/* Sum send [sum of counts] over ranks; rank p receives its counts[p] block (counts in elements of type:
+   F64, F32 or LONG, the types that are summed). */
+c5_status c5_dist_reduce_scatter(const c5_dist *d, const void *send, void *recv, const int *counts, c5_elem type);
 /* c5_dist_agree and, in the same allreduce, global arguments that must be
    the same on every rank: when st is C5_OK everywhere but some value
    differs, every rank returns C5_ERR_ARG naming it, the smallest and the

@@ -329,16 +329,20 @@ c5_status c5_dist_allgatherv(const c5_dist *d, const void *send, long scount, vo
   return C5_OK;
 }
 
-c5_status c5_dist_reduce_scatter_real(const c5_dist *d, const c5_real *send, c5_real *recv, const int *counts)
+c5_status c5_dist_reduce_scatter(const c5_dist *d, const void *send, void *recv, const int *counts, c5_elem type)
 {
+  C5_CHECK(type == C5_ELEM_F64 || type == C5_ELEM_F32 || type == C5_ELEM_LONG, C5_ERR_ARG,
+           "c5_dist_reduce_scatter: element type %d is moved, never summed", (int)type);
+  int tsz;
+  MPI_Type_size(mpi_type(type), &tsz);
   if (d->size == 1) {
-    if (recv != send) memmove(recv, send, (size_t)counts[0] * sizeof *recv);
+    if (recv != send) memmove(recv, send, (size_t)counts[0] * (size_t)tsz);
     return C5_OK;
   }
   long total = 0;
   for (int p = 0; p < d->size; p++) total += counts[p];
-  count(d, C5_COLL_REDUCE_SCATTER, total * (long)sizeof *send);
-  TIMED(d, C5_COLL_REDUCE_SCATTER, MPI_Reduce_scatter(send, recv, counts, C5_MPI_REAL, MPI_SUM, d->comm));
+  count(d, C5_COLL_REDUCE_SCATTER, total * tsz);
+  TIMED(d, C5_COLL_REDUCE_SCATTER, MPI_Reduce_scatter(send, recv, counts, mpi_type(type), MPI_SUM, d->comm));
   return C5_OK;
 }
 

@@ -233,8 +233,8 @@ c5_status c5_kv_exchange_return(c5_kv_exchange *x, const c5_dist *d, c5_status p
   if (pending == C5_OK) pending = return_local(x, d, nrows, ksrc, dctx, dkscore, dx);
   C5_AGREE(d, pending);
   c5_phase old = c5_dist_phase(d, C5_PHASE_HEAVY);
-  c5_status st = c5_dist_reduce_scatter_real(d, x->dsendx, x->downx, x->rcntx);
-  if (st == C5_OK && dkscore) st = c5_dist_reduce_scatter_real(d, x->dsends, x->downs, x->rcnt);
+  c5_status st = c5_dist_reduce_scatter(d, x->dsendx, x->downx, x->rcntx, C5_ELEM_REAL);
+  if (st == C5_OK && dkscore) st = c5_dist_reduce_scatter(d, x->dsends, x->downs, x->rcnt, C5_ELEM_REAL);
   c5_dist_phase(d, old);
   C5_CALL(st);
   /* an owner's token may stand in several source rows: added in packing order, one fixed order */
