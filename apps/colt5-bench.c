@@ -224,9 +224,10 @@ static void comm_report(c5_dist *d, int reps, double step_s, long n)
 {
   c5_dist_stats st, mx;
   c5_dist_stats_get(d, &st);
-  MPI_Allreduce(st.bytes, mx.bytes, C5_NUM_PHASE * C5_NUM_COLL, MPI_LONG, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Allreduce(st.seconds, mx.seconds, C5_NUM_PHASE * C5_NUM_COLL, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-  MPI_Allreduce(st.calls, mx.calls, C5_NUM_PHASE * C5_NUM_COLL, MPI_LONG, MPI_MAX, MPI_COMM_WORLD);
+  mx = st;   /* read first: the reductions below are not part of the step */
+  if (c5_dist_reduce_long(d, &mx.bytes[0][0], C5_NUM_PHASE * C5_NUM_COLL, C5_REDUCE_MAX) != C5_OK ||
+      c5_dist_reduce_double(d, &mx.seconds[0][0], C5_NUM_PHASE * C5_NUM_COLL, C5_REDUCE_MAX) != C5_OK ||
+      c5_dist_reduce_long(d, &mx.calls[0][0], C5_NUM_PHASE * C5_NUM_COLL, C5_REDUCE_MAX) != C5_OK) return;
   if (c5_dist_rank(d) != 0) return;
   double tot = 0;
   for (int ph = 0; ph < C5_NUM_PHASE; ph++)
@@ -246,8 +247,9 @@ static void balance(c5_dist *d, const char *what, const c5_routing *rt, long n)
 {
   long mine = 0, sum = 0, mx = 0;
   for (long r = 0; rt->routed && r < rt->rows; r++) mine += rt->count[r];
-  MPI_Allreduce(&mine, &sum, 1, MPI_LONG, MPI_SUM, MPI_COMM_WORLD);
-  MPI_Allreduce(&mine, &mx, 1, MPI_LONG, MPI_MAX, MPI_COMM_WORLD);
+  sum = mx = mine;
+  if (c5_dist_reduce_long(d, &sum, 1, C5_REDUCE_SUM) != C5_OK || c5_dist_reduce_long(d, &mx, 1, C5_REDUCE_MAX) != C5_OK)
+    return;
   if (c5_dist_rank(d) == 0 && rt->routed)
     printf("balance n=%-6ld P=%d %-8s routed tokens per rank: max %ld mean %.1f (imbalance %.2f)\n", n, c5_dist_size(d),
            what, mx, (double)sum / c5_dist_size(d), mx * c5_dist_size(d) / (double)(sum ? sum : 1));
@@ -313,7 +315,7 @@ static int bench_block(const opts_t *o, c5_dist *d)
         for (int r = -o->warmup; r < reps; r++) {
           if (r == 0) c5_dist_stats_reset(d);
           c5k_cpu_gemm_stats = (c5k_gemm_stats){ .enabled = r >= 0 };
-          MPI_Barrier(MPI_COMM_WORLD);
+          CHECK(d, c5_dist_barrier(d));
           double t0 = now();
           CHECK(d, c5_block_forward(blk, d, &lay, 1, xl, NULL, cache, y));
           if (pi == 1) {
@@ -321,9 +323,10 @@ static int bench_block(const opts_t *o, c5_dist *d)
             CHECK(d, c5_params_allreduce_grad(p, d));
           }
           double dt = now() - t0;
-          MPI_Allreduce(MPI_IN_PLACE, &dt, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
           if (r >= 0) { t[r] = dt; gs += c5k_cpu_gemm_stats.seconds; gf += c5k_cpu_gemm_stats.flops; }
         }
+        /* a step takes as long as its slowest rank: one reduction after the timed loop, outside it */
+        CHECK(d, c5_dist_reduce_double(d, t, reps, C5_REDUCE_MAX));
         c5k_cpu_gemm_stats.enabled = 0;
         double tsum = 0;
         for (int r = 0; r < reps; r++) tsum += t[r];
@@ -412,10 +415,8 @@ int main(int argc, char **argv)
   else if (!help && (optind != argc - 1 || (strcmp(argv[optind], "cd") && !is_block)))
     st = c5_error_raise(C5_ERR_ARG, "expected one benchmark, cd or block");
   c5_dist *d = NULL;
-  if (c5_dist_create(MPI_COMM_WORLD, &d) != C5_OK) {   /* agreed inside */
-    int rank;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    if (rank == 0) fprintf(stderr, "colt5-bench: %s\n", c5_last_error());
+  if (c5_dist_create(MPI_COMM_WORLD, &d) != C5_OK) {   /* agreed inside: every rank says it */
+    fprintf(stderr, "colt5-bench: %s\n", c5_last_error());
     MPI_Finalize();
     return 1;
   }

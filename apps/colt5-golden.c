@@ -90,35 +90,12 @@ static c5_status agree_loaded(ctx_t *cx, c5_status st)
   return st;
 }
 
-/* Gather this rank's [b, nl, w] slice of a sequence-sharded tensor into full [b, n, w] on rank 0.
-   Collective: its buffers are agreed before the gather. */
+/* This rank's [b, nl, w] slice of a sequence-sharded tensor gathered into full [b, n, w] (on every
+   rank; rank 0 compares). Collective. */
 static c5_status gather_seq(ctx_t *cx, const c5_real *loc, long b, long nl, long w, long n, long unit, c5_real *full)
 {
-  int P = cx->size;
-  c5_status st = C5_OK;
-  int *cnt = calloc((size_t)P, sizeof *cnt), *dsp = calloc((size_t)P, sizeof *dsp);
-  c5_real *tmp = malloc((size_t)(b * n * w + 1) * sizeof *tmp);
-  if (!cnt || !dsp || !tmp) st = c5_error_raise(C5_ERR_MEM, "colt5-golden: out of memory gathering [%ld, %ld, %ld]", b, n, w);
-  for (int p = 0; st == C5_OK && p < P; p++) {
-    c5_layout l;
-    st = c5_layout_of_rank(n, unit, p, P, &l);
-    if (st == C5_OK) {
-      cnt[p] = (int)(b * l.n_local * w);
-      dsp[p] = (int)(b * l.offset * w);
-    }
-  }
-  TRY(c5_dist_agree(cx->dist, st));
-  MPI_Gatherv(loc, (int)(b * nl * w), C5_MPI_REAL, tmp, cnt, dsp, C5_MPI_REAL, 0, MPI_COMM_WORLD);
-  if (cx->rank == 0)
-    for (int p = 0; p < P; p++) {
-      c5_layout l;
-      c5_layout_of_rank(n, unit, p, P, &l);
-      for (long i = 0; i < b; i++)
-        memcpy(full + (i * n + l.offset) * w, tmp + dsp[p] + i * l.n_local * w, (size_t)(l.n_local * w) * sizeof *full);
-    }
-out:
-  free(cnt); free(dsp); free(tmp);
-  return st;
+  (void)nl;
+  return c5_dist_allgather_seq(cx->dist, b, n, unit, w, loc, full);
 }
 
 /* A tensor of the file as double into *out (NULL on error). Rank-local. */
@@ -293,7 +270,7 @@ static c5_status compare_param_grads(ctx_t *cx, c5_h5 *f, const char *file, c5_p
 {
   c5_status st = C5_OK;
   double *ref = NULL;
-  MPI_Allreduce(MPI_IN_PLACE, c5_params_grad(p, 0), (int)c5_params_total(p), C5_MPI_REAL, MPI_SUM, MPI_COMM_WORLD);
+  TRY(c5_params_allreduce_grad(p, cx->dist));
   for (long i = 0; i < c5_params_count(p); i++) {
     char name[512];
     snprintf(name, sizeof name, "/grads/%s", c5_params_name(p, i));
@@ -317,7 +294,7 @@ static c5_status compare_routing(ctx_t *cx, c5_h5 *f, const char *file, const ch
   long routed = 1, k = rt->k, total = rows * k;
   long *idx = NULL, *ref = NULL;
   c5_real *sc = NULL;
-  int *cnts = NULL, *dsp = NULL;
+  long *cnts = NULL;
   double *rs = NULL;
   snprintf(name, sizeof name, "/routers/%s", rname);
   if (c5_h5_exists(f, name) && c5_h5_attr_long(f, name, "routed", &routed) != C5_OK) c5_error_clear();   /* absent: 1 */
@@ -329,17 +306,10 @@ static c5_status compare_routing(ctx_t *cx, c5_h5 *f, const char *file, const ch
   }
   idx = malloc((size_t)(total + 1) * sizeof *idx);
   sc = malloc((size_t)(total + 1) * sizeof *sc);
-  cnts = calloc((size_t)cx->size, sizeof *cnts);
-  dsp = calloc((size_t)cx->size, sizeof *dsp);
-  if (!idx || !sc || !cnts || !dsp) st = c5_error_raise(C5_ERR_MEM, "%s: out of memory for the routing of %s", file, rname);
+  cnts = calloc((size_t)rows + 1, sizeof *cnts);
+  if (!idx || !sc || !cnts) st = c5_error_raise(C5_ERR_MEM, "%s: out of memory for the routing of %s", file, rname);
   TRY(c5_dist_agree(cx->dist, st));
-  for (long r = 0; r < rows; r++) {   /* each row's entries come from the ranks in order */
-    int cnt = (int)rt->count[r];
-    MPI_Allgather(&cnt, 1, MPI_INT, cnts, 1, MPI_INT, MPI_COMM_WORLD);
-    for (int q = 1; q < cx->size; q++) dsp[q] = dsp[q - 1] + cnts[q - 1];
-    MPI_Allgatherv(rt->idx + rt->start[r], cnt, MPI_LONG, idx + r * k, cnts, dsp, MPI_LONG, MPI_COMM_WORLD);
-    MPI_Allgatherv(rt->score + rt->start[r], cnt, C5_MPI_REAL, sc + r * k, cnts, dsp, C5_MPI_REAL, MPI_COMM_WORLD);
-  }
+  TRY(c5_dist_allgather_routing(cx->dist, rt, rows, k, idx, sc, cnts));   /* each row's entries, ranks in order */
   char iname[512], sname[512];
   snprintf(iname, sizeof iname, "/routers/%s/indices", rname);
   snprintf(sname, sizeof sname, "/routers/%s/scores", rname);
@@ -360,7 +330,7 @@ static c5_status compare_routing(ctx_t *cx, c5_h5 *f, const char *file, const ch
     printf("%s %-40s %ld of %ld differ %s\n", file, iname + 1, diff, total, diff ? "FAIL" : "PASS");
   compare(cx, file, sname + 1, sc, rs, total, 1);
 out:
-  free(idx); free(sc); free(cnts); free(dsp); free(ref); free(rs);
+  free(idx); free(sc); free(cnts); free(ref); free(rs);
   return st;
 }
 
@@ -761,8 +731,13 @@ int main(int argc, char **argv)
 {
   MPI_Init(&argc, &argv);
   ctx_t cx = { .rel = C5_USE_DOUBLE ? 1e-9 : 1e-4, .floor = C5_USE_DOUBLE ? 1e-12 : 1e-6 };
-  MPI_Comm_rank(MPI_COMM_WORLD, &cx.rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &cx.size);
+  if (c5_dist_create(MPI_COMM_WORLD, &cx.dist) != C5_OK) {   /* agreed inside: every rank says it */
+    fprintf(stderr, "colt5-golden: %s\n", c5_last_error());
+    MPI_Finalize();
+    return EXIT_USAGE;
+  }
+  cx.rank = c5_dist_rank(cx.dist);
+  cx.size = c5_dist_size(cx.dist);
   static const struct option opts[] = {
     { "tol", required_argument, 0, 't' }, { "floor", required_argument, 0, 'f' }, { "quiet", no_argument, 0, 'q' }, { "help", no_argument, 0, 'h' }, { 0 } };
   int c, rc = EXIT_PASS, skipped = 0, help = 0;
@@ -785,11 +760,6 @@ int main(int argc, char **argv)
     }
   }
   if (st == C5_OK && !help && optind >= argc) st = c5_error_raise(C5_ERR_ARG, "no input file");
-  if (c5_dist_create(MPI_COMM_WORLD, &cx.dist) != C5_OK) {   /* agreed inside */
-    if (cx.rank == 0) fprintf(stderr, "colt5-golden: %s\n", c5_last_error());
-    MPI_Finalize();
-    return EXIT_USAGE;
-  }
   st = c5_dist_agree(cx.dist, st);
   if (st == C5_OK) st = c5_dist_agree_long(cx.dist, "colt5-golden: --help", help);
   if (st == C5_OK && !help) st = c5_dist_agree_long(cx.dist, "colt5-golden: the number of input files", argc - optind);
@@ -809,7 +779,9 @@ int main(int argc, char **argv)
     if (r == EXIT_USAGE) rc = EXIT_USAGE;
     else if (r == EXIT_SKIP) skipped++;
   }
-  MPI_Bcast(&cx.failed, 1, MPI_INT, 0, MPI_COMM_WORLD);   /* only rank 0 compares */
+  long failed = cx.rank == 0 ? cx.failed : 0;   /* only rank 0 compares: its verdict for all */
+  if (c5_dist_reduce_long(cx.dist, &failed, 1, C5_REDUCE_MAX) != C5_OK) rc = EXIT_USAGE;
+  cx.failed = (int)failed;
   c5_dist_destroy(&cx.dist);
   MPI_Finalize();
   if (rc == EXIT_USAGE) return rc;

@@ -80,6 +80,7 @@ c5_status c5_dist_agree(const c5_dist *d, c5_status st);
    the smallest and the largest value and a rank holding each. */
 c5_status c5_dist_agree_long(const c5_dist *d, const char *what, long value);
 
+
 /* Traffic counters (per rank): calls, bytes and seconds of each collective
    since the last reset, by the phase that issued it (modules set it).
    Printed by colt5-bench. */
@@ -204,6 +205,25 @@ typedef struct {
   long *idx;         /* global token indices, ascending within a row */
   c5_real *score;    /* aligned with idx: the router's score (straight-through: 1, masked 0) */
 } c5_routing;
+
+/* ---- dist jobs for applications ---- */
+/* Jobs for applications (colt5-golden, colt5-bench), so that they need no
+   MPI call beyond MPI_Init/Finalize. All collective on d. */
+typedef enum { C5_REDUCE_SUM, C5_REDUCE_MAX, C5_REDUCE_MIN } c5_reduce_op;
+/* v[0..n) reduced over the ranks in place; every rank gets the result. */
+c5_status c5_dist_reduce_long(const c5_dist *d, long *v, long n, c5_reduce_op op);
+c5_status c5_dist_reduce_double(const c5_dist *d, double *v, long n, c5_reduce_op op);
+c5_status c5_dist_barrier(const c5_dist *d);
+/* A sequence-sharded tensor gathered whole on every rank: local [batch,
+   n_local, width] of each rank (its shard by the layout rule for n and unit,
+   c5_layout_compute) into full [batch, n, width]. */
+c5_status c5_dist_allgather_seq(const c5_dist *d, long batch, long n, long unit, long width, const c5_real *local,
+                                c5_real *full);
+/* A routing's rows gathered on every rank: row r's entries of every rank, in
+   rank order (so global indices ascending), into idx and score [rows, cap]
+   (row r at r * cap); count[r] their number. cap >= every row's total. */
+c5_status c5_dist_allgather_routing(const c5_dist *d, const c5_routing *rt, long rows, long cap, long *idx,
+                                    c5_real *score, long *count);
 
 typedef struct c5_router_cache c5_router_cache;
 c5_status c5_router_cache_create(const c5_router *r, long batch, long n_local, c5_router_cache **out);

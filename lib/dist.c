@@ -362,3 +362,90 @@ c5_status c5_params_allreduce_grad(c5_params *p, const c5_dist *d)
   if (e != MPI_SUCCESS) return c5_err_mpi(e, "MPI_Allreduce(gradients)", __FILE__, __LINE__);
   return C5_OK;
 }
+
+/* ---- jobs for applications ---------------------------------------------------------- */
+
+static MPI_Op mpi_op(c5_reduce_op op) { return op == C5_REDUCE_MAX ? MPI_MAX : op == C5_REDUCE_MIN ? MPI_MIN : MPI_SUM; }
+
+c5_status c5_dist_reduce_long(const c5_dist *d, long *v, long n, c5_reduce_op op)
+{
+  if (d->size == 1 || n == 0) return C5_OK;
+  count(d, C5_COLL_ALLREDUCE, n * (long)sizeof *v);
+  TIMED(d, C5_COLL_ALLREDUCE, MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_LONG, mpi_op(op), d->comm));
+  return C5_OK;
+}
+
+c5_status c5_dist_reduce_double(const c5_dist *d, double *v, long n, c5_reduce_op op)
+{
+  if (d->size == 1 || n == 0) return C5_OK;
+  count(d, C5_COLL_ALLREDUCE, n * (long)sizeof *v);
+  TIMED(d, C5_COLL_ALLREDUCE, MPI_Allreduce(MPI_IN_PLACE, v, (int)n, MPI_DOUBLE, mpi_op(op), d->comm));
+  return C5_OK;
+}
+
+c5_status c5_dist_barrier(const c5_dist *d)
+{
+  if (d->size == 1) return C5_OK;
+  C5_MPI(MPI_Barrier(d->comm));
+  return C5_OK;
+}
+
+c5_status c5_dist_allgather_seq(const c5_dist *d, long batch, long n, long unit, long width, const c5_real *local,
+                                c5_real *full)
+{
+  const int P = d->size;
+  c5_status st = C5_OK;
+  int *cnt = calloc((size_t)P, sizeof *cnt), *dsp = calloc((size_t)P, sizeof *dsp);
+  c5_real *tmp = malloc((size_t)(batch * n * width + 1) * sizeof *tmp);
+  c5_layout mine = { 0 };
+  if (!cnt || !dsp || !tmp) st = C5_ERR(C5_ERR_MEM, "gathering a sequence [%ld, %ld, %ld]: out of memory", batch, n, width);
+  /* rank p's part is [batch, n_local(p), width], placed rank after rank in tmp */
+  for (int p = 0, at = 0; st == C5_OK && p < P; p++) {
+    c5_layout l;
+    st = c5_layout_of_rank(n, unit, p, P, &l);
+    if (st == C5_OK) { cnt[p] = (int)(batch * l.n_local * width); dsp[p] = at; at += cnt[p]; }
+    if (p == d->rank) mine = l;
+  }
+  st = c5_dist_agree(d, st);
+  if (st == C5_OK) {
+    count(d, C5_COLL_ALLGATHER, batch * n * width * (long)sizeof *tmp);
+    int e = MPI_Allgatherv(local, (int)(batch * mine.n_local * width), C5_MPI_REAL, tmp, cnt, dsp, C5_MPI_REAL, d->comm);
+    if (e != MPI_SUCCESS) st = c5_err_mpi(e, "MPI_Allgatherv(sequence)", __FILE__, __LINE__);
+  }
+  for (int p = 0; st == C5_OK && p < P; p++) {
+    c5_layout l;
+    c5_layout_of_rank(n, unit, p, P, &l);
+    for (long i = 0; i < batch; i++)
+      memcpy(full + (i * n + l.offset) * width, tmp + dsp[p] + i * l.n_local * width,
+             (size_t)(l.n_local * width) * sizeof *full);
+  }
+  free(cnt); free(dsp); free(tmp);
+  return st;
+}
+
+c5_status c5_dist_allgather_routing(const c5_dist *d, const c5_routing *rt, long rows, long cap, long *idx,
+                                    c5_real *score, long *count_out)
+{
+  const int P = d->size;
+  c5_status st = C5_OK;
+  int *cnts = calloc((size_t)P, sizeof *cnts), *dsp = calloc((size_t)P, sizeof *dsp);
+  if (!cnts || !dsp) st = C5_ERR(C5_ERR_MEM, "gathering a routing of %ld rows: out of memory", rows);
+  st = c5_dist_agree(d, st);
+  for (long r = 0; st == C5_OK && r < rows; r++) {   /* each row's entries come from the ranks in order */
+    int cnt = (int)rt->count[r], e;
+    e = MPI_Allgather(&cnt, 1, MPI_INT, cnts, 1, MPI_INT, d->comm);
+    long total = 0;
+    for (int q = 0; q < P; q++) { dsp[q] = (int)total; total += cnts[q]; }
+    if (e == MPI_SUCCESS && total > cap)
+      st = C5_ERR(C5_ERR_SHAPE, "routing row %ld: %ld entries over the ranks, room for %ld", r, total, cap);
+    if (st == C5_OK && e == MPI_SUCCESS)
+      e = MPI_Allgatherv(rt->idx + rt->start[r], cnt, MPI_LONG, idx + r * cap, cnts, dsp, MPI_LONG, d->comm);
+    if (st == C5_OK && e == MPI_SUCCESS)
+      e = MPI_Allgatherv(rt->score + rt->start[r], cnt, C5_MPI_REAL, score + r * cap, cnts, dsp, C5_MPI_REAL, d->comm);
+    if (e != MPI_SUCCESS) st = c5_err_mpi(e, "MPI_Allgatherv(routing)", __FILE__, __LINE__);
+    count_out[r] = total;
+    count(d, C5_COLL_ALLGATHER, total * (long)(sizeof *idx + sizeof *score));
+  }
+  free(cnts); free(dsp);
+  return st;
+}

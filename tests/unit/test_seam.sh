@@ -4,7 +4,9 @@
 #     OpenMP (#pragma omp, omp_ calls, <omp.h>), CBLAS or SLEEF;
 #   dist speaks MPI: no MPI name (MPI_..., an include of mpi.h, colt5_mpi.h or
 #     dist_mpi.h) in lib/ outside dist.c, error.c, h5.c, the public
-#     colt5_mpi.h and the private dist_mpi.h.
+#     colt5_mpi.h and the private dist_mpi.h;
+#   apps call MPI_Init and MPI_Finalize only (and name MPI_COMM_WORLD to make
+#     their dist): every other collective is a dist job.
 # Comments are stripped first: they may name what the code may not use.
 set -u
 top=${top_srcdir:-.}
@@ -49,5 +51,10 @@ for f in "$top"/lib/*.c "$top"/lib/*.h; do
   esac
 done
 
-[ $fail = 0 ] && echo "ok: the seam holds in lib/"
+for f in "$top"/apps/*.c; do
+  hits2=$(strip "$f" | grep -noE '\bMPI_[A-Za-z_]+' | grep -vE ':MPI_(Init|Finalize|COMM_WORLD)$')
+  if [ -n "$hits2" ]; then echo "FAIL: $f: MPI beyond MPI_Init/Finalize (use the dist API):"; echo "$hits2" | sed 's/^/    /'; fail=1; fi
+done
+
+[ $fail = 0 ] && echo "ok: the seam holds in lib/ and apps/"
 exit $fail
