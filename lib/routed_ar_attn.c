@@ -122,7 +122,7 @@ c5_status c5_routed_ar_attn_create(const c5_routed_ar_attn_config *cfg, c5_param
            "%s: heavy_heads = %d must be divisible by num_routed_kv = %d", who, cfg->heavy_heads, cfg->num_routed_kv);
   C5_CHECK(cfg->light_window_size > 0, C5_ERR_ARG, "%s: light_window_size = %ld must be > 0", who,
            cfg->light_window_size);
-  C5_CHECK(cfg->heavy_window_size >= 0, C5_ERR_ARG, "%s: heavy_window_size = %ld must be > 0 (0 = light_window_size)",
+  C5_CHECK(cfg->heavy_window_size >= 0, C5_ERR_ARG, "%s: heavy_window_size = %ld must be >= 0 (0: light_window_size)",
            who, cfg->heavy_window_size);
   C5_CHECK(!cfg->rotary_emb || cfg->heavy_dim_head % 2 == 0, C5_ERR_ARG,
            "%s: rotary_emb needs an even heavy_dim_head (got %d)", who, cfg->heavy_dim_head);
@@ -295,7 +295,7 @@ c5_status c5_routed_ar_attn_layout_unit(const c5_routed_ar_attn_config *cfg, lon
   const char *who = "ConditionalRoutedAutoregressiveAttention";
   C5_CHECK(cfg->light_window_size > 0, C5_ERR_ARG, "%s: light_window_size = %ld must be > 0", who,
            cfg->light_window_size);
-  C5_CHECK(cfg->heavy_window_size >= 0, C5_ERR_ARG, "%s: heavy_window_size = %ld must be > 0 (0 = light_window_size)",
+  C5_CHECK(cfg->heavy_window_size >= 0, C5_ERR_ARG, "%s: heavy_window_size = %ld must be >= 0 (0: light_window_size)",
            who, cfg->heavy_window_size);
   long W = cfg->heavy_window_size > 0 ? cfg->heavy_window_size : cfg->light_window_size;
   C5_CALL(c5_unit_lcm(who, cfg->light_window_size, W, unit));
