@@ -102,7 +102,17 @@ c5_phase c5_dist_phase(const c5_dist *d, c5_phase p);
 /* ---- sequence layout ------------------------------------------------------------- */
 /* The shard of a sequence of n tokens held by this rank (docs/design.md §3): cut
    into W = ceil(n / unit) units, rank r holds floor(W/P) units and the first
-   W mod P ranks one more; only the last rank may end in a partial unit. */
+   W mod P ranks one more; only the last rank may end in a partial unit.
+   The unit comes from the module: c5_routed_ff_layout_unit,
+   c5_routed_attn_layout_unit, c5_routed_ar_attn_layout_unit,
+   c5_routed_cross_attn_layout_unit (sequence and context) and
+   c5_block_layout_unit give the smallest unit whose shards keep every window
+   the module's forward needs whole on one rank; any multiple of it works too.
+   Each takes the module's config (so the layout can be made before the
+   module) and returns c5_status: a config whose windows make no unit (a
+   window <= 0, an lcm past LONG_MAX) is C5_ERR_ARG naming the option, where
+   a plain number would reach c5_layout_compute as a unit whose error could
+   not name it. Not collective; no MPI call. */
 typedef struct {
   long n;        /* global sequence length */
   long unit;     /* tokens per unit */
@@ -113,16 +123,6 @@ typedef struct {
 /* Not collective (every rank computes the same rule). P > W is C5_ERR_ARG on
    every rank. */
 c5_status c5_layout_compute(const c5_dist *d, long n, long unit, c5_layout *out);
-/* The unit comes from the module: c5_routed_ff_layout_unit,
-   c5_routed_attn_layout_unit, c5_routed_ar_attn_layout_unit,
-   c5_routed_cross_attn_layout_unit (sequence and context) and
-   c5_block_layout_unit give the smallest unit whose shards keep every window
-   the module's forward needs whole on one rank; any multiple of it works too.
-   Each takes the module's config (so the layout can be made before the module)
-   and returns c5_status: a config whose windows make no unit (a window <= 0,
-   an lcm past LONG_MAX) is C5_ERR_ARG naming the option, where a plain number
-   would reach c5_layout_compute as a unit the error could not explain.
-   Not collective; no MPI call. */
 /* The layout of rank `rank` (for gathering or checking). */
 c5_status c5_layout_of_rank(long n, long unit, int rank, int size, c5_layout *out);
 
