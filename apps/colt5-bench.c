@@ -287,7 +287,9 @@ static int bench_block(const opts_t *o, c5_dist *d)
       c5_status st = c5_params_create(c5_backend_cpu(), &p);
       if (st == C5_OK) st = c5_block_create(&cfg, p, "", &blk);
       if (st == C5_OK) st = c5_params_alloc(p);
-      if (st == C5_OK) st = c5_layout_compute(d, n, 64, &lay);
+      long unit = 0;
+      if (st == C5_OK) st = c5_block_layout_unit(&cfg, &unit);   /* the light window, 128 / 2 */
+      if (st == C5_OK) st = c5_layout_compute(d, n, unit, &lay);
       if (st == C5_OK) st = c5_block_cache_create(blk, 1, lay.n_local, &cache);
       if (st == C5_OK) {
         x = malloc((size_t)(n * D) * sizeof *x);

@@ -386,8 +386,8 @@ out:
 typedef struct {
   const char *module;
   const char *const *ctor_keys, *const *fwd_keys;
-  /* build the module from ctor/forward JSON (rank-local) */
-  c5_status (*build)(const char *file, json_t *cj, json_t *fj, c5_params *p, void **m);
+  /* build the module from ctor/forward JSON, and its layout unit (the library's) (rank-local) */
+  c5_status (*build)(const char *file, json_t *cj, json_t *fj, c5_params *p, void **m, long *unit);
   c5_status (*cache)(void *m, long b, long n, void **c);
   c5_status (*forward)(void *m, const c5_dist *d, const c5_layout *lay, long b, const c5_real *x, const uint8_t *mask,
                        void *c, c5_real *out);
@@ -445,12 +445,13 @@ static c5_status built(const char *file, c5_status st)
   return st == C5_OK ? st : c5_error_raise(st, "%s: %s", file, c5_last_error());
 }
 
-static c5_status ff_build(const char *file, json_t *cj, json_t *fj, c5_params *p, void **m)
+static c5_status ff_build(const char *file, json_t *cj, json_t *fj, c5_params *p, void **m, long *unit)
 {
   c5_routed_ff_config cfg;
   c5_status st = ff_config(file, cj, "num_heavy_tokens", fj, "num_heavy_tokens", &cfg);
   if (st != C5_OK) return st;
-  return built(file, c5_routed_ff_create(&cfg, p, "", (c5_routed_ff **)m));
+  st = built(file, c5_routed_ff_create(&cfg, p, "", (c5_routed_ff **)m));
+  return st == C5_OK ? built(file, c5_routed_ff_layout_unit(&cfg, unit)) : st;
 }
 static c5_status ff_cache(void *m, long b, long n, void **c) { return c5_routed_ff_cache_create(m, b, n, (c5_routed_ff_cache **)c); }
 static c5_status ff_fwd(void *m, const c5_dist *d, const c5_layout *l, long b, const c5_real *x, const uint8_t *mk, void *c, c5_real *o)
@@ -466,13 +467,14 @@ static int ff_router(void *c, int i, const char **name, const c5_routing **rt)
 static void ff_destroy(void **m, void **c) { c5_routed_ff_cache_destroy((c5_routed_ff_cache **)c); c5_routed_ff_destroy((c5_routed_ff **)m); }
 
 /* ConditionalRoutedAttention */
-static c5_status attn_build(const char *file, json_t *cj, json_t *fj, c5_params *p, void **m)
+static c5_status attn_build(const char *file, json_t *cj, json_t *fj, c5_params *p, void **m, long *unit)
 {
   c5_routed_attn_config cfg;
   c5_status st = attn_config(file, cj, "num_heavy_tokens_q", "num_heavy_tokens_kv", fj, "num_heavy_tokens_q",
                              "num_heavy_tokens_kv", &cfg);
   if (st != C5_OK) return st;
-  return built(file, c5_routed_attn_create(&cfg, p, "", (c5_routed_attn **)m));
+  st = built(file, c5_routed_attn_create(&cfg, p, "", (c5_routed_attn **)m));
+  return st == C5_OK ? built(file, c5_routed_attn_layout_unit(&cfg, unit)) : st;
 }
 static c5_status attn_cache(void *m, long b, long n, void **c) { return c5_routed_attn_cache_create(m, b, n, (c5_routed_attn_cache **)c); }
 static c5_status attn_fwd(void *m, const c5_dist *d, const c5_layout *l, long b, const c5_real *x, const uint8_t *mk, void *c, c5_real *o)
@@ -488,7 +490,7 @@ static int attn_router(void *c, int i, const char **name, const c5_routing **rt)
 static void attn_destroy(void **m, void **c) { c5_routed_attn_cache_destroy((c5_routed_attn_cache **)c); c5_routed_attn_destroy((c5_routed_attn **)m); }
 
 /* ConditionalRoutedAutoregressiveAttention (takes no mask) */
-static c5_status ar_build(const char *file, json_t *cj, json_t *fj, c5_params *p, void **m)
+static c5_status ar_build(const char *file, json_t *cj, json_t *fj, c5_params *p, void **m, long *unit)
 {
   c5_routed_ar_attn_config cfg = C5_ROUTED_AR_ATTN_CONFIG_DEFAULT;
   cfg.dim = (int)json_num(cj, "dim", 0);
@@ -509,7 +511,8 @@ static c5_status ar_build(const char *file, json_t *cj, json_t *fj, c5_params *p
   c5_status st = parse_router(file, json_object_get(cj, "router_kwargs"), getb(cj, "router_straight_through", 1),
                               &cfg.router);
   if (st != C5_OK) return st;
-  return built(file, c5_routed_ar_attn_create(&cfg, p, "", (c5_routed_ar_attn **)m));
+  st = built(file, c5_routed_ar_attn_create(&cfg, p, "", (c5_routed_ar_attn **)m));
+  return st == C5_OK ? built(file, c5_routed_ar_attn_layout_unit(&cfg, unit)) : st;
 }
 static c5_status ar_cache(void *m, long b, long n, void **c) { return c5_routed_ar_attn_cache_create(m, b, n, (c5_routed_ar_attn_cache **)c); }
 static c5_status ar_fwd(void *m, const c5_dist *d, const c5_layout *l, long b, const c5_real *x, const uint8_t *mk, void *c, c5_real *o)
@@ -530,14 +533,15 @@ static int ar_router(void *c, int i, const char **name, const c5_routing **rt)
 static void ar_destroy(void **m, void **c) { c5_routed_ar_attn_cache_destroy((c5_routed_ar_attn_cache **)c); c5_routed_ar_attn_destroy((c5_routed_ar_attn **)m); }
 
 /* ConditionalRoutedTransformerBlock */
-static c5_status block_build(const char *file, json_t *cj, json_t *fj, c5_params *p, void **m)
+static c5_status block_build(const char *file, json_t *cj, json_t *fj, c5_params *p, void **m, long *unit)
 {
   c5_block_config cfg;
   c5_status st = attn_config(file, cj, "num_heavy_attn_tokens_q", "num_heavy_attn_tokens_kv", fj,
                              "num_heavy_attn_tokens_q", "num_heavy_attn_tokens_kv", &cfg.attn);
   if (st == C5_OK) st = ff_config(file, cj, "num_heavy_ff_tokens", fj, "num_heavy_ff_tokens", &cfg.ff);
   if (st != C5_OK) return st;
-  return built(file, c5_block_create(&cfg, p, "", (c5_block **)m));
+  st = built(file, c5_block_create(&cfg, p, "", (c5_block **)m));
+  return st == C5_OK ? built(file, c5_block_layout_unit(&cfg, unit)) : st;
 }
 static c5_status block_cache(void *m, long b, long n, void **c) { return c5_block_cache_create(m, b, n, (c5_block_cache **)c); }
 static c5_status block_fwd(void *m, const c5_dist *d, const c5_layout *l, long b, const c5_real *x, const uint8_t *mk, void *c, c5_real *o)
@@ -582,22 +586,6 @@ static const module_t modules_tab[] = {
     block_router, block_destroy },
 };
 
-/* Layout unit of a module case: routed attention shards on light_window_size / 2. */
-static long module_unit(const char *module, json_t *cj)
-{
-  if (!strcmp(module, "ConditionalRoutedFeedForward")) return 1;
-  if (!strcmp(module, "ConditionalRoutedAutoregressiveAttention")) {   /* lcm of the light and heavy windows */
-    long a = (long)json_num(cj, "light_window_size", 128), h = (long)json_num(cj, "heavy_window_size", 0);
-    if (a < 1) return 1;
-    if (h < 1) h = a;
-    long g = a, r = h;
-    while (r) { long t = g % r; g = r; r = t; }
-    return a / g * h;
-  }
-  long w = (long)json_num(cj, "light_window_size", 128);
-  return w >= 2 ? w / 2 : 1;
-}
-
 /* Everything a module case does before its first collective: the options, the module, its parameters,
    this rank's inputs and buffers. Rank-local. */
 typedef struct {
@@ -622,10 +610,11 @@ static c5_status module_load(ctx_t *cx, c5_h5 *f, const char *file, const module
   TRY(check_keys(file, "ctor", k->cj, mt->ctor_keys));
   TRY(check_keys(file, "forward", k->fj, mt->fwd_keys));
   TRY(c5_params_create(c5_backend_cpu(), &k->p));
-  TRY(mt->build(file, k->cj, k->fj, k->p, &k->m));
+  long unit = 0;
+  TRY(mt->build(file, k->cj, k->fj, k->p, &k->m, &unit));
   TRY(c5_params_alloc(k->p));
   TRY(c5_h5_read_params(f, "/params", k->p));
-  TRY(read_inputs(cx, f, file, module_unit(mt->module, k->cj), &k->in));
+  TRY(read_inputs(cx, f, file, unit, &k->in));
   if (k->in.dim != (long)json_num(k->cj, "dim", 0))
     FAIL(C5_ERR_SHAPE, "%s: /inputs/x has dim %ld, ctor dim %g", file, k->in.dim, json_num(k->cj, "dim", 0));
   k->out = calloc((size_t)(k->in.b * k->in.nl * k->in.dim + 1), sizeof *k->out);
@@ -642,6 +631,8 @@ static c5_status run_module(ctx_t *cx, c5_h5 *f, const char *file, const module_
   mod_inputs *in = &k.in;
   c5_status st;
   TRY(agree_loaded(cx, module_load(cx, f, file, mt, &k)));
+  if (cx->rank == 0 && !cx->quiet)   /* the shards the sequence was cut into (the unit is the module's) */
+    printf("%s layout: n %ld, unit %ld, %d ranks\n", file, in->n, in->unit, cx->size);
   TRY(mt->forward(k.m, cx->dist, &in->lay, in->b, in->x, in->mask, k.cache, k.out));
   TRY(mt->backward(k.m, cx->dist, k.cache, in->x, in->gout, k.dx));
   TRY(compare_gathered(cx, f, file, "/outputs/out", k.out, in->b, in->nl, in->dim, in->n, in->unit));

@@ -42,6 +42,17 @@ fail:
   return st;
 }
 
+/* Both modules run on the block's one layout: its unit must suit each. */
+c5_status c5_block_layout_unit(const c5_block_config *cfg, long *unit)
+{
+  C5_CHECK(cfg && unit, C5_ERR_ARG, "c5_block_layout_unit: NULL argument");
+  long ua, uf;
+  C5_CALL(c5_routed_attn_layout_unit(&cfg->attn, &ua));
+  C5_CALL(c5_routed_ff_layout_unit(&cfg->ff, &uf));
+  C5_CALL(c5_unit_lcm("ConditionalRoutedTransformerBlock", ua, uf, unit));
+  return C5_OK;
+}
+
 c5_status c5_block_destroy(c5_block **b)
 {
   if (!b || !*b) return C5_OK;

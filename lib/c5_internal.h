@@ -78,6 +78,11 @@ c5_status c5_router_backward_acc(const c5_router *r, const c5_dist *d, c5_router
                                  const c5_real *routing_token, const c5_real *x,
                                  const c5_real *dscore, c5_real *dx, double *dacc);
 
+/* Least common multiple of two layout units (layout.c): a layout whose unit
+   is a multiple of both keeps the windows of either whole on each rank.
+   C5_ERR_ARG, naming who, when either is <= 0 or the lcm overflows. */
+c5_status c5_unit_lcm(const char *who, long a, long b, long *out);
+
 /* dist internals: collectives used inside the library, in the library's own types (the communicator
    itself: dist_mpi.h). Every MPI call lives in dist.c. */
 c5_status c5_dist_allreduce_sum_double(const c5_dist *d, double *buf, long count);

@@ -103,7 +103,17 @@ c5_phase c5_dist_phase(const c5_dist *d, c5_phase p);
 /* ---- sequence layout ------------------------------------------------------------- */
 /* The shard of a sequence of n tokens held by this rank (docs/design.md §3): cut
    into W = ceil(n / unit) units, rank r holds floor(W/P) units and the first
-   W mod P ranks one more; only the last rank may end in a partial unit. */
+   W mod P ranks one more; only the last rank may end in a partial unit.
+   The unit comes from the module: c5_routed_ff_layout_unit,
+   c5_routed_attn_layout_unit, c5_routed_ar_attn_layout_unit,
+   c5_routed_cross_attn_layout_unit (sequence and context) and
+   c5_block_layout_unit give the smallest unit whose shards keep every window
+   the module's forward needs whole on one rank; any multiple of it works too.
+   Each takes the module's config (so the layout can be made before the
+   module) and returns c5_status: a config whose windows make no unit (a
+   window <= 0, an lcm past LONG_MAX) is C5_ERR_ARG naming the option, where
+   a plain number would reach c5_layout_compute as a unit whose error could
+   not name it. Not collective; no MPI call. */
 typedef struct {
   long n;        /* global sequence length */
   long unit;     /* tokens per unit */
@@ -323,6 +333,10 @@ const c5_routing *c5_routed_ff_routing(const c5_routed_ff_cache *c);
    x, out: [batch, lay->n_local, dim]; mask [batch, n_local] or NULL. */
 c5_status c5_routed_ff_forward(c5_routed_ff *m, const c5_dist *d, const c5_layout *lay, long batch,
                                const c5_real *x, const uint8_t *mask, c5_routed_ff_cache *cache, c5_real *out);
+/* *unit = 1: both feed-forwards act token by token and the router's rows
+   (route_block_size blocks included) run over any layout, so no option ties
+   tokens to one rank. */
+c5_status c5_routed_ff_layout_unit(const c5_routed_ff_config *cfg, long *unit);
 /* dx = dL/dx (written); parameter gradients accumulate. Collective on d. */
 c5_status c5_routed_ff_backward(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_cache *cache, const c5_real *x,
                                 const c5_real *dout, c5_real *dx);
@@ -360,8 +374,17 @@ c5_status c5_routed_attn_cache_create(const c5_routed_attn *m, long batch, long 
 c5_status c5_routed_attn_cache_destroy(c5_routed_attn_cache **c);
 const c5_routing *c5_routed_attn_routing_q(const c5_routed_attn_cache *c);
 const c5_routing *c5_routed_attn_routing_kv(const c5_routed_attn_cache *c);
+/* *unit = the LocalMHA window, light_window_size / 2 (rounded down, as the
+   reference's window_size = light_window_size // 2), when has_light_attn:
+   its windows are counted from token 0 and the halo exchange sends one window
+   each way, so each shard must start on a window boundary. Without the light
+   branch 1 (light_window_size is then ignored): the heavy branch gathers its
+   keys from every rank and places rotary positions globally, and the routers
+   take any layout. C5_ERR_ARG: light_window_size < 2 with the light branch. */
+c5_status c5_routed_attn_layout_unit(const c5_routed_attn_config *cfg, long *unit);
 /* out = LocalMHA(x) + scatter(heavy attention of the routed queries over the routed keys). Collective on d.
-   x, out [batch, n_local, dim]; mask [batch, n_local] or NULL. */
+   x, out [batch, n_local, dim]; mask [batch, n_local] or NULL. Sharded, lay->unit must be a multiple of
+   c5_routed_attn_layout_unit. */
 c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
                                  const c5_real *x, const uint8_t *mask, c5_routed_attn_cache *c, c5_real *out);
 c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed_attn_cache *c, const c5_real *x,
@@ -417,8 +440,14 @@ c5_status c5_routed_ar_attn_cache_destroy(c5_routed_ar_attn_cache **c);   /* NUL
    when W <= num_heavy_tokens_q (q) or nw W <= num_heavy_tokens_kv (kv). */
 const c5_routing *c5_routed_ar_attn_routing_q(const c5_routed_ar_attn_cache *c);
 const c5_routing *c5_routed_ar_attn_routing_kv(const c5_routed_ar_attn_cache *c);
+/* *unit = lcm(light_window_size, heavy window W) (W = light_window_size when heavy_window_size is 0):
+   the causal LocalMHA's windows (halo: the left neighbour's last light window) and each heavy window's
+   q-router row (routed on the rank that holds the window) must lie whole on one rank. Rotary positions
+   are global, the kv routers run over any layout. C5_ERR_ARG: light_window_size <= 0,
+   heavy_window_size < 0, or an lcm past LONG_MAX. */
+c5_status c5_routed_ar_attn_layout_unit(const c5_routed_ar_attn_config *cfg, long *unit);
 /* out [batch, n_local, dim] = causal LocalMHA(x) + the blockwise heavy branch. Collective on d;
-   sharded, the layout unit is a multiple of lcm(light_window_size, heavy window) (each rank holds
+   sharded, the layout unit is a multiple of c5_routed_ar_attn_layout_unit (each rank holds
    whole windows; c5_layout_compute with that unit does it). */
 c5_status c5_routed_ar_attn_forward(c5_routed_ar_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
                                     const c5_real *x, c5_routed_ar_attn_cache *c, c5_real *out);
@@ -444,6 +473,9 @@ c5_status c5_block_cache_create(const c5_block *b, long batch, long n_local, c5_
 c5_status c5_block_cache_destroy(c5_block_cache **c);
 const c5_routed_attn_cache *c5_block_attn_cache(const c5_block_cache *c);
 const c5_routed_ff_cache *c5_block_ff_cache(const c5_block_cache *c);
+/* *unit = lcm of its attention's and its feed-forward's units, that is the attention's
+   (c5_routed_attn_layout_unit: light_window_size / 2, or 1 without the light branch). */
+c5_status c5_block_layout_unit(const c5_block_config *cfg, long *unit);
 /* Collective on d. x, out [batch, n_local, dim]; mask [batch, n_local] or NULL. */
 c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, long batch, const c5_real *x,
                            const uint8_t *mask, c5_block_cache *c, c5_real *out);
@@ -494,6 +526,10 @@ c5_status c5_routed_cross_attn_destroy(c5_routed_cross_attn **m);   /* NULL-safe
 c5_status c5_routed_cross_attn_cache_create(const c5_routed_cross_attn *m, long batch, long n_local, long m_local,
                                             c5_routed_cross_attn_cache **out);
 c5_status c5_routed_cross_attn_cache_destroy(c5_routed_cross_attn_cache **c);   /* NULL-safe */
+/* *unit (queries) = *context_unit (context) = 1: no light branch and no rotary; both routers run
+   over any layout and every rank gathers the routed context from all ranks. The two sequences still
+   have a layout each (their lengths differ). Either pointer may be NULL. */
+c5_status c5_routed_cross_attn_layout_unit(const c5_routed_cross_attn_config *cfg, long *unit, long *context_unit);
 /* What the last forward routed (routed = 0 where that side was not routed). */
 const c5_routing *c5_routed_cross_attn_routing_q(const c5_routed_cross_attn_cache *c);
 const c5_routing *c5_routed_cross_attn_routing_kv(const c5_routed_cross_attn_cache *c);

@@ -126,7 +126,7 @@ c5_status c5_routed_ar_attn_create(const c5_routed_ar_attn_config *cfg, c5_param
            "%s: heavy_heads = %d must be divisible by num_routed_kv = %d", who, cfg->heavy_heads, cfg->num_routed_kv);
   C5_CHECK(cfg->light_window_size > 0, C5_ERR_ARG, "%s: light_window_size = %ld must be > 0", who,
            cfg->light_window_size);
-  C5_CHECK(cfg->heavy_window_size >= 0, C5_ERR_ARG, "%s: heavy_window_size = %ld must be > 0 (0 = light_window_size)",
+  C5_CHECK(cfg->heavy_window_size >= 0, C5_ERR_ARG, "%s: heavy_window_size = %ld must be >= 0 (0: light_window_size)",
            who, cfg->heavy_window_size);
   C5_CHECK(!cfg->rotary_emb || cfg->heavy_dim_head % 2 == 0, C5_ERR_ARG,
            "%s: rotary_emb needs an even heavy_dim_head (got %d)", who, cfg->heavy_dim_head);
@@ -302,6 +302,23 @@ static c5_status setup(const c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c, c
   return C5_OK;
 }
 
+/* The causal LocalMHA counts its light windows from token 0 and light_forward takes one whole window
+   from the left neighbour; the q router routes each heavy window on the one rank that holds it. So
+   every shard starts on a boundary of both windows: their lcm. The kv routers run over any layout and
+   rotary positions are global (padded-sequence positions), so nothing else ties tokens together. */
+c5_status c5_routed_ar_attn_layout_unit(const c5_routed_ar_attn_config *cfg, long *unit)
+{
+  C5_CHECK(cfg && unit, C5_ERR_ARG, "c5_routed_ar_attn_layout_unit: NULL argument");
+  const char *who = "ConditionalRoutedAutoregressiveAttention";
+  C5_CHECK(cfg->light_window_size > 0, C5_ERR_ARG, "%s: light_window_size = %ld must be > 0", who,
+           cfg->light_window_size);
+  C5_CHECK(cfg->heavy_window_size >= 0, C5_ERR_ARG, "%s: heavy_window_size = %ld must be >= 0 (0: light_window_size)",
+           who, cfg->heavy_window_size);
+  long W = cfg->heavy_window_size > 0 ? cfg->heavy_window_size : cfg->light_window_size;
+  C5_CALL(c5_unit_lcm(who, cfg->light_window_size, W, unit));
+  return C5_OK;
+}
+
 /* Light branch, forward, before the halo exchange: this rank's last light window, sent right (sharded).
    Rank-local. */
 static c5_status light_prepare(c5_routed_ar_attn *m, const c5_layout *lay, const c5_real *x,
@@ -389,10 +406,11 @@ static c5_status forward_check(c5_routed_ar_attn *m, const c5_dist *d, const c5_
            "%s: input [%ld, %ld, %ld] (global n %ld), cache made for [%ld, %ld, %ld]", who, batch, n, D, lay->n,
            c->batch, c->n, D);
   if (P > 1) {
-    long u = lay->unit, end = lay->offset + n;
-    C5_CHECK(u > 0 && u % wl == 0 && u % W == 0, C5_ERR_ARG, "%s: the layout unit %ld must be a multiple of the light "
-             "window %ld and the heavy window %ld when the sequence is sharded (c5_layout_compute with their lcm)",
-             who, u, wl, W);
+    long u = lay->unit, end = lay->offset + n, need;
+    C5_CALL(c5_routed_ar_attn_layout_unit(&m->cfg, &need));
+    C5_CHECK(u > 0 && u % need == 0, C5_ERR_ARG, "%s: the layout unit %ld must be a multiple of %ld, the lcm of the "
+             "light window %ld and the heavy window %ld, when the sequence is sharded (c5_routed_ar_attn_layout_unit)",
+             who, u, need, wl, W);
     C5_CHECK(lay->offset % u == 0 && (end == lay->n || end % u == 0) && end <= lay->n, C5_ERR_ARG,
              "%s: this rank's tokens [%ld, %ld) of %ld are not whole units of %ld", who, lay->offset, end, lay->n, u);
   }

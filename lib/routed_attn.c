@@ -91,6 +91,24 @@ fail:
   return st;
 }
 
+/* The light branch's LocalMHA counts its windows (light_window_size / 2 tokens, look one each way) from
+   token 0 and light_forward receives exactly one window from each neighbour: shards must start on window
+   boundaries, so the unit is the window. The heavy branch gathers its keys from every rank with global
+   positions (rotary included) and both routers take any layout, so without the light branch no tokens
+   need to share a rank. */
+c5_status c5_routed_attn_layout_unit(const c5_routed_attn_config *cfg, long *unit)
+{
+  C5_CHECK(cfg && unit, C5_ERR_ARG, "c5_routed_attn_layout_unit: NULL argument");
+  if (!cfg->has_light_attn) {
+    *unit = 1;
+    return C5_OK;
+  }
+  C5_CHECK(cfg->light_window_size >= 2, C5_ERR_ARG, "ConditionalRoutedAttention: light_window_size = %ld must be >= 2 "
+           "(the local window is half of it)", cfg->light_window_size);
+  *unit = cfg->light_window_size / 2;
+  return C5_OK;
+}
+
 c5_status c5_routed_attn_destroy(c5_routed_attn **m)
 {
   if (!m || !*m) return C5_OK;
@@ -242,9 +260,11 @@ static c5_status forward_head(c5_routed_attn *m, const c5_layout *lay, long batc
   c->rank = c5_dist_rank(d);
   c->size = c5_dist_size(d);
   c->offset = lay->offset;
-  C5_CHECK(c->size == 1 || !cfg->has_light_attn || (lay->unit % (cfg->light_window_size / 2) == 0), C5_ERR_ARG,
-           "ConditionalRoutedAttention: the layout unit %ld must be a multiple of the local window %ld "
-           "(light_window_size / 2) when the sequence is sharded", lay->unit, cfg->light_window_size / 2);
+  long unit;
+  C5_CALL(c5_routed_attn_layout_unit(cfg, &unit));
+  C5_CHECK(c->size == 1 || lay->unit % unit == 0, C5_ERR_ARG, "ConditionalRoutedAttention: the layout unit %ld must be "
+           "a multiple of %ld (the local window, light_window_size / 2: c5_routed_attn_layout_unit) when the sequence "
+           "is sharded", lay->unit, unit);
   if (cfg->has_light_attn)
     C5_CALL(c5_halo_prepare(&c->halo, c5_params_backend(m->p)->ops, lay, c->rank, c->size, x, mask));
   else {

@@ -93,6 +93,17 @@ fail:
   return st;
 }
 
+/* No light branch and no rotary: both routers cut their rows out of any layout (the kv router's
+   route_block_size blocks too, router.c) and every rank all-gathers the routed context, so neither
+   sequence ties tokens to one rank. */
+c5_status c5_routed_cross_attn_layout_unit(const c5_routed_cross_attn_config *cfg, long *unit, long *context_unit)
+{
+  C5_CHECK(cfg, C5_ERR_ARG, "c5_routed_cross_attn_layout_unit: NULL config");
+  if (unit) *unit = 1;
+  if (context_unit) *context_unit = 1;
+  return C5_OK;
+}
+
 c5_status c5_routed_cross_attn_destroy(c5_routed_cross_attn **m)
 {
   if (!m || !*m) return C5_OK;

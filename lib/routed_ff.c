@@ -63,6 +63,15 @@ fail:
   return st;
 }
 
+/* Both feed-forwards see one token at a time, and the router cuts its rows (and route_block_size
+   blocks) out of whatever layout it is given (router.c): no two tokens need to share a rank. */
+c5_status c5_routed_ff_layout_unit(const c5_routed_ff_config *cfg, long *unit)
+{
+  C5_CHECK(cfg && unit, C5_ERR_ARG, "c5_routed_ff_layout_unit: NULL argument");
+  *unit = 1;
+  return C5_OK;
+}
+
 c5_status c5_routed_ff_destroy(c5_routed_ff **m)
 {
   if (!m || !*m) return C5_OK;

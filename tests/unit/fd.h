@@ -56,7 +56,9 @@ static inline int fd_check(const char *prefix, int width, const char *what, cons
   mod_fill_params(p, &seed);
   for (long i = 0; i < N; i++) { x[i] = (c5_real)t_normal(&seed); g[i] = (c5_real)t_normal(&seed); }
   if (mask) for (long i = 0; i < b * n; i++) mask[i] = t_uniform(&seed) > 0.2;
-  T_OK(c5_layout_compute(d, n, 1, &lay));
+  long unit;
+  T_OK(mt->unit(cfg, &unit));
+  T_OK(c5_layout_compute(d, n, unit, &lay));
   T_OK(mt->cache(m, b, n, &c));
   (void)fd_loss(mt, m, d, &lay, b, x, mask, c, out, g, N, &st);
   T_OK(st);

@@ -28,7 +28,7 @@ void *__wrap_malloc(size_t n) { note(__builtin_return_address(0)); return __real
 void *__wrap_calloc(size_t k, size_t n) { note(__builtin_return_address(0)); return __real_calloc(k, n); }
 void *__wrap_realloc(void *p, size_t n) { note(__builtin_return_address(0)); return __real_realloc(p, n); }
 
-static int steps(const char *what, const mod_t *mt, const void *cfg, long unit, long b, long n, int dim, c5_dist *d)
+static int steps(const char *what, const mod_t *mt, const void *cfg, long b, long n, int dim, c5_dist *d)
 {
   const int P = c5_dist_size(d), rank = c5_dist_rank(d);
   c5_params *p = NULL;
@@ -41,6 +41,8 @@ static int steps(const char *what, const mod_t *mt, const void *cfg, long unit, 
   T_OK(c5_params_alloc(p));
   unsigned long long seed = 9;
   mod_fill_params(p, &seed);
+  long unit;
+  T_OK(mt->unit(cfg, &unit));
   T_OK(c5_layout_compute(d, n, unit, &lay));
   const long nl = lay.n_local, N = b * nl * dim;
   x = malloc((size_t)N * sizeof *x); g = malloc((size_t)N * sizeof *g);
@@ -88,12 +90,12 @@ int main(int argc, char **argv)
   f.dim = 16; f.num_heavy_tokens = 40;
   bl.attn = a;
   bl.ff = f;
-  ok &= steps("block forward+backward+gradient allreduce", &MOD_BL, &bl, 8, 2, 200, 16, d);
+  ok &= steps("block forward+backward+gradient allreduce", &MOD_BL, &bl, 2, 200, 16, d);
 
   c5_routed_ar_attn_config ar = C5_ROUTED_AR_ATTN_CONFIG_DEFAULT;
   ar.dim = 16; ar.num_heavy_tokens_q = 6; ar.num_heavy_tokens_kv = 10; ar.light_dim_head = 8; ar.light_heads = 2;
   ar.light_window_size = 8; ar.heavy_window_size = 16; ar.heavy_dim_head = 8; ar.heavy_heads = 2; ar.num_routed_kv = 2;
-  ok &= steps("autoregressive attention forward+backward+allreduce", &MOD_AR, &ar, 16, 2, 200, 16, d);
+  ok &= steps("autoregressive attention forward+backward+allreduce", &MOD_AR, &ar, 2, 200, 16, d);
 
   int all = ok;
   MPI_Allreduce(MPI_IN_PLACE, &all, 1, MPI_INT, MPI_LAND, MPI_COMM_WORLD);

@@ -34,7 +34,9 @@ static int run(const c5_backend *be, const c5_dist *d, c5_real **out, c5_real **
   T_OK(c5_params_alloc(p));
   mod_fill_params(p, &seed);
   for (long i = 0; i < N; i++) { x[i] = (c5_real)t_normal(&seed); g[i] = (c5_real)t_normal(&seed); }
-  T_OK(c5_layout_compute(d, n, 1, &lay));
+  long unit;
+  T_OK(MOD_BL.unit(&bl, &unit));
+  T_OK(c5_layout_compute(d, n, unit, &lay));
   T_OK(MOD_BL.cache(m, b, n, &c));
   T_OK(MOD_BL.fwd(m, d, &lay, b, x, NULL, c, *out));
   T_OK(MOD_BL.bwd(m, d, c, x, g, *dx));

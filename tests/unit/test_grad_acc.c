@@ -40,7 +40,9 @@ static int doubling(const char *what, const mod_t *mt, const void *cfg, long b, 
   P = c5_params_total(p);
   g1 = malloc((size_t)P * sizeof *g1);
   T_CHECK(g1 != NULL, "out of memory");
-  T_OK(c5_layout_compute(d, n, 1, &lay));
+  long unit;
+  T_OK(mt->unit(cfg, &unit));
+  T_OK(c5_layout_compute(d, n, unit, &lay));
   T_OK(mt->cache(m, b, n, &c));
   T_OK(mt->fwd(m, d, &lay, b, x, masked ? mask : NULL, c, out));
   c5_params_zero_grad(p);

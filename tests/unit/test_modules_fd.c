@@ -45,7 +45,9 @@ static int dump(c5_dist *d, const char *path)
   for (long i = 0; i < c5_params_total(p); i++) c5_params_value(p, 0)[i] = (c5_real)(0.2 * t_normal(&seed));
   for (long i = 0; i < N; i++) { x[i] = (c5_real)t_normal(&seed); g[i] = (c5_real)t_normal(&seed); }
   for (long i = 0; i < b * n; i++) mask[i] = t_uniform(&seed) > 0.1;
-  T_OK(c5_layout_compute(d, n, 1, &lay));
+  long unit;
+  T_OK(c5_block_layout_unit(&bl, &unit));
+  T_OK(c5_layout_compute(d, n, unit, &lay));
   T_OK(MOD_BL.cache(m, b, n, &c));
   T_OK(MOD_BL.fwd(m, d, &lay, b, x, mask, c, out));
   T_OK(MOD_BL.bwd(m, d, c, x, g, dx));

@@ -97,7 +97,7 @@ static c5_status case_make(const char *name, const c5_dist *d, tcase *t)
   memset(t, 0, sizeof *t);
   t->name = name;
   t->b = 2; t->dim = 8;
-  long unit = 4;
+  long unit = 0, cunit = 0;   /* the layout units of x and of the context: the module's (c5_<module>_layout_unit) */
   c5_status st = c5_params_create(c5_backend_cpu(), &t->p);
   if (st != C5_OK) return st;
   if (!strcmp(name, "attn") || !strcmp(name, "block")) {
@@ -106,11 +106,13 @@ static c5_status case_make(const char *name, const c5_dist *d, tcase *t)
     if (!strcmp(name, "attn")) {
       t->mt = &MOD_AT;
       st = t->mt->create(&a, t->p, &t->m);
+      if (st == C5_OK) st = t->mt->unit(&a, &unit);
     } else {
       c5_block_config bc = { .attn = a, .ff = C5_ROUTED_FF_CONFIG_DEFAULT };
       bc.ff.dim = 8; bc.ff.num_heavy_tokens = 6; bc.ff.router = mod_soft_router();
       t->mt = &MOD_BL;
       st = t->mt->create(&bc, t->p, &t->m);
+      if (st == C5_OK) st = t->mt->unit(&bc, &unit);
     }
   } else if (!strcmp(name, "ar")) {
     c5_routed_ar_attn_config a = C5_ROUTED_AR_ATTN_CONFIG_DEFAULT;
@@ -120,11 +122,13 @@ static c5_status case_make(const char *name, const c5_dist *d, tcase *t)
     t->n = 32;
     t->mt = &MOD_AR;
     st = t->mt->create(&a, t->p, &t->m);
+    if (st == C5_OK) st = t->mt->unit(&a, &unit);
   } else if (!strcmp(name, "cross")) {
     c5_routed_cross_attn_config a = C5_ROUTED_CROSS_ATTN_CONFIG_DEFAULT;
     a.dim = 8; a.dim_head = 4; a.heads = 2; a.num_tokens_q = 6; a.num_tokens_kv = 5; a.router = mod_soft_router();
-    t->n = 24; t->mctx = 20; unit = 1;
+    t->n = 24; t->mctx = 20;
     st = c5_routed_cross_attn_create(&a, t->p, "", (c5_routed_cross_attn **)&t->m);
+    if (st == C5_OK) st = c5_routed_cross_attn_layout_unit(&a, &unit, &cunit);
   } else {
     return c5_error_raise(C5_ERR_ARG, "test_mpi_errors: unknown module %s (attn, block, cross, ar)", name);
   }
@@ -139,7 +143,7 @@ static c5_status case_make(const char *name, const c5_dist *d, tcase *t)
   t->dx = calloc((size_t)(t->b * t->lay.n_local * t->dim + 1), sizeof *t->dx);
   if (t->mt != &MOD_AR) t->mask = local_mask(t->b, &t->lay);
   if (!t->mt) {
-    if ((st = c5_layout_compute(d, t->mctx, 1, &t->clay)) != C5_OK) return st;
+    if ((st = c5_layout_compute(d, t->mctx, cunit, &t->clay)) != C5_OK) return st;
     t->ctx = local_part(t->b, t->mctx, t->dim, &t->clay, 13);
     t->dctx = calloc((size_t)(t->b * t->clay.n_local * t->dim + 1), sizeof *t->dctx);
     t->cmask = local_mask(t->b, &t->clay);

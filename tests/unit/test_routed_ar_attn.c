@@ -50,7 +50,9 @@ static c5_status case_make(arcase *t, const c5_routed_ar_attn_config *cfg, long 
   t->dx = calloc((size_t)t->N, sizeof *t->dx);
   if (!t->x || !t->g || !t->out || !t->dx) return C5_ERR_MEM;
   for (long i = 0; i < t->N; i++) { t->x[i] = (c5_real)t_normal(&seed); t->g[i] = (c5_real)t_normal(&seed); }
-  if ((st = c5_layout_compute(d, n, 1, &t->lay)) != C5_OK) return st;
+  long unit;
+  if ((st = c5_routed_ar_attn_layout_unit(cfg, &unit)) != C5_OK) return st;
+  if ((st = c5_layout_compute(d, n, unit, &t->lay)) != C5_OK) return st;
   return c5_routed_ar_attn_cache_create(t->m, b, n, &t->c);
 }
 

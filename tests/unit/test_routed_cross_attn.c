@@ -10,7 +10,9 @@
      3. bad options and inputs give a C5_ERR_* status whose message names the
         option; state_dict names and shapes;
      4. sharded: x and the context each sharded over MPI_COMM_WORLD with their
-        own layouts (different units, lengths not divisible by P) equal one
+        own layouts (units 1 to 3 times the library's, which are 1: any
+        multiple does; lengths not divisible by P; and the fewest tokens the
+        units allow, one query and one context token per rank) equal one
         rank (every rank also runs the whole sequence on MPI_COMM_SELF):
         outputs, dx, dcontext, every parameter gradient (summed over ranks)
         to 1e-12 in double (1e-4 single), the same routed indices and scores,
@@ -184,8 +186,10 @@ static int check_fd(const char *what, const c5_routed_cross_attn_config *cfg, lo
   r.g = randn(r.N, &seed);
   r.out = calloc((size_t)r.N, sizeof *r.out);
   if (masked) { r.mask = randmask(b, n, -1, &seed); r.cmask = randmask(b, mc, -1, &seed); }
-  T_OK(c5_layout_compute(d, n, 1, &r.lx));
-  T_OK(c5_layout_compute(d, mc, 1, &r.lc));
+  long ux, uc;
+  T_OK(c5_routed_cross_attn_layout_unit(cfg, &ux, &uc));
+  T_OK(c5_layout_compute(d, n, ux, &r.lx));
+  T_OK(c5_layout_compute(d, mc, uc, &r.lc));
   T_OK(c5_routed_cross_attn_cache_create(r.m, b, n, mc, &r.c));
   (void)loss_of(&r, &st);
   T_OK(st);
@@ -329,7 +333,11 @@ static int run_equiv(const c5_routed_attn_config *acfg, long b, long n, int mask
             c5_params_numel(pa, j), c5_params_numel(pc, i));
     memcpy(c5_params_value(pc, i), c5_params_value(pa, j), (size_t)c5_params_numel(pc, i) * sizeof(c5_real));
   }
-  T_OK(c5_layout_compute(d, n, 1, &lay));
+  long unit, ux, uc;   /* one layout serves both: the units agree (1: no light branch) */
+  T_OK(c5_routed_attn_layout_unit(acfg, &unit));
+  T_OK(c5_routed_cross_attn_layout_unit(&ccfg, &ux, &uc));
+  T_CHECK(unit == ux && unit == uc, "units: routed attention %ld, cross attention %ld and %ld", unit, ux, uc);
+  T_OK(c5_layout_compute(d, n, unit, &lay));
   T_OK(c5_routed_attn_cache_create(ma, b, n, &ca));
   T_OK(c5_routed_cross_attn_cache_create(mc, b, n, n, &cc));
   T_OK(c5_routed_attn_forward(ma, d, &lay, b, x, mask, ca, oa));
@@ -440,9 +448,11 @@ static int check_bad(c5_dist *d)
   init_params(p, 3);
   /* shapes: the cache is made for 6 queries and 7 context tokens */
   c5_layout lx, lc, lbad;
-  T_OK(c5_layout_compute(d, 6, 1, &lx));
-  T_OK(c5_layout_compute(d, 7, 1, &lc));
-  T_OK(c5_layout_compute(d, 9, 1, &lbad));
+  long ux, uc;
+  T_OK(c5_routed_cross_attn_layout_unit(&cfg, &ux, &uc));
+  T_OK(c5_layout_compute(d, 6, ux, &lx));
+  T_OK(c5_layout_compute(d, 7, uc, &lc));
+  T_OK(c5_layout_compute(d, 9, uc, &lbad));
   x = randn(6 * 8, &seed); ctx = randn(9 * 8, &seed);
   out = calloc(6 * 8, sizeof *out); dx = calloc(6 * 8, sizeof *dx); dctx = calloc(9 * 8, sizeof *dctx);
   T_OK(c5_routed_cross_attn_cache_create(m, 1, 6, 7, &c));
@@ -542,8 +552,10 @@ static long routing_diffs(const c5_routing *one, const c5_routing *sh)
   return diff;
 }
 
-static int check_sharded(const char *what, const c5_routed_cross_attn_config *cfg, long b, long n, long mc, long ux,
-                         long uc, int masked, long full_row, unsigned long long seed, c5_dist *self, c5_dist *world)
+/* x and the context sharded on kx and kc times the library's units (c5_routed_cross_attn_layout_unit): any
+   multiple must do. */
+static int check_sharded(const char *what, const c5_routed_cross_attn_config *cfg, long b, long n, long mc, long kx,
+                         long kc, int masked, long full_row, unsigned long long seed, c5_dist *self, c5_dist *world)
 {
   const long D = cfg->dim, N = b * n * D, NC = b * mc * D;
   int rank, P, ok = 0;
@@ -561,6 +573,10 @@ static int check_sharded(const char *what, const c5_routed_cross_attn_config *cf
   c5_real *of = calloc((size_t)N, sizeof *of), *dxf = calloc((size_t)N, sizeof *dxf), *dcf = calloc((size_t)NC, sizeof *dcf);
   c5_real *pg1 = NULL, *xl = NULL, *cl = NULL, *gl = NULL, *ol = NULL, *dxl = NULL, *dcl = NULL;
   uint8_t *ml = NULL, *cml = NULL;
+  long ux = 0, uc = 0;
+  T_OK(c5_routed_cross_attn_layout_unit(cfg, &ux, &uc));
+  ux *= kx;
+  uc *= kc;
   T_OK(c5_params_create(c5_backend_cpu(), &p));
   T_OK(c5_routed_cross_attn_create(cfg, p, "", &m));
   T_OK(c5_params_alloc(p));
@@ -634,14 +650,14 @@ static int check_sharded_all(c5_dist *self)
   c5_dist *world = NULL;
   int ok = 1;
   if (c5_dist_create(MPI_COMM_WORLD, &world) != C5_OK) { fprintf(stderr, "%s\n", c5_last_error()); return 0; }
-  /* x: 13 tokens, context 17 (units 1..3: nothing divisible by P = 2, 3, 4) */
+  /* x: 13 tokens, context 17 (units 1..3 times the library's 1: nothing divisible by P = 2, 3, 4) */
   c5_routed_cross_attn_config f = C5_ROUTED_CROSS_ATTN_CONFIG_DEFAULT, h;
   f.dim = 8; f.dim_head = 4; f.heads = 4; f.num_tokens_q = 5; f.num_tokens_kv = 6; f.kv_routing_tokens = 2;
   h = f;
-  ok &= check_sharded("2 kv routes, masks, null q tokens, x unit 1, context unit 3", &h, 2, 13, 17, 1, 3, 1, -1, 41,
+  ok &= check_sharded("2 kv routes, masks, null q tokens, x unit 1, context unit 3x", &h, 2, 13, 17, 1, 3, 1, -1, 41,
                       self, world);
   h = f; h.kv_routing_tokens = 1; h.heads = 2;
-  ok &= check_sharded("1 kv route, no masks, x unit 2, context unit 1", &h, 2, 13, 17, 2, 1, 0, -1, 42, self, world);
+  ok &= check_sharded("1 kv route, no masks, x unit 2x, context unit 1", &h, 2, 13, 17, 2, 1, 0, -1, 42, self, world);
   h = f; h.kv_gather_batch_bug = 1; h.multiply_keys_by_score = 1;
   ok &= check_sharded("kv_gather_batch_bug, keys by score, row 1 fully masked, b 3", &h, 3, 13, 17, 1, 2, 1, 1, 43,
                       self, world);
@@ -655,6 +671,21 @@ static int check_sharded_all(c5_dist *self)
   ok &= check_sharded("straight_through off, eps 0.3, kv blocks of 5", &h, 2, 13, 17, 1, 3, 1, -1, 47, self, world);
   h = f; h.router.cosine_sim_routing = 1; h.router.cosine_sim_scale = 4; h.num_tokens_kv = 9;
   ok &= check_sharded("cosine routing, 9 of 17 context tokens", &h, 2, 13, 17, 1, 2, 1, -1, 48, self, world);
+  /* the fewest tokens the units allow on P ranks: (P - 1) units and one token on each side (one rank: the
+     2-rank sizes); one routed token of each, so both routers still route */
+  {
+    long ux = 0, uc = 0;
+    int P;
+    MPI_Comm_size(MPI_COMM_WORLD, &P);
+    h = f; h.num_tokens_q = 1; h.num_tokens_kv = 1;
+    if (c5_routed_cross_attn_layout_unit(&h, &ux, &uc) != C5_OK) { fprintf(stderr, "%s\n", c5_last_error()); ok = 0; }
+    else {
+      long k = P > 1 ? P - 1 : 1, n = k * ux + 1, mc = k * uc + 1;
+      char what[96];
+      snprintf(what, sizeof what, "smallest n: %ld queries, %ld context tokens (units %ld, %ld)", n, mc, ux, uc);
+      ok &= check_sharded(what, &h, 2, n, mc, 1, 1, 0, -1, 49, self, world);
+    }
+  }
   c5_dist_destroy(&world);
   return ok;
 }

@@ -26,14 +26,28 @@
      modules ConditionalRoutedFeedForward, ConditionalRoutedAttention
              (num_routed_kv 2, rotary, multiply_keys/queries_by_score),
              ConditionalRoutedTransformerBlock, each with a mask; attention
-             and blocks with layout unit = light_window_size / 2 and n not a
-             multiple of it (the last shard ends in a partial window);
-             ConditionalRoutedAutoregressiveAttention (no mask) with unit =
-             lcm of its light and heavy windows, n not a multiple of it;
+             and blocks with n not a multiple of their unit (the last shard
+             ends in a partial window); ConditionalRoutedAutoregressiveAttention
+             (no mask). Every layout takes the module's unit from the library
+             (c5_<module>_layout_unit, through modules.h), which must equal the
+             case's expected one: light_window_size / 2 (rounded down) for
+             attention and blocks, 1 without the light branch (whatever the
+             window), lcm of the light and heavy windows for the autoregressive
+             attention, 1 for the routed FF. Every router of every case routes;
+     smallest n  for each of those units the fewest tokens it allows on P
+             ranks, (P - 1) units and one token (one rank: unit + 1): routed
+             FF; attention with light_window_size 10, 9 (unit 4) and 3 (unit
+             1); attention and block without the light branch (window 128:
+             unit 1, so n = P, and n = 40 with a mask, which unit 64 refused
+             on 2 ranks); block with window 4; autoregressive windows 4/6
+             (unit 12), 8, 4/8 and 8/4 (unit 8);
      layout  n = 1000 (1000 = 334 + 333 + 333 at P = 3) through a routed FF;
              the rule checked on every rank; one unit per rank with a 1-token
              last shard; P > number of units is C5_ERR_ARG on every rank,
              with a message naming the ranks and the units, and no hang;
+             a layout unit the module's does not divide (attention window 5 on
+             unit 4, a block's window 4 on 6, autoregressive 4/6 on 6): the
+             forward is C5_ERR_ARG on every rank, naming the unit function;
      adversarial: every routed token of every router on one rank (x made
              large along the routing tokens there only).
    Routers run with straight_through off and eps 0.3 (random inputs keep
@@ -417,17 +431,27 @@ typedef struct {
   const char *name;
   const mod_t *mt;
   const void *cfg;
-  long batch, n, unit;
+  long batch;
+  long n;                   /* SMALLEST_N: the fewest tokens the unit allows on this many ranks */
+  long unit;                /* what the library's c5_<module>_layout_unit must give (the layout uses its value) */
   int dim;
   int masked;               /* ~20% of the tokens masked (never on the adversarial rank) */
   int adversarial;          /* ADV_OFF, ADV_LAST (the last rank) or a rank: every routed token there */
   int partial;              /* the last shard must end in a partial unit (checked) */
 } mod_case;
 
+#define SMALLEST_N 0
+
+/* P ranks need W = ceil(n / unit) >= P units: n = (P - 1) unit + 1 is the fewest, the last rank holding one
+   token (one rank runs the 2-rank length, unit + 1). */
+static long smallest_n(long unit) { return (g_size > 1 ? g_size - 1 : 1) * unit + 1; }
+
 static int run_module(const group *W, const group *S, const mod_case *tc, unsigned long long seed)
 {
   const mod_t *mt = tc->mt;
-  long b = tc->batch, n = tc->n, D = tc->dim, N = b * n * D;
+  long unit = 0;
+  c5_status ust = mt->unit(tc->cfg, &unit);   /* checked once the buffers below exist (fail: frees them) */
+  long b = tc->batch, n = tc->n == SMALLEST_N ? smallest_n(unit) : tc->n, D = tc->dim, N = b * n * D;
   c5_params *p = NULL;
   void *m = NULL, *c1 = NULL, *cw = NULL;
   c5_real *x = malloc((size_t)N * sizeof *x), *g = malloc((size_t)N * sizeof *g);
@@ -441,6 +465,8 @@ static int run_module(const group *W, const group *S, const mod_case *tc, unsign
   long on_owner = 0, owner_rows = 0;
   char extra[200] = "";
 
+  T_OK(ust);
+  T_CHECK(unit == tc->unit, "%s: the %s layout unit is %ld, want %ld", tc->name, mt->cls, unit, tc->unit);
   T_OK(c5_params_create(c5_backend_cpu(), &p));
   T_OK(mt->create(tc->cfg, p, &m));
   T_OK(c5_params_alloc(p));
@@ -458,7 +484,7 @@ static int run_module(const group *W, const group *S, const mod_case *tc, unsign
       c5_real *v = c5_params_value(p, i);
       for (long j = 0; j < c5_params_numel(p, i); j++) v[j] = (c5_real)(0.5 * v[j] + u[j % D]);
     }
-    T_OK(c5_layout_of_rank(n, tc->unit, owner, g_size, &own));
+    T_OK(c5_layout_of_rank(n, unit, owner, g_size, &own));
     for (long bb = 0; bb < b; bb++)
       for (long j = own.offset; j < own.offset + own.n_local; j++) {
         for (int i = 0; i < D; i++) x[(bb * n + j) * D + i] += (c5_real)(8 * u[i]);
@@ -467,7 +493,7 @@ static int run_module(const group *W, const group *S, const mod_case *tc, unsign
   }
 
   /* one rank */
-  T_OK(c5_layout_compute(S->d, n, tc->unit, &lay1));
+  T_OK(c5_layout_compute(S->d, n, unit, &lay1));
   T_OK(mt->cache(m, b, n, &c1));
   T_OK(mt->fwd(m, S->d, &lay1, b, x, mask, c1, out1));
   c5_params_zero_grad(p);
@@ -477,12 +503,12 @@ static int run_module(const group *W, const group *S, const mod_case *tc, unsign
   memcpy(grad1, c5_params_grad(p, 0), (size_t)PT * sizeof *grad1);
 
   /* sharded */
-  T_OK(c5_layout_compute(W->d, n, tc->unit, &lay));
+  T_OK(c5_layout_compute(W->d, n, unit, &lay));
   {
     char sizes[120];
-    int rule = layout_rule_ok(W, n, tc->unit, tc->partial, sizes, sizeof sizes);
-    T_CHECK(rule, "%s: layout n = %ld, unit %ld breaks the rule (%s)", tc->name, n, tc->unit, sizes);
-    snprintf(extra, sizeof extra, ", shards %s", sizes);
+    int rule = layout_rule_ok(W, n, unit, tc->partial, sizes, sizeof sizes);
+    T_CHECK(rule, "%s: layout n = %ld, unit %ld breaks the rule (%s)", tc->name, n, unit, sizes);
+    snprintf(extra, sizeof extra, ", unit %ld, n %ld, shards %s", unit, n, sizes);
   }
   xl = slice(x, sizeof *x, b, n, D, &lay);
   gl = slice(g, sizeof *g, b, n, D, &lay);
@@ -491,23 +517,27 @@ static int run_module(const group *W, const group *S, const mod_case *tc, unsign
   dxl = malloc((size_t)(b * lay.n_local * D + 1) * sizeof *dxl);
   T_OK(mt->cache(m, b, lay.n_local, &cw));
   T_OK(mt->fwd(m, W->d, &lay, b, xl, ml, cw, outl));
-  int same = 1;
+  int same = 1, routers = 0, routed = 0;
   const c5_routing *ro;
   for (int i = 0; (ro = mt->routing(c1, i)); i++) {
+    routers++;
+    routed += ro->routed;
     same &= same_routing(W, mt->router_name(i), ro, mt->routing(cw, i), &t, own.offset, own.offset + own.n_local,
                          owner >= 0 ? &on_owner : NULL);
     owner_rows += ro->routed ? ro->rows : 0;
   }
+  /* a router that does not route compares nothing of its own: every case is sized to route */
+  T_CHECK(routed == routers, "%s: %d of %d routers route at n = %ld", tc->name, routed, routers, n);
   if (!same) {
     t.fail = 1;
     if (g_rank == 0) printf("    %s: the sharded selection differs from one rank's: numbers not compared\n", tc->name);
     goto fail;
   }
-  gather_seq(W, b, n, tc->unit, D, outl, outw);
+  gather_seq(W, b, n, unit, D, outl, outw);
   note(&t, "out", relnorm(outw, out1, N));
   c5_params_zero_grad(p);
   T_OK(mt->bwd(m, W->d, cw, xl, gl, dxl));
-  gather_seq(W, b, n, tc->unit, D, dxl, dxw);
+  gather_seq(W, b, n, unit, D, dxl, dxw);
   MPI_Allreduce(MPI_IN_PLACE, c5_params_grad(p, 0), (int)PT, C5_MPI_REAL, MPI_SUM, W->comm);
   note(&t, "dx", relnorm(dxw, dx1, N));
   {
@@ -521,7 +551,8 @@ static int run_module(const group *W, const group *S, const mod_case *tc, unsign
       off += ne;
     }
     T_CHECK(off == PT, "%s: parameters are not one slab (%ld of %ld)", tc->name, off, PT);
-    snprintf(extra + strlen(extra), sizeof extra - strlen(extra), ", %ld params", c5_params_count(p));
+    snprintf(extra + strlen(extra), sizeof extra - strlen(extra), ", %ld params, %d of %d routers route",
+             c5_params_count(p), routed, routers);
   }
   if (owner >= 0) {
     T_CHECK(on_owner == owner_rows, "%s: only %ld of %ld routed rows lie wholly on rank %d: the adversarial premise "
@@ -579,6 +610,49 @@ static int run_too_many(const group *W)
   if (g_rank == 0)
     printf("  layout %-52s P=%d: %s (n %ld, unit %ld), every rank: \"%s\"\n", "P > units: C5_ERR_ARG naming both",
            g_size, ok ? "ok" : "FAILED", n, unit, msg);
+  return ok;
+}
+
+/* ---- a unit that is not a multiple of the module's -------------------------------------- */
+
+/* Sharded on a layout unit `bad` that the module's unit does not divide, the forward must fail with
+   C5_ERR_ARG on every rank, naming the unit function, before any collective (no hang: the script's
+   timeout). One rank has no windows to cut: nothing to check there. */
+static int run_bad_unit(const group *W, const char *name, const mod_t *mt, const void *cfg, long bad, long n,
+                        const char *needle)
+{
+  if (g_size == 1) return 1;
+  c5_params *p = NULL;
+  void *m = NULL, *c = NULL;
+  c5_real *x = NULL, *out = NULL;
+  c5_layout lay;
+  long unit = 0;
+  int ok = 0;
+  char msg[512] = "";
+  T_OK(mt->unit(cfg, &unit));
+  T_CHECK(bad % unit != 0, "%s: unit %ld divides %ld: the case would not be refused", name, unit, bad);
+  T_OK(c5_params_create(c5_backend_cpu(), &p));
+  T_OK(mt->create(cfg, p, &m));
+  T_OK(c5_params_alloc(p));
+  T_OK(c5_layout_compute(W->d, n, bad, &lay));
+  x = calloc((size_t)(lay.n_local * 8 + 1), sizeof *x);
+  out = calloc((size_t)(lay.n_local * 8 + 1), sizeof *out);
+  T_OK(mt->cache(m, 1, lay.n_local, &c));
+  c5_status st = mt->fwd(m, W->d, &lay, 1, x, NULL, c, out);
+  snprintf(msg, sizeof msg, "%s", c5_last_error());
+  msg[strcspn(msg, "\n")] = 0;
+  ok = st == C5_ERR_ARG && strstr(msg, needle);
+  if (!ok) fprintf(stderr, "rank %d: %s on layout unit %ld returned %s (%s), expected %s naming \"%s\"\n", g_rank,
+                   name, bad, c5_status_string(st), msg, c5_status_string(C5_ERR_ARG), needle);
+  c5_error_clear();
+fail:
+  ok = all(W, ok);
+  if (g_rank == 0)
+    printf("  layout %-52s P=%d: %s (unit %ld, layout unit %ld), every rank: \"%s\"\n", name, g_size,
+           ok ? "ok" : "FAILED", unit, bad, msg);
+  mod_free(mt, &m, &c);
+  c5_params_destroy(&p);
+  free(x); free(out);
   return ok;
 }
 
@@ -665,13 +739,38 @@ int main(int argc, char **argv)
   c5_block_config blst = bl;        /* straight-through on (the default in training), eps 0.3 */
   blst.attn.router.straight_through = 1; blst.ff.router.straight_through = 1;
 
+  /* at the smallest n each unit allows: few heavy tokens, so that even n = 2 routes */
+  c5_routed_ff_config ff1 = ff;
+  ff1.num_heavy_tokens = 1;
+  c5_routed_attn_config at5 = at;   /* window 10 / 2 */
+  at5.num_heavy_tokens_q = 3; at5.num_heavy_tokens_kv = 4;
+  c5_routed_attn_config at9 = ats;  /* light_window_size 9: window 9 // 2 = 4 */
+  at9.light_window_size = 9;
+  c5_routed_attn_config at3 = at;   /* light_window_size 3: window 1 */
+  at3.light_window_size = 3; at3.num_heavy_tokens_q = 1; at3.num_heavy_tokens_kv = 1;
+  c5_routed_attn_config atn128 = atn;   /* no light branch: its window (the default 128) is ignored */
+  atn128.light_window_size = 128;
+  c5_routed_attn_config atn1 = atn128;
+  atn1.num_heavy_tokens_q = 1; atn1.num_heavy_tokens_kv = 1; atn1.use_null_q_tokens = 1;
+  c5_block_config blsm = bl;        /* window 4, few heavy tokens */
+  blsm.attn.num_heavy_tokens_q = 3; blsm.attn.num_heavy_tokens_kv = 4; blsm.ff.num_heavy_tokens = 3;
+  c5_block_config bln = blsm;       /* no light branch: unit 1 whatever the window */
+  bln.attn.has_light_attn = 0; bln.attn.light_window_size = 128;
+  bln.attn.num_heavy_tokens_q = 1; bln.attn.num_heavy_tokens_kv = 1; bln.ff.num_heavy_tokens = 1;
+  c5_block_config bln40 = bl;       /* the same at n 40, window 128 */
+  bln40.attn.has_light_attn = 0; bln40.attn.light_window_size = 128;
+  c5_routed_ar_attn_config ar48 = ar;   /* heavy window a multiple of the light one: unit 8 */
+  ar48.light_window_size = 4; ar48.heavy_window_size = 8; ar48.num_heavy_tokens_q = 3; ar48.num_heavy_tokens_kv = 5;
+  c5_routed_ar_attn_config ar84 = ar48; /* light window a multiple of the heavy one: unit 8 */
+  ar84.light_window_size = 8; ar84.heavy_window_size = 4; ar84.num_heavy_tokens_q = 2;
+
   const mod_case mcs[] = {
     /* name, module, cfg, batch, n, unit, dim, masked, adversarial, partial */
     { "mask, n 101", &MOD_FF, &ff, 2, 101, 1, 8, 1, ADV_OFF, 0 },
     { "cosine, route_block_size 9, mask", &MOD_FF, &ffc, 2, 101, 1, 8, 1, ADV_OFF, 0 },
     { "2 kv routes, rotary, q/k by score, mask, n 93", &MOD_AT, &at, 2, 93, 5, 8, 1, ADV_OFF, 1 },
     { "same, no mask", &MOD_AT, &at, 1, 93, 5, 8, 0, ADV_OFF, 1 },
-    { "one unit per rank, last shard 1 token, mask", &MOD_AT, &ats, 2, g_size > 1 ? 4L * (g_size - 1) + 1 : 5, 4, 8, 1, ADV_OFF, 1 },
+    { "one unit per rank, last shard 1 token, mask", &MOD_AT, &ats, 2, SMALLEST_N, 4, 8, 1, ADV_OFF, 1 },
     { "no light branch, no null q, unit 1, mask", &MOD_AT, &atn, 2, 93, 1, 8, 1, ADV_OFF, 0 },
     { "mask, n 75 (window 4)", &MOD_BL, &bl, 2, 75, 4, 8, 1, ADV_OFF, 1 },
     { "dim 16, 4 heads, n 197 (window 6), no null q, mask", &MOD_BL, &bl16, 2, 197, 6, 16, 1, ADV_OFF, 1 },
@@ -682,6 +781,20 @@ int main(int argc, char **argv)
     { "layout: n 1000 (no divisibility), mask", &MOD_FF, &ff1k, 1, 1000, 1, 8, 1, ADV_OFF, 0 },
     { "autoregressive: windows 4/6, 2 kv routes, rotary, n 70", &MOD_AR, &ar, 2, 70, 12, 8, 0, ADV_OFF, 1 },
     { "autoregressive: window 8, n 50", &MOD_AR, &ar8, 1, 50, 8, 8, 0, ADV_OFF, 1 },
+    /* the smallest n of each unit: (P - 1) units and one token */
+    { "smallest n: one token per rank", &MOD_FF, &ff1, 2, SMALLEST_N, 1, 8, 0, ADV_OFF, 0 },
+    { "smallest n: light_window_size 10 (unit 5), mask", &MOD_AT, &at5, 2, SMALLEST_N, 5, 8, 1, ADV_OFF, 1 },
+    { "smallest n: light_window_size 9 (unit 9 // 2 = 4)", &MOD_AT, &at9, 2, SMALLEST_N, 4, 8, 0, ADV_OFF, 1 },
+    { "smallest n: light_window_size 3 (unit 1)", &MOD_AT, &at3, 2, SMALLEST_N, 1, 8, 0, ADV_OFF, 0 },
+    { "no light branch, window 128 ignored: n 40, mask", &MOD_AT, &atn128, 2, 40, 1, 8, 1, ADV_OFF, 0 },
+    { "smallest n: no light branch, window 128 (unit 1)", &MOD_AT, &atn1, 2, SMALLEST_N, 1, 8, 0, ADV_OFF, 0 },
+    { "smallest n: window 4 (unit 4), mask", &MOD_BL, &blsm, 2, SMALLEST_N, 4, 8, 1, ADV_OFF, 1 },
+    { "smallest n: no light branch, window 128 (unit 1)", &MOD_BL, &bln, 2, SMALLEST_N, 1, 8, 0, ADV_OFF, 0 },
+    { "no light branch, window 128 ignored: n 40, mask", &MOD_BL, &bln40, 2, 40, 1, 8, 1, ADV_OFF, 0 },
+    { "smallest n: autoregressive windows 4/6 (unit 12)", &MOD_AR, &ar, 1, SMALLEST_N, 12, 8, 0, ADV_OFF, 1 },
+    { "smallest n: autoregressive window 8 (unit 8)", &MOD_AR, &ar8, 1, SMALLEST_N, 8, 8, 0, ADV_OFF, 1 },
+    { "smallest n: autoregressive windows 4/8 (unit 8)", &MOD_AR, &ar48, 1, SMALLEST_N, 8, 8, 0, ADV_OFF, 1 },
+    { "smallest n: autoregressive windows 8/4 (unit 8)", &MOD_AR, &ar84, 1, SMALLEST_N, 8, 8, 0, ADV_OFF, 1 },
   };
   for (size_t i = 0; i < sizeof mcs / sizeof *mcs; i++) ok &= run_module(&W, &S, &mcs[i], 300 + i);
 
@@ -702,6 +815,12 @@ int main(int argc, char **argv)
     ok &= r2;
   }
   ok &= run_too_many(&W);
+  ok &= run_bad_unit(&W, "attn: window 5 on layout unit 4: C5_ERR_ARG", &MOD_AT, &at5, 4, 40,
+                     "c5_routed_attn_layout_unit");
+  ok &= run_bad_unit(&W, "block: window 4 on layout unit 6: C5_ERR_ARG", &MOD_BL, &blsm, 6, 40,
+                     "c5_routed_attn_layout_unit");
+  ok &= run_bad_unit(&W, "ar_attn: windows 4/6 on layout unit 6: C5_ERR_ARG", &MOD_AR, &ar, 6, 40,
+                     "c5_routed_ar_attn_layout_unit");
 
   ok = all(&W, ok);
   if (g_rank == 0) printf("test_shard %s (%d ranks)\n", ok ? "passed" : "FAILED", g_size);
