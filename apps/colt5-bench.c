@@ -22,6 +22,7 @@
    the first collective (docs/errors.md): options that differ between ranks
    (--n, --threads, --reps, --warmup, the benchmark) and an error on any rank
    end the run on every rank, rank 0 printing the error once. */
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <omp.h>
@@ -65,17 +66,36 @@ static double median(double *v, int n)
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
-static int parse_list(const char *s, long *out, int max)
+/* One integer in [lo, hi] at s, ending at a ',' or the end: its end, or NULL
+   (junk, empty, out of range, or past what a long holds). */
+static const char *parse_int(const char *s, long lo, long hi, long *out)
+{
+  char *end;
+  errno = 0;
+  long v = strtol(s, &end, 10);
+  if (end == s || errno == ERANGE || v < lo || v > hi || (*end && *end != ',')) return NULL;
+  *out = v;
+  return end;
+}
+
+/* A comma-separated list of integers in [lo, hi], at most max of them: its
+   length, or -1. */
+static int parse_list(const char *s, long lo, long hi, long *out, int max)
 {
   int n = 0;
-  char *end;
-  while (*s && n < max) {
-    out[n++] = strtol(s, &end, 10);
-    if (end == s || out[n - 1] <= 0) return -1;
+  while (*s) {
+    if (n == max) return -1;
+    const char *end = parse_int(s, lo, hi, &out[n++]);
+    if (!end || (*end == ',' && !end[1])) return -1;
     s = *end == ',' ? end + 1 : end;
-    if (*end && *end != ',') return -1;
   }
-  return n;
+  return n > 0 ? n : -1;
+}
+
+/* The first bad option's message (later ones are dropped: one message). */
+static c5_status bad_option(c5_status st, const char *opt, const char *val, const char *want)
+{
+  return st != C5_OK ? st : c5_error_raise(C5_ERR_ARG, "%s %s: expected %s", opt, val, want);
 }
 
 /* The reference's median (ms) for (pass, n, threads), or -1 when absent. */
@@ -392,29 +412,47 @@ int main(int argc, char **argv)
     { "reps", required_argument, 0, 'r' }, { "warmup", required_argument, 0, 'w' },
     { "reference", required_argument, 0, 'R' }, { "python", required_argument, 0, 'p' },
     { "script", required_argument, 0, 's' }, { "help", no_argument, 0, 'h' }, { 0 } };
-  int c, bad = 0, nset = 0, help = 0;
-  long tl[MAXL];
-  while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+  int c, nset = 0, help = 0, reps_set = 0;
+  long tl[MAXL], v;
+  c5_status st = C5_OK;
+  opterr = 0;   /* getopt's own message would come before ours: one message, ours */
+  while ((c = getopt_long(argc, argv, ":h", lo, NULL)) != -1) {
     switch (c) {
-    case 'n': o.nn = parse_list(optarg, o.n, MAXL); bad |= o.nn <= 0; nset = 1; break;
+    case 'n':
+      /* a token count whose buffers a size_t still counts in bytes */
+      o.nn = parse_list(optarg, 1, 1L << 40, o.n, MAXL);
+      if (o.nn < 0) st = bad_option(st, "--n", optarg, "a comma list of token counts from 1 to 2^40");
+      nset = 1;
+      break;
     case 't':
-      o.nt = parse_list(optarg, tl, MAXL);
-      bad |= o.nt <= 0;
+      o.nt = parse_list(optarg, 1, 4096, tl, MAXL);
+      if (o.nt < 0) st = bad_option(st, "--threads", optarg, "a comma list of thread counts from 1 to 4096");
       for (int i = 0; i < o.nt; i++) o.threads[i] = (int)tl[i];
       break;
-    case 'r': o.reps = atoi(optarg); bad |= o.reps < 5; break;
-    case 'w': o.warmup = atoi(optarg); bad |= o.warmup < 0; break;
+    case 'r':
+      if (!parse_int(optarg, 5, 256, &v) || strchr(optarg, ',')) st = bad_option(st, "--reps", optarg, "an integer from 5 to 256");
+      else o.reps = (int)v;
+      reps_set = 1;
+      break;
+    case 'w':
+      if (!parse_int(optarg, 0, 1000, &v) || strchr(optarg, ',')) st = bad_option(st, "--warmup", optarg, "an integer from 0 to 1000");
+      else o.warmup = (int)v;
+      break;
+    case ':':
+      if (st == C5_OK) st = c5_error_raise(C5_ERR_ARG, "option %s needs a value", argv[optind - 1]);
+      break;
+    case '?':
+      if (st == C5_OK) st = c5_error_raise(C5_ERR_ARG, "unknown option %s", argv[optind - 1]);
+      break;
     case 'R': o.reference = optarg; break;
     case 'p': o.python = optarg; break;
     case 's': o.script = optarg; break;
     case 'h': help = 1; break;
-    default: bad = 1;
+    default: if (st == C5_OK) st = c5_error_raise(C5_ERR_ARG, "unknown option %s", argv[optind - 1]);
     }
   }
   int is_block = optind == argc - 1 && !strcmp(argv[optind], "block");
-  c5_status st = C5_OK;
-  if (bad) st = c5_error_raise(C5_ERR_ARG, "bad option value (lists are positive integers, --reps >= 5)");
-  else if (!help && (optind != argc - 1 || (strcmp(argv[optind], "cd") && !is_block)))
+  if (st == C5_OK && !help && (optind != argc - 1 || (strcmp(argv[optind], "cd") && !is_block)))
     st = c5_error_raise(C5_ERR_ARG, "expected one benchmark, cd or block");
   c5_dist *d = NULL;
   if (c5_dist_create(MPI_COMM_WORLD, &d) != C5_OK) {   /* agreed inside: every rank says it */
@@ -423,7 +461,7 @@ int main(int argc, char **argv)
     return 1;
   }
   if (is_block && !nset) { o.n[0] = 4096; o.n[1] = 16384; o.nn = 2; }
-  if (is_block && o.reps == 7) o.reps = 5;
+  if (is_block && !reps_set) o.reps = 5;   /* the block's default; a --reps given is kept */
   st = c5_dist_agree(d, st);
   int syntax = st != C5_OK;   /* a bad command line somewhere: the usage helps */
   if (st == C5_OK) st = c5_dist_agree_long(d, "colt5-bench: --help", help);
