@@ -74,10 +74,36 @@ static c5_status check_keys(const char *file, const char *what, json_t *obj, con
   return C5_OK;
 }
 
+/* The first option of the file's JSON whose value has the wrong type or
+   range ("" when none): a module built from it is refused with this message
+   rather than silently taking a default (reset for every file). */
+static char json_bad[512];
+
+static void json_wrong(const char *key, json_t *v, const char *want)
+{
+  if (json_bad[0]) return;
+  char *txt = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+  snprintf(json_bad, sizeof json_bad, "option '%s' is %s, expected %s", key, txt ? txt : "?", want);
+  free(txt);
+}
+
+/* A number option: absent or null (Python's None) gives dflt. */
 static double json_num(json_t *o, const char *key, double dflt)
 {
   json_t *v = json_object_get(o, key);
-  return (v && json_is_number(v)) ? json_number_value(v) : dflt;
+  if (!v || json_is_null(v)) return dflt;
+  if (!json_is_number(v) || !isfinite(json_number_value(v))) { json_wrong(key, v, "a finite number"); return dflt; }
+  return json_number_value(v);
+}
+
+/* An integer option (a count, a size): integral and below 2^31 in magnitude. */
+static long json_int(json_t *o, const char *key, long dflt)
+{
+  json_t *v = json_object_get(o, key);
+  if (!v || json_is_null(v)) return dflt;
+  double d = json_is_number(v) ? json_number_value(v) : NAN;
+  if (!(fabs(d) < 2147483648.0) || d != floor(d)) { json_wrong(key, v, "an integer below 2^31"); return dflt; }
+  return (long)d;
 }
 
 /* The end of a case's loading (every rank reads the file alone): its status agreed, then the files' hashes
@@ -170,6 +196,8 @@ static c5_status cd_load(ctx_t *cx, c5_h5 *f, const char *file, cd_case *k)
   if (!kj || !(json_is_number(kj) || json_is_array(kj)) || !ij || !json_is_integer(ij))
     FAIL(C5_ERR_IO, "%s: args needs k (a number, or a list with one per row) and integer n_iters", file);
   c5_cd_config cfg = C5_CD_CONFIG_DEFAULT;
+  if (!(json_integer_value(ij) > 0 && json_integer_value(ij) < 2147483648LL))
+    FAIL(C5_ERR_ARG, "%s: args n_iters = %lld, expected an integer from 1 to 2^31 - 1", file, (long long)json_integer_value(ij));
   cfg.n_iters = (int)json_integer_value(ij);
   cfg.eps = json_num(js, "eps", cfg.eps);
   cfg.eps_init = json_num(js, "eps_init", 0.0);   /* null: start at eps */
@@ -252,14 +280,14 @@ static c5_status parse_router(const char *file, json_t *kw, int straight_through
   json_t *v;
   if (json_is_true(json_object_get(kw, "learned_routing_tokens")))
     return c5_error_raise(C5_ERR_ARG, "%s: router_kwargs learned_routing_tokens=true is not supported", file);
-  rc->n_iters = (int)json_num(kw, "n_iters", rc->n_iters);
+  rc->n_iters = (int)json_int(kw, "n_iters", rc->n_iters);
   rc->fetch_k_ratio = json_num(kw, "fetch_k_ratio", rc->fetch_k_ratio);
   rc->eps = json_num(kw, "eps", rc->eps);
   rc->eps_init = json_num(kw, "eps_init", rc->eps_init);
   rc->eps_decay = json_num(kw, "eps_decay", rc->eps_decay);
-  rc->num_routing_tokens = (int)json_num(kw, "num_routing_tokens", rc->num_routing_tokens);
+  rc->num_routing_tokens = (int)json_int(kw, "num_routing_tokens", rc->num_routing_tokens);
   rc->cosine_sim_scale = json_num(kw, "cosine_sim_scale", rc->cosine_sim_scale);
-  rc->route_block_size = (long)json_num(kw, "route_block_size", 0);
+  rc->route_block_size = (long)json_int(kw, "route_block_size", 0);
   if ((v = json_object_get(kw, "cosine_sim_routing"))) rc->cosine_sim_routing = json_is_true(v);
   return C5_OK;
 }
@@ -400,7 +428,9 @@ typedef struct {
 static int getb(json_t *o, const char *k, int dflt)
 {
   json_t *v = json_object_get(o, k);
-  return v ? json_is_true(v) : dflt;
+  if (!v || json_is_null(v)) return dflt;
+  if (!json_is_boolean(v)) { json_wrong(k, v, "true or false"); return dflt; }
+  return json_is_true(v);
 }
 
 static c5_status ff_config(const char *file, json_t *cj, const char *ntok_key, json_t *fj, const char *fkey,
@@ -408,8 +438,8 @@ static c5_status ff_config(const char *file, json_t *cj, const char *ntok_key, j
 {
   c5_routed_ff_config d = C5_ROUTED_FF_CONFIG_DEFAULT;
   *cfg = d;
-  cfg->dim = (int)json_num(cj, "dim", 0);
-  cfg->num_heavy_tokens = (long)json_num(fj, fkey, json_num(cj, ntok_key, 0));
+  cfg->dim = (int)json_int(cj, "dim", 0);
+  cfg->num_heavy_tokens = json_int(fj, fkey, json_int(cj, ntok_key, 0));
   cfg->light_ff_mult = json_num(cj, "light_ff_mult", cfg->light_ff_mult);
   cfg->heavy_ff_mult = json_num(cj, "heavy_ff_mult", cfg->heavy_ff_mult);
   return parse_router(file, json_object_get(cj, "router_kwargs"), getb(cj, "router_straight_through", 1), &cfg->router);
@@ -420,16 +450,16 @@ static c5_status attn_config(const char *file, json_t *cj, const char *qk, const
 {
   c5_routed_attn_config d = C5_ROUTED_ATTN_CONFIG_DEFAULT;
   *cfg = d;
-  cfg->dim = (int)json_num(cj, "dim", 0);
-  cfg->num_heavy_tokens_q = (long)json_num(fj, fq, json_num(cj, qk, 0));
-  cfg->num_heavy_tokens_kv = (long)json_num(fj, fkv, json_num(cj, kvk, 0));
-  cfg->num_routed_kv = (int)json_num(cj, "num_routed_kv", cfg->num_routed_kv);
+  cfg->dim = (int)json_int(cj, "dim", 0);
+  cfg->num_heavy_tokens_q = json_int(fj, fq, json_int(cj, qk, 0));
+  cfg->num_heavy_tokens_kv = json_int(fj, fkv, json_int(cj, kvk, 0));
+  cfg->num_routed_kv = (int)json_int(cj, "num_routed_kv", cfg->num_routed_kv);
   cfg->has_light_attn = getb(cj, "has_light_attn", 1);
-  cfg->light_dim_head = (int)json_num(cj, "light_dim_head", cfg->light_dim_head);
-  cfg->light_heads = (int)json_num(cj, "light_heads", cfg->light_heads);
-  cfg->light_window_size = (long)json_num(cj, "light_window_size", (double)cfg->light_window_size);
-  cfg->heavy_dim_head = (int)json_num(cj, "heavy_dim_head", cfg->heavy_dim_head);
-  cfg->heavy_heads = (int)json_num(cj, "heavy_heads", cfg->heavy_heads);
+  cfg->light_dim_head = (int)json_int(cj, "light_dim_head", cfg->light_dim_head);
+  cfg->light_heads = (int)json_int(cj, "light_heads", cfg->light_heads);
+  cfg->light_window_size = json_int(cj, "light_window_size", cfg->light_window_size);
+  cfg->heavy_dim_head = (int)json_int(cj, "heavy_dim_head", cfg->heavy_dim_head);
+  cfg->heavy_heads = (int)json_int(cj, "heavy_heads", cfg->heavy_heads);
   cfg->multiply_keys_by_score = getb(cj, "multiply_keys_by_score", 0);
   cfg->multiply_queries_by_score = getb(cj, "multiply_queries_by_score", 0);
   cfg->use_null_q_tokens = getb(cj, "use_null_q_tokens", 1);
@@ -442,6 +472,7 @@ static c5_status attn_config(const char *file, json_t *cj, const char *qk, const
 /* A constructor's error, named by the file. */
 static c5_status built(const char *file, c5_status st)
 {
+  if (json_bad[0]) return c5_error_raise(C5_ERR_ARG, "%s: %s", file, json_bad);   /* before what it built from it */
   return st == C5_OK ? st : c5_error_raise(st, "%s: %s", file, c5_last_error());
 }
 
@@ -493,16 +524,16 @@ static void attn_destroy(void **m, void **c) { c5_routed_attn_cache_destroy((c5_
 static c5_status ar_build(const char *file, json_t *cj, json_t *fj, c5_params *p, void **m, long *unit)
 {
   c5_routed_ar_attn_config cfg = C5_ROUTED_AR_ATTN_CONFIG_DEFAULT;
-  cfg.dim = (int)json_num(cj, "dim", 0);
-  cfg.num_heavy_tokens_q = (long)json_num(fj, "num_heavy_tokens_q", json_num(cj, "num_heavy_tokens_q", 0));
-  cfg.num_heavy_tokens_kv = (long)json_num(fj, "num_heavy_tokens_kv", json_num(cj, "num_heavy_tokens_kv", 0));
-  cfg.num_routed_kv = (int)json_num(cj, "num_routed_kv", cfg.num_routed_kv);
-  cfg.light_dim_head = (int)json_num(cj, "light_dim_head", cfg.light_dim_head);
-  cfg.light_heads = (int)json_num(cj, "light_heads", cfg.light_heads);
-  cfg.light_window_size = (long)json_num(cj, "light_window_size", (double)cfg.light_window_size);
-  cfg.heavy_window_size = (long)json_num(cj, "heavy_window_size", 0);   /* null: light_window_size */
-  cfg.heavy_dim_head = (int)json_num(cj, "heavy_dim_head", cfg.heavy_dim_head);
-  cfg.heavy_heads = (int)json_num(cj, "heavy_heads", cfg.heavy_heads);
+  cfg.dim = (int)json_int(cj, "dim", 0);
+  cfg.num_heavy_tokens_q = json_int(fj, "num_heavy_tokens_q", json_int(cj, "num_heavy_tokens_q", 0));
+  cfg.num_heavy_tokens_kv = json_int(fj, "num_heavy_tokens_kv", json_int(cj, "num_heavy_tokens_kv", 0));
+  cfg.num_routed_kv = (int)json_int(cj, "num_routed_kv", cfg.num_routed_kv);
+  cfg.light_dim_head = (int)json_int(cj, "light_dim_head", cfg.light_dim_head);
+  cfg.light_heads = (int)json_int(cj, "light_heads", cfg.light_heads);
+  cfg.light_window_size = json_int(cj, "light_window_size", cfg.light_window_size);
+  cfg.heavy_window_size = (long)json_int(cj, "heavy_window_size", 0);   /* null: light_window_size */
+  cfg.heavy_dim_head = (int)json_int(cj, "heavy_dim_head", cfg.heavy_dim_head);
+  cfg.heavy_heads = (int)json_int(cj, "heavy_heads", cfg.heavy_heads);
   cfg.multiply_keys_by_score = getb(cj, "multiply_keys_by_score", 0);
   cfg.multiply_queries_by_score = getb(cj, "multiply_queries_by_score", 0);
   cfg.use_null_q_tokens = getb(cj, "use_null_q_tokens", 1);
@@ -681,6 +712,7 @@ static int run_file(ctx_t *cx, const char *file)
   char *module = NULL;
   int rc = EXIT_PASS;
   cx->hash = 0;
+  json_bad[0] = 0;
   c5_status st = c5_h5_open_read(file, &f);
   if (st == C5_OK) st = c5_h5_attr_string(&f, "/", "module", &module);
   if (st == C5_OK) st = file_hash(file, &cx->hash);
@@ -739,11 +771,11 @@ int main(int argc, char **argv)
     switch (c) {
     case 't':
       cx.rel = strtod(optarg, &end);
-      if (*end || !(cx.rel > 0)) st = c5_error_raise(C5_ERR_ARG, "--tol %s: expected a positive number", optarg);
+      if (*end || !(cx.rel > 0) || !isfinite(cx.rel)) st = c5_error_raise(C5_ERR_ARG, "--tol %s: expected a positive number (finite)", optarg);
       break;
     case 'f':
       cx.floor = strtod(optarg, &end);
-      if (*end || !(cx.floor >= 0)) st = c5_error_raise(C5_ERR_ARG, "--floor %s: expected a number >= 0", optarg);
+      if (*end || !(cx.floor >= 0) || !isfinite(cx.floor)) st = c5_error_raise(C5_ERR_ARG, "--floor %s: expected a number >= 0 (finite)", optarg);
       break;
     case 'q': cx.quiet = 1; break;
     case 'h': help = 1; break;

@@ -33,6 +33,12 @@ expect 2 "dataset /params/light_ff.0.gamma has integer elements" -- "$g" "$s/tes
 expect 2 "heavy_heads = 4 must be divisible by num_routed_kv = 3" -- "$g" "$s/tests/data/attn_heads_routes.h5"
 expect 2 "heavy_dim_head = -16 must be > 0" -- "$g" "$s/tests/data/attn_negative_dim.h5"
 expect 2 "unknown ctor key 'light_window'" -- "$g" "$s/tests/data/block_unknown_option.h5"
+# an option of the wrong type or range is refused, not read as its default (a string, 1e300, a string bool)
+expect 2 "option 'num_heavy_tokens' is \"16\", expected an integer" -- "$g" "$s/tests/data/ff_string_option.h5"
+expect 2 "option 'num_heavy_tokens' is 1.0000000000000001e300, expected an integer" -- "$g" "$s/tests/data/ff_huge_option.h5"
+expect 2 "option 'rotary_emb' is \"yes\", expected true or false" -- "$g" "$s/tests/data/attn_string_bool.h5"
+expect 2 "args n_iters = 4294967346, expected an integer from 1" -- "$g" "$s/tests/data/cd_n_iters_wrap.h5"
+expect 2 "--tol inf: expected a positive number (finite)" -- "$g" --tol inf "$s/tests/golden/cd_const_eps.h5"
 # a module not implemented yet: skip
 expect 77 "not implemented yet" -- "$g" "$s/tests/data/image_attn_module.h5"
 exit $fail
