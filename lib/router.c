@@ -419,15 +419,23 @@ c5_status c5_router_forward(const c5_router *rt, const c5_dist *d, const c5_layo
   return st == C5_OK ? st : c5_err_trace(st, __FILE__, __LINE__);
 }
 
+/* router_backward under the router phase: this call's gradient in c->dwacc; dst only checked for NULL. */
+static c5_status router_backward_phase(const c5_router *rt, const c5_dist *d, c5_router_cache *c,
+                                       const c5_real *routing_token, const c5_real *x, const c5_real *dscore,
+                                       c5_real *dx, const void *dst)
+{
+  C5_CHECK(d, C5_ERR_ARG, "c5_router_backward: dist is NULL");
+  c5_phase old = c5_dist_phase(d, C5_PHASE_ROUTER);
+  c5_status st = router_backward(rt, d, c, routing_token, x, dscore, dx, dst);
+  c5_dist_phase(d, old);
+  return st;
+}
+
 c5_status c5_router_backward(const c5_router *rt, const c5_dist *d, c5_router_cache *c,
                              const c5_real *routing_token, const c5_real *x,
                              const c5_real *dscore, c5_real *dx, c5_real *drouting_token)
 {
-  C5_CHECK(d, C5_ERR_ARG, "c5_router_backward: dist is NULL");
-  c5_phase old = c5_dist_phase(d, C5_PHASE_ROUTER);
-  c5_status st = router_backward(rt, d, c, routing_token, x, dscore, dx, drouting_token);
-  c5_dist_phase(d, old);
-  C5_CALL(st);
+  C5_CALL(router_backward_phase(rt, d, c, routing_token, x, dscore, dx, drouting_token));
   c5k_ctx kc = { 0 };   /* added once, rounded once */
   C5_CALL(rt->be->ops->grad_flush(&kc, c->dwacc, (long)rt->cfg.num_routing_tokens * rt->dim, drouting_token));
   return C5_OK;
@@ -437,11 +445,7 @@ c5_status c5_router_backward_acc(const c5_router *rt, const c5_dist *d, c5_route
                                  const c5_real *routing_token, const c5_real *x,
                                  const c5_real *dscore, c5_real *dx, double *dacc)
 {
-  C5_CHECK(d, C5_ERR_ARG, "c5_router_backward: dist is NULL");
-  c5_phase old = c5_dist_phase(d, C5_PHASE_ROUTER);
-  c5_status st = router_backward(rt, d, c, routing_token, x, dscore, dx, dacc);
-  c5_dist_phase(d, old);
-  C5_CALL(st);
+  C5_CALL(router_backward_phase(rt, d, c, routing_token, x, dscore, dx, dacc));
   c5k_ctx kc = { 0 };
   C5_CALL(rt->be->ops->acc_add(&kc, (long)rt->cfg.num_routing_tokens * rt->dim, c->dwacc, dacc));
   return C5_OK;

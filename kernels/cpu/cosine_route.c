@@ -15,6 +15,21 @@ static double l2norm(const c5_real *v, int dim)
   return fmax(sqrt(ss), L2_EPS);
 }
 
+/* v[b, q, j] = scale v[b, q, j] / (|x_bj| |w_q|): the logits from x . w, and the
+   same factor on their gradient (the derivative of the scaled cosine with the
+   norms held). */
+static void by_norms(long batch, int routes, long n, double scale, const double *xnorm, const double *wnorm,
+                     c5_real *v)
+{
+#pragma omp parallel for schedule(static)
+  for (long row = 0; row < batch * routes; row++) {
+    long b = row / routes;
+    int q = (int)(row % routes);
+    for (long j = 0; j < n; j++)
+      v[row * n + j] = (c5_real)(scale * v[row * n + j] / (xnorm[b * n + j] * wnorm[q]));
+  }
+}
+
 c5_status c5k_cosine_route_forward_cpu(c5k_ctx *ctx, long batch, int routes, long n, int dim, const c5_real *x,
                                        const c5_real *w, double scale, c5_real *s, double *xnorm, double *wnorm)
 {
@@ -22,13 +37,7 @@ c5_status c5k_cosine_route_forward_cpu(c5k_ctx *ctx, long batch, int routes, lon
   for (int q = 0; q < routes; q++) wnorm[q] = l2norm(w + (long)q * dim, dim);
 #pragma omp parallel for schedule(static)
   for (long t = 0; t < batch * n; t++) xnorm[t] = l2norm(x + t * dim, dim);
-#pragma omp parallel for schedule(static)
-  for (long row = 0; row < batch * routes; row++) {
-    long b = row / routes;
-    int q = (int)(row % routes);
-    for (long j = 0; j < n; j++)
-      s[row * n + j] = (c5_real)(scale * s[row * n + j] / (xnorm[b * n + j] * wnorm[q]));
-  }
+  by_norms(batch, routes, n, scale, xnorm, wnorm, s);
   return C5_OK;
 }
 
@@ -38,13 +47,7 @@ c5_status c5k_cosine_route_backward_cpu(c5k_ctx *ctx, long batch, int routes, lo
 {
   (void)ctx;
   /* through the scale and the norms: g = dL/d(x . w) for raw x and w */
-#pragma omp parallel for schedule(static)
-  for (long row = 0; row < batch * routes; row++) {
-    long b = row / routes;
-    int q = (int)(row % routes);
-    for (long j = 0; j < n; j++)
-      g[row * n + j] = (c5_real)(scale * g[row * n + j] / (xnorm[b * n + j] * wnorm[q]));
-  }
+  by_norms(batch, routes, n, scale, xnorm, wnorm, g);
   /* dx_j += P_j (sum_q g_qj w_q), P_j = I - x_j x_j^T / |x_j|^2 (none below the clamp) */
   for (long b = 0; b < batch; b++) {
     const c5_real *gb = g + b * routes * n, *xb = x + b * n * dim;

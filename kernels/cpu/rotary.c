@@ -22,42 +22,38 @@ c5_status c5k_rotary_table_cpu(c5k_ctx *ctx, long rows, const long *pos, int dh,
   return C5_OK;
 }
 
-/* t <- t cos + rotate_half(t) sin, rotate_half(t) = cat(-t2, t1) */
-static inline void rot_apply(c5_real *t, int half, const double *cs, const double *sn)
+/* t <- t cos + rotate_half(t) sin, rotate_half(t) = cat(-t2, t1), with sn
+   taken times sgn: sgn = -1 is the rotation by the negative angle, the
+   transpose (the gradient through it). Negating a product is exact, so both
+   directions round as if written out. */
+static inline void rot(c5_real *t, int half, const double *cs, const double *sn, double sgn)
 {
   for (int i = 0; i < half; i++) {
-    double t1 = t[i], t2 = t[i + half];
-    t[i] = (c5_real)(t1 * cs[i] - t2 * sn[i]);
-    t[i + half] = (c5_real)(t2 * cs[i] + t1 * sn[i]);
+    double t1 = t[i], t2 = t[i + half], s = sgn * sn[i];
+    t[i] = (c5_real)(t1 * cs[i] - t2 * s);
+    t[i + half] = (c5_real)(t2 * cs[i] + t1 * s);
   }
 }
 
-/* the transpose (rotation by the negative angle): the gradient through rot_apply */
-static inline void rot_transpose(c5_real *d, int half, const double *cs, const double *sn)
+static void rotate(long rows, int heads, int dh, c5_real *x, long ld, long hstride, const double *cs,
+                   const double *sn, double sgn)
 {
-  for (int i = 0; i < half; i++) {
-    double d1 = d[i], d2 = d[i + half];
-    d[i] = (c5_real)(d1 * cs[i] + d2 * sn[i]);
-    d[i + half] = (c5_real)(d2 * cs[i] - d1 * sn[i]);
-  }
+  const int half = dh / 2;
+#pragma omp parallel for schedule(static)
+  for (long i = 0; i < rows; i++)
+    for (int h = 0; h < heads; h++) rot(x + i * ld + h * hstride, half, cs + i * half, sn + i * half, sgn);
 }
 
 c5_status c5k_rotary_cpu(c5k_ctx *ctx, long rows, int heads, int dh, c5_real *x, long ld, long hstride,
                          const double *cs, const double *sn)
 {
-  const int half = dh / 2;
-#pragma omp parallel for schedule(static)
-  for (long i = 0; i < rows; i++)
-    for (int h = 0; h < heads; h++) rot_apply(x + i * ld + h * hstride, half, cs + i * half, sn + i * half);
+  rotate(rows, heads, dh, x, ld, hstride, cs, sn, 1.0);
   return C5_OK;
 }
 
 c5_status c5k_rotary_transpose_cpu(c5k_ctx *ctx, long rows, int heads, int dh, c5_real *x, long ld, long hstride,
                                    const double *cs, const double *sn)
 {
-  const int half = dh / 2;
-#pragma omp parallel for schedule(static)
-  for (long i = 0; i < rows; i++)
-    for (int h = 0; h < heads; h++) rot_transpose(x + i * ld + h * hstride, half, cs + i * half, sn + i * half);
+  rotate(rows, heads, dh, x, ld, hstride, cs, sn, -1.0);
   return C5_OK;
 }
