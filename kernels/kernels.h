@@ -317,20 +317,15 @@ typedef struct c5k_ops {
                                    c5_real *yval, c5_real *score);
   c5_status (*route_scatter_dscores)(c5k_ctx *, long rows, long n, const long *start, const long *count,
                                      const long *lpos, const uint8_t *mask, const c5_real *dscore, c5_real *g);
-  /* Rows picked by an index list, rows of dim elements, i < n (gather_rows: above):
-     scatter_add_rows: dst[idx[i], :] += src[i, :] (times scale[i] when scale != NULL); idx distinct;
-     row_dot:          out[i] = (c5_real) sum_k (double)a[idx[i], k] * b[i, k], in double, k in order
-                       (idx NULL: row i of a). Products with scale in c5_real. */
-  c5_status (*scatter_add_rows)(c5k_ctx *, long n, long dim, const long *idx, const c5_real *scale,
-                                const c5_real *src, c5_real *dst);
+  /* Rows picked by an index list, rows of dim elements, i < n (gather_rows, scatter_rows: above):
+     row_dot: out[i] = (c5_real) sum_k (double)a[idx[i], k] * b[i, k], in double, k in order
+              (idx NULL: row i of a). */
   c5_status (*row_dot)(c5k_ctx *, long n, long dim, const long *idx, const c5_real *a, const c5_real *b,
                        c5_real *out);
   /* y[i] += alpha x[i], alpha rounded to c5_real (alpha = 1: y + x exactly; residual adds). */
   c5_status (*axpy)(c5k_ctx *, long n, double alpha, const c5_real *x, c5_real *y);
   /* acc[i] += src[i], double accumulators. */
   c5_status (*acc_add)(c5k_ctx *, long n, const double *src, double *acc);
-  /* bytes of p set to 0 (any element type). */
-  c5_status (*fill_zero)(c5k_ctx *, void *p, long bytes);
   /* y[r, :] = v for r < rows (a bias broadcast before a GEMM with beta = 1). */
   c5_status (*broadcast_row)(c5k_ctx *, long rows, long cols, const c5_real *v, c5_real *y);
   /* ---- heavy attention (c5k_heavy_attn above; lib/attn_heavy.c) ---- */
@@ -396,6 +391,12 @@ typedef struct c5k_ops {
      limit (the autoregressive attention's keys in the windows before a query window). */
   c5_status (*mask_before)(c5k_ctx *, long rows, long n, const long *pos, const long *lim, uint8_t *mask);
 } c5k_ops;
+
+/* bytes at p set to 0 (any element type): one row of the backend's memset2d. */
+static inline c5_status c5k_zero(const c5k_ops *ops, c5k_ctx *ctx, void *p, long bytes)
+{
+  return ops->memset2d(ctx, p, bytes, 0, bytes, 1);
+}
 
 extern const c5k_ops c5k_cpu_ops;
 

@@ -42,7 +42,7 @@ c5_status c5_heavy_query_scores(const c5k_ops *ops, long batch, long nq, const l
   static const c5_real one = 1;
   const long es = (long)sizeof *qscore;
   c5k_ctx kc = { 0 };
-  C5_CALL(ops->fill_zero(&kc, qscore, batch * nq * es));
+  C5_CALL(c5k_zero(ops, &kc, qscore, batch * nq * es));
   for (long b = 0; b < batch; b++) {
     if (rq->routed) C5_CALL(ops->copy2d(&kc, qscore + b * nq, 0, rq->score + rq->start[b], 0, qcnt[b] * es, 1));
     else C5_CALL(ops->fill_rows(&kc, qcnt[b], 1, &one, 0, qscore + b * nq, 1));

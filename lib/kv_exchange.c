@@ -216,10 +216,10 @@ static c5_status return_local(c5_kv_exchange *x, const c5_dist *d, long nrows, c
     C5_CALL(ops->scatter_rows(&kc, nk, D, x->perm, dctx, NULL, NULL, 0, 1, x->dsendx));
     if (dkscore) C5_CALL(ops->scatter_rows(&kc, nk, 1, x->perm, dkscore, NULL, NULL, 0, 1, x->dsends));
   } else {       /* kv rows may share a source row: sum them, in kv-row order */
-    C5_CALL(ops->fill_zero(&kc, x->dsendx, tot * D * (long)sizeof *x->dsendx));
+    C5_CALL(c5k_zero(ops, &kc, x->dsendx, tot * D * (long)sizeof *x->dsendx));
     C5_CALL(ops->scatter_rows(&kc, nk, D, x->perm, dctx, NULL, NULL, 1, 0, x->dsendx));
     if (dkscore) {
-      C5_CALL(ops->fill_zero(&kc, x->dsends, tot * (long)sizeof *x->dsends));
+      C5_CALL(c5k_zero(ops, &kc, x->dsends, tot * (long)sizeof *x->dsends));
       C5_CALL(ops->scatter_rows(&kc, nk, 1, x->perm, dkscore, NULL, NULL, 1, 0, x->dsends));
     }
   }

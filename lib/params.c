@@ -125,6 +125,6 @@ void c5_params_zero_grad(c5_params *p)
 {
   /* the fill cannot fail on the CPU, the one backend parameters live on so far */
   c5k_ctx kc = { 0 };
-  if (p->grad) (void)p->be->ops->fill_zero(&kc, p->grad, p->total * (long)sizeof *p->grad);
-  if (p->acc) (void)p->be->ops->fill_zero(&kc, p->acc, p->total * (long)sizeof *p->acc);   /* a failed backward's parts */
+  if (p->grad) (void)c5k_zero(p->be->ops, &kc, p->grad, p->total * (long)sizeof *p->grad);
+  if (p->acc) (void)c5k_zero(p->be->ops, &kc, p->acc, p->total * (long)sizeof *p->acc);   /* a failed backward's parts */
 }

@@ -455,7 +455,7 @@ static c5_status forward_middle(c5_routed_ar_attn *m, const c5_dist *d, const c5
   const long es = (long)sizeof *x;
   C5_CALL(ops->copy2d(&kc, c->xpad, nlp * D * es, x, n * D * es, n * D * es, batch));
   if (rows_q == 0) return C5_OK;
-  if (nbq != nbl) C5_CALL(ops->fill_zero(&kc, c->xblk, rows_q * W * D * es));
+  if (nbq != nbl) C5_CALL(c5k_zero(ops, &kc, c->xblk, rows_q * W * D * es));
   uint8_t *held = c->qmask + (m0 - wq0) * W;   /* [batch] blocks of nbl windows, nbq W apart */
   C5_CALL(ops->copy2d(&kc, c->xblk + (m0 - wq0) * W * D, nbq * W * D * es, c->xpad + (m0 * W - off) * D, nlp * D * es,
                       nbl * W * D * es, batch));
@@ -674,16 +674,16 @@ static c5_status backward_heavy(c5_routed_ar_attn *m, c5_routed_ar_attn_cache *c
   /* queries back into their windows (distinct rows of xblk), their dscore into the router's entry order,
      then the q router */
   if (c->rows_q > 0) {
-    C5_CALL(ops->fill_zero(&kc, c->dxblk, c->rows_q * W * D * es));
+    C5_CALL(c5k_zero(ops, &kc, c->dxblk, c->rows_q * W * D * es));
     C5_CALL(ops->scatter_rows(&kc, rows * nq, D, c->qsrc, c->dxq, NULL, NULL, 1, 1, c->dxblk));
     if (c->qrouted) {
-      C5_CALL(ops->fill_zero(&kc, c->dqr, c->rows_q * nq * es));
+      C5_CALL(c5k_zero(ops, &kc, c->dqr, c->rows_q * nq * es));
       C5_CALL(ops->scatter_rows(&kc, rows * nq, 1, c->qsel, c->dsq, NULL, NULL, 0, 1, c->dqr));
     }
     C5_CALL(c5_router_backward(m->hb.q_router, dq, c->rq, c5_params_value(p, m->hb.rt_q), c->xblk, c->dqr, c->dxblk,
                                c5_params_grad(p, m->hb.rt_q)));
   }
-  C5_CALL(ops->fill_zero(&kc, c->dxpad, batch * nlp * D * es));
+  C5_CALL(c5k_zero(ops, &kc, c->dxpad, batch * nlp * D * es));
   return C5_OK;
 }
 

@@ -269,7 +269,7 @@ static c5_status forward_head(c5_routed_attn *m, const c5_layout *lay, long batc
     C5_CALL(c5_halo_prepare(&c->halo, c5_params_backend(m->p)->ops, lay, c->rank, c->size, x, mask));
   else {
     c5k_ctx kc = { 0 };
-    C5_CALL(c5_params_backend(m->p)->ops->fill_zero(&kc, out, batch * n * D * (long)sizeof *out));
+    C5_CALL(c5k_zero(c5_params_backend(m->p)->ops, &kc, out, batch * n * D * (long)sizeof *out));
   }
   return C5_OK;
 }
@@ -383,7 +383,7 @@ static c5_status backward_local(c5_routed_attn *m, c5_routed_attn_cache *c, cons
 
   c5k_ctx kc = { 0 };
   if (cfg->has_light_attn) C5_CALL(light_backward_local(m, c, dout, dx));
-  else C5_CALL(c5_params_backend(p)->ops->fill_zero(&kc, dx, batch * n * D * (long)sizeof *dx));
+  else C5_CALL(c5k_zero(c5_params_backend(p)->ops, &kc, dx, batch * n * D * (long)sizeof *dx));
 
   /* null_q_token (this rank's share) and through the query score: out = hout * s */
   C5_CALL(c5_heavy_scatter_backward(&c->sc, p, dout, c->hout, c->qscore, c->dh, c->dsq));

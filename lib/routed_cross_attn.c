@@ -370,8 +370,8 @@ static c5_status backward_local(c5_routed_cross_attn *m, const c5_dist *d, c5_ro
 
   const c5k_ops *ops = c5_params_backend(p)->ops;
   c5k_ctx kc = { 0 };
-  C5_CALL(ops->fill_zero(&kc, dx, batch * n * D * (long)sizeof *dx));
-  C5_CALL(ops->fill_zero(&kc, dcontext, batch * mc * D * (long)sizeof *dcontext));
+  C5_CALL(c5k_zero(ops, &kc, dx, batch * n * D * (long)sizeof *dx));
+  C5_CALL(c5k_zero(ops, &kc, dcontext, batch * mc * D * (long)sizeof *dcontext));
 
   /* null_q_token: every token (this rank's) not overwritten by a routed query; through the query score:
      out = hout * s (unrouted: s is the constant 1; padding rows: no gradient) */

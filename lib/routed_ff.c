@@ -158,7 +158,7 @@ static c5_status forward_heavy(c5_routed_ff *m, long batch, long nl, long offset
   const c5_real *score = rt->routed ? rt->score : NULL;   /* unrouted: score 1 */
   C5_CALL(ops->gather_rows(&kc, e, dim, c->pos, NULL, x, dim, c->xr));
   C5_CALL(c5_ffnet_forward(&m->heavy, m->p, c->xr, e, &c->heavy, c->hr));
-  C5_CALL(ops->scatter_add_rows(&kc, e, dim, c->pos, score, c->hr, out));
+  C5_CALL(ops->scatter_rows(&kc, e, dim, c->pos, c->hr, score, NULL, 1, 1, out));
   return C5_OK;
 }
 
@@ -187,7 +187,7 @@ static c5_status backward_local(c5_routed_ff *m, c5_routed_ff_cache *c, const c5
   C5_CALL(ops->gather_rows(&kc, e, dim, c->pos, rt->routed ? rt->score : NULL, dout, dim, c->dh));
   C5_CALL(ops->row_dot(&kc, e, dim, c->pos, dout, c->hr, c->dscore));
   C5_CALL(c5_ffnet_backward(&m->heavy, m->p, &c->heavy, c->xr, c->dh, e, c->dtmp));
-  C5_CALL(ops->scatter_add_rows(&kc, e, dim, c->pos, NULL, c->dtmp, dx));
+  C5_CALL(ops->scatter_rows(&kc, e, dim, c->pos, c->dtmp, NULL, NULL, 1, 1, dx));
   return C5_OK;
 }
 

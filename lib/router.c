@@ -355,7 +355,7 @@ static c5_status backward_local(const c5_router *rt, c5_router_cache *c, const c
   C5_CHECK(rt && c && routing_token && x && dx && dst, C5_ERR_ARG, "c5_router_backward: NULL argument");
   const c5k_ops *ops = rt->be->ops;
   c5k_ctx kc = { 0 };
-  C5_CALL(ops->fill_zero(&kc, c->dwacc, (long)rt->cfg.num_routing_tokens * rt->dim * (long)sizeof *c->dwacc));
+  C5_CALL(c5k_zero(ops, &kc, c->dwacc, (long)rt->cfg.num_routing_tokens * rt->dim * (long)sizeof *c->dwacc));
   /* unrouted scores are constants; random scores are not differentiable */
   if (!c->out.routed || c->random_route) return C5_OK;
   C5_CHECK(dscore != NULL, C5_ERR_ARG, "c5_router_backward: dscore is NULL");

@@ -82,11 +82,9 @@ c5_status c5k_route_gather_scores_cpu(c5k_ctx *, long, long, const long *, const
                                       const c5_real *, const uint8_t *, int, c5_real *, c5_real *);
 c5_status c5k_route_scatter_dscores_cpu(c5k_ctx *, long, long, const long *, const long *, const long *,
                                         const uint8_t *, const c5_real *, c5_real *);
-c5_status c5k_scatter_add_rows_cpu(c5k_ctx *, long, long, const long *, const c5_real *, const c5_real *, c5_real *);
 c5_status c5k_row_dot_cpu(c5k_ctx *, long, long, const long *, const c5_real *, const c5_real *, c5_real *);
 c5_status c5k_axpy_cpu(c5k_ctx *, long, double, const c5_real *, c5_real *);
 c5_status c5k_acc_add_cpu(c5k_ctx *, long, const double *, double *);
-c5_status c5k_fill_zero_cpu(c5k_ctx *, void *, long);
 c5_status c5k_broadcast_row_cpu(c5k_ctx *, long, long, const c5_real *, c5_real *);
 /* heavy attention */
 c5_status c5k_rotary_table_cpu(c5k_ctx *, long, const long *, int, double *, double *);

@@ -27,13 +27,6 @@ c5_status c5k_acc_add_cpu(c5k_ctx *ctx, long n, const double *src, double *acc)
   return C5_OK;
 }
 
-c5_status c5k_fill_zero_cpu(c5k_ctx *ctx, void *p, long bytes)
-{
-  (void)ctx;
-  memset(p, 0, (size_t)bytes);
-  return C5_OK;
-}
-
 c5_status c5k_broadcast_row_cpu(c5k_ctx *ctx, long rows, long cols, const c5_real *v, c5_real *y)
 {
   (void)ctx;

@@ -42,11 +42,9 @@ const c5k_ops c5k_cpu_ops = {
   .normal_fill = c5k_normal_fill_cpu,
   .route_gather_scores = c5k_route_gather_scores_cpu,
   .route_scatter_dscores = c5k_route_scatter_dscores_cpu,
-  .scatter_add_rows = c5k_scatter_add_rows_cpu,
   .row_dot = c5k_row_dot_cpu,
   .axpy = c5k_axpy_cpu,
   .acc_add = c5k_acc_add_cpu,
-  .fill_zero = c5k_fill_zero_cpu,
   .broadcast_row = c5k_broadcast_row_cpu,
   /* heavy attention */
   .rotary_table = c5k_rotary_table_cpu,
