@@ -549,6 +549,113 @@ c5_status c5_routed_cross_attn_backward(c5_routed_cross_attn *m, const c5_dist *
                                         const c5_real *x, const c5_real *context, const c5_real *dout, c5_real *dx,
                                         c5_real *dcontext);
 
+
+/* ---- parameter initialization ------------------------------------------------------ */
+/* Every parameter is registered with the rule PyTorch's default initialization
+   gives it in the reference's modules (c5_params_set_init; modules call it
+   right after c5_params_add): nn.Linear weight and bias U(-1/sqrt(fan_in),
+   1/sqrt(fan_in)) (kaiming_uniform with a = sqrt(5)), nn.Embedding and the
+   reference's torch.randn parameters (routing tokens, null_q_token, null_kv)
+   N(0, 1), norm gains 1, norm biases 0. */
+typedef enum { C5_INIT_ZERO, C5_INIT_ONE, C5_INIT_NORMAL, C5_INIT_UNIFORM_FAN_IN } c5_init_rule;
+/* fan_in: the bound's fan-in for C5_INIT_UNIFORM_FAN_IN (ignored otherwise). */
+c5_status c5_params_set_init(c5_params *p, long index, c5_init_rule rule, long fan_in);
+/* Fill every value from seed by its rule. Element e of the parameter named N
+   draws from a counter-based generator keyed by (seed, N, e): the result does
+   not depend on the rank count, the thread count, or the order parameters
+   were registered in. Not collective (every rank computes the same values). */
+c5_status c5_params_init(c5_params *p, uint64_t seed);
+
+/* ---- the masked-byte model ------------------------------------------------------------ */
+/* A CoLT5 encoder over bytes, trained by masked-span prediction
+   (docs/model.md): tokens are bytes 0..255 and C5_MASK_TOKEN;
+   x = token_emb[token] + pos_emb[global position]; depth
+   ConditionalRoutedTransformerBlocks; RMSNorm (the reference's, "norm.gamma");
+   logits = to_logits(x) over the 256 bytes. Parameter names are the
+   state_dict of the PyTorch wrapper tools/colt5_torch.py:
+   token_emb.weight [257, dim], pos_emb.weight [max_seq_len, dim],
+   layers.<i>.conditional_attn.*, layers.<i>.conditional_ff.*, norm.gamma [dim],
+   to_logits.weight [256, dim], to_logits.bias [256]. */
+#define C5_MASK_TOKEN 256
+#define C5_NUM_BYTES 256
+typedef struct {
+  int depth;              /* blocks, > 0 */
+  long max_seq_len;       /* rows of pos_emb: the longest global sequence the model takes */
+  c5_block_config block;  /* every layer the same; block.attn.dim is the model width */
+} c5_model_config;
+
+typedef struct c5_model c5_model;
+typedef struct c5_model_cache c5_model_cache;
+/* Adds every parameter above to params (not allocated yet: c5_params_alloc after). Not collective. */
+c5_status c5_model_create(const c5_model_config *cfg, c5_params *params, c5_model **out);
+c5_status c5_model_destroy(c5_model **m);   /* NULL-safe; sets *m = NULL */
+const c5_model_config *c5_model_get_config(const c5_model *m);
+c5_status c5_model_layout_unit(const c5_model_config *cfg, long *unit);   /* the block's */
+c5_status c5_model_cache_create(const c5_model *m, long batch, long n_local, c5_model_cache **out);
+c5_status c5_model_cache_destroy(c5_model_cache **c);   /* NULL-safe */
+/* The block cache of layer i of the last forward (activation dumps, tests). */
+const c5_block_cache *c5_model_block_cache(const c5_model_cache *c, int layer);
+/* Input of layer i (layer = depth: the final norm's input) [batch, n_local, dim]. */
+const c5_real *c5_model_layer_input(const c5_model_cache *c, int layer);
+/* Logits of the last forward [batch, n_local, 256]. */
+const c5_real *c5_model_logits(const c5_model_cache *c);
+
+/* c5_model_forward - logits and the masked-byte loss. Collective on d.
+   In:  tokens [batch, lay->n_local] (0..256); targets [batch, n_local]: the
+        byte to predict (0..255) or -1 where nothing is scored; mask
+        [batch, n_local] (1 = keep) or NULL (padding).
+   Out: cache; *loss_sum = sum over scored positions of every rank of d of
+        -log softmax(logits)[target], summed in double in a fixed order;
+        *count = the number of scored positions over the ranks of d. Either may be NULL. */
+c5_status c5_model_forward(c5_model *m, const c5_dist *d, const c5_layout *lay, long batch, const int32_t *tokens,
+                           const int32_t *targets, const uint8_t *mask, c5_model_cache *c, double *loss_sum,
+                           long *count);
+/* c5_model_backward - parameter gradients (accumulate, +=) of scale * loss_sum
+   (scale = 1 / the scored positions of the whole step, over every rank and
+   micro-batch: the loss is then their mean). Collective on d. Gradients are
+   this rank's part: c5_params_allreduce_grad sums them. */
+c5_status c5_model_backward(c5_model *m, const c5_dist *d, c5_model_cache *c, double scale);
+
+/* ---- optimizer ------------------------------------------------------------------------ */
+/* AdamW as torch.optim.AdamW (decoupled weight decay, bias-corrected moments),
+   with clipping by the global gradient norm as torch.nn.utils.clip_grad_norm_
+   (coefficient clip / (norm + 1e-6) when below 1) and the learning-rate
+   schedule, for optimizer step t = 1, 2, ...:
+     t <= warmup:  lr * t / warmup
+     else:         lr_min + (lr - lr_min) (1 + cos(pi p)) / 2,
+                   p = min(1, (t - warmup) / max(1, total_steps - warmup)).
+   Weight decay applies to the parameters named "*.weight" of rank 2 other
+   than token_emb.weight and pos_emb.weight (matrices of Linear layers), or to
+   every parameter when decay_all. */
+typedef struct {
+  double lr, lr_min;
+  long warmup_steps, total_steps;
+  double beta1, beta2, eps, weight_decay;
+  double clip_norm;        /* 0: no clipping */
+  int decay_all;
+} c5_adamw_config;
+#define C5_ADAMW_CONFIG_DEFAULT { .lr = 1e-3, .lr_min = 1e-4, .warmup_steps = 0, .total_steps = 1, \
+    .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0.01, .clip_norm = 1.0, .decay_all = 0 }
+
+typedef struct c5_adamw c5_adamw;
+/* Moments (zero) on params' backend, one slab each. Not collective. */
+c5_status c5_adamw_create(const c5_adamw_config *cfg, c5_params *params, c5_adamw **out);
+c5_status c5_adamw_destroy(c5_adamw **o);   /* NULL-safe */
+const c5_adamw_config *c5_adamw_get_config(const c5_adamw *o);
+/* The learning rate of step t (t >= 1) by the schedule. */
+double c5_adamw_lr(const c5_adamw_config *cfg, long t);
+/* One step on the summed gradients (c5_params_allreduce_grad first: every
+   rank then holds the same gradients and takes the same step). The norm is
+   the 2-norm over every gradient, summed in double in a fixed order. Not
+   collective. Out (either may be NULL): the norm before clipping, the lr used.
+   Errors: a non-finite gradient norm (C5_ERR_NUMERIC, nothing updated). */
+c5_status c5_adamw_step(c5_adamw *o, double *grad_norm, double *lr);
+long c5_adamw_steps(const c5_adamw *o);                 /* steps taken */
+void c5_adamw_set_steps(c5_adamw *o, long steps);      /* on resume */
+/* The first and second moments of parameter i (layout as its value). */
+c5_real *c5_adamw_exp_avg(const c5_adamw *o, long i);
+c5_real *c5_adamw_exp_avg_sq(const c5_adamw *o, long i);
+
 #ifdef __cplusplus
 }
 #endif

@@ -52,6 +52,51 @@ c5_status c5_h5_read_params(const c5_h5 *f, const char *group, c5_params *p);
 c5_status c5_h5_write_params(const char *path, const char *group, const c5_params *p, int grads,
                              const char *attrs_json);
 
+
+/* ---- checkpoints (docs/formats.md) ------------------------------------------------------ */
+/* One HDF5 file per checkpoint, written collectively through parallel HDF5
+   (MPI-IO) in the HDF5 1.10 format (checksummed metadata) with Fletcher32 on
+   every dataset: /params/<state_dict name>, /optim/exp_avg/<name>,
+   /optim/exp_avg_sq/<name> in the build's precision, the scalars under
+   /state (int64 datasets), the run's configuration as the root attribute
+   "config" (JSON), the attributes "format" (C5_CHECKPOINT_FORMAT), "dtype"
+   ("float64"/"float32") and "step". Written to "<path>.tmp" then renamed over path
+   by rank 0 after every rank closed it: a reader sees the old file or the new
+   one, never a part. */
+#define C5_CHECKPOINT_FORMAT 1
+typedef struct {
+  char name[64];      /* set by the caller on both write and read */
+  int64_t value;
+} c5_ckpt_scalar;
+/* Collective on world (every rank of the job; parameters and moments are
+   replicated, so each element is written once). o may be NULL (no moments). */
+c5_status c5_checkpoint_write(const c5_dist *world, const char *path, const c5_params *p, const c5_adamw *o,
+                              const c5_ckpt_scalar *state, int nstate, const char *config_json);
+/* Collective on world. Reads into p (and o when not NULL: its moments and
+   step) and the values of state[0..nstate) by name (each must exist). The
+   file's element type may differ from the build's (converted on read).
+   *config_json (when not NULL) gets the malloc'ed configuration. A missing,
+   truncated or corrupted file, another format, another model's names or
+   shapes: C5_ERR_IO / C5_ERR_SHAPE naming the file and dataset, on every
+   rank, with nothing changed in p or o. */
+c5_status c5_checkpoint_read(const c5_dist *world, const char *path, c5_params *p, c5_adamw *o,
+                             c5_ckpt_scalar *state, int nstate, char **config_json);
+/* The newest complete checkpoint dir/ckpt-<step>.h5 (largest step), into path;
+   "" when there is none. Not collective (call it on every rank). */
+c5_status c5_checkpoint_latest(const char *dir, char *path, size_t len);
+/* Remove all but the newest keep checkpoints of dir (rank 0 removes; collective). */
+c5_status c5_checkpoint_prune(const c5_dist *world, const char *dir, int keep);
+
+/* ---- activation dumps ------------------------------------------------------------------ */
+/* c5_model_dump_activations - the last forward's activations into path
+   (created, or extended: one group per step), collectively over the
+   sequence ranks of d, each rank writing its shard by hyperslab:
+   /step_<s>/layer_<i>/input [batch, n, dim], router_logits and router_scores
+   (of each router: q, kv, ff) [rows, n], routed_indices [rows, k] (int64),
+   light_out and heavy_out [batch, n, dim]. Collective on d. */
+c5_status c5_model_dump_activations(const c5_model *m, const c5_dist *d, const c5_layout *lay,
+                                    const c5_model_cache *c, const char *path, long step);
+
 /* Number of elements of dims[0..ndim). */
 long c5_numel(int ndim, const long *dims);
 

@@ -40,6 +40,7 @@ typedef enum {
   C5_ERR_NCCL,
   C5_ERR_NOTIMPL,  /* a feature this build does not provide */
   C5_ERR_INTERNAL,
+  C5_ERR_NUMERIC,  /* a NaN or Inf where a finite value is needed */
   C5_NUM_STATUS
 } c5_status;
 

@@ -27,7 +27,8 @@ const char *c5_status_string(c5_status st)
     [C5_OK] = "success", [C5_ERR_ARG] = "invalid argument", [C5_ERR_SHAPE] = "shape mismatch",
     [C5_ERR_MEM] = "out of memory", [C5_ERR_IO] = "I/O error", [C5_ERR_MPI] = "MPI error",
     [C5_ERR_CUDA] = "CUDA error", [C5_ERR_NCCL] = "NCCL error",
-    [C5_ERR_NOTIMPL] = "not implemented in this build", [C5_ERR_INTERNAL] = "internal error" };
+    [C5_ERR_NOTIMPL] = "not implemented in this build", [C5_ERR_INTERNAL] = "internal error",
+    [C5_ERR_NUMERIC] = "non-finite value" };
   return (st >= 0 && st < C5_NUM_STATUS) ? names[st] : "unknown status";
 }
 
