@@ -34,6 +34,8 @@
 #include <cblas.h>
 #include "kernels.h"
 
+/* Where make install puts the reference script; C5_BENCH_SCRIPT in the
+   environment (bench/run.sh sets it to the source tree's) or --script wins. */
 #ifndef C5_BENCH_SCRIPT
 #define C5_BENCH_SCRIPT "bench/reference_bench.py"
 #endif
@@ -380,10 +382,12 @@ static void usage(FILE *f)
 {
   fprintf(f, "usage: colt5-bench cd|block [--n LIST] [--threads LIST] [--reps R] [--warmup W]\n"
              "                      [--reference DIR] [--python PY] [--script PATH]\n"
+             "       colt5-bench --help | --version\n"
              "  --n LIST          sequence lengths (default cd: 8192,131072,1048576; block: 4096,16384)\n"
              "  --threads LIST    OpenMP thread counts (default 1,2)\n"
              "  --reps R          timed repetitions, median reported (default 7, at least 5)\n"
-             "  --reference DIR   also time the PyTorch reference found in DIR (its package folders)\n");
+             "  --reference DIR   also time the PyTorch reference found in DIR (its package folders)\n"
+             "  --script PATH     the reference's timing script (default " C5_BENCH_SCRIPT ")\n");
 }
 
 /* The options that decide what every rank does, the same on every rank (each rank parses its own command
@@ -406,12 +410,14 @@ int main(int argc, char **argv)
   opts_t o = { .n = { 8192, 131072, 1048576 }, .nn = 3, .threads = { 1, 2 }, .nt = 2, .reps = 7, .warmup = 2,
                .python = "/usr/bin/python3", .script = C5_BENCH_SCRIPT };
   o.reference = getenv("C5_REFERENCE");
+  if (getenv("C5_BENCH_SCRIPT") && *getenv("C5_BENCH_SCRIPT")) o.script = getenv("C5_BENCH_SCRIPT");
   if (o.reference && !*o.reference) o.reference = NULL;
   static const struct option lo[] = {
     { "n", required_argument, 0, 'n' }, { "threads", required_argument, 0, 't' },
     { "reps", required_argument, 0, 'r' }, { "warmup", required_argument, 0, 'w' },
     { "reference", required_argument, 0, 'R' }, { "python", required_argument, 0, 'p' },
-    { "script", required_argument, 0, 's' }, { "help", no_argument, 0, 'h' }, { 0 } };
+    { "script", required_argument, 0, 's' }, { "help", no_argument, 0, 'h' },
+    { "version", no_argument, 0, 'V' }, { 0 } };
   int c, nset = 0, help = 0, reps_set = 0;
   long tl[MAXL], v;
   c5_status st = C5_OK;
@@ -448,6 +454,7 @@ int main(int argc, char **argv)
     case 'p': o.python = optarg; break;
     case 's': o.script = optarg; break;
     case 'h': help = 1; break;
+    case 'V': help = 2; break;   /* like --help: print, exit 0 */
     default: if (st == C5_OK) st = c5_error_raise(C5_ERR_ARG, "unknown option %s", argv[optind - 1]);
     }
   }
@@ -469,7 +476,8 @@ int main(int argc, char **argv)
   if (st != C5_OK || help) {
     if (c5_dist_rank(d) == 0) {
       if (st != C5_OK) fprintf(stderr, "colt5-bench: %s\n", c5_last_error());
-      if (syntax || help) usage(st == C5_OK ? stdout : stderr);
+      if (st == C5_OK && help == 2) printf("colt5-bench %s\n", colt5_build_info());
+      else if (syntax || help) usage(st == C5_OK ? stdout : stderr);
     }
     c5_dist_destroy(&d);
     MPI_Finalize();

@@ -744,6 +744,7 @@ out:
 static void usage(FILE *o)
 {
   fprintf(o, "usage: colt5-golden [--tol REL] [--floor ABS] [--quiet] FILE.h5...\n"
+             "       colt5-golden --help | --version\n"
              "  --tol REL   relative bound (default: 1e-9 in double, 1e-4 in single)\n"
              "  --floor ABS absolute floor per sqrt(numel) (default: 1e-12 in double, 1e-6 in single)\n"
              "  --quiet     print only failures\n"
@@ -762,7 +763,8 @@ int main(int argc, char **argv)
   cx.rank = c5_dist_rank(cx.dist);
   cx.size = c5_dist_size(cx.dist);
   static const struct option opts[] = {
-    { "tol", required_argument, 0, 't' }, { "floor", required_argument, 0, 'f' }, { "quiet", no_argument, 0, 'q' }, { "help", no_argument, 0, 'h' }, { 0 } };
+    { "tol", required_argument, 0, 't' }, { "floor", required_argument, 0, 'f' }, { "quiet", no_argument, 0, 'q' }, { "help", no_argument, 0, 'h' },
+    { "version", no_argument, 0, 'V' }, { 0 } };
   int c, rc = EXIT_PASS, skipped = 0, help = 0;
   c5_status st = C5_OK;
   /* each rank parses its own command line (mpirun may give them different ones): agreed below */
@@ -779,6 +781,7 @@ int main(int argc, char **argv)
       break;
     case 'q': cx.quiet = 1; break;
     case 'h': help = 1; break;
+    case 'V': help = 2; break;   /* like --help: print, exit 0 */
     default: st = c5_error_raise(C5_ERR_ARG, "unknown option or missing value");
     }
   }
@@ -789,7 +792,8 @@ int main(int argc, char **argv)
   if (st != C5_OK || help) {
     if (cx.rank == 0) {
       if (st != C5_OK) fprintf(stderr, "colt5-golden: %s\n", c5_last_error());
-      usage(help && st == C5_OK ? stdout : stderr);
+      if (st == C5_OK && help == 2) printf("colt5-golden %s\n", colt5_build_info());
+      else usage(help && st == C5_OK ? stdout : stderr);
     }
     c5_dist_destroy(&cx.dist);
     MPI_Finalize();

@@ -1,12 +1,26 @@
 #!/bin/sh
-# build.sh PRECISION - configure and build out of tree in build-PRECISION/
-# (PRECISION = double or single). Extra arguments go to configure.
+# build.sh PRECISION [CONFIGURE-ARGS...] - configure and build out of tree in
+# build-PRECISION/ (PRECISION = double or single). Configures when there is no
+# Makefile yet or when arguments are given that differ from the last
+# configure's (kept in build-PRECISION/configure.args); otherwise builds what
+# changed (make reruns configure with the last arguments when configure.ac
+# or Makefile.am changed).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 prec=${1:-double}; [ $# -gt 0 ] && shift
+case $prec in double|single) ;; *) echo "build.sh: precision '$prec': expected double or single" >&2; exit 2 ;; esac
 [ -x "$top/configure" ] || (cd "$top" && autoreconf -fi > /dev/null)
 mkdir -p "$top/build-$prec"
 cd "$top/build-$prec"
-[ -f Makefile ] || "$top/configure" --with-precision="$prec" "$@" > configure.out
+# The arguments, one per line, so that spaces inside one stay inside it.
+want=$(printf '%s\n' --with-precision="$prec" "$@")
+have=$(cat configure.args 2>/dev/null || true)
+if [ ! -f Makefile ] || { [ $# -gt 0 ] && [ "$want" != "$have" ]; }; then
+  echo "build.sh: configuring build-$prec: --with-precision=$prec $*"
+  rm -f configure.args
+  "$top/configure" --with-precision="$prec" "$@" > configure.out || {
+    echo "build.sh: configure failed (build-$prec/configure.out, config.log):" >&2; tail -5 configure.out >&2; exit 1; }
+  printf '%s\n' --with-precision="$prec" "$@" > configure.args
+fi
 make -j"$(nproc)" > make.out
 echo "built $top/build-$prec"

@@ -23,6 +23,15 @@
 extern "C" {
 #endif
 
+/* ---- version ------------------------------------------------------------------- */
+/* The version of the library that is linked ("MAJOR.MINOR.PATCH"); the headers'
+   own are C5_VERSION_STRING, C5_VERSION_MAJOR/MINOR/PATCH and C5_VERSION
+   (colt5_config.h). One line naming the version, the precision, the MPI, the
+   BLAS and whether CUDA kernels are built: what every app's --version prints. */
+const char *colt5_version(void);
+const char *colt5_build_info(void);
+
+/* ---- errors ---------------------------------------------------------------------- */
 const char *c5_status_string(c5_status st);
 /* The message of the last error raised on this thread, with its trace
    ("" when none). Valid until the next failing call on this thread. */
