@@ -1,6 +1,6 @@
 /* test_shard.c (program tests/unit/test_shard_prog, run by test_shard.sh on
    1-4 ranks) - a sequence sharded over MPI_COMM_WORLD gives what one rank
-   gives (DESIGN.md §3: "the sharded result must equal the unsharded one,
+   gives (docs/design.md §3: "the sharded result must equal the unsharded one,
    outputs and gradients to ~1e-12 in float64, for P = 1, 2, 3, 4, n not
    divisible by P included").
 
@@ -51,7 +51,7 @@
      adversarial: every routed token of every router on one rank (x made
              large along the routing tokens there only).
    Routers run with straight_through off and eps 0.3 (random inputs keep
-   |s + a_T| away from the kinks, DESIGN.md §2). One line per case. */
+   |s + a_T| away from the kinks, docs/design.md §2). One line per case. */
 #include <string.h>
 #include "modules.h"
 
@@ -391,7 +391,7 @@ fail:
 
 /* ---- the layout rule -------------------------------------------------------------------- */
 
-/* Every rank's shard by the rule of DESIGN.md §3 (W = ceil(n / unit) units, rank r holds
+/* Every rank's shard by the rule of docs/design.md §3 (W = ceil(n / unit) units, rank r holds
    floor(W/P) units and the first W mod P ranks one more, contiguous from 0, only the last may end
    in a partial unit) and this rank's c5_layout_compute equal to c5_layout_of_rank. With
    want_partial the last shard must end in a partial unit. sizes gets "a/b/c" (tokens per rank). */
