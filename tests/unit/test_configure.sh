@@ -5,6 +5,8 @@
 set -u
 s=${top_srcdir:-.}
 s=$(cd "$s" && pwd)
+# configure refuses to run elsewhere once the source folder holds an in-tree build.
+[ -f "$s/config.status" ] && { echo "SKIP: $s is configured in place (configure runs only there)"; exit 77; }
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 cd "$tmp" || exit 1
 fail=0

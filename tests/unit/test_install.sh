@@ -42,7 +42,7 @@ for f in "$libdir/libcolt5.a" "$libdir/libcolt5.so" "$pkgdatadir/reference_bench
   [ -e "$f" ] || bad "not installed: $f"
 done
 for m in colt5-golden.1 colt5-bench.1; do find "$D" -name "$m" | grep -q . || bad "man page $m not installed"; done
-find "$D" -name api.md | grep -q . || bad "docs/api.md not installed"
+for doc in api.md formats.md design.md errors.md; do find "$D" -name $doc | grep -q . || bad "docs/$doc not installed"; done
 [ -n "$docex" ] && [ -f "$docex/routed_ff.c" ] || { bad "examples not installed"; exit 1; }
 soname=$(readelf -d "$libdir/libcolt5.so" 2>/dev/null | sed -n 's/.*SONAME.*\[\(.*\)\]/\1/p')
 case $soname in libcolt5.so.[0-9]*) echo "ok: soname $soname" ;; *) bad "soname '$soname'" ;; esac
