@@ -31,14 +31,17 @@ static void step(c5_block *blk, c5_params *p, const c5_dist *d, const c5_layout 
   free(xl);
 }
 
-static double max_rel(const c5_real *a, const c5_real *b, long len)
+/* ||a - b|| / ||b|| (0 when both are 0): rounding spreads over a tensor, so
+   the norm is the measure (the golden vectors' rule), not each element. */
+static double rel_err(const c5_real *a, const c5_real *b, long len)
 {
-  double worst = 0;
+  double d2 = 0, b2 = 0;
   for (long i = 0; i < len; i++) {
-    double e = fabs((double)a[i] - b[i]) / (fabs((double)b[i]) + 1e-6);
-    if (e > worst) worst = e;
+    double e = (double)a[i] - b[i];
+    d2 += e * e;
+    b2 += (double)b[i] * b[i];
   }
-  return worst;
+  return b2 > 0 ? sqrt(d2 / b2) : sqrt(d2);
 }
 
 int main(int argc, char **argv)
@@ -91,12 +94,12 @@ int main(int argc, char **argv)
 
   /* The slices of every rank, gathered (collective), against the one-rank run. */
   CHECK(c5_dist_allgather_seq(d, batch, n, unit, dim, out, full));
-  double e_out = max_rel(full, out1, len);
+  double e_out = rel_err(full, out1, len);
   CHECK(c5_dist_allgather_seq(d, batch, n, unit, dim, dx, full));
-  double e_dx = max_rel(full, dx1, len);
-  double e_grad = 0;
+  double e_dx = rel_err(full, dx1, len);
+  double e_grad = 0;   /* the worst parameter */
   for (long i = 0; i < c5_params_count(p); i++) {
-    double e = max_rel(c5_params_grad(p, i), c5_params_grad(p1, i), c5_params_numel(p, i));
+    double e = rel_err(c5_params_grad(p, i), c5_params_grad(p1, i), c5_params_numel(p, i));
     if (e > e_grad) e_grad = e;
   }
   /* The worst of every rank, the same on all of them. */

@@ -79,8 +79,10 @@ int main(int argc, char **argv)
   printf("backward: |dx| %.6f, sum |d heavy_ff.1.weight| %.6f\n", sqrt(g2), gw);
 
   /* The check: (L(x + h dx) - L(x - h dx)) / 2h against |dx|^2. */
-  /* The step: small against the router's curvature (coordinate descent at eps 0.03), large against rounding. */
-  double h = (C5_USE_DOUBLE ? 1e-6 : 1e-3) / sqrt(g2), lp, lm;
+  /* The step moves x by h |dx|: small enough that no token changes route
+     (the top-k is a step function: a step of 1e-3 already moves one here),
+     large against the rounding of the loss (single precision: 1e-7 of L). */
+  double h = (C5_USE_DOUBLE ? 1e-6 : 1e-4) / sqrt(g2), lp, lm;
   for (long i = 0; i < len; i++) xs[i] = x[i] + (c5_real)(h * dx[i]);
   lp = loss_of(ff, d, &lay, batch, xs, cache, out, len);
   for (long i = 0; i < len; i++) xs[i] = x[i] - (c5_real)(h * dx[i]);
