@@ -41,7 +41,6 @@ for f in "$pkgdatadir/reference_bench.py" \
          "$(pcv --variable=includedir)/colt5_io.h" "$(pcv --variable=includedir)/colt5_mpi.h"; do
   [ -e "$f" ] || bad "not installed: $f"
 done
-for m in colt5-golden.1 colt5-bench.1; do find "$D" -name "$m" | grep -q . || bad "man page $m not installed"; done
 for doc in api.md formats.md design.md errors.md; do find "$D" -name $doc | grep -q . || bad "docs/$doc not installed"; done
 [ -n "$docex" ] && [ -f "$docex/routed_ff.c" ] || { bad "examples not installed"; exit 1; }
 # Each kind configure built (--disable-shared, --disable-static leave one).
@@ -54,9 +53,12 @@ if [ $have_shared = 1 ]; then
   case $soname in libcolt5.so.[0-9]*) echo "ok: soname $soname" ;; *) bad "soname '$soname'" ;; esac
 fi
 
-# The installed apps run (the library from DESTDIR) and say their version.
+# Every installed app runs (the library from DESTDIR), says its version and has a man page.
 export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-for app in colt5-golden colt5-bench; do
+apps=$(ls "$bindir")
+for app in colt5-golden colt5-bench; do [ -x "$bindir/$app" ] || bad "$app not installed"; done
+for app in $apps; do
+  find "$D" -name "$app.1" | grep -q . || bad "man page $app.1 not installed"
   out=$("$bindir/$app" --version 2>&1) && printf '%s\n' "$out" | grep -q "^$app libcolt5 $version " \
     && echo "ok: $out" || bad "$app --version: $out"
 done
