@@ -20,7 +20,7 @@ if [ ! -f Makefile ] || { [ $# -gt 0 ] && [ "$want" != "$have" ]; }; then
   rm -f configure.args
   "$top/configure" --with-precision="$prec" "$@" > configure.out || {
     echo "build.sh: configure failed (build-$prec/configure.out, config.log):" >&2; tail -5 configure.out >&2; exit 1; }
-  printf '%s\n' --with-precision="$prec" "$@" > configure.args
+  printf '%s\n' --with-precision="$prec" "$@" > configure.args.tmp && mv configure.args.tmp configure.args
 fi
 make -j"$(nproc)" > make.out
 echo "built $top/build-$prec"
