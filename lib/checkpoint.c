@@ -162,30 +162,6 @@ static c5_status write_check(const char *path, const c5_params *p, const c5_ckpt
   return C5_OK;
 }
 
-/* Data on disk before the rename, and the rename itself on disk (the directory), so that after a crash the
-   path holds the old checkpoint or the whole new one. Rank 0. */
-static c5_status publish(const char *tmp, const char *path)
-{
-  int fd = open(tmp, O_RDONLY);
-  C5_CHECK(fd >= 0 && fsync(fd) == 0, C5_ERR_IO, "checkpoint %s: cannot sync %s (%s)", path, tmp, strerror(errno));
-  close(fd);
-  C5_CHECK(rename(tmp, path) == 0, C5_ERR_IO, "checkpoint %s: cannot rename %s over it (%s)", path, tmp,
-           strerror(errno));
-  char dir[1100];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  if (slash == dir) dir[1] = '\0';
-  else if (slash) *slash = '\0';
-  else snprintf(dir, sizeof dir, ".");
-  fd = open(dir, O_RDONLY | O_DIRECTORY);
-  C5_CHECK(fd >= 0, C5_ERR_IO, "checkpoint %s: cannot open its directory %s to sync it (%s)", path, dir,
-           strerror(errno));
-  int e = fsync(fd);
-  close(fd);
-  C5_CHECK(e == 0, C5_ERR_IO, "checkpoint %s: cannot sync its directory %s (%s)", path, dir, strerror(errno));
-  return C5_OK;
-}
-
 c5_status c5_checkpoint_write(const c5_dist *world, const char *path, const c5_params *p, const c5_adamw *o,
                               const c5_ckpt_scalar *state, int nstate, const char *config_json)
 {
@@ -228,7 +204,7 @@ out:
   /* every rank has closed the file when the agreement returns */
   st = c5_dist_agree(world, st);
   if (rank == 0) {
-    if (st == C5_OK) st = publish(tmp, path);
+    if (st == C5_OK) st = c5_h5_publish("checkpoint", tmp, path);
     if (st != C5_OK) unlink(tmp);   /* the previous checkpoint at path stays as it was */
   }
   C5_AGREE(world, st);
