@@ -400,8 +400,10 @@ typedef struct c5k_ops {
      limit (the autoregressive attention's keys in the windows before a query window). */
   c5_status (*mask_before)(c5k_ctx *, long rows, long n, const long *pos, const long *lim, uint8_t *mask);
   /* ---- optimizer (c5k_adamw above; lib/optim.c) ---- */
-  /* *ss = sum of x[i]^2 over i < n, the squares in double, summed over C5K_CHUNK-element chunks in
-     index order and then the chunk sums in chunk order: the same bits at any thread count. When
+  /* *ss = sum of x[i]^2 over i < n, the squares in double, in a fixed order: per C5K_CHUNK-element
+     chunk, 8 interleaved sums (element j of the chunk's whole groups of 8 into sum j % 8), the tail
+     added to 0, then the 8 sums in order; then the chunk sums in chunk order: the same bits at any
+     thread count. When
      first_nonfinite is not NULL and *ss is not finite, *first_nonfinite = the first i with x[i]
      NaN or Inf (-1: none, the sum overflowed). ctx work: ceil(n / C5K_CHUNK) doubles. */
   c5_status (*sumsq)(c5k_ctx *, long n, const c5_real *x, double *ss, long *first_nonfinite);
