@@ -58,4 +58,7 @@ const c5k_ops c5k_cpu_ops = {
   /* kv exchange, autoregressive attention */
   .gather2d = c5k_gather2d_cpu,
   .mask_before = c5k_mask_before_cpu,
+  /* optimizer */
+  .sumsq = c5k_sumsq_cpu,
+  .adamw_update = c5k_adamw_update_cpu,
 };

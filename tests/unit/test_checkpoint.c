@@ -4,7 +4,8 @@
      test_checkpoint default DIR  a checkpoint of the default configuration and one of another, for
                                   tools/load_checkpoint.py --check-only (test_load_checkpoint.sh)
    Cases: a round trip bit for bit (parameters, both moments, the optimizer's
-   steps, int64 scalars, the configuration); a file of another configuration
+   steps, int64 scalars, the configuration); an AdamW step after reading a
+   checkpoint equal to the writer's step after writing it; a file of another configuration
    refused naming the dataset and both shapes; a truncated file, a file with
    flipped bytes inside a dataset's data, a file of another format and one
    without moments refused, with the parameters unchanged; a failed write
@@ -23,35 +24,6 @@
 #define STEPS 100
 static const char *CONFIG = "{\"model\": {\"dim\": 8, \"depth\": 1}, \"note\": \"test_checkpoint\"}";
 
-/* ---- a stand-in for lib/optim.c (branch optim) until it lands: the calls a checkpoint makes ---- */
-struct c5_adamw {
-  c5_params *p;
-  c5_real *m, *v;   /* [total], at the parameters' slab offsets */
-  long steps;
-  c5_adamw_config cfg;
-};
-c5_status c5_adamw_create(const c5_adamw_config *cfg, c5_params *p, c5_adamw **out)
-{
-  c5_adamw *o = calloc(1, sizeof *o);
-  if (!o) return c5_error_raise(C5_ERR_MEM, "adamw stand-in: out of memory");
-  o->p = p;
-  o->cfg = *cfg;
-  o->m = calloc((size_t)c5_params_total(p), sizeof *o->m);
-  o->v = calloc((size_t)c5_params_total(p), sizeof *o->v);
-  *out = o;
-  return o->m && o->v ? C5_OK : c5_error_raise(C5_ERR_MEM, "adamw stand-in: out of memory");
-}
-c5_status c5_adamw_destroy(c5_adamw **o)
-{
-  if (o && *o) { free((*o)->m); free((*o)->v); free(*o); *o = NULL; }
-  return C5_OK;
-}
-static long slab_offset(const c5_adamw *o, long i) { return c5_params_value(o->p, i) - c5_params_value(o->p, 0); }
-c5_real *c5_adamw_exp_avg(const c5_adamw *o, long i) { return o->m + slab_offset(o, i); }
-c5_real *c5_adamw_exp_avg_sq(const c5_adamw *o, long i) { return o->v + slab_offset(o, i); }
-long c5_adamw_steps(const c5_adamw *o) { return o->steps; }
-void c5_adamw_set_steps(c5_adamw *o, long steps) { o->steps = steps; }
-/* ---- end of the stand-in ---- */
 
 typedef struct {
   c5_params *p;
@@ -85,34 +57,59 @@ static void unmake(model *m)
 
 static c5_real *slab(const model *m) { return c5_params_value(m->p, 0); }
 static long total(const model *m) { return c5_params_total(m->p); }
+static c5_real *moment(const model *m, int which, long i)
+{
+  return which ? c5_adamw_exp_avg_sq(m->o, i) : c5_adamw_exp_avg(m->o, i);
+}
+#define SENTINEL_STEPS 4321
 
 /* The values written: the same on every rank and in every run. */
 static void fill(model *m)
 {
-  unsigned long long s1 = 11, s2 = 12, s3 = 13;
-  for (long i = 0; i < total(m); i++) {
-    slab(m)[i] = (c5_real)t_normal(&s1);
-    m->o->m[i] = (c5_real)t_normal(&s2);
-    m->o->v[i] = (c5_real)fabs(t_normal(&s3));
-  }
-  m->o->steps = STEPS;
+  unsigned long long s[3] = { 11, 12, 13 };
+  for (long i = 0; i < total(m); i++) slab(m)[i] = (c5_real)t_normal(&s[0]);
+  for (int w = 0; w < 2; w++)
+    for (long i = 0; i < c5_params_count(m->p); i++)
+      for (long j = 0; j < c5_params_numel(m->p, i); j++) {
+        double v = t_normal(&s[1 + w]);
+        moment(m, w, i)[j] = (c5_real)(w ? fabs(v) : v);
+      }
+  c5_adamw_set_steps(m->o, STEPS);
 }
 static void fill_sentinel(model *m)
 {
-  for (long i = 0; i < total(m); i++) slab(m)[i] = m->o->m[i] = m->o->v[i] = SENTINEL;
-  m->o->steps = -1;
+  for (long i = 0; i < total(m); i++) slab(m)[i] = SENTINEL;
+  for (int w = 0; w < 2; w++)
+    for (long i = 0; i < c5_params_count(m->p); i++)
+      for (long j = 0; j < c5_params_numel(m->p, i); j++) moment(m, w, i)[j] = SENTINEL;
+  c5_adamw_set_steps(m->o, SENTINEL_STEPS);
 }
 static int is_sentinel(const model *m)
 {
   for (long i = 0; i < total(m); i++)
-    if (slab(m)[i] != SENTINEL || m->o->m[i] != SENTINEL || m->o->v[i] != SENTINEL) return 0;
-  return m->o->steps == -1;
+    if (slab(m)[i] != SENTINEL) return 0;
+  for (int w = 0; w < 2; w++)
+    for (long i = 0; i < c5_params_count(m->p); i++)
+      for (long j = 0; j < c5_params_numel(m->p, i); j++)
+        if (moment(m, w, i)[j] != SENTINEL) return 0;
+  return c5_adamw_steps(m->o) == SENTINEL_STEPS;
 }
 static int same(const model *a, const model *b)
 {
-  size_t n = (size_t)total(a) * sizeof(c5_real);
-  return total(a) == total(b) && !memcmp(slab(a), slab(b), n) && !memcmp(a->o->m, b->o->m, n) &&
-         !memcmp(a->o->v, b->o->v, n) && a->o->steps == b->o->steps;
+  if (total(a) != total(b) || memcmp(slab(a), slab(b), (size_t)total(a) * sizeof(c5_real)) ||
+      c5_adamw_steps(a->o) != c5_adamw_steps(b->o))
+    return 0;
+  for (int w = 0; w < 2; w++)
+    for (long i = 0; i < c5_params_count(a->p); i++)
+      if (memcmp(moment(a, w, i), moment(b, w, i), (size_t)c5_params_numel(a->p, i) * sizeof(c5_real))) return 0;
+  return 1;
+}
+
+/* Gradients of step k (the same on every rank: as after c5_params_allreduce_grad). */
+static void set_grads(model *m, unsigned long long k)
+{
+  for (long i = 0; i < c5_params_count(m->p); i++)
+    for (long j = 0; j < c5_params_numel(m->p, i); j++) c5_params_grad(m->p, i)[j] = (c5_real)(0.1 * t_normal(&k));
 }
 
 static void set_state(c5_ckpt_scalar st[3])
@@ -313,6 +310,25 @@ static int run_write(c5_dist *world, const char *dir)
   if (rank == 0) printf("round trip at P=%d: %ld parameters, moments, steps, 3 scalars, config identical\n",
                         c5_dist_size(world), c5_params_count(m.p));
 
+  /* resume: a step after reading a checkpoint = the step the writer took after writing it, bit for bit */
+  {
+    char rpath[600];
+    snprintf(rpath, sizeof rpath, "%s/resume.h5", dir);
+    fill_sentinel(&q);
+    for (unsigned long long k = 31; k <= 32; k++) { set_grads(&m, k); T_OK(c5_adamw_step(m.o, NULL, NULL)); }
+    T_OK(c5_checkpoint_write(world, rpath, m.p, m.o, state, 3, CONFIG));
+    set_grads(&m, 33);
+    T_OK(c5_adamw_step(m.o, NULL, NULL));
+    T_OK(c5_checkpoint_read(world, rpath, q.p, q.o, st2, 3, NULL));
+    T_CHECK(c5_adamw_steps(q.o) == STEPS + 2, "resume: %ld optimizer steps read, %d written", c5_adamw_steps(q.o),
+            STEPS + 2);
+    set_grads(&q, 33);
+    T_OK(c5_adamw_step(q.o, NULL, NULL));
+    T_CHECK(same(&m, &q), "resume: the step after reading differs from the writer's");
+    fill(&m);   /* back to the values of the checkpoint at path */
+    if (rank == 0) printf("resume: AdamW step %d after a read = the writer's, bit for bit\n", STEPS + 3);
+  }
+
   /* another configuration: one dataset's shape differs, named with both shapes */
   fill_sentinel(&r);
   T_FAILS_SHOW(c5_checkpoint_read(world, path, r.p, r.o, NULL, 0, NULL), C5_ERR_SHAPE,
@@ -376,11 +392,14 @@ static int run_write(c5_dist *world, const char *dir)
       double
 #endif
       other_t;
-  for (long i = 0; i < total(&m); i++) {
-    T_CHECK(slab(&q)[i] == (c5_real)(other_t)slab(&m)[i] && q.o->m[i] == (c5_real)(other_t)m.o->m[i] &&
-            q.o->v[i] == (c5_real)(other_t)m.o->v[i], "other precision: element %ld read as %.17g, want %.17g", i,
-            (double)slab(&q)[i], (double)(other_t)slab(&m)[i]);
-  }
+  for (long i = 0; i < total(&m); i++)
+    T_CHECK(slab(&q)[i] == (c5_real)(other_t)slab(&m)[i], "other precision: element %ld read as %.17g, want %.17g",
+            i, (double)slab(&q)[i], (double)(other_t)slab(&m)[i]);
+  for (int w = 0; w < 2; w++)
+    for (long i = 0; i < c5_params_count(m.p); i++)
+      for (long j = 0; j < c5_params_numel(m.p, i); j++)
+        T_CHECK(moment(&q, w, i)[j] == (c5_real)(other_t)moment(&m, w, i)[j], "other precision: moment %d of %s",
+                w, c5_params_name(m.p, i));
   if (rank == 0) printf("a %s checkpoint read into the %s build\n", C5_USE_DOUBLE ? "float32" : "float64",
                         C5_USE_DOUBLE ? "double" : "single");
 
