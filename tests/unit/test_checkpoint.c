@@ -355,8 +355,19 @@ static int run_write(c5_dist *world, const char *dir)
   T_CHECK(is_sentinel(&q), "no moments: the parameters changed");
   T_OK(c5_checkpoint_read(world, nomom, q.p, NULL, st2, 3, NULL));   /* the parameters alone are there */
   T_CHECK(!memcmp(slab(&q), slab(&m), (size_t)total(&m) * sizeof(c5_real)), "parameters of a file without moments");
+  /* an error on one rank alone reaches every rank, and nothing changes on any */
+  char missing1[600];
+  snprintf(missing1, sizeof missing1, "%s/no-such-file.h5", dir);
+  fill_sentinel(&q);
+  T_FAILS_SHOW(c5_checkpoint_read(world, rank == 1 ? missing1 : path, q.p, q.o, st2, 3, NULL), C5_ERR_IO,
+               "no-such-file.h5: cannot open");
+  T_CHECK(is_sentinel(&q), "a missing file on rank 1: the parameters changed on rank %d", rank);
+  fill_sentinel(&r);
+  T_FAILS_SHOW(c5_checkpoint_read(world, path, rank == 1 ? r.p : q.p, NULL, NULL, 0, NULL), C5_ERR_ARG,
+               "parameter total differs between ranks");
+  T_CHECK(is_sentinel(&q) && is_sentinel(&r), "tables differing between ranks: the parameters changed");
   if (rank == 0) printf("refused, nothing changed: another configuration, truncated, flipped bytes in %s, format 2, "
-                        "no moments\n", vname);
+                        "no moments; a missing file or another table on rank 1 alone\n", vname);
 
   /* failed writes leave the previous checkpoint and no tmp file */
   fill(&r);   /* (a model of the right shape with other values: the one written over path) */
