@@ -22,9 +22,11 @@ run() {   # NP ARGS...
     fail=1
   fi
 }
-for np in 1 2 3; do run $np write "$dir/dump$np.h5"; done
+for np in 1 2 3; do run $np write "$dir/dump$np.h5"; run $np variant "$dir/variant$np.h5"; done
 if [ $fail = 0 ]; then
-  run 1 compare "$dir/dump1.h5" "$dir/dump2.h5"
-  run 1 compare "$dir/dump1.h5" "$dir/dump3.h5"
+  for f in dump variant; do
+    run 1 compare "$dir/${f}1.h5" "$dir/${f}2.h5"
+    run 1 compare "$dir/${f}1.h5" "$dir/${f}3.h5"
+  done
 fi
 exit $fail
