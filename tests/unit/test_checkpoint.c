@@ -375,6 +375,11 @@ static int run_write(c5_dist *world, const char *dir)
   ON_ROOT(mkdir(tmp, 0700) == 0);   /* the tmp name is taken: the create fails, even for root */
   T_FAILS_SHOW(c5_checkpoint_write(world, path, q.p, q.o, state, 3, CONFIG), C5_ERR_IO, ".tmp");
   ON_ROOT(rmdir(tmp) == 0);
+  {
+    char nodir[700];
+    snprintf(nodir, sizeof nodir, "%s/no/such/dir/ckpt-00000001.h5", dir);
+    T_FAILS_SHOW(c5_checkpoint_write(world, nodir, q.p, q.o, state, 3, CONFIG), C5_ERR_IO, "no/such/dir/ckpt-00000001.h5");
+  }
   if (geteuid() != 0) {   /* root writes into a read-only directory anyway */
     char ro[600], rop[700];
     snprintf(ro, sizeof ro, "%s/readonly", dir);
@@ -389,7 +394,8 @@ static int run_write(c5_dist *world, const char *dir)
   fill_sentinel(&q);
   T_OK(c5_checkpoint_read(world, path, q.p, q.o, st2, 3, NULL));
   T_CHECK(same(&m, &q), "a failed write changed the previous checkpoint");
-  if (rank == 0) printf("failed writes (tmp name taken%s, config differing between ranks) leave the checkpoint\n",
+  if (rank == 0) printf("failed writes (tmp name taken, missing directory%s, config differing between ranks) leave the "
+                        "checkpoint\n",
                         geteuid() != 0 ? ", read-only directory" : "");
 
   /* the other precision, converted on read */
