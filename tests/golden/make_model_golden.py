@@ -21,7 +21,8 @@ writes model_basic.h5:
   /grads       every parameter: d(loss_sum / count) / d param
   /routers     layers.<i>.conditional_attn.q_router, ... (make_golden.py's layout)
   /adamw       after clip_grad_norm_(clip_norm) and one AdamW step (t = 1):
-               attrs grad_norm (before clipping), lr (of the step), step = 1;
+               grad_norm [1] (before clipping), lr [1] (of the step), also as
+               attributes, with step = 1;
                params/<name> (updated), exp_avg/<name>, exp_avg_sq/<name>
 """
 import argparse, json, os, sys
@@ -100,6 +101,8 @@ def model_basic(path):
         a.attrs['grad_norm'] = float(grad_norm)
         a.attrs['lr'] = lr
         a.attrs['step'] = 1
+        a['grad_norm'] = np.array([float(grad_norm)])
+        a['lr'] = np.array([lr])
         for name, p in named:
             st = opt.state[p]
             a['params/' + name] = p.detach().numpy()
