@@ -10,6 +10,7 @@
    the ranks equal the whole sequence's (with random_route on as well); a bad
    token on one rank is every rank's error. The numeric parts need double
    precision (single: the checks of the arguments only). */
+#include <omp.h>
 #include <string.h>
 #include "modules.h"
 
@@ -242,6 +243,37 @@ fail:
   return ok;
 }
 
+/* The loss and every gradient bit for bit the same on 1 and 4 threads (fixed partitions, docs/design.md). */
+static int check_threads(const c5_dist *d)
+{
+  c5_model_config mc = tiny(0);
+  net_t t;
+  int32_t tok[B * N], tgt[B * N];
+  uint8_t mk[B * N];
+  double loss[2];
+  c5_real *g1 = NULL;
+  int ok = 0;
+  T_OK(net_make(&t, &mc, d, 5));
+  make_data(13, tok, tgt, mk);
+  T_CHECK((g1 = malloc((size_t)c5_params_total(t.p) * sizeof *g1)) != NULL, "out of memory");
+  for (int k = 0; k < 2; k++) {
+    omp_set_num_threads(k == 0 ? 1 : 4);
+    c5_params_zero_grad(t.p);
+    T_OK(c5_model_forward(t.m, d, &t.lay, B, tok, tgt, mk, t.c, &loss[k], NULL));
+    T_OK(c5_model_backward(t.m, d, t.c, 0.25));
+    if (k == 0) memcpy(g1, c5_params_grad(t.p, 0), (size_t)c5_params_total(t.p) * sizeof *g1);
+  }
+  T_CHECK(loss[0] == loss[1], "loss %.17g on 1 thread, %.17g on 4", loss[0], loss[1]);
+  T_CHECK(!memcmp(g1, c5_params_grad(t.p, 0), (size_t)c5_params_total(t.p) * sizeof *g1),
+          "gradients differ between 1 and 4 threads");
+  printf("ok: loss and gradients bit for bit the same on 1 and 4 threads\n");
+  ok = 1;
+fail:
+  free(g1);
+  net_free(&t);
+  return ok;
+}
+
 /* Sharded over W against whole on S: loss, count, and the gradients summed over W's ranks. */
 static int check_shard(const char *what, c5_dist *W, c5_dist *S, int random_route, int masked)
 {
@@ -326,8 +358,14 @@ int main(int argc, char **argv)
   }
   if (size == 1) {
     if (!check_loss(S)) goto fail;
-    if (!check_fd("fd, no mask", S, 0)) goto fail;
-    if (!check_fd("fd, padding mask", S, 1)) goto fail;
+    if (!check_threads(S)) goto fail;
+    /* thousands of tiny forwards: on one thread, where a loaded machine's thread barriers would dominate
+       (the thread count changes no bit: check_threads) */
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+    int fd_ok = check_fd("fd, no mask", S, 0) && check_fd("fd, padding mask", S, 1);
+    omp_set_num_threads(nt);
+    if (!fd_ok) goto fail;
   }
   if (!check_shard("shard", W, S, 0, 0)) goto fail;
   if (!check_shard("shard, padding mask", W, S, 0, 1)) goto fail;
