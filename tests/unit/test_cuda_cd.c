@@ -1,0 +1,109 @@
+/* test_cuda_cd.c - coordinate descent forward and backward on the CUDA
+   backend (device pointers, one rank) against the CPU path on the same
+   inputs, norm-wise: fp32 scores within 1e-4 (fp64 in a double build within
+   1e-10). Shapes cover one block a row, several rows sharing the grid, the
+   multi-block rows with the device-side LSE merge (70000 and 4M columns),
+   masks with a fully masked row, per-row k, and a row whose shifted sums
+   underflow in fp32. Outputs are poisoned with NaN first (every element must
+   be written), and a second run must give the same bits (fixed-order
+   merges). Exits 77 without a GPU. */
+#include "cuda_util.h"
+
+static const double tol = C5_USE_DOUBLE ? 1e-10 : 1e-4;
+
+static int run(c5_backend *gpu, const c5_dist *d, long rows, long n, int masked, double scale, int T)
+{
+  const long N = rows * n;
+  int ok = 0;
+  c5_real *s = malloc(N * sizeof *s), *gy = malloc(N * sizeof *gy), *y = malloc(N * sizeof *y), *ds = malloc(N * sizeof *ds);
+  c5_real *yg = malloc(N * sizeof *yg), *dsg = malloc(N * sizeof *dsg), *nan = malloc(N * sizeof *nan);
+  double *a = malloc(N * sizeof *a), *b = malloc(N * sizeof *b), *k = malloc(rows * sizeof *k);
+  uint8_t *m = masked ? malloc(N) : NULL;
+  void *s_d = NULL, *gy_d = NULL, *m_d = NULL, *y_d = NULL, *ds_d = NULL;
+  c5_cd_cache cc = { 0 }, cg = { 0 };
+  c5_cd_config cfg = { .n_iters = T, .eps = 0.03, .eps_init = 4, .eps_decay = 0.7 };
+  unsigned long long seed = 1234 + rows * 7 + n;
+  T_CHECK(s && gy && y && ds && yg && dsg && nan && a && b && k && (!masked || m), "out of memory");
+  for (long i = 0; i < N; i++) {
+    s[i] = (c5_real)(scale * t_normal(&seed));
+    gy[i] = (c5_real)t_normal(&seed);
+    nan[i] = (c5_real)NAN;
+    if (m) m[i] = t_uniform(&seed) < 0.8;
+  }
+  if (m && rows > 1) memset(m + n, 0, n);   /* row 1 fully masked: zero scores, zero gradient */
+  for (long r = 0; r < rows; r++) k[r] = 1 + (double)(n / 16) * (0.5 + (double)r / rows);
+  T_OK(c5_cd_cache_alloc(rows, T, &cc));
+  T_OK(c5_cd_cache_alloc(rows, T, &cg));
+  const long ks = rows == 16 ? 0 : 1;   /* one k for all rows (passed by value to the device), or per row */
+  T_OK(c5_cd_forward(c5_backend_cpu(), d, &cfg, rows, n, s, m, k, ks, y, &cc));
+  T_OK(c5_cd_backward(c5_backend_cpu(), d, &cc, rows, n, s, m, y, gy, ds));
+
+  T_CHECK((s_d = t_dev_upload(gpu, s, N * sizeof *s)) && (gy_d = t_dev_upload(gpu, gy, N * sizeof *gy)) &&
+          (y_d = t_dev_upload(gpu, nan, N * sizeof *nan)) && (ds_d = t_dev_upload(gpu, nan, N * sizeof *nan)) &&
+          (!m || (m_d = t_dev_upload(gpu, m, N))), "device buffers");
+  for (int rep = 0; rep < 2; rep++) {
+    T_OK(c5_cd_forward(gpu, d, &cfg, rows, n, s_d, m_d, k, ks, y_d, &cg));
+    T_OK(c5_cd_backward(gpu, d, &cg, rows, n, s_d, m_d, y_d, gy_d, ds_d));
+    c5_real *yo = rep ? nan : yg, *dso = rep ? nan + 0 : dsg;
+    if (rep) {   /* the second run's bits must be the first's */
+      T_OK(c5_backend_memcpy(gpu, yo, y_d, N * sizeof *yo));
+      T_CHECK(memcmp(yo, yg, N * sizeof *yo) == 0, "rows %ld n %ld: y differs between two runs", rows, n);
+      T_OK(c5_backend_memcpy(gpu, dso, ds_d, N * sizeof *dso));
+      T_CHECK(memcmp(dso, dsg, N * sizeof *dso) == 0, "rows %ld n %ld: ds differs between two runs", rows, n);
+    } else {
+      T_OK(c5_backend_memcpy(gpu, yg, y_d, N * sizeof *yg));
+      T_OK(c5_backend_memcpy(gpu, dsg, ds_d, N * sizeof *dsg));
+    }
+  }
+  t_to_double(yg, N, a); t_to_double(y, N, b);
+  double ey = t_normwise(a, b, N);
+  t_to_double(dsg, N, a); t_to_double(ds, N, b);
+  double eds = t_normwise(a, b, N);
+  printf("cd rows %ld n %ld%s scale %g T %d: y %.3e ds %.3e (tol %.0e)\n", rows, n, m ? " masked" : "", scale, T, ey, eds, tol);
+  T_CHECK(ey <= tol && eds <= tol, "rows %ld n %ld: y error %.3e, ds error %.3e > %.0e", rows, n, ey, eds, tol);
+  if (m && rows > 1)
+    for (long j = 0; j < n; j++) T_CHECK(yg[n + j] == 0 && dsg[n + j] == 0, "fully masked row: y, ds at %ld not 0", j);
+  ok = 1;
+fail:
+  c5_backend_free(gpu, s_d); c5_backend_free(gpu, gy_d); c5_backend_free(gpu, m_d);
+  c5_backend_free(gpu, y_d); c5_backend_free(gpu, ds_d);
+  c5_cd_cache_free(&cc); c5_cd_cache_free(&cg);
+  free(s); free(gy); free(y); free(ds); free(yg); free(dsg); free(nan); free(a); free(b); free(k); free(m);
+  return ok;
+}
+
+int main(int argc, char **argv)
+{
+  MPI_Init(&argc, &argv);
+  c5_backend *gpu = t_cuda_backend_or_skip();
+  c5_dist *d = NULL;
+  int ok = 1;
+  if (c5_dist_create(MPI_COMM_WORLD, &d) != C5_OK) { fprintf(stderr, "%s\n", c5_last_error()); return 1; }
+  ok &= run(gpu, d, 3, 1000, 1, 1.0, 20);
+  ok &= run(gpu, d, 16, 8192, 0, 1.0, 20);
+  ok &= run(gpu, d, 5, 70000, 1, 2.0, 7);
+  ok &= run(gpu, d, 2000, 300, 0, 1.0, 20);       /* more rows than resident blocks: blocks take several */
+  ok &= run(gpu, d, 2, 3000, 0, 40.0, 20);        /* wide scores: fp32 exponents underflow (online max) */
+  ok &= run(gpu, d, 1, 1L << 22, 0, 1.0, 20);     /* one long row over every multiprocessor */
+  /* a NaN in the logits is refused naming its place, as on the CPU */
+  {
+    c5_real h[4] = { 1, 2, NAN, 3 };
+    double kk = 1;
+    void *p = t_dev_upload(gpu, h, sizeof h), *yy = t_dev_upload(gpu, h, sizeof h);
+    c5_cd_cache c = { 0 };
+    c5_cd_config cfg = { .n_iters = 3, .eps = 0.1, .eps_init = 0, .eps_decay = 1 };
+    T_CHECK(p && yy, "device buffers");
+    T_OK(c5_cd_cache_alloc(2, 3, &c));
+    T_FAILS(c5_cd_forward(gpu, d, &cfg, 2, 2, p, NULL, &kk, 0, yy, &c), C5_ERR_ARG, "logits row 1, local column 0");
+    c5_cd_cache_free(&c);
+    c5_backend_free(gpu, p); c5_backend_free(gpu, yy);
+  }
+  goto done;
+fail:
+  ok = 0;
+done:
+  c5_dist_destroy(&d);
+  c5_backend_destroy(&gpu);
+  MPI_Finalize();
+  return ok ? 0 : 1;
+}
