@@ -2,21 +2,22 @@
 # cuda_gpu_run.sh - one call on a lent GPU machine: the CUDA tests of both
 # precisions, the coordinate-descent benchmark with the streaming bound,
 # and the reference (Triton) on the same GPU in the same run. Run from a
-# folder holding: devkit/ (the runtime kit, /work/shared/device), single/
+# folder holding: .devkit/ (the runtime kit, /work/shared/device), single/
 # and double/ (test_cuda_* and c5-cuda-bench of each build), ref/ (the
 # reference packages, never committed) and reference_bench.py. Results go
 # to $OUT (gpu.txt, tests.log, bench.txt, ref.txt).
 set -u
-here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$(dirname "$0")" && pwd); here=$top
 OUT=${OUT:-$here/out}
 mkdir -p "$OUT"
-shapes="16x8192 4x32768 2x131072 1x262144 1x8388608"
+shapes=${SHAPES:-"16x8192 4x32768 2x131072 1x262144 1x8388608"}
+skip_ref=${SKIP_REF:-0}
 { date -u; uname -a; nvidia-smi; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem --format=csv; } > "$OUT/gpu.txt" 2>&1
 # the reference first, in the machine's own Python environment (the kit's loader path is not for it)
-( cd "$here" && PYTHONUNBUFFERED=1 timeout 240 python3 reference_bench.py --ref ref --device cuda --reps 20 --warmup 3 \
-    cd --shapes $shapes ) > "$OUT/ref.txt" 2>&1
-echo "reference rc=$?" >> "$OUT/ref.txt"
-. "$here/devkit/sysroot.sh" "$here/devkit/sysroot.sh"
+[ "$skip_ref" = 1 ] || ( cd "$here" && PYTHONUNBUFFERED=1 timeout 240 python3 reference_bench.py --ref ref --device cuda --reps 20 --warmup 3 \
+    cd --shapes $shapes; echo "reference rc=$?" ) > "$OUT/ref.txt" 2>&1
+cd "$here" && . ./.devkit/sysroot.sh   # it finds the kit at ./.devkit (sh's "." passes no arguments)
+here=$top   # the kit names its own folder here too
 : > "$OUT/tests.log"
 for b in single double; do
   for t in cd topk gemm; do
@@ -29,4 +30,4 @@ done
 timeout 180 mpirun -np 1 "$here/single/c5-cuda-bench" $shapes > "$OUT/bench.txt" 2>&1
 echo "bench rc=$?" >> "$OUT/bench.txt"
 grep "rc=" "$OUT/tests.log"
-cat "$OUT/bench.txt" "$OUT/ref.txt" | grep -v "^\s*$" | tail -40
+cat "$OUT/bench.txt" $([ "$skip_ref" = 1 ] || echo "$OUT/ref.txt") | grep -v "^\s*$" | tail -40

@@ -2,51 +2,48 @@
    backward, one rank (P = 1). Scores in c5_real (fp32 in a single build),
    every per-row quantity (a_t, the LSE, counts, dL/da_t) in double.
 
-   Forward: one cooperative launch runs all T iterations. A row is cut into
-   bpr chunks, one block each ("units"; a block takes several units when
-   the rows outnumber the resident blocks). Per iteration each unit reduces
-   its chunk to {M, S, nabove} (S = sum exp(t_j - M), the online form of
-   cd_sumexp/cd_maxsumexp in one pass, so there is no underflow fallback
-   pass), the grid synchronizes, and every unit merges its row's partials
-   in a fixed order (deterministic: the same bits every run) and updates
-   a_t itself, so no scalar leaves the device between iterations. A row of
-   one chunk is the one-block-per-row case; long rows (1 x 8M) spread over
-   every multiprocessor and merge their LSE on the device.
+   Forward, every iteration's scalar update on the device (no host round
+   trip): a row of at most 16384 columns is one block, read once into
+   registers, its iterations meeting at block barriers. Longer rows are cut
+   into chunks over the resident blocks of one cooperative launch; each
+   iteration every chunk reduces {sum exp(e_j), count above, max e_j}
+   (lib/cd.c's cd_sumexp, shifted by the bound every chunk knows), the row's
+   chunks meet at a per-row barrier and each merges the partials in a fixed
+   order (the same bits every run) and updates a_t itself: the LSE merge of
+   a 1 x 8M row on the device. A sum that underflows takes cd_maxsumexp's
+   {max, sum} form in one more pass, as on the CPU.
 
    Backward: the saved scalars make it one pass (lib/cd.c): per-chunk dot
-   products, a per-row merge with the dL/da_t recurrence, then ds. */
-#include <cooperative_groups.h>
+   products, a per-row merge with the dL/da_t recurrence, then ds (one
+   launch for a one-block row). */
 #include <math.h>
 #include "cuda_internal.cuh"
 
-namespace cg = cooperative_groups;
 
-struct mse { double M, S, nab; };   /* max exponent, sum exp(t - M), count above */
+/* A row's (or chunk's) sums of one iteration: sum_j exp(e_j) with e_j =
+   min(s_j + a, 0) / eps_t <= 0 (cd_sumexp: no max pass needed), the count
+   above, and max_j e_j for the fallback when the sum underflows
+   (cd_maxsumexp). Merged by plain adds and a max, in a fixed order. */
+struct sums { double S, nab, M; };
 
-__device__ __forceinline__ mse mse_merge(mse a, mse b)
+__device__ __forceinline__ sums sums_add(sums a, sums b) { return { a.S + b.S, a.nab + b.nab, fmax(a.M, b.M) }; }
+
+__device__ __forceinline__ sums sums_shfl(sums v, int o)
 {
-  if (b.M == -INFINITY) return { a.M, a.S, a.nab + b.nab };
-  if (a.M == -INFINITY) return { b.M, b.S, a.nab + b.nab };
-  double M = fmax(a.M, b.M);
-  return { M, a.S * exp(a.M - M) + b.S * exp(b.M - M), a.nab + b.nab };
-}
-
-__device__ __forceinline__ mse mse_shfl(mse v, int o)
-{
-  return { __shfl_down_sync(0xffffffffu, v.M, o), __shfl_down_sync(0xffffffffu, v.S, o),
-           __shfl_down_sync(0xffffffffu, v.nab, o) };
+  return { __shfl_down_sync(0xffffffffu, v.S, o), __shfl_down_sync(0xffffffffu, v.nab, o),
+           __shfl_down_sync(0xffffffffu, v.M, o) };
 }
 
 /* Fixed-order block reduction (thread 0 gets the result); sh holds 32 entries. */
-__device__ mse block_mse(mse v, mse *sh)
+__device__ sums block_sums(sums v, sums *sh)
 {
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
-  for (int o = 16; o; o >>= 1) v = mse_merge(v, mse_shfl(v, o));
+  for (int o = 16; o; o >>= 1) v = sums_add(v, sums_shfl(v, o));
   if (lane == 0) sh[w] = v;
   __syncthreads();
   if (w == 0) {
-    v = lane < nw ? sh[lane] : mse{ -INFINITY, 0.0, 0.0 };
-    for (int o = 16; o; o >>= 1) v = mse_merge(v, mse_shfl(v, o));
+    v = lane < nw ? sh[lane] : sums{ 0.0, 0.0, -INFINITY };
+    for (int o = 16; o; o >>= 1) v = sums_add(v, sums_shfl(v, o));
   }
   __syncthreads();
   return v;
@@ -66,15 +63,102 @@ __device__ double block_sum(double v, double *sh)
   return v;
 }
 
-/* Warp 0 merges cnt partials in lane-strided order, then a fixed tree: lane 0 gets the result. */
-__device__ mse warp_merge_parts(const mse *p, long cnt)
+/* A thread's own sums, in the score type (a thread adds a few dozen terms;
+   everything past the thread is double). */
+template <typename T> struct tsums {
+  T S, M;
+  int nab;
+  __device__ tsums() : S(0), M(-INFINITY), nab(0) {}
+  /* one element, x = s_j + a in the score type as on the CPU */
+  __device__ __forceinline__ void add(T x, T ief)
+  {
+    nab += x > 0;
+    T e = (x < 0 ? x : (T)0) * ief;
+    S += exp(e);
+    M = fmax(M, e);
+  }
+  __device__ __forceinline__ sums d() const { return { (double)S, (double)nab, (double)M }; }
+};
+
+/* Loads in flight a thread: the streaming loops read LD elements (a block's
+   stride apart, so each load stays coalesced) before using any. */
+#define LD 8
+
+/* A chunk [j0, j1) of a row into a thread's sums. */
+template <typename T> __device__ __forceinline__ void chunk_sums(const T *s, const uint8_t *m, long j0, long j1, T a,
+                                                                 T ief, tsums<T> &v)
 {
-  const int lane = threadIdx.x & 31;
-  mse v = { -INFINITY, 0.0, 0.0 };
-  for (long i = lane; i < cnt; i += 32) v = mse_merge(v, p[i]);
-  for (int o = 16; o; o >>= 1) v = mse_merge(v, mse_shfl(v, o));
-  return v;
+  for (long base = j0 + threadIdx.x; base < j1; base += LD * blockDim.x) {
+    T x[LD];
+    bool keep[LD];
+#pragma unroll
+    for (int q = 0; q < LD; q++) {
+      long j = base + q * (long)blockDim.x;
+      keep[q] = j < j1 && (!m || m[j]);
+      x[q] = j < j1 ? s[j] : (T)0;
+    }
+#pragma unroll
+    for (int q = 0; q < LD; q++)
+      if (keep[q]) v.add(x[q] + a, ief);
+  }
 }
+
+/* fp32 without a mask, 16-byte aligned: four elements a load, LD loads in flight. */
+template <> __device__ __forceinline__ void chunk_sums<float>(const float *s, const uint8_t *m, long j0, long j1, float a,
+                                                              float ief, tsums<float> &v)
+{
+  if (m || ((j0 | j1) & 3) || ((size_t)s & 15)) {
+    for (long j = j0 + threadIdx.x; j < j1; j += blockDim.x)
+      if (!m || m[j]) v.add(s[j] + a, ief);
+    return;
+  }
+  const float4 *s4 = (const float4 *)s;
+  const long q0 = j0 >> 2, q1 = j1 >> 2;
+  for (long base = q0 + threadIdx.x; base < q1; base += LD * blockDim.x) {
+    float4 x[LD];
+#pragma unroll
+    for (int q = 0; q < LD; q++) {
+      long i = base + q * (long)blockDim.x;
+      x[q] = i < q1 ? s4[i] : make_float4(-INFINITY, -INFINITY, -INFINITY, -INFINITY);
+    }
+#pragma unroll
+    for (int q = 0; q < LD; q++)
+      if (base + q * (long)blockDim.x < q1) {
+        v.add(x[q].x + a, ief); v.add(x[q].y + a, ief); v.add(x[q].z + a, ief); v.add(x[q].w + a, ief);
+      }
+  }
+}
+
+/* The fallback's term (cd_maxsumexp, in double): exp(min(s_j + a, 0) / eps_t - M). */
+template <typename T> __device__ __forceinline__ double fallback_elem(T sj, double a, double ie, double M)
+{
+  double x = (double)sj + a;
+  return exp((x < 0 ? x : 0.0) * ie - M);
+}
+
+/* lib/cd.c's scalar step for a row from its merged sums: a_t, the LSE (log
+   of the shifted sum; l is given when the fallback formed it) and the count
+   above; a fully masked row (count 0) keeps zeros. Returns a_t. */
+__device__ __forceinline__ double cd_step(int t, double eps, double logk, double aprev, double cnt, double l_in,
+                                          double nab, double *l, double *nb)
+{
+  *l = *nb = 0.0;
+  if (!(cnt > 0)) return 0.0;
+  *l = l_in;
+  *nb = nab;
+  return t == 1 ? eps * (logk - l_in) : eps * logk + aprev - eps * l_in;
+}
+
+/* The sum underflowed (lib/cd.c's test): the row takes the {max, sumexp} form. */
+__device__ __forceinline__ bool underflowed(int t, double cnt, double S) { return t > 1 && cnt > 0 && !(S > 0 && isfinite(S)); }
+
+/* The schedule of lib/cd.c, the same double operations in the same order (so the same bits). */
+struct eps_sched {
+  double eps_t, eps, decay;
+  __device__ eps_sched(double eps_, double init, double decay_) : eps_t(fmax(init, eps_)), eps(eps_), decay(decay_) {}
+  /* eps_t of this iteration (its inverse in *ie), then the decay for the next */
+  __device__ double next(double *ie) { double e = eps_t; *ie = 1.0 / e; eps_t = fmax(eps_t * decay, eps); return e; }
+};
 
 template <typename T> struct cd_fwd_args {
   const T *s;
@@ -86,76 +170,118 @@ template <typename T> struct cd_fwd_args {
   double logk0;         /* log k of every row, or per row: */
   const double *logk;   /* [rows] or NULL */
   double *state;        /* [3][rows][iters], then 1 / eps_t [iters + 1] */
-  mse *part;            /* [2][units] */
+  sums *part;           /* [2][units] */
+  double *part2;        /* [units]: the fallback's partial sums */
   double *ua;           /* [units]: a_{t-1} of the unit's row */
   double *ucnt;         /* [units]: unmasked entries of the row */
+  unsigned int *uarr;   /* [units]: arrivals its row has had so far */
+  unsigned int *arrive; /* [rows]: chunks of the row done, counting over the iterations */
 };
 
+template <typename T> __device__ __forceinline__ void store_state(const cd_fwd_args<T> &A, long r, int t, double at,
+                                                                  double l, double nb)
+{
+  double *st = A.state + r * A.iters + (t - 1);
+  st[0] = at;
+  st[A.rows * A.iters] = l;
+  st[2 * A.rows * A.iters] = nb;
+}
+
+/* Wait until row r has had `want` arrivals (thread 0), then make the other
+   chunks' writes visible to the block. */
+__device__ __forceinline__ void row_wait(const unsigned int *arrive, unsigned int want)
+{
+  if (threadIdx.x == 0) {
+    while (*(volatile const unsigned int *)arrive < want) __nanosleep(20);
+    __threadfence();
+  }
+  __syncthreads();
+}
+
+__device__ __forceinline__ void row_arrive(unsigned int *arrive)
+{
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(arrive, 1u);
+  }
+}
+
+/* Rows of several chunks: a cooperative launch (every block resident), the
+   chunks of a row meeting at a per-row barrier each iteration (an arrival
+   counter that only grows), not a grid-wide one: a row waits for its own
+   chunks only. A block holds one chunk of a row of several chunks (the grid
+   fits the resident blocks), or whole rows, several when the rows outnumber
+   the resident blocks: no block ever waits for a chunk queued behind it. */
 template <typename T> __global__ void __launch_bounds__(1024) cd_forward_kernel(cd_fwd_args<T> A)
 {
-  __shared__ mse sh[32];
-  cg::grid_group grid = cg::this_grid();
+  __shared__ sums sh[32];
+  __shared__ double bc[4];
   const long n = A.n;
   double *ie = A.state + 3 * A.rows * A.iters;
-  /* lib/cd.c's schedule, the same double operations in the same order (so the same bits) */
-  double eps_t = fmax(A.eps_init, A.eps);
+  eps_sched sched(A.eps, A.eps_init, A.eps_decay);
   for (int t = 1; t <= A.iters; t++) {
-    const double ie_t = 1.0 / eps_t;
-    eps_t = fmax(eps_t * A.eps_decay, A.eps);
+    double ie_t;
+    const double eps = sched.next(&ie_t);
     if (blockIdx.x == 0 && threadIdx.x == 0) {
       ie[t - 1] = ie_t;
-      if (t == A.iters) ie[t] = 1.0 / eps_t;
+      if (t == A.iters) ie[t] = 1.0 / sched.eps_t;
     }
     const T ief = (T)ie_t;
-    mse *part = A.part + (t & 1) * A.units;   /* two buffers: a fast block never overwrites what a slow one reads */
+    sums *part = A.part + (t & 1) * A.units;   /* two buffers: a fast chunk never overwrites what a slow one reads */
     for (long u = blockIdx.x; u < A.units; u += gridDim.x) {
       const long r = u / A.bpr, c = u % A.bpr;
       const long j0 = c * A.chunk, j1 = min(n, j0 + A.chunk);
-      const T a = t == 1 ? (T)INFINITY : (T)A.ua[u];
+      const double aprev = t == 1 ? INFINITY : A.ua[u];
+      const T a = (T)aprev;
       const T *s = A.s + r * n;
       const uint8_t *m = A.mask ? A.mask + r * n : NULL;
-      mse v = { -INFINITY, 0.0, 0.0 };
-      float Mf = -INFINITY;
-      double S = 0.0, nab = 0.0;
-      for (long j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
-        if (m && !m[j]) continue;
-        T x = s[j] + a;
-        nab += x > 0 ? 1.0 : 0.0;
-        T e = (x < 0 ? x : (T)0) * ief;
-        if ((float)e > Mf) { S = S * exp((double)Mf - (double)e) + 1.0; Mf = (float)e; }
-        else S += (double)exp(e - (T)Mf);
-      }
-      v = { Mf == -INFINITY ? -INFINITY : (double)Mf, S, nab };
-      v = block_mse(v, sh);
+      tsums<T> tv;
+      chunk_sums(s, m, j0, j1, a, ief, tv);
+      sums v = tv.d();
+      v = block_sums(v, sh);
+      unsigned int want = (t == 1 ? 0u : A.uarr[u]) + (unsigned int)A.bpr;
       if (threadIdx.x == 0) part[u] = v;
-    }
-    grid.sync();
-    for (long u = blockIdx.x; u < A.units; u += gridDim.x) {
-      if (threadIdx.x >= 32) continue;
-      const long r = u / A.bpr;
-      mse v = warp_merge_parts(part + r * A.bpr, A.bpr);
-      if (threadIdx.x == 0) {
-        double cnt = t == 1 ? v.nab : A.ucnt[u];
-        if (t == 1) A.ucnt[u] = cnt;
-        double at = 0.0, l = 0.0, nb = 0.0;
-        if (cnt > 0) {
-          const double eps = 1.0 / ie_t, logk = A.logk ? A.logk[r] : A.logk0;
-          l = v.M + log(v.S);
-          at = t == 1 ? eps * (logk - l) : eps * logk + A.ua[u] - eps * l;
-          nb = v.nab;
-        }
-        A.ua[u] = at;
-        if (u % A.bpr == 0) {
-          double *st = A.state + r * A.iters + (t - 1);
-          st[0] = at;
-          st[A.rows * A.iters] = l;
-          st[2 * A.rows * A.iters] = nb;
-        }
+      row_arrive(A.arrive + r);
+      row_wait(A.arrive + r, want);
+      if (threadIdx.x < 32) {   /* other chunks' partials: read past this SM's L1 (it may hold an old buffer) */
+        const sums *p = part + r * A.bpr;
+        sums w = { 0.0, 0.0, -INFINITY };
+        for (long i = threadIdx.x; i < A.bpr; i += 32) w = sums_add(w, { __ldcg(&p[i].S), __ldcg(&p[i].nab), __ldcg(&p[i].M) });
+        for (int o = 16; o; o >>= 1) w = sums_add(w, sums_shfl(w, o));
+        if (threadIdx.x == 0) { bc[0] = w.S; bc[1] = w.nab; bc[2] = w.M; }
       }
+      __syncthreads();
+      const double cnt = t == 1 ? bc[1] : A.ucnt[u];
+      double l = log(bc[0]);
+      if (underflowed(t, cnt, bc[0])) {   /* the whole row agrees: its chunks all merged the same sums */
+        double f = 0.0;
+        for (long j = j0 + threadIdx.x; j < j1; j += blockDim.x)
+          if (!m || m[j]) f += fallback_elem(s[j], aprev, ie_t, bc[2]);
+        f = block_sum(f, (double *)sh);
+        if (threadIdx.x == 0) A.part2[u] = f;
+        want += (unsigned int)A.bpr;
+        row_arrive(A.arrive + r);
+        row_wait(A.arrive + r, want);
+        if (threadIdx.x == 0) {
+          double S2 = 0.0;
+          for (long i = 0; i < A.bpr; i++) S2 += __ldcg(&A.part2[r * A.bpr + i]);
+          bc[3] = bc[2] + log(S2);
+        }
+        __syncthreads();
+        l = bc[3];
+      }
+      if (threadIdx.x == 0) {
+        double lo, nb;
+        if (t == 1) A.ucnt[u] = cnt;
+        double at = cd_step(t, eps, A.logk ? A.logk[r] : A.logk0, aprev, cnt, l, bc[1], &lo, &nb);
+        A.ua[u] = at;
+        A.uarr[u] = want;
+        if (c == 0) store_state(A, r, t, at, lo, nb);
+      }
+      __syncthreads();
     }
-    __syncthreads();
   }
-  const T ief = (T)(1.0 / eps_t);
+  const T ief = (T)(1.0 / sched.eps_t);
   for (long u = blockIdx.x; u < A.units; u += gridDim.x) {
     const long r = u / A.bpr, c = u % A.bpr;
     const long j0 = c * A.chunk, j1 = min(n, j0 + A.chunk);
@@ -163,14 +289,109 @@ template <typename T> __global__ void __launch_bounds__(1024) cd_forward_kernel(
     const T *s = A.s + r * n;
     T *y = A.y + r * n;
     const uint8_t *m = A.mask ? A.mask + r * n : NULL;
-    for (long j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
-      T x = s[j] + a;
-      y[j] = (m && !m[j]) ? (T)0 : exp((x < 0 ? x : (T)0) * ief);
+    for (long base = j0 + threadIdx.x; base < j1; base += LD * blockDim.x) {
+      T v[LD];
+#pragma unroll
+      for (int q = 0; q < LD; q++) {
+        long j = base + q * (long)blockDim.x;
+        v[q] = j < j1 ? s[j] : (T)0;
+      }
+#pragma unroll
+      for (int q = 0; q < LD; q++) {
+        long j = base + q * (long)blockDim.x;
+        T x = v[q] + a;
+        if (j < j1) y[j] = (m && !m[j]) ? (T)0 : exp((x < 0 ? x : (T)0) * ief);
+      }
     }
   }
 }
 
+/* A row that fits one block (n <= E blockDim, at most 512 threads of E = 16 or 32): the row is read once into
+   registers and the T iterations meet at block barriers only. One block a row. */
+template <typename T, int E> __global__ void __launch_bounds__(512) cd_forward_row_kernel(cd_fwd_args<T> A)
+{
+  __shared__ sums wsh[2][32];
+  __shared__ double fsh[33];
+  const int nw = (blockDim.x + 31) >> 5;
+  const long r = blockIdx.x, n = A.n;
+  const T *s = A.s + r * n;
+  const uint8_t *m = A.mask ? A.mask + r * n : NULL;
+  T v[E];
+  unsigned int keep = 0;
+#pragma unroll
+  for (int q = 0; q < E; q++) {
+    long j = threadIdx.x + q * (long)blockDim.x;
+    v[q] = j < n ? s[j] : (T)0;
+    if (j < n && (!m || m[j])) keep |= 1u << q;
+  }
+  double *ie = A.state + 3 * A.rows * A.iters;
+  eps_sched sched(A.eps, A.eps_init, A.eps_decay);
+  double aprev = INFINITY, cnt = 0.0;
+  const double logk = A.logk ? A.logk[r] : A.logk0;
+  for (int t = 1; t <= A.iters; t++) {
+    double ie_t;
+    const double eps = sched.next(&ie_t);
+    if (r == 0 && threadIdx.x == 0) {
+      ie[t - 1] = ie_t;
+      if (t == A.iters) ie[t] = 1.0 / sched.eps_t;
+    }
+    const T ief = (T)ie_t, a = (T)aprev;
+    tsums<T> tv;
+#pragma unroll
+    for (int q = 0; q < E; q++)
+      if (keep >> q & 1) tv.add(v[q] + a, ief);
+    /* warps reduce; every thread then adds the warps' sums in the same order (no broadcast), and
+       the warps' sums alternate between two buffers (one barrier an iteration) */
+    sums w = tv.d();
+    for (int o = 16; o; o >>= 1) w = sums_add(w, sums_shfl(w, o));
+    sums *ws = wsh[t & 1];
+    if ((threadIdx.x & 31) == 0) ws[threadIdx.x >> 5] = w;
+    __syncthreads();
+    sums b = ws[0];
+    for (int i = 1; i < nw; i++) b = sums_add(b, ws[i]);
+    if (t == 1) cnt = b.nab;
+    double l = log(b.S);
+    if (underflowed(t, cnt, b.S)) {   /* block-uniform */
+      double f = 0.0;
+#pragma unroll
+      for (int q = 0; q < E; q++)
+        if (keep >> q & 1) f += fallback_elem(v[q], aprev, ie_t, b.M);
+      f = block_sum(f, fsh);
+      if (threadIdx.x == 0) fsh[32] = b.M + log(f);   /* the sum is thread 0's */
+      __syncthreads();
+      l = fsh[32];
+      __syncthreads();
+    }
+    double lo, nb;
+    aprev = cd_step(t, eps, logk, aprev, cnt, l, b.nab, &lo, &nb);   /* every thread: the same bits */
+    if (threadIdx.x == 0) store_state(A, r, t, aprev, lo, nb);
+  }
+  const T ief = (T)(1.0 / sched.eps_t), a = (T)aprev;
+  T *y = A.y + r * n;
+#pragma unroll
+  for (int q = 0; q < E; q++) {
+    long j = threadIdx.x + q * (long)blockDim.x;
+    T x = v[q] + a;
+    if (j < n) y[j] = (keep >> q & 1) ? exp((x < 0 ? x : (T)0) * ief) : (T)0;
+  }
+}
+
 static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
+
+/* log k per row into dst (device) when k_stride != 0: the kernels' A.logk. */
+static c5_status put_logk(c5k_cuda_dev *dev, const double *k, long k_stride, long rows, double *dst,
+                          cd_fwd_args<c5_real> *A, const char *op)
+{
+  if (k_stride == 0) return C5_OK;
+  double *h = (double *)malloc(rows * sizeof(double));
+  if (!h) return C5K_ERR(C5_ERR_MEM, "%s: out of host memory", op);
+  for (long r = 0; r < rows; r++) h[r] = log(k[r * k_stride]);
+  cudaError_t e = cudaMemcpyAsync(dst, h, rows * sizeof(double), cudaMemcpyHostToDevice, dev->stream);
+  free(h);   /* a pageable source is consumed when the call returns */
+  if (e != cudaSuccess) return C5K_ERR(C5_ERR_CUDA, "%s: copying k: %s", op, cudaGetErrorString(e));
+  A->logk = dst;
+  return C5_OK;
+}
 
 /* k of every row (k_stride 0) travels by value; per-row k goes up with one
    small copy (which, from pageable memory, waits for the stream). */
@@ -185,7 +406,24 @@ extern "C" c5_status c5k_cd_forward_cuda(c5k_ctx *ctx, const c5k_rows *R, const 
   C5_CALL_K(c5k_cuda_dense(R, op, &n));
   const long rows = R->rows;
   if (rows == 0) return C5_OK;
-  /* Long rows take 1024 threads a block (fewer partials to merge), short ones 256. */
+  cd_fwd_args<c5_real> A;
+  A.s = s; A.mask = mask; A.y = y;
+  A.rows = rows; A.n = n; A.iters = T;
+  A.eps = eps; A.eps_init = eps_init; A.eps_decay = eps_decay;
+  A.logk0 = log(k[0]); A.logk = NULL; A.state = state;
+  if (n <= 16 * 1024) {   /* one block a row, the row in registers */
+    void *scr;
+    C5_CALL_K(c5k_cuda_scratch(dev, rows * sizeof(double), &scr, op));
+    C5_CALL_K(put_logk(dev, k, k_stride, rows, (double *)scr, &A, op));
+    const int E = n <= 8 * 1024 ? 16 : 32;
+    int threads = 32;
+    while (threads * E < n) threads *= 2;
+    if (E == 16) cd_forward_row_kernel<c5_real, 16><<<(unsigned)rows, threads, 0, dev->stream>>>(A);
+    else cd_forward_row_kernel<c5_real, 32><<<(unsigned)rows, threads, 0, dev->stream>>>(A);
+    C5K_CUDA_LAUNCHED(op);
+    return C5_OK;
+  }
+  /* Long rows take 1024 threads a block (fewer partials to merge), shorter ones 256. */
   const int threads = n >= 65536 ? 1024 : 256;
   static int occ[2] = { 0, 0 };
   int *oc = &occ[threads == 1024];
@@ -195,34 +433,24 @@ extern "C" c5_status c5k_cd_forward_cuda(c5k_ctx *ctx, const c5k_rows *R, const 
   long fit = cap / rows > 0 ? cap / rows : 1;
   if (bpr > fit) bpr = fit;
   if (bpr < 1) bpr = 1;
-  long chunk = n > 0 ? (n + bpr - 1) / bpr : 1;
+  long chunk = n > 0 ? ((n + bpr - 1) / bpr + 3) & ~3L : 1;   /* whole float4s */
   bpr = n > 0 ? (n + chunk - 1) / chunk : 1;
   const long units = rows * bpr;
   const long grid = units < cap ? units : cap;
 
   size_t o_logk = 0, o_part = align256(rows * sizeof(double));
-  size_t o_ua = align256(o_part + 2 * units * sizeof(mse)), o_cnt = align256(o_ua + units * sizeof(double));
-  size_t bytes = align256(o_cnt + units * sizeof(double));
+  size_t o_part2 = align256(o_part + 2 * units * sizeof(sums)), o_ua = align256(o_part2 + units * sizeof(double));
+  size_t o_cnt = align256(o_ua + units * sizeof(double)), o_uarr = align256(o_cnt + units * sizeof(double));
+  size_t o_arr = align256(o_uarr + units * sizeof(unsigned int)), bytes = align256(o_arr + rows * sizeof(unsigned int));
   void *scr;
   C5_CALL_K(c5k_cuda_scratch(dev, bytes, &scr, op));
   char *base = (char *)scr;
-  const double *logk = NULL;
-  if (k_stride != 0) {
-    double *h = (double *)malloc(rows * sizeof(double));
-    if (!h) return C5K_ERR(C5_ERR_MEM, "%s: out of host memory", op);
-    for (long r = 0; r < rows; r++) h[r] = log(k[r * k_stride]);
-    cudaError_t e = cudaMemcpyAsync(base + o_logk, h, rows * sizeof(double), cudaMemcpyHostToDevice, dev->stream);
-    free(h);   /* a pageable source is consumed when the call returns */
-    if (e != cudaSuccess) return C5K_ERR(C5_ERR_CUDA, "%s: copying k: %s", op, cudaGetErrorString(e));
-    logk = (const double *)(base + o_logk);
-  }
-
-  cd_fwd_args<c5_real> A;
-  A.s = s; A.mask = mask; A.y = y;
-  A.rows = rows; A.n = n; A.bpr = bpr; A.chunk = chunk; A.units = units; A.iters = T;
-  A.eps = eps; A.eps_init = eps_init; A.eps_decay = eps_decay;
-  A.logk0 = log(k[0]); A.logk = logk; A.state = state;
-  A.part = (mse *)(base + o_part); A.ua = (double *)(base + o_ua); A.ucnt = (double *)(base + o_cnt);
+  C5_CALL_K(put_logk(dev, k, k_stride, rows, (double *)(base + o_logk), &A, op));
+  A.bpr = bpr; A.chunk = chunk; A.units = units;
+  A.part = (sums *)(base + o_part); A.part2 = (double *)(base + o_part2); A.ua = (double *)(base + o_ua);
+  A.ucnt = (double *)(base + o_cnt); A.uarr = (unsigned int *)(base + o_uarr);
+  A.arrive = (unsigned int *)(base + o_arr);
+  C5K_CUDA_TRY(cudaMemsetAsync(A.arrive, 0, rows * sizeof(unsigned int), dev->stream), op);
   void *args[] = { &A };
   C5K_CUDA_TRY(cudaLaunchCooperativeKernel((const void *)cd_forward_kernel<c5_real>, dim3((unsigned)grid),
                                            dim3(threads), args, 0, dev->stream), op);
@@ -230,7 +458,7 @@ extern "C" c5_status c5k_cd_forward_cuda(c5k_ctx *ctx, const c5k_rows *R, const 
 }
 
 /* ---- backward ---- */
-#define BWD_CHUNK 2048
+#define BWD_CHUNK 4096
 #define BWD_THREADS 256
 
 template <typename T> __global__ void __launch_bounds__(BWD_THREADS)
@@ -242,25 +470,90 @@ cd_gdot_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy, long n,
   const long j0 = r * n + c * BWD_CHUNK, j1 = r * n + min(n, (c + 1) * BWD_CHUNK);
   const T aT = (T)state[r * iters + iters - 1];
   double acc = 0.0;
-  for (long j = j0 + threadIdx.x; j < j1; j += blockDim.x)
-    if ((!mask || mask[j]) && s[j] + aT <= 0) acc += (double)gy[j] * (double)y[j];
+  for (long base = j0 + threadIdx.x; base < j1; base += LD * blockDim.x) {
+    T sv[LD], yv[LD], gv[LD];
+    bool keep[LD];
+#pragma unroll
+    for (int q = 0; q < LD; q++) {
+      long j = base + q * (long)blockDim.x;
+      keep[q] = j < j1 && (!mask || mask[j]);
+      sv[q] = keep[q] ? s[j] : (T)1;
+      yv[q] = keep[q] ? y[j] : (T)0;
+      gv[q] = keep[q] ? gy[j] : (T)0;
+    }
+#pragma unroll
+    for (int q = 0; q < LD; q++)
+      if (keep[q] && sv[q] + aT <= 0) acc += (double)gv[q] * (double)yv[q];
+  }
   acc = block_sum(acc, sh);
   if (threadIdx.x == 0) part[u] = acc * ie[iters];
 }
 
 /* One warp a row: dL/da_t for t = T .. 1 from the row's dot (fixed-order merge). */
+/* Called by every thread of the block; dot is thread 0's. The factors
+   exp(-lse_t) in parallel (fac, shared), then lib/cd.c's products in its
+   order: ga_T = dot (0 for a fully masked row), ga_{t-1} = ga_t nab_t exp(-lse_t). */
+__device__ __forceinline__ void ga_recurrence(double dot, int iters, long rows, long r, const double *state, double *g,
+                                              double *fac)
+{
+  const double *lse = state + rows * iters + r * iters, *nab = state + 2 * rows * iters + r * iters;
+  for (int t = threadIdx.x; t < iters; t += blockDim.x) fac[t] = exp(-lse[t]);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    g[iters - 1] = nab[0] > 0 ? dot : 0.0;
+    for (int t = iters; t >= 2; t--) g[t - 2] = g[t - 1] * nab[t - 1] * fac[t - 1];
+  }
+  __syncthreads();
+}
+
+/* One warp a row: its dot (fixed-order merge of the chunks'), then dL/da_t into ga. */
 __global__ void cd_ga_kernel(const double *part, long bpr, int iters, long rows, const double *state, double *ga)
 {
+  extern __shared__ double fac[];
   const long r = blockIdx.x;
   const int lane = threadIdx.x;
   double v = 0.0;
   for (long i = lane; i < bpr; i += 32) v += part[r * bpr + i];
   for (int o = 16; o; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
-  if (lane) return;
-  const double *lse = state + rows * iters + r * iters, *nab = state + 2 * rows * iters + r * iters;
-  double *g = ga + r * iters;
-  g[iters - 1] = nab[0] > 0 ? v : 0.0;
-  for (int t = iters; t >= 2; t--) g[t - 2] = g[t - 1] * nab[t - 1] * exp(-lse[t - 1]);
+  ga_recurrence(v, iters, rows, r, state, ga + r * iters, fac);
+}
+
+/* ds of Q elements from their row's saved scalars (lib/cd.c, cd_backward),
+   the iterations outermost so each scalar is read once for the Q; per
+   element the same operations in the same order as the CPU's. Masked: 0. */
+template <typename T, int Q> __device__ __forceinline__ void ds_group(const T *sv, const T *yv, const T *gv,
+                                                                      unsigned int keep, T aT, double ieT, int iters,
+                                                                      const double *g, const T *ap, const T *iev,
+                                                                      const T *lv, T *out)
+{
+  double acc[Q];
+#pragma unroll
+  for (int q = 0; q < Q; q++) acc[q] = sv[q] + aT <= 0 ? (double)gv[q] * (double)yv[q] * ieT : 0.0;
+  for (int t = iters; t >= 2; t--) {   /* iteration t used a_{t-1}, eps_t, lse_t, ga_t */
+    const double gt = g[t - 1];
+    if (gt == 0.0) continue;
+    const T a = ap[t - 2], ie = iev[t - 1], l = lv[t - 1];
+#pragma unroll
+    for (int q = 0; q < Q; q++) {
+      T x = sv[q] + a;
+      if (x <= 0) acc[q] -= gt * (double)exp(x * ie - l);
+    }
+  }
+#pragma unroll
+  for (int q = 0; q < Q; q++) out[q] = (keep >> q & 1) ? (T)acc[q] : (T)0;
+}
+
+/* The row's scalars into shared memory: g [iters] doubles, then a_t, 1 / eps_t, lse_t [iters] each in T. */
+template <typename T> __device__ __forceinline__ void load_row_scalars(long r, int iters, long rows, const double *state,
+                                                                       const double *ie, const double *ga, double *g,
+                                                                       T *ap, T *iev, T *lv)
+{
+  for (int t = threadIdx.x; t < iters; t += blockDim.x) {
+    if (ga) g[t] = ga[r * iters + t];
+    ap[t] = (T)state[r * iters + t];
+    iev[t] = (T)ie[t];
+    lv[t] = (T)state[rows * iters + r * iters + t];
+  }
 }
 
 template <typename T> __global__ void __launch_bounds__(BWD_THREADS)
@@ -268,29 +561,78 @@ cd_ds_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy, long n, l
              const double *state, const double *ie, const double *ga, T *ds)
 {
   extern __shared__ double dyn[];
-  double *g = dyn;                         /* [iters] dL/da_t */
+  double *g = dyn;
   T *ap = (T *)(g + iters), *iev = ap + iters, *lv = iev + iters;
   const long u = blockIdx.x, r = u / bpr, c = u % bpr;
-  for (int t = threadIdx.x; t < iters; t += blockDim.x) {
-    g[t] = ga[r * iters + t];
-    ap[t] = (T)state[r * iters + t];
-    iev[t] = (T)ie[t];
-    lv[t] = (T)state[rows * iters + r * iters + t];
-  }
+  load_row_scalars(r, iters, rows, state, ie, ga, g, ap, iev, lv);
   __syncthreads();
   const long j0 = r * n + c * BWD_CHUNK, j1 = r * n + min(n, (c + 1) * BWD_CHUNK);
   const T aT = ap[iters - 1];
   const double ieT = ie[iters];
-  for (long j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
-    if (mask && !mask[j]) { ds[j] = 0; continue; }
-    const T sj = s[j];
-    double acc = sj + aT <= 0 ? (double)gy[j] * (double)y[j] * ieT : 0.0;
-    for (int t = iters; t >= 2; t--) {   /* iteration t used a_{t-1}, eps_t, lse_t, ga_t */
-      double gt = g[t - 1];
-      T x = sj + ap[t - 2];
-      if (gt != 0.0 && x <= 0) acc -= gt * (double)exp(x * iev[t - 1] - lv[t - 1]);
+  for (long base = j0 + threadIdx.x; base < j1; base += LD * blockDim.x) {
+    T sv[LD], yv[LD], gv[LD];
+    bool keep[LD];
+#pragma unroll
+    for (int q = 0; q < LD; q++) {
+      long j = base + q * (long)blockDim.x;
+      keep[q] = j < j1 && (!mask || mask[j]);
+      sv[q] = keep[q] ? s[j] : (T)0;
+      yv[q] = keep[q] ? y[j] : (T)0;
+      gv[q] = keep[q] ? gy[j] : (T)0;
     }
-    ds[j] = (T)acc;
+    unsigned int km = 0;
+#pragma unroll
+    for (int q = 0; q < LD; q++) km |= (unsigned int)keep[q] << q;
+    T o[LD];
+    ds_group<T, LD>(sv, yv, gv, km, aT, ieT, iters, g, ap, iev, lv, o);
+#pragma unroll
+    for (int q = 0; q < LD; q++) {
+      long j = base + q * (long)blockDim.x;
+      if (j < j1) ds[j] = o[q];
+    }
+  }
+}
+
+/* A row of one block (n <= E blockDim): the dot, the recurrence and ds in one launch. */
+template <typename T, int E> __global__ void __launch_bounds__(512)
+cd_backward_row_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy, long n, int iters, long rows,
+                       const double *state, T *ds)
+{
+  extern __shared__ double dyn[];
+  __shared__ double sh[32];
+  double *g = dyn, *fac = g + iters;
+  T *ap = (T *)(fac + iters), *iev = ap + iters, *lv = iev + iters;
+  const long r = blockIdx.x;
+  const double *ie = state + 3 * rows * iters;
+  const T aT = (T)state[r * iters + iters - 1];
+  T sv[E], yv[E], gv[E];
+  unsigned int keep = 0;
+  double acc = 0.0;
+#pragma unroll
+  for (int q = 0; q < E; q++) {
+    long j = r * n + threadIdx.x + q * (long)blockDim.x;
+    bool k = threadIdx.x + q * (long)blockDim.x < n && (!mask || mask[j]);
+    sv[q] = k ? s[j] : (T)0;
+    yv[q] = k ? y[j] : (T)0;
+    gv[q] = k ? gy[j] : (T)0;
+    if (k) keep |= 1u << q;
+  }
+#pragma unroll
+  for (int q = 0; q < E; q++)
+    if ((keep >> q & 1) && sv[q] + aT <= 0) acc += (double)gv[q] * (double)yv[q];
+  acc = block_sum(acc, sh);
+  load_row_scalars<T>(r, iters, rows, state, ie, NULL, g, ap, iev, lv);
+  ga_recurrence(acc * ie[iters], iters, rows, r, state, g, fac);
+  const double ieT = ie[iters];
+#pragma unroll
+  for (int g0 = 0; g0 < E; g0 += 8) {   /* eight at a time: the accumulators stay in registers */
+    T o[8];
+    ds_group<T, 8>(sv + g0, yv + g0, gv + g0, keep >> g0, aT, ieT, iters, g, ap, iev, lv, o);
+#pragma unroll
+    for (int q = 0; q < 8; q++) {
+      long jj = threadIdx.x + (g0 + q) * (long)blockDim.x;
+      if (jj < n) ds[r * n + jj] = o[q];
+    }
   }
 }
 
@@ -305,6 +647,16 @@ extern "C" c5_status c5k_cd_backward_cuda(c5k_ctx *ctx, const c5k_rows *R, const
   C5_CALL_K(c5k_cuda_dense(R, op, &n));
   const long rows = R->rows;
   if (rows == 0 || n == 0) return C5_OK;
+  const size_t sm = T * (2 * sizeof(double) + 3 * sizeof(c5_real));
+  if (n <= 16 * 1024) {   /* one block a row, as the forward */
+    const int E = n <= 8 * 1024 ? 16 : 32;
+    int threads = 32;
+    while (threads * E < n) threads *= 2;
+    if (E == 16) cd_backward_row_kernel<c5_real, 16><<<(unsigned)rows, threads, sm, dev->stream>>>(s, mask, y, gy, n, T, rows, state, ds);
+    else cd_backward_row_kernel<c5_real, 32><<<(unsigned)rows, threads, sm, dev->stream>>>(s, mask, y, gy, n, T, rows, state, ds);
+    C5K_CUDA_LAUNCHED(op);
+    return C5_OK;
+  }
   const long bpr = (n + BWD_CHUNK - 1) / BWD_CHUNK, units = rows * bpr;
   size_t o_part = 0, o_ga = align256(units * sizeof(double));
   size_t bytes = align256(o_ga + rows * T * sizeof(double));
@@ -315,9 +667,8 @@ extern "C" c5_status c5k_cd_backward_cuda(c5k_ctx *ctx, const c5k_rows *R, const
   const double *ie = state + 3 * rows * T;   /* the forward's 1 / eps_t */
   cd_gdot_kernel<c5_real><<<(unsigned)units, BWD_THREADS, 0, dev->stream>>>(s, mask, y, gy, n, bpr, T, rows, state, ie, part);
   C5K_CUDA_LAUNCHED(op);
-  cd_ga_kernel<<<(unsigned)rows, 32, 0, dev->stream>>>(part, bpr, T, rows, state, ga);
+  cd_ga_kernel<<<(unsigned)rows, 32, T * sizeof(double), dev->stream>>>(part, bpr, T, rows, state, ga);
   C5K_CUDA_LAUNCHED(op);
-  size_t sm = T * (sizeof(double) + 3 * sizeof(c5_real));
   cd_ds_kernel<c5_real><<<(unsigned)units, BWD_THREADS, sm, dev->stream>>>(s, mask, y, gy, n, bpr, T, rows, state, ie, ga, ds);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;

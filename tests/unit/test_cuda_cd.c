@@ -3,15 +3,16 @@
    inputs, norm-wise: fp32 scores within 1e-4 (fp64 in a double build within
    1e-10). Shapes cover one block a row, several rows sharing the grid, the
    multi-block rows with the device-side LSE merge (70000 and 4M columns),
-   masks with a fully masked row, per-row k, and a row whose shifted sums
-   underflow in fp32. Outputs are poisoned with NaN first (every element must
+   more rows than resident blocks, masks with a fully masked row, one k
+   and per-row k, and rows whose shifted sums underflow (k = 1e-30: the
+   {max, sum} fallback). Outputs are poisoned with NaN first (every element must
    be written), and a second run must give the same bits (fixed-order
    merges). Exits 77 without a GPU. */
 #include "cuda_util.h"
 
 static const double tol = C5_USE_DOUBLE ? 1e-10 : 1e-4;
 
-static int run(c5_backend *gpu, const c5_dist *d, long rows, long n, int masked, double scale, int T)
+static int run(c5_backend *gpu, const c5_dist *d, long rows, long n, int masked, double scale, int T, double ktiny)
 {
   const long N = rows * n;
   int ok = 0;
@@ -31,7 +32,7 @@ static int run(c5_backend *gpu, const c5_dist *d, long rows, long n, int masked,
     if (m) m[i] = t_uniform(&seed) < 0.8;
   }
   if (m && rows > 1) memset(m + n, 0, n);   /* row 1 fully masked: zero scores, zero gradient */
-  for (long r = 0; r < rows; r++) k[r] = 1 + (double)(n / 16) * (0.5 + (double)r / rows);
+  for (long r = 0; r < rows; r++) k[r] = ktiny > 0 ? ktiny * (1 + r) : 1 + (double)(n / 16) * (0.5 + (double)r / rows);
   T_OK(c5_cd_cache_alloc(rows, T, &cc));
   T_OK(c5_cd_cache_alloc(rows, T, &cg));
   const long ks = rows == 16 ? 0 : 1;   /* one k for all rows (passed by value to the device), or per row */
@@ -55,11 +56,25 @@ static int run(c5_backend *gpu, const c5_dist *d, long rows, long n, int masked,
       T_OK(c5_backend_memcpy(gpu, dsg, ds_d, N * sizeof *dsg));
     }
   }
+  {   /* the row state itself (a_t, then the LSE), device against host: the fallback shows here when y underflows */
+    const long RT = rows * T;
+    double *st = malloc(2 * RT * sizeof *st), *want = malloc(2 * RT * sizeof *want);
+    T_CHECK(st && want, "out of memory");
+    c5_status cs = c5_backend_memcpy(gpu, st, cg.dev_state, 2 * RT * sizeof *st);
+    memcpy(want, cc.a, RT * sizeof *want);
+    memcpy(want + RT, cc.lse, RT * sizeof *want);
+    double ea = t_normwise(st, want, RT), el = t_normwise(st + RT, want + RT, RT);
+    free(st); free(want);
+    T_OK(cs);
+    printf("cd rows %ld n %ld: state a %.3e lse %.3e\n", rows, n, ea, el);
+    T_CHECK(ea <= tol && el <= tol, "rows %ld n %ld: a_t error %.3e, lse error %.3e > %.0e", rows, n, ea, el, tol);
+  }
   t_to_double(yg, N, a); t_to_double(y, N, b);
   double ey = t_normwise(a, b, N);
   t_to_double(dsg, N, a); t_to_double(ds, N, b);
   double eds = t_normwise(a, b, N);
-  printf("cd rows %ld n %ld%s scale %g T %d: y %.3e ds %.3e (tol %.0e)\n", rows, n, m ? " masked" : "", scale, T, ey, eds, tol);
+  printf("cd rows %ld n %ld%s scale %g T %d%s: y %.3e ds %.3e (tol %.0e)\n", rows, n, m ? " masked" : "", scale, T,
+         ktiny > 0 ? " tiny k" : "", ey, eds, tol);
   T_CHECK(ey <= tol && eds <= tol, "rows %ld n %ld: y error %.3e, ds error %.3e > %.0e", rows, n, ey, eds, tol);
   if (m && rows > 1)
     for (long j = 0; j < n; j++) T_CHECK(yg[n + j] == 0 && dsg[n + j] == 0, "fully masked row: y, ds at %ld not 0", j);
@@ -79,12 +94,15 @@ int main(int argc, char **argv)
   c5_dist *d = NULL;
   int ok = 1;
   if (c5_dist_create(MPI_COMM_WORLD, &d) != C5_OK) { fprintf(stderr, "%s\n", c5_last_error()); return 1; }
-  ok &= run(gpu, d, 3, 1000, 1, 1.0, 20);
-  ok &= run(gpu, d, 16, 8192, 0, 1.0, 20);
-  ok &= run(gpu, d, 5, 70000, 1, 2.0, 7);
-  ok &= run(gpu, d, 2000, 300, 0, 1.0, 20);       /* more rows than resident blocks: blocks take several */
-  ok &= run(gpu, d, 2, 3000, 0, 40.0, 20);        /* wide scores: fp32 exponents underflow (online max) */
-  ok &= run(gpu, d, 1, 1L << 22, 0, 1.0, 20);     /* one long row over every multiprocessor */
+  ok &= run(gpu, d, 3, 1000, 1, 1.0, 20, 0);
+  ok &= run(gpu, d, 16, 8192, 0, 1.0, 20, 0);
+  ok &= run(gpu, d, 4, 16000, 1, 1.0, 20, 0);       /* one block a row at its largest */
+  ok &= run(gpu, d, 5, 70000, 1, 2.0, 7, 0);        /* rows of several chunks */
+  ok &= run(gpu, d, 600, 20000, 0, 1.0, 5, 0);      /* more rows than resident blocks: blocks take several */
+  ok &= run(gpu, d, 2, 3000, 0, 40.0, 20, 0);       /* wide scores */
+  ok &= run(gpu, d, 3, 5000, 0, 1.0, 20, 1e-30);    /* k tiny: the shifted sums underflow, the {max, sum} form */
+  ok &= run(gpu, d, 2, 70000, 1, 1.0, 20, 1e-30);   /* ... in rows of several chunks */
+  ok &= run(gpu, d, 1, 1L << 22, 0, 1.0, 20, 0);    /* one long row over every multiprocessor */
   /* a NaN in the logits is refused naming its place, as on the CPU */
   {
     c5_real h[4] = { 1, 2, NAN, 3 };
