@@ -5,7 +5,7 @@
 # folder holding: .devkit/ (the runtime kit, /work/shared/device), single/
 # and double/ (test_cuda_* and c5-cuda-bench of each build), ref/ (the
 # reference packages, never committed) and reference_bench.py. Results go
-# to $OUT (gpu.txt, tests.log, bench.txt, ref.txt).
+# to $OUT (gpu.txt, tests.log, bench.txt, bench2.txt, ncu.txt, ref.txt).
 set -u
 top=$(cd "$(dirname "$0")" && pwd); here=$top
 OUT=${OUT:-$here/out}
@@ -29,5 +29,15 @@ for b in single double; do
 done
 timeout 180 mpirun -np 1 "$here/single/c5-cuda-bench" $shapes > "$OUT/bench.txt" 2>&1
 echo "bench rc=$?" >> "$OUT/bench.txt"
+# the same version again: the spread between two runs is the noise
+timeout 180 mpirun -np 1 "$here/single/c5-cuda-bench" $shapes > "$OUT/bench2.txt" 2>&1
+echo "bench (second run) rc=$?" >> "$OUT/bench2.txt"
+# did the 1 x 8M row stay in L2? device-memory bytes and L2 hit rate of one forward launch
+ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+[ -n "$ncu" ] && timeout 180 mpirun -np 1 "$ncu" --clock-control none -k regex:cd_forward_kernel -c 1 \
+  --metrics dram__bytes_read.sum,dram__bytes_write.sum,lts__t_sector_hit_rate.pct,lts__t_bytes.sum,gpu__time_duration.sum \
+  "$here/single/c5-cuda-bench" 1x8388608 > "$OUT/ncu.txt" 2>&1
+echo "ncu rc=$?" >> "$OUT/ncu.txt"
 grep "rc=" "$OUT/tests.log"
-cat "$OUT/bench.txt" $([ "$skip_ref" = 1 ] || echo "$OUT/ref.txt") | grep -v "^\s*$" | tail -40
+grep -E "dram__|lts__|gpu__time|ncu rc" "$OUT/ncu.txt"
+cat "$OUT/bench.txt" "$OUT/bench2.txt" $([ "$skip_ref" = 1 ] || echo "$OUT/ref.txt") | grep -v "^\s*$" | tail -40

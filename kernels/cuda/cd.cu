@@ -458,16 +458,15 @@ extern "C" c5_status c5k_cd_forward_cuda(c5k_ctx *ctx, const c5k_rows *R, const 
 }
 
 /* ---- backward ---- */
-#define BWD_CHUNK 4096
 #define BWD_THREADS 256
 
 template <typename T> __global__ void __launch_bounds__(BWD_THREADS)
-cd_gdot_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy, long n, long bpr, int iters, long rows,
-               const double *state, const double *ie, double *part)
+cd_gdot_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy, long n, long bpr, long chunk, int iters,
+               long rows, const double *state, const double *ie, double *part)
 {
   __shared__ double sh[32];
   const long u = blockIdx.x, r = u / bpr, c = u % bpr;
-  const long j0 = r * n + c * BWD_CHUNK, j1 = r * n + min(n, (c + 1) * BWD_CHUNK);
+  const long j0 = r * n + c * chunk, j1 = r * n + min(n, (c + 1) * chunk);
   const T aT = (T)state[r * iters + iters - 1];
   double acc = 0.0;
   for (long base = j0 + threadIdx.x; base < j1; base += LD * blockDim.x) {
@@ -557,8 +556,8 @@ template <typename T> __device__ __forceinline__ void load_row_scalars(long r, i
 }
 
 template <typename T> __global__ void __launch_bounds__(BWD_THREADS)
-cd_ds_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy, long n, long bpr, int iters, long rows,
-             const double *state, const double *ie, const double *ga, T *ds)
+cd_ds_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy, long n, long bpr, long chunk, int iters,
+             long rows, const double *state, const double *ie, const double *ga, T *ds)
 {
   extern __shared__ double dyn[];
   double *g = dyn;
@@ -566,7 +565,7 @@ cd_ds_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy, long n, l
   const long u = blockIdx.x, r = u / bpr, c = u % bpr;
   load_row_scalars(r, iters, rows, state, ie, ga, g, ap, iev, lv);
   __syncthreads();
-  const long j0 = r * n + c * BWD_CHUNK, j1 = r * n + min(n, (c + 1) * BWD_CHUNK);
+  const long j0 = r * n + c * chunk, j1 = r * n + min(n, (c + 1) * chunk);
   const T aT = ap[iters - 1];
   const double ieT = ie[iters];
   for (long base = j0 + threadIdx.x; base < j1; base += LD * blockDim.x) {
@@ -648,7 +647,7 @@ extern "C" c5_status c5k_cd_backward_cuda(c5k_ctx *ctx, const c5k_rows *R, const
   const long rows = R->rows;
   if (rows == 0 || n == 0) return C5_OK;
   const size_t sm = T * (2 * sizeof(double) + 3 * sizeof(c5_real));
-  if (n <= 16 * 1024) {   /* one block a row, as the forward */
+  if (n <= 16 * 1024 && rows >= dev->sms) {   /* one block a row, as the forward, when the rows fill the GPU */
     const int E = n <= 8 * 1024 ? 16 : 32;
     int threads = 32;
     while (threads * E < n) threads *= 2;
@@ -657,7 +656,10 @@ extern "C" c5_status c5k_cd_backward_cuda(c5k_ctx *ctx, const c5k_rows *R, const
     C5K_CUDA_LAUNCHED(op);
     return C5_OK;
   }
-  const long bpr = (n + BWD_CHUNK - 1) / BWD_CHUNK, units = rows * bpr;
+  /* chunks of 4096, halved down to 1024 while the rows would leave multiprocessors idle */
+  long chunk = 4096;
+  while (chunk > 1024 && rows * ((n + chunk - 1) / chunk) < 2L * dev->sms) chunk /= 2;
+  const long bpr = (n + chunk - 1) / chunk, units = rows * bpr;
   size_t o_part = 0, o_ga = align256(units * sizeof(double));
   size_t bytes = align256(o_ga + rows * T * sizeof(double));
   void *scr;
@@ -665,11 +667,11 @@ extern "C" c5_status c5k_cd_backward_cuda(c5k_ctx *ctx, const c5k_rows *R, const
   char *base = (char *)scr;
   double *part = (double *)(base + o_part), *ga = (double *)(base + o_ga);
   const double *ie = state + 3 * rows * T;   /* the forward's 1 / eps_t */
-  cd_gdot_kernel<c5_real><<<(unsigned)units, BWD_THREADS, 0, dev->stream>>>(s, mask, y, gy, n, bpr, T, rows, state, ie, part);
+  cd_gdot_kernel<c5_real><<<(unsigned)units, BWD_THREADS, 0, dev->stream>>>(s, mask, y, gy, n, bpr, chunk, T, rows, state, ie, part);
   C5K_CUDA_LAUNCHED(op);
   cd_ga_kernel<<<(unsigned)rows, 32, T * sizeof(double), dev->stream>>>(part, bpr, T, rows, state, ga);
   C5K_CUDA_LAUNCHED(op);
-  cd_ds_kernel<c5_real><<<(unsigned)units, BWD_THREADS, sm, dev->stream>>>(s, mask, y, gy, n, bpr, T, rows, state, ie, ga, ds);
+  cd_ds_kernel<c5_real><<<(unsigned)units, BWD_THREADS, sm, dev->stream>>>(s, mask, y, gy, n, bpr, chunk, T, rows, state, ie, ga, ds);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
