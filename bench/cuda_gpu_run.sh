@@ -12,6 +12,7 @@ OUT=${OUT:-$here/out}
 mkdir -p "$OUT"
 shapes=${SHAPES:-"16x8192 4x32768 2x131072 1x262144 1x8388608"}
 skip_ref=${SKIP_REF:-0}
+only_tests=${ONLY_TESTS:-}   # a list of test names (cd topk gemm): run those, no benchmark
 { date -u; uname -a; nvidia-smi; nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem --format=csv; } > "$OUT/gpu.txt" 2>&1
 # the reference first, in the machine's own Python environment (the kit's loader path is not for it)
 [ "$skip_ref" = 1 ] || ( cd "$here" && PYTHONUNBUFFERED=1 timeout 240 python3 reference_bench.py --ref ref --device cuda --reps 20 --warmup 3 \
@@ -20,13 +21,14 @@ cd "$here" && . ./.devkit/sysroot.sh   # it finds the kit at ./.devkit (sh's "."
 here=$top   # the kit names its own folder here too
 : > "$OUT/tests.log"
 for b in single double; do
-  for t in cd topk gemm; do
+  for t in ${only_tests:-cd topk gemm}; do
     [ -x "$here/$b/test_cuda_$t" ] || continue
     echo "=== $b test_cuda_$t" >> "$OUT/tests.log"
     timeout 120 mpirun -np 1 "$here/$b/test_cuda_$t" >> "$OUT/tests.log" 2>&1
     echo "=== $b test_cuda_$t rc=$?" >> "$OUT/tests.log"
   done
 done
+if [ -n "$only_tests" ]; then grep -E "rc=|check failed|tiny k" "$OUT/tests.log"; exit 0; fi
 timeout 180 mpirun -np 1 "$here/single/c5-cuda-bench" $shapes > "$OUT/bench.txt" 2>&1
 echo "bench rc=$?" >> "$OUT/bench.txt"
 # the same version again: the spread between two runs is the noise

@@ -3,9 +3,11 @@
    every per-row quantity (a_t, the LSE, counts, dL/da_t) in double.
 
    Forward, every iteration's scalar update on the device (no host round
-   trip): a row of at most 16384 columns is one block, read once into
-   registers, its iterations meeting at block barriers. Longer rows are cut
-   into chunks over the resident blocks of one cooperative launch; each
+   trip): a row of at most 8 x 16384 columns is held in registers by a
+   cluster of up to 8 blocks (one block a row when the rows fill the GPU),
+   its iterations meeting at block and cluster barriers, the blocks' sums
+   added in rank order through distributed shared memory. Longer rows are
+   cut into chunks over the resident blocks of one cooperative launch; each
    iteration every chunk reduces {sum exp(e_j), count above, max e_j}
    (lib/cd.c's cd_sumexp, shifted by the bound every chunk knows), the row's
    chunks meet at a per-row barrier and each merges the partials in a fixed
@@ -15,9 +17,12 @@
 
    Backward: the saved scalars make it one pass (lib/cd.c): per-chunk dot
    products, a per-row merge with the dL/da_t recurrence, then ds (one
-   launch for a one-block row). */
+   launch for a cluster's row). */
 #include <math.h>
+#include <cooperative_groups.h>
 #include "cuda_internal.cuh"
+
+namespace cg = cooperative_groups;
 
 
 /* A row's (or chunk's) sums of one iteration: sum_j exp(e_j) with e_j =
@@ -306,21 +311,29 @@ template <typename T> __global__ void __launch_bounds__(1024) cd_forward_kernel(
   }
 }
 
-/* A row that fits one block (n <= E blockDim, at most 512 threads of E = 16 or 32): the row is read once into
-   registers and the T iterations meet at block barriers only. One block a row. */
-template <typename T, int E> __global__ void __launch_bounds__(512) cd_forward_row_kernel(cd_fwd_args<T> A)
+/* A row over a cluster of C blocks (C = 1: one block a row), each block
+   holding E elements a thread of its slice [rank w, rank w + w), w =
+   blockDim E, in registers for all T iterations. Per iteration the warps
+   reduce, every thread adds its block's warp sums in order, and after one
+   cluster barrier every thread adds the C blocks' sums (distributed shared
+   memory) in rank order: every block of the row computes the same a_t. The
+   sums alternate between two buffers, so one barrier of each kind an
+   iteration suffices. */
+template <typename T, int E> __global__ void __launch_bounds__(512, 1) cd_forward_cluster_kernel(cd_fwd_args<T> A)
 {
-  __shared__ sums wsh[2][32];
+  __shared__ sums wsh[2][32], bsh[2];
   __shared__ double fsh[33];
+  cg::cluster_group cl = cg::this_cluster();
   const int nw = (blockDim.x + 31) >> 5;
-  const long r = blockIdx.x, n = A.n;
+  const unsigned int C = cl.num_blocks(), rank = cl.block_rank();
+  const long r = blockIdx.x / C, n = A.n, w0 = (long)rank * blockDim.x * E;
   const T *s = A.s + r * n;
   const uint8_t *m = A.mask ? A.mask + r * n : NULL;
   T v[E];
   unsigned int keep = 0;
 #pragma unroll
   for (int q = 0; q < E; q++) {
-    long j = threadIdx.x + q * (long)blockDim.x;
+    long j = w0 + threadIdx.x + q * (long)blockDim.x;
     v[q] = j < n ? s[j] : (T)0;
     if (j < n && (!m || m[j])) keep |= 1u << q;
   }
@@ -331,7 +344,7 @@ template <typename T, int E> __global__ void __launch_bounds__(512) cd_forward_r
   for (int t = 1; t <= A.iters; t++) {
     double ie_t;
     const double eps = sched.next(&ie_t);
-    if (r == 0 && threadIdx.x == 0) {
+    if (blockIdx.x == 0 && threadIdx.x == 0) {
       ie[t - 1] = ie_t;
       if (t == A.iters) ie[t] = 1.0 / sched.eps_t;
     }
@@ -340,40 +353,83 @@ template <typename T, int E> __global__ void __launch_bounds__(512) cd_forward_r
 #pragma unroll
     for (int q = 0; q < E; q++)
       if (keep >> q & 1) tv.add(v[q] + a, ief);
-    /* warps reduce; every thread then adds the warps' sums in the same order (no broadcast), and
-       the warps' sums alternate between two buffers (one barrier an iteration) */
     sums w = tv.d();
     for (int o = 16; o; o >>= 1) w = sums_add(w, sums_shfl(w, o));
     sums *ws = wsh[t & 1];
     if ((threadIdx.x & 31) == 0) ws[threadIdx.x >> 5] = w;
     __syncthreads();
-    sums b = ws[0];
-    for (int i = 1; i < nw; i++) b = sums_add(b, ws[i]);
+    if (threadIdx.x == 0) {
+      sums bb = ws[0];
+      for (int i = 1; i < nw; i++) bb = sums_add(bb, ws[i]);
+      bsh[t & 1] = bb;
+    }
+    cl.sync();
+    sums b = { 0.0, 0.0, -INFINITY };
+    for (unsigned int k = 0; k < C; k++) b = sums_add(b, *cl.map_shared_rank(&bsh[t & 1], k));
     if (t == 1) cnt = b.nab;
     double l = log(b.S);
-    if (underflowed(t, cnt, b.S)) {   /* block-uniform */
+    if (underflowed(t, cnt, b.S)) {   /* uniform over the cluster */
       double f = 0.0;
 #pragma unroll
       for (int q = 0; q < E; q++)
         if (keep >> q & 1) f += fallback_elem(v[q], aprev, ie_t, b.M);
       f = block_sum(f, fsh);
-      if (threadIdx.x == 0) fsh[32] = b.M + log(f);   /* the sum is thread 0's */
-      __syncthreads();
-      l = fsh[32];
-      __syncthreads();
+      if (threadIdx.x == 0) fsh[32] = f;   /* the sum is thread 0's */
+      cl.sync();
+      double F = 0.0;
+      for (unsigned int k = 0; k < C; k++) F += *cl.map_shared_rank(&fsh[32], k);
+      l = b.M + log(F);
+      cl.sync();
     }
     double lo, nb;
     aprev = cd_step(t, eps, logk, aprev, cnt, l, b.nab, &lo, &nb);   /* every thread: the same bits */
-    if (threadIdx.x == 0) store_state(A, r, t, aprev, lo, nb);
+    if (rank == 0 && threadIdx.x == 0) store_state(A, r, t, aprev, lo, nb);
   }
   const T ief = (T)(1.0 / sched.eps_t), a = (T)aprev;
   T *y = A.y + r * n;
 #pragma unroll
   for (int q = 0; q < E; q++) {
-    long j = threadIdx.x + q * (long)blockDim.x;
+    long j = w0 + threadIdx.x + q * (long)blockDim.x;
     T x = v[q] + a;
     if (j < n) y[j] = (keep >> q & 1) ? exp((x < 0 ? x : (T)0) * ief) : (T)0;
   }
+  cl.sync();   /* no block leaves while another may read its shared memory */
+}
+
+/* The cluster shape for rows of n (both directions): C blocks a row (a power
+   of two <= 8, while the rows leave multiprocessors idle), E elements a
+   thread, threads <= 512 a block; false when a block's slice would pass
+   512 x 32 elements (the cooperative kernel takes those rows). */
+static bool cluster_shape(long rows, long n, int sms, int *C, int *E, int *threads)
+{
+  int c = 1;
+  while (c < 8 && rows * c * 2 <= sms && n / (c * 2) >= 1024) c *= 2;
+  long per = (n + c - 1) / c;
+  if (per > 512L * 32) return false;
+  *C = c;
+  *E = per <= 512L * 16 ? 16 : 32;
+  int th = 32;
+  while ((long)th * *E < per) th *= 2;
+  *threads = th;
+  return true;
+}
+
+template <typename K, typename... Args> static cudaError_t launch_cluster(K kernel, long rows, int C, int threads,
+                                                                         size_t smem, cudaStream_t st, Args... args)
+{
+  cudaLaunchConfig_t cfg = {};
+  cudaLaunchAttribute at[1];
+  at[0].id = cudaLaunchAttributeClusterDimension;
+  at[0].val.clusterDim.x = C;
+  at[0].val.clusterDim.y = 1;
+  at[0].val.clusterDim.z = 1;
+  cfg.gridDim = dim3((unsigned)(rows * C));
+  cfg.blockDim = dim3(threads);
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = st;
+  cfg.attrs = at;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kernel, args...);
 }
 
 static size_t align256(size_t b) { return (b + 255) & ~(size_t)255; }
@@ -411,20 +467,17 @@ extern "C" c5_status c5k_cd_forward_cuda(c5k_ctx *ctx, const c5k_rows *R, const 
   A.rows = rows; A.n = n; A.iters = T;
   A.eps = eps; A.eps_init = eps_init; A.eps_decay = eps_decay;
   A.logk0 = log(k[0]); A.logk = NULL; A.state = state;
-  if (n <= 16 * 1024) {   /* one block a row, the row in registers */
+  int C, E, threads;
+  if (cluster_shape(rows, n, dev->sms, &C, &E, &threads)) {   /* the row in registers of a cluster's blocks */
     void *scr;
     C5_CALL_K(c5k_cuda_scratch(dev, rows * sizeof(double), &scr, op));
     C5_CALL_K(put_logk(dev, k, k_stride, rows, (double *)scr, &A, op));
-    const int E = n <= 8 * 1024 ? 16 : 32;
-    int threads = 32;
-    while (threads * E < n) threads *= 2;
-    if (E == 16) cd_forward_row_kernel<c5_real, 16><<<(unsigned)rows, threads, 0, dev->stream>>>(A);
-    else cd_forward_row_kernel<c5_real, 32><<<(unsigned)rows, threads, 0, dev->stream>>>(A);
-    C5K_CUDA_LAUNCHED(op);
+    C5K_CUDA_TRY(E == 16 ? launch_cluster(cd_forward_cluster_kernel<c5_real, 16>, rows, C, threads, 0, dev->stream, A)
+                         : launch_cluster(cd_forward_cluster_kernel<c5_real, 32>, rows, C, threads, 0, dev->stream, A), op);
     return C5_OK;
   }
   /* Long rows take 1024 threads a block (fewer partials to merge), shorter ones 256. */
-  const int threads = n >= 65536 ? 1024 : 256;
+  threads = n >= 65536 ? 1024 : 256;
   static int occ[2] = { 0, 0 };
   int *oc = &occ[threads == 1024];
   if (!*oc) C5K_CUDA_TRY(cudaOccupancyMaxActiveBlocksPerMultiprocessor(oc, cd_forward_kernel<c5_real>, threads, 0), op);
@@ -592,16 +645,20 @@ cd_ds_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy, long n, l
   }
 }
 
-/* A row of one block (n <= E blockDim): the dot, the recurrence and ds in one launch. */
-template <typename T, int E> __global__ void __launch_bounds__(512)
-cd_backward_row_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy, long n, int iters, long rows,
-                       const double *state, T *ds)
+/* A row over a cluster of C blocks (cluster_shape, as the forward): the dot
+   (the blocks' sums added in rank order through distributed shared memory),
+   the recurrence (every block alike) and ds in one launch. */
+template <typename T, int E> __global__ void __launch_bounds__(512, 1)
+cd_backward_cluster_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy, long n, int iters, long rows,
+                           const double *state, T *ds)
 {
   extern __shared__ double dyn[];
-  __shared__ double sh[32];
+  __shared__ double sh[33];
+  cg::cluster_group cl = cg::this_cluster();
   double *g = dyn, *fac = g + iters;
   T *ap = (T *)(fac + iters), *iev = ap + iters, *lv = iev + iters;
-  const long r = blockIdx.x;
+  const unsigned int C = cl.num_blocks(), rank = cl.block_rank();
+  const long r = blockIdx.x / C, w0 = (long)rank * blockDim.x * E;
   const double *ie = state + 3 * rows * iters;
   const T aT = (T)state[r * iters + iters - 1];
   T sv[E], yv[E], gv[E];
@@ -609,8 +666,8 @@ cd_backward_row_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy,
   double acc = 0.0;
 #pragma unroll
   for (int q = 0; q < E; q++) {
-    long j = r * n + threadIdx.x + q * (long)blockDim.x;
-    bool k = threadIdx.x + q * (long)blockDim.x < n && (!mask || mask[j]);
+    long jj = w0 + threadIdx.x + q * (long)blockDim.x, j = r * n + jj;
+    bool k = jj < n && (!mask || mask[j]);
     sv[q] = k ? s[j] : (T)0;
     yv[q] = k ? y[j] : (T)0;
     gv[q] = k ? gy[j] : (T)0;
@@ -620,8 +677,12 @@ cd_backward_row_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy,
   for (int q = 0; q < E; q++)
     if ((keep >> q & 1) && sv[q] + aT <= 0) acc += (double)gv[q] * (double)yv[q];
   acc = block_sum(acc, sh);
+  if (threadIdx.x == 0) sh[32] = acc;
   load_row_scalars<T>(r, iters, rows, state, ie, NULL, g, ap, iev, lv);
-  ga_recurrence(acc * ie[iters], iters, rows, r, state, g, fac);
+  cl.sync();
+  double dot = 0.0;
+  for (unsigned int k = 0; k < C; k++) dot += *cl.map_shared_rank(&sh[32], k);
+  ga_recurrence(dot * ie[iters], iters, rows, r, state, g, fac);
   const double ieT = ie[iters];
 #pragma unroll
   for (int g0 = 0; g0 < E; g0 += 8) {   /* eight at a time: the accumulators stay in registers */
@@ -629,10 +690,11 @@ cd_backward_row_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy,
     ds_group<T, 8>(sv + g0, yv + g0, gv + g0, keep >> g0, aT, ieT, iters, g, ap, iev, lv, o);
 #pragma unroll
     for (int q = 0; q < 8; q++) {
-      long jj = threadIdx.x + (g0 + q) * (long)blockDim.x;
+      long jj = w0 + threadIdx.x + (g0 + q) * (long)blockDim.x;
       if (jj < n) ds[r * n + jj] = o[q];
     }
   }
+  cl.sync();   /* no block leaves while another may read its shared memory */
 }
 
 extern "C" c5_status c5k_cd_backward_cuda(c5k_ctx *ctx, const c5k_rows *R, const c5_real *s, const uint8_t *mask,
@@ -647,13 +709,12 @@ extern "C" c5_status c5k_cd_backward_cuda(c5k_ctx *ctx, const c5k_rows *R, const
   const long rows = R->rows;
   if (rows == 0 || n == 0) return C5_OK;
   const size_t sm = T * (2 * sizeof(double) + 3 * sizeof(c5_real));
-  if (n <= 16 * 1024 && rows >= dev->sms) {   /* one block a row, as the forward, when the rows fill the GPU */
-    const int E = n <= 8 * 1024 ? 16 : 32;
-    int threads = 32;
-    while (threads * E < n) threads *= 2;
-    if (E == 16) cd_backward_row_kernel<c5_real, 16><<<(unsigned)rows, threads, sm, dev->stream>>>(s, mask, y, gy, n, T, rows, state, ds);
-    else cd_backward_row_kernel<c5_real, 32><<<(unsigned)rows, threads, sm, dev->stream>>>(s, mask, y, gy, n, T, rows, state, ds);
-    C5K_CUDA_LAUNCHED(op);
+  int C, E, threads;
+  if (cluster_shape(rows, n, dev->sms, &C, &E, &threads)) {   /* the forward's clusters */
+    C5K_CUDA_TRY(E == 16 ? launch_cluster(cd_backward_cluster_kernel<c5_real, 16>, rows, C, threads, sm, dev->stream, s,
+                                          mask, y, gy, n, T, rows, (const double *)state, ds)
+                         : launch_cluster(cd_backward_cluster_kernel<c5_real, 32>, rows, C, threads, sm, dev->stream, s,
+                                          mask, y, gy, n, T, rows, (const double *)state, ds), op);
     return C5_OK;
   }
   /* chunks of 4096, halved down to 1024 while the rows would leave multiprocessors idle */
