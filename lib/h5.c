@@ -1,32 +1,50 @@
 /* h5.c - the HDF5 layer (colt5_io.h). HDF5's own error stack is silenced
    while probing and copied into our message when a call fails. */
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include "dist_mpi.h"
 #include "colt5_io.h"
 
-/* Append HDF5's innermost error description to a message. */
+/* HDF5's error stack as one line for our message: the innermost record
+   (where the error was detected: "memory allocation failed ...", "data error
+   detected by Fletcher32 checksum") and its minor class, then the stack is
+   cleared. Called right after the failing call: any later HDF5 API call
+   (an H5Dclose on the way out) would clear the stack first. */
+typedef struct { char desc[160]; char minor[80]; } h5_why;
 static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data)
 {
-  char *buf = data;
-  if (n == 0 && e->desc) snprintf(buf, 256, "%s", e->desc);
+  h5_why *w = data;
+  if (n == 0) {   /* upward: the first record is the innermost */
+    snprintf(w->desc, sizeof w->desc, "%s", e->desc ? e->desc : "");
+    if (H5Eget_msg(e->min_num, NULL, w->minor, sizeof w->minor) < 0) w->minor[0] = '\0';
+  }
   return 0;
 }
 static const char *h5_reason(char buf[256])
 {
-  buf[0] = '\0';
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk_cb, buf);
+  h5_why w = { "", "" };
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, &w);
   H5Eclear2(H5E_DEFAULT);
-  return buf[0] ? buf : "unknown HDF5 error";
+  if (!w.desc[0] && !w.minor[0]) return "no reason given by HDF5";
+  if (!w.minor[0] || !strcmp(w.desc, w.minor)) snprintf(buf, 256, "%s", w.desc[0] ? w.desc : w.minor);
+  else snprintf(buf, 256, "%s: %s", w.desc, w.minor);
+  return buf;
 }
 
 long c5_numel(int ndim, const long *dims)
 {
   long n = 1;
-  for (int i = 0; i < ndim; i++) n *= dims[i];
+  for (int i = 0; i < ndim; i++)
+    if (dims[i] < 0 || __builtin_mul_overflow(n, dims[i], &n)) return -1;
   return n;
 }
+
+/* Largest element count a dataset may claim: its bytes in the widest memory
+   type (8) plus the readers' one spare element still fit a long, so no size
+   computed from a checked shape can wrap. */
+#define C5_H5_MAX_NUMEL (LONG_MAX / 16)
 
 c5_status c5_h5_open_read(const char *path, c5_h5 *f)
 {
@@ -70,21 +88,45 @@ int c5_h5_exists(const c5_h5 *f, const char *name)
   }
 }
 
+static void shape_str(char *buf, size_t len, int nd, const long *dims);
+
 c5_status c5_h5_shape(const c5_h5 *f, const char *name, int *ndim, long dims[C5_H5_MAXDIM])
 {
   C5_CHECK(c5_h5_exists(f, name), C5_ERR_IO, "%s: dataset %s is missing", f->path, name);
-  hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
   char why[256];
+  hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
   C5_CHECK(d >= 0, C5_ERR_IO, "%s: %s is not a dataset (%s)", f->path, name, h5_reason(why));
   hid_t sp = H5Dget_space(d);
+  if (sp < 0) {
+    c5_status st = C5_ERR(C5_ERR_IO, "%s: dataset %s: cannot read its shape (%s)", f->path, name, h5_reason(why));
+    H5Dclose(d);
+    return st;
+  }
   int nd = H5Sget_simple_extent_ndims(sp);
   hsize_t hd[C5_H5_MAXDIM];
   c5_status st = C5_OK;
   if (nd < 0 || nd > C5_H5_MAXDIM) st = C5_ERR(C5_ERR_IO, "%s: dataset %s has rank %d (at most %d)", f->path, name, nd, C5_H5_MAXDIM);
+  else if (H5Sget_simple_extent_dims(sp, hd, NULL) < 0)
+    st = C5_ERR(C5_ERR_IO, "%s: dataset %s: cannot read its shape (%s)", f->path, name, h5_reason(why));
   else {
-    H5Sget_simple_extent_dims(sp, hd, NULL);
-    *ndim = nd;
-    for (int i = 0; i < nd; i++) dims[i] = (long)hd[i];
+    long got[C5_H5_MAXDIM];
+    int big = 0;
+    for (int i = 0; i < nd; i++) { big |= hd[i] > (hsize_t)LONG_MAX; got[i] = big ? -1 : (long)hd[i]; }
+    long n = big ? -1 : c5_numel(nd, got);
+    if (n < 0 || n > C5_H5_MAX_NUMEL) {
+      /* a claimed shape (a corrupted or hostile file) that no buffer can hold: refused before any
+         allocation is sized from it */
+      char s[256];
+      size_t o = (size_t)snprintf(s, sizeof s, "[");
+      for (int i = 0; i < nd && o < sizeof s; i++)
+        o += (size_t)snprintf(s + o, sizeof s - o, i ? ",%llu" : "%llu", (unsigned long long)hd[i]);
+      if (o < sizeof s) snprintf(s + o, sizeof s - o, "]");
+      st = C5_ERR(C5_ERR_SHAPE, "%s: dataset %s has shape %s: its element count overflows (at most %ld elements)",
+                  f->path, name, s, (long)C5_H5_MAX_NUMEL);
+    } else {
+      *ndim = nd;
+      for (int i = 0; i < nd; i++) dims[i] = got[i];
+    }
   }
   H5Sclose(sp);
   H5Dclose(d);
@@ -115,20 +157,23 @@ static c5_status read_any(const c5_h5 *f, const char *name, int ndim, const long
       return C5_ERR(C5_ERR_SHAPE, "%s: dataset %s has shape %s, expected %s", f->path, name, a, b);
     }
   }
+  char why[256];
   hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
+  C5_CHECK(d >= 0, C5_ERR_IO, "%s: cannot open dataset %s (%s)", f->path, name, h5_reason(why));
   hid_t ft = H5Dget_type(d);
-  H5T_class_t cls = H5Tget_class(ft);
-  H5Tclose(ft);
+  H5T_class_t cls = ft >= 0 ? H5Tget_class(ft) : H5T_NO_CLASS;
+  if (ft >= 0) H5Tclose(ft);
   if (cls != want_class) {
+    H5Eclear2(H5E_DEFAULT);
     H5Dclose(d);
     return C5_ERR(C5_ERR_IO, "%s: dataset %s has %s elements, expected %s", f->path, name,
                   cls == H5T_FLOAT ? "floating-point" : cls == H5T_INTEGER ? "integer" : "non-numeric",
                   want_class == H5T_FLOAT ? "floating-point" : "integer");
   }
   herr_t e = H5Dread(d, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+  if (e < 0) h5_reason(why);   /* before H5Dclose clears the stack */
   H5Dclose(d);
-  char why[256];
-  C5_CHECK(e >= 0, C5_ERR_IO, "%s: reading dataset %s failed (%s)", f->path, name, h5_reason(why));
+  C5_CHECK(e >= 0, C5_ERR_IO, "%s: reading dataset %s failed (%s)", f->path, name, why);
   return C5_OK;
 }
 
@@ -164,34 +209,60 @@ static c5_status open_attr(const c5_h5 *f, const char *obj, const char *attr, hi
   return C5_OK;
 }
 
+/* An attribute must hold one element: H5Aread writes every element of its
+   dataspace, and the buffers below hold one. */
+static c5_status attr_one(const c5_h5 *f, const char *obj, const char *attr, hid_t a)
+{
+  hid_t sp = H5Aget_space(a);
+  hssize_t np = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+  if (sp >= 0) H5Sclose(sp);
+  char why[256];
+  C5_CHECK(np >= 0, C5_ERR_IO, "%s: attribute %s of %s: cannot read its shape (%s)", f->path, attr, obj, h5_reason(why));
+  C5_CHECK(np == 1, C5_ERR_IO, "%s: attribute %s of %s holds %lld elements, expected one", f->path, attr, obj,
+           (long long)np);
+  return C5_OK;
+}
+
+/* A fixed-length string attribute longer than this is not one of ours (a corrupted size). */
+#define C5_H5_MAX_ATTR (64L << 20)
+
 c5_status c5_h5_attr_string(const c5_h5 *f, const char *obj, const char *attr, char **out)
 {
   hid_t a;
+  char why[256];
   C5_CALL(open_attr(f, obj, attr, &a));
-  hid_t t = H5Aget_type(a);
-  c5_status st = C5_OK;
-  if (H5Tget_class(t) != H5T_STRING) {
+  c5_status st = attr_one(f, obj, attr, a);
+  hid_t t = st == C5_OK ? H5Aget_type(a) : H5I_INVALID_HID;
+  if (st != C5_OK) {
+  } else if (t < 0 || H5Tget_class(t) != H5T_STRING) {
+    H5Eclear2(H5E_DEFAULT);
     st = C5_ERR(C5_ERR_IO, "%s: attribute %s of %s is not a string", f->path, attr, obj);
   } else if (H5Tis_variable_str(t) > 0) {
     char *s = NULL;
     hid_t mt = H5Tcopy(H5T_C_S1);
     H5Tset_size(mt, H5T_VARIABLE);
     H5Tset_cset(mt, H5Tget_cset(t));   /* h5py writes UTF-8 */
-    if (H5Aread(a, mt, &s) < 0 || !s) st = C5_ERR(C5_ERR_IO, "%s: reading attribute %s failed", f->path, attr);
+    if (H5Aread(a, mt, &s) < 0 || !s)
+      st = C5_ERR(C5_ERR_IO, "%s: reading attribute %s of %s failed (%s)", f->path, attr, obj, h5_reason(why));
     else {
       *out = strdup(s);
       H5free_memory(s);
-      if (!*out) st = C5_ERR(C5_ERR_MEM, "out of memory copying attribute %s", attr);
+      if (!*out) st = C5_ERR(C5_ERR_MEM, "%s: out of memory copying attribute %s of %s", f->path, attr, obj);
     }
     H5Tclose(mt);
   } else {
     size_t n = H5Tget_size(t);
-    char *s = calloc(n + 1, 1);
-    if (!s) st = C5_ERR(C5_ERR_MEM, "out of memory reading attribute %s", attr);
-    else if (H5Aread(a, t, s) < 0) { free(s); st = C5_ERR(C5_ERR_IO, "%s: reading attribute %s failed", f->path, attr); }
-    else *out = s;
+    char *s = n > 0 && n <= (size_t)C5_H5_MAX_ATTR ? calloc(n + 1, 1) : NULL;
+    if (n == 0 || n > (size_t)C5_H5_MAX_ATTR)
+      st = C5_ERR(C5_ERR_IO, "%s: attribute %s of %s claims %zu bytes (at most %ld)", f->path, attr, obj, n,
+                  C5_H5_MAX_ATTR);
+    else if (!s) st = C5_ERR(C5_ERR_MEM, "%s: out of memory reading attribute %s of %s (%zu bytes)", f->path, attr, obj, n);
+    else if (H5Aread(a, t, s) < 0) {
+      free(s);
+      st = C5_ERR(C5_ERR_IO, "%s: reading attribute %s of %s failed (%s)", f->path, attr, obj, h5_reason(why));
+    } else *out = s;
   }
-  H5Tclose(t);
+  if (t >= 0) H5Tclose(t);
   H5Aclose(a);
   return st;
 }
@@ -200,8 +271,11 @@ c5_status c5_h5_attr_long(const c5_h5 *f, const char *obj, const char *attr, lon
 {
   hid_t a;
   C5_CALL(open_attr(f, obj, attr, &a));
-  herr_t e = H5Aread(a, H5T_NATIVE_LONG, out);
+  c5_status st = attr_one(f, obj, attr, a);
+  herr_t e = st == C5_OK ? H5Aread(a, H5T_NATIVE_LONG, out) : 0;
+  H5Eclear2(H5E_DEFAULT);
   H5Aclose(a);
+  if (st != C5_OK) return st;
   C5_CHECK(e >= 0, C5_ERR_IO, "%s: attribute %s of %s is not an integer", f->path, attr, obj);
   return C5_OK;
 }
