@@ -321,7 +321,12 @@ c5_status c5_h5_write_params(const char *path, const char *group, const c5_param
   char tmp[1100], why[256];
   snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-  hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+  /* The 1.10 format checksums every piece of metadata and Fletcher32 every (chunked) dataset, so that a
+     corrupted parameter file is refused on read ("... checksum ...") instead of read as other numbers. */
+  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
+  hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  H5Pclose(fapl);
   C5_CHECK(f >= 0, C5_ERR_IO, "%s: cannot create (%s)", tmp, h5_reason(why));
   c5_status st = C5_OK;
   hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
@@ -331,11 +336,21 @@ c5_status c5_h5_write_params(const char *path, const char *group, const c5_param
     long dims[C5_PARAM_MAXDIM];
     hsize_t hd[C5_PARAM_MAXDIM];
     int nd = c5_params_shape(p, i, dims);
-    for (int k = 0; k < nd; k++) hd[k] = (hsize_t)dims[k];
+    hsize_t chunk[C5_PARAM_MAXDIM], cbytes = sizeof(c5_real);
+    for (int k = 0; k < nd; k++) { hd[k] = (hsize_t)dims[k]; chunk[k] = hd[k] ? hd[k] : 1; cbytes *= chunk[k]; }
+    /* one chunk per parameter, but under HDF5's 4 GiB chunk limit: halve the leading dimension */
+    for (int k = 0; k < nd && cbytes > ((hsize_t)1 << 30); k++)
+      while (chunk[k] > 1 && cbytes > ((hsize_t)1 << 30)) { cbytes = cbytes / chunk[k] * ((chunk[k] + 1) / 2); chunk[k] = (chunk[k] + 1) / 2; }
     char name[512];
     snprintf(name, sizeof name, "%s/%s", group, c5_params_name(p, i));
     hid_t sp = H5Screate_simple(nd, hd, NULL);
-    hid_t ds = H5Dcreate2(f, name, mem, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (nd > 0) {   /* a scalar cannot be chunked (nor filtered) */
+      H5Pset_chunk(dcpl, nd, chunk);
+      H5Pset_fletcher32(dcpl);
+    }
+    hid_t ds = H5Dcreate2(f, name, mem, sp, lcpl, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
     if (ds < 0 || H5Dwrite(ds, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                            grads ? c5_params_grad(p, i) : c5_params_value(p, i)) < 0)
       st = C5_ERR(C5_ERR_IO, "%s: writing dataset %s failed (%s)", tmp, name, h5_reason(why));
