@@ -820,7 +820,8 @@ int main(int argc, char **argv)
   int c, rc = EXIT_PASS, skipped = 0, help = 0;
   c5_status st = C5_OK;
   /* each rank parses its own command line (mpirun may give them different ones): agreed below */
-  while ((c = getopt_long(argc, argv, "t:f:qh", opts, NULL)) != -1) {
+  opterr = 0;   /* getopt's own message would come before ours: one message, ours */
+  while ((c = getopt_long(argc, argv, ":t:f:qh", opts, NULL)) != -1) {
     char *end;
     switch (c) {
     case 't':
@@ -833,7 +834,8 @@ int main(int argc, char **argv)
       break;
     case 'q': cx.quiet = 1; break;
     case 'h': help = 1; break;
-    default: st = c5_error_raise(C5_ERR_ARG, "unknown option or missing value");
+    case ':': if (st == C5_OK) st = c5_error_raise(C5_ERR_ARG, "option %s needs a value", argv[optind - 1]); break;
+    default: if (st == C5_OK) st = c5_error_raise(C5_ERR_ARG, "unknown option %s", argv[optind - 1]);
     }
   }
   if (st == C5_OK && !help && optind >= argc) st = c5_error_raise(C5_ERR_ARG, "no input file");

@@ -19,6 +19,11 @@ expect 2 "no such file" -- "$g" "$tmp/missing.h5"
 echo "not hdf5" > "$tmp/bad.h5"
 expect 2 "not a readable HDF5 file" -- "$g" "$tmp/bad.h5"
 expect 2 "usage" -- "$g"
+expect 2 "colt5-golden: unknown option --bogus" -- "$g" --bogus "$s/tests/golden/cd_const_eps.h5"
+expect 2 "colt5-golden: option --tol needs a value" -- "$g" --tol
+# more ranks than the sequence has layout units: refused on every rank, naming the counts
+expect 2 "9 ranks for a sequence of 64 tokens = 8 units of 8: at most 8 ranks" -- \
+  timeout 120 mpirun --oversubscribe -np 9 "$g" "$s/tests/golden/attn_basic.h5"
 expect 2 "expected a positive number" -- "$g" --tol abc "$s/tests/golden/cd_const_eps.h5"
 expect 0 "PASS" -- "$g" "$s/tests/golden/cd_const_eps.h5"
 # a bound no float can meet: the comparison must be able to fail
