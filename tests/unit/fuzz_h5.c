@@ -8,6 +8,10 @@
        exit 0 when everything read, 2 when something was refused (each
        message on stderr).
 
+     fuzz_h5 --oom FILE DATASET
+       reads DATASET with the address space limited so that libhdf5's own
+       buffer fails to allocate: the message must say so (exit 2).
+
      fuzz_h5 --emit SEED CASE FILE OUT
        writes case CASE of FILE to OUT (to replay a case: fuzz_h5 OUT, under gdb).
 
@@ -256,9 +260,41 @@ static int fuzz(unsigned long long seed, int cases, int timeout, const char *ski
   return bad;
 }
 
+/* --oom FILE DATASET: the dataset's buffer allocated, then the address space limited to what is in use
+   plus half the dataset's bytes, so that libhdf5's own buffer (a compressed chunk's) cannot be had: the
+   read must fail naming the allocation, not "unknown HDF5 error". */
+static int oom_read(const char *path, const char *name)
+{
+  c5_h5 f = { .file = H5I_INVALID_HID };
+  int nd;
+  long dims[C5_H5_MAXDIM];
+  c5_status st = c5_h5_open_read(path, &f);
+  if (st == C5_OK) st = c5_h5_shape(&f, name, &nd, dims);
+  if (st != C5_OK) { report(st); return 2; }
+  long n = c5_numel(nd, dims);
+  c5_real *buf = calloc((size_t)n, sizeof *buf);
+  unsigned long pages = 0;
+  FILE *sm = fopen("/proc/self/statm", "r");
+  if (!buf || !sm || fscanf(sm, "%lu", &pages) != 1) { fprintf(stderr, "fuzz_h5: --oom: setup failed\n"); return 3; }
+  fclose(sm);
+  rlim_t lim = (rlim_t)pages * (rlim_t)sysconf(_SC_PAGESIZE) + (rlim_t)n * sizeof *buf / 2;
+  struct rlimit rl = { lim, lim };
+  if (setrlimit(RLIMIT_AS, &rl) != 0) { perror("fuzz_h5: setrlimit"); return 3; }
+  st = c5_h5_read_real(&f, name, nd, dims, buf);
+  fprintf(stderr, "fuzz_h5: --oom %s: %s\n", name, st == C5_OK ? "read (no allocation failed)" : c5_last_error());
+  free(buf);
+  c5_h5_close(&f);
+  return st == C5_OK ? 0 : 2;
+}
+
 int main(int argc, char **argv)
 {
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+#ifndef __SANITIZE_ADDRESS__
+  if (argc == 4 && !strcmp(argv[1], "--oom")) return oom_read(argv[2], argv[3]);
+#else
+  if (argc == 4 && !strcmp(argv[1], "--oom")) return 77;   /* no address-space limit under ASan */
+#endif
   if (argc == 6 && !strcmp(argv[1], "--emit")) {   /* --emit SEED CASE FILE OUT: one case's file, to replay */
     FILE *fp = fopen(argv[4], "rb");
     if (!fp) { fprintf(stderr, "fuzz_h5: %s: cannot open\n", argv[4]); return 2; }
