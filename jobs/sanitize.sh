@@ -23,7 +23,7 @@ export LSAN_OPTIONS="use_tls=0:suppressions=$top/jobs/lsan.supp:print_suppressio
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 tests=${C5_SANITIZE_TESTS:-"tests/unit/test_golden_cli.sh tests/unit/test_bench_cli.sh tests/unit/test_fuzz_h5.sh
   tests/unit/test_params_io tests/unit/test_cd tests/unit/test_topk tests/unit/test_router tests/unit/test_layout_unit
-  tests/unit/test_attn_local tests/unit/test_attn_heavy tests/unit/test_routed_ar_attn tests/unit/test_alloc.sh
+  tests/unit/test_attn_local tests/unit/test_attn_heavy tests/unit/test_alloc.sh
   tests/unit/test_mpi_errors.sh
   tests/golden/cd_const_eps.test tests/golden/ff_basic.test tests/golden/attn_masked.test tests/golden/block_basic.test
   tests/golden/ar_attn_basic.test"}

@@ -4,34 +4,83 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include "dist_mpi.h"
 #include "colt5_io.h"
+#include "h5_internal.h"
 
-/* HDF5's error stack as one line for our message: the innermost record
-   (where the error was detected: "memory allocation failed ...", "data error
-   detected by Fletcher32 checksum") and its minor class, then the stack is
-   cleared. Called right after the failing call: any later HDF5 API call
-   (an H5Dclose on the way out) would clear the stack first. */
-typedef struct { char desc[160]; char minor[80]; } h5_why;
-static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data)
+/* HDF5's error stack as one line for our message: the outermost and the innermost description, what
+   failed and why (a truncated file's sizes, "memory allocation failed ...", "data error detected by
+   Fletcher32 checksum"); then the stack is cleared. Read right after the failing call: any later HDF5
+   API call (an H5Dclose on the way out) clears the stack first. */
+typedef struct { char first[128], last[128]; } reason_walk;
+static herr_t ends_cb(unsigned n, const H5E_error2_t *e, void *data)
 {
-  h5_why *w = data;
-  if (n == 0) {   /* upward: the first record is the innermost */
-    snprintf(w->desc, sizeof w->desc, "%s", e->desc ? e->desc : "");
-    if (H5Eget_msg(e->min_num, NULL, w->minor, sizeof w->minor) < 0) w->minor[0] = '\0';
-  }
+  reason_walk *r = data;
+  if (!e->desc) return 0;
+  if (n == 0) snprintf(r->first, sizeof r->first, "%s", e->desc);
+  snprintf(r->last, sizeof r->last, "%s", e->desc);
   return 0;
 }
-static const char *h5_reason(char buf[256])
+const char *c5_h5_reason(char buf[256])
 {
-  h5_why w = { "", "" };
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_UPWARD, walk_cb, &w);
+  reason_walk r = { "", "" };
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, ends_cb, &r);
   H5Eclear2(H5E_DEFAULT);
-  if (!w.desc[0] && !w.minor[0]) return "no reason given by HDF5";
-  if (!w.minor[0] || !strcmp(w.desc, w.minor)) snprintf(buf, 256, "%s", w.desc[0] ? w.desc : w.minor);
-  else snprintf(buf, 256, "%s: %s", w.desc, w.minor);
+  if (!r.first[0]) snprintf(buf, 256, "no reason given by HDF5");
+  else if (!strcmp(r.first, r.last)) snprintf(buf, 256, "%s", r.first);
+  else snprintf(buf, 256, "%s: %s", r.first, r.last);
   return buf;
+}
+
+static int contains_nocase(const char *s, const char *w)
+{
+  for (size_t n = strlen(w); *s; s++)
+    if (strncasecmp(s, w, n) == 0) return 1;
+  return 0;
+}
+static herr_t mentions_cb(unsigned n, const H5E_error2_t *e, void *data)
+{
+  (void)n;
+  const char **word = data;
+  if (*word && e->desc && contains_nocase(e->desc, *word)) *word = NULL;   /* found: stop looking */
+  return 0;
+}
+int c5_h5_stack_mentions(const char *word)
+{
+  const char *w = word;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, mentions_cb, &w);
+  return w == NULL;
+}
+
+c5_status c5_h5_fapl_mpio(const c5_dist *d, hid_t *fapl)
+{
+  char why[256];
+  *fapl = H5Pcreate(H5P_FILE_ACCESS);
+  C5_CHECK(*fapl >= 0, C5_ERR_IO, "HDF5: cannot make a file access list (%s)", c5_h5_reason(why));
+  if (H5Pset_fapl_mpio(*fapl, c5_dist_comm(d), MPI_INFO_NULL) < 0 ||
+      H5Pset_libver_bounds(*fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) < 0) {
+    H5Pclose(*fapl);
+    *fapl = H5I_INVALID_HID;
+    return C5_ERR(C5_ERR_IO, "HDF5: cannot set MPI-IO file access in the 1.10 format (%s)", c5_h5_reason(why));
+  }
+  return C5_OK;
+}
+
+c5_status c5_h5_dxpl_collective(hid_t *dxpl)
+{
+  char why[256];
+  *dxpl = H5Pcreate(H5P_DATASET_XFER);
+  C5_CHECK(*dxpl >= 0, C5_ERR_IO, "HDF5: cannot make a transfer list (%s)", c5_h5_reason(why));
+  if (H5Pset_dxpl_mpio(*dxpl, H5FD_MPIO_COLLECTIVE) < 0) {
+    H5Pclose(*dxpl);
+    *dxpl = H5I_INVALID_HID;
+    return C5_ERR(C5_ERR_IO, "HDF5: cannot set collective transfer (%s)", c5_h5_reason(why));
+  }
+  return C5_OK;
 }
 
 long c5_numel(int ndim, const long *dims)
@@ -58,7 +107,7 @@ c5_status c5_h5_open_read(const char *path, c5_h5 *f)
   fclose(fp);
   f->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   char why[256];
-  C5_CHECK(f->file >= 0, C5_ERR_IO, "%s: not a readable HDF5 file (%s)", path, h5_reason(why));
+  C5_CHECK(f->file >= 0, C5_ERR_IO, "%s: not a readable HDF5 file (%s)", path, c5_h5_reason(why));
   return C5_OK;
 }
 
@@ -68,7 +117,7 @@ c5_status c5_h5_close(c5_h5 *f)
     herr_t e = H5Fclose(f->file);
     f->file = H5I_INVALID_HID;
     char why[256];
-    C5_CHECK(e >= 0, C5_ERR_IO, "%s: close failed (%s)", f->path, h5_reason(why));
+    C5_CHECK(e >= 0, C5_ERR_IO, "%s: close failed (%s)", f->path, c5_h5_reason(why));
   }
   return C5_OK;
 }
@@ -89,17 +138,15 @@ int c5_h5_exists(const c5_h5 *f, const char *name)
   }
 }
 
-static void shape_str(char *buf, size_t len, int nd, const long *dims);
-
 c5_status c5_h5_shape(const c5_h5 *f, const char *name, int *ndim, long dims[C5_H5_MAXDIM])
 {
   C5_CHECK(c5_h5_exists(f, name), C5_ERR_IO, "%s: dataset %s is missing", f->path, name);
   char why[256];
   hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
-  C5_CHECK(d >= 0, C5_ERR_IO, "%s: %s is not a dataset (%s)", f->path, name, h5_reason(why));
+  C5_CHECK(d >= 0, C5_ERR_IO, "%s: %s is not a dataset (%s)", f->path, name, c5_h5_reason(why));
   hid_t sp = H5Dget_space(d);
   if (sp < 0) {
-    c5_status st = C5_ERR(C5_ERR_IO, "%s: dataset %s: cannot read its shape (%s)", f->path, name, h5_reason(why));
+    c5_status st = C5_ERR(C5_ERR_IO, "%s: dataset %s: cannot read its shape (%s)", f->path, name, c5_h5_reason(why));
     H5Dclose(d);
     return st;
   }
@@ -108,7 +155,7 @@ c5_status c5_h5_shape(const c5_h5 *f, const char *name, int *ndim, long dims[C5_
   c5_status st = C5_OK;
   if (nd < 0 || nd > C5_H5_MAXDIM) st = C5_ERR(C5_ERR_IO, "%s: dataset %s has rank %d (at most %d)", f->path, name, nd, C5_H5_MAXDIM);
   else if (H5Sget_simple_extent_dims(sp, hd, NULL) < 0)
-    st = C5_ERR(C5_ERR_IO, "%s: dataset %s: cannot read its shape (%s)", f->path, name, h5_reason(why));
+    st = C5_ERR(C5_ERR_IO, "%s: dataset %s: cannot read its shape (%s)", f->path, name, c5_h5_reason(why));
   else {
     long got[C5_H5_MAXDIM];
     int big = 0;
@@ -134,7 +181,7 @@ c5_status c5_h5_shape(const c5_h5 *f, const char *name, int *ndim, long dims[C5_
   return st;
 }
 
-static void shape_str(char *buf, size_t len, int nd, const long *dims)
+void c5_h5_shape_str(char *buf, size_t len, int nd, const long *dims)
 {
   size_t o = (size_t)snprintf(buf, len, "[");
   for (int i = 0; i < nd && o < len; i++) o += (size_t)snprintf(buf + o, len - o, i ? ",%ld" : "%ld", dims[i]);
@@ -153,14 +200,14 @@ static c5_status read_any(const c5_h5 *f, const char *name, int ndim, const long
     for (int i = 0; same && i < nd; i++) same = got[i] == dims[i];
     if (!same) {
       char a[128], b[128];
-      shape_str(a, sizeof a, nd, got);
-      shape_str(b, sizeof b, ndim, dims);
+      c5_h5_shape_str(a, sizeof a, nd, got);
+      c5_h5_shape_str(b, sizeof b, ndim, dims);
       return C5_ERR(C5_ERR_SHAPE, "%s: dataset %s has shape %s, expected %s", f->path, name, a, b);
     }
   }
   char why[256];
   hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
-  C5_CHECK(d >= 0, C5_ERR_IO, "%s: cannot open dataset %s (%s)", f->path, name, h5_reason(why));
+  C5_CHECK(d >= 0, C5_ERR_IO, "%s: cannot open dataset %s (%s)", f->path, name, c5_h5_reason(why));
   hid_t ft = H5Dget_type(d);
   H5T_class_t cls = ft >= 0 ? H5Tget_class(ft) : H5T_NO_CLASS;
   if (ft >= 0) H5Tclose(ft);
@@ -172,7 +219,7 @@ static c5_status read_any(const c5_h5 *f, const char *name, int ndim, const long
                   want_class == H5T_FLOAT ? "floating-point" : "integer");
   }
   herr_t e = H5Dread(d, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
-  if (e < 0) h5_reason(why);   /* before H5Dclose clears the stack */
+  if (e < 0) c5_h5_reason(why);   /* before H5Dclose clears the stack */
   H5Dclose(d);
   C5_CHECK(e >= 0, C5_ERR_IO, "%s: reading dataset %s failed (%s)", f->path, name, why);
   return C5_OK;
@@ -206,7 +253,7 @@ static c5_status open_attr(const c5_h5 *f, const char *obj, const char *attr, hi
   C5_CHECK(ex > 0, C5_ERR_IO, "%s: attribute %s of %s is missing", f->path, attr, obj);
   *a = H5Aopen_by_name(f->file, obj, attr, H5P_DEFAULT, H5P_DEFAULT);
   char why[256];
-  C5_CHECK(*a >= 0, C5_ERR_IO, "%s: cannot open attribute %s of %s (%s)", f->path, attr, obj, h5_reason(why));
+  C5_CHECK(*a >= 0, C5_ERR_IO, "%s: cannot open attribute %s of %s (%s)", f->path, attr, obj, c5_h5_reason(why));
   return C5_OK;
 }
 
@@ -218,7 +265,7 @@ static c5_status attr_one(const c5_h5 *f, const char *obj, const char *attr, hid
   hssize_t np = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
   if (sp >= 0) H5Sclose(sp);
   char why[256];
-  C5_CHECK(np >= 0, C5_ERR_IO, "%s: attribute %s of %s: cannot read its shape (%s)", f->path, attr, obj, h5_reason(why));
+  C5_CHECK(np >= 0, C5_ERR_IO, "%s: attribute %s of %s: cannot read its shape (%s)", f->path, attr, obj, c5_h5_reason(why));
   C5_CHECK(np == 1, C5_ERR_IO, "%s: attribute %s of %s holds %lld elements, expected one", f->path, attr, obj,
            (long long)np);
   return C5_OK;
@@ -372,7 +419,7 @@ c5_status c5_h5_attr_string(const c5_h5 *f, const char *obj, const char *attr, c
     H5Tset_size(mt, H5T_VARIABLE);
     H5Tset_cset(mt, H5Tget_cset(t));   /* h5py writes UTF-8 */
     if (H5Aread(a, mt, &s) < 0 || !s)
-      st = C5_ERR(C5_ERR_IO, "%s: reading attribute %s of %s failed (%s)", f->path, attr, obj, h5_reason(why));
+      st = C5_ERR(C5_ERR_IO, "%s: reading attribute %s of %s failed (%s)", f->path, attr, obj, c5_h5_reason(why));
     else {
       *out = strdup(s);
       H5free_memory(s);
@@ -388,7 +435,7 @@ c5_status c5_h5_attr_string(const c5_h5 *f, const char *obj, const char *attr, c
     else if (!s) st = C5_ERR(C5_ERR_MEM, "%s: out of memory reading attribute %s of %s (%zu bytes)", f->path, attr, obj, n);
     else if (H5Aread(a, t, s) < 0) {
       free(s);
-      st = C5_ERR(C5_ERR_IO, "%s: reading attribute %s of %s failed (%s)", f->path, attr, obj, h5_reason(why));
+      st = C5_ERR(C5_ERR_IO, "%s: reading attribute %s of %s failed (%s)", f->path, attr, obj, c5_h5_reason(why));
     } else *out = s;
   }
   if (t >= 0) H5Tclose(t);
@@ -435,7 +482,7 @@ c5_status c5_h5_read_params(const c5_h5 *f, const char *group, c5_params *p)
   iter_t it = { .p = p };
   hid_t g = H5Gopen2(f->file, group, H5P_DEFAULT);
   char why[256];
-  C5_CHECK(g >= 0, C5_ERR_IO, "%s: group %s is missing (%s)", f->path, group, h5_reason(why));
+  C5_CHECK(g >= 0, C5_ERR_IO, "%s: group %s is missing (%s)", f->path, group, c5_h5_reason(why));
   H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, unknown_cb, &it);
   H5Gclose(g);
   C5_CHECK(!it.unknown[0], C5_ERR_IO, "%s: dataset %s/%s is not a parameter of this model (options differ?)",
@@ -456,7 +503,7 @@ c5_status c5_h5_write_params(const char *path, const char *group, const c5_param
   H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
   hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   H5Pclose(fapl);
-  C5_CHECK(f >= 0, C5_ERR_IO, "%s: cannot create (%s)", tmp, h5_reason(why));
+  C5_CHECK(f >= 0, C5_ERR_IO, "%s: cannot create (%s)", tmp, c5_h5_reason(why));
   c5_status st = C5_OK;
   hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
   H5Pset_create_intermediate_group(lcpl, 1);
@@ -482,7 +529,7 @@ c5_status c5_h5_write_params(const char *path, const char *group, const c5_param
     H5Pclose(dcpl);
     if (ds < 0 || H5Dwrite(ds, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                            grads ? c5_params_grad(p, i) : c5_params_value(p, i)) < 0)
-      st = C5_ERR(C5_ERR_IO, "%s: writing dataset %s failed (%s)", tmp, name, h5_reason(why));
+      st = C5_ERR(C5_ERR_IO, "%s: writing dataset %s failed (%s)", tmp, name, c5_h5_reason(why));
     if (ds >= 0) H5Dclose(ds);
     H5Sclose(sp);
   }
@@ -497,9 +544,34 @@ c5_status c5_h5_write_params(const char *path, const char *group, const c5_param
     H5Tclose(t);
   }
   H5Pclose(lcpl);
-  if (H5Fclose(f) < 0 && st == C5_OK) st = C5_ERR(C5_ERR_IO, "%s: close failed (%s)", tmp, h5_reason(why));
+  if (H5Fclose(f) < 0 && st == C5_OK) st = C5_ERR(C5_ERR_IO, "%s: close failed (%s)", tmp, c5_h5_reason(why));
   if (st == C5_OK && rename(tmp, path) != 0)
     st = C5_ERR(C5_ERR_IO, "%s: cannot rename to %s", tmp, path);
   if (st != C5_OK) remove(tmp);
   return st;
+}
+
+/* Data on disk before the rename, and the rename itself on disk (the directory), so that after a crash the
+   path holds the old checkpoint or the whole new one. One rank (rank 0) calls it. */
+c5_status c5_h5_publish(const char *what, const char *tmp, const char *path)
+{
+  int fd = open(tmp, O_RDONLY);
+  int e = fd >= 0 ? fsync(fd) : -1;
+  if (fd >= 0) close(fd);
+  C5_CHECK(e == 0, C5_ERR_IO, "%s %s: cannot sync %s (%s)", what, path, tmp, strerror(errno));
+  C5_CHECK(rename(tmp, path) == 0, C5_ERR_IO, "%s %s: cannot rename %s over it (%s)", what, path, tmp,
+           strerror(errno));
+  char dir[1100];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash == dir) dir[1] = '\0';
+  else if (slash) *slash = '\0';
+  else snprintf(dir, sizeof dir, ".");
+  fd = open(dir, O_RDONLY | O_DIRECTORY);
+  C5_CHECK(fd >= 0, C5_ERR_IO, "%s %s: cannot open its directory %s to sync it (%s)", what, path, dir,
+           strerror(errno));
+  e = fsync(fd);
+  close(fd);
+  C5_CHECK(e == 0, C5_ERR_IO, "%s %s: cannot sync its directory %s (%s)", what, path, dir, strerror(errno));
+  return C5_OK;
 }
