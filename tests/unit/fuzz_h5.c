@@ -66,6 +66,18 @@ static void list_group(c5_h5 *f, const char *group, names_t *nm)
   H5Gclose(g);
 }
 
+/* Whether a dataset holds integers (the model's tokens and counts: read as integers, as their readers do). */
+static int is_integer(c5_h5 *f, const char *name)
+{
+  hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
+  hid_t t = d >= 0 ? H5Dget_type(d) : H5I_INVALID_HID;
+  int r = t >= 0 && H5Tget_class(t) == H5T_INTEGER;
+  if (t >= 0) H5Tclose(t);
+  if (d >= 0) H5Dclose(d);
+  H5Eclear2(H5E_DEFAULT);
+  return r;
+}
+
 /* A dataset as colt5-golden reads it: shape (checked), then the data. */
 static void read_dataset(c5_h5 *f, const char *name, int as_int)
 {
@@ -109,7 +121,7 @@ static int read_file(const char *path)
     list_group(&f, groups[gi], nm);
     for (int i = 0; i < nm->n; i++) {
       snprintf(name, sizeof name, "%s/%s", groups[gi], nm->names[i]);
-      read_dataset(&f, name, !strcmp(nm->names[i], "mask") ? 2 : 0);
+      read_dataset(&f, name, !strcmp(nm->names[i], "mask") ? 2 : is_integer(&f, name));
     }
   }
   list_group(&f, "/routers", rn);
