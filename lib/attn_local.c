@@ -53,10 +53,10 @@ c5_status c5_attn_local_init(c5_attn_local *a, c5_params *p, const char *prefix,
   a->chunk = DEFAULT_CHUNK > look_backward + look_forward ? DEFAULT_CHUNK : look_backward + look_forward;
   long hd = (long)heads * dim_head;
   long d1[1] = { dim }, wqkv[2] = { 3 * hd, dim }, wout[2] = { dim, hd };
-  C5_CALL(c5_params_add(p, prefix, "norm.weight", 1, d1, &a->norm_w));
-  C5_CALL(c5_params_add(p, prefix, "norm.bias", 1, d1, &a->norm_b));
-  C5_CALL(c5_params_add(p, prefix, "to_qkv.weight", 2, wqkv, &a->to_qkv));
-  C5_CALL(c5_params_add(p, prefix, "to_out.weight", 2, wout, &a->to_out));
+  C5_CALL(c5_params_add_init(p, prefix, "norm.weight", 1, d1, C5_INIT_ONE, 0, &a->norm_w));
+  C5_CALL(c5_params_add_init(p, prefix, "norm.bias", 1, d1, C5_INIT_ZERO, 0, &a->norm_b));
+  C5_CALL(c5_params_add_init(p, prefix, "to_qkv.weight", 2, wqkv, C5_INIT_UNIFORM_FAN_IN, dim, &a->to_qkv));
+  C5_CALL(c5_params_add_init(p, prefix, "to_out.weight", 2, wout, C5_INIT_UNIFORM_FAN_IN, hd, &a->to_out));
   return C5_OK;
 }
 

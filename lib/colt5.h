@@ -316,9 +316,11 @@ typedef struct {
   long num_heavy_tokens;
   double light_ff_mult, heavy_ff_mult;   /* hidden = int(dim * mult), as Python's int() */
   c5_router_config router;               /* router_kwargs; router.straight_through = router_straight_through */
+  int random_route;                      /* negative control: the router draws N(0,1) scores (c5_router_forward) */
+  uint64_t random_seed;                  /* seed of those draws */
 } c5_routed_ff_config;
 #define C5_ROUTED_FF_CONFIG_DEFAULT { .dim = 0, .num_heavy_tokens = 0, .light_ff_mult = 0.5, \
-    .heavy_ff_mult = 4.0, .router = C5_ROUTER_CONFIG_DEFAULT }
+    .heavy_ff_mult = 4.0, .router = C5_ROUTER_CONFIG_DEFAULT, .random_route = 0, .random_seed = 0 }
 
 typedef struct c5_routed_ff c5_routed_ff;
 typedef struct c5_routed_ff_cache c5_routed_ff_cache;
@@ -358,11 +360,17 @@ typedef struct {
      when num_routed_kv > 1 (batched_gather over x repeated '(b r)' indexes it with the batch
      range only). 1 reproduces that, to match its vectors; 0 (default) reads row b. */
   int kv_gather_batch_bug;
+  /* Negative control, as the reference's random_route forward argument (ConditionalRoutedAutoregressiveAttention
+     has it; this module's forward would take it the same way): both routers draw N(0,1) scores from random_seed
+     (the kv router from a seed derived from it, so the two pick independently). */
+  int random_route;
+  uint64_t random_seed;
 } c5_routed_attn_config;
 #define C5_ROUTED_ATTN_CONFIG_DEFAULT { .dim = 0, .num_heavy_tokens_q = 0, .num_heavy_tokens_kv = 0, \
     .num_routed_kv = 1, .has_light_attn = 1, .light_dim_head = 64, .light_heads = 8, .light_window_size = 128, \
     .heavy_dim_head = 64, .heavy_heads = 8, .router = C5_ROUTER_CONFIG_DEFAULT, .multiply_keys_by_score = 0, \
-    .multiply_queries_by_score = 0, .use_null_q_tokens = 1, .rotary_emb = 0, .kv_gather_batch_bug = 0 }
+    .multiply_queries_by_score = 0, .use_null_q_tokens = 1, .rotary_emb = 0, .kv_gather_batch_bug = 0, \
+    .random_route = 0, .random_seed = 0 }
 
 typedef struct c5_routed_attn c5_routed_attn;
 typedef struct c5_routed_attn_cache c5_routed_attn_cache;

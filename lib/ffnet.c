@@ -11,11 +11,11 @@ c5_status c5_ffnet_init(c5_ffnet *f, c5_params *p, const char *prefix, int dim, 
   f->dim = dim;
   f->hidden = hidden;
   long d1[1] = { dim }, dh[1] = { hidden }, w1[2] = { hidden, dim }, w2[2] = { dim, hidden };
-  C5_CALL(c5_params_add(p, prefix, "0.gamma", 1, d1, &f->gamma));
-  C5_CALL(c5_params_add(p, prefix, "1.weight", 2, w1, &f->w1));
-  C5_CALL(c5_params_add(p, prefix, "1.bias", 1, dh, &f->b1));
-  C5_CALL(c5_params_add(p, prefix, "3.weight", 2, w2, &f->w2));
-  C5_CALL(c5_params_add(p, prefix, "3.bias", 1, d1, &f->b2));
+  C5_CALL(c5_params_add_init(p, prefix, "0.gamma", 1, d1, C5_INIT_ONE, 0, &f->gamma));
+  C5_CALL(c5_params_add_init(p, prefix, "1.weight", 2, w1, C5_INIT_UNIFORM_FAN_IN, dim, &f->w1));
+  C5_CALL(c5_params_add_init(p, prefix, "1.bias", 1, dh, C5_INIT_UNIFORM_FAN_IN, dim, &f->b1));
+  C5_CALL(c5_params_add_init(p, prefix, "3.weight", 2, w2, C5_INIT_UNIFORM_FAN_IN, hidden, &f->w2));
+  C5_CALL(c5_params_add_init(p, prefix, "3.bias", 1, d1, C5_INIT_UNIFORM_FAN_IN, hidden, &f->b2));
   return C5_OK;
 }
 

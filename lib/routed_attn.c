@@ -359,9 +359,10 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
     C5_AGREE(d, light_local(m, x, mask, c, out));
   }
   C5_CALL(c5_router_forward(m->hb.q_router, d, lay, c5_params_value(p, m->hb.rt_q), batch, x, mask,
-                            cfg->num_heavy_tokens_q, 0, 0, c->rq));
+                            cfg->num_heavy_tokens_q, cfg->random_route, cfg->random_seed, c->rq));
   C5_CALL(c5_router_forward(m->hb.kv_router, d, lay, c5_params_value(p, m->hb.rt_kv), batch, x, mask,
-                            cfg->num_heavy_tokens_kv, 0, 0, c->rkv));
+                            cfg->num_heavy_tokens_kv, cfg->random_route, cfg->random_seed ^ 0x632be59bd9b4e019ull,
+                            c->rkv));
   st = heavy_prepare(m, d, lay, batch, x, c);
   /* every rank's entries of each kv row, in (kv row, slot) order */
   C5_CALL(c5_kv_exchange_gather(c->kvx, d, st, x, mask, C5_KVX_SCORE | C5_KVX_POS | C5_KVX_MASK,

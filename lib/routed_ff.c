@@ -54,7 +54,7 @@ c5_status c5_routed_ff_create(const c5_routed_ff_config *cfg, c5_params *p, cons
   C5_CALL_GOTO(c5_ffnet_init(&m->heavy, p, pre, cfg->dim, cfg->heavy_ff_mult), st, fail);
   c5_name_join(pre, sizeof pre, prefix, "router");
   long rd[2] = { 1, cfg->dim };
-  C5_CALL_GOTO(c5_params_add(p, pre, "routing_token", 2, rd, &m->routing_token), st, fail);
+  C5_CALL_GOTO(c5_params_add_init(p, pre, "routing_token", 2, rd, C5_INIT_NORMAL, 0, &m->routing_token), st, fail);
   C5_CALL_GOTO(c5_router_create(c5_params_backend(p), &cfg->router, cfg->dim, &m->router), st, fail);
   *out = m;
   return C5_OK;
@@ -168,7 +168,7 @@ c5_status c5_routed_ff_forward(c5_routed_ff *m, const c5_dist *d, const c5_layou
   C5_CHECK(d, C5_ERR_ARG, "c5_routed_ff_forward: dist is NULL");
   C5_AGREE(d, forward_head(m, lay, batch, x, mask, c, out));
   C5_CALL(c5_router_forward(m->router, d, lay, c5_params_value(m->p, m->routing_token), batch, x, mask,
-                            m->cfg.num_heavy_tokens, 0, 0, c->rc));
+                            m->cfg.num_heavy_tokens, m->cfg.random_route, m->cfg.random_seed, c->rc));
   C5_AGREE(d, forward_heavy(m, batch, lay->n_local, lay->offset, x, c, out));
   return C5_OK;
 }
