@@ -131,6 +131,15 @@ static inline long c5k_heavy_attn_work(const c5k_heavy_attn *A)
   return (A->nq * (A->nk + 1) * (long)sizeof(c5_real) + (long)sizeof(double) - 1) / (long)sizeof(double);
 }
 
+/* One AdamW step's scalars (adamw_update below): the gradient's scale (the
+   clipping coefficient, 1 without), this step's learning rate, the decay
+   (0 for a parameter that is not decayed) and the step t >= 1 of the bias
+   corrections. */
+typedef struct {
+  double grad_scale, lr, beta1, beta2, eps, weight_decay;
+  long step;
+} c5k_adamw;
+
 typedef struct c5k_ops {
   const char *name;
   /* Coordinate descent, docs/design.md §2. For row r with a = a[r]:
@@ -418,6 +427,19 @@ typedef struct c5k_ops {
      others (written), formed in double and rounded once. */
   c5_status (*xent_backward)(c5k_ctx *, long rows, int classes, const c5_real *logits, const int32_t *targets,
                              const double *lse, double scale, c5_real *dlogits);
+  /* ---- optimizer (c5k_adamw above; lib/optim.c) ---- */
+  /* *ss = sum of x[i]^2 over i < n, the squares in double, summed over C5K_CHUNK-element chunks in
+     index order and then the chunk sums in chunk order: the same bits at any thread count. When
+     first_nonfinite is not NULL and *ss is not finite, *first_nonfinite = the first i with x[i]
+     NaN or Inf (-1: none, the sum overflowed). ctx work: ceil(n / C5K_CHUNK) doubles. */
+  c5_status (*sumsq)(c5k_ctx *, long n, const c5_real *x, double *ss, long *first_nonfinite);
+  /* One AdamW step on n elements (torch.optim.AdamW, single-tensor path), each element in double
+     and stored once in c5_real: g = grad_scale grad; m = beta1 m + (1 - beta1) g;
+     v = beta2 v + (1 - beta2) g g; p = p (1 - lr weight_decay) + (-lr / bc1) m / (sqrt(v) / sqrt(bc2)
+     + eps), bc1 = 1 - beta1^step, bc2 = 1 - beta2^step, the update from the unrounded m and v.
+     grad is read only. */
+  c5_status (*adamw_update)(c5k_ctx *, const c5k_adamw *A, long n, const c5_real *grad, c5_real *p, c5_real *m,
+                            c5_real *v);
 } c5k_ops;
 
 /* init_fill's kinds */

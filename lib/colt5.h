@@ -634,7 +634,18 @@ c5_status c5_model_backward(c5_model *m, const c5_dist *d, c5_model_cache *c, do
                    p = min(1, (t - warmup) / max(1, total_steps - warmup)).
    Weight decay applies to the parameters named "*.weight" of rank 2 other
    than token_emb.weight and pos_emb.weight (matrices of Linear layers), or to
-   every parameter when decay_all. */
+   every parameter when decay_all: torch's two parameter groups, decay and
+   no decay (docs/optim.md).
+   Gradient accumulation over micro-batches needs nothing here: backwards add
+   (+=) into the gradients, so k backwards then one c5_adamw_step on the
+   sum (for the mean, scale the loss by 1/k), and c5_params_zero_grad after
+   the step starts the next accumulation. The step reads the gradients and
+   does not change them (clipping scales them inside the update).
+   The arithmetic is the backend's (kernels sumsq and adamw_update): each
+   element in double, stored in c5_real. Config errors (c5_adamw_create):
+   lr, lr_min >= 0; beta1, beta2 in [0, 1); eps > 0; warmup_steps >= 0;
+   total_steps >= 1; clip_norm >= 0; weight_decay >= 0; C5_ERR_ARG naming
+   the option and its value. */
 typedef struct {
   double lr, lr_min;
   long warmup_steps, total_steps;
@@ -650,16 +661,18 @@ typedef struct c5_adamw c5_adamw;
 c5_status c5_adamw_create(const c5_adamw_config *cfg, c5_params *params, c5_adamw **out);
 c5_status c5_adamw_destroy(c5_adamw **o);   /* NULL-safe */
 const c5_adamw_config *c5_adamw_get_config(const c5_adamw *o);
-/* The learning rate of step t (t >= 1) by the schedule. */
+/* The learning rate of step t (t >= 1) by the schedule (cfg need not be validated). */
 double c5_adamw_lr(const c5_adamw_config *cfg, long t);
 /* One step on the summed gradients (c5_params_allreduce_grad first: every
    rank then holds the same gradients and takes the same step). The norm is
    the 2-norm over every gradient, summed in double in a fixed order. Not
    collective. Out (either may be NULL): the norm before clipping, the lr used.
-   Errors: a non-finite gradient norm (C5_ERR_NUMERIC, nothing updated). */
+   Errors: a non-finite gradient norm (C5_ERR_NUMERIC naming the first
+   parameter, in table order, whose gradient holds a NaN or Inf, and the
+   element; nothing updated, the step count included). */
 c5_status c5_adamw_step(c5_adamw *o, double *grad_norm, double *lr);
 long c5_adamw_steps(const c5_adamw *o);                 /* steps taken */
-void c5_adamw_set_steps(c5_adamw *o, long steps);      /* on resume */
+void c5_adamw_set_steps(c5_adamw *o, long steps);      /* on resume (negative: 0); the next step is steps + 1 */
 /* The first and second moments of parameter i (layout as its value). */
 c5_real *c5_adamw_exp_avg(const c5_adamw *o, long i);
 c5_real *c5_adamw_exp_avg_sq(const c5_adamw *o, long i);

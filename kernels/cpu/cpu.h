@@ -111,4 +111,7 @@ c5_status c5k_embedding_backward_cpu(c5k_ctx *, long, long, long, int, const int
 c5_status c5k_xent_forward_cpu(c5k_ctx *, long, int, const c5_real *, const int32_t *, double *, double *, long *);
 c5_status c5k_xent_backward_cpu(c5k_ctx *, long, int, const c5_real *, const int32_t *, const double *, double,
                                 c5_real *);
+/* optimizer */
+c5_status c5k_sumsq_cpu(c5k_ctx *, long, const c5_real *, double *, long *);
+c5_status c5k_adamw_update_cpu(c5k_ctx *, const c5k_adamw *, long, const c5_real *, c5_real *, c5_real *, c5_real *);
 #endif

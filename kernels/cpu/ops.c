@@ -64,4 +64,7 @@ const c5k_ops c5k_cpu_ops = {
   .embedding_backward = c5k_embedding_backward_cpu,
   .xent_forward = c5k_xent_forward_cpu,
   .xent_backward = c5k_xent_backward_cpu,
+  /* optimizer */
+  .sumsq = c5k_sumsq_cpu,
+  .adamw_update = c5k_adamw_update_cpu,
 };
