@@ -146,14 +146,14 @@ static const opt_t opt_table[] = {
   { "ckpt-dir", "train", "ckpt_dir", T_STR, O(ckpt_dir), 0, 0, "checkpoint folder (empty: no checkpoints)" },
   { "ckpt-every", "train", "ckpt_every", T_INT, O(ckpt_every), 0, 1e9, "checkpoint every this many steps (0: at the end)" },
   { "keep", "train", "keep", T_INT, O(keep), 0, 1e6, "checkpoints kept (0: all)" },
-  { "resume", NULL, NULL, T_BOOL, O(resume), 0, 1, "continue from the latest checkpoint of --ckpt-dir" },
-  { "stop-after", NULL, NULL, T_INT, O(stop_after), 0, 1e9, "checkpoint and stop after this many steps of this run (0: off)" },
   { "dump-activations", "train", "dump_activations", T_STR, O(dump_steps), 0, 0, "comma list of steps whose activations are dumped" },
   { "dump-file", "train", "dump_file", T_STR, O(dump_file), 0, 0, "activation dump file" },
   { "on-nonfinite", "train", "on_nonfinite", T_STR, O(on_nonfinite), 0, 0, "stop (exit 1) or skip (the step) at a NaN/Inf" },
   { "data", "data", "path", T_STR, O(data), 0, 0, "text file, or folder of fortune files ('%' lines dropped)" },
   { "val-frac", "data", "val_frac", T_REAL, O(val_frac), 1e-6, 0.9, "last fraction of the text used for validation" },
   { "mask-frac", "data", "mask_frac", T_REAL, O(mask_frac), 0.01, 0.9, "fraction of each sequence masked" },
+  { "resume", NULL, NULL, T_BOOL, O(resume), 0, 1, "continue from the latest checkpoint of --ckpt-dir" },
+  { "stop-after", NULL, NULL, T_INT, O(stop_after), 0, 1e9, "checkpoint and stop after this many steps of this run (0: off)" },
 };
 #define NOPT ((int)(sizeof opt_table / sizeof *opt_table))
 #define OPT_CONFIG 1000
@@ -764,11 +764,16 @@ static void model_config(const opts_t *o, c5_model_config *mc)
   a.multiply_keys_by_score = o->mult_keys;
   a.multiply_queries_by_score = o->mult_queries;
   a.use_null_q_tokens = o->null_q;
+  /* the negative control: content-blind routes (each layer's draws keyed by the seed: lib/model.c) */
+  a.random_route = o->random_route;
+  a.random_seed = (uint64_t)o->seed;
   f.dim = (int)o->dim;
   f.num_heavy_tokens = o->heavy_ff;
   f.light_ff_mult = o->light_ff_mult;
   f.heavy_ff_mult = o->heavy_ff_mult;
   f.router = rc;
+  f.random_route = o->random_route;
+  f.random_seed = (uint64_t)o->seed;
   mc->depth = (int)o->depth;
   mc->max_seq_len = o->seq_len;
   mc->block.attn = a;
