@@ -97,7 +97,10 @@ run 2 --steps 100000 --ckpt-dir "$tmp/cs" --log "$tmp/s.csv" > "$tmp/s.out" 2>&1
 mp=$!
 i=0
 while [ "$(rows "$tmp/s.csv" 2>/dev/null | wc -l)" -lt 3 ] && [ $i -lt 600 ]; do sleep 0.2; i=$((i + 1)); done
-rank=$(pgrep -P $mp | head -1)
+# the first colt5-train process under the job (below the shell, timeout and mpirun)
+desc() { for c in $(pgrep -P "$1"); do echo "$c"; desc "$c"; done; }
+rank=
+for p in $(desc $mp); do [ "$(cat /proc/$p/comm 2>/dev/null)" = colt5-train ] && { rank=$p; break; }; done
 if [ -n "$rank" ]; then kill -TERM "$rank"; fi
 wait $mp; rc=$?
 S=$(sed -n 's/^checkpointed at step \([0-9]*\) on signal$/\1/p' "$tmp/s.out")
