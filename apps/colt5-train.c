@@ -149,7 +149,7 @@ static const opt_t opt_table[] = {
   { "dump-activations", "train", "dump_activations", T_STR, O(dump_steps), 0, 0, "comma list of steps whose activations are dumped" },
   { "dump-file", "train", "dump_file", T_STR, O(dump_file), 0, 0, "activation dump file" },
   { "on-nonfinite", "train", "on_nonfinite", T_STR, O(on_nonfinite), 0, 0, "stop (exit 1) or skip (the step) at a NaN/Inf" },
-  { "data", "data", "path", T_STR, O(data), 0, 0, "text file, or folder of fortune files ('%' lines dropped)" },
+  { "data", "data", "path", T_STR, O(data), 0, 0, "text file, or folder of fortune files (shuffled, '%' lines dropped)" },
   { "val-frac", "data", "val_frac", T_REAL, O(val_frac), 1e-6, 0.9, "last fraction of the text used for validation" },
   { "mask-frac", "data", "mask_frac", T_REAL, O(mask_frac), 0.01, 0.9, "fraction of each sequence masked" },
   { "resume", NULL, NULL, T_BOOL, O(resume), 0, 1, "continue from the latest checkpoint of --ckpt-dir" },
@@ -377,18 +377,55 @@ static c5_status parse_options(int argc, char **argv, opts_t *o, int *help)
 
 /* ---- data ----------------------------------------------------------------------------- */
 
-/* Lines that are exactly "%" (the fortune separator) dropped, in place; the new length. */
-static long drop_separators(uint8_t *t, long len)
+static uint64_t mix64(uint64_t z);
+
+typedef struct { long off, len; uint64_t key; } record_t;
+static int by_key(const void *a, const void *b)
 {
-  long w = 0;
-  for (long i = 0; i < len;) {
+  uint64_t x = ((const record_t *)a)->key, y = ((const record_t *)b)->key;
+  return (x > y) - (x < y);
+}
+
+/* The fortunes (records between lines that are exactly "%") in a fixed pseudo-random order, without the
+   separators, so that the validation part (the text's end) samples every file rather than the last one.
+   Into a new buffer; the new length. */
+static long shuffle_fortunes(uint8_t **text, long len)
+{
+  long nrec = 0, cap = 1024;
+  record_t *rec = malloc((size_t)cap * sizeof *rec);
+  uint8_t *out = malloc((size_t)len + 1);
+  if (!rec || !out) { free(rec); free(out); return -1; }
+  const uint8_t *t = *text;
+  long start = 0;
+  for (long i = 0; i <= len;) {
     long e = i;
     while (e < len && t[e] != '\n') e++;
     int sep = e - i == 1 && t[i] == '%';
-    long end = e < len ? e + 1 : e;
-    if (!sep) { memmove(t + w, t + i, (size_t)(end - i)); w += end - i; }
-    i = end;
+    if (sep || e >= len) {
+      long end = sep ? i : len;
+      if (end > start) {
+        if (nrec == cap) {
+          record_t *nr = realloc(rec, (size_t)(cap *= 2) * sizeof *rec);
+          if (!nr) { free(rec); free(out); return -1; }
+          rec = nr;
+        }
+        rec[nrec] = (record_t){ start, end - start, mix64((uint64_t)nrec) };
+        nrec++;
+      }
+      start = e + 1;
+    }
+    i = e + 1;
   }
+  qsort(rec, (size_t)nrec, sizeof *rec, by_key);
+  long w = 0;
+  for (long r = 0; r < nrec; r++) {
+    memcpy(out + w, t + rec[r].off, (size_t)rec[r].len);
+    w += rec[r].len;
+    if (out[w - 1] != '\n') out[w++] = '\n';
+  }
+  free(rec);
+  free(*text);
+  *text = out;
   return w;
 }
 
@@ -415,8 +452,8 @@ static c5_status append_file(const char *path, uint8_t **buf, long *len, long *c
 
 static int by_name(const struct dirent **a, const struct dirent **b) { return strcmp((*a)->d_name, (*b)->d_name); }
 
-/* The text of --data: a file's bytes, or a folder's regular files (not *.dat, not links) in name order with
-   their '%' lines dropped. */
+/* The text of --data: a file's bytes, or the fortunes of a folder's regular files (not *.dat, not links; read
+   in name order) shuffled by a fixed hash, their '%' separator lines dropped. */
 static c5_status load_text(const char *path, uint8_t **out, long *len)
 {
   struct stat sb;
@@ -440,7 +477,8 @@ static c5_status load_text(const char *path, uint8_t **out, long *len)
     free(ents[i]);
   }
   free(ents);
-  if (st == C5_OK) *len = drop_separators(*out, *len);
+  if (st == C5_OK && (*len = shuffle_fortunes(out, *len)) < 0)
+    st = c5_error_raise(C5_ERR_MEM, "--data %s: out of memory shuffling the fortunes", path);
   return st;
 }
 
