@@ -399,6 +399,21 @@ typedef struct c5k_ops {
   /* mask[r n + j] = pos[r n + j] < lim[r] for r < rows, j < n: which gathered keys lie before a row's
      limit (the autoregressive attention's keys in the windows before a query window). */
   c5_status (*mask_before)(c5k_ctx *, long rows, long n, const long *pos, const long *lim, uint8_t *mask);
+  /* ---- optimizer (c5k_adamw above; lib/optim.c) ---- */
+  /* *ss = sum of x[i]^2 over i < n, the squares in double, in a fixed order: per C5K_CHUNK-element
+     chunk, 8 interleaved sums (element j of the chunk's whole groups of 8 into sum j % 8), the tail
+     added to 0, then the 8 sums in order; then the chunk sums in chunk order: the same bits at any
+     thread count. When
+     first_nonfinite is not NULL and *ss is not finite, *first_nonfinite = the first i with x[i]
+     NaN or Inf (-1: none, the sum overflowed). ctx work: ceil(n / C5K_CHUNK) doubles. */
+  c5_status (*sumsq)(c5k_ctx *, long n, const c5_real *x, double *ss, long *first_nonfinite);
+  /* One AdamW step on n elements (torch.optim.AdamW, single-tensor path), each element in double
+     and stored once in c5_real: g = grad_scale grad; m = beta1 m + (1 - beta1) g;
+     v = beta2 v + (1 - beta2) g g; p = p (1 - lr weight_decay) + (-lr / bc1) m / (sqrt(v) / sqrt(bc2)
+     + eps), bc1 = 1 - beta1^step, bc2 = 1 - beta2^step, the update from the unrounded m and v.
+     grad is read only. */
+  c5_status (*adamw_update)(c5k_ctx *, const c5k_adamw *A, long n, const c5_real *grad, c5_real *p, c5_real *m,
+                            c5_real *v);
   /* ---- model: parameter initialization, embeddings, the masked-byte loss (kernels/cpu/init.c,
      kernels/cpu/embedding.c, kernels/cpu/xent.c; lib/params.c, lib/model.c) ---- */
   /* y[e] for e < n, element e's value a function of (key, e) only (no thread, rank or call order in it):
@@ -427,19 +442,6 @@ typedef struct c5k_ops {
      others (written), formed in double and rounded once. */
   c5_status (*xent_backward)(c5k_ctx *, long rows, int classes, const c5_real *logits, const int32_t *targets,
                              const double *lse, double scale, c5_real *dlogits);
-  /* ---- optimizer (c5k_adamw above; lib/optim.c) ---- */
-  /* *ss = sum of x[i]^2 over i < n, the squares in double, summed over C5K_CHUNK-element chunks in
-     index order and then the chunk sums in chunk order: the same bits at any thread count. When
-     first_nonfinite is not NULL and *ss is not finite, *first_nonfinite = the first i with x[i]
-     NaN or Inf (-1: none, the sum overflowed). ctx work: ceil(n / C5K_CHUNK) doubles. */
-  c5_status (*sumsq)(c5k_ctx *, long n, const c5_real *x, double *ss, long *first_nonfinite);
-  /* One AdamW step on n elements (torch.optim.AdamW, single-tensor path), each element in double
-     and stored once in c5_real: g = grad_scale grad; m = beta1 m + (1 - beta1) g;
-     v = beta2 v + (1 - beta2) g g; p = p (1 - lr weight_decay) + (-lr / bc1) m / (sqrt(v) / sqrt(bc2)
-     + eps), bc1 = 1 - beta1^step, bc2 = 1 - beta2^step, the update from the unrounded m and v.
-     grad is read only. */
-  c5_status (*adamw_update)(c5k_ctx *, const c5k_adamw *A, long n, const c5_real *grad, c5_real *p, c5_real *m,
-                            c5_real *v);
 } c5k_ops;
 
 /* init_fill's kinds */

@@ -571,7 +571,10 @@ c5_status c5_params_set_init(c5_params *p, long index, c5_init_rule rule, long f
 /* Fill every value from seed by its rule. Element e of the parameter named N
    draws from a counter-based generator keyed by (seed, N, e): the result does
    not depend on the rank count, the thread count, or the order parameters
-   were registered in. Not collective (every rank computes the same values). */
+   were registered in (the key: FNV-1a of N xor SplitMix64 of seed; the draws:
+   kernels.h init_fill). Not collective (every rank computes the same values).
+   Errors (C5_ERR_ARG, nothing written): the table not allocated; a parameter
+   without a rule, named. */
 c5_status c5_params_init(c5_params *p, uint64_t seed);
 
 /* ---- the masked-byte model ------------------------------------------------------------ */
@@ -589,7 +592,9 @@ c5_status c5_params_init(c5_params *p, uint64_t seed);
 typedef struct {
   int depth;              /* blocks, > 0 */
   long max_seq_len;       /* rows of pos_emb: the longest global sequence the model takes */
-  c5_block_config block;  /* every layer the same; block.attn.dim is the model width */
+  c5_block_config block;  /* every layer the same; block.attn.dim is the model width. With
+                             block.attn/ff.random_route, layer i's routers draw from random_seed
+                             mixed with i (each layer its own draws) */
 } c5_model_config;
 
 typedef struct c5_model c5_model;

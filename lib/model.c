@@ -167,7 +167,7 @@ static c5_status forward_head(c5_model *m, const c5_layout *lay, long batch, con
                               const int32_t *targets, c5_model_cache *c)
 {
   C5_CHECK(m && lay && tokens && targets && c, C5_ERR_ARG, "c5_model_forward: NULL argument");
-  C5_CHECK(batch == c->batch && lay->n_local <= c->n_cap, C5_ERR_SHAPE,
+  C5_CHECK(batch == c->batch && lay->n_local == c->n_cap, C5_ERR_SHAPE,
            "model: input [%ld, %ld] tokens, cache sized for [%ld, %ld]", batch, lay->n_local, c->batch, c->n_cap);
   C5_CHECK(lay->n <= m->cfg.max_seq_len, C5_ERR_ARG, "model: sequence of %ld tokens, max_seq_len %ld (pos_emb rows)",
            lay->n, m->cfg.max_seq_len);
