@@ -45,21 +45,23 @@ static long root_step(const c5_adamw *o, const c5_ckpt_scalar *state, int nstate
 
 typedef struct {
   hid_t file, dxpl, lcpl;
-  int root;              /* this rank writes the data (the others select nothing) */
+  int rank, size;        /* of world: rank r writes rows [r d0 / P, (r + 1) d0 / P) of each dataset */
   const char *tmp;       /* for messages */
 } writer;
 
-/* One chunked, Fletcher32-checked dataset, written collectively: the values are replicated, so rank 0
-   selects the whole of it and every other rank none (docs/formats.md: measured against splitting the rows). */
+/* One chunked, Fletcher32-checked dataset, written collectively. The values are replicated: each rank
+   writes an even share of the rows (docs/formats.md: measured against rank 0 writing everything). */
 static c5_status write_dataset(const writer *w, const char *name, int nd, const long *dims, hid_t ftype, hid_t mtype,
                                const void *buf)
 {
-  hsize_t hd[C5_H5_MAXDIM], chunk[C5_H5_MAXDIM];
+  hsize_t hd[C5_H5_MAXDIM], chunk[C5_H5_MAXDIM], start[C5_H5_MAXDIM] = { 0 }, count[C5_H5_MAXDIM];
   size_t row = H5Tget_size(ftype);
-  for (int k = 0; k < nd; k++) hd[k] = chunk[k] = (hsize_t)dims[k];
+  for (int k = 0; k < nd; k++) hd[k] = chunk[k] = count[k] = (hsize_t)dims[k];
   for (int k = 1; k < nd; k++) row *= (size_t)hd[k];
   hsize_t rows = (hsize_t)(CHUNK_BYTES / (long)(row ? row : 1));
   chunk[0] = rows < 1 ? 1 : rows < hd[0] ? rows : hd[0];
+  start[0] = hd[0] * (hsize_t)w->rank / (hsize_t)w->size;
+  count[0] = hd[0] * (hsize_t)(w->rank + 1) / (hsize_t)w->size - start[0];
   char why[256];
   c5_status st = C5_OK;
   hid_t fsp = H5Screate_simple(nd, hd, NULL), msp = H5Screate_simple(nd, hd, NULL);
@@ -69,8 +71,13 @@ static c5_status write_dataset(const writer *w, const char *name, int nd, const 
     st = C5_ERR(C5_ERR_IO, "checkpoint %s: cannot describe dataset %s (%s)", w->tmp, name, c5_h5_reason(why));
   if (st == C5_OK && (ds = H5Dcreate2(w->file, name, ftype, fsp, w->lcpl, dcpl, H5P_DEFAULT)) < 0)
     st = C5_ERR(C5_ERR_IO, "checkpoint %s: cannot create dataset %s (%s)", w->tmp, name, c5_h5_reason(why));
-  if (st == C5_OK && !w->root && (H5Sselect_none(fsp) < 0 || H5Sselect_none(msp) < 0))
-    st = C5_ERR(C5_ERR_IO, "checkpoint %s: dataset %s: cannot select (%s)", w->tmp, name, c5_h5_reason(why));
+  if (st == C5_OK) {   /* the same rows of memory and file */
+    herr_t e = count[0] == 0 ? H5Sselect_none(fsp) | H5Sselect_none(msp)
+                             : H5Sselect_hyperslab(fsp, H5S_SELECT_SET, start, NULL, count, NULL) |
+                                   H5Sselect_hyperslab(msp, H5S_SELECT_SET, start, NULL, count, NULL);
+    if (e < 0) st = C5_ERR(C5_ERR_IO, "checkpoint %s: dataset %s: cannot select rows (%s)", w->tmp, name,
+                           c5_h5_reason(why));
+  }
   if (st == C5_OK && H5Dwrite(ds, mtype, msp, fsp, w->dxpl, buf) < 0)
     st = C5_ERR(C5_ERR_IO, "checkpoint %s: writing dataset %s failed (%s)", w->tmp, name, c5_h5_reason(why));
   if (ds >= 0) H5Dclose(ds);
@@ -162,30 +169,6 @@ static c5_status write_check(const char *path, const c5_params *p, const c5_ckpt
   return C5_OK;
 }
 
-/* Data on disk before the rename, and the rename itself on disk (the directory), so that after a crash the
-   path holds the old checkpoint or the whole new one. Rank 0. */
-static c5_status publish(const char *tmp, const char *path)
-{
-  int fd = open(tmp, O_RDONLY);
-  C5_CHECK(fd >= 0 && fsync(fd) == 0, C5_ERR_IO, "checkpoint %s: cannot sync %s (%s)", path, tmp, strerror(errno));
-  close(fd);
-  C5_CHECK(rename(tmp, path) == 0, C5_ERR_IO, "checkpoint %s: cannot rename %s over it (%s)", path, tmp,
-           strerror(errno));
-  char dir[1100];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  if (slash == dir) dir[1] = '\0';
-  else if (slash) *slash = '\0';
-  else snprintf(dir, sizeof dir, ".");
-  fd = open(dir, O_RDONLY | O_DIRECTORY);
-  C5_CHECK(fd >= 0, C5_ERR_IO, "checkpoint %s: cannot open its directory %s to sync it (%s)", path, dir,
-           strerror(errno));
-  int e = fsync(fd);
-  close(fd);
-  C5_CHECK(e == 0, C5_ERR_IO, "checkpoint %s: cannot sync its directory %s (%s)", path, dir, strerror(errno));
-  return C5_OK;
-}
-
 c5_status c5_checkpoint_write(const c5_dist *world, const char *path, const c5_params *p, const c5_adamw *o,
                               const c5_ckpt_scalar *state, int nstate, const char *config_json)
 {
@@ -203,8 +186,8 @@ c5_status c5_checkpoint_write(const c5_dist *world, const char *path, const c5_p
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);   /* errors come back as messages */
   const int rank = c5_dist_rank(world);
   char why[256];
-  writer w = { .file = H5I_INVALID_HID, .dxpl = H5I_INVALID_HID, .lcpl = H5I_INVALID_HID, .root = rank == 0,
-               .tmp = tmp };
+  writer w = { .file = H5I_INVALID_HID, .dxpl = H5I_INVALID_HID, .lcpl = H5I_INVALID_HID, .rank = rank,
+               .size = c5_dist_size(world), .tmp = tmp };
   hid_t fapl = H5I_INVALID_HID;
   st = c5_h5_fapl_mpio(world, &fapl);
   if (st == C5_OK) st = c5_h5_dxpl_collective(&w.dxpl);
@@ -228,7 +211,7 @@ out:
   /* every rank has closed the file when the agreement returns */
   st = c5_dist_agree(world, st);
   if (rank == 0) {
-    if (st == C5_OK) st = publish(tmp, path);
+    if (st == C5_OK) st = c5_h5_publish("checkpoint", tmp, path);
     if (st != C5_OK) unlink(tmp);   /* the previous checkpoint at path stays as it was */
   }
   C5_AGREE(world, st);

@@ -3,6 +3,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include "dist_mpi.h"
 #include "colt5_io.h"
@@ -353,4 +355,29 @@ c5_status c5_h5_write_params(const char *path, const char *group, const c5_param
     st = C5_ERR(C5_ERR_IO, "%s: cannot rename to %s", tmp, path);
   if (st != C5_OK) remove(tmp);
   return st;
+}
+
+/* Data on disk before the rename, and the rename itself on disk (the directory), so that after a crash the
+   path holds the old checkpoint or the whole new one. One rank (rank 0) calls it. */
+c5_status c5_h5_publish(const char *what, const char *tmp, const char *path)
+{
+  int fd = open(tmp, O_RDONLY);
+  int e = fd >= 0 ? fsync(fd) : -1;
+  if (fd >= 0) close(fd);
+  C5_CHECK(e == 0, C5_ERR_IO, "%s %s: cannot sync %s (%s)", what, path, tmp, strerror(errno));
+  C5_CHECK(rename(tmp, path) == 0, C5_ERR_IO, "%s %s: cannot rename %s over it (%s)", what, path, tmp,
+           strerror(errno));
+  char dir[1100];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash == dir) dir[1] = '\0';
+  else if (slash) *slash = '\0';
+  else snprintf(dir, sizeof dir, ".");
+  fd = open(dir, O_RDONLY | O_DIRECTORY);
+  C5_CHECK(fd >= 0, C5_ERR_IO, "%s %s: cannot open its directory %s to sync it (%s)", what, path, dir,
+           strerror(errno));
+  e = fsync(fd);
+  close(fd);
+  C5_CHECK(e == 0, C5_ERR_IO, "%s %s: cannot sync its directory %s (%s)", what, path, dir, strerror(errno));
+  return C5_OK;
 }

@@ -17,6 +17,10 @@ int c5_h5_stack_mentions(const char *word);
 c5_status c5_h5_fapl_mpio(const c5_dist *d, hid_t *fapl);
 /* A transfer list for collective MPI-IO (filtered datasets are written only so). */
 c5_status c5_h5_dxpl_collective(hid_t *dxpl);
+/* tmp renamed over path, made durable: tmp's data synced first, the directory after, so that after a
+   crash path holds the old file or the whole new one. what names the file's kind in messages. Not
+   collective (one rank renames). */
+c5_status c5_h5_publish(const char *what, const char *tmp, const char *path);
 /* "[a,b,c]" */
 void c5_h5_shape_str(char *buf, size_t len, int nd, const long *dims);
 #endif

@@ -6,6 +6,7 @@
 #include "backend.h"
 #include "ffnet.h"
 #include "arena.h"
+#include "dump_internal.h"
 
 struct c5_routed_ff {
   c5_routed_ff_config cfg;
@@ -124,6 +125,27 @@ c5_status c5_routed_ff_cache_destroy(c5_routed_ff_cache **cp)
 }
 
 const c5_routing *c5_routed_ff_routing(const c5_routed_ff_cache *c) { return c5_router_cache_routing(c->rc); }
+
+/* ---- what an activation dump reads (dump_internal.h) ---- */
+const c5_router_cache *c5_routed_ff_router(const c5_routed_ff_cache *c) { return c->rc; }
+
+c5_status c5_routed_ff_light_out(const c5_routed_ff *m, const c5_routed_ff_cache *c, c5_real *out)
+{
+  C5_CALL(c5_ffnet_output(&m->light, m->p, &c->light, c->batch * c->n_local, out));
+  return C5_OK;
+}
+
+/* The forward's scatter of the heavy rows, over zeros instead of the light output. */
+c5_status c5_routed_ff_heavy_out(const c5_routed_ff *m, const c5_routed_ff_cache *c, c5_real *out)
+{
+  const long dim = m->cfg.dim;
+  const c5_routing *rt = c5_router_cache_routing(c->rc);
+  const c5k_ops *ops = c5_params_backend(m->p)->ops;
+  c5k_ctx kc = { 0 };
+  C5_CALL(c5k_zero(ops, &kc, out, c->batch * c->n_local * dim * (long)sizeof *out));
+  C5_CALL(ops->scatter_rows(&kc, c->ntok, dim, c->pos, c->hr, rt->routed ? rt->score : NULL, NULL, 1, 1, out));
+  return C5_OK;
+}
 
 /* The light FF on every token, and the checks: this rank's work before the router. */
 static c5_status forward_head(c5_routed_ff *m, const c5_layout *lay, long batch, const c5_real *x,

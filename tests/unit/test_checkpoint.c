@@ -1,8 +1,11 @@
 /* test_checkpoint.c - checkpoints (lib/checkpoint.c), run by test_checkpoint.sh:
      test_checkpoint write DIR    (mpirun -np 2) every case below, leaving DIR/ckpt-00000100.h5
      test_checkpoint reload DIR   (mpirun -np 1 and 3) that file read back bit for bit
+     test_checkpoint default DIR  a checkpoint of the default configuration and one of another, for
+                                  tools/load_checkpoint.py --check-only (test_load_checkpoint.sh)
    Cases: a round trip bit for bit (parameters, both moments, the optimizer's
-   steps, int64 scalars, the configuration); a file of another configuration
+   steps, int64 scalars, the configuration); an AdamW step after reading a
+   checkpoint equal to the writer's step after writing it; a file of another configuration
    refused naming the dataset and both shapes; a truncated file, a file with
    flipped bytes inside a dataset's data, a file of another format and one
    without moments refused, with the parameters unchanged; a failed write
@@ -21,35 +24,6 @@
 #define STEPS 100
 static const char *CONFIG = "{\"model\": {\"dim\": 8, \"depth\": 1}, \"note\": \"test_checkpoint\"}";
 
-/* ---- a stand-in for lib/optim.c (branch optim) until it lands: the calls a checkpoint makes ---- */
-struct c5_adamw {
-  c5_params *p;
-  c5_real *m, *v;   /* [total], at the parameters' slab offsets */
-  long steps;
-  c5_adamw_config cfg;
-};
-c5_status c5_adamw_create(const c5_adamw_config *cfg, c5_params *p, c5_adamw **out)
-{
-  c5_adamw *o = calloc(1, sizeof *o);
-  if (!o) return c5_error_raise(C5_ERR_MEM, "adamw stand-in: out of memory");
-  o->p = p;
-  o->cfg = *cfg;
-  o->m = calloc((size_t)c5_params_total(p), sizeof *o->m);
-  o->v = calloc((size_t)c5_params_total(p), sizeof *o->v);
-  *out = o;
-  return o->m && o->v ? C5_OK : c5_error_raise(C5_ERR_MEM, "adamw stand-in: out of memory");
-}
-c5_status c5_adamw_destroy(c5_adamw **o)
-{
-  if (o && *o) { free((*o)->m); free((*o)->v); free(*o); *o = NULL; }
-  return C5_OK;
-}
-static long slab_offset(const c5_adamw *o, long i) { return c5_params_value(o->p, i) - c5_params_value(o->p, 0); }
-c5_real *c5_adamw_exp_avg(const c5_adamw *o, long i) { return o->m + slab_offset(o, i); }
-c5_real *c5_adamw_exp_avg_sq(const c5_adamw *o, long i) { return o->v + slab_offset(o, i); }
-long c5_adamw_steps(const c5_adamw *o) { return o->steps; }
-void c5_adamw_set_steps(c5_adamw *o, long steps) { o->steps = steps; }
-/* ---- end of the stand-in ---- */
 
 typedef struct {
   c5_params *p;
@@ -83,34 +57,59 @@ static void unmake(model *m)
 
 static c5_real *slab(const model *m) { return c5_params_value(m->p, 0); }
 static long total(const model *m) { return c5_params_total(m->p); }
+static c5_real *moment(const model *m, int which, long i)
+{
+  return which ? c5_adamw_exp_avg_sq(m->o, i) : c5_adamw_exp_avg(m->o, i);
+}
+#define SENTINEL_STEPS 4321
 
 /* The values written: the same on every rank and in every run. */
 static void fill(model *m)
 {
-  unsigned long long s1 = 11, s2 = 12, s3 = 13;
-  for (long i = 0; i < total(m); i++) {
-    slab(m)[i] = (c5_real)t_normal(&s1);
-    m->o->m[i] = (c5_real)t_normal(&s2);
-    m->o->v[i] = (c5_real)fabs(t_normal(&s3));
-  }
-  m->o->steps = STEPS;
+  unsigned long long s[3] = { 11, 12, 13 };
+  for (long i = 0; i < total(m); i++) slab(m)[i] = (c5_real)t_normal(&s[0]);
+  for (int w = 0; w < 2; w++)
+    for (long i = 0; i < c5_params_count(m->p); i++)
+      for (long j = 0; j < c5_params_numel(m->p, i); j++) {
+        double v = t_normal(&s[1 + w]);
+        moment(m, w, i)[j] = (c5_real)(w ? fabs(v) : v);
+      }
+  c5_adamw_set_steps(m->o, STEPS);
 }
 static void fill_sentinel(model *m)
 {
-  for (long i = 0; i < total(m); i++) slab(m)[i] = m->o->m[i] = m->o->v[i] = SENTINEL;
-  m->o->steps = -1;
+  for (long i = 0; i < total(m); i++) slab(m)[i] = SENTINEL;
+  for (int w = 0; w < 2; w++)
+    for (long i = 0; i < c5_params_count(m->p); i++)
+      for (long j = 0; j < c5_params_numel(m->p, i); j++) moment(m, w, i)[j] = SENTINEL;
+  c5_adamw_set_steps(m->o, SENTINEL_STEPS);
 }
 static int is_sentinel(const model *m)
 {
   for (long i = 0; i < total(m); i++)
-    if (slab(m)[i] != SENTINEL || m->o->m[i] != SENTINEL || m->o->v[i] != SENTINEL) return 0;
-  return m->o->steps == -1;
+    if (slab(m)[i] != SENTINEL) return 0;
+  for (int w = 0; w < 2; w++)
+    for (long i = 0; i < c5_params_count(m->p); i++)
+      for (long j = 0; j < c5_params_numel(m->p, i); j++)
+        if (moment(m, w, i)[j] != SENTINEL) return 0;
+  return c5_adamw_steps(m->o) == SENTINEL_STEPS;
 }
 static int same(const model *a, const model *b)
 {
-  size_t n = (size_t)total(a) * sizeof(c5_real);
-  return total(a) == total(b) && !memcmp(slab(a), slab(b), n) && !memcmp(a->o->m, b->o->m, n) &&
-         !memcmp(a->o->v, b->o->v, n) && a->o->steps == b->o->steps;
+  if (total(a) != total(b) || memcmp(slab(a), slab(b), (size_t)total(a) * sizeof(c5_real)) ||
+      c5_adamw_steps(a->o) != c5_adamw_steps(b->o))
+    return 0;
+  for (int w = 0; w < 2; w++)
+    for (long i = 0; i < c5_params_count(a->p); i++)
+      if (memcmp(moment(a, w, i), moment(b, w, i), (size_t)c5_params_numel(a->p, i) * sizeof(c5_real))) return 0;
+  return 1;
+}
+
+/* Gradients of step k (the same on every rank: as after c5_params_allreduce_grad). */
+static void set_grads(model *m, unsigned long long k)
+{
+  for (long i = 0; i < c5_params_count(m->p); i++)
+    for (long j = 0; j < c5_params_numel(m->p, i); j++) c5_params_grad(m->p, i)[j] = (c5_real)(0.1 * t_normal(&k));
 }
 
 static void set_state(c5_ckpt_scalar st[3])
@@ -311,6 +310,25 @@ static int run_write(c5_dist *world, const char *dir)
   if (rank == 0) printf("round trip at P=%d: %ld parameters, moments, steps, 3 scalars, config identical\n",
                         c5_dist_size(world), c5_params_count(m.p));
 
+  /* resume: a step after reading a checkpoint = the step the writer took after writing it, bit for bit */
+  {
+    char rpath[600];
+    snprintf(rpath, sizeof rpath, "%s/resume.h5", dir);
+    fill_sentinel(&q);
+    for (unsigned long long k = 31; k <= 32; k++) { set_grads(&m, k); T_OK(c5_adamw_step(m.o, NULL, NULL)); }
+    T_OK(c5_checkpoint_write(world, rpath, m.p, m.o, state, 3, CONFIG));
+    set_grads(&m, 33);
+    T_OK(c5_adamw_step(m.o, NULL, NULL));
+    T_OK(c5_checkpoint_read(world, rpath, q.p, q.o, st2, 3, NULL));
+    T_CHECK(c5_adamw_steps(q.o) == STEPS + 2, "resume: %ld optimizer steps read, %d written", c5_adamw_steps(q.o),
+            STEPS + 2);
+    set_grads(&q, 33);
+    T_OK(c5_adamw_step(q.o, NULL, NULL));
+    T_CHECK(same(&m, &q), "resume: the step after reading differs from the writer's");
+    fill(&m);   /* back to the values of the checkpoint at path */
+    if (rank == 0) printf("resume: AdamW step %d after a read = the writer's, bit for bit\n", STEPS + 3);
+  }
+
   /* another configuration: one dataset's shape differs, named with both shapes */
   fill_sentinel(&r);
   T_FAILS_SHOW(c5_checkpoint_read(world, path, r.p, r.o, NULL, 0, NULL), C5_ERR_SHAPE,
@@ -337,8 +355,19 @@ static int run_write(c5_dist *world, const char *dir)
   T_CHECK(is_sentinel(&q), "no moments: the parameters changed");
   T_OK(c5_checkpoint_read(world, nomom, q.p, NULL, st2, 3, NULL));   /* the parameters alone are there */
   T_CHECK(!memcmp(slab(&q), slab(&m), (size_t)total(&m) * sizeof(c5_real)), "parameters of a file without moments");
+  /* an error on one rank alone reaches every rank, and nothing changes on any */
+  char missing1[600];
+  snprintf(missing1, sizeof missing1, "%s/no-such-file.h5", dir);
+  fill_sentinel(&q);
+  T_FAILS_SHOW(c5_checkpoint_read(world, rank == 1 ? missing1 : path, q.p, q.o, st2, 3, NULL), C5_ERR_IO,
+               "no-such-file.h5: cannot open");
+  T_CHECK(is_sentinel(&q), "a missing file on rank 1: the parameters changed on rank %d", rank);
+  fill_sentinel(&r);
+  T_FAILS_SHOW(c5_checkpoint_read(world, path, rank == 1 ? r.p : q.p, NULL, NULL, 0, NULL), C5_ERR_ARG,
+               "parameter total differs between ranks");
+  T_CHECK(is_sentinel(&q) && is_sentinel(&r), "tables differing between ranks: the parameters changed");
   if (rank == 0) printf("refused, nothing changed: another configuration, truncated, flipped bytes in %s, format 2, "
-                        "no moments\n", vname);
+                        "no moments; a missing file or another table on rank 1 alone\n", vname);
 
   /* failed writes leave the previous checkpoint and no tmp file */
   fill(&r);   /* (a model of the right shape with other values: the one written over path) */
@@ -346,6 +375,11 @@ static int run_write(c5_dist *world, const char *dir)
   ON_ROOT(mkdir(tmp, 0700) == 0);   /* the tmp name is taken: the create fails, even for root */
   T_FAILS_SHOW(c5_checkpoint_write(world, path, q.p, q.o, state, 3, CONFIG), C5_ERR_IO, ".tmp");
   ON_ROOT(rmdir(tmp) == 0);
+  {
+    char nodir[700];
+    snprintf(nodir, sizeof nodir, "%s/no/such/dir/ckpt-00000001.h5", dir);
+    T_FAILS_SHOW(c5_checkpoint_write(world, nodir, q.p, q.o, state, 3, CONFIG), C5_ERR_IO, "no/such/dir/ckpt-00000001.h5");
+  }
   if (geteuid() != 0) {   /* root writes into a read-only directory anyway */
     char ro[600], rop[700];
     snprintf(ro, sizeof ro, "%s/readonly", dir);
@@ -360,7 +394,8 @@ static int run_write(c5_dist *world, const char *dir)
   fill_sentinel(&q);
   T_OK(c5_checkpoint_read(world, path, q.p, q.o, st2, 3, NULL));
   T_CHECK(same(&m, &q), "a failed write changed the previous checkpoint");
-  if (rank == 0) printf("failed writes (tmp name taken%s, config differing between ranks) leave the checkpoint\n",
+  if (rank == 0) printf("failed writes (tmp name taken, missing directory%s, config differing between ranks) leave the "
+                        "checkpoint\n",
                         geteuid() != 0 ? ", read-only directory" : "");
 
   /* the other precision, converted on read */
@@ -374,11 +409,14 @@ static int run_write(c5_dist *world, const char *dir)
       double
 #endif
       other_t;
-  for (long i = 0; i < total(&m); i++) {
-    T_CHECK(slab(&q)[i] == (c5_real)(other_t)slab(&m)[i] && q.o->m[i] == (c5_real)(other_t)m.o->m[i] &&
-            q.o->v[i] == (c5_real)(other_t)m.o->v[i], "other precision: element %ld read as %.17g, want %.17g", i,
-            (double)slab(&q)[i], (double)(other_t)slab(&m)[i]);
-  }
+  for (long i = 0; i < total(&m); i++)
+    T_CHECK(slab(&q)[i] == (c5_real)(other_t)slab(&m)[i], "other precision: element %ld read as %.17g, want %.17g",
+            i, (double)slab(&q)[i], (double)(other_t)slab(&m)[i]);
+  for (int w = 0; w < 2; w++)
+    for (long i = 0; i < c5_params_count(m.p); i++)
+      for (long j = 0; j < c5_params_numel(m.p, i); j++)
+        T_CHECK(moment(&q, w, i)[j] == (c5_real)(other_t)moment(&m, w, i)[j], "other precision: moment %d of %s",
+                w, c5_params_name(m.p, i));
   if (rank == 0) printf("a %s checkpoint read into the %s build\n", C5_USE_DOUBLE ? "float32" : "float64",
                         C5_USE_DOUBLE ? "double" : "single");
 
@@ -438,17 +476,80 @@ fail:
   return ok;
 }
 
+/* The masked-byte model's table for the default configuration (docs/formats.md), built by hand from
+   blocks until lib/model.c lands; heads: the light heads (4 by default; 2 makes another configuration). */
+#define C5_STATUS_CALL(call) do { c5_status s_ = (call); if (s_ != C5_OK) return s_; } while (0)
+static c5_status make_default(c5_params **p, c5_block **blocks, int heads)
+{
+  c5_block_config cfg;
+  c5_routed_attn_config a = C5_ROUTED_ATTN_CONFIG_DEFAULT;
+  c5_routed_ff_config f = C5_ROUTED_FF_CONFIG_DEFAULT;
+  a.dim = 64; a.num_heavy_tokens_q = 32; a.num_heavy_tokens_kv = 32; a.num_routed_kv = 1; a.light_dim_head = 16;
+  a.light_heads = heads; a.light_window_size = 32; a.heavy_dim_head = 16; a.heavy_heads = 4;
+  f.dim = 64; f.num_heavy_tokens = 32; f.light_ff_mult = 0.5; f.heavy_ff_mult = 4;
+  cfg.attn = a;
+  cfg.ff = f;
+  long idx, emb[2] = { 257, 64 }, pos[2] = { 512, 64 }, g[1] = { 64 }, w[2] = { 256, 64 }, bias[1] = { 256 };
+  C5_STATUS_CALL(c5_params_create(c5_backend_cpu(), p));
+  C5_STATUS_CALL(c5_params_add(*p, "", "token_emb.weight", 2, emb, &idx));
+  C5_STATUS_CALL(c5_params_add(*p, "", "pos_emb.weight", 2, pos, &idx));
+  C5_STATUS_CALL(c5_block_create(&cfg, *p, "layers.0", &blocks[0]));
+  C5_STATUS_CALL(c5_block_create(&cfg, *p, "layers.1", &blocks[1]));
+  C5_STATUS_CALL(c5_params_add(*p, "", "norm.gamma", 1, g, &idx));
+  C5_STATUS_CALL(c5_params_add(*p, "", "to_logits.weight", 2, w, &idx));
+  C5_STATUS_CALL(c5_params_add(*p, "", "to_logits.bias", 1, bias, &idx));
+  C5_STATUS_CALL(c5_params_alloc(*p));
+  return C5_OK;
+}
+
+/* DIR/ckpt-00000007.h5 of the default configuration, DIR/other.h5 of another (tools/load_checkpoint.py). */
+static int run_default(c5_dist *world, const char *dir)
+{
+  int ok = 0;
+  c5_params *p = NULL, *q = NULL;
+  c5_block *b[2] = { NULL, NULL }, *bq[2] = { NULL, NULL };
+  c5_adamw *o = NULL;
+  char path[512], other[600];
+  c5_adamw_config oc = C5_ADAMW_CONFIG_DEFAULT;
+  T_OK(make_default(&p, b, 4));
+  T_OK(make_default(&q, bq, 2));
+  T_OK(c5_adamw_create(&oc, p, &o));
+  unsigned long long seed = 21;
+  for (long i = 0; i < c5_params_total(p); i++) c5_params_value(p, 0)[i] = (c5_real)t_normal(&seed);
+  c5_adamw_set_steps(o, 7);
+  c5_ckpt_scalar st[1] = { { .name = "step", .value = 7 } };
+  const char *cfg = "{\"model\": {\"dim\": 64, \"depth\": 2, \"max_seq_len\": 512, \"num_heavy_attn_tokens_q\": 32, "
+                    "\"num_heavy_attn_tokens_kv\": 32, \"num_routed_kv\": 1, \"num_heavy_ff_tokens\": 32, "
+                    "\"light_dim_head\": 16, \"light_heads\": 4, \"light_window_size\": 32, \"heavy_dim_head\": 16, "
+                    "\"heavy_heads\": 4, \"light_ff_mult\": 0.5, \"heavy_ff_mult\": 4, \"router_straight_through\": true, "
+                    "\"router_kwargs\": {}, \"multiply_keys_by_score\": false, \"multiply_queries_by_score\": false, "
+                    "\"use_null_q_tokens\": true}}";
+  T_OK(c5_checkpoint_name(dir, 7, path, sizeof path));
+  snprintf(other, sizeof other, "%s/other.h5", dir);
+  T_OK(c5_checkpoint_write(world, path, p, o, st, 1, cfg));
+  T_OK(c5_checkpoint_write(world, other, q, NULL, st, 1, cfg));
+  if (c5_dist_rank(world) == 0) printf("wrote %s (%ld parameters) and %s\n", path, c5_params_count(p), other);
+  ok = 1;
+fail:
+  c5_adamw_destroy(&o);
+  for (int i = 0; i < 2; i++) { c5_block_destroy(&b[i]); c5_block_destroy(&bq[i]); }
+  c5_params_destroy(&p);
+  c5_params_destroy(&q);
+  return ok;
+}
+
 int main(int argc, char **argv)
 {
   MPI_Init(&argc, &argv);
   c5_dist *world = NULL;
   int ok = 0;
-  if (argc != 3 || (strcmp(argv[1], "write") && strcmp(argv[1], "reload"))) {
-    fprintf(stderr, "usage: test_checkpoint write|reload DIR\n");
+  if (argc != 3 || (strcmp(argv[1], "write") && strcmp(argv[1], "reload") && strcmp(argv[1], "default"))) {
+    fprintf(stderr, "usage: test_checkpoint write|reload|default DIR\n");
     goto fail;
   }
   T_OK(c5_dist_create(MPI_COMM_WORLD, &world));
-  ok = !strcmp(argv[1], "write") ? run_write(world, argv[2]) : run_reload(world, argv[2]);
+  ok = !strcmp(argv[1], "write") ? run_write(world, argv[2]) : !strcmp(argv[1], "reload") ? run_reload(world, argv[2])
+                                                                                         : run_default(world, argv[2]);
 fail:
   c5_dist_destroy(&world);
   MPI_Finalize();

@@ -1,7 +1,8 @@
 #!/bin/sh
 # test_checkpoint.sh - checkpoints: every case of test_checkpoint.c written
 # and checked on 2 ranks, then the checkpoint it left read back bit for bit
-# on 1 and 3 ranks. Each run has a time limit (a hang fails).
+# on 1 and 3 ranks; the same written on 3 ranks (other row shares) and read
+# on 1 and 2. Each run has a time limit (a hang fails).
 set -u
 b=${top_builddir:-.}
 export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
@@ -11,8 +12,8 @@ command -v timeout > /dev/null 2>&1 && to="timeout $lim"
 dir=$(mktemp -d "${TMPDIR:-/tmp}/c5_ckpt.XXXXXX") || exit 1
 trap 'rm -rf "$dir"' EXIT
 fail=0
-run() {   # NP MODE
-  if OMP_NUM_THREADS=1 $to mpirun --oversubscribe -np "$1" "$b/tests/unit/test_checkpoint" "$2" "$dir" > "$dir/out" 2>&1; then
+run() {   # NP MODE DIR
+  if OMP_NUM_THREADS=1 $to mpirun --oversubscribe -np "$1" "$b/tests/unit/test_checkpoint" "$2" "$3" > "$dir/out" 2>&1; then
     cat "$dir/out"; echo "ok: $2 np=$1"
   else
     rc=$?
@@ -21,6 +22,9 @@ run() {   # NP MODE
     fail=1
   fi
 }
-run 2 write
-if [ $fail = 0 ]; then run 1 reload; run 3 reload; fi
+mkdir "$dir/p2" "$dir/p3"
+run 2 write "$dir/p2"
+if [ $fail = 0 ]; then run 1 reload "$dir/p2"; run 3 reload "$dir/p2"; fi
+run 3 write "$dir/p3"
+if [ $fail = 0 ]; then run 1 reload "$dir/p3"; run 2 reload "$dir/p3"; fi
 exit $fail
