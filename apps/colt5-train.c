@@ -935,8 +935,9 @@ static c5_status train(run_t *r, long start, int *stopped)
     long flag = got_signal;
     TRY(c5_dist_reduce_long(r->world, &flag, 1, C5_REDUCE_MAX));
     if (flag) {
-      TRY(checkpoint(r, step));
-      if (r->rank == 0) printf("checkpointed at step %ld on signal\n", step);
+      if (*o->ckpt_dir) TRY(checkpoint(r, step));
+      if (r->rank == 0)
+        printf(*o->ckpt_dir ? "checkpointed at step %ld on signal\n" : "stopped at step %ld on signal (no --ckpt-dir)\n", step);
       *stopped = 1;
       return C5_OK;
     }
