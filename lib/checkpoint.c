@@ -177,8 +177,9 @@ c5_status c5_checkpoint_write(const c5_dist *world, const char *path, const c5_p
   const char *config = config_json ? config_json : "{}";
   c5_status st = write_check(path, p, state, nstate, tmp, sizeof tmp);
   /* HDF5 writes the metadata once for all ranks: what it says must be the same on each */
-  long shash = 0;
-  for (int i = 0; st == C5_OK && i < nstate; i++) shash = shash * 31 + hash_str(state[i].name) + (long)state[i].value;
+  uint64_t h = 0;
+  for (int i = 0; st == C5_OK && i < nstate; i++) h = h * 31 + (uint64_t)hash_str(state[i].name) + (uint64_t)state[i].value;
+  const long shash = (long)(h >> 1);
   C5_CALL(c5_dist_agree_args(world, st, 6, (c5_dist_arg[]){
       { "checkpoint: parameter count", p ? c5_params_count(p) : 0 }, { "checkpoint: parameter total", p ? c5_params_total(p) : 0 },
       { "checkpoint: with moments", o != NULL }, { "checkpoint: state scalars", nstate },

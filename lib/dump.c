@@ -327,6 +327,40 @@ static c5_status dump_check(const c5_dist *d, const c5_layout *lay, const char *
   return C5_OK;
 }
 
+c5_status c5_model_dump_activations(const c5_model *m, const c5_dist *d, const c5_layout *lay,
+                                    const c5_model_cache *c, const char *path, long step)
+{
+  C5_CHECK(d, C5_ERR_ARG, "c5_model_dump_activations: dist is NULL");
+  char tmp[1100];
+  c5_status st = dump_check(d, lay, path, step, tmp, sizeof tmp);
+  if (st == C5_OK && !(m && c)) st = C5_ERR(C5_ERR_ARG, "c5_model_dump_activations: NULL argument");
+  if (st == C5_OK && !c5_model_cache_filled(c))
+    st = C5_ERR(C5_ERR_ARG, "dump %s: no forward has filled the model's cache", path);
+  const int depth = st == C5_OK ? c5_model_get_config(m)->depth : 0;
+  C5_CALL(c5_dist_agree_args(d, st, 3, (c5_dist_arg[]){ { "activation dump: step", step },
+                                                        { "activation dump: sequence length", lay ? lay->n : 0 },
+                                                        { "activation dump: depth", depth } }));
+  H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+  dumper w = { .d = d, .file = H5I_INVALID_HID, .dxpl = H5I_INVALID_HID, .lcpl = H5I_INVALID_HID, .path = path };
+  st = dump_open(&w, path, tmp, step, lay);
+  char group[96];
+  for (int i = 0; i < depth && st == C5_OK; i++) {
+    snprintf(group, sizeof group, "/step_%ld/layer_%d", step, i);
+    st = dump_block(&w, group, c5_model_block(m, i), lay, c5_model_block_cache(c, i), c5_model_layer_input(c, i));
+  }
+  const long batch = c5_block_cache_batch(c5_model_block_cache(c, 0)), dim = c5_model_get_config(m)->block.attn.dim;
+  if (st == C5_OK) {
+    snprintf(group, sizeof group, "/step_%ld/norm_input", step);
+    st = put_seq(&w, group, lay, batch, dim, c5_model_layer_input(c, depth));
+  }
+  if (st == C5_OK) {
+    snprintf(group, sizeof group, "/step_%ld/logits", step);
+    st = put_seq(&w, group, lay, batch, C5_NUM_BYTES, c5_model_logits(c));
+  }
+  C5_CALL(dump_close(&w, path, tmp, st));
+  return C5_OK;
+}
+
 c5_status c5_block_dump_activations(const c5_block *b, const c5_dist *d, const c5_layout *lay,
                                     const c5_block_cache *c, const c5_real *x, const char *path, long step)
 {

@@ -29,6 +29,10 @@ const c5_router_cache *c5_routed_ff_router(const c5_routed_ff_cache *c);
 c5_status c5_routed_ff_light_out(const c5_routed_ff *m, const c5_routed_ff_cache *c, c5_real *out);
 c5_status c5_routed_ff_heavy_out(const c5_routed_ff *m, const c5_routed_ff_cache *c, c5_real *out);
 
+/* model.c: layer i's block; whether a forward filled the cache (and its local tokens then). */
+const c5_block *c5_model_block(const c5_model *m, int layer);
+int c5_model_cache_filled(const c5_model_cache *c);
+
 /* block.c */
 long c5_block_cache_batch(const c5_block_cache *c);
 const c5_routed_attn *c5_block_attn(const c5_block *b);

@@ -6,6 +6,7 @@
 #include "c5_internal.h"
 #include "arena.h"
 #include "backend.h"
+#include "dump_internal.h"
 
 struct c5_model {
   const c5_backend *be;
@@ -160,6 +161,9 @@ c5_status c5_model_cache_destroy(c5_model_cache **cp)
 const c5_block_cache *c5_model_block_cache(const c5_model_cache *c, int layer) { return c->bc[layer]; }
 const c5_real *c5_model_layer_input(const c5_model_cache *c, int layer) { return c->x[layer]; }
 const c5_real *c5_model_logits(const c5_model_cache *c) { return c->logits; }
+/* for activation dumps (dump_internal.h) */
+const c5_block *c5_model_block(const c5_model *m, int layer) { return m->layers[layer]; }
+int c5_model_cache_filled(const c5_model_cache *c) { return c->fwd; }
 
 /* This rank's checks and the embedding, before the first collective: a token, target or position out of
    range names its value and place (batch row, global position). */

@@ -476,30 +476,23 @@ fail:
   return ok;
 }
 
-/* The masked-byte model's table for the default configuration (docs/formats.md), built by hand from
-   blocks until lib/model.c lands; heads: the light heads (4 by default; 2 makes another configuration). */
-#define C5_STATUS_CALL(call) do { c5_status s_ = (call); if (s_ != C5_OK) return s_; } while (0)
-static c5_status make_default(c5_params **p, c5_block **blocks, int heads)
+/* The masked-byte model for the default configuration (docs/formats.md); heads: the light heads (4 by
+   default; 2 makes another configuration). */
+static c5_status make_default(c5_params **p, c5_model **m, int heads)
 {
-  c5_block_config cfg;
+  c5_model_config mc = { .depth = 2, .max_seq_len = 512 };
   c5_routed_attn_config a = C5_ROUTED_ATTN_CONFIG_DEFAULT;
   c5_routed_ff_config f = C5_ROUTED_FF_CONFIG_DEFAULT;
   a.dim = 64; a.num_heavy_tokens_q = 32; a.num_heavy_tokens_kv = 32; a.num_routed_kv = 1; a.light_dim_head = 16;
   a.light_heads = heads; a.light_window_size = 32; a.heavy_dim_head = 16; a.heavy_heads = 4;
   f.dim = 64; f.num_heavy_tokens = 32; f.light_ff_mult = 0.5; f.heavy_ff_mult = 4;
-  cfg.attn = a;
-  cfg.ff = f;
-  long idx, emb[2] = { 257, 64 }, pos[2] = { 512, 64 }, g[1] = { 64 }, w[2] = { 256, 64 }, bias[1] = { 256 };
-  C5_STATUS_CALL(c5_params_create(c5_backend_cpu(), p));
-  C5_STATUS_CALL(c5_params_add(*p, "", "token_emb.weight", 2, emb, &idx));
-  C5_STATUS_CALL(c5_params_add(*p, "", "pos_emb.weight", 2, pos, &idx));
-  C5_STATUS_CALL(c5_block_create(&cfg, *p, "layers.0", &blocks[0]));
-  C5_STATUS_CALL(c5_block_create(&cfg, *p, "layers.1", &blocks[1]));
-  C5_STATUS_CALL(c5_params_add(*p, "", "norm.gamma", 1, g, &idx));
-  C5_STATUS_CALL(c5_params_add(*p, "", "to_logits.weight", 2, w, &idx));
-  C5_STATUS_CALL(c5_params_add(*p, "", "to_logits.bias", 1, bias, &idx));
-  C5_STATUS_CALL(c5_params_alloc(*p));
-  return C5_OK;
+  mc.block.attn = a;
+  mc.block.ff = f;
+  c5_status st = c5_params_create(c5_backend_cpu(), p);
+  if (st == C5_OK) st = c5_model_create(&mc, *p, m);
+  if (st == C5_OK) st = c5_params_alloc(*p);
+  if (st == C5_OK) st = c5_params_init(*p, 21);
+  return st;
 }
 
 /* DIR/ckpt-00000007.h5 of the default configuration, DIR/other.h5 of another (tools/load_checkpoint.py). */
@@ -507,15 +500,13 @@ static int run_default(c5_dist *world, const char *dir)
 {
   int ok = 0;
   c5_params *p = NULL, *q = NULL;
-  c5_block *b[2] = { NULL, NULL }, *bq[2] = { NULL, NULL };
+  c5_model *mp = NULL, *mq = NULL;
   c5_adamw *o = NULL;
   char path[512], other[600];
   c5_adamw_config oc = C5_ADAMW_CONFIG_DEFAULT;
-  T_OK(make_default(&p, b, 4));
-  T_OK(make_default(&q, bq, 2));
+  T_OK(make_default(&p, &mp, 4));
+  T_OK(make_default(&q, &mq, 2));
   T_OK(c5_adamw_create(&oc, p, &o));
-  unsigned long long seed = 21;
-  for (long i = 0; i < c5_params_total(p); i++) c5_params_value(p, 0)[i] = (c5_real)t_normal(&seed);
   c5_adamw_set_steps(o, 7);
   c5_ckpt_scalar st[1] = { { .name = "step", .value = 7 } };
   const char *cfg = "{\"model\": {\"dim\": 64, \"depth\": 2, \"max_seq_len\": 512, \"num_heavy_attn_tokens_q\": 32, "
@@ -532,7 +523,8 @@ static int run_default(c5_dist *world, const char *dir)
   ok = 1;
 fail:
   c5_adamw_destroy(&o);
-  for (int i = 0; i < 2; i++) { c5_block_destroy(&b[i]); c5_block_destroy(&bq[i]); }
+  c5_model_destroy(&mp);
+  c5_model_destroy(&mq);
   c5_params_destroy(&p);
   c5_params_destroy(&q);
   return ok;

@@ -6,6 +6,9 @@
                                block's output = input + the four branch outputs, step 5 = step 1
      test_dump variant FILE    (mpirun -np P) a block without the light branch, an FF that routes nothing,
                                a mask: what the dump holds then, and input + branches = output
+     test_dump model FILE      (mpirun -np P) the masked-byte model (depth 2) dumped at steps 1 and 2
+                               (after a backward): each layer's input + branches = the next one's input,
+                               step 2 = step 1
      test_dump compare A B     (one rank) two dumps of the same steps agree: the same datasets and
                                group attributes, indices identical, values to 1e-12 (double) */
 #include <string.h>
@@ -271,6 +274,99 @@ fail:
   return ok;
 }
 
+/* The model: depth 2 of the block above, its dump at steps 1 and 2 (after a backward), read back on rank 0:
+   each layer's input + its four branch outputs = the next layer's input (the last: norm_input), the logits
+   there, step 2 = step 1. */
+static int check_model_file(const char *path, int depth, int dim)
+{
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (f < 0) { fprintf(stderr, "%s: cannot open\n", path); return 0; }
+  const long E = (long)BATCH * N * dim;
+  double *v = malloc(7 * (size_t)E * sizeof *v);
+  int ok = v != NULL;
+  const char *parts[5] = { "input", "attn/light_out", "attn/heavy_out", "ff/light_out", "ff/heavy_out" };
+  char name[256];
+  for (int i = 0; ok && i < depth; i++) {
+    for (int k = 0; ok && k < 5; k++) {
+      snprintf(name, sizeof name, "/step_1/layer_%d/%s", i, parts[k]);
+      ok = read_doubles(f, name, v + k * E, E);
+    }
+    if (i + 1 < depth) snprintf(name, sizeof name, "/step_1/layer_%d/input", i + 1);
+    else snprintf(name, sizeof name, "/step_1/norm_input");
+    ok = ok && read_doubles(f, name, v + 5 * E, E);
+    double worst = 0;
+    for (long e = 0; ok && e < E; e++) {
+      double r = fabs(v[e] + v[E + e] + v[2 * E + e] + v[3 * E + e] + v[4 * E + e] - v[5 * E + e]) /
+                 (fabs(v[5 * E + e]) + 1e-3);
+      if (r > worst) worst = r;
+    }
+    if (ok && !(worst <= 100 * TOL)) { fprintf(stderr, "layer %d: input + branches vs %s: %.3e\n", i, name, worst); ok = 0; }
+  }
+  const char *all[] = { "layer_0/input", "layer_1/attn/light_out", "layer_1/ff/heavy_out", "layer_0/q/router_logits",
+                        "norm_input", "logits" };
+  const long cnt[] = { E, E, E, (long)BATCH * N, E, (long)BATCH * N * 256 };
+  double *a = malloc((size_t)BATCH * N * 256 * sizeof *a), *b = malloc((size_t)BATCH * N * 256 * sizeof *b);
+  for (size_t i = 0; ok && i < sizeof all / sizeof *all; i++) {
+    snprintf(name, sizeof name, "/step_1/%s", all[i]);
+    ok = a && b && read_doubles(f, name, a, cnt[i]);
+    snprintf(name, sizeof name, "/step_2/%s", all[i]);
+    ok = ok && read_doubles(f, name, b, cnt[i]);
+    if (ok && memcmp(a, b, (size_t)cnt[i] * sizeof *a)) { fprintf(stderr, "%s: step 2 differs\n", all[i]); ok = 0; }
+  }
+  free(a); free(b); free(v);
+  H5Fclose(f);
+  return ok;
+}
+
+static int run_model(const char *path)
+{
+  int ok = 0;
+  c5_dist *d = NULL;
+  c5_params *p = NULL;
+  c5_model *m = NULL;
+  c5_model_cache *c = NULL;
+  int32_t *tok = NULL, *tgt = NULL;
+  T_OK(c5_dist_create(MPI_COMM_WORLD, &d));
+  c5_model_config mc = { .depth = 2, .max_seq_len = N, .block = config() };
+  long unit;
+  c5_layout lay;
+  T_OK(c5_model_layout_unit(&mc, &unit));
+  T_OK(c5_layout_compute(d, N, unit, &lay));
+  T_OK(c5_params_create(c5_backend_cpu(), &p));
+  T_OK(c5_model_create(&mc, p, &m));
+  T_OK(c5_params_alloc(p));
+  T_OK(c5_params_init(p, 17));
+  T_OK(c5_model_cache_create(m, BATCH, lay.n_local, &c));
+  tok = malloc((size_t)(BATCH * lay.n_local) * sizeof *tok);
+  tgt = malloc((size_t)(BATCH * lay.n_local) * sizeof *tgt);
+  T_CHECK(tok && tgt, "out of memory");
+  for (long bb = 0; bb < BATCH; bb++)
+    for (long t = 0; t < lay.n_local; t++) {
+      long g = lay.offset + t, e = bb * lay.n_local + t;
+      tok[e] = (int32_t)((g * 37 + bb * 11) % 257);   /* 256: the mask token */
+      tgt[e] = tok[e] == C5_MASK_TOKEN ? (int32_t)(g % 256) : -1;
+    }
+  double loss;
+  long count;
+  T_OK(c5_model_forward(m, d, &lay, BATCH, tok, tgt, NULL, c, &loss, &count));
+  T_OK(c5_model_dump_activations(m, d, &lay, c, path, 1));
+  T_OK(c5_model_backward(m, d, c, count ? 1.0 / (double)count : 1.0));
+  T_OK(c5_model_dump_activations(m, d, &lay, c, path, 2));
+  long ok_file = c5_dist_rank(d) == 0 ? check_model_file(path, mc.depth, mc.block.attn.dim) : 1;
+  T_OK(c5_dist_reduce_long(d, &ok_file, 1, C5_REDUCE_MIN));
+  T_CHECK(ok_file, "the model dump's checks failed (rank 0's messages above)");
+  if (c5_dist_rank(d) == 0) printf("model dump at P=%d: depth %d, steps 1 and 2 (after a backward)\n", c5_dist_size(d),
+                                   mc.depth);
+  ok = 1;
+fail:
+  free(tok); free(tgt);
+  c5_model_cache_destroy(&c);
+  c5_model_destroy(&m);
+  c5_params_destroy(&p);
+  c5_dist_destroy(&d);
+  return ok;
+}
+
 /* ---- comparing two dumps ---- */
 
 typedef struct { hid_t other; const char *bname; int ok; long n; double worst; } cmp_t;
@@ -355,8 +451,9 @@ int main(int argc, char **argv)
   int ok = 0;
   if (argc == 3 && !strcmp(argv[1], "write")) ok = run_write(argv[2]);
   else if (argc == 3 && !strcmp(argv[1], "variant")) ok = run_variant(argv[2]);
+  else if (argc == 3 && !strcmp(argv[1], "model")) ok = run_model(argv[2]);
   else if (argc == 4 && !strcmp(argv[1], "compare")) ok = run_compare(argv[2], argv[3]);
-  else fprintf(stderr, "usage: test_dump write FILE | variant FILE | compare FILE FILE\n");
+  else fprintf(stderr, "usage: test_dump write FILE | variant FILE | model FILE | compare FILE FILE\n");
   MPI_Finalize();
   return ok ? 0 : 1;
 }

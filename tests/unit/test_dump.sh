@@ -1,7 +1,8 @@
 #!/bin/sh
-# test_dump.sh - activation dumps: a block's dump written on 1, 2 and 3 ranks
-# (each run checks its own file), then the files compared: the same
-# datasets, identical routed indices, values to 1e-12 in double.
+# test_dump.sh - activation dumps: a block's (and a variant: no light branch,
+# an unrouted FF, a mask) and the masked-byte model's dumps written on 1, 2
+# and 3 ranks (each run checks its own file), then the files compared: the
+# same datasets, identical routed indices, values to 1e-12 in double.
 set -u
 b=${top_builddir:-.}
 export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
@@ -22,9 +23,11 @@ run() {   # NP ARGS...
     fail=1
   fi
 }
-for np in 1 2 3; do run $np write "$dir/dump$np.h5"; run $np variant "$dir/variant$np.h5"; done
+for np in 1 2 3; do
+  run $np write "$dir/dump$np.h5"; run $np variant "$dir/variant$np.h5"; run $np model "$dir/model$np.h5"
+done
 if [ $fail = 0 ]; then
-  for f in dump variant; do
+  for f in dump variant model; do
     run 1 compare "$dir/${f}1.h5" "$dir/${f}2.h5"
     run 1 compare "$dir/${f}1.h5" "$dir/${f}3.h5"
   done
