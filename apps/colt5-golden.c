@@ -661,11 +661,11 @@ static c5_status model_load(ctx_t *cx, c5_h5 *f, const char *file, model_case *k
   if (!(bj = json_deep_copy(k->cj)) || !none) FAIL(C5_ERR_MEM, "%s: out of memory", file);
   json_object_del(bj, "depth");
   json_object_del(bj, "max_seq_len");
-  TRY(check_keys(file, "ctor", bj, block_keys));
+  TRY(cli_check_keys(file, "ctor", bj, block_keys));
   TRY(attn_config(file, k->cj, "num_heavy_attn_tokens_q", "num_heavy_attn_tokens_kv", none, "", "", &mc.block.attn));
   TRY(ff_config(file, k->cj, "num_heavy_ff_tokens", none, "", &mc.block.ff));
-  mc.depth = (int)json_int(k->cj, "depth", 0);
-  mc.max_seq_len = json_int(k->cj, "max_seq_len", 0);
+  mc.depth = (int)cli_json_int(k->cj, "depth", 0);
+  mc.max_seq_len = cli_json_int(k->cj, "max_seq_len", 0);
   TRY(c5_params_create(c5_backend_cpu(), &k->p));
   TRY(built(file, c5_model_create(&mc, k->p, &k->m)));
   TRY(built(file, c5_model_layout_unit(&mc, &k->unit)));
@@ -722,18 +722,18 @@ static c5_status model_adamw(ctx_t *cx, c5_h5 *f, const char *file, c5_params *p
   st = c5_h5_attr_string(f, "/", "config", &cfgtxt);
   if (st == C5_OK && (!(cj = json_loads(cfgtxt, 0, &je)) || !json_is_object(tj = json_object_get(cj, "train"))))
     st = c5_error_raise(C5_ERR_IO, "%s: the config attribute has no \"train\" object", file);
-  if (st == C5_OK) st = check_keys(file, "train", tj, keys);
+  if (st == C5_OK) st = cli_check_keys(file, "train", tj, keys);
   if (st == C5_OK) {
-    ac.lr = json_num(tj, "lr", ac.lr);
-    ac.lr_min = json_num(tj, "lr_min", ac.lr_min);
-    ac.warmup_steps = json_int(tj, "warmup_steps", ac.warmup_steps);
-    ac.total_steps = json_int(tj, "total_steps", ac.total_steps);
-    ac.beta1 = json_num(tj, "beta1", ac.beta1);
-    ac.beta2 = json_num(tj, "beta2", ac.beta2);
-    ac.eps = json_num(tj, "eps", ac.eps);
-    ac.weight_decay = json_num(tj, "weight_decay", ac.weight_decay);
-    ac.clip_norm = json_num(tj, "clip_norm", ac.clip_norm);
-    ac.decay_all = getb(tj, "decay_all", 0);
+    ac.lr = cli_json_num(tj, "lr", ac.lr);
+    ac.lr_min = cli_json_num(tj, "lr_min", ac.lr_min);
+    ac.warmup_steps = cli_json_int(tj, "warmup_steps", ac.warmup_steps);
+    ac.total_steps = cli_json_int(tj, "total_steps", ac.total_steps);
+    ac.beta1 = cli_json_num(tj, "beta1", ac.beta1);
+    ac.beta2 = cli_json_num(tj, "beta2", ac.beta2);
+    ac.eps = cli_json_num(tj, "eps", ac.eps);
+    ac.weight_decay = cli_json_num(tj, "weight_decay", ac.weight_decay);
+    ac.clip_norm = cli_json_num(tj, "clip_norm", ac.clip_norm);
+    ac.decay_all = cli_json_bool(tj, "decay_all", 0);
     st = built(file, c5_adamw_create(&ac, p, &o));
   }
   if (st == C5_OK) st = built(file, c5_adamw_step(o, &norm, &lr));
