@@ -3,8 +3,9 @@
 #  1. a bad command line, configuration or data file is refused with one
 #     message naming the option and value, exit 2, on one rank and on two
 #     (no hang); --help lists every option;
-#  2. resume: 8 steps in one run equal, bit for bit (losses logged with
-#     %.17g), 4 steps, a checkpoint (--stop-after) and --resume (2 ranks);
+#  2. resume: 8 steps in one run (dumping two steps' activations) equal,
+#     bit for bit (losses logged with %.17g), 4 steps, a checkpoint
+#     (--stop-after) and --resume (2 ranks);
 #  3. SIGTERM to one rank mid-run: every rank checkpoints at the same step and
 #     exits 0, and the resumed steps reproduce an uninterrupted run's;
 #  4. a checkpoint written at P=2 resumed at P=1 and P=3: the next losses
@@ -84,7 +85,11 @@ same() {
 }
 
 # ---- 2. resume: 8 steps = 4 + checkpoint + --resume ----
-run 2 --steps 8 --log "$tmp/a.csv" > "$tmp/a.out" 2>&1 || { echo "FAIL: 8 steps:"; tail -5 "$tmp/a.out"; fail=1; }
+# (with an activation dump at step 2: it changes nothing in the run)
+run 2 --steps 8 --log "$tmp/a.csv" --dump-activations 2,7 --dump-file "$tmp/act.h5" > "$tmp/a.out" 2>&1 || { echo "FAIL: 8 steps:"; tail -5 "$tmp/a.out"; fail=1; }
+if h5ls -r "$tmp/act.h5" 2>/dev/null | grep -q '^/step_2/layer_0/input ' && h5ls -r "$tmp/act.h5" | grep -q '^/step_7'; then
+  echo "ok: --dump-activations 2,7 wrote steps 2 and 7"
+else echo "FAIL: --dump-activations:"; h5ls -r "$tmp/act.h5" 2>&1 | head -5; fail=1; fi
 run 2 --steps 8 --stop-after 4 --ckpt-dir "$tmp/ck" --log "$tmp/b.csv" > "$tmp/b.out" 2>&1 || { echo "FAIL: 4 steps:"; tail -5 "$tmp/b.out"; fail=1; }
 grep -q "stopped after step 4" "$tmp/b.out" || { echo "FAIL: no stop after step 4"; fail=1; }
 run 2 --steps 8 --resume --ckpt-dir "$tmp/ck" --log "$tmp/b.csv" > "$tmp/b2.out" 2>&1 || { echo "FAIL: resume:"; tail -5 "$tmp/b2.out"; fail=1; }
