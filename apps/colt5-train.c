@@ -74,15 +74,18 @@ typedef struct {
   double val_frac, mask_frac;
 } opts_t;
 
+/* The defaults are the main job (jobs/setup-and-run.sh): about 3 minutes on 2 cores (BENCHMARKS.md). The light
+   window is the smallest, 2 (LocalMHA sees each byte's two neighbours): with learned absolute positions the
+   model learns to use its neighbours much sooner than from a wider window, which it first averages over. */
 static const opts_t opts_default = {
-  .dim = 128, .depth = 2, .seq_len = 512, .heavy_q = 0, .heavy_kv = 0, .heavy_ff = 0, .routed_kv = 1,
-  .light_heads = 4, .light_dim_head = 32, .heavy_heads = 4, .heavy_dim_head = 32, .window = 64, .n_iters = 20,
+  .dim = 64, .depth = 2, .seq_len = 256, .heavy_q = 0, .heavy_kv = 0, .heavy_ff = 0, .routed_kv = 1,
+  .light_heads = 4, .light_dim_head = 16, .heavy_heads = 4, .heavy_dim_head = 16, .window = 2, .n_iters = 20,
   .routing_tokens = 1, .route_block = 0, .light_ff_mult = 0.5, .heavy_ff_mult = 4, .fetch_k_ratio = 9.0 / 8.0,
   .router_eps = 0.03, .eps_init = 4.0, .eps_decay = 0.7, .cosine_scale = 8.0, .straight_through = 1,
   .cosine_sim = 0, .mult_keys = 0, .mult_queries = 0, .null_q = 1,
-  .steps = 600, .batch = 4, .accum = 1, .warmup = 50, .seed = 1234, .val_every = 100, .val_batches = 8,
-  .seq_ranks = 0, .threads = 0, .log_every = 10, .ckpt_every = 0, .keep = 2, .stop_after = 0,
-  .lr = 2e-3, .lr_min = 1e-4, .weight_decay = 0.01, .clip = 1.0, .random_route = 0, .resume = 0,
+  .steps = 2000, .batch = 8, .accum = 1, .warmup = 100, .seed = 1234, .val_every = 250, .val_batches = 8,
+  .seq_ranks = 0, .threads = 0, .log_every = 50, .ckpt_every = 0, .keep = 2, .stop_after = 0,
+  .lr = 5e-3, .lr_min = 1e-4, .weight_decay = 0.01, .clip = 1.0, .random_route = 0, .resume = 0,
   .log = "", .ckpt_dir = "", .dump_steps = "", .dump_file = "activations.h5", .on_nonfinite = "stop",
   .data = DEFAULT_DATA, .val_frac = 0.05, .mask_frac = 0.15 };
 

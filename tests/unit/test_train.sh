@@ -74,7 +74,7 @@ for o in config help dim depth seq-len heavy-q heavy-kv heavy-ff routed-kv light
          dump-file on-nonfinite data val-frac mask-frac; do
   printf '%s\n' "$help" | grep -q -- "--$o[ =[]" || missing="$missing $o"
 done
-if [ $rc -eq 0 ] && [ -z "$missing" ] && printf '%s\n' "$help" | grep -q -- '--lr N .*(default 0.002)'; then echo "ok: --help lists every option with its default"
+if [ $rc -eq 0 ] && [ -z "$missing" ] && printf '%s\n' "$help" | grep -q -- "--lr N .*(default 0.005)"; then echo "ok: --help lists every option with its default"
 else echo "FAIL: --help (exit $rc) misses:$missing"; fail=1; fi
 
 # The rows step,loss,lr,grad_norm of a log (comments and header dropped).
