@@ -9,7 +9,10 @@
 #  3. SIGTERM to one rank mid-run: every rank checkpoints at the same step and
 #     exits 0, and the resumed steps reproduce an uninterrupted run's;
 #  4. a checkpoint written at P=2 resumed at P=1 and P=3: the next losses
-#     agree with P=2's to 1e-12 relative in double (1e-4 in single).
+#     agree with P=2's to 1e-12 relative in double (1e-4 in single);
+#  5. 2 data-parallel groups of 2 sequence ranks with --batch 2 train on the
+#     same samples as one group with --batch 4: the same losses (to the same
+#     tolerance).
 set -u
 b=${top_builddir:-.}
 src=${top_srcdir:-.}
@@ -132,4 +135,15 @@ for P in 1 3; do
   case "$r" in *ok) echo "ok: P=2 checkpoint resumed at P=$P: steps, max relative loss difference: $r";;
                *) echo "FAIL: P=2 checkpoint resumed at P=$P: $r"; fail=1;; esac
 done
+
+# ---- 5. data-parallel groups ----
+run 4 --seq-ranks 2 --steps 4 --log "$tmp/dp2.csv" > "$tmp/dp2.out" 2>&1 || { echo "FAIL: 2 x 2 ranks:"; tail -5 "$tmp/dp2.out"; fail=1; }
+grep -q '4 ranks = 2 per sequence x 2 data-parallel' "$tmp/dp2.out" || { echo "FAIL: no 2 x 2 layout"; fail=1; }
+run 2 --batch 4 --steps 4 --log "$tmp/dp1.csv" > "$tmp/dp1.out" 2>&1 || { echo "FAIL: 2 ranks, batch 4:"; tail -5 "$tmp/dp1.out"; fail=1; }
+rows "$tmp/dp1.csv" > "$tmp/dp1.rows"; rows "$tmp/dp2.csv" > "$tmp/dp2.rows"
+r=$(paste -d, "$tmp/dp1.rows" "$tmp/dp2.rows" |
+    awk -F, -v tol=$tol '{ d = $2 - $6; if (d < 0) d = -d; r = d / ($2 < 0 ? -$2 : $2); if (r > m) m = r; n++ }
+                        END { printf "%d %.3g %s", n, m, (n == 4 && m <= tol) ? "ok" : "bad" }')
+case "$r" in *ok) echo "ok: 2 groups x batch 2 = 1 group x batch 4: steps, max relative loss difference: $r";;
+             *) echo "FAIL: 2 groups x batch 2 against 1 group x batch 4: $r"; fail=1;; esac
 exit $fail
