@@ -29,6 +29,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
 #include "colt5_mpi.h"
 #include <cblas.h>
@@ -91,7 +92,15 @@ static int run_reference(const opts_t *o, const char *op, int threads, ref_t *re
     ref[nr++] = r;
   }
   int rc = pclose(p);
-  if (rc != 0) { fprintf(stderr, "colt5-bench: the reference run failed (exit %d): %s\n", rc, cmd); return -1; }
+  if (rc != 0) {   /* a wait status: say how it ended, not the raw number (exit 2 reads 512) */
+    if (rc == -1) fprintf(stderr, "colt5-bench: the reference run could not be waited for: %s\n", cmd);
+    else if (WIFEXITED(rc)) fprintf(stderr, "colt5-bench: the reference run failed (exit status %d%s): %s\n",
+                                    WEXITSTATUS(rc), WEXITSTATUS(rc) == 127 ? ", command not found" : "", cmd);
+    else if (WIFSIGNALED(rc)) fprintf(stderr, "colt5-bench: the reference run was killed by signal %d (%s): %s\n",
+                                      WTERMSIG(rc), strsignal(WTERMSIG(rc)), cmd);
+    else fprintf(stderr, "colt5-bench: the reference run failed (wait status %#x): %s\n", rc, cmd);
+    return -1;
+  }
   return nr;
 }
 
@@ -127,7 +136,11 @@ static int bench_cd(const opts_t *o, c5_dist *d)
       long n = o->n[ni];
       c5_real *s = malloc((size_t)n * sizeof *s), *y = malloc((size_t)n * sizeof *y);
       c5_real *g = malloc((size_t)n * sizeof *g), *ds = malloc((size_t)n * sizeof *ds);
-      if (!s || !y || !g || !ds) { fprintf(stderr, "colt5-bench: out of memory for n = %ld\n", n); return 1; }
+      if (!s || !y || !g || !ds) {
+        fprintf(stderr, "colt5-bench: out of memory for cd --n %ld (4 vectors of %zu bytes)\n", n, (size_t)n * sizeof *s);
+        free(s); free(y); free(g); free(ds);
+        return 1;
+      }
       unsigned long long st = 12345;
       for (long j = 0; j < n; j++) {   /* s ~ 2 N(0,1), g ~ N(0,1), as in the reference script */
         st = st * 6364136223846793005ULL + 1442695040888963407ULL;
@@ -186,6 +199,10 @@ static double blas_rate(long m, int reps, int T)
   const long k = 256, n = 1024;
   c5_real *A = malloc((size_t)(m * k) * sizeof *A), *B = malloc((size_t)(k * n) * sizeof *B);
   c5_real *C = malloc((size_t)(m * n) * sizeof *C);
+  if (!A || !B || !C) {   /* the caller says how much it needed */
+    free(A); free(B); free(C);
+    return -1;
+  }
   unsigned long long st = 7;
   fill(A, m * k, 1, &st);
   fill(B, k * n, 1, &st);
@@ -285,7 +302,8 @@ static int bench_block(const opts_t *o, c5_dist *d)
         y = malloc((size_t)(lay.n_local * D + 1) * sizeof *y);
         g = malloc((size_t)(n * D) * sizeof *g);
         dx = malloc((size_t)(lay.n_local * D + 1) * sizeof *dx);
-        if (!x || !y || !g || !dx) st = c5_error_raise(C5_ERR_MEM, "colt5-bench: out of memory for n = %ld", n);
+        if (!x || !y || !g || !dx)
+          st = c5_error_raise(C5_ERR_MEM, "colt5-bench: out of memory for block --n %ld (input [%ld, %ld])", n, n, D);
       }
       CHECK(d, c5_dist_agree(d, st));
       long nl = lay.n_local;
@@ -300,6 +318,9 @@ static int bench_block(const opts_t *o, c5_dist *d)
       const c5_real *xl = x + lay.offset * D, *gl = g + lay.offset * D;
       const char *passes[2] = { "fwd", "fwdbwd" };
       double rate = blas_rate(nl, 5, T);
+      if (rate < 0) st = c5_error_raise(C5_ERR_MEM, "colt5-bench: out of memory for the BLAS reference GEMM [%ld, 256] x "
+                                        "[256, 1024]", nl);
+      CHECK(d, c5_dist_agree(d, st));
       for (int pi = 0; pi < 2; pi++) {
         double t[256], gs = 0, gf = 0;
         int reps = o->reps < 256 ? o->reps : 256;
@@ -430,6 +451,10 @@ int main(int argc, char **argv)
     return 1;
   }
   if (is_block && !nset) { o.n[0] = 4096; o.n[1] = 16384; o.nn = 2; }
+  for (int i = 0; is_block && st == C5_OK && i < o.nn; i++)   /* else the module says "num_heavy_tokens_q = 0" */
+    if (o.n[i] < 16)
+      st = c5_error_raise(C5_ERR_ARG, "block --n %ld: n must be >= 16 (the block routes n/16 heavy tokens for q, kv "
+                          "and the feed-forward)", o.n[i]);
   if (is_block && !reps_set) o.reps = 5;   /* the block's default; a --reps given is kept */
   st = c5_dist_agree(d, st);
   int syntax = st != C5_OK;   /* a bad command line somewhere: the usage helps */

@@ -43,6 +43,49 @@ typedef struct {
 /* This program's own error (recorded like the library's, so that the agreement carries it). */
 #define FAIL(code, ...) do { st = c5_error_raise((code), __VA_ARGS__); goto out; } while (0)
 
+/* *p = count (+1 spare, so that an empty tensor is a valid pointer) elements of elem bytes, zeroed;
+   the byte count checked for overflow (count comes from a file's shape). what names the buffer. */
+static c5_status alloc_n(const char *file, const char *what, long count, size_t elem, void **p)
+{
+  size_t bytes;
+  *p = NULL;
+  if (count < 0 || __builtin_mul_overflow((size_t)count + 1, elem, &bytes))
+    return c5_error_raise(C5_ERR_SHAPE, "%s: %s: %ld elements of %zu bytes overflow a size", file, what, count, elem);
+  if (!(*p = calloc(bytes, 1)))
+    return c5_error_raise(C5_ERR_MEM, "%s: out of memory for %s (%ld elements, %zu bytes)", file, what, count, bytes);
+  return C5_OK;
+}
+#define ALLOC(file, what, p, count) alloc_n((file), (what), (count), sizeof *(p), (void **)&(p))
+
+/* A product of sizes from a file (b * n * dim), or an error naming it. */
+static c5_status mul_size(const char *file, const char *what, long a, long b, long *out)
+{
+  if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, out))
+    return c5_error_raise(C5_ERR_SHAPE, "%s: %s: %ld x %ld overflows", file, what, a, b);
+  return C5_OK;
+}
+
+/* Every element of a tensor just read is finite: a NaN or Inf of the file is named by its dataset and
+   index here, before a module meets it deep inside (where it would name a layer's logits). */
+static c5_status check_finite(const char *file, const char *name, const c5_real *v, int nd, const long *dims)
+{
+  long n = c5_numel(nd, dims);
+  for (long i = 0; i < n; i++) {
+    if (isfinite(v[i])) continue;
+    char at[256];
+    size_t o = 0;
+    long rest = i, stride = n;
+    for (int k = 0; k < nd && o < sizeof at; k++) {
+      stride = dims[k] ? stride / dims[k] : 1;
+      o += (size_t)snprintf(at + o, sizeof at - o, k ? ", %ld" : "%ld", stride ? rest / stride : 0);
+      rest = stride ? rest % stride : 0;
+    }
+    return c5_error_raise(C5_ERR_NUMERIC, "%s: dataset %s has %s at index [%s] (flat %ld): inputs and parameters must "
+                          "be finite", file, name, isnan(v[i]) ? "NaN" : v[i] > 0 ? "+Inf" : "-Inf", at, i);
+  }
+  return C5_OK;
+}
+
 /* Compare and print one tensor. judged = 0: reported only. */
 static void compare(ctx_t *cx, const char *file, const char *name, const c5_real *got, const double *ref,
                     long n, int judged)
@@ -88,9 +131,10 @@ static c5_status read_ref(const char *file, c5_h5 *f, const char *name, long num
   *out = NULL;
   if (c5_h5_shape(f, name, &nd, dims) != C5_OK || c5_numel(nd, dims) != numel)
     return c5_error_raise(C5_ERR_IO, "%s: dataset %s missing or of the wrong size (%s)", file, name, c5_last_error());
-  double *r = malloc((size_t)numel * sizeof *r);
-  if (!r) return c5_error_raise(C5_ERR_MEM, "%s: out of memory reading %s", file, name);
-  c5_status st = c5_h5_read_double(f, name, -1, NULL, r);
+  double *r;
+  c5_status st = ALLOC(file, name, r, numel);
+  if (st != C5_OK) return st;
+  st = c5_h5_read_double(f, name, -1, NULL, r);
   if (st != C5_OK) { free(r); return st; }
   *out = r;
   return C5_OK;
@@ -104,8 +148,7 @@ static c5_status compare_gathered(ctx_t *cx, c5_h5 *f, const char *file, const c
   double *ref = NULL;
   c5_real *full = NULL;
   c5_status st = read_ref(file, f, name, b * n * w, &ref);
-  if (st == C5_OK && !(full = malloc((size_t)(b * n * w + 1) * sizeof *full)))
-    st = c5_error_raise(C5_ERR_MEM, "%s: out of memory comparing %s", file, name);
+  if (st == C5_OK) st = ALLOC(file, "the gathered output", full, b * n * w);
   TRY(c5_dist_agree(cx->dist, st));
   TRY(gather_seq(cx, loc, b, nl, w, n, unit, full));
   compare(cx, file, name + 1, full, ref, b * n * w, 1);
@@ -162,35 +205,35 @@ static c5_status cd_load(ctx_t *cx, c5_h5 *f, const char *file, cd_case *k)
 
   TRY(c5_h5_shape(f, "/inputs/s", &nd, dims));
   if (nd != 2) FAIL(C5_ERR_SHAPE, "%s: /inputs/s must be [rows, n]", file);
-  long rows = k->rows = dims[0], n = k->n = dims[1];
+  long rows = k->rows = dims[0], n = k->n = dims[1], rn = rows * n;   /* a checked shape: no wrap */
+  if (rows < 1 || n < 1) FAIL(C5_ERR_SHAPE, "%s: dataset /inputs/s has shape [%ld,%ld]: rows and n must be >= 1", file, rows, n);
   k->kstride = json_is_array(kj) ? 1 : 0;
   if (k->kstride && (long)json_array_size(kj) != rows)
     FAIL(C5_ERR_IO, "%s: args k has %zu entries for %ld rows", file, json_array_size(kj), rows);
-  if (!(k->kv = malloc((size_t)(rows + 1) * sizeof *k->kv))) FAIL(C5_ERR_MEM, "%s: out of memory", file);
+  TRY(ALLOC(file, "k per row", k->kv, rows));
   for (long r = 0; r < (k->kstride ? rows : 1); r++) {
     json_t *e = k->kstride ? json_array_get(kj, (size_t)r) : kj;
     if (!json_is_number(e)) FAIL(C5_ERR_IO, "%s: args k[%ld] is not a number", file, r);
     k->kv[r] = json_number_value(e);
   }
-  s = malloc((size_t)(rows * n + 1) * sizeof *s);
-  gy = malloc((size_t)(rows * n + 1) * sizeof *gy);
-  if (!s || !gy) FAIL(C5_ERR_MEM, "%s: out of memory for [%ld, %ld] inputs", file, rows, n);
+  TRY(ALLOC(file, "/inputs/s", s, rn));
+  TRY(ALLOC(file, "/inputs/grad_y", gy, rn));
   TRY(c5_h5_read_real(f, "/inputs/s", 2, dims, s));
+  TRY(check_finite(file, "/inputs/s", s, 2, dims));
   TRY(c5_h5_read_real(f, "/inputs/grad_y", 2, dims, gy));
+  TRY(check_finite(file, "/inputs/grad_y", gy, 2, dims));
   if (c5_h5_exists(f, "/inputs/mask")) {
-    if (!(mask = malloc((size_t)(rows * n + 1)))) FAIL(C5_ERR_MEM, "%s: out of memory for the mask", file);
+    TRY(ALLOC(file, "/inputs/mask", mask, rn));
     TRY(c5_h5_read_u8(f, "/inputs/mask", 2, dims, mask));
   }
   /* this rank's columns */
   TRY(c5_layout_compute(cx->dist, n, 1, &k->lay));
   long nl = k->nl = k->lay.n_local;
-  k->ls = malloc((size_t)(rows * nl + 1) * sizeof *k->ls);
-  k->lgy = malloc((size_t)(rows * nl + 1) * sizeof *k->lgy);
-  k->y = malloc((size_t)(rows * nl + 1) * sizeof *k->y);
-  k->ds = malloc((size_t)(rows * nl + 1) * sizeof *k->ds);
-  if (mask) k->lm = malloc((size_t)(rows * nl + 1));
-  if (!k->ls || !k->lgy || !k->y || !k->ds || (mask && !k->lm))
-    FAIL(C5_ERR_MEM, "%s: out of memory for [%ld, %ld] local columns", file, rows, nl);
+  TRY(ALLOC(file, "this rank's columns of /inputs/s", k->ls, rows * nl));
+  TRY(ALLOC(file, "this rank's columns of /inputs/grad_y", k->lgy, rows * nl));
+  TRY(ALLOC(file, "the output y", k->y, rows * nl));
+  TRY(ALLOC(file, "the gradient of s", k->ds, rows * nl));
+  if (mask) TRY(ALLOC(file, "this rank's columns of /inputs/mask", k->lm, rows * nl));
   for (long r = 0; r < rows; r++) {
     memcpy(k->ls + r * nl, s + r * n + k->lay.offset, (size_t)nl * sizeof *s);
     memcpy(k->lgy + r * nl, gy + r * n + k->lay.offset, (size_t)nl * sizeof *s);
@@ -288,10 +331,10 @@ static c5_status compare_routing(ctx_t *cx, c5_h5 *f, const char *file, const ch
     if (routed != rt->routed) cx->failed = 1;
     goto out;
   }
-  idx = malloc((size_t)(total + 1) * sizeof *idx);
-  sc = malloc((size_t)(total + 1) * sizeof *sc);
-  cnts = calloc((size_t)rows + 1, sizeof *cnts);
-  if (!idx || !sc || !cnts) st = c5_error_raise(C5_ERR_MEM, "%s: out of memory for the routing of %s", file, rname);
+  st = mul_size(file, name, rows, k, &total);
+  if (st == C5_OK) st = ALLOC(file, "the gathered routing indices", idx, total);
+  if (st == C5_OK) st = ALLOC(file, "the gathered routing scores", sc, total);
+  if (st == C5_OK) st = ALLOC(file, "the routing counts", cnts, rows);
   TRY(c5_dist_agree(cx->dist, st));
   TRY(c5_dist_allgather_routing(cx->dist, rt, rows, k, idx, sc, cnts));   /* each row's entries, ranks in order */
   char iname[512], sname[512];
@@ -301,9 +344,7 @@ static c5_status compare_routing(ctx_t *cx, c5_h5 *f, const char *file, const ch
   long dims[C5_H5_MAXDIM];
   if (c5_h5_shape(f, iname, &nd, dims) != C5_OK || c5_numel(nd, dims) != total)
     st = c5_error_raise(C5_ERR_IO, "%s: %s missing or not %ld x %ld", file, iname, rows, k);
-  else if (!(ref = malloc((size_t)(total + 1) * sizeof *ref)))
-    st = c5_error_raise(C5_ERR_MEM, "%s: out of memory reading %s", file, iname);
-  else
+  else if ((st = ALLOC(file, iname, ref, total)) == C5_OK)
     st = c5_h5_read_long(f, iname, -1, NULL, ref);
   if (st == C5_OK) st = read_ref(file, f, sname, total, &rs);
   TRY(c5_dist_agree(cx->dist, st));
@@ -340,22 +381,27 @@ static c5_status read_inputs(ctx_t *cx, c5_h5 *f, const char *file, long unit, m
   TRY(c5_h5_shape(f, "/inputs/x", &nd, dims));
   if (nd != 3) FAIL(C5_ERR_SHAPE, "%s: /inputs/x must be [b, n, dim]", file);
   in->b = dims[0]; in->n = dims[1]; in->dim = dims[2]; in->unit = unit;
-  long N = in->b * in->n * in->dim;
-  x = malloc((size_t)(N + 1) * sizeof *x);
-  g = malloc((size_t)(N + 1) * sizeof *g);
-  if (!x || !g) FAIL(C5_ERR_MEM, "%s: out of memory for [%ld, %ld, %ld] inputs", file, in->b, in->n, in->dim);
+  static const char *const dname[3] = { "the batch", "the sequence length n", "dim" };
+  for (int i = 0; i < 3; i++)
+    if (dims[i] < 1)
+      FAIL(C5_ERR_SHAPE, "%s: dataset /inputs/x has shape [%ld,%ld,%ld]: %s (dimension %d) must be >= 1", file,
+           dims[0], dims[1], dims[2], dname[i], i);
+  long N = in->b * in->n * in->dim;   /* a checked shape (c5_h5_shape): no wrap */
+  TRY(ALLOC(file, "/inputs/x", x, N));
+  TRY(ALLOC(file, "/inputs/grad_out", g, N));
   TRY(c5_h5_read_real(f, "/inputs/x", 3, dims, x));
+  TRY(check_finite(file, "/inputs/x", x, 3, dims));
   TRY(c5_h5_read_real(f, "/inputs/grad_out", 3, dims, g));
+  TRY(check_finite(file, "/inputs/grad_out", g, 3, dims));
   if (c5_h5_exists(f, "/inputs/mask")) {
-    if (!(m = malloc((size_t)(in->b * in->n + 1)))) FAIL(C5_ERR_MEM, "%s: out of memory for the mask", file);
+    TRY(ALLOC(file, "/inputs/mask", m, in->b * in->n));
     TRY(c5_h5_read_u8(f, "/inputs/mask", 2, dims, m));
   }
   TRY(c5_layout_compute(cx->dist, in->n, unit, &in->lay));
   long nl = in->nl = in->lay.n_local, o = in->lay.offset, D = in->dim;
-  in->x = malloc((size_t)(in->b * nl * D + 1) * sizeof *in->x);
-  in->gout = malloc((size_t)(in->b * nl * D + 1) * sizeof *in->gout);
-  if (m) in->mask = malloc((size_t)(in->b * nl + 1));
-  if (!in->x || !in->gout || (m && !in->mask)) FAIL(C5_ERR_MEM, "%s: out of memory for this rank's inputs", file);
+  TRY(ALLOC(file, "this rank's part of /inputs/x", in->x, in->b * nl * D));
+  TRY(ALLOC(file, "this rank's part of /inputs/grad_out", in->gout, in->b * nl * D));
+  if (m) TRY(ALLOC(file, "this rank's part of /inputs/mask", in->mask, in->b * nl));
   for (long i = 0; i < in->b; i++) {
     memcpy(in->x + i * nl * D, x + (i * in->n + o) * D, (size_t)(nl * D) * sizeof *x);
     memcpy(in->gout + i * nl * D, g + (i * in->n + o) * D, (size_t)(nl * D) * sizeof *g);
@@ -593,12 +639,18 @@ static c5_status module_load(ctx_t *cx, c5_h5 *f, const char *file, const module
   TRY(mt->build(file, k->cj, k->fj, k->p, &k->m, &unit));
   TRY(c5_params_alloc(k->p));
   TRY(c5_h5_read_params(f, "/params", k->p));
+  for (long i = 0; i < c5_params_count(k->p); i++) {
+    char name[512];
+    long pd[C5_PARAM_MAXDIM];
+    int nd = c5_params_shape(k->p, i, pd);
+    snprintf(name, sizeof name, "/params/%s", c5_params_name(k->p, i));
+    TRY(check_finite(file, name, c5_params_value(k->p, i), nd, pd));
+  }
   TRY(read_inputs(cx, f, file, unit, &k->in));
   if (k->in.dim != (long)cli_json_num(k->cj, "dim", 0))
     FAIL(C5_ERR_SHAPE, "%s: /inputs/x has dim %ld, ctor dim %g", file, k->in.dim, cli_json_num(k->cj, "dim", 0));
-  k->out = calloc((size_t)(k->in.b * k->in.nl * k->in.dim + 1), sizeof *k->out);
-  k->dx = calloc((size_t)(k->in.b * k->in.nl * k->in.dim + 1), sizeof *k->dx);
-  if (!k->out || !k->dx) FAIL(C5_ERR_MEM, "%s: out of memory for the outputs", file);
+  TRY(ALLOC(file, "the output", k->out, k->in.b * k->in.nl * k->in.dim));
+  TRY(ALLOC(file, "the input gradient", k->dx, k->in.b * k->in.nl * k->in.dim));
   TRY(mt->cache(k->m, k->in.b, k->in.nl, &k->cache));
 out:
   return st;
@@ -840,6 +892,8 @@ static int run_file(ctx_t *cx, const char *file)
   cli_json_reset();
   c5_status st = c5_h5_open_read(file, &f);
   if (st == C5_OK) st = c5_h5_attr_string(&f, "/", "module", &module);
+  if (st == C5_OK && !module[0]) st = c5_error_raise(C5_ERR_IO, "%s: attribute module of / is empty (it names the "
+                                                     "reference class the vector was made from)", file);
   if (st == C5_OK) st = file_hash(file, &cx->hash);
   /* the runners agree it with their own loading; an error here ends the file now */
   if (st != C5_OK) TRY(agree_loaded(cx, st));
@@ -891,7 +945,8 @@ int main(int argc, char **argv)
   int c, rc = EXIT_PASS, skipped = 0, help = 0;
   c5_status st = C5_OK;
   /* each rank parses its own command line (mpirun may give them different ones): agreed below */
-  while ((c = getopt_long(argc, argv, "t:f:qh", opts, NULL)) != -1) {
+  opterr = 0;   /* getopt's own message would come before ours: one message, ours */
+  while ((c = getopt_long(argc, argv, ":t:f:qh", opts, NULL)) != -1) {
     char *end;
     switch (c) {
     case 't':
@@ -904,7 +959,8 @@ int main(int argc, char **argv)
       break;
     case 'q': cx.quiet = 1; break;
     case 'h': help = 1; break;
-    default: st = c5_error_raise(C5_ERR_ARG, "unknown option or missing value");
+    case ':': if (st == C5_OK) st = c5_error_raise(C5_ERR_ARG, "option %s needs a value", argv[optind - 1]); break;
+    default: if (st == C5_OK) st = c5_error_raise(C5_ERR_ARG, "unknown option %s", argv[optind - 1]);
     }
   }
   if (st == C5_OK && !help && optind >= argc) st = c5_error_raise(C5_ERR_ARG, "no input file");

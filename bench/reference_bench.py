@@ -3,9 +3,13 @@
 on this CPU, so the libcolt5 C benchmarks can print ratios against it in the same run.
 
 What it times (median and min wall time over --reps runs, after --warmup untimed runs):
-  cd     colt5_attention.coor_descent (plain PyTorch, not triton) on one row
-         s = randn(1, n) * 2 with n_iters=20, k=n/16*9/8, eps=0.03, eps_init=4.0,
+  cd     colt5_attention.coor_descent (plain PyTorch) on one row, or with
+         --shapes ROWSxN on rows x n; with --device cuda the reference's Triton
+         kernel (triton_coor_descent) on the GPU, plain PyTorch where that kernel
+         refuses the row (n > 131072), said in the line (impl=torch);
+         s = randn(rows, n) * 2 with n_iters=20, k=n/16*9/8, eps=0.03, eps_init=4.0,
          eps_decay=0.7; forward alone (no_grad) and forward+backward of (y*g).sum().
+         GPU times are CUDA-event medians (triton.testing.do_bench, TF32 on).
   block  ConditionalRoutedTransformerBlock(dim=256, 4 light + 4 heavy heads of 64,
          window 128, ff mults 0.5/4, n//16 heavy ff/q/kv tokens) on x = randn(batch, n, 256);
          forward (no_grad) and forward+backward of (out*g).sum(); also tokens/s.
@@ -38,6 +42,7 @@ def add_common(p, suppress):
     p.add_argument("--dtype", choices=("float32", "float64"), default=d("float32"))
     p.add_argument("--reps", type=int, default=d(7), help="timed repetitions (>= 5)")
     p.add_argument("--warmup", type=int, default=d(2), help="untimed repetitions")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=d("cpu"))
 
 
 def parse_args():
@@ -48,7 +53,8 @@ def parse_args():
     block = sub.add_parser("block", help="ConditionalRoutedTransformerBlock")
     for p in (cd, block):
         add_common(p, True)
-        p.add_argument("--n", type=int, nargs="+", required=True)
+        p.add_argument("--n", type=int, nargs="+", required=(p is block))
+    cd.add_argument("--shapes", nargs="+", default=[], help="ROWSxN, e.g. 16x8192 (cd only)")
     block.add_argument("--batch", type=int, default=1)
     a = ap.parse_args()
     if not a.ref:
@@ -93,11 +99,28 @@ def bench(fn, warmup, reps):
     return ts
 
 
-def report(a, op, pas, n, ts, tokens=None):
+def bench_cuda(fn, warmup, reps):
+    """CUDA-event times in ms of reps runs after warmup runs (each event pair around one run)."""
+    import torch
+    for _ in range(warmup):
+        fn()
+    torch.cuda.synchronize()
+    ts = []
+    for _ in range(reps):
+        e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        e0.record()
+        fn()
+        e1.record()
+        e1.synchronize()
+        ts.append(e0.elapsed_time(e1))
+    return ts
+
+
+def report(a, op, pas, n, ts, tokens=None, extra=""):
     import torch
     med = statistics.median(ts)
-    line = (f"ref op={op} pass={pas} n={n} threads={torch.get_num_threads()} "
-            f"dtype={a.dtype} median_ms={med:.3f} min_ms={min(ts):.3f} reps={len(ts)}")
+    line = (f"ref op={op} pass={pas} n={n} threads={torch.get_num_threads()} device={a.device} "
+            f"dtype={a.dtype} median_ms={med:.4f} min_ms={min(ts):.4f} reps={len(ts)}{extra}")
     if tokens is not None:
         line += f" tokens_per_s={tokens / (med / 1e3):.1f}"
     print(line, flush=True)
@@ -106,22 +129,34 @@ def report(a, op, pas, n, ts, tokens=None):
 def run_cd(a):
     import torch
     from colt5_attention.coor_descent import coor_descent
-    for n in a.n:
+    shapes = [(1, n) for n in (a.n or [])] + [tuple(int(x) for x in sh.split("x")) for sh in a.shapes]
+    cuda = a.device == "cuda"
+    timer = bench_cuda if cuda else bench
+    if cuda:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        from colt5_attention.triton_coor_descent import triton_coor_descent
+    for rows, n in shapes:
         torch.manual_seed(0)
-        s0 = torch.randn(1, n) * 2
-        g = torch.randn(1, n)
+        dev = "cuda" if cuda else "cpu"
+        s0 = torch.randn(rows, n, device=dev) * 2
+        g = torch.randn(rows, n, device=dev)
         kw = dict(n_iters=20, k=n / 16 * 9 / 8, eps=0.03, eps_init=4.0, eps_decay=0.7)
+        impl, f = "torch", coor_descent
+        if cuda and n <= 131072:   # the reference's Triton kernel refuses longer rows
+            impl, f = "triton", triton_coor_descent
 
         def fwd():
             with torch.no_grad():
-                coor_descent(s0, **kw)
+                f(s0, **kw)
 
         def fwdbwd():
             s = s0.detach().requires_grad_()
-            (coor_descent(s, **kw) * g).sum().backward()
+            (f(s, **kw) * g).sum().backward()
 
-        report(a, "cd", "fwd", n, bench(fwd, a.warmup, a.reps))
-        report(a, "cd", "fwdbwd", n, bench(fwdbwd, a.warmup, a.reps))
+        extra = f" rows={rows} impl={impl}"
+        report(a, "cd", "fwd", n, timer(fwd, a.warmup, a.reps), extra=extra)
+        report(a, "cd", "fwdbwd", n, timer(fwdbwd, a.warmup, a.reps), extra=extra)
 
 
 def run_block(a):

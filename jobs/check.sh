@@ -10,8 +10,14 @@
 # cores: C5_BLAS_CORES="Haswell SkylakeX" (empty: none); by default two of
 # Prescott (what OpenBLAS runs on a CPU it does not know), Haswell (AVX2) and
 # SkylakeX (AVX-512) that this CPU can execute, other than the first pass's.
+#
+# --sanitize: also build under AddressSanitizer + UndefinedBehaviorSanitizer
+# and run the bad-input tests and a few unit and golden tests there
+# (jobs/sanitize.sh; about 5 minutes on 2 cores), counted in the totals.
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
+sanitize=0
+[ "${1:-}" = --sanitize ] && sanitize=1
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 pass=0; fail=0; skip=0; rc=0
 
@@ -64,6 +70,14 @@ for prec in double single; do
   run_pass "$prec" "${first:-default}"
   for c in $cores; do [ "$c" = "$first" ] || run_pass "$prec" "$c" "$c"; done
 done
+if [ $sanitize = 1 ]; then
+  mkdir -p "$top/build-sanitize"
+  "$top/jobs/sanitize.sh" > "$top/build-sanitize/sanitize.out" 2>&1 || rc=1
+  grep -E '^\[sanitize\]|^sanitize:' "$top/build-sanitize/sanitize.out"
+  sp=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$top/build-sanitize/sanitize.out")
+  sf=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$top/build-sanitize/sanitize.out")
+  pass=$((pass + ${sp:-0})); fail=$((fail + ${sf:-1}))
+fi
 echo "($skip skipped)"
 echo "$pass passed, $fail failed"
 exit $rc

@@ -40,6 +40,7 @@ void c5k_rows_dense(long rows, long n, long *plan, c5k_rows *R);
 typedef struct {
   double *work;      /* scratch owned by the caller */
   long work_len;     /* in doubles */
+  void *dev;         /* a device backend's state (CUDA: stream, cuBLASLt handle, scratch); NULL on the CPU */
 } c5k_ctx;
 
 /* x[i] = exp(x[i]), x[i] = erf(x[i]), vectorized (kernels/cpu/vmath.c). */
@@ -442,6 +443,24 @@ typedef struct c5k_ops {
      others (written), formed in double and rounded once. */
   c5_status (*xent_backward)(c5k_ctx *, long rows, int classes, const c5_real *logits, const int32_t *targets,
                              const double *lse, double scale, c5_real *dlogits);
+  /* ---- device-resident router steps (kernels/cuda; NULL on the CPU, whose lib/ loops run the same
+     maths op by op) ----
+     One rank (P = 1), dense rows; every array a device pointer except k (host). */
+  /* The whole coordinate descent of lib/cd.c on the device, its per-iteration scalar updates
+     included (no host round trip between iterations): T iterations of lib/cd.c's eps schedule
+     (eps_1 = max(eps_init, eps), eps_{t+1} = max(eps_t eps_decay, eps)); state [3 rows T + T + 1]
+     (device doubles) receives a_t, the shifted LSE and the count above ([rows][T] each, as
+     c5_cd_cache's a, lse, nabove), then 1 / eps_t for t = 1..T and the output's. k: host, k[r k_stride]. */
+  c5_status (*cd_forward_dev)(c5k_ctx *, const c5k_rows *R, const c5_real *s, const uint8_t *mask, const double *k,
+                              long k_stride, int T, double eps, double eps_init, double eps_decay, double *state,
+                              c5_real *y);
+  /* Its backward from that state: cd_gdot, the dL/da_t recurrence of lib/cd.c, cd_backward. */
+  c5_status (*cd_backward_dev)(c5k_ctx *, const c5k_rows *R, const c5_real *s, const uint8_t *mask, int T,
+                               const double *state, const c5_real *y, const c5_real *gy, c5_real *ds);
+  /* lib/topk.c's selection, on the device: k entries a row by the library's rule; positions
+     (relative to off[r], plus offset) ascending at pos + r cap, their number in count[r]. */
+  c5_status (*topk_select_dev)(c5k_ctx *, const c5k_rows *R, const c5_real *v, const uint8_t *mask, long k,
+                               long cap, long offset, long *count, long *pos);
 } c5k_ops;
 
 /* init_fill's kinds */

@@ -31,8 +31,14 @@ typedef struct {
    buffer is still a distinct valid pointer); NULL while measuring. */
 static inline void *c5_arena_take(c5_arena *a, size_t count, size_t size)
 {
-  size_t at = (a->used + C5_ARENA_ALIGN - 1) & ~(size_t)(C5_ARENA_ALIGN - 1);
-  a->used = at + (count ? count : 1) * size;
+  size_t at, bytes;
+  /* a size that wraps (counts from a huge shape) saturates: c5_arena_alloc then refuses it */
+  if (a->used > SIZE_MAX - C5_ARENA_ALIGN || __builtin_mul_overflow(count ? count : 1, size, &bytes) ||
+      (at = (a->used + C5_ARENA_ALIGN - 1) & ~(size_t)(C5_ARENA_ALIGN - 1), bytes > SIZE_MAX - at)) {
+    a->used = SIZE_MAX;
+    return NULL;
+  }
+  a->used = at + bytes;
   return a->base ? a->base + at : NULL;
 }
 /* p = n elements of *p's type from the arena. */
@@ -42,6 +48,7 @@ static inline void *c5_arena_take(c5_arena *a, size_t count, size_t size)
 static inline c5_status c5_arena_alloc(c5_arena *a, const char *what)
 {
   size_t bytes = a->used;
+  C5_CHECK(bytes != SIZE_MAX, C5_ERR_MEM, "%s: its buffers' byte count overflows a size (a length too large)", what);
   a->base = calloc(bytes ? bytes : 1, 1);
   C5_CHECK(a->base != NULL, C5_ERR_MEM, "%s: out of memory allocating %zu bytes", what, bytes);
   a->used = 0;

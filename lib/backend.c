@@ -4,6 +4,9 @@
    kernels (configure says which this build has). */
 #include "c5_internal.h"
 #include "backend.h"
+#if C5_HAVE_CUDA_BUILD
+#include "cuda/cuda.h"
+#endif
 
 static const c5_backend cpu_backend = { .kind = C5_BACKEND_CPU, .device = 0, .ops = &c5k_cpu_ops, .is_static = 1 };
 
@@ -20,8 +23,22 @@ c5_status c5_backend_create(c5_backend_kind kind, int device, c5_backend **out)
     **out = cpu_backend;
     (*out)->is_static = 0;
     return C5_OK;
-  case C5_BACKEND_CUDA:
-    return C5_ERR(C5_ERR_NOTIMPL, "cuda backend (device %d): this build has no CUDA kernels yet", device);
+  case C5_BACKEND_CUDA: {
+#if C5_HAVE_CUDA_BUILD
+    c5k_cuda_dev *dev = NULL;
+    C5_CALL(c5k_cuda_dev_create(device, &dev));
+    *out = calloc(1, sizeof **out);
+    if (!*out) {
+      c5k_cuda_dev_destroy(dev);
+      return C5_ERR(C5_ERR_MEM, "cuda backend (device %d): out of memory", device);
+    }
+    **out = (c5_backend){ .kind = C5_BACKEND_CUDA, .device = device, .ops = &c5k_cuda_ops, .dev = dev };
+    return C5_OK;
+#else
+    return C5_ERR(C5_ERR_NOTIMPL, "cuda backend (device %d): this build has no CUDA kernels (configure --with-cuda)",
+                  device);
+#endif
+  }
   default:
     return C5_ERR(C5_ERR_ARG, "c5_backend_create: unknown backend kind %d", (int)kind);
   }
@@ -30,6 +47,9 @@ c5_status c5_backend_create(c5_backend_kind kind, int device, c5_backend **out)
 c5_status c5_backend_destroy(c5_backend **be)
 {
   if (!be || !*be) return C5_OK;
+#if C5_HAVE_CUDA_BUILD
+  if ((*be)->dev) c5k_cuda_dev_destroy((*be)->dev);
+#endif
   if (!(*be)->is_static) free(*be);
   *be = NULL;
   return C5_OK;
@@ -37,3 +57,64 @@ c5_status c5_backend_destroy(c5_backend **be)
 
 c5_backend_kind c5_backend_get_kind(const c5_backend *be) { return be->kind; }
 const char *c5_backend_name(const c5_backend *be) { return be->ops->name; }
+
+int c5_backend_device_count(c5_backend_kind kind)
+{
+#if C5_HAVE_CUDA_BUILD
+  if (kind == C5_BACKEND_CUDA) return c5k_cuda_device_count();
+#endif
+  return kind == C5_BACKEND_CPU ? 1 : 0;
+}
+
+/* Memory of a backend: host memory on the CPU, device memory (stream-ordered) on a GPU. */
+c5_status c5_backend_alloc(const c5_backend *be, size_t bytes, void **ptr)
+{
+  C5_CHECK(be && ptr, C5_ERR_ARG, "c5_backend_alloc: NULL argument");
+#if C5_HAVE_CUDA_BUILD
+  if (be->dev) return c5k_cuda_alloc(be->dev, bytes, ptr);
+#endif
+  *ptr = NULL;
+  if (bytes == 0) return C5_OK;
+  *ptr = malloc(bytes);
+  C5_CHECK(*ptr != NULL, C5_ERR_MEM, "c5_backend_alloc: %zu bytes on the cpu backend", bytes);
+  return C5_OK;
+}
+
+c5_status c5_backend_free(const c5_backend *be, void *ptr)
+{
+  C5_CHECK(be, C5_ERR_ARG, "c5_backend_free: backend is NULL");
+#if C5_HAVE_CUDA_BUILD
+  if (be->dev) return c5k_cuda_free(be->dev, ptr);
+#endif
+  free(ptr);
+  return C5_OK;
+}
+
+c5_status c5_backend_memcpy(const c5_backend *be, void *dst, const void *src, size_t bytes)
+{
+  C5_CHECK(be && (bytes == 0 || (dst && src)), C5_ERR_ARG, "c5_backend_memcpy: NULL argument");
+#if C5_HAVE_CUDA_BUILD
+  if (be->dev) return c5k_cuda_memcpy(be->dev, dst, src, bytes);
+#endif
+  if (bytes) memcpy(dst, src, bytes);
+  return C5_OK;
+}
+
+c5_status c5_backend_sync(const c5_backend *be)
+{
+  C5_CHECK(be, C5_ERR_ARG, "c5_backend_sync: backend is NULL");
+#if C5_HAVE_CUDA_BUILD
+  if (be->dev) return c5k_cuda_sync(be->dev);
+#endif
+  return C5_OK;
+}
+
+c5_status c5_backend_set_tf32(c5_backend *be, int on)
+{
+  C5_CHECK(be, C5_ERR_ARG, "c5_backend_set_tf32: backend is NULL");
+#if C5_HAVE_CUDA_BUILD
+  if (be->dev) { c5k_cuda_set_tf32(be->dev, on); return C5_OK; }
+#endif
+  C5_CHECK(!on, C5_ERR_NOTIMPL, "c5_backend_set_tf32: the %s backend has no TF32 mode", be->ops->name);
+  return C5_OK;
+}

@@ -11,5 +11,17 @@ struct c5_backend {
   int device;             /* CUDA device ordinal; 0 on the CPU */
   const c5k_ops *ops;     /* the device's kernel table */
   int is_static;          /* the process-wide CPU backend: never freed */
+  void *dev;              /* CUDA: the device object (kernels/cuda/cuda.h); NULL on the CPU */
 };
+
+/* A kernel context on be: the caller's host scratch, and the device (stream, handles) the ops run on. */
+static inline c5k_ctx c5_backend_ctx(const c5_backend *be, double *work, long work_len)
+{
+  c5k_ctx c = { .work = work, .work_len = work_len, .dev = be->dev };
+  return c;
+}
+
+/* An op this backend lacks is refused by name: never a silent fallback to another device. */
+#define C5_NEED_OP(be, op) C5_CHECK((be)->ops->op != NULL, C5_ERR_NOTIMPL, \
+    "%s backend: kernel op %s is not implemented on this device yet", (be)->ops->name, #op)
 #endif

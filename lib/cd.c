@@ -56,6 +56,7 @@ void c5_cd_cache_free(c5_cd_cache *c)
   if (!c) return;
   free(c->mem);
   free(c->work);   /* a cache of c5_cd_cache_alloc: made apart by ensure_work */
+  if (c->dev_state) c5_backend_free(c->dev_be, c->dev_state);
   memset(c, 0, sizeof *c);
 }
 
@@ -79,7 +80,8 @@ static c5_status check_inputs(const c5_backend *be, c5_cd_cache *c, const c5k_ro
 {
   long bad_row, bad_col;
   double bad;
-  c5k_ctx ctx = { .work = c->work, .work_len = c->work_cap };
+  c5k_ctx ctx = c5_backend_ctx(be, c->work, c->work_cap);
+  C5_NEED_OP(be, find_nonfinite);
   C5_CALL(be->ops->find_nonfinite(&ctx, R, s, &bad_row, &bad_col, &bad));
   for (long r = 0; r < (bad_row >= 0 ? bad_row + 1 : R->rows); r++) {
     double kr = k[r * k_stride];
@@ -125,6 +127,37 @@ c5_status c5_cd_forward_prepare(const c5_backend *be, const c5_cd_config *cfg, c
   return C5_OK;
 }
 
+/* A device backend runs the whole descent in one op (no host round trip per
+   iteration), its state on the device. One rank: the collectives between
+   iterations are host MPI, which a device path would stage through the host. */
+static c5_status forward_dev(const c5_backend *be, const c5_dist *d, const c5_cd_config *cfg, const c5k_rows *R,
+                             const c5_real *s, const uint8_t *mask, const double *k, long k_stride, c5_real *y,
+                             c5_cd_cache *c)
+{
+  const int T = cfg->n_iters;
+  C5_CHECK(c5_dist_size(d) == 1, C5_ERR_NOTIMPL, "coordinate descent on the %s backend: %d ranks (the device path "
+           "runs on one rank)", be->ops->name, c5_dist_size(d));
+  long need = 3 * R->rows * (long)T + T + 1;
+  if (c->dev_state && (c->dev_be != be || c->dev_cap < need)) {
+    C5_CALL(c5_backend_free(c->dev_be, c->dev_state));
+    c->dev_state = NULL;
+  }
+  if (!c->dev_state) {
+    C5_CALL(c5_backend_alloc(be, (size_t)need * sizeof(double), (void **)&c->dev_state));
+    c->dev_be = be;
+    c->dev_cap = need;
+  }
+  double eps_t = fmax(cfg->eps_init, cfg->eps);
+  for (int t = 1; t <= T; t++) {
+    c->inv_eps[t - 1] = 1.0 / eps_t;
+    eps_t = fmax(eps_t * cfg->eps_decay, cfg->eps);
+  }
+  c->inv_eps[T] = 1.0 / eps_t;
+  c5k_ctx ctx = c5_backend_ctx(be, c->work, c->work_cap);
+  return be->ops->cd_forward_dev(&ctx, R, s, mask, k, k_stride, T, cfg->eps, cfg->eps_init, cfg->eps_decay,
+                                 c->dev_state, y);
+}
+
 c5_status c5_cd_forward_rows(const c5_backend *be, const c5_dist *d, const c5_cd_config *cfg, const c5k_rows *R,
                              const c5_real *s, const uint8_t *mask, const double *k, long k_stride,
                              c5_real *y, c5_cd_cache *c)
@@ -133,7 +166,11 @@ c5_status c5_cd_forward_rows(const c5_backend *be, const c5_dist *d, const c5_cd
   const long rows = R->rows;
   const int T = cfg->n_iters;
   c->rows = rows;
-  c5k_ctx ctx = { .work = c->work, .work_len = c->work_cap };
+  c5k_ctx ctx = c5_backend_ctx(be, c->work, c->work_cap);
+  if (ops->cd_forward_dev) return forward_dev(be, d, cfg, R, s, mask, k, k_stride, y, c);
+  C5_NEED_OP(be, cd_sumexp);
+  C5_NEED_OP(be, cd_maxsumexp);
+  C5_NEED_OP(be, cd_output);
 
   /* a_{t-1} [rows]; {sum, nabove} [2][rows], reduced together; {max, sumexp} [rows][2] */
   double *aprev = c->rowbuf, *buf = aprev + rows, *pair = buf + 2 * rows;
@@ -191,7 +228,14 @@ c5_status c5_cd_backward_rows(const c5_backend *be, const c5_dist *d, c5_cd_cach
   const c5k_ops *ops = be->ops;
   const long rows = R->rows;
   const int T = c->n_iters;
-  c5k_ctx ctx = { .work = c->work, .work_len = c->work_cap };
+  c5k_ctx ctx = c5_backend_ctx(be, c->work, c->work_cap);
+  if (ops->cd_backward_dev) {
+    C5_CHECK(c->dev_state && c->dev_be == be, C5_ERR_ARG, "coordinate descent backward on the %s backend: the cache "
+             "holds no forward on this backend", ops->name);
+    return ops->cd_backward_dev(&ctx, R, s, mask, T, c->dev_state, y, gy, ds);
+  }
+  C5_NEED_OP(be, cd_gdot);
+  C5_NEED_OP(be, cd_backward);
   double *aT = c->rowbuf, *dot = aT + rows;
   for (long r = 0; r < rows; r++) aT[r] = c->a[r * T + T - 1];
   C5_CALL(ops->cd_gdot(&ctx, R, s, mask, aT, c->inv_eps[T], y, gy, dot));

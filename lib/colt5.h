@@ -49,6 +49,22 @@ c5_status c5_backend_create(c5_backend_kind kind, int device, c5_backend **out);
 c5_status c5_backend_destroy(c5_backend **be);   /* NULL-safe; sets *be = NULL */
 c5_backend_kind c5_backend_get_kind(const c5_backend *be);
 const char *c5_backend_name(const c5_backend *be);
+/* Devices of a kind this process can use: 1 for the CPU; for CUDA the GPUs
+   the runtime sees (0 when it finds none, fails, or the build has no CUDA). */
+int c5_backend_device_count(c5_backend_kind kind);
+/* A backend's memory. On a CUDA backend every array argument of a
+   computing call (c5_cd_forward's s, mask, y; c5_topk_select's v, count,
+   idx; ...) is a device pointer from here or from cudaMalloc, and the
+   backend's work is ordered on its own stream: c5_backend_memcpy (any
+   direction) and c5_backend_sync return when that work is done. Host
+   scalars and per-row parameters (c5_cd_forward's k) stay host memory. On
+   the CPU these are malloc, free and memcpy. */
+c5_status c5_backend_alloc(const c5_backend *be, size_t bytes, void **ptr);
+c5_status c5_backend_free(const c5_backend *be, void *ptr);   /* NULL-safe */
+c5_status c5_backend_memcpy(const c5_backend *be, void *dst, const void *src, size_t bytes);
+c5_status c5_backend_sync(const c5_backend *be);
+/* TF32 for the GPU's f32-compute matrix products (off by default); the CPU has none. */
+c5_status c5_backend_set_tf32(c5_backend *be, int on);
 
 /* ---- distribution -------------------------------------------------------------- */
 /* A communicator over the ranks that share one sequence. The library calls
@@ -152,6 +168,11 @@ typedef struct {
   long *plan;        /* [3 * rows_cap + 1]: row offsets, lengths, chunk starts */
   double *rowbuf;    /* [5 * rows_cap]: per-row scratch of one call */
   void *mem;         /* the one allocation the arrays above live in (work apart: sized by the first call) */
+  /* On a device backend the forward keeps a, lse, nabove there instead ([3][rows][T] doubles),
+     made by the first forward on that backend and freed by c5_cd_cache_free. */
+  double *dev_state;
+  const c5_backend *dev_be;
+  long dev_cap;      /* doubles */
 } c5_cd_cache;
 
 c5_status c5_cd_cache_alloc(long rows, int n_iters, c5_cd_cache *cache);

@@ -48,7 +48,9 @@ c5_status c5_h5_read_params(const c5_h5 *f, const char *group, c5_params *p);
    group/<state_dict name> datasets of the configured precision into a new
    file path: written to "path.tmp.<pid>" and renamed over path only when
    complete, so an existing file is never left half-written. attrs_json (or
-   NULL) is stored as the root attribute "meta". */
+   NULL) is stored as the root attribute "meta". The file is in the HDF5 1.10
+   format (checksummed metadata) with each dataset chunked and Fletcher32
+   checksummed: a corrupted file is refused on read with a "checksum" message. */
 c5_status c5_h5_write_params(const char *path, const char *group, const c5_params *p, int grads,
                              const char *attrs_json);
 
@@ -104,7 +106,10 @@ c5_status c5_model_dump_activations(const c5_model *m, const c5_dist *d, const c
 c5_status c5_block_dump_activations(const c5_block *b, const c5_dist *d, const c5_layout *lay,
                                     const c5_block_cache *c, const c5_real *x, const char *path, long step);
 
-/* Number of elements of dims[0..ndim). */
+/* Number of elements of dims[0..ndim); -1 when a dimension is negative or
+   the product overflows a long. c5_h5_shape refuses (C5_ERR_SHAPE, naming
+   file, dataset and shape) a dataset whose count times 16 would overflow, so
+   sizes computed from a shape it returned cannot wrap. */
 long c5_numel(int ndim, const long *dims);
 
 #ifdef __cplusplus

@@ -1,5 +1,7 @@
 /* h5.c - the HDF5 layer (colt5_io.h). HDF5's own error stack is silenced
    while probing and copied into our message when a call fails. */
+#include <limits.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -10,21 +12,10 @@
 #include "colt5_io.h"
 #include "h5_internal.h"
 
-/* Append HDF5's innermost error description to a message. */
-static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data)
-{
-  char *buf = data;
-  if (n == 0 && e->desc) snprintf(buf, 256, "%s", e->desc);
-  return 0;
-}
-static const char *h5_reason(char buf[256])
-{
-  buf[0] = '\0';
-  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk_cb, buf);
-  H5Eclear2(H5E_DEFAULT);
-  return buf[0] ? buf : "unknown HDF5 error";
-}
-/* The outermost and the deepest description: what failed, and why (a truncated file's sizes). */
+/* HDF5's error stack as one line for our message: the outermost and the innermost description, what
+   failed and why (a truncated file's sizes, "memory allocation failed ...", "data error detected by
+   Fletcher32 checksum"); then the stack is cleared. Read right after the failing call: any later HDF5
+   API call (an H5Dclose on the way out) clears the stack first. */
 typedef struct { char first[128], last[128]; } reason_walk;
 static herr_t ends_cb(unsigned n, const H5E_error2_t *e, void *data)
 {
@@ -39,7 +30,7 @@ const char *c5_h5_reason(char buf[256])
   reason_walk r = { "", "" };
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, ends_cb, &r);
   H5Eclear2(H5E_DEFAULT);
-  if (!r.first[0]) snprintf(buf, 256, "unknown HDF5 error");
+  if (!r.first[0]) snprintf(buf, 256, "no reason given by HDF5");
   else if (!strcmp(r.first, r.last)) snprintf(buf, 256, "%s", r.first);
   else snprintf(buf, 256, "%s: %s", r.first, r.last);
   return buf;
@@ -69,12 +60,12 @@ c5_status c5_h5_fapl_mpio(const c5_dist *d, hid_t *fapl)
 {
   char why[256];
   *fapl = H5Pcreate(H5P_FILE_ACCESS);
-  C5_CHECK(*fapl >= 0, C5_ERR_IO, "HDF5: cannot make a file access list (%s)", h5_reason(why));
+  C5_CHECK(*fapl >= 0, C5_ERR_IO, "HDF5: cannot make a file access list (%s)", c5_h5_reason(why));
   if (H5Pset_fapl_mpio(*fapl, c5_dist_comm(d), MPI_INFO_NULL) < 0 ||
       H5Pset_libver_bounds(*fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) < 0) {
     H5Pclose(*fapl);
     *fapl = H5I_INVALID_HID;
-    return C5_ERR(C5_ERR_IO, "HDF5: cannot set MPI-IO file access in the 1.10 format (%s)", h5_reason(why));
+    return C5_ERR(C5_ERR_IO, "HDF5: cannot set MPI-IO file access in the 1.10 format (%s)", c5_h5_reason(why));
   }
   return C5_OK;
 }
@@ -83,11 +74,11 @@ c5_status c5_h5_dxpl_collective(hid_t *dxpl)
 {
   char why[256];
   *dxpl = H5Pcreate(H5P_DATASET_XFER);
-  C5_CHECK(*dxpl >= 0, C5_ERR_IO, "HDF5: cannot make a transfer list (%s)", h5_reason(why));
+  C5_CHECK(*dxpl >= 0, C5_ERR_IO, "HDF5: cannot make a transfer list (%s)", c5_h5_reason(why));
   if (H5Pset_dxpl_mpio(*dxpl, H5FD_MPIO_COLLECTIVE) < 0) {
     H5Pclose(*dxpl);
     *dxpl = H5I_INVALID_HID;
-    return C5_ERR(C5_ERR_IO, "HDF5: cannot set collective transfer (%s)", h5_reason(why));
+    return C5_ERR(C5_ERR_IO, "HDF5: cannot set collective transfer (%s)", c5_h5_reason(why));
   }
   return C5_OK;
 }
@@ -95,9 +86,15 @@ c5_status c5_h5_dxpl_collective(hid_t *dxpl)
 long c5_numel(int ndim, const long *dims)
 {
   long n = 1;
-  for (int i = 0; i < ndim; i++) n *= dims[i];
+  for (int i = 0; i < ndim; i++)
+    if (dims[i] < 0 || __builtin_mul_overflow(n, dims[i], &n)) return -1;
   return n;
 }
+
+/* Largest element count a dataset may claim: its bytes in the widest memory
+   type (8) plus the readers' one spare element still fit a long, so no size
+   computed from a checked shape can wrap. */
+#define C5_H5_MAX_NUMEL (LONG_MAX / 16)
 
 c5_status c5_h5_open_read(const char *path, c5_h5 *f)
 {
@@ -110,7 +107,7 @@ c5_status c5_h5_open_read(const char *path, c5_h5 *f)
   fclose(fp);
   f->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   char why[256];
-  C5_CHECK(f->file >= 0, C5_ERR_IO, "%s: not a readable HDF5 file (%s)", path, h5_reason(why));
+  C5_CHECK(f->file >= 0, C5_ERR_IO, "%s: not a readable HDF5 file (%s)", path, c5_h5_reason(why));
   return C5_OK;
 }
 
@@ -120,7 +117,7 @@ c5_status c5_h5_close(c5_h5 *f)
     herr_t e = H5Fclose(f->file);
     f->file = H5I_INVALID_HID;
     char why[256];
-    C5_CHECK(e >= 0, C5_ERR_IO, "%s: close failed (%s)", f->path, h5_reason(why));
+    C5_CHECK(e >= 0, C5_ERR_IO, "%s: close failed (%s)", f->path, c5_h5_reason(why));
   }
   return C5_OK;
 }
@@ -144,18 +141,40 @@ int c5_h5_exists(const c5_h5 *f, const char *name)
 c5_status c5_h5_shape(const c5_h5 *f, const char *name, int *ndim, long dims[C5_H5_MAXDIM])
 {
   C5_CHECK(c5_h5_exists(f, name), C5_ERR_IO, "%s: dataset %s is missing", f->path, name);
-  hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
   char why[256];
-  C5_CHECK(d >= 0, C5_ERR_IO, "%s: %s is not a dataset (%s)", f->path, name, h5_reason(why));
+  hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
+  C5_CHECK(d >= 0, C5_ERR_IO, "%s: %s is not a dataset (%s)", f->path, name, c5_h5_reason(why));
   hid_t sp = H5Dget_space(d);
+  if (sp < 0) {
+    c5_status st = C5_ERR(C5_ERR_IO, "%s: dataset %s: cannot read its shape (%s)", f->path, name, c5_h5_reason(why));
+    H5Dclose(d);
+    return st;
+  }
   int nd = H5Sget_simple_extent_ndims(sp);
   hsize_t hd[C5_H5_MAXDIM];
   c5_status st = C5_OK;
   if (nd < 0 || nd > C5_H5_MAXDIM) st = C5_ERR(C5_ERR_IO, "%s: dataset %s has rank %d (at most %d)", f->path, name, nd, C5_H5_MAXDIM);
+  else if (H5Sget_simple_extent_dims(sp, hd, NULL) < 0)
+    st = C5_ERR(C5_ERR_IO, "%s: dataset %s: cannot read its shape (%s)", f->path, name, c5_h5_reason(why));
   else {
-    H5Sget_simple_extent_dims(sp, hd, NULL);
-    *ndim = nd;
-    for (int i = 0; i < nd; i++) dims[i] = (long)hd[i];
+    long got[C5_H5_MAXDIM];
+    int big = 0;
+    for (int i = 0; i < nd; i++) { big |= hd[i] > (hsize_t)LONG_MAX; got[i] = big ? -1 : (long)hd[i]; }
+    long n = big ? -1 : c5_numel(nd, got);
+    if (n < 0 || n > C5_H5_MAX_NUMEL) {
+      /* a claimed shape (a corrupted or hostile file) that no buffer can hold: refused before any
+         allocation is sized from it */
+      char s[256];
+      size_t o = (size_t)snprintf(s, sizeof s, "[");
+      for (int i = 0; i < nd && o < sizeof s; i++)
+        o += (size_t)snprintf(s + o, sizeof s - o, i ? ",%llu" : "%llu", (unsigned long long)hd[i]);
+      if (o < sizeof s) snprintf(s + o, sizeof s - o, "]");
+      st = C5_ERR(C5_ERR_SHAPE, "%s: dataset %s has shape %s: its element count overflows (at most %ld elements)",
+                  f->path, name, s, (long)C5_H5_MAX_NUMEL);
+    } else {
+      *ndim = nd;
+      for (int i = 0; i < nd; i++) dims[i] = got[i];
+    }
   }
   H5Sclose(sp);
   H5Dclose(d);
@@ -186,20 +205,23 @@ static c5_status read_any(const c5_h5 *f, const char *name, int ndim, const long
       return C5_ERR(C5_ERR_SHAPE, "%s: dataset %s has shape %s, expected %s", f->path, name, a, b);
     }
   }
+  char why[256];
   hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
+  C5_CHECK(d >= 0, C5_ERR_IO, "%s: cannot open dataset %s (%s)", f->path, name, c5_h5_reason(why));
   hid_t ft = H5Dget_type(d);
-  H5T_class_t cls = H5Tget_class(ft);
-  H5Tclose(ft);
+  H5T_class_t cls = ft >= 0 ? H5Tget_class(ft) : H5T_NO_CLASS;
+  if (ft >= 0) H5Tclose(ft);
   if (cls != want_class) {
+    H5Eclear2(H5E_DEFAULT);
     H5Dclose(d);
     return C5_ERR(C5_ERR_IO, "%s: dataset %s has %s elements, expected %s", f->path, name,
                   cls == H5T_FLOAT ? "floating-point" : cls == H5T_INTEGER ? "integer" : "non-numeric",
                   want_class == H5T_FLOAT ? "floating-point" : "integer");
   }
   herr_t e = H5Dread(d, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+  if (e < 0) c5_h5_reason(why);   /* before H5Dclose clears the stack */
   H5Dclose(d);
-  char why[256];
-  C5_CHECK(e >= 0, C5_ERR_IO, "%s: reading dataset %s failed (%s)", f->path, name, h5_reason(why));
+  C5_CHECK(e >= 0, C5_ERR_IO, "%s: reading dataset %s failed (%s)", f->path, name, why);
   return C5_OK;
 }
 
@@ -231,38 +253,192 @@ static c5_status open_attr(const c5_h5 *f, const char *obj, const char *attr, hi
   C5_CHECK(ex > 0, C5_ERR_IO, "%s: attribute %s of %s is missing", f->path, attr, obj);
   *a = H5Aopen_by_name(f->file, obj, attr, H5P_DEFAULT, H5P_DEFAULT);
   char why[256];
-  C5_CHECK(*a >= 0, C5_ERR_IO, "%s: cannot open attribute %s of %s (%s)", f->path, attr, obj, h5_reason(why));
+  C5_CHECK(*a >= 0, C5_ERR_IO, "%s: cannot open attribute %s of %s (%s)", f->path, attr, obj, c5_h5_reason(why));
   return C5_OK;
 }
+
+/* An attribute must hold one element: H5Aread writes every element of its
+   dataspace, and the buffers below hold one. */
+static c5_status attr_one(const c5_h5 *f, const char *obj, const char *attr, hid_t a)
+{
+  hid_t sp = H5Aget_space(a);
+  hssize_t np = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+  if (sp >= 0) H5Sclose(sp);
+  char why[256];
+  C5_CHECK(np >= 0, C5_ERR_IO, "%s: attribute %s of %s: cannot read its shape (%s)", f->path, attr, obj, c5_h5_reason(why));
+  C5_CHECK(np == 1, C5_ERR_IO, "%s: attribute %s of %s holds %lld elements, expected one", f->path, attr, obj,
+           (long long)np);
+  return C5_OK;
+}
+
+/* ---- variable-length strings of files the project did not write ----
+   h5py stores a string attribute as a variable-length string: the attribute
+   holds {length, global heap collection address, object index} and the
+   characters sit in a global heap collection ("GCOL"). libhdf5 1.10.8 trusts
+   both (asserts only): a damaged index or object size there makes H5Aread
+   copy past its buffers (SIGSEGV) or loop forever inside H5HG_read. So before
+   such a read the reference and its collection are checked from the file's
+   bytes. Only the layout h5py writes by default is walked (superblock 0/1,
+   8-byte offsets and lengths, version-1 object headers); anything else is
+   left to libhdf5 (the 1.10 format the project writes has checksums, and its
+   strings are fixed-length). */
+typedef struct { unsigned char *b; size_t len; } bytes_t;
+static uint64_t le(const unsigned char *p, int n)
+{
+  uint64_t v = 0;
+  for (int i = n - 1; i >= 0; i--) v = v << 8 | p[i];
+  return v;
+}
+static size_t pad8(size_t n) { return (n + 7) & ~(size_t)7; }
+
+/* The 16-byte reference of attribute attr in the v1 object header at hdr (and its continuations); 1 when
+   found, with the reference's file offset in *ref. 0 when the header is not one this walk reads. */
+static int find_vlen_ref(const bytes_t *f, uint64_t base, uint64_t hdr, const char *attr, size_t *ref)
+{
+  if (hdr > f->len || f->len - hdr < 16 || f->b[hdr] != 1) return 0;
+  uint64_t blocks[64][2] = { { hdr + 16, le(f->b + hdr + 8, 4) } };
+  int nb = 1;
+  size_t alen = strlen(attr) + 1;
+  for (int bi = 0; bi < nb; bi++) {
+    uint64_t at = blocks[bi][0], end = at + blocks[bi][1];
+    if (at > f->len || end > f->len || end < at) return 0;
+    while (end - at >= 8) {
+      unsigned type = (unsigned)le(f->b + at, 2);
+      uint64_t size = le(f->b + at + 2, 2);
+      const unsigned char *d = f->b + at + 8;
+      if (size > end - at - 8) return 0;
+      if (type == 0x10 && size >= 16 && nb < 64) {   /* continuation */
+        blocks[nb][0] = le(d, 8) + base;
+        blocks[nb][1] = le(d + 8, 8);
+        nb++;
+      } else if (type == 0x0C && size >= 8 && (d[0] == 1 || d[0] == 2 || d[0] == 3)) {   /* attribute */
+        size_t ns = (size_t)le(d + 2, 2), ts = (size_t)le(d + 4, 2), ss = (size_t)le(d + 6, 2);
+        size_t o = d[0] == 3 ? 9 : 8;
+        size_t no = o, to = o + (d[0] == 1 ? pad8(ns) : ns);
+        size_t so = to + (d[0] == 1 ? pad8(ts) : ts), vo = so + (d[0] == 1 ? pad8(ss) : ss);
+        if (ns == alen && no + ns <= size && !memcmp(d + no, attr, alen)) {
+          /* datatype class 9 (variable-length), type 1 (string): the reference follows */
+          if (ts < 2 || to + 2 > size || (d[to] & 0x0f) != 9 || (d[to + 1] & 0x0f) != 1) return 0;
+          if (vo + 16 > size) return 0;
+          *ref = (size_t)(d + vo - f->b);
+          return 1;
+        }
+      }
+      at += 8 + size;
+    }
+  }
+  return 0;
+}
+
+/* The reference at ref (length, collection address, index) against its collection. "" when sound. */
+static void check_vlen_ref(const bytes_t *f, uint64_t base, size_t ref, char *bad, size_t blen)
+{
+  uint64_t len = le(f->b + ref, 4), col = le(f->b + ref + 4, 8) + base, idx = le(f->b + ref + 12, 4);
+  bad[0] = '\0';
+  if (col > f->len || f->len - col < 16 || memcmp(f->b + col, "GCOL", 4) || f->b[col + 4] != 1) {
+    snprintf(bad, blen, "no global heap collection at address %llu", (unsigned long long)col);
+    return;
+  }
+  uint64_t csize = le(f->b + col + 8, 8);
+  if (csize < 16 || csize > f->len - col) {
+    snprintf(bad, blen, "the collection at %llu claims %llu bytes, the file has %zu", (unsigned long long)col,
+             (unsigned long long)csize, f->len);
+    return;
+  }
+  /* libhdf5's own walk (H5HG__cache_heap_deserialize), with the bounds and the progress it assumes */
+  uint64_t p = col + 16, end = col + csize, found = UINT64_MAX;
+  while (p < end) {
+    if (end - p < 16) break;   /* too small for an object header: free space */
+    uint64_t hidx = le(f->b + p, 2), size = le(f->b + p + 8, 8);
+    uint64_t need = hidx ? (size > end - p - 16 ? UINT64_MAX : 16 + pad8((size_t)size)) : size;
+    if (need == 0 || need > end - p) {
+      snprintf(bad, blen, "object %llu of the collection at %llu claims %llu bytes, %llu are left",
+               (unsigned long long)hidx, (unsigned long long)col, (unsigned long long)size, (unsigned long long)(end - p));
+      return;
+    }
+    if (hidx && hidx == idx) found = size;
+    p += need;
+  }
+  if (found == UINT64_MAX)
+    snprintf(bad, blen, "object %llu is not in the collection at %llu", (unsigned long long)idx, (unsigned long long)col);
+  else if (found != len)
+    snprintf(bad, blen, "the string claims %llu bytes, its heap object holds %llu", (unsigned long long)len,
+             (unsigned long long)found);
+}
+
+static c5_status vlen_attr_check(const c5_h5 *f, const char *obj, const char *attr)
+{
+  H5O_info_t oi;
+  if (H5Oget_info_by_name2(f->file, obj, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0) { H5Eclear2(H5E_DEFAULT); return C5_OK; }
+  FILE *fp = fopen(f->path, "rb");
+  if (!fp) return C5_OK;   /* libhdf5 has it open: it will say */
+  bytes_t b = { NULL, 0 };
+  c5_status st = C5_OK;
+  if (fseek(fp, 0, SEEK_END) == 0) {
+    long n = ftell(fp);
+    if (n > 0 && n <= (1L << 31) && (b.b = malloc((size_t)n)) != NULL) {   /* larger files: left to libhdf5 */
+      rewind(fp);
+      b.len = fread(b.b, 1, (size_t)n, fp) == (size_t)n ? (size_t)n : 0;
+    }
+  }
+  fclose(fp);
+  /* superblock 0 or 1 at offset 0 with 8-byte offsets and lengths; base address at 24 */
+  size_t ref;
+  if (b.len >= 72 && !memcmp(b.b, "\211HDF\r\n\032\n", 8) && b.b[8] <= 1 && b.b[13] == 8 && b.b[14] == 8) {
+    uint64_t base = le(b.b + 24, 8);
+    if (base < b.len && find_vlen_ref(&b, base, oi.addr + base, attr, &ref)) {
+      char bad[256];
+      check_vlen_ref(&b, base, ref, bad, sizeof bad);
+      if (bad[0])
+        st = C5_ERR(C5_ERR_IO, "%s: attribute %s of %s is damaged: its string's reference at byte %zu does not match "
+                    "the global heap (%s)", f->path, attr, obj, ref, bad);
+    }
+  }
+  free(b.b);
+  return st;
+}
+
+/* A fixed-length string attribute longer than this is not one of ours (a corrupted size). */
+#define C5_H5_MAX_ATTR (64L << 20)
 
 c5_status c5_h5_attr_string(const c5_h5 *f, const char *obj, const char *attr, char **out)
 {
   hid_t a;
+  char why[256];
   C5_CALL(open_attr(f, obj, attr, &a));
-  hid_t t = H5Aget_type(a);
-  c5_status st = C5_OK;
-  if (H5Tget_class(t) != H5T_STRING) {
+  c5_status st = attr_one(f, obj, attr, a);
+  hid_t t = st == C5_OK ? H5Aget_type(a) : H5I_INVALID_HID;
+  if (st != C5_OK) {
+  } else if (t < 0 || H5Tget_class(t) != H5T_STRING) {
+    H5Eclear2(H5E_DEFAULT);
     st = C5_ERR(C5_ERR_IO, "%s: attribute %s of %s is not a string", f->path, attr, obj);
+  } else if (H5Tis_variable_str(t) > 0 && (st = vlen_attr_check(f, obj, attr)) != C5_OK) {
   } else if (H5Tis_variable_str(t) > 0) {
     char *s = NULL;
     hid_t mt = H5Tcopy(H5T_C_S1);
     H5Tset_size(mt, H5T_VARIABLE);
     H5Tset_cset(mt, H5Tget_cset(t));   /* h5py writes UTF-8 */
-    if (H5Aread(a, mt, &s) < 0 || !s) st = C5_ERR(C5_ERR_IO, "%s: reading attribute %s failed", f->path, attr);
+    if (H5Aread(a, mt, &s) < 0 || !s)
+      st = C5_ERR(C5_ERR_IO, "%s: reading attribute %s of %s failed (%s)", f->path, attr, obj, c5_h5_reason(why));
     else {
       *out = strdup(s);
       H5free_memory(s);
-      if (!*out) st = C5_ERR(C5_ERR_MEM, "out of memory copying attribute %s", attr);
+      if (!*out) st = C5_ERR(C5_ERR_MEM, "%s: out of memory copying attribute %s of %s", f->path, attr, obj);
     }
     H5Tclose(mt);
   } else {
     size_t n = H5Tget_size(t);
-    char *s = calloc(n + 1, 1);
-    if (!s) st = C5_ERR(C5_ERR_MEM, "out of memory reading attribute %s", attr);
-    else if (H5Aread(a, t, s) < 0) { free(s); st = C5_ERR(C5_ERR_IO, "%s: reading attribute %s failed", f->path, attr); }
-    else *out = s;
+    char *s = n > 0 && n <= (size_t)C5_H5_MAX_ATTR ? calloc(n + 1, 1) : NULL;
+    if (n == 0 || n > (size_t)C5_H5_MAX_ATTR)
+      st = C5_ERR(C5_ERR_IO, "%s: attribute %s of %s claims %zu bytes (at most %ld)", f->path, attr, obj, n,
+                  C5_H5_MAX_ATTR);
+    else if (!s) st = C5_ERR(C5_ERR_MEM, "%s: out of memory reading attribute %s of %s (%zu bytes)", f->path, attr, obj, n);
+    else if (H5Aread(a, t, s) < 0) {
+      free(s);
+      st = C5_ERR(C5_ERR_IO, "%s: reading attribute %s of %s failed (%s)", f->path, attr, obj, c5_h5_reason(why));
+    } else *out = s;
   }
-  H5Tclose(t);
+  if (t >= 0) H5Tclose(t);
   H5Aclose(a);
   return st;
 }
@@ -271,8 +447,11 @@ c5_status c5_h5_attr_long(const c5_h5 *f, const char *obj, const char *attr, lon
 {
   hid_t a;
   C5_CALL(open_attr(f, obj, attr, &a));
-  herr_t e = H5Aread(a, H5T_NATIVE_LONG, out);
+  c5_status st = attr_one(f, obj, attr, a);
+  herr_t e = st == C5_OK ? H5Aread(a, H5T_NATIVE_LONG, out) : 0;
+  H5Eclear2(H5E_DEFAULT);
   H5Aclose(a);
+  if (st != C5_OK) return st;
   C5_CHECK(e >= 0, C5_ERR_IO, "%s: attribute %s of %s is not an integer", f->path, attr, obj);
   return C5_OK;
 }
@@ -303,7 +482,7 @@ c5_status c5_h5_read_params(const c5_h5 *f, const char *group, c5_params *p)
   iter_t it = { .p = p };
   hid_t g = H5Gopen2(f->file, group, H5P_DEFAULT);
   char why[256];
-  C5_CHECK(g >= 0, C5_ERR_IO, "%s: group %s is missing (%s)", f->path, group, h5_reason(why));
+  C5_CHECK(g >= 0, C5_ERR_IO, "%s: group %s is missing (%s)", f->path, group, c5_h5_reason(why));
   H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, unknown_cb, &it);
   H5Gclose(g);
   C5_CHECK(!it.unknown[0], C5_ERR_IO, "%s: dataset %s/%s is not a parameter of this model (options differ?)",
@@ -318,8 +497,13 @@ c5_status c5_h5_write_params(const char *path, const char *group, const c5_param
   char tmp[1100], why[256];
   snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-  hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-  C5_CHECK(f >= 0, C5_ERR_IO, "%s: cannot create (%s)", tmp, h5_reason(why));
+  /* The 1.10 format checksums every piece of metadata and Fletcher32 every (chunked) dataset, so that a
+     corrupted parameter file is refused on read ("... checksum ...") instead of read as other numbers. */
+  hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+  H5Pset_libver_bounds(fapl, H5F_LIBVER_V110, H5F_LIBVER_V110);
+  hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+  H5Pclose(fapl);
+  C5_CHECK(f >= 0, C5_ERR_IO, "%s: cannot create (%s)", tmp, c5_h5_reason(why));
   c5_status st = C5_OK;
   hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
   H5Pset_create_intermediate_group(lcpl, 1);
@@ -328,14 +512,24 @@ c5_status c5_h5_write_params(const char *path, const char *group, const c5_param
     long dims[C5_PARAM_MAXDIM];
     hsize_t hd[C5_PARAM_MAXDIM];
     int nd = c5_params_shape(p, i, dims);
-    for (int k = 0; k < nd; k++) hd[k] = (hsize_t)dims[k];
+    hsize_t chunk[C5_PARAM_MAXDIM], cbytes = sizeof(c5_real);
+    for (int k = 0; k < nd; k++) { hd[k] = (hsize_t)dims[k]; chunk[k] = hd[k] ? hd[k] : 1; cbytes *= chunk[k]; }
+    /* one chunk per parameter, but under HDF5's 4 GiB chunk limit: halve the leading dimension */
+    for (int k = 0; k < nd && cbytes > ((hsize_t)1 << 30); k++)
+      while (chunk[k] > 1 && cbytes > ((hsize_t)1 << 30)) { cbytes = cbytes / chunk[k] * ((chunk[k] + 1) / 2); chunk[k] = (chunk[k] + 1) / 2; }
     char name[512];
     snprintf(name, sizeof name, "%s/%s", group, c5_params_name(p, i));
     hid_t sp = H5Screate_simple(nd, hd, NULL);
-    hid_t ds = H5Dcreate2(f, name, mem, sp, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    if (nd > 0) {   /* a scalar cannot be chunked (nor filtered) */
+      H5Pset_chunk(dcpl, nd, chunk);
+      H5Pset_fletcher32(dcpl);
+    }
+    hid_t ds = H5Dcreate2(f, name, mem, sp, lcpl, dcpl, H5P_DEFAULT);
+    H5Pclose(dcpl);
     if (ds < 0 || H5Dwrite(ds, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                            grads ? c5_params_grad(p, i) : c5_params_value(p, i)) < 0)
-      st = C5_ERR(C5_ERR_IO, "%s: writing dataset %s failed (%s)", tmp, name, h5_reason(why));
+      st = C5_ERR(C5_ERR_IO, "%s: writing dataset %s failed (%s)", tmp, name, c5_h5_reason(why));
     if (ds >= 0) H5Dclose(ds);
     H5Sclose(sp);
   }
@@ -350,7 +544,7 @@ c5_status c5_h5_write_params(const char *path, const char *group, const c5_param
     H5Tclose(t);
   }
   H5Pclose(lcpl);
-  if (H5Fclose(f) < 0 && st == C5_OK) st = C5_ERR(C5_ERR_IO, "%s: close failed (%s)", tmp, h5_reason(why));
+  if (H5Fclose(f) < 0 && st == C5_OK) st = C5_ERR(C5_ERR_IO, "%s: close failed (%s)", tmp, c5_h5_reason(why));
   if (st == C5_OK && rename(tmp, path) != 0)
     st = C5_ERR(C5_ERR_IO, "%s: cannot rename to %s", tmp, path);
   if (st != C5_OK) remove(tmp);

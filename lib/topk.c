@@ -18,7 +18,10 @@ c5_status c5_topk_select_rows(const c5_backend *be, const c5_dist *d, const c5k_
 {
   const c5k_ops *ops = be->ops;
   const long rows = R->rows;
-  c5k_ctx ctx = { .work = work, .work_len = work_len };
+  c5k_ctx ctx = c5_backend_ctx(be, work, work_len);
+  C5_NEED_OP(be, topk_hist);
+  C5_NEED_OP(be, topk_count_eq);
+  C5_NEED_OP(be, topk_select);
   /* rowbuf: [rows][256] hist, then prefix, thr (uint64), need, take, done, ties */
   long *hist = rowbuf, *need = hist + 256 * rows, *take = need + rows, *done = take + rows, *ties = done + rows;
   uint64_t *prefix = (uint64_t *)(ties + rows), *thr = prefix + rows;
@@ -102,6 +105,13 @@ c5_status c5_topk_select(const c5_backend *be, const c5_dist *d, long rows, long
   if (st == C5_OK && !(k > 0 && k <= nglob))
     st = C5_ERR(C5_ERR_ARG, "top-k: k = %ld must be in [1, %ld] (the row length)", k, nglob);
   C5_CALL_GOTO(st, st, out);
+  if (be->ops->topk_select_dev) {   /* the whole select on the device; positions come out global */
+    c5k_ctx ctx = c5_backend_ctx(be, b.work, b.wl);
+    C5_CHECK_GOTO(c5_dist_size(d) == 1, st, out, C5_ERR_NOTIMPL, "top-k on the %s backend: %d ranks (the device path "
+                  "runs on one rank)", be->ops->name, c5_dist_size(d));
+    C5_CALL_GOTO(be->ops->topk_select_dev(&ctx, &b.R, v, mask, k, k, offset, count, idx), st, out);
+    goto out;
+  }
   C5_CALL_GOTO(c5_topk_select_rows(be, d, &b.R, v, mask, b.kk, k, b.work, b.wl, b.rowbuf, count, idx), st, out);
   for (long r = 0; r < rows; r++)
     for (long i = 0; i < count[r]; i++) idx[r * k + i] += offset;

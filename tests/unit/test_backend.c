@@ -5,6 +5,7 @@
    refused by name; parameters remember their backend. */
 #include <string.h>
 #include "modules.h"
+#include "backend.h"
 
 /* Block forward+backward on parameters of backend be; out, dx and grads returned (caller frees). */
 static int run(const c5_backend *be, const c5_dist *d, c5_real **out, c5_real **dx, c5_real **grad, long *np)
@@ -64,8 +65,36 @@ int main(int argc, char **argv)
   const c5_backend *cpu = c5_backend_cpu();
   T_CHECK(c5_backend_get_kind(cpu) == C5_BACKEND_CPU && !strcmp(c5_backend_name(cpu), "cpu"), "cpu backend: %s",
           c5_backend_name(cpu));
+#if C5_HAVE_CUDA_BUILD
+  if (c5_backend_device_count(C5_BACKEND_CUDA) == 0) {
+    T_FAILS(c5_backend_create(C5_BACKEND_CUDA, 0, &none), C5_ERR_CUDA, "device 0 does not exist");
+  } else {
+    T_OK(c5_backend_create(C5_BACKEND_CUDA, 0, &none));
+    T_CHECK(c5_backend_get_kind(none) == C5_BACKEND_CUDA && !strcmp(c5_backend_name(none), "cuda"), "cuda backend: %s",
+            c5_backend_name(none));
+    T_OK(c5_backend_destroy(&none));
+  }
+  T_FAILS(c5_backend_create(C5_BACKEND_CUDA, 100000, &none), C5_ERR_CUDA, "device 100000 does not exist");
+#else
   T_FAILS(c5_backend_create(C5_BACKEND_CUDA, 0, &none), C5_ERR_NOTIMPL, "cuda backend");
+#endif
   T_CHECK(none == NULL, "a refused backend was returned");
+  {   /* an op a backend lacks is refused by name, not run elsewhere: the CPU's table less cd_sumexp */
+    c5k_ops ops = c5k_cpu_ops;
+    ops.cd_sumexp = NULL;
+    c5_backend half = *cpu;
+    half.ops = &ops;
+    c5_cd_cache c = { 0 };
+    c5_cd_config cfg = { .n_iters = 2, .eps = 0.1, .eps_init = 0, .eps_decay = 1 };
+    c5_real s[4] = { 1, 2, 3, 4 }, y[4];
+    double k = 1;
+    T_OK(c5_cd_cache_alloc(1, 2, &c));
+    c5_status st = c5_cd_forward(&half, d, &cfg, 1, 4, s, NULL, &k, 0, y, &c);
+    c5_cd_cache_free(&c);
+    T_CHECK(st == C5_ERR_NOTIMPL && strstr(c5_last_error(), "kernel op cd_sumexp"), "a missing op: %s",
+            c5_last_error());
+    c5_error_clear();
+  }
   T_FAILS(c5_backend_create(C5_BACKEND_CPU, 1, &none), C5_ERR_ARG, "device 1");
   T_OK(c5_backend_create(C5_BACKEND_CPU, 0, &be));
   T_CHECK(run(cpu, d, &o1, &dx1, &g1, &n1), "block on the process-wide CPU backend");
@@ -76,7 +105,8 @@ int main(int argc, char **argv)
   T_OK(c5_backend_destroy(&be));
   T_CHECK(be == NULL, "destroy did not clear the handle");
   T_OK(c5_backend_destroy(&be));   /* NULL-safe */
-  printf("backends: cpu, a second cpu (bit-identical block), cuda refused in this build: ok\n");
+  printf("backends: cpu, a second cpu (bit-identical block), cuda (made, or refused by the build or for want of a "
+         "device), a missing op refused by name: ok\n");
   ok = 1;
 fail:
   free(o1); free(o2); free(dx1); free(dx2); free(g1); free(g2);

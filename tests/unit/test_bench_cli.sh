@@ -30,6 +30,15 @@ refused "--threads 0: expected a comma list of thread counts" cd --threads 0
 refused "unknown option --bogus" --bogus cd
 refused "option --threads needs a value" cd --threads
 refused "expected one benchmark, cd or block" nothing
+refused "block --n 15: n must be >= 16 (the block routes n/16 heavy tokens" block --n 64,15
+# a size too large for memory: a clear message and exit 1, not a segfault
+out=$(timeout 60 "$bench" cd --n 1099511627776 --threads 1 --reps 5 --warmup 0 2>&1); rc=$?
+if [ $rc -eq 1 ] && printf '%s\n' "$out" | grep -q 'colt5-bench: out of memory for cd --n 1099511627776'; then echo "ok: cd --n 2^40 -> out of memory"
+else echo "FAIL: cd --n 2^40 (exit $rc):"; printf '%s\n' "$out" | tail -3; fail=1; fi
+# a failed reference run: its exit status decoded, not a raw wait status (exit 1 is not "256")
+out=$(timeout 60 "$bench" cd --n 256 --threads 1 --reps 5 --warmup 0 --reference /nonexistent --python /bin/false 2>&1); rc=$?
+if [ $rc -eq 1 ] && printf '%s\n' "$out" | grep -q 'the reference run failed (exit status 1)'; then echo "ok: failed reference -> exit status 1"
+else echo "FAIL: failed reference (exit $rc):"; printf '%s\n' "$out" | tail -3; fail=1; fi
 # a --reps given is kept (the block's default is 5)
 out=$(OMP_NUM_THREADS=1 timeout 120 "$bench" block --n 256 --threads 1 --reps 7 --warmup 0 2>&1)
 if printf '%s\n' "$out" | grep -q 'median of 7 after 0 warm-up'; then echo "ok: block --reps 7 runs 7"

@@ -19,6 +19,11 @@ expect 2 "no such file" -- "$g" "$tmp/missing.h5"
 echo "not hdf5" > "$tmp/bad.h5"
 expect 2 "not a readable HDF5 file" -- "$g" "$tmp/bad.h5"
 expect 2 "usage" -- "$g"
+expect 2 "colt5-golden: unknown option --bogus" -- "$g" --bogus "$s/tests/golden/cd_const_eps.h5"
+expect 2 "colt5-golden: option --tol needs a value" -- "$g" --tol
+# more ranks than the sequence has layout units: refused on every rank, naming the counts
+expect 2 "9 ranks for a sequence of 64 tokens = 8 units of 8: at most 8 ranks" -- \
+  timeout 120 mpirun --oversubscribe -np 9 "$g" "$s/tests/golden/attn_basic.h5"
 expect 2 "expected a positive number" -- "$g" --tol abc "$s/tests/golden/cd_const_eps.h5"
 expect 0 "PASS" -- "$g" "$s/tests/golden/cd_const_eps.h5"
 # a bound no float can meet: the comparison must be able to fail
@@ -39,6 +44,18 @@ expect 2 "option 'num_heavy_tokens' is 1.0000000000000001e300, expected an integ
 expect 2 "option 'rotary_emb' is \"yes\", expected true or false" -- "$g" "$s/tests/data/attn_string_bool.h5"
 expect 2 "args n_iters = 4294967346, expected an integer from 1" -- "$g" "$s/tests/data/cd_n_iters_wrap.h5"
 expect 2 "--tol inf: expected a positive number (finite)" -- "$g" --tol inf "$s/tests/golden/cd_const_eps.h5"
+# sizes, values and attributes a file claims (tests/data/README.md; docs/bad-input.md)
+expect 2 "dataset /inputs/x has shape \[1,36028797018963968,64\]: its element count overflows" -- "$g" "$s/tests/data/ff_x_shape_wraps.h5"
+expect 2 "out of memory for k per row (4000000000 elements" -- "$g" "$s/tests/data/cd_huge_input.h5"
+expect 2 "dataset /inputs/x has NaN at index \[0, 3, 5\]" -- "$g" "$s/tests/data/ff_nan_input.h5"
+expect 2 "dataset /inputs/s has +Inf at index \[1, 2\]" -- "$g" "$s/tests/data/cd_inf_input.h5"
+expect 2 "dataset /params/light_ff.1.weight has -Inf at index \[0, 7\]" -- "$g" "$s/tests/data/ff_nan_param.h5"
+expect 2 "dataset /inputs/x has shape \[0,96,48\]: the batch (dimension 0) must be >= 1" -- "$g" "$s/tests/data/ff_batch0.h5"
+expect 2 "attribute module of / is empty" -- "$g" "$s/tests/data/ff_empty_module.h5"
+: > "$tmp/empty.h5"
+expect 2 "not a readable HDF5 file" -- "$g" "$tmp/empty.h5"
+head -c 20000 "$s/tests/golden/cd_const_eps.h5" > "$tmp/trunc.h5"
+expect 2 "truncated file" -- "$g" "$tmp/trunc.h5"
 # a module not implemented yet: skip
 expect 77 "not implemented yet" -- "$g" "$s/tests/data/image_attn_module.h5"
 exit $fail

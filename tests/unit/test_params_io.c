@@ -2,6 +2,8 @@
    parameters written and read back bit for bit; a write that fails leaves
    the existing file as it was; reading checks names, shapes and extra
    datasets. */
+#define _GNU_SOURCE
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 #include "harness.h"
@@ -57,6 +59,27 @@ int main(int argc, char **argv)
   T_FAILS(c5_h5_read_params(&f, "/params", r), C5_ERR_SHAPE, "has shape [8], expected [12]");
   T_OK(c5_h5_close(&f));
   printf("failed write leaves the file; wrong shapes are named\n");
+  /* one byte of a parameter's data flipped: Fletcher32 refuses the file, naming the checksum */
+  {
+    FILE *fp = fopen(path, "r+b");
+    T_CHECK(fp != NULL, "cannot reopen %s", path);
+    static char img[1 << 20];
+    size_t len = fread(img, 1, sizeof img, fp);
+    const c5_real *v = c5_params_value(p, 3);
+    char *at = memmem(img, len, v, 2 * sizeof *v);
+    T_CHECK(at != NULL, "parameter 3's values not found in the file");
+    at[1] ^= 0x10;
+    fseek(fp, at + 1 - img, SEEK_SET);
+    fputc(at[1], fp);
+    fclose(fp);
+    T_OK(c5_h5_open_read(path, &f));
+    c5_status rs = c5_h5_read_params(&f, "/params", q);
+    printf("corrupted data: %s\n", c5_last_error());
+    T_CHECK(rs == C5_ERR_IO && strstr(c5_last_error(), "checksum"), "a corrupted parameter file was not refused "
+            "naming the checksum (status %d)", (int)rs);
+    c5_error_clear();
+    T_OK(c5_h5_close(&f));
+  }
   ok = 1;
 fail:
   c5_h5_close(&f);

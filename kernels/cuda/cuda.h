@@ -1,0 +1,35 @@
+/* cuda.h - the CUDA backend's device object, seen from C (lib/backend.c):
+   made and freed here, carried by the backend and handed to every op in
+   c5k_ctx.dev. Plain C declarations: lib/ links them but never includes a
+   CUDA header. */
+#ifndef C5_KERNELS_CUDA_H
+#define C5_KERNELS_CUDA_H
+#include <stddef.h>
+#include "kernels.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct c5k_cuda_dev c5k_cuda_dev;
+
+extern const c5k_ops c5k_cuda_ops;
+
+/* GPUs visible to this process; 0 when the runtime finds none or fails. */
+int c5k_cuda_device_count(void);
+/* The device's stream (non-blocking), cuBLASLt handle and workspace. */
+c5_status c5k_cuda_dev_create(int device, c5k_cuda_dev **out);
+void c5k_cuda_dev_destroy(c5k_cuda_dev *dev);
+/* Device memory, ordered on the device's stream. */
+c5_status c5k_cuda_alloc(c5k_cuda_dev *dev, size_t bytes, void **ptr);
+c5_status c5k_cuda_free(c5k_cuda_dev *dev, void *ptr);
+/* Any direction (unified addressing); returns when the copy is done. */
+c5_status c5k_cuda_memcpy(c5k_cuda_dev *dev, void *dst, const void *src, size_t bytes);
+c5_status c5k_cuda_sync(c5k_cuda_dev *dev);
+/* TF32 for F32-compute products (gemm_ex, gemm) on this device. */
+void c5k_cuda_set_tf32(c5k_cuda_dev *dev, int on);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

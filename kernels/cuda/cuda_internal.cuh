@@ -1,0 +1,85 @@
+/* cuda_internal.cuh - what the CUDA kernel files share: the device object,
+   error checks that name the op, the device scratch, and the dense-rows
+   check (the device ops take dense rows only: the router's ragged blocks
+   stay on the CPU for now). */
+#ifndef C5_CUDA_INTERNAL_CUH
+#define C5_CUDA_INTERNAL_CUH
+#include <cuda_runtime.h>
+#include <cublasLt.h>
+#include "cuda.h"
+
+struct c5k_cuda_dev {
+  int device;
+  int sms;                      /* multiprocessors */
+  cudaStream_t stream;
+  cublasLtHandle_t lt;
+  void *lt_ws;                  /* cuBLASLt workspace */
+  size_t lt_ws_bytes;
+  void *scratch;                /* per-op partials, grown on demand (ops may not overlap on one device) */
+  size_t scratch_bytes;
+  int tf32;
+};
+
+#define C5K_CUDA_TRY(call, what) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) \
+    return C5K_ERR(C5_ERR_CUDA, "%s: %s: %s", (what), #call, cudaGetErrorString(e_)); } while (0)
+#define C5_CALL_K(call) do { c5_status s_ = (call); if (s_ != C5_OK) return s_; } while (0)
+/* After a launch: the launch's own error (configuration, missing image). */
+#define C5K_CUDA_LAUNCHED(what) C5K_CUDA_TRY(cudaGetLastError(), what)
+
+/* The op's device, or an error naming the op. */
+static inline c5_status c5k_cuda_of(c5k_ctx *ctx, const char *op, c5k_cuda_dev **dev)
+{
+  *dev = ctx ? (c5k_cuda_dev *)ctx->dev : NULL;
+  if (!*dev) return C5K_ERR(C5_ERR_ARG, "cuda op %s: the context holds no device (make it with the backend's context)", op);
+  return C5_OK;
+}
+
+/* Scratch of at least bytes on dev (stream-ordered; the old buffer is freed after work queued before). */
+static inline c5_status c5k_cuda_scratch(c5k_cuda_dev *dev, size_t bytes, void **p, const char *op)
+{
+  if (bytes > dev->scratch_bytes) {
+    if (dev->scratch) C5K_CUDA_TRY(cudaFreeAsync(dev->scratch, dev->stream), op);
+    dev->scratch = NULL;
+    dev->scratch_bytes = 0;
+    size_t b = bytes < ((size_t)1 << 20) ? ((size_t)1 << 20) : bytes;
+    C5K_CUDA_TRY(cudaMallocAsync(&dev->scratch, b, dev->stream), op);
+    dev->scratch_bytes = b;
+  }
+  *p = dev->scratch;
+  return C5_OK;
+}
+
+/* Rows row r = [r n, r n + n): n, or an error naming the op. */
+static inline c5_status c5k_cuda_dense(const c5k_rows *R, const char *op, long *n)
+{
+  *n = R->rows > 0 ? R->len[0] : 0;
+  for (long r = 0; r < R->rows; r++)
+    if (R->len[r] != *n || R->off[r] != r * *n)
+      return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: row %ld is [%ld, +%ld): ragged rows are not on the GPU yet", op, r,
+                     R->off[r], R->len[r]);
+  return C5_OK;
+}
+
+/* Order-preserving keys of the score type (docs/design.md §2): for fp32 the
+   32-bit image of the float orders exactly as the CPU's 64-bit image of the
+   same value as a double, so selections agree. Masked -> 0. */
+template <typename T> struct c5k_key;
+template <> struct c5k_key<float> {
+  typedef unsigned int type;
+  static __device__ __forceinline__ type of(float v, bool keep)
+  {
+    unsigned int u = __float_as_uint(v + 0.0f);
+    unsigned int k = (u >> 31) ? ~u : (u | 0x80000000u);
+    return keep ? (k ? k : 1u) : 0u;
+  }
+};
+template <> struct c5k_key<double> {
+  typedef unsigned long long type;
+  static __device__ __forceinline__ type of(double v, bool keep)
+  {
+    unsigned long long u = (unsigned long long)__double_as_longlong(v + 0.0);
+    unsigned long long k = (u >> 63) ? ~u : (u | 0x8000000000000000ull);
+    return keep ? (k ? k : 1ull) : 0ull;
+  }
+};
+#endif

@@ -1,0 +1,89 @@
+/* device.cu - the CUDA backend's device object: one non-blocking stream per
+   backend (every op of the backend is ordered on it), a cuBLASLt handle with
+   its workspace, and device memory through the stream-ordered allocator. */
+#include "cuda_internal.cuh"
+
+extern "C" int c5k_cuda_device_count(void)
+{
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    (void)cudaGetLastError();   /* no driver, no device: not an error to keep */
+    return 0;
+  }
+  return n;
+}
+
+extern "C" c5_status c5k_cuda_dev_create(int device, c5k_cuda_dev **out)
+{
+  *out = NULL;
+  int n = c5k_cuda_device_count();
+  if (device < 0 || device >= n)
+    return C5K_ERR(C5_ERR_CUDA, "cuda backend: device %d does not exist (%d CUDA devices visible)", device, n);
+  c5k_cuda_dev *d = (c5k_cuda_dev *)calloc(1, sizeof *d);
+  if (!d) return C5K_ERR(C5_ERR_MEM, "cuda backend: out of host memory");
+  d->device = device;
+  c5_status st = C5_OK;
+  cudaError_t e = cudaSetDevice(device);
+  if (e == cudaSuccess) e = cudaDeviceGetAttribute(&d->sms, cudaDevAttrMultiProcessorCount, device);
+  if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking);
+  d->lt_ws_bytes = (size_t)32 << 20;
+  if (e == cudaSuccess) e = cudaMalloc(&d->lt_ws, d->lt_ws_bytes);
+  if (e != cudaSuccess) st = C5K_ERR(C5_ERR_CUDA, "cuda backend: device %d: %s", device, cudaGetErrorString(e));
+  if (st == C5_OK && cublasLtCreate(&d->lt) != CUBLAS_STATUS_SUCCESS)
+    st = C5K_ERR(C5_ERR_CUDA, "cuda backend: device %d: cublasLtCreate failed", device);
+  if (st != C5_OK) {
+    c5k_cuda_dev_destroy(d);
+    return st;
+  }
+  *out = d;
+  return C5_OK;
+}
+
+extern "C" void c5k_cuda_dev_destroy(c5k_cuda_dev *d)
+{
+  if (!d) return;
+  cudaSetDevice(d->device);
+  if (d->stream) cudaStreamSynchronize(d->stream);
+  if (d->scratch) cudaFree(d->scratch);
+  if (d->lt) cublasLtDestroy(d->lt);
+  if (d->lt_ws) cudaFree(d->lt_ws);
+  if (d->stream) cudaStreamDestroy(d->stream);
+  free(d);
+}
+
+extern "C" c5_status c5k_cuda_alloc(c5k_cuda_dev *d, size_t bytes, void **ptr)
+{
+  *ptr = NULL;
+  if (bytes == 0) return C5_OK;
+  cudaError_t e = cudaMallocAsync(ptr, bytes, d->stream);
+  if (e == cudaSuccess) e = cudaStreamSynchronize(d->stream);   /* usable on any stream on return */
+  if (e != cudaSuccess) {
+    *ptr = NULL;
+    return C5K_ERR(e == cudaErrorMemoryAllocation ? C5_ERR_MEM : C5_ERR_CUDA, "cuda backend: allocating %zu bytes on "
+                   "device %d: %s", bytes, d->device, cudaGetErrorString(e));
+  }
+  return C5_OK;
+}
+
+extern "C" c5_status c5k_cuda_free(c5k_cuda_dev *d, void *ptr)
+{
+  if (!ptr) return C5_OK;
+  C5K_CUDA_TRY(cudaFreeAsync(ptr, d->stream), "cuda backend: free");
+  return C5_OK;
+}
+
+extern "C" c5_status c5k_cuda_memcpy(c5k_cuda_dev *d, void *dst, const void *src, size_t bytes)
+{
+  if (bytes == 0) return C5_OK;
+  C5K_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, d->stream), "cuda backend: copy");
+  C5K_CUDA_TRY(cudaStreamSynchronize(d->stream), "cuda backend: copy");
+  return C5_OK;
+}
+
+extern "C" c5_status c5k_cuda_sync(c5k_cuda_dev *d)
+{
+  C5K_CUDA_TRY(cudaStreamSynchronize(d->stream), "cuda backend: synchronize");
+  return C5_OK;
+}
+
+extern "C" void c5k_cuda_set_tf32(c5k_cuda_dev *d, int on) { d->tf32 = on != 0; }

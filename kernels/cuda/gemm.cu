@@ -1,0 +1,87 @@
+/* gemm.cu - the typed, strided-batched GEMM (gemm_ex) through cuBLASLt.
+   Row-major C = alpha op(A) op(B) + beta C is the column-major
+   C^T = op(B)^T op(A)^T, so B and A swap places and nothing is copied.
+   Types: f64 throughout (compute f64); f32 or bf16 inputs with f32
+   compute and f32 or bf16 output; f32 compute runs TF32 when the backend
+   asks for it (c5_backend_set_tf32). */
+#include "cuda_internal.cuh"
+
+static cudaDataType_t cu_type(c5_dtype t)
+{
+  return t == C5_DTYPE_F64 ? CUDA_R_64F : t == C5_DTYPE_F32 ? CUDA_R_32F : CUDA_R_16BF;
+}
+
+#define LT_TRY(call) do { cublasStatus_t e_ = (call); if (e_ != CUBLAS_STATUS_SUCCESS) { \
+    st = C5K_ERR(C5_ERR_CUDA, "cuda op gemm_ex: %s: cuBLASLt status %d", #call, (int)e_); goto out; } } while (0)
+
+extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
+                                      const void *A, c5_dtype atype, long lda, long stride_a,
+                                      const void *B, c5_dtype btype, long ldb, long stride_b, double beta,
+                                      void *C, c5_dtype ctype, long ldc, long stride_c, long batch, c5_dtype compute)
+{
+  c5k_cuda_dev *dev;
+  C5_CALL_K(c5k_cuda_of(ctx, "gemm_ex", &dev));
+  const int f64 = compute == C5_DTYPE_F64 && atype == C5_DTYPE_F64 && btype == C5_DTYPE_F64 && ctype == C5_DTYPE_F64;
+  const int f32 = compute == C5_DTYPE_F32 && atype == btype && (atype == C5_DTYPE_F32 || atype == C5_DTYPE_BF16) &&
+                  (ctype == C5_DTYPE_F32 || ctype == C5_DTYPE_BF16);
+  if (!f64 && !f32)
+    return C5K_ERR(C5_ERR_NOTIMPL, "cuda op gemm_ex: A %s, B %s, C %s, compute %s: the GPU takes f64 throughout, or "
+                   "f32/bf16 inputs (alike) with f32 compute", c5_dtype_name(atype), c5_dtype_name(btype),
+                   c5_dtype_name(ctype), c5_dtype_name(compute));
+  if (m <= 0 || n <= 0 || batch <= 0) return C5_OK;
+  c5_status st = C5_OK;
+  cublasLtMatmulDesc_t op = NULL;
+  cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
+  cublasLtMatmulPreference_t pref = NULL;
+  cublasLtMatmulHeuristicResult_t heur;
+  int found = 0;
+  /* column-major view: C' [n x m] = op(B') [n x k] op(A') [k x m] */
+  const cublasOperation_t oa = transb ? CUBLAS_OP_T : CUBLAS_OP_N, ob = transa ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasComputeType_t ct = f64 ? CUBLAS_COMPUTE_64F
+                                 : dev->tf32 && atype == C5_DTYPE_F32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+  const cudaDataType_t sct = f64 ? CUDA_R_64F : CUDA_R_32F;
+  float af = (float)alpha, bf = (float)beta;
+  const void *pa = f64 ? (const void *)&alpha : (const void *)&af, *pb = f64 ? (const void *)&beta : (const void *)&bf;
+  LT_TRY(cublasLtMatmulDescCreate(&op, ct, sct));
+  LT_TRY(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &oa, sizeof oa));
+  LT_TRY(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &ob, sizeof ob));
+  LT_TRY(cublasLtMatrixLayoutCreate(&la, cu_type(btype), oa == CUBLAS_OP_N ? n : k, oa == CUBLAS_OP_N ? k : n, ldb));
+  LT_TRY(cublasLtMatrixLayoutCreate(&lb, cu_type(atype), ob == CUBLAS_OP_N ? k : m, ob == CUBLAS_OP_N ? m : k, lda));
+  LT_TRY(cublasLtMatrixLayoutCreate(&lc, cu_type(ctype), n, m, ldc));
+  if (batch > 1) {
+    int32_t bc = (int32_t)batch;
+    int64_t sa = stride_b, sb = stride_a, sc = stride_c;
+    LT_TRY(cublasLtMatrixLayoutSetAttribute(la, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+    LT_TRY(cublasLtMatrixLayoutSetAttribute(la, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sa, sizeof sa));
+    LT_TRY(cublasLtMatrixLayoutSetAttribute(lb, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+    LT_TRY(cublasLtMatrixLayoutSetAttribute(lb, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sb, sizeof sb));
+    LT_TRY(cublasLtMatrixLayoutSetAttribute(lc, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+    LT_TRY(cublasLtMatrixLayoutSetAttribute(lc, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sc, sizeof sc));
+  }
+  LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
+  LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &dev->lt_ws_bytes,
+                                              sizeof dev->lt_ws_bytes));
+  LT_TRY(cublasLtMatmulAlgoGetHeuristic(dev->lt, op, la, lb, lc, lc, pref, 1, &heur, &found));
+  if (!found) {
+    st = C5K_ERR(C5_ERR_NOTIMPL, "cuda op gemm_ex: cuBLASLt has no algorithm for m %ld n %ld k %ld (%s inputs)", m, n, k,
+                 c5_dtype_name(atype));
+    goto out;
+  }
+  LT_TRY(cublasLtMatmul(dev->lt, op, pa, B, la, A, lb, pb, C, lc, C, lc, &heur.algo, dev->lt_ws, dev->lt_ws_bytes,
+                        dev->stream));
+out:
+  if (pref) cublasLtMatmulPreferenceDestroy(pref);
+  if (lc) cublasLtMatrixLayoutDestroy(lc);
+  if (lb) cublasLtMatrixLayoutDestroy(lb);
+  if (la) cublasLtMatrixLayoutDestroy(la);
+  if (op) cublasLtMatmulDescDestroy(op);
+  return st;
+}
+
+extern "C" c5_status c5k_gemm_cuda(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
+                                   const c5_real *A, long lda, const c5_real *B, long ldb, double beta, c5_real *C,
+                                   long ldc)
+{
+  return c5k_gemm_ex_cuda(ctx, transa, transb, m, n, k, alpha, A, C5_DTYPE_REAL, lda, 0, B, C5_DTYPE_REAL, ldb, 0, beta,
+                          C, C5_DTYPE_REAL, ldc, 0, 1, C5_DTYPE_REAL);
+}

@@ -1,0 +1,53 @@
+/* cuda_util.h - what the GPU tests share: skip (77) where no GPU is
+   present, so CI on a machine without one passes them by; device buffers
+   through the backend; the norm-wise error colt5-golden measures. */
+#ifndef C5_CUDA_UTIL_H
+#define C5_CUDA_UTIL_H
+#include <string.h>
+#include "harness.h"
+
+/* The CUDA backend on device 0, or exit 77 when the runtime sees no GPU. */
+static inline c5_backend *t_cuda_backend_or_skip(void)
+{
+  if (c5_backend_device_count(C5_BACKEND_CUDA) == 0) {
+    fprintf(stderr, "no CUDA device: skipped\n");
+    MPI_Finalize();
+    exit(77);
+  }
+  c5_backend *be = NULL;
+  if (c5_backend_create(C5_BACKEND_CUDA, 0, &be) != C5_OK) {
+    fprintf(stderr, "c5_backend_create(cuda): %s\n", c5_last_error());
+    MPI_Finalize();
+    exit(1);
+  }
+  return be;
+}
+
+/* A device copy of host (bytes), or NULL with the error printed. */
+static inline void *t_dev_upload(c5_backend *be, const void *host, size_t bytes)
+{
+  void *p = NULL;
+  if (c5_backend_alloc(be, bytes, &p) != C5_OK || c5_backend_memcpy(be, p, host, bytes) != C5_OK) {
+    fprintf(stderr, "device upload of %zu bytes: %s\n", bytes, c5_last_error());
+    c5_backend_free(be, p);
+    return NULL;
+  }
+  return p;
+}
+
+/* ||a - b|| / ||b|| over n doubles (b's norm 0: ||a||); NaN anywhere gives NaN. */
+static inline double t_normwise(const double *a, const double *b, long n)
+{
+  double num = 0, den = 0;
+  for (long i = 0; i < n; i++) {
+    num += (a[i] - b[i]) * (a[i] - b[i]);
+    den += b[i] * b[i];
+  }
+  return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+static inline void t_to_double(const c5_real *x, long n, double *out)
+{
+  for (long i = 0; i < n; i++) out[i] = (double)x[i];
+}
+#endif
