@@ -34,7 +34,7 @@ cleanup() {
     kill -KILL "$p" 2> /dev/null
   done
   if [ $fail -ne 0 ]; then
-    for f in "$T"/train.out "$T"/slurmctld.log "$T"/slurmd.log "$T"/munged.log; do
+    for f in "$T"/train.out "$T"/scaling.out "$T"/slurmctld.log "$T"/slurmd.log "$T"/munged.log; do
       [ -f "$f" ] && { echo "---- $f (tail)"; tail -n 40 "$f"; }
     done
   fi
@@ -46,9 +46,9 @@ trap 'fail=1; echo "FAIL: interrupted (time limit?)"; exit 1' INT TERM
 die() { echo "FAIL: $*"; fail=1; exit 1; }
 # wait_for SECONDS WHAT CMD...: poll CMD every 0.25 s.
 wait_for() {
-  n=$(($1 * 4)); what=$2; shift 2
+  secs=$1; n=$(($1 * 4)); what=$2; shift 2
   while ! "$@" > /dev/null 2>&1; do
-    n=$((n - 1)); [ $n -gt 0 ] || die "no $what after ${1:+a while}"
+    n=$((n - 1)); [ $n -gt 0 ] || die "no $what after $secs s"
     sleep 0.25
   done
 }
@@ -167,4 +167,20 @@ first=$(sed -n 's/^step \([0-9]*\)$/\1/p' "$T/run2" | head -n 1)
 last=$(sed -n 's/^step \([0-9]*\)$/\1/p' "$T/run2" | tail -n 1)
 [ "$first" = $((S + 1)) ] && [ "$last" = $steps ] || die "the second run trained steps $first..$last, want $((S + 1))..$steps"
 echo "ok: requeued run resumed at step $first and finished at $last"
+
+# ---- the scaling sweep, small: P = 1, 2 as srun steps ---------------------
+job=$(C5_BUILD=$b C5_SRC=$s C5_OUT="$T/scaling" C5_STRONG_N=512 C5_WEAK_N=256 \
+      sbatch --parsable -n 2 --chdir="$T" --output="$T/scaling.out" "$s/jobs/slurm/scaling.sbatch") ||
+  die "sbatch refused the scaling job"
+job=${job%%;*}
+ended() { scontrol -o show job "$job" | grep -Eq 'JobState=(COMPLETED|FAILED|CANCELLED|TIMEOUT)'; }
+wait_for 60 "end of the scaling job" ended
+scontrol -o show job "$job" | grep -q 'JobState=COMPLETED .*ExitCode=0:0' ||
+  { cat "$T/scaling.out"; die "scaling job $job: $(scontrol -o show job "$job")"; }
+# Two ranks of one communicator, not two single-rank runs: srun wired them up.
+grep -q 'P = 2 ranks' "$T/scaling/scaling.txt" || die "no 2-rank run in scaling.txt"
+rows=$(grep -c '^\(strong\|weak\),[12],' "$T/scaling/scaling.csv")
+[ "$rows" -eq 4 ] || die "scaling.csv has $rows rows of P = 1, 2, want 4"
+if command -v gnuplot > /dev/null 2>&1; then [ -s "$T/scaling/scaling.png" ] || die "no scaling.png"; fi
+echo "ok: scaling sweep P = 1, 2: scaling.csv$(command -v gnuplot > /dev/null 2>&1 && echo ', scaling.png')"
 exit 0
