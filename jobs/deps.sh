@@ -2,12 +2,13 @@
 # deps.sh - install the Debian 12 packages libcolt5 builds, tests and runs with.
 # (Benchmarks against the PyTorch reference also need python3-torch,
 # python3-packaging and python3-h5py: `jobs/deps.sh --reference`.)
-# slurm-wlm and munge: tests/unit/test_slurm.sh starts a one-node cluster of
-# its own to run jobs/slurm/train.sbatch (the packages' own services are not used).
 set -eu
 pkgs="build-essential autoconf automake libtool autoconf-archive pkg-config make
       libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools libopenblas-dev libopenblas-openmp-dev
-      libjansson-dev libsleef-dev slurm-wlm munge"
+      libjansson-dev libsleef-dev"
+# slurm-wlm and munge: tests/unit/test_slurm.sh starts a one-node cluster of its
+# own to run jobs/slurm/*.sbatch (the packages' own services stay unused).
+pkgs="$pkgs slurm-wlm munge"
 [ "${1:-}" = "--reference" ] && pkgs="$pkgs python3-torch python3-packaging python3-h5py python3-numpy"
 SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
