@@ -7,11 +7,11 @@ pkgs="build-essential autoconf automake libtool autoconf-archive pkg-config make
       libopenmpi-dev openmpi-bin libhdf5-openmpi-dev hdf5-tools libopenblas-dev libopenblas-openmp-dev
       libjansson-dev libsleef-dev"
 [ "${1:-}" = "--reference" ] && pkgs="$pkgs python3-torch python3-packaging python3-h5py python3-numpy"
+SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
 # slurm-wlm and munge: tests/unit/test_slurm.sh starts a one-node cluster of its
 # own to run jobs/slurm/*.sbatch (the packages' own services stay unused).
 pkgs="$pkgs slurm-wlm munge"
-SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
-export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 # shellcheck disable=SC2086
 $SUDO apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends $pkgs > /dev/null
