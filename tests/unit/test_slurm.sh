@@ -1,54 +1,88 @@
 #!/bin/sh
-# test_slurm.sh - jobs/slurm/train.sbatch on a real one-node SLURM cluster
-# made for the test: munged on a private socket, slurmctld and slurmd on
-# localhost (free ports, all state in a temporary directory). A 2-task CPU job
-# trains a few steps, gets SIGUSR1 in its batch shell (scancel --batch, the
-# path of sbatch --signal=B:USR1@T), checkpoints, requeues itself, and the
-# requeued job resumes from the checkpointed step and finishes. Skips (77)
-# without slurmctld, slurmd, munged or sbatch (jobs/deps.sh installs them).
-# Everything runs under a hard time limit; the daemons are stopped by their
-# pids and the directory removed whatever happens.
+# test_slurm.sh - jobs/slurm/*.sbatch on a real one-node SLURM cluster made
+# for the test: munged on a private socket with its own key, slurmctld and
+# slurmd on localhost (free ports; config, state, spool and logs in a
+# temporary directory).
+#  1. train.sbatch: a 2-task CPU job trains colt5-train (a tiny model),
+#     gets SIGUSR1 in its batch shell (scancel --batch: the path of sbatch
+#     --signal=B:USR1@T), the ranks checkpoint at step S, the script requeues
+#     the job, and the requeued run resumes from ckpt-S.h5 and trains steps
+#     S+1..N: the chain's step log holds every step once, both runs had 2
+#     ranks (srun --mpi=pmix wired them into one job), the job completes.
+#  2. scaling.sbatch: the sweep at P = 1, 2 (small n) gives scaling.csv
+#     (and scaling.png when gnuplot is there).
+# Skips (77) without slurmctld, slurmd, munged or sbatch (jobs/deps.sh
+# installs slurm-wlm and munge) or when not root (slurmd). A hard time limit
+# (C5_SLURM_TEST_LIMIT, 150 s) covers the whole test; the jobs are cancelled,
+# the daemons and anything left of the jobs are stopped by pid and the
+# directory removed whatever happens (C5_SLURM_TEST_KEEP=1 keeps it).
 set -u
 b=${top_builddir:-.}; s=${top_srcdir:-.}
-for p in slurmctld slurmd munged sbatch scontrol scancel sinfo; do
+for p in slurmctld slurmd munged sbatch scontrol scancel sinfo squeue; do
   command -v $p > /dev/null 2>&1 || { echo "SKIP: no $p (slurm-wlm, munge)"; exit 77; }
 done
 [ "$(id -u)" -eq 0 ] || { echo "SKIP: slurmd must run as root"; exit 77; }
-# BRING-UP ONLY (until colt5-train is merged): skip when it is not built.
-[ -n "${C5_SLURM_STANDIN:-}" ] || [ -x "$b/apps/colt5-train" ] || { echo "SKIP: no $b/apps/colt5-train yet"; exit 77; }
-# A hard limit on the whole test; the trap below still cleans up after it.
+# A hard limit on the whole test, a backstop: the waits below give up 20 s
+# before it, leaving the cleanup its time (and 20 s more before SIGKILL).
+limit=${C5_SLURM_TEST_LIMIT:-150}
 if [ -z "${C5_SLURM_TEST_TIMED:-}" ]; then
   C5_SLURM_TEST_TIMED=1; export C5_SLURM_TEST_TIMED
-  exec timeout -k 10 ${C5_SLURM_TEST_LIMIT:-150} /bin/sh "$0" "$@"
+  exec timeout -k 20 "$limit" /bin/sh "$0" "$@"
 fi
+deadline=$(($(date +%s) + limit - 20))
 s=$(cd "$s" && pwd); b=$(cd "$b" && pwd)
+[ -x "$b/apps/colt5-train" ] && [ -x "$b/apps/colt5-bench" ] || { echo "FAIL: colt5-train, colt5-bench not built in $b"; exit 1; }
 
 umask 077
 T=$(mktemp -d "${TMPDIR:-/tmp}/c5slurm.XXXXXX") || exit 99
 pids=; job=; fail=0
-cleanup() {
-  [ -n "$job" ] && scancel "$job" > /dev/null 2>&1
-  for p in $pids; do kill "$p" 2> /dev/null; done
-  for p in $pids; do
-    i=0; while kill -0 "$p" 2> /dev/null && [ $i -lt 20 ]; do sleep 0.25; i=$((i + 1)); done
-    kill -KILL "$p" 2> /dev/null
+# Processes of this cluster outside the test's process group: the job steps'
+# slurmstepd (which outlive slurmd) and the jobs' processes. Found by the
+# SLURM_CONF naming this directory in their environment.
+strays() {
+  me=$(ps -o pgid= -p $$ | tr -d ' ')
+  for d in /proc/[0-9]*; do
+    grep -qzxF "SLURM_CONF=$T/slurm.conf" "$d/environ" 2> /dev/null || continue
+    g=$(ps -o pgid= -p "${d#/proc/}" 2> /dev/null | tr -d ' ')
+    [ -n "$g" ] && [ "$g" != "$me" ] && echo "${d#/proc/}"
   done
+}
+cleanup() {
+  trap '' INT TERM
+  if [ -n "$pids" ]; then
+    # The jobs first, while slurmd can still end their steps.
+    for j in $(squeue -h -o %A 2> /dev/null); do scancel "$j" 2> /dev/null; done
+    i=0; while [ -n "$(squeue -h -o %A 2> /dev/null)" ] && [ $i -lt 20 ]; do sleep 0.25; i=$((i + 1)); done
+    for p in $pids; do kill "$p" 2> /dev/null; done
+    for p in $pids; do
+      i=0; while kill -0 "$p" 2> /dev/null && [ $i -lt 20 ]; do sleep 0.25; i=$((i + 1)); done
+      kill -KILL "$p" 2> /dev/null
+    done
+    left=$(strays)
+    if [ -n "$left" ]; then
+      kill $left 2> /dev/null; sleep 1; kill -KILL $left 2> /dev/null
+    fi
+  fi
   if [ $fail -ne 0 ]; then
     for f in "$T"/train.out "$T"/scaling.out "$T"/slurmctld.log "$T"/slurmd.log "$T"/munged.log; do
       [ -f "$f" ] && { echo "---- $f (tail)"; tail -n 40 "$f"; }
     done
   fi
-  rm -rf "$T"
+  if [ -n "${C5_SLURM_TEST_KEEP:-}" ]; then echo "kept $T"; else rm -rf "$T"; fi
 }
 trap cleanup EXIT
 trap 'fail=1; echo "FAIL: interrupted (time limit?)"; exit 1' INT TERM
 
-die() { echo "FAIL: $*"; fail=1; exit 1; }
-# wait_for SECONDS WHAT CMD...: poll CMD every 0.25 s.
+# die also from inside wait_for's silenced checks: fd 3 is the test's output.
+exec 3>&1
+die() { echo "FAIL: $*" >&3; fail=1; exit 1; }
+# wait_for SECONDS WHAT CMD...: poll CMD every 0.25 s for SECONDS at most,
+# and not past the test's deadline.
 wait_for() {
-  secs=$1; n=$(($1 * 4)); what=$2; shift 2
+  what=$2; t0=$(date +%s); end=$((t0 + $1)); shift 2
+  [ $end -le $deadline ] || end=$deadline
   while ! "$@" > /dev/null 2>&1; do
-    n=$((n - 1)); [ $n -gt 0 ] || die "no $what after $secs s"
+    [ "$(date +%s)" -lt $end ] || die "no $what after $(($(date +%s) - t0)) s (the test's limit: $limit s)"
     sleep 0.25
   done
 }
@@ -68,7 +102,9 @@ pids="$!"
 wait_for 10 "munged socket" test -S "$T/munge.sock"
 
 cport=$(free_port); dport=$(free_port "$cport")
-mkdir -p "$T/state" "$T/spool"
+mkdir -p "$T/state" "$T/spool" "$T/tmp"
+# TmpFS: mpi/pmix makes its per-step directories there (/tmp/spmix_appdir_<uid>_<job>.<step>
+# by default: one left by an earlier cluster would fail job 1's launch).
 # cred_expire is also how long a requeued job waits before it may start
 # again (120 s by default); sched_interval makes the scheduler notice that
 # within a second or two instead of the next 60 s pass.
@@ -84,6 +120,7 @@ CredType=cred/munge
 AuthInfo=socket=$T/munge.sock,cred_expire=5
 StateSaveLocation=$T/state
 SlurmdSpoolDir=$T/spool
+TmpFS=$T/tmp
 SlurmctldPidFile=$T/slurmctld.pid
 SlurmdPidFile=$T/slurmd.pid
 SlurmctldLogFile=$T/slurmctld.log
@@ -115,58 +152,51 @@ wait_for 30 "idle node (slurmctld, slurmd)" node_idle
 echo "ok: slurmctld and slurmd up on ports $cport, $dport"
 
 # ---- the training job -----------------------------------------------------
-steps=200
-app=$b/apps/colt5-train
-# BRING-UP ONLY: a stand-in with colt5-train's signal and checkpoint contract.
-if [ -n "${C5_SLURM_STANDIN:-}" ]; then
-  app=$T/standin.sh
-  cat > "$app" << 'EOF'
-#!/bin/sh
-set -u
-dir=; steps=; resume=0
-while [ $# -gt 0 ]; do case $1 in --ckpt-dir) dir=$2; shift;; --steps) steps=$2; shift;; --ckpt-every) shift;;
-  --resume) resume=1;; esac; shift; done
-s=0; [ $resume = 1 ] && s=$(cat "$dir/latest")
-[ $resume = 1 ] && [ "${SLURM_PROCID:-0}" = 0 ] && echo "resumed from step $s"
-sig=; trap 'sig=1' USR1 TERM
-while [ $s -lt $steps ]; do
-  sleep 0.2; s=$((s + 1)); [ "${SLURM_PROCID:-0}" = 0 ] && echo "step $s"
-  if [ -n "$sig" ]; then
-    [ "${SLURM_PROCID:-0}" = 0 ] && { echo $s > "$dir/latest"; echo "checkpointed at step $s on signal"; }
-    exit 0
-  fi
-done
-EOF
-  chmod +x "$app"
-fi
-[ -x "$app" ] || die "no $app"
-
-job=$(C5_APP=$app C5_BUILD=$b C5_STEPS=$steps C5_CKPT_DIR="$T/ckpt" C5_CKPT_EVERY=50 \
+# A tiny model on the project's own documents: a few ms a step, so the job
+# is still training when the signal comes, and the rest takes seconds.
+cat "$s"/README.md "$s"/docs/*.md > "$T/text.txt"
+# Two data-parallel ranks (--seq-ranks 1): a few collectives a step, so a
+# busy machine slows the steps less than the many of a sharded sequence.
+# Ranks that yield while they wait: CI's two cores may be shared.
+steps=1000
+tiny="--data $T/text.txt --dim 16 --depth 1 --seq-len 64 --window 16 --light-heads 2 --light-dim-head 8
+      --heavy-heads 2 --heavy-dim-head 8 --n-iters 5 --batch 2 --val-every 0 --val-batches 1 --warmup 2
+      --lr 0.01 --log-every 1000 --seq-ranks 1"
+export OMPI_MCA_mpi_yield_when_idle=1 OMP_NUM_THREADS=1
+job=$(C5_BUILD=$b C5_STEPS=$steps C5_CKPT_DIR="$T/ckpt" C5_LOG="$T/train.csv" C5_ARGS="$tiny" \
       sbatch --parsable -n 2 --chdir="$T" --output="$T/train.out" "$s/jobs/slurm/train.sbatch") ||
   die "sbatch refused the job"
 job=${job%%;*}
 echo "ok: submitted job $job"
-started() { grep -q '^step 3$' "$T/train.out"; }
-wait_for 60 "step 3 in the log" started
+# The step log (rank 0 flushes every step): step,loss,...; steps only.
+csv_steps() { grep '^[0-9]' "$T/train.csv" | cut -d, -f1; }
+# A job that ended early fails the test at once instead of at the time limit.
+running() { scontrol -o show job "$job" | grep -Eq 'JobState=(PENDING|RUNNING|CONFIGURING)' || die "job $job ended early: $(scontrol -o show job "$job")"; }
+started() { running; [ "$(csv_steps 2> /dev/null | wc -l)" -ge 3 ]; }
+wait_for 60 "3 steps in the step log" started
 scancel --batch --signal=USR1 "$job" || die "scancel --batch --signal=USR1 $job"
 checkpointed() { grep -q 'checkpointed at step [0-9]* on signal' "$T/train.out"; }
 wait_for 30 "checkpoint on signal" checkpointed
 S=$(sed -n 's/.*checkpointed at step \([0-9]*\) on signal.*/\1/p' "$T/train.out" | head -n 1)
+[ "$S" -ge 3 ] && [ "$S" -lt $steps ] || die "checkpointed at step $S, want 3..$((steps - 1))"
 echo "ok: checkpointed at step $S on signal"
-done_() { scontrol -o show job "$job" | grep -q 'JobState=COMPLETED'; }
-wait_for 60 "completed requeued job" done_
+finished() { scontrol -o show job "$job" | grep -Eq 'JobState=(COMPLETED|FAILED|CANCELLED|TIMEOUT)'; }
+wait_for 90 "end of the requeued job" finished
 info=$(scontrol -o show job "$job")
-case $info in *Restarts=1\ *) ;; *) die "job $job ran $(echo "$info" | sed 's/.*Restarts=\([0-9]*\).*/\1/') times, want a requeue: $info";; esac
-case $info in *ExitCode=0:0*) ;; *) die "job $job: $info";; esac
+case $info in *JobState=COMPLETED*ExitCode=0:0*) ;; *) die "job $job: $info";; esac
+case $info in *Restarts=1\ *) ;; *) die "job $job: want one requeue: $info";; esac
 grep -q "run 1: requeueing" "$T/train.out" || die "the first run did not requeue itself"
 grep -q "run 2: .* --resume" "$T/train.out" || die "the second run did not pass --resume"
-# The second run picks up at the checkpointed step and trains to the end.
+# Both runs were one 2-rank job (srun wired the ranks), not two single ranks.
+[ "$(grep -c '^colt5-train: 2 ranks' "$T/train.out")" -eq 2 ] || die "want a 2-rank colt5-train in each run"
+# The second run loaded the checkpoint of step S and trained the rest.
 sed -n '/run 2: /,$p' "$T/train.out" > "$T/run2"
-grep -q "^resumed from step $S\$" "$T/run2" || die "the second run did not resume from step $S"
-first=$(sed -n 's/^step \([0-9]*\)$/\1/p' "$T/run2" | head -n 1)
-last=$(sed -n 's/^step \([0-9]*\)$/\1/p' "$T/run2" | tail -n 1)
-[ "$first" = $((S + 1)) ] && [ "$last" = $steps ] || die "the second run trained steps $first..$last, want $((S + 1))..$steps"
-echo "ok: requeued run resumed at step $first and finished at $last"
+grep -q "^resume: $T/ckpt/ckpt-$S.h5, step $S\$" "$T/run2" || die "the second run did not resume from ckpt-$S.h5"
+grep -q "^trained $((steps - S)) steps " "$T/run2" || die "the second run did not train steps $((S + 1))..$steps"
+# One step log for the chain: every step 1..steps exactly once, in order.
+csv_steps > "$T/got"; seq 1 $steps > "$T/want"
+cmp -s "$T/got" "$T/want" || die "the step log is not steps 1..$steps once each: $(diff "$T/want" "$T/got" | head -n 4 | tr '\n' ' ')"
+echo "ok: the requeued run resumed from ckpt-$S.h5 and trained steps $((S + 1))..$steps"
 
 # ---- the scaling sweep, small: P = 1, 2 as srun steps ---------------------
 job=$(C5_BUILD=$b C5_SRC=$s C5_OUT="$T/scaling" C5_STRONG_N=512 C5_WEAK_N=256 \
