@@ -149,6 +149,7 @@ slurmctld -D -f "$SLURM_CONF" > "$T/slurmctld.out" 2>&1 &
 pids="$pids $!"
 slurmd -D -N localhost -f "$SLURM_CONF" > "$T/slurmd.out" 2>&1 &
 pids="$pids $!"
+job_ended() { scontrol -o show job "$job" | grep -Eq 'JobState=(COMPLETED|FAILED|CANCELLED|TIMEOUT|NODE_FAIL|OUT_OF_MEMORY)'; }
 node_idle() { [ "$(sinfo -h -n localhost -o %t 2> /dev/null)" = idle ]; }
 wait_for 30 "idle node (slurmctld, slurmd)" node_idle
 echo "ok: slurmctld and slurmd up on ports $cport, $dport"
@@ -182,8 +183,7 @@ wait_for 30 "checkpoint on signal" checkpointed
 S=$(sed -n 's/.*checkpointed at step \([0-9]*\) on signal.*/\1/p' "$T/train.out" | head -n 1)
 [ "$S" -ge 3 ] && [ "$S" -lt $steps ] || die "checkpointed at step $S, want 3..$((steps - 1))"
 echo "ok: checkpointed at step $S on signal"
-finished() { scontrol -o show job "$job" | grep -Eq 'JobState=(COMPLETED|FAILED|CANCELLED|TIMEOUT)'; }
-wait_for 90 "end of the requeued job" finished
+wait_for 90 "end of the requeued job" job_ended
 info=$(scontrol -o show job "$job")
 case $info in *JobState=COMPLETED*ExitCode=0:0*) ;; *) die "job $job: $info";; esac
 case $info in *Restarts=1\ *) ;; *) die "job $job: want one requeue: $info";; esac
@@ -205,8 +205,7 @@ job=$(C5_BUILD=$b C5_SRC=$s C5_OUT="$T/scaling" C5_STRONG_N=512 C5_WEAK_N=256 \
       sbatch --parsable -n 2 --chdir="$T" --output="$T/scaling.out" "$s/jobs/slurm/scaling.sbatch") ||
   die "sbatch refused the scaling job"
 job=${job%%;*}
-ended() { scontrol -o show job "$job" | grep -Eq 'JobState=(COMPLETED|FAILED|CANCELLED|TIMEOUT)'; }
-wait_for 60 "end of the scaling job" ended
+wait_for 60 "end of the scaling job" job_ended
 scontrol -o show job "$job" | grep -q 'JobState=COMPLETED .*ExitCode=0:0' ||
   { cat "$T/scaling.out"; die "scaling job $job: $(scontrol -o show job "$job")"; }
 # Two ranks of one communicator, not two single-rank runs: srun wired them up.
