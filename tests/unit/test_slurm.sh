@@ -104,6 +104,10 @@ pids="$!"
 wait_for 10 "munged socket" test -S "$T/munge.sock"
 
 cport=$(free_port); dport=$(free_port "$cport")
+# Job ids of their own: OpenMPI names its shared-memory segments after the
+# job and step, so two clusters on one machine (two make checks) must not
+# both run job 1.
+first_job=$(( $(od -An -N4 -tu4 /dev/urandom) % 50000000 + 1000 ))
 mkdir -p "$T/state" "$T/spool" "$T/tmp"
 # TmpFS: mpi/pmix makes its per-step directories there (/tmp/spmix_appdir_<uid>_<job>.<step>
 # by default: one left by an earlier cluster would fail job 1's launch).
@@ -128,6 +132,7 @@ SlurmdPidFile=$T/slurmd.pid
 SlurmctldLogFile=$T/slurmctld.log
 SlurmdLogFile=$T/slurmd.log
 MailProg=/bin/true
+FirstJobId=$first_job
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SelectType=select/cons_tres
@@ -165,7 +170,7 @@ steps=1000
 tiny="--data $T/text.txt --dim 16 --depth 1 --seq-len 64 --window 16 --light-heads 2 --light-dim-head 8
       --heavy-heads 2 --heavy-dim-head 8 --n-iters 5 --batch 2 --val-every 0 --val-batches 1 --warmup 2
       --lr 0.01 --log-every 1000 --seq-ranks 1"
-export OMPI_MCA_mpi_yield_when_idle=1 OMP_NUM_THREADS=1
+export OMPI_MCA_mpi_yield_when_idle=1 OMP_NUM_THREADS=1 TMPDIR="$T/tmp"
 job=$(C5_BUILD=$b C5_STEPS=$steps C5_CKPT_DIR="$T/ckpt" C5_LOG="$T/train.csv" C5_ARGS="$tiny" \
       sbatch --parsable -n 2 --chdir="$T" --output="$T/train.out" "$s/jobs/slurm/train.sbatch") ||
   die "sbatch refused the job"
