@@ -9,6 +9,8 @@
 #     the job, and the requeued run resumes from ckpt-S.h5 and trains steps
 #     S+1..N: the chain's step log holds every step once, both runs had 2
 #     ranks (srun --mpi=pmix wired them into one job), the job completes.
+#     The job asks for a GPU per task (the cluster's GPUs are plain files):
+#     srun gives the ranks one each exactly when the build has CUDA.
 #  2. scaling.sbatch: the sweep at P = 1, 2 (small n) gives scaling.csv
 #     (and scaling.png when gnuplot is there).
 # Skips (77) without slurmctld, slurmd, munged or sbatch (jobs/deps.sh
@@ -146,9 +148,15 @@ JobAcctGatherType=jobacct_gather/none
 AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 SlurmdParameters=config_overrides
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=256 State=UNKNOWN
+GresTypes=gpu
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=256 Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
+# Two GPUs that are only files (slurmd wants a file per GPU): enough for
+# SLURM to allocate them, so that train.sbatch's GPU choice can be checked
+# on any machine.
+: > "$T/nvidia0"; : > "$T/nvidia1"
+echo "NodeName=localhost Name=gpu File=$T/nvidia[0-1]" > "$T/gres.conf"
 export SLURM_CONF="$T/slurm.conf"
 slurmctld -D -f "$SLURM_CONF" > "$T/slurmctld.out" 2>&1 &
 pids="$pids $!"
@@ -172,7 +180,7 @@ tiny="--data $T/text.txt --dim 16 --depth 1 --seq-len 64 --window 16 --light-hea
       --lr 0.01 --log-every 1000 --seq-ranks 1"
 export OMPI_MCA_mpi_yield_when_idle=1 OMP_NUM_THREADS=1 TMPDIR="$T/tmp"
 job=$(C5_BUILD=$b C5_STEPS=$steps C5_CKPT_DIR="$T/ckpt" C5_LOG="$T/train.csv" C5_ARGS="$tiny" \
-      sbatch --parsable -n 2 --chdir="$T" --output="$T/train.out" "$s/jobs/slurm/train.sbatch") ||
+      sbatch --parsable -n 2 --gpus-per-task=1 --chdir="$T" --output="$T/train.out" "$s/jobs/slurm/train.sbatch") ||
   die "sbatch refused the job"
 job=${job%%;*}
 echo "ok: submitted job $job"
@@ -194,6 +202,15 @@ case $info in *JobState=COMPLETED*ExitCode=0:0*) ;; *) die "job $job: $info";; e
 case $info in *Restarts=1\ *) ;; *) die "job $job: want one requeue: $info";; esac
 grep -q "run 1: requeueing" "$T/train.out" || die "the first run did not requeue itself"
 grep -q "run 2: .* --resume" "$T/train.out" || die "the second run did not pass --resume"
+# srun started the ranks through PMIx, with a GPU each on a CUDA build only.
+cuda=0; grep -q 'C5_HAVE_CUDA_BUILD 1' "$b/lib/colt5_config.h" && cuda=1
+line=$(grep -m 1 'run 1: .* tasks, ' "$T/train.out")
+case $line in
+  *": srun --mpi=pmix --gpus-per-task=1 "*) gpus=1;;
+  *": srun --mpi=pmix "*) gpus=0;;
+  *) die "the first run did not launch with srun --mpi=pmix: $line";;
+esac
+[ $gpus = $cuda ] || die "CUDA build: $cuda, but --gpus-per-task=1 given to srun: $gpus ($line)"
 # Both runs were one 2-rank job (srun wired the ranks), not two single ranks.
 [ "$(grep -c '^colt5-train: 2 ranks' "$T/train.out")" -eq 2 ] || die "want a 2-rank colt5-train in each run"
 # The second run loaded the checkpoint of step S and trained the rest.
@@ -203,7 +220,7 @@ grep -q "^trained $((steps - S)) steps " "$T/run2" || die "the second run did no
 # One step log for the chain: every step 1..steps exactly once, in order.
 csv_steps > "$T/got"; seq 1 $steps > "$T/want"
 cmp -s "$T/got" "$T/want" || die "the step log is not steps 1..$steps once each: $(diff "$T/want" "$T/got" | head -n 4 | tr '\n' ' ')"
-echo "ok: the requeued run resumed from ckpt-$S.h5 and trained steps $((S + 1))..$steps"
+echo "ok: the requeued run resumed from ckpt-$S.h5 and trained steps $((S + 1))..$steps (2 ranks, $([ $cuda = 1 ] && echo 'a GPU each: a CUDA build' || echo 'no GPUs: not a CUDA build'))"
 
 # ---- the scaling sweep, small: P = 1, 2 as srun steps ---------------------
 job=$(C5_BUILD=$b C5_SRC=$s C5_OUT="$T/scaling" C5_STRONG_N=512 C5_WEAK_N=256 \
