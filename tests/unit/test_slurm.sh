@@ -111,6 +111,8 @@ cport=$(free_port); dport=$(free_port "$cport")
 # both run job 1.
 first_job=$(( $(od -An -N4 -tu4 /dev/urandom) % 50000000 + 1000 ))
 mkdir -p "$T/state" "$T/spool" "$T/tmp"
+# Two CPUs for the 2-task jobs even on one core (SlurmdParameters=config_overrides).
+cpus=$(nproc); [ "$cpus" -ge 2 ] || cpus=2
 # TmpFS: mpi/pmix makes its per-step directories there (/tmp/spmix_appdir_<uid>_<job>.<step>
 # by default: one left by an earlier cluster would fail job 1's launch).
 # cred_expire is also how long a requeued job waits before it may start
@@ -149,7 +151,7 @@ AccountingStorageType=accounting_storage/none
 JobCompType=jobcomp/none
 SlurmdParameters=config_overrides
 GresTypes=gpu
-NodeName=localhost NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=256 Gres=gpu:2 State=UNKNOWN
+NodeName=localhost NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=256 Gres=gpu:2 State=UNKNOWN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 EOF
 # Two GPUs that are only files (slurmd wants a file per GPU): enough for
