@@ -681,6 +681,182 @@ out:
   return st;
 }
 
+/* ---- the masked-byte model (CoLT5ByteModel of tools/colt5_torch.py; make_model_golden.py) ------------------ */
+/* ctor: the block's options plus depth and max_seq_len; inputs tokens, targets [b, n] (int64), mask; outputs
+   loss_sum, count, logits; grads of loss_sum / count; the three routers of each layer's block; /adamw: one
+   optimizer step from those gradients. */
+typedef struct {
+  char *ctor;
+  json_t *cj;
+  c5_params *p;
+  c5_model *m;
+  c5_model_cache *cache;
+  long b, n, unit;
+  c5_layout lay;
+  int32_t *tok, *tgt;   /* this rank's [b, n_local] */
+  uint8_t *mask;
+} model_case;
+
+static c5_status model_load(ctx_t *cx, c5_h5 *f, const char *file, model_case *k)
+{
+  c5_status st = C5_OK;
+  json_error_t je;
+  json_t *bj = NULL, *none = json_object();
+  long *tok = NULL, *tgt = NULL, dims[C5_H5_MAXDIM];
+  uint8_t *mask = NULL;
+  int nd;
+  c5_model_config mc;
+  TRY(c5_h5_attr_string(f, "/", "ctor", &k->ctor));
+  if (!(k->cj = json_loads(k->ctor, 0, &je)) || !json_is_object(k->cj))
+    FAIL(C5_ERR_IO, "%s: ctor attribute is not a JSON object", file);
+  /* the block's keys, and the model's own two */
+  if (!(bj = json_deep_copy(k->cj)) || !none) FAIL(C5_ERR_MEM, "%s: out of memory", file);
+  json_object_del(bj, "depth");
+  json_object_del(bj, "max_seq_len");
+  TRY(check_keys(file, "ctor", bj, block_keys));
+  TRY(attn_config(file, k->cj, "num_heavy_attn_tokens_q", "num_heavy_attn_tokens_kv", none, "", "", &mc.block.attn));
+  TRY(ff_config(file, k->cj, "num_heavy_ff_tokens", none, "", &mc.block.ff));
+  mc.depth = (int)json_int(k->cj, "depth", 0);
+  mc.max_seq_len = json_int(k->cj, "max_seq_len", 0);
+  TRY(c5_params_create(c5_backend_cpu(), &k->p));
+  TRY(built(file, c5_model_create(&mc, k->p, &k->m)));
+  TRY(built(file, c5_model_layout_unit(&mc, &k->unit)));
+  TRY(c5_params_alloc(k->p));
+  TRY(c5_h5_read_params(f, "/params", k->p));
+  TRY(c5_h5_shape(f, "/inputs/tokens", &nd, dims));
+  if (nd != 2) FAIL(C5_ERR_SHAPE, "%s: /inputs/tokens must be [b, n]", file);
+  k->b = dims[0];
+  k->n = dims[1];
+  tok = malloc((size_t)(k->b * k->n + 1) * sizeof *tok);
+  tgt = malloc((size_t)(k->b * k->n + 1) * sizeof *tgt);
+  mask = malloc((size_t)(k->b * k->n + 1));
+  if (!tok || !tgt || !mask) FAIL(C5_ERR_MEM, "%s: out of memory for [%ld, %ld] tokens", file, k->b, k->n);
+  TRY(c5_h5_read_long(f, "/inputs/tokens", 2, dims, tok));
+  TRY(c5_h5_read_long(f, "/inputs/targets", 2, dims, tgt));
+  int masked = c5_h5_exists(f, "/inputs/mask");
+  if (masked) TRY(c5_h5_read_u8(f, "/inputs/mask", 2, dims, mask));
+  TRY(c5_layout_compute(cx->dist, k->n, k->unit, &k->lay));
+  const long nl = k->lay.n_local, o = k->lay.offset;
+  k->tok = malloc((size_t)(k->b * nl + 1) * sizeof *k->tok);
+  k->tgt = malloc((size_t)(k->b * nl + 1) * sizeof *k->tgt);
+  if (masked) k->mask = malloc((size_t)(k->b * nl + 1));
+  if (!k->tok || !k->tgt || (masked && !k->mask)) FAIL(C5_ERR_MEM, "%s: out of memory for this rank's tokens", file);
+  for (long i = 0; i < k->b; i++)
+    for (long j = 0; j < nl; j++) {
+      long t = tok[i * k->n + o + j], g = tgt[i * k->n + o + j];
+      /* out of int32's range: kept out of range, for the model's check to name */
+      k->tok[i * nl + j] = (int32_t)(t < -1 ? -1 : t > 65536 ? 65536 : t);
+      k->tgt[i * nl + j] = (int32_t)(g < -2 ? -2 : g > 65536 ? 65536 : g);
+      if (masked) k->mask[i * nl + j] = mask[i * k->n + o + j];
+    }
+  TRY(c5_model_cache_create(k->m, k->b, nl, &k->cache));
+out:
+  json_decref(bj);
+  json_decref(none);
+  free(tok); free(tgt); free(mask);
+  return st;
+}
+
+/* The file's /adamw: one c5_adamw_step on the summed gradients, with the options of the config attribute's
+   "train" object, against torch's clip_grad_norm_ + AdamW + LambdaLR step (make_model_golden.py). Every rank
+   steps (the gradients are the same everywhere); rank 0 compares. */
+static c5_status model_adamw(ctx_t *cx, c5_h5 *f, const char *file, c5_params *p)
+{
+  static const char *const keys[] = { "lr", "lr_min", "warmup_steps", "total_steps", "beta1", "beta2", "eps",
+                                      "weight_decay", "clip_norm", "decay_all", NULL };
+  c5_status st = C5_OK;
+  char *cfgtxt = NULL;
+  json_t *cj = NULL, *tj = NULL;
+  json_error_t je;
+  c5_adamw *o = NULL;
+  double norm = 0, lr = 0, *ref = NULL, *rlr = NULL;
+  c5_adamw_config ac = C5_ADAMW_CONFIG_DEFAULT;
+  st = c5_h5_attr_string(f, "/", "config", &cfgtxt);
+  if (st == C5_OK && (!(cj = json_loads(cfgtxt, 0, &je)) || !json_is_object(tj = json_object_get(cj, "train"))))
+    st = c5_error_raise(C5_ERR_IO, "%s: the config attribute has no \"train\" object", file);
+  if (st == C5_OK) st = check_keys(file, "train", tj, keys);
+  if (st == C5_OK) {
+    ac.lr = json_num(tj, "lr", ac.lr);
+    ac.lr_min = json_num(tj, "lr_min", ac.lr_min);
+    ac.warmup_steps = json_int(tj, "warmup_steps", ac.warmup_steps);
+    ac.total_steps = json_int(tj, "total_steps", ac.total_steps);
+    ac.beta1 = json_num(tj, "beta1", ac.beta1);
+    ac.beta2 = json_num(tj, "beta2", ac.beta2);
+    ac.eps = json_num(tj, "eps", ac.eps);
+    ac.weight_decay = json_num(tj, "weight_decay", ac.weight_decay);
+    ac.clip_norm = json_num(tj, "clip_norm", ac.clip_norm);
+    ac.decay_all = getb(tj, "decay_all", 0);
+    st = built(file, c5_adamw_create(&ac, p, &o));
+  }
+  if (st == C5_OK) st = built(file, c5_adamw_step(o, &norm, &lr));
+  if (st == C5_OK) st = read_ref(file, f, "/adamw/grad_norm", 1, &ref);
+  if (st == C5_OK) st = read_ref(file, f, "/adamw/lr", 1, &rlr);
+  TRY(c5_dist_agree(cx->dist, st));
+  c5_real got[2] = { (c5_real)norm, (c5_real)lr };
+  compare(cx, file, "adamw/grad_norm", &got[0], ref, 1, 1);
+  compare(cx, file, "adamw/lr", &got[1], rlr, 1, 1);
+  for (long i = 0; i < c5_params_count(p); i++) {
+    static const char *const what[] = { "params", "exp_avg", "exp_avg_sq" };
+    const c5_real *ours[] = { c5_params_value(p, i), c5_adamw_exp_avg(o, i), c5_adamw_exp_avg_sq(o, i) };
+    for (int w = 0; w < 3; w++) {
+      char name[512];
+      snprintf(name, sizeof name, "/adamw/%s/%s", what[w], c5_params_name(p, i));
+      free(ref);
+      ref = NULL;
+      TRY(c5_dist_agree(cx->dist, read_ref(file, f, name, c5_params_numel(p, i), &ref)));
+      compare(cx, file, name + 1, ours[w], ref, c5_params_numel(p, i), 1);
+    }
+  }
+out:
+  c5_adamw_destroy(&o);
+  free(ref); free(rlr); free(cfgtxt);
+  json_decref(cj);
+  return st;
+}
+
+static c5_status run_model(ctx_t *cx, c5_h5 *f, const char *file)
+{
+  model_case k = { 0 };
+  c5_status st;
+  double loss = 0, *ref = NULL;
+  long count = 0, ref_count = -1;
+  TRY(agree_loaded(cx, model_load(cx, f, file, &k)));
+  if (cx->rank == 0 && !cx->quiet)
+    printf("%s layout: n %ld, unit %ld, %d ranks\n", file, k.n, k.unit, cx->size);
+  TRY(c5_model_forward(k.m, cx->dist, &k.lay, k.b, k.tok, k.tgt, k.mask, k.cache, &loss, &count));
+  st = read_ref(file, f, "/outputs/loss_sum", 1, &ref);
+  if (st == C5_OK) st = c5_h5_read_long(f, "/outputs/count", 1, (long[]){ 1 }, &ref_count);
+  TRY(c5_dist_agree(cx->dist, st));
+  c5_real got = (c5_real)loss;
+  compare(cx, file, "outputs/loss_sum", &got, ref, 1, 1);
+  if (count != ref_count) cx->failed = 1;
+  if (cx->rank == 0 && (!cx->quiet || count != ref_count))
+    printf("%s %-40s %ld, file %ld %s\n", file, "outputs/count", count, ref_count, count == ref_count ? "PASS" : "FAIL");
+  TRY(compare_gathered(cx, f, file, "/outputs/logits", c5_model_logits(k.cache), k.b, k.lay.n_local, C5_NUM_BYTES, k.n,
+                       k.unit));
+  TRY(c5_model_backward(k.m, cx->dist, k.cache, count > 0 ? 1.0 / (double)count : 0.0));
+  TRY(compare_param_grads(cx, f, file, k.p));
+  for (int i = 0; i < c5_model_get_config(k.m)->depth; i++) {
+    const c5_block_cache *bc = c5_model_block_cache(k.cache, i);
+    const char *rname;
+    const c5_routing *rt;
+    for (int r = 0; block_router((void *)bc, r, &rname, &rt); r++) {
+      char name[256];
+      snprintf(name, sizeof name, "layers.%d.%s", i, rname);
+      TRY(compare_routing(cx, f, file, name, rt, rt->rows));
+    }
+  }
+  if (c5_h5_exists(f, "/adamw")) TRY(model_adamw(cx, f, file, k.p));
+out:
+  free(ref);
+  c5_model_cache_destroy(&k.cache);
+  c5_model_destroy(&k.m);
+  c5_params_destroy(&k.p);
+  free(k.tok); free(k.tgt); free(k.mask); free(k.ctor);
+  json_decref(k.cj);
+  return st;
+}
+
 /* FNV-1a of a file's bytes (63 bits): every rank must read the same vector. Rank-local. */
 static c5_status file_hash(const char *file, long *out)
 {
@@ -701,6 +877,7 @@ static c5_status file_hash(const char *file, long *out)
 typedef c5_status (*runner)(ctx_t *, c5_h5 *, const char *);
 static const struct { const char *module; runner run; } modules[] = {
   { "coor_descent", run_cd },
+  { "CoLT5ByteModel", run_model },
 };
 
 /* One vector: every rank opens it and reads its module; the runner loads the case and agrees it

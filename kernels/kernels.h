@@ -131,6 +131,15 @@ static inline long c5k_heavy_attn_work(const c5k_heavy_attn *A)
   return (A->nq * (A->nk + 1) * (long)sizeof(c5_real) + (long)sizeof(double) - 1) / (long)sizeof(double);
 }
 
+/* One AdamW step's scalars (adamw_update below): the gradient's scale (the
+   clipping coefficient, 1 without), this step's learning rate, the decay
+   (0 for a parameter that is not decayed) and the step t >= 1 of the bias
+   corrections. */
+typedef struct {
+  double grad_scale, lr, beta1, beta2, eps, weight_decay;
+  long step;
+} c5k_adamw;
+
 typedef struct c5k_ops {
   const char *name;
   /* Coordinate descent, docs/design.md §2. For row r with a = a[r]:
@@ -390,7 +399,53 @@ typedef struct c5k_ops {
   /* mask[r n + j] = pos[r n + j] < lim[r] for r < rows, j < n: which gathered keys lie before a row's
      limit (the autoregressive attention's keys in the windows before a query window). */
   c5_status (*mask_before)(c5k_ctx *, long rows, long n, const long *pos, const long *lim, uint8_t *mask);
+  /* ---- optimizer (c5k_adamw above; lib/optim.c) ---- */
+  /* *ss = sum of x[i]^2 over i < n, the squares in double, in a fixed order: per C5K_CHUNK-element
+     chunk, 8 interleaved sums (element j of the chunk's whole groups of 8 into sum j % 8), the tail
+     added to 0, then the 8 sums in order; then the chunk sums in chunk order: the same bits at any
+     thread count. When
+     first_nonfinite is not NULL and *ss is not finite, *first_nonfinite = the first i with x[i]
+     NaN or Inf (-1: none, the sum overflowed). ctx work: ceil(n / C5K_CHUNK) doubles. */
+  c5_status (*sumsq)(c5k_ctx *, long n, const c5_real *x, double *ss, long *first_nonfinite);
+  /* One AdamW step on n elements (torch.optim.AdamW, single-tensor path), each element in double
+     and stored once in c5_real: g = grad_scale grad; m = beta1 m + (1 - beta1) g;
+     v = beta2 v + (1 - beta2) g g; p = p (1 - lr weight_decay) + (-lr / bc1) m / (sqrt(v) / sqrt(bc2)
+     + eps), bc1 = 1 - beta1^step, bc2 = 1 - beta2^step, the update from the unrounded m and v.
+     grad is read only. */
+  c5_status (*adamw_update)(c5k_ctx *, const c5k_adamw *A, long n, const c5_real *grad, c5_real *p, c5_real *m,
+                            c5_real *v);
+  /* ---- model: parameter initialization, embeddings, the masked-byte loss (kernels/cpu/init.c,
+     kernels/cpu/embedding.c, kernels/cpu/xent.c; lib/params.c, lib/model.c) ---- */
+  /* y[e] for e < n, element e's value a function of (key, e) only (no thread, rank or call order in it):
+     C5K_FILL_CONST: scale; C5K_FILL_NORMAL: scale N(0, 1); C5K_FILL_UNIFORM: U(-scale, scale). In double,
+     rounded once: with z_i = mix(key + G (2 e + i + 1)), i = 0, 1 (uint64, wrapping; G = 0x9e3779b97f4a7c15,
+     mix the SplitMix64 finalizer: x ^= x >> 30, x *= 0xbf58476d1ce4e5b9, x ^= x >> 27,
+     x *= 0x94d049bb133111eb, x ^= x >> 31), u = (z_0 >> 11) 2^-53: uniform = scale (2 u - 1);
+     normal = scale sqrt(-2 log u1) cos(2 pi u2), u1 = ((z_0 >> 11) + 1) 2^-53, u2 = (z_1 >> 11) 2^-53. */
+  c5_status (*init_fill)(c5k_ctx *, int kind, uint64_t key, double scale, long n, c5_real *y);
+  /* x[b, j, :] = tok_emb[tokens[b n + j], :] + pos_emb[pos0 + j, :] for b < batch, j < n (the sum in
+     c5_real). Tokens and positions were checked by the caller. */
+  c5_status (*embedding_forward)(c5k_ctx *, long batch, long n, long pos0, int dim, const int32_t *tokens,
+                                 const c5_real *tok_emb, const c5_real *pos_emb, c5_real *x);
+  /* Its backward into double accumulators: dtok[tokens[b n + j], :] += dx[b, j, :] and
+     dpos[pos0 + j, :] += dx[b, j, :], each element's adds in (b, j) order (the columns are split
+     between threads, never the rows: no races and no order that depends on the thread count). */
+  c5_status (*embedding_backward)(c5k_ctx *, long batch, long n, long pos0, int dim, const int32_t *tokens,
+                                  const c5_real *dx, double *dtok, double *dpos);
+  /* Softmax cross-entropy over rows of `classes` logits; targets[r] in 0 .. classes-1, or -1: row not
+     scored. lse[r] = log sum_c exp(logits[r, c]) (double; 0 for unscored rows); *loss = sum over scored
+     rows of lse[r] - logits[r, targets[r]], *count = their number: rows summed in fixed parts of
+     C5K_ROWPART rows in double, then the parts in order. ctx work: c5k_rowpart_work(rows, 1) doubles. */
+  c5_status (*xent_forward)(c5k_ctx *, long rows, int classes, const c5_real *logits, const int32_t *targets,
+                            double *lse, double *loss, long *count);
+  /* dlogits[r, c] = scale (exp(logits[r, c] - lse[r]) - [c == targets[r]]) for scored rows, 0 for the
+     others (written), formed in double and rounded once. */
+  c5_status (*xent_backward)(c5k_ctx *, long rows, int classes, const c5_real *logits, const int32_t *targets,
+                             const double *lse, double scale, c5_real *dlogits);
 } c5k_ops;
+
+/* init_fill's kinds */
+enum { C5K_FILL_CONST, C5K_FILL_NORMAL, C5K_FILL_UNIFORM };
 
 /* bytes at p set to 0 (any element type): one row of the backend's memset2d. */
 static inline c5_status c5k_zero(const c5k_ops *ops, c5k_ctx *ctx, void *p, long bytes)

@@ -71,11 +71,11 @@ c5_status c5_attn_heavy_init(c5_attn_heavy *a, c5_params *p, const char *prefix,
   long hid = (long)heads * dim_head;
   long dg[1] = { dim }, dn[3] = { 2, heads, dim_head }, dq[2] = { hid, dim }, dkv[2] = { 2 * hid, dim },
        dout[2] = { dim, hid };
-  C5_CALL(c5_params_add(p, prefix, "norm.gamma", 1, dg, &a->norm_gamma));
-  C5_CALL(c5_params_add(p, prefix, "null_kv", 3, dn, &a->null_kv));
-  C5_CALL(c5_params_add(p, prefix, "to_q.weight", 2, dq, &a->to_q));
-  C5_CALL(c5_params_add(p, prefix, "to_kv.weight", 2, dkv, &a->to_kv));
-  C5_CALL(c5_params_add(p, prefix, "to_out.weight", 2, dout, &a->to_out));
+  C5_CALL(c5_params_add_init(p, prefix, "norm.gamma", 1, dg, C5_INIT_ONE, 0, &a->norm_gamma));
+  C5_CALL(c5_params_add_init(p, prefix, "null_kv", 3, dn, C5_INIT_NORMAL, 0, &a->null_kv));
+  C5_CALL(c5_params_add_init(p, prefix, "to_q.weight", 2, dq, C5_INIT_UNIFORM_FAN_IN, dim, &a->to_q));
+  C5_CALL(c5_params_add_init(p, prefix, "to_kv.weight", 2, dkv, C5_INIT_UNIFORM_FAN_IN, dim, &a->to_kv));
+  C5_CALL(c5_params_add_init(p, prefix, "to_out.weight", 2, dout, C5_INIT_UNIFORM_FAN_IN, hid, &a->to_out));
   return C5_OK;
 }
 

@@ -53,10 +53,10 @@ c5_status c5_attn_local_init(c5_attn_local *a, c5_params *p, const char *prefix,
   a->chunk = DEFAULT_CHUNK > look_backward + look_forward ? DEFAULT_CHUNK : look_backward + look_forward;
   long hd = (long)heads * dim_head;
   long d1[1] = { dim }, wqkv[2] = { 3 * hd, dim }, wout[2] = { dim, hd };
-  C5_CALL(c5_params_add(p, prefix, "norm.weight", 1, d1, &a->norm_w));
-  C5_CALL(c5_params_add(p, prefix, "norm.bias", 1, d1, &a->norm_b));
-  C5_CALL(c5_params_add(p, prefix, "to_qkv.weight", 2, wqkv, &a->to_qkv));
-  C5_CALL(c5_params_add(p, prefix, "to_out.weight", 2, wout, &a->to_out));
+  C5_CALL(c5_params_add_init(p, prefix, "norm.weight", 1, d1, C5_INIT_ONE, 0, &a->norm_w));
+  C5_CALL(c5_params_add_init(p, prefix, "norm.bias", 1, d1, C5_INIT_ZERO, 0, &a->norm_b));
+  C5_CALL(c5_params_add_init(p, prefix, "to_qkv.weight", 2, wqkv, C5_INIT_UNIFORM_FAN_IN, dim, &a->to_qkv));
+  C5_CALL(c5_params_add_init(p, prefix, "to_out.weight", 2, wout, C5_INIT_UNIFORM_FAN_IN, hd, &a->to_out));
   return C5_OK;
 }
 
@@ -139,6 +139,17 @@ c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long
   const c5k_local_attn L = core_shape(a, batch, n);
   C5_CALL(ops->local_attn_forward(&ctx, &L, c->qkv, c->qkv + hd, c->qkv + 2 * hd, 3 * hd,
                                   c->has_mask ? c->mask : NULL, c->att, hd, c->rmax, c->rinv, c->uni));
+  C5_CALL(c5_attn_local_output(a, p, c, out));
+  return C5_OK;
+}
+
+c5_status c5_attn_local_output(const c5_attn_local *a, const c5_params *p, const c5_attn_local_cache *c,
+                               c5_real *out)
+{
+  C5_CHECK(c->n > 0, C5_ERR_ARG, "LocalMHA output: no forward has filled the cache");
+  const c5k_ops *ops = c5_params_backend(p)->ops;
+  const long rows = c->batch * c->n, d = a->dim, hd = (long)a->heads * a->dim_head;
+  c5k_ctx ctx = { .work = c->work, .work_len = c->work_len };
   C5_CALL(ops->gemm(&ctx, 0, 1, rows, d, hd, 1.0, c->att, hd, c5_params_value(p, a->to_out), hd, 0.0, out, d));
   return C5_OK;
 }

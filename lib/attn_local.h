@@ -37,6 +37,10 @@ c5_status c5_attn_local_cache_destroy(c5_attn_local_cache **c);
 /* out [b, n, dim] = LocalMHA(x [b, n, dim], mask [b, n] (1 = keep) or NULL). out is written. */
 c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long batch, long n, const c5_real *x,
                                 const uint8_t *mask, c5_attn_local_cache *c, c5_real *out);
+/* out [b, n, dim] = to_out of the head outputs the last forward cached: the forward's last step, and
+   its output again later (activation dumps), bit for bit. */
+c5_status c5_attn_local_output(const c5_attn_local *a, const c5_params *p, const c5_attn_local_cache *c,
+                               c5_real *out);
 /* dx [b, n, dim] is written (=); parameter gradients accumulate (+=). */
 c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_attn_local_cache *c, const c5_real *x,
                                  const c5_real *dout, c5_real *dx);

@@ -3,6 +3,7 @@
 #include "c5_internal.h"
 #include "arena.h"
 #include "backend.h"
+#include "dump_internal.h"
 
 struct c5_block {
   const c5_backend *be;
@@ -98,6 +99,10 @@ c5_status c5_block_cache_destroy(c5_block_cache **cp)
 
 const c5_routed_attn_cache *c5_block_attn_cache(const c5_block_cache *c) { return c->ac; }
 const c5_routed_ff_cache *c5_block_ff_cache(const c5_block_cache *c) { return c->fc; }
+long c5_block_cache_batch(const c5_block_cache *c) { return c->batch; }
+const c5_routed_attn *c5_block_attn(const c5_block *b) { return b->attn; }
+const c5_routed_ff *c5_block_ff(const c5_block *b) { return b->ff; }
+const c5_block_config *c5_block_get_config(const c5_block *b) { return &b->cfg; }
 
 c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, long batch, const c5_real *x,
                            const uint8_t *mask, c5_block_cache *c, c5_real *out)

@@ -69,6 +69,9 @@ double *c5_params_acc(const c5_params *p, long i);
 c5_real *c5_params_scratch(const c5_params *p);
 /* Flush the accumulators of parameters idx[0..n) (negative entries: absent). */
 c5_status c5_params_flush(const c5_params *p, const long *idx, int n);
+/* c5_params_add then c5_params_set_init: how every module registers a parameter, so none lacks its rule. */
+c5_status c5_params_add_init(c5_params *p, const char *prefix, const char *name, int ndim, const long *dims,
+                             c5_init_rule rule, long fan_in, long *index);
 
 /* c5_router_backward that adds this call's routing-token gradient to a double
    accumulator (a module's c5_params_acc, flushed by the module), so that

@@ -316,9 +316,11 @@ typedef struct {
   long num_heavy_tokens;
   double light_ff_mult, heavy_ff_mult;   /* hidden = int(dim * mult), as Python's int() */
   c5_router_config router;               /* router_kwargs; router.straight_through = router_straight_through */
+  int random_route;                      /* negative control: the router draws N(0,1) scores (c5_router_forward) */
+  uint64_t random_seed;                  /* seed of those draws */
 } c5_routed_ff_config;
 #define C5_ROUTED_FF_CONFIG_DEFAULT { .dim = 0, .num_heavy_tokens = 0, .light_ff_mult = 0.5, \
-    .heavy_ff_mult = 4.0, .router = C5_ROUTER_CONFIG_DEFAULT }
+    .heavy_ff_mult = 4.0, .router = C5_ROUTER_CONFIG_DEFAULT, .random_route = 0, .random_seed = 0 }
 
 typedef struct c5_routed_ff c5_routed_ff;
 typedef struct c5_routed_ff_cache c5_routed_ff_cache;
@@ -358,11 +360,17 @@ typedef struct {
      when num_routed_kv > 1 (batched_gather over x repeated '(b r)' indexes it with the batch
      range only). 1 reproduces that, to match its vectors; 0 (default) reads row b. */
   int kv_gather_batch_bug;
+  /* Negative control, as the reference's random_route forward argument (ConditionalRoutedAutoregressiveAttention
+     has it; this module's forward would take it the same way): both routers draw N(0,1) scores from random_seed
+     (the kv router from a seed derived from it, so the two pick independently). */
+  int random_route;
+  uint64_t random_seed;
 } c5_routed_attn_config;
 #define C5_ROUTED_ATTN_CONFIG_DEFAULT { .dim = 0, .num_heavy_tokens_q = 0, .num_heavy_tokens_kv = 0, \
     .num_routed_kv = 1, .has_light_attn = 1, .light_dim_head = 64, .light_heads = 8, .light_window_size = 128, \
     .heavy_dim_head = 64, .heavy_heads = 8, .router = C5_ROUTER_CONFIG_DEFAULT, .multiply_keys_by_score = 0, \
-    .multiply_queries_by_score = 0, .use_null_q_tokens = 1, .rotary_emb = 0, .kv_gather_batch_bug = 0 }
+    .multiply_queries_by_score = 0, .use_null_q_tokens = 1, .rotary_emb = 0, .kv_gather_batch_bug = 0, \
+    .random_route = 0, .random_seed = 0 }
 
 typedef struct c5_routed_attn c5_routed_attn;
 typedef struct c5_routed_attn_cache c5_routed_attn_cache;
@@ -563,7 +571,10 @@ c5_status c5_params_set_init(c5_params *p, long index, c5_init_rule rule, long f
 /* Fill every value from seed by its rule. Element e of the parameter named N
    draws from a counter-based generator keyed by (seed, N, e): the result does
    not depend on the rank count, the thread count, or the order parameters
-   were registered in. Not collective (every rank computes the same values). */
+   were registered in (the key: FNV-1a of N xor SplitMix64 of seed; the draws:
+   kernels.h init_fill). Not collective (every rank computes the same values).
+   Errors (C5_ERR_ARG, nothing written): the table not allocated; a parameter
+   without a rule, named. */
 c5_status c5_params_init(c5_params *p, uint64_t seed);
 
 /* ---- the masked-byte model ------------------------------------------------------------ */
@@ -581,7 +592,9 @@ c5_status c5_params_init(c5_params *p, uint64_t seed);
 typedef struct {
   int depth;              /* blocks, > 0 */
   long max_seq_len;       /* rows of pos_emb: the longest global sequence the model takes */
-  c5_block_config block;  /* every layer the same; block.attn.dim is the model width */
+  c5_block_config block;  /* every layer the same; block.attn.dim is the model width. With
+                             block.attn/ff.random_route, layer i's routers draw from random_seed
+                             mixed with i (each layer its own draws) */
 } c5_model_config;
 
 typedef struct c5_model c5_model;
@@ -626,7 +639,18 @@ c5_status c5_model_backward(c5_model *m, const c5_dist *d, c5_model_cache *c, do
                    p = min(1, (t - warmup) / max(1, total_steps - warmup)).
    Weight decay applies to the parameters named "*.weight" of rank 2 other
    than token_emb.weight and pos_emb.weight (matrices of Linear layers), or to
-   every parameter when decay_all. */
+   every parameter when decay_all: torch's two parameter groups, decay and
+   no decay (docs/optim.md).
+   Gradient accumulation over micro-batches needs nothing here: backwards add
+   (+=) into the gradients, so k backwards then one c5_adamw_step on the
+   sum (for the mean, scale the loss by 1/k), and c5_params_zero_grad after
+   the step starts the next accumulation. The step reads the gradients and
+   does not change them (clipping scales them inside the update).
+   The arithmetic is the backend's (kernels sumsq and adamw_update): each
+   element in double, stored in c5_real. Config errors (c5_adamw_create):
+   lr, lr_min >= 0; beta1, beta2 in [0, 1); eps > 0; warmup_steps >= 0;
+   total_steps >= 1; clip_norm >= 0; weight_decay >= 0; C5_ERR_ARG naming
+   the option and its value. */
 typedef struct {
   double lr, lr_min;
   long warmup_steps, total_steps;
@@ -642,16 +666,18 @@ typedef struct c5_adamw c5_adamw;
 c5_status c5_adamw_create(const c5_adamw_config *cfg, c5_params *params, c5_adamw **out);
 c5_status c5_adamw_destroy(c5_adamw **o);   /* NULL-safe */
 const c5_adamw_config *c5_adamw_get_config(const c5_adamw *o);
-/* The learning rate of step t (t >= 1) by the schedule. */
+/* The learning rate of step t (t >= 1) by the schedule (cfg need not be validated). */
 double c5_adamw_lr(const c5_adamw_config *cfg, long t);
 /* One step on the summed gradients (c5_params_allreduce_grad first: every
    rank then holds the same gradients and takes the same step). The norm is
    the 2-norm over every gradient, summed in double in a fixed order. Not
    collective. Out (either may be NULL): the norm before clipping, the lr used.
-   Errors: a non-finite gradient norm (C5_ERR_NUMERIC, nothing updated). */
+   Errors: a non-finite gradient norm (C5_ERR_NUMERIC naming the first
+   parameter, in table order, whose gradient holds a NaN or Inf, and the
+   element; nothing updated, the step count included). */
 c5_status c5_adamw_step(c5_adamw *o, double *grad_norm, double *lr);
 long c5_adamw_steps(const c5_adamw *o);                 /* steps taken */
-void c5_adamw_set_steps(c5_adamw *o, long steps);      /* on resume */
+void c5_adamw_set_steps(c5_adamw *o, long steps);      /* on resume (negative: 0); the next step is steps + 1 */
 /* The first and second moments of parameter i (layout as its value). */
 c5_real *c5_adamw_exp_avg(const c5_adamw *o, long i);
 c5_real *c5_adamw_exp_avg_sq(const c5_adamw *o, long i);

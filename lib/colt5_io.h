@@ -84,8 +84,10 @@ c5_status c5_checkpoint_read(const c5_dist *world, const char *path, c5_params *
 /* The newest complete checkpoint dir/ckpt-<step>.h5 (largest step), into path;
    "" when there is none. Not collective (call it on every rank). */
 c5_status c5_checkpoint_latest(const char *dir, char *path, size_t len);
-/* Remove all but the newest keep checkpoints of dir (rank 0 removes; collective). */
+/* Remove all but the newest keep checkpoints of dir (rank 0 removes; collective). keep >= 1. */
 c5_status c5_checkpoint_prune(const c5_dist *world, const char *dir, int keep);
+/* The name of step's checkpoint in dir: "<dir>/ckpt-<step, 8 digits or more>.h5". Not collective. */
+c5_status c5_checkpoint_name(const char *dir, long step, char *path, size_t len);
 
 /* ---- activation dumps ------------------------------------------------------------------ */
 /* c5_model_dump_activations - the last forward's activations into path
@@ -96,6 +98,11 @@ c5_status c5_checkpoint_prune(const c5_dist *world, const char *dir, int keep);
    light_out and heavy_out [batch, n, dim]. Collective on d. */
 c5_status c5_model_dump_activations(const c5_model *m, const c5_dist *d, const c5_layout *lay,
                                     const c5_model_cache *c, const char *path, long step);
+/* The same for one block, as layer_0: x [batch, n_local, dim] its last forward's input (the block
+   cache does not keep it). The branches' outputs are formed again from what the cache keeps, which
+   a backward leaves as it was: a dump after the backward reads the same. Collective on d. */
+c5_status c5_block_dump_activations(const c5_block *b, const c5_dist *d, const c5_layout *lay,
+                                    const c5_block_cache *c, const c5_real *x, const char *path, long step);
 
 /* Number of elements of dims[0..ndim). */
 long c5_numel(int ndim, const long *dims);

@@ -11,11 +11,11 @@ c5_status c5_ffnet_init(c5_ffnet *f, c5_params *p, const char *prefix, int dim, 
   f->dim = dim;
   f->hidden = hidden;
   long d1[1] = { dim }, dh[1] = { hidden }, w1[2] = { hidden, dim }, w2[2] = { dim, hidden };
-  C5_CALL(c5_params_add(p, prefix, "0.gamma", 1, d1, &f->gamma));
-  C5_CALL(c5_params_add(p, prefix, "1.weight", 2, w1, &f->w1));
-  C5_CALL(c5_params_add(p, prefix, "1.bias", 1, dh, &f->b1));
-  C5_CALL(c5_params_add(p, prefix, "3.weight", 2, w2, &f->w2));
-  C5_CALL(c5_params_add(p, prefix, "3.bias", 1, d1, &f->b2));
+  C5_CALL(c5_params_add_init(p, prefix, "0.gamma", 1, d1, C5_INIT_ONE, 0, &f->gamma));
+  C5_CALL(c5_params_add_init(p, prefix, "1.weight", 2, w1, C5_INIT_UNIFORM_FAN_IN, dim, &f->w1));
+  C5_CALL(c5_params_add_init(p, prefix, "1.bias", 1, dh, C5_INIT_UNIFORM_FAN_IN, dim, &f->b1));
+  C5_CALL(c5_params_add_init(p, prefix, "3.weight", 2, w2, C5_INIT_UNIFORM_FAN_IN, hidden, &f->w2));
+  C5_CALL(c5_params_add_init(p, prefix, "3.bias", 1, d1, C5_INIT_UNIFORM_FAN_IN, hidden, &f->b2));
   return C5_OK;
 }
 
@@ -42,11 +42,23 @@ c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real 
   const int d = f->dim, h = f->hidden;
   C5_CALL(ops->rmsnorm_forward(&ctx, x, c5_params_value(p, f->gamma), rows, d, c->xn, c->rnorm));
   /* h = xn W1^T + b1 (bias broadcast first, then GEMM with beta = 1) */
-  const c5_real *b1 = c5_params_value(p, f->b1), *b2 = c5_params_value(p, f->b2);
+  const c5_real *b1 = c5_params_value(p, f->b1);
   C5_CALL(ops->broadcast_row(&ctx, rows, h, b1, c->h));
   C5_CALL(ops->gemm(&ctx, 0, 1, rows, h, d, 1.0, c->xn, d, c5_params_value(p, f->w1), d, 1.0, c->h, h));
   C5_CALL(ops->gelu_forward(&ctx, c->h, rows * h, c->a));
-  C5_CALL(ops->broadcast_row(&ctx, rows, d, b2, y));
+  C5_CALL(c5_ffnet_output(f, p, c, rows, y));
+  return C5_OK;
+}
+
+c5_status c5_ffnet_output(const c5_ffnet *f, const c5_params *p, const c5_ffnet_cache *c, long rows, c5_real *y)
+{
+  const c5k_ops *ops = c5_params_backend(p)->ops;
+  C5_CHECK(rows <= c->rows_cap, C5_ERR_SHAPE, "feedforward: %ld rows, cache holds %ld", rows, c->rows_cap);
+  if (rows == 0) return C5_OK;
+  c5k_ctx ctx = { .work = c->work, .work_len = c->work_len };
+  const int d = f->dim, h = f->hidden;
+  /* y = a W2^T + b2 (bias broadcast first, then GEMM with beta = 1) */
+  C5_CALL(ops->broadcast_row(&ctx, rows, d, c5_params_value(p, f->b2), y));
   C5_CALL(ops->gemm(&ctx, 0, 1, rows, d, h, 1.0, c->a, h, c5_params_value(p, f->w2), h, 1.0, y, d));
   return C5_OK;
 }

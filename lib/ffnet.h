@@ -29,6 +29,9 @@ void c5_ffnet_cache_layout(const c5_ffnet *f, long rows, c5_arena *m, c5_ffnet_c
 /* y [rows, dim] = ffnet(x [rows, dim]) */
 c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,
                            c5_ffnet_cache *c, c5_real *y);
+/* y [rows, dim] = the second Linear of the activations the last forward of rows cached: the forward's
+   last step, and its output again later (activation dumps), bit for bit. */
+c5_status c5_ffnet_output(const c5_ffnet *f, const c5_params *p, const c5_ffnet_cache *c, long rows, c5_real *y);
 /* dx = dL/dx (written; may not alias dy); parameter gradients accumulate. */
 c5_status c5_ffnet_backward(const c5_ffnet *f, const c5_params *p, c5_ffnet_cache *c, const c5_real *x,
                             const c5_real *dy, long rows, c5_real *dx);

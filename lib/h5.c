@@ -2,9 +2,13 @@
    while probing and copied into our message when a call fails. */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <unistd.h>
 #include "dist_mpi.h"
 #include "colt5_io.h"
+#include "h5_internal.h"
 
 /* Append HDF5's innermost error description to a message. */
 static herr_t walk_cb(unsigned n, const H5E_error2_t *e, void *data)
@@ -19,6 +23,73 @@ static const char *h5_reason(char buf[256])
   H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, walk_cb, buf);
   H5Eclear2(H5E_DEFAULT);
   return buf[0] ? buf : "unknown HDF5 error";
+}
+/* The outermost and the deepest description: what failed, and why (a truncated file's sizes). */
+typedef struct { char first[128], last[128]; } reason_walk;
+static herr_t ends_cb(unsigned n, const H5E_error2_t *e, void *data)
+{
+  reason_walk *r = data;
+  if (!e->desc) return 0;
+  if (n == 0) snprintf(r->first, sizeof r->first, "%s", e->desc);
+  snprintf(r->last, sizeof r->last, "%s", e->desc);
+  return 0;
+}
+const char *c5_h5_reason(char buf[256])
+{
+  reason_walk r = { "", "" };
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, ends_cb, &r);
+  H5Eclear2(H5E_DEFAULT);
+  if (!r.first[0]) snprintf(buf, 256, "unknown HDF5 error");
+  else if (!strcmp(r.first, r.last)) snprintf(buf, 256, "%s", r.first);
+  else snprintf(buf, 256, "%s: %s", r.first, r.last);
+  return buf;
+}
+
+static int contains_nocase(const char *s, const char *w)
+{
+  for (size_t n = strlen(w); *s; s++)
+    if (strncasecmp(s, w, n) == 0) return 1;
+  return 0;
+}
+static herr_t mentions_cb(unsigned n, const H5E_error2_t *e, void *data)
+{
+  (void)n;
+  const char **word = data;
+  if (*word && e->desc && contains_nocase(e->desc, *word)) *word = NULL;   /* found: stop looking */
+  return 0;
+}
+int c5_h5_stack_mentions(const char *word)
+{
+  const char *w = word;
+  H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, mentions_cb, &w);
+  return w == NULL;
+}
+
+c5_status c5_h5_fapl_mpio(const c5_dist *d, hid_t *fapl)
+{
+  char why[256];
+  *fapl = H5Pcreate(H5P_FILE_ACCESS);
+  C5_CHECK(*fapl >= 0, C5_ERR_IO, "HDF5: cannot make a file access list (%s)", h5_reason(why));
+  if (H5Pset_fapl_mpio(*fapl, c5_dist_comm(d), MPI_INFO_NULL) < 0 ||
+      H5Pset_libver_bounds(*fapl, H5F_LIBVER_V110, H5F_LIBVER_V110) < 0) {
+    H5Pclose(*fapl);
+    *fapl = H5I_INVALID_HID;
+    return C5_ERR(C5_ERR_IO, "HDF5: cannot set MPI-IO file access in the 1.10 format (%s)", h5_reason(why));
+  }
+  return C5_OK;
+}
+
+c5_status c5_h5_dxpl_collective(hid_t *dxpl)
+{
+  char why[256];
+  *dxpl = H5Pcreate(H5P_DATASET_XFER);
+  C5_CHECK(*dxpl >= 0, C5_ERR_IO, "HDF5: cannot make a transfer list (%s)", h5_reason(why));
+  if (H5Pset_dxpl_mpio(*dxpl, H5FD_MPIO_COLLECTIVE) < 0) {
+    H5Pclose(*dxpl);
+    *dxpl = H5I_INVALID_HID;
+    return C5_ERR(C5_ERR_IO, "HDF5: cannot set collective transfer (%s)", h5_reason(why));
+  }
+  return C5_OK;
 }
 
 long c5_numel(int ndim, const long *dims)
@@ -91,7 +162,7 @@ c5_status c5_h5_shape(const c5_h5 *f, const char *name, int *ndim, long dims[C5_
   return st;
 }
 
-static void shape_str(char *buf, size_t len, int nd, const long *dims)
+void c5_h5_shape_str(char *buf, size_t len, int nd, const long *dims)
 {
   size_t o = (size_t)snprintf(buf, len, "[");
   for (int i = 0; i < nd && o < len; i++) o += (size_t)snprintf(buf + o, len - o, i ? ",%ld" : "%ld", dims[i]);
@@ -110,8 +181,8 @@ static c5_status read_any(const c5_h5 *f, const char *name, int ndim, const long
     for (int i = 0; same && i < nd; i++) same = got[i] == dims[i];
     if (!same) {
       char a[128], b[128];
-      shape_str(a, sizeof a, nd, got);
-      shape_str(b, sizeof b, ndim, dims);
+      c5_h5_shape_str(a, sizeof a, nd, got);
+      c5_h5_shape_str(b, sizeof b, ndim, dims);
       return C5_ERR(C5_ERR_SHAPE, "%s: dataset %s has shape %s, expected %s", f->path, name, a, b);
     }
   }
@@ -284,4 +355,29 @@ c5_status c5_h5_write_params(const char *path, const char *group, const c5_param
     st = C5_ERR(C5_ERR_IO, "%s: cannot rename to %s", tmp, path);
   if (st != C5_OK) remove(tmp);
   return st;
+}
+
+/* Data on disk before the rename, and the rename itself on disk (the directory), so that after a crash the
+   path holds the old checkpoint or the whole new one. One rank (rank 0) calls it. */
+c5_status c5_h5_publish(const char *what, const char *tmp, const char *path)
+{
+  int fd = open(tmp, O_RDONLY);
+  int e = fd >= 0 ? fsync(fd) : -1;
+  if (fd >= 0) close(fd);
+  C5_CHECK(e == 0, C5_ERR_IO, "%s %s: cannot sync %s (%s)", what, path, tmp, strerror(errno));
+  C5_CHECK(rename(tmp, path) == 0, C5_ERR_IO, "%s %s: cannot rename %s over it (%s)", what, path, tmp,
+           strerror(errno));
+  char dir[1100];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash == dir) dir[1] = '\0';
+  else if (slash) *slash = '\0';
+  else snprintf(dir, sizeof dir, ".");
+  fd = open(dir, O_RDONLY | O_DIRECTORY);
+  C5_CHECK(fd >= 0, C5_ERR_IO, "%s %s: cannot open its directory %s to sync it (%s)", what, path, dir,
+           strerror(errno));
+  e = fsync(fd);
+  close(fd);
+  C5_CHECK(e == 0, C5_ERR_IO, "%s %s: cannot sync its directory %s (%s)", what, path, dir, strerror(errno));
+  return C5_OK;
 }

@@ -98,9 +98,14 @@ c5_status c5_halo_extend(c5_halo *h, const c5k_ops *ops, const c5_real *x, const
   return C5_OK;
 }
 
+c5_status c5_halo_crop_from(const c5_halo *h, const c5k_ops *ops, const c5_real *ext, c5_real *out)
+{
+  return split(h, ops, (long)sizeof *out * h->dim, ext, NULL, out, NULL);
+}
+
 c5_status c5_halo_crop(const c5_halo *h, const c5k_ops *ops, c5_real *out)
 {
-  return split(h, ops, (long)sizeof *out * h->dim, h->ye, NULL, out, NULL);
+  return c5_halo_crop_from(h, ops, h->ye, out);
 }
 
 c5_status c5_halo_pad(c5_halo *h, const c5k_ops *ops, const c5_real *dout)

@@ -43,6 +43,8 @@ c5_status c5_halo_exchange(c5_halo *h, const c5_dist *d, int mask);
 c5_status c5_halo_extend(c5_halo *h, const c5k_ops *ops, const c5_real *x, const uint8_t *mask);
 /* out [batch, n, dim] = the shard's rows of ye. Rank-local. */
 c5_status c5_halo_crop(const c5_halo *h, const c5k_ops *ops, c5_real *out);
+/* The same from ext [batch, ne, dim], laid out as ye (the last forward's extents). */
+c5_status c5_halo_crop_from(const c5_halo *h, const c5k_ops *ops, const c5_real *ext, c5_real *out);
 /* Backward: ye = [0 | dout | 0] (the halo rows' outputs belong to the neighbours: no gradient here). */
 c5_status c5_halo_pad(c5_halo *h, const c5k_ops *ops, const c5_real *dout);
 /* Backward, after LocalMHA's backward into dxe: dx = its shard rows; the halo rows' gradients staged for

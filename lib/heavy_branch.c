@@ -12,11 +12,11 @@ c5_status c5_heavy_branch_init(c5_heavy_branch *h, c5_params *p, const char *pre
   char pre[256];
   long dd[1] = { dim }, rq[2] = { 1, dim }, rkv[2] = { routes, dim };
   h->null_q = -1;
-  if (use_null_q_tokens) C5_CALL(c5_params_add(p, prefix, "null_q_token", 1, dd, &h->null_q));
+  if (use_null_q_tokens) C5_CALL(c5_params_add_init(p, prefix, "null_q_token", 1, dd, C5_INIT_NORMAL, 0, &h->null_q));
   c5_name_join(pre, sizeof pre, prefix, "q_router");
-  C5_CALL(c5_params_add(p, pre, "routing_token", 2, rq, &h->rt_q));
+  C5_CALL(c5_params_add_init(p, pre, "routing_token", 2, rq, C5_INIT_NORMAL, 0, &h->rt_q));
   c5_name_join(pre, sizeof pre, prefix, "kv_router");
-  C5_CALL(c5_params_add(p, pre, "routing_token", 2, rkv, &h->rt_kv));
+  C5_CALL(c5_params_add_init(p, pre, "routing_token", 2, rkv, C5_INIT_NORMAL, 0, &h->rt_kv));
   c5_name_join(pre, sizeof pre, prefix, "heavy_attn");
   C5_CALL(c5_attn_heavy_init(&h->attn, p, pre, dim, heads, dim_head, routes, multiply_keys_by_score));
   c5_router_config rc = *router;

@@ -1,6 +1,7 @@
 /* params.c - the parameter table: state_dict names and shapes over one
    value slab and one gradient slab (llm.c's malloc_and_point_parameters),
    with the gradients' double accumulators beside them. */
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include "c5_internal.h"
@@ -11,6 +12,9 @@ typedef struct {
   int ndim;
   long dims[C5_PARAM_MAXDIM];
   long offset, numel;
+  int has_init;          /* c5_params_set_init was called */
+  c5_init_rule rule;
+  long fan_in;
 } entry;
 
 struct c5_params {
@@ -127,4 +131,60 @@ void c5_params_zero_grad(c5_params *p)
   c5k_ctx kc = { 0 };
   if (p->grad) (void)c5k_zero(p->be->ops, &kc, p->grad, p->total * (long)sizeof *p->grad);
   if (p->acc) (void)c5k_zero(p->be->ops, &kc, p->acc, p->total * (long)sizeof *p->acc);   /* a failed backward's parts */
+}
+
+c5_status c5_params_set_init(c5_params *p, long index, c5_init_rule rule, long fan_in)
+{
+  C5_CHECK(p && index >= 0 && index < p->n, C5_ERR_ARG, "c5_params_set_init: no parameter %ld (table of %ld)", index,
+           p ? p->n : 0);
+  entry *e = &p->e[index];
+  C5_CHECK(rule >= C5_INIT_ZERO && rule <= C5_INIT_UNIFORM_FAN_IN, C5_ERR_ARG, "parameter %s: unknown init rule %d",
+           e->name, (int)rule);
+  C5_CHECK(rule != C5_INIT_UNIFORM_FAN_IN || fan_in > 0, C5_ERR_ARG, "parameter %s: uniform init with fan-in %ld",
+           e->name, fan_in);
+  e->has_init = 1;
+  e->rule = rule;
+  e->fan_in = fan_in;
+  return C5_OK;
+}
+
+/* FNV-1a of the name, then SplitMix64 with the seed: the parameter's key, so its draws depend on its name
+   and the seed, not on its slot in the table */
+static uint64_t init_key(uint64_t seed, const char *name)
+{
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (const unsigned char *c = (const unsigned char *)name; *c; c++) h = (h ^ *c) * 0x100000001b3ull;
+  uint64_t x = seed + 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return h ^ x ^ (x >> 31);
+}
+
+c5_status c5_params_init(c5_params *p, uint64_t seed)
+{
+  C5_CHECK(p && p->value, C5_ERR_ARG, "c5_params_init: table missing or not allocated (c5_params_alloc first)");
+  /* every rule first: a table with a hole is refused before anything is written */
+  for (long i = 0; i < p->n; i++)
+    C5_CHECK(p->e[i].has_init, C5_ERR_ARG, "parameter %s has no initialization rule (its module must call "
+             "c5_params_set_init after c5_params_add)", p->e[i].name);
+  const c5k_ops *ops = p->be->ops;
+  c5k_ctx kc = { 0 };
+  for (long i = 0; i < p->n; i++) {
+    const entry *e = &p->e[i];
+    int kind = e->rule == C5_INIT_NORMAL ? C5K_FILL_NORMAL : e->rule == C5_INIT_UNIFORM_FAN_IN ? C5K_FILL_UNIFORM
+                                                                                               : C5K_FILL_CONST;
+    /* nn.Linear: kaiming_uniform(a = sqrt(5)) for the weight and U(-1/sqrt(fan_in), ..) for the bias: one bound */
+    double scale = e->rule == C5_INIT_ONE ? 1.0 : e->rule == C5_INIT_ZERO ? 0.0
+                   : e->rule == C5_INIT_UNIFORM_FAN_IN ? 1.0 / sqrt((double)e->fan_in) : 1.0;
+    C5_CALL(ops->init_fill(&kc, kind, init_key(seed, e->name), scale, e->numel, p->value + e->offset));
+  }
+  return C5_OK;
+}
+
+c5_status c5_params_add_init(c5_params *p, const char *prefix, const char *name, int ndim, const long *dims,
+                             c5_init_rule rule, long fan_in, long *index)
+{
+  C5_CALL(c5_params_add(p, prefix, name, ndim, dims, index));
+  C5_CALL(c5_params_set_init(p, *index, rule, fan_in));
+  return C5_OK;
 }

@@ -16,6 +16,7 @@
 #include "heavy_branch.h"
 #include "heavy_scatter.h"
 #include "kv_exchange.h"
+#include "dump_internal.h"
 
 struct c5_routed_attn {
   c5_routed_attn_config cfg;
@@ -201,6 +202,38 @@ c5_status c5_routed_attn_cache_destroy(c5_routed_attn_cache **cp)
 const c5_routing *c5_routed_attn_routing_q(const c5_routed_attn_cache *c) { return c5_router_cache_routing(c->rq); }
 const c5_routing *c5_routed_attn_routing_kv(const c5_routed_attn_cache *c) { return c5_router_cache_routing(c->rkv); }
 
+/* ---- what an activation dump reads (dump_internal.h) ---- */
+const c5_router_cache *c5_routed_attn_router_q(const c5_routed_attn_cache *c) { return c->rq; }
+const c5_router_cache *c5_routed_attn_router_kv(const c5_routed_attn_cache *c) { return c->rkv; }
+int c5_routed_attn_has_light(const c5_routed_attn *m) { return m->cfg.has_light_attn; }
+
+/* LocalMHA's output on the extended rows again (to_out of the cached head outputs), cropped to the shard. */
+c5_status c5_routed_attn_light_out(const c5_routed_attn *m, const c5_routed_attn_cache *c, c5_real *out)
+{
+  C5_CHECK(m->cfg.has_light_attn && c->lc, C5_ERR_ARG, "ConditionalRoutedAttention: no light branch");
+  const c5k_ops *ops = c5_params_backend(m->p)->ops;
+  c5_real *ye = malloc((size_t)(c->batch * c5_halo_ne(&c->halo) * m->cfg.dim) * sizeof *ye + 1);
+  C5_CHECK(ye, C5_ERR_MEM, "ConditionalRoutedAttention: out of memory for the light output of [%ld, %ld, %d]",
+           c->batch, c5_halo_ne(&c->halo), m->cfg.dim);
+  c5_status st = c5_attn_local_output(&m->light, m->p, c->lc, ye);
+  if (st == C5_OK) st = c5_halo_crop_from(&c->halo, ops, ye, out);
+  free(ye);
+  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
+}
+
+/* The forward's scatter, written over zeros instead of added to the light output. */
+c5_status c5_routed_attn_heavy_out(const c5_routed_attn *m, const c5_routed_attn_cache *c, c5_real *out)
+{
+  C5_CHECK(c->hc, C5_ERR_ARG, "ConditionalRoutedAttention: no forward in this cache");
+  const c5k_ops *ops = c5_params_backend(m->p)->ops;
+  c5k_ctx kc = { 0 };
+  C5_CALL(c5k_zero(ops, &kc, out, c->batch * c->n * m->cfg.dim * (long)sizeof *out));
+  c5_heavy_scatter s = c->sc;
+  s.accumulate = 0;
+  C5_CALL(c5_heavy_scatter_forward(&s, m->p, c->hout, c->qscore, out));
+  return C5_OK;
+}
+
 
 /* Buffers of the heavy branch for nq queries per row and nk keys per kv row: made at cache create for
    the worst case; remade only where that could not be bounded (route blocks, see cache create). */
@@ -359,9 +392,10 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
     C5_AGREE(d, light_local(m, x, mask, c, out));
   }
   C5_CALL(c5_router_forward(m->hb.q_router, d, lay, c5_params_value(p, m->hb.rt_q), batch, x, mask,
-                            cfg->num_heavy_tokens_q, 0, 0, c->rq));
+                            cfg->num_heavy_tokens_q, cfg->random_route, cfg->random_seed, c->rq));
   C5_CALL(c5_router_forward(m->hb.kv_router, d, lay, c5_params_value(p, m->hb.rt_kv), batch, x, mask,
-                            cfg->num_heavy_tokens_kv, 0, 0, c->rkv));
+                            cfg->num_heavy_tokens_kv, cfg->random_route, cfg->random_seed ^ 0x632be59bd9b4e019ull,
+                            c->rkv));
   st = heavy_prepare(m, d, lay, batch, x, c);
   /* every rank's entries of each kv row, in (kv row, slot) order */
   C5_CALL(c5_kv_exchange_gather(c->kvx, d, st, x, mask, C5_KVX_SCORE | C5_KVX_POS | C5_KVX_MASK,

@@ -6,6 +6,7 @@
 #include "backend.h"
 #include "ffnet.h"
 #include "arena.h"
+#include "dump_internal.h"
 
 struct c5_routed_ff {
   c5_routed_ff_config cfg;
@@ -54,7 +55,7 @@ c5_status c5_routed_ff_create(const c5_routed_ff_config *cfg, c5_params *p, cons
   C5_CALL_GOTO(c5_ffnet_init(&m->heavy, p, pre, cfg->dim, cfg->heavy_ff_mult), st, fail);
   c5_name_join(pre, sizeof pre, prefix, "router");
   long rd[2] = { 1, cfg->dim };
-  C5_CALL_GOTO(c5_params_add(p, pre, "routing_token", 2, rd, &m->routing_token), st, fail);
+  C5_CALL_GOTO(c5_params_add_init(p, pre, "routing_token", 2, rd, C5_INIT_NORMAL, 0, &m->routing_token), st, fail);
   C5_CALL_GOTO(c5_router_create(c5_params_backend(p), &cfg->router, cfg->dim, &m->router), st, fail);
   *out = m;
   return C5_OK;
@@ -125,6 +126,27 @@ c5_status c5_routed_ff_cache_destroy(c5_routed_ff_cache **cp)
 
 const c5_routing *c5_routed_ff_routing(const c5_routed_ff_cache *c) { return c5_router_cache_routing(c->rc); }
 
+/* ---- what an activation dump reads (dump_internal.h) ---- */
+const c5_router_cache *c5_routed_ff_router(const c5_routed_ff_cache *c) { return c->rc; }
+
+c5_status c5_routed_ff_light_out(const c5_routed_ff *m, const c5_routed_ff_cache *c, c5_real *out)
+{
+  C5_CALL(c5_ffnet_output(&m->light, m->p, &c->light, c->batch * c->n_local, out));
+  return C5_OK;
+}
+
+/* The forward's scatter of the heavy rows, over zeros instead of the light output. */
+c5_status c5_routed_ff_heavy_out(const c5_routed_ff *m, const c5_routed_ff_cache *c, c5_real *out)
+{
+  const long dim = m->cfg.dim;
+  const c5_routing *rt = c5_router_cache_routing(c->rc);
+  const c5k_ops *ops = c5_params_backend(m->p)->ops;
+  c5k_ctx kc = { 0 };
+  C5_CALL(c5k_zero(ops, &kc, out, c->batch * c->n_local * dim * (long)sizeof *out));
+  C5_CALL(ops->scatter_rows(&kc, c->ntok, dim, c->pos, c->hr, rt->routed ? rt->score : NULL, NULL, 1, 1, out));
+  return C5_OK;
+}
+
 /* The light FF on every token, and the checks: this rank's work before the router. */
 static c5_status forward_head(c5_routed_ff *m, const c5_layout *lay, long batch, const c5_real *x,
                               const uint8_t *mask, c5_routed_ff_cache *c, c5_real *out)
@@ -168,7 +190,7 @@ c5_status c5_routed_ff_forward(c5_routed_ff *m, const c5_dist *d, const c5_layou
   C5_CHECK(d, C5_ERR_ARG, "c5_routed_ff_forward: dist is NULL");
   C5_AGREE(d, forward_head(m, lay, batch, x, mask, c, out));
   C5_CALL(c5_router_forward(m->router, d, lay, c5_params_value(m->p, m->routing_token), batch, x, mask,
-                            m->cfg.num_heavy_tokens, 0, 0, c->rc));
+                            m->cfg.num_heavy_tokens, m->cfg.random_route, m->cfg.random_seed, c->rc));
   C5_AGREE(d, forward_heavy(m, batch, lay->n_local, lay->offset, x, c, out));
   return C5_OK;
 }

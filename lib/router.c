@@ -10,6 +10,7 @@
 #include "cd_internal.h"
 #include "topk_internal.h"
 #include "arena.h"
+#include "dump_internal.h"
 
 struct c5_router {
   const c5_backend *be;
@@ -181,6 +182,8 @@ c5_status c5_router_cache_destroy(c5_router_cache **cp)
 }
 
 const c5_routing *c5_router_cache_routing(const c5_router_cache *c) { return &c->out; }
+const c5_real *c5_router_cache_logits(const c5_router_cache *c) { return c->s; }
+const c5_real *c5_router_cache_scores(const c5_router_cache *c) { return c->y; }
 
 /* The cd rows of a forward with route_block_size (cdrows = rows x global
    blocks, each selecting at most selcap tokens here): made by the first

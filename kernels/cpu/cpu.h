@@ -102,4 +102,16 @@ c5_status c5k_heavy_attn_backward_cpu(c5k_ctx *, const c5k_heavy_attn *, const c
 /* kv exchange, autoregressive attention */
 c5_status c5k_gather2d_cpu(c5k_ctx *, long, const long *, const void *, long, long, void *, long);
 c5_status c5k_mask_before_cpu(c5k_ctx *, long, long, const long *, const long *, uint8_t *);
+/* optimizer */
+c5_status c5k_sumsq_cpu(c5k_ctx *, long, const c5_real *, double *, long *);
+c5_status c5k_adamw_update_cpu(c5k_ctx *, const c5k_adamw *, long, const c5_real *, c5_real *, c5_real *, c5_real *);
+/* model: initialization, embeddings, the masked-byte loss */
+c5_status c5k_init_fill_cpu(c5k_ctx *, int, uint64_t, double, long, c5_real *);
+c5_status c5k_embedding_forward_cpu(c5k_ctx *, long, long, long, int, const int32_t *, const c5_real *,
+                                    const c5_real *, c5_real *);
+c5_status c5k_embedding_backward_cpu(c5k_ctx *, long, long, long, int, const int32_t *, const c5_real *, double *,
+                                     double *);
+c5_status c5k_xent_forward_cpu(c5k_ctx *, long, int, const c5_real *, const int32_t *, double *, double *, long *);
+c5_status c5k_xent_backward_cpu(c5k_ctx *, long, int, const c5_real *, const int32_t *, const double *, double,
+                                c5_real *);
 #endif

@@ -58,4 +58,13 @@ const c5k_ops c5k_cpu_ops = {
   /* kv exchange, autoregressive attention */
   .gather2d = c5k_gather2d_cpu,
   .mask_before = c5k_mask_before_cpu,
+  /* optimizer */
+  .sumsq = c5k_sumsq_cpu,
+  .adamw_update = c5k_adamw_update_cpu,
+  /* model: initialization, embeddings, the masked-byte loss */
+  .init_fill = c5k_init_fill_cpu,
+  .embedding_forward = c5k_embedding_forward_cpu,
+  .embedding_backward = c5k_embedding_backward_cpu,
+  .xent_forward = c5k_xent_forward_cpu,
+  .xent_backward = c5k_xent_backward_cpu,
 };

@@ -11,8 +11,10 @@
 set -u
 b=${top_builddir:-.}; s=${top_srcdir:-.}
 fail=0
+# the vectors colt5-golden checks: optim_*.h5 holds optimizer steps, not a module (test_adamw reads it)
+files=$(ls "$s"/tests/golden/*.h5 | grep -v '/optim_[^/]*\.h5$')
 for np in 2 3 4; do
-  if OMP_NUM_THREADS=1 mpirun --oversubscribe -np $np "$b/apps/colt5-golden" "$s"/tests/golden/*.h5 > out.$$ 2>&1; then
+  if OMP_NUM_THREADS=1 mpirun --oversubscribe -np $np "$b/apps/colt5-golden" $files > out.$$ 2>&1; then
     echo "ok: np=$np"
   else
     echo "FAIL: np=$np"; cat out.$$; fail=1

@@ -1,0 +1,26 @@
+/* h5_internal.h - what the library's parallel HDF5 files (checkpoint.c,
+   dump.c) share with h5.c: HDF5's error stack read into messages, and file
+   access over a dist's communicator. h5.c holds the MPI side of it, so
+   those files name no MPI (tests/unit/test_seam.sh). Private to lib/. */
+#ifndef C5_H5_INTERNAL_H
+#define C5_H5_INTERNAL_H
+#include "c5_internal.h"
+#include "colt5_io.h"
+
+/* HDF5's innermost error description into buf (and the stack cleared). */
+const char *c5_h5_reason(char buf[256]);
+/* Whether a record of HDF5's current error stack mentions word (any case).
+   The stack is kept: read c5_h5_reason after it. */
+int c5_h5_stack_mentions(const char *word);
+/* A file access list for parallel HDF5 on d's communicator (MPI-IO), in
+   the HDF5 1.10 format (checksummed metadata); *fapl closed with H5Pclose. */
+c5_status c5_h5_fapl_mpio(const c5_dist *d, hid_t *fapl);
+/* A transfer list for collective MPI-IO (filtered datasets are written only so). */
+c5_status c5_h5_dxpl_collective(hid_t *dxpl);
+/* tmp renamed over path, made durable: tmp's data synced first, the directory after, so that after a
+   crash path holds the old file or the whole new one. what names the file's kind in messages. Not
+   collective (one rank renames). */
+c5_status c5_h5_publish(const char *what, const char *tmp, const char *path);
+/* "[a,b,c]" */
+void c5_h5_shape_str(char *buf, size_t len, int nd, const long *dims);
+#endif
