@@ -52,7 +52,7 @@ strays() {
   done
 }
 cleanup() {
-  trap '' HUP INT PIPE TERM
+  trap '' HUP INT TERM
   if [ -n "$pids" ]; then
     # The jobs first, while slurmd can still end their steps.
     for j in $(squeue -h -o %A 2> /dev/null); do scancel "$j" 2> /dev/null; done
@@ -75,7 +75,10 @@ cleanup() {
   if [ -n "${C5_SLURM_TEST_KEEP:-}" ]; then echo "kept $T"; else rm -rf "$T"; fi
 }
 trap cleanup EXIT
-trap 'fail=1; echo "FAIL: interrupted (time limit?)"; exit 1' HUP INT PIPE TERM
+trap 'fail=1; echo "FAIL: interrupted (time limit?)"; exit 1' HUP INT TERM
+# A reader that went away (test | head) must not end the test before its
+# cleanup: writes fail instead.
+trap '' PIPE
 
 # die also from inside wait_for's silenced checks: fd 3 is the test's output.
 exec 3>&1
