@@ -11,6 +11,9 @@ pkgs="build-essential autoconf automake libtool autoconf-archive pkg-config make
 [ "${1:-}" = "--reference" ] && pkgs="$pkgs python3-torch python3-packaging python3-numpy"
 SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
+# slurm-wlm and munge: tests/unit/test_slurm.sh starts a one-node cluster of its
+# own to run jobs/slurm/*.sbatch (the packages' own services stay unused).
+pkgs="$pkgs slurm-wlm munge"
 $SUDO apt-get update -qq
 # shellcheck disable=SC2086
-$SUDO apt-get install -y -qq --no-install-recommends $pkgs > /dev/null
+$SUDO apt-get install -y -qq -o DPkg::Lock::Timeout=600 --no-install-recommends $pkgs > /dev/null
