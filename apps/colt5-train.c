@@ -60,7 +60,7 @@ enum { EXIT_DONE = 0, EXIT_ERROR = 1, EXIT_USAGE = 2 };
 typedef struct {
   /* model */
   long dim, depth, seq_len, heavy_q, heavy_kv, heavy_ff, routed_kv, light_heads, light_dim_head, heavy_heads,
-      heavy_dim_head, window, n_iters, routing_tokens, route_block;
+      heavy_dim_head, window, n_iters, route_block;
   double light_ff_mult, heavy_ff_mult, fetch_k_ratio, router_eps, eps_init, eps_decay, cosine_scale;
   int straight_through, cosine_sim, mult_keys, mult_queries, null_q;
   /* train */
@@ -80,7 +80,7 @@ typedef struct {
 static const opts_t opts_default = {
   .dim = 64, .depth = 2, .seq_len = 256, .heavy_q = 0, .heavy_kv = 0, .heavy_ff = 0, .routed_kv = 1,
   .light_heads = 4, .light_dim_head = 16, .heavy_heads = 4, .heavy_dim_head = 16, .window = 2, .n_iters = 20,
-  .routing_tokens = 1, .route_block = 0, .light_ff_mult = 0.5, .heavy_ff_mult = 4, .fetch_k_ratio = 9.0 / 8.0,
+  .route_block = 0, .light_ff_mult = 0.5, .heavy_ff_mult = 4, .fetch_k_ratio = 9.0 / 8.0,
   .router_eps = 0.03, .eps_init = 4.0, .eps_decay = 0.7, .cosine_scale = 8.0, .straight_through = 1,
   .cosine_sim = 0, .mult_keys = 0, .mult_queries = 0, .null_q = 1,
   .steps = 2000, .batch = 8, .accum = 1, .warmup = 100, .seed = 1234, .val_every = 250, .val_batches = 8,
@@ -123,7 +123,6 @@ static const opt_t opt_table[] = {
   { "router-eps", "model", "router_kwargs.eps", T_REAL, O(router_eps), 1e-12, 1e6, "coordinate descent final epsilon" },
   { "eps-init", "model", "router_kwargs.eps_init", T_REAL, O(eps_init), 0, 1e6, "coordinate descent first epsilon" },
   { "eps-decay", "model", "router_kwargs.eps_decay", T_REAL, O(eps_decay), 1e-12, 1, "coordinate descent epsilon decay" },
-  { "routing-tokens", "model", "router_kwargs.num_routing_tokens", T_INT, O(routing_tokens), 1, 1024, "routing tokens of each router" },
   { "cosine-sim-routing", "model", "router_kwargs.cosine_sim_routing", T_BOOL, O(cosine_sim), 0, 1, "cosine-similarity router logits" },
   { "cosine-sim-scale", "model", "router_kwargs.cosine_sim_scale", T_REAL, O(cosine_scale), 0, 1e6, "scale of cosine router logits" },
   { "route-block-size", "model", "router_kwargs.route_block_size", T_INT, O(route_block), 0, BIG, "router blocks (0: off)" },
@@ -214,6 +213,10 @@ static c5_status set_cli(opts_t *o, const opt_t *t, const char *arg, c5_status s
   return st;
 }
 
+/* The reference's route_block_size is None when off (0 would divide by zero in its router): the JSON
+   holds null for our 0, and null reads back as 0. */
+static int is_none_zero(const opt_t *t) { return !strcmp(t->key, "router_kwargs.route_block_size"); }
+
 /* A JSON value into its field; a wrong one is remembered by cli_json_wrong ("option 'model.dim' is ..."). */
 static void set_json(opts_t *o, const opt_t *t, const char *qual, json_t *v)
 {
@@ -223,7 +226,8 @@ static void set_json(opts_t *o, const opt_t *t, const char *qual, json_t *v)
   double d = json_is_number(v) ? json_number_value(v) : NAN;
   switch (t->type) {
   case T_INT:
-    if (!(d >= t->lo && d <= t->hi) || d != floor(d)) cli_json_wrong(qual, v, want);
+    if (is_none_zero(t) && json_is_null(v)) *(long *)f = 0;
+    else if (!(d >= t->lo && d <= t->hi) || d != floor(d)) cli_json_wrong(qual, v, want);
     else *(long *)f = (long)d;
     break;
   case T_REAL:
@@ -310,6 +314,7 @@ static char *config_json(const opts_t *o)
     const void *f = (const char *)o + t->off;
     json_t *v = t->type == T_INT ? json_integer(*(const long *)f) : t->type == T_REAL ? json_real(*(const double *)f)
               : t->type == T_BOOL ? json_boolean(*(const int *)f) : json_string(*(char *const *)f);
+    if (is_none_zero(t) && *(const long *)f == 0) { json_decref(v); v = json_null(); }
     if (!strncmp(t->key, "router_kwargs.", 14)) json_object_set_new(rk, t->key + 14, v);
     else json_object_set_new(sec[s], t->key, v);
   }
@@ -788,7 +793,9 @@ static void model_config(const opts_t *o, c5_model_config *mc)
   rc.eps = o->router_eps;
   rc.eps_init = o->eps_init;
   rc.eps_decay = o->eps_decay;
-  rc.num_routing_tokens = (int)o->routing_tokens;
+  /* one routing token a router: the reference block passes num_routing_tokens = num_routed_kv to its kv
+     router beside router_kwargs, so router_kwargs cannot hold it (TypeError: multiple values) */
+  rc.num_routing_tokens = 1;
   rc.cosine_sim_routing = o->cosine_sim;
   rc.cosine_sim_scale = o->cosine_scale;
   rc.route_block_size = o->route_block;

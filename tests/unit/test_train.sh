@@ -72,7 +72,7 @@ help=$(timeout 60 "$train" --help); rc=$?
 missing=
 for o in config help dim depth seq-len heavy-q heavy-kv heavy-ff routed-kv light-heads light-dim-head heavy-heads \
          heavy-dim-head window light-ff-mult heavy-ff-mult straight-through n-iters fetch-k-ratio router-eps eps-init \
-         eps-decay routing-tokens random-route steps batch accum lr lr-min warmup weight-decay clip seed val-every \
+         eps-decay random-route steps batch accum lr lr-min warmup weight-decay clip seed val-every \
          val-batches seq-ranks threads log log-every ckpt-dir ckpt-every keep resume stop-after dump-activations \
          dump-file on-nonfinite data val-frac mask-frac; do
   printf '%s\n' "$help" | grep -q -- "--$o[ =[]" || missing="$missing $o"
