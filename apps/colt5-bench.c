@@ -34,6 +34,7 @@
 #include "colt5_mpi.h"
 #include <cblas.h>
 #include "kernels.h"
+#include "cli.h"
 
 /* Where make install puts the reference script; C5_BENCH_SCRIPT in the
    environment (bench/run.sh sets it to the source tree's) or --script wins. */
@@ -67,38 +68,6 @@ static double median(double *v, int n)
 {
   qsort(v, (size_t)n, sizeof *v, cmp_d);
   return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
-/* One integer in [lo, hi] at s, ending at a ',' or the end: its end, or NULL
-   (junk, empty, out of range, or past what a long holds). */
-static const char *parse_int(const char *s, long lo, long hi, long *out)
-{
-  char *end;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (end == s || errno == ERANGE || v < lo || v > hi || (*end && *end != ',')) return NULL;
-  *out = v;
-  return end;
-}
-
-/* A comma-separated list of integers in [lo, hi], at most max of them: its
-   length, or -1. */
-static int parse_list(const char *s, long lo, long hi, long *out, int max)
-{
-  int n = 0;
-  while (*s) {
-    if (n == max) return -1;
-    const char *end = parse_int(s, lo, hi, &out[n++]);
-    if (!end || (*end == ',' && !end[1])) return -1;
-    s = *end == ',' ? end + 1 : end;
-  }
-  return n > 0 ? n : -1;
-}
-
-/* The first bad option's message (later ones are dropped: one message). */
-static c5_status bad_option(c5_status st, const char *opt, const char *val, const char *want)
-{
-  return st != C5_OK ? st : c5_error_raise(C5_ERR_ARG, "%s %s: expected %s", opt, val, want);
 }
 
 /* The reference's median (ms) for (pass, n, threads), or -1 when absent. */
@@ -447,22 +416,22 @@ int main(int argc, char **argv)
     switch (c) {
     case 'n':
       /* a token count whose buffers a size_t still counts in bytes */
-      o.nn = parse_list(optarg, 1, 1L << 40, o.n, MAXL);
-      if (o.nn < 0) st = bad_option(st, "--n", optarg, "a comma list of token counts from 1 to 2^40");
+      o.nn = cli_parse_list(optarg, 1, 1L << 40, o.n, MAXL);
+      if (o.nn < 0) st = cli_bad_option(st, "--n", optarg, "a comma list of token counts from 1 to 2^40");
       nset = 1;
       break;
     case 't':
-      o.nt = parse_list(optarg, 1, 4096, tl, MAXL);
-      if (o.nt < 0) st = bad_option(st, "--threads", optarg, "a comma list of thread counts from 1 to 4096");
+      o.nt = cli_parse_list(optarg, 1, 4096, tl, MAXL);
+      if (o.nt < 0) st = cli_bad_option(st, "--threads", optarg, "a comma list of thread counts from 1 to 4096");
       for (int i = 0; i < o.nt; i++) o.threads[i] = (int)tl[i];
       break;
     case 'r':
-      if (!parse_int(optarg, 5, 256, &v) || strchr(optarg, ',')) st = bad_option(st, "--reps", optarg, "an integer from 5 to 256");
+      if (!cli_parse_int(optarg, 5, 256, &v) || strchr(optarg, ',')) st = cli_bad_option(st, "--reps", optarg, "an integer from 5 to 256");
       else o.reps = (int)v;
       reps_set = 1;
       break;
     case 'w':
-      if (!parse_int(optarg, 0, 1000, &v) || strchr(optarg, ',')) st = bad_option(st, "--warmup", optarg, "an integer from 0 to 1000");
+      if (!cli_parse_int(optarg, 0, 1000, &v) || strchr(optarg, ',')) st = cli_bad_option(st, "--warmup", optarg, "an integer from 0 to 1000");
       else o.warmup = (int)v;
       break;
     case ':':

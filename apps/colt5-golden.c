@@ -25,6 +25,7 @@
 #include <jansson.h>
 #include "colt5_mpi.h"
 #include "colt5_io.h"
+#include "cli.h"
 
 enum { EXIT_PASS = 0, EXIT_FAILED = 1, EXIT_USAGE = 2, EXIT_SKIP = 77 };
 
@@ -102,51 +103,6 @@ static void compare(ctx_t *cx, const char *file, const char *name, const c5_real
   if ((!cx->quiet || (judged && !ok)))
     printf("%s %-40s abs %.3e rel %.3e bound %.3e %s\n", file, name, abs_err, nrm > 0 ? abs_err / nrm : abs_err,
            bound, !judged ? "REPORT" : ok ? "PASS" : "FAIL");
-}
-
-/* Keys of a JSON object must all be in allowed (NULL-terminated). */
-static c5_status check_keys(const char *file, const char *what, json_t *obj, const char *const *allowed)
-{
-  const char *key;
-  json_t *v;
-  json_object_foreach(obj, key, v) {
-    int found = 0;
-    for (const char *const *a = allowed; *a; a++) found |= !strcmp(*a, key);
-    if (!found) return c5_error_raise(C5_ERR_ARG, "%s: unknown %s key '%s'", file, what, key);
-  }
-  return C5_OK;
-}
-
-/* The first option of the file's JSON whose value has the wrong type or
-   range ("" when none): a module built from it is refused with this message
-   rather than silently taking a default (reset for every file). */
-static char json_bad[512];
-
-static void json_wrong(const char *key, json_t *v, const char *want)
-{
-  if (json_bad[0]) return;
-  char *txt = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
-  snprintf(json_bad, sizeof json_bad, "option '%s' is %s, expected %s", key, txt ? txt : "?", want);
-  free(txt);
-}
-
-/* A number option: absent or null (Python's None) gives dflt. */
-static double json_num(json_t *o, const char *key, double dflt)
-{
-  json_t *v = json_object_get(o, key);
-  if (!v || json_is_null(v)) return dflt;
-  if (!json_is_number(v) || !isfinite(json_number_value(v))) { json_wrong(key, v, "a finite number"); return dflt; }
-  return json_number_value(v);
-}
-
-/* An integer option (a count, a size): integral and below 2^31 in magnitude. */
-static long json_int(json_t *o, const char *key, long dflt)
-{
-  json_t *v = json_object_get(o, key);
-  if (!v || json_is_null(v)) return dflt;
-  double d = json_is_number(v) ? json_number_value(v) : NAN;
-  if (!(fabs(d) < 2147483648.0) || d != floor(d)) { json_wrong(key, v, "an integer below 2^31"); return dflt; }
-  return (long)d;
 }
 
 /* The end of a case's loading (every rank reads the file alone): its status agreed, then the files' hashes
@@ -234,7 +190,7 @@ static c5_status cd_load(ctx_t *cx, c5_h5 *f, const char *file, cd_case *k)
   json_error_t je;
   js = json_loads(args, 0, &je);
   if (!js || !json_is_object(js)) FAIL(C5_ERR_IO, "%s: attribute args is not a JSON object (%s)", file, je.text);
-  TRY(check_keys(file, "args", js, keys));
+  TRY(cli_check_keys(file, "args", js, keys));
   json_t *kj = json_object_get(js, "k"), *ij = json_object_get(js, "n_iters");
   if (!kj || !(json_is_number(kj) || json_is_array(kj)) || !ij || !json_is_integer(ij))
     FAIL(C5_ERR_IO, "%s: args needs k (a number, or a list with one per row) and integer n_iters", file);
@@ -242,9 +198,9 @@ static c5_status cd_load(ctx_t *cx, c5_h5 *f, const char *file, cd_case *k)
   if (!(json_integer_value(ij) > 0 && json_integer_value(ij) < 2147483648LL))
     FAIL(C5_ERR_ARG, "%s: args n_iters = %lld, expected an integer from 1 to 2^31 - 1", file, (long long)json_integer_value(ij));
   cfg.n_iters = (int)json_integer_value(ij);
-  cfg.eps = json_num(js, "eps", cfg.eps);
-  cfg.eps_init = json_num(js, "eps_init", 0.0);   /* null: start at eps */
-  cfg.eps_decay = json_num(js, "eps_decay", cfg.eps_decay);
+  cfg.eps = cli_json_num(js, "eps", cfg.eps);
+  cfg.eps_init = cli_json_num(js, "eps_init", 0.0);   /* null: start at eps */
+  cfg.eps_decay = cli_json_num(js, "eps_decay", cfg.eps_decay);
   k->cfg = cfg;
 
   TRY(c5_h5_shape(f, "/inputs/s", &nd, dims));
@@ -318,19 +274,19 @@ static c5_status parse_router(const char *file, json_t *kw, int straight_through
   rc->straight_through = straight_through;
   if (!kw) return C5_OK;
   if (!json_is_object(kw)) return c5_error_raise(C5_ERR_ARG, "%s: router_kwargs is not a JSON object", file);
-  c5_status st = check_keys(file, "router_kwargs", kw, keys);
+  c5_status st = cli_check_keys(file, "router_kwargs", kw, keys);
   if (st != C5_OK) return st;
   json_t *v;
   if (json_is_true(json_object_get(kw, "learned_routing_tokens")))
     return c5_error_raise(C5_ERR_ARG, "%s: router_kwargs learned_routing_tokens=true is not supported", file);
-  rc->n_iters = (int)json_int(kw, "n_iters", rc->n_iters);
-  rc->fetch_k_ratio = json_num(kw, "fetch_k_ratio", rc->fetch_k_ratio);
-  rc->eps = json_num(kw, "eps", rc->eps);
-  rc->eps_init = json_num(kw, "eps_init", rc->eps_init);
-  rc->eps_decay = json_num(kw, "eps_decay", rc->eps_decay);
-  rc->num_routing_tokens = (int)json_int(kw, "num_routing_tokens", rc->num_routing_tokens);
-  rc->cosine_sim_scale = json_num(kw, "cosine_sim_scale", rc->cosine_sim_scale);
-  rc->route_block_size = (long)json_int(kw, "route_block_size", 0);
+  rc->n_iters = (int)cli_json_int(kw, "n_iters", rc->n_iters);
+  rc->fetch_k_ratio = cli_json_num(kw, "fetch_k_ratio", rc->fetch_k_ratio);
+  rc->eps = cli_json_num(kw, "eps", rc->eps);
+  rc->eps_init = cli_json_num(kw, "eps_init", rc->eps_init);
+  rc->eps_decay = cli_json_num(kw, "eps_decay", rc->eps_decay);
+  rc->num_routing_tokens = (int)cli_json_int(kw, "num_routing_tokens", rc->num_routing_tokens);
+  rc->cosine_sim_scale = cli_json_num(kw, "cosine_sim_scale", rc->cosine_sim_scale);
+  rc->route_block_size = (long)cli_json_int(kw, "route_block_size", 0);
   if ((v = json_object_get(kw, "cosine_sim_routing"))) rc->cosine_sim_routing = json_is_true(v);
   return C5_OK;
 }
@@ -471,24 +427,16 @@ typedef struct {
   void (*destroy)(void **m, void **c);
 } module_t;
 
-static int getb(json_t *o, const char *k, int dflt)
-{
-  json_t *v = json_object_get(o, k);
-  if (!v || json_is_null(v)) return dflt;
-  if (!json_is_boolean(v)) { json_wrong(k, v, "true or false"); return dflt; }
-  return json_is_true(v);
-}
-
 static c5_status ff_config(const char *file, json_t *cj, const char *ntok_key, json_t *fj, const char *fkey,
                      c5_routed_ff_config *cfg)
 {
   c5_routed_ff_config d = C5_ROUTED_FF_CONFIG_DEFAULT;
   *cfg = d;
-  cfg->dim = (int)json_int(cj, "dim", 0);
-  cfg->num_heavy_tokens = json_int(fj, fkey, json_int(cj, ntok_key, 0));
-  cfg->light_ff_mult = json_num(cj, "light_ff_mult", cfg->light_ff_mult);
-  cfg->heavy_ff_mult = json_num(cj, "heavy_ff_mult", cfg->heavy_ff_mult);
-  return parse_router(file, json_object_get(cj, "router_kwargs"), getb(cj, "router_straight_through", 1), &cfg->router);
+  cfg->dim = (int)cli_json_int(cj, "dim", 0);
+  cfg->num_heavy_tokens = cli_json_int(fj, fkey, cli_json_int(cj, ntok_key, 0));
+  cfg->light_ff_mult = cli_json_num(cj, "light_ff_mult", cfg->light_ff_mult);
+  cfg->heavy_ff_mult = cli_json_num(cj, "heavy_ff_mult", cfg->heavy_ff_mult);
+  return parse_router(file, json_object_get(cj, "router_kwargs"), cli_json_bool(cj, "router_straight_through", 1), &cfg->router);
 }
 
 static c5_status attn_config(const char *file, json_t *cj, const char *qk, const char *kvk, json_t *fj, const char *fq,
@@ -496,29 +444,29 @@ static c5_status attn_config(const char *file, json_t *cj, const char *qk, const
 {
   c5_routed_attn_config d = C5_ROUTED_ATTN_CONFIG_DEFAULT;
   *cfg = d;
-  cfg->dim = (int)json_int(cj, "dim", 0);
-  cfg->num_heavy_tokens_q = json_int(fj, fq, json_int(cj, qk, 0));
-  cfg->num_heavy_tokens_kv = json_int(fj, fkv, json_int(cj, kvk, 0));
-  cfg->num_routed_kv = (int)json_int(cj, "num_routed_kv", cfg->num_routed_kv);
-  cfg->has_light_attn = getb(cj, "has_light_attn", 1);
-  cfg->light_dim_head = (int)json_int(cj, "light_dim_head", cfg->light_dim_head);
-  cfg->light_heads = (int)json_int(cj, "light_heads", cfg->light_heads);
-  cfg->light_window_size = json_int(cj, "light_window_size", cfg->light_window_size);
-  cfg->heavy_dim_head = (int)json_int(cj, "heavy_dim_head", cfg->heavy_dim_head);
-  cfg->heavy_heads = (int)json_int(cj, "heavy_heads", cfg->heavy_heads);
-  cfg->multiply_keys_by_score = getb(cj, "multiply_keys_by_score", 0);
-  cfg->multiply_queries_by_score = getb(cj, "multiply_queries_by_score", 0);
-  cfg->use_null_q_tokens = getb(cj, "use_null_q_tokens", 1);
-  cfg->rotary_emb = getb(cj, "rotary_emb", 0);
-  cfg->kv_gather_batch_bug = getb(cj, "kv_gather_batch_bug", 1);   /* vectors of the unpatched reference */
-  return parse_router(file, json_object_get(cj, "router_kwargs"), getb(cj, "router_straight_through", 1), &cfg->router);
+  cfg->dim = (int)cli_json_int(cj, "dim", 0);
+  cfg->num_heavy_tokens_q = cli_json_int(fj, fq, cli_json_int(cj, qk, 0));
+  cfg->num_heavy_tokens_kv = cli_json_int(fj, fkv, cli_json_int(cj, kvk, 0));
+  cfg->num_routed_kv = (int)cli_json_int(cj, "num_routed_kv", cfg->num_routed_kv);
+  cfg->has_light_attn = cli_json_bool(cj, "has_light_attn", 1);
+  cfg->light_dim_head = (int)cli_json_int(cj, "light_dim_head", cfg->light_dim_head);
+  cfg->light_heads = (int)cli_json_int(cj, "light_heads", cfg->light_heads);
+  cfg->light_window_size = cli_json_int(cj, "light_window_size", cfg->light_window_size);
+  cfg->heavy_dim_head = (int)cli_json_int(cj, "heavy_dim_head", cfg->heavy_dim_head);
+  cfg->heavy_heads = (int)cli_json_int(cj, "heavy_heads", cfg->heavy_heads);
+  cfg->multiply_keys_by_score = cli_json_bool(cj, "multiply_keys_by_score", 0);
+  cfg->multiply_queries_by_score = cli_json_bool(cj, "multiply_queries_by_score", 0);
+  cfg->use_null_q_tokens = cli_json_bool(cj, "use_null_q_tokens", 1);
+  cfg->rotary_emb = cli_json_bool(cj, "rotary_emb", 0);
+  cfg->kv_gather_batch_bug = cli_json_bool(cj, "kv_gather_batch_bug", 1);   /* vectors of the unpatched reference */
+  return parse_router(file, json_object_get(cj, "router_kwargs"), cli_json_bool(cj, "router_straight_through", 1), &cfg->router);
 }
 
 /* ConditionalRoutedFeedForward */
 /* A constructor's error, named by the file. */
 static c5_status built(const char *file, c5_status st)
 {
-  if (json_bad[0]) return c5_error_raise(C5_ERR_ARG, "%s: %s", file, json_bad);   /* before what it built from it */
+  if (cli_json_error()[0]) return c5_error_raise(C5_ERR_ARG, "%s: %s", file, cli_json_error());   /* before what it built from it */
   return st == C5_OK ? st : c5_error_raise(st, "%s: %s", file, c5_last_error());
 }
 
@@ -570,22 +518,22 @@ static void attn_destroy(void **m, void **c) { c5_routed_attn_cache_destroy((c5_
 static c5_status ar_build(const char *file, json_t *cj, json_t *fj, c5_params *p, void **m, long *unit)
 {
   c5_routed_ar_attn_config cfg = C5_ROUTED_AR_ATTN_CONFIG_DEFAULT;
-  cfg.dim = (int)json_int(cj, "dim", 0);
-  cfg.num_heavy_tokens_q = json_int(fj, "num_heavy_tokens_q", json_int(cj, "num_heavy_tokens_q", 0));
-  cfg.num_heavy_tokens_kv = json_int(fj, "num_heavy_tokens_kv", json_int(cj, "num_heavy_tokens_kv", 0));
-  cfg.num_routed_kv = (int)json_int(cj, "num_routed_kv", cfg.num_routed_kv);
-  cfg.light_dim_head = (int)json_int(cj, "light_dim_head", cfg.light_dim_head);
-  cfg.light_heads = (int)json_int(cj, "light_heads", cfg.light_heads);
-  cfg.light_window_size = json_int(cj, "light_window_size", cfg.light_window_size);
-  cfg.heavy_window_size = (long)json_int(cj, "heavy_window_size", 0);   /* null: light_window_size */
-  cfg.heavy_dim_head = (int)json_int(cj, "heavy_dim_head", cfg.heavy_dim_head);
-  cfg.heavy_heads = (int)json_int(cj, "heavy_heads", cfg.heavy_heads);
-  cfg.multiply_keys_by_score = getb(cj, "multiply_keys_by_score", 0);
-  cfg.multiply_queries_by_score = getb(cj, "multiply_queries_by_score", 0);
-  cfg.use_null_q_tokens = getb(cj, "use_null_q_tokens", 1);
-  cfg.rotary_emb = getb(cj, "rotary_emb", 0);
-  cfg.kv_gather_batch_bug = getb(cj, "kv_gather_batch_bug", 1);   /* vectors of the unpatched reference */
-  c5_status st = parse_router(file, json_object_get(cj, "router_kwargs"), getb(cj, "router_straight_through", 1),
+  cfg.dim = (int)cli_json_int(cj, "dim", 0);
+  cfg.num_heavy_tokens_q = cli_json_int(fj, "num_heavy_tokens_q", cli_json_int(cj, "num_heavy_tokens_q", 0));
+  cfg.num_heavy_tokens_kv = cli_json_int(fj, "num_heavy_tokens_kv", cli_json_int(cj, "num_heavy_tokens_kv", 0));
+  cfg.num_routed_kv = (int)cli_json_int(cj, "num_routed_kv", cfg.num_routed_kv);
+  cfg.light_dim_head = (int)cli_json_int(cj, "light_dim_head", cfg.light_dim_head);
+  cfg.light_heads = (int)cli_json_int(cj, "light_heads", cfg.light_heads);
+  cfg.light_window_size = cli_json_int(cj, "light_window_size", cfg.light_window_size);
+  cfg.heavy_window_size = (long)cli_json_int(cj, "heavy_window_size", 0);   /* null: light_window_size */
+  cfg.heavy_dim_head = (int)cli_json_int(cj, "heavy_dim_head", cfg.heavy_dim_head);
+  cfg.heavy_heads = (int)cli_json_int(cj, "heavy_heads", cfg.heavy_heads);
+  cfg.multiply_keys_by_score = cli_json_bool(cj, "multiply_keys_by_score", 0);
+  cfg.multiply_queries_by_score = cli_json_bool(cj, "multiply_queries_by_score", 0);
+  cfg.use_null_q_tokens = cli_json_bool(cj, "use_null_q_tokens", 1);
+  cfg.rotary_emb = cli_json_bool(cj, "rotary_emb", 0);
+  cfg.kv_gather_batch_bug = cli_json_bool(cj, "kv_gather_batch_bug", 1);   /* vectors of the unpatched reference */
+  c5_status st = parse_router(file, json_object_get(cj, "router_kwargs"), cli_json_bool(cj, "router_straight_through", 1),
                               &cfg.router);
   if (st != C5_OK) return st;
   st = built(file, c5_routed_ar_attn_create(&cfg, p, "", (c5_routed_ar_attn **)m));
@@ -684,8 +632,8 @@ static c5_status module_load(ctx_t *cx, c5_h5 *f, const char *file, const module
   k->fj = json_loads(k->fwd, 0, &je);
   if (!k->cj || !k->fj || !json_is_object(k->cj) || !json_is_object(k->fj))
     FAIL(C5_ERR_IO, "%s: ctor or forward attribute is not a JSON object", file);
-  TRY(check_keys(file, "ctor", k->cj, mt->ctor_keys));
-  TRY(check_keys(file, "forward", k->fj, mt->fwd_keys));
+  TRY(cli_check_keys(file, "ctor", k->cj, mt->ctor_keys));
+  TRY(cli_check_keys(file, "forward", k->fj, mt->fwd_keys));
   TRY(c5_params_create(c5_backend_cpu(), &k->p));
   long unit = 0;
   TRY(mt->build(file, k->cj, k->fj, k->p, &k->m, &unit));
@@ -699,8 +647,8 @@ static c5_status module_load(ctx_t *cx, c5_h5 *f, const char *file, const module
     TRY(check_finite(file, name, c5_params_value(k->p, i), nd, pd));
   }
   TRY(read_inputs(cx, f, file, unit, &k->in));
-  if (k->in.dim != (long)json_num(k->cj, "dim", 0))
-    FAIL(C5_ERR_SHAPE, "%s: /inputs/x has dim %ld, ctor dim %g", file, k->in.dim, json_num(k->cj, "dim", 0));
+  if (k->in.dim != (long)cli_json_num(k->cj, "dim", 0))
+    FAIL(C5_ERR_SHAPE, "%s: /inputs/x has dim %ld, ctor dim %g", file, k->in.dim, cli_json_num(k->cj, "dim", 0));
   TRY(ALLOC(file, "the output", k->out, k->in.b * k->in.nl * k->in.dim));
   TRY(ALLOC(file, "the input gradient", k->dx, k->in.b * k->in.nl * k->in.dim));
   TRY(mt->cache(k->m, k->in.b, k->in.nl, &k->cache));
@@ -765,11 +713,11 @@ static c5_status model_load(ctx_t *cx, c5_h5 *f, const char *file, model_case *k
   if (!(bj = json_deep_copy(k->cj)) || !none) FAIL(C5_ERR_MEM, "%s: out of memory", file);
   json_object_del(bj, "depth");
   json_object_del(bj, "max_seq_len");
-  TRY(check_keys(file, "ctor", bj, block_keys));
+  TRY(cli_check_keys(file, "ctor", bj, block_keys));
   TRY(attn_config(file, k->cj, "num_heavy_attn_tokens_q", "num_heavy_attn_tokens_kv", none, "", "", &mc.block.attn));
   TRY(ff_config(file, k->cj, "num_heavy_ff_tokens", none, "", &mc.block.ff));
-  mc.depth = (int)json_int(k->cj, "depth", 0);
-  mc.max_seq_len = json_int(k->cj, "max_seq_len", 0);
+  mc.depth = (int)cli_json_int(k->cj, "depth", 0);
+  mc.max_seq_len = cli_json_int(k->cj, "max_seq_len", 0);
   TRY(c5_params_create(c5_backend_cpu(), &k->p));
   TRY(built(file, c5_model_create(&mc, k->p, &k->m)));
   TRY(built(file, c5_model_layout_unit(&mc, &k->unit)));
@@ -826,18 +774,18 @@ static c5_status model_adamw(ctx_t *cx, c5_h5 *f, const char *file, c5_params *p
   st = c5_h5_attr_string(f, "/", "config", &cfgtxt);
   if (st == C5_OK && (!(cj = json_loads(cfgtxt, 0, &je)) || !json_is_object(tj = json_object_get(cj, "train"))))
     st = c5_error_raise(C5_ERR_IO, "%s: the config attribute has no \"train\" object", file);
-  if (st == C5_OK) st = check_keys(file, "train", tj, keys);
+  if (st == C5_OK) st = cli_check_keys(file, "train", tj, keys);
   if (st == C5_OK) {
-    ac.lr = json_num(tj, "lr", ac.lr);
-    ac.lr_min = json_num(tj, "lr_min", ac.lr_min);
-    ac.warmup_steps = json_int(tj, "warmup_steps", ac.warmup_steps);
-    ac.total_steps = json_int(tj, "total_steps", ac.total_steps);
-    ac.beta1 = json_num(tj, "beta1", ac.beta1);
-    ac.beta2 = json_num(tj, "beta2", ac.beta2);
-    ac.eps = json_num(tj, "eps", ac.eps);
-    ac.weight_decay = json_num(tj, "weight_decay", ac.weight_decay);
-    ac.clip_norm = json_num(tj, "clip_norm", ac.clip_norm);
-    ac.decay_all = getb(tj, "decay_all", 0);
+    ac.lr = cli_json_num(tj, "lr", ac.lr);
+    ac.lr_min = cli_json_num(tj, "lr_min", ac.lr_min);
+    ac.warmup_steps = cli_json_int(tj, "warmup_steps", ac.warmup_steps);
+    ac.total_steps = cli_json_int(tj, "total_steps", ac.total_steps);
+    ac.beta1 = cli_json_num(tj, "beta1", ac.beta1);
+    ac.beta2 = cli_json_num(tj, "beta2", ac.beta2);
+    ac.eps = cli_json_num(tj, "eps", ac.eps);
+    ac.weight_decay = cli_json_num(tj, "weight_decay", ac.weight_decay);
+    ac.clip_norm = cli_json_num(tj, "clip_norm", ac.clip_norm);
+    ac.decay_all = cli_json_bool(tj, "decay_all", 0);
     st = built(file, c5_adamw_create(&ac, p, &o));
   }
   if (st == C5_OK) st = built(file, c5_adamw_step(o, &norm, &lr));
@@ -941,7 +889,7 @@ static int run_file(ctx_t *cx, const char *file)
   char *module = NULL;
   int rc = EXIT_PASS;
   cx->hash = 0;
-  json_bad[0] = 0;
+  cli_json_reset();
   c5_status st = c5_h5_open_read(file, &f);
   if (st == C5_OK) st = c5_h5_attr_string(&f, "/", "module", &module);
   if (st == C5_OK && !module[0]) st = c5_error_raise(C5_ERR_IO, "%s: attribute module of / is empty (it names the "

@@ -6,8 +6,10 @@
 # runs. Prints one line "N passed, N failed" over every pass (skips are
 # counted apart). Exit 0 only if none failed.
 #
-# The first pass runs under the caller's OPENBLAS_CORETYPE if set. The extra
-# cores: C5_BLAS_CORES="Haswell SkylakeX" (empty: none); by default two of
+# The first pass runs every test, under the caller's OPENBLAS_CORETYPE if set.
+# The extra passes run the tests whose numbers pass through the BLAS
+# (make check-blas: Makefile.am's BLAS_TESTS). The extra cores:
+# C5_BLAS_CORES="Haswell SkylakeX" (empty: none); by default two of
 # Prescott (what OpenBLAS runs on a CPU it does not know), Haswell (AVX2) and
 # SkylakeX (AVX-512) that this CPU can execute, other than the first pass's.
 #
@@ -46,7 +48,7 @@ default_cores() {
 run_pass() {
   dir="$top/build-$1"
   if [ $# -gt 2 ]; then
-    (cd "$dir" && OPENBLAS_CORETYPE="$3" make -j"$(nproc)" check > "check-$2.out" 2>&1) || rc=1
+    (cd "$dir" && OPENBLAS_CORETYPE="$3" make -j"$(nproc)" check-blas > "check-$2.out" 2>&1) || rc=1
   else
     (cd "$dir" && make -j"$(nproc)" check > "check-$2.out" 2>&1) || rc=1
   fi

@@ -1,0 +1,1095 @@
+/* colt5-train - train the masked-byte CoLT5 model (lib/colt5.h, "the
+   masked-byte model") on a text file: masked-span prediction over bytes.
+
+     mpirun -np P colt5-train [--config FILE.json] [options]   (colt5-train --help lists them)
+
+   Ranks: --seq-ranks of them share one sequence (sharded by the model's
+   layout unit), the rest of the world is the data-parallel axis
+   (c5_dist_create_2d). Each data-parallel group trains on --batch sequences
+   per micro-batch, --accum micro-batches per step.
+
+   Data: every rank reads the whole text (a file, or a folder of fortune
+   files); the last --val-frac of its bytes is the validation text. A
+   sample is seq-len bytes at a uniform start; spans of 1..5 bytes (uniform
+   length and start) are masked until --mask-frac of the bytes are, the
+   masked bytes replaced by C5_MASK_TOKEN and scored. Every draw comes from a
+   counter-based generator keyed by (seed, step, micro-batch, sample), so
+   every rank computes the same batches without communication, each keeps
+   its layout's slice, and a resume needs only the step.
+
+   Step: gradients zeroed; the masked bytes of the whole step counted first
+   (over every rank and micro-batch: the targets are known before the
+   forward); each micro-batch's forward and backward with scale 1 / that
+   count, so the gradient is the one of the step's mean loss; gradients
+   summed over the sequence ranks, then the data-parallel ranks; one AdamW
+   step (clipping, schedule).
+
+   Errors (docs/errors.md): every stretch a rank runs alone (options, the
+   data, buffers, a batch) is agreed over the world before the next
+   collective, so a bad option or file on one rank ends every rank, rank 0
+   printing it once. Exit: 0 done (or checkpointed on a signal), 1 an error
+   while training or a non-finite step under --on-nonfinite stop, 2 a bad
+   option, configuration or data file. */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <omp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <jansson.h>
+#include "colt5_mpi.h"
+#include "colt5_io.h"
+#include "cli.h"
+
+enum { EXIT_DONE = 0, EXIT_ERROR = 1, EXIT_USAGE = 2 };
+
+/* A call whose error ends the function (the library adds its own trace frames). */
+#define TRY(call) do { c5_status s_ = (call); if (s_ != C5_OK) return s_; } while (0)
+
+#define DEFAULT_DATA "/usr/share/games/fortunes"
+#define MAX_DUMPS 64
+#define SPAN_MAX 5   /* masked spans are 1..SPAN_MAX bytes */
+
+/* ---- options ------------------------------------------------------------------------ */
+
+typedef struct {
+  /* model */
+  long dim, depth, seq_len, heavy_q, heavy_kv, heavy_ff, routed_kv, light_heads, light_dim_head, heavy_heads,
+      heavy_dim_head, window, n_iters, route_block;
+  double light_ff_mult, heavy_ff_mult, fetch_k_ratio, router_eps, eps_init, eps_decay, cosine_scale;
+  int straight_through, cosine_sim, mult_keys, mult_queries, null_q;
+  /* train */
+  long steps, batch, accum, warmup, seed, val_every, val_batches, seq_ranks, threads, log_every, ckpt_every, keep,
+      stop_after;
+  double lr, lr_min, weight_decay, clip;
+  int random_route, resume;
+  char *log, *ckpt_dir, *dump_steps, *dump_file, *on_nonfinite;
+  /* data */
+  char *data;
+  double val_frac, mask_frac;
+} opts_t;
+
+/* The defaults are the main job (jobs/setup-and-run.sh): about 3 minutes on 2 cores (BENCHMARKS.md). The light
+   window is the smallest, 2 (LocalMHA sees each byte's two neighbours): with learned absolute positions the
+   model learns to use its neighbours much sooner than from a wider window, which it first averages over. */
+static const opts_t opts_default = {
+  .dim = 64, .depth = 2, .seq_len = 256, .heavy_q = 0, .heavy_kv = 0, .heavy_ff = 0, .routed_kv = 1,
+  .light_heads = 4, .light_dim_head = 16, .heavy_heads = 4, .heavy_dim_head = 16, .window = 2, .n_iters = 20,
+  .route_block = 0, .light_ff_mult = 0.5, .heavy_ff_mult = 4, .fetch_k_ratio = 9.0 / 8.0,
+  .router_eps = 0.03, .eps_init = 4.0, .eps_decay = 0.7, .cosine_scale = 8.0, .straight_through = 1,
+  .cosine_sim = 0, .mult_keys = 0, .mult_queries = 0, .null_q = 1,
+  .steps = 2000, .batch = 8, .accum = 1, .warmup = 100, .seed = 1234, .val_every = 250, .val_batches = 8,
+  .seq_ranks = 0, .threads = 0, .log_every = 50, .ckpt_every = 0, .keep = 2, .stop_after = 0,
+  .lr = 5e-3, .lr_min = 1e-4, .weight_decay = 0.01, .clip = 1.0, .random_route = 0, .resume = 0,
+  .log = "", .ckpt_dir = "", .dump_steps = "", .dump_file = "activations.h5", .on_nonfinite = "stop",
+  .data = DEFAULT_DATA, .val_frac = 0.05, .mask_frac = 0.15 };
+
+typedef enum { T_INT, T_REAL, T_BOOL, T_STR } otype;
+typedef struct {
+  const char *name;      /* --name */
+  const char *section;   /* "model", "train", "data": the JSON object that sets it too; NULL: command line only */
+  const char *key;       /* its key there; "router_kwargs.KEY" is one level down */
+  otype type;
+  size_t off;            /* offset in opts_t */
+  double lo, hi;         /* range (T_INT, T_REAL) */
+  const char *help;
+} opt_t;
+
+#define O(f) offsetof(opts_t, f)
+#define BIG 2147483647.0
+static const opt_t opt_table[] = {
+  { "dim", "model", "dim", T_INT, O(dim), 1, 65536, "model width" },
+  { "depth", "model", "depth", T_INT, O(depth), 1, 1024, "transformer blocks" },
+  { "seq-len", "model", "max_seq_len", T_INT, O(seq_len), 2, BIG, "global sequence length (bytes); max_seq_len" },
+  { "heavy-q", "model", "num_heavy_attn_tokens_q", T_INT, O(heavy_q), 0, BIG, "routed attention queries (0: seq-len/8)" },
+  { "heavy-kv", "model", "num_heavy_attn_tokens_kv", T_INT, O(heavy_kv), 0, BIG, "routed attention keys (0: seq-len/8)" },
+  { "heavy-ff", "model", "num_heavy_ff_tokens", T_INT, O(heavy_ff), 0, BIG, "routed feed-forward tokens (0: seq-len/8)" },
+  { "routed-kv", "model", "num_routed_kv", T_INT, O(routed_kv), 1, 1024, "routes of the kv router" },
+  { "light-heads", "model", "light_heads", T_INT, O(light_heads), 1, 1024, "local attention heads" },
+  { "light-dim-head", "model", "light_dim_head", T_INT, O(light_dim_head), 1, 4096, "local attention head width" },
+  { "heavy-heads", "model", "heavy_heads", T_INT, O(heavy_heads), 1, 1024, "routed attention heads" },
+  { "heavy-dim-head", "model", "heavy_dim_head", T_INT, O(heavy_dim_head), 1, 4096, "routed attention head width" },
+  { "window", "model", "light_window_size", T_INT, O(window), 2, BIG, "light_window_size (LocalMHA window: half)" },
+  { "light-ff-mult", "model", "light_ff_mult", T_REAL, O(light_ff_mult), 0, 1024, "light feed-forward hidden / dim" },
+  { "heavy-ff-mult", "model", "heavy_ff_mult", T_REAL, O(heavy_ff_mult), 0, 1024, "heavy feed-forward hidden / dim" },
+  { "straight-through", "model", "router_straight_through", T_BOOL, O(straight_through), 0, 1, "routers' straight-through scores" },
+  { "n-iters", "model", "router_kwargs.n_iters", T_INT, O(n_iters), 1, 100000, "coordinate descent iterations" },
+  { "fetch-k-ratio", "model", "router_kwargs.fetch_k_ratio", T_REAL, O(fetch_k_ratio), 1, 1e6, "router fetch_k_ratio" },
+  { "router-eps", "model", "router_kwargs.eps", T_REAL, O(router_eps), 1e-12, 1e6, "coordinate descent final epsilon" },
+  { "eps-init", "model", "router_kwargs.eps_init", T_REAL, O(eps_init), 0, 1e6, "coordinate descent first epsilon" },
+  { "eps-decay", "model", "router_kwargs.eps_decay", T_REAL, O(eps_decay), 1e-12, 1, "coordinate descent epsilon decay" },
+  { "cosine-sim-routing", "model", "router_kwargs.cosine_sim_routing", T_BOOL, O(cosine_sim), 0, 1, "cosine-similarity router logits" },
+  { "cosine-sim-scale", "model", "router_kwargs.cosine_sim_scale", T_REAL, O(cosine_scale), 0, 1e6, "scale of cosine router logits" },
+  { "route-block-size", "model", "router_kwargs.route_block_size", T_INT, O(route_block), 0, BIG, "router blocks (0: off)" },
+  { "multiply-keys-by-score", "model", "multiply_keys_by_score", T_BOOL, O(mult_keys), 0, 1, "scale routed keys by their score" },
+  { "multiply-queries-by-score", "model", "multiply_queries_by_score", T_BOOL, O(mult_queries), 0, 1, "scale routed queries by their score" },
+  { "use-null-q-tokens", "model", "use_null_q_tokens", T_BOOL, O(null_q), 0, 1, "null_q_token at unrouted queries" },
+  { "random-route", "train", "random_route", T_BOOL, O(random_route), 0, 1, "negative control: routers pick at random" },
+  { "steps", "train", "steps", T_INT, O(steps), 1, 1e9, "optimizer steps (the schedule's length)" },
+  { "batch", "train", "batch", T_INT, O(batch), 1, 1e6, "sequences per data-parallel group per micro-batch" },
+  { "accum", "train", "accum", T_INT, O(accum), 1, 1e6, "micro-batches per step" },
+  { "lr", "train", "lr", T_REAL, O(lr), 0, 10, "peak learning rate" },
+  { "lr-min", "train", "lr_min", T_REAL, O(lr_min), 0, 10, "learning rate at the end of the cosine decay" },
+  { "warmup", "train", "warmup", T_INT, O(warmup), 0, 1e9, "linear warm-up steps" },
+  { "weight-decay", "train", "weight_decay", T_REAL, O(weight_decay), 0, 10, "AdamW weight decay (Linear weights)" },
+  { "clip", "train", "clip", T_REAL, O(clip), 0, 1e6, "clip the gradient norm to this (0: off)" },
+  { "seed", "train", "seed", T_INT, O(seed), 0, BIG, "initialization, batches and random routes" },
+  { "val-every", "train", "val_every", T_INT, O(val_every), 0, 1e9, "validate every this many steps (0: at the end only)" },
+  { "val-batches", "train", "val_batches", T_INT, O(val_batches), 1, 1e6, "validation micro-batches (fixed by the seed)" },
+  { "seq-ranks", "train", "seq_ranks", T_INT, O(seq_ranks), 0, 1e6, "ranks sharing one sequence (0: all)" },
+  { "threads", "train", "threads", T_INT, O(threads), 0, 4096, "OpenMP threads per rank (0: OMP_NUM_THREADS)" },
+  { "log", "train", "log", T_STR, O(log), 0, 0, "CSV log of every step (rank 0 appends)" },
+  { "log-every", "train", "log_every", T_INT, O(log_every), 1, 1e9, "progress line every this many steps" },
+  { "ckpt-dir", "train", "ckpt_dir", T_STR, O(ckpt_dir), 0, 0, "checkpoint folder (empty: no checkpoints)" },
+  { "ckpt-every", "train", "ckpt_every", T_INT, O(ckpt_every), 0, 1e9, "checkpoint every this many steps (0: at the end)" },
+  { "keep", "train", "keep", T_INT, O(keep), 0, 1e6, "checkpoints kept (0: all)" },
+  { "dump-activations", "train", "dump_activations", T_STR, O(dump_steps), 0, 0, "comma list of steps whose activations are dumped" },
+  { "dump-file", "train", "dump_file", T_STR, O(dump_file), 0, 0, "activation dump file" },
+  { "on-nonfinite", "train", "on_nonfinite", T_STR, O(on_nonfinite), 0, 0, "stop (exit 1) or skip (the step) at a NaN/Inf" },
+  { "data", "data", "path", T_STR, O(data), 0, 0, "text file, or folder of fortune files (shuffled, '%' lines dropped)" },
+  { "val-frac", "data", "val_frac", T_REAL, O(val_frac), 1e-6, 0.9, "last fraction of the text used for validation" },
+  { "mask-frac", "data", "mask_frac", T_REAL, O(mask_frac), 0.01, 0.9, "fraction of each sequence masked" },
+  { "resume", NULL, NULL, T_BOOL, O(resume), 0, 1, "continue from the latest checkpoint of --ckpt-dir" },
+  { "stop-after", NULL, NULL, T_INT, O(stop_after), 0, 1e9, "checkpoint and stop after this many steps of this run (0: off)" },
+};
+#define NOPT ((int)(sizeof opt_table / sizeof *opt_table))
+#define OPT_CONFIG 1000
+#define OPT_HELP 1001
+#define OPT_VERSION 1002
+
+static void *field(opts_t *o, const opt_t *t) { return (char *)o + t->off; }
+
+static void want_text(const opt_t *t, char *buf, size_t len)
+{
+  switch (t->type) {
+  case T_INT: snprintf(buf, len, "an integer from %.0f to %.0f", t->lo, t->hi); break;
+  case T_REAL: snprintf(buf, len, "a number from %g to %g", t->lo, t->hi); break;
+  case T_BOOL: snprintf(buf, len, "0 or 1 (true or false)"); break;
+  case T_STR: snprintf(buf, len, "a string"); break;
+  }
+}
+
+static void value_text(const opts_t *o, const opt_t *t, char *buf, size_t len)
+{
+  const void *f = (const char *)o + t->off;
+  switch (t->type) {
+  case T_INT: snprintf(buf, len, "%ld", *(const long *)f); break;
+  case T_REAL: snprintf(buf, len, "%g", *(const double *)f); break;
+  case T_BOOL: snprintf(buf, len, "%d", *(const int *)f); break;
+  case T_STR: snprintf(buf, len, "%s", *(char *const *)f); break;
+  }
+}
+
+/* A command-line value into its field, or the first error. */
+static c5_status set_cli(opts_t *o, const opt_t *t, const char *arg, c5_status st)
+{
+  char opt[80], want[96];
+  snprintf(opt, sizeof opt, "--%s", t->name);
+  want_text(t, want, sizeof want);
+  void *f = field(o, t);
+  long v;
+  switch (t->type) {
+  case T_INT: {
+    const char *end = cli_parse_int(arg, (long)t->lo, (long)t->hi, &v);
+    if (!end || *end) return cli_bad_option(st, opt, arg, want);
+    *(long *)f = v;
+    return st;
+  }
+  case T_REAL:
+    return cli_parse_real(arg, t->lo, t->hi, (double *)f) ? cli_bad_option(st, opt, arg, want) : st;
+  case T_BOOL:
+    if (!arg || !strcmp(arg, "1") || !strcmp(arg, "true")) *(int *)f = 1;
+    else if (!strcmp(arg, "0") || !strcmp(arg, "false")) *(int *)f = 0;
+    else return cli_bad_option(st, opt, arg, want);
+    return st;
+  case T_STR:
+    *(char **)f = (char *)arg;
+    return st;
+  }
+  return st;
+}
+
+/* The reference's route_block_size is None when off (0 would divide by zero in its router): the JSON
+   holds null for our 0, and null reads back as 0. */
+static int is_none_zero(const opt_t *t) { return !strcmp(t->key, "router_kwargs.route_block_size"); }
+
+/* A JSON value into its field; a wrong one is remembered by cli_json_wrong ("option 'model.dim' is ..."). */
+static void set_json(opts_t *o, const opt_t *t, const char *qual, json_t *v)
+{
+  char want[96];
+  want_text(t, want, sizeof want);
+  void *f = field(o, t);
+  double d = json_is_number(v) ? json_number_value(v) : NAN;
+  switch (t->type) {
+  case T_INT:
+    if (is_none_zero(t) && json_is_null(v)) *(long *)f = 0;
+    else if (!(d >= t->lo && d <= t->hi) || d != floor(d)) cli_json_wrong(qual, v, want);
+    else *(long *)f = (long)d;
+    break;
+  case T_REAL:
+    if (!(d >= t->lo && d <= t->hi)) cli_json_wrong(qual, v, want);
+    else *(double *)f = d;
+    break;
+  case T_BOOL:
+    if (!json_is_boolean(v)) cli_json_wrong(qual, v, "true or false");
+    else *(int *)f = json_is_true(v);
+    break;
+  case T_STR:
+    if (!json_is_string(v)) cli_json_wrong(qual, v, "a string");
+    else *(char **)f = strdup(json_string_value(v));   /* lives as long as the run */
+    break;
+  }
+}
+
+/* --config FILE: its "model", "train" and "data" objects (every key known, every value of its type and range). */
+static c5_status load_config(opts_t *o, const char *path)
+{
+  json_error_t je;
+  json_t *root = json_load_file(path, 0, &je);
+  if (!root) return c5_error_raise(C5_ERR_ARG, "--config %s: %s (line %d)", path, je.text, je.line);
+  c5_status st = C5_OK;
+  static const char *const sections[] = { "model", "train", "data", NULL };
+  if (!json_is_object(root)) st = c5_error_raise(C5_ERR_ARG, "--config %s: not a JSON object", path);
+  if (st == C5_OK) st = cli_check_keys(path, "top-level", root, sections);
+  cli_json_reset();
+  for (int s = 0; st == C5_OK && sections[s]; s++) {
+    json_t *sec = json_object_get(root, sections[s]);
+    if (!sec) continue;
+    if (!json_is_object(sec)) { st = c5_error_raise(C5_ERR_ARG, "--config %s: \"%s\" is not an object", path, sections[s]); break; }
+    const char *key;
+    json_t *v;
+    json_object_foreach(sec, key, v) {
+      int found = 0;
+      if (!strcmp(key, "router_kwargs") && json_is_object(v)) {
+        const char *k2;
+        json_t *v2;
+        json_object_foreach(v, k2, v2) {
+          int f2 = 0;
+          for (int i = 0; i < NOPT; i++) {
+            const opt_t *t = &opt_table[i];
+            if (t->section && !strcmp(t->section, sections[s]) && !strncmp(t->key, "router_kwargs.", 14) &&
+                !strcmp(t->key + 14, k2)) {
+              char qual[160];
+              snprintf(qual, sizeof qual, "%s.router_kwargs.%s", sections[s], k2);
+              set_json(o, t, qual, v2);
+              f2 = 1;
+            }
+          }
+          if (!f2 && st == C5_OK)
+            st = c5_error_raise(C5_ERR_ARG, "--config %s: unknown key \"%s.router_kwargs.%s\"", path, sections[s], k2);
+        }
+        continue;
+      }
+      for (int i = 0; i < NOPT; i++) {
+        const opt_t *t = &opt_table[i];
+        if (t->section && !strcmp(t->section, sections[s]) && !strcmp(t->key, key)) {
+          char qual[160];
+          snprintf(qual, sizeof qual, "%s.%s", sections[s], key);
+          set_json(o, t, qual, v);
+          found = 1;
+        }
+      }
+      if (!found && st == C5_OK) st = c5_error_raise(C5_ERR_ARG, "--config %s: unknown key \"%s.%s\"", path, sections[s], key);
+    }
+  }
+  if (st == C5_OK && cli_json_error()[0]) st = c5_error_raise(C5_ERR_ARG, "--config %s: %s", path, cli_json_error());
+  json_decref(root);
+  return st;
+}
+
+/* The effective configuration as the shared JSON (HELPERS: "model" holds the reference block's kwargs plus
+   dim, depth, max_seq_len), stored in checkpoints and compared between ranks. */
+static char *config_json(const opts_t *o)
+{
+  json_t *root = json_object(), *sec[3] = { json_object(), json_object(), json_object() }, *rk = json_object();
+  static const char *const names[3] = { "model", "train", "data" };
+  for (int i = 0; i < NOPT; i++) {
+    const opt_t *t = &opt_table[i];
+    if (!t->section) continue;
+    int s = !strcmp(t->section, "model") ? 0 : !strcmp(t->section, "train") ? 1 : 2;
+    const void *f = (const char *)o + t->off;
+    json_t *v = t->type == T_INT ? json_integer(*(const long *)f) : t->type == T_REAL ? json_real(*(const double *)f)
+              : t->type == T_BOOL ? json_boolean(*(const int *)f) : json_string(*(char *const *)f);
+    if (is_none_zero(t) && *(const long *)f == 0) { json_decref(v); v = json_null(); }
+    if (!strncmp(t->key, "router_kwargs.", 14)) json_object_set_new(rk, t->key + 14, v);
+    else json_object_set_new(sec[s], t->key, v);
+  }
+  json_object_set_new(sec[0], "router_kwargs", rk);
+  for (int s = 0; s < 3; s++) json_object_set_new(root, names[s], sec[s]);
+  char *txt = json_dumps(root, JSON_COMPACT);
+  json_decref(root);
+  return txt;
+}
+
+static void usage(FILE *f)
+{
+  opts_t d = opts_default;
+  fprintf(f, "usage: mpirun -np P colt5-train [--config FILE.json] [options]\n"
+             "  --config FILE.json   its \"model\", \"train\" and \"data\" objects set the options below (key in [ ]);\n"
+             "                       options given on the command line override it\n"
+             "  --help               this list\n"
+             "  --version            the library's version and build\n");
+  const char *last = "";
+  for (int i = 0; i < NOPT; i++) {
+    const opt_t *t = &opt_table[i];
+    const char *sec = t->section ? t->section : "run";
+    if (strcmp(sec, last)) fprintf(f, "%s:\n", sec);
+    last = sec;
+    char val[64], arg[64], key[80] = "";
+    value_text(&d, t, val, sizeof val);
+    snprintf(arg, sizeof arg, "--%s%s", t->name, t->type == T_BOOL ? "[=0|1]" : t->type == T_STR ? " S" : " N");
+    if (t->section) snprintf(key, sizeof key, " [%s]", t->key);
+    fprintf(f, "  %-32s %s (default %s)%s\n", arg, t->help, t->type == T_STR && !*val ? "none" : val, key);
+  }
+  fprintf(f, "exit: 0 done or checkpointed on SIGTERM/SIGUSR1, 1 error or non-finite step, 2 bad option or data\n");
+}
+
+/* Every option from the file, then the command line. */
+static c5_status parse_options(int argc, char **argv, opts_t *o, int *help)
+{
+  struct option lo[NOPT + 4];
+  for (int i = 0; i < NOPT; i++)
+    lo[i] = (struct option){ opt_table[i].name, opt_table[i].type == T_BOOL ? optional_argument : required_argument, 0, i };
+  lo[NOPT] = (struct option){ "config", required_argument, 0, OPT_CONFIG };
+  lo[NOPT + 1] = (struct option){ "help", no_argument, 0, OPT_HELP };
+  lo[NOPT + 2] = (struct option){ "version", no_argument, 0, OPT_VERSION };
+  lo[NOPT + 3] = (struct option){ 0 };
+  c5_status st = C5_OK;
+  int c;
+  opterr = 0;   /* getopt's own message would come before ours: one message, ours */
+  for (int pass = 0; pass < 2; pass++) {
+    optind = 0;   /* GNU getopt: restart */
+    while ((c = getopt_long(argc, argv, ":", lo, NULL)) != -1) {
+      if (c == ':') { if (st == C5_OK) st = c5_error_raise(C5_ERR_ARG, "option %s needs a value", argv[optind - 1]); }
+      else if (c == '?') { if (st == C5_OK) st = c5_error_raise(C5_ERR_ARG, "unknown option %s", argv[optind - 1]); }
+      else if (c == OPT_HELP) *help = 1;
+      else if (c == OPT_VERSION) *help = 2;   /* like --help: print, exit 0 */
+      else if (c == OPT_CONFIG) { if (pass == 0 && st == C5_OK) st = load_config(o, optarg); }
+      else if (pass == 1) st = set_cli(o, &opt_table[c], optarg, st);
+    }
+    if (st != C5_OK) return st;
+  }
+  if (optind < argc) return c5_error_raise(C5_ERR_ARG, "unexpected argument %s", argv[optind]);
+  if (strcmp(o->on_nonfinite, "stop") && strcmp(o->on_nonfinite, "skip"))
+    return c5_error_raise(C5_ERR_ARG, "--on-nonfinite %s: expected stop or skip", o->on_nonfinite);
+  if (o->lr_min > o->lr) return c5_error_raise(C5_ERR_ARG, "--lr-min %g: above --lr %g", o->lr_min, o->lr);
+  if (o->resume && !*o->ckpt_dir) return c5_error_raise(C5_ERR_ARG, "--resume: needs --ckpt-dir");
+  if (o->stop_after && !*o->ckpt_dir) return c5_error_raise(C5_ERR_ARG, "--stop-after: needs --ckpt-dir");
+  long n = o->seq_len;
+  if (!o->heavy_q) o->heavy_q = n / 8 > 0 ? n / 8 : 1;
+  if (!o->heavy_kv) o->heavy_kv = n / 8 > 0 ? n / 8 : 1;
+  if (!o->heavy_ff) o->heavy_ff = n / 8 > 0 ? n / 8 : 1;
+  return C5_OK;
+}
+
+/* ---- data ----------------------------------------------------------------------------- */
+
+static uint64_t mix64(uint64_t z);
+
+typedef struct { long off, len; uint64_t key; } record_t;
+static int by_key(const void *a, const void *b)
+{
+  uint64_t x = ((const record_t *)a)->key, y = ((const record_t *)b)->key;
+  return (x > y) - (x < y);
+}
+
+/* The fortunes (records between lines that are exactly "%") in a fixed pseudo-random order, without the
+   separators, so that the validation part (the text's end) samples every file rather than the last one.
+   Into a new buffer; the new length. */
+static long shuffle_fortunes(uint8_t **text, long len)
+{
+  long nrec = 0, cap = 1024;
+  record_t *rec = malloc((size_t)cap * sizeof *rec);
+  uint8_t *out = malloc((size_t)len + 1);
+  if (!rec || !out) { free(rec); free(out); return -1; }
+  const uint8_t *t = *text;
+  long start = 0;
+  for (long i = 0; i <= len;) {
+    long e = i;
+    while (e < len && t[e] != '\n') e++;
+    int sep = e - i == 1 && t[i] == '%';
+    if (sep || e >= len) {
+      long end = sep ? i : len;
+      if (end > start) {
+        if (nrec == cap) {
+          record_t *nr = realloc(rec, (size_t)(cap *= 2) * sizeof *rec);
+          if (!nr) { free(rec); free(out); return -1; }
+          rec = nr;
+        }
+        rec[nrec] = (record_t){ start, end - start, mix64((uint64_t)nrec) };
+        nrec++;
+      }
+      start = e + 1;
+    }
+    i = e + 1;
+  }
+  qsort(rec, (size_t)nrec, sizeof *rec, by_key);
+  long w = 0;
+  for (long r = 0; r < nrec; r++) {
+    memcpy(out + w, t + rec[r].off, (size_t)rec[r].len);
+    w += rec[r].len;
+    if (out[w - 1] != '\n') out[w++] = '\n';
+  }
+  free(rec);
+  free(*text);
+  *text = out;
+  return w;
+}
+
+static c5_status append_file(const char *path, uint8_t **buf, long *len, long *cap)
+{
+  FILE *f = fopen(path, "rb");
+  if (!f) return c5_error_raise(C5_ERR_IO, "--data %s: %s", path, strerror(errno));
+  for (;;) {
+    if (*cap - *len < 65536) {
+      long nc = *cap * 2 + 65536;
+      uint8_t *nb = realloc(*buf, (size_t)nc);
+      if (!nb) { fclose(f); return c5_error_raise(C5_ERR_MEM, "--data %s: out of memory at %ld bytes", path, nc); }
+      *buf = nb;
+      *cap = nc;
+    }
+    size_t got = fread(*buf + *len, 1, (size_t)(*cap - *len), f);
+    *len += (long)got;
+    if (got == 0) break;
+  }
+  int bad = ferror(f);
+  fclose(f);
+  return bad ? c5_error_raise(C5_ERR_IO, "--data %s: read error", path) : C5_OK;
+}
+
+static int by_name(const struct dirent **a, const struct dirent **b) { return strcmp((*a)->d_name, (*b)->d_name); }
+
+/* The text of --data: a file's bytes, or the fortunes of a folder's regular files (not *.dat, not links; read
+   in name order) shuffled by a fixed hash, their '%' separator lines dropped. */
+static c5_status load_text(const char *path, uint8_t **out, long *len)
+{
+  struct stat sb;
+  long cap = 0;
+  *out = NULL;
+  *len = 0;
+  if (stat(path, &sb)) return c5_error_raise(C5_ERR_IO, "--data %s: %s", path, strerror(errno));
+  if (!S_ISDIR(sb.st_mode)) return append_file(path, out, len, &cap);
+  struct dirent **ents;
+  int ne = scandir(path, &ents, NULL, by_name);
+  if (ne < 0) return c5_error_raise(C5_ERR_IO, "--data %s: %s", path, strerror(errno));
+  c5_status st = C5_OK;
+  for (int i = 0; i < ne; i++) {
+    char full[4096];
+    const char *nm = ents[i]->d_name;
+    size_t l = strlen(nm);
+    snprintf(full, sizeof full, "%s/%s", path, nm);
+    if (st == C5_OK && nm[0] != '.' && !(l > 4 && !strcmp(nm + l - 4, ".dat")) && !lstat(full, &sb) &&
+        S_ISREG(sb.st_mode))
+      st = append_file(full, out, len, &cap);
+    free(ents[i]);
+  }
+  free(ents);
+  if (st == C5_OK && (*len = shuffle_fortunes(out, *len)) < 0)
+    st = c5_error_raise(C5_ERR_MEM, "--data %s: out of memory shuffling the fortunes", path);
+  return st;
+}
+
+static double unigram_bits(const uint8_t *t, long n)
+{
+  long h[256] = { 0 };
+  for (long i = 0; i < n; i++) h[t[i]]++;
+  double e = 0;
+  for (int b = 0; b < 256; b++)
+    if (h[b]) e -= (double)h[b] / n * log2((double)h[b] / n);
+  return e;
+}
+
+/* ---- batches: a counter-based generator ----------------------------------------------------- */
+/* splitmix64's finalizer; a stream is the hash of its key, draw i the hash of (stream, i). */
+static uint64_t mix64(uint64_t z)
+{
+  z += 0x9e3779b97f4a7c15ULL;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+enum { DOMAIN_TRAIN = 1, DOMAIN_VAL = 2, DOMAIN_ROUTE = 3 };
+typedef struct { uint64_t key, ctr; } rng_t;
+
+static rng_t rng_at(uint64_t seed, uint64_t domain, uint64_t a, uint64_t b, uint64_t c)
+{
+  uint64_t k = mix64(mix64(mix64(mix64(mix64(seed) ^ domain) ^ a) ^ b) ^ c);
+  return (rng_t){ k, 0 };
+}
+
+static uint64_t rng_next(rng_t *r) { return mix64(r->key ^ mix64(++r->ctr)); }
+/* Uniform in [0, m) (m > 0): the high word of a 64x64 product. */
+static long rng_below(rng_t *r, long m) { return (long)(((unsigned __int128)rng_next(r) * (uint64_t)m) >> 64); }
+
+/* One sample: n bytes at a uniform start of text, masked in spans until target bytes are. */
+static void make_sample(rng_t *r, const uint8_t *text, long len, long n, long target, uint8_t *seq, uint8_t *masked)
+{
+  long start = rng_below(r, len - n + 1), nm = 0;
+  memcpy(seq, text + start, (size_t)n);
+  memset(masked, 0, (size_t)n);
+  while (nm < target) {
+    long L = 1 + rng_below(r, SPAN_MAX < n ? SPAN_MAX : n), s = rng_below(r, n - L + 1);
+    for (long j = s; j < s + L; j++) { nm += !masked[j]; masked[j] = 1; }
+  }
+}
+
+/* ---- the run -------------------------------------------------------------------------- */
+
+typedef struct {
+  opts_t o;
+  char *cfg_json;
+  c5_dist *world, *seq, *dp;
+  int rank, size;
+  c5_model_config mcfg;
+  c5_params *p;
+  c5_model *m;
+  c5_model_cache *cache;
+  c5_adamw *opt;
+  c5_layout lay;
+  uint8_t *text;
+  long text_len, train_len, val_len, target;
+  double unigram;
+  int32_t *tokens, *targets;   /* [accum][batch][n_local] */
+  uint8_t *seqbuf, *maskbuf;   /* [n] */
+  long *pred;                  /* [n] */
+  long dumps[MAX_DUMPS];
+  int ndumps;
+  FILE *log;
+  long skipped;
+} run_t;
+
+static volatile sig_atomic_t got_signal;
+static void on_signal(int sig) { (void)sig; got_signal = 1; }
+
+static double now(void)
+{
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+
+/* Micro-batch mb's tokens and targets (this rank's slice of its group's samples) from the stream (domain, a,
+   b); *count = the masked bytes of the slice. Sample i of the group is global sample dp_rank * batch + i, so
+   every group draws its own. */
+static long make_batch(run_t *r, int domain, long a, long b, int32_t *tok, int32_t *tgt)
+{
+  const opts_t *o = &r->o;
+  long n = o->seq_len, nl = r->lay.n_local, off = r->lay.offset, count = 0;
+  const uint8_t *text = domain == DOMAIN_VAL ? r->text + r->train_len : r->text;
+  long len = domain == DOMAIN_VAL ? r->val_len : r->train_len;
+  for (long i = 0; i < o->batch; i++) {
+    rng_t g = rng_at((uint64_t)o->seed, (uint64_t)domain, (uint64_t)a, (uint64_t)b,
+                     (uint64_t)(c5_dist_rank(r->dp) * o->batch + i));
+    make_sample(&g, text, len, n, r->target, r->seqbuf, r->maskbuf);
+    for (long j = 0; j < nl; j++) {
+      int mk = r->maskbuf[off + j];
+      tok[i * nl + j] = mk ? C5_MASK_TOKEN : r->seqbuf[off + j];
+      tgt[i * nl + j] = mk ? r->seqbuf[off + j] : -1;
+      count += mk;
+    }
+  }
+  return count;
+}
+
+/* Routed tokens held per rank in one routing: max over the sequence ranks / their mean. Collective on seq. */
+static c5_status balance(const c5_dist *d, const c5_routing *rt, double *out)
+{
+  long v[2] = { 0, 0 };
+  for (long i = 0; rt && rt->routed && i < rt->rows; i++) v[0] += rt->count[i];
+  v[1] = v[0];
+  c5_status st = c5_dist_reduce_long(d, &v[0], 1, C5_REDUCE_MAX);
+  if (st == C5_OK) st = c5_dist_reduce_long(d, &v[1], 1, C5_REDUCE_SUM);
+  *out = v[1] > 0 ? (double)v[0] * c5_dist_size(d) / v[1] : 1.0;
+  return st;
+}
+
+/* Forward over the validation batches (fixed by the seed), summed over the data-parallel groups: bits per
+   masked byte. Collective on the world. */
+static c5_status validate(run_t *r, double *bits)
+{
+  const opts_t *o = &r->o;
+  double v[2] = { 0, 0 };
+  c5_status st = C5_OK;
+  for (long k = 0; st == C5_OK && k < o->val_batches; k++) {
+    double ls = 0;
+    long cnt = 0;
+    make_batch(r, DOMAIN_VAL, k, 0, r->tokens, r->targets);
+    st = c5_model_forward(r->m, r->seq, &r->lay, o->batch, r->tokens, r->targets, NULL, r->cache, &ls, &cnt);
+    v[0] += ls;
+    v[1] += (double)cnt;
+  }
+  st = c5_dist_agree(r->world, st);
+  if (st == C5_OK) st = c5_dist_reduce_double(r->dp, v, 2, C5_REDUCE_SUM);
+  *bits = v[0] / v[1] / log(2.0);
+  return st;
+}
+
+static c5_status ckpt_path(const run_t *r, long step, char *path, size_t len)
+{
+  int l = snprintf(path, len, "%s/ckpt-%ld.h5", r->o.ckpt_dir, step);
+  return l < 0 || (size_t)l >= len ? c5_error_raise(C5_ERR_ARG, "--ckpt-dir %s: path too long", r->o.ckpt_dir) : C5_OK;
+}
+
+/* Collective on the world. */
+static c5_status checkpoint(run_t *r, long step)
+{
+  char path[4096];
+  c5_status st = ckpt_path(r, step, path, sizeof path);
+  if (st == C5_OK && mkdir(r->o.ckpt_dir, 0777) && errno != EEXIST)
+    st = c5_error_raise(C5_ERR_IO, "--ckpt-dir %s: %s", r->o.ckpt_dir, strerror(errno));
+  st = c5_dist_agree(r->world, st);
+  c5_ckpt_scalar state[4] = { { "step", step }, { "seed", r->o.seed },
+                              { "data_position", step * r->o.accum * r->o.batch * c5_dist_size(r->dp) },
+                              { "skipped", r->skipped } };
+  if (st == C5_OK) st = c5_checkpoint_write(r->world, path, r->p, r->opt, state, 4, r->cfg_json);
+  if (st == C5_OK && r->o.keep > 0) st = c5_checkpoint_prune(r->world, r->o.ckpt_dir, (int)r->o.keep);
+  if (st == C5_OK && r->rank == 0) printf("checkpoint %s\n", path);
+  return st;
+}
+
+/* The first parameter whose gradient holds a NaN or Inf ("" when none): where a non-finite step came from. */
+static void first_nonfinite_grad(const c5_params *p, char *buf, size_t len)
+{
+  buf[0] = 0;
+  for (long i = 0; i < c5_params_count(p); i++) {
+    const c5_real *g = c5_params_grad(p, i);
+    for (long e = 0; e < c5_params_numel(p, i); e++)
+      if (!isfinite(g[e])) {
+        snprintf(buf, len, "; first non-finite gradient: %s[%ld] = %g", c5_params_name(p, i), e, (double)g[e]);
+        return;
+      }
+  }
+}
+
+typedef struct {
+  double loss, grad_norm, lr, bal[3];
+  long count;
+  int nonfinite;
+  char why[1024];
+} step_out;
+
+/* One optimizer step. Collective on the world. A non-finite loss or gradient norm (or a library finite check,
+   C5_ERR_NUMERIC) sets out->nonfinite and returns C5_OK with nothing updated; other errors return. */
+static c5_status train_step(run_t *r, long step, step_out *out)
+{
+  const opts_t *o = &r->o;
+  long nl = r->lay.n_local, per = o->batch * nl, count = 0;
+  memset(out, 0, sizeof *out);
+  c5_params_zero_grad(r->p);
+  for (long mb = 0; mb < o->accum; mb++) count += make_batch(r, DOMAIN_TRAIN, step, mb, r->tokens + mb * per, r->targets + mb * per);
+  c5_status st = c5_dist_reduce_long(r->world, &count, 1, C5_REDUCE_SUM);
+  if (st != C5_OK) return st;
+  out->count = count;
+  double loss = 0;
+  int dump = 0;
+  for (int i = 0; i < r->ndumps; i++) dump |= r->dumps[i] == step;
+  for (long mb = 0; st == C5_OK && mb < o->accum; mb++) {
+    double ls = 0;
+    st = c5_model_forward(r->m, r->seq, &r->lay, o->batch, r->tokens + mb * per, r->targets + mb * per, NULL,
+                          r->cache, &ls, NULL);
+    if (st == C5_OK && dump && mb == 0 && c5_dist_rank(r->dp) == 0)
+      st = c5_model_dump_activations(r->m, r->seq, &r->lay, r->cache, o->dump_file, step);
+    if (st == C5_OK) st = c5_model_backward(r->m, r->seq, r->cache, 1.0 / (double)count);
+    loss += ls;
+  }
+  st = c5_dist_agree(r->world, st);
+  if (st == C5_ERR_NUMERIC) {
+    out->nonfinite = 1;
+    snprintf(out->why, sizeof out->why, "%s", c5_last_error());
+    out->loss = NAN;
+    return C5_OK;
+  }
+  if (st == C5_OK) {
+    const c5_block_cache *bc = c5_model_block_cache(r->cache, 0);
+    st = balance(r->seq, c5_routed_attn_routing_q(c5_block_attn_cache(bc)), &out->bal[0]);
+    if (st == C5_OK) st = balance(r->seq, c5_routed_attn_routing_kv(c5_block_attn_cache(bc)), &out->bal[1]);
+    if (st == C5_OK) st = balance(r->seq, c5_routed_ff_routing(c5_block_ff_cache(bc)), &out->bal[2]);
+  }
+  if (st == C5_OK) st = c5_dist_reduce_double(r->dp, &loss, 1, C5_REDUCE_SUM);
+  if (st != C5_OK) return st;
+  out->loss = loss / (double)count;
+  if (!isfinite(out->loss)) {
+    out->nonfinite = 1;
+    snprintf(out->why, sizeof out->why, "loss %g", out->loss);
+    first_nonfinite_grad(r->p, out->why + strlen(out->why), sizeof out->why - strlen(out->why));
+    return C5_OK;
+  }
+  st = c5_params_allreduce_grad(r->p, r->seq);
+  if (st == C5_OK) st = c5_params_allreduce_grad(r->p, r->dp);
+  if (st != C5_OK) return st;
+  /* every rank holds the same gradients, so the same verdict; agreed all the same */
+  st = c5_dist_agree(r->world, c5_adamw_step(r->opt, &out->grad_norm, &out->lr));
+  if (st == C5_ERR_NUMERIC) {
+    out->nonfinite = 1;
+    snprintf(out->why, sizeof out->why, "gradient norm %g (%s)", out->grad_norm, c5_last_error());
+    first_nonfinite_grad(r->p, out->why + strlen(out->why), sizeof out->why - strlen(out->why));
+    return C5_OK;
+  }
+  return st;
+}
+
+static void fmt_eta(double s, char *buf, size_t len)
+{
+  long t = (long)(s + 0.5);
+  if (t >= 3600) snprintf(buf, len, "%ldh%02ldm", t / 3600, t / 60 % 60);
+  else snprintf(buf, len, "%ldm%02lds", t / 60, t % 60);
+}
+
+static char show(int b) { return b == '\n' ? '|' : b >= 32 && b < 127 ? (char)b : '.'; }
+
+/* Validation sample 0 of group 0 with its masked bytes as '_', the model's argmax filling, and the truth.
+   Collective on the world. */
+static c5_status passage(run_t *r)
+{
+  const opts_t *o = &r->o;
+  long n = o->seq_len, nl = r->lay.n_local, off = r->lay.offset;
+  make_batch(r, DOMAIN_VAL, 0, 0, r->tokens, r->targets);
+  c5_status st = c5_model_forward(r->m, r->seq, &r->lay, o->batch, r->tokens, r->targets, NULL, r->cache, NULL, NULL);
+  if (st != C5_OK) return st;
+  const c5_real *lg = c5_model_logits(r->cache);
+  memset(r->pred, 0, (size_t)n * sizeof *r->pred);
+  for (long j = 0; j < nl; j++) {
+    if (r->targets[j] < 0) continue;
+    int best = 0;
+    for (int b = 1; b < C5_NUM_BYTES; b++)
+      if (lg[j * C5_NUM_BYTES + b] > lg[j * C5_NUM_BYTES + best]) best = b;
+    r->pred[off + j] = best + 1;   /* 0: not masked */
+  }
+  st = c5_dist_reduce_long(r->seq, r->pred, n, C5_REDUCE_SUM);
+  if (st != C5_OK || r->rank != 0) return st;
+  /* make_batch left sample batch-1 in seqbuf: redraw sample 0 of group 0 (rank 0's) */
+  rng_t g = rng_at((uint64_t)o->seed, DOMAIN_VAL, 0, 0, 0);
+  make_sample(&g, r->text + r->train_len, r->val_len, n, r->target, r->seqbuf, r->maskbuf);
+  long right = 0, masked = 0, show_n = n < 320 ? n : 320;
+  for (long j = 0; j < n; j++)
+    if (r->maskbuf[j]) { masked++; right += r->pred[j] - 1 == r->seqbuf[j]; }
+  printf("validation passage (first %ld of %ld bytes; '|' is a newline): %ld of %ld masked bytes right (%.1f%%)\n",
+         show_n, n, right, masked, 100.0 * right / (masked ? masked : 1));
+  for (long c0 = 0; c0 < show_n; c0 += 80) {
+    long c1 = c0 + 80 < show_n ? c0 + 80 : show_n;
+    char a[81], b[81], t[81];
+    for (long j = c0; j < c1; j++) {
+      t[j - c0] = show(r->seqbuf[j]);
+      a[j - c0] = r->maskbuf[j] ? '_' : show(r->seqbuf[j]);
+      b[j - c0] = r->maskbuf[j] ? show((int)r->pred[j] - 1) : show(r->seqbuf[j]);
+    }
+    a[c1 - c0] = b[c1 - c0] = t[c1 - c0] = 0;
+    printf("  masked: %s\n  filled: %s\n  truth:  %s\n", a, b, t);
+  }
+  return C5_OK;
+}
+
+/* The model's configuration from the options. */
+static void model_config(const opts_t *o, c5_model_config *mc)
+{
+  c5_routed_attn_config a = C5_ROUTED_ATTN_CONFIG_DEFAULT;
+  c5_routed_ff_config f = C5_ROUTED_FF_CONFIG_DEFAULT;
+  c5_router_config rc = C5_ROUTER_CONFIG_DEFAULT;
+  rc.straight_through = o->straight_through;
+  rc.n_iters = (int)o->n_iters;
+  rc.fetch_k_ratio = o->fetch_k_ratio;
+  rc.eps = o->router_eps;
+  rc.eps_init = o->eps_init;
+  rc.eps_decay = o->eps_decay;
+  /* one routing token a router: the reference block passes num_routing_tokens = num_routed_kv to its kv
+     router beside router_kwargs, so router_kwargs cannot hold it (TypeError: multiple values) */
+  rc.num_routing_tokens = 1;
+  rc.cosine_sim_routing = o->cosine_sim;
+  rc.cosine_sim_scale = o->cosine_scale;
+  rc.route_block_size = o->route_block;
+  a.dim = (int)o->dim;
+  a.num_heavy_tokens_q = o->heavy_q;
+  a.num_heavy_tokens_kv = o->heavy_kv;
+  a.num_routed_kv = (int)o->routed_kv;
+  a.light_dim_head = (int)o->light_dim_head;
+  a.light_heads = (int)o->light_heads;
+  a.light_window_size = o->window;
+  a.heavy_dim_head = (int)o->heavy_dim_head;
+  a.heavy_heads = (int)o->heavy_heads;
+  a.router = rc;
+  a.multiply_keys_by_score = o->mult_keys;
+  a.multiply_queries_by_score = o->mult_queries;
+  a.use_null_q_tokens = o->null_q;
+  /* the negative control: content-blind routes (each layer's draws keyed by the seed: lib/model.c) */
+  a.random_route = o->random_route;
+  a.random_seed = (uint64_t)o->seed;
+  f.dim = (int)o->dim;
+  f.num_heavy_tokens = o->heavy_ff;
+  f.light_ff_mult = o->light_ff_mult;
+  f.heavy_ff_mult = o->heavy_ff_mult;
+  f.router = rc;
+  f.random_route = o->random_route;
+  f.random_seed = (uint64_t)o->seed;
+  mc->depth = (int)o->depth;
+  mc->max_seq_len = o->seq_len;
+  mc->block.attn = a;
+  mc->block.ff = f;
+}
+
+/* Everything a rank builds alone before training: the data, the model, the optimizer, the buffers. Agreed by
+   the caller. */
+static c5_status setup(run_t *r)
+{
+  opts_t *o = &r->o;
+  c5_status st = C5_OK;
+  long n = o->seq_len;
+  if (o->dump_steps[0]) {
+    r->ndumps = cli_parse_list(o->dump_steps, 1, 1000000000, r->dumps, MAX_DUMPS);
+    if (r->ndumps < 0)
+      return c5_error_raise(C5_ERR_ARG, "--dump-activations %s: expected a comma list of at most %d steps from 1 to 1e9",
+                            o->dump_steps, MAX_DUMPS);
+  }
+  TRY(load_text(o->data, &r->text, &r->text_len));
+  r->val_len = (long)(r->text_len * o->val_frac);
+  r->train_len = r->text_len - r->val_len;
+  if (r->val_len < n || r->train_len < n)
+    return c5_error_raise(C5_ERR_ARG, "--data %s: %ld bytes, too short: train %ld and validation %ld bytes "
+                          "(--val-frac %g) must each hold a sequence of --seq-len %ld", o->data, r->text_len,
+                          r->train_len, r->val_len, o->val_frac, n);
+  r->unigram = unigram_bits(r->text, r->train_len);
+  r->target = (long)ceil(o->mask_frac * n);
+  model_config(o, &r->mcfg);
+  long unit = 0;
+  TRY(c5_params_create(c5_backend_cpu(), &r->p));
+  TRY(c5_model_create(&r->mcfg, r->p, &r->m));
+  TRY(c5_params_alloc(r->p));
+  TRY(c5_params_init(r->p, (uint64_t)o->seed));
+  TRY(c5_model_layout_unit(&r->mcfg, &unit));
+  TRY(c5_layout_compute(r->seq, n, unit, &r->lay));
+  TRY(c5_model_cache_create(r->m, o->batch, r->lay.n_local, &r->cache));
+  c5_adamw_config ac = C5_ADAMW_CONFIG_DEFAULT;
+  ac.lr = o->lr;
+  ac.lr_min = o->lr_min;
+  ac.warmup_steps = o->warmup;
+  ac.total_steps = o->steps;
+  ac.weight_decay = o->weight_decay;
+  ac.clip_norm = o->clip;
+  TRY(c5_adamw_create(&ac, r->p, &r->opt));
+  size_t tot = (size_t)(o->accum * o->batch * r->lay.n_local);
+  r->tokens = malloc(tot * sizeof *r->tokens);
+  r->targets = malloc(tot * sizeof *r->targets);
+  r->seqbuf = malloc((size_t)n);
+  r->maskbuf = malloc((size_t)n);
+  r->pred = malloc((size_t)n * sizeof *r->pred);
+  if (!r->tokens || !r->targets || !r->seqbuf || !r->maskbuf || !r->pred)
+    return c5_error_raise(C5_ERR_MEM, "out of memory for %ld x %ld x %ld tokens", o->accum, o->batch, r->lay.n_local);
+  if (r->rank == 0 && *o->log) {
+    r->log = fopen(o->log, "a");
+    if (!r->log) return c5_error_raise(C5_ERR_IO, "--log %s: %s", o->log, strerror(errno));
+    if (ftell(r->log) == 0) {
+      fprintf(r->log, "# colt5-train %s\n# unigram_bits_per_byte=%.6f\n", r->cfg_json, r->unigram);
+      fprintf(r->log, "step,loss,bpb,lr,grad_norm,tokens_per_s,val_bpb,balance_q,balance_kv,balance_ff,skipped,elapsed_s\n");
+    }
+  }
+  return st;
+}
+
+static void teardown(run_t *r)
+{
+  if (r->log) fclose(r->log);
+  c5_adamw_destroy(&r->opt);
+  c5_model_cache_destroy(&r->cache);
+  c5_model_destroy(&r->m);
+  c5_params_destroy(&r->p);
+  free(r->text); free(r->tokens); free(r->targets); free(r->seqbuf); free(r->maskbuf); free(r->pred);
+  free(r->cfg_json);
+  c5_dist_destroy(&r->seq);
+  c5_dist_destroy(&r->dp);
+  c5_dist_destroy(&r->world);
+}
+
+static long fnv1a(const char *s)
+{
+  uint64_t h = 1469598103934665603ULL;
+  for (; *s; s++) h = (h ^ (uint8_t)*s) * 1099511628211ULL;
+  return (long)(h >> 1);
+}
+
+/* --resume: the latest checkpoint of --ckpt-dir into the model and optimizer; *step its step (0 without one).
+   Collective on the world. */
+static c5_status resume(run_t *r, long *step)
+{
+  char path[4096];
+  *step = 0;
+  c5_status st = c5_dist_agree(r->world, c5_checkpoint_latest(r->o.ckpt_dir, path, sizeof path));
+  if (st != C5_OK) return st;
+  if (!path[0]) {
+    if (r->rank == 0) printf("resume: no checkpoint in %s, starting at step 0\n", r->o.ckpt_dir);
+    return C5_OK;
+  }
+  c5_ckpt_scalar state[4] = { { "step", 0 }, { "seed", 0 }, { "data_position", 0 }, { "skipped", 0 } };
+  TRY(c5_checkpoint_read(r->world, path, r->p, r->opt, state, 4, NULL));
+  if (state[1].value != r->o.seed)
+    st = c5_error_raise(C5_ERR_ARG, "--resume: %s was written with --seed %lld, this run has --seed %ld", path,
+                        (long long)state[1].value, r->o.seed);
+  st = c5_dist_agree(r->world, st);
+  if (st != C5_OK) return st;
+  *step = (long)state[0].value;
+  r->skipped = (long)state[3].value;
+  if (r->rank == 0) printf("resume: %s, step %ld\n", path, *step);
+  return C5_OK;
+}
+
+/* The training loop from step start+1 to --steps (or a signal, or --stop-after). Collective on the world. */
+static c5_status train(run_t *r, long start, int *stopped)
+{
+  const opts_t *o = &r->o;
+  long last_ckpt = start, step = start, tokens_per_step = o->accum * o->batch * c5_dist_size(r->dp) * o->seq_len;
+  double t_run = now(), t_log = t_run, t_step, val = NAN;
+  long steps_since_log = 0;
+  c5_status st = C5_OK;
+  *stopped = 0;
+  while (step < o->steps) {
+    long flag = got_signal;
+    TRY(c5_dist_reduce_long(r->world, &flag, 1, C5_REDUCE_MAX));
+    if (flag) {
+      if (*o->ckpt_dir) TRY(checkpoint(r, step));
+      if (r->rank == 0)
+        printf(*o->ckpt_dir ? "checkpointed at step %ld on signal\n" : "stopped at step %ld on signal (no --ckpt-dir)\n", step);
+      *stopped = 1;
+      return C5_OK;
+    }
+    step++;
+    t_step = now();
+    step_out so;
+    TRY(train_step(r, step, &so));
+    double dt = now() - t_step;
+    if (so.nonfinite) {
+      if (r->rank == 0) fprintf(stderr, "colt5-train: step %ld: non-finite: %s\n", step, so.why);
+      if (!strcmp(o->on_nonfinite, "stop"))
+        return c5_error_raise(C5_ERR_NUMERIC, "step %ld: non-finite step (--on-nonfinite stop)", step);
+      r->skipped++;
+      c5_params_zero_grad(r->p);
+    }
+    val = NAN;
+    if (o->val_every > 0 && step % o->val_every == 0) TRY(validate(r, &val));
+    if (r->log) {
+      fprintf(r->log, "%ld,%.17g,%.17g,%.17g,%.17g,%.1f,", step, so.loss, so.loss / log(2.0), so.lr, so.grad_norm,
+              tokens_per_step / dt);
+      if (isfinite(val)) fprintf(r->log, "%.17g", val);
+      fprintf(r->log, ",%.4f,%.4f,%.4f,%ld,%.3f\n", so.bal[0], so.bal[1], so.bal[2], r->skipped, now() - t_run);
+      fflush(r->log);
+    }
+    steps_since_log++;
+    if (r->rank == 0 && (step % o->log_every == 0 || step == o->steps || isfinite(val))) {
+      double tn = now(), rate = tokens_per_step * steps_since_log / (tn - t_log);
+      char eta[32];
+      fmt_eta((tn - t_run) / (step - start) * (o->steps - step), eta, sizeof eta);
+      printf("step %6ld/%ld  loss %.4f  bits/masked byte %.3f  lr %.2e  grad norm %.3f  tokens/s %.0f  eta %s  "
+             "routed max/mean q %.2f kv %.2f ff %.2f", step, o->steps, so.loss, so.loss / log(2.0), so.lr,
+             so.grad_norm, rate, eta, so.bal[0], so.bal[1], so.bal[2]);
+      if (r->skipped) printf("  skipped %ld", r->skipped);
+      if (isfinite(val)) printf("  | validation %.3f bits/masked byte (%.2f x unigram)", val, val / r->unigram);
+      printf("\n");
+      fflush(stdout);
+      t_log = tn;
+      steps_since_log = 0;
+    }
+    if (*o->ckpt_dir && o->ckpt_every > 0 && step % o->ckpt_every == 0) {
+      TRY(checkpoint(r, step));
+      last_ckpt = step;
+    }
+    if (o->stop_after > 0 && step - start >= o->stop_after && step < o->steps) {
+      if (last_ckpt != step) TRY(checkpoint(r, step));
+      if (r->rank == 0) printf("stopped after step %ld (--stop-after %ld)\n", step, o->stop_after);
+      *stopped = 1;
+      return C5_OK;
+    }
+  }
+  if (*o->ckpt_dir && last_ckpt != step) TRY(checkpoint(r, step));
+  if (r->rank == 0) {
+    double t = now() - t_run;
+    printf("trained %ld steps in %.1f s (%.0f tokens/s)\n", step - start, t, tokens_per_step * (step - start) / t);
+  }
+  return st;
+}
+
+int main(int argc, char **argv)
+{
+  MPI_Init(&argc, &argv);
+  run_t run = { .o = opts_default }, *r = &run;
+  int help = 0, rc = EXIT_DONE;
+  if (c5_dist_create(MPI_COMM_WORLD, &r->world) != C5_OK) {   /* agreed inside: every rank says it */
+    fprintf(stderr, "colt5-train: %s\n", c5_last_error());
+    MPI_Finalize();
+    return EXIT_USAGE;
+  }
+  r->rank = c5_dist_rank(r->world);
+  r->size = c5_dist_size(r->world);
+  /* each rank parses its own command line (mpirun may give them different ones): agreed below */
+  c5_status st = parse_options(argc, argv, &r->o, &help);
+  st = c5_dist_agree(r->world, st);
+  int syntax = st != C5_OK;
+  if (st == C5_OK) st = c5_dist_agree_long(r->world, "colt5-train: --help", help);
+  if (st == C5_OK && !help) {
+    if (!r->o.seq_ranks) r->o.seq_ranks = r->size;
+    if (r->size % r->o.seq_ranks)
+      st = c5_error_raise(C5_ERR_ARG, "--seq-ranks %ld: does not divide the %d ranks", r->o.seq_ranks, r->size);
+    r->cfg_json = config_json(&r->o);
+    if (!r->cfg_json && st == C5_OK) st = c5_error_raise(C5_ERR_MEM, "out of memory for the configuration");
+    st = c5_dist_agree(r->world, st);
+    if (st == C5_OK) st = c5_dist_agree_long(r->world, "colt5-train: the options (a hash of their JSON)", fnv1a(r->cfg_json));
+  }
+  if (st != C5_OK || help) {
+    if (r->rank == 0) {
+      if (st != C5_OK) fprintf(stderr, "colt5-train: %s\n", c5_last_error());
+      if (help == 2 && st == C5_OK) printf("colt5-train %s\n", colt5_build_info());
+      else if (help && st == C5_OK) usage(stdout);
+      else if (syntax) fprintf(stderr, "colt5-train --help lists the options\n");
+    }
+    teardown(r);
+    MPI_Finalize();
+    return st == C5_OK ? EXIT_DONE : EXIT_USAGE;
+  }
+  const opts_t *o = &r->o;
+  if (o->threads > 0) omp_set_num_threads((int)o->threads);
+  st = c5_dist_create_2d(MPI_COMM_WORLD, (int)o->seq_ranks, &r->seq, &r->dp);
+  if (st == C5_OK) st = c5_dist_agree(r->world, setup(r));
+  if (st != C5_OK) {
+    if (r->rank == 0) fprintf(stderr, "colt5-train: %s\n", c5_last_error());
+    teardown(r);
+    MPI_Finalize();
+    return EXIT_USAGE;
+  }
+  struct sigaction sa = { .sa_handler = on_signal };
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGUSR1, &sa, NULL);
+  if (r->rank == 0) {
+    if (c5_blas_warning()) fprintf(stderr, "colt5-train: %s\n", c5_blas_warning());
+    printf("colt5-train: %d ranks = %d per sequence x %d data-parallel, %d threads each, precision %s, BLAS core %s\n",
+           r->size, c5_dist_size(r->seq), c5_dist_size(r->dp), omp_get_max_threads(), C5_REAL_NAME, c5_blas_core());
+    printf("data: %s: %ld bytes, train %ld, validation %ld; unigram entropy of the train text %.4f bits/byte\n",
+           o->data, r->text_len, r->train_len, r->val_len, r->unigram);
+    printf("model: dim %ld, depth %ld, seq-len %ld, heavy tokens q %ld kv %ld ff %ld, window %ld, %ld parameters%s\n",
+           o->dim, o->depth, o->seq_len, o->heavy_q, o->heavy_kv, o->heavy_ff, o->window, c5_params_total(r->p),
+           o->random_route ? ", random routes (negative control)" : "");
+    printf("train: %ld steps of %ld sequences (%ld x %ld micro-batches x %d groups), %ld masked of %ld bytes each; "
+           "lr %g -> %g, warmup %ld\n", o->steps, o->batch * o->accum * c5_dist_size(r->dp), o->batch, o->accum,
+           c5_dist_size(r->dp), r->target, o->seq_len, o->lr, o->lr_min, o->warmup);
+    fflush(stdout);
+  }
+  long start = 0;
+  int stopped = 0;
+  if (o->resume) st = resume(r, &start);
+  if (st == C5_OK) st = train(r, start, &stopped);
+  double val = NAN;
+  if (st == C5_OK && !stopped) st = validate(r, &val);
+  if (st == C5_OK && !stopped && r->rank == 0)
+    printf("final validation: %.4f bits per masked byte = %.3f x the unigram entropy (%.4f bits/byte)\n", val,
+           val / r->unigram, r->unigram);
+  if (st == C5_OK && !stopped) st = passage(r);
+  if (st != C5_OK) {
+    if (r->rank == 0) fprintf(stderr, "colt5-train: %s: %s\n", c5_status_string(st), c5_last_error());
+    rc = EXIT_ERROR;
+  }
+  teardown(r);
+  MPI_Finalize();
+  return rc;
+}
