@@ -664,8 +664,10 @@ static void first_nonfinite_grad(const c5_params *p, char *buf, size_t len)
   }
 }
 
-/* Where a non-finite loss first appears in this rank's last forward: the first layer input (layer = depth: the
-   final norm's), else the logits, and the first parameter whose value is not finite. */
+/* Where a non-finite loss (or a library finite check) first appears in this rank's last forward: the first
+   layer input (layer = depth: the final norm's), else the logits, and the first parameter whose value is not
+   finite. (After a forward that failed at layer l, the inputs past l are the previous step's: the scan stops at
+   the first non-finite one, which is this step's unless an earlier step was skipped.) */
 static void first_nonfinite_forward(const run_t *r, char *buf, size_t len)
 {
   const long per = r->o.batch * r->lay.n_local;
@@ -747,6 +749,7 @@ static c5_status train_step(run_t *r, long step, step_out *out)
   if (st == C5_ERR_NUMERIC) {
     out->nonfinite = 1;
     snprintf(out->why, sizeof out->why, "%.*s", (int)strcspn(c5_last_error(), "\n"), c5_last_error());
+    first_nonfinite_forward(r, out->why + strlen(out->why), sizeof out->why - strlen(out->why));
     out->loss = NAN;
     return C5_OK;
   }
