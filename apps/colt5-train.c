@@ -41,6 +41,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <jansson.h>
 #include "colt5_mpi.h"
 #include "colt5_io.h"
@@ -667,6 +668,54 @@ static void first_nonfinite_grad(const c5_params *p, char *buf, size_t len)
   }
 }
 
+/* Where a non-finite loss (or a library finite check) first appears in this rank's last forward: the first
+   layer input (layer = depth: the final norm's), else the logits, and the first parameter whose value is not
+   finite. (After a forward that failed at layer l, the inputs past l are the previous step's: the scan stops at
+   the first non-finite one, which is this step's unless an earlier step was skipped.) */
+static void first_nonfinite_forward(const run_t *r, char *buf, size_t len)
+{
+  const long per = r->o.batch * r->lay.n_local;
+  buf[0] = 0;
+  for (int l = 0; l <= r->mcfg.depth + 1 && !buf[0]; l++) {
+    const c5_real *x = l <= r->mcfg.depth ? c5_model_layer_input(r->cache, l) : c5_model_logits(r->cache);
+    const long row = l <= r->mcfg.depth ? r->o.dim : C5_NUM_BYTES;
+    for (long e = 0; x && e < per * row; e++)
+      if (!isfinite(x[e])) {
+        char what[64];
+        if (l < r->mcfg.depth) snprintf(what, sizeof what, "input of layer %d", l);
+        else snprintf(what, sizeof what, "%s", l == r->mcfg.depth ? "input of the final norm" : "logits");
+        snprintf(buf, len, "; first non-finite activation: %s [batch row %ld, position %ld, %ld] = %g on rank %d",
+                 what, e / row / r->lay.n_local, r->lay.offset + e / row % r->lay.n_local, e % row, (double)x[e],
+                 r->rank);
+        break;
+      }
+  }
+  for (long i = 0; i < c5_params_count(r->p); i++) {
+    const c5_real *v = c5_params_value(r->p, i);
+    for (long e = 0; e < c5_params_numel(r->p, i); e++)
+      if (!isfinite(v[e])) {
+        size_t u = strlen(buf);
+        snprintf(buf + u, len - u, "; first non-finite parameter: %s[%ld] = %g", c5_params_name(r->p, i), e,
+                 (double)v[e]);
+        return;
+      }
+  }
+}
+
+/* Test-only (tests/unit/test_faults.sh): C5_TEST_NAN_STEP=S poisons, at step S, element 0 of the gradient of
+   parameter C5_TEST_NAN_GRAD on rank 0 (after the backward: the sums spread it) or of the value of parameter
+   C5_TEST_NAN_VALUE on every rank (before the forward: values are replicated). Unset (always, outside that
+   test): nothing. */
+static void test_poison(const run_t *r, long step, const char *which)
+{
+  const char *e = getenv("C5_TEST_NAN_STEP"), *name = getenv(which);
+  long i;
+  int grad = !strcmp(which, "C5_TEST_NAN_GRAD");
+  if (!e || !name || (grad && r->rank != 0) || strtol(e, NULL, 10) != step || c5_params_find(r->p, name, &i) != C5_OK) return;
+  c5_real *x = grad ? c5_params_grad(r->p, i) : c5_params_value(r->p, i);
+  x[0] = NAN;
+}
+
 typedef struct {
   double loss, grad_norm, lr, bal[3];
   long count;
@@ -689,6 +738,7 @@ static c5_status train_step(run_t *r, long step, step_out *out)
   double loss = 0;
   int dump = 0;
   for (int i = 0; i < r->ndumps; i++) dump |= r->dumps[i] == step;
+  test_poison(r, step, "C5_TEST_NAN_VALUE");
   for (long mb = 0; st == C5_OK && mb < o->accum; mb++) {
     double ls = 0;
     st = c5_model_forward(r->m, r->seq, &r->lay, o->batch, r->tokens + mb * per, r->targets + mb * per, NULL,
@@ -698,10 +748,12 @@ static c5_status train_step(run_t *r, long step, step_out *out)
     if (st == C5_OK) st = c5_model_backward(r->m, r->seq, r->cache, 1.0 / (double)count);
     loss += ls;
   }
+  if (st == C5_OK) test_poison(r, step, "C5_TEST_NAN_GRAD");
   st = c5_dist_agree(r->world, st);
   if (st == C5_ERR_NUMERIC) {
     out->nonfinite = 1;
-    snprintf(out->why, sizeof out->why, "%s", c5_last_error());
+    snprintf(out->why, sizeof out->why, "%.*s", (int)strcspn(c5_last_error(), "\n"), c5_last_error());
+    first_nonfinite_forward(r, out->why + strlen(out->why), sizeof out->why - strlen(out->why));
     out->loss = NAN;
     return C5_OK;
   }
@@ -717,6 +769,7 @@ static c5_status train_step(run_t *r, long step, step_out *out)
   if (!isfinite(out->loss)) {
     out->nonfinite = 1;
     snprintf(out->why, sizeof out->why, "loss %g", out->loss);
+    first_nonfinite_forward(r, out->why + strlen(out->why), sizeof out->why - strlen(out->why));
     first_nonfinite_grad(r->p, out->why + strlen(out->why), sizeof out->why - strlen(out->why));
     return C5_OK;
   }
@@ -727,7 +780,9 @@ static c5_status train_step(run_t *r, long step, step_out *out)
   st = c5_dist_agree(r->world, c5_adamw_step(r->opt, &out->grad_norm, &out->lr));
   if (st == C5_ERR_NUMERIC) {
     out->nonfinite = 1;
-    snprintf(out->why, sizeof out->why, "gradient norm %g (%s)", out->grad_norm, c5_last_error());
+    /* the library's message without its trace lines */
+    snprintf(out->why, sizeof out->why, "gradient norm not finite (%.*s)", (int)strcspn(c5_last_error(), "\n"),
+             c5_last_error());
     first_nonfinite_grad(r->p, out->why + strlen(out->why), sizeof out->why - strlen(out->why));
     return C5_OK;
   }
@@ -911,6 +966,23 @@ static long fnv1a(const char *s)
   return (long)(h >> 1);
 }
 
+/* Rank 0 removes the ckpt-*.h5.tmp files of dir: writes a killed job left (c5_checkpoint_latest never takes
+   one; removed so they do not pile up). */
+static void remove_stale_tmp(const char *dir)
+{
+  DIR *dp = opendir(dir);
+  if (!dp) return;
+  for (struct dirent *de; (de = readdir(dp)) != NULL;) {
+    size_t l = strlen(de->d_name);
+    if (strncmp(de->d_name, "ckpt-", 5) || l < 8 || strcmp(de->d_name + l - 7, ".h5.tmp")) continue;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+    if (unlink(path) == 0) printf("resume: removed %s (an interrupted checkpoint write)\n", path);
+    else fprintf(stderr, "colt5-train: resume: cannot remove %s (%s)\n", path, strerror(errno));
+  }
+  closedir(dp);
+}
+
 /* --resume: the latest checkpoint of --ckpt-dir into the model and optimizer; *step its step (0 without one).
    Collective on the world. */
 static c5_status resume(run_t *r, long *step)
@@ -919,6 +991,7 @@ static c5_status resume(run_t *r, long *step)
   *step = 0;
   c5_status st = c5_dist_agree(r->world, c5_checkpoint_latest(r->o.ckpt_dir, path, sizeof path));
   if (st != C5_OK) return st;
+  if (r->rank == 0) remove_stale_tmp(r->o.ckpt_dir);
   if (!path[0]) {
     if (r->rank == 0) printf("resume: no checkpoint in %s, starting at step 0\n", r->o.ckpt_dir);
     return C5_OK;

@@ -88,7 +88,7 @@ static c5_status check_inputs(const c5_backend *be, c5_cd_cache *c, const c5k_ro
     C5_CHECK(kr > 0 && isfinite(kr), C5_ERR_ARG, "coordinate descent: row %ld has k = %g; k must be > 0 and finite",
              r, kr);
   }
-  C5_CHECK(bad_row < 0, C5_ERR_ARG, "coordinate descent: logits row %ld, local column %ld is %g (NaN or Inf)",
+  C5_CHECK(bad_row < 0, C5_ERR_NUMERIC, "coordinate descent: logits row %ld, local column %ld is %g (NaN or Inf)",
            bad_row, bad_col, bad);
   return C5_OK;
 }

@@ -9,7 +9,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include "h5_internal.h"
 #include "backend.h"
@@ -42,6 +44,18 @@ static long root_step(const c5_adamw *o, const c5_ckpt_scalar *state, int nstate
 }
 
 /* ---- writing ---- */
+
+/* Test-only (tests/unit/test_faults.sh): C5_TEST_CKPT_PAUSE_MS=N holds the complete tmp file N ms before
+   its rename, so that a SIGKILL lands between the write and the publish. Unset (always, outside that test):
+   no pause. */
+static void test_pause(void)
+{
+  const char *e = getenv("C5_TEST_CKPT_PAUSE_MS");
+  long ms = e ? strtol(e, NULL, 10) : 0;
+  if (ms <= 0) return;
+  struct timespec ts = { ms / 1000, ms % 1000 * 1000000L };
+  while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {}
+}
 
 typedef struct {
   hid_t file, dxpl, lcpl;
@@ -152,6 +166,24 @@ static c5_status write_contents(const c5_dist *world, const writer *w, const c5_
   return C5_OK;
 }
 
+/* Rank 0 reserves the checkpoint's bytes (its data and a generous allowance per dataset for HDF5's
+   metadata) at the tmp name before HDF5 writes there. A full disk (ENOSPC) or a file-size limit (EFBIG)
+   met inside HDF5's collective calls fails on one rank in the middle of a collective (rank 0 writes the
+   metadata alone) and hangs the others; met here, it is an error agreed before the first one. The space
+   is given back by H5Fcreate's truncation and taken again by the write. */
+static c5_status reserve_space(const char *tmp, const c5_params *p, const c5_adamw *o, int nstate)
+{
+  const long ndata = c5_params_count(p) * (o ? 3 : 1) + nstate;
+  const off_t bytes = (off_t)c5_params_total(p) * (o ? 3 : 1) * (off_t)sizeof(c5_real) + (off_t)ndata * 2048 + 65536;
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  C5_CHECK(fd >= 0, C5_ERR_IO, "checkpoint %s: cannot create (%s)", tmp, strerror(errno));
+  int e = posix_fallocate(fd, 0, bytes);
+  close(fd);
+  if (e == 0) return C5_OK;
+  unlink(tmp);
+  return C5_ERR(C5_ERR_IO, "checkpoint %s: cannot reserve its %lld bytes (%s)", tmp, (long long)bytes, strerror(e));
+}
+
 /* What every rank checks alone before the first collective. */
 static c5_status write_check(const char *path, const c5_params *p, const c5_ckpt_scalar *state, int nstate,
                              char *tmp, size_t len)
@@ -197,6 +229,7 @@ c5_status c5_checkpoint_write(const c5_dist *world, const char *path, const c5_p
     if (w.lcpl < 0 || H5Pset_create_intermediate_group(w.lcpl, 1) < 0)
       st = C5_ERR(C5_ERR_IO, "checkpoint %s: cannot make a link list (%s)", path, c5_h5_reason(why));
   }
+  if (st == C5_OK && rank == 0) st = reserve_space(tmp, p, o, nstate);
   st = c5_dist_agree(world, st);
   if (st != C5_OK) goto out;
   w.file = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);   /* collective */
@@ -212,6 +245,7 @@ out:
   /* every rank has closed the file when the agreement returns */
   st = c5_dist_agree(world, st);
   if (rank == 0) {
+    if (st == C5_OK) test_pause();
     if (st == C5_OK) st = c5_h5_publish("checkpoint", tmp, path);
     if (st != C5_OK) unlink(tmp);   /* the previous checkpoint at path stays as it was */
   }

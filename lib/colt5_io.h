@@ -71,7 +71,10 @@ typedef struct {
   int64_t value;
 } c5_ckpt_scalar;
 /* Collective on world (every rank of the job; parameters and moments are
-   replicated, so each element is written once). o may be NULL (no moments). */
+   replicated, so each element is written once). o may be NULL (no moments).
+   Rank 0 first reserves the file's size at the tmp name: a full disk or a
+   file-size limit is an agreed C5_ERR_IO naming the tmp file, and the file
+   at path stays as it was. */
 c5_status c5_checkpoint_write(const c5_dist *world, const char *path, const c5_params *p, const c5_adamw *o,
                               const c5_ckpt_scalar *state, int nstate, const char *config_json);
 /* Collective on world. Reads into p (and o when not NULL: its moments and
