@@ -706,7 +706,7 @@ static c5_status model_load(ctx_t *cx, c5_h5 *f, const char *file, model_case *k
   long *tok = NULL, *tgt = NULL, dims[C5_H5_MAXDIM];
   uint8_t *mask = NULL;
   int nd;
-  c5_model_config mc;
+  c5_model_config mc = { 0 };
   TRY(c5_h5_attr_string(f, "/", "ctor", &k->ctor));
   if (!(k->cj = json_loads(k->ctor, 0, &je)) || !json_is_object(k->cj))
     FAIL(C5_ERR_IO, "%s: ctor attribute is not a JSON object", file);
@@ -714,11 +714,13 @@ static c5_status model_load(ctx_t *cx, c5_h5 *f, const char *file, model_case *k
   if (!(bj = json_deep_copy(k->cj)) || !none) FAIL(C5_ERR_MEM, "%s: out of memory", file);
   json_object_del(bj, "depth");
   json_object_del(bj, "max_seq_len");
+  json_object_del(bj, "pos_emb_zero_init");
   TRY(cli_check_keys(file, "ctor", bj, block_keys));
   TRY(attn_config(file, k->cj, "num_heavy_attn_tokens_q", "num_heavy_attn_tokens_kv", none, "", "", &mc.block.attn));
   TRY(ff_config(file, k->cj, "num_heavy_ff_tokens", none, "", &mc.block.ff));
   mc.depth = (int)cli_json_int(k->cj, "depth", 0);
   mc.max_seq_len = cli_json_int(k->cj, "max_seq_len", 0);
+  mc.pos_emb_zero_init = cli_json_bool(k->cj, "pos_emb_zero_init", 0);   /* the stored parameters decide anyway */
   TRY(c5_params_create(c5_backend_cpu(), &k->p));
   TRY(built(file, c5_model_create(&mc, k->p, &k->m)));
   TRY(built(file, c5_model_layout_unit(&mc, &k->unit)));

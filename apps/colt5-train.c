@@ -62,7 +62,7 @@ typedef struct {
   long dim, depth, seq_len, heavy_q, heavy_kv, heavy_ff, routed_kv, light_heads, light_dim_head, heavy_heads,
       heavy_dim_head, window, n_iters, routing_tokens, route_block;
   double light_ff_mult, heavy_ff_mult, fetch_k_ratio, router_eps, eps_init, eps_decay, cosine_scale;
-  int straight_through, cosine_sim, mult_keys, mult_queries, null_q, light_rotary;
+  int straight_through, cosine_sim, mult_keys, mult_queries, null_q, light_rotary, pos_zero;
   /* train */
   long steps, batch, accum, warmup, seed, val_every, val_batches, seq_ranks, threads, log_every, ckpt_every, keep,
       stop_after;
@@ -82,7 +82,7 @@ static const opts_t opts_default = {
   .light_heads = 4, .light_dim_head = 16, .heavy_heads = 4, .heavy_dim_head = 16, .window = 2, .n_iters = 20,
   .routing_tokens = 1, .route_block = 0, .light_ff_mult = 0.5, .heavy_ff_mult = 4, .fetch_k_ratio = 9.0 / 8.0,
   .router_eps = 0.03, .eps_init = 4.0, .eps_decay = 0.7, .cosine_scale = 8.0, .straight_through = 1,
-  .cosine_sim = 0, .mult_keys = 0, .mult_queries = 0, .null_q = 1, .light_rotary = 0,
+  .cosine_sim = 0, .mult_keys = 0, .mult_queries = 0, .null_q = 1, .light_rotary = 0, .pos_zero = 0,
   .steps = 2000, .batch = 8, .accum = 1, .warmup = 100, .seed = 1234, .val_every = 250, .val_batches = 8,
   .seq_ranks = 0, .threads = 0, .log_every = 50, .ckpt_every = 0, .keep = 2, .stop_after = 0,
   .lr = 5e-3, .lr_min = 1e-4, .weight_decay = 0.01, .clip = 1.0, .random_route = 0, .resume = 0,
@@ -131,6 +131,7 @@ static const opt_t opt_table[] = {
   { "multiply-queries-by-score", "model", "multiply_queries_by_score", T_BOOL, O(mult_queries), 0, 1, "scale routed queries by their score" },
   { "use-null-q-tokens", "model", "use_null_q_tokens", T_BOOL, O(null_q), 0, 1, "null_q_token at unrouted queries" },
   { "light-rotary", "model", "light_rotary_emb", T_BOOL, O(light_rotary), 0, 1, "rotary embeddings in the light branch" },
+  { "pos-emb-zero-init", "model", "pos_emb_zero_init", T_BOOL, O(pos_zero), 0, 1, "pos_emb starts at zeros (not N(0,1))" },
   { "random-route", "train", "random_route", T_BOOL, O(random_route), 0, 1, "negative control: routers pick at random" },
   { "steps", "train", "steps", T_INT, O(steps), 1, 1e9, "optimizer steps (the schedule's length)" },
   { "batch", "train", "batch", T_INT, O(batch), 1, 1e6, "sequences per data-parallel group per micro-batch" },
@@ -833,6 +834,7 @@ static void model_config(const opts_t *o, c5_model_config *mc)
   f.random_seed = (uint64_t)o->seed;
   mc->depth = (int)o->depth;
   mc->max_seq_len = o->seq_len;
+  mc->pos_emb_zero_init = o->pos_zero;
   mc->block.attn = a;
   mc->block.ff = f;
 }

@@ -625,6 +625,10 @@ c5_status c5_params_init(c5_params *p, uint64_t seed);
 typedef struct {
   int depth;              /* blocks, > 0 */
   long max_seq_len;       /* rows of pos_emb: the longest global sequence the model takes */
+  /* 1: pos_emb starts at zeros instead of N(0, 1) (nn.Embedding's). With light_rotary_emb the light branch
+     has relative positions of its own, and random absolute rows are noise every token carries until
+     training learns to ignore it (docs/model.md). 0: the PyTorch default. Config key pos_emb_zero_init. */
+  int pos_emb_zero_init;
   c5_block_config block;  /* every layer the same; block.attn.dim is the model width. With
                              block.attn/ff.random_route, layer i's routers draw from random_seed
                              mixed with i (each layer its own draws) */

@@ -63,7 +63,8 @@ c5_status c5_model_create(const c5_model_config *cfg, c5_params *p, c5_model **o
        dw[2] = { C5_NUM_BYTES, dim }, db[1] = { C5_NUM_BYTES };
   /* registered in the state_dict's order (tools/colt5_torch.py): token_emb, pos_emb, layers, norm, to_logits */
   C5_CALL_GOTO(c5_params_add_init(p, "", "token_emb.weight", 2, dt, C5_INIT_NORMAL, 0, &m->tok_emb), st, fail);
-  C5_CALL_GOTO(c5_params_add_init(p, "", "pos_emb.weight", 2, dp, C5_INIT_NORMAL, 0, &m->pos_emb), st, fail);
+  C5_CALL_GOTO(c5_params_add_init(p, "", "pos_emb.weight", 2, dp, cfg->pos_emb_zero_init ? C5_INIT_ZERO : C5_INIT_NORMAL,
+                                  0, &m->pos_emb), st, fail);
   for (int i = 0; i < cfg->depth; i++) {
     char pre[64];
     snprintf(pre, sizeof pre, "layers.%d", i);
