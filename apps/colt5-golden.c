@@ -458,6 +458,7 @@ static c5_status attn_config(const char *file, json_t *cj, const char *qk, const
   cfg->multiply_queries_by_score = cli_json_bool(cj, "multiply_queries_by_score", 0);
   cfg->use_null_q_tokens = cli_json_bool(cj, "use_null_q_tokens", 1);
   cfg->rotary_emb = cli_json_bool(cj, "rotary_emb", 0);
+  cfg->light_rotary_emb = cli_json_bool(cj, "light_rotary_emb", 0);
   cfg->kv_gather_batch_bug = cli_json_bool(cj, "kv_gather_batch_bug", 1);   /* vectors of the unpatched reference */
   return parse_router(file, json_object_get(cj, "router_kwargs"), cli_json_bool(cj, "router_straight_through", 1), &cfg->router);
 }
@@ -589,7 +590,7 @@ static const char *const ff_fkeys[] = { "num_heavy_tokens", NULL };
 static const char *const attn_keys[] = { "dim", "num_heavy_tokens_q", "num_heavy_tokens_kv", "num_routed_kv",
   "has_light_attn", "light_dim_head", "light_heads", "light_window_size", "heavy_dim_head", "heavy_heads",
   "router_straight_through", "router_kwargs", "multiply_keys_by_score", "multiply_queries_by_score", "use_triton",
-  "use_null_q_tokens", "use_flash_attn", "rotary_emb", "kv_gather_batch_bug", NULL };
+  "use_null_q_tokens", "use_flash_attn", "rotary_emb", "light_rotary_emb", "kv_gather_batch_bug", NULL };
 static const char *const attn_fkeys[] = { "num_heavy_tokens_q", "num_heavy_tokens_kv", NULL };
 static const char *const ar_keys[] = { "dim", "num_heavy_tokens_q", "num_heavy_tokens_kv", "num_routed_kv",
   "light_dim_head", "light_heads", "light_window_size", "heavy_window_size", "heavy_dim_head", "heavy_heads",
@@ -599,7 +600,7 @@ static const char *const block_keys[] = { "dim", "num_heavy_attn_tokens_q", "num
   "num_routed_kv", "num_heavy_ff_tokens", "light_dim_head", "light_heads", "light_window_size", "heavy_dim_head",
   "heavy_heads", "light_ff_mult", "heavy_ff_mult", "router_straight_through", "router_kwargs",
   "multiply_keys_by_score", "multiply_queries_by_score", "use_triton", "use_null_q_tokens", "use_flash_attn",
-  "kv_gather_batch_bug", NULL };
+  "light_rotary_emb", "kv_gather_batch_bug", NULL };
 static const char *const block_fkeys[] = { "num_heavy_attn_tokens_q", "num_heavy_attn_tokens_kv", "num_heavy_ff_tokens", NULL };
 
 static const module_t modules_tab[] = {
@@ -705,7 +706,7 @@ static c5_status model_load(ctx_t *cx, c5_h5 *f, const char *file, model_case *k
   long *tok = NULL, *tgt = NULL, dims[C5_H5_MAXDIM];
   uint8_t *mask = NULL;
   int nd;
-  c5_model_config mc;
+  c5_model_config mc = { 0 };
   TRY(c5_h5_attr_string(f, "/", "ctor", &k->ctor));
   if (!(k->cj = json_loads(k->ctor, 0, &je)) || !json_is_object(k->cj))
     FAIL(C5_ERR_IO, "%s: ctor attribute is not a JSON object", file);
@@ -713,11 +714,13 @@ static c5_status model_load(ctx_t *cx, c5_h5 *f, const char *file, model_case *k
   if (!(bj = json_deep_copy(k->cj)) || !none) FAIL(C5_ERR_MEM, "%s: out of memory", file);
   json_object_del(bj, "depth");
   json_object_del(bj, "max_seq_len");
+  json_object_del(bj, "pos_emb_zero_init");
   TRY(cli_check_keys(file, "ctor", bj, block_keys));
   TRY(attn_config(file, k->cj, "num_heavy_attn_tokens_q", "num_heavy_attn_tokens_kv", none, "", "", &mc.block.attn));
   TRY(ff_config(file, k->cj, "num_heavy_ff_tokens", none, "", &mc.block.ff));
   mc.depth = (int)cli_json_int(k->cj, "depth", 0);
   mc.max_seq_len = cli_json_int(k->cj, "max_seq_len", 0);
+  mc.pos_emb_zero_init = cli_json_bool(k->cj, "pos_emb_zero_init", 0);   /* the stored parameters decide anyway */
   TRY(c5_params_create(c5_backend_cpu(), &k->p));
   TRY(built(file, c5_model_create(&mc, k->p, &k->m)));
   TRY(built(file, c5_model_layout_unit(&mc, &k->unit)));

@@ -63,7 +63,7 @@ typedef struct {
   long dim, depth, seq_len, heavy_q, heavy_kv, heavy_ff, routed_kv, light_heads, light_dim_head, heavy_heads,
       heavy_dim_head, window, n_iters, route_block;
   double light_ff_mult, heavy_ff_mult, fetch_k_ratio, router_eps, eps_init, eps_decay, cosine_scale;
-  int straight_through, cosine_sim, mult_keys, mult_queries, null_q;
+  int straight_through, cosine_sim, mult_keys, mult_queries, null_q, light_rotary, pos_zero;
   /* train */
   long steps, batch, accum, warmup, seed, val_every, val_batches, seq_ranks, threads, log_every, ckpt_every, keep,
       stop_after;
@@ -83,7 +83,7 @@ static const opts_t opts_default = {
   .light_heads = 4, .light_dim_head = 16, .heavy_heads = 4, .heavy_dim_head = 16, .window = 2, .n_iters = 20,
   .route_block = 0, .light_ff_mult = 0.5, .heavy_ff_mult = 4, .fetch_k_ratio = 9.0 / 8.0,
   .router_eps = 0.03, .eps_init = 4.0, .eps_decay = 0.7, .cosine_scale = 8.0, .straight_through = 1,
-  .cosine_sim = 0, .mult_keys = 0, .mult_queries = 0, .null_q = 1,
+  .cosine_sim = 0, .mult_keys = 0, .mult_queries = 0, .null_q = 1, .light_rotary = 0, .pos_zero = 0,
   .steps = 2000, .batch = 8, .accum = 1, .warmup = 100, .seed = 1234, .val_every = 250, .val_batches = 8,
   .seq_ranks = 0, .threads = 0, .log_every = 50, .ckpt_every = 0, .keep = 2, .stop_after = 0,
   .lr = 5e-3, .lr_min = 1e-4, .weight_decay = 0.01, .clip = 1.0, .random_route = 0, .resume = 0,
@@ -130,6 +130,8 @@ static const opt_t opt_table[] = {
   { "multiply-keys-by-score", "model", "multiply_keys_by_score", T_BOOL, O(mult_keys), 0, 1, "scale routed keys by their score" },
   { "multiply-queries-by-score", "model", "multiply_queries_by_score", T_BOOL, O(mult_queries), 0, 1, "scale routed queries by their score" },
   { "use-null-q-tokens", "model", "use_null_q_tokens", T_BOOL, O(null_q), 0, 1, "null_q_token at unrouted queries" },
+  { "light-rotary", "model", "light_rotary_emb", T_BOOL, O(light_rotary), 0, 1, "rotary embeddings in the light branch" },
+  { "pos-emb-zero-init", "model", "pos_emb_zero_init", T_BOOL, O(pos_zero), 0, 1, "pos_emb starts at zeros (not N(0,1))" },
   { "random-route", "train", "random_route", T_BOOL, O(random_route), 0, 1, "negative control: routers pick at random" },
   { "steps", "train", "steps", T_INT, O(steps), 1, 1e9, "optimizer steps (the schedule's length)" },
   { "batch", "train", "batch", T_INT, O(batch), 1, 1e6, "sequences per data-parallel group per micro-batch" },
@@ -610,6 +612,16 @@ static c5_status balance(const c5_dist *d, const c5_routing *rt, double *out)
   return st;
 }
 
+/* The random routes' seed of one forward (--random-route): the reference draws new scores on every
+   forward, so each (domain, step, micro-batch) gets its own, and each data-parallel group too (its ranks
+   share it: a sharded forward needs one seed). */
+static uint64_t route_seed(const run_t *r, uint64_t domain, long step, long mb)
+{
+  rng_t g = rng_at((uint64_t)r->o.seed, DOMAIN_ROUTE, domain, (uint64_t)step,
+                   (uint64_t)mb * 65536u + (uint64_t)c5_dist_rank(r->dp));
+  return rng_next(&g);
+}
+
 /* Forward over the validation batches (fixed by the seed), summed over the data-parallel groups: bits per
    masked byte. Collective on the world. */
 static c5_status validate(run_t *r, double *bits)
@@ -621,6 +633,8 @@ static c5_status validate(run_t *r, double *bits)
     double ls = 0;
     long cnt = 0;
     make_batch(r, DOMAIN_VAL, k, 0, r->tokens, r->targets);
+    if (o->random_route) st = c5_model_set_random_seed(r->m, route_seed(r, DOMAIN_VAL, 0, k));
+    if (st != C5_OK) break;
     st = c5_model_forward(r->m, r->seq, &r->lay, o->batch, r->tokens, r->targets, NULL, r->cache, &ls, &cnt);
     v[0] += ls;
     v[1] += (double)cnt;
@@ -741,8 +755,10 @@ static c5_status train_step(run_t *r, long step, step_out *out)
   test_poison(r, step, "C5_TEST_NAN_VALUE");
   for (long mb = 0; st == C5_OK && mb < o->accum; mb++) {
     double ls = 0;
-    st = c5_model_forward(r->m, r->seq, &r->lay, o->batch, r->tokens + mb * per, r->targets + mb * per, NULL,
-                          r->cache, &ls, NULL);
+    if (o->random_route) st = c5_model_set_random_seed(r->m, route_seed(r, DOMAIN_TRAIN, step, mb));
+    if (st == C5_OK)
+      st = c5_model_forward(r->m, r->seq, &r->lay, o->batch, r->tokens + mb * per, r->targets + mb * per, NULL,
+                            r->cache, &ls, NULL);
     if (st == C5_OK && dump && mb == 0 && c5_dist_rank(r->dp) == 0)
       st = c5_model_dump_activations(r->m, r->seq, &r->lay, r->cache, o->dump_file, step);
     if (st == C5_OK) st = c5_model_backward(r->m, r->seq, r->cache, 1.0 / (double)count);
@@ -871,7 +887,8 @@ static void model_config(const opts_t *o, c5_model_config *mc)
   a.multiply_keys_by_score = o->mult_keys;
   a.multiply_queries_by_score = o->mult_queries;
   a.use_null_q_tokens = o->null_q;
-  /* the negative control: content-blind routes (each layer's draws keyed by the seed: lib/model.c) */
+  a.light_rotary_emb = o->light_rotary;
+  /* the negative control: content-blind routes, new draws every forward (route_seed) */
   a.random_route = o->random_route;
   a.random_seed = (uint64_t)o->seed;
   f.dim = (int)o->dim;
@@ -883,6 +900,7 @@ static void model_config(const opts_t *o, c5_model_config *mc)
   f.random_seed = (uint64_t)o->seed;
   mc->depth = (int)o->depth;
   mc->max_seq_len = o->seq_len;
+  mc->pos_emb_zero_init = o->pos_zero;
   mc->block.attn = a;
   mc->block.ff = f;
 }

@@ -28,6 +28,9 @@ struct c5_attn_local_cache {
   c5_real *dxn;            /* [rows, dim] backward scratch */
   double *work;            /* kernel scratch: LayerNorm rowpart reduction, attention score blocks */
   long work_len;
+  /* rotary only (c5_attn_local_set_rotary): positions and tables of the last forward, q and k */
+  long *qpos, *kpos;       /* [rows] */
+  double *qcs, *qsn, *kcs, *ksn;   /* [rows, dim_head / 2] */
 };
 
 c5_status c5_attn_local_init(c5_attn_local *a, c5_params *p, const char *prefix, int dim, int heads, int dim_head,
@@ -57,6 +60,15 @@ c5_status c5_attn_local_init(c5_attn_local *a, c5_params *p, const char *prefix,
   C5_CALL(c5_params_add_init(p, prefix, "norm.bias", 1, d1, C5_INIT_ZERO, 0, &a->norm_b));
   C5_CALL(c5_params_add_init(p, prefix, "to_qkv.weight", 2, wqkv, C5_INIT_UNIFORM_FAN_IN, dim, &a->to_qkv));
   C5_CALL(c5_params_add_init(p, prefix, "to_out.weight", 2, wout, C5_INIT_UNIFORM_FAN_IN, hd, &a->to_out));
+  return C5_OK;
+}
+
+c5_status c5_attn_local_set_rotary(c5_attn_local *a, int on)
+{
+  C5_CHECK(a, C5_ERR_ARG, "c5_attn_local_set_rotary: NULL argument");
+  C5_CHECK(!on || a->dim_head % 2 == 0, C5_ERR_ARG, "LocalMHA: rotary embeddings need an even dim_head, got %d",
+           a->dim_head);
+  a->rotary = on != 0;
   return C5_OK;
 }
 
@@ -99,6 +111,15 @@ c5_status c5_attn_local_cache_create(const c5_attn_local *a, long batch, long n,
   ALLOC(c->dqkv, rows * 3 * hd);
   ALLOC(c->dxn, rows * d);
   ALLOC(c->work, c->work_len);
+  if (a->rotary) {
+    const long half = a->dim_head / 2;
+    ALLOC(c->qpos, rows);
+    ALLOC(c->kpos, rows);
+    ALLOC(c->qcs, rows * half);
+    ALLOC(c->qsn, rows * half);
+    ALLOC(c->kcs, rows * half);
+    ALLOC(c->ksn, rows * half);
+  }
 #undef ALLOC
   *out = c;
   return C5_OK;
@@ -114,11 +135,46 @@ c5_status c5_attn_local_cache_destroy(c5_attn_local_cache **cp)
   free(c->mask); free(c->xn); free(c->mean); free(c->rstd); free(c->qkv); free(c->att);
   free(c->rmax); free(c->rinv); free(c->uni); free(c->datt); free(c->dqkv); free(c->dxn);
   free(c->work);
+  free(c->qpos); free(c->kpos); free(c->qcs); free(c->qsn); free(c->kcs); free(c->ksn);
   C5_FREE(*cp);
   return C5_OK;
 }
 
-c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long batch, long n, const c5_real *x,
+/* Rotary on q and k in place (the forward; transpose: dq and dk, the backward), with the
+   tables the forward made. */
+static c5_status rotate_qk(const c5_attn_local *a, const c5k_ops *ops, c5k_ctx *ctx, c5_attn_local_cache *c,
+                           c5_real *qkv, int transpose)
+{
+  const long rows = c->batch * c->n, hd = (long)a->heads * a->dim_head;
+  if (transpose) {
+    C5_CALL(ops->rotary_transpose(ctx, rows, a->heads, a->dim_head, qkv, 3 * hd, a->dim_head, c->qcs, c->qsn));
+    C5_CALL(ops->rotary_transpose(ctx, rows, a->heads, a->dim_head, qkv + hd, 3 * hd, a->dim_head, c->kcs, c->ksn));
+  } else {
+    C5_CALL(ops->rotary(ctx, rows, a->heads, a->dim_head, qkv, 3 * hd, a->dim_head, c->qcs, c->qsn));
+    C5_CALL(ops->rotary(ctx, rows, a->heads, a->dim_head, qkv + hd, 3 * hd, a->dim_head, c->kcs, c->ksn));
+  }
+  return C5_OK;
+}
+
+/* The forward's rotary tables: keys at their global positions, queries look_forward windows further
+   (attn_local.h, c5_attn_local_set_rotary). */
+static c5_status rotary_tables(const c5_attn_local *a, const c5k_ops *ops, c5k_ctx *ctx, c5_attn_local_cache *c,
+                               long pos0)
+{
+  const long shift = (long)a->look_forward * a->window;
+  for (long b = 0; b < c->batch; b++)
+    for (long j = 0; j < c->n; j++) {
+      c->kpos[b * c->n + j] = pos0 + j;
+      c->qpos[b * c->n + j] = pos0 + j + shift;
+    }
+  const long rows = c->batch * c->n;
+  C5_CALL(ops->rotary_table(ctx, rows, c->qpos, a->dim_head, c->qcs, c->qsn));
+  C5_CALL(ops->rotary_table(ctx, rows, c->kpos, a->dim_head, c->kcs, c->ksn));
+  return C5_OK;
+}
+
+c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long batch, long n, long pos0,
+                                const c5_real *x,
                                 const uint8_t *mask, c5_attn_local_cache *c, c5_real *out)
 {
   C5_CHECK(a && p && x && c && out, C5_ERR_ARG, "c5_attn_local_forward: NULL argument");
@@ -136,6 +192,10 @@ c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long
                                  (int)d, LN_EPS, c->xn, c->mean, c->rstd));
   C5_CALL(ops->gemm(&ctx, 0, 1, rows, 3 * hd, d, 1.0, c->xn, d, c5_params_value(p, a->to_qkv), d, 0.0,
                      c->qkv, 3 * hd));
+  if (a->rotary) {
+    C5_CALL(rotary_tables(a, ops, &ctx, c, pos0));
+    C5_CALL(rotate_qk(a, ops, &ctx, c, c->qkv, 0));
+  }
   const c5k_local_attn L = core_shape(a, batch, n);
   C5_CALL(ops->local_attn_forward(&ctx, &L, c->qkv, c->qkv + hd, c->qkv + 2 * hd, 3 * hd,
                                   c->has_mask ? c->mask : NULL, c->att, hd, c->rmax, c->rinv, c->uni));
@@ -174,6 +234,7 @@ c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_
   C5_CALL(ops->local_attn_backward(&ctx, &L, c->qkv, c->qkv + hd, c->qkv + 2 * hd, 3 * hd,
                                    c->has_mask ? c->mask : NULL, c->rmax, c->rinv, c->uni, c->datt, hd,
                                    c->dqkv, c->dqkv + hd, c->dqkv + 2 * hd));
+  if (a->rotary) C5_CALL(rotate_qk(a, ops, &ctx, c, c->dqkv, 1));   /* dq, dk of the unrotated q, k */
   /* to_qkv: dW += dqkv^T xn; dxn = dqkv W */
   C5_CALL(ops->gemm_acc(&ctx, 1, 0, 3 * hd, d, rows, 1.0, c->dqkv, 3 * hd, c->xn, d, prod,
                         c5_params_acc(p, a->to_qkv)));

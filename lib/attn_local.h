@@ -16,6 +16,7 @@ typedef struct {
   long window;                 /* LocalAttention window_size */
   int look_backward, look_forward;
   int causal, exact_windowsize;
+  int rotary;                  /* rotary embeddings on q and k (c5_attn_local_set_rotary) */
   long chunk;                  /* backward: query windows per task, >= look_backward + look_forward (set by
                                   init to max(8, lb + lf)); fixed, so sums never depend on the thread count */
   long norm_w, norm_b, to_qkv, to_out;   /* parameter indices */
@@ -26,6 +27,13 @@ typedef struct c5_attn_local_cache c5_attn_local_cache;
 /* Registers the four parameters under prefix (e.g. "light_attn"). */
 c5_status c5_attn_local_init(c5_attn_local *a, c5_params *p, const char *prefix, int dim, int heads, int dim_head,
                              long window, int look_backward, int look_forward, int causal, int exact_windowsize);
+/* on = 1: LocalMHA(use_rotary_pos_emb=True)'s rotary embeddings (SinusoidalEmbeddings(dim_head), theta
+   10000, rotate_half; angles in double as the heavy branch's, kernels.h rotary_table). The reference rotates
+   each look-around span by its slot positions 0 .. (lb + lf + 1) w - 1 and the queries by the span's LAST
+   w positions, so a query sits look_forward windows further than the keys of its own window. Rotations
+   only enter as q - k differences, so a token at global position g gets keys rotated by g and queries by
+   g + look_forward w: the same scores sharded or not. dim_head must be even. Before cache_create. */
+c5_status c5_attn_local_set_rotary(c5_attn_local *a, int on);
 /* Capacity: forwards of at most batch x n tokens. The kernels' scratch is sized at
    this call (c5k_local_attn_work: on the CPU, for the threads available now;
    later calls use at most that many).
@@ -34,8 +42,10 @@ c5_status c5_attn_local_init(c5_attn_local *a, c5_params *p, const char *prefix,
 c5_status c5_attn_local_cache_create(const c5_attn_local *a, long batch, long n, c5_attn_local_cache **out);
 c5_status c5_attn_local_cache_destroy(c5_attn_local_cache **c);
 
-/* out [b, n, dim] = LocalMHA(x [b, n, dim], mask [b, n] (1 = keep) or NULL). out is written. */
-c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long batch, long n, const c5_real *x,
+/* out [b, n, dim] = LocalMHA(x [b, n, dim], mask [b, n] (1 = keep) or NULL). out is written. pos0: the
+   global position of row 0 (rotary only; windows are still counted from row 0). */
+c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long batch, long n, long pos0,
+                                const c5_real *x,
                                 const uint8_t *mask, c5_attn_local_cache *c, c5_real *out);
 /* out [b, n, dim] = to_out of the head outputs the last forward cached: the forward's last step, and
    its output again later (activation dumps), bit for bit. */

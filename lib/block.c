@@ -63,6 +63,16 @@ c5_status c5_block_destroy(c5_block **b)
   return C5_OK;
 }
 
+c5_status c5_block_set_random_seed(c5_block *b, uint64_t attn_seed, uint64_t ff_seed)
+{
+  C5_CHECK(b, C5_ERR_ARG, "c5_block_set_random_seed: NULL block");
+  b->cfg.attn.random_seed = attn_seed;
+  b->cfg.ff.random_seed = ff_seed;
+  C5_CALL(c5_routed_attn_set_random_seed(b->attn, attn_seed));
+  C5_CALL(c5_routed_ff_set_random_seed(b->ff, ff_seed));
+  return C5_OK;
+}
+
 c5_status c5_block_cache_create(const c5_block *b, long batch, long n, c5_block_cache **out)
 {
   c5_block_cache *c;

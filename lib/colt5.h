@@ -358,6 +358,8 @@ typedef struct c5_routed_ff_cache c5_routed_ff_cache;
 c5_status c5_routed_ff_create(const c5_routed_ff_config *cfg, c5_params *params, const char *prefix,
                               c5_routed_ff **out);
 c5_status c5_routed_ff_destroy(c5_routed_ff **m);
+/* The seed of the next forwards' random routes (random_route; cfg.random_seed until called). */
+c5_status c5_routed_ff_set_random_seed(c5_routed_ff *m, uint64_t seed);
 c5_status c5_routed_ff_cache_create(const c5_routed_ff *m, long batch, long n_local, c5_routed_ff_cache **out);
 c5_status c5_routed_ff_cache_destroy(c5_routed_ff_cache **c);
 const c5_routing *c5_routed_ff_routing(const c5_routed_ff_cache *c);
@@ -386,6 +388,11 @@ typedef struct {
   int multiply_keys_by_score, multiply_queries_by_score;
   int use_null_q_tokens;
   int rotary_emb;                  /* rotary positions in the heavy branch (computed in double) */
+  /* Rotary embeddings in the light branch: its LocalMHA built with use_rotary_pos_emb=True (the reference
+     builds it with False, so light_attn has no positional information of its own). As local-attention
+     computes them, the queries are rotated one window further than the keys of their own window (docs/model.md);
+     angles in double. Needs an even light_dim_head. No new parameters. */
+  int light_rotary_emb;
   /* The reference (f2a8da0) gathers the routed keys of batch row b from row b // num_routed_kv
      when num_routed_kv > 1 (batched_gather over x repeated '(b r)' indexes it with the batch
      range only). 1 reproduces that, to match its vectors; 0 (default) reads row b. */
@@ -399,8 +406,8 @@ typedef struct {
 #define C5_ROUTED_ATTN_CONFIG_DEFAULT { .dim = 0, .num_heavy_tokens_q = 0, .num_heavy_tokens_kv = 0, \
     .num_routed_kv = 1, .has_light_attn = 1, .light_dim_head = 64, .light_heads = 8, .light_window_size = 128, \
     .heavy_dim_head = 64, .heavy_heads = 8, .router = C5_ROUTER_CONFIG_DEFAULT, .multiply_keys_by_score = 0, \
-    .multiply_queries_by_score = 0, .use_null_q_tokens = 1, .rotary_emb = 0, .kv_gather_batch_bug = 0, \
-    .random_route = 0, .random_seed = 0 }
+    .multiply_queries_by_score = 0, .use_null_q_tokens = 1, .rotary_emb = 0, .light_rotary_emb = 0, \
+    .kv_gather_batch_bug = 0, .random_route = 0, .random_seed = 0 }
 
 typedef struct c5_routed_attn c5_routed_attn;
 typedef struct c5_routed_attn_cache c5_routed_attn_cache;
@@ -408,6 +415,9 @@ typedef struct c5_routed_attn_cache c5_routed_attn_cache;
 c5_status c5_routed_attn_create(const c5_routed_attn_config *cfg, c5_params *params, const char *prefix,
                                 c5_routed_attn **out);
 c5_status c5_routed_attn_destroy(c5_routed_attn **m);
+/* The seed of the next forwards' random routes (random_route; cfg.random_seed until called; the kv router's
+   is derived from it as at create). */
+c5_status c5_routed_attn_set_random_seed(c5_routed_attn *m, uint64_t seed);
 c5_status c5_routed_attn_cache_create(const c5_routed_attn *m, long batch, long n_local, c5_routed_attn_cache **out);
 c5_status c5_routed_attn_cache_destroy(c5_routed_attn_cache **c);
 const c5_routing *c5_routed_attn_routing_q(const c5_routed_attn_cache *c);
@@ -507,6 +517,8 @@ typedef struct c5_block_cache c5_block_cache;
 /* Adds conditional_attn.* and conditional_ff.* under prefix. */
 c5_status c5_block_create(const c5_block_config *cfg, c5_params *params, const char *prefix, c5_block **out);
 c5_status c5_block_destroy(c5_block **b);
+/* The attention's and the feed-forward's random-route seeds for the next forwards (the set_random_seed above). */
+c5_status c5_block_set_random_seed(c5_block *b, uint64_t attn_seed, uint64_t ff_seed);
 c5_status c5_block_cache_create(const c5_block *b, long batch, long n_local, c5_block_cache **out);
 c5_status c5_block_cache_destroy(c5_block_cache **c);
 const c5_routed_attn_cache *c5_block_attn_cache(const c5_block_cache *c);
@@ -622,6 +634,10 @@ c5_status c5_params_init(c5_params *p, uint64_t seed);
 typedef struct {
   int depth;              /* blocks, > 0 */
   long max_seq_len;       /* rows of pos_emb: the longest global sequence the model takes */
+  /* 1: pos_emb starts at zeros instead of N(0, 1) (nn.Embedding's). With light_rotary_emb the light branch
+     has relative positions of its own, and random absolute rows are noise every token carries until
+     training learns to ignore it (docs/model.md). 0: the PyTorch default. Config key pos_emb_zero_init. */
+  int pos_emb_zero_init;
   c5_block_config block;  /* every layer the same; block.attn.dim is the model width. With
                              block.attn/ff.random_route, layer i's routers draw from random_seed
                              mixed with i (each layer its own draws) */
@@ -633,6 +649,11 @@ typedef struct c5_model_cache c5_model_cache;
 c5_status c5_model_create(const c5_model_config *cfg, c5_params *params, c5_model **out);
 c5_status c5_model_destroy(c5_model **m);   /* NULL-safe; sets *m = NULL */
 const c5_model_config *c5_model_get_config(const c5_model *m);
+/* Random routes (block.attn/ff.random_route): the next forwards draw as a model created with
+   block.attn.random_seed = block.ff.random_seed = seed would (each layer its own draws). The reference draws
+   new scores on every forward: a trainer sets a new seed per forward (colt5-train: keyed by seed, step and
+   micro-batch). Every rank of a sharded forward must set the same seed. Not collective. */
+c5_status c5_model_set_random_seed(c5_model *m, uint64_t seed);
 c5_status c5_model_layout_unit(const c5_model_config *cfg, long *unit);   /* the block's */
 c5_status c5_model_cache_create(const c5_model *m, long batch, long n_local, c5_model_cache **out);
 c5_status c5_model_cache_destroy(c5_model_cache **c);   /* NULL-safe */

@@ -40,6 +40,9 @@ static uint64_t layer_seed(uint64_t seed, int i)
 {
   return seed ^ (0xd1b54a32d192ed03ull * (uint64_t)(i + 1));
 }
+/* Layer i's seeds from the attention's and the feed-forward's (create and set_random_seed alike). */
+static uint64_t layer_attn_seed(uint64_t seed, int i) { return layer_seed(seed, i); }
+static uint64_t layer_ff_seed(uint64_t seed, int i) { return layer_seed(seed ^ 0x8bb84b93962eacc9ull, i); }
 
 c5_status c5_model_create(const c5_model_config *cfg, c5_params *p, c5_model **out)
 {
@@ -60,13 +63,14 @@ c5_status c5_model_create(const c5_model_config *cfg, c5_params *p, c5_model **o
        dw[2] = { C5_NUM_BYTES, dim }, db[1] = { C5_NUM_BYTES };
   /* registered in the state_dict's order (tools/colt5_torch.py): token_emb, pos_emb, layers, norm, to_logits */
   C5_CALL_GOTO(c5_params_add_init(p, "", "token_emb.weight", 2, dt, C5_INIT_NORMAL, 0, &m->tok_emb), st, fail);
-  C5_CALL_GOTO(c5_params_add_init(p, "", "pos_emb.weight", 2, dp, C5_INIT_NORMAL, 0, &m->pos_emb), st, fail);
+  C5_CALL_GOTO(c5_params_add_init(p, "", "pos_emb.weight", 2, dp, cfg->pos_emb_zero_init ? C5_INIT_ZERO : C5_INIT_NORMAL,
+                                  0, &m->pos_emb), st, fail);
   for (int i = 0; i < cfg->depth; i++) {
     char pre[64];
     snprintf(pre, sizeof pre, "layers.%d", i);
     c5_block_config bc = cfg->block;
-    bc.attn.random_seed = layer_seed(cfg->block.attn.random_seed, i);
-    bc.ff.random_seed = layer_seed(cfg->block.ff.random_seed ^ 0x8bb84b93962eacc9ull, i);
+    bc.attn.random_seed = layer_attn_seed(cfg->block.attn.random_seed, i);
+    bc.ff.random_seed = layer_ff_seed(cfg->block.ff.random_seed, i);
     C5_CALL_GOTO(c5_block_create(&bc, p, pre, &m->layers[i]), st, fail);
   }
   C5_CALL_GOTO(c5_params_add_init(p, "", "norm.gamma", 1, dg, C5_INIT_ONE, 0, &m->gamma), st, fail);
@@ -90,6 +94,15 @@ c5_status c5_model_destroy(c5_model **mp)
 }
 
 const c5_model_config *c5_model_get_config(const c5_model *m) { return &m->cfg; }
+
+c5_status c5_model_set_random_seed(c5_model *m, uint64_t seed)
+{
+  C5_CHECK(m, C5_ERR_ARG, "c5_model_set_random_seed: NULL model");
+  m->cfg.block.attn.random_seed = m->cfg.block.ff.random_seed = seed;
+  for (int i = 0; i < m->cfg.depth; i++)
+    C5_CALL(c5_block_set_random_seed(m->layers[i], layer_attn_seed(seed, i), layer_ff_seed(seed, i)));
+  return C5_OK;
+}
 
 c5_status c5_model_layout_unit(const c5_model_config *cfg, long *unit)
 {

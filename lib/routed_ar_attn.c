@@ -340,11 +340,12 @@ static c5_status light_local(c5_routed_ar_attn *m, const c5_real *x, c5_routed_a
   const c5k_ops *ops = c5_params_backend(p)->ops;
   c5_halo *h = &c->halo;
   if (h->hl == 0) {
-    C5_CALL(c5_attn_local_forward(&m->light, p, c->batch, c->n, x, NULL, c->lc, out));
+    C5_CALL(c5_attn_local_forward(&m->light, p, c->batch, c->n, c->offset, x, NULL, c->lc, out));
     return C5_OK;
   }
   C5_CALL(c5_halo_extend(h, ops, x, NULL));
-  C5_CALL(c5_attn_local_forward(&m->light, p, c->batch, c5_halo_ne(h), h->xe, NULL, c->lc, h->ye));
+  C5_CALL(c5_attn_local_forward(&m->light, p, c->batch, c5_halo_ne(h), c->offset - h->hl, h->xe, NULL, c->lc,
+                                h->ye));
   C5_CALL(c5_halo_crop(h, ops, out));
   return C5_OK;
 }

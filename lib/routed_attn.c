@@ -81,6 +81,7 @@ c5_status c5_routed_attn_create(const c5_routed_attn_config *cfg, c5_params *p, 
     c5_name_join(pre, sizeof pre, prefix, "light_attn");
     C5_CALL_GOTO(c5_attn_local_init(&m->light, p, pre, cfg->dim, cfg->light_heads, cfg->light_dim_head,
                                     cfg->light_window_size / 2, 1, 1, 0, 1), st, fail);
+    C5_CALL_GOTO(c5_attn_local_set_rotary(&m->light, cfg->light_rotary_emb), st, fail);
   }
   C5_CALL_GOTO(c5_heavy_branch_init(&m->hb, p, prefix, cfg->dim, cfg->heavy_heads, cfg->heavy_dim_head,
                                     cfg->num_routed_kv, cfg->multiply_keys_by_score, cfg->use_null_q_tokens,
@@ -115,6 +116,13 @@ c5_status c5_routed_attn_destroy(c5_routed_attn **m)
   if (!m || !*m) return C5_OK;
   c5_heavy_branch_fini(&(*m)->hb);
   C5_FREE(*m);
+  return C5_OK;
+}
+
+c5_status c5_routed_attn_set_random_seed(c5_routed_attn *m, uint64_t seed)
+{
+  C5_CHECK(m, C5_ERR_ARG, "c5_routed_attn_set_random_seed: NULL module");
+  m->cfg.random_seed = seed;
   return C5_OK;
 }
 
@@ -263,7 +271,8 @@ static c5_status light_local(c5_routed_attn *m, const c5_real *x, const uint8_t 
   const c5k_ops *ops = c5_params_backend(m->p)->ops;
   c5_halo *h = &c->halo;
   C5_CALL(c5_halo_extend(h, ops, x, mask));
-  C5_CALL(c5_attn_local_forward(&m->light, m->p, c->batch, c5_halo_ne(h), h->xe, mask ? h->me : NULL, c->lc, h->ye));
+  C5_CALL(c5_attn_local_forward(&m->light, m->p, c->batch, c5_halo_ne(h), c->offset - h->hl, h->xe,
+                                mask ? h->me : NULL, c->lc, h->ye));
   C5_CALL(c5_halo_crop(h, ops, out));
   return C5_OK;
 }

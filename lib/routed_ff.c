@@ -81,6 +81,13 @@ c5_status c5_routed_ff_destroy(c5_routed_ff **m)
   return C5_OK;
 }
 
+c5_status c5_routed_ff_set_random_seed(c5_routed_ff *m, uint64_t seed)
+{
+  C5_CHECK(m, C5_ERR_ARG, "c5_routed_ff_set_random_seed: NULL module");
+  m->cfg.random_seed = seed;
+  return C5_OK;
+}
+
 static void cache_layout(const c5_routed_ff *m, c5_routed_ff_cache *c, c5_arena *a)
 {
   const long rows = c->batch * c->n_local, d = m->cfg.dim;

@@ -32,14 +32,33 @@ class CoLT5ByteModel(nn.Module):
     ConditionalRoutedTransformerBlocks (every keyword argument but dim, depth and
     max_seq_len goes to each of them), RMSNorm 'norm', to_logits Linear(dim, 256).
     An encoder: CoLT5's routing picks its top-k tokens over the whole sequence,
-    so there is no causal mode (docs/model.md)."""
+    so there is no causal mode (docs/model.md).
+    light_rotary_emb=True (libcolt5's option; the reference has none): each
+    layer's conditional_attn.light_attn is rebuilt as LocalMHA with
+    use_rotary_pos_emb=True, the same arguments and parameter names otherwise.
+    pos_emb_zero_init=True (libcolt5's option): pos_emb starts at zeros."""
 
-    def __init__(self, dim, depth, max_seq_len, **block_kwargs):
+    def __init__(self, dim, depth, max_seq_len, light_rotary_emb=False, pos_emb_zero_init=False, **block_kwargs):
         super().__init__()
         self.max_seq_len = max_seq_len
         self.token_emb = nn.Embedding(MASK_TOKEN + 1, dim)
         self.pos_emb = nn.Embedding(max_seq_len, dim)
+        if pos_emb_zero_init:
+            nn.init.zeros_(self.pos_emb.weight)
         self.layers = nn.ModuleList([ConditionalRoutedTransformerBlock(dim, **block_kwargs) for _ in range(depth)])
+        if light_rotary_emb:
+            from local_attention import LocalMHA
+            for layer in self.layers:
+                attn = layer.conditional_attn
+                if attn.light_attn is None:
+                    continue
+                old = attn.light_attn
+                attn.light_attn = LocalMHA(dim=dim, dim_head=block_kwargs.get('light_dim_head', 64),
+                                           heads=block_kwargs.get('light_heads', 8),
+                                           window_size=block_kwargs.get('light_window_size', 128) // 2,
+                                           prenorm=True, causal=False, use_rotary_pos_emb=True,
+                                           look_backward=1, look_forward=1)
+                attn.light_attn.load_state_dict(old.state_dict(), strict=False)   # its own inv_freq buffer
         self.norm = RMSNorm(dim)
         self.to_logits = nn.Linear(dim, NUM_BYTES)
 

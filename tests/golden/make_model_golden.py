@@ -36,13 +36,13 @@ import make_golden as mg   # float64 default, the routers' tie-break rule and re
 from colt5_torch import CoLT5ByteModel, param_groups, lr_lambda
 
 
-def model_basic(path):
+def model_basic(path, case='model_basic', **over):
     torch.manual_seed(51)
     g = torch.Generator().manual_seed(52)
     ctor = dict(dim=16, depth=2, max_seq_len=40, num_heavy_attn_tokens_q=6, num_heavy_attn_tokens_kv=8,
                 num_heavy_ff_tokens=8, light_dim_head=8, light_heads=2, light_window_size=8, heavy_dim_head=8,
                 heavy_heads=2, light_ff_mult=0.5, heavy_ff_mult=2, router_straight_through=False,
-                router_kwargs=dict(eps=3.0))
+                router_kwargs=dict(eps=3.0), **over)
     # clip_norm well below the gradient norm (about 0.9 here), so the clipping acts; warmup 2 of 10: step 1 at lr / 2
     train = dict(lr=1e-2, lr_min=1e-3, warmup_steps=2, total_steps=10, beta1=0.9, beta2=0.95, eps=1e-8,
                  weight_decay=0.1, clip_norm=0.25, decay_all=False)
@@ -62,7 +62,7 @@ def model_basic(path):
     (loss_sum / count).backward()
     named = list(model.named_parameters())
     with h5py.File(path + '.tmp', 'w') as f:
-        f.attrs['case'] = 'model_basic'
+        f.attrs['case'] = case
         f.attrs['module'] = 'CoLT5ByteModel'
         f.attrs['ctor'] = json.dumps(ctor)
         f.attrs['config'] = json.dumps(dict(model=ctor, train=train))
@@ -119,6 +119,9 @@ def main():
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
     model_basic(os.path.join(a.out, 'model_basic.h5'))
+    # libcolt5's light_rotary_emb (rotary LocalMHA in every layer), angles in float64 as libcolt5's
+    with mg.float64_sinusoidal():
+        model_basic(os.path.join(a.out, 'model_light_rotary.h5'), 'model_light_rotary', light_rotary_emb=True)
 
 
 if __name__ == '__main__':

@@ -11,7 +11,7 @@
 
 static c5_model_config small_model(void)
 {
-  c5_model_config mc;
+  c5_model_config mc = { 0 };
   c5_routed_attn_config a = C5_ROUTED_ATTN_CONFIG_DEFAULT;
   c5_routed_ff_config f = C5_ROUTED_FF_CONFIG_DEFAULT;
   a.dim = f.dim = 48;

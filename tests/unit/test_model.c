@@ -21,7 +21,7 @@ enum { B = 2, N = 16, DIM = 8 };
 
 static c5_model_config tiny(int random_route)
 {
-  c5_model_config mc;
+  c5_model_config mc = { 0 };
   c5_routed_attn_config a = C5_ROUTED_ATTN_CONFIG_DEFAULT;
   c5_routed_ff_config f = C5_ROUTED_FF_CONFIG_DEFAULT;
   a.dim = f.dim = DIM;
@@ -274,6 +274,35 @@ fail:
   return ok;
 }
 
+/* c5_model_set_random_seed: a model told seed 99 routes (and so scores) as one created with seed 99 for both
+   modules, and another seed routes elsewhere. */
+static int check_random_seed(const c5_dist *d)
+{
+  c5_model_config mc = tiny(1), m99 = tiny(1);
+  m99.block.attn.random_seed = m99.block.ff.random_seed = 99;
+  net_t t, u;
+  int32_t tok[B * N], tgt[B * N];
+  double l0, l1, l2;
+  int ok = 0;
+  memset(&u, 0, sizeof u);
+  T_OK(net_make(&t, &mc, d, 5));
+  T_OK(net_make(&u, &m99, d, 5));
+  make_data(13, tok, tgt, NULL);
+  T_OK(c5_model_forward(t.m, d, &t.lay, B, tok, tgt, NULL, t.c, &l0, NULL));
+  T_OK(c5_model_set_random_seed(t.m, 99));
+  T_OK(c5_model_forward(t.m, d, &t.lay, B, tok, tgt, NULL, t.c, &l1, NULL));
+  T_OK(c5_model_forward(u.m, d, &u.lay, B, tok, tgt, NULL, u.c, &l2, NULL));
+  T_CHECK(l1 == l2, "set_random_seed(99): loss %.17g, created with seed 99: %.17g", l1, l2);
+  T_CHECK(l0 != l1, "seeds 17/23 and 99 give the same loss %.17g: the seed changed no route", l0);
+  printf("ok: c5_model_set_random_seed routes as a model created with that seed (loss %.12f; %.12f before)\n",
+         l1, l0);
+  ok = 1;
+fail:
+  net_free(&t);
+  net_free(&u);
+  return ok;
+}
+
 /* Sharded over W against whole on S: loss, count, and the gradients summed over W's ranks. */
 static int check_shard(const char *what, c5_dist *W, c5_dist *S, int random_route, int masked)
 {
@@ -359,6 +388,7 @@ int main(int argc, char **argv)
   if (size == 1) {
     if (!check_loss(S)) goto fail;
     if (!check_threads(S)) goto fail;
+    if (!check_random_seed(S)) goto fail;
     /* thousands of tiny forwards: on one thread, where a loaded machine's thread barriers would dominate
        (the thread count changes no bit: check_threads) */
     int nt = omp_get_max_threads();

@@ -100,9 +100,10 @@ int main(int argc, char **argv)
   at.light_window_size = 8; at.heavy_dim_head = 4; at.heavy_heads = 2; at.router = mod_soft_router();
   ok &= check("routed attn, mask, n % window != 0", &MOD_AT, &at, 2, 14, 8, 1, 3, d);
   at.num_routed_kv = 2; at.multiply_keys_by_score = 1; at.multiply_queries_by_score = 1; at.rotary_emb = 1;
-  at.use_null_q_tokens = 0;
-  ok &= check("routed attn, 2 kv routes, scores on q and k, rotary, no null q", &MOD_AT, &at, 2, 12, 8, 0, 4, d);
-  at.has_light_attn = 0; at.num_routed_kv = 1; at.rotary_emb = 0; at.use_null_q_tokens = 1;
+  at.use_null_q_tokens = 0; at.light_rotary_emb = 1;
+  ok &= check("routed attn, 2 kv routes, scores on q and k, rotary (both branches), no null q", &MOD_AT, &at, 2, 12,
+              8, 0, 4, d);
+  at.has_light_attn = 0; at.num_routed_kv = 1; at.rotary_emb = 0; at.use_null_q_tokens = 1; at.light_rotary_emb = 0;
   ok &= check("routed attn, no light branch, mask", &MOD_AT, &at, 1, 12, 8, 1, 5, d);
 
   c5_block_config bl;
@@ -114,6 +115,8 @@ int main(int argc, char **argv)
   bl.ff = ff;
   bl.ff.dim = 8; bl.ff.num_heavy_tokens = 6; bl.ff.router = mod_soft_router();
   ok &= check("block, mask", &MOD_BL, &bl, 2, 12, 8, 1, 6, d);
+  bl.attn.light_rotary_emb = 1;
+  ok &= check("block, light rotary, mask, n % window != 0", &MOD_BL, &bl, 2, 14, 8, 1, 7, d);
 
   c5_dist_destroy(&d);
   MPI_Finalize();
