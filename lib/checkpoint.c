@@ -103,30 +103,17 @@ static c5_status write_dataset(const writer *w, const char *name, int nd, const 
 
 static c5_status write_attr_long(const writer *w, hid_t obj, const char *name, long v)
 {
-  int64_t x = v;
-  hid_t sp = H5Screate(H5S_SCALAR);
-  hid_t a = H5Acreate2(obj, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
-  herr_t e = a >= 0 ? H5Awrite(a, H5T_NATIVE_INT64, &x) : -1;
-  if (a >= 0) H5Aclose(a);
-  H5Sclose(sp);
   char why[256];
-  C5_CHECK(e >= 0, C5_ERR_IO, "checkpoint %s: writing attribute %s failed (%s)", w->tmp, name, c5_h5_reason(why));
+  C5_CHECK(c5_h5_write_attr_long(obj, name, v) >= 0, C5_ERR_IO, "checkpoint %s: writing attribute %s failed (%s)", w->tmp, name,
+           c5_h5_reason(why));
   return C5_OK;
 }
 
 static c5_status write_attr_string(const writer *w, hid_t obj, const char *name, const char *v)
 {
-  hid_t t = H5Tcopy(H5T_C_S1);
-  H5Tset_size(t, strlen(v) + 1);
-  H5Tset_cset(t, H5T_CSET_UTF8);
-  hid_t sp = H5Screate(H5S_SCALAR);
-  hid_t a = H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
-  herr_t e = a >= 0 ? H5Awrite(a, t, v) : -1;
-  if (a >= 0) H5Aclose(a);
-  H5Sclose(sp);
-  H5Tclose(t);
   char why[256];
-  C5_CHECK(e >= 0, C5_ERR_IO, "checkpoint %s: writing attribute %s failed (%s)", w->tmp, name, c5_h5_reason(why));
+  C5_CHECK(c5_h5_write_attr_string(obj, name, v) >= 0, C5_ERR_IO, "checkpoint %s: writing attribute %s failed (%s)", w->tmp, name,
+           c5_h5_reason(why));
   return C5_OK;
 }
 

@@ -575,3 +575,28 @@ c5_status c5_h5_publish(const char *what, const char *tmp, const char *path)
   C5_CHECK(e == 0, C5_ERR_IO, "%s %s: cannot sync its directory %s (%s)", what, path, dir, strerror(errno));
   return C5_OK;
 }
+
+herr_t c5_h5_write_attr_long(hid_t obj, const char *name, long v)
+{
+  int64_t x = v;
+  hid_t sp = H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(obj, name, H5T_STD_I64LE, sp, H5P_DEFAULT, H5P_DEFAULT);
+  herr_t e = a >= 0 ? H5Awrite(a, H5T_NATIVE_INT64, &x) : -1;
+  if (a >= 0) H5Aclose(a);
+  H5Sclose(sp);
+  return e;
+}
+
+herr_t c5_h5_write_attr_string(hid_t obj, const char *name, const char *v)
+{
+  hid_t t = H5Tcopy(H5T_C_S1);
+  H5Tset_size(t, strlen(v) + 1);
+  H5Tset_cset(t, H5T_CSET_UTF8);
+  hid_t sp = H5Screate(H5S_SCALAR);
+  hid_t a = H5Acreate2(obj, name, t, sp, H5P_DEFAULT, H5P_DEFAULT);
+  herr_t e = a >= 0 ? H5Awrite(a, t, v) : -1;
+  if (a >= 0) H5Aclose(a);
+  H5Sclose(sp);
+  H5Tclose(t);
+  return e;
+}

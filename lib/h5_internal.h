@@ -21,6 +21,10 @@ c5_status c5_h5_dxpl_collective(hid_t *dxpl);
    crash path holds the old file or the whole new one. what names the file's kind in messages. Not
    collective (one rank renames). */
 c5_status c5_h5_publish(const char *what, const char *tmp, const char *path);
+/* A scalar attribute name on obj: an int64, or a UTF-8 string. Return HDF5's status (< 0: failed;
+   c5_h5_reason then says why) so that each file kind words its own message. */
+herr_t c5_h5_write_attr_long(hid_t obj, const char *name, long v);
+herr_t c5_h5_write_attr_string(hid_t obj, const char *name, const char *v);
 /* "[a,b,c]" */
 void c5_h5_shape_str(char *buf, size_t len, int nd, const long *dims);
 #endif
