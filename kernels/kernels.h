@@ -461,6 +461,15 @@ typedef struct c5k_ops {
      (relative to off[r], plus offset) ascending at pos + r cap, their number in count[r]. */
   c5_status (*topk_select_dev)(c5k_ctx *, const c5k_rows *R, const c5_real *v, const uint8_t *mask, long k,
                                long cap, long offset, long *count, long *pos);
+  /* ---- device-resident block orchestration (cuda-lib: lib/router.c, lib/routed_ff.c, lib/routed_attn.c,
+     lib/kv_exchange.c, lib/attn_local.c) ---- */
+  /* Index arithmetic on index arrays, so that lib/ never reads routed indices on the host to plan the
+     heavy rows: for r < rows, j < n,
+       dst[r ldd + j] = (src ? src[r lds + j] : j) + add + ((r / div) % mod) step   (mod 0: no modulus; div >= 1).
+     The router's local positions from its per-block selections, the heavy rows of routed tokens
+     (b n_local + token), their global positions, and iotas (src NULL). dst may be src (lds = ldd). */
+  c5_status (*index_rows)(c5k_ctx *, long rows, long n, const long *src, long lds, long add, long div, long mod,
+                          long step, long *dst, long ldd);
 } c5k_ops;
 
 /* init_fill's kinds */

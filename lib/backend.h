@@ -24,4 +24,13 @@ static inline c5k_ctx c5_backend_ctx(const c5_backend *be, double *work, long wo
 /* An op this backend lacks is refused by name: never a silent fallback to another device. */
 #define C5_NEED_OP(be, op) C5_CHECK((be)->ops->op != NULL, C5_ERR_NOTIMPL, \
     "%s backend: kernel op %s is not implemented on this device yet", (be)->ops->name, #op)
+
+/* Whether be computes on host memory (the CPU): lib/ may then read tensors directly where a device
+   backend needs an op or an explicit copy (the P > 1 paths, which a device backend refuses). */
+static inline int c5_backend_is_host(const c5_backend *be) { return be->dev == NULL; }
+
+/* count elements of size bytes on be, zeroed (calloc on the CPU). *ptr NULL for count 0 on the CPU's
+   terms (calloc of at least one byte: a distinct valid pointer). Free with c5_backend_free. */
+c5_status c5_backend_calloc(const c5_backend *be, size_t count, size_t size, void **ptr);
+#define C5_BE_NEW(be, p, n) c5_backend_calloc((be), (size_t)(n), sizeof *(p), (void **)&(p))
 #endif

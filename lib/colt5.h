@@ -235,7 +235,9 @@ const c5_router_config *c5_router_get_config(const c5_router *r);
 /* What one forward routed. A "row" is one (batch, route) pair; rows are
    b-major: row = b * r + route. For every row exactly k tokens are selected
    globally (k = num_tokens, or blocks * ceil(num_tokens / blocks) with
-   route_block_size); this rank holds count[row] of them. */
+   route_block_size); this rank holds count[row] of them. count and start
+   are host memory; idx and score live on the router's backend (device
+   memory on a GPU: read them with c5_backend_memcpy). */
 typedef struct {
   int routed;        /* 0: n <= num_tokens, nothing routed, every score is 1 */
   long rows;         /* batch * num_routing_tokens */

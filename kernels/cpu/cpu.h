@@ -114,4 +114,6 @@ c5_status c5k_embedding_backward_cpu(c5k_ctx *, long, long, long, int, const int
 c5_status c5k_xent_forward_cpu(c5k_ctx *, long, int, const c5_real *, const int32_t *, double *, double *, long *);
 c5_status c5k_xent_backward_cpu(c5k_ctx *, long, int, const c5_real *, const int32_t *, const double *, double,
                                 c5_real *);
+/* device-resident block orchestration (cuda-lib) */
+c5_status c5k_index_rows_cpu(c5k_ctx *, long, long, const long *, long, long, long, long, long, long *, long);
 #endif

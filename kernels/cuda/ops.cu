@@ -15,6 +15,8 @@ c5_status c5k_cd_backward_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, con
                                const c5_real *, const c5_real *, c5_real *);
 c5_status c5k_topk_select_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *, long, long, long, long *,
                                long *);
+/* device-resident block orchestration (cuda-lib) */
+c5_status c5k_index_rows_cuda(c5k_ctx *, long, long, const long *, long, long, long, long, long, long *, long);
 }
 
 static c5k_ops cuda_ops(void)
@@ -27,6 +29,8 @@ static c5k_ops cuda_ops(void)
   o.cd_forward_dev = c5k_cd_forward_cuda;
   o.cd_backward_dev = c5k_cd_backward_cuda;
   o.topk_select_dev = c5k_topk_select_cuda;
+  /* device-resident block orchestration (cuda-lib) */
+  o.index_rows = c5k_index_rows_cuda;
   return o;
 }
 
