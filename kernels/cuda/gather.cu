@@ -51,14 +51,19 @@ __global__ void scatter_rows_distinct(long n, long dim, const long *idx, const c
   C5K_GRID_LOOP(i, n * dim) scatter_one(i / dim, i % dim, dim, idx, src, scale, sub, accumulate, dst);
 }
 
-/* equal indices possible: one thread per column walks e in order, so the
-   entries of one destination row land in e order (the CPU's last write,
-   its sum order) */
-__global__ void scatter_rows_ordered(long n, long dim, const long *idx, const c5_real *src, const c5_real *scale,
-                                     const c5_real *sub, int accumulate, c5_real *dst)
+/* equal indices possible: the destination rows are dealt to `parts`
+   classes (row % parts); one thread per (class, column) walks e in order and
+   applies the entries of its class, so the entries of one destination row
+   land in e order (the CPU's last write, its sum order) while different rows
+   proceed in parallel. */
+__global__ void scatter_rows_ordered(long n, long dim, long parts, const long *idx, const c5_real *src,
+                                     const c5_real *scale, const c5_real *sub, int accumulate, c5_real *dst)
 {
-  C5K_GRID_LOOP(k, dim)
-    for (long e = 0; e < n; e++) scatter_one(e, k, dim, idx, src, scale, sub, accumulate, dst);
+  C5K_GRID_LOOP(u, parts * dim) {
+    const long part = u / dim, k = u % dim;
+    for (long e = 0; e < n; e++)
+      if (idx[e] >= 0 && idx[e] % parts == part) scatter_one(e, k, dim, idx, src, scale, sub, accumulate, dst);
+  }
 }
 
 extern "C" c5_status c5k_scatter_rows_cuda(c5k_ctx *ctx, long n, long dim, const long *idx, const c5_real *src,
@@ -72,9 +77,14 @@ extern "C" c5_status c5k_scatter_rows_cuda(c5k_ctx *ctx, long n, long dim, const
   if (distinct)
     scatter_rows_distinct<<<c5k_cuda_blocks(dev, n * dim), C5K_THREADS, 0, dev->stream>>>(n, dim, idx, src, scale, sub,
                                                                                           accumulate, dst);
-  else
-    scatter_rows_ordered<<<c5k_cuda_blocks(dev, dim), C5K_THREADS, 0, dev->stream>>>(n, dim, idx, src, scale, sub,
-                                                                                    accumulate, dst);
+  else {
+    /* enough (class, column) threads to fill the device; each still reads all n indices */
+    long parts = 1024L * (dev->sms > 0 ? dev->sms : 1) / dim;
+    parts = parts < 1 ? 1 : parts > n ? n : parts;
+    scatter_rows_ordered<<<c5k_cuda_blocks(dev, parts * dim), C5K_THREADS, 0, dev->stream>>>(n, dim, parts, idx, src,
+                                                                                            scale, sub, accumulate,
+                                                                                            dst);
+  }
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }

@@ -277,8 +277,8 @@ static int gathers(c5_backend *gpu)
     }
   /* scatter_rows: distinct (a permutation with padding) and repeated indices, set and added,
      with and without scale and sub */
-  long sr[][2] = { { 1, 1 }, { 257, 65 }, { 3000, 128 }, { 500, 1 } };
-  for (int c = 0; c < 4; c++)
+  long sr[][2] = { { 1, 1 }, { 257, 65 }, { 3000, 128 }, { 500, 1 }, { 8192, 512 } };
+  for (int c = 0; c < 5; c++)
     for (int v = 0; v < 8; v++) {
       int dist = v & 1, acc = (v >> 1) & 1, extra = (v >> 2) & 1;
       long n = sr[c][0], dim = sr[c][1], m = dist ? n + 5 : n / 3 + 1;
