@@ -17,6 +17,35 @@ c5_status c5k_topk_select_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, con
                                long *);
 /* device-resident block orchestration (cuda-lib) */
 c5_status c5k_index_rows_cuda(c5k_ctx *, long, long, const long *, long, long, long, long, long, long *, long);
+/* ---- cuda-gather: moves, gathers, masks, router fills, cosine routing, rotary ---- */
+c5_status c5k_copy2d_cuda(c5k_ctx *, void *, long, const void *, long, long, long);
+c5_status c5k_memset2d_cuda(c5k_ctx *, void *, long, int, long, long);
+c5_status c5k_add2d_cuda(c5k_ctx *, long, long, const c5_real *, long, c5_real *, long);
+c5_status c5k_fill_rows_cuda(c5k_ctx *, long, long, const c5_real *, int, c5_real *, long);
+c5_status c5k_gather_rows_cuda(c5k_ctx *, long, long, const long *, const c5_real *, const c5_real *, long, c5_real *);
+c5_status c5k_scatter_rows_cuda(c5k_ctx *, long, long, const long *, const c5_real *, const c5_real *, const c5_real *,
+                                int, int, c5_real *);
+c5_status c5k_gather_scale_dot_cuda(c5k_ctx *, long, long, const long *, const c5_real *, const c5_real *,
+                                    const c5_real *, c5_real *, c5_real *);
+c5_status c5k_acc_rows_cuda(c5k_ctx *, long, long, const long *, const c5_real *, int, double *);
+c5_status c5k_gather2d_cuda(c5k_ctx *, long, const long *, const void *, long, long, void *, long);
+c5_status c5k_mask_before_cuda(c5k_ctx *, long, long, const long *, const long *, uint8_t *);
+c5_status c5k_row_dot_cuda(c5k_ctx *, long, long, const long *, const c5_real *, const c5_real *, c5_real *);
+c5_status c5k_route_gather_scores_cuda(c5k_ctx *, long, long, const long *, const long *, const long *,
+                                       const c5_real *, const uint8_t *, int, c5_real *, c5_real *);
+c5_status c5k_route_scatter_dscores_cuda(c5k_ctx *, long, long, const long *, const long *, const long *,
+                                         const uint8_t *, const c5_real *, c5_real *);
+c5_status c5k_broadcast_mask_cuda(c5k_ctx *, long, int, long, const uint8_t *, uint8_t *);
+c5_status c5k_normal_fill_cuda(c5k_ctx *, long, long, long, uint64_t, c5_real *);
+c5_status c5k_cosine_route_forward_cuda(c5k_ctx *, long, int, long, int, const c5_real *, const c5_real *, double,
+                                        c5_real *, double *, double *);
+c5_status c5k_cosine_route_backward_cuda(c5k_ctx *, long, int, long, int, const c5_real *, const c5_real *,
+                                         const double *, const double *, double, c5_real *, c5_real *);
+c5_status c5k_cosine_route_backward_w_cuda(c5k_ctx *, int, int, const c5_real *, const double *, double *);
+c5_status c5k_rotary_table_cuda(c5k_ctx *, long, const long *, int, double *, double *);
+c5_status c5k_rotary_cuda(c5k_ctx *, long, int, int, c5_real *, long, long, const double *, const double *);
+c5_status c5k_rotary_transpose_cuda(c5k_ctx *, long, int, int, c5_real *, long, long, const double *, const double *);
+/* ---- end cuda-gather ---- */
 }
 
 static c5k_ops cuda_ops(void)
@@ -31,6 +60,29 @@ static c5k_ops cuda_ops(void)
   o.topk_select_dev = c5k_topk_select_cuda;
   /* device-resident block orchestration (cuda-lib) */
   o.index_rows = c5k_index_rows_cuda;
+  /* ---- cuda-gather ---- */
+  o.copy2d = c5k_copy2d_cuda;
+  o.memset2d = c5k_memset2d_cuda;
+  o.add2d = c5k_add2d_cuda;
+  o.fill_rows = c5k_fill_rows_cuda;
+  o.gather_rows = c5k_gather_rows_cuda;
+  o.scatter_rows = c5k_scatter_rows_cuda;
+  o.gather_scale_dot = c5k_gather_scale_dot_cuda;
+  o.acc_rows = c5k_acc_rows_cuda;
+  o.gather2d = c5k_gather2d_cuda;
+  o.mask_before = c5k_mask_before_cuda;
+  o.row_dot = c5k_row_dot_cuda;
+  o.route_gather_scores = c5k_route_gather_scores_cuda;
+  o.route_scatter_dscores = c5k_route_scatter_dscores_cuda;
+  o.broadcast_mask = c5k_broadcast_mask_cuda;
+  o.normal_fill = c5k_normal_fill_cuda;
+  o.cosine_route_forward = c5k_cosine_route_forward_cuda;
+  o.cosine_route_backward = c5k_cosine_route_backward_cuda;
+  o.cosine_route_backward_w = c5k_cosine_route_backward_w_cuda;
+  o.rotary_table = c5k_rotary_table_cuda;
+  o.rotary = c5k_rotary_cuda;
+  o.rotary_transpose = c5k_rotary_transpose_cuda;
+  /* ---- end cuda-gather ---- */
   return o;
 }
 
