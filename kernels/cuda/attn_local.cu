@@ -2,20 +2,23 @@
    GPU, flash style: scores live in shared memory one [32 x 32] tile at a
    time, never as an n x (L w) matrix in device memory.
 
-   Forward: one block per (query tile of <= 32 rows of one query window, h,
-   b); two sweeps over the window's real keys in tiles of 32: the first
-   finds each row's masked max (and whether any slot is unmasked), the
-   second forms exp(s - max) as the CPU does (working precision, row sum in
-   double) and accumulates (exp) V, scaled by 1 / sum at the end. The row
-   stats are the CPU's (kernels/cpu/attn_local.c).
+   Tiles are LA_TILE consecutive tokens of the sequence, across window
+   boundaries (windows of 2 or 8 tokens share a block; each row keeps its
+   own window's slots, ranges and uniform weights), and a tile's key sweep
+   covers the union of its rows' windows.
+   Forward: one block per (query tile, h, b); two sweeps over the keys in
+   tiles of 32: the first finds each row's masked max (and whether any slot
+   is unmasked), the second forms exp(s - max) as the CPU does (working
+   precision, row sum in double) and accumulates (exp) V, scaled by 1 / sum
+   at the end. The row stats are the CPU's (kernels/cpu/attn_local.c).
    Backward, without atomics:
      query-centric (dq): per query tile, a sweep over the keys forms
        D = sum_p P_p dP_p in double (saved for the key pass), a second
        forms dS = P (dP - D) and dq = scale dS K;
-     key-centric (dk, dv): per key tile of one key window, the query
-       windows that see it (j - lf .. j + lb) in ascending order, each in
-       query tiles, recompute P and dS and accumulate dv = P^T dout, dk =
-       scale dS^T q in registers: every sum has one fixed order.
+     key-centric (dk, dv): per key tile, the queries of the windows that
+       may see it (j_first - lf .. j_last + lb) in ascending tiles,
+       recompute P and dS and accumulate dv = P^T dout, dk = scale dS^T q
+       in registers: every sum has one fixed order.
    Thread layout (256 threads): row r = tid / 8 of the tile, and the eight
    threads of a row own the columns lane8 + 8 j (score columns j < 4,
    head columns j < 16: dim_head <= 128); a row's reductions are butterfly
@@ -93,11 +96,24 @@ static __device__ __forceinline__ void la_load(T *tile, const T *x, long ld, lon
   }
 }
 
-template <typename T> static __device__ __forceinline__ T la_dot(const T *x, const T *y, int dh)
+/* The LA_SC dots of row x with rows lane8 + LA_LANES j of tile Y (stride
+   ldt), each summed over d in order: x[d] is loaded once for all of them. */
+template <typename T>
+static __device__ __forceinline__ void la_dots(const T *x, const T *Y, int ldt, int l8, int dh, T out[LA_SC])
 {
-  T s = 0;
-  for (int d = 0; d < dh; d++) s += x[d] * y[d];
-  return s;
+  for (int j = 0; j < LA_SC; j++) out[j] = 0;
+  for (int d = 0; d < dh; d++) {
+    const T xd = x[d];
+    for (int j = 0; j < LA_SC; j++) out[j] += xd * Y[(l8 + LA_LANES * j) * ldt + d];
+  }
+}
+
+/* The real keys [kb, ke) that queries t0 .. t1-1 see together: the union of
+   their windows' ranges (a tile may span several small windows). */
+static __device__ __forceinline__ void la_keys_of(const la_shape &a, long t0, long t1, long *kb, long *ke)
+{
+  *kb = la_geom(a, t0 / a.w).kb;
+  *ke = la_geom(a, (t1 - 1) / a.w).ke;
 }
 
 static __device__ __forceinline__ double la_max8(double x)
@@ -117,8 +133,11 @@ static __device__ __forceinline__ long la_lsum8(long x)
 }
 
 /* Exponentials in the working precision, as the CPU's c5k_vexp. */
-template <typename T> static __device__ __forceinline__ T la_exp(T x) { return exp(x); }
-template <> __device__ __forceinline__ float la_exp<float>(float x) { return expf(x); }
+template <typename T> static __device__ __forceinline__ T la_exp(T x)
+{
+  if constexpr (sizeof(T) == sizeof(float)) return expf(x);
+  else return exp(x);
+}
 
 /* P of one unmasked slot from the row stats, as the CPU's row_probs rounds it. */
 template <typename T> static __device__ __forceinline__ T la_prob(T s, double mx, double inv)
@@ -127,7 +146,8 @@ template <typename T> static __device__ __forceinline__ T la_prob(T s, double mx
   return (T)(e * inv);
 }
 
-/* Blocks: x = query window i times its query tiles, y = head, z = batch. */
+/* Blocks: x = query tile (rows x LA_TILE .. of the sequence, across window
+   boundaries: each row keeps its own window's slots), y = head, z = batch. */
 template <typename T>
 __global__ void __launch_bounds__(LA_THREADS) la_forward(la_shape a, const T *q, const T *k, const T *v,
                                                          const uint8_t *mask, T *o, double *rmax, double *rinv,
@@ -135,32 +155,33 @@ __global__ void __launch_bounds__(LA_THREADS) la_forward(la_shape a, const T *q,
 {
   extern __shared__ double la_smem[];
   const int dh = a.dh, ldt = dh + 1, tid = threadIdx.x, r = tid / LA_LANES, l8 = tid % LA_LANES;
-  const long ntq = (a.w + LA_TILE - 1) / LA_TILE, i = blockIdx.x / ntq, q0 = blockIdx.x % ntq * LA_TILE;
   const int h = blockIdx.y;
-  const long b = blockIdx.z, row0 = b * a.n;
-  const la_win g = la_geom(a, i);
-  if (q0 >= g.m) return;
+  const long b = blockIdx.z, row0 = b * a.n, q0 = (long)blockIdx.x * LA_TILE;
+  const long mq = a.n - q0 < LA_TILE ? a.n - q0 : LA_TILE, t = q0 + r;
   T *Qs = (T *)la_smem, *Ks = Qs + LA_TILE * ldt, *Vs = Ks + LA_TILE * ldt, *Ss = Vs + LA_TILE * ldt;
-  const long mq = g.m - q0 < LA_TILE ? g.m - q0 : LA_TILE, t = g.t0 + q0 + r;
   const bool live = r < mq;
   const uint8_t *mk = mask ? mask + row0 : NULL;
+  const la_win g = la_geom(a, (live ? t : q0) / a.w);
   const la_row rg = la_range(a, g, t, mask != NULL);
   const T scale = (T)a.scale;
-  la_load(Qs, q + (row0 + g.t0 + q0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, mq, dh);
+  long kb, ke;
+  la_keys_of(a, q0, q0 + mq, &kb, &ke);
+  la_load(Qs, q + (row0 + q0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, mq, dh);
 
   /* sweep 1: the row's max over its unmasked slots (pad keys: 0) */
   double mx = live && rg.nzero > 0 ? 0.0 : -INFINITY;
   long cnt = l8 == 0 && live ? rg.nzero : 0;
-  for (long k0 = g.kb; k0 < g.ke; k0 += LA_TILE) {
-    const long nk = g.ke - k0 < LA_TILE ? g.ke - k0 : LA_TILE;
+  for (long k0 = kb; k0 < ke; k0 += LA_TILE) {
+    const long nk = ke - k0 < LA_TILE ? ke - k0 : LA_TILE;
     __syncthreads();
     la_load(Ks, k + (row0 + k0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, nk, dh);
     __syncthreads();
+    T s[LA_SC];
+    la_dots(Qs + r * ldt, Ks, ldt, l8, dh, s);
     for (int j = 0; j < LA_SC; j++) {
       const int c = l8 + LA_LANES * j;
       if (live && c < nk && la_keep(rg, mk, k0 + c)) {
-        T s = scale * la_dot(Qs + r * ldt, Ks + c * ldt, dh);
-        mx = fmax(mx, (double)s);
+        mx = fmax(mx, (double)(scale * s[j]));
         cnt++;
       }
     }
@@ -174,19 +195,22 @@ __global__ void __launch_bounds__(LA_THREADS) la_forward(la_shape a, const T *q,
   T acc[LA_HC];
   for (int j = 0; j < LA_HC; j++) acc[j] = 0;
   double sum = 0;
-  for (long k0 = g.kb; k0 < g.ke; k0 += LA_TILE) {
-    const long nk = g.ke - k0 < LA_TILE ? g.ke - k0 : LA_TILE;
+  for (long k0 = kb; k0 < ke; k0 += LA_TILE) {
+    const long nk = ke - k0 < LA_TILE ? ke - k0 : LA_TILE;
     __syncthreads();
     la_load(Ks, k + (row0 + k0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, nk, dh);
     la_load(Vs, v + (row0 + k0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, nk, dh);
     __syncthreads();
+    T s[LA_SC];
+    la_dots(Qs + r * ldt, Ks, ldt, l8, dh, s);
     for (int j = 0; j < LA_SC; j++) {
       const int c = l8 + LA_LANES * j;
+      const long p = k0 + c;
       T e = 0;
       if (live && c < nk) {
-        if (u) e = puni;
-        else if (la_keep(rg, mk, k0 + c)) {
-          e = la_exp((T)(scale * la_dot(Qs + r * ldt, Ks + c * ldt, dh) - mx));
+        if (u) e = p >= g.kb && p < g.ke ? puni : (T)0;   /* every real key of the row's window */
+        else if (la_keep(rg, mk, p)) {
+          e = la_exp((T)(scale * s[j] - mx));
           sum += e;
         }
       }
@@ -230,42 +254,44 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_q(la_shape a, const T 
 {
   extern __shared__ double la_smem[];
   const int dh = a.dh, ldt = dh + 1, tid = threadIdx.x, r = tid / LA_LANES, l8 = tid % LA_LANES;
-  const long ntq = (a.w + LA_TILE - 1) / LA_TILE, i = blockIdx.x / ntq, q0 = blockIdx.x % ntq * LA_TILE;
   const int h = blockIdx.y;
-  const long b = blockIdx.z, row0 = b * a.n;
-  const la_win g = la_geom(a, i);
-  if (q0 >= g.m) return;
+  const long b = blockIdx.z, row0 = b * a.n, q0 = (long)blockIdx.x * LA_TILE;
+  const long mq = a.n - q0 < LA_TILE ? a.n - q0 : LA_TILE, t = q0 + r;
   T *Qs = (T *)la_smem, *Os = Qs + LA_TILE * ldt, *Ks = Os + LA_TILE * ldt, *Vs = Ks + LA_TILE * ldt;
   T *Ss = Vs + LA_TILE * ldt;
-  const long mq = g.m - q0 < LA_TILE ? g.m - q0 : LA_TILE, t = g.t0 + q0 + r;
   const bool live = r < mq;
   const uint8_t *mk = mask ? mask + row0 : NULL;
+  const la_win g = la_geom(a, (live ? t : q0) / a.w);
   const la_row rg = la_range(a, g, t, mask != NULL);
   const long st = ((long)b * a.H + h) * a.n + t;
   const double mx = live ? rmax[st] : 0.0, inv = live ? rinv[st] : 0.0;
   const bool act = live ? !uni[st] : false;   /* uniform rows: constant scores, no gradient */
   const T scale = (T)a.scale;
-  la_load(Qs, q + (row0 + g.t0 + q0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, mq, dh);
-  la_load(Os, dout + (row0 + g.t0 + q0) * a.ldo + (long)h * dh, a.ldo, 0, mq, dh);
+  long kb, ke;
+  la_keys_of(a, q0, q0 + mq, &kb, &ke);
+  la_load(Qs, q + (row0 + q0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, mq, dh);
+  la_load(Os, dout + (row0 + q0) * a.ldo + (long)h * dh, a.ldo, 0, mq, dh);
 
   double D = 0;
   for (int pass = 0; pass < 2; pass++) {   /* 0: D = sum P dP; 1: dS, dq */
     T acc[LA_HC];
     for (int j = 0; j < LA_HC; j++) acc[j] = 0;
-    for (long k0 = g.kb; k0 < g.ke; k0 += LA_TILE) {
-      const long nk = g.ke - k0 < LA_TILE ? g.ke - k0 : LA_TILE;
+    for (long k0 = kb; k0 < ke; k0 += LA_TILE) {
+      const long nk = ke - k0 < LA_TILE ? ke - k0 : LA_TILE;
       __syncthreads();
       la_load(Ks, k + (row0 + k0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, nk, dh);
       la_load(Vs, v + (row0 + k0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, nk, dh);
       __syncthreads();
+      T s[LA_SC], dp[LA_SC];
+      la_dots(Qs + r * ldt, Ks, ldt, l8, dh, s);
+      la_dots(Os + r * ldt, Vs, ldt, l8, dh, dp);
       for (int j = 0; j < LA_SC; j++) {
         const int c = l8 + LA_LANES * j;
         T ds = 0;
         if (act && c < nk && la_keep(rg, mk, k0 + c)) {
-          const T p = la_prob(scale * la_dot(Qs + r * ldt, Ks + c * ldt, dh), mx, inv);
-          const T dp = la_dot(Os + r * ldt, Vs + c * ldt, dh);
-          if (pass == 0) D += (double)p * dp;
-          else ds = (T)(p * ((double)dp - D));
+          const T p = la_prob(scale * s[j], mx, inv);
+          if (pass == 0) D += (double)p * dp[j];
+          else ds = (T)(p * ((double)dp[j] - D));
         }
         Ss[r * (LA_TILE + 1) + c] = ds;
       }
@@ -292,9 +318,9 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_q(la_shape a, const T 
   }
 }
 
-/* Key-centric backward: dk, dv of one key tile of key window j from the query
-   windows j - lf .. j + lb in order. Blocks: x = key window j times its key
-   tiles, y = head, z = batch. */
+/* Key-centric backward: dk, dv of one key tile (rows y LA_TILE .. of the
+   sequence) from every query that may see it, the queries of windows
+   j_first - lf .. j_last + lb, in ascending order. Blocks as the forward's. */
 template <typename T>
 __global__ void __launch_bounds__(LA_THREADS) la_backward_kv(la_shape a, const T *q, const T *k, const T *v,
                                                              const uint8_t *mask, const double *rmax,
@@ -303,18 +329,15 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_kv(la_shape a, const T
 {
   extern __shared__ double la_smem[];
   const int dh = a.dh, ldt = dh + 1, tid = threadIdx.x, r = tid / LA_LANES, l8 = tid % LA_LANES;
-  const long ntk = (a.w + LA_TILE - 1) / LA_TILE, jw = blockIdx.x / ntk, p0 = jw * a.w + blockIdx.x % ntk * LA_TILE;
   const int h = blockIdx.y;
-  const long b = blockIdx.z, row0 = b * a.n;
-  const long wend = (jw + 1) * a.w < a.n ? (jw + 1) * a.w : a.n;
-  if (p0 >= wend) return;
-  /* per-query stats of the current query tile */
+  const long b = blockIdx.z, row0 = b * a.n, p0 = (long)blockIdx.x * LA_TILE;
+  /* per-query stats and ranges of the current query tile */
   double *Smx = la_smem, *Sinv = Smx + LA_TILE, *SD = Sinv + LA_TILE;
-  long *Slo = (long *)(SD + LA_TILE), *Srhi = Slo + LA_TILE;
-  int *Suni = (int *)(Srhi + LA_TILE);
+  long *Slo = (long *)(SD + LA_TILE), *Srhi = Slo + LA_TILE, *Skb = Srhi + LA_TILE, *Ske = Skb + LA_TILE;
+  int *Suni = (int *)(Ske + LA_TILE);
   T *Ks = (T *)(Suni + 2 * LA_TILE), *Vs = Ks + LA_TILE * ldt, *Qs = Vs + LA_TILE * ldt, *Os = Qs + LA_TILE * ldt;
   T *Ps = Os + LA_TILE * ldt, *Ds = Ps + LA_TILE * (LA_TILE + 1);
-  const long mk_rows = wend - p0 < LA_TILE ? wend - p0 : LA_TILE, p = p0 + r;
+  const long mk_rows = a.n - p0 < LA_TILE ? a.n - p0 : LA_TILE, p = p0 + r;
   const bool live = r < mk_rows;
   const uint8_t *mk = mask ? mask + row0 : NULL;
   const T scale = (T)a.scale, puni = (T)(1.0 / (double)a.lw);
@@ -322,54 +345,58 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_kv(la_shape a, const T
   la_load(Vs, v + (row0 + p0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, mk_rows, dh);
   T gk[LA_HC], gv[LA_HC];
   for (int j = 0; j < LA_HC; j++) gk[j] = gv[j] = 0;
-  const long i0 = jw - a.lf > 0 ? jw - a.lf : 0, i1 = jw + a.lb < a.W - 1 ? jw + a.lb : a.W - 1;
-  for (long i = i0; i <= i1; i++) {
-    const la_win g = la_geom(a, i);
-    for (long q0 = 0; q0 < g.m; q0 += LA_TILE) {
-      const long mq = g.m - q0 < LA_TILE ? g.m - q0 : LA_TILE;
-      __syncthreads();
-      la_load(Qs, q + (row0 + g.t0 + q0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, mq, dh);
-      la_load(Os, dout + (row0 + g.t0 + q0) * a.ldo + (long)h * dh, a.ldo, 0, mq, dh);
-      if (tid < LA_TILE) {
-        const long t = g.t0 + q0 + tid, st = ((long)b * a.H + h) * a.n + t;
-        if (tid < mq) {
-          const la_row rg = la_range(a, g, t, mask != NULL);
-          Smx[tid] = rmax[st];
-          Sinv[tid] = rinv[st];
-          SD[tid] = dd[st];
-          Slo[tid] = rg.lo;
-          Srhi[tid] = rg.rhi;
-          Suni[tid] = uni[st];
-        } else {   /* no query: every slot weight 0 */
-          Smx[tid] = Sinv[tid] = SD[tid] = 0;
-          Slo[tid] = Srhi[tid] = 0;
-          Suni[tid] = 0;
+  const long j0 = p0 / a.w, j1 = (p0 + mk_rows - 1) / a.w;
+  const long i0 = j0 - a.lf > 0 ? j0 - a.lf : 0, i1 = j1 + a.lb < a.W - 1 ? j1 + a.lb : a.W - 1;
+  const long tq1 = (i1 + 1) * a.w < a.n ? (i1 + 1) * a.w : a.n;
+  for (long q0 = i0 * a.w; q0 < tq1; q0 += LA_TILE) {
+    const long mq = tq1 - q0 < LA_TILE ? tq1 - q0 : LA_TILE;
+    __syncthreads();
+    la_load(Qs, q + (row0 + q0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, mq, dh);
+    la_load(Os, dout + (row0 + q0) * a.ldo + (long)h * dh, a.ldo, 0, mq, dh);
+    if (tid < LA_TILE) {
+      const long t = q0 + tid, st = ((long)b * a.H + h) * a.n + t;
+      if (tid < mq) {
+        const la_win g = la_geom(a, t / a.w);
+        const la_row rg = la_range(a, g, t, mask != NULL);
+        Smx[tid] = rmax[st];
+        Sinv[tid] = rinv[st];
+        SD[tid] = dd[st];
+        Slo[tid] = rg.lo;
+        Srhi[tid] = rg.rhi;
+        Skb[tid] = g.kb;
+        Ske[tid] = g.ke;
+        Suni[tid] = uni[st];
+      } else {   /* no query: every slot weight 0 */
+        Smx[tid] = Sinv[tid] = SD[tid] = 0;
+        Slo[tid] = Srhi[tid] = Skb[tid] = Ske[tid] = 0;
+        Suni[tid] = 0;
+      }
+    }
+    __syncthreads();
+    T s[LA_SC], dp[LA_SC];
+    la_dots(Ks + r * ldt, Qs, ldt, l8, dh, s);
+    la_dots(Vs + r * ldt, Os, ldt, l8, dh, dp);
+    for (int j = 0; j < LA_SC; j++) {
+      const int c = l8 + LA_LANES * j;
+      T pr = 0, ds = 0;
+      if (live && c < mq) {
+        if (Suni[c]) pr = p >= Skb[c] && p < Ske[c] ? puni : (T)0;
+        else if (p >= Slo[c] && p < Srhi[c] && (!mk || mk[p])) {
+          pr = la_prob(scale * s[j], Smx[c], Sinv[c]);
+          ds = (T)(pr * ((double)dp[j] - SD[c]));
         }
       }
-      __syncthreads();
-      for (int j = 0; j < LA_SC; j++) {
-        const int c = l8 + LA_LANES * j;
-        T pr = 0, ds = 0;
-        if (live && c < mq) {
-          if (Suni[c]) pr = puni;
-          else if (p >= Slo[c] && p < Srhi[c] && (!mk || mk[p])) {
-            pr = la_prob(scale * la_dot(Ks + r * ldt, Qs + c * ldt, dh), Smx[c], Sinv[c]);
-            const T dp = la_dot(Os + c * ldt, Vs + r * ldt, dh);
-            ds = (T)(pr * ((double)dp - SD[c]));
-          }
-        }
-        Ps[r * (LA_TILE + 1) + c] = pr;
-        Ds[r * (LA_TILE + 1) + c] = ds;
-      }
-      __syncthreads();
-      for (int c = 0; c < mq; c++) {
-        const T pr = Ps[r * (LA_TILE + 1) + c], ds = Ds[r * (LA_TILE + 1) + c];
-        for (int j = 0; j < LA_HC; j++) {
-          const int d = l8 + LA_LANES * j;
-          if (d < dh) {
-            gv[j] += pr * Os[c * ldt + d];
-            gk[j] += ds * Qs[c * ldt + d];
-          }
+      Ps[r * (LA_TILE + 1) + c] = pr;
+      Ds[r * (LA_TILE + 1) + c] = ds;
+    }
+    __syncthreads();
+    for (int c = 0; c < mq; c++) {
+      const T pr = Ps[r * (LA_TILE + 1) + c], ds = Ds[r * (LA_TILE + 1) + c];
+      for (int j = 0; j < LA_HC; j++) {
+        const int d = l8 + LA_LANES * j;
+        if (d < dh) {
+          gv[j] += pr * Os[c * ldt + d];
+          gk[j] += ds * Qs[c * ldt + d];
         }
       }
     }
@@ -387,9 +414,9 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_kv(la_shape a, const T
 
 static size_t tile_bytes(int dh) { return (size_t)LA_TILE * (dh + 1) * sizeof(c5_real); }
 static size_t score_bytes(void) { return (size_t)LA_TILE * (LA_TILE + 1) * sizeof(c5_real); }
-static size_t stats_bytes(void) { return (size_t)LA_TILE * (3 * sizeof(double) + 2 * sizeof(long) + 2 * sizeof(int)); }
+static size_t stats_bytes(void) { return (size_t)LA_TILE * (3 * sizeof(double) + 4 * sizeof(long) + 2 * sizeof(int)); }
 
-/* The shape on the device and the launch grid (x: windows times tiles), or an error naming op. */
+/* The shape on the device and the launch grid (x: tiles of LA_TILE tokens), or an error naming op. */
 static c5_status la_setup(const c5k_local_attn *L, long ldqkv, long ldo, const char *op, la_shape *a, dim3 *grid)
 {
   if (L->window < 1 || L->n < 0 || L->batch < 0 || L->heads < 1 || L->look_backward < 0 || L->look_forward < 0)
@@ -412,7 +439,7 @@ static c5_status la_setup(const c5k_local_attn *L, long ldqkv, long ldo, const c
   a->scale = L->scale;
   a->ldqkv = ldqkv;
   a->ldo = ldo;
-  const long tiles = a->W * ((a->w + LA_TILE - 1) / LA_TILE);
+  const long tiles = (L->n + LA_TILE - 1) / LA_TILE;
   if (tiles > 0x7fffffffL || L->heads > 65535 || L->batch > 65535)
     return C5K_ERR(C5_ERR_NOTIMPL, "cuda local_attn_%s: grid %ld x %d x %ld exceeds the launch limits", op, tiles,
                    L->heads, L->batch);

@@ -14,6 +14,7 @@
    differences of the GPU forward check the GPU backward on a small case.
    One line per case: shape, errors, PASS/FAIL. Exits 77 without a GPU. */
 #include <stdint.h>
+#include <time.h>
 #include "cuda_util.h"
 #include "kernels.h"
 #include "backend.h"
@@ -143,6 +144,28 @@ static int run(c5_backend *gpu, const lcase *c)
            tol, pass ? "PASS" : "FAIL");
     ok = pass;
   }
+  if (rows >= 2048) {   /* timing, for the record (not a check): mean of 5 forward + backward pairs */
+    c5k_ctx ctx = c5_backend_ctx(gpu, NULL, 0);
+    const c5_real *q = qkv_d, *k = (const c5_real *)qkv_d + HD, *v = (const c5_real *)qkv_d + 2 * HD;
+    c5_real *dq = dqkv_d;
+    struct timespec t0, t1, t2;
+    double fwd = 0, bwd = 0;
+    for (int rep = 0; rep < 5; rep++) {
+      T_OK(c5_backend_sync(gpu));
+      clock_gettime(CLOCK_MONOTONIC, &t0);
+      T_OK(c5k_cuda_ops.local_attn_forward(&ctx, &L, q, k, v, ldqkv, mask_d, o_d, ldo, rmax_d, rinv_d, uni_d));
+      T_OK(c5_backend_sync(gpu));
+      clock_gettime(CLOCK_MONOTONIC, &t1);
+      T_OK(c5k_cuda_ops.local_attn_backward(&ctx, &L, q, k, v, ldqkv, mask_d, rmax_d, rinv_d, uni_d, dout_d, ldo, dq,
+                                            dq + HD, dq + 2 * HD));
+      T_OK(c5_backend_sync(gpu));
+      clock_gettime(CLOCK_MONOTONIC, &t2);
+      fwd += (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
+      bwd += (t2.tv_sec - t1.tv_sec) + 1e-9 * (t2.tv_nsec - t1.tv_nsec);
+    }
+    printf("local_attn time b %ld n %ld w %ld H %d dh %d: forward %.3f ms, backward %.3f ms\n", c->batch, c->n, c->w,
+           c->H, c->dh, fwd / 5 * 1e3, bwd / 5 * 1e3);
+  }
 fail:
   c5_backend_free(gpu, qkv_d); c5_backend_free(gpu, dout_d); c5_backend_free(gpu, o_d); c5_backend_free(gpu, dqkv_d);
   c5_backend_free(gpu, rmax_d); c5_backend_free(gpu, rinv_d); c5_backend_free(gpu, uni_d); c5_backend_free(gpu, mask_d);
@@ -266,6 +289,8 @@ int main(int argc, char **argv)
       { .batch = 1, .n = 1500, .w = 512, .H = 1, .dh = 128, .lb = 1, .lf = 0, .causal = 1, .mask_kind = 1 },
       { .batch = 2, .n = 1100, .w = 512, .H = 1, .dh = 128, .lb = 1, .lf = 1, .causal = 0, .mask_kind = 2 },
       { .batch = 2, .n = 8192, .w = 128, .H = 8, .dh = 64, .lb = 1, .lf = 0, .causal = 1, .mask_kind = 1 },
+      { .batch = 2, .n = 4096, .w = 8, .H = 4, .dh = 16, .lb = 1, .lf = 0, .causal = 1, .mask_kind = 2 },
+      { .batch = 2, .n = 1031, .w = 2, .H = 2, .dh = 64, .lb = 1, .lf = 1, .causal = 0, .exact = 1, .mask_kind = 2 },
     };
     for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) ok &= run(gpu, &extra[i]);
   }
