@@ -116,6 +116,16 @@ static __device__ __forceinline__ void la_keys_of(const la_shape &a, long t0, lo
   *ke = la_geom(a, (t1 - 1) / a.w).ke;
 }
 
+/* The keys [lo, hi) any query t0 .. t1-1 may weigh outside a uniform row:
+   a row's lo and rhi never decrease with t, so the first row's lo and the
+   last row's rhi bound them all. Tiles outside hold only masked slots (the
+   causal future, beyond exact_windowsize) and are skipped. */
+static __device__ __forceinline__ void la_live_keys(const la_shape &a, long t0, long t1, long *lo, long *hi)
+{
+  *lo = la_range(a, la_geom(a, t0 / a.w), t0, true).lo;
+  *hi = la_range(a, la_geom(a, (t1 - 1) / a.w), t1 - 1, true).rhi;
+}
+
 static __device__ __forceinline__ double la_max8(double x)
 {
   for (int o = 1; o < LA_LANES; o <<= 1) x = fmax(x, __shfl_xor_sync(0xffffffffu, x, o));
@@ -164,15 +174,16 @@ __global__ void __launch_bounds__(LA_THREADS) la_forward(la_shape a, const T *q,
   const la_win g = la_geom(a, (live ? t : q0) / a.w);
   const la_row rg = la_range(a, g, t, mask != NULL);
   const T scale = (T)a.scale;
-  long kb, ke;
+  long kb, ke, klo, khi;
   la_keys_of(a, q0, q0 + mq, &kb, &ke);
+  la_live_keys(a, q0, q0 + mq, &klo, &khi);
   la_load(Qs, q + (row0 + q0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, mq, dh);
 
   /* sweep 1: the row's max over its unmasked slots (pad keys: 0) */
   double mx = live && rg.nzero > 0 ? 0.0 : -INFINITY;
   long cnt = l8 == 0 && live ? rg.nzero : 0;
-  for (long k0 = kb; k0 < ke; k0 += LA_TILE) {
-    const long nk = ke - k0 < LA_TILE ? ke - k0 : LA_TILE;
+  for (long k0 = klo; k0 < khi; k0 += LA_TILE) {
+    const long nk = khi - k0 < LA_TILE ? khi - k0 : LA_TILE;
     __syncthreads();
     la_load(Ks, k + (row0 + k0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, nk, dh);
     __syncthreads();
@@ -190,13 +201,17 @@ __global__ void __launch_bounds__(LA_THREADS) la_forward(la_shape a, const T *q,
   cnt = la_lsum8(cnt);
   const bool u = live && cnt == 0;
   const T puni = (T)(1.0 / (double)a.lw);
+  if (__syncthreads_or(u)) {   /* a uniform row weighs every real key of its window */
+    klo = kb;
+    khi = ke;
+  }
 
   /* sweep 2: e = exp(s - max) in the working precision, the row sum in double, acc = e V */
   T acc[LA_HC];
   for (int j = 0; j < LA_HC; j++) acc[j] = 0;
   double sum = 0;
-  for (long k0 = kb; k0 < ke; k0 += LA_TILE) {
-    const long nk = ke - k0 < LA_TILE ? ke - k0 : LA_TILE;
+  for (long k0 = klo; k0 < khi; k0 += LA_TILE) {
+    const long nk = khi - k0 < LA_TILE ? khi - k0 : LA_TILE;
     __syncthreads();
     la_load(Ks, k + (row0 + k0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, nk, dh);
     la_load(Vs, v + (row0 + k0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, nk, dh);
@@ -267,8 +282,8 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_q(la_shape a, const T 
   const double mx = live ? rmax[st] : 0.0, inv = live ? rinv[st] : 0.0;
   const bool act = live ? !uni[st] : false;   /* uniform rows: constant scores, no gradient */
   const T scale = (T)a.scale;
-  long kb, ke;
-  la_keys_of(a, q0, q0 + mq, &kb, &ke);
+  long klo, khi;   /* uniform rows have no gradient: only the unmasked range matters */
+  la_live_keys(a, q0, q0 + mq, &klo, &khi);
   la_load(Qs, q + (row0 + q0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, mq, dh);
   la_load(Os, dout + (row0 + q0) * a.ldo + (long)h * dh, a.ldo, 0, mq, dh);
 
@@ -276,8 +291,8 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_q(la_shape a, const T 
   for (int pass = 0; pass < 2; pass++) {   /* 0: D = sum P dP; 1: dS, dq */
     T acc[LA_HC];
     for (int j = 0; j < LA_HC; j++) acc[j] = 0;
-    for (long k0 = kb; k0 < ke; k0 += LA_TILE) {
-      const long nk = ke - k0 < LA_TILE ? ke - k0 : LA_TILE;
+    for (long k0 = klo; k0 < khi; k0 += LA_TILE) {
+      const long nk = khi - k0 < LA_TILE ? khi - k0 : LA_TILE;
       __syncthreads();
       la_load(Ks, k + (row0 + k0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, nk, dh);
       la_load(Vs, v + (row0 + k0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, nk, dh);
@@ -350,7 +365,11 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_kv(la_shape a, const T
   const long tq1 = (i1 + 1) * a.w < a.n ? (i1 + 1) * a.w : a.n;
   for (long q0 = i0 * a.w; q0 < tq1; q0 += LA_TILE) {
     const long mq = tq1 - q0 < LA_TILE ? tq1 - q0 : LA_TILE;
-    __syncthreads();
+    long qlo, qhi;
+    la_live_keys(a, q0, q0 + mq, &qlo, &qhi);
+    /* (also the barrier before the tiles are overwritten) a query tile that weighs none of these keys */
+    const int anyu = __syncthreads_or(tid < mq && uni[((long)b * a.H + h) * a.n + q0 + tid]);
+    if (!anyu && (qhi <= p0 || qlo >= p0 + mk_rows)) continue;
     la_load(Qs, q + (row0 + q0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, mq, dh);
     la_load(Os, dout + (row0 + q0) * a.ldo + (long)h * dh, a.ldo, 0, mq, dh);
     if (tid < LA_TILE) {
