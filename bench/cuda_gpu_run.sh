@@ -21,7 +21,8 @@ cd "$here" && . ./.devkit/sysroot.sh   # it finds the kit at ./.devkit (sh's "."
 here=$top   # the kit names its own folder here too
 : > "$OUT/tests.log"
 for b in single double; do
-  for t in ${only_tests:-cd topk gemm block gather}; do
+  # every GPU test staged beside this script (test_cuda_*), unless ONLY_TESTS names some
+  for t in ${only_tests:-$(cd "$here/$b" 2>/dev/null && ls test_cuda_* 2>/dev/null | sed 's/^test_cuda_//')}; do
     [ -x "$here/$b/test_cuda_$t" ] || continue
     echo "=== $b test_cuda_$t" >> "$OUT/tests.log"
     timeout 120 mpirun -np 1 "$here/$b/test_cuda_$t" >> "$OUT/tests.log" 2>&1

@@ -15,6 +15,13 @@ c5_status c5k_cd_backward_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, con
                                const c5_real *, const c5_real *, c5_real *);
 c5_status c5k_topk_select_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *, long, long, long, long *,
                                long *);
+/* sliding-window attention (kernels/cuda/attn_local.cu) */
+c5_status c5k_local_attn_forward_cuda(c5k_ctx *, const c5k_local_attn *, const c5_real *, const c5_real *,
+                                      const c5_real *, long, const uint8_t *, c5_real *, long, double *, double *,
+                                      uint8_t *);
+c5_status c5k_local_attn_backward_cuda(c5k_ctx *, const c5k_local_attn *, const c5_real *, const c5_real *,
+                                       const c5_real *, long, const uint8_t *, const double *, const double *,
+                                       const uint8_t *, const c5_real *, long, c5_real *, c5_real *, c5_real *);
 /* device-resident block orchestration (cuda-lib) */
 c5_status c5k_index_rows_cuda(c5k_ctx *, long, long, const long *, long, long, long, long, long, long *, long);
 /* ---- cuda-gather: moves, gathers, masks, router fills, cosine routing, rotary ---- */
@@ -58,6 +65,9 @@ static c5k_ops cuda_ops(void)
   o.cd_forward_dev = c5k_cd_forward_cuda;
   o.cd_backward_dev = c5k_cd_backward_cuda;
   o.topk_select_dev = c5k_topk_select_cuda;
+  /* sliding-window attention (kernels/cuda/attn_local.cu) */
+  o.local_attn_forward = c5k_local_attn_forward_cuda;
+  o.local_attn_backward = c5k_local_attn_backward_cuda;
   /* device-resident block orchestration (cuda-lib) */
   o.index_rows = c5k_index_rows_cuda;
   /* ---- cuda-gather ---- */
