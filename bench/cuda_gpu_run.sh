@@ -19,9 +19,12 @@ only_tests=${ONLY_TESTS:-}   # a list of test names (cd topk gemm): run those, n
     cd --shapes $shapes; echo "reference rc=$?" ) > "$OUT/ref.txt" 2>&1
 cd "$here" && . ./.devkit/sysroot.sh   # it finds the kit at ./.devkit (sh's "." passes no arguments)
 here=$top   # the kit names its own folder here too
+default_tests="cd topk gemm"
+# cuda-rows: norms, GELU, gradient sums, elementwise, optimizer, init, embeddings, loss
+default_tests="$default_tests rows"
 : > "$OUT/tests.log"
 for b in single double; do
-  for t in ${only_tests:-cd topk gemm}; do
+  for t in ${only_tests:-$default_tests}; do
     [ -x "$here/$b/test_cuda_$t" ] || continue
     echo "=== $b test_cuda_$t" >> "$OUT/tests.log"
     timeout 120 mpirun -np 1 "$here/$b/test_cuda_$t" >> "$OUT/tests.log" 2>&1
