@@ -1,8 +1,10 @@
 /* init.cu - parameter initialization on the GPU (kernels.h init_fill), as
    kernels/cpu/init.c: the same counter-based draw per element, so a value
-   depends on (key, index) only and the GPU fills what the CPU fills. */
+   depends on (key, index) only, and the same operations (kernels/init_draw.h
+   for the log and cos), so the GPU fills the CPU's bits. */
 #include <math.h>
 #include "rowsum.cuh"
+#include "init_draw.h"
 
 #define GOLDEN 0x9e3779b97f4a7c15ull
 
@@ -27,7 +29,8 @@ __global__ void init_fill_k(int kind, unsigned long long key, double scale, long
     else {
       const double u1 = __dmul_rn(__dadd_rn((double)(z0 >> 11), 1.0), 0x1p-53),
                    u2 = __dmul_rn((double)(z1 >> 11), 0x1p-53);
-      v = __dmul_rn(__dmul_rn(scale, __dsqrt_rn(__dmul_rn(-2.0, log(u1)))), cos(__dmul_rn(6.283185307179586, u2)));
+      v = __dmul_rn(__dmul_rn(scale, __dsqrt_rn(__dmul_rn(-2.0, c5k_draw_log(u1)))),
+                   c5k_draw_cos(__dmul_rn(6.283185307179586, u2)));
     }
     y[e] = (c5_real)v;
   }
