@@ -2,7 +2,8 @@
    block's reduction of one value per thread in double, and the parameter
    gradients' fixed row partition (kernels.h C5K_ROWPART). Both have an
    order fixed by the shape alone, so a result's bits never depend on
-   scheduling: no floating-point atomics anywhere. */
+   scheduling: no floating-point atomics anywhere. Also the grid size of the
+   elementwise kernels (act.cu, elementwise.cu, adamw.cu, init.cu, ...). */
 #ifndef C5_CUDA_ROWSUM_CUH
 #define C5_CUDA_ROWSUM_CUH
 #include "cuda_internal.cuh"
