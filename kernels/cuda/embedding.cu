@@ -36,15 +36,25 @@ __global__ void iota_k(int total, int *v)
 }
 
 /* Block (i, column block): sorted row i heads a run of one token (the block
-   returns as a whole otherwise); its threads add the run's rows in order. */
+   returns as a whole otherwise); its threads add the run's rows in order.
+   The run's end is found first (a binary search of the sorted keys), so the
+   loop's loads do not wait on its exit test: only the adds are serial. */
 __global__ void embedding_bwd_tok(int total, int dim, const int32_t *key, const int *row, const c5_real *dx,
                                   double *dtok)
 {
   const int i = blockIdx.x, k = blockIdx.y * blockDim.x + threadIdx.x;
   if ((i > 0 && key[i - 1] == key[i]) || k >= dim) return;
-  double *d = dtok + (long)key[i] * dim + k;
+  const int32_t v = key[i];
+  int lo = i + 1, hi = total;   /* the first q > i with key[q] != v */
+  while (lo < hi) {
+    const int mid = lo + (hi - lo) / 2;
+    if (key[mid] == v) lo = mid + 1;
+    else hi = mid;
+  }
+  double *d = dtok + (long)v * dim + k;
   double a = *d;
-  for (int q = i; q < total && key[q] == key[i]; q++) a += dx[(long)row[q] * dim + k];
+#pragma unroll 8
+  for (int q = i; q < lo; q++) a += dx[(long)row[q] * dim + k];
   *d = a;
 }
 
