@@ -422,7 +422,8 @@ typedef struct c5k_ops {
      rounded once: with z_i = mix(key + G (2 e + i + 1)), i = 0, 1 (uint64, wrapping; G = 0x9e3779b97f4a7c15,
      mix the SplitMix64 finalizer: x ^= x >> 30, x *= 0xbf58476d1ce4e5b9, x ^= x >> 27,
      x *= 0x94d049bb133111eb, x ^= x >> 31), u = (z_0 >> 11) 2^-53: uniform = scale (2 u - 1);
-     normal = scale sqrt(-2 log u1) cos(2 pi u2), u1 = ((z_0 >> 11) + 1) 2^-53, u2 = (z_1 >> 11) 2^-53. */
+     normal = scale sqrt(-2 log u1) cos(2 pi u2), u1 = ((z_0 >> 11) + 1) 2^-53, u2 = (z_1 >> 11) 2^-53, log and cos
+     those of kernels/init_draw.h (no libm: every device gives the same bits). */
   c5_status (*init_fill)(c5k_ctx *, int kind, uint64_t key, double scale, long n, c5_real *y);
   /* x[b, j, :] = tok_emb[tokens[b n + j], :] + pos_emb[pos0 + j, :] for b < batch, j < n (the sum in
      c5_real). Tokens and positions were checked by the caller. */

@@ -85,3 +85,33 @@ extern "C" c5_status c5k_gemm_cuda(c5k_ctx *ctx, int transa, int transb, long m,
   return c5k_gemm_ex_cuda(ctx, transa, transb, m, n, k, alpha, A, C5_DTYPE_REAL, lda, 0, B, C5_DTYPE_REAL, ldb, 0, beta,
                           C, C5_DTYPE_REAL, ldc, 0, 1, C5_DTYPE_REAL);
 }
+
+/* ---- gemm_acc (cuda-rows): a parameter gradient's part into its double accumulator ---- */
+#if !C5_USE_DOUBLE
+__global__ static void acc_add_prod(long mn, const c5_real *prod, double *acc)
+{
+  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < mn; i += (long)gridDim.x * blockDim.x) acc[i] += prod[i];
+}
+#endif
+
+/* As kernels/cpu/gemm.c: in double the GEMM adds to the accumulator itself
+   (beta = 1); in single the product is formed with beta = 0 into prod,
+   rounded once, then added in double. */
+extern "C" c5_status c5k_gemm_acc_cuda(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
+                                       const c5_real *A, long lda, const c5_real *B, long ldb, c5_real *prod,
+                                       double *acc)
+{
+#if C5_USE_DOUBLE
+  (void)prod;
+  return c5k_gemm_cuda(ctx, transa, transb, m, n, k, alpha, A, lda, B, ldb, 1.0, acc, n);
+#else
+  c5k_cuda_dev *dev;
+  C5_CALL_K(c5k_cuda_of(ctx, "gemm_acc", &dev));
+  if (m <= 0 || n <= 0) return C5_OK;
+  C5_CALL_K(c5k_gemm_cuda(ctx, transa, transb, m, n, k, alpha, A, lda, B, ldb, 0.0, prod, n));
+  const long mn = m * n, blocks = (mn + 255) / 256;
+  acc_add_prod<<<(unsigned)(blocks < 65536L * 16 ? blocks : 65536L * 16), 256, 0, dev->stream>>>(mn, prod, acc);
+  C5K_CUDA_LAUNCHED("gemm_acc");
+  return C5_OK;
+#endif
+}

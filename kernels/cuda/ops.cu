@@ -53,6 +53,34 @@ c5_status c5k_rotary_table_cuda(c5k_ctx *, long, const long *, int, double *, do
 c5_status c5k_rotary_cuda(c5k_ctx *, long, int, int, c5_real *, long, long, const double *, const double *);
 c5_status c5k_rotary_transpose_cuda(c5k_ctx *, long, int, int, c5_real *, long, long, const double *, const double *);
 /* ---- end cuda-gather ---- */
+/* ---- cuda-rows: norms, GELU, gradient sums, elementwise, optimizer, init, embeddings, loss ---- */
+c5_status c5k_rmsnorm_forward_cuda(c5k_ctx *, const c5_real *, const c5_real *, long, int, c5_real *, double *);
+c5_status c5k_rmsnorm_backward_cuda(c5k_ctx *, const c5_real *, const c5_real *, const double *, const c5_real *, long,
+                                    int, c5_real *, double *);
+c5_status c5k_layernorm_forward_cuda(c5k_ctx *, const c5_real *, const c5_real *, const c5_real *, long, int, double,
+                                     c5_real *, double *, double *);
+c5_status c5k_layernorm_backward_cuda(c5k_ctx *, const c5_real *, const c5_real *, const double *, const double *,
+                                      const c5_real *, long, int, c5_real *, double *, double *);
+c5_status c5k_gelu_forward_cuda(c5k_ctx *, const c5_real *, long, c5_real *);
+c5_status c5k_gelu_backward_cuda(c5k_ctx *, const c5_real *, const c5_real *, long, c5_real *);
+c5_status c5k_colsum_cuda(c5k_ctx *, const c5_real *, long, int, double *);
+c5_status c5k_gemm_acc_cuda(c5k_ctx *, int, int, long, long, long, double, const c5_real *, long, const c5_real *, long,
+                            c5_real *, double *);
+c5_status c5k_grad_flush_cuda(c5k_ctx *, double *, long, c5_real *);
+c5_status c5k_axpy_cuda(c5k_ctx *, long, double, const c5_real *, c5_real *);
+c5_status c5k_acc_add_cuda(c5k_ctx *, long, const double *, double *);
+c5_status c5k_broadcast_row_cuda(c5k_ctx *, long, long, const c5_real *, c5_real *);
+c5_status c5k_sumsq_cuda(c5k_ctx *, long, const c5_real *, double *, long *);
+c5_status c5k_adamw_update_cuda(c5k_ctx *, const c5k_adamw *, long, const c5_real *, c5_real *, c5_real *, c5_real *);
+c5_status c5k_init_fill_cuda(c5k_ctx *, int, uint64_t, double, long, c5_real *);
+c5_status c5k_embedding_forward_cuda(c5k_ctx *, long, long, long, int, const int32_t *, const c5_real *,
+                                     const c5_real *, c5_real *);
+c5_status c5k_embedding_backward_cuda(c5k_ctx *, long, long, long, int, const int32_t *, const c5_real *, double *,
+                                      double *);
+c5_status c5k_xent_forward_cuda(c5k_ctx *, long, int, const c5_real *, const int32_t *, double *, double *, long *);
+c5_status c5k_xent_backward_cuda(c5k_ctx *, long, int, const c5_real *, const int32_t *, const double *, double,
+                                 c5_real *);
+/* ---- end cuda-rows ---- */
 }
 
 static c5k_ops cuda_ops(void)
@@ -93,6 +121,27 @@ static c5k_ops cuda_ops(void)
   o.rotary = c5k_rotary_cuda;
   o.rotary_transpose = c5k_rotary_transpose_cuda;
   /* ---- end cuda-gather ---- */
+  /* ---- cuda-rows ---- */
+  o.rmsnorm_forward = c5k_rmsnorm_forward_cuda;
+  o.rmsnorm_backward = c5k_rmsnorm_backward_cuda;
+  o.layernorm_forward = c5k_layernorm_forward_cuda;
+  o.layernorm_backward = c5k_layernorm_backward_cuda;
+  o.gelu_forward = c5k_gelu_forward_cuda;
+  o.gelu_backward = c5k_gelu_backward_cuda;
+  o.colsum = c5k_colsum_cuda;
+  o.gemm_acc = c5k_gemm_acc_cuda;
+  o.grad_flush = c5k_grad_flush_cuda;
+  o.axpy = c5k_axpy_cuda;
+  o.acc_add = c5k_acc_add_cuda;
+  o.broadcast_row = c5k_broadcast_row_cuda;
+  o.sumsq = c5k_sumsq_cuda;
+  o.adamw_update = c5k_adamw_update_cuda;
+  o.init_fill = c5k_init_fill_cuda;
+  o.embedding_forward = c5k_embedding_forward_cuda;
+  o.embedding_backward = c5k_embedding_backward_cuda;
+  o.xent_forward = c5k_xent_forward_cuda;
+  o.xent_backward = c5k_xent_backward_cuda;
+  /* ---- end cuda-rows ---- */
   return o;
 }
 
