@@ -21,7 +21,7 @@ cd "$here" && . ./.devkit/sysroot.sh   # it finds the kit at ./.devkit (sh's "."
 here=$top   # the kit names its own folder here too
 : > "$OUT/tests.log"
 for b in single double; do
-  for t in ${only_tests:-cd topk gemm block gather}; do
+  for t in ${only_tests:-cd topk gemm block gather heavy_attn}; do
     [ -x "$here/$b/test_cuda_$t" ] || continue
     echo "=== $b test_cuda_$t" >> "$OUT/tests.log"
     timeout 120 mpirun -np 1 "$here/$b/test_cuda_$t" >> "$OUT/tests.log" 2>&1

@@ -46,6 +46,16 @@ c5_status c5k_rotary_table_cuda(c5k_ctx *, long, const long *, int, double *, do
 c5_status c5k_rotary_cuda(c5k_ctx *, long, int, int, c5_real *, long, long, const double *, const double *);
 c5_status c5k_rotary_transpose_cuda(c5k_ctx *, long, int, int, c5_real *, long, long, const double *, const double *);
 /* ---- end cuda-gather ---- */
+/* ---- heavy attention (kernels/cuda/attn_heavy.cu) ---- */
+c5_status c5k_heavy_kv_assemble_cuda(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
+                                     const c5_real *, c5_real *);
+c5_status c5k_heavy_kv_score_backward_cuda(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
+                                           c5_real *, c5_real *);
+c5_status c5k_heavy_null_kv_grad_cuda(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, double *);
+c5_status c5k_heavy_attn_forward_cuda(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
+                                      const uint8_t *, c5_real *, c5_real *);
+c5_status c5k_heavy_attn_backward_cuda(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
+                                       const c5_real *, const c5_real *, c5_real *, c5_real *);
 }
 
 static c5k_ops cuda_ops(void)
@@ -83,6 +93,12 @@ static c5k_ops cuda_ops(void)
   o.rotary = c5k_rotary_cuda;
   o.rotary_transpose = c5k_rotary_transpose_cuda;
   /* ---- end cuda-gather ---- */
+  /* ---- heavy attention (kernels/cuda/attn_heavy.cu) ---- */
+  o.heavy_kv_assemble = c5k_heavy_kv_assemble_cuda;
+  o.heavy_kv_score_backward = c5k_heavy_kv_score_backward_cuda;
+  o.heavy_null_kv_grad = c5k_heavy_null_kv_grad_cuda;
+  o.heavy_attn_forward = c5k_heavy_attn_forward_cuda;
+  o.heavy_attn_backward = c5k_heavy_attn_backward_cuda;
   return o;
 }
 
