@@ -156,6 +156,18 @@ static int run(c5_backend *gpu, const hcase *c)
              c->routes, c->hpr, dh, t_normwise(gg, gnull, nnull), same ? "equal" : "differ", same ? "PASS" : "FAIL");
     ok &= same;
   }
+  if (nq >= 1024) {   /* not a check: the time of one forward and one backward, for the record */
+    c5k_ctx g = c5_backend_ctx(gpu, NULL, 0);
+    double t0 = MPI_Wtime(), t1, t2;
+    for (int i = 0; i < 5; i++) T_OK(c5k_cuda_ops.heavy_attn_forward(&g, &A, q_d, kvc_d, m_d, p_d, o_d));
+    T_OK(c5_backend_sync(gpu));
+    t1 = MPI_Wtime();
+    for (int i = 0; i < 5; i++) T_OK(c5k_cuda_ops.heavy_attn_backward(&g, &A, q_d, kvc_d, pc_d, dout_d, dq_d, dkv_d));
+    T_OK(c5_backend_sync(gpu));
+    t2 = MPI_Wtime();
+    printf("heavy_attn time b %ld nq %ld nk %ld H %d dh %d: forward %.3f ms, backward %.3f ms\n", B, nq, nk, H, dh,
+           (t1 - t0) / 5 * 1e3, (t2 - t1) / 5 * 1e3);
+  }
   goto done;
 fail:
   ok = 0;
