@@ -17,37 +17,38 @@ extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *, int, int, long, long, long, dou
                                       c5_dtype);
 
 #define HA_FULL 0xffffffffu
-#define HA_WARPS 2   /* warps per block of the row kernels: 2 (P, dP) tiles [32][33] each fit 48 KiB in double */
+#define HA_WARPS 4   /* warps per block of the row kernels: a [32][33] double tile each */
 
 __device__ __forceinline__ float ha_exp(float x) { return expf(x); }
 __device__ __forceinline__ double ha_exp(double x) { return exp(x); }
 
-/* Lane i of the calling warp visits its row's elements j = 0 .. n - 1 in
-   ascending order, f(j, a_j, b_j), for lanes i < nr (b NULL: b_j = 0). a and
-   b are each lane's own row; a tile's rows are loaded by the whole warp, one
-   coalesced run per row, and read back by the row's lane. Every lane of the
-   warp calls it (it shuffles and synchronizes the warp). */
+/* The warp's sum over its rows r < nr (<= 32) of term(r, j) in double for
+   j = 0 .. n - 1 ascending; lane r returns row r's. The terms are formed
+   where the loads are coalesced (lane l: column c0 + l of every row) and
+   the next tile's are in flight while each row's lane adds the current
+   tile's in order from shared memory. Every lane of the warp calls it. */
 template <typename F>
-__device__ void ha_rows_in_order(const c5_real *a, const c5_real *b, int nr, long n, c5_real (*ta)[33],
-                                 c5_real (*tb)[33], F f)
+__device__ __forceinline__ double ha_sum_in_order(int nr, long n, double (*tile)[33], F term)
 {
   const int lane = threadIdx.x & 31;
+  double v[32], sum = 0;
+#pragma unroll
+  for (int r = 0; r < 32; r++) v[r] = r < nr && lane < n ? term(r, (long)lane) : 0.0;
   for (long c0 = 0; c0 < n; c0 += 32) {
-    const int cw = (int)min(32L, n - c0);
     __syncwarp();   /* the previous tile has been read */
-    for (int r = 0; r < nr; r++) {
-      const c5_real *ar = (const c5_real *)__shfl_sync(HA_FULL, (unsigned long long)a, r);
-      const c5_real *br = (const c5_real *)__shfl_sync(HA_FULL, (unsigned long long)b, r);
-      if (lane < cw) {
-        ta[r][lane] = ar[c0 + lane];
-        if (br) tb[r][lane] = br[c0 + lane];
-      }
-    }
+#pragma unroll
+    for (int r = 0; r < 32; r++) tile[r][lane] = v[r];
     __syncwarp();
-    if (lane < nr)
-      for (int c = 0; c < cw; c++) f(c0 + c, ta[lane][c], b ? tb[lane][c] : (c5_real)0);
+    const long c1 = c0 + 32;
+#pragma unroll
+    for (int r = 0; r < 32; r++) v[r] = r < nr && c1 + lane < n ? term(r, c1 + lane) : 0.0;
+    if (lane < nr) {
+      const int cw = (int)min(32L, n - c0);
+      for (int c = 0; c < cw; c++) sum += tile[lane][c];
+    }
   }
   __syncwarp();
+  return sum;
 }
 
 /* ---- kv slots ---- */
@@ -133,57 +134,80 @@ __device__ __forceinline__ c5_real ha_e(c5_real s, long j, c5_real mx, const uin
 }
 
 /* p holds S on entry, P on return; rows = b H nq, one warp per 32 rows:
-   the max (order-free), the sum of the e_j in double over j ascending
-   (in order, each lane its row), then P_j = e_j (1 / sum) coalesced (e_j
-   recomputed: the same function of the same operands). */
+   each row's max (order-free: coalesced, a warp reduction), the sum of the
+   e_j in double over j ascending, then P_j = e_j (1 / sum) (e_j recomputed:
+   the same function of the same operands). */
 __global__ void __launch_bounds__(32 * HA_WARPS)
 ha_softmax(long rows, long nq, long nk, int H, int hpr, const uint8_t *kmask, c5_real *p)
 {
-  __shared__ c5_real tile[HA_WARPS][32][33];
+  __shared__ double tile[HA_WARPS][32][33];
+  __shared__ c5_real *rp[HA_WARPS][32];
+  __shared__ const uint8_t *rm[HA_WARPS][32];
+  __shared__ c5_real rmx[HA_WARPS][32];
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
   const long row0 = (blockIdx.x * (long)HA_WARPS + w) * 32, n1 = nk + 1;
   if (row0 >= rows) return;   /* warp-uniform */
   const int nr = (int)min(32L, rows - row0);
-  const long row = row0 + (lane < nr ? lane : 0);
-  const uint8_t *m = ha_row_mask(kmask, row, nq, nk, H, hpr);
-  c5_real *pr = p + row * n1;
-  c5_real mx = 0;
-  ha_rows_in_order(pr, NULL, nr, n1, tile[w], NULL, [&](long j, c5_real s, c5_real) {
-    if (j == 0 || ((!m || m[j - 1]) && s > mx)) mx = s;
+  if (lane < nr) {
+    rp[w][lane] = p + (row0 + lane) * n1;
+    rm[w][lane] = ha_row_mask(kmask, row0 + lane, nq, nk, H, hpr);
+  }
+  __syncwarp();
+  for (int r = 0; r < nr; r++) {
+    const c5_real *x = rp[w][r];
+    const uint8_t *m = rm[w][r];
+    c5_real mx = x[0];
+    for (long j = 1 + lane; j < n1; j += 32) {
+      const c5_real s = x[j];
+      if ((!m || m[j - 1]) && s > mx) mx = s;
+    }
+    for (int o = 16; o; o >>= 1) {
+      const c5_real y = __shfl_xor_sync(HA_FULL, mx, o);
+      if (y > mx) mx = y;
+    }
+    if (lane == 0) rmx[w][r] = mx;
+  }
+  __syncwarp();
+  const double sum = ha_sum_in_order(nr, n1, tile[w], [=](int r, long j) {
+    return (double)ha_e(rp[w][r][j], j, rmx[w][r], rm[w][r]);
   });
-  double sum = 0;
-  ha_rows_in_order(pr, NULL, nr, n1, tile[w], NULL, [&](long j, c5_real s, c5_real) { sum += (double)ha_e(s, j, mx, m); });
   const double inv = 1.0 / sum;
   for (int r = 0; r < nr; r++) {
-    const c5_real mr = __shfl_sync(HA_FULL, mx, r);
     const double ir = __shfl_sync(HA_FULL, inv, r);
-    const uint8_t *mm = ha_row_mask(kmask, row0 + r, nq, nk, H, hpr);
-    c5_real *x = p + (row0 + r) * n1;
-    for (long j = lane; j < n1; j += 32) x[j] = (c5_real)((double)ha_e(x[j], j, mr, mm) * ir);
+    const c5_real mr = rmx[w][r];
+    const uint8_t *m = rm[w][r];
+    c5_real *x = rp[w][r];
+    for (long j = lane; j < n1; j += 32) x[j] = (c5_real)((double)ha_e(x[j], j, mr, m) * ir);
   }
 }
 
-/* One head h, rows (b, i) of b nq: ds [b, nq, n1] holds dP on entry and dS
-   on return; P's row is p[b, h, i]. dot = sum_j P_j dP_j in double, j
-   ascending; dS_j = P_j (dP_j - dot) formed in double, rounded once. */
+/* Heads h0 .. h0 + G - 1, rows (g, b, i) of G b nq: ds [G, b, nq, n1] holds
+   dP on entry and dS on return; P's row is p[b, h0 + g, i]. dot = sum_j
+   P_j dP_j in double, j ascending; dS_j = P_j (dP_j - dot) formed in
+   double, rounded once. */
 __global__ void __launch_bounds__(32 * HA_WARPS)
-ha_dscores(long rows, long nq, long n1, int H, int h, const c5_real *p, c5_real *ds)
+ha_dscores(long rows, long nq, long bnq, long n1, int H, int h0, const c5_real *p, c5_real *ds)
 {
-  __shared__ c5_real tile[HA_WARPS][2][32][33];
+  __shared__ double tile[HA_WARPS][32][33];
+  __shared__ const c5_real *rp[HA_WARPS][32];
+  __shared__ c5_real *rd[HA_WARPS][32];
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
   const long row0 = (blockIdx.x * (long)HA_WARPS + w) * 32;
   if (row0 >= rows) return;   /* warp-uniform */
   const int nr = (int)min(32L, rows - row0);
-  const long row = row0 + (lane < nr ? lane : 0);
-  const c5_real *pr = p + (((row / nq) * H + h) * nq + row % nq) * n1;
-  c5_real *dr = ds + row * n1;
-  double dot = 0;
-  ha_rows_in_order(pr, dr, nr, n1, tile[w][0], tile[w][1],
-                   [&](long, c5_real pv, c5_real dv) { dot += (double)pv * (double)dv; });
+  if (lane < nr) {
+    const long row = row0 + lane, g = row / bnq, b = (row % bnq) / nq, i = row % nq;
+    rp[w][lane] = p + ((b * H + h0 + g) * nq + i) * n1;
+    rd[w][lane] = ds + row * n1;
+  }
+  __syncwarp();
+  const double dot = ha_sum_in_order(nr, n1, tile[w], [=](int r, long j) {
+    return (double)rp[w][r][j] * (double)rd[w][r][j];
+  });
   for (int r = 0; r < nr; r++) {
     const double dt = __shfl_sync(HA_FULL, dot, r);
-    const c5_real *pp = (const c5_real *)__shfl_sync(HA_FULL, (unsigned long long)pr, r);
-    c5_real *dd = ds + (row0 + r) * n1;
+    const c5_real *pp = rp[w][r];
+    c5_real *dd = rd[w][r];
     for (long j = lane; j < n1; j += 32) dd[j] = (c5_real)((double)pp[j] * ((double)dd[j] - dt));
   }
 }
@@ -283,8 +307,8 @@ extern "C" c5_status c5k_heavy_attn_forward_cuda(c5k_ctx *ctx, const c5k_heavy_a
   return C5_OK;
 }
 
-/* Per head, batched over b: dP into the scratch [b, nq, n1], dV, dS in
-   place of dP, dQ, dK. */
+/* Per head, batched over b: dP into the scratch, dV; dS in place of dP for
+   a group of heads at once (rows enough to fill the GPU); dQ, dK. */
 extern "C" c5_status c5k_heavy_attn_backward_cuda(c5k_ctx *ctx, const c5k_heavy_attn *A, const c5_real *q,
                                                   const c5_real *kv, const c5_real *p, const c5_real *dout,
                                                   c5_real *dq, c5_real *dkv)
@@ -301,20 +325,33 @@ extern "C" c5_status c5k_heavy_attn_backward_cuda(c5k_ctx *ctx, const c5k_heavy_
     C5K_CUDA_TRY(cudaMemsetAsync(dkv, 0, (size_t)(batch * skv) * sizeof *dkv, dev->stream), op);
     return C5_OK;
   }
+  /* heads in groups whose dP fits the larger of one head's and 1 GiB: the dS rows of a group in one launch */
+  const size_t head_bytes = (size_t)(batch * sd) * sizeof(c5_real), cap = (size_t)1 << 30;
+  const int G = head_bytes >= cap ? 1 : (int)(cap / head_bytes < (size_t)H ? cap / head_bytes : (size_t)H);
   void *scr;
-  C5_CALL_K(c5k_cuda_scratch(dev, (size_t)(batch * sd) * sizeof(c5_real), &scr, op));
+  C5_CALL_K(c5k_cuda_scratch(dev, G * head_bytes, &scr, op));
   c5_real *ds = (c5_real *)scr;
-  const long rows = batch * nq, warps = (rows + 31) / 32;
-  for (int h = 0; h < H; h++) {
-    const long ko = ha_koff(A, h);
-    const c5_real *doh = dout + (long)h * dh, *ph = p + h * nq * n1;
-    C5_CALL_K(ha_gemm(ctx, 0, 1, nq, n1, dh, 1.0, doh, D, nq * D, kv + ko + dh, L, skv, ds, n1, sd, batch));
-    C5_CALL_K(ha_gemm(ctx, 1, 0, n1, dh, nq, 1.0, ph, n1, sp, doh, D, nq * D, dkv + ko + dh, L, skv, batch));
-    ha_dscores<<<(unsigned)((warps + HA_WARPS - 1) / HA_WARPS), 32 * HA_WARPS, 0, dev->stream>>>(rows, nq, n1, H, h, p,
-                                                                                                  ds);
+  for (int h0 = 0; h0 < H; h0 += G) {
+    const int gn = H - h0 < G ? H - h0 : G;
+    for (int h = h0; h < h0 + gn; h++) {
+      const long ko = ha_koff(A, h);
+      const c5_real *doh = dout + (long)h * dh, *ph = p + h * nq * n1;
+      c5_real *dsh = ds + (h - h0) * batch * sd;
+      C5_CALL_K(ha_gemm(ctx, 0, 1, nq, n1, dh, 1.0, doh, D, nq * D, kv + ko + dh, L, skv, dsh, n1, sd, batch));
+      C5_CALL_K(ha_gemm(ctx, 1, 0, n1, dh, nq, 1.0, ph, n1, sp, doh, D, nq * D, dkv + ko + dh, L, skv, batch));
+    }
+    const long rows = gn * batch * nq, warps = (rows + 31) / 32;
+    ha_dscores<<<(unsigned)((warps + HA_WARPS - 1) / HA_WARPS), 32 * HA_WARPS, 0, dev->stream>>>(rows, nq, batch * nq,
+                                                                                                  n1, H, h0, p, ds);
     C5K_CUDA_LAUNCHED(op);
-    C5_CALL_K(ha_gemm(ctx, 0, 0, nq, dh, n1, scale, ds, n1, sd, kv + ko, L, skv, dq + (long)h * dh, D, nq * D, batch));
-    C5_CALL_K(ha_gemm(ctx, 1, 0, n1, dh, nq, scale, ds, n1, sd, q + (long)h * dh, D, nq * D, dkv + ko, L, skv, batch));
+    for (int h = h0; h < h0 + gn; h++) {
+      const long ko = ha_koff(A, h);
+      const c5_real *dsh = ds + (h - h0) * batch * sd;
+      C5_CALL_K(ha_gemm(ctx, 0, 0, nq, dh, n1, scale, dsh, n1, sd, kv + ko, L, skv, dq + (long)h * dh, D, nq * D,
+                        batch));
+      C5_CALL_K(ha_gemm(ctx, 1, 0, n1, dh, nq, scale, dsh, n1, sd, q + (long)h * dh, D, nq * D, dkv + ko, L, skv,
+                        batch));
+    }
   }
   return C5_OK;
 }
