@@ -7,7 +7,8 @@
 # reference_bench.py. Results go to $OUT: gpu.txt, tests.log, and
 #   BLOCK=1 (default): the block (docs/flops.md): block_ref.txt, the reference
 #     (--use-triton --use-flash-attn; TF32, then bf16 autocast with its routers
-#     fed fp32 scores, REF_BF16_ROUTER_FP32=0 to feed them bf16), and block.txt,
+#     fed fp32 scores, REF_BF16_ROUTER_FP32=0 to feed them bf16; REF_FLAGS
+#     replaces "--use-triton --use-flash-attn"), and block.txt,
 #     single/c5-cuda-bench block in fp32 then with --tf32; shapes BLOCK_SHAPES.
 #   CD=1 (default when BLOCK=0): coordinate descent: ref.txt, bench.txt,
 #     bench2.txt (the same again: the spread is the noise), ncu.txt; shapes SHAPES.
@@ -50,7 +51,7 @@ if [ "$skip_ref" != 1 ] && [ "$cd_bench" = 1 ]; then
 fi
 if [ "$skip_ref" != 1 ] && [ "$block" = 1 ]; then
   refblock="python3 reference_bench.py --ref ref --device cuda --reps 5 --warmup 2 block --dim 512 --heads 8
-    --dim-head 64 --window 128 --use-triton --use-flash-attn --tf32 --shapes $block_shapes"
+    --dim-head 64 --window 128 ${REF_FLAGS:---use-triton --use-flash-attn} --tf32 --shapes $block_shapes"
   bf16_router=$([ "${REF_BF16_ROUTER_FP32:-1}" = 1 ] && echo --router-fp32)
   echo "### reference, TF32" > "$OUT/block_ref.txt"
   step "$OUT/block_ref.txt" 90 $((owe_ours + 70)) $refblock
