@@ -13,6 +13,7 @@
 #   CD=1 (default when BLOCK=0): coordinate descent: ref.txt, bench.txt,
 #     bench2.txt (the same again: the spread is the noise), ncu.txt; shapes SHAPES.
 # ONLY_TESTS="cd topk ...": those tests, nothing else. SKIP_REF=1: no reference.
+# SKIP_TESTS=1: no test (the whole budget to the benchmarks).
 # Every step runs under a timeout cut to what the call has left of TOTAL_S
 # seconds (465: under 8 minutes) less what the later steps are owed; a step
 # cut by its timeout keeps the lines it printed (rc=124 says so).
@@ -61,7 +62,7 @@ fi
 . ./.devkit/sysroot.sh   # it finds the kit at ./.devkit (sh's "." passes no arguments)
 here=$top   # the kit names its own folder here too
 : > "$OUT/tests.log"
-for b in single double; do
+for b in $([ "${SKIP_TESTS:-0}" = 1 ] || echo single double); do
   # every GPU test staged beside this script (test_cuda_*), unless ONLY_TESTS names some
   for t in ${only_tests:-$(cd "$here/$b" 2>/dev/null && ls test_cuda_* 2>/dev/null | sed 's/^test_cuda_//')}; do
     [ -x "$here/$b/test_cuda_$t" ] || continue
