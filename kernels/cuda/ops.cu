@@ -91,6 +91,25 @@ c5_status c5k_heavy_attn_forward_cuda(c5k_ctx *, const c5k_heavy_attn *, const c
                                       const uint8_t *, c5_real *, c5_real *);
 c5_status c5k_heavy_attn_backward_cuda(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
                                        const c5_real *, const c5_real *, c5_real *, c5_real *);
+/* ---- cuda-cdops: the per-step coordinate-descent and top-k ops (cd.cu, topk.cu; ragged rows, P > 1) ---- */
+c5_status c5k_cd_sumexp_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *, const double *, double,
+                             double *, double *);
+c5_status c5k_cd_maxsumexp_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *, const double *, double,
+                                double *);
+c5_status c5k_cd_output_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *, const double *, double,
+                             c5_real *);
+c5_status c5k_cd_gdot_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *, const double *, double,
+                           const c5_real *, const c5_real *, double *);
+c5_status c5k_cd_backward_step_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *, int, const double *,
+                                    const double *, const double *, const double *, const c5_real *, const c5_real *,
+                                    c5_real *);
+c5_status c5k_topk_hist_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *, const uint64_t *, int,
+                             long *);
+c5_status c5k_topk_count_eq_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *, const uint64_t *,
+                                 long *);
+c5_status c5k_topk_select_step_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *, const uint64_t *,
+                                    const long *, long, long *, long *);
+/* ---- end cuda-cdops ---- */
 }
 
 static c5k_ops cuda_ops(void)
@@ -158,6 +177,16 @@ static c5k_ops cuda_ops(void)
   o.heavy_null_kv_grad = c5k_heavy_null_kv_grad_cuda;
   o.heavy_attn_forward = c5k_heavy_attn_forward_cuda;
   o.heavy_attn_backward = c5k_heavy_attn_backward_cuda;
+  /* ---- cuda-cdops (the _step names: cd_backward_dev and topk_select_dev hold the plain ones) ---- */
+  o.cd_sumexp = c5k_cd_sumexp_cuda;
+  o.cd_maxsumexp = c5k_cd_maxsumexp_cuda;
+  o.cd_output = c5k_cd_output_cuda;
+  o.cd_gdot = c5k_cd_gdot_cuda;
+  o.cd_backward = c5k_cd_backward_step_cuda;
+  o.topk_hist = c5k_topk_hist_cuda;
+  o.topk_count_eq = c5k_topk_count_eq_cuda;
+  o.topk_select = c5k_topk_select_step_cuda;
+  /* ---- end cuda-cdops ---- */
   return o;
 }
 
