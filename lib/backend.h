@@ -33,4 +33,9 @@ static inline int c5_backend_is_host(const c5_backend *be) { return be->dev == N
    terms (calloc of at least one byte: a distinct valid pointer). Free with c5_backend_free. */
 c5_status c5_backend_calloc(const c5_backend *be, size_t count, size_t size, void **ptr);
 #define C5_BE_NEW(be, p, n) c5_backend_calloc((be), (size_t)(n), sizeof *(p), (void **)&(p))
+
+/* bytes at src (be's memory) readable on the host, for the files (checkpoints, dumps) that HDF5 writes
+   from host memory: *host = src on the CPU (*stage NULL: no copy, the bits the writer always wrote);
+   on a device a copy in a new host buffer, *host = *stage (free(*stage) after the write). */
+c5_status c5_backend_host_view(const c5_backend *be, const void *src, size_t bytes, const void **host, void **stage);
 #endif
