@@ -3,9 +3,9 @@
 # precisions, the coordinate-descent benchmark with the streaming bound,
 # and the reference (Triton) on the same GPU in the same run. Run from a
 # folder holding: .devkit/ (the runtime kit, /work/shared/device), single/
-# and double/ (test_cuda_* and c5-cuda-bench of each build), ref/ (the
+# and double/ (test_cuda_*, c5-cuda-bench and colt5-train of each build), ref/ (the
 # reference packages, never committed) and reference_bench.py. Results go
-# to $OUT (gpu.txt, tests.log, bench.txt, bench2.txt, ncu.txt, ref.txt).
+# to $OUT (gpu.txt, tests.log, train_gpu.txt, bench.txt, bench2.txt, ncu.txt, ref.txt).
 set -u
 top=$(cd "$(dirname "$0")" && pwd); here=$top
 OUT=${OUT:-$here/out}
@@ -29,6 +29,25 @@ for b in single double; do
     echo "=== $b test_cuda_$t rc=$?" >> "$OUT/tests.log"
   done
 done
+# A short training run on the GPU beside the same run on the CPU (colt5-train of each build, when staged
+# beside the tests): the step lines of the two should agree to the build's tolerance (double ~1e-10, single
+# ~1e-4 relative in the loss). Text: TRAIN_DATA, else the fortunes, else this folder's scripts repeated.
+train_data=${TRAIN_DATA:-/usr/share/games/fortunes}
+if [ ! -e "$train_data" ]; then
+  train_data="$OUT/train_text.txt"; : > "$train_data"
+  for i in $(seq 40); do cat "$here"/*.sh "$here"/*.py >> "$train_data" 2>/dev/null; done
+fi
+: > "$OUT/train_gpu.txt"
+for b in double single; do
+  [ -x "$here/$b/colt5-train" ] || continue
+  for dev in cuda cpu; do
+    echo "=== $b colt5-train --device $dev" >> "$OUT/train_gpu.txt"
+    timeout 300 mpirun -np 1 "$here/$b/colt5-train" --device $dev --steps 20 --log-every 1 --val-every 10 \
+        --val-batches 2 --data "$train_data" --log "$OUT/train_${b}_$dev.csv" >> "$OUT/train_gpu.txt" 2>&1
+    echo "=== $b colt5-train --device $dev rc=$?" >> "$OUT/train_gpu.txt"
+  done
+done
+grep -E "rc=|^step +20/|final validation|^colt5-train: " "$OUT/train_gpu.txt"
 if [ -n "$only_tests" ]; then grep -E "rc=|check failed|tiny k" "$OUT/tests.log"; exit 0; fi
 timeout 180 mpirun -np 1 "$here/single/c5-cuda-bench" $shapes > "$OUT/bench.txt" 2>&1
 echo "bench rc=$?" >> "$OUT/bench.txt"
