@@ -32,6 +32,8 @@ done
 # A short training run on the GPU beside the same run on the CPU (colt5-train of each build, when staged
 # beside the tests): the step lines of the two should agree to the build's tolerance (double ~1e-10, single
 # ~1e-4 relative in the loss). Text: TRAIN_DATA, else the fortunes, else this folder's scripts repeated.
+# colt5-train links the shared library: stage the binary itself (build-*/apps/.libs/colt5-train, not the
+# libtool wrapper) with build-*/lib/.libs/libcolt5.so* beside it; the run looks for the library there.
 train_data=${TRAIN_DATA:-/usr/share/games/fortunes}
 if [ ! -e "$train_data" ]; then
   train_data="$OUT/train_text.txt"; : > "$train_data"
@@ -42,7 +44,8 @@ for b in double single; do
   [ -x "$here/$b/colt5-train" ] || continue
   for dev in cuda cpu; do
     echo "=== $b colt5-train --device $dev" >> "$OUT/train_gpu.txt"
-    timeout 300 mpirun -np 1 "$here/$b/colt5-train" --device $dev --steps 20 --log-every 1 --val-every 10 \
+    LD_LIBRARY_PATH="$here/$b${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+      timeout 300 mpirun -np 1 -x LD_LIBRARY_PATH "$here/$b/colt5-train" --device $dev --steps 20 --log-every 1 --val-every 10 \
         --val-batches 2 --data "$train_data" --log "$OUT/train_${b}_$dev.csv" >> "$OUT/train_gpu.txt" 2>&1
     echo "=== $b colt5-train --device $dev rc=$?" >> "$OUT/train_gpu.txt"
   done
