@@ -162,6 +162,24 @@ c5_status c5_backend_set_tf32(c5_backend *be, int on)
   return C5_OK;
 }
 
+c5_status c5_backend_mem_stats(const c5_backend *be, int reset, c5_backend_mem *out)
+{
+  C5_CHECK(be && out, C5_ERR_ARG, "c5_backend_mem_stats: NULL argument");
+  memset(out, 0, sizeof *out);
+#if C5_HAVE_CUDA_BUILD
+  if (be->dev) {
+    c5k_cuda_mem m;
+    C5_CALL(c5k_cuda_mem_stats(be->dev, reset, &m));
+    *out = (c5_backend_mem){ .dev_total = m.dev_total, .dev_used = m.dev_used, .pool_reserved = m.pool_reserved,
+                             .pool_used = m.pool_used, .pool_reserved_high = m.pool_reserved_high,
+                             .pool_used_high = m.pool_used_high };
+    return C5_OK;
+  }
+#endif
+  (void)reset;
+  return C5_ERR(C5_ERR_NOTIMPL, "c5_backend_mem_stats: the %s backend has no device memory statistics", be->ops->name);
+}
+
 c5_status c5_arena_alloc_on(c5_arena *a, const c5_backend *be, const char *what)
 {
   size_t bytes = a->used;

@@ -82,6 +82,16 @@ c5_status c5k_xent_forward_cuda(c5k_ctx *, long, int, const c5_real *, const int
 c5_status c5k_xent_backward_cuda(c5k_ctx *, long, int, const c5_real *, const int32_t *, const double *, double,
                                  c5_real *);
 /* ---- end cuda-rows ---- */
+/* ---- heavy attention (kernels/cuda/attn_heavy.cu) ---- */
+c5_status c5k_heavy_kv_assemble_cuda(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
+                                     const c5_real *, c5_real *);
+c5_status c5k_heavy_kv_score_backward_cuda(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
+                                           c5_real *, c5_real *);
+c5_status c5k_heavy_null_kv_grad_cuda(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, double *);
+c5_status c5k_heavy_attn_forward_cuda(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
+                                      const uint8_t *, c5_real *, c5_real *);
+c5_status c5k_heavy_attn_backward_cuda(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
+                                       const c5_real *, const c5_real *, c5_real *, c5_real *);
 }
 
 static c5k_ops cuda_ops(void)
@@ -143,6 +153,12 @@ static c5k_ops cuda_ops(void)
   o.xent_forward = c5k_xent_forward_cuda;
   o.xent_backward = c5k_xent_backward_cuda;
   /* ---- end cuda-rows ---- */
+  /* ---- heavy attention (kernels/cuda/attn_heavy.cu) ---- */
+  o.heavy_kv_assemble = c5k_heavy_kv_assemble_cuda;
+  o.heavy_kv_score_backward = c5k_heavy_kv_score_backward_cuda;
+  o.heavy_null_kv_grad = c5k_heavy_null_kv_grad_cuda;
+  o.heavy_attn_forward = c5k_heavy_attn_forward_cuda;
+  o.heavy_attn_backward = c5k_heavy_attn_backward_cuda;
   /* ---- cuda-train ---- */
   o.sumsq_dev = c5k_sumsq_dev_cuda;
   return o;
