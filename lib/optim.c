@@ -92,8 +92,8 @@ c5_status c5_adamw_create(const c5_adamw_config *cfg, c5_params *params, c5_adam
   C5_NEW(o->work, o->work_len, ok);
   if (!ok) {
     c5_adamw_destroy(&o);
-    return C5_ERR(C5_ERR_MEM, "out of memory allocating AdamW state for %ld parameters (%ld values, two moments)",
-                  n, total);
+    return C5_ERR(C5_ERR_MEM, "out of memory allocating AdamW state for %ld parameters (%ld values, two moments "
+                  "on the %s backend)", n, total, c5_backend_name(be));
   }
   for (long i = 0; i < n; i++) {
     o->offset[i] = (long)(c5_params_value(params, i) - c5_params_value(params, 0));
