@@ -7,6 +7,9 @@
    - the loss sum (relative error) and the scored count (identical);
    - every parameter gradient, norm-wise (double build 1e-10, single 1e-4:
      the model is a chain of blocks whose tolerances test_cuda_block holds);
+   - sumsq_dev (the optimizer's per-parameter sums of squares, left on the
+     device) on the GPU's gradients against the CPU's sumsq of the same
+     values: bit for bit;
    - three training steps (zero_grad, forward, backward at 1/count, AdamW
      with clipping and warm-up) on each: each step's loss and gradient norm,
      then every parameter and both moments norm-wise (same tolerances: the
@@ -21,6 +24,7 @@
 #include <hdf5.h>
 #include "cuda_util.h"
 #include "colt5_io.h"
+#include "backend.h"
 
 #if C5_USE_DOUBLE
 #define TOL 1e-10
@@ -204,6 +208,33 @@ static int check(c5_backend *gpu, const c5_dist *d)
   for (long i = 0; i < np; i++) {
     const long off = c5_params_grad(rc.p, i) - c5_params_grad(rc.p, 0);
     report("grad", c5_params_name(rc.p, i), err(hg + off, c5_params_grad(rc.p, i), c5_params_numel(rc.p, i)), TOL);
+  }
+
+  /* the optimizer's sums of squares on the device: the CPU's bits on the same gradients */
+  {
+    double *dss = NULL, gss, css;
+    long diff = 0, maxn = 1;
+    for (long i = 0; i < np; i++) if (c5_params_numel(rc.p, i) > maxn) maxn = c5_params_numel(rc.p, i);
+    double *work = malloc((size_t)((maxn + C5K_CHUNK - 1) / C5K_CHUNK) * sizeof *work);
+    T_CHECK(work != NULL, "out of memory");
+    c5k_ctx gc = c5_backend_ctx(gpu, NULL, 0), cc0 = { .work = work, .work_len = (maxn + C5K_CHUNK - 1) / C5K_CHUNK };
+    c5_status st = c5_backend_alloc(gpu, sizeof *dss, (void **)&dss);
+    for (long i = 0; i < np && st == C5_OK; i++) {
+      const long off = c5_params_grad(rc.p, i) - c5_params_grad(rc.p, 0);
+      st = gpu->ops->sumsq_dev(&gc, c5_params_numel(rc.p, i), c5_params_grad(rg.p, i), dss);
+      if (st == C5_OK) st = c5_backend_memcpy(gpu, &gss, dss, sizeof gss);
+      if (st == C5_OK) st = c5k_cpu_ops.sumsq(&cc0, c5_params_numel(rc.p, i), hg + off, &css, NULL);
+      if (st == C5_OK && memcmp(&gss, &css, sizeof gss)) {
+        if (!diff) fprintf(stderr, "sumsq_dev %s: %.17g, CPU %.17g\n", c5_params_name(rc.p, i), gss, css);
+        diff++;
+      }
+    }
+    c5_backend_free(gpu, dss);
+    free(work);
+    T_OK(st);
+    printf("model sumsq    %-48s %ld of %ld parameters' sums differ in their bits %s\n", "sumsq_dev (GPU) vs sumsq (CPU)",
+           diff, np, diff ? "FAIL" : "PASS");
+    all_ok &= diff == 0;
   }
 
   /* activation dump of the GPU forward: its logits as the CPU's */
