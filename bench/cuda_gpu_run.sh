@@ -2,8 +2,8 @@
 # cuda_gpu_run.sh - one call on a lent GPU machine: the CUDA tests of both
 # precisions, then the benchmarks beside the reference on the same GPU in
 # the same run. Run from a folder holding: .devkit/ (the runtime kit,
-# /work/shared/device), single/ and double/ (test_cuda_* and c5-cuda-bench
-# of each build), ref/ (the reference packages, never committed) and
+# /work/shared/device), single/ and double/ (test_cuda_*, c5-cuda-bench and
+# colt5-train of each build), ref/ (the reference packages, never committed) and
 # reference_bench.py. Results go to $OUT: gpu.txt, tests.log, and
 #   BLOCK=1 (default): the block (docs/flops.md): block_ref.txt, the reference
 #     (--use-triton --use-flash-attn; TF32, then bf16 autocast with its routers
@@ -14,6 +14,10 @@
 #     bench2.txt (the same again: the spread is the noise), ncu.txt; shapes SHAPES.
 # ONLY_TESTS="cd topk ...": those tests, nothing else. SKIP_REF=1: no reference.
 # SKIP_TESTS=1: no test (the whole budget to the benchmarks).
+# TRAIN=1 (default): after the tests, train_gpu.txt: colt5-train --device cuda, then --device cpu, 20 steps
+#   each, of every build whose colt5-train is staged in single/ or double/ (the binary from
+#   build-*/apps/.libs/ with build-*/lib/.libs/libcolt5.so* beside it); the two runs' step lines should
+#   agree to the build's tolerance. Text: TRAIN_DATA, else the fortunes, else this folder's scripts.
 # Every step runs under a timeout cut to what the call has left of TOTAL_S
 # seconds (465: under 8 minutes) less what the later steps are owed; a step
 # cut by its timeout keeps the lines it printed (rc=124 says so).
@@ -70,6 +74,25 @@ for b in $([ "${SKIP_TESTS:-0}" = 1 ] || echo single double); do
     step "$OUT/tests.log" 120 "$owe_ours" mpirun -np 1 "$here/$b/test_cuda_$t"
   done
 done
+if [ "${TRAIN:-1}" = 1 ]; then
+  train_data=${TRAIN_DATA:-/usr/share/games/fortunes}
+  if [ ! -e "$train_data" ]; then
+    train_data="$OUT/train_text.txt"; : > "$train_data"
+    for i in $(seq 40); do cat "$here"/*.sh "$here"/*.py >> "$train_data" 2>/dev/null; done
+  fi
+  : > "$OUT/train_gpu.txt"
+  for b in double single; do
+    [ -x "$here/$b/colt5-train" ] || continue
+    for dev in cuda cpu; do
+      echo "=== $b colt5-train --device $dev" >> "$OUT/train_gpu.txt"
+      ( export LD_LIBRARY_PATH="$here/$b${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+        step "$OUT/train_gpu.txt" 90 "$owe_ours" mpirun -np 1 -x LD_LIBRARY_PATH "$here/$b/colt5-train" \
+          --device $dev --steps 20 --log-every 1 --val-every 10 --val-batches 2 --data "$train_data" \
+          --log "$OUT/train_${b}_$dev.csv" )
+    done
+  done
+  grep -E "^===|rc=|^step +20/|final validation|^colt5-train: |skipped" "$OUT/train_gpu.txt"
+fi
 if [ -n "$only_tests" ]; then grep -E "rc=|check failed|tiny k|skipped" "$OUT/tests.log"; exit 0; fi
 if [ "$block" = 1 ]; then
   echo "### ours, single build, fp32" > "$OUT/block.txt"

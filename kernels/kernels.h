@@ -471,6 +471,11 @@ typedef struct c5k_ops {
      (b n_local + token), their global positions, and iotas (src NULL). dst may be src (lds = ldd). */
   c5_status (*index_rows)(c5k_ctx *, long rows, long n, const long *src, long lds, long add, long div, long mod,
                           long step, long *dst, long ldd);
+  /* ---- the training step on a device backend (cuda-train: lib/optim.c) ---- */
+  /* sumsq without the wait: *ss (backend memory: a device double on a GPU) = sumsq's sum of x[0..n), the
+     same bits in the same order, so that the optimizer reads every parameter's sum in one copy per step
+     instead of one per parameter. ctx work as sumsq's. */
+  c5_status (*sumsq_dev)(c5k_ctx *, long n, const c5_real *x, double *ss);
 } c5k_ops;
 
 /* init_fill's kinds */

@@ -125,6 +125,24 @@ c5_status c5_backend_memcpy(const c5_backend *be, void *dst, const void *src, si
   return C5_OK;
 }
 
+c5_status c5_backend_host_view(const c5_backend *be, const void *src, size_t bytes, const void **host, void **stage)
+{
+  C5_CHECK(be && host && stage, C5_ERR_ARG, "c5_backend_host_view: NULL argument");
+  *stage = NULL;
+  *host = src;
+  if (c5_backend_is_host(be) || bytes == 0 || !src) return C5_OK;
+  *stage = malloc(bytes);
+  C5_CHECK(*stage != NULL, C5_ERR_MEM, "staging %zu bytes of the %s backend on the host: out of memory", bytes,
+           be->ops->name);
+  c5_status st = c5_backend_memcpy(be, *stage, src, bytes);
+  if (st != C5_OK) {
+    C5_FREE(*stage);
+    return c5_err_trace(st, __FILE__, __LINE__);
+  }
+  *host = *stage;
+  return C5_OK;
+}
+
 c5_status c5_backend_sync(const c5_backend *be)
 {
   C5_CHECK(be, C5_ERR_ARG, "c5_backend_sync: backend is NULL");

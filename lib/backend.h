@@ -41,4 +41,9 @@ typedef struct {
 } c5_backend_mem;
 c5_status c5_backend_mem_stats(const c5_backend *be, int reset, c5_backend_mem *out);
 #define C5_BE_NEW(be, p, n) c5_backend_calloc((be), (size_t)(n), sizeof *(p), (void **)&(p))
+
+/* bytes at src (be's memory) readable on the host, for the files (checkpoints, dumps) that HDF5 writes
+   from host memory: *host = src on the CPU (*stage NULL: no copy, the bits the writer always wrote);
+   on a device a copy in a new host buffer, *host = *stage (free(*stage) after the write). */
+c5_status c5_backend_host_view(const c5_backend *be, const void *src, size_t bytes, const void **host, void **stage);
 #endif

@@ -115,6 +115,7 @@ long c5_block_cache_batch(const c5_block_cache *c) { return c->batch; }
 const c5_routed_attn *c5_block_attn(const c5_block *b) { return b->attn; }
 const c5_routed_ff *c5_block_ff(const c5_block *b) { return b->ff; }
 const c5_block_config *c5_block_get_config(const c5_block *b) { return &b->cfg; }
+const c5_backend *c5_block_backend(const c5_block *b) { return b->be; }
 
 c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, long batch, const c5_real *x,
                            const uint8_t *mask, c5_block_cache *c, c5_real *out)

@@ -104,6 +104,7 @@ c5_status c5k_gather2d_cpu(c5k_ctx *, long, const long *, const void *, long, lo
 c5_status c5k_mask_before_cpu(c5k_ctx *, long, long, const long *, const long *, uint8_t *);
 /* optimizer */
 c5_status c5k_sumsq_cpu(c5k_ctx *, long, const c5_real *, double *, long *);
+c5_status c5k_sumsq_dev_cpu(c5k_ctx *, long, const c5_real *, double *);
 c5_status c5k_adamw_update_cpu(c5k_ctx *, const c5k_adamw *, long, const c5_real *, c5_real *, c5_real *, c5_real *);
 /* model: initialization, embeddings, the masked-byte loss */
 c5_status c5k_init_fill_cpu(c5k_ctx *, int, uint64_t, double, long, c5_real *);

@@ -69,4 +69,6 @@ const c5k_ops c5k_cpu_ops = {
   .xent_backward = c5k_xent_backward_cpu,
   /* device-resident block orchestration (cuda-lib) */
   .index_rows = c5k_index_rows_cpu,
+  /* the training step on a device backend (cuda-train) */
+  .sumsq_dev = c5k_sumsq_dev_cpu,
 };

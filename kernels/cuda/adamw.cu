@@ -32,22 +32,38 @@ __global__ void sumsq_chunks(long n, long nc, const c5_real *x, double *part)
   if (c < nc && k == 0) part[c] = s;
 }
 
-/* out[0] = the chunk sums in chunk order; out[1] = the first non-finite
-   index (as the CPU searches: only in chunks whose sum is not finite), -1
-   for none. One thread: the order is the CPU's. */
-__global__ void sumsq_total(long n, long nc, const c5_real *x, const double *part, int find, double *out)
+/* *sum = the chunk sums in chunk order; *first (when not NULL) = the first
+   non-finite index (as the CPU searches: only in chunks whose sum is not
+   finite), -1 for none. One thread: the order is the CPU's. */
+__global__ void sumsq_total(long n, long nc, const c5_real *x, const double *part, double *sum, long long *first)
 {
   double s = 0;
   for (long c = 0; c < nc; c++) s += part[c];
-  out[0] = s;
-  long first = -1;
-  for (long c = 0; find && c < nc && !isfinite(s) && first < 0; c++) {
+  *sum = s;
+  if (!first) return;
+  long f = -1;
+  for (long c = 0; c < nc && !isfinite(s) && f < 0; c++) {
     if (isfinite(part[c])) continue;
     long j1 = (c + 1) * C5K_CHUNK < n ? (c + 1) * C5K_CHUNK : n;
     for (long j = c * C5K_CHUNK; j < j1; j++)
-      if (!isfinite(x[j])) { first = j; break; }
+      if (!isfinite(x[j])) { f = j; break; }
   }
-  ((long long *)out)[1] = first;
+  *first = f;
+}
+
+/* The chunk sums into part [ceil(n / C5K_CHUNK)] and their total into *sum (device), first as
+   sumsq_total's; on the stream. */
+static c5_status sumsq_launch(c5k_cuda_dev *dev, long n, const c5_real *x, double *part, double *sum,
+                              long long *first, const char *op)
+{
+  const long nc = n > 0 ? (n + C5K_CHUNK - 1) / C5K_CHUNK : 0;
+  if (nc > 0) {
+    sumsq_chunks<<<(unsigned)((nc * LANES + 255) / 256), 256, 0, dev->stream>>>(n, nc, x, part);
+    C5K_CUDA_LAUNCHED(op);
+  }
+  sumsq_total<<<1, 1, 0, dev->stream>>>(n, nc, x, part, sum, first);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
 }
 
 /* *ss and *first_nonfinite are host values (the optimizer's scalars): the op waits for them. */
@@ -59,13 +75,8 @@ extern "C" c5_status c5k_sumsq_cuda(c5k_ctx *ctx, long n, const c5_real *x, doub
   const long nc = n > 0 ? (n + C5K_CHUNK - 1) / C5K_CHUNK : 0;
   void *scr;
   C5_CALL_K(c5k_cuda_scratch(dev, (size_t)(nc + 2) * sizeof(double), &scr, op));
-  double *res = (double *)scr, *part = res + 2, h[2];
-  if (nc > 0) {
-    sumsq_chunks<<<(unsigned)((nc * LANES + 255) / 256), 256, 0, dev->stream>>>(n, nc, x, part);
-    C5K_CUDA_LAUNCHED(op);
-  }
-  sumsq_total<<<1, 1, 0, dev->stream>>>(n, nc, x, part, first_nonfinite != NULL, res);
-  C5K_CUDA_LAUNCHED(op);
+  double *res = (double *)scr, h[2];
+  C5_CALL_K(sumsq_launch(dev, n, x, res + 2, res, first_nonfinite ? (long long *)(res + 1) : NULL, op));
   C5K_CUDA_TRY(cudaMemcpyAsync(h, res, sizeof h, cudaMemcpyDeviceToHost, dev->stream), op);
   C5K_CUDA_TRY(cudaStreamSynchronize(dev->stream), op);
   *ss = h[0];
@@ -74,6 +85,19 @@ extern "C" c5_status c5k_sumsq_cuda(c5k_ctx *ctx, long n, const c5_real *x, doub
     memcpy(&f, &h[1], sizeof f);
     *first_nonfinite = (long)f;
   }
+  return C5_OK;
+}
+
+/* *ss a device double: no copy and no wait (the optimizer reads all parameters' sums in one copy). */
+extern "C" c5_status c5k_sumsq_dev_cuda(c5k_ctx *ctx, long n, const c5_real *x, double *ss)
+{
+  const char *op = "sumsq_dev";
+  c5k_cuda_dev *dev;
+  C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
+  const long nc = n > 0 ? (n + C5K_CHUNK - 1) / C5K_CHUNK : 0;
+  void *scr;
+  C5_CALL_K(c5k_cuda_scratch(dev, (size_t)(nc + 1) * sizeof(double), &scr, op));
+  C5_CALL_K(sumsq_launch(dev, n, x, (double *)scr, ss, NULL, op));
   return C5_OK;
 }
 

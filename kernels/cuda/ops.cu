@@ -71,6 +71,7 @@ c5_status c5k_axpy_cuda(c5k_ctx *, long, double, const c5_real *, c5_real *);
 c5_status c5k_acc_add_cuda(c5k_ctx *, long, const double *, double *);
 c5_status c5k_broadcast_row_cuda(c5k_ctx *, long, long, const c5_real *, c5_real *);
 c5_status c5k_sumsq_cuda(c5k_ctx *, long, const c5_real *, double *, long *);
+c5_status c5k_sumsq_dev_cuda(c5k_ctx *, long, const c5_real *, double *);
 c5_status c5k_adamw_update_cuda(c5k_ctx *, const c5k_adamw *, long, const c5_real *, c5_real *, c5_real *, c5_real *);
 c5_status c5k_init_fill_cuda(c5k_ctx *, int, uint64_t, double, long, c5_real *);
 c5_status c5k_embedding_forward_cuda(c5k_ctx *, long, long, long, int, const int32_t *, const c5_real *,
@@ -187,6 +188,8 @@ static c5k_ops cuda_ops(void)
   o.topk_count_eq = c5k_topk_count_eq_cuda;
   o.topk_select = c5k_topk_select_step_cuda;
   /* ---- end cuda-cdops ---- */
+  /* ---- cuda-train ---- */
+  o.sumsq_dev = c5k_sumsq_dev_cuda;
   return o;
 }
 

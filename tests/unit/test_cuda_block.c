@@ -14,7 +14,7 @@
 #include "backend.h"
 #include "dump_internal.h"
 
-#if C5_REAL_IS_DOUBLE
+#if C5_USE_DOUBLE
 #define TOL 1e-10
 #else
 #define TOL 1e-4
