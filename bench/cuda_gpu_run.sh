@@ -73,6 +73,14 @@ for b in $([ "${SKIP_TESTS:-0}" = 1 ] || echo single double); do
     echo "=== $b test_cuda_$t" >> "$OUT/tests.log"
     step "$OUT/tests.log" 120 "$owe_ours" mpirun -np 1 "$here/$b/test_cuda_$t"
   done
+  # the sharded runs on this one GPU (1-3 ranks; tests/unit/test_cuda_*.sh staged beside the programs)
+  for t in dist; do
+    [ -x "$here/$b/test_cuda_$t" ] && [ -f "$here/$b/test_cuda_$t.sh" ] || continue
+    case " ${only_tests:-$t} " in *" $t "*) ;; *) continue ;; esac
+    echo "=== $b test_cuda_$t.sh" >> "$OUT/tests.log"
+    env "T_CUDA_$(echo "$t" | tr a-z A-Z)=$here/$b/test_cuda_$t" sh "$here/$b/test_cuda_$t.sh" >> "$OUT/tests.log" 2>&1
+    echo "=== $b test_cuda_$t.sh rc=$?" >> "$OUT/tests.log"
+  done
 done
 if [ "${TRAIN:-1}" = 1 ]; then
   train_data=${TRAIN_DATA:-/usr/share/games/fortunes}
