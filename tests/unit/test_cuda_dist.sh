@@ -7,7 +7,7 @@
 # with the same error (exit 3 from each, no hang). Exits 77 without a GPU.
 set -u
 b=${top_builddir:-.}
-t=${T_CUDA_DIST:-$b/tests/unit/test_cuda_dist}   # bench/cuda_gpu_run.sh names its staged copy
+t=${T_CUDA_DIR:-$b/tests/unit}/test_cuda_dist   # bench/cuda_gpu_run.sh names its staged folder
 run() {   # run NP ENV-ASSIGNMENT: the output kept in out.$$
   env "$2" OMP_NUM_THREADS=1 timeout 300 mpirun --oversubscribe -np "$1" "$t" > out.$$ 2>&1
 }
