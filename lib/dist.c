@@ -29,6 +29,7 @@ struct c5_dist {
   c5_dist_stats stats;   /* mutable through const handles: counters, and the device state below */
   c5_phase phase;
   int dev_mode;          /* DEV_*: how device buffers cross ranks */
+  const c5_backend *dev_be;   /* the backend it was chosen for (NCCL: the stream the calls are issued on) */
   char *stage;           /* host staging of device buffers (DEV_MPI), grown, kept */
   size_t stage_cap;
   c5_nccl *nccl;         /* DEV_NCCL */
@@ -446,6 +447,7 @@ static c5_status choose_device_mode(const c5_dist *d, const c5_backend *be)
   }
 #endif
   w->dev_mode = mode;
+  w->dev_be = be;
   return C5_OK;
 }
 
@@ -454,6 +456,10 @@ c5_status c5_dist_uses_nccl(const c5_dist *d, const c5_backend *be, int *nccl)
   *nccl = 0;
   if (!be || c5_backend_is_host(be)) return C5_OK;
   if (d->dev_mode == DEV_UNSET) C5_CALL(choose_device_mode(d, be));
+  /* one communicator, one stream: NCCL's work would not be ordered with another backend's */
+  C5_CHECK(d->dev_mode != DEV_NCCL || be == d->dev_be, C5_ERR_ARG, "dist: NCCL collectives on the %s backend of "
+           "device %d, but this communicator's NCCL runs on device %d's backend (one device backend per c5_dist)",
+           be->ops->name, be->device, d->dev_be->device);
   *nccl = d->dev_mode == DEV_NCCL;
   return C5_OK;
 }
