@@ -40,7 +40,7 @@ static void counts_of(long base, int *counts, int *displs)
 static int check_allgatherv(c5_backend *be, c5_dist *d, c5_elem type, const char *name, long base)
 {
   size_t es = type == C5_ELEM_LONG ? sizeof(long) : type == C5_ELEM_U8 ? 1 : sizeof(c5_real);
-  int counts[8], displs[8];
+  int counts[8] = { 0 }, displs[8] = { 0 };
   counts_of(base, counts, displs);
   long total = displs[P_ - 1] + counts[P_ - 1], mine = counts[rank_];
   char *hs = malloc(mine * es + 1), *hr = malloc(total * es + 1), *want = malloc(total * es + 1);
@@ -72,7 +72,7 @@ static int check_allgatherv(c5_backend *be, c5_dist *d, c5_elem type, const char
 
 static int check_reduce_scatter(c5_backend *be, c5_dist *d, long base)
 {
-  int counts[8], displs[8];
+  int counts[8] = { 0 }, displs[8] = { 0 };
   counts_of(base, counts, displs);
   long total = displs[P_ - 1] + counts[P_ - 1], mine = counts[rank_];
   c5_real *hs = malloc((total + 1) * sizeof *hs), *hr = malloc((mine + 1) * sizeof *hr);
