@@ -8,6 +8,7 @@
 set -u
 b=${top_builddir:-.}
 t=${T_CUDA_DIR:-$b/tests/unit}/test_cuda_block   # bench/cuda_gpu_run.sh names its staged folder
+[ -x "$t" ] || { echo "no $t: this build has no CUDA"; exit 77; }
 fail=0
 for np in 2 3; do
   OMP_NUM_THREADS=1 timeout 300 mpirun --oversubscribe -np $np "$t" > out.$$ 2>&1

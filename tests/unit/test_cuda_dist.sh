@@ -8,6 +8,7 @@
 set -u
 b=${top_builddir:-.}
 t=${T_CUDA_DIR:-$b/tests/unit}/test_cuda_dist   # bench/cuda_gpu_run.sh names its staged folder
+[ -x "$t" ] || { echo "no $t: this build has no CUDA"; exit 77; }
 run() {   # run NP ENV-ASSIGNMENT: the output kept in out.$$
   env "$2" OMP_NUM_THREADS=1 timeout 300 mpirun --oversubscribe -np "$1" "$t" > out.$$ 2>&1
 }
