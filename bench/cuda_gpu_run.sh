@@ -68,10 +68,19 @@ here=$top   # the kit names its own folder here too
 : > "$OUT/tests.log"
 for b in $([ "${SKIP_TESTS:-0}" = 1 ] || echo single double); do
   # every GPU test staged beside this script (test_cuda_*), unless ONLY_TESTS names some
-  for t in ${only_tests:-$(cd "$here/$b" 2>/dev/null && ls test_cuda_* 2>/dev/null | sed 's/^test_cuda_//')}; do
+  for t in ${only_tests:-$(cd "$here/$b" 2>/dev/null && ls test_cuda_* 2>/dev/null | grep -v '\.sh$' | sed 's/^test_cuda_//')}; do
     [ -x "$here/$b/test_cuda_$t" ] || continue
     echo "=== $b test_cuda_$t" >> "$OUT/tests.log"
     step "$OUT/tests.log" 120 "$owe_ours" mpirun -np 1 "$here/$b/test_cuda_$t"
+  done
+  # the sharded runs on this one GPU (1-3 ranks): the scripts staged beside the programs (test_cuda_dist.sh,
+  # test_cuda_block_mpi.sh), each named by ONLY_TESTS as dist, block_mpi
+  for t in dist block_mpi; do
+    [ -f "$here/$b/test_cuda_$t.sh" ] || continue
+    case " ${only_tests:-$t} " in *" $t "*) ;; *) continue ;; esac
+    echo "=== $b test_cuda_$t.sh" >> "$OUT/tests.log"
+    T_CUDA_DIR="$here/$b" sh "$here/$b/test_cuda_$t.sh" >> "$OUT/tests.log" 2>&1
+    echo "=== $b test_cuda_$t.sh rc=$?" >> "$OUT/tests.log"
   done
 done
 if [ "${TRAIN:-1}" = 1 ]; then

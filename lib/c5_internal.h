@@ -110,22 +110,35 @@ typedef enum { C5_ELEM_F64 = C5_DTYPE_F64, C5_ELEM_F32 = C5_DTYPE_F32, C5_ELEM_B
    the first and last ranks have no neighbour on their outer side. Counts are elements of type; a
    direction whose buffers are both NULL on every rank (the autoregressive attention sends nothing left)
    is not exchanged. Collective on d; counted under C5_PHASE_HALO. Forward: to_right -> the right
-   neighbour's from_left, to_left -> the left neighbour's from_right. */
+   neighbour's from_left, to_left -> the left neighbour's from_right. be: where the buffers live (NULL or a
+   host backend: host memory; a device backend: its memory, staged through the host or moved by NCCL). */
 typedef struct {
   const void *to_left, *to_right;
   void *from_left, *from_right;
   long n_to_left, n_to_right, n_from_left, n_from_right;
+  const c5_backend *be;
 } c5_halo_msg;
 c5_status c5_dist_halo_exchange(const c5_dist *d, c5_elem type, const c5_halo_msg *m);
 /* Its backward: the gradients of the received halos (from_left, from_right: read) go back to their
    owners, into the buffers the forward sent from (to_left, to_right: written). */
 c5_status c5_dist_halo_return(const c5_dist *d, c5_elem type, const c5_halo_msg *m);
-/* Variable-count all-gather (counts, displs per rank, in elements of type). */
-c5_status c5_dist_allgatherv(const c5_dist *d, const void *send, long scount, void *recv, const int *counts,
-                             const int *displs, c5_elem type);
+/* Variable-count all-gather (counts, displs per rank, in elements of type). be: where send and recv live,
+   as for c5_halo_msg (a device's: every rank's part padded to the largest count, unpacked by its ops). */
+c5_status c5_dist_allgatherv(const c5_dist *d, const c5_backend *be, const void *send, long scount, void *recv,
+                             const int *counts, const int *displs, c5_elem type);
 /* Sum send [sum of counts] over ranks; rank p receives its counts[p] block (counts in elements of type:
-   F64, F32 or LONG, the types that are summed). */
-c5_status c5_dist_reduce_scatter(const c5_dist *d, const void *send, void *recv, const int *counts, c5_elem type);
+   F64, F32 or LONG, the types that are summed). be: as for c5_dist_allgatherv. */
+c5_status c5_dist_reduce_scatter(const c5_dist *d, const c5_backend *be, const void *send, void *recv,
+                                 const int *counts, c5_elem type);
+/* Whole rows from their sharded columns: local [rows, n_local] (this rank's columns of the layout (n, unit),
+   es bytes each) -> full [rows, n] on every rank, both on be. Collective on d (agreed: an error on one rank
+   is every rank's). The router's coordinate descent over whole rows on a device (router.c). */
+c5_status c5_dist_allgather_rows(const c5_dist *d, const c5_backend *be, long rows, long n, long unit, long es,
+                                 const void *local, void *full);
+/* Whether d moves be's buffers by NCCL (then it runs the device collectives at one rank too, and callers
+   that skip a collective at one rank call it anyway: every NCCL call is issued). Collective on d the first
+   time it is asked for a device backend (the choice of docs/design.md §4 is made and agreed then). */
+c5_status c5_dist_uses_nccl(const c5_dist *d, const c5_backend *be, int *nccl);
 /* c5_dist_agree and, in the same allreduce, global arguments that must be
    the same on every rank: when st is C5_OK everywhere but some value
    differs, every rank returns C5_ERR_ARG naming it, the smallest and the

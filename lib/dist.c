@@ -1,19 +1,38 @@
 /* dist.c - the communicator object and every collective the library uses
    (docs/design.md §3-4). Nothing else in lib/ calls MPI directly, except that the
-   io layer may hand c5_dist_comm() to parallel HDF5. */
+   io layer may hand c5_dist_comm() to parallel HDF5. Device buffers (a module
+   on a GPU backend) go through host memory around the MPI call, or through
+   NCCL (lib/dist_nccl.c); both share the padded packing done by the
+   backend's ops here. */
+#include "config.h"
 #include <limits.h>
 #include <math.h>
 #include <string.h>
 #include "dist_mpi.h"
+#include "dist_nccl.h"
 #include "backend.h"
+#if C5_HAVE_CUDA_BUILD
+#include "cuda/cuda.h"
+#endif
+#ifndef C5_HAVE_NCCL
+#define C5_HAVE_NCCL 0
+#endif
+
+/* How device buffers cross ranks (chosen at the first device collective, agreed). */
+enum { DEV_UNSET, DEV_MPI, DEV_NCCL };
 
 struct c5_dist {
   MPI_Comm comm;
   int rank, size;
   int wrank;             /* rank in MPI_COMM_WORLD: the one error messages name */
   MPI_Op op_maxsumexp;
-  c5_dist_stats stats;   /* mutable through const handles: counters only */
+  c5_dist_stats stats;   /* mutable through const handles: counters, and the device state below */
   c5_phase phase;
+  int dev_mode;          /* DEV_*: how device buffers cross ranks */
+  const c5_backend *dev_be;   /* the backend it was chosen for (NCCL: the stream the calls are issued on) */
+  char *stage;           /* host staging of device buffers (DEV_MPI), grown, kept */
+  size_t stage_cap;
+  c5_nccl *nccl;         /* DEV_NCCL */
 };
 
 /* {max, sumexp} pairs: merging (m1, s1), (m2, s2) gives
@@ -188,6 +207,10 @@ c5_status c5_dist_destroy(c5_dist **d)
     MPI_Op_free(&(*d)->op_maxsumexp);
     MPI_Comm_free(&(*d)->comm);
   }
+#if C5_HAVE_NCCL
+  c5_nccl_destroy(&(*d)->nccl);
+#endif
+  free((*d)->stage);
   C5_FREE(*d);
   return C5_OK;
 }
@@ -286,26 +309,33 @@ static c5_status sendrecv(const c5_dist *d, const void *send, long scount, int d
   return C5_OK;
 }
 
+static c5_status sendrecv_dev(const c5_dist *d, const c5_backend *be, const void *send, long scount, int dest,
+                              void *recv, long rcount, int src, c5_elem type);
+
 /* One pass each way: the left-to-right pass (to_right -> from_left), then right-to-left. back: the
    return, where the buffers swap roles. */
 static c5_status halo(const c5_dist *d, c5_elem type, const c5_halo_msg *m, int back)
 {
-  if (d->size == 1) return C5_OK;
+  if (d->size == 1) return C5_OK;   /* no neighbour: nothing to move, on any path */
+  const c5_backend *be = m->be && !c5_backend_is_host(m->be) ? m->be : NULL;
   int lt = d->rank > 0 ? d->rank - 1 : MPI_PROC_NULL, rt = d->rank < d->size - 1 ? d->rank + 1 : MPI_PROC_NULL;
   c5_phase old = c5_dist_phase(d, C5_PHASE_HALO);
   c5_status st = C5_OK;
+#define SR(s, sc, dst, r, rc, src) (be ? sendrecv_dev(d, be, s, sc, dst, r, rc, src, type) : \
+                                          sendrecv(d, s, sc, dst, r, rc, src, type))
   if (!back) {
     if (m->to_right || m->from_left)
-      st = sendrecv(d, m->to_right, m->n_to_right, rt, m->from_left, m->n_from_left, lt, type);
+      st = SR(m->to_right, m->n_to_right, rt, m->from_left, m->n_from_left, lt);
     if (st == C5_OK && (m->to_left || m->from_right))
-      st = sendrecv(d, m->to_left, m->n_to_left, lt, m->from_right, m->n_from_right, rt, type);
+      st = SR(m->to_left, m->n_to_left, lt, m->from_right, m->n_from_right, rt);
   } else {
     /* the gradients of my left halo belong to the left neighbour's last tokens, and so on */
     if (m->to_right || m->from_left)
-      st = sendrecv(d, m->from_left, m->n_from_left, lt, (void *)m->to_right, m->n_to_right, rt, type);
+      st = SR(m->from_left, m->n_from_left, lt, (void *)m->to_right, m->n_to_right, rt);
     if (st == C5_OK && (m->to_left || m->from_right))
-      st = sendrecv(d, m->from_right, m->n_from_right, rt, (void *)m->to_left, m->n_to_left, lt, type);
+      st = SR(m->from_right, m->n_from_right, rt, (void *)m->to_left, m->n_to_left, lt);
   }
+#undef SR
   c5_dist_phase(d, old);
   return st;
 }
@@ -313,9 +343,15 @@ static c5_status halo(const c5_dist *d, c5_elem type, const c5_halo_msg *m, int 
 c5_status c5_dist_halo_exchange(const c5_dist *d, c5_elem type, const c5_halo_msg *m) { return halo(d, type, m, 0); }
 c5_status c5_dist_halo_return(const c5_dist *d, c5_elem type, const c5_halo_msg *m) { return halo(d, type, m, 1); }
 
-c5_status c5_dist_allgatherv(const c5_dist *d, const void *send, long scount, void *recv, const int *counts,
-                             const int *displs, c5_elem type)
+static c5_status allgatherv_dev(const c5_dist *d, const c5_backend *be, const void *send, long scount, void *recv,
+                                const int *counts, const int *displs, c5_elem type);
+static c5_status reduce_scatter_dev(const c5_dist *d, const c5_backend *be, const void *send, void *recv,
+                                    const int *counts, c5_elem type);
+
+c5_status c5_dist_allgatherv(const c5_dist *d, const c5_backend *be, const void *send, long scount, void *recv,
+                             const int *counts, const int *displs, c5_elem type)
 {
+  if (be && !c5_backend_is_host(be)) return allgatherv_dev(d, be, send, scount, recv, counts, displs, type);
   int tsz;
   MPI_Type_size(mpi_type(type), &tsz);
   if (d->size == 1) {
@@ -330,10 +366,12 @@ c5_status c5_dist_allgatherv(const c5_dist *d, const void *send, long scount, vo
   return C5_OK;
 }
 
-c5_status c5_dist_reduce_scatter(const c5_dist *d, const void *send, void *recv, const int *counts, c5_elem type)
+c5_status c5_dist_reduce_scatter(const c5_dist *d, const c5_backend *be, const void *send, void *recv,
+                                 const int *counts, c5_elem type)
 {
   C5_CHECK(type == C5_ELEM_F64 || type == C5_ELEM_F32 || type == C5_ELEM_LONG, C5_ERR_ARG,
            "c5_dist_reduce_scatter: element type %d is moved, never summed", (int)type);
+  if (be && !c5_backend_is_host(be)) return reduce_scatter_dev(d, be, send, recv, counts, type);
   int tsz;
   MPI_Type_size(mpi_type(type), &tsz);
   if (d->size == 1) {
@@ -347,25 +385,310 @@ c5_status c5_dist_reduce_scatter(const c5_dist *d, const void *send, void *recv,
   return C5_OK;
 }
 
+/* ---- device buffers --------------------------------------------------------------------
+   A module on a device backend hands dist device pointers. DEV_MPI (ranks sharing one GPU, or
+   C5_DIST=mpi) copies them to host memory around the MPI call; DEV_NCCL (C5_DIST=nccl, the default on
+   CUDA when every rank has its own GPU) moves them by NCCL on the backend's stream, at one rank too.
+   Variable counts travel padded to the largest, packed and unpacked by the backend's ops (copy2d) on
+   the device, the same for both. A device collective ends with the agreement (docs/errors.md): a copy
+   or an NCCL error on one rank, after the communication it would have missed, reaches every rank. */
+
+/* Ranks of d whose devices share one PCI bus id on one host (NCCL refuses a device twice). */
+static c5_status shared_device(const c5_dist *d, const c5_backend *be, c5_status st, int *shared)
+{
+  enum { LEN = 64 };
+  char mine[2 * LEN] = { 0 }, *all = calloc((size_t)d->size, sizeof mine);
+  *shared = 0;
+  int len = 0;
+  MPI_Get_processor_name(mine, &len);
+#if C5_HAVE_CUDA_BUILD
+  if (st == C5_OK && be->kind == C5_BACKEND_CUDA) st = c5k_cuda_bus_id(be->dev, mine + LEN, LEN - 1);
+#endif
+  if (!all) st = C5_ERR(C5_ERR_MEM, "dist: %d device names: out of memory", d->size);
+  char dummy[2 * LEN];
+  int e = MPI_Allgather(mine, 2 * LEN, MPI_CHAR, all ? all : dummy, all ? 2 * LEN : 0, MPI_CHAR, d->comm);
+  if (st == C5_OK && e != MPI_SUCCESS) st = c5_err_mpi(e, "MPI_Allgather(device names)", __FILE__, __LINE__);
+  for (int p = 0; st == C5_OK && p < d->size; p++)
+    if (p != d->rank && !memcmp(all + p * 2 * LEN, mine, sizeof mine)) *shared = 1;
+  free(all);
+  return st;
+}
+
+static c5_status choose_device_mode(const c5_dist *d, const c5_backend *be)
+{
+  c5_dist *w = (c5_dist *)d;
+  const char *env = getenv("C5_DIST");
+  c5_status st = C5_OK;
+  int want = DEV_UNSET, shared = 0;
+  if (env && *env) {
+    if (!strcmp(env, "mpi")) want = DEV_MPI;
+    else if (!strcmp(env, "nccl")) want = DEV_NCCL;
+    else st = C5_ERR(C5_ERR_ARG, "C5_DIST=%s: expected nccl or mpi", env);
+  }
+  if (st == C5_OK && want == DEV_NCCL && (!C5_HAVE_NCCL || be->kind != C5_BACKEND_CUDA))
+    st = C5_ERR(C5_ERR_NOTIMPL, "C5_DIST=nccl: %s", C5_HAVE_NCCL ? "the backend is not a CUDA device" :
+                "this build has no NCCL (configure found no libnccl.so)");
+  st = shared_device(d, be, st, &shared);   /* collective: called on every rank, whatever st */
+  if (st == C5_OK && want == DEV_NCCL && shared)
+    st = C5_ERR(C5_ERR_ARG, "C5_DIST=nccl: rank %d shares its GPU with another rank (NCCL needs one GPU per rank; "
+                "C5_DIST=mpi stages through host memory)", d->wrank);
+  int mode = want != DEV_UNSET ? want : C5_HAVE_NCCL && be->kind == C5_BACKEND_CUDA && !shared ? DEV_NCCL : DEV_MPI;
+  c5_dist_arg a = { "dist: device collectives (1: MPI through host memory, 2: NCCL; C5_DIST)", mode };
+  C5_CALL(agree(d->comm, d, st, 1, &a));
+#if C5_HAVE_NCCL
+  if (mode == DEV_NCCL) {
+    static _Thread_local struct { int st; unsigned char id[C5_NCCL_ID_BYTES]; } idm;
+    idm.st = d->rank == 0 ? (int)c5_nccl_get_id(idm.id) : (int)C5_OK;
+    C5_MPI(MPI_Bcast(&idm, (int)sizeof idm, MPI_BYTE, 0, d->comm));
+    st = idm.st == C5_OK ? C5_OK : d->rank == 0 ? (c5_status)idm.st :
+         C5_ERR((c5_status)idm.st, "NCCL: rank 0 could not make the communicator's id");
+    C5_CALL(agree(d->comm, d, st, 0, NULL));
+    C5_CALL(agree(d->comm, d, c5_nccl_create(idm.id, d->rank, d->size, be, &w->nccl), 0, NULL));
+  }
+#endif
+  w->dev_mode = mode;
+  w->dev_be = be;
+  return C5_OK;
+}
+
+c5_status c5_dist_uses_nccl(const c5_dist *d, const c5_backend *be, int *nccl)
+{
+  *nccl = 0;
+  if (!be || c5_backend_is_host(be)) return C5_OK;
+  if (d->dev_mode == DEV_UNSET) C5_CALL(choose_device_mode(d, be));
+  /* one communicator, one stream: NCCL's work would not be ordered with another backend's */
+  C5_CHECK(d->dev_mode != DEV_NCCL || be == d->dev_be, C5_ERR_ARG, "dist: NCCL collectives on the %s backend of "
+           "device %d, but this communicator's NCCL runs on device %d's backend (one device backend per c5_dist)",
+           be->ops->name, be->device, d->dev_be->device);
+  *nccl = d->dev_mode == DEV_NCCL;
+  return C5_OK;
+}
+
+static c5_status host_room(const c5_dist *d, size_t bytes, char **p)
+{
+  c5_dist *w = (c5_dist *)d;
+  if (w->stage_cap < bytes) {
+    char *q = realloc(w->stage, bytes);
+    C5_CHECK(q, C5_ERR_MEM, "dist: %zu bytes of host memory to stage device buffers", bytes);
+    w->stage = q;
+    w->stage_cap = bytes;
+  }
+  *p = w->stage;
+  return C5_OK;
+}
+
+/* NCCL's work on the stream done, or its error (the communicator then aborted). */
+static c5_status nccl_done(const c5_dist *d, c5_status st, const char *what)
+{
+#if C5_HAVE_NCCL
+  if (st == C5_OK) st = c5_nccl_wait(d->nccl, what);
+#endif
+  return st;
+}
+
+static c5_status sendrecv_dev(const c5_dist *d, const c5_backend *be, const void *send, long scount, int dest,
+                              void *recv, long rcount, int src, c5_elem type)
+{
+  int nccl, tsz;
+  C5_CALL(c5_dist_uses_nccl(d, be, &nccl));
+  MPI_Type_size(mpi_type(type), &tsz);
+  const size_t sb = dest != MPI_PROC_NULL ? (size_t)scount * tsz : 0, rb = src != MPI_PROC_NULL ? (size_t)rcount * tsz : 0;
+  count(d, C5_COLL_SENDRECV, (long)sb);
+  c5_status st = C5_OK;
+  double t0 = MPI_Wtime();
+  if (nccl) {
+#if C5_HAVE_NCCL
+    st = c5_nccl_sendrecv(d->nccl, send, sb, dest != MPI_PROC_NULL ? dest : -1, recv, rb, src != MPI_PROC_NULL ? src : -1);
+#endif
+    st = nccl_done(d, st, "halo send/receive");
+  } else {
+    char *h = NULL;
+    C5_KEEP_FIRST(st, host_room(d, sb + rb + 1, &h));
+    if (st == C5_OK && sb) st = c5_backend_memcpy(be, h, send, sb);
+    int e = MPI_Sendrecv(h, (int)(sb / tsz), mpi_type(type), dest, 71, h ? h + sb : NULL, (int)(rb / tsz),
+                         mpi_type(type), src, 71, d->comm, MPI_STATUS_IGNORE);
+    if (st == C5_OK && e != MPI_SUCCESS) st = c5_err_mpi(e, "MPI_Sendrecv(staged halo)", __FILE__, __LINE__);
+    if (st == C5_OK && rb) st = c5_backend_memcpy(be, recv, h + sb, rb);
+  }
+  ((c5_dist *)d)->stats.seconds[d->phase][C5_COLL_SENDRECV] += MPI_Wtime() - t0;
+  return agree(d->comm, d, st, 0, NULL);
+}
+
+/* The largest of counts (elements), and the slot of one rank in bytes. */
+static c5_status padded_slot(const c5_dist *d, const int *counts, int tsz, const char *what, long *max, long *slot)
+{
+  *max = 0;
+  for (int p = 0; p < d->size; p++) *max = counts[p] > *max ? counts[p] : *max;
+  *slot = *max * tsz;
+  C5_CHECK(*slot <= INT_MAX, C5_ERR_ARG, "dist %s: %ld elements of %d bytes per rank: over the %d bytes one MPI "
+           "count holds", what, *max, tsz, INT_MAX);
+  return C5_OK;
+}
+
+/* The padded all-gather both device paths share: pad [P][slot bytes] on be holds this rank's mine bytes at
+   slot rank; after it every slot holds its rank's. Host memory (a host be): MPI on pad itself. st: an
+   earlier error of this rank, which still takes part (the others must not wait on it). */
+static c5_status padded_allgather(const c5_dist *d, const c5_backend *be, char *pad, long slot, long mine,
+                                  c5_status st)
+{
+  const int P = d->size;
+  int nccl = 0;
+  if (!c5_backend_is_host(be)) C5_KEEP_FIRST(st, c5_dist_uses_nccl(d, be, &nccl));
+  double t0 = MPI_Wtime();
+  if (nccl) {
+#if C5_HAVE_NCCL
+    if (st == C5_OK) st = c5_nccl_allgather(d->nccl, pad, (size_t)slot);
+#endif
+    st = nccl_done(d, st, "all-gather");
+  } else if (P > 1) {
+    char *h = pad;
+    if (!c5_backend_is_host(be)) {
+      C5_KEEP_FIRST(st, host_room(d, (size_t)(P * slot + 1), &h));
+      if (st == C5_OK && mine) st = c5_backend_memcpy(be, h + d->rank * slot, pad + d->rank * slot, (size_t)mine);
+    }
+    int e = MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, h, h ? (int)slot : 0, MPI_BYTE, d->comm);
+    if (st == C5_OK && e != MPI_SUCCESS) st = c5_err_mpi(e, "MPI_Allgather(padded)", __FILE__, __LINE__);
+    if (st == C5_OK && h != pad) st = c5_backend_memcpy(be, pad, h, (size_t)(P * slot));
+  }
+  ((c5_dist *)d)->stats.seconds[d->phase][C5_COLL_ALLGATHER] += MPI_Wtime() - t0;
+  return st;
+}
+
+static c5_status allgatherv_dev(const c5_dist *d, const c5_backend *be, const void *send, long scount, void *recv,
+                                const int *counts, const int *displs, c5_elem type)
+{
+  int tsz;
+  MPI_Type_size(mpi_type(type), &tsz);
+  const int P = d->size;
+  long max = 0, slot = 0, total = 0;
+  for (int p = 0; p < P; p++) total += counts[p];
+  c5_status st = padded_slot(d, counts, tsz, "all-gather", &max, &slot);
+  const c5k_ops *ops = be->ops;
+  c5k_ctx kc = c5_backend_ctx(be, NULL, 0);
+  char *pad = NULL;
+  if (st == C5_OK) st = c5_backend_alloc(be, (size_t)(P * slot + 1), (void **)&pad);
+  /* my part into my slot: the in-place all-gather of NCCL */
+  if (st == C5_OK && scount) st = ops->copy2d(&kc, pad + d->rank * slot, slot, send, scount * tsz, scount * tsz, 1);
+  count(d, C5_COLL_ALLGATHER, total * tsz);
+  st = padded_allgather(d, be, pad, slot, scount * tsz, st);
+  for (int p = 0; st == C5_OK && p < P; p++)   /* unpad: rank p's part to its displacement */
+    if (counts[p]) st = ops->copy2d(&kc, (char *)recv + (long)displs[p] * tsz, slot, pad + p * slot, slot,
+                                    (long)counts[p] * tsz, 1);
+  if (pad) C5_KEEP_FIRST(st, c5_backend_free(be, pad));
+  return agree(d->comm, d, st, 0, NULL);
+}
+
+c5_status c5_dist_allgather_rows(const c5_dist *d, const c5_backend *be, long rows, long n, long unit, long es,
+                                 const void *local, void *full)
+{
+  const int P = d->size;
+  c5_layout mine = { 0 };
+  long max = 0;
+  c5_status st = C5_OK;
+  for (int p = 0; st == C5_OK && p < P; p++) {
+    c5_layout l;
+    st = c5_layout_of_rank(n, unit, p, P, &l);
+    if (st == C5_OK && l.n_local > max) max = l.n_local;
+    if (p == d->rank) mine = l;
+  }
+  const long slot = rows * max * es;
+  if (st == C5_OK && slot > INT_MAX)
+    st = C5_ERR(C5_ERR_ARG, "dist: gathering rows [%ld, %ld] of %ld bytes: %ld bytes per rank, over the %d one MPI "
+                "count holds", rows, n, es, slot, INT_MAX);
+  const c5k_ops *ops = be->ops;
+  c5k_ctx kc = c5_backend_ctx(be, NULL, 0);
+  char *pad = NULL;
+  if (st == C5_OK) st = c5_backend_alloc(be, (size_t)(P * slot + 1), (void **)&pad);
+  const long w = mine.n_local * es;
+  if (st == C5_OK && w) st = ops->copy2d(&kc, pad + d->rank * slot, w, local, w, w, rows);
+  count(d, C5_COLL_ALLGATHER, rows * n * es);
+  st = padded_allgather(d, be, pad, slot, rows * w, st);
+  for (int p = 0; st == C5_OK && p < P; p++) {   /* rank p's columns [rows, n_local(p)] into the whole rows */
+    c5_layout l;
+    c5_layout_of_rank(n, unit, p, P, &l);
+    if (l.n_local) st = ops->copy2d(&kc, (char *)full + l.offset * es, n * es, pad + p * slot, l.n_local * es,
+                                    l.n_local * es, rows);
+  }
+  if (pad) C5_KEEP_FIRST(st, c5_backend_free(be, pad));
+  return agree(d->comm, d, st, 0, NULL);
+}
+
+static c5_status reduce_scatter_dev(const c5_dist *d, const c5_backend *be, const void *send, void *recv,
+                                    const int *counts, c5_elem type)
+{
+  int nccl, tsz;
+  C5_CALL(c5_dist_uses_nccl(d, be, &nccl));
+  MPI_Type_size(mpi_type(type), &tsz);
+  const int P = d->size;
+  long max = 0, slot = 0, total = 0;
+  for (int p = 0; p < P; p++) total += counts[p];
+  c5_status st = padded_slot(d, counts, tsz, "reduce-scatter", &max, &slot);
+  const c5k_ops *ops = be->ops;
+  c5k_ctx kc = c5_backend_ctx(be, NULL, 0);
+  char *pad = NULL, *h = NULL;
+  if (st == C5_OK) st = c5_backend_alloc(be, (size_t)(P * slot + 1), (void **)&pad);
+  /* rank p's block into slot p, zeros after it: equal counts, as NCCL's reduce-scatter takes them */
+  if (st == C5_OK) st = c5k_zero(ops, &kc, pad, P * slot);
+  for (int p = 0, at = 0; st == C5_OK && p < P; at += counts[p], p++)
+    if (counts[p]) st = ops->copy2d(&kc, pad + p * slot, slot, (const char *)send + (long)at * tsz, slot,
+                                    (long)counts[p] * tsz, 1);
+  count(d, C5_COLL_REDUCE_SCATTER, total * tsz);
+  double t0 = MPI_Wtime();
+  char *mine = pad ? pad + d->rank * slot : NULL;
+  if (nccl) {
+#if C5_HAVE_NCCL
+    if (st == C5_OK) st = c5_nccl_reduce_scatter(d->nccl, pad, max, type);
+#endif
+    st = nccl_done(d, st, "reduce-scatter");
+  } else if (P > 1) {
+    C5_KEEP_FIRST(st, host_room(d, (size_t)(P * slot + 1), &h));   /* a failed rank still takes part */
+    if (st == C5_OK) st = c5_backend_memcpy(be, h, pad, (size_t)(P * slot));
+    int e = MPI_Reduce_scatter_block(MPI_IN_PLACE, h, h ? (int)max : 0, mpi_type(type), MPI_SUM, d->comm);
+    if (st == C5_OK && e != MPI_SUCCESS) st = c5_err_mpi(e, "MPI_Reduce_scatter_block(staged)", __FILE__, __LINE__);
+    if (st == C5_OK && counts[d->rank]) st = c5_backend_memcpy(be, mine, h, (size_t)counts[d->rank] * tsz);
+  }
+  ((c5_dist *)d)->stats.seconds[d->phase][C5_COLL_REDUCE_SCATTER] += MPI_Wtime() - t0;
+  if (st == C5_OK && counts[d->rank])
+    st = ops->copy2d(&kc, recv, slot, mine, slot, (long)counts[d->rank] * tsz, 1);
+  if (pad) C5_KEEP_FIRST(st, c5_backend_free(be, pad));
+  return agree(d->comm, d, st, 0, NULL);
+}
+
 c5_status c5_params_allreduce_grad(c5_params *p, const c5_dist *d)
 {
   C5_CHECK(d, C5_ERR_ARG, "c5_params_allreduce_grad: dist is NULL");
   c5_status st = p ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_params_allreduce_grad: the parameter table is NULL");
-  /* MPI here reads host memory: gradients on a device cross ranks only once a device path exists */
-  if (st == C5_OK && d->size > 1 && !c5_backend_is_host(c5_params_backend(p)))
-    st = C5_ERR(C5_ERR_NOTIMPL, "c5_params_allreduce_grad: parameter gradients on the %s backend over %d ranks (the "
-                "device path runs on one rank)", c5_backend_name(c5_params_backend(p)), d->size);
   c5_dist_arg total = { "parameter gradients: elements", st == C5_OK ? c5_params_total(p) : 0 };
   C5_CALL(agree(d->comm, d, st, 1, &total));
-  if (d->size == 1 || c5_params_total(p) == 0) return C5_OK;
+  const c5_backend *be = c5_params_backend(p);
+  const long n = c5_params_total(p);
+  int nccl = 0;
+  if (!c5_backend_is_host(be)) C5_CALL(c5_dist_uses_nccl(d, be, &nccl));
+  if ((d->size == 1 && !nccl) || n == 0) return C5_OK;
+  c5_real *g = c5_params_grad(p, 0);
   c5_phase old = c5_dist_phase(d, C5_PHASE_GRAD);
-  count(d, C5_COLL_ALLREDUCE, c5_params_total(p) * (long)sizeof(c5_real));
+  count(d, C5_COLL_ALLREDUCE, n * (long)sizeof(c5_real));
   double t0 = MPI_Wtime();
-  int e = MPI_Allreduce(MPI_IN_PLACE, c5_params_grad(p, 0), (int)c5_params_total(p), C5_MPI_REAL, MPI_SUM, d->comm);
+  if (c5_backend_is_host(be)) {
+    int e = MPI_Allreduce(MPI_IN_PLACE, g, (int)n, C5_MPI_REAL, MPI_SUM, d->comm);
+    st = e == MPI_SUCCESS ? C5_OK : c5_err_mpi(e, "MPI_Allreduce(gradients)", __FILE__, __LINE__);
+  } else if (nccl) {
+#if C5_HAVE_NCCL
+    st = c5_nccl_allreduce_sum(d->nccl, g, n, C5_ELEM_REAL);
+#endif
+    st = nccl_done(d, st, "allreduce of the parameter gradients");
+  } else {   /* through host memory */
+    char *h = NULL;
+    C5_KEEP_FIRST(st, host_room(d, (size_t)n * sizeof *g, &h));
+    if (st == C5_OK) st = c5_backend_memcpy(be, h, g, (size_t)n * sizeof *g);
+    int e = MPI_Allreduce(MPI_IN_PLACE, h, h ? (int)n : 0, C5_MPI_REAL, MPI_SUM, d->comm);
+    if (st == C5_OK && e != MPI_SUCCESS) st = c5_err_mpi(e, "MPI_Allreduce(staged gradients)", __FILE__, __LINE__);
+    if (st == C5_OK) st = c5_backend_memcpy(be, g, h, (size_t)n * sizeof *g);
+  }
   ((c5_dist *)d)->stats.seconds[C5_PHASE_GRAD][C5_COLL_ALLREDUCE] += MPI_Wtime() - t0;
   c5_dist_phase(d, old);
-  if (e != MPI_SUCCESS) return c5_err_mpi(e, "MPI_Allreduce(gradients)", __FILE__, __LINE__);
-  return C5_OK;
+  if (!c5_backend_is_host(be)) st = agree(d->comm, d, st, 0, NULL);
+  return st;
 }
 
 /* ---- jobs for applications ---------------------------------------------------------- */

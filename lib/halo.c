@@ -33,6 +33,7 @@ c5_status c5_halo_prepare(c5_halo *h, const c5_backend *be, const c5_layout *lay
   h->sl = rank > 0 && h->two_sided ? edge : 0;
   h->sr = rank < P - 1 ? edge : 0;
   C5_CHECK(!mask || h->masked, C5_ERR_INTERNAL, "halo: a mask, but no room for one");
+  h->be = be;
   const long ps = (long)sizeof *x * D, row = n * ps;
   c5k_ctx kc = c5_backend_ctx(be, NULL, 0);
   const c5k_ops *ops = be->ops;
@@ -51,7 +52,7 @@ static c5_halo_msg message(const c5_halo *h, const void *sl, const void *sr, voi
   const long b = h->batch;
   return (c5_halo_msg){ .to_left = sl, .to_right = sr, .from_left = rl, .from_right = rr,
                         .n_to_left = b * h->sl * per, .n_to_right = b * h->sr * per,
-                        .n_from_left = b * h->hl * per, .n_from_right = b * h->hr * per };
+                        .n_from_left = b * h->hl * per, .n_from_right = b * h->hr * per, .be = h->be };
 }
 
 c5_status c5_halo_exchange(c5_halo *h, const c5_dist *d, int mask)

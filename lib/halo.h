@@ -18,6 +18,7 @@ typedef struct {
   long batch, n, dim, w;        /* local tokens; the window (the most a halo holds) */
   int two_sided;                /* 1: both neighbours (routed attention); 0: the left one only (causal) */
   int masked;                   /* room for a mask */
+  const c5_backend *be;         /* where the buffers live (c5_halo_prepare) */
   long hl, hr, sl, sr;          /* this forward: rows received from the left, right; sent left, right */
   c5_real *xe, *ye, *dxe;       /* [batch, ne, dim], ne = hl + n + hr: the extended input, its output (forward)
                                    or output gradient (backward), its input gradient */

@@ -139,13 +139,31 @@ c5_status c5_kv_exchange_pack_rows(c5_kv_exchange *x, long rows, long cnt, const
   return C5_OK;
 }
 
+c5_status c5_kv_exchange_pack_row(c5_kv_exchange *x, long cnt, const long *idx, long bat, const c5_real *score)
+{
+  const long o = x->nown;
+  x->nown += cnt;
+  if (x->row < x->S && x->nown <= x->cap_o && cnt > 0) {   /* beyond: counted, gather reports it (as add) */
+    const c5k_ops *ops = x->ops;
+    c5k_ctx kc = c5_backend_ctx(x->be, NULL, 0);
+    const long es = (long)sizeof *x->sends;
+    /* own_row = bat ld + tok, sendp = offset + tok, tok = idx - offset (or j) */
+    C5_CALL(ops->index_rows(&kc, 1, cnt, idx, cnt, bat * x->ld - (idx ? x->offset : 0), 1, 0, 0, x->own_row + o, cnt));
+    C5_CALL(ops->index_rows(&kc, 1, cnt, idx, cnt, idx ? 0 : x->offset, 1, 0, 0, x->sendp + o, cnt));
+    if (score) C5_CALL(ops->copy2d(&kc, x->sends + o, cnt * es, score, cnt * es, cnt * es, 1));
+    else C5_CALL(ops->fill_rows(&kc, cnt, 1, x->one, 0, x->sends + o, 1));
+  }
+  c5_kv_exchange_end_row(x);
+  return C5_OK;
+}
+
 /* Every rank's counts and entries (rank-major), and the map (source row, slot) -> gathered entry. */
 static c5_status exchange(c5_kv_exchange *x, const c5_dist *d)
 {
   const long D = x->dim, S = x->S, kslot = x->kslot, o = x->nown;
   const int P = x->P, flags = x->flags;
   for (int q = 0; q < P; q++) { x->rcnt[q] = (int)S; x->rdsp[q] = (int)(q * S); }
-  C5_CALL(c5_dist_allgatherv(d, x->own_cnt, S, x->cnt_all, x->rcnt, x->rdsp, C5_ELEM_LONG));
+  C5_CALL(c5_dist_allgatherv(d, NULL, x->own_cnt, S, x->cnt_all, x->rcnt, x->rdsp, C5_ELEM_LONG));
   long tot = 0;
   for (int q = 0; q < P; q++) {
     long sum = 0;
@@ -165,10 +183,10 @@ static c5_status exchange(c5_kv_exchange *x, const c5_dist *d)
   /* one rank: the gathered entries are the sent ones (read from the send buffers, no copy through the
      host-memory collectives: a device backend's buffers never reach them) */
   if (P > 1) {
-    if (flags & C5_KVX_SCORE) C5_CALL(c5_dist_allgatherv(d, x->sends, o, x->recvs, x->rcnt, x->rdsp, C5_ELEM_REAL));
-    if (flags & C5_KVX_POS) C5_CALL(c5_dist_allgatherv(d, x->sendp, o, x->recvp, x->rcnt, x->rdsp, C5_ELEM_LONG));
-    if (flags & C5_KVX_MASK) C5_CALL(c5_dist_allgatherv(d, x->sendm, o, x->recvm, x->rcnt, x->rdsp, C5_ELEM_U8));
-    C5_CALL(c5_dist_allgatherv(d, x->sendx, o * D, x->recvx, x->rcntx, x->rdspx, C5_ELEM_REAL));
+    if (flags & C5_KVX_SCORE) C5_CALL(c5_dist_allgatherv(d, x->be, x->sends, o, x->recvs, x->rcnt, x->rdsp, C5_ELEM_REAL));
+    if (flags & C5_KVX_POS) C5_CALL(c5_dist_allgatherv(d, x->be, x->sendp, o, x->recvp, x->rcnt, x->rdsp, C5_ELEM_LONG));
+    if (flags & C5_KVX_MASK) C5_CALL(c5_dist_allgatherv(d, x->be, x->sendm, o, x->recvm, x->rcnt, x->rdsp, C5_ELEM_U8));
+    C5_CALL(c5_dist_allgatherv(d, x->be, x->sendx, o * D, x->recvx, x->rcntx, x->rdspx, C5_ELEM_REAL));
   }
   /* ranks in order, each rank's entries of a row ascending: the row's slots ascend */
   memset(x->fill, 0, (size_t)S * sizeof *x->fill);
@@ -308,8 +326,8 @@ c5_status c5_kv_exchange_return(c5_kv_exchange *x, const c5_dist *d, c5_status p
     if (dkscore) C5_CALL(ops->copy2d(&kc, x->downs, o * es, id ? dkscore : x->dsends, o * es, o * es, 1));
   } else {
     c5_phase old = c5_dist_phase(d, C5_PHASE_HEAVY);
-    c5_status st = c5_dist_reduce_scatter(d, x->dsendx, x->downx, x->rcntx, C5_ELEM_REAL);
-    if (st == C5_OK && dkscore) st = c5_dist_reduce_scatter(d, x->dsends, x->downs, x->rcnt, C5_ELEM_REAL);
+    c5_status st = c5_dist_reduce_scatter(d, x->be, x->dsendx, x->downx, x->rcntx, C5_ELEM_REAL);
+    if (st == C5_OK && dkscore) st = c5_dist_reduce_scatter(d, x->be, x->dsends, x->downs, x->rcnt, C5_ELEM_REAL);
     c5_dist_phase(d, old);
     C5_CALL(st);
   }

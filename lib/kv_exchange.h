@@ -88,6 +88,10 @@ void c5_kv_exchange_end_row(c5_kv_exchange *x);
    backend arrays; the entries are formed by ops (index_rows, copy2d). Replaces add/end_row. */
 c5_status c5_kv_exchange_pack_rows(c5_kv_exchange *x, long rows, long cnt, const long *idx, long ldi, long div,
                                    const c5_real *score);
+/* One source row of cnt entries (a sharded routing's rows differ in length), appended after begin and the rows
+   before it, by ops as pack_rows: tokens idx[j] - offset (idx NULL: j) of batch row bat, kv scores score[j]
+   (NULL: 1). Replaces add ... end_row for that row; on any backend. */
+c5_status c5_kv_exchange_pack_row(c5_kv_exchange *x, long cnt, const long *idx, long bat, const c5_real *score);
 
 /* Forward, collective on d. pending: the caller's status of its own rank-local work since its last
    collective (sizing, packing), agreed here with this call's checks (docs/errors.md); when it is an

@@ -310,9 +310,6 @@ static c5_status forward_head(c5_routed_attn *m, const c5_layout *lay, long batc
            c->n, D);
   c->rank = c5_dist_rank(d);
   c->size = c5_dist_size(d);
-  C5_CHECK(c5_backend_is_host(c->be) || c->size == 1, C5_ERR_NOTIMPL, "ConditionalRoutedAttention on the %s backend: "
-           "%d ranks (the device path runs on one rank: the halo and kv exchanges are host-memory collectives)",
-           c->be->ops->name, c->size);
   c->offset = lay->offset;
   long unit;
   C5_CALL(c5_routed_attn_layout_unit(cfg, &unit));
@@ -362,14 +359,19 @@ static c5_status heavy_prepare(c5_routed_attn *m, const c5_dist *d, const c5_lay
     const long *qi = rq->routed ? rq->idx : NULL, ldi = rq->routed ? rq->k : 0;
     C5_CALL(ops->index_rows(&kc, batch, c->nq, qi, ldi, qi ? -lay->offset : 0, 1, 0, n, c->qtok, c->nq));
     C5_CALL(ops->index_rows(&kc, batch, c->nq, qi, ldi, qi ? 0 : lay->offset, 1, 0, 0, c->qpos, c->nq));
-  } else {   /* sharded: a host backend (forward_head); the routed indices read here */
-    for (long bb = 0; bb < batch; bb++)
-      for (long i = 0; i < c->nq; i++) {
-        long e = bb * c->nq + i;
-        long t = i < c->qcnt[bb] ? (rq->routed ? rq->idx[rq->start[bb] + i] - lay->offset : i) : -1;
-        c->qtok[e] = t >= 0 ? bb * n + t : -1;
-        c->qpos[e] = t >= 0 ? lay->offset + t : 0;
+  } else {   /* sharded: rows of qcnt queries, padded to nq with qtok -1, qpos 0; row by row, by ops */
+    for (long bb = 0; bb < batch; bb++) {
+      const long q = c->qcnt[bb], *qi = rq->routed ? rq->idx + rq->start[bb] : NULL;
+      long *tok = c->qtok + bb * c->nq, *pos = c->qpos + bb * c->nq;
+      if (q) {
+        C5_CALL(ops->index_rows(&kc, 1, q, qi, q, bb * n - (qi ? lay->offset : 0), 1, 0, 0, tok, q));
+        C5_CALL(ops->index_rows(&kc, 1, q, qi, q, qi ? 0 : lay->offset, 1, 0, 0, pos, q));
       }
+      if (c->nq > q) {   /* constants: nq - q rows of one element, src NULL, step 0 */
+        C5_CALL(ops->index_rows(&kc, c->nq - q, 1, NULL, 0, -1, 1, 0, 0, tok + q, 1));
+        C5_CALL(ops->index_rows(&kc, c->nq - q, 1, NULL, 0, 0, 1, 0, 0, pos + q, 1));
+      }
+    }
   }
   C5_CALL(c5_heavy_query_scores(c->be, c->kvx->one, batch, c->nq, c->qcnt, rq, c->qscore));
   C5_CALL(ops->gather_rows(&kc, batch * c->nq, D, c->qtok, NULL, x, D, c->xq));
@@ -386,13 +388,11 @@ static c5_status heavy_prepare(c5_routed_attn *m, const c5_dist *d, const c5_lay
                                      rk->routed ? rk->score : NULL));
     return C5_OK;
   }
-  for (long row = 0; row < rows; row++) {
+  for (long row = 0; row < rows; row++) {   /* rows of different lengths: one by one, by ops */
     long bb = row / R, cnt = rk->routed ? rk->count[row] : n;
     long bs = cfg->kv_gather_batch_bug && rk->routed ? bb / R : bb;
-    for (long j = 0; j < cnt; j++)
-      c5_kv_exchange_add(c->kvx, rk->routed ? rk->idx[rk->start[row] + j] - lay->offset : j, bs,
-                         rk->routed ? rk->score[rk->start[row] + j] : 1);
-    c5_kv_exchange_end_row(c->kvx);
+    C5_CALL(c5_kv_exchange_pack_row(c->kvx, cnt, rk->routed ? rk->idx + rk->start[row] : NULL, bs,
+                                    rk->routed ? rk->score + rk->start[row] : NULL));
   }
   return C5_OK;
 }

@@ -164,8 +164,6 @@ static c5_status forward_head(c5_routed_ff *m, const c5_layout *lay, long batch,
   C5_CHECK(batch == c->batch && lay->n_local == c->n_local, C5_ERR_SHAPE,
            "ConditionalRoutedFeedForward: input [%ld, %ld, %d], cache made for [%ld, %ld, %d]", batch,
            lay->n_local, m->cfg.dim, c->batch, c->n_local, m->cfg.dim);
-  C5_CHECK(c5_backend_is_host(c->be) || lay->n_local == lay->n, C5_ERR_NOTIMPL, "ConditionalRoutedFeedForward on the "
-           "%s backend: a sequence sharded over ranks (the device path runs on one rank)", c->be->ops->name);
   c->offset = lay->offset;
   c->mask = mask;
   C5_CALL(c5_ffnet_forward(&m->light, m->p, x, batch * lay->n_local, &c->light, out));
@@ -191,12 +189,14 @@ static c5_status forward_heavy(c5_routed_ff *m, long batch, long nl, long offset
   else if (uniform)  /* every row holds the same count (one rank): formed by an op, no index read here */
     C5_CALL(ops->index_rows(&kc, batch, rt->count[0], rt->idx, rt->count[0], -offset, 1, 0, nl, c->pos,
                             rt->count[0]));
-  else {             /* ragged counts: sharded, on a host backend only (forward_head) */
-    C5_CHECK(c5_backend_is_host(c->be), C5_ERR_INTERNAL, "ConditionalRoutedFeedForward: ragged routing on the %s "
-             "backend", ops->name);
+  else {             /* ragged counts (sharded): row by row, each by an op (the indices may live on a device) */
     e = 0;
-    for (long b = 0; b < batch; b++)
-      for (long i = rt->start[b]; i < rt->start[b] + rt->count[b]; i++) c->pos[e++] = b * nl + (rt->idx[i] - offset);
+    for (long b = 0; b < batch; b++) {
+      if (rt->count[b])
+        C5_CALL(ops->index_rows(&kc, 1, rt->count[b], rt->idx + rt->start[b], rt->count[b], b * nl - offset, 1, 0, 0,
+                                c->pos + e, rt->count[b]));
+      e += rt->count[b];
+    }
   }
   c->ntok = e;
   const c5_real *score = rt->routed ? rt->score : NULL;   /* unrouted: score 1 */

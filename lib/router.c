@@ -25,6 +25,7 @@ struct c5_router_cache {
   long cap_rows;            /* cd rows the per-cd-row buffers hold */
   long selcap;              /* stride of selpos: at least the selections of any cd row on this rank */
   long nblk;                /* blocks per row (1 without route_block_size) */
+  long cd_span;             /* the row length the cd-row workspace was sized for */
   int random_route, cosine;
   int masked;               /* the last forward had a mask (c->mask holds it) */
   c5_real *s;               /* [rows][n_local] logits */
@@ -47,7 +48,19 @@ struct c5_router_cache {
   long *lpos;               /* [rows][n_local] local position of each selected entry */
   c5_real *yval;            /* [rows][n_local] score value y at the selection (before straight-through) */
   void *mem, *mem_dev;      /* every buffer above (host, backend); without route_block_size, the cd-row ones too */
-  void *mem_rows, *mem_rows_dev;   /* route_block_size: the cd-row buffers (size_rows) */
+  void *mem_rows, *mem_rows_dev;   /* route_block_size, or whole rows: the cd-row buffers (size_rows) */
+  /* Whole rows (a device backend over several ranks: docs/design.md §4): the logits gathered into rows of
+     all n tokens, coordinate descent and top-k run on them as on one rank (every rank the same), each rank
+     keeping its own columns. Made by the first such forward, remade for a longer sequence. */
+  int whole;                /* the last forward ran on whole rows */
+  long n, offset, unit;     /* its layout */
+  long nw;                  /* the length the whole-row buffers hold (0: none made) */
+  c5_real *sw, *yw, *gw;    /* [rows][nw] logits, scores, backward scratch (backend) */
+  uint8_t *mw;              /* [rows][nw] mask */
+  long *lposh, *idxh;       /* [rows][n_local] this rank's selections (host), crossing to lpos and out.idx */
+  long *selh;               /* [cap_rows][selcap + 1] the selections read back (host) */
+  c5_dist *self;            /* this rank alone: the whole-row descent needs no other */
+  void *mem_whole, *mem_whole_dev;
 };
 c5_status c5_router_create(const c5_backend *be, const c5_router_config *cfg, int dim, c5_router **out)
 {
@@ -124,9 +137,8 @@ static void layout_tokens(c5_router_cache *c, c5_arena *m, c5_arena *dm, int R, 
    hold no local token, so no chunk); pieces of lengths l_i summing to at most
    nl make sum ceil(l_i / C) <= nl / C + m chunks, so at most
    ceil(nl / C) + ceil(nl / bs) + 1 per row. */
-static long work_bound(const c5_router_cache *c, long bs)
+static long work_bound(const c5_router_cache *c, long nl, long bs)
 {
-  const long nl = c->n_local;
   long chunks = (nl + C5K_CHUNK - 1) / C5K_CHUNK;
   if (bs > 0) chunks += (nl + bs - 1) / bs + 1;
   return c5k_work_len_chunks(c->rows * chunks);
@@ -144,6 +156,7 @@ static void layout_cdrows(c5_router_cache *c, c5_arena *m, c5_arena *dm, long cd
   C5_TAKE(m, c->ksel, cdrows);
   C5_TAKE(dm, c->selcount, cdrows);
   C5_TAKE(dm, c->selpos, cdrows * selcap);
+  C5_TAKE(m, c->selh, cdrows * (selcap + 1));
   C5_TAKE(m, c->rowbuf, c5_topk_rowbuf_len(cdrows));
   c5_cd_cache_layout(m, cdrows, T, work_len, &c->cd);
 }
@@ -159,7 +172,10 @@ static void layout(c5_router_cache *c, c5_arena *m, c5_arena *dm, const c5_route
 {
   const c5_router_config *cfg = &rt->cfg;
   layout_tokens(c, m, dm, cfg->num_routing_tokens, rt->dim);
-  if (cfg->route_block_size == 0) layout_cdrows(c, m, dm, c->rows, cfg->n_iters, c->n_local, work_bound(c, 0));
+  if (cfg->route_block_size == 0) {
+    layout_cdrows(c, m, dm, c->rows, cfg->n_iters, c->n_local, work_bound(c, c->n_local, 0));
+    c->cd_span = c->n_local;
+  }
 }
 
 c5_status c5_router_cache_create(const c5_router *rt, long batch, long n_local, c5_router_cache **out)
@@ -195,8 +211,11 @@ c5_status c5_router_cache_destroy(c5_router_cache **cp)
   if (!cp || !*cp) return C5_OK;
   free((*cp)->mem);
   free((*cp)->mem_rows);
+  free((*cp)->mem_whole);
   if ((*cp)->mem_dev) c5_backend_free((*cp)->be, (*cp)->mem_dev);
   if ((*cp)->mem_rows_dev) c5_backend_free((*cp)->be, (*cp)->mem_rows_dev);
+  if ((*cp)->mem_whole_dev) c5_backend_free((*cp)->be, (*cp)->mem_whole_dev);
+  c5_dist_destroy(&(*cp)->self);
   C5_FREE(*cp);
   return C5_OK;
 }
@@ -209,22 +228,64 @@ const c5_real *c5_router_cache_scores(const c5_router_cache *c) { return c->y; }
    blocks, each selecting at most selcap tokens here): made by the first
    forward, remade only when a forward needs more (a longer sequence or more
    tokens per block); every later step of a training run finds them. */
-static c5_status size_rows(c5_router_cache *c, const c5_router_config *cfg, long cdrows, long selcap)
+static c5_status size_rows(c5_router_cache *c, const c5_router_config *cfg, long cdrows, long selcap, long len)
 {
-  if (cdrows <= c->cap_rows && selcap <= c->selcap) return C5_OK;
-  C5_CHECK(cfg->route_block_size > 0, C5_ERR_SHAPE, "router: %ld cd rows of %ld selections, cache holds %ld of %ld",
-           cdrows, selcap, c->cap_rows, c->selcap);   /* sized at create: cannot happen */
+  if (cdrows <= c->cap_rows && selcap <= c->selcap && len <= c->cd_span) return C5_OK;
+  C5_CHECK(cfg->route_block_size > 0 || c->whole, C5_ERR_SHAPE, "router: %ld cd rows of %ld selections, cache holds "
+           "%ld of %ld", cdrows, selcap, c->cap_rows, c->selcap);   /* sized at create: cannot happen */
   C5_FREE(c->mem_rows);
   if (c->mem_rows_dev) C5_CALL(c5_backend_free(c->be, c->mem_rows_dev));
   c->mem_rows_dev = NULL;
   c->cap_rows = c->selcap = 0;
   c5_arena m = { 0 }, dm = { 0 };
-  layout_cdrows(c, &m, &dm, cdrows, cfg->n_iters, selcap, work_bound(c, cfg->route_block_size));
+  layout_cdrows(c, &m, &dm, cdrows, cfg->n_iters, selcap, work_bound(c, len, cfg->route_block_size));
   C5_CALL(c5_arena_alloc(&m, "router cache (blocks)"));
   c->mem_rows = m.base;
   C5_CALL(c5_arena_alloc_on(&dm, c->be, "router cache (blocks)"));
   c->mem_rows_dev = dm.base;
-  layout_cdrows(c, &m, &dm, cdrows, cfg->n_iters, selcap, work_bound(c, cfg->route_block_size));
+  layout_cdrows(c, &m, &dm, cdrows, cfg->n_iters, selcap, work_bound(c, len, cfg->route_block_size));
+  c->cd_span = len;
+  return C5_OK;
+}
+
+/* Whether a forward over layout lay runs on whole rows: a device backend whose sequence is sharded (its
+   coordinate descent and top-k run whole on the device, with no collective between iterations).
+   C5_ROUTER_WHOLE_ROWS=1 takes the same path on the CPU, so that it is tested where no GPU is. */
+static int whole_rows(const c5_router_cache *c, const c5_layout *lay)
+{
+  if (lay->n_local == lay->n) return 0;
+  const char *e = getenv("C5_ROUTER_WHOLE_ROWS");
+  return !c5_backend_is_host(c->be) || (e && !strcmp(e, "1"));
+}
+
+/* The whole-row buffers for rows of n tokens. */
+static void layout_whole(c5_router_cache *c, c5_arena *m, c5_arena *dm, long n)
+{
+  const long rw = c->rows * n, rn = c->rows * c->n_local;
+  C5_TAKE(dm, c->sw, rw);
+  C5_TAKE(dm, c->yw, rw);
+  C5_TAKE(dm, c->gw, rw);
+  C5_TAKE(dm, c->mw, rw);
+  C5_TAKE(m, c->lposh, rn);
+  C5_TAKE(m, c->idxh, rn);
+}
+
+static c5_status size_whole(c5_router_cache *c, long n)
+{
+  if (!c->self) C5_CALL(c5_dist_create_self(&c->self));
+  if (n <= c->nw) return C5_OK;
+  C5_FREE(c->mem_whole);
+  if (c->mem_whole_dev) C5_CALL(c5_backend_free(c->be, c->mem_whole_dev));
+  c->mem_whole_dev = NULL;
+  c->nw = 0;
+  c5_arena m = { 0 }, dm = { 0 };
+  layout_whole(c, &m, &dm, n);
+  C5_CALL(c5_arena_alloc(&m, "router cache (whole rows)"));
+  c->mem_whole = m.base;
+  C5_CALL(c5_arena_alloc_on(&dm, c->be, "router cache (whole rows)"));
+  c->mem_whole_dev = dm.base;
+  layout_whole(c, &m, &dm, n);
+  c->nw = n;
   return C5_OK;
 }
 
@@ -255,9 +316,13 @@ static c5_status forward_local(const c5_router *rt, const c5_layout *lay, const 
            "router: input is [%ld, %ld, %d] but the cache was made for [%ld, %ld, %d]",
            batch, nl, dim, c->batch, c->n_local, dim);
   C5_CHECK(num_tokens > 0, C5_ERR_ARG, "router: num_tokens = %ld must be > 0", num_tokens);
-  C5_CHECK(c5_backend_is_host(rt->be) || nl == n, C5_ERR_NOTIMPL, "router on the %s backend: a sequence sharded over "
-           "ranks (%ld of %ld tokens here; the device path runs on one rank)", rt->be->ops->name, nl, n);
   const long rows = c->rows;
+  c->whole = whole_rows(c, lay);
+  c->n = n;
+  c->offset = lay->offset;
+  c->unit = lay->unit;
+  /* the cd rows cover [off0, off0 + len) of the sequence: this rank's tokens, or every token */
+  const long span = c->whole ? n : nl, off0 = c->whole ? 0 : lay->offset;
   c->random_route = random_route;
   c->cosine = cfg->cosine_sim_routing;
 
@@ -287,7 +352,8 @@ static c5_status forward_local(const c5_router *rt, const c5_layout *lay, const 
   c->nblk = nblk;
   /* a cd row selects ktok tokens globally, so at most min(ktok, nl) here */
   const long cdrows = rows * nblk;
-  C5_CALL(size_rows(c, cfg, cdrows, ktok < nl ? ktok : nl));
+  if (c->whole) C5_CALL(size_whole(c, n));
+  C5_CALL(size_rows(c, cfg, cdrows, ktok < span ? ktok : span, span));
   c->out.k = ktok * nblk;
 
   /* logits: s[b, route, j] = x[b, j] . w[route] (cosine: scaled cosine) */
@@ -306,11 +372,11 @@ static c5_status forward_local(const c5_router *rt, const c5_layout *lay, const 
     for (long q = 0; q < nblk; q++) {
       long i = row * nblk + q;
       long g0 = q * seg, g1 = g0 + seg;
-      long l0 = g0 > lay->offset ? g0 - lay->offset : 0;
-      long l1 = g1 - lay->offset < nl ? g1 - lay->offset : nl;
+      long l0 = g0 > off0 ? g0 - off0 : 0;
+      long l1 = g1 - off0 < span ? g1 - off0 : span;
       if (l1 < l0) l1 = l0;
-      if (l0 > nl) l0 = l1 = nl;
-      off[i] = row * nl + l0;
+      if (l0 > span) l0 = l1 = span;
+      off[i] = row * span + l0;
       len[i] = l1 - l0;
       c->k[i] = fmin((double)ktok * cfg->fetch_k_ratio, (double)seg);
       c->ksel[i] = ktok;
@@ -318,7 +384,48 @@ static c5_status forward_local(const c5_router *rt, const c5_layout *lay, const 
   c5k_rows_plan(cdrows, len, cst);
   c5k_rows Rw = cd_rows(c);
   c5_cd_config cd = cd_config(cfg);
-  C5_CALL(c5_cd_forward_prepare(rt->be, &cd, &Rw, c->s, c->k, 1, &c->cd));
+  /* whole rows: checked once gathered (router_forward) */
+  if (!c->whole) C5_CALL(c5_cd_forward_prepare(rt->be, &cd, &Rw, c->s, c->k, 1, &c->cd));
+  return C5_OK;
+}
+
+/* After a whole-row select: this rank's selections (blocks in order, so ascending) read back on the host,
+   crossing to the backend as the sharded host path forms them; this rank's columns of the scores. */
+static c5_status select_whole(const c5_router *rt, const c5_layout *lay, c5_router_cache *c, const uint8_t *mask)
+{
+  const long rows = c->rows, nl = c->n_local, n = lay->n, nblk = c->nblk, cdrows = rows * nblk, cap = c->selcap;
+  const long es = (long)sizeof *c->y;
+  const c5k_ops *ops = rt->be->ops;
+  c5k_ctx kc = c5_backend_ctx(rt->be, NULL, 0);
+  c5k_rows Rw = cd_rows(c);
+  C5_CALL(ops->copy2d(&kc, c->y, nl * es, c->yw + lay->offset, n * es, nl * es, rows));
+  long *cnt = c->selh, *pos = c->selh + cdrows;
+  C5_CALL(c5_backend_memcpy(rt->be, cnt, c->selcount, (size_t)cdrows * sizeof *cnt));
+  C5_CALL(c5_backend_memcpy(rt->be, pos, c->selpos, (size_t)(cdrows * cap) * sizeof *pos));
+  long at = 0;
+  for (long row = 0; row < rows; row++) {
+    c->out.start[row] = at;
+    for (long q = 0; q < nblk; q++) {
+      long i = row * nblk + q;
+      for (long e = 0; e < cnt[i]; e++) {
+        long g = Rw.off[i] - row * n + pos[i * cap + e];
+        if (g < lay->offset || g >= lay->offset + nl) continue;
+        c->lposh[at] = g - lay->offset;
+        c->idxh[at] = g;
+        at++;
+      }
+    }
+    c->out.count[row] = at - c->out.start[row];
+  }
+  C5_CALL(c5_backend_memcpy(rt->be, c->lpos, c->lposh, (size_t)at * sizeof *c->lpos));
+  C5_CALL(c5_backend_memcpy(rt->be, c->out.idx, c->idxh, (size_t)at * sizeof *c->out.idx));
+  if (c->dcount != c->out.count) {   /* the counts change with the data here: they cross at every forward */
+    C5_CALL(c5_backend_memcpy(rt->be, c->dcount, c->out.count, (size_t)rows * sizeof *c->dcount));
+    C5_CALL(c5_backend_memcpy(rt->be, c->dstart, c->out.start, (size_t)rows * sizeof *c->dstart));
+    c->dk = -1;
+  }
+  C5_CALL(ops->route_gather_scores(&kc, rows, nl, c->dstart, c->dcount, c->lpos, c->y, mask ? c->mask : NULL,
+                                   rt->cfg.straight_through, c->yval, c->out.score));
   return C5_OK;
 }
 
@@ -343,24 +450,41 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
   const uint8_t *m = mask ? c->mask : NULL;
   c5k_rows Rw = cd_rows(c);
   c5_cd_config cd = cd_config(cfg);
-  C5_CALL(c5_cd_forward_rows(rt->be, d, &cd, &Rw, c->s, m, c->k, 1, c->y, &c->cd));
+  /* whole rows: the descent and the select below run on every token, on this rank alone */
+  const c5_dist *dd = d;
+  const c5_real *s = c->s;
+  c5_real *y = c->y;
+  long span = nl, off0 = lay->offset;
+  if (c->whole) {
+    C5_CALL(c5_dist_allgather_rows(d, rt->be, rows, lay->n, lay->unit, (long)sizeof *c->s, c->s, c->sw));
+    if (m) C5_CALL(c5_dist_allgather_rows(d, rt->be, rows, lay->n, lay->unit, 1, c->mask, c->mw));
+    C5_AGREE(d, c5_cd_forward_prepare(rt->be, &cd, &Rw, c->sw, c->k, 1, &c->cd));
+    dd = c->self;
+    s = c->sw;
+    m = m ? c->mw : NULL;
+    y = c->yw;
+    span = lay->n;
+    off0 = 0;
+  }
+  C5_CALL(c5_cd_forward_rows(rt->be, dd, &cd, &Rw, s, m, c->k, 1, y, &c->cd));
 
   /* negative control: random scores, masked ones lowest (they sort last) */
   const c5k_ops *ops = rt->be->ops;
   c5k_ctx kc = c5_backend_ctx(rt->be, NULL, 0);
-  const c5_real *key = c->s;
+  const c5_real *key = s;
   if (random_route) {
-    C5_CALL(ops->normal_fill(&kc, rows, nl, lay->offset, seed, c->y));
-    key = c->y;
+    C5_CALL(ops->normal_fill(&kc, rows, span, off0, seed, y));
+    key = y;
   }
   const long ktok = c->ksel[0], k = c->out.k;
-  if (ops->topk_select_dev) {   /* the whole select on the device (one rank: forward_local) */
+  if (ops->topk_select_dev && c5_dist_size(dd) == 1) {   /* the whole select on the device */
     kc = c5_backend_ctx(rt->be, c->cd.work, c->cd.work_cap);
     C5_CALL(ops->topk_select_dev(&kc, &Rw, key, m, ktok, c->selcap, 0, c->selcount, c->selpos));
   } else {
-    C5_CALL(c5_topk_select_rows(rt->be, d, &Rw, key, m, c->ksel, c->selcap, c->cd.work, c->cd.work_cap, c->rowbuf,
+    C5_CALL(c5_topk_select_rows(rt->be, dd, &Rw, key, m, c->ksel, c->selcap, c->cd.work, c->cd.work_cap, c->rowbuf,
                                 c->selcount, c->selpos));
   }
+  if (c->whole) return select_whole(rt, lay, c, mask);
 
   if (c5_dist_size(d) == 1) {
     /* One rank holds every selection: each cd row selected exactly ktok tokens (ktok <= its length), so
@@ -443,13 +567,20 @@ static c5_status router_backward(const c5_router *rt, const c5_dist *d, c5_route
   const uint8_t *m = c->masked ? c->mask : NULL;
 
   c5k_rows Rw = cd_rows(c);
+  const c5k_ops *ops = rt->be->ops;
+  c5k_ctx kc = c5_backend_ctx(rt->be, NULL, 0);
   /* ds written in place over g; tokens outside every block keep g = 0 */
-  C5_CALL(c5_cd_backward_rows(rt->be, d, &c->cd, &Rw, c->s, m, c->y, c->g, c->g));
+  if (c->whole) {   /* the gradient gathered to whole rows, the descent's backward there, this rank's columns back */
+    const long es = (long)sizeof *c->g;
+    C5_CALL(c5_dist_allgather_rows(d, rt->be, c->rows, c->n, c->unit, es, c->g, c->gw));
+    C5_CALL(c5_cd_backward_rows(rt->be, c->self, &c->cd, &Rw, c->sw, m ? c->mw : NULL, c->yw, c->gw, c->gw));
+    C5_CALL(ops->copy2d(&kc, c->g, nl * es, c->gw + c->offset, c->n * es, nl * es, c->rows));
+  } else {
+    C5_CALL(c5_cd_backward_rows(rt->be, d, &c->cd, &Rw, c->s, m, c->y, c->g, c->g));
+  }
 
   /* g becomes dL/d(x . w) for raw x and w (cosine: through the scale and
      both normalizations, whose projection of dx is added here) */
-  const c5k_ops *ops = rt->be->ops;
-  c5k_ctx kc = c5_backend_ctx(rt->be, NULL, 0);
   if (cfg->cosine_sim_routing)
     C5_CALL(ops->cosine_route_backward(&kc, batch, R, nl, dim, x, routing_token, c->xnorm, c->rtnorm,
                                        cfg->cosine_sim_scale, c->g, dx));

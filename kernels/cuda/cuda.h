@@ -37,6 +37,12 @@ typedef struct {
   size_t pool_reserved, pool_used, pool_reserved_high, pool_used_high;
 } c5k_cuda_mem;
 c5_status c5k_cuda_mem_stats(c5k_cuda_dev *dev, int reset, c5k_cuda_mem *out);
+/* For the NCCL collectives of lib/dist_nccl.c: the stream they are issued on (a cudaStream_t), whether
+   the work queued on it so far is done (1 done, 0 pending; an error as C5_ERR_CUDA), and the device's PCI
+   bus id (ranks sharing one GPU cannot form an NCCL communicator). */
+void *c5k_cuda_stream(c5k_cuda_dev *dev);
+c5_status c5k_cuda_query(c5k_cuda_dev *dev, int *done);
+c5_status c5k_cuda_bus_id(c5k_cuda_dev *dev, char *id, int len);
 
 #ifdef __cplusplus
 }

@@ -114,3 +114,23 @@ extern "C" c5_status c5k_cuda_mem_stats(c5k_cuda_dev *d, int reset, c5k_cuda_mem
   m->pool_used_high = (size_t)v[3];
   return C5_OK;
 }
+
+extern "C" void *c5k_cuda_stream(c5k_cuda_dev *d) { return (void *)d->stream; }
+
+extern "C" c5_status c5k_cuda_query(c5k_cuda_dev *d, int *done)
+{
+  cudaError_t e = cudaStreamQuery(d->stream);
+  *done = e == cudaSuccess;
+  if (e == cudaSuccess || e == cudaErrorNotReady) {
+    (void)cudaGetLastError();   /* not ready is no error to keep */
+    return C5_OK;
+  }
+  return C5K_ERR(C5_ERR_CUDA, "cuda backend (device %d): waiting for the stream: %s", d->device,
+                 cudaGetErrorString(e));
+}
+
+extern "C" c5_status c5k_cuda_bus_id(c5k_cuda_dev *d, char *id, int len)
+{
+  C5K_CUDA_TRY(cudaDeviceGetPCIBusId(id, len, d->device), "cuda backend: PCI bus id");
+  return C5_OK;
+}

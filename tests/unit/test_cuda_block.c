@@ -8,6 +8,12 @@
    ff) must be identical. Straight-through routing, and random normal inputs
    whose routing logits have no near ties at the top-k threshold (the margin
    is printed: a set that differs with a tiny margin is a tie, not a bug).
+   Under mpirun with P > 1 ranks (test_cuda_block_mpi.sh: 2 and 3 ranks on
+   one GPU) each rank instead runs the CUDA block twice: alone on the whole
+   sequence (a communicator of itself) and sharded over the P ranks, the
+   gradients summed over them (c5_params_allreduce_grad); its part of out
+   and dx, every gradient and its routed indices must equal the one-rank
+   run's (the same tolerances; indices identical).
    One line per case and quantity. Exits 77 without a GPU. */
 #include <string.h>
 #include "cuda_util.h"
@@ -42,27 +48,30 @@ static c5_block_config config(const bcase *k)
 }
 
 /* One run on be: parameters values (host, np of them) uploaded; x, g, mask host. Results to host. */
-typedef struct { c5_real *out, *dx, *grad; long *ridx[3]; long rcnt[3]; } result;
+typedef struct { c5_real *out, *dx, *grad; long *ridx[3]; long rcnt[3], rows[3], *rcount[3]; c5_layout lay; } result;
 
 static void result_free(result *r)
 {
   free(r->out); free(r->dx); free(r->grad);
-  for (int i = 0; i < 3; i++) free(r->ridx[i]);
+  for (int i = 0; i < 3; i++) { free(r->ridx[i]); free(r->rcount[i]); }
   memset(r, 0, sizeof *r);
 }
 
-/* A routing's indices on the host (one rank: row r holds k entries from r k on). */
-static int routing_down(const c5_backend *be, const c5_routing *rt, long **idx, long *cnt)
+/* A routing's indices on the host, rows one after another (whole: one rank, so row r holds k entries from
+   r k on; sharded: the rank's counts). */
+static int routing_down(const c5_backend *be, const c5_routing *rt, int whole, long **idx, long *cnt)
 {
-  *cnt = rt->routed ? rt->rows * rt->k : 0;
-  *idx = malloc((size_t)(*cnt + 1) * sizeof **idx);
-  if (!*idx) return 0;
-  for (long r = 0; r < (rt->routed ? rt->rows : 0); r++)
-    if (rt->count[r] != rt->k || rt->start[r] != r * rt->k) {
+  *cnt = 0;
+  for (long r = 0; r < (rt->routed ? rt->rows : 0); r++) {
+    if (rt->start[r] != *cnt || (whole && rt->count[r] != rt->k)) {
       fprintf(stderr, "routing row %ld: %ld entries from %ld, expected %ld from %ld\n", r, rt->count[r], rt->start[r],
-              rt->k, r * rt->k);
+              whole ? rt->k : rt->count[r], *cnt);
       return 0;
     }
+    *cnt += rt->count[r];
+  }
+  *idx = malloc((size_t)(*cnt + 1) * sizeof **idx);
+  if (!*idx) return 0;
   return c5_backend_memcpy(be, *idx, rt->idx, (size_t)*cnt * sizeof **idx) == C5_OK;
 }
 
@@ -70,12 +79,12 @@ static int run(const c5_backend *be, const c5_dist *d, const bcase *k, const c5_
                const c5_real *g, const uint8_t *mask, result *res)
 {
   c5_block_config cfg = config(k);
-  const long N = k->batch * k->n * k->dim, bytes = N * (long)sizeof(c5_real);
   c5_params *p = NULL;
   c5_block *b = NULL;
   c5_block_cache *c = NULL;
   c5_real *dx_ = NULL, *dg = NULL, *dout = NULL, *ddx = NULL;
-  uint8_t *dm = NULL;
+  uint8_t *dm = NULL, *ml = NULL;
+  c5_real *xl = NULL, *gl = NULL;
   c5_layout lay;
   long unit;
   int ok = 0;
@@ -87,14 +96,27 @@ static int run(const c5_backend *be, const c5_dist *d, const bcase *k, const c5_
   T_OK(c5_backend_memcpy(be, c5_params_value(p, 0), pval, (size_t)np * sizeof *pval));
   T_OK(c5_block_layout_unit(&cfg, &unit));
   T_OK(c5_layout_compute(d, k->n, unit, &lay));
-  T_OK(c5_block_cache_create(b, k->batch, k->n, &c));
-  T_CHECK((dx_ = t_dev_upload((c5_backend *)be, x, bytes)) && (dg = t_dev_upload((c5_backend *)be, g, bytes)),
+  res->lay = lay;
+  /* this rank's tokens of every batch row (all of them on one rank) */
+  const long nl = lay.n_local, N = k->batch * nl * k->dim, bytes = N * (long)sizeof(c5_real);
+  xl = malloc((size_t)bytes + 1);
+  gl = malloc((size_t)bytes + 1);
+  ml = malloc((size_t)(k->batch * nl + 1));
+  T_CHECK(xl && gl && ml, "out of memory");
+  for (long bb = 0; bb < k->batch; bb++) {
+    memcpy(xl + bb * nl * k->dim, x + (bb * k->n + lay.offset) * k->dim, (size_t)(nl * k->dim) * sizeof *xl);
+    memcpy(gl + bb * nl * k->dim, g + (bb * k->n + lay.offset) * k->dim, (size_t)(nl * k->dim) * sizeof *gl);
+    if (mask) memcpy(ml + bb * nl, mask + bb * k->n + lay.offset, (size_t)nl);
+  }
+  T_OK(c5_block_cache_create(b, k->batch, nl, &c));
+  T_CHECK((dx_ = t_dev_upload((c5_backend *)be, xl, bytes)) && (dg = t_dev_upload((c5_backend *)be, gl, bytes)),
           "upload");
-  if (mask) T_CHECK((dm = t_dev_upload((c5_backend *)be, mask, k->batch * k->n)), "mask upload");
+  if (mask) T_CHECK((dm = t_dev_upload((c5_backend *)be, ml, k->batch * nl)), "mask upload");
   T_OK(c5_backend_alloc(be, bytes, (void **)&dout));
   T_OK(c5_backend_alloc(be, bytes, (void **)&ddx));
   T_OK(c5_block_forward(b, d, &lay, k->batch, dx_, dm, c, dout));
   T_OK(c5_block_backward(b, d, c, dx_, dg, ddx));
+  if (c5_dist_size(d) > 1) T_OK(c5_params_allreduce_grad(p, d));
   T_OK(c5_backend_sync(be));
   res->out = malloc(bytes);
   res->dx = malloc(bytes);
@@ -106,9 +128,15 @@ static int run(const c5_backend *be, const c5_dist *d, const bcase *k, const c5_
   const c5_routing *rts[3] = { c5_routed_attn_routing_q(c5_block_attn_cache(c)),
                                c5_routed_attn_routing_kv(c5_block_attn_cache(c)),
                                c5_routed_ff_routing(c5_block_ff_cache(c)) };
-  for (int i = 0; i < 3; i++) T_CHECK(routing_down(be, rts[i], &res->ridx[i], &res->rcnt[i]), "routing %d", i);
+  for (int i = 0; i < 3; i++) {
+    T_CHECK(routing_down(be, rts[i], c5_dist_size(d) == 1, &res->ridx[i], &res->rcnt[i]), "routing %d", i);
+    res->rows[i] = rts[i]->routed ? rts[i]->rows : 0;
+    T_CHECK((res->rcount[i] = malloc((size_t)(res->rows[i] + 1) * sizeof(long))) != NULL, "out of memory");
+    for (long r = 0; r < res->rows[i]; r++) res->rcount[i][r] = rts[i]->count[r];
+  }
   ok = 1;
 fail:
+  free(xl); free(gl); free(ml);
   c5_backend_free(be, dx_); c5_backend_free(be, dg); c5_backend_free(be, dm);
   c5_backend_free(be, dout); c5_backend_free(be, ddx);
   c5_block_cache_destroy(&c);
@@ -232,12 +260,92 @@ fail:
   return ok;
 }
 
+/* P > 1: this rank's part of the sharded CUDA run against its own one-rank CUDA run of the whole sequence. */
+static int check_case_sharded(c5_backend *gpu, const c5_dist *self, const c5_dist *world, const bcase *k)
+{
+  const long N = k->batch * k->n * k->dim;
+  const int P = c5_dist_size(world), rank = c5_dist_rank(world);
+  c5_block_config cfg = config(k);
+  c5_params *p = NULL;
+  c5_block *b = NULL;
+  c5_real *x = malloc((size_t)N * sizeof *x), *g = malloc((size_t)N * sizeof *g), *pval = NULL, *part = NULL;
+  uint8_t *mask = NULL;
+  result r1 = { 0 }, rp = { 0 };
+  unsigned long long seed = 11 + (unsigned long long)k->n;
+  long np = 0;
+  int ok = 0, all = 1;
+  T_CHECK(x && g, "out of memory");
+  T_OK(c5_params_create(c5_backend_cpu(), &p));   /* the same parameters on every rank */
+  T_OK(c5_block_create(&cfg, p, "", &b));
+  T_OK(c5_params_alloc(p));
+  T_OK(c5_params_init(p, 1234));
+  np = c5_params_total(p);
+  pval = malloc((size_t)np * sizeof *pval);
+  T_CHECK(pval != NULL, "out of memory");
+  memcpy(pval, c5_params_value(p, 0), (size_t)np * sizeof *pval);
+  for (long i = 0; i < N; i++) { x[i] = (c5_real)t_normal(&seed); g[i] = (c5_real)t_normal(&seed); }
+  if (k->masked) {
+    mask = malloc((size_t)(k->batch * k->n));
+    T_CHECK(mask != NULL, "out of memory");
+    for (long i = 0; i < k->batch * k->n; i++) mask[i] = (i % k->n) < k->n - 7 && i % 13 != 5;
+  }
+  T_CHECK(run(gpu, self, k, pval, np, x, g, mask, &r1), "%s: the one-rank CUDA run", k->name);
+  T_CHECK(run(gpu, world, k, pval, np, x, g, mask, &rp), "%s: the CUDA run on %d ranks", k->name, P);
+  const long nl = rp.lay.n_local, off = rp.lay.offset, D = k->dim, M = k->batch * nl * D;
+  part = malloc((size_t)(M + 1) * sizeof *part);
+  T_CHECK(part != NULL, "out of memory");
+  const char *rname[3] = { "q routing", "kv routing", "ff routing" };
+  for (int i = 0; i < 3; i++) {   /* the one-rank selections in [off, off + nl), row by row, in order */
+    long at = 0, n1 = r1.rows[i] ? r1.rcnt[i] / r1.rows[i] : 0;
+    int same = r1.rows[i] == rp.rows[i];
+    for (long r = 0; same && r < r1.rows[i]; r++) {
+      long c = 0;
+      for (long e = r * n1; e < (r + 1) * n1; e++)
+        if (r1.ridx[i][e] >= off && r1.ridx[i][e] < off + nl) {
+          same &= at + c < rp.rcnt[i] && rp.ridx[i][at + c] == r1.ridx[i][e];
+          c++;
+        }
+      same &= c == rp.rcount[i][r];
+      at += rp.rcount[i][r];
+    }
+    same &= at == rp.rcnt[i];
+    printf("block P=%d rank %d %-14s %-10s [%ld, %ld of %ld, %d]: %ld indices %s %s\n", P, rank, k->name, rname[i],
+           k->batch, nl, k->n, k->dim, rp.rcnt[i], same ? "identical" : "DIFFER", same ? "PASS" : "FAIL");
+    all &= same;
+  }
+  struct { const char *what; const c5_real *sharded, *whole; } q[] = { { "out", rp.out, r1.out }, { "dx", rp.dx, r1.dx } };
+  for (int i = 0; i < 2; i++) {
+    for (long bb = 0; bb < k->batch; bb++)
+      memcpy(part + bb * nl * D, q[i].whole + (bb * k->n + off) * D, (size_t)(nl * D) * sizeof *part);
+    double e = err(q[i].sharded, part, M);
+    printf("block P=%d rank %d %-14s %-10s [%ld, %ld of %ld, %ld]: norm-wise error %.3e (tol %.0e) %s\n", P, rank,
+           k->name, q[i].what, k->batch, nl, k->n, D, e, TOL, e <= TOL ? "PASS" : "FAIL");
+    all &= e <= TOL;
+  }
+  for (long i = 0; i < c5_params_count(p); i++) {
+    const long o = c5_params_grad(p, i) - c5_params_grad(p, 0), n = c5_params_numel(p, i);
+    double e = err(rp.grad + o, r1.grad + o, n);
+    printf("block P=%d rank %d %-14s grad %s [%ld]: norm-wise error %.3e (tol %.0e) %s\n", P, rank, k->name,
+           c5_params_name(p, i), n, e, TOL, e <= TOL ? "PASS" : "FAIL");
+    all &= e <= TOL;
+  }
+  ok = all;
+fail:
+  result_free(&r1);
+  result_free(&rp);
+  c5_block_destroy(&b);
+  c5_params_destroy(&p);
+  free(x); free(g); free(mask); free(pval); free(part);
+  return ok;
+}
+
 int main(int argc, char **argv)
 {
   MPI_Init(&argc, &argv);
   c5_backend *gpu = t_cuda_backend_or_skip();
-  c5_dist *d = NULL;
-  int ok = 1;
+  c5_dist *d = NULL, *world = NULL;
+  int ok = 1, P = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &P);
   const bcase cases[] = {
     { "basic", 2, 100, 16, 0, 1, 0, 0, 20, 24, 30 },
     { "masked_2kv", 2, 100, 32, 1, 2, 0, 0, 20, 24, 30 },
@@ -248,11 +356,20 @@ int main(int argc, char **argv)
     fprintf(stderr, "c5_dist_create: %s\n", c5_last_error());
     ok = 0;
   }
-  for (size_t i = 0; ok >= 0 && d && i < sizeof cases / sizeof *cases; i++)
-    if (!check_case(gpu, d, &cases[i])) {
+  if (P > 1 && c5_dist_create(MPI_COMM_WORLD, &world) != C5_OK) {
+    fprintf(stderr, "c5_dist_create(world): %s\n", c5_last_error());
+    ok = 0;
+  }
+  for (size_t i = 0; ok >= 0 && d && (P == 1 || world) && i < sizeof cases / sizeof *cases; i++)
+    if (!(P > 1 ? check_case_sharded(gpu, d, world, &cases[i]) : check_case(gpu, d, &cases[i]))) {
       fprintf(stderr, "case %s: FAIL%s%s\n", cases[i].name, c5_last_error()[0] ? ": " : "", c5_last_error());
       ok = 0;
     }
+  if (world) {   /* every rank's verdict */
+    long bad = !ok;
+    if (c5_dist_reduce_long(world, &bad, 1, C5_REDUCE_MAX) != C5_OK || bad) ok = 0;
+  }
+  c5_dist_destroy(&world);
   c5_dist_destroy(&d);
   c5_backend_destroy(&gpu);
   MPI_Finalize();
