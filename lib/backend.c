@@ -77,7 +77,7 @@ c5_status c5_backend_alloc(const c5_backend *be, size_t bytes, void **ptr)
   *ptr = NULL;
   if (bytes == 0) return C5_OK;
   *ptr = malloc(bytes);
-  C5_CHECK(*ptr != NULL, C5_ERR_MEM, "c5_backend_alloc: %zu bytes on the cpu backend", bytes);
+  C5_CHECK(*ptr != NULL, C5_ERR_MEM, "c5_backend_alloc: out of memory for %zu bytes on the cpu backend", bytes);
   return C5_OK;
 }
 
@@ -90,7 +90,7 @@ c5_status c5_backend_calloc(const c5_backend *be, size_t count, size_t size, voi
            "c5_backend_calloc: %zu elements of %zu bytes overflow a size", count, size);
   if (c5_backend_is_host(be)) {   /* calloc: the pages are zeroed lazily, as before the backends */
     *ptr = calloc(bytes, 1);
-    C5_CHECK(*ptr != NULL, C5_ERR_MEM, "c5_backend_calloc: %zu bytes on the cpu backend", bytes);
+    C5_CHECK(*ptr != NULL, C5_ERR_MEM, "c5_backend_calloc: out of memory for %zu bytes on the cpu backend", bytes);
     return C5_OK;
   }
   C5_NEED_OP(be, memset2d);
@@ -185,7 +185,8 @@ c5_status c5_arena_alloc_on(c5_arena *a, const c5_backend *be, const char *what)
   size_t bytes = a->used;
   C5_CHECK(bytes != SIZE_MAX, C5_ERR_MEM, "%s: its buffers' byte count overflows a size (a length too large)", what);
   c5_status st = c5_backend_calloc(be, bytes ? bytes : 1, 1, (void **)&a->base);
-  C5_CHECK(st == C5_OK, st, "%s: %zu bytes on the %s backend", what, bytes, be->ops->name);
+  C5_CHECK(st == C5_OK, st, "%s: %s%zu bytes on the %s backend", what,
+           st == C5_ERR_MEM ? "out of memory allocating " : "", bytes, be->ops->name);
   a->used = 0;
   return C5_OK;
 }

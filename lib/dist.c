@@ -469,7 +469,7 @@ static c5_status host_room(const c5_dist *d, size_t bytes, char **p)
   c5_dist *w = (c5_dist *)d;
   if (w->stage_cap < bytes) {
     char *q = realloc(w->stage, bytes);
-    C5_CHECK(q, C5_ERR_MEM, "dist: %zu bytes of host memory to stage device buffers", bytes);
+    C5_CHECK(q, C5_ERR_MEM, "dist: out of memory for %zu bytes of host memory to stage device buffers", bytes);
     w->stage = q;
     w->stage_cap = bytes;
   }

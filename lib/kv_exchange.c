@@ -18,8 +18,10 @@ c5_status c5_kv_exchange_create(const char *who, long dim, const c5_backend *be,
   c5_status st = C5_BE_NEW(be, x->one, 1);
   if (st == C5_OK) st = c5_backend_memcpy(be, x->one, &one, sizeof one);
   if (st != C5_OK) {
+    const char *name = x->who;   /* a caller's static string: it outlives x */
     c5_kv_exchange_destroy(&x);
-    return c5_err_trace(st, __FILE__, __LINE__);
+    return C5_ERR(st, "%s: %s the kv exchange's constant 1 on the %s backend", name,
+                  st == C5_ERR_MEM ? "out of memory for" : "cannot upload", be->ops->name);
   }
   *out = x;
   return C5_OK;
@@ -91,8 +93,8 @@ c5_status c5_kv_exchange_reserve(c5_kv_exchange *x, long S, long kslot, long own
   BE(x->downs, o); BE(x->perm, k); BE(x->recvx, t * D); BE(x->recvs, t); BE(x->recvm, t); BE(x->recvp, t);
   BE(x->dsendx, t * D); BE(x->dsends, t);
 #undef BE
-  C5_CHECK(st == C5_OK, st, "%s: out of %s memory for %ld own and %ld gathered kv entries of %ld reals", x->who,
-           be->ops->name, o, t, D);
+  C5_CHECK(st == C5_OK, st, "%s: out of memory for %ld own and %ld gathered kv entries of %ld reals (%s backend)", x->who,
+           o, t, D, be->ops->name);
   x->cap_o = o;
   x->cap_t = t;
   x->cap_s = S;

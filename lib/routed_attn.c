@@ -266,8 +266,8 @@ static c5_status size_heavy(const c5_routed_attn *m, c5_routed_attn_cache *c, lo
   BE(c->hout, q * D); BE(c->dh, q * D); BE(c->dxq, q * D); BE(c->dqs, q); BE(c->dsq, q);
   BE(c->dctx, k * D); BE(c->dks, k);
 #undef BE
-  C5_CHECK(st == C5_OK, C5_ERR_MEM, "ConditionalRoutedAttention: out of %s memory for %ld queries and %ld keys",
-           c->be->ops->name, q, k);
+  C5_CHECK(st == C5_OK, C5_ERR_MEM, "ConditionalRoutedAttention: out of memory for %ld queries and %ld keys (%s backend)",
+           q, k, c->be->ops->name);
   C5_CALL(c5_attn_heavy_cache_create(&m->hb.attn, b, nq, nk, &c->hc));
   c->cap_q = nq;
   c->cap_k = nk;
