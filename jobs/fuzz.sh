@@ -10,23 +10,27 @@
 # input) or out-of-memory fails it. Prints "N passed, N failed"; exit 0 only if none failed. Run
 # by jobs/check.sh (unless --quick). A longer campaign: jobs/fuzz.sh --time 1200 (docs/bad-input.md,
 # "Fuzzing"). --only NAME: one harness (train_config, train_options, checkpoint, golden).
+# --keep-going: fuzz on past a finding (libFuzzer -fork=1 with -ignore_crashes/ooms/timeouts; every
+# finding kept in build-fuzz/findings/NAME/), for campaigns. C5_FUZZ_BIN=DIR: the harnesses from DIR
+# (a copy, so that a campaign's forked jobs keep running one build while build-fuzz/ is rebuilt).
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
-secs=60; only=; build=1
+secs=60; only=; build=1; keep=
 while [ $# -gt 0 ]; do
   case $1 in
     --time) secs=$2; shift 2 ;;
     --only) only=$2; shift 2 ;;
     --no-build) build=0; shift ;;
+    --keep-going) keep="-fork=1 -ignore_crashes=1 -ignore_ooms=1 -ignore_timeouts=1"; shift ;;
     *) echo "fuzz.sh: unknown argument $1 (--time S, --only NAME, --no-build)" >&2; exit 2 ;;
   esac
 done
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_mca_base_component_disable_dlclose=1
 export OMP_NUM_THREADS=1
 # As jobs/sanitize.sh: a size too large for memory is the readers' "out of memory" message, not an
-# abort; OpenMPI's own leaks suppressed (jobs/lsan.supp), the project's not.
+# abort; OpenMPI's and libhdf5's own leaks suppressed (jobs/lsan-fuzz.supp), the project's not.
 export ASAN_OPTIONS="allocator_may_return_null=1:fast_unwind_on_malloc=0:detect_leaks=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
-export LSAN_OPTIONS="use_tls=0:suppressions=$top/jobs/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+export LSAN_OPTIONS="use_tls=0:suppressions=$top/jobs/lsan-fuzz.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 b=$top/build-fuzz
 t0=$(date +%s)
@@ -35,11 +39,11 @@ if [ $build = 1 ]; then
   mkdir -p "$b"
   if [ ! -f "$b/Makefile" ]; then
     (cd "$b" && OMPI_CC=clang-14 MPICC=mpicc "$top/configure" --with-precision=double --enable-fuzzers \
-      --disable-shared --without-cuda > configure.out 2>&1) || { echo "fuzz.sh: configure failed: see build-fuzz/configure.out, config.log"; echo "0 passed, 1 failed"; exit 1; }
+      --disable-shared --without-cuda > configure.out 2>&1) || { echo "fuzz: configure failed: see build-fuzz/configure.out, config.log"; echo "0 passed, 1 failed"; exit 1; }
   fi
   (cd "$b" && OMPI_CC=clang-14 make -j"$(nproc)" tests/fuzz/fuzz_train_config tests/fuzz/fuzz_train_options \
-    tests/fuzz/fuzz_checkpoint tests/fuzz/fuzz_golden > make.out 2>&1) || { echo "fuzz.sh: build failed: see build-fuzz/make.out"; echo "0 passed, 1 failed"; exit 1; }
-  echo "fuzz.sh: built in $(( $(date +%s) - t0 )) s"
+    tests/fuzz/fuzz_checkpoint tests/fuzz/fuzz_golden > make.out 2>&1) || { echo "fuzz: build failed: see build-fuzz/make.out"; echo "0 passed, 1 failed"; exit 1; }
+  echo "fuzz: built in $(( $(date +%s) - t0 )) s"
 fi
 pass=0; fail=0
 # -malloc_limit_mb: a buffer sized from a file's shape larger than this is refused by the readers
@@ -51,7 +55,7 @@ result() {   # NAME WHAT RC LOG
 }
 for h in train_config train_options checkpoint golden; do
   [ -n "$only" ] && [ "$only" != "$h" ] && continue
-  exe=$b/tests/fuzz/fuzz_$h
+  exe=${C5_FUZZ_BIN:-$b/tests/fuzz}/fuzz_$h
   mkdir -p "$b/logs" "$b/findings/$h" "$b/corpus/$h"
   dirs=
   for d in "$top/tests/fuzz/corpus/$h" "$top/tests/fuzz/regress/$h"; do [ -d "$d" ] && dirs="$dirs $d"; done
@@ -61,10 +65,12 @@ for h in train_config train_options checkpoint golden; do
   result "$h" "replay of $n inputs" $? "build-fuzz/logs/$h-replay.log"
   cp "$top/tests/fuzz/corpus/$h/"* "$b/corpus/$h/" 2>/dev/null
   # shellcheck disable=SC2086
-  (cd "$b/findings/$h" && "$exe" $opts -max_total_time="$secs" -artifact_prefix="$b/findings/$h/" \
+  (cd "$b/findings/$h" && "$exe" $opts $keep -max_total_time="$secs" -artifact_prefix="$b/findings/$h/" \
     "$b/corpus/$h" $dirs) > "$b/logs/$h-fuzz.log" 2>&1
   rc=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$b/logs/$h-fuzz.log" | tail -n 1)
+  # -fork mode reports its executions on its last "#N" line instead
+  [ -n "$runs" ] || runs=$(sed -n 's/^#\([0-9]*\):.*/\1/p' "$b/logs/$h-fuzz.log" | tail -n 1)
   result "$h" "fuzzing ${secs} s (${runs:-?} executions)" $rc "build-fuzz/logs/$h-fuzz.log"
 done
 echo "fuzz: $(( $(date +%s) - t0 )) s (build and runs); logs in build-fuzz/logs/"
