@@ -4,9 +4,9 @@
    Any outcome but a sanitizer report, a leak or a crash is fine: a damaged file is refused naming
    what is wrong. Seeds: tests/fuzz/corpus/checkpoint (written by colt5-train with the same options:
    tests/fuzz/README.md). */
-#include "fuzz.h"
 #include "colt5_mpi.h"
 #include "colt5_io.h"
+#include "fuzz.h"
 #include "train_opts.h"
 
 /* The seed checkpoints' model: colt5-train with these options (tests/fuzz/README.md). */
@@ -50,6 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
   char *config = NULL;
   (void)c5_checkpoint_read(world, path, p, opt, state, 4, &config);
   free(config);
+  fuzz_check_hdf5_closed("fuzz_checkpoint");
   c5_error_clear();
   return 0;
 }

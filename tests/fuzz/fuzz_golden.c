@@ -4,10 +4,10 @@
    included whole, its main renamed, as llm.c's test_gpt2.c includes train_gpt2.c: the harness runs
    the app's own reader, not a copy. MPI on one rank (started once). Any outcome but a sanitizer
    report, a leak, a crash or a hang is fine. Seeds: tests/fuzz/corpus/golden. */
-#include "fuzz.h"
 #define main colt5_golden_main
 #include "../../apps/colt5-golden.c"
 #undef main
+#include "fuzz.h"
 
 static ctx_t cx = { .rel = C5_USE_DOUBLE ? 1e-9 : 1e-4, .floor = C5_USE_DOUBLE ? 1e-12 : 1e-6, .quiet = 1 };
 
@@ -27,6 +27,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
   (void)run_file(&cx, fuzz_input_file(".h5", data, size));
   cx.failed = 0;
+  fuzz_check_hdf5_closed("fuzz_golden");
   c5_error_clear();
   return 0;
 }
