@@ -153,8 +153,14 @@ static c5_status set_cli(opts_t *o, const opt_t *t, const char *arg, c5_status s
     else if (!strcmp(arg, "0") || !strcmp(arg, "false")) *(int *)f = 0;
     else return cli_bad_option(st, opt, arg, want);
     return st;
-  case T_STR:
+  case T_STR: {
+    /* the options are stored as JSON (checkpoints, the log) and compared between ranks through it: a string
+       JSON cannot hold would drop out of it */
+    json_t *j = json_string(arg);
+    json_decref(j);
+    if (!j) return st != C5_OK ? st : c5_error_raise(C5_ERR_ARG, "%s: the value is not valid UTF-8 text", opt);
     return set_string((char **)f, arg, opt, st);
+  }
   }
   return st;
 }
@@ -288,6 +294,7 @@ char *train_opts_json(const opts_t *o)
 {
   json_t *root = json_object(), *sec[3] = { json_object(), json_object(), json_object() }, *rk = json_object();
   static const char *const names[3] = { "model", "train", "data" };
+  int bad = 0;
   for (int i = 0; i < NOPT; i++) {
     const opt_t *t = &opt_table[i];
     if (!t->section) continue;
@@ -296,12 +303,13 @@ char *train_opts_json(const opts_t *o)
     json_t *v = t->type == T_INT ? json_integer(*(const long *)f) : t->type == T_REAL ? json_real(*(const double *)f)
               : t->type == T_BOOL ? json_boolean(*(const int *)f) : json_string(*(char *const *)f);
     if (is_none_zero(t) && *(const long *)f == 0) { json_decref(v); v = json_null(); }
-    if (!strncmp(t->key, "router_kwargs.", 14)) json_object_set_new(rk, t->key + 14, v);
-    else json_object_set_new(sec[s], t->key, v);
+    /* a failed set (no value: out of memory) would drop the option from the stored configuration silently */
+    if (!strncmp(t->key, "router_kwargs.", 14)) bad |= json_object_set_new(rk, t->key + 14, v);
+    else bad |= json_object_set_new(sec[s], t->key, v);
   }
-  json_object_set_new(sec[0], "router_kwargs", rk);
-  for (int s = 0; s < 3; s++) json_object_set_new(root, names[s], sec[s]);
-  char *txt = json_dumps(root, JSON_COMPACT);
+  bad |= json_object_set_new(sec[0], "router_kwargs", rk);
+  for (int s = 0; s < 3; s++) bad |= json_object_set_new(root, names[s], sec[s]);
+  char *txt = bad ? NULL : json_dumps(root, JSON_COMPACT);
   json_decref(root);
   return txt;
 }
