@@ -7,7 +7,8 @@
 #   - fuzz: S seconds (default 60) from the seed corpus (a copy in build-fuzz/corpus/NAME: the
 #     repository's corpus is not changed), findings written to build-fuzz/findings/NAME/.
 # Each replay and each fuzz run is one test; any sanitizer report, leak, crash, timeout (10 s an
-# input) or out-of-memory fails it. Prints "N passed, N failed"; exit 0 only if none failed. Run
+# input) or out-of-memory fails it. The harnesses run C5_FUZZ_PARALLEL at a time (default: the
+# number of cores), so that 60 s each costs 2 minutes on 2 cores. Prints "N passed, N failed"; exit 0 only if none failed. Run
 # by jobs/check.sh (unless --quick). A longer campaign: jobs/fuzz.sh --time 1200 (docs/bad-input.md,
 # "Fuzzing"). --only NAME: one harness (train_config, train_options, checkpoint, golden).
 # --keep-going: fuzz on past a finding (libFuzzer -fork=1 with -ignore_crashes/ooms/timeouts; every
@@ -45,24 +46,22 @@ if [ $build = 1 ]; then
     tests/fuzz/fuzz_checkpoint tests/fuzz/fuzz_golden > make.out 2>&1) || { echo "fuzz: build failed: see build-fuzz/make.out"; echo "0 passed, 1 failed"; exit 1; }
   echo "fuzz: built in $(( $(date +%s) - t0 )) s"
 fi
-pass=0; fail=0
 # -malloc_limit_mb: a buffer sized from a file's shape larger than this is refused by the readers
 # (allocator_may_return_null) rather than reported by libFuzzer; RSS stays bounded by -rss_limit_mb.
 opts="-timeout=10 -rss_limit_mb=3072 -malloc_limit_mb=1048576 -close_fd_mask=3 -print_final_stats=1"
-result() {   # NAME WHAT RC LOG
-  if [ "$3" -eq 0 ]; then echo "[fuzz] PASS: $1 $2"; pass=$((pass + 1))
-  else echo "[fuzz] FAIL: $1 $2 (exit $3: see $4)"; fail=$((fail + 1)); fi
-}
-for h in train_config train_options checkpoint golden; do
-  [ -n "$only" ] && [ "$only" != "$h" ] && continue
+# harness NAME: its replay and its fuzzing, one result line each into build-fuzz/logs/NAME.result
+harness() {
+  h=$1
   exe=${C5_FUZZ_BIN:-$b/tests/fuzz}/fuzz_$h
-  mkdir -p "$b/logs" "$b/findings/$h" "$b/corpus/$h"
+  mkdir -p "$b/findings/$h" "$b/corpus/$h"
+  : > "$b/logs/$h.result"
   dirs=
   for d in "$top/tests/fuzz/corpus/$h" "$top/tests/fuzz/regress/$h"; do [ -d "$d" ] && dirs="$dirs $d"; done
+  # shellcheck disable=SC2086
   n=$(find $dirs -type f | wc -l)
   # shellcheck disable=SC2086
   (cd "$b/findings/$h" && "$exe" $opts -runs=0 $dirs) > "$b/logs/$h-replay.log" 2>&1
-  result "$h" "replay of $n inputs" $? "build-fuzz/logs/$h-replay.log"
+  echo "$? $h replay of $n inputs (build-fuzz/logs/$h-replay.log)" >> "$b/logs/$h.result"
   cp "$top/tests/fuzz/corpus/$h/"* "$b/corpus/$h/" 2>/dev/null
   # shellcheck disable=SC2086
   (cd "$b/findings/$h" && "$exe" $opts $keep -max_total_time="$secs" -artifact_prefix="$b/findings/$h/" \
@@ -71,7 +70,27 @@ for h in train_config train_options checkpoint golden; do
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$b/logs/$h-fuzz.log" | tail -n 1)
   # -fork mode reports its executions on its last "#N" line instead
   [ -n "$runs" ] || runs=$(sed -n 's/^#\([0-9]*\):.*/\1/p' "$b/logs/$h-fuzz.log" | tail -n 1)
-  result "$h" "fuzzing ${secs} s (${runs:-?} executions)" $rc "build-fuzz/logs/$h-fuzz.log"
+  echo "$rc $h fuzzing ${secs} s, ${runs:-?} executions (build-fuzz/logs/$h-fuzz.log)" >> "$b/logs/$h.result"
+}
+# C5_FUZZ_PARALLEL harnesses at a time (default: one a core; each fuzzes on one core)
+par=${C5_FUZZ_PARALLEL:-$(nproc)}
+mkdir -p "$b/logs"
+names=; running=0
+for h in train_config train_options checkpoint golden; do
+  [ -n "$only" ] && [ "$only" != "$h" ] && continue
+  names="$names $h"
+  harness "$h" &
+  running=$((running + 1))
+  [ "$running" -ge "$par" ] && { wait; running=0; }
+done
+wait
+pass=0; fail=0
+for h in $names; do
+  while read -r rc what; do
+    if [ "$rc" -eq 0 ]; then echo "[fuzz] PASS: $what"; pass=$((pass + 1))
+    else echo "[fuzz] FAIL: $what: exit $rc"; fail=$((fail + 1)); fi
+  done < "$b/logs/$h.result"
+  [ -s "$b/logs/$h.result" ] || { echo "[fuzz] FAIL: $h did not run"; fail=$((fail + 1)); }
 done
 echo "fuzz: $(( $(date +%s) - t0 )) s (build and runs); logs in build-fuzz/logs/"
 echo "$pass passed, $fail failed"
