@@ -215,6 +215,11 @@ typedef struct {
   c5_dist *world, *seq, *dp;
   int rank, size;
   c5_model_config mcfg;
+  c5_backend *gpu;             /* --device cuda: the backend (owned); NULL: the CPU's */
+  int gpu_id;                  /* its device ordinal */
+  const c5_backend *be;        /* where the parameters, the optimizer and the model's caches live */
+  c5_real *hbuf;               /* host copies of device tensors (diagnostics, the validation passage) */
+  long hbuf_len;
   c5_params *p;
   c5_model *m;
   c5_model_cache *cache;
@@ -333,13 +338,28 @@ static c5_status checkpoint(run_t *r, long step)
   return st;
 }
 
-/* The first parameter whose gradient holds a NaN or Inf ("" when none): where a non-finite step came from. */
-static void first_nonfinite_grad(const c5_params *p, char *buf, size_t len)
+/* n elements at x (memory of the run's backend) readable here: x itself on the CPU, else a copy in r->hbuf
+   (valid until the next call). NULL when the copy fails (diagnostics then say nothing more). */
+static const c5_real *host_view(run_t *r, const c5_real *x, long n)
 {
+  if (c5_backend_get_kind(r->be) == C5_BACKEND_CPU || !x) return x;
+  if (n > r->hbuf_len) {
+    c5_real *b = realloc(r->hbuf, (size_t)(n > 0 ? n : 1) * sizeof *b);
+    if (!b) return NULL;
+    r->hbuf = b;
+    r->hbuf_len = n;
+  }
+  return c5_backend_memcpy(r->be, r->hbuf, x, (size_t)n * sizeof *x) == C5_OK ? r->hbuf : NULL;
+}
+
+/* The first parameter whose gradient holds a NaN or Inf ("" when none): where a non-finite step came from. */
+static void first_nonfinite_grad(run_t *r, char *buf, size_t len)
+{
+  const c5_params *p = r->p;
   buf[0] = 0;
   for (long i = 0; i < c5_params_count(p); i++) {
-    const c5_real *g = c5_params_grad(p, i);
-    for (long e = 0; e < c5_params_numel(p, i); e++)
+    const c5_real *g = host_view(r, c5_params_grad(p, i), c5_params_numel(p, i));
+    for (long e = 0; g && e < c5_params_numel(p, i); e++)
       if (!isfinite(g[e])) {
         snprintf(buf, len, "; first non-finite gradient: %s[%ld] = %g", c5_params_name(p, i), e, (double)g[e]);
         return;
@@ -351,13 +371,14 @@ static void first_nonfinite_grad(const c5_params *p, char *buf, size_t len)
    layer input (layer = depth: the final norm's), else the logits, and the first parameter whose value is not
    finite. (After a forward that failed at layer l, the inputs past l are the previous step's: the scan stops at
    the first non-finite one, which is this step's unless an earlier step was skipped.) */
-static void first_nonfinite_forward(const run_t *r, char *buf, size_t len)
+static void first_nonfinite_forward(run_t *r, char *buf, size_t len)
 {
   const long per = r->o.batch * r->lay.n_local;
   buf[0] = 0;
   for (int l = 0; l <= r->mcfg.depth + 1 && !buf[0]; l++) {
-    const c5_real *x = l <= r->mcfg.depth ? c5_model_layer_input(r->cache, l) : c5_model_logits(r->cache);
     const long row = l <= r->mcfg.depth ? r->o.dim : C5_NUM_BYTES;
+    const c5_real *x = host_view(r, l <= r->mcfg.depth ? c5_model_layer_input(r->cache, l) : c5_model_logits(r->cache),
+                                 per * row);
     for (long e = 0; x && e < per * row; e++)
       if (!isfinite(x[e])) {
         char what[64];
@@ -370,8 +391,8 @@ static void first_nonfinite_forward(const run_t *r, char *buf, size_t len)
       }
   }
   for (long i = 0; i < c5_params_count(r->p); i++) {
-    const c5_real *v = c5_params_value(r->p, i);
-    for (long e = 0; e < c5_params_numel(r->p, i); e++)
+    const c5_real *v = host_view(r, c5_params_value(r->p, i), c5_params_numel(r->p, i));
+    for (long e = 0; v && e < c5_params_numel(r->p, i); e++)
       if (!isfinite(v[e])) {
         size_t u = strlen(buf);
         snprintf(buf + u, len - u, "; first non-finite parameter: %s[%ld] = %g", c5_params_name(r->p, i), e,
@@ -391,8 +412,8 @@ static void test_poison(const run_t *r, long step, const char *which)
   long i;
   int grad = !strcmp(which, "C5_TEST_NAN_GRAD");
   if (!e || !name || (grad && r->rank != 0) || strtol(e, NULL, 10) != step || c5_params_find(r->p, name, &i) != C5_OK) return;
-  c5_real *x = grad ? c5_params_grad(r->p, i) : c5_params_value(r->p, i);
-  x[0] = NAN;
+  c5_real *x = grad ? c5_params_grad(r->p, i) : c5_params_value(r->p, i), nan = NAN;
+  (void)c5_backend_memcpy(r->be, x, &nan, sizeof nan);   /* the backend's memory: a device's too */
 }
 
 typedef struct {
@@ -451,7 +472,7 @@ static c5_status train_step(run_t *r, long step, step_out *out)
     out->nonfinite = 1;
     snprintf(out->why, sizeof out->why, "loss %g", out->loss);
     first_nonfinite_forward(r, out->why + strlen(out->why), sizeof out->why - strlen(out->why));
-    first_nonfinite_grad(r->p, out->why + strlen(out->why), sizeof out->why - strlen(out->why));
+    first_nonfinite_grad(r, out->why + strlen(out->why), sizeof out->why - strlen(out->why));
     return C5_OK;
   }
   st = c5_params_allreduce_grad(r->p, r->seq);
@@ -464,7 +485,7 @@ static c5_status train_step(run_t *r, long step, step_out *out)
     /* the library's message without its trace lines */
     snprintf(out->why, sizeof out->why, "gradient norm not finite (%.*s)", (int)strcspn(c5_last_error(), "\n"),
              c5_last_error());
-    first_nonfinite_grad(r->p, out->why + strlen(out->why), sizeof out->why - strlen(out->why));
+    first_nonfinite_grad(r, out->why + strlen(out->why), sizeof out->why - strlen(out->why));
     return C5_OK;
   }
   return st;
@@ -488,7 +509,8 @@ static c5_status passage(run_t *r)
   make_batch(r, DOMAIN_VAL, 0, 0, r->tokens, r->targets);
   c5_status st = c5_model_forward(r->m, r->seq, &r->lay, o->batch, r->tokens, r->targets, NULL, r->cache, NULL, NULL);
   if (st != C5_OK) return st;
-  const c5_real *lg = c5_model_logits(r->cache);
+  const c5_real *lg = host_view(r, c5_model_logits(r->cache), nl * C5_NUM_BYTES);   /* sample 0's rows */
+  if (!lg) return c5_error_raise(C5_ERR_MEM, "validation passage: cannot copy the logits to the host");
   memset(r->pred, 0, (size_t)n * sizeof *r->pred);
   for (long j = 0; j < nl; j++) {
     if (r->targets[j] < 0) continue;
@@ -521,6 +543,41 @@ static c5_status passage(run_t *r)
   return C5_OK;
 }
 
+/* This rank's node-local rank (as the launchers export it; 0 when none does): which GPU it takes. */
+static int local_rank(void)
+{
+  const char *vars[] = { "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_LOCAL_RANK", "SLURM_LOCALID" };
+  for (size_t k = 0; k < sizeof vars / sizeof *vars; k++) {
+    const char *v = getenv(vars[k]);
+    if (v && *v) return atoi(v);
+  }
+  return 0;
+}
+
+/* --device: the CPU's backend, or a CUDA backend on GPU local rank % GPUs. The device path runs the
+   whole model on one rank; several ranks would sum device gradients over MPI, which the library does
+   not do yet (c5_params_allreduce_grad refuses it), so they are refused here, before anything is built. */
+static c5_status pick_backend(run_t *r)
+{
+  r->be = c5_backend_cpu();
+  if (!strcmp(r->o.device, "cpu")) return C5_OK;
+  if (r->size > 1)
+    return c5_error_raise(C5_ERR_NOTIMPL, "--device cuda: %d ranks; the GPU path runs on one rank so far (summing "
+                          "gradients on the device over ranks is not implemented): run with mpirun -np 1", r->size);
+  int ngpu = c5_backend_device_count(C5_BACKEND_CUDA);
+  if (ngpu <= 0) {
+    /* a build without CUDA kernels says so itself; with them, no device is the reason */
+    c5_status st = c5_backend_create(C5_BACKEND_CUDA, 0, &r->gpu);
+    c5_backend_destroy(&r->gpu);
+    if (st == C5_ERR_NOTIMPL) return st;
+    return c5_error_raise(C5_ERR_ARG, "--device cuda: no GPU is visible to this process (CUDA_VISIBLE_DEVICES?)");
+  }
+  r->gpu_id = local_rank() % ngpu;
+  TRY(c5_backend_create(C5_BACKEND_CUDA, r->gpu_id, &r->gpu));
+  r->be = r->gpu;
+  return C5_OK;
+}
+
 /* Everything a rank builds alone before training: the data, the model, the optimizer, the buffers. Agreed by
    the caller. */
 static c5_status setup(run_t *r)
@@ -545,7 +602,8 @@ static c5_status setup(run_t *r)
   r->target = (long)ceil(o->mask_frac * n);
   train_opts_model_config(o, &r->mcfg);
   long unit = 0;
-  TRY(c5_params_create(c5_backend_cpu(), &r->p));
+  TRY(pick_backend(r));
+  TRY(c5_params_create(r->be, &r->p));
   TRY(c5_model_create(&r->mcfg, r->p, &r->m));
   TRY(c5_params_alloc(r->p));
   TRY(c5_params_init(r->p, (uint64_t)o->seed));
@@ -586,6 +644,8 @@ static void teardown(run_t *r)
   c5_model_cache_destroy(&r->cache);
   c5_model_destroy(&r->m);
   c5_params_destroy(&r->p);
+  c5_backend_destroy(&r->gpu);
+  free(r->hbuf);
   free(r->text); free(r->tokens); free(r->targets); free(r->seqbuf); free(r->maskbuf); free(r->pred);
   free(r->cfg_json);
   train_opts_free(&r->o);
@@ -772,8 +832,11 @@ int main(int argc, char **argv)
   sigaction(SIGUSR1, &sa, NULL);
   if (r->rank == 0) {
     if (c5_blas_warning()) fprintf(stderr, "colt5-train: %s\n", c5_blas_warning());
-    printf("colt5-train: %d ranks = %d per sequence x %d data-parallel, %d threads each, precision %s, BLAS core %s\n",
-           r->size, c5_dist_size(r->seq), c5_dist_size(r->dp), omp_get_max_threads(), C5_REAL_NAME, c5_blas_core());
+    char dev[64] = "cpu";
+    if (r->gpu) snprintf(dev, sizeof dev, "%s (GPU %d)", c5_backend_name(r->gpu), r->gpu_id);
+    printf("colt5-train: %d ranks = %d per sequence x %d data-parallel, %d threads each, precision %s, BLAS core %s, "
+           "device %s\n", r->size, c5_dist_size(r->seq), c5_dist_size(r->dp), omp_get_max_threads(), C5_REAL_NAME,
+           c5_blas_core(), dev);
     printf("data: %s: %ld bytes, train %ld, validation %ld; unigram entropy of the train text %.4f bits/byte\n",
            o->data, r->text_len, r->train_len, r->val_len, r->unigram);
     printf("model: dim %ld, depth %ld, seq-len %ld, heavy tokens q %ld kv %ld ff %ld, window %ld, %ld parameters%s\n",

@@ -422,7 +422,8 @@ typedef struct c5k_ops {
      rounded once: with z_i = mix(key + G (2 e + i + 1)), i = 0, 1 (uint64, wrapping; G = 0x9e3779b97f4a7c15,
      mix the SplitMix64 finalizer: x ^= x >> 30, x *= 0xbf58476d1ce4e5b9, x ^= x >> 27,
      x *= 0x94d049bb133111eb, x ^= x >> 31), u = (z_0 >> 11) 2^-53: uniform = scale (2 u - 1);
-     normal = scale sqrt(-2 log u1) cos(2 pi u2), u1 = ((z_0 >> 11) + 1) 2^-53, u2 = (z_1 >> 11) 2^-53. */
+     normal = scale sqrt(-2 log u1) cos(2 pi u2), u1 = ((z_0 >> 11) + 1) 2^-53, u2 = (z_1 >> 11) 2^-53, log and cos
+     those of kernels/init_draw.h (no libm: every device gives the same bits). */
   c5_status (*init_fill)(c5k_ctx *, int kind, uint64_t key, double scale, long n, c5_real *y);
   /* x[b, j, :] = tok_emb[tokens[b n + j], :] + pos_emb[pos0 + j, :] for b < batch, j < n (the sum in
      c5_real). Tokens and positions were checked by the caller. */
@@ -461,6 +462,20 @@ typedef struct c5k_ops {
      (relative to off[r], plus offset) ascending at pos + r cap, their number in count[r]. */
   c5_status (*topk_select_dev)(c5k_ctx *, const c5k_rows *R, const c5_real *v, const uint8_t *mask, long k,
                                long cap, long offset, long *count, long *pos);
+  /* ---- device-resident block orchestration (cuda-lib: lib/router.c, lib/routed_ff.c, lib/routed_attn.c,
+     lib/kv_exchange.c, lib/attn_local.c) ---- */
+  /* Index arithmetic on index arrays, so that lib/ never reads routed indices on the host to plan the
+     heavy rows: for r < rows, j < n,
+       dst[r ldd + j] = (src ? src[r lds + j] : j) + add + ((r / div) % mod) step   (mod 0: no modulus; div >= 1).
+     The router's local positions from its per-block selections, the heavy rows of routed tokens
+     (b n_local + token), their global positions, and iotas (src NULL). dst may be src (lds = ldd). */
+  c5_status (*index_rows)(c5k_ctx *, long rows, long n, const long *src, long lds, long add, long div, long mod,
+                          long step, long *dst, long ldd);
+  /* ---- the training step on a device backend (cuda-train: lib/optim.c) ---- */
+  /* sumsq without the wait: *ss (backend memory: a device double on a GPU) = sumsq's sum of x[0..n), the
+     same bits in the same order, so that the optimizer reads every parameter's sum in one copy per step
+     instead of one per parameter. ctx work as sumsq's. */
+  c5_status (*sumsq_dev)(c5k_ctx *, long n, const c5_real *x, double *ss);
 } c5k_ops;
 
 /* init_fill's kinds */

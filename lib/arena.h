@@ -54,6 +54,12 @@ static inline c5_status c5_arena_alloc(c5_arena *a, const char *what)
   a->used = 0;
   return C5_OK;
 }
+/* The same on a backend (declared in backend.h's terms, defined in backend.c): the measured size as
+   one zeroed allocation of be's memory, freed with c5_backend_free(be, a->base). A cache keeps its
+   tensors in such an arena and its host-only metadata (row plans, counts) in a host one. */
+struct c5_backend;
+c5_status c5_arena_alloc_on(c5_arena *a, const struct c5_backend *be, const char *what);
+
 /* Both passes at once for a cache whose layout is a function carve(obj, a):
    measure, one zeroed allocation (*block, freed with free()), carve. who
    names the cache in the out-of-memory message. */

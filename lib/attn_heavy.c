@@ -21,6 +21,7 @@
 #include "attn_heavy.h"
 
 struct c5_attn_heavy_cache {
+  const c5_backend *be;   /* every buffer below lives there (the work too: ops on a device ignore it) */
   long batch_cap, nq_cap, nk_cap;
   /* shapes and options of the last forward */
   long batch, nq, nk;
@@ -68,6 +69,7 @@ c5_status c5_attn_heavy_init(c5_attn_heavy *a, c5_params *p, const char *prefix,
   a->dim_head = dim_head;
   a->routes = routes;
   a->multiply_keys_by_score = multiply_keys_by_score ? 1 : 0;
+  a->be = c5_params_backend(p);
   long hid = (long)heads * dim_head;
   long dg[1] = { dim }, dn[3] = { 2, heads, dim_head }, dq[2] = { hid, dim }, dkv[2] = { 2 * hid, dim },
        dout[2] = { dim, hid };
@@ -88,11 +90,11 @@ static c5k_heavy_attn shape(const c5_attn_heavy *a, long batch, long nq, long nk
 
 static void cache_free(c5_attn_heavy_cache *c)
 {
-  free(c->xq); free(c->ctx); free(c->kmask); free(c->kscore); free(c->qscore);
-  free(c->xn); free(c->rnq); free(c->cn); free(c->rnc); free(c->qraw); free(c->q);
-  free(c->kvraw); free(c->kvf); free(c->p); free(c->o);
-  free(c->qcos); free(c->qsin); free(c->kcos); free(c->ksin);
-  free(c->dq); free(c->dkvf); free(c->dpo); free(c->dxn); free(c->dcn); free(c->work);
+  void *v[] = { c->xq, c->ctx, c->kmask, c->kscore, c->qscore, c->xn, c->rnq, c->cn, c->rnc, c->qraw, c->q,
+                c->kvraw, c->kvf, c->p, c->o, c->qcos, c->qsin, c->kcos, c->ksin, c->dq, c->dkvf, c->dpo, c->dxn,
+                c->dcn, c->work };
+  if (c->be)
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++) c5_backend_free(c->be, v[i]);
   free(c);
 }
 
@@ -101,34 +103,38 @@ static c5_status cache_alloc(const c5_attn_heavy *a, long B, long nq, long nk, c
   const long dim = a->dim, R = a->routes, D = (long)a->heads * a->dim_head, L = 2 * D / R, half = a->dim_head / 2;
   const long nqr = B * nq, nkr = B * R * nk, n1 = nk + 1;
   c->batch_cap = B; c->nq_cap = nq; c->nk_cap = nk;
-  C5_CALLOC(c->xq, nqr * dim);
-  C5_CALLOC(c->ctx, nkr * dim);
-  C5_CALLOC(c->kmask, nkr);
-  C5_CALLOC(c->kscore, nkr);
-  C5_CALLOC(c->qscore, nqr);
-  C5_CALLOC(c->xn, nqr * dim);
-  C5_CALLOC(c->rnq, nqr);
-  C5_CALLOC(c->cn, nkr * dim);
-  C5_CALLOC(c->rnc, nkr);
-  C5_CALLOC(c->qraw, nqr * D);
-  C5_CALLOC(c->q, nqr * D);
-  C5_CALLOC(c->kvraw, nkr * L);
-  C5_CALLOC(c->kvf, B * R * n1 * L);
-  C5_CALLOC(c->p, B * a->heads * nq * n1);
-  C5_CALLOC(c->o, nqr * D);
-  C5_CALLOC(c->qcos, nqr * half);
-  C5_CALLOC(c->qsin, nqr * half);
-  C5_CALLOC(c->kcos, nkr * half);
-  C5_CALLOC(c->ksin, nkr * half);
-  C5_CALLOC(c->dq, nqr * D);
-  C5_CALLOC(c->dkvf, B * R * n1 * L);
-  C5_CALLOC(c->dpo, nqr * D);
+  c->be = a->be;
+  /* on the backend, zeroed as calloc's (at least one element: a distinct pointer for an empty buffer) */
+#define BE_CALLOC(p, n) C5_CALL(C5_BE_NEW(a->be, p, (n) > 0 ? (n) : 1))
+  BE_CALLOC(c->xq, nqr * dim);
+  BE_CALLOC(c->ctx, nkr * dim);
+  BE_CALLOC(c->kmask, nkr);
+  BE_CALLOC(c->kscore, nkr);
+  BE_CALLOC(c->qscore, nqr);
+  BE_CALLOC(c->xn, nqr * dim);
+  BE_CALLOC(c->rnq, nqr);
+  BE_CALLOC(c->cn, nkr * dim);
+  BE_CALLOC(c->rnc, nkr);
+  BE_CALLOC(c->qraw, nqr * D);
+  BE_CALLOC(c->q, nqr * D);
+  BE_CALLOC(c->kvraw, nkr * L);
+  BE_CALLOC(c->kvf, B * R * n1 * L);
+  BE_CALLOC(c->p, B * a->heads * nq * n1);
+  BE_CALLOC(c->o, nqr * D);
+  BE_CALLOC(c->qcos, nqr * half);
+  BE_CALLOC(c->qsin, nqr * half);
+  BE_CALLOC(c->kcos, nkr * half);
+  BE_CALLOC(c->ksin, nkr * half);
+  BE_CALLOC(c->dq, nqr * D);
+  BE_CALLOC(c->dkvf, B * R * n1 * L);
+  BE_CALLOC(c->dpo, nqr * D);
   const c5k_heavy_attn A = shape(a, B, nq, nk);
   const long wn = c5k_rowpart_work(nqr > nkr ? nqr : nkr, dim), wa = c5k_heavy_attn_work(&A);
   c->work_len = wn > wa ? wn : wa;
-  C5_CALLOC(c->work, c->work_len);
-  C5_CALLOC(c->dxn, nqr * dim);
-  C5_CALLOC(c->dcn, nkr * dim);
+  BE_CALLOC(c->work, c->work_len);
+  BE_CALLOC(c->dxn, nqr * dim);
+  BE_CALLOC(c->dcn, nkr * dim);
+#undef BE_CALLOC
   return C5_OK;
 }
 
@@ -176,7 +182,7 @@ c5_status c5_attn_heavy_forward(const c5_attn_heavy *a, const c5_params *p, long
   const long D = (long)H * dh, L = 2L * hpr * dh, n1 = nk + 1;
   const long nqr = batch * nq, nkr = batch * R * nk;
   const c5k_heavy_attn A = shape(a, batch, nq, nk);
-  c5k_ctx kc = { .work = c->work, .work_len = c->work_len };
+  c5k_ctx kc = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
 
   c->valid = 0;
   c->batch = batch; c->nq = nq; c->nk = nk;
@@ -184,11 +190,12 @@ c5_status c5_attn_heavy_forward(const c5_attn_heavy *a, const c5_params *p, long
   c->has_kscore = kscore != NULL;
   c->has_qscore = qscore != NULL;
   c->has_rot = qpos != NULL;
-  if (nqr) memcpy(c->xq, xq, (size_t)(nqr * dim) * sizeof *xq);
-  if (nkr) memcpy(c->ctx, ctx, (size_t)(nkr * dim) * sizeof *ctx);
-  if (kmask && nkr) memcpy(c->kmask, kmask, (size_t)nkr);
-  if (kscore && nkr) memcpy(c->kscore, kscore, (size_t)nkr * sizeof *kscore);
-  if (qscore && nqr) memcpy(c->qscore, qscore, (size_t)nqr * sizeof *qscore);
+  const long es = (long)sizeof *xq;
+  if (nqr) C5_CALL(ops->copy2d(&kc, c->xq, 0, xq, 0, nqr * dim * es, 1));
+  if (nkr) C5_CALL(ops->copy2d(&kc, c->ctx, 0, ctx, 0, nkr * dim * es, 1));
+  if (kmask && nkr) C5_CALL(ops->copy2d(&kc, c->kmask, 0, kmask, 0, nkr, 1));
+  if (kscore && nkr) C5_CALL(ops->copy2d(&kc, c->kscore, 0, kscore, 0, nkr * es, 1));
+  if (qscore && nqr) C5_CALL(ops->copy2d(&kc, c->qscore, 0, qscore, 0, nqr * es, 1));
   c->valid = nqr == 0;   /* otherwise valid once the forward below completes */
   if (nqr == 0) return C5_OK;
 
@@ -241,11 +248,11 @@ c5_status c5_attn_heavy_backward(const c5_attn_heavy *a, const c5_params *p, c5_
   const c5k_heavy_attn A = shape(a, batch, nq, nk);
   C5_CHECK((nqr == 0 || (dout && dxq)) && (nkr == 0 || dctx), C5_ERR_ARG,
            "heavy attention backward: dout, dxq or dctx is NULL");
-  c5k_ctx kc = { .work = c->work, .work_len = c->work_len };
+  c5k_ctx kc = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
 
   if (nqr == 0) {   /* no queries: nothing depends on the keys */
-    if (nkr) memset(dctx, 0, (size_t)(nkr * dim) * sizeof *dctx);
-    if (c->has_kscore && dkscore && nkr) memset(dkscore, 0, (size_t)nkr * sizeof *dkscore);
+    if (nkr) C5_CALL(c5k_zero(ops, &kc, dctx, nkr * dim * (long)sizeof *dctx));
+    if (c->has_kscore && dkscore && nkr) C5_CALL(c5k_zero(ops, &kc, dkscore, nkr * (long)sizeof *dkscore));
     return C5_OK;
   }
 

@@ -17,6 +17,7 @@ typedef struct {
   int routes;                   /* num_routed_kv: heads are split evenly between routes */
   int multiply_keys_by_score;
   long norm_gamma, null_kv, to_q, to_kv, to_out;   /* parameter indices */
+  const struct c5_backend *be;  /* the parameters' backend: caches live there */
 } c5_attn_heavy;
 
 typedef struct c5_attn_heavy_cache c5_attn_heavy_cache;

@@ -13,6 +13,7 @@
 #define DEFAULT_CHUNK 8
 
 struct c5_attn_local_cache {
+  const c5_backend *be;    /* every buffer below lives there (the work too: ops on a device ignore it) */
   long batch_cap, n_cap;   /* capacity */
   long batch, n;           /* of the last forward */
   int has_mask;
@@ -53,6 +54,7 @@ c5_status c5_attn_local_init(c5_attn_local *a, c5_params *p, const char *prefix,
   a->look_forward = look_forward;
   a->causal = causal != 0;
   a->exact_windowsize = exact_windowsize != 0;
+  a->be = c5_params_backend(p);
   a->chunk = DEFAULT_CHUNK > look_backward + look_forward ? DEFAULT_CHUNK : look_backward + look_forward;
   long hd = (long)heads * dim_head;
   long d1[1] = { dim }, wqkv[2] = { 3 * hd, dim }, wout[2] = { dim, hd };
@@ -95,8 +97,9 @@ c5_status c5_attn_local_cache_create(const c5_attn_local *a, long batch, long n,
   c->batch_cap = batch;
   c->n_cap = n;
   c->work_len = ln_work > attn_work ? ln_work : attn_work;   /* used one kernel at a time */
-#define ALLOC(p, cnt) do { (p) = calloc((size_t)(cnt) + 1, sizeof *(p)); \
-    C5_CHECK_GOTO((p) != NULL, st, fail, C5_ERR_MEM, "LocalMHA cache for [%ld, %ld, %ld]: out of memory " \
+  c->be = a->be;
+#define ALLOC(p, cnt) do { c5_status s_ = C5_BE_NEW(a->be, p, (cnt) + 1); \
+    C5_CHECK_GOTO(s_ == C5_OK, st, fail, C5_ERR_MEM, "LocalMHA cache for [%ld, %ld, %ld]: out of memory " \
                   "allocating %s (%ld elements)", batch, n, d, #p, (long)(cnt)); } while (0)
   ALLOC(c->mask, rows);
   ALLOC(c->xn, rows * d);
@@ -132,10 +135,10 @@ c5_status c5_attn_local_cache_destroy(c5_attn_local_cache **cp)
 {
   if (!cp || !*cp) return C5_OK;
   c5_attn_local_cache *c = *cp;
-  free(c->mask); free(c->xn); free(c->mean); free(c->rstd); free(c->qkv); free(c->att);
-  free(c->rmax); free(c->rinv); free(c->uni); free(c->datt); free(c->dqkv); free(c->dxn);
-  free(c->work);
-  free(c->qpos); free(c->kpos); free(c->qcs); free(c->qsn); free(c->kcs); free(c->ksn);
+  void *v[] = { c->mask, c->xn, c->mean, c->rstd, c->qkv, c->att, c->rmax, c->rinv, c->uni, c->datt, c->dqkv, c->dxn,
+                c->work, c->qpos, c->kpos, c->qcs, c->qsn, c->kcs, c->ksn };
+  if (c->be)
+    for (size_t i = 0; i < sizeof v / sizeof *v; i++) c5_backend_free(c->be, v[i]);
   C5_FREE(*cp);
   return C5_OK;
 }
@@ -162,11 +165,9 @@ static c5_status rotary_tables(const c5_attn_local *a, const c5k_ops *ops, c5k_c
                                long pos0)
 {
   const long shift = (long)a->look_forward * a->window;
-  for (long b = 0; b < c->batch; b++)
-    for (long j = 0; j < c->n; j++) {
-      c->kpos[b * c->n + j] = pos0 + j;
-      c->qpos[b * c->n + j] = pos0 + j + shift;
-    }
+  /* kpos[b, j] = pos0 + j, qpos[b, j] = pos0 + j + shift */
+  C5_CALL(ops->index_rows(ctx, c->batch, c->n, NULL, 0, pos0, 1, 0, 0, c->kpos, c->n));
+  C5_CALL(ops->index_rows(ctx, c->batch, c->n, NULL, 0, pos0 + shift, 1, 0, 0, c->qpos, c->n));
   const long rows = c->batch * c->n;
   C5_CALL(ops->rotary_table(ctx, rows, c->qpos, a->dim_head, c->qcs, c->qsn));
   C5_CALL(ops->rotary_table(ctx, rows, c->kpos, a->dim_head, c->kcs, c->ksn));
@@ -183,7 +184,7 @@ c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long
            c->batch_cap, c->n_cap, a->dim);
   const c5k_ops *ops = c5_params_backend(p)->ops;
   const long rows = batch * n, d = a->dim, hd = (long)a->heads * a->dim_head;
-  c5k_ctx ctx = { .work = c->work, .work_len = c->work_len };
+  c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
   c->batch = batch;
   c->n = n;
   c->has_mask = mask != NULL;
@@ -209,7 +210,7 @@ c5_status c5_attn_local_output(const c5_attn_local *a, const c5_params *p, const
   C5_CHECK(c->n > 0, C5_ERR_ARG, "LocalMHA output: no forward has filled the cache");
   const c5k_ops *ops = c5_params_backend(p)->ops;
   const long rows = c->batch * c->n, d = a->dim, hd = (long)a->heads * a->dim_head;
-  c5k_ctx ctx = { .work = c->work, .work_len = c->work_len };
+  c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
   C5_CALL(ops->gemm(&ctx, 0, 1, rows, d, hd, 1.0, c->att, hd, c5_params_value(p, a->to_out), hd, 0.0, out, d));
   return C5_OK;
 }
@@ -225,7 +226,7 @@ c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_
            a->look_backward + a->look_forward);
   const c5k_ops *ops = c5_params_backend(p)->ops;
   const long rows = c->batch * c->n, d = a->dim, hd = (long)a->heads * a->dim_head;
-  c5k_ctx ctx = { .work = c->work, .work_len = c->work_len };
+  c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
   /* to_out: dW += dout^T att; datt = dout W */
   c5_real *prod = c5_params_scratch(p);
   C5_CALL(ops->gemm_acc(&ctx, 1, 0, d, hd, rows, 1.0, dout, d, c->att, hd, prod, c5_params_acc(p, a->to_out)));

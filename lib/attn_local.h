@@ -20,6 +20,7 @@ typedef struct {
   long chunk;                  /* backward: query windows per task, >= look_backward + look_forward (set by
                                   init to max(8, lb + lf)); fixed, so sums never depend on the thread count */
   long norm_w, norm_b, to_qkv, to_out;   /* parameter indices */
+  const struct c5_backend *be; /* the parameters' backend: caches live there */
 } c5_attn_local;
 
 typedef struct c5_attn_local_cache c5_attn_local_cache;

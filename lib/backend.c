@@ -4,6 +4,7 @@
    kernels (configure says which this build has). */
 #include "c5_internal.h"
 #include "backend.h"
+#include "arena.h"
 #if C5_HAVE_CUDA_BUILD
 #include "cuda/cuda.h"
 #endif
@@ -80,6 +81,30 @@ c5_status c5_backend_alloc(const c5_backend *be, size_t bytes, void **ptr)
   return C5_OK;
 }
 
+c5_status c5_backend_calloc(const c5_backend *be, size_t count, size_t size, void **ptr)
+{
+  C5_CHECK(be && ptr, C5_ERR_ARG, "c5_backend_calloc: NULL argument");
+  *ptr = NULL;
+  size_t bytes;
+  C5_CHECK(!__builtin_mul_overflow(count ? count : 1, size, &bytes), C5_ERR_MEM,
+           "c5_backend_calloc: %zu elements of %zu bytes overflow a size", count, size);
+  if (c5_backend_is_host(be)) {   /* calloc: the pages are zeroed lazily, as before the backends */
+    *ptr = calloc(bytes, 1);
+    C5_CHECK(*ptr != NULL, C5_ERR_MEM, "c5_backend_calloc: %zu bytes on the cpu backend", bytes);
+    return C5_OK;
+  }
+  C5_NEED_OP(be, memset2d);
+  C5_CALL(c5_backend_alloc(be, bytes, ptr));
+  c5k_ctx kc = c5_backend_ctx(be, NULL, 0);
+  c5_status st = c5k_zero(be->ops, &kc, *ptr, (long)bytes);
+  if (st != C5_OK) {
+    c5_backend_free(be, *ptr);
+    *ptr = NULL;
+    return c5_err_trace(st, __FILE__, __LINE__);
+  }
+  return C5_OK;
+}
+
 c5_status c5_backend_free(const c5_backend *be, void *ptr)
 {
   C5_CHECK(be, C5_ERR_ARG, "c5_backend_free: backend is NULL");
@@ -100,6 +125,24 @@ c5_status c5_backend_memcpy(const c5_backend *be, void *dst, const void *src, si
   return C5_OK;
 }
 
+c5_status c5_backend_host_view(const c5_backend *be, const void *src, size_t bytes, const void **host, void **stage)
+{
+  C5_CHECK(be && host && stage, C5_ERR_ARG, "c5_backend_host_view: NULL argument");
+  *stage = NULL;
+  *host = src;
+  if (c5_backend_is_host(be) || bytes == 0 || !src) return C5_OK;
+  *stage = malloc(bytes);
+  C5_CHECK(*stage != NULL, C5_ERR_MEM, "staging %zu bytes of the %s backend on the host: out of memory", bytes,
+           be->ops->name);
+  c5_status st = c5_backend_memcpy(be, *stage, src, bytes);
+  if (st != C5_OK) {
+    C5_FREE(*stage);
+    return c5_err_trace(st, __FILE__, __LINE__);
+  }
+  *host = *stage;
+  return C5_OK;
+}
+
 c5_status c5_backend_sync(const c5_backend *be)
 {
   C5_CHECK(be, C5_ERR_ARG, "c5_backend_sync: backend is NULL");
@@ -116,5 +159,33 @@ c5_status c5_backend_set_tf32(c5_backend *be, int on)
   if (be->dev) { c5k_cuda_set_tf32(be->dev, on); return C5_OK; }
 #endif
   C5_CHECK(!on, C5_ERR_NOTIMPL, "c5_backend_set_tf32: the %s backend has no TF32 mode", be->ops->name);
+  return C5_OK;
+}
+
+c5_status c5_backend_mem_stats(const c5_backend *be, int reset, c5_backend_mem *out)
+{
+  C5_CHECK(be && out, C5_ERR_ARG, "c5_backend_mem_stats: NULL argument");
+  memset(out, 0, sizeof *out);
+#if C5_HAVE_CUDA_BUILD
+  if (be->dev) {
+    c5k_cuda_mem m;
+    C5_CALL(c5k_cuda_mem_stats(be->dev, reset, &m));
+    *out = (c5_backend_mem){ .dev_total = m.dev_total, .dev_used = m.dev_used, .pool_reserved = m.pool_reserved,
+                             .pool_used = m.pool_used, .pool_reserved_high = m.pool_reserved_high,
+                             .pool_used_high = m.pool_used_high };
+    return C5_OK;
+  }
+#endif
+  (void)reset;
+  return C5_ERR(C5_ERR_NOTIMPL, "c5_backend_mem_stats: the %s backend has no device memory statistics", be->ops->name);
+}
+
+c5_status c5_arena_alloc_on(c5_arena *a, const c5_backend *be, const char *what)
+{
+  size_t bytes = a->used;
+  C5_CHECK(bytes != SIZE_MAX, C5_ERR_MEM, "%s: its buffers' byte count overflows a size (a length too large)", what);
+  c5_status st = c5_backend_calloc(be, bytes ? bytes : 1, 1, (void **)&a->base);
+  C5_CHECK(st == C5_OK, st, "%s: %zu bytes on the %s backend", what, bytes, be->ops->name);
+  a->used = 0;
   return C5_OK;
 }

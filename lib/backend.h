@@ -24,4 +24,26 @@ static inline c5k_ctx c5_backend_ctx(const c5_backend *be, double *work, long wo
 /* An op this backend lacks is refused by name: never a silent fallback to another device. */
 #define C5_NEED_OP(be, op) C5_CHECK((be)->ops->op != NULL, C5_ERR_NOTIMPL, \
     "%s backend: kernel op %s is not implemented on this device yet", (be)->ops->name, #op)
+
+/* Whether be computes on host memory (the CPU): lib/ may then read tensors directly where a device
+   backend needs an op or an explicit copy (the P > 1 paths, which a device backend refuses). */
+static inline int c5_backend_is_host(const c5_backend *be) { return be->dev == NULL; }
+
+/* count elements of size bytes on be, zeroed (calloc on the CPU). *ptr NULL for count 0 on the CPU's
+   terms (calloc of at least one byte: a distinct valid pointer). Free with c5_backend_free. */
+c5_status c5_backend_calloc(const c5_backend *be, size_t count, size_t size, void **ptr);
+/* Device memory in bytes, for benchmarks (kernels/cuda/cuda.h c5k_cuda_mem_stats): the device's memory in use
+   by everything (cudaMemGetInfo) and the stream-ordered pool's current and high-watermark use; reset restarts
+   the watermarks after reading them. C5_ERR_NOTIMPL on the CPU. */
+typedef struct {
+  size_t dev_total, dev_used;
+  size_t pool_reserved, pool_used, pool_reserved_high, pool_used_high;
+} c5_backend_mem;
+c5_status c5_backend_mem_stats(const c5_backend *be, int reset, c5_backend_mem *out);
+#define C5_BE_NEW(be, p, n) c5_backend_calloc((be), (size_t)(n), sizeof *(p), (void **)&(p))
+
+/* bytes at src (be's memory) readable on the host, for the files (checkpoints, dumps) that HDF5 writes
+   from host memory: *host = src on the CPU (*stage NULL: no copy, the bits the writer always wrote);
+   on a device a copy in a new host buffer, *host = *stage (free(*stage) after the write). */
+c5_status c5_backend_host_view(const c5_backend *be, const void *src, size_t bytes, const void **host, void **stage);
 #endif

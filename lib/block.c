@@ -13,6 +13,7 @@ struct c5_block {
 };
 
 struct c5_block_cache {
+  const c5_backend *be;   /* where mem lives */
   long batch, n;
   c5_routed_attn_cache *ac;
   c5_routed_ff_cache *fc;
@@ -77,6 +78,7 @@ c5_status c5_block_cache_create(const c5_block *b, long batch, long n, c5_block_
 {
   c5_block_cache *c;
   C5_CALLOC(c, 1);
+  c->be = b->be;
   c->batch = batch;
   c->n = n;
   c5_status st = C5_OK;
@@ -87,7 +89,7 @@ c5_status c5_block_cache_create(const c5_block *b, long batch, long n, c5_block_
   for (int pass = 0; pass < 2; pass++) {   /* measure, then carve (arena.h) */
     C5_TAKE(&a, c->x1, N);
     C5_TAKE(&a, c->dx1, N);
-    if (pass == 0) C5_CALL_GOTO(c5_arena_alloc(&a, "block cache"), st, fail);
+    if (pass == 0) C5_CALL_GOTO(c5_arena_alloc_on(&a, b->be, "block cache"), st, fail);
   }
   c->mem = a.base;
   *out = c;
@@ -102,7 +104,7 @@ c5_status c5_block_cache_destroy(c5_block_cache **cp)
   if (!cp || !*cp) return C5_OK;
   c5_routed_attn_cache_destroy(&(*cp)->ac);
   c5_routed_ff_cache_destroy(&(*cp)->fc);
-  free((*cp)->mem);
+  if ((*cp)->mem) c5_backend_free((*cp)->be, (*cp)->mem);
   C5_FREE(*cp);
   return C5_OK;
 }
@@ -113,6 +115,7 @@ long c5_block_cache_batch(const c5_block_cache *c) { return c->batch; }
 const c5_routed_attn *c5_block_attn(const c5_block *b) { return b->attn; }
 const c5_routed_ff *c5_block_ff(const c5_block *b) { return b->ff; }
 const c5_block_config *c5_block_get_config(const c5_block *b) { return &b->cfg; }
+const c5_backend *c5_block_backend(const c5_block *b) { return b->be; }
 
 c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, long batch, const c5_real *x,
                            const uint8_t *mask, c5_block_cache *c, c5_real *out)
@@ -121,7 +124,7 @@ c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, 
   C5_AGREE(d, b && lay && x && c && out ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_forward: NULL argument"));
   const long N = batch * lay->n_local * b->cfg.attn.dim;
   const c5k_ops *ops = b->be->ops;
-  c5k_ctx kc = { 0 };
+  c5k_ctx kc = c5_backend_ctx(b->be, NULL, 0);
   C5_CALL(c5_routed_attn_forward(b->attn, d, lay, batch, x, mask, c->ac, c->x1));
   C5_CALL(ops->axpy(&kc, N, 1.0, x, c->x1));
   C5_CALL(c5_routed_ff_forward(b->ff, d, lay, batch, c->x1, mask, c->fc, out));
@@ -136,7 +139,7 @@ c5_status c5_block_backward(c5_block *b, const c5_dist *d, c5_block_cache *c, co
   C5_AGREE(d, b && c && x && dout && dx ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_backward: NULL argument"));
   const long N = c->batch * c->n * b->cfg.attn.dim;
   const c5k_ops *ops = b->be->ops;
-  c5k_ctx kc = { 0 };
+  c5k_ctx kc = c5_backend_ctx(b->be, NULL, 0);
   C5_CALL(c5_routed_ff_backward(b->ff, d, c->fc, c->x1, dout, c->dx1));
   C5_CALL(ops->axpy(&kc, N, 1.0, dout, c->dx1));
   C5_CALL(c5_routed_attn_backward(b->attn, d, c->ac, x, c->dx1, dx));

@@ -3,7 +3,9 @@
    Fletcher32 and the metadata checksummed (the 1.10 format), so that a
    damaged file is refused by name instead of read as numbers. Written to
    "<path>.tmp" and renamed by rank 0 after every rank closed it; read into
-   scratch and copied over the parameters only when all of it was good. */
+   scratch and copied over the parameters only when all of it was good.
+   Parameters and moments on a device backend pass through host buffers
+   (c5_backend_host_view, c5_backend_memcpy): the file is the same. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +34,12 @@ static long hash_str(const char *s)
 static c5_real *moment(const c5_adamw *o, int which, long i)
 {
   return which == 0 ? c5_adamw_exp_avg(o, i) : c5_adamw_exp_avg_sq(o, i);
+}
+
+/* Slab g (-1: the parameters' values; 0, 1: the moments), laid out as the value slab, from its first element. */
+static c5_real *slab(const c5_params *p, const c5_adamw *o, int g)
+{
+  return g < 0 ? c5_params_value(p, 0) : moment(o, g, 0);
 }
 
 /* The checkpoint's step attribute: the optimizer's steps, else the scalar named "step", else 0. */
@@ -125,13 +133,23 @@ static c5_status write_contents(const c5_dist *world, const writer *w, const c5_
   const hid_t real = C5_USE_DOUBLE ? H5T_NATIVE_DOUBLE : H5T_NATIVE_FLOAT;
   const hid_t freal = C5_USE_DOUBLE ? H5T_IEEE_F64LE : H5T_IEEE_F32LE;
   char name[512];
-  for (int g = -1; g < (o ? 2 : 0); g++)   /* g = -1: the parameters; 0, 1: the moments */
-    for (long i = 0; i < c5_params_count(p); i++) {
+  const long total = c5_params_total(p);
+  for (int g = -1; g < (o ? 2 : 0) && total > 0; g++) {   /* g = -1: the parameters; 0, 1: the moments */
+    const void *host;
+    void *stage;
+    C5_AGREE(world, c5_backend_host_view(c5_params_backend(p), slab(p, o, g), (size_t)total * sizeof(c5_real), &host,
+                                         &stage));
+    c5_status st = C5_OK;
+    for (long i = 0; i < c5_params_count(p) && st == C5_OK; i++) {
       long dims[C5_PARAM_MAXDIM];
       int nd = c5_params_shape(p, i, dims);
       snprintf(name, sizeof name, "%s/%s", g < 0 ? "/params" : MOMENT_GROUP[g], c5_params_name(p, i));
-      C5_AGREE(world, write_dataset(w, name, nd, dims, freal, real, g < 0 ? c5_params_value(p, i) : moment(o, g, i)));
+      st = c5_dist_agree(world, write_dataset(w, name, nd, dims, freal, real,
+                                              (const c5_real *)host + (c5_params_value(p, i) - c5_params_value(p, 0))));
     }
+    free(stage);
+    C5_CALL(st);
+  }
   for (int i = 0; i < nstate; i++) {
     long one = 1;
     int64_t v = state[i].value;
@@ -371,16 +389,11 @@ static c5_status read_check(const char *path, const c5_params *p, const c5_ckpt_
 static c5_status commit(c5_params *p, c5_adamw *o, const c5_real *vals, const int64_t *sv, long steps,
                         c5_ckpt_scalar *state, int nstate)
 {
-  const c5k_ops *ops = c5_params_backend(p)->ops;
-  c5k_ctx kc = { 0 };
   const long total = c5_params_total(p);
-  const c5_real *base = c5_params_value(p, 0);
+  /* scratch and slabs share one layout: one copy per slab (host to device on a GPU) */
   for (int g = -1; g < (o ? 2 : 0); g++)
-    for (long i = 0; i < c5_params_count(p); i++) {
-      const long bytes = c5_params_numel(p, i) * (long)sizeof(c5_real);
-      c5_real *dst = g < 0 ? c5_params_value(p, i) : moment(o, g, i);
-      C5_CALL(ops->copy2d(&kc, dst, bytes, vals + (g + 1) * total + (c5_params_value(p, i) - base), bytes, bytes, 1));
-    }
+    C5_CALL(c5_backend_memcpy(c5_params_backend(p), slab(p, o, g), vals + (g + 1) * total,
+                              (size_t)total * sizeof(c5_real)));
   for (int i = 0; i < nstate; i++) state[i].value = sv[i];
   if (o) c5_adamw_set_steps(o, steps);
   return C5_OK;

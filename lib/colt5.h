@@ -235,7 +235,9 @@ const c5_router_config *c5_router_get_config(const c5_router *r);
 /* What one forward routed. A "row" is one (batch, route) pair; rows are
    b-major: row = b * r + route. For every row exactly k tokens are selected
    globally (k = num_tokens, or blocks * ceil(num_tokens / blocks) with
-   route_block_size); this rank holds count[row] of them. */
+   route_block_size); this rank holds count[row] of them. count and start
+   are host memory; idx and score live on the router's backend (device
+   memory on a GPU: read them with c5_backend_memcpy). */
 typedef struct {
   int routed;        /* 0: n <= num_tokens, nothing routed, every score is 1 */
   long rows;         /* batch * num_routing_tokens */
@@ -659,6 +661,7 @@ c5_status c5_model_cache_create(const c5_model *m, long batch, long n_local, c5_
 c5_status c5_model_cache_destroy(c5_model_cache **c);   /* NULL-safe */
 /* The block cache of layer i of the last forward (activation dumps, tests). */
 const c5_block_cache *c5_model_block_cache(const c5_model_cache *c, int layer);
+/* The cache's tensors live on the model's backend (device memory on a GPU: read them with c5_backend_memcpy). */
 /* Input of layer i (layer = depth: the final norm's input) [batch, n_local, dim]. */
 const c5_real *c5_model_layer_input(const c5_model_cache *c, int layer);
 /* Logits of the last forward [batch, n_local, 256]. */
@@ -667,7 +670,9 @@ const c5_real *c5_model_logits(const c5_model_cache *c);
 /* c5_model_forward - logits and the masked-byte loss. Collective on d.
    In:  tokens [batch, lay->n_local] (0..256); targets [batch, n_local]: the
         byte to predict (0..255) or -1 where nothing is scored; mask
-        [batch, n_local] (1 = keep) or NULL (padding).
+        [batch, n_local] (1 = keep) or NULL (padding). All three are host
+        memory on every backend: a device backend uploads them into the
+        cache, and reads back only the loss sum and count.
    Out: cache; *loss_sum = sum over scored positions of every rank of d of
         -log softmax(logits)[target], summed in double in a fixed order;
         *count = the number of scored positions over the ranks of d. Either may be NULL. */
@@ -729,7 +734,7 @@ double c5_adamw_lr(const c5_adamw_config *cfg, long t);
 c5_status c5_adamw_step(c5_adamw *o, double *grad_norm, double *lr);
 long c5_adamw_steps(const c5_adamw *o);                 /* steps taken */
 void c5_adamw_set_steps(c5_adamw *o, long steps);      /* on resume (negative: 0); the next step is steps + 1 */
-/* The first and second moments of parameter i (layout as its value). */
+/* The first and second moments of parameter i (layout as its value), on params' backend. */
 c5_real *c5_adamw_exp_avg(const c5_adamw *o, long i);
 c5_real *c5_adamw_exp_avg_sq(const c5_adamw *o, long i);
 

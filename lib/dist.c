@@ -5,6 +5,7 @@
 #include <math.h>
 #include <string.h>
 #include "dist_mpi.h"
+#include "backend.h"
 
 struct c5_dist {
   MPI_Comm comm;
@@ -350,6 +351,10 @@ c5_status c5_params_allreduce_grad(c5_params *p, const c5_dist *d)
 {
   C5_CHECK(d, C5_ERR_ARG, "c5_params_allreduce_grad: dist is NULL");
   c5_status st = p ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_params_allreduce_grad: the parameter table is NULL");
+  /* MPI here reads host memory: gradients on a device cross ranks only once a device path exists */
+  if (st == C5_OK && d->size > 1 && !c5_backend_is_host(c5_params_backend(p)))
+    st = C5_ERR(C5_ERR_NOTIMPL, "c5_params_allreduce_grad: parameter gradients on the %s backend over %d ranks (the "
+                "device path runs on one rank)", c5_backend_name(c5_params_backend(p)), d->size);
   c5_dist_arg total = { "parameter gradients: elements", st == C5_OK ? c5_params_total(p) : 0 };
   C5_CALL(agree(d->comm, d, st, 1, &total));
   if (d->size == 1 || c5_params_total(p) == 0) return C5_OK;

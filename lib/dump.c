@@ -5,17 +5,21 @@
    by hyperslab, so that a dump does not depend on the number of ranks.
    A dump file grows by one group per step: the step is added to a copy
    ("<path>.tmp") that rank 0 renames over path when every rank has closed
-   it, so an interrupted dump leaves the previous file as it was. */
+   it, so an interrupted dump leaves the previous file as it was. The
+   activations of a model on a device backend are staged through host
+   buffers one dataset at a time (put: c5_backend_host_view). */
 #include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
 #include "h5_internal.h"
 #include "dump_internal.h"
+#include "backend.h"
 
 #define C5_DUMP_FORMAT 1
 
 typedef struct {
   const c5_dist *d;
+  const c5_backend *be;   /* where the dumped tensors live */
   hid_t file, dxpl, lcpl;
   const char *path;    /* the dump's name, for messages */
 } dumper;
@@ -24,7 +28,7 @@ typedef struct {
 #define FILE_REAL (C5_USE_DOUBLE ? H5T_IEEE_F64LE : H5T_IEEE_F32LE)
 
 /* Dataset name over the file space fsp (its selection: this rank's elements, nmem of them, in the
-   order buf holds them), written collectively. Collective on w->d; agreed. */
+   order buf holds them; buf on w->be), written collectively. Collective on w->d; agreed. */
 static c5_status put(const dumper *w, const char *name, hid_t fsp, hsize_t nmem, hid_t ftype, hid_t mtype,
                      const void *buf)
 {
@@ -34,6 +38,9 @@ static c5_status put(const dumper *w, const char *name, hid_t fsp, hsize_t nmem,
   hid_t msp = H5Screate_simple(1, &m, NULL);
   if (msp < 0 || (nmem == 0 && H5Sselect_none(msp) < 0))
     st = C5_ERR(C5_ERR_IO, "dump %s: dataset %s: cannot select (%s)", w->path, name, c5_h5_reason(why));
+  const void *host = buf;
+  void *stage = NULL;
+  if (st == C5_OK) st = c5_backend_host_view(w->be, buf, (size_t)nmem * H5Tget_size(mtype), &host, &stage);
   st = c5_dist_agree(w->d, st);
   hid_t ds = H5I_INVALID_HID;
   if (st == C5_OK) {
@@ -41,10 +48,11 @@ static c5_status put(const dumper *w, const char *name, hid_t fsp, hsize_t nmem,
     if (ds < 0) st = C5_ERR(C5_ERR_IO, "dump %s: cannot create dataset %s (%s)", w->path, name, c5_h5_reason(why));
     st = c5_dist_agree(w->d, st);
   }
-  if (st == C5_OK && H5Dwrite(ds, mtype, msp, fsp, w->dxpl, buf) < 0)   /* collective */
+  if (st == C5_OK && H5Dwrite(ds, mtype, msp, fsp, w->dxpl, host) < 0)   /* collective */
     st = C5_ERR(C5_ERR_IO, "dump %s: writing dataset %s failed (%s)", w->path, name, c5_h5_reason(why));
   if (ds >= 0) H5Dclose(ds);
   if (msp >= 0) H5Sclose(msp);
+  free(stage);
   C5_AGREE(w->d, st);
   return C5_OK;
 }
@@ -205,11 +213,12 @@ static c5_status dump_block(const dumper *w, const char *group, const c5_block *
   C5_CALL(put_router(w, group, "q", lay, c5_routed_attn_router_q(c5_block_attn_cache(c))));
   C5_CALL(put_router(w, group, "kv", lay, c5_routed_attn_router_kv(c5_block_attn_cache(c))));
   C5_CALL(put_router(w, group, "ff", lay, c5_routed_ff_router(c5_block_ff_cache(c))));
-  c5_real *buf = malloc((size_t)(batch * lay->n_local * dim) * sizeof *buf + 1);
-  C5_AGREE(w->d, buf ? C5_OK : C5_ERR(C5_ERR_MEM, "dump %s: out of memory for [%ld, %ld, %ld]", w->path, batch,
-                                      lay->n_local, dim));
-  c5_status st = put_branches(w, group, b, c, lay, batch, buf);
-  free(buf);
+  c5_real *buf = NULL;   /* on the block's backend: the modules form the branches' outputs there */
+  c5_status st = c5_backend_alloc(w->be, (size_t)(batch * lay->n_local * dim) * sizeof *buf + 1, (void **)&buf);
+  C5_AGREE(w->d, st == C5_OK ? C5_OK : C5_ERR(C5_ERR_MEM, "dump %s: out of memory for [%ld, %ld, %ld] on the %s "
+                                              "backend", w->path, batch, lay->n_local, dim, c5_backend_name(w->be)));
+  st = put_branches(w, group, b, c, lay, batch, buf);
+  c5_backend_free(w->be, buf);
   return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }
 
@@ -329,7 +338,8 @@ c5_status c5_model_dump_activations(const c5_model *m, const c5_dist *d, const c
                                                         { "activation dump: sequence length", lay ? lay->n : 0 },
                                                         { "activation dump: depth", depth } }));
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-  dumper w = { .d = d, .file = H5I_INVALID_HID, .dxpl = H5I_INVALID_HID, .lcpl = H5I_INVALID_HID, .path = path };
+  dumper w = { .d = d, .be = c5_block_backend(c5_model_block(m, 0)), .file = H5I_INVALID_HID,
+                .dxpl = H5I_INVALID_HID, .lcpl = H5I_INVALID_HID, .path = path };
   st = dump_open(&w, path, tmp, step, lay);
   char group[96];
   for (int i = 0; i < depth && st == C5_OK; i++) {
@@ -359,7 +369,8 @@ c5_status c5_block_dump_activations(const c5_block *b, const c5_dist *d, const c
   C5_CALL(c5_dist_agree_args(d, st, 2, (c5_dist_arg[]){ { "activation dump: step", step },
                                                         { "activation dump: sequence length", lay ? lay->n : 0 } }));
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-  dumper w = { .d = d, .file = H5I_INVALID_HID, .dxpl = H5I_INVALID_HID, .lcpl = H5I_INVALID_HID, .path = path };
+  dumper w = { .d = d, .be = c5_block_backend(b), .file = H5I_INVALID_HID, .dxpl = H5I_INVALID_HID,
+                .lcpl = H5I_INVALID_HID, .path = path };
   st = dump_open(&w, path, tmp, step, lay);
   char group[96];
   snprintf(group, sizeof group, "/step_%ld/layer_0", step);

@@ -38,7 +38,7 @@ c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real 
   const c5k_ops *ops = c5_params_backend(p)->ops;
   C5_CHECK(rows <= c->rows_cap, C5_ERR_SHAPE, "feedforward: %ld rows, cache holds %ld", rows, c->rows_cap);
   if (rows == 0) return C5_OK;
-  c5k_ctx ctx = { .work = c->work, .work_len = c->work_len };
+  c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
   const int d = f->dim, h = f->hidden;
   C5_CALL(ops->rmsnorm_forward(&ctx, x, c5_params_value(p, f->gamma), rows, d, c->xn, c->rnorm));
   /* h = xn W1^T + b1 (bias broadcast first, then GEMM with beta = 1) */
@@ -55,7 +55,7 @@ c5_status c5_ffnet_output(const c5_ffnet *f, const c5_params *p, const c5_ffnet_
   const c5k_ops *ops = c5_params_backend(p)->ops;
   C5_CHECK(rows <= c->rows_cap, C5_ERR_SHAPE, "feedforward: %ld rows, cache holds %ld", rows, c->rows_cap);
   if (rows == 0) return C5_OK;
-  c5k_ctx ctx = { .work = c->work, .work_len = c->work_len };
+  c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
   const int d = f->dim, h = f->hidden;
   /* y = a W2^T + b2 (bias broadcast first, then GEMM with beta = 1) */
   C5_CALL(ops->broadcast_row(&ctx, rows, d, c5_params_value(p, f->b2), y));
@@ -68,7 +68,7 @@ c5_status c5_ffnet_backward(const c5_ffnet *f, const c5_params *p, c5_ffnet_cach
 {
   const c5k_ops *ops = c5_params_backend(p)->ops;
   if (rows == 0) return C5_OK;
-  c5k_ctx ctx = { .work = c->work, .work_len = c->work_len };
+  c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
   const int d = f->dim, h = f->hidden;
   /* second Linear: dW2 += dy^T a; db2 += sum dy; da = dy W2 (into dh: the cache stays intact, so a
      second backward over it gives the same gradients) */

@@ -12,6 +12,7 @@
 #include "c5_internal.h"
 #include "arena.h"
 #include "kernels.h"
+#include "backend.h"
 
 typedef struct {
   long batch, n, dim, w;        /* local tokens; the window (the most a halo holds) */
@@ -35,21 +36,21 @@ static inline long c5_halo_ne(const c5_halo *h) { return h->hl + h->n + h->hr; }
 
 /* This forward's lengths from the layout (rank and P of the communicator it runs on) and this rank's edge
    rows (and mask) into the send buffers. Rank-local. */
-c5_status c5_halo_prepare(c5_halo *h, const c5k_ops *ops, const c5_layout *lay, int rank, int P, const c5_real *x,
+c5_status c5_halo_prepare(c5_halo *h, const c5_backend *be, const c5_layout *lay, int rank, int P, const c5_real *x,
                           const uint8_t *mask);
 /* The exchange (collective on d; mask: the masks too). */
 c5_status c5_halo_exchange(c5_halo *h, const c5_dist *d, int mask);
 /* xe (and me) = [left halo | x | right halo]. Rank-local. */
-c5_status c5_halo_extend(c5_halo *h, const c5k_ops *ops, const c5_real *x, const uint8_t *mask);
+c5_status c5_halo_extend(c5_halo *h, const c5_backend *be, const c5_real *x, const uint8_t *mask);
 /* out [batch, n, dim] = the shard's rows of ye. Rank-local. */
-c5_status c5_halo_crop(const c5_halo *h, const c5k_ops *ops, c5_real *out);
+c5_status c5_halo_crop(const c5_halo *h, const c5_backend *be, c5_real *out);
 /* The same from ext [batch, ne, dim], laid out as ye (the last forward's extents). */
-c5_status c5_halo_crop_from(const c5_halo *h, const c5k_ops *ops, const c5_real *ext, c5_real *out);
+c5_status c5_halo_crop_from(const c5_halo *h, const c5_backend *be, const c5_real *ext, c5_real *out);
 /* Backward: ye = [0 | dout | 0] (the halo rows' outputs belong to the neighbours: no gradient here). */
-c5_status c5_halo_pad(c5_halo *h, const c5k_ops *ops, const c5_real *dout);
+c5_status c5_halo_pad(c5_halo *h, const c5_backend *be, const c5_real *dout);
 /* Backward, after LocalMHA's backward into dxe: dx = its shard rows; the halo rows' gradients staged for
    their owners. Rank-local. */
-c5_status c5_halo_split(c5_halo *h, const c5k_ops *ops, c5_real *dx);
+c5_status c5_halo_split(c5_halo *h, const c5_backend *be, c5_real *dx);
 /* The halo gradients back to their owners, who add them to their edge rows of dx (collective on d). */
-c5_status c5_halo_return(c5_halo *h, const c5_dist *d, const c5k_ops *ops, c5_real *dx);
+c5_status c5_halo_return(c5_halo *h, const c5_dist *d, const c5_backend *be, c5_real *dx);
 #endif

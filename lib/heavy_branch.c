@@ -36,24 +36,25 @@ c5_status c5_heavy_branch_fini(c5_heavy_branch *h)
   return C5_OK;
 }
 
-c5_status c5_heavy_query_scores(const c5k_ops *ops, long batch, long nq, const long *qcnt, const c5_routing *rq,
-                                c5_real *qscore)
+c5_status c5_heavy_query_scores(const c5_backend *be, const c5_real *one, long batch, long nq, const long *qcnt,
+                                const c5_routing *rq, c5_real *qscore)
 {
-  static const c5_real one = 1;
+  const c5k_ops *ops = be->ops;
   const long es = (long)sizeof *qscore;
-  c5k_ctx kc = { 0 };
+  c5k_ctx kc = c5_backend_ctx(be, NULL, 0);
   C5_CALL(c5k_zero(ops, &kc, qscore, batch * nq * es));
   for (long b = 0; b < batch; b++) {
     if (rq->routed) C5_CALL(ops->copy2d(&kc, qscore + b * nq, 0, rq->score + rq->start[b], 0, qcnt[b] * es, 1));
-    else C5_CALL(ops->fill_rows(&kc, qcnt[b], 1, &one, 0, qscore + b * nq, 1));
+    else C5_CALL(ops->fill_rows(&kc, qcnt[b], 1, one, 0, qscore + b * nq, 1));
   }
   return C5_OK;
 }
 
-c5_status c5_heavy_query_dscores(const c5k_ops *ops, long batch, long nq, const long *qcnt, const c5_routing *rq,
+c5_status c5_heavy_query_dscores(const c5_backend *be, long batch, long nq, const long *qcnt, const c5_routing *rq,
                                  const c5_real *dsq, c5_real *dscore)
 {
-  c5k_ctx kc = { 0 };
+  const c5k_ops *ops = be->ops;
+  c5k_ctx kc = c5_backend_ctx(be, NULL, 0);
   if (!rq->routed) return C5_OK;
   for (long b = 0; b < batch; b++)
     C5_CALL(ops->copy2d(&kc, dscore + rq->start[b], 0, dsq + b * nq, 0, qcnt[b] * (long)sizeof *dsq, 1));

@@ -10,6 +10,7 @@
 #include "c5_internal.h"
 #include "attn_heavy.h"
 #include "kernels.h"
+#include "backend.h"
 
 typedef struct {
   c5_attn_heavy attn;            /* heavy_attn.* */
@@ -28,11 +29,12 @@ c5_status c5_heavy_branch_fini(c5_heavy_branch *h);
 
 /* The heavy queries of a q routing with one row per batch row, padded to nq per row: batch row b's first
    qcnt[b] queries are its routing's entries in order (routed) or its tokens (unrouted), the rest padding.
-   qscore [batch, nq] = the entries' scores (unrouted: 1; padding: 0). Rank-local. */
-c5_status c5_heavy_query_scores(const c5k_ops *ops, long batch, long nq, const long *qcnt, const c5_routing *rq,
-                                c5_real *qscore);
+   qscore [batch, nq] = the entries' scores (unrouted: 1; padding: 0). qcnt and rq's start are host
+   metadata; one is the constant 1 in be's memory. Rank-local. */
+c5_status c5_heavy_query_scores(const c5_backend *be, const c5_real *one, long batch, long nq, const long *qcnt,
+                                const c5_routing *rq, c5_real *qscore);
 /* Backward: the queries' dscore dsq [batch, nq] into the routing's entry order, dscore[rq->start[b] + i] =
    dsq[b nq + i] for i < qcnt[b] (routed only). Rank-local. */
-c5_status c5_heavy_query_dscores(const c5k_ops *ops, long batch, long nq, const long *qcnt, const c5_routing *rq,
+c5_status c5_heavy_query_dscores(const c5_backend *be, long batch, long nq, const long *qcnt, const c5_routing *rq,
                                  const c5_real *dsq, c5_real *dscore);
 #endif

@@ -6,10 +6,11 @@
 c5_status c5_heavy_scatter_forward(const c5_heavy_scatter *s, const c5_params *p, const c5_real *hout,
                                    const c5_real *qscore, c5_real *out)
 {
-  const c5k_ops *ops = c5_params_backend(p)->ops;
+  const c5_backend *be = c5_params_backend(p);
+  const c5k_ops *ops = be->ops;
   const long D = s->dim, n = s->n;
   const c5_real *nul = s->null_q >= 0 ? c5_params_value(p, s->null_q) : NULL;
-  c5k_ctx kc = { 0 };
+  c5k_ctx kc = c5_backend_ctx(be, NULL, 0);
   if (s->fill)
     for (long b = 0; b < s->batch; b++)
       C5_CALL(ops->fill_rows(&kc, n - s->t1, D, nul, s->accumulate, out + (b * n + s->t1) * D, D));
@@ -22,9 +23,10 @@ c5_status c5_heavy_scatter_forward(const c5_heavy_scatter *s, const c5_params *p
 c5_status c5_heavy_scatter_backward(const c5_heavy_scatter *s, const c5_params *p, const c5_real *dout,
                                     const c5_real *hout, const c5_real *qscore, c5_real *dh, c5_real *dqscore)
 {
-  const c5k_ops *ops = c5_params_backend(p)->ops;
+  const c5_backend *be = c5_params_backend(p);
+  const c5k_ops *ops = be->ops;
   const long D = s->dim, n = s->n;
-  c5k_ctx kc = { 0 };
+  c5k_ctx kc = c5_backend_ctx(be, NULL, 0);
   if (s->fill && s->null_q >= 0) {   /* every filled token not replaced by a query: in token order, then out */
     double *acc = c5_params_acc(p, s->null_q);
     for (long b = 0; b < s->batch; b++)

@@ -17,13 +17,15 @@
 #define C5_KV_EXCHANGE_H
 #include "c5_internal.h"
 #include "kernels.h"
+#include "backend.h"
 
 /* What the forward gathers besides the token rows (a collective each). */
 enum { C5_KVX_SCORE = 1, C5_KVX_MASK = 2, C5_KVX_POS = 4 };
 
 typedef struct {
   const char *who;                     /* the module, for messages */
-  const c5k_ops *ops;                  /* the module's backend: every move is one of its ops */
+  const c5_backend *be;                /* the module's backend: its tensors live there, every move is one of its ops */
+  const c5k_ops *ops;                  /* be->ops */
   long dim;
   long S, kslot;                       /* source rows; entries of each over all ranks */
   long nown, tot;                      /* this rank's entries; all ranks' (S kslot) */
@@ -44,16 +46,19 @@ typedef struct {
   long *cnt_all;                       /* [P, S] */
   int *rcnt, *rdsp, *rcntx, *rdspx;    /* [P] entries and displacements, in entries and in reals */
   long *inv;                           /* [tot] (source row, slot) -> gathered entry */
-  long *perm;                          /* [nrows kslot] (kv row, slot) -> gathered entry */
+  long *perm;                          /* [nrows kslot] (kv row, slot) -> gathered entry (on the backend) */
+  long *perm_h;                        /* the same, built on the host (uploaded to perm on a device) */
+  c5_real *one;                        /* [1] the constant 1 on the backend (unrouted scores) */
   long *fill;                          /* [S] scratch: slots filled per source row */
   c5_real *recvx, *recvs, *dsendx, *dsends;   /* [tot (, dim)] */
   uint8_t *recvm;
   long *recvp;
 } c5_kv_exchange;
 
-/* An empty exchange of dim-wide token rows, moved by ops (the module's backend); who names the module in
-   messages (kept, not copied). */
-c5_status c5_kv_exchange_create(const char *who, long dim, const c5k_ops *ops, c5_kv_exchange **out);
+/* An empty exchange of dim-wide token rows on be (the module's backend: the entries' buffers live there
+   and move by its ops; counts and index maps stay on the host); who names the module in messages (kept,
+   not copied). On a device backend only one rank is supported: the exchange is then local copies. */
+c5_status c5_kv_exchange_create(const char *who, long dim, const c5_backend *be, c5_kv_exchange **out);
 /* NULL-safe; sets *x = NULL. */
 c5_status c5_kv_exchange_destroy(c5_kv_exchange **x);
 /* Capacity at cache create, for the worst case of every later exchange: S source rows of kslot entries,
@@ -66,7 +71,8 @@ c5_status c5_kv_exchange_size(c5_kv_exchange *x, const c5_dist *d, long S, long 
 /* Packing this rank's entries from a source of ld tokens per batch row whose token 0 stands at global
    position offset: begin, then for each source row in order its entries (add) and end_row. */
 void c5_kv_exchange_begin(c5_kv_exchange *x, long ld, long offset);
-/* One entry: token tok of batch row bat of the source, with its kv score. */
+/* One entry: token tok of batch row bat of the source, with its kv score. Writes the backend's buffers
+   from the host: a host backend only (the P > 1 paths; c5_kv_exchange_pack_rows is the device's). */
 static inline void c5_kv_exchange_add(c5_kv_exchange *x, long tok, long bat, c5_real score)
 {
   long o = x->nown++;
@@ -76,6 +82,12 @@ static inline void c5_kv_exchange_add(c5_kv_exchange *x, long tok, long bat, c5_
   x->sends[o] = score;
 }
 void c5_kv_exchange_end_row(c5_kv_exchange *x);
+/* Packing without reading indices on the host, for source rows that all hold cnt entries (one rank):
+   begin's ld and offset, then source row r < rows holds tokens tok = idx[r ldi + j] - offset (idx NULL:
+   tok = j) of batch row r / div, with kv scores score[r ldi + j] (NULL: 1), j < cnt. idx and score are
+   backend arrays; the entries are formed by ops (index_rows, copy2d). Replaces add/end_row. */
+c5_status c5_kv_exchange_pack_rows(c5_kv_exchange *x, long rows, long cnt, const long *idx, long ldi, long div,
+                                   const c5_real *score);
 
 /* Forward, collective on d. pending: the caller's status of its own rank-local work since its last
    collective (sizing, packing), agreed here with this call's checks (docs/errors.md); when it is an

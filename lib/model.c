@@ -2,7 +2,10 @@
    docs/model.md): token and position embeddings, depth
    ConditionalRoutedTransformerBlocks, the reference's RMSNorm, to_logits and
    the softmax cross-entropy over the scored positions; forward and backward,
-   the sequence sharded as the blocks shard it. */
+   the sequence sharded as the blocks shard it. On a device backend every
+   tensor of the cache lives there; the host keeps the cache's tables and
+   uploads the step's tokens, targets and padding mask (forward_head), and
+   reads back the loss and its count (forward_tail: xent_forward's result). */
 #include "c5_internal.h"
 #include "arena.h"
 #include "backend.h"
@@ -18,6 +21,7 @@ struct c5_model {
 };
 
 struct c5_model_cache {
+  const c5_backend *be;    /* the model's: where the tensors below live */
   long batch, n_cap;       /* sized for [batch, n_cap] tokens */
   long n, pos0;            /* the last forward's local tokens and the global position of the first */
   int fwd;                 /* a forward filled this cache */
@@ -29,10 +33,12 @@ struct c5_model_cache {
   c5_real *logits, *dlogits;   /* [batch, n, 256] */
   double *lse;             /* [batch n] */
   c5_real *dxn, *dx0, *dx1;    /* [batch, n, dim] backward: into the norm, then ping-pong through the layers */
-  int32_t *tokens, *targets;   /* [batch n] copies for the backward */
-  double *work;            /* rowpart reductions (norm, bias, loss) */
+  int32_t *tokens, *targets;   /* [batch n] the step's inputs on the backend (and for the backward) */
+  uint8_t *mask;           /* [batch n] the padding mask on the backend (device backends only) */
+  double *work;            /* host: rowpart reductions (norm, bias, loss) of the CPU's ops */
   long work_len;
-  void *mem;
+  void *mem;               /* the tensors: one allocation on be */
+  void *hmem;              /* the host tables: bc, x, work */
 };
 
 /* The seed of layer i's random routes: each layer draws its own. */
@@ -111,12 +117,15 @@ c5_status c5_model_layout_unit(const c5_model_config *cfg, long *unit)
   return C5_OK;
 }
 
-/* The cache's buffers (arena.h: run once to measure, once to carve). */
-static void cache_carve(c5_model_cache *c, int depth, int dim, c5_arena *a)
+/* The cache's buffers (arena.h: run once to measure, once to carve): tables and ops' host work from h,
+   tensors from a (on the backend). */
+static void cache_carve(c5_model_cache *c, int depth, int dim, c5_arena *h, c5_arena *a)
 {
   const long rows = c->batch * c->n_cap, N = rows * dim, L = rows * C5_NUM_BYTES;
-  C5_TAKE(a, c->bc, depth);
-  C5_TAKE(a, c->x, depth + 1);
+  C5_TAKE(h, c->bc, depth);
+  C5_TAKE(h, c->x, depth + 1);
+  c->work_len = c5k_rowpart_work(rows, dim > C5_NUM_BYTES ? dim : C5_NUM_BYTES);
+  C5_TAKE(h, c->work, c->work_len);
   for (int i = 0; i <= depth; i++) {
     c5_real *xi;
     C5_TAKE(a, xi, N);
@@ -132,8 +141,7 @@ static void cache_carve(c5_model_cache *c, int depth, int dim, c5_arena *a)
   C5_TAKE(a, c->dx1, N);
   C5_TAKE(a, c->tokens, rows);
   C5_TAKE(a, c->targets, rows);
-  c->work_len = c5k_rowpart_work(rows, dim > C5_NUM_BYTES ? dim : C5_NUM_BYTES);
-  C5_TAKE(a, c->work, c->work_len);
+  if (!c5_backend_is_host(c->be)) C5_TAKE(a, c->mask, rows);   /* the CPU reads the caller's mask */
 }
 
 c5_status c5_model_cache_create(const c5_model *m, long batch, long n_local, c5_model_cache **out)
@@ -143,14 +151,17 @@ c5_status c5_model_cache_create(const c5_model *m, long batch, long n_local, c5_
   c5_model_cache *c;
   C5_CALLOC(c, 1);
   c5_status st = C5_OK;
+  c->be = m->be;
   c->batch = batch;
   c->n_cap = n_local;
   c->depth = m->cfg.depth;
-  c5_arena a = { 0 };
-  cache_carve(c, m->cfg.depth, m->dim, &a);
-  C5_CALL_GOTO(c5_arena_alloc(&a, "model cache"), st, fail);
-  cache_carve(c, m->cfg.depth, m->dim, &a);
+  c5_arena h = { 0 }, a = { 0 };
+  cache_carve(c, m->cfg.depth, m->dim, &h, &a);
+  C5_CALL_GOTO(c5_arena_alloc(&h, "model cache (tables)"), st, fail);
+  c->hmem = h.base;
+  C5_CALL_GOTO(c5_arena_alloc_on(&a, m->be, "model cache"), st, fail);
   c->mem = a.base;
+  cache_carve(c, m->cfg.depth, m->dim, &h, &a);
   for (int i = 0; i < m->cfg.depth; i++)
     C5_CALL_GOTO(c5_block_cache_create(m->layers[i], batch, n_local, &c->bc[i]), st, fail);
   *out = c;
@@ -164,9 +175,10 @@ c5_status c5_model_cache_destroy(c5_model_cache **cp)
 {
   if (!cp || !*cp) return C5_OK;
   c5_model_cache *c = *cp;
-  /* bc lives in mem: the block caches go first */
+  /* bc lives in hmem: the block caches go first */
   for (int i = 0; c->mem && i < c->depth; i++) c5_block_cache_destroy(&c->bc[i]);
-  free(c->mem);
+  if (c->mem) c5_backend_free(c->be, c->mem);
+  free(c->hmem);
   C5_FREE(*cp);
   return C5_OK;
 }
@@ -181,7 +193,7 @@ int c5_model_cache_filled(const c5_model_cache *c) { return c->fwd; }
 /* This rank's checks and the embedding, before the first collective: a token, target or position out of
    range names its value and place (batch row, global position). */
 static c5_status forward_head(c5_model *m, const c5_layout *lay, long batch, const int32_t *tokens,
-                              const int32_t *targets, c5_model_cache *c)
+                              const int32_t *targets, const uint8_t *mask, c5_model_cache *c)
 {
   C5_CHECK(m && lay && tokens && targets && c, C5_ERR_ARG, "c5_model_forward: NULL argument");
   C5_CHECK(batch == c->batch && lay->n_local == c->n_cap, C5_ERR_SHAPE,
@@ -198,13 +210,16 @@ static c5_status forward_head(c5_model *m, const c5_layout *lay, long batch, con
              (int)targets[r], r / n, lay->offset + r % n);
   }
   const c5k_ops *ops = m->be->ops;
-  c5k_ctx kc = { 0 };
+  c5k_ctx kc = c5_backend_ctx(m->be, NULL, 0);
   c->n = n;
   c->pos0 = lay->offset;
   c->fwd = 0;
-  C5_CALL(ops->copy2d(&kc, c->tokens, 0, tokens, 0, batch * n * (long)sizeof *tokens, 1));
-  C5_CALL(ops->copy2d(&kc, c->targets, 0, targets, 0, batch * n * (long)sizeof *targets, 1));
-  C5_CALL(ops->embedding_forward(&kc, batch, n, lay->offset, m->dim, tokens, c5_params_value(m->p, m->tok_emb),
+  /* the step's uploads (a device backend's host-to-device copies; plain copies on the CPU): the caller's
+     host tokens and targets, and on a device its padding mask */
+  C5_CALL(c5_backend_memcpy(m->be, c->tokens, tokens, (size_t)(batch * n) * sizeof *tokens));
+  C5_CALL(c5_backend_memcpy(m->be, c->targets, targets, (size_t)(batch * n) * sizeof *targets));
+  if (mask && c->mask) C5_CALL(c5_backend_memcpy(m->be, c->mask, mask, (size_t)(batch * n) * sizeof *mask));
+  C5_CALL(ops->embedding_forward(&kc, batch, n, lay->offset, m->dim, c->tokens, c5_params_value(m->p, m->tok_emb),
                                  c5_params_value(m->p, m->pos_emb), c->x[0]));
   return C5_OK;
 }
@@ -213,7 +228,7 @@ static c5_status forward_head(c5_model *m, const c5_layout *lay, long batch, con
 static c5_status forward_tail(c5_model *m, c5_model_cache *c, double *part)
 {
   const c5k_ops *ops = m->be->ops;
-  c5k_ctx kc = { .work = c->work, .work_len = c->work_len };
+  c5k_ctx kc = c5_backend_ctx(m->be, c->work, c->work_len);
   const long rows = c->batch * c->n;
   const int dim = m->dim;
   C5_CALL(ops->rmsnorm_forward(&kc, c->x[m->cfg.depth], c5_params_value(m->p, m->gamma), rows, dim, c->xn,
@@ -222,6 +237,7 @@ static c5_status forward_tail(c5_model *m, c5_model_cache *c, double *part)
   C5_CALL(ops->gemm(&kc, 0, 1, rows, C5_NUM_BYTES, dim, 1.0, c->xn, dim, c5_params_value(m->p, m->w), dim, 1.0,
                     c->logits, C5_NUM_BYTES));
   long cnt = 0;
+  /* the forward's one read-back on a device: the loss sum and its count are host scalars of the op */
   C5_CALL(ops->xent_forward(&kc, rows, C5_NUM_BYTES, c->logits, c->targets, c->lse, &part[0], &cnt));
   part[1] = (double)cnt;
   return C5_OK;
@@ -232,9 +248,10 @@ c5_status c5_model_forward(c5_model *m, const c5_dist *d, const c5_layout *lay, 
                            long *count)
 {
   C5_CHECK(d, C5_ERR_ARG, "c5_model_forward: dist is NULL");
-  C5_AGREE(d, forward_head(m, lay, batch, tokens, targets, c));
+  C5_AGREE(d, forward_head(m, lay, batch, tokens, targets, mask, c));
+  const uint8_t *bmask = mask && c->mask ? c->mask : mask;   /* the blocks read the backend's copy */
   for (int i = 0; i < m->cfg.depth; i++)
-    C5_CALL(c5_block_forward(m->layers[i], d, lay, batch, c->x[i], mask, c->bc[i], c->x[i + 1]));
+    C5_CALL(c5_block_forward(m->layers[i], d, lay, batch, c->x[i], bmask, c->bc[i], c->x[i + 1]));
   double part[2] = { 0, 0 };   /* loss, count: one allreduce for both (counts are exact in double) */
   C5_AGREE(d, forward_tail(m, c, part));
   C5_CALL(c5_dist_allreduce_sum_double(d, part, 2));
@@ -250,7 +267,7 @@ static c5_status backward_tail(c5_model *m, c5_model_cache *c, double scale)
   C5_CHECK(c->fwd, C5_ERR_ARG, "c5_model_backward: no forward in this cache");
   C5_CHECK(scale == scale && scale - scale == 0, C5_ERR_ARG, "c5_model_backward: scale %g is not finite", scale);
   const c5k_ops *ops = m->be->ops;
-  c5k_ctx kc = { .work = c->work, .work_len = c->work_len };
+  c5k_ctx kc = c5_backend_ctx(m->be, c->work, c->work_len);
   const long rows = c->batch * c->n;
   const int dim = m->dim;
   const c5_params *p = m->p;
@@ -270,7 +287,7 @@ static c5_status backward_tail(c5_model *m, c5_model_cache *c, double scale)
 static c5_status backward_embedding(c5_model *m, c5_model_cache *c, const c5_real *dx)
 {
   const c5k_ops *ops = m->be->ops;
-  c5k_ctx kc = { 0 };
+  c5k_ctx kc = c5_backend_ctx(m->be, NULL, 0);
   const c5_params *p = m->p;
   C5_CALL(ops->embedding_backward(&kc, c->batch, c->n, c->pos0, m->dim, c->tokens, dx, c5_params_acc(p, m->tok_emb),
                                   c5_params_acc(p, m->pos_emb)));

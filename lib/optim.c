@@ -5,7 +5,9 @@
    (sumsq, adamw_update); here are the schedule, the choice of the decayed
    parameters and the order of the norm's sum. The moments are one slab each,
    laid out as the parameters' value slab, so a checkpoint writes them under
-   the parameters' names. */
+   the parameters' names. They live on the parameters' backend; on a device
+   the host reads only the per-parameter sums of squares, in one copy a step
+   (c5_adamw_step). */
 #include <math.h>
 #include "c5_internal.h"
 #include "backend.h"
@@ -17,9 +19,10 @@ struct c5_adamw {
   long n, steps;
   long *offset;            /* [n] parameter i's first element in the slabs */
   uint8_t *decay;          /* [n] 1: weight decay applies */
-  double *ss;              /* [n] each gradient's sum of squares (one step's) */
-  c5_real *exp_avg, *exp_avg_sq;   /* [total] the moments */
-  double *work;            /* sumsq's chunk sums: the largest parameter's chunks */
+  double *ss;              /* [n] each gradient's sum of squares (one step's), host */
+  double *ss_be;           /* [n] where sumsq_dev writes them: ss on the CPU, device doubles on a GPU */
+  c5_real *exp_avg, *exp_avg_sq;   /* [total] the moments, on be */
+  double *work;            /* sumsq's chunk sums on the CPU: the largest parameter's chunks */
   long work_len;
 };
 
@@ -65,8 +68,8 @@ c5_status c5_adamw_create(const c5_adamw_config *cfg, c5_params *params, c5_adam
   C5_CHECK(n == 0 || c5_params_value(params, 0) != NULL, C5_ERR_ARG,
            "c5_adamw_create: the parameter table is not allocated yet (c5_params_alloc first)");
   const c5_backend *be = c5_params_backend(params);
-  C5_CHECK(c5_backend_get_kind(be) == C5_BACKEND_CPU, C5_ERR_NOTIMPL, "AdamW moments on the %s backend: only host "
-           "memory so far", c5_backend_name(be));
+  C5_NEED_OP(be, sumsq_dev);
+  C5_NEED_OP(be, adamw_update);
   c5_adamw *o;
   C5_CALLOC(o, 1);
   o->cfg = *cfg;
@@ -78,8 +81,9 @@ c5_status c5_adamw_create(const c5_adamw_config *cfg, c5_params *params, c5_adam
   C5_NEW(o->offset, n, ok);
   C5_NEW(o->decay, n, ok);
   C5_NEW(o->ss, n, ok);
-  C5_NEW(o->exp_avg, total, ok);
-  C5_NEW(o->exp_avg_sq, total, ok);
+  ok = ok && C5_BE_NEW(be, o->exp_avg, total) == C5_OK && C5_BE_NEW(be, o->exp_avg_sq, total) == C5_OK;
+  if (ok && c5_backend_is_host(be)) o->ss_be = o->ss;
+  else ok = ok && C5_BE_NEW(be, o->ss_be, n) == C5_OK;
   for (long i = 0; i < n; i++) {
     long chunks = (c5_params_numel(params, i) + C5K_CHUNK - 1) / C5K_CHUNK;
     if (chunks > max_chunks) max_chunks = chunks;
@@ -88,8 +92,8 @@ c5_status c5_adamw_create(const c5_adamw_config *cfg, c5_params *params, c5_adam
   C5_NEW(o->work, o->work_len, ok);
   if (!ok) {
     c5_adamw_destroy(&o);
-    return C5_ERR(C5_ERR_MEM, "out of memory allocating AdamW state for %ld parameters (%ld values, two moments)",
-                  n, total);
+    return C5_ERR(C5_ERR_MEM, "out of memory allocating AdamW state for %ld parameters (%ld values, two moments "
+                  "on the %s backend)", n, total, c5_backend_name(be));
   }
   for (long i = 0; i < n; i++) {
     o->offset[i] = (long)(c5_params_value(params, i) - c5_params_value(params, 0));
@@ -102,8 +106,10 @@ c5_status c5_adamw_create(const c5_adamw_config *cfg, c5_params *params, c5_adam
 c5_status c5_adamw_destroy(c5_adamw **o)
 {
   if (!o || !*o) return C5_OK;
+  const c5_backend *be = (*o)->be;
+  if ((*o)->ss_be != (*o)->ss) c5_backend_free(be, (*o)->ss_be);
   free((*o)->offset); free((*o)->decay); free((*o)->ss);
-  free((*o)->exp_avg); free((*o)->exp_avg_sq); free((*o)->work);
+  c5_backend_free(be, (*o)->exp_avg); c5_backend_free(be, (*o)->exp_avg_sq); free((*o)->work);
   C5_FREE(*o);
   return C5_OK;
 }
@@ -134,9 +140,11 @@ static c5_status nonfinite_error(c5_adamw *o, c5k_ctx *kc, double norm)
     long bad;
     const c5_real *g = c5_params_grad(o->params, i);
     C5_CALL(ops->sumsq(kc, c5_params_numel(o->params, i), g, &o->ss[i], &bad));
+    c5_real gb = 0;   /* the element, copied to the host (the gradient may live on a device) */
+    if (bad >= 0) C5_CALL(c5_backend_memcpy(o->be, &gb, g + bad, sizeof gb));
     if (bad >= 0)
       return C5_ERR(C5_ERR_NUMERIC, "AdamW step %ld: the gradient of %s is not finite (element %ld is %g); "
-                    "nothing updated", t, c5_params_name(o->params, i), bad, (double)g[bad]);
+                    "nothing updated", t, c5_params_name(o->params, i), bad, (double)gb);
   }
   for (long i = 0; i < o->n; i++)
     if (!isfinite(o->ss[i]))
@@ -150,14 +158,15 @@ c5_status c5_adamw_step(c5_adamw *o, double *grad_norm, double *lr)
 {
   C5_CHECK(o, C5_ERR_ARG, "c5_adamw_step: optimizer is NULL");
   const c5k_ops *ops = o->be->ops;
-  c5k_ctx kc = { .work = o->work, .work_len = o->work_len };
+  c5k_ctx kc = c5_backend_ctx(o->be, o->work, o->work_len);
   /* the norm's order: chunks within a parameter (the kernel), then the
      parameters in table order */
+  for (long i = 0; i < o->n; i++)
+    C5_CALL(ops->sumsq_dev(&kc, c5_params_numel(o->params, i), c5_params_grad(o->params, i), &o->ss_be[i]));
+  /* the step's one read-back on a device: every parameter's sum of squares (waits for the backward) */
+  if (o->ss_be != o->ss) C5_CALL(c5_backend_memcpy(o->be, o->ss, o->ss_be, (size_t)o->n * sizeof *o->ss));
   double total = 0;
-  for (long i = 0; i < o->n; i++) {
-    C5_CALL(ops->sumsq(&kc, c5_params_numel(o->params, i), c5_params_grad(o->params, i), &o->ss[i], NULL));
-    total += o->ss[i];
-  }
+  for (long i = 0; i < o->n; i++) total += o->ss[i];
   double norm = sqrt(total);
   if (!isfinite(norm)) return nonfinite_error(o, &kc, norm);
   long t = o->steps + 1;

@@ -35,8 +35,6 @@ int c5_name_join(char *buf, size_t len, const char *prefix, const char *name)
 c5_status c5_params_create(const c5_backend *be, c5_params **out)
 {
   C5_CHECK(be && out, C5_ERR_ARG, "c5_params_create: backend or out is NULL");
-  C5_CHECK(c5_backend_get_kind(be) == C5_BACKEND_CPU, C5_ERR_NOTIMPL,
-           "parameters on the %s backend: only host memory so far", c5_backend_name(be));
   C5_CALLOC(*out, 1);
   (*out)->be = be;
   return C5_OK;
@@ -88,7 +86,10 @@ static c5_status index_reserve(c5_params *p)
 c5_status c5_params_destroy(c5_params **p)
 {
   if (!p || !*p) return C5_OK;
-  free((*p)->e); free((*p)->slot); free((*p)->value); free((*p)->grad); free((*p)->acc); free((*p)->scratch);
+  const c5_backend *be = (*p)->be;
+  free((*p)->e); free((*p)->slot);
+  c5_backend_free(be, (*p)->value); c5_backend_free(be, (*p)->grad); c5_backend_free(be, (*p)->acc);
+  c5_backend_free(be, (*p)->scratch);
   C5_FREE(*p);
   return C5_OK;
 }
@@ -129,10 +130,11 @@ c5_status c5_params_add(c5_params *p, const char *prefix, const char *name, int 
 c5_status c5_params_alloc(c5_params *p)
 {
   C5_CHECK(p && !p->value, C5_ERR_ARG, "c5_params_alloc: table missing or already allocated");
-  C5_CALLOC(p->value, p->total);
-  C5_CALLOC(p->grad, p->total);
-  C5_CALLOC(p->acc, p->total);
-  C5_CALLOC(p->scratch, p->max_numel);
+  /* the slabs live on the backend (device memory on a GPU): only the table of names stays on the host */
+  C5_CALL(C5_BE_NEW(p->be, p->value, p->total));
+  C5_CALL(C5_BE_NEW(p->be, p->grad, p->total));
+  C5_CALL(C5_BE_NEW(p->be, p->acc, p->total));
+  C5_CALL(C5_BE_NEW(p->be, p->scratch, p->max_numel));
   return C5_OK;
 }
 
@@ -148,7 +150,7 @@ c5_real *c5_params_scratch(const c5_params *p) { return p->scratch; }
 c5_status c5_params_flush(const c5_params *p, const long *idx, int n)
 {
   const c5k_ops *ops = p->be->ops;
-  c5k_ctx kc = { 0 };
+  c5k_ctx kc = c5_backend_ctx(p->be, NULL, 0);
   for (int k = 0; k < n; k++)
     if (idx[k] >= 0) C5_CALL(ops->grad_flush(&kc, c5_params_acc(p, idx[k]), p->e[idx[k]].numel, c5_params_grad(p, idx[k])));
   return C5_OK;
@@ -169,8 +171,8 @@ c5_status c5_params_find(const c5_params *p, const char *name, long *index)
 
 void c5_params_zero_grad(c5_params *p)
 {
-  /* the fill cannot fail on the CPU, the one backend parameters live on so far */
-  c5k_ctx kc = { 0 };
+  /* the fill cannot fail on the CPU; on a device it is a memset, which fails only with the device */
+  c5k_ctx kc = c5_backend_ctx(p->be, NULL, 0);
   if (p->grad) (void)c5k_zero(p->be->ops, &kc, p->grad, p->total * (long)sizeof *p->grad);
   if (p->acc) (void)c5k_zero(p->be->ops, &kc, p->acc, p->total * (long)sizeof *p->acc);   /* a failed backward's parts */
 }
@@ -210,7 +212,7 @@ c5_status c5_params_init(c5_params *p, uint64_t seed)
     C5_CHECK(p->e[i].has_init, C5_ERR_ARG, "parameter %s has no initialization rule (its module must call "
              "c5_params_set_init after c5_params_add)", p->e[i].name);
   const c5k_ops *ops = p->be->ops;
-  c5k_ctx kc = { 0 };
+  c5k_ctx kc = c5_backend_ctx(p->be, NULL, 0);
   for (long i = 0; i < p->n; i++) {
     const entry *e = &p->e[i];
     int kind = e->rule == C5_INIT_NORMAL ? C5K_FILL_NORMAL : e->rule == C5_INIT_UNIFORM_FAN_IN ? C5K_FILL_UNIFORM

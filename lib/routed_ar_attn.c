@@ -192,7 +192,7 @@ c5_status c5_routed_ar_attn_cache_create(const c5_routed_ar_attn *m, long batch,
   /* the q router of a sharded forward runs on this rank alone (a window's row lies on one rank) */
   C5_CALL_GOTO(c5_dist_create_self(&c->self), st, fail);
   C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedAutoregressiveAttention", m->cfg.dim,
-                                       c5_params_backend(m->p)->ops, &c->kvx), st, fail);
+                                       c5_params_backend(m->p), &c->kvx), st, fail);
   *out = c;
   return C5_OK;
 fail:
@@ -328,7 +328,7 @@ static c5_status light_prepare(c5_routed_ar_attn *m, const c5_layout *lay, const
   const int r = c->rank, P = c->size;
   C5_CHECK(r == P - 1 || n >= w, C5_ERR_ARG, "ConditionalRoutedAutoregressiveAttention: rank %d holds %ld tokens, "
            "fewer than the light window %ld it sends right", r, n, w);
-  C5_CALL(c5_halo_prepare(&c->halo, c5_params_backend(m->p)->ops, lay, r, P, x, NULL));
+  C5_CALL(c5_halo_prepare(&c->halo, c5_params_backend(m->p), lay, r, P, x, NULL));
   return C5_OK;
 }
 
@@ -337,16 +337,15 @@ static c5_status light_prepare(c5_routed_ar_attn *m, const c5_layout *lay, const
 static c5_status light_local(c5_routed_ar_attn *m, const c5_real *x, c5_routed_ar_attn_cache *c, c5_real *out)
 {
   const c5_params *p = m->p;
-  const c5k_ops *ops = c5_params_backend(p)->ops;
   c5_halo *h = &c->halo;
   if (h->hl == 0) {
     C5_CALL(c5_attn_local_forward(&m->light, p, c->batch, c->n, c->offset, x, NULL, c->lc, out));
     return C5_OK;
   }
-  C5_CALL(c5_halo_extend(h, ops, x, NULL));
+  C5_CALL(c5_halo_extend(h, c5_params_backend(p), x, NULL));
   C5_CALL(c5_attn_local_forward(&m->light, p, c->batch, c5_halo_ne(h), c->offset - h->hl, h->xe, NULL, c->lc,
                                 h->ye));
-  C5_CALL(c5_halo_crop(h, ops, out));
+  C5_CALL(c5_halo_crop(h, c5_params_backend(p), out));
   return C5_OK;
 }
 
@@ -356,15 +355,14 @@ static c5_status light_backward_local(c5_routed_ar_attn *m, c5_routed_ar_attn_ca
                                       const c5_real *dout, c5_real *dx)
 {
   const c5_params *p = m->p;
-  const c5k_ops *ops = c5_params_backend(p)->ops;
   c5_halo *h = &c->halo;
   if (h->hl == 0) {
     C5_CALL(c5_attn_local_backward(&m->light, p, c->lc, x, dout, dx));
     return C5_OK;
   }
-  C5_CALL(c5_halo_pad(h, ops, dout));
+  C5_CALL(c5_halo_pad(h, c5_params_backend(p), dout));
   C5_CALL(c5_attn_local_backward(&m->light, p, c->lc, h->xe, h->ye, h->dxe));
-  C5_CALL(c5_halo_split(h, ops, dx));
+  C5_CALL(c5_halo_split(h, c5_params_backend(p), dx));
   return C5_OK;
 }
 
@@ -693,7 +691,7 @@ c5_status c5_routed_ar_attn_backward(c5_routed_ar_attn *m, const c5_dist *d, c5_
 {
   C5_CHECK(d, C5_ERR_ARG, "c5_routed_ar_attn_backward: dist is NULL");
   C5_AGREE(d, backward_head(m, d, c, x, dout, dx));
-  C5_CALL(c5_halo_return(&c->halo, d, c5_params_backend(m->p)->ops, dx));
+  C5_CALL(c5_halo_return(&c->halo, d, c5_params_backend(m->p), dx));
   if (!c->heavy) return C5_OK;
 
   const c5_routed_ar_attn_config *cfg = &m->cfg;

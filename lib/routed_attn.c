@@ -26,6 +26,7 @@ struct c5_routed_attn {
 };
 
 struct c5_routed_attn_cache {
+  const c5_backend *be;                /* the parameters': every tensor and index array below lives there */
   long batch, n;                       /* n: local tokens */
   long offset;                         /* global index of the first local token */
   int rank, size;
@@ -39,7 +40,7 @@ struct c5_routed_attn_cache {
   c5_attn_heavy_cache *hc;
   long nq, nk, cap_q, cap_k;           /* queries per batch row (padded), keys per route; capacities */
   long nql;                            /* [b] real queries per row are in qcnt */
-  long *qcnt;                          /* [b] local queries of each row */
+  long *qcnt;                          /* [b] local queries of each row (host) */
   long *qtok;                          /* [b, nq] output row (b n + local token) of each heavy query (-1: padding) */
   c5_real *xq, *qscore;
   long *qpos;
@@ -140,12 +141,13 @@ c5_status c5_routed_attn_cache_create(const c5_routed_attn *m, long batch, long 
   const char *who = "ConditionalRoutedAttention cache";
   c5_routed_attn_cache *c;
   C5_CALLOC(c, 1);
+  c->be = c5_params_backend(m->p);
   c->batch = batch;
   c->n = n;
   c5_status st = C5_OK;
   C5_CALL_GOTO(c5_router_cache_create(m->hb.q_router, batch, n, &c->rq), st, fail);
   C5_CALL_GOTO(c5_router_cache_create(m->hb.kv_router, batch, n, &c->rkv), st, fail);
-  C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedAttention", cfg->dim, c5_params_backend(m->p)->ops,
+  C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedAttention", cfg->dim, c5_params_backend(m->p),
                                      &c->kvx), st, fail);
   c->qcnt = calloc((size_t)batch, sizeof *c->qcnt);
   C5_CHECK_GOTO(c->qcnt, st, fail, C5_ERR_MEM, "ConditionalRoutedAttention cache: out of memory");
@@ -154,7 +156,13 @@ c5_status c5_routed_attn_cache_create(const c5_routed_attn *m, long batch, long 
     c5_halo_init(&c->halo, batch, n, cfg->dim, w, 1, 1);
     C5_CALL_GOTO(c5_attn_local_cache_create(&m->light, batch, n + 2 * w, &c->lc), st, fail);
   }
-  C5_CALL_GOTO(c5_arena_build(who, c, carve, &c->block), st, fail);
+  {   /* the halo's buffers, on the backend */
+    c5_arena a = { 0 };
+    carve(c, &a);
+    C5_CALL_GOTO(c5_arena_alloc_on(&a, c->be, who), st, fail);
+    c->block = a.base;
+    carve(c, &a);
+  }
   /* The heavy branch, for the worst case of every forward (docs/design.md §4, "Memory"):
      queries per batch row: a router row selects k tokens globally, of which this rank holds at most
        min(k, n_local); unrouted (n <= num_tokens), every local token: n_local <= n <= num_tokens. Without
@@ -185,7 +193,7 @@ static void free_heavy(c5_routed_attn_cache *c)
   c5_attn_heavy_cache_destroy(&c->hc);
   void *v[] = { c->qtok, c->xq, c->qscore, c->qpos, c->ctx, c->kscore, c->kmask, c->kpos, c->hout, c->dh, c->dxq,
                 c->dctx, c->dks, c->dqs, c->dsq };
-  for (size_t i = 0; i < sizeof v / sizeof *v; i++) free(v[i]);
+  for (size_t i = 0; i < sizeof v / sizeof *v; i++) c5_backend_free(c->be, v[i]);
   c->qtok = c->qpos = c->kpos = NULL;
   c->xq = c->qscore = c->ctx = c->kscore = c->hout = c->dh = c->dxq = c->dctx = c->dks = c->dqs = c->dsq = NULL;
   c->kmask = NULL;
@@ -198,7 +206,7 @@ c5_status c5_routed_attn_cache_destroy(c5_routed_attn_cache **cp)
   c5_routed_attn_cache *c = *cp;
   free_heavy(c);
   c5_attn_local_cache_destroy(&c->lc);
-  free(c->block);
+  if (c->block) c5_backend_free(c->be, c->block);
   c5_kv_exchange_destroy(&c->kvx);
   c5_router_cache_destroy(&c->rq);
   c5_router_cache_destroy(&c->rkv);
@@ -219,13 +227,13 @@ int c5_routed_attn_has_light(const c5_routed_attn *m) { return m->cfg.has_light_
 c5_status c5_routed_attn_light_out(const c5_routed_attn *m, const c5_routed_attn_cache *c, c5_real *out)
 {
   C5_CHECK(m->cfg.has_light_attn && c->lc, C5_ERR_ARG, "ConditionalRoutedAttention: no light branch");
-  const c5k_ops *ops = c5_params_backend(m->p)->ops;
-  c5_real *ye = malloc((size_t)(c->batch * c5_halo_ne(&c->halo) * m->cfg.dim) * sizeof *ye + 1);
-  C5_CHECK(ye, C5_ERR_MEM, "ConditionalRoutedAttention: out of memory for the light output of [%ld, %ld, %d]",
+  c5_real *ye;
+  c5_status st = C5_BE_NEW(c->be, ye, c->batch * c5_halo_ne(&c->halo) * m->cfg.dim + 1);
+  C5_CHECK(st == C5_OK, C5_ERR_MEM, "ConditionalRoutedAttention: out of memory for the light output of [%ld, %ld, %d]",
            c->batch, c5_halo_ne(&c->halo), m->cfg.dim);
-  c5_status st = c5_attn_local_output(&m->light, m->p, c->lc, ye);
-  if (st == C5_OK) st = c5_halo_crop_from(&c->halo, ops, ye, out);
-  free(ye);
+  st = c5_attn_local_output(&m->light, m->p, c->lc, ye);
+  if (st == C5_OK) st = c5_halo_crop_from(&c->halo, c->be, ye, out);
+  c5_backend_free(c->be, ye);
   return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }
 
@@ -233,8 +241,8 @@ c5_status c5_routed_attn_light_out(const c5_routed_attn *m, const c5_routed_attn
 c5_status c5_routed_attn_heavy_out(const c5_routed_attn *m, const c5_routed_attn_cache *c, c5_real *out)
 {
   C5_CHECK(c->hc, C5_ERR_ARG, "ConditionalRoutedAttention: no forward in this cache");
-  const c5k_ops *ops = c5_params_backend(m->p)->ops;
-  c5k_ctx kc = { 0 };
+  const c5k_ops *ops = c->be->ops;
+  c5k_ctx kc = c5_backend_ctx(c->be, NULL, 0);
   C5_CALL(c5k_zero(ops, &kc, out, c->batch * c->n * m->cfg.dim * (long)sizeof *out));
   c5_heavy_scatter s = c->sc;
   s.accumulate = 0;
@@ -251,12 +259,15 @@ static c5_status size_heavy(const c5_routed_attn *m, c5_routed_attn_cache *c, lo
   if (c->hc && nq <= c->cap_q && nk <= c->cap_k) return C5_OK;
   free_heavy(c);
   long q = b * nq, k = b * R * nk;
-  int ok = 1;
-  C5_NEW(c->qtok, q, ok); C5_NEW(c->xq, q * D, ok); C5_NEW(c->qscore, q, ok); C5_NEW(c->qpos, q, ok);
-  C5_NEW(c->ctx, k * D, ok); C5_NEW(c->kscore, k, ok); C5_NEW(c->kmask, k, ok); C5_NEW(c->kpos, k, ok);
-  C5_NEW(c->hout, q * D, ok); C5_NEW(c->dh, q * D, ok); C5_NEW(c->dxq, q * D, ok); C5_NEW(c->dqs, q, ok); C5_NEW(c->dsq, q, ok);
-  C5_NEW(c->dctx, k * D, ok); C5_NEW(c->dks, k, ok);
-  C5_CHECK(ok, C5_ERR_MEM, "ConditionalRoutedAttention: out of memory for %ld queries and %ld keys", q, k);
+  c5_status st = C5_OK;
+#define BE(p, cnt) if (st == C5_OK) st = C5_BE_NEW(c->be, p, (cnt) + 1)   /* +1: malloc(0)'s distinct pointer */
+  BE(c->qtok, q); BE(c->xq, q * D); BE(c->qscore, q); BE(c->qpos, q);
+  BE(c->ctx, k * D); BE(c->kscore, k); BE(c->kmask, k); BE(c->kpos, k);
+  BE(c->hout, q * D); BE(c->dh, q * D); BE(c->dxq, q * D); BE(c->dqs, q); BE(c->dsq, q);
+  BE(c->dctx, k * D); BE(c->dks, k);
+#undef BE
+  C5_CHECK(st == C5_OK, C5_ERR_MEM, "ConditionalRoutedAttention: out of %s memory for %ld queries and %ld keys",
+           c->be->ops->name, q, k);
   C5_CALL(c5_attn_heavy_cache_create(&m->hb.attn, b, nq, nk, &c->hc));
   c->cap_q = nq;
   c->cap_k = nk;
@@ -268,12 +279,11 @@ static c5_status size_heavy(const c5_routed_attn *m, c5_routed_attn_cache *c, lo
 static c5_status light_local(c5_routed_attn *m, const c5_real *x, const uint8_t *mask, c5_routed_attn_cache *c,
                              c5_real *out)
 {
-  const c5k_ops *ops = c5_params_backend(m->p)->ops;
   c5_halo *h = &c->halo;
-  C5_CALL(c5_halo_extend(h, ops, x, mask));
+  C5_CALL(c5_halo_extend(h, c->be, x, mask));
   C5_CALL(c5_attn_local_forward(&m->light, m->p, c->batch, c5_halo_ne(h), c->offset - h->hl, h->xe,
                                 mask ? h->me : NULL, c->lc, h->ye));
-  C5_CALL(c5_halo_crop(h, ops, out));
+  C5_CALL(c5_halo_crop(h, c->be, out));
   return C5_OK;
 }
 
@@ -281,11 +291,10 @@ static c5_status light_local(c5_routed_attn *m, const c5_real *x, const uint8_t 
    input gradients are staged for their owners. Rank-local. */
 static c5_status light_backward_local(c5_routed_attn *m, c5_routed_attn_cache *c, const c5_real *dout, c5_real *dx)
 {
-  const c5k_ops *ops = c5_params_backend(m->p)->ops;
   c5_halo *h = &c->halo;
-  C5_CALL(c5_halo_pad(h, ops, dout));
+  C5_CALL(c5_halo_pad(h, c->be, dout));
   C5_CALL(c5_attn_local_backward(&m->light, m->p, c->lc, h->xe, h->ye, h->dxe));
-  C5_CALL(c5_halo_split(h, ops, dx));
+  C5_CALL(c5_halo_split(h, c->be, dx));
   return C5_OK;
 }
 
@@ -301,6 +310,9 @@ static c5_status forward_head(c5_routed_attn *m, const c5_layout *lay, long batc
            c->n, D);
   c->rank = c5_dist_rank(d);
   c->size = c5_dist_size(d);
+  C5_CHECK(c5_backend_is_host(c->be) || c->size == 1, C5_ERR_NOTIMPL, "ConditionalRoutedAttention on the %s backend: "
+           "%d ranks (the device path runs on one rank: the halo and kv exchanges are host-memory collectives)",
+           c->be->ops->name, c->size);
   c->offset = lay->offset;
   long unit;
   C5_CALL(c5_routed_attn_layout_unit(cfg, &unit));
@@ -308,10 +320,10 @@ static c5_status forward_head(c5_routed_attn *m, const c5_layout *lay, long batc
            "a multiple of %ld (the local window, light_window_size / 2: c5_routed_attn_layout_unit) when the sequence "
            "is sharded", lay->unit, unit);
   if (cfg->has_light_attn)
-    C5_CALL(c5_halo_prepare(&c->halo, c5_params_backend(m->p)->ops, lay, c->rank, c->size, x, mask));
+    C5_CALL(c5_halo_prepare(&c->halo, c->be, lay, c->rank, c->size, x, mask));
   else {
-    c5k_ctx kc = { 0 };
-    C5_CALL(c5k_zero(c5_params_backend(m->p)->ops, &kc, out, batch * n * D * (long)sizeof *out));
+    c5k_ctx kc = c5_backend_ctx(c->be, NULL, 0);
+    C5_CALL(c5k_zero(c->be->ops, &kc, out, batch * n * D * (long)sizeof *out));
   }
   return C5_OK;
 }
@@ -341,17 +353,25 @@ static c5_status heavy_prepare(c5_routed_attn *m, const c5_dist *d, const c5_lay
   c->nq = nq > 0 ? nq : 1;
   c->nk = nk;
 
+  const c5k_ops *ops = c->be->ops;
+  c5k_ctx kc = c5_backend_ctx(c->be, NULL, 0);
   /* queries: this rank's routed tokens, padded per row with zero rows (output dropped) */
-  for (long bb = 0; bb < batch; bb++)
-    for (long i = 0; i < c->nq; i++) {
-      long e = bb * c->nq + i;
-      long t = i < c->qcnt[bb] ? (rq->routed ? rq->idx[rq->start[bb] + i] - lay->offset : i) : -1;
-      c->qtok[e] = t >= 0 ? bb * n + t : -1;
-      c->qpos[e] = t >= 0 ? lay->offset + t : 0;
-    }
-  const c5k_ops *ops = c5_params_backend(m->p)->ops;
-  c5k_ctx kc = { 0 };
-  C5_CALL(c5_heavy_query_scores(ops, batch, c->nq, c->qcnt, rq, c->qscore));
+  if (c->size == 1) {
+    /* one rank: every row holds nq queries (the routing's k, or every token), no padding; qtok = b n + t,
+       qpos = offset + t, t = idx - offset (unrouted: i), by ops */
+    const long *qi = rq->routed ? rq->idx : NULL, ldi = rq->routed ? rq->k : 0;
+    C5_CALL(ops->index_rows(&kc, batch, c->nq, qi, ldi, qi ? -lay->offset : 0, 1, 0, n, c->qtok, c->nq));
+    C5_CALL(ops->index_rows(&kc, batch, c->nq, qi, ldi, qi ? 0 : lay->offset, 1, 0, 0, c->qpos, c->nq));
+  } else {   /* sharded: a host backend (forward_head); the routed indices read here */
+    for (long bb = 0; bb < batch; bb++)
+      for (long i = 0; i < c->nq; i++) {
+        long e = bb * c->nq + i;
+        long t = i < c->qcnt[bb] ? (rq->routed ? rq->idx[rq->start[bb] + i] - lay->offset : i) : -1;
+        c->qtok[e] = t >= 0 ? bb * n + t : -1;
+        c->qpos[e] = t >= 0 ? lay->offset + t : 0;
+      }
+  }
+  C5_CALL(c5_heavy_query_scores(c->be, c->kvx->one, batch, c->nq, c->qcnt, rq, c->qscore));
   C5_CALL(ops->gather_rows(&kc, batch * c->nq, D, c->qtok, NULL, x, D, c->xq));
   /* the routed queries replace null_q_token (or 0); unrouted, every token is a query */
   c->sc = (c5_heavy_scatter){ .batch = batch, .n = n, .dim = D, .t1 = 0, .null_q = m->hb.null_q,
@@ -360,6 +380,12 @@ static c5_status heavy_prepare(c5_routed_attn *m, const c5_dist *d, const c5_lay
 
   /* pack this rank's kv entries, rows in order; the reference reads row b // R with routes (kv_gather_batch_bug) */
   c5_kv_exchange_begin(c->kvx, n, lay->offset);
+  if (c->size == 1) {   /* every kv row holds nk entries: packed by ops */
+    const long div = cfg->kv_gather_batch_bug && rk->routed ? R * R : R;
+    C5_CALL(c5_kv_exchange_pack_rows(c->kvx, rows, nk, rk->routed ? rk->idx : NULL, rk->routed ? rk->k : 0, div,
+                                     rk->routed ? rk->score : NULL));
+    return C5_OK;
+  }
   for (long row = 0; row < rows; row++) {
     long bb = row / R, cnt = rk->routed ? rk->count[row] : n;
     long bs = cfg->kv_gather_batch_bug && rk->routed ? bb / R : bb;
@@ -424,9 +450,9 @@ static c5_status backward_local(c5_routed_attn *m, c5_routed_attn_cache *c, cons
   const long n = c->n, D = cfg->dim, batch = c->batch;
   const c5_params *p = m->p;
 
-  c5k_ctx kc = { 0 };
+  c5k_ctx kc = c5_backend_ctx(c->be, NULL, 0);
   if (cfg->has_light_attn) C5_CALL(light_backward_local(m, c, dout, dx));
-  else C5_CALL(c5k_zero(c5_params_backend(p)->ops, &kc, dx, batch * n * D * (long)sizeof *dx));
+  else C5_CALL(c5k_zero(c->be->ops, &kc, dx, batch * n * D * (long)sizeof *dx));
 
   /* null_q_token (this rank's share) and through the query score: out = hout * s */
   C5_CALL(c5_heavy_scatter_backward(&c->sc, p, dout, c->hout, c->qscore, c->dh, c->dsq));
@@ -444,15 +470,15 @@ c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed
   const long D = cfg->dim, R = cfg->num_routed_kv, batch = c->batch, rows = batch * R;
   const c5_params *p = m->p;
   const c5_routing *rq = c5_router_cache_routing(c->rq);
-  if (cfg->has_light_attn) C5_CALL(c5_halo_return(&c->halo, d, c5_params_backend(p)->ops, dx));
-  const c5k_ops *ops = c5_params_backend(p)->ops;
-  c5k_ctx kc = { 0 };
+  if (cfg->has_light_attn) C5_CALL(c5_halo_return(&c->halo, d, c->be, dx));
+  const c5k_ops *ops = c->be->ops;
+  c5k_ctx kc = c5_backend_ctx(c->be, NULL, 0);
   if (cfg->multiply_queries_by_score) C5_CALL(ops->add2d(&kc, 1, batch * c->nq, c->dqs, 0, c->dsq, 0));
   C5_CALL(ops->scatter_rows(&kc, batch * c->nq, D, c->qtok, c->dxq, NULL, NULL, 1, 1, dx));
   /* key/value gradients: back to rank-major order, summed over ranks, each owner gets its entries */
   C5_CALL(c5_kv_exchange_return(c->kvx, d, C5_OK, rows, NULL, c->dctx, c->dks, dx));
   /* routers (unrouted scores are constants: no gradient); the kv dscore entries are in routing order */
-  C5_CALL(c5_heavy_query_dscores(ops, batch, c->nq, c->qcnt, rq, c->dsq, c->dqs));   /* routing-entry order */
+  C5_CALL(c5_heavy_query_dscores(c->be, batch, c->nq, c->qcnt, rq, c->dsq, c->dqs));   /* routing-entry order */
   C5_CALL(c5_router_backward(m->hb.q_router, d, c->rq, c5_params_value(p, m->hb.rt_q), x, c->dqs, dx,
                              c5_params_grad(p, m->hb.rt_q)));
   C5_CALL(c5_router_backward(m->hb.kv_router, d, c->rkv, c5_params_value(p, m->hb.rt_kv), x, c->kvx->downs, dx,

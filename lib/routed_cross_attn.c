@@ -134,7 +134,7 @@ c5_status c5_routed_cross_attn_cache_create(const c5_routed_cross_attn *m, long 
   c->qcnt = calloc((size_t)batch, sizeof *c->qcnt);
   c->ksrc = calloc((size_t)(batch * m->cfg.kv_routing_tokens), sizeof *c->ksrc);
   C5_CHECK_GOTO(c->qcnt && c->ksrc, st, fail, C5_ERR_MEM, "ConditionalRoutedCrossAttention cache: out of memory");
-  C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedCrossAttention", m->cfg.dim, c5_params_backend(m->p)->ops,
+  C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedCrossAttention", m->cfg.dim, c5_params_backend(m->p),
                                        &c->kvx), st, fail);
   /* For the worst case of every forward (docs/design.md §4, "Memory"):
      queries per batch row: this rank holds at most min(k, n_local) of a row's k = num_tokens_q (the q
@@ -299,7 +299,7 @@ static c5_status heavy_prepare(c5_routed_cross_attn *m, const c5_dist *d, const 
     }
   const c5k_ops *ops = c5_params_backend(m->p)->ops;
   c5k_ctx kc = { 0 };
-  C5_CALL(c5_heavy_query_scores(ops, batch, nq, c->qcnt, rq, c->qscore));
+  C5_CALL(c5_heavy_query_scores(c5_params_backend(m->p), c->kvx->one, batch, nq, c->qcnt, rq, c->qscore));
   C5_CALL(ops->gather_rows(&kc, batch * nq, D, c->qtok, NULL, x, D, c->xq));
   /* routed queries replace null_q_token (or 0); unrouted, every token is a query (nq = n, score 1): the
      heavy output is the output */
@@ -397,7 +397,7 @@ c5_status c5_routed_cross_attn_backward(c5_routed_cross_attn *m, const c5_dist *
   const c5_routing *rq = c5_router_cache_routing(c->rq);
   /* routers (unrouted scores are constants: no gradient); dscore in each router's entry order (the kv
      router's: this rank's entries, rows in order = downs) */
-  C5_CALL(c5_heavy_query_dscores(c5_params_backend(p)->ops, batch, nq, c->qcnt, rq, c->dsq, c->dqr));
+  C5_CALL(c5_heavy_query_dscores(c5_params_backend(p), batch, nq, c->qcnt, rq, c->dsq, c->dqr));
   C5_CALL(c5_router_backward(m->hb.q_router, d, c->rq, c5_params_value(p, m->hb.rt_q), x, c->dqr, dx,
                              c5_params_grad(p, m->hb.rt_q)));
   C5_CALL(c5_router_backward(m->hb.kv_router, d, c->rkv, c5_params_value(p, m->hb.rt_kv), context, c->kvx->downs,

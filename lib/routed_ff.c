@@ -21,6 +21,7 @@ struct c5_routed_ff {
    every local token (batch n_local: unrouted, every token is one), so every
    heavy buffer is [batch * n_local] rows. */
 struct c5_routed_ff_cache {
+  const c5_backend *be;  /* where the arena lives */
   long batch, n_local, offset;
   c5_router_cache *rc;
   c5_ffnet_cache light, heavy;
@@ -106,13 +107,14 @@ c5_status c5_routed_ff_cache_create(const c5_routed_ff *m, long batch, long n_lo
   C5_CHECK(m && out, C5_ERR_ARG, "c5_routed_ff_cache_create: NULL argument");
   c5_routed_ff_cache *c;
   C5_CALLOC(c, 1);
+  c->be = c5_params_backend(m->p);
   c->batch = batch;
   c->n_local = n_local;
   c5_status st = C5_OK;
   C5_CALL_GOTO(c5_router_cache_create(m->router, batch, n_local, &c->rc), st, fail);
   c5_arena a = { 0 };
-  cache_layout(m, c, &a);
-  C5_CALL_GOTO(c5_arena_alloc(&a, "ConditionalRoutedFeedForward cache"), st, fail);
+  cache_layout(m, c, &a);   /* every buffer a tensor or an index array the ops read: all on the backend */
+  C5_CALL_GOTO(c5_arena_alloc_on(&a, c->be, "ConditionalRoutedFeedForward cache"), st, fail);
   cache_layout(m, c, &a);
   c->mem = a.base;
   *out = c;
@@ -126,7 +128,7 @@ c5_status c5_routed_ff_cache_destroy(c5_routed_ff_cache **cp)
 {
   if (!cp || !*cp) return C5_OK;
   c5_router_cache_destroy(&(*cp)->rc);
-  free((*cp)->mem);
+  if ((*cp)->mem) c5_backend_free((*cp)->be, (*cp)->mem);
   C5_FREE(*cp);
   return C5_OK;
 }
@@ -147,8 +149,8 @@ c5_status c5_routed_ff_heavy_out(const c5_routed_ff *m, const c5_routed_ff_cache
 {
   const long dim = m->cfg.dim;
   const c5_routing *rt = c5_router_cache_routing(c->rc);
-  const c5k_ops *ops = c5_params_backend(m->p)->ops;
-  c5k_ctx kc = { 0 };
+  const c5k_ops *ops = c->be->ops;
+  c5k_ctx kc = c5_backend_ctx(c->be, NULL, 0);
   C5_CALL(c5k_zero(ops, &kc, out, c->batch * c->n_local * dim * (long)sizeof *out));
   C5_CALL(ops->scatter_rows(&kc, c->ntok, dim, c->pos, c->hr, rt->routed ? rt->score : NULL, NULL, 1, 1, out));
   return C5_OK;
@@ -162,6 +164,8 @@ static c5_status forward_head(c5_routed_ff *m, const c5_layout *lay, long batch,
   C5_CHECK(batch == c->batch && lay->n_local == c->n_local, C5_ERR_SHAPE,
            "ConditionalRoutedFeedForward: input [%ld, %ld, %d], cache made for [%ld, %ld, %d]", batch,
            lay->n_local, m->cfg.dim, c->batch, c->n_local, m->cfg.dim);
+  C5_CHECK(c5_backend_is_host(c->be) || lay->n_local == lay->n, C5_ERR_NOTIMPL, "ConditionalRoutedFeedForward on the "
+           "%s backend: a sequence sharded over ranks (the device path runs on one rank)", c->be->ops->name);
   c->offset = lay->offset;
   c->mask = mask;
   C5_CALL(c5_ffnet_forward(&m->light, m->p, x, batch * lay->n_local, &c->light, out));
@@ -174,16 +178,27 @@ static c5_status forward_heavy(c5_routed_ff *m, long batch, long nl, long offset
 {
   const long dim = m->cfg.dim;
   const c5_routing *rt = c5_router_cache_routing(c->rc);
-  long e = 0;
-  if (rt->routed) {
+  const c5k_ops *ops = c->be->ops;
+  c5k_ctx kc = c5_backend_ctx(c->be, NULL, 0);
+  /* pos: the heavy rows b nl + (idx - offset), packed in routing order; the counts are host metadata */
+  long e = 0, uniform = 1;
+  for (long b = 0; b < batch; b++) {
+    uniform &= !rt->routed || (rt->count[b] == rt->count[0] && rt->start[b] == b * rt->count[0]);
+    e += rt->routed ? rt->count[b] : nl;
+  }
+  if (!rt->routed)   /* every token: 0 .. batch nl - 1 */
+    C5_CALL(ops->index_rows(&kc, 1, batch * nl, NULL, 0, 0, 1, 0, 0, c->pos, batch * nl));
+  else if (uniform)  /* every row holds the same count (one rank): formed by an op, no index read here */
+    C5_CALL(ops->index_rows(&kc, batch, rt->count[0], rt->idx, rt->count[0], -offset, 1, 0, nl, c->pos,
+                            rt->count[0]));
+  else {             /* ragged counts: sharded, on a host backend only (forward_head) */
+    C5_CHECK(c5_backend_is_host(c->be), C5_ERR_INTERNAL, "ConditionalRoutedFeedForward: ragged routing on the %s "
+             "backend", ops->name);
+    e = 0;
     for (long b = 0; b < batch; b++)
       for (long i = rt->start[b]; i < rt->start[b] + rt->count[b]; i++) c->pos[e++] = b * nl + (rt->idx[i] - offset);
-  } else {
-    for (long t = 0; t < batch * nl; t++) c->pos[e++] = t;
   }
   c->ntok = e;
-  const c5k_ops *ops = c5_params_backend(m->p)->ops;
-  c5k_ctx kc = { 0 };
   const c5_real *score = rt->routed ? rt->score : NULL;   /* unrouted: score 1 */
   C5_CALL(ops->gather_rows(&kc, e, dim, c->pos, NULL, x, dim, c->xr));
   C5_CALL(c5_ffnet_forward(&m->heavy, m->p, c->xr, e, &c->heavy, c->hr));
@@ -209,8 +224,8 @@ static c5_status backward_local(c5_routed_ff *m, c5_routed_ff_cache *c, const c5
   C5_CHECK(m && c && x && dout && dx, C5_ERR_ARG, "c5_routed_ff_backward: NULL argument");
   const long nl = c->n_local, dim = m->cfg.dim, e = c->ntok;
   const c5_routing *rt = c5_router_cache_routing(c->rc);
-  const c5k_ops *ops = c5_params_backend(m->p)->ops;
-  c5k_ctx kc = { 0 };
+  const c5k_ops *ops = c->be->ops;
+  c5k_ctx kc = c5_backend_ctx(c->be, NULL, 0);
   C5_CALL(c5_ffnet_backward(&m->light, m->p, &c->light, x, dout, c->batch * nl, dx));
   /* heavy: d(heavy out) = dout * score; dscore = dout . heavy out */
   C5_CALL(ops->gather_rows(&kc, e, dim, c->pos, rt->routed ? rt->score : NULL, dout, dim, c->dh));

@@ -19,6 +19,8 @@ struct c5_router {
 };
 
 struct c5_router_cache {
+  const c5_backend *be;     /* the router's: the tensors and index arrays the ops read live there; the row plans,
+                               counts and coordinate descent's scalars stay on the host */
   long batch, n_local, rows;   /* rows = batch * r */
   long cap_rows;            /* cd rows the per-cd-row buffers hold */
   long selcap;              /* stride of selpos: at least the selections of any cd row on this rank */
@@ -36,14 +38,16 @@ struct c5_router_cache {
   long *plan;               /* [3 * cap_rows + 1] cd row segments */
   double *k;                /* [cap_rows] effective k of each cd row */
   long *ksel;               /* [cap_rows] tokens selected per cd row */
-  long *selcount, *selpos;  /* top-k output per cd row: [cap_rows], [cap_rows][selcap] */
+  long *selcount, *selpos;  /* top-k output per cd row: [cap_rows], [cap_rows][selcap] (backend) */
+  long *dcount, *dstart;    /* out.count and out.start on the backend (the ops read them; on the CPU: the same) */
+  long dk;                  /* the per-row count dcount and dstart were last uploaded for (-1: none) */
   long *rowbuf;             /* top-k scratch */
   c5_cd_cache cd;           /* laid out in this cache's arena, with the kernels' workspace */
   c5_routing out;
   long *lpos;               /* [rows][n_local] local position of each selected entry */
   c5_real *yval;            /* [rows][n_local] score value y at the selection (before straight-through) */
-  void *mem;                /* every buffer above; without route_block_size, the cd-row ones too */
-  void *mem_rows;           /* route_block_size: the cd-row buffers (size_rows) */
+  void *mem, *mem_dev;      /* every buffer above (host, backend); without route_block_size, the cd-row ones too */
+  void *mem_rows, *mem_rows_dev;   /* route_block_size: the cd-row buffers (size_rows) */
 };
 c5_status c5_router_create(const c5_backend *be, const c5_router_config *cfg, int dim, c5_router **out)
 {
@@ -86,23 +90,30 @@ const c5_router_config *c5_router_get_config(const c5_router *r) { return &r->cf
    routing output. A row selects each of its tokens at most once (blocks are
    disjoint), so this rank holds at most nl selections of a row, whatever
    num_tokens is: the routing output is [rows][nl] at most. */
-static void layout_tokens(c5_router_cache *c, c5_arena *m, int R, int dim)
+static void layout_tokens(c5_router_cache *c, c5_arena *m, c5_arena *dm, int R, int dim)
 {
   const long rn = c->rows * c->n_local;
-  C5_TAKE(m, c->s, rn);
-  C5_TAKE(m, c->y, rn);
-  C5_TAKE(m, c->g, rn);
-  C5_TAKE(m, c->mask, rn);
-  C5_TAKE(m, c->xnorm, c->batch * c->n_local);
-  C5_TAKE(m, c->rtnorm, R);
-  C5_TAKE(m, c->dw, (long)R * dim);
-  C5_TAKE(m, c->dwacc, (long)R * dim);
+  C5_TAKE(dm, c->s, rn);
+  C5_TAKE(dm, c->y, rn);
+  C5_TAKE(dm, c->g, rn);
+  C5_TAKE(dm, c->mask, rn);
+  C5_TAKE(dm, c->xnorm, c->batch * c->n_local);
+  C5_TAKE(dm, c->rtnorm, R);
+  C5_TAKE(dm, c->dw, (long)R * dim);
+  C5_TAKE(dm, c->dwacc, (long)R * dim);
   C5_TAKE(m, c->out.count, c->rows);
   C5_TAKE(m, c->out.start, c->rows);
-  C5_TAKE(m, c->out.idx, rn);
-  C5_TAKE(m, c->out.score, rn);
-  C5_TAKE(m, c->lpos, rn);
-  C5_TAKE(m, c->yval, rn);
+  if (!c5_backend_is_host(c->be)) {
+    C5_TAKE(dm, c->dcount, c->rows);
+    C5_TAKE(dm, c->dstart, c->rows);
+  } else {
+    c->dcount = c->out.count;
+    c->dstart = c->out.start;
+  }
+  C5_TAKE(dm, c->out.idx, rn);
+  C5_TAKE(dm, c->out.score, rn);
+  C5_TAKE(dm, c->lpos, rn);
+  C5_TAKE(dm, c->yval, rn);
 }
 
 /* The kernels' workspace for this rank's cd rows: c5k_work_len of their
@@ -123,15 +134,16 @@ static long work_bound(const c5_router_cache *c, long bs)
 
 /* Per cd row: cdrows of them, each selecting at most selcap tokens on this
    rank; coordinate descent's state and the workspace go with them. */
-static void layout_cdrows(c5_router_cache *c, c5_arena *m, long cdrows, int T, long selcap, long work_len)
+static void layout_cdrows(c5_router_cache *c, c5_arena *m, c5_arena *dm, long cdrows, int T, long selcap,
+                          long work_len)
 {
   c->cap_rows = cdrows;
   c->selcap = selcap;
   C5_TAKE(m, c->plan, 3 * cdrows + 1);
   C5_TAKE(m, c->k, cdrows);
   C5_TAKE(m, c->ksel, cdrows);
-  C5_TAKE(m, c->selcount, cdrows);
-  C5_TAKE(m, c->selpos, cdrows * selcap);
+  C5_TAKE(dm, c->selcount, cdrows);
+  C5_TAKE(dm, c->selpos, cdrows * selcap);
   C5_TAKE(m, c->rowbuf, c5_topk_rowbuf_len(cdrows));
   c5_cd_cache_layout(m, cdrows, T, work_len, &c->cd);
 }
@@ -143,11 +155,11 @@ static void layout_cdrows(c5_router_cache *c, c5_arena *m, long cdrows, int T, l
    this rank does not touch are empty here), and their number, rows
    floor(n / bs), needs the global n, which this call does not know: those
    buffers are made by the first forward (size_rows). */
-static void layout(c5_router_cache *c, c5_arena *m, const c5_router *rt)
+static void layout(c5_router_cache *c, c5_arena *m, c5_arena *dm, const c5_router *rt)
 {
   const c5_router_config *cfg = &rt->cfg;
-  layout_tokens(c, m, cfg->num_routing_tokens, rt->dim);
-  if (cfg->route_block_size == 0) layout_cdrows(c, m, c->rows, cfg->n_iters, c->n_local, work_bound(c, 0));
+  layout_tokens(c, m, dm, cfg->num_routing_tokens, rt->dim);
+  if (cfg->route_block_size == 0) layout_cdrows(c, m, dm, c->rows, cfg->n_iters, c->n_local, work_bound(c, 0));
 }
 
 c5_status c5_router_cache_create(const c5_router *rt, long batch, long n_local, c5_router_cache **out)
@@ -156,18 +168,24 @@ c5_status c5_router_cache_create(const c5_router *rt, long batch, long n_local, 
   C5_CHECK(batch > 0 && n_local >= 0, C5_ERR_ARG, "router cache: batch = %ld, n_local = %ld", batch, n_local);
   c5_router_cache *c;
   C5_CALLOC(c, 1);
+  c->be = rt->be;
+  c->dk = -1;
   c->batch = batch;
   c->n_local = n_local;
   c->rows = batch * rt->cfg.num_routing_tokens;
-  c5_arena m = { 0 };
-  layout(c, &m, rt);
+  c5_arena m = { 0 }, dm = { 0 };
+  layout(c, &m, &dm, rt);
   c5_status st = c5_arena_alloc(&m, "router cache");
+  if (st == C5_OK) {
+    c->mem = m.base;
+    st = c5_arena_alloc_on(&dm, c->be, "router cache");
+  }
   if (st != C5_OK) {
-    free(c);
+    c5_router_cache_destroy(&c);
     return c5_err_trace(st, __FILE__, __LINE__);
   }
-  layout(c, &m, rt);
-  c->mem = m.base;
+  c->mem_dev = dm.base;
+  layout(c, &m, &dm, rt);
   *out = c;
   return C5_OK;
 }
@@ -177,6 +195,8 @@ c5_status c5_router_cache_destroy(c5_router_cache **cp)
   if (!cp || !*cp) return C5_OK;
   free((*cp)->mem);
   free((*cp)->mem_rows);
+  if ((*cp)->mem_dev) c5_backend_free((*cp)->be, (*cp)->mem_dev);
+  if ((*cp)->mem_rows_dev) c5_backend_free((*cp)->be, (*cp)->mem_rows_dev);
   C5_FREE(*cp);
   return C5_OK;
 }
@@ -195,12 +215,16 @@ static c5_status size_rows(c5_router_cache *c, const c5_router_config *cfg, long
   C5_CHECK(cfg->route_block_size > 0, C5_ERR_SHAPE, "router: %ld cd rows of %ld selections, cache holds %ld of %ld",
            cdrows, selcap, c->cap_rows, c->selcap);   /* sized at create: cannot happen */
   C5_FREE(c->mem_rows);
+  if (c->mem_rows_dev) C5_CALL(c5_backend_free(c->be, c->mem_rows_dev));
+  c->mem_rows_dev = NULL;
   c->cap_rows = c->selcap = 0;
-  c5_arena m = { 0 };
-  layout_cdrows(c, &m, cdrows, cfg->n_iters, selcap, work_bound(c, cfg->route_block_size));
+  c5_arena m = { 0 }, dm = { 0 };
+  layout_cdrows(c, &m, &dm, cdrows, cfg->n_iters, selcap, work_bound(c, cfg->route_block_size));
   C5_CALL(c5_arena_alloc(&m, "router cache (blocks)"));
-  layout_cdrows(c, &m, cdrows, cfg->n_iters, selcap, work_bound(c, cfg->route_block_size));
   c->mem_rows = m.base;
+  C5_CALL(c5_arena_alloc_on(&dm, c->be, "router cache (blocks)"));
+  c->mem_rows_dev = dm.base;
+  layout_cdrows(c, &m, &dm, cdrows, cfg->n_iters, selcap, work_bound(c, cfg->route_block_size));
   return C5_OK;
 }
 
@@ -231,6 +255,8 @@ static c5_status forward_local(const c5_router *rt, const c5_layout *lay, const 
            "router: input is [%ld, %ld, %d] but the cache was made for [%ld, %ld, %d]",
            batch, nl, dim, c->batch, c->n_local, dim);
   C5_CHECK(num_tokens > 0, C5_ERR_ARG, "router: num_tokens = %ld must be > 0", num_tokens);
+  C5_CHECK(c5_backend_is_host(rt->be) || nl == n, C5_ERR_NOTIMPL, "router on the %s backend: a sequence sharded over "
+           "ranks (%ld of %ld tokens here; the device path runs on one rank)", rt->be->ops->name, nl, n);
   const long rows = c->rows;
   c->random_route = random_route;
   c->cosine = cfg->cosine_sim_routing;
@@ -266,7 +292,7 @@ static c5_status forward_local(const c5_router *rt, const c5_layout *lay, const 
 
   /* logits: s[b, route, j] = x[b, j] . w[route] (cosine: scaled cosine) */
   const c5k_ops *ops = rt->be->ops;
-  c5k_ctx kc = { 0 };
+  c5k_ctx kc = c5_backend_ctx(rt->be, NULL, 0);
   for (long b = 0; b < batch; b++)
     C5_CALL(ops->gemm(&kc, 0, 1, R, nl, dim, 1.0, routing_token, dim, x + b * nl * dim, dim, 0.0, c->s + b * R * nl, nl));
   if (cfg->cosine_sim_routing)
@@ -321,16 +347,45 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
 
   /* negative control: random scores, masked ones lowest (they sort last) */
   const c5k_ops *ops = rt->be->ops;
-  c5k_ctx kc = { 0 };
+  c5k_ctx kc = c5_backend_ctx(rt->be, NULL, 0);
   const c5_real *key = c->s;
   if (random_route) {
     C5_CALL(ops->normal_fill(&kc, rows, nl, lay->offset, seed, c->y));
     key = c->y;
   }
-  C5_CALL(c5_topk_select_rows(rt->be, d, &Rw, key, m, c->ksel, c->selcap, c->cd.work, c->cd.work_cap, c->rowbuf,
-                              c->selcount, c->selpos));
+  const long ktok = c->ksel[0], k = c->out.k;
+  if (ops->topk_select_dev) {   /* the whole select on the device (one rank: forward_local) */
+    kc = c5_backend_ctx(rt->be, c->cd.work, c->cd.work_cap);
+    C5_CALL(ops->topk_select_dev(&kc, &Rw, key, m, ktok, c->selcap, 0, c->selcount, c->selpos));
+  } else {
+    C5_CALL(c5_topk_select_rows(rt->be, d, &Rw, key, m, c->ksel, c->selcap, c->cd.work, c->cd.work_cap, c->rowbuf,
+                                c->selcount, c->selpos));
+  }
 
-  /* this rank's selections per row: blocks in order, so indices ascend */
+  if (c5_dist_size(d) == 1) {
+    /* One rank holds every selection: each cd row selected exactly ktok tokens (ktok <= its length), so
+       row `row` holds k = nblk ktok entries from row k on, known here without reading a count. The local
+       positions, blocks in order (ascending): lpos = selpos + (cd row % nblk) seg, by an op. */
+    const long seg = nblk > 1 ? rt->cfg.route_block_size : nl;
+    for (long row = 0; row < rows; row++) {
+      c->out.start[row] = row * k;
+      c->out.count[row] = k;
+    }
+    C5_CALL(ops->index_rows(&kc, rows * nblk, ktok, c->selpos, c->selcap, 0, 1, nblk, seg, c->lpos, ktok));
+    C5_CALL(ops->index_rows(&kc, 1, rows * k, c->lpos, 0, lay->offset, 1, 0, 0, c->out.idx, rows * k));
+    if (c->dcount != c->out.count && c->dk != k) {
+      /* the ops read count and start on the device: they change only with k (and the cache's rows), so
+         they cross to it once, at the first forward of this k, not at every step */
+      C5_CALL(c5_backend_memcpy(rt->be, c->dcount, c->out.count, (size_t)rows * sizeof *c->dcount));
+      C5_CALL(c5_backend_memcpy(rt->be, c->dstart, c->out.start, (size_t)rows * sizeof *c->dstart));
+      c->dk = k;
+    }
+    C5_CALL(ops->route_gather_scores(&kc, rows, nl, c->dstart, c->dcount, c->lpos, c->y, m, cfg->straight_through,
+                                     c->yval, c->out.score));
+    return C5_OK;
+  }
+  /* sharded (a host backend: forward_local): this rank's selections per row, read on the host; blocks in
+     order, so indices ascend */
   long at = 0;
   for (long row = 0; row < rows; row++) {
     c->out.start[row] = at;
@@ -357,7 +412,7 @@ static c5_status backward_local(const c5_router *rt, c5_router_cache *c, const c
   *run = 0;
   C5_CHECK(rt && c && routing_token && x && dx && dst, C5_ERR_ARG, "c5_router_backward: NULL argument");
   const c5k_ops *ops = rt->be->ops;
-  c5k_ctx kc = { 0 };
+  c5k_ctx kc = c5_backend_ctx(rt->be, NULL, 0);
   C5_CALL(c5k_zero(ops, &kc, c->dwacc, (long)rt->cfg.num_routing_tokens * rt->dim * (long)sizeof *c->dwacc));
   /* unrouted scores are constants; random scores are not differentiable */
   if (!c->out.routed || c->random_route) return C5_OK;
@@ -366,7 +421,7 @@ static c5_status backward_local(const c5_router *rt, c5_router_cache *c, const c
 
   /* dL/dy at the selections (straight-through passes it on unchanged; a
      masked selection was filled with 0 and gets none) */
-  C5_CALL(ops->route_scatter_dscores(&kc, c->rows, c->n_local, c->out.start, c->out.count, c->lpos, m, dscore, c->g));
+  C5_CALL(ops->route_scatter_dscores(&kc, c->rows, c->n_local, c->dstart, c->dcount, c->lpos, m, dscore, c->g));
   c5k_rows Rw = cd_rows(c);
   C5_CALL(c5_cd_backward_prepare(&c->cd, &Rw));
   *run = 1;
@@ -394,7 +449,7 @@ static c5_status router_backward(const c5_router *rt, const c5_dist *d, c5_route
   /* g becomes dL/d(x . w) for raw x and w (cosine: through the scale and
      both normalizations, whose projection of dx is added here) */
   const c5k_ops *ops = rt->be->ops;
-  c5k_ctx kc = { 0 };
+  c5k_ctx kc = c5_backend_ctx(rt->be, NULL, 0);
   if (cfg->cosine_sim_routing)
     C5_CALL(ops->cosine_route_backward(&kc, batch, R, nl, dim, x, routing_token, c->xnorm, c->rtnorm,
                                        cfg->cosine_sim_scale, c->g, dx));
@@ -439,7 +494,7 @@ c5_status c5_router_backward(const c5_router *rt, const c5_dist *d, c5_router_ca
                              const c5_real *dscore, c5_real *dx, c5_real *drouting_token)
 {
   C5_CALL(router_backward_phase(rt, d, c, routing_token, x, dscore, dx, drouting_token));
-  c5k_ctx kc = { 0 };   /* added once, rounded once */
+  c5k_ctx kc = c5_backend_ctx(rt->be, NULL, 0);   /* added once, rounded once */
   C5_CALL(rt->be->ops->grad_flush(&kc, c->dwacc, (long)rt->cfg.num_routing_tokens * rt->dim, drouting_token));
   return C5_OK;
 }
@@ -449,7 +504,7 @@ c5_status c5_router_backward_acc(const c5_router *rt, const c5_dist *d, c5_route
                                  const c5_real *dscore, c5_real *dx, double *dacc)
 {
   C5_CALL(router_backward_phase(rt, d, c, routing_token, x, dscore, dx, dacc));
-  c5k_ctx kc = { 0 };
+  c5k_ctx kc = c5_backend_ctx(rt->be, NULL, 0);
   C5_CALL(rt->be->ops->acc_add(&kc, (long)rt->cfg.num_routing_tokens * rt->dim, c->dwacc, dacc));
   return C5_OK;
 }

@@ -63,3 +63,9 @@ c5_status c5k_adamw_update_cpu(c5k_ctx *ctx, const c5k_adamw *A, long n, const c
   }
   return C5_OK;
 }
+
+/* On the host the backend's memory is the host's: sumsq itself. */
+c5_status c5k_sumsq_dev_cpu(c5k_ctx *ctx, long n, const c5_real *x, double *ss)
+{
+  return c5k_sumsq_cpu(ctx, n, x, ss, NULL);
+}

@@ -104,6 +104,7 @@ c5_status c5k_gather2d_cpu(c5k_ctx *, long, const long *, const void *, long, lo
 c5_status c5k_mask_before_cpu(c5k_ctx *, long, long, const long *, const long *, uint8_t *);
 /* optimizer */
 c5_status c5k_sumsq_cpu(c5k_ctx *, long, const c5_real *, double *, long *);
+c5_status c5k_sumsq_dev_cpu(c5k_ctx *, long, const c5_real *, double *);
 c5_status c5k_adamw_update_cpu(c5k_ctx *, const c5k_adamw *, long, const c5_real *, c5_real *, c5_real *, c5_real *);
 /* model: initialization, embeddings, the masked-byte loss */
 c5_status c5k_init_fill_cpu(c5k_ctx *, int, uint64_t, double, long, c5_real *);
@@ -114,4 +115,6 @@ c5_status c5k_embedding_backward_cpu(c5k_ctx *, long, long, long, int, const int
 c5_status c5k_xent_forward_cpu(c5k_ctx *, long, int, const c5_real *, const int32_t *, double *, double *, long *);
 c5_status c5k_xent_backward_cpu(c5k_ctx *, long, int, const c5_real *, const int32_t *, const double *, double,
                                 c5_real *);
+/* device-resident block orchestration (cuda-lib) */
+c5_status c5k_index_rows_cpu(c5k_ctx *, long, long, const long *, long, long, long, long, long, long *, long);
 #endif

@@ -3,6 +3,7 @@
    only, never on the thread count or on which rank fills it. */
 #include <math.h>
 #include "cpu.h"
+#include "init_draw.h"
 
 #define GOLDEN 0x9e3779b97f4a7c15ull
 
@@ -28,7 +29,7 @@ c5_status c5k_init_fill_cpu(c5k_ctx *ctx, int kind, uint64_t key, double scale, 
     else {
       /* u1 in (0, 1]: the log is finite */
       double u1 = ((double)(z0 >> 11) + 1.0) * 0x1p-53, u2 = (double)(z1 >> 11) * 0x1p-53;
-      v = scale * sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2);
+      v = scale * sqrt(-2.0 * c5k_draw_log(u1)) * c5k_draw_cos(6.283185307179586 * u2);
     }
     y[e] = (c5_real)v;
   }

@@ -67,4 +67,8 @@ const c5k_ops c5k_cpu_ops = {
   .embedding_backward = c5k_embedding_backward_cpu,
   .xent_forward = c5k_xent_forward_cpu,
   .xent_backward = c5k_xent_backward_cpu,
+  /* device-resident block orchestration (cuda-lib) */
+  .index_rows = c5k_index_rows_cpu,
+  /* the training step on a device backend (cuda-train) */
+  .sumsq_dev = c5k_sumsq_dev_cpu,
 };

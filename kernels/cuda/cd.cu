@@ -513,14 +513,10 @@ extern "C" c5_status c5k_cd_forward_cuda(c5k_ctx *ctx, const c5k_rows *R, const 
 /* ---- backward ---- */
 #define BWD_THREADS 256
 
-template <typename T> __global__ void __launch_bounds__(BWD_THREADS)
-cd_gdot_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy, long n, long bpr, long chunk, int iters,
-               long rows, const double *state, const double *ie, double *part)
+/* A thread's part of sum_j gy_j y_j [s_j + aT <= 0] over unmasked j of [j0, j1) (cd_gdot's terms, in double). */
+template <typename T> __device__ __forceinline__ double gdot_range(const T *s, const uint8_t *mask, const T *y,
+                                                                  const T *gy, long j0, long j1, T aT)
 {
-  __shared__ double sh[32];
-  const long u = blockIdx.x, r = u / bpr, c = u % bpr;
-  const long j0 = r * n + c * chunk, j1 = r * n + min(n, (c + 1) * chunk);
-  const T aT = (T)state[r * iters + iters - 1];
   double acc = 0.0;
   for (long base = j0 + threadIdx.x; base < j1; base += LD * blockDim.x) {
     T sv[LD], yv[LD], gv[LD];
@@ -537,6 +533,17 @@ cd_gdot_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy, long n,
     for (int q = 0; q < LD; q++)
       if (keep[q] && sv[q] + aT <= 0) acc += (double)gv[q] * (double)yv[q];
   }
+  return acc;
+}
+
+template <typename T> __global__ void __launch_bounds__(BWD_THREADS)
+cd_gdot_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy, long n, long bpr, long chunk, int iters,
+               long rows, const double *state, const double *ie, double *part)
+{
+  __shared__ double sh[32];
+  const long u = blockIdx.x, r = u / bpr, c = u % bpr;
+  const long j0 = r * n + c * chunk, j1 = r * n + min(n, (c + 1) * chunk);
+  double acc = gdot_range(s, mask, y, gy, j0, j1, (T)state[r * iters + iters - 1]);
   acc = block_sum(acc, sh);
   if (threadIdx.x == 0) part[u] = acc * ie[iters];
 }
@@ -595,32 +602,26 @@ template <typename T, int Q> __device__ __forceinline__ void ds_group(const T *s
   for (int q = 0; q < Q; q++) out[q] = (keep >> q & 1) ? (T)acc[q] : (T)0;
 }
 
-/* The row's scalars into shared memory: g [iters] doubles, then a_t, 1 / eps_t, lse_t [iters] each in T. */
-template <typename T> __device__ __forceinline__ void load_row_scalars(long r, int iters, long rows, const double *state,
-                                                                       const double *ie, const double *ga, double *g,
+/* A row's scalars into shared memory: g [iters] doubles (from gr, unless NULL), then a_t, 1 / eps_t,
+   lse_t [iters] each in T. ar, lr, gr: the row's [iters] of a, lse, ga. */
+template <typename T> __device__ __forceinline__ void load_row_scalars(int iters, const double *ar, const double *lr,
+                                                                       const double *ie, const double *gr, double *g,
                                                                        T *ap, T *iev, T *lv)
 {
   for (int t = threadIdx.x; t < iters; t += blockDim.x) {
-    if (ga) g[t] = ga[r * iters + t];
-    ap[t] = (T)state[r * iters + t];
+    if (gr) g[t] = gr[t];
+    ap[t] = (T)ar[t];
     iev[t] = (T)ie[t];
-    lv[t] = (T)state[rows * iters + r * iters + t];
+    lv[t] = (T)lr[t];
   }
 }
 
-template <typename T> __global__ void __launch_bounds__(BWD_THREADS)
-cd_ds_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy, long n, long bpr, long chunk, int iters,
-             long rows, const double *state, const double *ie, const double *ga, T *ds)
+/* ds over [j0, j1) from the row's scalars (load_row_scalars), LD elements a thread at a time. */
+template <typename T> __device__ __forceinline__ void ds_range(const T *s, const uint8_t *mask, const T *y, const T *gy,
+                                                               long j0, long j1, T aT, double ieT, int iters,
+                                                               const double *g, const T *ap, const T *iev,
+                                                               const T *lv, T *ds)
 {
-  extern __shared__ double dyn[];
-  double *g = dyn;
-  T *ap = (T *)(g + iters), *iev = ap + iters, *lv = iev + iters;
-  const long u = blockIdx.x, r = u / bpr, c = u % bpr;
-  load_row_scalars(r, iters, rows, state, ie, ga, g, ap, iev, lv);
-  __syncthreads();
-  const long j0 = r * n + c * chunk, j1 = r * n + min(n, (c + 1) * chunk);
-  const T aT = ap[iters - 1];
-  const double ieT = ie[iters];
   for (long base = j0 + threadIdx.x; base < j1; base += LD * blockDim.x) {
     T sv[LD], yv[LD], gv[LD];
     bool keep[LD];
@@ -643,6 +644,20 @@ cd_ds_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy, long n, l
       if (j < j1) ds[j] = o[q];
     }
   }
+}
+
+template <typename T> __global__ void __launch_bounds__(BWD_THREADS)
+cd_ds_kernel(const T *s, const uint8_t *mask, const T *y, const T *gy, long n, long bpr, long chunk, int iters,
+             long rows, const double *state, const double *ie, const double *ga, T *ds)
+{
+  extern __shared__ double dyn[];
+  double *g = dyn;
+  T *ap = (T *)(g + iters), *iev = ap + iters, *lv = iev + iters;
+  const long u = blockIdx.x, r = u / bpr, c = u % bpr;
+  load_row_scalars(iters, state + r * iters, state + rows * iters + r * iters, ie, ga + r * iters, g, ap, iev, lv);
+  __syncthreads();
+  const long j0 = r * n + c * chunk, j1 = r * n + min(n, (c + 1) * chunk);
+  ds_range(s, mask, y, gy, j0, j1, ap[iters - 1], ie[iters], iters, g, ap, iev, lv, ds);
 }
 
 /* A row over a cluster of C blocks (cluster_shape, as the forward): the dot
@@ -678,7 +693,7 @@ cd_backward_cluster_kernel(const T *s, const uint8_t *mask, const T *y, const T 
     if ((keep >> q & 1) && sv[q] + aT <= 0) acc += (double)gv[q] * (double)yv[q];
   acc = block_sum(acc, sh);
   if (threadIdx.x == 0) sh[32] = acc;
-  load_row_scalars<T>(r, iters, rows, state, ie, NULL, g, ap, iev, lv);
+  load_row_scalars<T>(iters, state + r * iters, state + rows * iters + r * iters, ie, NULL, g, ap, iev, lv);
   cl.sync();
   double dot = 0.0;
   for (unsigned int k = 0; k < C; k++) dot += *cl.map_shared_rank(&sh[32], k);
@@ -733,6 +748,233 @@ extern "C" c5_status c5k_cd_backward_cuda(c5k_ctx *ctx, const c5k_rows *R, const
   cd_ga_kernel<<<(unsigned)rows, 32, T * sizeof(double), dev->stream>>>(part, bpr, T, rows, state, ga);
   C5K_CUDA_LAUNCHED(op);
   cd_ds_kernel<c5_real><<<(unsigned)units, BWD_THREADS, sm, dev->stream>>>(s, mask, y, gy, n, bpr, chunk, T, rows, state, ie, ga, ds);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+/* ---- the per-step ops (kernels.h cd_sumexp .. cd_backward): lib/cd.c's loop
+   op by op, for rows sharded over ranks or ragged (route blocks), where a
+   collective comes between the steps. One block a chunk of the CPU's
+   partition (chunks.cuh); a chunk's partial is its threads' double sums in a
+   fixed tree, a row's the chunks' in order, as on the CPU. ---- */
+#include "chunks.cuh"
+
+/* The CPU's shifted exponent min(x, 0) ie of x = s_j + a (score type). */
+template <typename T> __device__ __forceinline__ T cd_exponent(T x, T ie) { return (x < 0 ? x : (T)0) * ie; }
+
+template <typename T> __global__ void __launch_bounds__(C5K_CHUNK_THREADS)
+cdo_sumexp_kernel(c5k_drows G, const T *s, const uint8_t *mask, const double *a, T ie, double *part)
+{
+  __shared__ double sh[32];
+  const long c = blockIdx.x, r = c5k_drows_row(G, c);
+  long j0, j1;
+  c5k_drows_range(G, r, c, &j0, &j1);
+  const T ar = (T)a[r];
+  double acc = 0.0, nab = 0.0;
+  for (long j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
+    if (mask && !mask[j]) continue;   /* the CPU's exp(-inf) = 0 */
+    T x = s[j] + ar;
+    nab += x > 0 ? 1.0 : 0.0;
+    acc += (double)exp(cd_exponent(x, ie));
+  }
+  acc = block_sum(acc, sh);
+  nab = block_sum(nab, sh);
+  if (threadIdx.x == 0) { part[2 * c] = acc; part[2 * c + 1] = nab; }
+}
+
+/* out_i[r] = sum of part[w c + i] over row r's chunks in order, i < w (one thread a row). */
+__global__ void cdo_rowsum_kernel(c5k_drows G, const double *part, int w, double *out0, double *out1)
+{
+  const long r = blockIdx.x * (long)blockDim.x + threadIdx.x;
+  if (r >= G.rows) return;
+  double s0 = 0.0, s1 = 0.0;
+  for (long c = G.cstart[r]; c < G.cstart[r + 1]; c++) {
+    s0 += part[w * c];
+    if (w > 1) s1 += part[w * c + 1];
+  }
+  out0[r] = s0;
+  if (w > 1) out1[r] = s1;
+}
+
+/* {M, S} += {m2, s2}: the CPU's merge of two {max, sum exp(t - max)} pairs (an empty one has m2 = -inf). */
+__device__ __forceinline__ void ms_merge(double &M, double &S, double m2, double s2)
+{
+  if (m2 == -INFINITY) return;
+  if (m2 > M) { S = S * exp(M - m2) + s2; M = m2; }
+  else S += s2 * exp(m2 - M);
+}
+
+/* A chunk's {max, sumexp}: each thread the CPU's online loop over its
+   elements (in double: this path exists for sums that underflow), then the
+   pairs merged in a fixed tree. */
+template <typename T> __global__ void __launch_bounds__(C5K_CHUNK_THREADS)
+cdo_maxsumexp_kernel(c5k_drows G, const T *s, const uint8_t *mask, const double *a, double ie, double *part)
+{
+  __shared__ double shm[32], shs[32];
+  const long c = blockIdx.x, r = c5k_drows_row(G, c);
+  long j0, j1;
+  c5k_drows_range(G, r, c, &j0, &j1);
+  const double ar = a[r];
+  double M = -INFINITY, S = 0.0;
+  for (long j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
+    if (mask && !mask[j]) continue;
+    double x = (double)s[j] + ar, t = (x < 0 ? x : 0.0) * ie;
+    if (t > M) { S = S * exp(M - t) + 1.0; M = t; }
+    else S += exp(t - M);
+  }
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  for (int o = 16; o; o >>= 1) {
+    double m2 = __shfl_down_sync(0xffffffffu, M, o), s2 = __shfl_down_sync(0xffffffffu, S, o);
+    if (lane + o < 32) ms_merge(M, S, m2, s2);
+  }
+  if (lane == 0) { shm[w] = M; shs[w] = S; }
+  __syncthreads();
+  if (w == 0) {
+    M = lane < nw ? shm[lane] : -INFINITY;
+    S = lane < nw ? shs[lane] : 0.0;
+    for (int o = 16; o; o >>= 1) {
+      double m2 = __shfl_down_sync(0xffffffffu, M, o), s2 = __shfl_down_sync(0xffffffffu, S, o);
+      if (lane + o < 32) ms_merge(M, S, m2, s2);
+    }
+    if (lane == 0) { part[2 * c] = M; part[2 * c + 1] = S; }
+  }
+}
+
+/* pair[r] = the row's chunk pairs merged in order (the CPU's loop; {-inf, 0} for none). */
+__global__ void cdo_rowmerge_kernel(c5k_drows G, const double *part, double *pair)
+{
+  const long r = blockIdx.x * (long)blockDim.x + threadIdx.x;
+  if (r >= G.rows) return;
+  double M = -INFINITY, S = 0.0;
+  for (long c = G.cstart[r]; c < G.cstart[r + 1]; c++) ms_merge(M, S, part[2 * c], part[2 * c + 1]);
+  pair[2 * r] = M;
+  pair[2 * r + 1] = S;
+}
+
+template <typename T> __global__ void __launch_bounds__(C5K_CHUNK_THREADS)
+cdo_output_kernel(c5k_drows G, const T *s, const uint8_t *mask, const double *a, T ie, T *y)
+{
+  const long c = blockIdx.x, r = c5k_drows_row(G, c);
+  long j0, j1;
+  c5k_drows_range(G, r, c, &j0, &j1);
+  const T ar = (T)a[r];
+  for (long j = j0 + threadIdx.x; j < j1; j += blockDim.x)
+    y[j] = (mask && !mask[j]) ? (T)0 : exp(cd_exponent(s[j] + ar, ie));
+}
+
+template <typename T> __global__ void __launch_bounds__(C5K_CHUNK_THREADS)
+cdo_gdot_kernel(c5k_drows G, const T *s, const uint8_t *mask, const double *a, double ie, const T *y, const T *gy,
+                double *part)
+{
+  __shared__ double sh[32];
+  const long c = blockIdx.x, r = c5k_drows_row(G, c);
+  long j0, j1;
+  c5k_drows_range(G, r, c, &j0, &j1);
+  double acc = block_sum(gdot_range(s, mask, y, gy, j0, j1, (T)a[r]), sh);
+  if (threadIdx.x == 0) part[c] = acc * ie;   /* the CPU scales each chunk's sum */
+}
+
+template <typename T> __global__ void __launch_bounds__(C5K_CHUNK_THREADS)
+cdo_backward_kernel(c5k_drows G, const T *s, const uint8_t *mask, int iters, const double *a, const double *lse,
+                    const double *ie, const double *ga, const T *y, const T *gy, T *ds)
+{
+  extern __shared__ double dyn[];
+  double *g = dyn;
+  T *ap = (T *)(g + iters), *iev = ap + iters, *lv = iev + iters;
+  const long c = blockIdx.x, r = c5k_drows_row(G, c);
+  long j0, j1;
+  c5k_drows_range(G, r, c, &j0, &j1);
+  load_row_scalars(iters, a + r * iters, lse + r * iters, ie, ga + r * iters, g, ap, iev, lv);
+  __syncthreads();
+  ds_range(s, mask, y, gy, j0, j1, ap[iters - 1], ie[iters], iters, g, ap, iev, lv, ds);
+}
+
+extern "C" c5_status c5k_cd_sumexp_cuda(c5k_ctx *ctx, const c5k_rows *R, const c5_real *s, const uint8_t *mask,
+                                        const double *a, double inv_eps, double *sum, double *nabove)
+{
+  const char *op = "cd_sumexp";
+  if (R->rows == 0) return C5_OK;
+  c5k_cuda_dev *dev;
+  c5k_drows G;
+  void *part;
+  C5_CALL_K(c5k_drows_setup(ctx, R, 2 * R->cstart[R->rows] * sizeof(double), op, &dev, &G, &part));
+  if (G.nc > 0) {
+    cdo_sumexp_kernel<c5_real><<<(unsigned)G.nc, C5K_CHUNK_THREADS, 0, dev->stream>>>(G, s, mask, a, (c5_real)inv_eps,
+                                                                                       (double *)part);
+    C5K_CUDA_LAUNCHED(op);
+  }
+  cdo_rowsum_kernel<<<c5k_drows_blocks(G.rows), 128, 0, dev->stream>>>(G, (const double *)part, 2, sum, nabove);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+extern "C" c5_status c5k_cd_maxsumexp_cuda(c5k_ctx *ctx, const c5k_rows *R, const c5_real *s, const uint8_t *mask,
+                                           const double *a, double inv_eps, double *pair)
+{
+  const char *op = "cd_maxsumexp";
+  if (R->rows == 0) return C5_OK;
+  c5k_cuda_dev *dev;
+  c5k_drows G;
+  void *part;
+  C5_CALL_K(c5k_drows_setup(ctx, R, 2 * R->cstart[R->rows] * sizeof(double), op, &dev, &G, &part));
+  if (G.nc > 0) {
+    cdo_maxsumexp_kernel<c5_real><<<(unsigned)G.nc, C5K_CHUNK_THREADS, 0, dev->stream>>>(G, s, mask, a, inv_eps,
+                                                                                          (double *)part);
+    C5K_CUDA_LAUNCHED(op);
+  }
+  cdo_rowmerge_kernel<<<c5k_drows_blocks(G.rows), 128, 0, dev->stream>>>(G, (const double *)part, pair);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+extern "C" c5_status c5k_cd_output_cuda(c5k_ctx *ctx, const c5k_rows *R, const c5_real *s, const uint8_t *mask,
+                                        const double *a, double inv_eps, c5_real *y)
+{
+  const char *op = "cd_output";
+  if (R->cstart[R->rows] == 0) return C5_OK;
+  c5k_cuda_dev *dev;
+  c5k_drows G;
+  void *part;
+  C5_CALL_K(c5k_drows_setup(ctx, R, 0, op, &dev, &G, &part));
+  cdo_output_kernel<c5_real><<<(unsigned)G.nc, C5K_CHUNK_THREADS, 0, dev->stream>>>(G, s, mask, a, (c5_real)inv_eps, y);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+extern "C" c5_status c5k_cd_gdot_cuda(c5k_ctx *ctx, const c5k_rows *R, const c5_real *s, const uint8_t *mask,
+                                      const double *a, double inv_eps, const c5_real *y, const c5_real *gy,
+                                      double *dot)
+{
+  const char *op = "cd_gdot";
+  if (R->rows == 0) return C5_OK;
+  c5k_cuda_dev *dev;
+  c5k_drows G;
+  void *part;
+  C5_CALL_K(c5k_drows_setup(ctx, R, R->cstart[R->rows] * sizeof(double), op, &dev, &G, &part));
+  if (G.nc > 0) {
+    cdo_gdot_kernel<c5_real><<<(unsigned)G.nc, C5K_CHUNK_THREADS, 0, dev->stream>>>(G, s, mask, a, inv_eps, y, gy,
+                                                                                     (double *)part);
+    C5K_CUDA_LAUNCHED(op);
+  }
+  cdo_rowsum_kernel<<<c5k_drows_blocks(G.rows), 128, 0, dev->stream>>>(G, (const double *)part, 1, dot, NULL);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+extern "C" c5_status c5k_cd_backward_step_cuda(c5k_ctx *ctx, const c5k_rows *R, const c5_real *s, const uint8_t *mask,
+                                               int T, const double *a, const double *lse, const double *inv_eps,
+                                               const double *ga, const c5_real *y, const c5_real *gy, c5_real *ds)
+{
+  const char *op = "cd_backward";
+  if (R->cstart[R->rows] == 0) return C5_OK;
+  if (T < 1) return C5K_ERR(C5_ERR_ARG, "%s: T = %d iterations must be >= 1", op, T);
+  c5k_cuda_dev *dev;
+  c5k_drows G;
+  void *part;
+  C5_CALL_K(c5k_drows_setup(ctx, R, 0, op, &dev, &G, &part));
+  const size_t sm = T * (sizeof(double) + 3 * sizeof(c5_real));
+  cdo_backward_kernel<c5_real><<<(unsigned)G.nc, C5K_CHUNK_THREADS, sm, dev->stream>>>(G, s, mask, T, a, lse, inv_eps,
+                                                                                        ga, y, gy, ds);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }

@@ -28,6 +28,15 @@ c5_status c5k_cuda_memcpy(c5k_cuda_dev *dev, void *dst, const void *src, size_t 
 c5_status c5k_cuda_sync(c5k_cuda_dev *dev);
 /* TF32 for F32-compute products (gemm_ex, gemm) on this device. */
 void c5k_cuda_set_tf32(c5k_cuda_dev *dev, int on);
+/* Device memory in bytes, for benchmarks: what the whole device has in use (cudaMemGetInfo: every
+   process and allocator, the context included) and the high watermarks of the pool the backend's
+   stream-ordered allocations come from (its memory held from the driver, and handed out to callers).
+   reset: the watermarks restart from the pool's current use after they are read. */
+typedef struct {
+  size_t dev_total, dev_used;
+  size_t pool_reserved, pool_used, pool_reserved_high, pool_used_high;
+} c5k_cuda_mem;
+c5_status c5k_cuda_mem_stats(c5k_cuda_dev *dev, int reset, c5k_cuda_mem *out);
 
 #ifdef __cplusplus
 }

@@ -82,4 +82,26 @@ template <> struct c5k_key<double> {
     return keep ? (k ? k : 1ull) : 0ull;
   }
 };
+
+/* ---- cuda-gather: grid-stride launches and unfused arithmetic (copy2d.cu, gather.cu, route.cu, ...) ---- */
+/* Elementwise ops run C5K_THREADS-thread blocks over a grid-stride loop, at
+   most 32 blocks per multiprocessor: any total fits one launch. */
+#define C5K_THREADS 256
+static inline unsigned c5k_cuda_blocks(const c5k_cuda_dev *dev, long total)
+{
+  long b = (total + C5K_THREADS - 1) / C5K_THREADS, cap = 32L * (dev->sms > 0 ? dev->sms : 1);
+  return (unsigned)(b < cap ? b : cap);
+}
+#define C5K_GRID_LOOP(i, total) \
+  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < (long)(total); i += (long)gridDim.x * blockDim.x)
+/* Products and sums rounded one by one, as the CPU (no FMA contraction there:
+   no -march) rounds them: nvcc would otherwise fuse a * b + c and change the
+   bits of results the CPU op defines exactly. */
+__device__ __forceinline__ double c5k_mul(double a, double b) { return __dmul_rn(a, b); }
+__device__ __forceinline__ float c5k_mul(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ double c5k_add(double a, double b) { return __dadd_rn(a, b); }
+__device__ __forceinline__ float c5k_add(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ double c5k_sub(double a, double b) { return __dsub_rn(a, b); }
+__device__ __forceinline__ float c5k_sub(float a, float b) { return __fsub_rn(a, b); }
+/* ---- end cuda-gather ---- */
 #endif

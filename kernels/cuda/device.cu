@@ -87,3 +87,30 @@ extern "C" c5_status c5k_cuda_sync(c5k_cuda_dev *d)
 }
 
 extern "C" void c5k_cuda_set_tf32(c5k_cuda_dev *d, int on) { d->tf32 = on != 0; }
+
+extern "C" c5_status c5k_cuda_mem_stats(c5k_cuda_dev *d, int reset, c5k_cuda_mem *m)
+{
+  const char *what = "cuda backend: memory statistics";
+  size_t free_b = 0, total_b = 0;
+  cudaMemPool_t pool;
+  /* the pool cudaMallocAsync draws from: the device's current one */
+  unsigned long long v[4] = { 0, 0, 0, 0 };   /* the runtime's cuuint64_t (cuda.h, not included here) */
+  const cudaMemPoolAttr attr[4] = { cudaMemPoolAttrReservedMemCurrent, cudaMemPoolAttrUsedMemCurrent,
+                                    cudaMemPoolAttrReservedMemHigh, cudaMemPoolAttrUsedMemHigh };
+  C5K_CUDA_TRY(cudaSetDevice(d->device), what);
+  C5K_CUDA_TRY(cudaMemGetInfo(&free_b, &total_b), what);
+  C5K_CUDA_TRY(cudaDeviceGetMemPool(&pool, d->device), what);
+  for (int i = 0; i < 4; i++) C5K_CUDA_TRY(cudaMemPoolGetAttribute(pool, attr[i], &v[i]), what);
+  if (reset) {   /* the only value these two accept: 0, which restarts them at the current use */
+    unsigned long long zero = 0;
+    C5K_CUDA_TRY(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &zero), what);
+    C5K_CUDA_TRY(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero), what);
+  }
+  m->dev_total = total_b;
+  m->dev_used = total_b - free_b;
+  m->pool_reserved = (size_t)v[0];
+  m->pool_used = (size_t)v[1];
+  m->pool_reserved_high = (size_t)v[2];
+  m->pool_used_high = (size_t)v[3];
+  return C5_OK;
+}

@@ -11,6 +11,16 @@ static cudaDataType_t cu_type(c5_dtype t)
   return t == C5_DTYPE_F64 ? CUDA_R_64F : t == C5_DTYPE_F32 ? CUDA_R_32F : CUDA_R_16BF;
 }
 
+/* cuBLASLt's heuristic assumes 256-byte aligned operands unless told
+   otherwise; a view into a wider matrix (one head's columns) is aligned
+   only to its offset, and so are the later matrices of a strided batch. */
+static uint32_t lt_align(const void *p, long stride, long batch, c5_dtype t)
+{
+  uintptr_t a = (uintptr_t)p | 256;
+  if (batch > 1) a |= (uintptr_t)stride * c5_dtype_size(t);
+  return (uint32_t)(a & (~a + 1));
+}
+
 #define LT_TRY(call) do { cublasStatus_t e_ = (call); if (e_ != CUBLAS_STATUS_SUCCESS) { \
     st = C5K_ERR(C5_ERR_CUDA, "cuda op gemm_ex: %s: cuBLASLt status %d", #call, (int)e_); goto out; } } while (0)
 
@@ -61,6 +71,14 @@ extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long
   LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
   LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &dev->lt_ws_bytes,
                                               sizeof dev->lt_ws_bytes));
+  {
+    const uint32_t al[4] = { lt_align(B, stride_b, batch, btype), lt_align(A, stride_a, batch, atype),
+                             lt_align(C, stride_c, batch, ctype), lt_align(C, stride_c, batch, ctype) };
+    const cublasLtMatmulPreferenceAttributes_t at[4] = {
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES };
+    for (int i = 0; i < 4; i++) LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, at[i], &al[i], sizeof al[i]));
+  }
   LT_TRY(cublasLtMatmulAlgoGetHeuristic(dev->lt, op, la, lb, lc, lc, pref, 1, &heur, &found));
   if (!found) {
     st = C5K_ERR(C5_ERR_NOTIMPL, "cuda op gemm_ex: cuBLASLt has no algorithm for m %ld n %ld k %ld (%s inputs)", m, n, k,
@@ -84,4 +102,34 @@ extern "C" c5_status c5k_gemm_cuda(c5k_ctx *ctx, int transa, int transb, long m,
 {
   return c5k_gemm_ex_cuda(ctx, transa, transb, m, n, k, alpha, A, C5_DTYPE_REAL, lda, 0, B, C5_DTYPE_REAL, ldb, 0, beta,
                           C, C5_DTYPE_REAL, ldc, 0, 1, C5_DTYPE_REAL);
+}
+
+/* ---- gemm_acc (cuda-rows): a parameter gradient's part into its double accumulator ---- */
+#if !C5_USE_DOUBLE
+__global__ static void acc_add_prod(long mn, const c5_real *prod, double *acc)
+{
+  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < mn; i += (long)gridDim.x * blockDim.x) acc[i] += prod[i];
+}
+#endif
+
+/* As kernels/cpu/gemm.c: in double the GEMM adds to the accumulator itself
+   (beta = 1); in single the product is formed with beta = 0 into prod,
+   rounded once, then added in double. */
+extern "C" c5_status c5k_gemm_acc_cuda(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
+                                       const c5_real *A, long lda, const c5_real *B, long ldb, c5_real *prod,
+                                       double *acc)
+{
+#if C5_USE_DOUBLE
+  (void)prod;
+  return c5k_gemm_cuda(ctx, transa, transb, m, n, k, alpha, A, lda, B, ldb, 1.0, acc, n);
+#else
+  c5k_cuda_dev *dev;
+  C5_CALL_K(c5k_cuda_of(ctx, "gemm_acc", &dev));
+  if (m <= 0 || n <= 0) return C5_OK;
+  C5_CALL_K(c5k_gemm_cuda(ctx, transa, transb, m, n, k, alpha, A, lda, B, ldb, 0.0, prod, n));
+  const long mn = m * n, blocks = (mn + 255) / 256;
+  acc_add_prod<<<(unsigned)(blocks < 65536L * 16 ? blocks : 65536L * 16), 256, 0, dev->stream>>>(mn, prod, acc);
+  C5K_CUDA_LAUNCHED("gemm_acc");
+  return C5_OK;
+#endif
 }

@@ -16,6 +16,16 @@
 #define TK_CHUNK 4096
 #define TK_THREADS 256
 
+/* The order key of v as K: the score type's own (the device select), or for
+   a 64-bit K the CPU's image of (double)v (the per-step ops, whose counts
+   lib/topk.c reads against the CPU's 64-bit rounds). Masked -> 0. */
+template <typename K, typename T> struct tk_keyof {
+  static __device__ __forceinline__ K of(T v, bool keep) { return c5k_key<T>::of(v, keep); }
+};
+template <> struct tk_keyof<unsigned long long, float> {
+  static __device__ __forceinline__ unsigned long long of(float v, bool keep) { return c5k_key<double>::of((double)v, keep); }
+};
+
 struct tk_row {
   unsigned long long prefix, thr;
   long long need, take;
@@ -29,24 +39,34 @@ __global__ void tk_init(tk_row *st, long rows, long k, unsigned int *hist)
   for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < 256 * rows; i += (long)gridDim.x * blockDim.x) hist[i] = 0;
 }
 
-template <typename T> __global__ void __launch_bounds__(TK_THREADS)
-tk_hist(const T *v, const uint8_t *mask, long n, long bpr, const tk_row *st, int shift, unsigned int *hist)
+/* The block's histogram h [256] (shared, cleared here) of the keys of
+   [j0, j1) whose bits above shift + 8 are prefix's: integer counts, the
+   same whatever the order of the atomics. */
+template <typename K, typename T> __device__ __forceinline__ void tk_hist_range(const T *v, const uint8_t *mask, long j0,
+                                                                               long j1, unsigned long long prefix,
+                                                                               int shift, unsigned int *h)
 {
-  typedef typename c5k_key<T>::type K;
   const int nbits = 8 * sizeof(K);
-  __shared__ unsigned int h[256];
-  const long u = blockIdx.x, r = u / bpr, c = u % bpr;
-  if (st[r].done) return;
   for (int b = threadIdx.x; b < 256; b += blockDim.x) h[b] = 0;
   __syncthreads();
-  const unsigned long long want = shift + 8 < nbits ? st[r].prefix >> (shift + 8) : 0;
-  const long j0 = r * n + c * TK_CHUNK, j1 = r * n + min(n, (c + 1) * TK_CHUNK);
+  const unsigned long long want = shift + 8 < nbits ? prefix >> (shift + 8) : 0;
   for (long j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
-    K key = c5k_key<T>::of(v[j], !mask || mask[j]);
+    K key = tk_keyof<K, T>::of(v[j], !mask || mask[j]);
     if (shift + 8 < nbits && ((unsigned long long)key >> (shift + 8)) != want) continue;
     atomicAdd(&h[(key >> shift) & 255], 1u);
   }
   __syncthreads();
+}
+
+template <typename T> __global__ void __launch_bounds__(TK_THREADS)
+tk_hist(const T *v, const uint8_t *mask, long n, long bpr, const tk_row *st, int shift, unsigned int *hist)
+{
+  typedef typename c5k_key<T>::type K;
+  __shared__ unsigned int h[256];
+  const long u = blockIdx.x, r = u / bpr, c = u % bpr;
+  if (st[r].done) return;
+  const long j0 = r * n + c * TK_CHUNK, j1 = r * n + min(n, (c + 1) * TK_CHUNK);
+  tk_hist_range<K, T>(v, mask, j0, j1, st[r].prefix, shift, h);
   for (int b = threadIdx.x; b < 256; b += blockDim.x)
     if (h[b]) atomicAdd(&hist[256 * r + b], h[b]);
 }
@@ -76,35 +96,40 @@ __global__ void tk_pick(tk_row *st, long rows, int shift, unsigned int *hist)
   for (int b = 0; b < 256; b++) h[b] = 0;
 }
 
-template <typename T> __global__ void __launch_bounds__(TK_THREADS)
-tk_count(const T *v, const uint8_t *mask, long n, long bpr, const tk_row *st, long long *cnt)
+/* Keys of [j0, j1) above thr and equal to it into cnt[0], cnt[1] (thread 0 writes). */
+template <typename K, typename T> __device__ __forceinline__ void tk_count_range(const T *v, const uint8_t *mask, long j0,
+                                                                                long j1, K thr, long long *cnt)
 {
-  typedef typename c5k_key<T>::type K;
   typedef cub::BlockReduce<long long, TK_THREADS> BR;
   __shared__ typename BR::TempStorage tmp;
-  const long u = blockIdx.x, r = u / bpr, c = u % bpr;
-  const K thr = (K)st[r].thr;
-  const long j0 = r * n + c * TK_CHUNK, j1 = r * n + min(n, (c + 1) * TK_CHUNK);
   long long gt = 0, eq = 0;
   for (long j = j0 + threadIdx.x; j < j1; j += blockDim.x) {
-    K key = c5k_key<T>::of(v[j], !mask || mask[j]);
+    K key = tk_keyof<K, T>::of(v[j], !mask || mask[j]);
     gt += key > thr;
     eq += key == thr;
   }
   gt = BR(tmp).Sum(gt);
   __syncthreads();
   eq = BR(tmp).Sum(eq);
-  if (threadIdx.x == 0) { cnt[2 * u] = gt; cnt[2 * u + 1] = eq; }
+  if (threadIdx.x == 0) { cnt[0] = gt; cnt[1] = eq; }
 }
 
-/* Per row, in chunk order: each chunk's first output slot and the ties before it (lib/topk.c's rule). */
-__global__ void tk_scan(long rows, long bpr, const tk_row *st, long long *cnt, long *count)
+template <typename T> __global__ void __launch_bounds__(TK_THREADS)
+tk_count(const T *v, const uint8_t *mask, long n, long bpr, const tk_row *st, long long *cnt)
 {
-  long r = blockIdx.x * (long)blockDim.x + threadIdx.x;
-  if (r >= rows) return;
-  long long out = 0, ties = 0, take = st[r].take;
-  for (long c = 0; c < bpr; c++) {
-    long long *p = cnt + 2 * (r * bpr + c);
+  typedef typename c5k_key<T>::type K;
+  const long u = blockIdx.x, r = u / bpr, c = u % bpr;
+  const long j0 = r * n + c * TK_CHUNK, j1 = r * n + min(n, (c + 1) * TK_CHUNK);
+  tk_count_range<K, T>(v, mask, j0, j1, (K)st[r].thr, cnt + 2 * u);
+}
+
+/* A row's nc chunk counts {above, equal} (cnt, in place) into their exclusive
+   prefixes {first slot, ties before}; returns the row's selected count. */
+__device__ __forceinline__ long long tk_scan_row(long long *cnt, long nc, long long take)
+{
+  long long out = 0, ties = 0;
+  for (long c = 0; c < nc; c++) {
+    long long *p = cnt + 2 * c;
     long long gt = p[0], eq = p[1], teq = take - ties;
     teq = teq < 0 ? 0 : (teq > eq ? eq : teq);
     p[0] = out;
@@ -112,28 +137,34 @@ __global__ void tk_scan(long rows, long bpr, const tk_row *st, long long *cnt, l
     out += gt + teq;
     ties += eq;
   }
-  count[r] = (long)out;
+  return out;
 }
 
-template <typename T> __global__ void __launch_bounds__(TK_THREADS)
-tk_write(const T *v, const uint8_t *mask, long n, long bpr, const tk_row *st, const long long *cnt, long cap,
-         long offset, long *pos)
+/* Per row, in chunk order: each chunk's first output slot and the ties before it (lib/topk.c's rule). */
+__global__ void tk_scan(long rows, long bpr, const tk_row *st, long long *cnt, long *count)
 {
-  typedef typename c5k_key<T>::type K;
+  long r = blockIdx.x * (long)blockDim.x + threadIdx.x;
+  if (r >= rows) return;
+  count[r] = (long)tk_scan_row(cnt + 2 * r * bpr, bpr, st[r].take);
+}
+
+/* The ordered compaction of a chunk [j0, j1) of the row starting at element
+   rb (j relative to it): keys above thr and the ties while fewer than take
+   came before, at pr[o ..] as j + offset; o and ties are the chunk's
+   prefixes (tk_scan_row). */
+template <typename K, typename T> __device__ __forceinline__ void tk_write_range(const T *v, const uint8_t *mask,
+                                                                                long rb, long j0, long j1, K thr,
+                                                                                long long take, long long o,
+                                                                                long long ties, long offset, long *pr)
+{
   typedef cub::BlockScan<int, TK_THREADS> BS;
   __shared__ typename BS::TempStorage tmp;
-  const long u = blockIdx.x, r = u / bpr, c = u % bpr;
-  const K thr = (K)st[r].thr;
-  const long long take = st[r].take;
-  long long o = cnt[2 * u], ties = cnt[2 * u + 1];
-  const long j0 = c * TK_CHUNK, j1 = min(n, (c + 1) * TK_CHUNK);
-  long *pr = pos + r * cap;
   for (long base = j0; base < j1; base += TK_THREADS) {
     const long j = base + threadIdx.x;
     K key = 0;
     int in = j < j1, eq = 0, sel = 0;
     if (in) {
-      key = c5k_key<T>::of(v[r * n + j], !mask || mask[r * n + j]);
+      key = tk_keyof<K, T>::of(v[rb + j], !mask || mask[rb + j]);
       eq = key == thr;
     }
     int eq_before, eq_all, sel_before, sel_all;
@@ -146,6 +177,16 @@ tk_write(const T *v, const uint8_t *mask, long n, long bpr, const tk_row *st, co
     o += sel_all;
     ties += eq_all;
   }
+}
+
+template <typename T> __global__ void __launch_bounds__(TK_THREADS)
+tk_write(const T *v, const uint8_t *mask, long n, long bpr, const tk_row *st, const long long *cnt, long cap,
+         long offset, long *pos)
+{
+  typedef typename c5k_key<T>::type K;
+  const long u = blockIdx.x, r = u / bpr, c = u % bpr;
+  tk_write_range<K, T>(v, mask, r * n, c * TK_CHUNK, min(n, (c + 1) * TK_CHUNK), (K)st[r].thr, st[r].take, cnt[2 * u],
+                       cnt[2 * u + 1], offset, pos + r * cap);
 }
 
 extern "C" c5_status c5k_topk_select_cuda(c5k_ctx *ctx, const c5k_rows *R, const c5_real *v, const uint8_t *mask,
@@ -185,5 +226,127 @@ extern "C" c5_status c5k_topk_select_cuda(c5k_ctx *ctx, const c5k_rows *R, const
   C5K_CUDA_LAUNCHED(op);
   tk_write<c5_real><<<(unsigned)units, TK_THREADS, 0, dev->stream>>>(v, mask, n, bpr, st, cnt, cap, offset, pos);
   C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+/* ---- the per-step ops (kernels.h topk_hist, topk_count_eq, topk_select):
+   lib/topk.c's rounds op by op, for rows sharded over ranks or ragged (route
+   blocks), with a collective between the steps. Keys are the CPU's 64-bit
+   images of (double)v in both builds, so that histograms, counts and
+   thresholds are the CPU's bit for bit; one block a chunk of the CPU's
+   partition (chunks.cuh), integer counts only. ---- */
+#include "chunks.cuh"
+
+typedef unsigned long long tk_key64;
+
+template <typename T> __global__ void __launch_bounds__(TK_THREADS)
+tko_hist_kernel(c5k_drows G, const T *v, const uint8_t *mask, const uint64_t *prefix, int shift, long *hist)
+{
+  __shared__ unsigned int h[256];
+  const long c = blockIdx.x, r = c5k_drows_row(G, c);
+  long j0, j1;
+  c5k_drows_range(G, r, c, &j0, &j1);
+  tk_hist_range<tk_key64, T>(v, mask, j0, j1, prefix[r], shift, h);
+  for (int b = threadIdx.x; b < 256; b += blockDim.x)
+    if (h[b]) atomicAdd((unsigned long long *)&hist[256 * r + b], (unsigned long long)h[b]);
+}
+
+/* cnt[c] = {above, equal} of chunk c against thr[r] */
+template <typename T> __global__ void __launch_bounds__(TK_THREADS)
+tko_count_kernel(c5k_drows G, const T *v, const uint8_t *mask, const uint64_t *thr, long long *cnt)
+{
+  const long c = blockIdx.x, r = c5k_drows_row(G, c);
+  long j0, j1;
+  c5k_drows_range(G, r, c, &j0, &j1);
+  tk_count_range<tk_key64, T>(v, mask, j0, j1, (tk_key64)thr[r], cnt + 2 * c);
+}
+
+/* count[r] = the equal counts of row r's chunks (one thread a row) */
+__global__ void tko_sum_eq_kernel(c5k_drows G, const long long *cnt, long *count)
+{
+  const long r = blockIdx.x * (long)blockDim.x + threadIdx.x;
+  if (r >= G.rows) return;
+  long long n = 0;
+  for (long c = G.cstart[r]; c < G.cstart[r + 1]; c++) n += cnt[2 * c + 1];
+  count[r] = (long)n;
+}
+
+__global__ void tko_scan_kernel(c5k_drows G, const long *take, long long *cnt, long *count)
+{
+  const long r = blockIdx.x * (long)blockDim.x + threadIdx.x;
+  if (r >= G.rows) return;
+  count[r] = (long)tk_scan_row(cnt + 2 * G.cstart[r], G.cstart[r + 1] - G.cstart[r], take[r]);
+}
+
+template <typename T> __global__ void __launch_bounds__(TK_THREADS)
+tko_write_kernel(c5k_drows G, const T *v, const uint8_t *mask, const uint64_t *thr, const long *take,
+                 const long long *cnt, long cap, long *pos)
+{
+  const long c = blockIdx.x, r = c5k_drows_row(G, c);
+  long j0, j1;
+  c5k_drows_range(G, r, c, &j0, &j1);
+  const long rb = G.off[r];
+  tk_write_range<tk_key64, T>(v, mask, rb, j0 - rb, j1 - rb, (tk_key64)thr[r], take[r], cnt[2 * c], cnt[2 * c + 1], 0,
+                              pos + r * cap);
+}
+
+extern "C" c5_status c5k_topk_hist_cuda(c5k_ctx *ctx, const c5k_rows *R, const c5_real *v, const uint8_t *mask,
+                                        const uint64_t *prefix, int shift, long *hist)
+{
+  const char *op = "topk_hist";
+  if (shift < 0 || shift > 56)
+    return C5K_ERR(C5_ERR_ARG, "%s: shift = %d must be in [0, 56] (8-bit digits of 64-bit keys)", op, shift);
+  if (R->rows == 0) return C5_OK;
+  c5k_cuda_dev *dev;
+  c5k_drows G;
+  void *part;
+  C5_CALL_K(c5k_drows_setup(ctx, R, 0, op, &dev, &G, &part));
+  C5K_CUDA_TRY(cudaMemsetAsync(hist, 0, 256 * G.rows * sizeof(long), dev->stream), op);   /* chunks add to it */
+  if (G.nc > 0) {
+    tko_hist_kernel<c5_real><<<(unsigned)G.nc, TK_THREADS, 0, dev->stream>>>(G, v, mask, prefix, shift, hist);
+    C5K_CUDA_LAUNCHED(op);
+  }
+  return C5_OK;
+}
+
+extern "C" c5_status c5k_topk_count_eq_cuda(c5k_ctx *ctx, const c5k_rows *R, const c5_real *v, const uint8_t *mask,
+                                            const uint64_t *key, long *count)
+{
+  const char *op = "topk_count_eq";
+  if (R->rows == 0) return C5_OK;
+  c5k_cuda_dev *dev;
+  c5k_drows G;
+  void *part;
+  C5_CALL_K(c5k_drows_setup(ctx, R, 2 * R->cstart[R->rows] * sizeof(long long), op, &dev, &G, &part));
+  long long *cnt = (long long *)part;
+  if (G.nc > 0) {
+    tko_count_kernel<c5_real><<<(unsigned)G.nc, TK_THREADS, 0, dev->stream>>>(G, v, mask, key, cnt);
+    C5K_CUDA_LAUNCHED(op);
+  }
+  tko_sum_eq_kernel<<<c5k_drows_blocks(G.rows), 128, 0, dev->stream>>>(G, cnt, count);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+extern "C" c5_status c5k_topk_select_step_cuda(c5k_ctx *ctx, const c5k_rows *R, const c5_real *v, const uint8_t *mask,
+                                               const uint64_t *thr, const long *take, long cap, long *count, long *pos)
+{
+  const char *op = "topk_select";
+  if (R->rows == 0) return C5_OK;
+  c5k_cuda_dev *dev;
+  c5k_drows G;
+  void *part;
+  C5_CALL_K(c5k_drows_setup(ctx, R, 2 * R->cstart[R->rows] * sizeof(long long), op, &dev, &G, &part));
+  long long *cnt = (long long *)part;
+  if (G.nc > 0) {
+    tko_count_kernel<c5_real><<<(unsigned)G.nc, TK_THREADS, 0, dev->stream>>>(G, v, mask, thr, cnt);
+    C5K_CUDA_LAUNCHED(op);
+  }
+  tko_scan_kernel<<<c5k_drows_blocks(G.rows), 128, 0, dev->stream>>>(G, take, cnt, count);
+  C5K_CUDA_LAUNCHED(op);
+  if (G.nc > 0) {
+    tko_write_kernel<c5_real><<<(unsigned)G.nc, TK_THREADS, 0, dev->stream>>>(G, v, mask, thr, take, cnt, cap, pos);
+    C5K_CUDA_LAUNCHED(op);
+  }
   return C5_OK;
 }

@@ -1,0 +1,45 @@
+/* act.cu - exact (erf) GELU on the GPU, forward and backward, as
+   kernels/cpu/act.c: the erf and exp arguments rounded to the working
+   precision and evaluated there (the CPU's SLEEF block functions), the rest
+   in double and rounded once. */
+#include <math.h>
+#include "rowsum.cuh"
+
+/* y = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) */
+__global__ void gelu_fwd(const c5_real *x, long n, c5_real *y)
+{
+  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+    const c5_real t = erf((c5_real)(x[i] * M_SQRT1_2));
+    y[i] = (c5_real)(0.5 * x[i] * (1.0 + t));
+  }
+}
+
+/* dx = dy (Phi(x) + x phi(x)); dx may alias dy. */
+__global__ void gelu_bwd(const c5_real *x, const c5_real *dy, long n, c5_real *dx)
+{
+  const double inv_sqrt_2pi = 0.3989422804014327;
+  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) {
+    const c5_real e = erf((c5_real)(x[i] * M_SQRT1_2)), g = exp((c5_real)(-0.5 * x[i] * x[i]));
+    dx[i] = (c5_real)(dy[i] * (0.5 * (1.0 + e) + x[i] * inv_sqrt_2pi * g));
+  }
+}
+
+extern "C" c5_status c5k_gelu_forward_cuda(c5k_ctx *ctx, const c5_real *x, long n, c5_real *y)
+{
+  c5k_cuda_dev *dev;
+  C5_CALL_K(c5k_cuda_of(ctx, "gelu_forward", &dev));
+  if (n <= 0) return C5_OK;
+  gelu_fwd<<<c5k_grid_for(n, 256), 256, 0, dev->stream>>>(x, n, y);
+  C5K_CUDA_LAUNCHED("gelu_forward");
+  return C5_OK;
+}
+
+extern "C" c5_status c5k_gelu_backward_cuda(c5k_ctx *ctx, const c5_real *x, const c5_real *dy, long n, c5_real *dx)
+{
+  c5k_cuda_dev *dev;
+  C5_CALL_K(c5k_cuda_of(ctx, "gelu_backward", &dev));
+  if (n <= 0) return C5_OK;
+  gelu_bwd<<<c5k_grid_for(n, 256), 256, 0, dev->stream>>>(x, dy, n, dx);
+  C5K_CUDA_LAUNCHED("gelu_backward");
+  return C5_OK;
+}

@@ -1,0 +1,61 @@
+/* elementwise.cu - whole-array adds and fills on the GPU (residuals, bias
+   rows, gradient accumulators), as kernels/cpu/elementwise.c. The scaled add
+   multiplies and adds as two roundings, as the CPU does: a fused
+   multiply-add would give other bits. */
+#include "rowsum.cuh"
+
+#if C5_USE_DOUBLE
+#define mul_rn __dmul_rn
+#else
+#define mul_rn __fmul_rn
+#endif
+
+__global__ void axpy_k(long n, c5_real a, const c5_real *x, c5_real *y)
+{
+  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+    y[i] = a == (c5_real)1 ? y[i] + x[i] : y[i] + mul_rn(a, x[i]);
+}
+
+/* y[i] += alpha x[i], alpha rounded to c5_real */
+extern "C" c5_status c5k_axpy_cuda(c5k_ctx *ctx, long n, double alpha, const c5_real *x, c5_real *y)
+{
+  c5k_cuda_dev *dev;
+  C5_CALL_K(c5k_cuda_of(ctx, "axpy", &dev));
+  if (n <= 0) return C5_OK;
+  axpy_k<<<c5k_grid_for(n, 256), 256, 0, dev->stream>>>(n, (c5_real)alpha, x, y);
+  C5K_CUDA_LAUNCHED("axpy");
+  return C5_OK;
+}
+
+__global__ void acc_add_k(long n, const double *src, double *acc)
+{
+  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) acc[i] += src[i];
+}
+
+/* acc[i] += src[i] */
+extern "C" c5_status c5k_acc_add_cuda(c5k_ctx *ctx, long n, const double *src, double *acc)
+{
+  c5k_cuda_dev *dev;
+  C5_CALL_K(c5k_cuda_of(ctx, "acc_add", &dev));
+  if (n <= 0) return C5_OK;
+  acc_add_k<<<c5k_grid_for(n, 256), 256, 0, dev->stream>>>(n, src, acc);
+  C5K_CUDA_LAUNCHED("acc_add");
+  return C5_OK;
+}
+
+__global__ void broadcast_row_k(long total, long cols, const c5_real *v, c5_real *y)
+{
+  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x)
+    y[i] = v[i % cols];
+}
+
+/* y[r, :] = v for r < rows */
+extern "C" c5_status c5k_broadcast_row_cuda(c5k_ctx *ctx, long rows, long cols, const c5_real *v, c5_real *y)
+{
+  c5k_cuda_dev *dev;
+  C5_CALL_K(c5k_cuda_of(ctx, "broadcast_row", &dev));
+  if (rows <= 0 || cols <= 0) return C5_OK;
+  broadcast_row_k<<<c5k_grid_for(rows * cols, 256), 256, 0, dev->stream>>>(rows * cols, cols, v, y);
+  C5K_CUDA_LAUNCHED("broadcast_row");
+  return C5_OK;
+}

@@ -1,0 +1,185 @@
+/* gather.cu - rows gathered by index and scattered back on the GPU
+   (kernels/cpu/gather.c): the routed tokens into the heavy branch, its
+   output over null_q_token, the backward through the query score, the
+   null_q_token gradient and the kv exchange's masks and positions. Element
+   moves and independent rows run one thread per element; every sum keeps
+   the CPU's order (k order within a row, e order over rows), so the bits
+   are the CPU's and do not depend on the launch. */
+#include <stdint.h>
+#include "cuda_internal.cuh"
+
+__global__ void gather_rows_kernel(long n, long dim, const long *idx, const c5_real *scale, const c5_real *src,
+                                   long lds, c5_real *dst)
+{
+  C5K_GRID_LOOP(i, n * dim) {
+    long e = i / dim, k = i % dim, r = idx ? idx[e] : e;
+    c5_real v = r < 0 ? (c5_real)0 : src[r * lds + k];
+    dst[i] = scale && r >= 0 ? c5k_mul(v, scale[e]) : v;
+  }
+}
+
+extern "C" c5_status c5k_gather_rows_cuda(c5k_ctx *ctx, long n, long dim, const long *idx, const c5_real *scale,
+                                          const c5_real *src, long lds, c5_real *dst)
+{
+  const char *op = "gather_rows";
+  c5k_cuda_dev *dev;
+  C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
+  if (n <= 0 || dim <= 0) return C5_OK;
+  gather_rows_kernel<<<c5k_cuda_blocks(dev, n * dim), C5K_THREADS, 0, dev->stream>>>(n, dim, idx, scale, src, lds,
+                                                                                      dst);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+/* v = s scale - sub, each term rounded as the CPU rounds it (x * 1 and x - 0 are exact) */
+__device__ __forceinline__ void scatter_one(long e, long k, long dim, const long *idx, const c5_real *src,
+                                            const c5_real *scale, const c5_real *sub, int accumulate, c5_real *dst)
+{
+  const long r = idx[e];
+  if (r < 0) return;
+  c5_real v = src[e * dim + k];
+  if (scale) v = c5k_mul(v, scale[e]);
+  if (sub) v = c5k_sub(v, sub[k]);
+  c5_real *d = dst + r * dim + k;
+  *d = accumulate ? c5k_add(*d, v) : v;
+}
+
+/* distinct indices: one thread per element, no two touch the same one */
+__global__ void scatter_rows_distinct(long n, long dim, const long *idx, const c5_real *src, const c5_real *scale,
+                                      const c5_real *sub, int accumulate, c5_real *dst)
+{
+  C5K_GRID_LOOP(i, n * dim) scatter_one(i / dim, i % dim, dim, idx, src, scale, sub, accumulate, dst);
+}
+
+/* equal indices possible: the destination rows are dealt to `parts`
+   classes (row % parts); one thread per (class, column) walks e in order and
+   applies the entries of its class, so the entries of one destination row
+   land in e order (the CPU's last write, its sum order) while different rows
+   proceed in parallel. */
+__global__ void scatter_rows_ordered(long n, long dim, long parts, const long *idx, const c5_real *src,
+                                     const c5_real *scale, const c5_real *sub, int accumulate, c5_real *dst)
+{
+  C5K_GRID_LOOP(u, parts * dim) {
+    const long part = u / dim, k = u % dim;
+    for (long e = 0; e < n; e++)
+      if (idx[e] >= 0 && idx[e] % parts == part) scatter_one(e, k, dim, idx, src, scale, sub, accumulate, dst);
+  }
+}
+
+extern "C" c5_status c5k_scatter_rows_cuda(c5k_ctx *ctx, long n, long dim, const long *idx, const c5_real *src,
+                                           const c5_real *scale, const c5_real *sub, int accumulate, int distinct,
+                                           c5_real *dst)
+{
+  const char *op = "scatter_rows";
+  c5k_cuda_dev *dev;
+  C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
+  if (n <= 0 || dim <= 0) return C5_OK;
+  if (distinct)
+    scatter_rows_distinct<<<c5k_cuda_blocks(dev, n * dim), C5K_THREADS, 0, dev->stream>>>(n, dim, idx, src, scale, sub,
+                                                                                          accumulate, dst);
+  else {
+    /* enough (class, column) threads to fill the device; each still reads all n indices */
+    long parts = 1024L * (dev->sms > 0 ? dev->sms : 1) / dim;
+    parts = parts < 1 ? 1 : parts > n ? n : parts;
+    scatter_rows_ordered<<<c5k_cuda_blocks(dev, parts * dim), C5K_THREADS, 0, dev->stream>>>(n, dim, parts, idx, src,
+                                                                                            scale, sub, accumulate,
+                                                                                            dst);
+  }
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+/* One thread per row: dscale's sum runs over k in order (and a row's g[k]
+   is read before its dsrc[e, k] is written, so in place is safe). */
+__global__ void gather_scale_dot_kernel(long n, long dim, const long *idx, const c5_real *src, const c5_real *scale,
+                                        const c5_real *y, c5_real *dsrc, c5_real *dscale)
+{
+  C5K_GRID_LOOP(e, n) {
+    const long r = idx ? idx[e] : e;
+    const c5_real *g = r >= 0 ? src + r * dim : NULL;
+    const c5_real a = scale[e];
+    double ds = 0;
+    for (long k = 0; k < dim; k++) {
+      c5_real gk = g ? g[k] : (c5_real)0;
+      dsrc[e * dim + k] = c5k_mul(gk, a);
+      ds = c5k_add(ds, c5k_mul((double)gk, (double)y[e * dim + k]));
+    }
+    if (dscale) dscale[e] = (c5_real)ds;
+  }
+}
+
+extern "C" c5_status c5k_gather_scale_dot_cuda(c5k_ctx *ctx, long n, long dim, const long *idx, const c5_real *src,
+                                               const c5_real *scale, const c5_real *y, c5_real *dsrc, c5_real *dscale)
+{
+  const char *op = "gather_scale_dot";
+  c5k_cuda_dev *dev;
+  C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
+  if (n <= 0) return C5_OK;
+  gather_scale_dot_kernel<<<c5k_cuda_blocks(dev, n), C5K_THREADS, 0, dev->stream>>>(n, dim, idx, src, scale, y, dsrc,
+                                                                                     dscale);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+/* One thread per k: its sum over e in order, as the CPU's */
+__global__ void acc_rows_kernel(long n, long dim, const long *idx, const c5_real *src, int subtract, double *acc)
+{
+  C5K_GRID_LOOP(k, dim) {
+    double a = acc[k];
+    for (long e = 0; e < n; e++) {
+      long r = idx ? idx[e] : e;
+      if (r < 0) continue;
+      a = subtract ? c5k_sub(a, (double)src[r * dim + k]) : c5k_add(a, (double)src[r * dim + k]);
+    }
+    acc[k] = a;
+  }
+}
+
+extern "C" c5_status c5k_acc_rows_cuda(c5k_ctx *ctx, long n, long dim, const long *idx, const c5_real *src,
+                                       int subtract, double *acc)
+{
+  const char *op = "acc_rows";
+  c5k_cuda_dev *dev;
+  C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
+  if (n <= 0 || dim <= 0) return C5_OK;
+  acc_rows_kernel<<<c5k_cuda_blocks(dev, dim), C5K_THREADS, 0, dev->stream>>>(n, dim, idx, src, subtract, acc);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+/* Rows of width bytes moved in words of W bytes (the widest that divides
+   the width, both pitches and both addresses). */
+template <typename W>
+__global__ void gather2d_kernel(long n, const long *idx, const char *src, long spitch, long words, char *dst,
+                                long dpitch)
+{
+  C5K_GRID_LOOP(i, n * words) {
+    long e = i / words, w = i % words, r = idx[e];
+    ((W *)(dst + e * dpitch))[w] = r < 0 ? (W)0 : ((const W *)(src + r * spitch))[w];
+  }
+}
+
+template <typename W>
+static void gather2d_launch(c5k_cuda_dev *dev, long n, const long *idx, const void *src, long spitch, long width,
+                            void *dst, long dpitch)
+{
+  long words = width / (long)sizeof(W);
+  gather2d_kernel<W><<<c5k_cuda_blocks(dev, n * words), C5K_THREADS, 0, dev->stream>>>(
+      n, idx, (const char *)src, spitch, words, (char *)dst, dpitch);
+}
+
+extern "C" c5_status c5k_gather2d_cuda(c5k_ctx *ctx, long n, const long *idx, const void *src, long spitch, long width,
+                                       void *dst, long dpitch)
+{
+  const char *op = "gather2d";
+  c5k_cuda_dev *dev;
+  C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
+  if (n <= 0 || width <= 0) return C5_OK;
+  const uintptr_t all = (uintptr_t)width | (uintptr_t)spitch | (uintptr_t)dpitch | (uintptr_t)src | (uintptr_t)dst;
+  if (all % 8 == 0) gather2d_launch<uint64_t>(dev, n, idx, src, spitch, width, dst, dpitch);
+  else if (all % 4 == 0) gather2d_launch<uint32_t>(dev, n, idx, src, spitch, width, dst, dpitch);
+  else if (all % 2 == 0) gather2d_launch<uint16_t>(dev, n, idx, src, spitch, width, dst, dpitch);
+  else gather2d_launch<uint8_t>(dev, n, idx, src, spitch, width, dst, dpitch);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}

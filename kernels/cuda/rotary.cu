@@ -1,0 +1,82 @@
+/* rotary.cu - rotary position embeddings on the GPU (kernels/cpu/rotary.c):
+   the cos/sin tables of token positions and the rotation of head vectors by
+   them (and its transpose, the gradient), one thread per pair of elements. */
+#include <math.h>
+#include "cuda_internal.cuh"
+
+/* The frequencies come from the host's pow, the CPU table's own values (the
+   device pow may differ in the last bit, and an angle pos f_j of a far
+   position magnifies that); they travel by value, a block of them per
+   launch. */
+#define ROT_FREQS 128
+struct rot_freqs { double f[ROT_FREQS]; };
+
+__global__ void rotary_table_kernel(long rows, const long *pos, int half, int i0, int count, rot_freqs F, double *cs,
+                                    double *sn)
+{
+  C5K_GRID_LOOP(u, rows * count) {
+    long r = u / count;
+    int i = (int)(u % count);
+    double f = c5k_mul((double)pos[r], F.f[i]);
+    cs[r * half + i0 + i] = cos(f);
+    sn[r * half + i0 + i] = sin(f);
+  }
+}
+
+extern "C" c5_status c5k_rotary_table_cuda(c5k_ctx *ctx, long rows, const long *pos, int dh, double *cs, double *sn)
+{
+  const char *op = "rotary_table";
+  c5k_cuda_dev *dev;
+  C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
+  const int half = dh / 2;
+  if (rows <= 0 || half <= 0) return C5_OK;
+  for (int i0 = 0; i0 < half; i0 += ROT_FREQS) {
+    int count = half - i0 < ROT_FREQS ? half - i0 : ROT_FREQS;
+    rot_freqs F;
+    for (int i = 0; i < count; i++) F.f[i] = 1.0 / pow(10000.0, (double)(2 * (i0 + i)) / dh);
+    rotary_table_kernel<<<c5k_cuda_blocks(dev, rows * count), C5K_THREADS, 0, dev->stream>>>(rows, pos, half, i0, count,
+                                                                                            F, cs, sn);
+    C5K_CUDA_LAUNCHED(op);
+  }
+  return C5_OK;
+}
+
+/* t <- t cos + rotate_half(t) sin, sin taken times sgn (-1: the transpose);
+   negating a product is exact, so both directions round as written out. */
+__global__ void rotary_kernel(long rows, int heads, int half, c5_real *x, long ld, long hstride, const double *cs,
+                              const double *sn, double sgn)
+{
+  C5K_GRID_LOOP(u, rows * heads * half) {
+    long i = u / ((long)heads * half);
+    int h = (int)(u / half % heads), j = (int)(u % half);
+    c5_real *t = x + i * ld + h * hstride;
+    double t1 = t[j], t2 = t[j + half], c = cs[i * half + j], s = sgn * sn[i * half + j];
+    t[j] = (c5_real)c5k_sub(c5k_mul(t1, c), c5k_mul(t2, s));
+    t[j + half] = (c5_real)c5k_add(c5k_mul(t2, c), c5k_mul(t1, s));
+  }
+}
+
+static c5_status rotate(c5k_ctx *ctx, long rows, int heads, int dh, c5_real *x, long ld, long hstride,
+                        const double *cs, const double *sn, double sgn, const char *op)
+{
+  c5k_cuda_dev *dev;
+  C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
+  const int half = dh / 2;
+  if (rows <= 0 || heads <= 0 || half <= 0) return C5_OK;
+  rotary_kernel<<<c5k_cuda_blocks(dev, rows * heads * half), C5K_THREADS, 0, dev->stream>>>(rows, heads, half, x, ld,
+                                                                                             hstride, cs, sn, sgn);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+extern "C" c5_status c5k_rotary_cuda(c5k_ctx *ctx, long rows, int heads, int dh, c5_real *x, long ld, long hstride,
+                                     const double *cs, const double *sn)
+{
+  return rotate(ctx, rows, heads, dh, x, ld, hstride, cs, sn, 1.0, "rotary");
+}
+
+extern "C" c5_status c5k_rotary_transpose_cuda(c5k_ctx *ctx, long rows, int heads, int dh, c5_real *x, long ld,
+                                               long hstride, const double *cs, const double *sn)
+{
+  return rotate(ctx, rows, heads, dh, x, ld, hstride, cs, sn, -1.0, "rotary_transpose");
+}

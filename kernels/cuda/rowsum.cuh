@@ -1,0 +1,93 @@
+/* rowsum.cuh - what the row kernels share (norm.cu, grad.cu, xent.cu): a
+   block's reduction of one value per thread in double, and the parameter
+   gradients' fixed row partition (kernels.h C5K_ROWPART). Both have an
+   order fixed by the shape alone, so a result's bits never depend on
+   scheduling: no floating-point atomics anywhere. Also the grid size of the
+   elementwise kernels (act.cu, elementwise.cu, adamw.cu, init.cu, ...). */
+#ifndef C5_CUDA_ROWSUM_CUH
+#define C5_CUDA_ROWSUM_CUH
+#include "cuda_internal.cuh"
+
+/* Threads of a per-row block (a multiple of 32: the shuffles take full warps). */
+#define C5K_ROW_THREADS 128
+
+struct c5k_add_op { __device__ double operator()(double a, double b) const { return a + b; } };
+struct c5k_max_op { __device__ double operator()(double a, double b) const { return a > b ? a : b; } };
+
+/* The block's reduction of v (every thread gets it): a fixed shuffle tree per
+   warp, then the warps' values by warp 0. ident: op's identity (pads warps). */
+template <typename Op> __device__ __forceinline__ double c5k_block_reduce(double v, Op op, double ident)
+{
+  __shared__ double sh[32];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, nw = (blockDim.x + 31) >> 5;
+  for (int o = 16; o; o >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, o));
+  __syncthreads();   /* the previous call's readers are done with sh */
+  if (lane == 0) sh[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    v = lane < nw ? sh[lane] : ident;
+    __syncwarp();
+    for (int o = 16; o; o >>= 1) v = op(v, __shfl_down_sync(0xffffffffu, v, o));
+    if (lane == 0) sh[0] = v;
+  }
+  __syncthreads();
+  return sh[0];
+}
+__device__ __forceinline__ double c5k_block_sum(double v) { return c5k_block_reduce(v, c5k_add_op(), 0.0); }
+
+/* The row partition (the CPU's c5k_rowpart_add): part p's sum over its rows
+   r in order of term(r, i) (NOUT terms at once, e.g. LayerNorm's dw and db),
+   each from 0 in double, into part [np][NOUT][cols]; then out[o][i] += the
+   parts in order. One thread per (part, column): a warp reads a row's
+   consecutive columns. */
+template <int NOUT> struct c5k_rowpart_out { double *out[NOUT]; };
+
+template <int NOUT, typename Term> __global__ void c5k_rowpart_partial(Term term, long rows, int cols, double *part)
+{
+  const long p = blockIdx.x;
+  const int i = blockIdx.y * blockDim.x + threadIdx.x;
+  if (i >= cols) return;
+  double a[NOUT], t[NOUT];
+  for (int o = 0; o < NOUT; o++) a[o] = 0;
+  const long r1 = (p + 1) * C5K_ROWPART < rows ? (p + 1) * C5K_ROWPART : rows;
+  for (long r = p * C5K_ROWPART; r < r1; r++) {
+    term(r, i, t);
+    for (int o = 0; o < NOUT; o++) a[o] += t[o];
+  }
+  for (int o = 0; o < NOUT; o++) part[(p * NOUT + o) * cols + i] = a[o];
+}
+
+template <int NOUT> __global__ void c5k_rowpart_finish(const double *part, long np, int cols, c5k_rowpart_out<NOUT> out)
+{
+  const int i = blockIdx.x * blockDim.x + threadIdx.x, o = blockIdx.y;
+  if (i >= cols) return;
+  double s = 0;
+  for (long p = 0; p < np; p++) s += part[(p * NOUT + o) * cols + i];
+  out.out[o][i] += s;
+}
+
+/* out[o][i] += sum over rows of term(r, i)[o], for i < cols, by the partition above. */
+template <int NOUT, typename Term>
+static c5_status c5k_rowpart_sum(c5k_cuda_dev *dev, const char *op, Term term, long rows, int cols,
+                                 c5k_rowpart_out<NOUT> out)
+{
+  if (rows <= 0 || cols <= 0) return C5_OK;
+  const long np = (rows + C5K_ROWPART - 1) / C5K_ROWPART;
+  void *scr;
+  C5_CALL_K(c5k_cuda_scratch(dev, (size_t)np * NOUT * cols * sizeof(double), &scr, op));
+  double *part = (double *)scr;
+  const unsigned cb = (unsigned)((cols + C5K_ROW_THREADS - 1) / C5K_ROW_THREADS);
+  c5k_rowpart_partial<NOUT, Term><<<dim3((unsigned)np, cb), C5K_ROW_THREADS, 0, dev->stream>>>(term, rows, cols, part);
+  C5K_CUDA_LAUNCHED(op);
+  c5k_rowpart_finish<NOUT><<<dim3(cb, NOUT), C5K_ROW_THREADS, 0, dev->stream>>>(part, np, cols, out);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+/* A grid of blocks of `threads` covering n elements, one thread each (grid-stride loops take any rest). */
+static inline unsigned c5k_grid_for(long n, int threads)
+{
+  long b = (n + threads - 1) / threads;
+  return (unsigned)(b < 65536L * 16 ? (b > 0 ? b : 1) : 65536L * 16);
+}
+#endif

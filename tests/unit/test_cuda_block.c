@@ -1,0 +1,260 @@
+/* test_cuda_block.c - ConditionalRoutedTransformerBlock forward+backward on
+   the CUDA backend against the CPU backend at one rank: the same parameters
+   (made on the CPU, uploaded), the same input (and mask), every tensor of
+   the GPU run in device memory. Compared norm-wise: out, dx and every
+   parameter gradient (double build 1e-10, single build 1e-4: a block is a
+   chain of GEMMs, norms and softmaxes whose rounding the tolerances of the
+   single ops compound); the routed index sets of the three routers (q, kv,
+   ff) must be identical. Straight-through routing, and random normal inputs
+   whose routing logits have no near ties at the top-k threshold (the margin
+   is printed: a set that differs with a tiny margin is a tie, not a bug).
+   One line per case and quantity. Exits 77 without a GPU. */
+#include <string.h>
+#include "cuda_util.h"
+#include "backend.h"
+#include "dump_internal.h"
+
+#if C5_USE_DOUBLE
+#define TOL 1e-10
+#else
+#define TOL 1e-4
+#endif
+
+typedef struct {
+  const char *name;
+  long batch, n;
+  int dim, masked, routes, light_rotary, rotary;
+  long q, kv, ff;
+} bcase;
+
+static c5_block_config config(const bcase *k)
+{
+  c5_routed_attn_config a = C5_ROUTED_ATTN_CONFIG_DEFAULT;
+  c5_routed_ff_config f = C5_ROUTED_FF_CONFIG_DEFAULT;
+  a.dim = k->dim; a.num_heavy_tokens_q = k->q; a.num_heavy_tokens_kv = k->kv;
+  a.light_dim_head = 16; a.light_heads = k->dim / 16 > 1 ? k->dim / 16 : 1; a.light_window_size = 32;
+  a.heavy_dim_head = 16; a.heavy_heads = 2 * k->routes; a.num_routed_kv = k->routes;
+  a.light_rotary_emb = k->light_rotary; a.rotary_emb = k->rotary;
+  a.router.straight_through = 1;
+  f.dim = k->dim; f.num_heavy_tokens = k->ff;
+  f.router.straight_through = 1;
+  return (c5_block_config){ .attn = a, .ff = f };
+}
+
+/* One run on be: parameters values (host, np of them) uploaded; x, g, mask host. Results to host. */
+typedef struct { c5_real *out, *dx, *grad; long *ridx[3]; long rcnt[3]; } result;
+
+static void result_free(result *r)
+{
+  free(r->out); free(r->dx); free(r->grad);
+  for (int i = 0; i < 3; i++) free(r->ridx[i]);
+  memset(r, 0, sizeof *r);
+}
+
+/* A routing's indices on the host (one rank: row r holds k entries from r k on). */
+static int routing_down(const c5_backend *be, const c5_routing *rt, long **idx, long *cnt)
+{
+  *cnt = rt->routed ? rt->rows * rt->k : 0;
+  *idx = malloc((size_t)(*cnt + 1) * sizeof **idx);
+  if (!*idx) return 0;
+  for (long r = 0; r < (rt->routed ? rt->rows : 0); r++)
+    if (rt->count[r] != rt->k || rt->start[r] != r * rt->k) {
+      fprintf(stderr, "routing row %ld: %ld entries from %ld, expected %ld from %ld\n", r, rt->count[r], rt->start[r],
+              rt->k, r * rt->k);
+      return 0;
+    }
+  return c5_backend_memcpy(be, *idx, rt->idx, (size_t)*cnt * sizeof **idx) == C5_OK;
+}
+
+static int run(const c5_backend *be, const c5_dist *d, const bcase *k, const c5_real *pval, long np, const c5_real *x,
+               const c5_real *g, const uint8_t *mask, result *res)
+{
+  c5_block_config cfg = config(k);
+  const long N = k->batch * k->n * k->dim, bytes = N * (long)sizeof(c5_real);
+  c5_params *p = NULL;
+  c5_block *b = NULL;
+  c5_block_cache *c = NULL;
+  c5_real *dx_ = NULL, *dg = NULL, *dout = NULL, *ddx = NULL;
+  uint8_t *dm = NULL;
+  c5_layout lay;
+  long unit;
+  int ok = 0;
+  memset(res, 0, sizeof *res);
+  T_OK(c5_params_create(be, &p));
+  T_OK(c5_block_create(&cfg, p, "", &b));
+  T_OK(c5_params_alloc(p));
+  T_CHECK(c5_params_total(p) == np, "%ld parameters, expected %ld", c5_params_total(p), np);
+  T_OK(c5_backend_memcpy(be, c5_params_value(p, 0), pval, (size_t)np * sizeof *pval));
+  T_OK(c5_block_layout_unit(&cfg, &unit));
+  T_OK(c5_layout_compute(d, k->n, unit, &lay));
+  T_OK(c5_block_cache_create(b, k->batch, k->n, &c));
+  T_CHECK((dx_ = t_dev_upload((c5_backend *)be, x, bytes)) && (dg = t_dev_upload((c5_backend *)be, g, bytes)),
+          "upload");
+  if (mask) T_CHECK((dm = t_dev_upload((c5_backend *)be, mask, k->batch * k->n)), "mask upload");
+  T_OK(c5_backend_alloc(be, bytes, (void **)&dout));
+  T_OK(c5_backend_alloc(be, bytes, (void **)&ddx));
+  T_OK(c5_block_forward(b, d, &lay, k->batch, dx_, dm, c, dout));
+  T_OK(c5_block_backward(b, d, c, dx_, dg, ddx));
+  T_OK(c5_backend_sync(be));
+  res->out = malloc(bytes);
+  res->dx = malloc(bytes);
+  res->grad = malloc((size_t)np * sizeof *res->grad);
+  T_CHECK(res->out && res->dx && res->grad, "out of memory");
+  T_OK(c5_backend_memcpy(be, res->out, dout, bytes));
+  T_OK(c5_backend_memcpy(be, res->dx, ddx, bytes));
+  T_OK(c5_backend_memcpy(be, res->grad, c5_params_grad(p, 0), (size_t)np * sizeof *res->grad));
+  const c5_routing *rts[3] = { c5_routed_attn_routing_q(c5_block_attn_cache(c)),
+                               c5_routed_attn_routing_kv(c5_block_attn_cache(c)),
+                               c5_routed_ff_routing(c5_block_ff_cache(c)) };
+  for (int i = 0; i < 3; i++) T_CHECK(routing_down(be, rts[i], &res->ridx[i], &res->rcnt[i]), "routing %d", i);
+  ok = 1;
+fail:
+  c5_backend_free(be, dx_); c5_backend_free(be, dg); c5_backend_free(be, dm);
+  c5_backend_free(be, dout); c5_backend_free(be, ddx);
+  c5_block_cache_destroy(&c);
+  c5_block_destroy(&b);
+  c5_params_destroy(&p);
+  return ok;
+}
+
+static double err(const c5_real *a, const c5_real *b, long n)
+{
+  double *da = malloc((size_t)n * sizeof *da), *db = malloc((size_t)n * sizeof *db);
+  if (!da || !db) { free(da); free(db); return NAN; }
+  t_to_double(a, n, da);
+  t_to_double(b, n, db);
+  double e = t_normwise(da, db, n);
+  free(da); free(db);
+  return e;
+}
+
+/* The smallest gap between the k-th and (k+1)-th largest routing logit over the rows of a CPU router: how
+   close the top-k came to a tie (reported beside the index sets). */
+static double margin(const c5_router_cache *rc, const c5_routing *rt, long n)
+{
+  if (!rt->routed) return INFINITY;
+  const c5_real *s = c5_router_cache_logits(rc);
+  double m = INFINITY;
+  double *v = malloc((size_t)n * sizeof *v);
+  if (!v) return NAN;
+  for (long r = 0; r < rt->rows; r++) {
+    for (long j = 0; j < n; j++) v[j] = s[r * n + j];
+    for (long i = 0; i <= rt->k && i < n; i++)   /* partial selection sort: the k+1 largest */
+      for (long j = i + 1; j < n; j++)
+        if (v[j] > v[i]) { double t = v[i]; v[i] = v[j]; v[j] = t; }
+    if (rt->k < n && v[rt->k - 1] - v[rt->k] < m) m = v[rt->k - 1] - v[rt->k];
+  }
+  free(v);
+  return m;
+}
+
+static int check_case(c5_backend *gpu, const c5_dist *d, const bcase *k)
+{
+  const long N = k->batch * k->n * k->dim;
+  c5_block_config cfg = config(k);
+  c5_params *p = NULL;
+  c5_block *b = NULL;
+  c5_block_cache *c = NULL;
+  c5_real *x = malloc((size_t)N * sizeof *x), *g = malloc((size_t)N * sizeof *g), *pval = NULL;
+  uint8_t *mask = NULL;
+  result rc = { 0 }, rg = { 0 };
+  unsigned long long seed = 11 + (unsigned long long)k->n;
+  long np = 0;
+  int ok = 0, all = 1;
+  T_CHECK(x && g, "out of memory");
+  /* parameters on the CPU; the CPU router caches of a reference run give the tie margins */
+  T_OK(c5_params_create(c5_backend_cpu(), &p));
+  T_OK(c5_block_create(&cfg, p, "", &b));
+  T_OK(c5_params_alloc(p));
+  T_OK(c5_params_init(p, 1234));
+  np = c5_params_total(p);
+  pval = malloc((size_t)np * sizeof *pval);
+  T_CHECK(pval != NULL, "out of memory");
+  memcpy(pval, c5_params_value(p, 0), (size_t)np * sizeof *pval);
+  for (long i = 0; i < N; i++) { x[i] = (c5_real)t_normal(&seed); g[i] = (c5_real)t_normal(&seed); }
+  if (k->masked) {
+    mask = malloc((size_t)(k->batch * k->n));
+    T_CHECK(mask != NULL, "out of memory");
+    for (long i = 0; i < k->batch * k->n; i++) mask[i] = (i % k->n) < k->n - 7 && i % 13 != 5;
+  }
+  T_CHECK(run(c5_backend_cpu(), d, k, pval, np, x, g, mask, &rc), "%s: the CPU run", k->name);
+  T_CHECK(run(gpu, d, k, pval, np, x, g, mask, &rg), "%s: the CUDA run", k->name);
+  {
+    /* tie margins from a CPU forward of the same inputs */
+    c5_layout lay;
+    long unit;
+    c5_real *out = malloc((size_t)N * sizeof *out);
+    T_CHECK(out != NULL, "out of memory");
+    T_OK(c5_block_layout_unit(&cfg, &unit));
+    T_OK(c5_layout_compute(d, k->n, unit, &lay));
+    T_OK(c5_block_cache_create(b, k->batch, k->n, &c));
+    c5_status st = c5_block_forward(b, d, &lay, k->batch, x, mask, c, out);
+    free(out);
+    T_OK(st);
+  }
+  const char *rname[3] = { "q routing", "kv routing", "ff routing" };
+  const c5_router_cache *rcs[3] = { c5_routed_attn_router_q(c5_block_attn_cache(c)),
+                                    c5_routed_attn_router_kv(c5_block_attn_cache(c)),
+                                    c5_routed_ff_router(c5_block_ff_cache(c)) };
+  const c5_routing *rts[3] = { c5_routed_attn_routing_q(c5_block_attn_cache(c)),
+                               c5_routed_attn_routing_kv(c5_block_attn_cache(c)),
+                               c5_routed_ff_routing(c5_block_ff_cache(c)) };
+  for (int i = 0; i < 3; i++) {
+    int same = rc.rcnt[i] == rg.rcnt[i] && !memcmp(rc.ridx[i], rg.ridx[i], (size_t)rc.rcnt[i] * sizeof(long));
+    printf("block %-14s %-10s [%ld, %ld, %d]: %ld indices %s (tie margin %.3e) %s\n", k->name, rname[i], k->batch,
+           k->n, k->dim, rc.rcnt[i], same ? "identical" : "DIFFER", margin(rcs[i], rts[i], k->n),
+           same ? "PASS" : "FAIL");
+    all &= same;
+  }
+  struct { const char *what; const c5_real *a, *b; long n; } q[] = {
+    { "out", rg.out, rc.out, N }, { "dx", rg.dx, rc.dx, N } };
+  for (int i = 0; i < 2; i++) {
+    double e = err(q[i].a, q[i].b, q[i].n);
+    printf("block %-14s %-10s [%ld, %ld, %d]: norm-wise error %.3e (tol %.0e) %s\n", k->name, q[i].what, k->batch,
+           k->n, k->dim, e, TOL, e <= TOL ? "PASS" : "FAIL");
+    all &= e <= TOL;
+  }
+  for (long i = 0; i < c5_params_count(p); i++) {
+    const long off = c5_params_grad(p, i) - c5_params_grad(p, 0), n = c5_params_numel(p, i);
+    double e = err(rg.grad + off, rc.grad + off, n);
+    printf("block %-14s grad %s [%ld]: norm-wise error %.3e (tol %.0e) %s\n", k->name, c5_params_name(p, i), n, e,
+           TOL, e <= TOL ? "PASS" : "FAIL");
+    all &= e <= TOL;
+  }
+  ok = all;
+fail:
+  result_free(&rc);
+  result_free(&rg);
+  c5_block_cache_destroy(&c);
+  c5_block_destroy(&b);
+  c5_params_destroy(&p);
+  free(x); free(g); free(mask); free(pval);
+  return ok;
+}
+
+int main(int argc, char **argv)
+{
+  MPI_Init(&argc, &argv);
+  c5_backend *gpu = t_cuda_backend_or_skip();
+  c5_dist *d = NULL;
+  int ok = 1;
+  const bcase cases[] = {
+    { "basic", 2, 100, 16, 0, 1, 0, 0, 20, 24, 30 },
+    { "masked_2kv", 2, 100, 32, 1, 2, 0, 0, 20, 24, 30 },
+    { "rotary", 1, 77, 32, 0, 1, 1, 1, 16, 16, 20 },
+    { "realistic", 2, 512, 64, 1, 1, 0, 0, 32, 32, 32 },
+  };
+  if (c5_dist_create(MPI_COMM_SELF, &d) != C5_OK) {
+    fprintf(stderr, "c5_dist_create: %s\n", c5_last_error());
+    ok = 0;
+  }
+  for (size_t i = 0; ok >= 0 && d && i < sizeof cases / sizeof *cases; i++)
+    if (!check_case(gpu, d, &cases[i])) {
+      fprintf(stderr, "case %s: FAIL%s%s\n", cases[i].name, c5_last_error()[0] ? ": " : "", c5_last_error());
+      ok = 0;
+    }
+  c5_dist_destroy(&d);
+  c5_backend_destroy(&gpu);
+  MPI_Finalize();
+  return ok ? 0 : 1;
+}

@@ -1,0 +1,216 @@
+/* test_cuda_heavy_attn.c - the heavy-branch attention ops on the CUDA
+   backend (heavy_kv_assemble, heavy_attn_forward, heavy_attn_backward,
+   heavy_kv_score_backward, heavy_null_kv_grad) against the CPU ops
+   (c5k_cpu_ops) on the same inputs: each GPU op is given the CPU's inputs
+   (the forward the CPU's kv, the backward the CPU's P), so a failure names
+   one op. Norm-wise within 1e-12 (double build) or 1e-5 (single);
+   heavy_null_kv_grad adds the same terms in the same order as the CPU, so
+   its accumulator must match bit for bit. Outputs are poisoned with NaN
+   (every element must be written: dkv's null slot too), and each op runs
+   twice with bit-identical results (no atomics in the sums). Shapes: 1 and
+   2 routes, 1 and 4 heads a route, dh 16 and 64, nq != nk, nk = 0 (only the
+   null slot), a kmask with zeros and one fully masked route, multiply keys
+   by score on and off, kscore NULL and not, batch 2, one query, and
+   nq = nk = 2048 with 8 heads of 64. One line per op and case. Exits 77
+   without a GPU. */
+#include <stdint.h>
+#include "cuda_util.h"
+#include "kernels.h"
+#include "backend.h"
+#include "cuda/cuda.h"
+
+static const double tol = C5_USE_DOUBLE ? 1e-12 : 1e-5;
+
+typedef struct {
+  long batch, nq, nk;
+  int routes, hpr, dh, mk, scored, masked;
+} hcase;
+
+/* A device copy (at least one element, so that empty arrays still get a pointer). */
+static void *up(c5_backend *gpu, const void *host, size_t bytes)
+{
+  void *p = NULL;
+  if (c5_backend_alloc(gpu, bytes ? bytes : 8, &p) != C5_OK) return NULL;
+  if (host && bytes && c5_backend_memcpy(gpu, p, host, bytes) != C5_OK) {
+    c5_backend_free(gpu, p);
+    return NULL;
+  }
+  return p;
+}
+
+static c5_real *rnd(long n, double lo, double scale, unsigned long long *seed)
+{
+  c5_real *x = malloc((n ? n : 1) * sizeof *x);
+  for (long i = 0; i < n; i++) x[i] = (c5_real)(lo + scale * (lo ? t_uniform(seed) : t_normal(seed)));
+  return x;
+}
+
+/* The device array d (n reals) against the host's want, printed; twice: bits equal to the first. */
+static int cmp(c5_backend *gpu, const char *op, const char *what, const hcase *c, const void *d, const c5_real *want,
+               long n, int rep, c5_real *first)
+{
+  c5_real *got = malloc((n ? n : 1) * sizeof *got);
+  double *a = malloc((n ? n : 1) * sizeof *a), *b = malloc((n ? n : 1) * sizeof *b);
+  int ok = c5_backend_memcpy(gpu, got, d, n * sizeof *got) == C5_OK;
+  if (rep == 0) {
+    t_to_double(got, n, a);
+    t_to_double(want, n, b);
+    double e = t_normwise(a, b, n);
+    ok = ok && e <= tol;
+    printf("%s %s b %ld nq %ld nk %ld R %d hpr %d dh %d mk %d kscore %d mask %d: %.3e (tol %.0e) %s\n", op, what,
+           c->batch, c->nq, c->nk, c->routes, c->hpr, c->dh, c->mk, c->scored, c->masked, e, tol, ok ? "PASS" : "FAIL");
+    memcpy(first, got, n * sizeof *got);
+  } else if (memcmp(first, got, n * sizeof *got) != 0) {
+    printf("%s %s b %ld nq %ld nk %ld: second run differs from the first FAIL\n", op, what, c->batch, c->nq, c->nk);
+    ok = 0;
+  }
+  free(got); free(a); free(b);
+  return ok;
+}
+
+static int run(c5_backend *gpu, const hcase *c)
+{
+  const int H = c->routes * c->hpr, dh = c->dh;
+  const long B = c->batch, nq = c->nq, nk = c->nk, n1 = nk + 1, D = (long)H * dh, L = 2L * c->hpr * dh;
+  const long nkv = B * c->routes * n1 * L, nraw = B * c->routes * nk * L, ntok = B * c->routes * nk;
+  const long nqd = B * nq * D, np = B * H * nq * n1, nnull = 2 * D;
+  const long nmax = np > nkv ? (np > nqd ? np : nqd) : (nkv > nqd ? nkv : nqd);
+  const c5k_heavy_attn A = { .batch = B, .nq = nq, .nk = nk, .heads = H, .routes = c->routes, .dim_head = dh,
+                             .multiply_keys_by_score = c->mk };
+  unsigned long long seed = 77 + 13 * nq + 7 * nk + 3 * H + dh + c->mk + 2 * c->scored;
+  int ok = 1;
+  c5_real *kvraw = rnd(nraw, 0, 1, &seed), *null_kv = rnd(nnull, 0, 1, &seed), *q = rnd(nqd, 0, 1, &seed);
+  c5_real *dout = rnd(nqd, 0, 1, &seed), *kscore = c->scored ? rnd(ntok, 0.25, 1, &seed) : NULL;
+  uint8_t *kmask = NULL;
+  double *gnull = malloc(nnull * sizeof *gnull), *gnull0 = malloc(nnull * sizeof *gnull0), *gg = malloc(nnull * sizeof *gg);
+  c5_real *kv = malloc(nkv * sizeof *kv), *p = malloc((np ? np : 1) * sizeof *p), *o = malloc((nqd ? nqd : 1) * sizeof *o);
+  c5_real *dq = malloc((nqd ? nqd : 1) * sizeof *dq), *dkv = malloc(nkv * sizeof *dkv), *dkv2 = malloc(nkv * sizeof *dkv2);
+  c5_real *dks = malloc((ntok ? ntok : 1) * sizeof *dks), *nan = malloc(nmax * sizeof *nan);
+  c5_real *first[7];   /* each output's first GPU run */
+  const long nfirst[7] = { nkv, np, nqd, nqd, nkv, nkv, ntok };
+  for (int i = 0; i < 7; i++) first[i] = malloc((nfirst[i] ? nfirst[i] : 1) * sizeof *first[i]);
+  const long wlen = c5k_heavy_attn_work(&A) + 64;
+  double *work = malloc(wlen * sizeof *work);
+  void *kvraw_d = NULL, *ks_d = NULL, *null_d = NULL, *q_d = NULL, *dout_d = NULL, *m_d = NULL, *kvc_d = NULL;
+  void *pc_d = NULL, *dkvc_d = NULL, *kv_d = NULL, *p_d = NULL, *o_d = NULL, *dq_d = NULL, *dkv_d = NULL;
+  void *dks_d = NULL, *gn_d = NULL;
+  T_CHECK(gnull && gnull0 && gg && kv && p && o && dq && dkv && dkv2 && dks && nan && work &&
+          first[0] && first[1] && first[2] && first[3] && first[4] && first[5] && first[6], "out of memory");
+  for (long i = 0; i < nnull; i++) gnull[i] = gnull0[i] = t_normal(&seed);
+  for (long i = 0; i < nmax; i++) nan[i] = (c5_real)NAN;
+  if (c->masked) {
+    kmask = malloc(ntok ? ntok : 1);
+    for (long i = 0; i < ntok; i++) kmask[i] = t_uniform(&seed) < 0.7;
+    memset(kmask + ((B - 1) * c->routes + c->routes - 1) * nk, 0, nk);   /* the last route of the last batch: null slot only */
+  }
+
+  /* the CPU: every op on the CPU's own results */
+  {
+    c5k_ctx cpu = { .work = work, .work_len = wlen };
+    T_OK(c5k_cpu_ops.heavy_kv_assemble(&cpu, &A, kvraw, kscore, null_kv, kv));
+    T_OK(c5k_cpu_ops.heavy_attn_forward(&cpu, &A, q, kv, kmask, p, o));
+    T_OK(c5k_cpu_ops.heavy_attn_backward(&cpu, &A, q, kv, p, dout, dq, dkv));
+    memcpy(dkv2, dkv, nkv * sizeof *dkv);
+    if (kscore) T_OK(c5k_cpu_ops.heavy_kv_score_backward(&cpu, &A, kvraw, kscore, dkv2, dks));
+    T_OK(c5k_cpu_ops.heavy_null_kv_grad(&cpu, &A, dkv, gnull));
+  }
+
+  /* the GPU: inputs (the CPU's kv, P, dkv where an op reads them), outputs poisoned */
+  kvraw_d = up(gpu, kvraw, nraw * sizeof *kvraw); ks_d = kscore ? up(gpu, kscore, ntok * sizeof *kscore) : NULL;
+  null_d = up(gpu, null_kv, nnull * sizeof *null_kv); q_d = up(gpu, q, nqd * sizeof *q);
+  dout_d = up(gpu, dout, nqd * sizeof *dout); m_d = kmask ? up(gpu, kmask, ntok) : NULL;
+  kvc_d = up(gpu, kv, nkv * sizeof *kv); pc_d = up(gpu, p, np * sizeof *p); dkvc_d = up(gpu, dkv, nkv * sizeof *dkv);
+  kv_d = up(gpu, NULL, nkv * sizeof *kv); p_d = up(gpu, NULL, np * sizeof *p); o_d = up(gpu, NULL, nqd * sizeof *o);
+  dq_d = up(gpu, NULL, nqd * sizeof *dq); dkv_d = up(gpu, NULL, nkv * sizeof *dkv);
+  dks_d = up(gpu, NULL, ntok * sizeof *dks); gn_d = up(gpu, NULL, nnull * sizeof *gnull);
+  T_CHECK(kvraw_d && (!kscore || ks_d) && null_d && q_d && dout_d && (!kmask || m_d) && kvc_d && pc_d && dkvc_d &&
+          kv_d && p_d && o_d && dq_d && dkv_d && dks_d && gn_d, "device buffers for nq %ld nk %ld", nq, nk);
+  for (int rep = 0; rep < 2; rep++) {
+    c5k_ctx g = c5_backend_ctx(gpu, NULL, 0);
+    T_OK(c5_backend_memcpy(gpu, kv_d, nan, nkv * sizeof *nan));
+    T_OK(c5k_cuda_ops.heavy_kv_assemble(&g, &A, kvraw_d, ks_d, null_d, kv_d));
+    ok &= cmp(gpu, "heavy_kv_assemble", "kv", c, kv_d, kv, nkv, rep, first[0]);
+
+    T_OK(c5_backend_memcpy(gpu, p_d, nan, np * sizeof *nan));
+    T_OK(c5_backend_memcpy(gpu, o_d, nan, nqd * sizeof *nan));
+    T_OK(c5k_cuda_ops.heavy_attn_forward(&g, &A, q_d, kvc_d, m_d, p_d, o_d));
+    ok &= cmp(gpu, "heavy_attn_forward", "p", c, p_d, p, np, rep, first[1]);
+    ok &= cmp(gpu, "heavy_attn_forward", "o", c, o_d, o, nqd, rep, first[2]);
+
+    T_OK(c5_backend_memcpy(gpu, dq_d, nan, nqd * sizeof *nan));
+    T_OK(c5_backend_memcpy(gpu, dkv_d, nan, nkv * sizeof *nan));
+    T_OK(c5k_cuda_ops.heavy_attn_backward(&g, &A, q_d, kvc_d, pc_d, dout_d, dq_d, dkv_d));
+    ok &= cmp(gpu, "heavy_attn_backward", "dq", c, dq_d, dq, nqd, rep, first[3]);
+    ok &= cmp(gpu, "heavy_attn_backward", "dkv", c, dkv_d, dkv, nkv, rep, first[4]);
+
+    if (kscore) {   /* in place on the CPU's dkv; dkscore poisoned */
+      T_OK(c5_backend_memcpy(gpu, dkv_d, dkv, nkv * sizeof *dkv));
+      T_OK(c5_backend_memcpy(gpu, dks_d, nan, ntok * sizeof *nan));
+      T_OK(c5k_cuda_ops.heavy_kv_score_backward(&g, &A, kvraw_d, ks_d, dkv_d, dks_d));
+      ok &= cmp(gpu, "heavy_kv_score_backward", "dkv", c, dkv_d, dkv2, nkv, rep, first[5]);
+      ok &= cmp(gpu, "heavy_kv_score_backward", "dkscore", c, dks_d, dks, ntok, rep, first[6]);
+    }
+
+    T_OK(c5_backend_memcpy(gpu, gn_d, gnull0, nnull * sizeof *gnull0));
+    T_OK(c5k_cuda_ops.heavy_null_kv_grad(&g, &A, dkvc_d, gn_d));
+    T_OK(c5_backend_memcpy(gpu, gg, gn_d, nnull * sizeof *gg));
+    const int same = memcmp(gg, gnull, nnull * sizeof *gg) == 0;
+    if (rep == 0)
+      printf("heavy_null_kv_grad gnull b %ld nq %ld nk %ld R %d hpr %d dh %d: %.3e, bits %s %s\n", B, nq, nk,
+             c->routes, c->hpr, dh, t_normwise(gg, gnull, nnull), same ? "equal" : "differ", same ? "PASS" : "FAIL");
+    ok &= same;
+  }
+  if (nq >= 1024) {   /* not a check: the time of one forward and one backward, for the record */
+    c5k_ctx g = c5_backend_ctx(gpu, NULL, 0);
+    double t0 = MPI_Wtime(), t1, t2;
+    for (int i = 0; i < 5; i++) T_OK(c5k_cuda_ops.heavy_attn_forward(&g, &A, q_d, kvc_d, m_d, p_d, o_d));
+    T_OK(c5_backend_sync(gpu));
+    t1 = MPI_Wtime();
+    for (int i = 0; i < 5; i++) T_OK(c5k_cuda_ops.heavy_attn_backward(&g, &A, q_d, kvc_d, pc_d, dout_d, dq_d, dkv_d));
+    T_OK(c5_backend_sync(gpu));
+    t2 = MPI_Wtime();
+    printf("heavy_attn time b %ld nq %ld nk %ld H %d dh %d: forward %.3f ms, backward %.3f ms\n", B, nq, nk, H, dh,
+           (t1 - t0) / 5 * 1e3, (t2 - t1) / 5 * 1e3);
+  }
+  goto done;
+fail:
+  ok = 0;
+done:
+  c5_backend_free(gpu, kvraw_d); c5_backend_free(gpu, ks_d); c5_backend_free(gpu, null_d); c5_backend_free(gpu, q_d);
+  c5_backend_free(gpu, dout_d); c5_backend_free(gpu, m_d); c5_backend_free(gpu, kvc_d); c5_backend_free(gpu, pc_d);
+  c5_backend_free(gpu, dkvc_d); c5_backend_free(gpu, kv_d); c5_backend_free(gpu, p_d); c5_backend_free(gpu, o_d);
+  c5_backend_free(gpu, dq_d); c5_backend_free(gpu, dkv_d); c5_backend_free(gpu, dks_d); c5_backend_free(gpu, gn_d);
+  free(kvraw); free(null_kv); free(q); free(dout); free(kscore); free(kmask); free(gnull); free(gnull0); free(gg);
+  free(kv); free(p); free(o); free(dq); free(dkv); free(dkv2); free(dks); free(nan); free(work);
+  for (int i = 0; i < 7; i++) free(first[i]);
+  return ok;
+}
+
+int main(int argc, char **argv)
+{
+  MPI_Init(&argc, &argv);
+  c5_backend *gpu = t_cuda_backend_or_skip();
+  /* batch, nq, nk, routes, heads a route, dh, mk, kscore, kmask */
+  static const hcase cases[] = {
+    { 1, 1, 1, 1, 1, 16, 0, 0, 0 },
+    { 2, 37, 53, 1, 4, 16, 0, 1, 1 },
+    { 2, 70, 45, 2, 1, 64, 1, 1, 1 },
+    { 2, 45, 70, 2, 4, 64, 1, 0, 1 },
+    { 2, 33, 100, 2, 4, 16, 0, 1, 0 },
+    { 2, 129, 31, 1, 1, 64, 1, 1, 1 },
+    { 1, 5, 0, 2, 1, 16, 1, 1, 0 },
+    { 2, 64, 64, 2, 2, 16, 0, 0, 1 },
+    { 1, 2048, 2048, 2, 4, 64, 1, 1, 1 },
+  };
+  int ok = 1;
+  T_OK(c5_backend_set_tf32(gpu, 0));   /* fp32 products in fp32, as the CPU's */
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) ok &= run(gpu, &cases[i]);
+  goto done;
+fail:
+  ok = 0;
+done:
+  printf("heavy_attn: %s\n", ok ? "all PASS" : "FAILED");
+  c5_backend_destroy(&gpu);
+  MPI_Finalize();
+  return ok ? 0 : 1;
+}
