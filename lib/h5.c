@@ -391,7 +391,12 @@ static c5_status vlen_attr_check(const c5_h5 *f, const char *obj, const char *at
   uint64_t csize = 1;
   if (b.len >= 72 && !memcmp(b.b, "\211HDF\r\n\032\n", 8) && b.b[8] <= 1 && b.b[13] == 8 && b.b[14] == 8) {
     uint64_t base = le(b.b + 24, 8);
-    if (base < b.len && find_vlen_ref(&b, base, oi.addr + base, attr, &ref, &csize)) {
+    /* the format puts the base address at the superblock itself (here 0); libhdf5 1.10.8 takes another one
+       and reads every address from there: a damaged one sent H5HG_read into an endless loop */
+    if (base != 0)
+      st = C5_ERR(C5_ERR_IO, "%s: the superblock is damaged: its base address is %llu, the superblock's own is 0",
+                  f->path, (unsigned long long)base);
+    else if (find_vlen_ref(&b, base, oi.addr + base, attr, &ref, &csize)) {
       char bad[256];
       check_vlen_ref(&b, base, ref, bad, sizeof bad);
       /* libhdf5 sizes its conversion buffer as length x character size before reading the heap (3 GB for a
