@@ -13,13 +13,25 @@
 # Prescott (what OpenBLAS runs on a CPU it does not know), Haswell (AVX2) and
 # SkylakeX (AVX-512) that this CPU can execute, other than the first pass's.
 #
-# --sanitize: also build under AddressSanitizer + UndefinedBehaviorSanitizer
-# and run the bad-input tests and a few unit and golden tests there
-# (jobs/sanitize.sh; about 5 minutes on 2 cores), counted in the totals.
+# Then, counted in the totals: the sanitizer pass (jobs/sanitize.sh: a build
+# under AddressSanitizer + UndefinedBehaviorSanitizer running the bad-input
+# tests, colt5-train's tests and a few unit and golden tests) and the fuzz pass
+# (jobs/fuzz.sh: each libFuzzer harness 60 s, and a replay of every corpus and
+# regression input of tests/fuzz). README.md ("Run the whole test suite") has
+# the time each takes.
+#
+# --quick: leave the sanitizer and fuzz passes out (a developer's run; CI runs
+# them). --sanitize is accepted for older callers (they are on by default).
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
-sanitize=0
-[ "${1:-}" = --sanitize ] && sanitize=1
+extra=1
+for a in "$@"; do
+  case $a in
+    --quick) extra=0 ;;
+    --sanitize) ;;
+    *) echo "check.sh: unknown argument $a (--quick)" >&2; exit 2 ;;
+  esac
+done
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 pass=0; fail=0; skip=0; rc=0
 
@@ -72,13 +84,18 @@ for prec in double single; do
   run_pass "$prec" "${first:-default}"
   for c in $cores; do [ "$c" = "$first" ] || run_pass "$prec" "$c" "$c"; done
 done
-if [ $sanitize = 1 ]; then
-  mkdir -p "$top/build-sanitize"
-  "$top/jobs/sanitize.sh" > "$top/build-sanitize/sanitize.out" 2>&1 || rc=1
-  grep -E '^\[sanitize\]|^sanitize:' "$top/build-sanitize/sanitize.out"
-  sp=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$top/build-sanitize/sanitize.out")
-  sf=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$top/build-sanitize/sanitize.out")
+# extra_pass NAME SCRIPT: a script that prints "N passed, N failed" last, its lines tagged [NAME]
+extra_pass() {
+  mkdir -p "$top/build-$1"
+  "$top/jobs/$2" > "$top/build-$1/$1.out" 2>&1 || rc=1
+  grep -E "^\[$1\]|^$1:" "$top/build-$1/$1.out"
+  sp=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\1/p' "$top/build-$1/$1.out" | tail -n 1)
+  sf=$(sed -n 's/^\([0-9]*\) passed, \([0-9]*\) failed$/\2/p' "$top/build-$1/$1.out" | tail -n 1)
   pass=$((pass + ${sp:-0})); fail=$((fail + ${sf:-1}))
+}
+if [ $extra = 1 ]; then
+  extra_pass sanitize sanitize.sh
+  extra_pass fuzz fuzz.sh
 fi
 echo "($skip skipped)"
 echo "$pass passed, $fail failed"

@@ -11,6 +11,9 @@ pkgs="build-essential autoconf automake libtool autoconf-archive pkg-config make
 [ "${1:-}" = "--reference" ] && pkgs="$pkgs python3-torch python3-packaging python3-numpy"
 SUDO=; [ "$(id -u)" -ne 0 ] && SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
+# clang-14, libclang-rt-14-dev (libFuzzer, the sanitizers' clang runtimes) and libomp-14-dev (OpenMP
+# under clang): jobs/fuzz.sh's harnesses; valgrind: jobs/valgrind.sh and tests/unit/test_valgrind.sh.
+pkgs="$pkgs clang-14 libclang-rt-14-dev libomp-14-dev valgrind"
 # slurm-wlm and munge: tests/unit/test_slurm.sh starts a one-node cluster of its
 # own to run jobs/slurm/*.sbatch (the packages' own services stay unused).
 pkgs="$pkgs slurm-wlm munge"

@@ -3,10 +3,11 @@
 # UndefinedBehaviorSanitizer (configure --enable-sanitizers: double
 # precision, gcc) and run a selected part of the tests under them: the
 # readers and apps on bad input (CLI tests, damaged-file fuzzing, the
-# allocation-failure and MPI error tests), parameter I/O and a few unit and
+# allocation-failure and MPI error tests), parameter I/O, colt5-train's
+# options, resume, signals and sharding (test_train.sh) and a few unit and
 # golden tests of the modules. Any sanitizer report fails its test. Prints
 # "N passed, N failed"; exit 0 only if none failed. Also run by
-# `jobs/check.sh --sanitize`.
+# jobs/check.sh (unless --quick).
 #
 # gcc 12's LeakSanitizer needs use_tls=0 beside OpenMP's threads; OpenMPI's
 # own leaks are suppressed by jobs/lsan.supp, the project's are not.
@@ -24,7 +25,7 @@ export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN
 tests=${C5_SANITIZE_TESTS:-"tests/unit/test_golden_cli.sh tests/unit/test_bench_cli.sh tests/unit/test_fuzz_h5.sh
   tests/unit/test_params_io tests/unit/test_cd tests/unit/test_topk tests/unit/test_router tests/unit/test_layout_unit
   tests/unit/test_attn_local tests/unit/test_attn_heavy tests/unit/test_alloc.sh
-  tests/unit/test_mpi_errors.sh
+  tests/unit/test_mpi_errors.sh tests/unit/test_train.sh
   tests/golden/cd_const_eps.test tests/golden/ff_basic.test tests/golden/attn_masked.test tests/golden/block_basic.test
   tests/golden/ar_attn_basic.test"}
 t0=$(date +%s)

@@ -292,8 +292,10 @@ static uint64_t le(const unsigned char *p, int n)
 static size_t pad8(size_t n) { return (n + 7) & ~(size_t)7; }
 
 /* The 16-byte reference of attribute attr in the v1 object header at hdr (and its continuations); 1 when
-   found, with the reference's file offset in *ref. 0 when the header is not one this walk reads. */
-static int find_vlen_ref(const bytes_t *f, uint64_t base, uint64_t hdr, const char *attr, size_t *ref)
+   found, with the reference's file offset in *ref and the size its datatype gives a character in *csize. 0
+   when the header is not one this walk reads. */
+static int find_vlen_ref(const bytes_t *f, uint64_t base, uint64_t hdr, const char *attr, size_t *ref,
+                         uint64_t *csize)
 {
   if (hdr > f->len || f->len - hdr < 16 || f->b[hdr] != 1) return 0;
   uint64_t blocks[64][2] = { { hdr + 16, le(f->b + hdr + 8, 4) } };
@@ -320,6 +322,8 @@ static int find_vlen_ref(const bytes_t *f, uint64_t base, uint64_t hdr, const ch
           /* datatype class 9 (variable-length), type 1 (string): the reference follows */
           if (ts < 2 || to + 2 > size || (d[to] & 0x0f) != 9 || (d[to + 1] & 0x0f) != 1) return 0;
           if (vo + 16 > size) return 0;
+          /* the base type (a character) follows the string type's 8 bytes; its size at its byte 4 */
+          *csize = ts >= 16 && to + 16 <= size ? le(d + to + 12, 4) : 1;
           *ref = (size_t)(d + vo - f->b);
           return 1;
         }
@@ -384,11 +388,21 @@ static c5_status vlen_attr_check(const c5_h5 *f, const char *obj, const char *at
   fclose(fp);
   /* superblock 0 or 1 at offset 0 with 8-byte offsets and lengths; base address at 24 */
   size_t ref;
+  uint64_t csize = 1;
   if (b.len >= 72 && !memcmp(b.b, "\211HDF\r\n\032\n", 8) && b.b[8] <= 1 && b.b[13] == 8 && b.b[14] == 8) {
     uint64_t base = le(b.b + 24, 8);
-    if (base < b.len && find_vlen_ref(&b, base, oi.addr + base, attr, &ref)) {
+    /* the format puts the base address at the superblock itself (here 0); libhdf5 1.10.8 takes another one
+       and reads every address from there: a damaged one sent H5HG_read into an endless loop */
+    if (base != 0)
+      st = C5_ERR(C5_ERR_IO, "%s: the superblock is damaged: its base address is %llu, the superblock's own is 0",
+                  f->path, (unsigned long long)base);
+    else if (find_vlen_ref(&b, base, oi.addr + base, attr, &ref, &csize)) {
       char bad[256];
       check_vlen_ref(&b, base, ref, bad, sizeof bad);
+      /* libhdf5 sizes its conversion buffer as length x character size before reading the heap (3 GB for a
+         damaged size of 1.6e9: minutes, or out of memory) */
+      if (!bad[0] && csize != 1)
+        snprintf(bad, sizeof bad, "its characters claim %llu bytes each, a string's are 1", (unsigned long long)csize);
       if (bad[0])
         st = C5_ERR(C5_ERR_IO, "%s: attribute %s of %s is damaged: its string's reference at byte %zu does not match "
                     "the global heap (%s)", f->path, attr, obj, ref, bad);

@@ -10,10 +10,34 @@
 
 #if defined(__x86_64__)
 /* sleef.h declares each ISA's functions only when that ISA is enabled */
+#if !defined(__clang__)
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx2,fma")
+#endif
 #include <immintrin.h>
+#if defined(__clang__)
+/* clang (the fuzz build, jobs/fuzz.sh) ignores the GCC pragma and does not define the ISA macros that
+   sleef.h tests: they are defined here, after immintrin.h, and sleef.h's declarations get the target
+   attribute (their vector arguments need it); the functions still run only where the runtime
+   dispatch below finds the ISA */
+#ifndef __AVX__
+#define __AVX__ 1
+#endif
+#ifndef __AVX2__
+#define __AVX2__ 1
+#endif
+#ifndef __FMA__
+#define __FMA__ 1
+#endif
+#ifndef __AVX512F__
+#define __AVX512F__ 1
+#endif
+#pragma clang attribute push(__attribute__((target("avx512f,avx2,fma"))), apply_to = function)
 #include <sleef.h>
+#pragma clang attribute pop
+#else
+#include <sleef.h>
+#endif
 
 #if C5_USE_DOUBLE
 #define W512 8
@@ -70,7 +94,9 @@ DEFINE_VEXP(vexp_sse2, "sse2", W128, LD128, ST128, EXP128)
 DEFINE_VEXP(verf_avx512, "avx512f", W512, LD512, ST512, ERF512)
 DEFINE_VEXP(verf_avx2, "avx2,fma", W256, LD256, ST256, ERF256)
 DEFINE_VEXP(verf_sse2, "sse2", W128, LD128, ST128, ERF128)
+#if !defined(__clang__)
 #pragma GCC pop_options
+#endif
 
 typedef void (*vfn)(c5_real *, long);
 
