@@ -64,7 +64,9 @@ harness() {
   echo "$? $h replay of $n inputs (build-fuzz/logs/$h-replay.log)" >> "$b/logs/$h.result"
   cp "$top/tests/fuzz/corpus/$h/"* "$b/corpus/$h/" 2>/dev/null
   # shellcheck disable=SC2086
-  (cd "$b/findings/$h" && "$exe" $opts $keep -max_total_time="$secs" -artifact_prefix="$b/findings/$h/" \
+  # A fixed seed (C5_FUZZ_SEED, default 1): CI's bounded run takes the same mutations every time, so a red
+  # CI is a finding that reproduces, not luck; a campaign sets its own seed.
+  (cd "$b/findings/$h" && "$exe" $opts $keep -seed="${C5_FUZZ_SEED:-1}" -max_total_time="$secs" -artifact_prefix="$b/findings/$h/" \
     "$b/corpus/$h" $dirs) > "$b/logs/$h-fuzz.log" 2>&1
   rc=$?
   runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$b/logs/$h-fuzz.log" | tail -n 1)
