@@ -25,7 +25,7 @@ ap.add_argument('--depth',type=int,default=2); ap.add_argument('--batch',type=in
 ap.add_argument('--seq',type=int,default=256); ap.add_argument('--mask',type=float,default=0.15)
 ap.add_argument('--vmask',type=float,default=None); ap.add_argument('--warmup',type=int,default=100)
 ap.add_argument('--name',default='x'); ap.add_argument('--wd',type=float,default=0.01)
-ap.add_argument('--heads',type=int,default=4); ap.add_argument('--random_route',action='store_true')
+ap.add_argument('--heads',type=int,default=4)
 ap.add_argument('--dev',default='cuda'); ap.add_argument('--lrmin',type=float,default=1e-4)
 ap.add_argument('--nval',type=int,default=8); ap.add_argument('--ctx',type=int,default=4); ap.add_argument('--hid',type=int,default=512); ap.add_argument('--eps',type=float,default=0.03)
 ap.add_argument('--ref',default=None); ap.add_argument('--text',default='text.bin')
