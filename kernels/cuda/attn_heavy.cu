@@ -133,10 +133,11 @@ __device__ __forceinline__ c5_real ha_e(c5_real s, long j, c5_real mx, const uin
   return j == 0 || !m || m[j - 1] ? ha_exp((c5_real)(s - mx)) : (c5_real)0;
 }
 
-/* p holds S on entry, P on return; rows = b H nq, one warp per 32 rows:
-   each row's max (order-free: coalesced, a warp reduction), the sum of the
-   e_j in double over j ascending, then P_j = e_j (1 / sum) (e_j recomputed:
-   the same function of the same operands). */
+/* p holds S on entry, P on return; rows = b H nq, one warp per 32 rows.
+   Each pass loads a column of all 32 rows before using any (32 loads in
+   flight a lane): each row's max (order-free: lane maxima, then a warp
+   reduction), the sum of the e_j in double over j ascending, then P_j =
+   e_j (1 / sum) (e_j recomputed: the same function of the same operands). */
 __global__ void __launch_bounds__(32 * HA_WARPS)
 ha_softmax(long rows, long nq, long nk, int H, int hpr, const uint8_t *kmask, c5_real *p)
 {
@@ -144,6 +145,7 @@ ha_softmax(long rows, long nq, long nk, int H, int hpr, const uint8_t *kmask, c5
   __shared__ c5_real *rp[HA_WARPS][32];
   __shared__ const uint8_t *rm[HA_WARPS][32];
   __shared__ c5_real rmx[HA_WARPS][32];
+  __shared__ double rinv[HA_WARPS][32];
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
   const long row0 = (blockIdx.x * (long)HA_WARPS + w) * 32, n1 = nk + 1;
   if (row0 >= rows) return;   /* warp-uniform */
@@ -153,31 +155,37 @@ ha_softmax(long rows, long nq, long nk, int H, int hpr, const uint8_t *kmask, c5
     rm[w][lane] = ha_row_mask(kmask, row0 + lane, nq, nk, H, hpr);
   }
   __syncwarp();
-  for (int r = 0; r < nr; r++) {
-    const c5_real *x = rp[w][r];
-    const uint8_t *m = rm[w][r];
-    c5_real mx = x[0];
-    for (long j = 1 + lane; j < n1; j += 32) {
-      const c5_real s = x[j];
-      if ((!m || m[j - 1]) && s > mx) mx = s;
-    }
+  c5_real mx[32], v[32];
+#pragma unroll
+  for (int r = 0; r < 32; r++) mx[r] = r < nr ? rp[w][r][0] : (c5_real)0;
+  for (long j = 1 + lane; j < n1 + lane; j += 32) {   /* the warp's columns 1 + c0 .. 32 + c0 */
+#pragma unroll
+    for (int r = 0; r < 32; r++) v[r] = r < nr && j < n1 ? rp[w][r][j] : (c5_real)0;
+#pragma unroll
+    for (int r = 0; r < 32; r++)
+      if (r < nr && j < n1 && (!rm[w][r] || rm[w][r][j - 1]) && v[r] > mx[r]) mx[r] = v[r];
+  }
+#pragma unroll
+  for (int r = 0; r < 32; r++) {
+    c5_real y = mx[r];
     for (int o = 16; o; o >>= 1) {
-      const c5_real y = __shfl_xor_sync(HA_FULL, mx, o);
-      if (y > mx) mx = y;
+      const c5_real z = __shfl_xor_sync(HA_FULL, y, o);
+      if (z > y) y = z;
     }
-    if (lane == 0) rmx[w][r] = mx;
+    if (lane == r && r < nr) rmx[w][r] = y;
   }
   __syncwarp();
   const double sum = ha_sum_in_order(nr, n1, tile[w], [=](int r, long j) {
     return (double)ha_e(rp[w][r][j], j, rmx[w][r], rm[w][r]);
   });
-  const double inv = 1.0 / sum;
-  for (int r = 0; r < nr; r++) {
-    const double ir = __shfl_sync(HA_FULL, inv, r);
-    const c5_real mr = rmx[w][r];
-    const uint8_t *m = rm[w][r];
-    c5_real *x = rp[w][r];
-    for (long j = lane; j < n1; j += 32) x[j] = (c5_real)((double)ha_e(x[j], j, mr, m) * ir);
+  if (lane < nr) rinv[w][lane] = 1.0 / sum;
+  __syncwarp();
+  for (long j = lane; j < n1 + lane; j += 32) {
+#pragma unroll
+    for (int r = 0; r < 32; r++) v[r] = r < nr && j < n1 ? rp[w][r][j] : (c5_real)0;
+#pragma unroll
+    for (int r = 0; r < 32; r++)
+      if (r < nr && j < n1) rp[w][r][j] = (c5_real)((double)ha_e(v[r], j, rmx[w][r], rm[w][r]) * rinv[w][r]);
   }
 }
 
@@ -191,6 +199,7 @@ ha_dscores(long rows, long nq, long bnq, long n1, int H, int h0, const c5_real *
   __shared__ double tile[HA_WARPS][32][33];
   __shared__ const c5_real *rp[HA_WARPS][32];
   __shared__ c5_real *rd[HA_WARPS][32];
+  __shared__ double rdot[HA_WARPS][32];
   const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
   const long row0 = (blockIdx.x * (long)HA_WARPS + w) * 32;
   if (row0 >= rows) return;   /* warp-uniform */
@@ -204,11 +213,18 @@ ha_dscores(long rows, long nq, long bnq, long n1, int H, int h0, const c5_real *
   const double dot = ha_sum_in_order(nr, n1, tile[w], [=](int r, long j) {
     return (double)rp[w][r][j] * (double)rd[w][r][j];
   });
-  for (int r = 0; r < nr; r++) {
-    const double dt = __shfl_sync(HA_FULL, dot, r);
-    const c5_real *pp = rp[w][r];
-    c5_real *dd = rd[w][r];
-    for (long j = lane; j < n1; j += 32) dd[j] = (c5_real)((double)pp[j] * ((double)dd[j] - dt));
+  if (lane < nr) rdot[w][lane] = dot;
+  __syncwarp();
+  c5_real pv[32], dv[32];
+  for (long j = lane; j < n1 + lane; j += 32) {
+#pragma unroll
+    for (int r = 0; r < 32; r++) {
+      pv[r] = r < nr && j < n1 ? rp[w][r][j] : (c5_real)0;
+      dv[r] = r < nr && j < n1 ? rd[w][r][j] : (c5_real)0;
+    }
+#pragma unroll
+    for (int r = 0; r < 32; r++)
+      if (r < nr && j < n1) rd[w][r][j] = (c5_real)((double)pv[r] * ((double)dv[r] - rdot[w][r]));
   }
 }
 
