@@ -248,6 +248,8 @@ c5_status c5_h5_read_long(const c5_h5 *f, const char *name, int ndim, const long
 
 static c5_status open_attr(const c5_h5 *f, const char *obj, const char *attr, hid_t *a)
 {
+  /* libhdf5 decodes every attribute message of obj's header here, trusting their sizes */
+  C5_CALL(c5_h5_header_check(f, obj, attr));
   htri_t ex = H5Aexists_by_name(f->file, obj, attr, H5P_DEFAULT);
   H5Eclear2(H5E_DEFAULT);
   C5_CHECK(ex > 0, C5_ERR_IO, "%s: attribute %s of %s is missing", f->path, attr, obj);
@@ -271,147 +273,6 @@ static c5_status attr_one(const c5_h5 *f, const char *obj, const char *attr, hid
   return C5_OK;
 }
 
-/* ---- variable-length strings of files the project did not write ----
-   h5py stores a string attribute as a variable-length string: the attribute
-   holds {length, global heap collection address, object index} and the
-   characters sit in a global heap collection ("GCOL"). libhdf5 1.10.8 trusts
-   both (asserts only): a damaged index or object size there makes H5Aread
-   copy past its buffers (SIGSEGV) or loop forever inside H5HG_read. So before
-   such a read the reference and its collection are checked from the file's
-   bytes. Only the layout h5py writes by default is walked (superblock 0/1,
-   8-byte offsets and lengths, version-1 object headers); anything else is
-   left to libhdf5 (the 1.10 format the project writes has checksums, and its
-   strings are fixed-length). */
-typedef struct { unsigned char *b; size_t len; } bytes_t;
-static uint64_t le(const unsigned char *p, int n)
-{
-  uint64_t v = 0;
-  for (int i = n - 1; i >= 0; i--) v = v << 8 | p[i];
-  return v;
-}
-static size_t pad8(size_t n) { return (n + 7) & ~(size_t)7; }
-
-/* The 16-byte reference of attribute attr in the v1 object header at hdr (and its continuations); 1 when
-   found, with the reference's file offset in *ref and the size its datatype gives a character in *csize. 0
-   when the header is not one this walk reads. */
-static int find_vlen_ref(const bytes_t *f, uint64_t base, uint64_t hdr, const char *attr, size_t *ref,
-                         uint64_t *csize)
-{
-  if (hdr > f->len || f->len - hdr < 16 || f->b[hdr] != 1) return 0;
-  uint64_t blocks[64][2] = { { hdr + 16, le(f->b + hdr + 8, 4) } };
-  int nb = 1;
-  size_t alen = strlen(attr) + 1;
-  for (int bi = 0; bi < nb; bi++) {
-    uint64_t at = blocks[bi][0], end = at + blocks[bi][1];
-    if (at > f->len || end > f->len || end < at) return 0;
-    while (end - at >= 8) {
-      unsigned type = (unsigned)le(f->b + at, 2);
-      uint64_t size = le(f->b + at + 2, 2);
-      const unsigned char *d = f->b + at + 8;
-      if (size > end - at - 8) return 0;
-      if (type == 0x10 && size >= 16 && nb < 64) {   /* continuation */
-        blocks[nb][0] = le(d, 8) + base;
-        blocks[nb][1] = le(d + 8, 8);
-        nb++;
-      } else if (type == 0x0C && size >= 8 && (d[0] == 1 || d[0] == 2 || d[0] == 3)) {   /* attribute */
-        size_t ns = (size_t)le(d + 2, 2), ts = (size_t)le(d + 4, 2), ss = (size_t)le(d + 6, 2);
-        size_t o = d[0] == 3 ? 9 : 8;
-        size_t no = o, to = o + (d[0] == 1 ? pad8(ns) : ns);
-        size_t so = to + (d[0] == 1 ? pad8(ts) : ts), vo = so + (d[0] == 1 ? pad8(ss) : ss);
-        if (ns == alen && no + ns <= size && !memcmp(d + no, attr, alen)) {
-          /* datatype class 9 (variable-length), type 1 (string): the reference follows */
-          if (ts < 2 || to + 2 > size || (d[to] & 0x0f) != 9 || (d[to + 1] & 0x0f) != 1) return 0;
-          if (vo + 16 > size) return 0;
-          /* the base type (a character) follows the string type's 8 bytes; its size at its byte 4 */
-          *csize = ts >= 16 && to + 16 <= size ? le(d + to + 12, 4) : 1;
-          *ref = (size_t)(d + vo - f->b);
-          return 1;
-        }
-      }
-      at += 8 + size;
-    }
-  }
-  return 0;
-}
-
-/* The reference at ref (length, collection address, index) against its collection. "" when sound. */
-static void check_vlen_ref(const bytes_t *f, uint64_t base, size_t ref, char *bad, size_t blen)
-{
-  uint64_t len = le(f->b + ref, 4), col = le(f->b + ref + 4, 8) + base, idx = le(f->b + ref + 12, 4);
-  bad[0] = '\0';
-  if (col > f->len || f->len - col < 16 || memcmp(f->b + col, "GCOL", 4) || f->b[col + 4] != 1) {
-    snprintf(bad, blen, "no global heap collection at address %llu", (unsigned long long)col);
-    return;
-  }
-  uint64_t csize = le(f->b + col + 8, 8);
-  if (csize < 16 || csize > f->len - col) {
-    snprintf(bad, blen, "the collection at %llu claims %llu bytes, the file has %zu", (unsigned long long)col,
-             (unsigned long long)csize, f->len);
-    return;
-  }
-  /* libhdf5's own walk (H5HG__cache_heap_deserialize), with the bounds and the progress it assumes */
-  uint64_t p = col + 16, end = col + csize, found = UINT64_MAX;
-  while (p < end) {
-    if (end - p < 16) break;   /* too small for an object header: free space */
-    uint64_t hidx = le(f->b + p, 2), size = le(f->b + p + 8, 8);
-    uint64_t need = hidx ? (size > end - p - 16 ? UINT64_MAX : 16 + pad8((size_t)size)) : size;
-    if (need == 0 || need > end - p) {
-      snprintf(bad, blen, "object %llu of the collection at %llu claims %llu bytes, %llu are left",
-               (unsigned long long)hidx, (unsigned long long)col, (unsigned long long)size, (unsigned long long)(end - p));
-      return;
-    }
-    if (hidx && hidx == idx) found = size;
-    p += need;
-  }
-  if (found == UINT64_MAX)
-    snprintf(bad, blen, "object %llu is not in the collection at %llu", (unsigned long long)idx, (unsigned long long)col);
-  else if (found != len)
-    snprintf(bad, blen, "the string claims %llu bytes, its heap object holds %llu", (unsigned long long)len,
-             (unsigned long long)found);
-}
-
-static c5_status vlen_attr_check(const c5_h5 *f, const char *obj, const char *attr)
-{
-  H5O_info_t oi;
-  if (H5Oget_info_by_name2(f->file, obj, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0) { H5Eclear2(H5E_DEFAULT); return C5_OK; }
-  FILE *fp = fopen(f->path, "rb");
-  if (!fp) return C5_OK;   /* libhdf5 has it open: it will say */
-  bytes_t b = { NULL, 0 };
-  c5_status st = C5_OK;
-  if (fseek(fp, 0, SEEK_END) == 0) {
-    long n = ftell(fp);
-    if (n > 0 && n <= (1L << 31) && (b.b = malloc((size_t)n)) != NULL) {   /* larger files: left to libhdf5 */
-      rewind(fp);
-      b.len = fread(b.b, 1, (size_t)n, fp) == (size_t)n ? (size_t)n : 0;
-    }
-  }
-  fclose(fp);
-  /* superblock 0 or 1 at offset 0 with 8-byte offsets and lengths; base address at 24 */
-  size_t ref;
-  uint64_t csize = 1;
-  if (b.len >= 72 && !memcmp(b.b, "\211HDF\r\n\032\n", 8) && b.b[8] <= 1 && b.b[13] == 8 && b.b[14] == 8) {
-    uint64_t base = le(b.b + 24, 8);
-    /* the format puts the base address at the superblock itself (here 0); libhdf5 1.10.8 takes another one
-       and reads every address from there: a damaged one sent H5HG_read into an endless loop */
-    if (base != 0)
-      st = C5_ERR(C5_ERR_IO, "%s: the superblock is damaged: its base address is %llu, the superblock's own is 0",
-                  f->path, (unsigned long long)base);
-    else if (find_vlen_ref(&b, base, oi.addr + base, attr, &ref, &csize)) {
-      char bad[256];
-      check_vlen_ref(&b, base, ref, bad, sizeof bad);
-      /* libhdf5 sizes its conversion buffer as length x character size before reading the heap (3 GB for a
-         damaged size of 1.6e9: minutes, or out of memory) */
-      if (!bad[0] && csize != 1)
-        snprintf(bad, sizeof bad, "its characters claim %llu bytes each, a string's are 1", (unsigned long long)csize);
-      if (bad[0])
-        st = C5_ERR(C5_ERR_IO, "%s: attribute %s of %s is damaged: its string's reference at byte %zu does not match "
-                    "the global heap (%s)", f->path, attr, obj, ref, bad);
-    }
-  }
-  free(b.b);
-  return st;
-}
-
 /* A fixed-length string attribute longer than this is not one of ours (a corrupted size). */
 #define C5_H5_MAX_ATTR (64L << 20)
 
@@ -426,7 +287,6 @@ c5_status c5_h5_attr_string(const c5_h5 *f, const char *obj, const char *attr, c
   } else if (t < 0 || H5Tget_class(t) != H5T_STRING) {
     H5Eclear2(H5E_DEFAULT);
     st = C5_ERR(C5_ERR_IO, "%s: attribute %s of %s is not a string", f->path, attr, obj);
-  } else if (H5Tis_variable_str(t) > 0 && (st = vlen_attr_check(f, obj, attr)) != C5_OK) {
   } else if (H5Tis_variable_str(t) > 0) {
     char *s = NULL;
     hid_t mt = H5Tcopy(H5T_C_S1);

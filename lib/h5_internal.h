@@ -25,6 +25,11 @@ c5_status c5_h5_publish(const char *what, const char *tmp, const char *path);
    c5_h5_reason then says why) so that each file kind words its own message. */
 herr_t c5_h5_write_attr_long(hid_t obj, const char *name, long v);
 herr_t c5_h5_write_attr_string(hid_t obj, const char *name, const char *v);
+/* Before libhdf5 reads attribute attr of obj in a file the project did not write (h5py's layout:
+   superblock 0/1, version-1 object headers without checksums): every attribute message of obj's header,
+   attr's variable-length string reference and the superblock's base address checked from the file's
+   bytes (h5_header.c says which damage crashes or hangs libhdf5 1.10.8). C5_ERR_IO naming the damage. */
+c5_status c5_h5_header_check(const c5_h5 *f, const char *obj, const char *attr);
 /* "[a,b,c]" */
 void c5_h5_shape_str(char *buf, size_t len, int nd, const long *dims);
 #endif

@@ -5,6 +5,8 @@
    padded leading dimensions, beta 0 and beta != 0 (C poisoned with NaN
    where beta is 0: every element must be written). A type mix the GPU does
    not take is refused by name. Exits 77 without a GPU. */
+#include <string.h>
+#include <stddef.h>
 #include <stdint.h>
 #include "cuda_util.h"
 #include "kernels.h"
@@ -111,8 +113,16 @@ int main(int argc, char **argv)
     float x = 0;
     T_FAILS(c5k_cuda_ops.gemm_ex(&ctx, 0, 0, 1, 1, 1, 1, &x, C5_DTYPE_F64, 1, 0, &x, C5_DTYPE_F32, 1, 0, 0, &x,
                                  C5_DTYPE_F32, 1, 0, 1, C5_DTYPE_F32), C5_ERR_NOTIMPL, "gemm_ex: A f64, B f32");
-    /* an op not on the GPU yet: NULL, and lib/ refuses it by name */
-    T_CHECK(c5k_cuda_ops.local_attn_forward == NULL && c5k_cuda_ops.cd_sumexp == NULL, "ops not on the GPU are NULL");
+    /* the table is complete: every op after the name is on the GPU (lib/ would refuse a NULL one by name) */
+    typedef void (*op_fn)(void);
+    int missing = 0;
+    for (size_t at = offsetof(c5k_ops, name) + sizeof(const char *); at + sizeof(op_fn) <= sizeof(c5k_ops);
+         at += sizeof(op_fn)) {
+      op_fn f;
+      memcpy(&f, (const char *)&c5k_cuda_ops + at, sizeof f);
+      if (!f) { printf("c5k_cuda_ops: the op at byte %zu of the table is NULL\n", at); missing++; }
+    }
+    T_CHECK(missing == 0, "every op of the table has a CUDA version");
   }
   goto done;
 fail:
