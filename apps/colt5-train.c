@@ -575,6 +575,8 @@ static c5_status pick_backend(run_t *r)
   r->gpu_id = local_rank() % ngpu;
   TRY(c5_backend_create(C5_BACKEND_CUDA, r->gpu_id, &r->gpu));
   r->be = r->gpu;
+  TRY(c5_backend_set_matmul(r->gpu, !strcmp(r->o.matmul, "tf32") ? C5_MATMUL_TF32
+                                    : !strcmp(r->o.matmul, "bf16") ? C5_MATMUL_BF16 : C5_MATMUL_FP32));
   return C5_OK;
 }
 
@@ -833,7 +835,7 @@ int main(int argc, char **argv)
   if (r->rank == 0) {
     if (c5_blas_warning()) fprintf(stderr, "colt5-train: %s\n", c5_blas_warning());
     char dev[64] = "cpu";
-    if (r->gpu) snprintf(dev, sizeof dev, "%s (GPU %d)", c5_backend_name(r->gpu), r->gpu_id);
+    if (r->gpu) snprintf(dev, sizeof dev, "%s (GPU %d, matmul %s)", c5_backend_name(r->gpu), r->gpu_id, r->o.matmul);
     printf("colt5-train: %d ranks = %d per sequence x %d data-parallel, %d threads each, precision %s, BLAS core %s, "
            "device %s\n", r->size, c5_dist_size(r->seq), c5_dist_size(r->dp), omp_get_max_threads(), C5_REAL_NAME,
            c5_blas_core(), dev);

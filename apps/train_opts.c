@@ -24,7 +24,7 @@ static const opts_t opts_default = {
   .seq_ranks = 0, .threads = 0, .log_every = 50, .ckpt_every = 0, .keep = 2, .stop_after = 0,
   .lr = 5e-3, .lr_min = 1e-4, .weight_decay = 0.01, .clip = 1.0, .random_route = 0, .resume = 0,
   .log = "", .ckpt_dir = "", .dump_steps = "", .dump_file = "activations.h5", .on_nonfinite = "stop",
-  .device = "cpu",
+  .device = "cpu", .matmul = "fp32",
   .data = TRAIN_DEFAULT_DATA, .val_frac = 0.05, .mask_frac = 0.15 };
 
 typedef enum { T_INT, T_REAL, T_BOOL, T_STR } otype;
@@ -92,6 +92,7 @@ static const opt_t opt_table[] = {
   { "dump-file", "train", "dump_file", T_STR, O(dump_file), 0, 0, "activation dump file" },
   { "on-nonfinite", "train", "on_nonfinite", T_STR, O(on_nonfinite), 0, 0, "stop (exit 1) or skip (the step) at a NaN/Inf" },
   { "device", "train", "device", T_STR, O(device), 0, 0, "cpu, or cuda: the model on a GPU (one rank, GPU local rank % GPUs)" },
+  { "matmul", "train", "matmul", T_STR, O(matmul), 0, 0, "fp32, tf32 or bf16: how --device cuda's f32 products round their inputs" },
   { "data", "data", "path", T_STR, O(data), 0, 0, "text file, or folder of fortune files (shuffled, '%' lines dropped)" },
   { "val-frac", "data", "val_frac", T_REAL, O(val_frac), 1e-6, 0.9, "last fraction of the text used for validation" },
   { "mask-frac", "data", "mask_frac", T_REAL, O(mask_frac), 0.01, 0.9, "fraction of each sequence masked" },
@@ -371,6 +372,10 @@ c5_status train_opts_parse(int argc, char **argv, opts_t *o, int *help)
     return c5_error_raise(C5_ERR_ARG, "--on-nonfinite %s: expected stop or skip", o->on_nonfinite);
   if (strcmp(o->device, "cpu") && strcmp(o->device, "cuda"))
     return c5_error_raise(C5_ERR_ARG, "--device %s: expected cpu or cuda", o->device);
+  if (strcmp(o->matmul, "fp32") && strcmp(o->matmul, "tf32") && strcmp(o->matmul, "bf16"))
+    return c5_error_raise(C5_ERR_ARG, "--matmul %s: expected fp32, tf32 or bf16", o->matmul);
+  if (strcmp(o->matmul, "fp32") && strcmp(o->device, "cuda"))
+    return c5_error_raise(C5_ERR_ARG, "--matmul %s: only --device cuda has TF32/bf16 products", o->matmul);
   if (o->lr_min > o->lr) return c5_error_raise(C5_ERR_ARG, "--lr-min %g: above --lr %g", o->lr_min, o->lr);
   if (o->resume && !*o->ckpt_dir) return c5_error_raise(C5_ERR_ARG, "--resume: needs --ckpt-dir");
   if (o->stop_after && !*o->ckpt_dir) return c5_error_raise(C5_ERR_ARG, "--stop-after: needs --ckpt-dir");

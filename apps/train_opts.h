@@ -24,7 +24,7 @@ typedef struct {
   double lr, lr_min, weight_decay, clip;
   int random_route, resume;
   /* strings: owned (train_opts_init duplicates the defaults, every value set replaces and frees) */
-  char *log, *ckpt_dir, *dump_steps, *dump_file, *on_nonfinite, *device;
+  char *log, *ckpt_dir, *dump_steps, *dump_file, *on_nonfinite, *device, *matmul;
   /* data */
   char *data;
   double val_frac, mask_frac;

@@ -10,7 +10,7 @@
    (bench/stream.cu), and the bound the issue sets for the 1 x 8M row:
    2 T n 4 bytes at the streaming bandwidth.
 
-   The block (c5-cuda-bench block [--tf32] [--budget S] [BxN ...]):
+   The block (c5-cuda-bench block [--tf32 | --matmul fp32|tf32|bf16] [--budget S] [BxN ...]):
    ConditionalRoutedTransformerBlock of the issue's setting (dim 512, 8 light
    and 8 heavy heads of 64, light window 128, ff mults 0.5 and 4, n/16 heavy
    tokens for q, kv and ff, one kv route, the router's defaults,
@@ -27,7 +27,7 @@
    between two synchronizations (c5_backend_sync).
 
    usage: c5-cuda-bench ROWSxN ...    (one rank; the CUDA device 0)
-          c5-cuda-bench block [--tf32] [--budget SECONDS] [BxN ...]
+          c5-cuda-bench block [--tf32 | --matmul fp32|tf32|bf16] [--budget SECONDS] [BxN ...]
    Exits 77 when no CUDA device is visible. */
 #include <math.h>
 #include <stdio.h>
@@ -272,7 +272,7 @@ static double gib(size_t b) { return b / 1073741824.0; }
 
 /* One shape: build on the device, time, report; everything freed whatever happens. */
 static c5_status block_shape(c5_backend *be, const c5_dist *d, const c5_real *pval, long np, long batch, long n,
-                             int tf32, double budget_s, char *err, size_t errlen)
+                             c5_matmul mm, double budget_s, char *err, size_t errlen)
 {
   const c5_block_config cfg = block_config(n);
   const long N = batch * n * cfg.attn.dim;
@@ -306,11 +306,11 @@ static c5_status block_shape(c5_backend *be, const c5_dist *d, const c5_real *pv
   C5_CALL_GOTO(c5_backend_mem_stats(be, 0, &mfb), st, done);
   {
     const double fl = block_flops(&cfg, batch, n), tok = (double)batch * n;
-    printf("colt5 op=block batch=%ld n=%ld dim=%d precision=%s tf32=%d fwd_ms=%.3f fwdbwd_ms=%.3f "
+    printf("colt5 op=block batch=%ld n=%ld dim=%d precision=%s matmul=%s fwd_ms=%.3f fwdbwd_ms=%.3f "
            "fwd_tokens_per_s=%.4g fwdbwd_tokens_per_s=%.4g fwd_tflops=%.2f fwdbwd_tflops=%.2f fwd_gflop=%.2f "
            "pool_used_high_fwd_GiB=%.3f pool_used_high_GiB=%.3f pool_reserved_high_GiB=%.3f "
            "dev_used_before_GiB=%.3f dev_used_after_GiB=%.3f dev_total_GiB=%.1f batches=%dx%d,%dx%d\n",
-           batch, n, cfg.attn.dim, C5_REAL_NAME, tf32, f_ms, fb_ms, tok / (f_ms * 1e-3), tok / (fb_ms * 1e-3),
+           batch, n, cfg.attn.dim, C5_REAL_NAME, c5_matmul_name(mm), f_ms, fb_ms, tok / (f_ms * 1e-3), tok / (fb_ms * 1e-3),
            fl / (f_ms * 1e-3) / 1e12, 3 * fl / (fb_ms * 1e-3) / 1e12, fl / 1e9, gib(mf.pool_used_high),
            gib(mfb.pool_used_high), gib(mfb.pool_reserved_high), gib(m0.dev_used), gib(mfb.dev_used),
            gib(mfb.dev_total), f_nb, f_b, fb_nb, fb_b);
@@ -330,17 +330,23 @@ done:
   return st;
 }
 
-/* argv[0..argc): [--tf32] [--budget SECONDS] [BxN ...] */
+/* argv[0..argc): [--tf32 | --matmul fp32|tf32|bf16] [--budget SECONDS] [BxN ...] */
 static int block_main(c5_backend *be, const c5_dist *d, int argc, char **argv)
 {
   static char *defaults[] = { "4x8192", "1x32768", "1x131072", "1x1048576" };
-  int tf32 = 0, a = 0, rc = 0;
+  c5_matmul mm = C5_MATMUL_FP32;
+  int a = 0, rc = 0;
   double budget_s = 15;
   for (; a < argc && !strncmp(argv[a], "--", 2); a++) {
-    if (!strcmp(argv[a], "--tf32")) tf32 = 1;
+    if (!strcmp(argv[a], "--tf32")) mm = C5_MATMUL_TF32;
+    else if (!strcmp(argv[a], "--matmul") && a + 1 < argc &&
+             (!strcmp(argv[a + 1], "fp32") || !strcmp(argv[a + 1], "tf32") || !strcmp(argv[a + 1], "bf16"))) {
+      a++;
+      mm = argv[a][0] == 'f' ? C5_MATMUL_FP32 : argv[a][0] == 't' ? C5_MATMUL_TF32 : C5_MATMUL_BF16;
+    }
     else if (!strcmp(argv[a], "--budget") && a + 1 < argc && atof(argv[a + 1]) > 0) budget_s = atof(argv[++a]);
     else {
-      fprintf(stderr, "c5-cuda-bench block: option %s: expected --tf32 or --budget SECONDS (> 0)\n", argv[a]);
+      fprintf(stderr, "c5-cuda-bench block: option %s: expected --tf32, --matmul fp32|tf32|bf16 or --budget SECONDS (> 0)\n", argv[a]);
       return 2;
     }
   }
@@ -353,7 +359,7 @@ static int block_main(c5_backend *be, const c5_dist *d, int argc, char **argv)
       return 2;
     }
   }
-  if (c5_backend_set_tf32(be, tf32) != C5_OK) {
+  if (c5_backend_set_matmul(be, mm) != C5_OK) {
     fprintf(stderr, "c5-cuda-bench block: %s\n", c5_last_error());
     return 1;
   }
@@ -370,19 +376,20 @@ static int block_main(c5_backend *be, const c5_dist *d, int argc, char **argv)
     return 1;
   }
   printf("colt5 cuda bench: block dim 512, 8+8 heads of 64, window 128, ff 0.5/4, n/16 heavy tokens; precision %s, "
-         "tf32 %s; %ld parameters\n", C5_REAL_NAME, sizeof(c5_real) == 8 ? "n/a (fp64 products)" : tf32 ? "on" : "off",
+         "matmul %s; %ld parameters\n", C5_REAL_NAME, sizeof(c5_real) == 8 ? "fp64" : c5_matmul_name(mm),
          c5_params_total(hp));
   for (int i = 0; i < nshapes; i++) {
     long b, n;
     sscanf(shapes[i], "%ldx%ld", &b, &n);
     char err[2048] = "";
-    c5_status st = block_shape(be, d, c5_params_value(hp, 0), c5_params_total(hp), b, n, tf32, budget_s, err,
+    c5_status st = block_shape(be, d, c5_params_value(hp, 0), c5_params_total(hp), b, n, mm, budget_s, err,
                                sizeof err);
     if (st != C5_OK) {
       const int oom = st == C5_ERR_MEM || strstr(err, "out of memory") != NULL;
       for (char *c = err; *c; c++)   /* one line per result */
         if (*c == '\n') *c = ' ';
-      printf("colt5 op=block batch=%ld n=%ld precision=%s tf32=%d error=%s: %s\n", b, n, C5_REAL_NAME, tf32,
+      printf("colt5 op=block batch=%ld n=%ld precision=%s matmul=%s error=%s: %s\n", b, n, C5_REAL_NAME,
+             c5_matmul_name(mm),
              oom ? "out_of_memory" : "failed", err);
       if (!oom) rc = 1;
     }

@@ -41,6 +41,8 @@ typedef struct {
   double *work;      /* scratch owned by the caller */
   long work_len;     /* in doubles */
   void *dev;         /* a device backend's state (CUDA: stream, cuBLASLt handle, scratch); NULL on the CPU */
+  int exact;         /* 1: f32 products exact whatever the backend's matmul mode (c5_backend_set_matmul):
+                        the router's logits, which top-k compares, never see TF32/bf16 rounding */
 } c5k_ctx;
 
 /* x[i] = exp(x[i]), x[i] = erf(x[i]), vectorized (kernels/cpu/vmath.c). */

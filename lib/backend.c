@@ -152,14 +152,27 @@ c5_status c5_backend_sync(const c5_backend *be)
   return C5_OK;
 }
 
+const char *c5_matmul_name(c5_matmul m)
+{
+  return m == C5_MATMUL_FP32 ? "fp32" : m == C5_MATMUL_TF32 ? "tf32" : m == C5_MATMUL_BF16 ? "bf16" : "?";
+}
+
+c5_status c5_backend_set_matmul(c5_backend *be, c5_matmul m)
+{
+  C5_CHECK(be, C5_ERR_ARG, "c5_backend_set_matmul: backend is NULL");
+  C5_CHECK(m == C5_MATMUL_FP32 || m == C5_MATMUL_TF32 || m == C5_MATMUL_BF16, C5_ERR_ARG,
+           "c5_backend_set_matmul: unknown mode %d", (int)m);
+#if C5_HAVE_CUDA_BUILD
+  if (be->dev) { c5k_cuda_set_matmul(be->dev, (int)m); return C5_OK; }
+#endif
+  C5_CHECK(m == C5_MATMUL_FP32, C5_ERR_NOTIMPL, "c5_backend_set_matmul: the %s backend has no %s products",
+           be->ops->name, c5_matmul_name(m));
+  return C5_OK;
+}
+
 c5_status c5_backend_set_tf32(c5_backend *be, int on)
 {
-  C5_CHECK(be, C5_ERR_ARG, "c5_backend_set_tf32: backend is NULL");
-#if C5_HAVE_CUDA_BUILD
-  if (be->dev) { c5k_cuda_set_tf32(be->dev, on); return C5_OK; }
-#endif
-  C5_CHECK(!on, C5_ERR_NOTIMPL, "c5_backend_set_tf32: the %s backend has no TF32 mode", be->ops->name);
-  return C5_OK;
+  return c5_backend_set_matmul(be, on ? C5_MATMUL_TF32 : C5_MATMUL_FP32);
 }
 
 c5_status c5_backend_mem_stats(const c5_backend *be, int reset, c5_backend_mem *out)

@@ -359,6 +359,7 @@ static c5_status forward_local(const c5_router *rt, const c5_layout *lay, const 
   /* logits: s[b, route, j] = x[b, j] . w[route] (cosine: scaled cosine) */
   const c5k_ops *ops = rt->be->ops;
   c5k_ctx kc = c5_backend_ctx(rt->be, NULL, 0);
+  kc.exact = 1;   /* the logits in the working precision whatever the matmul mode: top-k compares them */
   for (long b = 0; b < batch; b++)
     C5_CALL(ops->gemm(&kc, 0, 1, R, nl, dim, 1.0, routing_token, dim, x + b * nl * dim, dim, 0.0, c->s + b * R * nl, nl));
   if (cfg->cosine_sim_routing)

@@ -26,8 +26,9 @@ c5_status c5k_cuda_free(c5k_cuda_dev *dev, void *ptr);
 /* Any direction (unified addressing); returns when the copy is done. */
 c5_status c5k_cuda_memcpy(c5k_cuda_dev *dev, void *dst, const void *src, size_t bytes);
 c5_status c5k_cuda_sync(c5k_cuda_dev *dev);
-/* TF32 for F32-compute products (gemm_ex, gemm) on this device. */
-void c5k_cuda_set_tf32(c5k_cuda_dev *dev, int on);
+/* How F32-compute products (gemm_ex, gemm) round their f32 inputs on this device: c5_matmul's values
+   (0 exact, 1 TF32, 2 bf16). */
+void c5k_cuda_set_matmul(c5k_cuda_dev *dev, int mode);
 /* Device memory in bytes, for benchmarks: what the whole device has in use (cudaMemGetInfo: every
    process and allocator, the context included) and the high watermarks of the pool the backend's
    stream-ordered allocations come from (its memory held from the driver, and handed out to callers).

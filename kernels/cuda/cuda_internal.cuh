@@ -17,7 +17,7 @@ struct c5k_cuda_dev {
   size_t lt_ws_bytes;
   void *scratch;                /* per-op partials, grown on demand (ops may not overlap on one device) */
   size_t scratch_bytes;
-  int tf32;
+  int matmul;                   /* c5_matmul: 0 fp32, 1 tf32, 2 bf16 inputs to f32-compute products */
 };
 
 #define C5K_CUDA_TRY(call, what) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) \

@@ -86,7 +86,7 @@ extern "C" c5_status c5k_cuda_sync(c5k_cuda_dev *d)
   return C5_OK;
 }
 
-extern "C" void c5k_cuda_set_tf32(c5k_cuda_dev *d, int on) { d->tf32 = on != 0; }
+extern "C" void c5k_cuda_set_matmul(c5k_cuda_dev *d, int mode) { d->matmul = mode; }
 
 extern "C" c5_status c5k_cuda_mem_stats(c5k_cuda_dev *d, int reset, c5k_cuda_mem *m)
 {

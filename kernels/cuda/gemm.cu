@@ -2,8 +2,8 @@
    Row-major C = alpha op(A) op(B) + beta C is the column-major
    C^T = op(B)^T op(A)^T, so B and A swap places and nothing is copied.
    Types: f64 throughout (compute f64); f32 or bf16 inputs with f32
-   compute and f32 or bf16 output; f32 compute runs TF32 when the backend
-   asks for it (c5_backend_set_tf32). */
+   compute and f32 or bf16 output; f32 inputs are rounded to TF32 or bf16
+   on the tensor cores when the backend asks (c5_backend_set_matmul). */
 #include "cuda_internal.cuh"
 
 static cudaDataType_t cu_type(c5_dtype t)
@@ -47,8 +47,13 @@ extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long
   int found = 0;
   /* column-major view: C' [n x m] = op(B') [n x k] op(A') [k x m] */
   const cublasOperation_t oa = transb ? CUBLAS_OP_T : CUBLAS_OP_N, ob = transa ? CUBLAS_OP_T : CUBLAS_OP_N;
+  /* f32 inputs rounded on the tensor cores when the backend asks (c5_backend_set_matmul); bf16 inputs
+     are bf16 already */
   const cublasComputeType_t ct = f64 ? CUBLAS_COMPUTE_64F
-                                 : dev->tf32 && atype == C5_DTYPE_F32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+                                 : atype != C5_DTYPE_F32 ? CUBLAS_COMPUTE_32F
+                                 : ctx->exact ? CUBLAS_COMPUTE_32F
+                                 : dev->matmul == 1 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                 : dev->matmul == 2 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
   const cudaDataType_t sct = f64 ? CUDA_R_64F : CUDA_R_32F;
   float af = (float)alpha, bf = (float)beta;
   const void *pa = f64 ? (const void *)&alpha : (const void *)&af, *pb = f64 ? (const void *)&beta : (const void *)&bf;

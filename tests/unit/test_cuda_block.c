@@ -2,7 +2,8 @@
    the CUDA backend against the CPU backend at one rank: the same parameters
    (made on the CPU, uploaded), the same input (and mask), every tensor of
    the GPU run in device memory. Compared norm-wise: out, dx and every
-   parameter gradient (double build 1e-10, single build 1e-4: a block is a
+   parameter gradient (double build 1e-10, single build 1e-4, and the same
+   block with TF32 products 5e-3, bf16 products 2e-2: a block is a
    chain of GEMMs, norms and softmaxes whose rounding the tolerances of the
    single ops compound); the routed index sets of the three routers (q, kv,
    ff) must be identical. Straight-through routing, and random normal inputs
@@ -31,7 +32,13 @@ typedef struct {
   long batch, n;
   int dim, masked, routes, light_rotary, rotary;
   long q, kv, ff;
+  c5_matmul mm;   /* the GPU run's matmul mode (single build): TF32 and bf16 inputs compared at 5e-3 and 2e-2 */
 } bcase;
+
+static double tol_of(const bcase *k)
+{
+  return k->mm == C5_MATMUL_TF32 ? 5e-3 : k->mm == C5_MATMUL_BF16 ? 2e-2 : TOL;
+}
 
 static c5_block_config config(const bcase *k)
 {
@@ -206,7 +213,13 @@ static int check_case(c5_backend *gpu, const c5_dist *d, const bcase *k)
     for (long i = 0; i < k->batch * k->n; i++) mask[i] = (i % k->n) < k->n - 7 && i % 13 != 5;
   }
   T_CHECK(run(c5_backend_cpu(), d, k, pval, np, x, g, mask, &rc), "%s: the CPU run", k->name);
-  T_CHECK(run(gpu, d, k, pval, np, x, g, mask, &rg), "%s: the CUDA run", k->name);
+  T_OK(c5_backend_set_matmul(gpu, k->mm));
+  {
+    const int r = run(gpu, d, k, pval, np, x, g, mask, &rg);
+    c5_backend_set_matmul(gpu, C5_MATMUL_FP32);
+    T_CHECK(r, "%s: the CUDA run", k->name);
+  }
+  const double tol = tol_of(k);
   {
     /* tie margins from a CPU forward of the same inputs */
     c5_layout lay;
@@ -239,15 +252,15 @@ static int check_case(c5_backend *gpu, const c5_dist *d, const bcase *k)
   for (int i = 0; i < 2; i++) {
     double e = err(q[i].a, q[i].b, q[i].n);
     printf("block %-14s %-10s [%ld, %ld, %d]: norm-wise error %.3e (tol %.0e) %s\n", k->name, q[i].what, k->batch,
-           k->n, k->dim, e, TOL, e <= TOL ? "PASS" : "FAIL");
-    all &= e <= TOL;
+           k->n, k->dim, e, tol, e <= tol ? "PASS" : "FAIL");
+    all &= e <= tol;
   }
   for (long i = 0; i < c5_params_count(p); i++) {
     const long off = c5_params_grad(p, i) - c5_params_grad(p, 0), n = c5_params_numel(p, i);
     double e = err(rg.grad + off, rc.grad + off, n);
     printf("block %-14s grad %s [%ld]: norm-wise error %.3e (tol %.0e) %s\n", k->name, c5_params_name(p, i), n, e,
-           TOL, e <= TOL ? "PASS" : "FAIL");
-    all &= e <= TOL;
+           tol, e <= tol ? "PASS" : "FAIL");
+    all &= e <= tol;
   }
   ok = all;
 fail:
@@ -347,10 +360,14 @@ int main(int argc, char **argv)
   int ok = 1, P = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &P);
   const bcase cases[] = {
-    { "basic", 2, 100, 16, 0, 1, 0, 0, 20, 24, 30 },
-    { "masked_2kv", 2, 100, 32, 1, 2, 0, 0, 20, 24, 30 },
-    { "rotary", 1, 77, 32, 0, 1, 1, 1, 16, 16, 20 },
-    { "realistic", 2, 512, 64, 1, 1, 0, 0, 32, 32, 32 },
+    { "basic", 2, 100, 16, 0, 1, 0, 0, 20, 24, 30, C5_MATMUL_FP32 },
+    { "masked_2kv", 2, 100, 32, 1, 2, 0, 0, 20, 24, 30, C5_MATMUL_FP32 },
+    { "rotary", 1, 77, 32, 0, 1, 1, 1, 16, 16, 20, C5_MATMUL_FP32 },
+    { "realistic", 2, 512, 64, 1, 1, 0, 0, 32, 32, 32, C5_MATMUL_FP32 },
+#if !C5_USE_DOUBLE   /* the matmul modes round f32 inputs; the double build's products are f64 */
+    { "realistic_tf32", 2, 512, 64, 1, 1, 0, 0, 32, 32, 32, C5_MATMUL_TF32 },
+    { "realistic_bf16", 2, 512, 64, 1, 1, 0, 0, 32, 32, 32, C5_MATMUL_BF16 },
+#endif
   };
   if (c5_dist_create(MPI_COMM_SELF, &d) != C5_OK) {
     fprintf(stderr, "c5_dist_create: %s\n", c5_last_error());
@@ -361,7 +378,8 @@ int main(int argc, char **argv)
     ok = 0;
   }
   for (size_t i = 0; ok >= 0 && d && (P == 1 || world) && i < sizeof cases / sizeof *cases; i++)
-    if (!(P > 1 ? check_case_sharded(gpu, d, world, &cases[i]) : check_case(gpu, d, &cases[i]))) {
+    if (P > 1 && cases[i].mm != C5_MATMUL_FP32) continue;   /* the sharded comparison is GPU against GPU */
+    else if (!(P > 1 ? check_case_sharded(gpu, d, world, &cases[i]) : check_case(gpu, d, &cases[i]))) {
       fprintf(stderr, "case %s: FAIL%s%s\n", cases[i].name, c5_last_error()[0] ? ": " : "", c5_last_error());
       ok = 0;
     }

@@ -49,6 +49,8 @@ refused 1 "--lr -1: expected a number from 0 to 10" --lr -1
 refused 1 "--lr nan: expected a number" --lr nan
 refused 1 "--random-route 2: expected 0 or 1" --random-route=2
 refused 1 "--on-nonfinite maybe: expected stop or skip" --on-nonfinite maybe
+refused 1 "--matmul fp16: expected fp32, tf32 or bf16" --matmul fp16
+refused 1 "--matmul bf16: only --device cuda has TF32/bf16 products" --matmul bf16
 refused 1 "unknown option --bogus" --bogus
 refused 1 "option --steps needs a value" --steps
 refused 1 "--resume: needs --ckpt-dir" --resume
@@ -84,7 +86,7 @@ for o in config help dim depth seq-len heavy-q heavy-kv heavy-ff routed-kv light
          heavy-dim-head window light-ff-mult heavy-ff-mult straight-through n-iters fetch-k-ratio router-eps eps-init \
          eps-decay random-route steps batch accum lr lr-min warmup weight-decay clip seed val-every \
          val-batches seq-ranks threads log log-every ckpt-dir ckpt-every keep resume stop-after dump-activations \
-         dump-file on-nonfinite data val-frac mask-frac; do
+         dump-file on-nonfinite device matmul data val-frac mask-frac; do
   printf '%s\n' "$help" | grep -q -- "--$o[ =[]" || missing="$missing $o"
 done
 if [ $rc -eq 0 ] && [ -z "$missing" ] && printf '%s\n' "$help" | grep -q -- "--lr N .*(default 0.005)"; then echo "ok: --help lists every option with its default"
