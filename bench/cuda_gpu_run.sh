@@ -9,7 +9,7 @@
 #     (--use-triton --use-flash-attn; TF32, then bf16 autocast with its routers
 #     fed fp32 scores, REF_BF16_ROUTER_FP32=0 to feed them bf16; REF_FLAGS
 #     replaces "--use-triton --use-flash-attn"), and block.txt,
-#     single/c5-cuda-bench block in fp32 then with --tf32; shapes BLOCK_SHAPES.
+#     single/c5-cuda-bench block with --matmul fp32, tf32, bf16; shapes BLOCK_SHAPES.
 #   CD=1 (default when BLOCK=0): coordinate descent: ref.txt, bench.txt,
 #     bench2.txt (the same again: the spread is the noise), ncu.txt; shapes SHAPES.
 # ONLY_TESTS="cd topk ...": those tests, nothing else. SKIP_REF=1: no reference.
@@ -35,7 +35,7 @@ skip_ref=${SKIP_REF:-0}
 only_tests=${ONLY_TESTS:-}   # a list of test names (cd topk gemm): run those, no benchmark
 [ -n "$only_tests" ] && { block=0; cd_bench=0; skip_ref=1; }
 # what the later steps are owed (seconds): ours for the block (2 runs), for cd (2 runs and ncu)
-owe_ours=$(( (block == 1 ? 180 : 0) + (cd_bench == 1 ? 300 : 0) ))
+owe_ours=$(( (block == 1 ? 270 : 0) + (cd_bench == 1 ? 300 : 0) ))
 # step_s WANT OWED: a step's timeout, WANT seconds or less, so that OWED seconds remain for the later steps
 step_s() { _l=$(( total - ($(date +%s) - start) - $2 )); [ "$_l" -lt "$1" ] && echo "$_l" || echo "$1"; }
 # step FILE WANT OWED COMMAND...: COMMAND under its timeout, its output and rc appended to FILE
@@ -108,8 +108,11 @@ if [ "$block" = 1 ]; then
   step "$OUT/block.txt" 90 $(( 90 + (cd_bench == 1 ? 300 : 0) )) mpirun -np 1 "$here/single/c5-cuda-bench" block \
     --budget 10 $block_shapes
   echo "### ours, single build, TF32" >> "$OUT/block.txt"
-  step "$OUT/block.txt" 90 $(( cd_bench == 1 ? 300 : 0 )) mpirun -np 1 "$here/single/c5-cuda-bench" block --tf32 \
-    --budget 10 $block_shapes
+  step "$OUT/block.txt" 90 $(( 90 + (cd_bench == 1 ? 300 : 0) )) mpirun -np 1 "$here/single/c5-cuda-bench" block \
+    --matmul tf32 --budget 10 $block_shapes
+  echo "### ours, single build, bf16 products" >> "$OUT/block.txt"
+  step "$OUT/block.txt" 90 $(( cd_bench == 1 ? 300 : 0 )) mpirun -np 1 "$here/single/c5-cuda-bench" block \
+    --matmul bf16 --budget 10 $block_shapes
 fi
 if [ "$cd_bench" = 1 ]; then
   : > "$OUT/bench.txt"; : > "$OUT/bench2.txt"; : > "$OUT/ncu.txt"

@@ -18,6 +18,8 @@ struct c5k_cuda_dev {
   void *scratch;                /* per-op partials, grown on demand (ops may not overlap on one device) */
   size_t scratch_bytes;
   int matmul;                   /* c5_matmul: 0 fp32, 1 tf32, 2 bf16 inputs to f32-compute products */
+  void *cvt;                    /* gemm_ex's bf16 copies of f32 inputs (matmul 2), grown on demand; apart from */
+  size_t cvt_bytes;             /* scratch, which an op's own products may read */
 };
 
 #define C5K_CUDA_TRY(call, what) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) \

@@ -45,6 +45,7 @@ extern "C" void c5k_cuda_dev_destroy(c5k_cuda_dev *d)
   cudaSetDevice(d->device);
   if (d->stream) cudaStreamSynchronize(d->stream);
   if (d->scratch) cudaFree(d->scratch);
+  if (d->cvt) cudaFree(d->cvt);
   if (d->lt) cublasLtDestroy(d->lt);
   if (d->lt_ws) cudaFree(d->lt_ws);
   if (d->stream) cudaStreamDestroy(d->stream);

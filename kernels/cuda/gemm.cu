@@ -2,8 +2,10 @@
    Row-major C = alpha op(A) op(B) + beta C is the column-major
    C^T = op(B)^T op(A)^T, so B and A swap places and nothing is copied.
    Types: f64 throughout (compute f64); f32 or bf16 inputs with f32
-   compute and f32 or bf16 output; f32 inputs are rounded to TF32 or bf16
-   on the tensor cores when the backend asks (c5_backend_set_matmul). */
+   compute and f32 or bf16 output; when the backend asks
+   (c5_backend_set_matmul) f32 inputs are rounded to TF32 on the tensor
+   cores, or to bf16 copies for the bf16 product. */
+#include <cuda_bf16.h>
 #include "cuda_internal.cuh"
 
 static cudaDataType_t cu_type(c5_dtype t)
@@ -24,6 +26,19 @@ static uint32_t lt_align(const void *p, long stride, long batch, c5_dtype t)
 #define LT_TRY(call) do { cublasStatus_t e_ = (call); if (e_ != CUBLAS_STATUS_SUCCESS) { \
     st = C5K_ERR(C5_ERR_CUDA, "cuda op gemm_ex: %s: cuBLASLt status %d", #call, (int)e_); goto out; } } while (0)
 
+/* f32 -> bf16, round to nearest even: the extent an operand's batches and rows span (its padding too) */
+__global__ static void to_bf16(long n, const float *x, __nv_bfloat16 *y)
+{
+  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
+    y[i] = __float2bfloat16_rn(x[i]);
+}
+
+/* Elements from an operand's first to its last: rows x cols (ld), batch of them stride apart. */
+static long extent(long rows, long cols, long ld, long stride, long batch)
+{
+  return (batch - 1) * stride + (rows - 1) * ld + cols;
+}
+
 extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
                                       const void *A, c5_dtype atype, long lda, long stride_a,
                                       const void *B, c5_dtype btype, long ldb, long stride_b, double beta,
@@ -31,6 +46,28 @@ extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long
 {
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, "gemm_ex", &dev));
+  /* bf16 products of f32 inputs: the inputs rounded to bf16 copies, then the bf16 tensor-core product with f32
+     accumulation. cuBLASLt's CUBLAS_COMPUTE_32F_FAST_16BF was measured on an H200 (cuBLAS 13) to give TF32's
+     accuracy and speed, so the rounding is done here, where it is known to happen. */
+  if (dev->matmul == 2 && !ctx->exact && compute == C5_DTYPE_F32 && atype == C5_DTYPE_F32 &&
+      btype == C5_DTYPE_F32 && m > 0 && n > 0 && k > 0 && batch > 0) {
+    const long na = extent(transa ? k : m, transa ? m : k, lda, stride_a, batch);
+    const long nb = extent(transb ? n : k, transb ? k : n, ldb, stride_b, batch);
+    const size_t bytes = (size_t)(na + nb) * sizeof(__nv_bfloat16);
+    if (bytes > dev->cvt_bytes) {
+      if (dev->cvt) C5K_CUDA_TRY(cudaFreeAsync(dev->cvt, dev->stream), "gemm_ex: bf16 inputs");
+      dev->cvt = NULL;
+      dev->cvt_bytes = 0;
+      C5K_CUDA_TRY(cudaMallocAsync(&dev->cvt, bytes, dev->stream), "gemm_ex: bf16 inputs");
+      dev->cvt_bytes = bytes;
+    }
+    __nv_bfloat16 *a16 = (__nv_bfloat16 *)dev->cvt, *b16 = a16 + na;
+    to_bf16<<<(unsigned)((na + 255) / 256 < 4096 ? (na + 255) / 256 : 4096), 256, 0, dev->stream>>>(na, (const float *)A, a16);
+    to_bf16<<<(unsigned)((nb + 255) / 256 < 4096 ? (nb + 255) / 256 : 4096), 256, 0, dev->stream>>>(nb, (const float *)B, b16);
+    C5K_CUDA_LAUNCHED("gemm_ex: bf16 inputs");
+    return c5k_gemm_ex_cuda(ctx, transa, transb, m, n, k, alpha, a16, C5_DTYPE_BF16, lda, stride_a, b16, C5_DTYPE_BF16,
+                            ldb, stride_b, beta, C, ctype, ldc, stride_c, batch, compute);
+  }
   const int f64 = compute == C5_DTYPE_F64 && atype == C5_DTYPE_F64 && btype == C5_DTYPE_F64 && ctype == C5_DTYPE_F64;
   const int f32 = compute == C5_DTYPE_F32 && atype == btype && (atype == C5_DTYPE_F32 || atype == C5_DTYPE_BF16) &&
                   (ctype == C5_DTYPE_F32 || ctype == C5_DTYPE_BF16);
@@ -47,13 +84,9 @@ extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long
   int found = 0;
   /* column-major view: C' [n x m] = op(B') [n x k] op(A') [k x m] */
   const cublasOperation_t oa = transb ? CUBLAS_OP_T : CUBLAS_OP_N, ob = transa ? CUBLAS_OP_T : CUBLAS_OP_N;
-  /* f32 inputs rounded on the tensor cores when the backend asks (c5_backend_set_matmul); bf16 inputs
-     are bf16 already */
-  const cublasComputeType_t ct = f64 ? CUBLAS_COMPUTE_64F
-                                 : atype != C5_DTYPE_F32 ? CUBLAS_COMPUTE_32F
-                                 : ctx->exact ? CUBLAS_COMPUTE_32F
-                                 : dev->matmul == 1 ? CUBLAS_COMPUTE_32F_FAST_TF32
-                                 : dev->matmul == 2 ? CUBLAS_COMPUTE_32F_FAST_16BF : CUBLAS_COMPUTE_32F;
+  /* f32 inputs rounded to TF32 on the tensor cores when the backend asks (c5_backend_set_matmul) */
+  const cublasComputeType_t ct = f64 || atype != C5_DTYPE_F32 || ctx->exact ? (f64 ? CUBLAS_COMPUTE_64F : CUBLAS_COMPUTE_32F)
+                                 : dev->matmul == 1 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
   const cudaDataType_t sct = f64 ? CUDA_R_64F : CUDA_R_32F;
   float af = (float)alpha, bf = (float)beta;
   const void *pa = f64 ? (const void *)&alpha : (const void *)&af, *pb = f64 ? (const void *)&beta : (const void *)&bf;

@@ -85,9 +85,9 @@ static int check(c5_backend *gpu, c5_dtype in, c5_dtype out, c5_matmul mm, int t
   printf("gemm %s -> %s matmul %s ta %d tb %d beta %g: %.3e (tol %.0e)\n", c5_dtype_name(in), c5_dtype_name(out),
          c5_matmul_name(mm), ta, tb, beta, e, tol);
   T_CHECK(e <= tol, "norm-wise error %.3e > %.0e", e, tol);
-  /* f32 inputs rounded to bf16 (8 significant bits) cannot come out as exact as f32 ones (~1e-7): the
-     mode took effect */
-  T_CHECK(!(in == C5_DTYPE_F32 && mm == C5_MATMUL_BF16) || e > 1e-4, "matmul bf16: error %.3e, as exact as fp32", e);
+  /* f32 inputs rounded to bf16 (8 significant bits) come out near bf16 inputs' 2e-3, not TF32's (11 bits)
+     3e-4: the mode took effect */
+  T_CHECK(!(in == C5_DTYPE_F32 && mm == C5_MATMUL_BF16) || e > 1e-3, "matmul bf16: error %.3e, as exact as TF32", e);
   ok = 1;
 fail:
   c5_backend_set_matmul(gpu, C5_MATMUL_FP32);
