@@ -120,18 +120,28 @@ long c5k_local_attn_work(const c5k_local_attn *L);
      kscore [b, R, nk]: the kv router's scores; null_kv [2, H, dh]: the null
        key (0, h) and value (1, h) of each head.
      kmask [b, R, nk]: 1 = keep, for slots 1..nk; the null slot always takes part.
-     p [b, H, nq, n1]: attention probabilities (forward writes, backward reads). */
+     lse [b, H, nq] (double): each query row's log-sum-exp of its scores over
+       the slots that take part (forward writes, backward reads). The
+       probabilities P [nq, n1] of a head are never stored: the backward
+       recomputes them from S and lse (at n = 1M tokens P alone would be
+       137 GB). */
 typedef struct {
   long batch, nq, nk;            /* b; queries; routed keys/values per route */
   int heads, routes, dim_head;   /* H, R (H % R == 0), dh */
   int multiply_keys_by_score;    /* mk: the kv score multiplies keys as well as values */
 } c5k_heavy_attn;
 
-/* Doubles of ctx work heavy_attn_backward needs for A, on every backend:
-   one head's [nq, 1 + nk] scores in the working precision. */
+/* Query rows of the CPU's score blocks: their memory grows with nk only
+   (a whole head's [nq, 1 + nk] would not fit at nq = nk = 65536). */
+#define C5K_HEAVY_ROWS 128
+
+/* Doubles of ctx work heavy_attn_forward and heavy_attn_backward need for A
+   on the CPU: two [min(nq, C5K_HEAVY_ROWS), 1 + nk] score blocks of one head
+   in the working precision (P and dP). The CUDA ops take none. */
 static inline long c5k_heavy_attn_work(const c5k_heavy_attn *A)
 {
-  return (A->nq * (A->nk + 1) * (long)sizeof(c5_real) + (long)sizeof(double) - 1) / (long)sizeof(double);
+  const long rows = A->nq < C5K_HEAVY_ROWS ? A->nq : C5K_HEAVY_ROWS;
+  return (2 * rows * (A->nk + 1) * (long)sizeof(c5_real) + (long)sizeof(double) - 1) / (long)sizeof(double);
 }
 
 /* One AdamW step's scalars (adamw_update below): the gradient's scale (the
@@ -377,22 +387,43 @@ typedef struct c5k_ops {
      gnull[1, h, e] += dkv[b, r, 0, 2 hh dh + dh + e]. */
   c5_status (*heavy_null_kv_grad)(c5k_ctx *, const c5k_heavy_attn *A, const c5_real *dkv, double *gnull);
   /* Per batch b and head h (route r = h / hpr; k_h, v_h its key and value
-     columns of kv[b, r], all n1 slots): S = q_h k_h^T / sqrt(dh) [nq, n1];
-     each row's softmax over the slots that take part (slot 0 and the unmasked
-     ones): m their max, e_j = exp(S_j - m) in the working precision (exactly 0
-     for masked slots), sum = the e_j summed in double over j ascending,
-     P_j = e_j (1 / sum) rounded once; p[b, h] = P; o_h = P v_h into o's head h
-     columns. p and o written. */
+     columns of kv[b, r], all n1 slots): S = q_h k_h^T / sqrt(dh) [nq, n1]
+     (each dot in the working precision, times the scale rounded to it); each
+     row's softmax over the slots that take part (slot 0 and the unmasked
+     ones): m their max, e_j = exp(S_j - m) in the working precision (exactly
+     0 for masked slots), sum = sum_j e_j in double, lse = m + log(sum) in
+     double, P_j = e_j / sum; o_h = P v_h into o's head h columns. lse and o
+     written; P is not kept.
+     The CPU goes C5K_HEAVY_ROWS query rows at a time: sum over j ascending,
+     P_j = e_j (1 / sum) rounded once, o by GEMM. The CUDA op streams the
+     slots in tiles with a running max (online softmax): e_j relative to the
+     running max, sum and o's accumulators in double rescaled by
+     exp(m_old - m_new) when the max grows, each tile's part of o summed in
+     the working precision; o = acc / sum at the end. Both fix their orders
+     (results repeat bit for bit) and agree to rounding.
+     ctx work (CPU): c5k_heavy_attn_work(A) doubles. */
   c5_status (*heavy_attn_forward)(c5k_ctx *, const c5k_heavy_attn *A, const c5_real *q, const c5_real *kv,
-                                  const uint8_t *kmask, c5_real *p, c5_real *o);
-  /* Its gradient, from dout = dL/do [b, nq, D]: per (b, h), dP = dout_h v_h^T,
-     dv_h = P^T dout_h, dS_ij = P_ij (dP_ij - sum_k P_ik dP_ik) (the sum in
-     double, the product formed in double and rounded once),
-     dq_h = dS k_h / sqrt(dh), dk_h = dS^T q_h / sqrt(dh). dq [b, nq, D] and
-     dkv [b, R, n1, L] written (every slot, the null slot's included).
-     ctx work: c5k_heavy_attn_work(A) doubles. */
+                                  const uint8_t *kmask, double *lse, c5_real *o);
+  /* Its gradient, from dout = dL/do [b, nq, D], the forward's kmask and lse:
+     per (b, h), P_ij = exp(S_ij - lse_i) recomputed (the difference formed
+     in double and rounded to the working precision, exp in the working
+     precision; exactly 0 for masked slots), dP = dout_h v_h^T,
+     Delta_i = sum_j P_ij dP_ij (products and sum in double),
+     dS_ij = P_ij (dP_ij - Delta_i) (formed in double, rounded once),
+     dv_h = P^T dout_h, dq_h = dS k_h / sqrt(dh), dk_h = dS^T q_h / sqrt(dh).
+     A row whose only slot is the null one has P = 1 there and dS = 0
+     exactly. dq [b, nq, D] and dkv [b, R, n1, L] written (every slot, the
+     null slot's and masked slots' included; all 0 when nq = 0).
+     The CPU: C5K_HEAVY_ROWS query rows at a time through GEMMs, Delta over
+     j ascending, dk and dv accumulated over the row blocks in ascending
+     order. The CUDA op: Delta and dq per query tile over the key tiles in
+     ascending order, dk and dv per key tile over the query tiles in
+     ascending order; every output element has one writer, each tile's part
+     summed in the working precision and the tiles' parts in double.
+     ctx work (CPU): c5k_heavy_attn_work(A) doubles. */
   c5_status (*heavy_attn_backward)(c5k_ctx *, const c5k_heavy_attn *A, const c5_real *q, const c5_real *kv,
-                                   const c5_real *p, const c5_real *dout, c5_real *dq, c5_real *dkv);
+                                   const uint8_t *kmask, const double *lse, const c5_real *dout, c5_real *dq,
+                                   c5_real *dkv);
   /* ---- kv exchange, autoregressive attention (kernels/cpu/gather.c, kernels/cpu/mask.c) ---- */
   /* copy2d's shape with the source rows listed: for e < n, the width bytes at dst + e dpitch = those at
      src + idx[e] spitch (idx -1: zero bytes). Any element type: the masks and positions of gathered

@@ -10,6 +10,8 @@
      kvf[b,r] = [null_kv row; rot(k * kscore^mk) | v * kscore] [b, R, 1+nk, L]
      per head h = r*hpr + hh:  P = softmax(q_h k_h^T dh^-1/2, key mask)
                                o_h = P v_h   (o [b*nq, D], column h*dh + e)
+       (P is not kept: each row's log-sum-exp is, and the backward
+       recomputes P from it)
      out = o Wout^T
    kvf keeps every route's heads interleaved exactly as to_kv lays them out,
    so each head's K and V are strided views (ld = L) that the per-head GEMMs
@@ -41,7 +43,7 @@ struct c5_attn_heavy_cache {
   c5_real *q;        /* [b, nq, D] after qscore and rotary */
   c5_real *kvraw;    /* [b, R, nk, L] to_kv output */
   c5_real *kvf;      /* [b, R, 1 + nk, L] null slot, then scored/rotated k and scored v */
-  c5_real *p;        /* [b, heads, nq, 1 + nk] attention probabilities */
+  double *lse;       /* [b, heads, nq] each row's log-sum-exp (the backward recomputes P from it) */
   c5_real *o;        /* [b, nq, D] heads merged */
   double *qcos, *qsin;   /* [b, nq, dh/2] rotary tables (when positions were given) */
   double *kcos, *ksin;   /* [b, R, nk, dh/2] */
@@ -51,7 +53,7 @@ struct c5_attn_heavy_cache {
   c5_real *dpo;      /* [b, nq, D] dL/do */
   c5_real *dxn;      /* [b, nq, dim] */
   c5_real *dcn;      /* [b, R, nk, dim] */
-  double *work;      /* the RMSNorm backward's rowpart reductions; heavy_attn_backward's head scores */
+  double *work;      /* the RMSNorm backward's rowpart reductions; the heavy attention ops' score blocks */
   long work_len;
 };
 
@@ -91,7 +93,7 @@ static c5k_heavy_attn shape(const c5_attn_heavy *a, long batch, long nq, long nk
 static void cache_free(c5_attn_heavy_cache *c)
 {
   void *v[] = { c->xq, c->ctx, c->kmask, c->kscore, c->qscore, c->xn, c->rnq, c->cn, c->rnc, c->qraw, c->q,
-                c->kvraw, c->kvf, c->p, c->o, c->qcos, c->qsin, c->kcos, c->ksin, c->dq, c->dkvf, c->dpo, c->dxn,
+                c->kvraw, c->kvf, c->lse, c->o, c->qcos, c->qsin, c->kcos, c->ksin, c->dq, c->dkvf, c->dpo, c->dxn,
                 c->dcn, c->work };
   if (c->be)
     for (size_t i = 0; i < sizeof v / sizeof *v; i++) c5_backend_free(c->be, v[i]);
@@ -119,7 +121,7 @@ static c5_status cache_alloc(const c5_attn_heavy *a, long B, long nq, long nk, c
   BE_CALLOC(c->q, nqr * D);
   BE_CALLOC(c->kvraw, nkr * L);
   BE_CALLOC(c->kvf, B * R * n1 * L);
-  BE_CALLOC(c->p, B * a->heads * nq * n1);
+  BE_CALLOC(c->lse, B * a->heads * nq);
   BE_CALLOC(c->o, nqr * D);
   BE_CALLOC(c->qcos, nqr * half);
   BE_CALLOC(c->qsin, nqr * half);
@@ -229,7 +231,7 @@ c5_status c5_attn_heavy_forward(const c5_attn_heavy *a, const c5_params *p, long
       C5_CALL(ops->rotary(&kc, nk, hpr, dh, c->kvf + (br * n1 + 1) * L, L, 2L * dh, c->kcos + br * nk * half,
                           c->ksin + br * nk * half));
   /* o = softmax(q k^T dh^-1/2) v per head, heads merged; out = o Wout^T */
-  C5_CALL(ops->heavy_attn_forward(&kc, &A, c->q, c->kvf, kmask, c->p, c->o));
+  C5_CALL(ops->heavy_attn_forward(&kc, &A, c->q, c->kvf, kmask, c->lse, c->o));
   C5_CALL(ops->gemm(&kc, 0, 1, nqr, dim, D, 1.0, c->o, D, wout, D, 0.0, out, dim));
   c->valid = 1;
   return C5_OK;
@@ -270,7 +272,8 @@ c5_status c5_attn_heavy_backward(const c5_attn_heavy *a, const c5_params *p, c5_
   C5_CALL(ops->gemm(&kc, 0, 0, nqr, D, dim, 1.0, dout, dim, wout, D, 0.0, c->dpo, D));
 
   /* per head: dv_h, dq_h, dk_h (the null slot's included) */
-  C5_CALL(ops->heavy_attn_backward(&kc, &A, c->q, c->kvf, c->p, c->dpo, c->dq, c->dkvf));
+  C5_CALL(ops->heavy_attn_backward(&kc, &A, c->q, c->kvf, c->has_mask ? c->kmask : NULL, c->lse, c->dpo, c->dq,
+                                   c->dkvf));
   /* null slot: null_kv grad += sum over the batch */
   C5_CALL(ops->heavy_null_kv_grad(&kc, &A, c->dkvf, gnull));
   /* keys/values: undo rotary, then the kv score (in place in dkvf slots 1..nk); dkscore */

@@ -1,8 +1,9 @@
 /* attn_heavy.c - the heavy-branch Attention's arithmetic on the CPU (layouts
    in kernels.h): the key/value slots with the null slot and the kv score,
-   their gradients, and the per-head softmax attention over [batch, routes].
-   Element loops run over rows under OpenMP; every sum runs in one fixed
-   order within a row, so results do not depend on the thread count. */
+   their gradients, and the per-head softmax attention over [batch, routes]
+   (one head's scores for C5K_HEAVY_ROWS query rows at a time). Element
+   loops run over rows under OpenMP; every sum runs in one fixed order
+   within a row, so results do not depend on the thread count. */
 #include <math.h>
 #include <string.h>
 #include "cpu.h"
@@ -87,99 +88,134 @@ c5_status c5k_heavy_null_kv_grad_cpu(c5k_ctx *ctx, const c5k_heavy_attn *A, cons
   return C5_OK;
 }
 
+/* The op's score blocks in ctx work: two [C5K_HEAVY_ROWS, n1] blocks, the rest for the GEMMs. */
+static c5_status score_blocks(c5k_ctx *ctx, const c5k_heavy_attn *A, const char *op, c5_real **s, c5_real **t,
+                              c5k_ctx *rest)
+{
+  const long used = c5k_heavy_attn_work(A);
+  if (ctx->work_len < used)
+    return C5K_ERR(C5_ERR_ARG, "cpu %s: work of %ld doubles, nq %ld and nk %ld need %ld", op, ctx->work_len, A->nq,
+                   A->nk, used);
+  *s = (c5_real *)ctx->work;
+  *t = *s + (A->nq < C5K_HEAVY_ROWS ? A->nq : C5K_HEAVY_ROWS) * (A->nk + 1);
+  *rest = (c5k_ctx){ .work = ctx->work + used, .work_len = ctx->work_len - used };
+  return C5_OK;
+}
+
 /* Each head's K and V are strided views of kv (ld = L) that the per-head
-   GEMMs read directly; the GEMMs thread inside (kernels/cpu/gemm.c), the
-   softmax rows of all heads run as one parallel loop. */
+   GEMMs read directly; a block of query rows at a time: its scores, their
+   softmax rows in parallel, its rows of o. */
 c5_status c5k_heavy_attn_forward_cpu(c5k_ctx *ctx, const c5k_heavy_attn *A, const c5_real *q, const c5_real *kv,
-                                     const uint8_t *kmask, c5_real *p, c5_real *o)
+                                     const uint8_t *kmask, double *lse, c5_real *o)
 {
   const long batch = A->batch, nq = A->nq, nk = A->nk;
   const int H = A->heads, R = A->routes, hpr = H / R, dh = A->dim_head;
   const long D = (long)H * dh, L = 2L * hpr * dh, n1 = nk + 1;
   const double scale = 1.0 / sqrt((double)dh);
-  c5_status st;
+  c5_real *p, *unused;
+  c5k_ctx rest;
+  c5_status st = score_blocks(ctx, A, "heavy_attn_forward", &p, &unused, &rest);
+  if (st != C5_OK) return st;
 
-  /* scores: P_h = q_h k_h^T dh^-1/2 */
   for (long b = 0; b < batch; b++)
     for (int h = 0; h < H; h++) {
-      const c5_real *qh = q + b * nq * D + (long)h * dh;
-      const c5_real *kh = kv + (b * R + h / hpr) * n1 * L + (long)(h % hpr) * 2 * dh;
-      st = c5k_gemm_cpu(ctx, 0, 1, nq, n1, dh, scale, qh, D, kh, L, 0.0, p + (b * H + h) * nq * n1, n1);
-      if (st != C5_OK) return st;
-    }
-
-  /* softmax over each row (the row max first); masked keys get 0 (the reference's -finfo.max
-     underflows to exactly 0 because the null slot always takes part) */
+      const long off = (b * R + h / hpr) * n1 * L + (long)(h % hpr) * 2 * dh;
+      const uint8_t *m = kmask ? kmask + (b * R + h / hpr) * nk : NULL;   /* key j >= 1 is m[j - 1] */
+      for (long i0 = 0; i0 < nq; i0 += C5K_HEAVY_ROWS) {
+        const long mb = nq - i0 < C5K_HEAVY_ROWS ? nq - i0 : C5K_HEAVY_ROWS;
+        const c5_real *qh = q + (b * nq + i0) * D + (long)h * dh;
+        double *lrow = lse + (b * H + h) * nq + i0;
+        /* scores: S = q_h k_h^T dh^-1/2 */
+        st = c5k_gemm_cpu(&rest, 0, 1, mb, n1, dh, scale, qh, D, kv + off, L, 0.0, p, n1);
+        if (st != C5_OK) return st;
+        /* softmax over each row (the row max first); masked keys get 0 (the reference's -finfo.max
+           underflows to exactly 0 because the null slot always takes part) */
 #pragma omp parallel for schedule(static)
-  for (long row = 0; row < batch * H * nq; row++) {
-    long bh = row / nq, b = bh / H;
-    int r = (int)(bh % H) / hpr;
-    const uint8_t *m = kmask ? kmask + (b * R + r) * nk : NULL;   /* key j >= 1 is m[j - 1] */
-    c5_real *s = p + row * n1;
-    c5_real mx = s[0];
-    for (long j = 1; j < n1; j++)
-      if ((!m || m[j - 1]) && s[j] > mx) mx = s[j];
-    for (long j = 0; j < n1; j++) s[j] = (j == 0 || !m || m[j - 1]) ? s[j] - mx : 0;
-    c5k_vexp(s, n1);
-    if (m)
-      for (long j = 1; j < n1; j++)
-        if (!m[j - 1]) s[j] = 0;
-    double sum = 0;
-    for (long j = 0; j < n1; j++) sum += s[j];
-    double inv = 1.0 / sum;
-    for (long j = 0; j < n1; j++) s[j] = (c5_real)(s[j] * inv);
-  }
-
-  /* o_h = P_h v_h, heads merged */
-  for (long b = 0; b < batch; b++)
-    for (int h = 0; h < H; h++) {
-      const c5_real *vh = kv + (b * R + h / hpr) * n1 * L + (long)(h % hpr) * 2 * dh + dh;
-      st = c5k_gemm_cpu(ctx, 0, 0, nq, dh, n1, 1.0, p + (b * H + h) * nq * n1, n1, vh, L, 0.0,
-                        o + b * nq * D + (long)h * dh, D);
-      if (st != C5_OK) return st;
+        for (long i = 0; i < mb; i++) {
+          c5_real *s = p + i * n1;
+          c5_real mx = s[0];
+          for (long j = 1; j < n1; j++)
+            if ((!m || m[j - 1]) && s[j] > mx) mx = s[j];
+          for (long j = 0; j < n1; j++) s[j] = (j == 0 || !m || m[j - 1]) ? s[j] - mx : 0;
+          c5k_vexp(s, n1);
+          if (m)
+            for (long j = 1; j < n1; j++)
+              if (!m[j - 1]) s[j] = 0;
+          double sum = 0;
+          for (long j = 0; j < n1; j++) sum += s[j];
+          lrow[i] = (double)mx + log(sum);
+          double inv = 1.0 / sum;
+          for (long j = 0; j < n1; j++) s[j] = (c5_real)(s[j] * inv);
+        }
+        /* o_h = P v_h, heads merged */
+        st = c5k_gemm_cpu(&rest, 0, 0, mb, dh, n1, 1.0, p, n1, kv + off + dh, L, 0.0,
+                          o + (b * nq + i0) * D + (long)h * dh, D);
+        if (st != C5_OK) return st;
+      }
     }
   return C5_OK;
 }
 
-/* One head at a time, dP/dS in the caller's work; dK and dV land in dkv where
-   the to_kv GEMM wants them. */
+/* One head and one block of query rows at a time: P recomputed from S and
+   lse, dP and then dS in the second block; dK and dV accumulate over the
+   row blocks in dkv, where the to_kv GEMM wants them. */
 c5_status c5k_heavy_attn_backward_cpu(c5k_ctx *ctx, const c5k_heavy_attn *A, const c5_real *q, const c5_real *kv,
-                                      const c5_real *p, const c5_real *dout, c5_real *dq, c5_real *dkv)
+                                      const uint8_t *kmask, const double *lse, const c5_real *dout, c5_real *dq,
+                                      c5_real *dkv)
 {
   const long batch = A->batch, nq = A->nq, nk = A->nk;
   const int H = A->heads, R = A->routes, hpr = H / R, dh = A->dim_head;
   const long D = (long)H * dh, L = 2L * hpr * dh, n1 = nk + 1;
   const double scale = 1.0 / sqrt((double)dh);
-  const long used = c5k_heavy_attn_work(A);
-  if (ctx->work_len < used)
-    return C5K_ERR(C5_ERR_ARG, "cpu heavy_attn_backward: work of %ld doubles, nq %ld and nk %ld need %ld",
-                   ctx->work_len, nq, nk, used);
-  c5_real *ds = (c5_real *)ctx->work;   /* [nq, n1]: one head's dP, then dS */
-  c5k_ctx rest = { .work = ctx->work + used, .work_len = ctx->work_len - used };
-  c5_status st;
+  c5_real *p, *ds;
+  c5k_ctx rest;
+  c5_status st = score_blocks(ctx, A, "heavy_attn_backward", &p, &ds, &rest);
+  if (st != C5_OK) return st;
+  if (nq == 0) {   /* no query weighs any slot */
+    memset(dkv, 0, (size_t)(batch * R * n1 * L) * sizeof *dkv);
+    return C5_OK;
+  }
 
-  /* per head: dP = do_h v_h^T; dv_h = P^T do_h; dS = P (dP - rowsum(P dP)); dq_h = dS k_h s; dk_h = dS^T q_h s */
+  /* per head and row block: dP = do_h v_h^T; dv_h += P^T do_h; dS = P (dP - rowsum(P dP));
+     dq_h = dS k_h s; dk_h += dS^T q_h s */
   for (long b = 0; b < batch; b++)
     for (int h = 0; h < H; h++) {
-      long off = (b * R + h / hpr) * n1 * L + (long)(h % hpr) * 2 * dh;
-      const c5_real *ph = p + (b * H + h) * nq * n1;
-      const c5_real *doh = dout + b * nq * D + (long)h * dh, *qh = q + b * nq * D + (long)h * dh;
-      st = c5k_gemm_cpu(&rest, 0, 1, nq, n1, dh, 1.0, doh, D, kv + off + dh, L, 0.0, ds, n1);
-      if (st != C5_OK) return st;
-      st = c5k_gemm_cpu(&rest, 1, 0, n1, dh, nq, 1.0, ph, n1, doh, D, 0.0, dkv + off + dh, L);
-      if (st != C5_OK) return st;
+      const long off = (b * R + h / hpr) * n1 * L + (long)(h % hpr) * 2 * dh;
+      const uint8_t *m = kmask ? kmask + (b * R + h / hpr) * nk : NULL;
+      for (long i0 = 0; i0 < nq; i0 += C5K_HEAVY_ROWS) {
+        const long mb = nq - i0 < C5K_HEAVY_ROWS ? nq - i0 : C5K_HEAVY_ROWS;
+        const c5_real *doh = dout + (b * nq + i0) * D + (long)h * dh, *qh = q + (b * nq + i0) * D + (long)h * dh;
+        const double *lrow = lse + (b * H + h) * nq + i0;
+        const double beta = i0 ? 1.0 : 0.0;   /* the first block sets dk_h, dv_h; the later ones add */
+        st = c5k_gemm_cpu(&rest, 0, 1, mb, n1, dh, scale, qh, D, kv + off, L, 0.0, p, n1);
+        if (st != C5_OK) return st;
 #pragma omp parallel for schedule(static)
-      for (long i = 0; i < nq; i++) {
-        const c5_real *pr = ph + i * n1;
-        c5_real *d = ds + i * n1;
-        double dot = 0;
-        for (long j = 0; j < n1; j++) dot += (double)pr[j] * d[j];
-        for (long j = 0; j < n1; j++) d[j] = (c5_real)(pr[j] * (d[j] - dot));
+        for (long i = 0; i < mb; i++) {
+          c5_real *s = p + i * n1;
+          for (long j = 0; j < n1; j++) s[j] = (j == 0 || !m || m[j - 1]) ? (c5_real)((double)s[j] - lrow[i]) : 0;
+          c5k_vexp(s, n1);
+          if (m)
+            for (long j = 1; j < n1; j++)
+              if (!m[j - 1]) s[j] = 0;
+        }
+        st = c5k_gemm_cpu(&rest, 0, 1, mb, n1, dh, 1.0, doh, D, kv + off + dh, L, 0.0, ds, n1);
+        if (st != C5_OK) return st;
+        st = c5k_gemm_cpu(&rest, 1, 0, n1, dh, mb, 1.0, p, n1, doh, D, beta, dkv + off + dh, L);
+        if (st != C5_OK) return st;
+#pragma omp parallel for schedule(static)
+        for (long i = 0; i < mb; i++) {
+          const c5_real *pr = p + i * n1;
+          c5_real *d = ds + i * n1;
+          double dot = 0;
+          for (long j = 0; j < n1; j++) dot += (double)pr[j] * d[j];
+          for (long j = 0; j < n1; j++) d[j] = (c5_real)(pr[j] * (d[j] - dot));
+        }
+        st = c5k_gemm_cpu(&rest, 0, 0, mb, dh, n1, scale, ds, n1, kv + off, L, 0.0,
+                          dq + (b * nq + i0) * D + (long)h * dh, D);
+        if (st != C5_OK) return st;
+        st = c5k_gemm_cpu(&rest, 1, 0, n1, dh, mb, scale, ds, n1, qh, D, beta, dkv + off, L);
+        if (st != C5_OK) return st;
       }
-      st = c5k_gemm_cpu(&rest, 0, 0, nq, dh, n1, scale, ds, n1, kv + off, L, 0.0, dq + b * nq * D + (long)h * dh, D);
-      if (st != C5_OK) return st;
-      st = c5k_gemm_cpu(&rest, 1, 0, n1, dh, nq, scale, ds, n1, qh, D, 0.0, dkv + off, L);
-      if (st != C5_OK) return st;
     }
   return C5_OK;
 }

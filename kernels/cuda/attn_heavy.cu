@@ -1,55 +1,48 @@
 /* attn_heavy.cu - the heavy-branch Attention's arithmetic on the GPU (layouts
    and semantics in kernels.h, the CPU's in kernels/cpu/attn_heavy.c).
-   The interface stores P, so the attention is GEMM + row kernel + GEMM:
-   cuBLASLt strided-batched products (gemm_ex, batched over b, one call per
-   head: a head's key and value columns are strided views of kv) and warp
-   row kernels for the softmax and dS. The CPU sums a row's terms in double
-   in ascending order; to keep that order and still read rows coalesced, a
-   warp owns 32 rows and each lane walks its own row through 32 x 32 tiles
-   in shared memory. No atomics: every output element has one writer, so the
-   results do not change between runs. The products follow the backend's
-   TF32 setting, as gemm does (off unless c5_backend_set_tf32). */
+
+   The attention is flash style: a head's scores and probabilities exist in
+   shared memory one [BT x BT] tile at a time, never in device memory. At
+   n = 1M tokens (nq = nk = 65536 routed tokens, 8 heads) the stored
+   P [b, H, nq, 1 + nk] of the former GEMM + row kernel + GEMM path alone
+   took 137 GB; the forward now keeps each row's log-sum-exp (lse, b H nq
+   doubles), from which the backward recomputes P.
+   Forward (ha_forward): one block per (b, h, query tile); the slots in key
+   tiles (slot 0 the null key, masked slots weighed exactly 0, wholly masked
+   tiles skipped: they would change nothing) with a running max (online
+   softmax): the row sum and o's accumulators in double, rescaled by
+   exp(m_old - m_new) when the max grows, o = acc / sum at the end.
+   Backward, deterministic without atomics:
+     query-centric (ha_backward_q, per query tile): a sweep over the key
+       tiles forms Delta = sum_j P_j dP_j (double; kept in the device
+       scratch, b H nq doubles, for the key pass), a second forms
+       dS = P (dP - Delta) and dq = scale dS K;
+     key-centric (ha_backward_kv, per key tile, after it): the query tiles
+       in ascending order recompute P and dS and accumulate dv = P^T dout
+       and dk = scale dS^T q; every slot of dkv is written (0 for a masked
+       slot and for nq = 0).
+   Every output element has one writer and one summation order (in a
+   thread: each tile's part in the working precision, the parts added in
+   double in tile order; across a row's 16 lanes: a fixed butterfly, the
+   same bits in every lane), so two runs give the same bits.
+   Thread layout (HA_THREADS = 256, SIMT, fp32 in the single build and fp64
+   in the double): thread (ty, tx) = (tid / 16, tid % 16) owns tile rows
+   ty RPT .. ty RPT + RPT - 1, score columns tx + 16 c and head columns
+   tx + 16 c (< dh); tiles in shared memory have stride dh + 1 (no bank
+   conflicts down a column). The tile rows BT (ha_tile) shrink with the
+   head width and the type so that the tiles fit in shared memory and the
+   double accumulators in registers; dim_head up to HA_MAXDH.
+
+   The kv slot kernels (assembly with the kv score, its gradient, null_kv's
+   gradient) are elementwise and keep the CPU's orders. */
 #include <math.h>
+#include <limits.h>
 #include "cuda_internal.cuh"
 
-extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *, int, int, long, long, long, double, const void *, c5_dtype, long, long,
-                                      const void *, c5_dtype, long, long, double, void *, c5_dtype, long, long, long,
-                                      c5_dtype);
-
 #define HA_FULL 0xffffffffu
-#define HA_WARPS 4   /* warps per block of the row kernels: a [32][33] double tile each */
 
 __device__ __forceinline__ float ha_exp(float x) { return expf(x); }
 __device__ __forceinline__ double ha_exp(double x) { return exp(x); }
-
-/* The warp's sum over its rows r < nr (<= 32) of term(r, j) in double for
-   j = 0 .. n - 1 ascending; lane r returns row r's. The terms are formed
-   where the loads are coalesced (lane l: column c0 + l of every row) and
-   the next tile's are in flight while each row's lane adds the current
-   tile's in order from shared memory. Every lane of the warp calls it. */
-template <typename F>
-__device__ __forceinline__ double ha_sum_in_order(int nr, long n, double (*tile)[33], F term)
-{
-  const int lane = threadIdx.x & 31;
-  double v[32], sum = 0;
-#pragma unroll
-  for (int r = 0; r < 32; r++) v[r] = r < nr && lane < n ? term(r, (long)lane) : 0.0;
-  for (long c0 = 0; c0 < n; c0 += 32) {
-    __syncwarp();   /* the previous tile has been read */
-#pragma unroll
-    for (int r = 0; r < 32; r++) tile[r][lane] = v[r];
-    __syncwarp();
-    const long c1 = c0 + 32;
-#pragma unroll
-    for (int r = 0; r < 32; r++) v[r] = r < nr && c1 + lane < n ? term(r, c1 + lane) : 0.0;
-    if (lane < nr) {
-      const int cw = (int)min(32L, n - c0);
-      for (int c = 0; c < cw; c++) sum += tile[lane][c];
-    }
-  }
-  __syncwarp();
-  return sum;
-}
 
 /* ---- kv slots ---- */
 
@@ -115,129 +108,441 @@ __global__ void ha_null_kv_grad(long batch, long nk, int H, int hpr, int dh, con
   gnull[i] = acc;
 }
 
-/* ---- softmax and dS rows ---- */
+/* ---- flash attention ---- */
 
-/* Row (b, h, i) of p's keep mask for slots 1..nk (m[j - 1]), or NULL (all kept). */
-__device__ __forceinline__ const uint8_t *ha_row_mask(const uint8_t *kmask, long row, long nq, long nk, int H,
-                                                      int hpr)
+#define HA_THREADS 256
+#define HA_LANES 16    /* threads across a tile row: a half-warp, whose butterflies stay inside it */
+#define HA_MAXDH 256
+
+/* Tile geometry for type T and head widths up to DHMAX (16 | DHMAX). */
+template <typename T, int DHMAX> struct ha_tile {
+  static constexpr int raw = 64 * 64 * 4 / (DHMAX * (int)sizeof(T));
+  static constexpr int BT = raw > 64 ? 64 : raw < HA_LANES ? HA_LANES : raw;   /* rows of a tile */
+  static constexpr int RPT = BT / HA_LANES;      /* tile rows a thread owns */
+  static constexpr int CPT = BT / HA_LANES;      /* score columns a thread owns */
+  static constexpr int DPT = DHMAX / HA_LANES;   /* head columns a thread owns */
+};
+
+/* The op's shape on the device, by value. */
+struct ha_shape {
+  long batch, nq, nk, n1, D, L;
+  int H, hpr, R, dh;
+  double scale;
+};
+
+static ha_shape ha_shape_of(const c5k_heavy_attn *A)
 {
-  if (!kmask) return NULL;
-  const long bh = row / nq, b = bh / H;
-  const int R = H / hpr, r = (int)(bh % H) / hpr;
-  return kmask + (b * R + r) * nk;
+  ha_shape a;
+  a.batch = A->batch;
+  a.nq = A->nq;
+  a.nk = A->nk;
+  a.n1 = A->nk + 1;
+  a.H = A->heads;
+  a.R = A->routes;
+  a.hpr = A->heads / A->routes;
+  a.dh = A->dim_head;
+  a.D = (long)a.H * a.dh;
+  a.L = 2L * a.hpr * a.dh;
+  a.scale = 1.0 / sqrt((double)a.dh);
+  return a;
 }
 
-/* e_j of kernels.h: exp(s_j - m) in the working precision, exactly 0 for a masked slot. */
-__device__ __forceinline__ c5_real ha_e(c5_real s, long j, c5_real mx, const uint8_t *m)
+/* Rows [0, rows) of x (row stride ld, dh columns) into tile (stride dh + 1); rows rows .. BT - 1 are 0. */
+template <typename T, int BT>
+static __device__ __forceinline__ void ha_load(T *tile, const T *x, long ld, long rows, int dh)
 {
-  return j == 0 || !m || m[j - 1] ? ha_exp((c5_real)(s - mx)) : (c5_real)0;
+  const int ldt = dh + 1;
+  for (int idx = threadIdx.x; idx < BT * dh; idx += HA_THREADS) {
+    const int r = idx / dh, d = idx % dh;
+    tile[r * ldt + d] = r < rows ? x[r * ld + d] : (T)0;
+  }
 }
 
-/* p holds S on entry, P on return; rows = b H nq, one warp per 32 rows.
-   Each pass loads a column of all 32 rows before using any (32 loads in
-   flight a lane): each row's max (order-free: lane maxima, then a warp
-   reduction), the sum of the e_j in double over j ascending, then P_j =
-   e_j (1 / sum) (e_j recomputed: the same function of the same operands). */
-__global__ void __launch_bounds__(32 * HA_WARPS)
-ha_softmax(long rows, long nq, long nk, int H, int hpr, const uint8_t *kmask, c5_real *p)
+/* Whether slot j (< n1 or past the keys) of a route takes part: the null slot always, a routed key when kept. */
+static __device__ __forceinline__ int ha_takes(long j, long n1, const uint8_t *mk)
 {
-  __shared__ double tile[HA_WARPS][32][33];
-  __shared__ c5_real *rp[HA_WARPS][32];
-  __shared__ const uint8_t *rm[HA_WARPS][32];
-  __shared__ c5_real rmx[HA_WARPS][32];
-  __shared__ double rinv[HA_WARPS][32];
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  const long row0 = (blockIdx.x * (long)HA_WARPS + w) * 32, n1 = nk + 1;
-  if (row0 >= rows) return;   /* warp-uniform */
-  const int nr = (int)min(32L, rows - row0);
-  if (lane < nr) {
-    rp[w][lane] = p + (row0 + lane) * n1;
-    rm[w][lane] = ha_row_mask(kmask, row0 + lane, nq, nk, H, hpr);
+  return j < n1 && (j == 0 || !mk || mk[j - 1]);
+}
+
+/* out[r][c] = sum_d A[ty RPT + r][d] B[tx + 16 c][d], d ascending, in T (tiles of stride ldt). */
+template <typename T, int RPT, int CPT>
+static __device__ __forceinline__ void ha_dots(const T *A, const T *B, int ldt, int dh, T out[RPT][CPT])
+{
+  const int ty = threadIdx.x / HA_LANES, tx = threadIdx.x % HA_LANES;
+#pragma unroll
+  for (int r = 0; r < RPT; r++)
+#pragma unroll
+    for (int c = 0; c < CPT; c++) out[r][c] = 0;
+  for (int d = 0; d < dh; d++) {
+    T x[RPT], y[CPT];
+#pragma unroll
+    for (int r = 0; r < RPT; r++) x[r] = A[(ty * RPT + r) * ldt + d];
+#pragma unroll
+    for (int c = 0; c < CPT; c++) y[c] = B[(tx + HA_LANES * c) * ldt + d];
+#pragma unroll
+    for (int r = 0; r < RPT; r++)
+#pragma unroll
+      for (int c = 0; c < CPT; c++) out[r][c] += x[r] * y[c];
   }
-  __syncwarp();
-  c5_real mx[32], v[32];
+}
+
+/* part[r][c] = sum_k P[ty RPT + r][k] X[k][tx + 16 c] over the tile's BT rows k ascending, in T (P of stride
+   ldp, X of stride ldt); head columns >= dh are 0. */
+template <typename T, int BT, int RPT, int DPT>
+static __device__ __forceinline__ void ha_pmul(const T *P, int ldp, const T *X, int ldt, int dh, T part[RPT][DPT])
+{
+  const int ty = threadIdx.x / HA_LANES, tx = threadIdx.x % HA_LANES;
 #pragma unroll
-  for (int r = 0; r < 32; r++) mx[r] = r < nr ? rp[w][r][0] : (c5_real)0;
-  for (long j = 1 + lane; j < n1 + lane; j += 32) {   /* the warp's columns 1 + c0 .. 32 + c0 */
+  for (int r = 0; r < RPT; r++)
 #pragma unroll
-    for (int r = 0; r < 32; r++) v[r] = r < nr && j < n1 ? rp[w][r][j] : (c5_real)0;
+    for (int c = 0; c < DPT; c++) part[r][c] = 0;
+#pragma unroll 4
+  for (int k = 0; k < BT; k++) {
+    T p[RPT], x[DPT];
 #pragma unroll
-    for (int r = 0; r < 32; r++)
-      if (r < nr && j < n1 && (!rm[w][r] || rm[w][r][j - 1]) && v[r] > mx[r]) mx[r] = v[r];
+    for (int r = 0; r < RPT; r++) p[r] = P[(ty * RPT + r) * ldp + k];
+#pragma unroll
+    for (int c = 0; c < DPT; c++) x[c] = tx + HA_LANES * c < dh ? X[k * ldt + tx + HA_LANES * c] : (T)0;
+#pragma unroll
+    for (int r = 0; r < RPT; r++)
+#pragma unroll
+      for (int c = 0; c < DPT; c++) part[r][c] += p[r] * x[c];
   }
+}
+
+/* A row's reductions over its 16 lanes: butterflies, the same bits in every lane. */
+static __device__ __forceinline__ double ha_sum16(double x)
+{
+  for (int o = 1; o < HA_LANES; o <<= 1) x += __shfl_xor_sync(HA_FULL, x, o);
+  return x;
+}
+template <typename T> static __device__ __forceinline__ T ha_max16(T x)
+{
+  for (int o = 1; o < HA_LANES; o <<= 1) {
+    const T y = __shfl_xor_sync(HA_FULL, x, o);
+    x = y > x ? y : x;
+  }
+  return x;
+}
+
+/* P of a taking-part slot from its scaled score and its row's lse (kernels.h: the difference formed in double,
+   rounded to T; exp in T). */
+template <typename T> static __device__ __forceinline__ T ha_prob(T s, double lse)
+{
+  return ha_exp((T)((double)s - lse));
+}
+
+/* Blocks: (b H) x query tiles, the tile fastest. */
+template <typename T, int DHMAX>
+__global__ void __launch_bounds__(HA_THREADS)
+ha_forward(ha_shape a, long tiles, const T *q, const T *kv, const uint8_t *kmask, T *o, double *lse)
+{
+  typedef ha_tile<T, DHMAX> G;
+  constexpr int BT = G::BT, RPT = G::RPT, CPT = G::CPT, DPT = G::DPT;
+  extern __shared__ double ha_smem[];
+  const int dh = a.dh, ldt = dh + 1, ldp = BT + 1, ty = threadIdx.x / HA_LANES, tx = threadIdx.x % HA_LANES;
+  const long bh = blockIdx.x / tiles, q0 = (blockIdx.x % tiles) * BT, b = bh / a.H;
+  const int h = (int)(bh % a.H), r = h / a.hpr;
+  const long mq = a.nq - q0 < BT ? a.nq - q0 : BT;
+  T *Qs = (T *)ha_smem, *Ks = Qs + BT * ldt, *Vs = Ks + BT * ldt, *Ps = Vs + BT * ldt;
+  int *tp = (int *)(Ps + BT * ldp);
+  const T *kh = kv + (b * a.R + r) * a.n1 * a.L + (long)(h % a.hpr) * 2 * dh;   /* slot 0's key; its value: + dh */
+  const uint8_t *mk = kmask ? kmask + (b * a.R + r) * a.nk : NULL;
+  const T scale = (T)a.scale;
+  ha_load<T, BT>(Qs, q + (b * a.nq + q0) * a.D + (long)h * dh, a.D, mq, dh);
+
+  T m[RPT];                        /* running max of the row's taking-part scores */
+  double l[RPT], acc[RPT][DPT];    /* sum of e_j and o's accumulators, relative to m */
 #pragma unroll
-  for (int r = 0; r < 32; r++) {
-    c5_real y = mx[r];
-    for (int o = 16; o; o >>= 1) {
-      const c5_real z = __shfl_xor_sync(HA_FULL, y, o);
-      if (z > y) y = z;
+  for (int i = 0; i < RPT; i++) {
+    m[i] = (T)-INFINITY;
+    l[i] = 0;
+#pragma unroll
+    for (int c = 0; c < DPT; c++) acc[i][c] = 0;
+  }
+  for (long j0 = 0; j0 < a.n1; j0 += BT) {
+    const long nkt = a.n1 - j0 < BT ? a.n1 - j0 : BT;
+    const int take = threadIdx.x < BT && ha_takes(j0 + threadIdx.x, a.n1, mk);
+    __syncthreads();   /* the previous tile is used up */
+    if (threadIdx.x < BT) tp[threadIdx.x] = take;
+    if (!__syncthreads_or(take)) continue;   /* every slot masked: e = 0 throughout, nothing would change */
+    ha_load<T, BT>(Ks, kh + j0 * a.L, a.L, nkt, dh);
+    ha_load<T, BT>(Vs, kh + dh + j0 * a.L, a.L, nkt, dh);
+    __syncthreads();
+    T s[RPT][CPT];
+    ha_dots<T, RPT, CPT>(Qs, Ks, ldt, dh, s);
+#pragma unroll
+    for (int i = 0; i < RPT; i++) {
+      T mt = (T)-INFINITY;
+#pragma unroll
+      for (int c = 0; c < CPT; c++) {
+        s[i][c] = scale * s[i][c];
+        if (tp[tx + HA_LANES * c] && s[i][c] > mt) mt = s[i][c];
+      }
+      mt = ha_max16(mt);
+      const T mn = mt > m[i] ? mt : m[i];
+      const double alpha = exp((double)m[i] - (double)mn);   /* 1 when the max stays; 0 on the first tile */
+      double ts = 0;
+#pragma unroll
+      for (int c = 0; c < CPT; c++) {
+        const T e = tp[tx + HA_LANES * c] ? ha_exp((T)(s[i][c] - mn)) : (T)0;
+        Ps[(ty * RPT + i) * ldp + tx + HA_LANES * c] = e;
+        ts += (double)e;
+      }
+      l[i] = l[i] * alpha + ha_sum16(ts);
+#pragma unroll
+      for (int c = 0; c < DPT; c++) acc[i][c] *= alpha;
+      m[i] = mn;
     }
-    if (lane == r && r < nr) rmx[w][r] = y;
+    __syncthreads();
+    T part[RPT][DPT];
+    ha_pmul<T, BT, RPT, DPT>(Ps, ldp, Vs, ldt, dh, part);
+#pragma unroll
+    for (int i = 0; i < RPT; i++)
+#pragma unroll
+      for (int c = 0; c < DPT; c++) acc[i][c] += (double)part[i][c];
   }
-  __syncwarp();
-  const double sum = ha_sum_in_order(nr, n1, tile[w], [=](int r, long j) {
-    return (double)ha_e(rp[w][r][j], j, rmx[w][r], rm[w][r]);
-  });
-  if (lane < nr) rinv[w][lane] = 1.0 / sum;
-  __syncwarp();
-  for (long j = lane; j < n1 + lane; j += 32) {
 #pragma unroll
-    for (int r = 0; r < 32; r++) v[r] = r < nr && j < n1 ? rp[w][r][j] : (c5_real)0;
+  for (int i = 0; i < RPT; i++) {
+    const long row = q0 + ty * RPT + i;
+    if (row >= a.nq) continue;
+    T *orow = o + (b * a.nq + row) * a.D + (long)h * dh;
 #pragma unroll
-    for (int r = 0; r < 32; r++)
-      if (r < nr && j < n1) rp[w][r][j] = (c5_real)((double)ha_e(v[r], j, rmx[w][r], rm[w][r]) * rinv[w][r]);
+    for (int c = 0; c < DPT; c++)
+      if (tx + HA_LANES * c < dh) orow[tx + HA_LANES * c] = (T)(acc[i][c] / l[i]);
+    if (tx == 0) lse[bh * a.nq + row] = (double)m[i] + log(l[i]);
   }
 }
 
-/* Heads h0 .. h0 + G - 1, rows (g, b, i) of G b nq: ds [G, b, nq, n1] holds
-   dP on entry and dS on return; P's row is p[b, h0 + g, i]. dot = sum_j
-   P_j dP_j in double, j ascending; dS_j = P_j (dP_j - dot) formed in
-   double, rounded once. */
-__global__ void __launch_bounds__(32 * HA_WARPS)
-ha_dscores(long rows, long nq, long bnq, long n1, int H, int h0, const c5_real *p, c5_real *ds)
+/* Query-centric backward: Delta into delta, dq. Blocks as the forward's. */
+template <typename T, int DHMAX>
+__global__ void __launch_bounds__(HA_THREADS)
+ha_backward_q(ha_shape a, long tiles, const T *q, const T *kv, const uint8_t *kmask, const double *lse,
+              const T *dout, T *dq, double *delta)
 {
-  __shared__ double tile[HA_WARPS][32][33];
-  __shared__ const c5_real *rp[HA_WARPS][32];
-  __shared__ c5_real *rd[HA_WARPS][32];
-  __shared__ double rdot[HA_WARPS][32];
-  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
-  const long row0 = (blockIdx.x * (long)HA_WARPS + w) * 32;
-  if (row0 >= rows) return;   /* warp-uniform */
-  const int nr = (int)min(32L, rows - row0);
-  if (lane < nr) {
-    const long row = row0 + lane, g = row / bnq, b = (row % bnq) / nq, i = row % nq;
-    rp[w][lane] = p + ((b * H + h0 + g) * nq + i) * n1;
-    rd[w][lane] = ds + row * n1;
+  typedef ha_tile<T, DHMAX> G;
+  constexpr int BT = G::BT, RPT = G::RPT, CPT = G::CPT, DPT = G::DPT;
+  extern __shared__ double ha_smem[];
+  const int dh = a.dh, ldt = dh + 1, ldp = BT + 1, ty = threadIdx.x / HA_LANES, tx = threadIdx.x % HA_LANES;
+  const long bh = blockIdx.x / tiles, q0 = (blockIdx.x % tiles) * BT, b = bh / a.H;
+  const int h = (int)(bh % a.H), r = h / a.hpr;
+  const long mq = a.nq - q0 < BT ? a.nq - q0 : BT;
+  T *Qs = (T *)ha_smem, *Os = Qs + BT * ldt, *Ks = Os + BT * ldt, *Vs = Ks + BT * ldt, *Ss = Vs + BT * ldt;
+  int *tp = (int *)(Ss + BT * ldp);
+  const T *kh = kv + (b * a.R + r) * a.n1 * a.L + (long)(h % a.hpr) * 2 * dh;
+  const uint8_t *mk = kmask ? kmask + (b * a.R + r) * a.nk : NULL;
+  const T scale = (T)a.scale;
+  ha_load<T, BT>(Qs, q + (b * a.nq + q0) * a.D + (long)h * dh, a.D, mq, dh);
+  ha_load<T, BT>(Os, dout + (b * a.nq + q0) * a.D + (long)h * dh, a.D, mq, dh);
+
+  bool live[RPT];
+  double lr[RPT], dl[RPT], acc[RPT][DPT];   /* lse; this thread's part of Delta, then Delta; dq's accumulators */
+#pragma unroll
+  for (int i = 0; i < RPT; i++) {
+    const long row = q0 + ty * RPT + i;
+    live[i] = row < a.nq;
+    lr[i] = live[i] ? lse[bh * a.nq + row] : 0.0;
+    dl[i] = 0;
+#pragma unroll
+    for (int c = 0; c < DPT; c++) acc[i][c] = 0;
   }
-  __syncwarp();
-  const double dot = ha_sum_in_order(nr, n1, tile[w], [=](int r, long j) {
-    return (double)rp[w][r][j] * (double)rd[w][r][j];
-  });
-  if (lane < nr) rdot[w][lane] = dot;
-  __syncwarp();
-  c5_real pv[32], dv[32];
-  for (long j = lane; j < n1 + lane; j += 32) {
+  for (int pass = 0; pass < 2; pass++) {   /* 0: Delta = sum_j P_j dP_j; 1: dS, dq */
+    for (long j0 = 0; j0 < a.n1; j0 += BT) {
+      const long nkt = a.n1 - j0 < BT ? a.n1 - j0 : BT;
+      const int take = threadIdx.x < BT && ha_takes(j0 + threadIdx.x, a.n1, mk);
+      __syncthreads();
+      if (threadIdx.x < BT) tp[threadIdx.x] = take;
+      if (!__syncthreads_or(take)) continue;   /* P = 0 there: no term of Delta or dq */
+      ha_load<T, BT>(Ks, kh + j0 * a.L, a.L, nkt, dh);
+      ha_load<T, BT>(Vs, kh + dh + j0 * a.L, a.L, nkt, dh);
+      __syncthreads();
+      T s[RPT][CPT], dp[RPT][CPT];
+      ha_dots<T, RPT, CPT>(Qs, Ks, ldt, dh, s);
+      ha_dots<T, RPT, CPT>(Os, Vs, ldt, dh, dp);
 #pragma unroll
-    for (int r = 0; r < 32; r++) {
-      pv[r] = r < nr && j < n1 ? rp[w][r][j] : (c5_real)0;
-      dv[r] = r < nr && j < n1 ? rd[w][r][j] : (c5_real)0;
+      for (int i = 0; i < RPT; i++)
+#pragma unroll
+        for (int c = 0; c < CPT; c++) {
+          const T p = live[i] && tp[tx + HA_LANES * c] ? ha_prob(scale * s[i][c], lr[i]) : (T)0;
+          if (pass == 0) dl[i] += (double)p * (double)dp[i][c];
+          else Ss[(ty * RPT + i) * ldp + tx + HA_LANES * c] = (T)((double)p * ((double)dp[i][c] - dl[i]));
+        }
+      if (pass == 1) {
+        __syncthreads();
+        T part[RPT][DPT];
+        ha_pmul<T, BT, RPT, DPT>(Ss, ldp, Ks, ldt, dh, part);
+#pragma unroll
+        for (int i = 0; i < RPT; i++)
+#pragma unroll
+          for (int c = 0; c < DPT; c++) acc[i][c] += (double)part[i][c];
+      }
     }
+    if (pass == 0)
 #pragma unroll
-    for (int r = 0; r < 32; r++)
-      if (r < nr && j < n1) rd[w][r][j] = (c5_real)((double)pv[r] * ((double)dv[r] - rdot[w][r]));
+      for (int i = 0; i < RPT; i++) dl[i] = ha_sum16(dl[i]);
+  }
+#pragma unroll
+  for (int i = 0; i < RPT; i++) {
+    if (!live[i]) continue;
+    const long row = q0 + ty * RPT + i;
+    T *drow = dq + (b * a.nq + row) * a.D + (long)h * dh;
+#pragma unroll
+    for (int c = 0; c < DPT; c++)
+      if (tx + HA_LANES * c < dh) drow[tx + HA_LANES * c] = (T)(acc[i][c] * a.scale);
+    if (tx == 0) delta[bh * a.nq + row] = dl[i];
   }
 }
+
+/* Key-centric backward: dk, dv of every slot. Blocks: (b H) x key tiles of the n1 slots. */
+template <typename T, int DHMAX>
+__global__ void __launch_bounds__(HA_THREADS)
+ha_backward_kv(ha_shape a, long tiles, const T *q, const T *kv, const uint8_t *kmask, const double *lse,
+               const double *delta, const T *dout, T *dkv)
+{
+  typedef ha_tile<T, DHMAX> G;
+  constexpr int BT = G::BT, RPT = G::RPT, CPT = G::CPT, DPT = G::DPT;
+  extern __shared__ double ha_smem[];
+  const int dh = a.dh, ldt = dh + 1, ldp = BT + 1, ty = threadIdx.x / HA_LANES, tx = threadIdx.x % HA_LANES;
+  const long bh = blockIdx.x / tiles, j0 = (blockIdx.x % tiles) * BT, b = bh / a.H;
+  const int h = (int)(bh % a.H), r = h / a.hpr;
+  const long nkt = a.n1 - j0 < BT ? a.n1 - j0 : BT;
+  double *ls = ha_smem, *dls = ls + BT;   /* the query tile's lse and Delta */
+  T *Ks = (T *)(dls + BT), *Vs = Ks + BT * ldt, *Qs = Vs + BT * ldt, *Os = Qs + BT * ldt, *Ps = Os + BT * ldt;
+  T *Ss = Ps + BT * ldp;
+  int *tp = (int *)(Ss + BT * ldp);
+  const long ko = (b * a.R + r) * a.n1 * a.L + (long)(h % a.hpr) * 2 * dh;   /* slot 0's key in kv and dkv */
+  const uint8_t *mk = kmask ? kmask + (b * a.R + r) * a.nk : NULL;
+  const T scale = (T)a.scale;
+  const int take = threadIdx.x < BT && ha_takes(j0 + threadIdx.x, a.n1, mk);
+  if (threadIdx.x < BT) tp[threadIdx.x] = take;
+
+  double ak[RPT][DPT], av[RPT][DPT];   /* dk's and dv's accumulators */
+#pragma unroll
+  for (int i = 0; i < RPT; i++)
+#pragma unroll
+    for (int c = 0; c < DPT; c++) ak[i][c] = av[i][c] = 0;
+  if (__syncthreads_or(take)) {   /* else every slot of the tile is masked: P = 0, its gradients 0 */
+    ha_load<T, BT>(Ks, kv + ko + j0 * a.L, a.L, nkt, dh);
+    ha_load<T, BT>(Vs, kv + ko + dh + j0 * a.L, a.L, nkt, dh);
+    for (long i0 = 0; i0 < a.nq; i0 += BT) {
+      const long mq = a.nq - i0 < BT ? a.nq - i0 : BT;
+      __syncthreads();   /* the previous query tile is used up */
+      ha_load<T, BT>(Qs, q + (b * a.nq + i0) * a.D + (long)h * dh, a.D, mq, dh);
+      ha_load<T, BT>(Os, dout + (b * a.nq + i0) * a.D + (long)h * dh, a.D, mq, dh);
+      if (threadIdx.x < BT) {
+        const bool in = threadIdx.x < mq;
+        ls[threadIdx.x] = in ? lse[bh * a.nq + i0 + threadIdx.x] : 0.0;
+        dls[threadIdx.x] = in ? delta[bh * a.nq + i0 + threadIdx.x] : 0.0;
+      }
+      __syncthreads();
+      T s[RPT][CPT], dp[RPT][CPT];   /* [key ty RPT + i][query tx + 16 c] */
+      ha_dots<T, RPT, CPT>(Ks, Qs, ldt, dh, s);
+      ha_dots<T, RPT, CPT>(Vs, Os, ldt, dh, dp);
+#pragma unroll
+      for (int i = 0; i < RPT; i++)
+#pragma unroll
+        for (int c = 0; c < CPT; c++) {
+          const int kr = ty * RPT + i, qc = tx + HA_LANES * c;
+          const T p = tp[kr] && qc < mq ? ha_prob(scale * s[i][c], ls[qc]) : (T)0;
+          Ps[kr * ldp + qc] = p;
+          Ss[kr * ldp + qc] = (T)((double)p * ((double)dp[i][c] - dls[qc]));
+        }
+      __syncthreads();
+      T part[RPT][DPT];
+      ha_pmul<T, BT, RPT, DPT>(Ps, ldp, Os, ldt, dh, part);
+#pragma unroll
+      for (int i = 0; i < RPT; i++)
+#pragma unroll
+        for (int c = 0; c < DPT; c++) av[i][c] += (double)part[i][c];
+      ha_pmul<T, BT, RPT, DPT>(Ss, ldp, Qs, ldt, dh, part);
+#pragma unroll
+      for (int i = 0; i < RPT; i++)
+#pragma unroll
+        for (int c = 0; c < DPT; c++) ak[i][c] += (double)part[i][c];
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < RPT; i++) {
+    const long j = j0 + ty * RPT + i;
+    if (j >= a.n1) continue;
+    T *grow = dkv + ko + j * a.L;
+#pragma unroll
+    for (int c = 0; c < DPT; c++) {
+      const int e = tx + HA_LANES * c;
+      if (e < dh) {
+        grow[e] = (T)(ak[i][c] * a.scale);
+        grow[dh + e] = (T)av[i][c];
+      }
+    }
+  }
+}
+
+/* The launches for type T and head widths up to DHMAX. */
+template <typename T, int DHMAX> struct ha_flash {
+  typedef ha_tile<T, DHMAX> G;
+
+  /* (b H) x ceil(rows / BT) blocks in one dimension, or an error naming the op */
+  static c5_status grid(const ha_shape &a, long rows, long *tiles, unsigned *blocks, const char *op)
+  {
+    *tiles = (rows + G::BT - 1) / G::BT;
+    const long n = a.batch * a.H * *tiles;
+    if (n > INT_MAX)
+      return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: %ld blocks (batch %ld, %d heads, %ld rows in tiles of %d) exceed the "
+                     "launch limit", op, n, a.batch, a.H, rows, G::BT);
+    *blocks = (unsigned)n;
+    return C5_OK;
+  }
+
+  /* shared memory: `doubles` doubles, then `tiles` [BT, dh + 1] tiles and `ptiles` [BT, BT + 1] tiles of T, then
+     BT slot flags */
+  static size_t smem(int dh, int doubles, int tiles, int ptiles)
+  {
+    return (size_t)doubles * G::BT * sizeof(double) +
+           ((size_t)tiles * G::BT * (dh + 1) + (size_t)ptiles * G::BT * (G::BT + 1)) * sizeof(T) +
+           G::BT * sizeof(int);
+  }
+
+  static c5_status forward(c5k_cuda_dev *dev, const ha_shape &a, const T *q, const T *kv, const uint8_t *kmask,
+                           double *lse, T *o, const char *op)
+  {
+    long tiles;
+    unsigned blocks;
+    C5_CALL_K(grid(a, a.nq, &tiles, &blocks, op));
+    const size_t bytes = smem(a.dh, 0, 3, 1);
+    C5_CALL_K(c5k_cuda_smem_opt(dev, ha_forward<T, DHMAX>, bytes, op));
+    ha_forward<T, DHMAX><<<blocks, HA_THREADS, bytes, dev->stream>>>(a, tiles, q, kv, kmask, o, lse);
+    C5K_CUDA_LAUNCHED(op);
+    return C5_OK;
+  }
+
+  static c5_status backward(c5k_cuda_dev *dev, const ha_shape &a, const T *q, const T *kv, const uint8_t *kmask,
+                            const double *lse, const T *dout, T *dq, T *dkv, const char *op)
+  {
+    long tiles;
+    unsigned blocks;
+    double *delta = NULL;
+    if (a.nq > 0) {
+      void *scr;
+      C5_CALL_K(c5k_cuda_scratch(dev, (size_t)(a.batch * a.H * a.nq) * sizeof(double), &scr, op));
+      delta = (double *)scr;
+      C5_CALL_K(grid(a, a.nq, &tiles, &blocks, op));
+      const size_t bytes = smem(a.dh, 0, 4, 1);
+      C5_CALL_K(c5k_cuda_smem_opt(dev, ha_backward_q<T, DHMAX>, bytes, op));
+      ha_backward_q<T, DHMAX><<<blocks, HA_THREADS, bytes, dev->stream>>>(a, tiles, q, kv, kmask, lse, dout, dq,
+                                                                           delta);
+      C5K_CUDA_LAUNCHED(op);
+    }
+    C5_CALL_K(grid(a, a.n1, &tiles, &blocks, op));
+    const size_t bytes = smem(a.dh, 2, 4, 2);
+    C5_CALL_K(c5k_cuda_smem_opt(dev, ha_backward_kv<T, DHMAX>, bytes, op));
+    ha_backward_kv<T, DHMAX><<<blocks, HA_THREADS, bytes, dev->stream>>>(a, tiles, q, kv, kmask, lse, delta, dout,
+                                                                          dkv);
+    C5K_CUDA_LAUNCHED(op);
+    return C5_OK;
+  }
+};
 
 /* ---- the ops ---- */
-
-/* C_b = alpha op(A_b) op(B_b) over the batch, all in c5_real (beta 0). */
-static c5_status ha_gemm(c5k_ctx *ctx, int ta, int tb, long m, long n, long k, double alpha, const c5_real *A,
-                         long lda, long sa, const c5_real *B, long ldb, long sb, c5_real *C, long ldc, long sc,
-                         long batch)
-{
-  return c5k_gemm_ex_cuda(ctx, ta, tb, m, n, k, alpha, A, C5_DTYPE_REAL, lda, sa, B, C5_DTYPE_REAL, ldb, sb, 0.0, C,
-                          C5_DTYPE_REAL, ldc, sc, batch, C5_DTYPE_REAL);
-}
 
 static unsigned ha_blocks(long n, int threads)
 {
@@ -292,82 +597,31 @@ extern "C" c5_status c5k_heavy_null_kv_grad_cuda(c5k_ctx *ctx, const c5k_heavy_a
   return C5_OK;
 }
 
-/* Head h's key columns of kv[0, r] (its value: + dh); batch b adds R n1 L. */
-static long ha_koff(const c5k_heavy_attn *A, int h)
-{
-  const int hpr = A->heads / A->routes, dh = A->dim_head;
-  return (long)(h / hpr) * (A->nk + 1) * 2L * hpr * dh + (long)(h % hpr) * 2 * dh;
-}
-
 extern "C" c5_status c5k_heavy_attn_forward_cuda(c5k_ctx *ctx, const c5k_heavy_attn *A, const c5_real *q,
-                                                 const c5_real *kv, const uint8_t *kmask, c5_real *p, c5_real *o)
+                                                 const c5_real *kv, const uint8_t *kmask, double *lse, c5_real *o)
 {
   const char *op = "heavy_attn_forward";
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
-  const long batch = A->batch, nq = A->nq, n1 = A->nk + 1;
-  const int H = A->heads, R = A->routes, hpr = H / R, dh = A->dim_head;
-  const long D = (long)H * dh, L = 2L * hpr * dh, sp = (long)H * nq * n1, skv = R * n1 * L;
-  const double scale = 1.0 / sqrt((double)dh);
-  if (batch <= 0 || nq <= 0) return C5_OK;
-  for (int h = 0; h < H; h++)
-    C5_CALL_K(ha_gemm(ctx, 0, 1, nq, n1, dh, scale, q + (long)h * dh, D, nq * D, kv + ha_koff(A, h), L, skv,
-                      p + h * nq * n1, n1, sp, batch));
-  const long rows = batch * H * nq, warps = (rows + 31) / 32;
-  ha_softmax<<<(unsigned)((warps + HA_WARPS - 1) / HA_WARPS), 32 * HA_WARPS, 0, dev->stream>>>(rows, nq, A->nk, H,
-                                                                                                hpr, kmask, p);
-  C5K_CUDA_LAUNCHED(op);
-  for (int h = 0; h < H; h++)
-    C5_CALL_K(ha_gemm(ctx, 0, 0, nq, dh, n1, 1.0, p + h * nq * n1, n1, sp, kv + ha_koff(A, h) + dh, L, skv,
-                      o + (long)h * dh, D, nq * D, batch));
-  return C5_OK;
+  if (A->batch <= 0 || A->nq <= 0) return C5_OK;
+  const ha_shape a = ha_shape_of(A);
+  if (a.dh <= 64) return ha_flash<c5_real, 64>::forward(dev, a, q, kv, kmask, lse, o, op);
+  if (a.dh <= 128) return ha_flash<c5_real, 128>::forward(dev, a, q, kv, kmask, lse, o, op);
+  if (a.dh <= HA_MAXDH) return ha_flash<c5_real, HA_MAXDH>::forward(dev, a, q, kv, kmask, lse, o, op);
+  return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: dim_head %d (the kernels take up to %d)", op, a.dh, HA_MAXDH);
 }
 
-/* Per head, batched over b: dP into the scratch, dV; dS in place of dP for
-   a group of heads at once (rows enough to fill the GPU); dQ, dK. */
 extern "C" c5_status c5k_heavy_attn_backward_cuda(c5k_ctx *ctx, const c5k_heavy_attn *A, const c5_real *q,
-                                                  const c5_real *kv, const c5_real *p, const c5_real *dout,
-                                                  c5_real *dq, c5_real *dkv)
+                                                  const c5_real *kv, const uint8_t *kmask, const double *lse,
+                                                  const c5_real *dout, c5_real *dq, c5_real *dkv)
 {
   const char *op = "heavy_attn_backward";
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
-  const long batch = A->batch, nq = A->nq, n1 = A->nk + 1;
-  const int H = A->heads, R = A->routes, hpr = H / R, dh = A->dim_head;
-  const long D = (long)H * dh, L = 2L * hpr * dh, sp = (long)H * nq * n1, skv = R * n1 * L, sd = nq * n1;
-  const double scale = 1.0 / sqrt((double)dh);
-  if (batch <= 0) return C5_OK;
-  if (nq <= 0) {   /* no query: every slot's gradient is 0 (the products below would have k = 0) */
-    C5K_CUDA_TRY(cudaMemsetAsync(dkv, 0, (size_t)(batch * skv) * sizeof *dkv, dev->stream), op);
-    return C5_OK;
-  }
-  /* heads in groups whose dP fits the larger of one head's and 1 GiB: the dS rows of a group in one launch */
-  const size_t head_bytes = (size_t)(batch * sd) * sizeof(c5_real), cap = (size_t)1 << 30;
-  const int G = head_bytes >= cap ? 1 : (int)(cap / head_bytes < (size_t)H ? cap / head_bytes : (size_t)H);
-  void *scr;
-  C5_CALL_K(c5k_cuda_scratch(dev, G * head_bytes, &scr, op));
-  c5_real *ds = (c5_real *)scr;
-  for (int h0 = 0; h0 < H; h0 += G) {
-    const int gn = H - h0 < G ? H - h0 : G;
-    for (int h = h0; h < h0 + gn; h++) {
-      const long ko = ha_koff(A, h);
-      const c5_real *doh = dout + (long)h * dh, *ph = p + h * nq * n1;
-      c5_real *dsh = ds + (h - h0) * batch * sd;
-      C5_CALL_K(ha_gemm(ctx, 0, 1, nq, n1, dh, 1.0, doh, D, nq * D, kv + ko + dh, L, skv, dsh, n1, sd, batch));
-      C5_CALL_K(ha_gemm(ctx, 1, 0, n1, dh, nq, 1.0, ph, n1, sp, doh, D, nq * D, dkv + ko + dh, L, skv, batch));
-    }
-    const long rows = gn * batch * nq, warps = (rows + 31) / 32;
-    ha_dscores<<<(unsigned)((warps + HA_WARPS - 1) / HA_WARPS), 32 * HA_WARPS, 0, dev->stream>>>(rows, nq, batch * nq,
-                                                                                                  n1, H, h0, p, ds);
-    C5K_CUDA_LAUNCHED(op);
-    for (int h = h0; h < h0 + gn; h++) {
-      const long ko = ha_koff(A, h);
-      const c5_real *dsh = ds + (h - h0) * batch * sd;
-      C5_CALL_K(ha_gemm(ctx, 0, 0, nq, dh, n1, scale, dsh, n1, sd, kv + ko, L, skv, dq + (long)h * dh, D, nq * D,
-                        batch));
-      C5_CALL_K(ha_gemm(ctx, 1, 0, n1, dh, nq, scale, dsh, n1, sd, q + (long)h * dh, D, nq * D, dkv + ko, L, skv,
-                        batch));
-    }
-  }
-  return C5_OK;
+  if (A->batch <= 0) return C5_OK;
+  const ha_shape a = ha_shape_of(A);
+  if (a.dh <= 64) return ha_flash<c5_real, 64>::backward(dev, a, q, kv, kmask, lse, dout, dq, dkv, op);
+  if (a.dh <= 128) return ha_flash<c5_real, 128>::backward(dev, a, q, kv, kmask, lse, dout, dq, dkv, op);
+  if (a.dh <= HA_MAXDH) return ha_flash<c5_real, HA_MAXDH>::backward(dev, a, q, kv, kmask, lse, dout, dq, dkv, op);
+  return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: dim_head %d (the kernels take up to %d)", op, a.dh, HA_MAXDH);
 }

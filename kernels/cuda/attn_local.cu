@@ -466,17 +466,6 @@ static c5_status la_setup(const c5k_local_attn *L, long ldqkv, long ldo, const c
   return C5_OK;
 }
 
-/* Opt the kernel into `bytes` of dynamic shared memory (more than the default 48 KiB for wide heads). */
-template <typename K> static c5_status la_smem_opt(c5k_cuda_dev *dev, K kernel, size_t bytes, const char *op)
-{
-  int most = 0;
-  C5K_CUDA_TRY(cudaDeviceGetAttribute(&most, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev->device), op);
-  if (bytes > (size_t)most)
-    return C5K_ERR(C5_ERR_NOTIMPL, "%s: %zu bytes of shared memory per block, the device has %d", op, bytes, most);
-  C5K_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), op);
-  return C5_OK;
-}
-
 extern "C" c5_status c5k_local_attn_forward_cuda(c5k_ctx *ctx, const c5k_local_attn *L, const c5_real *q,
                                                  const c5_real *k, const c5_real *v, long ldqkv, const uint8_t *mask,
                                                  c5_real *o, long ldo, double *rmax, double *rinv, uint8_t *uni)
@@ -489,7 +478,7 @@ extern "C" c5_status c5k_local_attn_forward_cuda(c5k_ctx *ctx, const c5k_local_a
   C5_CALL_K(la_setup(L, ldqkv, ldo, "forward", &a, &grid));
   if (L->n == 0 || L->batch == 0) return C5_OK;
   const size_t bytes = 3 * tile_bytes(a.dh) + score_bytes();
-  C5_CALL_K(la_smem_opt(dev, la_forward<c5_real>, bytes, op));
+  C5_CALL_K(c5k_cuda_smem_opt(dev, la_forward<c5_real>, bytes, op));
   la_forward<c5_real><<<grid, LA_THREADS, bytes, dev->stream>>>(a, q, k, v, mask, o, rmax, rinv, uni);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
@@ -511,8 +500,8 @@ extern "C" c5_status c5k_local_attn_backward_cuda(c5k_ctx *ctx, const c5k_local_
   C5_CALL_K(c5k_cuda_scratch(dev, (size_t)L->batch * L->heads * L->n * sizeof(double), &scr, op));
   double *dd = (double *)scr;   /* D per (b, h, t) */
   const size_t bq = 4 * tile_bytes(a.dh) + score_bytes(), bkv = stats_bytes() + 4 * tile_bytes(a.dh) + 2 * score_bytes();
-  C5_CALL_K(la_smem_opt(dev, la_backward_q<c5_real>, bq, op));
-  C5_CALL_K(la_smem_opt(dev, la_backward_kv<c5_real>, bkv, op));
+  C5_CALL_K(c5k_cuda_smem_opt(dev, la_backward_q<c5_real>, bq, op));
+  C5_CALL_K(c5k_cuda_smem_opt(dev, la_backward_kv<c5_real>, bkv, op));
   la_backward_q<c5_real><<<grid, LA_THREADS, bq, dev->stream>>>(a, q, k, v, mask, rmax, rinv, uni, dout, dq, dd);
   C5K_CUDA_LAUNCHED(op);
   la_backward_kv<c5_real><<<grid, LA_THREADS, bkv, dev->stream>>>(a, q, k, v, mask, rmax, rinv, uni, dd, dout, dk, dv);

@@ -51,6 +51,20 @@ static inline c5_status c5k_cuda_scratch(c5k_cuda_dev *dev, size_t bytes, void *
   return C5_OK;
 }
 
+/* Opt kernel into `bytes` of dynamic shared memory (above the default 48 KiB
+   for wide heads or large tiles), or an error naming the op when the device
+   has less per block. */
+template <typename K>
+static inline c5_status c5k_cuda_smem_opt(c5k_cuda_dev *dev, K kernel, size_t bytes, const char *op)
+{
+  int most = 0;
+  C5K_CUDA_TRY(cudaDeviceGetAttribute(&most, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev->device), op);
+  if (bytes > (size_t)most)
+    return C5K_ERR(C5_ERR_NOTIMPL, "%s: %zu bytes of shared memory per block, the device has %d", op, bytes, most);
+  C5K_CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes), op);
+  return C5_OK;
+}
+
 /* Rows row r = [r n, r n + n): n, or an error naming the op. */
 static inline c5_status c5k_cuda_dense(const c5k_rows *R, const char *op, long *n)
 {

@@ -2,17 +2,23 @@
    backend (heavy_kv_assemble, heavy_attn_forward, heavy_attn_backward,
    heavy_kv_score_backward, heavy_null_kv_grad) against the CPU ops
    (c5k_cpu_ops) on the same inputs: each GPU op is given the CPU's inputs
-   (the forward the CPU's kv, the backward the CPU's P), so a failure names
-   one op. Norm-wise within 1e-12 (double build) or 1e-5 (single);
+   (the forward the CPU's kv, the backward the CPU's lse), so a failure
+   names one op. The attention ops are flash style on the GPU (no stored P:
+   the forward writes o and each row's log-sum-exp lse, the backward
+   recomputes P from lse). Norm-wise within 1e-12 (double build) or 1e-5
+   (single), lse included;
    heavy_null_kv_grad adds the same terms in the same order as the CPU, so
    its accumulator must match bit for bit. Outputs are poisoned with NaN
    (every element must be written: dkv's null slot too), and each op runs
    twice with bit-identical results (no atomics in the sums). Shapes: 1 and
-   2 routes, 1 and 4 heads a route, dh 16 and 64, nq != nk, nk = 0 (only the
-   null slot), a kmask with zeros and one fully masked route, multiply keys
-   by score on and off, kscore NULL and not, batch 2, one query, and
-   nq = nk = 2048 with 8 heads of 64. One line per op and case. Exits 77
-   without a GPU. */
+   2 routes, 1 and 4 heads a route, dh 8, 16, 64, 96, 128 and 200 (every
+   tile width the kernels pick), nq != nk, nq and nk not multiples of a tile,
+   nk = 0 (only the null slot), a kmask with zeros and one fully masked
+   route, every key masked (P = 1 on the null slot: dq and dk are exactly 0
+   on the CPU, so the GPU's are measured absolutely), multiply keys by score
+   on and off, kscore NULL and not, batch 2, one query, and nq = nk = 3000
+   with 8 heads of 64 (timed). One line per op and case. Exits 77 without a
+   GPU. */
 #include <stdint.h>
 #include "cuda_util.h"
 #include "kernels.h"
@@ -23,7 +29,7 @@ static const double tol = C5_USE_DOUBLE ? 1e-12 : 1e-5;
 
 typedef struct {
   long batch, nq, nk;
-  int routes, hpr, dh, mk, scored, masked;
+  int routes, hpr, dh, mk, scored, masked;   /* masked: 0 no kmask, 1 random zeros, 2 every key masked */
 } hcase;
 
 /* A device copy (at least one element, so that empty arrays still get a pointer). */
@@ -45,22 +51,31 @@ static c5_real *rnd(long n, double lo, double scale, unsigned long long *seed)
   return x;
 }
 
-/* The device array d (n reals) against the host's want, printed; twice: bits equal to the first. */
-static int cmp(c5_backend *gpu, const char *op, const char *what, const hcase *c, const void *d, const c5_real *want,
-               long n, int rep, c5_real *first)
+/* The device array d (n reals, or n doubles when dbl) against the host's want, printed; twice: bits equal to the
+   first. */
+static int cmp(c5_backend *gpu, const char *op, const char *what, const hcase *c, const void *d, const void *want,
+               long n, int dbl, int rep, void *first)
 {
-  c5_real *got = malloc((n ? n : 1) * sizeof *got);
+  const size_t es = dbl ? sizeof(double) : sizeof(c5_real);
+  void *got = malloc((n ? n : 1) * es);
   double *a = malloc((n ? n : 1) * sizeof *a), *b = malloc((n ? n : 1) * sizeof *b);
-  int ok = c5_backend_memcpy(gpu, got, d, n * sizeof *got) == C5_OK;
-  if (rep == 0) {
-    t_to_double(got, n, a);
-    t_to_double(want, n, b);
+  int ok = got && a && b && c5_backend_memcpy(gpu, got, d, n * es) == C5_OK;
+  if (!ok) {
+    printf("%s %s b %ld nq %ld nk %ld: no copy of the result FAIL\n", op, what, c->batch, c->nq, c->nk);
+  } else if (rep == 0) {
+    if (dbl) {
+      memcpy(a, got, n * es);
+      memcpy(b, want, n * es);
+    } else {
+      t_to_double(got, n, a);
+      t_to_double(want, n, b);
+    }
     double e = t_normwise(a, b, n);
     ok = ok && e <= tol;
     printf("%s %s b %ld nq %ld nk %ld R %d hpr %d dh %d mk %d kscore %d mask %d: %.3e (tol %.0e) %s\n", op, what,
            c->batch, c->nq, c->nk, c->routes, c->hpr, c->dh, c->mk, c->scored, c->masked, e, tol, ok ? "PASS" : "FAIL");
-    memcpy(first, got, n * sizeof *got);
-  } else if (memcmp(first, got, n * sizeof *got) != 0) {
+    memcpy(first, got, n * es);
+  } else if (memcmp(first, got, n * es) != 0) {
     printf("%s %s b %ld nq %ld nk %ld: second run differs from the first FAIL\n", op, what, c->batch, c->nq, c->nk);
     ok = 0;
   }
@@ -73,8 +88,8 @@ static int run(c5_backend *gpu, const hcase *c)
   const int H = c->routes * c->hpr, dh = c->dh;
   const long B = c->batch, nq = c->nq, nk = c->nk, n1 = nk + 1, D = (long)H * dh, L = 2L * c->hpr * dh;
   const long nkv = B * c->routes * n1 * L, nraw = B * c->routes * nk * L, ntok = B * c->routes * nk;
-  const long nqd = B * nq * D, np = B * H * nq * n1, nnull = 2 * D;
-  const long nmax = np > nkv ? (np > nqd ? np : nqd) : (nkv > nqd ? nkv : nqd);
+  const long nqd = B * nq * D, nl = B * H * nq, nnull = 2 * D;
+  const long nmax = nkv > nqd ? nkv : nqd;
   const c5k_heavy_attn A = { .batch = B, .nq = nq, .nk = nk, .heads = H, .routes = c->routes, .dim_head = dh,
                              .multiply_keys_by_score = c->mk };
   unsigned long long seed = 77 + 13 * nq + 7 * nk + 3 * H + dh + c->mk + 2 * c->scored;
@@ -83,24 +98,27 @@ static int run(c5_backend *gpu, const hcase *c)
   c5_real *dout = rnd(nqd, 0, 1, &seed), *kscore = c->scored ? rnd(ntok, 0.25, 1, &seed) : NULL;
   uint8_t *kmask = NULL;
   double *gnull = malloc(nnull * sizeof *gnull), *gnull0 = malloc(nnull * sizeof *gnull0), *gg = malloc(nnull * sizeof *gg);
-  c5_real *kv = malloc(nkv * sizeof *kv), *p = malloc((np ? np : 1) * sizeof *p), *o = malloc((nqd ? nqd : 1) * sizeof *o);
+  double *lse = malloc((nl ? nl : 1) * sizeof *lse), *nanl = malloc((nl ? nl : 1) * sizeof *nanl);
+  c5_real *kv = malloc(nkv * sizeof *kv), *o = malloc((nqd ? nqd : 1) * sizeof *o);
   c5_real *dq = malloc((nqd ? nqd : 1) * sizeof *dq), *dkv = malloc(nkv * sizeof *dkv), *dkv2 = malloc(nkv * sizeof *dkv2);
   c5_real *dks = malloc((ntok ? ntok : 1) * sizeof *dks), *nan = malloc(nmax * sizeof *nan);
-  c5_real *first[7];   /* each output's first GPU run */
-  const long nfirst[7] = { nkv, np, nqd, nqd, nkv, nkv, ntok };
-  for (int i = 0; i < 7; i++) first[i] = malloc((nfirst[i] ? nfirst[i] : 1) * sizeof *first[i]);
+  void *first[7];   /* each output's first GPU run (lse: doubles) */
+  const long nfirst[7] = { nkv, nl, nqd, nqd, nkv, nkv, ntok };
+  for (int i = 0; i < 7; i++) first[i] = malloc((nfirst[i] ? nfirst[i] : 1) * sizeof(double));
   const long wlen = c5k_heavy_attn_work(&A) + 64;
   double *work = malloc(wlen * sizeof *work);
   void *kvraw_d = NULL, *ks_d = NULL, *null_d = NULL, *q_d = NULL, *dout_d = NULL, *m_d = NULL, *kvc_d = NULL;
-  void *pc_d = NULL, *dkvc_d = NULL, *kv_d = NULL, *p_d = NULL, *o_d = NULL, *dq_d = NULL, *dkv_d = NULL;
+  void *lc_d = NULL, *dkvc_d = NULL, *kv_d = NULL, *l_d = NULL, *o_d = NULL, *dq_d = NULL, *dkv_d = NULL;
   void *dks_d = NULL, *gn_d = NULL;
-  T_CHECK(gnull && gnull0 && gg && kv && p && o && dq && dkv && dkv2 && dks && nan && work &&
+  T_CHECK(gnull && gnull0 && gg && lse && nanl && kv && o && dq && dkv && dkv2 && dks && nan && work &&
           first[0] && first[1] && first[2] && first[3] && first[4] && first[5] && first[6], "out of memory");
   for (long i = 0; i < nnull; i++) gnull[i] = gnull0[i] = t_normal(&seed);
   for (long i = 0; i < nmax; i++) nan[i] = (c5_real)NAN;
+  for (long i = 0; i < nl; i++) nanl[i] = NAN;
   if (c->masked) {
     kmask = malloc(ntok ? ntok : 1);
-    for (long i = 0; i < ntok; i++) kmask[i] = t_uniform(&seed) < 0.7;
+    T_CHECK(kmask, "out of memory");
+    for (long i = 0; i < ntok; i++) kmask[i] = c->masked == 1 && t_uniform(&seed) < 0.7;
     memset(kmask + ((B - 1) * c->routes + c->routes - 1) * nk, 0, nk);   /* the last route of the last batch: null slot only */
   }
 
@@ -108,47 +126,48 @@ static int run(c5_backend *gpu, const hcase *c)
   {
     c5k_ctx cpu = { .work = work, .work_len = wlen };
     T_OK(c5k_cpu_ops.heavy_kv_assemble(&cpu, &A, kvraw, kscore, null_kv, kv));
-    T_OK(c5k_cpu_ops.heavy_attn_forward(&cpu, &A, q, kv, kmask, p, o));
-    T_OK(c5k_cpu_ops.heavy_attn_backward(&cpu, &A, q, kv, p, dout, dq, dkv));
+    T_OK(c5k_cpu_ops.heavy_attn_forward(&cpu, &A, q, kv, kmask, lse, o));
+    T_OK(c5k_cpu_ops.heavy_attn_backward(&cpu, &A, q, kv, kmask, lse, dout, dq, dkv));
     memcpy(dkv2, dkv, nkv * sizeof *dkv);
     if (kscore) T_OK(c5k_cpu_ops.heavy_kv_score_backward(&cpu, &A, kvraw, kscore, dkv2, dks));
     T_OK(c5k_cpu_ops.heavy_null_kv_grad(&cpu, &A, dkv, gnull));
   }
 
-  /* the GPU: inputs (the CPU's kv, P, dkv where an op reads them), outputs poisoned */
+  /* the GPU: inputs (the CPU's kv, lse, dkv where an op reads them), outputs poisoned */
   kvraw_d = up(gpu, kvraw, nraw * sizeof *kvraw); ks_d = kscore ? up(gpu, kscore, ntok * sizeof *kscore) : NULL;
   null_d = up(gpu, null_kv, nnull * sizeof *null_kv); q_d = up(gpu, q, nqd * sizeof *q);
   dout_d = up(gpu, dout, nqd * sizeof *dout); m_d = kmask ? up(gpu, kmask, ntok) : NULL;
-  kvc_d = up(gpu, kv, nkv * sizeof *kv); pc_d = up(gpu, p, np * sizeof *p); dkvc_d = up(gpu, dkv, nkv * sizeof *dkv);
-  kv_d = up(gpu, NULL, nkv * sizeof *kv); p_d = up(gpu, NULL, np * sizeof *p); o_d = up(gpu, NULL, nqd * sizeof *o);
+  kvc_d = up(gpu, kv, nkv * sizeof *kv); lc_d = up(gpu, lse, nl * sizeof *lse);
+  dkvc_d = up(gpu, dkv, nkv * sizeof *dkv);
+  kv_d = up(gpu, NULL, nkv * sizeof *kv); l_d = up(gpu, NULL, nl * sizeof *lse); o_d = up(gpu, NULL, nqd * sizeof *o);
   dq_d = up(gpu, NULL, nqd * sizeof *dq); dkv_d = up(gpu, NULL, nkv * sizeof *dkv);
   dks_d = up(gpu, NULL, ntok * sizeof *dks); gn_d = up(gpu, NULL, nnull * sizeof *gnull);
-  T_CHECK(kvraw_d && (!kscore || ks_d) && null_d && q_d && dout_d && (!kmask || m_d) && kvc_d && pc_d && dkvc_d &&
-          kv_d && p_d && o_d && dq_d && dkv_d && dks_d && gn_d, "device buffers for nq %ld nk %ld", nq, nk);
+  T_CHECK(kvraw_d && (!kscore || ks_d) && null_d && q_d && dout_d && (!kmask || m_d) && kvc_d && lc_d && dkvc_d &&
+          kv_d && l_d && o_d && dq_d && dkv_d && dks_d && gn_d, "device buffers for nq %ld nk %ld", nq, nk);
   for (int rep = 0; rep < 2; rep++) {
     c5k_ctx g = c5_backend_ctx(gpu, NULL, 0);
     T_OK(c5_backend_memcpy(gpu, kv_d, nan, nkv * sizeof *nan));
     T_OK(c5k_cuda_ops.heavy_kv_assemble(&g, &A, kvraw_d, ks_d, null_d, kv_d));
-    ok &= cmp(gpu, "heavy_kv_assemble", "kv", c, kv_d, kv, nkv, rep, first[0]);
+    ok &= cmp(gpu, "heavy_kv_assemble", "kv", c, kv_d, kv, nkv, 0, rep, first[0]);
 
-    T_OK(c5_backend_memcpy(gpu, p_d, nan, np * sizeof *nan));
+    T_OK(c5_backend_memcpy(gpu, l_d, nanl, nl * sizeof *nanl));
     T_OK(c5_backend_memcpy(gpu, o_d, nan, nqd * sizeof *nan));
-    T_OK(c5k_cuda_ops.heavy_attn_forward(&g, &A, q_d, kvc_d, m_d, p_d, o_d));
-    ok &= cmp(gpu, "heavy_attn_forward", "p", c, p_d, p, np, rep, first[1]);
-    ok &= cmp(gpu, "heavy_attn_forward", "o", c, o_d, o, nqd, rep, first[2]);
+    T_OK(c5k_cuda_ops.heavy_attn_forward(&g, &A, q_d, kvc_d, m_d, l_d, o_d));
+    ok &= cmp(gpu, "heavy_attn_forward", "lse", c, l_d, lse, nl, 1, rep, first[1]);
+    ok &= cmp(gpu, "heavy_attn_forward", "o", c, o_d, o, nqd, 0, rep, first[2]);
 
     T_OK(c5_backend_memcpy(gpu, dq_d, nan, nqd * sizeof *nan));
     T_OK(c5_backend_memcpy(gpu, dkv_d, nan, nkv * sizeof *nan));
-    T_OK(c5k_cuda_ops.heavy_attn_backward(&g, &A, q_d, kvc_d, pc_d, dout_d, dq_d, dkv_d));
-    ok &= cmp(gpu, "heavy_attn_backward", "dq", c, dq_d, dq, nqd, rep, first[3]);
-    ok &= cmp(gpu, "heavy_attn_backward", "dkv", c, dkv_d, dkv, nkv, rep, first[4]);
+    T_OK(c5k_cuda_ops.heavy_attn_backward(&g, &A, q_d, kvc_d, m_d, lc_d, dout_d, dq_d, dkv_d));
+    ok &= cmp(gpu, "heavy_attn_backward", "dq", c, dq_d, dq, nqd, 0, rep, first[3]);
+    ok &= cmp(gpu, "heavy_attn_backward", "dkv", c, dkv_d, dkv, nkv, 0, rep, first[4]);
 
     if (kscore) {   /* in place on the CPU's dkv; dkscore poisoned */
       T_OK(c5_backend_memcpy(gpu, dkv_d, dkv, nkv * sizeof *dkv));
       T_OK(c5_backend_memcpy(gpu, dks_d, nan, ntok * sizeof *nan));
       T_OK(c5k_cuda_ops.heavy_kv_score_backward(&g, &A, kvraw_d, ks_d, dkv_d, dks_d));
-      ok &= cmp(gpu, "heavy_kv_score_backward", "dkv", c, dkv_d, dkv2, nkv, rep, first[5]);
-      ok &= cmp(gpu, "heavy_kv_score_backward", "dkscore", c, dks_d, dks, ntok, rep, first[6]);
+      ok &= cmp(gpu, "heavy_kv_score_backward", "dkv", c, dkv_d, dkv2, nkv, 0, rep, first[5]);
+      ok &= cmp(gpu, "heavy_kv_score_backward", "dkscore", c, dks_d, dks, ntok, 0, rep, first[6]);
     }
 
     T_OK(c5_backend_memcpy(gpu, gn_d, gnull0, nnull * sizeof *gnull0));
@@ -163,10 +182,11 @@ static int run(c5_backend *gpu, const hcase *c)
   if (nq >= 1024) {   /* not a check: the time of one forward and one backward, for the record */
     c5k_ctx g = c5_backend_ctx(gpu, NULL, 0);
     double t0 = MPI_Wtime(), t1, t2;
-    for (int i = 0; i < 5; i++) T_OK(c5k_cuda_ops.heavy_attn_forward(&g, &A, q_d, kvc_d, m_d, p_d, o_d));
+    for (int i = 0; i < 5; i++) T_OK(c5k_cuda_ops.heavy_attn_forward(&g, &A, q_d, kvc_d, m_d, l_d, o_d));
     T_OK(c5_backend_sync(gpu));
     t1 = MPI_Wtime();
-    for (int i = 0; i < 5; i++) T_OK(c5k_cuda_ops.heavy_attn_backward(&g, &A, q_d, kvc_d, pc_d, dout_d, dq_d, dkv_d));
+    for (int i = 0; i < 5; i++)
+      T_OK(c5k_cuda_ops.heavy_attn_backward(&g, &A, q_d, kvc_d, m_d, lc_d, dout_d, dq_d, dkv_d));
     T_OK(c5_backend_sync(gpu));
     t2 = MPI_Wtime();
     printf("heavy_attn time b %ld nq %ld nk %ld H %d dh %d: forward %.3f ms, backward %.3f ms\n", B, nq, nk, H, dh,
@@ -177,11 +197,11 @@ fail:
   ok = 0;
 done:
   c5_backend_free(gpu, kvraw_d); c5_backend_free(gpu, ks_d); c5_backend_free(gpu, null_d); c5_backend_free(gpu, q_d);
-  c5_backend_free(gpu, dout_d); c5_backend_free(gpu, m_d); c5_backend_free(gpu, kvc_d); c5_backend_free(gpu, pc_d);
-  c5_backend_free(gpu, dkvc_d); c5_backend_free(gpu, kv_d); c5_backend_free(gpu, p_d); c5_backend_free(gpu, o_d);
+  c5_backend_free(gpu, dout_d); c5_backend_free(gpu, m_d); c5_backend_free(gpu, kvc_d); c5_backend_free(gpu, lc_d);
+  c5_backend_free(gpu, dkvc_d); c5_backend_free(gpu, kv_d); c5_backend_free(gpu, l_d); c5_backend_free(gpu, o_d);
   c5_backend_free(gpu, dq_d); c5_backend_free(gpu, dkv_d); c5_backend_free(gpu, dks_d); c5_backend_free(gpu, gn_d);
   free(kvraw); free(null_kv); free(q); free(dout); free(kscore); free(kmask); free(gnull); free(gnull0); free(gg);
-  free(kv); free(p); free(o); free(dq); free(dkv); free(dkv2); free(dks); free(nan); free(work);
+  free(lse); free(nanl); free(kv); free(o); free(dq); free(dkv); free(dkv2); free(dks); free(nan); free(work);
   for (int i = 0; i < 7; i++) free(first[i]);
   return ok;
 }
@@ -200,7 +220,13 @@ int main(int argc, char **argv)
     { 2, 129, 31, 1, 1, 64, 1, 1, 1 },
     { 1, 5, 0, 2, 1, 16, 1, 1, 0 },
     { 2, 64, 64, 2, 2, 16, 0, 0, 1 },
-    { 1, 2048, 2048, 2, 4, 64, 1, 1, 1 },
+    { 2, 40, 50, 2, 2, 16, 1, 1, 2 },
+    { 1, 3, 0, 1, 2, 64, 0, 0, 0 },
+    { 2, 21, 19, 1, 3, 8, 0, 1, 1 },
+    { 2, 50, 70, 2, 1, 96, 1, 1, 1 },
+    { 1, 65, 130, 1, 2, 128, 0, 1, 1 },
+    { 1, 20, 35, 1, 1, 200, 1, 0, 1 },
+    { 1, 3000, 3000, 1, 8, 64, 1, 1, 1 },
   };
   int ok = 1;
   T_OK(c5_backend_set_tf32(gpu, 0));   /* fp32 products in fp32, as the CPU's */
