@@ -2,11 +2,16 @@
    backend (heavy_kv_assemble, heavy_attn_forward, heavy_attn_backward,
    heavy_kv_score_backward, heavy_null_kv_grad) against the CPU ops
    (c5k_cpu_ops) on the same inputs: each GPU op is given the CPU's inputs
-   (the forward the CPU's kv, the backward the CPU's lse), so a failure
-   names one op. The attention ops are flash style on the GPU (no stored P:
-   the forward writes o and each row's log-sum-exp lse, the backward
-   recomputes P from lse). Norm-wise within 1e-12 (double build) or 1e-5
-   (single), lse included;
+   (the forward the CPU's kv, heavy_kv_score_backward and
+   heavy_null_kv_grad the CPU's dkv), so a failure names one op. The
+   attention ops are flash style on the GPU (no stored P: the forward writes
+   o and each row's log-sum-exp lse, the backward recomputes P from lse);
+   the backward takes the GPU forward's lse, checked just before: lse comes
+   from the GPU's own scores, which the backward recomputes bit for bit, so
+   a row left with the null slot only gets P = 1 and dS = 0 exactly, as on
+   the CPU (the CPU's lse, from scores an ulp away, would leave dq of the
+   order of the rounding instead of 0). Norm-wise within 1e-12 (double
+   build) or 1e-5 (single), lse included;
    heavy_null_kv_grad adds the same terms in the same order as the CPU, so
    its accumulator must match bit for bit. Outputs are poisoned with NaN
    (every element must be written: dkv's null slot too), and each op runs
@@ -108,7 +113,7 @@ static int run(c5_backend *gpu, const hcase *c)
   const long wlen = c5k_heavy_attn_work(&A) + 64;
   double *work = malloc(wlen * sizeof *work);
   void *kvraw_d = NULL, *ks_d = NULL, *null_d = NULL, *q_d = NULL, *dout_d = NULL, *m_d = NULL, *kvc_d = NULL;
-  void *lc_d = NULL, *dkvc_d = NULL, *kv_d = NULL, *l_d = NULL, *o_d = NULL, *dq_d = NULL, *dkv_d = NULL;
+  void *dkvc_d = NULL, *kv_d = NULL, *l_d = NULL, *o_d = NULL, *dq_d = NULL, *dkv_d = NULL;
   void *dks_d = NULL, *gn_d = NULL;
   T_CHECK(gnull && gnull0 && gg && lse && nanl && kv && o && dq && dkv && dkv2 && dks && nan && work &&
           first[0] && first[1] && first[2] && first[3] && first[4] && first[5] && first[6], "out of memory");
@@ -133,16 +138,15 @@ static int run(c5_backend *gpu, const hcase *c)
     T_OK(c5k_cpu_ops.heavy_null_kv_grad(&cpu, &A, dkv, gnull));
   }
 
-  /* the GPU: inputs (the CPU's kv, lse, dkv where an op reads them), outputs poisoned */
+  /* the GPU: inputs (the CPU's kv and dkv where an op reads them), outputs poisoned */
   kvraw_d = up(gpu, kvraw, nraw * sizeof *kvraw); ks_d = kscore ? up(gpu, kscore, ntok * sizeof *kscore) : NULL;
   null_d = up(gpu, null_kv, nnull * sizeof *null_kv); q_d = up(gpu, q, nqd * sizeof *q);
   dout_d = up(gpu, dout, nqd * sizeof *dout); m_d = kmask ? up(gpu, kmask, ntok) : NULL;
-  kvc_d = up(gpu, kv, nkv * sizeof *kv); lc_d = up(gpu, lse, nl * sizeof *lse);
-  dkvc_d = up(gpu, dkv, nkv * sizeof *dkv);
+  kvc_d = up(gpu, kv, nkv * sizeof *kv); dkvc_d = up(gpu, dkv, nkv * sizeof *dkv);
   kv_d = up(gpu, NULL, nkv * sizeof *kv); l_d = up(gpu, NULL, nl * sizeof *lse); o_d = up(gpu, NULL, nqd * sizeof *o);
   dq_d = up(gpu, NULL, nqd * sizeof *dq); dkv_d = up(gpu, NULL, nkv * sizeof *dkv);
   dks_d = up(gpu, NULL, ntok * sizeof *dks); gn_d = up(gpu, NULL, nnull * sizeof *gnull);
-  T_CHECK(kvraw_d && (!kscore || ks_d) && null_d && q_d && dout_d && (!kmask || m_d) && kvc_d && lc_d && dkvc_d &&
+  T_CHECK(kvraw_d && (!kscore || ks_d) && null_d && q_d && dout_d && (!kmask || m_d) && kvc_d && dkvc_d &&
           kv_d && l_d && o_d && dq_d && dkv_d && dks_d && gn_d, "device buffers for nq %ld nk %ld", nq, nk);
   for (int rep = 0; rep < 2; rep++) {
     c5k_ctx g = c5_backend_ctx(gpu, NULL, 0);
@@ -158,7 +162,7 @@ static int run(c5_backend *gpu, const hcase *c)
 
     T_OK(c5_backend_memcpy(gpu, dq_d, nan, nqd * sizeof *nan));
     T_OK(c5_backend_memcpy(gpu, dkv_d, nan, nkv * sizeof *nan));
-    T_OK(c5k_cuda_ops.heavy_attn_backward(&g, &A, q_d, kvc_d, m_d, lc_d, dout_d, dq_d, dkv_d));
+    T_OK(c5k_cuda_ops.heavy_attn_backward(&g, &A, q_d, kvc_d, m_d, l_d, dout_d, dq_d, dkv_d));
     ok &= cmp(gpu, "heavy_attn_backward", "dq", c, dq_d, dq, nqd, 0, rep, first[3]);
     ok &= cmp(gpu, "heavy_attn_backward", "dkv", c, dkv_d, dkv, nkv, 0, rep, first[4]);
 
@@ -186,7 +190,7 @@ static int run(c5_backend *gpu, const hcase *c)
     T_OK(c5_backend_sync(gpu));
     t1 = MPI_Wtime();
     for (int i = 0; i < 5; i++)
-      T_OK(c5k_cuda_ops.heavy_attn_backward(&g, &A, q_d, kvc_d, m_d, lc_d, dout_d, dq_d, dkv_d));
+      T_OK(c5k_cuda_ops.heavy_attn_backward(&g, &A, q_d, kvc_d, m_d, l_d, dout_d, dq_d, dkv_d));
     T_OK(c5_backend_sync(gpu));
     t2 = MPI_Wtime();
     printf("heavy_attn time b %ld nq %ld nk %ld H %d dh %d: forward %.3f ms, backward %.3f ms\n", B, nq, nk, H, dh,
@@ -197,7 +201,7 @@ fail:
   ok = 0;
 done:
   c5_backend_free(gpu, kvraw_d); c5_backend_free(gpu, ks_d); c5_backend_free(gpu, null_d); c5_backend_free(gpu, q_d);
-  c5_backend_free(gpu, dout_d); c5_backend_free(gpu, m_d); c5_backend_free(gpu, kvc_d); c5_backend_free(gpu, lc_d);
+  c5_backend_free(gpu, dout_d); c5_backend_free(gpu, m_d); c5_backend_free(gpu, kvc_d);
   c5_backend_free(gpu, dkvc_d); c5_backend_free(gpu, kv_d); c5_backend_free(gpu, l_d); c5_backend_free(gpu, o_d);
   c5_backend_free(gpu, dq_d); c5_backend_free(gpu, dkv_d); c5_backend_free(gpu, dks_d); c5_backend_free(gpu, gn_d);
   free(kvraw); free(null_kv); free(q); free(dout); free(kscore); free(kmask); free(gnull); free(gnull0); free(gg);
