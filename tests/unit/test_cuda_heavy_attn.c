@@ -20,8 +20,9 @@
    tile width the kernels pick), nq != nk, nq and nk not multiples of a tile,
    nk = 0 (only the null slot), a kmask with zeros and one fully masked
    route, every key masked (P = 1 on the null slot: dq and dk are exactly 0
-   on the CPU, so the GPU's are measured absolutely), multiply keys by score
-   on and off, kscore NULL and not, batch 2, one query, and nq = nk = 3000
+   on the CPU, so the GPU's are measured absolutely), runs of masked keys
+   that cover whole tiles, multiply keys by score on and off, kscore NULL
+   and not, batch 2, one query, no query (dkv all 0), and nq = nk = 3000
    with 8 heads of 64 (timed). One line per op and case. Exits 77 without a
    GPU. */
 #include <stdint.h>
@@ -34,7 +35,8 @@ static const double tol = C5_USE_DOUBLE ? 1e-12 : 1e-5;
 
 typedef struct {
   long batch, nq, nk;
-  int routes, hpr, dh, mk, scored, masked;   /* masked: 0 no kmask, 1 random zeros, 2 every key masked */
+  int routes, hpr, dh, mk, scored, masked;   /* masked: 0 no kmask, 1 random zeros, 2 every key masked,
+                                                3 runs of 100 keys kept and masked in turn (whole tiles skipped) */
 } hcase;
 
 /* A device copy (at least one element, so that empty arrays still get a pointer). */
@@ -123,7 +125,8 @@ static int run(c5_backend *gpu, const hcase *c)
   if (c->masked) {
     kmask = malloc(ntok ? ntok : 1);
     T_CHECK(kmask, "out of memory");
-    for (long i = 0; i < ntok; i++) kmask[i] = c->masked == 1 && t_uniform(&seed) < 0.7;
+    for (long i = 0; i < ntok; i++)
+      kmask[i] = c->masked == 3 ? (i % nk) / 100 % 2 == 0 : c->masked == 1 && t_uniform(&seed) < 0.7;
     memset(kmask + ((B - 1) * c->routes + c->routes - 1) * nk, 0, nk);   /* the last route of the last batch: null slot only */
   }
 
@@ -230,6 +233,9 @@ int main(int argc, char **argv)
     { 2, 50, 70, 2, 1, 96, 1, 1, 1 },
     { 1, 65, 130, 1, 2, 128, 0, 1, 1 },
     { 1, 20, 35, 1, 1, 200, 1, 0, 1 },
+    { 2, 90, 400, 1, 2, 64, 0, 1, 3 },
+    { 1, 1, 300, 1, 1, 100, 1, 0, 3 },
+    { 2, 0, 6, 1, 2, 16, 0, 1, 1 },
     { 1, 3000, 3000, 1, 8, 64, 1, 1, 1 },
   };
   int ok = 1;
