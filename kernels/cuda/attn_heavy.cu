@@ -31,7 +31,10 @@
    tx + 16 c (< dh); tiles in shared memory have stride dh + 1 (no bank
    conflicts down a column). The tile rows BT (ha_tile) shrink with the
    head width and the type so that the tiles fit in shared memory and the
-   double accumulators in registers; dim_head up to HA_MAXDH.
+   double accumulators in registers; dim_head up to HA_MAXDH. The products
+   are fp32 (fp64) FMAs on the SIMT cores whatever the backend's matmul mode
+   (c5_backend_set_matmul rounds cuBLASLt's products only; tensor cores are
+   a later step).
 
    The kv slot kernels (assembly with the kv score, its gradient, null_kv's
    gradient) are elementwise and keep the CPU's orders. */
