@@ -176,6 +176,7 @@ static __device__ __forceinline__ void ha_dots(const T *A, const T *B, int ldt, 
   for (int r = 0; r < RPT; r++)
 #pragma unroll
     for (int c = 0; c < CPT; c++) out[r][c] = 0;
+#pragma unroll 4
   for (int d = 0; d < dh; d++) {
     T x[RPT], y[CPT];
 #pragma unroll
