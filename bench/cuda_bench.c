@@ -23,11 +23,24 @@
    reported and the next one runs (out of memory is a result, not a
    failure of the run).
 
+   The parts (c5-cuda-bench parts [--tf32 | --matmul fp32|tf32|bf16] [--budget S] [BxN ...]): where
+   the block's time goes. For each BxN (default 1x32768 1x131072 1x1048576)
+   the block, then each of its modules built alone on the device with the
+   block's configuration (block_config(n)) and parameter values, on random
+   inputs, timed as the block is: the routed attention, the routed
+   feed-forward, one router (coordinate descent and top-k, k = n/16; the block
+   runs three), the heavy attention on nq = nk = n/16 tokens and the light
+   local attention on all n. One line each: forward and forward+backward ms,
+   the part's share of the block's forward+backward, the pool's high
+   watermarks. A part that fails (out of memory) is reported and the next
+   one runs.
+
    Each time is the median over 7 batches of the mean of a batch of calls
    between two synchronizations (c5_backend_sync).
 
    usage: c5-cuda-bench ROWSxN ...    (one rank; the CUDA device 0)
           c5-cuda-bench block [--tf32 | --matmul fp32|tf32|bf16] [--budget SECONDS] [BxN ...]
+          c5-cuda-bench parts [--tf32 | --matmul fp32|tf32|bf16] [--budget SECONDS] [BxN ...]
    Exits 77 when no CUDA device is visible. */
 #include <math.h>
 #include <stdio.h>
@@ -38,6 +51,8 @@
 #include "../lib/c5_internal.h"
 #include "../lib/backend.h"
 #include "../lib/cd_internal.h"
+#include "../lib/attn_heavy.h"
+#include "../lib/attn_local.h"
 
 double c5_bench_bandwidth(size_t bytes, int kind, int reps);
 
@@ -224,29 +239,6 @@ static double block_flops(const c5_block_config *cfg, long batch, long n)
   return fl * batch;
 }
 
-typedef struct {
-  c5_backend *be;
-  const c5_dist *d;
-  c5_params *p;
-  c5_block *b;
-  c5_block_cache *c;
-  c5_layout lay;
-  long batch, n;
-  c5_real *x, *g, *out, *dx;
-} bjob;
-
-/* variant 1: the backward too, gradients zeroed first as a training step would */
-static c5_status block_call(void *arg, int variant)
-{
-  bjob *j = arg;
-  C5_CALL(c5_block_forward(j->b, j->d, &j->lay, j->batch, j->x, NULL, j->c, j->out));
-  if (variant) {
-    c5_params_zero_grad(j->p);
-    C5_CALL(c5_block_backward(j->b, j->d, j->c, j->x, j->g, j->dx));
-  }
-  return C5_OK;
-}
-
 /* count values uniform on [-sqrt 3, sqrt 3] (mean 0, variance 1: the scale of randn, at a fraction of its cost
    on the host for a billion values) into device memory dst, through a host buffer of chunk values */
 static c5_status fill_random(const c5_backend *be, c5_real *dst, long count, uint64_t seed)
@@ -270,70 +262,326 @@ static c5_status fill_random(const c5_backend *be, c5_real *dst, long count, uin
 
 static double gib(size_t b) { return b / 1073741824.0; }
 
-/* One shape: build on the device, time, report; everything freed whatever happens. */
-static c5_status block_shape(c5_backend *be, const c5_dist *d, const c5_real *pval, long np, long batch, long n,
-                             c5_matmul mm, double budget_s, char *err, size_t errlen)
+/* What one timed run holds, whichever module it builds: the module and its cache, its parameters (the
+   block's values, copied by name from the host's hp), device buffers. Zeroed, then filled by a part's
+   build; job_free releases whatever is set. */
+typedef struct {
+  c5_backend *be;
+  const c5_dist *d;
+  const c5_params *hp;            /* the block's parameters, on the host */
+  c5_block_config cfg;            /* block_config(n) */
+  long batch, n, nq, nk;          /* nq, nk: the heavy attention's queries and keys per batch row */
+  c5_layout lay;
+  c5_params *p;
+  c5_block *b;
+  c5_block_cache *bc;
+  c5_routed_attn *ra;
+  c5_routed_attn_cache *rac;
+  c5_routed_ff *rf;
+  c5_routed_ff_cache *rfc;
+  c5_router *r;
+  c5_router_cache *rc;
+  c5_attn_heavy ah;
+  c5_attn_heavy_cache *ahc;
+  c5_attn_local al;
+  c5_attn_local_cache *alc;
+  c5_real *x, *g, *out, *dx;      /* input, output gradient, output, input gradient */
+  c5_real *ctx, *ks, *dctx, *dks; /* heavy attention: keys/values and their scores, and their gradients */
+  c5_real *ds, *rt, *drt;         /* router: dscore, routing token and its gradient */
+} bjob;
+
+static void job_free(bjob *j)
 {
-  const c5_block_config cfg = block_config(n);
-  const long N = batch * n * cfg.attn.dim;
+  c5_real **bufs[] = { &j->x, &j->g, &j->out, &j->dx, &j->ctx, &j->ks, &j->dctx, &j->dks, &j->ds, &j->rt, &j->drt };
+  for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++) {
+    c5_backend_free(j->be, *bufs[i]);
+    *bufs[i] = NULL;
+  }
+  c5_block_cache_destroy(&j->bc);
+  c5_block_destroy(&j->b);
+  c5_routed_attn_cache_destroy(&j->rac);
+  c5_routed_attn_destroy(&j->ra);
+  c5_routed_ff_cache_destroy(&j->rfc);
+  c5_routed_ff_destroy(&j->rf);
+  c5_router_cache_destroy(&j->rc);
+  c5_router_destroy(&j->r);
+  c5_attn_heavy_cache_destroy(&j->ahc);
+  c5_attn_local_cache_destroy(&j->alc);
+  c5_params_destroy(&j->p);
+}
+
+/* count values on the device: uniform random from seed, or zeros for seed 0 */
+static c5_status dev_buf(const bjob *j, c5_real **p, long count, uint64_t seed)
+{
+  C5_CALL(c5_backend_calloc(j->be, (size_t)count, sizeof **p, (void **)p));
+  if (seed) C5_CALL(fill_random(j->be, *p, count, seed));
+  return C5_OK;
+}
+
+/* The parameters a module registered in j->p, allocated and given the block's values: the module was
+   registered under the block's prefix, so each has the name it has in the block. */
+static c5_status params_upload(bjob *j)
+{
+  C5_CALL(c5_params_alloc(j->p));
+  for (long i = 0; i < c5_params_count(j->p); i++) {
+    long k;
+    C5_CALL(c5_params_find(j->hp, c5_params_name(j->p, i), &k));
+    const long m = c5_params_numel(j->p, i);
+    C5_CHECK(c5_params_numel(j->hp, k) == m, C5_ERR_INTERNAL, "parameter %s: %ld values, %ld in the block",
+             c5_params_name(j->p, i), m, c5_params_numel(j->hp, k));
+    C5_CALL(c5_backend_memcpy(j->be, c5_params_value(j->p, i), c5_params_value(j->hp, k), (size_t)m * sizeof(c5_real)));
+  }
+  return C5_OK;
+}
+
+/* x and g random, out and dx zeroed: [batch, rows, dim]; the seeds the block has always had */
+static c5_status io_build(bjob *j, long rows)
+{
+  const long N = j->batch * rows * j->cfg.attn.dim;
+  C5_CALL(dev_buf(j, &j->x, N, 1 + (uint64_t)j->n));
+  C5_CALL(dev_buf(j, &j->g, N, 2 + (uint64_t)j->n));
+  C5_CALL(dev_buf(j, &j->out, N, 0));
+  C5_CALL(dev_buf(j, &j->dx, N, 0));
+  return C5_OK;
+}
+
+/* Each part: build (on j->be, from j->cfg and j->hp) and call (variant 0 the forward, 1 the backward too,
+   parameter gradients zeroed first as a training step would). */
+static c5_status block_build(bjob *j)
+{
+  C5_CALL(c5_params_create(j->be, &j->p));
+  C5_CALL(c5_block_create(&j->cfg, j->p, "", &j->b));
+  C5_CALL(params_upload(j));
+  C5_CALL(c5_block_cache_create(j->b, j->batch, j->n, &j->bc));
+  return io_build(j, j->n);
+}
+
+static c5_status block_call(void *arg, int variant)
+{
+  bjob *j = arg;
+  C5_CALL(c5_block_forward(j->b, j->d, &j->lay, j->batch, j->x, NULL, j->bc, j->out));
+  if (variant) {
+    c5_params_zero_grad(j->p);
+    C5_CALL(c5_block_backward(j->b, j->d, j->bc, j->x, j->g, j->dx));
+  }
+  return C5_OK;
+}
+
+static c5_status attn_build(bjob *j)
+{
+  C5_CALL(c5_params_create(j->be, &j->p));
+  C5_CALL(c5_routed_attn_create(&j->cfg.attn, j->p, "conditional_attn", &j->ra));
+  C5_CALL(params_upload(j));
+  C5_CALL(c5_routed_attn_cache_create(j->ra, j->batch, j->n, &j->rac));
+  return io_build(j, j->n);
+}
+
+static c5_status attn_call(void *arg, int variant)
+{
+  bjob *j = arg;
+  C5_CALL(c5_routed_attn_forward(j->ra, j->d, &j->lay, j->batch, j->x, NULL, j->rac, j->out));
+  if (variant) {
+    c5_params_zero_grad(j->p);
+    C5_CALL(c5_routed_attn_backward(j->ra, j->d, j->rac, j->x, j->g, j->dx));
+  }
+  return C5_OK;
+}
+
+static c5_status ff_build(bjob *j)
+{
+  C5_CALL(c5_params_create(j->be, &j->p));
+  C5_CALL(c5_routed_ff_create(&j->cfg.ff, j->p, "conditional_ff", &j->rf));
+  C5_CALL(params_upload(j));
+  C5_CALL(c5_routed_ff_cache_create(j->rf, j->batch, j->n, &j->rfc));
+  return io_build(j, j->n);
+}
+
+static c5_status ff_call(void *arg, int variant)
+{
+  bjob *j = arg;
+  C5_CALL(c5_routed_ff_forward(j->rf, j->d, &j->lay, j->batch, j->x, NULL, j->rfc, j->out));
+  if (variant) {
+    c5_params_zero_grad(j->p);
+    C5_CALL(c5_routed_ff_backward(j->rf, j->d, j->rfc, j->x, j->g, j->dx));
+  }
+  return C5_OK;
+}
+
+/* The feed-forward's router: the block's q and kv routers are the same router (the block's router
+   options, one routing token, k = n/16 of n tokens), so the block runs this three times. Its backward
+   takes a dscore per routed entry: batch n values bound them. */
+static c5_status router_build(bjob *j)
+{
+  const c5_routed_ff_config *f = &j->cfg.ff;
+  long k;
+  C5_CALL(c5_router_create(j->be, &f->router, f->dim, &j->r));
+  C5_CALL(c5_router_cache_create(j->r, j->batch, j->n, &j->rc));
+  C5_CALL(c5_params_find(j->hp, "conditional_ff.router.routing_token", &k));
+  const long m = c5_params_numel(j->hp, k);
+  C5_CALL(dev_buf(j, &j->rt, m, 0));
+  C5_CALL(c5_backend_memcpy(j->be, j->rt, c5_params_value(j->hp, k), (size_t)m * sizeof(c5_real)));
+  C5_CALL(dev_buf(j, &j->drt, m, 0));
+  C5_CALL(dev_buf(j, &j->x, j->batch * j->n * f->dim, 1 + (uint64_t)j->n));
+  C5_CALL(dev_buf(j, &j->dx, j->batch * j->n * f->dim, 0));
+  C5_CALL(dev_buf(j, &j->ds, j->batch * j->n, 3 + (uint64_t)j->n));
+  return C5_OK;
+}
+
+static c5_status router_call(void *arg, int variant)
+{
+  bjob *j = arg;
+  C5_CALL(c5_router_forward(j->r, j->d, &j->lay, j->rt, j->batch, j->x, NULL, j->cfg.ff.num_heavy_tokens, 0, 0, j->rc));
+  if (variant) C5_CALL(c5_router_backward(j->r, j->d, j->rc, j->rt, j->x, j->ds, j->dx, j->drt));
+  return C5_OK;
+}
+
+/* The routed attention's heavy Attention on random routed tokens, as that module calls it: nq queries and
+   nk keys per route (its routers' k, or n when nothing is routed), kv scores, no mask (the block runs
+   unmasked), no query scores or rotary positions (block_config has neither). */
+static c5_status heavy_build(bjob *j)
+{
+  const c5_routed_attn_config *a = &j->cfg.attn;
+  const long D = a->dim, R = a->num_routed_kv;
+  C5_CHECK(!a->multiply_queries_by_score && !a->rotary_emb, C5_ERR_NOTIMPL,
+           "heavy_attn part: query scores and rotary positions are not built here");
+  j->nq = a->num_heavy_tokens_q < j->n ? a->num_heavy_tokens_q : j->n;
+  j->nk = a->num_heavy_tokens_kv < j->n ? a->num_heavy_tokens_kv : j->n;
+  C5_CALL(c5_params_create(j->be, &j->p));
+  C5_CALL(c5_attn_heavy_init(&j->ah, j->p, "conditional_attn.heavy_attn", a->dim, a->heavy_heads, a->heavy_dim_head,
+                             a->num_routed_kv, a->multiply_keys_by_score));
+  C5_CALL(params_upload(j));
+  C5_CALL(c5_attn_heavy_cache_create(&j->ah, j->batch, j->nq, j->nk, &j->ahc));
+  C5_CALL(io_build(j, j->nq));
+  C5_CALL(dev_buf(j, &j->ctx, j->batch * R * j->nk * D, 3 + (uint64_t)j->n));
+  C5_CALL(dev_buf(j, &j->ks, j->batch * R * j->nk, 4 + (uint64_t)j->n));
+  C5_CALL(dev_buf(j, &j->dctx, j->batch * R * j->nk * D, 0));
+  C5_CALL(dev_buf(j, &j->dks, j->batch * R * j->nk, 0));
+  return C5_OK;
+}
+
+static c5_status heavy_call(void *arg, int variant)
+{
+  bjob *j = arg;
+  C5_CALL(c5_attn_heavy_forward(&j->ah, j->p, j->batch, j->nq, j->nk, j->x, j->ctx, NULL, j->ks, NULL, NULL, NULL,
+                                j->ahc, j->out));
+  if (variant) {
+    c5_params_zero_grad(j->p);
+    C5_CALL(c5_attn_heavy_backward(&j->ah, j->p, j->ahc, j->g, j->dx, j->dctx, j->dks, NULL));
+  }
+  return C5_OK;
+}
+
+/* The routed attention's light LocalMHA, built as that module builds it, over the whole sequence (one rank:
+   no halo) */
+static c5_status local_build(bjob *j)
+{
+  const c5_routed_attn_config *a = &j->cfg.attn;
+  C5_CALL(c5_params_create(j->be, &j->p));
+  C5_CALL(c5_attn_local_init(&j->al, j->p, "conditional_attn.light_attn", a->dim, a->light_heads, a->light_dim_head,
+                             a->light_window_size / 2, 1, 1, 0, 1));
+  C5_CALL(c5_attn_local_set_rotary(&j->al, a->light_rotary_emb));
+  C5_CALL(params_upload(j));
+  C5_CALL(c5_attn_local_cache_create(&j->al, j->batch, j->n, &j->alc));
+  return io_build(j, j->n);
+}
+
+static c5_status local_call(void *arg, int variant)
+{
+  bjob *j = arg;
+  C5_CALL(c5_attn_local_forward(&j->al, j->p, j->batch, j->n, 0, j->x, NULL, j->alc, j->out));
+  if (variant) {
+    c5_params_zero_grad(j->p);
+    C5_CALL(c5_attn_local_backward(&j->al, j->p, j->alc, j->x, j->g, j->dx));
+  }
+  return C5_OK;
+}
+
+typedef struct {
+  const char *name;
+  c5_status (*build)(bjob *j);
+  call_fn call;
+  int per_block;   /* how many times one block forward runs it */
+} part_def;
+
+static const part_def part_defs[] = {
+  { "block", block_build, block_call, 1 },
+  { "routed_attn", attn_build, attn_call, 1 },
+  { "routed_ff", ff_build, ff_call, 1 },
+  { "router", router_build, router_call, 3 },
+  { "heavy_attn", heavy_build, heavy_call, 1 },
+  { "local_attn", local_build, local_call, 1 },
+};
+
+typedef struct {
+  double f_ms, fb_ms;
+  int f_nb, f_b, fb_nb, fb_b;      /* batches x calls of each */
+  c5_backend_mem m0, mf, mfb;      /* before building; after the forwards; after the backwards too */
+} tres;
+
+/* One part at one shape: built on the device, its forward and forward+backward timed, everything freed
+   whatever happens; on failure err holds the message. */
+static c5_status part_shape(bjob *j, const part_def *pd, double budget_s, tres *r, char *err, size_t errlen)
+{
   const tplan pl = { .warm = 2, .min_batch = 1, .max_batch = 10, .target_s = 0.1, .budget_s = budget_s };
-  bjob j = { .be = be, .d = d, .batch = batch, .n = n };
-  c5_backend_mem m0, mf, mfb;
-  double f_ms = 0, fb_ms = 0;
-  int f_nb = 0, f_b = 0, fb_nb = 0, fb_b = 0;
   long unit;
   c5_status st = C5_OK;
-  C5_CALL(c5_backend_sync(be));
-  C5_CALL(c5_backend_mem_stats(be, 1, &m0));   /* the watermarks restart from what is held now */
-  C5_CALL_GOTO(c5_params_create(be, &j.p), st, done);
-  C5_CALL_GOTO(c5_block_create(&cfg, j.p, "", &j.b), st, done);
-  C5_CALL_GOTO(c5_params_alloc(j.p), st, done);
-  C5_CHECK_GOTO(c5_params_total(j.p) == np, st, done, C5_ERR_INTERNAL, "block of %ld parameters, expected %ld",
-                c5_params_total(j.p), np);
-  C5_CALL_GOTO(c5_backend_memcpy(be, c5_params_value(j.p, 0), pval, (size_t)np * sizeof *pval), st, done);
-  C5_CALL_GOTO(c5_block_layout_unit(&cfg, &unit), st, done);
-  C5_CALL_GOTO(c5_layout_compute(d, n, unit, &j.lay), st, done);
-  C5_CALL_GOTO(c5_block_cache_create(j.b, batch, n, &j.c), st, done);
-  C5_CALL_GOTO(c5_backend_alloc(be, (size_t)N * sizeof(c5_real), (void **)&j.x), st, done);
-  C5_CALL_GOTO(c5_backend_alloc(be, (size_t)N * sizeof(c5_real), (void **)&j.g), st, done);
-  C5_CALL_GOTO(c5_backend_alloc(be, (size_t)N * sizeof(c5_real), (void **)&j.out), st, done);
-  C5_CALL_GOTO(c5_backend_alloc(be, (size_t)N * sizeof(c5_real), (void **)&j.dx), st, done);
-  C5_CALL_GOTO(fill_random(be, j.x, N, 1 + (uint64_t)n), st, done);
-  C5_CALL_GOTO(fill_random(be, j.g, N, 2 + (uint64_t)n), st, done);
-  C5_CALL_GOTO(timed(be, &pl, block_call, &j, 0, &f_ms, &f_nb, &f_b), st, done);
-  C5_CALL_GOTO(c5_backend_mem_stats(be, 0, &mf), st, done);
-  C5_CALL_GOTO(timed(be, &pl, block_call, &j, 1, &fb_ms, &fb_nb, &fb_b), st, done);
-  C5_CALL_GOTO(c5_backend_mem_stats(be, 0, &mfb), st, done);
-  {
-    const double fl = block_flops(&cfg, batch, n), tok = (double)batch * n;
-    printf("colt5 op=block batch=%ld n=%ld dim=%d precision=%s matmul=%s fwd_ms=%.3f fwdbwd_ms=%.3f "
-           "fwd_tokens_per_s=%.4g fwdbwd_tokens_per_s=%.4g fwd_tflops=%.2f fwdbwd_tflops=%.2f fwd_gflop=%.2f "
-           "pool_used_high_fwd_GiB=%.3f pool_used_high_GiB=%.3f pool_reserved_high_GiB=%.3f "
-           "dev_used_before_GiB=%.3f dev_used_after_GiB=%.3f dev_total_GiB=%.1f batches=%dx%d,%dx%d\n",
-           batch, n, cfg.attn.dim, C5_REAL_NAME, c5_matmul_name(mm), f_ms, fb_ms, tok / (f_ms * 1e-3), tok / (fb_ms * 1e-3),
-           fl / (f_ms * 1e-3) / 1e12, 3 * fl / (fb_ms * 1e-3) / 1e12, fl / 1e9, gib(mf.pool_used_high),
-           gib(mfb.pool_used_high), gib(mfb.pool_reserved_high), gib(m0.dev_used), gib(mfb.dev_used),
-           gib(mfb.dev_total), f_nb, f_b, fb_nb, fb_b);
-  }
+  C5_CALL_GOTO(c5_backend_sync(j->be), st, done);
+  C5_CALL_GOTO(c5_backend_mem_stats(j->be, 1, &r->m0), st, done);   /* the watermarks restart from what is held now */
+  C5_CALL_GOTO(c5_block_layout_unit(&j->cfg, &unit), st, done);     /* every part on the block's one layout */
+  C5_CALL_GOTO(c5_layout_compute(j->d, j->n, unit, &j->lay), st, done);
+  C5_CALL_GOTO(pd->build(j), st, done);
+  C5_CALL_GOTO(timed(j->be, &pl, pd->call, j, 0, &r->f_ms, &r->f_nb, &r->f_b), st, done);
+  C5_CALL_GOTO(c5_backend_mem_stats(j->be, 0, &r->mf), st, done);
+  C5_CALL_GOTO(timed(j->be, &pl, pd->call, j, 1, &r->fb_ms, &r->fb_nb, &r->fb_b), st, done);
+  C5_CALL_GOTO(c5_backend_mem_stats(j->be, 0, &r->mfb), st, done);
 done:
   if (st != C5_OK) snprintf(err, errlen, "%s", c5_last_error());   /* before a failing cleanup overwrites it */
-  c5_backend_free(be, j.x); c5_backend_free(be, j.g); c5_backend_free(be, j.out); c5_backend_free(be, j.dx);
-  c5_block_cache_destroy(&j.c);
-  c5_block_destroy(&j.b);
-  c5_params_destroy(&j.p);
+  job_free(j);
   if (st != C5_OK) {   /* the peak as far as it went: how much the shape had asked for when it failed */
     c5_backend_mem mx;
-    if (c5_backend_mem_stats(be, 0, &mx) == C5_OK)
-      fprintf(stderr, "c5-cuda-bench: block %ldx%ld: pool_used_high_GiB=%.3f before failing\n", batch, n,
+    if (c5_backend_mem_stats(j->be, 0, &mx) == C5_OK)
+      fprintf(stderr, "c5-cuda-bench: %s %ldx%ld: pool_used_high_GiB=%.3f before failing\n", pd->name, j->batch, j->n,
               gib(mx.pool_used_high));
   }
   return st;
 }
 
-/* argv[0..argc): [--tf32 | --matmul fp32|tf32|bf16] [--budget SECONDS] [BxN ...] */
-static int block_main(c5_backend *be, const c5_dist *d, int argc, char **argv)
+static void block_report(const c5_block_config *cfg, long batch, long n, c5_matmul mm, const tres *r)
 {
-  static char *defaults[] = { "4x8192", "1x32768", "1x131072", "1x1048576" };
+  const double fl = block_flops(cfg, batch, n), tok = (double)batch * n;
+  printf("colt5 op=block batch=%ld n=%ld dim=%d precision=%s matmul=%s fwd_ms=%.3f fwdbwd_ms=%.3f "
+         "fwd_tokens_per_s=%.4g fwdbwd_tokens_per_s=%.4g fwd_tflops=%.2f fwdbwd_tflops=%.2f fwd_gflop=%.2f "
+         "pool_used_high_fwd_GiB=%.3f pool_used_high_GiB=%.3f pool_reserved_high_GiB=%.3f "
+         "dev_used_before_GiB=%.3f dev_used_after_GiB=%.3f dev_total_GiB=%.1f batches=%dx%d,%dx%d\n",
+         batch, n, cfg->attn.dim, C5_REAL_NAME, c5_matmul_name(mm), r->f_ms, r->fb_ms, tok / (r->f_ms * 1e-3),
+         tok / (r->fb_ms * 1e-3), fl / (r->f_ms * 1e-3) / 1e12, 3 * fl / (r->fb_ms * 1e-3) / 1e12, fl / 1e9,
+         gib(r->mf.pool_used_high), gib(r->mfb.pool_used_high), gib(r->mfb.pool_reserved_high), gib(r->m0.dev_used),
+         gib(r->mfb.dev_used), gib(r->mfb.dev_total), r->f_nb, r->f_b, r->fb_nb, r->fb_b);
+}
+
+/* block_fb_ms: the whole block's forward+backward at this shape in this run, 0 when unknown */
+static void part_report(const part_def *pd, long batch, long n, c5_matmul mm, const tres *r, double block_fb_ms)
+{
+  char share[64] = "";
+  if (block_fb_ms > 0)
+    snprintf(share, sizeof share, " fwdbwd_share_of_block=%.3f", pd->per_block * r->fb_ms / block_fb_ms);
+  printf("colt5 op=part part=%s batch=%ld n=%ld precision=%s matmul=%s fwd_ms=%.3f fwdbwd_ms=%.3f bwd_ms=%.3f "
+         "per_block=%d%s pool_used_high_fwd_GiB=%.3f pool_used_high_GiB=%.3f batches=%dx%d,%dx%d\n", pd->name, batch,
+         n, C5_REAL_NAME, c5_matmul_name(mm), r->f_ms, r->fb_ms, r->fb_ms - r->f_ms, pd->per_block, share,
+         gib(r->mf.pool_used_high), gib(r->mfb.pool_used_high), r->f_nb, r->f_b, r->fb_nb, r->fb_b);
+}
+
+/* argv[0..argc): [--tf32 | --matmul fp32|tf32|bf16] [--budget SECONDS] [BxN ...]; parts = 0: the block,
+   1: the block and each of its modules alone (part_defs) */
+static int block_main(c5_backend *be, const c5_dist *d, int argc, char **argv, int parts)
+{
+  static char *block_defaults[] = { "4x8192", "1x32768", "1x131072", "1x1048576" };
+  static char *parts_defaults[] = { "1x32768", "1x131072", "1x1048576" };
+  const char *mode = parts ? "parts" : "block";
+  char **defaults = parts ? parts_defaults : block_defaults;
+  const int ndefaults = parts ? (int)(sizeof parts_defaults / sizeof *parts_defaults)
+                              : (int)(sizeof block_defaults / sizeof *block_defaults);
+  const int nparts = parts ? (int)(sizeof part_defs / sizeof *part_defs) : 1;
   c5_matmul mm = C5_MATMUL_FP32;
   int a = 0, rc = 0;
   double budget_s = 15;
@@ -346,31 +594,32 @@ static int block_main(c5_backend *be, const c5_dist *d, int argc, char **argv)
     }
     else if (!strcmp(argv[a], "--budget") && a + 1 < argc && atof(argv[a + 1]) > 0) budget_s = atof(argv[++a]);
     else {
-      fprintf(stderr, "c5-cuda-bench block: option %s: expected --tf32, --matmul fp32|tf32|bf16 or --budget SECONDS (> 0)\n", argv[a]);
+      fprintf(stderr, "c5-cuda-bench %s: option %s: expected --tf32, --matmul fp32|tf32|bf16 or --budget SECONDS (> 0)\n",
+              mode, argv[a]);
       return 2;
     }
   }
   char **shapes = a < argc ? argv + a : defaults;
-  const int nshapes = a < argc ? argc - a : (int)(sizeof defaults / sizeof *defaults);
+  const int nshapes = a < argc ? argc - a : ndefaults;
   for (int i = 0; i < nshapes; i++) {
     long b, n;
     if (sscanf(shapes[i], "%ldx%ld", &b, &n) != 2 || b < 1 || n < 16) {
-      fprintf(stderr, "c5-cuda-bench block: %s: expected BxN (batch >= 1, n >= 16)\n", shapes[i]);
+      fprintf(stderr, "c5-cuda-bench %s: %s: expected BxN (batch >= 1, n >= 16)\n", mode, shapes[i]);
       return 2;
     }
   }
   if (c5_backend_set_matmul(be, mm) != C5_OK) {
-    fprintf(stderr, "c5-cuda-bench block: %s\n", c5_last_error());
+    fprintf(stderr, "c5-cuda-bench %s: %s\n", mode, c5_last_error());
     return 1;
   }
   /* parameters drawn once on the CPU (c5_params_init: the same values whatever the device has) and uploaded
-     for each shape; they do not depend on n */
+     for each shape and part; they do not depend on n */
   c5_params *hp = NULL;
   c5_block *hb = NULL;
   const c5_block_config cfg0 = block_config(1024);
   if (c5_params_create(c5_backend_cpu(), &hp) != C5_OK || c5_block_create(&cfg0, hp, "", &hb) != C5_OK ||
       c5_params_alloc(hp) != C5_OK || c5_params_init(hp, 1234) != C5_OK) {
-    fprintf(stderr, "c5-cuda-bench block: parameters: %s\n", c5_last_error());
+    fprintf(stderr, "c5-cuda-bench %s: parameters: %s\n", mode, c5_last_error());
     c5_block_destroy(&hb);
     c5_params_destroy(&hp);
     return 1;
@@ -378,19 +627,36 @@ static int block_main(c5_backend *be, const c5_dist *d, int argc, char **argv)
   printf("colt5 cuda bench: block dim 512, 8+8 heads of 64, window 128, ff 0.5/4, n/16 heavy tokens; precision %s, "
          "matmul %s; %ld parameters\n", C5_REAL_NAME, sizeof(c5_real) == 8 ? "fp64" : c5_matmul_name(mm),
          c5_params_total(hp));
+  if (parts)
+    printf("# parts, each with the block's configuration and parameter values, on random inputs: block = the whole "
+           "block; routed_attn = ConditionalRoutedAttention (light local attention, q and kv routers, heavy "
+           "attention); routed_ff = ConditionalRoutedFeedForward (light ff, router, heavy ff); router = one "
+           "coordinate-descent router with top-k (k = n/16; the block runs 3 alike: q, kv, ff; per_block=3); "
+           "heavy_attn = the heavy Attention alone on nq = nk = n/16 tokens (no routing, gather or scatter); "
+           "local_attn = the light LocalMHA alone on all n tokens. fwdbwd_share_of_block = per_block x fwdbwd_ms "
+           "/ the block's; bwd_ms = fwdbwd_ms - fwd_ms. The light and heavy feed-forwards are not built alone: "
+           "routed_ff minus router is their time with the heavy tokens' gather and scatter.\n");
   for (int i = 0; i < nshapes; i++) {
     long b, n;
     sscanf(shapes[i], "%ldx%ld", &b, &n);
-    char err[2048] = "";
-    c5_status st = block_shape(be, d, c5_params_value(hp, 0), c5_params_total(hp), b, n, mm, budget_s, err,
-                               sizeof err);
-    if (st != C5_OK) {
+    double block_fb_ms = 0;
+    for (int k = 0; k < nparts; k++) {
+      const part_def *pd = &part_defs[k];
+      bjob j = { .be = be, .d = d, .hp = hp, .cfg = block_config(n), .batch = b, .n = n };
+      tres r = { 0 };
+      char err[2048] = "";
+      c5_status st = part_shape(&j, pd, budget_s, &r, err, sizeof err);
+      if (st == C5_OK) {
+        if (pd->build == block_build) block_fb_ms = r.fb_ms;
+        if (parts) part_report(pd, b, n, mm, &r, block_fb_ms);
+        else block_report(&j.cfg, b, n, mm, &r);
+        continue;
+      }
       const int oom = st == C5_ERR_MEM || strstr(err, "out of memory") != NULL;
       for (char *c = err; *c; c++)   /* one line per result */
         if (*c == '\n') *c = ' ';
-      printf("colt5 op=block batch=%ld n=%ld precision=%s matmul=%s error=%s: %s\n", b, n, C5_REAL_NAME,
-             c5_matmul_name(mm),
-             oom ? "out_of_memory" : "failed", err);
+      printf("colt5 op=%s%s batch=%ld n=%ld precision=%s matmul=%s error=%s: %s\n", parts ? "part part=" : "block",
+             parts ? pd->name : "", b, n, C5_REAL_NAME, c5_matmul_name(mm), oom ? "out_of_memory" : "failed", err);
       if (!oom) rc = 1;
     }
   }
@@ -415,7 +681,10 @@ int main(int argc, char **argv)
     fprintf(stderr, "c5-cuda-bench: %s\n", c5_last_error());
     goto out;
   }
-  rc = argc > 1 && !strcmp(argv[1], "block") ? block_main(be, d, argc - 2, argv + 2) : cd_main(be, d, argc - 1, argv + 1);
+  if (argc > 1 && (!strcmp(argv[1], "block") || !strcmp(argv[1], "parts")))
+    rc = block_main(be, d, argc - 2, argv + 2, argv[1][0] == 'p');
+  else
+    rc = cd_main(be, d, argc - 1, argv + 1);
 out:
   c5_backend_destroy(&be);
   c5_dist_destroy(&d);
