@@ -573,6 +573,38 @@ static void part_report(const part_def *pd, long batch, long n, c5_matmul mm, co
 
 /* argv[0..argc): [--tf32 | --matmul fp32|tf32|bf16] [--budget SECONDS] [BxN ...]; parts = 0: the block,
    1: the block and each of its modules alone (part_defs) */
+/* The machine's bf16 tensor-core ceiling, for the model TFLOP/s beside it: gemm_ex of 8192^3, bf16 inputs,
+   f32 accumulation and output, the median of 7 batches (the issue's yardstick: 779 TFLOP/s on an H200). */
+static c5_status gemm_call(void *arg, int variant)
+{
+  (void)variant;
+  void **b = arg;
+  const long m = 8192;
+  c5k_ctx kc = c5_backend_ctx(b[3], NULL, 0);
+  return ((const c5_backend *)b[3])->ops->gemm_ex(&kc, 0, 0, m, m, m, 1.0, b[0], C5_DTYPE_BF16, m, 0, b[1],
+                                                  C5_DTYPE_BF16, m, 0, 0.0, b[2], C5_DTYPE_F32, m, 0, 1, C5_DTYPE_F32);
+}
+
+static void gemm_peak(c5_backend *be)
+{
+  const long m = 8192;
+  void *b[4] = { NULL, NULL, NULL, be };
+  const tplan pl = { .warm = 2, .min_batch = 1, .max_batch = 20, .target_s = 0.05, .budget_s = 3 };
+  double ms = 0;
+  int nb = 0, bs = 0;
+  c5_status st = c5_backend_alloc(be, (size_t)m * m * 2, &b[0]);
+  if (st == C5_OK) st = c5_backend_alloc(be, (size_t)m * m * 2, &b[1]);
+  if (st == C5_OK) st = c5_backend_alloc(be, (size_t)m * m * 4, &b[2]);
+  /* the inputs as allocated: the tensor cores' time does not depend on their values */
+  if (st == C5_OK) st = timed(be, &pl, gemm_call, b, 0, &ms, &nb, &bs);
+  if (st == C5_OK)
+    printf("colt5 op=gemm_peak m=n=k=%ld inputs=bf16 accumulate=f32 ms=%.3f tflops=%.1f\n", m, ms,
+           2.0 * m * m * m / (ms * 1e-3) / 1e12);
+  else
+    printf("colt5 op=gemm_peak error: %s\n", c5_last_error());
+  for (int i = 0; i < 3; i++) c5_backend_free(be, b[i]);
+}
+
 static int block_main(c5_backend *be, const c5_dist *d, int argc, char **argv, int parts)
 {
   static char *block_defaults[] = { "4x8192", "1x32768", "1x131072", "1x1048576" };
@@ -627,6 +659,7 @@ static int block_main(c5_backend *be, const c5_dist *d, int argc, char **argv, i
   printf("colt5 cuda bench: block dim 512, 8+8 heads of 64, window 128, ff 0.5/4, n/16 heavy tokens; precision %s, "
          "matmul %s; %ld parameters\n", C5_REAL_NAME, sizeof(c5_real) == 8 ? "fp64" : c5_matmul_name(mm),
          c5_params_total(hp));
+  gemm_peak(be);
   if (parts)
     printf("# parts, each with the block's configuration and parameter values, on random inputs: block = the whole "
            "block; routed_attn = ConditionalRoutedAttention (light local attention, q and kv routers, heavy "
