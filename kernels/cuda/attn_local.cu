@@ -24,7 +24,11 @@
    head columns j < 16: dim_head <= 128); a row's reductions are butterfly
    shuffles among its eight lanes, the same bits in every lane. */
 #include <math.h>
+#include <cuda_bf16.h>
+#include <mma.h>
 #include "cuda_internal.cuh"
+
+using namespace nvcuda;
 
 #define LA_TILE 32           /* rows (queries or keys) of a tile */
 #define LA_THREADS 256
@@ -126,19 +130,15 @@ static __device__ __forceinline__ void la_live_keys(const la_shape &a, long t0, 
   *hi = la_range(a, la_geom(a, (t1 - 1) / a.w), t1 - 1, true).rhi;
 }
 
-static __device__ __forceinline__ double la_max8(double x)
+/* A row's reductions over its N lanes (butterflies: the same bits in every lane). */
+template <int N> static __device__ __forceinline__ double la_maxn(double x)
 {
-  for (int o = 1; o < LA_LANES; o <<= 1) x = fmax(x, __shfl_xor_sync(0xffffffffu, x, o));
+  for (int o = 1; o < N; o <<= 1) x = fmax(x, __shfl_xor_sync(0xffffffffu, x, o));
   return x;
 }
-static __device__ __forceinline__ double la_sum8(double x)
+template <int N, typename U> static __device__ __forceinline__ U la_sumn(U x)
 {
-  for (int o = 1; o < LA_LANES; o <<= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
-  return x;
-}
-static __device__ __forceinline__ long la_lsum8(long x)
-{
-  for (int o = 1; o < LA_LANES; o <<= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
+  for (int o = 1; o < N; o <<= 1) x += __shfl_xor_sync(0xffffffffu, x, o);
   return x;
 }
 
@@ -154,6 +154,137 @@ template <typename T> static __device__ __forceinline__ T la_prob(T s, double mx
 {
   T e = la_exp((T)(s - mx));
   return (T)(e * inv);
+}
+
+/* Forward sweep 1: an unmasked slot p (score s) counts toward its row's max. */
+template <typename T>
+static __device__ __forceinline__ void la_fwd_max(const la_row &rg, const uint8_t *mk, long p, T s, T scale, double *mx,
+                                                  long *cnt)
+{
+  if (la_keep(rg, mk, p)) {
+    *mx = fmax(*mx, (double)(scale * s));
+    (*cnt)++;
+  }
+}
+
+/* Forward sweep 2: slot p's weight exp(scale s - max) in the working
+   precision (added to the row's sum), or in a uniform row wuni on every real
+   key of its window (the SIMT kernel's 1 / (L w); the tensor-core one's 1,
+   exact in bf16, with 1 / (L w) applied to o after the product). */
+template <typename T>
+static __device__ __forceinline__ T la_fwd_weight(const la_win &g, const la_row &rg, const uint8_t *mk, long p, bool u,
+                                                  T s, T scale, double mx, T wuni, double *sum)
+{
+  if (u) return p >= g.kb && p < g.ke ? wuni : (T)0;
+  if (!la_keep(rg, mk, p)) return 0;
+  const T e = la_exp((T)(scale * s - mx));
+  *sum += e;
+  return e;
+}
+
+/* A row's 1 / sum (its unmasked pad keys added: score 0) and, in a uniform
+   row, its out-of-range slots' part of o (v = -1, weight 1 / (L w)) in add. */
+static __device__ __forceinline__ double la_fwd_inv(const la_shape &a, const la_win &g, const la_row &rg, bool u,
+                                                    double mx, double sum, double *add)
+{
+  if (rg.nzero > 0) sum += (double)rg.nzero * exp(-mx);
+  *add = u && g.npad ? -(double)g.npad / (double)a.lw : 0.0;
+  return u ? 0.0 : 1.0 / sum;
+}
+
+static __device__ __forceinline__ void la_put_stats(const la_shape &a, long b, int h, long t, bool u, double mx,
+                                                    double inv, double *rmax, double *rinv, uint8_t *uni)
+{
+  const long st = ((long)b * a.H + h) * a.n + t;
+  rmax[st] = u ? 0.0 : mx;
+  rinv[st] = inv;
+  uni[st] = u;
+}
+
+/* Query-centric backward, slot of score s, dP dp in a row where `on` (active
+   row, unmasked slot): pass 0 adds P dP to the row's D, pass 1 returns dS. */
+template <typename T>
+static __device__ __forceinline__ T la_dq_elem(int pass, bool on, T s, T dp, T scale, double mx, double inv, double *D)
+{
+  if (!on) return 0;
+  const T p = la_prob(scale * s, mx, inv);
+  if (pass == 0) {
+    *D += (double)p * dp;
+    return 0;
+  }
+  return (T)(p * ((double)dp - *D));
+}
+
+/* The key-centric backward's per-query stats and ranges of one query tile,
+   in shared memory (rows entries each, 64 bytes a row in all). */
+struct la_qst {
+  double *mx, *inv, *D;
+  long *lo, *rhi, *kb, *ke;
+  int *uni;
+};
+
+/* The arrays at base (8-byte aligned); *end: the first byte after them. */
+static __device__ __forceinline__ la_qst la_qst_at(void *base, int rows, void **end)
+{
+  la_qst S;
+  S.mx = (double *)base;
+  S.inv = S.mx + rows;
+  S.D = S.inv + rows;
+  S.lo = (long *)(S.D + rows);
+  S.rhi = S.lo + rows;
+  S.kb = S.rhi + rows;
+  S.ke = S.kb + rows;
+  S.uni = (int *)(S.ke + rows);
+  *end = S.uni + 2 * rows;
+  return S;
+}
+
+/* Entry c: query t (real), or no query (every slot weight 0). */
+static __device__ __forceinline__ void la_qst_fill(const la_shape &a, const la_qst &S, int c, long t, bool real,
+                                                   long st, bool masked, const double *rmax, const double *rinv,
+                                                   const double *dd, const uint8_t *uni)
+{
+  if (real) {
+    const la_win g = la_geom(a, t / a.w);
+    const la_row rg = la_range(a, g, t, masked);
+    S.mx[c] = rmax[st];
+    S.inv[c] = rinv[st];
+    S.D[c] = dd[st];
+    S.lo[c] = rg.lo;
+    S.rhi[c] = rg.rhi;
+    S.kb[c] = g.kb;
+    S.ke[c] = g.ke;
+    S.uni[c] = uni[st];
+  } else {
+    S.mx[c] = S.inv[c] = S.D[c] = 0;
+    S.lo[c] = S.rhi[c] = S.kb[c] = S.ke[c] = 0;
+    S.uni[c] = 0;
+  }
+}
+
+/* Key p against query entry c (score s, dP dp): P (puni on a uniform row's
+   real window keys) and dS. */
+template <typename T>
+static __device__ __forceinline__ void la_kv_elem(const la_qst &S, int c, long p, const uint8_t *mk, T s, T dp, T scale,
+                                                  T puni, T *pr, T *ds)
+{
+  *pr = 0;
+  *ds = 0;
+  if (S.uni[c]) *pr = p >= S.kb[c] && p < S.ke[c] ? puni : (T)0;
+  else if (p >= S.lo[c] && p < S.rhi[c] && (!mk || mk[p])) {
+    *pr = la_prob(scale * s, S.mx[c], S.inv[c]);
+    *ds = (T)(*pr * ((double)dp - S.D[c]));
+  }
+}
+
+/* The query tiles' range [*qa, *qb) of a key tile p0 .. p0+rows-1: the
+   queries of windows j_first - lf .. j_last + lb, the ones that may see it. */
+static __device__ __forceinline__ void la_kv_queries(const la_shape &a, long p0, long rows, long *qa, long *qb)
+{
+  const long j0 = p0 / a.w, j1 = (p0 + rows - 1) / a.w;
+  const long i0 = j0 - a.lf > 0 ? j0 - a.lf : 0, i1 = j1 + a.lb < a.W - 1 ? j1 + a.lb : a.W - 1;
+  *qa = i0 * a.w;
+  *qb = (i1 + 1) * a.w < a.n ? (i1 + 1) * a.w : a.n;
 }
 
 /* Blocks: x = query tile (rows x LA_TILE .. of the sequence, across window
@@ -191,14 +322,11 @@ __global__ void __launch_bounds__(LA_THREADS) la_forward(la_shape a, const T *q,
     la_dots(Qs + r * ldt, Ks, ldt, l8, dh, s);
     for (int j = 0; j < LA_SC; j++) {
       const int c = l8 + LA_LANES * j;
-      if (live && c < nk && la_keep(rg, mk, k0 + c)) {
-        mx = fmax(mx, (double)(scale * s[j]));
-        cnt++;
-      }
+      if (live && c < nk) la_fwd_max(rg, mk, k0 + c, s[j], scale, &mx, &cnt);
     }
   }
-  mx = la_max8(mx);
-  cnt = la_lsum8(cnt);
+  mx = la_maxn<LA_LANES>(mx);
+  cnt = la_sumn<LA_LANES>(cnt);
   const bool u = live && cnt == 0;
   const T puni = (T)(1.0 / (double)a.lw);
   if (__syncthreads_or(u)) {   /* a uniform row weighs every real key of its window */
@@ -220,15 +348,7 @@ __global__ void __launch_bounds__(LA_THREADS) la_forward(la_shape a, const T *q,
     la_dots(Qs + r * ldt, Ks, ldt, l8, dh, s);
     for (int j = 0; j < LA_SC; j++) {
       const int c = l8 + LA_LANES * j;
-      const long p = k0 + c;
-      T e = 0;
-      if (live && c < nk) {
-        if (u) e = p >= g.kb && p < g.ke ? puni : (T)0;   /* every real key of the row's window */
-        else if (la_keep(rg, mk, p)) {
-          e = la_exp((T)(scale * s[j] - mx));
-          sum += e;
-        }
-      }
+      const T e = live && c < nk ? la_fwd_weight(g, rg, mk, k0 + c, u, s[j], scale, mx, puni, &sum) : (T)0;
       Ss[r * (LA_TILE + 1) + c] = e;
     }
     __syncthreads();
@@ -240,23 +360,17 @@ __global__ void __launch_bounds__(LA_THREADS) la_forward(la_shape a, const T *q,
       }
     }
   }
-  sum = la_sum8(sum);
+  sum = la_sumn<LA_LANES>(sum);
   if (!live) return;
-  if (rg.nzero > 0) sum += (double)rg.nzero * exp(-mx);
-  const double inv = u ? 0.0 : 1.0 / sum;
-  /* a uniform row's out-of-range slots: v = -1, weight 1 / (L w) */
-  const T add = (T)(u && g.npad ? -(double)g.npad / (double)a.lw : 0.0);
+  double addd;
+  const double inv = la_fwd_inv(a, g, rg, u, mx, sum, &addd);
+  const T add = (T)addd;
   T *orow = o + (row0 + t) * a.ldo + (long)h * dh;
   for (int j = 0; j < LA_HC; j++) {
     const int d = l8 + LA_LANES * j;
     if (d < dh) orow[d] = u ? (T)(acc[j] + add) : (T)(acc[j] * inv);
   }
-  if (l8 == 0) {
-    const long st = ((long)b * a.H + h) * a.n + t;
-    rmax[st] = u ? 0.0 : mx;
-    rinv[st] = inv;
-    uni[st] = u;
-  }
+  if (l8 == 0) la_put_stats(a, b, h, t, u, mx, inv, rmax, rinv, uni);
 }
 
 /* Query-centric backward: dq, and D per row into dd (the key pass's input).
@@ -302,12 +416,7 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_q(la_shape a, const T 
       la_dots(Os + r * ldt, Vs, ldt, l8, dh, dp);
       for (int j = 0; j < LA_SC; j++) {
         const int c = l8 + LA_LANES * j;
-        T ds = 0;
-        if (act && c < nk && la_keep(rg, mk, k0 + c)) {
-          const T p = la_prob(scale * s[j], mx, inv);
-          if (pass == 0) D += (double)p * dp[j];
-          else ds = (T)(p * ((double)dp[j] - D));
-        }
+        const T ds = la_dq_elem(pass, act && c < nk && la_keep(rg, mk, k0 + c), s[j], dp[j], scale, mx, inv, &D);
         Ss[r * (LA_TILE + 1) + c] = ds;
       }
       if (pass == 0) continue;
@@ -321,7 +430,7 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_q(la_shape a, const T 
       }
     }
     if (pass == 0) {
-      D = la_sum8(D);
+      D = la_sumn<LA_LANES>(D);
       if (live && l8 == 0) dd[st] = D;
     } else if (live) {
       T *row = dq + (row0 + t) * a.ldqkv + (long)h * dh;
@@ -347,10 +456,9 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_kv(la_shape a, const T
   const int h = blockIdx.y;
   const long b = blockIdx.z, row0 = b * a.n, p0 = (long)blockIdx.x * LA_TILE;
   /* per-query stats and ranges of the current query tile */
-  double *Smx = la_smem, *Sinv = Smx + LA_TILE, *SD = Sinv + LA_TILE;
-  long *Slo = (long *)(SD + LA_TILE), *Srhi = Slo + LA_TILE, *Skb = Srhi + LA_TILE, *Ske = Skb + LA_TILE;
-  int *Suni = (int *)(Ske + LA_TILE);
-  T *Ks = (T *)(Suni + 2 * LA_TILE), *Vs = Ks + LA_TILE * ldt, *Qs = Vs + LA_TILE * ldt, *Os = Qs + LA_TILE * ldt;
+  void *end;
+  const la_qst S = la_qst_at(la_smem, LA_TILE, &end);
+  T *Ks = (T *)end, *Vs = Ks + LA_TILE * ldt, *Qs = Vs + LA_TILE * ldt, *Os = Qs + LA_TILE * ldt;
   T *Ps = Os + LA_TILE * ldt, *Ds = Ps + LA_TILE * (LA_TILE + 1);
   const long mk_rows = a.n - p0 < LA_TILE ? a.n - p0 : LA_TILE, p = p0 + r;
   const bool live = r < mk_rows;
@@ -360,10 +468,9 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_kv(la_shape a, const T
   la_load(Vs, v + (row0 + p0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, mk_rows, dh);
   T gk[LA_HC], gv[LA_HC];
   for (int j = 0; j < LA_HC; j++) gk[j] = gv[j] = 0;
-  const long j0 = p0 / a.w, j1 = (p0 + mk_rows - 1) / a.w;
-  const long i0 = j0 - a.lf > 0 ? j0 - a.lf : 0, i1 = j1 + a.lb < a.W - 1 ? j1 + a.lb : a.W - 1;
-  const long tq1 = (i1 + 1) * a.w < a.n ? (i1 + 1) * a.w : a.n;
-  for (long q0 = i0 * a.w; q0 < tq1; q0 += LA_TILE) {
+  long tq0, tq1;
+  la_kv_queries(a, p0, mk_rows, &tq0, &tq1);
+  for (long q0 = tq0; q0 < tq1; q0 += LA_TILE) {
     const long mq = tq1 - q0 < LA_TILE ? tq1 - q0 : LA_TILE;
     long qlo, qhi;
     la_live_keys(a, q0, q0 + mq, &qlo, &qhi);
@@ -372,25 +479,9 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_kv(la_shape a, const T
     if (!anyu && (qhi <= p0 || qlo >= p0 + mk_rows)) continue;
     la_load(Qs, q + (row0 + q0) * a.ldqkv + (long)h * dh, a.ldqkv, 0, mq, dh);
     la_load(Os, dout + (row0 + q0) * a.ldo + (long)h * dh, a.ldo, 0, mq, dh);
-    if (tid < LA_TILE) {
-      const long t = q0 + tid, st = ((long)b * a.H + h) * a.n + t;
-      if (tid < mq) {
-        const la_win g = la_geom(a, t / a.w);
-        const la_row rg = la_range(a, g, t, mask != NULL);
-        Smx[tid] = rmax[st];
-        Sinv[tid] = rinv[st];
-        SD[tid] = dd[st];
-        Slo[tid] = rg.lo;
-        Srhi[tid] = rg.rhi;
-        Skb[tid] = g.kb;
-        Ske[tid] = g.ke;
-        Suni[tid] = uni[st];
-      } else {   /* no query: every slot weight 0 */
-        Smx[tid] = Sinv[tid] = SD[tid] = 0;
-        Slo[tid] = Srhi[tid] = Skb[tid] = Ske[tid] = 0;
-        Suni[tid] = 0;
-      }
-    }
+    if (tid < LA_TILE)
+      la_qst_fill(a, S, tid, q0 + tid, tid < mq, ((long)b * a.H + h) * a.n + q0 + tid, mask != NULL, rmax, rinv, dd,
+                  uni);
     __syncthreads();
     T s[LA_SC], dp[LA_SC];
     la_dots(Ks + r * ldt, Qs, ldt, l8, dh, s);
@@ -398,13 +489,7 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_kv(la_shape a, const T
     for (int j = 0; j < LA_SC; j++) {
       const int c = l8 + LA_LANES * j;
       T pr = 0, ds = 0;
-      if (live && c < mq) {
-        if (Suni[c]) pr = p >= Skb[c] && p < Ske[c] ? puni : (T)0;
-        else if (p >= Slo[c] && p < Srhi[c] && (!mk || mk[p])) {
-          pr = la_prob(scale * s[j], Smx[c], Sinv[c]);
-          ds = (T)(pr * ((double)dp[j] - SD[c]));
-        }
-      }
+      if (live && c < mq) la_kv_elem(S, c, p, mk, s[j], dp[j], scale, puni, &pr, &ds);
       Ps[r * (LA_TILE + 1) + c] = pr;
       Ds[r * (LA_TILE + 1) + c] = ds;
     }
@@ -430,6 +515,322 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_kv(la_shape a, const T
     }
   }
 }
+
+#if !C5_USE_DOUBLE
+/* ---- the tensor-core path (bf16 matmul mode, single precision) ----
+   Tiles of TC_TILE rows, 8 warps; the products run on WMMA bf16 m16n16k16
+   fragments with f32 accumulators, everything else (masks, max, exp, sums,
+   stats) is the SIMT kernels' device helpers on f32 score tiles in shared
+   memory, TC_LANES threads a row. */
+#define TC_TILE 64
+#define TC_WARPS 8
+#define TC_THREADS (32 * TC_WARPS)
+#define TC_LANES (TC_THREADS / TC_TILE)
+#define TC_LDS (TC_TILE + 4)   /* f32 score tiles (a multiple of 4, as store_matrix_sync wants) */
+#define TC_LDP (TC_TILE + 8)   /* bf16 P, dS tiles (a multiple of 8; the pad spreads the banks) */
+#define TC_NF ((TC_TILE / 16) * (LA_MAXDH / 16) / TC_WARPS)   /* accumulator fragments per warp */
+
+typedef __nv_bfloat16 tc_bf;
+typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> tc_acc;
+
+/* Rows [0, rows) of one head of x (stride ldx) into a bf16 [TC_TILE, ld]
+   tile, rounded to nearest; rows past `rows` are zero. */
+static __device__ __forceinline__ void tc_load(tc_bf *tile, int ld, const float *x, long ldx, long rows, int dh)
+{
+  for (int idx = threadIdx.x; idx < TC_TILE * dh; idx += TC_THREADS) {
+    const int r = idx / dh, d = idx % dh;
+    tile[r * ld + d] = __float2bfloat16_rn(r < rows ? x[r * ldx + d] : 0.0f);
+  }
+}
+
+/* Where fragment (k step kk, column j) of B starts. */
+template <typename BL> struct tc_boff;
+template <> struct tc_boff<wmma::row_major> {
+  static __device__ __forceinline__ int at(int kk, int j, int ld) { return 16 * kk * ld + 16 * j; }
+};
+template <> struct tc_boff<wmma::col_major> {
+  static __device__ __forceinline__ int at(int kk, int j, int ld) { return 16 * j * ld + 16 * kk; }
+};
+
+static __device__ __forceinline__ void tc_zero(tc_acc (&acc)[TC_NF])
+{
+#pragma unroll
+  for (int s = 0; s < TC_NF; s++) wmma::fill_fragment(acc[s], 0.0f);
+}
+
+/* The [TC_TILE, 16 nt] product's fragments f = warp + TC_WARPS s (row
+   strip f / nt, column f % nt) belong to this warp for good: acc[s] += A B
+   over 16 kt, A row-major (lda), B in layout BL (ldb), k steps in order. */
+template <typename BL>
+static __device__ __forceinline__ void tc_mma(tc_acc (&acc)[TC_NF], const tc_bf *A, int lda, const tc_bf *B, int ldb,
+                                              int nt, int kt)
+{
+  const int warp = threadIdx.x / 32;
+#pragma unroll
+  for (int s = 0; s < TC_NF; s++) {
+    const int f = warp + TC_WARPS * s, i = f / nt, j = f % nt;
+    if (f >= (TC_TILE / 16) * nt) break;
+    for (int kk = 0; kk < kt; kk++) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, tc_bf, wmma::row_major> fa;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, tc_bf, BL> fb;
+      wmma::load_matrix_sync(fa, A + 16 * i * lda + 16 * kk, lda);
+      wmma::load_matrix_sync(fb, B + tc_boff<BL>::at(kk, j, ldb), ldb);
+      wmma::mma_sync(acc[s], fa, fb, acc[s]);
+    }
+  }
+}
+
+/* This warp's fragments of a [TC_TILE, 16 nt] result into f32 C (ldc). */
+static __device__ __forceinline__ void tc_store(const tc_acc (&acc)[TC_NF], int nt, float *C, int ldc)
+{
+  const int warp = threadIdx.x / 32;
+#pragma unroll
+  for (int s = 0; s < TC_NF; s++) {
+    const int f = warp + TC_WARPS * s, i = f / nt, j = f % nt;
+    if (f >= (TC_TILE / 16) * nt) break;
+    wmma::store_matrix_sync(C + 16 * i * ldc + 16 * j, acc[s], ldc, wmma::mem_row_major);
+  }
+}
+
+/* C = A B^T of two bf16 [TC_TILE, 16 kt] tiles (rows of B as columns: its
+   column-major view), a [TC_TILE, TC_TILE] f32 score tile (ld TC_LDS). */
+static __device__ __forceinline__ void tc_scores(const tc_bf *A, const tc_bf *B, int ld, int kt, float *C)
+{
+  tc_acc acc[TC_NF];
+  tc_zero(acc);
+  tc_mma<wmma::col_major>(acc, A, ld, B, ld, TC_TILE / 16, kt);
+  tc_store(acc, TC_TILE / 16, C, TC_LDS);
+}
+
+/* Byte offsets of the shared arrays: every one 128-byte aligned (load_matrix_sync wants 256 bits). */
+static __host__ __device__ __forceinline__ size_t tc_bf_tile(int dh) { return (size_t)TC_TILE * (dh + 8) * 2; }
+static __host__ __device__ __forceinline__ size_t tc_p_tile(void) { return (size_t)TC_TILE * TC_LDP * 2; }
+static __host__ __device__ __forceinline__ size_t tc_s_tile(void) { return (size_t)TC_TILE * TC_LDS * 4; }
+/* the forward's f32 tile: scores, then o (ld dh + 4) */
+static __host__ __device__ __forceinline__ size_t tc_fs_tile(int dh)
+{
+  return (size_t)TC_TILE * (dh + 4 > TC_LDS ? dh + 4 : TC_LDS) * 4;
+}
+
+/* Forward: blocks as la_forward's with tiles of TC_TILE queries; the same two
+   sweeps (max, then exp and the row sum), o = (P V) / sum with P in bf16. */
+__global__ void __launch_bounds__(TC_THREADS) la_tc_forward(la_shape a, const float *q, const float *k, const float *v,
+                                                            const uint8_t *mask, float *o, double *rmax, double *rinv,
+                                                            uint8_t *uni)
+{
+  extern __shared__ __align__(128) unsigned char tc_smem[];
+  const int dh = a.dh, ldb = dh + 8, ldo = dh + 4, nd = dh / 16, tid = threadIdx.x, r = tid / TC_LANES,
+            l = tid % TC_LANES;
+  const int h = blockIdx.y;
+  const long b = blockIdx.z, row0 = b * a.n, q0 = (long)blockIdx.x * TC_TILE;
+  const long mq = a.n - q0 < TC_TILE ? a.n - q0 : TC_TILE, t = q0 + r;
+  tc_bf *Qs = (tc_bf *)tc_smem, *Ks = (tc_bf *)(tc_smem + tc_bf_tile(dh)), *Vs = (tc_bf *)(tc_smem + 2 * tc_bf_tile(dh));
+  tc_bf *Ps = (tc_bf *)(tc_smem + 3 * tc_bf_tile(dh));
+  float *Ss = (float *)(tc_smem + 3 * tc_bf_tile(dh) + tc_p_tile());
+  const bool live = r < mq;
+  const uint8_t *mk = mask ? mask + row0 : NULL;
+  const la_win g = la_geom(a, (live ? t : q0) / a.w);
+  const la_row rg = la_range(a, g, t, mask != NULL);
+  const float scale = (float)a.scale;
+  const long hoff = (long)h * dh;
+  long kb, ke, klo, khi;
+  la_keys_of(a, q0, q0 + mq, &kb, &ke);
+  la_live_keys(a, q0, q0 + mq, &klo, &khi);
+  tc_load(Qs, ldb, q + (row0 + q0) * a.ldqkv + hoff, a.ldqkv, mq, dh);
+
+  double mx = live && rg.nzero > 0 ? 0.0 : -INFINITY;
+  long cnt = l == 0 && live ? rg.nzero : 0;
+  for (long k0 = klo; k0 < khi; k0 += TC_TILE) {
+    const long nk = khi - k0 < TC_TILE ? khi - k0 : TC_TILE;
+    __syncthreads();
+    tc_load(Ks, ldb, k + (row0 + k0) * a.ldqkv + hoff, a.ldqkv, nk, dh);
+    __syncthreads();
+    tc_scores(Qs, Ks, ldb, nd, Ss);
+    __syncthreads();
+    for (int c = l; c < nk; c += TC_LANES)
+      if (live) la_fwd_max(rg, mk, k0 + c, Ss[r * TC_LDS + c], scale, &mx, &cnt);
+  }
+  mx = la_maxn<TC_LANES>(mx);
+  cnt = la_sumn<TC_LANES>(cnt);
+  const bool u = live && cnt == 0;
+  if (__syncthreads_or(u)) {
+    klo = kb;
+    khi = ke;
+  }
+
+  tc_acc acc[TC_NF];
+  tc_zero(acc);
+  double sum = 0;
+  for (long k0 = klo; k0 < khi; k0 += TC_TILE) {
+    const long nk = khi - k0 < TC_TILE ? khi - k0 : TC_TILE;
+    __syncthreads();
+    tc_load(Ks, ldb, k + (row0 + k0) * a.ldqkv + hoff, a.ldqkv, nk, dh);
+    tc_load(Vs, ldb, v + (row0 + k0) * a.ldqkv + hoff, a.ldqkv, nk, dh);
+    __syncthreads();
+    tc_scores(Qs, Ks, ldb, nd, Ss);
+    __syncthreads();
+    for (int c = l; c < TC_TILE; c += TC_LANES) {
+      const float e = live && c < nk ? la_fwd_weight(g, rg, mk, k0 + c, u, Ss[r * TC_LDS + c], scale, mx, 1.0f, &sum)
+                                     : 0.0f;
+      Ps[r * TC_LDP + c] = __float2bfloat16_rn(e);
+    }
+    __syncthreads();
+    tc_mma<wmma::row_major>(acc, Ps, TC_LDP, Vs, ldb, nd, TC_TILE / 16);
+  }
+  sum = la_sumn<TC_LANES>(sum);
+  __syncthreads();
+  tc_store(acc, nd, Ss, ldo);
+  __syncthreads();
+  if (!live) return;
+  double add;
+  const double inv = la_fwd_inv(a, g, rg, u, mx, sum, &add), wuni = 1.0 / (double)a.lw;
+  float *orow = o + (row0 + t) * a.ldo + hoff;
+  for (int d = l; d < dh; d += TC_LANES) {
+    const float x = Ss[r * ldo + d];
+    orow[d] = u ? (float)(x * wuni + add) : (float)(x * inv);
+  }
+  if (l == 0) la_put_stats(a, b, h, t, u, mx, inv, rmax, rinv, uni);
+}
+
+/* Query-centric backward (dq, D into dd), as la_backward_q: pass 0 sums D,
+   pass 1 forms dS and dq = scale dS K. */
+__global__ void __launch_bounds__(TC_THREADS) la_tc_backward_q(la_shape a, const float *q, const float *k,
+                                                               const float *v, const uint8_t *mask, const double *rmax,
+                                                               const double *rinv, const uint8_t *uni,
+                                                               const float *dout, float *dq, double *dd)
+{
+  extern __shared__ __align__(128) unsigned char tc_smem[];
+  const int dh = a.dh, ldb = dh + 8, ldo = dh + 4, nd = dh / 16, tid = threadIdx.x, r = tid / TC_LANES,
+            l = tid % TC_LANES;
+  const int h = blockIdx.y;
+  const long b = blockIdx.z, row0 = b * a.n, q0 = (long)blockIdx.x * TC_TILE;
+  const long mq = a.n - q0 < TC_TILE ? a.n - q0 : TC_TILE, t = q0 + r;
+  const size_t bt = tc_bf_tile(dh);
+  tc_bf *Qs = (tc_bf *)tc_smem, *Os = (tc_bf *)(tc_smem + bt), *Ks = (tc_bf *)(tc_smem + 2 * bt);
+  tc_bf *Vs = (tc_bf *)(tc_smem + 3 * bt), *DSs = (tc_bf *)(tc_smem + 4 * bt);
+  float *Ss = (float *)(tc_smem + 4 * bt + tc_p_tile()), *DPs = Ss + TC_TILE * TC_LDS;   /* then dq (ld dh + 4) */
+  const bool live = r < mq;
+  const uint8_t *mk = mask ? mask + row0 : NULL;
+  const la_win g = la_geom(a, (live ? t : q0) / a.w);
+  const la_row rg = la_range(a, g, t, mask != NULL);
+  const long st = ((long)b * a.H + h) * a.n + t, hoff = (long)h * dh;
+  const double mx = live ? rmax[st] : 0.0, inv = live ? rinv[st] : 0.0;
+  const bool act = live ? !uni[st] : false;
+  const float scale = (float)a.scale;
+  long klo, khi;
+  la_live_keys(a, q0, q0 + mq, &klo, &khi);
+  tc_load(Qs, ldb, q + (row0 + q0) * a.ldqkv + hoff, a.ldqkv, mq, dh);
+  tc_load(Os, ldb, dout + (row0 + q0) * a.ldo + hoff, a.ldo, mq, dh);
+
+  double D = 0;
+  tc_acc acc[TC_NF];
+  tc_zero(acc);
+  for (int pass = 0; pass < 2; pass++) {
+    for (long k0 = klo; k0 < khi; k0 += TC_TILE) {
+      const long nk = khi - k0 < TC_TILE ? khi - k0 : TC_TILE;
+      __syncthreads();
+      tc_load(Ks, ldb, k + (row0 + k0) * a.ldqkv + hoff, a.ldqkv, nk, dh);
+      tc_load(Vs, ldb, v + (row0 + k0) * a.ldqkv + hoff, a.ldqkv, nk, dh);
+      __syncthreads();
+      tc_scores(Qs, Ks, ldb, nd, Ss);
+      tc_scores(Os, Vs, ldb, nd, DPs);
+      __syncthreads();
+      for (int c = l; c < TC_TILE; c += TC_LANES) {
+        const float ds = la_dq_elem(pass, act && c < nk && la_keep(rg, mk, k0 + c), Ss[r * TC_LDS + c],
+                                    DPs[r * TC_LDS + c], scale, mx, inv, &D);
+        if (pass) DSs[r * TC_LDP + c] = __float2bfloat16_rn(ds);
+      }
+      if (pass == 0) continue;
+      __syncthreads();
+      tc_mma<wmma::row_major>(acc, DSs, TC_LDP, Ks, ldb, nd, TC_TILE / 16);
+    }
+    if (pass == 0) {
+      D = la_sumn<TC_LANES>(D);
+      if (live && l == 0) dd[st] = D;
+    }
+  }
+  __syncthreads();
+  tc_store(acc, nd, Ss, ldo);
+  __syncthreads();
+  if (!live) return;
+  float *row = dq + (row0 + t) * a.ldqkv + hoff;
+  for (int d = l; d < dh; d += TC_LANES) row[d] = scale * Ss[r * ldo + d];
+}
+
+/* Key-centric backward (dk, dv) of one key tile of TC_TILE rows, as
+   la_backward_kv: the query tiles that may see it in ascending order, the
+   transposed scores S^T = K Q^T and dP^T = V dout^T, then dv += P^T dout,
+   dk += dS^T Q on the tensor cores. */
+__global__ void __launch_bounds__(TC_THREADS) la_tc_backward_kv(la_shape a, const float *q, const float *k,
+                                                                const float *v, const uint8_t *mask,
+                                                                const double *rmax, const double *rinv,
+                                                                const uint8_t *uni, const double *dd,
+                                                                const float *dout, float *dk, float *dv)
+{
+  extern __shared__ __align__(128) unsigned char tc_smem[];
+  const int dh = a.dh, ldb = dh + 8, ldo = dh + 4, nd = dh / 16, tid = threadIdx.x;
+  const int h = blockIdx.y;
+  const long b = blockIdx.z, row0 = b * a.n, p0 = (long)blockIdx.x * TC_TILE, hoff = (long)h * dh;
+  void *end;
+  const la_qst S = la_qst_at(tc_smem, TC_TILE, &end);   /* 64 bytes a row: the tiles stay 128-byte aligned */
+  const size_t bt = tc_bf_tile(dh);
+  unsigned char *base = (unsigned char *)end;
+  tc_bf *Ks = (tc_bf *)base, *Vs = (tc_bf *)(base + bt), *Qs = (tc_bf *)(base + 2 * bt), *Os = (tc_bf *)(base + 3 * bt);
+  tc_bf *PTs = (tc_bf *)(base + 4 * bt), *DSTs = (tc_bf *)(base + 4 * bt + tc_p_tile());
+  float *STs = (float *)(base + 4 * bt + 2 * tc_p_tile()), *DPTs = STs + TC_TILE * TC_LDS;   /* then dk, dv (ld dh + 4) */
+  const long mk_rows = a.n - p0 < TC_TILE ? a.n - p0 : TC_TILE;
+  const uint8_t *mk = mask ? mask + row0 : NULL;
+  const float scale = (float)a.scale, puni = (float)(1.0 / (double)a.lw);
+  tc_load(Ks, ldb, k + (row0 + p0) * a.ldqkv + hoff, a.ldqkv, mk_rows, dh);
+  tc_load(Vs, ldb, v + (row0 + p0) * a.ldqkv + hoff, a.ldqkv, mk_rows, dh);
+  tc_acc gk[TC_NF], gv[TC_NF];
+  tc_zero(gk);
+  tc_zero(gv);
+  long tq0, tq1;
+  la_kv_queries(a, p0, mk_rows, &tq0, &tq1);
+  for (long q0 = tq0; q0 < tq1; q0 += TC_TILE) {
+    const long mq = tq1 - q0 < TC_TILE ? tq1 - q0 : TC_TILE;
+    long qlo, qhi;
+    la_live_keys(a, q0, q0 + mq, &qlo, &qhi);
+    const int anyu = __syncthreads_or(tid < mq && uni[((long)b * a.H + h) * a.n + q0 + tid]);
+    if (!anyu && (qhi <= p0 || qlo >= p0 + mk_rows)) continue;
+    tc_load(Qs, ldb, q + (row0 + q0) * a.ldqkv + hoff, a.ldqkv, mq, dh);
+    tc_load(Os, ldb, dout + (row0 + q0) * a.ldo + hoff, a.ldo, mq, dh);
+    if (tid < TC_TILE)
+      la_qst_fill(a, S, tid, q0 + tid, tid < mq, ((long)b * a.H + h) * a.n + q0 + tid, mask != NULL, rmax, rinv, dd,
+                  uni);
+    __syncthreads();
+    tc_scores(Ks, Qs, ldb, nd, STs);
+    tc_scores(Vs, Os, ldb, nd, DPTs);
+    __syncthreads();
+    for (int idx = tid; idx < TC_TILE * TC_TILE; idx += TC_THREADS) {
+      const int rr = idx / TC_TILE, c = idx % TC_TILE;
+      float pr = 0, ds = 0;
+      if (rr < mk_rows && c < mq)
+        la_kv_elem(S, c, p0 + rr, mk, STs[rr * TC_LDS + c], DPTs[rr * TC_LDS + c], scale, puni, &pr, &ds);
+      PTs[rr * TC_LDP + c] = __float2bfloat16_rn(pr);
+      DSTs[rr * TC_LDP + c] = __float2bfloat16_rn(ds);
+    }
+    __syncthreads();
+    tc_mma<wmma::row_major>(gv, PTs, TC_LDP, Os, ldb, nd, TC_TILE / 16);
+    tc_mma<wmma::row_major>(gk, DSTs, TC_LDP, Qs, ldb, nd, TC_TILE / 16);
+  }
+  __syncthreads();
+  tc_store(gk, nd, STs, ldo);
+  __syncthreads();
+  for (int idx = tid; idx < mk_rows * dh; idx += TC_THREADS) {
+    const int rr = idx / dh, d = idx % dh;
+    dk[(row0 + p0 + rr) * a.ldqkv + hoff + d] = scale * STs[rr * ldo + d];
+  }
+  __syncthreads();
+  tc_store(gv, nd, STs, ldo);
+  __syncthreads();
+  for (int idx = tid; idx < mk_rows * dh; idx += TC_THREADS) {
+    const int rr = idx / dh, d = idx % dh;
+    dv[(row0 + p0 + rr) * a.ldqkv + hoff + d] = STs[rr * ldo + d];
+  }
+}
+#endif
 
 static size_t tile_bytes(int dh) { return (size_t)LA_TILE * (dh + 1) * sizeof(c5_real); }
 static size_t score_bytes(void) { return (size_t)LA_TILE * (LA_TILE + 1) * sizeof(c5_real); }
@@ -466,6 +867,20 @@ static c5_status la_setup(const c5k_local_attn *L, long ldqkv, long ldo, const c
   return C5_OK;
 }
 
+/* The tensor-core path: bf16 matmul mode (c5_backend_set_matmul) unless the
+   context asks for exact products, f32 reals, head dims of whole fragments. */
+#if !C5_USE_DOUBLE
+static bool la_tc(const c5k_ctx *ctx, const c5k_cuda_dev *dev, const la_shape &a)
+{
+  return dev->matmul == 2 && !ctx->exact && a.dh % 16 == 0 && a.dh <= LA_MAXDH;
+}
+
+static dim3 tc_grid(const c5k_local_attn *L)
+{
+  return dim3((unsigned)((L->n + TC_TILE - 1) / TC_TILE), (unsigned)L->heads, (unsigned)L->batch);
+}
+#endif
+
 extern "C" c5_status c5k_local_attn_forward_cuda(c5k_ctx *ctx, const c5k_local_attn *L, const c5_real *q,
                                                  const c5_real *k, const c5_real *v, long ldqkv, const uint8_t *mask,
                                                  c5_real *o, long ldo, double *rmax, double *rinv, uint8_t *uni)
@@ -477,6 +892,15 @@ extern "C" c5_status c5k_local_attn_forward_cuda(c5k_ctx *ctx, const c5k_local_a
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   C5_CALL_K(la_setup(L, ldqkv, ldo, "forward", &a, &grid));
   if (L->n == 0 || L->batch == 0) return C5_OK;
+#if !C5_USE_DOUBLE
+  if (la_tc(ctx, dev, a)) {
+    const size_t tb = 3 * tc_bf_tile(a.dh) + tc_p_tile() + tc_fs_tile(a.dh);
+    C5_CALL_K(c5k_cuda_smem_opt(dev, la_tc_forward, tb, op));
+    la_tc_forward<<<tc_grid(L), TC_THREADS, tb, dev->stream>>>(a, q, k, v, mask, o, rmax, rinv, uni);
+    C5K_CUDA_LAUNCHED(op);
+    return C5_OK;
+  }
+#endif
   const size_t bytes = 3 * tile_bytes(a.dh) + score_bytes();
   C5_CALL_K(c5k_cuda_smem_opt(dev, la_forward<c5_real>, bytes, op));
   la_forward<c5_real><<<grid, LA_THREADS, bytes, dev->stream>>>(a, q, k, v, mask, o, rmax, rinv, uni);
@@ -499,6 +923,20 @@ extern "C" c5_status c5k_local_attn_backward_cuda(c5k_ctx *ctx, const c5k_local_
   void *scr;
   C5_CALL_K(c5k_cuda_scratch(dev, (size_t)L->batch * L->heads * L->n * sizeof(double), &scr, op));
   double *dd = (double *)scr;   /* D per (b, h, t) */
+#if !C5_USE_DOUBLE
+  if (la_tc(ctx, dev, a)) {
+    const size_t tq = 4 * tc_bf_tile(a.dh) + tc_p_tile() + 2 * tc_s_tile();
+    const size_t tkv = (size_t)TC_TILE * 64 + 4 * tc_bf_tile(a.dh) + 2 * tc_p_tile() + 2 * tc_s_tile();
+    C5_CALL_K(c5k_cuda_smem_opt(dev, la_tc_backward_q, tq, op));
+    C5_CALL_K(c5k_cuda_smem_opt(dev, la_tc_backward_kv, tkv, op));
+    la_tc_backward_q<<<tc_grid(L), TC_THREADS, tq, dev->stream>>>(a, q, k, v, mask, rmax, rinv, uni, dout, dq, dd);
+    C5K_CUDA_LAUNCHED(op);
+    la_tc_backward_kv<<<tc_grid(L), TC_THREADS, tkv, dev->stream>>>(a, q, k, v, mask, rmax, rinv, uni, dd, dout, dk,
+                                                                     dv);
+    C5K_CUDA_LAUNCHED(op);
+    return C5_OK;
+  }
+#endif
   const size_t bq = 4 * tile_bytes(a.dh) + score_bytes(), bkv = stats_bytes() + 4 * tile_bytes(a.dh) + 2 * score_bytes();
   C5_CALL_K(c5k_cuda_smem_opt(dev, la_backward_q<c5_real>, bq, op));
   C5_CALL_K(c5k_cuda_smem_opt(dev, la_backward_kv<c5_real>, bkv, op));
