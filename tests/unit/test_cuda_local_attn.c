@@ -12,6 +12,13 @@
    token, and n = 8192, w = 128, H = 8, dh = 64. A second run must give the
    same bits (no atomics: fixed-order sums). In the double build, central
    differences of the GPU forward check the GPU backward on a small case.
+   In the single build, the same comparisons in bf16 matmul mode
+   (c5_backend_set_matmul): head dims of whole 16-wide fragments take the
+   tensor-core path, which rounds q, k, v, P, dout, dS to bf16, at 2e-2
+   (the bf16 bound of test_cuda_block); dim_head 33 keeps the SIMT kernels
+   and 1e-5; the large case (n 32768, H 8, dh 64, look 1/1) runs in both
+   modes, its bf16 error must exceed 1e-5 (the path was taken), and its
+   timing lines show the speedup.
    One line per case: shape, errors, PASS/FAIL. Exits 77 without a GPU. */
 #include <stdint.h>
 #include <time.h>
@@ -26,6 +33,7 @@ typedef struct {
   long batch, n, w;
   int H, dh, lb, lf, causal, exact;
   int mask_kind;   /* 0 none, 1 random, 2 random + dead stretches (uniform rows) */
+  int must_round;  /* bf16 mode: an error above 1e-5 required (the tensor-core path was taken) */
 } lcase;
 
 static c5k_local_attn shape_of(const lcase *c)
@@ -57,13 +65,17 @@ static int gaps_poisoned(const c5_real *x, long rows, long ld, long off, long co
   return 1;
 }
 
-static int run(c5_backend *gpu, const lcase *c)
+static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
 {
   const c5k_local_attn L = shape_of(c);
   const long rows = c->batch * c->n, HD = (long)c->H * c->dh, ldqkv = 3 * HD + 5, ldo = HD + 3;
   const long nst = c->batch * c->H * c->n, nqkv = rows * ldqkv, no = rows * ldo;
   const long work_len = c5k_local_attn_work(&L);
   int ok = 0;
+  /* bf16 mode takes the tensor cores for dim_head a multiple of 16 (attn_local.cu) */
+  const int tc = mm == C5_MATMUL_BF16 && c->dh % 16 == 0;
+  const double tl = tc ? 2e-2 : tol;
+  const char *mode = mm == C5_MATMUL_BF16 ? " bf16" : "";
   unsigned long long seed = 77 + c->n * 13 + c->w * 7 + c->dh * 3 + c->causal + 2 * c->exact + 4 * c->lf + c->mask_kind;
   c5_real *qkv = malloc(nqkv * sizeof *qkv), *dout = malloc(no * sizeof *dout);
   c5_real *o = malloc(no * sizeof *o), *og = malloc(no * sizeof *og), *o2 = malloc(no * sizeof *o2);
@@ -102,6 +114,7 @@ static int run(c5_backend *gpu, const lcase *c)
   for (long i = 0; i < nst; i++) nuni += uni[i];
   if (c->mask_kind == 2 && c->batch > 1) T_CHECK(nuni > 0, "the dead stretches made no uniform row");
   /* the GPU, twice */
+  T_OK(c5_backend_set_matmul(gpu, mm));
   memset(uni2, 0xff, nst);
   T_CHECK((qkv_d = t_dev_upload(gpu, qkv, nqkv * sizeof *qkv)) && (dout_d = t_dev_upload(gpu, dout, no * sizeof *dout)) &&
           (o_d = t_dev_upload(gpu, nanq, no * sizeof *o)) && (dqkv_d = t_dev_upload(gpu, nanq, nqkv * sizeof *dqkv)) &&
@@ -136,12 +149,14 @@ static int run(c5_backend *gpu, const lcase *c)
       a[nst + i] = rinvg[i]; b[nst + i] = rinv[i];
     }
     const double es = t_normwise(a, b, 2 * nst);
-    const int pass = same && uni_same && gaps && eo <= tol && eq <= tol && ek <= tol && ev <= tol && es <= tol;
-    printf("local_attn b %ld n %ld w %ld H %d dh %d look %d/%d%s%s mask %d (uniform rows %ld): o %.3e stats %.3e "
-           "dq %.3e dk %.3e dv %.3e%s%s%s (tol %.0e) %s\n", c->batch, c->n, c->w, c->H, c->dh, c->lb, c->lf,
+    const double emax = fmax(fmax(eo, eq), fmax(ek, ev));
+    const int rounded = !(tc && c->must_round) || emax > 1e-5;
+    const int pass = same && uni_same && gaps && rounded && eo <= tl && eq <= tl && ek <= tl && ev <= tl && es <= tl;
+    printf("local_attn%s b %ld n %ld w %ld H %d dh %d look %d/%d%s%s mask %d (uniform rows %ld): o %.3e stats %.3e "
+           "dq %.3e dk %.3e dv %.3e%s%s%s%s (tol %.0e) %s\n", mode, c->batch, c->n, c->w, c->H, c->dh, c->lb, c->lf,
            c->causal ? " causal" : "", c->exact ? " exact" : "", c->mask_kind, nuni, eo, es, eq, ek, ev,
            uni_same ? "" : ", uni DIFFERS", same ? "" : ", second run DIFFERS", gaps ? "" : ", stride gaps WRITTEN",
-           tol, pass ? "PASS" : "FAIL");
+           rounded ? "" : ", no bf16 rounding (the tensor-core path was not taken)", tl, pass ? "PASS" : "FAIL");
     ok = pass;
   }
   if (rows >= 2048) {   /* timing, for the record (not a check): mean of 5 forward + backward pairs */
@@ -163,10 +178,11 @@ static int run(c5_backend *gpu, const lcase *c)
       fwd += (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
       bwd += (t2.tv_sec - t1.tv_sec) + 1e-9 * (t2.tv_nsec - t1.tv_nsec);
     }
-    printf("local_attn time b %ld n %ld w %ld H %d dh %d: forward %.3f ms, backward %.3f ms\n", c->batch, c->n, c->w,
-           c->H, c->dh, fwd / 5 * 1e3, bwd / 5 * 1e3);
+    printf("local_attn time%s b %ld n %ld w %ld H %d dh %d look %d/%d: forward %.3f ms, backward %.3f ms\n", mode,
+           c->batch, c->n, c->w, c->H, c->dh, c->lb, c->lf, fwd / 5 * 1e3, bwd / 5 * 1e3);
   }
 fail:
+  c5_backend_set_matmul(gpu, C5_MATMUL_FP32);
   c5_backend_free(gpu, qkv_d); c5_backend_free(gpu, dout_d); c5_backend_free(gpu, o_d); c5_backend_free(gpu, dqkv_d);
   c5_backend_free(gpu, rmax_d); c5_backend_free(gpu, rinv_d); c5_backend_free(gpu, uni_d); c5_backend_free(gpu, mask_d);
   free(qkv); free(dout); free(o); free(og); free(o2); free(dqkv); free(dg); free(d2); free(nanq);
@@ -280,7 +296,7 @@ int main(int argc, char **argv)
           c.H = idx % 4 < 2 ? 1 : 4;
           c.dh = (idx / 2) % 2 ? 64 : 16;
           c.mask_kind = idx % 3 == 0 ? 2 : idx % 3;
-          ok &= run(gpu, &c);
+          ok &= run(gpu, &c, C5_MATMUL_FP32);
         }
   {
     static const lcase extra[] = {
@@ -292,10 +308,29 @@ int main(int argc, char **argv)
       { .batch = 2, .n = 4096, .w = 8, .H = 4, .dh = 16, .lb = 1, .lf = 0, .causal = 1, .mask_kind = 2 },
       { .batch = 2, .n = 1031, .w = 2, .H = 2, .dh = 64, .lb = 1, .lf = 1, .causal = 0, .exact = 1, .mask_kind = 2 },
     };
-    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) ok &= run(gpu, &extra[i]);
+    for (size_t i = 0; i < sizeof extra / sizeof extra[0]; i++) ok &= run(gpu, &extra[i], C5_MATMUL_FP32);
   }
 #if C5_USE_DOUBLE
   ok &= fd_check(gpu);
+#else
+  {   /* bf16 matmul mode: the tensor-core path (dim_head 33: the SIMT kernels, unchanged) */
+    static const lcase bf[] = {
+      { .batch = 2, .n = 384, .w = 128, .H = 4, .dh = 64, .lb = 1, .lf = 1, .mask_kind = 2 },
+      { .batch = 2, .n = 300, .w = 128, .H = 1, .dh = 16, .lb = 1, .lf = 1, .mask_kind = 1 },   /* padded keys */
+      { .batch = 2, .n = 700, .w = 128, .H = 2, .dh = 128, .lb = 1, .lf = 0, .causal = 1, .mask_kind = 2 },
+      { .batch = 2, .n = 1100, .w = 512, .H = 1, .dh = 128, .lb = 1, .lf = 1, .mask_kind = 2 },
+      { .batch = 2, .n = 1031, .w = 2, .H = 2, .dh = 64, .lb = 1, .lf = 1, .exact = 1, .mask_kind = 2 },
+      { .batch = 2, .n = 101, .w = 8, .H = 4, .dh = 16, .lb = 2, .lf = 0, .causal = 1, .exact = 1 },
+      { .batch = 2, .n = 1, .w = 8, .H = 1, .dh = 16, .lb = 1, .lf = 0, .causal = 1 },                  /* one token */
+      { .batch = 2, .n = 37, .w = 8, .H = 2, .dh = 33, .lb = 1, .lf = 1, .mask_kind = 2 },              /* SIMT */
+      { .batch = 2, .n = 8192, .w = 128, .H = 8, .dh = 64, .lb = 1, .lf = 0, .causal = 1, .mask_kind = 1, .must_round = 1 },
+    };
+    for (size_t i = 0; i < sizeof bf / sizeof bf[0]; i++) ok &= run(gpu, &bf[i], C5_MATMUL_BF16);
+    /* the light branch's shape at n = 32768, in both modes: the speedup */
+    const lcase big = { .batch = 1, .n = 32768, .w = 128, .H = 8, .dh = 64, .lb = 1, .lf = 1, .must_round = 1 };
+    ok &= run(gpu, &big, C5_MATMUL_FP32);
+    ok &= run(gpu, &big, C5_MATMUL_BF16);
+  }
 #endif
   c5_backend_destroy(&gpu);
   MPI_Finalize();
