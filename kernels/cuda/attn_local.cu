@@ -22,7 +22,27 @@
    Thread layout (256 threads): row r = tid / 8 of the tile, and the eight
    threads of a row own the columns lane8 + 8 j (score columns j < 4,
    head columns j < 16: dim_head <= 128); a row's reductions are butterfly
-   shuffles among its eight lanes, the same bits in every lane. */
+   shuffles among its eight lanes, the same bits in every lane.
+
+   Tensor-core path: taken in the single build when the backend's matmul
+   mode is bf16 (c5_backend_set_matmul; dev->matmul == 2) and the context
+   does not ask for exact products (ctx->exact), for dim_head a multiple of
+   16 (<= 128), any window, look-around, causal, exact_windowsize or mask;
+   otherwise the SIMT kernels above run, their results unchanged. Same
+   structure, tiles of TC_TILE = 64 rows, 8 warps: q, k, v, dout rounded to
+   bf16 into shared tiles, the products S = Q K^T, O += P V, dP = dout V^T,
+   dq += dS K, S^T = K Q^T, dP^T = V dout^T, dv += P^T dout, dk += dS^T Q
+   on WMMA m16n16k16 bf16 fragments with f32 accumulators; masks, maxima,
+   exponentials, row sums (double), stats, dS are the SIMT kernels' device
+   helpers reading f32 score tiles from shared memory (4 threads a row),
+   with P and dS rounded to bf16 for the next product. The forward keeps
+   the two sweeps (exact max first), so no rescaling: O stays in the
+   fragments and the stats mean what the SIMT kernel's mean. A uniform row's
+   weights enter P as 1 (exact in bf16) and o is scaled by 1 / (L w) after.
+   Fixed order: every output fragment belongs to one warp for the whole
+   kernel (fragment f of a product to warp f mod 8), k steps and key or
+   query tiles run in ascending order, every element of dq, dk, dv has one
+   writer, and no atomics: two runs give the same bits. */
 #include <math.h>
 #include <cuda_bf16.h>
 #include <mma.h>
