@@ -634,7 +634,7 @@ static __host__ __device__ __forceinline__ size_t tc_fs_tile(int dh)
 
 /* Forward: blocks as la_forward's with tiles of TC_TILE queries; the same two
    sweeps (max, then exp and the row sum), o = (P V) / sum with P in bf16. */
-__global__ void __launch_bounds__(TC_THREADS) la_tc_forward(la_shape a, const float *q, const float *k, const float *v,
+__global__ void __launch_bounds__(TC_THREADS, 2) la_tc_forward(la_shape a, const float *q, const float *k, const float *v,
                                                             const uint8_t *mask, float *o, double *rmax, double *rinv,
                                                             uint8_t *uni)
 {
@@ -714,7 +714,7 @@ __global__ void __launch_bounds__(TC_THREADS) la_tc_forward(la_shape a, const fl
 
 /* Query-centric backward (dq, D into dd), as la_backward_q: pass 0 sums D,
    pass 1 forms dS and dq = scale dS K. */
-__global__ void __launch_bounds__(TC_THREADS) la_tc_backward_q(la_shape a, const float *q, const float *k,
+__global__ void __launch_bounds__(TC_THREADS, 2) la_tc_backward_q(la_shape a, const float *q, const float *k,
                                                                const float *v, const uint8_t *mask, const double *rmax,
                                                                const double *rinv, const uint8_t *uni,
                                                                const float *dout, float *dq, double *dd)
@@ -781,7 +781,7 @@ __global__ void __launch_bounds__(TC_THREADS) la_tc_backward_q(la_shape a, const
    la_backward_kv: the query tiles that may see it in ascending order, the
    transposed scores S^T = K Q^T and dP^T = V dout^T, then dv += P^T dout,
    dk += dS^T Q on the tensor cores. */
-__global__ void __launch_bounds__(TC_THREADS) la_tc_backward_kv(la_shape a, const float *q, const float *k,
+__global__ void __launch_bounds__(TC_THREADS, 2) la_tc_backward_kv(la_shape a, const float *q, const float *k,
                                                                 const float *v, const uint8_t *mask,
                                                                 const double *rmax, const double *rinv,
                                                                 const uint8_t *uni, const double *dd,
