@@ -167,9 +167,14 @@ static void check_vlen_ref(const bytes_t *f, uint64_t base, size_t ref, char *ba
 
 c5_status c5_h5_header_check(const c5_h5 *f, const char *obj, const char *attr)
 {
-  /* the basic info counts attribute messages without decoding them */
+  /* the basic info counts attribute messages without decoding them. An object whose kind libhdf5 cannot tell
+     (a damaged message type) is refused here: its attributes would still be read, unchecked (a fuzzed root
+     group whose symbol-table message became a dataspace one hid a damaged global heap so) */
   H5O_info_t oi;
-  if (H5Oget_info_by_name2(f->file, obj, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0) { H5Eclear2(H5E_DEFAULT); return C5_OK; }
+  if (H5Oget_info_by_name2(f->file, obj, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0) {
+    char why[256];
+    return C5_ERR(C5_ERR_IO, "%s: cannot read the object header of %s (%s)", f->path, obj, c5_h5_reason(why));
+  }
   FILE *fp = fopen(f->path, "rb");
   if (!fp) return C5_OK;   /* libhdf5 has it open: it will say */
   /* the superblock first: only h5py's layout is read whole (small files); the project's own are left alone */
