@@ -63,6 +63,8 @@ harness() {
   # shellcheck disable=SC2086
   (cd "$b/findings/$h" && "$exe" $opts -runs=0 $dirs) > "$b/logs/$h-replay.log" 2>&1
   echo "$? $h replay of $n inputs (build-fuzz/logs/$h-replay.log)" >> "$b/logs/$h.result"
+  # a fresh copy for CI's run: what an earlier run added would change the inputs (a campaign keeps them)
+  [ "$campaign" = 1 ] || rm -rf "${b:?}/corpus/$h" && mkdir -p "$b/corpus/$h"
   cp "$top/tests/fuzz/corpus/$h/"* "$b/corpus/$h/" 2>/dev/null
   # shellcheck disable=SC2086
   # CI's run (no --time) is a fixed count of executions from a fixed seed (C5_FUZZ_SEED, default 1), with
