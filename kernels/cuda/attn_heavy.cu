@@ -546,6 +546,223 @@ template <typename T, int DHMAX> struct ha_flash {
   }
 };
 
+/* ---- bf16 matmul mode: the attention as cuBLASLt products over query chunks ----
+
+   In bf16 mode (c5_backend_set_matmul C5_MATMUL_BF16, ctx->exact 0) of the
+   single build, for dim_head a multiple of 8, the attention of each (b,
+   route) runs as tensor-core products of bf16 copies of q, kv and dout
+   (f32 accumulation) over chunks of cq query rows, the route's heads one
+   strided batch: S = scale Q K^T [hpr, cq, n1] in f32, a row kernel (lse,
+   P in bf16; in the backward Delta and dS too), then O = P V, or
+   dV += P^T dout, dK += scale dS^T Q, dq = scale dS K. The score chunks
+   (12 bytes an element in the backward) take at most HG_BUDGET of the
+   device scratch whatever n: at n = 1M tokens (nk = 65536) cq = 64 rows.
+   The products' order is cuBLASLt's for the shape, the same every run, and
+   dk/dv add the chunks in ascending order (beta 1 after the first): results
+   repeat bit for bit, with bf16's error (kernels.h). The SIMT flash kernels
+   above were 40% of the block at n = 131072 on an H200 (fp32 FMAs); the
+   tensor cores were not reachable from them without rewriting their tile
+   loops, and the score chunks cost memory traffic (S, dP, P, dS) that the
+   products' speed more than repays. */
+#if !C5_USE_DOUBLE
+#include <cuda_bf16.h>
+
+#define HG_THREADS 256
+#define HG_BUDGET ((size_t)512 << 20)
+
+static bool ha_gemm_wanted(const c5k_ctx *ctx, const c5k_cuda_dev *dev, const ha_shape &a)
+{
+  return dev->matmul == 2 && !ctx->exact && a.dh % 8 == 0;   /* bf16 rows of 16-byte multiples for cuBLASLt */
+}
+
+/* A block's sum of one double a thread, in a fixed order (warp trees, then the warps in order), in every thread. */
+static __device__ double hg_sum(double x, double *sh)
+{
+  for (int o = 16; o > 0; o >>= 1) x += __shfl_down_sync(HA_FULL, x, o);
+  __syncthreads();   /* sh's last use is over */
+  if ((threadIdx.x & 31) == 0) sh[threadIdx.x / 32] = x;
+  __syncthreads();
+  double t = 0;
+  for (int w = 0; w < HG_THREADS / 32; w++) t += sh[w];
+  return t;
+}
+
+static __device__ float hg_max(float x, double *sh)
+{
+  for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(HA_FULL, x, o));
+  __syncthreads();
+  if ((threadIdx.x & 31) == 0) sh[threadIdx.x / 32] = x;
+  __syncthreads();
+  float t = -INFINITY;
+  for (int w = 0; w < HG_THREADS / 32; w++) t = fmaxf(t, (float)sh[w]);
+  return t;
+}
+
+/* One block a score row (head hh of the chunk's, row i): lse (max of the
+   taking-part slots, e_j = exp(S_j - max) in f32 summed in double) and
+   P_j = exp(S_j - lse) (the difference in double), 0 for masked slots, in bf16. */
+__global__ void __launch_bounds__(HG_THREADS)
+hg_rows_forward(long rows, long n1, long ldp, long hs, const float *S, const uint8_t *mk, __nv_bfloat16 *P,
+                double *lse, long lse_h)
+{
+  __shared__ double sh[HG_THREADS / 32];
+  const long hh = blockIdx.x / rows, i = blockIdx.x % rows, off = hh * hs + i * ldp;
+  const float *s = S + off;
+  float m = -INFINITY;
+  for (long j = threadIdx.x; j < n1; j += HG_THREADS)
+    if (ha_takes(j, n1, mk)) m = fmaxf(m, s[j]);
+  m = hg_max(m, sh);   /* finite: the null slot always takes part */
+  double l = 0;
+  for (long j = threadIdx.x; j < n1; j += HG_THREADS)
+    if (ha_takes(j, n1, mk)) l += (double)expf(s[j] - m);
+  const double ls = (double)m + log(hg_sum(l, sh));
+  for (long j = threadIdx.x; j < n1; j += HG_THREADS)
+    P[off + j] = __float2bfloat16_rn(ha_takes(j, n1, mk) ? expf((float)((double)s[j] - ls)) : 0.f);
+  if (threadIdx.x == 0) lse[hh * lse_h + i] = ls;
+}
+
+/* One block a row: P recomputed from S and lse as the SIMT backward does, Delta = sum_j P_j dP_j in double, then
+   P and dS = P (dP - Delta) (formed in double) in bf16. */
+__global__ void __launch_bounds__(HG_THREADS)
+hg_rows_backward(long rows, long n1, long ldp, long hs, const float *S, const float *dP, const uint8_t *mk,
+                 const double *lse, long lse_h, __nv_bfloat16 *P, __nv_bfloat16 *dS)
+{
+  __shared__ double sh[HG_THREADS / 32];
+  const long hh = blockIdx.x / rows, i = blockIdx.x % rows, off = hh * hs + i * ldp;
+  const float *s = S + off, *dp = dP + off;
+  const double ls = lse[hh * lse_h + i];
+  double d = 0;
+  for (long j = threadIdx.x; j < n1; j += HG_THREADS)
+    if (ha_takes(j, n1, mk)) d += (double)expf((float)((double)s[j] - ls)) * (double)dp[j];
+  d = hg_sum(d, sh);
+  for (long j = threadIdx.x; j < n1; j += HG_THREADS) {
+    const float p = ha_takes(j, n1, mk) ? expf((float)((double)s[j] - ls)) : 0.f;
+    P[off + j] = __float2bfloat16_rn(p);
+    dS[off + j] = __float2bfloat16_rn((float)((double)p * ((double)dp[j] - d)));
+  }
+}
+
+/* Where the op's parts lie in the device scratch (bytes), and the chunk's rows and score stride. */
+struct hg_plan {
+  long cq, ldp;
+  size_t q, kv, dout, s, dp, p, ds, bytes;
+};
+
+static size_t hg_up(size_t x) { return (x + 255) & ~(size_t)255; }
+
+static hg_plan hg_plan_of(const ha_shape &a, bool backward)
+{
+  hg_plan p;
+  p.ldp = (a.n1 + 7) & ~7L;   /* bf16 rows of P and dS 16-byte aligned */
+  const size_t row = (size_t)a.hpr * p.ldp * (backward ? 12 : 6);
+  long cq = (long)(HG_BUDGET / row) & ~63L;
+  const long nq = (a.nq + 63) & ~63L;
+  cq = cq < 64 ? 64 : cq;
+  p.cq = cq < nq ? cq : nq;
+  const size_t qb = (size_t)a.batch * a.nq * a.D * 2, kvb = (size_t)a.batch * a.R * a.n1 * a.L * 2,
+               sb = (size_t)a.hpr * p.cq * p.ldp;
+  size_t o = 0;
+  p.q = o; o = hg_up(o + qb);
+  p.kv = o; o = hg_up(o + kvb);
+  p.dout = o; o = backward ? hg_up(o + qb) : o;
+  p.s = o; o = hg_up(o + sb * 4);
+  p.dp = o; o = backward ? hg_up(o + sb * 4) : o;
+  p.p = o; o = hg_up(o + sb * 2);
+  p.ds = o; o = backward ? hg_up(o + sb * 2) : o;
+  p.bytes = o;
+  return p;
+}
+
+/* The route's hpr heads at once: C_h = alpha op(A_h) op(B_h) + beta C_h, bf16 inputs, f32 C. */
+static c5_status hg_gemm(c5k_ctx *ctx, const ha_shape &a, int ta, int tb, long m, long n, long k, double alpha,
+                         const __nv_bfloat16 *A, long lda, long sa, const __nv_bfloat16 *B, long ldb, long sb,
+                         double beta, float *C, long ldc, long sc)
+{
+  return c5k_gemm_ex_cuda(ctx, ta, tb, m, n, k, alpha, A, C5_DTYPE_BF16, lda, sa, B, C5_DTYPE_BF16, ldb, sb, beta, C,
+                          C5_DTYPE_F32, ldc, sc, a.hpr, C5_DTYPE_F32);
+}
+
+/* Scratch laid out, q and kv (and dout) copied to bf16. */
+static c5_status hg_setup(c5k_cuda_dev *dev, const ha_shape &a, bool backward, const float *q, const float *kv,
+                          const float *dout, hg_plan *p, char **scr, const char *op)
+{
+  *p = hg_plan_of(a, backward);
+  void *v;
+  C5_CALL_K(c5k_cuda_scratch(dev, p->bytes, &v, op));
+  *scr = (char *)v;
+  C5_CALL_K(c5k_cuda_to_bf16(dev, a.batch * a.nq * a.D, q, *scr + p->q, op));
+  C5_CALL_K(c5k_cuda_to_bf16(dev, a.batch * a.R * a.n1 * a.L, kv, *scr + p->kv, op));
+  if (backward) C5_CALL_K(c5k_cuda_to_bf16(dev, a.batch * a.nq * a.D, dout, *scr + p->dout, op));
+  return C5_OK;
+}
+
+static c5_status hg_forward(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape &a, const float *q, const float *kv,
+                            const uint8_t *kmask, double *lse, float *o, const char *op)
+{
+  hg_plan p;
+  char *scr;
+  C5_CALL_K(hg_setup(dev, a, false, q, kv, NULL, &p, &scr, op));
+  const __nv_bfloat16 *qb = (const __nv_bfloat16 *)(scr + p.q), *kvb = (const __nv_bfloat16 *)(scr + p.kv);
+  float *S = (float *)(scr + p.s);
+  __nv_bfloat16 *P = (__nv_bfloat16 *)(scr + p.p);
+  const long hs = p.cq * p.ldp, dh = a.dh;
+  for (long b = 0; b < a.batch; b++)
+    for (int r = 0; r < a.R; r++)
+      for (long i0 = 0; i0 < a.nq; i0 += p.cq) {
+        const long mb = a.nq - i0 < p.cq ? a.nq - i0 : p.cq, qo = (b * a.nq + i0) * a.D + (long)r * a.hpr * dh;
+        const __nv_bfloat16 *kh = kvb + (b * a.R + r) * a.n1 * a.L;
+        C5_CALL_K(hg_gemm(ctx, a, 0, 1, mb, a.n1, dh, a.scale, qb + qo, a.D, dh, kh, a.L, 2 * dh, 0.0, S, p.ldp, hs));
+        hg_rows_forward<<<(unsigned)(a.hpr * mb), HG_THREADS, 0, dev->stream>>>(
+            mb, a.n1, p.ldp, hs, S, kmask ? kmask + (b * a.R + r) * a.nk : NULL, P,
+            lse + (b * a.H + (long)r * a.hpr) * a.nq + i0, a.nq);
+        C5K_CUDA_LAUNCHED(op);
+        C5_CALL_K(hg_gemm(ctx, a, 0, 0, mb, dh, a.n1, 1.0, P, p.ldp, hs, kh + dh, a.L, 2 * dh, 0.0, o + qo, a.D, dh));
+      }
+  return C5_OK;
+}
+
+static c5_status hg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape &a, const float *q, const float *kv,
+                             const uint8_t *kmask, const double *lse, const float *dout, float *dq, float *dkv,
+                             const char *op)
+{
+  if (a.nq == 0) {   /* no query weighs any slot */
+    C5K_CUDA_TRY(cudaMemsetAsync(dkv, 0, (size_t)(a.batch * a.R * a.n1 * a.L) * sizeof *dkv, dev->stream), op);
+    return C5_OK;
+  }
+  hg_plan p;
+  char *scr;
+  C5_CALL_K(hg_setup(dev, a, true, q, kv, dout, &p, &scr, op));
+  const __nv_bfloat16 *qb = (const __nv_bfloat16 *)(scr + p.q), *kvb = (const __nv_bfloat16 *)(scr + p.kv);
+  const __nv_bfloat16 *ob = (const __nv_bfloat16 *)(scr + p.dout);
+  float *S = (float *)(scr + p.s), *dP = (float *)(scr + p.dp);
+  __nv_bfloat16 *P = (__nv_bfloat16 *)(scr + p.p), *dS = (__nv_bfloat16 *)(scr + p.ds);
+  const long hs = p.cq * p.ldp, dh = a.dh;
+  for (long b = 0; b < a.batch; b++)
+    for (int r = 0; r < a.R; r++)
+      for (long i0 = 0; i0 < a.nq; i0 += p.cq) {
+        const long mb = a.nq - i0 < p.cq ? a.nq - i0 : p.cq, qo = (b * a.nq + i0) * a.D + (long)r * a.hpr * dh;
+        const long ko = (b * a.R + r) * a.n1 * a.L;
+        const double beta = i0 ? 1.0 : 0.0;   /* the first chunk sets dk, dv; the later ones add */
+        C5_CALL_K(hg_gemm(ctx, a, 0, 1, mb, a.n1, dh, a.scale, qb + qo, a.D, dh, kvb + ko, a.L, 2 * dh, 0.0, S, p.ldp,
+                          hs));
+        C5_CALL_K(hg_gemm(ctx, a, 0, 1, mb, a.n1, dh, 1.0, ob + qo, a.D, dh, kvb + ko + dh, a.L, 2 * dh, 0.0, dP,
+                          p.ldp, hs));
+        hg_rows_backward<<<(unsigned)(a.hpr * mb), HG_THREADS, 0, dev->stream>>>(
+            mb, a.n1, p.ldp, hs, S, dP, kmask ? kmask + (b * a.R + r) * a.nk : NULL,
+            lse + (b * a.H + (long)r * a.hpr) * a.nq + i0, a.nq, P, dS);
+        C5K_CUDA_LAUNCHED(op);
+        /* dv += P^T dout, dk += scale dS^T q, dq = scale dS k */
+        C5_CALL_K(hg_gemm(ctx, a, 1, 0, a.n1, dh, mb, 1.0, P, p.ldp, hs, ob + qo, a.D, dh, beta, dkv + ko + dh, a.L,
+                          2 * dh));
+        C5_CALL_K(hg_gemm(ctx, a, 1, 0, a.n1, dh, mb, a.scale, dS, p.ldp, hs, qb + qo, a.D, dh, beta, dkv + ko, a.L,
+                          2 * dh));
+        C5_CALL_K(hg_gemm(ctx, a, 0, 0, mb, dh, a.n1, a.scale, dS, p.ldp, hs, kvb + ko, a.L, 2 * dh, 0.0, dq + qo,
+                          a.D, dh));
+      }
+  return C5_OK;
+}
+#endif
+
 /* ---- the ops ---- */
 
 static unsigned ha_blocks(long n, int threads)
@@ -609,6 +826,9 @@ extern "C" c5_status c5k_heavy_attn_forward_cuda(c5k_ctx *ctx, const c5k_heavy_a
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   if (A->batch <= 0 || A->nq <= 0) return C5_OK;
   const ha_shape a = ha_shape_of(A);
+#if !C5_USE_DOUBLE
+  if (ha_gemm_wanted(ctx, dev, a)) return hg_forward(ctx, dev, a, q, kv, kmask, lse, o, op);
+#endif
   if (a.dh <= 64) return ha_flash<c5_real, 64>::forward(dev, a, q, kv, kmask, lse, o, op);
   if (a.dh <= 128) return ha_flash<c5_real, 128>::forward(dev, a, q, kv, kmask, lse, o, op);
   if (a.dh <= HA_MAXDH) return ha_flash<c5_real, HA_MAXDH>::forward(dev, a, q, kv, kmask, lse, o, op);
@@ -624,6 +844,9 @@ extern "C" c5_status c5k_heavy_attn_backward_cuda(c5k_ctx *ctx, const c5k_heavy_
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   if (A->batch <= 0) return C5_OK;
   const ha_shape a = ha_shape_of(A);
+#if !C5_USE_DOUBLE
+  if (ha_gemm_wanted(ctx, dev, a)) return hg_backward(ctx, dev, a, q, kv, kmask, lse, dout, dq, dkv, op);
+#endif
   if (a.dh <= 64) return ha_flash<c5_real, 64>::backward(dev, a, q, kv, kmask, lse, dout, dq, dkv, op);
   if (a.dh <= 128) return ha_flash<c5_real, 128>::backward(dev, a, q, kv, kmask, lse, dout, dq, dkv, op);
   if (a.dh <= HA_MAXDH) return ha_flash<c5_real, HA_MAXDH>::backward(dev, a, q, kv, kmask, lse, dout, dq, dkv, op);

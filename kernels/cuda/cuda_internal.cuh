@@ -8,6 +8,17 @@
 #include <cublasLt.h>
 #include "cuda.h"
 
+/* cuBLASLt's chosen algorithm for one product shape (gemm.cu): the
+   heuristic query costs tens of microseconds of host time, more than many
+   of the block's products take on the GPU. */
+#define C5K_LT_KEY 19
+#define C5K_LT_ALGOS 64
+struct c5k_lt_algo {
+  int used;
+  long key[C5K_LT_KEY];
+  cublasLtMatmulAlgo_t algo;
+};
+
 struct c5k_cuda_dev {
   int device;
   int sms;                      /* multiprocessors */
@@ -20,6 +31,8 @@ struct c5k_cuda_dev {
   int matmul;                   /* c5_matmul: 0 fp32, 1 tf32, 2 bf16 inputs to f32-compute products */
   void *cvt;                    /* gemm_ex's bf16 copies of f32 inputs (matmul 2), grown on demand; apart from */
   size_t cvt_bytes;             /* scratch, which an op's own products may read */
+  struct c5k_lt_algo algos[C5K_LT_ALGOS];   /* the shapes seen last, replaced in turn */
+  int algos_next;
 };
 
 #define C5K_CUDA_TRY(call, what) do { cudaError_t e_ = (call); if (e_ != cudaSuccess) \
@@ -36,20 +49,38 @@ static inline c5_status c5k_cuda_of(c5k_ctx *ctx, const char *op, c5k_cuda_dev *
   return C5_OK;
 }
 
-/* Scratch of at least bytes on dev (stream-ordered; the old buffer is freed after work queued before). */
+/* *buf of at least `need` bytes, stream-ordered: the old buffer is freed
+   after the work queued before, the new one (at least `least` bytes) taken
+   from the stream's pool. The device scratch and gemm_ex's bf16 copies grow
+   this way. */
+static inline c5_status c5k_cuda_grow(c5k_cuda_dev *dev, void **buf, size_t *bytes, size_t need, size_t least,
+                                      const char *op)
+{
+  if (need <= *bytes) return C5_OK;
+  if (*buf) C5K_CUDA_TRY(cudaFreeAsync(*buf, dev->stream), op);
+  *buf = NULL;
+  *bytes = 0;
+  const size_t b = need < least ? least : need;
+  C5K_CUDA_TRY(cudaMallocAsync(buf, b, dev->stream), op);
+  *bytes = b;
+  return C5_OK;
+}
+
+/* Scratch of at least bytes on dev (per-op partials; ops may not overlap on one device). */
 static inline c5_status c5k_cuda_scratch(c5k_cuda_dev *dev, size_t bytes, void **p, const char *op)
 {
-  if (bytes > dev->scratch_bytes) {
-    if (dev->scratch) C5K_CUDA_TRY(cudaFreeAsync(dev->scratch, dev->stream), op);
-    dev->scratch = NULL;
-    dev->scratch_bytes = 0;
-    size_t b = bytes < ((size_t)1 << 20) ? ((size_t)1 << 20) : bytes;
-    C5K_CUDA_TRY(cudaMallocAsync(&dev->scratch, b, dev->stream), op);
-    dev->scratch_bytes = b;
-  }
+  C5_CALL_K(c5k_cuda_grow(dev, &dev->scratch, &dev->scratch_bytes, bytes, (size_t)1 << 20, op));
   *p = dev->scratch;
   return C5_OK;
 }
+
+/* gemm_ex (gemm.cu), which other kernels' products go through too */
+extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *, int, int, long, long, long, double, const void *, c5_dtype, long,
+                                      long, const void *, c5_dtype, long, long, double, void *, c5_dtype, long, long,
+                                      long, c5_dtype);
+
+/* y[i] = x[i] rounded to bf16 (nearest even) for i < n, on dev's stream (gemm.cu); y is __nv_bfloat16. */
+c5_status c5k_cuda_to_bf16(c5k_cuda_dev *dev, long n, const float *x, void *y, const char *op);
 
 /* Opt kernel into `bytes` of dynamic shared memory (above the default 48 KiB
    for wide heads or large tiles), or an error naming the op when the device

@@ -33,6 +33,33 @@ __global__ static void to_bf16(long n, const float *x, __nv_bfloat16 *y)
     y[i] = __float2bfloat16_rn(x[i]);
 }
 
+c5_status c5k_cuda_to_bf16(c5k_cuda_dev *dev, long n, const float *x, void *y, const char *op)
+{
+  if (n <= 0) return C5_OK;
+  const long blocks = (n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096;
+  to_bf16<<<(unsigned)blocks, 256, 0, dev->stream>>>(n, x, (__nv_bfloat16 *)y);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+/* The algorithm kept for a product's key, or NULL. */
+static const cublasLtMatmulAlgo_t *lt_cached(const c5k_cuda_dev *dev, const long *key)
+{
+  for (int i = 0; i < C5K_LT_ALGOS; i++)
+    if (dev->algos[i].used && !memcmp(dev->algos[i].key, key, sizeof dev->algos[i].key)) return &dev->algos[i].algo;
+  return NULL;
+}
+
+static const cublasLtMatmulAlgo_t *lt_keep(c5k_cuda_dev *dev, const long *key, const cublasLtMatmulAlgo_t *algo)
+{
+  struct c5k_lt_algo *e = &dev->algos[dev->algos_next];
+  dev->algos_next = (dev->algos_next + 1) % C5K_LT_ALGOS;
+  e->used = 1;
+  memcpy(e->key, key, sizeof e->key);
+  e->algo = *algo;
+  return &e->algo;
+}
+
 /* Elements from an operand's first to its last: rows x cols (ld), batch of them stride apart. */
 static long extent(long rows, long cols, long ld, long stride, long batch)
 {
@@ -54,17 +81,10 @@ extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long
     const long na = extent(transa ? k : m, transa ? m : k, lda, stride_a, batch);
     const long nb = extent(transb ? n : k, transb ? k : n, ldb, stride_b, batch);
     const size_t bytes = (size_t)(na + nb) * sizeof(__nv_bfloat16);
-    if (bytes > dev->cvt_bytes) {
-      if (dev->cvt) C5K_CUDA_TRY(cudaFreeAsync(dev->cvt, dev->stream), "gemm_ex: bf16 inputs");
-      dev->cvt = NULL;
-      dev->cvt_bytes = 0;
-      C5K_CUDA_TRY(cudaMallocAsync(&dev->cvt, bytes, dev->stream), "gemm_ex: bf16 inputs");
-      dev->cvt_bytes = bytes;
-    }
+    C5_CALL_K(c5k_cuda_grow(dev, &dev->cvt, &dev->cvt_bytes, bytes, 0, "gemm_ex: bf16 inputs"));
     __nv_bfloat16 *a16 = (__nv_bfloat16 *)dev->cvt, *b16 = a16 + na;
-    to_bf16<<<(unsigned)((na + 255) / 256 < 4096 ? (na + 255) / 256 : 4096), 256, 0, dev->stream>>>(na, (const float *)A, a16);
-    to_bf16<<<(unsigned)((nb + 255) / 256 < 4096 ? (nb + 255) / 256 : 4096), 256, 0, dev->stream>>>(nb, (const float *)B, b16);
-    C5K_CUDA_LAUNCHED("gemm_ex: bf16 inputs");
+    C5_CALL_K(c5k_cuda_to_bf16(dev, na, (const float *)A, a16, "gemm_ex: bf16 inputs"));
+    C5_CALL_K(c5k_cuda_to_bf16(dev, nb, (const float *)B, b16, "gemm_ex: bf16 inputs"));
     return c5k_gemm_ex_cuda(ctx, transa, transb, m, n, k, alpha, a16, C5_DTYPE_BF16, lda, stride_a, b16, C5_DTYPE_BF16,
                             ldb, stride_b, beta, C, ctype, ldc, stride_c, batch, compute);
   }
@@ -82,6 +102,7 @@ extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long
   cublasLtMatmulPreference_t pref = NULL;
   cublasLtMatmulHeuristicResult_t heur;
   int found = 0;
+  const cublasLtMatmulAlgo_t *algo;
   /* column-major view: C' [n x m] = op(B') [n x k] op(A') [k x m] */
   const cublasOperation_t oa = transb ? CUBLAS_OP_T : CUBLAS_OP_N, ob = transa ? CUBLAS_OP_T : CUBLAS_OP_N;
   /* f32 inputs rounded to TF32 on the tensor cores when the backend asks (c5_backend_set_matmul) */
@@ -106,24 +127,30 @@ extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long
     LT_TRY(cublasLtMatrixLayoutSetAttribute(lc, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
     LT_TRY(cublasLtMatrixLayoutSetAttribute(lc, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sc, sizeof sc));
   }
-  LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
-  LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &dev->lt_ws_bytes,
-                                              sizeof dev->lt_ws_bytes));
   {
     const uint32_t al[4] = { lt_align(B, stride_b, batch, btype), lt_align(A, stride_a, batch, atype),
                              lt_align(C, stride_c, batch, ctype), lt_align(C, stride_c, batch, ctype) };
-    const cublasLtMatmulPreferenceAttributes_t at[4] = {
-      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
-      CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES };
-    for (int i = 0; i < 4; i++) LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, at[i], &al[i], sizeof al[i]));
+    const long key[C5K_LT_KEY] = { transa, transb, m, n, k, atype, btype, ctype, lda, ldb, ldc, stride_a, stride_b,
+                                   stride_c, batch, (long)ct, al[0], al[1], al[2] };
+    algo = lt_cached(dev, key);
+    if (!algo) {
+      const cublasLtMatmulPreferenceAttributes_t at[4] = {
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
+        CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES };
+      LT_TRY(cublasLtMatmulPreferenceCreate(&pref));
+      LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &dev->lt_ws_bytes,
+                                                  sizeof dev->lt_ws_bytes));
+      for (int i = 0; i < 4; i++) LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, at[i], &al[i], sizeof al[i]));
+      LT_TRY(cublasLtMatmulAlgoGetHeuristic(dev->lt, op, la, lb, lc, lc, pref, 1, &heur, &found));
+      if (!found) {
+        st = C5K_ERR(C5_ERR_NOTIMPL, "cuda op gemm_ex: cuBLASLt has no algorithm for m %ld n %ld k %ld (%s inputs)", m,
+                     n, k, c5_dtype_name(atype));
+        goto out;
+      }
+      algo = lt_keep(dev, key, &heur.algo);
+    }
   }
-  LT_TRY(cublasLtMatmulAlgoGetHeuristic(dev->lt, op, la, lb, lc, lc, pref, 1, &heur, &found));
-  if (!found) {
-    st = C5K_ERR(C5_ERR_NOTIMPL, "cuda op gemm_ex: cuBLASLt has no algorithm for m %ld n %ld k %ld (%s inputs)", m, n, k,
-                 c5_dtype_name(atype));
-    goto out;
-  }
-  LT_TRY(cublasLtMatmul(dev->lt, op, pa, B, la, A, lb, pb, C, lc, C, lc, &heur.algo, dev->lt_ws, dev->lt_ws_bytes,
+  LT_TRY(cublasLtMatmul(dev->lt, op, pa, B, la, A, lb, pb, C, lc, C, lc, algo, dev->lt_ws, dev->lt_ws_bytes,
                         dev->stream));
 out:
   if (pref) cublasLtMatmulPreferenceDestroy(pref);

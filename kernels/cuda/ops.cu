@@ -7,8 +7,6 @@ extern "C" {
 c5_status c5k_find_nonfinite_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, long *, long *, double *);
 c5_status c5k_gemm_cuda(c5k_ctx *, int, int, long, long, long, double, const c5_real *, long, const c5_real *, long,
                         double, c5_real *, long);
-c5_status c5k_gemm_ex_cuda(c5k_ctx *, int, int, long, long, long, double, const void *, c5_dtype, long, long,
-                           const void *, c5_dtype, long, long, double, void *, c5_dtype, long, long, long, c5_dtype);
 c5_status c5k_cd_forward_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *, const double *, long, int,
                               double, double, double, double *, c5_real *);
 c5_status c5k_cd_backward_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *, int, const double *,
