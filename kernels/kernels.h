@@ -423,6 +423,12 @@ typedef struct c5k_ops {
      ascending order, dk and dv per key tile over the query tiles in
      ascending order; every output element has one writer, each tile's part
      summed in the working precision and the tiles' parts in double.
+     In bf16 matmul mode (c5_backend_set_matmul C5_MATMUL_BF16, ctx->exact
+     0, single precision, dim_head a multiple of 8) the CUDA forward and
+     backward run as cuBLASLt products of bf16 copies of q, k, v, dout and
+     of P and dS (f32 accumulation) over chunks of query rows, so they match
+     the CPU to bf16's precision only (fixed orders still: results repeat
+     bit for bit).
      ctx work (CPU): c5k_heavy_attn_work(A) doubles. */
   c5_status (*heavy_attn_backward)(c5k_ctx *, const c5k_heavy_attn *A, const c5_real *q, const c5_real *kv,
                                    const uint8_t *kmask, const double *lse, const c5_real *dout, c5_real *dq,

@@ -556,7 +556,8 @@ template <typename T, int DHMAX> struct ha_flash {
    P in bf16; in the backward Delta and dS too), then O = P V, or
    dV += P^T dout, dK += scale dS^T Q, dq = scale dS K. The score chunks
    (12 bytes an element in the backward) take at most HG_BUDGET of the
-   device scratch whatever n: at n = 1M tokens (nk = 65536) cq = 64 rows.
+   device scratch whatever n: at n = 1M tokens (nk = 65536) cq = 128 rows
+   in the backward.
    The products' order is cuBLASLt's for the shape, the same every run, and
    dk/dv add the chunks in ascending order (beta 1 after the first): results
    repeat bit for bit, with bf16's error (kernels.h). The SIMT flash kernels
@@ -568,7 +569,7 @@ template <typename T, int DHMAX> struct ha_flash {
 #include <cuda_bf16.h>
 
 #define HG_THREADS 256
-#define HG_BUDGET ((size_t)512 << 20)
+#define HG_BUDGET ((size_t)1 << 30)
 
 static bool ha_gemm_wanted(const c5k_ctx *ctx, const c5k_cuda_dev *dev, const ha_shape &a)
 {
@@ -598,8 +599,23 @@ static __device__ float hg_max(float x, double *sh)
   return t;
 }
 
-/* One block a score row (head hh of the chunk's, row i): lse (max of the
-   taking-part slots, e_j = exp(S_j - max) in f32 summed in double) and
+/* A thread's next HG_U slots of a row, HG_THREADS apart (independent loads in flight: at nk = 65536 a row
+   kernel with one load a thread at a time waited on memory latency): x[u] = v[j] for a taking-part slot j < n1,
+   else `other`. */
+#define HG_U 8
+template <typename T>
+static __device__ __forceinline__ void hg_take(const T *v, long j0, long n1, const uint8_t *mk, T other, T (&x)[HG_U])
+{
+#pragma unroll
+  for (int u = 0; u < HG_U; u++) {
+    const long j = j0 + (long)u * HG_THREADS;
+    x[u] = ha_takes(j, n1, mk) ? v[j] : other;
+  }
+}
+
+/* One block a score row (head hh of the chunk's, row i): lse (each thread's
+   running max and sum of e = exp(S - max) in f32 added in double, rescaled
+   when its max grows; the threads' parts merged in a fixed order) and
    P_j = exp(S_j - lse) (the difference in double), 0 for masked slots, in bf16. */
 __global__ void __launch_bounds__(HG_THREADS)
 hg_rows_forward(long rows, long n1, long ldp, long hs, const float *S, const uint8_t *mk, __nv_bfloat16 *P,
@@ -609,15 +625,31 @@ hg_rows_forward(long rows, long n1, long ldp, long hs, const float *S, const uin
   const long hh = blockIdx.x / rows, i = blockIdx.x % rows, off = hh * hs + i * ldp;
   const float *s = S + off;
   float m = -INFINITY;
-  for (long j = threadIdx.x; j < n1; j += HG_THREADS)
-    if (ha_takes(j, n1, mk)) m = fmaxf(m, s[j]);
-  m = hg_max(m, sh);   /* finite: the null slot always takes part */
   double l = 0;
-  for (long j = threadIdx.x; j < n1; j += HG_THREADS)
-    if (ha_takes(j, n1, mk)) l += (double)expf(s[j] - m);
-  const double ls = (double)m + log(hg_sum(l, sh));
-  for (long j = threadIdx.x; j < n1; j += HG_THREADS)
-    P[off + j] = __float2bfloat16_rn(ha_takes(j, n1, mk) ? expf((float)((double)s[j] - ls)) : 0.f);
+  for (long j0 = threadIdx.x; j0 < n1; j0 += (long)HG_THREADS * HG_U) {
+    float x[HG_U], mt = m;
+    hg_take(s, j0, n1, mk, -INFINITY, x);
+#pragma unroll
+    for (int u = 0; u < HG_U; u++) mt = fmaxf(mt, x[u]);
+    if (mt == -INFINITY) continue;   /* no taking-part slot yet */
+    if (mt > m) {
+      l = m == -INFINITY ? 0.0 : l * exp((double)m - (double)mt);
+      m = mt;
+    }
+#pragma unroll
+    for (int u = 0; u < HG_U; u++) l += (double)expf(x[u] - m);   /* masked: exp(-inf) = 0 */
+  }
+  const float mx = hg_max(m, sh);   /* finite: the null slot always takes part */
+  const double ls = (double)mx + log(hg_sum(m == -INFINITY ? 0.0 : l * exp((double)m - (double)mx), sh));
+  for (long j0 = threadIdx.x; j0 < n1; j0 += (long)HG_THREADS * HG_U) {
+    float x[HG_U];
+    hg_take(s, j0, n1, mk, -INFINITY, x);
+#pragma unroll
+    for (int u = 0; u < HG_U; u++) {
+      const long j = j0 + (long)u * HG_THREADS;
+      if (j < n1) P[off + j] = __float2bfloat16_rn(x[u] == -INFINITY ? 0.f : expf((float)((double)x[u] - ls)));
+    }
+  }
   if (threadIdx.x == 0) lse[hh * lse_h + i] = ls;
 }
 
@@ -632,13 +664,27 @@ hg_rows_backward(long rows, long n1, long ldp, long hs, const float *S, const fl
   const float *s = S + off, *dp = dP + off;
   const double ls = lse[hh * lse_h + i];
   double d = 0;
-  for (long j = threadIdx.x; j < n1; j += HG_THREADS)
-    if (ha_takes(j, n1, mk)) d += (double)expf((float)((double)s[j] - ls)) * (double)dp[j];
+  for (long j0 = threadIdx.x; j0 < n1; j0 += (long)HG_THREADS * HG_U) {
+    float x[HG_U], y[HG_U];
+    hg_take(s, j0, n1, mk, -INFINITY, x);
+    hg_take(dp, j0, n1, mk, 0.f, y);
+#pragma unroll
+    for (int u = 0; u < HG_U; u++)
+      if (x[u] != -INFINITY) d += (double)expf((float)((double)x[u] - ls)) * (double)y[u];
+  }
   d = hg_sum(d, sh);
-  for (long j = threadIdx.x; j < n1; j += HG_THREADS) {
-    const float p = ha_takes(j, n1, mk) ? expf((float)((double)s[j] - ls)) : 0.f;
-    P[off + j] = __float2bfloat16_rn(p);
-    dS[off + j] = __float2bfloat16_rn((float)((double)p * ((double)dp[j] - d)));
+  for (long j0 = threadIdx.x; j0 < n1; j0 += (long)HG_THREADS * HG_U) {
+    float x[HG_U], y[HG_U];
+    hg_take(s, j0, n1, mk, -INFINITY, x);
+    hg_take(dp, j0, n1, mk, 0.f, y);
+#pragma unroll
+    for (int u = 0; u < HG_U; u++) {
+      const long j = j0 + (long)u * HG_THREADS;
+      if (j >= n1) continue;
+      const float p = x[u] == -INFINITY ? 0.f : expf((float)((double)x[u] - ls));
+      P[off + j] = __float2bfloat16_rn(p);
+      dS[off + j] = __float2bfloat16_rn((float)((double)p * ((double)y[u] - d)));
+    }
   }
 }
 
