@@ -72,16 +72,30 @@ c5_status c5k_gather_scale_dot_cpu(c5k_ctx *ctx, long n, long dim, const long *i
   return C5_OK;
 }
 
+/* The row partition of c5k_rowpart_add without its work array: a task per block of AR_COLS columns carries
+   the columns' running part and total. */
+#define AR_COLS 8
 c5_status c5k_acc_rows_cpu(c5k_ctx *ctx, long n, long dim, const long *idx, const c5_real *src, int subtract,
                            double *acc)
 {
   (void)ctx;
-  for (long e = 0; e < n; e++) {
-    long r = idx ? idx[e] : e;
-    if (r < 0) continue;
-    const c5_real *s = src + r * dim;
-    if (subtract) for (long k = 0; k < dim; k++) acc[k] -= s[k];
-    else for (long k = 0; k < dim; k++) acc[k] += s[k];
+#pragma omp parallel for schedule(static) if (n * dim > C5K_GATHER_PAR)
+  for (long k0 = 0; k0 < dim; k0 += AR_COLS) {
+    const int kn = dim - k0 < AR_COLS ? (int)(dim - k0) : AR_COLS;
+    double s[AR_COLS] = { 0 };
+    for (long p0 = 0; p0 < n; p0 += C5K_ROWPART) {
+      double a[AR_COLS] = { 0 };
+      const long p1 = n - p0 < C5K_ROWPART ? n : p0 + C5K_ROWPART;
+      for (long e = p0; e < p1; e++) {
+        const long r = idx ? idx[e] : e;
+        for (int j = 0; j < kn; j++) {
+          const double t = r < 0 ? 0.0 : (double)src[r * dim + k0 + j];
+          a[j] += subtract ? -t : t;
+        }
+      }
+      for (int j = 0; j < kn; j++) s[j] += a[j];
+    }
+    for (int j = 0; j < kn; j++) acc[k0 + j] += s[j];
   }
   return C5_OK;
 }

@@ -618,8 +618,8 @@ static __device__ __forceinline__ void hg_take(const T *v, long j0, long n1, con
    when its max grows; the threads' parts merged in a fixed order) and
    P_j = exp(S_j - lse) (the difference in double), 0 for masked slots, in bf16. */
 __global__ void __launch_bounds__(HG_THREADS)
-hg_rows_forward(long rows, long n1, long ldp, long hs, const float *S, const uint8_t *mk, __nv_bfloat16 *P,
-                double *lse, long lse_h)
+hg_rows_forward(long rows, long n1, long n1p, long ldp, long hs, const float *S, const uint8_t *mk,
+                __nv_bfloat16 *P, double *lse, long lse_h)
 {
   __shared__ double sh[HG_THREADS / 32];
   const long hh = blockIdx.x / rows, i = blockIdx.x % rows, off = hh * hs + i * ldp;
@@ -641,13 +641,13 @@ hg_rows_forward(long rows, long n1, long ldp, long hs, const float *S, const uin
   }
   const float mx = hg_max(m, sh);   /* finite: the null slot always takes part */
   const double ls = (double)mx + log(hg_sum(m == -INFINITY ? 0.0 : l * exp((double)m - (double)mx), sh));
-  for (long j0 = threadIdx.x; j0 < n1; j0 += (long)HG_THREADS * HG_U) {
+  for (long j0 = threadIdx.x; j0 < n1p; j0 += (long)HG_THREADS * HG_U) {   /* P = 0 past n1 */
     float x[HG_U];
     hg_take(s, j0, n1, mk, -INFINITY, x);
 #pragma unroll
     for (int u = 0; u < HG_U; u++) {
       const long j = j0 + (long)u * HG_THREADS;
-      if (j < n1) P[off + j] = __float2bfloat16_rn(x[u] == -INFINITY ? 0.f : expf((float)((double)x[u] - ls)));
+      if (j < n1p) P[off + j] = __float2bfloat16_rn(x[u] == -INFINITY ? 0.f : expf((float)((double)x[u] - ls)));
     }
   }
   if (threadIdx.x == 0) lse[hh * lse_h + i] = ls;
@@ -656,7 +656,7 @@ hg_rows_forward(long rows, long n1, long ldp, long hs, const float *S, const uin
 /* One block a row: P recomputed from S and lse as the SIMT backward does, Delta = sum_j P_j dP_j in double, then
    P and dS = P (dP - Delta) (formed in double) in bf16. */
 __global__ void __launch_bounds__(HG_THREADS)
-hg_rows_backward(long rows, long n1, long ldp, long hs, const float *S, const float *dP, const uint8_t *mk,
+hg_rows_backward(long rows, long n1, long n1p, long ldp, long hs, const float *S, const float *dP, const uint8_t *mk,
                  const double *lse, long lse_h, __nv_bfloat16 *P, __nv_bfloat16 *dS)
 {
   __shared__ double sh[HG_THREADS / 32];
@@ -673,14 +673,14 @@ hg_rows_backward(long rows, long n1, long ldp, long hs, const float *S, const fl
       if (x[u] != -INFINITY) d += (double)expf((float)((double)x[u] - ls)) * (double)y[u];
   }
   d = hg_sum(d, sh);
-  for (long j0 = threadIdx.x; j0 < n1; j0 += (long)HG_THREADS * HG_U) {
+  for (long j0 = threadIdx.x; j0 < n1p; j0 += (long)HG_THREADS * HG_U) {   /* P = dS = 0 past n1 */
     float x[HG_U], y[HG_U];
     hg_take(s, j0, n1, mk, -INFINITY, x);
     hg_take(dp, j0, n1, mk, 0.f, y);
 #pragma unroll
     for (int u = 0; u < HG_U; u++) {
       const long j = j0 + (long)u * HG_THREADS;
-      if (j >= n1) continue;
+      if (j >= n1p) continue;
       const float p = x[u] == -INFINITY ? 0.f : expf((float)((double)x[u] - ls));
       P[off + j] = __float2bfloat16_rn(p);
       dS[off + j] = __float2bfloat16_rn((float)((double)p * ((double)y[u] - d)));
@@ -690,22 +690,32 @@ hg_rows_backward(long rows, long n1, long ldp, long hs, const float *S, const fl
 
 /* Where the op's parts lie in the device scratch (bytes), and the chunk's rows and score stride. */
 struct hg_plan {
-  long cq, ldp;
-  size_t q, kv, dout, s, dp, p, ds, bytes;
+  long cq, ldp;   /* query rows a chunk; the score rows' stride */
+  long g, kg, n1p;   /* the P V and dS K products' slot groups: g of kg slots, n1p = g kg >= n1 (1, n1, n1: none) */
+  size_t q, kv, dout, s, dp, p, ds, part, bytes;
 };
 
 static size_t hg_up(size_t x) { return (x + 255) & ~(size_t)255; }
 
-static hg_plan hg_plan_of(const ha_shape &a, bool backward)
+static hg_plan hg_plan_of(const c5k_cuda_dev *dev, const ha_shape &a, bool backward)
 {
   hg_plan p;
-  p.ldp = (a.n1 + 7) & ~7L;   /* bf16 rows of P and dS 16-byte aligned */
-  const size_t row = (size_t)a.hpr * p.ldp * (backward ? 12 : 6);
+  const size_t row = (size_t)a.hpr * ((a.n1 + 7) & ~7L) * (backward ? 12 : 6);
   long cq = (long)(HG_BUDGET / row) & ~63L;
   const long nq = (a.nq + 63) & ~63L;
   cq = cq < 64 ? 64 : cq;
   p.cq = cq < nq ? cq : nq;
-  const size_t qb = (size_t)a.batch * a.nq * a.D * 2, kvb = (size_t)a.batch * a.R * a.n1 * a.L * 2,
+  /* P V and dS K have a [cq, dh] output a head and a sum over all n1 slots: cuBLASLt gave them one CTA a
+     128-row tile (24 of 132 SMs busy at n = 1M, cq = 320), so long sums are cut into groups whose products
+     fill the device twice over, added after in group order (hg_sum_parts) */
+  const long tiles = a.hpr * ((p.cq + 127) / 128);
+  long g = (2L * dev->sms + tiles - 1) / tiles;
+  g = g < a.n1 / 1024 ? g : a.n1 / 1024;
+  p.g = g > 1 ? g : 1;
+  p.kg = p.g > 1 ? ((a.n1 + p.g - 1) / p.g + 7) & ~7L : a.n1;
+  p.n1p = p.g > 1 ? p.g * p.kg : a.n1;
+  p.ldp = (p.n1p + 7) & ~7L;   /* bf16 rows of P and dS 16-byte aligned */
+  const size_t qb = (size_t)a.batch * a.nq * a.D * 2, kvb = (size_t)a.batch * a.R * p.n1p * a.L * 2,
                sb = (size_t)a.hpr * p.cq * p.ldp;
   size_t o = 0;
   p.q = o; o = hg_up(o + qb);
@@ -715,8 +725,30 @@ static hg_plan hg_plan_of(const ha_shape &a, bool backward)
   p.dp = o; o = backward ? hg_up(o + sb * 4) : o;
   p.p = o; o = hg_up(o + sb * 2);
   p.ds = o; o = backward ? hg_up(o + sb * 2) : o;
+  p.part = o; o = p.g > 1 ? hg_up(o + (size_t)a.hpr * p.g * p.cq * a.dh * 4) : o;
   p.bytes = o;
   return p;
+}
+
+/* kv's bf16 copy with n1p slots a route, the slots past n1 zero (the grouped products read them, times P = 0). */
+__global__ void hg_kv_bf16(long total, long n1, long n1p, long L, const float *kv, __nv_bfloat16 *y)
+{
+  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x) {
+    const long row = i / L, br = row / n1p, j = row % n1p;
+    y[i] = __float2bfloat16_rn(j < n1 ? kv[(br * n1 + j) * L + i % L] : 0.f);
+  }
+}
+
+/* out[row, hh dh + e] (row stride ldo) = sum over the groups in order of part[hh][group][row][e], in double. */
+__global__ void hg_sum_parts(long total, long mb, int dh, long g, long cq, const float *part, long ldo, float *out)
+{
+  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x) {
+    const long hh = i / (mb * dh), row = i / dh % mb, e = i % dh;
+    const float *x = part + (hh * g * cq + row) * dh + e;
+    double acc = 0;
+    for (long k = 0; k < g; k++) acc += (double)x[k * cq * dh];
+    out[row * ldo + hh * dh + e] = (float)acc;
+  }
 }
 
 /* The route's hpr heads at once: C_h = alpha op(A_h) op(B_h) + beta C_h, bf16 inputs, f32 C. */
@@ -728,16 +760,39 @@ static c5_status hg_gemm(c5k_ctx *ctx, const ha_shape &a, int ta, int tb, long m
                           C5_DTYPE_F32, ldc, sc, a.hpr, C5_DTYPE_F32);
 }
 
+/* The route's hpr heads: out_h (row stride D) = alpha X_h Y_h over the slots, X_h [mb, ldp] (P or dS, zero past
+   n1), Y_h the bf16 kv's values or keys (Y + h 2 dh, row stride L, zero past n1): one strided batch, or with
+   p.g > 1 each head's groups one batch into part and their sum after. */
+static c5_status hg_slot_product(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape &a, const hg_plan &p, long mb,
+                                 double alpha, const __nv_bfloat16 *X, const __nv_bfloat16 *Y, float *part, float *out,
+                                 const char *op)
+{
+  const long hs = p.cq * p.ldp, dh = a.dh;
+  if (p.g == 1) return hg_gemm(ctx, a, 0, 0, mb, dh, a.n1, alpha, X, p.ldp, hs, Y, a.L, 2 * dh, 0.0, out, a.D, dh);
+  for (long hh = 0; hh < a.hpr; hh++)
+    C5_CALL_K(c5k_gemm_ex_cuda(ctx, 0, 0, mb, dh, p.kg, alpha, X + hh * hs, C5_DTYPE_BF16, p.ldp, p.kg,
+                               Y + hh * 2 * dh, C5_DTYPE_BF16, a.L, p.kg * a.L, 0.0, part + hh * p.g * p.cq * dh,
+                               C5_DTYPE_F32, dh, p.cq * dh, p.g, C5_DTYPE_F32));
+  const long total = a.hpr * mb * dh;
+  hg_sum_parts<<<(unsigned)((total + 255) / 256 < 4096 ? (total + 255) / 256 : 4096), 256, 0, dev->stream>>>(
+      total, mb, (int)dh, p.g, p.cq, part, a.D, out);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
 /* Scratch laid out, q and kv (and dout) copied to bf16. */
 static c5_status hg_setup(c5k_cuda_dev *dev, const ha_shape &a, bool backward, const float *q, const float *kv,
                           const float *dout, hg_plan *p, char **scr, const char *op)
 {
-  *p = hg_plan_of(a, backward);
+  *p = hg_plan_of(dev, a, backward);
   void *v;
   C5_CALL_K(c5k_cuda_scratch(dev, p->bytes, &v, op));
   *scr = (char *)v;
   C5_CALL_K(c5k_cuda_to_bf16(dev, a.batch * a.nq * a.D, q, *scr + p->q, op));
-  C5_CALL_K(c5k_cuda_to_bf16(dev, a.batch * a.R * a.n1 * a.L, kv, *scr + p->kv, op));
+  const long nkv = a.batch * a.R * p->n1p * a.L;
+  hg_kv_bf16<<<(unsigned)((nkv + 255) / 256 < 4096 ? (nkv + 255) / 256 : 4096), 256, 0, dev->stream>>>(
+      nkv, a.n1, p->n1p, a.L, kv, (__nv_bfloat16 *)(*scr + p->kv));
+  C5K_CUDA_LAUNCHED(op);
   if (backward) C5_CALL_K(c5k_cuda_to_bf16(dev, a.batch * a.nq * a.D, dout, *scr + p->dout, op));
   return C5_OK;
 }
@@ -749,20 +804,20 @@ static c5_status hg_forward(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape &a, 
   char *scr;
   C5_CALL_K(hg_setup(dev, a, false, q, kv, NULL, &p, &scr, op));
   const __nv_bfloat16 *qb = (const __nv_bfloat16 *)(scr + p.q), *kvb = (const __nv_bfloat16 *)(scr + p.kv);
-  float *S = (float *)(scr + p.s);
+  float *S = (float *)(scr + p.s), *part = (float *)(scr + p.part);
   __nv_bfloat16 *P = (__nv_bfloat16 *)(scr + p.p);
   const long hs = p.cq * p.ldp, dh = a.dh;
   for (long b = 0; b < a.batch; b++)
     for (int r = 0; r < a.R; r++)
       for (long i0 = 0; i0 < a.nq; i0 += p.cq) {
         const long mb = a.nq - i0 < p.cq ? a.nq - i0 : p.cq, qo = (b * a.nq + i0) * a.D + (long)r * a.hpr * dh;
-        const __nv_bfloat16 *kh = kvb + (b * a.R + r) * a.n1 * a.L;
+        const __nv_bfloat16 *kh = kvb + (b * a.R + r) * p.n1p * a.L;
         C5_CALL_K(hg_gemm(ctx, a, 0, 1, mb, a.n1, dh, a.scale, qb + qo, a.D, dh, kh, a.L, 2 * dh, 0.0, S, p.ldp, hs));
         hg_rows_forward<<<(unsigned)(a.hpr * mb), HG_THREADS, 0, dev->stream>>>(
-            mb, a.n1, p.ldp, hs, S, kmask ? kmask + (b * a.R + r) * a.nk : NULL, P,
+            mb, a.n1, p.n1p, p.ldp, hs, S, kmask ? kmask + (b * a.R + r) * a.nk : NULL, P,
             lse + (b * a.H + (long)r * a.hpr) * a.nq + i0, a.nq);
         C5K_CUDA_LAUNCHED(op);
-        C5_CALL_K(hg_gemm(ctx, a, 0, 0, mb, dh, a.n1, 1.0, P, p.ldp, hs, kh + dh, a.L, 2 * dh, 0.0, o + qo, a.D, dh));
+        C5_CALL_K(hg_slot_product(ctx, dev, a, p, mb, 1.0, P, kh + dh, part, o + qo, op));
       }
   return C5_OK;
 }
@@ -780,21 +835,21 @@ static c5_status hg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape &a,
   C5_CALL_K(hg_setup(dev, a, true, q, kv, dout, &p, &scr, op));
   const __nv_bfloat16 *qb = (const __nv_bfloat16 *)(scr + p.q), *kvb = (const __nv_bfloat16 *)(scr + p.kv);
   const __nv_bfloat16 *ob = (const __nv_bfloat16 *)(scr + p.dout);
-  float *S = (float *)(scr + p.s), *dP = (float *)(scr + p.dp);
+  float *S = (float *)(scr + p.s), *dP = (float *)(scr + p.dp), *part = (float *)(scr + p.part);
   __nv_bfloat16 *P = (__nv_bfloat16 *)(scr + p.p), *dS = (__nv_bfloat16 *)(scr + p.ds);
   const long hs = p.cq * p.ldp, dh = a.dh;
   for (long b = 0; b < a.batch; b++)
     for (int r = 0; r < a.R; r++)
       for (long i0 = 0; i0 < a.nq; i0 += p.cq) {
         const long mb = a.nq - i0 < p.cq ? a.nq - i0 : p.cq, qo = (b * a.nq + i0) * a.D + (long)r * a.hpr * dh;
-        const long ko = (b * a.R + r) * a.n1 * a.L;
+        const long ko = (b * a.R + r) * a.n1 * a.L, kbo = (b * a.R + r) * p.n1p * a.L;   /* in dkv; in the copy */
         const double beta = i0 ? 1.0 : 0.0;   /* the first chunk sets dk, dv; the later ones add */
-        C5_CALL_K(hg_gemm(ctx, a, 0, 1, mb, a.n1, dh, a.scale, qb + qo, a.D, dh, kvb + ko, a.L, 2 * dh, 0.0, S, p.ldp,
+        C5_CALL_K(hg_gemm(ctx, a, 0, 1, mb, a.n1, dh, a.scale, qb + qo, a.D, dh, kvb + kbo, a.L, 2 * dh, 0.0, S, p.ldp,
                           hs));
-        C5_CALL_K(hg_gemm(ctx, a, 0, 1, mb, a.n1, dh, 1.0, ob + qo, a.D, dh, kvb + ko + dh, a.L, 2 * dh, 0.0, dP,
+        C5_CALL_K(hg_gemm(ctx, a, 0, 1, mb, a.n1, dh, 1.0, ob + qo, a.D, dh, kvb + kbo + dh, a.L, 2 * dh, 0.0, dP,
                           p.ldp, hs));
         hg_rows_backward<<<(unsigned)(a.hpr * mb), HG_THREADS, 0, dev->stream>>>(
-            mb, a.n1, p.ldp, hs, S, dP, kmask ? kmask + (b * a.R + r) * a.nk : NULL,
+            mb, a.n1, p.n1p, p.ldp, hs, S, dP, kmask ? kmask + (b * a.R + r) * a.nk : NULL,
             lse + (b * a.H + (long)r * a.hpr) * a.nq + i0, a.nq, P, dS);
         C5K_CUDA_LAUNCHED(op);
         /* dv += P^T dout, dk += scale dS^T q, dq = scale dS k */
@@ -802,8 +857,7 @@ static c5_status hg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape &a,
                           2 * dh));
         C5_CALL_K(hg_gemm(ctx, a, 1, 0, a.n1, dh, mb, a.scale, dS, p.ldp, hs, qb + qo, a.D, dh, beta, dkv + ko, a.L,
                           2 * dh));
-        C5_CALL_K(hg_gemm(ctx, a, 0, 0, mb, dh, a.n1, a.scale, dS, p.ldp, hs, kvb + ko, a.L, 2 * dh, 0.0, dq + qo,
-                          a.D, dh));
+        C5_CALL_K(hg_slot_product(ctx, dev, a, p, mb, a.scale, dS, kvb + kbo, part, dq + qo, op));
       }
   return C5_OK;
 }

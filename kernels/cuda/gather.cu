@@ -3,10 +3,12 @@
    output over null_q_token, the backward through the query score, the
    null_q_token gradient and the kv exchange's masks and positions. Element
    moves and independent rows run one thread per element; every sum keeps
-   the CPU's order (k order within a row, e order over rows), so the bits
-   are the CPU's and do not depend on the launch. */
+   the CPU's order (k order within a row; over rows e order, or for
+   acc_rows the parameter gradients' row partition), so the bits are the
+   CPU's and do not depend on the launch. */
 #include <stdint.h>
-#include "cuda_internal.cuh"
+#include <limits.h>
+#include "rowsum.cuh"
 
 __global__ void gather_rows_kernel(long n, long dim, const long *idx, const c5_real *scale, const c5_real *src,
                                    long lds, c5_real *dst)
@@ -121,19 +123,19 @@ extern "C" c5_status c5k_gather_scale_dot_cuda(c5k_ctx *ctx, long n, long dim, c
   return C5_OK;
 }
 
-/* One thread per k: its sum over e in order, as the CPU's */
-__global__ void acc_rows_kernel(long n, long dim, const long *idx, const c5_real *src, int subtract, double *acc)
-{
-  C5K_GRID_LOOP(k, dim) {
-    double a = acc[k];
-    for (long e = 0; e < n; e++) {
-      long r = idx ? idx[e] : e;
-      if (r < 0) continue;
-      a = subtract ? c5k_sub(a, (double)src[r * dim + k]) : c5k_add(a, (double)src[r * dim + k]);
-    }
-    acc[k] = a;
+/* acc_rows' term: row e's column k, negated when subtracting, 0 for idx -1 (kernels.h) */
+struct acc_rows_term {
+  const long *idx;
+  const c5_real *src;
+  long dim;
+  int subtract;
+  __device__ void operator()(long e, int k, double *t) const
+  {
+    const long r = idx ? idx[e] : e;
+    const double x = r < 0 ? 0.0 : (double)src[r * dim + k];
+    t[0] = subtract ? -x : x;
   }
-}
+};
 
 extern "C" c5_status c5k_acc_rows_cuda(c5k_ctx *ctx, long n, long dim, const long *idx, const c5_real *src,
                                        int subtract, double *acc)
@@ -142,9 +144,10 @@ extern "C" c5_status c5k_acc_rows_cuda(c5k_ctx *ctx, long n, long dim, const lon
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   if (n <= 0 || dim <= 0) return C5_OK;
-  acc_rows_kernel<<<c5k_cuda_blocks(dev, dim), C5K_THREADS, 0, dev->stream>>>(n, dim, idx, src, subtract, acc);
-  C5K_CUDA_LAUNCHED(op);
-  return C5_OK;
+  if (dim > INT_MAX) return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: dim %ld (the row partition takes int columns)", op, dim);
+  const acc_rows_term term = { idx, src, dim, subtract };
+  c5k_rowpart_out<1> out = { { acc } };
+  return c5k_rowpart_sum<1>(dev, op, term, n, (int)dim, out);
 }
 
 /* Rows of width bytes moved in words of W bytes (the widest that divides
