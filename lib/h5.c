@@ -124,23 +124,15 @@ c5_status c5_h5_close(c5_h5 *f)
 
 int c5_h5_exists(const c5_h5 *f, const char *name)
 {
-  /* check each path component: H5Lexists fails on a missing intermediate group */
-  char buf[1024];
-  snprintf(buf, sizeof buf, "%s", name);
-  for (char *p = buf + (buf[0] == '/'); ; p++) {
-    if (*p == '/' || *p == '\0') {
-      char c = *p;
-      *p = '\0';
-      if (H5Lexists(f->file, buf, H5P_DEFAULT) <= 0) { H5Eclear2(H5E_DEFAULT); return 0; }
-      if (!c) return 1;
-      *p = c;
-    }
-  }
+  int found;
+  return c5_h5_path_check(f, name, &found) == C5_OK ? found : -1;
 }
 
 c5_status c5_h5_shape(const c5_h5 *f, const char *name, int *ndim, long dims[C5_H5_MAXDIM])
 {
-  C5_CHECK(c5_h5_exists(f, name), C5_ERR_IO, "%s: dataset %s is missing", f->path, name);
+  int found;
+  C5_CALL(c5_h5_path_check(f, name, &found));
+  C5_CHECK(found, C5_ERR_IO, "%s: dataset %s is missing", f->path, name);
   char why[256];
   hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
   C5_CHECK(d >= 0, C5_ERR_IO, "%s: %s is not a dataset (%s)", f->path, name, c5_h5_reason(why));
@@ -363,6 +355,8 @@ c5_status c5_h5_read_params(const c5_h5 *f, const char *group, c5_params *p)
     C5_CALL(c5_h5_read_real(f, name, nd, dims, c5_params_value(p, i)));
   }
   iter_t it = { .p = p };
+  int found;
+  C5_CALL(c5_h5_path_check(f, group, &found));   /* H5Literate reads the group's local heap */
   hid_t g = H5Gopen2(f->file, group, H5P_DEFAULT);
   char why[256];
   C5_CHECK(g >= 0, C5_ERR_IO, "%s: group %s is missing (%s)", f->path, group, c5_h5_reason(why));

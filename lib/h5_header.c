@@ -1,9 +1,9 @@
-/* h5_header.c - object headers of files the project did not write, checked
-   from the file's bytes before libhdf5 reads them.
+/* h5_header.c - object headers and group heaps of files the project did
+   not write, checked from the file's bytes before libhdf5 reads them.
 
    h5py writes superblock 0 with version-1 object headers, no checksums.
    libhdf5 1.10.8 trusts the sizes inside them (asserts only), and the
-   fuzzer found three ways a damaged one turns a read into a crash or a
+   fuzzer found four ways a damaged one turns a read into a crash or a
    hang (docs/bad-input.md):
    - an attribute message whose parts (name, datatype, dataspace, value)
      claim more bytes than the message holds: H5Aexists_by_name decodes
@@ -14,10 +14,14 @@
      copies past its buffers or loops forever inside H5HG_read; a damaged
      character size makes it allocate length x size bytes first (3 GB);
    - a superblock base address other than 0: every address is read from
-     there, and a damaged one sent H5HG_read into an endless loop.
+     there, and a damaged one sent H5HG_read into an endless loop;
+   - a group's local heap (its link names) whose free list points back to
+     an earlier block: the first lookup in the group (H5Lexists, H5Gopen)
+     walks that list without a bound, allocating a node each step.
    Only the layout h5py writes by default is walked (superblock 0/1, 8-byte
-   offsets and lengths, version-1 object headers); anything else is left to
-   libhdf5: the 1.10 format the project writes checksums its metadata. */
+   offsets and lengths, version-1 object headers, base address 0: every
+   address below is a file offset); anything else is left to libhdf5: the
+   1.10 format the project writes checksums its metadata. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -81,58 +85,130 @@ static void attr_check(const unsigned char *d, size_t size, attr_parts *p, char 
              (unsigned long long)need, (unsigned long long)n, (unsigned long long)esize, size - p->value);
 }
 
-/* Walk the v1 object header at hdr (and its continuations). Every attribute message is checked (libhdf5
-   decodes them all when asked for one); the one named attr, when it holds a variable-length string, gives
-   its 16-byte reference's file offset in *ref and its character size in *csize. Returns 1 when found so,
-   0 otherwise, -1 when an attribute message is damaged (bad says how). A header this walk does not read
-   (another version, sizes past its block) returns 0: libhdf5 checks those itself. */
-static int walk_header(const bytes_t *f, uint64_t base, uint64_t hdr, const char *attr, size_t *ref,
-                       uint64_t *csize, char *bad, size_t blen)
+/* Each message of the v1 object header at hdr (and of its continuations), in order, to visit (its type, its
+   data d of size bytes, the message's file offset at) until visit returns nonzero, which is returned. A header
+   this walk does not read (another version, sizes past its block) ends it with 0: libhdf5 checks those itself. */
+typedef int (*msg_visit)(void *ctx, unsigned type, const unsigned char *d, uint64_t size, uint64_t at);
+static int each_message(const bytes_t *f, uint64_t hdr, msg_visit visit, void *ctx)
 {
   if (hdr > f->len || f->len - hdr < 16 || f->b[hdr] != 1) return 0;
   uint64_t blocks[64][2] = { { hdr + 16, le(f->b + hdr + 8, 4) } };
-  int nb = 1, found = 0;
-  size_t alen = strlen(attr) + 1;
+  int nb = 1;
   for (int bi = 0; bi < nb; bi++) {
     uint64_t at = blocks[bi][0], end = at + blocks[bi][1];
-    if (at > f->len || end > f->len || end < at) return found;
+    if (at > f->len || end > f->len || end < at) return 0;
     while (end - at >= 8) {
       unsigned type = (unsigned)le(f->b + at, 2);
       uint64_t size = le(f->b + at + 2, 2);
       const unsigned char *d = f->b + at + 8;
-      if (size > end - at - 8) return found;
-      if (type == 0x10 && size >= 16 && nb < 64) {   /* continuation */
-        blocks[nb][0] = le(d, 8) + base;
-        blocks[nb][1] = le(d + 8, 8);
-        nb++;
-      } else if (type == 0x0C && size >= 8 && (d[0] == 1 || d[0] == 2 || d[0] == 3)) {   /* attribute */
-        attr_parts p;
-        char why[160];
-        attr_check(d, (size_t)size, &p, why, sizeof why);
-        if (why[0]) {
-          snprintf(bad, blen, "the attribute message at byte %llu is damaged: %s", (unsigned long long)at, why);
-          return -1;
+      if (size > end - at - 8) return 0;
+      if (type == 0x10 && size >= 16) {   /* continuation */
+        if (nb < 64) {
+          blocks[nb][0] = le(d, 8);
+          blocks[nb][1] = le(d + 8, 8);
+          nb++;
         }
-        const unsigned char *t = d + p.type;
-        /* the named one, a variable-length (class 9) string (type 1): its reference is its value; the base
-           type (a character) follows the string type's 8 bytes, its size at its byte 4 */
-        if (!found && p.name_len == alen && !memcmp(d + p.name, attr, alen) && p.type_len >= 2 &&
-            (t[0] & 0x0f) == 9 && (t[1] & 0x0f) == 1 && p.value + 16 <= size) {
-          *csize = p.type_len >= 16 ? le(t + 12, 4) : 1;
-          *ref = (size_t)(d + p.value - f->b);
-          found = 1;
-        }
+      } else {
+        int r = visit(ctx, type, d, size, at);
+        if (r) return r;
       }
       at += 8 + size;
     }
   }
-  return found;
+  return 0;
+}
+
+/* Every attribute message is checked (libhdf5 decodes them all when asked for one); the one named attr, when
+   it holds a variable-length string, gives its 16-byte reference's file offset in ref and its character size
+   in csize. */
+typedef struct {
+  const bytes_t *f;
+  const char *attr;
+  size_t alen, ref;
+  uint64_t csize;
+  int found;
+  char *bad;
+  size_t blen;
+} attr_walk;
+static int visit_attr(void *ctx, unsigned type, const unsigned char *d, uint64_t size, uint64_t at)
+{
+  attr_walk *w = ctx;
+  if (type != 0x0C || size < 8 || d[0] < 1 || d[0] > 3) return 0;
+  attr_parts p;
+  char why[160];
+  attr_check(d, (size_t)size, &p, why, sizeof why);
+  if (why[0]) {
+    snprintf(w->bad, w->blen, "the attribute message at byte %llu is damaged: %s", (unsigned long long)at, why);
+    return -1;
+  }
+  const unsigned char *t = d + p.type;
+  /* the named one, a variable-length (class 9) string (type 1): its reference is its value; the base type (a
+     character) follows the string type's 8 bytes, its size at its byte 4 */
+  if (!w->found && p.name_len == w->alen && !memcmp(d + p.name, w->attr, w->alen) && p.type_len >= 2 &&
+      (t[0] & 0x0f) == 9 && (t[1] & 0x0f) == 1 && p.value + 16 <= size) {
+    w->csize = p.type_len >= 16 ? le(t + 12, 4) : 1;
+    w->ref = (size_t)(d + p.value - w->f->b);
+    w->found = 1;
+  }
+  return 0;
+}
+
+/* The symbol-table message (type 0x11) of a group's header: its v1 B-tree's and local heap's addresses. */
+typedef struct { uint64_t btree, heap; } stab_msg;
+static int visit_stab(void *ctx, unsigned type, const unsigned char *d, uint64_t size, uint64_t at)
+{
+  (void)at;
+  if (type != 0x11 || size < 16) return 0;
+  stab_msg *s = ctx;
+  s->btree = le(d, 8);
+  s->heap = le(d + 8, 8);
+  return 1;
+}
+
+/* The local heap at addr (a group's link names), as libhdf5 1.10.8 reads it (H5HL__hdr_deserialize,
+   H5HL__fl_deserialize): "HEAP", version 0, 3 reserved bytes, the data segment's size, the offset of the
+   free list's first block in it (1: none), the data segment's address. Each free block starts with the
+   offset of the next one and its own size; libhdf5 follows them with no bound, so one pointing back to
+   an earlier block loops forever. Every block must lie inside the data segment and hold at least those
+   two lengths (libhdf5 never keeps a smaller one); blocks that do not overlap number at most size / 16,
+   so a longer walk has revisited one. A heap libhdf5 refuses itself (no signature, a data segment past
+   the file's end) is left to it. "" in bad when sound. */
+static void check_local_heap(const bytes_t *f, uint64_t addr, char *bad, size_t blen)
+{
+  bad[0] = '\0';
+  if (addr > f->len || f->len - addr < 32 || memcmp(f->b + addr, "HEAP", 4) || f->b[addr + 4] != 0) return;
+  uint64_t size = le(f->b + addr + 8, 8), next = le(f->b + addr + 16, 8), data = le(f->b + addr + 24, 8);
+  if (data > f->len || size > f->len - data) return;
+  const unsigned char *seg = f->b + data;
+  for (uint64_t n = 0; next != 1; n++) {
+    uint64_t at = next;
+    if (at >= size || size - at < 16) {
+      snprintf(bad, blen, "free block %llu at offset %llu does not fit its 16-byte start (the next block's "
+               "offset, its size) in the %llu-byte data segment", (unsigned long long)n, (unsigned long long)at,
+               (unsigned long long)size);
+      return;
+    }
+    if (n == size / 16) {
+      snprintf(bad, blen, "its free list goes on past %llu blocks, more than its %llu-byte data segment holds "
+               "(it comes back to a block, at offset %llu, or its blocks overlap)", (unsigned long long)n,
+               (unsigned long long)size, (unsigned long long)at);
+      return;
+    }
+    uint64_t bsize = le(seg + at + 8, 8);
+    next = le(seg + at, 8);
+    if (bsize < 16 || bsize > size - at) {
+      snprintf(bad, blen, "free block %llu at offset %llu claims %llu bytes (at least 16, at most the %llu left "
+               "in the data segment)", (unsigned long long)n, (unsigned long long)at, (unsigned long long)bsize,
+               (unsigned long long)(size - at));
+      return;
+    }
+  }
 }
 
 /* The reference at ref (length, collection address, index) against its collection. "" when sound. */
-static void check_vlen_ref(const bytes_t *f, uint64_t base, size_t ref, char *bad, size_t blen)
+static void check_vlen_ref(const bytes_t *f, size_t ref, char *bad, size_t blen)
 {
-  uint64_t len = le(f->b + ref, 4), col = le(f->b + ref + 4, 8) + base, idx = le(f->b + ref + 12, 4);
+  uint64_t len = le(f->b + ref, 4), col = le(f->b + ref + 4, 8), idx = le(f->b + ref + 12, 4);
   bad[0] = '\0';
   if (col > f->len || f->len - col < 16 || memcmp(f->b + col, "GCOL", 4) || f->b[col + 4] != 1) {
     snprintf(bad, blen, "no global heap collection at address %llu", (unsigned long long)col);
@@ -165,8 +241,79 @@ static void check_vlen_ref(const bytes_t *f, uint64_t base, size_t ref, char *ba
              (unsigned long long)found);
 }
 
+/* f's bytes into b when the file is in h5py's layout (superblock 0/1, 8-byte addresses and lengths), read
+   whole (b->len 0 otherwise, or past 2 GiB: left to libhdf5); b->b freed by the caller. C5_ERR_IO when the
+   superblock's base address is not 0. */
+static c5_status load_h5py(const c5_h5 *f, bytes_t *b)
+{
+  *b = (bytes_t){ NULL, 0 };
+  FILE *fp = fopen(f->path, "rb");
+  if (!fp) return C5_OK;   /* libhdf5 has it open: it will say */
+  unsigned char sb[72];
+  if (fread(sb, 1, sizeof sb, fp) == sizeof sb && !memcmp(sb, "\211HDF\r\n\032\n", 8) && sb[8] <= 1 &&
+      sb[13] == 8 && sb[14] == 8 && fseek(fp, 0, SEEK_END) == 0) {
+    long n = ftell(fp);
+    if (n >= (long)sizeof sb && n <= (1L << 31) && (b->b = malloc((size_t)n)) != NULL) {
+      rewind(fp);
+      b->len = fread(b->b, 1, (size_t)n, fp) == (size_t)n ? (size_t)n : 0;
+    }
+  }
+  fclose(fp);
+  /* the format puts the base address at the superblock itself (here 0); libhdf5 1.10.8 takes another one and
+     reads every address from there */
+  uint64_t base = b->len ? le(b->b + 24, 8) : 0;
+  C5_CHECK(base == 0, C5_ERR_IO, "%s: the superblock is damaged: its base address is %llu, the superblock's own is 0",
+           f->path, (unsigned long long)base);
+  return C5_OK;
+}
+
+/* The local heap of obj (a path) when it is a group in h5py's layout (b: the file's bytes, load_h5py). An
+   object whose header libhdf5 cannot describe is passed over: libhdf5 cannot look inside it either. */
+static c5_status group_check(const c5_h5 *f, const bytes_t *b, const char *obj)
+{
+  H5O_info_t oi;
+  if (!b->len) return C5_OK;
+  if (H5Oget_info_by_name2(f->file, obj, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0) {
+    H5Eclear2(H5E_DEFAULT);
+    return C5_OK;
+  }
+  stab_msg s;
+  char bad[256];
+  if (oi.type != H5O_TYPE_GROUP || each_message(b, oi.addr, visit_stab, &s) != 1) return C5_OK;
+  check_local_heap(b, s.heap, bad, sizeof bad);
+  C5_CHECK(!bad[0], C5_ERR_IO, "%s: the local heap of group %s (at byte %llu) is damaged: %s", f->path, obj,
+           (unsigned long long)s.heap, bad);
+  return C5_OK;
+}
+
+c5_status c5_h5_path_check(const c5_h5 *f, const char *name, int *found)
+{
+  bytes_t b;
+  char buf[1024];
+  snprintf(buf, sizeof buf, "%s", name);
+  int ok = 1;   /* every component so far exists */
+  c5_status st = load_h5py(f, &b);
+  /* the root first (no lookup reaches it), then each prefix of name, looked up in its parent (checked by then) */
+  if (st == C5_OK) st = group_check(f, &b, "/");
+  for (char *p = buf + (buf[0] == '/'); st == C5_OK && ok && *p;) {
+    char *end = p + strcspn(p, "/"), c = *end;
+    *end = '\0';
+    ok = H5Lexists(f->file, buf, H5P_DEFAULT) > 0;   /* H5Lexists fails on a missing intermediate group */
+    if (!ok) H5Eclear2(H5E_DEFAULT);
+    else st = group_check(f, &b, buf);
+    *end = c;
+    p = c ? end + 1 : end;
+  }
+  free(b.b);
+  *found = st == C5_OK && ok;
+  return st;
+}
+
 c5_status c5_h5_header_check(const c5_h5 *f, const char *obj, const char *attr)
 {
+  /* the lookups of obj's path read the local heaps of the groups on the way */
+  int found;
+  C5_CALL(c5_h5_path_check(f, obj, &found));
   /* the basic info counts attribute messages without decoding them. An object whose kind libhdf5 cannot tell
      (a damaged message type) is refused here: its attributes would still be read, unchecked (a fuzzed root
      group whose symbol-table message became a dataspace one hid a damaged global heap so) */
@@ -175,41 +322,21 @@ c5_status c5_h5_header_check(const c5_h5 *f, const char *obj, const char *attr)
     char why[256];
     return C5_ERR(C5_ERR_IO, "%s: cannot read the object header of %s (%s)", f->path, obj, c5_h5_reason(why));
   }
-  FILE *fp = fopen(f->path, "rb");
-  if (!fp) return C5_OK;   /* libhdf5 has it open: it will say */
-  /* the superblock first: only h5py's layout is read whole (small files); the project's own are left alone */
-  unsigned char sb[72];
-  bytes_t b = { NULL, 0 };
-  if (fread(sb, 1, sizeof sb, fp) == sizeof sb && !memcmp(sb, "\211HDF\r\n\032\n", 8) && sb[8] <= 1 &&
-      sb[13] == 8 && sb[14] == 8 && fseek(fp, 0, SEEK_END) == 0) {
-    long n = ftell(fp);
-    if (n > 0 && n <= (1L << 31) && (b.b = malloc((size_t)n)) != NULL) {   /* larger files: left to libhdf5 */
-      rewind(fp);
-      b.len = fread(b.b, 1, (size_t)n, fp) == (size_t)n ? (size_t)n : 0;
-    }
-  }
-  fclose(fp);
-  c5_status st = C5_OK;
-  if (b.len >= sizeof sb) {
-    uint64_t base = le(b.b + 24, 8), csize = 1;
-    size_t ref;
+  bytes_t b;
+  c5_status st = load_h5py(f, &b);
+  if (st == C5_OK && b.len) {
     char bad[256];
-    int w;
-    /* the format puts the base address at the superblock itself (here 0); libhdf5 1.10.8 takes another one
-       and reads every address from there */
-    if (base != 0)
-      st = C5_ERR(C5_ERR_IO, "%s: the superblock is damaged: its base address is %llu, the superblock's own is 0",
-                  f->path, (unsigned long long)base);
-    else if ((w = walk_header(&b, base, oi.addr + base, attr, &ref, &csize, bad, sizeof bad)) < 0)
+    attr_walk w = { .f = &b, .attr = attr, .alen = strlen(attr) + 1, .csize = 1, .bad = bad, .blen = sizeof bad };
+    if (each_message(&b, oi.addr, visit_attr, &w) < 0)
       st = C5_ERR(C5_ERR_IO, "%s: the object header of %s is damaged (%s)", f->path, obj, bad);
-    else if (w == 1) {
-      check_vlen_ref(&b, base, ref, bad, sizeof bad);
+    else if (w.found) {
+      check_vlen_ref(&b, w.ref, bad, sizeof bad);
       /* libhdf5 sizes its conversion buffer as length x character size before reading the heap */
-      if (!bad[0] && csize != 1)
-        snprintf(bad, sizeof bad, "its characters claim %llu bytes each, a string's are 1", (unsigned long long)csize);
+      if (!bad[0] && w.csize != 1)
+        snprintf(bad, sizeof bad, "its characters claim %llu bytes each, a string's are 1", (unsigned long long)w.csize);
       if (bad[0])
         st = C5_ERR(C5_ERR_IO, "%s: attribute %s of %s is damaged: its string's reference at byte %zu does not match "
-                    "the global heap (%s)", f->path, attr, obj, ref, bad);
+                    "the global heap (%s)", f->path, attr, obj, w.ref, bad);
     }
   }
   free(b.b);

@@ -28,8 +28,14 @@ herr_t c5_h5_write_attr_string(hid_t obj, const char *name, const char *v);
 /* Before libhdf5 reads attribute attr of obj in a file the project did not write (h5py's layout:
    superblock 0/1, version-1 object headers without checksums): every attribute message of obj's header,
    attr's variable-length string reference and the superblock's base address checked from the file's
-   bytes (h5_header.c says which damage crashes or hangs libhdf5 1.10.8). C5_ERR_IO naming the damage. */
+   bytes (h5_header.c says which damage crashes or hangs libhdf5 1.10.8), after obj's path
+   (c5_h5_path_check). C5_ERR_IO naming the damage. */
 c5_status c5_h5_header_check(const c5_h5 *f, const char *obj, const char *attr);
+/* Before libhdf5 looks a name up in a group of a file in h5py's layout: the root group's and every group's
+   on the way to name (name's own too, when a group) local heap checked from the file's bytes, each before
+   the first lookup inside it. *found: whether name exists. C5_ERR_IO naming the file, the group and the
+   damage. */
+c5_status c5_h5_path_check(const c5_h5 *f, const char *name, int *found);
 /* "[a,b,c]" */
 void c5_h5_shape_str(char *buf, size_t len, int nd, const long *dims);
 #endif
