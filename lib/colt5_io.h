@@ -16,6 +16,9 @@ extern "C" {
 typedef struct {
   hid_t file;
   char path[1024];   /* for messages */
+  /* private: what the readers' checks of the file's bytes found sound (c5_h5_open_read makes it,
+     c5_h5_close frees it; NULL in a handle made otherwise: nothing kept) */
+  struct c5_h5_checked *checked;
 } c5_h5;
 
 /* Open an existing file read-only (serial: each rank may open it). */

@@ -100,6 +100,7 @@ c5_status c5_h5_open_read(const char *path, c5_h5 *f)
 {
   C5_CHECK(path && f, C5_ERR_ARG, "c5_h5_open_read: NULL argument");
   f->file = H5I_INVALID_HID;
+  f->checked = NULL;
   snprintf(f->path, sizeof f->path, "%s", path);
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);   /* errors come back as messages, not stderr dumps */
   FILE *fp = fopen(path, "rb");
@@ -108,11 +109,13 @@ c5_status c5_h5_open_read(const char *path, c5_h5 *f)
   f->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   char why[256];
   C5_CHECK(f->file >= 0, C5_ERR_IO, "%s: not a readable HDF5 file (%s)", path, c5_h5_reason(why));
+  f->checked = calloc(1, sizeof *f->checked);   /* none: the checks run at every read */
   return C5_OK;
 }
 
 c5_status c5_h5_close(c5_h5 *f)
 {
+  if (f) C5_FREE(f->checked);
   if (f && f->file >= 0) {
     herr_t e = H5Fclose(f->file);
     f->file = H5I_INVALID_HID;

@@ -21,7 +21,10 @@
    Only the layout h5py writes by default is walked (superblock 0/1, 8-byte
    offsets and lengths, version-1 object headers, base address 0: every
    address below is a file offset); anything else is left to libhdf5: the
-   1.10 format the project writes checksums its metadata. */
+   1.10 format the project writes checksums its metadata.
+   The bytes are read whole, once a check; what a check found sound (the
+   layout, each group's heap, each object's attributes: all of them at
+   once) is kept on the handle, so a file is read once per object. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -118,16 +121,61 @@ static int each_message(const bytes_t *f, uint64_t hdr, msg_visit visit, void *c
   return 0;
 }
 
-/* Every attribute message is checked (libhdf5 decodes them all when asked for one); the one named attr, when
-   it holds a variable-length string, gives its 16-byte reference's file offset in ref and its character size
-   in csize. */
+/* The reference at ref (length, collection address, index) against its collection. "" when sound. */
+static void check_vlen_ref(const bytes_t *f, size_t ref, char *bad, size_t blen)
+{
+  uint64_t len = le(f->b + ref, 4), col = le(f->b + ref + 4, 8), idx = le(f->b + ref + 12, 4);
+  bad[0] = '\0';
+  if (col > f->len || f->len - col < 16 || memcmp(f->b + col, "GCOL", 4) || f->b[col + 4] != 1) {
+    snprintf(bad, blen, "no global heap collection at address %llu", (unsigned long long)col);
+    return;
+  }
+  uint64_t csize = le(f->b + col + 8, 8);
+  if (csize < 16 || csize > f->len - col) {
+    snprintf(bad, blen, "the collection at %llu claims %llu bytes, the file has %zu", (unsigned long long)col,
+             (unsigned long long)csize, f->len);
+    return;
+  }
+  /* libhdf5's own walk (H5HG__cache_heap_deserialize), with the bounds and the progress it assumes */
+  uint64_t p = col + 16, end = col + csize, found = UINT64_MAX;
+  while (p < end) {
+    if (end - p < 16) break;   /* too small for an object header: free space */
+    uint64_t hidx = le(f->b + p, 2), size = le(f->b + p + 8, 8);
+    uint64_t need = hidx ? (size > end - p - 16 ? UINT64_MAX : 16 + pad8((size_t)size)) : size;
+    if (need == 0 || need > end - p) {
+      snprintf(bad, blen, "object %llu of the collection at %llu claims %llu bytes, %llu are left",
+               (unsigned long long)hidx, (unsigned long long)col, (unsigned long long)size, (unsigned long long)(end - p));
+      return;
+    }
+    if (hidx && hidx == idx) found = size;
+    p += need;
+  }
+  if (found == UINT64_MAX)
+    snprintf(bad, blen, "object %llu is not in the collection at %llu", (unsigned long long)idx, (unsigned long long)col);
+  else if (found != len)
+    snprintf(bad, blen, "the string claims %llu bytes, its heap object holds %llu", (unsigned long long)len,
+             (unsigned long long)found);
+}
+
+/* A variable-length string's reference at ref and its character size csize. "" when libhdf5 can read it. */
+static void check_string(const bytes_t *f, size_t ref, uint64_t csize, char *bad, size_t blen)
+{
+  check_vlen_ref(f, ref, bad, blen);
+  /* libhdf5 sizes its conversion buffer as length x character size before reading the heap */
+  if (!bad[0] && csize != 1)
+    snprintf(bad, blen, "its characters claim %llu bytes each, a string's are 1", (unsigned long long)csize);
+}
+
+/* Every attribute message is checked (libhdf5 decodes them all when asked for one), and every variable-length
+   string's reference against its global heap (sound: all of them match), so that one walk answers for every
+   attribute of the object; the one named attr (none: NULL), when it is such a string, gives its reference's
+   file offset in ref and what is wrong with it in sbad ("" when sound). */
 typedef struct {
   const bytes_t *f;
   const char *attr;
   size_t alen, ref;
-  uint64_t csize;
-  int found;
-  char *bad;
+  int found, sound;
+  char *bad, *sbad;
   size_t blen;
 } attr_walk;
 static int visit_attr(void *ctx, unsigned type, const unsigned char *d, uint64_t size, uint64_t at)
@@ -135,20 +183,24 @@ static int visit_attr(void *ctx, unsigned type, const unsigned char *d, uint64_t
   attr_walk *w = ctx;
   if (type != 0x0C || size < 8 || d[0] < 1 || d[0] > 3) return 0;
   attr_parts p;
-  char why[160];
+  char why[256];
   attr_check(d, (size_t)size, &p, why, sizeof why);
   if (why[0]) {
     snprintf(w->bad, w->blen, "the attribute message at byte %llu is damaged: %s", (unsigned long long)at, why);
     return -1;
   }
   const unsigned char *t = d + p.type;
-  /* the named one, a variable-length (class 9) string (type 1): its reference is its value; the base type (a
-     character) follows the string type's 8 bytes, its size at its byte 4 */
-  if (!w->found && p.name_len == w->alen && !memcmp(d + p.name, w->attr, w->alen) && p.type_len >= 2 &&
-      (t[0] & 0x0f) == 9 && (t[1] & 0x0f) == 1 && p.value + 16 <= size) {
-    w->csize = p.type_len >= 16 ? le(t + 12, 4) : 1;
-    w->ref = (size_t)(d + p.value - w->f->b);
-    w->found = 1;
+  /* a variable-length (class 9) string (type 1): its reference is its value; the base type (a character)
+     follows the string type's 8 bytes, its size at its byte 4 */
+  if (p.type_len >= 2 && (t[0] & 0x0f) == 9 && (t[1] & 0x0f) == 1 && p.value + 16 <= size) {
+    size_t ref = (size_t)(d + p.value - w->f->b);
+    check_string(w->f, ref, p.type_len >= 16 ? le(t + 12, 4) : 1, why, sizeof why);
+    if (why[0]) w->sound = 0;
+    if (w->attr && !w->found && p.name_len == w->alen && !memcmp(d + p.name, w->attr, w->alen)) {
+      w->found = 1;
+      w->ref = ref;
+      snprintf(w->sbad, w->blen, "%s", why);
+    }
   }
   return 0;
 }
@@ -205,115 +257,139 @@ static void check_local_heap(const bytes_t *f, uint64_t addr, char *bad, size_t 
   }
 }
 
-/* The reference at ref (length, collection address, index) against its collection. "" when sound. */
-static void check_vlen_ref(const bytes_t *f, size_t ref, char *bad, size_t blen)
+/* What the handle's checks found sound (c5_h5_open_read's handles; others have none and check every time):
+   the file's layout, and each object, by its header's address, for the checks it passed. */
+enum { CHECKED_HEAP = 1, CHECKED_ATTRS = 2 };
+static int was_checked(const c5_h5 *f, haddr_t addr, unsigned what)
 {
-  uint64_t len = le(f->b + ref, 4), col = le(f->b + ref + 4, 8), idx = le(f->b + ref + 12, 4);
-  bad[0] = '\0';
-  if (col > f->len || f->len - col < 16 || memcmp(f->b + col, "GCOL", 4) || f->b[col + 4] != 1) {
-    snprintf(bad, blen, "no global heap collection at address %llu", (unsigned long long)col);
-    return;
+  const c5_h5_checked *c = f->checked;
+  for (int i = 0; c && i < c->n; i++)
+    if (c->obj[i].addr == addr) return (c->obj[i].what & what) == what;
+  return 0;
+}
+static void mark_checked(const c5_h5 *f, haddr_t addr, unsigned what)
+{
+  c5_h5_checked *c = f->checked;
+  if (!c) return;
+  int i = 0;
+  while (i < c->n && c->obj[i].addr != addr) i++;
+  if (i == C5_H5_CHECKED_MAX) return;   /* full: checked again at the next read */
+  if (i == c->n) {
+    c->obj[i].addr = addr;
+    c->obj[i].what = 0;
+    c->n++;
   }
-  uint64_t csize = le(f->b + col + 8, 8);
-  if (csize < 16 || csize > f->len - col) {
-    snprintf(bad, blen, "the collection at %llu claims %llu bytes, the file has %zu", (unsigned long long)col,
-             (unsigned long long)csize, f->len);
-    return;
-  }
-  /* libhdf5's own walk (H5HG__cache_heap_deserialize), with the bounds and the progress it assumes */
-  uint64_t p = col + 16, end = col + csize, found = UINT64_MAX;
-  while (p < end) {
-    if (end - p < 16) break;   /* too small for an object header: free space */
-    uint64_t hidx = le(f->b + p, 2), size = le(f->b + p + 8, 8);
-    uint64_t need = hidx ? (size > end - p - 16 ? UINT64_MAX : 16 + pad8((size_t)size)) : size;
-    if (need == 0 || need > end - p) {
-      snprintf(bad, blen, "object %llu of the collection at %llu claims %llu bytes, %llu are left",
-               (unsigned long long)hidx, (unsigned long long)col, (unsigned long long)size, (unsigned long long)(end - p));
-      return;
-    }
-    if (hidx && hidx == idx) found = size;
-    p += need;
-  }
-  if (found == UINT64_MAX)
-    snprintf(bad, blen, "object %llu is not in the collection at %llu", (unsigned long long)idx, (unsigned long long)col);
-  else if (found != len)
-    snprintf(bad, blen, "the string claims %llu bytes, its heap object holds %llu", (unsigned long long)len,
-             (unsigned long long)found);
+  c->obj[i].what |= what;
 }
 
-/* f's bytes into b when the file is in h5py's layout (superblock 0/1, 8-byte addresses and lengths), read
-   whole (b->len 0 otherwise, or past 2 GiB: left to libhdf5); b->b freed by the caller. C5_ERR_IO when the
-   superblock's base address is not 0. */
-static c5_status load_h5py(const c5_h5 *f, bytes_t *b)
+/* *yes: whether f is in h5py's layout (superblock 0/1, 8-byte addresses and lengths, at most 2 GiB: the checks
+   read it whole); anything else is left to libhdf5. Remembered on the handle. C5_ERR_IO when the superblock's
+   base address is not 0 (every check refuses such a file). */
+static c5_status h5py_layout(const c5_h5 *f, int *yes)
 {
-  *b = (bytes_t){ NULL, 0 };
+  c5_h5_checked *c = f->checked;
+  *yes = c && c->layout > 0;
+  if (c && c->layout) return C5_OK;
   FILE *fp = fopen(f->path, "rb");
   if (!fp) return C5_OK;   /* libhdf5 has it open: it will say */
   unsigned char sb[72];
+  long n = -1;
   if (fread(sb, 1, sizeof sb, fp) == sizeof sb && !memcmp(sb, "\211HDF\r\n\032\n", 8) && sb[8] <= 1 &&
-      sb[13] == 8 && sb[14] == 8 && fseek(fp, 0, SEEK_END) == 0) {
-    long n = ftell(fp);
-    if (n >= (long)sizeof sb && n <= (1L << 31) && (b->b = malloc((size_t)n)) != NULL) {
-      rewind(fp);
-      b->len = fread(b->b, 1, (size_t)n, fp) == (size_t)n ? (size_t)n : 0;
-    }
-  }
+      sb[13] == 8 && sb[14] == 8 && fseek(fp, 0, SEEK_END) == 0)
+    n = ftell(fp);
   fclose(fp);
+  *yes = n >= (long)sizeof sb && n <= (1L << 31);
   /* the format puts the base address at the superblock itself (here 0); libhdf5 1.10.8 takes another one and
      reads every address from there */
-  uint64_t base = b->len ? le(b->b + 24, 8) : 0;
+  uint64_t base = *yes ? le(sb + 24, 8) : 0;
   C5_CHECK(base == 0, C5_ERR_IO, "%s: the superblock is damaged: its base address is %llu, the superblock's own is 0",
            f->path, (unsigned long long)base);
+  if (c) c->layout = *yes ? 1 : -1;
   return C5_OK;
 }
 
-/* The local heap of obj (a path) when it is a group in h5py's layout (b: the file's bytes, load_h5py). An
-   object whose header libhdf5 cannot describe is passed over: libhdf5 cannot look inside it either. */
-static c5_status group_check(const c5_h5 *f, const bytes_t *b, const char *obj)
+/* The file's bytes, read whole at the first object of a check the handle has not found sound yet (b->len 0
+   when they cannot be read: the walks then find nothing and leave the file to libhdf5). */
+typedef struct { bytes_t b; int read; } view_t;
+static const bytes_t *view_bytes(const c5_h5 *f, view_t *v)
+{
+  if (v->read) return &v->b;
+  v->read = 1;
+  FILE *fp = fopen(f->path, "rb");
+  if (!fp) return &v->b;
+  long n = fseek(fp, 0, SEEK_END) == 0 ? ftell(fp) : -1;
+  if (n > 0 && n <= (1L << 31) && (v->b.b = malloc((size_t)n)) != NULL) {
+    rewind(fp);
+    v->b.len = fread(v->b.b, 1, (size_t)n, fp) == (size_t)n ? (size_t)n : 0;
+  }
+  fclose(fp);
+  return &v->b;
+}
+
+/* The local heap of obj (a path) when it is a group the handle has not found sound yet. An object whose header
+   libhdf5 cannot describe is passed over: libhdf5 cannot look inside it either. */
+static c5_status group_check(const c5_h5 *f, view_t *v, const char *obj)
 {
   H5O_info_t oi;
-  if (!b->len) return C5_OK;
   if (H5Oget_info_by_name2(f->file, obj, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0) {
     H5Eclear2(H5E_DEFAULT);
     return C5_OK;
   }
+  if (oi.type != H5O_TYPE_GROUP || was_checked(f, oi.addr, CHECKED_HEAP)) return C5_OK;
+  const bytes_t *b = view_bytes(f, v);
   stab_msg s;
   char bad[256];
-  if (oi.type != H5O_TYPE_GROUP || each_message(b, oi.addr, visit_stab, &s) != 1) return C5_OK;
-  check_local_heap(b, s.heap, bad, sizeof bad);
-  C5_CHECK(!bad[0], C5_ERR_IO, "%s: the local heap of group %s (at byte %llu) is damaged: %s", f->path, obj,
-           (unsigned long long)s.heap, bad);
+  if (each_message(b, oi.addr, visit_stab, &s) == 1) {
+    check_local_heap(b, s.heap, bad, sizeof bad);
+    C5_CHECK(!bad[0], C5_ERR_IO, "%s: the local heap of group %s (at byte %llu) is damaged: %s", f->path, obj,
+             (unsigned long long)s.heap, bad);
+  }
+  if (b->len) {
+    /* its attributes too while the bytes are here (their damage is refused when one is read: header_walk) */
+    char sbad[256];
+    attr_walk w = { .f = b, .sound = 1, .bad = bad, .sbad = sbad, .blen = sizeof bad };
+    int sound = each_message(b, oi.addr, visit_attr, &w) == 0 && w.sound;
+    mark_checked(f, oi.addr, CHECKED_HEAP | (sound ? CHECKED_ATTRS : 0));
+  }
   return C5_OK;
 }
 
-c5_status c5_h5_path_check(const c5_h5 *f, const char *name, int *found)
+/* c5_h5_path_check with the bytes of v (read at most once for the whole walk) */
+static c5_status path_walk(const c5_h5 *f, view_t *v, const char *name, int *found)
 {
-  bytes_t b;
   char buf[1024];
   snprintf(buf, sizeof buf, "%s", name);
-  int ok = 1;   /* every component so far exists */
-  c5_status st = load_h5py(f, &b);
+  int ok = 1, h5py;   /* ok: every component so far exists */
+  c5_status st = h5py_layout(f, &h5py);
   /* the root first (no lookup reaches it), then each prefix of name, looked up in its parent (checked by then) */
-  if (st == C5_OK) st = group_check(f, &b, "/");
+  if (st == C5_OK && h5py) st = group_check(f, v, "/");
   for (char *p = buf + (buf[0] == '/'); st == C5_OK && ok && *p;) {
     char *end = p + strcspn(p, "/"), c = *end;
     *end = '\0';
     ok = H5Lexists(f->file, buf, H5P_DEFAULT) > 0;   /* H5Lexists fails on a missing intermediate group */
     if (!ok) H5Eclear2(H5E_DEFAULT);
-    else st = group_check(f, &b, buf);
+    else if (h5py) st = group_check(f, v, buf);
     *end = c;
     p = c ? end + 1 : end;
   }
-  free(b.b);
   *found = st == C5_OK && ok;
   return st;
 }
 
-c5_status c5_h5_header_check(const c5_h5 *f, const char *obj, const char *attr)
+c5_status c5_h5_path_check(const c5_h5 *f, const char *name, int *found)
+{
+  view_t v = { { NULL, 0 }, 0 };
+  c5_status st = path_walk(f, &v, name, found);
+  free(v.b.b);
+  return st;
+}
+
+/* c5_h5_header_check with the bytes of v (the path's walk and the header's read them at most once) */
+static c5_status header_walk(const c5_h5 *f, view_t *v, const char *obj, const char *attr)
 {
   /* the lookups of obj's path read the local heaps of the groups on the way */
-  int found;
-  C5_CALL(c5_h5_path_check(f, obj, &found));
+  int found, h5py;
+  C5_CALL(path_walk(f, v, obj, &found));
   /* the basic info counts attribute messages without decoding them. An object whose kind libhdf5 cannot tell
      (a damaged message type) is refused here: its attributes would still be read, unchecked (a fuzzed root
      group whose symbol-table message became a dataspace one hid a damaged global heap so) */
@@ -322,23 +398,29 @@ c5_status c5_h5_header_check(const c5_h5 *f, const char *obj, const char *attr)
     char why[256];
     return C5_ERR(C5_ERR_IO, "%s: cannot read the object header of %s (%s)", f->path, obj, c5_h5_reason(why));
   }
-  bytes_t b;
-  c5_status st = load_h5py(f, &b);
-  if (st == C5_OK && b.len) {
-    char bad[256];
-    attr_walk w = { .f = &b, .attr = attr, .alen = strlen(attr) + 1, .csize = 1, .bad = bad, .blen = sizeof bad };
-    if (each_message(&b, oi.addr, visit_attr, &w) < 0)
-      st = C5_ERR(C5_ERR_IO, "%s: the object header of %s is damaged (%s)", f->path, obj, bad);
-    else if (w.found) {
-      check_vlen_ref(&b, w.ref, bad, sizeof bad);
-      /* libhdf5 sizes its conversion buffer as length x character size before reading the heap */
-      if (!bad[0] && w.csize != 1)
-        snprintf(bad, sizeof bad, "its characters claim %llu bytes each, a string's are 1", (unsigned long long)w.csize);
-      if (bad[0])
-        st = C5_ERR(C5_ERR_IO, "%s: attribute %s of %s is damaged: its string's reference at byte %zu does not match "
-                    "the global heap (%s)", f->path, attr, obj, w.ref, bad);
-    }
-  }
-  free(b.b);
+  C5_CALL(h5py_layout(f, &h5py));
+  /* an object found sound answers for every attribute of it: the walk checked them all */
+  if (!h5py || was_checked(f, oi.addr, CHECKED_ATTRS)) return C5_OK;
+  const bytes_t *b = view_bytes(f, v);
+  c5_status st = C5_OK;
+  char bad[256], sbad[256];
+  attr_walk w = { .f = b, .attr = attr, .alen = strlen(attr) + 1, .sound = 1, .bad = bad, .sbad = sbad,
+                  .blen = sizeof bad };
+  if (!b->len) {
+  } else if (each_message(b, oi.addr, visit_attr, &w) < 0)
+    st = C5_ERR(C5_ERR_IO, "%s: the object header of %s is damaged (%s)", f->path, obj, bad);
+  else if (w.found && sbad[0])
+    st = C5_ERR(C5_ERR_IO, "%s: attribute %s of %s is damaged: its string's reference at byte %zu does not match "
+                "the global heap (%s)", f->path, attr, obj, w.ref, sbad);
+  else if (w.sound)
+    mark_checked(f, oi.addr, CHECKED_ATTRS);
+  return st;
+}
+
+c5_status c5_h5_header_check(const c5_h5 *f, const char *obj, const char *attr)
+{
+  view_t v = { { NULL, 0 }, 0 };
+  c5_status st = header_walk(f, &v, obj, attr);
+  free(v.b.b);
   return st;
 }
