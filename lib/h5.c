@@ -207,26 +207,22 @@ static c5_status read_any(const c5_h5 *f, const char *name, int ndim, const long
   H5T_class_t cls = ft >= 0 ? H5Tget_class(ft) : H5T_NO_CLASS;
   const size_t fsize = ft >= 0 ? H5Tget_size(ft) : 0;
   if (ft >= 0) H5Tclose(ft);
-  if (cls != want_class) {
-    H5Eclear2(H5E_DEFAULT);
-    H5Dclose(d);
-    return C5_ERR(C5_ERR_IO, "%s: dataset %s has %s elements, expected %s", f->path, name,
-                  cls == H5T_FLOAT ? "floating-point" : cls == H5T_INTEGER ? "integer" : "non-numeric",
-                  want_class == H5T_FLOAT ? "floating-point" : "integer");
-  }
+  c5_status st = C5_OK;
+  if (cls != want_class)
+    st = C5_ERR(C5_ERR_IO, "%s: dataset %s has %s elements, expected %s", f->path, name,
+                cls == H5T_FLOAT ? "floating-point" : cls == H5T_INTEGER ? "integer" : "non-numeric",
+                want_class == H5T_FLOAT ? "floating-point" : "integer");
   /* An element of another size than the numbers written here (2-8 bytes) is a damaged datatype: libhdf5
      1.10.8 sizes its chunk and conversion buffers by it (a fuzzed float claiming a huge size asked for 3.2 GB) */
-  if (fsize < 1 || fsize > 8 || (cls == H5T_FLOAT && fsize != 2 && fsize != 4 && fsize != 8)) {
-    H5Eclear2(H5E_DEFAULT);
-    H5Dclose(d);
-    return C5_ERR(C5_ERR_IO, "%s: dataset %s is damaged: its %s elements claim %zu bytes each", f->path, name,
-                  cls == H5T_FLOAT ? "floating-point" : "integer", fsize);
-  }
-  herr_t e = H5Dread(d, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
-  if (e < 0) c5_h5_reason(why);   /* before H5Dclose clears the stack */
+  else if (fsize < 1 || fsize > 8 || (cls == H5T_FLOAT && fsize != 2 && fsize != 4 && fsize != 8))
+    st = C5_ERR(C5_ERR_IO, "%s: dataset %s is damaged: its %s elements claim %zu bytes each", f->path, name,
+                cls == H5T_FLOAT ? "floating-point" : "integer", fsize);
+  /* the reason is read before H5Dclose clears the stack */
+  else if (H5Dread(d, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
+    st = C5_ERR(C5_ERR_IO, "%s: reading dataset %s failed (%s)", f->path, name, c5_h5_reason(why));
+  H5Eclear2(H5E_DEFAULT);   /* what a refused type's queries left */
   H5Dclose(d);
-  C5_CHECK(e >= 0, C5_ERR_IO, "%s: reading dataset %s failed (%s)", f->path, name, why);
-  return C5_OK;
+  return st;
 }
 
 c5_status c5_h5_read_real(const c5_h5 *f, const char *name, int ndim, const long *dims, c5_real *buf)
