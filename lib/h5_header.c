@@ -300,8 +300,8 @@ static c5_status h5py_layout(const c5_h5 *f, int *yes)
   fclose(fp);
   *yes = n >= (long)sizeof sb && n <= (1L << 31);
   /* the format puts the base address at the superblock itself (here 0); libhdf5 1.10.8 takes another one and
-     reads every address from there */
-  uint64_t base = *yes ? le(sb + 24, 8) : 0;
+     reads every address from there. Version 1 has 4 more bytes before it (the indexed storage's K). */
+  uint64_t base = *yes ? le(sb + (sb[8] == 1 ? 28 : 24), 8) : 0;
   C5_CHECK(base == 0, C5_ERR_IO, "%s: the superblock is damaged: its base address is %llu, the superblock's own is 0",
            f->path, (unsigned long long)base);
   if (c) c->layout = *yes ? 1 : -1;
