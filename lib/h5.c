@@ -115,7 +115,10 @@ c5_status c5_h5_open_read(const char *path, c5_h5 *f)
 
 c5_status c5_h5_close(c5_h5 *f)
 {
-  if (f) C5_FREE(f->checked);
+  if (f) {
+    c5_h5_checked_free(f->checked);
+    f->checked = NULL;
+  }
   if (f && f->file >= 0) {
     herr_t e = H5Fclose(f->file);
     f->file = H5I_INVALID_HID;

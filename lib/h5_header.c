@@ -22,9 +22,10 @@
    offsets and lengths, version-1 object headers, base address 0: every
    address below is a file offset); anything else is left to libhdf5: the
    1.10 format the project writes checksums its metadata.
-   The bytes are read whole, once a check; what a check found sound (the
-   layout, each group's heap, each object's attributes: all of them at
-   once) is kept on the handle, so a file is read once per object. */
+   The bytes are read whole, and kept on the handle (up to 16 MiB); what a
+   check found sound (the layout, each object's header and group heap,
+   each object's attributes: all of them at once) is kept there too, so
+   each object is walked once and a golden file read once. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,6 +40,16 @@ static uint64_t le(const unsigned char *p, int n)
   return v;
 }
 static size_t pad8(size_t n) { return (n + 7) & ~(size_t)7; }
+
+/* Whether d, the data of a message flagged shared (or an attribute's shared datatype or dataspace), claims
+   the shared message heap: a shared message is its version, then from version 2 its type (1: that heap, 2:
+   another object header). The heap's index lives in the superblock extension, which superblocks 0 and 1
+   do not have; libhdf5 1.10.8 looks it up anyway (H5SM_get_fheap_addr) and copies from address 0. */
+static int sohm_claim(const unsigned char *d, size_t size)
+{
+  return size >= 2 && d[0] >= 2 && d[1] == 1;
+}
+#define SOHM_NONE "the shared message heap, which a file of superblock version 0 or 1 does not have"
 
 /* An attribute message's parts as libhdf5 1.10.8 decodes them (H5O_attr_decode): name, datatype and
    dataspace, each 8-byte aligned in version 1, then the value, its dataspace's element count times its
@@ -61,7 +72,11 @@ static void attr_check(const unsigned char *d, size_t size, attr_parts *p, char 
     return;
   }
   /* a shared datatype or dataspace (version 2/3 flags) is a reference to another message: its size is not here */
-  if (v >= 2 && (d[1] & 3)) return;
+  if (v >= 2 && (d[1] & 3)) {
+    if (((d[1] & 1) && sohm_claim(d + p->type, ts)) || ((d[1] & 2) && sohm_claim(d + so, ss)))
+      snprintf(bad, blen, "its shared datatype or dataspace claims %s", SOHM_NONE);
+    return;
+  }
   if (ts < 8 || ss < 2) {
     snprintf(bad, blen, "its datatype (%zu bytes) or dataspace (%zu bytes) is too short", ts, ss);
     return;
@@ -89,9 +104,10 @@ static void attr_check(const unsigned char *d, size_t size, attr_parts *p, char 
 }
 
 /* Each message of the v1 object header at hdr (and of its continuations), in order, to visit (its type, its
-   data d of size bytes, the message's file offset at) until visit returns nonzero, which is returned. A header
+   flags, its data d of size bytes, the message's file offset at) until visit returns nonzero, which is returned. A header
    this walk does not read (another version, sizes past its block) ends it with 0: libhdf5 checks those itself. */
-typedef int (*msg_visit)(void *ctx, unsigned type, const unsigned char *d, uint64_t size, uint64_t at);
+typedef int (*msg_visit)(void *ctx, unsigned type, unsigned flags, const unsigned char *d, uint64_t size,
+                         uint64_t at);
 static int each_message(const bytes_t *f, uint64_t hdr, msg_visit visit, void *ctx)
 {
   if (hdr > f->len || f->len - hdr < 16 || f->b[hdr] != 1) return 0;
@@ -112,7 +128,7 @@ static int each_message(const bytes_t *f, uint64_t hdr, msg_visit visit, void *c
           nb++;
         }
       } else {
-        int r = visit(ctx, type, d, size, at);
+        int r = visit(ctx, type, f->b[at + 4], d, size, at);
         if (r) return r;
       }
       at += 8 + size;
@@ -178,8 +194,10 @@ typedef struct {
   char *bad, *sbad;
   size_t blen;
 } attr_walk;
-static int visit_attr(void *ctx, unsigned type, const unsigned char *d, uint64_t size, uint64_t at)
+static int visit_attr(void *ctx, unsigned type, unsigned flags, const unsigned char *d, uint64_t size,
+                      uint64_t at)
 {
+  (void)flags;
   attr_walk *w = ctx;
   if (type != 0x0C || size < 8 || d[0] < 1 || d[0] > 3) return 0;
   attr_parts p;
@@ -207,14 +225,27 @@ static int visit_attr(void *ctx, unsigned type, const unsigned char *d, uint64_t
 
 /* The symbol-table message (type 0x11) of a group's header: its v1 B-tree's and local heap's addresses. */
 typedef struct { uint64_t btree, heap; } stab_msg;
-static int visit_stab(void *ctx, unsigned type, const unsigned char *d, uint64_t size, uint64_t at)
+static int visit_stab(void *ctx, unsigned type, unsigned flags, const unsigned char *d, uint64_t size,
+                      uint64_t at)
 {
-  (void)at;
+  (void)flags; (void)at;
   if (type != 0x11 || size < 16) return 0;
   stab_msg *s = ctx;
   s->btree = le(d, 8);
   s->heap = le(d + 8, 8);
   return 1;
+}
+
+/* A message flagged shared (flags bit 1) that claims the shared message heap (sohm_claim). */
+typedef struct { char *bad; size_t blen; } shared_walk;
+static int visit_shared(void *ctx, unsigned type, unsigned flags, const unsigned char *d, uint64_t size,
+                        uint64_t at)
+{
+  shared_walk *w = ctx;
+  if (!(flags & 2) || !sohm_claim(d, (size_t)size)) return 0;
+  snprintf(w->bad, w->blen, "its message of type %u at byte %llu is flagged shared and claims %s", type,
+           (unsigned long long)at, SOHM_NONE);
+  return -1;
 }
 
 /* The local heap at addr (a group's link names), as libhdf5 1.10.8 reads it (H5HL__hdr_deserialize,
@@ -258,8 +289,9 @@ static void check_local_heap(const bytes_t *f, uint64_t addr, char *bad, size_t 
 }
 
 /* What the handle's checks found sound (c5_h5_open_read's handles; others have none and check every time):
-   the file's layout, and each object, by its header's address, for the checks it passed. */
-enum { CHECKED_HEAP = 1, CHECKED_ATTRS = 2 };
+   the file's layout, and each object, by its header's address, for the checks it passed: its header's shared
+   messages and, a group, its local heap (before libhdf5 opens it or looks inside), its attributes. */
+enum { CHECKED_OBJ = 1, CHECKED_ATTRS = 2 };
 static int was_checked(const c5_h5 *f, haddr_t addr, unsigned what)
 {
   const c5_h5_checked *c = f->checked;
@@ -273,13 +305,28 @@ static void mark_checked(const c5_h5 *f, haddr_t addr, unsigned what)
   if (!c) return;
   int i = 0;
   while (i < c->n && c->obj[i].addr != addr) i++;
-  if (i == C5_H5_CHECKED_MAX) return;   /* full: checked again at the next read */
+  if (i == c->cap) {
+    int cap = c->cap ? 2 * c->cap : 32;
+    struct c5_h5_checked_obj *o = realloc(c->obj, (size_t)cap * sizeof *o);
+    if (!o) return;   /* not kept: checked again at the next read */
+    c->obj = o;
+    c->cap = cap;
+  }
   if (i == c->n) {
     c->obj[i].addr = addr;
     c->obj[i].what = 0;
     c->n++;
   }
   c->obj[i].what |= what;
+}
+
+void c5_h5_checked_free(c5_h5_checked *c)
+{
+  if (c) {
+    free(c->obj);
+    free(c->bytes);
+  }
+  free(c);
 }
 
 /* *yes: whether f is in h5py's layout (superblock 0/1, 8-byte addresses and lengths, at most 2 GiB: the checks
@@ -309,12 +356,20 @@ static c5_status h5py_layout(const c5_h5 *f, int *yes)
 }
 
 /* The file's bytes, read whole at the first object of a check the handle has not found sound yet (b->len 0
-   when they cannot be read: the walks then find nothing and leave the file to libhdf5). */
-typedef struct { bytes_t b; int read; } view_t;
+   when they cannot be read: the walks then find nothing and leave the file to libhdf5). A file of at most
+   C5_H5_KEEP_BYTES stays on the handle for its next objects (golden files are a few MB); a larger one is read
+   again for each (owned: the check frees it). */
+#define C5_H5_KEEP_BYTES (16L << 20)
+typedef struct { bytes_t b; int read, owned; } view_t;
 static const bytes_t *view_bytes(const c5_h5 *f, view_t *v)
 {
+  c5_h5_checked *c = f->checked;
   if (v->read) return &v->b;
   v->read = 1;
+  if (c && c->bytes) {
+    v->b = (bytes_t){ c->bytes, c->len };
+    return &v->b;
+  }
   FILE *fp = fopen(f->path, "rb");
   if (!fp) return &v->b;
   long n = fseek(fp, 0, SEEK_END) == 0 ? ftell(fp) : -1;
@@ -323,23 +378,36 @@ static const bytes_t *view_bytes(const c5_h5 *f, view_t *v)
     v->b.len = fread(v->b.b, 1, (size_t)n, fp) == (size_t)n ? (size_t)n : 0;
   }
   fclose(fp);
+  if (c && v->b.len && v->b.len <= (size_t)C5_H5_KEEP_BYTES) {
+    c->bytes = v->b.b;
+    c->len = v->b.len;
+  } else
+    v->owned = 1;
   return &v->b;
 }
+static void view_done(view_t *v)
+{
+  if (v->owned) free(v->b.b);
+}
 
-/* The local heap of obj (a path) when it is a group the handle has not found sound yet. An object whose header
-   libhdf5 cannot describe is passed over: libhdf5 cannot look inside it either. */
-static c5_status group_check(const c5_h5 *f, view_t *v, const char *obj)
+/* The object at obj (a path), unless the handle found it sound already: its header's shared messages, and its
+   local heap when it is a group. An object whose header libhdf5 cannot describe is passed over: libhdf5
+   cannot open it or look inside it either. */
+static c5_status object_check(const c5_h5 *f, view_t *v, const char *obj)
 {
   H5O_info_t oi;
   if (H5Oget_info_by_name2(f->file, obj, &oi, H5O_INFO_BASIC, H5P_DEFAULT) < 0) {
     H5Eclear2(H5E_DEFAULT);
     return C5_OK;
   }
-  if (oi.type != H5O_TYPE_GROUP || was_checked(f, oi.addr, CHECKED_HEAP)) return C5_OK;
+  if (was_checked(f, oi.addr, CHECKED_OBJ)) return C5_OK;
   const bytes_t *b = view_bytes(f, v);
-  stab_msg s;
   char bad[256];
-  if (each_message(b, oi.addr, visit_stab, &s) == 1) {
+  shared_walk sw = { bad, sizeof bad };
+  C5_CHECK(each_message(b, oi.addr, visit_shared, &sw) == 0, C5_ERR_IO, "%s: the object header of %s is damaged (%s)",
+           f->path, obj, bad);
+  stab_msg s;
+  if (oi.type == H5O_TYPE_GROUP && each_message(b, oi.addr, visit_stab, &s) == 1) {
     check_local_heap(b, s.heap, bad, sizeof bad);
     C5_CHECK(!bad[0], C5_ERR_IO, "%s: the local heap of group %s (at byte %llu) is damaged: %s", f->path, obj,
              (unsigned long long)s.heap, bad);
@@ -349,7 +417,7 @@ static c5_status group_check(const c5_h5 *f, view_t *v, const char *obj)
     char sbad[256];
     attr_walk w = { .f = b, .sound = 1, .bad = bad, .sbad = sbad, .blen = sizeof bad };
     int sound = each_message(b, oi.addr, visit_attr, &w) == 0 && w.sound;
-    mark_checked(f, oi.addr, CHECKED_HEAP | (sound ? CHECKED_ATTRS : 0));
+    mark_checked(f, oi.addr, CHECKED_OBJ | (sound ? CHECKED_ATTRS : 0));
   }
   return C5_OK;
 }
@@ -361,14 +429,15 @@ static c5_status path_walk(const c5_h5 *f, view_t *v, const char *name, int *fou
   snprintf(buf, sizeof buf, "%s", name);
   int ok = 1, h5py;   /* ok: every component so far exists */
   c5_status st = h5py_layout(f, &h5py);
-  /* the root first (no lookup reaches it), then each prefix of name, looked up in its parent (checked by then) */
-  if (st == C5_OK && h5py) st = group_check(f, v, "/");
+  /* the root first (no lookup reaches it), then each prefix of name, looked up in its parent (checked by then),
+     name itself last (before libhdf5 opens it) */
+  if (st == C5_OK && h5py) st = object_check(f, v, "/");
   for (char *p = buf + (buf[0] == '/'); st == C5_OK && ok && *p;) {
     char *end = p + strcspn(p, "/"), c = *end;
     *end = '\0';
     ok = H5Lexists(f->file, buf, H5P_DEFAULT) > 0;   /* H5Lexists fails on a missing intermediate group */
     if (!ok) H5Eclear2(H5E_DEFAULT);
-    else if (h5py) st = group_check(f, v, buf);
+    else if (h5py) st = object_check(f, v, buf);
     *end = c;
     p = c ? end + 1 : end;
   }
@@ -378,9 +447,9 @@ static c5_status path_walk(const c5_h5 *f, view_t *v, const char *name, int *fou
 
 c5_status c5_h5_path_check(const c5_h5 *f, const char *name, int *found)
 {
-  view_t v = { { NULL, 0 }, 0 };
+  view_t v = { { NULL, 0 }, 0, 0 };
   c5_status st = path_walk(f, &v, name, found);
-  free(v.b.b);
+  view_done(&v);
   return st;
 }
 
@@ -419,8 +488,8 @@ static c5_status header_walk(const c5_h5 *f, view_t *v, const char *obj, const c
 
 c5_status c5_h5_header_check(const c5_h5 *f, const char *obj, const char *attr)
 {
-  view_t v = { { NULL, 0 }, 0 };
+  view_t v = { { NULL, 0 }, 0, 0 };
   c5_status st = header_walk(f, &v, obj, attr);
-  free(v.b.b);
+  view_done(&v);
   return st;
 }

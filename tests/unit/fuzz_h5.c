@@ -71,6 +71,10 @@ static void list_group(c5_h5 *f, const char *group, names_t *nm)
 /* Whether a dataset holds integers (the model's tokens and counts: read as integers, as their readers do). */
 static int is_integer(c5_h5 *f, const char *name)
 {
+  if (c5_h5_exists(f, name) <= 0) {   /* a damaged header H5Dopen2 would crash on: read_dataset says so */
+    c5_error_clear();
+    return 0;
+  }
   hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
   hid_t t = d >= 0 ? H5Dget_type(d) : H5I_INVALID_HID;
   int r = t >= 0 && H5Tget_class(t) == H5T_INTEGER;
