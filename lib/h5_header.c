@@ -85,6 +85,14 @@ static void attr_check(const unsigned char *d, size_t size, attr_parts *p, char 
      version 1: version, rank, flags, 5 reserved bytes, then the dims; version 2: version, rank, flags, type
      (2: null, no element), then the dims; rank 0 is a scalar (one element) */
   uint64_t esize = le(d + p->type + 4, 4), n = 1;
+  /* a variable-length (class 9) element is a 16-byte reference in the file (length, collection address,
+     index): libhdf5 1.10.8 sizes the value's buffer by the size claimed here, then copies 16 bytes an element
+     out of it (H5A__read: a heap overflow) */
+  if ((d[p->type] & 0x0f) == 9 && esize != 16) {
+    snprintf(bad, blen, "its variable-length datatype claims %llu-byte elements, a reference in the file is 16",
+             (unsigned long long)esize);
+    return;
+  }
   const unsigned char *s = d + so;
   int sv = s[0], rank = s[1];
   size_t dims_at = sv == 1 ? 8 : 4;

@@ -8,7 +8,8 @@
 # lib/h5.c checked variable-length strings, replayed through the harness and
 # colt5-golden: each must be refused naming the damage (docs/bad-input.md); and a group's local heap
 # whose free list loops (H5Lexists never returned before lib/h5_header.c walked it), a message flagged
-# shared in a shared message heap the file cannot have (H5Dopen2 crashed).
+# shared in a shared message heap the file cannot have (H5Dopen2 crashed), a variable-length string type
+# of 4-byte elements (H5Aread overflowed).
 # C5_FUZZ_CASES sets the cases per file (default 80; the campaign in
 # docs/bad-input.md ran 1000 per file and seed).
 set -u
@@ -60,13 +61,18 @@ for r in "heap0 claims 0 bytes" "heap16 goes on past 22 blocks"; do
     else echo "FAIL: $(basename "$exe") on $h.h5 -> exit $rc:"; head -3 "$tmp/out"; fail=1; fi
   done
 done
-# a dataset's fill-value message flagged shared in the shared message heap a superblock-0 file has none of
-# (H5Dopen2 crashed in H5SM_get_fheap_addr): refused naming the message
-for exe in "$fz" "$b/apps/colt5-golden"; do
-  timeout 60 "$exe" "$s/tests/fuzz/regress/golden/golden-fill-value-shared-sohm-segv.h5" > "$tmp/out" 2>&1; rc=$?
-  if [ $rc -eq 2 ] && grep -q "object header of /params/layers.0.conditional_ff.light_ff.0.gamma is damaged (its message of type 5 .*shared message heap" "$tmp/out"; then
-    echo "ok: $(basename "$exe") on the shared fill value -> exit 2, the shared message heap"
-  else echo "FAIL: $(basename "$exe") on the shared fill value -> exit $rc:"; head -3 "$tmp/out"; fail=1; fi
+# fuzz_golden inputs that crashed libhdf5 past the checks above, each refused naming the damage: a dataset's
+# fill-value message flagged shared in the shared message heap a superblock-0 file has none of (H5Dopen2:
+# SIGSEGV in H5SM_get_fheap_addr); the module string's datatype claiming 4-byte elements (H5Aread: a heap
+# overflow copying its 16-byte reference)
+for r in "golden-fill-value-shared-sohm-segv|/params/layers.0.conditional_ff.light_ff.0.gamma is damaged (its message of type 5 .*shared message heap" \
+         "golden-vlen-size-4-H5Aread-overflow|object header of / is damaged (.*variable-length datatype claims 4-byte elements"; do
+  h=${r%%|*} want=${r#*|}
+  for exe in "$fz" "$b/apps/colt5-golden"; do
+    timeout 60 "$exe" "$s/tests/fuzz/regress/golden/$h.h5" > "$tmp/out" 2>&1; rc=$?
+    if [ $rc -eq 2 ] && grep -q "$want" "$tmp/out"; then echo "ok: $(basename "$exe") on $h -> exit 2, damaged"
+    else echo "FAIL: $(basename "$exe") on $h -> exit $rc:"; head -3 "$tmp/out"; fail=1; fi
+  done
 done
 # out of memory inside libhdf5 (a 64 MiB compressed chunk under a limited address space): its own
 # message, not "unknown HDF5 error" (exit 77: not under AddressSanitizer)
