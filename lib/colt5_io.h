@@ -25,8 +25,9 @@ typedef struct {
 c5_status c5_h5_open_read(const char *path, c5_h5 *f);
 c5_status c5_h5_close(c5_h5 *f);   /* NULL-safe, idempotent */
 
-/* Whether name (a dataset or group, any depth) exists: 1 or 0; -1 when a group on the way is damaged (an h5py
-   file's local heap that would hang libhdf5): the error is set, and reading name refuses with it. */
+/* Whether name (a dataset or group, any depth) exists: 1 or 0; -1 when an object on the way is damaged (an
+   h5py file's group heap or header that would hang or crash libhdf5): the error is set, and reading name
+   refuses with it. */
 int c5_h5_exists(const c5_h5 *f, const char *name);
 /* Shape of dataset name; error when it does not exist. */
 c5_status c5_h5_shape(const c5_h5 *f, const char *name, int *ndim, long dims[C5_H5_MAXDIM]);
