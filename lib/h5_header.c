@@ -51,6 +51,24 @@ static int sohm_claim(const unsigned char *d, size_t size)
 }
 #define SOHM_NONE "the shared message heap, which a file of superblock version 0 or 1 does not have"
 
+/* The element count of the dataspace message s of ss bytes (at least 2), saturating at UINT64_MAX: version 1:
+   version, rank, flags, 5 reserved bytes, then the dims; version 2: version, rank, flags, type (2: null, no
+   element), then the dims; rank 0 is a scalar (one element). -1 when its dims do not fit in ss. */
+static int space_count(const unsigned char *s, size_t ss, uint64_t *n)
+{
+  int sv = s[0], rank = s[1];
+  size_t dims_at = sv == 1 ? 8 : 4;
+  *n = 1;
+  if (sv == 2 && ss >= 4 && s[3] == 2) *n = 0;
+  else if (dims_at + 8 * (size_t)rank > ss) return -1;
+  else
+    for (int i = 0; i < rank; i++) {
+      uint64_t dim = le(s + dims_at + 8 * (size_t)i, 8);
+      *n = dim && *n > UINT64_MAX / dim ? UINT64_MAX : *n * dim;
+    }
+  return 0;
+}
+
 /* An attribute message's parts as libhdf5 1.10.8 decodes them (H5O_attr_decode): name, datatype and
    dataspace, each 8-byte aligned in version 1, then the value, its dataspace's element count times its
    datatype's size. "" in bad when everything lies inside the message's size bytes at d. */
@@ -81,10 +99,8 @@ static void attr_check(const unsigned char *d, size_t size, attr_parts *p, char 
     snprintf(bad, blen, "its datatype (%zu bytes) or dataspace (%zu bytes) is too short", ts, ss);
     return;
   }
-  /* the value: datatype size (bytes 4-7 of the datatype message) x the dataspace's elements; dataspace
-     version 1: version, rank, flags, 5 reserved bytes, then the dims; version 2: version, rank, flags, type
-     (2: null, no element), then the dims; rank 0 is a scalar (one element) */
-  uint64_t esize = le(d + p->type + 4, 4), n = 1;
+  /* the value: datatype size (bytes 4-7 of the datatype message) x the dataspace's elements */
+  uint64_t esize = le(d + p->type + 4, 4), n;
   /* a variable-length (class 9) element is a 16-byte reference in the file (length, collection address,
      index): libhdf5 1.10.8 sizes the value's buffer by the size claimed here, then copies 16 bytes an element
      out of it (H5A__read: a heap overflow) */
@@ -93,18 +109,10 @@ static void attr_check(const unsigned char *d, size_t size, attr_parts *p, char 
              (unsigned long long)esize);
     return;
   }
-  const unsigned char *s = d + so;
-  int sv = s[0], rank = s[1];
-  size_t dims_at = sv == 1 ? 8 : 4;
-  if (sv == 2 && ss >= 4 && s[3] == 2) n = 0;
-  else if (dims_at + 8 * (size_t)rank > ss) {
-    snprintf(bad, blen, "its dataspace claims %d dimensions in %zu bytes", rank, ss);
+  if (space_count(d + so, ss, &n) < 0) {
+    snprintf(bad, blen, "its dataspace claims %d dimensions in %zu bytes", d[so + 1], ss);
     return;
-  } else
-    for (int i = 0; i < rank; i++) {
-      uint64_t dim = le(s + dims_at + 8 * (size_t)i, 8);
-      n = dim && n > UINT64_MAX / dim ? UINT64_MAX : n * dim;
-    }
+  }
   uint64_t need = esize && n > UINT64_MAX / esize ? UINT64_MAX : n * esize;
   if (need > size - p->value)
     snprintf(bad, blen, "its value claims %llu bytes (%llu elements of %llu), the message has %zu left",
@@ -256,6 +264,42 @@ static int visit_shared(void *ctx, unsigned type, unsigned flags, const unsigned
   return -1;
 }
 
+/* A dataset's dataspace (type 0x01), datatype (0x03) and layout (0x08) messages, the first of each not
+   flagged shared (a shared one holds a reference to the message). */
+typedef struct { const unsigned char *d[3]; uint64_t len[3]; } dset_msgs;
+static int visit_dset(void *ctx, unsigned type, unsigned flags, const unsigned char *d, uint64_t size,
+                      uint64_t at)
+{
+  (void)at;
+  dset_msgs *m = ctx;
+  int k = type == 0x01 ? 0 : type == 0x03 ? 1 : type == 0x08 ? 2 : -1;
+  if (k >= 0 && !m->d[k] && !(flags & 2)) {
+    m->d[k] = d;
+    m->len[k] = size;
+  }
+  return 0;
+}
+
+/* A compact layout (layout message version 3, class 0: the data's size in 2 bytes, then the data) must hold
+   the whole data, the dataspace's elements times the datatype's size: H5Dread copies that many bytes out of
+   it (a fuzzed compact layout of 0 bytes: a memcpy from address 0). Other layouts, and messages this does
+   not read, are left to libhdf5. "" in bad when sound. */
+static void check_compact(const dset_msgs *m, char *bad, size_t blen)
+{
+  const unsigned char *sp = m->d[0], *ty = m->d[1], *ly = m->d[2];
+  uint64_t n;
+  bad[0] = '\0';
+  if (!ly || m->len[2] < 4 || ly[0] != 3 || ly[1] != 0 || !sp || m->len[0] < 2 || !ty || m->len[1] < 8 ||
+      space_count(sp, (size_t)m->len[0], &n) < 0)
+    return;
+  uint64_t esize = le(ty + 4, 4), have = le(ly + 2, 2);
+  uint64_t need = esize && n > UINT64_MAX / esize ? UINT64_MAX : n * esize;
+  if (have != need || have > m->len[2] - 4)
+    snprintf(bad, blen, "its compact layout holds %llu bytes in a %llu-byte message, its %llu elements of %llu "
+             "bytes are %llu", (unsigned long long)have, (unsigned long long)m->len[2], (unsigned long long)n,
+             (unsigned long long)esize, (unsigned long long)need);
+}
+
 /* The local heap at addr (a group's link names), as libhdf5 1.10.8 reads it (H5HL__hdr_deserialize,
    H5HL__fl_deserialize): "HEAP", version 0, 3 reserved bytes, the data segment's size, the offset of the
    free list's first block in it (1: none), the data segment's address. Each free block starts with the
@@ -398,8 +442,8 @@ static void view_done(view_t *v)
   if (v->owned) free(v->b.b);
 }
 
-/* The object at obj (a path), unless the handle found it sound already: its header's shared messages, and its
-   local heap when it is a group. An object whose header libhdf5 cannot describe is passed over: libhdf5
+/* The object at obj (a path), unless the handle found it sound already: its header's shared messages, a
+   dataset's compact layout, a group's local heap. An object whose header libhdf5 cannot describe is passed over: libhdf5
    cannot open it or look inside it either. */
 static c5_status object_check(const c5_h5 *f, view_t *v, const char *obj)
 {
@@ -414,6 +458,12 @@ static c5_status object_check(const c5_h5 *f, view_t *v, const char *obj)
   shared_walk sw = { bad, sizeof bad };
   C5_CHECK(each_message(b, oi.addr, visit_shared, &sw) == 0, C5_ERR_IO, "%s: the object header of %s is damaged (%s)",
            f->path, obj, bad);
+  if (oi.type == H5O_TYPE_DATASET) {
+    dset_msgs m = { { NULL, NULL, NULL }, { 0, 0, 0 } };
+    each_message(b, oi.addr, visit_dset, &m);
+    check_compact(&m, bad, sizeof bad);
+    C5_CHECK(!bad[0], C5_ERR_IO, "%s: the object header of %s is damaged (%s)", f->path, obj, bad);
+  }
   stab_msg s;
   if (oi.type == H5O_TYPE_GROUP && each_message(b, oi.addr, visit_stab, &s) == 1) {
     check_local_heap(b, s.heap, bad, sizeof bad);

@@ -64,9 +64,11 @@ done
 # fuzz_golden inputs that crashed libhdf5 past the checks above, each refused naming the damage: a dataset's
 # fill-value message flagged shared in the shared message heap a superblock-0 file has none of (H5Dopen2:
 # SIGSEGV in H5SM_get_fheap_addr); the module string's datatype claiming 4-byte elements (H5Aread: a heap
-# overflow copying its 16-byte reference)
+# overflow copying its 16-byte reference); a dataset's layout turned compact with 0 bytes of its 3200 (H5Dread:
+# SIGSEGV, a memcpy from address 0)
 for r in "golden-fill-value-shared-sohm-segv|/params/layers.0.conditional_ff.light_ff.0.gamma is damaged (its message of type 5 .*shared message heap" \
-         "golden-vlen-size-4-H5Aread-overflow|object header of / is damaged (.*variable-length datatype claims 4-byte elements"; do
+         "golden-vlen-size-4-H5Aread-overflow|object header of / is damaged (.*variable-length datatype claims 4-byte elements" \
+         "golden-compact-layout-0-bytes-segv|object header of /inputs/s is damaged (its compact layout holds 0 bytes"; do
   h=${r%%|*} want=${r#*|}
   for exe in "$fz" "$b/apps/colt5-golden"; do
     timeout 60 "$exe" "$s/tests/fuzz/regress/golden/$h.h5" > "$tmp/out" 2>&1; rc=$?
