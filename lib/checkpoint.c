@@ -321,6 +321,8 @@ static herr_t unknown_cb(hid_t g, const char *name, const H5L_info_t *info, void
 static c5_status no_unknown(const c5_h5 *f, const char *group, const c5_params *p)
 {
   char why[256];
+  int found;
+  C5_CALL(c5_h5_path_check(f, group, &found));   /* H5Literate reads the group's local heap */
   hid_t g = H5Gopen2(f->file, group, H5P_DEFAULT);
   C5_CHECK(g >= 0, C5_ERR_IO, "checkpoint %s: group %s is missing (%s)", f->path, group, c5_h5_reason(why));
   unknown_iter it = { .p = p };

@@ -16,13 +16,19 @@ extern "C" {
 typedef struct {
   hid_t file;
   char path[1024];   /* for messages */
+  /* private: what the readers' checks of the file's bytes found sound (c5_h5_open_read makes it,
+     c5_h5_close frees it; NULL in a handle made otherwise: nothing kept) */
+  struct c5_h5_checked *checked;
 } c5_h5;
 
 /* Open an existing file read-only (serial: each rank may open it). */
 c5_status c5_h5_open_read(const char *path, c5_h5 *f);
 c5_status c5_h5_close(c5_h5 *f);   /* NULL-safe, idempotent */
 
-int c5_h5_exists(const c5_h5 *f, const char *name);   /* dataset or group, any depth */
+/* Whether name (a dataset or group, any depth) exists: 1 or 0; -1 when an object on the way is damaged (an
+   h5py file's group heap or header that would hang or crash libhdf5): the error is set, and reading name
+   refuses with it. */
+int c5_h5_exists(const c5_h5 *f, const char *name);
 /* Shape of dataset name; error when it does not exist. */
 c5_status c5_h5_shape(const c5_h5 *f, const char *name, int *ndim, long dims[C5_H5_MAXDIM]);
 /* String attribute attr of object obj ("/" for the root), malloc'ed into *out. */

@@ -100,6 +100,7 @@ c5_status c5_h5_open_read(const char *path, c5_h5 *f)
 {
   C5_CHECK(path && f, C5_ERR_ARG, "c5_h5_open_read: NULL argument");
   f->file = H5I_INVALID_HID;
+  f->checked = NULL;
   snprintf(f->path, sizeof f->path, "%s", path);
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);   /* errors come back as messages, not stderr dumps */
   FILE *fp = fopen(path, "rb");
@@ -108,11 +109,16 @@ c5_status c5_h5_open_read(const char *path, c5_h5 *f)
   f->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
   char why[256];
   C5_CHECK(f->file >= 0, C5_ERR_IO, "%s: not a readable HDF5 file (%s)", path, c5_h5_reason(why));
+  f->checked = calloc(1, sizeof *f->checked);   /* none: the checks run at every read */
   return C5_OK;
 }
 
 c5_status c5_h5_close(c5_h5 *f)
 {
+  if (f) {
+    c5_h5_checked_free(f->checked);
+    f->checked = NULL;
+  }
   if (f && f->file >= 0) {
     herr_t e = H5Fclose(f->file);
     f->file = H5I_INVALID_HID;
@@ -124,23 +130,15 @@ c5_status c5_h5_close(c5_h5 *f)
 
 int c5_h5_exists(const c5_h5 *f, const char *name)
 {
-  /* check each path component: H5Lexists fails on a missing intermediate group */
-  char buf[1024];
-  snprintf(buf, sizeof buf, "%s", name);
-  for (char *p = buf + (buf[0] == '/'); ; p++) {
-    if (*p == '/' || *p == '\0') {
-      char c = *p;
-      *p = '\0';
-      if (H5Lexists(f->file, buf, H5P_DEFAULT) <= 0) { H5Eclear2(H5E_DEFAULT); return 0; }
-      if (!c) return 1;
-      *p = c;
-    }
-  }
+  int found;
+  return c5_h5_path_check(f, name, &found) == C5_OK ? found : -1;
 }
 
 c5_status c5_h5_shape(const c5_h5 *f, const char *name, int *ndim, long dims[C5_H5_MAXDIM])
 {
-  C5_CHECK(c5_h5_exists(f, name), C5_ERR_IO, "%s: dataset %s is missing", f->path, name);
+  int found;
+  C5_CALL(c5_h5_path_check(f, name, &found));
+  C5_CHECK(found, C5_ERR_IO, "%s: dataset %s is missing", f->path, name);
   char why[256];
   hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
   C5_CHECK(d >= 0, C5_ERR_IO, "%s: %s is not a dataset (%s)", f->path, name, c5_h5_reason(why));
@@ -212,26 +210,22 @@ static c5_status read_any(const c5_h5 *f, const char *name, int ndim, const long
   H5T_class_t cls = ft >= 0 ? H5Tget_class(ft) : H5T_NO_CLASS;
   const size_t fsize = ft >= 0 ? H5Tget_size(ft) : 0;
   if (ft >= 0) H5Tclose(ft);
-  if (cls != want_class) {
-    H5Eclear2(H5E_DEFAULT);
-    H5Dclose(d);
-    return C5_ERR(C5_ERR_IO, "%s: dataset %s has %s elements, expected %s", f->path, name,
-                  cls == H5T_FLOAT ? "floating-point" : cls == H5T_INTEGER ? "integer" : "non-numeric",
-                  want_class == H5T_FLOAT ? "floating-point" : "integer");
-  }
+  c5_status st = C5_OK;
+  if (cls != want_class)
+    st = C5_ERR(C5_ERR_IO, "%s: dataset %s has %s elements, expected %s", f->path, name,
+                cls == H5T_FLOAT ? "floating-point" : cls == H5T_INTEGER ? "integer" : "non-numeric",
+                want_class == H5T_FLOAT ? "floating-point" : "integer");
   /* An element of another size than the numbers written here (2-8 bytes) is a damaged datatype: libhdf5
      1.10.8 sizes its chunk and conversion buffers by it (a fuzzed float claiming a huge size asked for 3.2 GB) */
-  if (fsize < 1 || fsize > 8 || (cls == H5T_FLOAT && fsize != 2 && fsize != 4 && fsize != 8)) {
-    H5Eclear2(H5E_DEFAULT);
-    H5Dclose(d);
-    return C5_ERR(C5_ERR_IO, "%s: dataset %s is damaged: its %s elements claim %zu bytes each", f->path, name,
-                  cls == H5T_FLOAT ? "floating-point" : "integer", fsize);
-  }
-  herr_t e = H5Dread(d, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
-  if (e < 0) c5_h5_reason(why);   /* before H5Dclose clears the stack */
+  else if (fsize < 1 || fsize > 8 || (cls == H5T_FLOAT && fsize != 2 && fsize != 4 && fsize != 8))
+    st = C5_ERR(C5_ERR_IO, "%s: dataset %s is damaged: its %s elements claim %zu bytes each", f->path, name,
+                cls == H5T_FLOAT ? "floating-point" : "integer", fsize);
+  /* the reason is read before H5Dclose clears the stack */
+  else if (H5Dread(d, mem, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
+    st = C5_ERR(C5_ERR_IO, "%s: reading dataset %s failed (%s)", f->path, name, c5_h5_reason(why));
+  H5Eclear2(H5E_DEFAULT);   /* what a refused type's queries left */
   H5Dclose(d);
-  C5_CHECK(e >= 0, C5_ERR_IO, "%s: reading dataset %s failed (%s)", f->path, name, why);
-  return C5_OK;
+  return st;
 }
 
 c5_status c5_h5_read_real(const c5_h5 *f, const char *name, int ndim, const long *dims, c5_real *buf)
@@ -363,6 +357,8 @@ c5_status c5_h5_read_params(const c5_h5 *f, const char *group, c5_params *p)
     C5_CALL(c5_h5_read_real(f, name, nd, dims, c5_params_value(p, i)));
   }
   iter_t it = { .p = p };
+  int found;
+  C5_CALL(c5_h5_path_check(f, group, &found));   /* H5Literate reads the group's local heap */
   hid_t g = H5Gopen2(f->file, group, H5P_DEFAULT);
   char why[256];
   C5_CHECK(g >= 0, C5_ERR_IO, "%s: group %s is missing (%s)", f->path, group, c5_h5_reason(why));

@@ -27,9 +27,29 @@ herr_t c5_h5_write_attr_long(hid_t obj, const char *name, long v);
 herr_t c5_h5_write_attr_string(hid_t obj, const char *name, const char *v);
 /* Before libhdf5 reads attribute attr of obj in a file the project did not write (h5py's layout:
    superblock 0/1, version-1 object headers without checksums): every attribute message of obj's header,
-   attr's variable-length string reference and the superblock's base address checked from the file's
-   bytes (h5_header.c says which damage crashes or hangs libhdf5 1.10.8). C5_ERR_IO naming the damage. */
+   the variable-length string references among them and the superblock's base address checked from the
+   file's bytes (h5_header.c says which damage crashes or hangs libhdf5 1.10.8), after obj's path
+   (c5_h5_path_check). C5_ERR_IO naming the damage of the header or of attr's string; an object found
+   sound whole is not read again (c5_h5_checked). */
 c5_status c5_h5_header_check(const c5_h5 *f, const char *obj, const char *attr);
+/* Before libhdf5 looks a name up in a group of a file in h5py's layout, or opens it: the root group's and
+   every group's on the way to name (name's own too, when a group) local heap checked from the file's bytes,
+   each before the first lookup inside it, and every object's header on the way (name's too) for shared
+   messages the file cannot hold. *found: whether name exists. C5_ERR_IO naming the file, the object and
+   the damage. */
+c5_status c5_h5_path_check(const c5_h5 *f, const char *name, int *found);
+/* What a handle's checks above found sound, so that each reads the file once per object (h5_header.c):
+   the file's layout (0: not read yet, 1: h5py's, -1: another), each object by its header's address and the
+   checks it passed (n of cap), the file's bytes when small (len; NULL: read at each check). Made by
+   c5_h5_open_read (NULL: checked at every read), freed by c5_h5_close (c5_h5_checked_free). */
+struct c5_h5_checked {
+  int layout, n, cap;
+  struct c5_h5_checked_obj { haddr_t addr; unsigned what; } *obj;
+  unsigned char *bytes;
+  size_t len;
+};
+typedef struct c5_h5_checked c5_h5_checked;
+void c5_h5_checked_free(c5_h5_checked *c);
 /* "[a,b,c]" */
 void c5_h5_shape_str(char *buf, size_t len, int nd, const long *dims);
 #endif

@@ -59,7 +59,9 @@ static herr_t name_cb(hid_t g, const char *name, const H5L_info_t *info, void *d
 static void list_group(c5_h5 *f, const char *group, names_t *nm)
 {
   nm->n = 0;
-  if (!c5_h5_exists(f, group)) return;
+  int ex = c5_h5_exists(f, group);
+  if (ex < 0) report(C5_ERR_IO);   /* a damaged group (the error holds its message): H5Literate would hang */
+  if (ex <= 0) return;
   hid_t g = H5Gopen2(f->file, group, H5P_DEFAULT);
   if (g < 0) { H5Eclear2(H5E_DEFAULT); return; }
   if (H5Literate(g, H5_INDEX_NAME, H5_ITER_NATIVE, NULL, name_cb, nm) < 0) H5Eclear2(H5E_DEFAULT);
@@ -69,6 +71,10 @@ static void list_group(c5_h5 *f, const char *group, names_t *nm)
 /* Whether a dataset holds integers (the model's tokens and counts: read as integers, as their readers do). */
 static int is_integer(c5_h5 *f, const char *name)
 {
+  if (c5_h5_exists(f, name) <= 0) {   /* a damaged header H5Dopen2 would crash on: read_dataset says so */
+    c5_error_clear();
+    return 0;
+  }
   hid_t d = H5Dopen2(f->file, name, H5P_DEFAULT);
   hid_t t = d >= 0 ? H5Dget_type(d) : H5I_INVALID_HID;
   int r = t >= 0 && H5Tget_class(t) == H5T_INTEGER;
