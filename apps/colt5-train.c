@@ -216,7 +216,7 @@ typedef struct {
   int rank, size;
   c5_model_config mcfg;
   c5_backend *gpu;             /* --device cuda: the backend (owned); NULL: the CPU's */
-  int gpu_id;                  /* its device ordinal */
+  int gpu_id, ngpu;            /* its device ordinal; the GPUs this rank sees */
   const c5_backend *be;        /* where the parameters, the optimizer and the model's caches live */
   c5_real *hbuf;               /* host copies of device tensors (diagnostics, the validation passage) */
   long hbuf_len;
@@ -475,8 +475,10 @@ static c5_status train_step(run_t *r, long step, step_out *out)
     first_nonfinite_grad(r, out->why + strlen(out->why), sizeof out->why - strlen(out->why));
     return C5_OK;
   }
-  st = c5_params_allreduce_grad(r->p, r->seq);
-  if (st == C5_OK) st = c5_params_allreduce_grad(r->p, r->dp);
+  /* a one-rank axis has nothing to sum: skipped, so that a device run does not set up a communicator (NCCL's,
+     with one GPU per rank) for it */
+  if (c5_dist_size(r->seq) > 1) st = c5_params_allreduce_grad(r->p, r->seq);
+  if (st == C5_OK && c5_dist_size(r->dp) > 1) st = c5_params_allreduce_grad(r->p, r->dp);
   if (st != C5_OK) return st;
   /* every rank holds the same gradients, so the same verdict; agreed all the same */
   st = c5_dist_agree(r->world, c5_adamw_step(r->opt, &out->grad_norm, &out->lr));
@@ -510,7 +512,10 @@ static c5_status passage(run_t *r)
   c5_status st = c5_model_forward(r->m, r->seq, &r->lay, o->batch, r->tokens, r->targets, NULL, r->cache, NULL, NULL);
   if (st != C5_OK) return st;
   const c5_real *lg = host_view(r, c5_model_logits(r->cache), nl * C5_NUM_BYTES);   /* sample 0's rows */
-  if (!lg) return c5_error_raise(C5_ERR_MEM, "validation passage: cannot copy the logits to the host");
+  /* agreed: a rank that failed alone must not leave the others in the sum below */
+  st = c5_dist_agree(r->world, lg ? C5_OK : c5_error_raise(C5_ERR_MEM, "validation passage: cannot copy rank %d's "
+                                                            "logits [%ld, %d] to the host", r->rank, nl, C5_NUM_BYTES));
+  if (st != C5_OK) return st;
   memset(r->pred, 0, (size_t)n * sizeof *r->pred);
   for (long j = 0; j < nl; j++) {
     if (r->targets[j] < 0) continue;
@@ -554,16 +559,14 @@ static int local_rank(void)
   return 0;
 }
 
-/* --device: the CPU's backend, or a CUDA backend on GPU local rank % GPUs. The device path runs the
-   whole model on one rank; several ranks would sum device gradients over MPI, which the library does
-   not do yet (c5_params_allreduce_grad refuses it), so they are refused here, before anything is built. */
+/* --device: the CPU's backend, or a CUDA backend on GPU local rank % GPUs, on every rank. Ranks that share a
+   GPU (more ranks than GPUs on a node) each hold their own copy of the parameters and caches there; the
+   library's collectives then stage device buffers through host memory, and with one GPU per rank use NCCL
+   (c5_params_allreduce_grad and the sharded modules' collectives choose: C5_DIST overrides). */
 static c5_status pick_backend(run_t *r)
 {
   r->be = c5_backend_cpu();
   if (!strcmp(r->o.device, "cpu")) return C5_OK;
-  if (r->size > 1)
-    return c5_error_raise(C5_ERR_NOTIMPL, "--device cuda: %d ranks; the GPU path runs on one rank so far (summing "
-                          "gradients on the device over ranks is not implemented): run with mpirun -np 1", r->size);
   int ngpu = c5_backend_device_count(C5_BACKEND_CUDA);
   if (ngpu <= 0) {
     /* a build without CUDA kernels says so itself; with them, no device is the reason */
@@ -572,6 +575,7 @@ static c5_status pick_backend(run_t *r)
     if (st == C5_ERR_NOTIMPL) return st;
     return c5_error_raise(C5_ERR_ARG, "--device cuda: no GPU is visible to this process (CUDA_VISIBLE_DEVICES?)");
   }
+  r->ngpu = ngpu;
   r->gpu_id = local_rank() % ngpu;
   TRY(c5_backend_create(C5_BACKEND_CUDA, r->gpu_id, &r->gpu));
   r->be = r->gpu;
@@ -834,8 +838,12 @@ int main(int argc, char **argv)
   sigaction(SIGUSR1, &sa, NULL);
   if (r->rank == 0) {
     if (c5_blas_warning()) fprintf(stderr, "colt5-train: %s\n", c5_blas_warning());
-    char dev[64] = "cpu";
-    if (r->gpu) snprintf(dev, sizeof dev, "%s (GPU %d, matmul %s)", c5_backend_name(r->gpu), r->gpu_id, r->o.matmul);
+    char dev[128] = "cpu";
+    if (r->gpu && r->size == 1)
+      snprintf(dev, sizeof dev, "%s (GPU %d, matmul %s)", c5_backend_name(r->gpu), r->gpu_id, r->o.matmul);
+    else if (r->gpu)
+      snprintf(dev, sizeof dev, "%s (GPU local rank %% %d: rank 0 on GPU %d, matmul %s)", c5_backend_name(r->gpu),
+               r->ngpu, r->gpu_id, r->o.matmul);
     printf("colt5-train: %d ranks = %d per sequence x %d data-parallel, %d threads each, precision %s, BLAS core %s, "
            "device %s\n", r->size, c5_dist_size(r->seq), c5_dist_size(r->dp), omp_get_max_threads(), C5_REAL_NAME,
            c5_blas_core(), dev);

@@ -91,7 +91,7 @@ static const opt_t opt_table[] = {
   { "dump-activations", "train", "dump_activations", T_STR, O(dump_steps), 0, 0, "comma list of steps whose activations are dumped" },
   { "dump-file", "train", "dump_file", T_STR, O(dump_file), 0, 0, "activation dump file" },
   { "on-nonfinite", "train", "on_nonfinite", T_STR, O(on_nonfinite), 0, 0, "stop (exit 1) or skip (the step) at a NaN/Inf" },
-  { "device", "train", "device", T_STR, O(device), 0, 0, "cpu, or cuda: the model on a GPU (one rank, GPU local rank % GPUs)" },
+  { "device", "train", "device", T_STR, O(device), 0, 0, "cpu, or cuda: the model on a GPU (each rank on GPU local rank % GPUs)" },
   { "matmul", "train", "matmul", T_STR, O(matmul), 0, 0, "fp32, tf32 or bf16: how --device cuda's f32 products round their inputs" },
   { "data", "data", "path", T_STR, O(data), 0, 0, "text file, or folder of fortune files (shuffled, '%' lines dropped)" },
   { "val-frac", "data", "val_frac", T_REAL, O(val_frac), 1e-6, 0.9, "last fraction of the text used for validation" },

@@ -74,8 +74,9 @@ for b in $([ "${SKIP_TESTS:-0}" = 1 ] || echo single double); do
     step "$OUT/tests.log" 120 "$owe_ours" mpirun -np 1 "$here/$b/test_cuda_$t"
   done
   # the sharded runs on this one GPU (1-3 ranks): the scripts staged beside the programs (test_cuda_dist.sh,
-  # test_cuda_block_mpi.sh), each named by ONLY_TESTS as dist, block_mpi
-  for t in dist block_mpi; do
+  # test_cuda_block_mpi.sh, test_cuda_train_mpi.sh: colt5-train and its libcolt5.so staged there too), each
+  # named by ONLY_TESTS as dist, block_mpi, train_mpi
+  for t in dist block_mpi train_mpi; do
     [ -f "$here/$b/test_cuda_$t.sh" ] || continue
     case " ${only_tests:-$t} " in *" $t "*) ;; *) continue ;; esac
     echo "=== $b test_cuda_$t.sh" >> "$OUT/tests.log"

@@ -386,17 +386,22 @@ c5_status c5_dist_reduce_scatter(const c5_dist *d, const c5_backend *be, const v
 }
 
 /* ---- device buffers --------------------------------------------------------------------
-   A module on a device backend hands dist device pointers. DEV_MPI (ranks sharing one GPU, or
+   A module on a device backend hands dist device pointers. DEV_MPI (some ranks sharing a GPU, or
    C5_DIST=mpi) copies them to host memory around the MPI call; DEV_NCCL (C5_DIST=nccl, the default on
    CUDA when every rank has its own GPU) moves them by NCCL on the backend's stream, at one rank too.
    Variable counts travel padded to the largest, packed and unpacked by the backend's ops (copy2d) on
    the device, the same for both. A device collective ends with the agreement (docs/errors.md): a copy
    or an NCCL error on one rank, after the communication it would have missed, reaches every rank. */
 
-/* Ranks of d whose devices share one PCI bus id on one host (NCCL refuses a device twice). */
-static c5_status shared_device(const c5_dist *d, const c5_backend *be, c5_status st, int *shared)
+enum { DEV_NAME_LEN = 64 };   /* a device's name: the host's, then the GPU's PCI bus id */
+static int by_name(const void *a, const void *b) { return memcmp(a, b, 2 * DEV_NAME_LEN); }
+
+/* Ranks of d whose devices share one PCI bus id on one host (NCCL refuses a device twice): *shared, this
+   rank's device is another's too; *any, some rank's is (the same on every rank: 3 ranks on 2 GPUs share on
+   two ranks only, and the mode must be one). */
+static c5_status shared_device(const c5_dist *d, const c5_backend *be, c5_status st, int *shared, int *any)
 {
-  enum { LEN = 64 };
+  enum { LEN = DEV_NAME_LEN };
   char mine[2 * LEN] = { 0 }, *all = calloc((size_t)d->size, sizeof mine);
   *shared = 0;
   int len = 0;
@@ -410,6 +415,11 @@ static c5_status shared_device(const c5_dist *d, const c5_backend *be, c5_status
   if (st == C5_OK && e != MPI_SUCCESS) st = c5_err_mpi(e, "MPI_Allgather(device names)", __FILE__, __LINE__);
   for (int p = 0; st == C5_OK && p < d->size; p++)
     if (p != d->rank && !memcmp(all + p * 2 * LEN, mine, sizeof mine)) *shared = 1;
+  *any = 0;
+  if (st == C5_OK) {   /* sorted, equal names are neighbours */
+    qsort(all, (size_t)d->size, sizeof mine, by_name);
+    for (int p = 1; p < d->size; p++) *any |= !memcmp(all + (p - 1) * 2 * LEN, all + p * 2 * LEN, sizeof mine);
+  }
   free(all);
   return st;
 }
@@ -419,7 +429,7 @@ static c5_status choose_device_mode(const c5_dist *d, const c5_backend *be)
   c5_dist *w = (c5_dist *)d;
   const char *env = getenv("C5_DIST");
   c5_status st = C5_OK;
-  int want = DEV_UNSET, shared = 0;
+  int want = DEV_UNSET, shared = 0, any_shared = 0;
   if (env && *env) {
     if (!strcmp(env, "mpi")) want = DEV_MPI;
     else if (!strcmp(env, "nccl")) want = DEV_NCCL;
@@ -428,11 +438,11 @@ static c5_status choose_device_mode(const c5_dist *d, const c5_backend *be)
   if (st == C5_OK && want == DEV_NCCL && (!C5_HAVE_NCCL || be->kind != C5_BACKEND_CUDA))
     st = C5_ERR(C5_ERR_NOTIMPL, "C5_DIST=nccl: %s", C5_HAVE_NCCL ? "the backend is not a CUDA device" :
                 "this build has no NCCL (configure found no libnccl.so)");
-  st = shared_device(d, be, st, &shared);   /* collective: called on every rank, whatever st */
+  st = shared_device(d, be, st, &shared, &any_shared);   /* collective: called on every rank, whatever st */
   if (st == C5_OK && want == DEV_NCCL && shared)
     st = C5_ERR(C5_ERR_ARG, "C5_DIST=nccl: rank %d shares its GPU with another rank (NCCL needs one GPU per rank; "
                 "C5_DIST=mpi stages through host memory)", d->wrank);
-  int mode = want != DEV_UNSET ? want : C5_HAVE_NCCL && be->kind == C5_BACKEND_CUDA && !shared ? DEV_NCCL : DEV_MPI;
+  int mode = want != DEV_UNSET ? want : C5_HAVE_NCCL && be->kind == C5_BACKEND_CUDA && !any_shared ? DEV_NCCL : DEV_MPI;
   c5_dist_arg a = { "dist: device collectives (1: MPI through host memory, 2: NCCL; C5_DIST)", mode };
   C5_CALL(agree(d->comm, d, st, 1, &a));
 #if C5_HAVE_NCCL
