@@ -6,16 +6,28 @@
 #include <string.h>
 #include "harness.h"
 
-/* The CUDA backend on device 0, or exit 77 when the runtime sees no GPU. */
+/* The CUDA backend on GPU (node-local rank) % GPUs, as colt5-train picks it: under mpirun on a machine
+   with a GPU per rank the sharded tests then run over NCCL, on one GPU through host memory. Exits 77 when
+   the runtime sees no GPU. */
 static inline c5_backend *t_cuda_backend_or_skip(void)
 {
-  if (c5_backend_device_count(C5_BACKEND_CUDA) == 0) {
+  const int ngpu = c5_backend_device_count(C5_BACKEND_CUDA);
+  if (ngpu == 0) {
     fprintf(stderr, "no CUDA device: skipped\n");
     MPI_Finalize();
     exit(77);
   }
+  int local = 0;
+  const char *vars[] = { "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_LOCAL_RANK", "SLURM_LOCALID" };
+  for (size_t k = 0; k < sizeof vars / sizeof *vars; k++) {
+    const char *v = getenv(vars[k]);
+    if (v && *v) {
+      local = atoi(v);
+      break;
+    }
+  }
   c5_backend *be = NULL;
-  if (c5_backend_create(C5_BACKEND_CUDA, 0, &be) != C5_OK) {
+  if (c5_backend_create(C5_BACKEND_CUDA, local % ngpu, &be) != C5_OK) {
     fprintf(stderr, "c5_backend_create(cuda): %s\n", c5_last_error());
     MPI_Finalize();
     exit(1);
