@@ -27,7 +27,6 @@ void c5_ffnet_cache_layout(const c5_ffnet *f, long rows, c5_arena *m, c5_ffnet_c
   C5_TAKE(m, c->h, rows * f->hidden);
   C5_TAKE(m, c->a, rows * f->hidden);
   C5_TAKE(m, c->dh, rows * f->hidden);
-  C5_TAKE(m, c->dxn, rows * f->dim);
   c->work_len = c5k_rowpart_work(rows, f->hidden > f->dim ? f->hidden : f->dim);
   C5_TAKE(m, c->work, c->work_len);
 }
@@ -77,10 +76,14 @@ c5_status c5_ffnet_backward(const c5_ffnet *f, const c5_params *p, c5_ffnet_cach
   C5_CALL(ops->colsum(&ctx, dy, rows, d, c5_params_acc(p, f->b2)));
   C5_CALL(ops->gemm(&ctx, 0, 0, rows, h, d, 1.0, dy, d, c5_params_value(p, f->w2), h, 0.0, c->dh, h));
   C5_CALL(ops->gelu_backward(&ctx, c->h, c->dh, rows * h, c->dh));   /* dh, in place */
+  /* first Linear: dW1 += dh^T xn, xn formed again from the x the forward saw (the same op on the same
+     input: the same bits, rnorm too); then dxn = dh W1 over it */
+  c5_real *dxn = c->xn;
+  C5_CALL(ops->rmsnorm_forward(&ctx, x, c5_params_value(p, f->gamma), rows, d, c->xn, c->rnorm));
   C5_CALL(ops->gemm_acc(&ctx, 1, 0, h, d, rows, 1.0, c->dh, h, c->xn, d, prod, c5_params_acc(p, f->w1)));
   C5_CALL(ops->colsum(&ctx, c->dh, rows, h, c5_params_acc(p, f->b1)));
-  C5_CALL(ops->gemm(&ctx, 0, 0, rows, d, h, 1.0, c->dh, h, c5_params_value(p, f->w1), d, 0.0, c->dxn, d));
-  C5_CALL(ops->rmsnorm_backward(&ctx, x, c5_params_value(p, f->gamma), c->rnorm, c->dxn, rows, d, dx,
+  C5_CALL(ops->gemm(&ctx, 0, 0, rows, d, h, 1.0, c->dh, h, c5_params_value(p, f->w1), d, 0.0, dxn, d));
+  C5_CALL(ops->rmsnorm_backward(&ctx, x, c5_params_value(p, f->gamma), c->rnorm, dxn, rows, d, dx,
                                 c5_params_acc(p, f->gamma)));
   const long idx[] = { f->gamma, f->w1, f->b1, f->w2, f->b2 };
   C5_CALL(c5_params_flush(p, idx, 5));

@@ -13,12 +13,12 @@ typedef struct {
 
 typedef struct {
   long rows_cap;
-  c5_real *xn;      /* [rows, dim] normed input */
+  c5_real *xn;      /* [rows, dim] normed input (the forward); the backward forms it again from x, then
+                       dxn over it: x is read there anyway, and one [rows, dim] buffer less is kept */
   double *rnorm;    /* [rows] */
   c5_real *h;       /* [rows, hidden] before GELU */
   c5_real *a;       /* [rows, hidden] after GELU */
   c5_real *dh;      /* [rows, hidden] backward scratch */
-  c5_real *dxn;     /* [rows, dim] backward scratch */
   double *work;     /* rowpart reductions */
   long work_len;
 } c5_ffnet_cache;
