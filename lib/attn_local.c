@@ -2,8 +2,10 @@
    to_qkv, the sliding-window attention core (one backend op each way,
    kernels.h local_attn_*, which holds the reference's masking rules), to_out.
    The cache keeps what the backward needs: the key mask, the LayerNorm
-   output and stats, q/k/v, the merged head outputs and the per-row softmax
-   stats, O(n dim), never O(n L w). */
+   stats, q/k/v, the merged head outputs and the per-row softmax stats,
+   O(n dim), never O(n L w). The LayerNorm output is not kept: the backward
+   forms it again from x (which it reads anyway) in the one buffer that holds
+   it in the forward and datt and dxn in the backward. */
 #include <math.h>
 #include "c5_internal.h"
 #include "backend.h"
@@ -18,15 +20,14 @@ struct c5_attn_local_cache {
   long batch, n;           /* of the last forward */
   int has_mask;
   uint8_t *mask;           /* [batch, n] copy of the key mask */
-  c5_real *xn;             /* [rows, dim] LayerNorm output */
+  c5_real *xn;             /* [rows, max(dim, HD)]: the LayerNorm output (forward; backward, formed again), datt,
+                              dxn: one at a time */
   double *mean, *rstd;     /* [rows] */
   c5_real *qkv;            /* [rows, 3 HD]: q | k | v, head h at h dh within each */
   c5_real *att;            /* [rows, HD] head outputs merged, before to_out */
   double *rmax, *rinv;     /* [batch, heads, n] softmax row max and 1 / sum */
   uint8_t *uni;            /* [batch, heads, n] 1: every slot masked, uniform softmax */
-  c5_real *datt;           /* [rows, HD] backward scratch */
   c5_real *dqkv;           /* [rows, 3 HD] backward scratch */
-  c5_real *dxn;            /* [rows, dim] backward scratch */
   double *work;            /* kernel scratch: LayerNorm rowpart reduction, attention score blocks */
   long work_len;
   /* rotary only (c5_attn_local_set_rotary): positions and tables of the last forward, q and k */
@@ -102,7 +103,7 @@ c5_status c5_attn_local_cache_create(const c5_attn_local *a, long batch, long n,
     C5_CHECK_GOTO(s_ == C5_OK, st, fail, C5_ERR_MEM, "LocalMHA cache for [%ld, %ld, %ld]: out of memory " \
                   "allocating %s (%ld elements)", batch, n, d, #p, (long)(cnt)); } while (0)
   ALLOC(c->mask, rows);
-  ALLOC(c->xn, rows * d);
+  ALLOC(c->xn, rows * (d > hd ? d : hd));
   ALLOC(c->mean, rows);
   ALLOC(c->rstd, rows);
   ALLOC(c->qkv, rows * 3 * hd);
@@ -110,9 +111,7 @@ c5_status c5_attn_local_cache_create(const c5_attn_local *a, long batch, long n,
   ALLOC(c->rmax, rows * a->heads);
   ALLOC(c->rinv, rows * a->heads);
   ALLOC(c->uni, rows * a->heads);
-  ALLOC(c->datt, rows * hd);
   ALLOC(c->dqkv, rows * 3 * hd);
-  ALLOC(c->dxn, rows * d);
   ALLOC(c->work, c->work_len);
   if (a->rotary) {
     const long half = a->dim_head / 2;
@@ -135,8 +134,7 @@ c5_status c5_attn_local_cache_destroy(c5_attn_local_cache **cp)
 {
   if (!cp || !*cp) return C5_OK;
   c5_attn_local_cache *c = *cp;
-  void *v[] = { c->mask, c->xn, c->mean, c->rstd, c->qkv, c->att, c->rmax, c->rinv, c->uni, c->datt, c->dqkv, c->dxn,
-                c->work, c->qpos, c->kpos, c->qcs, c->qsn, c->kcs, c->ksn };
+  void *v[] = { c->mask, c->xn, c->mean, c->rstd, c->qkv, c->att, c->rmax, c->rinv, c->uni, c->dqkv, c->work, c->qpos, c->kpos, c->qcs, c->qsn, c->kcs, c->ksn };
   if (c->be)
     for (size_t i = 0; i < sizeof v / sizeof *v; i++) c5_backend_free(c->be, v[i]);
   C5_FREE(*cp);
@@ -227,21 +225,24 @@ c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_
   const c5k_ops *ops = c5_params_backend(p)->ops;
   const long rows = c->batch * c->n, d = a->dim, hd = (long)a->heads * a->dim_head;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
-  /* to_out: dW += dout^T att; datt = dout W */
-  c5_real *prod = c5_params_scratch(p);
+  /* to_out: dW += dout^T att; datt = dout W (in xn's buffer: the LayerNorm output is formed again below) */
+  c5_real *prod = c5_params_scratch(p), *datt = c->xn, *dxn = c->xn;
   C5_CALL(ops->gemm_acc(&ctx, 1, 0, d, hd, rows, 1.0, dout, d, c->att, hd, prod, c5_params_acc(p, a->to_out)));
-  C5_CALL(ops->gemm(&ctx, 0, 0, rows, hd, d, 1.0, dout, d, c5_params_value(p, a->to_out), hd, 0.0, c->datt, hd));
+  C5_CALL(ops->gemm(&ctx, 0, 0, rows, hd, d, 1.0, dout, d, c5_params_value(p, a->to_out), hd, 0.0, datt, hd));
   const c5k_local_attn L = core_shape(a, c->batch, c->n);
   C5_CALL(ops->local_attn_backward(&ctx, &L, c->qkv, c->qkv + hd, c->qkv + 2 * hd, 3 * hd,
-                                   c->has_mask ? c->mask : NULL, c->rmax, c->rinv, c->uni, c->datt, hd,
+                                   c->has_mask ? c->mask : NULL, c->rmax, c->rinv, c->uni, datt, hd,
                                    c->dqkv, c->dqkv + hd, c->dqkv + 2 * hd));
   if (a->rotary) C5_CALL(rotate_qk(a, ops, &ctx, c, c->dqkv, 1));   /* dq, dk of the unrotated q, k */
-  /* to_qkv: dW += dqkv^T xn; dxn = dqkv W */
+  /* to_qkv: dW += dqkv^T xn, xn formed again from the x the forward saw (the same op on the same input: the
+     same bits, mean and rstd too); then dxn = dqkv W over it */
+  C5_CALL(ops->layernorm_forward(&ctx, x, c5_params_value(p, a->norm_w), c5_params_value(p, a->norm_b), rows,
+                                 (int)d, LN_EPS, c->xn, c->mean, c->rstd));
   C5_CALL(ops->gemm_acc(&ctx, 1, 0, 3 * hd, d, rows, 1.0, c->dqkv, 3 * hd, c->xn, d, prod,
                         c5_params_acc(p, a->to_qkv)));
   C5_CALL(ops->gemm(&ctx, 0, 0, rows, d, 3 * hd, 1.0, c->dqkv, 3 * hd, c5_params_value(p, a->to_qkv), d, 0.0,
-                     c->dxn, d));
-  C5_CALL(ops->layernorm_backward(&ctx, x, c5_params_value(p, a->norm_w), c->mean, c->rstd, c->dxn, rows, (int)d,
+                     dxn, d));
+  C5_CALL(ops->layernorm_backward(&ctx, x, c5_params_value(p, a->norm_w), c->mean, c->rstd, dxn, rows, (int)d,
                                   dx, c5_params_acc(p, a->norm_w), c5_params_acc(p, a->norm_b)));
   const long idx[] = { a->norm_w, a->norm_b, a->to_qkv, a->to_out };
   C5_CALL(c5_params_flush(p, idx, 4));

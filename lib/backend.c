@@ -5,6 +5,9 @@
 #include "c5_internal.h"
 #include "backend.h"
 #include "arena.h"
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
 #if C5_HAVE_CUDA_BUILD
 #include "cuda/cuda.h"
 #endif
@@ -67,6 +70,42 @@ int c5_backend_device_count(c5_backend_kind kind)
   return kind == C5_BACKEND_CPU ? 1 : 0;
 }
 
+/* The CPU backend's memory statistics (c5_backend_mem_stats), the counterpart of the device pool's: every
+   host block of c5_backend_alloc/calloc carries its size in a header, so that free can take it back without a
+   size map. One count for the process (every CPU backend draws on the same heap); atomics because the
+   optimizer or a test may free from another thread than the one that allocated. */
+typedef union {
+  size_t bytes;
+  max_align_t align;   /* the block after the header keeps malloc's alignment */
+} host_hdr;
+static _Atomic size_t host_used, host_high;
+
+static void host_count(size_t add, size_t sub)
+{
+  if (sub) atomic_fetch_sub(&host_used, sub);
+  if (!add) return;
+  size_t now = atomic_fetch_add(&host_used, add) + add, high = atomic_load(&host_high);
+  while (now > high && !atomic_compare_exchange_weak(&host_high, &high, now)) {}
+}
+
+static void *host_alloc(size_t bytes, int zero)
+{
+  if (bytes > SIZE_MAX - sizeof(host_hdr)) return NULL;
+  host_hdr *h = zero ? calloc(1, sizeof *h + bytes) : malloc(sizeof *h + bytes);
+  if (!h) return NULL;
+  h->bytes = bytes;
+  host_count(bytes, 0);
+  return h + 1;
+}
+
+static void host_free(void *p)
+{
+  if (!p) return;
+  host_hdr *h = (host_hdr *)p - 1;
+  host_count(0, h->bytes);
+  free(h);
+}
+
 /* Memory of a backend: host memory on the CPU, device memory (stream-ordered) on a GPU. */
 c5_status c5_backend_alloc(const c5_backend *be, size_t bytes, void **ptr)
 {
@@ -76,7 +115,7 @@ c5_status c5_backend_alloc(const c5_backend *be, size_t bytes, void **ptr)
 #endif
   *ptr = NULL;
   if (bytes == 0) return C5_OK;
-  *ptr = malloc(bytes);
+  *ptr = host_alloc(bytes, 0);
   C5_CHECK(*ptr != NULL, C5_ERR_MEM, "c5_backend_alloc: out of memory for %zu bytes on the cpu backend", bytes);
   return C5_OK;
 }
@@ -89,7 +128,7 @@ c5_status c5_backend_calloc(const c5_backend *be, size_t count, size_t size, voi
   C5_CHECK(!__builtin_mul_overflow(count ? count : 1, size, &bytes), C5_ERR_MEM,
            "c5_backend_calloc: %zu elements of %zu bytes overflow a size", count, size);
   if (c5_backend_is_host(be)) {   /* calloc: the pages are zeroed lazily, as before the backends */
-    *ptr = calloc(bytes, 1);
+    *ptr = host_alloc(bytes, 1);
     C5_CHECK(*ptr != NULL, C5_ERR_MEM, "c5_backend_calloc: out of memory for %zu bytes on the cpu backend", bytes);
     return C5_OK;
   }
@@ -111,7 +150,7 @@ c5_status c5_backend_free(const c5_backend *be, void *ptr)
 #if C5_HAVE_CUDA_BUILD
   if (be->dev) return c5k_cuda_free(be->dev, ptr);
 #endif
-  free(ptr);
+  host_free(ptr);
   return C5_OK;
 }
 
@@ -189,8 +228,14 @@ c5_status c5_backend_mem_stats(const c5_backend *be, int reset, c5_backend_mem *
     return C5_OK;
   }
 #endif
-  (void)reset;
-  return C5_ERR(C5_ERR_NOTIMPL, "c5_backend_mem_stats: the %s backend has no device memory statistics", be->ops->name);
+  /* the host has no pool: what the backend holds is both the pool's use and its reservation */
+  size_t used = atomic_load(&host_used), high = atomic_load(&host_high);
+  if (reset) {   /* as the device pool's: the watermark restarts at the current use */
+    atomic_store(&host_high, used);
+  }
+  *out = (c5_backend_mem){ .dev_used = used, .pool_reserved = used, .pool_used = used,
+                           .pool_reserved_high = high, .pool_used_high = high };
+  return C5_OK;
 }
 
 c5_status c5_arena_alloc_on(c5_arena *a, const c5_backend *be, const char *what)

@@ -34,7 +34,9 @@ static inline int c5_backend_is_host(const c5_backend *be) { return be->dev == N
 c5_status c5_backend_calloc(const c5_backend *be, size_t count, size_t size, void **ptr);
 /* Device memory in bytes, for benchmarks (kernels/cuda/cuda.h c5k_cuda_mem_stats): the device's memory in use
    by everything (cudaMemGetInfo) and the stream-ordered pool's current and high-watermark use; reset restarts
-   the watermarks after reading them. C5_ERR_NOTIMPL on the CPU. */
+   the watermarks after reading them. On the CPU: the bytes that c5_backend_alloc/calloc hold now (process-wide,
+   every CPU backend together) as dev_used, pool_used and pool_reserved, their high watermark as both _high;
+   dev_total 0. Host buffers of plain malloc (row plans, kernel scratch) are not counted. */
 typedef struct {
   size_t dev_total, dev_used;
   size_t pool_reserved, pool_used, pool_reserved_high, pool_used_high;

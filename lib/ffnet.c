@@ -25,11 +25,21 @@ void c5_ffnet_cache_layout(const c5_ffnet *f, long rows, c5_arena *m, c5_ffnet_c
   C5_TAKE(m, c->xn, rows * f->dim);
   C5_TAKE(m, c->rnorm, rows);
   C5_TAKE(m, c->h, rows * f->hidden);
-  C5_TAKE(m, c->a, rows * f->hidden);
   C5_TAKE(m, c->dh, rows * f->hidden);
-  C5_TAKE(m, c->dxn, rows * f->dim);
   c->work_len = c5k_rowpart_work(rows, f->hidden > f->dim ? f->hidden : f->dim);
   C5_TAKE(m, c->work, c->work_len);
+}
+
+/* y [rows, dim] = a W2^T + b2: the second Linear, on the activations a [rows, hidden]. */
+static c5_status second_linear(const c5_ffnet *f, const c5_params *p, c5k_ctx *ctx, const c5_real *a, long rows,
+                               c5_real *y)
+{
+  const c5k_ops *ops = c5_params_backend(p)->ops;
+  const int d = f->dim, h = f->hidden;
+  /* y = a W2^T + b2 (bias broadcast first, then GEMM with beta = 1) */
+  C5_CALL(ops->broadcast_row(ctx, rows, d, c5_params_value(p, f->b2), y));
+  C5_CALL(ops->gemm(ctx, 0, 1, rows, d, h, 1.0, a, h, c5_params_value(p, f->w2), h, 1.0, y, d));
+  return C5_OK;
 }
 
 c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,
@@ -45,22 +55,26 @@ c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real 
   const c5_real *b1 = c5_params_value(p, f->b1);
   C5_CALL(ops->broadcast_row(&ctx, rows, h, b1, c->h));
   C5_CALL(ops->gemm(&ctx, 0, 1, rows, h, d, 1.0, c->xn, d, c5_params_value(p, f->w1), d, 1.0, c->h, h));
-  C5_CALL(ops->gelu_forward(&ctx, c->h, rows * h, c->a));
-  C5_CALL(c5_ffnet_output(f, p, c, rows, y));
+  C5_CALL(ops->gelu_forward(&ctx, c->h, rows * h, c->dh));   /* a, in the backward's scratch */
+  C5_CALL(second_linear(f, p, &ctx, c->dh, rows, y));
   return C5_OK;
 }
 
 c5_status c5_ffnet_output(const c5_ffnet *f, const c5_params *p, const c5_ffnet_cache *c, long rows, c5_real *y)
 {
-  const c5k_ops *ops = c5_params_backend(p)->ops;
+  const c5_backend *be = c5_params_backend(p);
   C5_CHECK(rows <= c->rows_cap, C5_ERR_SHAPE, "feedforward: %ld rows, cache holds %ld", rows, c->rows_cap);
   if (rows == 0) return C5_OK;
-  c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
-  const int d = f->dim, h = f->hidden;
-  /* y = a W2^T + b2 (bias broadcast first, then GEMM with beta = 1) */
-  C5_CALL(ops->broadcast_row(&ctx, rows, d, c5_params_value(p, f->b2), y));
-  C5_CALL(ops->gemm(&ctx, 0, 1, rows, d, h, 1.0, c->a, h, c5_params_value(p, f->w2), h, 1.0, y, d));
-  return C5_OK;
+  c5k_ctx ctx = c5_backend_ctx(be, c->work, c->work_len);
+  const long h = f->hidden;
+  /* a again from h, in a buffer of its own: the cache's scratch may hold a backward's dh by now */
+  c5_real *a = NULL;
+  c5_status st = C5_BE_NEW(be, a, rows * h);
+  C5_CHECK(st == C5_OK, st, "feedforward output: out of memory for the activations [%ld, %ld]", rows, h);
+  st = be->ops->gelu_forward(&ctx, c->h, rows * h, a);
+  if (st == C5_OK) st = second_linear(f, p, &ctx, a, rows, y);
+  c5_backend_free(be, a);
+  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }
 
 c5_status c5_ffnet_backward(const c5_ffnet *f, const c5_params *p, c5_ffnet_cache *c, const c5_real *x,
@@ -70,17 +84,23 @@ c5_status c5_ffnet_backward(const c5_ffnet *f, const c5_params *p, c5_ffnet_cach
   if (rows == 0) return C5_OK;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
   const int d = f->dim, h = f->hidden;
-  /* second Linear: dW2 += dy^T a; db2 += sum dy; da = dy W2 (into dh: the cache stays intact, so a
-     second backward over it gives the same gradients) */
+  /* second Linear: dW2 += dy^T a, a formed again from h in dh (the same op on the same input: the same
+     bits); db2 += sum dy; da = dy W2 over it (the cache stays intact, so a second backward over it gives
+     the same gradients) */
   c5_real *prod = c5_params_scratch(p);
-  C5_CALL(ops->gemm_acc(&ctx, 1, 0, d, h, rows, 1.0, dy, d, c->a, h, prod, c5_params_acc(p, f->w2)));
+  C5_CALL(ops->gelu_forward(&ctx, c->h, rows * h, c->dh));
+  C5_CALL(ops->gemm_acc(&ctx, 1, 0, d, h, rows, 1.0, dy, d, c->dh, h, prod, c5_params_acc(p, f->w2)));
   C5_CALL(ops->colsum(&ctx, dy, rows, d, c5_params_acc(p, f->b2)));
   C5_CALL(ops->gemm(&ctx, 0, 0, rows, h, d, 1.0, dy, d, c5_params_value(p, f->w2), h, 0.0, c->dh, h));
   C5_CALL(ops->gelu_backward(&ctx, c->h, c->dh, rows * h, c->dh));   /* dh, in place */
+  /* first Linear: dW1 += dh^T xn, xn formed again from the x the forward saw (the same op on the same
+     input: the same bits, rnorm too); then dxn = dh W1 over it */
+  c5_real *dxn = c->xn;
+  C5_CALL(ops->rmsnorm_forward(&ctx, x, c5_params_value(p, f->gamma), rows, d, c->xn, c->rnorm));
   C5_CALL(ops->gemm_acc(&ctx, 1, 0, h, d, rows, 1.0, c->dh, h, c->xn, d, prod, c5_params_acc(p, f->w1)));
   C5_CALL(ops->colsum(&ctx, c->dh, rows, h, c5_params_acc(p, f->b1)));
-  C5_CALL(ops->gemm(&ctx, 0, 0, rows, d, h, 1.0, c->dh, h, c5_params_value(p, f->w1), d, 0.0, c->dxn, d));
-  C5_CALL(ops->rmsnorm_backward(&ctx, x, c5_params_value(p, f->gamma), c->rnorm, c->dxn, rows, d, dx,
+  C5_CALL(ops->gemm(&ctx, 0, 0, rows, d, h, 1.0, c->dh, h, c5_params_value(p, f->w1), d, 0.0, dxn, d));
+  C5_CALL(ops->rmsnorm_backward(&ctx, x, c5_params_value(p, f->gamma), c->rnorm, dxn, rows, d, dx,
                                 c5_params_acc(p, f->gamma)));
   const long idx[] = { f->gamma, f->w1, f->b1, f->w2, f->b2 };
   C5_CALL(c5_params_flush(p, idx, 5));

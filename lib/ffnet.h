@@ -13,12 +13,12 @@ typedef struct {
 
 typedef struct {
   long rows_cap;
-  c5_real *xn;      /* [rows, dim] normed input */
+  c5_real *xn;      /* [rows, dim] normed input (the forward); the backward forms it again from x, then
+                       dxn over it: x is read there anyway, and one [rows, dim] buffer less is kept */
   double *rnorm;    /* [rows] */
   c5_real *h;       /* [rows, hidden] before GELU */
-  c5_real *a;       /* [rows, hidden] after GELU */
-  c5_real *dh;      /* [rows, hidden] backward scratch */
-  c5_real *dxn;     /* [rows, dim] backward scratch */
+  c5_real *dh;      /* [rows, hidden]: a = GELU(h) in the forward (formed again where needed: the backward,
+                       c5_ffnet_output), dh in the backward */
   double *work;     /* rowpart reductions */
   long work_len;
 } c5_ffnet_cache;
@@ -29,8 +29,9 @@ void c5_ffnet_cache_layout(const c5_ffnet *f, long rows, c5_arena *m, c5_ffnet_c
 /* y [rows, dim] = ffnet(x [rows, dim]) */
 c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,
                            c5_ffnet_cache *c, c5_real *y);
-/* y [rows, dim] = the second Linear of the activations the last forward of rows cached: the forward's
-   last step, and its output again later (activation dumps), bit for bit. */
+/* y [rows, dim] = the second Linear of the activations of the last forward of rows (formed again from the
+   cached h, in a buffer of its own): the forward's output again later (activation dumps), bit for bit,
+   after a backward too. */
 c5_status c5_ffnet_output(const c5_ffnet *f, const c5_params *p, const c5_ffnet_cache *c, long rows, c5_real *y);
 /* dx = dL/dx (written; may not alias dy); parameter gradients accumulate. */
 c5_status c5_ffnet_backward(const c5_ffnet *f, const c5_params *p, c5_ffnet_cache *c, const c5_real *x,

@@ -30,9 +30,10 @@ struct c5_routed_attn_cache {
   long batch, n;                       /* n: local tokens */
   long offset;                         /* global index of the first local token */
   int rank, size;
-  /* light branch on [left halo | shard | right halo] */
-  c5_attn_local_cache *lc;             /* for n + 2 window tokens */
+  /* light branch on [left halo | shard | right halo]; on one rank on the shard itself */
+  c5_attn_local_cache *lc;             /* for n + 2 window tokens (n without halo buffers) */
   c5_halo halo;
+  int halo_bufs;                       /* the halo's buffers exist: only in a job of several ranks */
   void *block;                         /* the arena all of this cache's own buffers are carved from */
   /* routers */
   c5_router_cache *rq, *rkv;
@@ -132,7 +133,7 @@ static c5_status size_heavy(const c5_routed_attn *m, c5_routed_attn_cache *c, lo
 static void carve(void *obj, c5_arena *a)
 {
   c5_routed_attn_cache *c = obj;
-  c5_halo_carve(&c->halo, a);
+  if (c->halo_bufs) c5_halo_carve(&c->halo, a);
 }
 
 c5_status c5_routed_attn_cache_create(const c5_routed_attn *m, long batch, long n, c5_routed_attn_cache **out)
@@ -154,7 +155,12 @@ c5_status c5_routed_attn_cache_create(const c5_routed_attn *m, long batch, long 
   if (cfg->has_light_attn) {   /* the light branch on [left halo | shard | right halo], a window each side */
     const long w = m->light.window;
     c5_halo_init(&c->halo, batch, n, cfg->dim, w, 1, 1);
-    C5_CALL_GOTO(c5_attn_local_cache_create(&m->light, batch, n + 2 * w, &c->lc), st, fail);
+    /* A forward on one rank has no halo: LocalMHA then runs on x and out themselves (light_local), and the
+       halo's extended input, output and input gradient (3 [batch, n + 2w, dim]) would be copies. A cache
+       cannot know the communicator of its forwards, but they are at most MPI_COMM_WORLD: in a job of one
+       rank the buffers are left out. */
+    c->halo_bufs = c5_dist_world_size() > 1;
+    C5_CALL_GOTO(c5_attn_local_cache_create(&m->light, batch, c->halo_bufs ? n + 2 * w : n, &c->lc), st, fail);
   }
   {   /* the halo's buffers, on the backend */
     c5_arena a = { 0 };
@@ -280,6 +286,8 @@ static c5_status light_local(c5_routed_attn *m, const c5_real *x, const uint8_t 
                              c5_real *out)
 {
   c5_halo *h = &c->halo;
+  if (c->size == 1)   /* no neighbours: the shard is the extended sequence */
+    return c5_attn_local_forward(&m->light, m->p, c->batch, c->n, c->offset, x, mask, c->lc, out);
   C5_CALL(c5_halo_extend(h, c->be, x, mask));
   C5_CALL(c5_attn_local_forward(&m->light, m->p, c->batch, c5_halo_ne(h), c->offset - h->hl, h->xe,
                                 mask ? h->me : NULL, c->lc, h->ye));
@@ -289,9 +297,11 @@ static c5_status light_local(c5_routed_attn *m, const c5_real *x, const uint8_t 
 
 /* Light branch, backward, before the halo gradients go back: the halo rows' outputs get no gradient; their
    input gradients are staged for their owners. Rank-local. */
-static c5_status light_backward_local(c5_routed_attn *m, c5_routed_attn_cache *c, const c5_real *dout, c5_real *dx)
+static c5_status light_backward_local(c5_routed_attn *m, c5_routed_attn_cache *c, const c5_real *x,
+                                     const c5_real *dout, c5_real *dx)
 {
   c5_halo *h = &c->halo;
+  if (c->size == 1) return c5_attn_local_backward(&m->light, m->p, c->lc, x, dout, dx);
   C5_CALL(c5_halo_pad(h, c->be, dout));
   C5_CALL(c5_attn_local_backward(&m->light, m->p, c->lc, h->xe, h->ye, h->dxe));
   C5_CALL(c5_halo_split(h, c->be, dx));
@@ -316,8 +326,12 @@ static c5_status forward_head(c5_routed_attn *m, const c5_layout *lay, long batc
   C5_CHECK(c->size == 1 || lay->unit % unit == 0, C5_ERR_ARG, "ConditionalRoutedAttention: the layout unit %ld must be "
            "a multiple of %ld (the local window, light_window_size / 2: c5_routed_attn_layout_unit) when the sequence "
            "is sharded", lay->unit, unit);
-  if (cfg->has_light_attn)
+  C5_CHECK(!cfg->has_light_attn || c->size == 1 || c->halo_bufs, C5_ERR_INTERNAL, "ConditionalRoutedAttention: a "
+           "forward on %d ranks, but the cache was made in a job of one rank (no halo buffers)", c->size);
+  if (cfg->has_light_attn && c->size > 1)
     C5_CALL(c5_halo_prepare(&c->halo, c->be, lay, c->rank, c->size, x, mask));
+  else if (cfg->has_light_attn)   /* no halo rows: the light output's extents for c5_routed_attn_light_out */
+    c->halo.hl = c->halo.hr = 0;
   else {
     c5k_ctx kc = c5_backend_ctx(c->be, NULL, 0);
     C5_CALL(c5k_zero(c->be->ops, &kc, out, batch * n * D * (long)sizeof *out));
@@ -423,7 +437,7 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
   const c5_routed_attn_config *cfg = &m->cfg;
   const c5_params *p = m->p;
   if (cfg->has_light_attn) {
-    C5_CALL(c5_halo_exchange(&c->halo, d, mask != NULL));
+    if (c->size > 1) C5_CALL(c5_halo_exchange(&c->halo, d, mask != NULL));
     C5_AGREE(d, light_local(m, x, mask, c, out));
   }
   C5_CALL(c5_router_forward(m->hb.q_router, d, lay, c5_params_value(p, m->hb.rt_q), batch, x, mask,
@@ -451,7 +465,7 @@ static c5_status backward_local(c5_routed_attn *m, c5_routed_attn_cache *c, cons
   const c5_params *p = m->p;
 
   c5k_ctx kc = c5_backend_ctx(c->be, NULL, 0);
-  if (cfg->has_light_attn) C5_CALL(light_backward_local(m, c, dout, dx));
+  if (cfg->has_light_attn) C5_CALL(light_backward_local(m, c, x, dout, dx));
   else C5_CALL(c5k_zero(c->be->ops, &kc, dx, batch * n * D * (long)sizeof *dx));
 
   /* null_q_token (this rank's share) and through the query score: out = hout * s */
@@ -470,7 +484,7 @@ c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed
   const long D = cfg->dim, R = cfg->num_routed_kv, batch = c->batch, rows = batch * R;
   const c5_params *p = m->p;
   const c5_routing *rq = c5_router_cache_routing(c->rq);
-  if (cfg->has_light_attn) C5_CALL(c5_halo_return(&c->halo, d, c->be, dx));
+  if (cfg->has_light_attn && c->size > 1) C5_CALL(c5_halo_return(&c->halo, d, c->be, dx));
   const c5k_ops *ops = c->be->ops;
   c5k_ctx kc = c5_backend_ctx(c->be, NULL, 0);
   if (cfg->multiply_queries_by_score) C5_CALL(ops->add2d(&kc, 1, batch * c->nq, c->dqs, 0, c->dsq, 0));

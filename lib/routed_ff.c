@@ -17,21 +17,26 @@ struct c5_routed_ff {
 };
 
 /* Its memory plan: the router's cache (its own arena), then one arena for
-   the rest. The heavy FF runs on the routed tokens this rank holds, at most
-   every local token (batch n_local: unrouted, every token is one), so every
-   heavy buffer is [batch * n_local] rows. */
+   the rest. The heavy FF runs on the routed tokens this rank holds: of a
+   router row's k = num_heavy_tokens at most min(k, n_local) (docs/design.md
+   §4), and unrouted (n <= k) every local token, n_local <= n <= k: so
+   min(k, n_local) either way, and every heavy buffer is [batch * that] rows
+   (heavy_cap), n/16 of the tokens in the usual setting instead of all of
+   them. With route blocks k grows with the global n (blocks x ceil(k /
+   blocks)), which cache creation does not know: n_local then. */
 struct c5_routed_ff_cache {
   const c5_backend *be;  /* where the arena lives */
   long batch, n_local, offset;
   c5_router_cache *rc;
   c5_ffnet_cache light, heavy;
   long ntok;            /* rows through the heavy FF */
-  long *pos;            /* [batch * n_local] (b, local token) of each heavy row */
-  c5_real *xr;          /* [batch * n_local, dim] gathered routed tokens */
+  long heavy_cap;       /* rows the heavy buffers hold: batch min(num_heavy_tokens, n_local) */
+  long *pos;            /* [heavy_cap] (b, local token) of each heavy row */
+  c5_real *xr;          /* [heavy_cap, dim] gathered routed tokens */
   c5_real *hr;          /* heavy outputs, before the score */
   c5_real *dh;          /* backward scratch */
   c5_real *dscore;
-  c5_real *dtmp;        /* [batch * n_local, dim] */
+  c5_real *dtmp;        /* [heavy_cap, dim] */
   const uint8_t *mask;
   void *mem;            /* the arena */
 };
@@ -91,15 +96,17 @@ c5_status c5_routed_ff_set_random_seed(c5_routed_ff *m, uint64_t seed)
 
 static void cache_layout(const c5_routed_ff *m, c5_routed_ff_cache *c, c5_arena *a)
 {
-  const long rows = c->batch * c->n_local, d = m->cfg.dim;
+  const long rows = c->batch * c->n_local, d = m->cfg.dim, k = m->cfg.num_heavy_tokens;
+  const long per_row = m->cfg.router.route_block_size > 0 || k > c->n_local ? c->n_local : k;
+  c->heavy_cap = c->batch * per_row;
   c5_ffnet_cache_layout(&m->light, rows, a, &c->light);
-  c5_ffnet_cache_layout(&m->heavy, rows, a, &c->heavy);
-  C5_TAKE(a, c->pos, rows);
-  C5_TAKE(a, c->xr, rows * d);
-  C5_TAKE(a, c->hr, rows * d);
-  C5_TAKE(a, c->dh, rows * d);
-  C5_TAKE(a, c->dtmp, rows * d);
-  C5_TAKE(a, c->dscore, rows);
+  c5_ffnet_cache_layout(&m->heavy, c->heavy_cap, a, &c->heavy);
+  C5_TAKE(a, c->pos, c->heavy_cap);
+  C5_TAKE(a, c->xr, c->heavy_cap * d);
+  C5_TAKE(a, c->hr, c->heavy_cap * d);
+  C5_TAKE(a, c->dh, c->heavy_cap * d);
+  C5_TAKE(a, c->dtmp, c->heavy_cap * d);
+  C5_TAKE(a, c->dscore, c->heavy_cap);
 }
 
 c5_status c5_routed_ff_cache_create(const c5_routed_ff *m, long batch, long n_local, c5_routed_ff_cache **out)
@@ -184,6 +191,9 @@ static c5_status forward_heavy(c5_routed_ff *m, long batch, long nl, long offset
     uniform &= !rt->routed || (rt->count[b] == rt->count[0] && rt->start[b] == b * rt->count[0]);
     e += rt->routed ? rt->count[b] : nl;
   }
+  C5_CHECK(e <= c->heavy_cap, C5_ERR_INTERNAL, "ConditionalRoutedFeedForward: %ld heavy rows on this rank, the cache "
+           "holds %ld (batch %ld, num_heavy_tokens %ld, %ld local tokens)", e, c->heavy_cap, batch,
+           m->cfg.num_heavy_tokens, nl);
   if (!rt->routed)   /* every token: 0 .. batch nl - 1 */
     C5_CALL(ops->index_rows(&kc, 1, batch * nl, NULL, 0, 0, 1, 0, 0, c->pos, batch * nl));
   else if (uniform)  /* every row holds the same count (one rank): formed by an op, no index read here */

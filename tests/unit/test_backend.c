@@ -3,6 +3,8 @@
    bit for bit (the pattern a CUDA-vs-CPU test follows: one binary, two
    backends, the same inputs); a kind this build has no kernels for is
    refused by name; parameters remember their backend. */
+#include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 #include "modules.h"
 #include "backend.h"
@@ -95,6 +97,34 @@ int main(int argc, char **argv)
             c5_last_error());
     c5_error_clear();
   }
+  {   /* the CPU's memory statistics count what alloc/calloc hold, and their high watermark until a reset */
+    c5_backend_mem m0, m;
+    void *p1 = NULL, *p2 = NULL;
+    T_OK(c5_backend_mem_stats(cpu, 1, &m0));
+    T_CHECK(m0.pool_used_high == m0.pool_used, "a reset left the watermark at %zu above the use %zu",
+            m0.pool_used_high, m0.pool_used);
+    T_OK(c5_backend_alloc(cpu, 1000, &p1));
+    T_OK(c5_backend_calloc(cpu, 10, 300, &p2));
+    T_CHECK(((uintptr_t)p1 | (uintptr_t)p2) % _Alignof(max_align_t) == 0, "a host block lost malloc's alignment");
+    for (int i = 0; i < 3000; i++) T_CHECK(((unsigned char *)p2)[i] == 0, "calloc's byte %d is not zero", i);
+    T_OK(c5_backend_mem_stats(cpu, 0, &m));
+    T_CHECK(m.pool_used == m0.pool_used + 4000 && m.dev_used == m.pool_used && m.pool_used_high == m.pool_used,
+            "after 1000 + 3000 bytes: used %zu high %zu (from %zu)", m.pool_used, m.pool_used_high, m0.pool_used);
+    T_OK(c5_backend_free(cpu, p1));
+    T_OK(c5_backend_mem_stats(cpu, 0, &m));
+    T_CHECK(m.pool_used == m0.pool_used + 3000 && m.pool_used_high == m0.pool_used + 4000,
+            "after freeing 1000: used %zu high %zu (from %zu)", m.pool_used, m.pool_used_high, m0.pool_used);
+    T_OK(c5_backend_mem_stats(cpu, 1, &m));   /* reads the old watermark, then restarts it */
+    T_CHECK(m.pool_used_high == m0.pool_used + 4000, "the reset's read: high %zu", m.pool_used_high);
+    T_OK(c5_backend_mem_stats(cpu, 0, &m));
+    T_CHECK(m.pool_used_high == m0.pool_used + 3000, "after the reset: high %zu, not the use %zu",
+            m.pool_used_high, m0.pool_used + 3000);
+    T_OK(c5_backend_free(cpu, p2));
+    T_OK(c5_backend_free(cpu, NULL));
+    T_OK(c5_backend_mem_stats(cpu, 0, &m));
+    T_CHECK(m.pool_used == m0.pool_used && m.pool_used_high == m0.pool_used + 3000,
+            "after freeing all: used %zu high %zu", m.pool_used, m.pool_used_high);
+  }
   T_FAILS(c5_backend_create(C5_BACKEND_CPU, 1, &none), C5_ERR_ARG, "device 1");
   T_OK(c5_backend_create(C5_BACKEND_CPU, 0, &be));
   T_CHECK(run(cpu, d, &o1, &dx1, &g1, &n1), "block on the process-wide CPU backend");
@@ -106,7 +136,7 @@ int main(int argc, char **argv)
   T_CHECK(be == NULL, "destroy did not clear the handle");
   T_OK(c5_backend_destroy(&be));   /* NULL-safe */
   printf("backends: cpu, a second cpu (bit-identical block), cuda (made, or refused by the build or for want of a "
-         "device), a missing op refused by name: ok\n");
+         "device), a missing op refused by name, cpu memory statistics: ok\n");
   ok = 1;
 fail:
   free(o1); free(o2); free(dx1); free(dx2); free(g1); free(g2);
