@@ -67,7 +67,9 @@ int c5_backend_device_count(c5_backend_kind kind);
    backend's work is ordered on its own stream: c5_backend_memcpy (any
    direction) and c5_backend_sync return when that work is done. Host
    scalars and per-row parameters (c5_cd_forward's k) stay host memory. On
-   the CPU these are malloc, free and memcpy. */
+   the CPU these are host memory (malloc with a size header, which the
+   memory statistics count: free it with c5_backend_free, never free) and
+   memcpy. */
 c5_status c5_backend_alloc(const c5_backend *be, size_t bytes, void **ptr);
 c5_status c5_backend_free(const c5_backend *be, void *ptr);   /* NULL-safe */
 c5_status c5_backend_memcpy(const c5_backend *be, void *dst, const void *src, size_t bytes);
