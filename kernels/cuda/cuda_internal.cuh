@@ -150,5 +150,22 @@ __device__ __forceinline__ double c5k_add(double a, double b) { return __dadd_rn
 __device__ __forceinline__ float c5k_add(float a, float b) { return __fadd_rn(a, b); }
 __device__ __forceinline__ double c5k_sub(double a, double b) { return __dsub_rn(a, b); }
 __device__ __forceinline__ float c5k_sub(float a, float b) { return __fsub_rn(a, b); }
+/* Row dots one warp per row (gather.cu, indexed_rows.cu): lane l holds
+   columns k = base + l of chunks base = 0, 32, 64, ..., so the warp's loads
+   of a row are coalesced, where a thread per row had its 32 lanes on 32 rows.
+   The loop is warp-uniform (blocks of C5K_THREADS, a multiple of 32): every
+   lane stays for the full-warp shuffles. Launch c5k_cuda_blocks(dev, 32 rows). */
+#define C5K_WARP_LOOP(w, total) \
+  for (long w = (blockIdx.x * (long)blockDim.x + threadIdx.x) >> 5; w < (long)(total); \
+       w += ((long)gridDim.x * blockDim.x) >> 5)
+/* acc plus the chunk's first cnt products p (lane l: column base + l), added
+   one at a time in lane order, in every lane. Over the chunks in order this
+   is the CPU's sum over k = 0, 1, 2, ...: the same roundings in the same
+   order, so the same bits. Call it from all 32 lanes with a warp-uniform cnt. */
+__device__ __forceinline__ double c5k_warp_ordered_add(double acc, double p, int cnt)
+{
+  for (int l = 0; l < cnt; l++) acc = c5k_add(acc, __shfl_sync(0xffffffffu, p, l));
+  return acc;
+}
 /* ---- end cuda-gather ---- */
 #endif

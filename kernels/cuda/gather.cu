@@ -2,7 +2,7 @@
    (kernels/cpu/gather.c): the routed tokens into the heavy branch, its
    output over null_q_token, the backward through the query score, the
    null_q_token gradient and the kv exchange's masks and positions. Element
-   moves and independent rows run one thread per element; every sum keeps
+   moves run one thread per element, row dots one warp per row; every sum keeps
    the CPU's order (k order within a row; over rows e order, or for
    acc_rows the parameter gradients' row partition), so the bits are the
    CPU's and do not depend on the launch. */
@@ -54,17 +54,21 @@ __global__ void scatter_rows_distinct(long n, long dim, const long *idx, const c
 }
 
 /* equal indices possible: the destination rows are dealt to `parts`
-   classes (row % parts); one thread per (class, column) walks e in order and
-   applies the entries of its class, so the entries of one destination row
-   land in e order (the CPU's last write, its sum order) while different rows
-   proceed in parallel. */
+   classes (row & (parts - 1), parts a power of two: every thread tests
+   every e, and a mask there is one instruction where a 64-bit % is a
+   software division of tens); one
+   thread per (class, column) walks e in order and applies the entries of its
+   class, so the entries of one destination row land in e order (the CPU's
+   last write, its sum order) while different rows proceed in parallel. */
 __global__ void scatter_rows_ordered(long n, long dim, long parts, const long *idx, const c5_real *src,
                                      const c5_real *scale, const c5_real *sub, int accumulate, c5_real *dst)
 {
   C5K_GRID_LOOP(u, parts * dim) {
-    const long part = u / dim, k = u % dim;
-    for (long e = 0; e < n; e++)
-      if (idx[e] >= 0 && idx[e] % parts == part) scatter_one(e, k, dim, idx, src, scale, sub, accumulate, dst);
+    const long part = u / dim, k = u % dim, mask = parts - 1;
+    for (long e = 0; e < n; e++) {
+      const long r = idx[e];
+      if (r >= 0 && (r & mask) == part) scatter_one(e, k, dim, idx, src, scale, sub, accumulate, dst);
+    }
   }
 }
 
@@ -81,8 +85,9 @@ extern "C" c5_status c5k_scatter_rows_cuda(c5k_ctx *ctx, long n, long dim, const
                                                                                           accumulate, dst);
   else {
     /* enough (class, column) threads to fill the device; each still reads all n indices */
-    long parts = 1024L * (dev->sms > 0 ? dev->sms : 1) / dim;
-    parts = parts < 1 ? 1 : parts > n ? n : parts;
+    long want = 1024L * (dev->sms > 0 ? dev->sms : 1) / dim, parts = 1;
+    want = want > n ? n : want;
+    while (2 * parts <= want) parts *= 2;   /* the largest power of two <= want, at least 1 */
     scatter_rows_ordered<<<c5k_cuda_blocks(dev, parts * dim), C5K_THREADS, 0, dev->stream>>>(n, dim, parts, idx, src,
                                                                                             scale, sub, accumulate,
                                                                                             dst);
@@ -91,22 +96,33 @@ extern "C" c5_status c5k_scatter_rows_cuda(c5k_ctx *ctx, long n, long dim, const
   return C5_OK;
 }
 
-/* One thread per row: dscale's sum runs over k in order (and a row's g[k]
-   is read before its dsrc[e, k] is written, so in place is safe). */
+/* One warp per row (C5K_WARP_LOOP): lane l moves columns k = base + l and
+   dscale's sum runs over k in order (c5k_warp_ordered_add). In place
+   (dsrc == src, allowed with idx NULL only, so g is row e of dsrc): element
+   (e, k) belongs to one lane of one warp, which reads g[k] before it writes
+   dsrc[e, k]; no other lane or warp reads that element, so no read sees a
+   written value, as in the CPU's loop. idx -1: g is 0 and the products are
+   formed from it all the same (0 * inf is NaN on both sides). */
 __global__ void gather_scale_dot_kernel(long n, long dim, const long *idx, const c5_real *src, const c5_real *scale,
                                         const c5_real *y, c5_real *dsrc, c5_real *dscale)
 {
-  C5K_GRID_LOOP(e, n) {
+  const int lane = threadIdx.x & 31;
+  C5K_WARP_LOOP(e, n) {
     const long r = idx ? idx[e] : e;
     const c5_real *g = r >= 0 ? src + r * dim : NULL;
     const c5_real a = scale[e];
     double ds = 0;
-    for (long k = 0; k < dim; k++) {
-      c5_real gk = g ? g[k] : (c5_real)0;
-      dsrc[e * dim + k] = c5k_mul(gk, a);
-      ds = c5k_add(ds, c5k_mul((double)gk, (double)y[e * dim + k]));
+    for (long base = 0; base < dim; base += 32) {
+      const long k = base + lane;
+      double p = 0;
+      if (k < dim) {
+        const c5_real gk = g ? g[k] : (c5_real)0;
+        dsrc[e * dim + k] = c5k_mul(gk, a);
+        p = c5k_mul((double)gk, (double)y[e * dim + k]);
+      }
+      ds = c5k_warp_ordered_add(ds, p, (int)min(32L, dim - base));
     }
-    if (dscale) dscale[e] = (c5_real)ds;
+    if (lane == 0 && dscale) dscale[e] = (c5_real)ds;
   }
 }
 
@@ -117,8 +133,8 @@ extern "C" c5_status c5k_gather_scale_dot_cuda(c5k_ctx *ctx, long n, long dim, c
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   if (n <= 0) return C5_OK;
-  gather_scale_dot_kernel<<<c5k_cuda_blocks(dev, n), C5K_THREADS, 0, dev->stream>>>(n, dim, idx, src, scale, y, dsrc,
-                                                                                     dscale);
+  gather_scale_dot_kernel<<<c5k_cuda_blocks(dev, 32 * n), C5K_THREADS, 0, dev->stream>>>(n, dim, idx, src, scale, y,
+                                                                                          dsrc, dscale);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }

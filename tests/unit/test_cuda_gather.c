@@ -288,16 +288,21 @@ static int gathers(c5_backend *gpu)
       SHAPE("n %ld dim %ld rows %ld distinct %d acc %d scale,sub %s", n, dim, m, dist, acc, extra ? "set" : "NULL");
       CASE("scatter_rows", f_scatter_rows, 0, 0, n, dim, acc, dist);
     }
-  /* gather_scale_dot: padded idx, dscale or none, in place with idx NULL */
-  long gs[][2] = { { 1, 1 }, { 333, 67 }, { 4096, 256 } };
-  for (int c = 0; c < 3; c++)
+  /* gather_scale_dot: padded idx, dscale or none, in place with idx NULL. The kernels run a warp per
+     row over chunks of 32 columns: dims below, at and just past 32, not multiples of it, one row of
+     several chunks, and a padded idx of mostly -1 (p_pad, v 3). Its sum over k has the CPU's order
+     (kernels.h), so the bits must be the CPU's. */
+  long gs[][3] = { { 1, 1, 10 }, { 1, 100, 10 }, { 50, 5, 10 }, { 97, 32, 10 }, { 64, 33, 10 }, { 333, 67, 10 },
+                   { 200, 40, 90 }, { 4096, 256, 10 }, { 8192, 512, 10 } };
+  for (int c = 0; c < 9; c++)
     for (int v = 0; v < 3; v++) {   /* 0: idx, dscale; 1: idx, dscale NULL; 2: idx NULL, in place, dscale */
       long n = gs[c][0], dim = gs[c][1], m = v == 2 ? n : n + 4;
-      tbuf b[] = { lbuf(v == 2 ? 0 : n, v == 2 ? NULL : indices(n, m, 0.1)), rbuf(v == 2 ? INOUT : IN, m * dim), rbuf(IN, n),
+      double pad = gs[c][2] / 100.0;
+      tbuf b[] = { lbuf(v == 2 ? 0 : n, v == 2 ? NULL : indices(n, m, pad)), rbuf(v == 2 ? INOUT : IN, m * dim), rbuf(IN, n),
                    rbuf(IN, n * dim), rbuf(OUT, v == 2 ? 0 : n * dim), rbuf(OUT, v == 1 ? 0 : n) };
-      SHAPE("n %ld dim %ld idx %s dscale %s%s", n, dim, v == 2 ? "NULL" : "padded", v == 1 ? "NULL" : "set",
-            v == 2 ? " in place" : "");
-      CASE("gather_scale_dot", f_gather_scale_dot, 0, 0, n, dim, v == 2);
+      SHAPE("n %ld dim %ld idx %s dscale %s%s", n, dim, v == 2 ? "NULL" : pad > 0.5 ? "mostly -1" : "padded",
+            v == 1 ? "NULL" : "set", v == 2 ? " in place" : "");
+      CASE("gather_scale_dot", f_gather_scale_dot, 1, 0, n, dim, v == 2);
     }
   /* acc_rows: repeated and padded idx, idx NULL; added, subtracted */
   long ar[][2] = { { 1, 1 }, { 700, 65 }, { 8192, 256 } };
@@ -328,15 +333,17 @@ static int gathers(c5_backend *gpu)
     SHAPE("rows %ld n %ld", rows, n);
     CASE("mask_before", f_mask_before, 1, 0, rows, n);
   }
-  /* row_dot: idx and idx NULL */
-  long rd[][2] = { { 1, 1 }, { 513, 67 }, { 4096, 512 } };
-  for (int c = 0; c < 3; c++)
+  /* row_dot: idx and idx NULL (no -1: kernels.h gives it none); the chunk edges as for
+     gather_scale_dot, and bits equal for the same reason */
+  long rd[][2] = { { 1, 1 }, { 1, 100 }, { 50, 5 }, { 97, 32 }, { 64, 33 }, { 513, 67 }, { 4096, 512 },
+                   { 32768, 512 } };
+  for (int c = 0; c < 8; c++)
     for (int v = 0; v < 2; v++) {
       long n = rd[c][0], dim = rd[c][1], m = n + 7;
       long *idx = v ? NULL : indices(n, m, 0);
       tbuf b[] = { lbuf(v ? 0 : n, idx), rbuf(IN, (v ? n : m) * dim), rbuf(IN, n * dim), rbuf(OUT, n) };
       SHAPE("n %ld dim %ld idx %s", n, dim, v ? "NULL" : "set");
-      CASE("row_dot", f_row_dot, 0, 0, n, dim);
+      CASE("row_dot", f_row_dot, 1, 0, n, dim);
     }
   return ok;
 }
