@@ -9,9 +9,11 @@
    Pure moves, integer and byte outputs must equal the CPU's bits; the
    arithmetic ops round every operation as the CPU does (no fused
    multiply-adds), so their bits are reported, and held to the norm-wise
-   bound (1e-12 double, 1e-5 single). The ops built on log, cos and sin
-   (normal_fill, rotary_table) are held elementwise to a few ulps: the CUDA
-   library's transcendentals are not the host's. Exits 77 without a GPU. */
+   bound (1e-12 double, 1e-5 single); gather_scale_dot and row_dot, whose
+   sums kernels.h orders (k in order, in double), are held to the CPU's
+   bits. The ops built on log, cos and sin (normal_fill, rotary_table) are
+   held elementwise to a few ulps: the CUDA library's transcendentals are
+   not the host's. Exits 77 without a GPU. */
 #include <stdint.h>
 #include "cuda_util.h"
 #include "kernels.h"
