@@ -54,20 +54,28 @@ __global__ void scatter_rows_distinct(long n, long dim, const long *idx, const c
 }
 
 /* equal indices possible: the destination rows are dealt to `parts`
-   classes (row & (parts - 1), parts a power of two: every thread tests
-   every e, and a mask there is one instruction where a 64-bit % is a
-   software division of tens); one
-   thread per (class, column) walks e in order and applies the entries of its
-   class, so the entries of one destination row land in e order (the CPU's
-   last write, its sum order) while different rows proceed in parallel. */
+   classes (row & (parts - 1), parts a power of two) and the columns to
+   chunks of 32; one warp per (class, chunk) reads the indices 32 at a time
+   (coalesced), marks those of its class in a ballot and applies them lowest
+   bit first, each lane its own column. Element (row, k) is thus written by
+   one lane only, which applies the row's entries in e order (the CPU's last
+   write, its sum order), while different rows and chunks proceed in
+   parallel. The ballot and the loop over its bits are warp-uniform. */
 __global__ void scatter_rows_ordered(long n, long dim, long parts, const long *idx, const c5_real *src,
                                      const c5_real *scale, const c5_real *sub, int accumulate, c5_real *dst)
 {
-  C5K_GRID_LOOP(u, parts * dim) {
-    const long part = u / dim, k = u % dim, mask = parts - 1;
-    for (long e = 0; e < n; e++) {
-      const long r = idx[e];
-      if (r >= 0 && (r & mask) == part) scatter_one(e, k, dim, idx, src, scale, sub, accumulate, dst);
+  const int lane = threadIdx.x & 31;
+  const long chunks = (dim + 31) / 32, mask = parts - 1;
+  C5K_WARP_LOOP(w, parts * chunks) {
+    const long part = w / chunks, k = (w % chunks) * 32 + lane;
+    for (long e0 = 0; e0 < n; e0 += 32) {
+      const long r = e0 + lane < n ? idx[e0 + lane] : -1;
+      unsigned hit = __ballot_sync(0xffffffffu, r >= 0 && (r & mask) == part);
+      while (hit) {
+        const int l = __ffs(hit) - 1;   /* the lowest entry left: e order */
+        hit &= hit - 1;
+        if (k < dim) scatter_one(e0 + l, k, dim, idx, src, scale, sub, accumulate, dst);
+      }
     }
   }
 }
@@ -84,13 +92,13 @@ extern "C" c5_status c5k_scatter_rows_cuda(c5k_ctx *ctx, long n, long dim, const
     scatter_rows_distinct<<<c5k_cuda_blocks(dev, n * dim), C5K_THREADS, 0, dev->stream>>>(n, dim, idx, src, scale, sub,
                                                                                           accumulate, dst);
   else {
-    /* enough (class, column) threads to fill the device; each still reads all n indices */
-    long want = 1024L * (dev->sms > 0 ? dev->sms : 1) / dim, parts = 1;
+    /* enough (class, chunk) warps to fill the device (64 a multiprocessor); each still reads all n indices */
+    const long chunks = (dim + 31) / 32;
+    long want = 64L * (dev->sms > 0 ? dev->sms : 1) / chunks, parts = 1;
     want = want > n ? n : want;
     while (2 * parts <= want) parts *= 2;   /* the largest power of two <= want, at least 1 */
-    scatter_rows_ordered<<<c5k_cuda_blocks(dev, parts * dim), C5K_THREADS, 0, dev->stream>>>(n, dim, parts, idx, src,
-                                                                                            scale, sub, accumulate,
-                                                                                            dst);
+    scatter_rows_ordered<<<c5k_cuda_blocks(dev, 32 * parts * chunks), C5K_THREADS, 0, dev->stream>>>(
+        n, dim, parts, idx, src, scale, sub, accumulate, dst);
   }
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
