@@ -16,7 +16,8 @@
    heads, light window 128, FF mult 0.5 / 4, n/16 heavy tokens for q, kv and
    FF, batch 1; forward and forward+backward tokens/s, the share of time in
    matrix products and their GFLOP/s, against a plain GEMM of the BLAS
-   ([n, 256] x [256, 1024]) timed in the same run.
+   ([n, 256] x [256, 1024]) timed in the same run, and each rank's peak of
+   backend memory (parameters, gradients, caches).
 
    Under mpirun (block), every rank's options and buffers are agreed before
    the first collective (docs/errors.md): options that differ between ranks
@@ -250,6 +251,20 @@ static void comm_report(c5_dist *d, int reps, double step_s, long n)
          c5_dist_size(d), 1e3 * tot, 100 * tot / step_s);
 }
 
+/* The backend memory (parameters, gradients, caches: what c5_backend_alloc held at its peak since the reset
+   before the block was built) of each rank: max / min / mean over ranks. */
+static void mem_report(c5_dist *d, long n)
+{
+  c5_backend_mem m;
+  const double hi = c5_backend_mem_stats(c5_backend_cpu(), 0, &m) == C5_OK ? m.pool_used_high / 1048576.0 : -1;
+  double mx[2] = { hi, -hi }, sum = hi;
+  if (c5_dist_reduce_double(d, mx, 2, C5_REDUCE_MAX) != C5_OK || c5_dist_reduce_double(d, &sum, 1, C5_REDUCE_SUM) != C5_OK)
+    return;
+  if (c5_dist_rank(d) == 0)
+    printf("memory n=%-6ld P=%d backend_high_MiB per rank: max %.1f min %.1f mean %.1f (parameters, gradients, "
+           "caches)\n", n, c5_dist_size(d), mx[0], -mx[1], sum / c5_dist_size(d));
+}
+
 /* Routed tokens on this rank for one routing (batch row 0): max / mean over ranks. */
 static void balance(c5_dist *d, const char *what, const c5_routing *rt, long n)
 {
@@ -291,8 +306,10 @@ static int bench_block(const opts_t *o, c5_dist *d)
       c5_block_cache *cache = NULL;
       c5_layout lay;
       c5_real *x = NULL, *y = NULL, *g = NULL, *dx = NULL;
-      /* this rank alone until the agreement below */
-      c5_status st = c5_params_create(c5_backend_cpu(), &p);
+      /* this rank alone until the agreement below; the memory watermark restarts: this n's block alone */
+      c5_backend_mem m0;
+      c5_status st = c5_backend_mem_stats(c5_backend_cpu(), 1, &m0);
+      if (st == C5_OK) st = c5_params_create(c5_backend_cpu(), &p);
       if (st == C5_OK) st = c5_block_create(&cfg, p, "", &blk);
       if (st == C5_OK) st = c5_params_alloc(p);
       long unit = 0;
@@ -356,6 +373,7 @@ static int bench_block(const opts_t *o, c5_dist *d)
         }
         if (pi == 1) comm_report(d, reps, tsum / reps, n);
       }
+      mem_report(d, n);
       balance(d, "attn.q", c5_routed_attn_routing_q(c5_block_attn_cache(cache)), n);
       balance(d, "attn.kv", c5_routed_attn_routing_kv(c5_block_attn_cache(cache)), n);
       balance(d, "ff", c5_routed_ff_routing(c5_block_ff_cache(cache)), n);

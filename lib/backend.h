@@ -32,16 +32,6 @@ static inline int c5_backend_is_host(const c5_backend *be) { return be->dev == N
 /* count elements of size bytes on be, zeroed (calloc on the CPU). *ptr NULL for count 0 on the CPU's
    terms (calloc of at least one byte: a distinct valid pointer). Free with c5_backend_free. */
 c5_status c5_backend_calloc(const c5_backend *be, size_t count, size_t size, void **ptr);
-/* Device memory in bytes, for benchmarks (kernels/cuda/cuda.h c5k_cuda_mem_stats): the device's memory in use
-   by everything (cudaMemGetInfo) and the stream-ordered pool's current and high-watermark use; reset restarts
-   the watermarks after reading them. On the CPU: the bytes that c5_backend_alloc/calloc hold now (process-wide,
-   every CPU backend together) as dev_used, pool_used and pool_reserved, their high watermark as both _high;
-   dev_total 0. Host buffers of plain malloc (row plans, kernel scratch) are not counted. */
-typedef struct {
-  size_t dev_total, dev_used;
-  size_t pool_reserved, pool_used, pool_reserved_high, pool_used_high;
-} c5_backend_mem;
-c5_status c5_backend_mem_stats(const c5_backend *be, int reset, c5_backend_mem *out);
 #define C5_BE_NEW(be, p, n) c5_backend_calloc((be), (size_t)(n), sizeof *(p), (void **)&(p))
 
 /* bytes at src (be's memory) readable on the host, for the files (checkpoints, dumps) that HDF5 writes

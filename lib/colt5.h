@@ -72,6 +72,16 @@ int c5_backend_device_count(c5_backend_kind kind);
    memcpy. */
 c5_status c5_backend_alloc(const c5_backend *be, size_t bytes, void **ptr);
 c5_status c5_backend_free(const c5_backend *be, void *ptr);   /* NULL-safe */
+/* A backend's memory in bytes, for benchmarks: on a GPU the device's memory in use
+   by everything (cudaMemGetInfo) and the stream-ordered pool's current and high-watermark use; reset restarts
+   the watermarks after reading them. On the CPU: the bytes that c5_backend_alloc/calloc hold now (process-wide,
+   every CPU backend together) as dev_used, pool_used and pool_reserved, their high watermark as both _high;
+   dev_total 0. Host buffers of plain malloc (row plans, kernel scratch) are not counted. */
+typedef struct {
+  size_t dev_total, dev_used;
+  size_t pool_reserved, pool_used, pool_reserved_high, pool_used_high;
+} c5_backend_mem;
+c5_status c5_backend_mem_stats(const c5_backend *be, int reset, c5_backend_mem *out);
 c5_status c5_backend_memcpy(const c5_backend *be, void *dst, const void *src, size_t bytes);
 c5_status c5_backend_sync(const c5_backend *be);
 /* How the GPU's f32-compute matrix products treat their f32 inputs: exactly (C5_MATMUL_FP32, the
