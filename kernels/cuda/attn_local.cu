@@ -852,6 +852,340 @@ __global__ void __launch_bounds__(TC_THREADS, 2) la_tc_backward_kv(la_shape a, c
 }
 #endif
 
+#if !C5_USE_DOUBLE
+/* ---- bf16 matmul mode: the products on cuBLASLt over windows ----
+   Every query window's scores are one small product, [w, dh] x [dh, L w],
+   and the windows of all (b, h) one strided batch: q, k, v (and dout) are
+   copied to bf16 in a padded layout [b H][Nw][w][dh] with Nw = W + lb + lf
+   window slots a head, queries of window i in slot i, keys and values of
+   window i in slot i + lb, zeros elsewhere (the out-of-range windows before
+   the first and after the last, the rows past n). Then window i's L w keys
+   are the L consecutive slots from i: one stride (w dh) serves A, B and C,
+   the B views overlapping. Slots i >= W of a head (lb + lf of Nw) are
+   computed and dropped. Rows past n have q = 0 and k = 0, so their scores
+   are exactly 0, the pad keys' score the reference gives them.
+   Forward, per chunk of windows: S = Q K^T (f32), a row kernel (one warp a
+   row: the SIMT kernels' masks, max, weights, sums and stats; P = exp(s -
+   max) in bf16, 1 on a uniform row's window keys), O = P V; o = O / sum (a
+   uniform row: O / (L w) plus its out-of-range part) into o's layout.
+   Backward, per chunk: S and dP = dout V^T again, a row kernel (P from the
+   stats, D = sum P dP in double, dS = P (dP - D); P and dS in bf16), dq =
+   scale dS K, and dk, dv by key block: window i's block jb is key slot i +
+   jb, so for each jb = 0 .. L-1 in order one strided batch adds dv[i + jb]
+   += P_i[:, jb]^T dout_i and dk[i + jb] += scale dS_i[:, jb]^T q_i (the
+   windows of one call write distinct slots). A uniform row's dout enters
+   the bf16 copy divided by L w (its P is 1 there), its dS is 0.
+   The sums' orders are cuBLASLt's for the shape and the chunks' (fixed by
+   the shape): two runs give the same bits. The WMMA kernels above reached
+   22 TFLOP/s at n = 32768 (4 ms of a 9 ms block); the scores' memory
+   traffic (about 12 bytes a score in the backward) costs less than that. */
+#define LG_BUDGET ((size_t)256 << 20)   /* score chunk bytes: S, dP (f32), P, dS (bf16) */
+#define LG_THREADS 256
+
+static bool la_gemm(const c5k_ctx *ctx, const c5k_cuda_dev *dev, const la_shape &a)
+{
+  return dev->matmul == 2 && !ctx->exact && a.dh % 8 == 0;   /* bf16 rows of 16-byte multiples for cuBLASLt */
+}
+
+struct lg_plan {
+  long nw, nb, tw;   /* window slots a head, slots in all (b H nw), slots a padded tensor holds (nb + L) */
+  long L, lwp;       /* key blocks a window; a score row's stride */
+  long cb;           /* windows a chunk */
+  size_t q, k, v, dout, o, dk, dv, s, dp, p, ds, bytes;
+};
+
+static size_t lg_up(size_t x) { return (x + 255) & ~(size_t)255; }
+
+static lg_plan lg_plan_of(const la_shape &a, long batch, bool backward)
+{
+  lg_plan p;
+  p.nw = a.W + a.lb + a.lf;
+  p.nb = batch * a.H * p.nw;
+  p.L = a.lb + 1 + a.lf;
+  p.tw = p.nb + p.L;   /* the last window's B view reads L - 1 slots past nb; dk, dv write them */
+  p.lwp = (a.lw + 7) & ~7L;
+  const size_t per = (size_t)a.w * p.lwp * (backward ? 12 : 6);
+  long cb = (long)(LG_BUDGET / per);
+  cb = cb < 1 ? 1 : cb;
+  p.cb = cb < p.nb ? cb : p.nb;
+  const size_t t16 = (size_t)p.tw * a.w * a.dh * 2, t32 = 2 * t16, sc = (size_t)p.cb * a.w * p.lwp;
+  size_t o = 0;
+  p.q = o; o = lg_up(o + t16);
+  p.k = o; o = lg_up(o + t16);
+  p.v = o; o = lg_up(o + t16);
+  p.dout = o; o = backward ? lg_up(o + t16) : o;
+  p.o = o; o = lg_up(o + t32);   /* the forward's O, the backward's dq */
+  p.dk = o; o = backward ? lg_up(o + t32) : o;
+  p.dv = o; o = backward ? lg_up(o + t32) : o;
+  p.s = o; o = lg_up(o + sc * 4);
+  p.dp = o; o = backward ? lg_up(o + sc * 4) : o;
+  p.p = o; o = lg_up(o + sc * 2);
+  p.ds = o; o = backward ? lg_up(o + sc * 2) : o;
+  p.bytes = o;
+  return p;
+}
+
+/* Padded slot j (of nb) row r: its (b, h) and token t, and whether t is a real token of a real window (window
+   i = slot - shift). */
+struct lg_slot { long b, t; int h; bool real; };
+
+static __device__ __forceinline__ lg_slot lg_slot_of(const la_shape &a, long nw, long nb, long j, long r, long shift)
+{
+  lg_slot s;
+  const long bh = j / nw, i = j % nw - shift;
+  s.b = bh / a.H;
+  s.h = (int)(bh % a.H);
+  s.t = i * a.w + r;
+  s.real = j < nb && i >= 0 && i < a.W && s.t < a.n;
+  return s;
+}
+
+/* Element e of a [b, n, H dh] tensor (head h at columns h dh): its offset in the padded layout (window of token t
+   at slot i + shift) and in the row-major one (row stride ld). */
+static __device__ __forceinline__ void lg_elem(const la_shape &a, long nw, long e, long shift, long ld, long *pad,
+                                               long *dense, long *st)
+{
+  const long d = e % a.dh, x = e / a.dh, h = x % a.H, bt = x / a.H, t = bt % a.n, b = bt / a.n;
+  *pad = (((b * a.H + h) * nw + t / a.w + shift) * a.w + t % a.w) * a.dh + d;
+  *dense = bt * ld + h * a.dh + d;
+  *st = (b * a.H + h) * a.n + t;
+}
+
+/* x (f32, row stride ld) into the padded bf16 layout of tw slots, window i at slot i + shift, zeros elsewhere; with
+   uni, a uniform row's values times wuni (the backward's dout). */
+__global__ void lg_pack(la_shape a, long nw, long nb, long total, long shift, const float *x, long ld,
+                        const uint8_t *uni, float wuni, __nv_bfloat16 *y)
+{
+  C5K_GRID_LOOP(e, total) {
+    const long d = e % a.dh, row = e / a.dh;
+    const lg_slot s = lg_slot_of(a, nw, nb, row / a.w, row % a.w, shift);
+    float v = 0.f;
+    if (s.real) {
+      v = x[(s.b * a.n + s.t) * ld + (long)s.h * a.dh + d];
+      if (uni && uni[(s.b * a.H + s.h) * a.n + s.t]) v *= wuni;
+    }
+    y[e] = __float2bfloat16_rn(v);
+  }
+}
+
+/* The padded f32 X (window of token t at slot i + shift) into y's layout (row stride ld). */
+__global__ void lg_unpack(la_shape a, long nw, long total, long shift, const float *X, float *y, long ld)
+{
+  C5K_GRID_LOOP(e, total) {
+    long pad, dense, st;
+    lg_elem(a, nw, e, shift, ld, &pad, &dense, &st);
+    y[dense] = X[pad];
+  }
+}
+
+/* o = O / sum, or on a uniform row O / (L w) plus its out-of-range slots' part (la_fwd_inv), as la_tc_forward. */
+__global__ void lg_out(la_shape a, long nw, long total, const float *O, const double *rinv, const uint8_t *uni,
+                       float *o)
+{
+  C5K_GRID_LOOP(e, total) {
+    long pad, dense, st;
+    lg_elem(a, nw, e, 0, a.ldo, &pad, &dense, &st);
+    const float x = O[pad];
+    if (uni[st]) {
+      const la_win g = la_geom(a, (st % a.n) / a.w);
+      const double add = g.npad ? -(double)g.npad / (double)a.lw : 0.0;
+      o[dense] = (float)(x * (1.0 / (double)a.lw) + add);
+    } else {
+      o[dense] = (float)(x * rinv[st]);
+    }
+  }
+}
+
+/* One warp a score row of a chunk (the chunk's first window slot j0, rows = its windows times w; S and P rows of
+   stride lwp): the row's masks, max (pad keys 0), weights exp(scale s - max) in f32 summed in double (lane order
+   fixed, butterflies) and stats, as the SIMT forward; P in bf16 (a uniform row: 1 on its window's real keys).
+   Rows of no real token: P = 0. */
+__global__ void __launch_bounds__(LG_THREADS) lg_rows_forward(la_shape a, long nw, long nb, long lwp, long j0,
+                                                              long rows, const float *S, const uint8_t *mask,
+                                                              __nv_bfloat16 *P, double *rmax, double *rinv,
+                                                              uint8_t *uni)
+{
+  const int lane = threadIdx.x & 31;
+  const long row = (blockIdx.x * (long)blockDim.x + threadIdx.x) >> 5;
+  if (row >= rows) return;   /* warp-uniform: the shuffles below have every lane */
+  const lg_slot s = lg_slot_of(a, nw, nb, j0 + row / a.w, row % a.w, 0);
+  const float *sr = S + row * lwp;
+  __nv_bfloat16 *pr = P + row * lwp;
+  if (!s.real) {
+    for (long c = lane; c < a.lw; c += 32) pr[c] = __float2bfloat16_rn(0.f);
+    return;
+  }
+  const long i = s.t / a.w, p0 = (i - a.lb) * a.w;   /* slot c is key p0 + c */
+  const uint8_t *mk = mask ? mask + s.b * a.n : NULL;
+  const la_win g = la_geom(a, i);
+  const la_row rg = la_range(a, g, s.t, mask != NULL);
+  const float scale = (float)a.scale;
+  double mx = rg.nzero > 0 ? 0.0 : -INFINITY;
+  long cnt = lane == 0 ? rg.nzero : 0;
+  for (long c = lane; c < a.lw; c += 32) la_fwd_max(rg, mk, p0 + c, sr[c], scale, &mx, &cnt);
+  mx = la_maxn<32>(mx);
+  cnt = la_sumn<32>(cnt);
+  const bool u = cnt == 0;
+  double sum = 0;
+  for (long c = lane; c < a.lw; c += 32)
+    pr[c] = __float2bfloat16_rn(la_fwd_weight(g, rg, mk, p0 + c, u, sr[c], scale, mx, 1.0f, &sum));
+  sum = la_sumn<32>(sum);
+  double add;
+  const double inv = la_fwd_inv(a, g, rg, u, mx, sum, &add);
+  if (lane == 0) la_put_stats(a, s.b, s.h, s.t, u, mx, inv, rmax, rinv, uni);
+}
+
+/* One warp a row, as lg_rows_forward: P from the stats (a uniform row: 1 on its window's real keys, dS 0),
+   D = sum P dP in double, dS = P (dP - D); P and dS in bf16. */
+__global__ void __launch_bounds__(LG_THREADS) lg_rows_backward(la_shape a, long nw, long nb, long lwp, long j0,
+                                                               long rows, const float *S, const float *dP,
+                                                               const uint8_t *mask, const double *rmax,
+                                                               const double *rinv, const uint8_t *uni,
+                                                               __nv_bfloat16 *P, __nv_bfloat16 *dS)
+{
+  const int lane = threadIdx.x & 31;
+  const long row = (blockIdx.x * (long)blockDim.x + threadIdx.x) >> 5;
+  if (row >= rows) return;
+  const lg_slot s = lg_slot_of(a, nw, nb, j0 + row / a.w, row % a.w, 0);
+  const float *sr = S + row * lwp, *dr = dP + row * lwp;
+  __nv_bfloat16 *pr = P + row * lwp, *qr = dS + row * lwp;
+  const long st = (s.b * a.H + s.h) * a.n + s.t;
+  if (!s.real || uni[st]) {
+    const long i = s.t / a.w, p0 = (i - a.lb) * a.w;
+    const la_win g = la_geom(a, s.real ? i : 0);
+    for (long c = lane; c < a.lw; c += 32) {
+      pr[c] = __float2bfloat16_rn(s.real && p0 + c >= g.kb && p0 + c < g.ke ? 1.f : 0.f);
+      qr[c] = __float2bfloat16_rn(0.f);
+    }
+    return;
+  }
+  const long i = s.t / a.w, p0 = (i - a.lb) * a.w;
+  const uint8_t *mk = mask ? mask + s.b * a.n : NULL;
+  const la_row rg = la_range(a, la_geom(a, i), s.t, mask != NULL);
+  const float scale = (float)a.scale;
+  const double mx = rmax[st], inv = rinv[st];
+  double D = 0;
+  for (long c = lane; c < a.lw; c += 32)
+    if (la_keep(rg, mk, p0 + c)) D += (double)la_prob(scale * sr[c], mx, inv) * dr[c];
+  D = la_sumn<32>(D);
+  for (long c = lane; c < a.lw; c += 32) {
+    float p = 0.f, ds = 0.f;
+    if (la_keep(rg, mk, p0 + c)) {
+      p = la_prob(scale * sr[c], mx, inv);
+      ds = (float)(p * ((double)dr[c] - D));
+    }
+    pr[c] = __float2bfloat16_rn(p);
+    qr[c] = __float2bfloat16_rn(ds);
+  }
+}
+
+/* A strided batch of cb windows: C_j = alpha op(A_j) op(B_j) + beta C_j, bf16 inputs, f32 C. */
+static c5_status lg_gemm(c5k_ctx *ctx, int ta, int tb, long m, long n, long k, double alpha, const __nv_bfloat16 *A,
+                         long lda, long sa, const __nv_bfloat16 *B, long ldb, long sb, double beta, float *C, long ldc,
+                         long sc, long cb)
+{
+  return c5k_gemm_ex_cuda(ctx, ta, tb, m, n, k, alpha, A, C5_DTYPE_BF16, lda, sa, B, C5_DTYPE_BF16, ldb, sb, beta, C,
+                          C5_DTYPE_F32, ldc, sc, cb, C5_DTYPE_F32);
+}
+
+/* The device scratch laid out by the plan; q, k, v (and dout) in the padded bf16 layout. */
+static c5_status lg_setup(c5k_cuda_dev *dev, const la_shape &a, const lg_plan &p, const float *q, const float *k,
+                          const float *v, const float *dout, const uint8_t *uni, char **scr, const char *op)
+{
+  void *vs;
+  C5_CALL_K(c5k_cuda_scratch(dev, p.bytes, &vs, op));
+  *scr = (char *)vs;
+  const long tot = p.tw * a.w * a.dh;
+  const unsigned bl = c5k_cuda_blocks(dev, tot);
+  lg_pack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, p.nb, tot, 0, q, a.ldqkv, NULL, 0.f,
+                                                (__nv_bfloat16 *)(*scr + p.q));
+  lg_pack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, p.nb, tot, a.lb, k, a.ldqkv, NULL, 0.f,
+                                                (__nv_bfloat16 *)(*scr + p.k));
+  lg_pack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, p.nb, tot, a.lb, v, a.ldqkv, NULL, 0.f,
+                                                (__nv_bfloat16 *)(*scr + p.v));
+  if (dout)
+    lg_pack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, p.nb, tot, 0, dout, a.ldo, uni, (float)(1.0 / (double)a.lw),
+                                                  (__nv_bfloat16 *)(*scr + p.dout));
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+static unsigned lg_row_blocks(long rows) { return (unsigned)((rows * 32 + LG_THREADS - 1) / LG_THREADS); }
+
+static c5_status lg_forward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_attn *L, const la_shape &a,
+                            const float *q, const float *k, const float *v, const uint8_t *mask, float *o,
+                            double *rmax, double *rinv, uint8_t *uni)
+{
+  const char *op = "local_attn_forward";
+  const lg_plan p = lg_plan_of(a, L->batch, false);
+  char *scr;
+  C5_CALL_K(lg_setup(dev, a, p, q, k, v, NULL, NULL, &scr, op));
+  const __nv_bfloat16 *Q = (const __nv_bfloat16 *)(scr + p.q), *K = (const __nv_bfloat16 *)(scr + p.k),
+                      *V = (const __nv_bfloat16 *)(scr + p.v);
+  __nv_bfloat16 *P = (__nv_bfloat16 *)(scr + p.p);
+  float *S = (float *)(scr + p.s), *O = (float *)(scr + p.o);
+  const long ws = a.w * a.dh, ss = a.w * p.lwp;
+  for (long j0 = 0; j0 < p.nb; j0 += p.cb) {
+    const long cb = p.nb - j0 < p.cb ? p.nb - j0 : p.cb, rows = cb * a.w;
+    C5_CALL_K(lg_gemm(ctx, 0, 1, a.w, a.lw, a.dh, 1.0, Q + j0 * ws, a.dh, ws, K + j0 * ws, a.dh, ws, 0.0, S, p.lwp,
+                      ss, cb));
+    lg_rows_forward<<<lg_row_blocks(rows), LG_THREADS, 0, dev->stream>>>(a, p.nw, p.nb, p.lwp, j0, rows, S, mask, P,
+                                                                         rmax, rinv, uni);
+    C5K_CUDA_LAUNCHED(op);
+    C5_CALL_K(lg_gemm(ctx, 0, 0, a.w, a.dh, a.lw, 1.0, P, p.lwp, ss, V + j0 * ws, a.dh, ws, 0.0, O + j0 * ws, a.dh,
+                      ws, cb));
+  }
+  const long total = L->batch * a.n * a.H * a.dh;
+  lg_out<<<c5k_cuda_blocks(dev, total), C5K_THREADS, 0, dev->stream>>>(a, p.nw, total, O, rinv, uni, o);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+static c5_status lg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_attn *L, const la_shape &a,
+                             const float *q, const float *k, const float *v, const uint8_t *mask, const double *rmax,
+                             const double *rinv, const uint8_t *uni, const float *dout, float *dq, float *dk,
+                             float *dv)
+{
+  const char *op = "local_attn_backward";
+  const lg_plan p = lg_plan_of(a, L->batch, true);
+  char *scr;
+  C5_CALL_K(lg_setup(dev, a, p, q, k, v, dout, uni, &scr, op));
+  const __nv_bfloat16 *Q = (const __nv_bfloat16 *)(scr + p.q), *K = (const __nv_bfloat16 *)(scr + p.k),
+                      *V = (const __nv_bfloat16 *)(scr + p.v), *dO = (const __nv_bfloat16 *)(scr + p.dout);
+  __nv_bfloat16 *P = (__nv_bfloat16 *)(scr + p.p), *dS = (__nv_bfloat16 *)(scr + p.ds);
+  float *S = (float *)(scr + p.s), *dP = (float *)(scr + p.dp), *DQ = (float *)(scr + p.o);
+  float *DK = (float *)(scr + p.dk), *DV = (float *)(scr + p.dv);
+  const long ws = a.w * a.dh, ss = a.w * p.lwp;
+  C5K_CUDA_TRY(cudaMemsetAsync(DK, 0, (size_t)p.tw * ws * sizeof(float), dev->stream), op);
+  C5K_CUDA_TRY(cudaMemsetAsync(DV, 0, (size_t)p.tw * ws * sizeof(float), dev->stream), op);
+  for (long j0 = 0; j0 < p.nb; j0 += p.cb) {
+    const long cb = p.nb - j0 < p.cb ? p.nb - j0 : p.cb, rows = cb * a.w;
+    C5_CALL_K(lg_gemm(ctx, 0, 1, a.w, a.lw, a.dh, 1.0, Q + j0 * ws, a.dh, ws, K + j0 * ws, a.dh, ws, 0.0, S, p.lwp,
+                      ss, cb));
+    C5_CALL_K(lg_gemm(ctx, 0, 1, a.w, a.lw, a.dh, 1.0, dO + j0 * ws, a.dh, ws, V + j0 * ws, a.dh, ws, 0.0, dP, p.lwp,
+                      ss, cb));
+    lg_rows_backward<<<lg_row_blocks(rows), LG_THREADS, 0, dev->stream>>>(a, p.nw, p.nb, p.lwp, j0, rows, S, dP,
+                                                                          mask, rmax, rinv, uni, P, dS);
+    C5K_CUDA_LAUNCHED(op);
+    C5_CALL_K(lg_gemm(ctx, 0, 0, a.w, a.dh, a.lw, a.scale, dS, p.lwp, ss, K + j0 * ws, a.dh, ws, 0.0, DQ + j0 * ws,
+                      a.dh, ws, cb));
+    for (long jb = 0; jb < p.L; jb++) {   /* key block jb of window slot j is key slot j + jb */
+      C5_CALL_K(lg_gemm(ctx, 1, 0, a.w, a.dh, a.w, 1.0, P + jb * a.w, p.lwp, ss, dO + j0 * ws, a.dh, ws, 1.0,
+                        DV + (j0 + jb) * ws, a.dh, ws, cb));
+      C5_CALL_K(lg_gemm(ctx, 1, 0, a.w, a.dh, a.w, a.scale, dS + jb * a.w, p.lwp, ss, Q + j0 * ws, a.dh, ws, 1.0,
+                        DK + (j0 + jb) * ws, a.dh, ws, cb));
+    }
+  }
+  const long total = L->batch * a.n * a.H * a.dh;
+  const unsigned bl = c5k_cuda_blocks(dev, total);
+  lg_unpack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, total, 0, DQ, dq, a.ldqkv);
+  lg_unpack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, total, a.lb, DK, dk, a.ldqkv);
+  lg_unpack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, total, a.lb, DV, dv, a.ldqkv);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+#endif
+
 static size_t tile_bytes(int dh) { return (size_t)LA_TILE * (dh + 1) * sizeof(c5_real); }
 static size_t score_bytes(void) { return (size_t)LA_TILE * (LA_TILE + 1) * sizeof(c5_real); }
 static size_t stats_bytes(void) { return (size_t)LA_TILE * (3 * sizeof(double) + 4 * sizeof(long) + 2 * sizeof(int)); }
@@ -913,6 +1247,7 @@ extern "C" c5_status c5k_local_attn_forward_cuda(c5k_ctx *ctx, const c5k_local_a
   C5_CALL_K(la_setup(L, ldqkv, ldo, "forward", &a, &grid));
   if (L->n == 0 || L->batch == 0) return C5_OK;
 #if !C5_USE_DOUBLE
+  if (la_gemm(ctx, dev, a)) return lg_forward(ctx, dev, L, a, q, k, v, mask, o, rmax, rinv, uni);
   if (la_tc(ctx, dev, a)) {
     const size_t tb = 3 * tc_bf_tile(a.dh) + tc_p_tile() + tc_fs_tile(a.dh);
     C5_CALL_K(c5k_cuda_smem_opt(dev, la_tc_forward, tb, op));
@@ -940,6 +1275,9 @@ extern "C" c5_status c5k_local_attn_backward_cuda(c5k_ctx *ctx, const c5k_local_
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   C5_CALL_K(la_setup(L, ldqkv, ldo, "backward", &a, &grid));
   if (L->n == 0 || L->batch == 0) return C5_OK;
+#if !C5_USE_DOUBLE
+  if (la_gemm(ctx, dev, a)) return lg_backward(ctx, dev, L, a, q, k, v, mask, rmax, rinv, uni, dout, dq, dk, dv);
+#endif
   void *scr;
   C5_CALL_K(c5k_cuda_scratch(dev, (size_t)L->batch * L->heads * L->n * sizeof(double), &scr, op));
   double *dd = (double *)scr;   /* D per (b, h, t) */

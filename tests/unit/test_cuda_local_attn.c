@@ -13,8 +13,8 @@
    same bits (no atomics: fixed-order sums). In the double build, central
    differences of the GPU forward check the GPU backward on a small case.
    In the single build, the same comparisons in bf16 matmul mode
-   (c5_backend_set_matmul): head dims of whole 16-wide fragments take the
-   tensor-core path, which rounds q, k, v, P, dout, dS to bf16, at 2e-2
+   (c5_backend_set_matmul): head dims that are multiples of 8 take the
+   cuBLASLt path, which rounds q, k, v, P, dout, dS to bf16, at 2e-2
    (the bf16 bound of test_cuda_block); dim_head 33 keeps the SIMT kernels
    and 1e-5; the large case (n 32768, H 8, dh 64, look 1/1) runs in both
    modes, its bf16 error must exceed 1e-5 (the path was taken), and its
@@ -72,8 +72,8 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
   const long nst = c->batch * c->H * c->n, nqkv = rows * ldqkv, no = rows * ldo;
   const long work_len = c5k_local_attn_work(&L);
   int ok = 0;
-  /* bf16 mode takes the tensor cores for dim_head a multiple of 16 (attn_local.cu) */
-  const int tc = mm == C5_MATMUL_BF16 && c->dh % 16 == 0;
+  /* bf16 mode takes the cuBLASLt products for dim_head a multiple of 8 (attn_local.cu) */
+  const int tc = mm == C5_MATMUL_BF16 && c->dh % 8 == 0;
   const double tl = tc ? 2e-2 : tol;
   const char *mode = mm == C5_MATMUL_BF16 ? " bf16" : "";
   unsigned long long seed = 77 + c->n * 13 + c->w * 7 + c->dh * 3 + c->causal + 2 * c->exact + 4 * c->lf + c->mask_kind;
@@ -323,6 +323,9 @@ int main(int argc, char **argv)
       { .batch = 2, .n = 101, .w = 8, .H = 4, .dh = 16, .lb = 2, .lf = 0, .causal = 1, .exact = 1 },
       { .batch = 2, .n = 1, .w = 8, .H = 1, .dh = 16, .lb = 1, .lf = 0, .causal = 1 },                  /* one token */
       { .batch = 2, .n = 37, .w = 8, .H = 2, .dh = 33, .lb = 1, .lf = 1, .mask_kind = 2 },              /* SIMT */
+      { .batch = 3, .n = 259, .w = 32, .H = 3, .dh = 24, .lb = 2, .lf = 1, .mask_kind = 2 },            /* dh 8 k */
+      { .batch = 2, .n = 45, .w = 4, .H = 2, .dh = 8, .lb = 0, .lf = 0, .exact = 1, .mask_kind = 1 },   /* L = 1 */
+      { .batch = 1, .n = 200, .w = 16, .H = 2, .dh = 40, .lb = 0, .lf = 2, .mask_kind = 2 },            /* ahead only */
       { .batch = 2, .n = 8192, .w = 128, .H = 8, .dh = 64, .lb = 1, .lf = 0, .causal = 1, .mask_kind = 1, .must_round = 1 },
     };
     for (size_t i = 0; i < sizeof bf / sizeof bf[0]; i++) ok &= run(gpu, &bf[i], C5_MATMUL_BF16);
