@@ -46,6 +46,7 @@
 #include <math.h>
 #include <cuda_bf16.h>
 #include <mma.h>
+#include <type_traits>
 #include "cuda_internal.cuh"
 
 using namespace nvcuda;
@@ -881,10 +882,12 @@ __global__ void __launch_bounds__(TC_THREADS, 2) la_tc_backward_kv(la_shape a, c
    traffic (about 12 bytes a score in the backward) costs less than that. */
 #define LG_BUDGET ((size_t)256 << 20)   /* score chunk bytes: S, dP (f32), P, dS (bf16) */
 #define LG_THREADS 256
+#define LG_MAXNR 32   /* score slots a lane holds at most: rows of L w <= 1024 slots */
 
 static bool la_gemm(const c5k_ctx *ctx, const c5k_cuda_dev *dev, const la_shape &a)
 {
-  return dev->matmul == 2 && !ctx->exact && a.dh % 8 == 0;   /* bf16 rows of 16-byte multiples for cuBLASLt */
+  /* bf16 rows of 16-byte multiples for cuBLASLt; a score row in a warp's registers (lg_load) */
+  return dev->matmul == 2 && !ctx->exact && a.dh % 8 == 0 && a.lw <= 32 * LG_MAXNR;
 }
 
 struct lg_plan {
@@ -940,59 +943,82 @@ static __device__ __forceinline__ lg_slot lg_slot_of(const la_shape &a, long nw,
   return s;
 }
 
-/* Element e of a [b, n, H dh] tensor (head h at columns h dh): its offset in the padded layout (window of token t
-   at slot i + shift) and in the row-major one (row stride ld). */
-static __device__ __forceinline__ void lg_elem(const la_shape &a, long nw, long e, long shift, long ld, long *pad,
-                                               long *dense, long *st)
+/* Rows are a warp's: one padded row (slot j, row r) or one dense (token, head) row, the lanes over its dh
+   columns, so the index arithmetic (64-bit divisions) is a row's, not an element's: at one thread an element
+   it held the packing to 0.7 TB/s on an H200. Launch c5k_cuda_blocks(dev, 32 rows). */
+#define LG_ROW_LOOP(row, rows) \
+  for (long row = (blockIdx.x * (long)blockDim.x + threadIdx.x) >> 5; row < (long)(rows); \
+       row += ((long)gridDim.x * blockDim.x) >> 5)
+
+/* Dense row x = (b t) H + h of a [b, n, H dh] tensor: its offset in the padded layout (window of token t at slot
+   i + shift), in the row-major one (row stride ld), and its stats index. */
+static __device__ __forceinline__ void lg_row(const la_shape &a, long nw, long x, long shift, long ld, long *pad,
+                                              long *dense, long *st)
 {
-  const long d = e % a.dh, x = e / a.dh, h = x % a.H, bt = x / a.H, t = bt % a.n, b = bt / a.n;
-  *pad = (((b * a.H + h) * nw + t / a.w + shift) * a.w + t % a.w) * a.dh + d;
-  *dense = bt * ld + h * a.dh + d;
+  const long h = x % a.H, bt = x / a.H, t = bt % a.n, b = bt / a.n;
+  *pad = (((b * a.H + h) * nw + t / a.w + shift) * a.w + t % a.w) * a.dh;
+  *dense = bt * ld + h * a.dh;
   *st = (b * a.H + h) * a.n + t;
 }
 
 /* x (f32, row stride ld) into the padded bf16 layout of tw slots, window i at slot i + shift, zeros elsewhere; with
    uni, a uniform row's values times wuni (the backward's dout). */
-__global__ void lg_pack(la_shape a, long nw, long nb, long total, long shift, const float *x, long ld,
+__global__ void lg_pack(la_shape a, long nw, long nb, long rows, long shift, const float *x, long ld,
                         const uint8_t *uni, float wuni, __nv_bfloat16 *y)
 {
-  C5K_GRID_LOOP(e, total) {
-    const long d = e % a.dh, row = e / a.dh;
+  const int lane = threadIdx.x & 31;
+  LG_ROW_LOOP(row, rows) {
     const lg_slot s = lg_slot_of(a, nw, nb, row / a.w, row % a.w, shift);
-    float v = 0.f;
-    if (s.real) {
-      v = x[(s.b * a.n + s.t) * ld + (long)s.h * a.dh + d];
-      if (uni && uni[(s.b * a.H + s.h) * a.n + s.t]) v *= wuni;
+    __nv_bfloat16 *yr = y + row * a.dh;
+    if (!s.real) {
+      for (int d = lane; d < a.dh; d += 32) yr[d] = __float2bfloat16_rn(0.f);
+      continue;
     }
-    y[e] = __float2bfloat16_rn(v);
+    const float *xr = x + (s.b * a.n + s.t) * ld + (long)s.h * a.dh;
+    const float m = uni && uni[(s.b * a.H + s.h) * a.n + s.t] ? wuni : 1.f;
+    for (int d = lane; d < a.dh; d += 32) yr[d] = __float2bfloat16_rn(m == 1.f ? xr[d] : xr[d] * m);
   }
 }
 
 /* The padded f32 X (window of token t at slot i + shift) into y's layout (row stride ld). */
-__global__ void lg_unpack(la_shape a, long nw, long total, long shift, const float *X, float *y, long ld)
+__global__ void lg_unpack(la_shape a, long nw, long rows, long shift, const float *X, float *y, long ld)
 {
-  C5K_GRID_LOOP(e, total) {
+  const int lane = threadIdx.x & 31;
+  LG_ROW_LOOP(x, rows) {
     long pad, dense, st;
-    lg_elem(a, nw, e, shift, ld, &pad, &dense, &st);
-    y[dense] = X[pad];
+    lg_row(a, nw, x, shift, ld, &pad, &dense, &st);
+    for (int d = lane; d < a.dh; d += 32) y[dense + d] = X[pad + d];
   }
 }
 
 /* o = O / sum, or on a uniform row O / (L w) plus its out-of-range slots' part (la_fwd_inv), as la_tc_forward. */
-__global__ void lg_out(la_shape a, long nw, long total, const float *O, const double *rinv, const uint8_t *uni,
+__global__ void lg_out(la_shape a, long nw, long rows, const float *O, const double *rinv, const uint8_t *uni,
                        float *o)
 {
-  C5K_GRID_LOOP(e, total) {
+  const int lane = threadIdx.x & 31;
+  LG_ROW_LOOP(x, rows) {
     long pad, dense, st;
-    lg_elem(a, nw, e, 0, a.ldo, &pad, &dense, &st);
-    const float x = O[pad];
-    if (uni[st]) {
+    lg_row(a, nw, x, 0, a.ldo, &pad, &dense, &st);
+    const bool u = uni[st];
+    const double inv = u ? 1.0 / (double)a.lw : rinv[st];
+    double add = 0.0;
+    if (u) {
       const la_win g = la_geom(a, (st % a.n) / a.w);
-      const double add = g.npad ? -(double)g.npad / (double)a.lw : 0.0;
-      o[dense] = (float)(x * (1.0 / (double)a.lw) + add);
-    } else {
-      o[dense] = (float)(x * rinv[st]);
+      add = g.npad ? -(double)g.npad / (double)a.lw : 0.0;
     }
+    for (int d = lane; d < a.dh; d += 32) o[dense + d] = u ? (float)(O[pad + d] * inv + add) : (float)(O[pad + d] * inv);
+  }
+}
+
+/* A score row's slots in registers, lane l holding slots l + 32 u for u < NR (NR 32 >= L w; past L w: `other`),
+   loaded before any is used: at one dependent load a slot the row kernels waited on memory. */
+template <int NR>
+static __device__ __forceinline__ void lg_load(const float *r, long lw, int lane, float other, float (&x)[NR])
+{
+#pragma unroll
+  for (int u = 0; u < NR; u++) {
+    const long c = lane + 32L * u;
+    x[u] = c < lw ? r[c] : other;
   }
 }
 
@@ -1000,6 +1026,7 @@ __global__ void lg_out(la_shape a, long nw, long total, const float *O, const do
    stride lwp): the row's masks, max (pad keys 0), weights exp(scale s - max) in f32 summed in double (lane order
    fixed, butterflies) and stats, as the SIMT forward; P in bf16 (a uniform row: 1 on its window's real keys).
    Rows of no real token: P = 0. */
+template <int NR>
 __global__ void __launch_bounds__(LG_THREADS) lg_rows_forward(la_shape a, long nw, long nb, long lwp, long j0,
                                                               long rows, const float *S, const uint8_t *mask,
                                                               __nv_bfloat16 *P, double *rmax, double *rinv,
@@ -1009,34 +1036,40 @@ __global__ void __launch_bounds__(LG_THREADS) lg_rows_forward(la_shape a, long n
   const long row = (blockIdx.x * (long)blockDim.x + threadIdx.x) >> 5;
   if (row >= rows) return;   /* warp-uniform: the shuffles below have every lane */
   const lg_slot s = lg_slot_of(a, nw, nb, j0 + row / a.w, row % a.w, 0);
-  const float *sr = S + row * lwp;
   __nv_bfloat16 *pr = P + row * lwp;
   if (!s.real) {
     for (long c = lane; c < a.lw; c += 32) pr[c] = __float2bfloat16_rn(0.f);
     return;
   }
-  const long i = s.t / a.w, p0 = (i - a.lb) * a.w;   /* slot c is key p0 + c */
+  float x[NR];
+  lg_load(S + row * lwp, a.lw, lane, 0.f, x);
+  const long i = s.t / a.w, p0 = (i - a.lb) * a.w + lane;   /* lane's slot u is key p0 + 32 u */
   const uint8_t *mk = mask ? mask + s.b * a.n : NULL;
   const la_win g = la_geom(a, i);
   const la_row rg = la_range(a, g, s.t, mask != NULL);
   const float scale = (float)a.scale;
   double mx = rg.nzero > 0 ? 0.0 : -INFINITY;
   long cnt = lane == 0 ? rg.nzero : 0;
-  for (long c = lane; c < a.lw; c += 32) la_fwd_max(rg, mk, p0 + c, sr[c], scale, &mx, &cnt);
+#pragma unroll
+  for (int u = 0; u < NR; u++)
+    if (lane + 32L * u < a.lw) la_fwd_max(rg, mk, p0 + 32L * u, x[u], scale, &mx, &cnt);
   mx = la_maxn<32>(mx);
   cnt = la_sumn<32>(cnt);
-  const bool u = cnt == 0;
+  const bool uf = cnt == 0;
   double sum = 0;
-  for (long c = lane; c < a.lw; c += 32)
-    pr[c] = __float2bfloat16_rn(la_fwd_weight(g, rg, mk, p0 + c, u, sr[c], scale, mx, 1.0f, &sum));
+#pragma unroll
+  for (int u = 0; u < NR; u++)
+    if (lane + 32L * u < a.lw)
+      pr[lane + 32L * u] = __float2bfloat16_rn(la_fwd_weight(g, rg, mk, p0 + 32L * u, uf, x[u], scale, mx, 1.0f, &sum));
   sum = la_sumn<32>(sum);
   double add;
-  const double inv = la_fwd_inv(a, g, rg, u, mx, sum, &add);
-  if (lane == 0) la_put_stats(a, s.b, s.h, s.t, u, mx, inv, rmax, rinv, uni);
+  const double inv = la_fwd_inv(a, g, rg, uf, mx, sum, &add);
+  if (lane == 0) la_put_stats(a, s.b, s.h, s.t, uf, mx, inv, rmax, rinv, uni);
 }
 
 /* One warp a row, as lg_rows_forward: P from the stats (a uniform row: 1 on its window's real keys, dS 0),
    D = sum P dP in double, dS = P (dP - D); P and dS in bf16. */
+template <int NR>
 __global__ void __launch_bounds__(LG_THREADS) lg_rows_backward(la_shape a, long nw, long nb, long lwp, long j0,
                                                                long rows, const float *S, const float *dP,
                                                                const uint8_t *mask, const double *rmax,
@@ -1047,11 +1080,9 @@ __global__ void __launch_bounds__(LG_THREADS) lg_rows_backward(la_shape a, long 
   const long row = (blockIdx.x * (long)blockDim.x + threadIdx.x) >> 5;
   if (row >= rows) return;
   const lg_slot s = lg_slot_of(a, nw, nb, j0 + row / a.w, row % a.w, 0);
-  const float *sr = S + row * lwp, *dr = dP + row * lwp;
   __nv_bfloat16 *pr = P + row * lwp, *qr = dS + row * lwp;
-  const long st = (s.b * a.H + s.h) * a.n + s.t;
+  const long st = (s.b * a.H + s.h) * a.n + s.t, i = s.t / a.w, p0 = (i - a.lb) * a.w;
   if (!s.real || uni[st]) {
-    const long i = s.t / a.w, p0 = (i - a.lb) * a.w;
     const la_win g = la_geom(a, s.real ? i : 0);
     for (long c = lane; c < a.lw; c += 32) {
       pr[c] = __float2bfloat16_rn(s.real && p0 + c >= g.kb && p0 + c < g.ke ? 1.f : 0.f);
@@ -1059,23 +1090,28 @@ __global__ void __launch_bounds__(LG_THREADS) lg_rows_backward(la_shape a, long 
     }
     return;
   }
-  const long i = s.t / a.w, p0 = (i - a.lb) * a.w;
+  float x[NR], y[NR];
+  lg_load(S + row * lwp, a.lw, lane, 0.f, x);
+  lg_load(dP + row * lwp, a.lw, lane, 0.f, y);
   const uint8_t *mk = mask ? mask + s.b * a.n : NULL;
   const la_row rg = la_range(a, la_geom(a, i), s.t, mask != NULL);
   const float scale = (float)a.scale;
   const double mx = rmax[st], inv = rinv[st];
   double D = 0;
-  for (long c = lane; c < a.lw; c += 32)
-    if (la_keep(rg, mk, p0 + c)) D += (double)la_prob(scale * sr[c], mx, inv) * dr[c];
+#pragma unroll
+  for (int u = 0; u < NR; u++) {
+    const long c = lane + 32L * u;
+    x[u] = c < a.lw && la_keep(rg, mk, p0 + c) ? la_prob(scale * x[u], mx, inv) : 0.f;   /* P */
+    D += (double)x[u] * y[u];
+  }
   D = la_sumn<32>(D);
-  for (long c = lane; c < a.lw; c += 32) {
-    float p = 0.f, ds = 0.f;
-    if (la_keep(rg, mk, p0 + c)) {
-      p = la_prob(scale * sr[c], mx, inv);
-      ds = (float)(p * ((double)dr[c] - D));
+#pragma unroll
+  for (int u = 0; u < NR; u++) {
+    const long c = lane + 32L * u;
+    if (c < a.lw) {
+      pr[c] = __float2bfloat16_rn(x[u]);
+      qr[c] = __float2bfloat16_rn(x[u] != 0.f ? (float)(x[u] * ((double)y[u] - D)) : 0.f);
     }
-    pr[c] = __float2bfloat16_rn(p);
-    qr[c] = __float2bfloat16_rn(ds);
   }
 }
 
@@ -1095,8 +1131,8 @@ static c5_status lg_setup(c5k_cuda_dev *dev, const la_shape &a, const lg_plan &p
   void *vs;
   C5_CALL_K(c5k_cuda_scratch(dev, p.bytes, &vs, op));
   *scr = (char *)vs;
-  const long tot = p.tw * a.w * a.dh;
-  const unsigned bl = c5k_cuda_blocks(dev, tot);
+  const long tot = p.tw * a.w;   /* padded rows */
+  const unsigned bl = c5k_cuda_blocks(dev, 32 * tot);
   lg_pack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, p.nb, tot, 0, q, a.ldqkv, NULL, 0.f,
                                                 (__nv_bfloat16 *)(*scr + p.q));
   lg_pack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, p.nb, tot, a.lb, k, a.ldqkv, NULL, 0.f,
@@ -1111,6 +1147,17 @@ static c5_status lg_setup(c5k_cuda_dev *dev, const la_shape &a, const lg_plan &p
 }
 
 static unsigned lg_row_blocks(long rows) { return (unsigned)((rows * 32 + LG_THREADS - 1) / LG_THREADS); }
+
+/* launch(std::integral_constant<int, NR>()) with the least NR of 2, 4, .. LG_MAXNR whose 32 NR slots hold a
+   score row of lw (la_gemm: lw <= 32 LG_MAXNR). */
+template <typename F> static void lg_rows(long lw, F launch)
+{
+  if (lw <= 64) launch(std::integral_constant<int, 2>());
+  else if (lw <= 128) launch(std::integral_constant<int, 4>());
+  else if (lw <= 256) launch(std::integral_constant<int, 8>());
+  else if (lw <= 512) launch(std::integral_constant<int, 16>());
+  else launch(std::integral_constant<int, LG_MAXNR>());
+}
 
 static c5_status lg_forward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_attn *L, const la_shape &a,
                             const float *q, const float *k, const float *v, const uint8_t *mask, float *o,
@@ -1129,14 +1176,16 @@ static c5_status lg_forward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_att
     const long cb = p.nb - j0 < p.cb ? p.nb - j0 : p.cb, rows = cb * a.w;
     C5_CALL_K(lg_gemm(ctx, 0, 1, a.w, a.lw, a.dh, 1.0, Q + j0 * ws, a.dh, ws, K + j0 * ws, a.dh, ws, 0.0, S, p.lwp,
                       ss, cb));
-    lg_rows_forward<<<lg_row_blocks(rows), LG_THREADS, 0, dev->stream>>>(a, p.nw, p.nb, p.lwp, j0, rows, S, mask, P,
-                                                                         rmax, rinv, uni);
+    lg_rows(a.lw, [&](auto nr) {
+      lg_rows_forward<decltype(nr)::value><<<lg_row_blocks(rows), LG_THREADS, 0, dev->stream>>>(
+          a, p.nw, p.nb, p.lwp, j0, rows, S, mask, P, rmax, rinv, uni);
+    });
     C5K_CUDA_LAUNCHED(op);
     C5_CALL_K(lg_gemm(ctx, 0, 0, a.w, a.dh, a.lw, 1.0, P, p.lwp, ss, V + j0 * ws, a.dh, ws, 0.0, O + j0 * ws, a.dh,
                       ws, cb));
   }
-  const long total = L->batch * a.n * a.H * a.dh;
-  lg_out<<<c5k_cuda_blocks(dev, total), C5K_THREADS, 0, dev->stream>>>(a, p.nw, total, O, rinv, uni, o);
+  const long total = L->batch * a.n * a.H;   /* (token, head) rows */
+  lg_out<<<c5k_cuda_blocks(dev, 32 * total), C5K_THREADS, 0, dev->stream>>>(a, p.nw, total, O, rinv, uni, o);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
@@ -1164,8 +1213,10 @@ static c5_status lg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_at
                       ss, cb));
     C5_CALL_K(lg_gemm(ctx, 0, 1, a.w, a.lw, a.dh, 1.0, dO + j0 * ws, a.dh, ws, V + j0 * ws, a.dh, ws, 0.0, dP, p.lwp,
                       ss, cb));
-    lg_rows_backward<<<lg_row_blocks(rows), LG_THREADS, 0, dev->stream>>>(a, p.nw, p.nb, p.lwp, j0, rows, S, dP,
-                                                                          mask, rmax, rinv, uni, P, dS);
+    lg_rows(a.lw, [&](auto nr) {
+      lg_rows_backward<decltype(nr)::value><<<lg_row_blocks(rows), LG_THREADS, 0, dev->stream>>>(
+          a, p.nw, p.nb, p.lwp, j0, rows, S, dP, mask, rmax, rinv, uni, P, dS);
+    });
     C5K_CUDA_LAUNCHED(op);
     C5_CALL_K(lg_gemm(ctx, 0, 0, a.w, a.dh, a.lw, a.scale, dS, p.lwp, ss, K + j0 * ws, a.dh, ws, 0.0, DQ + j0 * ws,
                       a.dh, ws, cb));
@@ -1176,8 +1227,8 @@ static c5_status lg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_at
                         DK + (j0 + jb) * ws, a.dh, ws, cb));
     }
   }
-  const long total = L->batch * a.n * a.H * a.dh;
-  const unsigned bl = c5k_cuda_blocks(dev, total);
+  const long total = L->batch * a.n * a.H;   /* (token, head) rows */
+  const unsigned bl = c5k_cuda_blocks(dev, 32 * total);
   lg_unpack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, total, 0, DQ, dq, a.ldqkv);
   lg_unpack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, total, a.lb, DK, dk, a.ldqkv);
   lg_unpack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, total, a.lb, DV, dv, a.ldqkv);

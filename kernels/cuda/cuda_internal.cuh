@@ -12,7 +12,7 @@
    heuristic query costs tens of microseconds of host time, more than many
    of the block's products take on the GPU. */
 #define C5K_LT_KEY 19
-#define C5K_LT_ALGOS 64
+#define C5K_LT_ALGOS 256
 struct c5k_lt_algo {
   int used;
   long key[C5K_LT_KEY];
