@@ -10,19 +10,28 @@
    plain-PyTorch coor_descent runs in float32 with the same thread count
    (bench/reference_bench.py) and each line gets the ratio to its median.
 
-     colt5-bench block [--n 4096,16384] [--threads 1,2] [--reps 5] [--reference DIR] ...
+     colt5-bench block [--n 4096,16384] [--threads 1,2] [--reps 5] [--reference DIR]
+                       [--shape small|issue] [--device cpu|cuda] [--matmul fp32|tf32|bf16] ...
 
-   block: ConditionalRoutedTransformerBlock at dim 256, 4 x 64 light and heavy
-   heads, light window 128, FF mult 0.5 / 4, n/16 heavy tokens for q, kv and
-   FF, batch 1; forward and forward+backward tokens/s, the share of time in
+   block: ConditionalRoutedTransformerBlock of --shape (bench/block_shape.h):
+   small (the default) at dim 256, 4 x 64 light and heavy heads, or issue, the
+   CUDA issue's (c5-cuda-bench block's) at dim 512, 8 x 64 heads; light window
+   128, FF mult 0.5 / 4, n/16 heavy tokens for q, kv and FF, batch 1;
+   forward and forward+backward tokens/s, and each rank's peak of backend
+   memory (parameters, gradients, caches). On the CPU: the share of time in
    matrix products and their GFLOP/s, against a plain GEMM of the BLAS
-   ([n, 256] x [256, 1024]) timed in the same run, and each rank's peak of
-   backend memory (parameters, gradients, caches).
+   ([n, 256] x [256, 1024]) timed in the same run. With --device cuda each
+   rank runs on GPU local rank % GPUs (cli.h; one GPU per rank: NCCL
+   collectives, ranks sharing one: staged through host memory), every timed
+   repetition ends with the device synchronized, and the line gives the
+   model TFLOP/s (docs/flops.md) instead; --threads is one count there
+   (default 1: the host only issues the GPU's work).
 
    Under mpirun (block), every rank's options and buffers are agreed before
    the first collective (docs/errors.md): options that differ between ranks
-   (--n, --threads, --reps, --warmup, the benchmark) and an error on any rank
-   end the run on every rank, rank 0 printing the error once. */
+   (--n, --threads, --reps, --warmup, --shape, --device, --matmul, the
+   benchmark) and an error on any rank (a rank without a GPU) end the run on
+   every rank, rank 0 printing the error once. */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
