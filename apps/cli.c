@@ -147,6 +147,11 @@ void cli_device_close(cli_device *dv)
   dv->be = c5_backend_cpu();
 }
 
+const char *cli_device_products(const cli_device *dv)
+{
+  return sizeof(c5_real) == 8 ? "fp64" : c5_matmul_name(dv->matmul);
+}
+
 void cli_device_describe(const cli_device *dv, int nranks, char *buf, size_t len)
 {
   char name[128] = "";
@@ -157,8 +162,8 @@ void cli_device_describe(const cli_device *dv, int nranks, char *buf, size_t len
   if (c5_backend_device_name(dv->gpu, name, sizeof name) != C5_OK) snprintf(name, sizeof name, "?");
   if (nranks == 1)
     snprintf(buf, len, "%s (%s, GPU %d, matmul %s)", c5_backend_name(dv->gpu), name, dv->gpu_id,
-             c5_matmul_name(dv->matmul));
+             cli_device_products(dv));
   else
     snprintf(buf, len, "%s (%s, GPU local rank %% %d: rank 0 on GPU %d, matmul %s)", c5_backend_name(dv->gpu), name,
-             dv->ngpu, dv->gpu_id, c5_matmul_name(dv->matmul));
+             dv->ngpu, dv->gpu_id, cli_device_products(dv));
 }

@@ -51,7 +51,10 @@ typedef struct {
 } cli_device;
 c5_status cli_device_open(const char *device, const char *matmul, cli_device *dv);
 void cli_device_close(cli_device *dv);   /* after the last use of the backend (and of a c5_dist's NCCL on it) */
-/* For a header line, the same on every app: "cpu", or the backend, the GPU and the products, as rank 0 sees
+/* What the matrix products really take: --matmul's mode in the single build; "fp64" in the double build, whose
+   products have f64 inputs (--matmul rounds only f32 ones). */
+const char *cli_device_products(const cli_device *dv);
+/* For a header line, the same on every app: "cpu", or the backend, the GPU and its products, as rank 0 sees
    them ("cuda (NVIDIA H200, GPU 0, matmul bf16)"; on several ranks "cuda (NVIDIA H200, GPU local rank % 8:
    rank 0 on GPU 0, matmul bf16)"). */
 void cli_device_describe(const cli_device *dv, int nranks, char *buf, size_t len);

@@ -478,7 +478,7 @@ static int bench_block(const opts_t *o, c5_dist *d, const cli_device *dv)
           const double fl = block_shape_flops(&cfg, 1, n) * (pi == 1 ? 3 : 1), tf = fl / (ms * 1e-3) / 1e12;
           printf("colt5 op=block pass=%-6s n=%-6ld P=%d threads=%d precision=%s device=cuda matmul=%s shape=%s dim=%ld "
                  "median_ms=%9.3f tokens_per_s=%9.0f tflops=%7.2f tflops_per_rank=%7.2f gflop=%.2f\n", passes[pi], n,
-                 P, T, C5_REAL_NAME, c5_matmul_name(dv->matmul), o->shape, D, ms, n / ms * 1e3, tf, tf / P, fl / 1e9);
+                 P, T, C5_REAL_NAME, cli_device_products(dv), o->shape, D, ms, n / ms * 1e3, tf, tf / P, fl / 1e9);
           fflush(stdout);
         }
         if (pi == 1) comm_report(d, &steps, reps, tsum / reps, n);

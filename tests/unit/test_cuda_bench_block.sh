@@ -9,7 +9,8 @@
 #     tflops, the comm lines include the gradient allreduce, the memory
 #     line and the three balance lines are there;
 #  2. one rank, --shape issue --matmul bf16 --n 4096: the issue's block
-#     (dim 512) with bf16 products, the same lines.
+#     (dim 512) with bf16 products (fp64 in the double build, whose products
+#     take f64 inputs), the same lines.
 # Exits 77 in a build without CUDA kernels or where no GPU is visible.
 # Staged (bench/cuda_gpu_run.sh): T_CUDA_DIR holds colt5-bench and the
 # libcolt5.so it loads; else the build tree's apps/colt5-bench.
@@ -63,7 +64,7 @@ cat "$tmp/p2.out"
 if [ $rc = 0 ]; then
   check "P=2 small" "$tmp/p2.out"
   lines "P=2 small" "$tmp/p2.out" 1 '^comm .* P=2 phase=grad +coll=allreduce'
-  lines "P=2 small" "$tmp/p2.out" 2 '^colt5 op=block .* n=2048 +P=2 .* matmul=fp32 shape=small dim=256 '
+  lines "P=2 small" "$tmp/p2.out" 2 '^colt5 op=block .* n=2048 +P=2 .* matmul=(fp32|fp64) shape=small dim=256 '
 else echo "FAIL: mpirun -np 2 colt5-bench block --device cuda (exit $rc)"; fail=1; fi
 
 # ---- 2. one rank, the issue's block with bf16 products ----
@@ -72,7 +73,7 @@ timeout 300 mpirun -np 1 $mpx "$bench" block --device cuda --shape issue --matmu
 cat "$tmp/p1.out"
 if [ $rc = 0 ]; then
   check "P=1 issue bf16" "$tmp/p1.out"
-  lines "P=1 issue bf16" "$tmp/p1.out" 2 '^colt5 op=block .* n=4096 +P=1 .* matmul=bf16 shape=issue dim=512 '
-  lines "P=1 issue bf16" "$tmp/p1.out" 1 '^# colt5-bench block: .*matmul bf16\).* shape issue: dim 512, 8x64 light'
+  lines "P=1 issue bf16" "$tmp/p1.out" 2 '^colt5 op=block .* n=4096 +P=1 .* matmul=(bf16|fp64) shape=issue dim=512 '
+  lines "P=1 issue bf16" "$tmp/p1.out" 1 '^# colt5-bench block: .*matmul (bf16|fp64)\).* shape issue: dim 512, 8x64 light'
 else echo "FAIL: colt5-bench block --device cuda --shape issue --matmul bf16 (exit $rc)"; fail=1; fi
 exit $fail
