@@ -210,6 +210,19 @@ static void fill(c5_real *v, long n, double s, unsigned long long *st)
   }
 }
 
+/* The state fill's generator reaches k steps after st (jumping ahead: the steps' affine maps composed by
+   squaring), so that a rank draws its shard of the global input alone, the values of drawing the whole. */
+static unsigned long long lcg_skip(unsigned long long st, unsigned long long k)
+{
+  unsigned long long a = 6364136223846793005ULL, c = 1442695040888963407ULL, A = 1, C = 0;
+  for (; k; k >>= 1) {
+    if (k & 1) { A *= a; C = C * a + c; }
+    c *= a + 1;
+    a *= a;
+  }
+  return A * st + C;
+}
+
 /* GFLOP/s of one plain BLAS GEMM [m, 256] x [256, 1024] on T threads of the
    BLAS's own driver (the library runs the BLAS serially inside its own
    blocks: kernels/cpu/act.c), median of reps. */
@@ -295,10 +308,11 @@ static void balance(c5_dist *d, const char *what, const c5_routing *rt, long n)
            what, mx, (double)sum / c5_dist_size(d), mx * c5_dist_size(d) / (double)(sum ? sum : 1));
 }
 
-/* The block's input buffers of one n on the run's backend: the host's whole x and g (the same on every rank),
-   this rank's shard on the backend (on the CPU the shard is the host's), and the output and input gradient. */
+/* The block's input and output buffers of one n: this rank's shard of the global input x and output gradient g
+   drawn on the host, and on the run's backend the same shard (on the CPU the host's), the output and the input
+   gradient. */
 typedef struct {
-  c5_real *x, *g;            /* host [n, D] */
+  c5_real *x, *g;            /* host [n_local, D] */
   c5_real *xl, *gl, *y, *dx; /* the backend's [n_local, D] (one more value: a rank may hold no token) */
 } io_t;
 
@@ -306,13 +320,14 @@ static c5_status io_create(const c5_backend *be, long n, long D, const c5_layout
 {
   const size_t nb = (size_t)(lay->n_local * D + 1) * sizeof(c5_real);
   const int host = c5_backend_get_kind(be) == C5_BACKEND_CPU;
-  io->x = malloc((size_t)(n * D) * sizeof *io->x);
-  io->g = malloc((size_t)(n * D) * sizeof *io->g);
+  io->x = malloc(nb);
+  io->g = malloc(nb);
   if (!io->x || !io->g)
-    return c5_error_raise(C5_ERR_MEM, "colt5-bench: out of memory for block --n %ld (input [%ld, %ld])", n, n, D);
+    return c5_error_raise(C5_ERR_MEM, "colt5-bench: out of memory for block --n %ld (input [%ld, %ld])", n,
+                          lay->n_local, D);
   if (host) {   /* malloc, as always on the CPU: the backend's memory report counts the block's own */
-    io->xl = io->x + lay->offset * D;
-    io->gl = io->g + lay->offset * D;
+    io->xl = io->x;
+    io->gl = io->g;
     io->y = malloc(nb);
     io->dx = malloc(nb);
     if (!io->y || !io->dx)
@@ -328,13 +343,19 @@ static c5_status io_create(const c5_backend *be, long n, long D, const c5_layout
   return C5_OK;
 }
 
-/* The shard of the filled x and g onto the backend (nothing to copy on the CPU). */
-static c5_status io_upload(const c5_backend *be, long D, const c5_layout *lay, io_t *io)
+/* This rank's shard of x ~ N(0, 1) [n, D] then g ~ N(0, 1) [n, D], drawn from rng as fill draws the whole
+   (two steps a value: the same global values on every rank count), onto the backend (nothing to copy on the
+   CPU). */
+static c5_status io_fill(const c5_backend *be, long n, long D, const c5_layout *lay, unsigned long long rng, io_t *io)
 {
+  unsigned long long st = lcg_skip(rng, 2ULL * (unsigned long long)(lay->offset * D));
+  fill(io->x, lay->n_local * D, 1, &st);
+  st = lcg_skip(rng, 2ULL * (unsigned long long)((n + lay->offset) * D));
+  fill(io->g, lay->n_local * D, 1, &st);
   if (c5_backend_get_kind(be) == C5_BACKEND_CPU) return C5_OK;
   const size_t nb = (size_t)(lay->n_local * D) * sizeof(c5_real);
-  c5_status st = c5_backend_memcpy(be, io->xl, io->x + lay->offset * D, nb);
-  return st == C5_OK ? c5_backend_memcpy(be, io->gl, io->g + lay->offset * D, nb) : st;
+  c5_status s = c5_backend_memcpy(be, io->xl, io->x, nb);
+  return s == C5_OK ? c5_backend_memcpy(be, io->gl, io->g, nb) : s;
 }
 
 static void io_free(const c5_backend *be, io_t *io)
@@ -420,11 +441,7 @@ static int bench_block(const opts_t *o, c5_dist *d, const cli_device *dv)
       if (st == C5_OK) st = c5_block_cache_create(blk, 1, lay.n_local, &cache);
       unsigned long long st_rng = 99;
       if (st == C5_OK) st = params_fill(p, &st_rng);
-      if (st == C5_OK) {
-        fill(io.x, n * D, 1, &st_rng);   /* the same global input on every rank; each takes its shard */
-        fill(io.g, n * D, 1, &st_rng);
-        st = io_upload(be, D, &lay, &io);
-      }
+      if (st == C5_OK) st = io_fill(be, n, D, &lay, st_rng, &io);
       CHECK(d, c5_dist_agree(d, st));
       const long nl = lay.n_local;
       const char *passes[2] = { "fwd", "fwdbwd" };
