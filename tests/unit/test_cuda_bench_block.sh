@@ -47,7 +47,7 @@ positive() {
 }
 # check NAME FILE: the lines every run prints (the gradient allreduce: on several ranks; one rank may skip it)
 check() {
-  lines "$1" "$2" 1 '^# colt5-bench block: .*device cuda \('
+  lines "$1" "$2" 1 '^# colt5-bench block: .*device cuda \([^,?][^,]*, GPU '   # the GPU's name, not "?"
   lines "$1" "$2" 2 '^colt5 op=block pass=(fwd|fwdbwd) .* device=cuda '
   lines "$1" "$2" 1 '^comm .* total_ms_per_step='
   lines "$1" "$2" 1 '^memory .*backend_high_MiB'
