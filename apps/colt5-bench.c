@@ -404,9 +404,11 @@ static int bench_block(const opts_t *o, c5_dist *d, const cli_device *dv)
              sh.attn.heavy_heads, sh.attn.heavy_dim_head, sh.attn.light_window_size, sh.ff.light_ff_mult,
              sh.ff.heavy_ff_mult);
     if (!gpu) snprintf(blas, sizeof blas, ", BLAS core %s", c5_blas_core());
+    char thr[64] = "";
+    if (gpu) snprintf(thr, sizeof thr, ", %d host thread%s each (the GPU computes)", o->threads[0],
+                      o->threads[0] > 1 ? "s" : "");
     printf("# colt5-bench block: precision %s%s, device %s, P = %d ranks%s, %s, batch 1; forward+backward includes the "
-           "gradient allreduce;%s median of %d after %d warm-up\n", C5_REAL_NAME, blas, dev, P,
-           gpu ? ", 1 host thread each (the GPU computes)" : "", shape,
+           "gradient allreduce;%s median of %d after %d warm-up\n", C5_REAL_NAME, blas, dev, P, thr, shape,
            gpu ? " each repetition ends with the device synchronized; model TFLOP/s by docs/flops.md (all ranks);" : "",
            o->reps, o->warmup);
   }
