@@ -92,3 +92,78 @@ c5_status cli_check_keys(const char *file, const char *what, json_t *obj, const 
   }
   return C5_OK;
 }
+
+c5_status cli_check_device(const char *device, const char *matmul)
+{
+  if (strcmp(device, "cpu") && strcmp(device, "cuda"))
+    return c5_error_raise(C5_ERR_ARG, "--device %s: expected cpu or cuda", device);
+  if (strcmp(matmul, "fp32") && strcmp(matmul, "tf32") && strcmp(matmul, "bf16"))
+    return c5_error_raise(C5_ERR_ARG, "--matmul %s: expected fp32, tf32 or bf16", matmul);
+  if (strcmp(matmul, "fp32") && strcmp(device, "cuda"))
+    return c5_error_raise(C5_ERR_ARG, "--matmul %s: only --device cuda has TF32/bf16 products", matmul);
+  return C5_OK;
+}
+
+/* This rank's node-local rank (as the launchers export it; 0 when none does): which GPU it takes. */
+static int local_rank(void)
+{
+  const char *vars[] = { "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_LOCAL_RANK", "SLURM_LOCALID" };
+  for (size_t k = 0; k < sizeof vars / sizeof *vars; k++) {
+    const char *v = getenv(vars[k]);
+    if (v && *v) return atoi(v);
+  }
+  return 0;
+}
+
+c5_status cli_device_open(const char *device, const char *matmul, cli_device *dv)
+{
+  *dv = (cli_device){ .be = c5_backend_cpu(), .matmul = C5_MATMUL_FP32 };
+  c5_status st = cli_check_device(device, matmul);
+  if (st != C5_OK || !strcmp(device, "cpu")) return st;
+  int ngpu = c5_backend_device_count(C5_BACKEND_CUDA);
+  if (ngpu <= 0) {
+    /* a build without CUDA kernels says so itself; with them, no device is the reason */
+    st = c5_backend_create(C5_BACKEND_CUDA, 0, &dv->gpu);
+    c5_backend_destroy(&dv->gpu);
+    if (st == C5_ERR_NOTIMPL) return st;
+    return c5_error_raise(C5_ERR_ARG, "--device cuda: no GPU is visible to this process (CUDA_VISIBLE_DEVICES?)");
+  }
+  dv->ngpu = ngpu;
+  dv->gpu_id = local_rank() % ngpu;
+  dv->matmul = !strcmp(matmul, "tf32") ? C5_MATMUL_TF32 : !strcmp(matmul, "bf16") ? C5_MATMUL_BF16 : C5_MATMUL_FP32;
+  st = c5_backend_create(C5_BACKEND_CUDA, dv->gpu_id, &dv->gpu);
+  if (st == C5_OK) st = c5_backend_set_matmul(dv->gpu, dv->matmul);
+  if (st != C5_OK) {
+    cli_device_close(dv);
+    return st;
+  }
+  dv->be = dv->gpu;
+  return C5_OK;
+}
+
+void cli_device_close(cli_device *dv)
+{
+  c5_backend_destroy(&dv->gpu);
+  dv->be = c5_backend_cpu();
+}
+
+const char *cli_device_products(const cli_device *dv)
+{
+  return sizeof(c5_real) == 8 ? "fp64" : c5_matmul_name(dv->matmul);
+}
+
+void cli_device_describe(const cli_device *dv, int nranks, char *buf, size_t len)
+{
+  char name[128] = "";
+  if (!dv->gpu) {
+    snprintf(buf, len, "cpu");
+    return;
+  }
+  if (c5_backend_device_name(dv->gpu, name, sizeof name) != C5_OK) snprintf(name, sizeof name, "?");
+  if (nranks == 1)
+    snprintf(buf, len, "%s (%s, GPU %d, matmul %s)", c5_backend_name(dv->gpu), name, dv->gpu_id,
+             cli_device_products(dv));
+  else
+    snprintf(buf, len, "%s (%s, GPU local rank %% %d: rank 0 on GPU %d, matmul %s)", c5_backend_name(dv->gpu), name,
+             dv->ngpu, dv->gpu_id, cli_device_products(dv));
+}

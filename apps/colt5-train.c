@@ -215,8 +215,7 @@ typedef struct {
   c5_dist *world, *seq, *dp;
   int rank, size;
   c5_model_config mcfg;
-  c5_backend *gpu;             /* --device cuda: the backend (owned); NULL: the CPU's */
-  int gpu_id, ngpu;            /* its device ordinal; the GPUs this rank sees */
+  cli_device dev;              /* --device: the CPU's backend, or a GPU's (owned) */
   const c5_backend *be;        /* where the parameters, the optimizer and the model's caches live */
   c5_real *hbuf;               /* host copies of device tensors (diagnostics, the validation passage) */
   long hbuf_len;
@@ -548,42 +547,6 @@ static c5_status passage(run_t *r)
   return C5_OK;
 }
 
-/* This rank's node-local rank (as the launchers export it; 0 when none does): which GPU it takes. */
-static int local_rank(void)
-{
-  const char *vars[] = { "OMPI_COMM_WORLD_LOCAL_RANK", "PMI_LOCAL_RANK", "SLURM_LOCALID" };
-  for (size_t k = 0; k < sizeof vars / sizeof *vars; k++) {
-    const char *v = getenv(vars[k]);
-    if (v && *v) return atoi(v);
-  }
-  return 0;
-}
-
-/* --device: the CPU's backend, or a CUDA backend on GPU local rank % GPUs, on every rank. Ranks that share a
-   GPU (more ranks than GPUs on a node) each hold their own copy of the parameters and caches there; the
-   library's collectives then stage device buffers through host memory, and with one GPU per rank use NCCL
-   (c5_params_allreduce_grad and the sharded modules' collectives choose: C5_DIST overrides). */
-static c5_status pick_backend(run_t *r)
-{
-  r->be = c5_backend_cpu();
-  if (!strcmp(r->o.device, "cpu")) return C5_OK;
-  int ngpu = c5_backend_device_count(C5_BACKEND_CUDA);
-  if (ngpu <= 0) {
-    /* a build without CUDA kernels says so itself; with them, no device is the reason */
-    c5_status st = c5_backend_create(C5_BACKEND_CUDA, 0, &r->gpu);
-    c5_backend_destroy(&r->gpu);
-    if (st == C5_ERR_NOTIMPL) return st;
-    return c5_error_raise(C5_ERR_ARG, "--device cuda: no GPU is visible to this process (CUDA_VISIBLE_DEVICES?)");
-  }
-  r->ngpu = ngpu;
-  r->gpu_id = local_rank() % ngpu;
-  TRY(c5_backend_create(C5_BACKEND_CUDA, r->gpu_id, &r->gpu));
-  r->be = r->gpu;
-  TRY(c5_backend_set_matmul(r->gpu, !strcmp(r->o.matmul, "tf32") ? C5_MATMUL_TF32
-                                    : !strcmp(r->o.matmul, "bf16") ? C5_MATMUL_BF16 : C5_MATMUL_FP32));
-  return C5_OK;
-}
-
 /* Everything a rank builds alone before training: the data, the model, the optimizer, the buffers. Agreed by
    the caller. */
 static c5_status setup(run_t *r)
@@ -608,7 +571,8 @@ static c5_status setup(run_t *r)
   r->target = (long)ceil(o->mask_frac * n);
   train_opts_model_config(o, &r->mcfg);
   long unit = 0;
-  TRY(pick_backend(r));
+  TRY(cli_device_open(r->o.device, r->o.matmul, &r->dev));   /* cli.h: which GPU, and how the ranks share it */
+  r->be = r->dev.be;
   TRY(c5_params_create(r->be, &r->p));
   TRY(c5_model_create(&r->mcfg, r->p, &r->m));
   TRY(c5_params_alloc(r->p));
@@ -650,7 +614,6 @@ static void teardown(run_t *r)
   c5_model_cache_destroy(&r->cache);
   c5_model_destroy(&r->m);
   c5_params_destroy(&r->p);
-  c5_backend_destroy(&r->gpu);
   free(r->hbuf);
   free(r->text); free(r->tokens); free(r->targets); free(r->seqbuf); free(r->maskbuf); free(r->pred);
   free(r->cfg_json);
@@ -658,6 +621,7 @@ static void teardown(run_t *r)
   c5_dist_destroy(&r->seq);
   c5_dist_destroy(&r->dp);
   c5_dist_destroy(&r->world);
+  cli_device_close(&r->dev);   /* after the communicators: their NCCL ran on its stream */
 }
 
 static long fnv1a(const char *s)
@@ -838,12 +802,8 @@ int main(int argc, char **argv)
   sigaction(SIGUSR1, &sa, NULL);
   if (r->rank == 0) {
     if (c5_blas_warning()) fprintf(stderr, "colt5-train: %s\n", c5_blas_warning());
-    char dev[128] = "cpu";
-    if (r->gpu && r->size == 1)
-      snprintf(dev, sizeof dev, "%s (GPU %d, matmul %s)", c5_backend_name(r->gpu), r->gpu_id, r->o.matmul);
-    else if (r->gpu)
-      snprintf(dev, sizeof dev, "%s (GPU local rank %% %d: rank 0 on GPU %d, matmul %s)", c5_backend_name(r->gpu),
-               r->ngpu, r->gpu_id, r->o.matmul);
+    char dev[256];
+    cli_device_describe(&r->dev, r->size, dev, sizeof dev);
     printf("colt5-train: %d ranks = %d per sequence x %d data-parallel, %d threads each, precision %s, BLAS core %s, "
            "device %s\n", r->size, c5_dist_size(r->seq), c5_dist_size(r->dp), omp_get_max_threads(), C5_REAL_NAME,
            c5_blas_core(), dev);

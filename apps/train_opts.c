@@ -370,12 +370,8 @@ c5_status train_opts_parse(int argc, char **argv, opts_t *o, int *help)
   if (optind < argc) return c5_error_raise(C5_ERR_ARG, "unexpected argument %s", argv[optind]);
   if (strcmp(o->on_nonfinite, "stop") && strcmp(o->on_nonfinite, "skip"))
     return c5_error_raise(C5_ERR_ARG, "--on-nonfinite %s: expected stop or skip", o->on_nonfinite);
-  if (strcmp(o->device, "cpu") && strcmp(o->device, "cuda"))
-    return c5_error_raise(C5_ERR_ARG, "--device %s: expected cpu or cuda", o->device);
-  if (strcmp(o->matmul, "fp32") && strcmp(o->matmul, "tf32") && strcmp(o->matmul, "bf16"))
-    return c5_error_raise(C5_ERR_ARG, "--matmul %s: expected fp32, tf32 or bf16", o->matmul);
-  if (strcmp(o->matmul, "fp32") && strcmp(o->device, "cuda"))
-    return c5_error_raise(C5_ERR_ARG, "--matmul %s: only --device cuda has TF32/bf16 products", o->matmul);
+  c5_status dst = cli_check_device(o->device, o->matmul);
+  if (dst != C5_OK) return dst;
   if (o->lr_min > o->lr) return c5_error_raise(C5_ERR_ARG, "--lr-min %g: above --lr %g", o->lr_min, o->lr);
   if (o->resume && !*o->ckpt_dir) return c5_error_raise(C5_ERR_ARG, "--resume: needs --ckpt-dir");
   if (o->stop_after && !*o->ckpt_dir) return c5_error_raise(C5_ERR_ARG, "--stop-after: needs --ckpt-dir");

@@ -26,7 +26,7 @@
    The parts (c5-cuda-bench parts [--tf32 | --matmul fp32|tf32|bf16] [--budget S] [BxN ...]): where
    the block's time goes. For each BxN (default 1x32768 1x131072 1x1048576)
    the block, then each of its modules built alone on the device with the
-   block's configuration (block_config(n)) and parameter values, on random
+   block's configuration (block_shape_issue(n)) and parameter values, on random
    inputs, timed as the block is: the routed attention, the routed
    feed-forward, one router (coordinate descent and top-k, k = n/16; the block
    runs three), the heavy attention on nq = nk = n/16 tokens and the light
@@ -53,6 +53,7 @@
 #include "../lib/cd_internal.h"
 #include "../lib/attn_heavy.h"
 #include "../lib/attn_local.h"
+#include "block_shape.h"   /* the issue's block and its FLOP count, shared with colt5-bench */
 
 double c5_bench_bandwidth(size_t bytes, int kind, int reps);
 
@@ -198,47 +199,6 @@ static int cd_main(c5_backend *be, const c5_dist *d, int argc, char **argv)
 
 /* ---- the block ---- */
 
-/* The issue's ConditionalRoutedTransformerBlock for sequences of n tokens: n/16 heavy tokens each. */
-static c5_block_config block_config(long n)
-{
-  c5_routed_attn_config a = C5_ROUTED_ATTN_CONFIG_DEFAULT;   /* 8 + 8 heads of 64, window 128, one kv route */
-  c5_routed_ff_config f = C5_ROUTED_FF_CONFIG_DEFAULT;       /* mults 0.5 and 4 */
-  a.dim = f.dim = 512;
-  a.num_heavy_tokens_q = a.num_heavy_tokens_kv = f.num_heavy_tokens = n / 16;
-  a.router.straight_through = f.router.straight_through = 1;
-  return (c5_block_config){ .attn = a, .ff = f };
-}
-
-/* Model FLOPs of one forward (docs/flops.md): 2 per multiply-add of the block's matrix products, only the
-   work a token really has (the local attention's query-key pairs inside the sequence, the routed tokens). */
-static double block_flops(const c5_block_config *cfg, long batch, long n)
-{
-  const c5_routed_attn_config *a = &cfg->attn;
-  const c5_routed_ff_config *f = &cfg->ff;
-  const double d = a->dim, Dl = (double)a->light_heads * a->light_dim_head;
-  const double Dh = (double)a->heavy_heads * a->heavy_dim_head, r = a->num_routed_kv;
-  const double hl = (int)(a->dim * f->light_ff_mult), hh = (int)(a->dim * f->heavy_ff_mult);
-  const long w = a->light_window_size / 2;   /* LocalMHA's window; each query sees its own and one either side */
-  double pairs = 0;
-  for (long s = 0; s < n; s += w) {
-    double len = fmin(w, n - s), prev = s > 0 ? w : 0, next = fmin(w, fmax(0, n - s - w));
-    pairs += len * (prev + len + next);
-  }
-  const long nq = a->num_heavy_tokens_q < n ? a->num_heavy_tokens_q : n;
-  const long nk = a->num_heavy_tokens_kv < n ? a->num_heavy_tokens_kv : n;
-  const long nf = f->num_heavy_tokens < n ? f->num_heavy_tokens : n;
-  /* a router scores every token against its routing tokens only when it has something to choose */
-  const double routes = (a->num_heavy_tokens_q < n) + (a->num_heavy_tokens_kv < n) * r + (f->num_heavy_tokens < n);
-  double fl = 2.0 * n * d * 3 * Dl + 2.0 * n * Dl * d     /* light to_qkv, to_out */
-            + 4.0 * pairs * Dl                             /* light q k^T and p v */
-            + 4.0 * n * d * hl                             /* light ff */
-            + 2.0 * n * d * routes                         /* router logits */
-            + 2.0 * nq * d * Dh + 2.0 * r * nk * d * 2 * Dh + 2.0 * nq * Dh * d   /* heavy to_q, to_kv, to_out */
-            + 4.0 * nq * (nk + 1.0) * Dh                   /* heavy q k^T and p v, the null key included */
-            + 4.0 * nf * d * hh;                           /* heavy ff */
-  return fl * batch;
-}
-
 /* count values uniform on [-sqrt 3, sqrt 3] (mean 0, variance 1: the scale of randn, at a fraction of its cost
    on the host for a billion values) into device memory dst, through a host buffer of chunk values */
 static c5_status fill_random(const c5_backend *be, c5_real *dst, long count, uint64_t seed)
@@ -269,7 +229,7 @@ typedef struct {
   c5_backend *be;
   const c5_dist *d;
   const c5_params *hp;            /* the block's parameters, on the host */
-  c5_block_config cfg;            /* block_config(n) */
+  c5_block_config cfg;            /* block_shape_issue(n) */
   long batch, n, nq, nk;          /* nq, nk: the heavy attention's queries and keys per batch row */
   c5_layout lay;
   c5_params *p;
@@ -437,7 +397,7 @@ static c5_status router_call(void *arg, int variant)
 
 /* The routed attention's heavy Attention on random routed tokens, as that module calls it: nq queries and
    nk keys per route (its routers' k, or n when nothing is routed), kv scores, no mask (the block runs
-   unmasked), no query scores or rotary positions (block_config has neither). */
+   unmasked), no query scores or rotary positions (block_shape_issue has neither). */
 static c5_status heavy_build(bjob *j)
 {
   const c5_routed_attn_config *a = &j->cfg.attn;
@@ -548,7 +508,7 @@ done:
 
 static void block_report(const c5_block_config *cfg, long batch, long n, c5_matmul mm, const tres *r)
 {
-  const double fl = block_flops(cfg, batch, n), tok = (double)batch * n;
+  const double fl = block_shape_flops(cfg, batch, n), tok = (double)batch * n;
   printf("colt5 op=block batch=%ld n=%ld dim=%d precision=%s matmul=%s fwd_ms=%.3f fwdbwd_ms=%.3f "
          "fwd_tokens_per_s=%.4g fwdbwd_tokens_per_s=%.4g fwd_tflops=%.2f fwdbwd_tflops=%.2f fwd_gflop=%.2f "
          "pool_used_high_fwd_GiB=%.3f pool_used_high_GiB=%.3f pool_reserved_high_GiB=%.3f "
@@ -648,7 +608,7 @@ static int block_main(c5_backend *be, const c5_dist *d, int argc, char **argv, i
      for each shape and part; they do not depend on n */
   c5_params *hp = NULL;
   c5_block *hb = NULL;
-  const c5_block_config cfg0 = block_config(1024);
+  const c5_block_config cfg0 = block_shape_issue(1024);
   if (c5_params_create(c5_backend_cpu(), &hp) != C5_OK || c5_block_create(&cfg0, hp, "", &hb) != C5_OK ||
       c5_params_alloc(hp) != C5_OK || c5_params_init(hp, 1234) != C5_OK) {
     fprintf(stderr, "c5-cuda-bench %s: parameters: %s\n", mode, c5_last_error());
@@ -675,7 +635,7 @@ static int block_main(c5_backend *be, const c5_dist *d, int argc, char **argv, i
     double block_fb_ms = 0;
     for (int k = 0; k < nparts; k++) {
       const part_def *pd = &part_defs[k];
-      bjob j = { .be = be, .d = d, .hp = hp, .cfg = block_config(n), .batch = b, .n = n };
+      bjob j = { .be = be, .d = d, .hp = hp, .cfg = block_shape_issue(n), .batch = b, .n = n };
       tres r = { 0 };
       char err[2048] = "";
       c5_status st = part_shape(&j, pd, budget_s, &r, err, sizeof err);

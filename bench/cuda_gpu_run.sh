@@ -2,8 +2,8 @@
 # cuda_gpu_run.sh - one call on a lent GPU machine: the CUDA tests of both
 # precisions, then the benchmarks beside the reference on the same GPU in
 # the same run. Run from a folder holding: .devkit/ (the runtime kit,
-# /work/shared/device), single/ and double/ (test_cuda_*, c5-cuda-bench and
-# colt5-train of each build), ref/ (the reference packages, never committed) and
+# /work/shared/device), single/ and double/ (test_cuda_*, c5-cuda-bench,
+# colt5-train and colt5-bench of each build), ref/ (the reference packages, never committed) and
 # reference_bench.py. Results go to $OUT: gpu.txt, tests.log, and
 #   BLOCK=1 (default): the block (docs/flops.md): block_ref.txt, the reference
 #     (--use-triton --use-flash-attn; TF32, then bf16 autocast with its routers
@@ -74,9 +74,9 @@ for b in $([ "${SKIP_TESTS:-0}" = 1 ] || echo single double); do
     step "$OUT/tests.log" 120 "$owe_ours" mpirun -np 1 "$here/$b/test_cuda_$t"
   done
   # the sharded runs on this one GPU (1-3 ranks): the scripts staged beside the programs (test_cuda_dist.sh,
-  # test_cuda_block_mpi.sh, test_cuda_train_mpi.sh: colt5-train and its libcolt5.so staged there too), each
-  # named by ONLY_TESTS as dist, block_mpi, train_mpi
-  for t in dist block_mpi train_mpi; do
+  # test_cuda_block_mpi.sh, test_cuda_train_mpi.sh, test_cuda_bench_block.sh: colt5-train, colt5-bench and
+  # their libcolt5.so staged there too), each named by ONLY_TESTS as dist, block_mpi, train_mpi, bench_block
+  for t in dist block_mpi train_mpi bench_block; do
     [ -f "$here/$b/test_cuda_$t.sh" ] || continue
     case " ${only_tests:-$t} " in *" $t "*) ;; *) continue ;; esac
     echo "=== $b test_cuda_$t.sh" >> "$OUT/tests.log"

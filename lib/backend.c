@@ -5,9 +5,11 @@
 #include "c5_internal.h"
 #include "backend.h"
 #include "arena.h"
+#include <limits.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #if C5_HAVE_CUDA_BUILD
 #include "cuda/cuda.h"
 #endif
@@ -61,6 +63,17 @@ c5_status c5_backend_destroy(c5_backend **be)
 
 c5_backend_kind c5_backend_get_kind(const c5_backend *be) { return be->kind; }
 const char *c5_backend_name(const c5_backend *be) { return be->ops->name; }
+
+c5_status c5_backend_device_name(const c5_backend *be, char *name, size_t len)
+{
+  C5_CHECK(be && name && len > 0 && len <= INT_MAX, C5_ERR_ARG, "c5_backend_device_name: NULL argument or length %zu",
+           len);
+#if C5_HAVE_CUDA_BUILD
+  if (be->dev) return c5k_cuda_device_name(be->dev, name, (int)len);
+#endif
+  snprintf(name, len, "%s", be->ops->name);
+  return C5_OK;
+}
 
 int c5_backend_device_count(c5_backend_kind kind)
 {

@@ -58,6 +58,8 @@ c5_status c5_backend_create(c5_backend_kind kind, int device, c5_backend **out);
 c5_status c5_backend_destroy(c5_backend **be);   /* NULL-safe; sets *be = NULL */
 c5_backend_kind c5_backend_get_kind(const c5_backend *be);
 const char *c5_backend_name(const c5_backend *be);
+/* The device's product name for a report ("NVIDIA H200"; "cpu" for the CPU), truncated to len - 1 bytes. */
+c5_status c5_backend_device_name(const c5_backend *be, char *name, size_t len);
 /* Devices of a kind this process can use: 1 for the CPU; for CUDA the GPUs
    the runtime sees (0 when it finds none, fails, or the build has no CUDA). */
 int c5_backend_device_count(c5_backend_kind kind);

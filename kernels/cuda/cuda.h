@@ -44,6 +44,8 @@ c5_status c5k_cuda_mem_stats(c5k_cuda_dev *dev, int reset, c5k_cuda_mem *out);
 void *c5k_cuda_stream(c5k_cuda_dev *dev);
 c5_status c5k_cuda_query(c5k_cuda_dev *dev, int *done);
 c5_status c5k_cuda_bus_id(c5k_cuda_dev *dev, char *id, int len);
+/* The device's product name ("NVIDIA H200"), for a benchmark's report. */
+c5_status c5k_cuda_device_name(c5k_cuda_dev *dev, char *name, int len);
 
 #ifdef __cplusplus
 }

@@ -1,6 +1,7 @@
 /* device.cu - the CUDA backend's device object: one non-blocking stream per
    backend (every op of the backend is ordered on it), a cuBLASLt handle with
    its workspace, and device memory through the stream-ordered allocator. */
+#include <stdio.h>
 #include "cuda_internal.cuh"
 
 extern "C" int c5k_cuda_device_count(void)
@@ -133,5 +134,13 @@ extern "C" c5_status c5k_cuda_query(c5k_cuda_dev *d, int *done)
 extern "C" c5_status c5k_cuda_bus_id(c5k_cuda_dev *d, char *id, int len)
 {
   C5K_CUDA_TRY(cudaDeviceGetPCIBusId(id, len, d->device), "cuda backend: PCI bus id");
+  return C5_OK;
+}
+
+extern "C" c5_status c5k_cuda_device_name(c5k_cuda_dev *d, char *name, int len)
+{
+  cudaDeviceProp p;
+  C5K_CUDA_TRY(cudaGetDeviceProperties(&p, d->device), "cuda backend: device name");
+  snprintf(name, (size_t)len, "%s", p.name);
   return C5_OK;
 }

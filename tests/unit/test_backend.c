@@ -2,7 +2,8 @@
    exists; a second CPU backend object runs the same block forward+backward
    bit for bit (the pattern a CUDA-vs-CPU test follows: one binary, two
    backends, the same inputs); a kind this build has no kernels for is
-   refused by name; parameters remember their backend. */
+   refused by name; parameters remember their backend; a backend names its
+   device (c5_backend_device_name). */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -67,6 +68,14 @@ int main(int argc, char **argv)
   const c5_backend *cpu = c5_backend_cpu();
   T_CHECK(c5_backend_get_kind(cpu) == C5_BACKEND_CPU && !strcmp(c5_backend_name(cpu), "cpu"), "cpu backend: %s",
           c5_backend_name(cpu));
+  {   /* the device's name for a report: the CPU's is "cpu", cut to the room given */
+    char name[64] = "?", two[2] = "?";
+    T_OK(c5_backend_device_name(cpu, name, sizeof name));
+    T_CHECK(!strcmp(name, "cpu"), "cpu backend's device name: %s", name);
+    T_OK(c5_backend_device_name(cpu, two, sizeof two));
+    T_CHECK(!strcmp(two, "c"), "cpu backend's device name in 2 bytes: %s", two);
+    T_FAILS(c5_backend_device_name(cpu, name, 0), C5_ERR_ARG, "c5_backend_device_name");
+  }
 #if C5_HAVE_CUDA_BUILD
   if (c5_backend_device_count(C5_BACKEND_CUDA) == 0) {
     T_FAILS(c5_backend_create(C5_BACKEND_CUDA, 0, &none), C5_ERR_CUDA, "device 0 does not exist");
@@ -74,6 +83,10 @@ int main(int argc, char **argv)
     T_OK(c5_backend_create(C5_BACKEND_CUDA, 0, &none));
     T_CHECK(c5_backend_get_kind(none) == C5_BACKEND_CUDA && !strcmp(c5_backend_name(none), "cuda"), "cuda backend: %s",
             c5_backend_name(none));
+    char name[256] = "";
+    T_OK(c5_backend_device_name(none, name, sizeof name));
+    T_CHECK(name[0] && strcmp(name, "cuda"), "cuda backend's device name: '%s', want the GPU's", name);
+    printf("cuda device 0: %s\n", name);
     T_OK(c5_backend_destroy(&none));
   }
   T_FAILS(c5_backend_create(C5_BACKEND_CUDA, 100000, &none), C5_ERR_CUDA, "device 100000 does not exist");

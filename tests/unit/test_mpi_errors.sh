@@ -6,7 +6,8 @@
 # message, printed once:
 #   colt5-golden given a missing, a truncated and a wrong-shape file on rank 1
 #   (MPMD), and another vector on rank 1;
-#   colt5-bench block and cd with different --n (values, and list lengths);
+#   colt5-bench block and cd with different --n (values, and list lengths),
+#   --reps or --shape;
 #   rank 1 out of memory: every allocation of a first forward + backward of
 #   the routed attention, block, cross and autoregressive attention made to
 #   fail in turn (test_mpi_errors oom), the message of the kv exchange's (and
@@ -58,6 +59,8 @@ expect "--n differs between ranks: 4096 on rank 0, 8192 on rank 1" -- \
   -np 1 "$bench" cd --n 4096 --reps 5 --threads 1 : -np 1 "$bench" cd --n 8192 --reps 5 --threads 1
 expect "--reps differs between ranks: 5 on rank 0, 6 on rank 1" -- \
   -np 1 "$bench" block --n 1024 --reps 5 --threads 1 : -np 1 "$bench" block --n 1024 --reps 6 --threads 1
+expect "--shape \(0 small, 1 issue\) differs between ranks: 0 on rank 0, 1 on rank 1" -- \
+  -np 1 "$bench" block --n 1024 --reps 5 --threads 1 : -np 1 "$bench" block --n 1024 --reps 5 --threads 1 --shape issue
 
 # out of memory on rank 1: the first allocation, then the lazy buffers of a forward
 expect "rank 1: .*out of memory" -- -np 2 "$t" oom attn
