@@ -884,10 +884,11 @@ __global__ void __launch_bounds__(TC_THREADS, 2) la_tc_backward_kv(la_shape a, c
 #define LG_THREADS 256
 #define LG_MAXNR 32   /* score slots a lane holds at most: rows of L w <= 1024 slots */
 
-static bool la_gemm(const c5k_ctx *ctx, const c5k_cuda_dev *dev, const la_shape &a)
+static bool la_gemm(const c5k_ctx *ctx, const c5k_cuda_dev *dev, const la_shape &a, long batch)
 {
   /* bf16 rows of 16-byte multiples for cuBLASLt; a score row in a warp's registers (lg_load) */
-  return dev->matmul == 2 && !ctx->exact && a.dh % 8 == 0 && a.lw <= 32 * LG_MAXNR;
+  return dev->matmul == 2 && !ctx->exact && a.dh % 8 == 0 && a.lw <= 32 * LG_MAXNR && batch * a.H <= 65535 &&
+         (batch * a.H * (a.W + a.lb + a.lf) + a.lb + 1 + a.lf) * a.w < (1L << 31);
 }
 
 struct lg_plan {
@@ -929,85 +930,110 @@ static lg_plan lg_plan_of(const la_shape &a, long batch, bool backward)
 }
 
 /* Padded slot j (of nb) row r: its (b, h) and token t, and whether t is a real token of a real window (window
-   i = slot - shift). */
-struct lg_slot { long b, t; int h; bool real; };
+   i = slot j's within its head). 32-bit divisions (la_gemm: nb w < 2^31): the row kernels' 64-bit ones cost
+   as much as a row's 384 slots. */
+struct lg_slot { long b, t, i; int h; bool real; };
 
-static __device__ __forceinline__ lg_slot lg_slot_of(const la_shape &a, long nw, long nb, long j, long r, long shift)
+static __device__ __forceinline__ lg_slot lg_slot_of(const la_shape &a, long nw, long nb, long j, long r)
 {
   lg_slot s;
-  const long bh = j / nw, i = j % nw - shift;
-  s.b = bh / a.H;
-  s.h = (int)(bh % a.H);
-  s.t = i * a.w + r;
-  s.real = j < nb && i >= 0 && i < a.W && s.t < a.n;
+  const unsigned ju = (unsigned)j, bh = ju / (unsigned)nw, b = bh / (unsigned)a.H, i = ju - bh * (unsigned)nw;
+  s.b = b;
+  s.h = (int)(bh - b * (unsigned)a.H);
+  s.i = i;
+  s.t = (long)i * a.w + r;
+  s.real = j < nb && i < a.W && s.t < a.n;
   return s;
 }
 
-/* Rows are a warp's: one padded row (slot j, row r) or one dense (token, head) row, the lanes over its dh
-   columns, so the index arithmetic (64-bit divisions) is a row's, not an element's: at one thread an element
-   it held the packing to 0.7 TB/s on an H200. Launch c5k_cuda_blocks(dev, 32 rows). */
-#define LG_ROW_LOOP(row, rows) \
-  for (long row = (blockIdx.x * (long)blockDim.x + threadIdx.x) >> 5; row < (long)(rows); \
-       row += ((long)gridDim.x * blockDim.x) >> 5)
-
-/* Dense row x = (b t) H + h of a [b, n, H dh] tensor: its offset in the padded layout (window of token t at slot
-   i + shift), in the row-major one (row stride ld), and its stats index. */
-static __device__ __forceinline__ void lg_row(const la_shape &a, long nw, long x, long shift, long ld, long *pad,
-                                              long *dense, long *st)
+/* A row kernel's warp: row of the chunk (false past rows), its slot and token. */
+static __device__ __forceinline__ bool lg_score_row(const la_shape &a, long nw, long nb, long j0, long rows,
+                                                    long *row, lg_slot *s)
 {
-  const long h = x % a.H, bt = x / a.H, t = bt % a.n, b = bt / a.n;
-  *pad = (((b * a.H + h) * nw + t / a.w + shift) * a.w + t % a.w) * a.dh;
-  *dense = bt * ld + h * a.dh;
-  *st = (b * a.H + h) * a.n + t;
+  *row = (blockIdx.x * (long)blockDim.x + threadIdx.x) >> 5;
+  if (*row >= rows) return false;
+  const unsigned jw = (unsigned)*row / (unsigned)a.w;
+  *s = lg_slot_of(a, nw, nb, j0 + jw, *row - (long)jw * a.w);
+  return true;
 }
 
-/* x (f32, row stride ld) into the padded bf16 layout of tw slots, window i at slot i + shift, zeros elsewhere; with
-   uni, a uniform row's values times wuni (the backward's dout). */
-__global__ void lg_pack(la_shape a, long nw, long nb, long rows, long shift, const float *x, long ld,
-                        const uint8_t *uni, float wuni, __nv_bfloat16 *y)
+/* Rows are a warp's, the lanes over its dh columns, and the grid is (rows of one head / 8 warps, b H): a padded
+   row (slot, row r) or a token's row of head h comes from the block's indices and one 32-bit division by w. At
+   one thread an element with 64-bit divisions (a padded row's (b, h, slot, r)) the packing ran at 0.7 TB/s on
+   an H200, all of it index arithmetic. la_gemm bounds the counts (b H <= 65535, nw w < 2^31). */
+static dim3 lg_grid(long rows_per_head, long bh)
+{
+  return dim3((unsigned)((rows_per_head + LG_THREADS / 32 - 1) / (LG_THREADS / 32)), (unsigned)bh);
+}
+
+static __device__ __forceinline__ long lg_warp_row(void)
+{
+  return (long)blockIdx.x * (LG_THREADS / 32) + (threadIdx.x >> 5);
+}
+
+/* x (f32, row stride ld) into the padded bf16 layout, window i at slot i + shift, zeros elsewhere; with uni, a
+   uniform row's values times wuni (the backward's dout). Grid lg_grid(nw w, b H); the nb slots of the heads (the
+   slots past them: lg_setup). */
+__global__ void __launch_bounds__(LG_THREADS) lg_pack(la_shape a, long nw, long shift, const float *x, long ld,
+                                                      const uint8_t *uni, float wuni, __nv_bfloat16 *y)
 {
   const int lane = threadIdx.x & 31;
-  LG_ROW_LOOP(row, rows) {
-    const lg_slot s = lg_slot_of(a, nw, nb, row / a.w, row % a.w, shift);
-    __nv_bfloat16 *yr = y + row * a.dh;
-    if (!s.real) {
-      for (int d = lane; d < a.dh; d += 32) yr[d] = __float2bfloat16_rn(0.f);
-      continue;
-    }
-    const float *xr = x + (s.b * a.n + s.t) * ld + (long)s.h * a.dh;
-    const float m = uni && uni[(s.b * a.H + s.h) * a.n + s.t] ? wuni : 1.f;
-    for (int d = lane; d < a.dh; d += 32) yr[d] = __float2bfloat16_rn(m == 1.f ? xr[d] : xr[d] * m);
+  const long rr = lg_warp_row(), bh = blockIdx.y;
+  if (rr >= nw * a.w) return;
+  const unsigned slot = (unsigned)rr / (unsigned)a.w;
+  const long i = (long)slot - shift, t = i * a.w + (rr - (long)slot * a.w);
+  __nv_bfloat16 *yr = y + (bh * nw * a.w + rr) * a.dh;
+  if (i < 0 || i >= a.W || t >= a.n) {
+    for (int d = lane; d < a.dh; d += 32) yr[d] = __float2bfloat16_rn(0.f);
+    return;
   }
+  const long b = bh / a.H, h = bh - b * a.H;
+  const float *xr = x + (b * a.n + t) * ld + h * a.dh;
+  const float m = uni && uni[bh * a.n + t] ? wuni : 1.f;
+  for (int d = lane; d < a.dh; d += 32) yr[d] = __float2bfloat16_rn(m == 1.f ? xr[d] : xr[d] * m);
+}
+
+/* Token t of head bh (a warp of grid lg_grid(n, b H)): its row in the padded layout (window at slot i + shift),
+   in the row-major one (row stride ld), its stats index; false past n. */
+static __device__ __forceinline__ bool lg_token(const la_shape &a, long nw, long shift, long ld, long *t, long *pad,
+                                                long *dense, long *st)
+{
+  const long bh = blockIdx.y;
+  *t = lg_warp_row();
+  if (*t >= a.n) return false;
+  const unsigned i = (unsigned)*t / (unsigned)a.w;
+  const long b = bh / a.H, h = bh - b * a.H;
+  *pad = ((bh * nw + i + shift) * a.w + (*t - (long)i * a.w)) * a.dh;
+  *dense = (b * a.n + *t) * ld + h * a.dh;
+  *st = bh * a.n + *t;
+  return true;
 }
 
 /* The padded f32 X (window of token t at slot i + shift) into y's layout (row stride ld). */
-__global__ void lg_unpack(la_shape a, long nw, long rows, long shift, const float *X, float *y, long ld)
+__global__ void __launch_bounds__(LG_THREADS) lg_unpack(la_shape a, long nw, long shift, const float *X, float *y,
+                                                        long ld)
 {
   const int lane = threadIdx.x & 31;
-  LG_ROW_LOOP(x, rows) {
-    long pad, dense, st;
-    lg_row(a, nw, x, shift, ld, &pad, &dense, &st);
-    for (int d = lane; d < a.dh; d += 32) y[dense + d] = X[pad + d];
-  }
+  long t, pad, dense, st;
+  if (!lg_token(a, nw, shift, ld, &t, &pad, &dense, &st)) return;
+  for (int d = lane; d < a.dh; d += 32) y[dense + d] = X[pad + d];
 }
 
 /* o = O / sum, or on a uniform row O / (L w) plus its out-of-range slots' part (la_fwd_inv), as la_tc_forward. */
-__global__ void lg_out(la_shape a, long nw, long rows, const float *O, const double *rinv, const uint8_t *uni,
-                       float *o)
+__global__ void __launch_bounds__(LG_THREADS) lg_out(la_shape a, long nw, const float *O, const double *rinv,
+                                                     const uint8_t *uni, float *o)
 {
   const int lane = threadIdx.x & 31;
-  LG_ROW_LOOP(x, rows) {
-    long pad, dense, st;
-    lg_row(a, nw, x, 0, a.ldo, &pad, &dense, &st);
-    const bool u = uni[st];
-    const double inv = u ? 1.0 / (double)a.lw : rinv[st];
-    double add = 0.0;
-    if (u) {
-      const la_win g = la_geom(a, (st % a.n) / a.w);
-      add = g.npad ? -(double)g.npad / (double)a.lw : 0.0;
-    }
-    for (int d = lane; d < a.dh; d += 32) o[dense + d] = u ? (float)(O[pad + d] * inv + add) : (float)(O[pad + d] * inv);
+  long t, pad, dense, st;
+  if (!lg_token(a, nw, 0, a.ldo, &t, &pad, &dense, &st)) return;
+  const bool u = uni[st];
+  const double inv = u ? 1.0 / (double)a.lw : rinv[st];
+  double add = 0.0;
+  if (u) {
+    const la_win g = la_geom(a, t / a.w);
+    add = g.npad ? -(double)g.npad / (double)a.lw : 0.0;
   }
+  for (int d = lane; d < a.dh; d += 32) o[dense + d] = u ? (float)(O[pad + d] * inv + add) : (float)(O[pad + d] * inv);
 }
 
 /* A score row's slots in registers, lane l holding slots l + 32 u for u < NR (NR 32 >= L w; past L w: `other`),
@@ -1033,9 +1059,9 @@ __global__ void __launch_bounds__(LG_THREADS) lg_rows_forward(la_shape a, long n
                                                               uint8_t *uni)
 {
   const int lane = threadIdx.x & 31;
-  const long row = (blockIdx.x * (long)blockDim.x + threadIdx.x) >> 5;
-  if (row >= rows) return;   /* warp-uniform: the shuffles below have every lane */
-  const lg_slot s = lg_slot_of(a, nw, nb, j0 + row / a.w, row % a.w, 0);
+  long row;
+  lg_slot s;
+  if (!lg_score_row(a, nw, nb, j0, rows, &row, &s)) return;   /* warp-uniform: the shuffles below have every lane */
   __nv_bfloat16 *pr = P + row * lwp;
   if (!s.real) {
     for (long c = lane; c < a.lw; c += 32) pr[c] = __float2bfloat16_rn(0.f);
@@ -1043,7 +1069,7 @@ __global__ void __launch_bounds__(LG_THREADS) lg_rows_forward(la_shape a, long n
   }
   float x[NR];
   lg_load(S + row * lwp, a.lw, lane, 0.f, x);
-  const long i = s.t / a.w, p0 = (i - a.lb) * a.w + lane;   /* lane's slot u is key p0 + 32 u */
+  const long i = s.i, p0 = (i - a.lb) * a.w + lane;   /* lane's slot u is key p0 + 32 u */
   const uint8_t *mk = mask ? mask + s.b * a.n : NULL;
   const la_win g = la_geom(a, i);
   const la_row rg = la_range(a, g, s.t, mask != NULL);
@@ -1077,11 +1103,11 @@ __global__ void __launch_bounds__(LG_THREADS) lg_rows_backward(la_shape a, long 
                                                                __nv_bfloat16 *P, __nv_bfloat16 *dS)
 {
   const int lane = threadIdx.x & 31;
-  const long row = (blockIdx.x * (long)blockDim.x + threadIdx.x) >> 5;
-  if (row >= rows) return;
-  const lg_slot s = lg_slot_of(a, nw, nb, j0 + row / a.w, row % a.w, 0);
+  long row;
+  lg_slot s;
+  if (!lg_score_row(a, nw, nb, j0, rows, &row, &s)) return;   /* warp-uniform: the shuffles below have every lane */
   __nv_bfloat16 *pr = P + row * lwp, *qr = dS + row * lwp;
-  const long st = (s.b * a.H + s.h) * a.n + s.t, i = s.t / a.w, p0 = (i - a.lb) * a.w;
+  const long st = (s.b * a.H + s.h) * a.n + s.t, i = s.i, p0 = (i - a.lb) * a.w;
   if (!s.real || uni[st]) {
     const la_win g = la_geom(a, s.real ? i : 0);
     for (long c = lane; c < a.lw; c += 32) {
@@ -1131,17 +1157,16 @@ static c5_status lg_setup(c5k_cuda_dev *dev, const la_shape &a, const lg_plan &p
   void *vs;
   C5_CALL_K(c5k_cuda_scratch(dev, p.bytes, &vs, op));
   *scr = (char *)vs;
-  const long tot = p.tw * a.w;   /* padded rows */
-  const unsigned bl = c5k_cuda_blocks(dev, 32 * tot);
-  lg_pack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, p.nb, tot, 0, q, a.ldqkv, NULL, 0.f,
-                                                (__nv_bfloat16 *)(*scr + p.q));
-  lg_pack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, p.nb, tot, a.lb, k, a.ldqkv, NULL, 0.f,
-                                                (__nv_bfloat16 *)(*scr + p.k));
-  lg_pack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, p.nb, tot, a.lb, v, a.ldqkv, NULL, 0.f,
-                                                (__nv_bfloat16 *)(*scr + p.v));
-  if (dout)
-    lg_pack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, p.nb, tot, 0, dout, a.ldo, uni, (float)(1.0 / (double)a.lw),
-                                                  (__nv_bfloat16 *)(*scr + p.dout));
+  const long bh = p.nb / p.nw, tail = (p.tw - p.nb) * a.w * a.dh;   /* the slots past the heads' */
+  const dim3 grid = lg_grid(p.nw * a.w, bh);
+  __nv_bfloat16 *Q = (__nv_bfloat16 *)(*scr + p.q), *K = (__nv_bfloat16 *)(*scr + p.k),
+                *V = (__nv_bfloat16 *)(*scr + p.v), *dO = (__nv_bfloat16 *)(*scr + p.dout);
+  lg_pack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, 0, q, a.ldqkv, NULL, 0.f, Q);
+  lg_pack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, a.lb, k, a.ldqkv, NULL, 0.f, K);
+  lg_pack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, a.lb, v, a.ldqkv, NULL, 0.f, V);
+  C5K_CUDA_TRY(cudaMemsetAsync(K + p.nb * a.w * a.dh, 0, tail * 2, dev->stream), op);
+  C5K_CUDA_TRY(cudaMemsetAsync(V + p.nb * a.w * a.dh, 0, tail * 2, dev->stream), op);
+  if (dout) lg_pack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, 0, dout, a.ldo, uni, (float)(1.0 / (double)a.lw), dO);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
@@ -1184,8 +1209,7 @@ static c5_status lg_forward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_att
     C5_CALL_K(lg_gemm(ctx, 0, 0, a.w, a.dh, a.lw, 1.0, P, p.lwp, ss, V + j0 * ws, a.dh, ws, 0.0, O + j0 * ws, a.dh,
                       ws, cb));
   }
-  const long total = L->batch * a.n * a.H;   /* (token, head) rows */
-  lg_out<<<c5k_cuda_blocks(dev, 32 * total), C5K_THREADS, 0, dev->stream>>>(a, p.nw, total, O, rinv, uni, o);
+  lg_out<<<lg_grid(a.n, p.nb / p.nw), LG_THREADS, 0, dev->stream>>>(a, p.nw, O, rinv, uni, o);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
@@ -1227,11 +1251,10 @@ static c5_status lg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_at
                         DK + (j0 + jb) * ws, a.dh, ws, cb));
     }
   }
-  const long total = L->batch * a.n * a.H;   /* (token, head) rows */
-  const unsigned bl = c5k_cuda_blocks(dev, 32 * total);
-  lg_unpack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, total, 0, DQ, dq, a.ldqkv);
-  lg_unpack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, total, a.lb, DK, dk, a.ldqkv);
-  lg_unpack<<<bl, C5K_THREADS, 0, dev->stream>>>(a, p.nw, total, a.lb, DV, dv, a.ldqkv);
+  const dim3 grid = lg_grid(a.n, p.nb / p.nw);
+  lg_unpack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, 0, DQ, dq, a.ldqkv);
+  lg_unpack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, a.lb, DK, dk, a.ldqkv);
+  lg_unpack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, a.lb, DV, dv, a.ldqkv);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
@@ -1298,7 +1321,7 @@ extern "C" c5_status c5k_local_attn_forward_cuda(c5k_ctx *ctx, const c5k_local_a
   C5_CALL_K(la_setup(L, ldqkv, ldo, "forward", &a, &grid));
   if (L->n == 0 || L->batch == 0) return C5_OK;
 #if !C5_USE_DOUBLE
-  if (la_gemm(ctx, dev, a)) return lg_forward(ctx, dev, L, a, q, k, v, mask, o, rmax, rinv, uni);
+  if (la_gemm(ctx, dev, a, L->batch)) return lg_forward(ctx, dev, L, a, q, k, v, mask, o, rmax, rinv, uni);
   if (la_tc(ctx, dev, a)) {
     const size_t tb = 3 * tc_bf_tile(a.dh) + tc_p_tile() + tc_fs_tile(a.dh);
     C5_CALL_K(c5k_cuda_smem_opt(dev, la_tc_forward, tb, op));
@@ -1327,7 +1350,7 @@ extern "C" c5_status c5k_local_attn_backward_cuda(c5k_ctx *ctx, const c5k_local_
   C5_CALL_K(la_setup(L, ldqkv, ldo, "backward", &a, &grid));
   if (L->n == 0 || L->batch == 0) return C5_OK;
 #if !C5_USE_DOUBLE
-  if (la_gemm(ctx, dev, a)) return lg_backward(ctx, dev, L, a, q, k, v, mask, rmax, rinv, uni, dout, dq, dk, dv);
+  if (la_gemm(ctx, dev, a, L->batch)) return lg_backward(ctx, dev, L, a, q, k, v, mask, rmax, rinv, uni, dout, dq, dk, dv);
 #endif
   void *scr;
   C5_CALL_K(c5k_cuda_scratch(dev, (size_t)L->batch * L->heads * L->n * sizeof(double), &scr, op));
