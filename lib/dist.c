@@ -487,6 +487,16 @@ static c5_status host_room(const c5_dist *d, size_t bytes, char **p)
   return C5_OK;
 }
 
+/* A device collective's clock starts once the work queued before it is done: the collective then waits for
+   nothing but its peers, and the seconds counted (c5_dist_stats) are communication, not the compute ahead
+   of it on the stream (colt5-bench's split of a step). The host waits at the collective either way; a
+   failed sync joins st (its first error), the rank still takes part. */
+static double coll_start(const c5_backend *be, c5_status *st)
+{
+  if (be && !c5_backend_is_host(be)) C5_KEEP_FIRST(*st, c5_backend_sync(be));
+  return MPI_Wtime();
+}
+
 /* NCCL's work on the stream done, or its error (the communicator then aborted). */
 static c5_status nccl_done(const c5_dist *d, c5_status st, const char *what)
 {
@@ -505,10 +515,11 @@ static c5_status sendrecv_dev(const c5_dist *d, const c5_backend *be, const void
   const size_t sb = dest != MPI_PROC_NULL ? (size_t)scount * tsz : 0, rb = src != MPI_PROC_NULL ? (size_t)rcount * tsz : 0;
   count(d, C5_COLL_SENDRECV, (long)sb);
   c5_status st = C5_OK;
-  double t0 = MPI_Wtime();
+  const double t0 = coll_start(be, &st);
   if (nccl) {
 #if C5_HAVE_NCCL
-    st = c5_nccl_sendrecv(d->nccl, send, sb, dest != MPI_PROC_NULL ? dest : -1, recv, rb, src != MPI_PROC_NULL ? src : -1);
+    C5_KEEP_FIRST(st, c5_nccl_sendrecv(d->nccl, send, sb, dest != MPI_PROC_NULL ? dest : -1, recv, rb,
+                                       src != MPI_PROC_NULL ? src : -1));
 #endif
     st = nccl_done(d, st, "halo send/receive");
   } else {
@@ -544,7 +555,7 @@ static c5_status padded_allgather(const c5_dist *d, const c5_backend *be, char *
   const int P = d->size;
   int nccl = 0;
   if (!c5_backend_is_host(be)) C5_KEEP_FIRST(st, c5_dist_uses_nccl(d, be, &nccl));
-  double t0 = MPI_Wtime();
+  const double t0 = coll_start(be, &st);
   if (nccl) {
 #if C5_HAVE_NCCL
     if (st == C5_OK) st = c5_nccl_allgather(d->nccl, pad, (size_t)slot);
@@ -643,7 +654,7 @@ static c5_status reduce_scatter_dev(const c5_dist *d, const c5_backend *be, cons
     if (counts[p]) st = ops->copy2d(&kc, pad + p * slot, slot, (const char *)send + (long)at * tsz, slot,
                                     (long)counts[p] * tsz, 1);
   count(d, C5_COLL_REDUCE_SCATTER, total * tsz);
-  double t0 = MPI_Wtime();
+  const double t0 = coll_start(be, &st);
   char *mine = pad ? pad + d->rank * slot : NULL;
   if (nccl) {
 #if C5_HAVE_NCCL
@@ -678,13 +689,13 @@ c5_status c5_params_allreduce_grad(c5_params *p, const c5_dist *d)
   c5_real *g = c5_params_grad(p, 0);
   c5_phase old = c5_dist_phase(d, C5_PHASE_GRAD);
   count(d, C5_COLL_ALLREDUCE, n * (long)sizeof(c5_real));
-  double t0 = MPI_Wtime();
+  const double t0 = coll_start(be, &st);
   if (c5_backend_is_host(be)) {
     int e = MPI_Allreduce(MPI_IN_PLACE, g, (int)n, C5_MPI_REAL, MPI_SUM, d->comm);
     st = e == MPI_SUCCESS ? C5_OK : c5_err_mpi(e, "MPI_Allreduce(gradients)", __FILE__, __LINE__);
   } else if (nccl) {
 #if C5_HAVE_NCCL
-    st = c5_nccl_allreduce_sum(d->nccl, g, n, C5_ELEM_REAL);
+    C5_KEEP_FIRST(st, c5_nccl_allreduce_sum(d->nccl, g, n, C5_ELEM_REAL));
 #endif
     st = nccl_done(d, st, "allreduce of the parameter gradients");
   } else {   /* through host memory */
