@@ -24,32 +24,15 @@
    head columns j < 16: dim_head <= 128); a row's reductions are butterfly
    shuffles among its eight lanes, the same bits in every lane.
 
-   Tensor-core path: taken in the single build when the backend's matmul
-   mode is bf16 (c5_backend_set_matmul; dev->matmul == 2) and the context
-   does not ask for exact products (ctx->exact), for dim_head a multiple of
-   16 (<= 128), any window, look-around, causal, exact_windowsize or mask;
-   otherwise the SIMT kernels above run, their results unchanged. Same
-   structure, tiles of TC_TILE = 64 rows, 8 warps: q, k, v, dout rounded to
-   bf16 into shared tiles, the products S = Q K^T, O += P V, dP = dout V^T,
-   dq += dS K, S^T = K Q^T, dP^T = V dout^T, dv += P^T dout, dk += dS^T Q
-   on WMMA m16n16k16 bf16 fragments with f32 accumulators; masks, maxima,
-   exponentials, row sums (double), stats, dS are the SIMT kernels' device
-   helpers reading f32 score tiles from shared memory (4 threads a row),
-   with P and dS rounded to bf16 for the next product. The forward keeps
-   the two sweeps (exact max first), so no rescaling: O stays in the
-   fragments and the stats mean what the SIMT kernel's mean. A uniform row's
-   weights enter P as 1 (exact in bf16) and o is scaled by 1 / (L w) after.
-   Fixed order: every output fragment belongs to one warp for the whole
-   kernel (fragment f of a product to warp f mod 8), k steps and key or
-   query tiles run in ascending order, every element of dq, dk, dv has one
-   writer, and no atomics: two runs give the same bits. */
+   bf16 matmul mode (c5_backend_set_matmul; dev->matmul == 2), single
+   build, when the context does not ask for exact products (ctx->exact):
+   the products on cuBLASLt over windows, below (lg_*), for dim_head a
+   multiple of 8 and score rows of L w <= 2048 slots; otherwise these SIMT
+   kernels, their results unchanged. */
 #include <math.h>
 #include <cuda_bf16.h>
-#include <mma.h>
 #include <type_traits>
 #include "cuda_internal.cuh"
-
-using namespace nvcuda;
 
 #define LA_TILE 32           /* rows (queries or keys) of a tile */
 #define LA_THREADS 256
@@ -190,7 +173,7 @@ static __device__ __forceinline__ void la_fwd_max(const la_row &rg, const uint8_
 
 /* Forward sweep 2: slot p's weight exp(scale s - max) in the working
    precision (added to the row's sum), or in a uniform row wuni on every real
-   key of its window (the SIMT kernel's 1 / (L w); the tensor-core one's 1,
+   key of its window (the SIMT kernel's 1 / (L w); the bf16 path's 1,
    exact in bf16, with 1 / (L w) applied to o after the product). */
 template <typename T>
 static __device__ __forceinline__ T la_fwd_weight(const la_win &g, const la_row &rg, const uint8_t *mk, long p, bool u,
@@ -537,321 +520,6 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_kv(la_shape a, const T
   }
 }
 
-#if !C5_USE_DOUBLE
-/* ---- the tensor-core path (bf16 matmul mode, single precision) ----
-   Tiles of TC_TILE rows, 8 warps; the products run on WMMA bf16 m16n16k16
-   fragments with f32 accumulators, everything else (masks, max, exp, sums,
-   stats) is the SIMT kernels' device helpers on f32 score tiles in shared
-   memory, TC_LANES threads a row. */
-#define TC_TILE 64
-#define TC_WARPS 8
-#define TC_THREADS (32 * TC_WARPS)
-#define TC_LANES (TC_THREADS / TC_TILE)
-#define TC_LDS (TC_TILE + 4)   /* f32 score tiles (a multiple of 4, as store_matrix_sync wants) */
-#define TC_LDP (TC_TILE + 8)   /* bf16 P, dS tiles (a multiple of 8; the pad spreads the banks) */
-#define TC_NF ((TC_TILE / 16) * (LA_MAXDH / 16) / TC_WARPS)   /* accumulator fragments per warp */
-
-typedef __nv_bfloat16 tc_bf;
-typedef wmma::fragment<wmma::accumulator, 16, 16, 16, float> tc_acc;
-
-/* Rows [0, rows) of one head of x (stride ldx) into a bf16 [TC_TILE, ld]
-   tile, rounded to nearest; rows past `rows` are zero. */
-static __device__ __forceinline__ void tc_load(tc_bf *tile, int ld, const float *x, long ldx, long rows, int dh)
-{
-  for (int idx = threadIdx.x; idx < TC_TILE * dh; idx += TC_THREADS) {
-    const int r = idx / dh, d = idx % dh;
-    tile[r * ld + d] = __float2bfloat16_rn(r < rows ? x[r * ldx + d] : 0.0f);
-  }
-}
-
-/* Where fragment (k step kk, column j) of B starts. */
-template <typename BL> struct tc_boff;
-template <> struct tc_boff<wmma::row_major> {
-  static __device__ __forceinline__ int at(int kk, int j, int ld) { return 16 * kk * ld + 16 * j; }
-};
-template <> struct tc_boff<wmma::col_major> {
-  static __device__ __forceinline__ int at(int kk, int j, int ld) { return 16 * j * ld + 16 * kk; }
-};
-
-static __device__ __forceinline__ void tc_zero(tc_acc (&acc)[TC_NF])
-{
-#pragma unroll
-  for (int s = 0; s < TC_NF; s++) wmma::fill_fragment(acc[s], 0.0f);
-}
-
-/* The [TC_TILE, 16 nt] product's fragments f = warp + TC_WARPS s (row
-   strip f / nt, column f % nt) belong to this warp for good: acc[s] += A B
-   over 16 kt, A row-major (lda), B in layout BL (ldb), k steps in order. */
-template <typename BL>
-static __device__ __forceinline__ void tc_mma(tc_acc (&acc)[TC_NF], const tc_bf *A, int lda, const tc_bf *B, int ldb,
-                                              int nt, int kt)
-{
-  const int warp = threadIdx.x / 32;
-#pragma unroll
-  for (int s = 0; s < TC_NF; s++) {
-    const int f = warp + TC_WARPS * s, i = f / nt, j = f % nt;
-    if (f >= (TC_TILE / 16) * nt) break;
-    for (int kk = 0; kk < kt; kk++) {
-      wmma::fragment<wmma::matrix_a, 16, 16, 16, tc_bf, wmma::row_major> fa;
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, tc_bf, BL> fb;
-      wmma::load_matrix_sync(fa, A + 16 * i * lda + 16 * kk, lda);
-      wmma::load_matrix_sync(fb, B + tc_boff<BL>::at(kk, j, ldb), ldb);
-      wmma::mma_sync(acc[s], fa, fb, acc[s]);
-    }
-  }
-}
-
-/* This warp's fragments of a [TC_TILE, 16 nt] result into f32 C (ldc). */
-static __device__ __forceinline__ void tc_store(const tc_acc (&acc)[TC_NF], int nt, float *C, int ldc)
-{
-  const int warp = threadIdx.x / 32;
-#pragma unroll
-  for (int s = 0; s < TC_NF; s++) {
-    const int f = warp + TC_WARPS * s, i = f / nt, j = f % nt;
-    if (f >= (TC_TILE / 16) * nt) break;
-    wmma::store_matrix_sync(C + 16 * i * ldc + 16 * j, acc[s], ldc, wmma::mem_row_major);
-  }
-}
-
-/* C = A B^T of two bf16 [TC_TILE, 16 kt] tiles (rows of B as columns: its
-   column-major view), a [TC_TILE, TC_TILE] f32 score tile (ld TC_LDS). */
-static __device__ __forceinline__ void tc_scores(const tc_bf *A, const tc_bf *B, int ld, int kt, float *C)
-{
-  tc_acc acc[TC_NF];
-  tc_zero(acc);
-  tc_mma<wmma::col_major>(acc, A, ld, B, ld, TC_TILE / 16, kt);
-  tc_store(acc, TC_TILE / 16, C, TC_LDS);
-}
-
-/* Byte offsets of the shared arrays: every one 128-byte aligned (load_matrix_sync wants 256 bits). */
-static __host__ __device__ __forceinline__ size_t tc_bf_tile(int dh) { return (size_t)TC_TILE * (dh + 8) * 2; }
-static __host__ __device__ __forceinline__ size_t tc_p_tile(void) { return (size_t)TC_TILE * TC_LDP * 2; }
-static __host__ __device__ __forceinline__ size_t tc_s_tile(void) { return (size_t)TC_TILE * TC_LDS * 4; }
-/* the forward's f32 tile: scores, then o (ld dh + 4) */
-static __host__ __device__ __forceinline__ size_t tc_fs_tile(int dh)
-{
-  return (size_t)TC_TILE * (dh + 4 > TC_LDS ? dh + 4 : TC_LDS) * 4;
-}
-
-/* Forward: blocks as la_forward's with tiles of TC_TILE queries; the same two
-   sweeps (max, then exp and the row sum), o = (P V) / sum with P in bf16. */
-__global__ void __launch_bounds__(TC_THREADS, 2) la_tc_forward(la_shape a, const float *q, const float *k, const float *v,
-                                                            const uint8_t *mask, float *o, double *rmax, double *rinv,
-                                                            uint8_t *uni)
-{
-  extern __shared__ __align__(128) unsigned char tc_smem[];
-  const int dh = a.dh, ldb = dh + 8, ldo = dh + 4, nd = dh / 16, tid = threadIdx.x, r = tid / TC_LANES,
-            l = tid % TC_LANES;
-  const int h = blockIdx.y;
-  const long b = blockIdx.z, row0 = b * a.n, q0 = (long)blockIdx.x * TC_TILE;
-  const long mq = a.n - q0 < TC_TILE ? a.n - q0 : TC_TILE, t = q0 + r;
-  tc_bf *Qs = (tc_bf *)tc_smem, *Ks = (tc_bf *)(tc_smem + tc_bf_tile(dh)), *Vs = (tc_bf *)(tc_smem + 2 * tc_bf_tile(dh));
-  tc_bf *Ps = (tc_bf *)(tc_smem + 3 * tc_bf_tile(dh));
-  float *Ss = (float *)(tc_smem + 3 * tc_bf_tile(dh) + tc_p_tile());
-  const bool live = r < mq;
-  const uint8_t *mk = mask ? mask + row0 : NULL;
-  const la_win g = la_geom(a, (live ? t : q0) / a.w);
-  const la_row rg = la_range(a, g, t, mask != NULL);
-  const float scale = (float)a.scale;
-  const long hoff = (long)h * dh;
-  long kb, ke, klo, khi;
-  la_keys_of(a, q0, q0 + mq, &kb, &ke);
-  la_live_keys(a, q0, q0 + mq, &klo, &khi);
-  tc_load(Qs, ldb, q + (row0 + q0) * a.ldqkv + hoff, a.ldqkv, mq, dh);
-
-  double mx = live && rg.nzero > 0 ? 0.0 : -INFINITY;
-  long cnt = l == 0 && live ? rg.nzero : 0;
-  for (long k0 = klo; k0 < khi; k0 += TC_TILE) {
-    const long nk = khi - k0 < TC_TILE ? khi - k0 : TC_TILE;
-    __syncthreads();
-    tc_load(Ks, ldb, k + (row0 + k0) * a.ldqkv + hoff, a.ldqkv, nk, dh);
-    __syncthreads();
-    tc_scores(Qs, Ks, ldb, nd, Ss);
-    __syncthreads();
-    for (int c = l; c < nk; c += TC_LANES)
-      if (live) la_fwd_max(rg, mk, k0 + c, Ss[r * TC_LDS + c], scale, &mx, &cnt);
-  }
-  mx = la_maxn<TC_LANES>(mx);
-  cnt = la_sumn<TC_LANES>(cnt);
-  const bool u = live && cnt == 0;
-  if (__syncthreads_or(u)) {
-    klo = kb;
-    khi = ke;
-  }
-
-  tc_acc acc[TC_NF];
-  tc_zero(acc);
-  double sum = 0;
-  for (long k0 = klo; k0 < khi; k0 += TC_TILE) {
-    const long nk = khi - k0 < TC_TILE ? khi - k0 : TC_TILE;
-    __syncthreads();
-    tc_load(Ks, ldb, k + (row0 + k0) * a.ldqkv + hoff, a.ldqkv, nk, dh);
-    tc_load(Vs, ldb, v + (row0 + k0) * a.ldqkv + hoff, a.ldqkv, nk, dh);
-    __syncthreads();
-    tc_scores(Qs, Ks, ldb, nd, Ss);
-    __syncthreads();
-    for (int c = l; c < TC_TILE; c += TC_LANES) {
-      const float e = live && c < nk ? la_fwd_weight(g, rg, mk, k0 + c, u, Ss[r * TC_LDS + c], scale, mx, 1.0f, &sum)
-                                     : 0.0f;
-      Ps[r * TC_LDP + c] = __float2bfloat16_rn(e);
-    }
-    __syncthreads();
-    tc_mma<wmma::row_major>(acc, Ps, TC_LDP, Vs, ldb, nd, TC_TILE / 16);
-  }
-  sum = la_sumn<TC_LANES>(sum);
-  __syncthreads();
-  tc_store(acc, nd, Ss, ldo);
-  __syncthreads();
-  if (!live) return;
-  double add;
-  const double inv = la_fwd_inv(a, g, rg, u, mx, sum, &add), wuni = 1.0 / (double)a.lw;
-  float *orow = o + (row0 + t) * a.ldo + hoff;
-  for (int d = l; d < dh; d += TC_LANES) {
-    const float x = Ss[r * ldo + d];
-    orow[d] = u ? (float)(x * wuni + add) : (float)(x * inv);
-  }
-  if (l == 0) la_put_stats(a, b, h, t, u, mx, inv, rmax, rinv, uni);
-}
-
-/* Query-centric backward (dq, D into dd), as la_backward_q: pass 0 sums D,
-   pass 1 forms dS and dq = scale dS K. */
-__global__ void __launch_bounds__(TC_THREADS, 2) la_tc_backward_q(la_shape a, const float *q, const float *k,
-                                                               const float *v, const uint8_t *mask, const double *rmax,
-                                                               const double *rinv, const uint8_t *uni,
-                                                               const float *dout, float *dq, double *dd)
-{
-  extern __shared__ __align__(128) unsigned char tc_smem[];
-  const int dh = a.dh, ldb = dh + 8, ldo = dh + 4, nd = dh / 16, tid = threadIdx.x, r = tid / TC_LANES,
-            l = tid % TC_LANES;
-  const int h = blockIdx.y;
-  const long b = blockIdx.z, row0 = b * a.n, q0 = (long)blockIdx.x * TC_TILE;
-  const long mq = a.n - q0 < TC_TILE ? a.n - q0 : TC_TILE, t = q0 + r;
-  const size_t bt = tc_bf_tile(dh);
-  tc_bf *Qs = (tc_bf *)tc_smem, *Os = (tc_bf *)(tc_smem + bt), *Ks = (tc_bf *)(tc_smem + 2 * bt);
-  tc_bf *Vs = (tc_bf *)(tc_smem + 3 * bt), *DSs = (tc_bf *)(tc_smem + 4 * bt);
-  float *Ss = (float *)(tc_smem + 4 * bt + tc_p_tile()), *DPs = Ss + TC_TILE * TC_LDS;   /* then dq (ld dh + 4) */
-  const bool live = r < mq;
-  const uint8_t *mk = mask ? mask + row0 : NULL;
-  const la_win g = la_geom(a, (live ? t : q0) / a.w);
-  const la_row rg = la_range(a, g, t, mask != NULL);
-  const long st = ((long)b * a.H + h) * a.n + t, hoff = (long)h * dh;
-  const double mx = live ? rmax[st] : 0.0, inv = live ? rinv[st] : 0.0;
-  const bool act = live ? !uni[st] : false;
-  const float scale = (float)a.scale;
-  long klo, khi;
-  la_live_keys(a, q0, q0 + mq, &klo, &khi);
-  tc_load(Qs, ldb, q + (row0 + q0) * a.ldqkv + hoff, a.ldqkv, mq, dh);
-  tc_load(Os, ldb, dout + (row0 + q0) * a.ldo + hoff, a.ldo, mq, dh);
-
-  double D = 0;
-  tc_acc acc[TC_NF];
-  tc_zero(acc);
-  for (int pass = 0; pass < 2; pass++) {
-    for (long k0 = klo; k0 < khi; k0 += TC_TILE) {
-      const long nk = khi - k0 < TC_TILE ? khi - k0 : TC_TILE;
-      __syncthreads();
-      tc_load(Ks, ldb, k + (row0 + k0) * a.ldqkv + hoff, a.ldqkv, nk, dh);
-      tc_load(Vs, ldb, v + (row0 + k0) * a.ldqkv + hoff, a.ldqkv, nk, dh);
-      __syncthreads();
-      tc_scores(Qs, Ks, ldb, nd, Ss);
-      tc_scores(Os, Vs, ldb, nd, DPs);
-      __syncthreads();
-      for (int c = l; c < TC_TILE; c += TC_LANES) {
-        const float ds = la_dq_elem(pass, act && c < nk && la_keep(rg, mk, k0 + c), Ss[r * TC_LDS + c],
-                                    DPs[r * TC_LDS + c], scale, mx, inv, &D);
-        if (pass) DSs[r * TC_LDP + c] = __float2bfloat16_rn(ds);
-      }
-      if (pass == 0) continue;
-      __syncthreads();
-      tc_mma<wmma::row_major>(acc, DSs, TC_LDP, Ks, ldb, nd, TC_TILE / 16);
-    }
-    if (pass == 0) {
-      D = la_sumn<TC_LANES>(D);
-      if (live && l == 0) dd[st] = D;
-    }
-  }
-  __syncthreads();
-  tc_store(acc, nd, Ss, ldo);
-  __syncthreads();
-  if (!live) return;
-  float *row = dq + (row0 + t) * a.ldqkv + hoff;
-  for (int d = l; d < dh; d += TC_LANES) row[d] = scale * Ss[r * ldo + d];
-}
-
-/* Key-centric backward (dk, dv) of one key tile of TC_TILE rows, as
-   la_backward_kv: the query tiles that may see it in ascending order, the
-   transposed scores S^T = K Q^T and dP^T = V dout^T, then dv += P^T dout,
-   dk += dS^T Q on the tensor cores. */
-__global__ void __launch_bounds__(TC_THREADS, 2) la_tc_backward_kv(la_shape a, const float *q, const float *k,
-                                                                const float *v, const uint8_t *mask,
-                                                                const double *rmax, const double *rinv,
-                                                                const uint8_t *uni, const double *dd,
-                                                                const float *dout, float *dk, float *dv)
-{
-  extern __shared__ __align__(128) unsigned char tc_smem[];
-  const int dh = a.dh, ldb = dh + 8, ldo = dh + 4, nd = dh / 16, tid = threadIdx.x;
-  const int h = blockIdx.y;
-  const long b = blockIdx.z, row0 = b * a.n, p0 = (long)blockIdx.x * TC_TILE, hoff = (long)h * dh;
-  void *end;
-  const la_qst S = la_qst_at(tc_smem, TC_TILE, &end);   /* 64 bytes a row: the tiles stay 128-byte aligned */
-  const size_t bt = tc_bf_tile(dh);
-  unsigned char *base = (unsigned char *)end;
-  tc_bf *Ks = (tc_bf *)base, *Vs = (tc_bf *)(base + bt), *Qs = (tc_bf *)(base + 2 * bt), *Os = (tc_bf *)(base + 3 * bt);
-  tc_bf *PTs = (tc_bf *)(base + 4 * bt), *DSTs = (tc_bf *)(base + 4 * bt + tc_p_tile());
-  float *STs = (float *)(base + 4 * bt + 2 * tc_p_tile()), *DPTs = STs + TC_TILE * TC_LDS;   /* then dk, dv (ld dh + 4) */
-  const long mk_rows = a.n - p0 < TC_TILE ? a.n - p0 : TC_TILE;
-  const uint8_t *mk = mask ? mask + row0 : NULL;
-  const float scale = (float)a.scale, puni = (float)(1.0 / (double)a.lw);
-  tc_load(Ks, ldb, k + (row0 + p0) * a.ldqkv + hoff, a.ldqkv, mk_rows, dh);
-  tc_load(Vs, ldb, v + (row0 + p0) * a.ldqkv + hoff, a.ldqkv, mk_rows, dh);
-  tc_acc gk[TC_NF], gv[TC_NF];
-  tc_zero(gk);
-  tc_zero(gv);
-  long tq0, tq1;
-  la_kv_queries(a, p0, mk_rows, &tq0, &tq1);
-  for (long q0 = tq0; q0 < tq1; q0 += TC_TILE) {
-    const long mq = tq1 - q0 < TC_TILE ? tq1 - q0 : TC_TILE;
-    long qlo, qhi;
-    la_live_keys(a, q0, q0 + mq, &qlo, &qhi);
-    const int anyu = __syncthreads_or(tid < mq && uni[((long)b * a.H + h) * a.n + q0 + tid]);
-    if (!anyu && (qhi <= p0 || qlo >= p0 + mk_rows)) continue;
-    tc_load(Qs, ldb, q + (row0 + q0) * a.ldqkv + hoff, a.ldqkv, mq, dh);
-    tc_load(Os, ldb, dout + (row0 + q0) * a.ldo + hoff, a.ldo, mq, dh);
-    if (tid < TC_TILE)
-      la_qst_fill(a, S, tid, q0 + tid, tid < mq, ((long)b * a.H + h) * a.n + q0 + tid, mask != NULL, rmax, rinv, dd,
-                  uni);
-    __syncthreads();
-    tc_scores(Ks, Qs, ldb, nd, STs);
-    tc_scores(Vs, Os, ldb, nd, DPTs);
-    __syncthreads();
-    for (int idx = tid; idx < TC_TILE * TC_TILE; idx += TC_THREADS) {
-      const int rr = idx / TC_TILE, c = idx % TC_TILE;
-      float pr = 0, ds = 0;
-      if (rr < mk_rows && c < mq)
-        la_kv_elem(S, c, p0 + rr, mk, STs[rr * TC_LDS + c], DPTs[rr * TC_LDS + c], scale, puni, &pr, &ds);
-      PTs[rr * TC_LDP + c] = __float2bfloat16_rn(pr);
-      DSTs[rr * TC_LDP + c] = __float2bfloat16_rn(ds);
-    }
-    __syncthreads();
-    tc_mma<wmma::row_major>(gv, PTs, TC_LDP, Os, ldb, nd, TC_TILE / 16);
-    tc_mma<wmma::row_major>(gk, DSTs, TC_LDP, Qs, ldb, nd, TC_TILE / 16);
-  }
-  __syncthreads();
-  tc_store(gk, nd, STs, ldo);
-  __syncthreads();
-  for (int idx = tid; idx < mk_rows * dh; idx += TC_THREADS) {
-    const int rr = idx / dh, d = idx % dh;
-    dk[(row0 + p0 + rr) * a.ldqkv + hoff + d] = scale * STs[rr * ldo + d];
-  }
-  __syncthreads();
-  tc_store(gv, nd, STs, ldo);
-  __syncthreads();
-  for (int idx = tid; idx < mk_rows * dh; idx += TC_THREADS) {
-    const int rr = idx / dh, d = idx % dh;
-    dv[(row0 + p0 + rr) * a.ldqkv + hoff + d] = STs[rr * ldo + d];
-  }
-}
-#endif
 
 #if !C5_USE_DOUBLE
 /* ---- bf16 matmul mode: the products on cuBLASLt over windows ----
@@ -877,12 +545,13 @@ __global__ void __launch_bounds__(TC_THREADS, 2) la_tc_backward_kv(la_shape a, c
    windows of one call write distinct slots). A uniform row's dout enters
    the bf16 copy divided by L w (its P is 1 there), its dS is 0.
    The sums' orders are cuBLASLt's for the shape and the chunks' (fixed by
-   the shape): two runs give the same bits. The WMMA kernels above reached
-   22 TFLOP/s at n = 32768 (4 ms of a 9 ms block); the scores' memory
-   traffic (about 12 bytes a score in the backward) costs less than that. */
+   the shape): two runs give the same bits. WMMA flash kernels (scores in
+   shared memory) ran here before, at 22 TFLOP/s: 5.7 ms of a 9 ms block
+   at n = 32768 on an H200; these take 3.0 ms, the scores' memory traffic
+   (about 12 bytes a score in the backward) included. */
 #define LG_BUDGET ((size_t)256 << 20)   /* score chunk bytes: S, dP (f32), P, dS (bf16) */
 #define LG_THREADS 256
-#define LG_MAXNR 32   /* score slots a lane holds at most: rows of L w <= 1024 slots */
+#define LG_MAXNR 64   /* score slots a lane holds at most: rows of L w <= 2048 slots */
 
 static bool la_gemm(const c5k_ctx *ctx, const c5k_cuda_dev *dev, const la_shape &a, long batch)
 {
@@ -1019,7 +688,7 @@ __global__ void __launch_bounds__(LG_THREADS) lg_unpack(la_shape a, long nw, lon
   for (int d = lane; d < a.dh; d += 32) y[dense + d] = X[pad + d];
 }
 
-/* o = O / sum, or on a uniform row O / (L w) plus its out-of-range slots' part (la_fwd_inv), as la_tc_forward. */
+/* o = O / sum, or on a uniform row O / (L w) plus its out-of-range slots' part (la_fwd_inv). */
 __global__ void __launch_bounds__(LG_THREADS) lg_out(la_shape a, long nw, const float *O, const double *rinv,
                                                      const uint8_t *uni, float *o)
 {
@@ -1181,6 +850,7 @@ template <typename F> static void lg_rows(long lw, F launch)
   else if (lw <= 128) launch(std::integral_constant<int, 4>());
   else if (lw <= 256) launch(std::integral_constant<int, 8>());
   else if (lw <= 512) launch(std::integral_constant<int, 16>());
+  else if (lw <= 1024) launch(std::integral_constant<int, 32>());
   else launch(std::integral_constant<int, LG_MAXNR>());
 }
 
@@ -1295,20 +965,6 @@ static c5_status la_setup(const c5k_local_attn *L, long ldqkv, long ldo, const c
   return C5_OK;
 }
 
-/* The tensor-core path: bf16 matmul mode (c5_backend_set_matmul) unless the
-   context asks for exact products, f32 reals, head dims of whole fragments. */
-#if !C5_USE_DOUBLE
-static bool la_tc(const c5k_ctx *ctx, const c5k_cuda_dev *dev, const la_shape &a)
-{
-  return dev->matmul == 2 && !ctx->exact && a.dh % 16 == 0 && a.dh <= LA_MAXDH;
-}
-
-static dim3 tc_grid(const c5k_local_attn *L)
-{
-  return dim3((unsigned)((L->n + TC_TILE - 1) / TC_TILE), (unsigned)L->heads, (unsigned)L->batch);
-}
-#endif
-
 extern "C" c5_status c5k_local_attn_forward_cuda(c5k_ctx *ctx, const c5k_local_attn *L, const c5_real *q,
                                                  const c5_real *k, const c5_real *v, long ldqkv, const uint8_t *mask,
                                                  c5_real *o, long ldo, double *rmax, double *rinv, uint8_t *uni)
@@ -1322,13 +978,6 @@ extern "C" c5_status c5k_local_attn_forward_cuda(c5k_ctx *ctx, const c5k_local_a
   if (L->n == 0 || L->batch == 0) return C5_OK;
 #if !C5_USE_DOUBLE
   if (la_gemm(ctx, dev, a, L->batch)) return lg_forward(ctx, dev, L, a, q, k, v, mask, o, rmax, rinv, uni);
-  if (la_tc(ctx, dev, a)) {
-    const size_t tb = 3 * tc_bf_tile(a.dh) + tc_p_tile() + tc_fs_tile(a.dh);
-    C5_CALL_K(c5k_cuda_smem_opt(dev, la_tc_forward, tb, op));
-    la_tc_forward<<<tc_grid(L), TC_THREADS, tb, dev->stream>>>(a, q, k, v, mask, o, rmax, rinv, uni);
-    C5K_CUDA_LAUNCHED(op);
-    return C5_OK;
-  }
 #endif
   const size_t bytes = 3 * tile_bytes(a.dh) + score_bytes();
   C5_CALL_K(c5k_cuda_smem_opt(dev, la_forward<c5_real>, bytes, op));
@@ -1355,20 +1004,6 @@ extern "C" c5_status c5k_local_attn_backward_cuda(c5k_ctx *ctx, const c5k_local_
   void *scr;
   C5_CALL_K(c5k_cuda_scratch(dev, (size_t)L->batch * L->heads * L->n * sizeof(double), &scr, op));
   double *dd = (double *)scr;   /* D per (b, h, t) */
-#if !C5_USE_DOUBLE
-  if (la_tc(ctx, dev, a)) {
-    const size_t tq = 4 * tc_bf_tile(a.dh) + tc_p_tile() + 2 * tc_s_tile();
-    const size_t tkv = (size_t)TC_TILE * 64 + 4 * tc_bf_tile(a.dh) + 2 * tc_p_tile() + 2 * tc_s_tile();
-    C5_CALL_K(c5k_cuda_smem_opt(dev, la_tc_backward_q, tq, op));
-    C5_CALL_K(c5k_cuda_smem_opt(dev, la_tc_backward_kv, tkv, op));
-    la_tc_backward_q<<<tc_grid(L), TC_THREADS, tq, dev->stream>>>(a, q, k, v, mask, rmax, rinv, uni, dout, dq, dd);
-    C5K_CUDA_LAUNCHED(op);
-    la_tc_backward_kv<<<tc_grid(L), TC_THREADS, tkv, dev->stream>>>(a, q, k, v, mask, rmax, rinv, uni, dd, dout, dk,
-                                                                     dv);
-    C5K_CUDA_LAUNCHED(op);
-    return C5_OK;
-  }
-#endif
   const size_t bq = 4 * tile_bytes(a.dh) + score_bytes(), bkv = stats_bytes() + 4 * tile_bytes(a.dh) + 2 * score_bytes();
   C5_CALL_K(c5k_cuda_smem_opt(dev, la_backward_q<c5_real>, bq, op));
   C5_CALL_K(c5k_cuda_smem_opt(dev, la_backward_kv<c5_real>, bkv, op));

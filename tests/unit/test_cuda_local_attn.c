@@ -33,7 +33,7 @@ typedef struct {
   long batch, n, w;
   int H, dh, lb, lf, causal, exact;
   int mask_kind;   /* 0 none, 1 random, 2 random + dead stretches (uniform rows) */
-  int must_round;  /* bf16 mode: an error above 1e-5 required (the tensor-core path was taken) */
+  int must_round;  /* bf16 mode: an error above 1e-5 required (the cuBLASLt path was taken) */
 } lcase;
 
 static c5k_local_attn shape_of(const lcase *c)
@@ -156,7 +156,7 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
            "dq %.3e dk %.3e dv %.3e%s%s%s%s (tol %.0e) %s\n", mode, c->batch, c->n, c->w, c->H, c->dh, c->lb, c->lf,
            c->causal ? " causal" : "", c->exact ? " exact" : "", c->mask_kind, nuni, eo, es, eq, ek, ev,
            uni_same ? "" : ", uni DIFFERS", same ? "" : ", second run DIFFERS", gaps ? "" : ", stride gaps WRITTEN",
-           rounded ? "" : ", no bf16 rounding (the tensor-core path was not taken)", tl, pass ? "PASS" : "FAIL");
+           rounded ? "" : ", no bf16 rounding (the cuBLASLt path was not taken)", tl, pass ? "PASS" : "FAIL");
     ok = pass;
   }
   if (rows >= 2048) {   /* timing, for the record (not a check): mean of 5 forward + backward pairs */
@@ -313,7 +313,7 @@ int main(int argc, char **argv)
 #if C5_USE_DOUBLE
   ok &= fd_check(gpu);
 #else
-  {   /* bf16 matmul mode: the tensor-core path (dim_head 33: the SIMT kernels, unchanged) */
+  {   /* bf16 matmul mode: the cuBLASLt path (dim_head 33: the SIMT kernels, unchanged) */
     static const lcase bf[] = {
       { .batch = 2, .n = 384, .w = 128, .H = 4, .dh = 64, .lb = 1, .lf = 1, .mask_kind = 2 },
       { .batch = 2, .n = 300, .w = 128, .H = 1, .dh = 16, .lb = 1, .lf = 1, .mask_kind = 1 },   /* padded keys */
