@@ -489,11 +489,14 @@ static c5_status host_room(const c5_dist *d, size_t bytes, char **p)
 
 /* A device collective's clock starts once the work queued before it is done: the collective then waits for
    nothing but its peers, and the seconds counted (c5_dist_stats) are communication, not the compute ahead
-   of it on the stream (colt5-bench's split of a step). The host waits at the collective either way; a
-   failed sync joins st (its first error), the rank still takes part. */
-static double coll_start(const c5_backend *be, c5_status *st)
+   of it on the stream (colt5-bench's split of a step). The host waits at the collective either way. On the
+   NCCL path the ranks' errors are agreed here, before it (st becomes the agreed one): NCCL has no way out
+   for a rank that does not call it, so a rank failed before (a buffer it could not allocate, a failed sync)
+   would leave its peers in c5_nccl_wait until C5_NCCL_TIMEOUT; now no rank calls NCCL then. */
+static double coll_start(const c5_dist *d, const c5_backend *be, int nccl, c5_status *st)
 {
   if (be && !c5_backend_is_host(be)) C5_KEEP_FIRST(*st, c5_backend_sync(be));
+  if (nccl) *st = agree(d->comm, d, *st, 0, NULL);
   return MPI_Wtime();
 }
 
@@ -515,11 +518,12 @@ static c5_status sendrecv_dev(const c5_dist *d, const c5_backend *be, const void
   const size_t sb = dest != MPI_PROC_NULL ? (size_t)scount * tsz : 0, rb = src != MPI_PROC_NULL ? (size_t)rcount * tsz : 0;
   count(d, C5_COLL_SENDRECV, (long)sb);
   c5_status st = C5_OK;
-  const double t0 = coll_start(be, &st);
+  const double t0 = coll_start(d, be, nccl, &st);
   if (nccl) {
 #if C5_HAVE_NCCL
-    C5_KEEP_FIRST(st, c5_nccl_sendrecv(d->nccl, send, sb, dest != MPI_PROC_NULL ? dest : -1, recv, rb,
-                                       src != MPI_PROC_NULL ? src : -1));
+    if (st == C5_OK)
+      st = c5_nccl_sendrecv(d->nccl, send, sb, dest != MPI_PROC_NULL ? dest : -1, recv, rb,
+                            src != MPI_PROC_NULL ? src : -1);
 #endif
     st = nccl_done(d, st, "halo send/receive");
   } else {
@@ -555,7 +559,7 @@ static c5_status padded_allgather(const c5_dist *d, const c5_backend *be, char *
   const int P = d->size;
   int nccl = 0;
   if (!c5_backend_is_host(be)) C5_KEEP_FIRST(st, c5_dist_uses_nccl(d, be, &nccl));
-  const double t0 = coll_start(be, &st);
+  const double t0 = coll_start(d, be, nccl, &st);
   if (nccl) {
 #if C5_HAVE_NCCL
     if (st == C5_OK) st = c5_nccl_allgather(d->nccl, pad, (size_t)slot);
@@ -654,7 +658,7 @@ static c5_status reduce_scatter_dev(const c5_dist *d, const c5_backend *be, cons
     if (counts[p]) st = ops->copy2d(&kc, pad + p * slot, slot, (const char *)send + (long)at * tsz, slot,
                                     (long)counts[p] * tsz, 1);
   count(d, C5_COLL_REDUCE_SCATTER, total * tsz);
-  const double t0 = coll_start(be, &st);
+  const double t0 = coll_start(d, be, nccl, &st);
   char *mine = pad ? pad + d->rank * slot : NULL;
   if (nccl) {
 #if C5_HAVE_NCCL
@@ -689,13 +693,13 @@ c5_status c5_params_allreduce_grad(c5_params *p, const c5_dist *d)
   c5_real *g = c5_params_grad(p, 0);
   c5_phase old = c5_dist_phase(d, C5_PHASE_GRAD);
   count(d, C5_COLL_ALLREDUCE, n * (long)sizeof(c5_real));
-  const double t0 = coll_start(be, &st);
+  const double t0 = coll_start(d, be, nccl, &st);
   if (c5_backend_is_host(be)) {
     int e = MPI_Allreduce(MPI_IN_PLACE, g, (int)n, C5_MPI_REAL, MPI_SUM, d->comm);
     st = e == MPI_SUCCESS ? C5_OK : c5_err_mpi(e, "MPI_Allreduce(gradients)", __FILE__, __LINE__);
   } else if (nccl) {
 #if C5_HAVE_NCCL
-    C5_KEEP_FIRST(st, c5_nccl_allreduce_sum(d->nccl, g, n, C5_ELEM_REAL));
+    if (st == C5_OK) st = c5_nccl_allreduce_sum(d->nccl, g, n, C5_ELEM_REAL);
 #endif
     st = nccl_done(d, st, "allreduce of the parameter gradients");
   } else {   /* through host memory */
