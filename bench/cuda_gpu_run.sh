@@ -2,8 +2,8 @@
 # cuda_gpu_run.sh - one call on a lent GPU machine: the CUDA tests of both
 # precisions, then the benchmarks beside the reference on the same GPU in
 # the same run. Run from a folder holding: .devkit/ (the runtime kit,
-# /work/shared/device), single/ and double/ (test_cuda_*, c5-cuda-bench,
-# colt5-train and colt5-bench of each build), ref/ (the reference packages, never committed) and
+# /work/shared/device), single/ and double/ (test_cuda_*, tests/unit/cuda_app.sh,
+# c5-cuda-bench, colt5-train and colt5-bench of each build), ref/ (the reference packages, never committed) and
 # reference_bench.py. Results go to $OUT: gpu.txt, tests.log, and
 #   BLOCK=1 (default): the block (docs/flops.md): block_ref.txt, the reference
 #     (--use-triton --use-flash-attn; TF32, then bf16 autocast with its routers

@@ -13,24 +13,11 @@
 #     take f64 inputs), the same lines.
 # Exits 77 in a build without CUDA kernels or where no GPU is visible.
 # Staged (bench/cuda_gpu_run.sh): T_CUDA_DIR holds colt5-bench and the
-# libcolt5.so it loads; else the build tree's apps/colt5-bench.
+# libcolt5.so it loads, and cuda_app.sh; else the build tree's apps/colt5-bench.
 set -u
-b=${top_builddir:-.}
-mpx=
-if [ -n "${T_CUDA_DIR:-}" ]; then
-  bench=$T_CUDA_DIR/colt5-bench
-  export LD_LIBRARY_PATH="$T_CUDA_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  mpx="-x LD_LIBRARY_PATH"
-else
-  bench=$b/apps/colt5-bench
-fi
-[ -x "$bench" ] || { echo "no $bench"; exit 77; }
-if "$bench" --version | grep -q "CUDA kernels no"; then echo "this build has no CUDA kernels"; exit 77; fi
-export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
-export OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail=0
+. "$(dirname "$0")/cuda_app.sh"
+cuda_app colt5-bench
+bench=$app
 
 # lines NAME FILE COUNT REGEX: exactly COUNT lines of FILE match REGEX
 lines() {

@@ -12,25 +12,12 @@
 # Each comparison prints its max relative difference and fails over the
 # tolerance. Exits 77 in a build without CUDA kernels or without a GPU.
 # Staged (bench/cuda_gpu_run.sh): T_CUDA_DIR holds colt5-train and the
-# libcolt5.so it loads; else the build tree's apps/colt5-train.
+# libcolt5.so it loads, and cuda_app.sh; else the build tree's apps/colt5-train.
 set -u
-b=${top_builddir:-.}
 src=${top_srcdir:-.}
-mpx=
-if [ -n "${T_CUDA_DIR:-}" ]; then
-  train=$T_CUDA_DIR/colt5-train
-  export LD_LIBRARY_PATH="$T_CUDA_DIR${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-  mpx="-x LD_LIBRARY_PATH"
-else
-  train=$b/apps/colt5-train
-fi
-[ -x "$train" ] || { echo "no $train"; exit 77; }
-if "$train" --version | grep -q "CUDA kernels no"; then echo "this build has no CUDA kernels"; exit 77; fi
-export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1} OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
-export OMPI_MCA_rmaps_base_oversubscribe=1 OMP_NUM_THREADS=1
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fail=0
+. "$(dirname "$0")/cuda_app.sh"
+cuda_app colt5-train
+train=$app
 # The text: the project's documents where the sources are, else (a staged folder) this script, repeated.
 if [ -f "$src/README.md" ]; then cat "$src"/README.md "$src"/docs/*.md > "$tmp/text.txt"
 else for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do cat "$0"; done > "$tmp/text.txt"; fi
