@@ -16,7 +16,8 @@
 #   P = 1, 2, 4, strong n = 131072 and 1048576, weak n = 32768 * P and
 #   262144 * P. NCCL_NVLS_ENABLE=0 unless set (the issue's runs keep NVLink
 #   SHARP off). Needs a GPU per rank: with fewer, ranks share GPUs and their
-#   collectives are staged through host memory (a warning in scaling.txt).
+#   collectives are staged through host memory (a warning in scaling.txt;
+#   C5_DIST=nccl makes that an error instead: docs/design.md).
 # Environment: C5_DEVICE (cpu), C5_MATMUL (fp32; cuda only: fp32|tf32|bf16),
 # C5_RANKS (cpu "1 2 4 8", cuda "1 2 4"), C5_STRONG_N (cpu 65536, cuda
 # "131072 1048576": one or more n, each run at every P), C5_WEAK_N (cpu 8192,
@@ -52,7 +53,7 @@ run() {
 {
   echo "# host: $(nproc --all) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
   if [ "$dev" = cuda ]; then
-    echo "# device: cuda, matmul $matmul, shape issue, one GPU per rank, NCCL_NVLS_ENABLE=$NCCL_NVLS_ENABLE"
+    echo "# device: cuda, matmul $matmul, shape issue, one GPU per rank, NCCL_NVLS_ENABLE=$NCCL_NVLS_ENABLE, C5_DIST=${C5_DIST:-auto}"
   else
     echo "# device: cpu, 1 thread per rank"
   fi

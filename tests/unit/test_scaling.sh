@@ -32,6 +32,7 @@ want() { [ "$2" = "$3" ] && echo "ok: $1 = $3" || bad "$1 = '$2', want '$3'"; }
 
 # ---- 1. the GPU mode, a stub for the launcher -----------------------------
 : > "$STUB_LOG"
+unset C5_DIST NCCL_NVLS_ENABLE
 C5_DEVICE=cuda C5_LAUNCH="$stub" sh "$s/jobs/scaling.sh" "$b" "$T/gpu" > "$T/gpu.out" 2>&1 ||
   { cat "$T/gpu.out"; bad "scaling.sh in GPU mode (stub launcher) failed"; }
 want "launches in GPU mode" "$(grep -c '^LAUNCH ' "$STUB_LOG")" 12
@@ -43,7 +44,7 @@ for p in 1 2 4; do
   done
 done
 grep -q "^# launcher: $stub P\$" "$T/gpu/scaling.txt" || bad "scaling.txt does not name the launcher"
-grep -q "^# device: cuda, matmul fp32, shape issue, one GPU per rank, NCCL_NVLS_ENABLE=0\$" "$T/gpu/scaling.txt" ||
+grep -q "^# device: cuda, matmul fp32, shape issue, one GPU per rank, NCCL_NVLS_ENABLE=0, C5_DIST=auto\$" "$T/gpu/scaling.txt" ||
   bad "scaling.txt does not name the GPU mode (and NCCL_NVLS_ENABLE=0)"
 grep -q '^# gpu: ' "$T/gpu/scaling.txt" || bad "scaling.txt has no '# gpu:' line (nvidia-smi -L or its absence)"
 csv=$T/gpu/scaling.csv

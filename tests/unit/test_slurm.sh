@@ -16,7 +16,8 @@
 #  3. scaling-gpu.sbatch on the cluster's 2 GPUs, 2 tasks, its launcher a
 #     stub (tests/unit/scaling_launch_stub.sh: no GPU runs here): P = 1, 2,
 #     jobs/scaling.sh's GPU mode (--device cuda --shape issue --matmul fp32),
-#     NCCL_NVLS_ENABLE=0 reaching the launches, the CSV's TFLOP/s columns.
+#     NCCL_NVLS_ENABLE=0 reaching the launches, C5_DIST=nccl, the CSV's
+#     TFLOP/s columns.
 # Skips (77) without slurmctld, slurmd, munged or sbatch (jobs/deps.sh
 # installs slurm-wlm and munge) or when not root (slurmd). A hard time limit
 # (C5_SLURM_TEST_LIMIT, 150 s) covers the whole test; the jobs are cancelled,
@@ -261,6 +262,8 @@ for l in "1 $b/apps/colt5-bench block --threads 1 --device cuda --shape issue --
 done
 [ "$(grep -c '^NCCL_NVLS_ENABLE=0$' "$T/gpu-launches")" -eq 4 ] ||
   { cat "$T/gpu-launches"; die "scaling-gpu.sbatch: want 4 launches with NCCL_NVLS_ENABLE=0"; }
+grep -q '^# device: cuda, .*NCCL_NVLS_ENABLE=0, C5_DIST=nccl$' "$T/scaling-gpu/scaling.txt" ||
+  { head -n 5 "$T/scaling-gpu/scaling.txt"; die "scaling-gpu: scaling.txt does not say GPU mode, NCCL_NVLS_ENABLE=0, C5_DIST=nccl"; }
 rows=$(grep -c '^\(strong\|weak\),[12],.*,100.00,1.000,' "$T/scaling-gpu/scaling.csv")
 [ "$rows" -eq 2 ] || { cat "$T/scaling-gpu/scaling.csv"; die "scaling-gpu: want the P = 1 rows' TFLOP/s per rank (100.00, 1.000)"; }
 echo "ok: scaling-gpu.sbatch: GPU mode at P = 1, 2 with NCCL_NVLS_ENABLE=0 (a stub launcher)"
