@@ -13,6 +13,11 @@
 #     srun gives the ranks one each exactly when the build has CUDA.
 #  2. scaling.sbatch: the sweep at P = 1, 2 (small n) gives scaling.csv
 #     (and scaling.png when gnuplot is there).
+#  3. scaling-gpu.sbatch on the cluster's 2 GPUs, 2 tasks, its launcher a
+#     stub (tests/unit/scaling_launch_stub.sh: no GPU runs here): P = 1, 2,
+#     jobs/scaling.sh's GPU mode (--device cuda --shape issue --matmul fp32),
+#     NCCL_NVLS_ENABLE=0 reaching the launches, C5_DIST=nccl, the CSV's
+#     TFLOP/s columns.
 # Skips (77) without slurmctld, slurmd, munged or sbatch (jobs/deps.sh
 # installs slurm-wlm and munge) or when not root (slurmd). A hard time limit
 # (C5_SLURM_TEST_LIMIT, 150 s) covers the whole test; the jobs are cancelled,
@@ -68,7 +73,7 @@ cleanup() {
     fi
   fi
   if [ $fail -ne 0 ]; then
-    for f in "$T"/train.out "$T"/scaling.out "$T"/slurmctld.log "$T"/slurmd.log "$T"/munged.log; do
+    for f in "$T"/train.out "$T"/scaling.out "$T"/scaling-gpu.out "$T"/slurmctld.log "$T"/slurmd.log "$T"/munged.log; do
       [ -f "$f" ] && { echo "---- $f (tail)"; tail -n 40 "$f"; }
     done
   fi
@@ -241,4 +246,25 @@ rows=$(grep -c '^\(strong\|weak\),[12],' "$T/scaling/scaling.csv")
 [ "$rows" -eq 4 ] || die "scaling.csv has $rows rows of P = 1, 2, want 4"
 if command -v gnuplot > /dev/null 2>&1; then [ -s "$T/scaling/scaling.png" ] || die "no scaling.png"; fi
 echo "ok: scaling sweep P = 1, 2: scaling.csv$(command -v gnuplot > /dev/null 2>&1 && echo ', scaling.png')"
+
+# ---- the GPU sweep's batch script, a stub launcher ------------------------
+job=$(C5_BUILD=$b C5_SRC=$s C5_OUT="$T/scaling-gpu" C5_STRONG_N=4096 C5_WEAK_N=1024 \
+      C5_LAUNCH="$s/tests/unit/scaling_launch_stub.sh" STUB_LOG="$T/gpu-launches" \
+      sbatch --parsable --gpus-per-node=2 --ntasks-per-node=2 --chdir="$T" --output="$T/scaling-gpu.out" \
+      "$s/jobs/slurm/scaling-gpu.sbatch") || die "sbatch refused the GPU scaling job"
+job=${job%%;*}
+wait_for 30 "end of the GPU scaling job" job_ended
+scontrol -o show job "$job" | grep -q 'JobState=COMPLETED .*ExitCode=0:0' ||
+  { cat "$T/scaling-gpu.out"; die "GPU scaling job $job: $(scontrol -o show job "$job")"; }
+for l in "1 $b/apps/colt5-bench block --threads 1 --device cuda --shape issue --matmul fp32 --n 4096 " \
+         "2 $b/apps/colt5-bench block --threads 1 --device cuda --shape issue --matmul fp32 --n 2048 "; do
+  grep -qF "LAUNCH $l" "$T/gpu-launches" || { cat "$T/gpu-launches"; die "scaling-gpu.sbatch: no launch 'LAUNCH $l...'"; }
+done
+[ "$(grep -c '^NCCL_NVLS_ENABLE=0$' "$T/gpu-launches")" -eq 4 ] ||
+  { cat "$T/gpu-launches"; die "scaling-gpu.sbatch: want 4 launches with NCCL_NVLS_ENABLE=0"; }
+grep -q '^# device: cuda, .*NCCL_NVLS_ENABLE=0, C5_DIST=nccl$' "$T/scaling-gpu/scaling.txt" ||
+  { head -n 5 "$T/scaling-gpu/scaling.txt"; die "scaling-gpu: scaling.txt does not say GPU mode, NCCL_NVLS_ENABLE=0, C5_DIST=nccl"; }
+rows=$(grep -c '^\(strong\|weak\),[12],.*,100.00,1.000,' "$T/scaling-gpu/scaling.csv")
+[ "$rows" -eq 2 ] || { cat "$T/scaling-gpu/scaling.csv"; die "scaling-gpu: want the P = 1 rows' TFLOP/s per rank (100.00, 1.000)"; }
+echo "ok: scaling-gpu.sbatch: GPU mode at P = 1, 2 with NCCL_NVLS_ENABLE=0 (a stub launcher)"
 exit 0
