@@ -329,7 +329,7 @@ int main(int argc, char **argv)
       { .batch = 2, .n = 8192, .w = 128, .H = 8, .dh = 64, .lb = 1, .lf = 0, .causal = 1, .mask_kind = 1, .must_round = 1 },
     };
     for (size_t i = 0; i < sizeof bf / sizeof bf[0]; i++) ok &= run(gpu, &bf[i], C5_MATMUL_BF16);
-    /* the light branch's shape at n = 32768, in both modes: the speedup */
+    /* n = 32768, w 128, 8 heads of 64 (the block has w 64: light_window_size / 2), in both modes: the speedup */
     const lcase big = { .batch = 1, .n = 32768, .w = 128, .H = 8, .dh = 64, .lb = 1, .lf = 1, .must_round = 1 };
     ok &= run(gpu, &big, C5_MATMUL_FP32);
     ok &= run(gpu, &big, C5_MATMUL_BF16);
