@@ -93,8 +93,8 @@ static inline long c5k_rowpart_work(long rows, long cols)
    o_t = sum_p P_p v_p. Exponentials in the working precision, a row's sums
    in double. In bf16 matmul mode (c5_backend_set_matmul, ctx exact = 0) the
    CUDA ops of the single build round q, k, v, P, dout and dS to bf16 for
-   the tensor cores (f32 accumulation) when dim_head is a multiple of 16:
-   they match the CPU to bf16's precision only. */
+   cuBLASLt's products (f32 accumulation) when dim_head is a multiple of 8
+   and L w <= 2048: they match the CPU to bf16's precision only. */
 typedef struct {
   long batch, n;            /* sequences, tokens each */
   int heads, dim_head;      /* H, dh */
