@@ -2,8 +2,8 @@
 
      c5-block-mem [N ...]   (default 32768)
 
-   The block of the CUDA issue's setting (bench/cuda_bench.c block_config: dim 512, 8 light and 8 heavy heads
-   of 64, light window 128, ff mults 0.5 and 4, n/16 heavy tokens for q, kv and ff, straight-through), batch 1,
+   The block of the CUDA issue's setting (bench/block_shape.c block_shape_issue: dim 512, 8 light and 8 heavy
+   heads of 64, light window 128, ff mults 0.5 and 4, n/16 heavy tokens for q, kv and ff, straight-through), batch 1,
    one forward then one backward. The modules allocate their caches and buffers through c5_backend_alloc, the
    same code on the CPU and on a GPU, so what the CPU backend counts (c5_backend_mem_stats) is what the block
    asks of the device pool, less the CUDA kernels' own scratch (cuBLASLt workspace, the heavy attention's score
@@ -18,19 +18,15 @@
 #include "colt5_mpi.h"
 #include "c5_internal.h"
 #include "backend.h"
+#include "block_shape.h"   /* the issue's block, as c5-cuda-bench and colt5-bench build it */
 
 static double mib(size_t b) { return (double)b / (1024.0 * 1024.0); }
 
 static c5_status one(c5_dist *d, long n)
 {
   const c5_backend *be = c5_backend_cpu();
-  c5_routed_attn_config a = C5_ROUTED_ATTN_CONFIG_DEFAULT;
-  c5_routed_ff_config f = C5_ROUTED_FF_CONFIG_DEFAULT;
-  a.dim = f.dim = 512;
-  a.num_heavy_tokens_q = a.num_heavy_tokens_kv = f.num_heavy_tokens = n / 16;
-  a.router.straight_through = f.router.straight_through = 1;
-  c5_block_config cfg = { .attn = a, .ff = f };
-  const long D = 512;
+  const c5_block_config cfg = block_shape_issue(n);
+  const long D = cfg.attn.dim;
   c5_params *p = NULL;
   c5_block *blk = NULL;
   c5_block_cache *cache = NULL;
