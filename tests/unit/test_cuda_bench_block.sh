@@ -41,26 +41,28 @@ check() {
   lines "$1" "$2" 3 '^balance '
   for k in median_ms tokens_per_s tflops gflop; do positive "$1" "$2" $k; done
 }
+# ran NAME FILE RC: FILE (a run's output) shown; exit status RC 0: its common lines checked (true), else a FAIL
+ran() {
+  cat "$2"
+  if [ "$3" = 0 ]; then check "$1" "$2"; return 0; fi
+  echo "FAIL: $1: colt5-bench block --device cuda exited $3"; fail=1; return 1
+}
 
 # ---- 1. two ranks, the default shape (P = 2 first: it says whether there is a GPU) ----
 timeout 300 mpirun -np 2 $mpx "$bench" block --device cuda --n 2048 --reps 5 --warmup 1 > "$tmp/p2.out" 2>&1; rc=$?
 if grep -q -e "no GPU is visible to this process" -e "this build has no CUDA kernels" "$tmp/p2.out"; then
   grep "^colt5-bench: " "$tmp/p2.out"; exit 77
 fi
-cat "$tmp/p2.out"
-if [ $rc = 0 ]; then
-  check "P=2 small" "$tmp/p2.out"
+if ran "P=2 small" "$tmp/p2.out" $rc; then
   lines "P=2 small" "$tmp/p2.out" 1 '^comm .* P=2 phase=grad +coll=allreduce'
   lines "P=2 small" "$tmp/p2.out" 2 '^colt5 op=block .* n=2048 +P=2 .* matmul=(fp32|fp64) shape=small dim=256 '
-else echo "FAIL: mpirun -np 2 colt5-bench block --device cuda (exit $rc)"; fail=1; fi
+fi
 
 # ---- 2. one rank, the issue's block with bf16 products ----
 timeout 300 mpirun -np 1 $mpx "$bench" block --device cuda --shape issue --matmul bf16 --n 4096 --reps 5 \
   --warmup 1 > "$tmp/p1.out" 2>&1; rc=$?
-cat "$tmp/p1.out"
-if [ $rc = 0 ]; then
-  check "P=1 issue bf16" "$tmp/p1.out"
+if ran "P=1 issue bf16" "$tmp/p1.out" $rc; then
   lines "P=1 issue bf16" "$tmp/p1.out" 2 '^colt5 op=block .* n=4096 +P=1 .* matmul=(bf16|fp64) shape=issue dim=512 '
   lines "P=1 issue bf16" "$tmp/p1.out" 1 '^# colt5-bench block: .*matmul (bf16|fp64)\).* shape issue: dim 512, 8x64 light'
-else echo "FAIL: colt5-bench block --device cuda --shape issue --matmul bf16 (exit $rc)"; fail=1; fi
+fi
 exit $fail
