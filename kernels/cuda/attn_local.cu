@@ -627,73 +627,115 @@ static __device__ __forceinline__ bool lg_score_row(const la_shape &a, long nw, 
   return true;
 }
 
-/* Rows are a warp's, the lanes over its dh columns, and the grid is (rows of one head / 8 warps, b H): a padded
-   row (slot, row r) or a token's row of head h comes from the block's indices and one 32-bit division by w. At
-   one thread an element with 64-bit divisions (a padded row's (b, h, slot, r)) the packing ran at 0.7 TB/s on
-   an H200, all of it index arithmetic. la_gemm bounds the counts (b H <= 65535, nw w < 2^31). */
-static dim3 lg_grid(long rows_per_head, long bh)
+/* The copies between the dense and the padded layouts: a thread moves 4 consecutive columns of a row (16-byte
+   f32 loads or stores where the dense side allows them, 8 bytes of bf16), a block LG_THREADS / (dh / 4) rows of
+   one head (grid lg_qgrid: (rows of one head, b H)), so a row's padded slot or token comes from the block's
+   indices and one 32-bit division by w. A warp a row with one element a lane (64 of 32 lanes' columns at
+   dh 64, 4-byte loads) moved 1.1 TB/s on an H200; one thread an element with 64-bit divisions for the
+   padded row's (b, h, slot, r), 0.7 TB/s. la_gemm bounds the counts (b H <= 65535, nw w < 2^31). */
+struct lg_quad { long row; int d; bool on; };
+
+static __device__ __forceinline__ lg_quad lg_quad_of(int dh, long rows)
 {
-  return dim3((unsigned)((rows_per_head + LG_THREADS / 32 - 1) / (LG_THREADS / 32)), (unsigned)bh);
+  const unsigned tpr = (unsigned)dh / 4, rpb = LG_THREADS / tpr, r = threadIdx.x / tpr;
+  lg_quad q;
+  q.d = 4 * (int)(threadIdx.x - r * tpr);
+  q.row = (long)blockIdx.x * rpb + r;
+  q.on = r < rpb && q.row < rows;
+  return q;
 }
 
-static __device__ __forceinline__ long lg_warp_row(void)
+static dim3 lg_qgrid(int dh, long rows_per_head, long bh)
 {
-  return (long)blockIdx.x * (LG_THREADS / 32) + (threadIdx.x >> 5);
+  const long rpb = LG_THREADS / (dh / 4);
+  return dim3((unsigned)((rows_per_head + rpb - 1) / rpb), (unsigned)bh);
+}
+
+/* Whether the dense side (x, row stride ld) takes float4 at every row's column 4 j: 16-byte aligned rows. */
+static bool lg_vec(const void *x, long ld)
+{
+  return (uintptr_t)x % 16 == 0 && ld % 4 == 0;
+}
+
+static __device__ __forceinline__ float4 lg_ld4(const float *p, bool vec)
+{
+  return vec ? *(const float4 *)p : make_float4(p[0], p[1], p[2], p[3]);
+}
+
+static __device__ __forceinline__ void lg_st4(float *p, float4 v, bool vec)
+{
+  if (vec) *(float4 *)p = v;
+  else {
+    p[0] = v.x;
+    p[1] = v.y;
+    p[2] = v.z;
+    p[3] = v.w;
+  }
+}
+
+/* Rounded to bf16 (nearest even, as __float2bfloat16_rn), at an 8-byte aligned p (dh % 4 == 0). */
+static __device__ __forceinline__ void lg_st4(__nv_bfloat16 *p, float4 v)
+{
+  __nv_bfloat162 *q = (__nv_bfloat162 *)p;
+  q[0] = __floats2bfloat162_rn(v.x, v.y);
+  q[1] = __floats2bfloat162_rn(v.z, v.w);
 }
 
 /* x (f32, row stride ld) into the padded bf16 layout, window i at slot i + shift, zeros elsewhere; with uni, a
-   uniform row's values times wuni (the backward's dout). Grid lg_grid(nw w, b H); the nb slots of the heads (the
-   slots past them: lg_setup). */
+   uniform row's values times wuni (the backward's dout). Grid lg_qgrid(dh, nw w, b H); the nb slots of the
+   heads (the slots past them: lg_setup). */
 __global__ void __launch_bounds__(LG_THREADS) lg_pack(la_shape a, long nw, long shift, const float *x, long ld,
-                                                      const uint8_t *uni, float wuni, __nv_bfloat16 *y)
+                                                      bool vec, const uint8_t *uni, float wuni, __nv_bfloat16 *y)
 {
-  const int lane = threadIdx.x & 31;
-  const long rr = lg_warp_row(), bh = blockIdx.y;
-  if (rr >= nw * a.w) return;
-  const unsigned slot = (unsigned)rr / (unsigned)a.w;
-  const long i = (long)slot - shift, t = i * a.w + (rr - (long)slot * a.w);
-  __nv_bfloat16 *yr = y + (bh * nw * a.w + rr) * a.dh;
-  if (i < 0 || i >= a.W || t >= a.n) {
-    for (int d = lane; d < a.dh; d += 32) yr[d] = __float2bfloat16_rn(0.f);
-    return;
+  const lg_quad q = lg_quad_of(a.dh, nw * a.w);
+  if (!q.on) return;
+  const long bh = blockIdx.y;
+  const unsigned slot = (unsigned)q.row / (unsigned)a.w;
+  const long i = (long)slot - shift, t = i * a.w + (q.row - (long)slot * a.w);
+  float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+  if (i >= 0 && i < a.W && t < a.n) {
+    const long b = bh / a.H, h = bh - b * a.H;
+    v = lg_ld4(x + (b * a.n + t) * ld + h * a.dh + q.d, vec);
+    if (uni && uni[bh * a.n + t]) {
+      v.x *= wuni;
+      v.y *= wuni;
+      v.z *= wuni;
+      v.w *= wuni;
+    }
   }
-  const long b = bh / a.H, h = bh - b * a.H;
-  const float *xr = x + (b * a.n + t) * ld + h * a.dh;
-  const float m = uni && uni[bh * a.n + t] ? wuni : 1.f;
-  for (int d = lane; d < a.dh; d += 32) yr[d] = __float2bfloat16_rn(m == 1.f ? xr[d] : xr[d] * m);
+  lg_st4(y + (bh * nw * a.w + q.row) * a.dh + q.d, v);
 }
 
-/* Token t of head bh (a warp of grid lg_grid(n, b H)): its row in the padded layout (window at slot i + shift),
-   in the row-major one (row stride ld), its stats index; false past n. */
+/* Token t of head bh (a row of grid lg_qgrid(dh, n, b H)): its 4 columns' offsets in the padded layout (window
+   at slot i + shift) and in the row-major one (row stride ld), its stats index; false past n. */
 static __device__ __forceinline__ bool lg_token(const la_shape &a, long nw, long shift, long ld, long *t, long *pad,
                                                 long *dense, long *st)
 {
+  const lg_quad q = lg_quad_of(a.dh, a.n);
+  if (!q.on) return false;
   const long bh = blockIdx.y;
-  *t = lg_warp_row();
-  if (*t >= a.n) return false;
+  *t = q.row;
   const unsigned i = (unsigned)*t / (unsigned)a.w;
   const long b = bh / a.H, h = bh - b * a.H;
-  *pad = ((bh * nw + i + shift) * a.w + (*t - (long)i * a.w)) * a.dh;
-  *dense = (b * a.n + *t) * ld + h * a.dh;
+  *pad = ((bh * nw + i + shift) * a.w + (*t - (long)i * a.w)) * a.dh + q.d;
+  *dense = (b * a.n + *t) * ld + h * a.dh + q.d;
   *st = bh * a.n + *t;
   return true;
 }
 
 /* The padded f32 X (window of token t at slot i + shift) into y's layout (row stride ld). */
 __global__ void __launch_bounds__(LG_THREADS) lg_unpack(la_shape a, long nw, long shift, const float *X, float *y,
-                                                        long ld)
+                                                        long ld, bool vec)
 {
-  const int lane = threadIdx.x & 31;
   long t, pad, dense, st;
   if (!lg_token(a, nw, shift, ld, &t, &pad, &dense, &st)) return;
-  for (int d = lane; d < a.dh; d += 32) y[dense + d] = X[pad + d];
+  lg_st4(y + dense, *(const float4 *)(X + pad), vec);
 }
 
 /* o = O / sum, or on a uniform row O / (L w) plus its out-of-range slots' part (la_fwd_inv). */
 __global__ void __launch_bounds__(LG_THREADS) lg_out(la_shape a, long nw, const float *O, const double *rinv,
-                                                     const uint8_t *uni, float *o)
+                                                     const uint8_t *uni, float *o, bool vec)
 {
-  const int lane = threadIdx.x & 31;
   long t, pad, dense, st;
   if (!lg_token(a, nw, 0, a.ldo, &t, &pad, &dense, &st)) return;
   const bool u = uni[st];
@@ -703,7 +745,19 @@ __global__ void __launch_bounds__(LG_THREADS) lg_out(la_shape a, long nw, const 
     const la_win g = la_geom(a, t / a.w);
     add = g.npad ? -(double)g.npad / (double)a.lw : 0.0;
   }
-  for (int d = lane; d < a.dh; d += 32) o[dense + d] = u ? (float)(O[pad + d] * inv + add) : (float)(O[pad + d] * inv);
+  float4 x = *(const float4 *)(O + pad);
+  if (u) {
+    x.x = (float)(x.x * inv + add);
+    x.y = (float)(x.y * inv + add);
+    x.z = (float)(x.z * inv + add);
+    x.w = (float)(x.w * inv + add);
+  } else {
+    x.x = (float)(x.x * inv);
+    x.y = (float)(x.y * inv);
+    x.z = (float)(x.z * inv);
+    x.w = (float)(x.w * inv);
+  }
+  lg_st4(o + dense, x, vec);
 }
 
 /* A score row's slots in registers, lane l holding slots l + 32 u for u < NR (NR 32 >= L w; past L w: `other`),
@@ -744,20 +798,34 @@ __global__ void __launch_bounds__(LG_THREADS) lg_rows_forward(la_shape a, long n
   const la_win g = la_geom(a, i);
   const la_row rg = la_range(a, g, s.t, mask != NULL);
   const float scale = (float)a.scale;
-  double mx = rg.nzero > 0 ? 0.0 : -INFINITY;
-  long cnt = lane == 0 ? rg.nzero : 0;
+  /* A slot's arithmetic in f32, the sum in double: the max of f32 scores is one of them, and scale s - max,
+     which the SIMT helpers form in double and round, is the f32 difference, so P and the stats keep their
+     bits; the helpers' f32 <-> f64 conversions (four a slot) made this kernel instruction-bound. */
+  float mf = rg.nzero > 0 ? 0.f : -INFINITY;   /* unmasked pad keys score 0 */
+  bool any = lane == 0 && rg.nzero > 0;
 #pragma unroll
   for (int u = 0; u < NR; u++)
-    if (lane + 32L * u < a.lw) la_fwd_max(rg, mk, p0 + 32L * u, x[u], scale, &mx, &cnt);
-  mx = la_maxn<32>(mx);
-  cnt = la_sumn<32>(cnt);
-  const bool uf = cnt == 0;
+    if (lane + 32L * u < a.lw && la_keep(rg, mk, p0 + 32L * u)) {
+      mf = fmaxf(mf, scale * x[u]);
+      any = true;
+    }
+  for (int o = 1; o < 32; o <<= 1) mf = fmaxf(mf, __shfl_xor_sync(0xffffffffu, mf, o));
+  const bool uf = !__any_sync(0xffffffffu, any);
   double sum = 0;
 #pragma unroll
-  for (int u = 0; u < NR; u++)
-    if (lane + 32L * u < a.lw)
-      pr[lane + 32L * u] = __float2bfloat16_rn(la_fwd_weight(g, rg, mk, p0 + 32L * u, uf, x[u], scale, mx, 1.0f, &sum));
+  for (int u = 0; u < NR; u++) {
+    const long c = lane + 32L * u, p = p0 + 32L * u;
+    if (c >= a.lw) continue;
+    float e = 0.f;
+    if (uf) e = p >= g.kb && p < g.ke ? 1.f : 0.f;
+    else if (la_keep(rg, mk, p)) {
+      e = expf(scale * x[u] - mf);
+      sum += e;
+    }
+    pr[c] = __float2bfloat16_rn(e);
+  }
   sum = la_sumn<32>(sum);
+  const double mx = mf;
   double add;
   const double inv = la_fwd_inv(a, g, rg, uf, mx, sum, &add);
   if (lane == 0) la_put_stats(a, s.b, s.h, s.t, uf, mx, inv, rmax, rinv, uni);
@@ -792,21 +860,24 @@ __global__ void __launch_bounds__(LG_THREADS) lg_rows_backward(la_shape a, long 
   const uint8_t *mk = mask ? mask + s.b * a.n : NULL;
   const la_row rg = la_range(a, la_geom(a, i), s.t, mask != NULL);
   const float scale = (float)a.scale;
-  const double mx = rmax[st], inv = rinv[st];
+  /* as the forward: f32 a slot where that keeps P's bits (s - max), double for P's scaling and D */
+  const float mf = (float)rmax[st];   /* the forward's f32 max, exact */
+  const double inv = rinv[st];
   double D = 0;
 #pragma unroll
   for (int u = 0; u < NR; u++) {
     const long c = lane + 32L * u;
-    x[u] = c < a.lw && la_keep(rg, mk, p0 + c) ? la_prob(scale * x[u], mx, inv) : 0.f;   /* P */
+    x[u] = c < a.lw && la_keep(rg, mk, p0 + c) ? (float)((double)expf(scale * x[u] - mf) * inv) : 0.f;   /* P */
     D += (double)x[u] * y[u];
   }
   D = la_sumn<32>(D);
+  const float Df = (float)D;   /* dS = P (dP - D) in f32: bf16 keeps 8 of its bits */
 #pragma unroll
   for (int u = 0; u < NR; u++) {
     const long c = lane + 32L * u;
     if (c < a.lw) {
       pr[c] = __float2bfloat16_rn(x[u]);
-      qr[c] = __float2bfloat16_rn(x[u] != 0.f ? (float)(x[u] * ((double)y[u] - D)) : 0.f);
+      qr[c] = __float2bfloat16_rn(x[u] != 0.f ? x[u] * (y[u] - Df) : 0.f);   /* masked: 0 whatever dP holds */
     }
   }
 }
@@ -828,15 +899,17 @@ static c5_status lg_setup(c5k_cuda_dev *dev, const la_shape &a, const lg_plan &p
   C5_CALL_K(c5k_cuda_scratch(dev, p.bytes, &vs, op));
   *scr = (char *)vs;
   const long bh = p.nb / p.nw, tail = (p.tw - p.nb) * a.w * a.dh;   /* the slots past the heads' */
-  const dim3 grid = lg_grid(p.nw * a.w, bh);
+  const dim3 grid = lg_qgrid(a.dh, p.nw * a.w, bh);
+  const bool vq = lg_vec(q, a.ldqkv), vk = lg_vec(k, a.ldqkv), vv = lg_vec(v, a.ldqkv), vd = lg_vec(dout, a.ldo);
   __nv_bfloat16 *Q = (__nv_bfloat16 *)(*scr + p.q), *K = (__nv_bfloat16 *)(*scr + p.k),
                 *V = (__nv_bfloat16 *)(*scr + p.v), *dO = (__nv_bfloat16 *)(*scr + p.dout);
-  lg_pack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, 0, q, a.ldqkv, NULL, 0.f, Q);
-  lg_pack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, a.lb, k, a.ldqkv, NULL, 0.f, K);
-  lg_pack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, a.lb, v, a.ldqkv, NULL, 0.f, V);
+  lg_pack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, 0, q, a.ldqkv, vq, NULL, 0.f, Q);
+  lg_pack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, a.lb, k, a.ldqkv, vk, NULL, 0.f, K);
+  lg_pack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, a.lb, v, a.ldqkv, vv, NULL, 0.f, V);
   C5K_CUDA_TRY(cudaMemsetAsync(K + p.nb * a.w * a.dh, 0, tail * 2, dev->stream), op);
   C5K_CUDA_TRY(cudaMemsetAsync(V + p.nb * a.w * a.dh, 0, tail * 2, dev->stream), op);
-  if (dout) lg_pack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, 0, dout, a.ldo, uni, (float)(1.0 / (double)a.lw), dO);
+  if (dout) lg_pack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, 0, dout, a.ldo, vd, uni, (float)(1.0 / (double)a.lw),
+                                                            dO);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
@@ -880,7 +953,8 @@ static c5_status lg_forward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_att
     C5_CALL_K(lg_gemm(ctx, 0, 0, a.w, a.dh, a.lw, 1.0, P, p.lwp, ss, V + j0 * ws, a.dh, ws, 0.0, O + j0 * ws, a.dh,
                       ws, cb));
   }
-  lg_out<<<lg_grid(a.n, p.nb / p.nw), LG_THREADS, 0, dev->stream>>>(a, p.nw, O, rinv, uni, o);
+  lg_out<<<lg_qgrid(a.dh, a.n, p.nb / p.nw), LG_THREADS, 0, dev->stream>>>(a, p.nw, O, rinv, uni, o,
+                                                                           lg_vec(o, a.ldo));
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
@@ -922,10 +996,10 @@ static c5_status lg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_at
                         DK + (j0 + jb) * ws, a.dh, ws, cb));
     }
   }
-  const dim3 grid = lg_grid(a.n, p.nb / p.nw);
-  lg_unpack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, 0, DQ, dq, a.ldqkv);
-  lg_unpack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, a.lb, DK, dk, a.ldqkv);
-  lg_unpack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, a.lb, DV, dv, a.ldqkv);
+  const dim3 grid = lg_qgrid(a.dh, a.n, p.nb / p.nw);
+  lg_unpack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, 0, DQ, dq, a.ldqkv, lg_vec(dq, a.ldqkv));
+  lg_unpack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, a.lb, DK, dk, a.ldqkv, lg_vec(dk, a.ldqkv));
+  lg_unpack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, a.lb, DV, dv, a.ldqkv, lg_vec(dv, a.ldqkv));
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
