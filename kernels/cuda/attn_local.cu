@@ -524,15 +524,18 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_kv(la_shape a, const T
 #if !C5_USE_DOUBLE
 /* ---- bf16 matmul mode: the products on cuBLASLt over windows ----
    Every query window's scores are one small product, [w, dh] x [dh, L w],
-   and the windows of all (b, h) one strided batch: q, k, v (and dout) are
-   copied to bf16 in a padded layout [b H][Nw][w][dh] with Nw = W + lb + lf
-   window slots a head, queries of window i in slot i, keys and values of
-   window i in slot i + lb, zeros elsewhere (the out-of-range windows before
-   the first and after the last, the rows past n). Then window i's L w keys
-   are the L consecutive slots from i: one stride (w dh) serves A, B and C,
-   the B views overlapping. Slots i >= W of a head (lb + lf of Nw) are
-   computed and dropped. Rows past n have q = 0 and k = 0, so their scores
-   are exactly 0, the pad keys' score the reference gives them.
+   and the windows of all (b, h) one strided batch. The windows are slots of
+   a padded layout [b H][Nw][w][dh], Nw = W + lb + lf slots a head, queries
+   of window i in slot i, keys and values of window i in slot i + lb, zeros
+   elsewhere (the out-of-range windows before the first and after the
+   last, the rows past n): window i's L w keys are the L consecutive slots
+   from i, so one stride (w dh) serves A, B and C, the B views
+   overlapping. The slots are taken a chunk at a time: q's (and dout's)
+   rows of the chunk's cb slots and k's, v's of cb + L - 1 are copied to
+   bf16 for it, so the scratch is the chunk's (LG_BUDGET), not the
+   sequence's. Slots i >= W of a head (lb + lf of Nw) are computed and
+   dropped. Rows past n have q = 0 and k = 0, so their scores are exactly
+   0, the pad keys' score the reference gives them.
    Forward, per chunk of windows: S = Q K^T (f32), a row kernel (one warp a
    row: the SIMT kernels' masks, max, weights, sums and stats; P = exp(s -
    max) in bf16, 1 on a uniform row's window keys), O = P V; o = O / sum (a
@@ -542,7 +545,8 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_kv(la_shape a, const T
    scale dS K, and dk, dv by key block: window i's block jb is key slot i +
    jb, so for each jb = 0 .. L-1 in order one strided batch adds dv[i + jb]
    += P_i[:, jb]^T dout_i and dk[i + jb] += scale dS_i[:, jb]^T q_i (the
-   windows of one call write distinct slots). A uniform row's dout enters
+   windows of one call write distinct slots; a key slot is whole after
+   the chunk of its own window, lg_backward). A uniform row's dout enters
    the bf16 copy divided by L w (its P is 1 there), its dS is 0.
    The sums' orders are cuBLASLt's for the shape and the chunks' (fixed by
    the shape): two runs give the same bits. WMMA flash kernels (scores in
@@ -550,47 +554,52 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_kv(la_shape a, const T
    n = 32768, w 128, 8 heads of 64, look 1/1 on an H200 5.7 ms; these take
    3.0 ms, the scores' memory traffic (about 12 bytes a score in the
    backward) included. */
-#define LG_BUDGET ((size_t)256 << 20)   /* score chunk bytes: S, dP (f32), P, dS (bf16) */
+#define LG_BUDGET ((size_t)256 << 20)   /* a chunk's scratch: scores (S, dP f32; P, dS bf16) and rows */
 #define LG_THREADS 256
 #define LG_MAXNR 64   /* score slots a lane holds at most: rows of L w <= 2048 slots */
 
 static bool la_gemm(const c5k_ctx *ctx, const c5k_cuda_dev *dev, const la_shape &a, long batch)
 {
   /* bf16 rows of 16-byte multiples for cuBLASLt; a score row in a warp's registers (lg_load) */
-  return dev->matmul == 2 && !ctx->exact && a.dh % 8 == 0 && a.lw <= 32 * LG_MAXNR && batch * a.H <= 65535 &&
-         (batch * a.H * (a.W + a.lb + a.lf) + a.lb + 1 + a.lf) * a.w < (1L << 31);
+  return dev->matmul == 2 && !ctx->exact && a.dh % 8 == 0 && a.lw <= 32 * LG_MAXNR &&
+         (batch * a.H * (a.W + a.lb + a.lf) + a.lb + 1 + a.lf) * a.w < (1L << 31);   /* 32-bit slot arithmetic */
 }
 
 struct lg_plan {
-  long nw, nb, tw;   /* window slots a head, slots in all (b H nw), slots a padded tensor holds (nb + L) */
-  long L, lwp;       /* key blocks a window; a score row's stride */
-  long cb;           /* windows a chunk */
+  long nw, nb;   /* window slots a head, slots in all (b H nw) */
+  long L, lwp;   /* key blocks a window; a score row's stride */
+  long cb;       /* windows a chunk (>= L: a chunk's carried key slots never overlap its first ones) */
   size_t q, k, v, dout, o, dk, dv, s, dp, p, ds, bytes;
 };
 
 static size_t lg_up(size_t x) { return (x + 255) & ~(size_t)255; }
 
+/* The device scratch of one chunk of cb windows: its queries' rows (q, dout, O or dq: cb windows) and keys'
+   (k, v, dk, dv: cb + L - 1 windows, the last window's B view reaching L - 1 slots past it), and its scores. At
+   one padded copy of the whole sequence a tensor (the first version) the scratch was 11 GB at n = 1M. */
 static lg_plan lg_plan_of(const la_shape &a, long batch, bool backward)
 {
   lg_plan p;
   p.nw = a.W + a.lb + a.lf;
   p.nb = batch * a.H * p.nw;
   p.L = a.lb + 1 + a.lf;
-  p.tw = p.nb + p.L;   /* the last window's B view reads L - 1 slots past nb; dk, dv write them */
   p.lwp = (a.lw + 7) & ~7L;
-  const size_t per = (size_t)a.w * p.lwp * (backward ? 12 : 6);
+  /* bytes a window: scores (S, P; dP, dS) and rows (q, k, v, O; dout, dk, dv) */
+  const size_t rows = backward ? 2 * 4 + 4 * 3 : 2 * 3 + 4, per = (size_t)a.w * (p.lwp * (backward ? 12 : 6) +
+                                                                                   (size_t)a.dh * rows);
   long cb = (long)(LG_BUDGET / per);
-  cb = cb < 1 ? 1 : cb;
+  cb = cb < p.L ? p.L : cb;
   p.cb = cb < p.nb ? cb : p.nb;
-  const size_t t16 = (size_t)p.tw * a.w * a.dh * 2, t32 = 2 * t16, sc = (size_t)p.cb * a.w * p.lwp;
+  const size_t wq = (size_t)p.cb * a.w * a.dh, wk = (size_t)(p.cb + p.L - 1) * a.w * a.dh,
+               sc = (size_t)p.cb * a.w * p.lwp;
   size_t o = 0;
-  p.q = o; o = lg_up(o + t16);
-  p.k = o; o = lg_up(o + t16);
-  p.v = o; o = lg_up(o + t16);
-  p.dout = o; o = backward ? lg_up(o + t16) : o;
-  p.o = o; o = lg_up(o + t32);   /* the forward's O, the backward's dq */
-  p.dk = o; o = backward ? lg_up(o + t32) : o;
-  p.dv = o; o = backward ? lg_up(o + t32) : o;
+  p.q = o; o = lg_up(o + wq * 2);
+  p.k = o; o = lg_up(o + wk * 2);
+  p.v = o; o = lg_up(o + wk * 2);
+  p.dout = o; o = backward ? lg_up(o + wq * 2) : o;
+  p.o = o; o = lg_up(o + wq * 4);   /* the forward's O, the backward's dq */
+  p.dk = o; o = backward ? lg_up(o + wk * 4) : o;
+  p.dv = o; o = backward ? lg_up(o + wk * 4) : o;
   p.s = o; o = lg_up(o + sc * 4);
   p.dp = o; o = backward ? lg_up(o + sc * 4) : o;
   p.p = o; o = lg_up(o + sc * 2);
@@ -599,20 +608,20 @@ static lg_plan lg_plan_of(const la_shape &a, long batch, bool backward)
   return p;
 }
 
-/* Padded slot j (of nb) row r: its (b, h) and token t, and whether t is a real token of a real window (window
-   i = slot j's within its head). 32-bit divisions (la_gemm: nb w < 2^31): the row kernels' 64-bit ones cost
-   as much as a row's 384 slots. */
+/* Padded slot j (of nb) row r: its (b, h) and token t, and whether t is a real token of a real window: window
+   i = slot j's index within its head minus shift (keys and values sit lb slots after their queries). 32-bit
+   divisions (la_gemm: nb w < 2^31): the row kernels' 64-bit ones cost as much as a row's 384 slots. */
 struct lg_slot { long b, t, i; int h; bool real; };
 
-static __device__ __forceinline__ lg_slot lg_slot_of(const la_shape &a, long nw, long nb, long j, long r)
+static __device__ __forceinline__ lg_slot lg_slot_of(const la_shape &a, long nw, long nb, long j, long r, long shift)
 {
   lg_slot s;
-  const unsigned ju = (unsigned)j, bh = ju / (unsigned)nw, b = bh / (unsigned)a.H, i = ju - bh * (unsigned)nw;
+  const unsigned ju = (unsigned)j, bh = ju / (unsigned)nw, b = bh / (unsigned)a.H;
   s.b = b;
   s.h = (int)(bh - b * (unsigned)a.H);
-  s.i = i;
-  s.t = (long)i * a.w + r;
-  s.real = j < nb && i < a.W && s.t < a.n;
+  s.i = (long)(ju - bh * (unsigned)nw) - shift;
+  s.t = s.i * a.w + r;
+  s.real = j < nb && s.i >= 0 && s.i < a.W && s.t < a.n;
   return s;
 }
 
@@ -623,16 +632,14 @@ static __device__ __forceinline__ bool lg_score_row(const la_shape &a, long nw, 
   *row = (blockIdx.x * (long)blockDim.x + threadIdx.x) >> 5;
   if (*row >= rows) return false;
   const unsigned jw = (unsigned)*row / (unsigned)a.w;
-  *s = lg_slot_of(a, nw, nb, j0 + jw, *row - (long)jw * a.w);
+  *s = lg_slot_of(a, nw, nb, j0 + jw, *row - (long)jw * a.w, 0);
   return true;
 }
 
-/* The copies between the dense and the padded layouts: a thread moves 4 consecutive columns of a row (16-byte
-   f32 loads or stores where the dense side allows them, 8 bytes of bf16), a block LG_THREADS / (dh / 4) rows of
-   one head (grid lg_qgrid: (rows of one head, b H)), so a row's padded slot or token comes from the block's
-   indices and one 32-bit division by w. A warp a row with one element a lane (64 of 32 lanes' columns at
-   dh 64, 4-byte loads) moved 1.1 TB/s on an H200; one thread an element with 64-bit divisions for the
-   padded row's (b, h, slot, r), 0.7 TB/s. la_gemm bounds the counts (b H <= 65535, nw w < 2^31). */
+/* The copies between the dense layout and a chunk's padded rows: a thread moves 4 consecutive columns of a row
+   (16-byte f32 loads or stores where the dense side allows them, 8 bytes of bf16), a block LG_THREADS / (dh / 4)
+   rows, a row's slot and token from 32-bit divisions. A warp a row with one element a lane (4-byte loads) moved
+   1.1 TB/s on an H200; one thread an element with 64-bit divisions, 0.7 TB/s. */
 struct lg_quad { long row; int d; bool on; };
 
 static __device__ __forceinline__ lg_quad lg_quad_of(int dh, long rows)
@@ -645,10 +652,18 @@ static __device__ __forceinline__ lg_quad lg_quad_of(int dh, long rows)
   return q;
 }
 
-static dim3 lg_qgrid(int dh, long rows_per_head, long bh)
+static unsigned lg_qblocks(int dh, long rows)
 {
   const long rpb = LG_THREADS / (dh / 4);
-  return dim3((unsigned)((rows_per_head + rpb - 1) / rpb), (unsigned)bh);
+  return (unsigned)((rows + rpb - 1) / rpb);
+}
+
+/* Row lr of a chunk's padded rows from slot j0 (keys, values: shift lb): its slot and token. */
+static __device__ __forceinline__ lg_slot lg_chunk_row(const la_shape &a, long nw, long nb, long j0, long lr,
+                                                       long shift)
+{
+  const unsigned jj = (unsigned)lr / (unsigned)a.w;
+  return lg_slot_of(a, nw, nb, j0 + jj, lr - (long)jj * a.w, shift);
 }
 
 /* Whether the dense side (x, row stride ld) takes float4 at every row's column 4 j: 16-byte aligned rows. */
@@ -681,71 +696,63 @@ static __device__ __forceinline__ void lg_st4(__nv_bfloat16 *p, float4 v)
   q[1] = __floats2bfloat162_rn(v.z, v.w);
 }
 
-/* x (f32, row stride ld) into the padded bf16 layout, window i at slot i + shift, zeros elsewhere; with uni, a
-   uniform row's values times wuni (the backward's dout). Grid lg_qgrid(dh, nw w, b H); the nb slots of the
-   heads (the slots past them: lg_setup). */
-__global__ void __launch_bounds__(LG_THREADS) lg_pack(la_shape a, long nw, long shift, const float *x, long ld,
-                                                      bool vec, const uint8_t *uni, float wuni, __nv_bfloat16 *y)
+static __device__ __forceinline__ long lg_dense(const la_shape &a, const lg_slot &s, long ld)
 {
-  const lg_quad q = lg_quad_of(a.dh, nw * a.w);
+  return (s.b * a.n + s.t) * ld + (long)s.h * a.dh;
+}
+
+/* rows padded rows from slot j0 (window i at slot i + shift) in bf16 from x (f32, row stride ld), zeros where no
+   real token is; with uni, a uniform row's values times wuni (the backward's dout). */
+__global__ void __launch_bounds__(LG_THREADS) lg_pack(la_shape a, long nw, long nb, long j0, long rows, long shift,
+                                                      const float *x, long ld, bool vec, const uint8_t *uni,
+                                                      float wuni, __nv_bfloat16 *y)
+{
+  const lg_quad q = lg_quad_of(a.dh, rows);
   if (!q.on) return;
-  const long bh = blockIdx.y;
-  const unsigned slot = (unsigned)q.row / (unsigned)a.w;
-  const long i = (long)slot - shift, t = i * a.w + (q.row - (long)slot * a.w);
+  const lg_slot s = lg_chunk_row(a, nw, nb, j0, q.row, shift);
   float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-  if (i >= 0 && i < a.W && t < a.n) {
-    const long b = bh / a.H, h = bh - b * a.H;
-    v = lg_ld4(x + (b * a.n + t) * ld + h * a.dh + q.d, vec);
-    if (uni && uni[bh * a.n + t]) {
+  if (s.real) {
+    v = lg_ld4(x + lg_dense(a, s, ld) + q.d, vec);
+    if (uni && uni[(s.b * a.H + s.h) * a.n + s.t]) {
       v.x *= wuni;
       v.y *= wuni;
       v.z *= wuni;
       v.w *= wuni;
     }
   }
-  lg_st4(y + (bh * nw * a.w + q.row) * a.dh + q.d, v);
+  lg_st4(y + q.row * a.dh + q.d, v);
 }
 
-/* Token t of head bh (a row of grid lg_qgrid(dh, n, b H)): its 4 columns' offsets in the padded layout (window
-   at slot i + shift) and in the row-major one (row stride ld), its stats index; false past n. */
-static __device__ __forceinline__ bool lg_token(const la_shape &a, long nw, long shift, long ld, long *t, long *pad,
-                                                long *dense, long *st)
+/* rows padded f32 rows X from slot j0 (window i at slot i + shift) into y's layout (row stride ld): the real
+   tokens'. */
+__global__ void __launch_bounds__(LG_THREADS) lg_unpack(la_shape a, long nw, long nb, long j0, long rows, long shift,
+                                                        const float *X, float *y, long ld, bool vec)
 {
-  const lg_quad q = lg_quad_of(a.dh, a.n);
-  if (!q.on) return false;
-  const long bh = blockIdx.y;
-  *t = q.row;
-  const unsigned i = (unsigned)*t / (unsigned)a.w;
-  const long b = bh / a.H, h = bh - b * a.H;
-  *pad = ((bh * nw + i + shift) * a.w + (*t - (long)i * a.w)) * a.dh + q.d;
-  *dense = (b * a.n + *t) * ld + h * a.dh + q.d;
-  *st = bh * a.n + *t;
-  return true;
+  const lg_quad q = lg_quad_of(a.dh, rows);
+  if (!q.on) return;
+  const lg_slot s = lg_chunk_row(a, nw, nb, j0, q.row, shift);
+  if (s.real) lg_st4(y + lg_dense(a, s, ld) + q.d, *(const float4 *)(X + q.row * a.dh + q.d), vec);
 }
 
-/* The padded f32 X (window of token t at slot i + shift) into y's layout (row stride ld). */
-__global__ void __launch_bounds__(LG_THREADS) lg_unpack(la_shape a, long nw, long shift, const float *X, float *y,
-                                                        long ld, bool vec)
+/* o = O / sum, or on a uniform row O / (L w) plus its out-of-range slots' part (la_fwd_inv), for rows padded
+   query rows from slot j0. */
+__global__ void __launch_bounds__(LG_THREADS) lg_out(la_shape a, long nw, long nb, long j0, long rows,
+                                                     const float *O, const double *rinv, const uint8_t *uni, float *o,
+                                                     bool vec)
 {
-  long t, pad, dense, st;
-  if (!lg_token(a, nw, shift, ld, &t, &pad, &dense, &st)) return;
-  lg_st4(y + dense, *(const float4 *)(X + pad), vec);
-}
-
-/* o = O / sum, or on a uniform row O / (L w) plus its out-of-range slots' part (la_fwd_inv). */
-__global__ void __launch_bounds__(LG_THREADS) lg_out(la_shape a, long nw, const float *O, const double *rinv,
-                                                     const uint8_t *uni, float *o, bool vec)
-{
-  long t, pad, dense, st;
-  if (!lg_token(a, nw, 0, a.ldo, &t, &pad, &dense, &st)) return;
+  const lg_quad q = lg_quad_of(a.dh, rows);
+  if (!q.on) return;
+  const lg_slot s = lg_chunk_row(a, nw, nb, j0, q.row, 0);
+  if (!s.real) return;
+  const long st = (s.b * a.H + s.h) * a.n + s.t;
   const bool u = uni[st];
   const double inv = u ? 1.0 / (double)a.lw : rinv[st];
   double add = 0.0;
   if (u) {
-    const la_win g = la_geom(a, t / a.w);
+    const la_win g = la_geom(a, s.i);
     add = g.npad ? -(double)g.npad / (double)a.lw : 0.0;
   }
-  float4 x = *(const float4 *)(O + pad);
+  float4 x = *(const float4 *)(O + q.row * a.dh + q.d);
   if (u) {
     x.x = (float)(x.x * inv + add);
     x.y = (float)(x.y * inv + add);
@@ -757,7 +764,7 @@ __global__ void __launch_bounds__(LG_THREADS) lg_out(la_shape a, long nw, const 
     x.z = (float)(x.z * inv);
     x.w = (float)(x.w * inv);
   }
-  lg_st4(o + dense, x, vec);
+  lg_st4(o + lg_dense(a, s, a.ldo) + q.d, x, vec);
 }
 
 /* A score row's slots in registers, lane l holding slots l + 32 u for u < NR (NR 32 >= L w; past L w: `other`),
@@ -891,29 +898,6 @@ static c5_status lg_gemm(c5k_ctx *ctx, int ta, int tb, long m, long n, long k, d
                           C5_DTYPE_F32, ldc, sc, cb, C5_DTYPE_F32);
 }
 
-/* The device scratch laid out by the plan; q, k, v (and dout) in the padded bf16 layout. */
-static c5_status lg_setup(c5k_cuda_dev *dev, const la_shape &a, const lg_plan &p, const float *q, const float *k,
-                          const float *v, const float *dout, const uint8_t *uni, char **scr, const char *op)
-{
-  void *vs;
-  C5_CALL_K(c5k_cuda_scratch(dev, p.bytes, &vs, op));
-  *scr = (char *)vs;
-  const long bh = p.nb / p.nw, tail = (p.tw - p.nb) * a.w * a.dh;   /* the slots past the heads' */
-  const dim3 grid = lg_qgrid(a.dh, p.nw * a.w, bh);
-  const bool vq = lg_vec(q, a.ldqkv), vk = lg_vec(k, a.ldqkv), vv = lg_vec(v, a.ldqkv), vd = lg_vec(dout, a.ldo);
-  __nv_bfloat16 *Q = (__nv_bfloat16 *)(*scr + p.q), *K = (__nv_bfloat16 *)(*scr + p.k),
-                *V = (__nv_bfloat16 *)(*scr + p.v), *dO = (__nv_bfloat16 *)(*scr + p.dout);
-  lg_pack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, 0, q, a.ldqkv, vq, NULL, 0.f, Q);
-  lg_pack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, a.lb, k, a.ldqkv, vk, NULL, 0.f, K);
-  lg_pack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, a.lb, v, a.ldqkv, vv, NULL, 0.f, V);
-  C5K_CUDA_TRY(cudaMemsetAsync(K + p.nb * a.w * a.dh, 0, tail * 2, dev->stream), op);
-  C5K_CUDA_TRY(cudaMemsetAsync(V + p.nb * a.w * a.dh, 0, tail * 2, dev->stream), op);
-  if (dout) lg_pack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, 0, dout, a.ldo, vd, uni, (float)(1.0 / (double)a.lw),
-                                                            dO);
-  C5K_CUDA_LAUNCHED(op);
-  return C5_OK;
-}
-
 static unsigned lg_row_blocks(long rows) { return (unsigned)((rows * 32 + LG_THREADS - 1) / LG_THREADS); }
 
 /* launch(std::integral_constant<int, NR>()) with the least NR of 2, 4, .. LG_MAXNR whose 32 NR slots hold a
@@ -928,37 +912,66 @@ template <typename F> static void lg_rows(long lw, F launch)
   else launch(std::integral_constant<int, LG_MAXNR>());
 }
 
+/* A chunk's padded rows: x's rows of slots j0 .. j0 + wins - 1 (window i at slot i + shift) into y. */
+static void lg_pack_rows(c5k_cuda_dev *dev, const la_shape &a, const lg_plan &p, long j0, long wins, long shift,
+                         const float *x, long ld, const uint8_t *uni, float wuni, __nv_bfloat16 *y)
+{
+  const long rows = wins * a.w;
+  lg_pack<<<lg_qblocks(a.dh, rows), LG_THREADS, 0, dev->stream>>>(a, p.nw, p.nb, j0, rows, shift, x, ld,
+                                                                   lg_vec(x, ld), uni, wuni, y);
+}
+
+static void lg_unpack_rows(c5k_cuda_dev *dev, const la_shape &a, const lg_plan &p, long j0, long wins, long shift,
+                           const float *X, float *y, long ld)
+{
+  const long rows = wins * a.w;
+  lg_unpack<<<lg_qblocks(a.dh, rows), LG_THREADS, 0, dev->stream>>>(a, p.nw, p.nb, j0, rows, shift, X, y, ld,
+                                                                     lg_vec(y, ld));
+}
+
+/* The chunk of cb windows from slot j0: q's rows and k's, v's (cb + L - 1 windows) in bf16. */
+static void lg_pack_chunk(c5k_cuda_dev *dev, const la_shape &a, const lg_plan &p, long j0, long cb, const float *q,
+                          const float *k, const float *v, __nv_bfloat16 *Q, __nv_bfloat16 *K, __nv_bfloat16 *V)
+{
+  lg_pack_rows(dev, a, p, j0, cb, 0, q, a.ldqkv, NULL, 0.f, Q);
+  lg_pack_rows(dev, a, p, j0, cb + p.L - 1, a.lb, k, a.ldqkv, NULL, 0.f, K);
+  lg_pack_rows(dev, a, p, j0, cb + p.L - 1, a.lb, v, a.ldqkv, NULL, 0.f, V);
+}
+
 static c5_status lg_forward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_attn *L, const la_shape &a,
                             const float *q, const float *k, const float *v, const uint8_t *mask, float *o,
                             double *rmax, double *rinv, uint8_t *uni)
 {
   const char *op = "local_attn_forward";
   const lg_plan p = lg_plan_of(a, L->batch, false);
-  char *scr;
-  C5_CALL_K(lg_setup(dev, a, p, q, k, v, NULL, NULL, &scr, op));
-  const __nv_bfloat16 *Q = (const __nv_bfloat16 *)(scr + p.q), *K = (const __nv_bfloat16 *)(scr + p.k),
-                      *V = (const __nv_bfloat16 *)(scr + p.v);
-  __nv_bfloat16 *P = (__nv_bfloat16 *)(scr + p.p);
+  void *vs;
+  C5_CALL_K(c5k_cuda_scratch(dev, p.bytes, &vs, op));
+  char *scr = (char *)vs;
+  __nv_bfloat16 *Q = (__nv_bfloat16 *)(scr + p.q), *K = (__nv_bfloat16 *)(scr + p.k),
+                *V = (__nv_bfloat16 *)(scr + p.v), *P = (__nv_bfloat16 *)(scr + p.p);
   float *S = (float *)(scr + p.s), *O = (float *)(scr + p.o);
   const long ws = a.w * a.dh, ss = a.w * p.lwp;
   for (long j0 = 0; j0 < p.nb; j0 += p.cb) {
     const long cb = p.nb - j0 < p.cb ? p.nb - j0 : p.cb, rows = cb * a.w;
-    C5_CALL_K(lg_gemm(ctx, 0, 1, a.w, a.lw, a.dh, 1.0, Q + j0 * ws, a.dh, ws, K + j0 * ws, a.dh, ws, 0.0, S, p.lwp,
-                      ss, cb));
+    lg_pack_chunk(dev, a, p, j0, cb, q, k, v, Q, K, V);
+    C5K_CUDA_LAUNCHED(op);
+    C5_CALL_K(lg_gemm(ctx, 0, 1, a.w, a.lw, a.dh, 1.0, Q, a.dh, ws, K, a.dh, ws, 0.0, S, p.lwp, ss, cb));
     lg_rows(a.lw, [&](auto nr) {
       lg_rows_forward<decltype(nr)::value><<<lg_row_blocks(rows), LG_THREADS, 0, dev->stream>>>(
           a, p.nw, p.nb, p.lwp, j0, rows, S, mask, P, rmax, rinv, uni);
     });
     C5K_CUDA_LAUNCHED(op);
-    C5_CALL_K(lg_gemm(ctx, 0, 0, a.w, a.dh, a.lw, 1.0, P, p.lwp, ss, V + j0 * ws, a.dh, ws, 0.0, O + j0 * ws, a.dh,
-                      ws, cb));
+    C5_CALL_K(lg_gemm(ctx, 0, 0, a.w, a.dh, a.lw, 1.0, P, p.lwp, ss, V, a.dh, ws, 0.0, O, a.dh, ws, cb));
+    lg_out<<<lg_qblocks(a.dh, rows), LG_THREADS, 0, dev->stream>>>(a, p.nw, p.nb, j0, rows, O, rinv, uni, o,
+                                                                     lg_vec(o, a.ldo));
+    C5K_CUDA_LAUNCHED(op);
   }
-  lg_out<<<lg_qgrid(a.dh, a.n, p.nb / p.nw), LG_THREADS, 0, dev->stream>>>(a, p.nw, O, rinv, uni, o,
-                                                                           lg_vec(o, a.ldo));
-  C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
 
+/* dk, dv by key slot: slot s takes the key blocks of windows s - L + 1 .. s, so after a chunk [j0, j0 + cb) its
+   first cb slots are whole (unpacked), and its last L - 1 (partial: the next chunk adds to them) move to the
+   front of the buffers for the next chunk, the rest zeroed. */
 static c5_status lg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_attn *L, const la_shape &a,
                              const float *q, const float *k, const float *v, const uint8_t *mask, const double *rmax,
                              const double *rinv, const uint8_t *uni, const float *dout, float *dq, float *dk,
@@ -966,41 +979,52 @@ static c5_status lg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_at
 {
   const char *op = "local_attn_backward";
   const lg_plan p = lg_plan_of(a, L->batch, true);
-  char *scr;
-  C5_CALL_K(lg_setup(dev, a, p, q, k, v, dout, uni, &scr, op));
-  const __nv_bfloat16 *Q = (const __nv_bfloat16 *)(scr + p.q), *K = (const __nv_bfloat16 *)(scr + p.k),
-                      *V = (const __nv_bfloat16 *)(scr + p.v), *dO = (const __nv_bfloat16 *)(scr + p.dout);
+  void *vs;
+  C5_CALL_K(c5k_cuda_scratch(dev, p.bytes, &vs, op));
+  char *scr = (char *)vs;
+  __nv_bfloat16 *Q = (__nv_bfloat16 *)(scr + p.q), *K = (__nv_bfloat16 *)(scr + p.k),
+                *V = (__nv_bfloat16 *)(scr + p.v), *dO = (__nv_bfloat16 *)(scr + p.dout);
   __nv_bfloat16 *P = (__nv_bfloat16 *)(scr + p.p), *dS = (__nv_bfloat16 *)(scr + p.ds);
   float *S = (float *)(scr + p.s), *dP = (float *)(scr + p.dp), *DQ = (float *)(scr + p.o);
   float *DK = (float *)(scr + p.dk), *DV = (float *)(scr + p.dv);
-  const long ws = a.w * a.dh, ss = a.w * p.lwp;
-  C5K_CUDA_TRY(cudaMemsetAsync(DK, 0, (size_t)p.tw * ws * sizeof(float), dev->stream), op);
-  C5K_CUDA_TRY(cudaMemsetAsync(DV, 0, (size_t)p.tw * ws * sizeof(float), dev->stream), op);
+  const long ws = a.w * a.dh, ss = a.w * p.lwp, carry = (p.L - 1) * ws;
+  const size_t kbytes = (size_t)(p.cb + p.L - 1) * ws * sizeof(float);
+  C5K_CUDA_TRY(cudaMemsetAsync(DK, 0, kbytes, dev->stream), op);
+  C5K_CUDA_TRY(cudaMemsetAsync(DV, 0, kbytes, dev->stream), op);
   for (long j0 = 0; j0 < p.nb; j0 += p.cb) {
     const long cb = p.nb - j0 < p.cb ? p.nb - j0 : p.cb, rows = cb * a.w;
-    C5_CALL_K(lg_gemm(ctx, 0, 1, a.w, a.lw, a.dh, 1.0, Q + j0 * ws, a.dh, ws, K + j0 * ws, a.dh, ws, 0.0, S, p.lwp,
-                      ss, cb));
-    C5_CALL_K(lg_gemm(ctx, 0, 1, a.w, a.lw, a.dh, 1.0, dO + j0 * ws, a.dh, ws, V + j0 * ws, a.dh, ws, 0.0, dP, p.lwp,
-                      ss, cb));
+    lg_pack_chunk(dev, a, p, j0, cb, q, k, v, Q, K, V);
+    lg_pack_rows(dev, a, p, j0, cb, 0, dout, a.ldo, uni, (float)(1.0 / (double)a.lw), dO);
+    C5K_CUDA_LAUNCHED(op);
+    C5_CALL_K(lg_gemm(ctx, 0, 1, a.w, a.lw, a.dh, 1.0, Q, a.dh, ws, K, a.dh, ws, 0.0, S, p.lwp, ss, cb));
+    C5_CALL_K(lg_gemm(ctx, 0, 1, a.w, a.lw, a.dh, 1.0, dO, a.dh, ws, V, a.dh, ws, 0.0, dP, p.lwp, ss, cb));
     lg_rows(a.lw, [&](auto nr) {
       lg_rows_backward<decltype(nr)::value><<<lg_row_blocks(rows), LG_THREADS, 0, dev->stream>>>(
           a, p.nw, p.nb, p.lwp, j0, rows, S, dP, mask, rmax, rinv, uni, P, dS);
     });
     C5K_CUDA_LAUNCHED(op);
-    C5_CALL_K(lg_gemm(ctx, 0, 0, a.w, a.dh, a.lw, a.scale, dS, p.lwp, ss, K + j0 * ws, a.dh, ws, 0.0, DQ + j0 * ws,
-                      a.dh, ws, cb));
-    for (long jb = 0; jb < p.L; jb++) {   /* key block jb of window slot j is key slot j + jb */
-      C5_CALL_K(lg_gemm(ctx, 1, 0, a.w, a.dh, a.w, 1.0, P + jb * a.w, p.lwp, ss, dO + j0 * ws, a.dh, ws, 1.0,
-                        DV + (j0 + jb) * ws, a.dh, ws, cb));
-      C5_CALL_K(lg_gemm(ctx, 1, 0, a.w, a.dh, a.w, a.scale, dS + jb * a.w, p.lwp, ss, Q + j0 * ws, a.dh, ws, 1.0,
-                        DK + (j0 + jb) * ws, a.dh, ws, cb));
+    C5_CALL_K(lg_gemm(ctx, 0, 0, a.w, a.dh, a.lw, a.scale, dS, p.lwp, ss, K, a.dh, ws, 0.0, DQ, a.dh, ws, cb));
+    lg_unpack_rows(dev, a, p, j0, cb, 0, DQ, dq, a.ldqkv);
+    for (long jb = 0; jb < p.L; jb++) {   /* key block jb of the chunk's window jj is its key slot jj + jb */
+      C5_CALL_K(lg_gemm(ctx, 1, 0, a.w, a.dh, a.w, 1.0, P + jb * a.w, p.lwp, ss, dO, a.dh, ws, 1.0, DV + jb * ws,
+                        a.dh, ws, cb));
+      C5_CALL_K(lg_gemm(ctx, 1, 0, a.w, a.dh, a.w, a.scale, dS + jb * a.w, p.lwp, ss, Q, a.dh, ws, 1.0,
+                        DK + jb * ws, a.dh, ws, cb));
+    }
+    lg_unpack_rows(dev, a, p, j0, cb, a.lb, DK, dk, a.ldqkv);
+    lg_unpack_rows(dev, a, p, j0, cb, a.lb, DV, dv, a.ldqkv);
+    C5K_CUDA_LAUNCHED(op);
+    if (j0 + cb < p.nb && p.L > 1) {   /* a next chunk: cb = p.cb >= L, so the moved slots do not overlap */
+      const size_t cbytes = (size_t)carry * sizeof(float), zbytes = (size_t)cb * ws * sizeof(float);
+      C5K_CUDA_TRY(cudaMemcpyAsync(DK, DK + cb * ws, cbytes, cudaMemcpyDeviceToDevice, dev->stream), op);
+      C5K_CUDA_TRY(cudaMemcpyAsync(DV, DV + cb * ws, cbytes, cudaMemcpyDeviceToDevice, dev->stream), op);
+      C5K_CUDA_TRY(cudaMemsetAsync(DK + carry, 0, zbytes, dev->stream), op);
+      C5K_CUDA_TRY(cudaMemsetAsync(DV + carry, 0, zbytes, dev->stream), op);
+    } else if (j0 + cb < p.nb) {
+      C5K_CUDA_TRY(cudaMemsetAsync(DK, 0, (size_t)cb * ws * sizeof(float), dev->stream), op);
+      C5K_CUDA_TRY(cudaMemsetAsync(DV, 0, (size_t)cb * ws * sizeof(float), dev->stream), op);
     }
   }
-  const dim3 grid = lg_qgrid(a.dh, a.n, p.nb / p.nw);
-  lg_unpack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, 0, DQ, dq, a.ldqkv, lg_vec(dq, a.ldqkv));
-  lg_unpack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, a.lb, DK, dk, a.ldqkv, lg_vec(dk, a.ldqkv));
-  lg_unpack<<<grid, LG_THREADS, 0, dev->stream>>>(a, p.nw, a.lb, DV, dv, a.ldqkv, lg_vec(dv, a.ldqkv));
-  C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
 #endif
