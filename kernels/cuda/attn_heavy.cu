@@ -695,8 +695,6 @@ struct hg_plan {
   size_t q, kv, dout, s, dp, p, ds, part, bytes;
 };
 
-static size_t hg_up(size_t x) { return (x + 255) & ~(size_t)255; }
-
 static hg_plan hg_plan_of(const c5k_cuda_dev *dev, const ha_shape &a, bool backward)
 {
   hg_plan p;
@@ -718,14 +716,14 @@ static hg_plan hg_plan_of(const c5k_cuda_dev *dev, const ha_shape &a, bool backw
   const size_t qb = (size_t)a.batch * a.nq * a.D * 2, kvb = (size_t)a.batch * a.R * p.n1p * a.L * 2,
                sb = (size_t)a.hpr * p.cq * p.ldp;
   size_t o = 0;
-  p.q = o; o = hg_up(o + qb);
-  p.kv = o; o = hg_up(o + kvb);
-  p.dout = o; o = backward ? hg_up(o + qb) : o;
-  p.s = o; o = hg_up(o + sb * 4);
-  p.dp = o; o = backward ? hg_up(o + sb * 4) : o;
-  p.p = o; o = hg_up(o + sb * 2);
-  p.ds = o; o = backward ? hg_up(o + sb * 2) : o;
-  p.part = o; o = p.g > 1 ? hg_up(o + (size_t)a.hpr * p.g * p.cq * a.dh * 4) : o;
+  p.q = o; o = c5k_up256(o + qb);
+  p.kv = o; o = c5k_up256(o + kvb);
+  p.dout = o; o = backward ? c5k_up256(o + qb) : o;
+  p.s = o; o = c5k_up256(o + sb * 4);
+  p.dp = o; o = backward ? c5k_up256(o + sb * 4) : o;
+  p.p = o; o = c5k_up256(o + sb * 2);
+  p.ds = o; o = backward ? c5k_up256(o + sb * 2) : o;
+  p.part = o; o = p.g > 1 ? c5k_up256(o + (size_t)a.hpr * p.g * p.cq * a.dh * 4) : o;
   p.bytes = o;
   return p;
 }
@@ -756,8 +754,7 @@ static c5_status hg_gemm(c5k_ctx *ctx, const ha_shape &a, int ta, int tb, long m
                          const __nv_bfloat16 *A, long lda, long sa, const __nv_bfloat16 *B, long ldb, long sb,
                          double beta, float *C, long ldc, long sc)
 {
-  return c5k_gemm_ex_cuda(ctx, ta, tb, m, n, k, alpha, A, C5_DTYPE_BF16, lda, sa, B, C5_DTYPE_BF16, ldb, sb, beta, C,
-                          C5_DTYPE_F32, ldc, sc, a.hpr, C5_DTYPE_F32);
+  return c5k_gemm_bf16(ctx, ta, tb, m, n, k, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, a.hpr);
 }
 
 /* The route's hpr heads: out_h (row stride D) = alpha X_h Y_h over the slots, X_h [mb, ldp] (P or dS, zero past
@@ -770,9 +767,8 @@ static c5_status hg_slot_product(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape
   const long hs = p.cq * p.ldp, dh = a.dh;
   if (p.g == 1) return hg_gemm(ctx, a, 0, 0, mb, dh, a.n1, alpha, X, p.ldp, hs, Y, a.L, 2 * dh, 0.0, out, a.D, dh);
   for (long hh = 0; hh < a.hpr; hh++)
-    C5_CALL_K(c5k_gemm_ex_cuda(ctx, 0, 0, mb, dh, p.kg, alpha, X + hh * hs, C5_DTYPE_BF16, p.ldp, p.kg,
-                               Y + hh * 2 * dh, C5_DTYPE_BF16, a.L, p.kg * a.L, 0.0, part + hh * p.g * p.cq * dh,
-                               C5_DTYPE_F32, dh, p.cq * dh, p.g, C5_DTYPE_F32));
+    C5_CALL_K(c5k_gemm_bf16(ctx, 0, 0, mb, dh, p.kg, alpha, X + hh * hs, p.ldp, p.kg, Y + hh * 2 * dh, a.L,
+                            p.kg * a.L, 0.0, part + hh * p.g * p.cq * dh, dh, p.cq * dh, p.g));
   const long total = a.hpr * mb * dh;
   hg_sum_parts<<<(unsigned)((total + 255) / 256 < 4096 ? (total + 255) / 256 : 4096), 256, 0, dev->stream>>>(
       total, mb, (int)dh, p.g, p.cq, part, a.D, out);

@@ -572,8 +572,6 @@ struct lg_plan {
   size_t q, k, v, dout, o, dk, dv, s, dp, p, ds, bytes;
 };
 
-static size_t lg_up(size_t x) { return (x + 255) & ~(size_t)255; }
-
 /* The device scratch of one chunk of cb windows: its queries' rows (q, dout, O or dq: cb windows) and keys'
    (k, v, dk, dv: cb + L - 1 windows, the last window's B view reaching L - 1 slots past it), and its scores. At
    one padded copy of the whole sequence a tensor (the first version) the scratch was 11 GB at n = 1M. */
@@ -593,17 +591,17 @@ static lg_plan lg_plan_of(const la_shape &a, long batch, bool backward)
   const size_t wq = (size_t)p.cb * a.w * a.dh, wk = (size_t)(p.cb + p.L - 1) * a.w * a.dh,
                sc = (size_t)p.cb * a.w * p.lwp;
   size_t o = 0;
-  p.q = o; o = lg_up(o + wq * 2);
-  p.k = o; o = lg_up(o + wk * 2);
-  p.v = o; o = lg_up(o + wk * 2);
-  p.dout = o; o = backward ? lg_up(o + wq * 2) : o;
-  p.o = o; o = lg_up(o + wq * 4);   /* the forward's O, the backward's dq */
-  p.dk = o; o = backward ? lg_up(o + wk * 4) : o;
-  p.dv = o; o = backward ? lg_up(o + wk * 4) : o;
-  p.s = o; o = lg_up(o + sc * 4);
-  p.dp = o; o = backward ? lg_up(o + sc * 4) : o;
-  p.p = o; o = lg_up(o + sc * 2);
-  p.ds = o; o = backward ? lg_up(o + sc * 2) : o;
+  p.q = o; o = c5k_up256(o + wq * 2);
+  p.k = o; o = c5k_up256(o + wk * 2);
+  p.v = o; o = c5k_up256(o + wk * 2);
+  p.dout = o; o = backward ? c5k_up256(o + wq * 2) : o;
+  p.o = o; o = c5k_up256(o + wq * 4);   /* the forward's O, the backward's dq */
+  p.dk = o; o = backward ? c5k_up256(o + wk * 4) : o;
+  p.dv = o; o = backward ? c5k_up256(o + wk * 4) : o;
+  p.s = o; o = c5k_up256(o + sc * 4);
+  p.dp = o; o = backward ? c5k_up256(o + sc * 4) : o;
+  p.p = o; o = c5k_up256(o + sc * 2);
+  p.ds = o; o = backward ? c5k_up256(o + sc * 2) : o;
   p.bytes = o;
   return p;
 }
@@ -767,15 +765,15 @@ __global__ void __launch_bounds__(LG_THREADS) lg_out(la_shape a, long nw, long n
   lg_st4(o + lg_dense(a, s, a.ldo) + q.d, x, vec);
 }
 
-/* A score row's slots in registers, lane l holding slots l + 32 u for u < NR (NR 32 >= L w; past L w: `other`),
+/* A score row's slots in registers, lane l holding slots l + 32 u for u < NR (NR 32 >= L w; past L w: 0),
    loaded before any is used: at one dependent load a slot the row kernels waited on memory. */
 template <int NR>
-static __device__ __forceinline__ void lg_load(const float *r, long lw, int lane, float other, float (&x)[NR])
+static __device__ __forceinline__ void lg_load(const float *r, long lw, int lane, float (&x)[NR])
 {
 #pragma unroll
   for (int u = 0; u < NR; u++) {
     const long c = lane + 32L * u;
-    x[u] = c < lw ? r[c] : other;
+    x[u] = c < lw ? r[c] : 0.f;
   }
 }
 
@@ -799,7 +797,7 @@ __global__ void __launch_bounds__(LG_THREADS) lg_rows_forward(la_shape a, long n
     return;
   }
   float x[NR];
-  lg_load(S + row * lwp, a.lw, lane, 0.f, x);
+  lg_load(S + row * lwp, a.lw, lane, x);
   const long i = s.i, p0 = (i - a.lb) * a.w + lane;   /* lane's slot u is key p0 + 32 u */
   const uint8_t *mk = mask ? mask + s.b * a.n : NULL;
   const la_win g = la_geom(a, i);
@@ -862,8 +860,8 @@ __global__ void __launch_bounds__(LG_THREADS) lg_rows_backward(la_shape a, long 
     return;
   }
   float x[NR], y[NR];
-  lg_load(S + row * lwp, a.lw, lane, 0.f, x);
-  lg_load(dP + row * lwp, a.lw, lane, 0.f, y);
+  lg_load(S + row * lwp, a.lw, lane, x);
+  lg_load(dP + row * lwp, a.lw, lane, y);
   const uint8_t *mk = mask ? mask + s.b * a.n : NULL;
   const la_row rg = la_range(a, la_geom(a, i), s.t, mask != NULL);
   const float scale = (float)a.scale;
@@ -887,15 +885,6 @@ __global__ void __launch_bounds__(LG_THREADS) lg_rows_backward(la_shape a, long 
       qr[c] = __float2bfloat16_rn(x[u] != 0.f ? x[u] * (y[u] - Df) : 0.f);   /* masked: 0 whatever dP holds */
     }
   }
-}
-
-/* A strided batch of cb windows: C_j = alpha op(A_j) op(B_j) + beta C_j, bf16 inputs, f32 C. */
-static c5_status lg_gemm(c5k_ctx *ctx, int ta, int tb, long m, long n, long k, double alpha, const __nv_bfloat16 *A,
-                         long lda, long sa, const __nv_bfloat16 *B, long ldb, long sb, double beta, float *C, long ldc,
-                         long sc, long cb)
-{
-  return c5k_gemm_ex_cuda(ctx, ta, tb, m, n, k, alpha, A, C5_DTYPE_BF16, lda, sa, B, C5_DTYPE_BF16, ldb, sb, beta, C,
-                          C5_DTYPE_F32, ldc, sc, cb, C5_DTYPE_F32);
 }
 
 static unsigned lg_row_blocks(long rows) { return (unsigned)((rows * 32 + LG_THREADS - 1) / LG_THREADS); }
@@ -955,13 +944,13 @@ static c5_status lg_forward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_att
     const long cb = p.nb - j0 < p.cb ? p.nb - j0 : p.cb, rows = cb * a.w;
     lg_pack_chunk(dev, a, p, j0, cb, q, k, v, Q, K, V);
     C5K_CUDA_LAUNCHED(op);
-    C5_CALL_K(lg_gemm(ctx, 0, 1, a.w, a.lw, a.dh, 1.0, Q, a.dh, ws, K, a.dh, ws, 0.0, S, p.lwp, ss, cb));
+    C5_CALL_K(c5k_gemm_bf16(ctx, 0, 1, a.w, a.lw, a.dh, 1.0, Q, a.dh, ws, K, a.dh, ws, 0.0, S, p.lwp, ss, cb));
     lg_rows(a.lw, [&](auto nr) {
       lg_rows_forward<decltype(nr)::value><<<lg_row_blocks(rows), LG_THREADS, 0, dev->stream>>>(
           a, p.nw, p.nb, p.lwp, j0, rows, S, mask, P, rmax, rinv, uni);
     });
     C5K_CUDA_LAUNCHED(op);
-    C5_CALL_K(lg_gemm(ctx, 0, 0, a.w, a.dh, a.lw, 1.0, P, p.lwp, ss, V, a.dh, ws, 0.0, O, a.dh, ws, cb));
+    C5_CALL_K(c5k_gemm_bf16(ctx, 0, 0, a.w, a.dh, a.lw, 1.0, P, p.lwp, ss, V, a.dh, ws, 0.0, O, a.dh, ws, cb));
     lg_out<<<lg_qblocks(a.dh, rows), LG_THREADS, 0, dev->stream>>>(a, p.nw, p.nb, j0, rows, O, rinv, uni, o,
                                                                      lg_vec(o, a.ldo));
     C5K_CUDA_LAUNCHED(op);
@@ -996,19 +985,19 @@ static c5_status lg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_at
     lg_pack_chunk(dev, a, p, j0, cb, q, k, v, Q, K, V);
     lg_pack_rows(dev, a, p, j0, cb, 0, dout, a.ldo, uni, (float)(1.0 / (double)a.lw), dO);
     C5K_CUDA_LAUNCHED(op);
-    C5_CALL_K(lg_gemm(ctx, 0, 1, a.w, a.lw, a.dh, 1.0, Q, a.dh, ws, K, a.dh, ws, 0.0, S, p.lwp, ss, cb));
-    C5_CALL_K(lg_gemm(ctx, 0, 1, a.w, a.lw, a.dh, 1.0, dO, a.dh, ws, V, a.dh, ws, 0.0, dP, p.lwp, ss, cb));
+    C5_CALL_K(c5k_gemm_bf16(ctx, 0, 1, a.w, a.lw, a.dh, 1.0, Q, a.dh, ws, K, a.dh, ws, 0.0, S, p.lwp, ss, cb));
+    C5_CALL_K(c5k_gemm_bf16(ctx, 0, 1, a.w, a.lw, a.dh, 1.0, dO, a.dh, ws, V, a.dh, ws, 0.0, dP, p.lwp, ss, cb));
     lg_rows(a.lw, [&](auto nr) {
       lg_rows_backward<decltype(nr)::value><<<lg_row_blocks(rows), LG_THREADS, 0, dev->stream>>>(
           a, p.nw, p.nb, p.lwp, j0, rows, S, dP, mask, rmax, rinv, uni, P, dS);
     });
     C5K_CUDA_LAUNCHED(op);
-    C5_CALL_K(lg_gemm(ctx, 0, 0, a.w, a.dh, a.lw, a.scale, dS, p.lwp, ss, K, a.dh, ws, 0.0, DQ, a.dh, ws, cb));
+    C5_CALL_K(c5k_gemm_bf16(ctx, 0, 0, a.w, a.dh, a.lw, a.scale, dS, p.lwp, ss, K, a.dh, ws, 0.0, DQ, a.dh, ws, cb));
     lg_unpack_rows(dev, a, p, j0, cb, 0, DQ, dq, a.ldqkv);
     for (long jb = 0; jb < p.L; jb++) {   /* key block jb of the chunk's window jj is its key slot jj + jb */
-      C5_CALL_K(lg_gemm(ctx, 1, 0, a.w, a.dh, a.w, 1.0, P + jb * a.w, p.lwp, ss, dO, a.dh, ws, 1.0, DV + jb * ws,
+      C5_CALL_K(c5k_gemm_bf16(ctx, 1, 0, a.w, a.dh, a.w, 1.0, P + jb * a.w, p.lwp, ss, dO, a.dh, ws, 1.0, DV + jb * ws,
                         a.dh, ws, cb));
-      C5_CALL_K(lg_gemm(ctx, 1, 0, a.w, a.dh, a.w, a.scale, dS + jb * a.w, p.lwp, ss, Q, a.dh, ws, 1.0,
+      C5_CALL_K(c5k_gemm_bf16(ctx, 1, 0, a.w, a.dh, a.w, a.scale, dS + jb * a.w, p.lwp, ss, Q, a.dh, ws, 1.0,
                         DK + jb * ws, a.dh, ws, cb));
     }
     lg_unpack_rows(dev, a, p, j0, cb, a.lb, DK, dk, a.ldqkv);

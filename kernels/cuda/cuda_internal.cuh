@@ -79,6 +79,20 @@ extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *, int, int, long, long, long, dou
                                       long, const void *, c5_dtype, long, long, double, void *, c5_dtype, long, long,
                                       long, c5_dtype);
 
+/* A strided batch of products of bf16 operands into f32 C with f32 compute (gemm_ex's shape): the attentions'
+   bf16 mode (attn_heavy.cu, attn_local.cu). */
+static inline c5_status c5k_gemm_bf16(c5k_ctx *ctx, int ta, int tb, long m, long n, long k, double alpha,
+                                      const void *A, long lda, long sa, const void *B, long ldb, long sb, double beta,
+                                      float *C, long ldc, long sc, long batch)
+{
+  return c5k_gemm_ex_cuda(ctx, ta, tb, m, n, k, alpha, A, C5_DTYPE_BF16, lda, sa, B, C5_DTYPE_BF16, ldb, sb, beta, C,
+                          C5_DTYPE_F32, ldc, sc, batch, C5_DTYPE_F32);
+}
+
+/* x rounded up to a multiple of 256: where an op's next part of the device scratch starts (cuBLASLt's heuristic
+   assumes 256-byte aligned operands). */
+static inline size_t c5k_up256(size_t x) { return (x + 255) & ~(size_t)255; }
+
 /* y[i] = x[i] rounded to bf16 (nearest even) for i < n, on dev's stream (gemm.cu); y is __nv_bfloat16. */
 c5_status c5k_cuda_to_bf16(c5k_cuda_dev *dev, long n, const float *x, void *y, const char *op);
 
