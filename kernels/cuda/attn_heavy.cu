@@ -576,7 +576,9 @@ static bool ha_gemm_wanted(const c5k_ctx *ctx, const c5k_cuda_dev *dev, const ha
   return dev->matmul == 2 && !ctx->exact && a.dh % 8 == 0;   /* bf16 rows of 16-byte multiples for cuBLASLt */
 }
 
-/* A block's sum of one double a thread, in a fixed order (warp trees, then the warps in order), in every thread. */
+/* A block's (T threads) sum of one double a thread, in a fixed order (warp trees, then the warps in order), in
+   every thread. */
+template <int T>
 static __device__ double hg_sum(double x, double *sh)
 {
   for (int o = 16; o > 0; o >>= 1) x += __shfl_down_sync(HA_FULL, x, o);
@@ -584,10 +586,11 @@ static __device__ double hg_sum(double x, double *sh)
   if ((threadIdx.x & 31) == 0) sh[threadIdx.x / 32] = x;
   __syncthreads();
   double t = 0;
-  for (int w = 0; w < HG_THREADS / 32; w++) t += sh[w];
+  for (int w = 0; w < T / 32; w++) t += sh[w];
   return t;
 }
 
+template <int T>
 static __device__ float hg_max(float x, double *sh)
 {
   for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(HA_FULL, x, o));
@@ -595,28 +598,34 @@ static __device__ float hg_max(float x, double *sh)
   if ((threadIdx.x & 31) == 0) sh[threadIdx.x / 32] = x;
   __syncthreads();
   float t = -INFINITY;
-  for (int w = 0; w < HG_THREADS / 32; w++) t = fmaxf(t, (float)sh[w]);
+  for (int w = 0; w < T / 32; w++) t = fmaxf(t, (float)sh[w]);
   return t;
 }
 
-/* A thread's next HG_U slots of a row, HG_THREADS apart (independent loads in flight: at nk = 65536 a row
-   kernel with one load a thread at a time waited on memory latency): x[u] = v[j] for a taking-part slot j < n1,
-   else `other`. */
+/* A thread's U slots of a row, T apart from j0 (independent loads in flight: at nk = 65536 a row kernel with one
+   load a thread at a time waited on memory latency): x[u] = v[j] for a taking-part slot j < n1, else `other`. */
 #define HG_U 8
-template <typename T>
-static __device__ __forceinline__ void hg_take(const T *v, long j0, long n1, const uint8_t *mk, T other, T (&x)[HG_U])
+template <int T, int U, typename V>
+static __device__ __forceinline__ void hg_take(const V *v, long j0, long n1, const uint8_t *mk, V other, V (&x)[U])
 {
 #pragma unroll
-  for (int u = 0; u < HG_U; u++) {
-    const long j = j0 + (long)u * HG_THREADS;
+  for (int u = 0; u < U; u++) {
+    const long j = j0 + (long)u * T;
     x[u] = ha_takes(j, n1, mk) ? v[j] : other;
   }
+}
+
+/* A slot's probability from its score and the row's lse (the difference in double); 0 for a masked slot. */
+static __device__ __forceinline__ float hg_p(float x, double ls)
+{
+  return x == -INFINITY ? 0.f : expf((float)((double)x - ls));
 }
 
 /* One block a score row (head hh of the chunk's, row i): lse (each thread's
    running max and sum of e = exp(S - max) in f32 added in double, rescaled
    when its max grows; the threads' parts merged in a fixed order) and
-   P_j = exp(S_j - lse) (the difference in double), 0 for masked slots, in bf16. */
+   P_j = exp(S_j - lse), 0 for masked slots, in bf16. The row is read twice:
+   for rows too long for hg_rows_forward_reg. */
 __global__ void __launch_bounds__(HG_THREADS)
 hg_rows_forward(long rows, long n1, long n1p, long ldp, long hs, const float *S, const uint8_t *mk,
                 __nv_bfloat16 *P, double *lse, long lse_h)
@@ -628,7 +637,7 @@ hg_rows_forward(long rows, long n1, long n1p, long ldp, long hs, const float *S,
   double l = 0;
   for (long j0 = threadIdx.x; j0 < n1; j0 += (long)HG_THREADS * HG_U) {
     float x[HG_U], mt = m;
-    hg_take(s, j0, n1, mk, -INFINITY, x);
+    hg_take<HG_THREADS>(s, j0, n1, mk, -INFINITY, x);
 #pragma unroll
     for (int u = 0; u < HG_U; u++) mt = fmaxf(mt, x[u]);
     if (mt == -INFINITY) continue;   /* no taking-part slot yet */
@@ -639,22 +648,52 @@ hg_rows_forward(long rows, long n1, long n1p, long ldp, long hs, const float *S,
 #pragma unroll
     for (int u = 0; u < HG_U; u++) l += (double)expf(x[u] - m);   /* masked: exp(-inf) = 0 */
   }
-  const float mx = hg_max(m, sh);   /* finite: the null slot always takes part */
-  const double ls = (double)mx + log(hg_sum(m == -INFINITY ? 0.0 : l * exp((double)m - (double)mx), sh));
+  const float mx = hg_max<HG_THREADS>(m, sh);   /* finite: the null slot always takes part */
+  const double ls = (double)mx + log(hg_sum<HG_THREADS>(m == -INFINITY ? 0.0 : l * exp((double)m - (double)mx), sh));
   for (long j0 = threadIdx.x; j0 < n1p; j0 += (long)HG_THREADS * HG_U) {   /* P = 0 past n1 */
     float x[HG_U];
-    hg_take(s, j0, n1, mk, -INFINITY, x);
+    hg_take<HG_THREADS>(s, j0, n1, mk, -INFINITY, x);
 #pragma unroll
     for (int u = 0; u < HG_U; u++) {
       const long j = j0 + (long)u * HG_THREADS;
-      if (j < n1p) P[off + j] = __float2bfloat16_rn(x[u] == -INFINITY ? 0.f : expf((float)((double)x[u] - ls)));
+      if (j < n1p) P[off + j] = __float2bfloat16_rn(hg_p(x[u], ls));
     }
   }
   if (threadIdx.x == 0) lse[hh * lse_h + i] = ls;
 }
 
+/* The same for a row of at most HG_RT NR slots (n1p <= HG_RT NR), read once into registers: the max, then the
+   sum of exp(S - max) (f32 terms in double, each thread's in slot order, the threads' in a fixed order), then P
+   from the registers. The forward reads S once instead of twice (at n = 131072, nk = 8192, the two-pass kernel
+   was 15 % of the block's kernel time on an H200). */
+#define HG_RT 512
+template <int NR>
+__global__ void __launch_bounds__(HG_RT)
+hg_rows_forward_reg(long rows, long n1, long n1p, long ldp, long hs, const float *S, const uint8_t *mk,
+                    __nv_bfloat16 *P, double *lse, long lse_h)
+{
+  __shared__ double sh[HG_RT / 32];
+  const long hh = blockIdx.x / rows, i = blockIdx.x % rows, off = hh * hs + i * ldp;
+  float x[NR], m = -INFINITY;
+  hg_take<HG_RT>(S + off, threadIdx.x, n1, mk, -INFINITY, x);
+#pragma unroll
+  for (int u = 0; u < NR; u++) m = fmaxf(m, x[u]);
+  const float mx = hg_max<HG_RT>(m, sh);   /* finite: the null slot always takes part */
+  double l = 0;
+#pragma unroll
+  for (int u = 0; u < NR; u++) l += (double)expf(x[u] - mx);   /* masked: exp(-inf) = 0 */
+  const double ls = (double)mx + log(hg_sum<HG_RT>(l, sh));
+#pragma unroll
+  for (int u = 0; u < NR; u++) {
+    const long j = threadIdx.x + (long)u * HG_RT;
+    if (j < n1p) P[off + j] = __float2bfloat16_rn(hg_p(x[u], ls));
+  }
+  if (threadIdx.x == 0) lse[hh * lse_h + i] = ls;
+}
+
 /* One block a row: P recomputed from S and lse as the SIMT backward does, Delta = sum_j P_j dP_j in double, then
-   P and dS = P (dP - Delta) (formed in double) in bf16. */
+   P and dS = P (dP - Delta) (formed in double) in bf16. Reads the row twice: for rows too long for
+   hg_rows_backward_reg. */
 __global__ void __launch_bounds__(HG_THREADS)
 hg_rows_backward(long rows, long n1, long n1p, long ldp, long hs, const float *S, const float *dP, const uint8_t *mk,
                  const double *lse, long lse_h, __nv_bfloat16 *P, __nv_bfloat16 *dS)
@@ -666,32 +705,97 @@ hg_rows_backward(long rows, long n1, long n1p, long ldp, long hs, const float *S
   double d = 0;
   for (long j0 = threadIdx.x; j0 < n1; j0 += (long)HG_THREADS * HG_U) {
     float x[HG_U], y[HG_U];
-    hg_take(s, j0, n1, mk, -INFINITY, x);
-    hg_take(dp, j0, n1, mk, 0.f, y);
+    hg_take<HG_THREADS>(s, j0, n1, mk, -INFINITY, x);
+    hg_take<HG_THREADS>(dp, j0, n1, mk, 0.f, y);
 #pragma unroll
-    for (int u = 0; u < HG_U; u++)
-      if (x[u] != -INFINITY) d += (double)expf((float)((double)x[u] - ls)) * (double)y[u];
+    for (int u = 0; u < HG_U; u++) d += (double)hg_p(x[u], ls) * (double)y[u];
   }
-  d = hg_sum(d, sh);
+  d = hg_sum<HG_THREADS>(d, sh);
   for (long j0 = threadIdx.x; j0 < n1p; j0 += (long)HG_THREADS * HG_U) {   /* P = dS = 0 past n1 */
     float x[HG_U], y[HG_U];
-    hg_take(s, j0, n1, mk, -INFINITY, x);
-    hg_take(dp, j0, n1, mk, 0.f, y);
+    hg_take<HG_THREADS>(s, j0, n1, mk, -INFINITY, x);
+    hg_take<HG_THREADS>(dp, j0, n1, mk, 0.f, y);
 #pragma unroll
     for (int u = 0; u < HG_U; u++) {
       const long j = j0 + (long)u * HG_THREADS;
       if (j >= n1p) continue;
-      const float p = x[u] == -INFINITY ? 0.f : expf((float)((double)x[u] - ls));
+      const float p = hg_p(x[u], ls);
       P[off + j] = __float2bfloat16_rn(p);
       dS[off + j] = __float2bfloat16_rn((float)((double)p * ((double)y[u] - d)));
     }
   }
 }
 
+/* The same for a row of at most HG_RT NR slots, S and dP read once into registers. */
+template <int NR>
+__global__ void __launch_bounds__(HG_RT)
+hg_rows_backward_reg(long rows, long n1, long n1p, long ldp, long hs, const float *S, const float *dP,
+                     const uint8_t *mk, const double *lse, long lse_h, __nv_bfloat16 *P, __nv_bfloat16 *dS)
+{
+  __shared__ double sh[HG_RT / 32];
+  const long hh = blockIdx.x / rows, i = blockIdx.x % rows, off = hh * hs + i * ldp;
+  const double ls = lse[hh * lse_h + i];
+  float x[NR], y[NR];
+  hg_take<HG_RT>(S + off, threadIdx.x, n1, mk, -INFINITY, x);
+  hg_take<HG_RT>(dP + off, threadIdx.x, n1, mk, 0.f, y);
+  double d = 0;
+#pragma unroll
+  for (int u = 0; u < NR; u++) {
+    x[u] = hg_p(x[u], ls);
+    d += (double)x[u] * (double)y[u];
+  }
+  d = hg_sum<HG_RT>(d, sh);
+#pragma unroll
+  for (int u = 0; u < NR; u++) {
+    const long j = threadIdx.x + (long)u * HG_RT;
+    if (j >= n1p) continue;
+    P[off + j] = __float2bfloat16_rn(x[u]);
+    dS[off + j] = __float2bfloat16_rn((float)((double)x[u] * ((double)y[u] - d)));
+  }
+}
+
+/* The row kernels for rows of n1p slots: registers while a row fits (NR slots a thread of HG_RT), else the
+   two-pass kernels. NR 17 holds nk = 8192 (n = 131072 at n/16 routed tokens: n1p = 8200); past it the backward's
+   two rows spilled (ptxas: 184 bytes at NR 24, 1168 at 32, 128 registers a thread at 512 threads). */
+#define HG_REG_CASES(X) X(1) X(2) X(4) X(8) X(12) X(17)
+static int hg_reg_nr(long n1p)
+{
+  const int nr = (int)((n1p + HG_RT - 1) / HG_RT);
+#define HG_PICK(k) if (nr <= k) return k;
+  HG_REG_CASES(HG_PICK)
+#undef HG_PICK
+  return 0;
+}
+
+static void hg_launch_forward(cudaStream_t st, long rows, long heads, long n1, long n1p, long ldp, long hs,
+                              const float *S, const uint8_t *mk, __nv_bfloat16 *P, double *lse, long lse_h)
+{
+  const unsigned grid = (unsigned)(heads * rows);
+  switch (hg_reg_nr(n1p)) {
+#define HG_CASE(k) case k: hg_rows_forward_reg<k><<<grid, HG_RT, 0, st>>>(rows, n1, n1p, ldp, hs, S, mk, P, lse, lse_h); return;
+    HG_REG_CASES(HG_CASE)
+#undef HG_CASE
+  default: hg_rows_forward<<<grid, HG_THREADS, 0, st>>>(rows, n1, n1p, ldp, hs, S, mk, P, lse, lse_h);
+  }
+}
+
+static void hg_launch_backward(cudaStream_t st, long rows, long heads, long n1, long n1p, long ldp, long hs,
+                               const float *S, const float *dP, const uint8_t *mk, const double *lse, long lse_h,
+                               __nv_bfloat16 *P, __nv_bfloat16 *dS)
+{
+  const unsigned grid = (unsigned)(heads * rows);
+  switch (hg_reg_nr(n1p)) {
+#define HG_CASE(k) case k: hg_rows_backward_reg<k><<<grid, HG_RT, 0, st>>>(rows, n1, n1p, ldp, hs, S, dP, mk, lse, lse_h, P, dS); return;
+    HG_REG_CASES(HG_CASE)
+#undef HG_CASE
+  default: hg_rows_backward<<<grid, HG_THREADS, 0, st>>>(rows, n1, n1p, ldp, hs, S, dP, mk, lse, lse_h, P, dS);
+  }
+}
+
 /* Where the op's parts lie in the device scratch (bytes), and the chunk's rows and score stride. */
 struct hg_plan {
   long cq, ldp;   /* query rows a chunk; the score rows' stride */
-  long g, kg, n1p;   /* the P V and dS K products' slot groups: g of kg slots, n1p = g kg >= n1 (1, n1, n1: none) */
+  long g, kg, n1p;   /* the P V and dS K products' slot groups: g of kg slots, n1p = g kg >= n1 (none: 1, n1p, n1 rounded up to 8) */
   size_t q, kv, dout, s, dp, p, ds, part, bytes;
 };
 
@@ -711,8 +815,11 @@ static hg_plan hg_plan_of(const c5k_cuda_dev *dev, const ha_shape &a, bool backw
   g = g < a.n1 / 1024 ? g : a.n1 / 1024;
   p.g = g > 1 ? g : 1;
   p.kg = p.g > 1 ? ((a.n1 + p.g - 1) / p.g + 7) & ~7L : a.n1;
-  p.n1p = p.g > 1 ? p.g * p.kg : a.n1;
-  p.ldp = (p.n1p + 7) & ~7L;   /* bf16 rows of P and dS 16-byte aligned */
+  /* slots a multiple of 8 in every product that sums over them or writes a row of them: with n1 = nk + 1 odd,
+     cuBLASLt took its align-1 sm75 kernels for S = Q K^T (a row of n1 f32 scores) and for P V, 3 to 4 times
+     slower than its sm90 ones (ncu on the H200, n = 131072: 3.2 ms of a 33 ms step) */
+  p.n1p = p.g > 1 ? p.g * p.kg : (a.n1 + 7) & ~7L;
+  p.ldp = p.n1p;   /* bf16 rows of P and dS 16-byte aligned */
   const size_t qb = (size_t)a.batch * a.nq * a.D * 2, kvb = (size_t)a.batch * a.R * p.n1p * a.L * 2,
                sb = (size_t)a.hpr * p.cq * p.ldp;
   size_t o = 0;
@@ -765,7 +872,7 @@ static c5_status hg_slot_product(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape
                                  const char *op)
 {
   const long hs = p.cq * p.ldp, dh = a.dh;
-  if (p.g == 1) return hg_gemm(ctx, a, 0, 0, mb, dh, a.n1, alpha, X, p.ldp, hs, Y, a.L, 2 * dh, 0.0, out, a.D, dh);
+  if (p.g == 1) return hg_gemm(ctx, a, 0, 0, mb, dh, p.n1p, alpha, X, p.ldp, hs, Y, a.L, 2 * dh, 0.0, out, a.D, dh);
   for (long hh = 0; hh < a.hpr; hh++)
     C5_CALL_K(c5k_gemm_bf16(ctx, 0, 0, mb, dh, p.kg, alpha, X + hh * hs, p.ldp, p.kg, Y + hh * 2 * dh, a.L,
                             p.kg * a.L, 0.0, part + hh * p.g * p.cq * dh, dh, p.cq * dh, p.g));
@@ -773,6 +880,21 @@ static c5_status hg_slot_product(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape
   hg_sum_parts<<<(unsigned)((total + 255) / 256 < 4096 ? (total + 255) / 256 : 4096), 256, 0, dev->stream>>>(
       total, mb, (int)dh, p.g, p.cq, part, a.D, out);
   C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+/* dY (the route's hpr heads, rows of stride L: dk or dv) = alpha X^T Z + beta dY over the chunk's mb rows, X [mb,
+   ldp] (P or dS), Z [mb, D] (dout or q). The first n1 rounded down to 8 slots in one product and the rest (up
+   to 7) in another: cuBLASLt's sm90 kernels want the slots a multiple of 8 (hg_plan_of), and dY has n1 rows, so
+   the padded product could not write past them. */
+static c5_status hg_slot_grad(c5k_ctx *ctx, const ha_shape &a, long mb, double alpha, const __nv_bfloat16 *X,
+                              long ldp, long hs, const __nv_bfloat16 *Z, double beta, float *dY)
+{
+  const long n8 = a.n1 & ~7L, dh = a.dh;
+  if (n8 > 0) C5_CALL_K(hg_gemm(ctx, a, 1, 0, n8, dh, mb, alpha, X, ldp, hs, Z, a.D, dh, beta, dY, a.L, 2 * dh));
+  if (a.n1 > n8)
+    C5_CALL_K(hg_gemm(ctx, a, 1, 0, a.n1 - n8, dh, mb, alpha, X + n8, ldp, hs, Z, a.D, dh, beta, dY + n8 * a.L, a.L,
+                      2 * dh));
   return C5_OK;
 }
 
@@ -808,10 +930,9 @@ static c5_status hg_forward(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape &a, 
       for (long i0 = 0; i0 < a.nq; i0 += p.cq) {
         const long mb = a.nq - i0 < p.cq ? a.nq - i0 : p.cq, qo = (b * a.nq + i0) * a.D + (long)r * a.hpr * dh;
         const __nv_bfloat16 *kh = kvb + (b * a.R + r) * p.n1p * a.L;
-        C5_CALL_K(hg_gemm(ctx, a, 0, 1, mb, a.n1, dh, a.scale, qb + qo, a.D, dh, kh, a.L, 2 * dh, 0.0, S, p.ldp, hs));
-        hg_rows_forward<<<(unsigned)(a.hpr * mb), HG_THREADS, 0, dev->stream>>>(
-            mb, a.n1, p.n1p, p.ldp, hs, S, kmask ? kmask + (b * a.R + r) * a.nk : NULL, P,
-            lse + (b * a.H + (long)r * a.hpr) * a.nq + i0, a.nq);
+        C5_CALL_K(hg_gemm(ctx, a, 0, 1, mb, p.n1p, dh, a.scale, qb + qo, a.D, dh, kh, a.L, 2 * dh, 0.0, S, p.ldp, hs));
+        hg_launch_forward(dev->stream, mb, a.hpr, a.n1, p.n1p, p.ldp, hs, S, kmask ? kmask + (b * a.R + r) * a.nk : NULL,
+                          P, lse + (b * a.H + (long)r * a.hpr) * a.nq + i0, a.nq);
         C5K_CUDA_LAUNCHED(op);
         C5_CALL_K(hg_slot_product(ctx, dev, a, p, mb, 1.0, P, kh + dh, part, o + qo, op));
       }
@@ -840,19 +961,17 @@ static c5_status hg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape &a,
         const long mb = a.nq - i0 < p.cq ? a.nq - i0 : p.cq, qo = (b * a.nq + i0) * a.D + (long)r * a.hpr * dh;
         const long ko = (b * a.R + r) * a.n1 * a.L, kbo = (b * a.R + r) * p.n1p * a.L;   /* in dkv; in the copy */
         const double beta = i0 ? 1.0 : 0.0;   /* the first chunk sets dk, dv; the later ones add */
-        C5_CALL_K(hg_gemm(ctx, a, 0, 1, mb, a.n1, dh, a.scale, qb + qo, a.D, dh, kvb + kbo, a.L, 2 * dh, 0.0, S, p.ldp,
-                          hs));
-        C5_CALL_K(hg_gemm(ctx, a, 0, 1, mb, a.n1, dh, 1.0, ob + qo, a.D, dh, kvb + kbo + dh, a.L, 2 * dh, 0.0, dP,
+        C5_CALL_K(hg_gemm(ctx, a, 0, 1, mb, p.n1p, dh, a.scale, qb + qo, a.D, dh, kvb + kbo, a.L, 2 * dh, 0.0, S,
                           p.ldp, hs));
-        hg_rows_backward<<<(unsigned)(a.hpr * mb), HG_THREADS, 0, dev->stream>>>(
-            mb, a.n1, p.n1p, p.ldp, hs, S, dP, kmask ? kmask + (b * a.R + r) * a.nk : NULL,
-            lse + (b * a.H + (long)r * a.hpr) * a.nq + i0, a.nq, P, dS);
+        C5_CALL_K(hg_gemm(ctx, a, 0, 1, mb, p.n1p, dh, 1.0, ob + qo, a.D, dh, kvb + kbo + dh, a.L, 2 * dh, 0.0, dP,
+                          p.ldp, hs));
+        hg_launch_backward(dev->stream, mb, a.hpr, a.n1, p.n1p, p.ldp, hs, S, dP,
+                           kmask ? kmask + (b * a.R + r) * a.nk : NULL, lse + (b * a.H + (long)r * a.hpr) * a.nq + i0,
+                           a.nq, P, dS);
         C5K_CUDA_LAUNCHED(op);
         /* dv += P^T dout, dk += scale dS^T q, dq = scale dS k */
-        C5_CALL_K(hg_gemm(ctx, a, 1, 0, a.n1, dh, mb, 1.0, P, p.ldp, hs, ob + qo, a.D, dh, beta, dkv + ko + dh, a.L,
-                          2 * dh));
-        C5_CALL_K(hg_gemm(ctx, a, 1, 0, a.n1, dh, mb, a.scale, dS, p.ldp, hs, qb + qo, a.D, dh, beta, dkv + ko, a.L,
-                          2 * dh));
+        C5_CALL_K(hg_slot_grad(ctx, a, mb, 1.0, P, p.ldp, hs, ob + qo, beta, dkv + ko + dh));
+        C5_CALL_K(hg_slot_grad(ctx, a, mb, a.scale, dS, p.ldp, hs, qb + qo, beta, dkv + ko));
         C5_CALL_K(hg_slot_product(ctx, dev, a, p, mb, a.scale, dS, kvb + kbo, part, dq + qo, op));
       }
   return C5_OK;
