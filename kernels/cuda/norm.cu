@@ -1,5 +1,5 @@
 /* norm.cu - RMSNorm and LayerNorm on the GPU, forward and backward, as
-   kernels/cpu/norm.c: one block per row for the row's sums (double, a
+   kernels/cpu/norm.c: one warp a row for the row's sums (double, a
    fixed tree), and the parameter gradients through the fixed row partition
    (rowsum.cuh), so dgamma, dw and db are the CPU's sums in the CPU's order. */
 #include <math.h>
@@ -8,16 +8,19 @@
 #define L2_EPS 1e-12
 
 /* y = x / max(||x||, 1e-12) * sqrt(dim) * gamma; rnorm[r] = 1 / max(||x_r||, 1e-12). */
-__global__ void rmsnorm_fwd(const c5_real *x, const c5_real *gamma, int dim, double sc, c5_real *y, double *rnorm)
+__global__ void rmsnorm_fwd(long rows, const c5_real *x, const c5_real *gamma, int dim, double sc, c5_real *y,
+                            double *rnorm)
 {
-  const long r = blockIdx.x;
+  const long r = c5k_warp_row();
+  if (r >= rows) return;
+  const int lane = threadIdx.x & 31;
   const c5_real *xr = x + r * dim;
   double ss = 0;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) ss += (double)xr[i] * xr[i];
-  ss = c5k_block_sum(ss);
+  for (int i = lane; i < dim; i += 32) ss += (double)xr[i] * xr[i];
+  ss = c5k_warp_sum(ss);
   const double rn = 1.0 / fmax(sqrt(ss), L2_EPS);
-  if (threadIdx.x == 0) rnorm[r] = rn;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) y[r * dim + i] = (c5_real)(xr[i] * rn * sc * gamma[i]);
+  if (lane == 0) rnorm[r] = rn;
+  for (int i = lane; i < dim; i += 32) y[r * dim + i] = (c5_real)(xr[i] * rn * sc * gamma[i]);
 }
 
 extern "C" c5_status c5k_rmsnorm_forward_cuda(c5k_ctx *ctx, const c5_real *x, const c5_real *gamma, long rows, int dim,
@@ -27,23 +30,26 @@ extern "C" c5_status c5k_rmsnorm_forward_cuda(c5k_ctx *ctx, const c5_real *x, co
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   if (rows <= 0) return C5_OK;
-  rmsnorm_fwd<<<(unsigned)rows, C5K_ROW_THREADS, 0, dev->stream>>>(x, gamma, dim, sqrt((double)dim), y, rnorm);
+  rmsnorm_fwd<<<c5k_warp_row_blocks(rows), C5K_ROW_THREADS, 0, dev->stream>>>(rows, x, gamma, dim, sqrt((double)dim),
+                                                                              y, rnorm);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
 
 /* dx = (du - u (u . du)) / ||x||, u = x / ||x||, du = dy sqrt(dim) gamma (below the clamp: du / 1e-12). */
-__global__ void rmsnorm_bwd_dx(const c5_real *x, const c5_real *gamma, const double *rnorm, const c5_real *dy, int dim,
-                               double sc, c5_real *dx)
+__global__ void rmsnorm_bwd_dx(long rows, const c5_real *x, const c5_real *gamma, const double *rnorm,
+                               const c5_real *dy, int dim, double sc, c5_real *dx)
 {
-  const long r = blockIdx.x;
+  const long r = c5k_warp_row();
+  if (r >= rows) return;
+  const int lane = threadIdx.x & 31;
   const c5_real *xr = x + r * dim, *dyr = dy + r * dim;
   const double rn = rnorm[r];
   double ud = 0;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) ud += (double)xr[i] * rn * dyr[i] * sc * gamma[i];
-  ud = c5k_block_sum(ud);
+  for (int i = lane; i < dim; i += 32) ud += (double)xr[i] * rn * dyr[i] * sc * gamma[i];
+  ud = c5k_warp_sum(ud);
   const int clamped = rn >= 1.0 / L2_EPS;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+  for (int i = lane; i < dim; i += 32) {
     double du = (double)dyr[i] * sc * gamma[i];
     dx[r * dim + i] = (c5_real)(clamped ? du * rn : (du - xr[i] * rn * ud) * rn);
   }
@@ -70,7 +76,8 @@ extern "C" c5_status c5k_rmsnorm_backward_cuda(c5k_ctx *ctx, const c5_real *x, c
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   if (rows <= 0) return C5_OK;
   const double sc = sqrt((double)dim);
-  rmsnorm_bwd_dx<<<(unsigned)rows, C5K_ROW_THREADS, 0, dev->stream>>>(x, gamma, rnorm, dy, dim, sc, dx);
+  rmsnorm_bwd_dx<<<c5k_warp_row_blocks(rows), C5K_ROW_THREADS, 0, dev->stream>>>(rows, x, gamma, rnorm, dy, dim, sc,
+                                                                                 dx);
   C5K_CUDA_LAUNCHED(op);
   rms_dgamma term = { x, dy, rnorm, dim, sc };
   c5k_rowpart_out<1> out = { { dgamma } };
@@ -78,22 +85,24 @@ extern "C" c5_status c5k_rmsnorm_backward_cuda(c5k_ctx *ctx, const c5_real *x, c
 }
 
 /* PyTorch's LayerNorm (biased variance, eps inside the sqrt): y = (x - mean) rstd w + b. */
-__global__ void layernorm_fwd(const c5_real *x, const c5_real *w, const c5_real *b, int dim, double eps, c5_real *y,
-                              double *mean, double *rstd)
+__global__ void layernorm_fwd(long rows, const c5_real *x, const c5_real *w, const c5_real *b, int dim, double eps,
+                              c5_real *y, double *mean, double *rstd)
 {
-  const long r = blockIdx.x;
+  const long r = c5k_warp_row();
+  if (r >= rows) return;
+  const int lane = threadIdx.x & 31;
   const c5_real *xr = x + r * dim;
   double m = 0, v = 0;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) m += xr[i];
-  m = c5k_block_sum(m) / dim;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) v += ((double)xr[i] - m) * ((double)xr[i] - m);
-  v = c5k_block_sum(v);
+  for (int i = lane; i < dim; i += 32) m += xr[i];
+  m = c5k_warp_sum(m) / dim;
+  for (int i = lane; i < dim; i += 32) v += ((double)xr[i] - m) * ((double)xr[i] - m);
+  v = c5k_warp_sum(v);
   const double rs = 1.0 / sqrt(v / dim + eps);
-  if (threadIdx.x == 0) {
+  if (lane == 0) {
     mean[r] = m;
     rstd[r] = rs;
   }
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) y[r * dim + i] = (c5_real)(((double)xr[i] - m) * rs * w[i] + b[i]);
+  for (int i = lane; i < dim; i += 32) y[r * dim + i] = (c5_real)(((double)xr[i] - m) * rs * w[i] + b[i]);
 }
 
 extern "C" c5_status c5k_layernorm_forward_cuda(c5k_ctx *ctx, const c5_real *x, const c5_real *w, const c5_real *b,
@@ -103,27 +112,30 @@ extern "C" c5_status c5k_layernorm_forward_cuda(c5k_ctx *ctx, const c5_real *x, 
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   if (rows <= 0) return C5_OK;
-  layernorm_fwd<<<(unsigned)rows, C5K_ROW_THREADS, 0, dev->stream>>>(x, w, b, dim, eps, y, mean, rstd);
+  layernorm_fwd<<<c5k_warp_row_blocks(rows), C5K_ROW_THREADS, 0, dev->stream>>>(rows, x, w, b, dim, eps, y, mean,
+                                                                                rstd);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
 
 /* dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy w. */
-__global__ void layernorm_bwd_dx(const c5_real *x, const c5_real *w, const double *mean, const double *rstd,
+__global__ void layernorm_bwd_dx(long rows, const c5_real *x, const c5_real *w, const double *mean, const double *rstd,
                                  const c5_real *dy, int dim, c5_real *dx)
 {
-  const long r = blockIdx.x;
+  const long r = c5k_warp_row();
+  if (r >= rows) return;
+  const int lane = threadIdx.x & 31;
   const c5_real *xr = x + r * dim, *dyr = dy + r * dim;
   const double m = mean[r], rs = rstd[r];
   double sg = 0, sgx = 0;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+  for (int i = lane; i < dim; i += 32) {
     double xh = ((double)xr[i] - m) * rs, g = (double)dyr[i] * w[i];
     sg += g;
     sgx += g * xh;
   }
-  sg = c5k_block_sum(sg) / dim;
-  sgx = c5k_block_sum(sgx) / dim;
-  for (int i = threadIdx.x; i < dim; i += blockDim.x) {
+  sg = c5k_warp_sum(sg) / dim;
+  sgx = c5k_warp_sum(sgx) / dim;
+  for (int i = lane; i < dim; i += 32) {
     double xh = ((double)xr[i] - m) * rs;
     dx[r * dim + i] = (c5_real)(rs * ((double)dyr[i] * w[i] - sg - xh * sgx));
   }
@@ -150,7 +162,8 @@ extern "C" c5_status c5k_layernorm_backward_cuda(c5k_ctx *ctx, const c5_real *x,
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   if (rows <= 0) return C5_OK;
-  layernorm_bwd_dx<<<(unsigned)rows, C5K_ROW_THREADS, 0, dev->stream>>>(x, w, mean, rstd, dy, dim, dx);
+  layernorm_bwd_dx<<<c5k_warp_row_blocks(rows), C5K_ROW_THREADS, 0, dev->stream>>>(rows, x, w, mean, rstd, dy, dim,
+                                                                                   dx);
   C5K_CUDA_LAUNCHED(op);
   ln_dwdb term = { x, dy, mean, rstd, dim };
   c5k_rowpart_out<2> out = { { dw, db } };
