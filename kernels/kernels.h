@@ -521,6 +521,14 @@ typedef struct c5k_ops {
      same bits in the same order, so that the optimizer reads every parameter's sum in one copy per step
      instead of one per parameter. ctx work as sumsq's. */
   c5_status (*sumsq_dev)(c5k_ctx *, long n, const c5_real *x, double *ss);
+  /* ---- fused Linear (linbias: lib/ffnet.c, lib/model.c) ---- */
+  /* torch's Linear on rows: y [rows, out] = x [rows, in] W^T + b, W [out, in] row-major (the layer's weight), b [out]
+     or NULL (no bias); x, y dense (leading dimensions in and out). y is written entirely. The CPU computes exactly
+     broadcast_row(b) then gemm with beta 1 (beta 0 without b): the same bits as those two calls. The CUDA op adds b
+     in cuBLASLt's bias epilogue (no pass writing the bias across y first, 4-5 % of the block's step on an H200),
+     falling back to those two calls where cuBLASLt has no such kernel: it agrees with the CPU to rounding. */
+  c5_status (*linear)(c5k_ctx *, long rows, long out, long in, const c5_real *x, const c5_real *W, const c5_real *b,
+                      c5_real *y);
 } c5k_ops;
 
 /* init_fill's kinds */

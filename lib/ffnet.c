@@ -36,9 +36,7 @@ static c5_status second_linear(const c5_ffnet *f, const c5_params *p, c5k_ctx *c
 {
   const c5k_ops *ops = c5_params_backend(p)->ops;
   const int d = f->dim, h = f->hidden;
-  /* y = a W2^T + b2 (bias broadcast first, then GEMM with beta = 1) */
-  C5_CALL(ops->broadcast_row(ctx, rows, d, c5_params_value(p, f->b2), y));
-  C5_CALL(ops->gemm(ctx, 0, 1, rows, d, h, 1.0, a, h, c5_params_value(p, f->w2), h, 1.0, y, d));
+  C5_CALL(ops->linear(ctx, rows, d, h, a, c5_params_value(p, f->w2), c5_params_value(p, f->b2), y));
   return C5_OK;
 }
 
@@ -51,10 +49,8 @@ c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real 
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
   const int d = f->dim, h = f->hidden;
   C5_CALL(ops->rmsnorm_forward(&ctx, x, c5_params_value(p, f->gamma), rows, d, c->xn, c->rnorm));
-  /* h = xn W1^T + b1 (bias broadcast first, then GEMM with beta = 1) */
-  const c5_real *b1 = c5_params_value(p, f->b1);
-  C5_CALL(ops->broadcast_row(&ctx, rows, h, b1, c->h));
-  C5_CALL(ops->gemm(&ctx, 0, 1, rows, h, d, 1.0, c->xn, d, c5_params_value(p, f->w1), d, 1.0, c->h, h));
+  /* h = xn W1^T + b1 */
+  C5_CALL(ops->linear(&ctx, rows, h, d, c->xn, c5_params_value(p, f->w1), c5_params_value(p, f->b1), c->h));
   C5_CALL(ops->gelu_forward(&ctx, c->h, rows * h, c->dh));   /* a, in the backward's scratch */
   C5_CALL(second_linear(f, p, &ctx, c->dh, rows, y));
   return C5_OK;

@@ -233,9 +233,8 @@ static c5_status forward_tail(c5_model *m, c5_model_cache *c, double *part)
   const int dim = m->dim;
   C5_CALL(ops->rmsnorm_forward(&kc, c->x[m->cfg.depth], c5_params_value(m->p, m->gamma), rows, dim, c->xn,
                                c->rnorm));
-  C5_CALL(ops->broadcast_row(&kc, rows, C5_NUM_BYTES, c5_params_value(m->p, m->b), c->logits));
-  C5_CALL(ops->gemm(&kc, 0, 1, rows, C5_NUM_BYTES, dim, 1.0, c->xn, dim, c5_params_value(m->p, m->w), dim, 1.0,
-                    c->logits, C5_NUM_BYTES));
+  C5_CALL(ops->linear(&kc, rows, C5_NUM_BYTES, dim, c->xn, c5_params_value(m->p, m->w), c5_params_value(m->p, m->b),
+                      c->logits));
   long cnt = 0;
   /* the forward's one read-back on a device: the loss sum and its count are host scalars of the op */
   C5_CALL(ops->xent_forward(&kc, rows, C5_NUM_BYTES, c->logits, c->targets, c->lse, &part[0], &cnt));

@@ -117,4 +117,6 @@ c5_status c5k_xent_backward_cpu(c5k_ctx *, long, int, const c5_real *, const int
                                 c5_real *);
 /* device-resident block orchestration (cuda-lib) */
 c5_status c5k_index_rows_cpu(c5k_ctx *, long, long, const long *, long, long, long, long, long, long *, long);
+/* fused Linear (linbias) */
+c5_status c5k_linear_cpu(c5k_ctx *, long, long, long, const c5_real *, const c5_real *, const c5_real *, c5_real *);
 #endif

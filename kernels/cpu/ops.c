@@ -71,4 +71,6 @@ const c5k_ops c5k_cpu_ops = {
   .index_rows = c5k_index_rows_cpu,
   /* the training step on a device backend (cuda-train) */
   .sumsq_dev = c5k_sumsq_dev_cpu,
+  /* fused Linear (linbias) */
+  .linear = c5k_linear_cpu,
 };

@@ -11,10 +11,11 @@
 /* cuBLASLt's chosen algorithm for one product shape (gemm.cu): the
    heuristic query costs tens of microseconds of host time, more than many
    of the block's products take on the GPU. */
-#define C5K_LT_KEY 19
+#define C5K_LT_KEY 20
 #define C5K_LT_ALGOS 256
 struct c5k_lt_algo {
   int used;
+  int none;            /* the heuristic found no algorithm (a bias epilogue without a kernel): linear falls back */
   long key[C5K_LT_KEY];
   cublasLtMatmulAlgo_t algo;
 };

@@ -24,7 +24,7 @@ static uint32_t lt_align(const void *p, long stride, long batch, c5_dtype t)
 }
 
 #define LT_TRY(call) do { cublasStatus_t e_ = (call); if (e_ != CUBLAS_STATUS_SUCCESS) { \
-    st = C5K_ERR(C5_ERR_CUDA, "cuda op gemm_ex: %s: cuBLASLt status %d", #call, (int)e_); goto out; } } while (0)
+    st = C5K_ERR(C5_ERR_CUDA, "cuda op %s: %s: cuBLASLt status %d", what, #call, (int)e_); goto out; } } while (0)
 
 /* f32 -> bf16, round to nearest even: the extent an operand's batches and rows span (its padding too) */
 __global__ static void to_bf16(long n, const float *x, __nv_bfloat16 *y)
@@ -42,22 +42,24 @@ c5_status c5k_cuda_to_bf16(c5k_cuda_dev *dev, long n, const float *x, void *y, c
   return C5_OK;
 }
 
-/* The algorithm kept for a product's key, or NULL. */
-static const cublasLtMatmulAlgo_t *lt_cached(const c5k_cuda_dev *dev, const long *key)
+/* The entry kept for a product's key, or NULL. */
+static const struct c5k_lt_algo *lt_cached(const c5k_cuda_dev *dev, const long *key)
 {
   for (int i = 0; i < C5K_LT_ALGOS; i++)
-    if (dev->algos[i].used && !memcmp(dev->algos[i].key, key, sizeof dev->algos[i].key)) return &dev->algos[i].algo;
+    if (dev->algos[i].used && !memcmp(dev->algos[i].key, key, sizeof dev->algos[i].key)) return &dev->algos[i];
   return NULL;
 }
 
-static const cublasLtMatmulAlgo_t *lt_keep(c5k_cuda_dev *dev, const long *key, const cublasLtMatmulAlgo_t *algo)
+/* Keep algo for key; algo NULL: the heuristic found none (a bias epilogue it has no kernel for). */
+static const struct c5k_lt_algo *lt_keep(c5k_cuda_dev *dev, const long *key, const cublasLtMatmulAlgo_t *algo)
 {
   struct c5k_lt_algo *e = &dev->algos[dev->algos_next];
   dev->algos_next = (dev->algos_next + 1) % C5K_LT_ALGOS;
   e->used = 1;
+  e->none = !algo;
   memcpy(e->key, key, sizeof e->key);
-  e->algo = *algo;
-  return &e->algo;
+  if (algo) e->algo = *algo;
+  return e;
 }
 
 /* Elements from an operand's first to its last: rows x cols (ld), batch of them stride apart. */
@@ -66,13 +68,19 @@ static long extent(long rows, long cols, long ld, long stride, long batch)
   return (batch - 1) * stride + (rows - 1) * ld + cols;
 }
 
-extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
-                                      const void *A, c5_dtype atype, long lda, long stride_a,
-                                      const void *B, c5_dtype btype, long ldb, long stride_b, double beta,
-                                      void *C, c5_dtype ctype, long ldc, long stride_c, long batch, c5_dtype compute)
+/* gemm_ex, and with bias != NULL (C's type, n elements, batch 1) C[i, j] = alpha (op(A) op(B))[i, j] + beta C[i, j]
+   + bias[j] through cuBLASLt's bias epilogue: in the column-major view C' [n x m] the bias runs along C''s rows, the
+   one direction the epilogue broadcasts. *fused (bias only) = 0 when cuBLASLt has no algorithm with the epilogue
+   for the product (nothing is computed then: the caller adds the bias itself); the answer is cached with the key.
+   what names the op in errors. */
+static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha, const void *A,
+                         c5_dtype atype, long lda, long stride_a, const void *B, c5_dtype btype, long ldb,
+                         long stride_b, double beta, void *C, c5_dtype ctype, long ldc, long stride_c, long batch,
+                         c5_dtype compute, const void *bias, int *fused, const char *what)
 {
   c5k_cuda_dev *dev;
-  C5_CALL_K(c5k_cuda_of(ctx, "gemm_ex", &dev));
+  C5_CALL_K(c5k_cuda_of(ctx, what, &dev));
+  if (bias) *fused = 1;
   /* bf16 products of f32 inputs: the inputs rounded to bf16 copies, then the bf16 tensor-core product with f32
      accumulation. cuBLASLt's CUBLAS_COMPUTE_32F_FAST_16BF was measured on an H200 (cuBLAS 13) to give TF32's
      accuracy and speed, so the rounding is done here, where it is known to happen. */
@@ -84,20 +92,23 @@ extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long
        H200: 0.9 ms of the 13 ms block at n = 32768) */
     const long nap = (na + 127) & ~127L;
     const size_t bytes = (size_t)(nap + nb) * sizeof(__nv_bfloat16);
-    C5_CALL_K(c5k_cuda_grow(dev, &dev->cvt, &dev->cvt_bytes, bytes, 0, "gemm_ex: bf16 inputs"));
+    C5_CALL_K(c5k_cuda_grow(dev, &dev->cvt, &dev->cvt_bytes, bytes, 0, what));
     __nv_bfloat16 *a16 = (__nv_bfloat16 *)dev->cvt, *b16 = a16 + nap;
-    C5_CALL_K(c5k_cuda_to_bf16(dev, na, (const float *)A, a16, "gemm_ex: bf16 inputs"));
-    C5_CALL_K(c5k_cuda_to_bf16(dev, nb, (const float *)B, b16, "gemm_ex: bf16 inputs"));
-    return c5k_gemm_ex_cuda(ctx, transa, transb, m, n, k, alpha, a16, C5_DTYPE_BF16, lda, stride_a, b16, C5_DTYPE_BF16,
-                            ldb, stride_b, beta, C, ctype, ldc, stride_c, batch, compute);
+    C5_CALL_K(c5k_cuda_to_bf16(dev, na, (const float *)A, a16, what));
+    C5_CALL_K(c5k_cuda_to_bf16(dev, nb, (const float *)B, b16, what));
+    /* the bias stays f32 (C's type): only the product's inputs are rounded */
+    return lt_gemm(ctx, transa, transb, m, n, k, alpha, a16, C5_DTYPE_BF16, lda, stride_a, b16, C5_DTYPE_BF16, ldb,
+                   stride_b, beta, C, ctype, ldc, stride_c, batch, compute, bias, fused, what);
   }
   const int f64 = compute == C5_DTYPE_F64 && atype == C5_DTYPE_F64 && btype == C5_DTYPE_F64 && ctype == C5_DTYPE_F64;
   const int f32 = compute == C5_DTYPE_F32 && atype == btype && (atype == C5_DTYPE_F32 || atype == C5_DTYPE_BF16) &&
                   (ctype == C5_DTYPE_F32 || ctype == C5_DTYPE_BF16);
   if (!f64 && !f32)
-    return C5K_ERR(C5_ERR_NOTIMPL, "cuda op gemm_ex: A %s, B %s, C %s, compute %s: the GPU takes f64 throughout, or "
-                   "f32/bf16 inputs (alike) with f32 compute", c5_dtype_name(atype), c5_dtype_name(btype),
+    return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: A %s, B %s, C %s, compute %s: the GPU takes f64 throughout, or "
+                   "f32/bf16 inputs (alike) with f32 compute", what, c5_dtype_name(atype), c5_dtype_name(btype),
                    c5_dtype_name(ctype), c5_dtype_name(compute));
+  if (bias && batch != 1)
+    return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: a bias epilogue on a batch of %ld products", what, batch);
   if (m <= 0 || n <= 0 || batch <= 0) return C5_OK;
   c5_status st = C5_OK;
   cublasLtMatmulDesc_t op = NULL;
@@ -105,7 +116,7 @@ extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long
   cublasLtMatmulPreference_t pref = NULL;
   cublasLtMatmulHeuristicResult_t heur;
   int found = 0;
-  const cublasLtMatmulAlgo_t *algo;
+  const struct c5k_lt_algo *algo;
   /* column-major view: C' [n x m] = op(B') [n x k] op(A') [k x m] */
   const cublasOperation_t oa = transb ? CUBLAS_OP_T : CUBLAS_OP_N, ob = transa ? CUBLAS_OP_T : CUBLAS_OP_N;
   /* f32 inputs rounded to TF32 on the tensor cores when the backend asks (c5_backend_set_matmul) */
@@ -117,6 +128,12 @@ extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long
   LT_TRY(cublasLtMatmulDescCreate(&op, ct, sct));
   LT_TRY(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &oa, sizeof oa));
   LT_TRY(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &ob, sizeof ob));
+  if (bias) {
+    /* the bias's type is left at cuBLASLt's default, D's: c5_real, f32 for the f32 and bf16 products */
+    const cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
+    LT_TRY(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
+    LT_TRY(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+  }
   LT_TRY(cublasLtMatrixLayoutCreate(&la, cu_type(btype), oa == CUBLAS_OP_N ? n : k, oa == CUBLAS_OP_N ? k : n, ldb));
   LT_TRY(cublasLtMatrixLayoutCreate(&lb, cu_type(atype), ob == CUBLAS_OP_N ? k : m, ob == CUBLAS_OP_N ? m : k, lda));
   LT_TRY(cublasLtMatrixLayoutCreate(&lc, cu_type(ctype), n, m, ldc));
@@ -133,8 +150,11 @@ extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long
   {
     const uint32_t al[4] = { lt_align(B, stride_b, batch, btype), lt_align(A, stride_a, batch, atype),
                              lt_align(C, stride_c, batch, ctype), lt_align(C, stride_c, batch, ctype) };
+    /* the epilogue is part of the key (an algorithm found without it need not support it), and so is the bias's
+       alignment (the heuristic reads the pointer's value for it); 0: no epilogue */
     const long key[C5K_LT_KEY] = { transa, transb, m, n, k, atype, btype, ctype, lda, ldb, ldc, stride_a, stride_b,
-                                   stride_c, batch, (long)ct, al[0], al[1], al[2] };
+                                   stride_c, batch, (long)ct, al[0], al[1], al[2],
+                                   bias ? (long)lt_align(bias, 0, 1, ctype) : 0 };
     algo = lt_cached(dev, key);
     if (!algo) {
       const cublasLtMatmulPreferenceAttributes_t at[4] = {
@@ -144,16 +164,23 @@ extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long
       LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &dev->lt_ws_bytes,
                                                   sizeof dev->lt_ws_bytes));
       for (int i = 0; i < 4; i++) LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, at[i], &al[i], sizeof al[i]));
-      LT_TRY(cublasLtMatmulAlgoGetHeuristic(dev->lt, op, la, lb, lc, lc, pref, 1, &heur, &found));
-      if (!found) {
-        st = C5K_ERR(C5_ERR_NOTIMPL, "cuda op gemm_ex: cuBLASLt has no algorithm for m %ld n %ld k %ld (%s inputs)", m,
-                     n, k, c5_dtype_name(atype));
+      const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(dev->lt, op, la, lb, lc, lc, pref, 1, &heur, &found);
+      /* with the epilogue, "not supported" is an answer (the caller falls back), not an error */
+      if (hs == CUBLAS_STATUS_NOT_SUPPORTED && bias) found = 0;
+      else LT_TRY(hs);
+      if (!found && !bias) {
+        st = C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: cuBLASLt has no algorithm for m %ld n %ld k %ld (%s inputs)", what,
+                     m, n, k, c5_dtype_name(atype));
         goto out;
       }
-      algo = lt_keep(dev, key, &heur.algo);
+      algo = lt_keep(dev, key, found ? &heur.algo : NULL);
     }
   }
-  LT_TRY(cublasLtMatmul(dev->lt, op, pa, B, la, A, lb, pb, C, lc, C, lc, algo, dev->lt_ws, dev->lt_ws_bytes,
+  if (algo->none) {
+    *fused = 0;
+    goto out;
+  }
+  LT_TRY(cublasLtMatmul(dev->lt, op, pa, B, la, A, lb, pb, C, lc, C, lc, &algo->algo, dev->lt_ws, dev->lt_ws_bytes,
                         dev->stream));
 out:
   if (pref) cublasLtMatmulPreferenceDestroy(pref);
@@ -162,6 +189,15 @@ out:
   if (la) cublasLtMatrixLayoutDestroy(la);
   if (op) cublasLtMatmulDescDestroy(op);
   return st;
+}
+
+extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
+                                      const void *A, c5_dtype atype, long lda, long stride_a,
+                                      const void *B, c5_dtype btype, long ldb, long stride_b, double beta,
+                                      void *C, c5_dtype ctype, long ldc, long stride_c, long batch, c5_dtype compute)
+{
+  return lt_gemm(ctx, transa, transb, m, n, k, alpha, A, atype, lda, stride_a, B, btype, ldb, stride_b, beta, C, ctype,
+                 ldc, stride_c, batch, compute, NULL, NULL, "gemm_ex");
 }
 
 extern "C" c5_status c5k_gemm_cuda(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
@@ -200,4 +236,25 @@ extern "C" c5_status c5k_gemm_acc_cuda(c5k_ctx *ctx, int transa, int transb, lon
   C5K_CUDA_LAUNCHED("gemm_acc");
   return C5_OK;
 #endif
+}
+
+/* ---- linear (linbias): torch's Linear with its bias in the product's epilogue ---- */
+extern "C" c5_status c5k_broadcast_row_cuda(c5k_ctx *, long, long, const c5_real *, c5_real *);
+
+/* y = x W^T + b as one cuBLASLt call: the bias added in the epilogue, where a broadcast_row pass writing it across
+   the whole of y first (then a beta = 1 product reading it back) took 4-5 % of the block's step on an H200 at
+   n = 32768 and 131072. The fallback to exactly those two calls is taken where cuBLASLt's heuristic finds no
+   algorithm with CUBLASLT_EPILOGUE_BIAS for the product (or answers "not supported"): its documentation does not
+   promise the epilogue for every type, f64 products (the double build) being the likeliest to lack it; the answer
+   is cached per shape, so the query is not repeated. */
+extern "C" c5_status c5k_linear_cuda(c5k_ctx *ctx, long rows, long out, long in, const c5_real *x, const c5_real *W,
+                                     const c5_real *b, c5_real *y)
+{
+  int fused = 1;
+  C5_CALL_K(lt_gemm(ctx, 0, 1, rows, out, in, 1.0, x, C5_DTYPE_REAL, in, 0, W, C5_DTYPE_REAL, in, 0, 0.0, y,
+                    C5_DTYPE_REAL, out, 0, 1, C5_DTYPE_REAL, b, &fused, "linear"));
+  if (fused) return C5_OK;
+  C5_CALL_K(c5k_broadcast_row_cuda(ctx, rows, out, b, y));
+  return lt_gemm(ctx, 0, 1, rows, out, in, 1.0, x, C5_DTYPE_REAL, in, 0, W, C5_DTYPE_REAL, in, 0, 1.0, y,
+                 C5_DTYPE_REAL, out, 0, 1, C5_DTYPE_REAL, NULL, NULL, "linear");
 }

@@ -109,6 +109,8 @@ c5_status c5k_topk_count_eq_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, c
 c5_status c5k_topk_select_step_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *, const uint64_t *,
                                     const long *, long, long *, long *);
 /* ---- end cuda-cdops ---- */
+/* ---- fused Linear (linbias) ---- */
+c5_status c5k_linear_cuda(c5k_ctx *, long, long, long, const c5_real *, const c5_real *, const c5_real *, c5_real *);
 }
 
 static c5k_ops cuda_ops(void)
@@ -188,6 +190,8 @@ static c5k_ops cuda_ops(void)
   /* ---- end cuda-cdops ---- */
   /* ---- cuda-train ---- */
   o.sumsq_dev = c5k_sumsq_dev_cuda;
+  /* ---- fused Linear (linbias) ---- */
+  o.linear = c5k_linear_cuda;
   return o;
 }
 

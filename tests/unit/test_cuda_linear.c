@@ -1,0 +1,91 @@
+/* test_cuda_linear.c - linear (torch's Linear, the bias in cuBLASLt's
+   epilogue) on the CUDA backend against the CPU op on the same inputs,
+   norm-wise: 1e-12 in the double build, 1e-5 in the single build's fp32
+   mode; in the single build's bf16 mode (inputs rounded to bf16) 2e-2
+   against the CPU's double path. Rows 1, 7 and 4096 with out x in 512x2048,
+   2048x512, 256x512 and 3x5; without a bias, then with one on the same shape
+   (the product without the epilogue is then in cuBLASLt's algorithm cache:
+   the fused call must not take its algorithm). y starts as NaN (every
+   element is written); each case runs twice and must repeat bit for bit.
+   One line per case. Exits 77 without a GPU. */
+#include <string.h>
+#include "cuda_util.h"
+#include "kernels.h"
+#include "backend.h"
+#include "cuda/cuda.h"
+
+static int check(c5_backend *gpu, long rows, long out, long in, int bias, c5_matmul mm, double tol)
+{
+  const long nx = rows * in, nw = out * in, ny = rows * out;
+  c5_real *x = malloc(nx * sizeof *x), *W = malloc(nw * sizeof *W), *b = malloc(out * sizeof *b);
+  c5_real *want = malloc(ny * sizeof *want), *got[2] = { malloc(ny * sizeof *want), malloc(ny * sizeof *want) };
+  double *x64 = malloc(nx * 8), *w64 = malloc(nw * 8), *ref = malloc(ny * 8), *g64 = malloc(ny * 8);
+  void *dx = NULL, *dw = NULL, *db = NULL, *dy = NULL;
+  unsigned long long seed = 3 + rows + 5 * out + 11 * in + 17 * bias + 64 * (int)mm;
+  c5k_ctx cpu = { 0 };
+  int ok = 0, same = 0;
+  double e = NAN;
+  T_CHECK(x && W && b && want && got[0] && got[1] && x64 && w64 && ref && g64, "out of memory");
+  for (long i = 0; i < nx; i++) x64[i] = x[i] = (c5_real)t_normal(&seed);
+  for (long i = 0; i < nw; i++) w64[i] = W[i] = (c5_real)t_normal(&seed);
+  for (long i = 0; i < out; i++) b[i] = (c5_real)t_normal(&seed);
+  if (mm == C5_MATMUL_BF16) {
+    /* the CPU's double path: bf16 rounding is the only error to measure */
+    for (long r = 0; r < rows; r++)
+      for (long j = 0; j < out; j++) ref[r * out + j] = bias ? (double)b[j] : 0.0;
+    T_OK(c5k_cpu_ops.gemm_ex(&cpu, 0, 1, rows, out, in, 1.0, x64, C5_DTYPE_F64, in, 0, w64, C5_DTYPE_F64, in, 0, 1.0,
+                             ref, C5_DTYPE_F64, out, 0, 1, C5_DTYPE_F64));
+  } else {
+    for (long i = 0; i < ny; i++) want[i] = (c5_real)NAN;
+    T_OK(c5k_cpu_ops.linear(&cpu, rows, out, in, x, W, bias ? b : NULL, want));
+    t_to_double(want, ny, ref);
+  }
+  for (long i = 0; i < ny; i++) got[0][i] = (c5_real)NAN;
+  T_CHECK((dx = t_dev_upload(gpu, x, nx * sizeof *x)) && (dw = t_dev_upload(gpu, W, nw * sizeof *W)) &&
+          (db = t_dev_upload(gpu, b, out * sizeof *b)) && (dy = t_dev_upload(gpu, got[0], ny * sizeof *x)),
+          "device buffers");
+  T_OK(c5_backend_set_matmul(gpu, mm));
+  for (int rep = 0; rep < 2; rep++) {
+    c5k_ctx ctx = c5_backend_ctx(gpu, NULL, 0);
+    for (long i = 0; i < ny; i++) got[rep][i] = (c5_real)NAN;
+    T_OK(c5_backend_memcpy(gpu, dy, got[rep], ny * sizeof *x));
+    T_OK(c5k_cuda_ops.linear(&ctx, rows, out, in, dx, dw, bias ? db : NULL, dy));
+    T_OK(c5_backend_memcpy(gpu, got[rep], dy, ny * sizeof *x));
+  }
+  same = !memcmp(got[0], got[1], ny * sizeof *x);
+  t_to_double(got[0], ny, g64);
+  e = t_normwise(g64, ref, ny);
+  ok = e <= tol && same;
+  /* f32 inputs rounded to bf16 (8 significant bits) err near 1e-3 over hundreds of terms: the mode took effect */
+  if (mm == C5_MATMUL_BF16 && in >= 512 && !(e > 1e-4)) ok = 0;
+fail:
+  printf("linear rows %ld out %ld in %ld bias %s matmul %s: %.3e (tol %.0e), repeat %s: %s\n", rows, out, in,
+         bias ? "yes" : "NULL", c5_matmul_name(mm), e, tol, same ? "same bits" : "DIFFERENT", ok ? "PASS" : "FAIL");
+  c5_backend_set_matmul(gpu, C5_MATMUL_FP32);
+  c5_backend_free(gpu, dx); c5_backend_free(gpu, dw); c5_backend_free(gpu, db); c5_backend_free(gpu, dy);
+  free(x); free(W); free(b); free(want); free(got[0]); free(got[1]); free(x64); free(w64); free(ref); free(g64);
+  return ok;
+}
+
+int main(int argc, char **argv)
+{
+  MPI_Init(&argc, &argv);
+  c5_backend *gpu = t_cuda_backend_or_skip();
+  const long rows[] = { 1, 7, 4096 };
+  const long shape[][2] = { { 512, 2048 }, { 2048, 512 }, { 256, 512 }, { 3, 5 } };
+  int ok = 1;
+  for (int r = 0; r < 3; r++)
+    for (int s = 0; s < 4; s++)
+      for (int bias = 0; bias < 2; bias++) {
+#if C5_USE_DOUBLE
+        ok &= check(gpu, rows[r], shape[s][0], shape[s][1], bias, C5_MATMUL_FP32, 1e-12);
+#else
+        ok &= check(gpu, rows[r], shape[s][0], shape[s][1], bias, C5_MATMUL_FP32, 1e-5);
+        ok &= check(gpu, rows[r], shape[s][0], shape[s][1], bias, C5_MATMUL_BF16, 2e-2);
+#endif
+      }
+  printf("linear: %s\n", ok ? "PASS" : "FAIL");
+  c5_backend_destroy(&gpu);
+  MPI_Finalize();
+  return ok ? 0 : 1;
+}
