@@ -576,9 +576,7 @@ static bool ha_gemm_wanted(const c5k_ctx *ctx, const c5k_cuda_dev *dev, const ha
   return dev->matmul == 2 && !ctx->exact && a.dh % 8 == 0;   /* bf16 rows of 16-byte multiples for cuBLASLt */
 }
 
-/* A block's (T threads) sum of one double a thread, in a fixed order (warp trees, then the warps in order), in
-   every thread. */
-template <int T>
+/* A block's sum of one double a thread, in a fixed order (warp trees, then the warps in order), in every thread. */
 static __device__ double hg_sum(double x, double *sh)
 {
   for (int o = 16; o > 0; o >>= 1) x += __shfl_down_sync(HA_FULL, x, o);
@@ -586,11 +584,10 @@ static __device__ double hg_sum(double x, double *sh)
   if ((threadIdx.x & 31) == 0) sh[threadIdx.x / 32] = x;
   __syncthreads();
   double t = 0;
-  for (int w = 0; w < T / 32; w++) t += sh[w];
+  for (int w = 0; w < HG_THREADS / 32; w++) t += sh[w];
   return t;
 }
 
-template <int T>
 static __device__ float hg_max(float x, double *sh)
 {
   for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(HA_FULL, x, o));
@@ -598,34 +595,36 @@ static __device__ float hg_max(float x, double *sh)
   if ((threadIdx.x & 31) == 0) sh[threadIdx.x / 32] = x;
   __syncthreads();
   float t = -INFINITY;
-  for (int w = 0; w < T / 32; w++) t = fmaxf(t, (float)sh[w]);
+  for (int w = 0; w < HG_THREADS / 32; w++) t = fmaxf(t, (float)sh[w]);
   return t;
 }
 
-/* A thread's U slots of a row, T apart from j0 (independent loads in flight: at nk = 65536 a row kernel with one
-   load a thread at a time waited on memory latency): x[u] = v[j] for a taking-part slot j < n1, else `other`. */
+/* A thread's next HG_U slots of a row, HG_THREADS apart (independent loads in flight: at nk = 65536 a row
+   kernel with one load a thread at a time waited on memory latency): x[u] = v[j] for a taking-part slot j < n1,
+   else `other`. Every slot below n1 is loaded, and its mask byte beside it, before either is looked at: a load
+   issued behind its mask byte waited on two latencies. (A variant holding a row of up to 8704 slots in registers,
+   one pass over S, was 1.7 times slower on the H200: 512 threads of 78 registers left one block an SM; the second
+   pass here reads the row from L2.) */
 #define HG_U 8
-template <int T, int U, typename V>
-static __device__ __forceinline__ void hg_take(const V *v, long j0, long n1, const uint8_t *mk, V other, V (&x)[U])
+template <typename T>
+static __device__ __forceinline__ void hg_take(const T *v, long j0, long n1, const uint8_t *mk, T other, T (&x)[HG_U])
 {
+  bool k[HG_U];
 #pragma unroll
-  for (int u = 0; u < U; u++) {
-    const long j = j0 + (long)u * T;
-    x[u] = ha_takes(j, n1, mk) ? v[j] : other;
+  for (int u = 0; u < HG_U; u++) {
+    const long j = j0 + (long)u * HG_THREADS;
+    x[u] = j < n1 ? v[j] : other;
+    k[u] = j < n1 && (j == 0 || !mk || mk[j - 1]);
   }
-}
-
-/* A slot's probability from its score and the row's lse (the difference in double); 0 for a masked slot. */
-static __device__ __forceinline__ float hg_p(float x, double ls)
-{
-  return x == -INFINITY ? 0.f : expf((float)((double)x - ls));
+#pragma unroll
+  for (int u = 0; u < HG_U; u++)
+    if (!k[u]) x[u] = other;
 }
 
 /* One block a score row (head hh of the chunk's, row i): lse (each thread's
    running max and sum of e = exp(S - max) in f32 added in double, rescaled
    when its max grows; the threads' parts merged in a fixed order) and
-   P_j = exp(S_j - lse), 0 for masked slots, in bf16. The row is read twice:
-   for rows too long for hg_rows_forward_reg. */
+   P_j = exp(S_j - lse) (the difference in double), 0 for masked slots, in bf16. */
 __global__ void __launch_bounds__(HG_THREADS)
 hg_rows_forward(long rows, long n1, long n1p, long ldp, long hs, const float *S, const uint8_t *mk,
                 __nv_bfloat16 *P, double *lse, long lse_h)
@@ -637,7 +636,7 @@ hg_rows_forward(long rows, long n1, long n1p, long ldp, long hs, const float *S,
   double l = 0;
   for (long j0 = threadIdx.x; j0 < n1; j0 += (long)HG_THREADS * HG_U) {
     float x[HG_U], mt = m;
-    hg_take<HG_THREADS>(s, j0, n1, mk, -INFINITY, x);
+    hg_take(s, j0, n1, mk, -INFINITY, x);
 #pragma unroll
     for (int u = 0; u < HG_U; u++) mt = fmaxf(mt, x[u]);
     if (mt == -INFINITY) continue;   /* no taking-part slot yet */
@@ -648,52 +647,22 @@ hg_rows_forward(long rows, long n1, long n1p, long ldp, long hs, const float *S,
 #pragma unroll
     for (int u = 0; u < HG_U; u++) l += (double)expf(x[u] - m);   /* masked: exp(-inf) = 0 */
   }
-  const float mx = hg_max<HG_THREADS>(m, sh);   /* finite: the null slot always takes part */
-  const double ls = (double)mx + log(hg_sum<HG_THREADS>(m == -INFINITY ? 0.0 : l * exp((double)m - (double)mx), sh));
+  const float mx = hg_max(m, sh);   /* finite: the null slot always takes part */
+  const double ls = (double)mx + log(hg_sum(m == -INFINITY ? 0.0 : l * exp((double)m - (double)mx), sh));
   for (long j0 = threadIdx.x; j0 < n1p; j0 += (long)HG_THREADS * HG_U) {   /* P = 0 past n1 */
     float x[HG_U];
-    hg_take<HG_THREADS>(s, j0, n1, mk, -INFINITY, x);
+    hg_take(s, j0, n1, mk, -INFINITY, x);
 #pragma unroll
     for (int u = 0; u < HG_U; u++) {
       const long j = j0 + (long)u * HG_THREADS;
-      if (j < n1p) P[off + j] = __float2bfloat16_rn(hg_p(x[u], ls));
+      if (j < n1p) P[off + j] = __float2bfloat16_rn(x[u] == -INFINITY ? 0.f : expf((float)((double)x[u] - ls)));
     }
   }
   if (threadIdx.x == 0) lse[hh * lse_h + i] = ls;
 }
 
-/* The same for a row of at most HG_RT NR slots (n1p <= HG_RT NR), read once into registers: the max, then the
-   sum of exp(S - max) (f32 terms in double, each thread's in slot order, the threads' in a fixed order), then P
-   from the registers. The forward reads S once instead of twice (at n = 131072, nk = 8192, the two-pass kernel
-   was 15 % of the block's kernel time on an H200). */
-#define HG_RT 512
-template <int NR>
-__global__ void __launch_bounds__(HG_RT)
-hg_rows_forward_reg(long rows, long n1, long n1p, long ldp, long hs, const float *S, const uint8_t *mk,
-                    __nv_bfloat16 *P, double *lse, long lse_h)
-{
-  __shared__ double sh[HG_RT / 32];
-  const long hh = blockIdx.x / rows, i = blockIdx.x % rows, off = hh * hs + i * ldp;
-  float x[NR], m = -INFINITY;
-  hg_take<HG_RT>(S + off, threadIdx.x, n1, mk, -INFINITY, x);
-#pragma unroll
-  for (int u = 0; u < NR; u++) m = fmaxf(m, x[u]);
-  const float mx = hg_max<HG_RT>(m, sh);   /* finite: the null slot always takes part */
-  double l = 0;
-#pragma unroll
-  for (int u = 0; u < NR; u++) l += (double)expf(x[u] - mx);   /* masked: exp(-inf) = 0 */
-  const double ls = (double)mx + log(hg_sum<HG_RT>(l, sh));
-#pragma unroll
-  for (int u = 0; u < NR; u++) {
-    const long j = threadIdx.x + (long)u * HG_RT;
-    if (j < n1p) P[off + j] = __float2bfloat16_rn(hg_p(x[u], ls));
-  }
-  if (threadIdx.x == 0) lse[hh * lse_h + i] = ls;
-}
-
 /* One block a row: P recomputed from S and lse as the SIMT backward does, Delta = sum_j P_j dP_j in double, then
-   P and dS = P (dP - Delta) (formed in double) in bf16. Reads the row twice: for rows too long for
-   hg_rows_backward_reg. */
+   P and dS = P (dP - Delta) (formed in double) in bf16. */
 __global__ void __launch_bounds__(HG_THREADS)
 hg_rows_backward(long rows, long n1, long n1p, long ldp, long hs, const float *S, const float *dP, const uint8_t *mk,
                  const double *lse, long lse_h, __nv_bfloat16 *P, __nv_bfloat16 *dS)
@@ -705,90 +674,25 @@ hg_rows_backward(long rows, long n1, long n1p, long ldp, long hs, const float *S
   double d = 0;
   for (long j0 = threadIdx.x; j0 < n1; j0 += (long)HG_THREADS * HG_U) {
     float x[HG_U], y[HG_U];
-    hg_take<HG_THREADS>(s, j0, n1, mk, -INFINITY, x);
-    hg_take<HG_THREADS>(dp, j0, n1, mk, 0.f, y);
+    hg_take(s, j0, n1, mk, -INFINITY, x);
+    hg_take(dp, j0, n1, mk, 0.f, y);
 #pragma unroll
-    for (int u = 0; u < HG_U; u++) d += (double)hg_p(x[u], ls) * (double)y[u];
+    for (int u = 0; u < HG_U; u++)
+      if (x[u] != -INFINITY) d += (double)expf((float)((double)x[u] - ls)) * (double)y[u];
   }
-  d = hg_sum<HG_THREADS>(d, sh);
+  d = hg_sum(d, sh);
   for (long j0 = threadIdx.x; j0 < n1p; j0 += (long)HG_THREADS * HG_U) {   /* P = dS = 0 past n1 */
     float x[HG_U], y[HG_U];
-    hg_take<HG_THREADS>(s, j0, n1, mk, -INFINITY, x);
-    hg_take<HG_THREADS>(dp, j0, n1, mk, 0.f, y);
+    hg_take(s, j0, n1, mk, -INFINITY, x);
+    hg_take(dp, j0, n1, mk, 0.f, y);
 #pragma unroll
     for (int u = 0; u < HG_U; u++) {
       const long j = j0 + (long)u * HG_THREADS;
       if (j >= n1p) continue;
-      const float p = hg_p(x[u], ls);
+      const float p = x[u] == -INFINITY ? 0.f : expf((float)((double)x[u] - ls));
       P[off + j] = __float2bfloat16_rn(p);
       dS[off + j] = __float2bfloat16_rn((float)((double)p * ((double)y[u] - d)));
     }
-  }
-}
-
-/* The same for a row of at most HG_RT NR slots, S and dP read once into registers. */
-template <int NR>
-__global__ void __launch_bounds__(HG_RT)
-hg_rows_backward_reg(long rows, long n1, long n1p, long ldp, long hs, const float *S, const float *dP,
-                     const uint8_t *mk, const double *lse, long lse_h, __nv_bfloat16 *P, __nv_bfloat16 *dS)
-{
-  __shared__ double sh[HG_RT / 32];
-  const long hh = blockIdx.x / rows, i = blockIdx.x % rows, off = hh * hs + i * ldp;
-  const double ls = lse[hh * lse_h + i];
-  float x[NR], y[NR];
-  hg_take<HG_RT>(S + off, threadIdx.x, n1, mk, -INFINITY, x);
-  hg_take<HG_RT>(dP + off, threadIdx.x, n1, mk, 0.f, y);
-  double d = 0;
-#pragma unroll
-  for (int u = 0; u < NR; u++) {
-    x[u] = hg_p(x[u], ls);
-    d += (double)x[u] * (double)y[u];
-  }
-  d = hg_sum<HG_RT>(d, sh);
-#pragma unroll
-  for (int u = 0; u < NR; u++) {
-    const long j = threadIdx.x + (long)u * HG_RT;
-    if (j >= n1p) continue;
-    P[off + j] = __float2bfloat16_rn(x[u]);
-    dS[off + j] = __float2bfloat16_rn((float)((double)x[u] * ((double)y[u] - d)));
-  }
-}
-
-/* The row kernels for rows of n1p slots: registers while a row fits (NR slots a thread of HG_RT), else the
-   two-pass kernels. NR 17 holds nk = 8192 (n = 131072 at n/16 routed tokens: n1p = 8200); past it the backward's
-   two rows spilled (ptxas: 184 bytes at NR 24, 1168 at 32, 128 registers a thread at 512 threads). */
-#define HG_REG_CASES(X) X(1) X(2) X(4) X(8) X(12) X(17)
-static int hg_reg_nr(long n1p)
-{
-  const int nr = (int)((n1p + HG_RT - 1) / HG_RT);
-#define HG_PICK(k) if (nr <= k) return k;
-  HG_REG_CASES(HG_PICK)
-#undef HG_PICK
-  return 0;
-}
-
-static void hg_launch_forward(cudaStream_t st, long rows, long heads, long n1, long n1p, long ldp, long hs,
-                              const float *S, const uint8_t *mk, __nv_bfloat16 *P, double *lse, long lse_h)
-{
-  const unsigned grid = (unsigned)(heads * rows);
-  switch (hg_reg_nr(n1p)) {
-#define HG_CASE(k) case k: hg_rows_forward_reg<k><<<grid, HG_RT, 0, st>>>(rows, n1, n1p, ldp, hs, S, mk, P, lse, lse_h); return;
-    HG_REG_CASES(HG_CASE)
-#undef HG_CASE
-  default: hg_rows_forward<<<grid, HG_THREADS, 0, st>>>(rows, n1, n1p, ldp, hs, S, mk, P, lse, lse_h);
-  }
-}
-
-static void hg_launch_backward(cudaStream_t st, long rows, long heads, long n1, long n1p, long ldp, long hs,
-                               const float *S, const float *dP, const uint8_t *mk, const double *lse, long lse_h,
-                               __nv_bfloat16 *P, __nv_bfloat16 *dS)
-{
-  const unsigned grid = (unsigned)(heads * rows);
-  switch (hg_reg_nr(n1p)) {
-#define HG_CASE(k) case k: hg_rows_backward_reg<k><<<grid, HG_RT, 0, st>>>(rows, n1, n1p, ldp, hs, S, dP, mk, lse, lse_h, P, dS); return;
-    HG_REG_CASES(HG_CASE)
-#undef HG_CASE
-  default: hg_rows_backward<<<grid, HG_THREADS, 0, st>>>(rows, n1, n1p, ldp, hs, S, dP, mk, lse, lse_h, P, dS);
   }
 }
 
@@ -931,8 +835,9 @@ static c5_status hg_forward(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape &a, 
         const long mb = a.nq - i0 < p.cq ? a.nq - i0 : p.cq, qo = (b * a.nq + i0) * a.D + (long)r * a.hpr * dh;
         const __nv_bfloat16 *kh = kvb + (b * a.R + r) * p.n1p * a.L;
         C5_CALL_K(hg_gemm(ctx, a, 0, 1, mb, p.n1p, dh, a.scale, qb + qo, a.D, dh, kh, a.L, 2 * dh, 0.0, S, p.ldp, hs));
-        hg_launch_forward(dev->stream, mb, a.hpr, a.n1, p.n1p, p.ldp, hs, S, kmask ? kmask + (b * a.R + r) * a.nk : NULL,
-                          P, lse + (b * a.H + (long)r * a.hpr) * a.nq + i0, a.nq);
+        hg_rows_forward<<<(unsigned)(a.hpr * mb), HG_THREADS, 0, dev->stream>>>(
+            mb, a.n1, p.n1p, p.ldp, hs, S, kmask ? kmask + (b * a.R + r) * a.nk : NULL, P,
+            lse + (b * a.H + (long)r * a.hpr) * a.nq + i0, a.nq);
         C5K_CUDA_LAUNCHED(op);
         C5_CALL_K(hg_slot_product(ctx, dev, a, p, mb, 1.0, P, kh + dh, part, o + qo, op));
       }
@@ -965,9 +870,9 @@ static c5_status hg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape &a,
                           p.ldp, hs));
         C5_CALL_K(hg_gemm(ctx, a, 0, 1, mb, p.n1p, dh, 1.0, ob + qo, a.D, dh, kvb + kbo + dh, a.L, 2 * dh, 0.0, dP,
                           p.ldp, hs));
-        hg_launch_backward(dev->stream, mb, a.hpr, a.n1, p.n1p, p.ldp, hs, S, dP,
-                           kmask ? kmask + (b * a.R + r) * a.nk : NULL, lse + (b * a.H + (long)r * a.hpr) * a.nq + i0,
-                           a.nq, P, dS);
+        hg_rows_backward<<<(unsigned)(a.hpr * mb), HG_THREADS, 0, dev->stream>>>(
+            mb, a.n1, p.n1p, p.ldp, hs, S, dP, kmask ? kmask + (b * a.R + r) * a.nk : NULL,
+            lse + (b * a.H + (long)r * a.hpr) * a.nq + i0, a.nq, P, dS);
         C5K_CUDA_LAUNCHED(op);
         /* dv += P^T dout, dk += scale dS^T q, dq = scale dS k */
         C5_CALL_K(hg_slot_grad(ctx, a, mb, 1.0, P, p.ldp, hs, ob + qo, beta, dkv + ko + dh));

@@ -260,7 +260,7 @@ int main(int argc, char **argv)
 #if !C5_USE_DOUBLE
     /* bf16 matmul mode: cuBLASLt's bf16 products (not one query on two slots: there dS = P0 P1 (dP0 - dP1) of one
        row, a difference of bf16-rounded products that 2e-2 need not bound); the last but one has rows so long that
-       the score chunks hold 64 query rows (150 = 64 + 64 + 22) and the row kernels read them twice */
+       the score chunks hold 64 query rows (150 = 64 + 64 + 22) */
     { 2, 70, 45, 2, 1, 64, 1, 1, 1, 1 },
     { 2, 45, 70, 2, 4, 64, 1, 0, 1, 1 },
     { 1, 65, 130, 1, 2, 128, 0, 1, 1, 1 },
@@ -278,8 +278,8 @@ int main(int argc, char **argv)
     { 2, 30, 41, 1, 2, 20, 1, 1, 1, 1 },
     { 1, 150, 90000, 1, 8, 16, 0, 1, 1, 1 },
     { 1, 3000, 3000, 1, 8, 64, 1, 1, 1, 1 },
-    { 1, 40, 8192, 1, 2, 64, 1, 1, 1, 1 },   /* the longest rows the row kernels hold in registers (17 slots a thread) */
-    { 2, 33, 1000, 1, 2, 64, 0, 1, 3, 1 },   /* 2 slots a thread */
+    { 1, 40, 8192, 1, 2, 64, 1, 1, 1, 1 },   /* the routed keys at n = 131072: 8193 slots padded to 8200 */
+    { 2, 33, 1000, 1, 2, 64, 0, 1, 3, 1 },   /* runs of masked keys, slots 1001 padded to 1008 */
 #endif
   };
   int ok = 1;
