@@ -49,19 +49,21 @@ __device__ __forceinline__ double ha_exp(double x) { return exp(x); }
 
 /* ---- kv slots ---- */
 
+template <typename I>
 __global__ void ha_kv_assemble(long total, long nk, int R, int hpr, int dh, int mk, const c5_real *kvraw,
                                const c5_real *kscore, const c5_real *null_kv, c5_real *kv)
 {
-  const long L = 2L * hpr * dh, n1 = nk + 1, D = (long)R * hpr * dh;
-  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x) {
-    const long row = i / L, col = i % L, br = row / n1, j = row % n1;
+  const I L = 2 * (I)hpr * dh, n1 = (I)nk + 1;
+  const long D = (long)R * hpr * dh;
+  C5K_GRID_LOOP_T(I, i, total) {
+    const I row = i / L, col = i % L, br = row / n1, j = row % n1;
     const int hh = (int)(col / (2 * dh)), w = (int)(col % (2 * dh)), isv = w >= dh;
     c5_real x;
     if (j == 0) {
       const long h = (br % R) * hpr + hh;
       x = null_kv[(isv ? D : 0) + h * dh + (w - (isv ? dh : 0))];
     } else {
-      const long t = br * nk + j - 1;
+      const long t = (long)br * nk + j - 1;
       x = kvraw[t * L + col];
       if (kscore && (isv || mk)) x = x * kscore[t];
     }
@@ -740,11 +742,12 @@ static hg_plan hg_plan_of(const c5k_cuda_dev *dev, const ha_shape &a, bool backw
 }
 
 /* kv's bf16 copy with n1p slots a route, the slots past n1 zero (the grouped products read them, times P = 0). */
+template <typename I>
 __global__ void hg_kv_bf16(long total, long n1, long n1p, long L, const float *kv, __nv_bfloat16 *y)
 {
-  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < total; i += (long)gridDim.x * blockDim.x) {
-    const long row = i / L, br = row / n1p, j = row % n1p;
-    y[i] = __float2bfloat16_rn(j < n1 ? kv[(br * n1 + j) * L + i % L] : 0.f);
+  C5K_GRID_LOOP_T(I, i, total) {
+    const I row = i / (I)L, br = row / (I)n1p, j = row % (I)n1p;
+    y[i] = __float2bfloat16_rn(j < n1 ? kv[((long)br * n1 + j) * L + i % (I)L] : 0.f);
   }
 }
 
@@ -812,8 +815,8 @@ static c5_status hg_setup(c5k_cuda_dev *dev, const ha_shape &a, bool backward, c
   *scr = (char *)v;
   C5_CALL_K(c5k_cuda_to_bf16(dev, a.batch * a.nq * a.D, q, *scr + p->q, op));
   const long nkv = a.batch * a.R * p->n1p * a.L;
-  hg_kv_bf16<<<(unsigned)((nkv + 255) / 256 < 4096 ? (nkv + 255) / 256 : 4096), 256, 0, dev->stream>>>(
-      nkv, a.n1, p->n1p, a.L, kv, (__nv_bfloat16 *)(*scr + p->kv));
+  C5K_IDX_LAUNCH(nkv, hg_kv_bf16, c5k_cuda_blocks(dev, nkv), C5K_THREADS, dev->stream, nkv, a.n1, p->n1p, a.L, kv,
+                 (__nv_bfloat16 *)(*scr + p->kv));
   C5K_CUDA_LAUNCHED(op);
   if (backward) C5_CALL_K(c5k_cuda_to_bf16(dev, a.batch * a.nq * a.D, dout, *scr + p->dout, op));
   return C5_OK;
@@ -885,12 +888,6 @@ static c5_status hg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape &a,
 
 /* ---- the ops ---- */
 
-static unsigned ha_blocks(long n, int threads)
-{
-  long b = (n + threads - 1) / threads;
-  return (unsigned)(b < 65535L * 64 ? (b > 0 ? b : 1) : 65535L * 64);
-}
-
 extern "C" c5_status c5k_heavy_kv_assemble_cuda(c5k_ctx *ctx, const c5k_heavy_attn *A, const c5_real *kvraw,
                                                 const c5_real *kscore, const c5_real *null_kv, c5_real *kv)
 {
@@ -900,8 +897,8 @@ extern "C" c5_status c5k_heavy_kv_assemble_cuda(c5k_ctx *ctx, const c5k_heavy_at
   const int R = A->routes, hpr = A->heads / R, dh = A->dim_head;
   const long total = A->batch * R * (A->nk + 1) * 2L * hpr * dh;
   if (total <= 0) return C5_OK;
-  ha_kv_assemble<<<ha_blocks(total, 256), 256, 0, dev->stream>>>(total, A->nk, R, hpr, dh, A->multiply_keys_by_score,
-                                                                 kvraw, kscore, null_kv, kv);
+  C5K_IDX_LAUNCH(total, ha_kv_assemble, c5k_cuda_blocks(dev, total), C5K_THREADS, dev->stream, total, A->nk, R, hpr,
+                 dh, A->multiply_keys_by_score, kvraw, kscore, null_kv, kv);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }

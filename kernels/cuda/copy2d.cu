@@ -49,10 +49,11 @@ extern "C" c5_status c5k_add2d_cuda(c5k_ctx *ctx, long rows, long cols, const c5
   return C5_OK;
 }
 
+template <typename I>
 __global__ void fill_rows_kernel(long rows, long dim, const c5_real *vec, int accumulate, c5_real *dst, long ldd)
 {
-  C5K_GRID_LOOP(i, rows * dim) {
-    long r = i / dim, k = i % dim;
+  C5K_GRID_LOOP_T(I, i, rows * dim) {
+    const I r = i / (I)dim, k = i % (I)dim;
     c5_real *d = dst + r * ldd + k;
     if (accumulate) *d = c5k_add(*d, vec[k]);
     else *d = vec ? vec[k] : (c5_real)0;
@@ -66,8 +67,8 @@ extern "C" c5_status c5k_fill_rows_cuda(c5k_ctx *ctx, long rows, long dim, const
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   if (rows <= 0 || dim <= 0 || (accumulate && !vec)) return C5_OK;   /* adding no vector changes nothing */
-  fill_rows_kernel<<<c5k_cuda_blocks(dev, rows * dim), C5K_THREADS, 0, dev->stream>>>(rows, dim, vec, accumulate, dst,
-                                                                                        ldd);
+  C5K_IDX_LAUNCH(rows * dim, fill_rows_kernel, c5k_cuda_blocks(dev, rows * dim), C5K_THREADS, dev->stream, rows, dim,
+                 vec, accumulate, dst, ldd);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }

@@ -156,6 +156,18 @@ static inline unsigned c5k_cuda_blocks(const c5k_cuda_dev *dev, long total)
 }
 #define C5K_GRID_LOOP(i, total) \
   for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < (long)(total); i += (long)gridDim.x * blockDim.x)
+/* The same with the index type I a template parameter: an elementwise kernel that divides its index by a row
+   length runs in 32 bits when the total allows (C5K_IDX_LAUNCH); its 64-bit divisions, tens of instructions each,
+   held such kernels to about 2.5 TB/s on the H200. */
+#define C5K_GRID_LOOP_T(I, i, total) \
+  for (I i = blockIdx.x * (I)blockDim.x + threadIdx.x; i < (I)(total); i += (I)gridDim.x * blockDim.x)
+/* kern<int> when total and a grid's stride past it fit in an int (grids here have at most 2^22 threads), else
+   kern<long>. */
+#define C5K_IDX_LAUNCH(total, kern, grid, threads, stream, ...) \
+  do { \
+    if ((long)(total) <= 0x7fffffffL - (1L << 22)) kern<int><<<(grid), (threads), 0, (stream)>>>(__VA_ARGS__); \
+    else kern<long><<<(grid), (threads), 0, (stream)>>>(__VA_ARGS__); \
+  } while (0)
 /* Products and sums rounded one by one, as the CPU (no FMA contraction there:
    no -march) rounds them: nvcc would otherwise fuse a * b + c and change the
    bits of results the CPU op defines exactly. */

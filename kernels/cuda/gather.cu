@@ -10,11 +10,13 @@
 #include <limits.h>
 #include "rowsum.cuh"
 
+template <typename I>
 __global__ void gather_rows_kernel(long n, long dim, const long *idx, const c5_real *scale, const c5_real *src,
                                    long lds, c5_real *dst)
 {
-  C5K_GRID_LOOP(i, n * dim) {
-    long e = i / dim, k = i % dim, r = idx ? idx[e] : e;
+  C5K_GRID_LOOP_T(I, i, n * dim) {
+    const I e = i / (I)dim, k = i % (I)dim;
+    const long r = idx ? idx[e] : e;
     c5_real v = r < 0 ? (c5_real)0 : src[r * lds + k];
     dst[i] = scale && r >= 0 ? c5k_mul(v, scale[e]) : v;
   }
@@ -27,8 +29,8 @@ extern "C" c5_status c5k_gather_rows_cuda(c5k_ctx *ctx, long n, long dim, const 
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   if (n <= 0 || dim <= 0) return C5_OK;
-  gather_rows_kernel<<<c5k_cuda_blocks(dev, n * dim), C5K_THREADS, 0, dev->stream>>>(n, dim, idx, scale, src, lds,
-                                                                                      dst);
+  C5K_IDX_LAUNCH(n * dim, gather_rows_kernel, c5k_cuda_blocks(dev, n * dim), C5K_THREADS, dev->stream, n, dim, idx,
+                 scale, src, lds, dst);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }

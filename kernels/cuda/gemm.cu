@@ -26,18 +26,31 @@ static uint32_t lt_align(const void *p, long stride, long batch, c5_dtype t)
 #define LT_TRY(call) do { cublasStatus_t e_ = (call); if (e_ != CUBLAS_STATUS_SUCCESS) { \
     st = C5K_ERR(C5_ERR_CUDA, "cuda op %s: %s: cuBLASLt status %d", what, #call, (int)e_); goto out; } } while (0)
 
-/* f32 -> bf16, round to nearest even: the extent an operand's batches and rows span (its padding too) */
+/* f32 -> bf16, round to nearest even: the extent an operand's batches and rows span (its padding too). Four
+   elements a thread where x is 16-byte and y 8-byte aligned (a float a thread: the largest item of the block's
+   kernel time at n = 32768 on the H200, 12 %). */
 __global__ static void to_bf16(long n, const float *x, __nv_bfloat16 *y)
 {
-  for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x)
-    y[i] = __float2bfloat16_rn(x[i]);
+  const long t0 = blockIdx.x * (long)blockDim.x + threadIdx.x, step = (long)gridDim.x * blockDim.x;
+  long done = 0;
+  if ((((uintptr_t)x & 15) | ((uintptr_t)y & 7)) == 0) {
+    const long nv = n / 4;
+    for (long i = t0; i < nv; i += step) {
+      const float4 v = ((const float4 *)x)[i];
+      union { __nv_bfloat162 h[2]; uint2 u; } o;
+      o.h[0] = __floats2bfloat162_rn(v.x, v.y);
+      o.h[1] = __floats2bfloat162_rn(v.z, v.w);
+      ((uint2 *)y)[i] = o.u;
+    }
+    done = nv * 4;
+  }
+  for (long i = done + t0; i < n; i += step) y[i] = __float2bfloat16_rn(x[i]);
 }
 
 c5_status c5k_cuda_to_bf16(c5k_cuda_dev *dev, long n, const float *x, void *y, const char *op)
 {
   if (n <= 0) return C5_OK;
-  const long blocks = (n + 255) / 256 < 4096 ? (n + 255) / 256 : 4096;
-  to_bf16<<<(unsigned)blocks, 256, 0, dev->stream>>>(n, x, (__nv_bfloat16 *)y);
+  to_bf16<<<c5k_cuda_blocks(dev, (n + 3) / 4), C5K_THREADS, 0, dev->stream>>>(n, x, (__nv_bfloat16 *)y);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
