@@ -603,24 +603,18 @@ static __device__ float hg_max(float x, double *sh)
 
 /* A thread's next HG_U slots of a row, HG_THREADS apart (independent loads in flight: at nk = 65536 a row
    kernel with one load a thread at a time waited on memory latency): x[u] = v[j] for a taking-part slot j < n1,
-   else `other`. Every slot below n1 is loaded, and its mask byte beside it, before either is looked at: a load
-   issued behind its mask byte waited on two latencies. (A variant holding a row of up to 8704 slots in registers,
-   one pass over S, was 1.7 times slower on the H200: 512 threads of 78 registers left one block an SM; the second
-   pass here reads the row from L2.) */
+   else `other`. (A variant holding a row of up to 8704 slots in registers, one pass over S, was 1.7 times slower
+   on the H200: 512 threads of 78 registers left one block an SM; the second pass here reads the row from L2. Loading
+   each slot before looking at its mask byte measured the same as this.) */
 #define HG_U 8
 template <typename T>
 static __device__ __forceinline__ void hg_take(const T *v, long j0, long n1, const uint8_t *mk, T other, T (&x)[HG_U])
 {
-  bool k[HG_U];
 #pragma unroll
   for (int u = 0; u < HG_U; u++) {
     const long j = j0 + (long)u * HG_THREADS;
-    x[u] = j < n1 ? v[j] : other;
-    k[u] = j < n1 && (j == 0 || !mk || mk[j - 1]);
+    x[u] = ha_takes(j, n1, mk) ? v[j] : other;
   }
-#pragma unroll
-  for (int u = 0; u < HG_U; u++)
-    if (!k[u]) x[u] = other;
 }
 
 /* One block a score row (head hh of the chunk's, row i): lse (each thread's
