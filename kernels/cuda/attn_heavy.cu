@@ -559,7 +559,9 @@ template <typename T, int DHMAX> struct ha_flash {
    dV += P^T dout, dK += scale dS^T Q, dq = scale dS K. The score chunks
    (12 bytes an element in the backward) take at most HG_BUDGET of the
    device scratch whatever n: at n = 1M tokens (nk = 65536) cq = 128 rows
-   in the backward.
+   in the backward. For dim_head 64 and 128 the forward is instead one
+   flash kernel on the tensor cores (hf_forward below), which keeps the
+   scores on chip and needs only the bf16 copies.
    The products' order is cuBLASLt's for the shape, the same every run, and
    dk/dv add the chunks in ascending order (beta 1 after the first): results
    repeat bit for bit, with bf16's error (kernels.h). The SIMT flash kernels
