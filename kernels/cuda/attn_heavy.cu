@@ -701,21 +701,10 @@ struct hg_plan {
   size_t q, kv, dout, s, dp, p, ds, part, bytes;
 };
 
-static hg_plan hg_plan_of(const c5k_cuda_dev *dev, const ha_shape &a, bool backward, bool flash)
+/* The score chunks' rows and the slot groups (hg_plan's cq, g, kg, n1p, ldp). */
+static hg_plan hg_chunks_of(const c5k_cuda_dev *dev, const ha_shape &a, bool backward)
 {
   hg_plan p;
-  if (flash) {   /* hf_forward: the bf16 copies only, the scores stay on chip */
-    p.cq = p.ldp = 0;
-    p.g = 1;
-    p.kg = a.n1;
-    p.n1p = (a.n1 + 7) & ~7L;
-    size_t o = 0;
-    p.q = o; o = c5k_up256(o + (size_t)a.batch * a.nq * a.D * 2);
-    p.kv = o; o = c5k_up256(o + (size_t)a.batch * a.R * p.n1p * a.L * 2);
-    p.dout = p.s = p.dp = p.p = p.ds = p.part = o;
-    p.bytes = o;
-    return p;
-  }
   const size_t row = (size_t)a.hpr * ((a.n1 + 7) & ~7L) * (backward ? 12 : 6);
   long cq = (long)(HG_BUDGET / row) & ~63L;
   const long nq = (a.nq + 63) & ~63L;
@@ -734,6 +723,20 @@ static hg_plan hg_plan_of(const c5k_cuda_dev *dev, const ha_shape &a, bool backw
      slower than its sm90 ones (ncu on the H200, n = 131072: 3.2 ms of a 33 ms step) */
   p.n1p = p.g > 1 ? p.g * p.kg : (a.n1 + 7) & ~7L;
   p.ldp = p.n1p;   /* bf16 rows of P and dS 16-byte aligned */
+  return p;
+}
+
+static hg_plan hg_plan_of(const c5k_cuda_dev *dev, const ha_shape &a, bool backward, bool flash)
+{
+  hg_plan p;
+  if (flash) {   /* hf_forward: the bf16 copies only (cq = ldp = 0 leave the score parts empty) */
+    p.cq = p.ldp = 0;
+    p.g = 1;
+    p.kg = a.n1;
+    p.n1p = (a.n1 + 7) & ~7L;
+  } else {
+    p = hg_chunks_of(dev, a, backward);
+  }
   const size_t qb = (size_t)a.batch * a.nq * a.D * 2, kvb = (size_t)a.batch * a.R * p.n1p * a.L * 2,
                sb = (size_t)a.hpr * p.cq * p.ldp;
   size_t o = 0;
