@@ -869,11 +869,14 @@ static c5_status hg_setup(c5k_cuda_dev *dev, const ha_shape &a, bool backward, b
                        a3 = (g+8, 2t+8..)
      B (16 x 8, col):  b0 = (k 2t..2t+1, n g), b1 = (k 2t+8..2t+9, n g)
      C (16 x 8, f32):  c0, c1 = (g, 2t), (g, 2t+1); c2, c3 = (g+8, 2t), (g+8, 2t+1)
-   For S = Q K^T, B's column n is key row n, so b0 and b1 are one 32-bit load
-   each from K's tile. For O = P V, B = V's [16 slots x 8 dims] is read
-   transposed by ldmatrix.x4.trans (an 8 x 8 matrix whose row i the lanes
-   8 m + i address: with .trans lane 4 g + t gets its elements (2t, g) and
-   (2t+1, g), which is b0 for rows = slots k..k+7, columns = dims n..n+7).
+   ldmatrix.x4 reads four 8 x 8 matrices, row i of matrix m at the address
+   lane 8 m + i gives; lane 4 g + t gets elements (g, 2t), (g, 2t+1) of each
+   (with .trans: (2t, g), (2t+1, g)). For S = Q K^T, B's column n is key row
+   n, so b0 (b1) is the plain ldmatrix of the matrix at rows = keys n..n+7,
+   columns = dims k..k+7 (k+8..k+15). For O = P V, B = V's [16 slots x 8
+   dims]: b0 (b1) is the .trans ldmatrix of the matrix at rows = slots
+   k..k+7 (k+8..k+15), columns = dims n..n+7. Q's A fragments are 32-bit
+   loads (once).
    Shared rows are DH + 8 bf16 apart (144 or 272 bytes): 16-byte aligned for
    cp.async and ldmatrix, and the 8 rows g of a fragment load (or of an
    ldmatrix phase) start 4 banks apart, so no load has bank conflicts. */
@@ -886,6 +889,9 @@ template <int DH> struct hf_geom {
   static constexpr int TILE = HF_BN * LD;          /* a K or V tile, in bf16 */
   /* Q, then per stage K and V, then the stages' take-part flags */
   static constexpr size_t bytes = (size_t)(HF_BM * LD + 4 * TILE) * 2 + 2 * HF_BN;
+  /* CTAs an SM (228 KiB of shared memory): 4 for DH 64 (at most 128 registers a thread; 136 unbounded, which
+     left 3), 2 for DH 128 */
+  static constexpr int ctas = (int)(228 * 1024 / (bytes + 1024)) < 4 ? (int)(228 * 1024 / (bytes + 1024)) : 4;
 };
 
 static __device__ __forceinline__ void hf_cp16(void *dst, const void *src, bool full)
@@ -923,6 +929,20 @@ static __device__ __forceinline__ void hf_mma(float (&d)[4], const uint32_t (&a)
 
 static __device__ __forceinline__ uint32_t hf_ld32(const __nv_bfloat16 *p) { return *(const uint32_t *)p; }
 
+/* ldmatrix.x4 (.trans when TRANS): lane 8 m + i gives p, the address of row i of 8 x 8 matrix m (8 bf16, 16-byte
+   aligned); r[m] of lane 4 g + t is then its elements (g, 2t), (g, 2t + 1), or with .trans (2t, g), (2t + 1, g) */
+template <bool TRANS>
+static __device__ __forceinline__ void hf_ldsm(uint32_t (&r)[4], const __nv_bfloat16 *p)
+{
+  const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+  if (TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+
 /* lo in the low half: the lower column of an A fragment's pair */
 static __device__ __forceinline__ uint32_t hf_pack(float lo, float hi)
 {
@@ -948,12 +968,13 @@ static __device__ __forceinline__ void hf_stage(__nv_bfloat16 *KV, uint8_t *tk, 
 /* Blocks: batch x H x query tiles, the tile fastest. qb [batch][nq][H DH], kvb [batch][R][n1p][L] (hg_setup's
    copies), kmask [batch][R][n1 - 1] or NULL, o [batch][nq][H DH], lse [batch][H][nq]. */
 template <int DH>
-__global__ void __launch_bounds__(HF_THREADS)
+__global__ void __launch_bounds__(HF_THREADS, hf_geom<DH>::ctas)
 hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, const __nv_bfloat16 *qb,
            const __nv_bfloat16 *kvb, const uint8_t *kmask, float *o, double *lse)
 {
   typedef hf_geom<DH> G;
   constexpr int NT = HF_BN / 8, KS = DH / 16, ON = DH / 8;   /* S's n8 tiles; Q's k16 steps; O's n8 tiles */
+  static_assert(DH % 32 == 0, "hf_forward: K's ldmatrix.x4 covers two k16 steps");
   extern __shared__ __align__(16) unsigned char hf_smem[];
   __nv_bfloat16 *Qs = (__nv_bfloat16 *)hf_smem, *KV = Qs + HF_BM * G::LD;
   uint8_t *tk = (uint8_t *)(KV + 4 * G::TILE);
@@ -995,12 +1016,19 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
       const __nv_bfloat16 *Ks = KV + 2 * st * G::TILE, *Vs = Ks + G::TILE;
       const uint8_t *tks = tk + st * HF_BN;
       float s[NT][4];
+      /* B's column g is key row 8 n + g: ldmatrix's matrix m at key rows 8 n .., dims 16 k + 8 m gives b0, b1 of
+         k-step k, then of k + 1 */
+      const __nv_bfloat16 *kr = Ks + (lane & 7) * G::LD + (lane >> 3) * 8;
 #pragma unroll
       for (int n = 0; n < NT; n++) {
         s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-        const __nv_bfloat16 *kr = Ks + (8 * n + g) * G::LD + 2 * t;   /* key row 8 n + g: B's column g */
 #pragma unroll
-        for (int k = 0; k < KS; k++) hf_mma(s[n], qf[k], hf_ld32(kr + 16 * k), hf_ld32(kr + 16 * k + 8));
+        for (int k = 0; k < KS; k += 2) {
+          uint32_t kf[4];
+          hf_ldsm<false>(kf, kr + 8 * n * G::LD + 16 * k);
+          hf_mma(s[n], qf[k], kf[0], kf[1]);
+          hf_mma(s[n], qf[k + 1], kf[2], kf[3]);
+        }
       }
       float mx[2] = { -INFINITY, -INFINITY };
 #pragma unroll
@@ -1045,12 +1073,10 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
         const __nv_bfloat16 *vr = Vs + (16 * k + (lane & 7) + ((lane >> 3) & 1) * 8) * G::LD + (lane >> 4) * 8;
 #pragma unroll
         for (int d = 0; d < DH / 16; d++) {
-          uint32_t v0, v1, v2, v3;
-          asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                       : "=r"(v0), "=r"(v1), "=r"(v2), "=r"(v3)
-                       : "r"((unsigned)__cvta_generic_to_shared(vr + 16 * d)));
-          hf_mma(acc[2 * d], pa, v0, v1);
-          hf_mma(acc[2 * d + 1], pa, v2, v3);
+          uint32_t vf[4];
+          hf_ldsm<true>(vf, vr + 16 * d);
+          hf_mma(acc[2 * d], pa, vf[0], vf[1]);
+          hf_mma(acc[2 * d + 1], pa, vf[2], vf[3]);
         }
       }
     }
