@@ -429,9 +429,10 @@ typedef struct c5k_ops {
      In bf16 matmul mode (c5_backend_set_matmul C5_MATMUL_BF16, ctx->exact
      0, single precision, dim_head a multiple of 8) the CUDA forward and
      backward run as cuBLASLt products of bf16 copies of q, k, v, dout and
-     of P and dS (f32 accumulation) over chunks of query rows, so they match
-     the CPU to bf16's precision only (fixed orders still: results repeat
-     bit for bit).
+     of P and dS (f32 accumulation) over chunks of query rows (the forward
+     for dim_head 64 and 128: one flash kernel on the tensor cores, the
+     scores kept on chip), so they match the CPU to bf16's precision only
+     (fixed orders still: results repeat bit for bit).
      ctx work (CPU): c5k_heavy_attn_work(A) doubles. */
   c5_status (*heavy_attn_backward)(c5k_ctx *, const c5k_heavy_attn *A, const c5_real *q, const c5_real *kv,
                                    const uint8_t *kmask, const double *lse, const c5_real *dout, c5_real *dq,

@@ -559,7 +559,9 @@ template <typename T, int DHMAX> struct ha_flash {
    dV += P^T dout, dK += scale dS^T Q, dq = scale dS K. The score chunks
    (12 bytes an element in the backward) take at most HG_BUDGET of the
    device scratch whatever n: at n = 1M tokens (nk = 65536) cq = 128 rows
-   in the backward.
+   in the backward. For dim_head 64 and 128 the forward is instead one
+   flash kernel on the tensor cores (hf_forward below), which keeps the
+   scores on chip and needs only the bf16 copies.
    The products' order is cuBLASLt's for the shape, the same every run, and
    dk/dv add the chunks in ascending order (beta 1 after the first): results
    repeat bit for bit, with bf16's error (kernels.h). The SIMT flash kernels
@@ -699,7 +701,8 @@ struct hg_plan {
   size_t q, kv, dout, s, dp, p, ds, part, bytes;
 };
 
-static hg_plan hg_plan_of(const c5k_cuda_dev *dev, const ha_shape &a, bool backward)
+/* The score chunks' rows and the slot groups (hg_plan's cq, g, kg, n1p, ldp). */
+static hg_plan hg_chunks_of(const c5k_cuda_dev *dev, const ha_shape &a, bool backward)
 {
   hg_plan p;
   const size_t row = (size_t)a.hpr * ((a.n1 + 7) & ~7L) * (backward ? 12 : 6);
@@ -720,6 +723,20 @@ static hg_plan hg_plan_of(const c5k_cuda_dev *dev, const ha_shape &a, bool backw
      slower than its sm90 ones (ncu on the H200, n = 131072: 3.2 ms of a 33 ms step) */
   p.n1p = p.g > 1 ? p.g * p.kg : (a.n1 + 7) & ~7L;
   p.ldp = p.n1p;   /* bf16 rows of P and dS 16-byte aligned */
+  return p;
+}
+
+static hg_plan hg_plan_of(const c5k_cuda_dev *dev, const ha_shape &a, bool backward, bool flash)
+{
+  hg_plan p;
+  if (flash) {   /* hf_forward: the bf16 copies only (cq = ldp = 0 leave the score parts empty) */
+    p.cq = p.ldp = 0;
+    p.g = 1;
+    p.kg = a.n1;
+    p.n1p = (a.n1 + 7) & ~7L;
+  } else {
+    p = hg_chunks_of(dev, a, backward);
+  }
   const size_t qb = (size_t)a.batch * a.nq * a.D * 2, kvb = (size_t)a.batch * a.R * p.n1p * a.L * 2,
                sb = (size_t)a.hpr * p.cq * p.ldp;
   size_t o = 0;
@@ -800,10 +817,10 @@ static c5_status hg_slot_grad(c5k_ctx *ctx, const ha_shape &a, long mb, double a
 }
 
 /* Scratch laid out, q and kv (and dout) copied to bf16. */
-static c5_status hg_setup(c5k_cuda_dev *dev, const ha_shape &a, bool backward, const float *q, const float *kv,
-                          const float *dout, hg_plan *p, char **scr, const char *op)
+static c5_status hg_setup(c5k_cuda_dev *dev, const ha_shape &a, bool backward, bool flash, const float *q,
+                          const float *kv, const float *dout, hg_plan *p, char **scr, const char *op)
 {
-  *p = hg_plan_of(dev, a, backward);
+  *p = hg_plan_of(dev, a, backward, flash);
   void *v;
   C5_CALL_K(c5k_cuda_scratch(dev, p->bytes, &v, op));
   *scr = (char *)v;
@@ -816,13 +833,301 @@ static c5_status hg_setup(c5k_cuda_dev *dev, const ha_shape &a, bool backward, c
   return C5_OK;
 }
 
+/* ---- bf16 mode, dim_head 64 or 128: the forward with its scores on chip ----
+
+   FlashAttention-2's forward on the tensor cores, in place of the S product,
+   the row kernel and the P V product (which at n = 131072 on the H200 moved
+   each chunk's f32 scores and bf16 P through device memory: ~0.75 ms a chunk,
+   bandwidth-bound). One CTA (HF_THREADS = 4 warps) a (64 query rows, head,
+   route, batch), the query tile fastest so that the CTAs of one head, which
+   read the same keys, run together and share them in L2. Warp w owns query
+   rows 16 w .. 16 w + 15 of the tile. The slots go by in key blocks of 64 in
+   ascending order (cp.async double buffering: block kb + 1 loads while kb is
+   used); per block
+     S = Q K^T   (mma.m16n8k16 bf16 -> f32; Q's fragments stay in registers),
+     s = scale log2(e) S, or -inf for a slot that does not take part (masked,
+       or at or past n1: those rows of the tile are zero-filled besides),
+     online softmax in the log2 domain per row in f32: m the running max, l
+       each thread's part of the running sum of p = 2^(s - m), the O
+       accumulator and l rescaled by 2^(m_old - m_new) when the max grows,
+     O += P V    (p rounded to bf16 straight from S's accumulators: the
+       m16n8k16 C layout of two adjacent n8 tiles is the A layout of one k16
+       step).
+   A block with no slot taking part is skipped (it would change nothing:
+   the max stays and every p is 0). Slot 0, the null key, takes part and lies
+   in block 0, so after block 0 every row's max is finite: no 2^(-inf - -inf)
+   (guarded anyway), and l >= 1 at the end. Then o = O / l and lse = m ln 2 +
+   log l (in double): the row kernel's lse to f32's rounding, which is what
+   hg_backward recomputes P from.
+   Every sum has one fixed order (the mma's, the blocks ascending, a thread's
+   columns in order, the quad's butterfly): results repeat bit for bit.
+
+   Fragment layouts (PTX ISA, "Matrix Fragments for mma.m16n8k16" with
+   .bf16; lane = 4 g + t, g = groupID, t = threadID_in_group; "a, a+1" are
+   the low and high halves of a 32-bit register):
+     A (16 x 16, row): a0 = (g, 2t..2t+1), a1 = (g+8, 2t..), a2 = (g, 2t+8..),
+                       a3 = (g+8, 2t+8..)
+     B (16 x 8, col):  b0 = (k 2t..2t+1, n g), b1 = (k 2t+8..2t+9, n g)
+     C (16 x 8, f32):  c0, c1 = (g, 2t), (g, 2t+1); c2, c3 = (g+8, 2t), (g+8, 2t+1)
+   ldmatrix.x4 reads four 8 x 8 matrices, row i of matrix m at the address
+   lane 8 m + i gives; lane 4 g + t gets elements (g, 2t), (g, 2t+1) of each
+   (with .trans: (2t, g), (2t+1, g)). For S = Q K^T, B's column n is key row
+   n, so b0 (b1) is the plain ldmatrix of the matrix at rows = keys n..n+7,
+   columns = dims k..k+7 (k+8..k+15). For O = P V, B = V's [16 slots x 8
+   dims]: b0 (b1) is the .trans ldmatrix of the matrix at rows = slots
+   k..k+7 (k+8..k+15), columns = dims n..n+7. Q's A fragments are 32-bit
+   loads (once).
+   Shared rows are DH + 8 bf16 apart (144 or 272 bytes): 16-byte aligned for
+   cp.async and ldmatrix, and the 8 rows g of a fragment load (or of an
+   ldmatrix phase) start 4 banks apart, so no load has bank conflicts. */
+#define HF_THREADS 128
+#define HF_BM 64     /* query rows a CTA: 16 a warp */
+#define HF_BN 64     /* slots a key block */
+
+template <int DH> struct hf_geom {
+  static constexpr int LD = DH + 8;                /* a shared row, in bf16 */
+  static constexpr int TILE = HF_BN * LD;          /* a K or V tile, in bf16 */
+  /* Q, then per stage K and V, then the stages' take-part flags */
+  static constexpr size_t bytes = (size_t)(HF_BM * LD + 4 * TILE) * 2 + 2 * HF_BN;
+  /* CTAs an SM (228 KiB of shared memory): 4 for DH 64 (at most 128 registers a thread; 136 unbounded, which
+     left 3), 2 for DH 128 */
+  static constexpr int ctas = (int)(228 * 1024 / (bytes + 1024)) < 4 ? (int)(228 * 1024 / (bytes + 1024)) : 4;
+};
+
+static __device__ __forceinline__ void hf_cp16(void *dst, const void *src, bool full)
+{
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(full ? 16 : 0) : "memory");
+}
+static __device__ __forceinline__ void hf_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N> static __device__ __forceinline__ void hf_wait()
+{
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+/* tile rows [0, ROWS) <- src's rows (stride ld bf16), those at or past `rows` zero-filled (cp.async with source
+   size 0 reads nothing: src itself stands in for their address) */
+template <int DH, int ROWS>
+static __device__ __forceinline__ void hf_load(__nv_bfloat16 *tile, const __nv_bfloat16 *src, long ld, long rows)
+{
+  constexpr int CPR = DH / 8;   /* 16-byte chunks a row */
+  for (int c = threadIdx.x; c < ROWS * CPR; c += HF_THREADS) {
+    const int r = c / CPR, k = c % CPR;
+    const bool in = r < rows;
+    hf_cp16(tile + r * hf_geom<DH>::LD + k * 8, in ? src + r * ld + k * 8 : src, in);
+  }
+}
+
+/* d += A B (m16n8k16, bf16 in, f32 accumulate) */
+static __device__ __forceinline__ void hf_mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
+{
+  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+               "{%0,%1,%2,%3};\n"
+               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+static __device__ __forceinline__ uint32_t hf_ld32(const __nv_bfloat16 *p) { return *(const uint32_t *)p; }
+
+/* ldmatrix.x4 (.trans when TRANS): lane 8 m + i gives p, the address of row i of 8 x 8 matrix m (8 bf16, 16-byte
+   aligned); r[m] of lane 4 g + t is then its elements (g, 2t), (g, 2t + 1), or with .trans (2t, g), (2t + 1, g) */
+template <bool TRANS>
+static __device__ __forceinline__ void hf_ldsm(uint32_t (&r)[4], const __nv_bfloat16 *p)
+{
+  const unsigned a = (unsigned)__cvta_generic_to_shared(p);
+  if (TRANS)
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+  else
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
+}
+
+/* lo in the low half: the lower column of an A fragment's pair */
+static __device__ __forceinline__ uint32_t hf_pack(float lo, float hi)
+{
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *(uint32_t *)&v;
+}
+
+/* Key block kb (slots kb HF_BN ..) into stage kb & 1: its K and V tiles and which slots take part; one cp.async
+   group. kh: the route's slot 0 key of this head (value at + DH), rows L apart. */
+template <int DH>
+static __device__ __forceinline__ void hf_stage(__nv_bfloat16 *KV, uint8_t *tk, long kb, const __nv_bfloat16 *kh,
+                                                long L, long n1, const uint8_t *mk)
+{
+  const int st = (int)(kb & 1);
+  __nv_bfloat16 *Ks = KV + 2 * st * hf_geom<DH>::TILE;
+  const long j0 = kb * HF_BN;
+  hf_load<DH, HF_BN>(Ks, kh + j0 * L, L, n1 - j0);
+  hf_load<DH, HF_BN>(Ks + hf_geom<DH>::TILE, kh + j0 * L + DH, L, n1 - j0);
+  if (threadIdx.x < HF_BN) tk[st * HF_BN + threadIdx.x] = (uint8_t)ha_takes(j0 + threadIdx.x, n1, mk);
+  hf_commit();
+}
+
+/* Blocks: batch x H x query tiles, the tile fastest. qb [batch][nq][H DH], kvb [batch][R][n1p][L] (hg_setup's
+   copies), kmask [batch][R][n1 - 1] or NULL, o [batch][nq][H DH], lse [batch][H][nq]. */
+template <int DH>
+__global__ void __launch_bounds__(HF_THREADS, hf_geom<DH>::ctas)
+hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, const __nv_bfloat16 *qb,
+           const __nv_bfloat16 *kvb, const uint8_t *kmask, float *o, double *lse)
+{
+  typedef hf_geom<DH> G;
+  constexpr int NT = HF_BN / 8, KS = DH / 16, ON = DH / 8;   /* S's n8 tiles; Q's k16 steps; O's n8 tiles */
+  static_assert(DH % 32 == 0, "hf_forward: K's ldmatrix.x4 covers two k16 steps");
+  extern __shared__ __align__(16) unsigned char hf_smem[];
+  __nv_bfloat16 *Qs = (__nv_bfloat16 *)hf_smem, *KV = Qs + HF_BM * G::LD;
+  uint8_t *tk = (uint8_t *)(KV + 4 * G::TILE);
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const long bh = blockIdx.x / tiles, q0 = (blockIdx.x % tiles) * HF_BM, b = bh / H;
+  const int h = (int)(bh % H), r = h / hpr, R = H / hpr;
+  const long D = (long)H * DH, L = 2L * hpr * DH, nb = (n1 + HF_BN - 1) / HF_BN;
+  const __nv_bfloat16 *kh = kvb + (b * R + r) * n1p * L + (long)(h % hpr) * 2 * DH;
+  const uint8_t *mk = kmask ? kmask + (b * R + r) * (n1 - 1) : NULL;
+
+  hf_load<DH, HF_BM>(Qs, qb + (b * nq + q0) * D + (long)h * DH, D, nq - q0);   /* in block 0's group */
+  hf_stage<DH>(KV, tk, 0, kh, L, n1, mk);
+
+  uint32_t qf[KS][4];
+  float m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.f, 0.f }, acc[ON][4];   /* rows g and g + 8 */
+#pragma unroll
+  for (int n = 0; n < ON; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+
+  for (long kb = 0; kb < nb; kb++) {
+    if (kb + 1 < nb) {
+      hf_stage<DH>(KV, tk, kb + 1, kh, L, n1, mk);
+      hf_wait<1>();   /* block kb's group (and Q) landed, kb + 1's may be in flight */
+    } else {
+      hf_wait<0>();
+    }
+    const int st = (int)(kb & 1);
+    const int any = __syncthreads_or(threadIdx.x < HF_BN && tk[st * HF_BN + threadIdx.x]);
+    if (kb == 0) {
+      const __nv_bfloat16 *q0s = Qs + (16 * w + g) * G::LD + 2 * t;
+#pragma unroll
+      for (int k = 0; k < KS; k++) {
+        qf[k][0] = hf_ld32(q0s + 16 * k);
+        qf[k][1] = hf_ld32(q0s + 8 * G::LD + 16 * k);
+        qf[k][2] = hf_ld32(q0s + 16 * k + 8);
+        qf[k][3] = hf_ld32(q0s + 8 * G::LD + 16 * k + 8);
+      }
+    }
+    if (any) {   /* block-uniform */
+      const __nv_bfloat16 *Ks = KV + 2 * st * G::TILE, *Vs = Ks + G::TILE;
+      const uint8_t *tks = tk + st * HF_BN;
+      float s[NT][4];
+      /* B's column g is key row 8 n + g: ldmatrix's matrix m at key rows 8 n .., dims 16 k + 8 m gives b0, b1 of
+         k-step k, then of k + 1 */
+      const __nv_bfloat16 *kr = Ks + (lane & 7) * G::LD + (lane >> 3) * 8;
+#pragma unroll
+      for (int n = 0; n < NT; n++) {
+        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+        for (int k = 0; k < KS; k += 2) {
+          uint32_t kf[4];
+          hf_ldsm<false>(kf, kr + 8 * n * G::LD + 16 * k);
+          hf_mma(s[n], qf[k], kf[0], kf[1]);
+          hf_mma(s[n], qf[k + 1], kf[2], kf[3]);
+        }
+      }
+      float mx[2] = { -INFINITY, -INFINITY };
+#pragma unroll
+      for (int n = 0; n < NT; n++)
+#pragma unroll
+        for (int e = 0; e < 2; e++) {
+          const bool in = tks[8 * n + 2 * t + e] != 0;
+          s[n][e] = in ? s[n][e] * sl2 : -INFINITY;
+          s[n][2 + e] = in ? s[n][2 + e] * sl2 : -INFINITY;
+          mx[0] = fmaxf(mx[0], s[n][e]);
+          mx[1] = fmaxf(mx[1], s[n][2 + e]);
+        }
+      float mu[2];   /* the max that p is taken against: 0 while a row has no taking-part slot (not reached) */
+#pragma unroll
+      for (int i = 0; i < 2; i++) {   /* a row's 64 columns lie in the 4 lanes of a quad */
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(HA_FULL, mx[i], 1));
+        mx[i] = fmaxf(mx[i], __shfl_xor_sync(HA_FULL, mx[i], 2));
+        const float mn = fmaxf(m[i], mx[i]);
+        mu[i] = mn == -INFINITY ? 0.f : mn;
+        const float corr = exp2f(m[i] - mu[i]);   /* 0 for the first block: m = -inf */
+        m[i] = mn;
+        l[i] *= corr;
+#pragma unroll
+        for (int n = 0; n < ON; n++) {
+          acc[n][2 * i] *= corr;
+          acc[n][2 * i + 1] *= corr;
+        }
+      }
+#pragma unroll
+      for (int n = 0; n < NT; n++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) {
+          s[n][c] = exp2f(s[n][c] - mu[c >> 1]);   /* -inf: 0 */
+          l[c >> 1] += s[n][c];
+        }
+#pragma unroll
+      for (int k = 0; k < HF_BN / 16; k++) {   /* slots 16 k .. 16 k + 15 of the block */
+        const uint32_t pa[4] = { hf_pack(s[2 * k][0], s[2 * k][1]), hf_pack(s[2 * k][2], s[2 * k][3]),
+                                 hf_pack(s[2 * k + 1][0], s[2 * k + 1][1]), hf_pack(s[2 * k + 1][2], s[2 * k + 1][3]) };
+        /* ldmatrix's matrices: lane 8 m + i gives row i of matrix m: slots 16 k + i (+ 8 for m odd), dims
+           16 d (+ 8 for m >= 2): b0, b1 of O's n8 tile 2 d, then of 2 d + 1 */
+        const __nv_bfloat16 *vr = Vs + (16 * k + (lane & 7) + ((lane >> 3) & 1) * 8) * G::LD + (lane >> 4) * 8;
+#pragma unroll
+        for (int d = 0; d < DH / 16; d++) {
+          uint32_t vf[4];
+          hf_ldsm<true>(vf, vr + 16 * d);
+          hf_mma(acc[2 * d], pa, vf[0], vf[1]);
+          hf_mma(acc[2 * d + 1], pa, vf[2], vf[3]);
+        }
+      }
+    }
+    __syncthreads();   /* stage st is free for block kb + 2 */
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    l[i] += __shfl_xor_sync(HA_FULL, l[i], 1);
+    l[i] += __shfl_xor_sync(HA_FULL, l[i], 2);
+    const long row = q0 + 16 * w + g + 8 * i;
+    if (row >= nq) continue;
+    const float inv = 1.f / l[i];   /* l >= 1: the row's max slot adds 2^0 */
+    float *dst = o + (b * nq + row) * D + (long)h * DH + 2 * t;
+#pragma unroll
+    for (int n = 0; n < ON; n++) {
+      dst[8 * n] = acc[n][2 * i] * inv;
+      dst[8 * n + 1] = acc[n][2 * i + 1] * inv;
+    }
+    if (t == 0) lse[(b * H + h) * nq + row] = (double)m[i] * 0.69314718055994530942 + log((double)l[i]);
+  }
+}
+
+/* The whole forward in one launch (a.dh == DH), from hg_setup's copies. */
+template <int DH>
+static c5_status hf_launch(c5k_cuda_dev *dev, const ha_shape &a, const hg_plan &p, const __nv_bfloat16 *qb,
+                           const __nv_bfloat16 *kvb, const uint8_t *kmask, double *lse, float *o, const char *op)
+{
+  const long tiles = (a.nq + HF_BM - 1) / HF_BM, blocks = a.batch * a.H * tiles;
+  if (blocks > 0x7fffffffL)
+    return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: %ld blocks of %d query rows (batch %ld, %d heads, nq %ld)", op, blocks,
+                   HF_BM, a.batch, a.H, a.nq);
+  const size_t bytes = hf_geom<DH>::bytes;
+  C5_CALL_K(c5k_cuda_smem_opt(dev, hf_forward<DH>, bytes, op));
+  const float sl2 = (float)(a.scale * 1.44269504088896340736);   /* scale log2(e) */
+  hf_forward<DH><<<(unsigned)blocks, HF_THREADS, bytes, dev->stream>>>(a.nq, a.n1, p.n1p, a.H, a.hpr, tiles, sl2, qb,
+                                                                       kvb, kmask, o, lse);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
 static c5_status hg_forward(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape &a, const float *q, const float *kv,
                             const uint8_t *kmask, double *lse, float *o, const char *op)
 {
   hg_plan p;
   char *scr;
-  C5_CALL_K(hg_setup(dev, a, false, q, kv, NULL, &p, &scr, op));
+  const bool flash = a.dh == 64 || a.dh == 128;   /* hf_forward's widths */
+  C5_CALL_K(hg_setup(dev, a, false, flash, q, kv, NULL, &p, &scr, op));
   const __nv_bfloat16 *qb = (const __nv_bfloat16 *)(scr + p.q), *kvb = (const __nv_bfloat16 *)(scr + p.kv);
+  if (a.dh == 64) return hf_launch<64>(dev, a, p, qb, kvb, kmask, lse, o, op);
+  if (a.dh == 128) return hf_launch<128>(dev, a, p, qb, kvb, kmask, lse, o, op);
   float *S = (float *)(scr + p.s), *part = (float *)(scr + p.part);
   __nv_bfloat16 *P = (__nv_bfloat16 *)(scr + p.p);
   const long hs = p.cq * p.ldp, dh = a.dh;
@@ -851,7 +1156,7 @@ static c5_status hg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape &a,
   }
   hg_plan p;
   char *scr;
-  C5_CALL_K(hg_setup(dev, a, true, q, kv, dout, &p, &scr, op));
+  C5_CALL_K(hg_setup(dev, a, true, false, q, kv, dout, &p, &scr, op));
   const __nv_bfloat16 *qb = (const __nv_bfloat16 *)(scr + p.q), *kvb = (const __nv_bfloat16 *)(scr + p.kv);
   const __nv_bfloat16 *ob = (const __nv_bfloat16 *)(scr + p.dout);
   float *S = (float *)(scr + p.s), *dP = (float *)(scr + p.dp), *part = (float *)(scr + p.part);

@@ -34,8 +34,13 @@
    there: dh 16, 48, 64, 96, 128, 200 (multiples of 8, which that path
    takes) and 20 (which keeps the SIMT kernels and their 1e-5), nk = 90000
    (query chunks of 64 rows, the last cut short), nk = 0, every key masked, runs of masked keys, no query, and
-   the large case, whose time is printed in both modes. One line per op and
-   case. Exits 77 without a GPU. */
+   the large case, whose time is printed in both modes. There the forward
+   for dh 64 and 128 is one flash kernel on the tensor cores (hf_forward:
+   key blocks of 64 slots, a partial last one, wholly masked ones skipped),
+   whose lse the backward's products take (its scores are the products'
+   to f32's rounding, not bit for bit: with every key masked dq and dk are
+   then of the order of 1e-7, far below the absolute 2e-2). One line per op
+   and case. Exits 77 without a GPU. */
 #include <stdint.h>
 #include "cuda_util.h"
 #include "kernels.h"
@@ -259,8 +264,8 @@ int main(int argc, char **argv)
     { 1, 3000, 3000, 1, 8, 64, 1, 1, 1, 0 },
 #if !C5_USE_DOUBLE
     /* bf16 matmul mode: cuBLASLt's bf16 products (not one query on two slots: there dS = P0 P1 (dP0 - dP1) of one
-       row, a difference of bf16-rounded products that 2e-2 need not bound); the last but one has rows so long that
-       the score chunks hold 64 query rows (150 = 64 + 64 + 22) */
+       row, a difference of bf16-rounded products that 2e-2 need not bound); the case of nk = 90000 has rows so long
+       that the score chunks hold 64 query rows (150 = 64 + 64 + 22) */
     { 2, 70, 45, 2, 1, 64, 1, 1, 1, 1 },
     { 2, 45, 70, 2, 4, 64, 1, 0, 1, 1 },
     { 1, 65, 130, 1, 2, 128, 0, 1, 1, 1 },
@@ -280,6 +285,9 @@ int main(int argc, char **argv)
     { 1, 3000, 3000, 1, 8, 64, 1, 1, 1, 1 },
     { 1, 40, 8192, 1, 2, 64, 1, 1, 1, 1 },   /* the routed keys at n = 131072: 8193 slots padded to 8200 */
     { 2, 33, 1000, 1, 2, 64, 0, 1, 3, 1 },   /* runs of masked keys, slots 1001 padded to 1008 */
+    { 1, 130, 8192, 1, 8, 64, 1, 1, 1, 1 },  /* the heads at n = 131072: 129 key blocks, the last of one slot */
+    { 2, 40, 50, 2, 2, 64, 1, 1, 2, 1 },     /* every key masked: the null slot alone */
+    { 2, 100, 400, 2, 2, 128, 1, 1, 3, 1 },  /* dh 128, slots 101..200 masked: key block 128..191 skipped */
 #endif
   };
   int ok = 1;
