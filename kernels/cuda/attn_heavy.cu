@@ -41,6 +41,7 @@
 #include <math.h>
 #include <limits.h>
 #include "cuda_internal.cuh"
+#include "mma.cuh"
 
 #define HA_FULL 0xffffffffu
 
@@ -894,17 +895,6 @@ template <int DH> struct hf_geom {
   static constexpr int ctas = (int)(228 * 1024 / (bytes + 1024)) < 4 ? (int)(228 * 1024 / (bytes + 1024)) : 4;
 };
 
-static __device__ __forceinline__ void hf_cp16(void *dst, const void *src, bool full)
-{
-  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(full ? 16 : 0) : "memory");
-}
-static __device__ __forceinline__ void hf_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
-template <int N> static __device__ __forceinline__ void hf_wait()
-{
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
-}
-
 /* tile rows [0, ROWS) <- src's rows (stride ld bf16), those at or past `rows` zero-filled (cp.async with source
    size 0 reads nothing: src itself stands in for their address) */
 template <int DH, int ROWS>
@@ -914,40 +904,8 @@ static __device__ __forceinline__ void hf_load(__nv_bfloat16 *tile, const __nv_b
   for (int c = threadIdx.x; c < ROWS * CPR; c += HF_THREADS) {
     const int r = c / CPR, k = c % CPR;
     const bool in = r < rows;
-    hf_cp16(tile + r * hf_geom<DH>::LD + k * 8, in ? src + r * ld + k * 8 : src, in);
+    c5k_cp16(tile + r * hf_geom<DH>::LD + k * 8, in ? src + r * ld + k * 8 : src, in);
   }
-}
-
-/* d += A B (m16n8k16, bf16 in, f32 accumulate) */
-static __device__ __forceinline__ void hf_mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
-{
-  asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-               "{%0,%1,%2,%3};\n"
-               : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-static __device__ __forceinline__ uint32_t hf_ld32(const __nv_bfloat16 *p) { return *(const uint32_t *)p; }
-
-/* ldmatrix.x4 (.trans when TRANS): lane 8 m + i gives p, the address of row i of 8 x 8 matrix m (8 bf16, 16-byte
-   aligned); r[m] of lane 4 g + t is then its elements (g, 2t), (g, 2t + 1), or with .trans (2t, g), (2t + 1, g) */
-template <bool TRANS>
-static __device__ __forceinline__ void hf_ldsm(uint32_t (&r)[4], const __nv_bfloat16 *p)
-{
-  const unsigned a = (unsigned)__cvta_generic_to_shared(p);
-  if (TRANS)
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
-  else
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
-}
-
-/* lo in the low half: the lower column of an A fragment's pair */
-static __device__ __forceinline__ uint32_t hf_pack(float lo, float hi)
-{
-  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
-  return *(uint32_t *)&v;
 }
 
 /* Key block kb (slots kb HF_BN ..) into stage kb & 1: its K and V tiles and which slots take part; one cp.async
@@ -962,7 +920,7 @@ static __device__ __forceinline__ void hf_stage(__nv_bfloat16 *KV, uint8_t *tk, 
   hf_load<DH, HF_BN>(Ks, kh + j0 * L, L, n1 - j0);
   hf_load<DH, HF_BN>(Ks + hf_geom<DH>::TILE, kh + j0 * L + DH, L, n1 - j0);
   if (threadIdx.x < HF_BN) tk[st * HF_BN + threadIdx.x] = (uint8_t)ha_takes(j0 + threadIdx.x, n1, mk);
-  hf_commit();
+  c5k_cp_commit();
 }
 
 /* Blocks: batch x H x query tiles, the tile fastest. qb [batch][nq][H DH], kvb [batch][R][n1p][L] (hg_setup's
@@ -996,9 +954,9 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
   for (long kb = 0; kb < nb; kb++) {
     if (kb + 1 < nb) {
       hf_stage<DH>(KV, tk, kb + 1, kh, L, n1, mk);
-      hf_wait<1>();   /* block kb's group (and Q) landed, kb + 1's may be in flight */
+      c5k_cp_wait<1>();   /* block kb's group (and Q) landed, kb + 1's may be in flight */
     } else {
-      hf_wait<0>();
+      c5k_cp_wait<0>();
     }
     const int st = (int)(kb & 1);
     const int any = __syncthreads_or(threadIdx.x < HF_BN && tk[st * HF_BN + threadIdx.x]);
@@ -1006,10 +964,10 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
       const __nv_bfloat16 *q0s = Qs + (16 * w + g) * G::LD + 2 * t;
 #pragma unroll
       for (int k = 0; k < KS; k++) {
-        qf[k][0] = hf_ld32(q0s + 16 * k);
-        qf[k][1] = hf_ld32(q0s + 8 * G::LD + 16 * k);
-        qf[k][2] = hf_ld32(q0s + 16 * k + 8);
-        qf[k][3] = hf_ld32(q0s + 8 * G::LD + 16 * k + 8);
+        qf[k][0] = c5k_ld32(q0s + 16 * k);
+        qf[k][1] = c5k_ld32(q0s + 8 * G::LD + 16 * k);
+        qf[k][2] = c5k_ld32(q0s + 16 * k + 8);
+        qf[k][3] = c5k_ld32(q0s + 8 * G::LD + 16 * k + 8);
       }
     }
     if (any) {   /* block-uniform */
@@ -1025,9 +983,9 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
 #pragma unroll
         for (int k = 0; k < KS; k += 2) {
           uint32_t kf[4];
-          hf_ldsm<false>(kf, kr + 8 * n * G::LD + 16 * k);
-          hf_mma(s[n], qf[k], kf[0], kf[1]);
-          hf_mma(s[n], qf[k + 1], kf[2], kf[3]);
+          c5k_ldsm<false>(kf, kr + 8 * n * G::LD + 16 * k);
+          c5k_mma_bf16(s[n], qf[k], kf[0], kf[1]);
+          c5k_mma_bf16(s[n], qf[k + 1], kf[2], kf[3]);
         }
       }
       float mx[2] = { -INFINITY, -INFINITY };
@@ -1066,17 +1024,18 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
         }
 #pragma unroll
       for (int k = 0; k < HF_BN / 16; k++) {   /* slots 16 k .. 16 k + 15 of the block */
-        const uint32_t pa[4] = { hf_pack(s[2 * k][0], s[2 * k][1]), hf_pack(s[2 * k][2], s[2 * k][3]),
-                                 hf_pack(s[2 * k + 1][0], s[2 * k + 1][1]), hf_pack(s[2 * k + 1][2], s[2 * k + 1][3]) };
+        const uint32_t pa[4] = { c5k_pack_bf16(s[2 * k][0], s[2 * k][1]), c5k_pack_bf16(s[2 * k][2], s[2 * k][3]),
+                                 c5k_pack_bf16(s[2 * k + 1][0], s[2 * k + 1][1]),
+                                 c5k_pack_bf16(s[2 * k + 1][2], s[2 * k + 1][3]) };
         /* ldmatrix's matrices: lane 8 m + i gives row i of matrix m: slots 16 k + i (+ 8 for m odd), dims
            16 d (+ 8 for m >= 2): b0, b1 of O's n8 tile 2 d, then of 2 d + 1 */
         const __nv_bfloat16 *vr = Vs + (16 * k + (lane & 7) + ((lane >> 3) & 1) * 8) * G::LD + (lane >> 4) * 8;
 #pragma unroll
         for (int d = 0; d < DH / 16; d++) {
           uint32_t vf[4];
-          hf_ldsm<true>(vf, vr + 16 * d);
-          hf_mma(acc[2 * d], pa, vf[0], vf[1]);
-          hf_mma(acc[2 * d + 1], pa, vf[2], vf[3]);
+          c5k_ldsm<true>(vf, vr + 16 * d);
+          c5k_mma_bf16(acc[2 * d], pa, vf[0], vf[1]);
+          c5k_mma_bf16(acc[2 * d + 1], pa, vf[2], vf[3]);
         }
       }
     }
