@@ -4,15 +4,9 @@
    multiply-add would give other bits. */
 #include "rowsum.cuh"
 
-#if C5_USE_DOUBLE
-#define mul_rn __dmul_rn
-#else
-#define mul_rn __fmul_rn
-#endif
-
 static __device__ __forceinline__ c5_real axpy1(c5_real a, c5_real x, c5_real y)
 {
-  return a == (c5_real)1 ? y + x : y + mul_rn(a, x);
+  return a == (c5_real)1 ? y + x : y + c5k_mul(a, x);
 }
 
 /* 16 bytes a thread at a time where x and y allow it (a thread a float reached 2.3 TB/s on an H200 for the

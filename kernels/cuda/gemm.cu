@@ -81,19 +81,24 @@ static long extent(long rows, long cols, long ld, long stride, long batch)
   return (batch - 1) * stride + (rows - 1) * ld + cols;
 }
 
-/* gemm_ex, and with bias != NULL (C's type, n elements, batch 1) C[i, j] = alpha (op(A) op(B))[i, j] + beta C[i, j]
-   + bias[j] through cuBLASLt's bias epilogue: in the column-major view C' [n x m] the bias runs along C''s rows, the
-   one direction the epilogue broadcasts. *fused (bias only) = 0 when cuBLASLt has no algorithm with the epilogue
-   for the product (nothing is computed then: the caller adds the bias itself); the answer is cached with the key.
+/* gemm_ex, and with bias != NULL (c5_real, n elements; C c5_real [m x n] dense, batch 1, beta 0)
+   C[i, j] = alpha (op(A) op(B))[i, j] + bias[j] through cuBLASLt's bias epilogue: in the column-major view
+   C' [n x m] the bias runs along C''s rows, the one direction the epilogue broadcasts. Where cuBLASLt has no
+   algorithm with the epilogue for the product (the answer is cached with the key), the bias is broadcast into C
+   and the product added with beta 1, on the operands as they are then (bf16 copies already made are reused).
    what names the op in errors. */
+extern "C" c5_status c5k_broadcast_row_cuda(c5k_ctx *, long, long, const c5_real *, c5_real *);
+
 static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha, const void *A,
                          c5_dtype atype, long lda, long stride_a, const void *B, c5_dtype btype, long ldb,
                          long stride_b, double beta, void *C, c5_dtype ctype, long ldc, long stride_c, long batch,
-                         c5_dtype compute, const void *bias, int *fused, const char *what)
+                         c5_dtype compute, const c5_real *bias, const char *what)
 {
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, what, &dev));
-  if (bias) *fused = 1;
+  if (bias && (batch != 1 || beta != 0.0 || ctype != C5_DTYPE_REAL || ldc != n))
+    return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: a bias epilogue takes one product into dense c5_real rows, beta 0 "
+                   "(batch %ld, beta %g, ldc %ld, n %ld)", what, batch, beta, ldc, n);
   /* bf16 products of f32 inputs: the inputs rounded to bf16 copies, then the bf16 tensor-core product with f32
      accumulation. cuBLASLt's CUBLAS_COMPUTE_32F_FAST_16BF was measured on an H200 (cuBLAS 13) to give TF32's
      accuracy and speed, so the rounding is done here, where it is known to happen. */
@@ -111,7 +116,7 @@ static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, l
     C5_CALL_K(c5k_cuda_to_bf16(dev, nb, (const float *)B, b16, what));
     /* the bias stays f32 (C's type): only the product's inputs are rounded */
     return lt_gemm(ctx, transa, transb, m, n, k, alpha, a16, C5_DTYPE_BF16, lda, stride_a, b16, C5_DTYPE_BF16, ldb,
-                   stride_b, beta, C, ctype, ldc, stride_c, batch, compute, bias, fused, what);
+                   stride_b, beta, C, ctype, ldc, stride_c, batch, compute, bias, what);
   }
   const int f64 = compute == C5_DTYPE_F64 && atype == C5_DTYPE_F64 && btype == C5_DTYPE_F64 && ctype == C5_DTYPE_F64;
   const int f32 = compute == C5_DTYPE_F32 && atype == btype && (atype == C5_DTYPE_F32 || atype == C5_DTYPE_BF16) &&
@@ -120,15 +125,13 @@ static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, l
     return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: A %s, B %s, C %s, compute %s: the GPU takes f64 throughout, or "
                    "f32/bf16 inputs (alike) with f32 compute", what, c5_dtype_name(atype), c5_dtype_name(btype),
                    c5_dtype_name(ctype), c5_dtype_name(compute));
-  if (bias && batch != 1)
-    return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: a bias epilogue on a batch of %ld products", what, batch);
   if (m <= 0 || n <= 0 || batch <= 0) return C5_OK;
   c5_status st = C5_OK;
   cublasLtMatmulDesc_t op = NULL;
   cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
   cublasLtMatmulPreference_t pref = NULL;
   cublasLtMatmulHeuristicResult_t heur;
-  int found = 0;
+  int found = 0, fallback = 0;
   const struct c5k_lt_algo *algo;
   /* column-major view: C' [n x m] = op(B') [n x k] op(A') [k x m] */
   const cublasOperation_t oa = transb ? CUBLAS_OP_T : CUBLAS_OP_N, ob = transa ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -189,8 +192,8 @@ static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, l
       algo = lt_keep(dev, key, found ? &heur.algo : NULL);
     }
   }
-  if (algo->none) {
-    *fused = 0;
+  if (algo->none) {   /* bias only: no fused algorithm; the descriptors are freed before the two calls */
+    fallback = 1;
     goto out;
   }
   LT_TRY(cublasLtMatmul(dev->lt, op, pa, B, la, A, lb, pb, C, lc, C, lc, &algo->algo, dev->lt_ws, dev->lt_ws_bytes,
@@ -201,7 +204,10 @@ out:
   if (lb) cublasLtMatrixLayoutDestroy(lb);
   if (la) cublasLtMatrixLayoutDestroy(la);
   if (op) cublasLtMatmulDescDestroy(op);
-  return st;
+  if (st != C5_OK || !fallback) return st;
+  C5_CALL_K(c5k_broadcast_row_cuda(ctx, m, n, bias, (c5_real *)C));
+  return lt_gemm(ctx, transa, transb, m, n, k, alpha, A, atype, lda, stride_a, B, btype, ldb, stride_b, 1.0, C, ctype,
+                 ldc, stride_c, batch, compute, NULL, what);
 }
 
 extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
@@ -210,7 +216,7 @@ extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long
                                       void *C, c5_dtype ctype, long ldc, long stride_c, long batch, c5_dtype compute)
 {
   return lt_gemm(ctx, transa, transb, m, n, k, alpha, A, atype, lda, stride_a, B, btype, ldb, stride_b, beta, C, ctype,
-                 ldc, stride_c, batch, compute, NULL, NULL, "gemm_ex");
+                 ldc, stride_c, batch, compute, NULL, "gemm_ex");
 }
 
 extern "C" c5_status c5k_gemm_cuda(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
@@ -252,22 +258,15 @@ extern "C" c5_status c5k_gemm_acc_cuda(c5k_ctx *ctx, int transa, int transb, lon
 }
 
 /* ---- linear (linbias): torch's Linear with its bias in the product's epilogue ---- */
-extern "C" c5_status c5k_broadcast_row_cuda(c5k_ctx *, long, long, const c5_real *, c5_real *);
 
 /* y = x W^T + b as one cuBLASLt call: the bias added in the epilogue, where a broadcast_row pass writing it across
    the whole of y first (then a beta = 1 product reading it back) took 4-5 % of the block's step on an H200 at
-   n = 32768 and 131072. The fallback to exactly those two calls is taken where cuBLASLt's heuristic finds no
+   n = 32768 and 131072. lt_gemm falls back to exactly those two calls where cuBLASLt's heuristic finds no
    algorithm with CUBLASLT_EPILOGUE_BIAS for the product (or answers "not supported"): its documentation does not
-   promise the epilogue for every type, f64 products (the double build) being the likeliest to lack it; the answer
-   is cached per shape, so the query is not repeated. */
+   promise the epilogue for every type, f64 products (the double build) being the likeliest to lack it. */
 extern "C" c5_status c5k_linear_cuda(c5k_ctx *ctx, long rows, long out, long in, const c5_real *x, const c5_real *W,
                                      const c5_real *b, c5_real *y)
 {
-  int fused = 1;
-  C5_CALL_K(lt_gemm(ctx, 0, 1, rows, out, in, 1.0, x, C5_DTYPE_REAL, in, 0, W, C5_DTYPE_REAL, in, 0, 0.0, y,
-                    C5_DTYPE_REAL, out, 0, 1, C5_DTYPE_REAL, b, &fused, "linear"));
-  if (fused) return C5_OK;
-  C5_CALL_K(c5k_broadcast_row_cuda(ctx, rows, out, b, y));
-  return lt_gemm(ctx, 0, 1, rows, out, in, 1.0, x, C5_DTYPE_REAL, in, 0, W, C5_DTYPE_REAL, in, 0, 1.0, y,
-                 C5_DTYPE_REAL, out, 0, 1, C5_DTYPE_REAL, NULL, NULL, "linear");
+  return lt_gemm(ctx, 0, 1, rows, out, in, 1.0, x, C5_DTYPE_REAL, in, 0, W, C5_DTYPE_REAL, in, 0, 0.0, y,
+                 C5_DTYPE_REAL, out, 0, 1, C5_DTYPE_REAL, b, "linear");
 }

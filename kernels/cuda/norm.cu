@@ -46,14 +46,14 @@ __global__ void rmsnorm_bwd_dx(long rows, const c5_real *x, const c5_real *gamma
   const c5_real *xr = x + r * dim, *dyr = dy + r * dim;
   const double rn = rnorm[r];
   double ud = 0;
-  for (int i = lane; i < dim; i += 32) ud = __dadd_rn(ud, (double)xr[i] * rn * dyr[i] * sc * gamma[i]);
+  for (int i = lane; i < dim; i += 32) ud = c5k_add(ud, (double)xr[i] * rn * dyr[i] * sc * gamma[i]);
   ud = c5k_warp_sum(ud);
   const int clamped = rn >= 1.0 / L2_EPS;
   /* each product and difference rounded as the CPU rounds it: du - u (u . du) cancels (to nothing at dim 1), and
      a fused multiply-add there gave another residue (2e-1 norm-wise at dim 1) */
   for (int i = lane; i < dim; i += 32) {
     double du = (double)dyr[i] * sc * gamma[i];
-    dx[r * dim + i] = (c5_real)(clamped ? du * rn : __dmul_rn(__dsub_rn(du, __dmul_rn(__dmul_rn(xr[i], rn), ud)), rn));
+    dx[r * dim + i] = (c5_real)(clamped ? du * rn : c5k_mul(c5k_sub(du, c5k_mul(c5k_mul((double)xr[i], rn), ud)), rn));
   }
 }
 
