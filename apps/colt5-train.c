@@ -215,8 +215,8 @@ typedef struct {
   c5_dist *world, *seq, *dp;
   int rank, size;
   c5_model_config mcfg;
-  cli_device dev;              /* --device: the CPU's backend, or a GPU's (owned) */
-  const c5_backend *be;        /* where the parameters, the optimizer and the model's caches live */
+  cli_device dev;              /* --device: its backend (the CPU's, or a GPU's, owned) holds the parameters, the
+                                  optimizer and the model's caches */
   c5_real *hbuf;               /* host copies of device tensors (diagnostics, the validation passage) */
   long hbuf_len;
   c5_params *p;
@@ -341,14 +341,14 @@ static c5_status checkpoint(run_t *r, long step)
    (valid until the next call). NULL when the copy fails (diagnostics then say nothing more). */
 static const c5_real *host_view(run_t *r, const c5_real *x, long n)
 {
-  if (c5_backend_get_kind(r->be) == C5_BACKEND_CPU || !x) return x;
+  if (c5_backend_get_kind(r->dev.be) == C5_BACKEND_CPU || !x) return x;
   if (n > r->hbuf_len) {
     c5_real *b = realloc(r->hbuf, (size_t)(n > 0 ? n : 1) * sizeof *b);
     if (!b) return NULL;
     r->hbuf = b;
     r->hbuf_len = n;
   }
-  return c5_backend_memcpy(r->be, r->hbuf, x, (size_t)n * sizeof *x) == C5_OK ? r->hbuf : NULL;
+  return c5_backend_memcpy(r->dev.be, r->hbuf, x, (size_t)n * sizeof *x) == C5_OK ? r->hbuf : NULL;
 }
 
 /* The first parameter whose gradient holds a NaN or Inf ("" when none): where a non-finite step came from. */
@@ -412,7 +412,7 @@ static void test_poison(const run_t *r, long step, const char *which)
   int grad = !strcmp(which, "C5_TEST_NAN_GRAD");
   if (!e || !name || (grad && r->rank != 0) || strtol(e, NULL, 10) != step || c5_params_find(r->p, name, &i) != C5_OK) return;
   c5_real *x = grad ? c5_params_grad(r->p, i) : c5_params_value(r->p, i), nan = NAN;
-  (void)c5_backend_memcpy(r->be, x, &nan, sizeof nan);   /* the backend's memory: a device's too */
+  (void)c5_backend_memcpy(r->dev.be, x, &nan, sizeof nan);   /* the backend's memory: a device's too */
 }
 
 typedef struct {
@@ -572,8 +572,7 @@ static c5_status setup(run_t *r)
   train_opts_model_config(o, &r->mcfg);
   long unit = 0;
   TRY(cli_device_open(r->o.device, r->o.matmul, &r->dev));   /* cli.h: which GPU, and how the ranks share it */
-  r->be = r->dev.be;
-  TRY(c5_params_create(r->be, &r->p));
+  TRY(c5_params_create(r->dev.be, &r->p));
   TRY(c5_model_create(&r->mcfg, r->p, &r->m));
   TRY(c5_params_alloc(r->p));
   TRY(c5_params_init(r->p, (uint64_t)o->seed));
