@@ -36,6 +36,12 @@
    (c5_backend_set_matmul rounds cuBLASLt's products only; tensor cores are
    a later step).
 
+   In bf16 matmul mode (single build) the attention instead runs on the
+   tensor cores, below: for dim_head 64 and 128 FlashAttention-2's forward
+   (hf_forward) and backward (hb_dq, then hb_dkv; Delta = rowsum(dout o)
+   from the forward's o), for other multiples of 8 cuBLASLt products over
+   chunks of query rows (hg_forward, hg_backward).
+
    The kv slot kernels (assembly with the kv score, its gradient, null_kv's
    gradient) are elementwise and keep the CPU's orders. */
 #include <math.h>
@@ -561,8 +567,9 @@ template <typename T, int DHMAX> struct ha_flash {
    (12 bytes an element in the backward) take at most HG_BUDGET of the
    device scratch whatever n: at n = 1M tokens (nk = 65536) cq = 128 rows
    in the backward. For dim_head 64 and 128 the forward is instead one
-   flash kernel on the tensor cores (hf_forward below), which keeps the
-   scores on chip and needs only the bf16 copies.
+   flash kernel on the tensor cores (hf_forward below) and the backward two
+   (hb_dq, hb_dkv below), which keep the scores on chip and need only the
+   bf16 copies (and the backward 8 bytes a query row).
    The products' order is cuBLASLt's for the shape, the same every run, and
    dk/dv add the chunks in ascending order (beta 1 after the first): results
    repeat bit for bit, with bf16's error (kernels.h). The SIMT flash kernels
@@ -860,7 +867,7 @@ static c5_status hg_setup(c5k_cuda_dev *dev, const ha_shape &a, bool backward, b
    in block 0, so after block 0 every row's max is finite: no 2^(-inf - -inf)
    (guarded anyway), and l >= 1 at the end. Then o = O / l and lse = m ln 2 +
    log l (in double): the row kernel's lse to f32's rounding, which is what
-   hg_backward recomputes P from.
+   the backward recomputes P from.
    Every sum has one fixed order (the mma's, the blocks ascending, a thread's
    columns in order, the quad's butterfly): results repeat bit for bit.
 
@@ -1101,7 +1108,8 @@ static c5_status hf_launch(c5k_cuda_dev *dev, const ha_shape &a, const hg_plan &
 
    FlashAttention-2's backward on the tensor cores, in place of hg_backward's
    chunks (S and dP [hpr, cq, n1p] in f32, P and dS in bf16, through device
-   memory; five cuBLASLt products a chunk). Two kernels, each output element
+   memory; five cuBLASLt products a chunk), which that keeps for the other
+   head widths. Two kernels, each output element
    with one writer (no atomics), 4 warps of 16 rows each over 64 x 64 tiles as
    hf_forward, the same shared layout (rows DH + 8 bf16 apart) and key blocks:
      hb_dq, one CTA a (64 query rows, head, batch): first the rows' stats:
