@@ -1260,7 +1260,10 @@ hb_dq(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, float s
     if (row >= nq) continue;
     float *dst = dq + (b * nq + row) * D + (long)h * DH + 2 * t;
 #pragma unroll
-    for (int n = 0; n < ON; n++) *(float2 *)(dst + 8 * n) = make_float2(acc[n][2 * i] * scale, acc[n][2 * i + 1] * scale);
+    for (int n = 0; n < ON; n++) {   /* scalar stores: the op promises no 8-byte alignment of dq */
+      dst[8 * n] = acc[n][2 * i] * scale;
+      dst[8 * n + 1] = acc[n][2 * i + 1] * scale;
+    }
   }
 }
 
@@ -1356,8 +1359,10 @@ hb_dkv(long nq, long n1, long n1p, int H, int hpr, long tiles, long qtiles, floa
     float *dst = dkv + ((b * R + r) * n1 + j) * L + (long)(h % hpr) * 2 * DH + 2 * t;
 #pragma unroll
     for (int n = 0; n < ON; n++) {
-      *(float2 *)(dst + 8 * n) = make_float2(ak[n][2 * i] * scale, ak[n][2 * i + 1] * scale);
-      *(float2 *)(dst + DH + 8 * n) = make_float2(av[n][2 * i], av[n][2 * i + 1]);
+      dst[8 * n] = ak[n][2 * i] * scale;
+      dst[8 * n + 1] = ak[n][2 * i + 1] * scale;
+      dst[DH + 8 * n] = av[n][2 * i];
+      dst[DH + 8 * n + 1] = av[n][2 * i + 1];
     }
   }
 }

@@ -43,8 +43,8 @@
    dh 64 and 128 is two flash kernels (hb_dq, hb_dkv: Delta from the GPU
    forward's o, which the test passes with lse); cases for them besides the
    above: no query, nq and n1 multiples of 64, one query, dh 128 with batch 2
-   and 2 routes over several query and key blocks, dh 128 at 2048 x 2047
-   (timed). One line per op and case. Exits 77 without a GPU. */
+   and 2 routes over several query and key blocks, dh 128 with every key
+   masked, dh 128 at 2048 x 2047 (timed). One line per op and case. Exits 77 without a GPU. */
 #include <stdint.h>
 #include "cuda_util.h"
 #include "kernels.h"
@@ -301,6 +301,7 @@ int main(int argc, char **argv)
     { 2, 128, 63, 1, 2, 64, 1, 0, 1, 1 },
     { 1, 1, 300, 2, 1, 64, 0, 1, 3, 1 },
     { 2, 130, 200, 2, 2, 128, 1, 1, 1, 1 },
+    { 1, 30, 40, 1, 2, 128, 0, 1, 2, 1 },    /* dh 128, every key masked */
     { 1, 2048, 2047, 1, 4, 128, 0, 1, 1, 1 },
 #endif
   };
