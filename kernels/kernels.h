@@ -410,7 +410,9 @@ typedef struct c5k_ops {
      ctx work (CPU): c5k_heavy_attn_work(A) doubles. */
   c5_status (*heavy_attn_forward)(c5k_ctx *, const c5k_heavy_attn *A, const c5_real *q, const c5_real *kv,
                                   const uint8_t *kmask, double *lse, c5_real *o);
-  /* Its gradient, from dout = dL/do [b, nq, D], the forward's kmask and lse:
+  /* Its gradient, from dout = dL/do [b, nq, D], the forward's kmask, lse and
+     output o [b, nq, D] (which a backend may use for Delta = rowsum(dout o),
+     FlashAttention-2's identity; the CPU and the SIMT kernels ignore it):
      per (b, h), P_ij = exp(S_ij - lse_i) recomputed (the difference formed
      in double and rounded to the working precision, exp in the working
      precision; exactly 0 for masked slots), dP = dout_h v_h^T,
@@ -429,14 +431,15 @@ typedef struct c5k_ops {
      In bf16 matmul mode (c5_backend_set_matmul C5_MATMUL_BF16, ctx->exact
      0, single precision, dim_head a multiple of 8) the CUDA forward and
      backward run as cuBLASLt products of bf16 copies of q, k, v, dout and
-     of P and dS (f32 accumulation) over chunks of query rows (the forward
-     for dim_head 64 and 128: one flash kernel on the tensor cores, the
-     scores kept on chip), so they match the CPU to bf16's precision only
-     (fixed orders still: results repeat bit for bit).
+     of P and dS (f32 accumulation) over chunks of query rows (for dim_head
+     64 and 128 both are instead flash kernels on the tensor cores, the
+     scores kept on chip; the backward's Delta is then sum_e dout_e o_e with
+     dout rounded to bf16, in double), so they match the CPU to bf16's
+     precision only (fixed orders still: results repeat bit for bit).
      ctx work (CPU): c5k_heavy_attn_work(A) doubles. */
   c5_status (*heavy_attn_backward)(c5k_ctx *, const c5k_heavy_attn *A, const c5_real *q, const c5_real *kv,
-                                   const uint8_t *kmask, const double *lse, const c5_real *dout, c5_real *dq,
-                                   c5_real *dkv);
+                                   const uint8_t *kmask, const double *lse, const c5_real *o, const c5_real *dout,
+                                   c5_real *dq, c5_real *dkv);
   /* ---- kv exchange, autoregressive attention (kernels/cpu/gather.c, kernels/cpu/mask.c) ---- */
   /* copy2d's shape with the source rows listed: for e < n, the width bytes at dst + e dpitch = those at
      src + idx[e] spitch (idx -1: zero bytes). Any element type: the masks and positions of gathered

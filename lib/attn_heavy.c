@@ -272,8 +272,8 @@ c5_status c5_attn_heavy_backward(const c5_attn_heavy *a, const c5_params *p, c5_
   C5_CALL(ops->gemm(&kc, 0, 0, nqr, D, dim, 1.0, dout, dim, wout, D, 0.0, c->dpo, D));
 
   /* per head: dv_h, dq_h, dk_h (the null slot's included) */
-  C5_CALL(ops->heavy_attn_backward(&kc, &A, c->q, c->kvf, c->has_mask ? c->kmask : NULL, c->lse, c->dpo, c->dq,
-                                   c->dkvf));
+  C5_CALL(ops->heavy_attn_backward(&kc, &A, c->q, c->kvf, c->has_mask ? c->kmask : NULL, c->lse, c->o, c->dpo,
+                                   c->dq, c->dkvf));
   /* null slot: null_kv grad += sum over the batch */
   C5_CALL(ops->heavy_null_kv_grad(&kc, &A, c->dkvf, gnull));
   /* keys/values: undo rotary, then the kv score (in place in dkvf slots 1..nk); dkscore */

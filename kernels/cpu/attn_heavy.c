@@ -160,9 +160,10 @@ c5_status c5k_heavy_attn_forward_cpu(c5k_ctx *ctx, const c5k_heavy_attn *A, cons
    lse, dP and then dS in the second block; dK and dV accumulate over the
    row blocks in dkv, where the to_kv GEMM wants them. */
 c5_status c5k_heavy_attn_backward_cpu(c5k_ctx *ctx, const c5k_heavy_attn *A, const c5_real *q, const c5_real *kv,
-                                      const uint8_t *kmask, const double *lse, const c5_real *dout, c5_real *dq,
-                                      c5_real *dkv)
+                                      const uint8_t *kmask, const double *lse, const c5_real *o, const c5_real *dout,
+                                      c5_real *dq, c5_real *dkv)
 {
+  (void)o;   /* Delta from P and dP, as the rows' blocks have them */
   const long batch = A->batch, nq = A->nq, nk = A->nk;
   const int H = A->heads, R = A->routes, hpr = H / R, dh = A->dim_head;
   const long D = (long)H * dh, L = 2L * hpr * dh, n1 = nk + 1;

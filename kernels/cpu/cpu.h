@@ -98,7 +98,8 @@ c5_status c5k_heavy_null_kv_grad_cpu(c5k_ctx *, const c5k_heavy_attn *, const c5
 c5_status c5k_heavy_attn_forward_cpu(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
                                      const uint8_t *, double *, c5_real *);
 c5_status c5k_heavy_attn_backward_cpu(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
-                                      const uint8_t *, const double *, const c5_real *, c5_real *, c5_real *);
+                                      const uint8_t *, const double *, const c5_real *, const c5_real *, c5_real *,
+                                      c5_real *);
 /* kv exchange, autoregressive attention */
 c5_status c5k_gather2d_cpu(c5k_ctx *, long, const long *, const void *, long, long, void *, long);
 c5_status c5k_mask_before_cpu(c5k_ctx *, long, long, const long *, const long *, uint8_t *);

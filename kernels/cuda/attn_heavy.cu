@@ -36,6 +36,12 @@
    (c5_backend_set_matmul rounds cuBLASLt's products only; tensor cores are
    a later step).
 
+   In bf16 matmul mode (single build) the attention instead runs on the
+   tensor cores, below: for dim_head 64 and 128 FlashAttention-2's forward
+   (hf_forward) and backward (hb_dq, then hb_dkv; Delta = rowsum(dout o)
+   from the forward's o), for other multiples of 8 cuBLASLt products over
+   chunks of query rows (hg_forward, hg_backward).
+
    The kv slot kernels (assembly with the kv score, its gradient, null_kv's
    gradient) are elementwise and keep the CPU's orders. */
 #include <math.h>
@@ -561,8 +567,9 @@ template <typename T, int DHMAX> struct ha_flash {
    (12 bytes an element in the backward) take at most HG_BUDGET of the
    device scratch whatever n: at n = 1M tokens (nk = 65536) cq = 128 rows
    in the backward. For dim_head 64 and 128 the forward is instead one
-   flash kernel on the tensor cores (hf_forward below), which keeps the
-   scores on chip and needs only the bf16 copies.
+   flash kernel on the tensor cores (hf_forward below) and the backward two
+   (hb_dq, hb_dkv below), which keep the scores on chip and need only the
+   bf16 copies (and the backward 8 bytes a query row).
    The products' order is cuBLASLt's for the shape, the same every run, and
    dk/dv add the chunks in ascending order (beta 1 after the first): results
    repeat bit for bit, with bf16's error (kernels.h). The SIMT flash kernels
@@ -699,7 +706,7 @@ hg_rows_backward(long rows, long n1, long n1p, long ldp, long hs, const float *S
 struct hg_plan {
   long cq, ldp;   /* query rows a chunk; the score rows' stride */
   long g, kg, n1p;   /* the P V and dS K products' slot groups: g of kg slots, n1p = g kg >= n1 (none: 1, n1p, n1 rounded up to 8) */
-  size_t q, kv, dout, s, dp, p, ds, part, bytes;
+  size_t q, kv, dout, s, dp, p, ds, part, rs, bytes;   /* rs: hb_dq's rows' stats (the flash backward's) */
 };
 
 /* The score chunks' rows and the slot groups (hg_plan's cq, g, kg, n1p, ldp). */
@@ -730,7 +737,7 @@ static hg_plan hg_chunks_of(const c5k_cuda_dev *dev, const ha_shape &a, bool bac
 static hg_plan hg_plan_of(const c5k_cuda_dev *dev, const ha_shape &a, bool backward, bool flash)
 {
   hg_plan p;
-  if (flash) {   /* hf_forward: the bf16 copies only (cq = ldp = 0 leave the score parts empty) */
+  if (flash) {   /* hf_forward, hb_dq + hb_dkv: the bf16 copies only (cq = ldp = 0 leave the score parts empty) */
     p.cq = p.ldp = 0;
     p.g = 1;
     p.kg = a.n1;
@@ -749,6 +756,7 @@ static hg_plan hg_plan_of(const c5k_cuda_dev *dev, const ha_shape &a, bool backw
   p.p = o; o = c5k_up256(o + sb * 2);
   p.ds = o; o = backward ? c5k_up256(o + sb * 2) : o;
   p.part = o; o = p.g > 1 ? c5k_up256(o + (size_t)a.hpr * p.g * p.cq * a.dh * 4) : o;
+  p.rs = o; o = flash && backward ? c5k_up256(o + (size_t)a.batch * a.H * ((a.nq + 63) & ~63L) * sizeof(float2)) : o;
   p.bytes = o;
   return p;
 }
@@ -859,7 +867,7 @@ static c5_status hg_setup(c5k_cuda_dev *dev, const ha_shape &a, bool backward, b
    in block 0, so after block 0 every row's max is finite: no 2^(-inf - -inf)
    (guarded anyway), and l >= 1 at the end. Then o = O / l and lse = m ln 2 +
    log l (in double): the row kernel's lse to f32's rounding, which is what
-   hg_backward recomputes P from.
+   the backward recomputes P from.
    Every sum has one fixed order (the mma's, the blocks ascending, a thread's
    columns in order, the quad's butterfly): results repeat bit for bit.
 
@@ -921,6 +929,28 @@ static __device__ __forceinline__ void hf_stage(__nv_bfloat16 *KV, uint8_t *tk, 
   hf_load<DH, HF_BN>(Ks + hf_geom<DH>::TILE, kh + j0 * L + DH, L, n1 - j0);
   if (threadIdx.x < HF_BN) tk[st * HF_BN + threadIdx.x] = (uint8_t)ha_takes(j0 + threadIdx.x, n1, mk);
   c5k_cp_commit();
+}
+
+/* acc (16 rows x DH: DH / 8 n8 tiles) += X_k Y_k, one k16 step: X_k the 16 x 16 columns 16 k .. 16 k + 15 of the
+   warp's [16 x 8 NT] f32 scores x (C layout), rounded to bf16 (two adjacent n8 tiles of C are one k16 step of A),
+   Y_k rows 16 k .. 16 k + 15 of a [8 NT x DH] shared tile (.trans ldmatrix: lane 8 m + i gives row i of matrix m:
+   rows 16 k + i (+ 8 for m odd), dims 16 d (+ 8 for m >= 2): b0, b1 of acc's n8 tile 2 d, then of 2 d + 1) */
+template <int DH, int NT>
+static __device__ __forceinline__ void hf_pv(float (&acc)[DH / 8][4], const float (&x)[NT][4], int k,
+                                             const __nv_bfloat16 *Y)
+{
+  const int lane = threadIdx.x & 31;
+  const uint32_t pa[4] = { c5k_pack_bf16(x[2 * k][0], x[2 * k][1]), c5k_pack_bf16(x[2 * k][2], x[2 * k][3]),
+                           c5k_pack_bf16(x[2 * k + 1][0], x[2 * k + 1][1]),
+                           c5k_pack_bf16(x[2 * k + 1][2], x[2 * k + 1][3]) };
+  const __nv_bfloat16 *yr = Y + (16 * k + (lane & 7) + ((lane >> 3) & 1) * 8) * hf_geom<DH>::LD + (lane >> 4) * 8;
+#pragma unroll
+  for (int d = 0; d < DH / 16; d++) {
+    uint32_t yf[4];
+    c5k_ldsm<true>(yf, yr + 16 * d);
+    c5k_mma_bf16(acc[2 * d], pa, yf[0], yf[1]);
+    c5k_mma_bf16(acc[2 * d + 1], pa, yf[2], yf[3]);
+  }
 }
 
 /* Blocks: batch x H x query tiles, the tile fastest. qb [batch][nq][H DH], kvb [batch][R][n1p][L] (hg_setup's
@@ -1023,21 +1053,7 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
           l[c >> 1] += s[n][c];
         }
 #pragma unroll
-      for (int k = 0; k < HF_BN / 16; k++) {   /* slots 16 k .. 16 k + 15 of the block */
-        const uint32_t pa[4] = { c5k_pack_bf16(s[2 * k][0], s[2 * k][1]), c5k_pack_bf16(s[2 * k][2], s[2 * k][3]),
-                                 c5k_pack_bf16(s[2 * k + 1][0], s[2 * k + 1][1]),
-                                 c5k_pack_bf16(s[2 * k + 1][2], s[2 * k + 1][3]) };
-        /* ldmatrix's matrices: lane 8 m + i gives row i of matrix m: slots 16 k + i (+ 8 for m odd), dims
-           16 d (+ 8 for m >= 2): b0, b1 of O's n8 tile 2 d, then of 2 d + 1 */
-        const __nv_bfloat16 *vr = Vs + (16 * k + (lane & 7) + ((lane >> 3) & 1) * 8) * G::LD + (lane >> 4) * 8;
-#pragma unroll
-        for (int d = 0; d < DH / 16; d++) {
-          uint32_t vf[4];
-          c5k_ldsm<true>(vf, vr + 16 * d);
-          c5k_mma_bf16(acc[2 * d], pa, vf[0], vf[1]);
-          c5k_mma_bf16(acc[2 * d + 1], pa, vf[2], vf[3]);
-        }
-      }
+      for (int k = 0; k < HF_BN / 16; k++) hf_pv<DH, NT>(acc, s, k, Vs);   /* slots 16 k .. 16 k + 15 of the block */
     }
     __syncthreads();   /* stage st is free for block kb + 2 */
   }
@@ -1059,20 +1075,320 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
   }
 }
 
+/* batch H ceil(rows / 64) CTAs in one grid dimension, or an error naming the op */
+static c5_status hf_grid(const ha_shape &a, long rows, const char *what, long *tiles, unsigned *blocks, const char *op)
+{
+  *tiles = (rows + 63) / 64;
+  const long n = a.batch * a.H * *tiles;
+  if (n > 0x7fffffffL)
+    return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: %ld blocks of 64 %s (batch %ld, %d heads, %ld %s)", op, n, what,
+                   a.batch, a.H, rows, what);
+  *blocks = (unsigned)n;
+  return C5_OK;
+}
+
 /* The whole forward in one launch (a.dh == DH), from hg_setup's copies. */
 template <int DH>
 static c5_status hf_launch(c5k_cuda_dev *dev, const ha_shape &a, const hg_plan &p, const __nv_bfloat16 *qb,
                            const __nv_bfloat16 *kvb, const uint8_t *kmask, double *lse, float *o, const char *op)
 {
-  const long tiles = (a.nq + HF_BM - 1) / HF_BM, blocks = a.batch * a.H * tiles;
-  if (blocks > 0x7fffffffL)
-    return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: %ld blocks of %d query rows (batch %ld, %d heads, nq %ld)", op, blocks,
-                   HF_BM, a.batch, a.H, a.nq);
+  long tiles;
+  unsigned blocks;
+  C5_CALL_K(hf_grid(a, a.nq, "query rows", &tiles, &blocks, op));
   const size_t bytes = hf_geom<DH>::bytes;
   C5_CALL_K(c5k_cuda_smem_opt(dev, hf_forward<DH>, bytes, op));
   const float sl2 = (float)(a.scale * 1.44269504088896340736);   /* scale log2(e) */
-  hf_forward<DH><<<(unsigned)blocks, HF_THREADS, bytes, dev->stream>>>(a.nq, a.n1, p.n1p, a.H, a.hpr, tiles, sl2, qb,
-                                                                       kvb, kmask, o, lse);
+  hf_forward<DH><<<blocks, HF_THREADS, bytes, dev->stream>>>(a.nq, a.n1, p.n1p, a.H, a.hpr, tiles, sl2, qb, kvb,
+                                                             kmask, o, lse);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+/* ---- bf16 mode, dim_head 64 or 128: the backward with its scores on chip ----
+
+   FlashAttention-2's backward on the tensor cores, in place of hg_backward's
+   chunks (S and dP [hpr, cq, n1p] in f32, P and dS in bf16, through device
+   memory; five cuBLASLt products a chunk), which that keeps for the other
+   head widths. Two kernels, each output element
+   with one writer (no atomics), 4 warps of 16 rows each over 64 x 64 tiles as
+   hf_forward, the same shared layout (rows DH + 8 bf16 apart) and key blocks:
+     hb_dq, one CTA a (64 query rows, head, batch): first the rows' stats:
+       Delta_i = sum_e dout_ie o_ie (FlashAttention-2's identity for
+       sum_j P_ij dP_ij; dout as its bf16 copy, which dP's product takes,
+       o the forward's; in double, the two halves of a row added in one
+       order) and lse in log2 units, both rounded to f32, kept for hb_dkv
+       (rows past nq: lse +inf, Delta 0, so that their P is 0 there); then
+       the key blocks ascending (double buffered as hf_forward's, wholly
+       masked blocks skipped): S = Q K^T, P = 2^(S scale log2 e - lse2) (0 for
+       a slot that does not take part), dP = dout V^T, dS = P (dP - Delta),
+       dq += dS K; dq = scale dq.
+     hb_dkv, one CTA a (64 slots, head, batch): K and V of its slots in
+       shared memory, the query blocks ascending (q, dout and the rows'
+       stats double buffered by cp.async): S^T = K Q^T, P^T as above (rows
+       past nq: 0 from their lse), dP^T = V dout^T, dS^T = P^T (dP^T -
+       Delta), dv += P^T dout, dk += dS^T q; dk = scale dk. A block whose
+       slots all sit out writes 0 without a pass (as do its masked slots:
+       P = 0); slots at or past n1 are not written.
+   S is formed with the same mma sequence as hf_forward's (each n8 tile over
+   the k16 steps ascending from 0), so a row left with the null slot alone
+   gets P = 1 to f32's rounding and dS of the order of 1e-7. P and dS are
+   rounded to bf16 for their products, as the forward's P. Scratch: the bf16
+   copies of q, kv and dout, and 8 bytes a query row (hg_plan's rs). */
+/* hb_dkv's query rows a step: S^T and dP^T of 16 slots x HB_QC queries live in a thread's registers beside dk's
+   and dv's accumulators */
+#define HB_QC 32
+
+template <int DH> struct hb_geom {
+  typedef hf_geom<DH> G;
+  /* hb_dq: Q, dout, then per stage K and V, then the stages' flags; hb_dkv: K, V, then per stage Q and dout, then
+     per stage the rows' stats, then the block's flags */
+  static constexpr size_t bytes = (size_t)6 * G::TILE * 2 + 2 * HF_BM * sizeof(float2) + 2 * HF_BN;
+  /* hb_dkv's CTAs an SM: dk's and dv's accumulators (DH f32 a thread) and a chunk's S^T and dP^T took 128
+     registers with spills for DH 64, so 3 (168 registers); 2 for DH 128 (255, shared memory allows 2) */
+  static constexpr int ctas = DH == 64 ? 3 : 2;
+};
+
+/* s (16 x 8 NT) = A B^T over DH, A the warp's 16 rows and B 8 NT rows, both shared (rows hf_geom's LD apart): A's
+   fragments by ldmatrix.x4 (matrix m at rows 8 (m & 1), dims 8 (m >> 1) of the k16 step: a0 .. a3), B's by
+   ldmatrix.x4 for two n8 tiles at once (matrix m at rows 8 (m >> 1), dims 8 (m & 1): b0, b1 of tile n, then of
+   n + 1). Each n8 tile adds the k16 steps in ascending order from 0, as hf_forward's S does. */
+template <int DH, int NT>
+static __device__ __forceinline__ void hb_dots(float (&s)[NT][4], const __nv_bfloat16 *A, const __nv_bfloat16 *B)
+{
+  constexpr int LD = hf_geom<DH>::LD;
+  const int lane = threadIdx.x & 31;
+  const __nv_bfloat16 *ar = A + ((lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8;
+  const __nv_bfloat16 *br = B + ((lane & 7) + (lane >> 4) * 8) * LD + ((lane >> 3) & 1) * 8;
+  static_assert(NT % 2 == 0, "hb_dots: an ldmatrix.x4 gives two n8 tiles");
+#pragma unroll
+  for (int n = 0; n < NT; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+  for (int k = 0; k < DH / 16; k++) {
+    uint32_t af[4];
+    c5k_ldsm<false>(af, ar + 16 * k);
+#pragma unroll
+    for (int n = 0; n < NT; n += 2) {
+      uint32_t bf[4];
+      c5k_ldsm<false>(bf, br + 8 * n * LD + 16 * k);
+      c5k_mma_bf16(s[n], af, bf[0], bf[1]);
+      c5k_mma_bf16(s[n + 1], af, bf[2], bf[3]);
+    }
+  }
+}
+
+/* Blocks: batch x H x query tiles, the tile fastest. qb, dob [batch][nq][H DH] (hg_setup's copies), kvb as
+   hf_forward's, lse [batch][H][nq], o, dq [batch][nq][H DH], rs [batch][H][tiles 64] (lse2, Delta) written. */
+template <int DH>
+__global__ void __launch_bounds__(HF_THREADS, hf_geom<DH>::ctas)
+hb_dq(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, float scale, const __nv_bfloat16 *qb,
+      const __nv_bfloat16 *kvb, const uint8_t *kmask, const double *lse, const __nv_bfloat16 *dob, const float *o,
+      float2 *rs, float *dq)
+{
+  typedef hf_geom<DH> G;
+  constexpr int NT = HF_BN / 8, ON = DH / 8;   /* S's n8 tiles; dq's */
+  extern __shared__ __align__(16) unsigned char hf_smem[];
+  __nv_bfloat16 *Qs = (__nv_bfloat16 *)hf_smem, *Os = Qs + G::TILE, *KV = Os + G::TILE;
+  uint8_t *tk = (uint8_t *)(KV + 4 * G::TILE);
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const long bh = blockIdx.x / tiles, q0 = (blockIdx.x % tiles) * HF_BM, b = bh / H;
+  const int h = (int)(bh % H), r = h / hpr, R = H / hpr;
+  const long D = (long)H * DH, L = 2L * hpr * DH, nb = (n1 + HF_BN - 1) / HF_BN, qo = (b * nq + q0) * D + (long)h * DH;
+  const __nv_bfloat16 *kh = kvb + (b * R + r) * n1p * L + (long)(h % hpr) * 2 * DH;
+  const uint8_t *mk = kmask ? kmask + (b * R + r) * (n1 - 1) : NULL;
+
+  hf_load<DH, HF_BM>(Qs, qb + qo, D, nq - q0);   /* Q and dout in block 0's group */
+  hf_load<DH, HF_BM>(Os, dob + qo, D, nq - q0);
+  hf_stage<DH>(KV, tk, 0, kh, L, n1, mk);
+
+  /* the rows' stats while the tiles load: lanes 2 i, 2 i + 1 of warp w take row 16 w + i, half a row each */
+  float2 st;
+  {
+    const int i = threadIdx.x >> 1, half = lane & 1;
+    const long row = q0 + i;
+    double d = 0;
+    if (row < nq) {
+      const __nv_bfloat16 *x = dob + qo + i * D + half * (DH / 2);
+      const float *y = o + qo + i * D + half * (DH / 2);
+#pragma unroll 8
+      for (int e = 0; e < DH / 2; e++) d += (double)__bfloat162float(x[e]) * (double)y[e];
+    }
+    d += __shfl_xor_sync(HA_FULL, d, 1);   /* lo + hi in both lanes */
+    st = row < nq ? make_float2((float)(lse[bh * nq + row] * 1.44269504088896340736), (float)d)
+                  : make_float2(INFINITY, 0.f);
+    if (!half) rs[bh * tiles * HF_BM + q0 + i] = st;
+  }
+  float lq[2], dl[2];   /* rows g and g + 8 of the warp's: lse2, Delta */
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    lq[i] = __shfl_sync(HA_FULL, st.x, 2 * g + 16 * i);
+    dl[i] = __shfl_sync(HA_FULL, st.y, 2 * g + 16 * i);
+  }
+
+  float acc[ON][4];
+#pragma unroll
+  for (int n = 0; n < ON; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+  for (long kb = 0; kb < nb; kb++) {
+    if (kb + 1 < nb) {
+      hf_stage<DH>(KV, tk, kb + 1, kh, L, n1, mk);
+      c5k_cp_wait<1>();
+    } else {
+      c5k_cp_wait<0>();
+    }
+    const int sg = (int)(kb & 1);
+    if (__syncthreads_or(threadIdx.x < HF_BN && tk[sg * HF_BN + threadIdx.x])) {   /* block-uniform */
+      const __nv_bfloat16 *Ks = KV + 2 * sg * G::TILE, *Vs = Ks + G::TILE;
+      const uint8_t *tks = tk + sg * HF_BN;
+      float s[NT][4], dp[NT][4];
+      hb_dots<DH, NT>(s, Qs + 16 * w * G::LD, Ks);
+      hb_dots<DH, NT>(dp, Os + 16 * w * G::LD, Vs);
+#pragma unroll
+      for (int n = 0; n < NT; n++)
+#pragma unroll
+        for (int c = 0; c < 4; c++) {   /* row g + 8 (c >> 1), slot 8 n + 2 t + (c & 1) */
+          const float p = tks[8 * n + 2 * t + (c & 1)] ? exp2f(s[n][c] * sl2 - lq[c >> 1]) : 0.f;
+          s[n][c] = p * (dp[n][c] - dl[c >> 1]);   /* dS */
+        }
+#pragma unroll
+      for (int k = 0; k < HF_BN / 16; k++) hf_pv<DH, NT>(acc, s, k, Ks);
+    }
+    __syncthreads();   /* stage sg is free for block kb + 2 */
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    const long row = q0 + 16 * w + g + 8 * i;
+    if (row >= nq) continue;
+    float *dst = dq + (b * nq + row) * D + (long)h * DH + 2 * t;
+#pragma unroll
+    for (int n = 0; n < ON; n++) {   /* scalar stores: the op promises no 8-byte alignment of dq */
+      dst[8 * n] = acc[n][2 * i] * scale;
+      dst[8 * n + 1] = acc[n][2 * i + 1] * scale;
+    }
+  }
+}
+
+/* Query block ib's Q and dout tiles and rows' stats into stage ib & 1; one cp.async group. */
+template <int DH>
+static __device__ __forceinline__ void hb_qstage(__nv_bfloat16 *QO, float2 *rss, long ib, const __nv_bfloat16 *qh,
+                                                 const __nv_bfloat16 *oh, long D, long nq, const float2 *rsh)
+{
+  const int sg = (int)(ib & 1);
+  __nv_bfloat16 *Qs = QO + 2 * sg * hf_geom<DH>::TILE;
+  const long i0 = ib * HF_BM;
+  hf_load<DH, HF_BM>(Qs, qh + i0 * D, D, nq - i0);
+  hf_load<DH, HF_BM>(Qs + hf_geom<DH>::TILE, oh + i0 * D, D, nq - i0);
+  if (threadIdx.x < HF_BM * sizeof(float2) / 16) c5k_cp16(rss + sg * HF_BM + 2 * threadIdx.x, rsh + i0 + 2 * threadIdx.x, true);
+  c5k_cp_commit();
+}
+
+/* Blocks: batch x H x key tiles (64 slots), the tile fastest. dkv [batch][R][n1][L]: rows < n1 of the head's key
+   and value columns written. rs: hb_dq's (qtiles 64 rows a head). */
+template <int DH>
+__global__ void __launch_bounds__(HF_THREADS, hb_geom<DH>::ctas)
+hb_dkv(long nq, long n1, long n1p, int H, int hpr, long tiles, long qtiles, float sl2, float scale,
+       const __nv_bfloat16 *qb, const __nv_bfloat16 *kvb, const uint8_t *kmask, const float2 *rs,
+       const __nv_bfloat16 *dob, float *dkv)
+{
+  typedef hf_geom<DH> G;
+  constexpr int ON = DH / 8, NT = HB_QC / 8;   /* dk's and dv's n8 tiles; S^T's in a chunk of query columns */
+  extern __shared__ __align__(16) unsigned char hf_smem[];
+  __nv_bfloat16 *Ks = (__nv_bfloat16 *)hf_smem, *Vs = Ks + G::TILE, *QO = Vs + G::TILE;
+  float2 *rss = (float2 *)(QO + 4 * G::TILE);
+  uint8_t *tk = (uint8_t *)(rss + 2 * HF_BM);
+  const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+  const long bh = blockIdx.x / tiles, j0 = (blockIdx.x % tiles) * HF_BN, b = bh / H;
+  const int h = (int)(bh % H), r = h / hpr, R = H / hpr;
+  const long D = (long)H * DH, L = 2L * hpr * DH;
+  const __nv_bfloat16 *kh = kvb + (b * R + r) * n1p * L + (long)(h % hpr) * 2 * DH + j0 * L;
+  const __nv_bfloat16 *qh = qb + b * nq * D + (long)h * DH, *oh = dob + b * nq * D + (long)h * DH;
+  const float2 *rsh = rs + bh * qtiles * HF_BM;
+  const uint8_t *mk = kmask ? kmask + (b * R + r) * (n1 - 1) : NULL;
+  const int take = threadIdx.x < HF_BN && ha_takes(j0 + threadIdx.x, n1, mk);
+  if (threadIdx.x < HF_BN) tk[threadIdx.x] = (uint8_t)take;
+
+  float ak[ON][4], av[ON][4];   /* dk's and dv's accumulators: slots 16 w + g, + 8 of the block */
+#pragma unroll
+  for (int n = 0; n < ON; n++)
+#pragma unroll
+    for (int c = 0; c < 4; c++) ak[n][c] = av[n][c] = 0.f;
+  if (__syncthreads_or(take)) {   /* block-uniform; else every slot sits out: P = 0, gradients 0 */
+    hf_load<DH, HF_BN>(Ks, kh, L, n1 - j0);   /* in query block 0's group */
+    hf_load<DH, HF_BN>(Vs, kh + DH, L, n1 - j0);
+    hb_qstage<DH>(QO, rss, 0, qh, oh, D, nq, rsh);
+    const bool in[2] = { tk[16 * w + g] != 0, tk[16 * w + g + 8] != 0 };
+    for (long ib = 0; ib < qtiles; ib++) {
+      if (ib + 1 < qtiles) {
+        hb_qstage<DH>(QO, rss, ib + 1, qh, oh, D, nq, rsh);
+        c5k_cp_wait<1>();
+      } else {
+        c5k_cp_wait<0>();
+      }
+      __syncthreads();
+      const int sg = (int)(ib & 1);
+      const __nv_bfloat16 *Qs = QO + 2 * sg * G::TILE, *Os = Qs + G::TILE;
+#pragma unroll 1
+      for (int c0 = 0; c0 < HF_BM; c0 += HB_QC) {   /* query rows c0 .. c0 + HB_QC - 1 of the block */
+        const __nv_bfloat16 *Qc = Qs + c0 * G::LD, *Oc = Os + c0 * G::LD;
+        const float2 *rst = rss + sg * HF_BM + c0;
+        float s[NT][4], dp[NT][4];   /* [slot 16 w + g (+ 8)][query c0 + 8 n + 2 t (+ 1)] */
+        hb_dots<DH, NT>(s, Ks + 16 * w * G::LD, Qc);
+        hb_dots<DH, NT>(dp, Vs + 16 * w * G::LD, Oc);
+#pragma unroll
+        for (int n = 0; n < NT; n++)
+#pragma unroll
+          for (int c = 0; c < 4; c++) {
+            const float2 q = rst[8 * n + 2 * t + (c & 1)];
+            const float p = in[c >> 1] ? exp2f(s[n][c] * sl2 - q.x) : 0.f;
+            s[n][c] = p;
+            dp[n][c] = p * (dp[n][c] - q.y);   /* dS^T */
+          }
+#pragma unroll
+        for (int k = 0; k < HB_QC / 16; k++) {
+          hf_pv<DH, NT>(av, s, k, Oc);
+          hf_pv<DH, NT>(ak, dp, k, Qc);
+        }
+      }
+      __syncthreads();   /* stage sg is free for block ib + 2 */
+    }
+  }
+
+#pragma unroll
+  for (int i = 0; i < 2; i++) {
+    const long j = j0 + 16 * w + g + 8 * i;
+    if (j >= n1) continue;
+    float *dst = dkv + ((b * R + r) * n1 + j) * L + (long)(h % hpr) * 2 * DH + 2 * t;
+#pragma unroll
+    for (int n = 0; n < ON; n++) {
+      dst[8 * n] = ak[n][2 * i] * scale;
+      dst[8 * n + 1] = ak[n][2 * i + 1] * scale;
+      dst[DH + 8 * n] = av[n][2 * i];
+      dst[DH + 8 * n + 1] = av[n][2 * i + 1];
+    }
+  }
+}
+
+/* The backward in two launches (a.dh == DH, a.nq > 0), from hg_setup's copies and scratch. */
+template <int DH>
+static c5_status hb_launch(c5k_cuda_dev *dev, const ha_shape &a, const hg_plan &p, const char *scr,
+                           const uint8_t *kmask, const double *lse, const float *o, float *dq, float *dkv,
+                           const char *op)
+{
+  const __nv_bfloat16 *qb = (const __nv_bfloat16 *)(scr + p.q), *kvb = (const __nv_bfloat16 *)(scr + p.kv);
+  const __nv_bfloat16 *ob = (const __nv_bfloat16 *)(scr + p.dout);
+  float2 *rs = (float2 *)(scr + p.rs);
+  long qtiles, ktiles;
+  unsigned qblocks, kblocks;
+  C5_CALL_K(hf_grid(a, a.nq, "query rows", &qtiles, &qblocks, op));
+  C5_CALL_K(hf_grid(a, a.n1, "slots", &ktiles, &kblocks, op));
+  const size_t bytes = hb_geom<DH>::bytes;
+  C5_CALL_K(c5k_cuda_smem_opt(dev, hb_dq<DH>, bytes, op));
+  C5_CALL_K(c5k_cuda_smem_opt(dev, hb_dkv<DH>, bytes, op));
+  const float sl2 = (float)(a.scale * 1.44269504088896340736), scale = (float)a.scale;
+  hb_dq<DH><<<qblocks, HF_THREADS, bytes, dev->stream>>>(a.nq, a.n1, p.n1p, a.H, a.hpr, qtiles, sl2, scale, qb, kvb,
+                                                         kmask, lse, ob, o, rs, dq);
+  C5K_CUDA_LAUNCHED(op);
+  hb_dkv<DH><<<kblocks, HF_THREADS, bytes, dev->stream>>>(a.nq, a.n1, p.n1p, a.H, a.hpr, ktiles, qtiles, sl2, scale,
+                                                          qb, kvb, kmask, rs, ob, dkv);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
@@ -1106,8 +1422,8 @@ static c5_status hg_forward(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape &a, 
 }
 
 static c5_status hg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape &a, const float *q, const float *kv,
-                             const uint8_t *kmask, const double *lse, const float *dout, float *dq, float *dkv,
-                             const char *op)
+                             const uint8_t *kmask, const double *lse, const float *o, const float *dout, float *dq,
+                             float *dkv, const char *op)
 {
   if (a.nq == 0) {   /* no query weighs any slot */
     C5K_CUDA_TRY(cudaMemsetAsync(dkv, 0, (size_t)(a.batch * a.R * a.n1 * a.L) * sizeof *dkv, dev->stream), op);
@@ -1115,7 +1431,10 @@ static c5_status hg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const ha_shape &a,
   }
   hg_plan p;
   char *scr;
-  C5_CALL_K(hg_setup(dev, a, true, false, q, kv, dout, &p, &scr, op));
+  const bool flash = a.dh == 64 || a.dh == 128;   /* hb_dq's and hb_dkv's widths */
+  C5_CALL_K(hg_setup(dev, a, true, flash, q, kv, dout, &p, &scr, op));
+  if (a.dh == 64) return hb_launch<64>(dev, a, p, scr, kmask, lse, o, dq, dkv, op);
+  if (a.dh == 128) return hb_launch<128>(dev, a, p, scr, kmask, lse, o, dq, dkv, op);
   const __nv_bfloat16 *qb = (const __nv_bfloat16 *)(scr + p.q), *kvb = (const __nv_bfloat16 *)(scr + p.kv);
   const __nv_bfloat16 *ob = (const __nv_bfloat16 *)(scr + p.dout);
   float *S = (float *)(scr + p.s), *dP = (float *)(scr + p.dp), *part = (float *)(scr + p.part);
@@ -1212,7 +1531,7 @@ extern "C" c5_status c5k_heavy_attn_forward_cuda(c5k_ctx *ctx, const c5k_heavy_a
 
 extern "C" c5_status c5k_heavy_attn_backward_cuda(c5k_ctx *ctx, const c5k_heavy_attn *A, const c5_real *q,
                                                   const c5_real *kv, const uint8_t *kmask, const double *lse,
-                                                  const c5_real *dout, c5_real *dq, c5_real *dkv)
+                                                  const c5_real *o, const c5_real *dout, c5_real *dq, c5_real *dkv)
 {
   const char *op = "heavy_attn_backward";
   c5k_cuda_dev *dev;
@@ -1220,7 +1539,9 @@ extern "C" c5_status c5k_heavy_attn_backward_cuda(c5k_ctx *ctx, const c5k_heavy_
   if (A->batch <= 0) return C5_OK;
   const ha_shape a = ha_shape_of(A);
 #if !C5_USE_DOUBLE
-  if (ha_gemm_wanted(ctx, dev, a)) return hg_backward(ctx, dev, a, q, kv, kmask, lse, dout, dq, dkv, op);
+  if (ha_gemm_wanted(ctx, dev, a)) return hg_backward(ctx, dev, a, q, kv, kmask, lse, o, dout, dq, dkv, op);
+#else
+  (void)o;   /* the SIMT kernels form Delta from P and dP */
 #endif
   if (a.dh <= 64) return ha_flash<c5_real, 64>::backward(dev, a, q, kv, kmask, lse, dout, dq, dkv, op);
   if (a.dh <= 128) return ha_flash<c5_real, 128>::backward(dev, a, q, kv, kmask, lse, dout, dq, dkv, op);

@@ -89,7 +89,8 @@ c5_status c5k_heavy_null_kv_grad_cuda(c5k_ctx *, const c5k_heavy_attn *, const c
 c5_status c5k_heavy_attn_forward_cuda(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
                                       const uint8_t *, double *, c5_real *);
 c5_status c5k_heavy_attn_backward_cuda(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
-                                       const uint8_t *, const double *, const c5_real *, c5_real *, c5_real *);
+                                       const uint8_t *, const double *, const c5_real *, const c5_real *, c5_real *,
+                                       c5_real *);
 /* ---- cuda-cdops: the per-step coordinate-descent and top-k ops (cd.cu, topk.cu; ragged rows, P > 1) ---- */
 c5_status c5k_cd_sumexp_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *, const double *, double,
                              double *, double *);

@@ -6,7 +6,7 @@
    heavy_null_kv_grad the CPU's dkv), so a failure names one op. The
    attention ops are flash style on the GPU (no stored P: the forward writes
    o and each row's log-sum-exp lse, the backward recomputes P from lse);
-   the backward takes the GPU forward's lse, checked just before: lse comes
+   the backward takes the GPU forward's lse (and o), checked just before: lse comes
    from the GPU's own scores, which the backward recomputes bit for bit, so
    a row left with the null slot only gets P = 1 and dS = 0 exactly, as on
    the CPU (the CPU's lse, from scores an ulp away, would leave dq of the
@@ -39,8 +39,12 @@
    key blocks of 64 slots, a partial last one, wholly masked ones skipped),
    whose lse the backward's products take (its scores are the products'
    to f32's rounding, not bit for bit: with every key masked dq and dk are
-   then of the order of 1e-7, far below the absolute 2e-2). One line per op
-   and case. Exits 77 without a GPU. */
+   then of the order of 1e-7, far below the absolute 2e-2). The backward for
+   dh 64 and 128 is two flash kernels (hb_dq, hb_dkv: Delta from the GPU
+   forward's o, which the test passes with lse); cases for them besides the
+   above: no query, nq and n1 multiples of 64, one query, dh 128 with batch 2
+   and 2 routes over several query and key blocks, dh 128 with every key
+   masked, dh 128 at 2048 x 2047 (timed). One line per op and case. Exits 77 without a GPU. */
 #include <stdint.h>
 #include "cuda_util.h"
 #include "kernels.h"
@@ -158,7 +162,7 @@ static int run(c5_backend *gpu, const hcase *c)
     c5k_ctx cpu = { .work = work, .work_len = wlen };
     T_OK(c5k_cpu_ops.heavy_kv_assemble(&cpu, &A, kvraw, kscore, null_kv, kv));
     T_OK(c5k_cpu_ops.heavy_attn_forward(&cpu, &A, q, kv, kmask, lse, o));
-    T_OK(c5k_cpu_ops.heavy_attn_backward(&cpu, &A, q, kv, kmask, lse, dout, dq, dkv));
+    T_OK(c5k_cpu_ops.heavy_attn_backward(&cpu, &A, q, kv, kmask, lse, o, dout, dq, dkv));
     memcpy(dkv2, dkv, nkv * sizeof *dkv);
     if (kscore) T_OK(c5k_cpu_ops.heavy_kv_score_backward(&cpu, &A, kvraw, kscore, dkv2, dks));
     T_OK(c5k_cpu_ops.heavy_null_kv_grad(&cpu, &A, dkv, gnull));
@@ -189,7 +193,7 @@ static int run(c5_backend *gpu, const hcase *c)
 
     T_OK(c5_backend_memcpy(gpu, dq_d, nan, nqd * sizeof *nan));
     T_OK(c5_backend_memcpy(gpu, dkv_d, nan, nkv * sizeof *nan));
-    T_OK(c5k_cuda_ops.heavy_attn_backward(&g, &A, q_d, kvc_d, m_d, l_d, dout_d, dq_d, dkv_d));
+    T_OK(c5k_cuda_ops.heavy_attn_backward(&g, &A, q_d, kvc_d, m_d, l_d, o_d, dout_d, dq_d, dkv_d));
     ok &= cmp(gpu, "heavy_attn_backward", "dq", c, dq_d, dq, nqd, 0, rep, first[3]);
     ok &= cmp(gpu, "heavy_attn_backward", "dkv", c, dkv_d, dkv, nkv, 0, rep, first[4]);
 
@@ -217,7 +221,7 @@ static int run(c5_backend *gpu, const hcase *c)
     T_OK(c5_backend_sync(gpu));
     t1 = MPI_Wtime();
     for (int i = 0; i < 5; i++)
-      T_OK(c5k_cuda_ops.heavy_attn_backward(&g, &A, q_d, kvc_d, m_d, l_d, dout_d, dq_d, dkv_d));
+      T_OK(c5k_cuda_ops.heavy_attn_backward(&g, &A, q_d, kvc_d, m_d, l_d, o_d, dout_d, dq_d, dkv_d));
     T_OK(c5_backend_sync(gpu));
     t2 = MPI_Wtime();
     printf("heavy_attn time %s b %ld nq %ld nk %ld H %d dh %d: forward %.3f ms, backward %.3f ms\n",
@@ -288,6 +292,17 @@ int main(int argc, char **argv)
     { 1, 130, 8192, 1, 8, 64, 1, 1, 1, 1 },  /* the heads at n = 131072: 129 key blocks, the last of one slot */
     { 2, 40, 50, 2, 2, 64, 1, 1, 2, 1 },     /* every key masked: the null slot alone */
     { 2, 100, 400, 2, 2, 128, 1, 1, 3, 1 },  /* dh 128, slots 101..200 masked: key block 128..191 skipped */
+    /* the flash backward's edges (hb_dq, hb_dkv): no query (dkv all 0, every slot row); n1 a multiple of 64 and
+       nq one of 64; one query over 2 routes (the last wholly masked); dh 128 with batch and routes 2 over 3 query
+       and 4 key blocks; both widths at the large size (timed) */
+    { 2, 0, 6, 2, 1, 64, 0, 1, 1, 1 },
+    { 1, 0, 70, 1, 2, 128, 1, 1, 0, 1 },
+    { 2, 64, 127, 2, 1, 128, 0, 1, 1, 1 },
+    { 2, 128, 63, 1, 2, 64, 1, 0, 1, 1 },
+    { 1, 1, 300, 2, 1, 64, 0, 1, 3, 1 },
+    { 2, 130, 200, 2, 2, 128, 1, 1, 1, 1 },
+    { 1, 30, 40, 1, 2, 128, 0, 1, 2, 1 },    /* dh 128, every key masked */
+    { 1, 2048, 2047, 1, 4, 128, 0, 1, 1, 1 },
 #endif
   };
   int ok = 1;
