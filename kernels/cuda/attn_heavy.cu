@@ -961,33 +961,14 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
     const int st = (int)(kb & 1);
     const int any = __syncthreads_or(threadIdx.x < HF_BN && tk[st * HF_BN + threadIdx.x]);
     if (kb == 0) {
-      const __nv_bfloat16 *q0s = Qs + (16 * w + g) * G::LD + 2 * t;
 #pragma unroll
-      for (int k = 0; k < KS; k++) {
-        qf[k][0] = c5k_ld32(q0s + 16 * k);
-        qf[k][1] = c5k_ld32(q0s + 8 * G::LD + 16 * k);
-        qf[k][2] = c5k_ld32(q0s + 16 * k + 8);
-        qf[k][3] = c5k_ld32(q0s + 8 * G::LD + 16 * k + 8);
-      }
+      for (int k = 0; k < KS; k++) c5k_frag_a(qf[k], Qs + 16 * w * G::LD + 16 * k, G::LD);
     }
     if (any) {   /* block-uniform */
       const __nv_bfloat16 *Ks = KV + 2 * st * G::TILE, *Vs = Ks + G::TILE;
       const uint8_t *tks = tk + st * HF_BN;
       float s[NT][4];
-      /* B's column g is key row 8 n + g: ldmatrix's matrix m at key rows 8 n .., dims 16 k + 8 m gives b0, b1 of
-         k-step k, then of k + 1 */
-      const __nv_bfloat16 *kr = Ks + (lane & 7) * G::LD + (lane >> 3) * 8;
-#pragma unroll
-      for (int n = 0; n < NT; n++) {
-        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-#pragma unroll
-        for (int k = 0; k < KS; k += 2) {
-          uint32_t kf[4];
-          c5k_ldsm<false>(kf, kr + 8 * n * G::LD + 16 * k);
-          c5k_mma_bf16(s[n], qf[k], kf[0], kf[1]);
-          c5k_mma_bf16(s[n], qf[k + 1], kf[2], kf[3]);
-        }
-      }
+      c5k_mma_abt<NT, KS>(s, qf, Ks, G::LD);   /* B's column g is key row 8 n + g */
       float mx[2] = { -INFINITY, -INFINITY };
 #pragma unroll
       for (int n = 0; n < NT; n++)
@@ -1023,20 +1004,10 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
           l[c >> 1] += s[n][c];
         }
 #pragma unroll
-      for (int k = 0; k < HF_BN / 16; k++) {   /* slots 16 k .. 16 k + 15 of the block */
-        const uint32_t pa[4] = { c5k_pack_bf16(s[2 * k][0], s[2 * k][1]), c5k_pack_bf16(s[2 * k][2], s[2 * k][3]),
-                                 c5k_pack_bf16(s[2 * k + 1][0], s[2 * k + 1][1]),
-                                 c5k_pack_bf16(s[2 * k + 1][2], s[2 * k + 1][3]) };
-        /* ldmatrix's matrices: lane 8 m + i gives row i of matrix m: slots 16 k + i (+ 8 for m odd), dims
-           16 d (+ 8 for m >= 2): b0, b1 of O's n8 tile 2 d, then of 2 d + 1 */
-        const __nv_bfloat16 *vr = Vs + (16 * k + (lane & 7) + ((lane >> 3) & 1) * 8) * G::LD + (lane >> 4) * 8;
-#pragma unroll
-        for (int d = 0; d < DH / 16; d++) {
-          uint32_t vf[4];
-          c5k_ldsm<true>(vf, vr + 16 * d);
-          c5k_mma_bf16(acc[2 * d], pa, vf[0], vf[1]);
-          c5k_mma_bf16(acc[2 * d + 1], pa, vf[2], vf[3]);
-        }
+      for (int k = 0; k < HF_BN / 16; k++) {   /* slots 16 k .. 16 k + 15 of the block: O += P V */
+        uint32_t pa[4];
+        c5k_c2a(pa, s[2 * k], s[2 * k + 1]);
+        c5k_mma_ax<ON>(acc, pa, Vs, 16 * k, G::LD);
       }
     }
     __syncthreads();   /* stage st is free for block kb + 2 */

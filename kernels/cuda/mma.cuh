@@ -98,15 +98,16 @@ static __device__ __forceinline__ void c5k_mma_abt(float (&s)[NT][4], const uint
 }
 
 /* acc[n] += A X for n < ON (ON even): A one k16 step (rows 16 of the warp, its 16 columns k..k + 15), X's rows k + i
-   at Xs + i ld (bf16, 16-byte aligned), columns 8n ... ldmatrix.x4.trans's matrix m at X rows 8 (m & 1) ..,
-   columns 16d + 8 (m >> 1) gives b0, b1 of tile 2d, then of 2d + 1. */
+   at Xs + (k + i) ld (bf16, 16-byte aligned), columns 8n ... ldmatrix.x4.trans's matrix m at X rows k + 8 (m & 1) ..,
+   columns 16d + 8 (m >> 1) gives b0, b1 of tile 2d, then of 2d + 1. (Xs and k apart: with Xs + k ld passed,
+   hf_forward<64> spilled 4 bytes at its 128 registers.) */
 template <int ON>
 static __device__ __forceinline__ void c5k_mma_ax(float (&acc)[ON][4], const uint32_t (&a)[4],
-                                                  const __nv_bfloat16 *Xs, int ld)
+                                                  const __nv_bfloat16 *Xs, int k, int ld)
 {
   static_assert(ON % 2 == 0, "c5k_mma_ax: ldmatrix.x4 covers two n8 tiles");
   const int lane = threadIdx.x & 31;
-  const __nv_bfloat16 *xr = Xs + ((lane & 7) + ((lane >> 3) & 1) * 8) * ld + (lane >> 4) * 8;
+  const __nv_bfloat16 *xr = Xs + (k + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + (lane >> 4) * 8;
 #pragma unroll
   for (int d = 0; d < ON / 2; d++) {
     uint32_t bf[4];
