@@ -1065,7 +1065,8 @@ template <int DH> struct lf_geom {
   static constexpr int ctas = DH == 64 ? 3 : 2;   /* CTAs an SM: at 4 (128 registers) DH 64 spilled 48 bytes */
 };
 
-/* Whether the flash kernels take the op: lg's conditions (la_gemm), dim_head 64 or 128, w a multiple of the tile. */
+/* Whether the flash kernels take the op (the callers check the mode: bf16, context not exact): dim_head 64 or 128,
+   w a multiple of the tile. */
 static bool lf_ok(const la_shape &a)
 {
   return (a.dh == 64 || a.dh == 128) && a.w % LF_BM == 0;
