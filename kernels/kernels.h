@@ -94,7 +94,9 @@ static inline long c5k_rowpart_work(long rows, long cols)
    in double. In bf16 matmul mode (c5_backend_set_matmul, ctx exact = 0) the
    CUDA ops of the single build round q, k, v, P, dout and dS to bf16 for
    cuBLASLt's products (f32 accumulation) when dim_head is a multiple of 8
-   and L w <= 2048: they match the CPU to bf16's precision only. */
+   and L w <= 2048, or for their flash kernels' mma.sync (f32 accumulation)
+   when dim_head is 64 or 128 and w a multiple of 64: they match the CPU to
+   bf16's precision only. */
 typedef struct {
   long batch, n;            /* sequences, tokens each */
   int heads, dim_head;      /* H, dh */

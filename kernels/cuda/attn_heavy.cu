@@ -932,25 +932,15 @@ static __device__ __forceinline__ void hf_stage(__nv_bfloat16 *KV, uint8_t *tk, 
 }
 
 /* acc (16 rows x DH: DH / 8 n8 tiles) += X_k Y_k, one k16 step: X_k the 16 x 16 columns 16 k .. 16 k + 15 of the
-   warp's [16 x 8 NT] f32 scores x (C layout), rounded to bf16 (two adjacent n8 tiles of C are one k16 step of A),
-   Y_k rows 16 k .. 16 k + 15 of a [8 NT x DH] shared tile (.trans ldmatrix: lane 8 m + i gives row i of matrix m:
-   rows 16 k + i (+ 8 for m odd), dims 16 d (+ 8 for m >= 2): b0, b1 of acc's n8 tile 2 d, then of 2 d + 1) */
+   warp's [16 x 8 NT] f32 scores x (C layout), rounded to bf16 (c5k_c2a), Y_k rows 16 k .. 16 k + 15 of a
+   [8 NT x DH] shared tile of rows hf_geom<DH>::LD apart (c5k_mma_ax) */
 template <int DH, int NT>
 static __device__ __forceinline__ void hf_pv(float (&acc)[DH / 8][4], const float (&x)[NT][4], int k,
                                              const __nv_bfloat16 *Y)
 {
-  const int lane = threadIdx.x & 31;
-  const uint32_t pa[4] = { c5k_pack_bf16(x[2 * k][0], x[2 * k][1]), c5k_pack_bf16(x[2 * k][2], x[2 * k][3]),
-                           c5k_pack_bf16(x[2 * k + 1][0], x[2 * k + 1][1]),
-                           c5k_pack_bf16(x[2 * k + 1][2], x[2 * k + 1][3]) };
-  const __nv_bfloat16 *yr = Y + (16 * k + (lane & 7) + ((lane >> 3) & 1) * 8) * hf_geom<DH>::LD + (lane >> 4) * 8;
-#pragma unroll
-  for (int d = 0; d < DH / 16; d++) {
-    uint32_t yf[4];
-    c5k_ldsm<true>(yf, yr + 16 * d);
-    c5k_mma_bf16(acc[2 * d], pa, yf[0], yf[1]);
-    c5k_mma_bf16(acc[2 * d + 1], pa, yf[2], yf[3]);
-  }
+  uint32_t pa[4];
+  c5k_c2a(pa, x[2 * k], x[2 * k + 1]);
+  c5k_mma_ax<DH / 8>(acc, pa, Y, 16 * k, hf_geom<DH>::LD);
 }
 
 /* Blocks: batch x H x query tiles, the tile fastest. qb [batch][nq][H DH], kvb [batch][R][n1p][L] (hg_setup's
@@ -991,33 +981,14 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
     const int st = (int)(kb & 1);
     const int any = __syncthreads_or(threadIdx.x < HF_BN && tk[st * HF_BN + threadIdx.x]);
     if (kb == 0) {
-      const __nv_bfloat16 *q0s = Qs + (16 * w + g) * G::LD + 2 * t;
 #pragma unroll
-      for (int k = 0; k < KS; k++) {
-        qf[k][0] = c5k_ld32(q0s + 16 * k);
-        qf[k][1] = c5k_ld32(q0s + 8 * G::LD + 16 * k);
-        qf[k][2] = c5k_ld32(q0s + 16 * k + 8);
-        qf[k][3] = c5k_ld32(q0s + 8 * G::LD + 16 * k + 8);
-      }
+      for (int k = 0; k < KS; k++) c5k_frag_a(qf[k], Qs + 16 * w * G::LD + 16 * k, G::LD);
     }
     if (any) {   /* block-uniform */
       const __nv_bfloat16 *Ks = KV + 2 * st * G::TILE, *Vs = Ks + G::TILE;
       const uint8_t *tks = tk + st * HF_BN;
       float s[NT][4];
-      /* B's column g is key row 8 n + g: ldmatrix's matrix m at key rows 8 n .., dims 16 k + 8 m gives b0, b1 of
-         k-step k, then of k + 1 */
-      const __nv_bfloat16 *kr = Ks + (lane & 7) * G::LD + (lane >> 3) * 8;
-#pragma unroll
-      for (int n = 0; n < NT; n++) {
-        s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-#pragma unroll
-        for (int k = 0; k < KS; k += 2) {
-          uint32_t kf[4];
-          c5k_ldsm<false>(kf, kr + 8 * n * G::LD + 16 * k);
-          c5k_mma_bf16(s[n], qf[k], kf[0], kf[1]);
-          c5k_mma_bf16(s[n], qf[k + 1], kf[2], kf[3]);
-        }
-      }
+      c5k_mma_abt<NT, KS>(s, qf, Ks, G::LD);   /* B's column g is key row 8 n + g */
       float mx[2] = { -INFINITY, -INFINITY };
 #pragma unroll
       for (int n = 0; n < NT; n++)

@@ -26,13 +26,21 @@
 
    bf16 matmul mode (c5_backend_set_matmul; dev->matmul == 2), single
    build, when the context does not ask for exact products (ctx->exact):
-   the products on cuBLASLt over windows, below (lg_*), for dim_head a
-   multiple of 8 and score rows of L w <= 2048 slots; otherwise these SIMT
-   kernels, their results unchanged. */
+   for dim_head 64 or 128 and windows of a multiple of 64 tokens, the
+   forward as a flash kernel on the tensor cores (lf_forward, below: 64
+   query rows of one window a CTA, mma.sync over the window's key blocks,
+   online softmax, the lg path's stats), and for dim_head 64 the backward
+   too (lf_backward_q for dq, lf_backward_kv for dk, dv, without atomics);
+   otherwise the products on cuBLASLt over windows (lg_*), for dim_head a
+   multiple of 8 and score rows of L w <= 2048 slots (dim_head 128's
+   backward among them, from lf_forward's stats, which mean what
+   lg_rows_forward's do); otherwise these SIMT kernels, their results
+   unchanged. */
 #include <math.h>
 #include <cuda_bf16.h>
 #include <type_traits>
 #include "cuda_internal.cuh"
+#include "mma.cuh"
 
 #define LA_TILE 32           /* rows (queries or keys) of a tile */
 #define LA_THREADS 256
@@ -1016,6 +1024,513 @@ static c5_status lg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_at
   }
   return C5_OK;
 }
+
+/* ---- bf16 mode, dim_head 64 or 128, windows of 64 k tokens: flash kernels ----
+   FlashAttention-2 on the tensor cores in place of lg_forward's packing,
+   score chunks and row kernels (which at n = 131072, w 128, 8 heads of 64
+   moved each chunk's f32 scores and bf16 P through device memory). One CTA
+   (LF_THREADS = 4 warps) a (64 query rows, head, batch), the query tile
+   fastest (the CTAs of one window's keys run together and share them in
+   L2). A tile lies in one window i (w % 64 == 0): its key slots are the
+   window's L w, in key blocks of 64 ascending over the ones in [0, W w)
+   (g.kb .. g.pe); every block is wholly real keys, pad keys (n <= p < W
+   w: rows zero-filled, so k = v = 0 and their score is exactly 0, the
+   lg path's and the reference's pad) or a mix at n. The inputs are f32:
+   q's, k's, v's rows are rounded to bf16 as they are staged in shared
+   memory (no bf16 copy in device memory; the lg path's scratch is not
+   used). Warp w owns query rows 16 w .. 16 w + 15; per block
+     S = Q K^T (mma.m16n8k16 bf16 -> f32, c5k_mma_abt), x = scale S in f32
+       as lg_rows_forward forms it, or -inf for a slot the row does not keep
+       (la_range, la_keep; pad slots kept while unmasked: [max(lo, n),
+       + nzero)),
+     online softmax per row: m the running max of x (lg_rows_forward's f32
+       max, so rmax keeps its meaning), l each thread's part of the running
+       sum of p = 2^((x - m) log2 e) (lf_exp), O and l rescaled when m grows,
+     O += P V (p rounded to bf16 from S's accumulators, c5k_c2a, c5k_mma_ax).
+   A row with no kept slot so far (m = -inf) weighs its window's real keys
+   1 (a uniform row's P, lg_rows_forward's): if a later block brings a kept
+   slot its rescale factor 2^(-inf) = 0 drops them; a row still at -inf at
+   the end is uniform: o = O / (L w) + its out-of-range part, as lg_out. A
+   block that no row keeps a slot of is skipped, unless a row is still
+   uniform and the block holds real keys. Stats: rmax = m, rinv = 1 / l
+   (double), uni, as lg_rows_forward writes them (the backward recomputes P
+   from them). Every sum has one fixed order: results repeat bit for bit. */
+#define LF_THREADS 128
+#define LF_BM 64   /* query rows a CTA, 16 a warp; also slots a key block */
+
+template <int DH> struct lf_geom {
+  static constexpr int LD = DH + 8;         /* a shared row in bf16: 16-byte aligned, conflict-free fragment loads */
+  static constexpr int TILE = LF_BM * LD;   /* a Q, K or V tile */
+  static constexpr size_t fwd_bytes = (size_t)3 * TILE * 2 + LF_BM;   /* Q, K, V and the block's key-mask flags */
+  static constexpr int ctas = DH == 64 ? 3 : 2;   /* CTAs an SM: at 4 (128 registers) DH 64 spilled 48 bytes */
+};
+
+/* Whether the flash kernels take the op (the callers check the mode: bf16, context not exact): dim_head 64 or 128,
+   w a multiple of the tile. */
+static bool lf_ok(const la_shape &a)
+{
+  return (a.dh == 64 || a.dh == 128) && a.w % LF_BM == 0;
+}
+
+/* Tile rows [0, LF_BM) <- x's rows (f32, stride ld) rounded to bf16, those at or past `rows` zero: 16-byte loads
+   where vec (lg_vec), four a thread in flight before their stores (all at once held 32 or 64 registers). */
+template <int DH>
+static __device__ __forceinline__ void lf_load(__nv_bfloat16 *tile, const float *x, long ld, long rows, bool vec)
+{
+  constexpr int QPR = DH / 4, N = LF_BM * QPR / LF_THREADS, U = 4;   /* 4-column groups a row; a thread's */
+  static_assert(N % U == 0, "lf_load: groups of U");
+#pragma unroll 1
+  for (int j0 = 0; j0 < N; j0 += U) {
+    float4 v[U];
+#pragma unroll
+    for (int j = 0; j < U; j++) {
+      const int c = threadIdx.x + (j0 + j) * LF_THREADS, r = c / QPR, d = 4 * (c % QPR);
+      v[j] = r < rows ? lg_ld4(x + r * ld + d, vec) : make_float4(0.f, 0.f, 0.f, 0.f);
+    }
+#pragma unroll
+    for (int j = 0; j < U; j++) {
+      const int c = threadIdx.x + (j0 + j) * LF_THREADS, r = c / QPR, d = 4 * (c % QPR);
+      lg_st4(tile + r * lf_geom<DH>::LD + d, v[j]);
+    }
+  }
+}
+
+/* exp(x - m) as 2^((x - m) log2 e): the forward's weights and the backward's P alike (x = -inf: 0) */
+static __device__ __forceinline__ float lf_exp(float x, float m)
+{
+  return exp2f((x - m) * 1.44269504088896340736f);
+}
+
+/* A query row's kept slots, relative to its window's first slot s0 = (i - lb) w: real keys [lo, rhi) where the key
+   mask keeps them, pad keys [plo, phi) (la_range: nzero of them from max(lo, n)). Rows past n keep none. */
+struct lf_row { int lo, rhi, plo, phi; };
+
+static __device__ __forceinline__ lf_row lf_row_of(const la_shape &a, const la_win &g, long s0, long t, bool masked)
+{
+  lf_row r = { 0, 0, 0, 0 };
+  if (t >= a.n) return r;
+  const la_row rg = la_range(a, g, t, masked);
+  const long plo = rg.lo > a.n ? rg.lo : a.n;
+  r.lo = (int)(rg.lo - s0);
+  r.rhi = (int)(rg.rhi - s0);
+  r.plo = (int)(plo - s0);
+  r.phi = (int)(plo + rg.nzero - s0);
+  return r;
+}
+
+/* Slot c (relative to s0) of a row: kept? mkc: the slot is a real key the key mask keeps. */
+static __device__ __forceinline__ bool lf_keeps(const lf_row &r, int c, bool mkc)
+{
+  return (c >= r.lo && c < r.rhi && mkc) || (c >= r.plo && c < r.phi);
+}
+
+/* The slots of key block k0 (64 from k0, in [g.kb, g.pe)) that some row of the tile keeps: thread c < 64 sets
+   mkf[c] (slot k0 + c is a real key the key mask keeps) and returns whether any row of the tile may keep it: ulo,
+   urhi, uphi, the first row's lo and the last's rhi and phi, bound every row's (la_live_keys). */
+static __device__ __forceinline__ bool lf_flags(const la_shape &a, long k0, long s0, const uint8_t *mk, int ulo,
+                                                int urhi, int uphi, uint8_t *mkf)
+{
+  const int c = threadIdx.x;
+  if (c >= LF_BM) return false;
+  const long p = k0 + c;
+  const int rc = (int)(p - s0);
+  const bool real = p < a.n, keep = real && (!mk || mk[p]);
+  mkf[c] = keep;
+  return (keep && rc >= ulo && rc < urhi) || (!real && rc < uphi);
+}
+
+/* Blocks: x = query tile (64 rows of the sequence, within one window), y = head, z = batch. */
+template <int DH>
+__global__ void __launch_bounds__(LF_THREADS, lf_geom<DH>::ctas)
+lf_forward(la_shape a, const float *q, const float *k, const float *v, bool vec, const uint8_t *mask, float *o,
+           double *rmax, double *rinv, uint8_t *uni)
+{
+  typedef lf_geom<DH> G;
+  constexpr int NT = LF_BM / 8, KS = DH / 16, ON = DH / 8;   /* S's n8 tiles; Q's k16 steps; O's n8 tiles */
+  extern __shared__ __align__(16) unsigned char lf_smem[];
+  __nv_bfloat16 *Qs = (__nv_bfloat16 *)lf_smem, *Ks = Qs + G::TILE, *Vs = Ks + G::TILE;
+  uint8_t *mkf = (uint8_t *)(Vs + G::TILE);
+  const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+  const int h = blockIdx.y;
+  const long b = blockIdx.z, row0 = b * a.n, q0 = (long)blockIdx.x * LF_BM;
+  const long mq = a.n - q0 < LF_BM ? a.n - q0 : LF_BM, i = q0 / a.w, s0 = (i - a.lb) * a.w;
+  const uint8_t *mk = mask ? mask + row0 : NULL;
+  const la_win g = la_geom(a, i);
+  const long t0 = q0 + 16 * wp + gq;   /* the thread's rows: tokens t0 (fragment row g) and t0 + 8 */
+  const lf_row rw[2] = { lf_row_of(a, g, s0, t0, mask != NULL), lf_row_of(a, g, s0, t0 + 8, mask != NULL) };
+  int ulo, urhi, uphi;   /* the tile's kept slots lie in [ulo, urhi) (real keys) and [.., uphi) (pad keys) */
+  {
+    const lf_row first = lf_row_of(a, g, s0, q0, mask != NULL), last = lf_row_of(a, g, s0, q0 + mq - 1, mask != NULL);
+    ulo = first.lo;
+    urhi = last.rhi;
+    uphi = last.phi;
+  }
+  const float scale = (float)a.scale;
+  /* a row keeps its own token's slot unless the key mask drops it: only such rows may end uniform */
+  const bool mayu0 = t0 < a.n && mk && !mk[t0], mayu1 = t0 + 8 < a.n && mk && !mk[t0 + 8];
+
+  lf_load<DH>(Qs, q + (row0 + q0) * a.ldqkv + (long)h * DH, a.ldqkv, mq, vec);
+  __syncthreads();
+  uint32_t qf[KS][4];
+#pragma unroll
+  for (int kk = 0; kk < KS; kk++) c5k_frag_a(qf[kk], Qs + 16 * wp * G::LD + 16 * kk, G::LD);
+
+  float m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.f, 0.f }, acc[ON][4];
+#pragma unroll
+  for (int n = 0; n < ON; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+
+  for (long k0 = g.kb; k0 < g.pe; k0 += LF_BM) {
+    /* a row that may end uniform and has no kept slot yet needs every block with real keys */
+    const bool pend = (mayu0 && m[0] == -INFINITY) || (mayu1 && m[1] == -INFINITY);
+    const bool want = lf_flags(a, k0, s0, mk, ulo, urhi, uphi, mkf) || (pend && k0 < g.ke);
+    if (!__syncthreads_or(want)) continue;   /* block-uniform; also the barrier for mkf */
+    lf_load<DH>(Ks, k + (row0 + k0) * a.ldqkv + (long)h * DH, a.ldqkv, a.n - k0, vec);
+    lf_load<DH>(Vs, v + (row0 + k0) * a.ldqkv + (long)h * DH, a.ldqkv, a.n - k0, vec);
+    __syncthreads();
+    float s[NT][4];
+    c5k_mma_abt<NT, KS>(s, qf, Ks, G::LD);
+    const int c0 = (int)(k0 - s0);   /* the block's first slot relative to s0 */
+    float mx[2] = { -INFINITY, -INFINITY };
+#pragma unroll
+    for (int n = 0; n < NT; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int c = 8 * n + 2 * tq + (e & 1), ri = e >> 1;
+        s[n][e] = lf_keeps(rw[ri], c0 + c, mkf[c]) ? scale * s[n][e] : -INFINITY;
+        mx[ri] = fmaxf(mx[ri], s[n][e]);
+      }
+    float mu[2];
+#pragma unroll
+    for (int ri = 0; ri < 2; ri++) {   /* a row's 64 columns lie in the 4 lanes of a quad */
+      mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 1));
+      mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 2));
+      mu[ri] = fmaxf(m[ri], mx[ri]);
+      /* still uniform: 1 (keep the window keys' weights); the first kept slot: 0 (drop them) */
+      const float corr = mu[ri] == -INFINITY ? 1.f : m[ri] == -INFINITY ? 0.f : lf_exp(m[ri], mu[ri]);
+      m[ri] = mu[ri];
+      l[ri] *= corr;
+#pragma unroll
+      for (int n = 0; n < ON; n++) {
+        acc[n][2 * ri] *= corr;
+        acc[n][2 * ri + 1] *= corr;
+      }
+    }
+#pragma unroll
+    for (int n = 0; n < NT; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int ri = e >> 1;
+        if (mu[ri] == -INFINITY) {   /* uniform so far: 1 on the window's real keys */
+          s[n][e] = k0 + 8 * n + 2 * tq + (e & 1) < g.ke ? 1.f : 0.f;
+        } else {
+          s[n][e] = lf_exp(s[n][e], mu[ri]);   /* not kept: 0 */
+          l[ri] += s[n][e];
+        }
+      }
+#pragma unroll
+    for (int kk = 0; kk < LF_BM / 16; kk++) {   /* slots 16 kk .. 16 kk + 15 of the block */
+      uint32_t pa[4];
+      c5k_c2a(pa, s[2 * kk], s[2 * kk + 1]);
+      c5k_mma_ax<ON>(acc, pa, Vs, 16 * kk, G::LD);
+    }
+    __syncthreads();   /* K, V and mkf are free for the next block */
+  }
+
+#pragma unroll
+  for (int ri = 0; ri < 2; ri++) {
+    l[ri] += __shfl_xor_sync(0xffffffffu, l[ri], 1);
+    l[ri] += __shfl_xor_sync(0xffffffffu, l[ri], 2);
+    const long t = t0 + 8 * ri;
+    if (t >= a.n) continue;
+    const bool u = m[ri] == -INFINITY;
+    /* a uniform row: O / (L w) and its out-of-range slots' part (lg_out); else O / l */
+    const double inv = u ? 1.0 / (double)a.lw : 1.0 / (double)l[ri];
+    const double add = u && g.npad ? -(double)g.npad / (double)a.lw : 0.0;
+    float *dst = o + (row0 + t) * a.ldo + (long)h * DH + 2 * tq;
+#pragma unroll
+    for (int n = 0; n < ON; n++) {
+      dst[8 * n] = (float)(acc[n][2 * ri] * inv + add);
+      dst[8 * n + 1] = (float)(acc[n][2 * ri + 1] * inv + add);
+    }
+    if (tq == 0) la_put_stats(a, b, h, t, u, u ? 0.0 : (double)m[ri], u ? 0.0 : inv, rmax, rinv, uni);
+  }
+}
+
+template <int DH>
+static c5_status lf_forward_launch(c5k_cuda_dev *dev, const c5k_local_attn *L, const la_shape &a, const float *q,
+                                   const float *k, const float *v, const uint8_t *mask, float *o, double *rmax,
+                                   double *rinv, uint8_t *uni)
+{
+  const char *op = "local_attn_forward";
+  const size_t bytes = lf_geom<DH>::fwd_bytes;
+  C5_CALL_K(c5k_cuda_smem_opt(dev, lf_forward<DH>, bytes, op));
+  const dim3 grid((unsigned)((a.n + LF_BM - 1) / LF_BM), (unsigned)a.H, (unsigned)L->batch);
+  const bool vec = lg_vec(q, a.ldqkv) && lg_vec(k, a.ldqkv) && lg_vec(v, a.ldqkv);
+  lf_forward<DH><<<grid, LF_THREADS, bytes, dev->stream>>>(a, q, k, v, vec, mask, o, rmax, rinv, uni);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
+
+/* ---- the flash backward (bf16 mode, lf_ok), without atomics ----
+   lf_backward_q, one CTA a query tile as the forward's: over the key blocks
+   its non-uniform rows keep slots of, ascending, S = Q K^T and dP = dO V^T
+   (c5k_mma_abt), P = 2^((scale S - rmax) log2 e) rinv from the forward's
+   stats (0 where the row keeps no slot: masked, out of range, or a pad key,
+   whose k = v = 0 add nothing to D or dq), in two passes: the first sums
+   D = sum P dP (each thread's columns in f32, then the quad's butterfly),
+   saved per row for the key pass, the second forms dS = P (dP - D) and dq
+   += dS K (dS rounded to bf16 from the accumulators, c5k_mma_ax); dq =
+   scale dq. Uniform rows have no gradient (dq = 0).
+   lf_backward_kv, one CTA a key tile (64 keys of window j): the query
+   tiles of windows j - lf .. j + lb (the ones that may see it) in
+   ascending order, each skipped when none of its rows can keep these keys
+   and none is uniform; warp w owns key rows 16 w .. 16 w + 15 and, per
+   query tile, S^T = K Q^T, dP^T = V dO^T, P^T from the query rows' stats
+   (held in shared memory with their kept ranges), on a uniform row 1 / (L
+   w) on every real key (its window's), dS^T = P^T (dP^T - D) (0 on uniform
+   rows), dv += P^T dO, dk += dS^T Q; dk = scale dk. Every sum has one fixed
+   order: results repeat bit for bit. */
+
+/* P of a slot kept by a row of stats mf (the forward's f32 max), inv (1 / sum), x = scale s */
+static __device__ __forceinline__ float lf_prob(float x, float mf, float inv)
+{
+  return lf_exp(x, mf) * inv;
+}
+
+template <int DH> struct lf_bgeom {
+  static constexpr int LD = lf_geom<DH>::LD, TILE = lf_geom<DH>::TILE;
+  /* lf_backward_q: Q, dO, K, V and the block's key-mask flags */
+  static constexpr size_t q_bytes = (size_t)4 * TILE * 2 + LF_BM;
+  /* lf_backward_kv: K, V, Q, dO and the query rows' lo, rhi (int), rmax, rinv, D (float), uni */
+  static constexpr size_t kv_bytes = (size_t)4 * TILE * 2 + (size_t)LF_BM * (5 * 4 + 1);
+};
+
+/* Blocks as lf_forward's. dd: D per (b, h, t) at (b H + h) n + t. */
+template <int DH>
+__global__ void __launch_bounds__(LF_THREADS, 2)
+lf_backward_q(la_shape a, const float *q, const float *k, const float *v, bool vec, const uint8_t *mask,
+              const double *rmax, const double *rinv, const uint8_t *uni, const float *dout, bool vec_o, float *dq,
+              float *dd)
+{
+  typedef lf_bgeom<DH> G;
+  constexpr int NT = LF_BM / 8, KS = DH / 16, ON = DH / 8;
+  extern __shared__ __align__(16) unsigned char lf_smem[];
+  __nv_bfloat16 *Qs = (__nv_bfloat16 *)lf_smem, *Os = Qs + G::TILE, *Ks = Os + G::TILE, *Vs = Ks + G::TILE;
+  uint8_t *mkf = (uint8_t *)(Vs + G::TILE);
+  const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+  const int h = blockIdx.y;
+  const long b = blockIdx.z, row0 = b * a.n, q0 = (long)blockIdx.x * LF_BM;
+  const long mq = a.n - q0 < LF_BM ? a.n - q0 : LF_BM, i = q0 / a.w, s0 = (i - a.lb) * a.w;
+  const uint8_t *mk = mask ? mask + row0 : NULL;
+  const la_win g = la_geom(a, i);
+  const long t0 = q0 + 16 * wp + gq, sb = ((long)b * a.H + h) * a.n;   /* rows t0, t0 + 8; the stats' base */
+  lf_row rw[2];
+  float mf[2], inv[2];
+#pragma unroll
+  for (int ri = 0; ri < 2; ri++) {
+    const long t = t0 + 8 * ri;
+    const bool act = t < a.n && !uni[sb + t];   /* uniform rows: no gradient, no kept slot */
+    rw[ri] = act ? lf_row_of(a, g, s0, t, mask != NULL) : lf_row{ 0, 0, 0, 0 };
+    rw[ri].plo = rw[ri].phi = 0;   /* pad keys: k = v = 0, nothing to D or dq */
+    mf[ri] = act ? (float)rmax[sb + t] : 0.f;
+    inv[ri] = act ? (float)rinv[sb + t] : 0.f;
+  }
+  const int ulo = lf_row_of(a, g, s0, q0, mask != NULL).lo;
+  const int urhi = lf_row_of(a, g, s0, q0 + mq - 1, mask != NULL).rhi;
+  const float scale = (float)a.scale;
+
+  lf_load<DH>(Qs, q + (row0 + q0) * a.ldqkv + (long)h * DH, a.ldqkv, mq, vec);
+  lf_load<DH>(Os, dout + (row0 + q0) * a.ldo + (long)h * DH, a.ldo, mq, vec_o);
+  float D[2] = { 0.f, 0.f }, acc[ON][4];
+#pragma unroll
+  for (int n = 0; n < ON; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
+  for (int pass = 0; pass < 2; pass++) {   /* 0: D = sum P dP; 1: dS, dq */
+    for (long k0 = g.kb; k0 < g.ke; k0 += LF_BM) {   /* pad-only blocks add nothing */
+      if (!__syncthreads_or(lf_flags(a, k0, s0, mk, ulo, urhi, 0, mkf))) continue;   /* also the barrier for mkf */
+      lf_load<DH>(Ks, k + (row0 + k0) * a.ldqkv + (long)h * DH, a.ldqkv, a.n - k0, vec);
+      lf_load<DH>(Vs, v + (row0 + k0) * a.ldqkv + (long)h * DH, a.ldqkv, a.n - k0, vec);
+      __syncthreads();
+      float s[NT][4], dp[NT][4];
+      {
+        uint32_t af[KS][4];
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], Qs + 16 * wp * G::LD + 16 * kk, G::LD);
+        c5k_mma_abt<NT, KS>(s, af, Ks, G::LD);
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], Os + 16 * wp * G::LD + 16 * kk, G::LD);
+        c5k_mma_abt<NT, KS>(dp, af, Vs, G::LD);
+      }
+      const int c0 = (int)(k0 - s0);
+#pragma unroll
+      for (int n = 0; n < NT; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int c = 8 * n + 2 * tq + (e & 1), ri = e >> 1;
+          const float p = lf_keeps(rw[ri], c0 + c, mkf[c]) ? lf_prob(scale * s[n][e], mf[ri], inv[ri]) : 0.f;
+          if (pass == 0) D[ri] += p * dp[n][e];
+          else s[n][e] = p * (dp[n][e] - D[ri]);   /* dS (0 where not kept) */
+        }
+      if (pass == 1) {
+#pragma unroll
+        for (int kk = 0; kk < LF_BM / 16; kk++) {
+          uint32_t da[4];
+          c5k_c2a(da, s[2 * kk], s[2 * kk + 1]);
+          c5k_mma_ax<ON>(acc, da, Ks, 16 * kk, G::LD);
+        }
+      }
+      __syncthreads();   /* K, V and mkf are free for the next block */
+    }
+    if (pass == 0) {
+#pragma unroll
+      for (int ri = 0; ri < 2; ri++) {   /* the row's D in all four lanes of its quad */
+        D[ri] += __shfl_xor_sync(0xffffffffu, D[ri], 1);
+        D[ri] += __shfl_xor_sync(0xffffffffu, D[ri], 2);
+        if (tq == 0 && t0 + 8 * ri < a.n) dd[sb + t0 + 8 * ri] = D[ri];
+      }
+    }
+  }
+#pragma unroll
+  for (int ri = 0; ri < 2; ri++) {
+    const long t = t0 + 8 * ri;
+    if (t >= a.n) continue;
+    float *dst = dq + (row0 + t) * a.ldqkv + (long)h * DH + 2 * tq;
+#pragma unroll
+    for (int n = 0; n < ON; n++) {
+      dst[8 * n] = scale * acc[n][2 * ri];
+      dst[8 * n + 1] = scale * acc[n][2 * ri + 1];
+    }
+  }
+}
+
+/* Blocks: x = key tile (64 keys of the sequence, within one window), y = head, z = batch. */
+template <int DH>
+__global__ void __launch_bounds__(LF_THREADS, 2)
+lf_backward_kv(la_shape a, const float *q, const float *k, const float *v, bool vec, const uint8_t *mask,
+               const double *rmax, const double *rinv, const uint8_t *uni, const float *dd, const float *dout,
+               bool vec_o, float *dk, float *dv)
+{
+  typedef lf_bgeom<DH> G;
+  constexpr int NT = LF_BM / 8, KS = DH / 16, ON = DH / 8;
+  extern __shared__ __align__(16) unsigned char lf_smem[];
+  __nv_bfloat16 *Ks = (__nv_bfloat16 *)lf_smem, *Vs = Ks + G::TILE, *Qs = Vs + G::TILE, *Os = Qs + G::TILE;
+  int *qlo = (int *)(Os + G::TILE), *qrhi = qlo + LF_BM;   /* the query tile's rows: kept keys, stats */
+  float *qmf = (float *)(qrhi + LF_BM), *qinv = qmf + LF_BM, *qD = qinv + LF_BM;
+  uint8_t *qu = (uint8_t *)(qD + LF_BM);
+  const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
+  const int h = blockIdx.y;
+  const long b = blockIdx.z, row0 = b * a.n, p0 = (long)blockIdx.x * LF_BM, j = p0 / a.w;
+  const long mp = a.n - p0 < LF_BM ? a.n - p0 : LF_BM, sb = ((long)b * a.H + h) * a.n;
+  const uint8_t *mk = mask ? mask + row0 : NULL;
+  const long pr = p0 + 16 * wp + gq;   /* the thread's key rows pr, pr + 8 */
+  const bool mkr[2] = { pr < a.n && (!mk || mk[pr]), pr + 8 < a.n && (!mk || mk[pr + 8]) };
+  const float scale = (float)a.scale, puni = (float)(1.0 / (double)a.lw);
+
+  lf_load<DH>(Ks, k + (row0 + p0) * a.ldqkv + (long)h * DH, a.ldqkv, mp, vec);
+  lf_load<DH>(Vs, v + (row0 + p0) * a.ldqkv + (long)h * DH, a.ldqkv, mp, vec);
+  float gk[ON][4], gv[ON][4];
+#pragma unroll
+  for (int n = 0; n < ON; n++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) gk[n][e] = gv[n][e] = 0.f;
+  const long i0 = j - a.lf > 0 ? j - a.lf : 0, i1 = j + a.lb < a.W - 1 ? j + a.lb : a.W - 1;
+  for (long i = i0; i <= i1; i++) {
+    const la_win g = la_geom(a, i);
+    const long s0 = (i - a.lb) * a.w, qe = g.t0 + g.m;
+    const int c0 = (int)(p0 - s0);   /* the key tile's first slot in window i's slots */
+    for (long q0 = g.t0; q0 < qe; q0 += LF_BM) {
+      const long mq = qe - q0 < LF_BM ? qe - q0 : LF_BM;
+      const int ulo = lf_row_of(a, g, s0, q0, mask != NULL).lo;
+      const int urhi = lf_row_of(a, g, s0, q0 + mq - 1, mask != NULL).rhi;
+      const long t = q0 + threadIdx.x;
+      const bool tu = threadIdx.x < mq && uni[sb + t];
+      /* also the barrier before the tiles and rows are overwritten */
+      if (!__syncthreads_or(tu) && (urhi <= c0 || ulo >= c0 + LF_BM)) continue;
+      lf_load<DH>(Qs, q + (row0 + q0) * a.ldqkv + (long)h * DH, a.ldqkv, mq, vec);
+      lf_load<DH>(Os, dout + (row0 + q0) * a.ldo + (long)h * DH, a.ldo, mq, vec_o);
+      if (threadIdx.x < LF_BM) {
+        const int c = threadIdx.x;
+        const lf_row r = c < mq && !tu ? lf_row_of(a, g, s0, t, mask != NULL) : lf_row{ 0, 0, 0, 0 };
+        qlo[c] = r.lo;
+        qrhi[c] = r.rhi;
+        qmf[c] = c < mq && !tu ? (float)rmax[sb + t] : 0.f;
+        qinv[c] = c < mq && !tu ? (float)rinv[sb + t] : 0.f;
+        qD[c] = c < mq && !tu ? dd[sb + t] : 0.f;
+        qu[c] = tu;
+      }
+      __syncthreads();
+      float s[NT][4], dp[NT][4];
+      {
+        uint32_t af[KS][4];
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], Ks + 16 * wp * G::LD + 16 * kk, G::LD);
+        c5k_mma_abt<NT, KS>(s, af, Qs, G::LD);
+#pragma unroll
+        for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], Vs + 16 * wp * G::LD + 16 * kk, G::LD);
+        c5k_mma_abt<NT, KS>(dp, af, Os, G::LD);
+      }
+      const int kc = c0 + 16 * wp + gq;   /* the thread's key row pr in window i's slots */
+#pragma unroll
+      for (int n = 0; n < NT; n++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int c = 8 * n + 2 * tq + (e & 1), ri = e >> 1, kr = kc + 8 * ri;   /* query column c, key slot kr */
+          float p = 0.f, ds = 0.f;
+          if (qu[c]) p = puni;   /* the uniform row's weight on every real key of its window */
+          else if (mkr[ri] && kr >= qlo[c] && kr < qrhi[c]) {
+            p = lf_prob(scale * s[n][e], qmf[c], qinv[c]);
+            ds = p * (dp[n][e] - qD[c]);
+          }
+          s[n][e] = p;
+          dp[n][e] = ds;
+        }
+#pragma unroll
+      for (int kk = 0; kk < LF_BM / 16; kk++) {   /* query columns 16 kk .. */
+        uint32_t pa[4];
+        c5k_c2a(pa, s[2 * kk], s[2 * kk + 1]);
+        c5k_mma_ax<ON>(gv, pa, Os, 16 * kk, G::LD);
+        c5k_c2a(pa, dp[2 * kk], dp[2 * kk + 1]);
+        c5k_mma_ax<ON>(gk, pa, Qs, 16 * kk, G::LD);
+      }
+    }
+  }
+#pragma unroll
+  for (int ri = 0; ri < 2; ri++) {
+    const long p = pr + 8 * ri;
+    if (p >= a.n) continue;
+    const long off = (row0 + p) * a.ldqkv + (long)h * DH + 2 * tq;
+    float *rk = dk + off, *rv = dv + off;
+#pragma unroll
+    for (int n = 0; n < ON; n++) {
+      rk[8 * n] = scale * gk[n][2 * ri];
+      rk[8 * n + 1] = scale * gk[n][2 * ri + 1];
+      rv[8 * n] = gv[n][2 * ri];
+      rv[8 * n + 1] = gv[n][2 * ri + 1];
+    }
+  }
+}
+
+template <int DH>
+static c5_status lf_backward_launch(c5k_cuda_dev *dev, const c5k_local_attn *L, const la_shape &a, const float *q,
+                                    const float *k, const float *v, const uint8_t *mask, const double *rmax,
+                                    const double *rinv, const uint8_t *uni, const float *dout, float *dq, float *dk,
+                                    float *dv)
+{
+  const char *op = "local_attn_backward";
+  void *scr;
+  C5_CALL_K(c5k_cuda_scratch(dev, (size_t)L->batch * a.H * a.n * sizeof(float), &scr, op));
+  float *dd = (float *)scr;   /* D per (b, h, t) */
+  const size_t bq = lf_bgeom<DH>::q_bytes, bkv = lf_bgeom<DH>::kv_bytes;
+  C5_CALL_K(c5k_cuda_smem_opt(dev, lf_backward_q<DH>, bq, op));
+  C5_CALL_K(c5k_cuda_smem_opt(dev, lf_backward_kv<DH>, bkv, op));
+  const dim3 grid((unsigned)((a.n + LF_BM - 1) / LF_BM), (unsigned)a.H, (unsigned)L->batch);
+  const bool vec = lg_vec(q, a.ldqkv) && lg_vec(k, a.ldqkv) && lg_vec(v, a.ldqkv), vec_o = lg_vec(dout, a.ldo);
+  lf_backward_q<DH><<<grid, LF_THREADS, bq, dev->stream>>>(a, q, k, v, vec, mask, rmax, rinv, uni, dout, vec_o, dq, dd);
+  C5K_CUDA_LAUNCHED(op);
+  lf_backward_kv<DH><<<grid, LF_THREADS, bkv, dev->stream>>>(a, q, k, v, vec, mask, rmax, rinv, uni, dd, dout, vec_o,
+                                                             dk, dv);
+  C5K_CUDA_LAUNCHED(op);
+  return C5_OK;
+}
 #endif
 
 static size_t tile_bytes(int dh) { return (size_t)LA_TILE * (dh + 1) * sizeof(c5_real); }
@@ -1065,6 +1580,10 @@ extern "C" c5_status c5k_local_attn_forward_cuda(c5k_ctx *ctx, const c5k_local_a
   C5_CALL_K(la_setup(L, ldqkv, ldo, "forward", &a, &grid));
   if (L->n == 0 || L->batch == 0) return C5_OK;
 #if !C5_USE_DOUBLE
+  if (dev->matmul == 2 && !ctx->exact && lf_ok(a)) {
+    if (a.dh == 64) return lf_forward_launch<64>(dev, L, a, q, k, v, mask, o, rmax, rinv, uni);
+    return lf_forward_launch<128>(dev, L, a, q, k, v, mask, o, rmax, rinv, uni);
+  }
   if (la_gemm(ctx, dev, a, L->batch)) return lg_forward(ctx, dev, L, a, q, k, v, mask, o, rmax, rinv, uni);
 #endif
   const size_t bytes = 3 * tile_bytes(a.dh) + score_bytes();
@@ -1087,6 +1606,10 @@ extern "C" c5_status c5k_local_attn_backward_cuda(c5k_ctx *ctx, const c5k_local_
   C5_CALL_K(la_setup(L, ldqkv, ldo, "backward", &a, &grid));
   if (L->n == 0 || L->batch == 0) return C5_OK;
 #if !C5_USE_DOUBLE
+  /* dim_head 128: lg_backward (the flash kernels spilled 36 and 158 bytes at 255 registers), from lf_forward's
+     stats, which mean what lg_rows_forward's do */
+  if (dev->matmul == 2 && !ctx->exact && lf_ok(a) && a.dh == 64)
+    return lf_backward_launch<64>(dev, L, a, q, k, v, mask, rmax, rinv, uni, dout, dq, dk, dv);
   if (la_gemm(ctx, dev, a, L->batch)) return lg_backward(ctx, dev, L, a, q, k, v, mask, rmax, rinv, uni, dout, dq, dk, dv);
 #endif
   void *scr;

@@ -52,4 +52,69 @@ static __device__ __forceinline__ uint32_t c5k_pack_bf16(float lo, float hi)
   return *(uint32_t *)&v;
 }
 
+/* The A fragment (16 x 16, row-major, row stride ld bf16) whose element (0, 0) is at p: 32-bit loads, lane 4 g + t
+   reading rows g, g + 8 and columns 2t, 2t + 8 */
+static __device__ __forceinline__ void c5k_frag_a(uint32_t (&a)[4], const __nv_bfloat16 *p, int ld)
+{
+  const int lane = threadIdx.x & 31;
+  p += (lane >> 2) * ld + 2 * (lane & 3);
+  a[0] = c5k_ld32(p);
+  a[1] = c5k_ld32(p + 8 * ld);
+  a[2] = c5k_ld32(p + 8);
+  a[3] = c5k_ld32(p + 8 * ld + 8);
+}
+
+/* C tiles 2k and 2k + 1 (f32, 16 x 8 each) rounded to bf16 as the A fragment of one k16 step: the m16n8k16 C layout
+   of two adjacent n8 tiles is the A layout of their 16 columns */
+static __device__ __forceinline__ void c5k_c2a(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4])
+{
+  a[0] = c5k_pack_bf16(c0[0], c0[1]);
+  a[1] = c5k_pack_bf16(c0[2], c0[3]);
+  a[2] = c5k_pack_bf16(c1[0], c1[1]);
+  a[3] = c5k_pack_bf16(c1[2], c1[3]);
+}
+
+/* s[n] = A B^T for n < NT (16 x 8 tiles, columns 8n ..): A's KS k16 steps in registers (af), B's rows 8n + i at
+   Bs + (8n + i) ld (bf16, 16-byte aligned rows). ldmatrix.x4's matrix m at B rows 8n .., columns 16k + 8m gives
+   b0, b1 of k-step k, then of k + 1 (KS even). */
+template <int NT, int KS>
+static __device__ __forceinline__ void c5k_mma_abt(float (&s)[NT][4], const uint32_t (&af)[KS][4],
+                                                   const __nv_bfloat16 *Bs, int ld)
+{
+  static_assert(KS % 2 == 0, "c5k_mma_abt: ldmatrix.x4 covers two k16 steps");
+  const int lane = threadIdx.x & 31;
+  const __nv_bfloat16 *br = Bs + (lane & 7) * ld + (lane >> 3) * 8;
+#pragma unroll
+  for (int n = 0; n < NT; n++) {
+    s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+    for (int k = 0; k < KS; k += 2) {
+      uint32_t bf[4];
+      c5k_ldsm<false>(bf, br + 8 * n * ld + 16 * k);
+      c5k_mma_bf16(s[n], af[k], bf[0], bf[1]);
+      c5k_mma_bf16(s[n], af[k + 1], bf[2], bf[3]);
+    }
+  }
+}
+
+/* acc[n] += A X for n < ON (ON even): A one k16 step (rows 16 of the warp, its 16 columns k..k + 15), X's rows k + i
+   at Xs + (k + i) ld (bf16, 16-byte aligned), columns 8n ... ldmatrix.x4.trans's matrix m at X rows k + 8 (m & 1) ..,
+   columns 16d + 8 (m >> 1) gives b0, b1 of tile 2d, then of 2d + 1. (Xs and k apart: with Xs + k ld passed,
+   hf_forward<64> spilled 4 bytes at its 128 registers.) */
+template <int ON>
+static __device__ __forceinline__ void c5k_mma_ax(float (&acc)[ON][4], const uint32_t (&a)[4],
+                                                  const __nv_bfloat16 *Xs, int k, int ld)
+{
+  static_assert(ON % 2 == 0, "c5k_mma_ax: ldmatrix.x4 covers two n8 tiles");
+  const int lane = threadIdx.x & 31;
+  const __nv_bfloat16 *xr = Xs + (k + (lane & 7) + ((lane >> 3) & 1) * 8) * ld + (lane >> 4) * 8;
+#pragma unroll
+  for (int d = 0; d < ON / 2; d++) {
+    uint32_t bf[4];
+    c5k_ldsm<true>(bf, xr + 16 * d);
+    c5k_mma_bf16(acc[2 * d], a, bf[0], bf[1]);
+    c5k_mma_bf16(acc[2 * d + 1], a, bf[2], bf[3]);
+  }
+}
+
 #endif

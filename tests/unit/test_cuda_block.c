@@ -15,6 +15,8 @@
    gradients summed over them (c5_params_allreduce_grad); its part of out
    and dx, every gradient and its routed indices must equal the one-rank
    run's (the same tolerances; indices identical).
+   The light attention has heads of 16 and windows of 32 / 2 but in
+   light_flash_bf16 (heads of 64, windows of 64: its bf16 flash kernels).
    One line per case and quantity. Exits 77 without a GPU. */
 #include <string.h>
 #include "cuda_util.h"
@@ -33,6 +35,8 @@ typedef struct {
   int dim, masked, routes, light_rotary, rotary;
   long q, kv, ff;
   c5_matmul mm;   /* the GPU run's matmul mode (single build): TF32 and bf16 inputs compared at 5e-3 and 2e-2 */
+  int light_dh;   /* the light attention's dim_head (0: 16) and window size (0: 32) */
+  long light_window;
 } bcase;
 
 static double tol_of(const bcase *k)
@@ -45,7 +49,9 @@ static c5_block_config config(const bcase *k)
   c5_routed_attn_config a = C5_ROUTED_ATTN_CONFIG_DEFAULT;
   c5_routed_ff_config f = C5_ROUTED_FF_CONFIG_DEFAULT;
   a.dim = k->dim; a.num_heavy_tokens_q = k->q; a.num_heavy_tokens_kv = k->kv;
-  a.light_dim_head = 16; a.light_heads = k->dim / 16 > 1 ? k->dim / 16 : 1; a.light_window_size = 32;
+  const int ldh = k->light_dh ? k->light_dh : 16;
+  a.light_dim_head = ldh; a.light_heads = k->dim / ldh > 1 ? k->dim / ldh : 1;
+  a.light_window_size = k->light_window ? k->light_window : 32;
   a.heavy_dim_head = 16; a.heavy_heads = 2 * k->routes; a.num_routed_kv = k->routes;
   a.light_rotary_emb = k->light_rotary; a.rotary_emb = k->rotary;
   a.router.straight_through = 1;
@@ -360,13 +366,15 @@ int main(int argc, char **argv)
   int ok = 1, P = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &P);
   const bcase cases[] = {
-    { "basic", 2, 100, 16, 0, 1, 0, 0, 20, 24, 30, C5_MATMUL_FP32 },
-    { "masked_2kv", 2, 100, 32, 1, 2, 0, 0, 20, 24, 30, C5_MATMUL_FP32 },
-    { "rotary", 1, 77, 32, 0, 1, 1, 1, 16, 16, 20, C5_MATMUL_FP32 },
-    { "realistic", 2, 512, 64, 1, 1, 0, 0, 32, 32, 32, C5_MATMUL_FP32 },
+    { "basic", 2, 100, 16, 0, 1, 0, 0, 20, 24, 30, C5_MATMUL_FP32, 0, 0 },
+    { "masked_2kv", 2, 100, 32, 1, 2, 0, 0, 20, 24, 30, C5_MATMUL_FP32, 0, 0 },
+    { "rotary", 1, 77, 32, 0, 1, 1, 1, 16, 16, 20, C5_MATMUL_FP32, 0, 0 },
+    { "realistic", 2, 512, 64, 1, 1, 0, 0, 32, 32, 32, C5_MATMUL_FP32, 0, 0 },
 #if !C5_USE_DOUBLE   /* the matmul modes round f32 inputs; the double build's products are f64 */
-    { "realistic_tf32", 2, 512, 64, 1, 1, 0, 0, 32, 32, 32, C5_MATMUL_TF32 },
-    { "realistic_bf16", 2, 512, 64, 1, 1, 0, 0, 32, 32, 32, C5_MATMUL_BF16 },
+    { "realistic_tf32", 2, 512, 64, 1, 1, 0, 0, 32, 32, 32, C5_MATMUL_TF32, 0, 0 },
+    { "realistic_bf16", 2, 512, 64, 1, 1, 0, 0, 32, 32, 32, C5_MATMUL_BF16, 0, 0 },
+    /* the light attention's flash kernels (attn_local.cu: dim_head 64, local window 128 / 2 = 64) */
+    { "light_flash_bf16", 2, 512, 128, 1, 1, 0, 0, 32, 32, 32, C5_MATMUL_BF16, 64, 128 },
 #endif
   };
   if (c5_dist_create(MPI_COMM_SELF, &d) != C5_OK) {

@@ -14,8 +14,11 @@
    differences of the GPU forward check the GPU backward on a small case.
    In the single build, the same comparisons in bf16 matmul mode
    (c5_backend_set_matmul): head dims that are multiples of 8 take the
-   cuBLASLt path, which rounds q, k, v, P, dout, dS to bf16, at 2e-2
-   (the bf16 bound of test_cuda_block); dim_head 33 keeps the SIMT kernels
+   cuBLASLt path or, for dim_head 64 and 128 with windows a multiple of 64,
+   the flash kernels (their own cases: exact or causal, ragged n, n below
+   a window, pad keys, uniform rows), both of which round q, k, v, P, dout,
+   dS to bf16, at 2e-2 (the bf16 bound of test_cuda_block); dim_head 33
+   keeps the SIMT kernels
    and 1e-5; the large case (n 32768, H 8, dh 64, look 1/1) runs in both
    modes, its bf16 error must exceed 1e-5 (the path was taken), and its
    timing lines show the speedup.
@@ -72,7 +75,7 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
   const long nst = c->batch * c->H * c->n, nqkv = rows * ldqkv, no = rows * ldo;
   const long work_len = c5k_local_attn_work(&L);
   int ok = 0;
-  /* bf16 mode takes the cuBLASLt products for dim_head a multiple of 8 (attn_local.cu) */
+  /* bf16 mode takes the cuBLASLt products or the flash kernels for dim_head a multiple of 8 (attn_local.cu) */
   const int tc = mm == C5_MATMUL_BF16 && c->dh % 8 == 0;
   const double tl = tc ? 2e-2 : tol;
   const char *mode = mm == C5_MATMUL_BF16 ? " bf16" : "";
@@ -327,6 +330,21 @@ int main(int argc, char **argv)
       { .batch = 2, .n = 45, .w = 4, .H = 2, .dh = 8, .lb = 0, .lf = 0, .exact = 1, .mask_kind = 1 },   /* L = 1 */
       { .batch = 1, .n = 200, .w = 16, .H = 2, .dh = 40, .lb = 0, .lf = 2, .mask_kind = 2 },            /* ahead only */
       { .batch = 2, .n = 8192, .w = 128, .H = 8, .dh = 64, .lb = 1, .lf = 0, .causal = 1, .mask_kind = 1, .must_round = 1 },
+      /* the flash kernels (dim_head 64, 128, w a multiple of 64): the routed attention's light shape (exact, not
+         causal), the autoregressive one (causal), n not a multiple of the window or of 64, n below one window,
+         3 blocks a window, pad keys without a mask, rows that end uniform and rows uniform until a later block */
+      { .batch = 2, .n = 300, .w = 128, .H = 2, .dh = 64, .lb = 1, .lf = 1, .exact = 1,
+        .mask_kind = 2, .must_round = 1 },
+      { .batch = 2, .n = 777, .w = 128, .H = 2, .dh = 128, .lb = 1, .lf = 1, .exact = 1,
+        .mask_kind = 2, .must_round = 1 },
+      { .batch = 3, .n = 50, .w = 64, .H = 2, .dh = 128, .lb = 1, .lf = 1, .mask_kind = 1, .must_round = 1 },
+      { .batch = 2, .n = 1000, .w = 64, .H = 3, .dh = 64, .lb = 1, .lf = 0, .causal = 1, .exact = 1,
+        .mask_kind = 2, .must_round = 1 },
+      { .batch = 2, .n = 1000, .w = 64, .H = 2, .dh = 64, .lb = 1, .lf = 0, .causal = 1,
+        .mask_kind = 2, .must_round = 1 },
+      { .batch = 2, .n = 700, .w = 192, .H = 2, .dh = 64, .lb = 2, .lf = 1, .must_round = 1 },
+      { .batch = 1, .n = 517, .w = 128, .H = 2, .dh = 128, .lb = 1, .lf = 0, .causal = 1, .must_round = 1 },
+      { .batch = 2, .n = 640, .w = 64, .H = 1, .dh = 64, .lb = 0, .lf = 2, .mask_kind = 2, .must_round = 1 },
     };
     for (size_t i = 0; i < sizeof bf / sizeof bf[0]; i++) ok &= run(gpu, &bf[i], C5_MATMUL_BF16);
     /* n = 32768, w 128, 8 heads of 64 (the block has w 64: light_window_size / 2), in both modes: the speedup */
