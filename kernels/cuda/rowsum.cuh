@@ -109,6 +109,39 @@ static c5_status c5k_rowpart_sum(c5k_cuda_dev *dev, const char *op, Term term, l
   return C5_OK;
 }
 
+/* y[i] = f(a[i], b[i]) for i < n, in a grid-stride loop: 16 bytes of a, b and y a thread at a time where all three
+   are 16-byte aligned, then the rest one at a time. The same f on the same values either way: the bits do not depend
+   on the alignment. (One element a thread reached about 2 TB/s on an H200 for the block's residual adds and GELU,
+   16 bytes a thread about 4.) Launch c5k_grid_for(c5k_ew_units(n), threads). y may alias a or b. */
+#if C5_USE_DOUBLE
+typedef double2 c5k_real_v;
+#define C5K_RV 2
+#else
+typedef float4 c5k_real_v;
+#define C5K_RV 4
+#endif
+static inline long c5k_ew_units(long n) { return (n + C5K_RV - 1) / C5K_RV; }
+template <typename F>
+__device__ __forceinline__ void c5k_ew2(long n, const c5_real *a, const c5_real *b, c5_real *y, F f)
+{
+  const long t0 = blockIdx.x * (long)blockDim.x + threadIdx.x, step = (long)gridDim.x * blockDim.x;
+  long done = 0;
+  if ((((uintptr_t)a | (uintptr_t)b | (uintptr_t)y) & 15) == 0) {
+    const long nv = n / C5K_RV;
+    for (long i = t0; i < nv; i += step) {
+      const c5k_real_v u = ((const c5k_real_v *)a)[i], v = ((const c5k_real_v *)b)[i];
+      c5k_real_v w;
+      const c5_real *us = (const c5_real *)&u, *vs = (const c5_real *)&v;
+      c5_real *ws = (c5_real *)&w;
+#pragma unroll
+      for (int k = 0; k < C5K_RV; k++) ws[k] = f(us[k], vs[k]);
+      ((c5k_real_v *)y)[i] = w;
+    }
+    done = nv * C5K_RV;
+  }
+  for (long i = done + t0; i < n; i += step) y[i] = f(a[i], b[i]);
+}
+
 /* A grid of blocks of `threads` covering n elements, one thread each (grid-stride loops take any rest). */
 static inline unsigned c5k_grid_for(long n, int threads)
 {

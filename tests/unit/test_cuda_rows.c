@@ -600,7 +600,7 @@ int main(int argc, char **argv)
     case_rmsnorm(rmr[i][0], (int)rmr[i][1]);
     case_layernorm(rmr[i][0], (int)rmr[i][1]);
   }
-  case_gelu(1); case_gelu(1000); case_gelu(1 << 21);
+  case_gelu(1); case_gelu(1000); case_gelu(1003); case_gelu(1 << 21);
   static const long cs[][2] = { { 1, 1 }, { 63, 37 }, { 64, 300 }, { 65, 129 }, { 8193, 256 } };
   for (int i = 0; i < 5; i++) case_colsum(cs[i][0], (int)cs[i][1]);
   for (int ta = 0; ta < 2; ta++)
