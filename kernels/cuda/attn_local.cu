@@ -30,7 +30,8 @@
    forward as a flash kernel on the tensor cores (lf_forward, below: 64
    query rows of one window a CTA, mma.sync over the window's key blocks,
    online softmax, the lg path's stats), and for dim_head 64 the backward
-   too (lf_backward_q for dq, lf_backward_kv for dk, dv, without atomics);
+   too (lf_backward_q for D = dout o, from the forward's o, and dq;
+   lf_backward_kv for dk, dv; without atomics);
    otherwise the products on cuBLASLt over windows (lg_*), for dim_head a
    multiple of 8 and score rows of L w <= 2048 slots (dim_head 128's
    backward among them, from lf_forward's stats, which mean what
@@ -1272,15 +1273,22 @@ static c5_status lf_forward_launch(c5k_cuda_dev *dev, const c5k_local_attn *L, c
 }
 
 /* ---- the flash backward (bf16 mode, lf_ok), without atomics ----
-   lf_backward_q, one CTA a query tile as the forward's: over the key blocks
-   its non-uniform rows keep slots of, ascending, S = Q K^T and dP = dO V^T
-   (c5k_mma_abt), P = 2^((scale S - rmax) log2 e) rinv from the forward's
-   stats (0 where the row keeps no slot: masked, out of range, or a pad key,
-   whose k = v = 0 add nothing to D or dq), in two passes: the first sums
-   D = sum P dP (each thread's columns in f32, then the quad's butterfly),
-   saved per row for the key pass, the second forms dS = P (dP - D) and dq
-   += dS K (dS rounded to bf16 from the accumulators, c5k_mma_ax); dq =
-   scale dq. Uniform rows have no gradient (dq = 0).
+   lf_backward_q, one CTA a query tile as the forward's: first each row's
+   D = sum_e dout_e o_e (FlashAttention-2's identity: dout rounded to bf16
+   as dP uses it, o the forward's f32 output, each lane's columns in f32,
+   then the quad's butterfly), saved per row for the key pass. It equals
+   sum_p P_p dP_p in exact arithmetic on every row that uses D: o = sum_p
+   P_p v_p over the row's kept slots (masked and out-of-range slots have P
+   = 0, pad keys v = 0); a uniform row's o also holds its out-of-range
+   slots' -1 / (L w), but uniform rows have dS = 0 and use no D. Then one
+   sweep over the key blocks its non-uniform rows keep slots of,
+   ascending: S = Q K^T and dP = dO V^T (c5k_mma_abt), P = 2^((scale S -
+   rmax) log2 e) rinv from the forward's stats (0 where the row keeps no
+   slot: masked, out of range, or a pad key, whose k = 0 adds nothing to
+   dq), dS = P (dP - D) and dq += dS K (dS rounded to bf16 from the
+   accumulators, c5k_mma_ax); dq = scale dq. Uniform rows have no gradient
+   (dq = 0). (Before D came from o, a first sweep over the keys summed
+   sum P dP: twice the products.)
    lf_backward_kv, one CTA a key tile (64 keys of window j): the query
    tiles of windows j - lf .. j + lb (the ones that may see it) in
    ascending order, each skipped when none of its rows can keep these keys
@@ -1309,8 +1317,8 @@ template <int DH> struct lf_bgeom {
 template <int DH>
 __global__ void __launch_bounds__(LF_THREADS, 2)
 lf_backward_q(la_shape a, const float *q, const float *k, const float *v, bool vec, const uint8_t *mask,
-              const double *rmax, const double *rinv, const uint8_t *uni, const float *dout, bool vec_o, float *dq,
-              float *dd)
+              const double *rmax, const double *rinv, const uint8_t *uni, const float *o, const float *dout,
+              bool vec_o, float *dq, float *dd)
 {
   typedef lf_bgeom<DH> G;
   constexpr int NT = LF_BM / 8, KS = DH / 16, ON = DH / 8;
@@ -1341,53 +1349,58 @@ lf_backward_q(la_shape a, const float *q, const float *k, const float *v, bool v
 
   lf_load<DH>(Qs, q + (row0 + q0) * a.ldqkv + (long)h * DH, a.ldqkv, mq, vec);
   lf_load<DH>(Os, dout + (row0 + q0) * a.ldo + (long)h * DH, a.ldo, mq, vec_o);
-  float D[2] = { 0.f, 0.f }, acc[ON][4];
+  __syncthreads();
+  float D[2], acc[ON][4];
+#pragma unroll
+  for (int ri = 0; ri < 2; ri++) {   /* D = dout o: each lane its columns of the row, then the quad's butterfly */
+    const long t = t0 + 8 * ri;
+    D[ri] = 0.f;
+    if (t < a.n) {
+      const __nv_bfloat16 *dr = Os + (16 * wp + gq + 8 * ri) * G::LD + 2 * tq;
+      const float *orow = o + (row0 + t) * a.ldo + (long)h * DH + 2 * tq;
+#pragma unroll
+      for (int n = 0; n < ON; n++) {
+        const float2 df = __bfloat1622float2(*(const __nv_bfloat162 *)(dr + 8 * n));
+        D[ri] += df.x * orow[8 * n] + df.y * orow[8 * n + 1];
+      }
+    }
+    D[ri] += __shfl_xor_sync(0xffffffffu, D[ri], 1);
+    D[ri] += __shfl_xor_sync(0xffffffffu, D[ri], 2);
+    if (tq == 0 && t < a.n) dd[sb + t] = D[ri];
+  }
 #pragma unroll
   for (int n = 0; n < ON; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-  for (int pass = 0; pass < 2; pass++) {   /* 0: D = sum P dP; 1: dS, dq */
-    for (long k0 = g.kb; k0 < g.ke; k0 += LF_BM) {   /* pad-only blocks add nothing */
-      if (!__syncthreads_or(lf_flags(a, k0, s0, mk, ulo, urhi, 0, mkf))) continue;   /* also the barrier for mkf */
-      lf_load<DH>(Ks, k + (row0 + k0) * a.ldqkv + (long)h * DH, a.ldqkv, a.n - k0, vec);
-      lf_load<DH>(Vs, v + (row0 + k0) * a.ldqkv + (long)h * DH, a.ldqkv, a.n - k0, vec);
-      __syncthreads();
-      float s[NT][4], dp[NT][4];
-      {
-        uint32_t af[KS][4];
+  for (long k0 = g.kb; k0 < g.ke; k0 += LF_BM) {   /* pad-only blocks add nothing */
+    if (!__syncthreads_or(lf_flags(a, k0, s0, mk, ulo, urhi, 0, mkf))) continue;   /* also the barrier for mkf */
+    lf_load<DH>(Ks, k + (row0 + k0) * a.ldqkv + (long)h * DH, a.ldqkv, a.n - k0, vec);
+    lf_load<DH>(Vs, v + (row0 + k0) * a.ldqkv + (long)h * DH, a.ldqkv, a.n - k0, vec);
+    __syncthreads();
+    float s[NT][4], dp[NT][4];
+    {
+      uint32_t af[KS][4];
 #pragma unroll
-        for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], Qs + 16 * wp * G::LD + 16 * kk, G::LD);
-        c5k_mma_abt<NT, KS>(s, af, Ks, G::LD);
+      for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], Qs + 16 * wp * G::LD + 16 * kk, G::LD);
+      c5k_mma_abt<NT, KS>(s, af, Ks, G::LD);
 #pragma unroll
-        for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], Os + 16 * wp * G::LD + 16 * kk, G::LD);
-        c5k_mma_abt<NT, KS>(dp, af, Vs, G::LD);
-      }
-      const int c0 = (int)(k0 - s0);
-#pragma unroll
-      for (int n = 0; n < NT; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int c = 8 * n + 2 * tq + (e & 1), ri = e >> 1;
-          const float p = lf_keeps(rw[ri], c0 + c, mkf[c]) ? lf_prob(scale * s[n][e], mf[ri], inv[ri]) : 0.f;
-          if (pass == 0) D[ri] += p * dp[n][e];
-          else s[n][e] = p * (dp[n][e] - D[ri]);   /* dS (0 where not kept) */
-        }
-      if (pass == 1) {
-#pragma unroll
-        for (int kk = 0; kk < LF_BM / 16; kk++) {
-          uint32_t da[4];
-          c5k_c2a(da, s[2 * kk], s[2 * kk + 1]);
-          c5k_mma_ax<ON>(acc, da, Ks, 16 * kk, G::LD);
-        }
-      }
-      __syncthreads();   /* K, V and mkf are free for the next block */
+      for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], Os + 16 * wp * G::LD + 16 * kk, G::LD);
+      c5k_mma_abt<NT, KS>(dp, af, Vs, G::LD);
     }
-    if (pass == 0) {
+    const int c0 = (int)(k0 - s0);
 #pragma unroll
-      for (int ri = 0; ri < 2; ri++) {   /* the row's D in all four lanes of its quad */
-        D[ri] += __shfl_xor_sync(0xffffffffu, D[ri], 1);
-        D[ri] += __shfl_xor_sync(0xffffffffu, D[ri], 2);
-        if (tq == 0 && t0 + 8 * ri < a.n) dd[sb + t0 + 8 * ri] = D[ri];
+    for (int n = 0; n < NT; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int c = 8 * n + 2 * tq + (e & 1), ri = e >> 1;
+        const float p = lf_keeps(rw[ri], c0 + c, mkf[c]) ? lf_prob(scale * s[n][e], mf[ri], inv[ri]) : 0.f;
+        s[n][e] = p * (dp[n][e] - D[ri]);   /* dS (0 where not kept) */
       }
+#pragma unroll
+    for (int kk = 0; kk < LF_BM / 16; kk++) {
+      uint32_t da[4];
+      c5k_c2a(da, s[2 * kk], s[2 * kk + 1]);
+      c5k_mma_ax<ON>(acc, da, Ks, 16 * kk, G::LD);
     }
+    __syncthreads();   /* K, V and mkf are free for the next block */
   }
 #pragma unroll
   for (int ri = 0; ri < 2; ri++) {
@@ -1512,8 +1525,8 @@ lf_backward_kv(la_shape a, const float *q, const float *k, const float *v, bool 
 template <int DH>
 static c5_status lf_backward_launch(c5k_cuda_dev *dev, const c5k_local_attn *L, const la_shape &a, const float *q,
                                     const float *k, const float *v, const uint8_t *mask, const double *rmax,
-                                    const double *rinv, const uint8_t *uni, const float *dout, float *dq, float *dk,
-                                    float *dv)
+                                    const double *rinv, const uint8_t *uni, const float *o, const float *dout,
+                                    float *dq, float *dk, float *dv)
 {
   const char *op = "local_attn_backward";
   void *scr;
@@ -1524,7 +1537,8 @@ static c5_status lf_backward_launch(c5k_cuda_dev *dev, const c5k_local_attn *L, 
   C5_CALL_K(c5k_cuda_smem_opt(dev, lf_backward_kv<DH>, bkv, op));
   const dim3 grid((unsigned)((a.n + LF_BM - 1) / LF_BM), (unsigned)a.H, (unsigned)L->batch);
   const bool vec = lg_vec(q, a.ldqkv) && lg_vec(k, a.ldqkv) && lg_vec(v, a.ldqkv), vec_o = lg_vec(dout, a.ldo);
-  lf_backward_q<DH><<<grid, LF_THREADS, bq, dev->stream>>>(a, q, k, v, vec, mask, rmax, rinv, uni, dout, vec_o, dq, dd);
+  lf_backward_q<DH><<<grid, LF_THREADS, bq, dev->stream>>>(a, q, k, v, vec, mask, rmax, rinv, uni, o, dout, vec_o, dq,
+                                                            dd);
   C5K_CUDA_LAUNCHED(op);
   lf_backward_kv<DH><<<grid, LF_THREADS, bkv, dev->stream>>>(a, q, k, v, vec, mask, rmax, rinv, uni, dd, dout, vec_o,
                                                              dk, dv);
@@ -1596,7 +1610,8 @@ extern "C" c5_status c5k_local_attn_forward_cuda(c5k_ctx *ctx, const c5k_local_a
 extern "C" c5_status c5k_local_attn_backward_cuda(c5k_ctx *ctx, const c5k_local_attn *L, const c5_real *q,
                                                   const c5_real *k, const c5_real *v, long ldqkv, const uint8_t *mask,
                                                   const double *rmax, const double *rinv, const uint8_t *uni,
-                                                  const c5_real *dout, long ldo, c5_real *dq, c5_real *dk, c5_real *dv)
+                                                  const c5_real *o, const c5_real *dout, long ldo, c5_real *dq,
+                                                  c5_real *dk, c5_real *dv)
 {
   const char *op = "local_attn_backward";
   c5k_cuda_dev *dev;
@@ -1604,12 +1619,13 @@ extern "C" c5_status c5k_local_attn_backward_cuda(c5k_ctx *ctx, const c5k_local_
   dim3 grid;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   C5_CALL_K(la_setup(L, ldqkv, ldo, "backward", &a, &grid));
+  (void)o;   /* read by the flash kernels only */
   if (L->n == 0 || L->batch == 0) return C5_OK;
 #if !C5_USE_DOUBLE
   /* dim_head 128: lg_backward (the flash kernels spilled 36 and 158 bytes at 255 registers), from lf_forward's
      stats, which mean what lg_rows_forward's do */
   if (dev->matmul == 2 && !ctx->exact && lf_ok(a) && a.dh == 64)
-    return lf_backward_launch<64>(dev, L, a, q, k, v, mask, rmax, rinv, uni, dout, dq, dk, dv);
+    return lf_backward_launch<64>(dev, L, a, q, k, v, mask, rmax, rinv, uni, o, dout, dq, dk, dv);
   if (la_gemm(ctx, dev, a, L->batch)) return lg_backward(ctx, dev, L, a, q, k, v, mask, rmax, rinv, uni, dout, dq, dk, dv);
 #endif
   void *scr;

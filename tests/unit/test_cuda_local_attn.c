@@ -16,7 +16,8 @@
    (c5_backend_set_matmul): head dims that are multiples of 8 take the
    cuBLASLt path or, for dim_head 64 and 128 with windows a multiple of 64,
    the flash kernels (their own cases: exact or causal, ragged n, n below
-   a window, pad keys, uniform rows), both of which round q, k, v, P, dout,
+   a window, pad keys, uniform rows; the backward's D from the forward's o,
+   which the GPU backward is given), both of which round q, k, v, P, dout,
    dS to bf16, at 2e-2 (the bf16 bound of test_cuda_block); dim_head 33
    keeps the SIMT kernels
    and 1e-5; the large case (n 32768, H 8, dh 64, look 1/1) runs in both
@@ -110,8 +111,8 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
   {
     c5k_ctx cpu = { .work = work, .work_len = work_len };
     T_OK(c5k_cpu_ops.local_attn_forward(&cpu, &L, qkv, qkv + HD, qkv + 2 * HD, ldqkv, mask, o, ldo, rmax, rinv, uni));
-    T_OK(c5k_cpu_ops.local_attn_backward(&cpu, &L, qkv, qkv + HD, qkv + 2 * HD, ldqkv, mask, rmax, rinv, uni, dout,
-                                         ldo, dqkv, dqkv + HD, dqkv + 2 * HD));
+    T_OK(c5k_cpu_ops.local_attn_backward(&cpu, &L, qkv, qkv + HD, qkv + 2 * HD, ldqkv, mask, rmax, rinv, uni, o,
+                                         dout, ldo, dqkv, dqkv + HD, dqkv + 2 * HD));
   }
   long nuni = 0;
   for (long i = 0; i < nst; i++) nuni += uni[i];
@@ -129,8 +130,8 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
     const c5_real *q = qkv_d, *k = (const c5_real *)qkv_d + HD, *v = (const c5_real *)qkv_d + 2 * HD;
     c5_real *dq = dqkv_d;
     T_OK(c5k_cuda_ops.local_attn_forward(&ctx, &L, q, k, v, ldqkv, mask_d, o_d, ldo, rmax_d, rinv_d, uni_d));
-    T_OK(c5k_cuda_ops.local_attn_backward(&ctx, &L, q, k, v, ldqkv, mask_d, rmax_d, rinv_d, uni_d, dout_d, ldo, dq,
-                                          dq + HD, dq + 2 * HD));
+    T_OK(c5k_cuda_ops.local_attn_backward(&ctx, &L, q, k, v, ldqkv, mask_d, rmax_d, rinv_d, uni_d, o_d, dout_d, ldo,
+                                          dq, dq + HD, dq + 2 * HD));
     T_OK(c5_backend_memcpy(gpu, rep ? o2 : og, o_d, no * sizeof *o));
     T_OK(c5_backend_memcpy(gpu, rep ? d2 : dg, dqkv_d, nqkv * sizeof *dqkv));
     T_OK(c5_backend_memcpy(gpu, rep ? st2 : rmaxg, rmax_d, nst * sizeof(double)));
@@ -174,8 +175,8 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
       T_OK(c5k_cuda_ops.local_attn_forward(&ctx, &L, q, k, v, ldqkv, mask_d, o_d, ldo, rmax_d, rinv_d, uni_d));
       T_OK(c5_backend_sync(gpu));
       clock_gettime(CLOCK_MONOTONIC, &t1);
-      T_OK(c5k_cuda_ops.local_attn_backward(&ctx, &L, q, k, v, ldqkv, mask_d, rmax_d, rinv_d, uni_d, dout_d, ldo, dq,
-                                            dq + HD, dq + 2 * HD));
+      T_OK(c5k_cuda_ops.local_attn_backward(&ctx, &L, q, k, v, ldqkv, mask_d, rmax_d, rinv_d, uni_d, o_d, dout_d, ldo,
+                                            dq, dq + HD, dq + 2 * HD));
       T_OK(c5_backend_sync(gpu));
       clock_gettime(CLOCK_MONOTONIC, &t2);
       fwd += (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
@@ -251,7 +252,7 @@ static int fd_check(c5_backend *gpu)
     c5_real *dq = dq_d;
     T_CHECK(gpu_loss(gpu, &L, qkv, nqkv, ldqkv, dout, no, ldo, qkv_d, o_d, st_d, mask_d, &l0), "forward");
     T_OK(c5k_cuda_ops.local_attn_backward(&ctx, &L, q, q + HD, q + 2 * HD, ldqkv, mask_d, st_d, (double *)st_d + nst,
-                                          (uint8_t *)((double *)st_d + 2 * nst), dout_d, ldo, dq, dq + HD,
+                                          (uint8_t *)((double *)st_d + 2 * nst), o_d, dout_d, ldo, dq, dq + HD,
                                           dq + 2 * HD));
     T_OK(c5_backend_memcpy(gpu, g, dq_d, nqkv * sizeof *g));
   }
@@ -345,6 +346,11 @@ int main(int argc, char **argv)
       { .batch = 2, .n = 700, .w = 192, .H = 2, .dh = 64, .lb = 2, .lf = 1, .must_round = 1 },
       { .batch = 1, .n = 517, .w = 128, .H = 2, .dh = 128, .lb = 1, .lf = 0, .causal = 1, .must_round = 1 },
       { .batch = 2, .n = 640, .w = 64, .H = 1, .dh = 64, .lb = 0, .lf = 2, .mask_kind = 2, .must_round = 1 },
+      /* the block's light shape (w 64, look 1/1, not causal) exact, ragged, with uniform rows: the backward's D
+         from the forward's o (out-of-range slots in windows 0 and W - 1, pad keys, masked slots) */
+      { .batch = 2, .n = 1000, .w = 64, .H = 2, .dh = 64, .lb = 1, .lf = 1, .exact = 1,
+        .mask_kind = 2, .must_round = 1 },
+      { .batch = 2, .n = 1000, .w = 64, .H = 2, .dh = 64, .lb = 1, .lf = 1, .mask_kind = 2, .must_round = 1 },
     };
     for (size_t i = 0; i < sizeof bf / sizeof bf[0]; i++) ok &= run(gpu, &bf[i], C5_MATMUL_BF16);
     /* n = 32768, w 128, 8 heads of 64 (the block has w 64: light_window_size / 2), in both modes: the speedup */
