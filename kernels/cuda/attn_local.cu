@@ -1399,6 +1399,9 @@ template <int DH> struct lf_bgeom {
   static constexpr int LD = lf_geom<DH>::LD, TILE = lf_geom<DH>::TILE;
   /* lf_backward_q: Q, dO, K, V, K's and V's staging and two blocks' key-mask flags */
   static constexpr size_t q_bytes = (size_t)4 * TILE * 2 + (size_t)2 * lf_geom<DH>::ST * 4 + 2 * LF_BM;
+  /* lf_backward_q's CTAs an SM: 3 (68 KiB each) fit its 166 registers without spills since D comes from o (200
+     at 2); lf_backward_kv stays at 2 (246 registers) */
+  static constexpr int q_ctas = 3;
   /* lf_backward_kv: K, V, Q, dO, Q's and dO's staging, the query rows' rmax, rinv (double), D (float), lo, rhi
      (int), uni of two tiles and the f32 rmax, rinv of one */
   static constexpr size_t kv_bytes =
@@ -1407,7 +1410,7 @@ template <int DH> struct lf_bgeom {
 
 /* Blocks as lf_forward's. dd: D per (b, h, t) at (b H + h) n + t. */
 template <int DH>
-__global__ void __launch_bounds__(LF_THREADS, 2)
+__global__ void __launch_bounds__(LF_THREADS, lf_bgeom<DH>::q_ctas)
 lf_backward_q(la_shape a, const float *q, const float *k, const float *v, bool vec, const uint8_t *mask,
               const double *rmax, const double *rinv, const uint8_t *uni, const float *o, const float *dout,
               bool vec_o, float *dq, float *dd)
