@@ -248,9 +248,9 @@ typedef struct c5k_ops {
   c5_status (*local_attn_forward)(c5k_ctx *, const c5k_local_attn *L, const c5_real *q, const c5_real *k,
                                   const c5_real *v, long ldqkv, const uint8_t *mask, c5_real *o, long ldo,
                                   double *rmax, double *rinv, uint8_t *uni);
-  /* Its backward, from the forward's q, k, v, mask and stats and dout
-     (layout of o): with P recomputed from the stats, dP = dout V^T, and per
-     row D = sum_p P_p dP_p (double), dS = P (dP - D) (0 in uniform rows),
+  /* Its backward, from the forward's q, k, v, mask, stats and output o and
+     dout (layout of o): with P recomputed from the stats, dP = dout V^T, and
+     per row D = sum_p P_p dP_p (double), dS = P (dP - D) (0 in uniform rows),
      dq = scale dS K, dk = scale dS^T Q, dv = P^T dout over the real keys
      p < n (uniform rows included: 1 / (L w) each). dq, dk, dv (layout of
      q, k, v, stride ldqkv) are written (=). dk and dv of a key window sum
@@ -258,10 +258,15 @@ typedef struct c5k_ops {
      fixed chunks of L->chunk >= lb + lf windows, the even chunks run in
      parallel, then the odd ones, each chunk in window order, so every sum's
      order (and its bits) depends on chunk, never on the thread count.
-     ctx work: c5k_local_attn_work(L) doubles. */
+     o is read only by the CUDA op's bf16 flash kernels (dim_head 64): D =
+     sum_e dout_e o_e (f32), equal to sum_p P_p dP_p in exact arithmetic on
+     every row that uses D (o = sum_p P_p v_p over its slots; uniform rows
+     use none); the other paths ignore it. ctx work: c5k_local_attn_work(L)
+     doubles. */
   c5_status (*local_attn_backward)(c5k_ctx *, const c5k_local_attn *L, const c5_real *q, const c5_real *k,
                                    const c5_real *v, long ldqkv, const uint8_t *mask, const double *rmax,
-                                   const double *rinv, const uint8_t *uni, const c5_real *dout, long ldo,
+                                   const double *rinv, const uint8_t *uni, const c5_real *o, const c5_real *dout,
+                                   long ldo,
                                    c5_real *dq, c5_real *dk, c5_real *dv);
   /* ---- routed attention: gathers, scatters, halo (kernels/cpu/copy2d.c, kernels/cpu/gather.c) ----
      Rows are dim-wide c5_real rows, dense unless a leading dimension says otherwise. An index of -1

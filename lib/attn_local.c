@@ -231,7 +231,7 @@ c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_
   C5_CALL(ops->gemm(&ctx, 0, 0, rows, hd, d, 1.0, dout, d, c5_params_value(p, a->to_out), hd, 0.0, datt, hd));
   const c5k_local_attn L = core_shape(a, c->batch, c->n);
   C5_CALL(ops->local_attn_backward(&ctx, &L, c->qkv, c->qkv + hd, c->qkv + 2 * hd, 3 * hd,
-                                   c->has_mask ? c->mask : NULL, c->rmax, c->rinv, c->uni, datt, hd,
+                                   c->has_mask ? c->mask : NULL, c->rmax, c->rinv, c->uni, c->att, datt, hd,
                                    c->dqkv, c->dqkv + hd, c->dqkv + 2 * hd));
   if (a->rotary) C5_CALL(rotate_qk(a, ops, &ctx, c, c->dqkv, 1));   /* dq, dk of the unrotated q, k */
   /* to_qkv: dW += dqkv^T xn, xn formed again from the x the forward saw (the same op on the same input: the

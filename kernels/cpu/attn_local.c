@@ -191,9 +191,10 @@ c5_status c5k_local_attn_forward_cpu(c5k_ctx *ctx, const c5k_local_attn *L, cons
 
 c5_status c5k_local_attn_backward_cpu(c5k_ctx *ctx, const c5k_local_attn *L, const c5_real *q, const c5_real *k,
                                       const c5_real *v, long ldqkv, const uint8_t *mask, const double *rmax,
-                                      const double *rinv, const uint8_t *uni, const c5_real *dout, long ldo,
-                                      c5_real *dq, c5_real *dk, c5_real *dv)
+                                      const double *rinv, const uint8_t *uni, const c5_real *o, const c5_real *dout,
+                                      long ldo, c5_real *dq, c5_real *dk, c5_real *dv)
 {
+  (void)o;   /* D from P and dP, as each window's score block has them */
   const long n = L->n, w = L->window, W = (n + w - 1) / w, H = L->heads, dh = L->dim_head, lw = slots(L);
   const long CH = L->chunk, nch = (W + CH - 1) / CH, BH = L->batch * H, rows = L->batch * n;
   const int nthr = num_threads(ctx, L);

@@ -57,7 +57,8 @@ c5_status c5k_local_attn_forward_cpu(c5k_ctx *, const c5k_local_attn *, const c5
                                      uint8_t *);
 c5_status c5k_local_attn_backward_cpu(c5k_ctx *, const c5k_local_attn *, const c5_real *, const c5_real *,
                                       const c5_real *, long, const uint8_t *, const double *, const double *,
-                                      const uint8_t *, const c5_real *, long, c5_real *, c5_real *, c5_real *);
+                                      const uint8_t *, const c5_real *, const c5_real *, long, c5_real *, c5_real *,
+                                      c5_real *);
 /* routed attention: gathers, scatters, halo (copy2d.c, gather.c) */
 c5_status c5k_copy2d_cpu(c5k_ctx *, void *, long, const void *, long, long, long);
 c5_status c5k_memset2d_cpu(c5k_ctx *, void *, long, int, long, long);

@@ -30,7 +30,8 @@
    forward as a flash kernel on the tensor cores (lf_forward, below: 64
    query rows of one window a CTA, mma.sync over the window's key blocks,
    online softmax, the lg path's stats), and for dim_head 64 the backward
-   too (lf_backward_q for dq, lf_backward_kv for dk, dv, without atomics);
+   too (lf_backward_q for D = dout o, from the forward's o, and dq;
+   lf_backward_kv for dk, dv; without atomics);
    otherwise the products on cuBLASLt over windows (lg_*), for dim_head a
    multiple of 8 and score rows of L w <= 2048 slots (dim_head 128's
    backward among them, from lf_forward's stats, which mean what
@@ -1038,7 +1039,13 @@ static c5_status lg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_at
    lg path's and the reference's pad) or a mix at n. The inputs are f32:
    q's, k's, v's rows are rounded to bf16 as they are staged in shared
    memory (no bf16 copy in device memory; the lg path's scratch is not
-   used). Warp w owns query rows 16 w .. 16 w + 15; per block
+   used). The key blocks are double buffered: while one is worked on, the
+   next one's f32 rows travel by cp.async into a staging area (lf_stage;
+   plain loads where the strides are not whole 16 bytes), converted to the
+   bf16 tile at the top of the next iteration (lf_cvt), so the loads'
+   latency hides behind the products (before, each block's loads waited in
+   full: ~43 TFLOP/s at n = 131072 on an H200); the first block is staged
+   while Q loads. Warp w owns query rows 16 w .. 16 w + 15; per block
      S = Q K^T (mma.m16n8k16 bf16 -> f32, c5k_mma_abt), x = scale S in f32
        as lg_rows_forward forms it, or -inf for a slot the row does not keep
        (la_range, la_keep; pad slots kept while unmasked: [max(lo, n),
@@ -1061,7 +1068,10 @@ static c5_status lg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_at
 template <int DH> struct lf_geom {
   static constexpr int LD = DH + 8;         /* a shared row in bf16: 16-byte aligned, conflict-free fragment loads */
   static constexpr int TILE = LF_BM * LD;   /* a Q, K or V tile */
-  static constexpr size_t fwd_bytes = (size_t)3 * TILE * 2 + LF_BM;   /* Q, K, V and the block's key-mask flags */
+  static constexpr int ST = LF_BM * DH;     /* an f32 staging tile (lf_stage) */
+  /* K (Q's tile before the loop: Q lives in registers), V, K's and V's staging and two blocks' key-mask flags: at
+     dim_head 128, 98 KiB, 2 CTAs an SM (with a tile of its own for Q, 115 KiB: one) */
+  static constexpr size_t fwd_bytes = (size_t)2 * TILE * 2 + (size_t)2 * ST * 4 + 2 * LF_BM;
   static constexpr int ctas = DH == 64 ? 3 : 2;   /* CTAs an SM: at 4 (128 registers) DH 64 spilled 48 bytes */
 };
 
@@ -1092,6 +1102,43 @@ static __device__ __forceinline__ void lf_load(__nv_bfloat16 *tile, const float 
       const int c = threadIdx.x + (j0 + j) * LF_THREADS, r = c / QPR, d = 4 * (c % QPR);
       lg_st4(tile + r * lf_geom<DH>::LD + d, v[j]);
     }
+  }
+}
+
+/* The loops' tiles are double buffered through an f32 staging area (no bf16 copy of q, k, v, dout in device memory;
+   cp.async needs the bytes it copies unchanged): lf_stage starts copying x's rows [0, LF_BM) into st (dense [LF_BM]
+   [DH] f32; rows at or past `rows` zero), cp.async 16 bytes at a time where vec (else plain loads, synchronous);
+   the loop works on the previous tile meanwhile, then lf_cvt rounds st to bf16 into the tile lf_load would have
+   made (the same bits). Thread c stages and converts the same elements: its own cp.async.wait_group orders them, no
+   barrier needed between. (Register prefetch of the next f32 tile would hold 64 registers a tile a thread in
+   kernels at 161-239; the staging costs shared memory instead: 16 KiB a tile at dim_head 64.) */
+template <int DH>
+static __device__ __forceinline__ void lf_stage(float *st, const float *x, long ld, long rows, bool vec)
+{
+  /* thread c's elements: rows r0 + RS j, columns d .. d + 3 (lf_load's, with c + LF_THREADS j); a loop, not
+     unrolled, stepping one pointer: unrolled, the 8 row offsets were hoisted out of the callers' loops (16
+     registers a tile: lf_backward_kv spilled) */
+  constexpr int QPR = DH / 4, N = LF_BM * QPR / LF_THREADS, RS = LF_THREADS / QPR;
+  const int r0 = threadIdx.x / QPR, d = 4 * (threadIdx.x % QPR);
+  const float *src = x + r0 * ld + d;
+  float *dst = st + r0 * DH + d;
+  if (vec) {
+#pragma unroll 1
+    for (int j = 0; j < N; j++, src += RS * ld, dst += RS * DH) c5k_cp16(dst, src, r0 + RS * j < rows);
+  } else {
+#pragma unroll 1
+    for (int j = 0; j < N; j++, src += RS * ld, dst += RS * DH)
+      *(float4 *)dst = r0 + RS * j < rows ? lg_ld4(src, false) : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+}
+template <int DH>
+static __device__ __forceinline__ void lf_cvt(__nv_bfloat16 *tile, const float *st)
+{
+  constexpr int QPR = DH / 4, N = LF_BM * QPR / LF_THREADS;
+#pragma unroll
+  for (int j = 0; j < N; j++) {
+    const int c = threadIdx.x + j * LF_THREADS, r = c / QPR, d = 4 * (c % QPR);
+    lg_st4(tile + r * lf_geom<DH>::LD + d, *(const float4 *)(st + r * DH + d));
   }
 }
 
@@ -1139,6 +1186,20 @@ static __device__ __forceinline__ bool lf_flags(const la_shape &a, long k0, long
   return (keep && rc >= ulo && rc < urhi) || (!real && rc < uphi);
 }
 
+/* The first key block from slot c (relative to s0, ascending by LF_BM, below pe) the loop stages: one that some row
+   of the tile keeps a slot of (lf_flags; *f = true, mkf its flags) or, when mayu (a row may end uniform), any block
+   with real keys (below ke). pe when none. Block-uniform: each candidate's __syncthreads_or is also the barrier for
+   mkf. (Slots relative to s0 in int: with absolute longs lf_forward<64> spilled at its 168 registers.) */
+static __device__ __forceinline__ int lf_seek(const la_shape &a, int c, int pe, int ke, long s0, const uint8_t *mk,
+                                              int ulo, int urhi, int uphi, bool mayu, uint8_t *mkf, bool *f)
+{
+  for (; c < pe; c += LF_BM) {
+    *f = __syncthreads_or(lf_flags(a, s0 + c, s0, mk, ulo, urhi, uphi, mkf));
+    if (*f || (mayu && c < ke)) break;
+  }
+  return c;
+}
+
 /* Blocks: x = query tile (64 rows of the sequence, within one window), y = head, z = batch. */
 template <int DH>
 __global__ void __launch_bounds__(LF_THREADS, lf_geom<DH>::ctas)
@@ -1148,8 +1209,9 @@ lf_forward(la_shape a, const float *q, const float *k, const float *v, bool vec,
   typedef lf_geom<DH> G;
   constexpr int NT = LF_BM / 8, KS = DH / 16, ON = DH / 8;   /* S's n8 tiles; Q's k16 steps; O's n8 tiles */
   extern __shared__ __align__(16) unsigned char lf_smem[];
-  __nv_bfloat16 *Qs = (__nv_bfloat16 *)lf_smem, *Ks = Qs + G::TILE, *Vs = Ks + G::TILE;
-  uint8_t *mkf = (uint8_t *)(Vs + G::TILE);
+  __nv_bfloat16 *Ks = (__nv_bfloat16 *)lf_smem, *Vs = Ks + G::TILE, *Qs = Ks;   /* Q: read into qf before the loop */
+  float *Kst = (float *)(Vs + G::TILE), *Vst = Kst + G::ST;
+  uint8_t *mkf = (uint8_t *)(Vst + G::ST);   /* [2][LF_BM]: the block in work's flags and the next one's */
   const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
   const int h = blockIdx.y;
   const long b = blockIdx.z, row0 = b * a.n, q0 = (long)blockIdx.x * LF_BM;
@@ -1169,6 +1231,19 @@ lf_forward(la_shape a, const float *q, const float *k, const float *v, bool vec,
   /* a row keeps its own token's slot unless the key mask drops it: only such rows may end uniform */
   const bool mayu0 = t0 < a.n && mk && !mk[t0], mayu1 = t0 + 8 < a.n && mk && !mk[t0 + 8];
 
+  /* the key blocks some row keeps a slot of, or (while a row that may end uniform has no kept slot yet) any with
+     real keys: the next one staged (lf_seek with mayu: a superset) while this one is worked on; the first one
+     while Q loads */
+  const bool mayu = __syncthreads_or(mayu0 || mayu1);
+  bool f;
+  const int pe = (int)(g.pe - s0), ke = (int)(g.ke - s0);   /* slots relative to s0 */
+  const float *kh = k + (row0 + s0) * a.ldqkv + (long)h * DH, *vh = v + (row0 + s0) * a.ldqkv + (long)h * DH;
+  int cn = lf_seek(a, (int)(g.kb - s0), pe, ke, s0, mk, ulo, urhi, uphi, mayu, mkf, &f);
+  if (cn < pe) {
+    lf_stage<DH>(Kst, kh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
+    lf_stage<DH>(Vst, vh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
+    c5k_cp_commit();
+  }
   lf_load<DH>(Qs, q + (row0 + q0) * a.ldqkv + (long)h * DH, a.ldqkv, mq, vec);
   __syncthreads();
   uint32_t qf[KS][4];
@@ -1178,25 +1253,33 @@ lf_forward(la_shape a, const float *q, const float *k, const float *v, bool vec,
   float m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.f, 0.f }, acc[ON][4];
 #pragma unroll
   for (int n = 0; n < ON; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-
-  for (long k0 = g.kb; k0 < g.pe; k0 += LF_BM) {
-    /* a row that may end uniform and has no kept slot yet needs every block with real keys */
-    const bool pend = (mayu0 && m[0] == -INFINITY) || (mayu1 && m[1] == -INFINITY);
-    const bool want = lf_flags(a, k0, s0, mk, ulo, urhi, uphi, mkf) || (pend && k0 < g.ke);
-    if (!__syncthreads_or(want)) continue;   /* block-uniform; also the barrier for mkf */
-    lf_load<DH>(Ks, k + (row0 + k0) * a.ldqkv + (long)h * DH, a.ldqkv, a.n - k0, vec);
-    lf_load<DH>(Vs, v + (row0 + k0) * a.ldqkv + (long)h * DH, a.ldqkv, a.n - k0, vec);
+  for (int bf = 0; cn < pe; bf ^= 1) {
+    const int c0 = cn;   /* the block's first slot relative to s0 */
+    const bool fk = f;
+    const uint8_t *mkb = mkf + LF_BM * bf;
+    c5k_cp_wait<0>();
+    __syncthreads();   /* the previous block's work on Ks, Vs (or qf's reads of Q, in Ks) is done */
+    lf_cvt<DH>(Ks, Kst);
+    lf_cvt<DH>(Vs, Vst);
     __syncthreads();
+    cn = lf_seek(a, c0 + LF_BM, pe, ke, s0, mk, ulo, urhi, uphi, mayu, mkf + LF_BM * (bf ^ 1), &f);
+    if (cn < pe) {
+      lf_stage<DH>(Kst, kh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
+      lf_stage<DH>(Vst, vh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
+      c5k_cp_commit();
+    }
+    /* a row that may end uniform and has no kept slot yet needs every block with real keys (block-uniform) */
+    const bool pend = (mayu0 && m[0] == -INFINITY) || (mayu1 && m[1] == -INFINITY);
+    if (!fk && !(c0 < ke && __syncthreads_or(pend))) continue;
     float s[NT][4];
     c5k_mma_abt<NT, KS>(s, qf, Ks, G::LD);
-    const int c0 = (int)(k0 - s0);   /* the block's first slot relative to s0 */
     float mx[2] = { -INFINITY, -INFINITY };
 #pragma unroll
     for (int n = 0; n < NT; n++)
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int c = 8 * n + 2 * tq + (e & 1), ri = e >> 1;
-        s[n][e] = lf_keeps(rw[ri], c0 + c, mkf[c]) ? scale * s[n][e] : -INFINITY;
+        s[n][e] = lf_keeps(rw[ri], c0 + c, mkb[c]) ? scale * s[n][e] : -INFINITY;
         mx[ri] = fmaxf(mx[ri], s[n][e]);
       }
     float mu[2];
@@ -1221,7 +1304,7 @@ lf_forward(la_shape a, const float *q, const float *k, const float *v, bool vec,
       for (int e = 0; e < 4; e++) {
         const int ri = e >> 1;
         if (mu[ri] == -INFINITY) {   /* uniform so far: 1 on the window's real keys */
-          s[n][e] = k0 + 8 * n + 2 * tq + (e & 1) < g.ke ? 1.f : 0.f;
+          s[n][e] = c0 + 8 * n + 2 * tq + (e & 1) < ke ? 1.f : 0.f;
         } else {
           s[n][e] = lf_exp(s[n][e], mu[ri]);   /* not kept: 0 */
           l[ri] += s[n][e];
@@ -1233,7 +1316,6 @@ lf_forward(la_shape a, const float *q, const float *k, const float *v, bool vec,
       c5k_c2a(pa, s[2 * kk], s[2 * kk + 1]);
       c5k_mma_ax<ON>(acc, pa, Vs, 16 * kk, G::LD);
     }
-    __syncthreads();   /* K, V and mkf are free for the next block */
   }
 
 #pragma unroll
@@ -1272,15 +1354,22 @@ static c5_status lf_forward_launch(c5k_cuda_dev *dev, const c5k_local_attn *L, c
 }
 
 /* ---- the flash backward (bf16 mode, lf_ok), without atomics ----
-   lf_backward_q, one CTA a query tile as the forward's: over the key blocks
-   its non-uniform rows keep slots of, ascending, S = Q K^T and dP = dO V^T
-   (c5k_mma_abt), P = 2^((scale S - rmax) log2 e) rinv from the forward's
-   stats (0 where the row keeps no slot: masked, out of range, or a pad key,
-   whose k = v = 0 add nothing to D or dq), in two passes: the first sums
-   D = sum P dP (each thread's columns in f32, then the quad's butterfly),
-   saved per row for the key pass, the second forms dS = P (dP - D) and dq
-   += dS K (dS rounded to bf16 from the accumulators, c5k_mma_ax); dq =
-   scale dq. Uniform rows have no gradient (dq = 0).
+   lf_backward_q, one CTA a query tile as the forward's: first each row's
+   D = sum_e dout_e o_e (FlashAttention-2's identity: dout rounded to bf16
+   as dP uses it, o the forward's f32 output, each lane's columns in f32,
+   then the quad's butterfly), saved per row for the key pass. It equals
+   sum_p P_p dP_p in exact arithmetic on every row that uses D: o = sum_p
+   P_p v_p over the row's kept slots (masked and out-of-range slots have P
+   = 0, pad keys v = 0); a uniform row's o also holds its out-of-range
+   slots' -1 / (L w), but uniform rows have dS = 0 and use no D. Then one
+   sweep over the key blocks its non-uniform rows keep slots of,
+   ascending: S = Q K^T and dP = dO V^T (c5k_mma_abt), P = 2^((scale S -
+   rmax) log2 e) rinv from the forward's stats (0 where the row keeps no
+   slot: masked, out of range, or a pad key, whose k = 0 adds nothing to
+   dq), dS = P (dP - D) and dq += dS K (dS rounded to bf16 from the
+   accumulators, c5k_mma_ax); dq = scale dq. Uniform rows have no gradient
+   (dq = 0). (Before D came from o, a first sweep over the keys summed
+   sum P dP: twice the products.)
    lf_backward_kv, one CTA a key tile (64 keys of window j): the query
    tiles of windows j - lf .. j + lb (the ones that may see it) in
    ascending order, each skipped when none of its rows can keep these keys
@@ -1289,7 +1378,16 @@ static c5_status lf_forward_launch(c5k_cuda_dev *dev, const c5k_local_attn *L, c
    (held in shared memory with their kept ranges), on a uniform row 1 / (L
    w) on every real key (its window's), dS^T = P^T (dP^T - D) (0 on uniform
    rows), dv += P^T dO, dk += dS^T Q; dk = scale dk. Every sum has one fixed
-   order: results repeat bit for bit. */
+   order: results repeat bit for bit.
+   Both loops are double buffered as lf_forward's: lf_backward_q stages the
+   next key block's K, V (the first while Q, dO load and D forms),
+   lf_backward_kv the next query tile's Q, dO and its rows' rmax, rinv, D
+   (cp.async too; the kept ranges and uniform flags written at once) while
+   it works on one (the first while its own K, V load). Which tiles are
+   staged is what was computed before, in the same order (lf_seek,
+   lf_kv_seek): the results' bits do not change. Without a key mask no row
+   is uniform (each keeps its own token), so lf_kv_seek reads uni only
+   with one. */
 
 /* P of a slot kept by a row of stats mf (the forward's f32 max), inv (1 / sum), x = scale s */
 static __device__ __forceinline__ float lf_prob(float x, float mf, float inv)
@@ -1299,24 +1397,30 @@ static __device__ __forceinline__ float lf_prob(float x, float mf, float inv)
 
 template <int DH> struct lf_bgeom {
   static constexpr int LD = lf_geom<DH>::LD, TILE = lf_geom<DH>::TILE;
-  /* lf_backward_q: Q, dO, K, V and the block's key-mask flags */
-  static constexpr size_t q_bytes = (size_t)4 * TILE * 2 + LF_BM;
-  /* lf_backward_kv: K, V, Q, dO and the query rows' lo, rhi (int), rmax, rinv, D (float), uni */
-  static constexpr size_t kv_bytes = (size_t)4 * TILE * 2 + (size_t)LF_BM * (5 * 4 + 1);
+  /* lf_backward_q: Q, dO, K, V, K's and V's staging and two blocks' key-mask flags */
+  static constexpr size_t q_bytes = (size_t)4 * TILE * 2 + (size_t)2 * lf_geom<DH>::ST * 4 + 2 * LF_BM;
+  /* lf_backward_q's CTAs an SM: 3 (68 KiB each) fit its 166 registers without spills since D comes from o (200
+     at 2); lf_backward_kv stays at 2 (246 registers) */
+  static constexpr int q_ctas = 3;
+  /* lf_backward_kv: K, V, Q, dO, Q's and dO's staging, the query rows' rmax, rinv (double), D (float), lo, rhi
+     (int), uni of two tiles and the f32 rmax, rinv of one */
+  static constexpr size_t kv_bytes =
+    (size_t)4 * TILE * 2 + (size_t)2 * lf_geom<DH>::ST * 4 + (size_t)LF_BM * (2 * (8 + 8 + 4 + 4 + 4 + 1) + 4 + 4);
 };
 
 /* Blocks as lf_forward's. dd: D per (b, h, t) at (b H + h) n + t. */
 template <int DH>
-__global__ void __launch_bounds__(LF_THREADS, 2)
+__global__ void __launch_bounds__(LF_THREADS, lf_bgeom<DH>::q_ctas)
 lf_backward_q(la_shape a, const float *q, const float *k, const float *v, bool vec, const uint8_t *mask,
-              const double *rmax, const double *rinv, const uint8_t *uni, const float *dout, bool vec_o, float *dq,
-              float *dd)
+              const double *rmax, const double *rinv, const uint8_t *uni, const float *o, const float *dout,
+              bool vec_o, float *dq, float *dd)
 {
   typedef lf_bgeom<DH> G;
   constexpr int NT = LF_BM / 8, KS = DH / 16, ON = DH / 8;
   extern __shared__ __align__(16) unsigned char lf_smem[];
   __nv_bfloat16 *Qs = (__nv_bfloat16 *)lf_smem, *Os = Qs + G::TILE, *Ks = Os + G::TILE, *Vs = Ks + G::TILE;
-  uint8_t *mkf = (uint8_t *)(Vs + G::TILE);
+  float *Kst = (float *)(Vs + G::TILE), *Vst = Kst + lf_geom<DH>::ST;
+  uint8_t *mkf = (uint8_t *)(Vst + lf_geom<DH>::ST);   /* [2][LF_BM], as lf_forward's */
   const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
   const int h = blockIdx.y;
   const long b = blockIdx.z, row0 = b * a.n, q0 = (long)blockIdx.x * LF_BM;
@@ -1339,54 +1443,77 @@ lf_backward_q(la_shape a, const float *q, const float *k, const float *v, bool v
   const int urhi = lf_row_of(a, g, s0, q0 + mq - 1, mask != NULL).rhi;
   const float scale = (float)a.scale;
 
+  /* the key blocks some row keeps a real slot of (pad-only blocks add nothing), the next staged while one is worked
+     on; the first while Q, dO load and D forms */
+  bool f;
+  const int ke = (int)(g.ke - s0);   /* slots relative to s0 */
+  const float *kh = k + (row0 + s0) * a.ldqkv + (long)h * DH, *vh = v + (row0 + s0) * a.ldqkv + (long)h * DH;
+  int cn = lf_seek(a, (int)(g.kb - s0), ke, ke, s0, mk, ulo, urhi, 0, false, mkf, &f);
+  if (cn < ke) {
+    lf_stage<DH>(Kst, kh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
+    lf_stage<DH>(Vst, vh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
+    c5k_cp_commit();
+  }
   lf_load<DH>(Qs, q + (row0 + q0) * a.ldqkv + (long)h * DH, a.ldqkv, mq, vec);
   lf_load<DH>(Os, dout + (row0 + q0) * a.ldo + (long)h * DH, a.ldo, mq, vec_o);
-  float D[2] = { 0.f, 0.f }, acc[ON][4];
+  __syncthreads();
+  float D[2], acc[ON][4];
+#pragma unroll
+  for (int ri = 0; ri < 2; ri++) {   /* D = dout o: each lane its columns of the row, then the quad's butterfly */
+    const long t = t0 + 8 * ri;
+    D[ri] = 0.f;
+    if (t < a.n) {
+      const __nv_bfloat16 *dr = Os + (16 * wp + gq + 8 * ri) * G::LD + 2 * tq;
+      const float *orow = o + (row0 + t) * a.ldo + (long)h * DH + 2 * tq;
+#pragma unroll
+      for (int n = 0; n < ON; n++) {
+        const float2 df = __bfloat1622float2(*(const __nv_bfloat162 *)(dr + 8 * n));
+        D[ri] += df.x * orow[8 * n] + df.y * orow[8 * n + 1];
+      }
+    }
+    D[ri] += __shfl_xor_sync(0xffffffffu, D[ri], 1);
+    D[ri] += __shfl_xor_sync(0xffffffffu, D[ri], 2);
+    if (tq == 0 && t < a.n) dd[sb + t] = D[ri];
+  }
 #pragma unroll
   for (int n = 0; n < ON; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
-  for (int pass = 0; pass < 2; pass++) {   /* 0: D = sum P dP; 1: dS, dq */
-    for (long k0 = g.kb; k0 < g.ke; k0 += LF_BM) {   /* pad-only blocks add nothing */
-      if (!__syncthreads_or(lf_flags(a, k0, s0, mk, ulo, urhi, 0, mkf))) continue;   /* also the barrier for mkf */
-      lf_load<DH>(Ks, k + (row0 + k0) * a.ldqkv + (long)h * DH, a.ldqkv, a.n - k0, vec);
-      lf_load<DH>(Vs, v + (row0 + k0) * a.ldqkv + (long)h * DH, a.ldqkv, a.n - k0, vec);
-      __syncthreads();
-      float s[NT][4], dp[NT][4];
-      {
-        uint32_t af[KS][4];
-#pragma unroll
-        for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], Qs + 16 * wp * G::LD + 16 * kk, G::LD);
-        c5k_mma_abt<NT, KS>(s, af, Ks, G::LD);
-#pragma unroll
-        for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], Os + 16 * wp * G::LD + 16 * kk, G::LD);
-        c5k_mma_abt<NT, KS>(dp, af, Vs, G::LD);
-      }
-      const int c0 = (int)(k0 - s0);
-#pragma unroll
-      for (int n = 0; n < NT; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int c = 8 * n + 2 * tq + (e & 1), ri = e >> 1;
-          const float p = lf_keeps(rw[ri], c0 + c, mkf[c]) ? lf_prob(scale * s[n][e], mf[ri], inv[ri]) : 0.f;
-          if (pass == 0) D[ri] += p * dp[n][e];
-          else s[n][e] = p * (dp[n][e] - D[ri]);   /* dS (0 where not kept) */
-        }
-      if (pass == 1) {
-#pragma unroll
-        for (int kk = 0; kk < LF_BM / 16; kk++) {
-          uint32_t da[4];
-          c5k_c2a(da, s[2 * kk], s[2 * kk + 1]);
-          c5k_mma_ax<ON>(acc, da, Ks, 16 * kk, G::LD);
-        }
-      }
-      __syncthreads();   /* K, V and mkf are free for the next block */
+  for (int bf = 0; cn < ke; bf ^= 1) {
+    const int c0 = cn;   /* the block's first slot relative to s0 */
+    const uint8_t *mkb = mkf + LF_BM * bf;
+    c5k_cp_wait<0>();
+    __syncthreads();   /* the previous block's work on Ks, Vs is done */
+    lf_cvt<DH>(Ks, Kst);
+    lf_cvt<DH>(Vs, Vst);
+    __syncthreads();
+    cn = lf_seek(a, c0 + LF_BM, ke, ke, s0, mk, ulo, urhi, 0, false, mkf + LF_BM * (bf ^ 1), &f);
+    if (cn < ke) {
+      lf_stage<DH>(Kst, kh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
+      lf_stage<DH>(Vst, vh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
+      c5k_cp_commit();
     }
-    if (pass == 0) {
+    float s[NT][4], dp[NT][4];
+    {
+      uint32_t af[KS][4];
 #pragma unroll
-      for (int ri = 0; ri < 2; ri++) {   /* the row's D in all four lanes of its quad */
-        D[ri] += __shfl_xor_sync(0xffffffffu, D[ri], 1);
-        D[ri] += __shfl_xor_sync(0xffffffffu, D[ri], 2);
-        if (tq == 0 && t0 + 8 * ri < a.n) dd[sb + t0 + 8 * ri] = D[ri];
+      for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], Qs + 16 * wp * G::LD + 16 * kk, G::LD);
+      c5k_mma_abt<NT, KS>(s, af, Ks, G::LD);
+#pragma unroll
+      for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], Os + 16 * wp * G::LD + 16 * kk, G::LD);
+      c5k_mma_abt<NT, KS>(dp, af, Vs, G::LD);
+    }
+#pragma unroll
+    for (int n = 0; n < NT; n++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        const int c = 8 * n + 2 * tq + (e & 1), ri = e >> 1;
+        const float p = lf_keeps(rw[ri], c0 + c, mkb[c]) ? lf_prob(scale * s[n][e], mf[ri], inv[ri]) : 0.f;
+        s[n][e] = p * (dp[n][e] - D[ri]);   /* dS (0 where not kept) */
       }
+#pragma unroll
+    for (int kk = 0; kk < LF_BM / 16; kk++) {
+      uint32_t da[4];
+      c5k_c2a(da, s[2 * kk], s[2 * kk + 1]);
+      c5k_mma_ax<ON>(acc, da, Ks, 16 * kk, G::LD);
     }
   }
 #pragma unroll
@@ -1402,6 +1529,25 @@ lf_backward_q(la_shape a, const float *q, const float *k, const float *v, bool v
   }
 }
 
+/* The first query tile from tt (tiles of LF_BM tokens, below te) that may see key tile p0: some row of it keeps a
+   slot there (la_live_keys' bound) or is uniform (1 / (L w) on every real key of its window; only with a key mask:
+   a row keeps its own token's slot unless the mask drops it). te when none. Block-uniform; *tu: the thread's row
+   (threadIdx.x) of that tile is uniform. */
+static __device__ __forceinline__ int lf_kv_seek(const la_shape &a, int tt, int te, long p0, const uint8_t *mk,
+                                                 const uint8_t *un, bool *tu)
+{
+  for (; tt < te; tt++) {
+    const long q0 = (long)tt * LF_BM, i = q0 / a.w, s0 = (i - a.lb) * a.w;
+    const la_win g = la_geom(a, i);
+    const long mq = g.t0 + g.m - q0 < LF_BM ? g.t0 + g.m - q0 : LF_BM;
+    const int c0 = (int)(p0 - s0), ulo = lf_row_of(a, g, s0, q0, mk != NULL).lo;
+    const int urhi = lf_row_of(a, g, s0, q0 + mq - 1, mk != NULL).rhi;
+    *tu = mk && threadIdx.x < mq && un[q0 + threadIdx.x];
+    if (__syncthreads_or(*tu) || (urhi > c0 && ulo < c0 + LF_BM)) break;
+  }
+  return tt;
+}
+
 /* Blocks: x = key tile (64 keys of the sequence, within one window), y = head, z = batch. */
 template <int DH>
 __global__ void __launch_bounds__(LF_THREADS, 2)
@@ -1413,9 +1559,13 @@ lf_backward_kv(la_shape a, const float *q, const float *k, const float *v, bool 
   constexpr int NT = LF_BM / 8, KS = DH / 16, ON = DH / 8;
   extern __shared__ __align__(16) unsigned char lf_smem[];
   __nv_bfloat16 *Ks = (__nv_bfloat16 *)lf_smem, *Vs = Ks + G::TILE, *Qs = Vs + G::TILE, *Os = Qs + G::TILE;
-  int *qlo = (int *)(Os + G::TILE), *qrhi = qlo + LF_BM;   /* the query tile's rows: kept keys, stats */
-  float *qmf = (float *)(qrhi + LF_BM), *qinv = qmf + LF_BM, *qD = qinv + LF_BM;
-  uint8_t *qu = (uint8_t *)(qD + LF_BM);
+  float *Qst = (float *)(Os + G::TILE), *Ost = Qst + lf_geom<DH>::ST;   /* Q's and dO's staging */
+  /* the query tile's rows, [2][LF_BM] (the tile in work's and the next one's): rmax, rinv as staged (qrm, qri),
+     D, kept keys; qmf, qinv: the tile in work's rmax, rinv in f32 */
+  double *qrm = (double *)(Ost + lf_geom<DH>::ST), *qri = qrm + 2 * LF_BM;
+  float *qD = (float *)(qri + 2 * LF_BM), *qmf = qD + 2 * LF_BM, *qinv = qmf + LF_BM;
+  int *qlo = (int *)(qinv + LF_BM), *qrhi = qlo + 2 * LF_BM;
+  uint8_t *qu = (uint8_t *)(qrhi + 2 * LF_BM);
   const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
   const int h = blockIdx.y;
   const long b = blockIdx.z, row0 = b * a.n, p0 = (long)blockIdx.x * LF_BM, j = p0 / a.w;
@@ -1425,39 +1575,63 @@ lf_backward_kv(la_shape a, const float *q, const float *k, const float *v, bool 
   const bool mkr[2] = { pr < a.n && (!mk || mk[pr]), pr + 8 < a.n && (!mk || mk[pr + 8]) };
   const float scale = (float)a.scale, puni = (float)(1.0 / (double)a.lw);
 
-  lf_load<DH>(Ks, k + (row0 + p0) * a.ldqkv + (long)h * DH, a.ldqkv, mp, vec);
-  lf_load<DH>(Vs, v + (row0 + p0) * a.ldqkv + (long)h * DH, a.ldqkv, mp, vec);
   float gk[ON][4], gv[ON][4];
 #pragma unroll
   for (int n = 0; n < ON; n++)
 #pragma unroll
     for (int e = 0; e < 4; e++) gk[n][e] = gv[n][e] = 0.f;
+  /* the query tiles of windows j - lf .. j + lb (tiles of LF_BM tokens, each inside one window), ascending; each
+     iteration converts the tile staged by the previous one, stages the next that may see the key tile
+     (lf_kv_seek) and works on the converted one */
   const long i0 = j - a.lf > 0 ? j - a.lf : 0, i1 = j + a.lb < a.W - 1 ? j + a.lb : a.W - 1;
-  for (long i = i0; i <= i1; i++) {
-    const la_win g = la_geom(a, i);
-    const long s0 = (i - a.lb) * a.w, qe = g.t0 + g.m;
-    const int c0 = (int)(p0 - s0);   /* the key tile's first slot in window i's slots */
-    for (long q0 = g.t0; q0 < qe; q0 += LF_BM) {
-      const long mq = qe - q0 < LF_BM ? qe - q0 : LF_BM;
-      const int ulo = lf_row_of(a, g, s0, q0, mask != NULL).lo;
-      const int urhi = lf_row_of(a, g, s0, q0 + mq - 1, mask != NULL).rhi;
-      const long t = q0 + threadIdx.x;
-      const bool tu = threadIdx.x < mq && uni[sb + t];
-      /* also the barrier before the tiles and rows are overwritten */
-      if (!__syncthreads_or(tu) && (urhi <= c0 || ulo >= c0 + LF_BM)) continue;
-      lf_load<DH>(Qs, q + (row0 + q0) * a.ldqkv + (long)h * DH, a.ldqkv, mq, vec);
-      lf_load<DH>(Os, dout + (row0 + q0) * a.ldo + (long)h * DH, a.ldo, mq, vec_o);
-      if (threadIdx.x < LF_BM) {
-        const int c = threadIdx.x;
-        const lf_row r = c < mq && !tu ? lf_row_of(a, g, s0, t, mask != NULL) : lf_row{ 0, 0, 0, 0 };
-        qlo[c] = r.lo;
-        qrhi[c] = r.rhi;
-        qmf[c] = c < mq && !tu ? (float)rmax[sb + t] : 0.f;
-        qinv[c] = c < mq && !tu ? (float)rinv[sb + t] : 0.f;
-        qD[c] = c < mq && !tu ? dd[sb + t] : 0.f;
-        qu[c] = tu;
+  const long te0 = (i1 + 1) * a.w < a.n ? (i1 + 1) * a.w : a.n;
+  const int te = (int)((te0 + LF_BM - 1) / LF_BM);   /* tiles: the grid's x, below 2^31 */
+  int cur = -1, from = (int)(i0 * a.w / LF_BM);
+  bool cin = false;   /* thread c < LF_BM: row c of the staged tile is real and not uniform (its stats staged) */
+  for (int bf = 0;; bf ^= 1) {
+    if (cur >= 0) {
+      c5k_cp_wait<0>();
+      __syncthreads();   /* the previous tile's work on Qs, Os, qmf, qinv is done */
+      lf_cvt<DH>(Qs, Qst);
+      lf_cvt<DH>(Os, Ost);
+      if (cin) {
+        qmf[threadIdx.x] = (float)qrm[LF_BM * bf + threadIdx.x];
+        qinv[threadIdx.x] = (float)qri[LF_BM * bf + threadIdx.x];
       }
       __syncthreads();
+    }
+    bool tu;
+    const int nx = lf_kv_seek(a, from, te, p0, mk, uni + sb, &tu);
+    if (nx < te) {   /* stage it into buffer bf ^ 1 */
+      const long q0 = (long)nx * LF_BM, i = q0 / a.w, s0 = (i - a.lb) * a.w;
+      const la_win g = la_geom(a, i);
+      const long mq = g.t0 + g.m - q0 < LF_BM ? g.t0 + g.m - q0 : LF_BM;
+      lf_stage<DH>(Qst, q + (row0 + q0) * a.ldqkv + (long)h * DH, a.ldqkv, mq, vec);
+      lf_stage<DH>(Ost, dout + (row0 + q0) * a.ldo + (long)h * DH, a.ldo, mq, vec_o);
+      if (threadIdx.x < LF_BM) {
+        const int c = threadIdx.x, x = LF_BM * (bf ^ 1) + c;
+        const long t = q0 + c;
+        cin = c < mq && !tu;
+        const lf_row r = cin ? lf_row_of(a, g, s0, t, mask != NULL) : lf_row{ 0, 0, 0, 0 };
+        qlo[x] = r.lo;
+        qrhi[x] = r.rhi;
+        qu[x] = tu;
+        if (cin) {
+          c5k_cp8(qrm + x, rmax + sb + t);
+          c5k_cp8(qri + x, rinv + sb + t);
+          c5k_cp4(qD + x, dd + sb + t);
+        }
+      }
+      c5k_cp_commit();
+    }
+    if (cur < 0) {   /* the key tile, while the first query tile stages (visible after the next barrier) */
+      lf_load<DH>(Ks, k + (row0 + p0) * a.ldqkv + (long)h * DH, a.ldqkv, mp, vec);
+      lf_load<DH>(Vs, v + (row0 + p0) * a.ldqkv + (long)h * DH, a.ldqkv, mp, vec);
+    } else {
+      const long q0 = (long)cur * LF_BM, s0 = (q0 / a.w - a.lb) * a.w;
+      const int *lo = qlo + LF_BM * bf, *rhi = qrhi + LF_BM * bf;
+      const float *Dr = qD + LF_BM * bf;
+      const uint8_t *un = qu + LF_BM * bf;
       float s[NT][4], dp[NT][4];
       {
         uint32_t af[KS][4];
@@ -1468,17 +1642,17 @@ lf_backward_kv(la_shape a, const float *q, const float *k, const float *v, bool 
         for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], Vs + 16 * wp * G::LD + 16 * kk, G::LD);
         c5k_mma_abt<NT, KS>(dp, af, Os, G::LD);
       }
-      const int kc = c0 + 16 * wp + gq;   /* the thread's key row pr in window i's slots */
+      const int kc = (int)(p0 - s0) + 16 * wp + gq;   /* the thread's key row pr in the window's slots */
 #pragma unroll
       for (int n = 0; n < NT; n++)
 #pragma unroll
         for (int e = 0; e < 4; e++) {
           const int c = 8 * n + 2 * tq + (e & 1), ri = e >> 1, kr = kc + 8 * ri;   /* query column c, key slot kr */
           float p = 0.f, ds = 0.f;
-          if (qu[c]) p = puni;   /* the uniform row's weight on every real key of its window */
-          else if (mkr[ri] && kr >= qlo[c] && kr < qrhi[c]) {
+          if (un[c]) p = puni;   /* the uniform row's weight on every real key of its window */
+          else if (mkr[ri] && kr >= lo[c] && kr < rhi[c]) {
             p = lf_prob(scale * s[n][e], qmf[c], qinv[c]);
-            ds = p * (dp[n][e] - qD[c]);
+            ds = p * (dp[n][e] - Dr[c]);
           }
           s[n][e] = p;
           dp[n][e] = ds;
@@ -1492,6 +1666,9 @@ lf_backward_kv(la_shape a, const float *q, const float *k, const float *v, bool 
         c5k_mma_ax<ON>(gk, pa, Qs, 16 * kk, G::LD);
       }
     }
+    if (nx >= te) break;
+    cur = nx;
+    from = nx + 1;
   }
 #pragma unroll
   for (int ri = 0; ri < 2; ri++) {
@@ -1512,8 +1689,8 @@ lf_backward_kv(la_shape a, const float *q, const float *k, const float *v, bool 
 template <int DH>
 static c5_status lf_backward_launch(c5k_cuda_dev *dev, const c5k_local_attn *L, const la_shape &a, const float *q,
                                     const float *k, const float *v, const uint8_t *mask, const double *rmax,
-                                    const double *rinv, const uint8_t *uni, const float *dout, float *dq, float *dk,
-                                    float *dv)
+                                    const double *rinv, const uint8_t *uni, const float *o, const float *dout,
+                                    float *dq, float *dk, float *dv)
 {
   const char *op = "local_attn_backward";
   void *scr;
@@ -1524,7 +1701,8 @@ static c5_status lf_backward_launch(c5k_cuda_dev *dev, const c5k_local_attn *L, 
   C5_CALL_K(c5k_cuda_smem_opt(dev, lf_backward_kv<DH>, bkv, op));
   const dim3 grid((unsigned)((a.n + LF_BM - 1) / LF_BM), (unsigned)a.H, (unsigned)L->batch);
   const bool vec = lg_vec(q, a.ldqkv) && lg_vec(k, a.ldqkv) && lg_vec(v, a.ldqkv), vec_o = lg_vec(dout, a.ldo);
-  lf_backward_q<DH><<<grid, LF_THREADS, bq, dev->stream>>>(a, q, k, v, vec, mask, rmax, rinv, uni, dout, vec_o, dq, dd);
+  lf_backward_q<DH><<<grid, LF_THREADS, bq, dev->stream>>>(a, q, k, v, vec, mask, rmax, rinv, uni, o, dout, vec_o, dq,
+                                                            dd);
   C5K_CUDA_LAUNCHED(op);
   lf_backward_kv<DH><<<grid, LF_THREADS, bkv, dev->stream>>>(a, q, k, v, vec, mask, rmax, rinv, uni, dd, dout, vec_o,
                                                              dk, dv);
@@ -1596,7 +1774,8 @@ extern "C" c5_status c5k_local_attn_forward_cuda(c5k_ctx *ctx, const c5k_local_a
 extern "C" c5_status c5k_local_attn_backward_cuda(c5k_ctx *ctx, const c5k_local_attn *L, const c5_real *q,
                                                   const c5_real *k, const c5_real *v, long ldqkv, const uint8_t *mask,
                                                   const double *rmax, const double *rinv, const uint8_t *uni,
-                                                  const c5_real *dout, long ldo, c5_real *dq, c5_real *dk, c5_real *dv)
+                                                  const c5_real *o, const c5_real *dout, long ldo, c5_real *dq,
+                                                  c5_real *dk, c5_real *dv)
 {
   const char *op = "local_attn_backward";
   c5k_cuda_dev *dev;
@@ -1604,12 +1783,13 @@ extern "C" c5_status c5k_local_attn_backward_cuda(c5k_ctx *ctx, const c5k_local_
   dim3 grid;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   C5_CALL_K(la_setup(L, ldqkv, ldo, "backward", &a, &grid));
+  (void)o;   /* read by the flash kernels only */
   if (L->n == 0 || L->batch == 0) return C5_OK;
 #if !C5_USE_DOUBLE
   /* dim_head 128: lg_backward (the flash kernels spilled 36 and 158 bytes at 255 registers), from lf_forward's
      stats, which mean what lg_rows_forward's do */
   if (dev->matmul == 2 && !ctx->exact && lf_ok(a) && a.dh == 64)
-    return lf_backward_launch<64>(dev, L, a, q, k, v, mask, rmax, rinv, uni, dout, dq, dk, dv);
+    return lf_backward_launch<64>(dev, L, a, q, k, v, mask, rmax, rinv, uni, o, dout, dq, dk, dv);
   if (la_gemm(ctx, dev, a, L->batch)) return lg_backward(ctx, dev, L, a, q, k, v, mask, rmax, rinv, uni, dout, dq, dk, dv);
 #endif
   void *scr;

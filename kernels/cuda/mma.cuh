@@ -14,6 +14,17 @@ static __device__ __forceinline__ void c5k_cp16(void *dst, const void *src, bool
   const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(full ? 16 : 0) : "memory");
 }
+/* 8 or 4 bytes global -> shared, asynchronously (cp.async.ca: these sizes go through L1) */
+static __device__ __forceinline__ void c5k_cp8(void *dst, const void *src)
+{
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8;\n" ::"r"(d), "l"(src) : "memory");
+}
+static __device__ __forceinline__ void c5k_cp4(void *dst, const void *src)
+{
+  const unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(d), "l"(src) : "memory");
+}
 static __device__ __forceinline__ void c5k_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N> static __device__ __forceinline__ void c5k_cp_wait()
 {

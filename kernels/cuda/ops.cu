@@ -19,7 +19,8 @@ c5_status c5k_local_attn_forward_cuda(c5k_ctx *, const c5k_local_attn *, const c
                                       uint8_t *);
 c5_status c5k_local_attn_backward_cuda(c5k_ctx *, const c5k_local_attn *, const c5_real *, const c5_real *,
                                        const c5_real *, long, const uint8_t *, const double *, const double *,
-                                       const uint8_t *, const c5_real *, long, c5_real *, c5_real *, c5_real *);
+                                       const uint8_t *, const c5_real *, const c5_real *, long, c5_real *, c5_real *,
+                                       c5_real *);
 /* device-resident block orchestration (cuda-lib) */
 c5_status c5k_index_rows_cuda(c5k_ctx *, long, long, const long *, long, long, long, long, long, long *, long);
 /* ---- cuda-gather: moves, gathers, masks, router fills, cosine routing, rotary ---- */

@@ -16,12 +16,16 @@
    (c5_backend_set_matmul): head dims that are multiples of 8 take the
    cuBLASLt path or, for dim_head 64 and 128 with windows a multiple of 64,
    the flash kernels (their own cases: exact or causal, ragged n, n below
-   a window, pad keys, uniform rows), both of which round q, k, v, P, dout,
+   a window, pad keys, uniform rows; the backward's D from the forward's o,
+   which the GPU backward is given; strides of whole 16 bytes, which the
+   flash kernels stage by cp.async, and odd ones, which they load plainly),
+   both of which round q, k, v, P, dout,
    dS to bf16, at 2e-2 (the bf16 bound of test_cuda_block); dim_head 33
    keeps the SIMT kernels
    and 1e-5; the large case (n 32768, H 8, dh 64, look 1/1) runs in both
-   modes, its bf16 error must exceed 1e-5 (the path was taken), and its
-   timing lines show the speedup.
+   modes (and in bf16 once more with lib/attn_local.c's aligned strides),
+   its bf16 error must exceed 1e-5 (the path was taken), and its timing
+   lines show the speedup.
    One line per case: shape, errors, PASS/FAIL. Exits 77 without a GPU. */
 #include <stdint.h>
 #include <time.h>
@@ -37,6 +41,7 @@ typedef struct {
   int H, dh, lb, lf, causal, exact;
   int mask_kind;   /* 0 none, 1 random, 2 random + dead stretches (uniform rows) */
   int must_round;  /* bf16 mode: an error above 1e-5 required (the cuBLASLt path was taken) */
+  int aligned;     /* strides of whole 16 bytes (lib/attn_local.c's layout): the flash kernels' cp.async staging */
 } lcase;
 
 static c5k_local_attn shape_of(const lcase *c)
@@ -71,7 +76,8 @@ static int gaps_poisoned(const c5_real *x, long rows, long ld, long off, long co
 static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
 {
   const c5k_local_attn L = shape_of(c);
-  const long rows = c->batch * c->n, HD = (long)c->H * c->dh, ldqkv = 3 * HD + 5, ldo = HD + 3;
+  const long rows = c->batch * c->n, HD = (long)c->H * c->dh;
+  const long ldqkv = 3 * HD + (c->aligned ? 4 : 5), ldo = HD + (c->aligned ? 4 : 3);
   const long nst = c->batch * c->H * c->n, nqkv = rows * ldqkv, no = rows * ldo;
   const long work_len = c5k_local_attn_work(&L);
   int ok = 0;
@@ -110,8 +116,8 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
   {
     c5k_ctx cpu = { .work = work, .work_len = work_len };
     T_OK(c5k_cpu_ops.local_attn_forward(&cpu, &L, qkv, qkv + HD, qkv + 2 * HD, ldqkv, mask, o, ldo, rmax, rinv, uni));
-    T_OK(c5k_cpu_ops.local_attn_backward(&cpu, &L, qkv, qkv + HD, qkv + 2 * HD, ldqkv, mask, rmax, rinv, uni, dout,
-                                         ldo, dqkv, dqkv + HD, dqkv + 2 * HD));
+    T_OK(c5k_cpu_ops.local_attn_backward(&cpu, &L, qkv, qkv + HD, qkv + 2 * HD, ldqkv, mask, rmax, rinv, uni, o,
+                                         dout, ldo, dqkv, dqkv + HD, dqkv + 2 * HD));
   }
   long nuni = 0;
   for (long i = 0; i < nst; i++) nuni += uni[i];
@@ -129,8 +135,8 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
     const c5_real *q = qkv_d, *k = (const c5_real *)qkv_d + HD, *v = (const c5_real *)qkv_d + 2 * HD;
     c5_real *dq = dqkv_d;
     T_OK(c5k_cuda_ops.local_attn_forward(&ctx, &L, q, k, v, ldqkv, mask_d, o_d, ldo, rmax_d, rinv_d, uni_d));
-    T_OK(c5k_cuda_ops.local_attn_backward(&ctx, &L, q, k, v, ldqkv, mask_d, rmax_d, rinv_d, uni_d, dout_d, ldo, dq,
-                                          dq + HD, dq + 2 * HD));
+    T_OK(c5k_cuda_ops.local_attn_backward(&ctx, &L, q, k, v, ldqkv, mask_d, rmax_d, rinv_d, uni_d, o_d, dout_d, ldo,
+                                          dq, dq + HD, dq + 2 * HD));
     T_OK(c5_backend_memcpy(gpu, rep ? o2 : og, o_d, no * sizeof *o));
     T_OK(c5_backend_memcpy(gpu, rep ? d2 : dg, dqkv_d, nqkv * sizeof *dqkv));
     T_OK(c5_backend_memcpy(gpu, rep ? st2 : rmaxg, rmax_d, nst * sizeof(double)));
@@ -155,9 +161,9 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
     const double emax = fmax(fmax(eo, eq), fmax(ek, ev));
     const int rounded = !(tc && c->must_round) || emax > 1e-5;
     const int pass = same && uni_same && gaps && rounded && eo <= tl && eq <= tl && ek <= tl && ev <= tl && es <= tl;
-    printf("local_attn%s b %ld n %ld w %ld H %d dh %d look %d/%d%s%s mask %d (uniform rows %ld): o %.3e stats %.3e "
+    printf("local_attn%s b %ld n %ld w %ld H %d dh %d look %d/%d%s%s%s mask %d (uniform rows %ld): o %.3e stats %.3e "
            "dq %.3e dk %.3e dv %.3e%s%s%s%s (tol %.0e) %s\n", mode, c->batch, c->n, c->w, c->H, c->dh, c->lb, c->lf,
-           c->causal ? " causal" : "", c->exact ? " exact" : "", c->mask_kind, nuni, eo, es, eq, ek, ev,
+           c->causal ? " causal" : "", c->exact ? " exact" : "", c->aligned ? " aligned" : "", c->mask_kind, nuni, eo, es, eq, ek, ev,
            uni_same ? "" : ", uni DIFFERS", same ? "" : ", second run DIFFERS", gaps ? "" : ", stride gaps WRITTEN",
            rounded ? "" : ", no bf16 rounding (the cuBLASLt path was not taken)", tl, pass ? "PASS" : "FAIL");
     ok = pass;
@@ -174,15 +180,15 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
       T_OK(c5k_cuda_ops.local_attn_forward(&ctx, &L, q, k, v, ldqkv, mask_d, o_d, ldo, rmax_d, rinv_d, uni_d));
       T_OK(c5_backend_sync(gpu));
       clock_gettime(CLOCK_MONOTONIC, &t1);
-      T_OK(c5k_cuda_ops.local_attn_backward(&ctx, &L, q, k, v, ldqkv, mask_d, rmax_d, rinv_d, uni_d, dout_d, ldo, dq,
-                                            dq + HD, dq + 2 * HD));
+      T_OK(c5k_cuda_ops.local_attn_backward(&ctx, &L, q, k, v, ldqkv, mask_d, rmax_d, rinv_d, uni_d, o_d, dout_d, ldo,
+                                            dq, dq + HD, dq + 2 * HD));
       T_OK(c5_backend_sync(gpu));
       clock_gettime(CLOCK_MONOTONIC, &t2);
       fwd += (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
       bwd += (t2.tv_sec - t1.tv_sec) + 1e-9 * (t2.tv_nsec - t1.tv_nsec);
     }
-    printf("local_attn time%s b %ld n %ld w %ld H %d dh %d look %d/%d: forward %.3f ms, backward %.3f ms\n", mode,
-           c->batch, c->n, c->w, c->H, c->dh, c->lb, c->lf, fwd / 5 * 1e3, bwd / 5 * 1e3);
+    printf("local_attn time%s b %ld n %ld w %ld H %d dh %d look %d/%d%s: forward %.3f ms, backward %.3f ms\n", mode,
+           c->batch, c->n, c->w, c->H, c->dh, c->lb, c->lf, c->aligned ? " aligned" : "", fwd / 5 * 1e3, bwd / 5 * 1e3);
   }
 fail:
   c5_backend_set_matmul(gpu, C5_MATMUL_FP32);
@@ -251,7 +257,7 @@ static int fd_check(c5_backend *gpu)
     c5_real *dq = dq_d;
     T_CHECK(gpu_loss(gpu, &L, qkv, nqkv, ldqkv, dout, no, ldo, qkv_d, o_d, st_d, mask_d, &l0), "forward");
     T_OK(c5k_cuda_ops.local_attn_backward(&ctx, &L, q, q + HD, q + 2 * HD, ldqkv, mask_d, st_d, (double *)st_d + nst,
-                                          (uint8_t *)((double *)st_d + 2 * nst), dout_d, ldo, dq, dq + HD,
+                                          (uint8_t *)((double *)st_d + 2 * nst), o_d, dout_d, ldo, dq, dq + HD,
                                           dq + 2 * HD));
     T_OK(c5_backend_memcpy(gpu, g, dq_d, nqkv * sizeof *g));
   }
@@ -345,12 +351,33 @@ int main(int argc, char **argv)
       { .batch = 2, .n = 700, .w = 192, .H = 2, .dh = 64, .lb = 2, .lf = 1, .must_round = 1 },
       { .batch = 1, .n = 517, .w = 128, .H = 2, .dh = 128, .lb = 1, .lf = 0, .causal = 1, .must_round = 1 },
       { .batch = 2, .n = 640, .w = 64, .H = 1, .dh = 64, .lb = 0, .lf = 2, .mask_kind = 2, .must_round = 1 },
+      /* the block's light shape (w 64, look 1/1, not causal) exact, ragged, with uniform rows: the backward's D
+         from the forward's o (out-of-range slots in windows 0 and W - 1, pad keys, masked slots) */
+      { .batch = 2, .n = 1000, .w = 64, .H = 2, .dh = 64, .lb = 1, .lf = 1, .exact = 1,
+        .mask_kind = 2, .must_round = 1 },
+      { .batch = 2, .n = 1000, .w = 64, .H = 2, .dh = 64, .lb = 1, .lf = 1, .mask_kind = 2, .must_round = 1 },
+      /* strides of whole 16 bytes: the flash kernels' tiles staged by cp.async (the cases above: plain loads) */
+      { .batch = 2, .n = 1000, .w = 64, .H = 2, .dh = 64, .lb = 1, .lf = 1, .exact = 1,
+        .mask_kind = 2, .must_round = 1, .aligned = 1 },
+      { .batch = 2, .n = 1000, .w = 64, .H = 3, .dh = 64, .lb = 1, .lf = 0, .causal = 1, .mask_kind = 2,
+        .must_round = 1, .aligned = 1 },
+      { .batch = 2, .n = 700, .w = 192, .H = 2, .dh = 64, .lb = 2, .lf = 1, .must_round = 1, .aligned = 1 },
+      { .batch = 2, .n = 777, .w = 128, .H = 2, .dh = 128, .lb = 1, .lf = 1, .exact = 1,
+        .mask_kind = 2, .must_round = 1, .aligned = 1 },
+      { .batch = 3, .n = 50, .w = 64, .H = 2, .dh = 128, .lb = 1, .lf = 1, .mask_kind = 1, .must_round = 1,
+        .aligned = 1 },
+      { .batch = 2, .n = 640, .w = 64, .H = 1, .dh = 64, .lb = 0, .lf = 2, .mask_kind = 2, .must_round = 1,
+        .aligned = 1 },
     };
     for (size_t i = 0; i < sizeof bf / sizeof bf[0]; i++) ok &= run(gpu, &bf[i], C5_MATMUL_BF16);
     /* n = 32768, w 128, 8 heads of 64 (the block has w 64: light_window_size / 2), in both modes: the speedup */
     const lcase big = { .batch = 1, .n = 32768, .w = 128, .H = 8, .dh = 64, .lb = 1, .lf = 1, .must_round = 1 };
     ok &= run(gpu, &big, C5_MATMUL_FP32);
     ok &= run(gpu, &big, C5_MATMUL_BF16);
+    /* and with lib/attn_local.c's strides (whole 16 bytes): the flash kernels' cp.async staging, its timing */
+    lcase bal = big;
+    bal.aligned = 1;
+    ok &= run(gpu, &bal, C5_MATMUL_BF16);
   }
 #endif
   c5_backend_destroy(&gpu);
