@@ -283,16 +283,16 @@ void c5_ws_destroy(c5_ws **ws)
 
 c5_status c5_ws_fit(c5_ws *ws, const char *who)
 {
-  C5_CHECK(ws->need != SIZE_MAX, C5_ERR_MEM, "%s: its workspace's byte count overflows a size (a length too large)",
+  C5_CHECK(ws->need != SIZE_MAX, C5_ERR_MEM, "%s workspace: its byte count overflows a size (a length too large)",
            who);
   if (ws->need <= ws->cap) return C5_OK;
-  C5_CHECK(ws->top == 0, C5_ERR_INTERNAL, "%s: the workspace must grow to %zu bytes while %zu bytes of it are in use",
+  C5_CHECK(ws->top == 0, C5_ERR_INTERNAL, "%s workspace: must grow to %zu bytes while %zu bytes of it are in use",
            who, ws->need, ws->top);
   if (ws->base) c5_backend_free(ws->be, ws->base);
   ws->base = NULL;
   ws->cap = 0;
   c5_status st = c5_backend_alloc(ws->be, ws->need, (void **)&ws->base);
-  C5_CHECK(st == C5_OK, st, "%s: %sthe workspace, %zu bytes on the %s backend", who,
+  C5_CHECK(st == C5_OK, st, "%s workspace: %s%zu bytes on the %s backend", who,
            st == C5_ERR_MEM ? "out of memory allocating " : "", ws->need, ws->be->ops->name);
   ws->cap = ws->need;
   return C5_OK;
