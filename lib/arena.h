@@ -11,7 +11,10 @@
      layout(c, &a);                        measure: pointers are NULL
      C5_CALL(c5_arena_alloc(&a, "what"));  one zeroed allocation
      layout(c, &a);                        carve
-     c->mem = a.base;                      freed with free() */
+     c->mem = a.base;                      freed with free()
+
+   Buffers that live only inside one call are not a cache's: they are frames of the transient workspace
+   (ws.h), laid out by the same kind of carve function. */
 #ifndef C5_ARENA_H
 #define C5_ARENA_H
 #include <stdint.h>

@@ -27,6 +27,12 @@ c5_status c5_attn_heavy_init(c5_attn_heavy *a, c5_params *p, const char *prefix,
                              int routes, int multiply_keys_by_score);
 /* Capacity: batch, at most nq queries and nk keys per route. */
 c5_status c5_attn_heavy_cache_create(const c5_attn_heavy *a, long batch, long nq, long nk, c5_attn_heavy_cache **out);
+/* The same inside another module's cache: the normed inputs, q and the kv slots (formed again in the
+   backward) and the backward's gradients are a frame of its workspace ws (ws.h), reserved at ws's current
+   depth; NULL: the cache's own. */
+struct c5_ws;
+c5_status c5_attn_heavy_cache_create_ws(const c5_attn_heavy *a, long batch, long nq, long nk, struct c5_ws *ws,
+                                        c5_attn_heavy_cache **out);
 c5_status c5_attn_heavy_cache_destroy(c5_attn_heavy_cache **c);
 
 /* Inputs (b = batch, R = routes):

@@ -5,11 +5,13 @@
    stats, q/k/v, the merged head outputs and the per-row softmax stats,
    O(n dim), never O(n L w). The LayerNorm output is not kept: the backward
    forms it again from x (which it reads anyway) in the one buffer that holds
-   it in the forward and datt and dxn in the backward. */
+   it in the forward and datt and dxn in the backward: that buffer and the
+   backward's dqkv live only inside a call, a frame of the workspace (ws.h). */
 #include <math.h>
 #include "c5_internal.h"
 #include "backend.h"
 #include "attn_local.h"
+#include "ws.h"
 
 #define LN_EPS 1e-5
 #define DEFAULT_CHUNK 8
@@ -19,21 +21,33 @@ struct c5_attn_local_cache {
   long batch_cap, n_cap;   /* capacity */
   long batch, n;           /* of the last forward */
   int has_mask;
+  long d, hd;              /* dim, heads dim_head */
   uint8_t *mask;           /* [batch, n] copy of the key mask */
-  c5_real *xn;             /* [rows, max(dim, HD)]: the LayerNorm output (forward; backward, formed again), datt,
-                              dxn: one at a time */
   double *mean, *rstd;     /* [rows] */
   c5_real *qkv;            /* [rows, 3 HD]: q | k | v, head h at h dh within each */
   c5_real *att;            /* [rows, HD] head outputs merged, before to_out */
   double *rmax, *rinv;     /* [batch, heads, n] softmax row max and 1 / sum */
   uint8_t *uni;            /* [batch, heads, n] 1: every slot masked, uniform softmax */
-  c5_real *dqkv;           /* [rows, 3 HD] backward scratch */
   double *work;            /* kernel scratch: LayerNorm rowpart reduction, attention score blocks */
   long work_len;
   /* rotary only (c5_attn_local_set_rotary): positions and tables of the last forward, q and k */
   long *qpos, *kpos;       /* [rows] */
   double *qcs, *qsn, *kcs, *ksn;   /* [rows, dim_head / 2] */
+  c5_ws *ws;               /* the transient workspace: its maker's, or its own */
+  int own_ws;
+  /* the frame of each forward and backward (rows of the capacity): */
+  c5_real *xn;             /* [rows, max(dim, HD)]: the LayerNorm output (forward; backward, formed again), datt,
+                              dxn: one at a time */
+  c5_real *dqkv;           /* [rows, 3 HD] the backward's dq | dk | dv */
 };
+
+static void carve_frame(void *obj, c5_arena *a)
+{
+  c5_attn_local_cache *c = obj;
+  const long rows = c->batch_cap * c->n_cap;
+  C5_TAKE(a, c->xn, rows * (c->d > c->hd ? c->d : c->hd) + 1);
+  C5_TAKE(a, c->dqkv, rows * 3 * c->hd + 1);
+}
 
 c5_status c5_attn_local_init(c5_attn_local *a, c5_params *p, const char *prefix, int dim, int heads, int dim_head,
                              long window, int look_backward, int look_forward, int causal, int exact_windowsize)
@@ -87,6 +101,13 @@ static c5k_local_attn core_shape(const c5_attn_local *a, long batch, long n)
 
 c5_status c5_attn_local_cache_create(const c5_attn_local *a, long batch, long n, c5_attn_local_cache **out)
 {
+  C5_CALL(c5_attn_local_cache_create_ws(a, batch, n, NULL, out));
+  return C5_OK;
+}
+
+c5_status c5_attn_local_cache_create_ws(const c5_attn_local *a, long batch, long n, c5_ws *ws,
+                                        c5_attn_local_cache **out)
+{
   C5_CHECK(a && out, C5_ERR_ARG, "c5_attn_local_cache_create: NULL argument");
   C5_CHECK(batch > 0 && n > 0, C5_ERR_ARG, "LocalMHA cache: batch %ld, n %ld must be > 0", batch, n);
   c5_attn_local_cache *c;
@@ -99,11 +120,12 @@ c5_status c5_attn_local_cache_create(const c5_attn_local *a, long batch, long n,
   c->n_cap = n;
   c->work_len = ln_work > attn_work ? ln_work : attn_work;   /* used one kernel at a time */
   c->be = a->be;
+  c->d = d;
+  c->hd = hd;
 #define ALLOC(p, cnt) do { c5_status s_ = C5_BE_NEW(a->be, p, (cnt) + 1); \
     C5_CHECK_GOTO(s_ == C5_OK, st, fail, C5_ERR_MEM, "LocalMHA cache for [%ld, %ld, %ld]: out of memory " \
                   "allocating %s (%ld elements)", batch, n, d, #p, (long)(cnt)); } while (0)
   ALLOC(c->mask, rows);
-  ALLOC(c->xn, rows * (d > hd ? d : hd));
   ALLOC(c->mean, rows);
   ALLOC(c->rstd, rows);
   ALLOC(c->qkv, rows * 3 * hd);
@@ -111,7 +133,6 @@ c5_status c5_attn_local_cache_create(const c5_attn_local *a, long batch, long n,
   ALLOC(c->rmax, rows * a->heads);
   ALLOC(c->rinv, rows * a->heads);
   ALLOC(c->uni, rows * a->heads);
-  ALLOC(c->dqkv, rows * 3 * hd);
   ALLOC(c->work, c->work_len);
   if (a->rotary) {
     const long half = a->dim_head / 2;
@@ -123,6 +144,15 @@ c5_status c5_attn_local_cache_create(const c5_attn_local *a, long batch, long n,
     ALLOC(c->ksn, rows * half);
   }
 #undef ALLOC
+  if (ws) {
+    c->ws = ws;
+    c5_ws_reserve(ws, c5_ws_measure(carve_frame, c));
+  } else {
+    C5_CALL_GOTO(c5_ws_create(a->be, &c->ws), st, fail);
+    c->own_ws = 1;
+    c5_ws_reserve(c->ws, c5_ws_measure(carve_frame, c));
+    C5_CALL_GOTO(c5_ws_fit(c->ws, "LocalMHA cache"), st, fail);
+  }
   *out = c;
   return C5_OK;
 fail:
@@ -134,9 +164,11 @@ c5_status c5_attn_local_cache_destroy(c5_attn_local_cache **cp)
 {
   if (!cp || !*cp) return C5_OK;
   c5_attn_local_cache *c = *cp;
-  void *v[] = { c->mask, c->xn, c->mean, c->rstd, c->qkv, c->att, c->rmax, c->rinv, c->uni, c->dqkv, c->work, c->qpos, c->kpos, c->qcs, c->qsn, c->kcs, c->ksn };
+  void *v[] = { c->mask, c->mean, c->rstd, c->qkv, c->att, c->rmax, c->rinv, c->uni, c->work, c->qpos, c->kpos,
+                c->qcs, c->qsn, c->kcs, c->ksn };
   if (c->be)
     for (size_t i = 0; i < sizeof v / sizeof *v; i++) c5_backend_free(c->be, v[i]);
+  if (c->own_ws) c5_ws_destroy(&c->ws);
   C5_FREE(*cp);
   return C5_OK;
 }
@@ -172,14 +204,9 @@ static c5_status rotary_tables(const c5_attn_local *a, const c5k_ops *ops, c5k_c
   return C5_OK;
 }
 
-c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long batch, long n, long pos0,
-                                const c5_real *x,
-                                const uint8_t *mask, c5_attn_local_cache *c, c5_real *out)
+static c5_status forward_body(const c5_attn_local *a, const c5_params *p, long batch, long n, long pos0,
+                             const c5_real *x, const uint8_t *mask, c5_attn_local_cache *c, c5_real *out)
 {
-  C5_CHECK(a && p && x && c && out, C5_ERR_ARG, "c5_attn_local_forward: NULL argument");
-  C5_CHECK(batch > 0 && n > 0 && batch <= c->batch_cap && n <= c->n_cap, C5_ERR_SHAPE,
-           "LocalMHA: input [%ld, %ld, %d], cache made for at most [%ld, %ld, %d]", batch, n, a->dim,
-           c->batch_cap, c->n_cap, a->dim);
   const c5k_ops *ops = c5_params_backend(p)->ops;
   const long rows = batch * n, d = a->dim, hd = (long)a->heads * a->dim_head;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
@@ -202,6 +229,21 @@ c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long
   return C5_OK;
 }
 
+c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long batch, long n, long pos0,
+                                const c5_real *x,
+                                const uint8_t *mask, c5_attn_local_cache *c, c5_real *out)
+{
+  C5_CHECK(a && p && x && c && out, C5_ERR_ARG, "c5_attn_local_forward: NULL argument");
+  C5_CHECK(batch > 0 && n > 0 && batch <= c->batch_cap && n <= c->n_cap, C5_ERR_SHAPE,
+           "LocalMHA: input [%ld, %ld, %d], cache made for at most [%ld, %ld, %d]", batch, n, a->dim,
+           c->batch_cap, c->n_cap, a->dim);
+  size_t mark;
+  C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
+  c5_status st = forward_body(a, p, batch, n, pos0, x, mask, c, out);
+  c5_ws_close(c->ws, mark);
+  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
+}
+
 c5_status c5_attn_local_output(const c5_attn_local *a, const c5_params *p, const c5_attn_local_cache *c,
                                c5_real *out)
 {
@@ -213,15 +255,9 @@ c5_status c5_attn_local_output(const c5_attn_local *a, const c5_params *p, const
   return C5_OK;
 }
 
-c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_attn_local_cache *c, const c5_real *x,
-                                 const c5_real *dout, c5_real *dx)
+static c5_status backward_body(const c5_attn_local *a, const c5_params *p, c5_attn_local_cache *c,
+                              const c5_real *x, const c5_real *dout, c5_real *dx)
 {
-  C5_CHECK(a && p && c && x && dout && dx, C5_ERR_ARG, "c5_attn_local_backward: NULL argument");
-  C5_CHECK(c->n > 0, C5_ERR_ARG, "LocalMHA backward: no forward has filled the cache");
-  /* the kernel checks this too; here it fails before any gradient is accumulated */
-  C5_CHECK(a->chunk >= a->look_backward + a->look_forward && a->chunk > 0, C5_ERR_ARG,
-           "LocalMHA backward: chunk %ld must be >= look_backward + look_forward = %d", a->chunk,
-           a->look_backward + a->look_forward);
   const c5k_ops *ops = c5_params_backend(p)->ops;
   const long rows = c->batch * c->n, d = a->dim, hd = (long)a->heads * a->dim_head;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
@@ -247,4 +283,20 @@ c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_
   const long idx[] = { a->norm_w, a->norm_b, a->to_qkv, a->to_out };
   C5_CALL(c5_params_flush(p, idx, 4));
   return C5_OK;
+}
+
+c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_attn_local_cache *c, const c5_real *x,
+                                 const c5_real *dout, c5_real *dx)
+{
+  C5_CHECK(a && p && c && x && dout && dx, C5_ERR_ARG, "c5_attn_local_backward: NULL argument");
+  C5_CHECK(c->n > 0, C5_ERR_ARG, "LocalMHA backward: no forward has filled the cache");
+  /* the kernel checks this too; here it fails before any gradient is accumulated */
+  C5_CHECK(a->chunk >= a->look_backward + a->look_forward && a->chunk > 0, C5_ERR_ARG,
+           "LocalMHA backward: chunk %ld must be >= look_backward + look_forward = %d", a->chunk,
+           a->look_backward + a->look_forward);
+  size_t mark;
+  C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
+  c5_status st = backward_body(a, p, c, x, dout, dx);
+  c5_ws_close(c->ws, mark);
+  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }

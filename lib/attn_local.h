@@ -41,6 +41,11 @@ c5_status c5_attn_local_set_rotary(c5_attn_local *a, int on);
    The cache keeps a copy of the forward's mask, the LayerNorm output, q/k/v, the
    head outputs and per-row softmax stats (max, 1/sum): O(n dim), never O(n window). */
 c5_status c5_attn_local_cache_create(const c5_attn_local *a, long batch, long n, c5_attn_local_cache **out);
+/* The same inside another module's cache: the LayerNorm output and the backward's dqkv are a frame of its
+   workspace ws (ws.h), reserved at ws's current depth; NULL: the cache's own. */
+struct c5_ws;
+c5_status c5_attn_local_cache_create_ws(const c5_attn_local *a, long batch, long n, struct c5_ws *ws,
+                                        c5_attn_local_cache **out);
 c5_status c5_attn_local_cache_destroy(c5_attn_local_cache **c);
 
 /* out [b, n, dim] = LocalMHA(x [b, n, dim], mask [b, n] (1 = keep) or NULL). out is written. pos0: the

@@ -5,6 +5,7 @@
 #include "c5_internal.h"
 #include "backend.h"
 #include "arena.h"
+#include "ws.h"
 #include <limits.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -259,5 +260,53 @@ c5_status c5_arena_alloc_on(c5_arena *a, const c5_backend *be, const char *what)
   C5_CHECK(st == C5_OK, st, "%s: %s%zu bytes on the %s backend", what,
            st == C5_ERR_MEM ? "out of memory allocating " : "", bytes, be->ops->name);
   a->used = 0;
+  return C5_OK;
+}
+
+/* ---- the transient workspace (ws.h) ---- */
+c5_status c5_ws_create(const c5_backend *be, c5_ws **out)
+{
+  C5_CHECK(be && out, C5_ERR_ARG, "c5_ws_create: NULL argument");
+  C5_CALLOC(*out, 1);
+  (*out)->be = be;
+  const char *poison = getenv("C5_WS_POISON");
+  (*out)->poison = c5_backend_is_host(be) && poison && poison[0] == '1';
+  return C5_OK;
+}
+
+void c5_ws_destroy(c5_ws **ws)
+{
+  if (!ws || !*ws) return;
+  if ((*ws)->base) c5_backend_free((*ws)->be, (*ws)->base);
+  C5_FREE(*ws);
+}
+
+c5_status c5_ws_fit(c5_ws *ws, const char *who)
+{
+  C5_CHECK(ws->need != SIZE_MAX, C5_ERR_MEM, "%s workspace: its byte count overflows a size (a length too large)",
+           who);
+  if (ws->need <= ws->cap) return C5_OK;
+  C5_CHECK(ws->top == 0, C5_ERR_INTERNAL, "%s workspace: must grow to %zu bytes while %zu bytes of it are in use",
+           who, ws->need, ws->top);
+  if (ws->base) c5_backend_free(ws->be, ws->base);
+  ws->base = NULL;
+  ws->cap = 0;
+  c5_status st = c5_backend_alloc(ws->be, ws->need, (void **)&ws->base);
+  C5_CHECK(st == C5_OK, st, "%s workspace: %s%zu bytes on the %s backend", who,
+           st == C5_ERR_MEM ? "out of memory allocating " : "", ws->need, ws->be->ops->name);
+  ws->cap = ws->need;
+  return C5_OK;
+}
+
+c5_status c5_ws_open(c5_ws *ws, void (*carve)(void *obj, c5_arena *a), void *obj, size_t *mark)
+{
+  const size_t bytes = c5_ws_measure(carve, obj);
+  C5_CHECK(ws->base && bytes != SIZE_MAX && ws->top <= ws->cap && bytes <= ws->cap - ws->top, C5_ERR_INTERNAL,
+           "workspace: a frame of %zu bytes at %zu, %zu bytes reserved", bytes, ws->top, ws->cap);
+  c5_arena a = { .base = ws->base + ws->top, .used = 0 };
+  carve(obj, &a);
+  if (ws->poison) memset(a.base, 0xff, bytes);
+  *mark = ws->top;
+  ws->top += bytes;
   return C5_OK;
 }

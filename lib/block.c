@@ -3,6 +3,7 @@
 #include "c5_internal.h"
 #include "arena.h"
 #include "backend.h"
+#include "ws.h"
 #include "dump_internal.h"
 
 struct c5_block {
@@ -14,12 +15,15 @@ struct c5_block {
 
 struct c5_block_cache {
   const c5_backend *be;   /* where mem lives */
-  long batch, n;
+  long batch, n, dim;
   c5_routed_attn_cache *ac;
   c5_routed_ff_cache *fc;
   c5_real *x1;     /* [b, n, dim] attention output + x */
-  c5_real *dx1;    /* backward scratch */
-  void *mem;       /* x1 and dx1 (the modules' caches have their own) */
+  c5_real *dx1;    /* [b, n, dim] the backward's gradient at x1: a workspace frame, held across both modules'
+                      backwards */
+  void *mem;       /* x1 (the modules' caches have their own) */
+  c5_ws *ws;       /* the transient workspace the block's modules share (ws.h) */
+  int own_ws;      /* made by this cache (not a model's) */
 };
 
 c5_status c5_block_create(const c5_block_config *cfg, c5_params *p, const char *prefix, c5_block **out)
@@ -74,29 +78,57 @@ c5_status c5_block_set_random_seed(c5_block *b, uint64_t attn_seed, uint64_t ff_
   return C5_OK;
 }
 
-c5_status c5_block_cache_create(const c5_block *b, long batch, long n, c5_block_cache **out)
+/* The backward's frame: dx1. */
+static void carve_frame(void *obj, c5_arena *a)
+{
+  c5_block_cache *c = obj;
+  C5_TAKE(a, c->dx1, c->batch * c->n * c->dim);
+}
+
+c5_status c5_block_cache_create_ws(const c5_block *b, long batch, long n, c5_ws *ws, c5_block_cache **out)
 {
   c5_block_cache *c;
   C5_CALLOC(c, 1);
   c->be = b->be;
   c->batch = batch;
   c->n = n;
+  c->dim = b->cfg.attn.dim;
   c5_status st = C5_OK;
   const long N = batch * n * b->cfg.attn.dim;
-  C5_CALL_GOTO(c5_routed_attn_cache_create(b->attn, batch, n, &c->ac), st, fail);
-  C5_CALL_GOTO(c5_routed_ff_cache_create(b->ff, batch, n, &c->fc), st, fail);
+  if (!ws) {
+    C5_CALL_GOTO(c5_ws_create(b->be, &c->ws), st, fail);
+    c->own_ws = 1;
+  } else {
+    c->ws = ws;
+  }
+  /* dx1 is held across both modules' backwards: their frames go above it */
+  const size_t mark = c5_ws_hold(c->ws, c5_ws_measure(carve_frame, c));
+  st = c5_routed_attn_cache_create_ws(b->attn, batch, n, c->ws, &c->ac);
+  if (st == C5_OK) st = c5_routed_ff_cache_create_ws(b->ff, batch, n, c->ws, &c->fc);
+  c5_ws_release(c->ws, mark);
+  if (st != C5_OK) {
+    st = c5_err_trace(st, __FILE__, __LINE__);
+    goto fail;
+  }
   c5_arena a = { 0 };
   for (int pass = 0; pass < 2; pass++) {   /* measure, then carve (arena.h) */
     C5_TAKE(&a, c->x1, N);
-    C5_TAKE(&a, c->dx1, N);
     if (pass == 0) C5_CALL_GOTO(c5_arena_alloc_on(&a, b->be, "block cache"), st, fail);
   }
   c->mem = a.base;
+  if (c->own_ws) C5_CALL_GOTO(c5_ws_fit(c->ws, "block cache"), st, fail);
   *out = c;
   return C5_OK;
 fail:
   c5_block_cache_destroy(&c);
   return st;
+}
+
+c5_status c5_block_cache_create(const c5_block *b, long batch, long n, c5_block_cache **out)
+{
+  C5_CHECK(b && out, C5_ERR_ARG, "c5_block_cache_create: NULL argument");
+  C5_CALL(c5_block_cache_create_ws(b, batch, n, NULL, out));
+  return C5_OK;
 }
 
 c5_status c5_block_cache_destroy(c5_block_cache **cp)
@@ -105,6 +137,7 @@ c5_status c5_block_cache_destroy(c5_block_cache **cp)
   c5_routed_attn_cache_destroy(&(*cp)->ac);
   c5_routed_ff_cache_destroy(&(*cp)->fc);
   if ((*cp)->mem) c5_backend_free((*cp)->be, (*cp)->mem);
+  if ((*cp)->own_ws) c5_ws_destroy(&(*cp)->ws);
   C5_FREE(*cp);
   return C5_OK;
 }
@@ -132,11 +165,9 @@ c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, 
   return C5_OK;
 }
 
-c5_status c5_block_backward(c5_block *b, const c5_dist *d, c5_block_cache *c, const c5_real *x, const c5_real *dout,
-                            c5_real *dx)
+static c5_status backward_body(c5_block *b, const c5_dist *d, c5_block_cache *c, const c5_real *x,
+                               const c5_real *dout, c5_real *dx)
 {
-  C5_CHECK(d, C5_ERR_ARG, "c5_block_backward: dist is NULL");
-  C5_AGREE(d, b && c && x && dout && dx ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_backward: NULL argument"));
   const long N = c->batch * c->n * b->cfg.attn.dim;
   const c5k_ops *ops = b->be->ops;
   c5k_ctx kc = c5_backend_ctx(b->be, NULL, 0);
@@ -145,4 +176,16 @@ c5_status c5_block_backward(c5_block *b, const c5_dist *d, c5_block_cache *c, co
   C5_CALL(c5_routed_attn_backward(b->attn, d, c->ac, x, c->dx1, dx));
   C5_CALL(ops->axpy(&kc, N, 1.0, c->dx1, dx));
   return C5_OK;
+}
+
+c5_status c5_block_backward(c5_block *b, const c5_dist *d, c5_block_cache *c, const c5_real *x, const c5_real *dout,
+                            c5_real *dx)
+{
+  C5_CHECK(d, C5_ERR_ARG, "c5_block_backward: dist is NULL");
+  C5_AGREE(d, b && c && x && dout && dx ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_backward: NULL argument"));
+  size_t mark;
+  C5_AGREE(d, c5_ws_open(c->ws, carve_frame, c, &mark));
+  c5_status st = backward_body(b, d, c, x, dout, dx);
+  c5_ws_close(c->ws, mark);
+  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }

@@ -81,6 +81,17 @@ c5_status c5_router_backward_acc(const c5_router *r, const c5_dist *d, c5_router
                                  const c5_real *routing_token, const c5_real *x,
                                  const c5_real *dscore, c5_real *dx, double *dacc);
 
+/* Module caches made inside another's, sharing its transient workspace (ws.h): ws is the maker's, reserved
+   at its current depth, fitted by the workspace's owner. ws NULL: the cache makes, fits and owns its own
+   (what the public c5_*_cache_create do). */
+struct c5_ws;
+c5_status c5_block_cache_create_ws(const c5_block *b, long batch, long n_local, struct c5_ws *ws,
+                                   c5_block_cache **out);
+c5_status c5_routed_attn_cache_create_ws(const c5_routed_attn *m, long batch, long n_local, struct c5_ws *ws,
+                                         c5_routed_attn_cache **out);
+c5_status c5_routed_ff_cache_create_ws(const c5_routed_ff *m, long batch, long n_local, struct c5_ws *ws,
+                                       c5_routed_ff_cache **out);
+
 /* Least common multiple of two layout units (layout.c): a layout whose unit
    is a multiple of both keeps the windows of either whole on each rank.
    C5_ERR_ARG, naming who, when either is <= 0 or the lcm overflows. */

@@ -19,15 +19,25 @@ c5_status c5_ffnet_init(c5_ffnet *f, c5_params *p, const char *prefix, int dim, 
   return C5_OK;
 }
 
-void c5_ffnet_cache_layout(const c5_ffnet *f, long rows, c5_arena *m, c5_ffnet_cache *c)
+/* The forward's and the backward's frame: xn and dh. */
+static void carve_frame(void *obj, c5_arena *a)
+{
+  c5_ffnet_cache *c = obj;
+  C5_TAKE(a, c->xn, c->rows_cap * c->dim);
+  C5_TAKE(a, c->dh, c->rows_cap * c->hidden);
+}
+
+void c5_ffnet_cache_layout(const c5_ffnet *f, long rows, c5_arena *m, c5_ws *ws, c5_ffnet_cache *c)
 {
   c->rows_cap = rows;
-  C5_TAKE(m, c->xn, rows * f->dim);
+  c->dim = f->dim;
+  c->hidden = f->hidden;
   C5_TAKE(m, c->rnorm, rows);
   C5_TAKE(m, c->h, rows * f->hidden);
-  C5_TAKE(m, c->dh, rows * f->hidden);
   c->work_len = c5k_rowpart_work(rows, f->hidden > f->dim ? f->hidden : f->dim);
   C5_TAKE(m, c->work, c->work_len);
+  c->ws = ws;
+  c5_ws_reserve(ws, c5_ws_measure(carve_frame, c));
 }
 
 /* y [rows, dim] = a W2^T + b2: the second Linear, on the activations a [rows, hidden]. */
@@ -40,12 +50,10 @@ static c5_status second_linear(const c5_ffnet *f, const c5_params *p, c5k_ctx *c
   return C5_OK;
 }
 
-c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,
-                           c5_ffnet_cache *c, c5_real *y)
+static c5_status forward_body(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,
+                             c5_ffnet_cache *c, c5_real *y)
 {
   const c5k_ops *ops = c5_params_backend(p)->ops;
-  C5_CHECK(rows <= c->rows_cap, C5_ERR_SHAPE, "feedforward: %ld rows, cache holds %ld", rows, c->rows_cap);
-  if (rows == 0) return C5_OK;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
   const int d = f->dim, h = f->hidden;
   C5_CALL(ops->rmsnorm_forward(&ctx, x, c5_params_value(p, f->gamma), rows, d, c->xn, c->rnorm));
@@ -54,6 +62,18 @@ c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real 
   C5_CALL(ops->gelu_forward(&ctx, c->h, rows * h, c->dh));   /* a, in the backward's scratch */
   C5_CALL(second_linear(f, p, &ctx, c->dh, rows, y));
   return C5_OK;
+}
+
+c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,
+                           c5_ffnet_cache *c, c5_real *y)
+{
+  C5_CHECK(rows <= c->rows_cap, C5_ERR_SHAPE, "feedforward: %ld rows, cache holds %ld", rows, c->rows_cap);
+  if (rows == 0) return C5_OK;
+  size_t mark;
+  C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
+  c5_status st = forward_body(f, p, x, rows, c, y);
+  c5_ws_close(c->ws, mark);
+  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }
 
 c5_status c5_ffnet_output(const c5_ffnet *f, const c5_params *p, const c5_ffnet_cache *c, long rows, c5_real *y)
@@ -73,11 +93,10 @@ c5_status c5_ffnet_output(const c5_ffnet *f, const c5_params *p, const c5_ffnet_
   return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }
 
-c5_status c5_ffnet_backward(const c5_ffnet *f, const c5_params *p, c5_ffnet_cache *c, const c5_real *x,
-                            const c5_real *dy, long rows, c5_real *dx)
+static c5_status backward_body(const c5_ffnet *f, const c5_params *p, c5_ffnet_cache *c, const c5_real *x,
+                              const c5_real *dy, long rows, c5_real *dx)
 {
   const c5k_ops *ops = c5_params_backend(p)->ops;
-  if (rows == 0) return C5_OK;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
   const int d = f->dim, h = f->hidden;
   /* second Linear: dW2 += dy^T a, a formed again from h in dh (the same op on the same input: the same
@@ -101,4 +120,15 @@ c5_status c5_ffnet_backward(const c5_ffnet *f, const c5_params *p, c5_ffnet_cach
   const long idx[] = { f->gamma, f->w1, f->b1, f->w2, f->b2 };
   C5_CALL(c5_params_flush(p, idx, 5));
   return C5_OK;
+}
+
+c5_status c5_ffnet_backward(const c5_ffnet *f, const c5_params *p, c5_ffnet_cache *c, const c5_real *x,
+                            const c5_real *dy, long rows, c5_real *dx)
+{
+  if (rows == 0) return C5_OK;
+  size_t mark;
+  C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
+  c5_status st = backward_body(f, p, c, x, dy, rows, dx);
+  c5_ws_close(c->ws, mark);
+  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }

@@ -5,6 +5,7 @@
 #define C5_FFNET_H
 #include "kernels.h"
 #include "arena.h"
+#include "ws.h"
 
 typedef struct {
   int dim, hidden;
@@ -13,19 +14,24 @@ typedef struct {
 
 typedef struct {
   long rows_cap;
-  c5_real *xn;      /* [rows, dim] normed input (the forward); the backward forms it again from x, then
-                       dxn over it: x is read there anyway, and one [rows, dim] buffer less is kept */
+  int dim, hidden;
   double *rnorm;    /* [rows] */
-  c5_real *h;       /* [rows, hidden] before GELU */
-  c5_real *dh;      /* [rows, hidden]: a = GELU(h) in the forward (formed again where needed: the backward,
-                       c5_ffnet_output), dh in the backward */
+  c5_real *h;       /* [rows, hidden] before GELU: kept for the backward */
   double *work;     /* rowpart reductions */
   long work_len;
+  /* a frame of the workspace (ws.h), inside each forward and backward: */
+  c5_ws *ws;
+  c5_real *xn;      /* [rows, dim] normed input (the forward); the backward forms it again from x, then
+                       dxn over it: x is read there anyway */
+  c5_real *dh;      /* [rows, hidden]: a = GELU(h) in the forward (formed again where needed: the backward,
+                       c5_ffnet_output), dh in the backward */
 } c5_ffnet_cache;
 
 c5_status c5_ffnet_init(c5_ffnet *f, c5_params *p, const char *prefix, int dim, double mult);
-/* Lay out a cache of rows in its owner's arena (arena.h): it goes with it. */
-void c5_ffnet_cache_layout(const c5_ffnet *f, long rows, c5_arena *m, c5_ffnet_cache *c);
+/* Lay out a cache of rows in its owner's arena (arena.h): it goes with it. Its transient buffers are a
+   frame of ws, reserved at ws's current depth (the owner's calls must open it at that depth); the layout
+   runs twice (measure, carve): reserving twice is the same. */
+void c5_ffnet_cache_layout(const c5_ffnet *f, long rows, c5_arena *m, c5_ws *ws, c5_ffnet_cache *c);
 /* y [rows, dim] = ffnet(x [rows, dim]) */
 c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,
                            c5_ffnet_cache *c, c5_real *y);

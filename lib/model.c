@@ -5,11 +5,15 @@
    the sequence sharded as the blocks shard it. On a device backend every
    tensor of the cache lives there; the host keeps the cache's tables and
    uploads the step's tokens, targets and padding mask (forward_head), and
-   reads back the loss and its count (forward_tail: xent_forward's result). */
+   reads back the loss and its count (forward_tail: xent_forward's result).
+   The blocks' caches share the model cache's transient workspace (ws.h):
+   the blocks run one after another, so it holds the deepest block's frames
+   once, not one set per layer. */
 #include "c5_internal.h"
 #include "arena.h"
 #include "backend.h"
 #include "dump_internal.h"
+#include "ws.h"
 
 struct c5_model {
   const c5_backend *be;
@@ -28,18 +32,30 @@ struct c5_model_cache {
   int depth;
   c5_block_cache **bc;     /* [depth] */
   c5_real **x;             /* [depth + 1] layer inputs [batch, n, dim]; x[depth] = the final norm's input */
-  c5_real *xn;             /* [batch, n, dim] normed */
   double *rnorm;           /* [batch n] */
-  c5_real *logits, *dlogits;   /* [batch, n, 256] */
+  c5_real *logits;         /* [batch, n, 256] */
   double *lse;             /* [batch n] */
-  c5_real *dxn, *dx0, *dx1;    /* [batch, n, dim] backward: into the norm, then ping-pong through the layers */
+  c5_real *dx0, *dx1;      /* [batch, n, dim] backward: ping-pong through the layers */
   int32_t *tokens, *targets;   /* [batch n] the step's inputs on the backend (and for the backward) */
   uint8_t *mask;           /* [batch n] the padding mask on the backend (device backends only) */
   double *work;            /* host: rowpart reductions (norm, bias, loss) of the CPU's ops */
   long work_len;
   void *mem;               /* the tensors: one allocation on be */
   void *hmem;              /* the host tables: bc, x, work */
+  c5_ws *ws;               /* the transient workspace of the blocks and of the tail */
+  /* the frame of forward_tail and backward_tail (at the capacity): */
+  c5_real *xn;             /* [batch, n, dim] normed (the backward forms it again from x[depth]), then dxn */
+  c5_real *dlogits;        /* [batch, n, 256] */
+  long dim;
 };
+
+/* The tail's frame. */
+static void carve_frame(void *obj, c5_arena *a)
+{
+  c5_model_cache *c = obj;
+  C5_TAKE(a, c->xn, c->batch * c->n_cap * c->dim);
+  C5_TAKE(a, c->dlogits, c->batch * c->n_cap * C5_NUM_BYTES);
+}
 
 /* The seed of layer i's random routes: each layer draws its own. */
 static uint64_t layer_seed(uint64_t seed, int i)
@@ -131,12 +147,9 @@ static void cache_carve(c5_model_cache *c, int depth, int dim, c5_arena *h, c5_a
     C5_TAKE(a, xi, N);
     if (a->base) c->x[i] = xi;
   }
-  C5_TAKE(a, c->xn, N);
   C5_TAKE(a, c->rnorm, rows);
   C5_TAKE(a, c->logits, L);
-  C5_TAKE(a, c->dlogits, L);
   C5_TAKE(a, c->lse, rows);
-  C5_TAKE(a, c->dxn, N);
   C5_TAKE(a, c->dx0, N);
   C5_TAKE(a, c->dx1, N);
   C5_TAKE(a, c->tokens, rows);
@@ -162,8 +175,12 @@ c5_status c5_model_cache_create(const c5_model *m, long batch, long n_local, c5_
   C5_CALL_GOTO(c5_arena_alloc_on(&a, m->be, "model cache"), st, fail);
   c->mem = a.base;
   cache_carve(c, m->cfg.depth, m->dim, &h, &a);
+  c->dim = m->dim;
+  C5_CALL_GOTO(c5_ws_create(m->be, &c->ws), st, fail);
+  c5_ws_reserve(c->ws, c5_ws_measure(carve_frame, c));
   for (int i = 0; i < m->cfg.depth; i++)
-    C5_CALL_GOTO(c5_block_cache_create(m->layers[i], batch, n_local, &c->bc[i]), st, fail);
+    C5_CALL_GOTO(c5_block_cache_create_ws(m->layers[i], batch, n_local, c->ws, &c->bc[i]), st, fail);
+  C5_CALL_GOTO(c5_ws_fit(c->ws, "model cache"), st, fail);
   *out = c;
   return C5_OK;
 fail:
@@ -178,6 +195,7 @@ c5_status c5_model_cache_destroy(c5_model_cache **cp)
   /* bc lives in hmem: the block caches go first */
   for (int i = 0; c->mem && i < c->depth; i++) c5_block_cache_destroy(&c->bc[i]);
   if (c->mem) c5_backend_free(c->be, c->mem);
+  c5_ws_destroy(&c->ws);
   free(c->hmem);
   C5_FREE(*cp);
   return C5_OK;
@@ -224,8 +242,8 @@ static c5_status forward_head(c5_model *m, const c5_layout *lay, long batch, con
   return C5_OK;
 }
 
-/* The final norm, to_logits and this rank's part of the loss. */
-static c5_status forward_tail(c5_model *m, c5_model_cache *c, double *part)
+/* The final norm, to_logits and this rank's part of the loss (in the tail's frame). */
+static c5_status forward_tail_body(c5_model *m, c5_model_cache *c, double *part)
 {
   const c5k_ops *ops = m->be->ops;
   c5k_ctx kc = c5_backend_ctx(m->be, c->work, c->work_len);
@@ -240,6 +258,15 @@ static c5_status forward_tail(c5_model *m, c5_model_cache *c, double *part)
   C5_CALL(ops->xent_forward(&kc, rows, C5_NUM_BYTES, c->logits, c->targets, c->lse, &part[0], &cnt));
   part[1] = (double)cnt;
   return C5_OK;
+}
+
+static c5_status forward_tail(c5_model *m, c5_model_cache *c, double *part)
+{
+  size_t mark;
+  C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
+  c5_status st = forward_tail_body(m, c, part);
+  c5_ws_close(c->ws, mark);
+  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }
 
 c5_status c5_model_forward(c5_model *m, const c5_dist *d, const c5_layout *lay, long batch, const int32_t *tokens,
@@ -261,26 +288,40 @@ c5_status c5_model_forward(c5_model *m, const c5_dist *d, const c5_layout *lay, 
 }
 
 /* Backward of the loss, to_logits and the final norm: the layers' output gradient into c->dx0. */
-static c5_status backward_tail(c5_model *m, c5_model_cache *c, double scale)
+static c5_status backward_tail_body(c5_model *m, c5_model_cache *c, double scale)
 {
-  C5_CHECK(c->fwd, C5_ERR_ARG, "c5_model_backward: no forward in this cache");
-  C5_CHECK(scale == scale && scale - scale == 0, C5_ERR_ARG, "c5_model_backward: scale %g is not finite", scale);
   const c5k_ops *ops = m->be->ops;
   c5k_ctx kc = c5_backend_ctx(m->be, c->work, c->work_len);
   const long rows = c->batch * c->n;
   const int dim = m->dim;
   const c5_params *p = m->p;
+  /* xn formed again from the layers' output (the same op on the same input: the same bits, rnorm too);
+     dxn over it once dW has read it */
+  c5_real *dxn = c->xn;
+  C5_CALL(ops->rmsnorm_forward(&kc, c->x[m->cfg.depth], c5_params_value(p, m->gamma), rows, dim, c->xn,
+                               c->rnorm));
   C5_CALL(ops->xent_backward(&kc, rows, C5_NUM_BYTES, c->logits, c->targets, c->lse, scale, c->dlogits));
   C5_CALL(ops->gemm_acc(&kc, 1, 0, C5_NUM_BYTES, dim, rows, 1.0, c->dlogits, C5_NUM_BYTES, c->xn, dim,
                         c5_params_scratch(p), c5_params_acc(p, m->w)));
   C5_CALL(ops->colsum(&kc, c->dlogits, rows, C5_NUM_BYTES, c5_params_acc(p, m->b)));
   C5_CALL(ops->gemm(&kc, 0, 0, rows, dim, C5_NUM_BYTES, 1.0, c->dlogits, C5_NUM_BYTES, c5_params_value(p, m->w), dim,
-                    0.0, c->dxn, dim));
-  C5_CALL(ops->rmsnorm_backward(&kc, c->x[m->cfg.depth], c5_params_value(p, m->gamma), c->rnorm, c->dxn, rows, dim,
+                    0.0, dxn, dim));
+  C5_CALL(ops->rmsnorm_backward(&kc, c->x[m->cfg.depth], c5_params_value(p, m->gamma), c->rnorm, dxn, rows, dim,
                                 c->dx0, c5_params_acc(p, m->gamma)));
   const long idx[] = { m->gamma, m->w, m->b };
   C5_CALL(c5_params_flush(p, idx, 3));
   return C5_OK;
+}
+
+static c5_status backward_tail(c5_model *m, c5_model_cache *c, double scale)
+{
+  C5_CHECK(c->fwd, C5_ERR_ARG, "c5_model_backward: no forward in this cache");
+  C5_CHECK(scale == scale && scale - scale == 0, C5_ERR_ARG, "c5_model_backward: scale %g is not finite", scale);
+  size_t mark;
+  C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
+  c5_status st = backward_tail_body(m, c, scale);
+  c5_ws_close(c->ws, mark);
+  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }
 
 static c5_status backward_embedding(c5_model *m, c5_model_cache *c, const c5_real *dx)

@@ -17,6 +17,7 @@
 #include "heavy_scatter.h"
 #include "kv_exchange.h"
 #include "dump_internal.h"
+#include "ws.h"
 
 struct c5_routed_attn {
   c5_routed_attn_config cfg;
@@ -43,15 +44,43 @@ struct c5_routed_attn_cache {
   long nql;                            /* [b] real queries per row are in qcnt */
   long *qcnt;                          /* [b] local queries of each row (host) */
   long *qtok;                          /* [b, nq] output row (b n + local token) of each heavy query (-1: padding) */
-  c5_real *xq, *qscore;
-  long *qpos;
+  c5_real *qscore;                     /* [b, nq] */
   c5_heavy_scatter sc;                 /* the heavy output over null_q_token */
   c5_kv_exchange *kvx;                 /* the kv rows (b, route) of every rank, and their gradients back */
-  c5_real *ctx, *kscore;
-  uint8_t *kmask;
-  long *kpos;
-  c5_real *hout, *dh, *dxq, *dctx, *dks, *dqs, *dsq;
+  c5_real *hout;                       /* [b, nq, dim] the heavy attention's output, before the scatter */
+  c5_ws *ws;                           /* the transient workspace: the block's, or its own */
+  int own_ws;
+  size_t ws_at;                        /* the depth this cache's calls start at (its maker's frames below) */
+  long dim, routes;
+  /* the heavy branch's frame, after the light branch's (a forward's inputs to the heavy attention, which
+     keeps its own copies; a backward's gradients), for cap_q queries per row and cap_k keys per kv row: */
+  c5_real *xq;                         /* [b, nq, dim] */
+  long *qpos;                          /* [b, nq] */
+  c5_real *ctx, *kscore;               /* [b R, nk, dim], [b R, nk] */
+  uint8_t *kmask;                      /* [b R, nk] */
+  long *kpos;                          /* [b R, nk] */
+  c5_real *dh, *dxq, *dqs, *dsq;       /* [b, nq, dim] x2, [b, nq] x2 */
+  c5_real *dctx, *dks;                 /* [b R, nk, dim], [b R, nk] */
 };
+
+/* The heavy branch's frame (+1: the distinct pointer of an empty buffer, as the cache's own buffers). */
+static void carve_frame(void *obj, c5_arena *a)
+{
+  c5_routed_attn_cache *c = obj;
+  const long q = c->batch * c->cap_q, k = c->batch * c->routes * c->cap_k, D = c->dim;
+  C5_TAKE(a, c->xq, q * D + 1);
+  C5_TAKE(a, c->qpos, q + 1);
+  C5_TAKE(a, c->ctx, k * D + 1);
+  C5_TAKE(a, c->kscore, k + 1);
+  C5_TAKE(a, c->kmask, k + 1);
+  C5_TAKE(a, c->kpos, k + 1);
+  C5_TAKE(a, c->dh, q * D + 1);
+  C5_TAKE(a, c->dxq, q * D + 1);
+  C5_TAKE(a, c->dqs, q + 1);
+  C5_TAKE(a, c->dsq, q + 1);
+  C5_TAKE(a, c->dctx, k * D + 1);
+  C5_TAKE(a, c->dks, k + 1);
+}
 
 c5_status c5_routed_attn_create(const c5_routed_attn_config *cfg, c5_params *p, const char *prefix,
                                 c5_routed_attn **out)
@@ -138,6 +167,13 @@ static void carve(void *obj, c5_arena *a)
 
 c5_status c5_routed_attn_cache_create(const c5_routed_attn *m, long batch, long n, c5_routed_attn_cache **out)
 {
+  C5_CALL(c5_routed_attn_cache_create_ws(m, batch, n, NULL, out));
+  return C5_OK;
+}
+
+c5_status c5_routed_attn_cache_create_ws(const c5_routed_attn *m, long batch, long n, c5_ws *ws,
+                                         c5_routed_attn_cache **out)
+{
   const c5_routed_attn_config *cfg = &m->cfg;
   const char *who = "ConditionalRoutedAttention cache";
   c5_routed_attn_cache *c;
@@ -145,7 +181,16 @@ c5_status c5_routed_attn_cache_create(const c5_routed_attn *m, long batch, long 
   c->be = c5_params_backend(m->p);
   c->batch = batch;
   c->n = n;
+  c->dim = cfg->dim;
+  c->routes = cfg->num_routed_kv;
   c5_status st = C5_OK;
+  if (!ws) {
+    C5_CALL_GOTO(c5_ws_create(c->be, &c->ws), st, fail);
+    c->own_ws = 1;
+  } else {
+    c->ws = ws;
+  }
+  c->ws_at = c->ws->top;
   C5_CALL_GOTO(c5_router_cache_create(m->hb.q_router, batch, n, &c->rq), st, fail);
   C5_CALL_GOTO(c5_router_cache_create(m->hb.kv_router, batch, n, &c->rkv), st, fail);
   C5_CALL_GOTO(c5_kv_exchange_create("ConditionalRoutedAttention", cfg->dim, c5_params_backend(m->p),
@@ -160,7 +205,8 @@ c5_status c5_routed_attn_cache_create(const c5_routed_attn *m, long batch, long 
        cannot know the communicator of its forwards, but they are at most MPI_COMM_WORLD: in a job of one
        rank the buffers are left out. */
     c->halo_bufs = c5_dist_world_size() > 1;
-    C5_CALL_GOTO(c5_attn_local_cache_create(&m->light, batch, c->halo_bufs ? n + 2 * w : n, &c->lc), st, fail);
+    C5_CALL_GOTO(c5_attn_local_cache_create_ws(&m->light, batch, c->halo_bufs ? n + 2 * w : n, c->ws, &c->lc), st,
+                 fail);   /* its frames at this cache's depth: the heavy branch's frame opens after them */
   }
   {   /* the halo's buffers, on the backend */
     c5_arena a = { 0 };
@@ -187,6 +233,7 @@ c5_status c5_routed_attn_cache_create(const c5_routed_attn *m, long batch, long 
   C5_CALL_GOTO(size_heavy(m, c, nq > 0 ? nq : 1, nk), st, fail);
   C5_CALL_GOTO(c5_kv_exchange_reserve(c->kvx, rows, nk, rows * (nk < n ? nk : n), rows, c5_dist_world_size()), st,
                fail);
+  if (c->own_ws) C5_CALL_GOTO(c5_ws_fit(c->ws, who), st, fail);
   *out = c;
   return C5_OK;
 fail:
@@ -197,12 +244,10 @@ fail:
 static void free_heavy(c5_routed_attn_cache *c)
 {
   c5_attn_heavy_cache_destroy(&c->hc);
-  void *v[] = { c->qtok, c->xq, c->qscore, c->qpos, c->ctx, c->kscore, c->kmask, c->kpos, c->hout, c->dh, c->dxq,
-                c->dctx, c->dks, c->dqs, c->dsq };
+  void *v[] = { c->qtok, c->qscore, c->hout };
   for (size_t i = 0; i < sizeof v / sizeof *v; i++) c5_backend_free(c->be, v[i]);
-  c->qtok = c->qpos = c->kpos = NULL;
-  c->xq = c->qscore = c->ctx = c->kscore = c->hout = c->dh = c->dxq = c->dctx = c->dks = c->dqs = c->dsq = NULL;
-  c->kmask = NULL;
+  c->qtok = NULL;
+  c->qscore = c->hout = NULL;
   c->cap_q = c->cap_k = 0;
 }
 
@@ -217,6 +262,7 @@ c5_status c5_routed_attn_cache_destroy(c5_routed_attn_cache **cp)
   c5_router_cache_destroy(&c->rq);
   c5_router_cache_destroy(&c->rkv);
   free(c->qcnt);
+  if (c->own_ws) c5_ws_destroy(&c->ws);
   C5_FREE(*cp);
   return C5_OK;
 }
@@ -267,16 +313,25 @@ static c5_status size_heavy(const c5_routed_attn *m, c5_routed_attn_cache *c, lo
   long q = b * nq, k = b * R * nk;
   c5_status st = C5_OK;
 #define BE(p, cnt) if (st == C5_OK) st = C5_BE_NEW(c->be, p, (cnt) + 1)   /* +1: malloc(0)'s distinct pointer */
-  BE(c->qtok, q); BE(c->xq, q * D); BE(c->qscore, q); BE(c->qpos, q);
-  BE(c->ctx, k * D); BE(c->kscore, k); BE(c->kmask, k); BE(c->kpos, k);
-  BE(c->hout, q * D); BE(c->dh, q * D); BE(c->dxq, q * D); BE(c->dqs, q); BE(c->dsq, q);
-  BE(c->dctx, k * D); BE(c->dks, k);
+  BE(c->qtok, q); BE(c->qscore, q); BE(c->hout, q * D);
 #undef BE
   C5_CHECK(st == C5_OK, C5_ERR_MEM, "ConditionalRoutedAttention: out of memory for %ld queries and %ld keys (%s backend)",
            q, k, c->be->ops->name);
-  C5_CALL(c5_attn_heavy_cache_create(&m->hb.attn, b, nq, nk, &c->hc));
   c->cap_q = nq;
   c->cap_k = nk;
+  /* the frames, reserved at the depth the calls open them (here too when the forward grows them): the heavy
+     branch's above this cache's start, the heavy attention's above it */
+  const size_t top = c->ws->top;
+  c5_ws_release(c->ws, c->ws_at);
+  const size_t mark = c5_ws_hold(c->ws, c5_ws_measure(carve_frame, c));
+  st = c5_attn_heavy_cache_create_ws(&m->hb.attn, b, nq, nk, c->ws, &c->hc);
+  c5_ws_release(c->ws, mark);
+  c->ws->top = top;
+  if (st != C5_OK) {
+    c->cap_q = c->cap_k = 0;
+    return c5_err_trace(st, __FILE__, __LINE__);
+  }
+  if (c->ws->cap) C5_CALL(c5_ws_fit(c->ws, "ConditionalRoutedAttention"));   /* a forward's growth: no frame open */
   return C5_OK;
 }
 
@@ -360,6 +415,8 @@ static c5_status heavy_prepare(c5_routed_attn *m, const c5_dist *d, const c5_lay
   /* within the create-time bounds: no allocation (beyond them, route blocks only: agreed before the kv
      exchange, docs/errors.md) */
   C5_CALL(size_heavy(m, c, nq > 0 ? nq : 1, nk));
+  size_t mark;   /* the heavy branch's frame: closed by c5_routed_attn_forward */
+  C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
   C5_CALL(c5_kv_exchange_size(c->kvx, d, rows, nk, nown, rows));
   c->nq = nq > 0 ? nq : 1;
   c->nk = nk;
@@ -426,10 +483,9 @@ static c5_status heavy_local(c5_routed_attn *m, long batch, long n, const uint8_
 
 /* Rank-local stretches alternate with collectives; each stretch is agreed before the next collective
    (docs/errors.md), so every rank returns the same status. */
-c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
-                                 const c5_real *x, const uint8_t *mask, c5_routed_attn_cache *c, c5_real *out)
+static c5_status forward_body(c5_routed_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
+                             const c5_real *x, const uint8_t *mask, c5_routed_attn_cache *c, c5_real *out)
 {
-  C5_CHECK(d, C5_ERR_ARG, "c5_routed_attn_forward: dist is NULL");
   c5_status st = forward_head(m, lay, batch, x, mask, c, out, d);
   C5_CALL(c5_dist_agree_args(d, st, 3, (c5_dist_arg[]){ { "ConditionalRoutedAttention: sequence length n",
                                                           lay ? lay->n : 0 }, { "ConditionalRoutedAttention: batch", batch },
@@ -453,6 +509,18 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
   return C5_OK;
 }
 
+c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
+                                 const c5_real *x, const uint8_t *mask, c5_routed_attn_cache *c, c5_real *out)
+{
+  C5_CHECK(d, C5_ERR_ARG, "c5_routed_attn_forward: dist is NULL");
+  /* the light branch's frames at this cache's depth, then the heavy branch's (heavy_prepare) with the heavy
+     attention's above it */
+  const size_t mark0 = c ? c->ws->top : 0;   /* forward_head checks the arguments */
+  c5_status st = forward_body(m, d, lay, batch, x, mask, c, out);
+  if (c) c5_ws_close(c->ws, mark0);
+  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
+}
+
 /* A backward's work before the kv gradients go back: the light branch's own part, null_q_token and the
    heavy attention. Rank-local. */
 static c5_status backward_local(c5_routed_attn *m, c5_routed_attn_cache *c, const c5_real *x, const c5_real *dout,
@@ -468,6 +536,8 @@ static c5_status backward_local(c5_routed_attn *m, c5_routed_attn_cache *c, cons
   if (cfg->has_light_attn) C5_CALL(light_backward_local(m, c, x, dout, dx));
   else C5_CALL(c5k_zero(c->be->ops, &kc, dx, batch * n * D * (long)sizeof *dx));
 
+  size_t mark;   /* the heavy branch's frame: closed by c5_routed_attn_backward */
+  C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
   /* null_q_token (this rank's share) and through the query score: out = hout * s */
   C5_CALL(c5_heavy_scatter_backward(&c->sc, p, dout, c->hout, c->qscore, c->dh, c->dsq));
   C5_CALL(c5_attn_heavy_backward(&m->hb.attn, p, c->hc, c->dh, c->dxq, c->dctx, c->dks,
@@ -475,10 +545,9 @@ static c5_status backward_local(c5_routed_attn *m, c5_routed_attn_cache *c, cons
   return C5_OK;
 }
 
-c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed_attn_cache *c, const c5_real *x,
-                                  const c5_real *dout, c5_real *dx)
+static c5_status backward_body(c5_routed_attn *m, const c5_dist *d, c5_routed_attn_cache *c, const c5_real *x,
+                               const c5_real *dout, c5_real *dx)
 {
-  C5_CHECK(d, C5_ERR_ARG, "c5_routed_attn_backward: dist is NULL");
   C5_AGREE(d, backward_local(m, c, x, dout, dx));
   const c5_routed_attn_config *cfg = &m->cfg;
   const long D = cfg->dim, R = cfg->num_routed_kv, batch = c->batch, rows = batch * R;
@@ -498,4 +567,14 @@ c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed
   C5_CALL(c5_router_backward(m->hb.kv_router, d, c->rkv, c5_params_value(p, m->hb.rt_kv), x, c->kvx->downs, dx,
                              c5_params_grad(p, m->hb.rt_kv)));
   return C5_OK;
+}
+
+c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed_attn_cache *c, const c5_real *x,
+                                  const c5_real *dout, c5_real *dx)
+{
+  C5_CHECK(d, C5_ERR_ARG, "c5_routed_attn_backward: dist is NULL");
+  const size_t mark0 = c ? c->ws->top : 0;   /* backward_local checks the arguments; frames as the forward's */
+  c5_status st = backward_body(m, d, c, x, dout, dx);
+  if (c) c5_ws_close(c->ws, mark0);
+  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }

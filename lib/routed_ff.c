@@ -6,6 +6,7 @@
 #include "backend.h"
 #include "ffnet.h"
 #include "arena.h"
+#include "ws.h"
 #include "dump_internal.h"
 
 struct c5_routed_ff {
@@ -27,18 +28,23 @@ struct c5_routed_ff {
 struct c5_routed_ff_cache {
   const c5_backend *be;  /* where the arena lives */
   long batch, n_local, offset;
+  long dim;
   c5_router_cache *rc;
   c5_ffnet_cache light, heavy;
   long ntok;            /* rows through the heavy FF */
   long heavy_cap;       /* rows the heavy buffers hold: batch min(num_heavy_tokens, n_local) */
   long *pos;            /* [heavy_cap] (b, local token) of each heavy row */
-  c5_real *xr;          /* [heavy_cap, dim] gathered routed tokens */
-  c5_real *hr;          /* heavy outputs, before the score */
-  c5_real *dh;          /* backward scratch */
-  c5_real *dscore;
-  c5_real *dtmp;        /* [heavy_cap, dim] */
+  c5_real *hr;          /* [heavy_cap, dim] heavy outputs, before the score */
   const uint8_t *mask;
   void *mem;            /* the arena */
+  c5_ws *ws;            /* the transient workspace (ws.h): the block's, or its own */
+  int own_ws;
+  /* the heavy part's frame of the workspace, in the forward and in the backward (the light FF's frame goes
+     where this one would, before it; the heavy FF's above it): */
+  c5_real *xr;          /* [heavy_cap, dim] gathered routed tokens (the backward gathers them again from x) */
+  c5_real *dh;          /* [heavy_cap, dim] the heavy FF's output gradient */
+  c5_real *dtmp;        /* [heavy_cap, dim] its input gradient */
+  c5_real *dscore;      /* [heavy_cap] */
 };
 
 c5_status c5_routed_ff_create(const c5_routed_ff_config *cfg, c5_params *p, const char *prefix, c5_routed_ff **out)
@@ -94,22 +100,32 @@ c5_status c5_routed_ff_set_random_seed(c5_routed_ff *m, uint64_t seed)
   return C5_OK;
 }
 
+/* The heavy part's frame (heavy_cap and dim set). */
+static void carve_frame(void *obj, c5_arena *a)
+{
+  c5_routed_ff_cache *c = obj;
+  C5_TAKE(a, c->xr, c->heavy_cap * c->dim);
+  C5_TAKE(a, c->dh, c->heavy_cap * c->dim);
+  C5_TAKE(a, c->dtmp, c->heavy_cap * c->dim);
+  C5_TAKE(a, c->dscore, c->heavy_cap);
+}
+
 static void cache_layout(const c5_routed_ff *m, c5_routed_ff_cache *c, c5_arena *a)
 {
   const long rows = c->batch * c->n_local, d = m->cfg.dim, k = m->cfg.num_heavy_tokens;
   const long per_row = m->cfg.router.route_block_size > 0 || k > c->n_local ? c->n_local : k;
   c->heavy_cap = c->batch * per_row;
-  c5_ffnet_cache_layout(&m->light, rows, a, &c->light);
-  c5_ffnet_cache_layout(&m->heavy, c->heavy_cap, a, &c->heavy);
+  c->dim = d;
+  c5_ffnet_cache_layout(&m->light, rows, a, c->ws, &c->light);   /* its frame at this cache's depth */
+  const size_t mark = c5_ws_hold(c->ws, c5_ws_measure(carve_frame, c));
+  c5_ffnet_cache_layout(&m->heavy, c->heavy_cap, a, c->ws, &c->heavy);   /* above the heavy frame */
+  c5_ws_release(c->ws, mark);
   C5_TAKE(a, c->pos, c->heavy_cap);
-  C5_TAKE(a, c->xr, c->heavy_cap * d);
   C5_TAKE(a, c->hr, c->heavy_cap * d);
-  C5_TAKE(a, c->dh, c->heavy_cap * d);
-  C5_TAKE(a, c->dtmp, c->heavy_cap * d);
-  C5_TAKE(a, c->dscore, c->heavy_cap);
 }
 
-c5_status c5_routed_ff_cache_create(const c5_routed_ff *m, long batch, long n_local, c5_routed_ff_cache **out)
+c5_status c5_routed_ff_cache_create_ws(const c5_routed_ff *m, long batch, long n_local, c5_ws *ws,
+                                       c5_routed_ff_cache **out)
 {
   C5_CHECK(m && out, C5_ERR_ARG, "c5_routed_ff_cache_create: NULL argument");
   c5_routed_ff_cache *c;
@@ -118,12 +134,19 @@ c5_status c5_routed_ff_cache_create(const c5_routed_ff *m, long batch, long n_lo
   c->batch = batch;
   c->n_local = n_local;
   c5_status st = C5_OK;
+  if (!ws) {
+    C5_CALL_GOTO(c5_ws_create(c->be, &c->ws), st, fail);
+    c->own_ws = 1;
+  } else {
+    c->ws = ws;
+  }
   C5_CALL_GOTO(c5_router_cache_create(m->router, batch, n_local, &c->rc), st, fail);
   c5_arena a = { 0 };
   cache_layout(m, c, &a);   /* every buffer a tensor or an index array the ops read: all on the backend */
   C5_CALL_GOTO(c5_arena_alloc_on(&a, c->be, "ConditionalRoutedFeedForward cache"), st, fail);
   cache_layout(m, c, &a);
   c->mem = a.base;
+  if (c->own_ws) C5_CALL_GOTO(c5_ws_fit(c->ws, "ConditionalRoutedFeedForward cache"), st, fail);
   *out = c;
   return C5_OK;
 fail:
@@ -131,11 +154,18 @@ fail:
   return st;
 }
 
+c5_status c5_routed_ff_cache_create(const c5_routed_ff *m, long batch, long n_local, c5_routed_ff_cache **out)
+{
+  C5_CALL(c5_routed_ff_cache_create_ws(m, batch, n_local, NULL, out));
+  return C5_OK;
+}
+
 c5_status c5_routed_ff_cache_destroy(c5_routed_ff_cache **cp)
 {
   if (!cp || !*cp) return C5_OK;
   c5_router_cache_destroy(&(*cp)->rc);
   if ((*cp)->mem) c5_backend_free((*cp)->be, (*cp)->mem);
+  if ((*cp)->own_ws) c5_ws_destroy(&(*cp)->ws);
   C5_FREE(*cp);
   return C5_OK;
 }
@@ -210,10 +240,13 @@ static c5_status forward_heavy(c5_routed_ff *m, long batch, long nl, long offset
   }
   c->ntok = e;
   const c5_real *score = rt->routed ? rt->score : NULL;   /* unrouted: score 1 */
-  C5_CALL(ops->gather_rows(&kc, e, dim, c->pos, NULL, x, dim, c->xr));
-  C5_CALL(c5_ffnet_forward(&m->heavy, m->p, c->xr, e, &c->heavy, c->hr));
-  C5_CALL(ops->scatter_rows(&kc, e, dim, c->pos, c->hr, score, NULL, 1, 1, out));
-  return C5_OK;
+  size_t mark;
+  C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
+  c5_status st = ops->gather_rows(&kc, e, dim, c->pos, NULL, x, dim, c->xr);
+  if (st == C5_OK) st = c5_ffnet_forward(&m->heavy, m->p, c->xr, e, &c->heavy, c->hr);
+  if (st == C5_OK) st = ops->scatter_rows(&kc, e, dim, c->pos, c->hr, score, NULL, 1, 1, out);
+  c5_ws_close(c->ws, mark);
+  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }
 
 c5_status c5_routed_ff_forward(c5_routed_ff *m, const c5_dist *d, const c5_layout *lay, long batch,
@@ -237,7 +270,11 @@ static c5_status backward_local(c5_routed_ff *m, c5_routed_ff_cache *c, const c5
   const c5k_ops *ops = c->be->ops;
   c5k_ctx kc = c5_backend_ctx(c->be, NULL, 0);
   C5_CALL(c5_ffnet_backward(&m->light, m->p, &c->light, x, dout, c->batch * nl, dx));
-  /* heavy: d(heavy out) = dout * score; dscore = dout . heavy out */
+  size_t mark;   /* closed by c5_routed_ff_backward, after the router's backward */
+  C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
+  /* heavy: its input gathered again from x (the same rows: the same bits); d(heavy out) = dout * score;
+     dscore = dout . heavy out */
+  C5_CALL(ops->gather_rows(&kc, e, dim, c->pos, NULL, x, dim, c->xr));
   C5_CALL(ops->gather_rows(&kc, e, dim, c->pos, rt->routed ? rt->score : NULL, dout, dim, c->dh));
   C5_CALL(ops->row_dot(&kc, e, dim, c->pos, dout, c->hr, c->dscore));
   C5_CALL(c5_ffnet_backward(&m->heavy, m->p, &c->heavy, c->xr, c->dh, e, c->dtmp));
@@ -245,12 +282,23 @@ static c5_status backward_local(c5_routed_ff *m, c5_routed_ff_cache *c, const c5
   return C5_OK;
 }
 
-c5_status c5_routed_ff_backward(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_cache *c, const c5_real *x,
-                                const c5_real *dout, c5_real *dx)
+static c5_status backward_body(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_cache *c, const c5_real *x,
+                               const c5_real *dout, c5_real *dx)
 {
-  C5_CHECK(d, C5_ERR_ARG, "c5_routed_ff_backward: dist is NULL");
   C5_AGREE(d, backward_local(m, c, x, dout, dx));
   C5_CALL(c5_router_backward(m->router, d, c->rc, c5_params_value(m->p, m->routing_token), x, c->dscore, dx,
                              c5_params_grad(m->p, m->routing_token)));
   return C5_OK;
+}
+
+c5_status c5_routed_ff_backward(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_cache *c, const c5_real *x,
+                                const c5_real *dout, c5_real *dx)
+{
+  C5_CHECK(d, C5_ERR_ARG, "c5_routed_ff_backward: dist is NULL");
+  /* the light FF's frame at this cache's depth, then the heavy part's (held through the router's backward,
+     which reads dscore) with the heavy FF's above it */
+  const size_t mark0 = c ? c->ws->top : 0;   /* backward_local checks the arguments */
+  c5_status st = backward_body(m, d, c, x, dout, dx);
+  if (c) c5_ws_close(c->ws, mark0);
+  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }
