@@ -1395,6 +1395,24 @@ static __device__ __forceinline__ float lf_prob(float x, float mf, float inv)
   return lf_exp(x, mf) * inv;
 }
 
+/* The backward's two score products of a warp's 16 rows: s = A B^T and dp = C E^T (A, C: the warp's rows of [64 x DH]
+   shared tiles, row w 16 of them; B, E: [64 x DH] tiles; rows LD apart): S and dP in lf_backward_q (A = Q, B = K,
+   C = dO, E = V), their transposes in lf_backward_kv (A = K, B = Q, C = V, E = dO). */
+template <int DH, int NT>
+static __device__ __forceinline__ void lf_sdp(float (&s)[NT][4], float (&dp)[NT][4], const __nv_bfloat16 *A,
+                                              const __nv_bfloat16 *B, const __nv_bfloat16 *C,
+                                              const __nv_bfloat16 *E, int w)
+{
+  constexpr int KS = DH / 16, LD = lf_geom<DH>::LD;
+  uint32_t af[KS][4];
+#pragma unroll
+  for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], A + 16 * w * LD + 16 * kk, LD);
+  c5k_mma_abt<NT, KS>(s, af, B, LD);
+#pragma unroll
+  for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], C + 16 * w * LD + 16 * kk, LD);
+  c5k_mma_abt<NT, KS>(dp, af, E, LD);
+}
+
 template <int DH> struct lf_bgeom {
   static constexpr int LD = lf_geom<DH>::LD, TILE = lf_geom<DH>::TILE;
   /* lf_backward_q: Q, dO, K, V, K's and V's staging and two blocks' key-mask flags */
@@ -1416,7 +1434,7 @@ lf_backward_q(la_shape a, const float *q, const float *k, const float *v, bool v
               bool vec_o, float *dq, float *dd)
 {
   typedef lf_bgeom<DH> G;
-  constexpr int NT = LF_BM / 8, KS = DH / 16, ON = DH / 8;
+  constexpr int NT = LF_BM / 8, ON = DH / 8;
   extern __shared__ __align__(16) unsigned char lf_smem[];
   __nv_bfloat16 *Qs = (__nv_bfloat16 *)lf_smem, *Os = Qs + G::TILE, *Ks = Os + G::TILE, *Vs = Ks + G::TILE;
   float *Kst = (float *)(Vs + G::TILE), *Vst = Kst + lf_geom<DH>::ST;
@@ -1492,15 +1510,7 @@ lf_backward_q(la_shape a, const float *q, const float *k, const float *v, bool v
       c5k_cp_commit();
     }
     float s[NT][4], dp[NT][4];
-    {
-      uint32_t af[KS][4];
-#pragma unroll
-      for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], Qs + 16 * wp * G::LD + 16 * kk, G::LD);
-      c5k_mma_abt<NT, KS>(s, af, Ks, G::LD);
-#pragma unroll
-      for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], Os + 16 * wp * G::LD + 16 * kk, G::LD);
-      c5k_mma_abt<NT, KS>(dp, af, Vs, G::LD);
-    }
+    lf_sdp<DH, NT>(s, dp, Qs, Ks, Os, Vs, wp);
 #pragma unroll
     for (int n = 0; n < NT; n++)
 #pragma unroll
@@ -1556,7 +1566,7 @@ lf_backward_kv(la_shape a, const float *q, const float *k, const float *v, bool 
                bool vec_o, float *dk, float *dv)
 {
   typedef lf_bgeom<DH> G;
-  constexpr int NT = LF_BM / 8, KS = DH / 16, ON = DH / 8;
+  constexpr int NT = LF_BM / 8, ON = DH / 8;
   extern __shared__ __align__(16) unsigned char lf_smem[];
   __nv_bfloat16 *Ks = (__nv_bfloat16 *)lf_smem, *Vs = Ks + G::TILE, *Qs = Vs + G::TILE, *Os = Qs + G::TILE;
   float *Qst = (float *)(Os + G::TILE), *Ost = Qst + lf_geom<DH>::ST;   /* Q's and dO's staging */
@@ -1633,15 +1643,7 @@ lf_backward_kv(la_shape a, const float *q, const float *k, const float *v, bool 
       const float *Dr = qD + LF_BM * bf;
       const uint8_t *un = qu + LF_BM * bf;
       float s[NT][4], dp[NT][4];
-      {
-        uint32_t af[KS][4];
-#pragma unroll
-        for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], Ks + 16 * wp * G::LD + 16 * kk, G::LD);
-        c5k_mma_abt<NT, KS>(s, af, Qs, G::LD);
-#pragma unroll
-        for (int kk = 0; kk < KS; kk++) c5k_frag_a(af[kk], Vs + 16 * wp * G::LD + 16 * kk, G::LD);
-        c5k_mma_abt<NT, KS>(dp, af, Os, G::LD);
-      }
+      lf_sdp<DH, NT>(s, dp, Ks, Qs, Vs, Os, wp);
       const int kc = (int)(p0 - s0) + 16 * wp + gq;   /* the thread's key row pr in the window's slots */
 #pragma unroll
       for (int n = 0; n < NT; n++)
