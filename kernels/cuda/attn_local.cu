@@ -1374,11 +1374,19 @@ static c5_status lf_forward_launch(c5k_cuda_dev *dev, const c5k_local_attn *L, c
    tiles of windows j - lf .. j + lb (the ones that may see it) in
    ascending order, each skipped when none of its rows can keep these keys
    and none is uniform; warp w owns key rows 16 w .. 16 w + 15 and, per
-   query tile, S^T = K Q^T, dP^T = V dO^T, P^T from the query rows' stats
-   (held in shared memory with their kept ranges), on a uniform row 1 / (L
-   w) on every real key (its window's), dS^T = P^T (dP^T - D) (0 on uniform
-   rows), dv += P^T dO, dk += dS^T Q; dk = scale dk. Every sum has one fixed
-   order: results repeat bit for bit.
+   query tile, in steps of LF_KQ query columns ascending (hb_dkv's chunks:
+   a step's S^T and dP^T beside the dk, dv accumulators, and the warp's K
+   and V rows held as A fragments for the whole sweep, in 168 registers: 3
+   CTAs an SM; before, the whole tile's S^T and dP^T took 246 registers, 2
+   CTAs, and K's and V's fragments were reloaded per tile), S^T = K Q^T,
+   dP^T = V dO^T, P^T from the query rows' stats (held in shared memory
+   with their kept ranges, one float4 and one int2 a row), on a uniform row
+   1 / (L w) on every real key (its window's), dS^T = P^T (dP^T - D) (0 on
+   uniform rows), dv += P^T dO, dk += dS^T Q; dk = scale dk. The steps
+   split only the loop over query columns: each S^T tile is the same mma
+   sequence over dim_head, and dv, dk add the 16-column k steps in the same
+   ascending order as one pass over the tile would. Every sum has one
+   fixed order: results repeat bit for bit.
    Both loops are double buffered as lf_forward's: lf_backward_q stages the
    next key block's K, V (the first while Q, dO load and D forms),
    lf_backward_kv the next query tile's Q, dO and its rows' rmax, rinv, D
@@ -1397,7 +1405,7 @@ static __device__ __forceinline__ float lf_prob(float x, float mf, float inv)
 
 /* The backward's two score products of a warp's 16 rows: s = A B^T and dp = C E^T (A, C: the warp's rows of [64 x DH]
    shared tiles, row w 16 of them; B, E: [64 x DH] tiles; rows LD apart): S and dP in lf_backward_q (A = Q, B = K,
-   C = dO, E = V), their transposes in lf_backward_kv (A = K, B = Q, C = V, E = dO). */
+   C = dO, E = V). (lf_backward_kv's transposes take A = K, C = V from fragments it holds for its whole sweep.) */
 template <int DH, int NT>
 static __device__ __forceinline__ void lf_sdp(float (&s)[NT][4], float (&dp)[NT][4], const __nv_bfloat16 *A,
                                               const __nv_bfloat16 *B, const __nv_bfloat16 *C,
@@ -1413,17 +1421,25 @@ static __device__ __forceinline__ void lf_sdp(float (&s)[NT][4], float (&dp)[NT]
   c5k_mma_abt<NT, KS>(dp, af, E, LD);
 }
 
+/* lf_backward_kv's query columns a step (hb_dkv's HB_QC): S^T and dP^T of 16 key rows x LF_KQ queries live in a
+   thread's registers beside dk's and dv's accumulators and the warp's K and V fragments. At 32, 168 registers
+   spilled 40-60 bytes (with K's fragments held, or neither); at 16, with both held, 168 and 12 bytes: 3 loop-invariant
+   addresses reloaded once a query tile, outside the products */
+#define LF_KQ 16
+
 template <int DH> struct lf_bgeom {
   static constexpr int LD = lf_geom<DH>::LD, TILE = lf_geom<DH>::TILE;
   /* lf_backward_q: Q, dO, K, V, K's and V's staging and two blocks' key-mask flags */
   static constexpr size_t q_bytes = (size_t)4 * TILE * 2 + (size_t)2 * lf_geom<DH>::ST * 4 + 2 * LF_BM;
   /* lf_backward_q's CTAs an SM: 3 (68 KiB each) fit its 166 registers without spills since D comes from o (200
-     at 2); lf_backward_kv stays at 2 (246 registers) */
+     at 2) */
   static constexpr int q_ctas = 3;
   /* lf_backward_kv: K, V, Q, dO, Q's and dO's staging, the query rows' rmax, rinv (double), D (float), lo, rhi
-     (int), uni of two tiles and the f32 rmax, rinv of one */
+     (int2) of two tiles and the record (float4) of one */
   static constexpr size_t kv_bytes =
-    (size_t)4 * TILE * 2 + (size_t)2 * lf_geom<DH>::ST * 4 + (size_t)LF_BM * (2 * (8 + 8 + 4 + 4 + 4 + 1) + 4 + 4);
+    (size_t)4 * TILE * 2 + (size_t)2 * lf_geom<DH>::ST * 4 + (size_t)LF_BM * (2 * (8 + 8 + 4 + 8) + 16);
+  /* lf_backward_kv's CTAs an SM: 3 (72 KiB each) since its steps of LF_KQ query columns (246 registers at 2) */
+  static constexpr int kv_ctas = 3;
 };
 
 /* Blocks as lf_forward's. dd: D per (b, h, t) at (b H + h) n + t. */
@@ -1560,22 +1576,23 @@ static __device__ __forceinline__ int lf_kv_seek(const la_shape &a, int tt, int 
 
 /* Blocks: x = key tile (64 keys of the sequence, within one window), y = head, z = batch. */
 template <int DH>
-__global__ void __launch_bounds__(LF_THREADS, 2)
+__global__ void __launch_bounds__(LF_THREADS, lf_bgeom<DH>::kv_ctas)
 lf_backward_kv(la_shape a, const float *q, const float *k, const float *v, bool vec, const uint8_t *mask,
                const double *rmax, const double *rinv, const uint8_t *uni, const float *dd, const float *dout,
                bool vec_o, float *dk, float *dv)
 {
   typedef lf_bgeom<DH> G;
-  constexpr int NT = LF_BM / 8, ON = DH / 8;
+  constexpr int NT = LF_KQ / 8, ON = DH / 8, KS = DH / 16;   /* a step's S^T n8 tiles; dk's, dv's; K's k16 steps */
   extern __shared__ __align__(16) unsigned char lf_smem[];
   __nv_bfloat16 *Ks = (__nv_bfloat16 *)lf_smem, *Vs = Ks + G::TILE, *Qs = Vs + G::TILE, *Os = Qs + G::TILE;
   float *Qst = (float *)(Os + G::TILE), *Ost = Qst + lf_geom<DH>::ST;   /* Q's and dO's staging */
-  /* the query tile's rows, [2][LF_BM] (the tile in work's and the next one's): rmax, rinv as staged (qrm, qri),
-     D, kept keys; qmf, qinv: the tile in work's rmax, rinv in f32 */
+  /* the query tile's rows: rmax, rinv, D as staged ([2][LF_BM]: the tile in work's and the next one's; qrm, qri,
+     qD), kept keys ([2][LF_BM] lo, rhi: qlr); the tile in work's (rmax, rinv in f32, D, uniform: 1) in one qrec,
+     so that a column's bookkeeping is two shared loads, not six */
   double *qrm = (double *)(Ost + lf_geom<DH>::ST), *qri = qrm + 2 * LF_BM;
-  float *qD = (float *)(qri + 2 * LF_BM), *qmf = qD + 2 * LF_BM, *qinv = qmf + LF_BM;
-  int *qlo = (int *)(qinv + LF_BM), *qrhi = qlo + 2 * LF_BM;
-  uint8_t *qu = (uint8_t *)(qrhi + 2 * LF_BM);
+  float4 *qrec = (float4 *)(qri + 2 * LF_BM);
+  int2 *qlr = (int2 *)(qrec + LF_BM);
+  float *qD = (float *)(qlr + 2 * LF_BM);
   const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
   const int h = blockIdx.y;
   const long b = blockIdx.z, row0 = b * a.n, p0 = (long)blockIdx.x * LF_BM, j = p0 / a.w;
@@ -1597,16 +1614,19 @@ lf_backward_kv(la_shape a, const float *q, const float *k, const float *v, bool 
   const long te0 = (i1 + 1) * a.w < a.n ? (i1 + 1) * a.w : a.n;
   const int te = (int)((te0 + LF_BM - 1) / LF_BM);   /* tiles: the grid's x, below 2^31 */
   int cur = -1, from = (int)(i0 * a.w / LF_BM);
-  bool cin = false;   /* thread c < LF_BM: row c of the staged tile is real and not uniform (its stats staged) */
+  /* thread c < LF_BM: row c of the staged tile is real and not uniform (its stats staged: cin), uniform (cun) */
+  bool cin = false, cun = false, kvf = false;   /* kvf: kf, vf loaded */
+  uint32_t kf[KS][4], vf[KS][4];   /* the warp's K and V rows as A fragments: the same for every query tile */
   for (int bf = 0;; bf ^= 1) {
     if (cur >= 0) {
       c5k_cp_wait<0>();
-      __syncthreads();   /* the previous tile's work on Qs, Os, qmf, qinv is done */
+      __syncthreads();   /* the previous tile's work on Qs, Os, qrec is done; the first time, Ks, Vs are loaded */
       lf_cvt<DH>(Qs, Qst);
       lf_cvt<DH>(Os, Ost);
-      if (cin) {
-        qmf[threadIdx.x] = (float)qrm[LF_BM * bf + threadIdx.x];
-        qinv[threadIdx.x] = (float)qri[LF_BM * bf + threadIdx.x];
+      if (threadIdx.x < LF_BM) {
+        const int c = threadIdx.x, x = LF_BM * bf + c;
+        qrec[c] = cin ? make_float4((float)qrm[x], (float)qri[x], qD[x], 0.f)
+                      : make_float4(0.f, 0.f, 0.f, cun ? 1.f : 0.f);
       }
       __syncthreads();
     }
@@ -1622,10 +1642,9 @@ lf_backward_kv(la_shape a, const float *q, const float *k, const float *v, bool 
         const int c = threadIdx.x, x = LF_BM * (bf ^ 1) + c;
         const long t = q0 + c;
         cin = c < mq && !tu;
+        cun = tu;
         const lf_row r = cin ? lf_row_of(a, g, s0, t, mask != NULL) : lf_row{ 0, 0, 0, 0 };
-        qlo[x] = r.lo;
-        qrhi[x] = r.rhi;
-        qu[x] = tu;
+        qlr[x] = make_int2(r.lo, r.rhi);
         if (cin) {
           c5k_cp8(qrm + x, rmax + sb + t);
           c5k_cp8(qri + x, rinv + sb + t);
@@ -1639,33 +1658,47 @@ lf_backward_kv(la_shape a, const float *q, const float *k, const float *v, bool 
       lf_load<DH>(Vs, v + (row0 + p0) * a.ldqkv + (long)h * DH, a.ldqkv, mp, vec);
     } else {
       const long q0 = (long)cur * LF_BM, s0 = (q0 / a.w - a.lb) * a.w;
-      const int *lo = qlo + LF_BM * bf, *rhi = qrhi + LF_BM * bf;
-      const float *Dr = qD + LF_BM * bf;
-      const uint8_t *un = qu + LF_BM * bf;
-      float s[NT][4], dp[NT][4];
-      lf_sdp<DH, NT>(s, dp, Ks, Qs, Vs, Os, wp);
+      const int2 *lr = qlr + LF_BM * bf;
       const int kc = (int)(p0 - s0) + 16 * wp + gq;   /* the thread's key row pr in the window's slots */
+      if (!kvf) {   /* the first tile worked on: Ks, Vs are loaded (the barrier above) */
 #pragma unroll
-      for (int n = 0; n < NT; n++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const int c = 8 * n + 2 * tq + (e & 1), ri = e >> 1, kr = kc + 8 * ri;   /* query column c, key slot kr */
-          float p = 0.f, ds = 0.f;
-          if (un[c]) p = puni;   /* the uniform row's weight on every real key of its window */
-          else if (mkr[ri] && kr >= lo[c] && kr < rhi[c]) {
-            p = lf_prob(scale * s[n][e], qmf[c], qinv[c]);
-            ds = p * (dp[n][e] - Dr[c]);
-          }
-          s[n][e] = p;
-          dp[n][e] = ds;
+        for (int kk = 0; kk < KS; kk++) {
+          c5k_frag_a(kf[kk], Ks + 16 * wp * G::LD + 16 * kk, G::LD);
+          c5k_frag_a(vf[kk], Vs + 16 * wp * G::LD + 16 * kk, G::LD);
         }
+        kvf = true;
+      }
+#pragma unroll 1
+      for (int qc = 0; qc < LF_BM; qc += LF_KQ) {   /* query columns qc .. qc + LF_KQ - 1 of the tile */
+        float s[NT][4], dp[NT][4];
+        c5k_mma_abt<NT, KS>(s, kf, Qs + qc * G::LD, G::LD);
+        c5k_mma_abt<NT, KS>(dp, vf, Os + qc * G::LD, G::LD);
 #pragma unroll
-      for (int kk = 0; kk < LF_BM / 16; kk++) {   /* query columns 16 kk .. */
-        uint32_t pa[4];
-        c5k_c2a(pa, s[2 * kk], s[2 * kk + 1]);
-        c5k_mma_ax<ON>(gv, pa, Os, 16 * kk, G::LD);
-        c5k_c2a(pa, dp[2 * kk], dp[2 * kk + 1]);
-        c5k_mma_ax<ON>(gk, pa, Qs, 16 * kk, G::LD);
+        for (int n = 0; n < NT; n++)
+#pragma unroll
+          for (int cc = 0; cc < 2; cc++) {
+            const int c = qc + 8 * n + 2 * tq + cc;   /* query column c */
+            const float4 r = qrec[c];
+            const int2 l = lr[c];
+#pragma unroll
+            for (int ri = 0; ri < 2; ri++) {
+              const int e = 2 * ri + cc, kr = kc + 8 * ri;   /* key slot kr */
+              /* kept: P from the row's stats, dS = P (dP - D); a uniform row: 1 / (L w) on every real key of its
+                 window, dS 0; else 0. Selects, not branches: P is formed for every slot, as lf_backward_q's */
+              const bool kp = r.w == 0.f && mkr[ri] && kr >= l.x && kr < l.y;
+              const float pk = lf_prob(scale * s[n][e], r.x, r.y);
+              s[n][e] = kp ? pk : r.w != 0.f ? puni : 0.f;
+              dp[n][e] = kp ? pk * (dp[n][e] - r.z) : 0.f;
+            }
+          }
+#pragma unroll
+        for (int kk = 0; kk < LF_KQ / 16; kk++) {   /* query columns qc + 16 kk .. */
+          uint32_t pa[4];
+          c5k_c2a(pa, s[2 * kk], s[2 * kk + 1]);
+          c5k_mma_ax<ON>(gv, pa, Os, qc + 16 * kk, G::LD);
+          c5k_c2a(pa, dp[2 * kk], dp[2 * kk + 1]);
+          c5k_mma_ax<ON>(gk, pa, Qs, qc + 16 * kk, G::LD);
+        }
       }
     }
     if (nx >= te) break;
