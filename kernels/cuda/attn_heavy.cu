@@ -1113,7 +1113,9 @@ static c5_status hf_launch(c5k_cuda_dev *dev, const ha_shape &a, const hg_plan &
    ldmatrix each block), hb_dkv 64 for 128 (80), 0.5 a mma as hf_forward.
    The steps change no sum's order: each S element still adds the k16 steps
    ascending from 0, dq, dk and dv still add the k16 steps of the block in
-   ascending order. */
+   ascending order. A slot that sits out gets P = 2^-inf = 0 (hb_prob)
+   rather than a branch, which the DH 64 kernels' steps spent a quarter of
+   their instructions on. */
 /* S's (S^T's) columns a step, slots in hb_dq, query rows in hb_dkv: S and dP of 16 rows x HB_SC live in a thread's
    registers beside the accumulators and the A fragments (32 in hb_dq spilled at its 128 registers, in hb_dkv at
    its 168) */
@@ -1128,6 +1130,17 @@ template <int DH> struct hb_geom {
      and dP^T spill at 128 registers for DH 64, so 3 (168 registers); 2 for DH 128 (254, shared memory allows 2) */
   static constexpr int ctas = DH == 64 ? 3 : 2;
 };
+
+/* P's element 2^(s sl2 - lse2), 0 for a slot that does not take part (take 0). s sl2 - lse2 is one FFMA either
+   way; adding 0 or -inf to it (2^-inf = +0) in place of a branch (BR) changes no bit and spares the branch's
+   predicate logic (a quarter of hb_dq<64>'s and hb_dkv<64>'s instructions a step), but spilled 16 bytes of
+   hb_dkv<128> at its 254 registers, which keeps the branch */
+template <bool BR>
+static __device__ __forceinline__ float hb_prob(float s, float sl2, float lse2, int take)
+{
+  if (BR) return take ? exp2f(fmaf(s, sl2, -lse2)) : 0.f;
+  return exp2f(fmaf(s, sl2, -lse2) + (take ? 0.f : -INFINITY));
+}
 
 /* Blocks: batch x H x query tiles, the tile fastest. qb, dob [batch][nq][H DH] (hg_setup's copies), kvb as
    hf_forward's, lse [batch][H][nq], o, dq [batch][nq][H DH], rs [batch][H][tiles 64] (lse2, Delta) written. */
@@ -1209,7 +1222,7 @@ hb_dq(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, float s
         for (int n = 0; n < NT; n++)
 #pragma unroll
           for (int c = 0; c < 4; c++) {   /* row g + 8 (c >> 1), slot c0 + 8 n + 2 t + (c & 1) */
-            const float p = tks[8 * n + 2 * t + (c & 1)] ? exp2f(s[n][c] * sl2 - lq[c >> 1]) : 0.f;
+            const float p = hb_prob<false>(s[n][c], sl2, lq[c >> 1], tks[8 * n + 2 * t + (c & 1)]);
             s[n][c] = p * (dp[n][c] - dl[c >> 1]);   /* dS */
           }
 #pragma unroll
@@ -1312,7 +1325,7 @@ hb_dkv(long nq, long n1, long n1p, int H, int hpr, long tiles, long qtiles, floa
           for (int c = 0; c < 4; c++) {
             const float2 q = rst[8 * n + 2 * t + (c & 1)];
             /* the slot's flag from shared each step: held in registers across the blocks it spilled 4 bytes */
-            const float p = tk[16 * w + g + 8 * (c >> 1)] ? exp2f(s[n][c] * sl2 - q.x) : 0.f;
+            const float p = hb_prob<DH == 128>(s[n][c], sl2, q.x, tk[16 * w + g + 8 * (c >> 1)]);
             s[n][c] = p;
             dp[n][c] = p * (dp[n][c] - q.y);   /* dS^T */
           }
