@@ -1104,47 +1104,42 @@ static c5_status hf_launch(c5k_cuda_dev *dev, const ha_shape &a, const hg_plan &
    the k16 steps ascending from 0), so a row left with the null slot alone
    gets P = 1 to f32's rounding and dS of the order of 1e-7. P and dS are
    rounded to bf16 for their products, as the forward's P. Scratch: the bf16
-   copies of q, kv and dout, and 8 bytes a query row (hg_plan's rs). */
-/* hb_dkv's query rows a step: S^T and dP^T of 16 slots x HB_QC queries live in a thread's registers beside dk's
-   and dv's accumulators */
-#define HB_QC 32
+   copies of q, kv and dout, and 8 bytes a query row (hg_plan's rs).
+   Shared-memory traffic: a warp's A fragments of S and dP (its 16 rows of Q
+   and dout in hb_dq, of K and V in hb_dkv) are loaded into registers once
+   a CTA (c5k_frag_a, as hf_forward's Q) and S, dP go by HB_SC columns a
+   step (c5k_mma_abt), so that they fit beside the accumulators: per 64 x 64
+   tile and warp hb_dq issues 48 ldmatrix.x4 for 96 mma (56 when A came by
+   ldmatrix each block), hb_dkv 64 for 128 (80), 0.5 a mma as hf_forward.
+   The steps change no sum's order: each S element still adds the k16 steps
+   ascending from 0, dq, dk and dv still add the k16 steps of the block in
+   ascending order. A slot that sits out gets P = 2^-inf = 0 (hb_prob)
+   rather than a branch, which the DH 64 kernels' steps spent a quarter of
+   their instructions on. */
+/* S's (S^T's) columns a step, slots in hb_dq, query rows in hb_dkv: S and dP of 16 rows x HB_SC live in a thread's
+   registers beside the accumulators and the A fragments (32 in hb_dq spilled at its 128 registers, in hb_dkv at
+   its 168) */
+#define HB_SC 16
 
 template <int DH> struct hb_geom {
   typedef hf_geom<DH> G;
   /* hb_dq: Q, dout, then per stage K and V, then the stages' flags; hb_dkv: K, V, then per stage Q and dout, then
      per stage the rows' stats, then the block's flags */
   static constexpr size_t bytes = (size_t)6 * G::TILE * 2 + 2 * HF_BM * sizeof(float2) + 2 * HF_BN;
-  /* hb_dkv's CTAs an SM: dk's and dv's accumulators (DH f32 a thread) and a chunk's S^T and dP^T took 128
-     registers with spills for DH 64, so 3 (168 registers); 2 for DH 128 (255, shared memory allows 2) */
+  /* hb_dkv's CTAs an SM: dk's and dv's accumulators (DH f32 a thread), K's and V's A fragments and a step's S^T
+     and dP^T spill at 128 registers for DH 64, so 3 (168 registers); 2 for DH 128 (254, shared memory allows 2) */
   static constexpr int ctas = DH == 64 ? 3 : 2;
 };
 
-/* s (16 x 8 NT) = A B^T over DH, A the warp's 16 rows and B 8 NT rows, both shared (rows hf_geom's LD apart): A's
-   fragments by ldmatrix.x4 (matrix m at rows 8 (m & 1), dims 8 (m >> 1) of the k16 step: a0 .. a3), B's by
-   ldmatrix.x4 for two n8 tiles at once (matrix m at rows 8 (m >> 1), dims 8 (m & 1): b0, b1 of tile n, then of
-   n + 1). Each n8 tile adds the k16 steps in ascending order from 0, as hf_forward's S does. */
-template <int DH, int NT>
-static __device__ __forceinline__ void hb_dots(float (&s)[NT][4], const __nv_bfloat16 *A, const __nv_bfloat16 *B)
+/* P's element 2^(s sl2 - lse2), 0 for a slot that does not take part (take 0). s sl2 - lse2 is one FFMA either
+   way; adding 0 or -inf to it (2^-inf = +0) in place of a branch (BR) changes no bit and spares the branch's
+   predicate logic (a quarter of hb_dq<64>'s and hb_dkv<64>'s instructions a step), but spilled 16 bytes of
+   hb_dkv<128> at its 254 registers, which keeps the branch */
+template <bool BR>
+static __device__ __forceinline__ float hb_prob(float s, float sl2, float lse2, int take)
 {
-  constexpr int LD = hf_geom<DH>::LD;
-  const int lane = threadIdx.x & 31;
-  const __nv_bfloat16 *ar = A + ((lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8;
-  const __nv_bfloat16 *br = B + ((lane & 7) + (lane >> 4) * 8) * LD + ((lane >> 3) & 1) * 8;
-  static_assert(NT % 2 == 0, "hb_dots: an ldmatrix.x4 gives two n8 tiles");
-#pragma unroll
-  for (int n = 0; n < NT; n++) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
-#pragma unroll
-  for (int k = 0; k < DH / 16; k++) {
-    uint32_t af[4];
-    c5k_ldsm<false>(af, ar + 16 * k);
-#pragma unroll
-    for (int n = 0; n < NT; n += 2) {
-      uint32_t bf[4];
-      c5k_ldsm<false>(bf, br + 8 * n * LD + 16 * k);
-      c5k_mma_bf16(s[n], af, bf[0], bf[1]);
-      c5k_mma_bf16(s[n + 1], af, bf[2], bf[3]);
-    }
-  }
+  if (BR) return take ? exp2f(fmaf(s, sl2, -lse2)) : 0.f;
+  return exp2f(fmaf(s, sl2, -lse2) + (take ? 0.f : -INFINITY));
 }
 
 /* Blocks: batch x H x query tiles, the tile fastest. qb, dob [batch][nq][H DH] (hg_setup's copies), kvb as
@@ -1156,7 +1151,7 @@ hb_dq(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, float s
       float2 *rs, float *dq)
 {
   typedef hf_geom<DH> G;
-  constexpr int NT = HF_BN / 8, ON = DH / 8;   /* S's n8 tiles; dq's */
+  constexpr int NT = HB_SC / 8, KS = DH / 16, ON = DH / 8;   /* S's n8 tiles a step; Q's k16 steps; dq's n8 tiles */
   extern __shared__ __align__(16) unsigned char hf_smem[];
   __nv_bfloat16 *Qs = (__nv_bfloat16 *)hf_smem, *Os = Qs + G::TILE, *KV = Os + G::TILE;
   uint8_t *tk = (uint8_t *)(KV + 4 * G::TILE);
@@ -1195,6 +1190,7 @@ hb_dq(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, float s
     dl[i] = __shfl_sync(HA_FULL, st.y, 2 * g + 16 * i);
   }
 
+  uint32_t qf[KS][4], of[KS][4];   /* the warp's rows of Q and dout: A fragments, in registers from block 0 on */
   float acc[ON][4];
 #pragma unroll
   for (int n = 0; n < ON; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
@@ -1206,21 +1202,32 @@ hb_dq(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, float s
       c5k_cp_wait<0>();
     }
     const int sg = (int)(kb & 1);
-    if (__syncthreads_or(threadIdx.x < HF_BN && tk[sg * HF_BN + threadIdx.x])) {   /* block-uniform */
+    const int any = __syncthreads_or(threadIdx.x < HF_BN && tk[sg * HF_BN + threadIdx.x]);
+    if (kb == 0) {   /* Q and dout landed with block 0 */
+#pragma unroll
+      for (int k = 0; k < KS; k++) {
+        c5k_frag_a(qf[k], Qs + 16 * w * G::LD + 16 * k, G::LD);
+        c5k_frag_a(of[k], Os + 16 * w * G::LD + 16 * k, G::LD);
+      }
+    }
+    if (any) {   /* block-uniform */
       const __nv_bfloat16 *Ks = KV + 2 * sg * G::TILE, *Vs = Ks + G::TILE;
-      const uint8_t *tks = tk + sg * HF_BN;
-      float s[NT][4], dp[NT][4];
-      hb_dots<DH, NT>(s, Qs + 16 * w * G::LD, Ks);
-      hb_dots<DH, NT>(dp, Os + 16 * w * G::LD, Vs);
+#pragma unroll 1
+      for (int c0 = 0; c0 < HF_BN; c0 += HB_SC) {   /* slots c0 .. c0 + HB_SC - 1 of the block */
+        const uint8_t *tks = tk + sg * HF_BN + c0;
+        float s[NT][4], dp[NT][4];
+        c5k_mma_abt<NT, KS>(s, qf, Ks + c0 * G::LD, G::LD);   /* B's column g is slot c0 + 8 n + g */
+        c5k_mma_abt<NT, KS>(dp, of, Vs + c0 * G::LD, G::LD);
 #pragma unroll
-      for (int n = 0; n < NT; n++)
+        for (int n = 0; n < NT; n++)
 #pragma unroll
-        for (int c = 0; c < 4; c++) {   /* row g + 8 (c >> 1), slot 8 n + 2 t + (c & 1) */
-          const float p = tks[8 * n + 2 * t + (c & 1)] ? exp2f(s[n][c] * sl2 - lq[c >> 1]) : 0.f;
-          s[n][c] = p * (dp[n][c] - dl[c >> 1]);   /* dS */
-        }
+          for (int c = 0; c < 4; c++) {   /* row g + 8 (c >> 1), slot c0 + 8 n + 2 t + (c & 1) */
+            const float p = hb_prob<false>(s[n][c], sl2, lq[c >> 1], tks[8 * n + 2 * t + (c & 1)]);
+            s[n][c] = p * (dp[n][c] - dl[c >> 1]);   /* dS */
+          }
 #pragma unroll
-      for (int k = 0; k < HF_BN / 16; k++) hf_pv<DH, NT>(acc, s, k, Ks);
+        for (int k = 0; k < HB_SC / 16; k++) hf_pv<DH, NT>(acc, s, k, Ks + c0 * G::LD);
+      }
     }
     __syncthreads();   /* stage sg is free for block kb + 2 */
   }
@@ -1261,7 +1268,7 @@ hb_dkv(long nq, long n1, long n1p, int H, int hpr, long tiles, long qtiles, floa
        const __nv_bfloat16 *dob, float *dkv)
 {
   typedef hf_geom<DH> G;
-  constexpr int ON = DH / 8, NT = HB_QC / 8;   /* dk's and dv's n8 tiles; S^T's in a chunk of query columns */
+  constexpr int ON = DH / 8, NT = HB_SC / 8, KS = DH / 16;   /* dk's and dv's n8 tiles; S^T's a step; K's k16 steps */
   extern __shared__ __align__(16) unsigned char hf_smem[];
   __nv_bfloat16 *Ks = (__nv_bfloat16 *)hf_smem, *Vs = Ks + G::TILE, *QO = Vs + G::TILE;
   float2 *rss = (float2 *)(QO + 4 * G::TILE);
@@ -1277,16 +1284,24 @@ hb_dkv(long nq, long n1, long n1p, int H, int hpr, long tiles, long qtiles, floa
   const int take = threadIdx.x < HF_BN && ha_takes(j0 + threadIdx.x, n1, mk);
   if (threadIdx.x < HF_BN) tk[threadIdx.x] = (uint8_t)take;
 
+  uint32_t kf[KS][4], vf[KS][4];   /* the warp's slots of K and V: A fragments, in registers from query block 0 on */
   float ak[ON][4], av[ON][4];   /* dk's and dv's accumulators: slots 16 w + g, + 8 of the block */
 #pragma unroll
   for (int n = 0; n < ON; n++)
 #pragma unroll
     for (int c = 0; c < 4; c++) ak[n][c] = av[n][c] = 0.f;
   if (__syncthreads_or(take)) {   /* block-uniform; else every slot sits out: P = 0, gradients 0 */
-    hf_load<DH, HF_BN>(Ks, kh, L, n1 - j0);   /* in query block 0's group */
+    hf_load<DH, HF_BN>(Ks, kh, L, n1 - j0);   /* their own group, ahead of query block 0's */
     hf_load<DH, HF_BN>(Vs, kh + DH, L, n1 - j0);
+    c5k_cp_commit();
     hb_qstage<DH>(QO, rss, 0, qh, oh, D, nq, rsh);
-    const bool in[2] = { tk[16 * w + g] != 0, tk[16 * w + g + 8] != 0 };
+    c5k_cp_wait<1>();
+    __syncthreads();
+#pragma unroll
+    for (int k = 0; k < KS; k++) {
+      c5k_frag_a(kf[k], Ks + 16 * w * G::LD + 16 * k, G::LD);
+      c5k_frag_a(vf[k], Vs + 16 * w * G::LD + 16 * k, G::LD);
+    }
     for (long ib = 0; ib < qtiles; ib++) {
       if (ib + 1 < qtiles) {
         hb_qstage<DH>(QO, rss, ib + 1, qh, oh, D, nq, rsh);
@@ -1298,23 +1313,24 @@ hb_dkv(long nq, long n1, long n1p, int H, int hpr, long tiles, long qtiles, floa
       const int sg = (int)(ib & 1);
       const __nv_bfloat16 *Qs = QO + 2 * sg * G::TILE, *Os = Qs + G::TILE;
 #pragma unroll 1
-      for (int c0 = 0; c0 < HF_BM; c0 += HB_QC) {   /* query rows c0 .. c0 + HB_QC - 1 of the block */
+      for (int c0 = 0; c0 < HF_BM; c0 += HB_SC) {   /* query rows c0 .. c0 + HB_SC - 1 of the block */
         const __nv_bfloat16 *Qc = Qs + c0 * G::LD, *Oc = Os + c0 * G::LD;
         const float2 *rst = rss + sg * HF_BM + c0;
         float s[NT][4], dp[NT][4];   /* [slot 16 w + g (+ 8)][query c0 + 8 n + 2 t (+ 1)] */
-        hb_dots<DH, NT>(s, Ks + 16 * w * G::LD, Qc);
-        hb_dots<DH, NT>(dp, Vs + 16 * w * G::LD, Oc);
+        c5k_mma_abt<NT, KS>(s, kf, Qc, G::LD);   /* B's column g is query row c0 + 8 n + g */
+        c5k_mma_abt<NT, KS>(dp, vf, Oc, G::LD);
 #pragma unroll
         for (int n = 0; n < NT; n++)
 #pragma unroll
           for (int c = 0; c < 4; c++) {
             const float2 q = rst[8 * n + 2 * t + (c & 1)];
-            const float p = in[c >> 1] ? exp2f(s[n][c] * sl2 - q.x) : 0.f;
+            /* the slot's flag from shared each step: held in registers across the blocks it spilled 4 bytes */
+            const float p = hb_prob<DH == 128>(s[n][c], sl2, q.x, tk[16 * w + g + 8 * (c >> 1)]);
             s[n][c] = p;
             dp[n][c] = p * (dp[n][c] - q.y);   /* dS^T */
           }
 #pragma unroll
-        for (int k = 0; k < HB_QC / 16; k++) {
+        for (int k = 0; k < HB_SC / 16; k++) {
           hf_pv<DH, NT>(av, s, k, Oc);
           hf_pv<DH, NT>(ak, dp, k, Qc);
         }

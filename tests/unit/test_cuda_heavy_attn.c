@@ -44,7 +44,8 @@
    forward's o, which the test passes with lse); cases for them besides the
    above: no query, nq and n1 multiples of 64, one query, dh 128 with batch 2
    and 2 routes over several query and key blocks, dh 128 with every key
-   masked, dh 128 at 2048 x 2047 (timed). One line per op and case. Exits 77 without a GPU. */
+   masked, nq and n1 ending on a step of 16 columns (80 x 48, dh 64), dh 128
+   at 2048 x 2047 (timed). One line per op and case. Exits 77 without a GPU. */
 #include <stdint.h>
 #include "cuda_util.h"
 #include "kernels.h"
@@ -294,7 +295,7 @@ int main(int argc, char **argv)
     { 2, 100, 400, 2, 2, 128, 1, 1, 3, 1 },  /* dh 128, slots 101..200 masked: key block 128..191 skipped */
     /* the flash backward's edges (hb_dq, hb_dkv): no query (dkv all 0, every slot row); n1 a multiple of 64 and
        nq one of 64; one query over 2 routes (the last wholly masked); dh 128 with batch and routes 2 over 3 query
-       and 4 key blocks; both widths at the large size (timed) */
+       and 4 key blocks; both widths at the large size (timed); steps of 16 columns (HB_SC) wholly past nq and n1 */
     { 2, 0, 6, 2, 1, 64, 0, 1, 1, 1 },
     { 1, 0, 70, 1, 2, 128, 1, 1, 0, 1 },
     { 2, 64, 127, 2, 1, 128, 0, 1, 1, 1 },
@@ -302,6 +303,7 @@ int main(int argc, char **argv)
     { 1, 1, 300, 2, 1, 64, 0, 1, 3, 1 },
     { 2, 130, 200, 2, 2, 128, 1, 1, 1, 1 },
     { 1, 30, 40, 1, 2, 128, 0, 1, 2, 1 },    /* dh 128, every key masked */
+    { 2, 80, 47, 2, 2, 64, 1, 1, 1, 1 },     /* nq and n1 ending on a step of 16 columns (HB_SC): whole steps past */
     { 1, 2048, 2047, 1, 4, 128, 0, 1, 1, 1 },
 #endif
   };
