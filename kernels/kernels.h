@@ -105,6 +105,8 @@ typedef struct {
   int causal, exact_windowsize;
   double scale;             /* of the scores (1 / sqrt(dh)) */
   long chunk;               /* backward: query windows per task, >= lb + lf (see local_attn_backward) */
+  int bf16;                 /* 1: q, k, v, o, dout, dq, dk, dv are bf16 in memory (ld in elements), where
+                               local_attn_bf16 says the backend takes them so; 0: c5_real */
 } c5k_local_attn;
 
 /* Doubles of ctx work local_attn_forward and local_attn_backward need for L
@@ -231,6 +233,11 @@ typedef struct c5k_ops {
      double, so parts summed over several calls never round in between. */
   c5_status (*gemm_acc)(c5k_ctx *, int transa, int transb, long m, long n, long k, double alpha,
                         const c5_real *A, long lda, const c5_real *B, long ldb, c5_real *prod, double *acc);
+  /* The same with typed inputs (gemm_ex's rules; the CPU takes C5_DTYPE_REAL only): a module's activations
+     kept in bf16 (local_attn_bf16). */
+  c5_status (*gemm_acc_ex)(c5k_ctx *, int transa, int transb, long m, long n, long k, double alpha,
+                           const void *A, c5_dtype atype, long lda, const void *B, c5_dtype btype, long ldb,
+                           c5_real *prod, double *acc);
   /* g[i] += (c5_real)acc[i]; acc[i] = 0: the one rounding of a backward's
      parameter gradient into the working-precision slab. */
   c5_status (*grad_flush)(c5k_ctx *, double *acc, long n, c5_real *g);
@@ -245,8 +252,8 @@ typedef struct c5k_ops {
      rinv = 0). No score block larger than
      [w, L w] per (b, h, query window) is ever needed. ctx work:
      c5k_local_attn_work(L) doubles. */
-  c5_status (*local_attn_forward)(c5k_ctx *, const c5k_local_attn *L, const c5_real *q, const c5_real *k,
-                                  const c5_real *v, long ldqkv, const uint8_t *mask, c5_real *o, long ldo,
+  c5_status (*local_attn_forward)(c5k_ctx *, const c5k_local_attn *L, const void *q, const void *k,
+                                  const void *v, long ldqkv, const uint8_t *mask, void *o, long ldo,
                                   double *rmax, double *rinv, uint8_t *uni);
   /* Its backward, from the forward's q, k, v, mask, stats and output o and
      dout (layout of o): with P recomputed from the stats, dP = dout V^T, and
@@ -263,11 +270,16 @@ typedef struct c5k_ops {
      every row that uses D (o = sum_p P_p v_p over its slots; uniform rows
      use none); the other paths ignore it. ctx work: c5k_local_attn_work(L)
      doubles. */
-  c5_status (*local_attn_backward)(c5k_ctx *, const c5k_local_attn *L, const c5_real *q, const c5_real *k,
-                                   const c5_real *v, long ldqkv, const uint8_t *mask, const double *rmax,
-                                   const double *rinv, const uint8_t *uni, const c5_real *o, const c5_real *dout,
-                                   long ldo,
-                                   c5_real *dq, c5_real *dk, c5_real *dv);
+  c5_status (*local_attn_backward)(c5k_ctx *, const c5k_local_attn *L, const void *q, const void *k,
+                                   const void *v, long ldqkv, const uint8_t *mask, const double *rmax,
+                                   const double *rinv, const uint8_t *uni, const void *o, const void *dout,
+                                   long ldo, void *dq, void *dk, void *dv);
+  /* 1 when this backend takes L's q, k, v, o, dout, dq, dk, dv in bf16 (L->bf16 = 1) in the current matmul mode:
+     the CUDA ops of the single build in bf16 mode (ctx exact = 0), where the flash kernels run both ways
+     (dim_head 64, w a multiple of 64). They round those tensors to bf16 for their products anyway, so a module
+     that keeps them in bf16 halves their memory and traffic and loses only the roundings of o (D of the
+     backward), of the rotary's outputs and of dq, dk, dv before their GEMMs. 0 elsewhere. */
+  int (*local_attn_bf16)(c5k_ctx *, const c5k_local_attn *L);
   /* ---- routed attention: gathers, scatters, halo (kernels/cpu/copy2d.c, kernels/cpu/gather.c) ----
      Rows are dim-wide c5_real rows, dense unless a leading dimension says otherwise. An index of -1
      names no row (padding): a gather writes a zero row for it, a scatter skips it. */
@@ -373,12 +385,12 @@ typedef struct c5k_ops {
      rotated by row i's angles: t1 <- t1 cs_i - t2 sn_i, t2 <- t2 cs_i + t1 sn_i
      (cs_i = cs + i dh/2, sn_i alike; t cos + rotate_half(t) sin), formed in
      double and rounded once. */
-  c5_status (*rotary)(c5k_ctx *, long rows, int heads, int dh, c5_real *x, long ld, long hstride,
+  c5_status (*rotary)(c5k_ctx *, long rows, int heads, int dh, void *x, c5_dtype xtype, long ld, long hstride,
                       const double *cs, const double *sn);
   /* The transpose (rotation by minus the angle), the gradient through rotary:
      t1 <- t1 cs_i + t2 sn_i, t2 <- t2 cs_i - t1 sn_i. Same arguments. */
-  c5_status (*rotary_transpose)(c5k_ctx *, long rows, int heads, int dh, c5_real *x, long ld, long hstride,
-                                const double *cs, const double *sn);
+  c5_status (*rotary_transpose)(c5k_ctx *, long rows, int heads, int dh, void *x, c5_dtype xtype, long ld,
+                                long hstride, const double *cs, const double *sn);
   /* kv (every slot written) from kvraw: slot 0 of (b, r) holds, in head hh's
      columns, head h = r hpr + hh's null key and value (null_kv); slot 1 + j
      holds token t = (b R + r) nk + j's kvraw row with each value times

@@ -205,12 +205,12 @@ static c5_status form_slots(const c5_attn_heavy *a, const c5_params *p, c5k_ctx 
   const long D = (long)H * dh, L = 2L * hpr * dh, nk = c->nk, n1 = nk + 1, nqr = c->batch * c->nq;
   const c5k_heavy_attn A = shape(a, c->batch, c->nq, nk);
   C5_CALL(ops->gather_rows(kc, nqr, D, NULL, c->has_qscore ? c->qscore : NULL, c->qraw, D, c->q));
-  if (c->has_rot) C5_CALL(ops->rotary(kc, nqr, H, dh, c->q, D, dh, c->qcos, c->qsin));
+  if (c->has_rot) C5_CALL(ops->rotary(kc, nqr, H, dh, c->q, C5_DTYPE_REAL, D, dh, c->qcos, c->qsin));
   C5_CALL(ops->heavy_kv_assemble(kc, &A, c->kvraw, c->has_kscore ? c->kscore : NULL,
                                  c5_params_value(p, a->null_kv), c->kvf));
   if (c->has_rot)
     for (long br = 0; br < c->batch * R; br++)
-      C5_CALL(ops->rotary(kc, nk, hpr, dh, c->kvf + (br * n1 + 1) * L, L, 2L * dh, c->kcos + br * nk * half,
+      C5_CALL(ops->rotary(kc, nk, hpr, dh, c->kvf + (br * n1 + 1) * L, C5_DTYPE_REAL, L, 2L * dh, c->kcos + br * nk * half,
                           c->ksin + br * nk * half));
   return C5_OK;
 }
@@ -336,12 +336,12 @@ static c5_status backward_body(const c5_attn_heavy *a, const c5_params *p, c5_at
   /* keys/values: undo rotary, then the kv score (in place in dkvf slots 1..nk); dkscore */
   if (c->has_rot)
     for (long br = 0; br < batch * R; br++)
-      C5_CALL(ops->rotary_transpose(&kc, nk, hpr, dh, c->dkvf + (br * n1 + 1) * L, L, 2L * dh,
+      C5_CALL(ops->rotary_transpose(&kc, nk, hpr, dh, c->dkvf + (br * n1 + 1) * L, C5_DTYPE_REAL, L, 2L * dh,
                                     c->kcos + br * nk * half, c->ksin + br * nk * half));
   if (c->has_kscore)
     C5_CALL(ops->heavy_kv_score_backward(&kc, &A, c->kvraw, c->kscore, c->dkvf, dkscore));
   /* queries: undo rotary, then the q score (in place in dq); dqscore */
-  if (c->has_rot) C5_CALL(ops->rotary_transpose(&kc, nqr, H, dh, c->dq, D, dh, c->qcos, c->qsin));
+  if (c->has_rot) C5_CALL(ops->rotary_transpose(&kc, nqr, H, dh, c->dq, C5_DTYPE_REAL, D, dh, c->qcos, c->qsin));
   if (c->has_qscore) C5_CALL(ops->gather_scale_dot(&kc, nqr, D, NULL, c->dq, c->qscore, c->qraw, c->dq, dqscore));
   /* to_kv: dWkv_r += dkv[b,r]^T cn[b,r]; dcn[b,r] = dkv[b,r] Wkv_r */
   for (long b = 0; b < batch && nk > 0; b++)

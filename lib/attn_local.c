@@ -6,7 +6,12 @@
    O(n dim), never O(n L w). The LayerNorm output is not kept: the backward
    forms it again from x (which it reads anyway) in the one buffer that holds
    it in the forward and datt and dxn in the backward: that buffer and the
-   backward's dqkv live only inside a call, a frame of the workspace (ws.h). */
+   backward's dqkv live only inside a call, a frame of the workspace (ws.h).
+   Where the backend takes them so (kernels.h local_attn_bf16: CUDA, bf16
+   matmul mode), q/k/v, the head outputs, their gradient dout and dq/dk/dv
+   are kept in bf16: the products round them to bf16 anyway, so this halves
+   the largest activations and their traffic; the cache is made for the mode
+   current at its creation. */
 #include <math.h>
 #include "c5_internal.h"
 #include "backend.h"
@@ -24,8 +29,10 @@ struct c5_attn_local_cache {
   long d, hd;              /* dim, heads dim_head */
   uint8_t *mask;           /* [batch, n] copy of the key mask */
   double *mean, *rstd;     /* [rows] */
-  c5_real *qkv;            /* [rows, 3 HD]: q | k | v, head h at h dh within each */
-  c5_real *att;            /* [rows, HD] head outputs merged, before to_out */
+  int bf16;                /* q/k/v, att, datt, dqkv in bf16 (local_attn_bf16 at the cache's creation); else c5_real */
+  c5_dtype act;            /* their type */
+  void *qkv;               /* [rows, 3 HD]: q | k | v, head h at h dh within each */
+  void *att;               /* [rows, HD] head outputs merged, before to_out */
   double *rmax, *rinv;     /* [batch, heads, n] softmax row max and 1 / sum */
   uint8_t *uni;            /* [batch, heads, n] 1: every slot masked, uniform softmax */
   double *work;            /* kernel scratch: LayerNorm rowpart reduction, attention score blocks */
@@ -38,15 +45,21 @@ struct c5_attn_local_cache {
   /* the frame of each forward and backward (rows of the capacity): */
   c5_real *xn;             /* [rows, max(dim, HD)]: the LayerNorm output (forward; backward, formed again), datt,
                               dxn: one at a time */
-  c5_real *dqkv;           /* [rows, 3 HD] the backward's dq | dk | dv */
+  void *dqkv;              /* [rows, 3 HD] the backward's dq | dk | dv (act) */
 };
+
+/* Element i of an act-typed buffer. */
+static void *act_at(const c5_attn_local_cache *c, const void *p, long i)
+{
+  return (char *)p + i * (long)c5_dtype_size(c->act);
+}
 
 static void carve_frame(void *obj, c5_arena *a)
 {
   c5_attn_local_cache *c = obj;
   const long rows = c->batch_cap * c->n_cap;
   C5_TAKE(a, c->xn, rows * (c->d > c->hd ? c->d : c->hd) + 1);
-  C5_TAKE(a, c->dqkv, rows * 3 * c->hd + 1);
+  c->dqkv = c5_arena_take(a, (size_t)(rows * 3 * c->hd + 1), c5_dtype_size(c->act));
 }
 
 c5_status c5_attn_local_init(c5_attn_local *a, c5_params *p, const char *prefix, int dim, int heads, int dim_head,
@@ -96,7 +109,27 @@ static c5k_local_attn core_shape(const c5_attn_local *a, long batch, long n)
                            .window = a->window, .look_backward = a->look_backward,
                            .look_forward = a->look_forward, .causal = a->causal,
                            .exact_windowsize = a->exact_windowsize, .scale = 1.0 / sqrt((double)a->dim_head),
-                           .chunk = a->chunk };
+                           .chunk = a->chunk, .bf16 = 0 };
+}
+
+/* The core's shape for the cache's last forward, with its activations' type. */
+static c5k_local_attn cache_shape(const c5_attn_local *a, const c5_attn_local_cache *c)
+{
+  c5k_local_attn L = core_shape(a, c->batch, c->n);
+  L.bf16 = c->bf16;
+  return L;
+}
+
+/* Whether the backend still takes the cache's activation type: the matmul mode may have changed since. */
+static c5_status check_act(const c5_attn_local *a, const c5_attn_local_cache *c, long batch, long n)
+{
+  c5k_ctx ctx = c5_backend_ctx(a->be, NULL, 0);
+  const c5k_local_attn L = core_shape(a, batch, n);
+  const int want = a->be->ops->local_attn_bf16(&ctx, &L) != 0;
+  C5_CHECK(want == c->bf16, C5_ERR_ARG, "LocalMHA: the cache keeps its activations in %s (the backend's matmul mode "
+           "when it was made); the mode now wants %s: make the cache again after c5_backend_set_matmul",
+           c5_dtype_name(c->act), c5_dtype_name(want ? C5_DTYPE_BF16 : C5_DTYPE_REAL));
+  return C5_OK;
 }
 
 c5_status c5_attn_local_cache_create(const c5_attn_local *a, long batch, long n, c5_attn_local_cache **out)
@@ -122,14 +155,23 @@ c5_status c5_attn_local_cache_create_ws(const c5_attn_local *a, long batch, long
   c->be = a->be;
   c->d = d;
   c->hd = hd;
+  {
+    c5k_ctx ctx = c5_backend_ctx(a->be, NULL, 0);
+    c->bf16 = a->be->ops->local_attn_bf16(&ctx, &L) != 0;
+    c->act = c->bf16 ? C5_DTYPE_BF16 : C5_DTYPE_REAL;
+  }
 #define ALLOC(p, cnt) do { c5_status s_ = C5_BE_NEW(a->be, p, (cnt) + 1); \
     C5_CHECK_GOTO(s_ == C5_OK, st, fail, C5_ERR_MEM, "LocalMHA cache for [%ld, %ld, %ld]: out of memory " \
                   "allocating %s (%ld elements)", batch, n, d, #p, (long)(cnt)); } while (0)
   ALLOC(c->mask, rows);
   ALLOC(c->mean, rows);
   ALLOC(c->rstd, rows);
-  ALLOC(c->qkv, rows * 3 * hd);
-  ALLOC(c->att, rows * hd);
+#define ALLOC_ACT(p, cnt) do { c5_status s_ = c5_backend_calloc(a->be, (size_t)(cnt) + 1, c5_dtype_size(c->act), &(p)); \
+    C5_CHECK_GOTO(s_ == C5_OK, st, fail, C5_ERR_MEM, "LocalMHA cache for [%ld, %ld, %ld]: out of memory " \
+                  "allocating %s (%ld %s elements)", batch, n, d, #p, (long)(cnt), c5_dtype_name(c->act)); } while (0)
+  ALLOC_ACT(c->qkv, rows * 3 * hd);
+  ALLOC_ACT(c->att, rows * hd);
+#undef ALLOC_ACT
   ALLOC(c->rmax, rows * a->heads);
   ALLOC(c->rinv, rows * a->heads);
   ALLOC(c->uni, rows * a->heads);
@@ -176,15 +218,16 @@ c5_status c5_attn_local_cache_destroy(c5_attn_local_cache **cp)
 /* Rotary on q and k in place (the forward; transpose: dq and dk, the backward), with the
    tables the forward made. */
 static c5_status rotate_qk(const c5_attn_local *a, const c5k_ops *ops, c5k_ctx *ctx, c5_attn_local_cache *c,
-                           c5_real *qkv, int transpose)
+                           void *qkv, int transpose)
 {
   const long rows = c->batch * c->n, hd = (long)a->heads * a->dim_head;
+  void *k = act_at(c, qkv, hd);
   if (transpose) {
-    C5_CALL(ops->rotary_transpose(ctx, rows, a->heads, a->dim_head, qkv, 3 * hd, a->dim_head, c->qcs, c->qsn));
-    C5_CALL(ops->rotary_transpose(ctx, rows, a->heads, a->dim_head, qkv + hd, 3 * hd, a->dim_head, c->kcs, c->ksn));
+    C5_CALL(ops->rotary_transpose(ctx, rows, a->heads, a->dim_head, qkv, c->act, 3 * hd, a->dim_head, c->qcs, c->qsn));
+    C5_CALL(ops->rotary_transpose(ctx, rows, a->heads, a->dim_head, k, c->act, 3 * hd, a->dim_head, c->kcs, c->ksn));
   } else {
-    C5_CALL(ops->rotary(ctx, rows, a->heads, a->dim_head, qkv, 3 * hd, a->dim_head, c->qcs, c->qsn));
-    C5_CALL(ops->rotary(ctx, rows, a->heads, a->dim_head, qkv + hd, 3 * hd, a->dim_head, c->kcs, c->ksn));
+    C5_CALL(ops->rotary(ctx, rows, a->heads, a->dim_head, qkv, c->act, 3 * hd, a->dim_head, c->qcs, c->qsn));
+    C5_CALL(ops->rotary(ctx, rows, a->heads, a->dim_head, k, c->act, 3 * hd, a->dim_head, c->kcs, c->ksn));
   }
   return C5_OK;
 }
@@ -216,14 +259,14 @@ static c5_status forward_body(const c5_attn_local *a, const c5_params *p, long b
   if (mask) C5_CALL(ops->copy2d(&ctx, c->mask, rows, mask, rows, rows, 1));
   C5_CALL(ops->layernorm_forward(&ctx, x, c5_params_value(p, a->norm_w), c5_params_value(p, a->norm_b), rows,
                                  (int)d, LN_EPS, c->xn, c->mean, c->rstd));
-  C5_CALL(ops->gemm(&ctx, 0, 1, rows, 3 * hd, d, 1.0, c->xn, d, c5_params_value(p, a->to_qkv), d, 0.0,
-                     c->qkv, 3 * hd));
+  C5_CALL(ops->gemm_ex(&ctx, 0, 1, rows, 3 * hd, d, 1.0, c->xn, C5_DTYPE_REAL, d, 0, c5_params_value(p, a->to_qkv),
+                        C5_DTYPE_REAL, d, 0, 0.0, c->qkv, c->act, 3 * hd, 0, 1, C5_DTYPE_REAL));
   if (a->rotary) {
     C5_CALL(rotary_tables(a, ops, &ctx, c, pos0));
     C5_CALL(rotate_qk(a, ops, &ctx, c, c->qkv, 0));
   }
-  const c5k_local_attn L = core_shape(a, batch, n);
-  C5_CALL(ops->local_attn_forward(&ctx, &L, c->qkv, c->qkv + hd, c->qkv + 2 * hd, 3 * hd,
+  const c5k_local_attn L = cache_shape(a, c);
+  C5_CALL(ops->local_attn_forward(&ctx, &L, c->qkv, act_at(c, c->qkv, hd), act_at(c, c->qkv, 2 * hd), 3 * hd,
                                   c->has_mask ? c->mask : NULL, c->att, hd, c->rmax, c->rinv, c->uni));
   C5_CALL(c5_attn_local_output(a, p, c, out));
   return C5_OK;
@@ -237,6 +280,7 @@ c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long
   C5_CHECK(batch > 0 && n > 0 && batch <= c->batch_cap && n <= c->n_cap, C5_ERR_SHAPE,
            "LocalMHA: input [%ld, %ld, %d], cache made for at most [%ld, %ld, %d]", batch, n, a->dim,
            c->batch_cap, c->n_cap, a->dim);
+  C5_CALL(check_act(a, c, batch, n));
   size_t mark;
   C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
   c5_status st = forward_body(a, p, batch, n, pos0, x, mask, c, out);
@@ -251,7 +295,8 @@ c5_status c5_attn_local_output(const c5_attn_local *a, const c5_params *p, const
   const c5k_ops *ops = c5_params_backend(p)->ops;
   const long rows = c->batch * c->n, d = a->dim, hd = (long)a->heads * a->dim_head;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
-  C5_CALL(ops->gemm(&ctx, 0, 1, rows, d, hd, 1.0, c->att, hd, c5_params_value(p, a->to_out), hd, 0.0, out, d));
+  C5_CALL(ops->gemm_ex(&ctx, 0, 1, rows, d, hd, 1.0, c->att, c->act, hd, 0, c5_params_value(p, a->to_out),
+                        C5_DTYPE_REAL, hd, 0, 0.0, out, C5_DTYPE_REAL, d, 0, 1, C5_DTYPE_REAL));
   return C5_OK;
 }
 
@@ -262,22 +307,25 @@ static c5_status backward_body(const c5_attn_local *a, const c5_params *p, c5_at
   const long rows = c->batch * c->n, d = a->dim, hd = (long)a->heads * a->dim_head;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
   /* to_out: dW += dout^T att; datt = dout W (in xn's buffer: the LayerNorm output is formed again below) */
-  c5_real *prod = c5_params_scratch(p), *datt = c->xn, *dxn = c->xn;
-  C5_CALL(ops->gemm_acc(&ctx, 1, 0, d, hd, rows, 1.0, dout, d, c->att, hd, prod, c5_params_acc(p, a->to_out)));
-  C5_CALL(ops->gemm(&ctx, 0, 0, rows, hd, d, 1.0, dout, d, c5_params_value(p, a->to_out), hd, 0.0, datt, hd));
-  const c5k_local_attn L = core_shape(a, c->batch, c->n);
-  C5_CALL(ops->local_attn_backward(&ctx, &L, c->qkv, c->qkv + hd, c->qkv + 2 * hd, 3 * hd,
+  c5_real *prod = c5_params_scratch(p), *dxn = c->xn;
+  void *datt = c->xn;   /* act */
+  C5_CALL(ops->gemm_acc_ex(&ctx, 1, 0, d, hd, rows, 1.0, dout, C5_DTYPE_REAL, d, c->att, c->act, hd, prod,
+                           c5_params_acc(p, a->to_out)));
+  C5_CALL(ops->gemm_ex(&ctx, 0, 0, rows, hd, d, 1.0, dout, C5_DTYPE_REAL, d, 0, c5_params_value(p, a->to_out),
+                        C5_DTYPE_REAL, hd, 0, 0.0, datt, c->act, hd, 0, 1, C5_DTYPE_REAL));
+  const c5k_local_attn L = cache_shape(a, c);
+  C5_CALL(ops->local_attn_backward(&ctx, &L, c->qkv, act_at(c, c->qkv, hd), act_at(c, c->qkv, 2 * hd), 3 * hd,
                                    c->has_mask ? c->mask : NULL, c->rmax, c->rinv, c->uni, c->att, datt, hd,
-                                   c->dqkv, c->dqkv + hd, c->dqkv + 2 * hd));
+                                   c->dqkv, act_at(c, c->dqkv, hd), act_at(c, c->dqkv, 2 * hd)));
   if (a->rotary) C5_CALL(rotate_qk(a, ops, &ctx, c, c->dqkv, 1));   /* dq, dk of the unrotated q, k */
   /* to_qkv: dW += dqkv^T xn, xn formed again from the x the forward saw (the same op on the same input: the
      same bits, mean and rstd too); then dxn = dqkv W over it */
   C5_CALL(ops->layernorm_forward(&ctx, x, c5_params_value(p, a->norm_w), c5_params_value(p, a->norm_b), rows,
                                  (int)d, LN_EPS, c->xn, c->mean, c->rstd));
-  C5_CALL(ops->gemm_acc(&ctx, 1, 0, 3 * hd, d, rows, 1.0, c->dqkv, 3 * hd, c->xn, d, prod,
-                        c5_params_acc(p, a->to_qkv)));
-  C5_CALL(ops->gemm(&ctx, 0, 0, rows, d, 3 * hd, 1.0, c->dqkv, 3 * hd, c5_params_value(p, a->to_qkv), d, 0.0,
-                     dxn, d));
+  C5_CALL(ops->gemm_acc_ex(&ctx, 1, 0, 3 * hd, d, rows, 1.0, c->dqkv, c->act, 3 * hd, c->xn, C5_DTYPE_REAL, d, prod,
+                           c5_params_acc(p, a->to_qkv)));
+  C5_CALL(ops->gemm_ex(&ctx, 0, 0, rows, d, 3 * hd, 1.0, c->dqkv, c->act, 3 * hd, 0, c5_params_value(p, a->to_qkv),
+                        C5_DTYPE_REAL, d, 0, 0.0, dxn, C5_DTYPE_REAL, d, 0, 1, C5_DTYPE_REAL));
   C5_CALL(ops->layernorm_backward(&ctx, x, c5_params_value(p, a->norm_w), c->mean, c->rstd, dxn, rows, (int)d,
                                   dx, c5_params_acc(p, a->norm_w), c5_params_acc(p, a->norm_b)));
   const long idx[] = { a->norm_w, a->norm_b, a->to_qkv, a->to_out };
@@ -294,6 +342,7 @@ c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_
   C5_CHECK(a->chunk >= a->look_backward + a->look_forward && a->chunk > 0, C5_ERR_ARG,
            "LocalMHA backward: chunk %ld must be >= look_backward + look_forward = %d", a->chunk,
            a->look_backward + a->look_forward);
+  C5_CALL(check_act(a, c, c->batch, c->n));
   size_t mark;
   C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
   c5_status st = backward_body(a, p, c, x, dout, dx);

@@ -143,10 +143,13 @@ static void row_probs(const c5k_local_attn *L, const win_geom *g, long t, const 
   for (long c = c0; c < c1; c++) row[c] = (c5_real)(row[c] * inv);
 }
 
-c5_status c5k_local_attn_forward_cpu(c5k_ctx *ctx, const c5k_local_attn *L, const c5_real *q, const c5_real *k,
-                                     const c5_real *v, long ldqkv, const uint8_t *mask, c5_real *o, long ldo,
+c5_status c5k_local_attn_forward_cpu(c5k_ctx *ctx, const c5k_local_attn *L, const void *q_, const void *k_,
+                                     const void *v_, long ldqkv, const uint8_t *mask, void *o_, long ldo,
                                      double *rmax, double *rinv, uint8_t *uni)
 {
+  if (L->bf16) return C5K_ERR(C5_ERR_NOTIMPL, "local_attn_forward: the CPU takes c5_real tensors, not bf16");
+  const c5_real *q = q_, *k = k_, *v = v_;
+  c5_real *o = o_;
   const long n = L->n, w = L->window, W = (n + w - 1) / w, H = L->heads, dh = L->dim_head, lw = slots(L);
   const long ntask = L->batch * H * W;
   const int nthr = num_threads(ctx, L);
@@ -189,12 +192,15 @@ c5_status c5k_local_attn_forward_cpu(c5k_ctx *ctx, const c5k_local_attn *L, cons
   return fail;
 }
 
-c5_status c5k_local_attn_backward_cpu(c5k_ctx *ctx, const c5k_local_attn *L, const c5_real *q, const c5_real *k,
-                                      const c5_real *v, long ldqkv, const uint8_t *mask, const double *rmax,
-                                      const double *rinv, const uint8_t *uni, const c5_real *o, const c5_real *dout,
-                                      long ldo, c5_real *dq, c5_real *dk, c5_real *dv)
+c5_status c5k_local_attn_backward_cpu(c5k_ctx *ctx, const c5k_local_attn *L, const void *q_, const void *k_,
+                                      const void *v_, long ldqkv, const uint8_t *mask, const double *rmax,
+                                      const double *rinv, const uint8_t *uni, const void *o, const void *dout_,
+                                      long ldo, void *dq_, void *dk_, void *dv_)
 {
   (void)o;   /* D from P and dP, as each window's score block has them */
+  if (L->bf16) return C5K_ERR(C5_ERR_NOTIMPL, "local_attn_backward: the CPU takes c5_real tensors, not bf16");
+  const c5_real *q = q_, *k = k_, *v = v_, *dout = dout_;
+  c5_real *dq = dq_, *dk = dk_, *dv = dv_;
   const long n = L->n, w = L->window, W = (n + w - 1) / w, H = L->heads, dh = L->dim_head, lw = slots(L);
   const long CH = L->chunk, nch = (W + CH - 1) / CH, BH = L->batch * H, rows = L->batch * n;
   const int nthr = num_threads(ctx, L);
@@ -259,4 +265,11 @@ c5_status c5k_local_attn_backward_cpu(c5k_ctx *ctx, const c5k_local_attn *L, con
     if (fail != C5_OK) return fail;
   }
   return C5_OK;
+}
+
+int c5k_local_attn_bf16_cpu(c5k_ctx *ctx, const c5k_local_attn *L)
+{
+  (void)ctx;
+  (void)L;
+  return 0;   /* the CPU computes in c5_real throughout */
 }

@@ -51,14 +51,15 @@ c5_status c5k_gelu_backward_cpu(c5k_ctx *, const c5_real *, const c5_real *, lon
 c5_status c5k_colsum_cpu(c5k_ctx *, const c5_real *, long, int, double *);
 c5_status c5k_gemm_acc_cpu(c5k_ctx *, int, int, long, long, long, double, const c5_real *, long, const c5_real *,
                            long, c5_real *, double *);
+c5_status c5k_gemm_acc_ex_cpu(c5k_ctx *, int, int, long, long, long, double, const void *, c5_dtype, long,
+                              const void *, c5_dtype, long, c5_real *, double *);
 c5_status c5k_grad_flush_cpu(c5k_ctx *, double *, long, c5_real *);
-c5_status c5k_local_attn_forward_cpu(c5k_ctx *, const c5k_local_attn *, const c5_real *, const c5_real *,
-                                     const c5_real *, long, const uint8_t *, c5_real *, long, double *, double *,
-                                     uint8_t *);
-c5_status c5k_local_attn_backward_cpu(c5k_ctx *, const c5k_local_attn *, const c5_real *, const c5_real *,
-                                      const c5_real *, long, const uint8_t *, const double *, const double *,
-                                      const uint8_t *, const c5_real *, const c5_real *, long, c5_real *, c5_real *,
-                                      c5_real *);
+c5_status c5k_local_attn_forward_cpu(c5k_ctx *, const c5k_local_attn *, const void *, const void *, const void *,
+                                     long, const uint8_t *, void *, long, double *, double *, uint8_t *);
+c5_status c5k_local_attn_backward_cpu(c5k_ctx *, const c5k_local_attn *, const void *, const void *, const void *,
+                                      long, const uint8_t *, const double *, const double *, const uint8_t *,
+                                      const void *, const void *, long, void *, void *, void *);
+int c5k_local_attn_bf16_cpu(c5k_ctx *, const c5k_local_attn *);
 /* routed attention: gathers, scatters, halo (copy2d.c, gather.c) */
 c5_status c5k_copy2d_cpu(c5k_ctx *, void *, long, const void *, long, long, long);
 c5_status c5k_memset2d_cpu(c5k_ctx *, void *, long, int, long, long);
@@ -89,8 +90,9 @@ c5_status c5k_acc_add_cpu(c5k_ctx *, long, const double *, double *);
 c5_status c5k_broadcast_row_cpu(c5k_ctx *, long, long, const c5_real *, c5_real *);
 /* heavy attention */
 c5_status c5k_rotary_table_cpu(c5k_ctx *, long, const long *, int, double *, double *);
-c5_status c5k_rotary_cpu(c5k_ctx *, long, int, int, c5_real *, long, long, const double *, const double *);
-c5_status c5k_rotary_transpose_cpu(c5k_ctx *, long, int, int, c5_real *, long, long, const double *, const double *);
+c5_status c5k_rotary_cpu(c5k_ctx *, long, int, int, void *, c5_dtype, long, long, const double *, const double *);
+c5_status c5k_rotary_transpose_cpu(c5k_ctx *, long, int, int, void *, c5_dtype, long, long, const double *,
+                                   const double *);
 c5_status c5k_heavy_kv_assemble_cpu(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,
                                     const c5_real *, c5_real *);
 c5_status c5k_heavy_kv_score_backward_cpu(c5k_ctx *, const c5k_heavy_attn *, const c5_real *, const c5_real *,

@@ -112,6 +112,16 @@ c5_status c5k_gemm_acc_cpu(c5k_ctx *ctx, int transa, int transb, long m, long n,
 #endif
 }
 
+c5_status c5k_gemm_acc_ex_cpu(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
+                              const void *A, c5_dtype atype, long lda, const void *B, c5_dtype btype, long ldb,
+                              c5_real *prod, double *acc)
+{
+  if (atype != C5_DTYPE_REAL || btype != C5_DTYPE_REAL)
+    return C5K_ERR(C5_ERR_NOTIMPL, "gemm_acc_ex: the CPU takes %s inputs, not A %s, B %s", c5_dtype_name(C5_DTYPE_REAL),
+                   c5_dtype_name(atype), c5_dtype_name(btype));
+  return c5k_gemm_acc_cpu(ctx, transa, transb, m, n, k, alpha, A, lda, B, ldb, prod, acc);
+}
+
 /* The CPU has no epilogue to fuse into: the bias rows, then the product added to them, exactly the two calls the
    layers made before the op existed (their bits, golden files included, stay as they were). */
 c5_status c5k_linear_cpu(c5k_ctx *ctx, long rows, long out, long in, const c5_real *x, const c5_real *W,

@@ -21,9 +21,11 @@ const c5k_ops c5k_cpu_ops = {
   .gelu_backward = c5k_gelu_backward_cpu,
   .colsum = c5k_colsum_cpu,
   .gemm_acc = c5k_gemm_acc_cpu,
+  .gemm_acc_ex = c5k_gemm_acc_ex_cpu,
   .grad_flush = c5k_grad_flush_cpu,
   .local_attn_forward = c5k_local_attn_forward_cpu,
   .local_attn_backward = c5k_local_attn_backward_cpu,
+  .local_attn_bf16 = c5k_local_attn_bf16_cpu,
   /* routed attention: gathers, scatters, halo */
   .copy2d = c5k_copy2d_cpu,
   .memset2d = c5k_memset2d_cpu,

@@ -44,16 +44,22 @@ static void rotate(long rows, int heads, int dh, c5_real *x, long ld, long hstri
     for (int h = 0; h < heads; h++) rot(x + i * ld + h * hstride, half, cs + i * half, sn + i * half, sgn);
 }
 
-c5_status c5k_rotary_cpu(c5k_ctx *ctx, long rows, int heads, int dh, c5_real *x, long ld, long hstride,
+c5_status c5k_rotary_cpu(c5k_ctx *ctx, long rows, int heads, int dh, void *x, c5_dtype xtype, long ld, long hstride,
                          const double *cs, const double *sn)
 {
+  if (xtype != C5_DTYPE_REAL)
+    return C5K_ERR(C5_ERR_NOTIMPL, "rotary: the CPU takes %s rows, not %s", c5_dtype_name(C5_DTYPE_REAL),
+                   c5_dtype_name(xtype));
   rotate(rows, heads, dh, x, ld, hstride, cs, sn, 1.0);
   return C5_OK;
 }
 
-c5_status c5k_rotary_transpose_cpu(c5k_ctx *ctx, long rows, int heads, int dh, c5_real *x, long ld, long hstride,
-                                   const double *cs, const double *sn)
+c5_status c5k_rotary_transpose_cpu(c5k_ctx *ctx, long rows, int heads, int dh, void *x, c5_dtype xtype, long ld,
+                                   long hstride, const double *cs, const double *sn)
 {
+  if (xtype != C5_DTYPE_REAL)
+    return C5K_ERR(C5_ERR_NOTIMPL, "rotary_transpose: the CPU takes %s rows, not %s", c5_dtype_name(C5_DTYPE_REAL),
+                   c5_dtype_name(xtype));
   rotate(rows, heads, dh, x, ld, hstride, cs, sn, -1.0);
   return C5_OK;
 }

@@ -1781,9 +1781,17 @@ static c5_status la_setup(const c5k_local_attn *L, long ldqkv, long ldo, const c
   return C5_OK;
 }
 
-extern "C" c5_status c5k_local_attn_forward_cuda(c5k_ctx *ctx, const c5k_local_attn *L, const c5_real *q,
-                                                 const c5_real *k, const c5_real *v, long ldqkv, const uint8_t *mask,
-                                                 c5_real *o, long ldo, double *rmax, double *rinv, uint8_t *uni)
+/* kernels.h local_attn_bf16: bf16 mode, single build, the flash kernels both ways (TODO bf16act: not yet) */
+extern "C" int c5k_local_attn_bf16_cuda(c5k_ctx *ctx, const c5k_local_attn *L)
+{
+  (void)ctx;
+  (void)L;
+  return 0;
+}
+
+extern "C" c5_status c5k_local_attn_forward_cuda(c5k_ctx *ctx, const c5k_local_attn *L, const void *q_,
+                                                 const void *k_, const void *v_, long ldqkv, const uint8_t *mask,
+                                                 void *o_, long ldo, double *rmax, double *rinv, uint8_t *uni)
 {
   const char *op = "local_attn_forward";
   c5k_cuda_dev *dev;
@@ -1791,7 +1799,12 @@ extern "C" c5_status c5k_local_attn_forward_cuda(c5k_ctx *ctx, const c5k_local_a
   dim3 grid;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   C5_CALL_K(la_setup(L, ldqkv, ldo, "forward", &a, &grid));
+  if (L->bf16 && !c5k_local_attn_bf16_cuda(ctx, L))
+    return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: bf16 tensors (dim_head %d, window %ld) only where local_attn_bf16 "
+                   "says so", op, L->dim_head, L->window);
   if (L->n == 0 || L->batch == 0) return C5_OK;
+  const c5_real *q = (const c5_real *)q_, *k = (const c5_real *)k_, *v = (const c5_real *)v_;
+  c5_real *o = (c5_real *)o_;
 #if !C5_USE_DOUBLE
   if (dev->matmul == 2 && !ctx->exact && lf_ok(a)) {
     if (a.dh == 64) return lf_forward_launch<64>(dev, L, a, q, k, v, mask, o, rmax, rinv, uni);
@@ -1806,11 +1819,11 @@ extern "C" c5_status c5k_local_attn_forward_cuda(c5k_ctx *ctx, const c5k_local_a
   return C5_OK;
 }
 
-extern "C" c5_status c5k_local_attn_backward_cuda(c5k_ctx *ctx, const c5k_local_attn *L, const c5_real *q,
-                                                  const c5_real *k, const c5_real *v, long ldqkv, const uint8_t *mask,
+extern "C" c5_status c5k_local_attn_backward_cuda(c5k_ctx *ctx, const c5k_local_attn *L, const void *q_,
+                                                  const void *k_, const void *v_, long ldqkv, const uint8_t *mask,
                                                   const double *rmax, const double *rinv, const uint8_t *uni,
-                                                  const c5_real *o, const c5_real *dout, long ldo, c5_real *dq,
-                                                  c5_real *dk, c5_real *dv)
+                                                  const void *o_, const void *dout_, long ldo, void *dq_, void *dk_,
+                                                  void *dv_)
 {
   const char *op = "local_attn_backward";
   c5k_cuda_dev *dev;
@@ -1818,8 +1831,14 @@ extern "C" c5_status c5k_local_attn_backward_cuda(c5k_ctx *ctx, const c5k_local_
   dim3 grid;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   C5_CALL_K(la_setup(L, ldqkv, ldo, "backward", &a, &grid));
-  (void)o;   /* read by the flash kernels only */
+  if (L->bf16 && !c5k_local_attn_bf16_cuda(ctx, L))
+    return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: bf16 tensors (dim_head %d, window %ld) only where local_attn_bf16 "
+                   "says so", op, L->dim_head, L->window);
   if (L->n == 0 || L->batch == 0) return C5_OK;
+  const c5_real *q = (const c5_real *)q_, *k = (const c5_real *)k_, *v = (const c5_real *)v_;
+  const c5_real *o = (const c5_real *)o_, *dout = (const c5_real *)dout_;
+  c5_real *dq = (c5_real *)dq_, *dk = (c5_real *)dk_, *dv = (c5_real *)dv_;
+  (void)o;   /* read by the flash kernels only */
 #if !C5_USE_DOUBLE
   /* dim_head 128: lg_backward (the flash kernels spilled 36 and 158 bytes at 255 registers), from lf_forward's
      stats, which mean what lg_rows_forward's do */

@@ -102,21 +102,25 @@ static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, l
   /* bf16 products of f32 inputs: the inputs rounded to bf16 copies, then the bf16 tensor-core product with f32
      accumulation. cuBLASLt's CUBLAS_COMPUTE_32F_FAST_16BF was measured on an H200 (cuBLAS 13) to give TF32's
      accuracy and speed, so the rounding is done here, where it is known to happen. */
-  if (dev->matmul == 2 && !ctx->exact && compute == C5_DTYPE_F32 && atype == C5_DTYPE_F32 &&
-      btype == C5_DTYPE_F32 && m > 0 && n > 0 && k > 0 && batch > 0) {
-    const long na = extent(transa ? k : m, transa ? m : k, lda, stride_a, batch);
-    const long nb = extent(transb ? n : k, transb ? k : n, ldb, stride_b, batch);
+  /* An operand already in bf16 (a module's activations kept so, kernels.h local_attn_bf16) is used as it is; in
+     bf16 mode the other, f32, is rounded to its copy. */
+  const int a32 = atype == C5_DTYPE_F32, b32 = btype == C5_DTYPE_F32;
+  if (dev->matmul == 2 && !ctx->exact && compute == C5_DTYPE_F32 && (a32 || b32) &&
+      (a32 || atype == C5_DTYPE_BF16) && (b32 || btype == C5_DTYPE_BF16) && m > 0 && n > 0 && k > 0 && batch > 0) {
+    const long na = a32 ? extent(transa ? k : m, transa ? m : k, lda, stride_a, batch) : 0;
+    const long nb = b32 ? extent(transb ? n : k, transb ? k : n, ldb, stride_b, batch) : 0;
     /* B's copy 256-byte aligned: at an odd offset after A's, cuBLASLt took its align-1 sm75 kernels (ncu on the
        H200: 0.9 ms of the 13 ms block at n = 32768) */
     const long nap = (na + 127) & ~127L;
     const size_t bytes = (size_t)(nap + nb) * sizeof(__nv_bfloat16);
     C5_CALL_K(c5k_cuda_grow(dev, &dev->cvt, &dev->cvt_bytes, bytes, 0, what));
     __nv_bfloat16 *a16 = (__nv_bfloat16 *)dev->cvt, *b16 = a16 + nap;
-    C5_CALL_K(c5k_cuda_to_bf16(dev, na, (const float *)A, a16, what));
-    C5_CALL_K(c5k_cuda_to_bf16(dev, nb, (const float *)B, b16, what));
+    if (a32) C5_CALL_K(c5k_cuda_to_bf16(dev, na, (const float *)A, a16, what));
+    if (b32) C5_CALL_K(c5k_cuda_to_bf16(dev, nb, (const float *)B, b16, what));
     /* the bias stays f32 (C's type): only the product's inputs are rounded */
-    return lt_gemm(ctx, transa, transb, m, n, k, alpha, a16, C5_DTYPE_BF16, lda, stride_a, b16, C5_DTYPE_BF16, ldb,
-                   stride_b, beta, C, ctype, ldc, stride_c, batch, compute, bias, what);
+    return lt_gemm(ctx, transa, transb, m, n, k, alpha, a32 ? (const void *)a16 : A, C5_DTYPE_BF16, lda, stride_a,
+                   b32 ? (const void *)b16 : B, C5_DTYPE_BF16, ldb, stride_b, beta, C, ctype, ldc, stride_c, batch,
+                   compute, bias, what);
   }
   const int f64 = compute == C5_DTYPE_F64 && atype == C5_DTYPE_F64 && btype == C5_DTYPE_F64 && ctype == C5_DTYPE_F64;
   const int f32 = compute == C5_DTYPE_F32 && atype == btype && (atype == C5_DTYPE_F32 || atype == C5_DTYPE_BF16) &&
@@ -237,24 +241,34 @@ __global__ static void acc_add_prod(long mn, const c5_real *prod, double *acc)
 
 /* As kernels/cpu/gemm.c: in double the GEMM adds to the accumulator itself
    (beta = 1); in single the product is formed with beta = 0 into prod,
-   rounded once, then added in double. */
-extern "C" c5_status c5k_gemm_acc_cuda(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
-                                       const c5_real *A, long lda, const c5_real *B, long ldb, c5_real *prod,
-                                       double *acc)
+   rounded once, then added in double. Inputs typed as gemm_ex's. */
+extern "C" c5_status c5k_gemm_acc_ex_cuda(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
+                                          const void *A, c5_dtype atype, long lda, const void *B, c5_dtype btype,
+                                          long ldb, c5_real *prod, double *acc)
 {
 #if C5_USE_DOUBLE
   (void)prod;
-  return c5k_gemm_cuda(ctx, transa, transb, m, n, k, alpha, A, lda, B, ldb, 1.0, acc, n);
+  return lt_gemm(ctx, transa, transb, m, n, k, alpha, A, atype, lda, 0, B, btype, ldb, 0, 1.0, acc, C5_DTYPE_F64, n, 0,
+                 1, C5_DTYPE_F64, NULL, "gemm_acc");
 #else
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, "gemm_acc", &dev));
   if (m <= 0 || n <= 0) return C5_OK;
-  C5_CALL_K(c5k_gemm_cuda(ctx, transa, transb, m, n, k, alpha, A, lda, B, ldb, 0.0, prod, n));
+  C5_CALL_K(lt_gemm(ctx, transa, transb, m, n, k, alpha, A, atype, lda, 0, B, btype, ldb, 0, 0.0, prod, C5_DTYPE_F32,
+                    n, 0, 1, C5_DTYPE_F32, NULL, "gemm_acc"));
   const long mn = m * n, blocks = (mn + 255) / 256;
   acc_add_prod<<<(unsigned)(blocks < 65536L * 16 ? blocks : 65536L * 16), 256, 0, dev->stream>>>(mn, prod, acc);
   C5K_CUDA_LAUNCHED("gemm_acc");
   return C5_OK;
 #endif
+}
+
+extern "C" c5_status c5k_gemm_acc_cuda(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
+                                       const c5_real *A, long lda, const c5_real *B, long ldb, c5_real *prod,
+                                       double *acc)
+{
+  return c5k_gemm_acc_ex_cuda(ctx, transa, transb, m, n, k, alpha, A, C5_DTYPE_REAL, lda, B, C5_DTYPE_REAL, ldb, prod,
+                              acc);
 }
 
 /* ---- linear (linbias): torch's Linear with its bias in the product's epilogue ---- */

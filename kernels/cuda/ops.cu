@@ -14,13 +14,12 @@ c5_status c5k_cd_backward_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, con
 c5_status c5k_topk_select_cuda(c5k_ctx *, const c5k_rows *, const c5_real *, const uint8_t *, long, long, long, long *,
                                long *);
 /* sliding-window attention (kernels/cuda/attn_local.cu) */
-c5_status c5k_local_attn_forward_cuda(c5k_ctx *, const c5k_local_attn *, const c5_real *, const c5_real *,
-                                      const c5_real *, long, const uint8_t *, c5_real *, long, double *, double *,
-                                      uint8_t *);
-c5_status c5k_local_attn_backward_cuda(c5k_ctx *, const c5k_local_attn *, const c5_real *, const c5_real *,
-                                       const c5_real *, long, const uint8_t *, const double *, const double *,
-                                       const uint8_t *, const c5_real *, const c5_real *, long, c5_real *, c5_real *,
-                                       c5_real *);
+c5_status c5k_local_attn_forward_cuda(c5k_ctx *, const c5k_local_attn *, const void *, const void *, const void *,
+                                      long, const uint8_t *, void *, long, double *, double *, uint8_t *);
+c5_status c5k_local_attn_backward_cuda(c5k_ctx *, const c5k_local_attn *, const void *, const void *, const void *,
+                                       long, const uint8_t *, const double *, const double *, const uint8_t *,
+                                       const void *, const void *, long, void *, void *, void *);
+int c5k_local_attn_bf16_cuda(c5k_ctx *, const c5k_local_attn *);
 /* device-resident block orchestration (cuda-lib) */
 c5_status c5k_index_rows_cuda(c5k_ctx *, long, long, const long *, long, long, long, long, long, long *, long);
 /* ---- cuda-gather: moves, gathers, masks, router fills, cosine routing, rotary ---- */
@@ -49,8 +48,9 @@ c5_status c5k_cosine_route_backward_cuda(c5k_ctx *, long, int, long, int, const 
                                          const double *, const double *, double, c5_real *, c5_real *);
 c5_status c5k_cosine_route_backward_w_cuda(c5k_ctx *, int, int, const c5_real *, const double *, double *);
 c5_status c5k_rotary_table_cuda(c5k_ctx *, long, const long *, int, double *, double *);
-c5_status c5k_rotary_cuda(c5k_ctx *, long, int, int, c5_real *, long, long, const double *, const double *);
-c5_status c5k_rotary_transpose_cuda(c5k_ctx *, long, int, int, c5_real *, long, long, const double *, const double *);
+c5_status c5k_rotary_cuda(c5k_ctx *, long, int, int, void *, c5_dtype, long, long, const double *, const double *);
+c5_status c5k_rotary_transpose_cuda(c5k_ctx *, long, int, int, void *, c5_dtype, long, long, const double *,
+                                    const double *);
 /* ---- end cuda-gather ---- */
 /* ---- cuda-rows: norms, GELU, gradient sums, elementwise, optimizer, init, embeddings, loss ---- */
 c5_status c5k_rmsnorm_forward_cuda(c5k_ctx *, const c5_real *, const c5_real *, long, int, c5_real *, double *);
@@ -65,6 +65,8 @@ c5_status c5k_gelu_backward_cuda(c5k_ctx *, const c5_real *, const c5_real *, lo
 c5_status c5k_colsum_cuda(c5k_ctx *, const c5_real *, long, int, double *);
 c5_status c5k_gemm_acc_cuda(c5k_ctx *, int, int, long, long, long, double, const c5_real *, long, const c5_real *, long,
                             c5_real *, double *);
+c5_status c5k_gemm_acc_ex_cuda(c5k_ctx *, int, int, long, long, long, double, const void *, c5_dtype, long,
+                               const void *, c5_dtype, long, c5_real *, double *);
 c5_status c5k_grad_flush_cuda(c5k_ctx *, double *, long, c5_real *);
 c5_status c5k_axpy_cuda(c5k_ctx *, long, double, const c5_real *, c5_real *);
 c5_status c5k_acc_add_cuda(c5k_ctx *, long, const double *, double *);
@@ -128,6 +130,7 @@ static c5k_ops cuda_ops(void)
   /* sliding-window attention (kernels/cuda/attn_local.cu) */
   o.local_attn_forward = c5k_local_attn_forward_cuda;
   o.local_attn_backward = c5k_local_attn_backward_cuda;
+  o.local_attn_bf16 = c5k_local_attn_bf16_cuda;
   /* device-resident block orchestration (cuda-lib) */
   o.index_rows = c5k_index_rows_cuda;
   /* ---- cuda-gather ---- */
@@ -162,6 +165,7 @@ static c5k_ops cuda_ops(void)
   o.gelu_backward = c5k_gelu_backward_cuda;
   o.colsum = c5k_colsum_cuda;
   o.gemm_acc = c5k_gemm_acc_cuda;
+  o.gemm_acc_ex = c5k_gemm_acc_ex_cuda;
   o.grad_flush = c5k_grad_flush_cuda;
   o.axpy = c5k_axpy_cuda;
   o.acc_add = c5k_acc_add_cuda;

@@ -2,6 +2,7 @@
    the cos/sin tables of token positions and the rotation of head vectors by
    them (and its transpose, the gradient), one thread per pair of elements. */
 #include <math.h>
+#include <cuda_bf16.h>
 #include "cuda_internal.cuh"
 
 /* The frequencies come from the host's pow, the CPU table's own values (the
@@ -42,41 +43,52 @@ extern "C" c5_status c5k_rotary_table_cuda(c5k_ctx *ctx, long rows, const long *
 }
 
 /* t <- t cos + rotate_half(t) sin, sin taken times sgn (-1: the transpose);
-   negating a product is exact, so both directions round as written out. */
-__global__ void rotary_kernel(long rows, int heads, int half, c5_real *x, long ld, long hstride, const double *cs,
+   negating a product is exact, so both directions round as written out. T:
+   c5_real, or bf16 (a module's activations kept in bf16: formed in double,
+   rounded once to bf16). */
+template <typename T>
+__global__ void rotary_kernel(long rows, int heads, int half, T *x, long ld, long hstride, const double *cs,
                               const double *sn, double sgn)
 {
   C5K_GRID_LOOP(u, rows * heads * half) {
     long i = u / ((long)heads * half);
     int h = (int)(u / half % heads), j = (int)(u % half);
-    c5_real *t = x + i * ld + h * hstride;
-    double t1 = t[j], t2 = t[j + half], c = cs[i * half + j], s = sgn * sn[i * half + j];
-    t[j] = (c5_real)c5k_sub(c5k_mul(t1, c), c5k_mul(t2, s));
-    t[j + half] = (c5_real)c5k_add(c5k_mul(t2, c), c5k_mul(t1, s));
+    T *t = x + i * ld + h * hstride;
+    double t1 = (double)(float)t[j], t2 = (double)(float)t[j + half], c = cs[i * half + j], s = sgn * sn[i * half + j];
+    t[j] = (T)c5k_sub(c5k_mul(t1, c), c5k_mul(t2, s));
+    t[j + half] = (T)c5k_add(c5k_mul(t2, c), c5k_mul(t1, s));
   }
 }
 
-static c5_status rotate(c5k_ctx *ctx, long rows, int heads, int dh, c5_real *x, long ld, long hstride,
+static c5_status rotate(c5k_ctx *ctx, long rows, int heads, int dh, void *x, c5_dtype xtype, long ld, long hstride,
                         const double *cs, const double *sn, double sgn, const char *op)
 {
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
+  if (xtype != C5_DTYPE_REAL && xtype != C5_DTYPE_BF16)
+    return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: rows of %s (the GPU takes %s or bf16)", op, c5_dtype_name(xtype),
+                   c5_dtype_name(C5_DTYPE_REAL));
   const int half = dh / 2;
   if (rows <= 0 || heads <= 0 || half <= 0) return C5_OK;
-  rotary_kernel<<<c5k_cuda_blocks(dev, rows * heads * half), C5K_THREADS, 0, dev->stream>>>(rows, heads, half, x, ld,
-                                                                                             hstride, cs, sn, sgn);
+  const long blocks = c5k_cuda_blocks(dev, rows * heads * half);
+  if (xtype == C5_DTYPE_BF16)
+    rotary_kernel<__nv_bfloat16><<<blocks, C5K_THREADS, 0, dev->stream>>>(rows, heads, half, (__nv_bfloat16 *)x, ld,
+                                                                          hstride, cs, sn, sgn);
+  else
+    rotary_kernel<c5_real><<<blocks, C5K_THREADS, 0, dev->stream>>>(rows, heads, half, (c5_real *)x, ld, hstride, cs,
+                                                                    sn, sgn);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
 
-extern "C" c5_status c5k_rotary_cuda(c5k_ctx *ctx, long rows, int heads, int dh, c5_real *x, long ld, long hstride,
-                                     const double *cs, const double *sn)
+extern "C" c5_status c5k_rotary_cuda(c5k_ctx *ctx, long rows, int heads, int dh, void *x, c5_dtype xtype, long ld,
+                                     long hstride, const double *cs, const double *sn)
 {
-  return rotate(ctx, rows, heads, dh, x, ld, hstride, cs, sn, 1.0, "rotary");
+  return rotate(ctx, rows, heads, dh, x, xtype, ld, hstride, cs, sn, 1.0, "rotary");
 }
 
-extern "C" c5_status c5k_rotary_transpose_cuda(c5k_ctx *ctx, long rows, int heads, int dh, c5_real *x, long ld,
-                                               long hstride, const double *cs, const double *sn)
+extern "C" c5_status c5k_rotary_transpose_cuda(c5k_ctx *ctx, long rows, int heads, int dh, void *x, c5_dtype xtype,
+                                               long ld, long hstride, const double *cs, const double *sn)
 {
-  return rotate(ctx, rows, heads, dh, x, ld, hstride, cs, sn, -1.0, "rotary_transpose");
+  return rotate(ctx, rows, heads, dh, x, xtype, ld, hstride, cs, sn, -1.0, "rotary_transpose");
 }
