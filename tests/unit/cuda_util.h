@@ -47,6 +47,22 @@ static inline void *t_dev_upload(c5_backend *be, const void *host, size_t bytes)
   return p;
 }
 
+/* bf16 bits of f, rounded to nearest even (finite f), and back: the tests' bf16 tensors on the host. */
+static inline uint16_t t_bf16(float f)
+{
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  u += 0x7fff + ((u >> 16) & 1);
+  return (uint16_t)(u >> 16);
+}
+static inline double t_unbf16(uint16_t h)
+{
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
 /* ||a - b|| / ||b|| over n doubles (b's norm 0: ||a||); NaN anywhere gives NaN. */
 static inline double t_normwise(const double *a, const double *b, long n)
 {

@@ -220,7 +220,8 @@ static c5_status f_rotary_table(const c5k_ops *o, c5k_ctx *c, void **p, const lo
 { return o->rotary_table(c, a[0], p[0], (int)a[1], p[1], p[2]); }
 static c5_status f_rotary(const c5k_ops *o, c5k_ctx *c, void **p, const long *a)
 {
-  return (a[4] ? o->rotary_transpose : o->rotary)(c, a[0], (int)a[1], (int)a[2], p[0], a[3], a[5], p[1], p[2]);
+  return (a[4] ? o->rotary_transpose : o->rotary)(c, a[0], (int)a[1], (int)a[2], p[0], C5_DTYPE_REAL, a[3], a[5], p[1],
+                                                 p[2]);
 }
 
 #define SHAPE(...) (snprintf(shape, sizeof shape, __VA_ARGS__), shape)
@@ -455,6 +456,54 @@ static int cosine(c5_backend *gpu)
   return ok;
 }
 
+/* rotary on bf16 rows (a module's activations kept in bf16), in place: every element within half a bf16 ulp (and
+   a little) of the rotation formed in double from the same bf16 inputs; the gaps between heads and rows stay. */
+static int rotary_bf16(c5_backend *gpu, int transpose)
+{
+  const long rows = 1000, heads = 4, dh = 64, hs = 2 * dh, ld = heads * hs + 8, half = dh / 2, nx = rows * ld;
+  uint16_t *hx = malloc(nx * 2), *got = malloc(nx * 2);
+  double *cs = malloc(rows * half * 8), *sn = malloc(rows * half * 8);
+  void *dx = NULL, *dcs = NULL, *dsn = NULL;
+  int ok = 0;
+  long bad = 0;
+  for (long i = 0; i < nx; i++) hx[i] = t_bf16((float)t_normal(&seed));
+  for (long k = 0; k < rows * half; k++) {
+    double a = 100 * t_uniform(&seed);
+    cs[k] = cos(a);
+    sn[k] = sin(a);
+  }
+  T_CHECK((dx = t_dev_upload(gpu, hx, nx * 2)) && (dcs = t_dev_upload(gpu, cs, rows * half * 8)) &&
+          (dsn = t_dev_upload(gpu, sn, rows * half * 8)), "device buffers");
+  {
+    c5k_ctx ctx = c5_backend_ctx(gpu, NULL, 0);
+    T_OK((transpose ? c5k_cuda_ops.rotary_transpose : c5k_cuda_ops.rotary)(&ctx, rows, (int)heads, (int)dh, dx,
+                                                                          C5_DTYPE_BF16, ld, hs, dcs, dsn));
+  }
+  T_OK(c5_backend_memcpy(gpu, got, dx, nx * 2));
+  for (long i = 0; i < rows; i++)
+    for (long e = 0; e < ld; e++) {
+      const long h = e / hs, j = e % hs, at = i * ld + e;
+      double want = t_unbf16(hx[at]);
+      if (h < heads && j < dh) {
+        const long jj = j % half;
+        const double t1 = t_unbf16(hx[i * ld + h * hs + jj]), t2 = t_unbf16(hx[i * ld + h * hs + jj + half]);
+        const double c = cs[i * half + jj], s = (transpose ? -1 : 1) * sn[i * half + jj];
+        want = j < half ? t1 * c - t2 * s : t2 * c + t1 * s;
+      }
+      const double d = fabs(t_unbf16(got[at]) - want);
+      bad += h < heads && j < dh ? !(d <= fabs(want) * 0x1p-8 + 1e-30) : got[at] != hx[at];
+    }
+  printf("%s bf16 rows %ld heads %ld dh %ld ld %ld hstride %ld: %ld elements off by more than half a bf16 ulp or "
+         "gaps changed %s\n", transpose ? "rotary_transpose" : "rotary", rows, heads, dh, ld, hs, bad,
+         bad ? "FAIL" : "PASS");
+  T_CHECK(bad == 0, "rotary bf16");
+  ok = 1;
+fail:
+  c5_backend_free(gpu, dx); c5_backend_free(gpu, dcs); c5_backend_free(gpu, dsn);
+  free(hx); free(got); free(cs); free(sn);
+  return ok;
+}
+
 static int rotary(c5_backend *gpu)
 {
   int ok = 1;
@@ -481,6 +530,7 @@ static int rotary(c5_backend *gpu)
       SHAPE("rows %ld heads %ld dh %ld ld %ld hstride %ld", rows, heads, dh, ld, hs);
       CASE(t ? "rotary_transpose" : "rotary", f_rotary, 0, 0, rows, heads, dh, ld, t, hs);
     }
+  ok &= rotary_bf16(gpu, 0) & rotary_bf16(gpu, 1);
   return ok;
 }
 
