@@ -155,15 +155,9 @@ static c5_status cache_alloc(const c5_attn_heavy *a, long B, long nq, long nk, c
   c->work_len = wn > wa ? wn : wa;
   BE_CALLOC(c->work, c->work_len);
 #undef BE_CALLOC
-  if (ws) {
-    c->ws = ws;
-    c5_ws_reserve(ws, c5_ws_measure(carve_frame, c));
-  } else {
-    C5_CALL(c5_ws_create(a->be, &c->ws));
-    c->own_ws = 1;
-    c5_ws_reserve(c->ws, c5_ws_measure(carve_frame, c));
-    C5_CALL(c5_ws_fit(c->ws, "heavy attention cache"));
-  }
+  C5_CALL(c5_ws_use(a->be, ws, &c->ws, &c->own_ws));
+  c5_ws_reserve(c->ws, c5_ws_measure(carve_frame, c));
+  if (c->own_ws) C5_CALL(c5_ws_fit(c->ws, "heavy attention cache"));
   return C5_OK;
 }
 
@@ -291,11 +285,7 @@ c5_status c5_attn_heavy_forward(const c5_attn_heavy *a, const c5_params *p, long
   c->valid = nqr == 0;   /* otherwise valid once the forward below completes */
   if (nqr == 0) return C5_OK;
 
-  size_t mark;
-  C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
-  c5_status st = forward_body(a, p, xq, ctx, kmask, qpos, kpos, c, out);
-  c5_ws_close(c->ws, mark);
-  if (st != C5_OK) return c5_err_trace(st, __FILE__, __LINE__);
+  C5_WS_RUN(c->ws, carve_frame, c, forward_body(a, p, xq, ctx, kmask, qpos, kpos, c, out));
   c->valid = 1;
   return C5_OK;
 }
@@ -379,9 +369,6 @@ c5_status c5_attn_heavy_backward(const c5_attn_heavy *a, const c5_params *p, c5_
     if (c->has_kscore && dkscore && nkr) C5_CALL(c5k_zero(ops, &kc, dkscore, nkr * (long)sizeof *dkscore));
     return C5_OK;
   }
-  size_t mark;
-  C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
-  c5_status st = backward_body(a, p, c, dout, dxq, dctx, dkscore, dqscore);
-  c5_ws_close(c->ws, mark);
-  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
+  C5_WS_RUN(c->ws, carve_frame, c, backward_body(a, p, c, dout, dxq, dctx, dkscore, dqscore));
+  return C5_OK;
 }

@@ -186,15 +186,9 @@ c5_status c5_attn_local_cache_create_ws(const c5_attn_local *a, long batch, long
     ALLOC(c->ksn, rows * half);
   }
 #undef ALLOC
-  if (ws) {
-    c->ws = ws;
-    c5_ws_reserve(ws, c5_ws_measure(carve_frame, c));
-  } else {
-    C5_CALL_GOTO(c5_ws_create(a->be, &c->ws), st, fail);
-    c->own_ws = 1;
-    c5_ws_reserve(c->ws, c5_ws_measure(carve_frame, c));
-    C5_CALL_GOTO(c5_ws_fit(c->ws, "LocalMHA cache"), st, fail);
-  }
+  C5_CALL_GOTO(c5_ws_use(a->be, ws, &c->ws, &c->own_ws), st, fail);
+  c5_ws_reserve(c->ws, c5_ws_measure(carve_frame, c));
+  if (c->own_ws) C5_CALL_GOTO(c5_ws_fit(c->ws, "LocalMHA cache"), st, fail);
   *out = c;
   return C5_OK;
 fail:
@@ -281,11 +275,8 @@ c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long
            "LocalMHA: input [%ld, %ld, %d], cache made for at most [%ld, %ld, %d]", batch, n, a->dim,
            c->batch_cap, c->n_cap, a->dim);
   C5_CALL(check_act(a, c, batch, n));
-  size_t mark;
-  C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
-  c5_status st = forward_body(a, p, batch, n, pos0, x, mask, c, out);
-  c5_ws_close(c->ws, mark);
-  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
+  C5_WS_RUN(c->ws, carve_frame, c, forward_body(a, p, batch, n, pos0, x, mask, c, out));
+  return C5_OK;
 }
 
 c5_status c5_attn_local_output(const c5_attn_local *a, const c5_params *p, const c5_attn_local_cache *c,
@@ -343,9 +334,6 @@ c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_
            "LocalMHA backward: chunk %ld must be >= look_backward + look_forward = %d", a->chunk,
            a->look_backward + a->look_forward);
   C5_CALL(check_act(a, c, c->batch, c->n));
-  size_t mark;
-  C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
-  c5_status st = backward_body(a, p, c, x, dout, dx);
-  c5_ws_close(c->ws, mark);
-  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
+  C5_WS_RUN(c->ws, carve_frame, c, backward_body(a, p, c, x, dout, dx));
+  return C5_OK;
 }

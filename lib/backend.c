@@ -281,6 +281,16 @@ void c5_ws_destroy(c5_ws **ws)
   C5_FREE(*ws);
 }
 
+c5_status c5_ws_use(const struct c5_backend *be, c5_ws *given, c5_ws **ws, int *own)
+{
+  *own = !given;
+  if (given) {
+    *ws = given;
+    return C5_OK;
+  }
+  return c5_ws_create(be, ws);
+}
+
 c5_status c5_ws_fit(c5_ws *ws, const char *who)
 {
   C5_CHECK(ws->need != SIZE_MAX, C5_ERR_MEM, "%s workspace: its byte count overflows a size (a length too large)",

@@ -95,12 +95,7 @@ c5_status c5_block_cache_create_ws(const c5_block *b, long batch, long n, c5_ws 
   c->dim = b->cfg.attn.dim;
   c5_status st = C5_OK;
   const long N = batch * n * b->cfg.attn.dim;
-  if (!ws) {
-    C5_CALL_GOTO(c5_ws_create(b->be, &c->ws), st, fail);
-    c->own_ws = 1;
-  } else {
-    c->ws = ws;
-  }
+  C5_CALL_GOTO(c5_ws_use(b->be, ws, &c->ws, &c->own_ws), st, fail);
   /* dx1 is held across both modules' backwards: their frames go above it */
   const size_t mark = c5_ws_hold(c->ws, c5_ws_measure(carve_frame, c));
   st = c5_routed_attn_cache_create_ws(b->attn, batch, n, c->ws, &c->ac);

@@ -69,11 +69,8 @@ c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real 
 {
   C5_CHECK(rows <= c->rows_cap, C5_ERR_SHAPE, "feedforward: %ld rows, cache holds %ld", rows, c->rows_cap);
   if (rows == 0) return C5_OK;
-  size_t mark;
-  C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
-  c5_status st = forward_body(f, p, x, rows, c, y);
-  c5_ws_close(c->ws, mark);
-  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
+  C5_WS_RUN(c->ws, carve_frame, c, forward_body(f, p, x, rows, c, y));
+  return C5_OK;
 }
 
 c5_status c5_ffnet_output(const c5_ffnet *f, const c5_params *p, const c5_ffnet_cache *c, long rows, c5_real *y)
@@ -126,9 +123,6 @@ c5_status c5_ffnet_backward(const c5_ffnet *f, const c5_params *p, c5_ffnet_cach
                             const c5_real *dy, long rows, c5_real *dx)
 {
   if (rows == 0) return C5_OK;
-  size_t mark;
-  C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
-  c5_status st = backward_body(f, p, c, x, dy, rows, dx);
-  c5_ws_close(c->ws, mark);
-  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
+  C5_WS_RUN(c->ws, carve_frame, c, backward_body(f, p, c, x, dy, rows, dx));
+  return C5_OK;
 }

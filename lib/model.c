@@ -262,11 +262,8 @@ static c5_status forward_tail_body(c5_model *m, c5_model_cache *c, double *part)
 
 static c5_status forward_tail(c5_model *m, c5_model_cache *c, double *part)
 {
-  size_t mark;
-  C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
-  c5_status st = forward_tail_body(m, c, part);
-  c5_ws_close(c->ws, mark);
-  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
+  C5_WS_RUN(c->ws, carve_frame, c, forward_tail_body(m, c, part));
+  return C5_OK;
 }
 
 c5_status c5_model_forward(c5_model *m, const c5_dist *d, const c5_layout *lay, long batch, const int32_t *tokens,
@@ -317,11 +314,8 @@ static c5_status backward_tail(c5_model *m, c5_model_cache *c, double scale)
 {
   C5_CHECK(c->fwd, C5_ERR_ARG, "c5_model_backward: no forward in this cache");
   C5_CHECK(scale == scale && scale - scale == 0, C5_ERR_ARG, "c5_model_backward: scale %g is not finite", scale);
-  size_t mark;
-  C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
-  c5_status st = backward_tail_body(m, c, scale);
-  c5_ws_close(c->ws, mark);
-  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
+  C5_WS_RUN(c->ws, carve_frame, c, backward_tail_body(m, c, scale));
+  return C5_OK;
 }
 
 static c5_status backward_embedding(c5_model *m, c5_model_cache *c, const c5_real *dx)

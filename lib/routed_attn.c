@@ -184,12 +184,7 @@ c5_status c5_routed_attn_cache_create_ws(const c5_routed_attn *m, long batch, lo
   c->dim = cfg->dim;
   c->routes = cfg->num_routed_kv;
   c5_status st = C5_OK;
-  if (!ws) {
-    C5_CALL_GOTO(c5_ws_create(c->be, &c->ws), st, fail);
-    c->own_ws = 1;
-  } else {
-    c->ws = ws;
-  }
+  C5_CALL_GOTO(c5_ws_use(c->be, ws, &c->ws, &c->own_ws), st, fail);
   c->ws_at = c->ws->top;
   C5_CALL_GOTO(c5_router_cache_create(m->hb.q_router, batch, n, &c->rq), st, fail);
   C5_CALL_GOTO(c5_router_cache_create(m->hb.kv_router, batch, n, &c->rkv), st, fail);

@@ -134,12 +134,7 @@ c5_status c5_routed_ff_cache_create_ws(const c5_routed_ff *m, long batch, long n
   c->batch = batch;
   c->n_local = n_local;
   c5_status st = C5_OK;
-  if (!ws) {
-    C5_CALL_GOTO(c5_ws_create(c->be, &c->ws), st, fail);
-    c->own_ws = 1;
-  } else {
-    c->ws = ws;
-  }
+  C5_CALL_GOTO(c5_ws_use(c->be, ws, &c->ws, &c->own_ws), st, fail);
   C5_CALL_GOTO(c5_router_cache_create(m->router, batch, n_local, &c->rc), st, fail);
   c5_arena a = { 0 };
   cache_layout(m, c, &a);   /* every buffer a tensor or an index array the ops read: all on the backend */

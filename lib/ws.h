@@ -47,6 +47,9 @@ typedef struct c5_ws {
 c5_status c5_ws_create(const struct c5_backend *be, c5_ws **out);
 /* Frees the memory and the workspace; *ws NULL after. */
 void c5_ws_destroy(c5_ws **ws);
+/* The workspace a cache works in: given, when its maker passes one (*own = 0), else a new one on be that the cache
+   owns (*own = 1: it fits and destroys it). */
+c5_status c5_ws_use(const struct c5_backend *be, c5_ws *given, c5_ws **ws, int *own);
 /* The memory for the reservations: allocated (or reallocated larger, only with no frame open) when need
    exceeds cap. who names the cache in an error. */
 c5_status c5_ws_fit(c5_ws *ws, const char *who);
@@ -78,6 +81,16 @@ static inline size_t c5_ws_hold(c5_ws *ws, size_t bytes)
 static inline void c5_ws_release(c5_ws *ws, size_t mark) { ws->top = mark; }
 /* Creation: a frame of bytes at the current top, reserved (held and released at once). */
 static inline void c5_ws_reserve(c5_ws *ws, size_t bytes) { c5_ws_release(ws, c5_ws_hold(ws, bytes)); }
+
+/* Runs call (a c5_status expression) inside obj's frame of ws, closed on every path; returns from the calling
+   function with the call's error, traced. */
+#define C5_WS_RUN(ws, carve, obj, call) do { \
+    size_t m_; \
+    C5_CALL(c5_ws_open((ws), (carve), (obj), &m_)); \
+    const c5_status s_ = (call); \
+    c5_ws_close((ws), m_); \
+    if (s_ != C5_OK) return c5_err_trace(s_, __FILE__, __LINE__); \
+  } while (0)
 
 /* A call: obj's frame at the top (carve sets obj's transient pointers into it); *mark for c5_ws_close.
    C5_ERR_INTERNAL when the frame exceeds what was reserved (a sizing bug: nothing is allocated here). */
