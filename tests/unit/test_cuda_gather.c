@@ -255,11 +255,12 @@ static int moves(c5_backend *gpu)
     SHAPE("rows %ld cols %ld lds %ld ldd %ld", rows, cols, lds, ldd);
     CASE("add2d", f_add2d, 1, 0, rows, cols, lds, ldd);
   }
-  for (int c = 0; c < 4; c++) {   /* vec NULL and set, vec set, vec added, one row */
-    long rows = c == 3 ? 1 : 301, dim = c == 3 ? 1 : 67, ldd = dim + (c == 3 ? 0 : 5);
-    int acc = c == 2;
-    tbuf b[] = { rbuf(IN, c == 0 ? 0 : dim), rbuf(INOUT, rows * ldd) };
-    SHAPE("rows %ld dim %ld ldd %ld vec %s accumulate %d", rows, dim, ldd, c == 0 ? "NULL" : "set", acc);
+  for (int c = 0; c < 7; c++) {   /* vec NULL and set, vec set, vec added, one row; then 16 bytes a thread: the same */
+    const int v = c >= 4;
+    long rows = c == 3 ? 1 : 301, dim = c == 3 ? 1 : v ? 64 : 67, ldd = dim + (c == 3 ? 0 : v ? 4 : 5);
+    int acc = c == 2 || c == 6;
+    tbuf b[] = { rbuf(IN, c == 0 || c == 4 ? 0 : dim), rbuf(INOUT, rows * ldd) };
+    SHAPE("rows %ld dim %ld ldd %ld vec %s accumulate %d", rows, dim, ldd, c == 0 || c == 4 ? "NULL" : "set", acc);
     CASE("fill_rows", f_fill_rows, 1, 0, rows, dim, acc, ldd);
   }
   return ok;
