@@ -567,10 +567,16 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_kv(la_shape a, const T
 #define LG_THREADS 256
 #define LG_MAXNR 64   /* score slots a lane holds at most: rows of L w <= 2048 slots */
 
+/* Whether the mode takes the tensor-core paths (lg_*, lf_*): bf16 products, the context not asking for exact ones. */
+static bool la_tc(const c5k_ctx *ctx, const c5k_cuda_dev *dev)
+{
+  return dev->matmul == 2 && !ctx->exact;
+}
+
 static bool la_gemm(const c5k_ctx *ctx, const c5k_cuda_dev *dev, const la_shape &a, long batch)
 {
   /* bf16 rows of 16-byte multiples for cuBLASLt; a score row in a warp's registers (lg_load) */
-  return dev->matmul == 2 && !ctx->exact && a.dh % 8 == 0 && a.lw <= 32 * LG_MAXNR &&
+  return la_tc(ctx, dev) && a.dh % 8 == 0 && a.lw <= 32 * LG_MAXNR &&
          (batch * a.H * (a.W + a.lb + a.lf) + a.lb + 1 + a.lf) * a.w < (1L << 31);   /* 32-bit slot arithmetic */
 }
 
@@ -1036,16 +1042,24 @@ static c5_status lg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_at
    window's L w, in key blocks of 64 ascending over the ones in [0, W w)
    (g.kb .. g.pe); every block is wholly real keys, pad keys (n <= p < W
    w: rows zero-filled, so k = v = 0 and their score is exactly 0, the
-   lg path's and the reference's pad) or a mix at n. The inputs are f32:
-   q's, k's, v's rows are rounded to bf16 as they are staged in shared
-   memory (no bf16 copy in device memory; the lg path's scratch is not
-   used). The key blocks are double buffered: while one is worked on, the
-   next one's f32 rows travel by cp.async into a staging area (lf_stage;
-   plain loads where the strides are not whole 16 bytes), converted to the
-   bf16 tile at the top of the next iteration (lf_cvt), so the loads'
-   latency hides behind the products (before, each block's loads waited in
-   full: ~43 TFLOP/s at n = 131072 on an H200); the first block is staged
-   while Q loads. Warp w owns query rows 16 w .. 16 w + 15; per block
+   lg path's and the reference's pad) or a mix at n. The tensors in
+   device memory are T (one kernel body for each, lf_io): f32, or bf16
+   where local_attn_bf16 says so (L->bf16: dim_head 64, the module keeps
+   q, k, v, o, dout, dq, dk, dv in bf16, halving their traffic). f32 rows
+   are rounded to bf16 (nearest even) as they are staged in shared memory
+   (no bf16 copy in device memory; the lg path's scratch is not used);
+   bf16 rows arrive unchanged, so bf16 inputs holding the values of f32
+   ones give the same bits, and the outputs are the f32 path's rounded to
+   bf16 (nearest even). The key blocks are double buffered (lf_db): while
+   one is worked on, the next one's rows travel by cp.async (lf_stage;
+   plain loads where rows are not whole 16 bytes apart and aligned),
+   f32 into a staging area converted to the bf16 tile at the top of the
+   next iteration (lf_cvt), bf16 straight into the second of two bf16
+   tiles (less shared memory: 36 KiB, not 50, for lf_forward<64>), so the
+   loads' latency hides behind the products (before, each block's loads
+   waited in full: ~43 TFLOP/s at n = 131072 on an H200); the first block
+   is staged while Q loads. Warp w owns query rows 16 w .. 16 w + 15; per
+   block
      S = Q K^T (mma.m16n8k16 bf16 -> f32, c5k_mma_abt), x = scale S in f32
        as lg_rows_forward forms it, or -inf for a slot the row does not keep
        (la_range, la_keep; pad slots kept while unmasked: [max(lo, n),
@@ -1068,67 +1082,119 @@ static c5_status lg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_at
 template <int DH> struct lf_geom {
   static constexpr int LD = DH + 8;         /* a shared row in bf16: 16-byte aligned, conflict-free fragment loads */
   static constexpr int TILE = LF_BM * LD;   /* a Q, K or V tile */
-  static constexpr int ST = LF_BM * DH;     /* an f32 staging tile (lf_stage) */
-  /* K (Q's tile before the loop: Q lives in registers), V, K's and V's staging and two blocks' key-mask flags: at
-     dim_head 128, 98 KiB, 2 CTAs an SM (with a tile of its own for Q, 115 KiB: one) */
-  static constexpr size_t fwd_bytes = (size_t)2 * TILE * 2 + (size_t)2 * ST * 4 + 2 * LF_BM;
+  static constexpr int ST = LF_BM * DH;     /* an f32 staging tile (lf_stg) */
   static constexpr int ctas = DH == 64 ? 3 : 2;   /* CTAs an SM: at 4 (128 registers) DH 64 spilled 48 bytes */
 };
 
-/* Whether the flash kernels take the op (the callers check the mode: bf16, context not exact): dim_head 64 or 128,
-   w a multiple of the tile. */
+/* Whether the flash kernels take the op's forward (in la_tc's mode): dim_head 64 or 128, w a multiple of the tile; and
+   its backward: dim_head 64 only (128: the lg path; the flash kernels spilled 36 and 158 bytes at 255 registers). */
 static bool lf_ok(const la_shape &a)
 {
   return (a.dh == 64 || a.dh == 128) && a.w % LF_BM == 0;
 }
-
-/* Tile rows [0, LF_BM) <- x's rows (f32, stride ld) rounded to bf16, those at or past `rows` zero: 16-byte loads
-   where vec (lg_vec), four a thread in flight before their stores (all at once held 32 or 64 registers). */
-template <int DH>
-static __device__ __forceinline__ void lf_load(__nv_bfloat16 *tile, const float *x, long ld, long rows, bool vec)
+static bool lf_bwd_ok(const la_shape &a)
 {
-  constexpr int QPR = DH / 4, N = LF_BM * QPR / LF_THREADS, U = 4;   /* 4-column groups a row; a thread's */
+  return lf_ok(a) && a.dh == 64;
+}
+
+/* The flash kernels' tensors in device memory, T: f32 (float) or bf16 (__nv_bfloat16: kernels.h c5k_local_attn.bf16,
+   dim_head 64 only). A thread moves 16 bytes at a time, E elements (V): plain loads (ld: one 16-byte load where vec,
+   else element by element), into a bf16 tile (put: f32 rounded to bf16, nearest even; bf16 unchanged); f reads one
+   element as f32, out rounds an f32 result to T (bf16: nearest even, as __float2bfloat16_rn). */
+template <typename T> struct lf_io;
+template <> struct lf_io<float> {
+  static constexpr int E = 4;
+  typedef float4 V;
+  static __device__ __forceinline__ V ld(const float *p, bool vec) { return lg_ld4(p, vec); }
+  static __device__ __forceinline__ V zero() { return make_float4(0.f, 0.f, 0.f, 0.f); }
+  static __device__ __forceinline__ void put(__nv_bfloat16 *t, V x) { lg_st4(t, x); }
+  static __device__ __forceinline__ float f(float x) { return x; }
+  static __device__ __forceinline__ float out(float x) { return x; }
+};
+template <> struct lf_io<__nv_bfloat16> {
+  static constexpr int E = 8;
+  typedef uint4 V;
+  static __device__ __forceinline__ unsigned pair(const __nv_bfloat16 *p)
+  {
+    return (unsigned)__bfloat16_as_ushort(p[0]) | (unsigned)__bfloat16_as_ushort(p[1]) << 16;
+  }
+  static __device__ __forceinline__ V ld(const __nv_bfloat16 *p, bool vec)
+  {
+    return vec ? *(const uint4 *)p : make_uint4(pair(p), pair(p + 2), pair(p + 4), pair(p + 6));
+  }
+  static __device__ __forceinline__ V zero() { return make_uint4(0u, 0u, 0u, 0u); }
+  static __device__ __forceinline__ void put(__nv_bfloat16 *t, V x) { *(uint4 *)t = x; }
+  static __device__ __forceinline__ float f(__nv_bfloat16 x) { return __bfloat162float(x); }
+  static __device__ __forceinline__ __nv_bfloat16 out(float x) { return __float2bfloat16_rn(x); }
+};
+
+/* Whether x's rows (stride ld elements) take 16-byte loads and cp.async at every row's column E j: 16-byte aligned
+   rows (f32: lg_vec; bf16: ld % 8 == 0). Otherwise the kernels load element by element, synchronously. */
+template <typename T> static bool lf_vec(const T *x, long ld)
+{
+  return (uintptr_t)x % 16 == 0 && ld % lf_io<T>::E == 0;
+}
+
+/* Tile rows [0, LF_BM) <- x's rows (stride ld) in bf16 (f32 rounded), those at or past `rows` zero: 16-byte loads
+   where vec, four a thread in flight before their stores (all at once held 32 or 64 registers). */
+template <int DH, typename T>
+static __device__ __forceinline__ void lf_load(__nv_bfloat16 *tile, const T *x, long ld, long rows, bool vec)
+{
+  typedef lf_io<T> I;
+  constexpr int QPR = DH / I::E, N = LF_BM * QPR / LF_THREADS, U = 4;   /* E-column groups a row; a thread's */
   static_assert(N % U == 0, "lf_load: groups of U");
 #pragma unroll 1
   for (int j0 = 0; j0 < N; j0 += U) {
-    float4 v[U];
+    typename I::V x4[U];
 #pragma unroll
     for (int j = 0; j < U; j++) {
-      const int c = threadIdx.x + (j0 + j) * LF_THREADS, r = c / QPR, d = 4 * (c % QPR);
-      v[j] = r < rows ? lg_ld4(x + r * ld + d, vec) : make_float4(0.f, 0.f, 0.f, 0.f);
+      const int c = threadIdx.x + (j0 + j) * LF_THREADS, r = c / QPR, d = I::E * (c % QPR);
+      x4[j] = r < rows ? I::ld(x + r * ld + d, vec) : I::zero();
     }
 #pragma unroll
     for (int j = 0; j < U; j++) {
-      const int c = threadIdx.x + (j0 + j) * LF_THREADS, r = c / QPR, d = 4 * (c % QPR);
-      lg_st4(tile + r * lf_geom<DH>::LD + d, v[j]);
+      const int c = threadIdx.x + (j0 + j) * LF_THREADS, r = c / QPR, d = I::E * (c % QPR);
+      I::put(tile + r * lf_geom<DH>::LD + d, x4[j]);
     }
   }
 }
 
-/* The loops' tiles are double buffered through an f32 staging area (no bf16 copy of q, k, v, dout in device memory;
-   cp.async needs the bytes it copies unchanged): lf_stage starts copying x's rows [0, LF_BM) into st (dense [LF_BM]
-   [DH] f32; rows at or past `rows` zero), cp.async 16 bytes at a time where vec (else plain loads, synchronous);
-   the loop works on the previous tile meanwhile, then lf_cvt rounds st to bf16 into the tile lf_load would have
-   made (the same bits). Thread c stages and converts the same elements: its own cp.async.wait_group orders them, no
-   barrier needed between. (Register prefetch of the next f32 tile would hold 64 registers a tile a thread in
-   kernels at 161-239; the staging costs shared memory instead: 16 KiB a tile at dim_head 64.) */
-template <int DH>
-static __device__ __forceinline__ void lf_stage(float *st, const float *x, long ld, long rows, bool vec)
+/* The loops' tiles are double buffered (lf_db), staged by cp.async where vec (else plain loads, synchronous) while
+   the loop works on the previous tile. f32 input (no bf16 copy of q, k, v, dout in device memory; cp.async needs
+   the bytes it copies unchanged): through an f32 staging area (dense [LF_BM][DH]), which lf_cvt rounds to bf16 into
+   the tile lf_load would have made (the same bits) at the top of the iteration that works on it; thread c stages
+   and converts the same elements: its own cp.async.wait_group orders them, no barrier needed between. (Register
+   prefetch of the next f32 tile would hold 64 registers a tile a thread in kernels at 161-239; the staging costs
+   shared memory instead: 16 KiB a tile at dim_head 64.) bf16 input: straight into the second of two bf16 tiles,
+   which alternate (the same bits as lf_load's; 9 KiB a tile at dim_head 64). */
+template <int DH, typename T> struct lf_stg {
+  static constexpr bool F32 = std::is_same<T, float>::value;
+  static constexpr int PITCH = F32 ? DH : lf_geom<DH>::LD;   /* a staged row's elements */
+  static constexpr size_t BYTES = F32 ? (size_t)lf_geom<DH>::ST * 4 : (size_t)lf_geom<DH>::TILE * 2;
+  /* lf_forward: K, V, their staging and two blocks' key-mask flags: f32 at dim_head 128, 98 KiB, 2 CTAs an SM (with
+     a tile of its own for Q, 115 KiB: one) */
+  static constexpr size_t fwd_bytes = (size_t)2 * lf_geom<DH>::TILE * 2 + 2 * BYTES + 2 * LF_BM;
+};
+
+/* lf_stage starts copying x's rows [0, LF_BM) into st (rows PITCH apart; rows at or past `rows` zero). */
+template <int DH, typename T>
+static __device__ __forceinline__ void lf_stage(T *st, const T *x, long ld, long rows, bool vec)
 {
-  /* thread c's elements: rows r0 + RS j, columns d .. d + 3 (lf_load's, with c + LF_THREADS j); a loop, not
+  /* thread c's elements: rows r0 + RS j, columns d .. d + E - 1 (lf_load's, with c + LF_THREADS j); a loop, not
      unrolled, stepping one pointer: unrolled, the 8 row offsets were hoisted out of the callers' loops (16
      registers a tile: lf_backward_kv spilled) */
-  constexpr int QPR = DH / 4, N = LF_BM * QPR / LF_THREADS, RS = LF_THREADS / QPR;
-  const int r0 = threadIdx.x / QPR, d = 4 * (threadIdx.x % QPR);
-  const float *src = x + r0 * ld + d;
-  float *dst = st + r0 * DH + d;
+  typedef lf_io<T> I;
+  constexpr int QPR = DH / I::E, N = LF_BM * QPR / LF_THREADS, RS = LF_THREADS / QPR, P = lf_stg<DH, T>::PITCH;
+  const int r0 = threadIdx.x / QPR, d = I::E * (threadIdx.x % QPR);
+  const T *src = x + r0 * ld + d;
+  T *dst = st + r0 * P + d;
   if (vec) {
 #pragma unroll 1
-    for (int j = 0; j < N; j++, src += RS * ld, dst += RS * DH) c5k_cp16(dst, src, r0 + RS * j < rows);
+    for (int j = 0; j < N; j++, src += RS * ld, dst += RS * P) c5k_cp16(dst, src, r0 + RS * j < rows);
   } else {
 #pragma unroll 1
-    for (int j = 0; j < N; j++, src += RS * ld, dst += RS * DH)
-      *(float4 *)dst = r0 + RS * j < rows ? lg_ld4(src, false) : make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int j = 0; j < N; j++, src += RS * ld, dst += RS * P)
+      *(typename I::V *)dst = r0 + RS * j < rows ? I::ld(src, false) : I::zero();
   }
 }
 template <int DH>
@@ -1141,6 +1207,37 @@ static __device__ __forceinline__ void lf_cvt(__nv_bfloat16 *tile, const float *
     lg_st4(tile + r * lf_geom<DH>::LD + d, *(const float4 *)(st + r * DH + d));
   }
 }
+
+/* A double-buffered tile, one of a kernel's pair (K and V; Q and dO) laid out from base as: the pair's bf16 tiles (w:
+   base + i TILE, i = 0, 1), then their staging areas (s, lf_stg<DH, T>::BYTES each); end: the first byte after.
+   The iteration of parity bf works on tile(bf), after cvt(), and stages the next tile into stage(bf ^ 1). f32: the
+   tile is always w, staged in s and rounded into w by cvt; bf16: w at parity 0 and s = w + 2 TILE at 1 (offset, not
+   a select between two pointers: lf_backward_q spilled 16 bytes, lf_backward_kv 26), staged where it is worked on,
+   cvt nothing. */
+template <int DH, typename T> struct lf_db {
+  typedef lf_stg<DH, T> S;
+  static constexpr int TILE = lf_geom<DH>::TILE;
+  __nv_bfloat16 *w;
+  unsigned char *s;
+  static __device__ __forceinline__ lf_db at(__nv_bfloat16 *base, int i)
+  {
+    return lf_db{ base + i * TILE, (unsigned char *)(base + 2 * TILE) + i * S::BYTES };
+  }
+  static __device__ __forceinline__ unsigned char *end(__nv_bfloat16 *base)
+  {
+    return (unsigned char *)(base + 2 * TILE) + 2 * S::BYTES;
+  }
+  __device__ __forceinline__ __nv_bfloat16 *tile(int bf) const { return S::F32 ? w : w + bf * 2 * TILE; }
+  __device__ __forceinline__ T *stage(int bf) const
+  {
+    if constexpr (S::F32) return (float *)s;
+    else return tile(bf);
+  }
+  __device__ __forceinline__ void cvt() const
+  {
+    if constexpr (S::F32) lf_cvt<DH>(w, (const float *)s);
+  }
+};
 
 /* exp(x - m) as 2^((x - m) log2 e): the forward's weights and the backward's P alike (x = -inf: 0) */
 static __device__ __forceinline__ float lf_exp(float x, float m)
@@ -1201,17 +1298,19 @@ static __device__ __forceinline__ int lf_seek(const la_shape &a, int c, int pe, 
 }
 
 /* Blocks: x = query tile (64 rows of the sequence, within one window), y = head, z = batch. */
-template <int DH>
+template <int DH, typename T>
 __global__ void __launch_bounds__(LF_THREADS, lf_geom<DH>::ctas)
-lf_forward(la_shape a, const float *q, const float *k, const float *v, bool vec, const uint8_t *mask, float *o,
-           double *rmax, double *rinv, uint8_t *uni)
+lf_forward(la_shape a, const T *q, const T *k, const T *v, bool vec, const uint8_t *mask, T *o, double *rmax,
+           double *rinv, uint8_t *uni)
 {
   typedef lf_geom<DH> G;
   constexpr int NT = LF_BM / 8, KS = DH / 16, ON = DH / 8;   /* S's n8 tiles; Q's k16 steps; O's n8 tiles */
   extern __shared__ __align__(16) unsigned char lf_smem[];
-  __nv_bfloat16 *Ks = (__nv_bfloat16 *)lf_smem, *Vs = Ks + G::TILE, *Qs = Ks;   /* Q: read into qf before the loop */
-  float *Kst = (float *)(Vs + G::TILE), *Vst = Kst + G::ST;
-  uint8_t *mkf = (uint8_t *)(Vst + G::ST);   /* [2][LF_BM]: the block in work's flags and the next one's */
+  typedef lf_db<DH, T> B;
+  __nv_bfloat16 *base = (__nv_bfloat16 *)lf_smem;
+  const B K = B::at(base, 0), V = B::at(base, 1);
+  __nv_bfloat16 *Qs = K.tile(1);   /* Q: read into qf before the loop; not where the first block stages */
+  uint8_t *mkf = B::end(base);     /* [2][LF_BM]: the block in work's flags and the next one's */
   const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
   const int h = blockIdx.y;
   const long b = blockIdx.z, row0 = b * a.n, q0 = (long)blockIdx.x * LF_BM;
@@ -1237,11 +1336,11 @@ lf_forward(la_shape a, const float *q, const float *k, const float *v, bool vec,
   const bool mayu = __syncthreads_or(mayu0 || mayu1);
   bool f;
   const int pe = (int)(g.pe - s0), ke = (int)(g.ke - s0);   /* slots relative to s0 */
-  const float *kh = k + (row0 + s0) * a.ldqkv + (long)h * DH, *vh = v + (row0 + s0) * a.ldqkv + (long)h * DH;
+  const T *kh = k + (row0 + s0) * a.ldqkv + (long)h * DH, *vh = v + (row0 + s0) * a.ldqkv + (long)h * DH;
   int cn = lf_seek(a, (int)(g.kb - s0), pe, ke, s0, mk, ulo, urhi, uphi, mayu, mkf, &f);
   if (cn < pe) {
-    lf_stage<DH>(Kst, kh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
-    lf_stage<DH>(Vst, vh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
+    lf_stage<DH>(K.stage(0), kh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
+    lf_stage<DH>(V.stage(0), vh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
     c5k_cp_commit();
   }
   lf_load<DH>(Qs, q + (row0 + q0) * a.ldqkv + (long)h * DH, a.ldqkv, mq, vec);
@@ -1258,14 +1357,15 @@ lf_forward(la_shape a, const float *q, const float *k, const float *v, bool vec,
     const bool fk = f;
     const uint8_t *mkb = mkf + LF_BM * bf;
     c5k_cp_wait<0>();
-    __syncthreads();   /* the previous block's work on Ks, Vs (or qf's reads of Q, in Ks) is done */
-    lf_cvt<DH>(Ks, Kst);
-    lf_cvt<DH>(Vs, Vst);
+    __syncthreads();   /* the previous block's work on its tiles (or qf's reads of Q) is done */
+    K.cvt();
+    V.cvt();
     __syncthreads();
+    const __nv_bfloat16 *Ks = K.tile(bf), *Vs = V.tile(bf);
     cn = lf_seek(a, c0 + LF_BM, pe, ke, s0, mk, ulo, urhi, uphi, mayu, mkf + LF_BM * (bf ^ 1), &f);
     if (cn < pe) {
-      lf_stage<DH>(Kst, kh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
-      lf_stage<DH>(Vst, vh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
+      lf_stage<DH>(K.stage(bf ^ 1), kh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
+      lf_stage<DH>(V.stage(bf ^ 1), vh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
       c5k_cp_commit();
     }
     /* a row that may end uniform and has no kept slot yet needs every block with real keys (block-uniform) */
@@ -1328,27 +1428,29 @@ lf_forward(la_shape a, const float *q, const float *k, const float *v, bool vec,
     /* a uniform row: O / (L w) and its out-of-range slots' part (lg_out); else O / l */
     const double inv = u ? 1.0 / (double)a.lw : 1.0 / (double)l[ri];
     const double add = u && g.npad ? -(double)g.npad / (double)a.lw : 0.0;
-    float *dst = o + (row0 + t) * a.ldo + (long)h * DH + 2 * tq;
+    T *dst = o + (row0 + t) * a.ldo + (long)h * DH + 2 * tq;
 #pragma unroll
-    for (int n = 0; n < ON; n++) {
-      dst[8 * n] = (float)(acc[n][2 * ri] * inv + add);
-      dst[8 * n + 1] = (float)(acc[n][2 * ri + 1] * inv + add);
+    for (int n = 0; n < ON; n++) {   /* bf16: the f32 o rounded once more (the f32 path's o, rounded) */
+      dst[8 * n] = lf_io<T>::out((float)(acc[n][2 * ri] * inv + add));
+      dst[8 * n + 1] = lf_io<T>::out((float)(acc[n][2 * ri + 1] * inv + add));
     }
     if (tq == 0) la_put_stats(a, b, h, t, u, u ? 0.0 : (double)m[ri], u ? 0.0 : inv, rmax, rinv, uni);
   }
 }
 
-template <int DH>
-static c5_status lf_forward_launch(c5k_cuda_dev *dev, const c5k_local_attn *L, const la_shape &a, const float *q,
-                                   const float *k, const float *v, const uint8_t *mask, float *o, double *rmax,
+/* q, k, v, o: T (kernels.h c5k_local_attn.bf16) */
+template <int DH, typename T>
+static c5_status lf_forward_launch(c5k_cuda_dev *dev, const c5k_local_attn *L, const la_shape &a, const void *q_,
+                                   const void *k_, const void *v_, const uint8_t *mask, void *o, double *rmax,
                                    double *rinv, uint8_t *uni)
 {
   const char *op = "local_attn_forward";
-  const size_t bytes = lf_geom<DH>::fwd_bytes;
-  C5_CALL_K(c5k_cuda_smem_opt(dev, lf_forward<DH>, bytes, op));
+  const T *q = (const T *)q_, *k = (const T *)k_, *v = (const T *)v_;
+  const size_t bytes = lf_stg<DH, T>::fwd_bytes;
+  C5_CALL_K(c5k_cuda_smem_opt(dev, lf_forward<DH, T>, bytes, op));
   const dim3 grid((unsigned)((a.n + LF_BM - 1) / LF_BM), (unsigned)a.H, (unsigned)L->batch);
-  const bool vec = lg_vec(q, a.ldqkv) && lg_vec(k, a.ldqkv) && lg_vec(v, a.ldqkv);
-  lf_forward<DH><<<grid, LF_THREADS, bytes, dev->stream>>>(a, q, k, v, vec, mask, o, rmax, rinv, uni);
+  const bool vec = lf_vec(q, a.ldqkv) && lf_vec(k, a.ldqkv) && lf_vec(v, a.ldqkv);
+  lf_forward<DH, T><<<grid, LF_THREADS, bytes, dev->stream>>>(a, q, k, v, vec, mask, (T *)o, rmax, rinv, uni);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
@@ -1427,34 +1529,35 @@ static __device__ __forceinline__ void lf_sdp(float (&s)[NT][4], float (&dp)[NT]
    addresses reloaded once a query tile, outside the products */
 #define LF_KQ 16
 
-template <int DH> struct lf_bgeom {
+template <int DH, typename T> struct lf_bgeom {
   static constexpr int LD = lf_geom<DH>::LD, TILE = lf_geom<DH>::TILE;
+  static constexpr size_t SB = lf_stg<DH, T>::BYTES;
   /* lf_backward_q: Q, dO, K, V, K's and V's staging and two blocks' key-mask flags */
-  static constexpr size_t q_bytes = (size_t)4 * TILE * 2 + (size_t)2 * lf_geom<DH>::ST * 4 + 2 * LF_BM;
-  /* lf_backward_q's CTAs an SM: 3 (68 KiB each) fit its 166 registers without spills since D comes from o (200
-     at 2) */
+  static constexpr size_t q_bytes = (size_t)4 * TILE * 2 + 2 * SB + 2 * LF_BM;
+  /* lf_backward_q's CTAs an SM: 3 (68 KiB each; bf16 input 54) fit its 166 registers without spills since D comes
+     from o (200 at 2) */
   static constexpr int q_ctas = 3;
   /* lf_backward_kv: K, V, Q, dO, Q's and dO's staging, the query rows' rmax, rinv (double), D (float), lo, rhi
      (int2) of two tiles and the record (float4) of one */
-  static constexpr size_t kv_bytes =
-    (size_t)4 * TILE * 2 + (size_t)2 * lf_geom<DH>::ST * 4 + (size_t)LF_BM * (2 * (8 + 8 + 4 + 8) + 16);
-  /* lf_backward_kv's CTAs an SM: 3 (72 KiB each) since its steps of LF_KQ query columns (246 registers at 2) */
+  static constexpr size_t kv_bytes = (size_t)4 * TILE * 2 + 2 * SB + (size_t)LF_BM * (2 * (8 + 8 + 4 + 8) + 16);
+  /* lf_backward_kv's CTAs an SM: 3 (72 KiB each; bf16 input 58) since its steps of LF_KQ query columns (246
+     registers at 2) */
   static constexpr int kv_ctas = 3;
 };
 
 /* Blocks as lf_forward's. dd: D per (b, h, t) at (b H + h) n + t. */
-template <int DH>
-__global__ void __launch_bounds__(LF_THREADS, lf_bgeom<DH>::q_ctas)
-lf_backward_q(la_shape a, const float *q, const float *k, const float *v, bool vec, const uint8_t *mask,
-              const double *rmax, const double *rinv, const uint8_t *uni, const float *o, const float *dout,
-              bool vec_o, float *dq, float *dd)
+template <int DH, typename T>
+__global__ void __launch_bounds__(LF_THREADS, (lf_bgeom<DH, T>::q_ctas))
+lf_backward_q(la_shape a, const T *q, const T *k, const T *v, bool vec, const uint8_t *mask, const double *rmax,
+              const double *rinv, const uint8_t *uni, const T *o, const T *dout, bool vec_o, T *dq, float *dd)
 {
-  typedef lf_bgeom<DH> G;
+  typedef lf_bgeom<DH, T> G;
   constexpr int NT = LF_BM / 8, ON = DH / 8;
   extern __shared__ __align__(16) unsigned char lf_smem[];
-  __nv_bfloat16 *Qs = (__nv_bfloat16 *)lf_smem, *Os = Qs + G::TILE, *Ks = Os + G::TILE, *Vs = Ks + G::TILE;
-  float *Kst = (float *)(Vs + G::TILE), *Vst = Kst + lf_geom<DH>::ST;
-  uint8_t *mkf = (uint8_t *)(Vst + lf_geom<DH>::ST);   /* [2][LF_BM], as lf_forward's */
+  typedef lf_db<DH, T> B;
+  __nv_bfloat16 *Qs = (__nv_bfloat16 *)lf_smem, *Os = Qs + G::TILE, *base = Os + G::TILE;
+  const B K = B::at(base, 0), V = B::at(base, 1);
+  uint8_t *mkf = B::end(base);   /* [2][LF_BM], as lf_forward's */
   const int lane = threadIdx.x & 31, wp = threadIdx.x >> 5, gq = lane >> 2, tq = lane & 3;
   const int h = blockIdx.y;
   const long b = blockIdx.z, row0 = b * a.n, q0 = (long)blockIdx.x * LF_BM;
@@ -1481,11 +1584,11 @@ lf_backward_q(la_shape a, const float *q, const float *k, const float *v, bool v
      on; the first while Q, dO load and D forms */
   bool f;
   const int ke = (int)(g.ke - s0);   /* slots relative to s0 */
-  const float *kh = k + (row0 + s0) * a.ldqkv + (long)h * DH, *vh = v + (row0 + s0) * a.ldqkv + (long)h * DH;
+  const T *kh = k + (row0 + s0) * a.ldqkv + (long)h * DH, *vh = v + (row0 + s0) * a.ldqkv + (long)h * DH;
   int cn = lf_seek(a, (int)(g.kb - s0), ke, ke, s0, mk, ulo, urhi, 0, false, mkf, &f);
   if (cn < ke) {
-    lf_stage<DH>(Kst, kh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
-    lf_stage<DH>(Vst, vh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
+    lf_stage<DH>(K.stage(0), kh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
+    lf_stage<DH>(V.stage(0), vh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
     c5k_cp_commit();
   }
   lf_load<DH>(Qs, q + (row0 + q0) * a.ldqkv + (long)h * DH, a.ldqkv, mq, vec);
@@ -1498,11 +1601,11 @@ lf_backward_q(la_shape a, const float *q, const float *k, const float *v, bool v
     D[ri] = 0.f;
     if (t < a.n) {
       const __nv_bfloat16 *dr = Os + (16 * wp + gq + 8 * ri) * G::LD + 2 * tq;
-      const float *orow = o + (row0 + t) * a.ldo + (long)h * DH + 2 * tq;
+      const T *orow = o + (row0 + t) * a.ldo + (long)h * DH + 2 * tq;
 #pragma unroll
       for (int n = 0; n < ON; n++) {
         const float2 df = __bfloat1622float2(*(const __nv_bfloat162 *)(dr + 8 * n));
-        D[ri] += df.x * orow[8 * n] + df.y * orow[8 * n + 1];
+        D[ri] += df.x * lf_io<T>::f(orow[8 * n]) + df.y * lf_io<T>::f(orow[8 * n + 1]);
       }
     }
     D[ri] += __shfl_xor_sync(0xffffffffu, D[ri], 1);
@@ -1515,14 +1618,15 @@ lf_backward_q(la_shape a, const float *q, const float *k, const float *v, bool v
     const int c0 = cn;   /* the block's first slot relative to s0 */
     const uint8_t *mkb = mkf + LF_BM * bf;
     c5k_cp_wait<0>();
-    __syncthreads();   /* the previous block's work on Ks, Vs is done */
-    lf_cvt<DH>(Ks, Kst);
-    lf_cvt<DH>(Vs, Vst);
+    __syncthreads();   /* the previous block's work on its tiles is done */
+    K.cvt();
+    V.cvt();
     __syncthreads();
+    const __nv_bfloat16 *Ks = K.tile(bf), *Vs = V.tile(bf);
     cn = lf_seek(a, c0 + LF_BM, ke, ke, s0, mk, ulo, urhi, 0, false, mkf + LF_BM * (bf ^ 1), &f);
     if (cn < ke) {
-      lf_stage<DH>(Kst, kh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
-      lf_stage<DH>(Vst, vh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
+      lf_stage<DH>(K.stage(bf ^ 1), kh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
+      lf_stage<DH>(V.stage(bf ^ 1), vh + cn * a.ldqkv, a.ldqkv, a.n - s0 - cn, vec);
       c5k_cp_commit();
     }
     float s[NT][4], dp[NT][4];
@@ -1546,11 +1650,11 @@ lf_backward_q(la_shape a, const float *q, const float *k, const float *v, bool v
   for (int ri = 0; ri < 2; ri++) {
     const long t = t0 + 8 * ri;
     if (t >= a.n) continue;
-    float *dst = dq + (row0 + t) * a.ldqkv + (long)h * DH + 2 * tq;
+    T *dst = dq + (row0 + t) * a.ldqkv + (long)h * DH + 2 * tq;
 #pragma unroll
     for (int n = 0; n < ON; n++) {
-      dst[8 * n] = scale * acc[n][2 * ri];
-      dst[8 * n + 1] = scale * acc[n][2 * ri + 1];
+      dst[8 * n] = lf_io<T>::out(scale * acc[n][2 * ri]);
+      dst[8 * n + 1] = lf_io<T>::out(scale * acc[n][2 * ri + 1]);
     }
   }
 }
@@ -1575,21 +1679,21 @@ static __device__ __forceinline__ int lf_kv_seek(const la_shape &a, int tt, int 
 }
 
 /* Blocks: x = key tile (64 keys of the sequence, within one window), y = head, z = batch. */
-template <int DH>
-__global__ void __launch_bounds__(LF_THREADS, lf_bgeom<DH>::kv_ctas)
-lf_backward_kv(la_shape a, const float *q, const float *k, const float *v, bool vec, const uint8_t *mask,
-               const double *rmax, const double *rinv, const uint8_t *uni, const float *dd, const float *dout,
-               bool vec_o, float *dk, float *dv)
+template <int DH, typename T>
+__global__ void __launch_bounds__(LF_THREADS, (lf_bgeom<DH, T>::kv_ctas))
+lf_backward_kv(la_shape a, const T *q, const T *k, const T *v, bool vec, const uint8_t *mask, const double *rmax,
+               const double *rinv, const uint8_t *uni, const float *dd, const T *dout, bool vec_o, T *dk, T *dv)
 {
-  typedef lf_bgeom<DH> G;
+  typedef lf_bgeom<DH, T> G;
   constexpr int NT = LF_KQ / 8, ON = DH / 8, KS = DH / 16;   /* a step's S^T n8 tiles; dk's, dv's; K's k16 steps */
   extern __shared__ __align__(16) unsigned char lf_smem[];
-  __nv_bfloat16 *Ks = (__nv_bfloat16 *)lf_smem, *Vs = Ks + G::TILE, *Qs = Vs + G::TILE, *Os = Qs + G::TILE;
-  float *Qst = (float *)(Os + G::TILE), *Ost = Qst + lf_geom<DH>::ST;   /* Q's and dO's staging */
+  typedef lf_db<DH, T> B;
+  __nv_bfloat16 *Ks = (__nv_bfloat16 *)lf_smem, *Vs = Ks + G::TILE, *base = Vs + G::TILE;
+  const B Q = B::at(base, 0), O = B::at(base, 1);   /* Q's and dO's tiles */
   /* the query tile's rows: rmax, rinv, D as staged ([2][LF_BM]: the tile in work's and the next one's; qrm, qri,
      qD), kept keys ([2][LF_BM] lo, rhi: qlr); the tile in work's (rmax, rinv in f32, D, uniform: 1) in one qrec,
      so that a column's bookkeeping is two shared loads, not six */
-  double *qrm = (double *)(Ost + lf_geom<DH>::ST), *qri = qrm + 2 * LF_BM;
+  double *qrm = (double *)B::end(base), *qri = qrm + 2 * LF_BM;
   float4 *qrec = (float4 *)(qri + 2 * LF_BM);
   int2 *qlr = (int2 *)(qrec + LF_BM);
   float *qD = (float *)(qlr + 2 * LF_BM);
@@ -1620,9 +1724,9 @@ lf_backward_kv(la_shape a, const float *q, const float *k, const float *v, bool 
   for (int bf = 0;; bf ^= 1) {
     if (cur >= 0) {
       c5k_cp_wait<0>();
-      __syncthreads();   /* the previous tile's work on Qs, Os, qrec is done; the first time, Ks, Vs are loaded */
-      lf_cvt<DH>(Qs, Qst);
-      lf_cvt<DH>(Os, Ost);
+      __syncthreads();   /* the previous tile's work on its tiles, qrec is done; the first time, Ks, Vs are loaded */
+      Q.cvt();
+      O.cvt();
       if (threadIdx.x < LF_BM) {
         const int c = threadIdx.x, x = LF_BM * bf + c;
         qrec[c] = cin ? make_float4((float)qrm[x], (float)qri[x], qD[x], 0.f)
@@ -1636,8 +1740,8 @@ lf_backward_kv(la_shape a, const float *q, const float *k, const float *v, bool 
       const long q0 = (long)nx * LF_BM, i = q0 / a.w, s0 = (i - a.lb) * a.w;
       const la_win g = la_geom(a, i);
       const long mq = g.t0 + g.m - q0 < LF_BM ? g.t0 + g.m - q0 : LF_BM;
-      lf_stage<DH>(Qst, q + (row0 + q0) * a.ldqkv + (long)h * DH, a.ldqkv, mq, vec);
-      lf_stage<DH>(Ost, dout + (row0 + q0) * a.ldo + (long)h * DH, a.ldo, mq, vec_o);
+      lf_stage<DH>(Q.stage(bf ^ 1), q + (row0 + q0) * a.ldqkv + (long)h * DH, a.ldqkv, mq, vec);
+      lf_stage<DH>(O.stage(bf ^ 1), dout + (row0 + q0) * a.ldo + (long)h * DH, a.ldo, mq, vec_o);
       if (threadIdx.x < LF_BM) {
         const int c = threadIdx.x, x = LF_BM * (bf ^ 1) + c;
         const long t = q0 + c;
@@ -1659,6 +1763,7 @@ lf_backward_kv(la_shape a, const float *q, const float *k, const float *v, bool 
     } else {
       const long q0 = (long)cur * LF_BM, s0 = (q0 / a.w - a.lb) * a.w;
       const int2 *lr = qlr + LF_BM * bf;
+      const __nv_bfloat16 *Qs = Q.tile(bf), *Os = O.tile(bf);
       const int kc = (int)(p0 - s0) + 16 * wp + gq;   /* the thread's key row pr in the window's slots */
       if (!kvf) {   /* the first tile worked on: Ks, Vs are loaded (the barrier above) */
 #pragma unroll
@@ -1710,37 +1815,39 @@ lf_backward_kv(la_shape a, const float *q, const float *k, const float *v, bool 
     const long p = pr + 8 * ri;
     if (p >= a.n) continue;
     const long off = (row0 + p) * a.ldqkv + (long)h * DH + 2 * tq;
-    float *rk = dk + off, *rv = dv + off;
+    T *rk = dk + off, *rv = dv + off;
 #pragma unroll
     for (int n = 0; n < ON; n++) {
-      rk[8 * n] = scale * gk[n][2 * ri];
-      rk[8 * n + 1] = scale * gk[n][2 * ri + 1];
-      rv[8 * n] = gv[n][2 * ri];
-      rv[8 * n + 1] = gv[n][2 * ri + 1];
+      rk[8 * n] = lf_io<T>::out(scale * gk[n][2 * ri]);
+      rk[8 * n + 1] = lf_io<T>::out(scale * gk[n][2 * ri + 1]);
+      rv[8 * n] = lf_io<T>::out(gv[n][2 * ri]);
+      rv[8 * n + 1] = lf_io<T>::out(gv[n][2 * ri + 1]);
     }
   }
 }
 
-template <int DH>
-static c5_status lf_backward_launch(c5k_cuda_dev *dev, const c5k_local_attn *L, const la_shape &a, const float *q,
-                                    const float *k, const float *v, const uint8_t *mask, const double *rmax,
-                                    const double *rinv, const uint8_t *uni, const float *o, const float *dout,
-                                    float *dq, float *dk, float *dv)
+/* q, k, v, o, dout, dq, dk, dv: T (kernels.h c5k_local_attn.bf16) */
+template <int DH, typename T>
+static c5_status lf_backward_launch(c5k_cuda_dev *dev, const c5k_local_attn *L, const la_shape &a, const void *q_,
+                                    const void *k_, const void *v_, const uint8_t *mask, const double *rmax,
+                                    const double *rinv, const uint8_t *uni, const void *o_, const void *dout_,
+                                    void *dq, void *dk, void *dv)
 {
   const char *op = "local_attn_backward";
+  const T *q = (const T *)q_, *k = (const T *)k_, *v = (const T *)v_, *o = (const T *)o_, *dout = (const T *)dout_;
   void *scr;
   C5_CALL_K(c5k_cuda_scratch(dev, (size_t)L->batch * a.H * a.n * sizeof(float), &scr, op));
   float *dd = (float *)scr;   /* D per (b, h, t) */
-  const size_t bq = lf_bgeom<DH>::q_bytes, bkv = lf_bgeom<DH>::kv_bytes;
-  C5_CALL_K(c5k_cuda_smem_opt(dev, lf_backward_q<DH>, bq, op));
-  C5_CALL_K(c5k_cuda_smem_opt(dev, lf_backward_kv<DH>, bkv, op));
+  const size_t bq = lf_bgeom<DH, T>::q_bytes, bkv = lf_bgeom<DH, T>::kv_bytes;
+  C5_CALL_K(c5k_cuda_smem_opt(dev, lf_backward_q<DH, T>, bq, op));
+  C5_CALL_K(c5k_cuda_smem_opt(dev, lf_backward_kv<DH, T>, bkv, op));
   const dim3 grid((unsigned)((a.n + LF_BM - 1) / LF_BM), (unsigned)a.H, (unsigned)L->batch);
-  const bool vec = lg_vec(q, a.ldqkv) && lg_vec(k, a.ldqkv) && lg_vec(v, a.ldqkv), vec_o = lg_vec(dout, a.ldo);
-  lf_backward_q<DH><<<grid, LF_THREADS, bq, dev->stream>>>(a, q, k, v, vec, mask, rmax, rinv, uni, o, dout, vec_o, dq,
-                                                            dd);
+  const bool vec = lf_vec(q, a.ldqkv) && lf_vec(k, a.ldqkv) && lf_vec(v, a.ldqkv), vec_o = lf_vec(dout, a.ldo);
+  lf_backward_q<DH, T><<<grid, LF_THREADS, bq, dev->stream>>>(a, q, k, v, vec, mask, rmax, rinv, uni, o, dout, vec_o,
+                                                               (T *)dq, dd);
   C5K_CUDA_LAUNCHED(op);
-  lf_backward_kv<DH><<<grid, LF_THREADS, bkv, dev->stream>>>(a, q, k, v, vec, mask, rmax, rinv, uni, dd, dout, vec_o,
-                                                             dk, dv);
+  lf_backward_kv<DH, T><<<grid, LF_THREADS, bkv, dev->stream>>>(a, q, k, v, vec, mask, rmax, rinv, uni, dd, dout,
+                                                                vec_o, (T *)dk, (T *)dv);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
@@ -1781,12 +1888,21 @@ static c5_status la_setup(const c5k_local_attn *L, long ldqkv, long ldo, const c
   return C5_OK;
 }
 
-/* kernels.h local_attn_bf16: bf16 mode, single build, the flash kernels both ways (TODO bf16act: not yet) */
+/* kernels.h local_attn_bf16: where the flash kernels run both ways (bf16 mode, single build, lf_bwd_ok: dim_head 64),
+   which read their inputs and write their outputs as T = __nv_bfloat16 when L->bf16. Not L->bf16 itself. */
 extern "C" int c5k_local_attn_bf16_cuda(c5k_ctx *ctx, const c5k_local_attn *L)
 {
+#if C5_USE_DOUBLE
   (void)ctx;
   (void)L;
   return 0;
+#else
+  c5k_cuda_dev *dev;
+  la_shape a;
+  dim3 grid;
+  if (c5k_cuda_of(ctx, "local_attn_bf16", &dev) != C5_OK || la_setup(L, 0, 0, "bf16", &a, &grid) != C5_OK) return 0;
+  return la_tc(ctx, dev) && lf_bwd_ok(a);
+#endif
 }
 
 extern "C" c5_status c5k_local_attn_forward_cuda(c5k_ctx *ctx, const c5k_local_attn *L, const void *q_,
@@ -1806,9 +1922,10 @@ extern "C" c5_status c5k_local_attn_forward_cuda(c5k_ctx *ctx, const c5k_local_a
   const c5_real *q = (const c5_real *)q_, *k = (const c5_real *)k_, *v = (const c5_real *)v_;
   c5_real *o = (c5_real *)o_;
 #if !C5_USE_DOUBLE
-  if (dev->matmul == 2 && !ctx->exact && lf_ok(a)) {
-    if (a.dh == 64) return lf_forward_launch<64>(dev, L, a, q, k, v, mask, o, rmax, rinv, uni);
-    return lf_forward_launch<128>(dev, L, a, q, k, v, mask, o, rmax, rinv, uni);
+  if (la_tc(ctx, dev) && lf_ok(a)) {
+    if (L->bf16) return lf_forward_launch<64, __nv_bfloat16>(dev, L, a, q_, k_, v_, mask, o_, rmax, rinv, uni);
+    if (a.dh == 64) return lf_forward_launch<64, float>(dev, L, a, q_, k_, v_, mask, o_, rmax, rinv, uni);
+    return lf_forward_launch<128, float>(dev, L, a, q_, k_, v_, mask, o_, rmax, rinv, uni);
   }
   if (la_gemm(ctx, dev, a, L->batch)) return lg_forward(ctx, dev, L, a, q, k, v, mask, o, rmax, rinv, uni);
 #endif
@@ -1836,14 +1953,16 @@ extern "C" c5_status c5k_local_attn_backward_cuda(c5k_ctx *ctx, const c5k_local_
                    "says so", op, L->dim_head, L->window);
   if (L->n == 0 || L->batch == 0) return C5_OK;
   const c5_real *q = (const c5_real *)q_, *k = (const c5_real *)k_, *v = (const c5_real *)v_;
-  const c5_real *o = (const c5_real *)o_, *dout = (const c5_real *)dout_;
+  const c5_real *dout = (const c5_real *)dout_;   /* o: read by the flash kernels only */
   c5_real *dq = (c5_real *)dq_, *dk = (c5_real *)dk_, *dv = (c5_real *)dv_;
-  (void)o;   /* read by the flash kernels only */
 #if !C5_USE_DOUBLE
-  /* dim_head 128: lg_backward (the flash kernels spilled 36 and 158 bytes at 255 registers), from lf_forward's
-     stats, which mean what lg_rows_forward's do */
-  if (dev->matmul == 2 && !ctx->exact && lf_ok(a) && a.dh == 64)
-    return lf_backward_launch<64>(dev, L, a, q, k, v, mask, rmax, rinv, uni, o, dout, dq, dk, dv);
+  /* dim_head 128: lg_backward (lf_bwd_ok), from lf_forward's stats, which mean what lg_rows_forward's do */
+  if (la_tc(ctx, dev) && lf_bwd_ok(a)) {
+    if (L->bf16)
+      return lf_backward_launch<64, __nv_bfloat16>(dev, L, a, q_, k_, v_, mask, rmax, rinv, uni, o_, dout_, dq_, dk_,
+                                                   dv_);
+    return lf_backward_launch<64, float>(dev, L, a, q_, k_, v_, mask, rmax, rinv, uni, o_, dout_, dq_, dk_, dv_);
+  }
   if (la_gemm(ctx, dev, a, L->batch)) return lg_backward(ctx, dev, L, a, q, k, v, mask, rmax, rinv, uni, dout, dq, dk, dv);
 #endif
   void *scr;
