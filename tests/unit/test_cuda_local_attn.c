@@ -25,7 +25,15 @@
    and 1e-5; the large case (n 32768, H 8, dh 64, look 1/1) runs in both
    modes (and in bf16 once more with lib/attn_local.c's aligned strides),
    its bf16 error must exceed 1e-5 (the path was taken), and its timing
-   lines show the speedup.
+   lines show the speedup. Then bf16 tensors (c5k_local_attn.bf16 = 1,
+   as lib/attn_local.c keeps them where local_attn_bf16 says so; dim_head
+   64): q, k, v, dout rounded to bf16 on the host, the GPU's bf16 o, dq,
+   dk, dv against the CPU on the same values (2e-2) and bit for bit
+   against the f32 flash kernels' outputs rounded to bf16 (their stats
+   too), strides of whole 16 bytes and odd ones; and, in both builds,
+   local_attn_bf16's answers (1 only in bf16 mode, not exact, dim_head
+   64, w a multiple of 64) and the ops' refusal of bf16 tensors elsewhere
+   (C5_ERR_NOTIMPL).
    One line per case: shape, errors, PASS/FAIL. Exits 77 without a GPU. */
 #include <stdint.h>
 #include <time.h>
@@ -73,11 +81,106 @@ static int gaps_poisoned(const c5_real *x, long rows, long ld, long off, long co
   return 1;
 }
 
+/* The row strides (elements) of a case with tensors of es bytes an element: 16-byte gaps where aligned (whole 16
+   bytes a row), else odd ones. */
+static void lds_of(const lcase *c, size_t es, long *ldqkv, long *ldo)
+{
+  const long HD = (long)c->H * c->dh, al = 16 / (long)es;
+  *ldqkv = 3 * HD + (c->aligned ? al : 5);
+  *ldo = HD + (c->aligned ? al : 3);
+}
+
+/* The key mask of a case (kind 1: random; 2: also, in sequence 1, window 0 sees only dead keys, and a stretch inside). */
+static void fill_mask(const lcase *c, unsigned long long *seed, uint8_t *mask)
+{
+  const long rows = c->batch * c->n;
+  for (long i = 0; i < rows; i++) mask[i] = t_uniform(seed) < 0.8;
+  if (c->mask_kind == 2 && c->batch > 1) {
+    long dead0 = (c->lf + 1) * c->w, s = 3 * c->w, dead1 = (c->lb + c->lf + 1) * c->w + c->w;
+    for (long p = 0; p < dead0 && p < c->n; p++) mask[c->n + p] = 0;
+    for (long p = s; p < s + dead1 && p < c->n; p++) mask[c->n + p] = 0;
+  }
+}
+
+/* A case's device buffers: q|k|v interleaved (row stride ldqkv elements), dq|dk|dv alike, o and dout (ldo), the
+   row stats and the key mask; tensors of es bytes an element (c5_real, or 2: bf16, L.bf16 = 1). */
+typedef struct {
+  void *qkv, *dqkv, *o, *dout, *rmax, *rinv, *uni, *mask;
+  size_t es;
+  long ldqkv, ldo;
+} ldev;
+
+static c5_status dev_forward(c5k_ctx *ctx, const c5k_local_attn *L, const ldev *d)
+{
+  const size_t hd = (size_t)L->heads * L->dim_head * d->es;   /* k's, v's offsets in a row: hd, 2 hd bytes */
+  const char *q = d->qkv;
+  return c5k_cuda_ops.local_attn_forward(ctx, L, q, q + hd, q + 2 * hd, d->ldqkv, d->mask, d->o, d->ldo, d->rmax,
+                                         d->rinv, d->uni);
+}
+
+static c5_status dev_backward(c5k_ctx *ctx, const c5k_local_attn *L, const ldev *d)
+{
+  const size_t hd = (size_t)L->heads * L->dim_head * d->es;
+  const char *q = d->qkv;
+  char *dq = d->dqkv;
+  return c5k_cuda_ops.local_attn_backward(ctx, L, q, q + hd, q + 2 * hd, d->ldqkv, d->mask, d->rmax, d->rinv, d->uni,
+                                          d->o, d->dout, d->ldo, dq, dq + hd, dq + 2 * hd);
+}
+
+static void dev_free(c5_backend *gpu, ldev *d)
+{
+  c5_backend_free(gpu, d->qkv); c5_backend_free(gpu, d->dqkv); c5_backend_free(gpu, d->o);
+  c5_backend_free(gpu, d->dout); c5_backend_free(gpu, d->rmax); c5_backend_free(gpu, d->rinv);
+  c5_backend_free(gpu, d->uni); c5_backend_free(gpu, d->mask);
+}
+
+/* Timing, for the record (not a check): mean of 5 forward + backward pairs. */
+static int dev_time(c5_backend *gpu, const lcase *c, const c5k_local_attn *L, const ldev *d, const char *mode)
+{
+  c5k_ctx ctx = c5_backend_ctx(gpu, NULL, 0);
+  struct timespec t0, t1, t2;
+  double fwd = 0, bwd = 0;
+  for (int rep = 0; rep < 5; rep++) {
+    T_OK(c5_backend_sync(gpu));
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    T_OK(dev_forward(&ctx, L, d));
+    T_OK(c5_backend_sync(gpu));
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    T_OK(dev_backward(&ctx, L, d));
+    T_OK(c5_backend_sync(gpu));
+    clock_gettime(CLOCK_MONOTONIC, &t2);
+    fwd += (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
+    bwd += (t2.tv_sec - t1.tv_sec) + 1e-9 * (t2.tv_nsec - t1.tv_nsec);
+  }
+  printf("local_attn time%s b %ld n %ld w %ld H %d dh %d look %d/%d%s: forward %.3f ms, backward %.3f ms\n", mode,
+         c->batch, c->n, c->w, c->H, c->dh, c->lb, c->lf, c->aligned ? " aligned" : "", fwd / 5 * 1e3, bwd / 5 * 1e3);
+  return 1;
+fail:
+  return 0;
+}
+
+/* The GPU's o, dq|dk|dv (c5_real copies, strides of the case) and stats against the CPU's, norm-wise: e = o,
+   stats (both in one norm), dq, dk, dv. a, b: scratch of max(rows 3 HD, 2 nst) doubles. */
+static void errs_of(const c5k_local_attn *L, long ldqkv, long ldo, const c5_real *og, const c5_real *o,
+                    const c5_real *dg, const c5_real *dqkv, const double *rmaxg, const double *rmax,
+                    const double *rinvg, const double *rinv, double *a, double *b, double e[5])
+{
+  const long rows = L->batch * L->n, HD = (long)L->heads * L->dim_head, nst = L->batch * L->heads * L->n;
+  e[0] = err_of(og, o, rows, HD, ldo, 0, a, b);
+  for (long i = 0; i < nst; i++) {
+    a[i] = rmaxg[i]; b[i] = rmax[i];
+    a[nst + i] = rinvg[i]; b[nst + i] = rinv[i];
+  }
+  e[1] = t_normwise(a, b, 2 * nst);
+  for (int x = 0; x < 3; x++) e[2 + x] = err_of(dg, dqkv, rows, HD, ldqkv, x * HD, a, b);
+}
+
 static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
 {
   const c5k_local_attn L = shape_of(c);
   const long rows = c->batch * c->n, HD = (long)c->H * c->dh;
-  const long ldqkv = 3 * HD + (c->aligned ? 4 : 5), ldo = HD + (c->aligned ? 4 : 3);
+  long ldqkv, ldo;
+  lds_of(c, sizeof(c5_real), &ldqkv, &ldo);
   const long nst = c->batch * c->H * c->n, nqkv = rows * ldqkv, no = rows * ldo;
   const long work_len = c5k_local_attn_work(&L);
   int ok = 0;
@@ -95,8 +198,7 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
   double *work = malloc((work_len > 0 ? work_len : 1) * sizeof *work);
   double *a = malloc((nqkv > 2 * nst ? nqkv : 2 * nst) * sizeof *a), *b = malloc((nqkv > 2 * nst ? nqkv : 2 * nst) * sizeof *b);
   uint8_t *uni = malloc(nst), *unig = malloc(nst), *uni2 = malloc(nst), *mask = c->mask_kind ? malloc(rows) : NULL;
-  void *qkv_d = NULL, *dout_d = NULL, *o_d = NULL, *dqkv_d = NULL, *rmax_d = NULL, *rinv_d = NULL, *uni_d = NULL;
-  void *mask_d = NULL;
+  ldev d = { .es = sizeof(c5_real), .ldqkv = ldqkv, .ldo = ldo };
   T_CHECK(qkv && dout && o && og && o2 && dqkv && dg && d2 && nanq && rmax && rinv && rmaxg && rinvg && st2 && work &&
           a && b && uni && unig && uni2 && (!c->mask_kind || mask), "out of memory");
   for (long i = 0; i < nqkv; i++) {
@@ -104,14 +206,7 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
     nanq[i] = (c5_real)NAN;
   }
   for (long i = 0; i < no; i++) dout[i] = (c5_real)t_normal(&seed);
-  if (mask) {
-    for (long i = 0; i < rows; i++) mask[i] = t_uniform(&seed) < 0.8;
-    if (c->mask_kind == 2 && c->batch > 1) {   /* sequence 1: window 0 sees only dead keys, and a stretch inside */
-      long dead0 = (c->lf + 1) * c->w, s = 3 * c->w, dead1 = (c->lb + c->lf + 1) * c->w + c->w;
-      for (long p = 0; p < dead0 && p < c->n; p++) mask[c->n + p] = 0;
-      for (long p = s; p < s + dead1 && p < c->n; p++) mask[c->n + p] = 0;
-    }
-  }
+  if (mask) fill_mask(c, &seed, mask);
   /* the CPU */
   {
     c5k_ctx cpu = { .work = work, .work_len = work_len };
@@ -125,23 +220,20 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
   /* the GPU, twice */
   T_OK(c5_backend_set_matmul(gpu, mm));
   memset(uni2, 0xff, nst);
-  T_CHECK((qkv_d = t_dev_upload(gpu, qkv, nqkv * sizeof *qkv)) && (dout_d = t_dev_upload(gpu, dout, no * sizeof *dout)) &&
-          (o_d = t_dev_upload(gpu, nanq, no * sizeof *o)) && (dqkv_d = t_dev_upload(gpu, nanq, nqkv * sizeof *dqkv)) &&
-          (rmax_d = t_dev_upload(gpu, nanq, nst * sizeof(double))) && (rinv_d = t_dev_upload(gpu, nanq, nst * sizeof(double))) &&
-          (uni_d = t_dev_upload(gpu, uni2, nst)) && (!mask || (mask_d = t_dev_upload(gpu, mask, rows))),
+  T_CHECK((d.qkv = t_dev_upload(gpu, qkv, nqkv * sizeof *qkv)) && (d.dout = t_dev_upload(gpu, dout, no * sizeof *dout)) &&
+          (d.o = t_dev_upload(gpu, nanq, no * sizeof *o)) && (d.dqkv = t_dev_upload(gpu, nanq, nqkv * sizeof *dqkv)) &&
+          (d.rmax = t_dev_upload(gpu, nanq, nst * sizeof(double))) && (d.rinv = t_dev_upload(gpu, nanq, nst * sizeof(double))) &&
+          (d.uni = t_dev_upload(gpu, uni2, nst)) && (!mask || (d.mask = t_dev_upload(gpu, mask, rows))),
           "device buffers");
   for (int rep = 0; rep < 2; rep++) {
     c5k_ctx ctx = c5_backend_ctx(gpu, NULL, 0);
-    const c5_real *q = qkv_d, *k = (const c5_real *)qkv_d + HD, *v = (const c5_real *)qkv_d + 2 * HD;
-    c5_real *dq = dqkv_d;
-    T_OK(c5k_cuda_ops.local_attn_forward(&ctx, &L, q, k, v, ldqkv, mask_d, o_d, ldo, rmax_d, rinv_d, uni_d));
-    T_OK(c5k_cuda_ops.local_attn_backward(&ctx, &L, q, k, v, ldqkv, mask_d, rmax_d, rinv_d, uni_d, o_d, dout_d, ldo,
-                                          dq, dq + HD, dq + 2 * HD));
-    T_OK(c5_backend_memcpy(gpu, rep ? o2 : og, o_d, no * sizeof *o));
-    T_OK(c5_backend_memcpy(gpu, rep ? d2 : dg, dqkv_d, nqkv * sizeof *dqkv));
-    T_OK(c5_backend_memcpy(gpu, rep ? st2 : rmaxg, rmax_d, nst * sizeof(double)));
-    T_OK(c5_backend_memcpy(gpu, rep ? st2 + nst : rinvg, rinv_d, nst * sizeof(double)));
-    T_OK(c5_backend_memcpy(gpu, rep ? uni2 : unig, uni_d, nst));
+    T_OK(dev_forward(&ctx, &L, &d));
+    T_OK(dev_backward(&ctx, &L, &d));
+    T_OK(c5_backend_memcpy(gpu, rep ? o2 : og, d.o, no * sizeof *o));
+    T_OK(c5_backend_memcpy(gpu, rep ? d2 : dg, d.dqkv, nqkv * sizeof *dqkv));
+    T_OK(c5_backend_memcpy(gpu, rep ? st2 : rmaxg, d.rmax, nst * sizeof(double)));
+    T_OK(c5_backend_memcpy(gpu, rep ? st2 + nst : rinvg, d.rinv, nst * sizeof(double)));
+    T_OK(c5_backend_memcpy(gpu, rep ? uni2 : unig, d.uni, nst));
   }
   {
     const int same = memcmp(o2, og, no * sizeof *o) == 0 && memcmp(d2, dg, nqkv * sizeof *dg) == 0 &&
@@ -149,15 +241,9 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
                      memcmp(uni2, unig, nst) == 0;
     const int uni_same = memcmp(unig, uni, nst) == 0;
     const int gaps = gaps_poisoned(og, rows, ldo, 0, HD) && gaps_poisoned(dg, rows, ldqkv, 0, 3 * HD);
-    const double eo = err_of(og, o, rows, HD, ldo, 0, a, b);
-    const double eq = err_of(dg, dqkv, rows, HD, ldqkv, 0, a, b);
-    const double ek = err_of(dg, dqkv, rows, HD, ldqkv, HD, a, b);
-    const double ev = err_of(dg, dqkv, rows, HD, ldqkv, 2 * HD, a, b);
-    for (long i = 0; i < nst; i++) {   /* both stats in one norm */
-      a[i] = rmaxg[i]; b[i] = rmax[i];
-      a[nst + i] = rinvg[i]; b[nst + i] = rinv[i];
-    }
-    const double es = t_normwise(a, b, 2 * nst);
+    double e[5];
+    errs_of(&L, ldqkv, ldo, og, o, dg, dqkv, rmaxg, rmax, rinvg, rinv, a, b, e);
+    const double eo = e[0], es = e[1], eq = e[2], ek = e[3], ev = e[4];
     const double emax = fmax(fmax(eo, eq), fmax(ek, ev));
     const int rounded = !(tc && c->must_round) || emax > 1e-5;
     const int pass = same && uni_same && gaps && rounded && eo <= tl && eq <= tl && ek <= tl && ev <= tl && es <= tl;
@@ -168,37 +254,213 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
            rounded ? "" : ", no bf16 rounding (the cuBLASLt path was not taken)", tl, pass ? "PASS" : "FAIL");
     ok = pass;
   }
-  if (rows >= 2048) {   /* timing, for the record (not a check): mean of 5 forward + backward pairs */
-    c5k_ctx ctx = c5_backend_ctx(gpu, NULL, 0);
-    const c5_real *q = qkv_d, *k = (const c5_real *)qkv_d + HD, *v = (const c5_real *)qkv_d + 2 * HD;
-    c5_real *dq = dqkv_d;
-    struct timespec t0, t1, t2;
-    double fwd = 0, bwd = 0;
-    for (int rep = 0; rep < 5; rep++) {
-      T_OK(c5_backend_sync(gpu));
-      clock_gettime(CLOCK_MONOTONIC, &t0);
-      T_OK(c5k_cuda_ops.local_attn_forward(&ctx, &L, q, k, v, ldqkv, mask_d, o_d, ldo, rmax_d, rinv_d, uni_d));
-      T_OK(c5_backend_sync(gpu));
-      clock_gettime(CLOCK_MONOTONIC, &t1);
-      T_OK(c5k_cuda_ops.local_attn_backward(&ctx, &L, q, k, v, ldqkv, mask_d, rmax_d, rinv_d, uni_d, o_d, dout_d, ldo,
-                                            dq, dq + HD, dq + 2 * HD));
-      T_OK(c5_backend_sync(gpu));
-      clock_gettime(CLOCK_MONOTONIC, &t2);
-      fwd += (t1.tv_sec - t0.tv_sec) + 1e-9 * (t1.tv_nsec - t0.tv_nsec);
-      bwd += (t2.tv_sec - t1.tv_sec) + 1e-9 * (t2.tv_nsec - t1.tv_nsec);
-    }
-    printf("local_attn time%s b %ld n %ld w %ld H %d dh %d look %d/%d%s: forward %.3f ms, backward %.3f ms\n", mode,
-           c->batch, c->n, c->w, c->H, c->dh, c->lb, c->lf, c->aligned ? " aligned" : "", fwd / 5 * 1e3, bwd / 5 * 1e3);
-  }
+  if (rows >= 2048) ok &= dev_time(gpu, c, &L, &d, mode);
 fail:
   c5_backend_set_matmul(gpu, C5_MATMUL_FP32);
-  c5_backend_free(gpu, qkv_d); c5_backend_free(gpu, dout_d); c5_backend_free(gpu, o_d); c5_backend_free(gpu, dqkv_d);
-  c5_backend_free(gpu, rmax_d); c5_backend_free(gpu, rinv_d); c5_backend_free(gpu, uni_d); c5_backend_free(gpu, mask_d);
+  dev_free(gpu, &d);
   free(qkv); free(dout); free(o); free(og); free(o2); free(dqkv); free(dg); free(d2); free(nanq);
   free(rmax); free(rinv); free(rmaxg); free(rinvg); free(st2); free(work); free(a); free(b);
   free(uni); free(unig); free(uni2); free(mask);
   return ok;
 }
+
+/* local_attn_bf16's answer (1 exactly where the flash kernels run both ways: single build, bf16 mode, ctx not
+   exact, dim_head 64, w a multiple of 64), the same whatever L.bf16; where it says 0, both ops refuse L.bf16 = 1
+   (C5_ERR_NOTIMPL, before touching a tensor: NULL ones here). */
+static int bf16_answers(c5_backend *gpu)
+{
+  static const struct { int dh; long w; c5_matmul mm; int exact, want; } qs[] = {
+    { 64, 128, C5_MATMUL_BF16, 0, 1 }, { 64, 64, C5_MATMUL_BF16, 0, 1 }, { 64, 192, C5_MATMUL_BF16, 0, 1 },
+    { 64, 96, C5_MATMUL_BF16, 0, 0 }, { 128, 128, C5_MATMUL_BF16, 0, 0 }, { 32, 128, C5_MATMUL_BF16, 0, 0 },
+    { 64, 128, C5_MATMUL_FP32, 0, 0 }, { 64, 128, C5_MATMUL_TF32, 0, 0 }, { 64, 128, C5_MATMUL_BF16, 1, 0 },
+  };
+  int ok = 1;
+  for (size_t i = 0; i < sizeof qs / sizeof qs[0]; i++) {
+    const lcase c = { .batch = 2, .n = 1000, .w = qs[i].w, .H = 2, .dh = qs[i].dh, .lb = 1, .lf = 1 };
+    c5k_local_attn L = shape_of(&c);
+    c5k_ctx ctx = c5_backend_ctx(gpu, NULL, 0);
+    const int want = qs[i].want && !C5_USE_DOUBLE;
+    int pass = 0;
+    ctx.exact = qs[i].exact;
+    T_OK(c5_backend_set_matmul(gpu, qs[i].mm));
+    const int got = c5k_cuda_ops.local_attn_bf16(&ctx, &L);
+    L.bf16 = 1;
+    const int got1 = c5k_cuda_ops.local_attn_bf16(&ctx, &L);
+    if (!want) {
+      T_FAILS(c5k_cuda_ops.local_attn_forward(&ctx, &L, NULL, NULL, NULL, 3 * 128, NULL, NULL, 128, NULL, NULL, NULL),
+              C5_ERR_NOTIMPL, "bf16 tensors");
+      T_FAILS(c5k_cuda_ops.local_attn_backward(&ctx, &L, NULL, NULL, NULL, 3 * 128, NULL, NULL, NULL, NULL, NULL, NULL,
+                                               128, NULL, NULL, NULL), C5_ERR_NOTIMPL, "bf16 tensors");
+    }
+    pass = got == want && got1 == want;
+    printf("local_attn_bf16 dh %d w %ld %s%s: %d, with L.bf16 %d (want %d)%s %s\n", qs[i].dh, qs[i].w,
+           qs[i].mm == C5_MATMUL_BF16 ? "bf16" : qs[i].mm == C5_MATMUL_TF32 ? "tf32" : "fp32",
+           qs[i].exact ? " exact" : "", got, got1, want, want ? "" : ", bf16 tensors refused both ways",
+           pass ? "PASS" : "FAIL");
+    ok &= pass;
+    continue;
+  fail:
+    printf("local_attn_bf16 dh %d w %ld: FAIL\n", qs[i].dh, qs[i].w);
+    ok = 0;
+  }
+  c5_backend_set_matmul(gpu, C5_MATMUL_FP32);
+  return ok;
+}
+
+#if !C5_USE_DOUBLE
+/* bf16 of f, rounded to nearest even (as __float2bfloat16_rn; f finite), and back (exact). */
+static uint16_t to_bf16(float f)
+{
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return (uint16_t)(u >> 16);
+}
+static float from_bf16(uint16_t h)
+{
+  const uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+/* bf16 storage (L.bf16 = 1: lib/attn_local.c's LocalMHA where local_attn_bf16 says so), dim_head 64: q, k, v, dout
+   drawn in f32 and rounded to bf16 on the host; the GPU's bf16 o, dq, dk, dv (and stats) against the CPU on the same
+   rounded values (norm-wise, 2e-2: the bf16 mode's bound) and bit for bit against the f32 flash kernels on them
+   (which round the rows to bf16 in shared memory: the same tiles): o and the stats from the f32 forward (o rounded
+   to bf16), dq, dk, dv from the f32 backward given the bf16 o (rounded). A second run: the same bits; the stride
+   gaps of o and dqkv (bf16 NaN) unwritten. */
+static int run_bf16(c5_backend *gpu, const lcase *c)
+{
+  c5k_local_attn L = shape_of(c);
+  const long rows = c->batch * c->n, HD = (long)c->H * c->dh;
+  long ldqkv, ldo;
+  lds_of(c, 2, &ldqkv, &ldo);
+  const long nst = c->batch * c->H * c->n, nqkv = rows * ldqkv, no = rows * ldo, nmax = nqkv > 2 * nst ? nqkv : 2 * nst;
+  const long work_len = c5k_local_attn_work(&L);
+  const double tl = 2e-2;
+  int ok = 0;
+  unsigned long long seed = 91 + c->n * 13 + c->w * 7 + c->causal + 2 * c->exact + 4 * c->lf + c->mask_kind;
+  /* host: rounded f32 inputs (qkv, dout) and their bf16 (qkvb, doutb); the CPU's o, dqkv, stats; the bf16 runs'
+     outputs (ob, db, st: rmax | rinv, ub; two runs) and the first as c5_real (og, dg); the f32 runs' (of, df, stf,
+     uf) */
+  c5_real *qkv = malloc(nqkv * sizeof *qkv), *dout = malloc(no * sizeof *dout), *o = malloc(no * sizeof *o);
+  c5_real *dqkv = malloc(nqkv * sizeof *dqkv), *og = malloc(no * sizeof *og), *dg = malloc(nqkv * sizeof *dg);
+  c5_real *of = malloc(no * sizeof *of), *df = malloc(nqkv * sizeof *df), *nanr = malloc(nqkv * sizeof *nanr);
+  uint16_t *qkvb = malloc(nqkv * 2), *doutb = malloc(no * 2), *nanb = malloc(nqkv * 2);
+  uint16_t *ob[2] = { malloc(no * 2), malloc(no * 2) }, *db[2] = { malloc(nqkv * 2), malloc(nqkv * 2) };
+  double *rmax = malloc(nst * sizeof *rmax), *rinv = malloc(nst * sizeof *rinv), *stf = malloc(2 * nst * sizeof *stf);
+  double *st[2] = { malloc(2 * nst * sizeof(double)), malloc(2 * nst * sizeof(double)) };
+  double *work = malloc((work_len > 0 ? work_len : 1) * sizeof *work);
+  double *a = malloc(nmax * sizeof *a), *b = malloc(nmax * sizeof *b);
+  uint8_t *uni = malloc(nst), *ub[2] = { malloc(nst), malloc(nst) }, *uf = malloc(nst);
+  uint8_t *mask = c->mask_kind ? malloc(rows) : NULL;
+  ldev d = { .es = 2, .ldqkv = ldqkv, .ldo = ldo }, f = { .es = sizeof(c5_real), .ldqkv = ldqkv, .ldo = ldo };
+  T_CHECK(qkv && dout && o && dqkv && og && dg && of && df && nanr && qkvb && doutb && nanb && ob[0] && ob[1] &&
+          db[0] && db[1] && rmax && rinv && stf && st[0] && st[1] && work && a && b && uni && ub[0] && ub[1] && uf &&
+          (!c->mask_kind || mask), "out of memory");
+  for (long i = 0; i < nqkv; i++) {
+    qkvb[i] = to_bf16((float)t_normal(&seed));
+    qkv[i] = (c5_real)from_bf16(qkvb[i]);
+    nanb[i] = 0x7fc0;   /* bf16 NaN */
+    nanr[i] = (c5_real)NAN;
+  }
+  for (long i = 0; i < no; i++) {
+    doutb[i] = to_bf16((float)t_normal(&seed));
+    dout[i] = (c5_real)from_bf16(doutb[i]);
+  }
+  for (long i = 0; i < 2 * nst; i++) stf[i] = NAN;
+  if (mask) fill_mask(c, &seed, mask);
+  {   /* the CPU, on the rounded values */
+    c5k_ctx cpu = { .work = work, .work_len = work_len };
+    T_OK(c5k_cpu_ops.local_attn_forward(&cpu, &L, qkv, qkv + HD, qkv + 2 * HD, ldqkv, mask, o, ldo, rmax, rinv, uni));
+    T_OK(c5k_cpu_ops.local_attn_backward(&cpu, &L, qkv, qkv + HD, qkv + 2 * HD, ldqkv, mask, rmax, rinv, uni, o,
+                                         dout, ldo, dqkv, dqkv + HD, dqkv + 2 * HD));
+  }
+  long nuni = 0;
+  for (long i = 0; i < nst; i++) nuni += uni[i];
+  if (c->mask_kind == 2 && c->batch > 1) T_CHECK(nuni > 0, "the dead stretches made no uniform row");
+  T_OK(c5_backend_set_matmul(gpu, C5_MATMUL_BF16));
+  {
+    c5k_ctx ctx = c5_backend_ctx(gpu, NULL, 0);
+    T_CHECK(c5k_cuda_ops.local_attn_bf16(&ctx, &L) == 1, "local_attn_bf16 says no to dim_head %d, w %ld", c->dh, c->w);
+  }
+  /* the bf16 tensors, twice */
+  T_CHECK((d.qkv = t_dev_upload(gpu, qkvb, nqkv * 2)) && (d.dout = t_dev_upload(gpu, doutb, no * 2)) &&
+          (d.o = t_dev_upload(gpu, nanb, no * 2)) && (d.dqkv = t_dev_upload(gpu, nanb, nqkv * 2)) &&
+          (d.rmax = t_dev_upload(gpu, stf, nst * sizeof(double))) &&
+          (d.rinv = t_dev_upload(gpu, stf, nst * sizeof(double))) && (d.uni = t_dev_upload(gpu, nanb, nst)) &&
+          (!mask || (d.mask = t_dev_upload(gpu, mask, rows))), "device buffers");
+  L.bf16 = 1;
+  for (int rep = 0; rep < 2; rep++) {
+    c5k_ctx ctx = c5_backend_ctx(gpu, NULL, 0);
+    T_OK(dev_forward(&ctx, &L, &d));
+    T_OK(dev_backward(&ctx, &L, &d));
+    T_OK(c5_backend_memcpy(gpu, ob[rep], d.o, no * 2));
+    T_OK(c5_backend_memcpy(gpu, db[rep], d.dqkv, nqkv * 2));
+    T_OK(c5_backend_memcpy(gpu, st[rep], d.rmax, nst * sizeof(double)));
+    T_OK(c5_backend_memcpy(gpu, st[rep] + nst, d.rinv, nst * sizeof(double)));
+    T_OK(c5_backend_memcpy(gpu, ub[rep], d.uni, nst));
+  }
+  for (long i = 0; i < no; i++) og[i] = (c5_real)from_bf16(ob[0][i]);
+  for (long i = 0; i < nqkv; i++) dg[i] = (c5_real)from_bf16(db[0][i]);
+  /* the f32 tensors holding the same values: the forward, then the backward given the bf16 o */
+  L.bf16 = 0;
+  T_CHECK((f.qkv = t_dev_upload(gpu, qkv, nqkv * sizeof *qkv)) && (f.dout = t_dev_upload(gpu, dout, no * sizeof *dout)) &&
+          (f.o = t_dev_upload(gpu, nanr, no * sizeof *o)) && (f.dqkv = t_dev_upload(gpu, nanr, nqkv * sizeof *dqkv)) &&
+          (f.rmax = t_dev_upload(gpu, stf, nst * sizeof(double))) &&
+          (f.rinv = t_dev_upload(gpu, stf, nst * sizeof(double))) && (f.uni = t_dev_upload(gpu, nanb, nst)) &&
+          (!mask || (f.mask = t_dev_upload(gpu, mask, rows))), "device buffers");
+  {
+    c5k_ctx ctx = c5_backend_ctx(gpu, NULL, 0);
+    T_OK(dev_forward(&ctx, &L, &f));
+    T_OK(c5_backend_memcpy(gpu, of, f.o, no * sizeof *of));
+    T_OK(c5_backend_memcpy(gpu, stf, f.rmax, nst * sizeof(double)));
+    T_OK(c5_backend_memcpy(gpu, stf + nst, f.rinv, nst * sizeof(double)));
+    T_OK(c5_backend_memcpy(gpu, uf, f.uni, nst));
+    T_OK(c5_backend_memcpy(gpu, f.o, og, no * sizeof *og));
+    T_OK(dev_backward(&ctx, &L, &f));
+    T_OK(c5_backend_memcpy(gpu, df, f.dqkv, nqkv * sizeof *df));
+  }
+  {
+    const int same = memcmp(ob[0], ob[1], no * 2) == 0 && memcmp(db[0], db[1], nqkv * 2) == 0 &&
+                     memcmp(st[0], st[1], 2 * nst * sizeof(double)) == 0 && memcmp(ub[0], ub[1], nst) == 0;
+    const int uni_same = memcmp(ub[0], uni, nst) == 0;
+    const int gaps = gaps_poisoned(og, rows, ldo, 0, HD) && gaps_poisoned(dg, rows, ldqkv, 0, 3 * HD);
+    int fo = memcmp(stf, st[0], 2 * nst * sizeof(double)) == 0 && memcmp(uf, ub[0], nst) == 0, fd = 1;
+    for (long r = 0; r < rows; r++) {
+      for (long j = 0; j < HD; j++) fo &= to_bf16((float)of[r * ldo + j]) == ob[0][r * ldo + j];
+      for (long j = 0; j < 3 * HD; j++) fd &= to_bf16((float)df[r * ldqkv + j]) == db[0][r * ldqkv + j];
+    }
+    double e[5];
+    errs_of(&L, ldqkv, ldo, og, o, dg, dqkv, st[0], rmax, st[0] + nst, rinv, a, b, e);
+    const int rounded = fmax(fmax(e[0], e[2]), fmax(e[3], e[4])) > 1e-5;
+    const int pass = same && uni_same && gaps && fo && fd && rounded && e[0] <= tl && e[1] <= tl && e[2] <= tl &&
+                     e[3] <= tl && e[4] <= tl;
+    printf("local_attn bf16 tensors b %ld n %ld w %ld H %d dh %d look %d/%d%s%s%s mask %d (uniform rows %ld): o %.3e "
+           "stats %.3e dq %.3e dk %.3e dv %.3e%s%s%s%s%s%s (tol %.0e) %s\n", c->batch, c->n, c->w, c->H, c->dh, c->lb,
+           c->lf, c->causal ? " causal" : "", c->exact ? " exact" : "", c->aligned ? " aligned" : "", c->mask_kind,
+           nuni, e[0], e[1], e[2], e[3], e[4], uni_same ? "" : ", uni DIFFERS", same ? "" : ", second run DIFFERS",
+           gaps ? "" : ", stride gaps WRITTEN", fo ? "" : ", o or stats DIFFER from the f32 path's (rounded)",
+           fd ? "" : ", dq dk dv DIFFER from the f32 path's (rounded)", rounded ? "" : ", no bf16 rounding", tl,
+           pass ? "PASS" : "FAIL");
+    ok = pass;
+  }
+  if (rows >= 2048) {
+    L.bf16 = 1;
+    ok &= dev_time(gpu, c, &L, &d, " bf16 tensors");
+  }
+fail:
+  c5_backend_set_matmul(gpu, C5_MATMUL_FP32);
+  dev_free(gpu, &d);
+  dev_free(gpu, &f);
+  free(qkv); free(dout); free(o); free(dqkv); free(og); free(dg); free(of); free(df); free(nanr);
+  free(qkvb); free(doutb); free(nanb); free(ob[0]); free(ob[1]); free(db[0]); free(db[1]);
+  free(rmax); free(rinv); free(stf); free(st[0]); free(st[1]); free(work); free(a); free(b);
+  free(uni); free(ub[0]); free(ub[1]); free(uf); free(mask);
+  return ok;
+}
+#endif
 
 #if C5_USE_DOUBLE
 /* sum(o * dout) of the GPU forward at qkv (host), for central differences. */
@@ -378,8 +640,26 @@ int main(int argc, char **argv)
     lcase bal = big;
     bal.aligned = 1;
     ok &= run(gpu, &bal, C5_MATMUL_BF16);
+    /* bf16 tensors (dim_head 64): the benchmark shape (its timing beside the f32 lines above), a key mask with
+       uniform rows, pad keys (n % w != 0), causal, n below a window, 3 blocks a window, and odd strides (plain
+       loads, not cp.async) */
+    static const lcase bt[] = {
+      { .batch = 1, .n = 32768, .w = 128, .H = 8, .dh = 64, .lb = 1, .lf = 1, .aligned = 1 },
+      { .batch = 2, .n = 4096, .w = 128, .H = 4, .dh = 64, .lb = 1, .lf = 1, .mask_kind = 2, .aligned = 1 },
+      { .batch = 2, .n = 1000, .w = 128, .H = 2, .dh = 64, .lb = 1, .lf = 1, .exact = 1, .mask_kind = 1,
+        .aligned = 1 },
+      { .batch = 2, .n = 2048, .w = 64, .H = 2, .dh = 64, .lb = 1, .lf = 0, .causal = 1, .mask_kind = 2,
+        .aligned = 1 },
+      { .batch = 3, .n = 50, .w = 64, .H = 2, .dh = 64, .lb = 1, .lf = 1, .mask_kind = 1, .aligned = 1 },
+      { .batch = 2, .n = 700, .w = 192, .H = 2, .dh = 64, .lb = 2, .lf = 1 },
+      { .batch = 2, .n = 1000, .w = 64, .H = 3, .dh = 64, .lb = 1, .lf = 0, .causal = 1, .exact = 1,
+        .mask_kind = 2 },
+      { .batch = 2, .n = 1000, .w = 64, .H = 2, .dh = 64, .lb = 1, .lf = 1, .mask_kind = 2 },
+    };
+    for (size_t i = 0; i < sizeof bt / sizeof bt[0]; i++) ok &= run_bf16(gpu, &bt[i]);
   }
 #endif
+  ok &= bf16_answers(gpu);
   c5_backend_destroy(&gpu);
   MPI_Finalize();
   return ok ? 0 : 1;
