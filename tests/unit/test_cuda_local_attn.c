@@ -175,6 +175,25 @@ static void errs_of(const c5k_local_attn *L, long ldqkv, long ldo, const c5_real
   for (int x = 0; x < 3; x++) e[2 + x] = err_of(dg, dqkv, rows, HD, ldqkv, x * HD, a, b);
 }
 
+/* The CPU's forward and backward of a case (c5_real tensors in its strides; work: c5k_local_attn_work(L) doubles)
+   and its uniform rows (*nuni; the dead stretches of mask kind 2 must make some). */
+static int cpu_ref(const lcase *c, const c5k_local_attn *L, const c5_real *qkv, long ldqkv, const uint8_t *mask,
+                   const c5_real *dout, long ldo, double *work, c5_real *o, double *rmax, double *rinv, uint8_t *uni,
+                   c5_real *dqkv, long *nuni)
+{
+  const long HD = (long)c->H * c->dh, nst = c->batch * c->H * c->n;
+  c5k_ctx cpu = { .work = work, .work_len = c5k_local_attn_work(L) };
+  T_OK(c5k_cpu_ops.local_attn_forward(&cpu, L, qkv, qkv + HD, qkv + 2 * HD, ldqkv, mask, o, ldo, rmax, rinv, uni));
+  T_OK(c5k_cpu_ops.local_attn_backward(&cpu, L, qkv, qkv + HD, qkv + 2 * HD, ldqkv, mask, rmax, rinv, uni, o, dout,
+                                       ldo, dqkv, dqkv + HD, dqkv + 2 * HD));
+  *nuni = 0;
+  for (long i = 0; i < nst; i++) *nuni += uni[i];
+  if (c->mask_kind == 2 && c->batch > 1) T_CHECK(*nuni > 0, "the dead stretches made no uniform row");
+  return 1;
+fail:
+  return 0;
+}
+
 static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
 {
   const c5k_local_attn L = shape_of(c);
@@ -207,16 +226,8 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
   }
   for (long i = 0; i < no; i++) dout[i] = (c5_real)t_normal(&seed);
   if (mask) fill_mask(c, &seed, mask);
-  /* the CPU */
-  {
-    c5k_ctx cpu = { .work = work, .work_len = work_len };
-    T_OK(c5k_cpu_ops.local_attn_forward(&cpu, &L, qkv, qkv + HD, qkv + 2 * HD, ldqkv, mask, o, ldo, rmax, rinv, uni));
-    T_OK(c5k_cpu_ops.local_attn_backward(&cpu, &L, qkv, qkv + HD, qkv + 2 * HD, ldqkv, mask, rmax, rinv, uni, o,
-                                         dout, ldo, dqkv, dqkv + HD, dqkv + 2 * HD));
-  }
-  long nuni = 0;
-  for (long i = 0; i < nst; i++) nuni += uni[i];
-  if (c->mask_kind == 2 && c->batch > 1) T_CHECK(nuni > 0, "the dead stretches made no uniform row");
+  long nuni;
+  T_CHECK(cpu_ref(c, &L, qkv, ldqkv, mask, dout, ldo, work, o, rmax, rinv, uni, dqkv, &nuni), "the CPU");
   /* the GPU, twice */
   T_OK(c5_backend_set_matmul(gpu, mm));
   memset(uni2, 0xff, nst);
@@ -308,22 +319,6 @@ static int bf16_answers(c5_backend *gpu)
 }
 
 #if !C5_USE_DOUBLE
-/* bf16 of f, rounded to nearest even (as __float2bfloat16_rn; f finite), and back (exact). */
-static uint16_t to_bf16(float f)
-{
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return (uint16_t)(u >> 16);
-}
-static float from_bf16(uint16_t h)
-{
-  const uint32_t u = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-
 /* bf16 storage (L.bf16 = 1: lib/attn_local.c's LocalMHA where local_attn_bf16 says so), dim_head 64: q, k, v, dout
    drawn in f32 and rounded to bf16 on the host; the GPU's bf16 o, dq, dk, dv (and stats) against the CPU on the same
    rounded values (norm-wise, 2e-2: the bf16 mode's bound) and bit for bit against the f32 flash kernels on them
@@ -360,26 +355,19 @@ static int run_bf16(c5_backend *gpu, const lcase *c)
           db[0] && db[1] && rmax && rinv && stf && st[0] && st[1] && work && a && b && uni && ub[0] && ub[1] && uf &&
           (!c->mask_kind || mask), "out of memory");
   for (long i = 0; i < nqkv; i++) {
-    qkvb[i] = to_bf16((float)t_normal(&seed));
-    qkv[i] = (c5_real)from_bf16(qkvb[i]);
+    qkvb[i] = t_bf16((float)t_normal(&seed));
+    qkv[i] = (c5_real)t_unbf16(qkvb[i]);
     nanb[i] = 0x7fc0;   /* bf16 NaN */
     nanr[i] = (c5_real)NAN;
   }
   for (long i = 0; i < no; i++) {
-    doutb[i] = to_bf16((float)t_normal(&seed));
-    dout[i] = (c5_real)from_bf16(doutb[i]);
+    doutb[i] = t_bf16((float)t_normal(&seed));
+    dout[i] = (c5_real)t_unbf16(doutb[i]);
   }
   for (long i = 0; i < 2 * nst; i++) stf[i] = NAN;
   if (mask) fill_mask(c, &seed, mask);
-  {   /* the CPU, on the rounded values */
-    c5k_ctx cpu = { .work = work, .work_len = work_len };
-    T_OK(c5k_cpu_ops.local_attn_forward(&cpu, &L, qkv, qkv + HD, qkv + 2 * HD, ldqkv, mask, o, ldo, rmax, rinv, uni));
-    T_OK(c5k_cpu_ops.local_attn_backward(&cpu, &L, qkv, qkv + HD, qkv + 2 * HD, ldqkv, mask, rmax, rinv, uni, o,
-                                         dout, ldo, dqkv, dqkv + HD, dqkv + 2 * HD));
-  }
-  long nuni = 0;
-  for (long i = 0; i < nst; i++) nuni += uni[i];
-  if (c->mask_kind == 2 && c->batch > 1) T_CHECK(nuni > 0, "the dead stretches made no uniform row");
+  long nuni;   /* the CPU, on the rounded values */
+  T_CHECK(cpu_ref(c, &L, qkv, ldqkv, mask, dout, ldo, work, o, rmax, rinv, uni, dqkv, &nuni), "the CPU");
   T_OK(c5_backend_set_matmul(gpu, C5_MATMUL_BF16));
   {
     c5k_ctx ctx = c5_backend_ctx(gpu, NULL, 0);
@@ -402,8 +390,8 @@ static int run_bf16(c5_backend *gpu, const lcase *c)
     T_OK(c5_backend_memcpy(gpu, st[rep] + nst, d.rinv, nst * sizeof(double)));
     T_OK(c5_backend_memcpy(gpu, ub[rep], d.uni, nst));
   }
-  for (long i = 0; i < no; i++) og[i] = (c5_real)from_bf16(ob[0][i]);
-  for (long i = 0; i < nqkv; i++) dg[i] = (c5_real)from_bf16(db[0][i]);
+  for (long i = 0; i < no; i++) og[i] = (c5_real)t_unbf16(ob[0][i]);
+  for (long i = 0; i < nqkv; i++) dg[i] = (c5_real)t_unbf16(db[0][i]);
   /* the f32 tensors holding the same values: the forward, then the backward given the bf16 o */
   L.bf16 = 0;
   T_CHECK((f.qkv = t_dev_upload(gpu, qkv, nqkv * sizeof *qkv)) && (f.dout = t_dev_upload(gpu, dout, no * sizeof *dout)) &&
@@ -429,8 +417,8 @@ static int run_bf16(c5_backend *gpu, const lcase *c)
     const int gaps = gaps_poisoned(og, rows, ldo, 0, HD) && gaps_poisoned(dg, rows, ldqkv, 0, 3 * HD);
     int fo = memcmp(stf, st[0], 2 * nst * sizeof(double)) == 0 && memcmp(uf, ub[0], nst) == 0, fd = 1;
     for (long r = 0; r < rows; r++) {
-      for (long j = 0; j < HD; j++) fo &= to_bf16((float)of[r * ldo + j]) == ob[0][r * ldo + j];
-      for (long j = 0; j < 3 * HD; j++) fd &= to_bf16((float)df[r * ldqkv + j]) == db[0][r * ldqkv + j];
+      for (long j = 0; j < HD; j++) fo &= t_bf16((float)of[r * ldo + j]) == ob[0][r * ldo + j];
+      for (long j = 0; j < 3 * HD; j++) fd &= t_bf16((float)df[r * ldqkv + j]) == db[0][r * ldqkv + j];
     }
     double e[5];
     errs_of(&L, ldqkv, ldo, og, o, dg, dqkv, st[0], rmax, st[0] + nst, rinv, a, b, e);
