@@ -31,7 +31,9 @@
    query rows of one window a CTA, mma.sync over the window's key blocks,
    online softmax, the lg path's stats), and for dim_head 64 the backward
    too (lf_backward_q for D = dout o, from the forward's o, and dq;
-   lf_backward_kv for dk, dv; without atomics);
+   lf_backward_kv for dk, dv; without atomics); where they run both ways
+   (dim_head 64: local_attn_bf16) they also take q, k, v, o, dout, dq,
+   dk, dv as bf16 tensors (L->bf16);
    otherwise the products on cuBLASLt over windows (lg_*), for dim_head a
    multiple of 8 and score rows of L w <= 2048 slots (dim_head 128's
    backward among them, from lf_forward's stats, which mean what
