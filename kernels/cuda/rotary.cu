@@ -46,6 +46,13 @@ extern "C" c5_status c5k_rotary_table_cuda(c5k_ctx *ctx, long rows, const long *
    negating a product is exact, so both directions round as written out. T:
    c5_real, or bf16 (a module's activations kept in bf16: formed in double,
    rounded once to bf16). */
+/* An element as a double and back: c5_real exactly; bf16 through its float value, rounded once on the way back. */
+static __device__ __forceinline__ double rot_in(double x) { return x; }
+static __device__ __forceinline__ double rot_in(float x) { return x; }
+static __device__ __forceinline__ double rot_in(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T> static __device__ __forceinline__ T rot_out(double x) { return (T)x; }
+template <> __device__ __forceinline__ __nv_bfloat16 rot_out<__nv_bfloat16>(double x) { return __double2bfloat16(x); }
+
 template <typename T>
 __global__ void rotary_kernel(long rows, int heads, int half, T *x, long ld, long hstride, const double *cs,
                               const double *sn, double sgn)
@@ -54,9 +61,9 @@ __global__ void rotary_kernel(long rows, int heads, int half, T *x, long ld, lon
     long i = u / ((long)heads * half);
     int h = (int)(u / half % heads), j = (int)(u % half);
     T *t = x + i * ld + h * hstride;
-    double t1 = (double)(float)t[j], t2 = (double)(float)t[j + half], c = cs[i * half + j], s = sgn * sn[i * half + j];
-    t[j] = (T)c5k_sub(c5k_mul(t1, c), c5k_mul(t2, s));
-    t[j + half] = (T)c5k_add(c5k_mul(t2, c), c5k_mul(t1, s));
+    double t1 = rot_in(t[j]), t2 = rot_in(t[j + half]), c = cs[i * half + j], s = sgn * sn[i * half + j];
+    t[j] = rot_out<T>(c5k_sub(c5k_mul(t1, c), c5k_mul(t2, s)));
+    t[j + half] = rot_out<T>(c5k_add(c5k_mul(t2, c), c5k_mul(t1, s)));
   }
 }
 

@@ -155,7 +155,7 @@ int main(int argc, char **argv)
                                  C5_DTYPE_F32, 1, 0, 1, C5_DTYPE_F32), C5_ERR_NOTIMPL, "gemm_ex: A f64, B f32");
     /* outside bf16 mode a bf16 operand meets only another bf16 one */
     T_FAILS(c5k_cuda_ops.gemm_ex(&ctx, 0, 0, 1, 1, 1, 1, &x, C5_DTYPE_BF16, 1, 0, &x, C5_DTYPE_F32, 1, 0, 0, &x,
-                                 C5_DTYPE_F32, 1, 0, 1, C5_DTYPE_F32), C5_ERR_NOTIMPL, "gemm_ex: A bf16, B f32, fp32 mode");
+                                 C5_DTYPE_F32, 1, 0, 1, C5_DTYPE_F32), C5_ERR_NOTIMPL, "gemm_ex: A bf16, B f32");
     /* the table is complete: every op after the name is on the GPU (lib/ would refuse a NULL one by name) */
     typedef void (*op_fn)(void);
     int missing = 0;
