@@ -51,7 +51,7 @@ static inline unsigned c5k_warp_row_blocks(long rows) { return (unsigned)((rows 
 /* The row partition (the CPU's c5k_rowpart_add): part p's sum over its rows
    r in order of term(r, i) (NOUT terms at once, e.g. LayerNorm's dw and db),
    each from 0 in double, into part [np][NOUT][cols]; then out[o][i] += the
-   parts in order. One thread per (part, column): a warp reads a row's
+   parts in order. The partial sums: one thread per (part, column), a warp reading a row's
    consecutive columns. */
 template <int NOUT> struct c5k_rowpart_out { double *out[NOUT]; };
 
@@ -70,27 +70,24 @@ template <int NOUT, typename Term> __global__ void c5k_rowpart_partial(Term term
   for (int o = 0; o < NOUT; o++) part[(p * NOUT + o) * cols + i] = a[o];
 }
 
+/* A warp a column: its lanes load 32 consecutive parts at once, then every lane adds them in order from shuffles,
+   from 0: the CPU's order, the same bits. (A thread a column, its loads 8 or 32 ahead, ran on cols / 128 SMs only:
+   58-68 us a call for 2048 parts of 512 columns on the H200 at n = 131072.) Launch C5K_ROW_THREADS threads,
+   dim3(c5k_warp_row_blocks(cols), NOUT) blocks. */
 template <int NOUT> __global__ void c5k_rowpart_finish(const double *part, long np, int cols, c5k_rowpart_out<NOUT> out)
 {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x, o = blockIdx.y;
+  const long i = c5k_warp_row();   /* the warp's column: the same for all its lanes */
+  const int lane = threadIdx.x & 31, o = blockIdx.y;
   if (i >= cols) return;
-  /* the parts in order, their loads U at a time ahead of the adds (one dependent load an add waited on memory:
-     30 us for 512 parts; 8 ahead, 68 us a call for 2048 parts of 512 columns on the H200 at n = 131072, where only
-     cols threads run: U = 32 keeps four times the loads in flight) */
-  constexpr int U = 32;
   const double *x = part + (long)o * cols + i;
   const long st = (long)NOUT * cols;
   double s = 0;
-  long p = 0;
-  for (; p + U <= np; p += U) {
-    double v[U];
-#pragma unroll
-    for (int u = 0; u < U; u++) v[u] = x[(p + u) * st];
-#pragma unroll
-    for (int u = 0; u < U; u++) s += v[u];
+  for (long p0 = 0; p0 < np; p0 += 32) {
+    const double v = p0 + lane < np ? x[(p0 + lane) * st] : 0.0;
+    const int m = np - p0 < 32 ? (int)(np - p0) : 32;
+    for (int u = 0; u < m; u++) s += __shfl_sync(0xffffffffu, v, u);
   }
-  for (; p < np; p++) s += x[p * st];
-  out.out[o][i] += s;
+  if (lane == 0) out.out[o][i] += s;
 }
 
 /* out[o][i] += sum over rows of term(r, i)[o], for i < cols, by the partition above. */
@@ -106,7 +103,8 @@ static c5_status c5k_rowpart_sum(c5k_cuda_dev *dev, const char *op, Term term, l
   const unsigned cb = (unsigned)((cols + C5K_ROW_THREADS - 1) / C5K_ROW_THREADS);
   c5k_rowpart_partial<NOUT, Term><<<dim3((unsigned)np, cb), C5K_ROW_THREADS, 0, dev->stream>>>(term, rows, cols, part);
   C5K_CUDA_LAUNCHED(op);
-  c5k_rowpart_finish<NOUT><<<dim3(cb, NOUT), C5K_ROW_THREADS, 0, dev->stream>>>(part, np, cols, out);
+  c5k_rowpart_finish<NOUT><<<dim3(c5k_warp_row_blocks(cols), NOUT), C5K_ROW_THREADS, 0, dev->stream>>>(part, np, cols,
+                                                                                                       out);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
