@@ -47,9 +47,8 @@ extern "C" c5_status c5k_rotary_table_cuda(c5k_ctx *ctx, long rows, const long *
    c5_real, or bf16 (a module's activations kept in bf16: formed in double,
    rounded once to bf16). */
 /* An element as a double and back: c5_real exactly; bf16 through its float value, rounded once on the way back. */
-static __device__ __forceinline__ double rot_in(double x) { return x; }
-static __device__ __forceinline__ double rot_in(float x) { return x; }
-static __device__ __forceinline__ double rot_in(__nv_bfloat16 x) { return __bfloat162float(x); }
+template <typename T> static __device__ __forceinline__ double rot_in(T x) { return (double)x; }
+template <> __device__ __forceinline__ double rot_in<__nv_bfloat16>(__nv_bfloat16 x) { return __bfloat162float(x); }
 template <typename T> static __device__ __forceinline__ T rot_out(double x) { return (T)x; }
 template <> __device__ __forceinline__ __nv_bfloat16 rot_out<__nv_bfloat16>(double x) { return __double2bfloat16(x); }
 
