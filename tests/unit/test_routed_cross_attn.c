@@ -114,7 +114,8 @@ static c5_router_config soft_router(void)
   return r;
 }
 
-/* Concatenated indices of both routers (to detect a changed selection). */
+#if C5_USE_DOUBLE
+/* Concatenated indices of both routers (to detect a changed selection; the finite-difference check's, double only). */
 static long selection(const c5_routed_cross_attn_cache *c, long *buf, long cap)
 {
   long n = 0;
@@ -124,6 +125,7 @@ static long selection(const c5_routed_cross_attn_cache *c, long *buf, long cap)
       for (long e = rts[i]->start[r]; e < rts[i]->start[r] + rts[i]->count[r] && n < cap; e++) buf[n++] = rts[i]->idx[e];
   return n;
 }
+#endif
 
 static double max_abs_diff(const c5_real *a, const c5_real *b, long n, double *scale)
 {
