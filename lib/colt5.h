@@ -89,8 +89,11 @@ c5_status c5_backend_sync(const c5_backend *be);
 /* How the GPU's f32-compute matrix products treat their f32 inputs: exactly (C5_MATMUL_FP32, the
    default), rounded to TF32 (10-bit mantissa) or to bf16 (7-bit) on the tensor cores, accumulating in
    f32 either way (TF32: cuBLASLt's CUBLAS_COMPUTE_32F_FAST_TF32; bf16: the inputs copied to bf16, then
-   the bf16 product). Parameters, gradients and activations stay f32; only the products' inputs are
-   rounded. The CPU has only C5_MATMUL_FP32. */
+   the bf16 product). Parameters and gradients stay f32; in bf16 mode the local attention's caches keep
+   q, k, v and its head outputs in bf16 where its flash kernels run both ways (dim_head 64, windows a
+   multiple of 64; docs/design.md), since its products round them to bf16 anyway; other activations
+   stay f32. A cache keeps the type chosen when it was made: set the mode before making caches (a
+   forward under another mode fails, naming the cache). The CPU has only C5_MATMUL_FP32. */
 typedef enum { C5_MATMUL_FP32, C5_MATMUL_TF32, C5_MATMUL_BF16 } c5_matmul;
 c5_status c5_backend_set_matmul(c5_backend *be, c5_matmul m);
 const char *c5_matmul_name(c5_matmul m);   /* "fp32", "tf32", "bf16" */
