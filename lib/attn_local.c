@@ -29,8 +29,8 @@ struct c5_attn_local_cache {
   long d, hd;              /* dim, heads dim_head */
   uint8_t *mask;           /* [batch, n] copy of the key mask */
   double *mean, *rstd;     /* [rows] */
-  int bf16;                /* q/k/v, att, datt, dqkv in bf16 (local_attn_bf16 at the cache's creation); else c5_real */
-  c5_dtype act;            /* their type */
+  c5_dtype act;            /* q/k/v, att, datt, dqkv: bf16 where local_attn_bf16 said so at the cache's creation,
+                              else c5_real */
   void *qkv;               /* [rows, 3 HD]: q | k | v, head h at h dh within each */
   void *att;               /* [rows, HD] head outputs merged, before to_out */
   double *rmax, *rinv;     /* [batch, heads, n] softmax row max and 1 / sum */
@@ -116,19 +116,25 @@ static c5k_local_attn core_shape(const c5_attn_local *a, long batch, long n)
 static c5k_local_attn cache_shape(const c5_attn_local *a, const c5_attn_local_cache *c)
 {
   c5k_local_attn L = core_shape(a, c->batch, c->n);
-  L.bf16 = c->bf16;
+  L.bf16 = c->act == C5_DTYPE_BF16;
   return L;
+}
+
+/* The activations' type the backend takes now for a forward of batch x n tokens (its matmul mode). */
+static c5_dtype act_wanted(const c5_attn_local *a, long batch, long n)
+{
+  c5k_ctx ctx = c5_backend_ctx(a->be, NULL, 0);
+  const c5k_local_attn L = core_shape(a, batch, n);
+  return a->be->ops->local_attn_bf16(&ctx, &L) ? C5_DTYPE_BF16 : C5_DTYPE_REAL;
 }
 
 /* Whether the backend still takes the cache's activation type: the matmul mode may have changed since. */
 static c5_status check_act(const c5_attn_local *a, const c5_attn_local_cache *c, long batch, long n)
 {
-  c5k_ctx ctx = c5_backend_ctx(a->be, NULL, 0);
-  const c5k_local_attn L = core_shape(a, batch, n);
-  const int want = a->be->ops->local_attn_bf16(&ctx, &L) != 0;
-  C5_CHECK(want == c->bf16, C5_ERR_ARG, "LocalMHA: the cache keeps its activations in %s (the backend's matmul mode "
+  const c5_dtype want = act_wanted(a, batch, n);
+  C5_CHECK(want == c->act, C5_ERR_ARG, "LocalMHA: the cache keeps its activations in %s (the backend's matmul mode "
            "when it was made); the mode now wants %s: make the cache again after c5_backend_set_matmul",
-           c5_dtype_name(c->act), c5_dtype_name(want ? C5_DTYPE_BF16 : C5_DTYPE_REAL));
+           c5_dtype_name(c->act), c5_dtype_name(want));
   return C5_OK;
 }
 
@@ -155,11 +161,7 @@ c5_status c5_attn_local_cache_create_ws(const c5_attn_local *a, long batch, long
   c->be = a->be;
   c->d = d;
   c->hd = hd;
-  {
-    c5k_ctx ctx = c5_backend_ctx(a->be, NULL, 0);
-    c->bf16 = a->be->ops->local_attn_bf16(&ctx, &L) != 0;
-    c->act = c->bf16 ? C5_DTYPE_BF16 : C5_DTYPE_REAL;
-  }
+  c->act = act_wanted(a, batch, n);
 #define ALLOC(p, cnt) do { c5_status s_ = C5_BE_NEW(a->be, p, (cnt) + 1); \
     C5_CHECK_GOTO(s_ == C5_OK, st, fail, C5_ERR_MEM, "LocalMHA cache for [%ld, %ld, %ld]: out of memory " \
                   "allocating %s (%ld elements)", batch, n, d, #p, (long)(cnt)); } while (0)
