@@ -212,18 +212,23 @@ typedef struct c5k_ops {
                        const void *A, c5_dtype atype, long lda, long stride_a,
                        const void *B, c5_dtype btype, long ldb, long stride_b, double beta,
                        void *C, c5_dtype ctype, long ldc, long stride_c, long batch, c5_dtype compute);
+  /* The norms' and GELU's forward write y of type ytype: C5_DTYPE_REAL always; C5_DTYPE_BF16 on the CUDA backend
+     of the single build, y then being the c5_real result rounded once to bf16 (nearest even: the bits gemm_ex's
+     bf16 copy would make of the c5_real y), the statistics (rnorm, mean, rstd) unchanged. An output whose only
+     consumers are products in bf16 mode (bf16_acts) is so written in half the bytes and never copied again. The
+     CPU takes C5_DTYPE_REAL only (else C5_ERR_NOTIMPL). */
   c5_status (*rmsnorm_forward)(c5k_ctx *, const c5_real *x, const c5_real *gamma, long rows, int dim,
-                               c5_real *y, double *rnorm);
+                               void *y, c5_dtype ytype, double *rnorm);
   /* dgamma: double accumulator (+=) */
   c5_status (*rmsnorm_backward)(c5k_ctx *, const c5_real *x, const c5_real *gamma, const double *rnorm,
                                 const c5_real *dy, long rows, int dim, c5_real *dx, double *dgamma);
   c5_status (*layernorm_forward)(c5k_ctx *, const c5_real *x, const c5_real *w, const c5_real *b, long rows,
-                                 int dim, double eps, c5_real *y, double *mean, double *rstd);
+                                 int dim, double eps, void *y, c5_dtype ytype, double *mean, double *rstd);
   /* dw, db: double accumulators (+=) */
   c5_status (*layernorm_backward)(c5k_ctx *, const c5_real *x, const c5_real *w, const double *mean,
                                   const double *rstd, const c5_real *dy, long rows, int dim, c5_real *dx,
                                   double *dw, double *db);
-  c5_status (*gelu_forward)(c5k_ctx *, const c5_real *x, long n, c5_real *y);
+  c5_status (*gelu_forward)(c5k_ctx *, const c5_real *x, long n, void *y, c5_dtype ytype);
   c5_status (*gelu_backward)(c5k_ctx *, const c5_real *x, const c5_real *dy, long n, c5_real *dx);
   /* db[j] += sum_r dy[r, j] (db: double accumulator) */
   c5_status (*colsum)(c5k_ctx *, const c5_real *dy, long rows, int cols, double *db);
@@ -234,10 +239,16 @@ typedef struct c5k_ops {
   c5_status (*gemm_acc)(c5k_ctx *, int transa, int transb, long m, long n, long k, double alpha,
                         const c5_real *A, long lda, const c5_real *B, long ldb, c5_real *prod, double *acc);
   /* The same with typed inputs (gemm_ex's rules; the CPU takes C5_DTYPE_REAL only): a module's activations
-     kept in bf16 (local_attn_bf16). */
+     kept in bf16 (local_attn_bf16, bf16_acts). */
   c5_status (*gemm_acc_ex)(c5k_ctx *, int transa, int transb, long m, long n, long k, double alpha,
                            const void *A, c5_dtype atype, long lda, const void *B, c5_dtype btype, long ldb,
                            c5_real *prod, double *acc);
+  /* 1 when this backend takes bf16 activations as the inputs of its products (gemm_ex, gemm_acc_ex, linear: one
+     bf16 operand with one c5_real) in the current matmul mode: the CUDA ops of the single build in bf16 mode
+     (c5_backend_set_matmul C5_MATMUL_BF16), ctx exact = 0, where every c5_real input is rounded to a bf16 copy
+     first anyway. A module may then keep an activation whose only consumers are products in bf16 (the norms' and
+     GELU's ytype), with the same products' bits and half the bytes. 0 elsewhere (the CPU, the double build). */
+  int (*bf16_acts)(c5k_ctx *);
   /* g[i] += (c5_real)acc[i]; acc[i] = 0: the one rounding of a backward's
      parameter gradient into the working-precision slab. */
   c5_status (*grad_flush)(c5k_ctx *, double *acc, long n, c5_real *g);
@@ -275,7 +286,7 @@ typedef struct c5k_ops {
                                    const double *rinv, const uint8_t *uni, const void *o, const void *dout,
                                    long ldo, void *dq, void *dk, void *dv);
   /* 1 when this backend takes L's q, k, v, o, dout, dq, dk, dv in bf16 (L->bf16 = 1) in the current matmul mode:
-     the CUDA ops of the single build in bf16 mode (ctx exact = 0), where the flash kernels run both ways
+     where bf16_acts says 1 and the CUDA flash kernels run both ways
      (dim_head 64, w a multiple of 64). They round those tensors to bf16 for their products anyway, so a module
      that keeps them in bf16 halves their memory and traffic and loses only the roundings of o (D of the
      backward), of the rotary's outputs and of dq, dk, dv before their GEMMs. 0 elsewhere. */
@@ -549,9 +560,10 @@ typedef struct c5k_ops {
      or NULL (no bias); x, y dense (leading dimensions in and out). y is written entirely. The CPU computes exactly
      broadcast_row(b) then gemm with beta 1 (beta 0 without b): the same bits as those two calls. The CUDA op adds b
      in cuBLASLt's bias epilogue (no pass writing the bias across y first, 4-5 % of the block's step on an H200),
-     falling back to those two calls where cuBLASLt has no such kernel: it agrees with the CPU to rounding. */
-  c5_status (*linear)(c5k_ctx *, long rows, long out, long in, const c5_real *x, const c5_real *W, const c5_real *b,
-                      c5_real *y);
+     falling back to those two calls where cuBLASLt has no such kernel: it agrees with the CPU to rounding. x has
+     type xtype: C5_DTYPE_REAL, or C5_DTYPE_BF16 where bf16_acts says the backend takes it (the CPU: REAL only). */
+  c5_status (*linear)(c5k_ctx *, long rows, long out, long in, const void *x, c5_dtype xtype, const c5_real *W,
+                      const c5_real *b, c5_real *y);
 } c5k_ops;
 
 /* init_fill's kinds */

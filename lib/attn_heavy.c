@@ -225,10 +225,10 @@ static c5_status forward_body(const c5_attn_heavy *a, const c5_params *p, const 
   const c5_real *wout = c5_params_value(p, a->to_out);
 
   /* norms and projections */
-  C5_CALL(ops->rmsnorm_forward(&kc, xq, gamma, nqr, dim, c->xn, c->rnq));
+  C5_CALL(ops->rmsnorm_forward(&kc, xq, gamma, nqr, dim, c->xn, C5_DTYPE_REAL, c->rnq));
   C5_CALL(ops->gemm(&kc, 0, 1, nqr, D, dim, 1.0, c->xn, dim, wq, dim, 0.0, c->qraw, D));
   if (nkr) {
-    C5_CALL(ops->rmsnorm_forward(&kc, ctx, gamma, nkr, dim, c->cn, c->rnc));
+    C5_CALL(ops->rmsnorm_forward(&kc, ctx, gamma, nkr, dim, c->cn, C5_DTYPE_REAL, c->rnc));
     for (long b = 0; b < batch; b++)
       for (int r = 0; r < R; r++) {
         long br = b * R + r;
@@ -310,8 +310,8 @@ static c5_status backward_body(const c5_attn_heavy *a, const c5_params *p, c5_at
   c5_real *prod = c5_params_scratch(p);
 
   /* the forward's normed inputs (rnq, rnc again too), q and kv slots, formed again from the cache */
-  C5_CALL(ops->rmsnorm_forward(&kc, c->xq, gamma, nqr, dim, c->xn, c->rnq));
-  if (nkr) C5_CALL(ops->rmsnorm_forward(&kc, c->ctx, gamma, nkr, dim, c->cn, c->rnc));
+  C5_CALL(ops->rmsnorm_forward(&kc, c->xq, gamma, nqr, dim, c->xn, C5_DTYPE_REAL, c->rnq));
+  if (nkr) C5_CALL(ops->rmsnorm_forward(&kc, c->ctx, gamma, nkr, dim, c->cn, C5_DTYPE_REAL, c->rnc));
   C5_CALL(form_slots(a, p, &kc, c));
 
   /* to_out: dWout += dout^T o; do = dout Wout */

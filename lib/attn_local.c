@@ -9,9 +9,10 @@
    backward's dqkv live only inside a call, a frame of the workspace (ws.h).
    Where the backend takes them so (kernels.h local_attn_bf16: CUDA, bf16
    matmul mode), q/k/v, the head outputs, their gradient dout and dq/dk/dv
-   are kept in bf16: the products round them to bf16 anyway, so this halves
-   the largest activations and their traffic; the cache is made for the mode
-   current at its creation. */
+   are kept in bf16, and the LayerNorm writes its output in bf16 for the two
+   products that read it: the products round them to bf16 anyway, so this
+   halves the largest activations and their traffic; the cache is made for
+   the mode current at its creation. */
 #include <math.h>
 #include "c5_internal.h"
 #include "backend.h"
@@ -29,8 +30,8 @@ struct c5_attn_local_cache {
   long d, hd;              /* dim, heads dim_head */
   uint8_t *mask;           /* [batch, n] copy of the key mask */
   double *mean, *rstd;     /* [rows] */
-  c5_dtype act;            /* q/k/v, att, datt, dqkv: bf16 where local_attn_bf16 said so at the cache's creation,
-                              else c5_real */
+  c5_dtype act;            /* q/k/v, att, datt, dqkv, xn: bf16 where local_attn_bf16 said so at the cache's
+                              creation, else c5_real */
   void *qkv;               /* [rows, 3 HD]: q | k | v, head h at h dh within each */
   void *att;               /* [rows, HD] head outputs merged, before to_out */
   double *rmax, *rinv;     /* [batch, heads, n] softmax row max and 1 / sum */
@@ -43,8 +44,8 @@ struct c5_attn_local_cache {
   c5_ws *ws;               /* the transient workspace: its maker's, or its own */
   int own_ws;
   /* the frame of each forward and backward (rows of the capacity): */
-  c5_real *xn;             /* [rows, max(dim, HD)]: the LayerNorm output (forward; backward, formed again), datt,
-                              dxn: one at a time */
+  c5_real *xn;             /* [rows, max(dim, HD)] c5_reals: the LayerNorm output (act: forward; backward, formed
+                              again), datt (act), dxn (c5_real): one at a time */
   void *dqkv;              /* [rows, 3 HD] the backward's dq | dk | dv (act) */
 };
 
@@ -254,8 +255,8 @@ static c5_status forward_body(const c5_attn_local *a, const c5_params *p, long b
   c->has_mask = mask != NULL;
   if (mask) C5_CALL(ops->copy2d(&ctx, c->mask, rows, mask, rows, rows, 1));
   C5_CALL(ops->layernorm_forward(&ctx, x, c5_params_value(p, a->norm_w), c5_params_value(p, a->norm_b), rows,
-                                 (int)d, LN_EPS, c->xn, c->mean, c->rstd));
-  C5_CALL(ops->gemm_ex(&ctx, 0, 1, rows, 3 * hd, d, 1.0, c->xn, C5_DTYPE_REAL, d, 0, c5_params_value(p, a->to_qkv),
+                                 (int)d, LN_EPS, c->xn, c->act, c->mean, c->rstd));
+  C5_CALL(ops->gemm_ex(&ctx, 0, 1, rows, 3 * hd, d, 1.0, c->xn, c->act, d, 0, c5_params_value(p, a->to_qkv),
                         C5_DTYPE_REAL, d, 0, 0.0, c->qkv, c->act, 3 * hd, 0, 1, C5_DTYPE_REAL));
   if (a->rotary) {
     C5_CALL(rotary_tables(a, ops, &ctx, c, pos0));
@@ -311,11 +312,11 @@ static c5_status backward_body(const c5_attn_local *a, const c5_params *p, c5_at
                                    c->has_mask ? c->mask : NULL, c->rmax, c->rinv, c->uni, c->att, datt, hd,
                                    c->dqkv, act_at(c, c->dqkv, hd), act_at(c, c->dqkv, 2 * hd)));
   if (a->rotary) C5_CALL(rotate_qk(a, ops, &ctx, c, c->dqkv, 1));   /* dq, dk of the unrotated q, k */
-  /* to_qkv: dW += dqkv^T xn, xn formed again from the x the forward saw (the same op on the same input: the
-     same bits, mean and rstd too); then dxn = dqkv W over it */
+  /* to_qkv: dW += dqkv^T xn, xn (act) formed again from the x the forward saw (the same op on the same input:
+     the same bits, mean and rstd too) over datt, read by now; then dxn = dqkv W over it */
   C5_CALL(ops->layernorm_forward(&ctx, x, c5_params_value(p, a->norm_w), c5_params_value(p, a->norm_b), rows,
-                                 (int)d, LN_EPS, c->xn, c->mean, c->rstd));
-  C5_CALL(ops->gemm_acc_ex(&ctx, 1, 0, 3 * hd, d, rows, 1.0, c->dqkv, c->act, 3 * hd, c->xn, C5_DTYPE_REAL, d, prod,
+                                 (int)d, LN_EPS, c->xn, c->act, c->mean, c->rstd));
+  C5_CALL(ops->gemm_acc_ex(&ctx, 1, 0, 3 * hd, d, rows, 1.0, c->dqkv, c->act, 3 * hd, c->xn, c->act, d, prod,
                            c5_params_acc(p, a->to_qkv)));
   C5_CALL(ops->gemm_ex(&ctx, 0, 0, rows, d, 3 * hd, 1.0, c->dqkv, c->act, 3 * hd, 0, c5_params_value(p, a->to_qkv),
                         C5_DTYPE_REAL, d, 0, 0.0, dxn, C5_DTYPE_REAL, d, 0, 1, C5_DTYPE_REAL));

@@ -1,4 +1,8 @@
-/* ffnet.c - the reference's FeedForward (ffnet.h), forward and backward. */
+/* ffnet.c - the reference's FeedForward (ffnet.h), forward and backward.
+   In bf16 mode (kernels.h bf16_acts at the cache's layout) the normed input
+   xn and the activations a are written in bf16 by the RMSNorm and the GELU
+   and read so by the four products that take them (the Linears, dW1, dW2):
+   the products would round them to the same bf16 bits anyway. */
 #include "c5_internal.h"
 #include "backend.h"
 #include "ffnet.h"
@@ -27,11 +31,16 @@ static void carve_frame(void *obj, c5_arena *a)
   C5_TAKE(a, c->dh, c->rows_cap * c->hidden);
 }
 
-void c5_ffnet_cache_layout(const c5_ffnet *f, long rows, c5_arena *m, c5_ws *ws, c5_ffnet_cache *c)
+void c5_ffnet_cache_layout(const c5_ffnet *f, const c5_params *p, long rows, c5_arena *m, c5_ws *ws,
+                           c5_ffnet_cache *c)
 {
+  const c5_backend *be = c5_params_backend(p);
+  c5k_ctx ctx = c5_backend_ctx(be, NULL, 0);
   c->rows_cap = rows;
   c->dim = f->dim;
   c->hidden = f->hidden;
+  c->bf16 = be->ops->bf16_acts(&ctx) != 0;
+  c->act = c->bf16 ? C5_DTYPE_BF16 : C5_DTYPE_REAL;
   C5_TAKE(m, c->rnorm, rows);
   C5_TAKE(m, c->h, rows * f->hidden);
   c->work_len = c5k_rowpart_work(rows, f->hidden > f->dim ? f->hidden : f->dim);
@@ -40,13 +49,25 @@ void c5_ffnet_cache_layout(const c5_ffnet *f, long rows, c5_arena *m, c5_ws *ws,
   c5_ws_reserve(ws, c5_ws_measure(carve_frame, c));
 }
 
-/* y [rows, dim] = a W2^T + b2: the second Linear, on the activations a [rows, hidden]. */
-static c5_status second_linear(const c5_ffnet *f, const c5_params *p, c5k_ctx *ctx, const c5_real *a, long rows,
-                               c5_real *y)
+/* Whether the backend still takes the cache's activation type: the matmul mode may have changed since. */
+static c5_status check_act(const c5_params *p, const c5_ffnet_cache *c)
+{
+  const c5_backend *be = c5_params_backend(p);
+  c5k_ctx ctx = c5_backend_ctx(be, NULL, 0);
+  const int want = be->ops->bf16_acts(&ctx) != 0;
+  C5_CHECK(want == c->bf16, C5_ERR_ARG, "feedforward: the cache keeps its activations in %s (the backend's matmul "
+           "mode when it was made); the mode now wants %s: make the cache again after c5_backend_set_matmul",
+           c5_dtype_name(c->act), c5_dtype_name(want ? C5_DTYPE_BF16 : C5_DTYPE_REAL));
+  return C5_OK;
+}
+
+/* y [rows, dim] = a W2^T + b2: the second Linear, on the activations a [rows, hidden] (the cache's act). */
+static c5_status second_linear(const c5_ffnet *f, const c5_params *p, const c5_ffnet_cache *c, c5k_ctx *ctx,
+                               const void *a, long rows, c5_real *y)
 {
   const c5k_ops *ops = c5_params_backend(p)->ops;
   const int d = f->dim, h = f->hidden;
-  C5_CALL(ops->linear(ctx, rows, d, h, a, c5_params_value(p, f->w2), c5_params_value(p, f->b2), y));
+  C5_CALL(ops->linear(ctx, rows, d, h, a, c->act, c5_params_value(p, f->w2), c5_params_value(p, f->b2), y));
   return C5_OK;
 }
 
@@ -56,11 +77,11 @@ static c5_status forward_body(const c5_ffnet *f, const c5_params *p, const c5_re
   const c5k_ops *ops = c5_params_backend(p)->ops;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
   const int d = f->dim, h = f->hidden;
-  C5_CALL(ops->rmsnorm_forward(&ctx, x, c5_params_value(p, f->gamma), rows, d, c->xn, c->rnorm));
+  C5_CALL(ops->rmsnorm_forward(&ctx, x, c5_params_value(p, f->gamma), rows, d, c->xn, c->act, c->rnorm));
   /* h = xn W1^T + b1 */
-  C5_CALL(ops->linear(&ctx, rows, h, d, c->xn, c5_params_value(p, f->w1), c5_params_value(p, f->b1), c->h));
-  C5_CALL(ops->gelu_forward(&ctx, c->h, rows * h, c->dh));   /* a, in the backward's scratch */
-  C5_CALL(second_linear(f, p, &ctx, c->dh, rows, y));
+  C5_CALL(ops->linear(&ctx, rows, h, d, c->xn, c->act, c5_params_value(p, f->w1), c5_params_value(p, f->b1), c->h));
+  C5_CALL(ops->gelu_forward(&ctx, c->h, rows * h, c->dh, c->act));   /* a, in the backward's scratch */
+  C5_CALL(second_linear(f, p, c, &ctx, c->dh, rows, y));
   return C5_OK;
 }
 
@@ -69,6 +90,7 @@ c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real 
 {
   C5_CHECK(rows <= c->rows_cap, C5_ERR_SHAPE, "feedforward: %ld rows, cache holds %ld", rows, c->rows_cap);
   if (rows == 0) return C5_OK;
+  C5_CALL(check_act(p, c));
   C5_WS_RUN(c->ws, carve_frame, c, forward_body(f, p, x, rows, c, y));
   return C5_OK;
 }
@@ -78,14 +100,16 @@ c5_status c5_ffnet_output(const c5_ffnet *f, const c5_params *p, const c5_ffnet_
   const c5_backend *be = c5_params_backend(p);
   C5_CHECK(rows <= c->rows_cap, C5_ERR_SHAPE, "feedforward: %ld rows, cache holds %ld", rows, c->rows_cap);
   if (rows == 0) return C5_OK;
+  C5_CALL(check_act(p, c));
   c5k_ctx ctx = c5_backend_ctx(be, c->work, c->work_len);
   const long h = f->hidden;
-  /* a again from h, in a buffer of its own: the cache's scratch may hold a backward's dh by now */
-  c5_real *a = NULL;
-  c5_status st = C5_BE_NEW(be, a, rows * h);
-  C5_CHECK(st == C5_OK, st, "feedforward output: out of memory for the activations [%ld, %ld]", rows, h);
-  st = be->ops->gelu_forward(&ctx, c->h, rows * h, a);
-  if (st == C5_OK) st = second_linear(f, p, &ctx, a, rows, y);
+  /* a (act) again from h, in a buffer of its own: the cache's scratch may hold a backward's dh by now */
+  void *a = NULL;
+  c5_status st = c5_backend_calloc(be, (size_t)(rows * h), c5_dtype_size(c->act), &a);
+  C5_CHECK(st == C5_OK, st, "feedforward output: out of memory for the activations [%ld, %ld] (%s)", rows, h,
+           c5_dtype_name(c->act));
+  st = be->ops->gelu_forward(&ctx, c->h, rows * h, a, c->act);
+  if (st == C5_OK) st = second_linear(f, p, c, &ctx, a, rows, y);
   c5_backend_free(be, a);
   return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }
@@ -96,20 +120,22 @@ static c5_status backward_body(const c5_ffnet *f, const c5_params *p, c5_ffnet_c
   const c5k_ops *ops = c5_params_backend(p)->ops;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
   const int d = f->dim, h = f->hidden;
-  /* second Linear: dW2 += dy^T a, a formed again from h in dh (the same op on the same input: the same
-     bits); db2 += sum dy; da = dy W2 over it (the cache stays intact, so a second backward over it gives
-     the same gradients) */
+  /* second Linear: dW2 += dy^T a, a (act) formed again from h in dh (the same op on the same input: the same
+     bits); db2 += sum dy; da = dy W2 (c5_real) over it (the cache stays intact, so a second backward over it
+     gives the same gradients) */
   c5_real *prod = c5_params_scratch(p);
-  C5_CALL(ops->gelu_forward(&ctx, c->h, rows * h, c->dh));
-  C5_CALL(ops->gemm_acc(&ctx, 1, 0, d, h, rows, 1.0, dy, d, c->dh, h, prod, c5_params_acc(p, f->w2)));
+  C5_CALL(ops->gelu_forward(&ctx, c->h, rows * h, c->dh, c->act));
+  C5_CALL(ops->gemm_acc_ex(&ctx, 1, 0, d, h, rows, 1.0, dy, C5_DTYPE_REAL, d, c->dh, c->act, h, prod,
+                           c5_params_acc(p, f->w2)));
   C5_CALL(ops->colsum(&ctx, dy, rows, d, c5_params_acc(p, f->b2)));
   C5_CALL(ops->gemm(&ctx, 0, 0, rows, h, d, 1.0, dy, d, c5_params_value(p, f->w2), h, 0.0, c->dh, h));
   C5_CALL(ops->gelu_backward(&ctx, c->h, c->dh, rows * h, c->dh));   /* dh, in place */
-  /* first Linear: dW1 += dh^T xn, xn formed again from the x the forward saw (the same op on the same
-     input: the same bits, rnorm too); then dxn = dh W1 over it */
+  /* first Linear: dW1 += dh^T xn, xn (act) formed again from the x the forward saw (the same op on the same
+     input: the same bits, rnorm too); then dxn = dh W1 (c5_real) over it */
   c5_real *dxn = c->xn;
-  C5_CALL(ops->rmsnorm_forward(&ctx, x, c5_params_value(p, f->gamma), rows, d, c->xn, c->rnorm));
-  C5_CALL(ops->gemm_acc(&ctx, 1, 0, h, d, rows, 1.0, c->dh, h, c->xn, d, prod, c5_params_acc(p, f->w1)));
+  C5_CALL(ops->rmsnorm_forward(&ctx, x, c5_params_value(p, f->gamma), rows, d, c->xn, c->act, c->rnorm));
+  C5_CALL(ops->gemm_acc_ex(&ctx, 1, 0, h, d, rows, 1.0, c->dh, C5_DTYPE_REAL, h, c->xn, c->act, d, prod,
+                           c5_params_acc(p, f->w1)));
   C5_CALL(ops->colsum(&ctx, c->dh, rows, h, c5_params_acc(p, f->b1)));
   C5_CALL(ops->gemm(&ctx, 0, 0, rows, d, h, 1.0, c->dh, h, c5_params_value(p, f->w1), d, 0.0, dxn, d));
   C5_CALL(ops->rmsnorm_backward(&ctx, x, c5_params_value(p, f->gamma), c->rnorm, dxn, rows, d, dx,
@@ -123,6 +149,7 @@ c5_status c5_ffnet_backward(const c5_ffnet *f, const c5_params *p, c5_ffnet_cach
                             const c5_real *dy, long rows, c5_real *dx)
 {
   if (rows == 0) return C5_OK;
+  C5_CALL(check_act(p, c));
   C5_WS_RUN(c->ws, carve_frame, c, backward_body(f, p, c, x, dy, rows, dx));
   return C5_OK;
 }

@@ -1,6 +1,8 @@
 /* ffnet.h - the reference's FeedForward: RMSNorm -> Linear(+bias) -> exact
    GELU -> Linear(+bias); state_dict names 0.gamma, 1.weight, 1.bias,
-   3.weight, 3.bias. Private to lib/. */
+   3.weight, 3.bias. Where the backend takes them so (kernels.h bf16_acts:
+   CUDA, bf16 matmul mode) the RMSNorm and the GELU write their outputs,
+   read only by the Linears, in bf16. Private to lib/. */
 #ifndef C5_FFNET_H
 #define C5_FFNET_H
 #include "kernels.h"
@@ -15,23 +17,27 @@ typedef struct {
 typedef struct {
   long rows_cap;
   int dim, hidden;
+  int bf16;         /* xn and a in bf16 (kernels.h bf16_acts at the layout: the products round them so anyway) */
+  c5_dtype act;     /* their type: bf16 or c5_real */
   double *rnorm;    /* [rows] */
   c5_real *h;       /* [rows, hidden] before GELU: kept for the backward */
   double *work;     /* rowpart reductions */
   long work_len;
   /* a frame of the workspace (ws.h), inside each forward and backward: */
   c5_ws *ws;
-  c5_real *xn;      /* [rows, dim] normed input (the forward); the backward forms it again from x, then
-                       dxn over it: x is read there anyway */
-  c5_real *dh;      /* [rows, hidden]: a = GELU(h) in the forward (formed again where needed: the backward,
-                       c5_ffnet_output), dh in the backward */
+  c5_real *xn;      /* [rows, dim] c5_reals: the normed input (act; the forward); the backward forms it again
+                       from x, then dxn (c5_real) over it: x is read there anyway */
+  c5_real *dh;      /* [rows, hidden] c5_reals: a = GELU(h) (act) in the forward (formed again where needed: the
+                       backward, c5_ffnet_output), dh (c5_real) in the backward */
 } c5_ffnet_cache;
 
 c5_status c5_ffnet_init(c5_ffnet *f, c5_params *p, const char *prefix, int dim, double mult);
 /* Lay out a cache of rows in its owner's arena (arena.h): it goes with it. Its transient buffers are a
    frame of ws, reserved at ws's current depth (the owner's calls must open it at that depth); the layout
-   runs twice (measure, carve): reserving twice is the same. */
-void c5_ffnet_cache_layout(const c5_ffnet *f, long rows, c5_arena *m, c5_ws *ws, c5_ffnet_cache *c);
+   runs twice (measure, carve): reserving twice is the same. The cache is made for p's backend's matmul
+   mode at the layout (bf16_acts): the calls refuse it in another. */
+void c5_ffnet_cache_layout(const c5_ffnet *f, const c5_params *p, long rows, c5_arena *m, c5_ws *ws,
+                           c5_ffnet_cache *c);
 /* y [rows, dim] = ffnet(x [rows, dim]) */
 c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,
                            c5_ffnet_cache *c, c5_real *y);

@@ -250,9 +250,9 @@ static c5_status forward_tail_body(c5_model *m, c5_model_cache *c, double *part)
   const long rows = c->batch * c->n;
   const int dim = m->dim;
   C5_CALL(ops->rmsnorm_forward(&kc, c->x[m->cfg.depth], c5_params_value(m->p, m->gamma), rows, dim, c->xn,
-                               c->rnorm));
-  C5_CALL(ops->linear(&kc, rows, C5_NUM_BYTES, dim, c->xn, c5_params_value(m->p, m->w), c5_params_value(m->p, m->b),
-                      c->logits));
+                               C5_DTYPE_REAL, c->rnorm));
+  C5_CALL(ops->linear(&kc, rows, C5_NUM_BYTES, dim, c->xn, C5_DTYPE_REAL, c5_params_value(m->p, m->w),
+                      c5_params_value(m->p, m->b), c->logits));
   long cnt = 0;
   /* the forward's one read-back on a device: the loss sum and its count are host scalars of the op */
   C5_CALL(ops->xent_forward(&kc, rows, C5_NUM_BYTES, c->logits, c->targets, c->lse, &part[0], &cnt));
@@ -296,7 +296,7 @@ static c5_status backward_tail_body(c5_model *m, c5_model_cache *c, double scale
      dxn over it once dW has read it */
   c5_real *dxn = c->xn;
   C5_CALL(ops->rmsnorm_forward(&kc, c->x[m->cfg.depth], c5_params_value(p, m->gamma), rows, dim, c->xn,
-                               c->rnorm));
+                               C5_DTYPE_REAL, c->rnorm));
   C5_CALL(ops->xent_backward(&kc, rows, C5_NUM_BYTES, c->logits, c->targets, c->lse, scale, c->dlogits));
   C5_CALL(ops->gemm_acc(&kc, 1, 0, C5_NUM_BYTES, dim, rows, 1.0, c->dlogits, C5_NUM_BYTES, c->xn, dim,
                         c5_params_scratch(p), c5_params_acc(p, m->w)));

@@ -116,9 +116,9 @@ static void cache_layout(const c5_routed_ff *m, c5_routed_ff_cache *c, c5_arena 
   const long per_row = m->cfg.router.route_block_size > 0 || k > c->n_local ? c->n_local : k;
   c->heavy_cap = c->batch * per_row;
   c->dim = d;
-  c5_ffnet_cache_layout(&m->light, rows, a, c->ws, &c->light);   /* its frame at this cache's depth */
+  c5_ffnet_cache_layout(&m->light, m->p, rows, a, c->ws, &c->light);   /* its frame at this cache's depth */
   const size_t mark = c5_ws_hold(c->ws, c5_ws_measure(carve_frame, c));
-  c5_ffnet_cache_layout(&m->heavy, c->heavy_cap, a, c->ws, &c->heavy);   /* above the heavy frame */
+  c5_ffnet_cache_layout(&m->heavy, m->p, c->heavy_cap, a, c->ws, &c->heavy);   /* above the heavy frame */
   c5_ws_release(c->ws, mark);
   C5_TAKE(a, c->pos, c->heavy_cap);
   C5_TAKE(a, c->hr, c->heavy_cap * d);

@@ -5,8 +5,12 @@
 #define GB 256   /* elements per vectorized erf/exp block */
 
 /* y = x Phi(x) = 0.5 x (1 + erf(x / sqrt 2)) */
-c5_status c5k_gelu_forward_cpu(c5k_ctx *ctx, const c5_real *x, long n, c5_real *y)
+c5_status c5k_gelu_forward_cpu(c5k_ctx *ctx, const c5_real *x, long n, void *y_, c5_dtype ytype)
 {
+  if (ytype != C5_DTYPE_REAL)
+    return C5K_ERR(C5_ERR_NOTIMPL, "gelu_forward: the CPU writes %s elements, not %s", c5_dtype_name(C5_DTYPE_REAL),
+                   c5_dtype_name(ytype));
+  c5_real *y = y_;
   long nb = (n + GB - 1) / GB;
 #pragma omp parallel for schedule(static)
   for (long b = 0; b < nb; b++) {

@@ -39,20 +39,21 @@ c5_status c5k_gemm_cpu(c5k_ctx *, int, int, long, long, long, double, const c5_r
                        long, double, c5_real *, long);
 c5_status c5k_gemm_ex_cpu(c5k_ctx *, int, int, long, long, long, double, const void *, c5_dtype, long, long,
                           const void *, c5_dtype, long, long, double, void *, c5_dtype, long, long, long, c5_dtype);
-c5_status c5k_rmsnorm_forward_cpu(c5k_ctx *, const c5_real *, const c5_real *, long, int, c5_real *, double *);
+c5_status c5k_rmsnorm_forward_cpu(c5k_ctx *, const c5_real *, const c5_real *, long, int, void *, c5_dtype, double *);
 c5_status c5k_rmsnorm_backward_cpu(c5k_ctx *, const c5_real *, const c5_real *, const double *, const c5_real *,
                                    long, int, c5_real *, double *);
 c5_status c5k_layernorm_forward_cpu(c5k_ctx *, const c5_real *, const c5_real *, const c5_real *, long, int, double,
-                                    c5_real *, double *, double *);
+                                    void *, c5_dtype, double *, double *);
 c5_status c5k_layernorm_backward_cpu(c5k_ctx *, const c5_real *, const c5_real *, const double *, const double *,
                                      const c5_real *, long, int, c5_real *, double *, double *);
-c5_status c5k_gelu_forward_cpu(c5k_ctx *, const c5_real *, long, c5_real *);
+c5_status c5k_gelu_forward_cpu(c5k_ctx *, const c5_real *, long, void *, c5_dtype);
 c5_status c5k_gelu_backward_cpu(c5k_ctx *, const c5_real *, const c5_real *, long, c5_real *);
 c5_status c5k_colsum_cpu(c5k_ctx *, const c5_real *, long, int, double *);
 c5_status c5k_gemm_acc_cpu(c5k_ctx *, int, int, long, long, long, double, const c5_real *, long, const c5_real *,
                            long, c5_real *, double *);
 c5_status c5k_gemm_acc_ex_cpu(c5k_ctx *, int, int, long, long, long, double, const void *, c5_dtype, long,
                               const void *, c5_dtype, long, c5_real *, double *);
+int c5k_bf16_acts_cpu(c5k_ctx *);
 c5_status c5k_grad_flush_cpu(c5k_ctx *, double *, long, c5_real *);
 c5_status c5k_local_attn_forward_cpu(c5k_ctx *, const c5k_local_attn *, const void *, const void *, const void *,
                                      long, const uint8_t *, void *, long, double *, double *, uint8_t *);
@@ -122,5 +123,6 @@ c5_status c5k_xent_backward_cpu(c5k_ctx *, long, int, const c5_real *, const int
 /* device-resident block orchestration (cuda-lib) */
 c5_status c5k_index_rows_cpu(c5k_ctx *, long, long, const long *, long, long, long, long, long, long *, long);
 /* fused Linear (linbias) */
-c5_status c5k_linear_cpu(c5k_ctx *, long, long, long, const c5_real *, const c5_real *, const c5_real *, c5_real *);
+c5_status c5k_linear_cpu(c5k_ctx *, long, long, long, const void *, c5_dtype, const c5_real *, const c5_real *,
+                         c5_real *);
 #endif

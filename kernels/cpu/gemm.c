@@ -122,11 +122,20 @@ c5_status c5k_gemm_acc_ex_cpu(c5k_ctx *ctx, int transa, int transb, long m, long
   return c5k_gemm_acc_cpu(ctx, transa, transb, m, n, k, alpha, A, lda, B, ldb, prod, acc);
 }
 
+int c5k_bf16_acts_cpu(c5k_ctx *ctx)
+{
+  (void)ctx;
+  return 0;   /* the CPU's products take c5_real throughout */
+}
+
 /* The CPU has no epilogue to fuse into: the bias rows, then the product added to them, exactly the two calls the
    layers made before the op existed (their bits, golden files included, stay as they were). */
-c5_status c5k_linear_cpu(c5k_ctx *ctx, long rows, long out, long in, const c5_real *x, const c5_real *W,
+c5_status c5k_linear_cpu(c5k_ctx *ctx, long rows, long out, long in, const void *x, c5_dtype xtype, const c5_real *W,
                          const c5_real *b, c5_real *y)
 {
+  if (xtype != C5_DTYPE_REAL)
+    return C5K_ERR(C5_ERR_NOTIMPL, "linear: the CPU takes %s inputs, not %s", c5_dtype_name(C5_DTYPE_REAL),
+                   c5_dtype_name(xtype));
   if (b) {
     c5_status st = c5k_broadcast_row_cpu(ctx, rows, out, b, y);
     if (st != C5_OK) return st;

@@ -8,8 +8,12 @@
 
 /* y = x / max(||x||, 1e-12) * sqrt(dim) * gamma; rnorm[r] = 1 / max(||x_r||, 1e-12). */
 c5_status c5k_rmsnorm_forward_cpu(c5k_ctx *ctx, const c5_real *x, const c5_real *gamma, long rows, int dim,
-                                  c5_real *y, double *rnorm)
+                                  void *y_, c5_dtype ytype, double *rnorm)
 {
+  if (ytype != C5_DTYPE_REAL)
+    return C5K_ERR(C5_ERR_NOTIMPL, "rmsnorm_forward: the CPU writes %s rows, not %s", c5_dtype_name(C5_DTYPE_REAL),
+                   c5_dtype_name(ytype));
+  c5_real *y = y_;
   const double sc = sqrt((double)dim);
 #pragma omp parallel for schedule(static)
   for (long r = 0; r < rows; r++) {
@@ -59,8 +63,12 @@ c5_status c5k_rmsnorm_backward_cpu(c5k_ctx *ctx, const c5_real *x, const c5_real
 /* LayerNorm (PyTorch's, biased variance, eps inside the sqrt):
    y = (x - mean) * rstd * w + b; saves mean and rstd per row. */
 c5_status c5k_layernorm_forward_cpu(c5k_ctx *ctx, const c5_real *x, const c5_real *w, const c5_real *b, long rows,
-                                    int dim, double eps, c5_real *y, double *mean, double *rstd)
+                                    int dim, double eps, void *y_, c5_dtype ytype, double *mean, double *rstd)
 {
+  if (ytype != C5_DTYPE_REAL)
+    return C5K_ERR(C5_ERR_NOTIMPL, "layernorm_forward: the CPU writes %s rows, not %s", c5_dtype_name(C5_DTYPE_REAL),
+                   c5_dtype_name(ytype));
+  c5_real *y = y_;
 #pragma omp parallel for schedule(static)
   for (long r = 0; r < rows; r++) {
     const c5_real *xr = x + r * dim;

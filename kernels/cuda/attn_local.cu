@@ -1890,8 +1890,9 @@ static c5_status la_setup(const c5k_local_attn *L, long ldqkv, long ldo, const c
   return C5_OK;
 }
 
-/* kernels.h local_attn_bf16: where the flash kernels run both ways (bf16 mode, single build, lf_bwd_ok: dim_head 64),
-   which read their inputs and write their outputs as T = __nv_bfloat16 when L->bf16. Not L->bf16 itself. */
+/* kernels.h local_attn_bf16: where the flash kernels run both ways (bf16_acts: bf16 mode, single build; lf_bwd_ok:
+   dim_head 64), which read their inputs and write their outputs as T = __nv_bfloat16 when L->bf16. Not L->bf16
+   itself. */
 extern "C" int c5k_local_attn_bf16_cuda(c5k_ctx *ctx, const c5k_local_attn *L)
 {
 #if C5_USE_DOUBLE
@@ -1899,11 +1900,9 @@ extern "C" int c5k_local_attn_bf16_cuda(c5k_ctx *ctx, const c5k_local_attn *L)
   (void)L;
   return 0;
 #else
-  c5k_cuda_dev *dev;
   la_shape a;
   dim3 grid;
-  if (c5k_cuda_of(ctx, "local_attn_bf16", &dev) != C5_OK || la_setup(L, 0, 0, "bf16", &a, &grid) != C5_OK) return 0;
-  return la_tc(ctx, dev) && lf_bwd_ok(a);
+  return c5k_bf16_acts_cuda(ctx) && la_setup(L, 0, 0, "bf16", &a, &grid) == C5_OK && lf_bwd_ok(a);
 #endif
 }
 

@@ -80,6 +80,9 @@ extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *, int, int, long, long, long, dou
                                       long, const void *, c5_dtype, long, long, double, void *, c5_dtype, long, long,
                                       long, c5_dtype);
 
+/* kernels.h bf16_acts (gemm.cu): bf16 mode, where the ops taking bf16 activations take them (attn_local.cu) */
+extern "C" int c5k_bf16_acts_cuda(c5k_ctx *);
+
 /* A strided batch of products of bf16 operands into f32 C with f32 compute (gemm_ex's shape): the attentions'
    bf16 mode (attn_heavy.cu, attn_local.cu). */
 static inline c5_status c5k_gemm_bf16(c5k_ctx *ctx, int ta, int tb, long m, long n, long k, double alpha,

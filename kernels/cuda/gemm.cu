@@ -263,6 +263,18 @@ extern "C" c5_status c5k_gemm_acc_ex_cuda(c5k_ctx *ctx, int transa, int transb, 
 #endif
 }
 
+/* kernels.h bf16_acts: where lt_gemm takes a bf16 operand with an f32 one (the f32 one rounded to its copy) */
+extern "C" int c5k_bf16_acts_cuda(c5k_ctx *ctx)
+{
+#if C5_USE_DOUBLE
+  (void)ctx;
+  return 0;   /* the products are f64 throughout */
+#else
+  c5k_cuda_dev *dev;
+  return c5k_cuda_of(ctx, "bf16_acts", &dev) == C5_OK && dev->matmul == 2 && !ctx->exact;
+#endif
+}
+
 extern "C" c5_status c5k_gemm_acc_cuda(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
                                        const c5_real *A, long lda, const c5_real *B, long ldb, c5_real *prod,
                                        double *acc)
@@ -278,9 +290,9 @@ extern "C" c5_status c5k_gemm_acc_cuda(c5k_ctx *ctx, int transa, int transb, lon
    n = 32768 and 131072. lt_gemm falls back to exactly those two calls where cuBLASLt's heuristic finds no
    algorithm with CUBLASLT_EPILOGUE_BIAS for the product (or answers "not supported"): its documentation does not
    promise the epilogue for every type, f64 products (the double build) being the likeliest to lack it. */
-extern "C" c5_status c5k_linear_cuda(c5k_ctx *ctx, long rows, long out, long in, const c5_real *x, const c5_real *W,
-                                     const c5_real *b, c5_real *y)
+extern "C" c5_status c5k_linear_cuda(c5k_ctx *ctx, long rows, long out, long in, const void *x, c5_dtype xtype,
+                                     const c5_real *W, const c5_real *b, c5_real *y)
 {
-  return lt_gemm(ctx, 0, 1, rows, out, in, 1.0, x, C5_DTYPE_REAL, in, 0, W, C5_DTYPE_REAL, in, 0, 0.0, y,
-                 C5_DTYPE_REAL, out, 0, 1, C5_DTYPE_REAL, b, "linear");
+  return lt_gemm(ctx, 0, 1, rows, out, in, 1.0, x, xtype, in, 0, W, C5_DTYPE_REAL, in, 0, 0.0, y, C5_DTYPE_REAL, out, 0,
+                 1, C5_DTYPE_REAL, b, "linear");
 }

@@ -1,14 +1,18 @@
 /* norm.cu - RMSNorm and LayerNorm on the GPU, forward and backward, as
    kernels/cpu/norm.c: one warp a row for the row's sums (double, a
    fixed tree), and the parameter gradients through the fixed row partition
-   (rowsum.cuh), so dgamma, dw and db are the CPU's sums in the CPU's order. */
+   (rowsum.cuh), so dgamma, dw and db are the CPU's sums in the CPU's order.
+   The forwards may write y in bf16 (kernels.h ytype: the CPU's c5_real
+   value rounded once more), for products that take it so. */
 #include <math.h>
 #include "rowsum.cuh"
 
 #define L2_EPS 1e-12
 
-/* y = x / max(||x||, 1e-12) * sqrt(dim) * gamma; rnorm[r] = 1 / max(||x_r||, 1e-12). */
-__global__ void rmsnorm_fwd(long rows, const c5_real *x, const c5_real *gamma, int dim, double sc, c5_real *y,
+/* y = x / max(||x||, 1e-12) * sqrt(dim) * gamma; rnorm[r] = 1 / max(||x_r||, 1e-12). T: c5_real, or bf16 (kernels.h
+   ytype: y rounded once more, c5k_as) */
+template <typename T>
+__global__ void rmsnorm_fwd(long rows, const c5_real *x, const c5_real *gamma, int dim, double sc, T *y,
                             double *rnorm)
 {
   const long r = c5k_warp_row();
@@ -20,18 +24,23 @@ __global__ void rmsnorm_fwd(long rows, const c5_real *x, const c5_real *gamma, i
   ss = c5k_warp_sum(ss);
   const double rn = 1.0 / fmax(sqrt(ss), L2_EPS);
   if (lane == 0) rnorm[r] = rn;
-  for (int i = lane; i < dim; i += 32) y[r * dim + i] = (c5_real)(xr[i] * rn * sc * gamma[i]);
+  for (int i = lane; i < dim; i += 32) y[r * dim + i] = c5k_as<T>((c5_real)(xr[i] * rn * sc * gamma[i]));
 }
 
 extern "C" c5_status c5k_rmsnorm_forward_cuda(c5k_ctx *ctx, const c5_real *x, const c5_real *gamma, long rows, int dim,
-                                              c5_real *y, double *rnorm)
+                                              void *y, c5_dtype ytype, double *rnorm)
 {
   const char *op = "rmsnorm_forward";
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
+  C5_CALL_K(c5k_cuda_ytype(ytype, op));
   if (rows <= 0) return C5_OK;
-  rmsnorm_fwd<<<c5k_warp_row_blocks(rows), C5K_ROW_THREADS, 0, dev->stream>>>(rows, x, gamma, dim, sqrt((double)dim),
-                                                                              y, rnorm);
+  const unsigned blocks = c5k_warp_row_blocks(rows);
+  const double sc = sqrt((double)dim);
+  if (ytype == C5_DTYPE_BF16)
+    rmsnorm_fwd<<<blocks, C5K_ROW_THREADS, 0, dev->stream>>>(rows, x, gamma, dim, sc, (__nv_bfloat16 *)y, rnorm);
+  else
+    rmsnorm_fwd<<<blocks, C5K_ROW_THREADS, 0, dev->stream>>>(rows, x, gamma, dim, sc, (c5_real *)y, rnorm);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }
@@ -86,9 +95,10 @@ extern "C" c5_status c5k_rmsnorm_backward_cuda(c5k_ctx *ctx, const c5_real *x, c
   return c5k_rowpart_sum<1>(dev, op, term, rows, dim, out);
 }
 
-/* PyTorch's LayerNorm (biased variance, eps inside the sqrt): y = (x - mean) rstd w + b. */
+/* PyTorch's LayerNorm (biased variance, eps inside the sqrt): y = (x - mean) rstd w + b. T as rmsnorm_fwd's. */
+template <typename T>
 __global__ void layernorm_fwd(long rows, const c5_real *x, const c5_real *w, const c5_real *b, int dim, double eps,
-                              c5_real *y, double *mean, double *rstd)
+                              T *y, double *mean, double *rstd)
 {
   const long r = c5k_warp_row();
   if (r >= rows) return;
@@ -104,18 +114,24 @@ __global__ void layernorm_fwd(long rows, const c5_real *x, const c5_real *w, con
     mean[r] = m;
     rstd[r] = rs;
   }
-  for (int i = lane; i < dim; i += 32) y[r * dim + i] = (c5_real)(((double)xr[i] - m) * rs * w[i] + b[i]);
+  for (int i = lane; i < dim; i += 32) y[r * dim + i] = c5k_as<T>((c5_real)(((double)xr[i] - m) * rs * w[i] + b[i]));
 }
 
 extern "C" c5_status c5k_layernorm_forward_cuda(c5k_ctx *ctx, const c5_real *x, const c5_real *w, const c5_real *b,
-                                                long rows, int dim, double eps, c5_real *y, double *mean, double *rstd)
+                                                long rows, int dim, double eps, void *y, c5_dtype ytype, double *mean,
+                                                double *rstd)
 {
   const char *op = "layernorm_forward";
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
+  C5_CALL_K(c5k_cuda_ytype(ytype, op));
   if (rows <= 0) return C5_OK;
-  layernorm_fwd<<<c5k_warp_row_blocks(rows), C5K_ROW_THREADS, 0, dev->stream>>>(rows, x, w, b, dim, eps, y, mean,
-                                                                                rstd);
+  const unsigned blocks = c5k_warp_row_blocks(rows);
+  if (ytype == C5_DTYPE_BF16)
+    layernorm_fwd<<<blocks, C5K_ROW_THREADS, 0, dev->stream>>>(rows, x, w, b, dim, eps, (__nv_bfloat16 *)y, mean,
+                                                               rstd);
+  else
+    layernorm_fwd<<<blocks, C5K_ROW_THREADS, 0, dev->stream>>>(rows, x, w, b, dim, eps, (c5_real *)y, mean, rstd);
   C5K_CUDA_LAUNCHED(op);
   return C5_OK;
 }

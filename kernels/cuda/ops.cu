@@ -53,14 +53,14 @@ c5_status c5k_rotary_transpose_cuda(c5k_ctx *, long, int, int, void *, c5_dtype,
                                     const double *);
 /* ---- end cuda-gather ---- */
 /* ---- cuda-rows: norms, GELU, gradient sums, elementwise, optimizer, init, embeddings, loss ---- */
-c5_status c5k_rmsnorm_forward_cuda(c5k_ctx *, const c5_real *, const c5_real *, long, int, c5_real *, double *);
+c5_status c5k_rmsnorm_forward_cuda(c5k_ctx *, const c5_real *, const c5_real *, long, int, void *, c5_dtype, double *);
 c5_status c5k_rmsnorm_backward_cuda(c5k_ctx *, const c5_real *, const c5_real *, const double *, const c5_real *, long,
                                     int, c5_real *, double *);
 c5_status c5k_layernorm_forward_cuda(c5k_ctx *, const c5_real *, const c5_real *, const c5_real *, long, int, double,
-                                     c5_real *, double *, double *);
+                                     void *, c5_dtype, double *, double *);
 c5_status c5k_layernorm_backward_cuda(c5k_ctx *, const c5_real *, const c5_real *, const double *, const double *,
                                       const c5_real *, long, int, c5_real *, double *, double *);
-c5_status c5k_gelu_forward_cuda(c5k_ctx *, const c5_real *, long, c5_real *);
+c5_status c5k_gelu_forward_cuda(c5k_ctx *, const c5_real *, long, void *, c5_dtype);
 c5_status c5k_gelu_backward_cuda(c5k_ctx *, const c5_real *, const c5_real *, long, c5_real *);
 c5_status c5k_colsum_cuda(c5k_ctx *, const c5_real *, long, int, double *);
 c5_status c5k_gemm_acc_cuda(c5k_ctx *, int, int, long, long, long, double, const c5_real *, long, const c5_real *, long,
@@ -114,7 +114,8 @@ c5_status c5k_topk_select_step_cuda(c5k_ctx *, const c5k_rows *, const c5_real *
                                     const long *, long, long *, long *);
 /* ---- end cuda-cdops ---- */
 /* ---- fused Linear (linbias) ---- */
-c5_status c5k_linear_cuda(c5k_ctx *, long, long, long, const c5_real *, const c5_real *, const c5_real *, c5_real *);
+c5_status c5k_linear_cuda(c5k_ctx *, long, long, long, const void *, c5_dtype, const c5_real *, const c5_real *,
+                          c5_real *);
 }
 
 static c5k_ops cuda_ops(void)
@@ -166,6 +167,7 @@ static c5k_ops cuda_ops(void)
   o.colsum = c5k_colsum_cuda;
   o.gemm_acc = c5k_gemm_acc_cuda;
   o.gemm_acc_ex = c5k_gemm_acc_ex_cuda;
+  o.bf16_acts = c5k_bf16_acts_cuda;   /* gemm.cu; declared in cuda_internal.cuh */
   o.grad_flush = c5k_grad_flush_cuda;
   o.axpy = c5k_axpy_cuda;
   o.acc_add = c5k_acc_add_cuda;

@@ -2,10 +2,12 @@
    block's reduction of one value per thread in double, and the parameter
    gradients' fixed row partition (kernels.h C5K_ROWPART). Both have an
    order fixed by the shape alone, so a result's bits never depend on
-   scheduling: no floating-point atomics anywhere. Also the grid size of the
-   elementwise kernels (act.cu, elementwise.cu, adamw.cu, init.cu, ...). */
+   scheduling: no floating-point atomics anywhere. Also the grid size and the
+   16-byte loop of the elementwise kernels (act.cu, elementwise.cu, adamw.cu,
+   init.cu, ...), and the typed outputs of the norms and GELU (c5k_as). */
 #ifndef C5_CUDA_ROWSUM_CUH
 #define C5_CUDA_ROWSUM_CUH
+#include <cuda_bf16.h>
 #include "cuda_internal.cuh"
 
 /* Threads of a per-row block (a multiple of 32: the shuffles take full warps). */
@@ -109,10 +111,28 @@ static c5_status c5k_rowpart_sum(c5k_cuda_dev *dev, const char *op, Term term, l
   return C5_OK;
 }
 
-/* y[i] = f(a[i], b[i]) for i < n, in a grid-stride loop: 16 bytes of a, b and y a thread at a time where all three
-   are 16-byte aligned, then the rest one at a time. The same f on the same values either way: the bits do not depend
-   on the alignment. (One element a thread reached about 2 TB/s on an H200 for the block's residual adds and GELU,
-   16 bytes a thread about 4.) Launch c5k_grid_for(c5k_ew_units(n), threads). y may alias a or b. */
+/* An op's output type (kernels.h: the norms' and GELU's ytype): c5_real, or in the single build bf16 (the c5_real
+   result rounded once more, c5k_as); else an error naming the op. */
+static inline c5_status c5k_cuda_ytype(c5_dtype ytype, const char *op)
+{
+  if (ytype == C5_DTYPE_REAL || (!C5_USE_DOUBLE && ytype == C5_DTYPE_BF16)) return C5_OK;
+  return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: %s output (the GPU writes %s%s)", op, c5_dtype_name(ytype),
+                 c5_dtype_name(C5_DTYPE_REAL), C5_USE_DOUBLE ? "" : " or bf16");
+}
+
+/* v as an output element of type T: c5_real as it is; bf16 rounded to nearest even from the c5_real value, the bits
+   gemm_ex's bf16 copy of the c5_real output would hold (used in the single build only, where c5_real is float). */
+template <typename T> __device__ __forceinline__ T c5k_as(c5_real v) { return (T)v; }
+template <> __device__ __forceinline__ __nv_bfloat16 c5k_as<__nv_bfloat16>(c5_real v)
+{
+  return __float2bfloat16_rn((float)v);
+}
+
+/* y[i] = f(a[i], b[i]) (as Y, c5k_as) for i < n, in a grid-stride loop: 16 bytes of a and b and C5K_RV elements of y
+   a thread at a time where a and b are 16-byte aligned and y to its C5K_RV elements, then the rest one at a time. The
+   same f on the same values either way: the bits do not depend on the alignment. (One element a thread reached about
+   2 TB/s on an H200 for the block's residual adds and GELU, 16 bytes a thread about 4.) Launch
+   c5k_grid_for(c5k_ew_units(n), threads). y may alias a or b (Y c5_real). */
 #if C5_USE_DOUBLE
 typedef double2 c5k_real_v;
 #define C5K_RV 2
@@ -121,25 +141,25 @@ typedef float4 c5k_real_v;
 #define C5K_RV 4
 #endif
 static inline long c5k_ew_units(long n) { return (n + C5K_RV - 1) / C5K_RV; }
-template <typename F>
-__device__ __forceinline__ void c5k_ew2(long n, const c5_real *a, const c5_real *b, c5_real *y, F f)
+template <typename Y, typename F>
+__device__ __forceinline__ void c5k_ew2(long n, const c5_real *a, const c5_real *b, Y *y, F f)
 {
+  struct alignas(C5K_RV * sizeof(Y)) yv { Y e[C5K_RV]; };   /* c5_real: 16 bytes; bf16 (single build): 8 */
   const long t0 = blockIdx.x * (long)blockDim.x + threadIdx.x, step = (long)gridDim.x * blockDim.x;
   long done = 0;
-  if ((((uintptr_t)a | (uintptr_t)b | (uintptr_t)y) & 15) == 0) {
+  if (((((uintptr_t)a | (uintptr_t)b) & 15) | ((uintptr_t)y & (sizeof(yv) - 1))) == 0) {
     const long nv = n / C5K_RV;
     for (long i = t0; i < nv; i += step) {
       const c5k_real_v u = ((const c5k_real_v *)a)[i], v = ((const c5k_real_v *)b)[i];
-      c5k_real_v w;
+      yv w;
       const c5_real *us = (const c5_real *)&u, *vs = (const c5_real *)&v;
-      c5_real *ws = (c5_real *)&w;
 #pragma unroll
-      for (int k = 0; k < C5K_RV; k++) ws[k] = f(us[k], vs[k]);
-      ((c5k_real_v *)y)[i] = w;
+      for (int k = 0; k < C5K_RV; k++) w.e[k] = c5k_as<Y>(f(us[k], vs[k]));
+      ((yv *)y)[i] = w;
     }
     done = nv * C5K_RV;
   }
-  for (long i = done + t0; i < n; i += step) y[i] = f(a[i], b[i]);
+  for (long i = done + t0; i < n; i += step) y[i] = c5k_as<Y>(f(a[i], b[i]));
 }
 
 /* A grid of blocks of `threads` covering n elements, one thread each (grid-stride loops take any rest). */

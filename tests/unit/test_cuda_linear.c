@@ -6,8 +6,10 @@
    2048x512, 256x512 and 3x5; without a bias, then with one on the same shape
    (the product without the epilogue is then in cuBLASLt's algorithm cache:
    the fused call must not take its algorithm). y starts as NaN (every
-   element is written); each case runs twice and must repeat bit for bit.
-   One line per case. Exits 77 without a GPU. */
+   element is written); each case runs twice and must repeat bit for bit,
+   and in bf16 mode once more with x given in bf16 (kernels.h bf16_acts;
+   x's bits rounded by t_bf16), which must give the same bits too. One line
+   per case. Exits 77 without a GPU. */
 #include <string.h>
 #include "cuda_util.h"
 #include "kernels.h"
@@ -23,7 +25,7 @@ static int check(c5_backend *gpu, long rows, long out, long in, int bias, c5_mat
   void *dx = NULL, *dw = NULL, *db = NULL, *dy = NULL;
   unsigned long long seed = 3 + rows + 5 * out + 11 * in + 17 * bias + 64 * (int)mm;
   c5k_ctx cpu = { 0 };
-  int ok = 0, same = 0;
+  int ok = 0, same = 0, bf16x = 0;
   double e = NAN;
   T_CHECK(x && W && b && want && got[0] && got[1] && x64 && w64 && ref && g64, "out of memory");
   for (long i = 0; i < nx; i++) x64[i] = x[i] = (c5_real)t_normal(&seed);
@@ -37,7 +39,7 @@ static int check(c5_backend *gpu, long rows, long out, long in, int bias, c5_mat
                              ref, C5_DTYPE_F64, out, 0, 1, C5_DTYPE_F64));
   } else {
     for (long i = 0; i < ny; i++) want[i] = (c5_real)NAN;
-    T_OK(c5k_cpu_ops.linear(&cpu, rows, out, in, x, W, bias ? b : NULL, want));
+    T_OK(c5k_cpu_ops.linear(&cpu, rows, out, in, x, C5_DTYPE_REAL, W, bias ? b : NULL, want));
     t_to_double(want, ny, ref);
   }
   for (long i = 0; i < ny; i++) got[0][i] = (c5_real)NAN;
@@ -49,18 +51,38 @@ static int check(c5_backend *gpu, long rows, long out, long in, int bias, c5_mat
     c5k_ctx ctx = c5_backend_ctx(gpu, NULL, 0);
     for (long i = 0; i < ny; i++) got[rep][i] = (c5_real)NAN;
     T_OK(c5_backend_memcpy(gpu, dy, got[rep], ny * sizeof *x));
-    T_OK(c5k_cuda_ops.linear(&ctx, rows, out, in, dx, dw, bias ? db : NULL, dy));
+    T_OK(c5k_cuda_ops.linear(&ctx, rows, out, in, dx, C5_DTYPE_REAL, dw, bias ? db : NULL, dy));
     T_OK(c5_backend_memcpy(gpu, got[rep], dy, ny * sizeof *x));
   }
   same = !memcmp(got[0], got[1], ny * sizeof *x);
+  if (mm == C5_MATMUL_BF16) {
+    /* x given in bf16 (kernels.h bf16_acts: a norm's or GELU's bf16 output): the bits of x's own bf16 copy, so the
+       same product, bit for bit */
+    uint16_t *xb = malloc(nx * sizeof *xb);
+    T_CHECK(xb != NULL, "out of memory");
+    for (long i = 0; i < nx; i++) xb[i] = t_bf16((float)x[i]);
+    void *dxb = t_dev_upload(gpu, xb, nx * sizeof *xb);
+    free(xb);
+    T_CHECK(dxb != NULL, "device buffers");
+    for (long i = 0; i < ny; i++) got[1][i] = (c5_real)NAN;
+    c5_status st = c5_backend_memcpy(gpu, dy, got[1], ny * sizeof *x);
+    c5k_ctx ctx = c5_backend_ctx(gpu, NULL, 0);
+    if (st == C5_OK) st = c5k_cuda_ops.linear(&ctx, rows, out, in, dxb, C5_DTYPE_BF16, dw, bias ? db : NULL, dy);
+    if (st == C5_OK) st = c5_backend_memcpy(gpu, got[1], dy, ny * sizeof *x);
+    c5_backend_free(gpu, dxb);
+    T_OK(st);
+    bf16x = !memcmp(got[0], got[1], ny * sizeof *x);
+    same &= bf16x;
+  }
   t_to_double(got[0], ny, g64);
   e = t_normwise(g64, ref, ny);
   ok = e <= tol && same;
   /* f32 inputs rounded to bf16 (8 significant bits) err near 1e-3 over hundreds of terms: the mode took effect */
   if (mm == C5_MATMUL_BF16 && in >= 512 && !(e > 1e-4)) ok = 0;
 fail:
-  printf("linear rows %ld out %ld in %ld bias %s matmul %s: %.3e (tol %.0e), repeat %s: %s\n", rows, out, in,
-         bias ? "yes" : "NULL", c5_matmul_name(mm), e, tol, same ? "same bits" : "DIFFERENT", ok ? "PASS" : "FAIL");
+  printf("linear rows %ld out %ld in %ld bias %s matmul %s: %.3e (tol %.0e), repeat%s %s: %s\n", rows, out, in,
+         bias ? "yes" : "NULL", c5_matmul_name(mm), e, tol, mm == C5_MATMUL_BF16 ? " and bf16 x" : "",
+         same ? "same bits" : bf16x || mm != C5_MATMUL_BF16 ? "DIFFERENT" : "DIFFERENT (bf16 x)", ok ? "PASS" : "FAIL");
   c5_backend_set_matmul(gpu, C5_MATMUL_FP32);
   c5_backend_free(gpu, dx); c5_backend_free(gpu, dw); c5_backend_free(gpu, db); c5_backend_free(gpu, dy);
   free(x); free(W); free(b); free(want); free(got[0]); free(got[1]); free(x64); free(w64); free(ref); free(g64);

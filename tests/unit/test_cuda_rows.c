@@ -9,7 +9,11 @@
    sumsq's first non-finite index and xent's count must be the CPU's
    exactly. One line per case: op, shape, what, error, PASS/FAIL. Shapes:
    one row, sizes off the block sizes, several row parts, one realistic.
-   Exits 77 without a GPU. */
+   The norms' and GELU's bf16 outputs (single build) must be the c5_real
+   outputs of the same op on the same input rounded to bf16 (t_bf16) bit for
+   bit, their statistics the c5_real run's bits, nothing written past them;
+   bf16_acts must say 1 in bf16 mode only, the ops refuse the types they do
+   not write. Exits 77 without a GPU. */
 #include <stdint.h>
 #include "cuda_util.h"
 #include "kernels.h"
@@ -121,7 +125,7 @@ static int case_rmsnorm(long rows, int dim)
   double *grn[2] = { 0 }, *gdg[2] = { 0 };
   if (rows > 2) for (int i = 0; i < dim; i++) x[2 * dim + i] = 0;   /* a zero row: the clamp */
   c5k_ctx cpu = { .work = work, .work_len = wl };
-  T_OK(c5k_cpu_ops.rmsnorm_forward(&cpu, x, gam, rows, dim, y, rn));
+  T_OK(c5k_cpu_ops.rmsnorm_forward(&cpu, x, gam, rows, dim, y, C5_DTYPE_REAL, rn));
   T_OK(c5k_cpu_ops.rmsnorm_backward(&cpu, x, gam, rn, dy, rows, dim, dx, dg));
   for (int rep = 0; rep < 2; rep++) {
     c5_real *dX = D(x, N * sizeof *x), *dG = D(gam, dim * sizeof *gam), *dDY = D(dy, N * sizeof *dy);
@@ -129,7 +133,7 @@ static int case_rmsnorm(long rows, int dim)
     double *dRN = D(NULL, rows * 8), *dDG = D(dg0, dim * 8);
     T_CHECK(dX && dG && dDY && dY && dDX && dRN && dDG, "device buffers");
     c5k_ctx c = gctx();
-    T_OK(c5k_cuda_ops.rmsnorm_forward(&c, dX, dG, rows, dim, dY, dRN));
+    T_OK(c5k_cuda_ops.rmsnorm_forward(&c, dX, dG, rows, dim, dY, C5_DTYPE_REAL, dRN));
     T_OK(c5k_cuda_ops.rmsnorm_backward(&c, dX, dG, dRN, dDY, rows, dim, dDX, dDG));
     gy[rep] = H(dY, N * sizeof *y); gdx[rep] = H(dDX, N * sizeof *dx);
     grn[rep] = H(dRN, rows * 8); gdg[rep] = H(dDG, dim * 8);
@@ -162,7 +166,7 @@ static int case_layernorm(long rows, int dim)
   double *gm[2] = { 0 }, *gr[2] = { 0 }, *gdw[2] = { 0 }, *gdb[2] = { 0 };
   for (long i = 0; i < N; i++) x[i] += (c5_real)3;   /* an offset: the centring matters */
   c5k_ctx cpu = { .work = work, .work_len = wl };
-  T_OK(c5k_cpu_ops.layernorm_forward(&cpu, x, w, b, rows, dim, 1e-5, y, mean, rstd));
+  T_OK(c5k_cpu_ops.layernorm_forward(&cpu, x, w, b, rows, dim, 1e-5, y, C5_DTYPE_REAL, mean, rstd));
   T_OK(c5k_cpu_ops.layernorm_backward(&cpu, x, w, mean, rstd, dy, rows, dim, dx, dw, db));
   for (int rep = 0; rep < 2; rep++) {
     c5_real *dX = D(x, N * sizeof *x), *dW = D(w, dim * sizeof *w), *dB = D(b, dim * sizeof *b),
@@ -170,7 +174,7 @@ static int case_layernorm(long rows, int dim)
     double *dM = D(NULL, rows * 8), *dR = D(NULL, rows * 8), *dDW = D(dw0, dim * 8), *dDB = D(db0, dim * 8);
     T_CHECK(dX && dW && dB && dDY && dY && dDX && dM && dR && dDW && dDB, "device buffers");
     c5k_ctx c = gctx();
-    T_OK(c5k_cuda_ops.layernorm_forward(&c, dX, dW, dB, rows, dim, 1e-5, dY, dM, dR));
+    T_OK(c5k_cuda_ops.layernorm_forward(&c, dX, dW, dB, rows, dim, 1e-5, dY, C5_DTYPE_REAL, dM, dR));
     T_OK(c5k_cuda_ops.layernorm_backward(&c, dX, dW, dM, dR, dDY, rows, dim, dDX, dDW, dDB));
     gy[rep] = H(dY, N * sizeof *y); gdx[rep] = H(dDX, N * sizeof *dx);
     gm[rep] = H(dM, rows * 8); gr[rep] = H(dR, rows * 8); gdw[rep] = H(dDW, dim * 8); gdb[rep] = H(dDB, dim * 8);
@@ -201,13 +205,13 @@ static int case_gelu(long n)
   c5_real *x = rreal(n, 2.5), *dy = rreal(n, 1), *y = rreal(n, 0), *dx = dup_(dy, n * sizeof *dy);
   c5_real *gy[2] = { 0 }, *gdx[2] = { 0 };
   c5k_ctx cpu = { 0 };
-  T_OK(c5k_cpu_ops.gelu_forward(&cpu, x, n, y));
+  T_OK(c5k_cpu_ops.gelu_forward(&cpu, x, n, y, C5_DTYPE_REAL));
   T_OK(c5k_cpu_ops.gelu_backward(&cpu, x, dx, n, dx));
   for (int rep = 0; rep < 2; rep++) {
     c5_real *dX = D(x, n * sizeof *x), *dY = D(NULL, n * sizeof *y), *dDY = D(dy, n * sizeof *dy);
     T_CHECK(dX && dY && dDY, "device buffers");
     c5k_ctx c = gctx();
-    T_OK(c5k_cuda_ops.gelu_forward(&c, dX, n, dY));
+    T_OK(c5k_cuda_ops.gelu_forward(&c, dX, n, dY, C5_DTYPE_REAL));
     T_OK(c5k_cuda_ops.gelu_backward(&c, dX, dDY, n, dDY));
     gy[rep] = H(dY, n * sizeof *y); gdx[rep] = H(dDY, n * sizeof *dx);
     Dfree();
@@ -241,6 +245,164 @@ fail:
   for (int r = 0; r < 2; r++) { free(gy[r]); free(gdx[r]); }
   free(x); free(dy); free(y); free(dx);
   return 0;
+}
+
+/* ---- typed outputs (kernels.h ytype): bf16 in the single build ---- */
+/* buf [off + 2 n] bf16 (poisoned with 0xffff, a NaN t_bf16 never makes of a finite value): elements off .. off + n - 1
+   must be t_bf16 of the c5_real output yf bit for bit, the rest still the poison (nothing written outside). */
+static void cmp_bf16(const char *op, const char *shape, const c5_real *yf, const uint16_t *buf, long off, long n)
+{
+  long bad = 0, first = -1, outside = 0;
+  for (long i = 0; i < n; i++)
+    if (buf[off + i] != t_bf16((float)yf[i])) {
+      if (first < 0) first = i;
+      bad++;
+    }
+  for (long j = 0; j < off; j++) outside += buf[j] != 0xffff;
+  for (long j = off + n; j < off + 2 * n; j++) outside += buf[j] != 0xffff;
+  const int ok = bad == 0 && outside == 0;
+  printf("%-18s %-28s bf16 y: %ld of %ld differ from the c5_real y rounded, %ld written outside %s\n", op, shape, bad,
+         n, outside, ok ? "PASS" : "FAIL");
+  if (first >= 0)
+    printf("  first at %ld: %04x, want %04x (c5_real %.9g)\n", first, buf[off + first], t_bf16((float)yf[first]),
+           (double)yf[first]);
+  fflush(stdout);
+  if (!ok) nfail++;
+}
+/* the bf16 run's statistics (a) against the c5_real run's (b): the same bits */
+static void cmp_bits(const char *op, const char *shape, const char *what, const void *a, const void *b, size_t bytes)
+{
+  const int ok = memcmp(a, b, bytes) == 0;
+  printf("%-18s %-28s %-8s the c5_real run's bits %s\n", op, shape, what, ok ? "PASS" : "FAIL");
+  fflush(stdout);
+  if (!ok) nfail++;
+}
+
+/* rmsnorm_forward and layernorm_forward with ytype bf16 against the same op with ytype c5_real on the same device
+   input (a zero row: the clamp; an offset: the centring) */
+static int case_norms_bf16(long rows, int dim)
+{
+  char sh[64];
+  int ok = 0;
+  snprintf(sh, sizeof sh, "rows %ld dim %d", rows, dim);
+  const long N = rows * dim;
+  c5_real *x = rreal(N, 2), *gam = rreal(dim, 1), *w = rreal(dim, 1), *b = rreal(dim, 1), *yf = NULL;
+  uint16_t *yb = NULL;
+  double *s0 = NULL, *s1 = NULL;
+  if (rows > 2) for (int i = 0; i < dim; i++) x[2 * dim + i] = 0;
+  c5_real *dX = D(x, N * sizeof *x), *dG = D(gam, dim * sizeof *gam), *dW = D(w, dim * sizeof *w),
+          *dB = D(b, dim * sizeof *b), *dYf = D(NULL, N * sizeof *x);
+  void *dYb = D(NULL, 2 * N * sizeof(uint16_t));
+  double *dS0 = D(NULL, rows * 8), *dS1 = D(NULL, rows * 8), *dT0 = D(NULL, rows * 8), *dT1 = D(NULL, rows * 8);
+  T_CHECK(dX && dG && dW && dB && dYf && dYb && dS0 && dS1 && dT0 && dT1, "device buffers");
+  c5k_ctx c = gctx();
+  T_OK(c5k_cuda_ops.rmsnorm_forward(&c, dX, dG, rows, dim, dYf, C5_DTYPE_REAL, dS0));
+  T_OK(c5k_cuda_ops.rmsnorm_forward(&c, dX, dG, rows, dim, dYb, C5_DTYPE_BF16, dS1));
+  yf = H(dYf, N * sizeof *x); yb = H(dYb, 2 * N * sizeof *yb); s0 = H(dS0, rows * 8); s1 = H(dS1, rows * 8);
+  cmp_bf16("rmsnorm_forward", sh, yf, yb, 0, N);
+  cmp_bits("rmsnorm_forward", sh, "rnorm", s1, s0, rows * 8);
+  free(yf); free(yb); free(s0); free(s1);
+  yf = NULL; yb = NULL; s0 = s1 = NULL;
+  /* the poison again (the rmsnorm wrote over it), then the LayerNorm: mean in S, rstd in T */
+  {
+    uint16_t *p = malloc(2 * N * sizeof *p);
+    memset(p, 0xff, 2 * N * sizeof *p);
+    const c5_status st = c5_backend_memcpy(gpu, dYb, p, 2 * N * sizeof *p);
+    free(p);
+    T_OK(st);
+  }
+  T_OK(c5k_cuda_ops.layernorm_forward(&c, dX, dW, dB, rows, dim, 1e-5, dYf, C5_DTYPE_REAL, dS0, dT0));
+  T_OK(c5k_cuda_ops.layernorm_forward(&c, dX, dW, dB, rows, dim, 1e-5, dYb, C5_DTYPE_BF16, dS1, dT1));
+  yf = H(dYf, N * sizeof *x); yb = H(dYb, 2 * N * sizeof *yb); s0 = H(dS0, rows * 8); s1 = H(dS1, rows * 8);
+  cmp_bf16("layernorm_forward", sh, yf, yb, 0, N);
+  cmp_bits("layernorm_forward", sh, "mean", s1, s0, rows * 8);
+  free(s0); free(s1);
+  s0 = H(dT0, rows * 8); s1 = H(dT1, rows * 8);
+  cmp_bits("layernorm_forward", sh, "rstd", s1, s0, rows * 8);
+  ok = 1;
+fail:
+  if (!ok) case_failed(sh);
+  Dfree();
+  free(x); free(gam); free(w); free(b); free(yf); free(yb); free(s0); free(s1);
+  return 0;
+}
+
+/* gelu_forward with ytype bf16 against ytype c5_real on the same device input x + xoff (c5_reals); the bf16 y at
+   yoff bf16 elements into its buffer (1, 2: not 8-byte aligned, the elementwise path; 4: 8-byte aligned only) */
+static int case_gelu_bf16(long n, int xoff, int yoff)
+{
+  char sh[64];
+  int ok = 0;
+  snprintf(sh, sizeof sh, "n %ld x+%d y+%d", n, xoff, yoff);
+  c5_real *x = rreal(n + xoff, 2.5), *yf = NULL;
+  uint16_t *yb = NULL;
+  c5_real *dX = D(x, (n + xoff) * sizeof *x), *dYf = D(NULL, n * sizeof *x);
+  uint16_t *dYb = D(NULL, (yoff + 2 * n) * sizeof *yb);
+  T_CHECK(dX && dYf && dYb, "device buffers");
+  c5k_ctx c = gctx();
+  T_OK(c5k_cuda_ops.gelu_forward(&c, dX + xoff, n, dYf, C5_DTYPE_REAL));
+  T_OK(c5k_cuda_ops.gelu_forward(&c, dX + xoff, n, dYb + yoff, C5_DTYPE_BF16));
+  yf = H(dYf, n * sizeof *x);
+  yb = H(dYb, (yoff + 2 * n) * sizeof *yb);
+  cmp_bf16("gelu_forward", sh, yf, yb, yoff, n);
+  ok = 1;
+fail:
+  if (!ok) case_failed(sh);
+  Dfree();
+  free(x); free(yf); free(yb);
+  return 0;
+}
+
+/* bf16_acts: 1 in bf16 mode only (not fp32, tf32, an exact ctx; never in the double build, never on the CPU); the
+   typed outputs' refusals: the CPU writes c5_real only, the GPU c5_real or (single build) bf16 */
+static int case_bf16_acts(void)
+{
+  static const c5_matmul mm[] = { C5_MATMUL_FP32, C5_MATMUL_TF32, C5_MATMUL_BF16 };
+  int ok = 0;
+  c5k_ctx cpu = { 0 };
+  c5_real v = 0;
+  const c5_dtype other = C5_USE_DOUBLE ? C5_DTYPE_F32 : C5_DTYPE_F64;
+  T_CHECK(c5k_cpu_ops.bf16_acts(&cpu) == 0, "the CPU's bf16_acts says 0");
+  for (int i = 0; i < 3; i++) {
+    T_OK(c5_backend_set_matmul(gpu, mm[i]));
+    c5k_ctx c = gctx();
+    const int got = c5k_cuda_ops.bf16_acts(&c), want = !C5_USE_DOUBLE && mm[i] == C5_MATMUL_BF16;
+    c.exact = 1;
+    const int got_exact = c5k_cuda_ops.bf16_acts(&c);
+    printf("bf16_acts          matmul %-4s                 %d (want %d), exact ctx %d (want 0) %s\n",
+           c5_matmul_name(mm[i]), got, want, got_exact, got == want && got_exact == 0 ? "PASS" : "FAIL");
+    if (got != want || got_exact != 0) nfail++;
+  }
+  T_OK(c5_backend_set_matmul(gpu, C5_MATMUL_FP32));
+  T_FAILS(c5k_cpu_ops.rmsnorm_forward(&cpu, &v, &v, 1, 1, &v, C5_DTYPE_BF16, NULL), C5_ERR_NOTIMPL,
+          "rmsnorm_forward: the CPU writes");
+  T_FAILS(c5k_cpu_ops.layernorm_forward(&cpu, &v, &v, &v, 1, 1, 1e-5, &v, C5_DTYPE_BF16, NULL, NULL),
+          C5_ERR_NOTIMPL, "layernorm_forward: the CPU writes");
+  T_FAILS(c5k_cpu_ops.gelu_forward(&cpu, &v, 1, &v, C5_DTYPE_BF16), C5_ERR_NOTIMPL, "gelu_forward: the CPU writes");
+  {
+    c5k_ctx c = gctx();
+    /* refused before any launch: host pointers never reach a kernel */
+    T_FAILS(c5k_cuda_ops.rmsnorm_forward(&c, &v, &v, 1, 1, &v, other, NULL), C5_ERR_NOTIMPL, "rmsnorm_forward");
+    T_FAILS(c5k_cuda_ops.layernorm_forward(&c, &v, &v, &v, 1, 1, 1e-5, &v, other, NULL, NULL), C5_ERR_NOTIMPL,
+            "layernorm_forward");
+    T_FAILS(c5k_cuda_ops.gelu_forward(&c, &v, 1, &v, other), C5_ERR_NOTIMPL, "gelu_forward");
+    if (C5_USE_DOUBLE) {
+      T_FAILS(c5k_cuda_ops.rmsnorm_forward(&c, &v, &v, 1, 1, &v, C5_DTYPE_BF16, NULL), C5_ERR_NOTIMPL, "bf16 output");
+      T_FAILS(c5k_cuda_ops.layernorm_forward(&c, &v, &v, &v, 1, 1, 1e-5, &v, C5_DTYPE_BF16, NULL, NULL),
+              C5_ERR_NOTIMPL, "bf16 output");
+      T_FAILS(c5k_cuda_ops.gelu_forward(&c, &v, 1, &v, C5_DTYPE_BF16), C5_ERR_NOTIMPL, "bf16 output");
+    }
+  }
+  printf("%-18s %-28s the CPU refuses bf16 y, the GPU %s PASS\n", "typed outputs", "refusals",
+         C5_USE_DOUBLE ? "bf16 y and f32 y" : "f64 y");
+  ok = 1;
+fail:
+  if (!ok) {
+    printf("%-18s %-28s FAIL\n", "bf16_acts", "answers and refusals");
+    nfail++;
+  }
+  c5_backend_set_matmul(gpu, C5_MATMUL_FP32);
+  return ok;
 }
 
 /* ---- gradient sums ---- */
@@ -601,6 +763,18 @@ int main(int argc, char **argv)
     case_layernorm(rmr[i][0], (int)rmr[i][1]);
   }
   case_gelu(1); case_gelu(1000); case_gelu(1003); case_gelu(1 << 21);
+  case_bf16_acts();
+  if (!C5_USE_DOUBLE) {
+    /* the shapes above and an odd dim */
+    for (int i = 0; i < 5; i++) case_norms_bf16(rmr[i][0], (int)rmr[i][1]);
+    case_norms_bf16(129, 67);
+    static const int off[][2] = { { 0, 0 }, { 1, 0 }, { 0, 1 }, { 0, 2 }, { 0, 4 }, { 3, 4 } };
+    static const long gn[] = { 1, 3, 1003, (1L << 21) + 3 };
+    for (int i = 0; i < 4; i++)
+      for (int j = 0; j < 6; j++) case_gelu_bf16(gn[i], off[j][0], off[j][1]);
+    case_gelu_bf16(1000, 0, 0);
+    case_gelu_bf16(1L << 21, 0, 0);
+  }
   static const long cs[][2] = { { 1, 1 }, { 63, 37 }, { 64, 300 }, { 65, 129 }, { 8193, 256 } };
   for (int i = 0; i < 5; i++) case_colsum(cs[i][0], (int)cs[i][1]);
   for (int ta = 0; ta < 2; ta++)

@@ -1,7 +1,9 @@
 /* test_gemm.c - the typed, strided-batched GEMM of the kernel interface
    (gemm_ex) against a float64 loop: both CPU types, every transpose, batch 3
    with padded leading dimensions and strides, beta 0 and beta != 0; a
-   mixed-type call is refused by name; gemm (c5_real) equals gemm_ex. */
+   mixed-type call is refused by name; gemm (c5_real) equals gemm_ex. The
+   CPU takes no bf16 activations: bf16_acts says 0, linear, gemm_acc_ex, the
+   norms and GELU refuse bf16 by name. */
 #include <string.h>
 #include "harness.h"
 #include "kernels.h"
@@ -69,7 +71,7 @@ static int check_linear(long rows, long out, long in, int bias)
   for (long i = 0; i < ny; i++) { y[i] = (c5_real)NAN; want[i] = 0; }
   if (bias) T_OK(c5k_cpu_ops.broadcast_row(&kc, rows, out, b, want));
   T_OK(c5k_cpu_ops.gemm(&kc, 0, 1, rows, out, in, 1.0, x, in, W, in, bias ? 1.0 : 0.0, want, out));
-  T_OK(c5k_cpu_ops.linear(&kc, rows, out, in, x, W, bias ? b : NULL, y));
+  T_OK(c5k_cpu_ops.linear(&kc, rows, out, in, x, C5_DTYPE_REAL, W, bias ? b : NULL, y));
   T_CHECK(!memcmp(y, want, ny * sizeof *y), "linear rows %ld out %ld in %ld bias %d: not broadcast_row + gemm's bits",
           rows, out, in, bias);
   ok = 1;
@@ -99,6 +101,17 @@ int main(int argc, char **argv)
                              C5_DTYPE_REAL, 2, 0, 1, C5_DTYPE_REAL));
     T_CHECK(!memcmp(z1, z2, sizeof z1), "gemm and gemm_ex differ");
     printf("gemm_ex: bf16 refused on the CPU; gemm == gemm_ex in c5_real: ok\n");
+    /* the CPU takes no bf16 activations (kernels.h bf16_acts): it says so, and its ops refuse them */
+    T_CHECK(c5k_cpu_ops.bf16_acts(&kc) == 0, "the CPU's bf16_acts says %d", c5k_cpu_ops.bf16_acts(&kc));
+    T_FAILS(c5k_cpu_ops.linear(&kc, 2, 2, 3, x, C5_DTYPE_BF16, y, NULL, z1), C5_ERR_NOTIMPL, "linear: the CPU takes");
+    T_FAILS(c5k_cpu_ops.gemm_acc_ex(&kc, 1, 0, 2, 2, 3, 1.0, x, C5_DTYPE_REAL, 2, y, C5_DTYPE_BF16, 2, z1, NULL),
+            C5_ERR_NOTIMPL, "B bf16");
+    T_FAILS(c5k_cpu_ops.rmsnorm_forward(&kc, x, y, 2, 3, z1, C5_DTYPE_BF16, NULL), C5_ERR_NOTIMPL,
+            "rmsnorm_forward: the CPU writes");
+    T_FAILS(c5k_cpu_ops.layernorm_forward(&kc, x, y, y, 2, 3, 1e-5, z1, C5_DTYPE_BF16, NULL, NULL), C5_ERR_NOTIMPL,
+            "layernorm_forward: the CPU writes");
+    T_FAILS(c5k_cpu_ops.gelu_forward(&kc, x, 6, z1, C5_DTYPE_BF16), C5_ERR_NOTIMPL, "gelu_forward: the CPU writes");
+    printf("bf16_acts 0 on the CPU; linear, gemm_acc_ex, the norms and GELU refuse bf16: ok\n");
   }
   {
     /* rows > one 64-row block; out > rows (the blocks cut columns); a single row */
