@@ -1,8 +1,9 @@
 /* test_cuda_block.c - ConditionalRoutedTransformerBlock forward+backward on
    the CUDA backend against the CPU backend at one rank: the same parameters
    (made on the CPU, uploaded), the same input (and mask), every tensor of
-   the GPU run in device memory. Compared norm-wise: out, dx and every
-   parameter gradient (double build 1e-10, single build 1e-4, and the same
+   the GPU run in device memory. Compared norm-wise: out, dx, the light
+   FeedForward's and LocalMHA's outputs formed again after the backward
+   (what an activation dump writes), and every parameter gradient (double build 1e-10, single build 1e-4, and the same
    block with TF32 products 5e-3, bf16 products 2e-2: a block is a
    chain of GEMMs, norms and softmaxes whose rounding the tolerances of the
    single ops compound); the routed index sets of the three routers (q, kv,
@@ -61,11 +62,17 @@ static c5_block_config config(const bcase *k)
 }
 
 /* One run on be: parameters values (host, np of them) uploaded; x, g, mask host. Results to host. */
-typedef struct { c5_real *out, *dx, *grad; long *ridx[3]; long rcnt[3], rows[3], *rcount[3]; c5_layout lay; } result;
+typedef struct {
+  c5_real *out, *dx, *grad;
+  c5_real *ffl, *attl;   /* the light FeedForward's and LocalMHA's outputs formed again after the backward */
+  long *ridx[3];
+  long rcnt[3], rows[3], *rcount[3];
+  c5_layout lay;
+} result;
 
 static void result_free(result *r)
 {
-  free(r->out); free(r->dx); free(r->grad);
+  free(r->out); free(r->dx); free(r->grad); free(r->ffl); free(r->attl);
   for (int i = 0; i < 3; i++) { free(r->ridx[i]); free(r->rcount[i]); }
   memset(r, 0, sizeof *r);
 }
@@ -138,6 +145,18 @@ static int run(const c5_backend *be, const c5_dist *d, const bcase *k, const c5_
   T_OK(c5_backend_memcpy(be, res->out, dout, bytes));
   T_OK(c5_backend_memcpy(be, res->dx, ddx, bytes));
   T_OK(c5_backend_memcpy(be, res->grad, c5_params_grad(p, 0), (size_t)np * sizeof *res->grad));
+  /* the light branches formed again from the caches after the backward (dump_internal.h, in dout): in bf16 mode
+     the FeedForward's from its bf16 GELU output, LocalMHA's from its bf16 head outputs where it keeps them */
+  res->ffl = malloc(bytes);
+  T_CHECK(res->ffl != NULL, "out of memory");
+  T_OK(c5_routed_ff_light_out(c5_block_ff(b), c5_block_ff_cache(c), dout));
+  T_OK(c5_backend_memcpy(be, res->ffl, dout, bytes));
+  if (c5_routed_attn_has_light(c5_block_attn(b))) {
+    res->attl = malloc(bytes);
+    T_CHECK(res->attl != NULL, "out of memory");
+    T_OK(c5_routed_attn_light_out(c5_block_attn(b), c5_block_attn_cache(c), dout));
+    T_OK(c5_backend_memcpy(be, res->attl, dout, bytes));
+  }
   const c5_routing *rts[3] = { c5_routed_attn_routing_q(c5_block_attn_cache(c)),
                                c5_routed_attn_routing_kv(c5_block_attn_cache(c)),
                                c5_routed_ff_routing(c5_block_ff_cache(c)) };
@@ -254,8 +273,10 @@ static int check_case(c5_backend *gpu, const c5_dist *d, const bcase *k)
     all &= same;
   }
   struct { const char *what; const c5_real *a, *b; long n; } q[] = {
-    { "out", rg.out, rc.out, N }, { "dx", rg.dx, rc.dx, N } };
-  for (int i = 0; i < 2; i++) {
+    { "out", rg.out, rc.out, N }, { "dx", rg.dx, rc.dx, N }, { "ff light", rg.ffl, rc.ffl, N },
+    { "attn light", rg.attl, rc.attl, rc.attl && rg.attl ? N : 0 } };
+  for (int i = 0; i < 4; i++) {
+    if (!q[i].n) continue;
     double e = err(q[i].a, q[i].b, q[i].n);
     printf("block %-14s %-10s [%ld, %ld, %d]: norm-wise error %.3e (tol %.0e) %s\n", k->name, q[i].what, k->batch,
            k->n, k->dim, e, tol, e <= tol ? "PASS" : "FAIL");
