@@ -132,11 +132,7 @@ static c5_dtype act_wanted(const c5_attn_local *a, long batch, long n)
 /* Whether the backend still takes the cache's activation type: the matmul mode may have changed since. */
 static c5_status check_act(const c5_attn_local *a, const c5_attn_local_cache *c, long batch, long n)
 {
-  const c5_dtype want = act_wanted(a, batch, n);
-  C5_CHECK(want == c->act, C5_ERR_ARG, "LocalMHA: the cache keeps its activations in %s (the backend's matmul mode "
-           "when it was made); the mode now wants %s: make the cache again after c5_backend_set_matmul",
-           c5_dtype_name(c->act), c5_dtype_name(want));
-  return C5_OK;
+  return c5_act_agree(c->act, act_wanted(a, batch, n), "LocalMHA");
 }
 
 c5_status c5_attn_local_cache_create(const c5_attn_local *a, long batch, long n, c5_attn_local_cache **out)

@@ -281,6 +281,14 @@ void c5_ws_destroy(c5_ws **ws)
   C5_FREE(*ws);
 }
 
+c5_status c5_act_agree(c5_dtype have, c5_dtype want, const char *who)
+{
+  C5_CHECK(want == have, C5_ERR_ARG, "%s: the cache keeps its activations in %s (the backend's matmul mode when it "
+           "was made); the mode now wants %s: make the cache again after c5_backend_set_matmul", who,
+           c5_dtype_name(have), c5_dtype_name(want));
+  return C5_OK;
+}
+
 c5_status c5_ws_use(const struct c5_backend *be, c5_ws *given, c5_ws **ws, int *own)
 {
   *own = !given;

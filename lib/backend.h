@@ -21,6 +21,10 @@ static inline c5k_ctx c5_backend_ctx(const c5_backend *be, double *work, long wo
   return c;
 }
 
+/* A cache's activations are kept in the type its backend took when it was made (have); a call in another
+   matmul mode (the backend now wants want) is refused, naming the cache (who). */
+c5_status c5_act_agree(c5_dtype have, c5_dtype want, const char *who);
+
 /* An op this backend lacks is refused by name: never a silent fallback to another device. */
 #define C5_NEED_OP(be, op) C5_CHECK((be)->ops->op != NULL, C5_ERR_NOTIMPL, \
     "%s backend: kernel op %s is not implemented on this device yet", (be)->ops->name, #op)

@@ -31,16 +31,21 @@ static void carve_frame(void *obj, c5_arena *a)
   C5_TAKE(a, c->dh, c->rows_cap * c->hidden);
 }
 
+/* The type the backend takes xn and a in now (its matmul mode). */
+static c5_dtype act_wanted(const c5_backend *be)
+{
+  c5k_ctx ctx = c5_backend_ctx(be, NULL, 0);
+  return be->ops->bf16_acts(&ctx) ? C5_DTYPE_BF16 : C5_DTYPE_REAL;
+}
+
 void c5_ffnet_cache_layout(const c5_ffnet *f, const c5_params *p, long rows, c5_arena *m, c5_ws *ws,
                            c5_ffnet_cache *c)
 {
   const c5_backend *be = c5_params_backend(p);
-  c5k_ctx ctx = c5_backend_ctx(be, NULL, 0);
   c->rows_cap = rows;
   c->dim = f->dim;
   c->hidden = f->hidden;
-  c->bf16 = be->ops->bf16_acts(&ctx) != 0;
-  c->act = c->bf16 ? C5_DTYPE_BF16 : C5_DTYPE_REAL;
+  c->act = act_wanted(be);
   C5_TAKE(m, c->rnorm, rows);
   C5_TAKE(m, c->h, rows * f->hidden);
   c->work_len = c5k_rowpart_work(rows, f->hidden > f->dim ? f->hidden : f->dim);
@@ -52,13 +57,7 @@ void c5_ffnet_cache_layout(const c5_ffnet *f, const c5_params *p, long rows, c5_
 /* Whether the backend still takes the cache's activation type: the matmul mode may have changed since. */
 static c5_status check_act(const c5_params *p, const c5_ffnet_cache *c)
 {
-  const c5_backend *be = c5_params_backend(p);
-  c5k_ctx ctx = c5_backend_ctx(be, NULL, 0);
-  const int want = be->ops->bf16_acts(&ctx) != 0;
-  C5_CHECK(want == c->bf16, C5_ERR_ARG, "feedforward: the cache keeps its activations in %s (the backend's matmul "
-           "mode when it was made); the mode now wants %s: make the cache again after c5_backend_set_matmul",
-           c5_dtype_name(c->act), c5_dtype_name(want ? C5_DTYPE_BF16 : C5_DTYPE_REAL));
-  return C5_OK;
+  return c5_act_agree(c->act, act_wanted(c5_params_backend(p)), "feedforward");
 }
 
 /* y [rows, dim] = a W2^T + b2: the second Linear, on the activations a [rows, hidden] (the cache's act). */

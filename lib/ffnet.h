@@ -17,8 +17,8 @@ typedef struct {
 typedef struct {
   long rows_cap;
   int dim, hidden;
-  int bf16;         /* xn and a in bf16 (kernels.h bf16_acts at the layout: the products round them so anyway) */
-  c5_dtype act;     /* their type: bf16 or c5_real */
+  c5_dtype act;     /* xn's and a's type: bf16 where kernels.h bf16_acts said so at the layout (the products
+                       round them so anyway), else c5_real */
   double *rnorm;    /* [rows] */
   c5_real *h;       /* [rows, hidden] before GELU: kept for the backward */
   double *work;     /* rowpart reductions */
