@@ -18,9 +18,9 @@ struct c5_block_cache {
   long batch, n, dim;
   c5_routed_attn_cache *ac;
   c5_routed_ff_cache *fc;
-  c5_real *x1;     /* [b, n, dim] attention output + x */
-  c5_real *dx1;    /* [b, n, dim] the backward's gradient at x1: a workspace frame, held across both modules'
-                      backwards */
+  c5_real *x1;     /* [b, n, dim] attention output + x; the backward writes the attention's input gradient over it
+                      once the feed-forward's backward has read it */
+  int x1_live;     /* x1 holds a forward's value: set by a forward, spent by the backward */
   void *mem;       /* x1 (the modules' caches have their own) */
   c5_ws *ws;       /* the transient workspace the block's modules share (ws.h) */
   int own_ws;      /* made by this cache (not a model's) */
@@ -78,13 +78,6 @@ c5_status c5_block_set_random_seed(c5_block *b, uint64_t attn_seed, uint64_t ff_
   return C5_OK;
 }
 
-/* The backward's frame: dx1. */
-static void carve_frame(void *obj, c5_arena *a)
-{
-  c5_block_cache *c = obj;
-  C5_TAKE(a, c->dx1, c->batch * c->n * c->dim);
-}
-
 c5_status c5_block_cache_create_ws(const c5_block *b, long batch, long n, c5_ws *ws, c5_block_cache **out)
 {
   c5_block_cache *c;
@@ -96,15 +89,8 @@ c5_status c5_block_cache_create_ws(const c5_block *b, long batch, long n, c5_ws 
   c5_status st = C5_OK;
   const long N = batch * n * b->cfg.attn.dim;
   C5_CALL_GOTO(c5_ws_use(b->be, ws, &c->ws, &c->own_ws), st, fail);
-  /* dx1 is held across both modules' backwards: their frames go above it */
-  const size_t mark = c5_ws_hold(c->ws, c5_ws_measure(carve_frame, c));
-  st = c5_routed_attn_cache_create_ws(b->attn, batch, n, c->ws, &c->ac);
-  if (st == C5_OK) st = c5_routed_ff_cache_create_ws(b->ff, batch, n, c->ws, &c->fc);
-  c5_ws_release(c->ws, mark);
-  if (st != C5_OK) {
-    st = c5_err_trace(st, __FILE__, __LINE__);
-    goto fail;
-  }
+  C5_CALL_GOTO(c5_routed_attn_cache_create_ws(b->attn, batch, n, c->ws, &c->ac), st, fail);
+  C5_CALL_GOTO(c5_routed_ff_cache_create_ws(b->ff, batch, n, c->ws, &c->fc), st, fail);
   c5_arena a = { 0 };
   for (int pass = 0; pass < 2; pass++) {   /* measure, then carve (arena.h) */
     C5_TAKE(&a, c->x1, N);
@@ -153,34 +139,36 @@ c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, 
   const long N = batch * lay->n_local * b->cfg.attn.dim;
   const c5k_ops *ops = b->be->ops;
   c5k_ctx kc = c5_backend_ctx(b->be, NULL, 0);
+  c->x1_live = 0;
   C5_CALL(c5_routed_attn_forward(b->attn, d, lay, batch, x, mask, c->ac, c->x1));
   C5_CALL(ops->axpy(&kc, N, 1.0, x, c->x1));
   C5_CALL(c5_routed_ff_forward(b->ff, d, lay, batch, c->x1, mask, c->fc, out));
   C5_CALL(ops->axpy(&kc, N, 1.0, c->x1, out));
+  c->x1_live = 1;
   return C5_OK;
 }
 
-static c5_status backward_body(c5_block *b, const c5_dist *d, c5_block_cache *c, const c5_real *x,
-                               const c5_real *dout, c5_real *dx)
-{
-  const long N = c->batch * c->n * b->cfg.attn.dim;
-  const c5k_ops *ops = b->be->ops;
-  c5k_ctx kc = c5_backend_ctx(b->be, NULL, 0);
-  C5_CALL(c5_routed_ff_backward(b->ff, d, c->fc, c->x1, dout, c->dx1));
-  C5_CALL(ops->axpy(&kc, N, 1.0, dout, c->dx1));
-  C5_CALL(c5_routed_attn_backward(b->attn, d, c->ac, x, c->dx1, dx));
-  C5_CALL(ops->axpy(&kc, N, 1.0, c->dx1, dx));
-  return C5_OK;
-}
-
+/* The gradient at x1 (the feed-forward's input gradient plus dout) lives in dx while the attention's backward
+   writes its input gradient over x1, which nothing reads after the feed-forward's backward: the block needs no
+   [b, n, dim] buffer of its own for either (a workspace frame held across both backwards, before), and the
+   sum dx = dx1 + dx_attn is the same bits in either order. */
 c5_status c5_block_backward(c5_block *b, const c5_dist *d, c5_block_cache *c, const c5_real *x, const c5_real *dout,
                             c5_real *dx)
 {
   C5_CHECK(d, C5_ERR_ARG, "c5_block_backward: dist is NULL");
   C5_AGREE(d, b && c && x && dout && dx ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_backward: NULL argument"));
-  size_t mark;
-  C5_AGREE(d, c5_ws_open(c->ws, carve_frame, c, &mark));
-  c5_status st = backward_body(b, d, c, x, dout, dx);
-  c5_ws_close(c->ws, mark);
-  return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
+  C5_AGREE(d, dx != dout && dx != x ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_backward: dx must be a buffer of its own "
+                                                        "(it is %s, which the backward reads after writing dx)",
+                                                        dx == dout ? "dout" : "x"));
+  C5_AGREE(d, c->x1_live ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_backward: the cache holds no forward to go back "
+                                                       "through (a backward spends it: run c5_block_forward again)"));
+  const long N = c->batch * c->n * b->cfg.attn.dim;
+  const c5k_ops *ops = b->be->ops;
+  c5k_ctx kc = c5_backend_ctx(b->be, NULL, 0);
+  C5_CALL(c5_routed_ff_backward(b->ff, d, c->fc, c->x1, dout, dx));
+  C5_CALL(ops->axpy(&kc, N, 1.0, dout, dx));
+  c->x1_live = 0;
+  C5_CALL(c5_routed_attn_backward(b->attn, d, c->ac, x, dx, c->x1));
+  C5_CALL(ops->axpy(&kc, N, 1.0, c->x1, dx));
+  return C5_OK;
 }

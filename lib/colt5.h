@@ -556,7 +556,9 @@ c5_status c5_block_layout_unit(const c5_block_config *cfg, long *unit);
 /* Collective on d. x, out [batch, n_local, dim]; mask [batch, n_local] or NULL. */
 c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, long batch, const c5_real *x,
                            const uint8_t *mask, c5_block_cache *c, c5_real *out);
-/* dx written; parameter gradients accumulate. */
+/* dx written; parameter gradients accumulate. dx is a buffer of its own (not x, not dout: it holds the gradient
+   at the attention's output while they are read). A backward spends the cache's forward (it writes over the
+   activation between the two modules): run c5_block_forward again before another backward. */
 c5_status c5_block_backward(c5_block *b, const c5_dist *d, c5_block_cache *c, const c5_real *x, const c5_real *dout,
                             c5_real *dx);
 

@@ -4,7 +4,9 @@
    Every module's backward sums a parameter's parts (GEMM per batch row and
    route, two norms sharing gamma, the null key/value slot, the router per
    batch row) in double and adds the result to the gradient once. So a second
-   backward over the same cache adds the same rounded value: the gradient is
+   forward and backward on the same input (the same cache, bit for bit: a
+   backward spends its forward, as the block's does) adds the same rounded
+   value: the gradient is
    exactly twice the first (g + g is exact in binary floating point). A part
    added straight into the working-precision gradient (a beta = 1 GEMM) would
    round the running sum at a value that depends on the BLAS kernel, and the
@@ -17,7 +19,7 @@
 #include "modules.h"
 #include "kernels.h"
 
-/* Forward, then two backwards from zeroed gradients: the second must double every gradient bit for bit. */
+/* Forward and backward twice from zeroed gradients: the second must double every gradient bit for bit. */
 static int doubling(const char *what, const mod_t *mt, const void *cfg, long b, long n, int dim, int masked,
                     unsigned long long seed, const c5_dist *d)
 {
@@ -48,7 +50,15 @@ static int doubling(const char *what, const mod_t *mt, const void *cfg, long b, 
   c5_params_zero_grad(p);
   T_OK(mt->bwd(m, d, c, x, g, dx));
   memcpy(g1, c5_params_grad(p, 0), (size_t)P * sizeof *g1);
+  T_OK(mt->fwd(m, d, &lay, b, x, masked ? mask : NULL, c, out));
   T_OK(mt->bwd(m, d, c, x, g, dx));
+  if (mt == &MOD_BL) {   /* the block's backward spent its forward (it wrote over x1), and dx is a buffer of its own */
+    T_CHECK(mt->bwd(m, d, c, x, g, dx) == C5_ERR_ARG && strstr(c5_last_error(), "holds no forward"),
+            "a second backward on one forward: %s", c5_last_error());
+    T_OK(mt->fwd(m, d, &lay, b, x, masked ? mask : NULL, c, out));
+    T_CHECK(mt->bwd(m, d, c, x, g, g) == C5_ERR_ARG && strstr(c5_last_error(), "(it is dout"),
+            "dx == dout: %s", c5_last_error());
+  }
   const c5_real *g2 = c5_params_grad(p, 0);
   for (long i = 0; i < P; i++)
     if (g2[i] != 2 * g1[i]) { bad++; if (first < 0) first = i; }
