@@ -5,8 +5,11 @@
    stats, q/k/v, the merged head outputs and the per-row softmax stats,
    O(n dim), never O(n L w). The LayerNorm output is not kept: the backward
    forms it again from x (which it reads anyway) in the one buffer that holds
-   it in the forward and datt and dxn in the backward: that buffer and the
+   it in the forward and datt in the backward: that buffer and the
    backward's dqkv live only inside a call, a frame of the workspace (ws.h).
+   dxn, the last product's output, goes over q/k/v, which nothing reads by
+   then (where it fits: 3 HD act elements a row hold dim c5_reals), so a
+   backward spends its forward: a second backward is refused.
    Where the backend takes them so (kernels.h local_attn_bf16: CUDA, bf16
    matmul mode), q/k/v, the head outputs, their gradient dout and dq/dk/dv
    are kept in bf16, and the LayerNorm writes its output in bf16 for the two
@@ -44,8 +47,10 @@ struct c5_attn_local_cache {
   c5_ws *ws;               /* the transient workspace: its maker's, or its own */
   int own_ws;
   /* the frame of each forward and backward (rows of the capacity): */
-  c5_real *xn;             /* [rows, max(dim, HD)] c5_reals: the LayerNorm output (act: forward; backward, formed
-                              again), datt (act), dxn (c5_real): one at a time */
+  int dxn_over_qkv;        /* dxn fits over qkv: xn's buffer holds act elements only */
+  int live;                /* a forward filled the cache and no backward has spent it */
+  c5_real *xn;             /* [rows, max(dim, HD)]: the LayerNorm output (act: forward; backward, formed again),
+                              datt (act), dxn (c5_real) unless it goes over qkv: one at a time */
   void *dqkv;              /* [rows, 3 HD] the backward's dq | dk | dv (act) */
 };
 
@@ -59,7 +64,8 @@ static void carve_frame(void *obj, c5_arena *a)
 {
   c5_attn_local_cache *c = obj;
   const long rows = c->batch_cap * c->n_cap;
-  C5_TAKE(a, c->xn, rows * (c->d > c->hd ? c->d : c->hd) + 1);
+  c->xn = c5_arena_take(a, (size_t)(rows * (c->d > c->hd ? c->d : c->hd) + 1),
+                        c->dxn_over_qkv ? c5_dtype_size(c->act) : sizeof(c5_real));
   c->dqkv = c5_arena_take(a, (size_t)(rows * 3 * c->hd + 1), c5_dtype_size(c->act));
 }
 
@@ -159,6 +165,7 @@ c5_status c5_attn_local_cache_create_ws(const c5_attn_local *a, long batch, long
   c->d = d;
   c->hd = hd;
   c->act = act_wanted(a, batch, n);
+  c->dxn_over_qkv = 3 * hd * (long)c5_dtype_size(c->act) >= d * (long)sizeof(c5_real);
 #define ALLOC(p, cnt) do { c5_status s_ = C5_BE_NEW(a->be, p, (cnt) + 1); \
     C5_CHECK_GOTO(s_ == C5_OK, st, fail, C5_ERR_MEM, "LocalMHA cache for [%ld, %ld, %ld]: out of memory " \
                   "allocating %s (%ld elements)", batch, n, d, #p, (long)(cnt)); } while (0)
@@ -246,6 +253,7 @@ static c5_status forward_body(const c5_attn_local *a, const c5_params *p, long b
   const c5k_ops *ops = c5_params_backend(p)->ops;
   const long rows = batch * n, d = a->dim, hd = (long)a->heads * a->dim_head;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
+  c->live = 0;
   c->batch = batch;
   c->n = n;
   c->has_mask = mask != NULL;
@@ -262,6 +270,7 @@ static c5_status forward_body(const c5_attn_local *a, const c5_params *p, long b
   C5_CALL(ops->local_attn_forward(&ctx, &L, c->qkv, act_at(c, c->qkv, hd), act_at(c, c->qkv, 2 * hd), 3 * hd,
                                   c->has_mask ? c->mask : NULL, c->att, hd, c->rmax, c->rinv, c->uni));
   C5_CALL(c5_attn_local_output(a, p, c, out));
+  c->live = 1;
   return C5_OK;
 }
 
@@ -296,8 +305,9 @@ static c5_status backward_body(const c5_attn_local *a, const c5_params *p, c5_at
   const c5k_ops *ops = c5_params_backend(p)->ops;
   const long rows = c->batch * c->n, d = a->dim, hd = (long)a->heads * a->dim_head;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
+  c->live = 0;   /* q/k/v are spent below, whatever happens */
   /* to_out: dW += dout^T att; datt = dout W (in xn's buffer: the LayerNorm output is formed again below) */
-  c5_real *prod = c5_params_scratch(p), *dxn = c->xn;
+  c5_real *prod = c5_params_scratch(p), *dxn = c->dxn_over_qkv ? (c5_real *)c->qkv : c->xn;
   void *datt = c->xn;   /* act */
   C5_CALL(ops->gemm_acc_ex(&ctx, 1, 0, d, hd, rows, 1.0, dout, C5_DTYPE_REAL, d, c->att, c->act, hd, prod,
                            c5_params_acc(p, a->to_out)));
@@ -309,7 +319,7 @@ static c5_status backward_body(const c5_attn_local *a, const c5_params *p, c5_at
                                    c->dqkv, act_at(c, c->dqkv, hd), act_at(c, c->dqkv, 2 * hd)));
   if (a->rotary) C5_CALL(rotate_qk(a, ops, &ctx, c, c->dqkv, 1));   /* dq, dk of the unrotated q, k */
   /* to_qkv: dW += dqkv^T xn, xn (act) formed again from the x the forward saw (the same op on the same input:
-     the same bits, mean and rstd too) over datt, read by now; then dxn = dqkv W over it */
+     the same bits, mean and rstd too) over datt, read by now; then dxn = dqkv W (over q/k/v, spent, or over xn) */
   C5_CALL(ops->layernorm_forward(&ctx, x, c5_params_value(p, a->norm_w), c5_params_value(p, a->norm_b), rows,
                                  (int)d, LN_EPS, c->xn, c->act, c->mean, c->rstd));
   C5_CALL(ops->gemm_acc_ex(&ctx, 1, 0, 3 * hd, d, rows, 1.0, c->dqkv, c->act, 3 * hd, c->xn, c->act, d, prod,
@@ -327,7 +337,8 @@ c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_
                                  const c5_real *dout, c5_real *dx)
 {
   C5_CHECK(a && p && c && x && dout && dx, C5_ERR_ARG, "c5_attn_local_backward: NULL argument");
-  C5_CHECK(c->n > 0, C5_ERR_ARG, "LocalMHA backward: no forward has filled the cache");
+  C5_CHECK(c->live, C5_ERR_ARG, "LocalMHA backward: the cache holds no forward to go back through (none ran, or a "
+           "backward spent it: run the forward again)");
   /* the kernel checks this too; here it fails before any gradient is accumulated */
   C5_CHECK(a->chunk >= a->look_backward + a->look_forward && a->chunk > 0, C5_ERR_ARG,
            "LocalMHA backward: chunk %ld must be >= look_backward + look_forward = %d", a->chunk,

@@ -57,7 +57,8 @@ c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long
    its output again later (activation dumps), bit for bit. */
 c5_status c5_attn_local_output(const c5_attn_local *a, const c5_params *p, const c5_attn_local_cache *c,
                                c5_real *out);
-/* dx [b, n, dim] is written (=); parameter gradients accumulate (+=). */
+/* dx [b, n, dim] is written (=); parameter gradients accumulate (+=). A backward spends its forward (its last
+   product writes over q/k/v): a second one is refused until a forward runs again. */
 c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_attn_local_cache *c, const c5_real *x,
                                  const c5_real *dout, c5_real *dx);
 #endif

@@ -120,7 +120,10 @@ static int props(const char *what, const c5_routed_ar_attn_config *cfg, long b, 
   T_CHECK(!memcmp(dx1, t.dx, (size_t)t.N * sizeof *dx1), "%s: dx differs between 1 and 2 threads", what);
   T_CHECK(!memcmp(gr1, c5_params_grad(t.p, 0), (size_t)P * sizeof *gr1), "%s: gradients differ between 1 and 2 threads",
           what);
-  /* accumulation: a second backward doubles the parameter gradients, dx stays */
+  /* accumulation: a second forward and backward (a backward spends its forward) double the parameter gradients,
+     dx stays */
+  (void)loss(&t, d, &st);
+  T_OK(st);
   T_OK(c5_routed_ar_attn_backward(t.m, d, t.c, t.x, t.g, t.dx));
   for (long i = 0; i < P; i++) {
     double a = c5_params_grad(t.p, 0)[i], want = 2.0 * gr1[i];
