@@ -854,18 +854,24 @@ static c5_status hg_setup(c5k_cuda_dev *dev, const ha_shape &a, bool backward, b
    ascending order (cp.async double buffering: block kb + 1 loads while kb is
    used); per block
      S = Q K^T   (mma.m16n8k16 bf16 -> f32; Q's fragments stay in registers),
-     s = scale log2(e) S, or -inf for a slot that does not take part (masked,
-       or at or past n1: those rows of the tile are zero-filled besides),
-     online softmax in the log2 domain per row in f32: m the running max, l
-       each thread's part of the running sum of p = 2^(s - m), the O
-       accumulator and l rescaled by 2^(m_old - m_new) when the max grows,
+     S = -inf for a slot that does not take part (masked, or at or past n1:
+       those rows of the tile are zero-filled besides), looked at only in a
+       block that has such a slot (block-uniform; in the others, all but the
+       last when no key is masked, the flags' loads and selects went),
+     online softmax in the log2 domain per row in f32 with c = scale log2(e):
+       m the running max of S c, taken as max(S) c (c > 0 and rounding are
+       monotone: the same bits), l each thread's part of the running sum of
+       p = 2^(S c - m), one FFMA and MUFU.EX2 (c5k_ex2: flushes below 2^-126)
+       as the backward's P, the O accumulator and l rescaled by
+       2^(m_old - m_new) when the max grows,
      O += P V    (p rounded to bf16 straight from S's accumulators: the
        m16n8k16 C layout of two adjacent n8 tiles is the A layout of one k16
        step).
    A block with no slot taking part is skipped (it would change nothing:
    the max stays and every p is 0). Slot 0, the null key, takes part and lies
    in block 0, so after block 0 every row's max is finite: no 2^(-inf - -inf)
-   (guarded anyway), and l >= 1 at the end. Then o = O / l and lse = m ln 2 +
+   (guarded anyway), and l >= 1 at the end (to f32's rounding: the max slot's
+   p is 2^(S c - RN(S c)), which a row left with the null slot alone keeps). Then o = O / l and lse = m ln 2 +
    log l (in double): the row kernel's lse to f32's rounding, which is what
    the backward recomputes P from.
    Every sum has one fixed order (the mma's, the blocks ascending, a thread's
@@ -904,15 +910,21 @@ template <int DH> struct hf_geom {
 };
 
 /* tile rows [0, ROWS) <- src's rows (stride ld bf16), those at or past `rows` zero-filled (cp.async with source
-   size 0 reads nothing: src itself stands in for their address) */
+   size 0 reads nothing: src itself stands in for their address). HF_THREADS threads: thread x copies 16-byte chunk
+   x % CPR of rows x / CPR + i RS, a fixed count of passes (a strided loop over the chunks left the loop's
+   index and 64-bit address arithmetic in each key block: a quarter of hf_forward<64>'s instructions a block). */
 template <int DH, int ROWS>
 static __device__ __forceinline__ void hf_load(__nv_bfloat16 *tile, const __nv_bfloat16 *src, long ld, long rows)
 {
-  constexpr int CPR = DH / 8;   /* 16-byte chunks a row */
-  for (int c = threadIdx.x; c < ROWS * CPR; c += HF_THREADS) {
-    const int r = c / CPR, k = c % CPR;
-    const bool in = r < rows;
-    c5k_cp16(tile + r * hf_geom<DH>::LD + k * 8, in ? src + r * ld + k * 8 : src, in);
+  constexpr int CPR = DH / 8, RS = HF_THREADS / CPR;   /* 16-byte chunks a row; rows a pass */
+  static_assert(HF_THREADS % CPR == 0 && ROWS % RS == 0, "hf_load: whole passes");
+  const int r0 = threadIdx.x / CPR, k = threadIdx.x % CPR, n = rows < ROWS ? (int)rows : ROWS;
+  const __nv_bfloat16 *sr = src + r0 * ld + k * 8;
+  __nv_bfloat16 *tr = tile + r0 * hf_geom<DH>::LD + k * 8;
+#pragma unroll
+  for (int i = 0; i < ROWS / RS; i++) {
+    const bool in = r0 + i * RS < n;
+    c5k_cp16(tr + i * RS * hf_geom<DH>::LD, in ? sr + i * RS * ld : src, in);
   }
 }
 
@@ -929,6 +941,20 @@ static __device__ __forceinline__ void hf_stage(__nv_bfloat16 *KV, uint8_t *tk, 
   hf_load<DH, HF_BN>(Ks + hf_geom<DH>::TILE, kh + j0 * L + DH, L, n1 - j0);
   if (threadIdx.x < HF_BN) tk[st * HF_BN + threadIdx.x] = (uint8_t)ha_takes(j0 + threadIdx.x, n1, mk);
   c5k_cp_commit();
+}
+
+/* s[n][c] = -inf where its column's slot sits out (tks[column] 0): the scores of a warp's 16 rows x 8 NT slots in
+   the C layout (column 8 n + 2 t + (c & 1)), unscaled. Only for a block with such a slot (block-uniform): in the
+   others the flags' loads and selects were a sixth of hf_forward<64>'s instructions a block. */
+template <int NT>
+static __device__ __forceinline__ void hf_sit_out(float (&s)[NT][4], const uint8_t *tks)
+{
+  const int t = threadIdx.x & 3;
+#pragma unroll
+  for (int n = 0; n < NT; n++)
+#pragma unroll
+    for (int e = 0; e < 2; e++)
+      if (!tks[8 * n + 2 * t + e]) s[n][e] = s[n][2 + e] = -INFINITY;
 }
 
 /* acc (16 rows x DH: DH / 8 n8 tiles) += X_k Y_k, one k16 step: X_k the 16 x 16 columns 16 k .. 16 k + 15 of the
@@ -979,35 +1005,29 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
       c5k_cp_wait<0>();
     }
     const int st = (int)(kb & 1);
-    const int any = __syncthreads_or(threadIdx.x < HF_BN && tk[st * HF_BN + threadIdx.x]);
+    const int takes = __syncthreads_count(threadIdx.x < HF_BN && tk[st * HF_BN + threadIdx.x]);
     if (kb == 0) {
 #pragma unroll
       for (int k = 0; k < KS; k++) c5k_frag_a(qf[k], Qs + 16 * w * G::LD + 16 * k, G::LD);
     }
-    if (any) {   /* block-uniform */
+    if (takes) {   /* block-uniform */
       const __nv_bfloat16 *Ks = KV + 2 * st * G::TILE, *Vs = Ks + G::TILE;
-      const uint8_t *tks = tk + st * HF_BN;
       float s[NT][4];
       c5k_mma_abt<NT, KS>(s, qf, Ks, G::LD);   /* B's column g is key row 8 n + g */
-      float mx[2] = { -INFINITY, -INFINITY };
+      if (takes < HF_BN) hf_sit_out<NT>(s, tk + st * HF_BN);   /* block-uniform */
+      float mx[2] = { -INFINITY, -INFINITY };   /* of the unscaled scores: sl2 > 0, so max(s) sl2 = max(s sl2) */
 #pragma unroll
       for (int n = 0; n < NT; n++)
 #pragma unroll
-        for (int e = 0; e < 2; e++) {
-          const bool in = tks[8 * n + 2 * t + e] != 0;
-          s[n][e] = in ? s[n][e] * sl2 : -INFINITY;
-          s[n][2 + e] = in ? s[n][2 + e] * sl2 : -INFINITY;
-          mx[0] = fmaxf(mx[0], s[n][e]);
-          mx[1] = fmaxf(mx[1], s[n][2 + e]);
-        }
+        for (int c = 0; c < 4; c++) mx[c >> 1] = fmaxf(mx[c >> 1], s[n][c]);
       float mu[2];   /* the max that p is taken against: 0 while a row has no taking-part slot (not reached) */
 #pragma unroll
       for (int i = 0; i < 2; i++) {   /* a row's 64 columns lie in the 4 lanes of a quad */
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(HA_FULL, mx[i], 1));
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(HA_FULL, mx[i], 2));
-        const float mn = fmaxf(m[i], mx[i]);
+        const float mn = fmaxf(m[i], mx[i] * sl2);
         mu[i] = mn == -INFINITY ? 0.f : mn;
-        const float corr = exp2f(m[i] - mu[i]);   /* 0 for the first block: m = -inf */
+        const float corr = c5k_ex2(m[i] - mu[i]);   /* 0 for the first block: m = -inf */
         m[i] = mn;
         l[i] *= corr;
 #pragma unroll
@@ -1020,7 +1040,7 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
       for (int n = 0; n < NT; n++)
 #pragma unroll
         for (int c = 0; c < 4; c++) {
-          s[n][c] = exp2f(s[n][c] - mu[c >> 1]);   /* -inf: 0 */
+          s[n][c] = c5k_ex2(fmaf(s[n][c], sl2, -mu[c >> 1]));   /* -inf: 0 */
           l[c >> 1] += s[n][c];
         }
 #pragma unroll
@@ -1035,7 +1055,7 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
     l[i] += __shfl_xor_sync(HA_FULL, l[i], 2);
     const long row = q0 + 16 * w + g + 8 * i;
     if (row >= nq) continue;
-    const float inv = 1.f / l[i];   /* l >= 1: the row's max slot adds 2^0 */
+    const float inv = 1.f / l[i];   /* l >= 1 to f32's rounding: the row's max slot adds 2^0 */
     float *dst = o + (b * nq + row) * D + (long)h * DH + 2 * t;
 #pragma unroll
     for (int n = 0; n < ON; n++) {
