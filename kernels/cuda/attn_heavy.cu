@@ -1133,9 +1133,11 @@ static c5_status hf_launch(c5k_cuda_dev *dev, const ha_shape &a, const hg_plan &
    ldmatrix each block), hb_dkv 64 for 128 (80), 0.5 a mma as hf_forward.
    The steps change no sum's order: each S element still adds the k16 steps
    ascending from 0, dq, dk and dv still add the k16 steps of the block in
-   ascending order. A slot that sits out gets P = 2^-inf = 0 (hb_prob)
-   rather than a branch, which the DH 64 kernels' steps spent a quarter of
-   their instructions on. */
+   ascending order. A slot that sits out gets S = -inf, so P = 2^-inf = 0
+   (hb_prob), rather than a branch, which the DH 64 kernels' steps spent a
+   quarter of their instructions on; only a block (hb_dq) or CTA (hb_dkv)
+   with such a slot looks at the flags (block-uniform), as in hf_forward.
+   P's 2^x is c5k_ex2, as the forward's p. */
 /* S's (S^T's) columns a step, slots in hb_dq, query rows in hb_dkv: S and dP of 16 rows x HB_SC live in a thread's
    registers beside the accumulators and the A fragments (32 in hb_dq spilled at its 128 registers, in hb_dkv at
    its 168) */
@@ -1151,15 +1153,13 @@ template <int DH> struct hb_geom {
   static constexpr int ctas = DH == 64 ? 3 : 2;
 };
 
-/* P's element 2^(s sl2 - lse2), 0 for a slot that does not take part (take 0). s sl2 - lse2 is one FFMA either
-   way; adding 0 or -inf to it (2^-inf = +0) in place of a branch (BR) changes no bit and spares the branch's
-   predicate logic (a quarter of hb_dq<64>'s and hb_dkv<64>'s instructions a step), but spilled 16 bytes of
-   hb_dkv<128> at its 254 registers, which keeps the branch */
-template <bool BR>
-static __device__ __forceinline__ float hb_prob(float s, float sl2, float lse2, int take)
+/* P's element 2^(s sl2 - lse2): one FFMA and MUFU.EX2 (c5k_ex2, as hf_forward's p); a slot that sits out has
+   s = -inf (hf_sit_out, or hb_dkv's rows, in a block that has such a slot), which gives +0 whatever lse2 (+inf
+   past nq). (In place of the flags' select or an added 0 or -inf in every element: a quarter of hb_dq<64>'s and
+   hb_dkv<64>'s instructions a step went to the branch that the latter replaced.) */
+static __device__ __forceinline__ float hb_prob(float s, float sl2, float lse2)
 {
-  if (BR) return take ? exp2f(fmaf(s, sl2, -lse2)) : 0.f;
-  return exp2f(fmaf(s, sl2, -lse2) + (take ? 0.f : -INFINITY));
+  return c5k_ex2(fmaf(s, sl2, -lse2));
 }
 
 /* Blocks: batch x H x query tiles, the tile fastest. qb, dob [batch][nq][H DH] (hg_setup's copies), kvb as
@@ -1222,7 +1222,7 @@ hb_dq(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, float s
       c5k_cp_wait<0>();
     }
     const int sg = (int)(kb & 1);
-    const int any = __syncthreads_or(threadIdx.x < HF_BN && tk[sg * HF_BN + threadIdx.x]);
+    const int takes = __syncthreads_count(threadIdx.x < HF_BN && tk[sg * HF_BN + threadIdx.x]);
     if (kb == 0) {   /* Q and dout landed with block 0 */
 #pragma unroll
       for (int k = 0; k < KS; k++) {
@@ -1230,19 +1230,19 @@ hb_dq(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, float s
         c5k_frag_a(of[k], Os + 16 * w * G::LD + 16 * k, G::LD);
       }
     }
-    if (any) {   /* block-uniform */
+    if (takes) {   /* block-uniform */
       const __nv_bfloat16 *Ks = KV + 2 * sg * G::TILE, *Vs = Ks + G::TILE;
 #pragma unroll 1
       for (int c0 = 0; c0 < HF_BN; c0 += HB_SC) {   /* slots c0 .. c0 + HB_SC - 1 of the block */
-        const uint8_t *tks = tk + sg * HF_BN + c0;
         float s[NT][4], dp[NT][4];
         c5k_mma_abt<NT, KS>(s, qf, Ks + c0 * G::LD, G::LD);   /* B's column g is slot c0 + 8 n + g */
         c5k_mma_abt<NT, KS>(dp, of, Vs + c0 * G::LD, G::LD);
+        if (takes < HF_BN) hf_sit_out<NT>(s, tk + sg * HF_BN + c0);   /* block-uniform */
 #pragma unroll
         for (int n = 0; n < NT; n++)
 #pragma unroll
           for (int c = 0; c < 4; c++) {   /* row g + 8 (c >> 1), slot c0 + 8 n + 2 t + (c & 1) */
-            const float p = hb_prob<false>(s[n][c], sl2, lq[c >> 1], tks[8 * n + 2 * t + (c & 1)]);
+            const float p = hb_prob(s[n][c], sl2, lq[c >> 1]);
             s[n][c] = p * (dp[n][c] - dl[c >> 1]);   /* dS */
           }
 #pragma unroll
@@ -1303,6 +1303,7 @@ hb_dkv(long nq, long n1, long n1p, int H, int hpr, long tiles, long qtiles, floa
   const uint8_t *mk = kmask ? kmask + (b * R + r) * (n1 - 1) : NULL;
   const int take = threadIdx.x < HF_BN && ha_takes(j0 + threadIdx.x, n1, mk);
   if (threadIdx.x < HF_BN) tk[threadIdx.x] = (uint8_t)take;
+  const int takes = __syncthreads_count(take);   /* tk written besides */
 
   uint32_t kf[KS][4], vf[KS][4];   /* the warp's slots of K and V: A fragments, in registers from query block 0 on */
   float ak[ON][4], av[ON][4];   /* dk's and dv's accumulators: slots 16 w + g, + 8 of the block */
@@ -1310,7 +1311,7 @@ hb_dkv(long nq, long n1, long n1p, int H, int hpr, long tiles, long qtiles, floa
   for (int n = 0; n < ON; n++)
 #pragma unroll
     for (int c = 0; c < 4; c++) ak[n][c] = av[n][c] = 0.f;
-  if (__syncthreads_or(take)) {   /* block-uniform; else every slot sits out: P = 0, gradients 0 */
+  if (takes) {   /* block-uniform; else every slot sits out: P = 0, gradients 0 */
     hf_load<DH, HF_BN>(Ks, kh, L, n1 - j0);   /* their own group, ahead of query block 0's */
     hf_load<DH, HF_BN>(Vs, kh + DH, L, n1 - j0);
     c5k_cp_commit();
@@ -1339,13 +1340,20 @@ hb_dkv(long nq, long n1, long n1p, int H, int hpr, long tiles, long qtiles, floa
         float s[NT][4], dp[NT][4];   /* [slot 16 w + g (+ 8)][query c0 + 8 n + 2 t (+ 1)] */
         c5k_mma_abt<NT, KS>(s, kf, Qc, G::LD);   /* B's column g is query row c0 + 8 n + g */
         c5k_mma_abt<NT, KS>(dp, vf, Oc, G::LD);
+        if (takes < HF_BN) {   /* block-uniform; the slots' flags from shared each step: held in registers across
+                                  the blocks they spilled 4 bytes */
+#pragma unroll
+          for (int i = 0; i < 2; i++)
+            if (!tk[16 * w + g + 8 * i])
+#pragma unroll
+              for (int n = 0; n < NT; n++) s[n][2 * i] = s[n][2 * i + 1] = -INFINITY;
+        }
 #pragma unroll
         for (int n = 0; n < NT; n++)
 #pragma unroll
           for (int c = 0; c < 4; c++) {
             const float2 q = rst[8 * n + 2 * t + (c & 1)];
-            /* the slot's flag from shared each step: held in registers across the blocks it spilled 4 bytes */
-            const float p = hb_prob<DH == 128>(s[n][c], sl2, q.x, tk[16 * w + g + 8 * (c >> 1)]);
+            const float p = hb_prob(s[n][c], sl2, q.x);
             s[n][c] = p;
             dp[n][c] = p * (dp[n][c] - q.y);   /* dS^T */
           }
