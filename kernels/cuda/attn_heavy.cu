@@ -853,7 +853,7 @@ static c5_status hg_setup(c5k_cuda_dev *dev, const ha_shape &a, bool backward, b
    rows 16 w .. 16 w + 15 of the tile. The slots go by in key blocks of 64 in
    ascending order (cp.async double buffering: block kb + 1 loads while kb is
    used); per block
-     S = Q K^T   (mma.m16n8k16 bf16 -> f32; Q's fragments stay in registers),
+     S = Q K^T   (mma.m16n8k16 bf16 -> f32; Q's fragments by ldmatrix),
      S = -inf for a slot that does not take part (masked, or at or past n1:
        those rows of the tile are zero-filled besides), looked at only in a
        block that has such a slot (block-uniform; in the others, all but the
@@ -890,8 +890,8 @@ static c5_status hg_setup(c5k_cuda_dev *dev, const ha_shape &a, bool backward, b
    n, so b0 (b1) is the plain ldmatrix of the matrix at rows = keys n..n+7,
    columns = dims k..k+7 (k+8..k+15). For O = P V, B = V's [16 slots x 8
    dims]: b0 (b1) is the .trans ldmatrix of the matrix at rows = slots
-   k..k+7 (k+8..k+15), columns = dims n..n+7. Q's A fragments are 32-bit
-   loads (once).
+   k..k+7 (k+8..k+15), columns = dims n..n+7. Q's A fragments are one
+   ldmatrix.x4 a k16 step, each block (c5k_frag_a_ldsm).
    Shared rows are DH + 8 bf16 apart (144 or 272 bytes): 16-byte aligned for
    cp.async and ldmatrix, and the 8 rows g of a fragment load (or of an
    ldmatrix phase) start 4 banks apart, so no load has bank conflicts. */
@@ -992,7 +992,6 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
   hf_load<DH, HF_BM>(Qs, qb + (b * nq + q0) * D + (long)h * DH, D, nq - q0);   /* in block 0's group */
   hf_stage<DH>(KV, tk, 0, kh, L, n1, mk);
 
-  uint32_t qf[KS][4];
   float m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.f, 0.f }, acc[ON][4];   /* rows g and g + 8 */
 #pragma unroll
   for (int n = 0; n < ON; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
@@ -1006,12 +1005,12 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
     }
     const int st = (int)(kb & 1);
     const int takes = __syncthreads_count(threadIdx.x < HF_BN && tk[st * HF_BN + threadIdx.x]);
-    if (kb == 0) {
-#pragma unroll
-      for (int k = 0; k < KS; k++) c5k_frag_a(qf[k], Qs + 16 * w * G::LD + 16 * k, G::LD);
-    }
     if (takes) {   /* block-uniform */
       const __nv_bfloat16 *Ks = KV + 2 * st * G::TILE, *Vs = Ks + G::TILE;
+      uint32_t qf[KS][4];   /* the warp's rows of Q, by ldmatrix each block: held in registers across the blocks
+                               they left the rescale's skip below no room in hf_forward<64>'s 128 (it spilled) */
+#pragma unroll
+      for (int k = 0; k < KS; k++) c5k_frag_a_ldsm(qf[k], Qs + 16 * w * G::LD + 16 * k, G::LD);
       float s[NT][4];
       c5k_mma_abt<NT, KS>(s, qf, Ks, G::LD);   /* B's column g is key row 8 n + g */
       if (takes < HF_BN) hf_sit_out<NT>(s, tk + st * HF_BN);   /* block-uniform */
@@ -1020,20 +1019,28 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
       for (int n = 0; n < NT; n++)
 #pragma unroll
         for (int c = 0; c < 4; c++) mx[c >> 1] = fmaxf(mx[c >> 1], s[n][c]);
-      float mu[2];   /* the max that p is taken against: 0 while a row has no taking-part slot (not reached) */
+      float mu[2], corr[2];   /* the max that p is taken against: 0 while a row has no taking-part slot (not
+                                 reached); O's and l's factor */
 #pragma unroll
       for (int i = 0; i < 2; i++) {   /* a row's 64 columns lie in the 4 lanes of a quad */
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(HA_FULL, mx[i], 1));
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(HA_FULL, mx[i], 2));
         const float mn = fmaxf(m[i], mx[i] * sl2);
         mu[i] = mn == -INFINITY ? 0.f : mn;
-        const float corr = c5k_ex2(m[i] - mu[i]);   /* 0 for the first block: m = -inf */
+        corr[i] = c5k_ex2(m[i] - mu[i]);   /* 0 for the first block: m = -inf */
         m[i] = mn;
-        l[i] *= corr;
+      }
+      /* a factor 1 (the row's max stayed: 2^0) changes no bit, and in most blocks past the first few a warp's 16
+         rows all keep theirs: it skips the DH / 2 + 2 products a thread then (warp-uniform) */
+      if (__any_sync(HA_FULL, corr[0] != 1.f || corr[1] != 1.f)) {
 #pragma unroll
-        for (int n = 0; n < ON; n++) {
-          acc[n][2 * i] *= corr;
-          acc[n][2 * i + 1] *= corr;
+        for (int i = 0; i < 2; i++) {
+          l[i] *= corr[i];
+#pragma unroll
+          for (int n = 0; n < ON; n++) {
+            acc[n][2 * i] *= corr[i];
+            acc[n][2 * i + 1] *= corr[i];
+          }
         }
       }
 #pragma unroll
@@ -1127,10 +1134,10 @@ static c5_status hf_launch(c5k_cuda_dev *dev, const ha_shape &a, const hg_plan &
    copies of q, kv and dout, and 8 bytes a query row (hg_plan's rs).
    Shared-memory traffic: a warp's A fragments of S and dP (its 16 rows of Q
    and dout in hb_dq, of K and V in hb_dkv) are loaded into registers once
-   a CTA (c5k_frag_a, as hf_forward's Q) and S, dP go by HB_SC columns a
+   a CTA (c5k_frag_a) and S, dP go by HB_SC columns a
    step (c5k_mma_abt), so that they fit beside the accumulators: per 64 x 64
    tile and warp hb_dq issues 48 ldmatrix.x4 for 96 mma (56 when A came by
-   ldmatrix each block), hb_dkv 64 for 128 (80), 0.5 a mma as hf_forward.
+   ldmatrix each block), hb_dkv 64 for 128 (80); hf_forward 36 for 64.
    The steps change no sum's order: each S element still adds the k16 steps
    ascending from 0, dq, dk and dv still add the k16 steps of the block in
    ascending order. A slot that sits out gets S = -inf, so P = 2^-inf = 0

@@ -85,6 +85,14 @@ static __device__ __forceinline__ void c5k_frag_a(uint32_t (&a)[4], const __nv_b
   a[3] = c5k_ld32(p + 8 * ld + 8);
 }
 
+/* c5k_frag_a's fragment by one ldmatrix.x4 (rows 16-byte aligned): matrix m at rows 8 (m & 1) .., columns
+   8 (m >> 1) .. gives a[m] */
+static __device__ __forceinline__ void c5k_frag_a_ldsm(uint32_t (&a)[4], const __nv_bfloat16 *p, int ld)
+{
+  const int lane = threadIdx.x & 31;
+  c5k_ldsm<false>(a, p + ((lane & 7) + ((lane >> 3) & 1) * 8) * ld + (lane >> 4) * 8);
+}
+
 /* C tiles 2k and 2k + 1 (f32, 16 x 8 each) rounded to bf16 as the A fragment of one k16 step: the m16n8k16 C layout
    of two adjacent n8 tiles is the A layout of their 16 columns */
 static __device__ __forceinline__ void c5k_c2a(uint32_t (&a)[4], const float (&c0)[4], const float (&c1)[4])
