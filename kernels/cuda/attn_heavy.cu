@@ -912,7 +912,7 @@ template <int DH> struct hf_geom {
 /* tile rows [0, ROWS) <- src's rows (stride ld bf16), those at or past `rows` zero-filled (cp.async with source
    size 0 reads nothing: src itself stands in for their address). HF_THREADS threads: thread x copies 16-byte chunk
    x % CPR of rows x / CPR + i RS, a fixed count of passes (a strided loop over the chunks left the loop's
-   index and 64-bit address arithmetic in each key block: a quarter of hf_forward<64>'s instructions a block). */
+   index and 64-bit address arithmetic in each key block: a sixth of hf_forward<64>'s instructions a block). */
 template <int DH, int ROWS>
 static __device__ __forceinline__ void hf_load(__nv_bfloat16 *tile, const __nv_bfloat16 *src, long ld, long rows)
 {
@@ -945,7 +945,7 @@ static __device__ __forceinline__ void hf_stage(__nv_bfloat16 *KV, uint8_t *tk, 
 
 /* s[n][c] = -inf where its column's slot sits out (tks[column] 0): the scores of a warp's 16 rows x 8 NT slots in
    the C layout (column 8 n + 2 t + (c & 1)), unscaled. Only for a block with such a slot (block-uniform): in the
-   others the flags' loads and selects were a sixth of hf_forward<64>'s instructions a block. */
+   others the flags' loads and selects were a tenth of hf_forward<64>'s instructions a block. */
 template <int NT>
 static __device__ __forceinline__ void hf_sit_out(float (&s)[NT][4], const uint8_t *tks)
 {
