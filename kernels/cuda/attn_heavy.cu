@@ -870,10 +870,11 @@ static c5_status hg_setup(c5k_cuda_dev *dev, const ha_shape &a, bool backward, b
    A block with no slot taking part is skipped (it would change nothing:
    the max stays and every p is 0). Slot 0, the null key, takes part and lies
    in block 0, so after block 0 every row's max is finite: no 2^(-inf - -inf)
-   (guarded anyway), and l >= 1 at the end (to f32's rounding: the max slot's
-   p is 2^(S c - RN(S c)), which a row left with the null slot alone keeps). Then o = O / l and lse = m ln 2 +
-   log l (in double): the row kernel's lse to f32's rounding, which is what
-   the backward recomputes P from.
+   (guarded anyway), and l >= 1 at the end (to f32's rounding: the max
+   slot's p is 2^(S c - RN(S c)); a row left with the null slot alone gets
+   P = 1 so in the backward too, which forms P the same way). Then o = O / l
+   and lse = m ln 2 + log l (in double): the row kernel's lse to f32's
+   rounding, which is what the backward recomputes P from.
    Every sum has one fixed order (the mma's, the blocks ascending, a thread's
    columns in order, the quad's butterfly): results repeat bit for bit.
 
