@@ -853,21 +853,28 @@ static c5_status hg_setup(c5k_cuda_dev *dev, const ha_shape &a, bool backward, b
    rows 16 w .. 16 w + 15 of the tile. The slots go by in key blocks of 64 in
    ascending order (cp.async double buffering: block kb + 1 loads while kb is
    used); per block
-     S = Q K^T   (mma.m16n8k16 bf16 -> f32; Q's fragments stay in registers),
-     s = scale log2(e) S, or -inf for a slot that does not take part (masked,
-       or at or past n1: those rows of the tile are zero-filled besides),
-     online softmax in the log2 domain per row in f32: m the running max, l
-       each thread's part of the running sum of p = 2^(s - m), the O
-       accumulator and l rescaled by 2^(m_old - m_new) when the max grows,
+     S = Q K^T   (mma.m16n8k16 bf16 -> f32; Q's fragments by ldmatrix),
+     S = -inf for a slot that does not take part (masked, or at or past n1:
+       those rows of the tile are zero-filled besides), looked at only in a
+       block that has such a slot (block-uniform; in the others, all but the
+       last when no key is masked, the flags' loads and selects went),
+     online softmax in the log2 domain per row in f32 with c = scale log2(e):
+       m the running max of S c, taken as max(S) c (c > 0 and rounding are
+       monotone: the same bits), l each thread's part of the running sum of
+       p = 2^(S c - m), one FFMA and MUFU.EX2 (c5k_ex2: flushes below 2^-126)
+       as the backward's P, the O accumulator and l rescaled by
+       2^(m_old - m_new) when the max grows,
      O += P V    (p rounded to bf16 straight from S's accumulators: the
        m16n8k16 C layout of two adjacent n8 tiles is the A layout of one k16
        step).
    A block with no slot taking part is skipped (it would change nothing:
    the max stays and every p is 0). Slot 0, the null key, takes part and lies
    in block 0, so after block 0 every row's max is finite: no 2^(-inf - -inf)
-   (guarded anyway), and l >= 1 at the end. Then o = O / l and lse = m ln 2 +
-   log l (in double): the row kernel's lse to f32's rounding, which is what
-   the backward recomputes P from.
+   (guarded anyway), and l >= 1 at the end (to f32's rounding: the max
+   slot's p is 2^(S c - RN(S c)); a row left with the null slot alone gets
+   P = 1 so in the backward too, which forms P the same way). Then o = O / l
+   and lse = m ln 2 + log l (in double): the row kernel's lse to f32's
+   rounding, which is what the backward recomputes P from.
    Every sum has one fixed order (the mma's, the blocks ascending, a thread's
    columns in order, the quad's butterfly): results repeat bit for bit.
 
@@ -884,8 +891,8 @@ static c5_status hg_setup(c5k_cuda_dev *dev, const ha_shape &a, bool backward, b
    n, so b0 (b1) is the plain ldmatrix of the matrix at rows = keys n..n+7,
    columns = dims k..k+7 (k+8..k+15). For O = P V, B = V's [16 slots x 8
    dims]: b0 (b1) is the .trans ldmatrix of the matrix at rows = slots
-   k..k+7 (k+8..k+15), columns = dims n..n+7. Q's A fragments are 32-bit
-   loads (once).
+   k..k+7 (k+8..k+15), columns = dims n..n+7. Q's A fragments are one
+   ldmatrix.x4 a k16 step, each block (c5k_frag_a_ldsm).
    Shared rows are DH + 8 bf16 apart (144 or 272 bytes): 16-byte aligned for
    cp.async and ldmatrix, and the 8 rows g of a fragment load (or of an
    ldmatrix phase) start 4 banks apart, so no load has bank conflicts. */
@@ -904,15 +911,21 @@ template <int DH> struct hf_geom {
 };
 
 /* tile rows [0, ROWS) <- src's rows (stride ld bf16), those at or past `rows` zero-filled (cp.async with source
-   size 0 reads nothing: src itself stands in for their address) */
+   size 0 reads nothing: src itself stands in for their address). HF_THREADS threads: thread x copies 16-byte chunk
+   x % CPR of rows x / CPR + i RS, a fixed count of passes (a strided loop over the chunks left the loop's
+   index and 64-bit address arithmetic in each key block: a sixth of hf_forward<64>'s instructions a block). */
 template <int DH, int ROWS>
 static __device__ __forceinline__ void hf_load(__nv_bfloat16 *tile, const __nv_bfloat16 *src, long ld, long rows)
 {
-  constexpr int CPR = DH / 8;   /* 16-byte chunks a row */
-  for (int c = threadIdx.x; c < ROWS * CPR; c += HF_THREADS) {
-    const int r = c / CPR, k = c % CPR;
-    const bool in = r < rows;
-    c5k_cp16(tile + r * hf_geom<DH>::LD + k * 8, in ? src + r * ld + k * 8 : src, in);
+  constexpr int CPR = DH / 8, RS = HF_THREADS / CPR;   /* 16-byte chunks a row; rows a pass */
+  static_assert(HF_THREADS % CPR == 0 && ROWS % RS == 0, "hf_load: whole passes");
+  const int r0 = threadIdx.x / CPR, k = threadIdx.x % CPR, n = rows < ROWS ? (int)rows : ROWS;
+  const __nv_bfloat16 *sr = src + r0 * ld + k * 8;
+  __nv_bfloat16 *tr = tile + r0 * hf_geom<DH>::LD + k * 8;
+#pragma unroll
+  for (int i = 0; i < ROWS / RS; i++) {
+    const bool in = r0 + i * RS < n;
+    c5k_cp16(tr + i * RS * hf_geom<DH>::LD, in ? sr + i * RS * ld : src, in);
   }
 }
 
@@ -929,6 +942,20 @@ static __device__ __forceinline__ void hf_stage(__nv_bfloat16 *KV, uint8_t *tk, 
   hf_load<DH, HF_BN>(Ks + hf_geom<DH>::TILE, kh + j0 * L + DH, L, n1 - j0);
   if (threadIdx.x < HF_BN) tk[st * HF_BN + threadIdx.x] = (uint8_t)ha_takes(j0 + threadIdx.x, n1, mk);
   c5k_cp_commit();
+}
+
+/* s[n][c] = -inf where its column's slot sits out (tks[column] 0): the scores of a warp's 16 rows x 8 NT slots in
+   the C layout (column 8 n + 2 t + (c & 1)), unscaled. Only for a block with such a slot (block-uniform): in the
+   others the flags' loads and selects were a tenth of hf_forward<64>'s instructions a block. */
+template <int NT>
+static __device__ __forceinline__ void hf_sit_out(float (&s)[NT][4], const uint8_t *tks)
+{
+  const int t = threadIdx.x & 3;
+#pragma unroll
+  for (int n = 0; n < NT; n++)
+#pragma unroll
+    for (int e = 0; e < 2; e++)
+      if (!tks[8 * n + 2 * t + e]) s[n][e] = s[n][2 + e] = -INFINITY;
 }
 
 /* acc (16 rows x DH: DH / 8 n8 tiles) += X_k Y_k, one k16 step: X_k the 16 x 16 columns 16 k .. 16 k + 15 of the
@@ -966,7 +993,6 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
   hf_load<DH, HF_BM>(Qs, qb + (b * nq + q0) * D + (long)h * DH, D, nq - q0);   /* in block 0's group */
   hf_stage<DH>(KV, tk, 0, kh, L, n1, mk);
 
-  uint32_t qf[KS][4];
   float m[2] = { -INFINITY, -INFINITY }, l[2] = { 0.f, 0.f }, acc[ON][4];   /* rows g and g + 8 */
 #pragma unroll
   for (int n = 0; n < ON; n++) acc[n][0] = acc[n][1] = acc[n][2] = acc[n][3] = 0.f;
@@ -979,48 +1005,50 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
       c5k_cp_wait<0>();
     }
     const int st = (int)(kb & 1);
-    const int any = __syncthreads_or(threadIdx.x < HF_BN && tk[st * HF_BN + threadIdx.x]);
-    if (kb == 0) {
-#pragma unroll
-      for (int k = 0; k < KS; k++) c5k_frag_a(qf[k], Qs + 16 * w * G::LD + 16 * k, G::LD);
-    }
-    if (any) {   /* block-uniform */
+    const int takes = __syncthreads_count(threadIdx.x < HF_BN && tk[st * HF_BN + threadIdx.x]);
+    if (takes) {   /* block-uniform */
       const __nv_bfloat16 *Ks = KV + 2 * st * G::TILE, *Vs = Ks + G::TILE;
-      const uint8_t *tks = tk + st * HF_BN;
+      uint32_t qf[KS][4];   /* the warp's rows of Q, by ldmatrix each block: held in registers across the blocks
+                               they left the rescale's skip below no room in hf_forward<64>'s 128 (it spilled) */
+#pragma unroll
+      for (int k = 0; k < KS; k++) c5k_frag_a_ldsm(qf[k], Qs + 16 * w * G::LD + 16 * k, G::LD);
       float s[NT][4];
       c5k_mma_abt<NT, KS>(s, qf, Ks, G::LD);   /* B's column g is key row 8 n + g */
-      float mx[2] = { -INFINITY, -INFINITY };
+      if (takes < HF_BN) hf_sit_out<NT>(s, tk + st * HF_BN);   /* block-uniform */
+      float mx[2] = { -INFINITY, -INFINITY };   /* of the unscaled scores: sl2 > 0, so max(s) sl2 = max(s sl2) */
 #pragma unroll
       for (int n = 0; n < NT; n++)
 #pragma unroll
-        for (int e = 0; e < 2; e++) {
-          const bool in = tks[8 * n + 2 * t + e] != 0;
-          s[n][e] = in ? s[n][e] * sl2 : -INFINITY;
-          s[n][2 + e] = in ? s[n][2 + e] * sl2 : -INFINITY;
-          mx[0] = fmaxf(mx[0], s[n][e]);
-          mx[1] = fmaxf(mx[1], s[n][2 + e]);
-        }
-      float mu[2];   /* the max that p is taken against: 0 while a row has no taking-part slot (not reached) */
+        for (int c = 0; c < 4; c++) mx[c >> 1] = fmaxf(mx[c >> 1], s[n][c]);
+      float mu[2], corr[2];   /* the max that p is taken against: 0 while a row has no taking-part slot (not
+                                 reached); O's and l's factor */
 #pragma unroll
       for (int i = 0; i < 2; i++) {   /* a row's 64 columns lie in the 4 lanes of a quad */
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(HA_FULL, mx[i], 1));
         mx[i] = fmaxf(mx[i], __shfl_xor_sync(HA_FULL, mx[i], 2));
-        const float mn = fmaxf(m[i], mx[i]);
+        const float mn = fmaxf(m[i], mx[i] * sl2);
         mu[i] = mn == -INFINITY ? 0.f : mn;
-        const float corr = exp2f(m[i] - mu[i]);   /* 0 for the first block: m = -inf */
+        corr[i] = c5k_ex2(m[i] - mu[i]);   /* 0 for the first block: m = -inf */
         m[i] = mn;
-        l[i] *= corr;
+      }
+      /* a factor 1 (the row's max stayed: 2^0) changes no bit, and in most blocks past the first few a warp's 16
+         rows all keep theirs: it skips the DH / 2 + 2 products a thread then (warp-uniform) */
+      if (__any_sync(HA_FULL, corr[0] != 1.f || corr[1] != 1.f)) {
 #pragma unroll
-        for (int n = 0; n < ON; n++) {
-          acc[n][2 * i] *= corr;
-          acc[n][2 * i + 1] *= corr;
+        for (int i = 0; i < 2; i++) {
+          l[i] *= corr[i];
+#pragma unroll
+          for (int n = 0; n < ON; n++) {
+            acc[n][2 * i] *= corr[i];
+            acc[n][2 * i + 1] *= corr[i];
+          }
         }
       }
 #pragma unroll
       for (int n = 0; n < NT; n++)
 #pragma unroll
         for (int c = 0; c < 4; c++) {
-          s[n][c] = exp2f(s[n][c] - mu[c >> 1]);   /* -inf: 0 */
+          s[n][c] = c5k_ex2(fmaf(s[n][c], sl2, -mu[c >> 1]));   /* -inf: 0 */
           l[c >> 1] += s[n][c];
         }
 #pragma unroll
@@ -1035,7 +1063,7 @@ hf_forward(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, co
     l[i] += __shfl_xor_sync(HA_FULL, l[i], 2);
     const long row = q0 + 16 * w + g + 8 * i;
     if (row >= nq) continue;
-    const float inv = 1.f / l[i];   /* l >= 1: the row's max slot adds 2^0 */
+    const float inv = 1.f / l[i];   /* l >= 1 to f32's rounding: the row's max slot adds 2^0 */
     float *dst = o + (b * nq + row) * D + (long)h * DH + 2 * t;
 #pragma unroll
     for (int n = 0; n < ON; n++) {
@@ -1107,15 +1135,17 @@ static c5_status hf_launch(c5k_cuda_dev *dev, const ha_shape &a, const hg_plan &
    copies of q, kv and dout, and 8 bytes a query row (hg_plan's rs).
    Shared-memory traffic: a warp's A fragments of S and dP (its 16 rows of Q
    and dout in hb_dq, of K and V in hb_dkv) are loaded into registers once
-   a CTA (c5k_frag_a, as hf_forward's Q) and S, dP go by HB_SC columns a
+   a CTA (c5k_frag_a) and S, dP go by HB_SC columns a
    step (c5k_mma_abt), so that they fit beside the accumulators: per 64 x 64
    tile and warp hb_dq issues 48 ldmatrix.x4 for 96 mma (56 when A came by
-   ldmatrix each block), hb_dkv 64 for 128 (80), 0.5 a mma as hf_forward.
+   ldmatrix each block), hb_dkv 64 for 128 (80); hf_forward 36 for 64.
    The steps change no sum's order: each S element still adds the k16 steps
    ascending from 0, dq, dk and dv still add the k16 steps of the block in
-   ascending order. A slot that sits out gets P = 2^-inf = 0 (hb_prob)
-   rather than a branch, which the DH 64 kernels' steps spent a quarter of
-   their instructions on. */
+   ascending order. A slot that sits out gets S = -inf, so P = 2^-inf = 0
+   (hb_prob), rather than a branch, which the DH 64 kernels' steps spent a
+   quarter of their instructions on; only a block (hb_dq) or CTA (hb_dkv)
+   with such a slot looks at the flags (block-uniform), as in hf_forward.
+   P's 2^x is c5k_ex2, as the forward's p. */
 /* S's (S^T's) columns a step, slots in hb_dq, query rows in hb_dkv: S and dP of 16 rows x HB_SC live in a thread's
    registers beside the accumulators and the A fragments (32 in hb_dq spilled at its 128 registers, in hb_dkv at
    its 168) */
@@ -1131,15 +1161,13 @@ template <int DH> struct hb_geom {
   static constexpr int ctas = DH == 64 ? 3 : 2;
 };
 
-/* P's element 2^(s sl2 - lse2), 0 for a slot that does not take part (take 0). s sl2 - lse2 is one FFMA either
-   way; adding 0 or -inf to it (2^-inf = +0) in place of a branch (BR) changes no bit and spares the branch's
-   predicate logic (a quarter of hb_dq<64>'s and hb_dkv<64>'s instructions a step), but spilled 16 bytes of
-   hb_dkv<128> at its 254 registers, which keeps the branch */
-template <bool BR>
-static __device__ __forceinline__ float hb_prob(float s, float sl2, float lse2, int take)
+/* P's element 2^(s sl2 - lse2): one FFMA and MUFU.EX2 (c5k_ex2, as hf_forward's p); a slot that sits out has
+   s = -inf (hf_sit_out, or hb_dkv's rows, in a block that has such a slot), which gives +0 whatever lse2 (+inf
+   past nq). (In place of the flags' select or an added 0 or -inf in every element: a quarter of hb_dq<64>'s and
+   hb_dkv<64>'s instructions a step went to the branch that the latter replaced.) */
+static __device__ __forceinline__ float hb_prob(float s, float sl2, float lse2)
 {
-  if (BR) return take ? exp2f(fmaf(s, sl2, -lse2)) : 0.f;
-  return exp2f(fmaf(s, sl2, -lse2) + (take ? 0.f : -INFINITY));
+  return c5k_ex2(fmaf(s, sl2, -lse2));
 }
 
 /* Blocks: batch x H x query tiles, the tile fastest. qb, dob [batch][nq][H DH] (hg_setup's copies), kvb as
@@ -1202,7 +1230,7 @@ hb_dq(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, float s
       c5k_cp_wait<0>();
     }
     const int sg = (int)(kb & 1);
-    const int any = __syncthreads_or(threadIdx.x < HF_BN && tk[sg * HF_BN + threadIdx.x]);
+    const int takes = __syncthreads_count(threadIdx.x < HF_BN && tk[sg * HF_BN + threadIdx.x]);
     if (kb == 0) {   /* Q and dout landed with block 0 */
 #pragma unroll
       for (int k = 0; k < KS; k++) {
@@ -1210,19 +1238,19 @@ hb_dq(long nq, long n1, long n1p, int H, int hpr, long tiles, float sl2, float s
         c5k_frag_a(of[k], Os + 16 * w * G::LD + 16 * k, G::LD);
       }
     }
-    if (any) {   /* block-uniform */
+    if (takes) {   /* block-uniform */
       const __nv_bfloat16 *Ks = KV + 2 * sg * G::TILE, *Vs = Ks + G::TILE;
 #pragma unroll 1
       for (int c0 = 0; c0 < HF_BN; c0 += HB_SC) {   /* slots c0 .. c0 + HB_SC - 1 of the block */
-        const uint8_t *tks = tk + sg * HF_BN + c0;
         float s[NT][4], dp[NT][4];
         c5k_mma_abt<NT, KS>(s, qf, Ks + c0 * G::LD, G::LD);   /* B's column g is slot c0 + 8 n + g */
         c5k_mma_abt<NT, KS>(dp, of, Vs + c0 * G::LD, G::LD);
+        if (takes < HF_BN) hf_sit_out<NT>(s, tk + sg * HF_BN + c0);   /* block-uniform */
 #pragma unroll
         for (int n = 0; n < NT; n++)
 #pragma unroll
           for (int c = 0; c < 4; c++) {   /* row g + 8 (c >> 1), slot c0 + 8 n + 2 t + (c & 1) */
-            const float p = hb_prob<false>(s[n][c], sl2, lq[c >> 1], tks[8 * n + 2 * t + (c & 1)]);
+            const float p = hb_prob(s[n][c], sl2, lq[c >> 1]);
             s[n][c] = p * (dp[n][c] - dl[c >> 1]);   /* dS */
           }
 #pragma unroll
@@ -1283,6 +1311,7 @@ hb_dkv(long nq, long n1, long n1p, int H, int hpr, long tiles, long qtiles, floa
   const uint8_t *mk = kmask ? kmask + (b * R + r) * (n1 - 1) : NULL;
   const int take = threadIdx.x < HF_BN && ha_takes(j0 + threadIdx.x, n1, mk);
   if (threadIdx.x < HF_BN) tk[threadIdx.x] = (uint8_t)take;
+  const int takes = __syncthreads_count(take);   /* tk written besides */
 
   uint32_t kf[KS][4], vf[KS][4];   /* the warp's slots of K and V: A fragments, in registers from query block 0 on */
   float ak[ON][4], av[ON][4];   /* dk's and dv's accumulators: slots 16 w + g, + 8 of the block */
@@ -1290,7 +1319,7 @@ hb_dkv(long nq, long n1, long n1p, int H, int hpr, long tiles, long qtiles, floa
   for (int n = 0; n < ON; n++)
 #pragma unroll
     for (int c = 0; c < 4; c++) ak[n][c] = av[n][c] = 0.f;
-  if (__syncthreads_or(take)) {   /* block-uniform; else every slot sits out: P = 0, gradients 0 */
+  if (takes) {   /* block-uniform; else every slot sits out: P = 0, gradients 0 */
     hf_load<DH, HF_BN>(Ks, kh, L, n1 - j0);   /* their own group, ahead of query block 0's */
     hf_load<DH, HF_BN>(Vs, kh + DH, L, n1 - j0);
     c5k_cp_commit();
@@ -1319,13 +1348,20 @@ hb_dkv(long nq, long n1, long n1p, int H, int hpr, long tiles, long qtiles, floa
         float s[NT][4], dp[NT][4];   /* [slot 16 w + g (+ 8)][query c0 + 8 n + 2 t (+ 1)] */
         c5k_mma_abt<NT, KS>(s, kf, Qc, G::LD);   /* B's column g is query row c0 + 8 n + g */
         c5k_mma_abt<NT, KS>(dp, vf, Oc, G::LD);
+        if (takes < HF_BN) {   /* block-uniform; the slots' flags from shared each step: held in registers across
+                                  the blocks they spilled 4 bytes */
+#pragma unroll
+          for (int i = 0; i < 2; i++)
+            if (!tk[16 * w + g + 8 * i])
+#pragma unroll
+              for (int n = 0; n < NT; n++) s[n][2 * i] = s[n][2 * i + 1] = -INFINITY;
+        }
 #pragma unroll
         for (int n = 0; n < NT; n++)
 #pragma unroll
           for (int c = 0; c < 4; c++) {
             const float2 q = rst[8 * n + 2 * t + (c & 1)];
-            /* the slot's flag from shared each step: held in registers across the blocks it spilled 4 bytes */
-            const float p = hb_prob<DH == 128>(s[n][c], sl2, q.x, tk[16 * w + g + 8 * (c >> 1)]);
+            const float p = hb_prob(s[n][c], sl2, q.x);
             s[n][c] = p;
             dp[n][c] = p * (dp[n][c] - q.y);   /* dS^T */
           }

@@ -56,6 +56,16 @@ static __device__ __forceinline__ void c5k_ldsm(uint32_t (&r)[4], const __nv_bfl
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 }
 
+/* 2^x as MUFU.EX2 alone (ex2.approx.ftz: exp2f wraps the same instruction in a fix-up for results below 2^-126,
+   four instructions for one): such results flush to +0, as does x = -inf. For a softmax whose largest term is about
+   2^0 the flushed terms are below f32's rounding of the sum. */
+static __device__ __forceinline__ float c5k_ex2(float x)
+{
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 /* lo in the low half: the lower column of an A fragment's pair */
 static __device__ __forceinline__ uint32_t c5k_pack_bf16(float lo, float hi)
 {
@@ -73,6 +83,14 @@ static __device__ __forceinline__ void c5k_frag_a(uint32_t (&a)[4], const __nv_b
   a[1] = c5k_ld32(p + 8 * ld);
   a[2] = c5k_ld32(p + 8);
   a[3] = c5k_ld32(p + 8 * ld + 8);
+}
+
+/* c5k_frag_a's fragment by one ldmatrix.x4 (rows 16-byte aligned): matrix m at rows 8 (m & 1) .., columns
+   8 (m >> 1) .. gives a[m] */
+static __device__ __forceinline__ void c5k_frag_a_ldsm(uint32_t (&a)[4], const __nv_bfloat16 *p, int ld)
+{
+  const int lane = threadIdx.x & 31;
+  c5k_ldsm<false>(a, p + ((lane & 7) + ((lane >> 3) & 1) * 8) * ld + (lane >> 4) * 8);
 }
 
 /* C tiles 2k and 2k + 1 (f32, 16 x 8 each) rounded to bf16 as the A fragment of one k16 step: the m16n8k16 C layout
