@@ -56,6 +56,15 @@ static __device__ __forceinline__ void c5k_ldsm(uint32_t (&r)[4], const __nv_bfl
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a));
 }
 
+/* 2^x by MUFU.EX2 alone (ex2.approx.ftz: a result below 2^-126 is 0; exp2f wraps the same instruction in a
+   denormal fix-up, two FMULs and a compare) */
+static __device__ __forceinline__ float c5k_ex2(float x)
+{
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 /* lo in the low half: the lower column of an A fragment's pair */
 static __device__ __forceinline__ uint32_t c5k_pack_bf16(float lo, float hi)
 {
