@@ -1065,10 +1065,12 @@ static c5_status lg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_at
      S = Q K^T (mma.m16n8k16 bf16 -> f32, c5k_mma_abt), x = scale S in f32
        as lg_rows_forward forms it, or -inf for a slot the row does not keep
        (la_range, la_keep; pad slots kept while unmasked: [max(lo, n),
-       + nzero)),
+       + nzero); no per-slot test where the warp's rows keep the whole
+       block, lf_full),
      online softmax per row: m the running max of x (lg_rows_forward's f32
        max, so rmax keeps its meaning), l each thread's part of the running
-       sum of p = 2^((x - m) log2 e) (lf_exp), O and l rescaled when m grows,
+       sum of p = 2^(x log2 e - m log2 e) (lf_exp), O and l rescaled when m
+       grows,
      O += P V (p rounded to bf16 from S's accumulators, c5k_c2a, c5k_mma_ax).
    A row with no kept slot so far (m = -inf) weighs its window's real keys
    1 (a uniform row's P, lg_rows_forward's): if a later block brings a kept
@@ -1241,10 +1243,18 @@ template <int DH, typename T> struct lf_db {
   }
 };
 
-/* exp(x - m) as 2^((x - m) log2 e): the forward's weights and the backward's P alike (x = -inf: 0) */
-static __device__ __forceinline__ float lf_exp(float x, float m)
+/* exp(x - m) as 2^(x log2 e - ml), ml = lf_ml(m) = m log2 e in f32 (hoisted: once a row, not a slot): one FFMA and
+   MUFU.EX2 (c5k_ex2) a slot. The forward's weights and the backward's P alike, formed the same way from the same m
+   (the backward's rmax, the forward's f32 max): the same bits. x = -inf: 0. (A weight below 2^-126 flushes to 0:
+   next to the row max's 1 it adds nothing to the sum.) */
+#define LF_LOG2E 1.44269504088896340736f
+static __device__ __forceinline__ float lf_ml(float m)
 {
-  return exp2f((x - m) * 1.44269504088896340736f);
+  return m * LF_LOG2E;
+}
+static __device__ __forceinline__ float lf_exp(float x, float ml)
+{
+  return c5k_ex2(fmaf(x, LF_LOG2E, -ml));
 }
 
 /* A query row's kept slots, relative to its window's first slot s0 = (i - lb) w: real keys [lo, rhi) where the key
@@ -1264,10 +1274,28 @@ static __device__ __forceinline__ lf_row lf_row_of(const la_shape &a, const la_w
   return r;
 }
 
-/* Slot c (relative to s0) of a row: kept? mkc: the slot is a real key the key mask keeps. */
+/* Slot c (relative to s0) of a row: kept? mkc: the slot is a real key the key mask keeps. (Bitwise: with && and ||
+   each slot's test was a branch.) */
 static __device__ __forceinline__ bool lf_keeps(const lf_row &r, int c, bool mkc)
 {
-  return (c >= r.lo && c < r.rhi && mkc) || (c >= r.plo && c < r.phi);
+  return ((c >= r.lo) & (c < r.rhi) & mkc) | ((c >= r.plo) & (c < r.phi));
+}
+
+/* Whether the warp's rows (the thread's rw) keep every slot of block c0 (64 slots from c0, relative to s0; mkb its
+   flags, lf_flags): real keys inside both rows' ranges, all kept by the key mask. Warp-uniform. */
+static __device__ __forceinline__ bool lf_full(const lf_row (&rw)[2], int c0, const uint8_t *mkb)
+{
+  const int lane = threadIdx.x & 31;
+  const bool in = (rw[0].lo <= c0) & (c0 + LF_BM <= rw[0].rhi) & (rw[1].lo <= c0) & (c0 + LF_BM <= rw[1].rhi);
+  return __all_sync(0xffffffffu, in & (((const uint16_t *)mkb)[lane] == 0x0101));
+}
+
+/* f(std::true_type()) where all (warp-uniform: lf_full), else f(std::false_type()): one body, its per-slot tests
+   compiled out of the first */
+template <typename F> static __device__ __forceinline__ void lf_all(bool all, F &&f)
+{
+  if (all) f(std::true_type());
+  else f(std::false_type());
 }
 
 /* The slots of key block k0 (64 from k0, in [g.kb, g.pe)) that some row of the tile keeps: thread c < 64 sets
@@ -1376,22 +1404,25 @@ lf_forward(la_shape a, const T *q, const T *k, const T *v, bool vec, const uint8
     float s[NT][4];
     c5k_mma_abt<NT, KS>(s, qf, Ks, G::LD);
     float mx[2] = { -INFINITY, -INFINITY };
+    lf_all(lf_full(rw, c0, mkb), [&](auto all) {   /* a block inside the warp's rows' windows: no per-slot test */
 #pragma unroll
-    for (int n = 0; n < NT; n++)
+      for (int n = 0; n < NT; n++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int c = 8 * n + 2 * tq + (e & 1), ri = e >> 1;
-        s[n][e] = lf_keeps(rw[ri], c0 + c, mkb[c]) ? scale * s[n][e] : -INFINITY;
-        mx[ri] = fmaxf(mx[ri], s[n][e]);
-      }
+        for (int e = 0; e < 4; e++) {
+          const int c = 8 * n + 2 * tq + (e & 1), ri = e >> 1;
+          s[n][e] = decltype(all)::value || lf_keeps(rw[ri], c0 + c, mkb[c]) ? scale * s[n][e] : -INFINITY;
+          mx[ri] = fmaxf(mx[ri], s[n][e]);
+        }
+    });
     float mu[2];
 #pragma unroll
     for (int ri = 0; ri < 2; ri++) {   /* a row's 64 columns lie in the 4 lanes of a quad */
       mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 1));
       mx[ri] = fmaxf(mx[ri], __shfl_xor_sync(0xffffffffu, mx[ri], 2));
       mu[ri] = fmaxf(m[ri], mx[ri]);
+      const float ml = lf_ml(mu[ri]);
       /* still uniform: 1 (keep the window keys' weights); the first kept slot: 0 (drop them) */
-      const float corr = mu[ri] == -INFINITY ? 1.f : m[ri] == -INFINITY ? 0.f : lf_exp(m[ri], mu[ri]);
+      const float corr = mu[ri] == -INFINITY ? 1.f : m[ri] == -INFINITY ? 0.f : lf_exp(m[ri], ml);
       m[ri] = mu[ri];
       l[ri] *= corr;
 #pragma unroll
@@ -1399,19 +1430,21 @@ lf_forward(la_shape a, const T *q, const T *k, const T *v, bool vec, const uint8
         acc[n][2 * ri] *= corr;
         acc[n][2 * ri + 1] *= corr;
       }
-    }
+      if (mu[ri] == -INFINITY) {   /* uniform so far: 1 on the window's real keys */
 #pragma unroll
-    for (int n = 0; n < NT; n++)
+        for (int n = 0; n < NT; n++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int ri = e >> 1;
-        if (mu[ri] == -INFINITY) {   /* uniform so far: 1 on the window's real keys */
-          s[n][e] = c0 + 8 * n + 2 * tq + (e & 1) < ke ? 1.f : 0.f;
-        } else {
-          s[n][e] = lf_exp(s[n][e], mu[ri]);   /* not kept: 0 */
-          l[ri] += s[n][e];
-        }
+          for (int cc = 0; cc < 2; cc++) s[n][2 * ri + cc] = c0 + 8 * n + 2 * tq + cc < ke ? 1.f : 0.f;
+      } else {
+#pragma unroll
+        for (int n = 0; n < NT; n++)
+#pragma unroll
+          for (int cc = 0; cc < 2; cc++) {
+            s[n][2 * ri + cc] = lf_exp(s[n][2 * ri + cc], ml);   /* not kept: 0 */
+            l[ri] += s[n][2 * ri + cc];
+          }
       }
+    }
 #pragma unroll
     for (int kk = 0; kk < LF_BM / 16; kk++) {   /* slots 16 kk .. 16 kk + 15 of the block */
       uint32_t pa[4];
@@ -1467,8 +1500,8 @@ static c5_status lf_forward_launch(c5k_cuda_dev *dev, const c5k_local_attn *L, c
    = 0, pad keys v = 0); a uniform row's o also holds its out-of-range
    slots' -1 / (L w), but uniform rows have dS = 0 and use no D. Then one
    sweep over the key blocks its non-uniform rows keep slots of,
-   ascending: S = Q K^T and dP = dO V^T (c5k_mma_abt), P = 2^((scale S -
-   rmax) log2 e) rinv from the forward's stats (0 where the row keeps no
+   ascending: S = Q K^T and dP = dO V^T (c5k_mma_abt), P = 2^(scale S
+   log2 e - rmax log2 e) rinv (lf_exp) from the forward's stats (0 where the row keeps no
    slot: masked, out of range, or a pad key, whose k = 0 adds nothing to
    dq), dS = P (dP - D) and dq += dS K (dS rounded to bf16 from the
    accumulators, c5k_mma_ax); dq = scale dq. Uniform rows have no gradient
@@ -1501,10 +1534,10 @@ static c5_status lf_forward_launch(c5k_cuda_dev *dev, const c5k_local_attn *L, c
    is uniform (each keeps its own token), so lf_kv_seek reads uni only
    with one. */
 
-/* P of a slot kept by a row of stats mf (the forward's f32 max), inv (1 / sum), x = scale s */
-static __device__ __forceinline__ float lf_prob(float x, float mf, float inv)
+/* P of a slot kept by a row of stats ml = lf_ml(the forward's f32 max), inv (1 / sum), x = scale s */
+static __device__ __forceinline__ float lf_prob(float x, float ml, float inv)
 {
-  return lf_exp(x, mf) * inv;
+  return lf_exp(x, ml) * inv;
 }
 
 /* The backward's two score products of a warp's 16 rows: s = A B^T and dp = C E^T (A, C: the warp's rows of [64 x DH]
@@ -1568,14 +1601,14 @@ lf_backward_q(la_shape a, const T *q, const T *k, const T *v, bool vec, const ui
   const la_win g = la_geom(a, i);
   const long t0 = q0 + 16 * wp + gq, sb = ((long)b * a.H + h) * a.n;   /* rows t0, t0 + 8; the stats' base */
   lf_row rw[2];
-  float mf[2], inv[2];
+  float mf[2], inv[2];   /* lf_ml(rmax), rinv */
 #pragma unroll
   for (int ri = 0; ri < 2; ri++) {
     const long t = t0 + 8 * ri;
     const bool act = t < a.n && !uni[sb + t];   /* uniform rows: no gradient, no kept slot */
     rw[ri] = act ? lf_row_of(a, g, s0, t, mask != NULL) : lf_row{ 0, 0, 0, 0 };
     rw[ri].plo = rw[ri].phi = 0;   /* pad keys: k = v = 0, nothing to D or dq */
-    mf[ri] = act ? (float)rmax[sb + t] : 0.f;
+    mf[ri] = act ? lf_ml((float)rmax[sb + t]) : 0.f;
     inv[ri] = act ? (float)rinv[sb + t] : 0.f;
   }
   const int ulo = lf_row_of(a, g, s0, q0, mask != NULL).lo;
@@ -1633,14 +1666,17 @@ lf_backward_q(la_shape a, const T *q, const T *k, const T *v, bool vec, const ui
     }
     float s[NT][4], dp[NT][4];
     lf_sdp<DH, NT>(s, dp, Qs, Ks, Os, Vs, wp);
+    lf_all(lf_full(rw, c0, mkb), [&](auto all) {   /* as lf_forward's */
 #pragma unroll
-    for (int n = 0; n < NT; n++)
+      for (int n = 0; n < NT; n++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int c = 8 * n + 2 * tq + (e & 1), ri = e >> 1;
-        const float p = lf_keeps(rw[ri], c0 + c, mkb[c]) ? lf_prob(scale * s[n][e], mf[ri], inv[ri]) : 0.f;
-        s[n][e] = p * (dp[n][e] - D[ri]);   /* dS (0 where not kept) */
-      }
+        for (int e = 0; e < 4; e++) {
+          const int c = 8 * n + 2 * tq + (e & 1), ri = e >> 1;
+          const float p = decltype(all)::value || lf_keeps(rw[ri], c0 + c, mkb[c])
+                              ? lf_prob(scale * s[n][e], mf[ri], inv[ri]) : 0.f;
+          s[n][e] = p * (dp[n][e] - D[ri]);   /* dS (0 where not kept) */
+        }
+    });
 #pragma unroll
     for (int kk = 0; kk < LF_BM / 16; kk++) {
       uint32_t da[4];
@@ -1693,7 +1729,7 @@ lf_backward_kv(la_shape a, const T *q, const T *k, const T *v, bool vec, const u
   __nv_bfloat16 *Ks = (__nv_bfloat16 *)lf_smem, *Vs = Ks + G::TILE, *base = Vs + G::TILE;
   const B Q = B::at(base, 0), O = B::at(base, 1);   /* Q's and dO's tiles */
   /* the query tile's rows: rmax, rinv, D as staged ([2][LF_BM]: the tile in work's and the next one's; qrm, qri,
-     qD), kept keys ([2][LF_BM] lo, rhi: qlr); the tile in work's (rmax, rinv in f32, D, uniform: 1) in one qrec,
+     qD), kept keys ([2][LF_BM] lo, rhi: qlr); the tile in work's (lf_ml(rmax), rinv in f32, D, uniform: 1) in one qrec,
      so that a column's bookkeeping is two shared loads, not six */
   double *qrm = (double *)B::end(base), *qri = qrm + 2 * LF_BM;
   float4 *qrec = (float4 *)(qri + 2 * LF_BM);
@@ -1731,7 +1767,7 @@ lf_backward_kv(la_shape a, const T *q, const T *k, const T *v, bool vec, const u
       O.cvt();
       if (threadIdx.x < LF_BM) {
         const int c = threadIdx.x, x = LF_BM * bf + c;
-        qrec[c] = cin ? make_float4((float)qrm[x], (float)qri[x], qD[x], 0.f)
+        qrec[c] = cin ? make_float4(lf_ml((float)qrm[x]), (float)qri[x], qD[x], 0.f)
                       : make_float4(0.f, 0.f, 0.f, cun ? 1.f : 0.f);
       }
       __syncthreads();
@@ -1766,7 +1802,8 @@ lf_backward_kv(la_shape a, const T *q, const T *k, const T *v, bool vec, const u
       const long q0 = (long)cur * LF_BM, s0 = (q0 / a.w - a.lb) * a.w;
       const int2 *lr = qlr + LF_BM * bf;
       const __nv_bfloat16 *Qs = Q.tile(bf), *Os = O.tile(bf);
-      const int kc = (int)(p0 - s0) + 16 * wp + gq;   /* the thread's key row pr in the window's slots */
+      const int kw = (int)(p0 - s0) + 16 * wp, kc = kw + gq;   /* the warp's first key row, the thread's pr, in the
+                                                                    window's slots */
       if (!kvf) {   /* the first tile worked on: Ks, Vs are loaded (the barrier above) */
 #pragma unroll
         for (int kk = 0; kk < KS; kk++) {
@@ -1775,29 +1812,37 @@ lf_backward_kv(la_shape a, const T *q, const T *k, const T *v, bool vec, const u
         }
         kvf = true;
       }
+      /* every row of the tile (real, not uniform) keeps the warp's 16 key rows (real keys the key mask keeps): no
+         per-slot test (warp-uniform, once a tile) */
+      bool all = mkr[0] & mkr[1];
+#pragma unroll
+      for (int c = lane; c < LF_BM; c += 32) all &= (qrec[c].w == 0.f) & (lr[c].x <= kw) & (kw + 16 <= lr[c].y);
+      all = __all_sync(0xffffffffu, all);
 #pragma unroll 1
       for (int qc = 0; qc < LF_BM; qc += LF_KQ) {   /* query columns qc .. qc + LF_KQ - 1 of the tile */
         float s[NT][4], dp[NT][4];
         c5k_mma_abt<NT, KS>(s, kf, Qs + qc * G::LD, G::LD);
         c5k_mma_abt<NT, KS>(dp, vf, Os + qc * G::LD, G::LD);
+        lf_all(all, [&](auto alls) {
 #pragma unroll
-        for (int n = 0; n < NT; n++)
+          for (int n = 0; n < NT; n++)
 #pragma unroll
-          for (int cc = 0; cc < 2; cc++) {
-            const int c = qc + 8 * n + 2 * tq + cc;   /* query column c */
-            const float4 r = qrec[c];
-            const int2 l = lr[c];
+            for (int cc = 0; cc < 2; cc++) {
+              const int c = qc + 8 * n + 2 * tq + cc;   /* query column c */
+              const float4 r = qrec[c];
 #pragma unroll
-            for (int ri = 0; ri < 2; ri++) {
-              const int e = 2 * ri + cc, kr = kc + 8 * ri;   /* key slot kr */
-              /* kept: P from the row's stats, dS = P (dP - D); a uniform row: 1 / (L w) on every real key of its
-                 window, dS 0; else 0. Selects, not branches: P is formed for every slot, as lf_backward_q's */
-              const bool kp = r.w == 0.f && mkr[ri] && kr >= l.x && kr < l.y;
-              const float pk = lf_prob(scale * s[n][e], r.x, r.y);
-              s[n][e] = kp ? pk : r.w != 0.f ? puni : 0.f;
-              dp[n][e] = kp ? pk * (dp[n][e] - r.z) : 0.f;
+              for (int ri = 0; ri < 2; ri++) {
+                const int e = 2 * ri + cc, kr = kc + 8 * ri;   /* key slot kr */
+                /* kept: P from the row's stats, dS = P (dP - D); a uniform row: 1 / (L w) on every real key of its
+                   window, dS 0; else 0. Selects, not branches: P is formed for every slot, as lf_backward_q's */
+                const bool kp = decltype(alls)::value ||
+                                ((r.w == 0.f) & mkr[ri] & (kr >= lr[c].x) & (kr < lr[c].y));
+                const float pk = lf_prob(scale * s[n][e], r.x, r.y);
+                s[n][e] = kp ? pk : r.w != 0.f ? puni : 0.f;
+                dp[n][e] = kp ? pk * (dp[n][e] - r.z) : 0.f;
+              }
             }
-          }
+        });
 #pragma unroll
         for (int kk = 0; kk < LF_KQ / 16; kk++) {   /* query columns qc + 16 kk .. */
           uint32_t pa[4];
