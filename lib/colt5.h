@@ -91,8 +91,9 @@ c5_status c5_backend_sync(const c5_backend *be);
    f32 either way (TF32: cuBLASLt's CUBLAS_COMPUTE_32F_FAST_TF32; bf16: the inputs copied to bf16, then
    the bf16 product). Parameters and gradients stay f32; in bf16 mode the local attention's caches keep
    q, k, v and its head outputs in bf16 where its flash kernels run both ways (dim_head 64, windows a
-   multiple of 64; docs/design.md), since its products round them to bf16 anyway; other activations
-   stay f32. A cache keeps the type chosen when it was made: set the mode before making caches (a
+   multiple of 64; docs/design.md), and the norms (LocalMHA's, the FeedForwards') and GELU write their
+   outputs in bf16 (the FeedForward's cache keeps its GELU output so), since the products that read them
+   round them to bf16 anyway; other activations stay f32. A cache keeps the type chosen when it was made: set the mode before making caches (a
    forward under another mode fails, naming the cache). The CPU has only C5_MATMUL_FP32. */
 typedef enum { C5_MATMUL_FP32, C5_MATMUL_TF32, C5_MATMUL_BF16 } c5_matmul;
 c5_status c5_backend_set_matmul(c5_backend *be, c5_matmul m);
