@@ -178,6 +178,16 @@ c5_status c5_backend_memcpy(const c5_backend *be, void *dst, const void *src, si
   return C5_OK;
 }
 
+c5_status c5_backend_upload(const c5_backend *be, void *dst, const void *src, size_t bytes)
+{
+  C5_CHECK(be && (bytes == 0 || (dst && src)), C5_ERR_ARG, "c5_backend_upload: NULL argument");
+#if C5_HAVE_CUDA_BUILD
+  if (be->dev) return c5k_cuda_upload(be->dev, dst, src, bytes);
+#endif
+  if (bytes) memcpy(dst, src, bytes);
+  return C5_OK;
+}
+
 c5_status c5_backend_host_view(const c5_backend *be, const void *src, size_t bytes, const void **host, void **stage)
 {
   C5_CHECK(be && host && stage, C5_ERR_ARG, "c5_backend_host_view: NULL argument");

@@ -41,5 +41,8 @@ c5_status c5_backend_calloc(const c5_backend *be, size_t count, size_t size, voi
 /* bytes at src (be's memory) readable on the host, for the files (checkpoints, dumps) that HDF5 writes
    from host memory: *host = src on the CPU (*stage NULL: no copy, the bits the writer always wrote);
    on a device a copy in a new host buffer, *host = *stage (free(*stage) after the write). */
+/* dst (the backend's memory) = src (host memory) in the backend's order: returns once src may be reused, without
+   waiting for the backend's queued work where it can (a GPU: src in pageable host memory, as malloc gives). */
+c5_status c5_backend_upload(const c5_backend *be, void *dst, const void *src, size_t bytes);
 c5_status c5_backend_host_view(const c5_backend *be, const void *src, size_t bytes, const void **host, void **stage);
 #endif

@@ -213,7 +213,7 @@ static c5_status permutation(c5_kv_exchange *x, long nrows, const long *ksrc)
     long s = ksrc ? ksrc[r] : r;
     for (long j = 0; j < kslot; j++) x->perm_h[r * kslot + j] = x->inv[s * kslot + j];
   }
-  C5_CALL(c5_backend_memcpy(x->be, x->perm, x->perm_h, (size_t)(nrows * kslot) * sizeof *x->perm));
+  C5_CALL(c5_backend_upload(x->be, x->perm, x->perm_h, (size_t)(nrows * kslot) * sizeof *x->perm));
   return C5_OK;
 }
 

@@ -39,7 +39,8 @@ struct c5_router_cache {
   long *plan;               /* [3 * cap_rows + 1] cd row segments */
   double *k;                /* [cap_rows] effective k of each cd row */
   long *ksel;               /* [cap_rows] tokens selected per cd row */
-  long *selcount, *selpos;  /* top-k output per cd row: [cap_rows], [cap_rows][selcap] (backend) */
+  long *selcount, *selpos;  /* top-k output per cd row: [cap_rows], [cap_rows][selcap] (backend), one block: selpos
+                               = selcount + cap_rows, so that one read-back takes both */
   long *dcount, *dstart;    /* out.count and out.start on the backend (the ops read them; on the CPU: the same) */
   long dk;                  /* the per-row count dcount and dstart were last uploaded for (-1: none) */
   long *rowbuf;             /* top-k scratch */
@@ -154,8 +155,8 @@ static void layout_cdrows(c5_router_cache *c, c5_arena *m, c5_arena *dm, long cd
   C5_TAKE(m, c->plan, 3 * cdrows + 1);
   C5_TAKE(m, c->k, cdrows);
   C5_TAKE(m, c->ksel, cdrows);
-  C5_TAKE(dm, c->selcount, cdrows);
-  C5_TAKE(dm, c->selpos, cdrows * selcap);
+  C5_TAKE(dm, c->selcount, cdrows * (selcap + 1));   /* then selpos: one read-back for both */
+  c->selpos = c->selcount ? c->selcount + cdrows : NULL;
   C5_TAKE(m, c->selh, cdrows * (selcap + 1));
   C5_TAKE(m, c->rowbuf, c5_topk_rowbuf_len(cdrows));
   c5_cd_cache_layout(m, cdrows, T, work_len, &c->cd);
@@ -400,9 +401,8 @@ static c5_status select_whole(const c5_router *rt, const c5_layout *lay, c5_rout
   c5k_ctx kc = c5_backend_ctx(rt->be, NULL, 0);
   c5k_rows Rw = cd_rows(c);
   C5_CALL(ops->copy2d(&kc, c->y, nl * es, c->yw + lay->offset, n * es, nl * es, rows));
-  long *cnt = c->selh, *pos = c->selh + cdrows;
-  C5_CALL(c5_backend_memcpy(rt->be, cnt, c->selcount, (size_t)cdrows * sizeof *cnt));
-  C5_CALL(c5_backend_memcpy(rt->be, pos, c->selpos, (size_t)(cdrows * cap) * sizeof *pos));
+  long *cnt = c->selh, *pos = c->selh + c->cap_rows;   /* as selcount and selpos lie on the backend */
+  C5_CALL(c5_backend_memcpy(rt->be, cnt, c->selcount, (size_t)(c->cap_rows + cdrows * cap) * sizeof *cnt));
   long at = 0;
   for (long row = 0; row < rows; row++) {
     c->out.start[row] = at;
@@ -418,11 +418,12 @@ static c5_status select_whole(const c5_router *rt, const c5_layout *lay, c5_rout
     }
     c->out.count[row] = at - c->out.start[row];
   }
-  C5_CALL(c5_backend_memcpy(rt->be, c->lpos, c->lposh, (size_t)at * sizeof *c->lpos));
-  C5_CALL(c5_backend_memcpy(rt->be, c->out.idx, c->idxh, (size_t)at * sizeof *c->out.idx));
+  /* uploads: the device goes on with the queued work (no round trip each) */
+  C5_CALL(c5_backend_upload(rt->be, c->lpos, c->lposh, (size_t)at * sizeof *c->lpos));
+  C5_CALL(c5_backend_upload(rt->be, c->out.idx, c->idxh, (size_t)at * sizeof *c->out.idx));
   if (c->dcount != c->out.count) {   /* the counts change with the data here: they cross at every forward */
-    C5_CALL(c5_backend_memcpy(rt->be, c->dcount, c->out.count, (size_t)rows * sizeof *c->dcount));
-    C5_CALL(c5_backend_memcpy(rt->be, c->dstart, c->out.start, (size_t)rows * sizeof *c->dstart));
+    C5_CALL(c5_backend_upload(rt->be, c->dcount, c->out.count, (size_t)rows * sizeof *c->dcount));
+    C5_CALL(c5_backend_upload(rt->be, c->dstart, c->out.start, (size_t)rows * sizeof *c->dstart));
     c->dk = -1;
   }
   C5_CALL(ops->route_gather_scores(&kc, rows, nl, c->dstart, c->dcount, c->lpos, c->y, mask ? c->mask : NULL,
@@ -501,8 +502,8 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
     if (c->dcount != c->out.count && c->dk != k) {
       /* the ops read count and start on the device: they change only with k (and the cache's rows), so
          they cross to it once, at the first forward of this k, not at every step */
-      C5_CALL(c5_backend_memcpy(rt->be, c->dcount, c->out.count, (size_t)rows * sizeof *c->dcount));
-      C5_CALL(c5_backend_memcpy(rt->be, c->dstart, c->out.start, (size_t)rows * sizeof *c->dstart));
+      C5_CALL(c5_backend_upload(rt->be, c->dcount, c->out.count, (size_t)rows * sizeof *c->dcount));
+      C5_CALL(c5_backend_upload(rt->be, c->dstart, c->out.start, (size_t)rows * sizeof *c->dstart));
       c->dk = k;
     }
     C5_CALL(ops->route_gather_scores(&kc, rows, nl, c->dstart, c->dcount, c->lpos, c->y, m, cfg->straight_through,

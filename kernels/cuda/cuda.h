@@ -25,6 +25,7 @@ c5_status c5k_cuda_alloc(c5k_cuda_dev *dev, size_t bytes, void **ptr);
 c5_status c5k_cuda_free(c5k_cuda_dev *dev, void *ptr);
 /* Any direction (unified addressing); returns when the copy is done. */
 c5_status c5k_cuda_memcpy(c5k_cuda_dev *dev, void *dst, const void *src, size_t bytes);
+c5_status c5k_cuda_upload(c5k_cuda_dev *dev, void *dst, const void *src, size_t bytes);
 c5_status c5k_cuda_sync(c5k_cuda_dev *dev);
 /* How F32-compute products (gemm_ex, gemm) round their f32 inputs on this device: c5_matmul's values
    (0 exact, 1 TF32, 2 bf16). */

@@ -82,6 +82,20 @@ extern "C" c5_status c5k_cuda_memcpy(c5k_cuda_dev *d, void *dst, const void *src
   return C5_OK;
 }
 
+/* Host to device without waiting for the stream's queued work where that is safe: from pageable host memory
+   cudaMemcpyAsync returns once the bytes are staged (src may be reused), so the copy is ordered on the stream
+   and the device keeps working; from pinned or device memory the copy reads src later, so it waits, as
+   c5k_cuda_memcpy. */
+extern "C" c5_status c5k_cuda_upload(c5k_cuda_dev *d, void *dst, const void *src, size_t bytes)
+{
+  if (bytes == 0) return C5_OK;
+  cudaPointerAttributes at;
+  C5K_CUDA_TRY(cudaPointerGetAttributes(&at, src), "cuda backend: upload");
+  if (at.type != cudaMemoryTypeUnregistered) return c5k_cuda_memcpy(d, dst, src, bytes);
+  C5K_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, d->stream), "cuda backend: upload");
+  return C5_OK;
+}
+
 extern "C" c5_status c5k_cuda_sync(c5k_cuda_dev *d)
 {
   C5K_CUDA_TRY(cudaStreamSynchronize(d->stream), "cuda backend: synchronize");
