@@ -249,6 +249,11 @@ typedef struct c5k_ops {
      first anyway. A module may then keep an activation whose only consumers are products in bf16 (the norms' and
      GELU's ytype), with the same products' bits and half the bytes. 0 elsewhere (the CPU, the double build). */
   int (*bf16_acts)(c5k_ctx *);
+  /* y [n] = x as ytype: C5_DTYPE_REAL a copy; C5_DTYPE_BF16 (the CUDA ops of the single build) each element rounded
+     to bf16 (nearest even: the bits gemm_ex's bf16 copy of x holds). A gradient that feeds two products in bf16 mode
+     is so rounded once, into memory its module knows to be dead, and given to both as a bf16 operand, instead of
+     being rounded twice into gemm_ex's scratch. The CPU takes C5_DTYPE_REAL only (else C5_ERR_NOTIMPL). */
+  c5_status (*convert)(c5k_ctx *, long n, const c5_real *x, void *y, c5_dtype ytype);
   /* g[i] += (c5_real)acc[i]; acc[i] = 0: the one rounding of a backward's
      parameter gradient into the working-precision slab. */
   c5_status (*grad_flush)(c5k_ctx *, double *acc, long n, c5_real *g);

@@ -15,7 +15,9 @@
    are kept in bf16, and the LayerNorm writes its output in bf16 for the two
    products that read it: the products round them to bf16 anyway, so this
    halves the largest activations and their traffic; the cache is made for
-   the mode current at its creation. */
+   the mode current at its creation. The backward's incoming gradient (f32,
+   read by to_out's two products) is then rounded to bf16 once, into dqkv's
+   buffer, unused until the attention core writes it. */
 #include <math.h>
 #include "c5_internal.h"
 #include "backend.h"
@@ -51,7 +53,9 @@ struct c5_attn_local_cache {
   int live;                /* a forward filled the cache and no backward has spent it */
   c5_real *xn;             /* [rows, max(dim, HD)]: the LayerNorm output (act: forward; backward, formed again),
                               datt (act), dxn (c5_real) unless it goes over qkv: one at a time */
-  void *dqkv;              /* [rows, 3 HD] the backward's dq | dk | dv (act) */
+  void *dqkv;              /* [rows, 3 HD] the backward's dq | dk | dv (act); before them, in bf16 mode, dout's bf16
+                              copy [rows, dim] (to_out's products read it, the core reads datt): rows max(3 HD, dim)
+                              then */
 };
 
 /* Element i of an act-typed buffer. */
@@ -66,7 +70,8 @@ static void carve_frame(void *obj, c5_arena *a)
   const long rows = c->batch_cap * c->n_cap;
   c->xn = c5_arena_take(a, (size_t)(rows * (c->d > c->hd ? c->d : c->hd) + 1),
                         c->dxn_over_qkv ? c5_dtype_size(c->act) : sizeof(c5_real));
-  c->dqkv = c5_arena_take(a, (size_t)(rows * 3 * c->hd + 1), c5_dtype_size(c->act));
+  const long dq_cols = c->act == C5_DTYPE_BF16 && c->d > 3 * c->hd ? c->d : 3 * c->hd;
+  c->dqkv = c5_arena_take(a, (size_t)(rows * dq_cols + 1), c5_dtype_size(c->act));
 }
 
 c5_status c5_attn_local_init(c5_attn_local *a, c5_params *p, const char *prefix, int dim, int heads, int dim_head,
@@ -306,12 +311,19 @@ static c5_status backward_body(const c5_attn_local *a, const c5_params *p, c5_at
   const long rows = c->batch * c->n, d = a->dim, hd = (long)a->heads * a->dim_head;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
   c->live = 0;   /* q/k/v are spent below, whatever happens */
-  /* to_out: dW += dout^T att; datt = dout W (in xn's buffer: the LayerNorm output is formed again below) */
+  /* to_out: dW += dout^T att; datt = dout W (in xn's buffer: the LayerNorm output is formed again below). In bf16
+     mode both read dout's bf16 copy, made once in dqkv's buffer (written only by the core, which reads datt): the
+     bits gemm_ex's own copy would hold, rounded once instead of twice */
   c5_real *prod = c5_params_scratch(p), *dxn = c->dxn_over_qkv ? (c5_real *)c->qkv : c->xn;
   void *datt = c->xn;   /* act */
-  C5_CALL(ops->gemm_acc_ex(&ctx, 1, 0, d, hd, rows, 1.0, dout, C5_DTYPE_REAL, d, c->att, c->act, hd, prod,
+  const void *g = dout;
+  if (c->act == C5_DTYPE_BF16) {
+    C5_CALL(ops->convert(&ctx, rows * d, dout, c->dqkv, c->act));
+    g = c->dqkv;
+  }
+  C5_CALL(ops->gemm_acc_ex(&ctx, 1, 0, d, hd, rows, 1.0, g, c->act, d, c->att, c->act, hd, prod,
                            c5_params_acc(p, a->to_out)));
-  C5_CALL(ops->gemm_ex(&ctx, 0, 0, rows, hd, d, 1.0, dout, C5_DTYPE_REAL, d, 0, c5_params_value(p, a->to_out),
+  C5_CALL(ops->gemm_ex(&ctx, 0, 0, rows, hd, d, 1.0, g, c->act, d, 0, c5_params_value(p, a->to_out),
                         C5_DTYPE_REAL, hd, 0, 0.0, datt, c->act, hd, 0, 1, C5_DTYPE_REAL));
   const c5k_local_attn L = cache_shape(a, c);
   C5_CALL(ops->local_attn_backward(&ctx, &L, c->qkv, act_at(c, c->qkv, hd), act_at(c, c->qkv, 2 * hd), 3 * hd,

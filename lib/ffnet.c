@@ -2,7 +2,10 @@
    In bf16 mode (kernels.h bf16_acts at the cache's layout) the normed input
    xn and the activations a are written in bf16 by the RMSNorm and the GELU
    and read so by the four products that take them (the Linears, dW1, dW2):
-   the products would round them to the same bf16 bits anyway. */
+   the products would round them to the same bf16 bits anyway. The
+   backward's f32 gradients dy and dh, read by two products each, are
+   rounded to bf16 once each (kernels.h convert) into the frame's g16, not
+   twice into gemm_ex's scratch: the same bits, a third of the traffic. */
 #include "c5_internal.h"
 #include "backend.h"
 #include "ffnet.h"
@@ -23,12 +26,22 @@ c5_status c5_ffnet_init(c5_ffnet *f, c5_params *p, const char *prefix, int dim, 
   return C5_OK;
 }
 
-/* The forward's and the backward's frame: xn and dh. */
+/* The forward's and the backward's frame: xn and dh; in bf16 mode one buffer for both (ffnet.h) and g16. The
+   backward's dh (c5_real) and its bf16 copy live at once, and so do that copy and dxn: rows (4 + 2) max(dim, hidden)
+   bytes, the 4 (dim + hidden) of the c5_real frame when hidden = dim / 2 (the light FF's 0.5) */
 static void carve_frame(void *obj, c5_arena *a)
 {
   c5_ffnet_cache *c = obj;
-  C5_TAKE(a, c->xn, c->rows_cap * c->dim);
-  C5_TAKE(a, c->dh, c->rows_cap * c->hidden);
+  if (c->act != C5_DTYPE_BF16) {
+    C5_TAKE(a, c->xn, c->rows_cap * c->dim);
+    C5_TAKE(a, c->dh, c->rows_cap * c->hidden);
+    c->g16 = NULL;
+    return;
+  }
+  const long w = c->dim > c->hidden ? c->dim : c->hidden;
+  C5_TAKE(a, c->xn, c->rows_cap * w);
+  c->dh = c->xn;
+  c->g16 = c5_arena_take(a, (size_t)(c->rows_cap * w), c5_dtype_size(C5_DTYPE_BF16));
 }
 
 /* The type the backend takes xn and a in now (its matmul mode). */
@@ -121,22 +134,36 @@ static c5_status backward_body(const c5_ffnet *f, const c5_params *p, c5_ffnet_c
   const int d = f->dim, h = f->hidden;
   /* second Linear: dW2 += dy^T a, a (act) formed again from h in dh (the same op on the same input: the same
      bits); db2 += sum dy; da = dy W2 (c5_real) over it (the cache stays intact, so a second backward over it
-     gives the same gradients) */
+     gives the same gradients). The products read dy as g (act): in bf16 mode its bf16 copy in g16, the bits
+     gemm_ex's own copy would hold */
   c5_real *prod = c5_params_scratch(p);
+  const void *g = dy;
   C5_CALL(ops->gelu_forward(&ctx, c->h, rows * h, c->dh, c->act));
-  C5_CALL(ops->gemm_acc_ex(&ctx, 1, 0, d, h, rows, 1.0, dy, C5_DTYPE_REAL, d, c->dh, c->act, h, prod,
+  if (c->g16) {
+    C5_CALL(ops->convert(&ctx, rows * d, dy, c->g16, c->act));
+    g = c->g16;
+  }
+  C5_CALL(ops->gemm_acc_ex(&ctx, 1, 0, d, h, rows, 1.0, g, c->act, d, c->dh, c->act, h, prod,
                            c5_params_acc(p, f->w2)));
   C5_CALL(ops->colsum(&ctx, dy, rows, d, c5_params_acc(p, f->b2)));
-  C5_CALL(ops->gemm(&ctx, 0, 0, rows, h, d, 1.0, dy, d, c5_params_value(p, f->w2), h, 0.0, c->dh, h));
+  C5_CALL(ops->gemm_ex(&ctx, 0, 0, rows, h, d, 1.0, g, c->act, d, 0, c5_params_value(p, f->w2), C5_DTYPE_REAL, h, 0,
+                       0.0, c->dh, C5_DTYPE_REAL, h, 0, 1, C5_DTYPE_REAL));
   C5_CALL(ops->gelu_backward(&ctx, c->h, c->dh, rows * h, c->dh));   /* dh, in place */
-  /* first Linear: dW1 += dh^T xn, xn (act) formed again from the x the forward saw (the same op on the same
-     input: the same bits, rnorm too); then dxn = dh W1 (c5_real) over it */
+  /* first Linear: db1 += sum dh (c5_real); the products read dh as g (act: in bf16 mode its copy over dy's, and dh
+     is spent); dW1 += dh^T xn, xn (act) formed again from the x the forward saw (the same op on the same input: the
+     same bits, rnorm too); then dxn = dh W1 (c5_real) over it */
   c5_real *dxn = c->xn;
-  C5_CALL(ops->rmsnorm_forward(&ctx, x, c5_params_value(p, f->gamma), rows, d, c->xn, c->act, c->rnorm));
-  C5_CALL(ops->gemm_acc_ex(&ctx, 1, 0, h, d, rows, 1.0, c->dh, C5_DTYPE_REAL, h, c->xn, c->act, d, prod,
-                           c5_params_acc(p, f->w1)));
   C5_CALL(ops->colsum(&ctx, c->dh, rows, h, c5_params_acc(p, f->b1)));
-  C5_CALL(ops->gemm(&ctx, 0, 0, rows, d, h, 1.0, c->dh, h, c5_params_value(p, f->w1), d, 0.0, dxn, d));
+  g = c->dh;
+  if (c->g16) {
+    C5_CALL(ops->convert(&ctx, rows * h, c->dh, c->g16, c->act));
+    g = c->g16;
+  }
+  C5_CALL(ops->rmsnorm_forward(&ctx, x, c5_params_value(p, f->gamma), rows, d, c->xn, c->act, c->rnorm));
+  C5_CALL(ops->gemm_acc_ex(&ctx, 1, 0, h, d, rows, 1.0, g, c->act, h, c->xn, c->act, d, prod,
+                           c5_params_acc(p, f->w1)));
+  C5_CALL(ops->gemm_ex(&ctx, 0, 0, rows, d, h, 1.0, g, c->act, h, 0, c5_params_value(p, f->w1), C5_DTYPE_REAL, d, 0,
+                       0.0, dxn, C5_DTYPE_REAL, d, 0, 1, C5_DTYPE_REAL));
   C5_CALL(ops->rmsnorm_backward(&ctx, x, c5_params_value(p, f->gamma), c->rnorm, dxn, rows, d, dx,
                                 c5_params_acc(p, f->gamma)));
   const long idx[] = { f->gamma, f->w1, f->b1, f->w2, f->b2 };

@@ -28,7 +28,10 @@ typedef struct {
   c5_real *xn;      /* [rows, dim] c5_reals: the normed input (act; the forward); the backward forms it again
                        from x, then dxn (c5_real) over it: x is read there anyway */
   c5_real *dh;      /* [rows, hidden] c5_reals: a = GELU(h) (act) in the forward (formed again where needed: the
-                       backward, c5_ffnet_output), dh (c5_real) in the backward */
+                       backward, c5_ffnet_output), da then dh (c5_real) in the backward */
+  void *g16;        /* bf16 mode only (else NULL): [rows, max(dim, hidden)] bf16, the backward's bf16 copies of dy,
+                       then of dh, each read by two products. xn and dh are then one buffer of [rows, max(dim,
+                       hidden)] c5_reals: xn, a, da/dh, xn again and dxn in turn, each dead when the next is written */
 } c5_ffnet_cache;
 
 c5_status c5_ffnet_init(c5_ffnet *f, c5_params *p, const char *prefix, int dim, double mult);

@@ -87,6 +87,7 @@ c5_status c5k_route_scatter_dscores_cpu(c5k_ctx *, long, long, const long *, con
                                         const uint8_t *, const c5_real *, c5_real *);
 c5_status c5k_row_dot_cpu(c5k_ctx *, long, long, const long *, const c5_real *, const c5_real *, c5_real *);
 c5_status c5k_axpy_cpu(c5k_ctx *, long, double, const c5_real *, c5_real *);
+c5_status c5k_convert_cpu(c5k_ctx *, long, const c5_real *, void *, c5_dtype);
 c5_status c5k_acc_add_cpu(c5k_ctx *, long, const double *, double *);
 c5_status c5k_broadcast_row_cpu(c5k_ctx *, long, long, const c5_real *, c5_real *);
 /* heavy attention */

@@ -33,3 +33,13 @@ c5_status c5k_broadcast_row_cpu(c5k_ctx *ctx, long rows, long cols, const c5_rea
   for (long r = 0; r < rows; r++) memcpy(y + r * cols, v, (size_t)cols * sizeof *y);
   return C5_OK;
 }
+
+c5_status c5k_convert_cpu(c5k_ctx *ctx, long n, const c5_real *x, void *y, c5_dtype ytype)
+{
+  (void)ctx;
+  if (ytype != C5_DTYPE_REAL)
+    return C5K_ERR(C5_ERR_NOTIMPL, "convert: the CPU writes %s elements, not %s", c5_dtype_name(C5_DTYPE_REAL),
+                   c5_dtype_name(ytype));
+  if (n > 0) memcpy(y, x, (size_t)n * sizeof *x);
+  return C5_OK;
+}

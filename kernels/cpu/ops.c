@@ -47,6 +47,7 @@ const c5k_ops c5k_cpu_ops = {
   .route_scatter_dscores = c5k_route_scatter_dscores_cpu,
   .row_dot = c5k_row_dot_cpu,
   .axpy = c5k_axpy_cpu,
+  .convert = c5k_convert_cpu,
   .acc_add = c5k_acc_add_cpu,
   .broadcast_row = c5k_broadcast_row_cpu,
   /* heavy attention */

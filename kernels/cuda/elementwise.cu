@@ -26,6 +26,21 @@ extern "C" c5_status c5k_axpy_cuda(c5k_ctx *ctx, long n, double alpha, const c5_
   return C5_OK;
 }
 
+/* y = x as ytype (kernels.h convert): a copy, or (single build) bf16 by gemm_ex's own rounding kernel, so a module's
+   bf16 copy holds the bits gemm_ex's would */
+extern "C" c5_status c5k_convert_cuda(c5k_ctx *ctx, long n, const c5_real *x, void *y, c5_dtype ytype)
+{
+  c5k_cuda_dev *dev;
+  C5_CALL_K(c5k_cuda_of(ctx, "convert", &dev));
+  C5_CALL_K(c5k_cuda_ytype(ytype, "convert"));
+  if (n <= 0) return C5_OK;
+#if !C5_USE_DOUBLE
+  if (ytype == C5_DTYPE_BF16) return c5k_cuda_to_bf16(dev, n, x, y, "convert");
+#endif
+  C5K_CUDA_TRY(cudaMemcpyAsync(y, x, (size_t)n * sizeof *x, cudaMemcpyDefault, dev->stream), "convert");
+  return C5_OK;
+}
+
 __global__ void acc_add_k(long n, const double *src, double *acc)
 {
   for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < n; i += (long)gridDim.x * blockDim.x) acc[i] += src[i];

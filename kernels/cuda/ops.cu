@@ -69,6 +69,7 @@ c5_status c5k_gemm_acc_ex_cuda(c5k_ctx *, int, int, long, long, long, double, co
                                const void *, c5_dtype, long, c5_real *, double *);
 c5_status c5k_grad_flush_cuda(c5k_ctx *, double *, long, c5_real *);
 c5_status c5k_axpy_cuda(c5k_ctx *, long, double, const c5_real *, c5_real *);
+c5_status c5k_convert_cuda(c5k_ctx *, long, const c5_real *, void *, c5_dtype);
 c5_status c5k_acc_add_cuda(c5k_ctx *, long, const double *, double *);
 c5_status c5k_broadcast_row_cuda(c5k_ctx *, long, long, const c5_real *, c5_real *);
 c5_status c5k_sumsq_cuda(c5k_ctx *, long, const c5_real *, double *, long *);
@@ -170,6 +171,7 @@ static c5k_ops cuda_ops(void)
   o.bf16_acts = c5k_bf16_acts_cuda;   /* gemm.cu; declared in cuda_internal.cuh */
   o.grad_flush = c5k_grad_flush_cuda;
   o.axpy = c5k_axpy_cuda;
+  o.convert = c5k_convert_cuda;
   o.acc_add = c5k_acc_add_cuda;
   o.broadcast_row = c5k_broadcast_row_cuda;
   o.sumsq = c5k_sumsq_cuda;

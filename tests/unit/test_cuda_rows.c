@@ -12,8 +12,9 @@
    The norms' and GELU's bf16 outputs (single build) must be the c5_real
    outputs of the same op on the same input rounded to bf16 (t_bf16) bit for
    bit, their statistics the c5_real run's bits, nothing written past them;
-   bf16_acts must say 1 in bf16 mode only, the ops refuse the types they do
-   not write. Exits 77 without a GPU. */
+   so must convert's bf16 output be t_bf16 of its input (its c5_real output:
+   the input's bits); bf16_acts must say 1 in bf16 mode only, the ops refuse
+   the types they do not write. Exits 77 without a GPU. */
 #include <stdint.h>
 #include "cuda_util.h"
 #include "kernels.h"
@@ -353,6 +354,36 @@ fail:
   return 0;
 }
 
+/* convert of n elements at x + xoff (c5_reals): ytype c5_real gives x's bits; bf16 (single build) at yoff bf16
+   elements into its buffer gives t_bf16 of x bit for bit, nothing written outside */
+static int case_convert(long n, int xoff, int yoff)
+{
+  char sh[64];
+  int ok = 0;
+  snprintf(sh, sizeof sh, "n %ld x+%d y+%d", n, xoff, yoff);
+  c5_real *x = rreal(n + xoff, 3), *yf = NULL;
+  uint16_t *yb = NULL;
+  if (n > 2) x[xoff + 1] = (c5_real)1.00390625;   /* halfway between two bf16 values: to even */
+  c5_real *dX = D(x, (n + xoff) * sizeof *x), *dYf = D(NULL, n * sizeof *x);
+  uint16_t *dYb = D(NULL, (yoff + 2 * n) * sizeof *yb);
+  T_CHECK(dX && dYf && dYb, "device buffers");
+  c5k_ctx c = gctx();
+  T_OK(c5k_cuda_ops.convert(&c, n, dX + xoff, dYf, C5_DTYPE_REAL));
+  yf = H(dYf, n * sizeof *x);
+  cmp_bits("convert", sh, "c5_real", yf, x + xoff, n * sizeof *x);
+  if (!C5_USE_DOUBLE) {
+    T_OK(c5k_cuda_ops.convert(&c, n, dX + xoff, dYb + yoff, C5_DTYPE_BF16));
+    yb = H(dYb, (yoff + 2 * n) * sizeof *yb);
+    cmp_bf16("convert", sh, x + xoff, yb, yoff, n);
+  }
+  ok = 1;
+fail:
+  if (!ok) case_failed(sh);
+  Dfree();
+  free(x); free(yf); free(yb);
+  return 0;
+}
+
 /* bf16_acts: 1 in bf16 mode only (not fp32, tf32, an exact ctx; never in the double build, never on the CPU); the
    typed outputs' refusals: the CPU writes c5_real only, the GPU c5_real or (single build) bf16 */
 static int case_bf16_acts(void)
@@ -379,6 +410,7 @@ static int case_bf16_acts(void)
   T_FAILS(c5k_cpu_ops.layernorm_forward(&cpu, &v, &v, &v, 1, 1, 1e-5, &v, C5_DTYPE_BF16, NULL, NULL),
           C5_ERR_NOTIMPL, "layernorm_forward: the CPU writes");
   T_FAILS(c5k_cpu_ops.gelu_forward(&cpu, &v, 1, &v, C5_DTYPE_BF16), C5_ERR_NOTIMPL, "gelu_forward: the CPU writes");
+  T_FAILS(c5k_cpu_ops.convert(&cpu, 1, &v, &v, C5_DTYPE_BF16), C5_ERR_NOTIMPL, "convert: the CPU writes");
   {
     c5k_ctx c = gctx();
     /* refused before any launch: host pointers never reach a kernel */
@@ -386,11 +418,13 @@ static int case_bf16_acts(void)
     T_FAILS(c5k_cuda_ops.layernorm_forward(&c, &v, &v, &v, 1, 1, 1e-5, &v, other, NULL, NULL), C5_ERR_NOTIMPL,
             "layernorm_forward");
     T_FAILS(c5k_cuda_ops.gelu_forward(&c, &v, 1, &v, other), C5_ERR_NOTIMPL, "gelu_forward");
+    T_FAILS(c5k_cuda_ops.convert(&c, 1, &v, &v, other), C5_ERR_NOTIMPL, "convert");
     if (C5_USE_DOUBLE) {
       T_FAILS(c5k_cuda_ops.rmsnorm_forward(&c, &v, &v, 1, 1, &v, C5_DTYPE_BF16, NULL), C5_ERR_NOTIMPL, "bf16 output");
       T_FAILS(c5k_cuda_ops.layernorm_forward(&c, &v, &v, &v, 1, 1, 1e-5, &v, C5_DTYPE_BF16, NULL, NULL),
               C5_ERR_NOTIMPL, "bf16 output");
       T_FAILS(c5k_cuda_ops.gelu_forward(&c, &v, 1, &v, C5_DTYPE_BF16), C5_ERR_NOTIMPL, "bf16 output");
+      T_FAILS(c5k_cuda_ops.convert(&c, 1, &v, &v, C5_DTYPE_BF16), C5_ERR_NOTIMPL, "bf16 output");
     }
   }
   printf("%-18s %-28s the CPU refuses bf16 y, the GPU %s PASS\n", "typed outputs", "refusals",
@@ -774,6 +808,13 @@ int main(int argc, char **argv)
       for (int j = 0; j < 6; j++) case_gelu_bf16(gn[i], off[j][0], off[j][1]);
     case_gelu_bf16(1000, 0, 0);
     case_gelu_bf16(1L << 21, 0, 0);
+  }
+  /* the aligned four-a-thread path, the misaligned one, a tail; a [rows, dim] gradient's size */
+  {
+    static const int off[][2] = { { 0, 0 }, { 1, 0 }, { 0, 1 }, { 0, 2 }, { 3, 4 } };
+    static const long cn[] = { 1, 3, 1003, 4096L * 512 + 3 };
+    for (int i = 0; i < 4; i++)
+      for (int j = 0; j < 5; j++) case_convert(cn[i], off[j][0], off[j][1]);
   }
   static const long cs[][2] = { { 1, 1 }, { 63, 37 }, { 64, 300 }, { 65, 129 }, { 8193, 256 } };
   for (int i = 0; i < 5; i++) case_colsum(cs[i][0], (int)cs[i][1]);

@@ -3,7 +3,7 @@
    with padded leading dimensions and strides, beta 0 and beta != 0; a
    mixed-type call is refused by name; gemm (c5_real) equals gemm_ex. The
    CPU takes no bf16 activations: bf16_acts says 0, linear, gemm_acc_ex, the
-   norms and GELU refuse bf16 by name. */
+   norms, GELU and convert refuse bf16 by name (convert to c5_real copies). */
 #include <string.h>
 #include "harness.h"
 #include "kernels.h"
@@ -111,7 +111,11 @@ int main(int argc, char **argv)
     T_FAILS(c5k_cpu_ops.layernorm_forward(&kc, x, y, y, 2, 3, 1e-5, z1, C5_DTYPE_BF16, NULL, NULL), C5_ERR_NOTIMPL,
             "layernorm_forward: the CPU writes");
     T_FAILS(c5k_cpu_ops.gelu_forward(&kc, x, 6, z1, C5_DTYPE_BF16), C5_ERR_NOTIMPL, "gelu_forward: the CPU writes");
-    printf("bf16_acts 0 on the CPU; linear, gemm_acc_ex, the norms and GELU refuse bf16: ok\n");
+    T_FAILS(c5k_cpu_ops.convert(&kc, 4, x, z1, C5_DTYPE_BF16), C5_ERR_NOTIMPL, "convert: the CPU writes");
+    T_OK(c5k_cpu_ops.convert(&kc, 4, x, z2, C5_DTYPE_REAL));
+    T_CHECK(!memcmp(z2, x, sizeof z2), "convert to c5_real is not a copy");
+    printf("bf16_acts 0 on the CPU; linear, gemm_acc_ex, the norms, GELU and convert refuse bf16 (convert copies "
+           "c5_real): ok\n");
   }
   {
     /* rows > one 64-row block; out > rows (the blocks cut columns); a single row */
