@@ -587,11 +587,15 @@ static c5_status router_backward(const c5_router *rt, const c5_dist *d, c5_route
     C5_CALL(ops->cosine_route_backward(&kc, batch, R, nl, dim, x, routing_token, c->xnorm, c->rtnorm,
                                        cfg->cosine_sim_scale, c->g, dx));
   double *dw = c->dwacc;
+  /* the routing token's gradient g^T x in the working precision whatever the matmul mode: a [R, dim] sum over
+     every token, bound by reading x once, which a bf16 product would first copy whole (n dim bf16 of scratch) */
+  c5k_ctx kx = kc;
+  kx.exact = 1;
   for (long b = 0; b < batch; b++) {
     const c5_real *gb = c->g + b * R * nl, *xb = x + b * nl * dim;
     if (!cfg->cosine_sim_routing)
       C5_CALL(ops->gemm(&kc, 1, 0, nl, dim, R, 1.0, gb, nl, routing_token, dim, 1.0, dx + b * nl * dim, dim));
-    C5_CALL(ops->gemm_acc(&kc, 0, 0, R, dim, nl, 1.0, gb, nl, xb, dim, c->dw, dw));
+    C5_CALL(ops->gemm_acc(&kx, 0, 0, R, dim, nl, 1.0, gb, nl, xb, dim, c->dw, dw));
   }
   if (cfg->cosine_sim_routing) C5_CALL(ops->cosine_route_backward_w(&kc, R, dim, routing_token, c->rtnorm, dw));
   return C5_OK;
