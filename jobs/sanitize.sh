@@ -22,10 +22,11 @@ export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:allocator_may_return_null=1
 export OMPI_MCA_mca_base_component_disable_dlclose=1
 export LSAN_OPTIONS="use_tls=0:suppressions=$top/jobs/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
-tests=${C5_SANITIZE_TESTS:-"tests/unit/test_golden_cli.sh tests/unit/test_bench_cli.sh tests/unit/test_fuzz_h5.sh
+# The longest first (make -j starts them in this order): test_train.sh last left a core idle for its 2+ minutes.
+tests=${C5_SANITIZE_TESTS:-"tests/unit/test_train.sh tests/unit/test_bench_cli.sh tests/unit/test_mpi_errors.sh
+  tests/unit/test_golden_cli.sh tests/unit/test_fuzz_h5.sh
   tests/unit/test_params_io tests/unit/test_cd tests/unit/test_topk tests/unit/test_router tests/unit/test_layout_unit
   tests/unit/test_attn_local tests/unit/test_attn_heavy tests/unit/test_alloc.sh
-  tests/unit/test_mpi_errors.sh tests/unit/test_train.sh
   tests/golden/cd_const_eps.test tests/golden/ff_basic.test tests/golden/attn_masked.test tests/golden/block_basic.test
   tests/golden/ar_attn_basic.test"}
 t0=$(date +%s)
