@@ -4,6 +4,8 @@
    stay on the CPU for now). */
 #ifndef C5_CUDA_INTERNAL_CUH
 #define C5_CUDA_INTERNAL_CUH
+#include <stdio.h>
+#include <stdlib.h>
 #include <cuda_runtime.h>
 #include <cublasLt.h>
 #include "cuda.h"
@@ -62,6 +64,8 @@ static inline c5_status c5k_cuda_grow(c5k_cuda_dev *dev, void **buf, size_t *byt
   *buf = NULL;
   *bytes = 0;
   const size_t b = need < least ? least : need;
+  const char *tr = getenv("C5_MEM_TRACE");   /* lib/backend.c's trace: only at a growth */
+  if (tr && tr[0] == '1') fprintf(stderr, "c5 mem: cuda %s grows its scratch to %.3f MiB\n", op, b / 1048576.0);
   C5K_CUDA_TRY(cudaMallocAsync(buf, b, dev->stream), op);
   *bytes = b;
   return C5_OK;
