@@ -152,7 +152,7 @@ static c5_status cache_alloc(const c5_attn_heavy *a, long B, long nq, long nk, c
   BE_CALLOC(c->ksin, nkr * half);
   const c5k_heavy_attn A = shape(a, B, nq, nk);
   const long wn = c5k_rowpart_work(nqr > nkr ? nqr : nkr, dim), wa = c5k_heavy_attn_work(&A);
-  c->work_len = wn > wa ? wn : wa;
+  c->work_len = c5_backend_work(a->be, wn > wa ? wn : wa);
   BE_CALLOC(c->work, c->work_len);
 #undef BE_CALLOC
   C5_CALL(c5_ws_use(a->be, ws, &c->ws, &c->own_ws));

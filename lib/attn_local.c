@@ -165,7 +165,7 @@ c5_status c5_attn_local_cache_create_ws(const c5_attn_local *a, long batch, long
   const long ln_work = c5k_rowpart_work(rows, d), attn_work = c5k_local_attn_work(&L);
   c->batch_cap = batch;
   c->n_cap = n;
-  c->work_len = ln_work > attn_work ? ln_work : attn_work;   /* used one kernel at a time */
+  c->work_len = c5_backend_work(a->be, ln_work > attn_work ? ln_work : attn_work);   /* one kernel at a time */
   c->be = a->be;
   c->d = d;
   c->hd = hd;

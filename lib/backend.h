@@ -33,6 +33,11 @@ c5_status c5_act_agree(c5_dtype have, c5_dtype want, const char *who);
    backend needs an op or an explicit copy (the P > 1 paths, which a device backend refuses). */
 static inline int c5_backend_is_host(const c5_backend *be) { return be->dev == NULL; }
 
+/* The doubles of ctx work a cache keeps for its kernels, given what the CPU's kernels need: the CUDA ops never
+   read ctx work (their scratch is the device's own), so a device cache keeps none (at n = 131072 the block's
+   LocalMHA and FeedForward caches held 36 MiB of it). */
+static inline long c5_backend_work(const c5_backend *be, long cpu_need) { return c5_backend_is_host(be) ? cpu_need : 0; }
+
 /* count elements of size bytes on be, zeroed (calloc on the CPU). *ptr NULL for count 0 on the CPU's
    terms (calloc of at least one byte: a distinct valid pointer). Free with c5_backend_free. */
 c5_status c5_backend_calloc(const c5_backend *be, size_t count, size_t size, void **ptr);

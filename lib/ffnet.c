@@ -61,7 +61,7 @@ void c5_ffnet_cache_layout(const c5_ffnet *f, const c5_params *p, long rows, c5_
   c->act = act_wanted(be);
   C5_TAKE(m, c->rnorm, rows);
   C5_TAKE(m, c->h, rows * f->hidden);
-  c->work_len = c5k_rowpart_work(rows, f->hidden > f->dim ? f->hidden : f->dim);
+  c->work_len = c5_backend_work(be, c5k_rowpart_work(rows, f->hidden > f->dim ? f->hidden : f->dim));
   C5_TAKE(m, c->work, c->work_len);
   c->ws = ws;
   c5_ws_reserve(ws, c5_ws_measure(carve_frame, c));
