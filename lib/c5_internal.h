@@ -91,6 +91,17 @@ c5_status c5_routed_attn_cache_create_ws(const c5_routed_attn *m, long batch, lo
                                          c5_routed_attn_cache **out);
 c5_status c5_routed_ff_cache_create_ws(const c5_routed_ff *m, long batch, long n_local, struct c5_ws *ws,
                                        c5_routed_ff_cache **out);
+/* The same, with the cache's own buffers (not its router's) a region of ws at its current depth instead of an
+   arena: its maker lends that region to the frames of the modules that run while the cache holds nothing (a
+   block with its own workspace: its attention, whose forward runs before the feed-forward's forward fills the
+   cache and whose backward after the feed-forward's backward spends it). The forward holds the region (the
+   workspace's top above it) until the backward releases it; c5_routed_ff_cache_release gives it back early
+   (a forward that starts over). Carved into the workspace's memory by c5_routed_ff_cache_place, once it is
+   fitted, and again by the forward when that memory moved (a refit). */
+c5_status c5_routed_ff_cache_create_held(const c5_routed_ff *m, long batch, long n_local, struct c5_ws *ws,
+                                         c5_routed_ff_cache **out);
+void c5_routed_ff_cache_place(const c5_routed_ff *m, c5_routed_ff_cache *c);
+void c5_routed_ff_cache_release(c5_routed_ff_cache *c);
 
 /* Least common multiple of two layout units (layout.c): a layout whose unit
    is a multiple of both keeps the windows of either whole on each rank.

@@ -324,6 +324,14 @@ static c5_status dump_check(const c5_dist *d, const c5_layout *lay, const char *
   return C5_OK;
 }
 
+/* A backward spends the caches a dump reads (their memory goes to the backward's own buffers): the same refusal
+   on every rank (whether a cache is live is the same on all). */
+static c5_status spent(const char *path)
+{
+  return C5_ERR(C5_ERR_ARG, "dump %s: the cache holds no forward to dump (none ran, or a backward spent it): dump "
+                "after the forward, before the backward", path);
+}
+
 c5_status c5_model_dump_activations(const c5_model *m, const c5_dist *d, const c5_layout *lay,
                                     const c5_model_cache *c, const char *path, long step)
 {
@@ -334,6 +342,8 @@ c5_status c5_model_dump_activations(const c5_model *m, const c5_dist *d, const c
   if (st == C5_OK && !c5_model_cache_filled(c))
     st = C5_ERR(C5_ERR_ARG, "dump %s: no forward has filled the model's cache", path);
   const int depth = st == C5_OK ? c5_model_get_config(m)->depth : 0;
+  for (int i = 0; i < depth && st == C5_OK; i++)
+    if (!c5_block_cache_live(c5_model_block_cache(c, i))) st = spent(path);
   C5_CALL(c5_dist_agree_args(d, st, 3, (c5_dist_arg[]){ { "activation dump: step", step },
                                                         { "activation dump: sequence length", lay ? lay->n : 0 },
                                                         { "activation dump: depth", depth } }));
@@ -366,6 +376,7 @@ c5_status c5_block_dump_activations(const c5_block *b, const c5_dist *d, const c
   char tmp[1100];
   c5_status st = dump_check(d, lay, path, step, tmp, sizeof tmp);
   if (st == C5_OK && !(b && c && x)) st = C5_ERR(C5_ERR_ARG, "c5_block_dump_activations: NULL argument");
+  if (st == C5_OK && !c5_block_cache_live(c)) st = spent(path);
   C5_CALL(c5_dist_agree_args(d, st, 2, (c5_dist_arg[]){ { "activation dump: step", step },
                                                         { "activation dump: sequence length", lay ? lay->n : 0 } }));
   H5Eset_auto2(H5E_DEFAULT, NULL, NULL);

@@ -35,6 +35,8 @@ int c5_model_cache_filled(const c5_model_cache *c);
 
 /* block.c */
 long c5_block_cache_batch(const c5_block_cache *c);
+/* Whether a forward filled the cache and no backward has spent it since (the activations a dump reads). */
+int c5_block_cache_live(const c5_block_cache *c);
 const c5_backend *c5_block_backend(const c5_block *b);   /* where its parameters and caches live */
 const c5_routed_attn *c5_block_attn(const c5_block *b);
 const c5_routed_ff *c5_block_ff(const c5_block *b);

@@ -36,9 +36,13 @@ struct c5_routed_ff_cache {
   long *pos;            /* [heavy_cap] (b, local token) of each heavy row */
   c5_real *hr;          /* [heavy_cap, dim] heavy outputs, before the score */
   const uint8_t *mask;
-  void *mem;            /* the arena */
+  void *mem;            /* the arena (NULL when held) */
   c5_ws *ws;            /* the transient workspace (ws.h): the block's, or its own */
   int own_ws;
+  /* held: the arena is the region [held_at, held_at + held_bytes) of ws instead (c5_routed_ff_cache_create_held),
+     carved into the workspace's memory at placed (redone when that memory moves) */
+  size_t held_at, held_bytes;
+  const char *placed;
   /* the heavy part's frame of the workspace, in the forward and in the backward (the light FF's frame goes
      where this one would, before it; the heavy FF's above it): */
   c5_real *xr;          /* [heavy_cap, dim] gathered routed tokens (the backward gathers them again from x) */
@@ -124,8 +128,8 @@ static void cache_layout(const c5_routed_ff *m, c5_routed_ff_cache *c, c5_arena 
   C5_TAKE(a, c->hr, c->heavy_cap * d);
 }
 
-c5_status c5_routed_ff_cache_create_ws(const c5_routed_ff *m, long batch, long n_local, c5_ws *ws,
-                                       c5_routed_ff_cache **out)
+static c5_status cache_create(const c5_routed_ff *m, long batch, long n_local, c5_ws *ws, int held,
+                              c5_routed_ff_cache **out)
 {
   C5_CHECK(m && out, C5_ERR_ARG, "c5_routed_ff_cache_create: NULL argument");
   c5_routed_ff_cache *c;
@@ -138,15 +142,64 @@ c5_status c5_routed_ff_cache_create_ws(const c5_routed_ff *m, long batch, long n
   C5_CALL_GOTO(c5_router_cache_create(m->router, batch, n_local, &c->rc), st, fail);
   c5_arena a = { 0 };
   cache_layout(m, c, &a);   /* every buffer a tensor or an index array the ops read: all on the backend */
-  C5_CALL_GOTO(c5_arena_alloc_on(&a, c->be, "ConditionalRoutedFeedForward cache"), st, fail);
-  cache_layout(m, c, &a);
-  c->mem = a.base;
+  if (held) {
+    /* the measuring pass reserved the frames at the region's start, below where they go: harmless; now at their
+       depth, above the region */
+    c->held_at = c->ws->top;
+    c->held_bytes = c5_ws_round(a.used);
+    const size_t mark = c5_ws_hold(c->ws, c->held_bytes);
+    c5_arena b = { 0 };
+    cache_layout(m, c, &b);
+    c5_ws_release(c->ws, mark);
+  } else {
+    C5_CALL_GOTO(c5_arena_alloc_on(&a, c->be, "ConditionalRoutedFeedForward cache"), st, fail);
+    cache_layout(m, c, &a);
+    c->mem = a.base;
+  }
   if (c->own_ws) C5_CALL_GOTO(c5_ws_fit(c->ws, "ConditionalRoutedFeedForward cache"), st, fail);
   *out = c;
   return C5_OK;
 fail:
   c5_routed_ff_cache_destroy(&c);
   return st;
+}
+
+c5_status c5_routed_ff_cache_create_ws(const c5_routed_ff *m, long batch, long n_local, c5_ws *ws,
+                                       c5_routed_ff_cache **out)
+{
+  return cache_create(m, batch, n_local, ws, 0, out);
+}
+
+c5_status c5_routed_ff_cache_create_held(const c5_routed_ff *m, long batch, long n_local, c5_ws *ws,
+                                         c5_routed_ff_cache **out)
+{
+  C5_CHECK(ws, C5_ERR_ARG, "c5_routed_ff_cache_create_held: the workspace is NULL (its maker's)");
+  return cache_create(m, batch, n_local, ws, 1, out);
+}
+
+void c5_routed_ff_cache_place(const c5_routed_ff *m, c5_routed_ff_cache *c)
+{
+  if (!c->held_bytes || c->placed == c->ws->base) return;
+  const size_t top = c->ws->top;
+  c->ws->top = c->held_at + c->held_bytes;   /* the frames' reservations land where creation made them */
+  c5_arena a = { .base = c->ws->base + c->held_at };
+  cache_layout(m, c, &a);
+  c->ws->top = top;
+  c->placed = c->ws->base;
+}
+
+void c5_routed_ff_cache_release(c5_routed_ff_cache *c)
+{
+  if (c && c->held_bytes) c5_ws_close(c->ws, c->held_at);
+}
+
+/* A held cache's region, from the forward that fills it to the backward that spends it: the workspace's top
+   above it, so that the frames opened meanwhile go above. */
+static void hold(const c5_routed_ff *m, c5_routed_ff_cache *c)
+{
+  if (!c->held_bytes) return;
+  c5_routed_ff_cache_place(m, c);
+  c->ws->top = c->held_at + c->held_bytes;
 }
 
 c5_status c5_routed_ff_cache_create(const c5_routed_ff *m, long batch, long n_local, c5_routed_ff_cache **out)
@@ -248,6 +301,7 @@ c5_status c5_routed_ff_forward(c5_routed_ff *m, const c5_dist *d, const c5_layou
                                const c5_real *x, const uint8_t *mask, c5_routed_ff_cache *c, c5_real *out)
 {
   C5_CHECK(d, C5_ERR_ARG, "c5_routed_ff_forward: dist is NULL");
+  if (c) hold(m, c);   /* forward_head checks the arguments */
   C5_AGREE(d, forward_head(m, lay, batch, x, mask, c, out));
   C5_CALL(c5_router_forward(m->router, d, lay, c5_params_value(m->p, m->routing_token), batch, x, mask,
                             m->cfg.num_heavy_tokens, m->cfg.random_route, m->cfg.random_seed, c->rc));
@@ -292,8 +346,10 @@ c5_status c5_routed_ff_backward(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_
   C5_CHECK(d, C5_ERR_ARG, "c5_routed_ff_backward: dist is NULL");
   /* the light FF's frame at this cache's depth, then the heavy part's (held through the router's backward,
      which reads dscore) with the heavy FF's above it */
-  const size_t mark0 = c ? c->ws->top : 0;   /* backward_local checks the arguments */
+  if (c) hold(m, c);   /* backward_local checks the arguments */
+  const size_t mark0 = c ? c->ws->top : 0;
   c5_status st = backward_body(m, d, c, x, dout, dx);
   if (c) c5_ws_close(c->ws, mark0);
+  c5_routed_ff_cache_release(c);   /* the backward spends the cache: its region is free for the frames after */
   return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }

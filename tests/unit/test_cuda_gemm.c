@@ -1,7 +1,8 @@
 /* test_cuda_gemm.c - gemm_ex on the CUDA backend (cuBLASLt) against the CPU
    double path (c5k_cpu_ops.gemm_ex in f64) on the same inputs, norm-wise:
    fp32 within 1e-4, TF32 within 5e-3, f32 inputs rounded to bf16 (matmul
-   bf16) and bf16 inputs (f32 and bf16 output) within 2e-2, f64 within 1e-12; every transpose, strided batch 3 with
+   bf16) and bf16 inputs (f32 and bf16 output) within 2e-2, f64 within 1e-12, an f32 rank-1 update (k = 1) within
+   1e-6 in every mode (it is exact f32); every transpose, strided batch 3 with
    padded leading dimensions, beta 0 and beta != 0 (C poisoned with NaN
    where beta is 0: every element must be written). In bf16 mode one
    operand may be bf16 already and the other f32 (a module's activations
@@ -33,16 +34,16 @@ static void unpack(const void *p, long count, c5_dtype t, double *x)
 }
 
 static int check(c5_backend *gpu, c5_dtype in, c5_dtype bin, c5_dtype out, c5_matmul mm, int ta, int tb, double beta,
-                 double tol)
+                 double tol, long k, long batch)
 {
-  const long m = 200, n = 72, k = 333, batch = 3;
+  const long m = 200, n = 72;
   const long lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1, ldc = n + 5;
   const long sa = (ta ? k : m) * lda + 8, sb = (tb ? n : k) * ldb + 8, sc = m * ldc + 8;
   const long na = batch * sa, nb = batch * sb, nc = batch * sc;
   double *A = malloc(na * 8), *B = malloc(nb * 8), *C = malloc(nc * 8), *G = malloc(nc * 8);
   double *want = malloc(batch * m * n * 8), *got = malloc(batch * m * n * 8);
   void *hA = NULL, *hB = NULL, *hC = NULL, *dA = NULL, *dB = NULL, *dC = NULL;
-  unsigned long long seed = 5 + ta + 2 * tb + 4 * in + 16 * out + 64 * (int)mm + 256 * bin;
+  unsigned long long seed = 5 + ta + 2 * tb + 4 * in + 16 * out + 64 * (int)mm + 256 * bin + 4096 * k;
   int ok = 0;
   c5k_ctx cpu = { 0 };
   for (long i = 0; i < na; i++) A[i] = t_normal(&seed);
@@ -70,12 +71,13 @@ static int check(c5_backend *gpu, c5_dtype in, c5_dtype bin, c5_dtype out, c5_ma
         got[(b * m + i) * n + j] = C[b * sc + i * ldc + j];
       }
   double e = t_normwise(got, want, batch * m * n);
-  printf("gemm %s x %s -> %s matmul %s ta %d tb %d beta %g: %.3e (tol %.0e)\n", c5_dtype_name(in), c5_dtype_name(bin),
-         c5_dtype_name(out), c5_matmul_name(mm), ta, tb, beta, e, tol);
+  printf("gemm %s x %s -> %s matmul %s ta %d tb %d beta %g k %ld batch %ld: %.3e (tol %.0e)\n", c5_dtype_name(in),
+         c5_dtype_name(bin), c5_dtype_name(out), c5_matmul_name(mm), ta, tb, beta, k, batch, e, tol);
   T_CHECK(e <= tol, "norm-wise error %.3e > %.0e", e, tol);
   /* f32 inputs rounded to bf16 (8 significant bits) come out near bf16 inputs' 2e-3, not TF32's (11 bits)
      3e-4: the mode took effect */
-  T_CHECK(!((in == C5_DTYPE_F32 || bin == C5_DTYPE_F32) && mm == C5_MATMUL_BF16) || e > 1e-3, "matmul bf16: error %.3e, as exact as TF32", e);
+  T_CHECK(!((in == C5_DTYPE_F32 || bin == C5_DTYPE_F32) && mm == C5_MATMUL_BF16) || k == 1 || e > 1e-3,
+          "matmul bf16: error %.3e, as exact as TF32", e);
   ok = 1;
 fail:
   c5_backend_set_matmul(gpu, C5_MATMUL_FP32);
@@ -136,14 +138,17 @@ int main(int argc, char **argv)
       for (int bz = 0; bz < 2; bz++) {
         double beta = bz ? -0.5 : 0.0;
         const c5_dtype f32 = C5_DTYPE_F32, b16 = C5_DTYPE_BF16, f64 = C5_DTYPE_F64;
-        ok &= check(gpu, f32, f32, f32, C5_MATMUL_FP32, ta, tb, beta, 1e-4);
-        ok &= check(gpu, f32, f32, f32, C5_MATMUL_TF32, ta, tb, beta, 5e-3);
-        ok &= check(gpu, f32, f32, f32, C5_MATMUL_BF16, ta, tb, beta, 2e-2);
-        ok &= check(gpu, b16, f32, f32, C5_MATMUL_BF16, ta, tb, beta, 2e-2);
-        ok &= check(gpu, f32, b16, b16, C5_MATMUL_BF16, ta, tb, beta, 2e-2);
-        ok &= check(gpu, b16, b16, f32, C5_MATMUL_FP32, ta, tb, beta, 2e-2);
-        ok &= check(gpu, b16, b16, b16, C5_MATMUL_FP32, ta, tb, beta, 2e-2);
-        ok &= check(gpu, f64, f64, f64, C5_MATMUL_FP32, ta, tb, beta, 1e-12);
+        ok &= check(gpu, f32, f32, f32, C5_MATMUL_FP32, ta, tb, beta, 1e-4, 333, 3);
+        ok &= check(gpu, f32, f32, f32, C5_MATMUL_TF32, ta, tb, beta, 5e-3, 333, 3);
+        ok &= check(gpu, f32, f32, f32, C5_MATMUL_BF16, ta, tb, beta, 2e-2, 333, 3);
+        ok &= check(gpu, b16, f32, f32, C5_MATMUL_BF16, ta, tb, beta, 2e-2, 333, 3);
+        ok &= check(gpu, f32, b16, b16, C5_MATMUL_BF16, ta, tb, beta, 2e-2, 333, 3);
+        ok &= check(gpu, b16, b16, f32, C5_MATMUL_FP32, ta, tb, beta, 2e-2, 333, 3);
+        ok &= check(gpu, b16, b16, b16, C5_MATMUL_FP32, ta, tb, beta, 2e-2, 333, 3);
+        ok &= check(gpu, f64, f64, f64, C5_MATMUL_FP32, ta, tb, beta, 1e-12, 333, 3);
+        /* a rank-1 update of f32 (the routers' dx += g^T routing_token): exact f32 in every mode */
+        ok &= check(gpu, f32, f32, f32, C5_MATMUL_FP32, ta, tb, beta, 1e-6, 1, 1);
+        ok &= check(gpu, f32, f32, f32, C5_MATMUL_BF16, ta, tb, beta, 1e-6, 1, 1);
       }
 #if !C5_USE_DOUBLE
   ok &= check_acc(gpu);   /* the double build's accumulators take f64 products only */

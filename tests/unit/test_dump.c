@@ -1,13 +1,15 @@
 /* test_dump.c - activation dumps (lib/dump.c), run by test_dump.sh:
      test_dump write FILE      (mpirun -np P) a block's forward on one global input, sharded over P
                                ranks, dumped as steps 1 and 3 (another input) and 5 (the first input
-                               again, dumped after a backward); then, on rank 0, the file read back:
+                               again; a backward, the dump after it refused, a forward again); then,
+                               on rank 0, the file read back:
                                every dataset there, routed rows of k ascending distinct indices, the
                                block's output = input + the four branch outputs, step 5 = step 1
      test_dump variant FILE    (mpirun -np P) a block without the light branch, an FF that routes nothing,
                                a mask: what the dump holds then, and input + branches = output
      test_dump model FILE      (mpirun -np P) the masked-byte model (depth 2) dumped at steps 1 and 2
-                               (after a backward): each layer's input + branches = the next one's input,
+                               (a backward, the dump after it refused, the forward again): each layer's
+                               input + branches = the next one's input,
                                step 2 = step 1
      test_dump compare A B     (one rank) two dumps of the same steps agree: the same datasets and
                                group attributes, indices identical, values to 1e-12 (double) */
@@ -113,7 +115,7 @@ static int check_file(const char *path, int dim, const double *out)
       ok = ok && (x1 = realloc(x1, (size_t)(rows * N) * sizeof *x1)) && read_doubles(f, name, x1, rows * N);
     }
   }
-  /* step 5 (after a backward) = step 1: nothing the dump reads was overwritten */
+  /* step 5 (the forward again after a backward) = step 1: the forward refills all that the dump reads */
   const char *all[] = { "input", "attn/light_out", "attn/heavy_out", "ff/light_out", "ff/heavy_out",
                         "q/router_logits", "kv/router_scores", "ff/router_scores" };
   for (size_t i = 0; ok && i < sizeof all / sizeof *all; i++) {
@@ -123,7 +125,7 @@ static int check_file(const char *path, int dim, const double *out)
     snprintf(name, sizeof name, "/step_5/layer_0/%s", all[i]);
     ok = ok && read_doubles(f, name, v + E, cnt);
     if (ok && memcmp(v, v + E, (size_t)cnt * sizeof *v)) {
-      fprintf(stderr, "%s: step 5 (dumped after a backward) differs from step 1\n", all[i]);
+      fprintf(stderr, "%s: step 5 (the forward after a backward) differs from step 1\n", all[i]);
       ok = 0;
     }
   }
@@ -171,7 +173,11 @@ static int run_write(const char *path)
     for (long bb = 0; bb < BATCH; bb++)
       memcpy(x + bb * lay.n_local * dim, src + (bb * N + lay.offset) * dim, (size_t)(lay.n_local * dim) * sizeof *x);
     T_OK(c5_block_forward(b, d, &lay, BATCH, x, NULL, c, y));
-    if (s == 2) T_OK(c5_block_backward(b, d, c, x, dy, dx));
+    if (s == 2) {   /* a backward spends the cache: a dump after it is refused on every rank; a forward refills it */
+      T_OK(c5_block_backward(b, d, c, x, dy, dx));
+      T_FAILS(c5_block_dump_activations(b, d, &lay, c, x, path, steps[s]), C5_ERR_ARG, "a backward spent it");
+      T_OK(c5_block_forward(b, d, &lay, BATCH, x, NULL, c, y));
+    }
     T_OK(c5_block_dump_activations(b, d, &lay, c, x, path, steps[s]));
     T_OK(c5_dist_allgather_seq(d, BATCH, N, unit, dim, y, full));
     for (long i = 0; i < E; i++) outs[s * E + i] = full[i];
@@ -274,7 +280,7 @@ fail:
   return ok;
 }
 
-/* The model: depth 2 of the block above, its dump at steps 1 and 2 (after a backward), read back on rank 0:
+/* The model: depth 2 of the block above, its dump at steps 1 and 2 (the forward again after a backward), read back on rank 0:
    each layer's input + its four branch outputs = the next layer's input (the last: norm_input), the logits
    there, step 2 = step 1. */
 static int check_model_file(const char *path, int depth, int dim)
@@ -351,11 +357,14 @@ static int run_model(const char *path)
   T_OK(c5_model_forward(m, d, &lay, BATCH, tok, tgt, NULL, c, &loss, &count));
   T_OK(c5_model_dump_activations(m, d, &lay, c, path, 1));
   T_OK(c5_model_backward(m, d, c, count ? 1.0 / (double)count : 1.0));
+  /* the backward spent the caches: refused; the next step's forward (the same tokens) dumps again */
+  T_FAILS(c5_model_dump_activations(m, d, &lay, c, path, 2), C5_ERR_ARG, "a backward spent it");
+  T_OK(c5_model_forward(m, d, &lay, BATCH, tok, tgt, NULL, c, &loss, &count));
   T_OK(c5_model_dump_activations(m, d, &lay, c, path, 2));
   long ok_file = c5_dist_rank(d) == 0 ? check_model_file(path, mc.depth, mc.block.attn.dim) : 1;
   T_OK(c5_dist_reduce_long(d, &ok_file, 1, C5_REDUCE_MIN));
   T_CHECK(ok_file, "the model dump's checks failed (rank 0's messages above)");
-  if (c5_dist_rank(d) == 0) printf("model dump at P=%d: depth %d, steps 1 and 2 (after a backward)\n", c5_dist_size(d),
+  if (c5_dist_rank(d) == 0) printf("model dump at P=%d: depth %d, steps 1 and 2 (a dump after the backward refused)\n", c5_dist_size(d),
                                    mc.depth);
   ok = 1;
 fail:
