@@ -110,8 +110,9 @@ c5_status c5_checkpoint_name(const char *dir, long step, char *path, size_t len)
 c5_status c5_model_dump_activations(const c5_model *m, const c5_dist *d, const c5_layout *lay,
                                     const c5_model_cache *c, const char *path, long step);
 /* The same for one block, as layer_0: x [batch, n_local, dim] its last forward's input (the block
-   cache does not keep it). The branches' outputs are formed again from what the cache keeps, which
-   a backward leaves as it was: a dump after the backward reads the same. Collective on d. */
+   cache does not keep it). The branches' outputs are formed again from what the cache keeps: a dump
+   goes between the forward and its backward (LocalMHA's backward writes over its head outputs; a dump
+   after it is refused, C5_ERR_ARG, until a forward runs again). Collective on d. */
 c5_status c5_block_dump_activations(const c5_block *b, const c5_dist *d, const c5_layout *lay,
                                     const c5_block_cache *c, const c5_real *x, const char *path, long step);
 

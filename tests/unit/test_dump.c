@@ -1,14 +1,15 @@
 /* test_dump.c - activation dumps (lib/dump.c), run by test_dump.sh:
      test_dump write FILE      (mpirun -np P) a block's forward on one global input, sharded over P
                                ranks, dumped as steps 1 and 3 (another input) and 5 (the first input
-                               again, dumped after a backward); then, on rank 0, the file read back:
+                               again, dumped twice; after a backward a dump is refused: LocalMHA's
+                               backward spends the head outputs); then, on rank 0, the file read back:
                                every dataset there, routed rows of k ascending distinct indices, the
                                block's output = input + the four branch outputs, step 5 = step 1
      test_dump variant FILE    (mpirun -np P) a block without the light branch, an FF that routes nothing,
                                a mask: what the dump holds then, and input + branches = output
      test_dump model FILE      (mpirun -np P) the masked-byte model (depth 2) dumped at steps 1 and 2
-                               (after a backward): each layer's input + branches = the next one's input,
-                               step 2 = step 1
+                               (refused after the backward, then after a second forward): each layer's
+                               input + branches = the next one's input, step 2 = step 1
      test_dump compare A B     (one rank) two dumps of the same steps agree: the same datasets and
                                group attributes, indices identical, values to 1e-12 (double) */
 #include <string.h>
@@ -171,13 +172,15 @@ static int run_write(const char *path)
     for (long bb = 0; bb < BATCH; bb++)
       memcpy(x + bb * lay.n_local * dim, src + (bb * N + lay.offset) * dim, (size_t)(lay.n_local * dim) * sizeof *x);
     T_OK(c5_block_forward(b, d, &lay, BATCH, x, NULL, c, y));
-    if (s == 2) T_OK(c5_block_backward(b, d, c, x, dy, dx));
     T_OK(c5_block_dump_activations(b, d, &lay, c, x, path, steps[s]));
     T_OK(c5_dist_allgather_seq(d, BATCH, N, unit, dim, y, full));
     for (long i = 0; i < E; i++) outs[s * E + i] = full[i];
   }
   /* the step again replaces its group */
   T_OK(c5_block_dump_activations(b, d, &lay, c, x, path, 5));
+  /* after a backward (LocalMHA's dq over its head outputs) a dump is refused on every rank, the file unchanged */
+  T_OK(c5_block_backward(b, d, c, x, dy, dx));
+  T_FAILS(c5_block_dump_activations(b, d, &lay, c, x, path, 5), C5_ERR_ARG, "no head outputs");
   long ok_file = rank == 0 ? check_file(path, dim, outs) : 1;
   T_OK(c5_dist_reduce_long(d, &ok_file, 1, C5_REDUCE_MIN));
   T_CHECK(ok_file, "the dump file's checks failed (rank 0's messages above)");
@@ -351,11 +354,13 @@ static int run_model(const char *path)
   T_OK(c5_model_forward(m, d, &lay, BATCH, tok, tgt, NULL, c, &loss, &count));
   T_OK(c5_model_dump_activations(m, d, &lay, c, path, 1));
   T_OK(c5_model_backward(m, d, c, count ? 1.0 / (double)count : 1.0));
+  T_FAILS(c5_model_dump_activations(m, d, &lay, c, path, 2), C5_ERR_ARG, "no head outputs");
+  T_OK(c5_model_forward(m, d, &lay, BATCH, tok, tgt, NULL, c, &loss, &count));
   T_OK(c5_model_dump_activations(m, d, &lay, c, path, 2));
   long ok_file = c5_dist_rank(d) == 0 ? check_model_file(path, mc.depth, mc.block.attn.dim) : 1;
   T_OK(c5_dist_reduce_long(d, &ok_file, 1, C5_REDUCE_MIN));
   T_CHECK(ok_file, "the model dump's checks failed (rank 0's messages above)");
-  if (c5_dist_rank(d) == 0) printf("model dump at P=%d: depth %d, steps 1 and 2 (after a backward)\n", c5_dist_size(d),
+  if (c5_dist_rank(d) == 0) printf("model dump at P=%d: depth %d, steps 1 and 2 (a second forward after a backward)\n", c5_dist_size(d),
                                    mc.depth);
   ok = 1;
 fail:
