@@ -101,7 +101,7 @@ c5_status c5_checkpoint_prune(const c5_dist *world, const char *dir, int keep);
 c5_status c5_checkpoint_name(const char *dir, long step, char *path, size_t len);
 
 /* ---- activation dumps ------------------------------------------------------------------ */
-/* c5_model_dump_activations - the last forward's activations into path
+/* c5_model_dump_activations - the last forward's activations (before its backward: see below) into path
    (created, or extended: one group per step), collectively over the
    sequence ranks of d, each rank writing its shard by hyperslab:
    /step_<s>/layer_<i>/input [batch, n, dim], router_logits and router_scores
