@@ -275,8 +275,12 @@ typedef struct c5k_ops {
      dout (layout of o): with P recomputed from the stats, dP = dout V^T, and
      per row D = sum_p P_p dP_p (double), dS = P (dP - D) (0 in uniform rows),
      dq = scale dS K, dk = scale dS^T Q, dv = P^T dout over the real keys
-     p < n (uniform rows included: 1 / (L w) each). dq, dk, dv (layout of
-     q, k, v, stride ldqkv) are written (=). dk and dv of a key window sum
+     p < n (uniform rows included: 1 / (L w) each). dq (layout of o,
+     stride ldo), dk and dv (layout of k, v, stride lddkv) are written (=).
+     dq may be o itself (the same pointer; no other output may overlap an
+     input): every path reads a row of o before it writes that row of dq,
+     and no other row's (a module whose o is dead by then writes dq over
+     it). dk and dv of a key window sum
      over the query windows that see it: the query windows are cut into
      fixed chunks of L->chunk >= lb + lf windows, the even chunks run in
      parallel, then the odd ones, each chunk in window order, so every sum's
@@ -289,7 +293,7 @@ typedef struct c5k_ops {
   c5_status (*local_attn_backward)(c5k_ctx *, const c5k_local_attn *L, const void *q, const void *k,
                                    const void *v, long ldqkv, const uint8_t *mask, const double *rmax,
                                    const double *rinv, const uint8_t *uni, const void *o, const void *dout,
-                                   long ldo, void *dq, void *dk, void *dv);
+                                   long ldo, void *dq, void *dk, void *dv, long lddkv);
   /* 1 when this backend takes L's q, k, v, o, dout, dq, dk, dv in bf16 (L->bf16 = 1) in the current matmul mode:
      where bf16_acts says 1 and the CUDA flash kernels run both ways
      (dim_head 64, w a multiple of 64). They round those tensors to bf16 for their products anyway, so a module

@@ -5,18 +5,22 @@
    stats, q/k/v, the merged head outputs and the per-row softmax stats,
    O(n dim), never O(n L w). The LayerNorm output is not kept: the backward
    forms it again from x (which it reads anyway) in the one buffer that holds
-   it in the forward and datt in the backward: that buffer and the
-   backward's dqkv live only inside a call, a frame of the workspace (ws.h).
-   dxn, the last product's output, goes over q/k/v, which nothing reads by
-   then (where it fits: 3 HD act elements a row hold dim c5_reals), so a
-   backward spends its forward: a second backward is refused.
+   it in the forward and datt in the backward: that buffer (the forward's
+   frame) and the backward's dk | dv (the backward's frame: the buffer and
+   dkv [rows, 2 HD]) live only inside a call, a frame of the workspace
+   (ws.h). dq goes over the head outputs (the core may write it over o,
+   kernels.h local_attn_backward; to_out's weight gradient has read them by
+   then), and dxn, the last product's output, over q/k/v, which nothing
+   reads by then (where it fits: 3 HD act elements a row hold dim
+   c5_reals), so a backward spends its forward: a second backward is
+   refused, and so is c5_attn_local_output after it.
    Where the backend takes them so (kernels.h local_attn_bf16: CUDA, bf16
    matmul mode), q/k/v, the head outputs, their gradient dout and dq/dk/dv
    are kept in bf16, and the LayerNorm writes its output in bf16 for the two
    products that read it: the products round them to bf16 anyway, so this
    halves the largest activations and their traffic; the cache is made for
    the mode current at its creation. The backward's incoming gradient (f32,
-   read by to_out's two products) is then rounded to bf16 once, into dqkv's
+   read by to_out's two products) is then rounded to bf16 once, into dkv's
    buffer, unused until the attention core writes it. */
 #include <math.h>
 #include "c5_internal.h"
@@ -35,10 +39,10 @@ struct c5_attn_local_cache {
   long d, hd;              /* dim, heads dim_head */
   uint8_t *mask;           /* [batch, n] copy of the key mask */
   double *mean, *rstd;     /* [rows] */
-  c5_dtype act;            /* q/k/v, att, datt, dqkv, xn: bf16 where local_attn_bf16 said so at the cache's
+  c5_dtype act;            /* q/k/v, att, datt, dq, dkv, xn: bf16 where local_attn_bf16 said so at the cache's
                               creation, else c5_real */
   void *qkv;               /* [rows, 3 HD]: q | k | v, head h at h dh within each */
-  void *att;               /* [rows, HD] head outputs merged, before to_out */
+  void *att;               /* [rows, HD] head outputs merged, before to_out; the backward's dq over them */
   double *rmax, *rinv;     /* [batch, heads, n] softmax row max and 1 / sum */
   uint8_t *uni;            /* [batch, heads, n] 1: every slot masked, uniform softmax */
   double *work;            /* kernel scratch: LayerNorm rowpart reduction, attention score blocks */
@@ -48,13 +52,13 @@ struct c5_attn_local_cache {
   double *qcs, *qsn, *kcs, *ksn;   /* [rows, dim_head / 2] */
   c5_ws *ws;               /* the transient workspace: its maker's, or its own */
   int own_ws;
-  /* the frame of each forward and backward (rows of the capacity): */
+  /* the frames of the forward (xn) and the backward (xn, dkv), rows of the capacity: */
   int dxn_over_qkv;        /* dxn fits over qkv: xn's buffer holds act elements only */
   int live;                /* a forward filled the cache and no backward has spent it */
   c5_real *xn;             /* [rows, max(dim, HD)]: the LayerNorm output (act: forward; backward, formed again),
                               datt (act), dxn (c5_real) unless it goes over qkv: one at a time */
-  void *dqkv;              /* [rows, 3 HD] the backward's dq | dk | dv (act); before them, in bf16 mode, dout's bf16
-                              copy [rows, dim] (to_out's products read it, the core reads datt): rows max(3 HD, dim)
+  void *dkv;               /* [rows, 2 HD] the backward's dk | dv (act); before them, in bf16 mode, dout's bf16
+                              copy [rows, dim] (to_out's products read it, the core reads datt): rows max(2 HD, dim)
                               then */
 };
 
@@ -64,14 +68,21 @@ static void *act_at(const c5_attn_local_cache *c, const void *p, long i)
   return (char *)p + i * (long)c5_dtype_size(c->act);
 }
 
-static void carve_frame(void *obj, c5_arena *a)
+static void carve_forward(void *obj, c5_arena *a)
 {
   c5_attn_local_cache *c = obj;
   const long rows = c->batch_cap * c->n_cap;
   c->xn = c5_arena_take(a, (size_t)(rows * (c->d > c->hd ? c->d : c->hd) + 1),
                         c->dxn_over_qkv ? c5_dtype_size(c->act) : sizeof(c5_real));
-  const long dq_cols = c->act == C5_DTYPE_BF16 && c->d > 3 * c->hd ? c->d : 3 * c->hd;
-  c->dqkv = c5_arena_take(a, (size_t)(rows * dq_cols + 1), c5_dtype_size(c->act));
+}
+
+static void carve_backward(void *obj, c5_arena *a)
+{
+  c5_attn_local_cache *c = obj;
+  carve_forward(c, a);
+  const long rows = c->batch_cap * c->n_cap;
+  const long kv_cols = c->act == C5_DTYPE_BF16 && c->d > 2 * c->hd ? c->d : 2 * c->hd;
+  c->dkv = c5_arena_take(a, (size_t)(rows * kv_cols + 1), c5_dtype_size(c->act));
 }
 
 c5_status c5_attn_local_init(c5_attn_local *a, c5_params *p, const char *prefix, int dim, int heads, int dim_head,
@@ -198,7 +209,8 @@ c5_status c5_attn_local_cache_create_ws(const c5_attn_local *a, long batch, long
   }
 #undef ALLOC
   C5_CALL_GOTO(c5_ws_use(a->be, ws, &c->ws, &c->own_ws), st, fail);
-  c5_ws_reserve(c->ws, c5_ws_measure(carve_frame, c));
+  c5_ws_reserve(c->ws, c5_ws_measure(carve_forward, c));
+  c5_ws_reserve(c->ws, c5_ws_measure(carve_backward, c));
   if (c->own_ws) C5_CALL_GOTO(c5_ws_fit(c->ws, "LocalMHA cache"), st, fail);
   *out = c;
   return C5_OK;
@@ -220,19 +232,18 @@ c5_status c5_attn_local_cache_destroy(c5_attn_local_cache **cp)
   return C5_OK;
 }
 
-/* Rotary on q and k in place (the forward; transpose: dq and dk, the backward), with the
-   tables the forward made. */
+/* Rotary on q and k in place (the forward; transpose: dq and dk, the backward), rows ldq and ldk act elements
+   apart, with the tables the forward made. */
 static c5_status rotate_qk(const c5_attn_local *a, const c5k_ops *ops, c5k_ctx *ctx, c5_attn_local_cache *c,
-                           void *qkv, int transpose)
+                           void *q, long ldq, void *k, long ldk, int transpose)
 {
-  const long rows = c->batch * c->n, hd = (long)a->heads * a->dim_head;
-  void *k = act_at(c, qkv, hd);
+  const long rows = c->batch * c->n;
   if (transpose) {
-    C5_CALL(ops->rotary_transpose(ctx, rows, a->heads, a->dim_head, qkv, c->act, 3 * hd, a->dim_head, c->qcs, c->qsn));
-    C5_CALL(ops->rotary_transpose(ctx, rows, a->heads, a->dim_head, k, c->act, 3 * hd, a->dim_head, c->kcs, c->ksn));
+    C5_CALL(ops->rotary_transpose(ctx, rows, a->heads, a->dim_head, q, c->act, ldq, a->dim_head, c->qcs, c->qsn));
+    C5_CALL(ops->rotary_transpose(ctx, rows, a->heads, a->dim_head, k, c->act, ldk, a->dim_head, c->kcs, c->ksn));
   } else {
-    C5_CALL(ops->rotary(ctx, rows, a->heads, a->dim_head, qkv, c->act, 3 * hd, a->dim_head, c->qcs, c->qsn));
-    C5_CALL(ops->rotary(ctx, rows, a->heads, a->dim_head, k, c->act, 3 * hd, a->dim_head, c->kcs, c->ksn));
+    C5_CALL(ops->rotary(ctx, rows, a->heads, a->dim_head, q, c->act, ldq, a->dim_head, c->qcs, c->qsn));
+    C5_CALL(ops->rotary(ctx, rows, a->heads, a->dim_head, k, c->act, ldk, a->dim_head, c->kcs, c->ksn));
   }
   return C5_OK;
 }
@@ -269,13 +280,13 @@ static c5_status forward_body(const c5_attn_local *a, const c5_params *p, long b
                         C5_DTYPE_REAL, d, 0, 0.0, c->qkv, c->act, 3 * hd, 0, 1, C5_DTYPE_REAL));
   if (a->rotary) {
     C5_CALL(rotary_tables(a, ops, &ctx, c, pos0));
-    C5_CALL(rotate_qk(a, ops, &ctx, c, c->qkv, 0));
+    C5_CALL(rotate_qk(a, ops, &ctx, c, c->qkv, 3 * hd, act_at(c, c->qkv, hd), 3 * hd, 0));
   }
   const c5k_local_attn L = cache_shape(a, c);
   C5_CALL(ops->local_attn_forward(&ctx, &L, c->qkv, act_at(c, c->qkv, hd), act_at(c, c->qkv, 2 * hd), 3 * hd,
                                   c->has_mask ? c->mask : NULL, c->att, hd, c->rmax, c->rinv, c->uni));
-  C5_CALL(c5_attn_local_output(a, p, c, out));
   c->live = 1;
+  C5_CALL(c5_attn_local_output(a, p, c, out));
   return C5_OK;
 }
 
@@ -288,14 +299,15 @@ c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long
            "LocalMHA: input [%ld, %ld, %d], cache made for at most [%ld, %ld, %d]", batch, n, a->dim,
            c->batch_cap, c->n_cap, a->dim);
   C5_CALL(check_act(a, c, batch, n));
-  C5_WS_RUN(c->ws, carve_frame, c, forward_body(a, p, batch, n, pos0, x, mask, c, out));
+  C5_WS_RUN(c->ws, carve_forward, c, forward_body(a, p, batch, n, pos0, x, mask, c, out));
   return C5_OK;
 }
 
 c5_status c5_attn_local_output(const c5_attn_local *a, const c5_params *p, const c5_attn_local_cache *c,
                                c5_real *out)
 {
-  C5_CHECK(c->n > 0, C5_ERR_ARG, "LocalMHA output: no forward has filled the cache");
+  C5_CHECK(c->live, C5_ERR_ARG, "LocalMHA output: the cache holds no head outputs (no forward ran, or a backward "
+           "wrote over them: read the output between the forward and its backward)");
   const c5k_ops *ops = c5_params_backend(p)->ops;
   const long rows = c->batch * c->n, d = a->dim, hd = (long)a->heads * a->dim_head;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
@@ -310,16 +322,18 @@ static c5_status backward_body(const c5_attn_local *a, const c5_params *p, c5_at
   const c5k_ops *ops = c5_params_backend(p)->ops;
   const long rows = c->batch * c->n, d = a->dim, hd = (long)a->heads * a->dim_head;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
-  c->live = 0;   /* q/k/v are spent below, whatever happens */
+  c->live = 0;   /* q/k/v and the head outputs are spent below, whatever happens */
   /* to_out: dW += dout^T att; datt = dout W (in xn's buffer: the LayerNorm output is formed again below). In bf16
-     mode both read dout's bf16 copy, made once in dqkv's buffer (written only by the core, which reads datt): the
+     mode both read dout's bf16 copy, made once in dkv's buffer (written only by the core, which reads datt): the
      bits gemm_ex's own copy would hold, rounded once instead of twice */
   c5_real *prod = c5_params_scratch(p), *dxn = c->dxn_over_qkv ? (c5_real *)c->qkv : c->xn;
-  void *datt = c->xn;   /* act */
+  const c5_real *wqkv = c5_params_value(p, a->to_qkv);
+  double *gqkv = c5_params_acc(p, a->to_qkv);
+  void *datt = c->xn, *dq = c->att, *dk = c->dkv;   /* act; dq over the head outputs, read by then */
   const void *g = dout;
   if (c->act == C5_DTYPE_BF16) {
-    C5_CALL(ops->convert(&ctx, rows * d, dout, c->dqkv, c->act));
-    g = c->dqkv;
+    C5_CALL(ops->convert(&ctx, rows * d, dout, c->dkv, c->act));
+    g = c->dkv;
   }
   C5_CALL(ops->gemm_acc_ex(&ctx, 1, 0, d, hd, rows, 1.0, g, c->act, d, c->att, c->act, hd, prod,
                            c5_params_acc(p, a->to_out)));
@@ -328,16 +342,20 @@ static c5_status backward_body(const c5_attn_local *a, const c5_params *p, c5_at
   const c5k_local_attn L = cache_shape(a, c);
   C5_CALL(ops->local_attn_backward(&ctx, &L, c->qkv, act_at(c, c->qkv, hd), act_at(c, c->qkv, 2 * hd), 3 * hd,
                                    c->has_mask ? c->mask : NULL, c->rmax, c->rinv, c->uni, c->att, datt, hd,
-                                   c->dqkv, act_at(c, c->dqkv, hd), act_at(c, c->dqkv, 2 * hd)));
-  if (a->rotary) C5_CALL(rotate_qk(a, ops, &ctx, c, c->dqkv, 1));   /* dq, dk of the unrotated q, k */
-  /* to_qkv: dW += dqkv^T xn, xn (act) formed again from the x the forward saw (the same op on the same input:
-     the same bits, mean and rstd too) over datt, read by now; then dxn = dqkv W (over q/k/v, spent, or over xn) */
+                                   dq, dk, act_at(c, dk, hd), 2 * hd));
+  if (a->rotary) C5_CALL(rotate_qk(a, ops, &ctx, c, dq, hd, dk, 2 * hd, 1));   /* dq, dk of the unrotated q, k */
+  /* to_qkv (W [3 HD, dim]: rows q | k | v): dW += [dq | dkv]^T xn, xn (act) formed again from the x the forward
+     saw (the same op on the same input: the same bits, mean and rstd too) over datt, read by now; then
+     dxn = dq Wq + dkv Wkv (over q/k/v, spent, or over xn) */
   C5_CALL(ops->layernorm_forward(&ctx, x, c5_params_value(p, a->norm_w), c5_params_value(p, a->norm_b), rows,
                                  (int)d, LN_EPS, c->xn, c->act, c->mean, c->rstd));
-  C5_CALL(ops->gemm_acc_ex(&ctx, 1, 0, 3 * hd, d, rows, 1.0, c->dqkv, c->act, 3 * hd, c->xn, c->act, d, prod,
-                           c5_params_acc(p, a->to_qkv)));
-  C5_CALL(ops->gemm_ex(&ctx, 0, 0, rows, d, 3 * hd, 1.0, c->dqkv, c->act, 3 * hd, 0, c5_params_value(p, a->to_qkv),
-                        C5_DTYPE_REAL, d, 0, 0.0, dxn, C5_DTYPE_REAL, d, 0, 1, C5_DTYPE_REAL));
+  C5_CALL(ops->gemm_acc_ex(&ctx, 1, 0, hd, d, rows, 1.0, dq, c->act, hd, c->xn, c->act, d, prod, gqkv));
+  C5_CALL(ops->gemm_acc_ex(&ctx, 1, 0, 2 * hd, d, rows, 1.0, dk, c->act, 2 * hd, c->xn, c->act, d, prod,
+                           gqkv + hd * d));
+  C5_CALL(ops->gemm_ex(&ctx, 0, 0, rows, d, hd, 1.0, dq, c->act, hd, 0, wqkv, C5_DTYPE_REAL, d, 0, 0.0, dxn,
+                        C5_DTYPE_REAL, d, 0, 1, C5_DTYPE_REAL));
+  C5_CALL(ops->gemm_ex(&ctx, 0, 0, rows, d, 2 * hd, 1.0, dk, c->act, 2 * hd, 0, wqkv + hd * d, C5_DTYPE_REAL, d, 0,
+                        1.0, dxn, C5_DTYPE_REAL, d, 0, 1, C5_DTYPE_REAL));
   C5_CALL(ops->layernorm_backward(&ctx, x, c5_params_value(p, a->norm_w), c->mean, c->rstd, dxn, rows, (int)d,
                                   dx, c5_params_acc(p, a->norm_w), c5_params_acc(p, a->norm_b)));
   const long idx[] = { a->norm_w, a->norm_b, a->to_qkv, a->to_out };
@@ -356,6 +374,6 @@ c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_
            "LocalMHA backward: chunk %ld must be >= look_backward + look_forward = %d", a->chunk,
            a->look_backward + a->look_forward);
   C5_CALL(check_act(a, c, c->batch, c->n));
-  C5_WS_RUN(c->ws, carve_frame, c, backward_body(a, p, c, x, dout, dx));
+  C5_WS_RUN(c->ws, carve_backward, c, backward_body(a, p, c, x, dout, dx));
   return C5_OK;
 }

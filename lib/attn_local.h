@@ -41,7 +41,7 @@ c5_status c5_attn_local_set_rotary(c5_attn_local *a, int on);
    The cache keeps a copy of the forward's mask, the LayerNorm output, q/k/v, the
    head outputs and per-row softmax stats (max, 1/sum): O(n dim), never O(n window). */
 c5_status c5_attn_local_cache_create(const c5_attn_local *a, long batch, long n, c5_attn_local_cache **out);
-/* The same inside another module's cache: the LayerNorm output and the backward's dqkv are a frame of its
+/* The same inside another module's cache: the LayerNorm output and the backward's dk, dv are a frame of its
    workspace ws (ws.h), reserved at ws's current depth; NULL: the cache's own. */
 struct c5_ws;
 c5_status c5_attn_local_cache_create_ws(const c5_attn_local *a, long batch, long n, struct c5_ws *ws,
@@ -54,11 +54,12 @@ c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long
                                 const c5_real *x,
                                 const uint8_t *mask, c5_attn_local_cache *c, c5_real *out);
 /* out [b, n, dim] = to_out of the head outputs the last forward cached: the forward's last step, and
-   its output again later (activation dumps), bit for bit. */
+   its output again later (activation dumps), bit for bit, until a backward spends them (refused then). */
 c5_status c5_attn_local_output(const c5_attn_local *a, const c5_params *p, const c5_attn_local_cache *c,
                                c5_real *out);
-/* dx [b, n, dim] is written (=); parameter gradients accumulate (+=). A backward spends its forward (its last
-   product writes over q/k/v): a second one is refused until a forward runs again. */
+/* dx [b, n, dim] is written (=); parameter gradients accumulate (+=). A backward spends its forward (dq goes
+   over the head outputs, its last product over q/k/v): a second one, and c5_attn_local_output, are refused
+   until a forward runs again. */
 c5_status c5_attn_local_backward(const c5_attn_local *a, const c5_params *p, c5_attn_local_cache *c, const c5_real *x,
                                  const c5_real *dout, c5_real *dx);
 #endif

@@ -195,9 +195,9 @@ c5_status c5k_local_attn_forward_cpu(c5k_ctx *ctx, const c5k_local_attn *L, cons
 c5_status c5k_local_attn_backward_cpu(c5k_ctx *ctx, const c5k_local_attn *L, const void *q_, const void *k_,
                                       const void *v_, long ldqkv, const uint8_t *mask, const double *rmax,
                                       const double *rinv, const uint8_t *uni, const void *o, const void *dout_,
-                                      long ldo, void *dq_, void *dk_, void *dv_)
+                                      long ldo, void *dq_, void *dk_, void *dv_, long lddkv)
 {
-  (void)o;   /* D from P and dP, as each window's score block has them */
+  (void)o;   /* D from P and dP, as each window's score block has them: dq may be o */
   if (L->bf16) return C5K_ERR(C5_ERR_NOTIMPL, "local_attn_backward: the CPU takes c5_real tensors, not bf16");
   const c5_real *q = q_, *k = k_, *v = v_, *dout = dout_;
   c5_real *dq = dq_, *dk = dk_, *dv = dv_;
@@ -211,8 +211,8 @@ c5_status c5k_local_attn_backward_cpu(c5k_ctx *ctx, const c5k_local_attn *L, con
   c5_status fail = C5_OK;
   /* dk and dv collect from several query windows: start from zero */
   for (long r = 0; r < rows; r++) {
-    memset(dk + r * ldqkv, 0, (size_t)(H * dh) * sizeof *dk);
-    memset(dv + r * ldqkv, 0, (size_t)(H * dh) * sizeof *dv);
+    memset(dk + r * lddkv, 0, (size_t)(H * dh) * sizeof *dk);
+    memset(dv + r * lddkv, 0, (size_t)(H * dh) * sizeof *dv);
   }
   for (int phase = 0; phase < 2; phase++) {
     const long nph = (nch + 1 - phase) / 2;   /* chunks 2k + phase */
@@ -235,9 +235,9 @@ c5_status c5k_local_attn_backward_cpu(c5k_ctx *ctx, const c5k_local_attn *L, con
           const c5_real *K = k + (row0 + g.kb) * ldqkv + h * dh;
           const c5_real *V = v + (row0 + g.kb) * ldqkv + h * dh;
           const c5_real *dO = dout + (row0 + g.t0) * ldo + h * dh;
-          c5_real *dQ = dq + (row0 + g.t0) * ldqkv + h * dh;
-          c5_real *dK = dk + (row0 + g.kb) * ldqkv + h * dh;
-          c5_real *dV = dv + (row0 + g.kb) * ldqkv + h * dh;
+          c5_real *dQ = dq + (row0 + g.t0) * ldo + h * dh;
+          c5_real *dK = dk + (row0 + g.kb) * lddkv + h * dh;
+          c5_real *dV = dv + (row0 + g.kb) * lddkv + h * dh;
           s = c5k_gemm_cpu(&tctx, 0, 1, g.m, nk, dh, L->scale, Q, ldqkv, K, ldqkv, 0.0, P, lw);
           if (s == C5_OK) s = c5k_gemm_cpu(&tctx, 0, 1, g.m, nk, dh, 1.0, dO, ldo, V, ldqkv, 0.0, dP, lw);
           if (s != C5_OK) break;
@@ -252,9 +252,9 @@ c5_status c5k_local_attn_backward_cpu(c5k_ctx *ctx, const c5k_local_attn *L, con
             for (long col = 0; col < nk; col++) D += (double)pr[col] * dpr[col];
             for (long col = 0; col < nk; col++) dsr[col] = (c5_real)(pr[col] * ((double)dpr[col] - D));
           }
-          s = c5k_gemm_cpu(&tctx, 0, 0, g.m, dh, nk, L->scale, S, lw, K, ldqkv, 0.0, dQ, ldqkv);
-          if (s == C5_OK) s = c5k_gemm_cpu(&tctx, 1, 0, nk, dh, g.m, L->scale, S, lw, Q, ldqkv, 1.0, dK, ldqkv);
-          if (s == C5_OK) s = c5k_gemm_cpu(&tctx, 1, 0, nk, dh, g.m, 1.0, P, lw, dO, ldo, 1.0, dV, ldqkv);
+          s = c5k_gemm_cpu(&tctx, 0, 0, g.m, dh, nk, L->scale, S, lw, K, ldqkv, 0.0, dQ, ldo);
+          if (s == C5_OK) s = c5k_gemm_cpu(&tctx, 1, 0, nk, dh, g.m, L->scale, S, lw, Q, ldqkv, 1.0, dK, lddkv);
+          if (s == C5_OK) s = c5k_gemm_cpu(&tctx, 1, 0, nk, dh, g.m, 1.0, P, lw, dO, ldo, 1.0, dV, lddkv);
         }
         if (s != C5_OK) {
 #pragma omp critical(c5k_local_attn_fail)

@@ -59,7 +59,7 @@ c5_status c5k_local_attn_forward_cpu(c5k_ctx *, const c5k_local_attn *, const vo
                                      long, const uint8_t *, void *, long, double *, double *, uint8_t *);
 c5_status c5k_local_attn_backward_cpu(c5k_ctx *, const c5k_local_attn *, const void *, const void *, const void *,
                                       long, const uint8_t *, const double *, const double *, const uint8_t *,
-                                      const void *, const void *, long, void *, void *, void *);
+                                      const void *, const void *, long, void *, void *, void *, long);
 int c5k_local_attn_bf16_cpu(c5k_ctx *, const c5k_local_attn *);
 /* routed attention: gathers, scatters, halo (copy2d.c, gather.c) */
 c5_status c5k_copy2d_cpu(c5k_ctx *, void *, long, const void *, long, long, long);

@@ -57,7 +57,7 @@ struct la_shape {
   long n, w, W, np, lw;   /* tokens, window, windows, padded tokens, slots L w */
   int lb, lf, causal, exact, H, dh;
   double scale;
-  long ldqkv, ldo;
+  long ldqkv, ldo, lddkv;   /* q, k, v; o, dout, dq; dk, dv (the backward's) */
 };
 
 /* Query window i: real queries t0 .. t0+m-1, real keys kb .. ke-1, slots in
@@ -448,7 +448,7 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_q(la_shape a, const T 
       D = la_sumn<LA_LANES>(D);
       if (live && l8 == 0) dd[st] = D;
     } else if (live) {
-      T *row = dq + (row0 + t) * a.ldqkv + (long)h * dh;
+      T *row = dq + (row0 + t) * a.ldo + (long)h * dh;
       for (int j = 0; j < LA_HC; j++) {
         const int d = l8 + LA_LANES * j;
         if (d < dh) row[d] = scale * acc[j];
@@ -521,7 +521,7 @@ __global__ void __launch_bounds__(LA_THREADS) la_backward_kv(la_shape a, const T
     }
   }
   if (!live) return;
-  T *rk = dk + (row0 + p) * a.ldqkv + (long)h * dh, *rv = dv + (row0 + p) * a.ldqkv + (long)h * dh;
+  T *rk = dk + (row0 + p) * a.lddkv + (long)h * dh, *rv = dv + (row0 + p) * a.lddkv + (long)h * dh;
   for (int j = 0; j < LA_HC; j++) {
     const int d = l8 + LA_LANES * j;
     if (d < dh) {
@@ -1010,15 +1010,15 @@ static c5_status lg_backward(c5k_ctx *ctx, c5k_cuda_dev *dev, const c5k_local_at
     });
     C5K_CUDA_LAUNCHED(op);
     C5_CALL_K(c5k_gemm_bf16(ctx, 0, 0, a.w, a.dh, a.lw, a.scale, dS, p.lwp, ss, K, a.dh, ws, 0.0, DQ, a.dh, ws, cb));
-    lg_unpack_rows(dev, a, p, j0, cb, 0, DQ, dq, a.ldqkv);
+    lg_unpack_rows(dev, a, p, j0, cb, 0, DQ, dq, a.ldo);
     for (long jb = 0; jb < p.L; jb++) {   /* key block jb of the chunk's window jj is its key slot jj + jb */
       C5_CALL_K(c5k_gemm_bf16(ctx, 1, 0, a.w, a.dh, a.w, 1.0, P + jb * a.w, p.lwp, ss, dO, a.dh, ws, 1.0, DV + jb * ws,
                         a.dh, ws, cb));
       C5_CALL_K(c5k_gemm_bf16(ctx, 1, 0, a.w, a.dh, a.w, a.scale, dS + jb * a.w, p.lwp, ss, Q, a.dh, ws, 1.0,
                         DK + jb * ws, a.dh, ws, cb));
     }
-    lg_unpack_rows(dev, a, p, j0, cb, a.lb, DK, dk, a.ldqkv);
-    lg_unpack_rows(dev, a, p, j0, cb, a.lb, DV, dv, a.ldqkv);
+    lg_unpack_rows(dev, a, p, j0, cb, a.lb, DK, dk, a.lddkv);
+    lg_unpack_rows(dev, a, p, j0, cb, a.lb, DV, dv, a.lddkv);
     C5K_CUDA_LAUNCHED(op);
     if (j0 + cb < p.nb && p.L > 1) {   /* a next chunk: cb = p.cb >= L, so the moved slots do not overlap */
       const size_t cbytes = (size_t)carry * sizeof(float), zbytes = (size_t)cb * ws * sizeof(float);
@@ -1631,7 +1631,9 @@ lf_backward_q(la_shape a, const T *q, const T *k, const T *v, bool vec, const ui
   __syncthreads();
   float D[2], acc[ON][4];
 #pragma unroll
-  for (int ri = 0; ri < 2; ri++) {   /* D = dout o: each lane its columns of the row, then the quad's butterfly */
+  for (int ri = 0; ri < 2; ri++) {   /* D = dout o: each lane its columns of the row, then the quad's butterfly; the
+                                        elements of o a thread reads are the ones of dq it writes at the end (dq may
+                                        be o, kernels.h), and no other thread's: the kv kernel reads D, never o */
     const long t = t0 + 8 * ri;
     D[ri] = 0.f;
     if (t < a.n) {
@@ -1688,7 +1690,7 @@ lf_backward_q(la_shape a, const T *q, const T *k, const T *v, bool vec, const ui
   for (int ri = 0; ri < 2; ri++) {
     const long t = t0 + 8 * ri;
     if (t >= a.n) continue;
-    T *dst = dq + (row0 + t) * a.ldqkv + (long)h * DH + 2 * tq;
+    T *dst = dq + (row0 + t) * a.ldo + (long)h * DH + 2 * tq;
 #pragma unroll
     for (int n = 0; n < ON; n++) {
       dst[8 * n] = lf_io<T>::out(scale * acc[n][2 * ri]);
@@ -1861,7 +1863,7 @@ lf_backward_kv(la_shape a, const T *q, const T *k, const T *v, bool vec, const u
   for (int ri = 0; ri < 2; ri++) {
     const long p = pr + 8 * ri;
     if (p >= a.n) continue;
-    const long off = (row0 + p) * a.ldqkv + (long)h * DH + 2 * tq;
+    const long off = (row0 + p) * a.lddkv + (long)h * DH + 2 * tq;
     T *rk = dk + off, *rv = dv + off;
 #pragma unroll
     for (int n = 0; n < ON; n++) {
@@ -1905,7 +1907,8 @@ static size_t score_bytes(void) { return (size_t)LA_TILE * (LA_TILE + 1) * sizeo
 static size_t stats_bytes(void) { return (size_t)LA_TILE * (3 * sizeof(double) + 4 * sizeof(long) + 2 * sizeof(int)); }
 
 /* The shape on the device and the launch grid (x: tiles of LA_TILE tokens), or an error naming op. */
-static c5_status la_setup(const c5k_local_attn *L, long ldqkv, long ldo, const char *op, la_shape *a, dim3 *grid)
+static c5_status la_setup(const c5k_local_attn *L, long ldqkv, long ldo, long lddkv, const char *op, la_shape *a,
+                          dim3 *grid)
 {
   if (L->window < 1 || L->n < 0 || L->batch < 0 || L->heads < 1 || L->look_backward < 0 || L->look_forward < 0)
     return C5K_ERR(C5_ERR_ARG, "cuda local_attn_%s: window %ld, n %ld, batch %ld, heads %d, look %d/%d", op,
@@ -1927,6 +1930,7 @@ static c5_status la_setup(const c5k_local_attn *L, long ldqkv, long ldo, const c
   a->scale = L->scale;
   a->ldqkv = ldqkv;
   a->ldo = ldo;
+  a->lddkv = lddkv;
   const long tiles = (L->n + LA_TILE - 1) / LA_TILE;
   if (tiles > 0x7fffffffL || L->heads > 65535 || L->batch > 65535)
     return C5K_ERR(C5_ERR_NOTIMPL, "cuda local_attn_%s: grid %ld x %d x %ld exceeds the launch limits", op, tiles,
@@ -1947,7 +1951,7 @@ extern "C" int c5k_local_attn_bf16_cuda(c5k_ctx *ctx, const c5k_local_attn *L)
 #else
   la_shape a;
   dim3 grid;
-  return c5k_bf16_acts_cuda(ctx) && la_setup(L, 0, 0, "bf16", &a, &grid) == C5_OK && lf_bwd_ok(a);
+  return c5k_bf16_acts_cuda(ctx) && la_setup(L, 0, 0, 0, "bf16", &a, &grid) == C5_OK && lf_bwd_ok(a);
 #endif
 }
 
@@ -1960,7 +1964,7 @@ extern "C" c5_status c5k_local_attn_forward_cuda(c5k_ctx *ctx, const c5k_local_a
   la_shape a;
   dim3 grid;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
-  C5_CALL_K(la_setup(L, ldqkv, ldo, "forward", &a, &grid));
+  C5_CALL_K(la_setup(L, ldqkv, ldo, 0, "forward", &a, &grid));
   if (L->bf16 && !c5k_local_attn_bf16_cuda(ctx, L))
     return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: bf16 tensors (dim_head %d, window %ld) only where local_attn_bf16 "
                    "says so", op, L->dim_head, L->window);
@@ -1986,14 +1990,14 @@ extern "C" c5_status c5k_local_attn_backward_cuda(c5k_ctx *ctx, const c5k_local_
                                                   const void *k_, const void *v_, long ldqkv, const uint8_t *mask,
                                                   const double *rmax, const double *rinv, const uint8_t *uni,
                                                   const void *o_, const void *dout_, long ldo, void *dq_, void *dk_,
-                                                  void *dv_)
+                                                  void *dv_, long lddkv)
 {
   const char *op = "local_attn_backward";
   c5k_cuda_dev *dev;
   la_shape a;
   dim3 grid;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
-  C5_CALL_K(la_setup(L, ldqkv, ldo, "backward", &a, &grid));
+  C5_CALL_K(la_setup(L, ldqkv, ldo, lddkv, "backward", &a, &grid));
   if (L->bf16 && !c5k_local_attn_bf16_cuda(ctx, L))
     return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: bf16 tensors (dim_head %d, window %ld) only where local_attn_bf16 "
                    "says so", op, L->dim_head, L->window);

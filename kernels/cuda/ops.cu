@@ -18,7 +18,7 @@ c5_status c5k_local_attn_forward_cuda(c5k_ctx *, const c5k_local_attn *, const v
                                       long, const uint8_t *, void *, long, double *, double *, uint8_t *);
 c5_status c5k_local_attn_backward_cuda(c5k_ctx *, const c5k_local_attn *, const void *, const void *, const void *,
                                        long, const uint8_t *, const double *, const double *, const uint8_t *,
-                                       const void *, const void *, long, void *, void *, void *);
+                                       const void *, const void *, long, void *, void *, void *, long);
 int c5k_local_attn_bf16_cuda(c5k_ctx *, const c5k_local_attn *);
 /* device-resident block orchestration (cuda-lib) */
 c5_status c5k_index_rows_cuda(c5k_ctx *, long, long, const long *, long, long, long, long, long, long *, long);

@@ -268,9 +268,14 @@ static int check_backward(const acase *k, unsigned long long seed)
     for (long i = 0; i < tot; i++) T_CHECK(isfinite((double)g2[i]), "%s: gradient %ld not finite", k->name, i);
   }
 #if C5_USE_DOUBLE
-  /* a backward spends its forward (its last product goes over q/k/v): a second is refused */
+  /* a backward spends its forward (dq goes over the head outputs, its last product over q/k/v): a second is
+     refused, and so is the output formed again from the head outputs */
   T_CHECK(c5_attn_local_backward(&s.a, s.p, s.c, s.x, s.g, dx2) == C5_ERR_ARG &&
           strstr(c5_last_error(), "holds no forward"), "%s: a second backward: %s", k->name, c5_last_error());
+  c5_error_clear();
+  T_CHECK(c5_attn_local_output(&s.a, s.p, s.c, dx2) == C5_ERR_ARG && strstr(c5_last_error(), "no head outputs"),
+          "%s: the output after a backward: %s", k->name, c5_last_error());
+  c5_error_clear();
   /* gradients accumulate: a second forward and backward double them */
   T_OK(c5_attn_local_forward(&s.a, s.p, k->batch, k->n, 0, s.x, s.mask, s.c, s.out));
   T_OK(c5_attn_local_backward(&s.a, s.p, s.c, s.x, s.g, dx2));

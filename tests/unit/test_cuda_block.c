@@ -2,8 +2,9 @@
    the CUDA backend against the CPU backend at one rank: the same parameters
    (made on the CPU, uploaded), the same input (and mask), every tensor of
    the GPU run in device memory. Compared norm-wise: out, dx, the light
-   FeedForward's and LocalMHA's outputs formed again after the backward
-   (what an activation dump writes), and every parameter gradient (double build 1e-10, single build 1e-4, and the same
+   FeedForward's and LocalMHA's outputs formed again from the caches between
+   the forward and the backward (what an activation dump writes; LocalMHA's
+   backward spends its head outputs), and every parameter gradient (double build 1e-10, single build 1e-4, and the same
    block with TF32 products 5e-3, bf16 products 2e-2: a block is a
    chain of GEMMs, norms and softmaxes whose rounding the tolerances of the
    single ops compound); the routed index sets of the three routers (q, kv,
@@ -64,7 +65,7 @@ static c5_block_config config(const bcase *k)
 /* One run on be: parameters values (host, np of them) uploaded; x, g, mask host. Results to host. */
 typedef struct {
   c5_real *out, *dx, *grad;
-  c5_real *ffl, *attl;   /* the light FeedForward's and LocalMHA's outputs formed again after the backward */
+  c5_real *ffl, *attl;   /* the light FeedForward's and LocalMHA's outputs formed again before the backward */
   long *ridx[3];
   long rcnt[3], rows[3], *rcount[3];
   c5_layout lay;
@@ -135,6 +136,19 @@ static int run(const c5_backend *be, const c5_dist *d, const bcase *k, const c5_
   T_OK(c5_backend_alloc(be, bytes, (void **)&dout));
   T_OK(c5_backend_alloc(be, bytes, (void **)&ddx));
   T_OK(c5_block_forward(b, d, &lay, k->batch, dx_, dm, c, dout));
+  /* the light branches formed again from the caches (dump_internal.h, in ddx before the backward writes it): in
+     bf16 mode the FeedForward's from its bf16 GELU output, LocalMHA's from its bf16 head outputs where it keeps
+     them (its backward writes dq over them: they are read before it) */
+  res->ffl = malloc(bytes);
+  T_CHECK(res->ffl != NULL, "out of memory");
+  T_OK(c5_routed_ff_light_out(c5_block_ff(b), c5_block_ff_cache(c), ddx));
+  T_OK(c5_backend_memcpy(be, res->ffl, ddx, bytes));
+  if (c5_routed_attn_has_light(c5_block_attn(b))) {
+    res->attl = malloc(bytes);
+    T_CHECK(res->attl != NULL, "out of memory");
+    T_OK(c5_routed_attn_light_out(c5_block_attn(b), c5_block_attn_cache(c), ddx));
+    T_OK(c5_backend_memcpy(be, res->attl, ddx, bytes));
+  }
   T_OK(c5_block_backward(b, d, c, dx_, dg, ddx));
   if (c5_dist_size(d) > 1) T_OK(c5_params_allreduce_grad(p, d));
   T_OK(c5_backend_sync(be));
@@ -145,18 +159,6 @@ static int run(const c5_backend *be, const c5_dist *d, const bcase *k, const c5_
   T_OK(c5_backend_memcpy(be, res->out, dout, bytes));
   T_OK(c5_backend_memcpy(be, res->dx, ddx, bytes));
   T_OK(c5_backend_memcpy(be, res->grad, c5_params_grad(p, 0), (size_t)np * sizeof *res->grad));
-  /* the light branches formed again from the caches after the backward (dump_internal.h, in dout): in bf16 mode
-     the FeedForward's from its bf16 GELU output, LocalMHA's from its bf16 head outputs where it keeps them */
-  res->ffl = malloc(bytes);
-  T_CHECK(res->ffl != NULL, "out of memory");
-  T_OK(c5_routed_ff_light_out(c5_block_ff(b), c5_block_ff_cache(c), dout));
-  T_OK(c5_backend_memcpy(be, res->ffl, dout, bytes));
-  if (c5_routed_attn_has_light(c5_block_attn(b))) {
-    res->attl = malloc(bytes);
-    T_CHECK(res->attl != NULL, "out of memory");
-    T_OK(c5_routed_attn_light_out(c5_block_attn(b), c5_block_attn_cache(c), dout));
-    T_OK(c5_backend_memcpy(be, res->attl, dout, bytes));
-  }
   const c5_routing *rts[3] = { c5_routed_attn_routing_q(c5_block_attn_cache(c)),
                                c5_routed_attn_routing_kv(c5_block_attn_cache(c)),
                                c5_routed_ff_routing(c5_block_ff_cache(c)) };

@@ -3,7 +3,9 @@
    (c5k_cpu_ops) on the same inputs, norm-wise: 1e-12 in the double build,
    1e-5 in the single build. q, k, v interleaved in one buffer with a
    padded leading dimension (as lib/attn_local.c lays them out), o and dout
-   with their own padded stride; every output poisoned with NaN first (the
+   with their own padded stride, the backward's dq written over o (as the
+   module does: o read out after the forward) and dk | dv interleaved with a
+   third padded stride; every output poisoned with NaN first (the
    stride gaps must stay NaN: nothing outside the heads is written). Cases:
    windows 2, 8, 128, 512, causal or not, exact_windowsize on/off, look
    1/1, 1/0, 2/0, n a multiple of the window and not, no mask, a random
@@ -81,13 +83,14 @@ static int gaps_poisoned(const c5_real *x, long rows, long ld, long off, long co
   return 1;
 }
 
-/* The row strides (elements) of a case with tensors of es bytes an element: 16-byte gaps where aligned (whole 16
-   bytes a row), else odd ones. */
-static void lds_of(const lcase *c, size_t es, long *ldqkv, long *ldo)
+/* The row strides (elements) of a case with tensors of es bytes an element: q|k|v, o (dout, dq), dk|dv; 16-byte
+   gaps where aligned (whole 16 bytes a row), else odd ones. */
+static void lds_of(const lcase *c, size_t es, long *ldqkv, long *ldo, long *lddkv)
 {
   const long HD = (long)c->H * c->dh, al = 16 / (long)es;
   *ldqkv = 3 * HD + (c->aligned ? al : 5);
   *ldo = HD + (c->aligned ? al : 3);
+  *lddkv = 2 * HD + (c->aligned ? al : 7);
 }
 
 /* The key mask of a case (kind 1: random; 2: also, in sequence 1, window 0 sees only dead keys, and a stretch inside). */
@@ -102,12 +105,13 @@ static void fill_mask(const lcase *c, unsigned long long *seed, uint8_t *mask)
   }
 }
 
-/* A case's device buffers: q|k|v interleaved (row stride ldqkv elements), dq|dk|dv alike, o and dout (ldo), the
-   row stats and the key mask; tensors of es bytes an element (c5_real, or 2: bf16, L.bf16 = 1). */
+/* A case's device buffers: q|k|v interleaved (row stride ldqkv elements), o and dout (ldo; the backward writes dq
+   over o), dk|dv interleaved (lddkv), the row stats and the key mask; tensors of es bytes an element (c5_real, or
+   2: bf16, L.bf16 = 1). */
 typedef struct {
-  void *qkv, *dqkv, *o, *dout, *rmax, *rinv, *uni, *mask;
+  void *qkv, *dkv, *o, *dout, *rmax, *rinv, *uni, *mask;
   size_t es;
-  long ldqkv, ldo;
+  long ldqkv, ldo, lddkv;
 } ldev;
 
 static c5_status dev_forward(c5k_ctx *ctx, const c5k_local_attn *L, const ldev *d)
@@ -122,14 +126,14 @@ static c5_status dev_backward(c5k_ctx *ctx, const c5k_local_attn *L, const ldev 
 {
   const size_t hd = (size_t)L->heads * L->dim_head * d->es;
   const char *q = d->qkv;
-  char *dq = d->dqkv;
+  char *dk = d->dkv;
   return c5k_cuda_ops.local_attn_backward(ctx, L, q, q + hd, q + 2 * hd, d->ldqkv, d->mask, d->rmax, d->rinv, d->uni,
-                                          d->o, d->dout, d->ldo, dq, dq + hd, dq + 2 * hd);
+                                          d->o, d->dout, d->ldo, d->o, dk, dk + hd, d->lddkv);
 }
 
 static void dev_free(c5_backend *gpu, ldev *d)
 {
-  c5_backend_free(gpu, d->qkv); c5_backend_free(gpu, d->dqkv); c5_backend_free(gpu, d->o);
+  c5_backend_free(gpu, d->qkv); c5_backend_free(gpu, d->dkv); c5_backend_free(gpu, d->o);
   c5_backend_free(gpu, d->dout); c5_backend_free(gpu, d->rmax); c5_backend_free(gpu, d->rinv);
   c5_backend_free(gpu, d->uni); c5_backend_free(gpu, d->mask);
 }
@@ -159,11 +163,12 @@ fail:
   return 0;
 }
 
-/* The GPU's o, dq|dk|dv (c5_real copies, strides of the case) and stats against the CPU's, norm-wise: e = o,
-   stats (both in one norm), dq, dk, dv. a, b: scratch of max(rows 3 HD, 2 nst) doubles. */
-static void errs_of(const c5k_local_attn *L, long ldqkv, long ldo, const c5_real *og, const c5_real *o,
-                    const c5_real *dg, const c5_real *dqkv, const double *rmaxg, const double *rmax,
-                    const double *rinvg, const double *rinv, double *a, double *b, double e[5])
+/* The GPU's o, dq (ldo), dk|dv (lddkv) (c5_real copies) and stats against the CPU's, norm-wise: e = o, stats
+   (both in one norm), dq, dk, dv. a, b: scratch of max(rows HD, 2 nst) doubles. */
+static void errs_of(const c5k_local_attn *L, long ldo, long lddkv, const c5_real *og, const c5_real *o,
+                    const c5_real *dqg, const c5_real *dq, const c5_real *dg, const c5_real *dkv,
+                    const double *rmaxg, const double *rmax, const double *rinvg, const double *rinv, double *a,
+                    double *b, double e[5])
 {
   const long rows = L->batch * L->n, HD = (long)L->heads * L->dim_head, nst = L->batch * L->heads * L->n;
   e[0] = err_of(og, o, rows, HD, ldo, 0, a, b);
@@ -172,20 +177,21 @@ static void errs_of(const c5k_local_attn *L, long ldqkv, long ldo, const c5_real
     a[nst + i] = rinvg[i]; b[nst + i] = rinv[i];
   }
   e[1] = t_normwise(a, b, 2 * nst);
-  for (int x = 0; x < 3; x++) e[2 + x] = err_of(dg, dqkv, rows, HD, ldqkv, x * HD, a, b);
+  e[2] = err_of(dqg, dq, rows, HD, ldo, 0, a, b);
+  for (int x = 0; x < 2; x++) e[3 + x] = err_of(dg, dkv, rows, HD, lddkv, x * HD, a, b);
 }
 
 /* The CPU's forward and backward of a case (c5_real tensors in its strides; work: c5k_local_attn_work(L) doubles)
-   and its uniform rows (*nuni; the dead stretches of mask kind 2 must make some). */
+   and its uniform rows (*nuni; the dead stretches of mask kind 2 must make some): dq (ldo) apart from o. */
 static int cpu_ref(const lcase *c, const c5k_local_attn *L, const c5_real *qkv, long ldqkv, const uint8_t *mask,
-                   const c5_real *dout, long ldo, double *work, c5_real *o, double *rmax, double *rinv, uint8_t *uni,
-                   c5_real *dqkv, long *nuni)
+                   const c5_real *dout, long ldo, long lddkv, double *work, c5_real *o, double *rmax, double *rinv,
+                   uint8_t *uni, c5_real *dq, c5_real *dkv, long *nuni)
 {
   const long HD = (long)c->H * c->dh, nst = c->batch * c->H * c->n;
   c5k_ctx cpu = { .work = work, .work_len = c5k_local_attn_work(L) };
   T_OK(c5k_cpu_ops.local_attn_forward(&cpu, L, qkv, qkv + HD, qkv + 2 * HD, ldqkv, mask, o, ldo, rmax, rinv, uni));
   T_OK(c5k_cpu_ops.local_attn_backward(&cpu, L, qkv, qkv + HD, qkv + 2 * HD, ldqkv, mask, rmax, rinv, uni, o, dout,
-                                       ldo, dqkv, dqkv + HD, dqkv + 2 * HD));
+                                       ldo, dq, dkv, dkv + HD, lddkv));
   *nuni = 0;
   for (long i = 0; i < nst; i++) *nuni += uni[i];
   if (c->mask_kind == 2 && c->batch > 1) T_CHECK(*nuni > 0, "the dead stretches made no uniform row");
@@ -198,9 +204,9 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
 {
   const c5k_local_attn L = shape_of(c);
   const long rows = c->batch * c->n, HD = (long)c->H * c->dh;
-  long ldqkv, ldo;
-  lds_of(c, sizeof(c5_real), &ldqkv, &ldo);
-  const long nst = c->batch * c->H * c->n, nqkv = rows * ldqkv, no = rows * ldo;
+  long ldqkv, ldo, lddkv;
+  lds_of(c, sizeof(c5_real), &ldqkv, &ldo, &lddkv);
+  const long nst = c->batch * c->H * c->n, nqkv = rows * ldqkv, no = rows * ldo, nkv = rows * lddkv;
   const long work_len = c5k_local_attn_work(&L);
   int ok = 0;
   /* bf16 mode takes the cuBLASLt products or the flash kernels for dim_head a multiple of 8 (attn_local.cu) */
@@ -210,15 +216,17 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
   unsigned long long seed = 77 + c->n * 13 + c->w * 7 + c->dh * 3 + c->causal + 2 * c->exact + 4 * c->lf + c->mask_kind;
   c5_real *qkv = malloc(nqkv * sizeof *qkv), *dout = malloc(no * sizeof *dout);
   c5_real *o = malloc(no * sizeof *o), *og = malloc(no * sizeof *og), *o2 = malloc(no * sizeof *o2);
-  c5_real *dqkv = malloc(nqkv * sizeof *dqkv), *dg = malloc(nqkv * sizeof *dg), *d2 = malloc(nqkv * sizeof *d2);
+  c5_real *dq = malloc(no * sizeof *dq), *dqg = malloc(no * sizeof *dqg), *dq2 = malloc(no * sizeof *dq2);
+  c5_real *dkv = malloc(nkv * sizeof *dkv), *dg = malloc(nkv * sizeof *dg), *d2 = malloc(nkv * sizeof *d2);
   c5_real *nanq = malloc(nqkv * sizeof *nanq);
   double *rmax = malloc(nst * sizeof *rmax), *rinv = malloc(nst * sizeof *rinv);
   double *rmaxg = malloc(nst * sizeof *rmaxg), *rinvg = malloc(nst * sizeof *rinvg), *st2 = malloc(2 * nst * sizeof *st2);
   double *work = malloc((work_len > 0 ? work_len : 1) * sizeof *work);
   double *a = malloc((nqkv > 2 * nst ? nqkv : 2 * nst) * sizeof *a), *b = malloc((nqkv > 2 * nst ? nqkv : 2 * nst) * sizeof *b);
   uint8_t *uni = malloc(nst), *unig = malloc(nst), *uni2 = malloc(nst), *mask = c->mask_kind ? malloc(rows) : NULL;
-  ldev d = { .es = sizeof(c5_real), .ldqkv = ldqkv, .ldo = ldo };
-  T_CHECK(qkv && dout && o && og && o2 && dqkv && dg && d2 && nanq && rmax && rinv && rmaxg && rinvg && st2 && work &&
+  ldev d = { .es = sizeof(c5_real), .ldqkv = ldqkv, .ldo = ldo, .lddkv = lddkv };
+  T_CHECK(qkv && dout && o && og && o2 && dq && dqg && dq2 && dkv && dg && d2 && nanq && rmax && rinv && rmaxg &&
+          rinvg && st2 && work &&
           a && b && uni && unig && uni2 && (!c->mask_kind || mask), "out of memory");
   for (long i = 0; i < nqkv; i++) {
     qkv[i] = (c5_real)t_normal(&seed);
@@ -227,33 +235,36 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
   for (long i = 0; i < no; i++) dout[i] = (c5_real)t_normal(&seed);
   if (mask) fill_mask(c, &seed, mask);
   long nuni;
-  T_CHECK(cpu_ref(c, &L, qkv, ldqkv, mask, dout, ldo, work, o, rmax, rinv, uni, dqkv, &nuni), "the CPU");
-  /* the GPU, twice */
+  T_CHECK(cpu_ref(c, &L, qkv, ldqkv, mask, dout, ldo, lddkv, work, o, rmax, rinv, uni, dq, dkv, &nuni), "the CPU");
+  /* the GPU, twice (o read out before the backward writes dq over it) */
   T_OK(c5_backend_set_matmul(gpu, mm));
   memset(uni2, 0xff, nst);
   T_CHECK((d.qkv = t_dev_upload(gpu, qkv, nqkv * sizeof *qkv)) && (d.dout = t_dev_upload(gpu, dout, no * sizeof *dout)) &&
-          (d.o = t_dev_upload(gpu, nanq, no * sizeof *o)) && (d.dqkv = t_dev_upload(gpu, nanq, nqkv * sizeof *dqkv)) &&
+          (d.o = t_dev_upload(gpu, nanq, no * sizeof *o)) && (d.dkv = t_dev_upload(gpu, nanq, nkv * sizeof *dkv)) &&
           (d.rmax = t_dev_upload(gpu, nanq, nst * sizeof(double))) && (d.rinv = t_dev_upload(gpu, nanq, nst * sizeof(double))) &&
           (d.uni = t_dev_upload(gpu, uni2, nst)) && (!mask || (d.mask = t_dev_upload(gpu, mask, rows))),
           "device buffers");
   for (int rep = 0; rep < 2; rep++) {
     c5k_ctx ctx = c5_backend_ctx(gpu, NULL, 0);
     T_OK(dev_forward(&ctx, &L, &d));
-    T_OK(dev_backward(&ctx, &L, &d));
     T_OK(c5_backend_memcpy(gpu, rep ? o2 : og, d.o, no * sizeof *o));
-    T_OK(c5_backend_memcpy(gpu, rep ? d2 : dg, d.dqkv, nqkv * sizeof *dqkv));
+    T_OK(dev_backward(&ctx, &L, &d));
+    T_OK(c5_backend_memcpy(gpu, rep ? dq2 : dqg, d.o, no * sizeof *dq));
+    T_OK(c5_backend_memcpy(gpu, rep ? d2 : dg, d.dkv, nkv * sizeof *dkv));
     T_OK(c5_backend_memcpy(gpu, rep ? st2 : rmaxg, d.rmax, nst * sizeof(double)));
     T_OK(c5_backend_memcpy(gpu, rep ? st2 + nst : rinvg, d.rinv, nst * sizeof(double)));
     T_OK(c5_backend_memcpy(gpu, rep ? uni2 : unig, d.uni, nst));
   }
   {
-    const int same = memcmp(o2, og, no * sizeof *o) == 0 && memcmp(d2, dg, nqkv * sizeof *dg) == 0 &&
+    const int same = memcmp(o2, og, no * sizeof *o) == 0 && memcmp(dq2, dqg, no * sizeof *dq) == 0 &&
+                     memcmp(d2, dg, nkv * sizeof *dg) == 0 &&
                      memcmp(st2, rmaxg, nst * sizeof(double)) == 0 && memcmp(st2 + nst, rinvg, nst * sizeof(double)) == 0 &&
                      memcmp(uni2, unig, nst) == 0;
     const int uni_same = memcmp(unig, uni, nst) == 0;
-    const int gaps = gaps_poisoned(og, rows, ldo, 0, HD) && gaps_poisoned(dg, rows, ldqkv, 0, 3 * HD);
+    const int gaps = gaps_poisoned(og, rows, ldo, 0, HD) && gaps_poisoned(dqg, rows, ldo, 0, HD) &&
+                     gaps_poisoned(dg, rows, lddkv, 0, 2 * HD);
     double e[5];
-    errs_of(&L, ldqkv, ldo, og, o, dg, dqkv, rmaxg, rmax, rinvg, rinv, a, b, e);
+    errs_of(&L, ldo, lddkv, og, o, dqg, dq, dg, dkv, rmaxg, rmax, rinvg, rinv, a, b, e);
     const double eo = e[0], es = e[1], eq = e[2], ek = e[3], ev = e[4];
     const double emax = fmax(fmax(eo, eq), fmax(ek, ev));
     const int rounded = !(tc && c->must_round) || emax > 1e-5;
@@ -269,7 +280,8 @@ static int run(c5_backend *gpu, const lcase *c, c5_matmul mm)
 fail:
   c5_backend_set_matmul(gpu, C5_MATMUL_FP32);
   dev_free(gpu, &d);
-  free(qkv); free(dout); free(o); free(og); free(o2); free(dqkv); free(dg); free(d2); free(nanq);
+  free(qkv); free(dout); free(o); free(og); free(o2); free(dq); free(dqg); free(dq2); free(dkv); free(dg); free(d2);
+  free(nanq);
   free(rmax); free(rinv); free(rmaxg); free(rinvg); free(st2); free(work); free(a); free(b);
   free(uni); free(unig); free(uni2); free(mask);
   return ok;
@@ -301,7 +313,7 @@ static int bf16_answers(c5_backend *gpu)
       T_FAILS(c5k_cuda_ops.local_attn_forward(&ctx, &L, NULL, NULL, NULL, 3 * 128, NULL, NULL, 128, NULL, NULL, NULL),
               C5_ERR_NOTIMPL, "bf16 tensors");
       T_FAILS(c5k_cuda_ops.local_attn_backward(&ctx, &L, NULL, NULL, NULL, 3 * 128, NULL, NULL, NULL, NULL, NULL, NULL,
-                                               128, NULL, NULL, NULL), C5_ERR_NOTIMPL, "bf16 tensors");
+                                               128, NULL, NULL, NULL, 2 * 128), C5_ERR_NOTIMPL, "bf16 tensors");
     }
     pass = got == want && got1 == want;
     printf("local_attn_bf16 dh %d w %ld %s%s: %d, with L.bf16 %d (want %d)%s %s\n", qs[i].dh, qs[i].w,
@@ -323,37 +335,41 @@ static int bf16_answers(c5_backend *gpu)
    drawn in f32 and rounded to bf16 on the host; the GPU's bf16 o, dq, dk, dv (and stats) against the CPU on the same
    rounded values (norm-wise, 2e-2: the bf16 mode's bound) and bit for bit against the f32 flash kernels on them
    (which round the rows to bf16 in shared memory: the same tiles): o and the stats from the f32 forward (o rounded
-   to bf16), dq, dk, dv from the f32 backward given the bf16 o (rounded). A second run: the same bits; the stride
-   gaps of o and dqkv (bf16 NaN) unwritten. */
+   to bf16), dq, dk, dv from the f32 backward given the bf16 o (rounded; dq over it, as the bf16 run's). A second
+   run: the same bits; the stride gaps of o, dq and dkv (bf16 NaN) unwritten. */
 static int run_bf16(c5_backend *gpu, const lcase *c)
 {
   c5k_local_attn L = shape_of(c);
   const long rows = c->batch * c->n, HD = (long)c->H * c->dh;
-  long ldqkv, ldo;
-  lds_of(c, 2, &ldqkv, &ldo);
-  const long nst = c->batch * c->H * c->n, nqkv = rows * ldqkv, no = rows * ldo, nmax = nqkv > 2 * nst ? nqkv : 2 * nst;
+  long ldqkv, ldo, lddkv;
+  lds_of(c, 2, &ldqkv, &ldo, &lddkv);
+  const long nst = c->batch * c->H * c->n, nqkv = rows * ldqkv, no = rows * ldo, nkv = rows * lddkv;
+  const long nmax = nqkv > 2 * nst ? nqkv : 2 * nst;
   const long work_len = c5k_local_attn_work(&L);
   const double tl = 2e-2;
   int ok = 0;
   unsigned long long seed = 91 + c->n * 13 + c->w * 7 + c->causal + 2 * c->exact + 4 * c->lf + c->mask_kind;
-  /* host: rounded f32 inputs (qkv, dout) and their bf16 (qkvb, doutb); the CPU's o, dqkv, stats; the bf16 runs'
-     outputs (ob, db, st: rmax | rinv, ub; two runs) and the first as c5_real (og, dg); the f32 runs' (of, df, stf,
-     uf) */
+  /* host: rounded f32 inputs (qkv, dout) and their bf16 (qkvb, doutb); the CPU's o, dq, dkv, stats; the bf16 runs'
+     outputs (ob, dqb, db: dk|dv, st: rmax | rinv, ub; two runs) and the first as c5_real (og, dqg, dg); the f32
+     runs' (of, dqf, df, stf, uf) */
   c5_real *qkv = malloc(nqkv * sizeof *qkv), *dout = malloc(no * sizeof *dout), *o = malloc(no * sizeof *o);
-  c5_real *dqkv = malloc(nqkv * sizeof *dqkv), *og = malloc(no * sizeof *og), *dg = malloc(nqkv * sizeof *dg);
-  c5_real *of = malloc(no * sizeof *of), *df = malloc(nqkv * sizeof *df), *nanr = malloc(nqkv * sizeof *nanr);
+  c5_real *dq = malloc(no * sizeof *dq), *dkv = malloc(nkv * sizeof *dkv), *og = malloc(no * sizeof *og);
+  c5_real *dqg = malloc(no * sizeof *dqg), *dg = malloc(nkv * sizeof *dg), *of = malloc(no * sizeof *of);
+  c5_real *dqf = malloc(no * sizeof *dqf), *df = malloc(nkv * sizeof *df), *nanr = malloc(nqkv * sizeof *nanr);
   uint16_t *qkvb = malloc(nqkv * 2), *doutb = malloc(no * 2), *nanb = malloc(nqkv * 2);
-  uint16_t *ob[2] = { malloc(no * 2), malloc(no * 2) }, *db[2] = { malloc(nqkv * 2), malloc(nqkv * 2) };
+  uint16_t *ob[2] = { malloc(no * 2), malloc(no * 2) }, *dqb[2] = { malloc(no * 2), malloc(no * 2) };
+  uint16_t *db[2] = { malloc(nkv * 2), malloc(nkv * 2) };
   double *rmax = malloc(nst * sizeof *rmax), *rinv = malloc(nst * sizeof *rinv), *stf = malloc(2 * nst * sizeof *stf);
   double *st[2] = { malloc(2 * nst * sizeof(double)), malloc(2 * nst * sizeof(double)) };
   double *work = malloc((work_len > 0 ? work_len : 1) * sizeof *work);
   double *a = malloc(nmax * sizeof *a), *b = malloc(nmax * sizeof *b);
   uint8_t *uni = malloc(nst), *ub[2] = { malloc(nst), malloc(nst) }, *uf = malloc(nst);
   uint8_t *mask = c->mask_kind ? malloc(rows) : NULL;
-  ldev d = { .es = 2, .ldqkv = ldqkv, .ldo = ldo }, f = { .es = sizeof(c5_real), .ldqkv = ldqkv, .ldo = ldo };
-  T_CHECK(qkv && dout && o && dqkv && og && dg && of && df && nanr && qkvb && doutb && nanb && ob[0] && ob[1] &&
-          db[0] && db[1] && rmax && rinv && stf && st[0] && st[1] && work && a && b && uni && ub[0] && ub[1] && uf &&
-          (!c->mask_kind || mask), "out of memory");
+  ldev d = { .es = 2, .ldqkv = ldqkv, .ldo = ldo, .lddkv = lddkv };
+  ldev f = { .es = sizeof(c5_real), .ldqkv = ldqkv, .ldo = ldo, .lddkv = lddkv };
+  T_CHECK(qkv && dout && o && dq && dkv && og && dqg && dg && of && dqf && df && nanr && qkvb && doutb && nanb &&
+          ob[0] && ob[1] && dqb[0] && dqb[1] && db[0] && db[1] && rmax && rinv && stf && st[0] && st[1] && work && a &&
+          b && uni && ub[0] && ub[1] && uf && (!c->mask_kind || mask), "out of memory");
   for (long i = 0; i < nqkv; i++) {
     qkvb[i] = t_bf16((float)t_normal(&seed));
     qkv[i] = (c5_real)t_unbf16(qkvb[i]);
@@ -367,7 +383,7 @@ static int run_bf16(c5_backend *gpu, const lcase *c)
   for (long i = 0; i < 2 * nst; i++) stf[i] = NAN;
   if (mask) fill_mask(c, &seed, mask);
   long nuni;   /* the CPU, on the rounded values */
-  T_CHECK(cpu_ref(c, &L, qkv, ldqkv, mask, dout, ldo, work, o, rmax, rinv, uni, dqkv, &nuni), "the CPU");
+  T_CHECK(cpu_ref(c, &L, qkv, ldqkv, mask, dout, ldo, lddkv, work, o, rmax, rinv, uni, dq, dkv, &nuni), "the CPU");
   T_OK(c5_backend_set_matmul(gpu, C5_MATMUL_BF16));
   {
     c5k_ctx ctx = c5_backend_ctx(gpu, NULL, 0);
@@ -375,7 +391,7 @@ static int run_bf16(c5_backend *gpu, const lcase *c)
   }
   /* the bf16 tensors, twice */
   T_CHECK((d.qkv = t_dev_upload(gpu, qkvb, nqkv * 2)) && (d.dout = t_dev_upload(gpu, doutb, no * 2)) &&
-          (d.o = t_dev_upload(gpu, nanb, no * 2)) && (d.dqkv = t_dev_upload(gpu, nanb, nqkv * 2)) &&
+          (d.o = t_dev_upload(gpu, nanb, no * 2)) && (d.dkv = t_dev_upload(gpu, nanb, nkv * 2)) &&
           (d.rmax = t_dev_upload(gpu, stf, nst * sizeof(double))) &&
           (d.rinv = t_dev_upload(gpu, stf, nst * sizeof(double))) && (d.uni = t_dev_upload(gpu, nanb, nst)) &&
           (!mask || (d.mask = t_dev_upload(gpu, mask, rows))), "device buffers");
@@ -383,19 +399,23 @@ static int run_bf16(c5_backend *gpu, const lcase *c)
   for (int rep = 0; rep < 2; rep++) {
     c5k_ctx ctx = c5_backend_ctx(gpu, NULL, 0);
     T_OK(dev_forward(&ctx, &L, &d));
-    T_OK(dev_backward(&ctx, &L, &d));
     T_OK(c5_backend_memcpy(gpu, ob[rep], d.o, no * 2));
-    T_OK(c5_backend_memcpy(gpu, db[rep], d.dqkv, nqkv * 2));
+    T_OK(dev_backward(&ctx, &L, &d));
+    T_OK(c5_backend_memcpy(gpu, dqb[rep], d.o, no * 2));
+    T_OK(c5_backend_memcpy(gpu, db[rep], d.dkv, nkv * 2));
     T_OK(c5_backend_memcpy(gpu, st[rep], d.rmax, nst * sizeof(double)));
     T_OK(c5_backend_memcpy(gpu, st[rep] + nst, d.rinv, nst * sizeof(double)));
     T_OK(c5_backend_memcpy(gpu, ub[rep], d.uni, nst));
   }
-  for (long i = 0; i < no; i++) og[i] = (c5_real)t_unbf16(ob[0][i]);
-  for (long i = 0; i < nqkv; i++) dg[i] = (c5_real)t_unbf16(db[0][i]);
+  for (long i = 0; i < no; i++) {
+    og[i] = (c5_real)t_unbf16(ob[0][i]);
+    dqg[i] = (c5_real)t_unbf16(dqb[0][i]);
+  }
+  for (long i = 0; i < nkv; i++) dg[i] = (c5_real)t_unbf16(db[0][i]);
   /* the f32 tensors holding the same values: the forward, then the backward given the bf16 o */
   L.bf16 = 0;
   T_CHECK((f.qkv = t_dev_upload(gpu, qkv, nqkv * sizeof *qkv)) && (f.dout = t_dev_upload(gpu, dout, no * sizeof *dout)) &&
-          (f.o = t_dev_upload(gpu, nanr, no * sizeof *o)) && (f.dqkv = t_dev_upload(gpu, nanr, nqkv * sizeof *dqkv)) &&
+          (f.o = t_dev_upload(gpu, nanr, no * sizeof *o)) && (f.dkv = t_dev_upload(gpu, nanr, nkv * sizeof *dkv)) &&
           (f.rmax = t_dev_upload(gpu, stf, nst * sizeof(double))) &&
           (f.rinv = t_dev_upload(gpu, stf, nst * sizeof(double))) && (f.uni = t_dev_upload(gpu, nanb, nst)) &&
           (!mask || (f.mask = t_dev_upload(gpu, mask, rows))), "device buffers");
@@ -408,20 +428,26 @@ static int run_bf16(c5_backend *gpu, const lcase *c)
     T_OK(c5_backend_memcpy(gpu, uf, f.uni, nst));
     T_OK(c5_backend_memcpy(gpu, f.o, og, no * sizeof *og));
     T_OK(dev_backward(&ctx, &L, &f));
-    T_OK(c5_backend_memcpy(gpu, df, f.dqkv, nqkv * sizeof *df));
+    T_OK(c5_backend_memcpy(gpu, dqf, f.o, no * sizeof *dqf));
+    T_OK(c5_backend_memcpy(gpu, df, f.dkv, nkv * sizeof *df));
   }
   {
-    const int same = memcmp(ob[0], ob[1], no * 2) == 0 && memcmp(db[0], db[1], nqkv * 2) == 0 &&
+    const int same = memcmp(ob[0], ob[1], no * 2) == 0 && memcmp(dqb[0], dqb[1], no * 2) == 0 &&
+                     memcmp(db[0], db[1], nkv * 2) == 0 &&
                      memcmp(st[0], st[1], 2 * nst * sizeof(double)) == 0 && memcmp(ub[0], ub[1], nst) == 0;
     const int uni_same = memcmp(ub[0], uni, nst) == 0;
-    const int gaps = gaps_poisoned(og, rows, ldo, 0, HD) && gaps_poisoned(dg, rows, ldqkv, 0, 3 * HD);
+    const int gaps = gaps_poisoned(og, rows, ldo, 0, HD) && gaps_poisoned(dqg, rows, ldo, 0, HD) &&
+                     gaps_poisoned(dg, rows, lddkv, 0, 2 * HD);
     int fo = memcmp(stf, st[0], 2 * nst * sizeof(double)) == 0 && memcmp(uf, ub[0], nst) == 0, fd = 1;
     for (long r = 0; r < rows; r++) {
-      for (long j = 0; j < HD; j++) fo &= t_bf16((float)of[r * ldo + j]) == ob[0][r * ldo + j];
-      for (long j = 0; j < 3 * HD; j++) fd &= t_bf16((float)df[r * ldqkv + j]) == db[0][r * ldqkv + j];
+      for (long j = 0; j < HD; j++) {
+        fo &= t_bf16((float)of[r * ldo + j]) == ob[0][r * ldo + j];
+        fd &= t_bf16((float)dqf[r * ldo + j]) == dqb[0][r * ldo + j];
+      }
+      for (long j = 0; j < 2 * HD; j++) fd &= t_bf16((float)df[r * lddkv + j]) == db[0][r * lddkv + j];
     }
     double e[5];
-    errs_of(&L, ldqkv, ldo, og, o, dg, dqkv, st[0], rmax, st[0] + nst, rinv, a, b, e);
+    errs_of(&L, ldo, lddkv, og, o, dqg, dq, dg, dkv, st[0], rmax, st[0] + nst, rinv, a, b, e);
     const int rounded = fmax(fmax(e[0], e[2]), fmax(e[3], e[4])) > 1e-5;
     const int pass = same && uni_same && gaps && fo && fd && rounded && e[0] <= tl && e[1] <= tl && e[2] <= tl &&
                      e[3] <= tl && e[4] <= tl;
@@ -442,8 +468,9 @@ fail:
   c5_backend_set_matmul(gpu, C5_MATMUL_FP32);
   dev_free(gpu, &d);
   dev_free(gpu, &f);
-  free(qkv); free(dout); free(o); free(dqkv); free(og); free(dg); free(of); free(df); free(nanr);
-  free(qkvb); free(doutb); free(nanb); free(ob[0]); free(ob[1]); free(db[0]); free(db[1]);
+  free(qkv); free(dout); free(o); free(dq); free(dkv); free(og); free(dqg); free(dg); free(of); free(dqf); free(df);
+  free(nanr); free(qkvb); free(doutb); free(nanb); free(ob[0]); free(ob[1]); free(dqb[0]); free(dqb[1]); free(db[0]);
+  free(db[1]);
   free(rmax); free(rinv); free(stf); free(st[0]); free(st[1]); free(work); free(a); free(b);
   free(uni); free(ub[0]); free(ub[1]); free(uf); free(mask);
   return ok;
@@ -482,34 +509,37 @@ static int fd_check(c5_backend *gpu)
   const lcase c = { .batch = 2, .n = 11, .w = 4, .H = 2, .dh = 16, .lb = 1, .lf = 1, .causal = 0, .exact = 1,
                     .mask_kind = 2 };
   const c5k_local_attn L = shape_of(&c);
-  const long rows = c.batch * c.n, HD = (long)c.H * c.dh, ldqkv = 3 * HD + 1, ldo = HD + 2;
-  const long nqkv = rows * ldqkv, no = rows * ldo, nst = c.batch * c.H * c.n;
+  const long rows = c.batch * c.n, HD = (long)c.H * c.dh, ldqkv = 3 * HD + 1, ldo = HD + 2, lddkv = 2 * HD + 3;
+  const long nqkv = rows * ldqkv, no = rows * ldo, nkv = rows * lddkv, nst = c.batch * c.H * c.n;
   unsigned long long seed = 4242;
-  c5_real *qkv = malloc(nqkv * sizeof *qkv), *dout = malloc(no * sizeof *dout), *g = malloc(nqkv * sizeof *g);
+  c5_real *qkv = malloc(nqkv * sizeof *qkv), *dout = malloc(no * sizeof *dout), *gq = malloc(no * sizeof *gq);
+  c5_real *gkv = malloc(nkv * sizeof *gkv);
   double *an = malloc(3 * rows * HD * sizeof *an), *fd = malloc(3 * rows * HD * sizeof *fd);
   uint8_t mask[22];
-  void *qkv_d = NULL, *o_d = NULL, *st_d = NULL, *mask_d = NULL, *dq_d = NULL, *dout_d = NULL;
+  void *qkv_d = NULL, *o_d = NULL, *st_d = NULL, *mask_d = NULL, *dkv_d = NULL, *dout_d = NULL;
   int ok = 0;
   const double h = 1e-6;
-  T_CHECK(qkv && dout && g && an && fd, "out of memory");
+  T_CHECK(qkv && dout && gq && gkv && an && fd, "out of memory");
   for (long i = 0; i < nqkv; i++) qkv[i] = t_normal(&seed);
   for (long i = 0; i < no; i++) dout[i] = t_normal(&seed);
   for (long i = 0; i < rows; i++) mask[i] = t_uniform(&seed) < 0.8;
   for (long p = 0; p < 8; p++) mask[c.n + p] = 0;   /* sequence 1, windows 0 and 1: uniform rows */
   T_CHECK((qkv_d = t_dev_upload(gpu, qkv, nqkv * sizeof *qkv)) && (o_d = t_dev_upload(gpu, dout, no * sizeof *dout)) &&
-          (dout_d = t_dev_upload(gpu, dout, no * sizeof *dout)) && (dq_d = t_dev_upload(gpu, qkv, nqkv * sizeof *qkv)) &&
+          (dout_d = t_dev_upload(gpu, dout, no * sizeof *dout)) && (dkv_d = t_dev_upload(gpu, qkv, nkv * sizeof *qkv)) &&
           (mask_d = t_dev_upload(gpu, mask, rows)), "device buffers");
   T_OK(c5_backend_alloc(gpu, 3 * nst * sizeof(double), &st_d));
   {
     double l0;
     c5k_ctx ctx = c5_backend_ctx(gpu, NULL, 0);
     const c5_real *q = qkv_d;
-    c5_real *dq = dq_d;
+    c5_real *dk = dkv_d;
     T_CHECK(gpu_loss(gpu, &L, qkv, nqkv, ldqkv, dout, no, ldo, qkv_d, o_d, st_d, mask_d, &l0), "forward");
+    /* dq over the forward's o, as lib/attn_local.c writes it */
     T_OK(c5k_cuda_ops.local_attn_backward(&ctx, &L, q, q + HD, q + 2 * HD, ldqkv, mask_d, st_d, (double *)st_d + nst,
-                                          (uint8_t *)((double *)st_d + 2 * nst), o_d, dout_d, ldo, dq, dq + HD,
-                                          dq + 2 * HD));
-    T_OK(c5_backend_memcpy(gpu, g, dq_d, nqkv * sizeof *g));
+                                          (uint8_t *)((double *)st_d + 2 * nst), o_d, dout_d, ldo, o_d, dk, dk + HD,
+                                          lddkv));
+    T_OK(c5_backend_memcpy(gpu, gq, o_d, no * sizeof *gq));
+    T_OK(c5_backend_memcpy(gpu, gkv, dkv_d, nkv * sizeof *gkv));
   }
   for (long r = 0; r < rows; r++)
     for (long j = 0; j < 3 * HD; j++) {
@@ -522,7 +552,7 @@ static int fd_check(c5_backend *gpu)
       T_CHECK(gpu_loss(gpu, &L, qkv, nqkv, ldqkv, dout, no, ldo, qkv_d, o_d, st_d, mask_d, &lm), "forward");
       qkv[i] = x0;
       fd[e] = (lp - lm) / (2 * h);
-      an[e] = g[i];
+      an[e] = j < HD ? gq[r * ldo + j] : gkv[r * lddkv + j - HD];
     }
   {
     const double err = t_normwise(an, fd, 3 * rows * HD);
@@ -532,8 +562,8 @@ static int fd_check(c5_backend *gpu)
   }
 fail:
   c5_backend_free(gpu, qkv_d); c5_backend_free(gpu, o_d); c5_backend_free(gpu, st_d); c5_backend_free(gpu, mask_d);
-  c5_backend_free(gpu, dq_d); c5_backend_free(gpu, dout_d);
-  free(qkv); free(dout); free(g); free(an); free(fd);
+  c5_backend_free(gpu, dkv_d); c5_backend_free(gpu, dout_d);
+  free(qkv); free(dout); free(gq); free(gkv); free(an); free(fd);
   return ok;
 }
 #endif
