@@ -13,8 +13,10 @@
    second backward would not double it bit for bit. jobs/check.sh runs this
    under several OPENBLAS_CORETYPE values.
 
-   Also: gemm_acc against a double reference, and the BLAS core report and
-   its warning rule. */
+   Also: the FeedForwards' chunked rows (C5_FF_CHUNK_ROWS in the
+   environment at the cache's layout, lib/ffnet.h) against one chunk;
+   gemm_acc against a double reference, and the BLAS core report and its
+   warning rule. */
 #include <string.h>
 #include "modules.h"
 #include "kernels.h"
@@ -75,6 +77,100 @@ fail:
   mod_free(mt, &m, &c);
   c5_params_destroy(&p);
   free(x); free(g); free(out); free(dx); free(mask); free(g1);
+  return ok;
+}
+
+/* One forward and backward from zeroed gradients with C5_FF_CHUNK_ROWS=chunk (0: unset) at the cache's layout: out
+   and dx into the caller's buffers, the gradients into *grad (allocated, *P of them). */
+static int run_chunked(const mod_t *mt, const void *cfg, long b, long n, int dim, long chunk, const c5_dist *d,
+                       c5_real *out, c5_real *dx, c5_real **grad, long *P)
+{
+  c5_params *p = NULL;
+  void *m = NULL, *c = NULL;
+  const long N = b * n * dim;
+  c5_real *x = malloc((size_t)N * sizeof *x), *g = malloc((size_t)N * sizeof *g);
+  uint8_t *mask = malloc((size_t)(b * n));
+  unsigned long long seed = 7;
+  c5_layout lay;
+  long unit;
+  int ok = 0;
+  char env[32];
+  T_CHECK(x && g && mask, "out of memory");
+  T_OK(c5_params_create(c5_backend_cpu(), &p));
+  T_OK(mt->create(cfg, p, &m));
+  T_OK(c5_params_alloc(p));
+  mod_fill_params(p, &seed);
+  for (long i = 0; i < N; i++) { x[i] = (c5_real)t_normal(&seed); g[i] = (c5_real)t_normal(&seed); }
+  for (long i = 0; i < b * n; i++) mask[i] = t_uniform(&seed) > 0.15;
+  T_OK(mt->unit(cfg, &unit));
+  T_OK(c5_layout_compute(d, n, unit, &lay));
+  snprintf(env, sizeof env, "%ld", chunk);
+  T_CHECK(!(chunk ? setenv("C5_FF_CHUNK_ROWS", env, 1) : unsetenv("C5_FF_CHUNK_ROWS")), "setenv failed");
+  T_OK(mt->cache(m, b, n, &c));
+  unsetenv("C5_FF_CHUNK_ROWS");
+  T_OK(mt->fwd(m, d, &lay, b, x, mask, c, out));
+  c5_params_zero_grad(p);
+  T_OK(mt->bwd(m, d, c, x, g, dx));
+  *P = c5_params_total(p);
+  *grad = malloc((size_t)*P * sizeof **grad);
+  T_CHECK(*grad != NULL, "out of memory");
+  memcpy(*grad, c5_params_grad(p, 0), (size_t)*P * sizeof **grad);
+  ok = 1;
+fail:
+  mod_free(mt, &m, &c);
+  c5_params_destroy(&p);
+  free(x); free(g); free(mask);
+  return ok;
+}
+
+/* ||a - b|| / ||b|| over n values (0 where they are equal). */
+static double rel_diff(const c5_real *a, const c5_real *b, long n)
+{
+  double num = 0, den = 0;
+  for (long i = 0; i < n; i++) {
+    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    den += (double)b[i] * b[i];
+  }
+  return num == 0 ? 0 : den > 0 ? sqrt(num / den) : INFINITY;
+}
+
+/* The FeedForwards in chunks of `chunk` rows against one chunk: the same math, only the gradients' sums over rows
+   split differently (and the BLAS's row blocks cut elsewhere), so out, dx and each parameter's gradient agree to
+   the working precision's rounding. */
+static int chunked(const char *what, const mod_t *mt, const void *cfg, long b, long n, int dim, long chunk,
+                   const c5_dist *d)
+{
+  const long N = b * n * dim;
+  const double tol = C5_USE_DOUBLE ? 1e-13 : 1e-5;
+  c5_real *o1 = malloc((size_t)N * sizeof *o1), *o2 = malloc((size_t)N * sizeof *o2);
+  c5_real *dx1 = malloc((size_t)N * sizeof *dx1), *dx2 = malloc((size_t)N * sizeof *dx2), *g1 = NULL, *g2 = NULL;
+  c5_params *p = NULL;
+  void *m = NULL;
+  long P1 = 0, P2 = 0;
+  double worst = 0;
+  int ok = 0;
+  T_CHECK(o1 && o2 && dx1 && dx2, "out of memory");
+  T_CHECK(run_chunked(mt, cfg, b, n, dim, 0, d, o1, dx1, &g1, &P1), "%s: one chunk", what);
+  T_CHECK(run_chunked(mt, cfg, b, n, dim, chunk, d, o2, dx2, &g2, &P2), "%s: chunks of %ld rows", what, chunk);
+  T_CHECK(P1 == P2, "%s: %ld and %ld parameters", what, P1, P2);
+  worst = fmax(rel_diff(o2, o1, N), rel_diff(dx2, dx1, N));
+  T_CHECK(worst <= tol, "%s: out or dx differ by %.3e", what, worst);
+  /* each parameter's gradient on its own: a small one is not hidden by a large one */
+  T_OK(c5_params_create(c5_backend_cpu(), &p));
+  T_OK(mt->create(cfg, p, &m));
+  T_OK(c5_params_alloc(p));
+  for (long i = 0; i < c5_params_count(p); i++) {
+    const long off = c5_params_grad(p, i) - c5_params_grad(p, 0);
+    const double r = rel_diff(g2 + off, g1 + off, c5_params_numel(p, i));
+    worst = fmax(worst, r);
+    T_CHECK(r <= tol, "%s: gradient of %s differs by %.3e", what, c5_params_name(p, i), r);
+  }
+  ok = 1;
+fail:
+  printf("%-60s %s (rel %.2e)\n", what, ok ? "ok" : "FAILED", worst);
+  if (m) mt->destroy(&m);
+  c5_params_destroy(&p);
+  free(o1); free(o2); free(dx1); free(dx2); free(g1); free(g2);
   return ok;
 }
 
@@ -170,6 +266,13 @@ int main(int argc, char **argv)
   ok &= doubling("routed ff, mask, soft router", &MOD_FF, &ff, 2, 300, 24, 1, 1, d);
   ff.router.cosine_sim_routing = 1;
   ok &= doubling("routed ff, cosine routing", &MOD_FF, &ff, 2, 300, 24, 0, 2, d);
+  setenv("C5_FF_CHUNK_ROWS", "37", 1);   /* chunks of rows: the accumulators still add each chunk's parts exactly */
+  ok &= doubling("routed ff, cosine routing, chunks of 37 rows", &MOD_FF, &ff, 2, 300, 24, 0, 2, d);
+  unsetenv("C5_FF_CHUNK_ROWS");
+  /* 23 rows: the light FF in chunks 5, 5, 5, 5, 3; the heavy on its 12 routed rows, 5, 5, 2 */
+  c5_routed_ff_config fc = C5_ROUTED_FF_CONFIG_DEFAULT;
+  fc.dim = 24; fc.num_heavy_tokens = 12; fc.router = mod_soft_router();
+  ok &= chunked("routed ff, 23 rows in chunks of 5 against one", &MOD_FF, &fc, 1, 23, 24, 5, d);
 
   c5_routed_attn_config at = C5_ROUTED_ATTN_CONFIG_DEFAULT;
   at.dim = 24; at.num_heavy_tokens_q = 80; at.num_heavy_tokens_kv = 100; at.light_dim_head = 8; at.light_heads = 2;

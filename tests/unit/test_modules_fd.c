@@ -94,6 +94,12 @@ int main(int argc, char **argv)
   ok &= check("routed ff, mask", &MOD_FF, &ff, 2, 14, 6, 1, 1, d);
   ff.router.cosine_sim_routing = 1; ff.router.cosine_sim_scale = 4;
   ok &= check("routed ff, cosine routing", &MOD_FF, &ff, 2, 14, 6, 0, 2, d);
+  /* the FeedForwards in chunks of 5 rows (lib/ffnet.h; read at the cache's layout): the light one's 23 rows 5, 5,
+     5, 5, 3, the heavy one's 12 routed rows 5, 5, 2 */
+  setenv("C5_FF_CHUNK_ROWS", "5", 1);
+  ff.num_heavy_tokens = 12;
+  ok &= check("routed ff, cosine routing, chunks of 5 rows", &MOD_FF, &ff, 1, 23, 6, 1, 8, d);
+  unsetenv("C5_FF_CHUNK_ROWS");
 
   c5_routed_attn_config at = C5_ROUTED_ATTN_CONFIG_DEFAULT;
   at.dim = 8; at.num_heavy_tokens_q = 5; at.num_heavy_tokens_kv = 6; at.light_dim_head = 4; at.light_heads = 2;
