@@ -123,7 +123,7 @@ static void host_free(void *p)
 /* Memory of a backend: host memory on the CPU, device memory (stream-ordered) on a GPU. */
 /* C5_MEM_TRACE=1 in the environment: every allocation of a backend's memory (and each growth of the CUDA
    kernels' own scratch) is written to stderr with its size, to see what a peak is made of. */
-static int mem_trace(void)
+int c5_mem_trace(void)
 {
   static int t = -1;
   if (t < 0) {
@@ -136,7 +136,7 @@ static int mem_trace(void)
 c5_status c5_backend_alloc(const c5_backend *be, size_t bytes, void **ptr)
 {
   C5_CHECK(be && ptr, C5_ERR_ARG, "c5_backend_alloc: NULL argument");
-  if (mem_trace()) fprintf(stderr, "c5 mem: alloc %.3f MiB on %s\n", bytes / 1048576.0, be->ops->name);
+  if (c5_mem_trace()) fprintf(stderr, "c5 mem: alloc %.3f MiB on %s\n", bytes / 1048576.0, be->ops->name);
 #if C5_HAVE_CUDA_BUILD
   if (be->dev) return c5k_cuda_alloc(be->dev, bytes, ptr);
 #endif
@@ -279,7 +279,7 @@ c5_status c5_arena_alloc_on(c5_arena *a, const c5_backend *be, const char *what)
 {
   size_t bytes = a->used;
   C5_CHECK(bytes != SIZE_MAX, C5_ERR_MEM, "%s: its buffers' byte count overflows a size (a length too large)", what);
-  if (mem_trace()) fprintf(stderr, "c5 mem: %s: %.3f MiB\n", what, bytes / 1048576.0);
+  if (c5_mem_trace()) fprintf(stderr, "c5 mem: %s: %.3f MiB\n", what, bytes / 1048576.0);
   c5_status st = c5_backend_calloc(be, bytes ? bytes : 1, 1, (void **)&a->base);
   C5_CHECK(st == C5_OK, st, "%s: %s%zu bytes on the %s backend", what,
            st == C5_ERR_MEM ? "out of memory allocating " : "", bytes, be->ops->name);
@@ -333,7 +333,7 @@ c5_status c5_ws_fit(c5_ws *ws, const char *who)
   if (ws->base) c5_backend_free(ws->be, ws->base);
   ws->base = NULL;
   ws->cap = 0;
-  if (mem_trace()) fprintf(stderr, "c5 mem: %s workspace: %.3f MiB\n", who, ws->need / 1048576.0);
+  if (c5_mem_trace()) fprintf(stderr, "c5 mem: %s workspace: %.3f MiB\n", who, ws->need / 1048576.0);
   c5_status st = c5_backend_alloc(ws->be, ws->need, (void **)&ws->base);
   C5_CHECK(st == C5_OK, st, "%s workspace: %s%zu bytes on the %s backend", who,
            st == C5_ERR_MEM ? "out of memory allocating " : "", ws->need, ws->be->ops->name);

@@ -33,6 +33,9 @@ c5_status c5_act_agree(c5_dtype have, c5_dtype want, const char *who);
    backend needs an op or an explicit copy (the P > 1 paths, which a device backend refuses). */
 static inline int c5_backend_is_host(const c5_backend *be) { return be->dev == NULL; }
 
+/* Whether C5_MEM_TRACE=1 (backend.c): allocations and the memory plan's choices go to stderr. */
+int c5_mem_trace(void);
+
 /* The doubles of ctx work a cache keeps for its kernels, given what the CPU's kernels need: the CUDA ops never
    read ctx work (their scratch is the device's own), so a device cache keeps none (at n = 131072 the block's
    LocalMHA and FeedForward caches held 36 MiB of it). */

@@ -68,14 +68,14 @@ static c5_dtype act_wanted(const c5_backend *be)
   return be->ops->bf16_acts(&ctx) ? C5_DTYPE_BF16 : C5_DTYPE_REAL;
 }
 
-void c5_ffnet_cache_layout(const c5_ffnet *f, const c5_params *p, long rows, c5_arena *m, c5_ws *ws,
+void c5_ffnet_cache_layout(const c5_ffnet *f, const c5_params *p, long rows, c5_arena *m, c5_ws *ws, long chunk,
                            c5_ffnet_cache *c)
 {
   const c5_backend *be = c5_params_backend(p);
   c->rows_cap = rows;
   const char *e = getenv("C5_FF_CHUNK_ROWS");
   const long ec = e ? strtol(e, NULL, 10) : 0;
-  c->chunk = ec > 0 ? ec : C5_FF_CHUNK_ROWS;
+  c->chunk = ec > 0 ? ec : chunk > 0 ? chunk : C5_FF_CHUNK_ROWS;
   c->dim = f->dim;
   c->hidden = f->hidden;
   c->act = act_wanted(be);

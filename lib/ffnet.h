@@ -12,9 +12,11 @@
 #include "arena.h"
 #include "ws.h"
 
-/* Rows of one chunk: the frame of a light FF of 131072 rows at dim 512 (bf16 mode) 384 -> 48 MiB, at the cost of
-   each step's launches once per chunk (8 times at 131072 rows). A multiple of C5K_ROWPART, so the row partition of
-   colsum's and rmsnorm_backward's sums keeps its parts whole (only their sum over the parts is split). */
+/* Rows of one chunk where the cache's maker does not choose (c5_ffnet_cache_layout's chunk <= 0): the frame of a
+   light FF of 131072 rows at dim 512 (bf16 mode) 384 -> 48 MiB, at the cost of each step's launches once per chunk
+   (8 times at 131072 rows: 0.7 ms of a 13 ms block step on an H200, whose FF kernels at 16384 rows are as short as
+   their launches). A chunk is a multiple of C5K_ROWPART, so the row partition of colsum's and rmsnorm_backward's
+   sums keeps its parts whole (only their sum over the parts is split). */
 #define C5_FF_CHUNK_ROWS 16384
 
 typedef struct {
@@ -24,8 +26,8 @@ typedef struct {
 
 typedef struct {
   long rows_cap;
-  long chunk;       /* rows of a chunk: C5_FF_CHUNK_ROWS, or C5_FF_CHUNK_ROWS=N (N > 0) in the environment at the
-                       layout (tests: chunked rows at a test's sizes) */
+  long chunk;       /* rows of a chunk: the layout's chunk (C5_FF_CHUNK_ROWS where <= 0), or C5_FF_CHUNK_ROWS=N
+                       (N > 0) in the environment at the layout, which wins (tests: chunked rows at a test's sizes) */
   int dim, hidden;
   c5_dtype act;     /* xn's and a's type: bf16 where kernels.h bf16_acts said so at the layout (the products
                        round them so anyway), else c5_real */
@@ -48,9 +50,10 @@ typedef struct {
 c5_status c5_ffnet_init(c5_ffnet *f, c5_params *p, const char *prefix, int dim, double mult);
 /* Lay out a cache of rows in its owner's arena (arena.h): it goes with it. Its transient buffers are a
    frame of ws, reserved at ws's current depth (the owner's calls must open it at that depth); the layout
-   runs twice (measure, carve): reserving twice is the same. The cache is made for p's backend's matmul
-   mode at the layout (bf16_acts): the calls refuse it in another. */
-void c5_ffnet_cache_layout(const c5_ffnet *f, const c5_params *p, long rows, c5_arena *m, c5_ws *ws,
+   runs twice (measure, carve): reserving twice is the same. chunk: the rows of a chunk (a multiple of
+   C5K_ROWPART; <= 0: C5_FF_CHUNK_ROWS). The cache is made for p's backend's matmul mode at the layout
+   (bf16_acts): the calls refuse it in another. */
+void c5_ffnet_cache_layout(const c5_ffnet *f, const c5_params *p, long rows, c5_arena *m, c5_ws *ws, long chunk,
                            c5_ffnet_cache *c);
 /* y [rows, dim] = ffnet(x [rows, dim]) */
 c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,

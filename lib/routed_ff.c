@@ -43,6 +43,7 @@ struct c5_routed_ff_cache {
      carved into the workspace's memory at placed (redone when that memory moves) */
   size_t held_at, held_bytes;
   const char *placed;
+  long chunk;           /* the FeedForwards' chunk rows (fit_chunk) */
   /* the heavy part's frame of the workspace, in the forward and in the backward (the light FF's frame goes
      where this one would, before it; the heavy FF's above it): */
   c5_real *xr;          /* [heavy_cap, dim] gathered routed tokens (the backward gathers them again from x) */
@@ -120,12 +121,37 @@ static void cache_layout(const c5_routed_ff *m, c5_routed_ff_cache *c, c5_arena 
   const long per_row = m->cfg.router.route_block_size > 0 || k > c->n_local ? c->n_local : k;
   c->heavy_cap = c->batch * per_row;
   c->dim = d;
-  c5_ffnet_cache_layout(&m->light, m->p, rows, a, c->ws, &c->light);   /* its frame at this cache's depth */
+  c5_ffnet_cache_layout(&m->light, m->p, rows, a, c->ws, c->chunk, &c->light);   /* its frame at this cache's depth */
   const size_t mark = c5_ws_hold(c->ws, c5_ws_measure(carve_frame, c));
-  c5_ffnet_cache_layout(&m->heavy, m->p, c->heavy_cap, a, c->ws, &c->heavy);   /* above the heavy frame */
+  c5_ffnet_cache_layout(&m->heavy, m->p, c->heavy_cap, a, c->ws, c->chunk, &c->heavy);   /* above the heavy frame */
   c5_ws_release(c->ws, mark);
   C5_TAKE(a, c->pos, c->heavy_cap);
   C5_TAKE(a, c->hr, c->heavy_cap * d);
+}
+
+/* The rows of the FeedForwards' chunks (ffnet.h): the fewest chunks whose frames, at their depth (region bytes above
+   the workspace's top: a held cache's), keep within what the workspace needs already (the frames of the caches made
+   before this one: a block's attention), so that the chunks cost launches only where they save memory (a block at
+   n = 131072, dim 512, bf16: 3 chunks of the light FF, not 8 of C5_FF_CHUNK_ROWS); 0 (C5_FF_CHUNK_ROWS) where no
+   chunking gets there. Each try lays the cache out over a probe of the workspace, which it leaves unchanged. */
+static long fit_chunk(const c5_routed_ff *m, c5_routed_ff_cache *c, size_t region)
+{
+  c5_ws *ws = c->ws, probe = *ws;
+  const long rows = c->batch * c->n_local;
+  long found = 0;
+  for (long k = 1; k <= 64 && !found; k++) {
+    const long ch = ((rows + k - 1) / k + C5K_ROWPART - 1) / C5K_ROWPART * C5K_ROWPART;
+    probe.top = ws->top + region;
+    probe.need = 0;
+    c->ws = &probe;
+    c->chunk = ch;
+    c5_arena a = { 0 };
+    cache_layout(m, c, &a);
+    if (probe.need <= ws->need) found = ch;
+    if (ch <= C5K_ROWPART) break;
+  }
+  c->ws = ws;
+  return found;
 }
 
 static c5_status cache_create(const c5_routed_ff *m, long batch, long n_local, c5_ws *ws, int held,
@@ -141,10 +167,18 @@ static c5_status cache_create(const c5_routed_ff *m, long batch, long n_local, c
   C5_CALL_GOTO(c5_ws_use(c->be, ws, &c->ws, &c->own_ws), st, fail);
   C5_CALL_GOTO(c5_router_cache_create(m->router, batch, n_local, &c->rc), st, fail);
   c5_arena a = { 0 };
-  cache_layout(m, c, &a);   /* every buffer a tensor or an index array the ops read: all on the backend */
-  if (held) {
-    /* the measuring pass reserved the frames at the region's start, below where they go: harmless; now at their
-       depth, above the region */
+  {   /* measure the buffers (every one a tensor or an index array the ops read: all on the backend) over a probe of
+         the workspace: the frames are reserved below, once their chunks are chosen */
+    c5_ws probe = *c->ws, *w = c->ws;
+    c->ws = &probe;
+    cache_layout(m, c, &a);
+    c->ws = w;
+  }
+  c->chunk = fit_chunk(m, c, held ? c5_ws_round(a.used) : 0);
+  if (c5_mem_trace())
+    fprintf(stderr, "c5 mem: ConditionalRoutedFeedForward: %s%.3f MiB, FeedForward chunks of %ld rows\n",
+            held ? "held in the workspace: " : "", a.used / 1048576.0, c->chunk > 0 ? c->chunk : (long)C5_FF_CHUNK_ROWS);
+  if (held) {   /* the frames at their depth, above the region */
     c->held_at = c->ws->top;
     c->held_bytes = c5_ws_round(a.used);
     const size_t mark = c5_ws_hold(c->ws, c->held_bytes);
@@ -153,7 +187,7 @@ static c5_status cache_create(const c5_routed_ff *m, long batch, long n_local, c
     c5_ws_release(c->ws, mark);
   } else {
     C5_CALL_GOTO(c5_arena_alloc_on(&a, c->be, "ConditionalRoutedFeedForward cache"), st, fail);
-    cache_layout(m, c, &a);
+    cache_layout(m, c, &a);   /* carved, the frames reserved */
     c->mem = a.base;
   }
   if (c->own_ws) C5_CALL_GOTO(c5_ws_fit(c->ws, "ConditionalRoutedFeedForward cache"), st, fail);

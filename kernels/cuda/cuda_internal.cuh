@@ -18,9 +18,16 @@
 struct c5k_lt_algo {
   int used;
   int none;            /* the heuristic found no algorithm (a bias epilogue without a kernel): linear falls back */
+  unsigned long long hash;   /* of key: the lookup compares it first */
   long key[C5K_LT_KEY];
   cublasLtMatmulAlgo_t algo;
+  /* the product's descriptors, kept with its algorithm (made once a shape, not at every call: their creation and
+     destruction were host time of every product); NULL where none */
+  cublasLtMatmulDesc_t op;
+  cublasLtMatrixLayout_t la, lb, lc;
 };
+/* Destroys an entry's descriptors and marks it unused. */
+void c5k_lt_algo_drop(struct c5k_lt_algo *e);
 
 struct c5k_cuda_dev {
   int device;

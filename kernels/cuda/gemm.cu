@@ -25,6 +25,8 @@ static uint32_t lt_align(const void *p, long stride, long batch, c5_dtype t)
 
 #define LT_TRY(call) do { cublasStatus_t e_ = (call); if (e_ != CUBLAS_STATUS_SUCCESS) { \
     st = C5K_ERR(C5_ERR_CUDA, "cuda op %s: %s: cuBLASLt status %d", what, #call, (int)e_); goto out; } } while (0)
+#define LT_TRY_RET(call) do { cublasStatus_t e_ = (call); if (e_ != CUBLAS_STATUS_SUCCESS) \
+    return C5K_ERR(C5_ERR_CUDA, "cuda op %s: %s: cuBLASLt status %d", what, #call, (int)e_); } while (0)
 
 /* f32 -> bf16, round to nearest even: the extent an operand's batches and rows span (its padding too). Four
    elements a thread where x is 16-byte and y 8-byte aligned (a float a thread: the largest item of the block's
@@ -55,24 +57,32 @@ c5_status c5k_cuda_to_bf16(c5k_cuda_dev *dev, long n, const float *x, void *y, c
   return C5_OK;
 }
 
-/* The entry kept for a product's key, or NULL. */
-static const struct c5k_lt_algo *lt_cached(const c5k_cuda_dev *dev, const long *key)
+void c5k_lt_algo_drop(struct c5k_lt_algo *e)
 {
-  for (int i = 0; i < C5K_LT_ALGOS; i++)
-    if (dev->algos[i].used && !memcmp(dev->algos[i].key, key, sizeof dev->algos[i].key)) return &dev->algos[i];
-  return NULL;
+  if (e->lc) cublasLtMatrixLayoutDestroy(e->lc);
+  if (e->lb) cublasLtMatrixLayoutDestroy(e->lb);
+  if (e->la) cublasLtMatrixLayoutDestroy(e->la);
+  if (e->op) cublasLtMatmulDescDestroy(e->op);
+  memset(e, 0, sizeof *e);
 }
 
-/* Keep algo for key; algo NULL: the heuristic found none (a bias epilogue it has no kernel for). */
-static const struct c5k_lt_algo *lt_keep(c5k_cuda_dev *dev, const long *key, const cublasLtMatmulAlgo_t *algo)
+/* FNV-1a over the key's bytes */
+static unsigned long long lt_hash(const long *key)
 {
-  struct c5k_lt_algo *e = &dev->algos[dev->algos_next];
-  dev->algos_next = (dev->algos_next + 1) % C5K_LT_ALGOS;
-  e->used = 1;
-  e->none = !algo;
-  memcpy(e->key, key, sizeof e->key);
-  if (algo) e->algo = *algo;
-  return e;
+  unsigned long long h = 1469598103934665603ULL;
+  const unsigned char *b = (const unsigned char *)key;
+  for (size_t i = 0; i < C5K_LT_KEY * sizeof *key; i++) h = (h ^ b[i]) * 1099511628211ULL;
+  return h;
+}
+
+/* The entry kept for a product's key, or NULL. */
+static struct c5k_lt_algo *lt_cached(c5k_cuda_dev *dev, const long *key, unsigned long long h)
+{
+  for (int i = 0; i < C5K_LT_ALGOS; i++) {
+    struct c5k_lt_algo *e = &dev->algos[i];
+    if (e->used && e->hash == h && !memcmp(e->key, key, sizeof e->key)) return e;
+  }
+  return NULL;
 }
 
 /* Elements from an operand's first to its last: rows x cols (ld), batch of them stride apart. */
@@ -165,13 +175,6 @@ static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, l
                    "f32/bf16 inputs (alike) with f32 compute", what, c5_dtype_name(atype), c5_dtype_name(btype),
                    c5_dtype_name(ctype), c5_dtype_name(compute));
   if (m <= 0 || n <= 0 || batch <= 0) return C5_OK;
-  c5_status st = C5_OK;
-  cublasLtMatmulDesc_t op = NULL;
-  cublasLtMatrixLayout_t la = NULL, lb = NULL, lc = NULL;
-  cublasLtMatmulPreference_t pref = NULL;
-  cublasLtMatmulHeuristicResult_t heur;
-  int found = 0, fallback = 0;
-  const struct c5k_lt_algo *algo;
   /* column-major view: C' [n x m] = op(B') [n x k] op(A') [k x m] */
   const cublasOperation_t oa = transb ? CUBLAS_OP_T : CUBLAS_OP_N, ob = transa ? CUBLAS_OP_T : CUBLAS_OP_N;
   /* f32 inputs rounded to TF32 on the tensor cores when the backend asks (c5_backend_set_matmul) */
@@ -180,38 +183,46 @@ static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, l
   const cudaDataType_t sct = f64 ? CUDA_R_64F : CUDA_R_32F;
   float af = (float)alpha, bf = (float)beta;
   const void *pa = f64 ? (const void *)&alpha : (const void *)&af, *pb = f64 ? (const void *)&beta : (const void *)&bf;
-  LT_TRY(cublasLtMatmulDescCreate(&op, ct, sct));
-  LT_TRY(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &oa, sizeof oa));
-  LT_TRY(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &ob, sizeof ob));
-  if (bias) {
-    /* the bias's type is left at cuBLASLt's default, D's: c5_real, f32 for the f32 and bf16 products */
-    const cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
-    LT_TRY(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
-    LT_TRY(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-  }
-  LT_TRY(cublasLtMatrixLayoutCreate(&la, cu_type(btype), oa == CUBLAS_OP_N ? n : k, oa == CUBLAS_OP_N ? k : n, ldb));
-  LT_TRY(cublasLtMatrixLayoutCreate(&lb, cu_type(atype), ob == CUBLAS_OP_N ? k : m, ob == CUBLAS_OP_N ? m : k, lda));
-  LT_TRY(cublasLtMatrixLayoutCreate(&lc, cu_type(ctype), n, m, ldc));
-  if (batch > 1) {
-    int32_t bc = (int32_t)batch;
-    int64_t sa = stride_b, sb = stride_a, sc = stride_c;
-    LT_TRY(cublasLtMatrixLayoutSetAttribute(la, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
-    LT_TRY(cublasLtMatrixLayoutSetAttribute(la, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sa, sizeof sa));
-    LT_TRY(cublasLtMatrixLayoutSetAttribute(lb, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
-    LT_TRY(cublasLtMatrixLayoutSetAttribute(lb, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sb, sizeof sb));
-    LT_TRY(cublasLtMatrixLayoutSetAttribute(lc, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
-    LT_TRY(cublasLtMatrixLayoutSetAttribute(lc, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sc, sizeof sc));
-  }
-  {
-    const uint32_t al[4] = { lt_align(B, stride_b, batch, btype), lt_align(A, stride_a, batch, atype),
-                             lt_align(C, stride_c, batch, ctype), lt_align(C, stride_c, batch, ctype) };
-    /* the epilogue is part of the key (an algorithm found without it need not support it), and so is the bias's
-       alignment (the heuristic reads the pointer's value for it); 0: no epilogue */
-    const long key[C5K_LT_KEY] = { transa, transb, m, n, k, atype, btype, ctype, lda, ldb, ldc, stride_a, stride_b,
-                                   stride_c, batch, (long)ct, al[0], al[1], al[2],
-                                   bias ? (long)lt_align(bias, 0, 1, ctype) : 0 };
-    algo = lt_cached(dev, key);
-    if (!algo) {
+  const uint32_t al[4] = { lt_align(B, stride_b, batch, btype), lt_align(A, stride_a, batch, atype),
+                           lt_align(C, stride_c, batch, ctype), lt_align(C, stride_c, batch, ctype) };
+  /* the epilogue is part of the key (an algorithm found without it need not support it), and so is the bias's
+     alignment (the heuristic reads the pointer's value for it); 0: no epilogue */
+  const long key[C5K_LT_KEY] = { transa, transb, m, n, k, atype, btype, ctype, lda, ldb, ldc, stride_a, stride_b,
+                                 stride_c, batch, (long)ct, al[0], al[1], al[2],
+                                 bias ? (long)lt_align(bias, 0, 1, ctype) : 0 };
+  const unsigned long long h = lt_hash(key);
+  struct c5k_lt_algo *e = lt_cached(dev, key, h);
+  c5_status st = C5_OK;
+  if (!e) {   /* a new shape: its descriptors and the heuristic's algorithm, kept in the next entry in turn */
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t heur;
+    int found = 0;
+    e = &dev->algos[dev->algos_next];
+    dev->algos_next = (dev->algos_next + 1) % C5K_LT_ALGOS;
+    c5k_lt_algo_drop(e);
+    LT_TRY(cublasLtMatmulDescCreate(&e->op, ct, sct));
+    LT_TRY(cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSA, &oa, sizeof oa));
+    LT_TRY(cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_TRANSB, &ob, sizeof ob));
+    if (bias) {
+      /* the bias's type is left at cuBLASLt's default, D's: c5_real, f32 for the f32 and bf16 products */
+      const cublasLtEpilogue_t ep = CUBLASLT_EPILOGUE_BIAS;
+      LT_TRY(cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_EPILOGUE, &ep, sizeof ep));
+      LT_TRY(cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+    }
+    LT_TRY(cublasLtMatrixLayoutCreate(&e->la, cu_type(btype), oa == CUBLAS_OP_N ? n : k, oa == CUBLAS_OP_N ? k : n, ldb));
+    LT_TRY(cublasLtMatrixLayoutCreate(&e->lb, cu_type(atype), ob == CUBLAS_OP_N ? k : m, ob == CUBLAS_OP_N ? m : k, lda));
+    LT_TRY(cublasLtMatrixLayoutCreate(&e->lc, cu_type(ctype), n, m, ldc));
+    if (batch > 1) {
+      int32_t bc = (int32_t)batch;
+      int64_t sa = stride_b, sb = stride_a, sc = stride_c;
+      LT_TRY(cublasLtMatrixLayoutSetAttribute(e->la, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+      LT_TRY(cublasLtMatrixLayoutSetAttribute(e->la, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sa, sizeof sa));
+      LT_TRY(cublasLtMatrixLayoutSetAttribute(e->lb, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+      LT_TRY(cublasLtMatrixLayoutSetAttribute(e->lb, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sb, sizeof sb));
+      LT_TRY(cublasLtMatrixLayoutSetAttribute(e->lc, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &bc, sizeof bc));
+      LT_TRY(cublasLtMatrixLayoutSetAttribute(e->lc, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &sc, sizeof sc));
+    }
+    {
       const cublasLtMatmulPreferenceAttributes_t at[4] = {
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES,
         CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES };
@@ -219,7 +230,8 @@ static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, l
       LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &dev->lt_ws_bytes,
                                                   sizeof dev->lt_ws_bytes));
       for (int i = 0; i < 4; i++) LT_TRY(cublasLtMatmulPreferenceSetAttribute(pref, at[i], &al[i], sizeof al[i]));
-      const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(dev->lt, op, la, lb, lc, lc, pref, 1, &heur, &found);
+      const cublasStatus_t hs = cublasLtMatmulAlgoGetHeuristic(dev->lt, e->op, e->la, e->lb, e->lc, e->lc, pref, 1,
+                                                               &heur, &found);
       /* with the epilogue, "not supported" is an answer (the caller falls back), not an error */
       if (hs == CUBLAS_STATUS_NOT_SUPPORTED && bias) found = 0;
       else LT_TRY(hs);
@@ -228,25 +240,29 @@ static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, l
                      m, n, k, c5_dtype_name(atype));
         goto out;
       }
-      algo = lt_keep(dev, key, found ? &heur.algo : NULL);
+    }
+    e->used = 1;
+    e->none = !found;
+    e->hash = h;
+    memcpy(e->key, key, sizeof e->key);
+    if (found) e->algo = heur.algo;
+  out:
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (st != C5_OK) {
+      c5k_lt_algo_drop(e);
+      return st;
     }
   }
-  if (algo->none) {   /* bias only: no fused algorithm; the descriptors are freed before the two calls */
-    fallback = 1;
-    goto out;
+  if (e->none) {   /* bias only: no fused algorithm; the bias broadcast into C, then the product added */
+    C5_CALL_K(c5k_broadcast_row_cuda(ctx, m, n, bias, (c5_real *)C));
+    return lt_gemm(ctx, transa, transb, m, n, k, alpha, A, atype, lda, stride_a, B, btype, ldb, stride_b, 1.0, C,
+                   ctype, ldc, stride_c, batch, compute, NULL, what);
   }
-  LT_TRY(cublasLtMatmul(dev->lt, op, pa, B, la, A, lb, pb, C, lc, C, lc, &algo->algo, dev->lt_ws, dev->lt_ws_bytes,
-                        dev->stream));
-out:
-  if (pref) cublasLtMatmulPreferenceDestroy(pref);
-  if (lc) cublasLtMatrixLayoutDestroy(lc);
-  if (lb) cublasLtMatrixLayoutDestroy(lb);
-  if (la) cublasLtMatrixLayoutDestroy(la);
-  if (op) cublasLtMatmulDescDestroy(op);
-  if (st != C5_OK || !fallback) return st;
-  C5_CALL_K(c5k_broadcast_row_cuda(ctx, m, n, bias, (c5_real *)C));
-  return lt_gemm(ctx, transa, transb, m, n, k, alpha, A, atype, lda, stride_a, B, btype, ldb, stride_b, 1.0, C, ctype,
-                 ldc, stride_c, batch, compute, NULL, what);
+  /* the bias's address is this call's (its alignment is the key's) */
+  if (bias) LT_TRY_RET(cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
+  LT_TRY_RET(cublasLtMatmul(dev->lt, e->op, pa, B, e->la, A, e->lb, pb, C, e->lc, C, e->lc, &e->algo, dev->lt_ws,
+                            dev->lt_ws_bytes, dev->stream));
+  return C5_OK;
 }
 
 extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,

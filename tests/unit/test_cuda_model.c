@@ -202,6 +202,11 @@ static int check(c5_backend *gpu, const c5_dist *d)
   memcpy(cl, c5_model_logits(rc.c), (size_t)R * C5_NUM_BYTES * sizeof *cl);
   T_CHECK((dl = down(gpu, c5_model_logits(rg.c), R * C5_NUM_BYTES)), "logits");
   report("forward", "logits", err(dl, cl, R * C5_NUM_BYTES), TOL);
+  /* activation dump of the GPU forward, before the backward that spends it: its logits as the CPU's */
+  snprintf(dump, sizeof dump, "/tmp/test_cuda_model_%d_act.h5", (int)getpid());
+  T_OK(c5_model_dump_activations(rg.m, d, &rg.lay, rg.c, dump, 1));
+  T_CHECK(read_logits(dump, 1, dl), "reading %s", dump);
+  report("dump", "/step_1/logits (GPU run) vs CPU logits", err(dl, cl, R * C5_NUM_BYTES), TOL);
   T_OK(c5_model_backward(rc.m, d, rc.c, 1.0 / (double)cc));
   T_OK(c5_model_backward(rg.m, d, rg.c, 1.0 / (double)cc));
   T_CHECK((hg = down(gpu, c5_params_grad(rg.p, 0), total)), "gradients");
@@ -236,12 +241,6 @@ static int check(c5_backend *gpu, const c5_dist *d)
            diff, np, diff ? "FAIL" : "PASS");
     all_ok &= diff == 0;
   }
-
-  /* activation dump of the GPU forward: its logits as the CPU's */
-  snprintf(dump, sizeof dump, "/tmp/test_cuda_model_%d_act.h5", (int)getpid());
-  T_OK(c5_model_dump_activations(rg.m, d, &rg.lay, rg.c, dump, 1));
-  T_CHECK(read_logits(dump, 1, dl), "reading %s", dump);
-  report("dump", "/step_1/logits (GPU run) vs CPU logits", err(dl, cl, R * C5_NUM_BYTES), TOL);
 
   /* training steps */
   for (int s = 1; s <= STEPS; s++) {
