@@ -73,37 +73,39 @@ static c5_status check_act(const c5_params *p, const c5_ffnet_cache *c)
   return c5_act_agree(c->act, act_wanted(c5_params_backend(p)), "feedforward");
 }
 
-/* y [rows, dim] = a W2^T + b2: the second Linear, on the activations a [rows, hidden] (the cache's act). */
+/* y [rows, dim] = a W2^T + b2 + res: the second Linear, on the activations a [rows, hidden] (the cache's act);
+   res: a residual or NULL (kernels.h linear). */
 static c5_status second_linear(const c5_ffnet *f, const c5_params *p, const c5_ffnet_cache *c, c5k_ctx *ctx,
-                               const void *a, long rows, c5_real *y)
+                               const void *a, long rows, const c5_real *res, c5_real *y)
 {
   const c5k_ops *ops = c5_params_backend(p)->ops;
   const int d = f->dim, h = f->hidden;
-  C5_CALL(ops->linear(ctx, rows, d, h, a, c->act, c5_params_value(p, f->w2), c5_params_value(p, f->b2), y));
+  C5_CALL(ops->linear(ctx, rows, d, h, a, c->act, c5_params_value(p, f->w2), c5_params_value(p, f->b2), res, y));
   return C5_OK;
 }
 
 static c5_status forward_body(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,
-                             c5_ffnet_cache *c, c5_real *y)
+                             c5_ffnet_cache *c, const c5_real *res, c5_real *y)
 {
   const c5k_ops *ops = c5_params_backend(p)->ops;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
   const int d = f->dim, h = f->hidden;
   C5_CALL(ops->rmsnorm_forward(&ctx, x, c5_params_value(p, f->gamma), rows, d, c->xn, c->act, c->rnorm));
   /* h = xn W1^T + b1 */
-  C5_CALL(ops->linear(&ctx, rows, h, d, c->xn, c->act, c5_params_value(p, f->w1), c5_params_value(p, f->b1), c->h));
+  C5_CALL(ops->linear(&ctx, rows, h, d, c->xn, c->act, c5_params_value(p, f->w1), c5_params_value(p, f->b1), NULL,
+                      c->h));
   C5_CALL(ops->gelu_forward(&ctx, c->h, rows * h, c->dh, c->act));   /* a, in the backward's scratch */
-  C5_CALL(second_linear(f, p, c, &ctx, c->dh, rows, y));
+  C5_CALL(second_linear(f, p, c, &ctx, c->dh, rows, res, y));
   return C5_OK;
 }
 
 c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,
-                           c5_ffnet_cache *c, c5_real *y)
+                           c5_ffnet_cache *c, const c5_real *res, c5_real *y)
 {
   C5_CHECK(rows <= c->rows_cap, C5_ERR_SHAPE, "feedforward: %ld rows, cache holds %ld", rows, c->rows_cap);
   if (rows == 0) return C5_OK;
   C5_CALL(check_act(p, c));
-  C5_WS_RUN(c->ws, carve_frame, c, forward_body(f, p, x, rows, c, y));
+  C5_WS_RUN(c->ws, carve_frame, c, forward_body(f, p, x, rows, c, res, y));
   return C5_OK;
 }
 
@@ -121,13 +123,13 @@ c5_status c5_ffnet_output(const c5_ffnet *f, const c5_params *p, const c5_ffnet_
   C5_CHECK(st == C5_OK, st, "feedforward output: out of memory for the activations [%ld, %ld] (%s)", rows, h,
            c5_dtype_name(c->act));
   st = be->ops->gelu_forward(&ctx, c->h, rows * h, a, c->act);
-  if (st == C5_OK) st = second_linear(f, p, c, &ctx, a, rows, y);
+  if (st == C5_OK) st = second_linear(f, p, c, &ctx, a, rows, NULL, y);
   c5_backend_free(be, a);
   return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }
 
 static c5_status backward_body(const c5_ffnet *f, const c5_params *p, c5_ffnet_cache *c, const c5_real *x,
-                              const c5_real *dy, long rows, c5_real *dx)
+                              const c5_real *dy, long rows, const c5_real *res, c5_real *dx)
 {
   const c5k_ops *ops = c5_params_backend(p)->ops;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
@@ -164,7 +166,7 @@ static c5_status backward_body(const c5_ffnet *f, const c5_params *p, c5_ffnet_c
                            c5_params_acc(p, f->w1)));
   C5_CALL(ops->gemm_ex(&ctx, 0, 0, rows, d, h, 1.0, g, c->act, h, 0, c5_params_value(p, f->w1), C5_DTYPE_REAL, d, 0,
                        0.0, dxn, C5_DTYPE_REAL, d, 0, 1, C5_DTYPE_REAL));
-  C5_CALL(ops->rmsnorm_backward(&ctx, x, c5_params_value(p, f->gamma), c->rnorm, dxn, rows, d, dx,
+  C5_CALL(ops->rmsnorm_backward(&ctx, x, c5_params_value(p, f->gamma), c->rnorm, dxn, rows, d, res, dx,
                                 c5_params_acc(p, f->gamma)));
   const long idx[] = { f->gamma, f->w1, f->b1, f->w2, f->b2 };
   C5_CALL(c5_params_flush(p, idx, 5));
@@ -172,10 +174,10 @@ static c5_status backward_body(const c5_ffnet *f, const c5_params *p, c5_ffnet_c
 }
 
 c5_status c5_ffnet_backward(const c5_ffnet *f, const c5_params *p, c5_ffnet_cache *c, const c5_real *x,
-                            const c5_real *dy, long rows, c5_real *dx)
+                            const c5_real *dy, long rows, const c5_real *res, c5_real *dx)
 {
   if (rows == 0) return C5_OK;
   C5_CALL(check_act(p, c));
-  C5_WS_RUN(c->ws, carve_frame, c, backward_body(f, p, c, x, dy, rows, dx));
+  C5_WS_RUN(c->ws, carve_frame, c, backward_body(f, p, c, x, dy, rows, res, dx));
   return C5_OK;
 }
