@@ -219,15 +219,18 @@ typedef struct c5k_ops {
      CPU takes C5_DTYPE_REAL only (else C5_ERR_NOTIMPL). */
   c5_status (*rmsnorm_forward)(c5k_ctx *, const c5_real *x, const c5_real *gamma, long rows, int dim,
                                void *y, c5_dtype ytype, double *rnorm);
-  /* dgamma: double accumulator (+=) */
+  /* dgamma: double accumulator (+=). The norms' backward write dx = (the input gradient, rounded to c5_real) + res
+     [rows, dim] (a residual's gradient, added in c5_real: the bits of an axpy of res after; NULL: none). res may
+     be dx itself (each element is read before it is written), no other overlap. */
   c5_status (*rmsnorm_backward)(c5k_ctx *, const c5_real *x, const c5_real *gamma, const double *rnorm,
-                                const c5_real *dy, long rows, int dim, c5_real *dx, double *dgamma);
+                                const c5_real *dy, long rows, int dim, const c5_real *res, c5_real *dx,
+                                double *dgamma);
   c5_status (*layernorm_forward)(c5k_ctx *, const c5_real *x, const c5_real *w, const c5_real *b, long rows,
                                  int dim, double eps, void *y, c5_dtype ytype, double *mean, double *rstd);
   /* dw, db: double accumulators (+=) */
   c5_status (*layernorm_backward)(c5k_ctx *, const c5_real *x, const c5_real *w, const double *mean,
-                                  const double *rstd, const c5_real *dy, long rows, int dim, c5_real *dx,
-                                  double *dw, double *db);
+                                  const double *rstd, const c5_real *dy, long rows, int dim, const c5_real *res,
+                                  c5_real *dx, double *dw, double *db);
   c5_status (*gelu_forward)(c5k_ctx *, const c5_real *x, long n, void *y, c5_dtype ytype);
   c5_status (*gelu_backward)(c5k_ctx *, const c5_real *x, const c5_real *dy, long n, c5_real *dx);
   /* db[j] += sum_r dy[r, j] (db: double accumulator) */
@@ -570,9 +573,13 @@ typedef struct c5k_ops {
      broadcast_row(b) then gemm with beta 1 (beta 0 without b): the same bits as those two calls. The CUDA op adds b
      in cuBLASLt's bias epilogue (no pass writing the bias across y first, 4-5 % of the block's step on an H200),
      falling back to those two calls where cuBLASLt has no such kernel: it agrees with the CPU to rounding. x has
-     type xtype: C5_DTYPE_REAL, or C5_DTYPE_BF16 where bf16_acts says the backend takes it (the CPU: REAL only). */
+     type xtype: C5_DTYPE_REAL, or C5_DTYPE_BF16 where bf16_acts says the backend takes it (the CPU: REAL only).
+     res [rows, out] or NULL: a residual added to y (y = x W^T + b + res), so that a block's residual needs no pass
+     of its own; a buffer apart from y (no overlap). The CPU then forms res + b rows, then the gemm with beta 1; the
+     CUDA op reads res as cuBLASLt's C (beta 1) and writes y as its D, the bias in the same epilogue (its fallback:
+     the bias rows, res added, then the product with beta 1). */
   c5_status (*linear)(c5k_ctx *, long rows, long out, long in, const void *x, c5_dtype xtype, const c5_real *W,
-                      const c5_real *b, c5_real *y);
+                      const c5_real *b, const c5_real *res, c5_real *y);
 } c5k_ops;
 
 /* init_fill's kinds */

@@ -345,8 +345,8 @@ static c5_status backward_body(const c5_attn_heavy *a, const c5_params *p, c5_at
   C5_CALL(ops->gemm_acc(&kc, 1, 0, D, dim, nqr, 1.0, c->dq, D, c->xn, dim, prod, gwq));
   C5_CALL(ops->gemm(&kc, 0, 0, nqr, dim, D, 1.0, c->dq, D, wq, dim, 0.0, c->dxn, dim));
   /* through the norms; gamma's gradient gets the context's part, then the queries' */
-  if (nkr) C5_CALL(ops->rmsnorm_backward(&kc, c->ctx, gamma, c->rnc, c->dcn, nkr, dim, dctx, ggamma));
-  C5_CALL(ops->rmsnorm_backward(&kc, c->xq, gamma, c->rnq, c->dxn, nqr, dim, dxq, ggamma));
+  if (nkr) C5_CALL(ops->rmsnorm_backward(&kc, c->ctx, gamma, c->rnc, c->dcn, nkr, dim, NULL, dctx, ggamma));
+  C5_CALL(ops->rmsnorm_backward(&kc, c->xq, gamma, c->rnq, c->dxn, nqr, dim, NULL, dxq, ggamma));
   const long idx[] = { a->norm_gamma, a->null_kv, a->to_q, a->to_kv, a->to_out };
   C5_CALL(c5_params_flush(p, idx, 5));
   return C5_OK;

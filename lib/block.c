@@ -18,8 +18,8 @@ struct c5_block_cache {
   long batch, n, dim;
   c5_routed_attn_cache *ac;
   c5_routed_ff_cache *fc;
-  c5_real *x1;     /* [b, n, dim] attention output + x; the backward writes the attention's input gradient over it
-                      once the feed-forward's backward has read it */
+  c5_real *x1;     /* [b, n, dim] attention output + x; the backward writes the gradient at x over it once the
+                      feed-forward's backward has read it */
   int x1_live;     /* x1 holds a forward's value: set by a forward, spent by the backward */
   void *mem;       /* x1 (the modules' caches have their own) */
   c5_ws *ws;       /* the transient workspace the block's modules share (ws.h) */
@@ -143,23 +143,21 @@ c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, 
 {
   C5_CHECK(d, C5_ERR_ARG, "c5_block_forward: dist is NULL");
   C5_AGREE(d, b && lay && x && c && out ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_forward: NULL argument"));
-  const long N = batch * lay->n_local * b->cfg.attn.dim;
-  const c5k_ops *ops = b->be->ops;
-  c5k_ctx kc = c5_backend_ctx(b->be, NULL, 0);
   c->x1_live = 0;
   c5_routed_ff_cache_release(c->fc);   /* a forward not gone back through is abandoned: its region is free */
-  C5_CALL(c5_routed_attn_forward(b->attn, d, lay, batch, x, mask, c->ac, c->x1));
-  C5_CALL(ops->axpy(&kc, N, 1.0, x, c->x1));
-  C5_CALL(c5_routed_ff_forward(b->ff, d, lay, batch, c->x1, mask, c->fc, out));
-  C5_CALL(ops->axpy(&kc, N, 1.0, c->x1, out));
+  /* each residual added by its module's light branch, in its last product (c5_internal.h): no pass of its own */
+  C5_CALL(c5_routed_attn_forward_res(b->attn, d, lay, batch, x, mask, c->ac, 1, c->x1));
+  C5_CALL(c5_routed_ff_forward_res(b->ff, d, lay, batch, c->x1, mask, c->fc, 1, out));
   c->x1_live = 1;
   return C5_OK;
 }
 
-/* The gradient at x1 (the feed-forward's input gradient plus dout) lives in dx while the attention's backward
-   writes its input gradient over x1, which nothing reads after the feed-forward's backward: the block needs no
-   [b, n, dim] buffer of its own for either (a workspace frame held across both backwards, before), and the
-   sum dx = dx1 + dx_attn is the same bits in either order. */
+/* The gradient at x1 (the feed-forward's input gradient plus dout, the residual's added by the feed-forward's last
+   op) lives in dx while the attention's backward writes the gradient at x (its input gradient plus dx1, added by
+   LocalMHA's last op) over x1, which nothing reads after the feed-forward's backward: the block needs no
+   [b, n, dim] buffer of its own for either (a workspace frame held across both backwards, before). One copy
+   brings it to dx: written straight into dx, LocalMHA's LayerNorm backward would overwrite dx1 before the heavy
+   scatter's backward reads it (c5_routed_attn_backward: light branch first, then the heavy one). */
 c5_status c5_block_backward(c5_block *b, const c5_dist *d, c5_block_cache *c, const c5_real *x, const c5_real *dout,
                             c5_real *dx)
 {
@@ -173,10 +171,10 @@ c5_status c5_block_backward(c5_block *b, const c5_dist *d, c5_block_cache *c, co
   const long N = c->batch * c->n * b->cfg.attn.dim;
   const c5k_ops *ops = b->be->ops;
   c5k_ctx kc = c5_backend_ctx(b->be, NULL, 0);
-  C5_CALL(c5_routed_ff_backward(b->ff, d, c->fc, c->x1, dout, dx));
-  C5_CALL(ops->axpy(&kc, N, 1.0, dout, dx));
+  C5_CALL(c5_routed_ff_backward_res(b->ff, d, c->fc, c->x1, dout, 1, dx));
   c->x1_live = 0;
-  C5_CALL(c5_routed_attn_backward(b->attn, d, c->ac, x, dx, c->x1));
-  C5_CALL(ops->axpy(&kc, N, 1.0, c->x1, dx));
+  C5_CALL(c5_routed_attn_backward_res(b->attn, d, c->ac, x, dx, 1, c->x1));
+  const long bytes = N * (long)sizeof *dx;
+  C5_CALL(ops->copy2d(&kc, dx, bytes, c->x1, bytes, bytes, 1));
   return C5_OK;
 }

@@ -103,6 +103,24 @@ c5_status c5_routed_ff_cache_create_held(const c5_routed_ff *m, long batch, long
 void c5_routed_ff_cache_place(const c5_routed_ff *m, c5_routed_ff_cache *c);
 void c5_routed_ff_cache_release(c5_routed_ff_cache *c);
 
+/* The modules with their residual (residual 1: out = x + module(x), and in the backward dx = dout + dL/dx), a
+   block's two adds done by the modules' own ops instead of passes of their own: the forward adds x in the last
+   product of the light branch (LocalMHA's to_out, the light FeedForward's second Linear) and the backward dout in
+   its last op (its norm's backward), the heavy scatters and the routers' gradients adding after (the attention
+   without the light branch starts its output from a copy of x, its dx from one of dout). The sums are the
+   module's and the residual's in another order than an add after: equal to rounding. residual 0: the public
+   functions. out (dx) a buffer apart from x and dout. */
+c5_status c5_routed_attn_forward_res(c5_routed_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
+                                     const c5_real *x, const uint8_t *mask, c5_routed_attn_cache *c, int residual,
+                                     c5_real *out);
+c5_status c5_routed_attn_backward_res(c5_routed_attn *m, const c5_dist *d, c5_routed_attn_cache *c, const c5_real *x,
+                                      const c5_real *dout, int residual, c5_real *dx);
+c5_status c5_routed_ff_forward_res(c5_routed_ff *m, const c5_dist *d, const c5_layout *lay, long batch,
+                                   const c5_real *x, const uint8_t *mask, c5_routed_ff_cache *c, int residual,
+                                   c5_real *out);
+c5_status c5_routed_ff_backward_res(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_cache *c, const c5_real *x,
+                                    const c5_real *dout, int residual, c5_real *dx);
+
 /* Least common multiple of two layout units (layout.c): a layout whose unit
    is a multiple of both keeps the windows of either whole on each rank.
    C5_ERR_ARG, naming who, when either is <= 0 or the lcm overflows. */

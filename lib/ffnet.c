@@ -93,13 +93,14 @@ static c5_status check_act(const c5_params *p, const c5_ffnet_cache *c)
   return c5_act_agree(c->act, act_wanted(c5_params_backend(p)), "feedforward");
 }
 
-/* y [rows, dim] = a W2^T + b2: the second Linear, on the activations a [rows, hidden] (the cache's act). */
+/* y [rows, dim] = a W2^T + b2 + res: the second Linear, on the activations a [rows, hidden] (the cache's act);
+   res: a residual or NULL (kernels.h linear). */
 static c5_status second_linear(const c5_ffnet *f, const c5_params *p, const c5_ffnet_cache *c, c5k_ctx *ctx,
-                               const void *a, long rows, c5_real *y)
+                               const void *a, long rows, const c5_real *res, c5_real *y)
 {
   const c5k_ops *ops = c5_params_backend(p)->ops;
   const int d = f->dim, h = f->hidden;
-  C5_CALL(ops->linear(ctx, rows, d, h, a, c->act, c5_params_value(p, f->w2), c5_params_value(p, f->b2), y));
+  C5_CALL(ops->linear(ctx, rows, d, h, a, c->act, c5_params_value(p, f->w2), c5_params_value(p, f->b2), res, y));
   return C5_OK;
 }
 
@@ -110,7 +111,7 @@ static long chunk_rows(const c5_ffnet_cache *c, long r0, long rows)
 }
 
 static c5_status forward_body(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,
-                             c5_ffnet_cache *c, c5_real *y)
+                             c5_ffnet_cache *c, const c5_real *res, c5_real *y)
 {
   const c5k_ops *ops = c5_params_backend(p)->ops;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
@@ -121,20 +122,21 @@ static c5_status forward_body(const c5_ffnet *f, const c5_params *p, const c5_re
     C5_CALL(ops->rmsnorm_forward(&ctx, x + r0 * d, c5_params_value(p, f->gamma), n, d, c->xn, c->act,
                                  c->rnorm + r0));
     /* h = xn W1^T + b1 */
-    C5_CALL(ops->linear(&ctx, n, h, d, c->xn, c->act, c5_params_value(p, f->w1), c5_params_value(p, f->b1), hc));
+    C5_CALL(ops->linear(&ctx, n, h, d, c->xn, c->act, c5_params_value(p, f->w1), c5_params_value(p, f->b1), NULL,
+                        hc));
     C5_CALL(ops->gelu_forward(&ctx, hc, n * h, c->dh, c->act));   /* a, in the backward's scratch */
-    C5_CALL(second_linear(f, p, c, &ctx, c->dh, n, y + r0 * d));
+    C5_CALL(second_linear(f, p, c, &ctx, c->dh, n, res ? res + r0 * d : NULL, y + r0 * d));
   }
   return C5_OK;
 }
 
 c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,
-                           c5_ffnet_cache *c, c5_real *y)
+                           c5_ffnet_cache *c, const c5_real *res, c5_real *y)
 {
   C5_CHECK(rows <= c->rows_cap, C5_ERR_SHAPE, "feedforward: %ld rows, cache holds %ld", rows, c->rows_cap);
   if (rows == 0) return C5_OK;
   C5_CALL(check_act(p, c));
-  C5_WS_RUN(c->ws, carve_frame, c, forward_body(f, p, x, rows, c, y));
+  C5_WS_RUN(c->ws, carve_frame, c, forward_body(f, p, x, rows, c, res, y));
   return C5_OK;
 }
 
@@ -155,7 +157,7 @@ c5_status c5_ffnet_output(const c5_ffnet *f, const c5_params *p, const c5_ffnet_
   for (long r0 = 0; r0 < rows && st == C5_OK; r0 += c->chunk) {
     const long n = chunk_rows(c, r0, rows);
     st = be->ops->gelu_forward(&ctx, c->h + r0 * h, n * h, a, c->act);
-    if (st == C5_OK) st = second_linear(f, p, c, &ctx, a, n, y + r0 * f->dim);
+    if (st == C5_OK) st = second_linear(f, p, c, &ctx, a, n, NULL, y + r0 * f->dim);
   }
   c5_backend_free(be, a);
   return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
@@ -165,7 +167,7 @@ c5_status c5_ffnet_output(const c5_ffnet *f, const c5_params *p, const c5_ffnet_
    accumulators. */
 static c5_status backward_chunk(const c5_ffnet *f, const c5_params *p, c5_ffnet_cache *c, c5k_ctx *ctx,
                                 const c5_real *x, const c5_real *dy, const c5_real *hc, double *rnorm, long rows,
-                                c5_real *dx)
+                                const c5_real *res, c5_real *dx)
 {
   const c5k_ops *ops = c5_params_backend(p)->ops;
   const int d = f->dim, h = f->hidden;
@@ -201,29 +203,29 @@ static c5_status backward_chunk(const c5_ffnet *f, const c5_params *p, c5_ffnet_
                            c5_params_acc(p, f->w1)));
   C5_CALL(ops->gemm_ex(ctx, 0, 0, rows, d, h, 1.0, g, c->act, h, 0, c5_params_value(p, f->w1), C5_DTYPE_REAL, d, 0,
                        0.0, dxn, C5_DTYPE_REAL, d, 0, 1, C5_DTYPE_REAL));
-  C5_CALL(ops->rmsnorm_backward(ctx, x, c5_params_value(p, f->gamma), rnorm, dxn, rows, d, dx,
+  C5_CALL(ops->rmsnorm_backward(ctx, x, c5_params_value(p, f->gamma), rnorm, dxn, rows, d, res, dx,
                                 c5_params_acc(p, f->gamma)));
   return C5_OK;
 }
 
 static c5_status backward_body(const c5_ffnet *f, const c5_params *p, c5_ffnet_cache *c, const c5_real *x,
-                              const c5_real *dy, long rows, c5_real *dx)
+                              const c5_real *dy, long rows, const c5_real *res, c5_real *dx)
 {
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
   const int d = f->dim;
   for (long r0 = 0; r0 < rows; r0 += c->chunk)
     C5_CALL(backward_chunk(f, p, c, &ctx, x + r0 * d, dy + r0 * d, c->h + r0 * f->hidden, c->rnorm + r0,
-                           chunk_rows(c, r0, rows), dx + r0 * d));
+                           chunk_rows(c, r0, rows), res ? res + r0 * d : NULL, dx + r0 * d));
   const long idx[] = { f->gamma, f->w1, f->b1, f->w2, f->b2 };
   C5_CALL(c5_params_flush(p, idx, 5));
   return C5_OK;
 }
 
 c5_status c5_ffnet_backward(const c5_ffnet *f, const c5_params *p, c5_ffnet_cache *c, const c5_real *x,
-                            const c5_real *dy, long rows, c5_real *dx)
+                            const c5_real *dy, long rows, const c5_real *res, c5_real *dx)
 {
   if (rows == 0) return C5_OK;
   C5_CALL(check_act(p, c));
-  C5_WS_RUN(c->ws, carve_frame, c, backward_body(f, p, c, x, dy, rows, dx));
+  C5_WS_RUN(c->ws, carve_frame, c, backward_body(f, p, c, x, dy, rows, res, dx));
   return C5_OK;
 }

@@ -55,15 +55,17 @@ c5_status c5_ffnet_init(c5_ffnet *f, c5_params *p, const char *prefix, int dim, 
    (bf16_acts): the calls refuse it in another. */
 void c5_ffnet_cache_layout(const c5_ffnet *f, const c5_params *p, long rows, c5_arena *m, c5_ws *ws, long chunk,
                            c5_ffnet_cache *c);
-/* y [rows, dim] = ffnet(x [rows, dim]) */
+/* y [rows, dim] = ffnet(x [rows, dim]) + res: res [rows, dim] or NULL (none), a residual added in the second
+   Linear's product (kernels.h linear), a buffer apart from y */
 c5_status c5_ffnet_forward(const c5_ffnet *f, const c5_params *p, const c5_real *x, long rows,
-                           c5_ffnet_cache *c, c5_real *y);
+                           c5_ffnet_cache *c, const c5_real *res, c5_real *y);
 /* y [rows, dim] = the second Linear of the activations of the last forward of rows (formed again from the
    cached h, a chunk at a time as the forward, in a buffer of its own of a chunk's rows): the forward's output
-   again later (activation dumps), bit for bit, after a backward too. */
+   again later (activation dumps), bit for bit where it had no residual, after a backward too. */
 c5_status c5_ffnet_output(const c5_ffnet *f, const c5_params *p, const c5_ffnet_cache *c, long rows, c5_real *y);
-/* dx = dL/dx (written; may not alias dy); parameter gradients accumulate, each chunk's into the double
-   accumulators in turn, flushed once at the end. */
+/* dx = dL/dx + res (written; may not alias dy; res [rows, dim] or NULL, may be dx itself, added by the last
+   op, kernels.h rmsnorm_backward); parameter gradients accumulate, each chunk's into the double accumulators in
+   turn, flushed once at the end. */
 c5_status c5_ffnet_backward(const c5_ffnet *f, const c5_params *p, c5_ffnet_cache *c, const c5_real *x,
-                            const c5_real *dy, long rows, c5_real *dx);
+                            const c5_real *dy, long rows, const c5_real *res, c5_real *dx);
 #endif

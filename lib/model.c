@@ -252,7 +252,7 @@ static c5_status forward_tail_body(c5_model *m, c5_model_cache *c, double *part)
   C5_CALL(ops->rmsnorm_forward(&kc, c->x[m->cfg.depth], c5_params_value(m->p, m->gamma), rows, dim, c->xn,
                                C5_DTYPE_REAL, c->rnorm));
   C5_CALL(ops->linear(&kc, rows, C5_NUM_BYTES, dim, c->xn, C5_DTYPE_REAL, c5_params_value(m->p, m->w),
-                      c5_params_value(m->p, m->b), c->logits));
+                      c5_params_value(m->p, m->b), NULL, c->logits));
   long cnt = 0;
   /* the forward's one read-back on a device: the loss sum and its count are host scalars of the op */
   C5_CALL(ops->xent_forward(&kc, rows, C5_NUM_BYTES, c->logits, c->targets, c->lse, &part[0], &cnt));
@@ -304,7 +304,7 @@ static c5_status backward_tail_body(c5_model *m, c5_model_cache *c, double scale
   C5_CALL(ops->gemm(&kc, 0, 0, rows, dim, C5_NUM_BYTES, 1.0, c->dlogits, C5_NUM_BYTES, c5_params_value(p, m->w), dim,
                     0.0, dxn, dim));
   C5_CALL(ops->rmsnorm_backward(&kc, c->x[m->cfg.depth], c5_params_value(p, m->gamma), c->rnorm, dxn, rows, dim,
-                                c->dx0, c5_params_acc(p, m->gamma)));
+                                NULL, c->dx0, c5_params_acc(p, m->gamma)));
   const long idx[] = { m->gamma, m->w, m->b };
   C5_CALL(c5_params_flush(p, idx, 3));
   return C5_OK;

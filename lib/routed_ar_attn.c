@@ -339,12 +339,12 @@ static c5_status light_local(c5_routed_ar_attn *m, const c5_real *x, c5_routed_a
   const c5_params *p = m->p;
   c5_halo *h = &c->halo;
   if (h->hl == 0) {
-    C5_CALL(c5_attn_local_forward(&m->light, p, c->batch, c->n, c->offset, x, NULL, c->lc, out));
+    C5_CALL(c5_attn_local_forward(&m->light, p, c->batch, c->n, c->offset, x, NULL, c->lc, NULL, out));
     return C5_OK;
   }
   C5_CALL(c5_halo_extend(h, c5_params_backend(p), x, NULL));
   C5_CALL(c5_attn_local_forward(&m->light, p, c->batch, c5_halo_ne(h), c->offset - h->hl, h->xe, NULL, c->lc,
-                                h->ye));
+                                NULL, h->ye));
   C5_CALL(c5_halo_crop(h, c5_params_backend(p), out));
   return C5_OK;
 }
@@ -357,11 +357,11 @@ static c5_status light_backward_local(c5_routed_ar_attn *m, c5_routed_ar_attn_ca
   const c5_params *p = m->p;
   c5_halo *h = &c->halo;
   if (h->hl == 0) {
-    C5_CALL(c5_attn_local_backward(&m->light, p, c->lc, x, dout, dx));
+    C5_CALL(c5_attn_local_backward(&m->light, p, c->lc, x, dout, NULL, dx));
     return C5_OK;
   }
   C5_CALL(c5_halo_pad(h, c5_params_backend(p), dout));
-  C5_CALL(c5_attn_local_backward(&m->light, p, c->lc, h->xe, h->ye, h->dxe));
+  C5_CALL(c5_attn_local_backward(&m->light, p, c->lc, h->xe, h->ye, NULL, h->dxe));
   C5_CALL(c5_halo_split(h, c5_params_backend(p), dx));
   return C5_OK;
 }

@@ -278,7 +278,7 @@ c5_status c5_routed_attn_light_out(const c5_routed_attn *m, const c5_routed_attn
   c5_status st = C5_BE_NEW(c->be, ye, c->batch * c5_halo_ne(&c->halo) * m->cfg.dim + 1);
   C5_CHECK(st == C5_OK, C5_ERR_MEM, "ConditionalRoutedAttention: out of memory for the light output of [%ld, %ld, %d]",
            c->batch, c5_halo_ne(&c->halo), m->cfg.dim);
-  st = c5_attn_local_output(&m->light, m->p, c->lc, ye);
+  st = c5_attn_local_output(&m->light, m->p, c->lc, NULL, ye);
   if (st == C5_OK) st = c5_halo_crop_from(&c->halo, c->be, ye, out);
   c5_backend_free(c->be, ye);
   return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
@@ -331,36 +331,40 @@ static c5_status size_heavy(const c5_routed_attn *m, c5_routed_attn_cache *c, lo
 }
 
 /* Light branch, forward, after the halo exchange: LocalMHA on [left halo | shard | right halo], the shard's
-   outputs kept. Rank-local. */
+   outputs kept; with the residual, its input added in LocalMHA's last product (the extended rows' own inputs:
+   the shard's are x). Rank-local. */
 static c5_status light_local(c5_routed_attn *m, const c5_real *x, const uint8_t *mask, c5_routed_attn_cache *c,
-                             c5_real *out)
+                             int residual, c5_real *out)
 {
   c5_halo *h = &c->halo;
   if (c->size == 1)   /* no neighbours: the shard is the extended sequence */
-    return c5_attn_local_forward(&m->light, m->p, c->batch, c->n, c->offset, x, mask, c->lc, out);
+    return c5_attn_local_forward(&m->light, m->p, c->batch, c->n, c->offset, x, mask, c->lc, residual ? x : NULL,
+                                 out);
   C5_CALL(c5_halo_extend(h, c->be, x, mask));
   C5_CALL(c5_attn_local_forward(&m->light, m->p, c->batch, c5_halo_ne(h), c->offset - h->hl, h->xe,
-                                mask ? h->me : NULL, c->lc, h->ye));
+                                mask ? h->me : NULL, c->lc, residual ? h->xe : NULL, h->ye));
   C5_CALL(c5_halo_crop(h, c->be, out));
   return C5_OK;
 }
 
 /* Light branch, backward, before the halo gradients go back: the halo rows' outputs get no gradient; their
-   input gradients are staged for their owners. Rank-local. */
+   input gradients are staged for their owners. With the residual, dout is added in LocalMHA's last op (padded:
+   the halo rows' zeros). Rank-local. */
 static c5_status light_backward_local(c5_routed_attn *m, c5_routed_attn_cache *c, const c5_real *x,
-                                     const c5_real *dout, c5_real *dx)
+                                     const c5_real *dout, int residual, c5_real *dx)
 {
   c5_halo *h = &c->halo;
-  if (c->size == 1) return c5_attn_local_backward(&m->light, m->p, c->lc, x, dout, dx);
+  if (c->size == 1) return c5_attn_local_backward(&m->light, m->p, c->lc, x, dout, residual ? dout : NULL, dx);
   C5_CALL(c5_halo_pad(h, c->be, dout));
-  C5_CALL(c5_attn_local_backward(&m->light, m->p, c->lc, h->xe, h->ye, h->dxe));
+  C5_CALL(c5_attn_local_backward(&m->light, m->p, c->lc, h->xe, h->ye, residual ? h->ye : NULL, h->dxe));
   C5_CALL(c5_halo_split(h, c->be, dx));
   return C5_OK;
 }
 
 /* A forward's checks and the light branch's buffers: this rank's work before the halo exchange. */
 static c5_status forward_head(c5_routed_attn *m, const c5_layout *lay, long batch, const c5_real *x,
-                              const uint8_t *mask, c5_routed_attn_cache *c, c5_real *out, const c5_dist *d)
+                              const uint8_t *mask, c5_routed_attn_cache *c, int residual, c5_real *out,
+                              const c5_dist *d)
 {
   C5_CHECK(m && lay && x && c && out, C5_ERR_ARG, "c5_routed_attn_forward: NULL argument");
   const c5_routed_attn_config *cfg = &m->cfg;
@@ -382,9 +386,11 @@ static c5_status forward_head(c5_routed_attn *m, const c5_layout *lay, long batc
     C5_CALL(c5_halo_prepare(&c->halo, c->be, lay, c->rank, c->size, x, mask));
   else if (cfg->has_light_attn)   /* no halo rows: the light output's extents for c5_routed_attn_light_out */
     c->halo.hl = c->halo.hr = 0;
-  else {
+  else {   /* the heavy scatter adds to zeros, or to x (the residual) */
     c5k_ctx kc = c5_backend_ctx(c->be, NULL, 0);
-    C5_CALL(c5k_zero(c->be->ops, &kc, out, batch * n * D * (long)sizeof *out));
+    const long bytes = batch * n * D * (long)sizeof *out;
+    if (residual) C5_CALL(c->be->ops->copy2d(&kc, out, bytes, x, bytes, bytes, 1));
+    else C5_CALL(c5k_zero(c->be->ops, &kc, out, bytes));
   }
   return C5_OK;
 }
@@ -479,9 +485,10 @@ static c5_status heavy_local(c5_routed_attn *m, long batch, long n, const uint8_
 /* Rank-local stretches alternate with collectives; each stretch is agreed before the next collective
    (docs/errors.md), so every rank returns the same status. */
 static c5_status forward_body(c5_routed_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
-                             const c5_real *x, const uint8_t *mask, c5_routed_attn_cache *c, c5_real *out)
+                             const c5_real *x, const uint8_t *mask, c5_routed_attn_cache *c, int residual,
+                             c5_real *out)
 {
-  c5_status st = forward_head(m, lay, batch, x, mask, c, out, d);
+  c5_status st = forward_head(m, lay, batch, x, mask, c, residual, out, d);
   C5_CALL(c5_dist_agree_args(d, st, 3, (c5_dist_arg[]){ { "ConditionalRoutedAttention: sequence length n",
                                                           lay ? lay->n : 0 }, { "ConditionalRoutedAttention: batch", batch },
                                                         { "ConditionalRoutedAttention: layout unit", lay ? lay->unit : 0 } }));
@@ -489,7 +496,7 @@ static c5_status forward_body(c5_routed_attn *m, const c5_dist *d, const c5_layo
   const c5_params *p = m->p;
   if (cfg->has_light_attn) {
     if (c->size > 1) C5_CALL(c5_halo_exchange(&c->halo, d, mask != NULL));
-    C5_AGREE(d, light_local(m, x, mask, c, out));
+    C5_AGREE(d, light_local(m, x, mask, c, residual, out));
   }
   C5_CALL(c5_router_forward(m->hb.q_router, d, lay, c5_params_value(p, m->hb.rt_q), batch, x, mask,
                             cfg->num_heavy_tokens_q, cfg->random_route, cfg->random_seed, c->rq));
@@ -507,11 +514,18 @@ static c5_status forward_body(c5_routed_attn *m, const c5_dist *d, const c5_layo
 c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
                                  const c5_real *x, const uint8_t *mask, c5_routed_attn_cache *c, c5_real *out)
 {
+  return c5_routed_attn_forward_res(m, d, lay, batch, x, mask, c, 0, out);
+}
+
+c5_status c5_routed_attn_forward_res(c5_routed_attn *m, const c5_dist *d, const c5_layout *lay, long batch,
+                                     const c5_real *x, const uint8_t *mask, c5_routed_attn_cache *c, int residual,
+                                     c5_real *out)
+{
   C5_CHECK(d, C5_ERR_ARG, "c5_routed_attn_forward: dist is NULL");
   /* the light branch's frames at this cache's depth, then the heavy branch's (heavy_prepare) with the heavy
      attention's above it */
   const size_t mark0 = c ? c->ws->top : 0;   /* forward_head checks the arguments */
-  c5_status st = forward_body(m, d, lay, batch, x, mask, c, out);
+  c5_status st = forward_body(m, d, lay, batch, x, mask, c, residual, out);
   if (c) c5_ws_close(c->ws, mark0);
   return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }
@@ -519,7 +533,7 @@ c5_status c5_routed_attn_forward(c5_routed_attn *m, const c5_dist *d, const c5_l
 /* A backward's work before the kv gradients go back: the light branch's own part, null_q_token and the
    heavy attention. Rank-local. */
 static c5_status backward_local(c5_routed_attn *m, c5_routed_attn_cache *c, const c5_real *x, const c5_real *dout,
-                                c5_real *dx)
+                                int residual, c5_real *dx)
 {
   C5_CHECK(m && c && x && dout && dx, C5_ERR_ARG, "c5_routed_attn_backward: NULL argument");
   C5_CHECK(c->hc, C5_ERR_ARG, "c5_routed_attn_backward: no forward in this cache");
@@ -528,8 +542,10 @@ static c5_status backward_local(c5_routed_attn *m, c5_routed_attn_cache *c, cons
   const c5_params *p = m->p;
 
   c5k_ctx kc = c5_backend_ctx(c->be, NULL, 0);
-  if (cfg->has_light_attn) C5_CALL(light_backward_local(m, c, x, dout, dx));
-  else C5_CALL(c5k_zero(c->be->ops, &kc, dx, batch * n * D * (long)sizeof *dx));
+  const long bytes = batch * n * D * (long)sizeof *dx;
+  if (cfg->has_light_attn) C5_CALL(light_backward_local(m, c, x, dout, residual, dx));
+  else if (residual) C5_CALL(c->be->ops->copy2d(&kc, dx, bytes, dout, bytes, bytes, 1));
+  else C5_CALL(c5k_zero(c->be->ops, &kc, dx, bytes));
 
   size_t mark;   /* the heavy branch's frame: closed by c5_routed_attn_backward */
   C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
@@ -541,9 +557,9 @@ static c5_status backward_local(c5_routed_attn *m, c5_routed_attn_cache *c, cons
 }
 
 static c5_status backward_body(c5_routed_attn *m, const c5_dist *d, c5_routed_attn_cache *c, const c5_real *x,
-                               const c5_real *dout, c5_real *dx)
+                               const c5_real *dout, int residual, c5_real *dx)
 {
-  C5_AGREE(d, backward_local(m, c, x, dout, dx));
+  C5_AGREE(d, backward_local(m, c, x, dout, residual, dx));
   const c5_routed_attn_config *cfg = &m->cfg;
   const long D = cfg->dim, R = cfg->num_routed_kv, batch = c->batch, rows = batch * R;
   const c5_params *p = m->p;
@@ -567,9 +583,15 @@ static c5_status backward_body(c5_routed_attn *m, const c5_dist *d, c5_routed_at
 c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed_attn_cache *c, const c5_real *x,
                                   const c5_real *dout, c5_real *dx)
 {
+  return c5_routed_attn_backward_res(m, d, c, x, dout, 0, dx);
+}
+
+c5_status c5_routed_attn_backward_res(c5_routed_attn *m, const c5_dist *d, c5_routed_attn_cache *c, const c5_real *x,
+                                      const c5_real *dout, int residual, c5_real *dx)
+{
   C5_CHECK(d, C5_ERR_ARG, "c5_routed_attn_backward: dist is NULL");
   const size_t mark0 = c ? c->ws->top : 0;   /* backward_local checks the arguments; frames as the forward's */
-  c5_status st = backward_body(m, d, c, x, dout, dx);
+  c5_status st = backward_body(m, d, c, x, dout, residual, dx);
   if (c) c5_ws_close(c->ws, mark0);
   return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }

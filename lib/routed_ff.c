@@ -275,9 +275,10 @@ c5_status c5_routed_ff_heavy_out(const c5_routed_ff *m, const c5_routed_ff_cache
   return C5_OK;
 }
 
-/* The light FF on every token, and the checks: this rank's work before the router. */
+/* The light FF on every token (with the residual, x added in its last product), and the checks: this rank's
+   work before the router. */
 static c5_status forward_head(c5_routed_ff *m, const c5_layout *lay, long batch, const c5_real *x,
-                              const uint8_t *mask, c5_routed_ff_cache *c, c5_real *out)
+                              const uint8_t *mask, c5_routed_ff_cache *c, int residual, c5_real *out)
 {
   C5_CHECK(m && lay && x && out && c, C5_ERR_ARG, "c5_routed_ff_forward: NULL argument");
   C5_CHECK(batch == c->batch && lay->n_local == c->n_local, C5_ERR_SHAPE,
@@ -285,7 +286,7 @@ static c5_status forward_head(c5_routed_ff *m, const c5_layout *lay, long batch,
            lay->n_local, m->cfg.dim, c->batch, c->n_local, m->cfg.dim);
   c->offset = lay->offset;
   c->mask = mask;
-  C5_CALL(c5_ffnet_forward(&m->light, m->p, x, batch * lay->n_local, &c->light, out));
+  C5_CALL(c5_ffnet_forward(&m->light, m->p, x, batch * lay->n_local, &c->light, residual ? x : NULL, out));
   return C5_OK;
 }
 
@@ -325,7 +326,7 @@ static c5_status forward_heavy(c5_routed_ff *m, long batch, long nl, long offset
   size_t mark;
   C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
   c5_status st = ops->gather_rows(&kc, e, dim, c->pos, NULL, x, dim, c->xr);
-  if (st == C5_OK) st = c5_ffnet_forward(&m->heavy, m->p, c->xr, e, &c->heavy, c->hr);
+  if (st == C5_OK) st = c5_ffnet_forward(&m->heavy, m->p, c->xr, e, &c->heavy, NULL, c->hr);
   if (st == C5_OK) st = ops->scatter_rows(&kc, e, dim, c->pos, c->hr, score, NULL, 1, 1, out);
   c5_ws_close(c->ws, mark);
   return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
@@ -334,25 +335,33 @@ static c5_status forward_heavy(c5_routed_ff *m, long batch, long nl, long offset
 c5_status c5_routed_ff_forward(c5_routed_ff *m, const c5_dist *d, const c5_layout *lay, long batch,
                                const c5_real *x, const uint8_t *mask, c5_routed_ff_cache *c, c5_real *out)
 {
+  return c5_routed_ff_forward_res(m, d, lay, batch, x, mask, c, 0, out);
+}
+
+c5_status c5_routed_ff_forward_res(c5_routed_ff *m, const c5_dist *d, const c5_layout *lay, long batch,
+                                   const c5_real *x, const uint8_t *mask, c5_routed_ff_cache *c, int residual,
+                                   c5_real *out)
+{
   C5_CHECK(d, C5_ERR_ARG, "c5_routed_ff_forward: dist is NULL");
   if (c) hold(m, c);   /* forward_head checks the arguments */
-  C5_AGREE(d, forward_head(m, lay, batch, x, mask, c, out));
+  C5_AGREE(d, forward_head(m, lay, batch, x, mask, c, residual, out));
   C5_CALL(c5_router_forward(m->router, d, lay, c5_params_value(m->p, m->routing_token), batch, x, mask,
                             m->cfg.num_heavy_tokens, m->cfg.random_route, m->cfg.random_seed, c->rc));
   C5_AGREE(d, forward_heavy(m, batch, lay->n_local, lay->offset, x, c, out));
   return C5_OK;
 }
 
-/* Everything before the router's backward, on this rank: the light and the heavy FF. */
+/* Everything before the router's backward, on this rank: the light and the heavy FF (with the residual, dout
+   added by the light FF's last op). */
 static c5_status backward_local(c5_routed_ff *m, c5_routed_ff_cache *c, const c5_real *x, const c5_real *dout,
-                                c5_real *dx)
+                                int residual, c5_real *dx)
 {
   C5_CHECK(m && c && x && dout && dx, C5_ERR_ARG, "c5_routed_ff_backward: NULL argument");
   const long nl = c->n_local, dim = m->cfg.dim, e = c->ntok;
   const c5_routing *rt = c5_router_cache_routing(c->rc);
   const c5k_ops *ops = c->be->ops;
   c5k_ctx kc = c5_backend_ctx(c->be, NULL, 0);
-  C5_CALL(c5_ffnet_backward(&m->light, m->p, &c->light, x, dout, c->batch * nl, dx));
+  C5_CALL(c5_ffnet_backward(&m->light, m->p, &c->light, x, dout, c->batch * nl, residual ? dout : NULL, dx));
   size_t mark;   /* closed by c5_routed_ff_backward, after the router's backward */
   C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
   /* heavy: its input gathered again from x (the same rows: the same bits); d(heavy out) = dout * score;
@@ -360,15 +369,15 @@ static c5_status backward_local(c5_routed_ff *m, c5_routed_ff_cache *c, const c5
   C5_CALL(ops->gather_rows(&kc, e, dim, c->pos, NULL, x, dim, c->xr));
   C5_CALL(ops->gather_rows(&kc, e, dim, c->pos, rt->routed ? rt->score : NULL, dout, dim, c->dh));
   C5_CALL(ops->row_dot(&kc, e, dim, c->pos, dout, c->hr, c->dscore));
-  C5_CALL(c5_ffnet_backward(&m->heavy, m->p, &c->heavy, c->xr, c->dh, e, c->dtmp));
+  C5_CALL(c5_ffnet_backward(&m->heavy, m->p, &c->heavy, c->xr, c->dh, e, NULL, c->dtmp));
   C5_CALL(ops->scatter_rows(&kc, e, dim, c->pos, c->dtmp, NULL, NULL, 1, 1, dx));
   return C5_OK;
 }
 
 static c5_status backward_body(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_cache *c, const c5_real *x,
-                               const c5_real *dout, c5_real *dx)
+                               const c5_real *dout, int residual, c5_real *dx)
 {
-  C5_AGREE(d, backward_local(m, c, x, dout, dx));
+  C5_AGREE(d, backward_local(m, c, x, dout, residual, dx));
   C5_CALL(c5_router_backward(m->router, d, c->rc, c5_params_value(m->p, m->routing_token), x, c->dscore, dx,
                              c5_params_grad(m->p, m->routing_token)));
   return C5_OK;
@@ -377,12 +386,18 @@ static c5_status backward_body(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_c
 c5_status c5_routed_ff_backward(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_cache *c, const c5_real *x,
                                 const c5_real *dout, c5_real *dx)
 {
+  return c5_routed_ff_backward_res(m, d, c, x, dout, 0, dx);
+}
+
+c5_status c5_routed_ff_backward_res(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_cache *c, const c5_real *x,
+                                    const c5_real *dout, int residual, c5_real *dx)
+{
   C5_CHECK(d, C5_ERR_ARG, "c5_routed_ff_backward: dist is NULL");
   /* the light FF's frame at this cache's depth, then the heavy part's (held through the router's backward,
      which reads dscore) with the heavy FF's above it */
   if (c) hold(m, c);   /* backward_local checks the arguments */
   const size_t mark0 = c ? c->ws->top : 0;
-  c5_status st = backward_body(m, d, c, x, dout, dx);
+  c5_status st = backward_body(m, d, c, x, dout, residual, dx);
   if (c) c5_ws_close(c->ws, mark0);
   c5_routed_ff_cache_release(c);   /* the backward spends the cache: its region is free for the frames after */
   return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);

@@ -41,11 +41,11 @@ c5_status c5k_gemm_ex_cpu(c5k_ctx *, int, int, long, long, long, double, const v
                           const void *, c5_dtype, long, long, double, void *, c5_dtype, long, long, long, c5_dtype);
 c5_status c5k_rmsnorm_forward_cpu(c5k_ctx *, const c5_real *, const c5_real *, long, int, void *, c5_dtype, double *);
 c5_status c5k_rmsnorm_backward_cpu(c5k_ctx *, const c5_real *, const c5_real *, const double *, const c5_real *,
-                                   long, int, c5_real *, double *);
+                                   long, int, const c5_real *, c5_real *, double *);
 c5_status c5k_layernorm_forward_cpu(c5k_ctx *, const c5_real *, const c5_real *, const c5_real *, long, int, double,
                                     void *, c5_dtype, double *, double *);
 c5_status c5k_layernorm_backward_cpu(c5k_ctx *, const c5_real *, const c5_real *, const double *, const double *,
-                                     const c5_real *, long, int, c5_real *, double *, double *);
+                                     const c5_real *, long, int, const c5_real *, c5_real *, double *, double *);
 c5_status c5k_gelu_forward_cpu(c5k_ctx *, const c5_real *, long, void *, c5_dtype);
 c5_status c5k_gelu_backward_cpu(c5k_ctx *, const c5_real *, const c5_real *, long, c5_real *);
 c5_status c5k_colsum_cpu(c5k_ctx *, const c5_real *, long, int, double *);
@@ -125,5 +125,5 @@ c5_status c5k_xent_backward_cpu(c5k_ctx *, long, int, const c5_real *, const int
 c5_status c5k_index_rows_cpu(c5k_ctx *, long, long, const long *, long, long, long, long, long, long *, long);
 /* fused Linear (linbias) */
 c5_status c5k_linear_cpu(c5k_ctx *, long, long, long, const void *, c5_dtype, const c5_real *, const c5_real *,
-                         c5_real *);
+                         const c5_real *, c5_real *);
 #endif

@@ -129,16 +129,21 @@ int c5k_bf16_acts_cpu(c5k_ctx *ctx)
 }
 
 /* The CPU has no epilogue to fuse into: the bias rows, then the product added to them, exactly the two calls the
-   layers made before the op existed (their bits, golden files included, stay as they were). */
+   layers made before the op existed (their bits, golden files included, stay as they were). With a residual the
+   rows are res + b, then the product: the sum of the three in another order than a later axpy of res. */
 c5_status c5k_linear_cpu(c5k_ctx *ctx, long rows, long out, long in, const void *x, c5_dtype xtype, const c5_real *W,
-                         const c5_real *b, c5_real *y)
+                         const c5_real *b, const c5_real *res, c5_real *y)
 {
   if (xtype != C5_DTYPE_REAL)
     return C5K_ERR(C5_ERR_NOTIMPL, "linear: the CPU takes %s inputs, not %s", c5_dtype_name(C5_DTYPE_REAL),
                    c5_dtype_name(xtype));
-  if (b) {
+  if (res) {
+#pragma omp parallel for schedule(static) if (rows * out > 65536)
+    for (long r = 0; r < rows; r++)
+      for (long j = 0; j < out; j++) y[r * out + j] = b ? res[r * out + j] + b[j] : res[r * out + j];
+  } else if (b) {
     c5_status st = c5k_broadcast_row_cpu(ctx, rows, out, b, y);
     if (st != C5_OK) return st;
   }
-  return c5k_gemm_cpu(ctx, 0, 1, rows, out, in, 1.0, x, in, W, in, b ? 1.0 : 0.0, y, out);
+  return c5k_gemm_cpu(ctx, 0, 1, rows, out, in, 1.0, x, in, W, in, b || res ? 1.0 : 0.0, y, out);
 }

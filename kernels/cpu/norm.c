@@ -31,7 +31,8 @@ c5_status c5k_rmsnorm_forward_cpu(c5k_ctx *ctx, const c5_real *x, const c5_real 
    (below the clamp: dx = du / 1e-12); dgamma += sum_r dy u sqrt(dim).
    Work: c5k_rowpart_work(rows, dim) doubles. */
 c5_status c5k_rmsnorm_backward_cpu(c5k_ctx *ctx, const c5_real *x, const c5_real *gamma, const double *rnorm,
-                                   const c5_real *dy, long rows, int dim, c5_real *dx, double *dgamma)
+                                   const c5_real *dy, long rows, int dim, const c5_real *res, c5_real *dx,
+                                   double *dgamma)
 {
   const double sc = sqrt((double)dim);
   /* dgamma: a fixed row partition, summed in order (independent of threads) */
@@ -52,7 +53,8 @@ c5_status c5k_rmsnorm_backward_cpu(c5k_ctx *ctx, const c5_real *x, const c5_real
       int clamped = rn >= 1.0 / L2_EPS;
       for (int i = 0; i < dim; i++) {
         double du = (double)dyr[i] * sc * gamma[i];
-        dx[r * dim + i] = (c5_real)(clamped ? du * rn : (du - xr[i] * rn * ud) * rn);
+        const c5_real g = (c5_real)(clamped ? du * rn : (du - xr[i] * rn * ud) * rn);
+        dx[r * dim + i] = res ? g + res[r * dim + i] : g;
       }
     }
   }
@@ -86,8 +88,8 @@ c5_status c5k_layernorm_forward_cpu(c5k_ctx *ctx, const c5_real *x, const c5_rea
 
 /* dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy w; dw += dy xhat; db += dy. */
 c5_status c5k_layernorm_backward_cpu(c5k_ctx *ctx, const c5_real *x, const c5_real *w, const double *mean,
-                                     const double *rstd, const c5_real *dy, long rows, int dim, c5_real *dx,
-                                     double *dw, double *db)
+                                     const double *rstd, const c5_real *dy, long rows, int dim, const c5_real *res,
+                                     c5_real *dx, double *dw, double *db)
 {
   const long part = C5K_ROWPART;
   long np = (rows + part - 1) / part;
@@ -110,7 +112,8 @@ c5_status c5k_layernorm_backward_cpu(c5k_ctx *ctx, const c5_real *x, const c5_re
       sgx /= dim;
       for (int i = 0; i < dim; i++) {
         double xh = ((double)xr[i] - m) * rs;
-        dx[r * dim + i] = (c5_real)(rs * ((double)dyr[i] * w[i] - sg - xh * sgx));
+        const c5_real g = (c5_real)(rs * ((double)dyr[i] * w[i] - sg - xh * sgx));
+        dx[r * dim + i] = res ? g + res[r * dim + i] : g;
       }
     }
   }

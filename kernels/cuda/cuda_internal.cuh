@@ -13,7 +13,7 @@
 /* cuBLASLt's chosen algorithm for one product shape (gemm.cu): the
    heuristic query costs tens of microseconds of host time, more than many
    of the block's products take on the GPU. */
-#define C5K_LT_KEY 20
+#define C5K_LT_KEY 22
 #define C5K_LT_ALGOS 256
 struct c5k_lt_algo {
   int used;

@@ -118,17 +118,24 @@ __global__ static void rank1_update(long m, long n, float alpha, const float *A,
    C' [n x m] the bias runs along C''s rows, the one direction the epilogue broadcasts. Where cuBLASLt has no
    algorithm with the epilogue for the product (the answer is cached with the key), the bias is broadcast into C
    and the product added with beta 1, on the operands as they are then (bf16 copies already made are reused).
-   what names the op in errors. */
+   cin: the matrix beta scales (cuBLASLt's C, C's layout, apart from C), C being written (its D); NULL: C itself.
+   With a bias, beta is then 1 (linear's residual: C = product + bias + cin); the fallback forms bias + cin in C
+   first. what names the op in errors. */
 extern "C" c5_status c5k_broadcast_row_cuda(c5k_ctx *, long, long, const c5_real *, c5_real *);
+extern "C" c5_status c5k_axpy_cuda(c5k_ctx *, long, double, const c5_real *, c5_real *);
 
 static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha, const void *A,
                          c5_dtype atype, long lda, long stride_a, const void *B, c5_dtype btype, long ldb,
-                         long stride_b, double beta, void *C, c5_dtype ctype, long ldc, long stride_c, long batch,
-                         c5_dtype compute, const c5_real *bias, const char *what)
+                         long stride_b, double beta, const void *cin, void *C, c5_dtype ctype, long ldc, long stride_c,
+                         long batch, c5_dtype compute, const c5_real *bias, const char *what)
 {
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, what, &dev));
-  if (k == 1 && batch == 1 && !bias && atype == C5_DTYPE_F32 && btype == C5_DTYPE_F32 && ctype == C5_DTYPE_F32 &&
+  if (bias && (batch != 1 || beta != (cin ? 1.0 : 0.0) || ctype != C5_DTYPE_REAL || ldc != n))
+    return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: a bias epilogue takes one product into dense c5_real rows, beta 0 "
+                   "(1 with cin) (batch %ld, beta %g, ldc %ld, n %ld)", what, batch, beta, ldc, n);
+  if (!cin) cin = C;
+  if (k == 1 && batch == 1 && !bias && cin == C && atype == C5_DTYPE_F32 && btype == C5_DTYPE_F32 && ctype == C5_DTYPE_F32 &&
       compute == C5_DTYPE_F32) {
     if (m <= 0 || n <= 0) return C5_OK;
     /* op(A)[i, 0] and op(B)[0, j]: element strides of the one column of op(A) and the one row of op(B) */
@@ -141,9 +148,6 @@ static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, l
     C5K_CUDA_LAUNCHED(what);
     return C5_OK;
   }
-  if (bias && (batch != 1 || beta != 0.0 || ctype != C5_DTYPE_REAL || ldc != n))
-    return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: a bias epilogue takes one product into dense c5_real rows, beta 0 "
-                   "(batch %ld, beta %g, ldc %ld, n %ld)", what, batch, beta, ldc, n);
   /* bf16 products of f32 inputs: the inputs rounded to bf16 copies, then the bf16 tensor-core product with f32
      accumulation. cuBLASLt's CUBLAS_COMPUTE_32F_FAST_16BF was measured on an H200 (cuBLAS 13) to give TF32's
      accuracy and speed, so the rounding is done here, where it is known to happen. */
@@ -164,8 +168,8 @@ static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, l
     if (b32) C5_CALL_K(c5k_cuda_to_bf16(dev, nb, (const float *)B, b16, what));
     /* the bias stays f32 (C's type): only the product's inputs are rounded */
     return lt_gemm(ctx, transa, transb, m, n, k, alpha, a32 ? (const void *)a16 : A, C5_DTYPE_BF16, lda, stride_a,
-                   b32 ? (const void *)b16 : B, C5_DTYPE_BF16, ldb, stride_b, beta, C, ctype, ldc, stride_c, batch,
-                   compute, bias, what);
+                   b32 ? (const void *)b16 : B, C5_DTYPE_BF16, ldb, stride_b, beta, cin, C, ctype, ldc, stride_c,
+                   batch, compute, bias, what);
   }
   const int f64 = compute == C5_DTYPE_F64 && atype == C5_DTYPE_F64 && btype == C5_DTYPE_F64 && ctype == C5_DTYPE_F64;
   const int f32 = compute == C5_DTYPE_F32 && atype == btype && (atype == C5_DTYPE_F32 || atype == C5_DTYPE_BF16) &&
@@ -184,12 +188,13 @@ static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, l
   float af = (float)alpha, bf = (float)beta;
   const void *pa = f64 ? (const void *)&alpha : (const void *)&af, *pb = f64 ? (const void *)&beta : (const void *)&bf;
   const uint32_t al[4] = { lt_align(B, stride_b, batch, btype), lt_align(A, stride_a, batch, atype),
-                           lt_align(C, stride_c, batch, ctype), lt_align(C, stride_c, batch, ctype) };
+                           lt_align(cin, stride_c, batch, ctype), lt_align(C, stride_c, batch, ctype) };
   /* the epilogue is part of the key (an algorithm found without it need not support it), and so is the bias's
-     alignment (the heuristic reads the pointer's value for it); 0: no epilogue */
+     alignment (the heuristic reads the pointer's value for it); 0: no epilogue. So are whether C is read (beta)
+     and written in place: no algorithm found for one case is taken for another */
   const long key[C5K_LT_KEY] = { transa, transb, m, n, k, atype, btype, ctype, lda, ldb, ldc, stride_a, stride_b,
-                                 stride_c, batch, (long)ct, al[0], al[1], al[2],
-                                 bias ? (long)lt_align(bias, 0, 1, ctype) : 0 };
+                                 stride_c, batch, (long)ct, al[0], al[1], al[2], al[3],
+                                 bias ? (long)lt_align(bias, 0, 1, ctype) : 0, (beta != 0.0) + 2L * (cin != C) };
   const unsigned long long h = lt_hash(key);
   struct c5k_lt_algo *e = lt_cached(dev, key, h);
   c5_status st = C5_OK;
@@ -253,14 +258,15 @@ static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, l
       return st;
     }
   }
-  if (e->none) {   /* bias only: no fused algorithm; the bias broadcast into C, then the product added */
+  if (e->none) {   /* bias only: no fused algorithm; the bias (and cin) formed in C, then the product added */
     C5_CALL_K(c5k_broadcast_row_cuda(ctx, m, n, bias, (c5_real *)C));
-    return lt_gemm(ctx, transa, transb, m, n, k, alpha, A, atype, lda, stride_a, B, btype, ldb, stride_b, 1.0, C,
+    if (cin != C) C5_CALL_K(c5k_axpy_cuda(ctx, m * n, 1.0, (const c5_real *)cin, (c5_real *)C));
+    return lt_gemm(ctx, transa, transb, m, n, k, alpha, A, atype, lda, stride_a, B, btype, ldb, stride_b, 1.0, NULL, C,
                    ctype, ldc, stride_c, batch, compute, NULL, what);
   }
   /* the bias's address is this call's (its alignment is the key's) */
   if (bias) LT_TRY_RET(cublasLtMatmulDescSetAttribute(e->op, CUBLASLT_MATMUL_DESC_BIAS_POINTER, &bias, sizeof bias));
-  LT_TRY_RET(cublasLtMatmul(dev->lt, e->op, pa, B, e->la, A, e->lb, pb, C, e->lc, C, e->lc, &e->algo, dev->lt_ws,
+  LT_TRY_RET(cublasLtMatmul(dev->lt, e->op, pa, B, e->la, A, e->lb, pb, cin, e->lc, C, e->lc, &e->algo, dev->lt_ws,
                             dev->lt_ws_bytes, dev->stream));
   return C5_OK;
 }
@@ -270,8 +276,8 @@ extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *ctx, int transa, int transb, long
                                       const void *B, c5_dtype btype, long ldb, long stride_b, double beta,
                                       void *C, c5_dtype ctype, long ldc, long stride_c, long batch, c5_dtype compute)
 {
-  return lt_gemm(ctx, transa, transb, m, n, k, alpha, A, atype, lda, stride_a, B, btype, ldb, stride_b, beta, C, ctype,
-                 ldc, stride_c, batch, compute, NULL, "gemm_ex");
+  return lt_gemm(ctx, transa, transb, m, n, k, alpha, A, atype, lda, stride_a, B, btype, ldb, stride_b, beta, NULL, C,
+                 ctype, ldc, stride_c, batch, compute, NULL, "gemm_ex");
 }
 
 extern "C" c5_status c5k_gemm_cuda(c5k_ctx *ctx, int transa, int transb, long m, long n, long k, double alpha,
@@ -299,14 +305,14 @@ extern "C" c5_status c5k_gemm_acc_ex_cuda(c5k_ctx *ctx, int transa, int transb, 
 {
 #if C5_USE_DOUBLE
   (void)prod;
-  return lt_gemm(ctx, transa, transb, m, n, k, alpha, A, atype, lda, 0, B, btype, ldb, 0, 1.0, acc, C5_DTYPE_F64, n, 0,
-                 1, C5_DTYPE_F64, NULL, "gemm_acc");
+  return lt_gemm(ctx, transa, transb, m, n, k, alpha, A, atype, lda, 0, B, btype, ldb, 0, 1.0, NULL, acc, C5_DTYPE_F64,
+                 n, 0, 1, C5_DTYPE_F64, NULL, "gemm_acc");
 #else
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, "gemm_acc", &dev));
   if (m <= 0 || n <= 0) return C5_OK;
-  C5_CALL_K(lt_gemm(ctx, transa, transb, m, n, k, alpha, A, atype, lda, 0, B, btype, ldb, 0, 0.0, prod, C5_DTYPE_F32,
-                    n, 0, 1, C5_DTYPE_F32, NULL, "gemm_acc"));
+  C5_CALL_K(lt_gemm(ctx, transa, transb, m, n, k, alpha, A, atype, lda, 0, B, btype, ldb, 0, 0.0, NULL, prod,
+                    C5_DTYPE_F32, n, 0, 1, C5_DTYPE_F32, NULL, "gemm_acc"));
   const long mn = m * n, blocks = (mn + 255) / 256;
   acc_add_prod<<<(unsigned)(blocks < 65536L * 16 ? blocks : 65536L * 16), 256, 0, dev->stream>>>(mn, prod, acc);
   C5K_CUDA_LAUNCHED("gemm_acc");
@@ -340,10 +346,11 @@ extern "C" c5_status c5k_gemm_acc_cuda(c5k_ctx *ctx, int transa, int transb, lon
    the whole of y first (then a beta = 1 product reading it back) took 4-5 % of the block's step on an H200 at
    n = 32768 and 131072. lt_gemm falls back to exactly those two calls where cuBLASLt's heuristic finds no
    algorithm with CUBLASLT_EPILOGUE_BIAS for the product (or answers "not supported"): its documentation does not
-   promise the epilogue for every type, f64 products (the double build) being the likeliest to lack it. */
+   promise the epilogue for every type, f64 products (the double build) being the likeliest to lack it. res
+   (linear's residual) is cuBLASLt's C with beta 1, y its D: y = x W^T + b + res in the same call. */
 extern "C" c5_status c5k_linear_cuda(c5k_ctx *ctx, long rows, long out, long in, const void *x, c5_dtype xtype,
-                                     const c5_real *W, const c5_real *b, c5_real *y)
+                                     const c5_real *W, const c5_real *b, const c5_real *res, c5_real *y)
 {
-  return lt_gemm(ctx, 0, 1, rows, out, in, 1.0, x, xtype, in, 0, W, C5_DTYPE_REAL, in, 0, 0.0, y, C5_DTYPE_REAL, out, 0,
-                 1, C5_DTYPE_REAL, b, "linear");
+  return lt_gemm(ctx, 0, 1, rows, out, in, 1.0, x, xtype, in, 0, W, C5_DTYPE_REAL, in, 0, res ? 1.0 : 0.0, res, y,
+                 C5_DTYPE_REAL, out, 0, 1, C5_DTYPE_REAL, b, "linear");
 }

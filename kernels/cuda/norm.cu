@@ -45,9 +45,10 @@ extern "C" c5_status c5k_rmsnorm_forward_cuda(c5k_ctx *ctx, const c5_real *x, co
   return C5_OK;
 }
 
-/* dx = (du - u (u . du)) / ||x||, u = x / ||x||, du = dy sqrt(dim) gamma (below the clamp: du / 1e-12). */
+/* dx = (du - u (u . du)) / ||x|| (+ res), u = x / ||x||, du = dy sqrt(dim) gamma (below the clamp: du / 1e-12).
+   res may be dx: each lane reads its elements before writing them. */
 __global__ void rmsnorm_bwd_dx(long rows, const c5_real *x, const c5_real *gamma, const double *rnorm,
-                               const c5_real *dy, int dim, double sc, c5_real *dx)
+                               const c5_real *dy, int dim, double sc, const c5_real *res, c5_real *dx)
 {
   const long r = c5k_warp_row();
   if (r >= rows) return;
@@ -62,7 +63,8 @@ __global__ void rmsnorm_bwd_dx(long rows, const c5_real *x, const c5_real *gamma
      a fused multiply-add there gave another residue (2e-1 norm-wise at dim 1) */
   for (int i = lane; i < dim; i += 32) {
     double du = (double)dyr[i] * sc * gamma[i];
-    dx[r * dim + i] = (c5_real)(clamped ? du * rn : c5k_mul(c5k_sub(du, c5k_mul(c5k_mul((double)xr[i], rn), ud)), rn));
+    const c5_real g = (c5_real)(clamped ? du * rn : c5k_mul(c5k_sub(du, c5k_mul(c5k_mul((double)xr[i], rn), ud)), rn));
+    dx[r * dim + i] = res ? g + res[r * dim + i] : g;
   }
 }
 
@@ -79,8 +81,8 @@ struct rms_dgamma {
 };
 
 extern "C" c5_status c5k_rmsnorm_backward_cuda(c5k_ctx *ctx, const c5_real *x, const c5_real *gamma,
-                                               const double *rnorm, const c5_real *dy, long rows, int dim, c5_real *dx,
-                                               double *dgamma)
+                                               const double *rnorm, const c5_real *dy, long rows, int dim,
+                                               const c5_real *res, c5_real *dx, double *dgamma)
 {
   const char *op = "rmsnorm_backward";
   c5k_cuda_dev *dev;
@@ -88,7 +90,7 @@ extern "C" c5_status c5k_rmsnorm_backward_cuda(c5k_ctx *ctx, const c5_real *x, c
   if (rows <= 0) return C5_OK;
   const double sc = sqrt((double)dim);
   rmsnorm_bwd_dx<<<c5k_warp_row_blocks(rows), C5K_ROW_THREADS, 0, dev->stream>>>(rows, x, gamma, rnorm, dy, dim, sc,
-                                                                                 dx);
+                                                                                 res, dx);
   C5K_CUDA_LAUNCHED(op);
   rms_dgamma term = { x, dy, rnorm, dim, sc };
   c5k_rowpart_out<1> out = { { dgamma } };
@@ -136,9 +138,9 @@ extern "C" c5_status c5k_layernorm_forward_cuda(c5k_ctx *ctx, const c5_real *x, 
   return C5_OK;
 }
 
-/* dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy w. */
+/* dx = rstd (g - mean(g) - xhat mean(g xhat)) (+ res), g = dy w. res as rmsnorm_bwd_dx's. */
 __global__ void layernorm_bwd_dx(long rows, const c5_real *x, const c5_real *w, const double *mean, const double *rstd,
-                                 const c5_real *dy, int dim, c5_real *dx)
+                                 const c5_real *dy, int dim, const c5_real *res, c5_real *dx)
 {
   const long r = c5k_warp_row();
   if (r >= rows) return;
@@ -155,7 +157,8 @@ __global__ void layernorm_bwd_dx(long rows, const c5_real *x, const c5_real *w, 
   sgx = c5k_warp_sum(sgx) / dim;
   for (int i = lane; i < dim; i += 32) {
     double xh = ((double)xr[i] - m) * rs;
-    dx[r * dim + i] = (c5_real)(rs * ((double)dyr[i] * w[i] - sg - xh * sgx));
+    const c5_real g = (c5_real)(rs * ((double)dyr[i] * w[i] - sg - xh * sgx));
+    dx[r * dim + i] = res ? g + res[r * dim + i] : g;
   }
 }
 
@@ -174,14 +177,14 @@ struct ln_dwdb {
 
 extern "C" c5_status c5k_layernorm_backward_cuda(c5k_ctx *ctx, const c5_real *x, const c5_real *w, const double *mean,
                                                  const double *rstd, const c5_real *dy, long rows, int dim,
-                                                 c5_real *dx, double *dw, double *db)
+                                                 const c5_real *res, c5_real *dx, double *dw, double *db)
 {
   const char *op = "layernorm_backward";
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   if (rows <= 0) return C5_OK;
   layernorm_bwd_dx<<<c5k_warp_row_blocks(rows), C5K_ROW_THREADS, 0, dev->stream>>>(rows, x, w, mean, rstd, dy, dim,
-                                                                                   dx);
+                                                                                   res, dx);
   C5K_CUDA_LAUNCHED(op);
   ln_dwdb term = { x, dy, mean, rstd, dim };
   c5k_rowpart_out<2> out = { { dw, db } };

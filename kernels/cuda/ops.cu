@@ -55,11 +55,11 @@ c5_status c5k_rotary_transpose_cuda(c5k_ctx *, long, int, int, void *, c5_dtype,
 /* ---- cuda-rows: norms, GELU, gradient sums, elementwise, optimizer, init, embeddings, loss ---- */
 c5_status c5k_rmsnorm_forward_cuda(c5k_ctx *, const c5_real *, const c5_real *, long, int, void *, c5_dtype, double *);
 c5_status c5k_rmsnorm_backward_cuda(c5k_ctx *, const c5_real *, const c5_real *, const double *, const c5_real *, long,
-                                    int, c5_real *, double *);
+                                    int, const c5_real *, c5_real *, double *);
 c5_status c5k_layernorm_forward_cuda(c5k_ctx *, const c5_real *, const c5_real *, const c5_real *, long, int, double,
                                      void *, c5_dtype, double *, double *);
 c5_status c5k_layernorm_backward_cuda(c5k_ctx *, const c5_real *, const c5_real *, const double *, const double *,
-                                      const c5_real *, long, int, c5_real *, double *, double *);
+                                      const c5_real *, long, int, const c5_real *, c5_real *, double *, double *);
 c5_status c5k_gelu_forward_cuda(c5k_ctx *, const c5_real *, long, void *, c5_dtype);
 c5_status c5k_gelu_backward_cuda(c5k_ctx *, const c5_real *, const c5_real *, long, c5_real *);
 c5_status c5k_colsum_cuda(c5k_ctx *, const c5_real *, long, int, double *);
@@ -116,7 +116,7 @@ c5_status c5k_topk_select_step_cuda(c5k_ctx *, const c5k_rows *, const c5_real *
 /* ---- end cuda-cdops ---- */
 /* ---- fused Linear (linbias) ---- */
 c5_status c5k_linear_cuda(c5k_ctx *, long, long, long, const void *, c5_dtype, const c5_real *, const c5_real *,
-                          c5_real *);
+                          const c5_real *, c5_real *);
 }
 
 static c5k_ops cuda_ops(void)

@@ -14,7 +14,9 @@
    bit, their statistics the c5_real run's bits, nothing written past them;
    so must convert's bf16 output be t_bf16 of its input (its c5_real output:
    the input's bits); bf16_acts must say 1 in bf16 mode only, the ops refuse
-   the types they do not write. Exits 77 without a GPU. */
+   the types they do not write. The norms' backward also run with a residual
+   res = dx (kernels.h: added in place), against the CPU's the same way, their
+   parameter gradients into accumulators of their own. Exits 77 without a GPU. */
 #include <stdint.h>
 #include "cuda_util.h"
 #include "kernels.h"
@@ -121,35 +123,41 @@ static int case_rmsnorm(long rows, int dim)
   snprintf(sh, sizeof sh, "rows %ld dim %d", rows, dim);
   const long N = rows * dim, wl = c5k_rowpart_work(rows, dim);
   c5_real *x = rreal(N, 1), *gam = rreal(dim, 1), *dy = rreal(N, 1), *y = rreal(N, 0), *dx = rreal(N, 0);
-  double *dg0 = rdbl(dim), *dg = dup_(dg0, dim * 8), *rn = rdbl(rows), *work = malloc(wl * 8);
-  c5_real *gy[2] = { 0 }, *gdx[2] = { 0 };
-  double *grn[2] = { 0 }, *gdg[2] = { 0 };
+  c5_real *res = rreal(N, 1), *dxr = dup_(res, N * sizeof *res);
+  double *dg0 = rdbl(dim), *dg = dup_(dg0, dim * 8), *dgr = dup_(dg0, dim * 8), *rn = rdbl(rows), *work = malloc(wl * 8);
+  c5_real *gy[2] = { 0 }, *gdx[2] = { 0 }, *gdxr[2] = { 0 };
+  double *grn[2] = { 0 }, *gdg[2] = { 0 }, *gdgr[2] = { 0 };
   if (rows > 2) for (int i = 0; i < dim; i++) x[2 * dim + i] = 0;   /* a zero row: the clamp */
   c5k_ctx cpu = { .work = work, .work_len = wl };
   T_OK(c5k_cpu_ops.rmsnorm_forward(&cpu, x, gam, rows, dim, y, C5_DTYPE_REAL, rn));
-  T_OK(c5k_cpu_ops.rmsnorm_backward(&cpu, x, gam, rn, dy, rows, dim, dx, dg));
+  T_OK(c5k_cpu_ops.rmsnorm_backward(&cpu, x, gam, rn, dy, rows, dim, NULL, dx, dg));
+  T_OK(c5k_cpu_ops.rmsnorm_backward(&cpu, x, gam, rn, dy, rows, dim, dxr, dxr, dgr));
   for (int rep = 0; rep < 2; rep++) {
     c5_real *dX = D(x, N * sizeof *x), *dG = D(gam, dim * sizeof *gam), *dDY = D(dy, N * sizeof *dy);
-    c5_real *dY = D(NULL, N * sizeof *y), *dDX = D(NULL, N * sizeof *dx);
-    double *dRN = D(NULL, rows * 8), *dDG = D(dg0, dim * 8);
-    T_CHECK(dX && dG && dDY && dY && dDX && dRN && dDG, "device buffers");
+    c5_real *dY = D(NULL, N * sizeof *y), *dDX = D(NULL, N * sizeof *dx), *dDXR = D(res, N * sizeof *res);
+    double *dRN = D(NULL, rows * 8), *dDG = D(dg0, dim * 8), *dDGR = D(dg0, dim * 8);
+    T_CHECK(dX && dG && dDY && dY && dDX && dDXR && dRN && dDG && dDGR, "device buffers");
     c5k_ctx c = gctx();
     T_OK(c5k_cuda_ops.rmsnorm_forward(&c, dX, dG, rows, dim, dY, C5_DTYPE_REAL, dRN));
-    T_OK(c5k_cuda_ops.rmsnorm_backward(&c, dX, dG, dRN, dDY, rows, dim, dDX, dDG));
-    gy[rep] = H(dY, N * sizeof *y); gdx[rep] = H(dDX, N * sizeof *dx);
-    grn[rep] = H(dRN, rows * 8); gdg[rep] = H(dDG, dim * 8);
+    T_OK(c5k_cuda_ops.rmsnorm_backward(&c, dX, dG, dRN, dDY, rows, dim, NULL, dDX, dDG));
+    T_OK(c5k_cuda_ops.rmsnorm_backward(&c, dX, dG, dRN, dDY, rows, dim, dDXR, dDXR, dDGR));
+    gy[rep] = H(dY, N * sizeof *y); gdx[rep] = H(dDX, N * sizeof *dx); gdxr[rep] = H(dDXR, N * sizeof *dx);
+    grn[rep] = H(dRN, rows * 8); gdg[rep] = H(dDG, dim * 8); gdgr[rep] = H(dDGR, dim * 8);
     Dfree();
   }
   CMP_REAL("rmsnorm_forward", sh, "y", gy[0], gy[1], y, N);
   CMP_DBL("rmsnorm_forward", sh, "rnorm", grn[0], grn[1], rn, rows);
   CMP_REAL("rmsnorm_backward", sh, "dx", gdx[0], gdx[1], dx, N);
   CMP_DBL("rmsnorm_backward", sh, "dgamma", gdg[0], gdg[1], dg, dim);
+  CMP_REAL("rmsnorm_backward", sh, "dx res=dx", gdxr[0], gdxr[1], dxr, N);
+  CMP_DBL("rmsnorm_backward", sh, "dgamma res=dx", gdgr[0], gdgr[1], dgr, dim);
   ok = 1;
 fail:
   if (!ok) case_failed(sh);
   Dfree();
-  for (int r = 0; r < 2; r++) { free(gy[r]); free(gdx[r]); free(grn[r]); free(gdg[r]); }
-  free(x); free(gam); free(dy); free(y); free(dx); free(dg0); free(dg); free(rn); free(work);
+  for (int r = 0; r < 2; r++) { free(gy[r]); free(gdx[r]); free(gdxr[r]); free(grn[r]); free(gdg[r]); free(gdgr[r]); }
+  free(x); free(gam); free(dy); free(y); free(dx); free(res); free(dxr); free(dg0); free(dg); free(dgr); free(rn);
+  free(work);
   return 0;
 }
 
@@ -160,25 +168,31 @@ static int case_layernorm(long rows, int dim)
   snprintf(sh, sizeof sh, "rows %ld dim %d", rows, dim);
   const long N = rows * dim, wl = c5k_rowpart_work(rows, dim);
   c5_real *x = rreal(N, 2), *w = rreal(dim, 1), *b = rreal(dim, 1), *dy = rreal(N, 1), *y = rreal(N, 0),
-          *dx = rreal(N, 0);
+          *dx = rreal(N, 0), *res = rreal(N, 1), *dxr = dup_(res, N * sizeof *res);
   double *dw0 = rdbl(dim), *db0 = rdbl(dim), *dw = dup_(dw0, dim * 8), *db = dup_(db0, dim * 8);
+  double *dwr = dup_(dw0, dim * 8), *dbr = dup_(db0, dim * 8);
   double *mean = rdbl(rows), *rstd = rdbl(rows), *work = malloc(wl * 8);
-  c5_real *gy[2] = { 0 }, *gdx[2] = { 0 };
-  double *gm[2] = { 0 }, *gr[2] = { 0 }, *gdw[2] = { 0 }, *gdb[2] = { 0 };
+  c5_real *gy[2] = { 0 }, *gdx[2] = { 0 }, *gdxr[2] = { 0 };
+  double *gm[2] = { 0 }, *gr[2] = { 0 }, *gdw[2] = { 0 }, *gdb[2] = { 0 }, *gdwr[2] = { 0 }, *gdbr[2] = { 0 };
   for (long i = 0; i < N; i++) x[i] += (c5_real)3;   /* an offset: the centring matters */
   c5k_ctx cpu = { .work = work, .work_len = wl };
   T_OK(c5k_cpu_ops.layernorm_forward(&cpu, x, w, b, rows, dim, 1e-5, y, C5_DTYPE_REAL, mean, rstd));
-  T_OK(c5k_cpu_ops.layernorm_backward(&cpu, x, w, mean, rstd, dy, rows, dim, dx, dw, db));
+  T_OK(c5k_cpu_ops.layernorm_backward(&cpu, x, w, mean, rstd, dy, rows, dim, NULL, dx, dw, db));
+  T_OK(c5k_cpu_ops.layernorm_backward(&cpu, x, w, mean, rstd, dy, rows, dim, dxr, dxr, dwr, dbr));
   for (int rep = 0; rep < 2; rep++) {
     c5_real *dX = D(x, N * sizeof *x), *dW = D(w, dim * sizeof *w), *dB = D(b, dim * sizeof *b),
-            *dDY = D(dy, N * sizeof *dy), *dY = D(NULL, N * sizeof *y), *dDX = D(NULL, N * sizeof *dx);
+            *dDY = D(dy, N * sizeof *dy), *dY = D(NULL, N * sizeof *y), *dDX = D(NULL, N * sizeof *dx),
+            *dDXR = D(res, N * sizeof *res);
     double *dM = D(NULL, rows * 8), *dR = D(NULL, rows * 8), *dDW = D(dw0, dim * 8), *dDB = D(db0, dim * 8);
-    T_CHECK(dX && dW && dB && dDY && dY && dDX && dM && dR && dDW && dDB, "device buffers");
+    double *dDWR = D(dw0, dim * 8), *dDBR = D(db0, dim * 8);
+    T_CHECK(dX && dW && dB && dDY && dY && dDX && dDXR && dM && dR && dDW && dDB && dDWR && dDBR, "device buffers");
     c5k_ctx c = gctx();
     T_OK(c5k_cuda_ops.layernorm_forward(&c, dX, dW, dB, rows, dim, 1e-5, dY, C5_DTYPE_REAL, dM, dR));
-    T_OK(c5k_cuda_ops.layernorm_backward(&c, dX, dW, dM, dR, dDY, rows, dim, dDX, dDW, dDB));
-    gy[rep] = H(dY, N * sizeof *y); gdx[rep] = H(dDX, N * sizeof *dx);
+    T_OK(c5k_cuda_ops.layernorm_backward(&c, dX, dW, dM, dR, dDY, rows, dim, NULL, dDX, dDW, dDB));
+    T_OK(c5k_cuda_ops.layernorm_backward(&c, dX, dW, dM, dR, dDY, rows, dim, dDXR, dDXR, dDWR, dDBR));
+    gy[rep] = H(dY, N * sizeof *y); gdx[rep] = H(dDX, N * sizeof *dx); gdxr[rep] = H(dDXR, N * sizeof *dx);
     gm[rep] = H(dM, rows * 8); gr[rep] = H(dR, rows * 8); gdw[rep] = H(dDW, dim * 8); gdb[rep] = H(dDB, dim * 8);
+    gdwr[rep] = H(dDWR, dim * 8); gdbr[rep] = H(dDBR, dim * 8);
     Dfree();
   }
   CMP_REAL("layernorm_forward", sh, "y", gy[0], gy[1], y, N);
@@ -187,12 +201,19 @@ static int case_layernorm(long rows, int dim)
   CMP_REAL("layernorm_backward", sh, "dx", gdx[0], gdx[1], dx, N);
   CMP_DBL("layernorm_backward", sh, "dw", gdw[0], gdw[1], dw, dim);
   CMP_DBL("layernorm_backward", sh, "db", gdb[0], gdb[1], db, dim);
+  CMP_REAL("layernorm_backward", sh, "dx res=dx", gdxr[0], gdxr[1], dxr, N);
+  CMP_DBL("layernorm_backward", sh, "dw res=dx", gdwr[0], gdwr[1], dwr, dim);
+  CMP_DBL("layernorm_backward", sh, "db res=dx", gdbr[0], gdbr[1], dbr, dim);
   ok = 1;
 fail:
   if (!ok) case_failed(sh);
   Dfree();
-  for (int r = 0; r < 2; r++) { free(gy[r]); free(gdx[r]); free(gm[r]); free(gr[r]); free(gdw[r]); free(gdb[r]); }
-  free(x); free(w); free(b); free(dy); free(y); free(dx); free(dw0); free(db0); free(dw); free(db);
+  for (int r = 0; r < 2; r++) {
+    free(gy[r]); free(gdx[r]); free(gdxr[r]); free(gm[r]); free(gr[r]); free(gdw[r]); free(gdb[r]);
+    free(gdwr[r]); free(gdbr[r]);
+  }
+  free(x); free(w); free(b); free(dy); free(y); free(dx); free(res); free(dxr); free(dw0); free(db0); free(dw);
+  free(db); free(dwr); free(dbr);
   free(mean); free(rstd); free(work);
   return 0;
 }

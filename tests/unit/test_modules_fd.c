@@ -5,7 +5,12 @@
    straight_through off and eps 0.3 (docs/design.md §2): with it on, the forward
    does not depend on the router parameters. Each perturbation must keep
    every router's selection, else the point is at a kink and the check says so.
-   Double precision only (exit 77 in single). */
+   Double precision only (exit 77 in single); before that, in either precision,
+   the block (its residuals added by its modules' own ops, c5_internal.h)
+   against the unfused sums of its modules' public calls: x1 = attn(x) + x,
+   out = ff(x1) + x1, dx1 = dff + dout, dx = dattn + dx1 (the same sums in
+   another order: norm-wise 1e-12 in double, 1e-5 in single), with and without
+   the light attention branch. */
 #include "fd.h"
 
 /* One case: its line is the description in 58 columns, then the numbers. */
@@ -19,6 +24,84 @@ static int check(const char *what, const mod_t *mt, const void *cfg, long b, lon
    output, dx and all parameter gradients written raw (test_threads.sh,
    jobs/compare.sh), and FILE.names: "out N", "dx N", then "name numel" for
    each parameter in slab order. */
+static double normwise(const c5_real *a, const c5_real *b, long n)
+{
+  double num = 0, den = 0;
+  for (long i = 0; i < n; i++) {
+    num += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+    den += (double)b[i] * b[i];
+  }
+  return den > 0 ? sqrt(num / den) : sqrt(num);
+}
+
+/* The block against its modules with the residuals added after (one params each, the same values: the block
+   makes its modules in this order under these prefixes, so the slabs line up). */
+static int fused(c5_dist *d, const c5_block_config *bl, const char *what)
+{
+  const long b = 2, n = 16, D = bl->attn.dim, N = b * n * D;
+  const double tol = C5_USE_DOUBLE ? 1e-12 : 1e-5;
+  c5_params *p = NULL, *q = NULL;
+  c5_block *blk = NULL;
+  c5_block_cache *bc = NULL;
+  c5_routed_attn *at = NULL;
+  c5_routed_ff *ff = NULL;
+  c5_routed_attn_cache *ac = NULL;
+  c5_routed_ff_cache *fc = NULL;
+  c5_real *x = malloc(N * sizeof *x), *g = malloc(N * sizeof *g), *out = malloc(N * sizeof *out);
+  c5_real *dx = malloc(N * sizeof *dx), *x1 = malloc(N * sizeof *x1), *out2 = malloc(N * sizeof *out2);
+  c5_real *dx1 = malloc(N * sizeof *dx1), *dx2 = malloc(N * sizeof *dx2);
+  uint8_t *mask = malloc(b * n);
+  unsigned long long seed = 23;
+  double e[3] = { NAN, NAN, NAN };
+  int ok = 0;
+  c5_layout lay;
+  long unit;
+  T_CHECK(x && g && out && dx && x1 && out2 && dx1 && dx2 && mask, "out of memory");
+  T_OK(c5_params_create(c5_backend_cpu(), &p));
+  T_OK(c5_params_create(c5_backend_cpu(), &q));
+  T_OK(c5_block_create(bl, p, "", &blk));
+  T_OK(c5_routed_attn_create(&bl->attn, q, "conditional_attn", &at));
+  T_OK(c5_routed_ff_create(&bl->ff, q, "conditional_ff", &ff));
+  T_OK(c5_params_alloc(p));
+  T_OK(c5_params_alloc(q));
+  const long np = c5_params_total(p);
+  T_CHECK(np == c5_params_total(q), "%ld parameters in the block, %ld in its modules", np, c5_params_total(q));
+  for (long i = 0; i < np; i++) c5_params_value(q, 0)[i] = c5_params_value(p, 0)[i] = (c5_real)(0.3 * t_normal(&seed));
+  for (long i = 0; i < N; i++) { x[i] = (c5_real)t_normal(&seed); g[i] = (c5_real)t_normal(&seed); }
+  for (long i = 0; i < b * n; i++) mask[i] = t_uniform(&seed) > 0.1;
+  T_OK(c5_block_layout_unit(bl, &unit));
+  T_OK(c5_layout_compute(d, n, unit, &lay));
+  T_OK(c5_block_cache_create(blk, b, n, &bc));
+  T_OK(c5_routed_attn_cache_create(at, b, n, &ac));
+  T_OK(c5_routed_ff_cache_create(ff, b, n, &fc));
+  T_OK(c5_block_forward(blk, d, &lay, b, x, mask, bc, out));
+  T_OK(c5_block_backward(blk, d, bc, x, g, dx));
+  T_OK(c5_routed_attn_forward(at, d, &lay, b, x, mask, ac, x1));
+  for (long i = 0; i < N; i++) x1[i] += x[i];
+  T_OK(c5_routed_ff_forward(ff, d, &lay, b, x1, mask, fc, out2));
+  for (long i = 0; i < N; i++) out2[i] += x1[i];
+  T_OK(c5_routed_ff_backward(ff, d, fc, x1, g, dx1));
+  for (long i = 0; i < N; i++) dx1[i] += g[i];
+  T_OK(c5_routed_attn_backward(at, d, ac, x, dx1, dx2));
+  for (long i = 0; i < N; i++) dx2[i] += dx1[i];
+  e[0] = normwise(out, out2, N);
+  e[1] = normwise(dx, dx2, N);
+  e[2] = normwise(c5_params_grad(p, 0), c5_params_grad(q, 0), np);
+  ok = e[0] <= tol && e[1] <= tol && e[2] <= tol;
+fail:
+  printf("%-58s out %.1e dx %.1e grads %.1e (tol %.0e): %s\n", what, e[0], e[1], e[2], tol, ok ? "ok" : "FAIL");
+  c5_block_cache_destroy(&bc);
+  c5_routed_attn_cache_destroy(&ac);
+  c5_routed_ff_cache_destroy(&fc);
+  c5_block_destroy(&blk);
+  c5_routed_attn_destroy(&at);
+  c5_routed_ff_destroy(&ff);
+  c5_params_destroy(&p);
+  c5_params_destroy(&q);
+  free(x); free(g); free(out); free(dx); free(x1); free(out2); free(dx1); free(dx2); free(mask);
+  return ok;
+}
+
 static int dump(c5_dist *d, const char *path)
 {
   c5_block_config bl;
@@ -86,8 +169,24 @@ int main(int argc, char **argv)
     MPI_Finalize();
     return ok ? 0 : 1;
   }
-  if (!C5_USE_DOUBLE) { printf("finite differences need double precision: skipped\n"); MPI_Finalize(); return 77; }
   if (c5_dist_create(MPI_COMM_SELF, &d) != C5_OK) { fprintf(stderr, "%s\n", c5_last_error()); return 1; }
+  {
+    c5_block_config fb;
+    fb.attn = (c5_routed_attn_config)C5_ROUTED_ATTN_CONFIG_DEFAULT;
+    fb.ff = (c5_routed_ff_config)C5_ROUTED_FF_CONFIG_DEFAULT;
+    fb.attn.dim = fb.ff.dim = 8; fb.attn.num_heavy_tokens_q = 5; fb.attn.num_heavy_tokens_kv = 6;
+    fb.attn.light_dim_head = 4; fb.attn.light_heads = 2; fb.attn.light_window_size = 8; fb.attn.heavy_dim_head = 4;
+    fb.attn.heavy_heads = 2; fb.ff.num_heavy_tokens = 6;
+    ok &= fused(d, &fb, "block == its modules, residuals added after");
+    fb.attn.has_light_attn = 0;
+    ok &= fused(d, &fb, "block == its modules, residuals added after; no light attn");
+  }
+  if (!C5_USE_DOUBLE) {
+    printf("finite differences need double precision: skipped\n");
+    c5_dist_destroy(&d);
+    MPI_Finalize();
+    return ok ? 77 : 1;
+  }
 
   c5_routed_ff_config ff = C5_ROUTED_FF_CONFIG_DEFAULT;
   ff.dim = 6; ff.num_heavy_tokens = 5; ff.heavy_ff_mult = 2; ff.router = mod_soft_router();
@@ -123,6 +222,8 @@ int main(int argc, char **argv)
   ok &= check("block, mask", &MOD_BL, &bl, 2, 12, 8, 1, 6, d);
   bl.attn.light_rotary_emb = 1;
   ok &= check("block, light rotary, mask, n % window != 0", &MOD_BL, &bl, 2, 14, 8, 1, 7, d);
+  bl.attn.has_light_attn = 0; bl.attn.light_rotary_emb = 0;
+  ok &= check("block, no light attention branch, mask", &MOD_BL, &bl, 2, 12, 8, 1, 8, d);
 
   c5_dist_destroy(&d);
   MPI_Finalize();
