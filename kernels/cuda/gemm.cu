@@ -134,6 +134,8 @@ static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, l
   if (bias && (batch != 1 || beta != (cin ? 1.0 : 0.0) || ctype != C5_DTYPE_REAL || ldc != n))
     return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: a bias epilogue takes one product into dense c5_real rows, beta 0 "
                    "(1 with cin) (batch %ld, beta %g, ldc %ld, n %ld)", what, batch, beta, ldc, n);
+  /* the bf16 path below calls again with the caller's cin: NULL means C only from here on */
+  const void *const cin_given = cin;
   if (!cin) cin = C;
   if (k == 1 && batch == 1 && !bias && cin == C && atype == C5_DTYPE_F32 && btype == C5_DTYPE_F32 && ctype == C5_DTYPE_F32 &&
       compute == C5_DTYPE_F32) {
@@ -168,7 +170,7 @@ static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, l
     if (b32) C5_CALL_K(c5k_cuda_to_bf16(dev, nb, (const float *)B, b16, what));
     /* the bias stays f32 (C's type): only the product's inputs are rounded */
     return lt_gemm(ctx, transa, transb, m, n, k, alpha, a32 ? (const void *)a16 : A, C5_DTYPE_BF16, lda, stride_a,
-                   b32 ? (const void *)b16 : B, C5_DTYPE_BF16, ldb, stride_b, beta, cin, C, ctype, ldc, stride_c,
+                   b32 ? (const void *)b16 : B, C5_DTYPE_BF16, ldb, stride_b, beta, cin_given, C, ctype, ldc, stride_c,
                    batch, compute, bias, what);
   }
   const int f64 = compute == C5_DTYPE_F64 && atype == C5_DTYPE_F64 && btype == C5_DTYPE_F64 && ctype == C5_DTYPE_F64;
