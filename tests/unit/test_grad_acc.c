@@ -22,6 +22,22 @@
 #include "kernels.h"
 
 /* Forward and backward twice from zeroed gradients: the second must double every gradient bit for bit. */
+/* The module under test on the CPU with filled parameters, and random x, g (N each) and a mask of rows entries
+   (85 % kept), all from *seed. */
+static int make_module(const mod_t *mt, const void *cfg, c5_params **p, void **m, long N, c5_real *x, c5_real *g,
+                       long rows, uint8_t *mask, unsigned long long *seed)
+{
+  T_OK(c5_params_create(c5_backend_cpu(), p));
+  T_OK(mt->create(cfg, *p, m));
+  T_OK(c5_params_alloc(*p));
+  mod_fill_params(*p, seed);
+  for (long i = 0; i < N; i++) { x[i] = (c5_real)t_normal(seed); g[i] = (c5_real)t_normal(seed); }
+  for (long i = 0; i < rows; i++) mask[i] = t_uniform(seed) > 0.15;
+  return 1;
+fail:
+  return 0;
+}
+
 static int doubling(const char *what, const mod_t *mt, const void *cfg, long b, long n, int dim, int masked,
                     unsigned long long seed, const c5_dist *d)
 {
@@ -35,12 +51,7 @@ static int doubling(const char *what, const mod_t *mt, const void *cfg, long b, 
   long P = 0, bad = 0, first = -1;
   int ok = 0;
   T_CHECK(x && g && out && dx && mask, "out of memory");
-  T_OK(c5_params_create(c5_backend_cpu(), &p));
-  T_OK(mt->create(cfg, p, &m));
-  T_OK(c5_params_alloc(p));
-  mod_fill_params(p, &seed);
-  for (long i = 0; i < N; i++) { x[i] = (c5_real)t_normal(&seed); g[i] = (c5_real)t_normal(&seed); }
-  for (long i = 0; i < b * n; i++) mask[i] = t_uniform(&seed) > 0.15;
+  T_CHECK(make_module(mt, cfg, &p, &m, N, x, g, b * n, mask, &seed), "module setup");
   P = c5_params_total(p);
   g1 = malloc((size_t)P * sizeof *g1);
   T_CHECK(g1 != NULL, "out of memory");
@@ -96,12 +107,7 @@ static int run_chunked(const mod_t *mt, const void *cfg, long b, long n, int dim
   int ok = 0;
   char env[32];
   T_CHECK(x && g && mask, "out of memory");
-  T_OK(c5_params_create(c5_backend_cpu(), &p));
-  T_OK(mt->create(cfg, p, &m));
-  T_OK(c5_params_alloc(p));
-  mod_fill_params(p, &seed);
-  for (long i = 0; i < N; i++) { x[i] = (c5_real)t_normal(&seed); g[i] = (c5_real)t_normal(&seed); }
-  for (long i = 0; i < b * n; i++) mask[i] = t_uniform(&seed) > 0.15;
+  T_CHECK(make_module(mt, cfg, &p, &m, N, x, g, b * n, mask, &seed), "module setup");
   T_OK(mt->unit(cfg, &unit));
   T_OK(c5_layout_compute(d, n, unit, &lay));
   snprintf(env, sizeof env, "%ld", chunk);
