@@ -257,6 +257,13 @@ typedef struct c5k_ops {
      is so rounded once, into memory its module knows to be dead, and given to both as a bf16 operand, instead of
      being rounded twice into gemm_ex's scratch. The CPU takes C5_DTYPE_REAL only (else C5_ERR_NOTIMPL). */
   c5_status (*convert)(c5k_ctx *, long n, const c5_real *x, void *y, c5_dtype ytype);
+  /* The n parameters at w hold still until the next call (n = 0: forget them). Where bf16_acts says 1, a product
+     whose c5_real operand lies inside them reads its bf16 rounding from one copy made here instead of rounding it
+     into gemm_ex's scratch on every call (the same bf16 values; a block's weights were 65 small conversions a
+     step at n = 32768). The caller forgets them (n = 0) before anything writes there: c5_block_forward and
+     c5_block_backward hold their block's parameters from their start to their end, errors included. Elsewhere
+     (the CPU, the double build, other matmul modes) nothing is copied. */
+  c5_status (*weights_bf16)(c5k_ctx *, const c5_real *w, long n);
   /* g[i] += (c5_real)acc[i]; acc[i] = 0: the one rounding of a backward's
      parameter gradient into the working-precision slab. */
   c5_status (*grad_flush)(c5k_ctx *, double *acc, long n, c5_real *g);

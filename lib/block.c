@@ -11,6 +11,8 @@ struct c5_block {
   c5_block_config cfg;
   c5_routed_attn *attn;
   c5_routed_ff *ff;
+  const c5_params *p;
+  long p0, p1;     /* its parameters: entries [p0, p1) of p's table, made in a row by the create */
 };
 
 struct c5_block_cache {
@@ -35,12 +37,15 @@ c5_status c5_block_create(const c5_block_config *cfg, c5_params *p, const char *
   C5_CALLOC(b, 1);
   b->cfg = *cfg;
   b->be = c5_params_backend(p);
+  b->p = p;
+  b->p0 = c5_params_count(p);
   char pre[256];
   c5_status st = C5_OK;
   c5_name_join(pre, sizeof pre, prefix, "conditional_attn");
   C5_CALL_GOTO(c5_routed_attn_create(&cfg->attn, p, pre, &b->attn), st, fail);
   c5_name_join(pre, sizeof pre, prefix, "conditional_ff");
   C5_CALL_GOTO(c5_routed_ff_create(&cfg->ff, p, pre, &b->ff), st, fail);
+  b->p1 = c5_params_count(p);
   *out = b;
   return C5_OK;
 fail:
@@ -138,6 +143,27 @@ const c5_routed_ff *c5_block_ff(const c5_block *b) { return b->ff; }
 const c5_block_config *c5_block_get_config(const c5_block *b) { return &b->cfg; }
 const c5_backend *c5_block_backend(const c5_block *b) { return b->be; }
 
+/* The block's parameters held still for its products (kernels.h weights_bf16: one bf16 copy of them a forward or
+   backward in bf16 mode, not one a product), or forgotten (hold 0). */
+static c5_status hold_weights(const c5_block *b, int hold)
+{
+  c5k_ctx kc = c5_backend_ctx(b->be, NULL, 0);
+  if (!hold || b->p1 <= b->p0) return b->be->ops->weights_bf16(&kc, NULL, 0);
+  const c5_real *w0 = c5_params_value(b->p, b->p0);
+  const long n = c5_params_value(b->p, b->p1 - 1) + c5_params_numel(b->p, b->p1 - 1) - w0;
+  return b->be->ops->weights_bf16(&kc, w0, n);
+}
+
+static c5_status forward_body(c5_block *b, const c5_dist *d, const c5_layout *lay, long batch, const c5_real *x,
+                              const uint8_t *mask, c5_block_cache *c, c5_real *out)
+{
+  /* each residual added by its module's light branch, in its last product (c5_internal.h): no pass of its own */
+  C5_CALL(c5_routed_attn_forward_res(b->attn, d, lay, batch, x, mask, c->ac, 1, c->x1));
+  C5_CALL(c5_routed_ff_forward_res(b->ff, d, lay, batch, c->x1, mask, c->fc, 1, out));
+  c->x1_live = 1;
+  return C5_OK;
+}
+
 c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, long batch, const c5_real *x,
                            const uint8_t *mask, c5_block_cache *c, c5_real *out)
 {
@@ -145,11 +171,10 @@ c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, 
   C5_AGREE(d, b && lay && x && c && out ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_forward: NULL argument"));
   c->x1_live = 0;
   c5_routed_ff_cache_release(c->fc);   /* a forward not gone back through is abandoned: its region is free */
-  /* each residual added by its module's light branch, in its last product (c5_internal.h): no pass of its own */
-  C5_CALL(c5_routed_attn_forward_res(b->attn, d, lay, batch, x, mask, c->ac, 1, c->x1));
-  C5_CALL(c5_routed_ff_forward_res(b->ff, d, lay, batch, c->x1, mask, c->fc, 1, out));
-  c->x1_live = 1;
-  return C5_OK;
+  C5_CALL(hold_weights(b, 1));
+  const c5_status st = forward_body(b, d, lay, batch, x, mask, c, out);
+  const c5_status sr = hold_weights(b, 0);
+  return st != C5_OK ? st : sr;
 }
 
 /* The gradient at x1 (the feed-forward's input gradient plus dout, the residual's added by the feed-forward's last
@@ -158,6 +183,20 @@ c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, 
    [b, n, dim] buffer of its own for either (a workspace frame held across both backwards, before). One copy
    brings it to dx: written straight into dx, LocalMHA's LayerNorm backward would overwrite dx1 before the heavy
    scatter's backward reads it (c5_routed_attn_backward: light branch first, then the heavy one). */
+static c5_status backward_body(c5_block *b, const c5_dist *d, c5_block_cache *c, const c5_real *x,
+                               const c5_real *dout, c5_real *dx)
+{
+  const long N = c->batch * c->n * b->cfg.attn.dim;
+  const c5k_ops *ops = b->be->ops;
+  c5k_ctx kc = c5_backend_ctx(b->be, NULL, 0);
+  C5_CALL(c5_routed_ff_backward_res(b->ff, d, c->fc, c->x1, dout, 1, dx));
+  c->x1_live = 0;
+  C5_CALL(c5_routed_attn_backward_res(b->attn, d, c->ac, x, dx, 1, c->x1));
+  const long bytes = N * (long)sizeof *dx;
+  C5_CALL(ops->copy2d(&kc, dx, bytes, c->x1, bytes, bytes, 1));
+  return C5_OK;
+}
+
 c5_status c5_block_backward(c5_block *b, const c5_dist *d, c5_block_cache *c, const c5_real *x, const c5_real *dout,
                             c5_real *dx)
 {
@@ -168,13 +207,8 @@ c5_status c5_block_backward(c5_block *b, const c5_dist *d, c5_block_cache *c, co
                                                         dx == dout ? "dout" : "x"));
   C5_AGREE(d, c->x1_live ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_backward: the cache holds no forward to go back "
                                                        "through (a backward spends it: run c5_block_forward again)"));
-  const long N = c->batch * c->n * b->cfg.attn.dim;
-  const c5k_ops *ops = b->be->ops;
-  c5k_ctx kc = c5_backend_ctx(b->be, NULL, 0);
-  C5_CALL(c5_routed_ff_backward_res(b->ff, d, c->fc, c->x1, dout, 1, dx));
-  c->x1_live = 0;
-  C5_CALL(c5_routed_attn_backward_res(b->attn, d, c->ac, x, dx, 1, c->x1));
-  const long bytes = N * (long)sizeof *dx;
-  C5_CALL(ops->copy2d(&kc, dx, bytes, c->x1, bytes, bytes, 1));
-  return C5_OK;
+  C5_CALL(hold_weights(b, 1));
+  const c5_status st = backward_body(b, d, c, x, dout, dx);
+  const c5_status sr = hold_weights(b, 0);
+  return st != C5_OK ? st : sr;
 }

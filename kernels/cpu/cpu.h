@@ -54,6 +54,7 @@ c5_status c5k_gemm_acc_cpu(c5k_ctx *, int, int, long, long, long, double, const 
 c5_status c5k_gemm_acc_ex_cpu(c5k_ctx *, int, int, long, long, long, double, const void *, c5_dtype, long,
                               const void *, c5_dtype, long, c5_real *, double *);
 int c5k_bf16_acts_cpu(c5k_ctx *);
+c5_status c5k_weights_bf16_cpu(c5k_ctx *, const c5_real *, long);
 c5_status c5k_grad_flush_cpu(c5k_ctx *, double *, long, c5_real *);
 c5_status c5k_local_attn_forward_cpu(c5k_ctx *, const c5k_local_attn *, const void *, const void *, const void *,
                                      long, const uint8_t *, void *, long, double *, double *, uint8_t *);

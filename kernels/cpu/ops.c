@@ -23,6 +23,7 @@ const c5k_ops c5k_cpu_ops = {
   .gemm_acc = c5k_gemm_acc_cpu,
   .gemm_acc_ex = c5k_gemm_acc_ex_cpu,
   .bf16_acts = c5k_bf16_acts_cpu,
+  .weights_bf16 = c5k_weights_bf16_cpu,
   .grad_flush = c5k_grad_flush_cpu,
   .local_attn_forward = c5k_local_attn_forward_cpu,
   .local_attn_backward = c5k_local_attn_backward_cpu,

@@ -41,6 +41,10 @@ struct c5k_cuda_dev {
   int matmul;                   /* c5_matmul: 0 fp32, 1 tf32, 2 bf16 inputs to f32-compute products */
   void *cvt;                    /* gemm_ex's bf16 copies of f32 inputs (matmul 2), grown on demand; apart from */
   size_t cvt_bytes;             /* scratch, which an op's own products may read */
+  void *mir;                    /* kernels.h weights_bf16: the bf16 copy of mir_n c5_real at mir_src (0: none) */
+  size_t mir_bytes;
+  const void *mir_src;
+  long mir_n;
   struct c5k_lt_algo algos[C5K_LT_ALGOS];   /* the shapes seen last, replaced in turn */
   int algos_next;
 };
@@ -93,6 +97,7 @@ extern "C" c5_status c5k_gemm_ex_cuda(c5k_ctx *, int, int, long, long, long, dou
 
 /* kernels.h bf16_acts (gemm.cu): bf16 mode, where the ops taking bf16 activations take them (attn_local.cu) */
 extern "C" int c5k_bf16_acts_cuda(c5k_ctx *);
+extern "C" c5_status c5k_weights_bf16_cuda(c5k_ctx *, const c5_real *, long);
 
 /* A strided batch of products of bf16 operands into f32 C with f32 compute (gemm_ex's shape): the attentions'
    bf16 mode (attn_heavy.cu, attn_local.cu). */

@@ -47,6 +47,7 @@ extern "C" void c5k_cuda_dev_destroy(c5k_cuda_dev *d)
   if (d->stream) cudaStreamSynchronize(d->stream);
   if (d->scratch) cudaFree(d->scratch);
   if (d->cvt) cudaFree(d->cvt);
+  if (d->mir) cudaFree(d->mir);
   for (int i = 0; i < C5K_LT_ALGOS; i++) c5k_lt_algo_drop(&d->algos[i]);
   if (d->lt) cublasLtDestroy(d->lt);
   if (d->lt_ws) cudaFree(d->lt_ws);

@@ -121,6 +121,32 @@ __global__ static void rank1_update(long m, long n, float alpha, const float *A,
    cin: the matrix beta scales (cuBLASLt's C, C's layout, apart from C), C being written (its D); NULL: C itself.
    With a bias, beta is then 1 (linear's residual: C = product + bias + cin); the fallback forms bias + cin in C
    first. what names the op in errors. */
+/* The bf16 copy of the n c5_real elements at x where all of them lie inside the held weights (weights_bf16) and the
+   copy's address is 16-byte aligned (else cuBLASLt's slower low-alignment kernels would cost more than the
+   rounding saves: gemm_ex rounds into its 256-byte aligned scratch instead); NULL otherwise. */
+static const void *mirrored(const c5k_cuda_dev *dev, const void *x, long n)
+{
+  if (dev->mir_n <= 0) return NULL;
+  const uintptr_t p = (uintptr_t)x, s = (uintptr_t)dev->mir_src, f = sizeof(float);
+  if (p < s || (p - s) % f || (p - s) / f + (uintptr_t)n > (uintptr_t)dev->mir_n) return NULL;
+  const uintptr_t m = (uintptr_t)dev->mir + (p - s) / f * sizeof(__nv_bfloat16);
+  return m % 16 ? NULL : (const void *)m;
+}
+
+extern "C" c5_status c5k_weights_bf16_cuda(c5k_ctx *ctx, const c5_real *w, long n)
+{
+  c5k_cuda_dev *dev;
+  C5_CALL_K(c5k_cuda_of(ctx, "weights_bf16", &dev));
+  dev->mir_n = 0;
+  dev->mir_src = NULL;
+  if (n <= 0 || !w || !c5k_bf16_acts_cuda(ctx)) return C5_OK;   /* f32 and f64 products read the values as they are */
+  C5_CALL_K(c5k_cuda_grow(dev, &dev->mir, &dev->mir_bytes, (size_t)n * sizeof(__nv_bfloat16), 0, "weights_bf16"));
+  C5_CALL_K(c5k_cuda_to_bf16(dev, n, (const float *)w, dev->mir, "weights_bf16"));
+  dev->mir_src = w;
+  dev->mir_n = n;
+  return C5_OK;
+}
+
 extern "C" c5_status c5k_broadcast_row_cuda(c5k_ctx *, long, long, const c5_real *, c5_real *);
 extern "C" c5_status c5k_axpy_cuda(c5k_ctx *, long, double, const c5_real *, c5_real *);
 
@@ -160,18 +186,21 @@ static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, l
       (a32 || atype == C5_DTYPE_BF16) && (b32 || btype == C5_DTYPE_BF16) && m > 0 && n > 0 && k > 0 && batch > 0) {
     const long na = a32 ? extent(transa ? k : m, transa ? m : k, lda, stride_a, batch) : 0;
     const long nb = b32 ? extent(transb ? n : k, transb ? k : n, ldb, stride_b, batch) : 0;
+    /* an operand inside the held weights (weights_bf16) is read from their copy */
+    const void *am = a32 ? mirrored(dev, A, na) : NULL, *bm = b32 ? mirrored(dev, B, nb) : NULL;
+    const long nac = a32 && !am ? na : 0, nbc = b32 && !bm ? nb : 0;   /* elements rounded here */
     /* B's copy 256-byte aligned: at an odd offset after A's, cuBLASLt took its align-1 sm75 kernels (ncu on the
        H200: 0.9 ms of the 13 ms block at n = 32768) */
-    const long nap = (na + 127) & ~127L;
-    const size_t bytes = (size_t)(nap + nb) * sizeof(__nv_bfloat16);
-    C5_CALL_K(c5k_cuda_grow(dev, &dev->cvt, &dev->cvt_bytes, bytes, 0, what));
+    const long nap = (nac + 127) & ~127L;
+    const size_t bytes = (size_t)(nap + nbc) * sizeof(__nv_bfloat16);
+    if (bytes) C5_CALL_K(c5k_cuda_grow(dev, &dev->cvt, &dev->cvt_bytes, bytes, 0, what));
     __nv_bfloat16 *a16 = (__nv_bfloat16 *)dev->cvt, *b16 = a16 + nap;
-    if (a32) C5_CALL_K(c5k_cuda_to_bf16(dev, na, (const float *)A, a16, what));
-    if (b32) C5_CALL_K(c5k_cuda_to_bf16(dev, nb, (const float *)B, b16, what));
+    if (nac) C5_CALL_K(c5k_cuda_to_bf16(dev, na, (const float *)A, a16, what));
+    if (nbc) C5_CALL_K(c5k_cuda_to_bf16(dev, nb, (const float *)B, b16, what));
     /* the bias stays f32 (C's type): only the product's inputs are rounded */
-    return lt_gemm(ctx, transa, transb, m, n, k, alpha, a32 ? (const void *)a16 : A, C5_DTYPE_BF16, lda, stride_a,
-                   b32 ? (const void *)b16 : B, C5_DTYPE_BF16, ldb, stride_b, beta, cin_given, C, ctype, ldc, stride_c,
-                   batch, compute, bias, what);
+    return lt_gemm(ctx, transa, transb, m, n, k, alpha, !a32 ? A : am ? am : (const void *)a16, C5_DTYPE_BF16, lda,
+                   stride_a, !b32 ? B : bm ? bm : (const void *)b16, C5_DTYPE_BF16, ldb, stride_b, beta, cin_given, C,
+                   ctype, ldc, stride_c, batch, compute, bias, what);
   }
   const int f64 = compute == C5_DTYPE_F64 && atype == C5_DTYPE_F64 && btype == C5_DTYPE_F64 && ctype == C5_DTYPE_F64;
   const int f32 = compute == C5_DTYPE_F32 && atype == btype && (atype == C5_DTYPE_F32 || atype == C5_DTYPE_BF16) &&

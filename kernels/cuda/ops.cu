@@ -169,6 +169,7 @@ static c5k_ops cuda_ops(void)
   o.gemm_acc = c5k_gemm_acc_cuda;
   o.gemm_acc_ex = c5k_gemm_acc_ex_cuda;
   o.bf16_acts = c5k_bf16_acts_cuda;   /* gemm.cu; declared in cuda_internal.cuh */
+  o.weights_bf16 = c5k_weights_bf16_cuda;
   o.grad_flush = c5k_grad_flush_cuda;
   o.axpy = c5k_axpy_cuda;
   o.convert = c5k_convert_cuda;

@@ -8,7 +8,9 @@
    the fused call must not take its algorithm). y starts as NaN (every
    element is written); each case runs twice and must repeat bit for bit,
    and in bf16 mode once more with x given in bf16 (kernels.h bf16_acts;
-   x's bits rounded by t_bf16), which must give the same bits too. Each
+   x's bits rounded by t_bf16), which must give the same bits too, and
+   with W held (kernels.h weights_bf16: its bf16 copy made once), the same
+   bits again; forgotten and W negated, the product's bits negated. Each
    shape and bias once more with a residual res (kernels.h linear: cuBLASLt's
    C apart from its D, beta 1; the CPU op with res as reference, in bf16 mode
    res added to the double reference). One line per case. Exits 77 without
@@ -29,7 +31,7 @@ static int check(c5_backend *gpu, long rows, long out, long in, int bias, int re
   void *dx = NULL, *dw = NULL, *db = NULL, *dy = NULL, *dres = NULL;
   unsigned long long seed = 3 + rows + 5 * out + 11 * in + 17 * bias + 64 * (int)mm;
   c5k_ctx cpu = { 0 };
-  int ok = 0, same = 0, bf16x = 0;
+  int ok = 0, same = 0, bf16x = 0, held = 0;
   double e = NAN;
   T_CHECK(x && W && b && res && want && got[0] && got[1] && x64 && w64 && ref && g64, "out of memory");
   for (long i = 0; i < nx; i++) x64[i] = x[i] = (c5_real)t_normal(&seed);
@@ -78,8 +80,27 @@ static int check(c5_backend *gpu, long rows, long out, long in, int bias, int re
     if (st == C5_OK) st = c5_backend_memcpy(gpu, got[1], dy, ny * sizeof *x);
     c5_backend_free(gpu, dxb);
     T_OK(st);
+    ctx = c5_backend_ctx(gpu, NULL, 0);
     bf16x = !memcmp(got[0], got[1], ny * sizeof *x);
     same &= bf16x;
+    /* W held (kernels.h weights_bf16): read from the one copy, the same bits; forgotten, W's new values are read
+       (-W: the product's bits negated, checked where no bias or residual is added) */
+    for (int neg = 0; neg < 2; neg++) {
+      for (long i = 0; i < ny; i++) got[1][i] = (c5_real)NAN;
+      T_OK(c5_backend_memcpy(gpu, dy, got[1], ny * sizeof *x));
+      T_OK(c5k_cuda_ops.weights_bf16(&ctx, neg ? NULL : (const c5_real *)dw, neg ? 0 : nw));
+      if (neg) {
+        for (long i = 0; i < nw; i++) W[i] = -W[i];
+        T_OK(c5_backend_memcpy(gpu, dw, W, nw * sizeof *W));
+      }
+      T_OK(c5k_cuda_ops.linear(&ctx, rows, out, in, dx, C5_DTYPE_REAL, dw, bias ? db : NULL, resid ? dres : NULL, dy));
+      T_OK(c5k_cuda_ops.weights_bf16(&ctx, NULL, 0));
+      T_OK(c5_backend_memcpy(gpu, got[1], dy, ny * sizeof *x));
+      if (!neg) held = !memcmp(got[0], got[1], ny * sizeof *x);
+      else if (!bias && !resid)
+        for (long i = 0; i < ny; i++) held &= got[1][i] == -got[0][i];
+    }
+    same &= held;
   }
   t_to_double(got[0], ny, g64);
   e = t_normwise(g64, ref, ny);
@@ -89,7 +110,8 @@ static int check(c5_backend *gpu, long rows, long out, long in, int bias, int re
 fail:
   printf("linear rows %ld out %ld in %ld bias %s res %s matmul %s: %.3e (tol %.0e), repeat%s %s: %s\n", rows, out,
          in, bias ? "yes" : "NULL", resid ? "yes" : "NULL", c5_matmul_name(mm), e, tol, mm == C5_MATMUL_BF16 ? " and bf16 x" : "",
-         same ? "same bits" : bf16x || mm != C5_MATMUL_BF16 ? "DIFFERENT" : "DIFFERENT (bf16 x)", ok ? "PASS" : "FAIL");
+         same ? "same bits" : mm != C5_MATMUL_BF16 ? "DIFFERENT" : !bf16x ? "DIFFERENT (bf16 x)" :
+         !held ? "DIFFERENT (held W, or -W after)" : "DIFFERENT", ok ? "PASS" : "FAIL");
   c5_backend_set_matmul(gpu, C5_MATMUL_FP32);
   c5_backend_free(gpu, dx); c5_backend_free(gpu, dw); c5_backend_free(gpu, db); c5_backend_free(gpu, dy);
   c5_backend_free(gpu, dres);
