@@ -19,7 +19,7 @@
 # Then, counted in the totals: the sanitizer pass (jobs/sanitize.sh: a build
 # under AddressSanitizer + UndefinedBehaviorSanitizer running the bad-input
 # tests, colt5-train's tests and a few unit and golden tests) and the fuzz pass
-# (jobs/fuzz.sh: each libFuzzer harness 60 s, and a replay of every corpus and
+# (jobs/fuzz.sh: each libFuzzer harness about 30 s, and a replay of every corpus and
 # regression input of tests/fuzz). README.md ("Run the whole test suite") has
 # the time each takes.
 #
@@ -60,10 +60,14 @@ default_cores() {
 
 # run_pass PREC LABEL [CORE]: make check in build-PREC under
 # OPENBLAS_CORETYPE=CORE (none given: the caller's environment); adds to the totals.
+# The single suite leaves out the tests that do not depend on the precision
+# (make check-numeric; Makefile.am's PRECISION_FREE_TESTS): the double suite ran them.
 run_pass() {
   dir="$top/build-$1"
   if [ $# -gt 2 ]; then
     (cd "$dir" && OPENBLAS_CORETYPE="$3" make -j"$(nproc)" check-blas > "check-$2.out" 2>&1) || rc=1
+  elif [ "$1" = single ]; then
+    (cd "$dir" && make -j"$(nproc)" check-numeric > "check-$2.out" 2>&1) || rc=1
   else
     (cd "$dir" && make -j"$(nproc)" check > "check-$2.out" 2>&1) || rc=1
   fi

@@ -4,12 +4,12 @@
 # instrumented for coverage under AddressSanitizer + UndefinedBehaviorSanitizer, double precision,
 # static), then for each harness
 #   - replay: every input of tests/fuzz/corpus/NAME and tests/fuzz/regress/NAME, run once;
-#   - fuzz: a fixed count of executions from a fixed seed (about 60 s each here; below), or S seconds with
+#   - fuzz: a fixed count of executions from a fixed seed (about 30 s each here; below), or S seconds with
 #     --time S (a campaign), from the seed corpus (a copy in build-fuzz/corpus/NAME: the
 #     repository's corpus is not changed), findings written to build-fuzz/findings/NAME/.
 # Each replay and each fuzz run is one test; any sanitizer report, leak, crash, timeout (10 s an
 # input) or out-of-memory fails it. The harnesses run C5_FUZZ_PARALLEL at a time (default: the
-# number of cores), so that 60 s each costs 2 minutes on 2 cores. Prints "N passed, N failed"; exit 0 only if none failed. Run
+# number of cores), so that 30 s each costs 1 minute on 2 cores. Prints "N passed, N failed"; exit 0 only if none failed. Run
 # by jobs/check.sh (unless --quick). A longer campaign: jobs/fuzz.sh --time 1200 (docs/bad-input.md,
 # "Fuzzing"). --only NAME: one harness (train_config, train_options, checkpoint, golden).
 # --keep-going: fuzz on past a finding (libFuzzer -fork=1 with -ignore_crashes/ooms/timeouts; every
@@ -71,10 +71,10 @@ harness() {
   # the corpus reload off: the same inputs on every machine, so a red CI is a finding that reproduces, and
   # a green one here is green anywhere (a slower machine cut by the time cap, 3 x 60 s, runs a prefix of
   # them). A time bound alone let faster and slower runs reach different inputs: CI went red on 1 run in 3
-  # of the same code. The counts are about 60 s of each harness on the 2-core build machine. A campaign
+  # of the same code. The counts are about 30 s of each harness on the 2-core build machine. A campaign
   # (--time S) is bounded by time only and sets its own seed.
   case $h in
-    train_config) n_runs=5000 ;; train_options) n_runs=20000 ;; checkpoint) n_runs=300 ;; *) n_runs=4000 ;;
+    train_config) n_runs=2500 ;; train_options) n_runs=10000 ;; checkpoint) n_runs=150 ;; *) n_runs=2000 ;;
   esac
   bound="-runs=${C5_FUZZ_RUNS:-$n_runs} -reload=0 -max_total_time=$((3 * secs))"
   [ "$campaign" = 1 ] && bound="-max_total_time=$secs"

@@ -23,8 +23,10 @@ export OMPI_MCA_mca_base_component_disable_dlclose=1
 export LSAN_OPTIONS="use_tls=0:suppressions=$top/jobs/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
 # The longest first (make -j starts them in this order): test_train.sh last left a core idle for its 2+ minutes.
-tests=${C5_SANITIZE_TESTS:-"tests/unit/test_train.sh tests/unit/test_bench_cli.sh tests/unit/test_mpi_errors.sh
-  tests/unit/test_golden_cli.sh tests/unit/test_fuzz_h5.sh
+# colt5-golden's and colt5-bench's command lines (test_golden_cli.sh, test_bench_cli.sh: 190 s here, an MPI start
+# under the slow unwinder costing 4 s) are left to the fuzz pass, which runs their readers and the shared option
+# parsing (apps/cli.c) under the same sanitizers: fuzz_golden (colt5-golden's run_file), fuzz_train_options.
+tests=${C5_SANITIZE_TESTS:-"tests/unit/test_train.sh tests/unit/test_mpi_errors.sh tests/unit/test_fuzz_h5.sh
   tests/unit/test_params_io tests/unit/test_cd tests/unit/test_topk tests/unit/test_router tests/unit/test_layout_unit
   tests/unit/test_attn_local tests/unit/test_attn_heavy tests/unit/test_alloc.sh
   tests/golden/cd_const_eps.test tests/golden/ff_basic.test tests/golden/attn_masked.test tests/golden/block_basic.test
