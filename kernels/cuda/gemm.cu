@@ -113,6 +113,27 @@ __global__ static void rank1_update(long m, long n, float alpha, const float *A,
   }
 }
 
+/* The same update, four columns a thread (float4), where op(B)'s row is contiguous and C's rows are 16-byte
+   aligned (the routers' dx: n = dim): the same operations on each element, so the same bits. The tile kernel
+   above moved 2.3 TB/s at 32768 x 512 (56 us, four a step). */
+__global__ static void rank1_update4(long m, long nq, float alpha, const float *A, long sa, const float4 *B, float beta,
+                                     float *C, long ldc)
+{
+  const long e = blockIdx.x * (long)blockDim.x + threadIdx.x;
+  if (e >= m * nq) return;
+  const long i = e / nq, q = e - i * nq;
+  const float a = alpha * A[i * sa];
+  const float4 b = __ldg(B + q);
+  float4 *cp = (float4 *)(C + i * ldc) + q;
+  float4 c;
+  if (beta == 0.0f) c = make_float4(a * b.x, a * b.y, a * b.z, a * b.w);
+  else {
+    c = *cp;
+    c = make_float4(fmaf(a, b.x, beta * c.x), fmaf(a, b.y, beta * c.y), fmaf(a, b.z, beta * c.z), fmaf(a, b.w, beta * c.w));
+  }
+  *cp = c;
+}
+
 /* gemm_ex, and with bias != NULL (c5_real, n elements; C c5_real [m x n] dense, batch 1, beta 0)
    C[i, j] = alpha (op(A) op(B))[i, j] + bias[j] through cuBLASLt's bias epilogue: in the column-major view
    C' [n x m] the bias runs along C''s rows, the one direction the epilogue broadcasts. Where cuBLASLt has no
@@ -170,6 +191,13 @@ static c5_status lt_gemm(c5k_ctx *ctx, int transa, int transb, long m, long n, l
     const long sa = transa ? 1 : lda, sb = transb ? ldb : 1;
     if ((n + 31) / 32 > 65535)
       return C5K_ERR(C5_ERR_NOTIMPL, "cuda op %s: a rank-1 update of %ld columns (at most %ld)", what, n, 65535L * 32);
+    if (sb == 1 && n % 4 == 0 && ldc % 4 == 0 && (uintptr_t)B % 16 == 0 && (uintptr_t)C % 16 == 0) {
+      const long nq = n / 4, blocks = (m * nq + 255) / 256;
+      rank1_update4<<<(unsigned)blocks, 256, 0, dev->stream>>>(m, nq, (float)alpha, (const float *)A, sa,
+                                                                (const float4 *)B, (float)beta, (float *)C, ldc);
+      C5K_CUDA_LAUNCHED(what);
+      return C5_OK;
+    }
     const dim3 grid((unsigned)((m + 31) / 32), (unsigned)((n + 31) / 32)), block(32, 8);
     rank1_update<<<grid, block, 0, dev->stream>>>(m, n, (float)alpha, (const float *)A, sa, (const float *)B, sb,
                                                   (float)beta, (float *)C, ldc);

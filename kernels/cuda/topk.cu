@@ -3,8 +3,9 @@
    masked entries last by index. A radix select with a fixed number of
    rounds, 8 bits each, over the order keys of the score type (4 rounds of
    32-bit keys for fp32; fp64 takes 8 over 64-bit keys): per round one
-   histogram launch (integer counts: the same whatever the order of the
-   atomics) and one per-row pick of the CPU's; then per-chunk counts above
+   launch, whose blocks add their chunk's histogram into the row's (integer
+   counts: the same whatever the order of the atomics) and whose last block
+   to arrive makes the CPU's pick for the row; then per-chunk counts above
    and at the threshold, a per-row exclusive scan in chunk order, and an
    ordered compaction (block scans), so the positions are ascending and the
    ties at the threshold go to the lowest indices. One rank (P = 1). */
@@ -13,7 +14,10 @@
 #include <cub/block/block_scan.cuh>
 #include "cuda_internal.cuh"
 
-#define TK_CHUNK 4096
+/* Elements a block of the device select: small enough that a row of 32768
+   spreads over 32 blocks (with 4096 it took 8, and each of the 4 rounds'
+   histograms ran on 8 of the 132 multiprocessors). */
+#define TK_CHUNK 1024
 #define TK_THREADS 256
 
 /* The order key of v as K: the score type's own (the device select), or for
@@ -32,10 +36,14 @@ struct tk_row {
   int done;   /* 0 searching, 1 threshold found, 2 ties at the threshold */
 };
 
-__global__ void tk_init(tk_row *st, long rows, long k, unsigned int *hist)
+/* The rows' state, their histograms and arrival counters cleared. */
+__global__ void tk_init(tk_row *st, long rows, long k, unsigned int *hist, unsigned int *arrived)
 {
   long r = blockIdx.x * (long)blockDim.x + threadIdx.x;
-  if (r < rows) st[r] = { 0ull, 0ull, k, 0, 0 };
+  if (r < rows) {
+    st[r] = { 0ull, 0ull, k, 0, 0 };
+    arrived[r] = 0;
+  }
   for (long i = blockIdx.x * (long)blockDim.x + threadIdx.x; i < 256 * rows; i += (long)gridDim.x * blockDim.x) hist[i] = 0;
 }
 
@@ -58,42 +66,74 @@ template <typename K, typename T> __device__ __forceinline__ void tk_hist_range(
   __syncthreads();
 }
 
-template <typename T> __global__ void __launch_bounds__(TK_THREADS)
-tk_hist(const T *v, const uint8_t *mask, long n, long bpr, const tk_row *st, int shift, unsigned int *hist)
+/* lib/topk.c's step for one row and round over its whole histogram hr [256]
+   (read coherent: other blocks' atomics made it), by the block's 256
+   threads, thread b holding bin b: going down from bin 255, the bin where
+   the count above it first reaches need (the CPU's loop, as one suffix scan);
+   the histogram is cleared for the next round. */
+__device__ __forceinline__ void tk_pick_row(tk_row *sr, int shift, unsigned int *hr)
 {
-  typedef typename c5k_key<T>::type K;
-  __shared__ unsigned int h[256];
-  const long u = blockIdx.x, r = u / bpr, c = u % bpr;
-  if (st[r].done) return;
-  const long j0 = r * n + c * TK_CHUNK, j1 = r * n + min(n, (c + 1) * TK_CHUNK);
-  tk_hist_range<K, T>(v, mask, j0, j1, st[r].prefix, shift, h);
-  for (int b = threadIdx.x; b < 256; b += blockDim.x)
-    if (h[b]) atomicAdd(&hist[256 * r + b], h[b]);
-}
-
-/* lib/topk.c's step for one row and round; the histogram is cleared for the next. */
-__global__ void tk_pick(tk_row *st, long rows, int shift, unsigned int *hist)
-{
-  long r = blockIdx.x * (long)blockDim.x + threadIdx.x;
-  if (r >= rows) return;
-  unsigned int *h = hist + 256 * r;
-  tk_row s = st[r];
-  if (!s.done) {
-    int b = 255;
-    while (b > 0 && (long long)h[b] < s.need) s.need -= h[b--];
-    unsigned long long lo = s.prefix | ((unsigned long long)b << shift);
-    if ((long long)h[b] == s.need) {   /* every key >= lo is selected */
+  typedef cub::BlockScan<long long, TK_THREADS> BS;
+  __shared__ typename BS::TempStorage tmp;
+  __shared__ int bsel;
+  __shared__ long long above;
+  const int b = 255 - (int)threadIdx.x;   /* thread 0 the top bin: the scan runs down */
+  const long long hb = __ldcg(hr + b);
+  tk_row s = *sr;
+  long long sum_above;   /* keys in the bins above b */
+  BS(tmp).ExclusiveSum(hb, sum_above);
+  if (threadIdx.x == 0) { bsel = 0; above = 0; }
+  __syncthreads();
+  /* at most one bin crosses need; none only if the row had fewer keys than need (then bin 0, as the CPU's loop) */
+  if (sum_above < s.need && sum_above + hb >= s.need) { bsel = b; above = sum_above; }
+  __syncthreads();
+  if (b == 0 && bsel == 0) above = sum_above;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    const int bb = bsel;
+    s.need -= above;
+    const long long hsel = __ldcg(hr + bb);
+    unsigned long long lo = s.prefix | ((unsigned long long)bb << shift);
+    if (hsel == s.need) {   /* every key >= lo is selected */
       if (lo == 0) { s.thr = 0; s.take = LLONG_MAX; }
       else { s.thr = lo - 1; s.take = 0; }
       s.done = 1;
-    } else if (shift == 0) {           /* more keys equal lo than places: lowest indices win */
+    } else if (shift == 0) {   /* more keys equal lo than places: lowest indices win */
       s.thr = lo; s.take = s.need; s.done = 2;
     } else {
       s.prefix = lo;
     }
-    st[r] = s;
+    *sr = s;
   }
-  for (int b = 0; b < 256; b++) h[b] = 0;
+  __syncthreads();
+  hr[b] = 0;
+}
+
+/* One round for every row: each block adds its chunk's histogram into the
+   row's; the row's last block to arrive (arrived[r], a fence before it)
+   makes the pick and resets the counter. */
+template <typename T> __global__ void __launch_bounds__(TK_THREADS)
+tk_round(const T *v, const uint8_t *mask, long n, long bpr, tk_row *st, int shift, unsigned int *hist,
+         unsigned int *arrived)
+{
+  typedef typename c5k_key<T>::type K;
+  __shared__ unsigned int h[256];
+  __shared__ bool last;
+  const long u = blockIdx.x, r = u / bpr, c = u % bpr;
+  if (st[r].done) return;   /* the same for every block of the row */
+  const long j0 = r * n + c * TK_CHUNK, j1 = r * n + min(n, (c + 1) * TK_CHUNK);
+  tk_hist_range<K, T>(v, mask, j0, j1, st[r].prefix, shift, h);
+  unsigned int *hr = hist + 256 * r;
+  for (int b = threadIdx.x; b < 256; b += blockDim.x)
+    if (h[b]) atomicAdd(&hr[b], h[b]);
+  __threadfence();   /* this block's counts reach the row before its arrival does */
+  __syncthreads();
+  if (threadIdx.x == 0) last = atomicAdd(&arrived[r], 1u) == (unsigned int)(bpr - 1);
+  __syncthreads();
+  if (!last) return;
+  __threadfence();
+  tk_pick_row(&st[r], shift, hr);
+  if (threadIdx.x == 0) arrived[r] = 0;
 }
 
 /* Keys of [j0, j1) above thr and equal to it into cnt[0], cnt[1] (thread 0 writes). */
@@ -123,35 +163,46 @@ tk_count(const T *v, const uint8_t *mask, long n, long bpr, const tk_row *st, lo
   tk_count_range<K, T>(v, mask, j0, j1, (K)st[r].thr, cnt + 2 * u);
 }
 
-/* A row's nc chunk counts {above, equal} (cnt, in place) into their exclusive
-   prefixes {first slot, ties before}; returns the row's selected count. */
-__device__ __forceinline__ long long tk_scan_row(long long *cnt, long nc, long long take)
+/* A row's nc chunk counts {above, equal} (rc, in place) into their
+   exclusive prefixes {first slot, ties before} in chunk order (lib/topk.c's
+   rule), by the whole block: the ties before a chunk are a prefix sum of the
+   equal counts, the chunk's share of the ties follows from it alone, and the
+   slots are a prefix sum of above + that share. Returns the row's selected
+   count (every thread). */
+__device__ __forceinline__ long long tk_scan_block(long long *rc, long nc, long long take)
 {
+  typedef cub::BlockScan<long long, TK_THREADS> BS;
+  __shared__ typename BS::TempStorage tmp;
   long long out = 0, ties = 0;
-  for (long c = 0; c < nc; c++) {
-    long long *p = cnt + 2 * c;
-    long long gt = p[0], eq = p[1], teq = take - ties;
+  for (long c0 = 0; c0 < nc; c0 += TK_THREADS) {
+    const long c = c0 + threadIdx.x;
+    const long long gt = c < nc ? rc[2 * c] : 0, eq = c < nc ? rc[2 * c + 1] : 0;
+    long long eq_before, eq_all, mine_before, mine_all;
+    BS(tmp).ExclusiveSum(eq, eq_before, eq_all);
+    __syncthreads();
+    long long teq = take - (ties + eq_before);
     teq = teq < 0 ? 0 : (teq > eq ? eq : teq);
-    p[0] = out;
-    p[1] = ties;
-    out += gt + teq;
-    ties += eq;
+    BS(tmp).ExclusiveSum(gt + teq, mine_before, mine_all);
+    __syncthreads();
+    if (c < nc) { rc[2 * c] = out + mine_before; rc[2 * c + 1] = ties + eq_before; }
+    out += mine_all;
+    ties += eq_all;
   }
   return out;
 }
 
-/* Per row, in chunk order: each chunk's first output slot and the ties before it (lib/topk.c's rule). */
-__global__ void tk_scan(long rows, long bpr, const tk_row *st, long long *cnt, long *count)
+/* Per row (a block each): each chunk's first output slot and the ties before it. */
+__global__ void __launch_bounds__(TK_THREADS) tk_scan(long bpr, const tk_row *st, long long *cnt, long *count)
 {
-  long r = blockIdx.x * (long)blockDim.x + threadIdx.x;
-  if (r >= rows) return;
-  count[r] = (long)tk_scan_row(cnt + 2 * r * bpr, bpr, st[r].take);
+  const long r = blockIdx.x;
+  const long long n = tk_scan_block(cnt + 2 * r * bpr, bpr, st[r].take);
+  if (threadIdx.x == 0) count[r] = (long)n;
 }
 
 /* The ordered compaction of a chunk [j0, j1) of the row starting at element
    rb (j relative to it): keys above thr and the ties while fewer than take
    came before, at pr[o ..] as j + offset; o and ties are the chunk's
-   prefixes (tk_scan_row). */
+   prefixes (tk_scan_block). */
 template <typename K, typename T> __device__ __forceinline__ void tk_write_range(const T *v, const uint8_t *mask,
                                                                                 long rb, long j0, long j1, K thr,
                                                                                 long long take, long long o,
@@ -203,26 +254,25 @@ extern "C" c5_status c5k_topk_select_cuda(c5k_ctx *ctx, const c5k_rows *R, const
     return C5K_ERR(C5_ERR_ARG, "%s: k = %ld must be in [1, %ld] (the row length) and <= cap = %ld", op, k, n, cap);
   const long bpr = (n + TK_CHUNK - 1) / TK_CHUNK, units = rows * bpr;
   size_t o_hist = 0, o_st = (256 * rows * sizeof(unsigned) + 255) & ~(size_t)255;
-  size_t o_cnt = (o_st + rows * sizeof(tk_row) + 255) & ~(size_t)255, bytes = o_cnt + 2 * units * sizeof(long long);
+  size_t o_arr = (o_st + rows * sizeof(tk_row) + 255) & ~(size_t)255;
+  size_t o_cnt = (o_arr + rows * sizeof(unsigned) + 255) & ~(size_t)255, bytes = o_cnt + 2 * units * sizeof(long long);
   void *scr;
   C5_CALL_K(c5k_cuda_scratch(dev, bytes, &scr, op));
   char *base = (char *)scr;
-  unsigned int *hist = (unsigned int *)(base + o_hist);
+  unsigned int *hist = (unsigned int *)(base + o_hist), *arrived = (unsigned int *)(base + o_arr);
   tk_row *st = (tk_row *)(base + o_st);
   long long *cnt = (long long *)(base + o_cnt);
   const unsigned rb = (unsigned)((rows + 127) / 128);
-  tk_init<<<rb, 128, 0, dev->stream>>>(st, rows, k, hist);
+  tk_init<<<rb, 128, 0, dev->stream>>>(st, rows, k, hist, arrived);
   C5K_CUDA_LAUNCHED(op);
   const int nbits = 8 * sizeof(c5k_key<c5_real>::type);
   for (int shift = nbits - 8; shift >= 0; shift -= 8) {   /* a fixed number of rounds: no host decision */
-    tk_hist<c5_real><<<(unsigned)units, TK_THREADS, 0, dev->stream>>>(v, mask, n, bpr, st, shift, hist);
-    C5K_CUDA_LAUNCHED(op);
-    tk_pick<<<rb, 128, 0, dev->stream>>>(st, rows, shift, hist);
+    tk_round<c5_real><<<(unsigned)units, TK_THREADS, 0, dev->stream>>>(v, mask, n, bpr, st, shift, hist, arrived);
     C5K_CUDA_LAUNCHED(op);
   }
   tk_count<c5_real><<<(unsigned)units, TK_THREADS, 0, dev->stream>>>(v, mask, n, bpr, st, cnt);
   C5K_CUDA_LAUNCHED(op);
-  tk_scan<<<rb, 128, 0, dev->stream>>>(rows, bpr, st, cnt, count);
+  tk_scan<<<(unsigned)rows, TK_THREADS, 0, dev->stream>>>(bpr, st, cnt, count);
   C5K_CUDA_LAUNCHED(op);
   tk_write<c5_real><<<(unsigned)units, TK_THREADS, 0, dev->stream>>>(v, mask, n, bpr, st, cnt, cap, offset, pos);
   C5K_CUDA_LAUNCHED(op);
@@ -271,11 +321,11 @@ __global__ void tko_sum_eq_kernel(c5k_drows G, const long long *cnt, long *count
   count[r] = (long)n;
 }
 
-__global__ void tko_scan_kernel(c5k_drows G, const long *take, long long *cnt, long *count)
+__global__ void __launch_bounds__(TK_THREADS) tko_scan_kernel(c5k_drows G, const long *take, long long *cnt, long *count)
 {
-  const long r = blockIdx.x * (long)blockDim.x + threadIdx.x;
-  if (r >= G.rows) return;
-  count[r] = (long)tk_scan_row(cnt + 2 * G.cstart[r], G.cstart[r + 1] - G.cstart[r], take[r]);
+  const long r = blockIdx.x;
+  const long long n = tk_scan_block(cnt + 2 * G.cstart[r], G.cstart[r + 1] - G.cstart[r], take[r]);
+  if (threadIdx.x == 0) count[r] = (long)n;
 }
 
 template <typename T> __global__ void __launch_bounds__(TK_THREADS)
@@ -342,7 +392,7 @@ extern "C" c5_status c5k_topk_select_step_cuda(c5k_ctx *ctx, const c5k_rows *R, 
     tko_count_kernel<c5_real><<<(unsigned)G.nc, TK_THREADS, 0, dev->stream>>>(G, v, mask, thr, cnt);
     C5K_CUDA_LAUNCHED(op);
   }
-  tko_scan_kernel<<<c5k_drows_blocks(G.rows), 128, 0, dev->stream>>>(G, take, cnt, count);
+  tko_scan_kernel<<<(unsigned)G.rows, TK_THREADS, 0, dev->stream>>>(G, take, cnt, count);
   C5K_CUDA_LAUNCHED(op);
   if (G.nc > 0) {
     tko_write_kernel<c5_real><<<(unsigned)G.nc, TK_THREADS, 0, dev->stream>>>(G, v, mask, thr, take, cnt, cap, pos);

@@ -37,7 +37,9 @@ static int check(c5_backend *gpu, c5_dtype in, c5_dtype bin, c5_dtype out, c5_ma
                  double tol, long k, long batch)
 {
   const long m = 200, n = 72;
-  const long lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1, ldc = n + 5;
+  /* a rank-1 update (k = 1) takes gemm.cu's float4 kernel where op(B)'s row is contiguous (tb 0) and C's rows
+     are whole float4s (ldc 80), its tile kernel otherwise (ldc 77): the tb loop runs both */
+  const long lda = (ta ? m : k) + 3, ldb = (tb ? k : n) + 1, ldc = n + (k == 1 && !tb ? 8 : 5);
   const long sa = (ta ? k : m) * lda + 8, sb = (tb ? n : k) * ldb + 8, sc = m * ldc + 8;
   const long na = batch * sa, nb = batch * sb, nc = batch * sc;
   double *A = malloc(na * 8), *B = malloc(nb * 8), *C = malloc(nc * 8), *G = malloc(nc * 8);
