@@ -154,6 +154,17 @@ static c5_status hold_weights(const c5_block *b, int hold)
   return b->be->ops->weights_bf16(&kc, w0, n);
 }
 
+/* The block's weights held for a forward or backward, agreed across ranks with the call's argument checks (st):
+   the copy's device allocation may fail on one rank only, and the call then ends on every rank before its first
+   collective, each forgetting what it held. */
+static c5_status hold_agreed(const c5_block *b, const c5_dist *d, c5_status st)
+{
+  if (st == C5_OK) st = hold_weights(b, 1);
+  st = c5_dist_agree(d, st);
+  if (st != C5_OK && b) (void)hold_weights(b, 0);
+  return st;
+}
+
 static c5_status forward_body(c5_block *b, const c5_dist *d, const c5_layout *lay, long batch, const c5_real *x,
                               const uint8_t *mask, c5_block_cache *c, c5_real *out)
 {
@@ -168,10 +179,9 @@ c5_status c5_block_forward(c5_block *b, const c5_dist *d, const c5_layout *lay, 
                            const uint8_t *mask, c5_block_cache *c, c5_real *out)
 {
   C5_CHECK(d, C5_ERR_ARG, "c5_block_forward: dist is NULL");
-  C5_AGREE(d, b && lay && x && c && out ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_forward: NULL argument"));
+  C5_CALL(hold_agreed(b, d, b && lay && x && c && out ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_forward: NULL argument")));
   c->x1_live = 0;
   c5_routed_ff_cache_release(c->fc);   /* a forward not gone back through is abandoned: its region is free */
-  C5_CALL(hold_weights(b, 1));
   const c5_status st = forward_body(b, d, lay, batch, x, mask, c, out);
   const c5_status sr = hold_weights(b, 0);
   return st != C5_OK ? st : sr;
@@ -205,9 +215,9 @@ c5_status c5_block_backward(c5_block *b, const c5_dist *d, c5_block_cache *c, co
   C5_AGREE(d, dx != dout && dx != x ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_backward: dx must be a buffer of its own "
                                                         "(it is %s, which the backward reads after writing dx)",
                                                         dx == dout ? "dout" : "x"));
-  C5_AGREE(d, c->x1_live ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_backward: the cache holds no forward to go back "
-                                                       "through (a backward spends it: run c5_block_forward again)"));
-  C5_CALL(hold_weights(b, 1));
+  C5_CALL(hold_agreed(b, d, c->x1_live ? C5_OK : C5_ERR(C5_ERR_ARG, "c5_block_backward: the cache holds no forward to "
+                                                                      "go back through (a backward spends it: run "
+                                                                      "c5_block_forward again)")));
   const c5_status st = backward_body(b, d, c, x, dout, dx);
   const c5_status sr = hold_weights(b, 0);
   return st != C5_OK ? st : sr;

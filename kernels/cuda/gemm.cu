@@ -115,7 +115,7 @@ __global__ static void rank1_update(long m, long n, float alpha, const float *A,
 
 /* The same update, four columns a thread (float4), where op(B)'s row is contiguous and C's rows are 16-byte
    aligned (the routers' dx: n = dim): the same operations on each element, so the same bits. The tile kernel
-   above moved 2.3 TB/s at 32768 x 512 (56 us, four a step). */
+   above moved 2.3 TB/s at 32768 x 512 (56 us, three a step). */
 __global__ static void rank1_update4(long m, long nq, float alpha, const float *A, long sa, const float4 *B, float beta,
                                      float *C, long ldc)
 {
@@ -134,14 +134,6 @@ __global__ static void rank1_update4(long m, long nq, float alpha, const float *
   *cp = c;
 }
 
-/* gemm_ex, and with bias != NULL (c5_real, n elements; C c5_real [m x n] dense, batch 1, beta 0)
-   C[i, j] = alpha (op(A) op(B))[i, j] + bias[j] through cuBLASLt's bias epilogue: in the column-major view
-   C' [n x m] the bias runs along C''s rows, the one direction the epilogue broadcasts. Where cuBLASLt has no
-   algorithm with the epilogue for the product (the answer is cached with the key), the bias is broadcast into C
-   and the product added with beta 1, on the operands as they are then (bf16 copies already made are reused).
-   cin: the matrix beta scales (cuBLASLt's C, C's layout, apart from C), C being written (its D); NULL: C itself.
-   With a bias, beta is then 1 (linear's residual: C = product + bias + cin); the fallback forms bias + cin in C
-   first. what names the op in errors. */
 /* The bf16 copy of the n c5_real elements at x where all of them lie inside the held weights (weights_bf16) and the
    copy's address is 16-byte aligned (else cuBLASLt's slower low-alignment kernels would cost more than the
    rounding saves: gemm_ex rounds into its 256-byte aligned scratch instead); NULL otherwise. */
@@ -168,6 +160,14 @@ extern "C" c5_status c5k_weights_bf16_cuda(c5k_ctx *ctx, const c5_real *w, long 
   return C5_OK;
 }
 
+/* gemm_ex, and with bias != NULL (c5_real, n elements; C c5_real [m x n] dense, batch 1, beta 0)
+   C[i, j] = alpha (op(A) op(B))[i, j] + bias[j] through cuBLASLt's bias epilogue: in the column-major view
+   C' [n x m] the bias runs along C''s rows, the one direction the epilogue broadcasts. Where cuBLASLt has no
+   algorithm with the epilogue for the product (the answer is cached with the key), the bias is broadcast into C
+   and the product added with beta 1, on the operands as they are then (bf16 copies already made are reused).
+   cin: the matrix beta scales (cuBLASLt's C, C's layout, apart from C), C being written (its D); NULL: C itself.
+   With a bias, beta is then 1 (linear's residual: C = product + bias + cin); the fallback forms bias + cin in C
+   first. what names the op in errors. */
 extern "C" c5_status c5k_broadcast_row_cuda(c5k_ctx *, long, long, const c5_real *, c5_real *);
 extern "C" c5_status c5k_axpy_cuda(c5k_ctx *, long, double, const c5_real *, c5_real *);
 

@@ -21,7 +21,6 @@
 #include "modules.h"
 #include "kernels.h"
 
-/* Forward and backward twice from zeroed gradients: the second must double every gradient bit for bit. */
 /* The module under test on the CPU with filled parameters, and random x, g (N each) and a mask of rows entries
    (85 % kept), all from *seed. */
 static int make_module(const mod_t *mt, const void *cfg, c5_params **p, void **m, long N, c5_real *x, c5_real *g,
@@ -38,6 +37,7 @@ fail:
   return 0;
 }
 
+/* Forward and backward twice from zeroed gradients: the second must double every gradient bit for bit. */
 static int doubling(const char *what, const mod_t *mt, const void *cfg, long b, long n, int dim, int masked,
                     unsigned long long seed, const c5_dist *d)
 {
