@@ -107,7 +107,7 @@ extern "C" c5_status c5k_scatter_rows_cuda(c5k_ctx *ctx, long n, long dim, const
 }
 
 /* One warp per row (C5K_WARP_LOOP): lane l moves columns k = base + l and
-   dscale's sum runs over k in order (c5k_warp_ordered_add). In place
+   dscale's sum runs over k in order (c5k_warp_ordered_add0). In place
    (dsrc == src, allowed with idx NULL only, so g is row e of dsrc): element
    (e, k) belongs to one lane of one warp, which reads g[k] before it writes
    dsrc[e, k]; no other lane or warp reads that element, so no read sees a
@@ -116,7 +116,9 @@ extern "C" c5_status c5k_scatter_rows_cuda(c5k_ctx *ctx, long n, long dim, const
 __global__ void gather_scale_dot_kernel(long n, long dim, const long *idx, const c5_real *src, const c5_real *scale,
                                         const c5_real *y, c5_real *dsrc, c5_real *dscale)
 {
+  __shared__ double sh[C5K_THREADS];
   const int lane = threadIdx.x & 31;
+  double *wsh = sh + (threadIdx.x & ~31);
   C5K_WARP_LOOP(e, n) {
     const long r = idx ? idx[e] : e;
     const c5_real *g = r >= 0 ? src + r * dim : NULL;
@@ -130,7 +132,7 @@ __global__ void gather_scale_dot_kernel(long n, long dim, const long *idx, const
         dsrc[e * dim + k] = c5k_mul(gk, a);
         p = c5k_mul((double)gk, (double)y[e * dim + k]);
       }
-      ds = c5k_warp_ordered_add(ds, p, (int)min(32L, dim - base));
+      ds = c5k_warp_ordered_add0(ds, p, (int)min(32L, dim - base), wsh);
     }
     if (lane == 0 && dscale) dscale[e] = (c5_real)ds;
   }

@@ -811,9 +811,13 @@ int main(int argc, char **argv)
   MPI_Init(&argc, &argv);
   gpu = t_cuda_backend_or_skip();
   int before = nfail;
-  /* one row; sizes off the block (128) and the row part (64); a realistic one */
-  static const long rmr[][2] = { { 1, 64 }, { 37, 130 }, { 323, 257 }, { 2, 1 }, { 4096, 512 } };
-  for (int i = 0; i < 5; i++) {
+  /* one row; sizes off the block (128) and the row part (64); a realistic one. The norms' backward takes its
+     fused kernel (norm.cu) where dim is a multiple of 4 up to 1024: 64, 196 (a lane's second vector only in part),
+     512 and 1024 (the widest), the unfused pair at 130, 257, 1 */
+  static const long rmr[][2] = { { 1, 64 }, { 37, 130 }, { 323, 257 }, { 2, 1 }, { 4096, 512 }, { 200, 196 },
+                                 { 70, 1024 } };
+  const int nrm = (int)(sizeof rmr / sizeof rmr[0]);
+  for (int i = 0; i < nrm; i++) {
     case_rmsnorm(rmr[i][0], (int)rmr[i][1]);
     case_layernorm(rmr[i][0], (int)rmr[i][1]);
   }
@@ -821,7 +825,7 @@ int main(int argc, char **argv)
   case_bf16_acts();
   if (!C5_USE_DOUBLE) {
     /* the shapes above and an odd dim */
-    for (int i = 0; i < 5; i++) case_norms_bf16(rmr[i][0], (int)rmr[i][1]);
+    for (int i = 0; i < nrm; i++) case_norms_bf16(rmr[i][0], (int)rmr[i][1]);
     case_norms_bf16(129, 67);
     static const int off[][2] = { { 0, 0 }, { 1, 0 }, { 0, 1 }, { 0, 2 }, { 0, 4 }, { 3, 4 } };
     static const long gn[] = { 1, 3, 1003, (1L << 21) + 3 };
