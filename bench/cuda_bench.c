@@ -448,7 +448,7 @@ static c5_status local_build(bjob *j)
 static c5_status local_call(void *arg, int variant)
 {
   bjob *j = arg;
-  C5_CALL(c5_attn_local_forward(&j->al, j->p, j->batch, j->n, 0, j->x, NULL, j->alc, NULL, j->out));
+  C5_CALL(c5_attn_local_forward(&j->al, j->p, j->batch, j->n, 0, j->x, NULL, j->alc, NULL, NULL, j->out));
   if (variant) {
     c5_params_zero_grad(j->p);
     C5_CALL(c5_attn_local_backward(&j->al, j->p, j->alc, j->x, j->g, NULL, j->dx));

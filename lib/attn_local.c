@@ -264,8 +264,8 @@ static c5_status rotary_tables(const c5_attn_local *a, const c5k_ops *ops, c5k_c
 }
 
 static c5_status forward_body(const c5_attn_local *a, const c5_params *p, long batch, long n, long pos0,
-                             const c5_real *x, const uint8_t *mask, c5_attn_local_cache *c, const c5_real *res,
-                             c5_real *out)
+                             const c5_real *x, const uint8_t *mask, c5_attn_local_cache *c, const c5_real *bias,
+                             const c5_real *res, c5_real *out)
 {
   const c5k_ops *ops = c5_params_backend(p)->ops;
   const long rows = batch * n, d = a->dim, hd = (long)a->heads * a->dim_head;
@@ -287,32 +287,32 @@ static c5_status forward_body(const c5_attn_local *a, const c5_params *p, long b
   C5_CALL(ops->local_attn_forward(&ctx, &L, c->qkv, act_at(c, c->qkv, hd), act_at(c, c->qkv, 2 * hd), 3 * hd,
                                   c->has_mask ? c->mask : NULL, c->att, hd, c->rmax, c->rinv, c->uni));
   c->live = 1;
-  C5_CALL(c5_attn_local_output(a, p, c, res, out));
+  C5_CALL(c5_attn_local_output(a, p, c, bias, res, out));
   return C5_OK;
 }
 
 c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long batch, long n, long pos0,
-                                const c5_real *x,
-                                const uint8_t *mask, c5_attn_local_cache *c, const c5_real *res, c5_real *out)
+                                const c5_real *x, const uint8_t *mask, c5_attn_local_cache *c, const c5_real *bias,
+                                const c5_real *res, c5_real *out)
 {
   C5_CHECK(a && p && x && c && out, C5_ERR_ARG, "c5_attn_local_forward: NULL argument");
   C5_CHECK(batch > 0 && n > 0 && batch <= c->batch_cap && n <= c->n_cap, C5_ERR_SHAPE,
            "LocalMHA: input [%ld, %ld, %d], cache made for at most [%ld, %ld, %d]", batch, n, a->dim,
            c->batch_cap, c->n_cap, a->dim);
   C5_CALL(check_act(a, c, batch, n));
-  C5_WS_RUN(c->ws, carve_forward, c, forward_body(a, p, batch, n, pos0, x, mask, c, res, out));
+  C5_WS_RUN(c->ws, carve_forward, c, forward_body(a, p, batch, n, pos0, x, mask, c, bias, res, out));
   return C5_OK;
 }
 
 c5_status c5_attn_local_output(const c5_attn_local *a, const c5_params *p, const c5_attn_local_cache *c,
-                               const c5_real *res, c5_real *out)
+                               const c5_real *bias, const c5_real *res, c5_real *out)
 {
   C5_CHECK(c->live, C5_ERR_ARG, "LocalMHA output: the cache holds no head outputs (no forward ran, or a backward "
            "wrote over them: read the output between the forward and its backward)");
   const c5k_ops *ops = c5_params_backend(p)->ops;
   const long rows = c->batch * c->n, d = a->dim, hd = (long)a->heads * a->dim_head;
   c5k_ctx ctx = c5_backend_ctx(c5_params_backend(p), c->work, c->work_len);
-  C5_CALL(ops->linear(&ctx, rows, d, hd, c->att, c->act, c5_params_value(p, a->to_out), NULL, res, out));
+  C5_CALL(ops->linear(&ctx, rows, d, hd, c->att, c->act, c5_params_value(p, a->to_out), bias, res, out));
   return C5_OK;
 }
 

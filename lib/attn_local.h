@@ -48,17 +48,19 @@ c5_status c5_attn_local_cache_create_ws(const c5_attn_local *a, long batch, long
                                         c5_attn_local_cache **out);
 c5_status c5_attn_local_cache_destroy(c5_attn_local_cache **c);
 
-/* out [b, n, dim] = LocalMHA(x [b, n, dim], mask [b, n] (1 = keep) or NULL) + res. out is written; res
-   [b, n, dim] or NULL (none): a residual added in to_out's product (kernels.h linear), a buffer apart from out.
-   pos0: the global position of row 0 (rotary only; windows are still counted from row 0). */
+/* out [b, n, dim] = LocalMHA(x [b, n, dim], mask [b, n] (1 = keep) or NULL) + bias + res. out is written; res
+   [b, n, dim] or NULL (none): a residual added in to_out's product (kernels.h linear), a buffer apart from out;
+   bias [dim] or NULL: a vector added to every row in the same product (to_out has no bias of its own: the routed
+   attention's null_q_token, which it would otherwise add over every row in a pass of its own). pos0: the global
+   position of row 0 (rotary only; windows are still counted from row 0). */
 c5_status c5_attn_local_forward(const c5_attn_local *a, const c5_params *p, long batch, long n, long pos0,
-                                const c5_real *x,
-                                const uint8_t *mask, c5_attn_local_cache *c, const c5_real *res, c5_real *out);
-/* out [b, n, dim] = to_out of the head outputs the last forward cached (+ res, as the forward's): the forward's
-   last step, and its output again later (activation dumps), bit for bit, until a backward spends them (refused
-   then). */
+                                const c5_real *x, const uint8_t *mask, c5_attn_local_cache *c, const c5_real *bias,
+                                const c5_real *res, c5_real *out);
+/* out [b, n, dim] = to_out of the head outputs the last forward cached (+ bias + res, as the forward's): the
+   forward's last step, and its output again later (activation dumps), bit for bit, until a backward spends them
+   (refused then). */
 c5_status c5_attn_local_output(const c5_attn_local *a, const c5_params *p, const c5_attn_local_cache *c,
-                               const c5_real *res, c5_real *out);
+                               const c5_real *bias, const c5_real *res, c5_real *out);
 /* dx [b, n, dim] is written (=) with the input gradient + res (NULL: none; res may be dx itself, or dout: dout
    is read before dx is written, and not after); parameter gradients accumulate (+=). A backward spends its
    forward (dq goes over the head outputs, its last product over q/k/v): a second one, and c5_attn_local_output,

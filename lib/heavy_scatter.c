@@ -11,7 +11,7 @@ c5_status c5_heavy_scatter_forward(const c5_heavy_scatter *s, const c5_params *p
   const long D = s->dim, n = s->n;
   const c5_real *nul = s->null_q >= 0 ? c5_params_value(p, s->null_q) : NULL;
   c5k_ctx kc = c5_backend_ctx(be, NULL, 0);
-  if (s->fill)
+  if (s->fill && !s->prefilled)
     for (long b = 0; b < s->batch; b++)
       C5_CALL(ops->fill_rows(&kc, n - s->t1, D, nul, s->accumulate, out + (b * n + s->t1) * D, D));
   /* adding, a query replaces the null_q_token added under it; writing, it overwrites it */

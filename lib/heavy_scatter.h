@@ -15,6 +15,7 @@ typedef struct {
   long batch, n, dim;          /* out: [batch, n, dim] */
   long t1;                     /* tokens t1 .. n-1 of each batch row may take a query (and null_q_token) */
   int fill;                    /* null_q_token (or 0) under those tokens */
+  int prefilled;               /* ... already in out (a bias of the light branch's output, accumulate 1) */
   long null_q;                 /* its parameter index (-1: 0 instead) */
   int accumulate;              /* add to out (1: out holds the light branch) or write it (0) */
   long nq;                     /* heavy queries */

@@ -339,12 +339,12 @@ static c5_status light_local(c5_routed_ar_attn *m, const c5_real *x, c5_routed_a
   const c5_params *p = m->p;
   c5_halo *h = &c->halo;
   if (h->hl == 0) {
-    C5_CALL(c5_attn_local_forward(&m->light, p, c->batch, c->n, c->offset, x, NULL, c->lc, NULL, out));
+    C5_CALL(c5_attn_local_forward(&m->light, p, c->batch, c->n, c->offset, x, NULL, c->lc, NULL, NULL, out));
     return C5_OK;
   }
   C5_CALL(c5_halo_extend(h, c5_params_backend(p), x, NULL));
   C5_CALL(c5_attn_local_forward(&m->light, p, c->batch, c5_halo_ne(h), c->offset - h->hl, h->xe, NULL, c->lc,
-                                NULL, h->ye));
+                                NULL, NULL, h->ye));
   C5_CALL(c5_halo_crop(h, c5_params_backend(p), out));
   return C5_OK;
 }

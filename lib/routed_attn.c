@@ -278,7 +278,7 @@ c5_status c5_routed_attn_light_out(const c5_routed_attn *m, const c5_routed_attn
   c5_status st = C5_BE_NEW(c->be, ye, c->batch * c5_halo_ne(&c->halo) * m->cfg.dim + 1);
   C5_CHECK(st == C5_OK, C5_ERR_MEM, "ConditionalRoutedAttention: out of memory for the light output of [%ld, %ld, %d]",
            c->batch, c5_halo_ne(&c->halo), m->cfg.dim);
-  st = c5_attn_local_output(&m->light, m->p, c->lc, NULL, ye);
+  st = c5_attn_local_output(&m->light, m->p, c->lc, NULL, NULL, ye);
   if (st == C5_OK) st = c5_halo_crop_from(&c->halo, c->be, ye, out);
   c5_backend_free(c->be, ye);
   return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
@@ -293,6 +293,7 @@ c5_status c5_routed_attn_heavy_out(const c5_routed_attn *m, const c5_routed_attn
   C5_CALL(c5k_zero(ops, &kc, out, c->batch * c->n * m->cfg.dim * (long)sizeof *out));
   c5_heavy_scatter s = c->sc;
   s.accumulate = 0;
+  s.prefilled = 0;
   C5_CALL(c5_heavy_scatter_forward(&s, m->p, c->hout, c->qscore, out));
   return C5_OK;
 }
@@ -334,15 +335,15 @@ static c5_status size_heavy(const c5_routed_attn *m, c5_routed_attn_cache *c, lo
    outputs kept; with the residual, its input added in LocalMHA's last product (the extended rows' own inputs:
    the shard's are x). Rank-local. */
 static c5_status light_local(c5_routed_attn *m, const c5_real *x, const uint8_t *mask, c5_routed_attn_cache *c,
-                             int residual, c5_real *out)
+                             const c5_real *bias, int residual, c5_real *out)
 {
   c5_halo *h = &c->halo;
   if (c->size == 1)   /* no neighbours: the shard is the extended sequence */
-    return c5_attn_local_forward(&m->light, m->p, c->batch, c->n, c->offset, x, mask, c->lc, residual ? x : NULL,
-                                 out);
+    return c5_attn_local_forward(&m->light, m->p, c->batch, c->n, c->offset, x, mask, c->lc, bias,
+                                 residual ? x : NULL, out);
   C5_CALL(c5_halo_extend(h, c->be, x, mask));
   C5_CALL(c5_attn_local_forward(&m->light, m->p, c->batch, c5_halo_ne(h), c->offset - h->hl, h->xe,
-                                mask ? h->me : NULL, c->lc, residual ? h->xe : NULL, h->ye));
+                                mask ? h->me : NULL, c->lc, bias, residual ? h->xe : NULL, h->ye));
   C5_CALL(c5_halo_crop(h, c->be, out));
   return C5_OK;
 }
@@ -494,9 +495,13 @@ static c5_status forward_body(c5_routed_attn *m, const c5_dist *d, const c5_layo
                                                         { "ConditionalRoutedAttention: layout unit", lay ? lay->unit : 0 } }));
   const c5_routed_attn_config *cfg = &m->cfg;
   const c5_params *p = m->p;
+  /* null_q_token goes under every token the queries do not take (the q router routes when n > its tokens): with
+     the light branch, its output projection adds it as a bias, where a pass of its own over the whole output cost
+     35 us of a 3.8 ms step at n = 32768 on an H200 (heavy_scatter.h prefilled) */
+  const int prefill = cfg->has_light_attn && m->hb.null_q >= 0 && lay->n > cfg->num_heavy_tokens_q;
   if (cfg->has_light_attn) {
     if (c->size > 1) C5_CALL(c5_halo_exchange(&c->halo, d, mask != NULL));
-    C5_AGREE(d, light_local(m, x, mask, c, residual, out));
+    C5_AGREE(d, light_local(m, x, mask, c, prefill ? c5_params_value(p, m->hb.null_q) : NULL, residual, out));
   }
   C5_CALL(c5_router_forward(m->hb.q_router, d, lay, c5_params_value(p, m->hb.rt_q), batch, x, mask,
                             cfg->num_heavy_tokens_q, cfg->random_route, cfg->random_seed, c->rq));
@@ -504,6 +509,10 @@ static c5_status forward_body(c5_routed_attn *m, const c5_dist *d, const c5_layo
                             cfg->num_heavy_tokens_kv, cfg->random_route, cfg->random_seed ^ 0x632be59bd9b4e019ull,
                             c->rkv));
   st = heavy_prepare(m, d, lay, batch, x, c);
+  if (st == C5_OK && cfg->has_light_attn && c->sc.fill != prefill)
+    st = C5_ERR(C5_ERR_INTERNAL, "ConditionalRoutedAttention: null_q_token under the unrouted tokens %d, added by "
+                "the light branch %d", c->sc.fill, prefill);
+  c->sc.prefilled = prefill;
   /* every rank's entries of each kv row, in (kv row, slot) order */
   C5_CALL(c5_kv_exchange_gather(c->kvx, d, st, x, mask, C5_KVX_SCORE | C5_KVX_POS | C5_KVX_MASK,
                                 batch * cfg->num_routed_kv, NULL, c->ctx, c->kscore, c->kmask, c->kpos));

@@ -180,13 +180,14 @@ norm_bwd_fused(F f, long rows, int dim, const c5_real *res, c5_real *dx, double 
     for (int o = 0; o < NT; o++)
       for (int e = 0; e < 4; e++) t[o][k][e] = 0;
   for (long r = r0 + v; r < r1; r += FB_WARPS) {
-    c5_real xv[K][4], dv[K][4];
+    c5_real xv[K][4], dv[K][4], rv[K][4];
 #pragma unroll
-    for (int k = 0; k < K; k++) {
+    for (int k = 0; k < K; k++) {   /* res with x and dy: loaded after the row's sums it added a second wait a row */
       const int c = 4 * lane + 128 * k;
       if (c < dim) {
         ld4(f.x + r * dim + c, xv[k]);
         ld4(f.dy + r * dim + c, dv[k]);
+        if (res) ld4(res + r * dim + c, rv[k]);   /* res may be dx: read before the write */
       }
     }
     f.row(r);
@@ -206,13 +207,12 @@ norm_bwd_fused(F f, long rows, int dim, const c5_real *res, c5_real *dx, double 
     for (int k = 0; k < K; k++) {
       const int c = 4 * lane + 128 * k;
       if (c >= dim) continue;
-      c5_real y[4], rv[4], wv[4];
+      c5_real y[4], wv[4];
       ld4(f.w + c, wv);
-      if (res) ld4(res + r * dim + c, rv);   /* res may be dx: read before the write */
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         y[e] = f.dx(xv[k][e], dv[k][e], wv[e], s);
-        if (res) y[e] = y[e] + rv[e];
+        if (res) y[e] = y[e] + rv[k][e];
       }
       st4(dx + r * dim + c, y);
       double tt[NT];

@@ -72,12 +72,14 @@ template <int NOUT, typename Term> __global__ void c5k_rowpart_partial(Term term
   for (int o = 0; o < NOUT; o++) part[(p * NOUT + o) * cols + i] = a[o];
 }
 
-/* A warp a column: its lanes load 32 consecutive parts at once, then every lane adds them in order from shuffles,
-   from 0: the CPU's order, the same bits. (A thread a column, its loads 8 or 32 ahead, ran on cols / 128 SMs only:
-   58-68 us a call for 2048 parts of 512 columns on the H200 at n = 131072.) Launch C5K_ROW_THREADS threads,
+/* A warp a column: its lanes load 32 consecutive parts at once, then lane 0 adds them in order
+   (c5k_warp_ordered_add0), from 0: the CPU's order, the same bits. (A thread a column, its loads 8 or 32 ahead, ran
+   on cols / 128 SMs only: 58-68 us a call for 2048 parts of 512 columns on the H200 at n = 131072; every lane
+   adding from shuffles, 12.5 us for 512 parts of 512 at n = 32768.) Launch C5K_ROW_THREADS threads,
    dim3(c5k_warp_row_blocks(cols), NOUT) blocks. */
 template <int NOUT> __global__ void c5k_rowpart_finish(const double *part, long np, int cols, c5k_rowpart_out<NOUT> out)
 {
+  __shared__ double sh[C5K_ROW_THREADS];
   const long i = c5k_warp_row();   /* the warp's column: the same for all its lanes */
   const int lane = threadIdx.x & 31, o = blockIdx.y;
   if (i >= cols) return;
@@ -87,7 +89,7 @@ template <int NOUT> __global__ void c5k_rowpart_finish(const double *part, long 
   for (long p0 = 0; p0 < np; p0 += 32) {
     const double v = p0 + lane < np ? x[(p0 + lane) * st] : 0.0;
     const int m = np - p0 < 32 ? (int)(np - p0) : 32;
-    for (int u = 0; u < m; u++) s += __shfl_sync(0xffffffffu, v, u);
+    s = c5k_warp_ordered_add0(s, v, m, sh + (threadIdx.x & ~31));
   }
   if (lane == 0) out.out[o][i] += s;
 }

@@ -212,7 +212,7 @@ static int check_forward(const acase *k, unsigned long long seed)
   long nuni = 0;
   T_OK(setup_make(&s, k, seed));
   const long N = k->batch * k->n * k->dim;
-  T_OK(c5_attn_local_forward(&s.a, s.p, k->batch, k->n, 0, s.x, s.mask, s.c, NULL, s.out));
+  T_OK(c5_attn_local_forward(&s.a, s.p, k->batch, k->n, 0, s.x, s.mask, s.c, NULL, NULL, s.out));
   nuni = naive_forward(k, &s.dp, s.xd, s.mask, s.ref);
   double mr = maxabs(s.ref, N);
   for (long i = 0; i < N; i++) err = fmax(err, fabs((double)s.out[i] - s.ref[i]));
@@ -251,13 +251,13 @@ static int check_backward(const acase *k, unsigned long long seed)
   /* chunk = lb + lf: many chunk boundaries (both phases); compared below with one chunk */
   s.a.chunk = k->lb + k->lf > 0 ? k->lb + k->lf : 1;
   c5_params_zero_grad(s.p);
-  T_OK(c5_attn_local_forward(&s.a, s.p, k->batch, k->n, 0, s.x, s.mask, s.c, NULL, s.out));
+  T_OK(c5_attn_local_forward(&s.a, s.p, k->batch, k->n, 0, s.x, s.mask, s.c, NULL, NULL, s.out));
   T_OK(c5_attn_local_backward(&s.a, s.p, s.c, s.x, s.g, NULL, s.dx));
   for (long i = 0; i < N; i++) T_CHECK(isfinite((double)s.dx[i]), "%s: dx[%ld] = %g", k->name, i, (double)s.dx[i]);
   memcpy(snap, c5_params_grad(s.p, 0), (size_t)tot * sizeof *snap);
   s.a.chunk = 1000;
   c5_params_zero_grad(s.p);
-  T_OK(c5_attn_local_forward(&s.a, s.p, k->batch, k->n, 0, s.x, s.mask, s.c, NULL, s.out));
+  T_OK(c5_attn_local_forward(&s.a, s.p, k->batch, k->n, 0, s.x, s.mask, s.c, NULL, NULL, s.out));
   T_OK(c5_attn_local_backward(&s.a, s.p, s.c, s.x, s.g, NULL, dx2));
   {
     double e = 0, m = 0;
@@ -273,11 +273,11 @@ static int check_backward(const acase *k, unsigned long long seed)
   T_CHECK(c5_attn_local_backward(&s.a, s.p, s.c, s.x, s.g, NULL, dx2) == C5_ERR_ARG &&
           strstr(c5_last_error(), "holds no forward"), "%s: a second backward: %s", k->name, c5_last_error());
   c5_error_clear();
-  T_CHECK(c5_attn_local_output(&s.a, s.p, s.c, NULL, dx2) == C5_ERR_ARG && strstr(c5_last_error(), "no head outputs"),
+  T_CHECK(c5_attn_local_output(&s.a, s.p, s.c, NULL, NULL, dx2) == C5_ERR_ARG && strstr(c5_last_error(), "no head outputs"),
           "%s: the output after a backward: %s", k->name, c5_last_error());
   c5_error_clear();
   /* gradients accumulate: a second forward and backward double them */
-  T_OK(c5_attn_local_forward(&s.a, s.p, k->batch, k->n, 0, s.x, s.mask, s.c, NULL, s.out));
+  T_OK(c5_attn_local_forward(&s.a, s.p, k->batch, k->n, 0, s.x, s.mask, s.c, NULL, NULL, s.out));
   T_OK(c5_attn_local_backward(&s.a, s.p, s.c, s.x, s.g, NULL, dx2));
   for (long i = 0; i < tot; i++)
     T_CHECK(fabs(c5_params_grad(s.p, 0)[i] - 2 * snap[i]) <= 1e-12 * (fabs(snap[i]) + 1),
@@ -294,10 +294,10 @@ static int check_backward(const acase *k, unsigned long long seed)
       for (long i = 0; i < cnt; i++) {
         c5_real v0 = val[i];
         val[i] = v0 + FD_H;
-        T_OK(c5_attn_local_forward(&s.a, s.p, k->batch, k->n, 0, s.x, s.mask, s.c, NULL, s.out));
+        T_OK(c5_attn_local_forward(&s.a, s.p, k->batch, k->n, 0, s.x, s.mask, s.c, NULL, NULL, s.out));
         double lp = loss(&s);
         val[i] = v0 - FD_H;
-        T_OK(c5_attn_local_forward(&s.a, s.p, k->batch, k->n, 0, s.x, s.mask, s.c, NULL, s.out));
+        T_OK(c5_attn_local_forward(&s.a, s.p, k->batch, k->n, 0, s.x, s.mask, s.c, NULL, NULL, s.out));
         double lm = loss(&s);
         val[i] = v0;
         double fd = (lp - lm) / (2 * FD_H);
@@ -334,7 +334,7 @@ static int invalid_args(void)
   T_FAILS(c5_attn_local_init(&a2, p, "light_attn", 8, 2, 4, 4, 1, 1, 0, 1), C5_ERR_ARG, "registered twice");
   T_OK(c5_params_alloc(p));
   T_OK(c5_attn_local_cache_create(&a, 1, 4, &c));
-  T_FAILS(c5_attn_local_forward(&a, p, 1, 8, 0, x, NULL, c, NULL, out), C5_ERR_SHAPE, "cache made for at most [1, 4, 8]");
+  T_FAILS(c5_attn_local_forward(&a, p, 1, 8, 0, x, NULL, c, NULL, NULL, out), C5_ERR_SHAPE, "cache made for at most [1, 4, 8]");
   ok = 1;
 fail:
   c5_attn_local_cache_destroy(&c);
@@ -353,7 +353,7 @@ static int dump(const char *path)
   T_OK(setup_make(&s, &k, 4242));
   const long N = k.batch * k.n * k.dim;
   c5_params_zero_grad(s.p);
-  T_OK(c5_attn_local_forward(&s.a, s.p, k.batch, k.n, 0, s.x, s.mask, s.c, NULL, s.out));
+  T_OK(c5_attn_local_forward(&s.a, s.p, k.batch, k.n, 0, s.x, s.mask, s.c, NULL, NULL, s.out));
   T_OK(c5_attn_local_backward(&s.a, s.p, s.c, s.x, s.g, NULL, s.dx));
   f = fopen(path, "wb");
   T_CHECK(f != NULL, "cannot write %s", path);
