@@ -239,10 +239,12 @@ norm_bwd_fused(F f, long rows, int dim, const c5_real *res, c5_real *dx, double 
     for (int o = 0; o < NT; o++) part[(p * NT + o) * dim + i] = acc[o][i];
 }
 
-/* The fused kernel takes rows whose columns are whole 16-byte vectors of 4 and fit a warp's FB_KMAX of them */
-static bool fused_fits(int dim, const c5_real *x, const c5_real *dy, const c5_real *res, const c5_real *dx)
+/* The fused kernel takes rows (and the weight, read 4 at a time too) whose columns are whole 16-byte vectors of 4
+   and fit a warp's FB_KMAX of them */
+static bool fused_fits(int dim, const c5_real *x, const c5_real *dy, const c5_real *w, const c5_real *res,
+                       const c5_real *dx)
 {
-  return dim % 4 == 0 && dim <= 128 * FB_KMAX && (((uintptr_t)x | (uintptr_t)dy | (uintptr_t)res | (uintptr_t)dx) & 15) == 0;
+  return dim <= 128 * FB_KMAX && rows_vec(dim, x, dy, w, dx) && (uintptr_t)res % 16 == 0;
 }
 
 /* norm_bwd_fused with the fewest vectors a lane that hold dim, then c5k_rowpart_finish into out */
@@ -309,7 +311,7 @@ extern "C" c5_status c5k_rmsnorm_backward_cuda(c5k_ctx *ctx, const c5_real *x, c
   const double sc = sqrt((double)dim);
   rms_row f = { x, gamma, dy, rnorm, sc, 0.0 };
   c5k_rowpart_out<1> out = { { dgamma } };
-  if (fused_fits(dim, x, dy, res, dx)) return norm_bwd_fused_launch<1>(dev, op, f, rows, dim, res, dx, out);
+  if (fused_fits(dim, x, dy, gamma, res, dx)) return norm_bwd_fused_launch<1>(dev, op, f, rows, dim, res, dx, out);
   rmsnorm_bwd_dx<<<c5k_warp_row_blocks(rows), C5K_ROW_THREADS, 0, dev->stream>>>(rows, x, gamma, rnorm, dy, dim, sc,
                                                                                  res, dx);
   C5K_CUDA_LAUNCHED(op);
@@ -444,7 +446,7 @@ extern "C" c5_status c5k_layernorm_backward_cuda(c5k_ctx *ctx, const c5_real *x,
   if (rows <= 0) return C5_OK;
   c5k_rowpart_out<2> out = { { dw, db } };
   ln_row f = { x, w, dy, mean, rstd, 0.0, 0.0 };
-  if (fused_fits(dim, x, dy, res, dx)) return norm_bwd_fused_launch<2>(dev, op, f, rows, dim, res, dx, out);
+  if (fused_fits(dim, x, dy, w, res, dx)) return norm_bwd_fused_launch<2>(dev, op, f, rows, dim, res, dx, out);
   layernorm_bwd_dx<<<c5k_warp_row_blocks(rows), C5K_ROW_THREADS, 0, dev->stream>>>(rows, x, w, mean, rstd, dy, dim,
                                                                                    res, dx);
   C5K_CUDA_LAUNCHED(op);
