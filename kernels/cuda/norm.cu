@@ -126,29 +126,6 @@ extern "C" c5_status c5k_rmsnorm_forward_cuda(c5k_ctx *ctx, const c5_real *x, co
   return C5_OK;
 }
 
-/* dx = (du - u (u . du)) / ||x|| (+ res), u = x / ||x||, du = dy sqrt(dim) gamma (below the clamp: du / 1e-12).
-   res may be dx: each lane reads its elements before writing them. */
-__global__ void rmsnorm_bwd_dx(long rows, const c5_real *x, const c5_real *gamma, const double *rnorm,
-                               const c5_real *dy, int dim, double sc, const c5_real *res, c5_real *dx)
-{
-  const long r = c5k_warp_row();
-  if (r >= rows) return;
-  const int lane = threadIdx.x & 31;
-  const c5_real *xr = x + r * dim, *dyr = dy + r * dim;
-  const double rn = rnorm[r];
-  double ud = 0;
-  for (int i = lane; i < dim; i += 32) ud = c5k_add(ud, (double)xr[i] * rn * dyr[i] * sc * gamma[i]);
-  ud = c5k_warp_sum(ud);
-  const int clamped = rn >= 1.0 / L2_EPS;
-  /* each product and difference rounded as the CPU rounds it: du - u (u . du) cancels (to nothing at dim 1), and
-     a fused multiply-add there gave another residue (2e-1 norm-wise at dim 1) */
-  for (int i = lane; i < dim; i += 32) {
-    double du = (double)dyr[i] * sc * gamma[i];
-    const c5_real g = (c5_real)(clamped ? du * rn : c5k_mul(c5k_sub(du, c5k_mul(c5k_mul((double)xr[i], rn), ud)), rn));
-    dx[r * dim + i] = res ? g + res[r * dim + i] : g;
-  }
-}
-
 /* ---- the fused backward ---- */
 
 /* A block a sub-part of FB_ROWS rows, FB_WARPS warps: warp v takes the sub-part's rows v, v + FB_WARPS, ...; lane
@@ -267,20 +244,56 @@ static c5_status norm_bwd_fused_launch(c5k_cuda_dev *dev, const char *op, F f, l
   return C5_OK;
 }
 
-/* dgamma's term: dy u sqrt(dim) */
-struct rms_dgamma {
-  const c5_real *x, *dy;
-  const double *rnorm;
+/* ---- the unfused pair, for rows the fused kernel does not take ---- */
+
+/* dx with F's expressions, a warp a row, an element a lane (columns lane + 32 j): the row's sums, then dx (+ res).
+   res may be dx: each lane reads its elements before writing them. */
+template <typename F> __global__ void norm_bwd_dx(F f, long rows, int dim, const c5_real *res, c5_real *dx)
+{
+  const long r = c5k_warp_row();
+  if (r >= rows) return;
+  const int lane = threadIdx.x & 31;
+  const c5_real *xr = f.x + r * dim, *dyr = f.dy + r * dim;
+  f.row(r);
+  double s[F::NS];
+  for (int q = 0; q < F::NS; q++) s[q] = 0;
+  for (int i = lane; i < dim; i += 32) f.sums(xr[i], dyr[i], f.w[i], s);
+  for (int q = 0; q < F::NS; q++) s[q] = c5k_warp_sum(s[q]);
+  f.finish(s, dim);
+  for (int i = lane; i < dim; i += 32) {
+    const c5_real g = f.dx(xr[i], dyr[i], f.w[i], s);
+    dx[r * dim + i] = res ? g + res[r * dim + i] : g;
+  }
+}
+
+/* F's parameter-gradient terms of element (r, i), for c5k_rowpart_sum */
+template <typename F> struct norm_terms {
+  F f;
   int dim;
-  double sc;
   __device__ void operator()(long r, int i, double *t) const
   {
-    t[0] = (double)dy[r * dim + i] * x[r * dim + i] * rnorm[r] * sc;
+    F g = f;
+    g.row(r);
+    g.terms(f.x[r * dim + i], f.dy[r * dim + i], t);
   }
 };
 
-/* The RMSNorm backward of one row for norm_bwd_fused: rmsnorm_bwd_dx's and rms_dgamma's expressions, element by
-   element. w: gamma. */
+/* A norm's backward: the fused kernel where the rows fit it, else norm_bwd_dx and the parameter gradients through
+   the fixed row partition */
+template <typename F>
+static c5_status norm_bwd(c5k_cuda_dev *dev, const char *op, F f, long rows, int dim, const c5_real *res,
+                          c5_real *dx, c5k_rowpart_out<F::NT> out)
+{
+  if (fused_fits(dim, f.x, f.dy, f.w, res, dx))
+    return norm_bwd_fused_launch<F::NT>(dev, op, f, rows, dim, res, dx, out);
+  norm_bwd_dx<<<c5k_warp_row_blocks(rows), C5K_ROW_THREADS, 0, dev->stream>>>(f, rows, dim, res, dx);
+  C5K_CUDA_LAUNCHED(op);
+  norm_terms<F> term = { f, dim };
+  return c5k_rowpart_sum<F::NT>(dev, op, term, rows, dim, out);
+}
+
+/* The RMSNorm backward of one row: dx = (du - u (u . du)) / ||x||, u = x / ||x||, du = dy sqrt(dim) gamma (below
+   the clamp: du / 1e-12); dgamma's term dy u sqrt(dim). w: gamma. */
 struct rms_row {
   static constexpr int NT = 1, NS = 1;   /* parameter-gradient terms, row sums */
   const c5_real *x, *w, *dy;
@@ -292,6 +305,8 @@ struct rms_row {
     s[0] = c5k_add(s[0], (double)xi * rn * dyi * sc * wi);
   }
   __device__ void finish(double *, int) const {}
+  /* each product and difference rounded as the CPU rounds it: du - u (u . du) cancels (to nothing at dim 1), and
+     a fused multiply-add there gave another residue (2e-1 norm-wise at dim 1) */
   __device__ c5_real dx(c5_real xi, c5_real dyi, c5_real wi, const double *s) const
   {
     const double du = (double)dyi * sc * wi;
@@ -308,15 +323,8 @@ extern "C" c5_status c5k_rmsnorm_backward_cuda(c5k_ctx *ctx, const c5_real *x, c
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   if (rows <= 0) return C5_OK;
-  const double sc = sqrt((double)dim);
-  rms_row f = { x, gamma, dy, rnorm, sc, 0.0 };
-  c5k_rowpart_out<1> out = { { dgamma } };
-  if (fused_fits(dim, x, dy, gamma, res, dx)) return norm_bwd_fused_launch<1>(dev, op, f, rows, dim, res, dx, out);
-  rmsnorm_bwd_dx<<<c5k_warp_row_blocks(rows), C5K_ROW_THREADS, 0, dev->stream>>>(rows, x, gamma, rnorm, dy, dim, sc,
-                                                                                 res, dx);
-  C5K_CUDA_LAUNCHED(op);
-  rms_dgamma term = { x, dy, rnorm, dim, sc };
-  return c5k_rowpart_sum<1>(dev, op, term, rows, dim, out);
+  rms_row f = { x, gamma, dy, rnorm, sqrt((double)dim), 0.0 };
+  return norm_bwd(dev, op, f, rows, dim, res, dx, c5k_rowpart_out<1>{ { dgamma } });
 }
 
 /* PyTorch's LayerNorm (biased variance, eps inside the sqrt): y = (x - mean) rstd w + b. T as rmsnorm_fwd's. */
@@ -371,45 +379,8 @@ extern "C" c5_status c5k_layernorm_forward_cuda(c5k_ctx *ctx, const c5_real *x, 
   return C5_OK;
 }
 
-/* dx = rstd (g - mean(g) - xhat mean(g xhat)) (+ res), g = dy w. res as rmsnorm_bwd_dx's. */
-__global__ void layernorm_bwd_dx(long rows, const c5_real *x, const c5_real *w, const double *mean, const double *rstd,
-                                 const c5_real *dy, int dim, const c5_real *res, c5_real *dx)
-{
-  const long r = c5k_warp_row();
-  if (r >= rows) return;
-  const int lane = threadIdx.x & 31;
-  const c5_real *xr = x + r * dim, *dyr = dy + r * dim;
-  const double m = mean[r], rs = rstd[r];
-  double sg = 0, sgx = 0;
-  for (int i = lane; i < dim; i += 32) {
-    double xh = ((double)xr[i] - m) * rs, g = (double)dyr[i] * w[i];
-    sg += g;
-    sgx += g * xh;
-  }
-  sg = c5k_warp_sum(sg) / dim;
-  sgx = c5k_warp_sum(sgx) / dim;
-  for (int i = lane; i < dim; i += 32) {
-    double xh = ((double)xr[i] - m) * rs;
-    const c5_real g = (c5_real)(rs * ((double)dyr[i] * w[i] - sg - xh * sgx));
-    dx[r * dim + i] = res ? g + res[r * dim + i] : g;
-  }
-}
-
-/* dw's term dy xhat, db's dy */
-struct ln_dwdb {
-  const c5_real *x, *dy;
-  const double *mean, *rstd;
-  int dim;
-  __device__ void operator()(long r, int i, double *t) const
-  {
-    const double d = dy[r * dim + i];
-    t[0] = d * (((double)x[r * dim + i] - mean[r]) * rstd[r]);
-    t[1] = d;
-  }
-};
-
-/* The LayerNorm backward of one row for norm_bwd_fused: layernorm_bwd_dx's and ln_dwdb's expressions. w: the
-   norm's weight. */
+/* The LayerNorm backward of one row: dx = rstd (g - mean(g) - xhat mean(g xhat)), g = dy w; dw's term dy xhat,
+   db's dy. w: the norm's weight. */
 struct ln_row {
   static constexpr int NT = 2, NS = 2;
   const c5_real *x, *w, *dy;
@@ -444,12 +415,6 @@ extern "C" c5_status c5k_layernorm_backward_cuda(c5k_ctx *ctx, const c5_real *x,
   c5k_cuda_dev *dev;
   C5_CALL_K(c5k_cuda_of(ctx, op, &dev));
   if (rows <= 0) return C5_OK;
-  c5k_rowpart_out<2> out = { { dw, db } };
   ln_row f = { x, w, dy, mean, rstd, 0.0, 0.0 };
-  if (fused_fits(dim, x, dy, w, res, dx)) return norm_bwd_fused_launch<2>(dev, op, f, rows, dim, res, dx, out);
-  layernorm_bwd_dx<<<c5k_warp_row_blocks(rows), C5K_ROW_THREADS, 0, dev->stream>>>(rows, x, w, mean, rstd, dy, dim,
-                                                                                   res, dx);
-  C5K_CUDA_LAUNCHED(op);
-  ln_dwdb term = { x, dy, mean, rstd, dim };
-  return c5k_rowpart_sum<2>(dev, op, term, rows, dim, out);
+  return norm_bwd(dev, op, f, rows, dim, res, dx, c5k_rowpart_out<2>{ { dw, db } });
 }
