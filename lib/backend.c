@@ -40,6 +40,20 @@ c5_status c5_backend_create(c5_backend_kind kind, int device, c5_backend **out)
       return C5_ERR(C5_ERR_MEM, "cuda backend (device %d): out of memory", device);
     }
     **out = (c5_backend){ .kind = C5_BACKEND_CUDA, .device = device, .ops = &c5k_cuda_ops, .dev = dev };
+    const char *lanes = getenv("C5_CUDA_LANES");
+    if (lanes && strcmp(lanes, "0") == 0) return C5_OK;
+    c5_status st = C5_OK;
+    c5k_cuda_dev *ld = NULL;
+    c5_backend *lane = calloc(1, sizeof *lane);
+    if (!lane) st = C5_ERR(C5_ERR_MEM, "cuda backend (device %d): out of memory", device);
+    if (st == C5_OK) st = c5k_cuda_lane_create(dev, &ld);
+    if (st != C5_OK) {
+      free(lane);
+      c5_backend_destroy(out);
+      return c5_err_trace(st, __FILE__, __LINE__);
+    }
+    *lane = (c5_backend){ .kind = C5_BACKEND_CUDA, .device = device, .ops = &c5k_cuda_ops, .dev = ld, .base = *out };
+    (*out)->lane = lane;
     return C5_OK;
 #else
     return C5_ERR(C5_ERR_NOTIMPL, "cuda backend (device %d): this build has no CUDA kernels (configure --with-cuda)",
@@ -55,6 +69,10 @@ c5_status c5_backend_destroy(c5_backend **be)
 {
   if (!be || !*be) return C5_OK;
 #if C5_HAVE_CUDA_BUILD
+  if ((*be)->lane) {   /* before the device, whose handle the lane shares */
+    c5k_cuda_dev_destroy((*be)->lane->dev);
+    free((*be)->lane);
+  }
   if ((*be)->dev) c5k_cuda_dev_destroy((*be)->dev);
 #endif
   if (!(*be)->is_static) free(*be);
@@ -228,6 +246,45 @@ c5_status c5_backend_sync(const c5_backend *be)
   return C5_OK;
 }
 
+const c5_backend *c5_backend_lane(const c5_backend *be) { return be->lane ? be->lane : be; }
+
+/* The backend that owns the lane, or NULL when be has none */
+static const c5_backend *lane_base(const c5_backend *be)
+{
+  const c5_backend *b = be->base ? be->base : be;
+  return b->lane ? b : NULL;
+}
+
+c5_status c5_backend_fork(const c5_backend *be)
+{
+#if C5_HAVE_CUDA_BUILD
+  const c5_backend *b = lane_base(be);
+  if (b) return c5k_cuda_fork(b->dev, b->lane->dev);
+#endif
+  (void)be;
+  return C5_OK;
+}
+
+c5_status c5_backend_join(const c5_backend *be)
+{
+#if C5_HAVE_CUDA_BUILD
+  const c5_backend *b = lane_base(be);
+  if (b) return c5k_cuda_join(b->dev, b->lane->dev);
+#endif
+  (void)be;
+  return C5_OK;
+}
+
+c5_status c5_backend_meet(const c5_backend *be)
+{
+#if C5_HAVE_CUDA_BUILD
+  const c5_backend *b = lane_base(be);
+  if (b) return c5k_cuda_meet(b->dev, b->lane->dev);
+#endif
+  (void)be;
+  return C5_OK;
+}
+
 const char *c5_matmul_name(c5_matmul m)
 {
   return m == C5_MATMUL_FP32 ? "fp32" : m == C5_MATMUL_TF32 ? "tf32" : m == C5_MATMUL_BF16 ? "bf16" : "?";
@@ -239,7 +296,11 @@ c5_status c5_backend_set_matmul(c5_backend *be, c5_matmul m)
   C5_CHECK(m == C5_MATMUL_FP32 || m == C5_MATMUL_TF32 || m == C5_MATMUL_BF16, C5_ERR_ARG,
            "c5_backend_set_matmul: unknown mode %d", (int)m);
 #if C5_HAVE_CUDA_BUILD
-  if (be->dev) { c5k_cuda_set_matmul(be->dev, (int)m); return C5_OK; }
+  if (be->dev) {
+    c5k_cuda_set_matmul(be->dev, (int)m);
+    if (be->lane) c5k_cuda_set_matmul(be->lane->dev, (int)m);
+    return C5_OK;
+  }
 #endif
   C5_CHECK(m == C5_MATMUL_FP32, C5_ERR_NOTIMPL, "c5_backend_set_matmul: the %s backend has no %s products",
            be->ops->name, c5_matmul_name(m));

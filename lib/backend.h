@@ -12,6 +12,8 @@ struct c5_backend {
   const c5k_ops *ops;     /* the device's kernel table */
   int is_static;          /* the process-wide CPU backend: never freed */
   void *dev;              /* CUDA: the device object (kernels/cuda/cuda.h); NULL on the CPU */
+  struct c5_backend *lane;   /* CUDA: the same device on a second stream (c5_backend_lane); NULL: none */
+  struct c5_backend *base;   /* a lane's backend; NULL otherwise */
 };
 
 /* A kernel context on be: the caller's host scratch, and the device (stream, handles) the ops run on. */
@@ -20,6 +22,20 @@ static inline c5k_ctx c5_backend_ctx(const c5_backend *be, double *work, long wo
   c5k_ctx c = { .work = work, .work_len = work_len, .dev = be->dev };
   return c;
 }
+
+/* Work that may overlap (docs/design.md "Streams"): the routers of a block run on be's lane, a second stream
+   of the same device, while the light branch runs on be's own. c5_backend_lane(be) is that lane (be itself on
+   the CPU, or where C5_CUDA_LANES=0 at the backend's creation: one stream, everything in order). Lane work
+   happens only inside a fork ... join region: fork makes the lane wait for what be has queued so far, join
+   makes be wait for the lane. Regions nest, and any of be, its lane may be passed. Meet (inside a region):
+   each stream waits for the other, before a collective on be's stream reads what the lane wrote. */
+const c5_backend *c5_backend_lane(const c5_backend *be);
+/* The backend a lane belongs to (be itself when be is no lane): what a collective takes (lib/dist.c runs
+   NCCL on that backend's stream) */
+static inline const c5_backend *c5_backend_root(const c5_backend *be) { return be->base ? be->base : be; }
+c5_status c5_backend_fork(const c5_backend *be);
+c5_status c5_backend_join(const c5_backend *be);
+c5_status c5_backend_meet(const c5_backend *be);
 
 /* A cache's activations are kept in the type its backend took when it was made (have); a call in another
    matmul mode (the backend now wants want) is refused, naming the cache (who). */

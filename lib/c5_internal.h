@@ -45,6 +45,12 @@ void c5_err_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
    every rank of d goes on, or every rank returns the first failing rank's error. */
 #define C5_AGREE(d, st) C5_CALL(c5_dist_agree((d), (st)))
 
+/* Whether the bytes [a, a + bytes) and [b, b + bytes) do not overlap */
+static inline int c5_apart(const void *a, const void *b, size_t bytes)
+{
+  return (const char *)a + bytes <= (const char *)b || (const char *)b + bytes <= (const char *)a;
+}
+
 
 /* Zeroed allocation of n elements of *p's type; names what failed. */
 #define C5_CALLOC(p, n) do { size_t n_ = (size_t)(n); (p) = calloc(n_ ? n_ : 1, sizeof *(p)); \

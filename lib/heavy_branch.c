@@ -21,10 +21,12 @@ c5_status c5_heavy_branch_init(c5_heavy_branch *h, c5_params *p, const char *pre
   C5_CALL(c5_attn_heavy_init(&h->attn, p, pre, dim, heads, dim_head, routes, multiply_keys_by_score));
   c5_router_config rc = *router;
   rc.num_routing_tokens = 1;
-  C5_CALL(c5_router_create(c5_params_backend(p), &rc, dim, &h->q_router));
+  /* on the lane: they may run beside the light branch (backend.h) */
+  const c5_backend *lane = c5_backend_lane(c5_params_backend(p));
+  C5_CALL(c5_router_create(lane, &rc, dim, &h->q_router));
   rc.num_routing_tokens = routes;
   rc.route_block_size = kv_block;
-  C5_CALL(c5_router_create(c5_params_backend(p), &rc, dim, &h->kv_router));
+  C5_CALL(c5_router_create(lane, &rc, dim, &h->kv_router));
   return C5_OK;
 }
 

@@ -73,7 +73,8 @@ c5_status c5_routed_ff_create(const c5_routed_ff_config *cfg, c5_params *p, cons
   c5_name_join(pre, sizeof pre, prefix, "router");
   long rd[2] = { 1, cfg->dim };
   C5_CALL_GOTO(c5_params_add_init(p, pre, "routing_token", 2, rd, C5_INIT_NORMAL, 0, &m->routing_token), st, fail);
-  C5_CALL_GOTO(c5_router_create(c5_params_backend(p), &cfg->router, cfg->dim, &m->router), st, fail);
+  /* on the lane: it may run beside the light FF (backend.h) */
+  C5_CALL_GOTO(c5_router_create(c5_backend_lane(c5_params_backend(p)), &cfg->router, cfg->dim, &m->router), st, fail);
   *out = m;
   return C5_OK;
 fail:
@@ -332,6 +333,16 @@ static c5_status forward_heavy(c5_routed_ff *m, long batch, long nl, long offset
   return st == C5_OK ? C5_OK : c5_err_trace(st, __FILE__, __LINE__);
 }
 
+static c5_status light_and_router(c5_routed_ff *m, const c5_dist *d, const c5_layout *lay, long batch,
+                                  const c5_real *x, const uint8_t *mask, c5_routed_ff_cache *c, int residual,
+                                  c5_real *out)
+{
+  C5_AGREE(d, forward_head(m, lay, batch, x, mask, c, residual, out));
+  C5_CALL(c5_router_forward(m->router, d, lay, c5_params_value(m->p, m->routing_token), batch, x, mask,
+                            m->cfg.num_heavy_tokens, m->cfg.random_route, m->cfg.random_seed, c->rc));
+  return C5_OK;
+}
+
 c5_status c5_routed_ff_forward(c5_routed_ff *m, const c5_dist *d, const c5_layout *lay, long batch,
                                const c5_real *x, const uint8_t *mask, c5_routed_ff_cache *c, c5_real *out)
 {
@@ -344,9 +355,13 @@ c5_status c5_routed_ff_forward_res(c5_routed_ff *m, const c5_dist *d, const c5_l
 {
   C5_CHECK(d, C5_ERR_ARG, "c5_routed_ff_forward: dist is NULL");
   if (c) hold(m, c);   /* forward_head checks the arguments */
-  C5_AGREE(d, forward_head(m, lay, batch, x, mask, c, residual, out));
-  C5_CALL(c5_router_forward(m->router, d, lay, c5_params_value(m->p, m->routing_token), batch, x, mask,
-                            m->cfg.num_heavy_tokens, m->cfg.random_route, m->cfg.random_seed, c->rc));
+  /* the router reads only x: on the lane it runs beside the light FF, unless the light FF writes over x */
+  const c5_backend *be = c5_params_backend(m->p);
+  const int overlap = c && lay && x && out && c5_apart(x, out, c->batch * c->n_local * m->cfg.dim * sizeof *x);
+  if (overlap) C5_CALL(c5_backend_fork(be));
+  c5_status st = light_and_router(m, d, lay, batch, x, mask, c, residual, out);
+  if (overlap) C5_KEEP_FIRST(st, c5_backend_join(be));
+  C5_CALL(st);
   C5_AGREE(d, forward_heavy(m, batch, lay->n_local, lay->offset, x, c, out));
   return C5_OK;
 }

@@ -431,6 +431,17 @@ static c5_status select_whole(const c5_router *rt, const c5_layout *lay, c5_rout
   return C5_OK;
 }
 
+/* Whole rows from every rank's columns (c5_dist_allgather_rows). The router's ops may run on a lane
+   (c5_backend_lane); the collective runs on the backend's own stream, which meets the lane before (it reads
+   what the lane wrote) and after (the lane reads what it wrote). */
+static c5_status gather_rows(const c5_router *rt, const c5_dist *d, long rows, long n, long unit, long es,
+                             const void *local, void *full)
+{
+  C5_CALL(c5_backend_meet(rt->be));
+  C5_CALL(c5_dist_allgather_rows(d, c5_backend_root(rt->be), rows, n, unit, es, local, full));
+  return c5_backend_meet(rt->be);
+}
+
 static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_layout *lay,
                                 const c5_real *routing_token, long batch, const c5_real *x,
                                 const uint8_t *mask, long num_tokens, int random_route, uint64_t seed,
@@ -458,8 +469,8 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
   c5_real *y = c->y;
   long span = nl, off0 = lay->offset;
   if (c->whole) {
-    C5_CALL(c5_dist_allgather_rows(d, rt->be, rows, lay->n, lay->unit, (long)sizeof *c->s, c->s, c->sw));
-    if (m) C5_CALL(c5_dist_allgather_rows(d, rt->be, rows, lay->n, lay->unit, 1, c->mask, c->mw));
+    C5_CALL(gather_rows(rt, d, rows, lay->n, lay->unit, (long)sizeof *c->s, c->s, c->sw));
+    if (m) C5_CALL(gather_rows(rt, d, rows, lay->n, lay->unit, 1, c->mask, c->mw));
     C5_AGREE(d, c5_cd_forward_prepare(rt->be, &cd, &Rw, c->sw, c->k, 1, &c->cd));
     dd = c->self;
     s = c->sw;
@@ -574,7 +585,7 @@ static c5_status router_backward(const c5_router *rt, const c5_dist *d, c5_route
   /* ds written in place over g; tokens outside every block keep g = 0 */
   if (c->whole) {   /* the gradient gathered to whole rows, the descent's backward there, this rank's columns back */
     const long es = (long)sizeof *c->g;
-    C5_CALL(c5_dist_allgather_rows(d, rt->be, c->rows, c->n, c->unit, es, c->g, c->gw));
+    C5_CALL(gather_rows(rt, d, c->rows, c->n, c->unit, es, c->g, c->gw));
     C5_CALL(c5_cd_backward_rows(rt->be, c->self, &c->cd, &Rw, c->sw, m ? c->mw : NULL, c->yw, c->gw, c->gw));
     C5_CALL(ops->copy2d(&kc, c->g, nl * es, c->gw + c->offset, c->n * es, nl * es, c->rows));
   } else {
@@ -607,9 +618,13 @@ c5_status c5_router_forward(const c5_router *rt, const c5_dist *d, const c5_layo
                             const uint8_t *mask, long num_tokens, int random_route, uint64_t seed,
                             c5_router_cache *c)
 {
-  C5_CHECK(d, C5_ERR_ARG, "c5_router_forward: dist is NULL");
+  C5_CHECK(d && rt, C5_ERR_ARG, "c5_router_forward: NULL argument");
   c5_phase old = c5_dist_phase(d, C5_PHASE_ROUTER);
-  c5_status st = router_forward(rt, d, lay, routing_token, batch, x, mask, num_tokens, random_route, seed, c);
+  c5_status st = c5_backend_fork(rt->be);   /* a region of its own, or the caller's (backend.h) */
+  if (st == C5_OK) {
+    st = router_forward(rt, d, lay, routing_token, batch, x, mask, num_tokens, random_route, seed, c);
+    C5_KEEP_FIRST(st, c5_backend_join(rt->be));
+  }
   c5_dist_phase(d, old);
   return st == C5_OK ? st : c5_err_trace(st, __FILE__, __LINE__);
 }
@@ -619,9 +634,13 @@ static c5_status router_backward_phase(const c5_router *rt, const c5_dist *d, c5
                                        const c5_real *routing_token, const c5_real *x, const c5_real *dscore,
                                        c5_real *dx, const void *dst)
 {
-  C5_CHECK(d, C5_ERR_ARG, "c5_router_backward: dist is NULL");
+  C5_CHECK(d && rt, C5_ERR_ARG, "c5_router_backward: NULL argument");
   c5_phase old = c5_dist_phase(d, C5_PHASE_ROUTER);
-  c5_status st = router_backward(rt, d, c, routing_token, x, dscore, dx, dst);
+  c5_status st = c5_backend_fork(rt->be);
+  if (st == C5_OK) {
+    st = router_backward(rt, d, c, routing_token, x, dscore, dx, dst);
+    C5_KEEP_FIRST(st, c5_backend_join(rt->be));
+  }
   c5_dist_phase(d, old);
   return st;
 }
@@ -631,7 +650,8 @@ c5_status c5_router_backward(const c5_router *rt, const c5_dist *d, c5_router_ca
                              const c5_real *dscore, c5_real *dx, c5_real *drouting_token)
 {
   C5_CALL(router_backward_phase(rt, d, c, routing_token, x, dscore, dx, drouting_token));
-  c5k_ctx kc = c5_backend_ctx(rt->be, NULL, 0);   /* added once, rounded once */
+  /* added once, rounded once; on the backend's own stream (past the region: it waited for the lane) */
+  c5k_ctx kc = c5_backend_ctx(c5_backend_root(rt->be), NULL, 0);
   C5_CALL(rt->be->ops->grad_flush(&kc, c->dwacc, (long)rt->cfg.num_routing_tokens * rt->dim, drouting_token));
   return C5_OK;
 }
@@ -641,7 +661,7 @@ c5_status c5_router_backward_acc(const c5_router *rt, const c5_dist *d, c5_route
                                  const c5_real *dscore, c5_real *dx, double *dacc)
 {
   C5_CALL(router_backward_phase(rt, d, c, routing_token, x, dscore, dx, dacc));
-  c5k_ctx kc = c5_backend_ctx(rt->be, NULL, 0);
+  c5k_ctx kc = c5_backend_ctx(c5_backend_root(rt->be), NULL, 0);
   C5_CALL(rt->be->ops->acc_add(&kc, (long)rt->cfg.num_routing_tokens * rt->dim, c->dwacc, dacc));
   return C5_OK;
 }

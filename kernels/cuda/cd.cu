@@ -364,8 +364,15 @@ template <typename T, int E> __global__ void __launch_bounds__(512, 1) cd_forwar
       bsh[t & 1] = bb;
     }
     cl.sync();
-    sums b = { 0.0, 0.0, -INFINITY };
-    for (unsigned int k = 0; k < C; k++) b = sums_add(b, *cl.map_shared_rank(&bsh[t & 1], k));
+    /* every block's sums loaded before any is added (C <= 8, cluster_shape): one remote latency an
+       iteration, not C in a row; added in rank order as before */
+    sums rk[8], b = { 0.0, 0.0, -INFINITY };
+#pragma unroll
+    for (unsigned int k = 0; k < 8; k++)
+      if (k < C) rk[k] = *cl.map_shared_rank(&bsh[t & 1], k);
+#pragma unroll
+    for (unsigned int k = 0; k < 8; k++)
+      if (k < C) b = sums_add(b, rk[k]);
     if (t == 1) cnt = b.nab;
     double l = log(b.S);
     if (underflowed(t, cnt, b.S)) {   /* uniform over the cluster */

@@ -20,6 +20,16 @@ int c5k_cuda_device_count(void);
 /* The device's stream (non-blocking), cuBLASLt handle and workspace. */
 c5_status c5k_cuda_dev_create(int device, c5k_cuda_dev **out);
 void c5k_cuda_dev_destroy(c5k_cuda_dev *dev);
+/* A lane: a second stream (the highest priority) on dev's device and cuBLASLt handle, with its own workspace
+   and scratch, for work that may overlap dev's (its ops take the lane as their device). Destroyed before dev. */
+c5_status c5k_cuda_lane_create(c5k_cuda_dev *dev, c5k_cuda_dev **out);
+/* Fork: the lane waits for the work queued on dev so far; join: dev waits for the lane's. Regions nest (a
+   count on dev): only the outermost fork and join wait, so an op that brackets its own lane work stays
+   correct alone and overlaps inside a caller's region. Meet: each waits for the other's work so far (before
+   a collective on dev's stream reads what the lane wrote). */
+c5_status c5k_cuda_fork(c5k_cuda_dev *dev, c5k_cuda_dev *lane);
+c5_status c5k_cuda_join(c5k_cuda_dev *dev, c5k_cuda_dev *lane);
+c5_status c5k_cuda_meet(c5k_cuda_dev *dev, c5k_cuda_dev *lane);
 /* Device memory, ordered on the device's stream. */
 c5_status c5k_cuda_alloc(c5k_cuda_dev *dev, size_t bytes, void **ptr);
 c5_status c5k_cuda_free(c5k_cuda_dev *dev, void *ptr);

@@ -33,6 +33,9 @@ struct c5k_cuda_dev {
   int device;
   int sms;                      /* multiprocessors */
   cudaStream_t stream;
+  cudaEvent_t ev;               /* recorded where another stream of the device waits for this one's work */
+  int lane_of;                  /* a lane (c5k_cuda_lane_create): its lt handle is its device's, not its own */
+  int lane_open;                /* the device's open fork regions (c5k_cuda_fork): only the outermost waits */
   cublasLtHandle_t lt;
   void *lt_ws;                  /* cuBLASLt workspace */
   size_t lt_ws_bytes;

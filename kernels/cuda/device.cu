@@ -1,6 +1,10 @@
 /* device.cu - the CUDA backend's device object: one non-blocking stream per
    backend (every op of the backend is ordered on it), a cuBLASLt handle with
-   its workspace, and device memory through the stream-ordered allocator. */
+   its workspace, and device memory through the stream-ordered allocator.
+   A lane is a second such object on the same device and handle, with its
+   own stream (of the highest priority), workspace and scratch, for work that
+   may run beside the device's own (the routers beside the light branch);
+   the two streams meet only at events (c5k_cuda_fork / join / meet). */
 #include <stdio.h>
 #include "cuda_internal.cuh"
 
@@ -27,6 +31,7 @@ extern "C" c5_status c5k_cuda_dev_create(int device, c5k_cuda_dev **out)
   cudaError_t e = cudaSetDevice(device);
   if (e == cudaSuccess) e = cudaDeviceGetAttribute(&d->sms, cudaDevAttrMultiProcessorCount, device);
   if (e == cudaSuccess) e = cudaStreamCreateWithFlags(&d->stream, cudaStreamNonBlocking);
+  if (e == cudaSuccess) e = cudaEventCreateWithFlags(&d->ev, cudaEventDisableTiming);
   d->lt_ws_bytes = (size_t)32 << 20;
   if (e == cudaSuccess) e = cudaMalloc(&d->lt_ws, d->lt_ws_bytes);
   if (e != cudaSuccess) st = C5K_ERR(C5_ERR_CUDA, "cuda backend: device %d: %s", device, cudaGetErrorString(e));
@@ -49,10 +54,63 @@ extern "C" void c5k_cuda_dev_destroy(c5k_cuda_dev *d)
   if (d->cvt) cudaFree(d->cvt);
   if (d->mir) cudaFree(d->mir);
   for (int i = 0; i < C5K_LT_ALGOS; i++) c5k_lt_algo_drop(&d->algos[i]);
-  if (d->lt) cublasLtDestroy(d->lt);
+  if (d->lt && !d->lane_of) cublasLtDestroy(d->lt);
   if (d->lt_ws) cudaFree(d->lt_ws);
+  if (d->ev) cudaEventDestroy(d->ev);
   if (d->stream) cudaStreamDestroy(d->stream);
   free(d);
+}
+
+/* The workspace as large as the device's, so that cuBLASLt's heuristic picks the same algorithms on both (the
+   same bits with or without the lane) */
+extern "C" c5_status c5k_cuda_lane_create(c5k_cuda_dev *dev, c5k_cuda_dev **out)
+{
+  *out = NULL;
+  c5k_cuda_dev *d = (c5k_cuda_dev *)calloc(1, sizeof *d);
+  if (!d) return C5K_ERR(C5_ERR_MEM, "cuda backend: out of host memory");
+  d->device = dev->device;
+  d->sms = dev->sms;
+  d->matmul = dev->matmul;
+  d->lt = dev->lt;
+  d->lane_of = 1;
+  d->lt_ws_bytes = dev->lt_ws_bytes;
+  int lo = 0, hi = 0;
+  cudaError_t e = cudaSetDevice(d->device);
+  if (e == cudaSuccess) e = cudaDeviceGetStreamPriorityRange(&lo, &hi);
+  if (e == cudaSuccess) e = cudaStreamCreateWithPriority(&d->stream, cudaStreamNonBlocking, hi);
+  if (e == cudaSuccess) e = cudaEventCreateWithFlags(&d->ev, cudaEventDisableTiming);
+  if (e == cudaSuccess) e = cudaMalloc(&d->lt_ws, d->lt_ws_bytes);
+  if (e != cudaSuccess) {
+    c5k_cuda_dev_destroy(d);
+    return C5K_ERR(C5_ERR_CUDA, "cuda backend: device %d: a second stream: %s", dev->device, cudaGetErrorString(e));
+  }
+  *out = d;
+  return C5_OK;
+}
+
+/* waiter's stream waits for the work queued on `on` so far */
+static c5_status wait_for(c5k_cuda_dev *waiter, c5k_cuda_dev *on, const char *what)
+{
+  C5K_CUDA_TRY(cudaEventRecord(on->ev, on->stream), what);
+  C5K_CUDA_TRY(cudaStreamWaitEvent(waiter->stream, on->ev, 0), what);
+  return C5_OK;
+}
+
+extern "C" c5_status c5k_cuda_fork(c5k_cuda_dev *dev, c5k_cuda_dev *lane)
+{
+  return dev->lane_open++ ? C5_OK : wait_for(lane, dev, "cuda backend: fork");
+}
+
+extern "C" c5_status c5k_cuda_join(c5k_cuda_dev *dev, c5k_cuda_dev *lane)
+{
+  if (dev->lane_open <= 0) return C5K_ERR(C5_ERR_INTERNAL, "cuda backend: a join without its fork");
+  return --dev->lane_open ? C5_OK : wait_for(dev, lane, "cuda backend: join");
+}
+
+extern "C" c5_status c5k_cuda_meet(c5k_cuda_dev *dev, c5k_cuda_dev *lane)
+{
+  C5_CALL_K(wait_for(dev, lane, "cuda backend: meet"));
+  return wait_for(lane, dev, "cuda backend: meet");
 }
 
 extern "C" c5_status c5k_cuda_alloc(c5k_cuda_dev *d, size_t bytes, void **ptr)

@@ -17,6 +17,9 @@
    gradients summed over them (c5_params_allreduce_grad); its part of out
    and dx, every gradient and its routed indices must equal the one-rank
    run's (the same tolerances; indices identical).
+   At P = 1 the CUDA run is repeated on a backend of one stream (C5_CUDA_LANES=0: the routers in order with
+   the rest, not on the lane beside the light branches): out, dx, every gradient and the routed indices
+   must be the same bits.
    The light attention has heads of 16 and windows of 32 / 2 but in
    light_flash_bf16 (heads of 64, windows of 64: its bf16 flash kernels).
    One line per case and quantity. Exits 77 without a GPU. */
@@ -210,7 +213,17 @@ static double margin(const c5_router_cache *rc, const c5_routing *rt, long n)
   return m;
 }
 
-static int check_case(c5_backend *gpu, const c5_dist *d, const bcase *k)
+/* Whether two runs gave the same bits: out, dx, every gradient, the routed indices */
+static int same_bits(const result *a, const result *b, long N, long np)
+{
+  int same = !memcmp(a->out, b->out, (size_t)N * sizeof *a->out) && !memcmp(a->dx, b->dx, (size_t)N * sizeof *a->dx) &&
+             !memcmp(a->grad, b->grad, (size_t)np * sizeof *a->grad);
+  for (int i = 0; i < 3; i++)
+    same &= a->rcnt[i] == b->rcnt[i] && !memcmp(a->ridx[i], b->ridx[i], (size_t)a->rcnt[i] * sizeof(long));
+  return same;
+}
+
+static int check_case(c5_backend *gpu, c5_backend *one, const c5_dist *d, const bcase *k)
 {
   const long N = k->batch * k->n * k->dim;
   c5_block_config cfg = config(k);
@@ -219,7 +232,7 @@ static int check_case(c5_backend *gpu, const c5_dist *d, const bcase *k)
   c5_block_cache *c = NULL;
   c5_real *x = malloc((size_t)N * sizeof *x), *g = malloc((size_t)N * sizeof *g), *pval = NULL;
   uint8_t *mask = NULL;
-  result rc = { 0 }, rg = { 0 };
+  result rc = { 0 }, rg = { 0 }, r1 = { 0 };
   unsigned long long seed = 11 + (unsigned long long)k->n;
   long np = 0;
   int ok = 0, all = 1;
@@ -245,6 +258,16 @@ static int check_case(c5_backend *gpu, const c5_dist *d, const bcase *k)
     const int r = run(gpu, d, k, pval, np, x, g, mask, &rg);
     c5_backend_set_matmul(gpu, C5_MATMUL_FP32);
     T_CHECK(r, "%s: the CUDA run", k->name);
+  }
+  if (one) {
+    T_OK(c5_backend_set_matmul(one, k->mm));
+    const int r = run(one, d, k, pval, np, x, g, mask, &r1);
+    c5_backend_set_matmul(one, C5_MATMUL_FP32);
+    T_CHECK(r, "%s: the CUDA run on one stream", k->name);
+    const int same = same_bits(&rg, &r1, N, np);
+    printf("block %-14s routers on the lane against one stream: out, dx, %ld gradients, indices %s %s\n", k->name, np,
+           same ? "the same bits" : "DIFFER", same ? "PASS" : "FAIL");
+    all &= same;
   }
   const double tol = tol_of(k);
   {
@@ -295,6 +318,7 @@ static int check_case(c5_backend *gpu, const c5_dist *d, const bcase *k)
 fail:
   result_free(&rc);
   result_free(&rg);
+  result_free(&r1);
   c5_block_cache_destroy(&c);
   c5_block_destroy(&b);
   c5_params_destroy(&p);
@@ -384,10 +408,18 @@ fail:
 int main(int argc, char **argv)
 {
   MPI_Init(&argc, &argv);
-  c5_backend *gpu = t_cuda_backend_or_skip();
+  c5_backend *gpu = t_cuda_backend_or_skip(), *one = NULL;
   c5_dist *d = NULL, *world = NULL;
   int ok = 1, P = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &P);
+  if (P == 1) {   /* the same device without the lane (backend.h) */
+    setenv("C5_CUDA_LANES", "0", 1);
+    if (c5_backend_create(C5_BACKEND_CUDA, gpu->device, &one) != C5_OK) {
+      fprintf(stderr, "c5_backend_create(cuda, one stream): %s\n", c5_last_error());
+      ok = 0;
+    }
+    unsetenv("C5_CUDA_LANES");
+  }
   const bcase cases[] = {
     { "basic", 2, 100, 16, 0, 1, 0, 0, 20, 24, 30, C5_MATMUL_FP32, 0, 0 },
     { "masked_2kv", 2, 100, 32, 1, 2, 0, 0, 20, 24, 30, C5_MATMUL_FP32, 0, 0 },
@@ -410,7 +442,7 @@ int main(int argc, char **argv)
   }
   for (size_t i = 0; ok >= 0 && d && (P == 1 || world) && i < sizeof cases / sizeof *cases; i++)
     if (P > 1 && cases[i].mm != C5_MATMUL_FP32) continue;   /* the sharded comparison is GPU against GPU */
-    else if (!(P > 1 ? check_case_sharded(gpu, d, world, &cases[i]) : check_case(gpu, d, &cases[i]))) {
+    else if (!(P > 1 ? check_case_sharded(gpu, d, world, &cases[i]) : check_case(gpu, one, d, &cases[i]))) {
       fprintf(stderr, "case %s: FAIL%s%s\n", cases[i].name, c5_last_error()[0] ? ": " : "", c5_last_error());
       ok = 0;
     }
@@ -420,6 +452,7 @@ int main(int argc, char **argv)
   }
   c5_dist_destroy(&world);
   c5_dist_destroy(&d);
+  c5_backend_destroy(&one);
   c5_backend_destroy(&gpu);
   MPI_Finalize();
   return ok ? 0 : 1;
