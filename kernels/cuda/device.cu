@@ -98,7 +98,10 @@ static c5_status wait_for(c5k_cuda_dev *waiter, c5k_cuda_dev *on, const char *wh
 
 extern "C" c5_status c5k_cuda_fork(c5k_cuda_dev *dev, c5k_cuda_dev *lane)
 {
-  return dev->lane_open++ ? C5_OK : wait_for(lane, dev, "cuda backend: fork");
+  if (dev->lane_open++) return C5_OK;
+  const c5_status st = wait_for(lane, dev, "cuda backend: fork");
+  if (st != C5_OK) dev->lane_open--;   /* no region: the caller will not join */
+  return st;
 }
 
 extern "C" c5_status c5k_cuda_join(c5k_cuda_dev *dev, c5k_cuda_dev *lane)
