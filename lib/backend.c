@@ -285,6 +285,26 @@ c5_status c5_backend_meet(const c5_backend *be)
   return C5_OK;
 }
 
+c5_status c5_backend_lane_follow(const c5_backend *be)
+{
+#if C5_HAVE_CUDA_BUILD
+  const c5_backend *b = lane_base(be);
+  if (b) return c5k_cuda_wait(b->lane->dev, b->dev);
+#endif
+  (void)be;
+  return C5_OK;
+}
+
+c5_status c5_backend_stream_follow(const c5_backend *be)
+{
+#if C5_HAVE_CUDA_BUILD
+  const c5_backend *b = lane_base(be);
+  if (b) return c5k_cuda_wait(b->dev, b->lane->dev);
+#endif
+  (void)be;
+  return C5_OK;
+}
+
 const char *c5_matmul_name(c5_matmul m)
 {
   return m == C5_MATMUL_FP32 ? "fp32" : m == C5_MATMUL_TF32 ? "tf32" : m == C5_MATMUL_BF16 ? "bf16" : "?";

@@ -36,6 +36,10 @@ static inline const c5_backend *c5_backend_root(const c5_backend *be) { return b
 c5_status c5_backend_fork(const c5_backend *be);
 c5_status c5_backend_join(const c5_backend *be);
 c5_status c5_backend_meet(const c5_backend *be);
+/* One way only, inside a region: the lane waits for the stream's work so far (lane_follow), or the stream for
+   the lane's (stream_follow). */
+c5_status c5_backend_lane_follow(const c5_backend *be);
+c5_status c5_backend_stream_follow(const c5_backend *be);
 
 /* A cache's activations are kept in the type its backend took when it was made (have); a call in another
    matmul mode (the backend now wants want) is refused, naming the cache (who). */

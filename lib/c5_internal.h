@@ -79,6 +79,16 @@ c5_status c5_params_flush(const c5_params *p, const long *idx, int n);
 c5_status c5_params_add_init(c5_params *p, const char *prefix, const char *name, int ndim, const long *dims,
                              c5_init_rule rule, long fan_in, long *index);
 
+/* c5_router_backward in two parts (the same bits): begin forms the routing token's gradient (into
+   drouting_token) and what dx will take, on the router's lane (lib/backend.h), reading dscore and x only;
+   end adds the router's part of dx on the backend's own stream. Between them the caller may queue work of its
+   own that writes dx but not x (ConditionalRoutedFeedForward: its light and heavy FF's backward, which the
+   router's part of dx follows as before). end follows every begin that returned C5_OK. */
+c5_status c5_router_backward_begin(const c5_router *r, const c5_dist *d, c5_router_cache *cache,
+                                   const c5_real *routing_token, const c5_real *x, const c5_real *dscore,
+                                   const c5_real *dx, c5_real *drouting_token);
+c5_status c5_router_backward_end(const c5_router *r, c5_router_cache *cache, const c5_real *routing_token,
+                                 const c5_real *x, c5_real *dx, c5_real *drouting_token);
 /* c5_router_backward that adds this call's routing-token gradient to a double
    accumulator (a module's c5_params_acc, flushed by the module), so that
    several router calls on one parameter (the autoregressive attention's

@@ -49,7 +49,8 @@ struct c5_routed_ff_cache {
   c5_real *xr;          /* [heavy_cap, dim] gathered routed tokens (the backward gathers them again from x) */
   c5_real *dh;          /* [heavy_cap, dim] the heavy FF's output gradient */
   c5_real *dtmp;        /* [heavy_cap, dim] its input gradient */
-  c5_real *dscore;      /* [heavy_cap] */
+  c5_real *dscore;      /* [heavy_cap] the router's gradient (in the arena: the router reads it beside the FFs'
+                           backward, whose frames go where the heavy part's would) */
 };
 
 c5_status c5_routed_ff_create(const c5_routed_ff_config *cfg, c5_params *p, const char *prefix, c5_routed_ff **out)
@@ -113,7 +114,6 @@ static void carve_frame(void *obj, c5_arena *a)
   C5_TAKE(a, c->xr, c->heavy_cap * c->dim);
   C5_TAKE(a, c->dh, c->heavy_cap * c->dim);
   C5_TAKE(a, c->dtmp, c->heavy_cap * c->dim);
-  C5_TAKE(a, c->dscore, c->heavy_cap);
 }
 
 static void cache_layout(const c5_routed_ff *m, c5_routed_ff_cache *c, c5_arena *a)
@@ -128,6 +128,7 @@ static void cache_layout(const c5_routed_ff *m, c5_routed_ff_cache *c, c5_arena 
   c5_ws_release(c->ws, mark);
   C5_TAKE(a, c->pos, c->heavy_cap);
   C5_TAKE(a, c->hr, c->heavy_cap * d);
+  C5_TAKE(a, c->dscore, c->heavy_cap);
 }
 
 /* The rows of the FeedForwards' chunks (ffnet.h): the fewest chunks whose frames, at their depth (region bytes above
@@ -383,19 +384,36 @@ static c5_status backward_local(c5_routed_ff *m, c5_routed_ff_cache *c, const c5
      dscore = dout . heavy out */
   C5_CALL(ops->gather_rows(&kc, e, dim, c->pos, NULL, x, dim, c->xr));
   C5_CALL(ops->gather_rows(&kc, e, dim, c->pos, rt->routed ? rt->score : NULL, dout, dim, c->dh));
-  C5_CALL(ops->row_dot(&kc, e, dim, c->pos, dout, c->hr, c->dscore));
   C5_CALL(c5_ffnet_backward(&m->heavy, m->p, &c->heavy, c->xr, c->dh, e, NULL, c->dtmp));
   C5_CALL(ops->scatter_rows(&kc, e, dim, c->pos, c->dtmp, NULL, NULL, 1, 1, dx));
   return C5_OK;
 }
 
+/* The router's gradient dscore = dout . heavy out, from the forward's rows alone */
+static c5_status backward_dscore(c5_routed_ff *m, c5_routed_ff_cache *c, const c5_real *x, const c5_real *dout,
+                                 const c5_real *dx)
+{
+  C5_CHECK(m && c && x && dout && dx, C5_ERR_ARG, "c5_routed_ff_backward: NULL argument");
+  c5k_ctx kc = c5_backend_ctx(c->be, NULL, 0);
+  return c->be->ops->row_dot(&kc, c->ntok, m->cfg.dim, c->pos, dout, c->hr, c->dscore);
+}
+
+/* The router's backward begins on the lane beside the FFs' (it reads dscore and x), and its part of dx is
+   added after theirs, as in order (the same bits: docs/design.md "Streams"); where dx overlaps x the stream
+   waits for the router's reads of x before the FFs write dx. */
 static c5_status backward_body(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_cache *c, const c5_real *x,
                                const c5_real *dout, int residual, c5_real *dx)
 {
-  C5_AGREE(d, backward_local(m, c, x, dout, residual, dx));
-  C5_CALL(c5_router_backward(m->router, d, c->rc, c5_params_value(m->p, m->routing_token), x, c->dscore, dx,
-                             c5_params_grad(m->p, m->routing_token)));
-  return C5_OK;
+  C5_AGREE(d, backward_dscore(m, c, x, dout, dx));
+  const c5_real *rt = c5_params_value(m->p, m->routing_token);
+  c5_real *drt = c5_params_grad(m->p, m->routing_token);
+  C5_CALL(c5_router_backward_begin(m->router, d, c->rc, rt, x, c->dscore, dx, drt));
+  c5_status st = c5_apart(x, dx, c->batch * c->n_local * m->cfg.dim * sizeof *x) ? C5_OK
+                                                                                  : c5_backend_stream_follow(c->be);
+  if (st == C5_OK) st = backward_local(m, c, x, dout, residual, dx);
+  st = c5_dist_agree(d, st);
+  C5_KEEP_FIRST(st, c5_router_backward_end(m->router, c->rc, rt, x, dx, drt));
+  return st;
 }
 
 c5_status c5_routed_ff_backward(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_cache *c, const c5_real *x,
@@ -408,8 +426,7 @@ c5_status c5_routed_ff_backward_res(c5_routed_ff *m, const c5_dist *d, c5_routed
                                     const c5_real *dout, int residual, c5_real *dx)
 {
   C5_CHECK(d, C5_ERR_ARG, "c5_routed_ff_backward: dist is NULL");
-  /* the light FF's frame at this cache's depth, then the heavy part's (held through the router's backward,
-     which reads dscore) with the heavy FF's above it */
+  /* the light FF's frame at this cache's depth, then the heavy part's with the heavy FF's above it */
   if (c) hold(m, c);   /* backward_local checks the arguments */
   const size_t mark0 = c ? c->ws->top : 0;
   c5_status st = backward_body(m, d, c, x, dout, residual, dx);

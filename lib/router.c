@@ -28,6 +28,7 @@ struct c5_router_cache {
   long cd_span;             /* the row length the cd-row workspace was sized for */
   int random_route, cosine;
   int masked;               /* the last forward had a mask (c->mask holds it) */
+  int bwd_run;              /* the backward's first part formed g (backward_end uses it) */
   c5_real *s;               /* [rows][n_local] logits */
   c5_real *y;               /* [rows][n_local] coordinate-descent scores (or random draws) */
   c5_real *g;               /* [rows][n_local] backward scratch: dL/dy, then dL/ds */
@@ -544,7 +545,7 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
 
 /* A backward's work before its collective, on this rank alone. *run = 0: no gradient to form. */
 static c5_status backward_local(const c5_router *rt, c5_router_cache *c, const c5_real *routing_token,
-                                const c5_real *x, const c5_real *dscore, c5_real *dx, const void *dst, int *run)
+                                const c5_real *x, const c5_real *dscore, const c5_real *dx, const void *dst, int *run)
 {
   *run = 0;
   C5_CHECK(rt && c && routing_token && x && dx && dst, C5_ERR_ARG, "c5_router_backward: NULL argument");
@@ -565,51 +566,82 @@ static c5_status backward_local(const c5_router *rt, c5_router_cache *c, const c
   return C5_OK;
 }
 
-/* This call's routing-token gradient into c->dwacc (double; zero when there is none). dst: where the
-   caller puts it (checked here, with the rest, before the collective). */
-static c5_status router_backward(const c5_router *rt, const c5_dist *d, c5_router_cache *c,
-                                 const c5_real *routing_token, const c5_real *x,
-                                 const c5_real *dscore, c5_real *dx, const void *dst)
+/* Where a backward's routing-token gradient goes: added once (rounded once) to the working-precision gradient,
+   or to a double accumulator */
+typedef struct { c5_real *grad; double *acc; } grad_dst;
+
+static c5_status grad_out(const c5_router *rt, c5k_ctx *kc, const c5_router_cache *c, grad_dst g)
+{
+  const long n = (long)rt->cfg.num_routing_tokens * rt->dim;
+  return g.grad ? rt->be->ops->grad_flush(kc, c->dwacc, n, g.grad) : rt->be->ops->acc_add(kc, n, c->dwacc, g.acc);
+}
+
+/* The backward's first part, on the router's backend (the lane: backend.h): dL/ds of the routed entries
+   through the coordinate descent, and (without cosine routing, whose projection changes g with dx) the
+   routing token's gradient g^T x, out to g. Reads dscore and x, never dx: the caller's stream may write dx
+   meanwhile. */
+static c5_status backward_begin(const c5_router *rt, const c5_dist *d, c5_router_cache *c,
+                                const c5_real *routing_token, const c5_real *x, const c5_real *dscore,
+                                const c5_real *dx, grad_dst gd)
 {
   int run = 0;
-  C5_AGREE(d, backward_local(rt, c, routing_token, x, dscore, dx, dst, &run));
-  if (!run) return C5_OK;
+  C5_AGREE(d, backward_local(rt, c, routing_token, x, dscore, dx, gd.grad ? (const void *)gd.grad : gd.acc, &run));
+  c->bwd_run = run;
   const c5_router_config *cfg = &rt->cfg;
   const int R = cfg->num_routing_tokens, dim = rt->dim;
   const long nl = c->n_local, batch = c->batch;
-  const uint8_t *m = c->masked ? c->mask : NULL;
-
-  c5k_rows Rw = cd_rows(c);
   const c5k_ops *ops = rt->be->ops;
   c5k_ctx kc = c5_backend_ctx(rt->be, NULL, 0);
-  /* ds written in place over g; tokens outside every block keep g = 0 */
-  if (c->whole) {   /* the gradient gathered to whole rows, the descent's backward there, this rank's columns back */
-    const long es = (long)sizeof *c->g;
-    C5_CALL(gather_rows(rt, d, c->rows, c->n, c->unit, es, c->g, c->gw));
-    C5_CALL(c5_cd_backward_rows(rt->be, c->self, &c->cd, &Rw, c->sw, m ? c->mw : NULL, c->yw, c->gw, c->gw));
-    C5_CALL(ops->copy2d(&kc, c->g, nl * es, c->gw + c->offset, c->n * es, nl * es, c->rows));
-  } else {
-    C5_CALL(c5_cd_backward_rows(rt->be, d, &c->cd, &Rw, c->s, m, c->y, c->g, c->g));
+  if (run) {
+    const uint8_t *m = c->masked ? c->mask : NULL;
+    c5k_rows Rw = cd_rows(c);
+    /* ds written in place over g; tokens outside every block keep g = 0 */
+    if (c->whole) {   /* the gradient gathered to whole rows, the descent's backward there, this rank's columns back */
+      const long es = (long)sizeof *c->g;
+      C5_CALL(gather_rows(rt, d, c->rows, c->n, c->unit, es, c->g, c->gw));
+      C5_CALL(c5_cd_backward_rows(rt->be, c->self, &c->cd, &Rw, c->sw, m ? c->mw : NULL, c->yw, c->gw, c->gw));
+      C5_CALL(ops->copy2d(&kc, c->g, nl * es, c->gw + c->offset, c->n * es, nl * es, c->rows));
+    } else {
+      C5_CALL(c5_cd_backward_rows(rt->be, d, &c->cd, &Rw, c->s, m, c->y, c->g, c->g));
+    }
+    if (cfg->cosine_sim_routing) return C5_OK;   /* backward_end: g changes with dx first */
+    /* the routing token's gradient g^T x in the working precision whatever the matmul mode: a [R, dim] sum over
+       every token, bound by reading x once, which a bf16 product would first copy whole (n dim bf16 of scratch) */
+    c5k_ctx kx = kc;
+    kx.exact = 1;
+    for (long b = 0; b < batch; b++)
+      C5_CALL(ops->gemm_acc(&kx, 0, 0, R, dim, nl, 1.0, c->g + b * R * nl, nl, x + b * nl * dim, dim, c->dw,
+                            c->dwacc));
   }
+  return grad_out(rt, &kc, c, gd);
+}
 
-  /* g becomes dL/d(x . w) for raw x and w (cosine: through the scale and
-     both normalizations, whose projection of dx is added here) */
-  if (cfg->cosine_sim_routing)
-    C5_CALL(ops->cosine_route_backward(&kc, batch, R, nl, dim, x, routing_token, c->xnorm, c->rtnorm,
-                                       cfg->cosine_sim_scale, c->g, dx));
-  double *dw = c->dwacc;
-  /* the routing token's gradient g^T x in the working precision whatever the matmul mode: a [R, dim] sum over
-     every token, bound by reading x once, which a bf16 product would first copy whole (n dim bf16 of scratch) */
+/* The rest, on the backend's own stream once it has waited for the first part: dx += the logits' gradient
+   (g rt; cosine: through the scale and both normalizations, the routing token's gradient after it). */
+static c5_status backward_end(const c5_router *rt, c5_router_cache *c, const c5_real *routing_token,
+                              const c5_real *x, c5_real *dx, grad_dst gd)
+{
+  if (!c->bwd_run) return C5_OK;
+  const c5_router_config *cfg = &rt->cfg;
+  const int R = cfg->num_routing_tokens, dim = rt->dim;
+  const long nl = c->n_local, batch = c->batch;
+  const c5k_ops *ops = rt->be->ops;
+  C5_CALL(c5_backend_stream_follow(rt->be));
+  c5k_ctx kc = c5_backend_ctx(c5_backend_root(rt->be), NULL, 0);
+  if (!cfg->cosine_sim_routing) {
+    for (long b = 0; b < batch; b++)
+      C5_CALL(ops->gemm(&kc, 1, 0, nl, dim, R, 1.0, c->g + b * R * nl, nl, routing_token, dim, 1.0, dx + b * nl * dim,
+                        dim));
+    return C5_OK;
+  }
+  C5_CALL(ops->cosine_route_backward(&kc, batch, R, nl, dim, x, routing_token, c->xnorm, c->rtnorm,
+                                     cfg->cosine_sim_scale, c->g, dx));
   c5k_ctx kx = kc;
   kx.exact = 1;
-  for (long b = 0; b < batch; b++) {
-    const c5_real *gb = c->g + b * R * nl, *xb = x + b * nl * dim;
-    if (!cfg->cosine_sim_routing)
-      C5_CALL(ops->gemm(&kc, 1, 0, nl, dim, R, 1.0, gb, nl, routing_token, dim, 1.0, dx + b * nl * dim, dim));
-    C5_CALL(ops->gemm_acc(&kx, 0, 0, R, dim, nl, 1.0, gb, nl, xb, dim, c->dw, dw));
-  }
-  if (cfg->cosine_sim_routing) C5_CALL(ops->cosine_route_backward_w(&kc, R, dim, routing_token, c->rtnorm, dw));
-  return C5_OK;
+  for (long b = 0; b < batch; b++)
+    C5_CALL(ops->gemm_acc(&kx, 0, 0, R, dim, nl, 1.0, c->g + b * R * nl, nl, x + b * nl * dim, dim, c->dw, c->dwacc));
+  C5_CALL(ops->cosine_route_backward_w(&kc, R, dim, routing_token, c->rtnorm, c->dwacc));
+  return grad_out(rt, &kc, c, gd);
 }
 
 /* The public entries count their collectives under the router phase. */
@@ -629,39 +661,60 @@ c5_status c5_router_forward(const c5_router *rt, const c5_dist *d, const c5_layo
   return st == C5_OK ? st : c5_err_trace(st, __FILE__, __LINE__);
 }
 
-/* router_backward under the router phase: this call's gradient in c->dwacc; dst only checked for NULL. */
-static c5_status router_backward_phase(const c5_router *rt, const c5_dist *d, c5_router_cache *c,
-                                       const c5_real *routing_token, const c5_real *x, const c5_real *dscore,
-                                       c5_real *dx, const void *dst)
+/* The backward's two parts: begin opens a region (backend.h) for the first part's work on the lane, end closes
+   it; between them the caller's stream may do work of its own that does not touch x (dx included). */
+static c5_status begin_phase(const c5_router *rt, const c5_dist *d, c5_router_cache *c, const c5_real *routing_token,
+                             const c5_real *x, const c5_real *dscore, const c5_real *dx, grad_dst gd)
 {
-  C5_CHECK(d && rt, C5_ERR_ARG, "c5_router_backward: NULL argument");
+  C5_CHECK(d && rt && c, C5_ERR_ARG, "c5_router_backward: NULL argument");
   c5_phase old = c5_dist_phase(d, C5_PHASE_ROUTER);
   c5_status st = c5_backend_fork(rt->be);
-  if (st == C5_OK) {
-    st = router_backward(rt, d, c, routing_token, x, dscore, dx, dst);
+  if (st == C5_OK) st = c5_backend_lane_follow(rt->be);   /* dscore: the stream's, even inside a caller's region */
+  if (st == C5_OK) st = backward_begin(rt, d, c, routing_token, x, dscore, dx, gd);
+  if (st != C5_OK) {   /* no end follows */
+    c->bwd_run = 0;
     C5_KEEP_FIRST(st, c5_backend_join(rt->be));
   }
   c5_dist_phase(d, old);
   return st;
 }
 
+static c5_status end_phase(const c5_router *rt, c5_router_cache *c, const c5_real *routing_token, const c5_real *x,
+                           c5_real *dx, grad_dst gd)
+{
+  c5_status st = backward_end(rt, c, routing_token, x, dx, gd);
+  C5_KEEP_FIRST(st, c5_backend_join(rt->be));
+  return st;
+}
+
+c5_status c5_router_backward_begin(const c5_router *rt, const c5_dist *d, c5_router_cache *c,
+                                   const c5_real *routing_token, const c5_real *x, const c5_real *dscore,
+                                   const c5_real *dx, c5_real *drouting_token)
+{
+  return begin_phase(rt, d, c, routing_token, x, dscore, dx, (grad_dst){ drouting_token, NULL });
+}
+
+c5_status c5_router_backward_end(const c5_router *rt, c5_router_cache *c, const c5_real *routing_token,
+                                 const c5_real *x, c5_real *dx, c5_real *drouting_token)
+{
+  C5_CHECK(rt && c, C5_ERR_ARG, "c5_router_backward_end: NULL argument");
+  return end_phase(rt, c, routing_token, x, dx, (grad_dst){ drouting_token, NULL });
+}
+
 c5_status c5_router_backward(const c5_router *rt, const c5_dist *d, c5_router_cache *c,
                              const c5_real *routing_token, const c5_real *x,
                              const c5_real *dscore, c5_real *dx, c5_real *drouting_token)
 {
-  C5_CALL(router_backward_phase(rt, d, c, routing_token, x, dscore, dx, drouting_token));
-  /* added once, rounded once; on the backend's own stream (past the region: it waited for the lane) */
-  c5k_ctx kc = c5_backend_ctx(c5_backend_root(rt->be), NULL, 0);
-  C5_CALL(rt->be->ops->grad_flush(&kc, c->dwacc, (long)rt->cfg.num_routing_tokens * rt->dim, drouting_token));
-  return C5_OK;
+  const grad_dst gd = { drouting_token, NULL };
+  C5_CALL(begin_phase(rt, d, c, routing_token, x, dscore, dx, gd));
+  return end_phase(rt, c, routing_token, x, dx, gd);
 }
 
 c5_status c5_router_backward_acc(const c5_router *rt, const c5_dist *d, c5_router_cache *c,
                                  const c5_real *routing_token, const c5_real *x,
                                  const c5_real *dscore, c5_real *dx, double *dacc)
 {
-  C5_CALL(router_backward_phase(rt, d, c, routing_token, x, dscore, dx, dacc));
-  c5k_ctx kc = c5_backend_ctx(c5_backend_root(rt->be), NULL, 0);
-  C5_CALL(rt->be->ops->acc_add(&kc, (long)rt->cfg.num_routing_tokens * rt->dim, c->dwacc, dacc));
-  return C5_OK;
+  const grad_dst gd = { NULL, dacc };
+  C5_CALL(begin_phase(rt, d, c, routing_token, x, dscore, dx, gd));
+  return end_phase(rt, c, routing_token, x, dx, gd);
 }

@@ -30,6 +30,8 @@ c5_status c5k_cuda_lane_create(c5k_cuda_dev *dev, c5k_cuda_dev **out);
 c5_status c5k_cuda_fork(c5k_cuda_dev *dev, c5k_cuda_dev *lane);
 c5_status c5k_cuda_join(c5k_cuda_dev *dev, c5k_cuda_dev *lane);
 c5_status c5k_cuda_meet(c5k_cuda_dev *dev, c5k_cuda_dev *lane);
+/* waiter's stream waits for the work queued on `on` so far (one way; no region count) */
+c5_status c5k_cuda_wait(c5k_cuda_dev *waiter, c5k_cuda_dev *on);
 /* Device memory, ordered on the device's stream. */
 c5_status c5k_cuda_alloc(c5k_cuda_dev *dev, size_t bytes, void **ptr);
 c5_status c5k_cuda_free(c5k_cuda_dev *dev, void *ptr);

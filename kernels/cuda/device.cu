@@ -89,6 +89,12 @@ extern "C" c5_status c5k_cuda_lane_create(c5k_cuda_dev *dev, c5k_cuda_dev **out)
 }
 
 /* waiter's stream waits for the work queued on `on` so far */
+static c5_status wait_for(c5k_cuda_dev *waiter, c5k_cuda_dev *on, const char *what);
+extern "C" c5_status c5k_cuda_wait(c5k_cuda_dev *waiter, c5k_cuda_dev *on)
+{
+  return wait_for(waiter, on, "cuda backend: wait");
+}
+
 static c5_status wait_for(c5k_cuda_dev *waiter, c5k_cuda_dev *on, const char *what)
 {
   C5K_CUDA_TRY(cudaEventRecord(on->ev, on->stream), what);
