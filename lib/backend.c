@@ -305,6 +305,41 @@ c5_status c5_backend_stream_follow(const c5_backend *be)
   return C5_OK;
 }
 
+c5_status c5_backend_mark_create(const c5_backend *be, void **mark)
+{
+  *mark = NULL;
+#if C5_HAVE_CUDA_BUILD
+  if (lane_base(be)) return c5k_cuda_mark_create(mark);
+#endif
+  return C5_OK;
+}
+
+void c5_backend_mark_destroy(void *mark)
+{
+#if C5_HAVE_CUDA_BUILD
+  c5k_cuda_mark_destroy(mark);
+#endif
+  (void)mark;
+}
+
+c5_status c5_backend_mark(const c5_backend *be, void *mark)
+{
+#if C5_HAVE_CUDA_BUILD
+  if (mark) return c5k_cuda_mark(be->dev, mark);
+#endif
+  (void)be;
+  return C5_OK;
+}
+
+c5_status c5_backend_stream_wait_mark(const c5_backend *be, void *mark)
+{
+#if C5_HAVE_CUDA_BUILD
+  if (mark) return c5k_cuda_wait_mark(c5_backend_root(be)->dev, mark);
+#endif
+  (void)be;
+  return C5_OK;
+}
+
 const char *c5_matmul_name(c5_matmul m)
 {
   return m == C5_MATMUL_FP32 ? "fp32" : m == C5_MATMUL_TF32 ? "tf32" : m == C5_MATMUL_BF16 ? "bf16" : "?";

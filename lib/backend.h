@@ -40,6 +40,13 @@ c5_status c5_backend_meet(const c5_backend *be);
    the lane's (stream_follow). */
 c5_status c5_backend_lane_follow(const c5_backend *be);
 c5_status c5_backend_stream_follow(const c5_backend *be);
+/* A point of the lane's work that the stream waits for alone (not for what the lane queues after it): made
+   for a backend with a lane (*mark NULL otherwise: marking and waiting do nothing), set by c5_backend_mark on
+   be's stream (the lane when be is one), waited for by the stream. */
+c5_status c5_backend_mark_create(const c5_backend *be, void **mark);
+void c5_backend_mark_destroy(void *mark);
+c5_status c5_backend_mark(const c5_backend *be, void *mark);
+c5_status c5_backend_stream_wait_mark(const c5_backend *be, void *mark);
 
 /* A cache's activations are kept in the type its backend took when it was made (have); a call in another
    matmul mode (the backend now wants want) is refused, naming the cache (who). */

@@ -593,16 +593,27 @@ static c5_status backward_body(c5_routed_attn *m, const c5_dist *d, c5_routed_at
   const c5k_ops *ops = c->be->ops;
   c5k_ctx kc = c5_backend_ctx(c->be, NULL, 0);
   if (cfg->multiply_queries_by_score) C5_CALL(ops->add2d(&kc, 1, batch * c->nq, c->dqs, 0, c->dsq, 0));
-  C5_CALL(ops->scatter_rows(&kc, batch * c->nq, D, c->qtok, c->dxq, NULL, NULL, 1, 1, dx));
-  /* key/value gradients: back to rank-major order, summed over ranks, each owner gets its entries */
-  C5_CALL(c5_kv_exchange_return(c->kvx, d, C5_OK, rows, NULL, c->dctx, c->dks, dx));
-  /* routers (unrouted scores are constants: no gradient); the kv dscore entries are in routing order */
+  /* the routers (unrouted scores are constants: no gradient) begin on the lane as soon as their dscores are
+     formed, the q router's beside the scatters below; their parts of dx follow those, as in order (the same
+     bits: docs/design.md "Streams"). Where dx overlaps x (the routers read it) the stream waits for the lane. */
   C5_CALL(c5_heavy_query_dscores(c->be, batch, c->nq, c->qcnt, rq, c->dsq, c->dqs));   /* routing-entry order */
-  C5_CALL(c5_router_backward(m->hb.q_router, d, c->rq, c5_params_value(p, m->hb.rt_q), x, c->dqs, dx,
-                             c5_params_grad(p, m->hb.rt_q)));
-  C5_CALL(c5_router_backward(m->hb.kv_router, d, c->rkv, c5_params_value(p, m->hb.rt_kv), x, c->kvx->downs, dx,
-                             c5_params_grad(p, m->hb.rt_kv)));
-  return C5_OK;
+  const c5_real *rtq = c5_params_value(p, m->hb.rt_q), *rtk = c5_params_value(p, m->hb.rt_kv);
+  c5_real *drq = c5_params_grad(p, m->hb.rt_q), *drk = c5_params_grad(p, m->hb.rt_kv);
+  c5_status st = c5_router_backward_begin(m->hb.q_router, d, c->rq, rtq, x, c->dqs, dx, drq);
+  const int q_begun = st == C5_OK;
+  if (st == C5_OK && !c5_apart(x, dx, batch * c->n * D * sizeof *x)) st = c5_backend_stream_follow(c->be);
+  if (st == C5_OK) st = ops->scatter_rows(&kc, batch * c->nq, D, c->qtok, c->dxq, NULL, NULL, 1, 1, dx);
+  /* key/value gradients: back to rank-major order, summed over ranks, each owner gets its entries; the status
+     so far agreed first */
+  st = c5_kv_exchange_return(c->kvx, d, st, rows, NULL, c->dctx, c->dks, dx);
+  int kv_begun = 0;
+  if (st == C5_OK) {   /* the kv dscore entries are in routing order */
+    st = c5_router_backward_begin(m->hb.kv_router, d, c->rkv, rtk, x, c->kvx->downs, dx, drk);
+    kv_begun = st == C5_OK;
+  }
+  if (q_begun) C5_KEEP_FIRST(st, c5_router_backward_end(m->hb.q_router, c->rq, rtq, x, dx, drq));
+  if (kv_begun) C5_KEEP_FIRST(st, c5_router_backward_end(m->hb.kv_router, c->rkv, rtk, x, dx, drk));
+  return st;
 }
 
 c5_status c5_routed_attn_backward(c5_routed_attn *m, const c5_dist *d, c5_routed_attn_cache *c, const c5_real *x,

@@ -407,12 +407,13 @@ static c5_status backward_body(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_c
   C5_AGREE(d, backward_dscore(m, c, x, dout, dx));
   const c5_real *rt = c5_params_value(m->p, m->routing_token);
   c5_real *drt = c5_params_grad(m->p, m->routing_token);
-  C5_CALL(c5_router_backward_begin(m->router, d, c->rc, rt, x, c->dscore, dx, drt));
-  c5_status st = c5_apart(x, dx, c->batch * c->n_local * m->cfg.dim * sizeof *x) ? C5_OK
-                                                                                  : c5_backend_stream_follow(c->be);
+  c5_status st = c5_router_backward_begin(m->router, d, c->rc, rt, x, c->dscore, dx, drt);
+  const int begun = st == C5_OK;
+  if (st == C5_OK && !c5_apart(x, dx, c->batch * c->n_local * m->cfg.dim * sizeof *x))
+    st = c5_backend_stream_follow(c->be);
   if (st == C5_OK) st = backward_local(m, c, x, dout, residual, dx);
-  st = c5_dist_agree(d, st);
-  C5_KEEP_FIRST(st, c5_router_backward_end(m->router, c->rc, rt, x, dx, drt));
+  st = c5_dist_agree(d, st);   /* the router's local failures too */
+  if (begun) C5_KEEP_FIRST(st, c5_router_backward_end(m->router, c->rc, rt, x, dx, drt));
   return st;
 }
 

@@ -29,6 +29,7 @@ struct c5_router_cache {
   int random_route, cosine;
   int masked;               /* the last forward had a mask (c->mask holds it) */
   int bwd_run;              /* the backward's first part formed g (backward_end uses it) */
+  void *gmark;              /* set on the lane once g is formed: what backward_end waits for (backend.h) */
   c5_real *s;               /* [rows][n_local] logits */
   c5_real *y;               /* [rows][n_local] coordinate-descent scores (or random draws) */
   c5_real *g;               /* [rows][n_local] backward scratch: dL/dy, then dL/ds */
@@ -204,6 +205,11 @@ c5_status c5_router_cache_create(const c5_router *rt, long batch, long n_local, 
   }
   c->mem_dev = dm.base;
   layout(c, &m, &dm, rt);
+  st = c5_backend_mark_create(c->be, &c->gmark);
+  if (st != C5_OK) {
+    c5_router_cache_destroy(&c);
+    return c5_err_trace(st, __FILE__, __LINE__);
+  }
   *out = c;
   return C5_OK;
 }
@@ -211,6 +217,7 @@ c5_status c5_router_cache_create(const c5_router *rt, long batch, long n_local, 
 c5_status c5_router_cache_destroy(c5_router_cache **cp)
 {
   if (!cp || !*cp) return C5_OK;
+  c5_backend_mark_destroy((*cp)->gmark);
   free((*cp)->mem);
   free((*cp)->mem_rows);
   free((*cp)->mem_whole);
@@ -604,6 +611,7 @@ static c5_status backward_begin(const c5_router *rt, const c5_dist *d, c5_router
     } else {
       C5_CALL(c5_cd_backward_rows(rt->be, d, &c->cd, &Rw, c->s, m, c->y, c->g, c->g));
     }
+    C5_CALL(c5_backend_mark(rt->be, c->gmark));   /* backward_end waits for g, not for what follows */
     if (cfg->cosine_sim_routing) return C5_OK;   /* backward_end: g changes with dx first */
     /* the routing token's gradient g^T x in the working precision whatever the matmul mode: a [R, dim] sum over
        every token, bound by reading x once, which a bf16 product would first copy whole (n dim bf16 of scratch) */
@@ -626,7 +634,7 @@ static c5_status backward_end(const c5_router *rt, c5_router_cache *c, const c5_
   const int R = cfg->num_routing_tokens, dim = rt->dim;
   const long nl = c->n_local, batch = c->batch;
   const c5k_ops *ops = rt->be->ops;
-  C5_CALL(c5_backend_stream_follow(rt->be));
+  C5_CALL(c5_backend_stream_wait_mark(rt->be, c->gmark));
   c5k_ctx kc = c5_backend_ctx(c5_backend_root(rt->be), NULL, 0);
   if (!cfg->cosine_sim_routing) {
     for (long b = 0; b < batch; b++)

@@ -32,6 +32,11 @@ c5_status c5k_cuda_join(c5k_cuda_dev *dev, c5k_cuda_dev *lane);
 c5_status c5k_cuda_meet(c5k_cuda_dev *dev, c5k_cuda_dev *lane);
 /* waiter's stream waits for the work queued on `on` so far (one way; no region count) */
 c5_status c5k_cuda_wait(c5k_cuda_dev *waiter, c5k_cuda_dev *on);
+/* A mark (an event): recorded on a device's stream at a point of its work, waited for by another's */
+c5_status c5k_cuda_mark_create(void **mark);
+void c5k_cuda_mark_destroy(void *mark);
+c5_status c5k_cuda_mark(c5k_cuda_dev *dev, void *mark);
+c5_status c5k_cuda_wait_mark(c5k_cuda_dev *dev, void *mark);
 /* Device memory, ordered on the device's stream. */
 c5_status c5k_cuda_alloc(c5k_cuda_dev *dev, size_t bytes, void **ptr);
 c5_status c5k_cuda_free(c5k_cuda_dev *dev, void *ptr);

@@ -102,6 +102,31 @@ static c5_status wait_for(c5k_cuda_dev *waiter, c5k_cuda_dev *on, const char *wh
   return C5_OK;
 }
 
+extern "C" c5_status c5k_cuda_mark_create(void **mark)
+{
+  cudaEvent_t e = NULL;
+  C5K_CUDA_TRY(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cuda backend: a mark");
+  *mark = (void *)e;
+  return C5_OK;
+}
+
+extern "C" void c5k_cuda_mark_destroy(void *mark)
+{
+  if (mark) cudaEventDestroy((cudaEvent_t)mark);
+}
+
+extern "C" c5_status c5k_cuda_mark(c5k_cuda_dev *d, void *mark)
+{
+  C5K_CUDA_TRY(cudaEventRecord((cudaEvent_t)mark, d->stream), "cuda backend: mark");
+  return C5_OK;
+}
+
+extern "C" c5_status c5k_cuda_wait_mark(c5k_cuda_dev *d, void *mark)
+{
+  C5K_CUDA_TRY(cudaStreamWaitEvent(d->stream, (cudaEvent_t)mark, 0), "cuda backend: wait for a mark");
+  return C5_OK;
+}
+
 extern "C" c5_status c5k_cuda_fork(c5k_cuda_dev *dev, c5k_cuda_dev *lane)
 {
   if (dev->lane_open++) return C5_OK;
