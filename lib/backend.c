@@ -193,6 +193,12 @@ c5_status c5_backend_free(const c5_backend *be, void *ptr)
 {
   C5_CHECK(be, C5_ERR_ARG, "c5_backend_free: backend is NULL");
 #if C5_HAVE_CUDA_BUILD
+  if (be->base && ptr) {
+    /* a lane's memory (a router's cache) may still be read by the stream's queued work (the routing): freed
+       in the stream's order, after the lane's */
+    C5_CALL(c5k_cuda_wait(be->base->dev, be->dev));
+    return c5k_cuda_free(be->base->dev, ptr);
+  }
   if (be->dev) return c5k_cuda_free(be->dev, ptr);
 #endif
   host_free(ptr);
