@@ -19,6 +19,9 @@ static const c5_backend cpu_backend = { .kind = C5_BACKEND_CPU, .device = 0, .op
 
 const c5_backend *c5_backend_cpu(void) { return &cpu_backend; }
 
+/* Whether a CUDA backend has a lane (backend.h) unless C5_CUDA_LANES says */
+#define C5_CUDA_LANES_DEFAULT 1
+
 c5_status c5_backend_create(c5_backend_kind kind, int device, c5_backend **out)
 {
   C5_CHECK(out != NULL, C5_ERR_ARG, "c5_backend_create: out is NULL");
@@ -40,8 +43,8 @@ c5_status c5_backend_create(c5_backend_kind kind, int device, c5_backend **out)
       return C5_ERR(C5_ERR_MEM, "cuda backend (device %d): out of memory", device);
     }
     **out = (c5_backend){ .kind = C5_BACKEND_CUDA, .device = device, .ops = &c5k_cuda_ops, .dev = dev };
-    const char *lanes = getenv("C5_CUDA_LANES");
-    if (lanes && strcmp(lanes, "0") == 0) return C5_OK;
+    const char *lanes = getenv("C5_CUDA_LANES");   /* "0" or "1"; unset: the default */
+    if (!(lanes && *lanes) ? !C5_CUDA_LANES_DEFAULT : strcmp(lanes, "0") == 0) return C5_OK;
     c5_status st = C5_OK;
     c5k_cuda_dev *ld = NULL;
     c5_backend *lane = calloc(1, sizeof *lane);

@@ -18,8 +18,8 @@
    and dx, every gradient and its routed indices must equal the one-rank
    run's (the same tolerances; indices identical).
    At P = 1 the CUDA run is repeated on a backend of one stream (C5_CUDA_LANES=0: the routers in order with
-   the rest, not on the lane beside the light branches): out, dx, every gradient and the routed indices
-   must be the same bits.
+   the rest, not on the lane beside the light branches; or the other way round where the default backend
+   has no lane): out, dx, every gradient and the routed indices must be the same bits.
    The light attention has heads of 16 and windows of 32 / 2 but in
    light_flash_bf16 (heads of 64, windows of 64: its bf16 flash kernels).
    One line per case and quantity. Exits 77 without a GPU. */
@@ -265,7 +265,7 @@ static int check_case(c5_backend *gpu, c5_backend *one, const c5_dist *d, const 
     c5_backend_set_matmul(one, C5_MATMUL_FP32);
     T_CHECK(r, "%s: the CUDA run on one stream", k->name);
     const int same = same_bits(&rg, &r1, N, np);
-    printf("block %-14s routers on the lane against one stream: out, dx, %ld gradients, indices %s %s\n", k->name, np,
+    printf("block %-14s routers on a lane against one stream: out, dx, %ld gradients, indices %s %s\n", k->name, np,
            same ? "the same bits" : "DIFFER", same ? "PASS" : "FAIL");
     all &= same;
   }
@@ -412,10 +412,14 @@ int main(int argc, char **argv)
   c5_dist *d = NULL, *world = NULL;
   int ok = 1, P = 1;
   MPI_Comm_size(MPI_COMM_WORLD, &P);
-  if (P == 1) {   /* the same device without the lane (backend.h) */
-    setenv("C5_CUDA_LANES", "0", 1);
+  if (P == 1) {   /* the same device with the lane (backend.h) where gpu has none, else without */
+    const int has_lane = c5_backend_lane(gpu) != gpu;
+    setenv("C5_CUDA_LANES", has_lane ? "0" : "1", 1);
     if (c5_backend_create(C5_BACKEND_CUDA, gpu->device, &one) != C5_OK) {
-      fprintf(stderr, "c5_backend_create(cuda, one stream): %s\n", c5_last_error());
+      fprintf(stderr, "c5_backend_create(cuda, %s): %s\n", has_lane ? "one stream" : "a lane", c5_last_error());
+      ok = 0;
+    } else if ((c5_backend_lane(one) != one) == has_lane) {
+      fprintf(stderr, "C5_CUDA_LANES=%d: the backend %s a lane\n", !has_lane, has_lane ? "has" : "has no");
       ok = 0;
     }
     unsetenv("C5_CUDA_LANES");
