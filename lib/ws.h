@@ -14,8 +14,9 @@
      c5_ws_close(c->ws, mark);                             on every path, error or not
 
    Frames nest like a stack: a callee's frame starts where its caller's ends, so a caller's transient
-   buffers live on across its callees' calls. Modules run one at a time (one stream per backend), so the
-   workspace needs the deepest stack of frames, not the sum of every module's buffers.
+   buffers live on across its callees' calls. Modules that take frames run one at a time on the
+   backend's stream (the routers, which run on its lane beside them, keep their own memory: backend.h), so
+   the workspace needs the deepest stack of frames, not the sum of every module's buffers.
 
    Sizing, at cache creation (nothing is allocated inside a step): each cache reserves its frame at the
    depth its calls will open it. A caller that holds a frame across a callee holds it while creating the
