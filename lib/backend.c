@@ -199,7 +199,7 @@ c5_status c5_backend_free(const c5_backend *be, void *ptr)
   if (be->base && ptr) {
     /* a lane's memory (a router's cache) may still be read by the stream's queued work (the routing): freed
        in the stream's order, after the lane's */
-    C5_CALL(c5k_cuda_wait(be->base->dev, be->dev));
+    C5_CALL(c5k_cuda_stream_follow(be->base->dev, be->dev));
     return c5k_cuda_free(be->base->dev, ptr);
   }
   if (be->dev) return c5k_cuda_free(be->dev, ptr);
@@ -258,61 +258,30 @@ c5_status c5_backend_sync(const c5_backend *be)
 const c5_backend *c5_backend_lane(const c5_backend *be) { return be->lane ? be->lane : be; }
 
 /* The backend that owns the lane, or NULL when be has none */
-static const c5_backend *lane_base(const c5_backend *be)
+static inline const c5_backend *lane_base(const c5_backend *be)
 {
   const c5_backend *b = be->base ? be->base : be;
   return b->lane ? b : NULL;
 }
 
-c5_status c5_backend_fork(const c5_backend *be)
-{
+/* A lane operation of kernels/cuda/cuda.h on be's device and lane; nothing where be has no lane */
 #if C5_HAVE_CUDA_BUILD
+typedef c5_status (*lane_fn)(c5k_cuda_dev *dev, c5k_cuda_dev *lane);
+static c5_status on_lane(const c5_backend *be, lane_fn fn)
+{
   const c5_backend *b = lane_base(be);
-  if (b) return c5k_cuda_fork(b->dev, b->lane->dev);
-#endif
-  (void)be;
-  return C5_OK;
+  return b ? fn(b->dev, b->lane->dev) : C5_OK;
 }
+#define LANE_OP(be, fn) on_lane((be), (fn))
+#else
+#define LANE_OP(be, fn) ((void)(be), C5_OK)
+#endif
 
-c5_status c5_backend_join(const c5_backend *be)
-{
-#if C5_HAVE_CUDA_BUILD
-  const c5_backend *b = lane_base(be);
-  if (b) return c5k_cuda_join(b->dev, b->lane->dev);
-#endif
-  (void)be;
-  return C5_OK;
-}
-
-c5_status c5_backend_meet(const c5_backend *be)
-{
-#if C5_HAVE_CUDA_BUILD
-  const c5_backend *b = lane_base(be);
-  if (b) return c5k_cuda_meet(b->dev, b->lane->dev);
-#endif
-  (void)be;
-  return C5_OK;
-}
-
-c5_status c5_backend_lane_follow(const c5_backend *be)
-{
-#if C5_HAVE_CUDA_BUILD
-  const c5_backend *b = lane_base(be);
-  if (b) return c5k_cuda_wait(b->lane->dev, b->dev);
-#endif
-  (void)be;
-  return C5_OK;
-}
-
-c5_status c5_backend_stream_follow(const c5_backend *be)
-{
-#if C5_HAVE_CUDA_BUILD
-  const c5_backend *b = lane_base(be);
-  if (b) return c5k_cuda_wait(b->dev, b->lane->dev);
-#endif
-  (void)be;
-  return C5_OK;
-}
+c5_status c5_backend_fork(const c5_backend *be) { return LANE_OP(be, c5k_cuda_fork); }
+c5_status c5_backend_join(const c5_backend *be) { return LANE_OP(be, c5k_cuda_join); }
+c5_status c5_backend_meet(const c5_backend *be) { return LANE_OP(be, c5k_cuda_meet); }
+c5_status c5_backend_lane_follow(const c5_backend *be) { return LANE_OP(be, c5k_cuda_lane_follow); }
+c5_status c5_backend_stream_follow(const c5_backend *be) { return LANE_OP(be, c5k_cuda_stream_follow); }
 
 c5_status c5_backend_mark_create(const c5_backend *be, void **mark)
 {
@@ -320,6 +289,7 @@ c5_status c5_backend_mark_create(const c5_backend *be, void **mark)
 #if C5_HAVE_CUDA_BUILD
   if (lane_base(be)) return c5k_cuda_mark_create(mark);
 #endif
+  (void)be;
   return C5_OK;
 }
 
@@ -337,6 +307,7 @@ c5_status c5_backend_mark(const c5_backend *be, void *mark)
   if (mark) return c5k_cuda_mark(be->dev, mark);
 #endif
   (void)be;
+  (void)mark;
   return C5_OK;
 }
 
@@ -346,6 +317,7 @@ c5_status c5_backend_stream_wait_mark(const c5_backend *be, void *mark)
   if (mark) return c5k_cuda_wait_mark(c5_backend_root(be)->dev, mark);
 #endif
   (void)be;
+  (void)mark;
   return C5_OK;
 }
 

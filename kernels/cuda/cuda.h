@@ -30,8 +30,9 @@ c5_status c5k_cuda_lane_create(c5k_cuda_dev *dev, c5k_cuda_dev **out);
 c5_status c5k_cuda_fork(c5k_cuda_dev *dev, c5k_cuda_dev *lane);
 c5_status c5k_cuda_join(c5k_cuda_dev *dev, c5k_cuda_dev *lane);
 c5_status c5k_cuda_meet(c5k_cuda_dev *dev, c5k_cuda_dev *lane);
-/* waiter's stream waits for the work queued on `on` so far (one way; no region count) */
-c5_status c5k_cuda_wait(c5k_cuda_dev *waiter, c5k_cuda_dev *on);
+/* One way (no region count): the lane waits for dev's work so far, or dev for the lane's */
+c5_status c5k_cuda_lane_follow(c5k_cuda_dev *dev, c5k_cuda_dev *lane);
+c5_status c5k_cuda_stream_follow(c5k_cuda_dev *dev, c5k_cuda_dev *lane);
 /* A mark (an event): recorded on a device's stream at a point of its work, waited for by another's */
 c5_status c5k_cuda_mark_create(void **mark);
 void c5k_cuda_mark_destroy(void *mark);

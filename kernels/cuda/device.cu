@@ -89,12 +89,6 @@ extern "C" c5_status c5k_cuda_lane_create(c5k_cuda_dev *dev, c5k_cuda_dev **out)
 }
 
 /* waiter's stream waits for the work queued on `on` so far */
-static c5_status wait_for(c5k_cuda_dev *waiter, c5k_cuda_dev *on, const char *what);
-extern "C" c5_status c5k_cuda_wait(c5k_cuda_dev *waiter, c5k_cuda_dev *on)
-{
-  return wait_for(waiter, on, "cuda backend: wait");
-}
-
 static c5_status wait_for(c5k_cuda_dev *waiter, c5k_cuda_dev *on, const char *what)
 {
   C5K_CUDA_TRY(cudaEventRecord(on->ev, on->stream), what);
@@ -139,6 +133,16 @@ extern "C" c5_status c5k_cuda_join(c5k_cuda_dev *dev, c5k_cuda_dev *lane)
 {
   if (dev->lane_open <= 0) return C5K_ERR(C5_ERR_INTERNAL, "cuda backend: a join without its fork");
   return --dev->lane_open ? C5_OK : wait_for(dev, lane, "cuda backend: join");
+}
+
+extern "C" c5_status c5k_cuda_lane_follow(c5k_cuda_dev *dev, c5k_cuda_dev *lane)
+{
+  return wait_for(lane, dev, "cuda backend: the lane waits");
+}
+
+extern "C" c5_status c5k_cuda_stream_follow(c5k_cuda_dev *dev, c5k_cuda_dev *lane)
+{
+  return wait_for(dev, lane, "cuda backend: the stream waits");
 }
 
 extern "C" c5_status c5k_cuda_meet(c5k_cuda_dev *dev, c5k_cuda_dev *lane)
