@@ -380,8 +380,8 @@ static c5_status backward_local(c5_routed_ff *m, c5_routed_ff_cache *c, const c5
   C5_CALL(c5_ffnet_backward(&m->light, m->p, &c->light, x, dout, c->batch * nl, residual ? dout : NULL, dx));
   size_t mark;   /* closed by c5_routed_ff_backward, after the router's backward */
   C5_CALL(c5_ws_open(c->ws, carve_frame, c, &mark));
-  /* heavy: its input gathered again from x (the same rows: the same bits); d(heavy out) = dout * score;
-     dscore = dout . heavy out */
+  /* heavy: its input gathered again from x (the same rows: the same bits); d(heavy out) = dout * score
+     (dscore: backward_dscore, before) */
   C5_CALL(ops->gather_rows(&kc, e, dim, c->pos, NULL, x, dim, c->xr));
   C5_CALL(ops->gather_rows(&kc, e, dim, c->pos, rt->routed ? rt->score : NULL, dout, dim, c->dh));
   C5_CALL(c5_ffnet_backward(&m->heavy, m->p, &c->heavy, c->xr, c->dh, e, NULL, c->dtmp));
