@@ -83,7 +83,8 @@ c5_status c5_params_add_init(c5_params *p, const char *prefix, const char *name,
    drouting_token) and what dx will take, on the router's lane (lib/backend.h), reading dscore and x only;
    end adds the router's part of dx on the backend's own stream. Between them the caller may queue work of its
    own that writes dx but not x (ConditionalRoutedFeedForward: its light and heavy FF's backward, which the
-   router's part of dx follows as before). end follows every begin that returned C5_OK. */
+   router's part of dx follows as before; where dx overlaps x, begin has the stream wait for the lane's reads
+   of x first). end follows every begin that returned C5_OK. */
 c5_status c5_router_backward_begin(const c5_router *r, const c5_dist *d, c5_router_cache *cache,
                                    const c5_real *routing_token, const c5_real *x, const c5_real *dscore,
                                    const c5_real *dx, c5_real *drouting_token);

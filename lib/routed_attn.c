@@ -595,13 +595,12 @@ static c5_status backward_body(c5_routed_attn *m, const c5_dist *d, c5_routed_at
   if (cfg->multiply_queries_by_score) C5_CALL(ops->add2d(&kc, 1, batch * c->nq, c->dqs, 0, c->dsq, 0));
   /* the routers (unrouted scores are constants: no gradient) begin on the lane as soon as their dscores are
      formed, the q router's beside the scatters below; their parts of dx follow those, as in order (the same
-     bits: docs/design.md "Streams"). Where dx overlaps x (the routers read it) the stream waits for the lane. */
+     bits: docs/design.md "Streams"). */
   C5_CALL(c5_heavy_query_dscores(c->be, batch, c->nq, c->qcnt, rq, c->dsq, c->dqs));   /* routing-entry order */
   const c5_real *rtq = c5_params_value(p, m->hb.rt_q), *rtk = c5_params_value(p, m->hb.rt_kv);
   c5_real *drq = c5_params_grad(p, m->hb.rt_q), *drk = c5_params_grad(p, m->hb.rt_kv);
   c5_status st = c5_router_backward_begin(m->hb.q_router, d, c->rq, rtq, x, c->dqs, dx, drq);
   const int q_begun = st == C5_OK;
-  if (st == C5_OK && !c5_apart(x, dx, batch * c->n * D * sizeof *x)) st = c5_backend_stream_follow(c->be);
   if (st == C5_OK) st = ops->scatter_rows(&kc, batch * c->nq, D, c->qtok, c->dxq, NULL, NULL, 1, 1, dx);
   /* key/value gradients: back to rank-major order, summed over ranks, each owner gets its entries; the status
      so far agreed first */

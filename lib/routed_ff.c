@@ -399,8 +399,7 @@ static c5_status backward_dscore(c5_routed_ff *m, c5_routed_ff_cache *c, const c
 }
 
 /* The router's backward begins on the lane beside the FFs' (it reads dscore and x), and its part of dx is
-   added after theirs, as in order (the same bits: docs/design.md "Streams"); where dx overlaps x the stream
-   waits for the router's reads of x before the FFs write dx. */
+   added after theirs, as in order (the same bits: docs/design.md "Streams"). */
 static c5_status backward_body(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_cache *c, const c5_real *x,
                                const c5_real *dout, int residual, c5_real *dx)
 {
@@ -409,8 +408,6 @@ static c5_status backward_body(c5_routed_ff *m, const c5_dist *d, c5_routed_ff_c
   c5_real *drt = c5_params_grad(m->p, m->routing_token);
   c5_status st = c5_router_backward_begin(m->router, d, c->rc, rt, x, c->dscore, dx, drt);
   const int begun = st == C5_OK;
-  if (st == C5_OK && !c5_apart(x, dx, c->batch * c->n_local * m->cfg.dim * sizeof *x))
-    st = c5_backend_stream_follow(c->be);
   if (st == C5_OK) st = backward_local(m, c, x, dout, residual, dx);
   st = c5_dist_agree(d, st);   /* the router's local failures too */
   if (begun) C5_KEEP_FIRST(st, c5_router_backward_end(m->router, c->rc, rt, x, dx, drt));

@@ -28,7 +28,6 @@ struct c5_router_cache {
   long cd_span;             /* the row length the cd-row workspace was sized for */
   int random_route, cosine;
   int masked;               /* the last forward had a mask (c->mask holds it) */
-  int bwd_run;              /* the backward's first part formed g (backward_end uses it) */
   void *gmark;              /* set on the lane once g is formed: what backward_end waits for (backend.h) */
   c5_real *s;               /* [rows][n_local] logits */
   c5_real *y;               /* [rows][n_local] coordinate-descent scores (or random draws) */
@@ -550,6 +549,10 @@ static c5_status router_forward(const c5_router *rt, const c5_dist *d, const c5_
   return C5_OK;
 }
 
+/* Whether the last forward's scores have a gradient: unrouted scores are constants, random ones are not
+   differentiable */
+static int has_gradient(const c5_router_cache *c) { return c->out.routed && !c->random_route; }
+
 /* A backward's work before its collective, on this rank alone. *run = 0: no gradient to form. */
 static c5_status backward_local(const c5_router *rt, c5_router_cache *c, const c5_real *routing_token,
                                 const c5_real *x, const c5_real *dscore, const c5_real *dx, const void *dst, int *run)
@@ -559,8 +562,7 @@ static c5_status backward_local(const c5_router *rt, c5_router_cache *c, const c
   const c5k_ops *ops = rt->be->ops;
   c5k_ctx kc = c5_backend_ctx(rt->be, NULL, 0);
   C5_CALL(c5k_zero(ops, &kc, c->dwacc, (long)rt->cfg.num_routing_tokens * rt->dim * (long)sizeof *c->dwacc));
-  /* unrouted scores are constants; random scores are not differentiable */
-  if (!c->out.routed || c->random_route) return C5_OK;
+  if (!has_gradient(c)) return C5_OK;
   C5_CHECK(dscore != NULL, C5_ERR_ARG, "c5_router_backward: dscore is NULL");
   const uint8_t *m = c->masked ? c->mask : NULL;
 
@@ -593,7 +595,6 @@ static c5_status backward_begin(const c5_router *rt, const c5_dist *d, c5_router
 {
   int run = 0;
   C5_AGREE(d, backward_local(rt, c, routing_token, x, dscore, dx, gd.grad ? (const void *)gd.grad : gd.acc, &run));
-  c->bwd_run = run;
   const c5_router_config *cfg = &rt->cfg;
   const int R = cfg->num_routing_tokens, dim = rt->dim;
   const long nl = c->n_local, batch = c->batch;
@@ -629,7 +630,7 @@ static c5_status backward_begin(const c5_router *rt, const c5_dist *d, c5_router
 static c5_status backward_end(const c5_router *rt, c5_router_cache *c, const c5_real *routing_token,
                               const c5_real *x, c5_real *dx, grad_dst gd)
 {
-  if (!c->bwd_run) return C5_OK;
+  if (!has_gradient(c)) return C5_OK;
   const c5_router_config *cfg = &rt->cfg;
   const int R = cfg->num_routing_tokens, dim = rt->dim;
   const long nl = c->n_local, batch = c->batch;
@@ -670,7 +671,8 @@ c5_status c5_router_forward(const c5_router *rt, const c5_dist *d, const c5_layo
 }
 
 /* The backward's two parts: begin opens a region (backend.h) for the first part's work on the lane, end closes
-   it; between them the caller's stream may do work of its own that does not touch x (dx included). */
+   it; between them the caller's stream may do work of its own that writes dx but not x (where dx overlaps x,
+   begin makes the stream wait for the lane first). */
 static c5_status begin_phase(const c5_router *rt, const c5_dist *d, c5_router_cache *c, const c5_real *routing_token,
                              const c5_real *x, const c5_real *dscore, const c5_real *dx, grad_dst gd)
 {
@@ -679,10 +681,10 @@ static c5_status begin_phase(const c5_router *rt, const c5_dist *d, c5_router_ca
   c5_status st = c5_backend_fork(rt->be);
   if (st == C5_OK) st = c5_backend_lane_follow(rt->be);   /* dscore: the stream's, even inside a caller's region */
   if (st == C5_OK) st = backward_begin(rt, d, c, routing_token, x, dscore, dx, gd);
-  if (st != C5_OK) {   /* no end follows */
-    c->bwd_run = 0;
-    C5_KEEP_FIRST(st, c5_backend_join(rt->be));
-  }
+  /* where dx overlaps x, the stream waits for the lane's reads of x before the caller writes dx */
+  const size_t bytes = (size_t)c->batch * c->n_local * rt->dim * sizeof *x;
+  if (st == C5_OK && !c5_apart(x, dx, bytes)) st = c5_backend_stream_follow(rt->be);
+  if (st != C5_OK) C5_KEEP_FIRST(st, c5_backend_join(rt->be));   /* no end follows */
   c5_dist_phase(d, old);
   return st;
 }
